@@ -1,0 +1,703 @@
+//! [`RunContext`]: everything a run carries, passed explicitly and cheap to clone.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::cost::PriceTable;
+use crate::error::{Error, Result};
+use crate::event::{EventSink, NoopSink, RunEvent};
+use crate::journal::Journal;
+use crate::usage::Usage;
+
+/// Who is acting: used by governance to scope tools, budgets and audit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Principal {
+    /// Tenant (organisation).
+    pub tenant: Option<String>,
+    /// Workspace inside the tenant.
+    pub workspace: Option<String>,
+    /// API key id (never the secret).
+    pub key_id: Option<String>,
+    /// Roles granted.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl Principal {
+    /// A principal in a tenant and workspace.
+    pub fn new(tenant: impl Into<String>, workspace: impl Into<String>) -> Self {
+        Self {
+            tenant: Some(tenant.into()),
+            workspace: Some(workspace.into()),
+            key_id: None,
+            roles: Vec::new(),
+        }
+    }
+
+    /// Set the API key id.
+    #[must_use]
+    pub fn with_key_id(mut self, key_id: impl Into<String>) -> Self {
+        self.key_id = Some(key_id.into());
+        self
+    }
+
+    /// Add a role.
+    #[must_use]
+    pub fn with_role(mut self, role: impl Into<String>) -> Self {
+        self.roles.push(role.into());
+        self
+    }
+}
+
+/// Limits on what a run may spend. Checked before every model call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Budget {
+    /// Maximum total tokens (input, output and cache).
+    pub max_tokens: Option<u64>,
+    /// Maximum estimated cost in US dollars.
+    pub max_cost_usd: Option<f64>,
+}
+
+impl Budget {
+    /// No limits.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Limit total tokens.
+    #[must_use]
+    pub fn with_max_tokens(mut self, n: u64) -> Self {
+        self.max_tokens = Some(n);
+        self
+    }
+
+    /// Limit estimated cost.
+    #[must_use]
+    pub fn with_max_cost_usd(mut self, usd: f64) -> Self {
+        self.max_cost_usd = Some(usd);
+        self
+    }
+}
+
+/// A question for a human.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct HumanInputRequest {
+    /// The question.
+    pub prompt: String,
+    /// More context, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON schema of the expected answer (MCP elicitation), if structured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
+    /// How long to wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+impl HumanInputRequest {
+    /// A free-text question.
+    pub fn new(prompt: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            description: None,
+            schema: None,
+            timeout: None,
+        }
+    }
+
+    /// Add a description.
+    #[must_use]
+    pub fn with_description(mut self, d: impl Into<String>) -> Self {
+        self.description = Some(d.into());
+        self
+    }
+
+    /// Ask for a structured answer.
+    #[must_use]
+    pub fn with_schema(mut self, schema: Value) -> Self {
+        self.schema = Some(schema);
+        self
+    }
+
+    /// Set a timeout.
+    #[must_use]
+    pub fn with_timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+}
+
+/// A human's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HumanInputResponse {
+    /// The human answered.
+    Answer {
+        /// Free text.
+        text: String,
+        /// Structured answer, when a schema was given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<Value>,
+    },
+    /// The human declined to answer.
+    Declined,
+    /// The request was dismissed without an answer.
+    Cancelled,
+}
+
+impl HumanInputResponse {
+    /// A text answer.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::Answer {
+            text: text.into(),
+            data: None,
+        }
+    }
+}
+
+/// Answers [`HumanInputRequest`]s: a console prompt, a UI, an MCP elicitation, a durable signal.
+#[async_trait]
+pub trait HumanInputHandler: Send + Sync {
+    /// Ask and wait for the answer.
+    async fn ask(&self, request: HumanInputRequest, ctx: &RunContext)
+    -> Result<HumanInputResponse>;
+}
+
+/// A tool call waiting for approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ApprovalRequest {
+    /// The tool.
+    pub tool: String,
+    /// Its arguments.
+    pub arguments: Value,
+    /// Why approval is needed.
+    pub reason: String,
+}
+
+impl ApprovalRequest {
+    /// An approval request.
+    pub fn new(tool: impl Into<String>, arguments: Value, reason: impl Into<String>) -> Self {
+        Self {
+            tool: tool.into(),
+            arguments,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The decision on an [`ApprovalRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ApprovalDecision {
+    /// Go ahead.
+    Approved,
+    /// Do not run the tool; the reason is shown to the model.
+    Denied {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Decides on tool calls that need approval (governance, human in the loop).
+#[async_trait]
+pub trait ApprovalHandler: Send + Sync {
+    /// Decide, waiting as long as needed.
+    async fn approve(&self, request: ApprovalRequest, ctx: &RunContext)
+    -> Result<ApprovalDecision>;
+}
+
+/// Tokens and dollars spent by a run so far (shared by every clone of its context).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RunTotals {
+    /// Tokens used.
+    pub usage: Usage,
+    /// Estimated cost in US dollars.
+    pub cost_usd: f64,
+    /// Model calls made.
+    pub llm_calls: u64,
+    /// Tool calls made.
+    pub tool_calls: u64,
+}
+
+struct Inner {
+    run_id: String,
+    cancel: CancellationToken,
+    deadline: Option<Instant>,
+    events: Arc<dyn EventSink>,
+    journal: Option<Arc<dyn Journal>>,
+    human_input: Option<Arc<dyn HumanInputHandler>>,
+    approvals: Option<Arc<dyn ApprovalHandler>>,
+    principal: Option<Principal>,
+    budget: Option<Budget>,
+    prices: Arc<PriceTable>,
+    /// Totals of the run (first) and of each nested scope (last is the innermost).
+    totals: Vec<Arc<Mutex<RunTotals>>>,
+    steps: Arc<AtomicU64>,
+}
+
+impl Clone for Inner {
+    fn clone(&self) -> Self {
+        Self {
+            run_id: self.run_id.clone(),
+            cancel: self.cancel.clone(),
+            deadline: self.deadline,
+            events: Arc::clone(&self.events),
+            journal: self.journal.clone(),
+            human_input: self.human_input.clone(),
+            approvals: self.approvals.clone(),
+            principal: self.principal.clone(),
+            budget: self.budget,
+            prices: Arc::clone(&self.prices),
+            totals: self.totals.clone(),
+            steps: Arc::clone(&self.steps),
+        }
+    }
+}
+
+/// Everything a run carries: id, cancellation, deadline, event sink, journal, human-input and
+/// approval handlers, principal, budget, and the run's running totals.
+///
+/// Passed explicitly to every `generate` and tool call. Cloning is one `Arc` clone; clones share
+/// cancellation, totals and the step counter.
+///
+/// ```
+/// use agentkit_core::{RunContext, Budget};
+/// use std::time::Duration;
+///
+/// let ctx = RunContext::new()
+///     .with_run_id("run-1")
+///     .with_timeout(Duration::from_secs(30))
+///     .with_budget(Budget::new().with_max_tokens(10_000));
+/// assert_eq!(ctx.run_id(), "run-1");
+/// ctx.cancel();
+/// assert!(ctx.check().unwrap_err().is_cancelled());
+/// ```
+#[derive(Clone)]
+pub struct RunContext {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RunContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunContext")
+            .field("run_id", &self.inner.run_id)
+            .field("cancelled", &self.inner.cancel.is_cancelled())
+            .field("deadline", &self.inner.deadline)
+            .field("principal", &self.inner.principal)
+            .field("budget", &self.inner.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RunContext {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RunContext {
+    /// A fresh context with a new run id (UUIDv7), no deadline, no journal, events discarded.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                run_id: uuid::Uuid::now_v7().to_string(),
+                cancel: CancellationToken::new(),
+                deadline: None,
+                events: Arc::new(NoopSink),
+                journal: None,
+                human_input: None,
+                approvals: None,
+                principal: None,
+                budget: None,
+                prices: PriceTable::shared_default(),
+                totals: vec![Arc::default()],
+                steps: Arc::default(),
+            }),
+        }
+    }
+
+    fn modify(mut self, f: impl FnOnce(&mut Inner)) -> Self {
+        f(Arc::make_mut(&mut self.inner));
+        self
+    }
+
+    /// Set the run id.
+    #[must_use]
+    pub fn with_run_id(self, run_id: impl Into<String>) -> Self {
+        let run_id = run_id.into();
+        self.modify(|i| i.run_id = run_id)
+    }
+
+    /// Use this cancellation token.
+    #[must_use]
+    pub fn with_cancellation(self, token: CancellationToken) -> Self {
+        self.modify(|i| i.cancel = token)
+    }
+
+    /// Set an absolute deadline.
+    #[must_use]
+    pub fn with_deadline(self, deadline: Instant) -> Self {
+        self.modify(|i| i.deadline = Some(deadline))
+    }
+
+    /// Set a deadline `timeout` from now.
+    #[must_use]
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        self.with_deadline(Instant::now() + timeout)
+    }
+
+    /// Send events to this sink.
+    #[must_use]
+    pub fn with_events(self, sink: Arc<dyn EventSink>) -> Self {
+        self.modify(|i| i.events = sink)
+    }
+
+    /// Journal steps to this journal (durable runs, replay).
+    #[must_use]
+    pub fn with_journal(self, journal: Arc<dyn Journal>) -> Self {
+        self.modify(|i| i.journal = Some(journal))
+    }
+
+    /// Answer human-input requests with this handler.
+    #[must_use]
+    pub fn with_human_input(self, handler: Arc<dyn HumanInputHandler>) -> Self {
+        self.modify(|i| i.human_input = Some(handler))
+    }
+
+    /// Decide tool approvals with this handler.
+    #[must_use]
+    pub fn with_approvals(self, handler: Arc<dyn ApprovalHandler>) -> Self {
+        self.modify(|i| i.approvals = Some(handler))
+    }
+
+    /// Act as this principal.
+    #[must_use]
+    pub fn with_principal(self, principal: Principal) -> Self {
+        self.modify(|i| i.principal = Some(principal))
+    }
+
+    /// Limit spending.
+    #[must_use]
+    pub fn with_budget(self, budget: Budget) -> Self {
+        self.modify(|i| i.budget = Some(budget))
+    }
+
+    /// Price usage with this table.
+    #[must_use]
+    pub fn with_prices(self, prices: Arc<PriceTable>) -> Self {
+        self.modify(|i| i.prices = prices)
+    }
+
+    /// A context for a sub-task: same run, journal, sinks and totals, but a child cancellation
+    /// token (cancelling the child does not cancel the parent; cancelling the parent cancels the
+    /// child).
+    #[must_use]
+    pub fn child(&self) -> Self {
+        let token = self.inner.cancel.child_token();
+        self.clone().with_cancellation(token)
+    }
+
+    /// The run id.
+    #[must_use]
+    pub fn run_id(&self) -> &str {
+        &self.inner.run_id
+    }
+
+    /// The cancellation token.
+    #[must_use]
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.inner.cancel
+    }
+
+    /// Cancel the run (and every child context).
+    pub fn cancel(&self) {
+        self.inner.cancel.cancel();
+    }
+
+    /// Whether the run is cancelled.
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// The deadline, if any.
+    #[must_use]
+    pub fn deadline(&self) -> Option<Instant> {
+        self.inner.deadline
+    }
+
+    /// Time left before the deadline (`None` without a deadline).
+    #[must_use]
+    pub fn remaining(&self) -> Option<Duration> {
+        self.inner
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// The journal, if the run is journaled.
+    #[must_use]
+    pub fn journal(&self) -> Option<&Arc<dyn Journal>> {
+        self.inner.journal.as_ref()
+    }
+
+    /// The human-input handler, if any.
+    #[must_use]
+    pub fn human_input(&self) -> Option<&Arc<dyn HumanInputHandler>> {
+        self.inner.human_input.as_ref()
+    }
+
+    /// The approval handler, if any.
+    #[must_use]
+    pub fn approvals(&self) -> Option<&Arc<dyn ApprovalHandler>> {
+        self.inner.approvals.as_ref()
+    }
+
+    /// The principal, if any.
+    #[must_use]
+    pub fn principal(&self) -> Option<&Principal> {
+        self.inner.principal.as_ref()
+    }
+
+    /// The budget, if any.
+    #[must_use]
+    pub fn budget(&self) -> Option<Budget> {
+        self.inner.budget
+    }
+
+    /// The price table.
+    #[must_use]
+    pub fn prices(&self) -> &PriceTable {
+        &self.inner.prices
+    }
+
+    /// Emit an event to the run's sink.
+    pub fn emit(&self, event: RunEvent) {
+        self.inner.events.emit(&self.inner.run_id, &event);
+    }
+
+    /// The next step number of this run (0, 1, 2, ...). Deterministic as long as the run makes
+    /// its calls in the same order, which is what journal keys rely on.
+    #[must_use]
+    pub fn next_step(&self) -> u64 {
+        self.inner.steps.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Run `exec` as a journaled step: with a journal, its result is recorded the first time
+    /// and returned from the journal on replay; without one, `exec` just runs.
+    pub async fn step<T, F>(&self, key: &str, exec: F) -> Result<T>
+    where
+        T: Serialize + serde::de::DeserializeOwned + Send,
+        F: std::future::Future<Output = Result<T>> + Send,
+    {
+        match &self.inner.journal {
+            None => exec.await,
+            Some(journal) => {
+                let fut = Box::pin(async move {
+                    let v = exec.await?;
+                    serde_json::to_value(&v)
+                        .map_err(|e| Error::json(format!("journal step `{key}`"), e))
+                });
+                let value = journal.step(key, fut).await?;
+                serde_json::from_value(value).map_err(|e| Error::Journal {
+                    key: key.to_owned(),
+                    message: format!("recorded value does not match the expected type: {e}"),
+                })
+            }
+        }
+    }
+
+    /// Fail if the run is cancelled, past its deadline or over budget.
+    pub fn check(&self) -> Result<()> {
+        if self.is_cancelled() {
+            return Err(Error::Cancelled {
+                run_id: self.inner.run_id.clone(),
+            });
+        }
+        if let Some(deadline) = self.inner.deadline {
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("run {}", self.inner.run_id),
+                    after: Duration::ZERO,
+                });
+            }
+        }
+        if let Some(budget) = self.inner.budget {
+            let totals = self.totals();
+            if let Some(max) = budget.max_tokens {
+                let used = totals.usage.total_tokens();
+                if used >= max {
+                    return Err(Error::BudgetExceeded {
+                        run_id: self.inner.run_id.clone(),
+                        message: format!("{used} tokens used of a {max}-token budget"),
+                    });
+                }
+            }
+            if let Some(max) = budget.max_cost_usd {
+                if totals.cost_usd >= max {
+                    return Err(Error::BudgetExceeded {
+                        run_id: self.inner.run_id.clone(),
+                        message: format!("${:.4} spent of a ${max:.4} budget", totals.cost_usd),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Run `fut` unless the run is cancelled or its deadline passes first.
+    pub async fn guard<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        self.check()?;
+        let cancelled = self.inner.cancel.cancelled();
+        let deadline = async {
+            match self.inner.deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = cancelled => Err(Error::Cancelled { run_id: self.inner.run_id.clone() }),
+            () = deadline => Err(Error::Timeout { what: format!("{what} in run {}", self.inner.run_id), after: Duration::ZERO }),
+            r = fut => r,
+        }
+    }
+
+    /// A context whose [`scope_totals`](Self::scope_totals) start at zero and count only what
+    /// is spent through it (and its clones and sub-scopes); everything still adds up in the
+    /// run's [`totals`](Self::totals). Agents and patterns open a scope per `generate`, so a
+    /// [`Generation`](crate::Generation) reports exactly its own usage, nested calls included.
+    #[must_use]
+    pub fn scoped(&self) -> Self {
+        self.clone().modify(|i| i.totals.push(Arc::default()))
+    }
+
+    /// Add a model call's usage and cost to the run's totals and every enclosing scope.
+    pub fn record_llm_usage(&self, usage: Usage, cost_usd: f64) {
+        for t in &self.inner.totals {
+            if let Ok(mut t) = t.lock() {
+                t.usage += usage;
+                t.cost_usd += cost_usd;
+                t.llm_calls += 1;
+            }
+        }
+    }
+
+    /// Count a tool call in the run's totals and every enclosing scope.
+    pub fn record_tool_call(&self) {
+        for t in &self.inner.totals {
+            if let Ok(mut t) = t.lock() {
+                t.tool_calls += 1;
+            }
+        }
+    }
+
+    /// What the whole run has spent so far.
+    #[must_use]
+    pub fn totals(&self) -> RunTotals {
+        self.inner
+            .totals
+            .first()
+            .and_then(|t| t.lock().ok().map(|t| *t))
+            .unwrap_or_default()
+    }
+
+    /// What has been spent through the innermost [`scoped`](Self::scoped) context.
+    #[must_use]
+    pub fn scope_totals(&self) -> RunTotals {
+        self.inner
+            .totals
+            .last()
+            .and_then(|t| t.lock().ok().map(|t| *t))
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_stops_the_run() {
+        let ctx = RunContext::new().with_budget(Budget::new().with_max_tokens(100));
+        assert!(ctx.check().is_ok());
+        ctx.record_llm_usage(Usage::new(80, 30), 0.0);
+        let err = ctx.check().unwrap_err();
+        assert!(err.is_budget_exceeded(), "{err}");
+        assert!(
+            err.to_string()
+                .contains("110 tokens used of a 100-token budget")
+        );
+    }
+
+    #[test]
+    fn clones_share_totals_and_steps() {
+        let a = RunContext::new();
+        let b = a.clone().with_run_id("other");
+        b.record_llm_usage(Usage::new(1, 2), 0.5);
+        assert_eq!(a.totals().usage, Usage::new(1, 2));
+        assert_eq!(a.next_step(), 0);
+        assert_eq!(b.next_step(), 1);
+    }
+
+    #[tokio::test]
+    async fn guard_stops_on_cancel() {
+        let ctx = RunContext::new();
+        let c2 = ctx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            c2.cancel();
+        });
+        let r: Result<()> = ctx
+            .guard("wait", async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok(())
+            })
+            .await;
+        assert!(r.unwrap_err().is_cancelled());
+    }
+
+    #[test]
+    fn scopes_count_their_own_usage_and_roll_up() {
+        let run = RunContext::new();
+        let a = run.scoped();
+        let b = a.scoped();
+        b.record_llm_usage(Usage::new(10, 0), 0.0);
+        a.record_llm_usage(Usage::new(1, 0), 0.0);
+        assert_eq!(b.scope_totals().usage.input_tokens, 10);
+        assert_eq!(a.scope_totals().usage.input_tokens, 11);
+        assert_eq!(run.totals().usage.input_tokens, 11);
+        assert_eq!(b.totals().usage.input_tokens, 11);
+    }
+
+    #[test]
+    fn child_cancellation_does_not_cancel_parent() {
+        let parent = RunContext::new();
+        let child = parent.child();
+        child.cancel();
+        assert!(!parent.is_cancelled());
+        let child2 = parent.child();
+        parent.cancel();
+        assert!(child2.is_cancelled());
+    }
+}

@@ -1,0 +1,242 @@
+//! [`RunEvent`]s and the [`EventSink`] trait.
+
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::usage::{StopReason, Usage};
+
+/// Something that happened in a run. Sinks receive every event; the runtime journals them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunEvent {
+    /// A model call is about to be made.
+    LlmRequest {
+        /// The agent (or pattern) making the call.
+        agent: String,
+        /// Provider name.
+        provider: String,
+        /// Model id.
+        model: String,
+        /// Iteration of the tool loop (0-based).
+        iteration: u32,
+        /// Messages sent.
+        messages: usize,
+        /// Tools offered.
+        tools: usize,
+    },
+    /// A model call returned.
+    LlmResponse {
+        /// The agent.
+        agent: String,
+        /// Provider name.
+        provider: String,
+        /// The model that answered.
+        model: String,
+        /// Tokens used.
+        usage: Usage,
+        /// Estimated cost in US dollars (0 when the model is not in the price table).
+        cost_usd: f64,
+        /// Wall time of the call in milliseconds.
+        latency_ms: u64,
+        /// Why the model stopped.
+        stop_reason: StopReason,
+        /// Whether the answer came from the journal instead of the provider.
+        #[serde(default)]
+        replayed: bool,
+    },
+    /// A tool call starts.
+    ToolCallStarted {
+        /// The agent.
+        agent: String,
+        /// Call id.
+        call_id: String,
+        /// Tool name.
+        tool: String,
+        /// Arguments.
+        arguments: Value,
+    },
+    /// A tool call finished.
+    ToolCallFinished {
+        /// The agent.
+        agent: String,
+        /// Call id.
+        call_id: String,
+        /// Tool name.
+        tool: String,
+        /// Whether the tool reported an error or could not be called.
+        is_error: bool,
+        /// Wall time in milliseconds.
+        latency_ms: u64,
+    },
+    /// A human was asked for input.
+    HumanInputRequested {
+        /// The agent.
+        agent: String,
+        /// The question.
+        prompt: String,
+    },
+    /// The human answered.
+    HumanInputAnswered {
+        /// The agent.
+        agent: String,
+    },
+    /// A pattern took a step (route chosen, plan made, rating given, handoff...).
+    PatternStep {
+        /// Pattern kind, e.g. `router`.
+        pattern: String,
+        /// Pattern instance name.
+        name: String,
+        /// Step kind, e.g. `route_chosen`.
+        step: String,
+        /// Step details.
+        detail: Value,
+    },
+    /// Progress of a long operation (MCP progress notifications).
+    Progress {
+        /// Progress so far.
+        progress: f64,
+        /// Total, when known.
+        total: Option<f64>,
+        /// A message, if any.
+        message: Option<String>,
+    },
+    /// An error occurred (and was shown to the model or ended the run).
+    Error {
+        /// The agent, pattern or tool.
+        source: String,
+        /// The error message.
+        message: String,
+    },
+}
+
+/// Receives [`RunEvent`]s. Called synchronously on the hot path: keep it cheap (push to a
+/// channel, increment a counter) and never block.
+pub trait EventSink: Send + Sync {
+    /// Handle one event of run `run_id`.
+    fn emit(&self, run_id: &str, event: &RunEvent);
+}
+
+/// Discards events.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopSink;
+
+impl EventSink for NoopSink {
+    fn emit(&self, _run_id: &str, _event: &RunEvent) {}
+}
+
+/// Keeps every event in memory (tests, small tools).
+#[derive(Debug, Default)]
+pub struct CollectingSink {
+    events: Mutex<Vec<(String, RunEvent)>>,
+}
+
+impl CollectingSink {
+    /// An empty sink.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The events received so far.
+    #[must_use]
+    pub fn events(&self) -> Vec<RunEvent> {
+        self.events
+            .lock()
+            .map(|e| e.iter().map(|(_, ev)| ev.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The events received so far, with their run ids.
+    #[must_use]
+    pub fn events_with_run_ids(&self) -> Vec<(String, RunEvent)> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+impl EventSink for CollectingSink {
+    fn emit(&self, run_id: &str, event: &RunEvent) {
+        if let Ok(mut e) = self.events.lock() {
+            e.push((run_id.to_owned(), event.clone()));
+        }
+    }
+}
+
+/// Sends events into an unbounded tokio channel.
+#[derive(Debug, Clone)]
+pub struct ChannelSink {
+    tx: tokio::sync::mpsc::UnboundedSender<(String, RunEvent)>,
+}
+
+impl ChannelSink {
+    /// A sink and the receiver of its events.
+    #[must_use]
+    pub fn new() -> (
+        Self,
+        tokio::sync::mpsc::UnboundedReceiver<(String, RunEvent)>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Self { tx }, rx)
+    }
+}
+
+impl EventSink for ChannelSink {
+    fn emit(&self, run_id: &str, event: &RunEvent) {
+        // A closed receiver means nobody listens any more; that is not an error of the run.
+        let _ = self.tx.send((run_id.to_owned(), event.clone()));
+    }
+}
+
+/// Logs every event with `tracing` at debug level (errors at warn).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingSink;
+
+impl EventSink for TracingSink {
+    fn emit(&self, run_id: &str, event: &RunEvent) {
+        match event {
+            RunEvent::Error { source, message } => {
+                tracing::warn!(run_id, source = %source, "{message}");
+            }
+            other => tracing::debug!(run_id, event = ?other, "run event"),
+        }
+    }
+}
+
+/// Sends every event to several sinks.
+#[derive(Default)]
+pub struct FanoutSink {
+    sinks: Vec<std::sync::Arc<dyn EventSink>>,
+}
+
+impl std::fmt::Debug for FanoutSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanoutSink")
+            .field("sinks", &self.sinks.len())
+            .finish()
+    }
+}
+
+impl FanoutSink {
+    /// No sinks yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a sink.
+    #[must_use]
+    pub fn with(mut self, sink: std::sync::Arc<dyn EventSink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+}
+
+impl EventSink for FanoutSink {
+    fn emit(&self, run_id: &str, event: &RunEvent) {
+        for s in &self.sinks {
+            s.emit(run_id, event);
+        }
+    }
+}

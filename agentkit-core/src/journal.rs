@@ -1,0 +1,133 @@
+//! The [`Journal`] trait: record a step's result once, return it on replay.
+//!
+//! In core the journal is absent (steps just run). `agentkit-runtime` supplies a durable one,
+//! which makes every model completion and tool result of the agent loop a checkpoint: a run
+//! resumed after a crash, or replayed offline, gets the recorded results back instead of
+//! calling the model or the tool again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::error::Result;
+
+/// Records step results by key and returns recorded results on replay.
+///
+/// `exec` is a future that has not been polled; a journal that already holds `key` returns the
+/// recorded value without polling it, so the step's side effects do not happen twice. Failed
+/// steps (`Err`) are not recorded: they run again on resume.
+#[async_trait]
+pub trait Journal: Send + Sync {
+    /// Return the recorded result of `key`, or run `exec`, record its result and return it.
+    async fn step(&self, key: &str, exec: BoxFuture<'_, Result<Value>>) -> Result<Value>;
+}
+
+/// A journal that records nothing and always runs the step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopJournal;
+
+#[async_trait]
+impl Journal for NoopJournal {
+    async fn step(&self, _key: &str, exec: BoxFuture<'_, Result<Value>>) -> Result<Value> {
+        exec.await
+    }
+}
+
+/// An in-memory journal: steps are recorded in a map. Useful in tests and to replay a run
+/// within one process (`MemoryJournal::from_entries` with a recorded tape).
+#[derive(Debug, Default)]
+pub struct MemoryJournal {
+    entries: Mutex<HashMap<String, Value>>,
+    order: Mutex<Vec<String>>,
+    replayed: Mutex<Vec<String>>,
+}
+
+impl MemoryJournal {
+    /// An empty journal.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A journal pre-filled with recorded steps.
+    #[must_use]
+    pub fn from_entries(entries: impl IntoIterator<Item = (String, Value)>) -> Self {
+        let j = Self::default();
+        if let (Ok(mut e), Ok(mut o)) = (j.entries.lock(), j.order.lock()) {
+            for (k, v) in entries {
+                o.push(k.clone());
+                e.insert(k, v);
+            }
+        }
+        j
+    }
+
+    /// Recorded steps in the order they were recorded.
+    #[must_use]
+    pub fn entries(&self) -> Vec<(String, Value)> {
+        let (Ok(e), Ok(o)) = (self.entries.lock(), self.order.lock()) else {
+            return Vec::new();
+        };
+        o.iter()
+            .filter_map(|k| e.get(k).map(|v| (k.clone(), v.clone())))
+            .collect()
+    }
+
+    /// Keys whose results were served from the journal rather than executed.
+    #[must_use]
+    pub fn replayed_keys(&self) -> Vec<String> {
+        self.replayed.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl Journal for MemoryJournal {
+    async fn step(&self, key: &str, exec: BoxFuture<'_, Result<Value>>) -> Result<Value> {
+        let recorded = self.entries.lock().ok().and_then(|e| e.get(key).cloned());
+        if let Some(v) = recorded {
+            if let Ok(mut r) = self.replayed.lock() {
+                r.push(key.to_owned());
+            }
+            return Ok(v);
+        }
+        let v = exec.await?;
+        if let (Ok(mut e), Ok(mut o)) = (self.entries.lock(), self.order.lock()) {
+            if e.insert(key.to_owned(), v.clone()).is_none() {
+                o.push(key.to_owned());
+            }
+        }
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn recorded_steps_are_not_executed_again() {
+        let j = MemoryJournal::new();
+        let calls = AtomicU32::new(0);
+        for _ in 0..3 {
+            let v = j
+                .step(
+                    "k",
+                    async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        Ok(Value::from(7))
+                    }
+                    .boxed(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(v, Value::from(7));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(j.replayed_keys().len(), 2);
+    }
+}

@@ -1,0 +1,493 @@
+//! The [`LlmProvider`] trait, its request and response types, and the providers.
+//!
+//! - [`ScriptedProvider`]: deterministic replies for tests and offline demos (always built).
+//! - `openai::OpenAiProvider` (feature `openai`): Chat Completions and every compatible endpoint.
+//! - `anthropic::AnthropicProvider` (feature `anthropic`): the Messages API.
+//! - [`ProviderBuilder`]: retries, timeouts and a concurrency limit as tower layers around any
+//!   provider.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, ProviderErrorKind, Result};
+use crate::message::{Content, Message, Role};
+use crate::tool::ToolSpec;
+use crate::usage::{StopReason, Usage};
+
+mod layers;
+mod scripted;
+
+#[cfg(feature = "http-provider")]
+mod http;
+
+#[cfg(feature = "anthropic")]
+pub mod anthropic;
+#[cfg(feature = "openai")]
+pub mod openai;
+
+pub use layers::{ProviderBuilder, RetryConfig, RetryPolicy};
+pub use scripted::{ScriptedProvider, ScriptedReply};
+
+/// How the model may use tools.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ToolChoice {
+    /// The model decides (the default).
+    #[default]
+    Auto,
+    /// The model must not call tools.
+    None,
+    /// The model must call at least one tool.
+    Required,
+    /// The model must call this tool.
+    Tool(String),
+}
+
+/// Ask for output that matches a JSON schema.
+///
+/// OpenAI receives it as `response_format: {type: json_schema}`; Anthropic as a forced tool
+/// whose input is the answer (the provider turns that tool call back into text). Either way the
+/// response's text is the JSON document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ResponseFormat {
+    /// A name for the schema (`[a-zA-Z0-9_-]`, at most 64 chars).
+    pub name: String,
+    /// The JSON schema the output must match.
+    pub schema: Value,
+    /// Ask the provider for strict schema adherence where supported.
+    #[serde(default)]
+    pub strict: bool,
+}
+
+impl ResponseFormat {
+    /// A response format with the given name and schema, not strict.
+    pub fn new(name: impl Into<String>, schema: Value) -> Self {
+        Self {
+            name: name.into(),
+            schema,
+            strict: false,
+        }
+    }
+
+    /// Ask for strict adherence (OpenAI structured outputs).
+    #[must_use]
+    pub fn with_strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+}
+
+/// One request to a model.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CompletionRequest {
+    /// Model id. `None` uses the provider's default model.
+    pub model: Option<String>,
+    /// System prompt.
+    pub system: Option<String>,
+    /// The conversation.
+    pub messages: Vec<Message>,
+    /// Tools the model may call.
+    pub tools: Vec<ToolSpec>,
+    /// How the model may use the tools.
+    pub tool_choice: ToolChoice,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Maximum output tokens.
+    pub max_tokens: Option<u32>,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+    /// Whether the model may ask for several tool calls at once.
+    pub parallel_tool_calls: Option<bool>,
+    /// Structured output.
+    pub response_format: Option<ResponseFormat>,
+    /// Provider-specific fields merged into the request body as they are
+    /// (e.g. `top_p`, `seed`, `metadata`, `reasoning_effort`).
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl CompletionRequest {
+    /// A request with these messages and everything else default.
+    pub fn new(messages: Vec<Message>) -> Self {
+        Self {
+            messages,
+            ..Self::default()
+        }
+    }
+
+    /// Set the model.
+    #[must_use]
+    pub fn with_model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// Set the system prompt.
+    #[must_use]
+    pub fn with_system(mut self, system: impl Into<String>) -> Self {
+        self.system = Some(system.into());
+        self
+    }
+
+    /// Set the tools.
+    #[must_use]
+    pub fn with_tools(mut self, tools: Vec<ToolSpec>) -> Self {
+        self.tools = tools;
+        self
+    }
+
+    /// Set the tool choice.
+    #[must_use]
+    pub fn with_tool_choice(mut self, choice: ToolChoice) -> Self {
+        self.tool_choice = choice;
+        self
+    }
+
+    /// Set the temperature.
+    #[must_use]
+    pub fn with_temperature(mut self, t: f32) -> Self {
+        self.temperature = Some(t);
+        self
+    }
+
+    /// Set max output tokens.
+    #[must_use]
+    pub fn with_max_tokens(mut self, n: u32) -> Self {
+        self.max_tokens = Some(n);
+        self
+    }
+
+    /// Set stop sequences.
+    #[must_use]
+    pub fn with_stop(mut self, stop: Vec<String>) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Allow or forbid parallel tool calls.
+    #[must_use]
+    pub fn with_parallel_tool_calls(mut self, parallel: bool) -> Self {
+        self.parallel_tool_calls = Some(parallel);
+        self
+    }
+
+    /// Ask for JSON matching a schema.
+    #[must_use]
+    pub fn with_response_format(mut self, format: ResponseFormat) -> Self {
+        self.response_format = Some(format);
+        self
+    }
+
+    /// Add a provider-specific body field.
+    #[must_use]
+    pub fn with_extra(mut self, key: impl Into<String>, value: Value) -> Self {
+        self.extra.insert(key.into(), value);
+        self
+    }
+}
+
+/// A model's complete answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CompletionResponse {
+    /// The assistant message (text and tool calls).
+    pub message: Message,
+    /// Tokens used.
+    pub usage: Usage,
+    /// Why the model stopped.
+    pub stop_reason: StopReason,
+    /// The model that answered, as the provider reports it.
+    pub model: String,
+    /// The provider's response id, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+impl CompletionResponse {
+    /// A response with this message.
+    pub fn new(
+        message: Message,
+        usage: Usage,
+        stop_reason: StopReason,
+        model: impl Into<String>,
+    ) -> Self {
+        Self {
+            message,
+            usage,
+            stop_reason,
+            model: model.into(),
+            id: None,
+        }
+    }
+
+    /// Set the provider response id.
+    #[must_use]
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// The text of the message.
+    #[must_use]
+    pub fn text(&self) -> String {
+        self.message.text()
+    }
+}
+
+/// One event of a streamed completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CompletionChunk {
+    /// More assistant text.
+    TextDelta {
+        /// The new text.
+        text: String,
+    },
+    /// Part of a tool call. The first delta of a call carries its `id` and `name`; later ones
+    /// append to `arguments` (a JSON text fragment).
+    ToolCallDelta {
+        /// Which tool call of the message (0-based, in order of appearance).
+        index: usize,
+        /// Call id (first delta only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// Tool name (first delta only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// JSON fragment of the arguments.
+        #[serde(default)]
+        arguments: String,
+    },
+    /// The final event: usage and stop reason.
+    Finish {
+        /// Tokens used.
+        usage: Usage,
+        /// Why the model stopped.
+        stop_reason: StopReason,
+        /// The model that answered.
+        model: String,
+    },
+}
+
+/// A stream of completion chunks.
+pub type ChunkStream = BoxStream<'static, Result<CompletionChunk>>;
+
+/// A chat model: the one thing a provider implements.
+///
+/// Object safe; share it as `Arc<dyn LlmProvider>`. Implementations translate
+/// [`CompletionRequest`] into their wire format, honour every field they support, and map
+/// failures into [`Error::Provider`] with the right [`ProviderErrorKind`] so retry layers can
+/// decide.
+#[async_trait]
+pub trait LlmProvider: Send + Sync {
+    /// Short provider name, e.g. `openai`, used in errors, events and the price table.
+    fn name(&self) -> &str;
+
+    /// The model used when a request names none.
+    fn default_model(&self) -> Option<&str> {
+        None
+    }
+
+    /// Send a request and wait for the whole answer.
+    async fn complete(&self, request: CompletionRequest) -> Result<CompletionResponse>;
+
+    /// Send a request and stream the answer. The stream ends with a
+    /// [`CompletionChunk::Finish`]; a stream that ends without one is an error of kind
+    /// [`ProviderErrorKind::Stream`].
+    ///
+    /// The default implementation calls [`complete`](Self::complete) and replays the answer as
+    /// chunks.
+    async fn stream(&self, request: CompletionRequest) -> Result<ChunkStream> {
+        let response = self.complete(request).await?;
+        Ok(futures::stream::iter(response_to_chunks(response).into_iter().map(Ok)).boxed())
+    }
+}
+
+#[async_trait]
+impl<P: LlmProvider + ?Sized> LlmProvider for std::sync::Arc<P> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn default_model(&self) -> Option<&str> {
+        (**self).default_model()
+    }
+    async fn complete(&self, request: CompletionRequest) -> Result<CompletionResponse> {
+        (**self).complete(request).await
+    }
+    async fn stream(&self, request: CompletionRequest) -> Result<ChunkStream> {
+        (**self).stream(request).await
+    }
+}
+
+/// Split a complete response into the chunks a stream of it would carry.
+#[must_use]
+pub fn response_to_chunks(response: CompletionResponse) -> Vec<CompletionChunk> {
+    let mut chunks = Vec::new();
+    let mut index = 0;
+    for c in response.message.content {
+        match c {
+            Content::Text { text } => chunks.push(CompletionChunk::TextDelta { text }),
+            Content::ToolCall {
+                id,
+                name,
+                arguments,
+            } => {
+                chunks.push(CompletionChunk::ToolCallDelta {
+                    index,
+                    id: Some(id),
+                    name: Some(name),
+                    arguments: arguments.to_string(),
+                });
+                index += 1;
+            }
+            _ => {}
+        }
+    }
+    chunks.push(CompletionChunk::Finish {
+        usage: response.usage,
+        stop_reason: response.stop_reason,
+        model: response.model,
+    });
+    chunks
+}
+
+/// Accumulates streamed chunks into a [`CompletionResponse`].
+#[derive(Debug, Default)]
+pub struct StreamAccumulator {
+    provider: String,
+    text: String,
+    calls: Vec<(String, String, String)>,
+    finish: Option<(Usage, StopReason, String)>,
+}
+
+impl StreamAccumulator {
+    /// An empty accumulator; `provider` names the provider in errors.
+    pub fn new(provider: impl Into<String>) -> Self {
+        Self {
+            provider: provider.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Add one chunk.
+    pub fn push(&mut self, chunk: CompletionChunk) {
+        match chunk {
+            CompletionChunk::TextDelta { text } => self.text.push_str(&text),
+            CompletionChunk::ToolCallDelta {
+                index,
+                id,
+                name,
+                arguments,
+            } => {
+                while self.calls.len() <= index {
+                    self.calls.push(Default::default());
+                }
+                let call = &mut self.calls[index];
+                if let Some(id) = id {
+                    call.0 = id;
+                }
+                if let Some(name) = name {
+                    call.1.push_str(&name);
+                }
+                call.2.push_str(&arguments);
+            }
+            CompletionChunk::Finish {
+                usage,
+                stop_reason,
+                model,
+            } => self.finish = Some((usage, stop_reason, model)),
+        }
+    }
+
+    /// The assembled response, or an error if the stream never finished or a tool call's
+    /// arguments are not JSON.
+    pub fn finish(self) -> Result<CompletionResponse> {
+        let Some((usage, stop_reason, model)) = self.finish else {
+            return Err(Error::provider(
+                self.provider,
+                ProviderErrorKind::Stream,
+                "the stream ended before its final event; the answer is incomplete",
+            ));
+        };
+        let mut content = Vec::new();
+        if !self.text.is_empty() {
+            content.push(Content::text(self.text));
+        }
+        for (id, name, args) in self.calls {
+            let arguments = if args.trim().is_empty() {
+                Value::Object(Default::default())
+            } else {
+                serde_json::from_str(&args).map_err(|e| {
+                    Error::provider(
+                        self.provider.clone(),
+                        ProviderErrorKind::Decode,
+                        format!("arguments of streamed tool call `{name}` are not JSON: {e}"),
+                    )
+                })?
+            };
+            content.push(Content::ToolCall {
+                id,
+                name,
+                arguments,
+            });
+        }
+        Ok(CompletionResponse::new(
+            Message::new(Role::Assistant, content),
+            usage,
+            stop_reason,
+            model,
+        ))
+    }
+}
+
+/// Drain a chunk stream into a complete response.
+pub async fn collect_stream(provider: &str, mut stream: ChunkStream) -> Result<CompletionResponse> {
+    let mut acc = StreamAccumulator::new(provider);
+    while let Some(chunk) = stream.next().await {
+        acc.push(chunk?);
+    }
+    acc.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn chunks_round_trip_into_the_same_response() {
+        let resp = CompletionResponse::new(
+            Message::new(
+                Role::Assistant,
+                vec![
+                    Content::text("let me add"),
+                    Content::tool_call("c1", "add", json!({"a": 1, "b": 2})),
+                ],
+            ),
+            Usage::new(5, 7),
+            StopReason::ToolUse,
+            "m",
+        );
+        let chunks = response_to_chunks(resp.clone());
+        let stream = futures::stream::iter(chunks.into_iter().map(Ok)).boxed();
+        let back = collect_stream("test", stream).await.unwrap();
+        assert_eq!(back, resp);
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_finish_is_an_error() {
+        let stream =
+            futures::stream::iter(vec![Ok(CompletionChunk::TextDelta { text: "x".into() })])
+                .boxed();
+        let err = collect_stream("test", stream).await.unwrap_err();
+        assert_eq!(err.provider_kind(), Some(ProviderErrorKind::Stream));
+    }
+}

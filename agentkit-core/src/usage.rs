@@ -1,0 +1,98 @@
+//! Token usage and stop reasons.
+
+use serde::{Deserialize, Serialize};
+
+/// Tokens used by one or more model calls. Adds up with `+` and `+=`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Usage {
+    /// Prompt tokens billed at the normal input rate (excluding cache reads and writes).
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Prompt tokens served from the provider's prompt cache.
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    /// Prompt tokens written to the provider's prompt cache.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+}
+
+impl Usage {
+    /// Usage with input and output tokens.
+    #[must_use]
+    pub fn new(input_tokens: u64, output_tokens: u64) -> Self {
+        Self {
+            input_tokens,
+            output_tokens,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+        }
+    }
+
+    /// Set cache read and write tokens.
+    #[must_use]
+    pub fn with_cache(mut self, read: u64, write: u64) -> Self {
+        self.cache_read_tokens = read;
+        self.cache_write_tokens = write;
+        self
+    }
+
+    /// All tokens, input (including cache) and output.
+    #[must_use]
+    pub fn total_tokens(&self) -> u64 {
+        self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+    }
+}
+
+impl std::ops::Add for Usage {
+    type Output = Usage;
+    fn add(mut self, rhs: Usage) -> Usage {
+        self += rhs;
+        self
+    }
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, rhs: Usage) {
+        self.input_tokens += rhs.input_tokens;
+        self.output_tokens += rhs.output_tokens;
+        self.cache_read_tokens += rhs.cache_read_tokens;
+        self.cache_write_tokens += rhs.cache_write_tokens;
+    }
+}
+
+/// Why the model stopped generating.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The model finished its turn.
+    #[default]
+    EndTurn,
+    /// The model asks for tool calls.
+    ToolUse,
+    /// `max_tokens` was reached.
+    MaxTokens,
+    /// A stop sequence was produced.
+    StopSequence,
+    /// The provider's content filter stopped the output.
+    ContentFilter,
+    /// The model refused.
+    Refusal,
+    /// A provider-specific reason.
+    Other(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_adds_up() {
+        let mut u = Usage::new(10, 5).with_cache(3, 2);
+        u += Usage::new(1, 1);
+        assert_eq!(u, Usage::new(11, 6).with_cache(3, 2));
+        assert_eq!(u.total_tokens(), 22);
+    }
+}

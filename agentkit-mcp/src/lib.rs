@@ -1,0 +1,1 @@
+//! agentkit-mcp: not yet implemented.

@@ -1,0 +1,1 @@
+//! agentkit-patterns: not yet implemented.

@@ -1,0 +1,1 @@
+//! agentkit-server: not yet implemented.

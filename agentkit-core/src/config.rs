@@ -1,1 +1,227 @@
-//! Configuration (in progress).
+//! Configuration: `agentkit.yaml` (+ `agentkit.secrets.yaml`), mcp-agent's
+//! `mcp_agent.config.yaml`, and the `{"mcpServers": {...}}` JSON of Claude Desktop, Cursor and
+//! `.mcp.json`. Every type here also works programmatically, without any file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cost::ModelInfo;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// OpenAI (and compatible endpoints) settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub openai: Option<OpenAiSettings>,
+    /// Anthropic settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anthropic: Option<AnthropicSettings>,
+    /// MCP servers and roles.
+    pub mcp: McpSettings,
+    /// Logging.
+    #[serde(alias = "logging")]
+    pub logger: LoggerSettings,
+    /// OpenTelemetry export.
+    pub otel: OtelSettings,
+    /// Where runs are stored.
+    pub storage: StorageSettings,
+    /// Extra or overriding model prices.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prices: Vec<ModelInfo>,
+}
+
+/// OpenAI settings. Unset fields fall back to `OPENAI_API_KEY` / `OPENAI_BASE_URL`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct OpenAiSettings {
+    /// API key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Base URL, default `https://api.openai.com/v1`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Model used when a request names none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_model: Option<String>,
+    /// `OpenAI-Organization` header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    /// `OpenAI-Project` header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Extra HTTP headers (e.g. `api-key` for Azure, `HTTP-Referer` for OpenRouter).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Extra query parameters (e.g. `api-version` for Azure).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+    /// Per-attempt timeout in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<f64>,
+    /// Retries of retryable failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+}
+
+/// Anthropic settings. Unset fields fall back to `ANTHROPIC_API_KEY` / `ANTHROPIC_BASE_URL`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct AnthropicSettings {
+    /// API key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Base URL, default `https://api.anthropic.com`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Model used when a request names none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_model: Option<String>,
+    /// `anthropic-version` header, default `2023-06-01`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Extra HTTP headers (e.g. `anthropic-beta`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Per-attempt timeout in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<f64>,
+    /// Retries of retryable failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+}
+
+/// MCP servers and role-based server sets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct McpSettings {
+    /// Servers by name.
+    pub servers: BTreeMap<String, McpServerConfig>,
+    /// Named sets of servers: `roles: {dev: [core, issues]}`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<String, Vec<String>>,
+}
+
+/// How to reach an MCP server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum McpTransport {
+    /// A child process speaking over stdin/stdout.
+    #[default]
+    Stdio,
+    /// Streamable HTTP.
+    #[serde(alias = "http", alias = "streamable-http")]
+    StreamableHttp,
+    /// Legacy HTTP+SSE.
+    Sse,
+}
+
+/// A filesystem root offered to an MCP server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct McpRoot {
+    /// `file://` URI.
+    pub uri: String,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// One MCP server.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct McpServerConfig {
+    /// Transport; inferred from `command` (stdio) or `url` (streamable HTTP) when omitted.
+    pub transport: McpTransport,
+    /// What the server is for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Command to start (stdio).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Its arguments.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Extra environment variables for the child.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Working directory of the child.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
+    /// Endpoint URL (HTTP transports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Extra HTTP headers.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Bearer token sent as `Authorization: Bearer ...`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<String>,
+    /// Time allowed to connect and initialise, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_seconds: Option<f64>,
+    /// Time allowed for one request, in seconds.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        alias = "read_timeout_seconds"
+    )]
+    pub request_timeout_seconds: Option<f64>,
+    /// Roots offered to the server.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub roots: Vec<McpRoot>,
+    /// Only these tools are offered (all when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_tools: Option<Vec<String>>,
+    /// These tools are never offered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub denied_tools: Vec<String>,
+    /// At most this many concurrent requests to the server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<usize>,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct LoggerSettings {
+    /// `tracing` filter, e.g. `info` or `agentkit=debug`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// `text` or `json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+/// OpenTelemetry export settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct OtelSettings {
+    /// Export traces.
+    pub enabled: bool,
+    /// OTLP endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// `service.name`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+}
+
+/// Run storage settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct StorageSettings {
+    /// `sqlite://path.db`, `postgres://...` or `memory`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}

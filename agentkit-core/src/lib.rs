@@ -38,6 +38,7 @@ pub mod agent;
 pub mod config;
 pub mod context;
 pub mod cost;
+pub mod embedding;
 pub mod error;
 pub mod event;
 pub mod journal;
@@ -50,11 +51,13 @@ pub mod usage;
 pub mod workflow;
 
 pub use agent::{Agent, AgentLlm, AgentTool, InMemoryMemory, Instruction, Memory};
+pub use config::{Config, McpServerConfig, McpTransport};
 pub use context::{
     ApprovalDecision, ApprovalHandler, ApprovalRequest, Budget, HumanInputHandler,
     HumanInputRequest, HumanInputResponse, Principal, RunContext, RunTotals,
 };
 pub use cost::{ModelHint, ModelInfo, ModelPreferences, PriceTable};
+pub use embedding::{Embedder, cosine_similarity};
 pub use error::{BoxError, Error, ProviderErrorKind, Result};
 pub use event::{
     ChannelSink, CollectingSink, EventSink, FanoutSink, NoopSink, RunEvent, TracingSink,

@@ -501,7 +501,8 @@ impl AgentLlm {
             .step(&key, async {
                 ctx.check()?;
                 ctx.record_tool_call();
-                match service.oneshot(request).await {
+                let call = service.oneshot(request);
+                match ctx.guard(&format!("tool `{name}`"), call).await {
                     Ok(out) => Ok(out),
                     Err(e) if e.is_fatal_for_run() => Err(e),
                     // The call could not be made; the model is told so and may recover. This is

@@ -532,9 +532,9 @@ impl RunContext {
         }
         if let Some(deadline) = self.inner.deadline {
             if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: format!("run {}", self.inner.run_id),
-                    after: Duration::ZERO,
+                return Err(Error::DeadlineExceeded {
+                    run_id: self.inner.run_id.clone(),
+                    what: String::new(),
                 });
             }
         }
@@ -578,7 +578,7 @@ impl RunContext {
         tokio::select! {
             biased;
             () = cancelled => Err(Error::Cancelled { run_id: self.inner.run_id.clone() }),
-            () = deadline => Err(Error::Timeout { what: format!("{what} in run {}", self.inner.run_id), after: Duration::ZERO }),
+            () = deadline => Err(Error::DeadlineExceeded { run_id: self.inner.run_id.clone(), what: what.to_owned() }),
             r = fut => r,
         }
     }

@@ -143,6 +143,14 @@ pub enum Error {
         /// The limit that was exceeded.
         after: Duration,
     },
+    /// The run's deadline passed.
+    #[error("run {run_id} passed its deadline{}", if what.is_empty() { String::new() } else { format!(" during {what}") })]
+    DeadlineExceeded {
+        /// The run.
+        run_id: String,
+        /// What was running when the deadline passed.
+        what: String,
+    },
     /// The run's token or dollar budget is spent.
     #[error("run {run_id} exceeded its budget: {message}")]
     BudgetExceeded {
@@ -243,6 +251,7 @@ impl Error {
         matches!(
             self,
             Self::Timeout { .. }
+                | Self::DeadlineExceeded { .. }
                 | Self::Provider {
                     kind: ProviderErrorKind::Timeout,
                     ..
@@ -301,13 +310,13 @@ impl Error {
         }
     }
 
-    /// Whether the run must stop (cancelled, timed out, out of budget) rather than
+    /// Whether the run must stop (cancelled, past its deadline, out of budget) rather than
     /// showing the failure to the model.
     #[must_use]
     pub fn is_fatal_for_run(&self) -> bool {
         matches!(
             self,
-            Self::Cancelled { .. } | Self::BudgetExceeded { .. } | Self::Timeout { .. }
+            Self::Cancelled { .. } | Self::BudgetExceeded { .. } | Self::DeadlineExceeded { .. }
         )
     }
 }

@@ -309,10 +309,10 @@ impl AgentLlm {
         if let Some(m) = &params.model {
             return Some(m.clone());
         }
-        if let Some(prefs) = &params.model_preferences {
-            if let Some(m) = ctx.prices().select(prefs, &[self.provider.name()]) {
-                return Some(m.id.clone());
-            }
+        if let Some(prefs) = &params.model_preferences
+            && let Some(m) = ctx.prices().select(prefs, &[self.provider.name()])
+        {
+            return Some(m.id.clone());
         }
         None
     }

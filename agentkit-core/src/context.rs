@@ -530,13 +530,13 @@ impl RunContext {
                 run_id: self.inner.run_id.clone(),
             });
         }
-        if let Some(deadline) = self.inner.deadline {
-            if Instant::now() >= deadline {
-                return Err(Error::DeadlineExceeded {
-                    run_id: self.inner.run_id.clone(),
-                    what: String::new(),
-                });
-            }
+        if let Some(deadline) = self.inner.deadline
+            && Instant::now() >= deadline
+        {
+            return Err(Error::DeadlineExceeded {
+                run_id: self.inner.run_id.clone(),
+                what: String::new(),
+            });
         }
         if let Some(budget) = self.inner.budget {
             let totals = self.totals();
@@ -549,13 +549,13 @@ impl RunContext {
                     });
                 }
             }
-            if let Some(max) = budget.max_cost_usd {
-                if totals.cost_usd >= max {
-                    return Err(Error::BudgetExceeded {
-                        run_id: self.inner.run_id.clone(),
-                        message: format!("${:.4} spent of a ${max:.4} budget", totals.cost_usd),
-                    });
-                }
+            if let Some(max) = budget.max_cost_usd
+                && totals.cost_usd >= max
+            {
+                return Err(Error::BudgetExceeded {
+                    run_id: self.inner.run_id.clone(),
+                    message: format!("${:.4} spent of a ${max:.4} budget", totals.cost_usd),
+                });
             }
         }
         Ok(())

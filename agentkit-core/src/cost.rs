@@ -162,7 +162,7 @@ impl PriceTable {
             .iter()
             .filter(|m| {
                 model.starts_with(&m.id)
-                    && model[m.id.len()..].starts_with(|c: char| c == '-' || c == '@' || c == ':')
+                    && model[m.id.len()..].starts_with(['-', '@', ':'])
                     && !model[m.id.len() + 1..].starts_with(|c: char| c.is_ascii_alphabetic())
             })
             .max_by_key(|m| m.id.len())

@@ -94,10 +94,10 @@ impl Journal for MemoryJournal {
             return Ok(v);
         }
         let v = exec.await?;
-        if let (Ok(mut e), Ok(mut o)) = (self.entries.lock(), self.order.lock()) {
-            if e.insert(key.to_owned(), v.clone()).is_none() {
-                o.push(key.to_owned());
-            }
+        if let (Ok(mut e), Ok(mut o)) = (self.entries.lock(), self.order.lock())
+            && e.insert(key.to_owned(), v.clone()).is_none()
+        {
+            o.push(key.to_owned());
         }
         Ok(v)
     }

@@ -270,10 +270,10 @@ impl LlmProvider for ScriptedProvider {
                 ),
             )),
         };
-        if self.record {
-            if let Ok(mut r) = self.requests.lock() {
-                r.push(request);
-            }
+        if self.record
+            && let Ok(mut r) = self.requests.lock()
+        {
+            r.push(request);
         }
         result
     }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The project's one test command. Installs what the tests need (idempotent, from the package
+# registries), then runs the format check, clippy and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- what the tests need -------------------------------------------------------------------
+for installer in scripts/install-*.sh; do
+  [ -e "$installer" ] || continue
+  step "install: $installer"
+  bash "$installer"
+done
+
+# --- checks ----------------------------------------------------------------------------------
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, all features, -D warnings)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "agentkit-core builds alone without default features (no HTTP client)"
+cargo check -p agentkit-core --no-default-features
+
+step "cargo test (workspace, all features)"
+cargo test --workspace --all-features
+
+step "quickstart runs offline"
+env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY cargo run --quiet --example quickstart

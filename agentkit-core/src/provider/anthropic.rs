@@ -333,7 +333,7 @@ impl AnthropicProvider {
     }
 }
 
-/// Add what to do to errors whose cause is on the caller's side.
+/// Say which key to check when the API rejects the credentials.
 fn explain(mut error: Error) -> Error {
     if let Error::Provider {
         kind: ProviderErrorKind::Auth,
@@ -341,10 +341,14 @@ fn explain(mut error: Error) -> Error {
         ..
     } = &mut error
     {
-        message.push_str(&format!(
-            "; the Anthropic API key was rejected: check {API_KEY_VAR} or the configured \
-             `anthropic.api_key`"
-        ));
+        let said = message
+            .strip_suffix(" (check the API key)")
+            .unwrap_or(message)
+            .to_owned();
+        *message = format!(
+            "{said} (check the API key: the {API_KEY_VAR} environment variable or \
+             `anthropic.api_key` in the configuration)"
+        );
     }
     error
 }
@@ -1097,6 +1101,66 @@ mod tests {
         assert_eq!(msgs.len(), 1);
         assert_eq!(msgs[0]["content"][0]["type"], "tool_result");
         assert_eq!(msgs[0]["content"][1]["text"], "first");
+    }
+
+    #[test]
+    fn the_answer_tool_replaces_prose_but_keeps_real_tool_calls() {
+        let wire: WireResponse = serde_json::from_value(json!({
+            "id": "msg_1", "model": "m", "stop_reason": "tool_use",
+            "content": [
+                {"type": "text", "text": "Here you go:"},
+                {"type": "tool_use", "id": "t1", "name": "Answer", "input": {"x": 1}},
+            ],
+            "usage": {"input_tokens": 3, "output_tokens": 4},
+        }))
+        .unwrap();
+        let r = wire.into_response(Some("Answer"));
+        assert_eq!(r.message.content, vec![Content::text(r#"{"x":1}"#)]);
+        assert_eq!(r.stop_reason, StopReason::EndTurn);
+
+        let wire: WireResponse = serde_json::from_value(json!({
+            "model": "m", "stop_reason": "tool_use",
+            "content": [
+                {"type": "tool_use", "id": "t0", "name": "search", "input": {}},
+                {"type": "tool_use", "id": "t1", "name": "Answer", "input": {"x": 1}},
+            ],
+        }))
+        .unwrap();
+        let r = wire.into_response(Some("Answer"));
+        assert_eq!(
+            r.stop_reason,
+            StopReason::ToolUse,
+            "the search still has to run"
+        );
+        assert_eq!(r.message.tool_calls().count(), 1);
+    }
+
+    #[test]
+    fn held_prose_is_released_when_the_answer_tool_is_not_used() {
+        let mut s = StreamState::new(Some("Answer".into()));
+        let mut chunks = Vec::new();
+        for data in [
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"I cannot."}}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"refusal"},"usage":{"output_tokens":3}}"#,
+            r#"{"type":"message_stop"}"#,
+        ] {
+            chunks.extend(s.on_event("e", data).unwrap());
+        }
+        assert_eq!(
+            chunks[0],
+            CompletionChunk::TextDelta {
+                text: "I cannot.".into()
+            }
+        );
+        assert!(matches!(
+            &chunks[1],
+            CompletionChunk::Finish {
+                stop_reason: StopReason::Refusal,
+                ..
+            }
+        ));
+        assert!(s.finished);
     }
 
     #[test]

@@ -1520,10 +1520,12 @@ mod tests {
 
     #[test]
     fn settings_win_and_the_environment_fills_gaps() {
-        let mut settings = OpenAiSettings::default();
-        settings.api_key = Some("sk-settings".into());
-        settings.default_model = Some("gpt-4o".into());
-        settings.timeout_seconds = Some(2.5);
+        let mut settings = OpenAiSettings {
+            api_key: Some("sk-settings".into()),
+            default_model: Some("gpt-4o".into()),
+            timeout_seconds: Some(2.5),
+            ..OpenAiSettings::default()
+        };
         let cfg = OpenAiConfig::resolve(
             &settings,
             &env_of(&[

@@ -739,6 +739,11 @@ fn chat_body(
         body.insert("stream_options".into(), json!({"include_usage": true}));
     }
     for (k, v) in &request.extra {
+        // `stream` decides how the answer is parsed; it follows complete() vs stream().
+        if k == "stream" {
+            tracing::debug!("ignoring `stream` in CompletionRequest::extra");
+            continue;
+        }
         body.insert(k.clone(), v.clone());
     }
     body
@@ -753,18 +758,45 @@ fn wire_messages(system: Option<&str>, messages: &[Message]) -> Vec<Value> {
     for message in messages {
         // Tool results become `role: tool` messages of their own, in order, ahead of whatever
         // else the message carries (tool messages must directly follow the assistant's calls).
+        // Tool messages carry text only, so images a tool returned follow in a user message.
         let mut rest = Vec::new();
+        let mut tool_images = Vec::new();
         for content in &message.content {
             match content {
                 Content::ToolResult {
                     call_id, content, ..
-                } => out.push(json!({
-                    "role": "tool",
-                    "tool_call_id": call_id,
-                    "content": join_text(content),
-                })),
+                } => {
+                    let images: Vec<String> = content.iter().filter_map(image_url).collect();
+                    let mut text = join_text(content);
+                    if !images.is_empty() {
+                        if !text.is_empty() {
+                            text.push('\n');
+                        }
+                        text.push_str(&format!(
+                            "({} image(s) returned; they follow in the next message)",
+                            images.len()
+                        ));
+                        tool_images.push(json!({
+                            "type": "text",
+                            "text": format!("Images returned by tool call {call_id}:"),
+                        }));
+                        tool_images.extend(
+                            images
+                                .into_iter()
+                                .map(|url| json!({"type": "image_url", "image_url": {"url": url}})),
+                        );
+                    }
+                    out.push(json!({
+                        "role": "tool",
+                        "tool_call_id": call_id,
+                        "content": text,
+                    }));
+                }
                 other => rest.push(other),
             }
+        }
+        if !tool_images.is_empty() {
+            out.push(json!({"role": "user", "content": tool_images}));
         }
         if rest.is_empty() {
             continue;
@@ -1600,6 +1632,32 @@ mod tests {
         assert_eq!(
             body["tools"][0]["function"]["parameters"],
             json!({"type": "object", "properties": {}})
+        );
+    }
+
+    #[test]
+    fn images_returned_by_tools_follow_in_a_user_message() {
+        let messages = vec![Message::tool_results(vec![Content::tool_result(
+            "call_1",
+            vec![
+                Content::text("a chart"),
+                Content::image_base64("image/png", "AAAA"),
+            ],
+            false,
+        )])];
+        let wire = wire_messages(None, &messages);
+        assert_eq!(wire.len(), 2);
+        assert_eq!(wire[0]["role"], "tool");
+        assert!(
+            wire[0]["content"]
+                .as_str()
+                .unwrap()
+                .starts_with("a chart\n(1 image(s) returned")
+        );
+        assert_eq!(wire[1]["role"], "user");
+        assert_eq!(
+            wire[1]["content"][1]["image_url"]["url"],
+            "data:image/png;base64,AAAA"
         );
     }
 

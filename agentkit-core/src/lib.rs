@@ -67,6 +67,10 @@ pub use llm::{
     AugmentedLlm, AugmentedLlmExt, GenerateRequest, Generation, RequestParams, ToolFilter,
 };
 pub use message::{Content, ImageData, Message, Role};
+#[cfg(feature = "anthropic")]
+pub use provider::anthropic::{AnthropicConfig, AnthropicProvider};
+#[cfg(feature = "openai")]
+pub use provider::openai::{OpenAiConfig, OpenAiEmbedder, OpenAiProvider};
 pub use provider::{
     ChunkStream, CompletionChunk, CompletionRequest, CompletionResponse, LlmProvider,
     ProviderBuilder, ResponseFormat, RetryConfig, ScriptedProvider, ScriptedReply, ToolChoice,

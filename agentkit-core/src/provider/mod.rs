@@ -30,7 +30,7 @@ pub mod anthropic;
 #[cfg(feature = "openai")]
 pub mod openai;
 
-pub use layers::{ProviderBuilder, RetryConfig, RetryPolicy};
+pub use layers::{LayeredProvider, ProviderBuilder, RetryConfig, RetryPolicy};
 pub use scripted::{ScriptedProvider, ScriptedReply};
 
 /// How the model may use tools.
@@ -325,6 +325,43 @@ impl<P: LlmProvider + ?Sized> LlmProvider for std::sync::Arc<P> {
     async fn stream(&self, request: CompletionRequest) -> Result<ChunkStream> {
         (**self).stream(request).await
     }
+}
+
+/// Pick a provider from the environment: OpenAI when `OPENAI_API_KEY` is set (honouring
+/// `OPENAI_BASE_URL`), else Anthropic when `ANTHROPIC_API_KEY` is set (honouring
+/// `ANTHROPIC_BASE_URL`); `Ok(None)` when neither is set or their features are off.
+///
+/// The provider comes wrapped in the default tower layers: 3 retries of retryable failures
+/// (honouring `Retry-After`) and at most 16 calls in flight.
+///
+/// ```
+/// // With no key in the environment there is no provider, and that is not an error.
+/// # if std::env::var_os("OPENAI_API_KEY").is_none() && std::env::var_os("ANTHROPIC_API_KEY").is_none() {
+/// assert!(agentkit_core::provider::from_env()?.is_none());
+/// # }
+/// # Ok::<_, agentkit_core::Error>(())
+/// ```
+pub fn from_env() -> Result<Option<std::sync::Arc<dyn LlmProvider>>> {
+    #[cfg(feature = "openai")]
+    if std::env::var("OPENAI_API_KEY").is_ok_and(|k| !k.trim().is_empty()) {
+        let p = openai::OpenAiProvider::from_env()?;
+        return Ok(Some(std::sync::Arc::new(with_default_layers(p))));
+    }
+    #[cfg(feature = "anthropic")]
+    if std::env::var("ANTHROPIC_API_KEY").is_ok_and(|k| !k.trim().is_empty()) {
+        let p = anthropic::AnthropicProvider::from_env()?;
+        return Ok(Some(std::sync::Arc::new(with_default_layers(p))));
+    }
+    Ok(None)
+}
+
+/// Wrap a provider in the default layers: 3 retries with backoff (honouring `Retry-After`) and
+/// at most 16 concurrent calls.
+pub fn with_default_layers(provider: impl LlmProvider + 'static) -> layers::LayeredProvider {
+    ProviderBuilder::new(provider)
+        .retry(RetryConfig::default())
+        .concurrency_limit(16)
+        .build()
 }
 
 /// Split a complete response into the chunks a stream of it would carry.

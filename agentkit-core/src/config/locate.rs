@@ -273,6 +273,9 @@ fn expected_text(expected: &str) -> String {
     match expected {
         "a sequence" => "a list".to_owned(),
         "a map" => "a map".to_owned(),
+        "f32" | "f64" => "a number".to_owned(),
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number (0 or more)".to_owned(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".to_owned(),
         e if e.starts_with("struct ") => format!("a map ({})", &e["struct ".len()..]),
         e => e.to_owned(),
     }

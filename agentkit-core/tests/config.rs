@@ -648,3 +648,23 @@ fn programmatic_config_round_trips_through_yaml_and_json() {
     let empty: Config = serde_json::from_str("{}").unwrap();
     assert_eq!(empty, Config::default());
 }
+
+#[test]
+fn yaml_anchors_and_merge_keys_share_server_settings() {
+    // `x-*` top-level keys are ignored, so they can hold anchors (as in Docker Compose).
+    let config = loader(Path::new("/"), &[])
+        .parse(
+            "x-http: &http\n  request_timeout_seconds: 15\n  headers: {X-Team: agents}\n\
+             mcp:\n  servers:\n    a:\n      <<: *http\n      url: http://127.0.0.1:1/mcp\n    \
+             b:\n      <<: *http\n      url: http://127.0.0.1:2/mcp\n      request_timeout_seconds: 5\n",
+            ConfigFormat::Agentkit,
+            None,
+        )
+        .unwrap();
+    let (a, b) = (&config.mcp.servers["a"], &config.mcp.servers["b"]);
+    assert_eq!(a.request_timeout_seconds, Some(15.0));
+    assert_eq!(a.headers["X-Team"], "agents");
+    assert_eq!(a.transport, McpTransport::StreamableHttp);
+    assert_eq!(b.request_timeout_seconds, Some(5.0));
+    assert_eq!(b.url.as_deref(), Some("http://127.0.0.1:2/mcp"));
+}

@@ -399,10 +399,14 @@ fn parse_transport(t: &str, name: &str, key: &KeyPath) -> Result<&'static str, F
     }
 }
 
-/// Removes `$schema` (editors add it) from the top level.
-pub(crate) fn strip_schema(tree: &mut Value) {
+/// Removes `$schema` (editors add it) and `x-*` extension keys (a place for YAML anchors, as
+/// in Docker Compose) from the top level.
+pub(crate) fn strip_extensions(tree: &mut Value) {
     if let Value::Mapping(top) = tree {
-        top.shift_remove("$schema");
+        top.retain(|k, _| {
+            k.as_str()
+                .is_none_or(|k| k != "$schema" && !k.starts_with("x-"))
+        });
     }
 }
 

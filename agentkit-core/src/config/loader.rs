@@ -397,6 +397,10 @@ impl Source {
             ConfigFormat::Agentkit | ConfigFormat::McpAgent => serde_yaml_ng::from_str(&self.text)
                 .map_err(|e| self.error(format!("invalid YAML: {e}")))?,
         };
+        let mut tree = tree;
+        // `<<: *anchor` merge keys, so shared settings can be written once.
+        tree.apply_merge()
+            .map_err(|e| self.error(format!("invalid YAML merge key (`<<`): {e}")))?;
         match tree {
             Value::Null => Ok(Value::Mapping(Default::default())),
             Value::Mapping(_) => Ok(tree),
@@ -428,7 +432,13 @@ impl Source {
 /// Turns a failure at `key` into an [`Error::Config`] naming the file the value came from (the
 /// secrets file wins where it has the key), the key as spelled there, and its line and column.
 fn fail(sources: &[Source], (key, message): (KeyPath, String)) -> Error {
-    let main = &sources[0];
+    let Some(main) = sources.first() else {
+        return Error::Config {
+            file: None,
+            key: key.to_string(),
+            message,
+        };
+    };
     let mut file = main.path.clone();
     let mut shown = main.spellings(&key).swap_remove(0);
     let mut at = None;
@@ -472,7 +482,7 @@ fn build(sources: &[Source], env: &dyn Fn(&str) -> Option<String>) -> Result<Con
         compat::deep_merge(&mut tree, over.tree()?);
     }
     match main.format {
-        ConfigFormat::Agentkit => compat::strip_schema(&mut tree),
+        ConfigFormat::Agentkit => compat::strip_extensions(&mut tree),
         ConfigFormat::McpAgent => compat::from_mcp_agent(&mut tree),
         ConfigFormat::McpServersJson => {
             tree = compat::from_mcp_servers_json(tree).map_err(|f| fail(sources, f))?;

@@ -1,6 +1,11 @@
-//! Configuration: `agentkit.yaml` (+ `agentkit.secrets.yaml`), mcp-agent's
-//! `mcp_agent.config.yaml`, and the `{"mcpServers": {...}}` JSON of Claude Desktop, Cursor and
-//! `.mcp.json`. Every type here also works programmatically, without any file.
+#![doc = include_str!("../docs/config.md")]
+
+mod builders;
+mod compat;
+mod env;
+mod loader;
+mod locate;
+mod resolve;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,6 +13,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::cost::ModelInfo;
+
+pub use loader::{ConfigFormat, ConfigLoader};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -36,7 +43,7 @@ pub struct Config {
 
 /// OpenAI settings. Unset fields fall back to `OPENAI_API_KEY` / `OPENAI_BASE_URL`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct OpenAiSettings {
     /// API key.
@@ -70,7 +77,7 @@ pub struct OpenAiSettings {
 
 /// Anthropic settings. Unset fields fall back to `ANTHROPIC_API_KEY` / `ANTHROPIC_BASE_URL`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct AnthropicSettings {
     /// API key.
@@ -98,7 +105,7 @@ pub struct AnthropicSettings {
 
 /// MCP servers and role-based server sets.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct McpSettings {
     /// Servers by name.
@@ -125,6 +132,7 @@ pub enum McpTransport {
 
 /// A filesystem root offered to an MCP server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct McpRoot {
     /// `file://` URI.
@@ -132,14 +140,19 @@ pub struct McpRoot {
     /// Display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The URI shown to the server instead of `uri` (mcp-agent's `server_uri_alias`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_uri_alias: Option<String>,
 }
 
 /// One MCP server.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct McpServerConfig {
-    /// Transport; inferred from `command` (stdio) or `url` (streamable HTTP) when omitted.
+    /// Transport; inferred from `command` (stdio) or `url` (streamable HTTP) when a file
+    /// omits it. `type` is accepted as an alias.
+    #[serde(alias = "type")]
     pub transport: McpTransport,
     /// What the server is for.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,7 +203,7 @@ pub struct McpServerConfig {
 
 /// Logging settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct LoggerSettings {
     /// `tracing` filter, e.g. `info` or `agentkit=debug`.
@@ -203,7 +216,7 @@ pub struct LoggerSettings {
 
 /// OpenTelemetry export settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct OtelSettings {
     /// Export traces.
@@ -218,7 +231,7 @@ pub struct OtelSettings {
 
 /// Run storage settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct StorageSettings {
     /// `sqlite://path.db`, `postgres://...` or `memory`.

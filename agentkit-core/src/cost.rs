@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::usage::Usage;
 
 /// What one model costs and how it ranks, per million tokens in US dollars.
+///
+/// In config files only `id`, `provider`, `input_per_mtok` and `output_per_mtok` are required;
+/// cache prices default to 0 and scores to 0.5.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ModelInfo {
@@ -20,13 +23,21 @@ pub struct ModelInfo {
     /// USD per million output tokens.
     pub output_per_mtok: f64,
     /// USD per million input tokens read from the prompt cache.
+    #[serde(default)]
     pub cache_read_per_mtok: f64,
     /// USD per million input tokens written to the prompt cache.
+    #[serde(default)]
     pub cache_write_per_mtok: f64,
     /// Relative speed, 0 (slow) to 1 (fast).
+    #[serde(default = "half")]
     pub speed: f64,
     /// Relative capability, 0 to 1.
+    #[serde(default = "half")]
     pub intelligence: f64,
+}
+
+fn half() -> f64 {
+    0.5
 }
 
 impl ModelInfo {

@@ -345,14 +345,56 @@ pub fn from_env() -> Result<Option<std::sync::Arc<dyn LlmProvider>>> {
     #[cfg(feature = "openai")]
     if std::env::var("OPENAI_API_KEY").is_ok_and(|k| !k.trim().is_empty()) {
         let p = openai::OpenAiProvider::from_env()?;
-        return Ok(Some(std::sync::Arc::new(with_default_layers(p))));
+        return Ok(Some(std::sync::Arc::new(layered(p, None))));
     }
     #[cfg(feature = "anthropic")]
     if std::env::var("ANTHROPIC_API_KEY").is_ok_and(|k| !k.trim().is_empty()) {
         let p = anthropic::AnthropicProvider::from_env()?;
-        return Ok(Some(std::sync::Arc::new(with_default_layers(p))));
+        return Ok(Some(std::sync::Arc::new(layered(p, None))));
     }
     Ok(None)
+}
+
+/// Build the provider a [`Config`](crate::config::Config) describes: its `openai` section (or
+/// `OPENAI_API_KEY`) first, else its `anthropic` section (or `ANTHROPIC_API_KEY`); `Ok(None)`
+/// when it describes neither. The provider is wrapped in retry (the section's `max_retries`,
+/// default 3) and concurrency layers.
+pub fn from_config(
+    config: &crate::config::Config,
+) -> Result<Option<std::sync::Arc<dyn LlmProvider>>> {
+    #[cfg(feature = "openai")]
+    {
+        let s = config.openai_settings();
+        if config.openai.is_some() || s.api_key.is_some() {
+            let p = openai::OpenAiProvider::from_settings(&s)?;
+            return Ok(Some(std::sync::Arc::new(layered(p, s.max_retries))));
+        }
+    }
+    #[cfg(feature = "anthropic")]
+    {
+        let s = config.anthropic_settings();
+        if config.anthropic.is_some() || s.api_key.is_some() {
+            let p = anthropic::AnthropicProvider::from_settings(&s)?;
+            return Ok(Some(std::sync::Arc::new(layered(p, s.max_retries))));
+        }
+    }
+    let _ = config;
+    Ok(None)
+}
+
+#[cfg(feature = "http-provider")]
+fn layered(
+    provider: impl LlmProvider + 'static,
+    max_retries: Option<u32>,
+) -> layers::LayeredProvider {
+    let retry = match max_retries {
+        Some(n) => RetryConfig::default().with_max_retries(n),
+        None => RetryConfig::default(),
+    };
+    ProviderBuilder::new(provider)
+        .retry(retry)
+        .concurrency_limit(16)
+        .build()
 }
 
 /// Wrap a provider in the default layers: 3 retries with backoff (honouring `Retry-After`) and
@@ -517,6 +559,16 @@ mod tests {
         let stream = futures::stream::iter(chunks.into_iter().map(Ok)).boxed();
         let back = collect_stream("test", stream).await.unwrap();
         assert_eq!(back, resp);
+    }
+
+    #[cfg(feature = "openai")]
+    #[test]
+    fn config_with_an_openai_section_builds_an_openai_provider() {
+        let yaml = "openai:\n  api_key: test-key\n  base_url: http://127.0.0.1:9/v1\n  default_model: gpt-4.1-nano\n";
+        let config = crate::config::Config::from_yaml_str(yaml, None).unwrap();
+        let p = from_config(&config).unwrap().unwrap();
+        assert_eq!(p.name(), "openai");
+        assert_eq!(p.default_model(), Some("gpt-4.1-nano"));
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@
 //! it.
 //!
 //! ```
-//! use agentkit_core::{Agent, AgentLlm, AugmentedLlmExt, RunContext, ScriptedProvider};
+//! use agentkit_core::{Agent, AgentLlm, AugmentedLlm, RunContext, ScriptedProvider};
 //! use agentkit_patterns::Chain;
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

@@ -332,13 +332,11 @@ impl RouterBuilder {
         if matches!(classifier, Classifier::Embedding { .. })
             && let Some(r) = self.routes.iter().find(|r| r.description.trim().is_empty())
         {
-            {
-                return Err(Error::InvalidRequest(format!(
-                    "route `{}` of router `{name}` has no description; an embedding router \
-                     compares requests with route descriptions, so give it one",
-                    r.name
-                )));
-            }
+            return Err(Error::InvalidRequest(format!(
+                "route `{}` of router `{name}` has no description; an embedding router \
+                 compares requests with route descriptions, so give it one",
+                r.name
+            )));
         }
         Ok(Router {
             name: self.name,

@@ -1,0 +1,54 @@
+//! Shared by the pattern examples: the model to run on, and printing a run's steps.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::{Arc, Once};
+
+use agentkit_core::{CollectingSink, LlmProvider, RunEvent, ScriptedProvider};
+
+/// The model for one agent of an example. Offline (no API key in the environment) it is the
+/// given scripted model, whose replies are what a real model would say to that agent.
+pub fn model(scripted: ScriptedProvider) -> Arc<dyn LlmProvider> {
+    static NOTICE: Once = Once::new();
+    NOTICE.call_once(|| {
+        println!("no OPENAI_API_KEY or ANTHROPIC_API_KEY set: running the offline scripted model");
+    });
+    Arc::new(scripted)
+}
+
+/// Print the pattern steps, tool calls and handoffs a run emitted.
+pub fn print_steps(sink: &CollectingSink) {
+    println!("\n--- steps ---");
+    for event in sink.events() {
+        match event {
+            RunEvent::PatternStep {
+                pattern,
+                name,
+                step,
+                detail,
+            } => println!(
+                "[{pattern} {name}] {step}: {}",
+                compact(&detail.to_string())
+            ),
+            RunEvent::ToolCallStarted {
+                agent,
+                tool,
+                arguments,
+                ..
+            } => println!("  [{agent}] calls {tool}({arguments})"),
+            RunEvent::LlmResponse { agent, usage, .. } => println!(
+                "  [{agent}] model answered ({} in / {} out tokens)",
+                usage.input_tokens, usage.output_tokens
+            ),
+            RunEvent::Error { source, message } => println!("  [{source}] error: {message}"),
+            _ => {}
+        }
+    }
+}
+
+fn compact(s: &str) -> String {
+    if s.chars().count() > 160 {
+        format!("{}…", s.chars().take(160).collect::<String>())
+    } else {
+        s.to_owned()
+    }
+}

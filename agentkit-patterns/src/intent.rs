@@ -76,7 +76,7 @@ pub struct IntentMatch {
     /// The intent's name.
     pub intent: String,
     /// How sure, from 0 to 1 (LLM confidence, or best cosine similarity).
-    pub confidence: f32,
+    pub confidence: f64,
     /// Why, when an LLM decided.
     pub reasoning: Option<String>,
     /// Entities extracted from the request (LLM classifier only).
@@ -85,7 +85,7 @@ pub struct IntentMatch {
 
 impl IntentMatch {
     /// A match with no reasoning and no entities.
-    pub fn new(intent: impl Into<String>, confidence: f32) -> Self {
+    pub fn new(intent: impl Into<String>, confidence: f64) -> Self {
         Self {
             intent: intent.into(),
             confidence,
@@ -106,7 +106,7 @@ struct IntentChoice {
     /// The intent name, exactly as listed.
     intent: String,
     /// Confidence from 0 to 1.
-    confidence: f32,
+    confidence: f64,
     /// One sentence on why.
     reasoning: String,
     /// Entities found in the request that matter for this intent.
@@ -402,8 +402,8 @@ impl IntentClassifier {
             .map(|(it, vs)| {
                 let best = vs
                     .iter()
-                    .map(|v| cosine_similarity(q, v))
-                    .fold(0.0f32, f32::max);
+                    .map(|v| f64::from(cosine_similarity(q, v)))
+                    .fold(0.0f64, f64::max);
                 IntentMatch::new(it.name.clone(), best)
             })
             .collect())

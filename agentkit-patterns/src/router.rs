@@ -40,14 +40,14 @@ pub struct RouteResult {
     /// What the route leads to.
     pub kind: RouteKind,
     /// How well the route fits, from 0 to 1 (LLM confidence, or cosine similarity).
-    pub confidence: f32,
+    pub confidence: f64,
     /// Why, when an LLM decided.
     pub reasoning: Option<String>,
 }
 
 impl RouteResult {
     /// A routing decision.
-    pub fn new(route: impl Into<String>, kind: RouteKind, confidence: f32) -> Self {
+    pub fn new(route: impl Into<String>, kind: RouteKind, confidence: f64) -> Self {
         Self {
             route: route.into(),
             kind,
@@ -94,7 +94,7 @@ struct RouteChoice {
     /// The route name, exactly as listed.
     route: String,
     /// Confidence from 0 to 1.
-    confidence: f32,
+    confidence: f64,
     /// One sentence on why this route fits.
     reasoning: String,
 }
@@ -467,7 +467,13 @@ impl Router {
             .routes
             .iter()
             .zip(route_vectors)
-            .map(|(r, v)| RouteResult::new(r.name.clone(), r.kind, cosine_similarity(&query[0], v)))
+            .map(|(r, v)| {
+                RouteResult::new(
+                    r.name.clone(),
+                    r.kind,
+                    f64::from(cosine_similarity(&query[0], v)),
+                )
+            })
             .collect())
     }
 

@@ -5,14 +5,38 @@ use std::sync::{Arc, Once};
 
 use agentkit_core::{CollectingSink, LlmProvider, RunEvent, ScriptedProvider};
 
-/// The model for one agent of an example. Offline (no API key in the environment) it is the
-/// given scripted model, whose replies are what a real model would say to that agent.
+/// The model for one agent of an example: the real provider named by the environment
+/// (`OPENAI_API_KEY`/`OPENAI_BASE_URL`, else `ANTHROPIC_API_KEY`/`ANTHROPIC_BASE_URL`), or
+/// offline the given scripted model, whose replies are what a real model would say to that
+/// agent.
 pub fn model(scripted: ScriptedProvider) -> Arc<dyn LlmProvider> {
     static NOTICE: Once = Once::new();
-    NOTICE.call_once(|| {
-        println!("no OPENAI_API_KEY or ANTHROPIC_API_KEY set: running the offline scripted model");
-    });
-    Arc::new(scripted)
+    match agentkit_core::provider::from_env() {
+        Ok(Some(real)) => {
+            NOTICE.call_once(|| {
+                println!(
+                    "using {} ({})",
+                    real.name(),
+                    real.default_model().unwrap_or("default model")
+                );
+            });
+            real
+        }
+        Ok(None) => {
+            NOTICE.call_once(|| {
+                println!(
+                    "no OPENAI_API_KEY or ANTHROPIC_API_KEY set: running the offline scripted model"
+                );
+            });
+            Arc::new(scripted)
+        }
+        Err(e) => {
+            NOTICE.call_once(|| {
+                println!("the provider in the environment is misconfigured ({e}); running the offline scripted model");
+            });
+            Arc::new(scripted)
+        }
+    }
 }
 
 /// Print the pattern steps, tool calls and handoffs a run emitted.

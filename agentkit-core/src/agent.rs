@@ -382,7 +382,7 @@ impl AgentLlm {
             .clone()
             .or_else(|| self.provider.default_model().map(str::to_owned))
             .unwrap_or_else(|| "default".to_owned());
-        ctx.emit(RunEvent::LlmRequest {
+        ctx.emit_with(|| RunEvent::LlmRequest {
             agent: agent.clone(),
             provider: provider.clone(),
             model: model.clone(),
@@ -419,15 +419,17 @@ impl AgentLlm {
         let replayed = !executed.load(std::sync::atomic::Ordering::Relaxed);
         let latency_ms = started.elapsed().as_millis() as u64;
         let cost = ctx.prices().cost(&response.model, &response.usage);
-        span.record("gen_ai.response.model", response.model.as_str());
-        span.record("gen_ai.usage.input_tokens", response.usage.input_tokens);
-        span.record("gen_ai.usage.output_tokens", response.usage.output_tokens);
-        span.record(
-            "gen_ai.response.finish_reasons",
-            format!("{:?}", response.stop_reason).as_str(),
-        );
+        if !span.is_disabled() {
+            span.record("gen_ai.response.model", response.model.as_str());
+            span.record("gen_ai.usage.input_tokens", response.usage.input_tokens);
+            span.record("gen_ai.usage.output_tokens", response.usage.output_tokens);
+            span.record(
+                "gen_ai.response.finish_reasons",
+                format!("{:?}", response.stop_reason).as_str(),
+            );
+        }
         ctx.record_llm_usage(response.usage, cost);
-        ctx.emit(RunEvent::LlmResponse {
+        ctx.emit_with(|| RunEvent::LlmResponse {
             agent: agent.clone(),
             provider,
             model: response.model.clone(),
@@ -481,7 +483,7 @@ impl AgentLlm {
         ctx: &RunContext,
     ) -> Result<Content> {
         let agent = &self.agent.name;
-        ctx.emit(RunEvent::ToolCallStarted {
+        ctx.emit_with(|| RunEvent::ToolCallStarted {
             agent: agent.clone(),
             call_id: id.clone(),
             tool: name.clone(),
@@ -519,7 +521,7 @@ impl AgentLlm {
             .instrument(span)
             .await;
         let output = outcome?;
-        ctx.emit(RunEvent::ToolCallFinished {
+        ctx.emit_with(|| RunEvent::ToolCallFinished {
             agent: agent.clone(),
             call_id: id.clone(),
             tool: name,

@@ -492,6 +492,14 @@ impl RunContext {
         self.inner.events.emit(&self.inner.run_id, &event);
     }
 
+    /// Emit the event `make` builds, building it only if the sink wants events (hot paths use
+    /// this so a run without a sink pays nothing for its events).
+    pub fn emit_with(&self, make: impl FnOnce() -> RunEvent) {
+        if self.inner.events.is_enabled() {
+            self.inner.events.emit(&self.inner.run_id, &make());
+        }
+    }
+
     /// The next step number of this run (0, 1, 2, ...). Deterministic as long as the run makes
     /// its calls in the same order, which is what journal keys rely on.
     #[must_use]

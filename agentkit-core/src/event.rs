@@ -117,6 +117,12 @@ pub enum RunEvent {
 pub trait EventSink: Send + Sync {
     /// Handle one event of run `run_id`.
     fn emit(&self, run_id: &str, event: &RunEvent);
+
+    /// Whether this sink wants events at all. When `false`, callers may skip building them
+    /// (see [`RunContext::emit_with`](crate::RunContext::emit_with)).
+    fn is_enabled(&self) -> bool {
+        true
+    }
 }
 
 /// Discards events.
@@ -125,6 +131,10 @@ pub struct NoopSink;
 
 impl EventSink for NoopSink {
     fn emit(&self, _run_id: &str, _event: &RunEvent) {}
+
+    fn is_enabled(&self) -> bool {
+        false
+    }
 }
 
 /// Keeps every event in memory (tests, small tools).

@@ -26,11 +26,12 @@ pub struct ToolSpec {
     pub name: String,
     /// What the tool does, for the model.
     pub description: String,
-    /// JSON schema of the arguments object.
-    pub input_schema: Value,
+    /// JSON schema of the arguments object. Shared: specs are cloned into every model request,
+    /// and a clone must not copy large MCP schemas.
+    pub input_schema: Arc<Value>,
     /// JSON schema of the structured result, if the tool declares one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_schema: Option<Value>,
+    pub output_schema: Option<Arc<Value>>,
 }
 
 impl ToolSpec {
@@ -38,20 +39,20 @@ impl ToolSpec {
     pub fn new(
         name: impl Into<String>,
         description: impl Into<String>,
-        input_schema: Value,
+        input_schema: impl Into<Arc<Value>>,
     ) -> Self {
         Self {
             name: name.into(),
             description: description.into(),
-            input_schema,
+            input_schema: input_schema.into(),
             output_schema: None,
         }
     }
 
     /// Declare the schema of the structured result.
     #[must_use]
-    pub fn with_output_schema(mut self, schema: Value) -> Self {
-        self.output_schema = Some(schema);
+    pub fn with_output_schema(mut self, schema: impl Into<Arc<Value>>) -> Self {
+        self.output_schema = Some(schema.into());
         self
     }
 }
@@ -281,7 +282,7 @@ impl FnTool {
     /// Declare an output schema derived from `O`.
     #[must_use]
     pub fn with_output_schema<O: JsonSchema>(mut self) -> Self {
-        self.spec.output_schema = Some(crate::schema::schema_value::<O>());
+        self.spec.output_schema = Some(Arc::new(crate::schema::schema_value::<O>()));
         self
     }
 

@@ -685,8 +685,8 @@ fn chat_body(
                 if !t.description.is_empty() {
                     function.insert("description".into(), Value::String(t.description.clone()));
                 }
-                let parameters = match &t.input_schema {
-                    Value::Object(o) if !o.is_empty() => t.input_schema.clone(),
+                let parameters = match &*t.input_schema {
+                    Value::Object(o) if !o.is_empty() => (*t.input_schema).clone(),
                     _ => json!({"type": "object", "properties": {}}),
                 };
                 function.insert("parameters".into(), parameters);

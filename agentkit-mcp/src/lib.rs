@@ -20,13 +20,23 @@
 pub mod aggregator;
 mod client;
 pub mod config;
+#[cfg(feature = "server")]
+pub mod expose;
 pub mod manager;
 pub mod names;
+#[cfg(feature = "server")]
+pub mod server;
 
 pub use aggregator::{Collision, DEFAULT_SEPARATOR, McpAggregator, to_content, to_tool_output};
 pub use config::{ServerConfig, ServerSet, ServerTransport, ToolFilter};
+#[cfg(feature = "server")]
+pub use expose::{expose_as_mcp_server, expose_workflows};
 pub use manager::{Connection, ConnectionManager, Lifecycle, connect_once, request_meta};
 pub use names::{MAX_TOOL_NAME_LEN, qualified_tool_name};
+#[cfg(feature = "server-http")]
+pub use server::HttpOptions;
+#[cfg(feature = "server")]
+pub use server::{CallContext, McpServer, McpServerBuilder};
 
 /// The rmcp version agentkit-mcp is built on.
 pub use rmcp;

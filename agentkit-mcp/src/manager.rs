@@ -6,6 +6,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use agentkit_core::{Error, HumanInputHandler, LlmProvider, Result, RunContext};
+#[cfg(any(feature = "client-stdio", feature = "client-http"))]
+use rmcp::ClientServiceExt;
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam,
     ClientRequest, GetPromptRequestParams, GetPromptResult, InputRequest, InputRequiredResult,
@@ -14,8 +16,6 @@ use rmcp::model::{
     SubscriptionFilter, Tool,
 };
 use rmcp::service::{ClientCacheConfig, PeerRequestOptions, RunningService, ServiceError};
-#[cfg(any(feature = "client-stdio", feature = "client-http"))]
-use rmcp::ClientServiceExt;
 use rmcp::{ClientLifecycleMode, Peer, RoleClient};
 use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 use tokio::time::Instant;
@@ -793,7 +793,10 @@ fn spawn_listener(conn: &Connection) {
     });
 }
 
-#[cfg_attr(not(any(feature = "client-stdio", feature = "client-http")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "client-stdio", feature = "client-http")),
+    allow(dead_code)
+)]
 fn client_mode(lifecycle: Lifecycle) -> ClientLifecycleMode {
     match lifecycle {
         Lifecycle::Initialize => ClientLifecycleMode::Initialize,
@@ -804,7 +807,10 @@ fn client_mode(lifecycle: Lifecycle) -> ClientLifecycleMode {
     }
 }
 
-#[cfg_attr(not(any(feature = "client-stdio", feature = "client-http")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "client-stdio", feature = "client-http")),
+    allow(dead_code)
+)]
 fn init_error(server: &str, e: impl std::fmt::Display) -> Error {
     Error::tool(
         server,

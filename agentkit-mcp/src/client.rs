@@ -254,13 +254,16 @@ impl ClientHandler for AgentkitClient {
             caps.sampling = Some(SamplingCapability::default());
         }
         caps.elicitation = Some(ElicitationCapability::new());
-        ClientConfig::new(
+        let mut cfg = ClientConfig::new(
             caps,
             Implementation::new(
                 self.shared.client_name.clone(),
                 self.shared.client_version.clone(),
             ),
-        )
+        );
+        // `initialize` exists up to 2025-11-25; 2026-07-28 is reached through `server/discover`.
+        cfg.protocol_version = rmcp::model::ProtocolVersion::LATEST_WITH_INITIALIZE;
+        cfg
     }
 
     async fn create_message(

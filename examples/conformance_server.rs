@@ -124,6 +124,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 )]))
             })),
         )
+        .prompt(
+            Prompt::new(
+                "test_prompt_with_embedded_resource",
+                Some("A prompt with an embedded resource"),
+                Some(vec![PromptArgument::new("resourceUri").with_description("URI of the resource to embed").with_required(true)]),
+            ),
+            Arc::new(|a, _c| Box::pin(async move {
+                let uri = a.get("resourceUri").and_then(|v| v.as_str()).unwrap_or("test://example-resource").to_owned();
+                Ok(GetPromptResult::new(vec![
+                    PromptMessage::new(Role::User, ContentBlock::resource(ResourceContents::text("Embedded resource content for testing.", uri))),
+                    PromptMessage::new_text(Role::User, "Please process the embedded resource above."),
+                ]))
+            })),
+        )
+        .prompt(
+            Prompt::new("test_prompt_with_image", Some("A prompt with an image"), None),
+            Arc::new(|_a, _c| Box::pin(async {
+                Ok(GetPromptResult::new(vec![
+                    PromptMessage::new(Role::User, ContentBlock::image(PNG, "image/png")),
+                    PromptMessage::new_text(Role::User, "Please analyze the image above."),
+                ]))
+            })),
+        )
+        .tool_fn(
+            "test_sampling",
+            "Asks the client's model",
+            json!({"type": "object", "properties": {"prompt": {"type": "string"}}, "required": ["prompt"]}),
+            |a, c| async move {
+                use agentkit_mcp::rmcp::model::{CreateMessageRequestParams, SamplingMessage};
+                let prompt = a.get("prompt").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+                let req = CreateMessageRequestParams::new(vec![SamplingMessage::user_text(prompt)], 100);
+                Ok(match c.peer().create_message(req).await {
+                    Ok(r) => CallToolResult::success(vec![ContentBlock::text(format!("LLM response: {}", serde_json::to_string(&r.message.content).unwrap_or_default()))]),
+                    Err(e) => CallToolResult::error(vec![ContentBlock::text(format!("sampling failed: {e}"))]),
+                })
+            },
+        )
         .build();
 
     let app =

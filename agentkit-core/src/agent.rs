@@ -498,7 +498,12 @@ impl AgentLlm {
             gen_ai.agent.name = %agent,
         );
         let started = Instant::now();
-        let request = ToolRequest::new(id.clone(), name.clone(), arguments, ctx.clone());
+        let request = ToolRequest::new(
+            id.clone(),
+            name.clone(),
+            arguments,
+            ctx.clone().with_tool_call_key(key.clone()),
+        );
         let outcome: Result<ToolOutput> = ctx
             .step(&key, async {
                 ctx.check()?;

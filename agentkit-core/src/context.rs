@@ -249,6 +249,7 @@ struct Inner {
     /// Totals of the run (first) and of each nested scope (last is the innermost).
     totals: Vec<Arc<Mutex<RunTotals>>>,
     steps: Arc<AtomicU64>,
+    tool_call_key: Option<String>,
 }
 
 impl Clone for Inner {
@@ -266,6 +267,7 @@ impl Clone for Inner {
             prices: Arc::clone(&self.prices),
             totals: self.totals.clone(),
             steps: Arc::clone(&self.steps),
+            tool_call_key: self.tool_call_key.clone(),
         }
     }
 }
@@ -329,6 +331,7 @@ impl RunContext {
                 prices: PriceTable::shared_default(),
                 totals: vec![Arc::default()],
                 steps: Arc::default(),
+                tool_call_key: None,
             }),
         }
     }
@@ -412,6 +415,22 @@ impl RunContext {
     pub fn child(&self) -> Self {
         let token = self.inner.cancel.child_token();
         self.clone().with_cancellation(token)
+    }
+
+    /// Mark this context as the one of a single tool call, identified by `key` (the tool
+    /// loop uses its journal key: agent, step and tool-call id). Tool sources use it to build
+    /// idempotency keys, e.g. MCP's `_meta`.
+    #[must_use]
+    pub fn with_tool_call_key(self, key: impl Into<String>) -> Self {
+        let key = key.into();
+        self.modify(|i| i.tool_call_key = Some(key))
+    }
+
+    /// The key of the tool call this context was made for, if any (see
+    /// [`with_tool_call_key`](Self::with_tool_call_key)).
+    #[must_use]
+    pub fn tool_call_key(&self) -> Option<&str> {
+        self.inner.tool_call_key.as_deref()
     }
 
     /// The run id.

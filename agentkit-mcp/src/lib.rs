@@ -1,1 +1,42 @@
-//! agentkit-mcp: not yet implemented.
+//! # agentkit-mcp
+//!
+//! agentkit's MCP layer, on [rmcp](https://docs.rs/rmcp) (re-exported as [`rmcp`], so nobody
+//! gets two copies of the protocol crate):
+//!
+//! - [`ServerConfig`] / [`ServerSet`]: servers from agentkit.yaml, `mcp_agent.config.yaml` or
+//!   `mcpServers` JSON, with role-based server sets.
+//! - [`ConnectionManager`]: one lazily started, shared, self-healing connection per server.
+//! - [`McpAggregator`]: several servers as one [`ToolSource`](agentkit_core::ToolSource), tools
+//!   named `server__tool`.
+//! - Client capabilities routed through the [`RunContext`](agentkit_core::RunContext): sampling
+//!   (an [`LlmProvider`](agentkit_core::LlmProvider)), elicitation (the run's human-input
+//!   handler), roots, progress as [`RunEvent`](agentkit_core::RunEvent)s, cancellation.
+//! - Server side (feature `server`): [`McpServerBuilder`] for tools, resources, prompts and
+//!   completions defined at runtime, served over stdio or streamable HTTP (feature
+//!   `server-http`, a tower service for axum), and [`expose_as_mcp_server`] to turn agents and
+//!   workflows into MCP tools.
+#![doc = include_str!("../README.md")]
+
+pub mod aggregator;
+mod client;
+pub mod config;
+#[cfg(feature = "server")]
+pub mod expose;
+pub mod manager;
+pub mod names;
+#[cfg(feature = "server")]
+pub mod server;
+
+pub use aggregator::{Collision, DEFAULT_SEPARATOR, McpAggregator, to_content, to_tool_output};
+pub use config::{ServerConfig, ServerSet, ServerTransport, ToolFilter};
+#[cfg(feature = "server")]
+pub use expose::{expose_as_mcp_server, expose_workflows};
+pub use manager::{Connection, ConnectionManager, Lifecycle, connect_once, request_meta};
+pub use names::{MAX_TOOL_NAME_LEN, qualified_tool_name};
+#[cfg(feature = "server-http")]
+pub use server::HttpOptions;
+#[cfg(feature = "server")]
+pub use server::{CallContext, McpServer, McpServerBuilder};
+
+/// The rmcp version agentkit-mcp is built on.
+pub use rmcp;

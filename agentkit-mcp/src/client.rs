@@ -1,0 +1,330 @@
+//! The rmcp [`ClientHandler`] agentkit serves on every connection: it routes the server's
+//! sampling, elicitation and roots requests and its progress notifications to the
+//! [`RunContext`] of the call in flight.
+#![allow(deprecated)] // sampling and roots are SEP-2577-deprecated in rmcp but still part of MCP.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use agentkit_core::config::McpRoot;
+use agentkit_core::{
+    CompletionRequest, HumanInputHandler, HumanInputRequest, HumanInputResponse, LlmProvider,
+    Message, Role as CoreRole, RunContext, RunEvent,
+};
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
+    ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationCapability, Implementation,
+    ListRootsResult, LoggingLevel, LoggingMessageNotificationParam, ProgressNotificationParam,
+    Role, Root, RootsCapabilities, SamplingCapability, SamplingMessage,
+    SamplingMessageContentBlock,
+};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::{ClientHandler, ErrorData, RoleClient};
+
+/// What every connection of a manager shares: who we are and who answers the server's requests.
+#[derive(Clone, Default)]
+pub(crate) struct ClientShared {
+    pub(crate) client_name: String,
+    pub(crate) client_version: String,
+    pub(crate) sampling: Option<Arc<dyn LlmProvider>>,
+    pub(crate) sampling_model: Option<String>,
+    pub(crate) human_input: Option<Arc<dyn HumanInputHandler>>,
+}
+
+/// The calls in flight on one connection, by progress token, so that progress and the server's
+/// requests reach the right run.
+#[derive(Default)]
+pub(crate) struct Inflight {
+    next: AtomicU64,
+    calls: Mutex<HashMap<String, (u64, RunContext)>>,
+}
+
+impl Inflight {
+    pub(crate) fn insert(self: &Arc<Self>, token: String, ctx: RunContext) -> InflightGuard {
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.calls.lock() {
+            m.insert(token.clone(), (seq, ctx));
+        }
+        InflightGuard {
+            inflight: Arc::clone(self),
+            token,
+        }
+    }
+
+    fn get(&self, token: &str) -> Option<RunContext> {
+        self.calls
+            .lock()
+            .ok()
+            .and_then(|m| m.get(token).map(|(_, c)| c.clone()))
+    }
+
+    /// The run of the most recent call in flight (legacy servers send their sampling and
+    /// elicitation requests without saying which call they belong to).
+    fn latest(&self) -> Option<RunContext> {
+        self.calls.lock().ok().and_then(|m| {
+            m.values()
+                .max_by_key(|(seq, _)| *seq)
+                .map(|(_, c)| c.clone())
+        })
+    }
+}
+
+/// Removes a call from [`Inflight`] when it ends, however it ends.
+pub(crate) struct InflightGuard {
+    inflight: Arc<Inflight>,
+    token: String,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.inflight.calls.lock() {
+            m.remove(&self.token);
+        }
+    }
+}
+
+/// The key of a progress token in [`Inflight`].
+pub(crate) fn token_key(token: &rmcp::model::ProgressToken) -> String {
+    serde_json::to_string(&token.0).unwrap_or_default()
+}
+
+/// agentkit's client handler for one connection.
+#[derive(Clone)]
+pub(crate) struct AgentkitClient {
+    pub(crate) server: String,
+    pub(crate) roots: Vec<McpRoot>,
+    pub(crate) shared: Arc<ClientShared>,
+    pub(crate) inflight: Arc<Inflight>,
+    /// Bumped when the server says its tool (or prompt/resource) list changed.
+    pub(crate) lists_epoch: Arc<AtomicU64>,
+}
+
+impl AgentkitClient {
+    fn context_for(&self, meta: &rmcp::model::RequestMetaObject) -> Option<RunContext> {
+        meta.get_progress_token()
+            .and_then(|t| self.inflight.get(&token_key(&t)))
+            .or_else(|| self.inflight.latest())
+    }
+
+    /// Answer a sampling request with the configured provider.
+    pub(crate) async fn sample(
+        &self,
+        p: CreateMessageRequestParams,
+        ctx: Option<RunContext>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let Some(provider) = self.shared.sampling.clone() else {
+            return Err(ErrorData::invalid_request(
+                format!(
+                    "sampling is not enabled for MCP server `{}`: give the ConnectionManager an LlmProvider with `with_sampling`",
+                    self.server
+                ),
+                None,
+            ));
+        };
+        let mut messages = Vec::new();
+        for m in p.messages {
+            let role = match m.role {
+                Role::User => CoreRole::User,
+                Role::Assistant => CoreRole::Assistant,
+            };
+            let text: Vec<String> = m
+                .content
+                .into_vec()
+                .into_iter()
+                .filter_map(|b| match b {
+                    SamplingMessageContentBlock::Text(t) => Some(t.text),
+                    _ => None,
+                })
+                .collect();
+            messages.push(Message::new(
+                role,
+                vec![agentkit_core::Content::text(text.join("\n"))],
+            ));
+        }
+        let mut req = CompletionRequest::new(messages).with_max_tokens(p.max_tokens);
+        if let Some(s) = p.system_prompt {
+            req = req.with_system(s);
+        }
+        if let Some(t) = p.temperature {
+            req = req.with_temperature(t);
+        }
+        if let Some(stop) = p.stop_sequences {
+            req = req.with_stop(stop);
+        }
+        if let Some(m) = self
+            .shared
+            .sampling_model
+            .clone()
+            .or_else(|| provider.default_model().map(str::to_owned))
+        {
+            req = req.with_model(m);
+        }
+        if let Some(ctx) = &ctx {
+            ctx.check()
+                .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        }
+        let resp = provider.complete(req).await.map_err(|e| {
+            ErrorData::internal_error(format!("sampling for `{}` failed: {e}", self.server), None)
+        })?;
+        if let Some(ctx) = &ctx {
+            ctx.record_llm_usage(resp.usage, 0.0);
+        }
+        Ok(CreateMessageResult::new(
+            SamplingMessage::new(
+                Role::Assistant,
+                SamplingMessageContentBlock::text(resp.message.text()),
+            ),
+            resp.model.clone(),
+        )
+        .with_stop_reason(CreateMessageResult::STOP_REASON_END_TURN))
+    }
+
+    /// Answer an elicitation with the run's human-input handler (or the manager's default).
+    pub(crate) async fn elicit(
+        &self,
+        req: ElicitRequestParams,
+        ctx: Option<RunContext>,
+    ) -> Result<ElicitResult, ErrorData> {
+        let ctx = ctx.unwrap_or_default();
+        let handler = ctx
+            .human_input()
+            .cloned()
+            .or_else(|| self.shared.human_input.clone());
+        let Some(handler) = handler else {
+            tracing::info!(server = %self.server, "elicitation declined: no human-input handler");
+            return Ok(ElicitResult::new(ElicitationAction::Decline));
+        };
+        let question = match req {
+            ElicitRequestParams::FormElicitationParams {
+                message,
+                requested_schema,
+                ..
+            } => HumanInputRequest::new(message)
+                .with_description(format!("asked by MCP server `{}`", self.server))
+                .with_schema(serde_json::to_value(requested_schema).unwrap_or_default()),
+            ElicitRequestParams::UrlElicitationParams { message, url, .. } => {
+                HumanInputRequest::new(format!("{message}\n{url}"))
+                    .with_description(format!("asked by MCP server `{}`", self.server))
+            }
+            _ => return Ok(ElicitResult::new(ElicitationAction::Decline)),
+        };
+        ctx.emit(RunEvent::HumanInputRequested {
+            agent: format!("mcp:{}", self.server),
+            prompt: question.prompt.clone(),
+        });
+        let answer = handler
+            .ask(question, &ctx)
+            .await
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        ctx.emit(RunEvent::HumanInputAnswered {
+            agent: format!("mcp:{}", self.server),
+        });
+        Ok(match answer {
+            HumanInputResponse::Answer { text, data } => {
+                let content = data.unwrap_or_else(|| serde_json::json!({ "answer": text }));
+                ElicitResult::new(ElicitationAction::Accept).with_content(content)
+            }
+            HumanInputResponse::Declined => ElicitResult::new(ElicitationAction::Decline),
+            _ => ElicitResult::new(ElicitationAction::Cancel),
+        })
+    }
+
+    pub(crate) fn roots(&self) -> ListRootsResult {
+        ListRootsResult::new(
+            self.roots
+                .iter()
+                .map(|r| {
+                    let root = Root::new(r.uri.clone());
+                    match &r.name {
+                        Some(n) => root.with_name(n.clone()),
+                        None => root,
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
+impl ClientHandler for AgentkitClient {
+    fn get_info(&self) -> ClientConfig {
+        let mut caps = ClientCapabilities::default();
+        caps.roots = Some(RootsCapabilities::default());
+        if self.shared.sampling.is_some() {
+            caps.sampling = Some(SamplingCapability::default());
+        }
+        caps.elicitation = Some(ElicitationCapability::new());
+        let mut cfg = ClientConfig::new(
+            caps,
+            Implementation::new(
+                self.shared.client_name.clone(),
+                self.shared.client_version.clone(),
+            ),
+        );
+        // `initialize` exists up to 2025-11-25; 2026-07-28 is reached through `server/discover`.
+        cfg.protocol_version = rmcp::model::ProtocolVersion::LATEST_WITH_INITIALIZE;
+        cfg
+    }
+
+    async fn create_message(
+        &self,
+        p: CreateMessageRequestParams,
+        ctx: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let run = self.context_for(&ctx.meta);
+        self.sample(p, run).await
+    }
+
+    async fn create_elicitation(
+        &self,
+        req: ElicitRequestParams,
+        ctx: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        let run = self.context_for(&ctx.meta);
+        self.elicit(req, run).await
+    }
+
+    async fn list_roots(
+        &self,
+        _: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, ErrorData> {
+        Ok(self.roots())
+    }
+
+    async fn on_progress(&self, p: ProgressNotificationParam, _: NotificationContext<RoleClient>) {
+        if let Some(ctx) = self.inflight.get(&token_key(&p.progress_token)) {
+            ctx.emit(RunEvent::Progress {
+                progress: p.progress,
+                total: p.total,
+                message: p.message.clone(),
+            });
+        }
+    }
+
+    async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {
+        self.lists_epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn on_prompt_list_changed(&self, _: NotificationContext<RoleClient>) {
+        self.lists_epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn on_resource_list_changed(&self, _: NotificationContext<RoleClient>) {
+        self.lists_epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn on_logging_message(
+        &self,
+        p: LoggingMessageNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        let server = &self.server;
+        let data = p.data.to_string();
+        match p.level {
+            LoggingLevel::Debug => tracing::debug!(server = %server, "{data}"),
+            LoggingLevel::Info | LoggingLevel::Notice => tracing::info!(server = %server, "{data}"),
+            LoggingLevel::Warning => tracing::warn!(server = %server, "{data}"),
+            _ => tracing::error!(server = %server, "{data}"),
+        }
+    }
+}

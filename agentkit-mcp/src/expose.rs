@@ -1,0 +1,284 @@
+//! [`expose_as_mcp_server`]: agents (any [`AugmentedLlm`]) and workflows (a [`WorkflowHost`])
+//! as MCP tools.
+
+use std::sync::Arc;
+
+use agentkit_core::{
+    AugmentedLlm, EventSink, GenerateRequest, Message, RunContext, RunEvent, StartOptions,
+    WorkflowHost,
+};
+use rmcp::ErrorData;
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::server::{CallContext, McpServerBuilder};
+
+/// Forwards a run's events as MCP progress notifications.
+struct ProgressSink {
+    tx: mpsc::UnboundedSender<String>,
+}
+
+impl EventSink for ProgressSink {
+    fn emit(&self, _run_id: &str, event: &RunEvent) {
+        let msg = match event {
+            RunEvent::LlmResponse { model, .. } => format!("model {model} answered"),
+            RunEvent::ToolCallStarted { tool, .. } => format!("calling tool {tool}"),
+            RunEvent::ToolCallFinished { tool, .. } => format!("tool {tool} finished"),
+            RunEvent::PatternStep { pattern, step, .. } => format!("{pattern}: {step}"),
+            RunEvent::Progress {
+                message: Some(m), ..
+            } => m.clone(),
+            _ => return,
+        };
+        let _ = self.tx.send(msg);
+    }
+}
+
+fn message_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {"message": {"type": "string", "description": "What to ask the agent"}},
+        "required": ["message"]
+    })
+}
+
+async fn run_agent(
+    agent: Arc<dyn AugmentedLlm>,
+    args: JsonObject,
+    call: CallContext,
+) -> Result<CallToolResult, ErrorData> {
+    let Some(message) = args.get("message").and_then(Value::as_str) else {
+        return Ok(CallToolResult::error(vec![ContentBlock::text(
+            "missing string argument `message`",
+        )]));
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut ctx = RunContext::new()
+        .with_cancellation(call.cancellation().child_token())
+        .with_events(Arc::new(ProgressSink { tx }));
+    if let Some(run) = call.meta("agentkit/runId").and_then(Value::as_str) {
+        ctx = ctx.with_run_id(run);
+    }
+    let progress = {
+        let call = call.clone();
+        tokio::spawn(async move {
+            let mut n = 0.0;
+            while let Some(m) = rx.recv().await {
+                n += 1.0;
+                call.progress(n, None, Some(m)).await;
+            }
+        })
+    };
+    let request = GenerateRequest::new(vec![Message::user(message)]);
+    let result = agent.generate(request, &ctx).await;
+    drop(ctx);
+    let _ = progress.await;
+    Ok(match result {
+        Ok(g) => {
+            let text = g.text();
+            let mut r = CallToolResult::success(vec![ContentBlock::text(text.clone())]);
+            r.structured_content = Some(json!({
+                "text": text,
+                "model": g.model,
+                "usage": g.usage,
+                "cost_usd": g.cost_usd,
+            }));
+            r
+        }
+        Err(e) if e.is_cancelled() => {
+            return Err(ErrorData::internal_error(
+                format!("agent `{}` was cancelled", agent.name()),
+                None,
+            ));
+        }
+        Err(e) => CallToolResult::error(vec![ContentBlock::text(format!(
+            "agent `{}` failed: {e}",
+            agent.name()
+        ))]),
+    })
+}
+
+/// Offer each agent as an MCP tool named after it: input `{message}`, output the answer as
+/// text plus structured content (`text`, `model`, `usage`, `cost_usd`). The agent's events are
+/// sent as progress notifications while it works, and cancelling the request cancels the run.
+///
+/// ```
+/// use std::sync::Arc;
+/// use agentkit_core::{Agent, AgentLlm, AugmentedLlm, ScriptedProvider};
+/// use agentkit_mcp::expose_as_mcp_server;
+///
+/// let helper: Arc<dyn AugmentedLlm> = Arc::new(AgentLlm::new(
+///     Agent::new("helper", "You help."),
+///     ScriptedProvider::new().then_text("hi"),
+/// ));
+/// let server = expose_as_mcp_server("my-agents", [helper]).build();
+/// assert_eq!(server.tool_names(), ["helper"]);
+/// ```
+pub fn expose_as_mcp_server(
+    name: impl Into<String>,
+    agents: impl IntoIterator<Item = Arc<dyn AugmentedLlm>>,
+) -> McpServerBuilder {
+    let mut b = McpServerBuilder::new(name, env!("CARGO_PKG_VERSION"));
+    for agent in agents {
+        let tool_name = crate::names::sanitize(agent.name());
+        let description = if agent.description().is_empty() {
+            format!("Ask the agent `{}`.", agent.name())
+        } else {
+            agent.description().to_owned()
+        };
+        b = b.tool_fn(
+            tool_name,
+            description,
+            message_schema(),
+            move |args, call| run_agent(Arc::clone(&agent), args, call),
+        );
+    }
+    b
+}
+
+fn text_json(v: Value) -> CallToolResult {
+    let mut r = CallToolResult::success(vec![ContentBlock::text(v.to_string())]);
+    r.structured_content = Some(v);
+    r
+}
+
+fn fail(e: agentkit_core::Error) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(e.to_string())])
+}
+
+fn str_arg<'a>(args: &'a JsonObject, key: &str) -> Result<&'a str, CallToolResult> {
+    args.get(key).and_then(Value::as_str).ok_or_else(|| {
+        CallToolResult::error(vec![ContentBlock::text(format!(
+            "missing string argument `{key}`"
+        ))])
+    })
+}
+
+/// Add a [`WorkflowHost`]'s workflows: `workflows-list`, `workflows-<name>-run` (returns the run
+/// id), `workflows-get_status`, `workflows-resume` (delivers a signal) and `workflows-cancel`.
+pub async fn expose_workflows(
+    builder: McpServerBuilder,
+    host: Arc<dyn WorkflowHost>,
+) -> agentkit_core::Result<McpServerBuilder> {
+    let workflows = host.list_workflows().await?;
+    let h = Arc::clone(&host);
+    let mut b = builder.tool_fn(
+        "workflows-list",
+        "List the workflows that can be run.",
+        json!({"type": "object", "properties": {}}),
+        move |_args, _call| {
+            let h = Arc::clone(&h);
+            async move {
+                Ok(match h.list_workflows().await {
+                    Ok(w) => text_json(json!({ "workflows": w })),
+                    Err(e) => fail(e),
+                })
+            }
+        },
+    );
+    for w in workflows {
+        let h = Arc::clone(&host);
+        let name = w.name.clone();
+        let mut schema = crate::server::object_schema(json!({
+            "type": "object",
+            "properties": {
+                "input": w.input_schema,
+                "idempotency_key": {"type": "string", "description": "Same key, same run"}
+            },
+        }));
+        schema.insert("required".into(), json!(["input"]));
+        b = b.tool_fn(
+            crate::names::sanitize(&format!("workflows-{}-run", w.name)),
+            format!(
+                "Start workflow `{}`: {}. Returns the run id.",
+                w.name, w.description
+            ),
+            Value::Object(schema),
+            move |args, _call| {
+                let h = Arc::clone(&h);
+                let name = name.clone();
+                async move {
+                    let input = args.get("input").cloned().unwrap_or(Value::Null);
+                    let mut opts = StartOptions::new();
+                    if let Some(k) = args.get("idempotency_key").and_then(Value::as_str) {
+                        opts = opts.with_idempotency_key(k);
+                    }
+                    Ok(match h.start(&name, input, opts).await {
+                        Ok(run_id) => text_json(json!({ "run_id": run_id })),
+                        Err(e) => fail(e),
+                    })
+                }
+            },
+        );
+    }
+    let run_id_schema = json!({"type": "object", "properties": {"run_id": {"type": "string"}}, "required": ["run_id"]});
+    let h = Arc::clone(&host);
+    b = b.tool_fn(
+        "workflows-get_status",
+        "Status (and output or error) of a workflow run.",
+        run_id_schema.clone(),
+        move |args, _call| {
+            let h = Arc::clone(&h);
+            async move {
+                let run = match str_arg(&args, "run_id") {
+                    Ok(r) => r.to_owned(),
+                    Err(e) => return Ok(e),
+                };
+                Ok(match h.status(&run).await {
+                    Ok(info) => text_json(serde_json::to_value(info).unwrap_or_default()),
+                    Err(e) => fail(e),
+                })
+            }
+        },
+    );
+    let h = Arc::clone(&host);
+    b = b.tool_fn(
+        "workflows-resume",
+        "Resume a waiting run by delivering a signal (default name `resume`) with a payload.",
+        json!({"type": "object", "properties": {
+            "run_id": {"type": "string"}, "signal": {"type": "string"}, "payload": {}
+        }, "required": ["run_id"]}),
+        move |args, _call| {
+            let h = Arc::clone(&h);
+            async move {
+                let run = match str_arg(&args, "run_id") {
+                    Ok(r) => r.to_owned(),
+                    Err(e) => return Ok(e),
+                };
+                let signal = args
+                    .get("signal")
+                    .and_then(Value::as_str)
+                    .unwrap_or("resume")
+                    .to_owned();
+                let payload = args.get("payload").cloned().unwrap_or(Value::Null);
+                Ok(match h.signal(&run, &signal, payload).await {
+                    Ok(()) => {
+                        text_json(json!({ "run_id": run, "signal": signal, "delivered": true }))
+                    }
+                    Err(e) => fail(e),
+                })
+            }
+        },
+    );
+    let h = Arc::clone(&host);
+    b = b.tool_fn(
+        "workflows-cancel",
+        "Cancel a workflow run.",
+        run_id_schema,
+        move |args, _call| {
+            let h = Arc::clone(&h);
+            async move {
+                let run = match str_arg(&args, "run_id") {
+                    Ok(r) => r.to_owned(),
+                    Err(e) => return Ok(e),
+                };
+                Ok(match h.cancel(&run).await {
+                    Ok(()) => text_json(json!({ "run_id": run, "cancelled": true })),
+                    Err(e) => fail(e),
+                })
+            }
+        },
+    );
+    Ok(b)
+}

@@ -1,0 +1,662 @@
+//! [`McpServerBuilder`]: an MCP server whose tools, resources, prompts and completions are
+//! defined at runtime (no macros), served over stdio, any async byte stream, or streamable HTTP
+//! as a tower service (feature `server-http`).
+
+#![allow(deprecated)] // logging and subscriptions are SEP-2577-deprecated in rmcp but still part of MCP 2025-11-25.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
+    GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, JsonObject,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams,
+    ProgressNotificationParam, Prompt, ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceResult, Resource, ResourceTemplate, ServerCapabilities, ServerConfig,
+    SetLevelRequestParams, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
+};
+use rmcp::service::{RequestContext, RunningService};
+use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, ServiceExt};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// What a handler gets besides its arguments: cancellation, progress, logging and the peer.
+#[derive(Clone)]
+pub struct CallContext {
+    request: RequestContext<RoleServer>,
+}
+
+impl std::fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("id", &self.request.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallContext {
+    /// Fires when the client cancels the request (or the connection ends).
+    #[must_use]
+    pub fn cancellation(&self) -> CancellationToken {
+        self.request.ct.clone()
+    }
+
+    /// The connected client.
+    #[must_use]
+    pub fn peer(&self) -> &Peer<RoleServer> {
+        &self.request.peer
+    }
+
+    /// The raw rmcp request context (meta, extensions such as `http::request::Parts`).
+    #[must_use]
+    pub fn request(&self) -> &RequestContext<RoleServer> {
+        &self.request
+    }
+
+    /// The request's `_meta` value under `key`, if any.
+    #[must_use]
+    pub fn meta(&self, key: &str) -> Option<&Value> {
+        self.request.meta.get(key)
+    }
+
+    /// Send a progress notification, when the client asked for progress.
+    pub async fn progress(&self, progress: f64, total: Option<f64>, message: Option<String>) {
+        if let Some(token) = self.request.meta.get_progress_token() {
+            let mut p = ProgressNotificationParam::new(token, progress);
+            if let Some(t) = total {
+                p = p.with_total(t);
+            }
+            if let Some(m) = message {
+                p = p.with_message(m);
+            }
+            let _ = self.request.peer.notify_progress(p).await;
+        }
+    }
+
+    /// Send a log message notification to the client.
+    pub async fn log(&self, level: LoggingLevel, data: Value) {
+        #[allow(deprecated)]
+        let p = LoggingMessageNotificationParam::new(level, data);
+        #[allow(deprecated)]
+        let _ = self.request.peer.notify_logging_message(p).await;
+    }
+}
+
+/// A tool's implementation.
+pub type ToolHandler = Arc<
+    dyn Fn(JsonObject, CallContext) -> BoxFuture<'static, Result<CallToolResult, ErrorData>>
+        + Send
+        + Sync,
+>;
+/// A resource reader: given the URI, its contents.
+pub type ResourceHandler = Arc<
+    dyn Fn(String, CallContext) -> BoxFuture<'static, Result<ReadResourceResult, ErrorData>>
+        + Send
+        + Sync,
+>;
+/// A resource-template reader: given the URI and the template variables, its contents.
+pub type TemplateHandler = Arc<
+    dyn Fn(
+            String,
+            BTreeMap<String, String>,
+            CallContext,
+        ) -> BoxFuture<'static, Result<ReadResourceResult, ErrorData>>
+        + Send
+        + Sync,
+>;
+/// A prompt: given its arguments, its messages.
+pub type PromptHandler = Arc<
+    dyn Fn(JsonObject, CallContext) -> BoxFuture<'static, Result<GetPromptResult, ErrorData>>
+        + Send
+        + Sync,
+>;
+/// Completion of prompt and resource-template arguments.
+pub type CompletionHandler = Arc<
+    dyn Fn(CompleteRequestParams) -> BoxFuture<'static, Result<CompleteResult, ErrorData>>
+        + Send
+        + Sync,
+>;
+
+#[derive(Default)]
+struct Registry {
+    info: Option<Implementation>,
+    instructions: Option<String>,
+    tools: BTreeMap<String, (Tool, ToolHandler)>,
+    resources: BTreeMap<String, (Resource, ResourceHandler)>,
+    templates: Vec<(ResourceTemplate, TemplateHandler)>,
+    prompts: BTreeMap<String, (Prompt, PromptHandler)>,
+    completion: Option<CompletionHandler>,
+    logging: bool,
+    subscriptions: bool,
+}
+
+/// Builds an [`McpServer`] from tools, resources, prompts and completions defined at runtime.
+///
+/// ```
+/// use agentkit_mcp::server::McpServerBuilder;
+/// use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
+///
+/// let server = McpServerBuilder::new("calc", "1.0.0")
+///     .tool_fn(
+///         "add",
+///         "Add two numbers",
+///         serde_json::json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}),
+///         |args, _ctx| async move {
+///             let a = args.get("a").and_then(|v| v.as_f64()).unwrap_or(0.0);
+///             let b = args.get("b").and_then(|v| v.as_f64()).unwrap_or(0.0);
+///             Ok(CallToolResult::success(vec![ContentBlock::text((a + b).to_string())]))
+///         },
+///     )
+///     .build();
+/// assert_eq!(server.tool_names(), ["add"]);
+/// ```
+#[derive(Default)]
+pub struct McpServerBuilder {
+    reg: Registry,
+}
+
+impl std::fmt::Debug for McpServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpServerBuilder")
+            .field("tools", &self.reg.tools.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl McpServerBuilder {
+    /// A server named `name` at `version`.
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
+        Self {
+            reg: Registry {
+                info: Some(Implementation::new(name.into(), version.into())),
+                ..Registry::default()
+            },
+        }
+    }
+
+    /// Instructions for clients.
+    #[must_use]
+    pub fn instructions(mut self, text: impl Into<String>) -> Self {
+        self.reg.instructions = Some(text.into());
+        self
+    }
+
+    /// Add a tool.
+    #[must_use]
+    pub fn tool(mut self, tool: Tool, handler: ToolHandler) -> Self {
+        self.reg
+            .tools
+            .insert(tool.name.to_string(), (tool, handler));
+        self
+    }
+
+    /// Add a tool from a name, a description, a JSON-schema object and an async closure.
+    /// A schema that is not a JSON object is replaced by `{"type": "object"}`.
+    #[must_use]
+    pub fn tool_fn<F, Fut>(
+        self,
+        name: impl Into<String>,
+        description: impl Into<String>,
+        input_schema: Value,
+        f: F,
+    ) -> Self
+    where
+        F: Fn(JsonObject, CallContext) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<CallToolResult, ErrorData>> + Send + 'static,
+    {
+        let tool = Tool::new(
+            name.into(),
+            description.into(),
+            Arc::new(object_schema(input_schema)),
+        );
+        let handler: ToolHandler = Arc::new(move |a, c| Box::pin(f(a, c)));
+        self.tool(tool, handler)
+    }
+
+    /// Add a resource.
+    #[must_use]
+    pub fn resource(mut self, resource: Resource, handler: ResourceHandler) -> Self {
+        self.reg
+            .resources
+            .insert(resource.uri.clone(), (resource, handler));
+        self
+    }
+
+    /// Add a resource template (`test://items/{id}`); `{var}` segments are matched and passed
+    /// to the handler.
+    #[must_use]
+    pub fn resource_template(
+        mut self,
+        template: ResourceTemplate,
+        handler: TemplateHandler,
+    ) -> Self {
+        self.reg.templates.push((template, handler));
+        self
+    }
+
+    /// Add a prompt.
+    #[must_use]
+    pub fn prompt(mut self, prompt: Prompt, handler: PromptHandler) -> Self {
+        self.reg
+            .prompts
+            .insert(prompt.name.clone(), (prompt, handler));
+        self
+    }
+
+    /// Answer `completion/complete`.
+    #[must_use]
+    pub fn completion(mut self, handler: CompletionHandler) -> Self {
+        self.reg.completion = Some(handler);
+        self
+    }
+
+    /// Advertise logging (`logging/setLevel` is accepted).
+    #[must_use]
+    pub fn logging(mut self) -> Self {
+        self.reg.logging = true;
+        self
+    }
+
+    /// Advertise resource subscriptions (`resources/subscribe` is accepted).
+    #[must_use]
+    pub fn resource_subscriptions(mut self) -> Self {
+        self.reg.subscriptions = true;
+        self
+    }
+
+    /// The server.
+    #[must_use]
+    pub fn build(self) -> McpServer {
+        McpServer {
+            reg: Arc::new(self.reg),
+        }
+    }
+}
+
+pub(crate) fn object_schema(v: Value) -> JsonObject {
+    match v {
+        Value::Object(o) => o,
+        _ => {
+            let mut o = JsonObject::new();
+            o.insert("type".into(), "object".into());
+            o
+        }
+    }
+}
+
+/// A built server: an rmcp [`ServerHandler`]. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct McpServer {
+    reg: Arc<Registry>,
+}
+
+impl std::fmt::Debug for McpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpServer")
+            .field("tools", &self.tool_names())
+            .finish_non_exhaustive()
+    }
+}
+
+fn ctx(request: RequestContext<RoleServer>) -> CallContext {
+    CallContext { request }
+}
+
+impl McpServer {
+    /// The tool names.
+    #[must_use]
+    pub fn tool_names(&self) -> Vec<String> {
+        self.reg.tools.keys().cloned().collect()
+    }
+
+    /// Serve one client over any transport rmcp accepts (e.g. `tokio::io::duplex`, a TCP
+    /// stream, `rmcp::transport::stdio()`).
+    pub async fn serve<T, E, A>(
+        self,
+        transport: T,
+    ) -> agentkit_core::Result<RunningService<RoleServer, Self>>
+    where
+        T: rmcp::transport::IntoTransport<RoleServer, E, A>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        ServiceExt::serve(self, transport)
+            .await
+            .map_err(|e| agentkit_core::Error::other("serving MCP", e))
+    }
+
+    /// Serve over this process's stdin/stdout until the client disconnects. Log to stderr only.
+    pub async fn serve_stdio(self) -> agentkit_core::Result<()> {
+        let running = self.serve(rmcp::transport::stdio()).await?;
+        running
+            .waiting()
+            .await
+            .map_err(|e| agentkit_core::Error::other("MCP stdio server", e))?;
+        Ok(())
+    }
+
+    /// A streamable HTTP tower service (mount it with `axum::Router::nest_service("/mcp", ..)`).
+    /// DNS-rebinding protection is on: only `localhost`, `127.0.0.1` and `::1` are accepted as
+    /// `Host` unless `allowed_hosts` says otherwise.
+    #[cfg(feature = "server-http")]
+    #[must_use]
+    pub fn into_http_service(
+        self,
+        options: HttpOptions,
+    ) -> rmcp::transport::streamable_http_server::StreamableHttpService<
+        Self,
+        rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+    > {
+        use rmcp::transport::streamable_http_server::{
+            StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+        };
+        let mut config =
+            StreamableHttpServerConfig::default().with_cancellation_token(options.cancel.clone());
+        if let Some(hosts) = options.allowed_hosts {
+            config = config.with_allowed_hosts(hosts);
+        }
+        if !options.allowed_origins.is_empty() {
+            config = config.with_allowed_origins(options.allowed_origins);
+        }
+        config = config.with_json_response(options.json_response);
+        StreamableHttpService::new(
+            move || Ok(self.clone()),
+            Arc::new(LocalSessionManager::default()),
+            config,
+        )
+    }
+
+    fn match_template(&self, uri: &str) -> Option<(TemplateHandler, BTreeMap<String, String>)> {
+        self.reg.templates.iter().find_map(|(t, h)| {
+            match_uri_template(&t.uri_template, uri).map(|vars| (Arc::clone(h), vars))
+        })
+    }
+}
+
+/// Options of [`McpServer::into_http_service`].
+#[cfg(feature = "server-http")]
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct HttpOptions {
+    /// `Host` values accepted (default: loopback only, which blocks DNS rebinding).
+    pub allowed_hosts: Option<Vec<String>>,
+    /// `Origin` values accepted (default: no Origin check).
+    pub allowed_origins: Vec<String>,
+    /// Answer with plain JSON instead of SSE streams where possible.
+    pub json_response: bool,
+    /// Cancelling it ends every session.
+    pub cancel: CancellationToken,
+}
+
+#[cfg(feature = "server-http")]
+impl HttpOptions {
+    /// Defaults: loopback hosts only, SSE responses.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Accept these `Host` values (for a public deployment).
+    #[must_use]
+    pub fn with_allowed_hosts<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        hosts: I,
+    ) -> Self {
+        self.allowed_hosts = Some(hosts.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Accept these `Origin` values.
+    #[must_use]
+    pub fn with_allowed_origins<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        origins: I,
+    ) -> Self {
+        self.allowed_origins = origins.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Answer with JSON rather than SSE.
+    #[must_use]
+    pub fn with_json_response(mut self, json: bool) -> Self {
+        self.json_response = json;
+        self
+    }
+
+    /// End every session when this token is cancelled.
+    #[must_use]
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+}
+
+/// Match `uri` against an RFC 6570 level-1 template (`scheme://a/{x}/b`).
+fn match_uri_template(template: &str, uri: &str) -> Option<BTreeMap<String, String>> {
+    let mut vars = BTreeMap::new();
+    let mut rest = uri;
+    let mut t = template;
+    while !t.is_empty() {
+        match t.find('{') {
+            None => return (rest == t).then_some(vars),
+            Some(open) => {
+                let literal = &t[..open];
+                rest = rest.strip_prefix(literal)?;
+                let close = t[open..].find('}')? + open;
+                let name = &t[open + 1..close];
+                t = &t[close + 1..];
+                let next_literal_end = t.find('{').unwrap_or(t.len());
+                let next_literal = &t[..next_literal_end];
+                let end = if next_literal.is_empty() {
+                    rest.len()
+                } else {
+                    rest.find(next_literal)?
+                };
+                let value = &rest[..end];
+                if value.is_empty()
+                    || (next_literal.is_empty() && value.contains('/')) && !t.is_empty()
+                {
+                    return None;
+                }
+                vars.insert(name.to_owned(), value.to_owned());
+                rest = &rest[end..];
+            }
+        }
+    }
+    rest.is_empty().then_some(vars)
+}
+
+impl ServerHandler for McpServer {
+    fn get_info(&self) -> ServerConfig {
+        let mut caps = ServerCapabilities::default();
+        if !self.reg.tools.is_empty() {
+            caps = ServerCapabilities::builder().enable_tools().build();
+        }
+        let mut b = caps;
+        if !self.reg.resources.is_empty() || !self.reg.templates.is_empty() {
+            let mut r = rmcp::model::ResourcesCapability::default();
+            if self.reg.subscriptions {
+                r.subscribe = Some(true);
+            }
+            b.resources = Some(r);
+        }
+        if !self.reg.prompts.is_empty() {
+            b.prompts = Some(rmcp::model::PromptsCapability::default());
+        }
+        if self.reg.completion.is_some() {
+            b.completions = Some(Default::default());
+        }
+        if self.reg.logging {
+            b.logging = Some(Default::default());
+        }
+        let mut cfg = ServerConfig::new(b);
+        if let Some(info) = &self.reg.info {
+            cfg = cfg.with_server_info(info.clone());
+        }
+        if let Some(i) = &self.reg.instructions {
+            cfg = cfg.with_instructions(i.clone());
+        }
+        cfg
+    }
+
+    async fn list_tools(
+        &self,
+        _p: Option<PaginatedRequestParams>,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(
+            self.reg.tools.values().map(|(t, _)| t.clone()).collect(),
+        ))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.reg.tools.get(name).map(|(t, _)| t.clone())
+    }
+
+    async fn call_tool(
+        &self,
+        req: CallToolRequestParams,
+        c: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let Some((_, f)) = self.reg.tools.get(req.name.as_ref()) else {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "unknown tool `{}`; available: {}",
+                    req.name,
+                    self.tool_names().join(", ")
+                ),
+                None,
+            ));
+        };
+        let ct = c.ct.clone();
+        tokio::select! {
+            r = f(req.arguments.unwrap_or_default(), ctx(c)) => r.map(Into::into),
+            () = ct.cancelled() => Err(ErrorData::internal_error("cancelled by the client", None)),
+        }
+    }
+
+    async fn list_resources(
+        &self,
+        _p: Option<PaginatedRequestParams>,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(
+            self.reg
+                .resources
+                .values()
+                .map(|(r, _)| r.clone())
+                .collect(),
+        ))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _p: Option<PaginatedRequestParams>,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(
+            self.reg.templates.iter().map(|(t, _)| t.clone()).collect(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        req: ReadResourceRequestParams,
+        c: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        if let Some((_, f)) = self.reg.resources.get(&req.uri) {
+            return f(req.uri.clone(), ctx(c)).await.map(Into::into);
+        }
+        if let Some((f, vars)) = self.match_template(&req.uri) {
+            return f(req.uri.clone(), vars, ctx(c)).await.map(Into::into);
+        }
+        Err(ErrorData::resource_not_found(
+            format!("no resource `{}`", req.uri),
+            None,
+        ))
+    }
+
+    async fn list_prompts(
+        &self,
+        _p: Option<PaginatedRequestParams>,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(
+            self.reg.prompts.values().map(|(p, _)| p.clone()).collect(),
+        ))
+    }
+
+    async fn get_prompt(
+        &self,
+        req: GetPromptRequestParams,
+        c: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let Some((_, f)) = self.reg.prompts.get(&req.name) else {
+            return Err(ErrorData::invalid_params(
+                format!("unknown prompt `{}`", req.name),
+                None,
+            ));
+        };
+        let args: JsonObject = req
+            .arguments
+            .clone()
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default();
+        f(args, ctx(c)).await.map(Into::into)
+    }
+
+    async fn complete(
+        &self,
+        req: CompleteRequestParams,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        match &self.reg.completion {
+            Some(f) => f(req).await,
+            None => Ok(CompleteResult::default()),
+        }
+    }
+
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        _req: SetLevelRequestParams,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        _req: SubscribeRequestParams,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        _req: UnsubscribeRequestParams,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn uri_templates_match_variables() {
+        let v =
+            match_uri_template("test://template/{id}/data", "test://template/123/data").unwrap();
+        assert_eq!(v["id"], "123");
+        assert!(match_uri_template("test://template/{id}/data", "test://other/1/data").is_none());
+        let v = match_uri_template("file:///{path}", "file:///a").unwrap();
+        assert_eq!(v["path"], "a");
+    }
+}

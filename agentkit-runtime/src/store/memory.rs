@@ -1,0 +1,185 @@
+//! An in-memory [`Store`]: for tests and single-process demos; nothing survives the process.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use agentkit_core::{Error, Result, RunStatus};
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::Store;
+use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate};
+
+#[derive(Debug, Default)]
+struct State {
+    runs: HashMap<String, RunRecord>,
+    order: Vec<String>,
+    keys: HashMap<String, String>,
+    journals: HashMap<String, Vec<JournalEntry>>,
+    signals: HashMap<(String, String), VecDeque<Value>>,
+}
+
+/// A [`Store`] in process memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        let mut s = self
+            .state
+            .lock()
+            .map_err(|_| Error::Workflow("memory store: lock poisoned by a panic".into()))?;
+        f(&mut s)
+    }
+}
+
+fn duplicate(entry: &JournalEntry) -> Error {
+    Error::Journal {
+        key: entry.key.clone(),
+        message: format!(
+            "run {} already has a journal entry with this key or seq {}; journals are append-only",
+            entry.run_id, entry.seq
+        ),
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create_run(&self, run: NewRun) -> Result<Created> {
+        self.with(|s| {
+            if let Some(key) = &run.idempotency_key
+                && let Some(existing) = s.keys.get(key).and_then(|id| s.runs.get(id))
+            {
+                return Ok(Created::Existing(existing.clone()));
+            }
+            if s.runs.contains_key(&run.id) {
+                return Err(Error::InvalidRequest(format!(
+                    "a run with id {} already exists",
+                    run.id
+                )));
+            }
+            let rec = RunRecord::new(run);
+            if let Some(key) = &rec.idempotency_key {
+                s.keys.insert(key.clone(), rec.id.clone());
+            }
+            s.order.push(rec.id.clone());
+            s.runs.insert(rec.id.clone(), rec.clone());
+            Ok(Created::New(rec))
+        })
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        self.with(|s| Ok(s.runs.get(run_id).cloned()))
+    }
+
+    async fn list_runs(&self, statuses: &[RunStatus], limit: usize) -> Result<Vec<RunRecord>> {
+        self.with(|s| {
+            Ok(s.order
+                .iter()
+                .filter_map(|id| s.runs.get(id))
+                .filter(|r| statuses.contains(&r.status))
+                .take(limit)
+                .cloned()
+                .collect())
+        })
+    }
+
+    async fn transition(
+        &self,
+        run_id: &str,
+        from: &[RunStatus],
+        update: RunUpdate,
+    ) -> Result<Option<RunRecord>> {
+        self.with(|s| {
+            Ok(s.runs.get_mut(run_id).and_then(|r| {
+                from.contains(&r.status).then(|| {
+                    r.apply(&update);
+                    r.clone()
+                })
+            }))
+        })
+    }
+
+    async fn append(&self, entries: &[JournalEntry]) -> Result<()> {
+        self.with(|s| {
+            for (i, e) in entries.iter().enumerate() {
+                let clash = |x: &JournalEntry| x.key == e.key || x.seq == e.seq;
+                let stored = s
+                    .journals
+                    .get(&e.run_id)
+                    .is_some_and(|j| j.iter().any(clash));
+                let batch = entries[..i]
+                    .iter()
+                    .any(|x| x.run_id == e.run_id && clash(x));
+                if stored || batch {
+                    return Err(duplicate(e));
+                }
+            }
+            for e in entries {
+                let j = s.journals.entry(e.run_id.clone()).or_default();
+                j.push(e.clone());
+                j.sort_by_key(|x| x.seq);
+            }
+            Ok(())
+        })
+    }
+
+    async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>> {
+        self.with(|s| Ok(s.journals.get(run_id).cloned().unwrap_or_default()))
+    }
+
+    async fn send_signal(&self, run_id: &str, name: &str, payload: Value) -> Result<()> {
+        self.with(|s| {
+            if !s.runs.contains_key(run_id) {
+                return Err(Error::Workflow(format!(
+                    "cannot signal run {run_id}: no such run"
+                )));
+            }
+            s.signals
+                .entry((run_id.to_owned(), name.to_owned()))
+                .or_default()
+                .push_back(payload);
+            Ok(())
+        })
+    }
+
+    async fn has_signal(&self, run_id: &str, name: &str) -> Result<bool> {
+        self.with(|s| {
+            Ok(s.signals
+                .get(&(run_id.to_owned(), name.to_owned()))
+                .is_some_and(|q| !q.is_empty()))
+        })
+    }
+
+    async fn take_signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        mut entry: JournalEntry,
+    ) -> Result<Option<Value>> {
+        self.with(|s| {
+            let k = (run_id.to_owned(), name.to_owned());
+            let Some(payload) = s.signals.get(&k).and_then(|q| q.front().cloned()) else {
+                return Ok(None);
+            };
+            let j = s.journals.entry(run_id.to_owned()).or_default();
+            if j.iter().any(|x| x.key == entry.key || x.seq == entry.seq) {
+                return Err(duplicate(&entry));
+            }
+            entry.value = payload.clone();
+            j.push(entry);
+            if let Some(q) = s.signals.get_mut(&k) {
+                q.pop_front();
+            }
+            Ok(Some(payload))
+        })
+    }
+}

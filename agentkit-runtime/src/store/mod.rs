@@ -1,0 +1,75 @@
+//! The [`Store`] trait and its backends.
+
+use agentkit_core::{Result, RunStatus};
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate};
+
+mod memory;
+pub use memory::MemoryStore;
+
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+
+/// Where runs, their journals and their signals live. Object safe: the runtime holds an
+/// `Arc<dyn Store>`.
+///
+/// Every backend passes the same suite (`tests/store_suite.rs`). Stores are serialisable per
+/// run: [`transition`](Store::transition) is a compare-and-set on the status, so two callers
+/// never both claim, finish or resume the same run.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Store a new queued run. With an idempotency key that is already stored, store nothing
+    /// and return the existing run.
+    async fn create_run(&self, run: NewRun) -> Result<Created>;
+
+    /// The run, if it exists.
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>>;
+
+    /// Runs whose status is one of `statuses`, oldest first, at most `limit`.
+    async fn list_runs(&self, statuses: &[RunStatus], limit: usize) -> Result<Vec<RunRecord>>;
+
+    /// Apply `update` if the run's status is one of `from`; returns the updated run, or `None`
+    /// when the run does not exist or is in another status (nothing changed).
+    async fn transition(
+        &self,
+        run_id: &str,
+        from: &[RunStatus],
+        update: RunUpdate,
+    ) -> Result<Option<RunRecord>>;
+
+    /// Append entries to their runs' journals, all or nothing. An entry whose `(run_id, key)`
+    /// or `(run_id, seq)` is already stored is an error (journals are append-only).
+    async fn append(&self, entries: &[JournalEntry]) -> Result<()>;
+
+    /// A run's journal, in sequence order.
+    async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>>;
+
+    /// Queue a signal for a run (delivered in order, per name).
+    async fn send_signal(&self, run_id: &str, name: &str, payload: Value) -> Result<()>;
+
+    /// Whether an undelivered signal named `name` is queued for the run.
+    async fn has_signal(&self, run_id: &str, name: &str) -> Result<bool>;
+
+    /// Deliver the oldest undelivered signal named `name`: in one transaction, mark it
+    /// delivered and append `entry` with the signal's payload as its value. Returns the
+    /// payload, or `None` (and appends nothing) when no signal is queued.
+    async fn take_signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        entry: JournalEntry,
+    ) -> Result<Option<Value>>;
+}
+
+#[cfg(feature = "sqlite")]
+pub(crate) fn store_error(
+    backend: &str,
+    what: &str,
+    e: impl Into<agentkit_core::BoxError>,
+) -> agentkit_core::Error {
+    agentkit_core::Error::other(format!("{backend} store: {what}"), e)
+}

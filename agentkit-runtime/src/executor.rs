@@ -19,7 +19,7 @@ use crate::journal::DurableJournal;
 use crate::model::{NewRun, RunRecord, RunUpdate};
 use crate::redact::Redactor;
 use crate::store::Store;
-use crate::workflow::{DynWorkflow, Erased, Workflow, WorkflowContext};
+use crate::workflow::{DynWorkflow, Erased, SignalHumanInput, Workflow, WorkflowContext};
 
 /// Builds a fresh agent for each run (agents keep conversation memory, runs must not share it).
 pub type AgentFactory = Arc<dyn Fn() -> Arc<dyn AugmentedLlm> + Send + Sync>;
@@ -244,8 +244,12 @@ impl Target {
             Kind::Agent(factory) => {
                 let message = agent_message(&self.name, &input)?;
                 let agent = factory();
+                let run_ctx = ctx
+                    .run_context()
+                    .clone()
+                    .with_human_input(Arc::new(SignalHumanInput(ctx.clone())));
                 let generation = agent
-                    .generate(GenerateRequest::from(message), ctx.run_context())
+                    .generate(GenerateRequest::from(message), &run_ctx)
                     .await?;
                 Ok(json!({"text": generation.text()}))
             }

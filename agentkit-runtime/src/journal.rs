@@ -19,6 +19,7 @@ struct State {
     next_seq: u64,
     replayed: Vec<String>,
     executed: Vec<String>,
+    suspended: Option<String>,
 }
 
 /// A run's durable journal: a step already in the store returns its recorded result without
@@ -113,6 +114,23 @@ impl DurableJournal {
         })
     }
 
+    /// Mark the execution as suspended (waiting for `signal`): from now on nothing more is
+    /// journaled by it, so a step that was interrupted by the wait is not recorded as done.
+    pub(crate) fn suspend(&self, signal: &str) {
+        self.with(|s| s.suspended = Some(signal.to_owned()));
+    }
+
+    fn suspended_error(&self) -> Option<agentkit_core::Error> {
+        self.with(|s| {
+            s.suspended.as_ref().map(|name| {
+                agentkit_core::Error::Workflow(format!(
+                    "run {} is waiting for signal `{name}`; it resumes when the signal is delivered",
+                    self.run_id
+                ))
+            })
+        })
+    }
+
     /// Note a value appended by someone else (a delivered signal).
     pub(crate) fn note_appended(&self, key: &str, value: Value) {
         self.with(|s| {
@@ -142,6 +160,9 @@ impl Journal for DurableJournal {
         }
         let started = Instant::now();
         let value = exec.await?;
+        if let Some(e) = self.suspended_error() {
+            return Err(e);
+        }
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut stored = value.clone();
         self.redactor.apply(&mut stored);

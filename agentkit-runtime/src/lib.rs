@@ -19,6 +19,6 @@ pub use redact::Redactor;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{MemoryStore, Store};
-pub use workflow::{Workflow, WorkflowContext};
+pub use workflow::{HUMAN_INPUT_SIGNAL, Workflow, WorkflowContext};
 
 pub use agentkit_core::{RunStatus, StartOptions, WorkflowHost};

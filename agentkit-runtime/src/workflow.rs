@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agentkit_core::{Error, Result, RunContext, RunStatus};
+use agentkit_core::{
+    Error, HumanInputHandler, HumanInputRequest, HumanInputResponse, Result, RunContext, RunStatus,
+};
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -84,6 +86,24 @@ impl<W: Workflow> DynWorkflow for Erased<W> {
                 e,
             )
         })
+    }
+}
+
+/// The signal that answers an agent's request for human input.
+pub const HUMAN_INPUT_SIGNAL: &str = "human_input";
+
+/// Answers an agent loop's human-input requests with the run's `human_input` signal: the run
+/// persists as `waiting_input`, frees its task, and resumes when the signal is delivered.
+pub(crate) struct SignalHumanInput(pub(crate) WorkflowContext);
+
+#[async_trait]
+impl HumanInputHandler for SignalHumanInput {
+    async fn ask(
+        &self,
+        _request: HumanInputRequest,
+        _ctx: &RunContext,
+    ) -> Result<HumanInputResponse> {
+        self.0.wait_for_human_input().await
     }
 }
 
@@ -222,6 +242,7 @@ impl WorkflowContext {
         if let Ok(mut w) = self.inner.waiting.lock() {
             *w = Some(name.to_owned());
         }
+        journal.suspend(name);
         self.inner
             .store
             .transition(
@@ -234,6 +255,22 @@ impl WorkflowContext {
             "run {} is waiting for signal `{name}`; it resumes when the signal is delivered",
             self.run_id()
         )))
+    }
+
+    /// Wait for the `human_input` signal and decode it as a [`HumanInputResponse`]: its
+    /// payload is that type's JSON (`{"action": "answer", "text": ..}`) or a plain string.
+    pub async fn wait_for_human_input(&self) -> Result<HumanInputResponse> {
+        let v: Value = self.wait_for_signal(HUMAN_INPUT_SIGNAL).await?;
+        match v {
+            Value::String(s) => Ok(HumanInputResponse::text(s)),
+            other => serde_json::from_value(other).map_err(|e| {
+                Error::InvalidRequest(format!(
+                    "signal `{HUMAN_INPUT_SIGNAL}` of run {} must be a string or a human-input \
+                     response ({{\"action\": \"answer\", \"text\": ..}}): {e}",
+                    self.run_id()
+                ))
+            }),
+        }
     }
 
     /// The signal this execution stopped to wait for, if it did.

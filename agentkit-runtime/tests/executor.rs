@@ -627,3 +627,148 @@ async fn the_runtime_is_a_workflow_host() {
     assert_eq!(info.output.unwrap()["approved_by"], "mcp");
     assert!(host.cancel(&id).await.is_err());
 }
+
+/// An agent that asks the human for a city, then answers with it.
+fn asking_agent(model_calls: Arc<AtomicU32>) -> Arc<dyn AugmentedLlm> {
+    let model = ScriptedProvider::from_fn(move |req| {
+        model_calls.fetch_add(1, Ordering::SeqCst);
+        let answer = req
+            .messages
+            .iter()
+            .flat_map(|m| &m.content)
+            .find_map(|c| match c {
+                Content::ToolResult { content, .. } => Some(
+                    content
+                        .iter()
+                        .filter_map(|x| match x {
+                            Content::Text { text } => Some(text.clone()),
+                            _ => None,
+                        })
+                        .collect::<String>(),
+                ),
+                _ => None,
+            });
+        Ok(match answer {
+            None => reply(
+                Some((
+                    agentkit_core::agent::HUMAN_INPUT_TOOL,
+                    json!({"prompt": "Which city?"}),
+                )),
+                "",
+            ),
+            Some(text) => reply(None, &format!("You said: {text}")),
+        })
+    });
+    Arc::new(AgentLlm::new(
+        Agent::new("asker", "Ask which city.").with_human_input(true),
+        model,
+    ))
+}
+
+#[tokio::test]
+async fn human_input_in_the_agent_loop_waits_durably_for_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rt.db");
+    let model_calls = Arc::new(AtomicU32::new(0));
+    let make = |store: SqliteStore| {
+        let rt = Runtime::new(Arc::new(store));
+        let m = Arc::clone(&model_calls);
+        rt.register_agent(
+            "asker",
+            move || asking_agent(Arc::clone(&m)),
+            TargetOptions::new(),
+        );
+        rt
+    };
+    let store = SqliteStore::open(&path).await.unwrap();
+    let rt = make(store.clone());
+    let id = rt
+        .start_run("asker", json!("Weather?"), StartOptions::new())
+        .await
+        .unwrap();
+    let waiting = rt
+        .wait_for_status(&id, &[RunStatus::WaitingInput])
+        .await
+        .unwrap();
+    assert_eq!(waiting.status, RunStatus::WaitingInput);
+    // Only the model's question is journaled, not a half-done human-input tool call.
+    let keys: Vec<_> = rt
+        .journal(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(keys, vec!["asker/llm/0"]);
+    rt.shutdown(Duration::from_secs(5)).await;
+    store.pool().close().await;
+
+    let rt = make(SqliteStore::open(&path).await.unwrap());
+    rt.recover().await.unwrap();
+    rt.signal(&id, agentkit_runtime::HUMAN_INPUT_SIGNAL, json!("Porto"))
+        .await
+        .unwrap();
+    let run = rt.wait(&id).await.unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!(run.output, Some(json!({"text": "You said: Porto"})));
+    // The first model call was replayed on every resume: 1 question + 1 answer in total.
+    assert_eq!(model_calls.load(Ordering::SeqCst), 2);
+    let kinds: Vec<_> = rt
+        .journal(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EntryKind::Llm,
+            EntryKind::Signal,
+            EntryKind::Tool,
+            EntryKind::Llm
+        ]
+    );
+}
+
+/// Sleeps 600 ms durably, then finishes.
+struct Nap;
+
+#[async_trait]
+impl Workflow for Nap {
+    type Input = Value;
+    type Output = bool;
+    fn name(&self) -> &str {
+        "nap"
+    }
+    async fn run(&self, ctx: &WorkflowContext, _input: Value) -> Result<bool> {
+        ctx.sleep(Duration::from_millis(600)).await?;
+        Ok(true)
+    }
+}
+
+#[tokio::test]
+async fn a_durable_sleep_resumes_with_only_the_time_left() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let rt = Runtime::new(Arc::clone(&store));
+    rt.register_workflow(Nap, TargetOptions::new());
+    let started = std::time::Instant::now();
+    let id = rt
+        .start_run("nap", json!(null), StartOptions::new())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rt.shutdown(Duration::ZERO).await;
+    assert_eq!(rt.get(&id).await.unwrap().status, RunStatus::Queued);
+
+    let rt = Runtime::new(store);
+    rt.register_workflow(Nap, TargetOptions::new());
+    rt.recover().await.unwrap();
+    let run = rt.wait(&id).await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
+    // A timer that restarted from zero would end at 900 ms.
+    assert!(elapsed < Duration::from_millis(850), "{elapsed:?}");
+    assert_eq!(rt.journal(&id).await.unwrap()[0].kind, EntryKind::Timer);
+}

@@ -268,6 +268,11 @@ struct Inner {
     abort: CancellationToken,
     tasks: TaskTracker,
     finished: watch::Sender<u64>,
+    node_id: RwLock<String>,
+    lease: RwLock<Duration>,
+    heartbeat: AtomicBool,
+    background: CancellationToken,
+    polling: CancellationToken,
 }
 
 /// The durable executor.
@@ -308,8 +313,128 @@ impl Runtime {
                 abort: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 finished: watch::Sender::new(0),
+                node_id: RwLock::new(uuid::Uuid::now_v7().to_string()),
+                lease: RwLock::new(Duration::from_secs(30)),
+                heartbeat: AtomicBool::new(false),
+                background: CancellationToken::new(),
+                polling: CancellationToken::new(),
             }),
         }
+    }
+
+    /// Name this runtime node (default: a fresh UUID). Leases are held in this name.
+    #[must_use]
+    pub fn with_node_id(self, id: impl Into<String>) -> Self {
+        if let Ok(mut n) = self.inner.node_id.write() {
+            *n = id.into();
+        }
+        self
+    }
+
+    /// How long a claimed run stays claimed without a heartbeat (default 30 s). The heartbeat
+    /// renews leases every third of this; a node that dies loses its runs after at most this.
+    #[must_use]
+    pub fn with_lease(self, lease: Duration) -> Self {
+        if let Ok(mut l) = self.inner.lease.write() {
+            *l = lease.max(Duration::from_millis(30));
+        }
+        self
+    }
+
+    /// This node's id.
+    #[must_use]
+    pub fn node_id(&self) -> String {
+        self.inner
+            .node_id
+            .read()
+            .map(|n| n.clone())
+            .unwrap_or_default()
+    }
+
+    fn lease(&self) -> Duration {
+        self.inner
+            .lease
+            .read()
+            .map(|l| *l)
+            .unwrap_or(Duration::from_secs(30))
+    }
+
+    fn lease_until(&self) -> i64 {
+        let ms = i64::try_from(self.lease().as_millis()).unwrap_or(i64::MAX);
+        crate::model::now_ms().saturating_add(ms)
+    }
+
+    /// Poll the store every `interval` for runs this node can execute: queued runs (started
+    /// by any node) and runs whose lease expired (their node died). Needed when several
+    /// processes share a PostgreSQL store; stops at [`shutdown`](Self::shutdown).
+    pub fn start_polling(&self, interval: Duration) {
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            loop {
+                if this.inner.stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let targets: Vec<String> = this
+                    .inner
+                    .targets
+                    .read()
+                    .map(|t| t.keys().cloned().collect())
+                    .unwrap_or_default();
+                match this
+                    .inner
+                    .store
+                    .claim_next(&this.node_id(), &targets, this.lease_until(), 16)
+                    .await
+                {
+                    Ok(runs) => {
+                        for run in runs {
+                            this.dispatch_run(run.id.clone(), Some(run));
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "polling for runs failed"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = this.inner.polling.cancelled() => break,
+                }
+            }
+        });
+    }
+
+    fn start_heartbeat(&self) {
+        if self.inner.heartbeat.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let inner = Arc::downgrade(&self.inner);
+        let stop = self.inner.background.clone();
+        let every = self.lease() / 3;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = stop.cancelled() => break,
+                }
+                let Some(inner) = inner.upgrade() else { break };
+                let this = Runtime { inner };
+                let ids: Vec<String> = this
+                    .inner
+                    .inflight
+                    .lock()
+                    .map(|m| m.keys().cloned().collect())
+                    .unwrap_or_default();
+                if ids.is_empty() {
+                    continue;
+                }
+                if let Err(e) = this
+                    .inner
+                    .store
+                    .renew_leases(&this.node_id(), &ids, this.lease_until())
+                    .await
+                {
+                    tracing::warn!(error = %e, "renewing run leases failed");
+                }
+            }
+        });
     }
 
     /// Redact journaled values (and signal payloads) with `redactor`.
@@ -547,7 +672,29 @@ impl Runtime {
     /// Resume what a previous process left: runs `queued` or `running` (orphaned by a crash)
     /// re-execute, replaying their journals; runs waiting for a signal re-check their queued
     /// signals. Returns how many runs were dispatched. Call once after registering targets.
+    ///
+    /// On a store of one process (memory, SQLite) every `running` run is orphaned and is
+    /// resumed at once. On a shared store (PostgreSQL) a `running` run is resumed only once
+    /// its lease has expired; use [`start_polling`](Self::start_polling) to pick those up.
     pub async fn recover(&self) -> Result<usize> {
+        if !self.inner.store.is_shared() {
+            // One process per store: whatever is `running` was left by a dead process.
+            for run in self
+                .inner
+                .store
+                .list_runs(&[RunStatus::Running], usize::MAX >> 1)
+                .await?
+            {
+                self.inner
+                    .store
+                    .transition(
+                        &run.id,
+                        &[RunStatus::Running],
+                        RunUpdate::new(RunStatus::Queued),
+                    )
+                    .await?;
+            }
+        }
         let runs = self
             .inner
             .store
@@ -587,6 +734,8 @@ impl Runtime {
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.stopping.store(true, Ordering::SeqCst);
         self.inner.tasks.close();
+        // Stop polling at once; the heartbeat goes on until the runs are finished or released.
+        self.inner.polling.cancel();
         if tokio::time::timeout(grace, self.inner.tasks.wait())
             .await
             .is_err()
@@ -594,6 +743,7 @@ impl Runtime {
             self.inner.abort.cancel();
             self.inner.tasks.wait().await;
         }
+        self.inner.background.cancel();
     }
 
     fn notify(&self) {
@@ -601,13 +751,19 @@ impl Runtime {
     }
 
     fn dispatch(&self, run_id: String) {
+        self.dispatch_run(run_id, None);
+    }
+
+    fn dispatch_run(&self, run_id: String, claimed: Option<RunRecord>) {
         if self.inner.stopping.load(Ordering::SeqCst) {
             return;
         }
+        self.start_heartbeat();
         let this = self.clone();
         self.inner.tasks.spawn(async move {
+            let mut claimed = claimed;
             loop {
-                let outcome = this.drive(&run_id).await;
+                let outcome = this.drive(&run_id, claimed.take()).await;
                 this.notify();
                 match outcome {
                     Ok(Outcome::Requeue) => {
@@ -625,7 +781,7 @@ impl Runtime {
         });
     }
 
-    async fn drive(&self, run_id: &str) -> Result<Outcome> {
+    async fn drive(&self, run_id: &str, claimed: Option<RunRecord>) -> Result<Outcome> {
         let token = {
             let Ok(mut m) = self.inner.inflight.lock() else {
                 return Ok(Outcome::Done);
@@ -637,14 +793,19 @@ impl Runtime {
             m.insert(run_id.to_owned(), t.clone());
             t
         };
-        let result = self.execute(run_id, &token).await;
+        let result = self.execute(run_id, claimed, &token).await;
         if let Ok(mut m) = self.inner.inflight.lock() {
             m.remove(run_id);
         }
         result
     }
 
-    async fn execute(&self, run_id: &str, token: &CancellationToken) -> Result<Outcome> {
+    async fn execute(
+        &self,
+        run_id: &str,
+        claimed: Option<RunRecord>,
+        token: &CancellationToken,
+    ) -> Result<Outcome> {
         let store = &self.inner.store;
         let Some(run) = store.get_run(run_id).await? else {
             return Ok(Outcome::Done);
@@ -671,15 +832,15 @@ impl Runtime {
         if self.inner.stopping.load(Ordering::SeqCst) && self.inner.abort.is_cancelled() {
             return Ok(Outcome::Done);
         }
-        let claimable = [RunStatus::Queued, RunStatus::Running];
-        let Some(run) = store
-            .transition(
-                run_id,
-                &claimable,
-                RunUpdate::new(RunStatus::Running).with_attempt(),
-            )
-            .await?
-        else {
+        let claimed = match claimed {
+            Some(run) => Some(run),
+            None => {
+                store
+                    .claim(run_id, &self.node_id(), self.lease_until())
+                    .await?
+            }
+        };
+        let Some(run) = claimed else {
             return Ok(Outcome::Done);
         };
         let redactor = self

@@ -16,6 +16,8 @@ pub use executor::{AgentFactory, RetryPolicy, Runtime, TargetOptions};
 pub use journal::DurableJournal;
 pub use model::{Created, EntryKind, JournalEntry, NewRun, RunRecord, RunUpdate};
 pub use redact::Redactor;
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{MemoryStore, Store};

@@ -113,6 +113,10 @@ pub struct RunRecord {
     pub usage: Usage,
     /// Dollars spent.
     pub cost_usd: f64,
+    /// The runtime node holding the run's lease, while it executes.
+    pub owner: Option<String>,
+    /// When the lease expires (ms since epoch); another node may then claim the run.
+    pub lease_until: Option<i64>,
 }
 
 impl RunRecord {
@@ -134,7 +138,29 @@ impl RunRecord {
             error: None,
             usage: Usage::default(),
             cost_usd: 0.0,
+            owner: None,
+            lease_until: None,
         }
+    }
+
+    /// Whether `owner` may claim the run at `now`: it is queued, or running under a lease
+    /// that has expired.
+    #[must_use]
+    pub fn claimable(&self, now: i64) -> bool {
+        match self.status {
+            RunStatus::Queued => true,
+            RunStatus::Running => self.lease_until.is_none_or(|t| t < now),
+            _ => false,
+        }
+    }
+
+    /// Claim the run for `owner` until `lease_until`: running, one more attempt.
+    pub fn claim(&mut self, owner: &str, lease_until: i64) {
+        self.status = RunStatus::Running;
+        self.attempts += 1;
+        self.owner = Some(owner.to_owned());
+        self.lease_until = Some(lease_until);
+        self.updated_at = now_ms();
     }
 
     /// Apply an update (what every store does inside its transition).

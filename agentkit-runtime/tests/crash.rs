@@ -109,16 +109,34 @@ fn agent(log: PathBuf) -> Arc<dyn AugmentedLlm> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run by sigkill_mid_run_then_restart_finishes_every_run_exactly_once"]
 async fn crash_child() {
-    let db = std::env::var("AGENTKIT_CRASH_DB").expect("AGENTKIT_CRASH_DB: run by the crash test");
     let log = PathBuf::from(std::env::var("AGENTKIT_CRASH_LOG").expect("AGENTKIT_CRASH_LOG"));
-    let store = SqliteStore::open(&db).await.unwrap();
-    let rt = Runtime::new(Arc::new(store));
+    let pg = std::env::var("AGENTKIT_CRASH_PG_URL").ok();
+    let store: Arc<dyn Store> = match &pg {
+        #[cfg(feature = "postgres")]
+        Some(url) => Arc::new(agentkit_runtime::PostgresStore::connect(url).await.unwrap()),
+        #[cfg(not(feature = "postgres"))]
+        Some(_) => panic!("AGENTKIT_CRASH_PG_URL needs the postgres feature"),
+        None => {
+            let db = std::env::var("AGENTKIT_CRASH_DB")
+                .expect("AGENTKIT_CRASH_DB: run by the crash test");
+            Arc::new(SqliteStore::open(&db).await.unwrap())
+        }
+    };
+    let mut rt = Runtime::new(store);
+    if let Ok(node) = std::env::var("AGENTKIT_CRASH_NODE") {
+        rt = rt
+            .with_node_id(node)
+            .with_lease(Duration::from_millis(1000));
+    }
     rt.register_agent(
         "worker",
         move || agent(log.clone()),
         TargetOptions::new().with_max_concurrency(10),
     );
     rt.recover().await.unwrap();
+    if pg.is_some() {
+        rt.start_polling(Duration::from_millis(50));
+    }
     let mut ids = Vec::new();
     for i in 0..RUNS {
         let key = format!("task-{i}");
@@ -131,21 +149,41 @@ async fn crash_child() {
     }
 }
 
+fn child_command(log: &Path) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args([
+        "crash_child",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("AGENTKIT_CRASH_LOG", log)
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
+    c
+}
+
 fn spawn_child(db: &Path, log: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "crash_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    child_command(log)
         .env("AGENTKIT_CRASH_DB", db)
-        .env("AGENTKIT_CRASH_LOG", log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
         .spawn()
         .unwrap()
+}
+
+async fn wait_success(child: &mut Child) {
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            child.kill().unwrap();
+            panic!("child did not finish");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "child failed: {status}");
 }
 
 /// (task, kind) -> count, from an execution log.
@@ -240,18 +278,7 @@ async fn sigkill_mid_run_then_restart_finishes_every_run_exactly_once() {
 
     // Phase 2: restart; it must finish everything.
     let mut child = spawn_child(&db, &log2);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            child.kill().unwrap();
-            panic!("restarted child did not finish");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(status.success(), "restarted child failed: {status}");
+    wait_success(&mut child).await;
 
     let runs = store.list_runs(&ALL_STATUSES, 1000).await.unwrap();
     assert_eq!(runs.len(), RUNS);
@@ -303,3 +330,130 @@ async fn sigkill_mid_run_then_restart_finishes_every_run_exactly_once() {
          {reexecuted_in_flight} in-flight calls re-executed after restart"
     );
 }
+
+/// Two runtime processes share one PostgreSQL database; one is SIGKILLed mid-way. The other
+/// claims the dead node's runs once their leases expire, resumes them from the journal, and
+/// finishes all 50; only calls in flight at the kill may run again (at most one per run).
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_nodes_one_killed_the_other_finishes_every_run() {
+    use agentkit_runtime::PostgresStore;
+    let pg = common::Pg::start();
+    let admin = PostgresStore::connect(&pg.url).await.unwrap();
+    let db = format!("agentkit_crash_{}", std::process::id());
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {db}"),
+        format!("CREATE DATABASE {db}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(admin.pool())
+            .await
+            .unwrap();
+    }
+    let url = format!("{}/{db}", pg.url.rsplit_once('/').unwrap().0);
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let spawn = |node: &str, log: &Path| {
+        child_command(log)
+            .env("AGENTKIT_CRASH_PG_URL", &url)
+            .env("AGENTKIT_CRASH_NODE", node)
+            .spawn()
+            .unwrap()
+    };
+    let mut a = spawn("node-a", &log_a);
+    let mut b = spawn("node-b", &log_b);
+
+    let started = Instant::now();
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        assert!(
+            a.try_wait().unwrap().is_none(),
+            "node a exited before the kill"
+        );
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agentkit_journal")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        if n >= 120 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let at_kill = store.list_runs(&ALL_STATUSES, 1000).await.unwrap();
+    let snapshot = {
+        let mut m = HashMap::new();
+        for run in &at_kill {
+            let task = run.idempotency_key.clone().unwrap();
+            m.insert(task, store.journal(&run.id).await.unwrap().len());
+        }
+        m
+    };
+    let orphaned: Vec<String> = at_kill
+        .iter()
+        .filter(|r| r.status == RunStatus::Running && r.owner.as_deref() == Some("node-a"))
+        .map(|r| r.idempotency_key.clone().unwrap())
+        .collect();
+    assert!(!orphaned.is_empty(), "node a held no run at the kill");
+    let full = TOOL_CALLS_PER_RUN * 2 + 1;
+    assert!(
+        orphaned.iter().any(|t| (1..full).contains(&snapshot[t])),
+        "no run of node a was mid-way at the kill"
+    );
+
+    wait_success(&mut b).await;
+    let runs = store.list_runs(&ALL_STATUSES, 1000).await.unwrap();
+    assert_eq!(runs.len(), RUNS);
+    let (ea, eb) = (executions(&log_a), executions(&log_b));
+    let count = |m: &HashMap<(String, EntryKind), usize>, t: &str| {
+        m.get(&(t.to_owned(), EntryKind::Llm)).copied().unwrap_or(0)
+            + m.get(&(t.to_owned(), EntryKind::Tool))
+                .copied()
+                .unwrap_or(0)
+    };
+    let mut repeated = 0;
+    for r in &runs {
+        let task = r.idempotency_key.clone().unwrap();
+        assert_eq!(r.status, RunStatus::Succeeded, "{task}: {:?}", r.error);
+        assert_eq!(store.journal(&r.id).await.unwrap().len(), full, "{task}");
+        let executed = count(&ea, &task) + count(&eb, &task);
+        let extra = executed - full;
+        if orphaned.contains(&task) {
+            assert!(extra <= 1, "{task}: {extra} journaled calls ran again");
+            repeated += extra;
+        } else {
+            assert_eq!(
+                extra, 0,
+                "{task}: a run not in flight on the dead node ran calls twice"
+            );
+        }
+    }
+    let resumed = orphaned.iter().filter(|t| count(&eb, t) > 0).count();
+    assert_eq!(
+        resumed,
+        orphaned.len(),
+        "node b resumed every run of node a"
+    );
+    assert!(
+        count_tasks(&ea) > 0 && count_tasks(&eb) > 0,
+        "both nodes did work"
+    );
+    eprintln!(
+        "postgres crash test: {} runs in flight on the killed node, all resumed by the other; \
+         {repeated} in-flight calls re-executed",
+        orphaned.len()
+    );
+}
+
+#[cfg(feature = "postgres")]
+fn count_tasks(m: &HashMap<(String, EntryKind), usize>) -> usize {
+    m.keys()
+        .map(|(t, _)| t)
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
+#[cfg(feature = "postgres")]
+mod common;

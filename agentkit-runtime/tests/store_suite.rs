@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use agentkit_core::{RunStatus, Usage};
-use agentkit_runtime::model::ALL_STATUSES;
+use agentkit_runtime::model::{ALL_STATUSES, now_ms};
 use agentkit_runtime::{
     EntryKind, JournalEntry, MemoryStore, NewRun, RunUpdate, SqliteStore, Store,
 };
@@ -171,6 +171,119 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(j[2].kind, EntryKind::Signal);
     assert_eq!(j[2].value, json!({"n": 1}));
     assert_eq!(j[3].value, json!({"n": 2}));
+
+    // Leases: a live lease keeps other nodes out; only the owner renews it; once it expires
+    // another node claims the run (one more attempt).
+    let far = now_ms() + 60_000;
+    let r = store
+        .create_run(NewRun::new("leased", json!(0)))
+        .await
+        .unwrap()
+        .run()
+        .clone();
+    let a = store.claim(&r.id, "node-a", far).await.unwrap().unwrap();
+    assert_eq!((a.status, a.attempts), (RunStatus::Running, 1));
+    assert_eq!(a.owner.as_deref(), Some("node-a"));
+    assert!(store.claim(&r.id, "node-b", far).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .renew_leases("node-b", std::slice::from_ref(&r.id), far)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .renew_leases("node-a", std::slice::from_ref(&r.id), now_ms() - 1)
+            .await
+            .unwrap(),
+        1
+    );
+    let b = store.claim(&r.id, "node-b", far).await.unwrap().unwrap();
+    assert_eq!((b.attempts, b.owner.as_deref()), (2, Some("node-b")));
+    assert!(
+        store.claim(&run, "node-a", far).await.unwrap().is_some(),
+        "queued runs are claimable"
+    );
+
+    // claim_next: oldest first, only the given targets, each run to one node.
+    let mut batch = Vec::new();
+    for i in 0..3 {
+        batch.push(
+            store
+                .create_run(NewRun::new("batch", json!(i)))
+                .await
+                .unwrap()
+                .run()
+                .id
+                .clone(),
+        );
+    }
+    let targets = vec!["batch".to_owned()];
+    let first = store.claim_next("node-a", &targets, far, 2).await.unwrap();
+    assert_eq!(
+        first.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        batch[..2].to_vec()
+    );
+    let rest = store.claim_next("node-b", &targets, far, 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].id, batch[2]);
+    assert_eq!(rest[0].owner.as_deref(), Some("node-b"));
+    assert!(
+        store
+            .claim_next("node-c", &targets, far, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .claim_next("node-c", &["other".to_owned()], far, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[cfg(feature = "postgres")]
+mod common;
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_store_passes_the_suite_and_keeps_data_across_reconnect() {
+    use agentkit_runtime::PostgresStore;
+    let pg = common::Pg::start();
+    // A fresh database per test run, so the suite starts empty even on a shared server.
+    let admin = PostgresStore::connect(&pg.url).await.unwrap();
+    let db = format!("agentkit_suite_{}", std::process::id());
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    let url = format!("{}/{db}", pg.url.rsplit_once('/').unwrap().0);
+    let store = PostgresStore::connect(&url).await.unwrap();
+    suite(Arc::new(store.clone())).await;
+    let before = store.list_runs(&ALL_STATUSES, 100).await.unwrap();
+    store.pool().close().await;
+    let again = PostgresStore::connect(&url).await.unwrap();
+    assert_eq!(again.list_runs(&ALL_STATUSES, 100).await.unwrap(), before);
+    again.pool().close().await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_connect_failure_says_what_to_check() {
+    let err = agentkit_runtime::PostgresStore::connect("postgres://nobody@127.0.0.1:1/none")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("postgres store: connecting"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -195,7 +308,7 @@ async fn sqlite_file_store_passes_the_suite_and_keeps_data_across_reopen() {
     let reopened = SqliteStore::open(&path).await.unwrap();
     let after = reopened.list_runs(&ALL_STATUSES, 100).await.unwrap();
     assert_eq!(before, after);
-    assert_eq!(after.len(), 3);
+    assert_eq!(after.len(), 7);
     let mode: String = sqlx_mode(&reopened).await;
     assert_eq!(mode, "wal");
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::Store;
-use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate};
+use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate, now_ms};
 
 #[derive(Debug, Default)]
 struct State {
@@ -180,6 +180,65 @@ impl Store for MemoryStore {
                 q.pop_front();
             }
             Ok(Some(payload))
+        })
+    }
+
+    async fn claim(
+        &self,
+        run_id: &str,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<Option<RunRecord>> {
+        let now = now_ms();
+        self.with(|s| {
+            Ok(s.runs.get_mut(run_id).and_then(|r| {
+                r.claimable(now).then(|| {
+                    r.claim(owner, lease_until);
+                    r.clone()
+                })
+            }))
+        })
+    }
+
+    async fn claim_next(
+        &self,
+        owner: &str,
+        targets: &[String],
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>> {
+        let now = now_ms();
+        self.with(|s| {
+            let mut out = Vec::new();
+            for id in &s.order {
+                if out.len() >= limit {
+                    break;
+                }
+                if let Some(r) = s.runs.get_mut(id)
+                    && targets.contains(&r.target)
+                    && r.claimable(now)
+                {
+                    r.claim(owner, lease_until);
+                    out.push(r.clone());
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn renew_leases(&self, owner: &str, run_ids: &[String], lease_until: i64) -> Result<u64> {
+        self.with(|s| {
+            let mut n = 0;
+            for id in run_ids {
+                if let Some(r) = s.runs.get_mut(id)
+                    && r.status == RunStatus::Running
+                    && r.owner.as_deref() == Some(owner)
+                {
+                    r.lease_until = Some(lease_until);
+                    n += 1;
+                }
+            }
+            Ok(n)
         })
     }
 }

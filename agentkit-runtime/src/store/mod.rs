@@ -14,6 +14,11 @@ mod sqlite;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+
 /// Where runs, their journals and their signals live. Object safe: the runtime holds an
 /// `Arc<dyn Store>`.
 ///
@@ -63,13 +68,46 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         entry: JournalEntry,
     ) -> Result<Option<Value>>;
+
+    /// Claim one run for `owner` until `lease_until` (ms since epoch): only if it is queued,
+    /// or running under an expired lease. The run becomes `running` with one more attempt.
+    async fn claim(&self, run_id: &str, owner: &str, lease_until: i64)
+    -> Result<Option<RunRecord>>;
+
+    /// Claim up to `limit` claimable runs of `targets`, oldest first, for `owner` (PostgreSQL:
+    /// `FOR UPDATE SKIP LOCKED`, so nodes polling at once get different runs).
+    async fn claim_next(
+        &self,
+        owner: &str,
+        targets: &[String],
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>>;
+
+    /// Extend the leases `owner` holds on `run_ids` (the heartbeat). Returns how many it still
+    /// held.
+    async fn renew_leases(&self, owner: &str, run_ids: &[String], lease_until: i64) -> Result<u64>;
+
+    /// Whether several runtime processes may share this store (PostgreSQL). When false (memory,
+    /// SQLite), one process owns the store, and a process that starts treats runs left
+    /// `running` as orphaned by a dead process at once instead of waiting for their leases.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn store_error(
     backend: &str,
     what: &str,
     e: impl Into<agentkit_core::BoxError>,
 ) -> agentkit_core::Error {
     agentkit_core::Error::other(format!("{backend} store: {what}"), e)
+}
+
+/// `UPDATE .. RETURNING` yields rows in no particular order: sort claimed runs oldest first.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn oldest_first(mut runs: Vec<RunRecord>) -> Vec<RunRecord> {
+    runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    runs
 }

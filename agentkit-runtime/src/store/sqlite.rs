@@ -13,16 +13,17 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{Store, store_error};
+use super::{Store, oldest_first, store_error};
 use crate::model::{
     Created, EntryKind, JournalEntry, NewRun, RunRecord, RunUpdate, now_ms, parse_status,
 };
 
 /// Embedded migrations, applied in order on open; each version runs once.
-const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE runs (
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE runs (
             id TEXT PRIMARY KEY,
             target TEXT NOT NULL,
             version INTEGER NOT NULL,
@@ -38,8 +39,8 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             usage TEXT NOT NULL,
             cost_usd REAL NOT NULL DEFAULT 0
         )",
-        "CREATE INDEX runs_by_status ON runs (status, created_at)",
-        "CREATE TABLE journal (
+            "CREATE INDEX runs_by_status ON runs (status, created_at)",
+            "CREATE TABLE journal (
             run_id TEXT NOT NULL REFERENCES runs (id),
             seq INTEGER NOT NULL,
             key TEXT NOT NULL,
@@ -52,7 +53,7 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             PRIMARY KEY (run_id, seq),
             UNIQUE (run_id, key)
         )",
-        "CREATE TABLE signals (
+            "CREATE TABLE signals (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             run_id TEXT NOT NULL REFERENCES runs (id),
             name TEXT NOT NULL,
@@ -60,9 +61,17 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             delivered INTEGER NOT NULL DEFAULT 0,
             created_at INTEGER NOT NULL
         )",
-        "CREATE INDEX signals_pending ON signals (run_id, name, delivered, id)",
-    ],
-)];
+            "CREATE INDEX signals_pending ON signals (run_id, name, delivered, id)",
+        ],
+    ),
+    (
+        2,
+        &[
+            "ALTER TABLE runs ADD COLUMN owner TEXT",
+            "ALTER TABLE runs ADD COLUMN lease_until INTEGER",
+        ],
+    ),
+];
 
 /// A [`Store`] in one SQLite file (WAL mode, `synchronous = NORMAL`).
 ///
@@ -211,6 +220,8 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
         error: row.try_get("error").map_err(get)?,
         usage: from_json::<Usage>(&usage, "run usage")?,
         cost_usd: row.try_get("cost_usd").map_err(get)?,
+        owner: row.try_get("owner").map_err(get)?,
+        lease_until: row.try_get("lease_until").map_err(get)?,
     })
 }
 
@@ -451,5 +462,79 @@ impl Store for SqliteStore {
             .await
             .map_err(db("committing a delivered signal"))?;
         Ok(Some(payload))
+    }
+
+    async fn claim(
+        &self,
+        run_id: &str,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<Option<RunRecord>> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE runs SET status = 'running', attempts = attempts + 1, owner = ?,
+                lease_until = ?, updated_at = ?
+             WHERE id = ? AND (status = 'queued' OR (status = 'running'
+                AND (lease_until IS NULL OR lease_until < ?)))
+             RETURNING *",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(run_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| store_error("sqlite", &format!("claiming run {run_id}"), e))?
+        .as_ref()
+        .map(run_from_row)
+        .transpose()
+    }
+
+    async fn claim_next(
+        &self,
+        owner: &str,
+        targets: &[String],
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE runs SET status = 'running', attempts = attempts + 1, owner = ?,
+                lease_until = ?, updated_at = ?
+             WHERE id IN (SELECT id FROM runs
+                WHERE target IN (SELECT value FROM json_each(?))
+                  AND (status = 'queued' OR (status = 'running'
+                       AND (lease_until IS NULL OR lease_until < ?)))
+                ORDER BY created_at, id LIMIT ?)
+             RETURNING *",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(to_json(&targets, "targets")?)
+        .bind(now)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("claiming runs"))?
+        .iter()
+        .map(run_from_row)
+        .collect::<Result<Vec<_>>>()
+        .map(oldest_first)
+    }
+
+    async fn renew_leases(&self, owner: &str, run_ids: &[String], lease_until: i64) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE runs SET lease_until = ?
+             WHERE owner = ? AND status = 'running' AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(lease_until)
+        .bind(owner)
+        .bind(to_json(&run_ids, "run ids")?)
+        .execute(&self.pool)
+        .await
+        .map_err(db("renewing leases"))?
+        .rows_affected())
     }
 }

@@ -843,6 +843,7 @@ impl Runtime {
         let Some(run) = claimed else {
             return Ok(Outcome::Done);
         };
+        let node = run.owner.clone().unwrap_or_else(|| self.node_id());
         let redactor = self
             .inner
             .redactor
@@ -872,7 +873,7 @@ impl Runtime {
             if let Some(b) = target.options.budget {
                 ctx = ctx.with_budget(b);
             }
-            let wctx = WorkflowContext::new(ctx.clone(), journal.clone(), Arc::clone(store));
+            let wctx = WorkflowContext::new(ctx.clone(), journal.clone(), Arc::clone(store), &node);
             let result = target.execute(&wctx, run.input.clone()).await;
             let totals = ctx.totals();
             let err = match result {
@@ -882,6 +883,7 @@ impl Runtime {
                             run_id,
                             &[RunStatus::Running],
                             RunUpdate::new(RunStatus::Succeeded)
+                                .with_owner_fence(&node)
                                 .with_output(output)
                                 .with_usage(totals.usage, totals.cost_usd),
                         )
@@ -913,7 +915,7 @@ impl Runtime {
                         .transition(
                             run_id,
                             &[RunStatus::Running],
-                            RunUpdate::new(RunStatus::Queued),
+                            RunUpdate::new(RunStatus::Queued).with_owner_fence(&node),
                         )
                         .await?;
                 }
@@ -931,7 +933,9 @@ impl Runtime {
                     .transition(
                         run_id,
                         &[RunStatus::Running],
-                        RunUpdate::new(RunStatus::Running).with_attempt(),
+                        RunUpdate::new(RunStatus::Running)
+                            .with_attempt()
+                            .with_owner_fence(&node),
                     )
                     .await?
                     .is_none()
@@ -945,6 +949,7 @@ impl Runtime {
                     run_id,
                     &[RunStatus::Running],
                     RunUpdate::new(RunStatus::Failed)
+                        .with_owner_fence(&node)
                         .with_error(err.to_string())
                         .with_usage(totals.usage, totals.cost_usd),
                 )

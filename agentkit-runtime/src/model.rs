@@ -201,6 +201,9 @@ pub struct RunUpdate {
     pub usage: Option<Usage>,
     /// Set the cost.
     pub cost_usd: Option<f64>,
+    /// Apply only if the run's lease is held by this owner (a node that lost its lease must
+    /// not change a run another node now executes).
+    pub owner_fence: Option<String>,
 }
 
 impl RunUpdate {
@@ -214,7 +217,15 @@ impl RunUpdate {
             error: None,
             usage: None,
             cost_usd: None,
+            owner_fence: None,
         }
+    }
+
+    /// Apply only if `owner` holds the run's lease.
+    #[must_use]
+    pub fn with_owner_fence(mut self, owner: impl Into<String>) -> Self {
+        self.owner_fence = Some(owner.into());
+        self
     }
 
     /// Count one more attempt.

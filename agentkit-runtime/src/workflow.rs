@@ -113,6 +113,7 @@ struct Inner {
     store: Arc<dyn Store>,
     counters: Mutex<HashMap<String, u32>>,
     waiting: Mutex<Option<String>>,
+    owner: String,
 }
 
 /// What a workflow run gets: journaled steps, durable timers and signals, and the
@@ -135,6 +136,7 @@ impl WorkflowContext {
         run: RunContext,
         journal: Arc<DurableJournal>,
         store: Arc<dyn Store>,
+        owner: &str,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -143,6 +145,7 @@ impl WorkflowContext {
                 store,
                 counters: Mutex::default(),
                 waiting: Mutex::default(),
+                owner: owner.to_owned(),
             }),
         }
     }
@@ -248,7 +251,7 @@ impl WorkflowContext {
             .transition(
                 self.run_id(),
                 &[RunStatus::Running],
-                RunUpdate::new(RunStatus::WaitingInput),
+                RunUpdate::new(RunStatus::WaitingInput).with_owner_fence(&self.inner.owner),
             )
             .await?;
         Err(Error::Workflow(format!(

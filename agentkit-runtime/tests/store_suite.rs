@@ -201,6 +201,23 @@ async fn suite(store: Arc<dyn Store>) {
     );
     let b = store.claim(&r.id, "node-b", far).await.unwrap().unwrap();
     assert_eq!((b.attempts, b.owner.as_deref()), (2, Some("node-b")));
+    // The node that lost the lease can no longer change the run; the holder can.
+    let stale = RunUpdate::new(RunStatus::Succeeded).with_owner_fence("node-a");
+    assert!(
+        store
+            .transition(&r.id, &[RunStatus::Running], stale)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let held = RunUpdate::new(RunStatus::Running).with_owner_fence("node-b");
+    assert!(
+        store
+            .transition(&r.id, &[RunStatus::Running], held)
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert!(
         store.claim(&run, "node-a", far).await.unwrap().is_some(),
         "queued runs are claimable"

@@ -100,7 +100,11 @@ impl Store for MemoryStore {
     ) -> Result<Option<RunRecord>> {
         self.with(|s| {
             Ok(s.runs.get_mut(run_id).and_then(|r| {
-                from.contains(&r.status).then(|| {
+                let owner_ok = update
+                    .owner_fence
+                    .as_ref()
+                    .is_none_or(|o| r.owner.as_ref() == Some(o));
+                (owner_ok && from.contains(&r.status)).then(|| {
                     r.apply(&update);
                     r.clone()
                 })

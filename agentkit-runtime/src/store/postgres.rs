@@ -332,7 +332,7 @@ impl Store for PostgresStore {
                 output = COALESCE($3::jsonb, output), error = COALESCE($4, error),
                 usage = COALESCE($5::jsonb, usage), cost_usd = COALESCE($6, cost_usd),
                 updated_at = $7
-             WHERE id = $8 AND status = ANY($9)
+             WHERE id = $8 AND status = ANY($9) AND ($10::text IS NULL OR owner = $10)
              RETURNING {RUN_COLUMNS}"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -345,6 +345,7 @@ impl Store for PostgresStore {
             .bind(now_ms())
             .bind(run_id)
             .bind(status_names(from))
+            .bind(&update.owner_fence)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| store_error("postgres", &format!("updating run {run_id}"), e))?

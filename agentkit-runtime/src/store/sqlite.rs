@@ -354,6 +354,7 @@ impl Store for SqliteStore {
                 output = COALESCE(?, output), error = COALESCE(?, error),
                 usage = COALESCE(?, usage), cost_usd = COALESCE(?, cost_usd), updated_at = ?
              WHERE id = ? AND status IN (SELECT value FROM json_each(?))
+                AND (? IS NULL OR owner = ?)
              RETURNING *",
         )
         .bind(update.status.as_str())
@@ -365,6 +366,8 @@ impl Store for SqliteStore {
         .bind(now_ms())
         .bind(run_id)
         .bind(statuses_json(from)?)
+        .bind(&update.owner_fence)
+        .bind(&update.owner_fence)
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| store_error("sqlite", &format!("updating run {run_id}"), e))?

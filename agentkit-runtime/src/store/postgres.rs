@@ -221,30 +221,49 @@ fn entry_from_row(row: &PgRow) -> Result<JournalEntry> {
     })
 }
 
-async fn insert_entry(tx: &mut Transaction<'static, Postgres>, e: &JournalEntry) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO agentkit_journal
-            (run_id, seq, key, kind, value, latency_ms, usage, cost_usd, created_at)
-         VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::jsonb, $8, $9)",
-    )
-    .bind(&e.run_id)
-    .bind(i64::try_from(e.seq).unwrap_or(i64::MAX))
-    .bind(&e.key)
-    .bind(e.kind.as_str())
-    .bind(to_json(&e.value, "a journal value")?)
-    .bind(i64::try_from(e.latency_ms).unwrap_or(i64::MAX))
-    .bind(to_json(&e.usage, "journal usage")?)
-    .bind(e.cost_usd)
-    .bind(e.created_at)
-    .execute(&mut **tx)
-    .await
-    .map_err(|err| Error::Journal {
-        key: e.key.clone(),
-        message: format!(
-            "appending to the journal of run {} failed (duplicate key or seq, or unknown run): {err}",
-            e.run_id
-        ),
-    })?;
+/// Insert journal entries with multi-row `INSERT`s (500 rows per statement).
+async fn insert_entries(
+    tx: &mut Transaction<'static, Postgres>,
+    entries: &[JournalEntry],
+) -> Result<()> {
+    for chunk in entries.chunks(500) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for e in chunk {
+            rows.push((
+                e,
+                to_json(&e.value, "a journal value")?,
+                to_json(&e.usage, "journal usage")?,
+            ));
+        }
+        let mut q = sqlx::QueryBuilder::<Postgres>::new(
+            "INSERT INTO agentkit_journal (run_id, seq, key, kind, value, latency_ms, usage, cost_usd, created_at) ",
+        );
+        q.push_values(rows, |mut b, (e, value, usage)| {
+            b.push_bind(e.run_id.clone())
+                .push_bind(i64::try_from(e.seq).unwrap_or(i64::MAX))
+                .push_bind(e.key.clone())
+                .push_bind(e.kind.as_str())
+                .push_bind(value)
+                .push_unseparated("::jsonb")
+                .push_bind(i64::try_from(e.latency_ms).unwrap_or(i64::MAX))
+                .push_bind(usage)
+                .push_unseparated("::jsonb")
+                .push_bind(e.cost_usd)
+                .push_bind(e.created_at);
+        });
+        q.build().execute(&mut **tx).await.map_err(|err| {
+            let first = &chunk[0];
+            Error::Journal {
+                key: first.key.clone(),
+                message: format!(
+                    "appending {} entries to the journal of run {} failed (a key or seq already \
+                     recorded, or an unknown run): {err}",
+                    chunk.len(),
+                    first.run_id
+                ),
+            }
+        })?;
+    }
     Ok(())
 }
 
@@ -363,9 +382,7 @@ impl Store for PostgresStore {
             .begin()
             .await
             .map_err(db("starting a transaction"))?;
-        for e in entries {
-            insert_entry(&mut tx, e).await?;
-        }
+        insert_entries(&mut tx, entries).await?;
         tx.commit().await.map_err(db("committing journal entries"))
     }
 
@@ -449,7 +466,7 @@ impl Store for PostgresStore {
             .map_err(db("reading a signal payload"))?;
         let payload: Value = from_json(&payload, "a signal payload")?;
         entry.value = payload.clone();
-        insert_entry(&mut tx, &entry).await?;
+        insert_entries(&mut tx, std::slice::from_ref(&entry)).await?;
         tx.commit()
             .await
             .map_err(db("committing a delivered signal"))?;

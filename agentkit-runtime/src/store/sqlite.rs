@@ -245,29 +245,49 @@ fn entry_from_row(row: &SqliteRow) -> Result<JournalEntry> {
     })
 }
 
-async fn insert_entry(tx: &mut Transaction<'static, Sqlite>, e: &JournalEntry) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO journal (run_id, seq, key, kind, value, latency_ms, usage, cost_usd, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&e.run_id)
-    .bind(i64::try_from(e.seq).unwrap_or(i64::MAX))
-    .bind(&e.key)
-    .bind(e.kind.as_str())
-    .bind(to_json(&e.value, "a journal value")?)
-    .bind(i64::try_from(e.latency_ms).unwrap_or(i64::MAX))
-    .bind(to_json(&e.usage, "journal usage")?)
-    .bind(e.cost_usd)
-    .bind(e.created_at)
-    .execute(&mut **tx)
-    .await
-    .map_err(|err| Error::Journal {
-        key: e.key.clone(),
-        message: format!(
-            "appending to the journal of run {} failed (duplicate key or seq, or unknown run): {err}",
-            e.run_id
-        ),
-    })?;
+/// Insert journal entries with multi-row `INSERT`s (500 rows per statement).
+async fn insert_entries(
+    tx: &mut Transaction<'static, Sqlite>,
+    entries: &[JournalEntry],
+) -> Result<()> {
+    for chunk in entries.chunks(500) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for e in chunk {
+            rows.push((
+                e,
+                to_json(&e.value, "a journal value")?,
+                to_json(&e.usage, "journal usage")?,
+            ));
+        }
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO journal (run_id, seq, key, kind, value, latency_ms, usage, cost_usd, created_at) ",
+        );
+        q.push_values(rows, |mut b, (e, value, usage)| {
+            b.push_bind(e.run_id.clone())
+                .push_bind(i64::try_from(e.seq).unwrap_or(i64::MAX))
+                .push_bind(e.key.clone())
+                .push_bind(e.kind.as_str())
+                .push_bind(value)
+                .push_unseparated("")
+                .push_bind(i64::try_from(e.latency_ms).unwrap_or(i64::MAX))
+                .push_bind(usage)
+                .push_unseparated("")
+                .push_bind(e.cost_usd)
+                .push_bind(e.created_at);
+        });
+        q.build().execute(&mut **tx).await.map_err(|err| {
+            let first = &chunk[0];
+            Error::Journal {
+                key: first.key.clone(),
+                message: format!(
+                    "appending {} entries to the journal of run {} failed (a key or seq already \
+                     recorded, or an unknown run): {err}",
+                    chunk.len(),
+                    first.run_id
+                ),
+            }
+        })?;
+    }
     Ok(())
 }
 
@@ -275,21 +295,11 @@ async fn insert_entry(tx: &mut Transaction<'static, Sqlite>, e: &JournalEntry) -
 impl Store for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<Created> {
         let rec = RunRecord::new(run);
-        let mut tx = self.immediate().await?;
-        if let Some(key) = &rec.idempotency_key {
-            let existing = sqlx::query("SELECT * FROM runs WHERE idempotency_key = ?")
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("looking up an idempotency key"))?;
-            if let Some(row) = existing {
-                return Ok(Created::Existing(run_from_row(&row)?));
-            }
-        }
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO runs (id, target, version, input, status, attempts, idempotency_key,
                 created_at, updated_at, output, error, usage, cost_usd)
-             VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL, ?, 0)",
+             VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL, ?, 0)
+             ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(&rec.id)
         .bind(&rec.target)
@@ -300,11 +310,19 @@ impl Store for SqliteStore {
         .bind(rec.created_at)
         .bind(rec.updated_at)
         .bind(to_json(&rec.usage, "run usage")?)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await
-        .map_err(|e| store_error("sqlite", &format!("storing run {}", rec.id), e))?;
-        tx.commit().await.map_err(db("committing a new run"))?;
-        Ok(Created::New(rec))
+        .map_err(|e| store_error("sqlite", &format!("storing run {}", rec.id), e))?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(Created::New(rec));
+        }
+        let row = sqlx::query("SELECT * FROM runs WHERE idempotency_key = ?")
+            .bind(&rec.idempotency_key)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("looking up an idempotency key"))?;
+        Ok(Created::Existing(run_from_row(&row)?))
     }
 
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
@@ -381,9 +399,7 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.immediate().await?;
-        for e in entries {
-            insert_entry(&mut tx, e).await?;
-        }
+        insert_entries(&mut tx, entries).await?;
         tx.commit().await.map_err(db("committing journal entries"))
     }
 
@@ -460,7 +476,7 @@ impl Store for SqliteStore {
             .map_err(db("reading a signal payload"))?;
         let payload: Value = from_json(&payload, "a signal payload")?;
         entry.value = payload.clone();
-        insert_entry(&mut tx, &entry).await?;
+        insert_entries(&mut tx, std::slice::from_ref(&entry)).await?;
         tx.commit()
             .await
             .map_err(db("committing a delivered signal"))?;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::journal::DurableJournal;
-use crate::model::{NewRun, RunRecord, RunUpdate};
+use crate::model::{Created, NewRun, RunRecord, RunUpdate};
 use crate::redact::Redactor;
 use crate::store::Store;
 use crate::workflow::{DynWorkflow, Erased, SignalHumanInput, Workflow, WorkflowContext};
@@ -292,6 +292,16 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// What the dispatcher already knows about a run.
+enum Hint {
+    /// Nothing: read it from the store.
+    None,
+    /// Its record (just created): no need to read it.
+    Known(RunRecord),
+    /// Claimed for this node by `claim_next`.
+    Claimed(RunRecord),
+}
+
 /// What one execution ended with.
 enum Outcome {
     Done,
@@ -388,7 +398,7 @@ impl Runtime {
                 {
                     Ok(runs) => {
                         for run in runs {
-                            this.dispatch_run(run.id.clone(), Some(run));
+                            this.dispatch_run(run.id.clone(), Hint::Claimed(run));
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "polling for runs failed"),
@@ -549,8 +559,8 @@ impl Runtime {
         }
         let created = self.inner.store.create_run(run).await?;
         let id = created.run().id.clone();
-        if created.is_new() {
-            self.dispatch(id.clone());
+        if let Created::New(run) = created {
+            self.dispatch_run(id.clone(), Hint::Known(run));
         }
         Ok(id)
     }
@@ -751,19 +761,21 @@ impl Runtime {
     }
 
     fn dispatch(&self, run_id: String) {
-        self.dispatch_run(run_id, None);
+        self.dispatch_run(run_id, Hint::None);
     }
 
-    fn dispatch_run(&self, run_id: String, claimed: Option<RunRecord>) {
+    fn dispatch_run(&self, run_id: String, hint: Hint) {
         if self.inner.stopping.load(Ordering::SeqCst) {
             return;
         }
         self.start_heartbeat();
         let this = self.clone();
         self.inner.tasks.spawn(async move {
-            let mut claimed = claimed;
+            let mut hint = hint;
             loop {
-                let outcome = this.drive(&run_id, claimed.take()).await;
+                let outcome = this
+                    .drive(&run_id, std::mem::replace(&mut hint, Hint::None))
+                    .await;
                 this.notify();
                 match outcome {
                     Ok(Outcome::Requeue) => {
@@ -781,7 +793,7 @@ impl Runtime {
         });
     }
 
-    async fn drive(&self, run_id: &str, claimed: Option<RunRecord>) -> Result<Outcome> {
+    async fn drive(&self, run_id: &str, hint: Hint) -> Result<Outcome> {
         let token = {
             let Ok(mut m) = self.inner.inflight.lock() else {
                 return Ok(Outcome::Done);
@@ -793,7 +805,7 @@ impl Runtime {
             m.insert(run_id.to_owned(), t.clone());
             t
         };
-        let result = self.execute(run_id, claimed, &token).await;
+        let result = self.execute(run_id, hint, &token).await;
         if let Ok(mut m) = self.inner.inflight.lock() {
             m.remove(run_id);
         }
@@ -803,12 +815,17 @@ impl Runtime {
     async fn execute(
         &self,
         run_id: &str,
-        claimed: Option<RunRecord>,
+        hint: Hint,
         token: &CancellationToken,
     ) -> Result<Outcome> {
         let store = &self.inner.store;
-        let Some(run) = store.get_run(run_id).await? else {
-            return Ok(Outcome::Done);
+        let (run, claimed) = match hint {
+            Hint::Claimed(run) => (run.clone(), Some(run)),
+            Hint::Known(run) => (run, None),
+            Hint::None => match store.get_run(run_id).await? {
+                Some(run) => (run, None),
+                None => return Ok(Outcome::Done),
+            },
         };
         let Some(target) = self.target(&run.target) else {
             let err = self.unknown_target(&run.target).to_string();
@@ -856,9 +873,12 @@ impl Runtime {
             .read()
             .map(|p| Arc::clone(&p))
             .unwrap_or_else(|_| PriceTable::shared_default());
-        let journal = Arc::new(
-            DurableJournal::load(Arc::clone(store), run_id, redactor, Arc::clone(&prices)).await?,
-        );
+        // Journal entries are only written while a run executes, so a first attempt has none.
+        let journal = Arc::new(if run.attempts <= 1 {
+            DurableJournal::empty(Arc::clone(store), run_id, redactor, Arc::clone(&prices))
+        } else {
+            DurableJournal::load(Arc::clone(store), run_id, redactor, Arc::clone(&prices)).await?
+        });
         let policy = &target.options.retry;
         let mut attempt = 1u32;
         loop {

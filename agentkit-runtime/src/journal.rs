@@ -69,6 +69,22 @@ impl DurableJournal {
         })
     }
 
+    /// An empty journal for a run that has never executed (nothing to read from the store).
+    pub fn empty(
+        store: Arc<dyn Store>,
+        run_id: impl Into<String>,
+        redactor: Redactor,
+        prices: Arc<PriceTable>,
+    ) -> Self {
+        Self {
+            store,
+            run_id: run_id.into(),
+            redactor,
+            prices,
+            state: Mutex::new(State::default()),
+        }
+    }
+
     /// The run this journal belongs to.
     #[must_use]
     pub fn run_id(&self) -> &str {

@@ -245,48 +245,62 @@ fn entry_from_row(row: &SqliteRow) -> Result<JournalEntry> {
     })
 }
 
-/// Insert journal entries with multi-row `INSERT`s (500 rows per statement).
+/// One multi-row `INSERT` for up to [`CHUNK`] journal entries.
+fn insert_query(chunk: &[JournalEntry]) -> Result<sqlx::QueryBuilder<Sqlite>> {
+    let mut rows = Vec::with_capacity(chunk.len());
+    for e in chunk {
+        rows.push((
+            e,
+            to_json(&e.value, "a journal value")?,
+            to_json(&e.usage, "journal usage")?,
+        ));
+    }
+    let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+        "INSERT INTO journal (run_id, seq, key, kind, value, latency_ms, usage, cost_usd, created_at) ",
+    );
+    q.push_values(rows, |mut b, (e, value, usage)| {
+        b.push_bind(e.run_id.clone())
+            .push_bind(i64::try_from(e.seq).unwrap_or(i64::MAX))
+            .push_bind(e.key.clone())
+            .push_bind(e.kind.as_str())
+            .push_bind(value)
+            .push_bind(i64::try_from(e.latency_ms).unwrap_or(i64::MAX))
+            .push_bind(usage)
+            .push_bind(e.cost_usd)
+            .push_bind(e.created_at);
+    });
+    Ok(q)
+}
+
+/// Rows per journal `INSERT` (9 parameters each, well under the parameter limits).
+const CHUNK: usize = 500;
+
+fn append_error(chunk: &[JournalEntry], err: sqlx::Error) -> Error {
+    let (key, run) = chunk
+        .first()
+        .map(|e| (e.key.clone(), e.run_id.clone()))
+        .unwrap_or_default();
+    Error::Journal {
+        key,
+        message: format!(
+            "appending {} entries to the journal of run {run} failed (a key or seq already \
+             recorded, or an unknown run): {err}",
+            chunk.len()
+        ),
+    }
+}
+
+/// Insert journal entries inside a transaction, [`CHUNK`] rows per statement.
 async fn insert_entries(
     tx: &mut Transaction<'static, Sqlite>,
     entries: &[JournalEntry],
 ) -> Result<()> {
-    for chunk in entries.chunks(500) {
-        let mut rows = Vec::with_capacity(chunk.len());
-        for e in chunk {
-            rows.push((
-                e,
-                to_json(&e.value, "a journal value")?,
-                to_json(&e.usage, "journal usage")?,
-            ));
-        }
-        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
-            "INSERT INTO journal (run_id, seq, key, kind, value, latency_ms, usage, cost_usd, created_at) ",
-        );
-        q.push_values(rows, |mut b, (e, value, usage)| {
-            b.push_bind(e.run_id.clone())
-                .push_bind(i64::try_from(e.seq).unwrap_or(i64::MAX))
-                .push_bind(e.key.clone())
-                .push_bind(e.kind.as_str())
-                .push_bind(value)
-                .push_unseparated("")
-                .push_bind(i64::try_from(e.latency_ms).unwrap_or(i64::MAX))
-                .push_bind(usage)
-                .push_unseparated("")
-                .push_bind(e.cost_usd)
-                .push_bind(e.created_at);
-        });
-        q.build().execute(&mut **tx).await.map_err(|err| {
-            let first = &chunk[0];
-            Error::Journal {
-                key: first.key.clone(),
-                message: format!(
-                    "appending {} entries to the journal of run {} failed (a key or seq already \
-                     recorded, or an unknown run): {err}",
-                    chunk.len(),
-                    first.run_id
-                ),
-            }
-        })?;
+    for chunk in entries.chunks(CHUNK) {
+        insert_query(chunk)?
+            .build()
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| append_error(chunk, e))?;
     }
     Ok(())
 }
@@ -397,6 +411,15 @@ impl Store for SqliteStore {
     async fn append(&self, entries: &[JournalEntry]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
+        }
+        if entries.len() <= CHUNK {
+            // One statement is atomic on its own: no transaction round trips.
+            return insert_query(entries)?
+                .build()
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| append_error(entries, e));
         }
         let mut tx = self.immediate().await?;
         insert_entries(&mut tx, entries).await?;

@@ -262,6 +262,8 @@ struct Inner {
     store: Arc<dyn Store>,
     targets: RwLock<HashMap<String, Arc<Target>>>,
     inflight: Mutex<HashMap<String, CancellationToken>>,
+    /// Runs dispatched while they were still executing: driven again when that ends.
+    rerun: Mutex<std::collections::HashSet<String>>,
     redactor: RwLock<Redactor>,
     prices: RwLock<Arc<PriceTable>>,
     stopping: AtomicBool,
@@ -317,6 +319,7 @@ impl Runtime {
                 store,
                 targets: RwLock::default(),
                 inflight: Mutex::default(),
+                rerun: Mutex::default(),
                 redactor: RwLock::new(Redactor::default()),
                 prices: RwLock::new(PriceTable::shared_default()),
                 stopping: AtomicBool::new(false),
@@ -649,6 +652,65 @@ impl Runtime {
         Ok(())
     }
 
+    /// Pause a run: it is stored as `paused` and, if it is executing, its context is cancelled
+    /// so it stops between steps. Completed steps stay journaled; [`resume`](Self::resume)
+    /// re-executes it and replays them.
+    pub async fn pause(&self, run_id: &str) -> Result<()> {
+        let live = [
+            RunStatus::Queued,
+            RunStatus::Running,
+            RunStatus::WaitingInput,
+            RunStatus::WaitingApproval,
+        ];
+        if self
+            .inner
+            .store
+            .transition(run_id, &live, RunUpdate::new(RunStatus::Paused))
+            .await?
+            .is_none()
+        {
+            let run = self.get(run_id).await?;
+            return Err(Error::Workflow(format!(
+                "run {run_id} cannot be paused: it is {}",
+                run.status
+            )));
+        }
+        let token = self
+            .inner
+            .inflight
+            .lock()
+            .ok()
+            .and_then(|m| m.get(run_id).cloned());
+        if let Some(t) = token {
+            t.cancel();
+        }
+        self.notify();
+        Ok(())
+    }
+
+    /// Resume a paused run: it is queued again and re-executes from its journal.
+    pub async fn resume(&self, run_id: &str) -> Result<()> {
+        if self
+            .inner
+            .store
+            .transition(
+                run_id,
+                &[RunStatus::Paused],
+                RunUpdate::new(RunStatus::Queued),
+            )
+            .await?
+            .is_none()
+        {
+            let run = self.get(run_id).await?;
+            return Err(Error::Workflow(format!(
+                "run {run_id} cannot be resumed: it is {}, not paused",
+                run.status
+            )));
+        }
+        self.dispatch(run_id.to_owned());
+        Ok(())
+    }
+
     /// Deliver a signal: it is stored (redacted), and a run waiting for signals is queued
     /// again and resumes from its journal. Works for a run that waited in a process that has
     /// since exited.
@@ -799,6 +861,9 @@ impl Runtime {
                 return Ok(Outcome::Done);
             };
             if m.contains_key(run_id) {
+                if let Ok(mut r) = self.inner.rerun.lock() {
+                    r.insert(run_id.to_owned());
+                }
                 return Ok(Outcome::Done);
             }
             let t = self.inner.abort.child_token();
@@ -809,7 +874,16 @@ impl Runtime {
         if let Ok(mut m) = self.inner.inflight.lock() {
             m.remove(run_id);
         }
-        result
+        let again = self
+            .inner
+            .rerun
+            .lock()
+            .map(|mut r| r.remove(run_id))
+            .unwrap_or(false);
+        match result {
+            Ok(Outcome::Done) if again => Ok(Outcome::Requeue),
+            other => other,
+        }
     }
 
     async fn execute(

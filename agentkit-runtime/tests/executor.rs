@@ -772,3 +772,46 @@ async fn a_durable_sleep_resumes_with_only_the_time_left() {
     assert!(elapsed < Duration::from_millis(850), "{elapsed:?}");
     assert_eq!(rt.journal(&id).await.unwrap()[0].kind, EntryKind::Timer);
 }
+
+#[tokio::test]
+async fn a_paused_run_stops_and_a_resumed_run_finishes_without_repeating_steps() {
+    let (rt, executed, _) = slow_runtime(Arc::new(MemoryStore::new()), 10, TargetOptions::new());
+    let id = rt
+        .start_run("slow", json!(0), StartOptions::new())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(70)).await;
+    rt.pause(&id).await.unwrap();
+    assert_eq!(rt.get(&id).await.unwrap().status, RunStatus::Paused);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let at_pause = executed.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        executed.load(Ordering::SeqCst),
+        at_pause,
+        "no step while paused"
+    );
+    assert!(at_pause < 10, "{at_pause}");
+    assert!(rt.resume(&id).await.is_ok());
+    let run = rt.wait(&id).await.unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!(
+        executed.load(Ordering::SeqCst),
+        10,
+        "journaled steps were replayed"
+    );
+    assert!(
+        rt.resume(&id)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("not paused")
+    );
+    assert!(
+        rt.pause(&id)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("succeeded")
+    );
+}

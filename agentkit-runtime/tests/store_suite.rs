@@ -260,6 +260,51 @@ async fn suite(store: Arc<dyn Store>) {
             .unwrap()
             .is_empty()
     );
+
+    // Context key-value store: namespaced, replaced on put, TTL honoured.
+    assert_eq!(store.kv_get("team-a", "k").await.unwrap(), None);
+    store
+        .kv_put("team-a", "k", json!({"v": 1}), None)
+        .await
+        .unwrap();
+    store
+        .kv_put("team-b", "k", json!("other"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.kv_get("team-a", "k").await.unwrap(),
+        Some(json!({"v": 1}))
+    );
+    store
+        .kv_put(
+            "team-a",
+            "k",
+            json!({"v": 2}),
+            Some(std::time::Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.kv_get("team-a", "k").await.unwrap(),
+        Some(json!({"v": 2}))
+    );
+    assert_eq!(
+        store.kv_get("team-b", "k").await.unwrap(),
+        Some(json!("other"))
+    );
+    store
+        .kv_put("team-a", "gone", json!(1), Some(std::time::Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.kv_get("team-a", "gone").await.unwrap(),
+        None,
+        "expired"
+    );
+    assert!(!store.kv_delete("team-a", "gone").await.unwrap());
+    assert!(store.kv_delete("team-a", "k").await.unwrap());
+    assert_eq!(store.kv_get("team-a", "k").await.unwrap(), None);
+    assert!(!store.kv_delete("team-a", "k").await.unwrap());
 }
 
 #[cfg(feature = "postgres")]

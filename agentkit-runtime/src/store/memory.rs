@@ -17,6 +17,7 @@ struct State {
     keys: HashMap<String, String>,
     journals: HashMap<String, Vec<JournalEntry>>,
     signals: HashMap<(String, String), VecDeque<Value>>,
+    kv: HashMap<(String, String), (Value, Option<i64>)>,
 }
 
 /// A [`Store`] in process memory.
@@ -184,6 +185,41 @@ impl Store for MemoryStore {
                 q.pop_front();
             }
             Ok(Some(payload))
+        })
+    }
+
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<()> {
+        self.with(|s| {
+            s.kv.insert(
+                (namespace.to_owned(), key.to_owned()),
+                (value, super::expires_at(ttl)),
+            );
+            Ok(())
+        })
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
+        let now = now_ms();
+        self.with(|s| {
+            Ok(s.kv
+                .get(&(namespace.to_owned(), key.to_owned()))
+                .filter(|(_, exp)| exp.is_none_or(|e| e > now))
+                .map(|(v, _)| v.clone()))
+        })
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        let now = now_ms();
+        self.with(|s| {
+            Ok(s.kv
+                .remove(&(namespace.to_owned(), key.to_owned()))
+                .is_some_and(|(_, exp)| exp.is_none_or(|e| e > now)))
         })
     }
 

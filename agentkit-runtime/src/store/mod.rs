@@ -88,6 +88,22 @@ pub trait Store: Send + Sync + 'static {
     /// held.
     async fn renew_leases(&self, owner: &str, run_ids: &[String], lease_until: i64) -> Result<u64>;
 
+    /// Store `value` under `key` in `namespace` (shared agent memory across runs), replacing
+    /// what was there; with a `ttl` it expires after that long.
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<()>;
+
+    /// The value under `key` in `namespace`, unless absent or expired.
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>>;
+
+    /// Delete `key` from `namespace`; returns whether a live value was there.
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool>;
+
     /// Whether several runtime processes may share this store (PostgreSQL). When false (memory,
     /// SQLite), one process owns the store, and a process that starts treats runs left
     /// `running` as orphaned by a dead process at once instead of waiting for their leases.
@@ -110,4 +126,11 @@ pub(crate) fn store_error(
 pub(crate) fn oldest_first(mut runs: Vec<RunRecord>) -> Vec<RunRecord> {
     runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     runs
+}
+
+/// When a value put now with `ttl` expires (ms since epoch).
+pub(crate) fn expires_at(ttl: Option<std::time::Duration>) -> Option<i64> {
+    ttl.map(|t| {
+        crate::model::now_ms().saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX))
+    })
 }

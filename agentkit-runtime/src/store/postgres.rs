@@ -12,10 +12,11 @@ use crate::model::{
     Created, EntryKind, JournalEntry, NewRun, RunRecord, RunUpdate, now_ms, parse_status,
 };
 
-const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE agentkit_runs (
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE agentkit_runs (
             id TEXT PRIMARY KEY,
             target TEXT NOT NULL,
             version BIGINT NOT NULL,
@@ -33,8 +34,8 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             owner TEXT,
             lease_until BIGINT
         )",
-        "CREATE INDEX agentkit_runs_by_status ON agentkit_runs (status, created_at)",
-        "CREATE TABLE agentkit_journal (
+            "CREATE INDEX agentkit_runs_by_status ON agentkit_runs (status, created_at)",
+            "CREATE TABLE agentkit_journal (
             run_id TEXT NOT NULL REFERENCES agentkit_runs (id),
             seq BIGINT NOT NULL,
             key TEXT NOT NULL,
@@ -47,7 +48,7 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             PRIMARY KEY (run_id, seq),
             UNIQUE (run_id, key)
         )",
-        "CREATE TABLE agentkit_signals (
+            "CREATE TABLE agentkit_signals (
             id BIGSERIAL PRIMARY KEY,
             run_id TEXT NOT NULL REFERENCES agentkit_runs (id),
             name TEXT NOT NULL,
@@ -55,9 +56,20 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             delivered BOOLEAN NOT NULL DEFAULT FALSE,
             created_at BIGINT NOT NULL
         )",
-        "CREATE INDEX agentkit_signals_pending ON agentkit_signals (run_id, name, delivered, id)",
-    ],
-)];
+            "CREATE INDEX agentkit_signals_pending ON agentkit_signals (run_id, name, delivered, id)",
+        ],
+    ),
+    (
+        2,
+        &["CREATE TABLE agentkit_kv (
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value JSONB NOT NULL,
+        expires_at BIGINT,
+        PRIMARY KEY (namespace, key)
+    )"],
+    ),
+];
 
 const RUN_COLUMNS: &str = "id, target, version, input::text AS input, status, attempts, \
     idempotency_key, created_at, updated_at, output::text AS output, error, usage::text AS usage, \
@@ -496,6 +508,67 @@ impl Store for PostgresStore {
             .await
             .map_err(db("committing a delivered signal"))?;
         Ok(Some(payload))
+    }
+
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO agentkit_kv (namespace, key, value, expires_at) VALUES ($1, $2, $3::jsonb, $4)
+             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
+                expires_at = excluded.expires_at")
+        .bind(namespace)
+        .bind(key)
+        .bind(to_json(&value, "a context value")?)
+        .bind(super::expires_at(ttl))
+        .execute(&self.pool)
+        .await
+        .map_err(db("storing a context value"))?;
+        Ok(())
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
+        let row = sqlx::query(
+            "SELECT value::text AS value FROM agentkit_kv WHERE namespace = $1 AND key = $2
+             AND (expires_at IS NULL OR expires_at > $3)",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a context value"))?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let v: String = row
+                    .try_get("value")
+                    .map_err(db("reading a context value"))?;
+                from_json(&v, "a context value").map(Some)
+            }
+        }
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "DELETE FROM agentkit_kv WHERE namespace = $1 AND key = $2
+             RETURNING (expires_at IS NULL OR expires_at > $3) AS live",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("deleting a context value"))?;
+        match row {
+            None => Ok(false),
+            Some(row) => row
+                .try_get::<bool, _>("live")
+                .map_err(db("deleting a context value")),
+        }
     }
 
     async fn claim(

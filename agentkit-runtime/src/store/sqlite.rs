@@ -71,6 +71,16 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE runs ADD COLUMN lease_until INTEGER",
         ],
     ),
+    (
+        3,
+        &["CREATE TABLE kv (
+            namespace TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            expires_at INTEGER,
+            PRIMARY KEY (namespace, key)
+        )"],
+    ),
 ];
 
 /// A [`Store`] in one SQLite file (WAL mode, `synchronous = NORMAL`).
@@ -504,6 +514,69 @@ impl Store for SqliteStore {
             .await
             .map_err(db("committing a delivered signal"))?;
         Ok(Some(payload))
+    }
+
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
+                expires_at = excluded.expires_at",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(to_json(&value, "a context value")?)
+        .bind(super::expires_at(ttl))
+        .execute(&self.pool)
+        .await
+        .map_err(db("storing a context value"))?;
+        Ok(())
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
+        let row = sqlx::query(
+            "SELECT value FROM kv WHERE namespace = ? AND key = ?
+             AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a context value"))?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let v: String = row
+                    .try_get("value")
+                    .map_err(db("reading a context value"))?;
+                from_json(&v, "a context value").map(Some)
+            }
+        }
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "DELETE FROM kv WHERE namespace = ? AND key = ?
+             RETURNING (expires_at IS NULL OR expires_at > ?) AS live",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("deleting a context value"))?;
+        match row {
+            None => Ok(false),
+            Some(row) => row
+                .try_get::<bool, _>("live")
+                .map_err(db("deleting a context value")),
+        }
     }
 
     async fn claim(

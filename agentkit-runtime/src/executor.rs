@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::journal::DurableJournal;
 use crate::model::{Created, NewRun, RunRecord, RunUpdate};
 use crate::redact::Redactor;
+use crate::scheduler::{CatchUp, Overlap, Schedule};
 use crate::store::Store;
 use crate::workflow::{DynWorkflow, Erased, SignalHumanInput, Workflow, WorkflowContext};
 
@@ -275,6 +276,14 @@ struct Inner {
     heartbeat: AtomicBool,
     background: CancellationToken,
     polling: CancellationToken,
+    schedules: RwLock<HashMap<String, Arc<ScheduleState>>>,
+}
+
+struct ScheduleState {
+    schedule: Schedule,
+    checked_until: Mutex<i64>,
+    paused: AtomicBool,
+    last_run: Mutex<Option<String>>,
 }
 
 /// The durable executor.
@@ -331,6 +340,7 @@ impl Runtime {
                 heartbeat: AtomicBool::new(false),
                 background: CancellationToken::new(),
                 polling: CancellationToken::new(),
+                schedules: RwLock::default(),
             }),
         }
     }
@@ -709,6 +719,142 @@ impl Runtime {
         }
         self.dispatch(run_id.to_owned());
         Ok(())
+    }
+
+    /// Register a schedule. Its target must be registered and its input must match it (a
+    /// schedule that could never start a run is refused, and nothing is stored). Fires are
+    /// started by [`start_scheduler`](Self::start_scheduler).
+    pub fn register_schedule(&self, schedule: Schedule) -> Result<()> {
+        let t = self
+            .target(&schedule.target)
+            .ok_or_else(|| self.unknown_target(&schedule.target))?;
+        t.validate(&schedule.input)
+            .map_err(|e| Error::InvalidRequest(format!("schedule `{}`: {e}", schedule.name)))?;
+        let now = crate::model::now_ms();
+        let from = match schedule.catch_up {
+            CatchUp::Skip => now,
+            CatchUp::Within(w) => {
+                now.saturating_sub(i64::try_from(w.as_millis()).unwrap_or(i64::MAX))
+            }
+        };
+        if let Ok(mut s) = self.inner.schedules.write() {
+            s.insert(
+                schedule.name.clone(),
+                Arc::new(ScheduleState {
+                    schedule,
+                    checked_until: Mutex::new(from),
+                    paused: AtomicBool::new(false),
+                    last_run: Mutex::default(),
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    fn schedule_state(&self, name: &str) -> Result<Arc<ScheduleState>> {
+        self.inner
+            .schedules
+            .read()
+            .ok()
+            .and_then(|s| s.get(name).cloned())
+            .ok_or_else(|| Error::InvalidRequest(format!("no schedule named `{name}`")))
+    }
+
+    /// Pause a schedule on this node: its fires are skipped until it is resumed.
+    pub fn pause_schedule(&self, name: &str) -> Result<()> {
+        self.schedule_state(name)?
+            .paused
+            .store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Resume a paused schedule; fires that came while it was paused are skipped.
+    pub fn resume_schedule(&self, name: &str) -> Result<()> {
+        let st = self.schedule_state(name)?;
+        if let Ok(mut c) = st.checked_until.lock() {
+            *c = crate::model::now_ms();
+        }
+        st.paused.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Evaluate the schedules every `tick` and start the runs of their fires (stops at
+    /// [`shutdown`](Self::shutdown)). Returns at once.
+    pub fn start_scheduler(&self, tick: Duration) {
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            loop {
+                if this.inner.stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                this.fire_due().await;
+                tokio::select! {
+                    () = tokio::time::sleep(tick) => {}
+                    () = this.inner.polling.cancelled() => break,
+                }
+            }
+        });
+    }
+
+    /// Start the runs of every fire due now; returns how many runs this call created.
+    pub async fn fire_due(&self) -> usize {
+        let states: Vec<Arc<ScheduleState>> = self
+            .inner
+            .schedules
+            .read()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default();
+        let now = crate::model::now_ms();
+        let mut created = 0;
+        for st in states {
+            if st.paused.load(Ordering::SeqCst) {
+                continue;
+            }
+            let from = st.checked_until.lock().map(|c| *c).unwrap_or(now);
+            let fires = st.schedule.fires_between(from, now);
+            if let Ok(mut c) = st.checked_until.lock() {
+                *c = now.max(*c);
+            }
+            for fire in fires {
+                match self.fire(&st, fire).await {
+                    Ok(true) => created += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(schedule = %st.schedule.name, fire, error = %e, "schedule fire failed");
+                    }
+                }
+            }
+        }
+        created
+    }
+
+    async fn fire(&self, st: &ScheduleState, fire: i64) -> Result<bool> {
+        let s = &st.schedule;
+        if s.overlap == Overlap::Skip {
+            let last = st.last_run.lock().ok().and_then(|l| l.clone());
+            if let Some(id) = last
+                && let Some(run) = self.inner.store.get_run(&id).await?
+                && !run.status.is_terminal()
+            {
+                tracing::info!(schedule = %s.name, fire, "previous run unfinished; fire skipped");
+                return Ok(false);
+            }
+        }
+        let Some(t) = self.target(&s.target) else {
+            return Err(self.unknown_target(&s.target));
+        };
+        let run = NewRun::new(&s.target, s.input.clone())
+            .with_version(t.options.version)
+            .with_idempotency_key(s.fire_key(fire));
+        let created = self.inner.store.create_run(run).await?;
+        if let Ok(mut l) = st.last_run.lock() {
+            *l = Some(created.run().id.clone());
+        }
+        if let Created::New(run) = created {
+            self.dispatch_run(run.id.clone(), Hint::Known(run));
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Deliver a signal: it is stored (redacted), and a run waiting for signals is queued

@@ -9,6 +9,7 @@ pub mod executor;
 pub mod journal;
 pub mod model;
 pub mod redact;
+pub mod scheduler;
 pub mod store;
 pub mod workflow;
 
@@ -16,6 +17,7 @@ pub use executor::{AgentFactory, RetryPolicy, Runtime, TargetOptions};
 pub use journal::DurableJournal;
 pub use model::{Created, EntryKind, JournalEntry, NewRun, RunRecord, RunUpdate};
 pub use redact::Redactor;
+pub use scheduler::{CatchUp, Overlap, Schedule, Trigger};
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]

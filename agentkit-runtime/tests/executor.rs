@@ -815,3 +815,38 @@ async fn a_paused_run_stops_and_a_resumed_run_finishes_without_repeating_steps()
             .contains("succeeded")
     );
 }
+
+#[tokio::test]
+async fn emitted_events_start_subscribed_runs_once_per_event_id() {
+    let reserved = Arc::new(AtomicU32::new(0));
+    let shipped = Arc::new(AtomicU32::new(0));
+    let rt = fulfil_runtime(Arc::new(MemoryStore::new()), &reserved, &shipped);
+    assert!(rt.on_event("order.created", "nope").is_err());
+    rt.on_event("order.created", "fulfil").unwrap();
+    let order = json!({"id": 9, "items": ["a"]});
+    let ids = rt
+        .emit("order.created", order.clone(), Some("evt-1"))
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 1);
+    let again = rt
+        .emit("order.created", order, Some("evt-1"))
+        .await
+        .unwrap();
+    assert_eq!(again, ids, "a retried webhook starts nothing new");
+    rt.wait_for_status(&ids[0], &[RunStatus::WaitingInput])
+        .await
+        .unwrap();
+    assert_eq!(reserved.load(Ordering::SeqCst), 1);
+    // A payload the subscriber rejects starts nothing; an event nobody listens to, neither.
+    assert!(
+        rt.emit("order.created", json!({"id": "x"}), None)
+            .await
+            .is_err()
+    );
+    assert!(rt.emit("other", json!({}), None).await.unwrap().is_empty());
+    assert_eq!(
+        rt.store().list_runs(&ALL_STATUSES, 10).await.unwrap().len(),
+        1
+    );
+}

@@ -1,8 +1,8 @@
 //! # agentkit-runtime
 //!
-//! Durable runs for agentkit agents and workflows, in-process, over an embedded SQLite file
-//! (or in memory for tests). See the crate README section of the docs below for what works
-//! today and what does not yet.
+//! The crate's README follows: what works today, the durability contract, and what is not yet
+//! implemented.
+//!
 #![doc = include_str!("../README.md")]
 
 pub mod executor;

@@ -20,6 +20,8 @@ struct State {
     replayed: Vec<String>,
     executed: Vec<String>,
     suspended: Option<String>,
+    order: Vec<String>,
+    divergences: Vec<String>,
 }
 
 /// A run's durable journal: a step already in the store returns its recorded result without
@@ -34,6 +36,7 @@ pub struct DurableJournal {
     redactor: Redactor,
     prices: Arc<PriceTable>,
     state: Mutex<State>,
+    replay_only: bool,
 }
 
 impl std::fmt::Debug for DurableJournal {
@@ -55,6 +58,7 @@ impl DurableJournal {
         let run_id = run_id.into();
         let entries = store.journal(&run_id).await?;
         let next_seq = entries.last().map_or(0, |e| e.seq + 1);
+        let order = entries.iter().map(|e| e.key.clone()).collect();
         let recorded = entries.into_iter().map(|e| (e.key, e.value)).collect();
         Ok(Self {
             store,
@@ -64,8 +68,10 @@ impl DurableJournal {
             state: Mutex::new(State {
                 recorded,
                 next_seq,
+                order,
                 ..State::default()
             }),
+            replay_only: false,
         })
     }
 
@@ -82,7 +88,47 @@ impl DurableJournal {
             redactor,
             prices,
             state: Mutex::new(State::default()),
+            replay_only: false,
         }
+    }
+
+    /// Replay only: a step that is not recorded is not executed; it is noted as a divergence
+    /// and fails. Nothing is appended.
+    #[must_use]
+    pub fn replay_only(mut self) -> Self {
+        self.replay_only = true;
+        self
+    }
+
+    /// Whether this journal only replays.
+    #[must_use]
+    pub fn is_replay_only(&self) -> bool {
+        self.replay_only
+    }
+
+    /// Note a divergence from the recording (replay mode).
+    pub(crate) fn diverged(&self, what: String) -> agentkit_core::Error {
+        let e = agentkit_core::Error::Workflow(format!("replay diverged: {what}"));
+        self.with(|s| s.divergences.push(what));
+        e
+    }
+
+    /// Divergences noted while replaying.
+    #[must_use]
+    pub fn divergences(&self) -> Vec<String> {
+        self.with(|s| s.divergences.clone())
+    }
+
+    /// Recorded keys that this execution never asked for, in recorded order.
+    #[must_use]
+    pub fn unused_keys(&self) -> Vec<String> {
+        self.with(|s| {
+            s.order
+                .iter()
+                .filter(|k| !s.replayed.contains(k))
+                .cloned()
+                .collect()
+        })
     }
 
     /// The run this journal belongs to.
@@ -173,6 +219,11 @@ impl Journal for DurableJournal {
     async fn step(&self, key: &str, exec: BoxFuture<'_, Result<Value>>) -> Result<Value> {
         if let Some(v) = self.replay(key) {
             return Ok(v);
+        }
+        if self.replay_only {
+            return Err(self.diverged(format!(
+                "step `{key}` is not in the recording (the code now asks for a step the run did not take)"
+            )));
         }
         let started = Instant::now();
         let value = exec.await?;

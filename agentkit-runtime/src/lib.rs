@@ -13,7 +13,7 @@ pub mod scheduler;
 pub mod store;
 pub mod workflow;
 
-pub use executor::{AgentFactory, RetryPolicy, Runtime, TargetOptions};
+pub use executor::{AgentFactory, ReplayReport, RetryPolicy, Runtime, TargetOptions};
 pub use journal::DurableJournal;
 pub use model::{Created, EntryKind, JournalEntry, NewRun, RunRecord, RunUpdate};
 pub use redact::Redactor;

@@ -231,6 +231,9 @@ impl WorkflowContext {
         if let Some(v) = journal.replay(&key) {
             return decode(v);
         }
+        if journal.is_replay_only() {
+            return Err(journal.diverged(format!("signal `{key}` is not in the recording")));
+        }
         self.inner.run.check()?;
         let entry = JournalEntry::new(self.run_id(), journal.next_seq(), &key, Value::Null);
         if let Some(v) = self

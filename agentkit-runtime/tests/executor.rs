@@ -850,3 +850,92 @@ async fn emitted_events_start_subscribed_runs_once_per_event_id() {
         1
     );
 }
+
+/// `fulfil` with its first step renamed: a code change the replay must report.
+struct FulfilV2;
+
+#[async_trait]
+impl Workflow for FulfilV2 {
+    type Input = Order;
+    type Output = Value;
+    fn name(&self) -> &str {
+        "fulfil"
+    }
+    async fn run(&self, ctx: &WorkflowContext, order: Order) -> Result<Value> {
+        let slot: String = ctx
+            .step("reserve-v2", async { Ok("slot-x".to_owned()) })
+            .await?;
+        Ok(json!({"order": order.id, "slot": slot}))
+    }
+}
+
+#[tokio::test]
+async fn replay_needs_no_provider_and_reports_divergences() {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+    // Record an agent run and a workflow run.
+    let (rt, c) = runtime_with_agent(Arc::clone(&store));
+    let agent_run = rt
+        .run_sync("weather", json!("Weather?"), StartOptions::new())
+        .await
+        .unwrap();
+    let reserved = Arc::new(AtomicU32::new(0));
+    let shipped = Arc::new(AtomicU32::new(0));
+    let frt = fulfil_runtime(Arc::clone(&store), &reserved, &shipped);
+    let wf = frt
+        .start_run(
+            "fulfil",
+            json!({"id": 5, "items": ["a"]}),
+            StartOptions::new(),
+        )
+        .await
+        .unwrap();
+    frt.wait_for_status(&wf, &[RunStatus::WaitingInput])
+        .await
+        .unwrap();
+    frt.signal(&wf, "approve", json!({"by": "eve"}))
+        .await
+        .unwrap();
+    assert_eq!(frt.wait(&wf).await.unwrap().status, RunStatus::Succeeded);
+    let journal_before = store.journal(&wf).await.unwrap();
+
+    // Same code: faithful, and the model and tool are not called again.
+    let (models, tools) = (
+        c.models.load(Ordering::SeqCst),
+        c.tools.load(Ordering::SeqCst),
+    );
+    let report = rt.replay(&agent_run.id).await.unwrap();
+    assert!(report.is_faithful(), "{:?}", report.divergences);
+    assert_eq!(report.output, agent_run.output);
+    assert_eq!(report.replayed.len(), 3);
+    assert_eq!(
+        c.models.load(Ordering::SeqCst),
+        models,
+        "no provider call on replay"
+    );
+    assert_eq!(
+        c.tools.load(Ordering::SeqCst),
+        tools,
+        "no tool call on replay"
+    );
+    let report = frt.replay(&wf).await.unwrap();
+    assert!(report.is_faithful(), "{:?}", report.divergences);
+    assert_eq!(reserved.load(Ordering::SeqCst), 1);
+
+    // Changed code: the divergence is reported, nothing runs, nothing is stored.
+    let v2 = Runtime::new(Arc::clone(&store));
+    v2.register_workflow(FulfilV2, TargetOptions::new());
+    let report = v2.replay(&wf).await.unwrap();
+    assert!(!report.is_faithful());
+    let all = report.divergences.join("\n");
+    assert!(
+        all.contains("step `step/reserve-v2` is not in the recording"),
+        "{all}"
+    );
+    assert!(
+        all.contains("recorded step `step/reserve` was not taken"),
+        "{all}"
+    );
+    assert!(report.output.is_none());
+    assert_eq!(store.journal(&wf).await.unwrap(), journal_before);
+    assert_eq!(store.list_runs(&ALL_STATUSES, 10).await.unwrap().len(), 2);
+}

@@ -430,11 +430,12 @@ async fn postgres_two_nodes_one_killed_the_other_finishes_every_run() {
             );
         }
     }
-    let resumed = orphaned.iter().filter(|t| count(&eb, t) > 0).count();
-    assert_eq!(
-        resumed,
-        orphaned.len(),
-        "node b resumed every run of node a"
+    // Every run node a left unfinished was continued by node b (a run whose calls were all
+    // journaled before the kill only needs its status set, so it executes nothing).
+    let unfinished: Vec<&String> = orphaned.iter().filter(|t| snapshot[*t] < full).collect();
+    assert!(
+        unfinished.iter().all(|t| count(&eb, t) > 0),
+        "node b resumed every unfinished run of node a"
     );
     assert!(
         count_tasks(&ea) > 0 && count_tasks(&eb) > 0,

@@ -731,7 +731,7 @@ async fn human_input_in_the_agent_loop_waits_durably_for_a_signal() {
     );
 }
 
-/// Sleeps 600 ms durably, then finishes.
+/// Sleeps 1 s durably, then finishes.
 struct Nap;
 
 #[async_trait]
@@ -742,7 +742,7 @@ impl Workflow for Nap {
         "nap"
     }
     async fn run(&self, ctx: &WorkflowContext, _input: Value) -> Result<bool> {
-        ctx.sleep(Duration::from_millis(600)).await?;
+        ctx.sleep(Duration::from_millis(1000)).await?;
         Ok(true)
     }
 }
@@ -757,7 +757,7 @@ async fn a_durable_sleep_resumes_with_only_the_time_left() {
         .start_run("nap", json!(null), StartOptions::new())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     rt.shutdown(Duration::ZERO).await;
     assert_eq!(rt.get(&id).await.unwrap().status, RunStatus::Queued);
 
@@ -767,9 +767,9 @@ async fn a_durable_sleep_resumes_with_only_the_time_left() {
     let run = rt.wait(&id).await.unwrap();
     let elapsed = started.elapsed();
     assert_eq!(run.status, RunStatus::Succeeded);
-    assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
-    // A timer that restarted from zero would end at 900 ms.
-    assert!(elapsed < Duration::from_millis(850), "{elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(1000), "{elapsed:?}");
+    // A timer that restarted from zero would end at 1.5 s.
+    assert!(elapsed < Duration::from_millis(1300), "{elapsed:?}");
     assert_eq!(rt.journal(&id).await.unwrap()[0].kind, EntryKind::Timer);
 }
 

@@ -1,1 +1,28 @@
-//! agentkit-runtime: not yet implemented.
+//! # agentkit-runtime
+//!
+//! The crate's README follows: what works today, the durability contract, and what is not yet
+//! implemented.
+//!
+#![doc = include_str!("../README.md")]
+
+pub mod executor;
+pub mod journal;
+pub mod model;
+pub mod redact;
+pub mod scheduler;
+pub mod store;
+pub mod workflow;
+
+pub use executor::{AgentFactory, ReplayReport, RetryPolicy, Runtime, TargetOptions};
+pub use journal::DurableJournal;
+pub use model::{Created, EntryKind, JournalEntry, NewRun, RunRecord, RunUpdate};
+pub use redact::Redactor;
+pub use scheduler::{CatchUp, Overlap, Schedule, Trigger};
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
+pub use store::{MemoryStore, Store};
+pub use workflow::{HUMAN_INPUT_SIGNAL, Workflow, WorkflowContext};
+
+pub use agentkit_core::{RunStatus, StartOptions, WorkflowHost};

@@ -1,0 +1,248 @@
+//! [`DurableJournal`]: core's [`Journal`] over a [`Store`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use agentkit_core::{Journal, PriceTable, Result, Usage};
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::model::{EntryKind, JournalEntry};
+use crate::redact::Redactor;
+use crate::store::Store;
+
+#[derive(Debug, Default)]
+struct State {
+    recorded: HashMap<String, Value>,
+    next_seq: u64,
+    replayed: Vec<String>,
+    executed: Vec<String>,
+    suspended: Option<String>,
+    order: Vec<String>,
+    divergences: Vec<String>,
+}
+
+/// A run's durable journal: a step already in the store returns its recorded result without
+/// executing; a new step executes once, is redacted, and is appended (with its sequence
+/// number, latency, and for model completions its usage and cost) before its result is used.
+///
+/// The agent loop journals each model *response* and each tool *result*, never the
+/// conversation so far, so a run with N model calls stores O(N) entries.
+pub struct DurableJournal {
+    store: Arc<dyn Store>,
+    run_id: String,
+    redactor: Redactor,
+    prices: Arc<PriceTable>,
+    state: Mutex<State>,
+    replay_only: bool,
+}
+
+impl std::fmt::Debug for DurableJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableJournal")
+            .field("run_id", &self.run_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DurableJournal {
+    /// Load the journal of `run_id` from `store`.
+    pub async fn load(
+        store: Arc<dyn Store>,
+        run_id: impl Into<String>,
+        redactor: Redactor,
+        prices: Arc<PriceTable>,
+    ) -> Result<Self> {
+        let run_id = run_id.into();
+        let entries = store.journal(&run_id).await?;
+        let next_seq = entries.last().map_or(0, |e| e.seq + 1);
+        let order = entries.iter().map(|e| e.key.clone()).collect();
+        let recorded = entries.into_iter().map(|e| (e.key, e.value)).collect();
+        Ok(Self {
+            store,
+            run_id,
+            redactor,
+            prices,
+            state: Mutex::new(State {
+                recorded,
+                next_seq,
+                order,
+                ..State::default()
+            }),
+            replay_only: false,
+        })
+    }
+
+    /// An empty journal for a run that has never executed (nothing to read from the store).
+    pub fn empty(
+        store: Arc<dyn Store>,
+        run_id: impl Into<String>,
+        redactor: Redactor,
+        prices: Arc<PriceTable>,
+    ) -> Self {
+        Self {
+            store,
+            run_id: run_id.into(),
+            redactor,
+            prices,
+            state: Mutex::new(State::default()),
+            replay_only: false,
+        }
+    }
+
+    /// Replay only: a step that is not recorded is not executed; it is noted as a divergence
+    /// and fails. Nothing is appended.
+    #[must_use]
+    pub fn replay_only(mut self) -> Self {
+        self.replay_only = true;
+        self
+    }
+
+    /// Whether this journal only replays.
+    #[must_use]
+    pub fn is_replay_only(&self) -> bool {
+        self.replay_only
+    }
+
+    /// Note a divergence from the recording (replay mode).
+    pub(crate) fn diverged(&self, what: String) -> agentkit_core::Error {
+        let e = agentkit_core::Error::Workflow(format!("replay diverged: {what}"));
+        self.with(|s| s.divergences.push(what));
+        e
+    }
+
+    /// Divergences noted while replaying.
+    #[must_use]
+    pub fn divergences(&self) -> Vec<String> {
+        self.with(|s| s.divergences.clone())
+    }
+
+    /// Recorded keys that this execution never asked for, in recorded order.
+    #[must_use]
+    pub fn unused_keys(&self) -> Vec<String> {
+        self.with(|s| {
+            s.order
+                .iter()
+                .filter(|k| !s.replayed.contains(k))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// The run this journal belongs to.
+    #[must_use]
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        match self.state.lock() {
+            Ok(mut s) => f(&mut s),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// Keys served from the journal instead of executing, in order.
+    #[must_use]
+    pub fn replayed_keys(&self) -> Vec<String> {
+        self.with(|s| s.replayed.clone())
+    }
+
+    /// Keys executed and appended by this process, in order.
+    #[must_use]
+    pub fn executed_keys(&self) -> Vec<String> {
+        self.with(|s| s.executed.clone())
+    }
+
+    /// The recorded value of `key`, counted as a replay when present.
+    pub(crate) fn replay(&self, key: &str) -> Option<Value> {
+        self.with(|s| {
+            let v = s.recorded.get(key).cloned();
+            if v.is_some() {
+                s.replayed.push(key.to_owned());
+            }
+            v
+        })
+    }
+
+    /// Reserve the next sequence number.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.with(|s| {
+            let n = s.next_seq;
+            s.next_seq += 1;
+            n
+        })
+    }
+
+    /// Mark the execution as suspended (waiting for `signal`): from now on nothing more is
+    /// journaled by it, so a step that was interrupted by the wait is not recorded as done.
+    pub(crate) fn suspend(&self, signal: &str) {
+        self.with(|s| s.suspended = Some(signal.to_owned()));
+    }
+
+    fn suspended_error(&self) -> Option<agentkit_core::Error> {
+        self.with(|s| {
+            s.suspended.as_ref().map(|name| {
+                agentkit_core::Error::Workflow(format!(
+                    "run {} is waiting for signal `{name}`; it resumes when the signal is delivered",
+                    self.run_id
+                ))
+            })
+        })
+    }
+
+    /// Note a value appended by someone else (a delivered signal).
+    pub(crate) fn note_appended(&self, key: &str, value: Value) {
+        self.with(|s| {
+            s.recorded.insert(key.to_owned(), value);
+            s.executed.push(key.to_owned());
+        });
+    }
+
+    fn usage_of(&self, kind: EntryKind, value: &Value) -> (Usage, f64) {
+        if kind != EntryKind::Llm {
+            return (Usage::default(), 0.0);
+        }
+        let usage: Usage = value
+            .get("usage")
+            .and_then(|u| serde_json::from_value(u.clone()).ok())
+            .unwrap_or_default();
+        let model = value.get("model").and_then(Value::as_str).unwrap_or("");
+        (usage, self.prices.cost(model, &usage))
+    }
+}
+
+#[async_trait]
+impl Journal for DurableJournal {
+    async fn step(&self, key: &str, exec: BoxFuture<'_, Result<Value>>) -> Result<Value> {
+        if let Some(v) = self.replay(key) {
+            return Ok(v);
+        }
+        if self.replay_only {
+            return Err(self.diverged(format!(
+                "step `{key}` is not in the recording (the code now asks for a step the run did not take)"
+            )));
+        }
+        let started = Instant::now();
+        let value = exec.await?;
+        if let Some(e) = self.suspended_error() {
+            return Err(e);
+        }
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut stored = value.clone();
+        self.redactor.apply(&mut stored);
+        let kind = EntryKind::from_key(key);
+        let (usage, cost) = self.usage_of(kind, &value);
+        let entry = JournalEntry::new(&self.run_id, self.next_seq(), key, stored.clone())
+            .with_latency_ms(latency_ms)
+            .with_usage(usage, cost);
+        self.store.append(&[entry]).await?;
+        self.with(|s| {
+            s.recorded.insert(key.to_owned(), stored);
+            s.executed.push(key.to_owned());
+        });
+        Ok(value)
+    }
+}

@@ -1,0 +1,407 @@
+//! The data model: runs, journal entries and the updates a [`Store`](crate::Store) applies.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use agentkit_core::{RunStatus, Usage};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Milliseconds since the Unix epoch, the time unit of every stored timestamp.
+#[must_use]
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Every status a run can have, in the order they are documented.
+pub const ALL_STATUSES: [RunStatus; 8] = [
+    RunStatus::Queued,
+    RunStatus::Running,
+    RunStatus::WaitingInput,
+    RunStatus::WaitingApproval,
+    RunStatus::Paused,
+    RunStatus::Succeeded,
+    RunStatus::Failed,
+    RunStatus::Cancelled,
+];
+
+/// Parse a stored status name (`queued`, `running`, ...).
+#[must_use]
+pub fn parse_status(s: &str) -> Option<RunStatus> {
+    ALL_STATUSES.into_iter().find(|st| st.as_str() == s)
+}
+
+/// A run to create: one invocation of a registered agent or workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct NewRun {
+    /// Run id (UUIDv7 by default).
+    pub id: String,
+    /// Target name (agent or workflow).
+    pub target: String,
+    /// Target version.
+    pub version: u32,
+    /// The run's input.
+    pub input: Value,
+    /// Same key, same run.
+    pub idempotency_key: Option<String>,
+}
+
+impl NewRun {
+    /// A new queued run of `target` with `input` and a fresh id.
+    pub fn new(target: impl Into<String>, input: Value) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            target: target.into(),
+            version: 1,
+            input,
+            idempotency_key: None,
+        }
+    }
+
+    /// Use this id.
+    #[must_use]
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
+    /// Set the target version.
+    #[must_use]
+    pub fn with_version(mut self, version: u32) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Set an idempotency key.
+    #[must_use]
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+/// A stored run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RunRecord {
+    /// Run id.
+    pub id: String,
+    /// Target name.
+    pub target: String,
+    /// Target version.
+    pub version: u32,
+    /// Input.
+    pub input: Value,
+    /// Status.
+    pub status: RunStatus,
+    /// How many times execution was started (first try, retries, resumes).
+    pub attempts: u32,
+    /// Idempotency key, if any.
+    pub idempotency_key: Option<String>,
+    /// Created (ms since epoch).
+    pub created_at: i64,
+    /// Last updated (ms since epoch).
+    pub updated_at: i64,
+    /// Output, when succeeded.
+    pub output: Option<Value>,
+    /// Error, when failed or cancelled.
+    pub error: Option<String>,
+    /// Tokens used.
+    pub usage: Usage,
+    /// Dollars spent.
+    pub cost_usd: f64,
+    /// The runtime node holding the run's lease, while it executes.
+    pub owner: Option<String>,
+    /// When the lease expires (ms since epoch); another node may then claim the run.
+    pub lease_until: Option<i64>,
+}
+
+impl RunRecord {
+    /// The record of a freshly created run.
+    #[must_use]
+    pub fn new(run: NewRun) -> Self {
+        let now = now_ms();
+        Self {
+            id: run.id,
+            target: run.target,
+            version: run.version,
+            input: run.input,
+            status: RunStatus::Queued,
+            attempts: 0,
+            idempotency_key: run.idempotency_key,
+            created_at: now,
+            updated_at: now,
+            output: None,
+            error: None,
+            usage: Usage::default(),
+            cost_usd: 0.0,
+            owner: None,
+            lease_until: None,
+        }
+    }
+
+    /// Whether `owner` may claim the run at `now`: it is queued, or running under a lease
+    /// that has expired.
+    #[must_use]
+    pub fn claimable(&self, now: i64) -> bool {
+        match self.status {
+            RunStatus::Queued => true,
+            RunStatus::Running => self.lease_until.is_none_or(|t| t < now),
+            _ => false,
+        }
+    }
+
+    /// Claim the run for `owner` until `lease_until`: running, one more attempt.
+    pub fn claim(&mut self, owner: &str, lease_until: i64) {
+        self.status = RunStatus::Running;
+        self.attempts += 1;
+        self.owner = Some(owner.to_owned());
+        self.lease_until = Some(lease_until);
+        self.updated_at = now_ms();
+    }
+
+    /// Apply an update (what every store does inside its transition).
+    pub fn apply(&mut self, update: &RunUpdate) {
+        self.status = update.status;
+        if update.increment_attempts {
+            self.attempts += 1;
+        }
+        if let Some(o) = &update.output {
+            self.output = Some(o.clone());
+        }
+        if let Some(e) = &update.error {
+            self.error = Some(e.clone());
+        }
+        if let Some(u) = update.usage {
+            self.usage = u;
+        }
+        if let Some(c) = update.cost_usd {
+            self.cost_usd = c;
+        }
+        self.updated_at = now_ms();
+    }
+}
+
+/// A status change with what comes with it; applied only if the run is in an expected status.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RunUpdate {
+    /// New status.
+    pub status: RunStatus,
+    /// Count one more attempt.
+    pub increment_attempts: bool,
+    /// Set the output.
+    pub output: Option<Value>,
+    /// Set the error.
+    pub error: Option<String>,
+    /// Set the usage totals.
+    pub usage: Option<Usage>,
+    /// Set the cost.
+    pub cost_usd: Option<f64>,
+    /// Apply only if the run's lease is held by this owner (a node that lost its lease must
+    /// not change a run another node now executes).
+    pub owner_fence: Option<String>,
+}
+
+impl RunUpdate {
+    /// Change the status only.
+    #[must_use]
+    pub fn new(status: RunStatus) -> Self {
+        Self {
+            status,
+            increment_attempts: false,
+            output: None,
+            error: None,
+            usage: None,
+            cost_usd: None,
+            owner_fence: None,
+        }
+    }
+
+    /// Apply only if `owner` holds the run's lease.
+    #[must_use]
+    pub fn with_owner_fence(mut self, owner: impl Into<String>) -> Self {
+        self.owner_fence = Some(owner.into());
+        self
+    }
+
+    /// Count one more attempt.
+    #[must_use]
+    pub fn with_attempt(mut self) -> Self {
+        self.increment_attempts = true;
+        self
+    }
+
+    /// Set the output.
+    #[must_use]
+    pub fn with_output(mut self, output: Value) -> Self {
+        self.output = Some(output);
+        self
+    }
+
+    /// Set the error.
+    #[must_use]
+    pub fn with_error(mut self, error: impl Into<String>) -> Self {
+        self.error = Some(error.into());
+        self
+    }
+
+    /// Set usage and cost totals.
+    #[must_use]
+    pub fn with_usage(mut self, usage: Usage, cost_usd: f64) -> Self {
+        self.usage = Some(usage);
+        self.cost_usd = Some(cost_usd);
+        self
+    }
+}
+
+/// What a journal entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EntryKind {
+    /// A model completion of the agent loop.
+    Llm,
+    /// A tool result of the agent loop.
+    Tool,
+    /// A `ctx.step` of a workflow.
+    Step,
+    /// A delivered signal.
+    Signal,
+    /// A durable timer.
+    Timer,
+    /// Anything else journaled through [`agentkit_core::Journal`].
+    Other,
+}
+
+impl EntryKind {
+    /// Classify a journal key (`agent/llm/3`, `agent/tool/4/call_1`, `step/fetch`, ...).
+    #[must_use]
+    pub fn from_key(key: &str) -> Self {
+        if key.starts_with("step/") {
+            Self::Step
+        } else if key.starts_with("signal/") {
+            Self::Signal
+        } else if key.starts_with("sleep/") {
+            Self::Timer
+        } else if key.contains("/llm/") {
+            Self::Llm
+        } else if key.contains("/tool/") {
+            Self::Tool
+        } else {
+            Self::Other
+        }
+    }
+
+    /// The snake_case name, as stored.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Llm => "llm",
+            Self::Tool => "tool",
+            Self::Step => "step",
+            Self::Signal => "signal",
+            Self::Timer => "timer",
+            Self::Other => "other",
+        }
+    }
+
+    /// Parse a stored name.
+    #[must_use]
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "llm" => Self::Llm,
+            "tool" => Self::Tool,
+            "step" => Self::Step,
+            "signal" => Self::Signal,
+            "timer" => Self::Timer,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// One entry of a run's append-only journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct JournalEntry {
+    /// The run.
+    pub run_id: String,
+    /// Position in the run's journal (0, 1, 2, ...).
+    pub seq: u64,
+    /// The step key (unique within the run).
+    pub key: String,
+    /// What was recorded.
+    pub kind: EntryKind,
+    /// The recorded (redacted) result.
+    pub value: Value,
+    /// How long the step took to execute.
+    pub latency_ms: u64,
+    /// Tokens used by the step (model completions).
+    pub usage: Usage,
+    /// Dollars spent by the step.
+    pub cost_usd: f64,
+    /// When it was recorded (ms since epoch).
+    pub created_at: i64,
+}
+
+impl JournalEntry {
+    /// An entry; the kind is derived from the key.
+    pub fn new(run_id: impl Into<String>, seq: u64, key: impl Into<String>, value: Value) -> Self {
+        let key = key.into();
+        Self {
+            run_id: run_id.into(),
+            seq,
+            kind: EntryKind::from_key(&key),
+            key,
+            value,
+            latency_ms: 0,
+            usage: Usage::default(),
+            cost_usd: 0.0,
+            created_at: now_ms(),
+        }
+    }
+
+    /// Set the latency.
+    #[must_use]
+    pub fn with_latency_ms(mut self, ms: u64) -> Self {
+        self.latency_ms = ms;
+        self
+    }
+
+    /// Set usage and cost.
+    #[must_use]
+    pub fn with_usage(mut self, usage: Usage, cost_usd: f64) -> Self {
+        self.usage = usage;
+        self.cost_usd = cost_usd;
+        self
+    }
+}
+
+/// The result of [`Store::create_run`](crate::Store::create_run).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Created {
+    /// A new run was stored.
+    New(RunRecord),
+    /// A run with the same idempotency key already existed; nothing was stored.
+    Existing(RunRecord),
+}
+
+impl Created {
+    /// The run, new or existing.
+    #[must_use]
+    pub fn run(&self) -> &RunRecord {
+        match self {
+            Self::New(r) | Self::Existing(r) => r,
+        }
+    }
+
+    /// Whether the run was created by this call.
+    #[must_use]
+    pub fn is_new(&self) -> bool {
+        matches!(self, Self::New(_))
+    }
+}

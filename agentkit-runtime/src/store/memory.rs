@@ -1,0 +1,284 @@
+//! An in-memory [`Store`]: for tests and single-process demos; nothing survives the process.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use agentkit_core::{Error, Result, RunStatus};
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::Store;
+use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate, now_ms};
+
+#[derive(Debug, Default)]
+struct State {
+    runs: HashMap<String, RunRecord>,
+    order: Vec<String>,
+    keys: HashMap<String, String>,
+    journals: HashMap<String, Vec<JournalEntry>>,
+    signals: HashMap<(String, String), VecDeque<Value>>,
+    kv: HashMap<(String, String), (Value, Option<i64>)>,
+}
+
+/// A [`Store`] in process memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        let mut s = self
+            .state
+            .lock()
+            .map_err(|_| Error::Workflow("memory store: lock poisoned by a panic".into()))?;
+        f(&mut s)
+    }
+}
+
+fn duplicate(entry: &JournalEntry) -> Error {
+    Error::Journal {
+        key: entry.key.clone(),
+        message: format!(
+            "run {} already has a journal entry with this key or seq {}; journals are append-only",
+            entry.run_id, entry.seq
+        ),
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create_run(&self, run: NewRun) -> Result<Created> {
+        self.with(|s| {
+            if let Some(key) = &run.idempotency_key
+                && let Some(existing) = s.keys.get(key).and_then(|id| s.runs.get(id))
+            {
+                return Ok(Created::Existing(existing.clone()));
+            }
+            if s.runs.contains_key(&run.id) {
+                return Err(Error::InvalidRequest(format!(
+                    "a run with id {} already exists",
+                    run.id
+                )));
+            }
+            let rec = RunRecord::new(run);
+            if let Some(key) = &rec.idempotency_key {
+                s.keys.insert(key.clone(), rec.id.clone());
+            }
+            s.order.push(rec.id.clone());
+            s.runs.insert(rec.id.clone(), rec.clone());
+            Ok(Created::New(rec))
+        })
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        self.with(|s| Ok(s.runs.get(run_id).cloned()))
+    }
+
+    async fn list_runs(&self, statuses: &[RunStatus], limit: usize) -> Result<Vec<RunRecord>> {
+        self.with(|s| {
+            Ok(s.order
+                .iter()
+                .filter_map(|id| s.runs.get(id))
+                .filter(|r| statuses.contains(&r.status))
+                .take(limit)
+                .cloned()
+                .collect())
+        })
+    }
+
+    async fn transition(
+        &self,
+        run_id: &str,
+        from: &[RunStatus],
+        update: RunUpdate,
+    ) -> Result<Option<RunRecord>> {
+        self.with(|s| {
+            Ok(s.runs.get_mut(run_id).and_then(|r| {
+                let owner_ok = update
+                    .owner_fence
+                    .as_ref()
+                    .is_none_or(|o| r.owner.as_ref() == Some(o));
+                (owner_ok && from.contains(&r.status)).then(|| {
+                    r.apply(&update);
+                    r.clone()
+                })
+            }))
+        })
+    }
+
+    async fn append(&self, entries: &[JournalEntry]) -> Result<()> {
+        self.with(|s| {
+            for (i, e) in entries.iter().enumerate() {
+                let clash = |x: &JournalEntry| x.key == e.key || x.seq == e.seq;
+                let stored = s
+                    .journals
+                    .get(&e.run_id)
+                    .is_some_and(|j| j.iter().any(clash));
+                let batch = entries[..i]
+                    .iter()
+                    .any(|x| x.run_id == e.run_id && clash(x));
+                if stored || batch {
+                    return Err(duplicate(e));
+                }
+            }
+            for e in entries {
+                let j = s.journals.entry(e.run_id.clone()).or_default();
+                j.push(e.clone());
+                j.sort_by_key(|x| x.seq);
+            }
+            Ok(())
+        })
+    }
+
+    async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>> {
+        self.with(|s| Ok(s.journals.get(run_id).cloned().unwrap_or_default()))
+    }
+
+    async fn send_signal(&self, run_id: &str, name: &str, payload: Value) -> Result<()> {
+        self.with(|s| {
+            if !s.runs.contains_key(run_id) {
+                return Err(Error::Workflow(format!(
+                    "cannot signal run {run_id}: no such run"
+                )));
+            }
+            s.signals
+                .entry((run_id.to_owned(), name.to_owned()))
+                .or_default()
+                .push_back(payload);
+            Ok(())
+        })
+    }
+
+    async fn has_signal(&self, run_id: &str, name: &str) -> Result<bool> {
+        self.with(|s| {
+            Ok(s.signals
+                .get(&(run_id.to_owned(), name.to_owned()))
+                .is_some_and(|q| !q.is_empty()))
+        })
+    }
+
+    async fn take_signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        mut entry: JournalEntry,
+    ) -> Result<Option<Value>> {
+        self.with(|s| {
+            let k = (run_id.to_owned(), name.to_owned());
+            let Some(payload) = s.signals.get(&k).and_then(|q| q.front().cloned()) else {
+                return Ok(None);
+            };
+            let j = s.journals.entry(run_id.to_owned()).or_default();
+            if j.iter().any(|x| x.key == entry.key || x.seq == entry.seq) {
+                return Err(duplicate(&entry));
+            }
+            entry.value = payload.clone();
+            j.push(entry);
+            if let Some(q) = s.signals.get_mut(&k) {
+                q.pop_front();
+            }
+            Ok(Some(payload))
+        })
+    }
+
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<()> {
+        self.with(|s| {
+            s.kv.insert(
+                (namespace.to_owned(), key.to_owned()),
+                (value, super::expires_at(ttl)),
+            );
+            Ok(())
+        })
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
+        let now = now_ms();
+        self.with(|s| {
+            Ok(s.kv
+                .get(&(namespace.to_owned(), key.to_owned()))
+                .filter(|(_, exp)| exp.is_none_or(|e| e > now))
+                .map(|(v, _)| v.clone()))
+        })
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        let now = now_ms();
+        self.with(|s| {
+            Ok(s.kv
+                .remove(&(namespace.to_owned(), key.to_owned()))
+                .is_some_and(|(_, exp)| exp.is_none_or(|e| e > now)))
+        })
+    }
+
+    async fn claim(
+        &self,
+        run_id: &str,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<Option<RunRecord>> {
+        let now = now_ms();
+        self.with(|s| {
+            Ok(s.runs.get_mut(run_id).and_then(|r| {
+                r.claimable(now).then(|| {
+                    r.claim(owner, lease_until);
+                    r.clone()
+                })
+            }))
+        })
+    }
+
+    async fn claim_next(
+        &self,
+        owner: &str,
+        targets: &[String],
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>> {
+        let now = now_ms();
+        self.with(|s| {
+            let mut out = Vec::new();
+            for id in &s.order {
+                if out.len() >= limit {
+                    break;
+                }
+                if let Some(r) = s.runs.get_mut(id)
+                    && targets.contains(&r.target)
+                    && r.claimable(now)
+                {
+                    r.claim(owner, lease_until);
+                    out.push(r.clone());
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn renew_leases(&self, owner: &str, run_ids: &[String], lease_until: i64) -> Result<u64> {
+        self.with(|s| {
+            let mut n = 0;
+            for id in run_ids {
+                if let Some(r) = s.runs.get_mut(id)
+                    && r.status == RunStatus::Running
+                    && r.owner.as_deref() == Some(owner)
+                {
+                    r.lease_until = Some(lease_until);
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+    }
+}

@@ -1,0 +1,136 @@
+//! The [`Store`] trait and its backends.
+
+use agentkit_core::{Result, RunStatus};
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate};
+
+mod memory;
+pub use memory::MemoryStore;
+
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+
+/// Where runs, their journals and their signals live. Object safe: the runtime holds an
+/// `Arc<dyn Store>`.
+///
+/// Every backend passes the same suite (`tests/store_suite.rs`). Stores are serialisable per
+/// run: [`transition`](Store::transition) is a compare-and-set on the status, so two callers
+/// never both claim, finish or resume the same run.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Store a new queued run. With an idempotency key that is already stored, store nothing
+    /// and return the existing run.
+    async fn create_run(&self, run: NewRun) -> Result<Created>;
+
+    /// The run, if it exists.
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>>;
+
+    /// Runs whose status is one of `statuses`, oldest first, at most `limit`.
+    async fn list_runs(&self, statuses: &[RunStatus], limit: usize) -> Result<Vec<RunRecord>>;
+
+    /// Apply `update` if the run's status is one of `from`; returns the updated run, or `None`
+    /// when the run does not exist or is in another status (nothing changed).
+    async fn transition(
+        &self,
+        run_id: &str,
+        from: &[RunStatus],
+        update: RunUpdate,
+    ) -> Result<Option<RunRecord>>;
+
+    /// Append entries to their runs' journals, all or nothing. An entry whose `(run_id, key)`
+    /// or `(run_id, seq)` is already stored is an error (journals are append-only).
+    async fn append(&self, entries: &[JournalEntry]) -> Result<()>;
+
+    /// A run's journal, in sequence order.
+    async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>>;
+
+    /// Queue a signal for a run (delivered in order, per name).
+    async fn send_signal(&self, run_id: &str, name: &str, payload: Value) -> Result<()>;
+
+    /// Whether an undelivered signal named `name` is queued for the run.
+    async fn has_signal(&self, run_id: &str, name: &str) -> Result<bool>;
+
+    /// Deliver the oldest undelivered signal named `name`: in one transaction, mark it
+    /// delivered and append `entry` with the signal's payload as its value. Returns the
+    /// payload, or `None` (and appends nothing) when no signal is queued.
+    async fn take_signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        entry: JournalEntry,
+    ) -> Result<Option<Value>>;
+
+    /// Claim one run for `owner` until `lease_until` (ms since epoch): only if it is queued,
+    /// or running under an expired lease. The run becomes `running` with one more attempt.
+    async fn claim(&self, run_id: &str, owner: &str, lease_until: i64)
+    -> Result<Option<RunRecord>>;
+
+    /// Claim up to `limit` claimable runs of `targets`, oldest first, for `owner` (PostgreSQL:
+    /// `FOR UPDATE SKIP LOCKED`, so nodes polling at once get different runs).
+    async fn claim_next(
+        &self,
+        owner: &str,
+        targets: &[String],
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>>;
+
+    /// Extend the leases `owner` holds on `run_ids` (the heartbeat). Returns how many it still
+    /// held.
+    async fn renew_leases(&self, owner: &str, run_ids: &[String], lease_until: i64) -> Result<u64>;
+
+    /// Store `value` under `key` in `namespace` (shared agent memory across runs), replacing
+    /// what was there; with a `ttl` it expires after that long.
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<()>;
+
+    /// The value under `key` in `namespace`, unless absent or expired.
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>>;
+
+    /// Delete `key` from `namespace`; returns whether a live value was there.
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool>;
+
+    /// Whether several runtime processes may share this store (PostgreSQL). When false (memory,
+    /// SQLite), one process owns the store, and a process that starts treats runs left
+    /// `running` as orphaned by a dead process at once instead of waiting for their leases.
+    fn is_shared(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn store_error(
+    backend: &str,
+    what: &str,
+    e: impl Into<agentkit_core::BoxError>,
+) -> agentkit_core::Error {
+    agentkit_core::Error::other(format!("{backend} store: {what}"), e)
+}
+
+/// `UPDATE .. RETURNING` yields rows in no particular order: sort claimed runs oldest first.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn oldest_first(mut runs: Vec<RunRecord>) -> Vec<RunRecord> {
+    runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    runs
+}
+
+/// When a value put now with `ttl` expires (ms since epoch).
+pub(crate) fn expires_at(ttl: Option<std::time::Duration>) -> Option<i64> {
+    ttl.map(|t| {
+        crate::model::now_ms().saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX))
+    })
+}

@@ -1,0 +1,650 @@
+//! The PostgreSQL [`Store`]: migrations embedded and run on connect (under an advisory lock,
+//! so several nodes may start at once), runtime-checked queries.
+
+use agentkit_core::{Error, Result, RunStatus, Usage};
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Postgres, Row, Transaction};
+
+use super::{Store, oldest_first, store_error};
+use crate::model::{
+    Created, EntryKind, JournalEntry, NewRun, RunRecord, RunUpdate, now_ms, parse_status,
+};
+
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE agentkit_runs (
+            id TEXT PRIMARY KEY,
+            target TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            input JSONB NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('queued','running','waiting_input',
+                'waiting_approval','paused','succeeded','failed','cancelled')),
+            attempts BIGINT NOT NULL DEFAULT 0,
+            idempotency_key TEXT UNIQUE,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            output JSONB,
+            error TEXT,
+            usage JSONB NOT NULL,
+            cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+            owner TEXT,
+            lease_until BIGINT
+        )",
+            "CREATE INDEX agentkit_runs_by_status ON agentkit_runs (status, created_at)",
+            "CREATE TABLE agentkit_journal (
+            run_id TEXT NOT NULL REFERENCES agentkit_runs (id),
+            seq BIGINT NOT NULL,
+            key TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            value JSONB NOT NULL,
+            latency_ms BIGINT NOT NULL,
+            usage JSONB NOT NULL,
+            cost_usd DOUBLE PRECISION NOT NULL,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (run_id, seq),
+            UNIQUE (run_id, key)
+        )",
+            "CREATE TABLE agentkit_signals (
+            id BIGSERIAL PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES agentkit_runs (id),
+            name TEXT NOT NULL,
+            payload JSONB NOT NULL,
+            delivered BOOLEAN NOT NULL DEFAULT FALSE,
+            created_at BIGINT NOT NULL
+        )",
+            "CREATE INDEX agentkit_signals_pending ON agentkit_signals (run_id, name, delivered, id)",
+        ],
+    ),
+    (
+        2,
+        &["CREATE TABLE agentkit_kv (
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value JSONB NOT NULL,
+        expires_at BIGINT,
+        PRIMARY KEY (namespace, key)
+    )"],
+    ),
+];
+
+const RUN_COLUMNS: &str = "id, target, version, input::text AS input, status, attempts, \
+    idempotency_key, created_at, updated_at, output::text AS output, error, usage::text AS usage, \
+    cost_usd, owner, lease_until";
+
+/// A [`Store`] in PostgreSQL (tables prefixed `agentkit_`).
+///
+/// Several runtime processes may share one database: runs are claimed under a lease (polling
+/// nodes use `FOR UPDATE SKIP LOCKED`), a heartbeat extends it, and when a process dies its
+/// runs are claimed by another node once their leases expire.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+fn db(what: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
+    move |e| store_error("postgres", what, e)
+}
+
+fn to_json(v: &impl serde::Serialize, what: &str) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::json(format!("postgres store: encoding {what}"), e))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::json(format!("postgres store: decoding {what}"), e))
+}
+
+fn status_names(statuses: &[RunStatus]) -> Vec<String> {
+    statuses.iter().map(|s| s.as_str().to_owned()).collect()
+}
+
+impl PostgresStore {
+    /// Connect to `url` (`postgres://user:pass@host:port/db`) and run the embedded migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        // One direct connection first: a wrong URL or a server that is down fails at once
+        // instead of after the pool's acquire timeout.
+        let probe = sqlx::postgres::PgConnection::connect(url)
+            .await
+            .map_err(|e| {
+                store_error(
+                    "postgres",
+                    "connecting (check the URL, that the server runs and accepts the user)",
+                    e,
+                )
+            })?;
+        probe
+            .close()
+            .await
+            .map_err(db("closing the probe connection"))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| {
+                store_error(
+                    "postgres",
+                    "connecting (check the URL, that the server runs and accepts the user)",
+                    e,
+                )
+            })?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The connection pool, for inspection and custom queries.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db("starting migrations"))?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7355608)")
+            .execute(&mut *tx)
+            .await
+            .map_err(db("locking for migrations"))?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS agentkit_migrations (
+                version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db("creating the migrations table"))?;
+        for (version, statements) in MIGRATIONS {
+            let done = sqlx::query("SELECT 1 FROM agentkit_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("reading applied migrations"))?
+                .is_some();
+            if done {
+                continue;
+            }
+            for sql in *statements {
+                sqlx::query(*sql)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("applying a migration"))?;
+            }
+            sqlx::query("INSERT INTO agentkit_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(version)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("recording a migration"))?;
+        }
+        tx.commit().await.map_err(db("committing migrations"))
+    }
+}
+
+fn run_from_row(row: &PgRow) -> Result<RunRecord> {
+    let get = |e: sqlx::Error| store_error("postgres", "reading a run row", e);
+    let status: String = row.try_get("status").map_err(get)?;
+    let input: String = row.try_get("input").map_err(get)?;
+    let output: Option<String> = row.try_get("output").map_err(get)?;
+    let usage: String = row.try_get("usage").map_err(get)?;
+    let version: i64 = row.try_get("version").map_err(get)?;
+    let attempts: i64 = row.try_get("attempts").map_err(get)?;
+    Ok(RunRecord {
+        id: row.try_get("id").map_err(get)?,
+        target: row.try_get("target").map_err(get)?,
+        version: u32::try_from(version).unwrap_or(0),
+        input: from_json(&input, "a run input")?,
+        status: parse_status(&status).ok_or_else(|| {
+            Error::Workflow(format!(
+                "postgres store: unknown run status `{status}` (database written by a newer agentkit?)"
+            ))
+        })?,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        idempotency_key: row.try_get("idempotency_key").map_err(get)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+        updated_at: row.try_get("updated_at").map_err(get)?,
+        output: output.map(|o| from_json(&o, "a run output")).transpose()?,
+        error: row.try_get("error").map_err(get)?,
+        usage: from_json::<Usage>(&usage, "run usage")?,
+        cost_usd: row.try_get("cost_usd").map_err(get)?,
+        owner: row.try_get("owner").map_err(get)?,
+        lease_until: row.try_get("lease_until").map_err(get)?,
+    })
+}
+
+fn entry_from_row(row: &PgRow) -> Result<JournalEntry> {
+    let get = |e: sqlx::Error| store_error("postgres", "reading a journal row", e);
+    let seq: i64 = row.try_get("seq").map_err(get)?;
+    let latency: i64 = row.try_get("latency_ms").map_err(get)?;
+    let kind: String = row.try_get("kind").map_err(get)?;
+    let value: String = row.try_get("value").map_err(get)?;
+    let usage: String = row.try_get("usage").map_err(get)?;
+    Ok(JournalEntry {
+        run_id: row.try_get("run_id").map_err(get)?,
+        seq: u64::try_from(seq).unwrap_or(0),
+        key: row.try_get("key").map_err(get)?,
+        kind: EntryKind::parse(&kind),
+        value: from_json(&value, "a journal value")?,
+        latency_ms: u64::try_from(latency).unwrap_or(0),
+        usage: from_json(&usage, "journal usage")?,
+        cost_usd: row.try_get("cost_usd").map_err(get)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+    })
+}
+
+/// One multi-row `INSERT` for up to [`CHUNK`] journal entries.
+fn insert_query(chunk: &[JournalEntry]) -> Result<sqlx::QueryBuilder<Postgres>> {
+    let mut rows = Vec::with_capacity(chunk.len());
+    for e in chunk {
+        rows.push((
+            e,
+            to_json(&e.value, "a journal value")?,
+            to_json(&e.usage, "journal usage")?,
+        ));
+    }
+    let mut q = sqlx::QueryBuilder::<Postgres>::new(
+        "INSERT INTO agentkit_journal (run_id, seq, key, kind, value, latency_ms, usage, cost_usd, created_at) ",
+    );
+    q.push_values(rows, |mut b, (e, value, usage)| {
+        b.push_bind(e.run_id.clone())
+            .push_bind(i64::try_from(e.seq).unwrap_or(i64::MAX))
+            .push_bind(e.key.clone())
+            .push_bind(e.kind.as_str())
+            .push_bind(value)
+            .push_unseparated("::jsonb")
+            .push_bind(i64::try_from(e.latency_ms).unwrap_or(i64::MAX))
+            .push_bind(usage)
+            .push_unseparated("::jsonb")
+            .push_bind(e.cost_usd)
+            .push_bind(e.created_at);
+    });
+    Ok(q)
+}
+
+/// Rows per journal `INSERT` (9 parameters each, well under the parameter limits).
+const CHUNK: usize = 500;
+
+fn append_error(chunk: &[JournalEntry], err: sqlx::Error) -> Error {
+    let (key, run) = chunk
+        .first()
+        .map(|e| (e.key.clone(), e.run_id.clone()))
+        .unwrap_or_default();
+    Error::Journal {
+        key,
+        message: format!(
+            "appending {} entries to the journal of run {run} failed (a key or seq already \
+             recorded, or an unknown run): {err}",
+            chunk.len()
+        ),
+    }
+}
+
+/// Insert journal entries inside a transaction, [`CHUNK`] rows per statement.
+async fn insert_entries(
+    tx: &mut Transaction<'static, Postgres>,
+    entries: &[JournalEntry],
+) -> Result<()> {
+    for chunk in entries.chunks(CHUNK) {
+        insert_query(chunk)?
+            .build()
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| append_error(chunk, e))?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_run(&self, run: NewRun) -> Result<Created> {
+        let rec = RunRecord::new(run);
+        let inserted = sqlx::query(
+            "INSERT INTO agentkit_runs (id, target, version, input, status, attempts,
+                idempotency_key, created_at, updated_at, output, error, usage, cost_usd)
+             VALUES ($1, $2, $3, $4::jsonb, $5, 0, $6, $7, $8, NULL, NULL, $9::jsonb, 0)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(&rec.id)
+        .bind(&rec.target)
+        .bind(i64::from(rec.version))
+        .bind(to_json(&rec.input, "a run input")?)
+        .bind(rec.status.as_str())
+        .bind(&rec.idempotency_key)
+        .bind(rec.created_at)
+        .bind(rec.updated_at)
+        .bind(to_json(&rec.usage, "run usage")?)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| store_error("postgres", &format!("storing run {}", rec.id), e))?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(Created::New(rec));
+        }
+        let sql = format!("SELECT {RUN_COLUMNS} FROM agentkit_runs WHERE idempotency_key = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&rec.idempotency_key)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("looking up an idempotency key"))?;
+        Ok(Created::Existing(run_from_row(&row)?))
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM agentkit_runs WHERE id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading a run"))?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
+    }
+
+    async fn list_runs(&self, statuses: &[RunStatus], limit: usize) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM agentkit_runs WHERE status = ANY($1)
+             ORDER BY created_at, id LIMIT $2"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(status_names(statuses))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("listing runs"))?
+            .iter()
+            .map(run_from_row)
+            .collect()
+    }
+
+    async fn transition(
+        &self,
+        run_id: &str,
+        from: &[RunStatus],
+        update: RunUpdate,
+    ) -> Result<Option<RunRecord>> {
+        let output = update
+            .output
+            .as_ref()
+            .map(|o| to_json(o, "a run output"))
+            .transpose()?;
+        let usage = update
+            .usage
+            .as_ref()
+            .map(|u| to_json(u, "run usage"))
+            .transpose()?;
+        let sql = format!(
+            "UPDATE agentkit_runs SET status = $1, attempts = attempts + $2,
+                output = COALESCE($3::jsonb, output), error = COALESCE($4, error),
+                usage = COALESCE($5::jsonb, usage), cost_usd = COALESCE($6, cost_usd),
+                updated_at = $7
+             WHERE id = $8 AND status = ANY($9) AND ($10::text IS NULL OR owner = $10)
+             RETURNING {RUN_COLUMNS}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(update.status.as_str())
+            .bind(i64::from(update.increment_attempts))
+            .bind(output)
+            .bind(&update.error)
+            .bind(usage)
+            .bind(update.cost_usd)
+            .bind(now_ms())
+            .bind(run_id)
+            .bind(status_names(from))
+            .bind(&update.owner_fence)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| store_error("postgres", &format!("updating run {run_id}"), e))?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
+    }
+
+    async fn append(&self, entries: &[JournalEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if entries.len() <= CHUNK {
+            // One statement is atomic on its own: no transaction round trips.
+            return insert_query(entries)?
+                .build()
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| append_error(entries, e));
+        }
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        insert_entries(&mut tx, entries).await?;
+        tx.commit().await.map_err(db("committing journal entries"))
+    }
+
+    async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>> {
+        sqlx::query(
+            "SELECT run_id, seq, key, kind, value::text AS value, latency_ms, usage::text AS usage,
+                cost_usd, created_at
+             FROM agentkit_journal WHERE run_id = $1 ORDER BY seq",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading a journal"))?
+        .iter()
+        .map(entry_from_row)
+        .collect()
+    }
+
+    async fn send_signal(&self, run_id: &str, name: &str, payload: Value) -> Result<()> {
+        let inserted = sqlx::query(
+            "INSERT INTO agentkit_signals (run_id, name, payload, created_at)
+             SELECT id, $2, $3::jsonb, $4 FROM agentkit_runs WHERE id = $1",
+        )
+        .bind(run_id)
+        .bind(name)
+        .bind(to_json(&payload, "a signal payload")?)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db("storing a signal"))?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(Error::Workflow(format!(
+                "cannot signal run {run_id}: no such run"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn has_signal(&self, run_id: &str, name: &str) -> Result<bool> {
+        Ok(sqlx::query(
+            "SELECT 1 FROM agentkit_signals
+             WHERE run_id = $1 AND name = $2 AND NOT delivered LIMIT 1",
+        )
+        .bind(run_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("looking up signals"))?
+        .is_some())
+    }
+
+    async fn take_signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        mut entry: JournalEntry,
+    ) -> Result<Option<Value>> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        let row = sqlx::query(
+            "UPDATE agentkit_signals SET delivered = TRUE WHERE id = (
+                SELECT id FROM agentkit_signals
+                WHERE run_id = $1 AND name = $2 AND NOT delivered
+                ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+             RETURNING payload::text AS payload",
+        )
+        .bind(run_id)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db("delivering a signal"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let payload: String = row
+            .try_get("payload")
+            .map_err(db("reading a signal payload"))?;
+        let payload: Value = from_json(&payload, "a signal payload")?;
+        entry.value = payload.clone();
+        insert_entries(&mut tx, std::slice::from_ref(&entry)).await?;
+        tx.commit()
+            .await
+            .map_err(db("committing a delivered signal"))?;
+        Ok(Some(payload))
+    }
+
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO agentkit_kv (namespace, key, value, expires_at) VALUES ($1, $2, $3::jsonb, $4)
+             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
+                expires_at = excluded.expires_at")
+        .bind(namespace)
+        .bind(key)
+        .bind(to_json(&value, "a context value")?)
+        .bind(super::expires_at(ttl))
+        .execute(&self.pool)
+        .await
+        .map_err(db("storing a context value"))?;
+        Ok(())
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
+        let row = sqlx::query(
+            "SELECT value::text AS value FROM agentkit_kv WHERE namespace = $1 AND key = $2
+             AND (expires_at IS NULL OR expires_at > $3)",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a context value"))?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let v: String = row
+                    .try_get("value")
+                    .map_err(db("reading a context value"))?;
+                from_json(&v, "a context value").map(Some)
+            }
+        }
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "DELETE FROM agentkit_kv WHERE namespace = $1 AND key = $2
+             RETURNING (expires_at IS NULL OR expires_at > $3) AS live",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("deleting a context value"))?;
+        match row {
+            None => Ok(false),
+            Some(row) => row
+                .try_get::<bool, _>("live")
+                .map_err(db("deleting a context value")),
+        }
+    }
+
+    async fn claim(
+        &self,
+        run_id: &str,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<Option<RunRecord>> {
+        let sql = format!(
+            "UPDATE agentkit_runs SET status = 'running', attempts = attempts + 1, owner = $1,
+                lease_until = $2, updated_at = $3
+             WHERE id = $4 AND (status = 'queued' OR (status = 'running'
+                AND (lease_until IS NULL OR lease_until < $3)))
+             RETURNING {RUN_COLUMNS}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now_ms())
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| store_error("postgres", &format!("claiming run {run_id}"), e))?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
+    }
+
+    async fn claim_next(
+        &self,
+        owner: &str,
+        targets: &[String],
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "UPDATE agentkit_runs SET status = 'running', attempts = attempts + 1, owner = $1,
+                lease_until = $2, updated_at = $3
+             WHERE id IN (SELECT id FROM agentkit_runs
+                WHERE target = ANY($4)
+                  AND (status = 'queued' OR (status = 'running'
+                       AND (lease_until IS NULL OR lease_until < $3)))
+                ORDER BY created_at, id LIMIT $5
+                FOR UPDATE SKIP LOCKED)
+             RETURNING {RUN_COLUMNS}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now_ms())
+            .bind(targets)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("claiming runs"))?
+            .iter()
+            .map(run_from_row)
+            .collect::<Result<Vec<_>>>()
+            .map(oldest_first)
+    }
+
+    async fn renew_leases(&self, owner: &str, run_ids: &[String], lease_until: i64) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE agentkit_runs SET lease_until = $1
+             WHERE owner = $2 AND status = 'running' AND id = ANY($3)",
+        )
+        .bind(lease_until)
+        .bind(owner)
+        .bind(run_ids)
+        .execute(&self.pool)
+        .await
+        .map_err(db("renewing leases"))?
+        .rows_affected())
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+}

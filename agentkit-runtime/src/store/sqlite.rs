@@ -1,0 +1,655 @@
+//! The SQLite [`Store`]: one file, WAL, migrations embedded and run on open.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use agentkit_core::{Error, Result, RunStatus, Usage};
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{Store, oldest_first, store_error};
+use crate::model::{
+    Created, EntryKind, JournalEntry, NewRun, RunRecord, RunUpdate, now_ms, parse_status,
+};
+
+/// Embedded migrations, applied in order on open; each version runs once.
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            target TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            input TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('queued','running','waiting_input',
+                'waiting_approval','paused','succeeded','failed','cancelled')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            idempotency_key TEXT UNIQUE,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            output TEXT,
+            error TEXT,
+            usage TEXT NOT NULL,
+            cost_usd REAL NOT NULL DEFAULT 0
+        )",
+            "CREATE INDEX runs_by_status ON runs (status, created_at)",
+            "CREATE TABLE journal (
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            seq INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            value TEXT NOT NULL,
+            latency_ms INTEGER NOT NULL,
+            usage TEXT NOT NULL,
+            cost_usd REAL NOT NULL,
+            created_at INTEGER NOT NULL,
+            PRIMARY KEY (run_id, seq),
+            UNIQUE (run_id, key)
+        )",
+            "CREATE TABLE signals (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            name TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            delivered INTEGER NOT NULL DEFAULT 0,
+            created_at INTEGER NOT NULL
+        )",
+            "CREATE INDEX signals_pending ON signals (run_id, name, delivered, id)",
+        ],
+    ),
+    (
+        2,
+        &[
+            "ALTER TABLE runs ADD COLUMN owner TEXT",
+            "ALTER TABLE runs ADD COLUMN lease_until INTEGER",
+        ],
+    ),
+    (
+        3,
+        &["CREATE TABLE kv (
+            namespace TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            expires_at INTEGER,
+            PRIMARY KEY (namespace, key)
+        )"],
+    ),
+];
+
+/// A [`Store`] in one SQLite file (WAL mode, `synchronous = NORMAL`).
+///
+/// One runtime process per file: SQLite has no leases, so a process that opens the file treats
+/// runs left `running` as orphaned by a dead process and resumes them. Several processes sharing
+/// work need the PostgreSQL store (not yet implemented).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn db(what: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
+    move |e| store_error("sqlite", what, e)
+}
+
+fn to_json(v: &impl serde::Serialize, what: &str) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::json(format!("sqlite store: encoding {what}"), e))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::json(format!("sqlite store: decoding {what}"), e))
+}
+
+fn statuses_json(statuses: &[RunStatus]) -> Result<String> {
+    to_json(
+        &statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "statuses",
+    )
+}
+
+impl SqliteStore {
+    /// Open (or create) the database file at `path` and run the embedded migrations.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                store_error(
+                    "sqlite",
+                    &format!(
+                        "opening {} (check that the directory exists and is writable)",
+                        path.display()
+                    ),
+                    e,
+                )
+            })?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A private in-memory database (one connection; for tests).
+    pub async fn in_memory() -> Result<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(db("parsing the in-memory URL"))?
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(db("opening an in-memory database"))?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The connection pool, for inspection and custom queries.
+    #[must_use]
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.immediate().await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS agentkit_migrations (
+                version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db("creating the migrations table"))?;
+        for (version, statements) in MIGRATIONS {
+            let done = sqlx::query("SELECT 1 FROM agentkit_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("reading applied migrations"))?
+                .is_some();
+            if done {
+                continue;
+            }
+            for sql in *statements {
+                sqlx::query(*sql)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("applying a migration"))?;
+            }
+            sqlx::query("INSERT INTO agentkit_migrations (version, applied_at) VALUES (?, ?)")
+                .bind(version)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("recording a migration"))?;
+        }
+        tx.commit().await.map_err(db("committing migrations"))
+    }
+
+    async fn immediate(&self) -> Result<Transaction<'static, Sqlite>> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db("starting a transaction"))
+    }
+}
+
+fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
+    let get = |e: sqlx::Error| store_error("sqlite", "reading a run row", e);
+    let status: String = row.try_get("status").map_err(get)?;
+    let input: String = row.try_get("input").map_err(get)?;
+    let output: Option<String> = row.try_get("output").map_err(get)?;
+    let usage: String = row.try_get("usage").map_err(get)?;
+    let version: i64 = row.try_get("version").map_err(get)?;
+    let attempts: i64 = row.try_get("attempts").map_err(get)?;
+    Ok(RunRecord {
+        id: row.try_get("id").map_err(get)?,
+        target: row.try_get("target").map_err(get)?,
+        version: u32::try_from(version).unwrap_or(0),
+        input: from_json(&input, "a run input")?,
+        status: parse_status(&status).ok_or_else(|| Error::Workflow(format!(
+            "sqlite store: unknown run status `{status}` (database written by a newer agentkit?)"
+        )))?,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        idempotency_key: row.try_get("idempotency_key").map_err(get)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+        updated_at: row.try_get("updated_at").map_err(get)?,
+        output: output.map(|o| from_json(&o, "a run output")).transpose()?,
+        error: row.try_get("error").map_err(get)?,
+        usage: from_json::<Usage>(&usage, "run usage")?,
+        cost_usd: row.try_get("cost_usd").map_err(get)?,
+        owner: row.try_get("owner").map_err(get)?,
+        lease_until: row.try_get("lease_until").map_err(get)?,
+    })
+}
+
+fn entry_from_row(row: &SqliteRow) -> Result<JournalEntry> {
+    let get = |e: sqlx::Error| store_error("sqlite", "reading a journal row", e);
+    let seq: i64 = row.try_get("seq").map_err(get)?;
+    let latency: i64 = row.try_get("latency_ms").map_err(get)?;
+    let kind: String = row.try_get("kind").map_err(get)?;
+    let value: String = row.try_get("value").map_err(get)?;
+    let usage: String = row.try_get("usage").map_err(get)?;
+    Ok(JournalEntry {
+        run_id: row.try_get("run_id").map_err(get)?,
+        seq: u64::try_from(seq).unwrap_or(0),
+        key: row.try_get("key").map_err(get)?,
+        kind: EntryKind::parse(&kind),
+        value: from_json(&value, "a journal value")?,
+        latency_ms: u64::try_from(latency).unwrap_or(0),
+        usage: from_json(&usage, "journal usage")?,
+        cost_usd: row.try_get("cost_usd").map_err(get)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+    })
+}
+
+/// One multi-row `INSERT` for up to [`CHUNK`] journal entries.
+fn insert_query(chunk: &[JournalEntry]) -> Result<sqlx::QueryBuilder<Sqlite>> {
+    let mut rows = Vec::with_capacity(chunk.len());
+    for e in chunk {
+        rows.push((
+            e,
+            to_json(&e.value, "a journal value")?,
+            to_json(&e.usage, "journal usage")?,
+        ));
+    }
+    let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+        "INSERT INTO journal (run_id, seq, key, kind, value, latency_ms, usage, cost_usd, created_at) ",
+    );
+    q.push_values(rows, |mut b, (e, value, usage)| {
+        b.push_bind(e.run_id.clone())
+            .push_bind(i64::try_from(e.seq).unwrap_or(i64::MAX))
+            .push_bind(e.key.clone())
+            .push_bind(e.kind.as_str())
+            .push_bind(value)
+            .push_bind(i64::try_from(e.latency_ms).unwrap_or(i64::MAX))
+            .push_bind(usage)
+            .push_bind(e.cost_usd)
+            .push_bind(e.created_at);
+    });
+    Ok(q)
+}
+
+/// Rows per journal `INSERT` (9 parameters each, well under the parameter limits).
+const CHUNK: usize = 500;
+
+fn append_error(chunk: &[JournalEntry], err: sqlx::Error) -> Error {
+    let (key, run) = chunk
+        .first()
+        .map(|e| (e.key.clone(), e.run_id.clone()))
+        .unwrap_or_default();
+    Error::Journal {
+        key,
+        message: format!(
+            "appending {} entries to the journal of run {run} failed (a key or seq already \
+             recorded, or an unknown run): {err}",
+            chunk.len()
+        ),
+    }
+}
+
+/// Insert journal entries inside a transaction, [`CHUNK`] rows per statement.
+async fn insert_entries(
+    tx: &mut Transaction<'static, Sqlite>,
+    entries: &[JournalEntry],
+) -> Result<()> {
+    for chunk in entries.chunks(CHUNK) {
+        insert_query(chunk)?
+            .build()
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| append_error(chunk, e))?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_run(&self, run: NewRun) -> Result<Created> {
+        let rec = RunRecord::new(run);
+        let inserted = sqlx::query(
+            "INSERT INTO runs (id, target, version, input, status, attempts, idempotency_key,
+                created_at, updated_at, output, error, usage, cost_usd)
+             VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL, ?, 0)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(&rec.id)
+        .bind(&rec.target)
+        .bind(i64::from(rec.version))
+        .bind(to_json(&rec.input, "a run input")?)
+        .bind(rec.status.as_str())
+        .bind(&rec.idempotency_key)
+        .bind(rec.created_at)
+        .bind(rec.updated_at)
+        .bind(to_json(&rec.usage, "run usage")?)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| store_error("sqlite", &format!("storing run {}", rec.id), e))?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(Created::New(rec));
+        }
+        let row = sqlx::query("SELECT * FROM runs WHERE idempotency_key = ?")
+            .bind(&rec.idempotency_key)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("looking up an idempotency key"))?;
+        Ok(Created::Existing(run_from_row(&row)?))
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        sqlx::query("SELECT * FROM runs WHERE id = ?")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading a run"))?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
+    }
+
+    async fn list_runs(&self, statuses: &[RunStatus], limit: usize) -> Result<Vec<RunRecord>> {
+        sqlx::query(
+            "SELECT * FROM runs WHERE status IN (SELECT value FROM json_each(?))
+             ORDER BY created_at, id LIMIT ?",
+        )
+        .bind(statuses_json(statuses)?)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("listing runs"))?
+        .iter()
+        .map(run_from_row)
+        .collect()
+    }
+
+    async fn transition(
+        &self,
+        run_id: &str,
+        from: &[RunStatus],
+        update: RunUpdate,
+    ) -> Result<Option<RunRecord>> {
+        let output = update
+            .output
+            .as_ref()
+            .map(|o| to_json(o, "a run output"))
+            .transpose()?;
+        let usage = update
+            .usage
+            .as_ref()
+            .map(|u| to_json(u, "run usage"))
+            .transpose()?;
+        sqlx::query(
+            "UPDATE runs SET status = ?, attempts = attempts + ?,
+                output = COALESCE(?, output), error = COALESCE(?, error),
+                usage = COALESCE(?, usage), cost_usd = COALESCE(?, cost_usd), updated_at = ?
+             WHERE id = ? AND status IN (SELECT value FROM json_each(?))
+                AND (? IS NULL OR owner = ?)
+             RETURNING *",
+        )
+        .bind(update.status.as_str())
+        .bind(i64::from(update.increment_attempts))
+        .bind(output)
+        .bind(&update.error)
+        .bind(usage)
+        .bind(update.cost_usd)
+        .bind(now_ms())
+        .bind(run_id)
+        .bind(statuses_json(from)?)
+        .bind(&update.owner_fence)
+        .bind(&update.owner_fence)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| store_error("sqlite", &format!("updating run {run_id}"), e))?
+        .as_ref()
+        .map(run_from_row)
+        .transpose()
+    }
+
+    async fn append(&self, entries: &[JournalEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if entries.len() <= CHUNK {
+            // One statement is atomic on its own: no transaction round trips.
+            return insert_query(entries)?
+                .build()
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| append_error(entries, e));
+        }
+        let mut tx = self.immediate().await?;
+        insert_entries(&mut tx, entries).await?;
+        tx.commit().await.map_err(db("committing journal entries"))
+    }
+
+    async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>> {
+        sqlx::query("SELECT * FROM journal WHERE run_id = ? ORDER BY seq")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("reading a journal"))?
+            .iter()
+            .map(entry_from_row)
+            .collect()
+    }
+
+    async fn send_signal(&self, run_id: &str, name: &str, payload: Value) -> Result<()> {
+        let mut tx = self.immediate().await?;
+        let exists = sqlx::query("SELECT 1 FROM runs WHERE id = ?")
+            .bind(run_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("looking up a run"))?
+            .is_some();
+        if !exists {
+            return Err(Error::Workflow(format!(
+                "cannot signal run {run_id}: no such run"
+            )));
+        }
+        sqlx::query("INSERT INTO signals (run_id, name, payload, created_at) VALUES (?, ?, ?, ?)")
+            .bind(run_id)
+            .bind(name)
+            .bind(to_json(&payload, "a signal payload")?)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("storing a signal"))?;
+        tx.commit().await.map_err(db("committing a signal"))
+    }
+
+    async fn has_signal(&self, run_id: &str, name: &str) -> Result<bool> {
+        Ok(sqlx::query(
+            "SELECT 1 FROM signals WHERE run_id = ? AND name = ? AND delivered = 0 LIMIT 1",
+        )
+        .bind(run_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("looking up signals"))?
+        .is_some())
+    }
+
+    async fn take_signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        mut entry: JournalEntry,
+    ) -> Result<Option<Value>> {
+        let mut tx = self.immediate().await?;
+        let row = sqlx::query(
+            "UPDATE signals SET delivered = 1 WHERE id = (
+                SELECT id FROM signals WHERE run_id = ? AND name = ? AND delivered = 0
+                ORDER BY id LIMIT 1)
+             RETURNING payload",
+        )
+        .bind(run_id)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db("delivering a signal"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let payload: String = row
+            .try_get("payload")
+            .map_err(db("reading a signal payload"))?;
+        let payload: Value = from_json(&payload, "a signal payload")?;
+        entry.value = payload.clone();
+        insert_entries(&mut tx, std::slice::from_ref(&entry)).await?;
+        tx.commit()
+            .await
+            .map_err(db("committing a delivered signal"))?;
+        Ok(Some(payload))
+    }
+
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
+                expires_at = excluded.expires_at",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(to_json(&value, "a context value")?)
+        .bind(super::expires_at(ttl))
+        .execute(&self.pool)
+        .await
+        .map_err(db("storing a context value"))?;
+        Ok(())
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
+        let row = sqlx::query(
+            "SELECT value FROM kv WHERE namespace = ? AND key = ?
+             AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a context value"))?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let v: String = row
+                    .try_get("value")
+                    .map_err(db("reading a context value"))?;
+                from_json(&v, "a context value").map(Some)
+            }
+        }
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "DELETE FROM kv WHERE namespace = ? AND key = ?
+             RETURNING (expires_at IS NULL OR expires_at > ?) AS live",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("deleting a context value"))?;
+        match row {
+            None => Ok(false),
+            Some(row) => row
+                .try_get::<bool, _>("live")
+                .map_err(db("deleting a context value")),
+        }
+    }
+
+    async fn claim(
+        &self,
+        run_id: &str,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<Option<RunRecord>> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE runs SET status = 'running', attempts = attempts + 1, owner = ?,
+                lease_until = ?, updated_at = ?
+             WHERE id = ? AND (status = 'queued' OR (status = 'running'
+                AND (lease_until IS NULL OR lease_until < ?)))
+             RETURNING *",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(run_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| store_error("sqlite", &format!("claiming run {run_id}"), e))?
+        .as_ref()
+        .map(run_from_row)
+        .transpose()
+    }
+
+    async fn claim_next(
+        &self,
+        owner: &str,
+        targets: &[String],
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE runs SET status = 'running', attempts = attempts + 1, owner = ?,
+                lease_until = ?, updated_at = ?
+             WHERE id IN (SELECT id FROM runs
+                WHERE target IN (SELECT value FROM json_each(?))
+                  AND (status = 'queued' OR (status = 'running'
+                       AND (lease_until IS NULL OR lease_until < ?)))
+                ORDER BY created_at, id LIMIT ?)
+             RETURNING *",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(to_json(&targets, "targets")?)
+        .bind(now)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("claiming runs"))?
+        .iter()
+        .map(run_from_row)
+        .collect::<Result<Vec<_>>>()
+        .map(oldest_first)
+    }
+
+    async fn renew_leases(&self, owner: &str, run_ids: &[String], lease_until: i64) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE runs SET lease_until = ?
+             WHERE owner = ? AND status = 'running' AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(lease_until)
+        .bind(owner)
+        .bind(to_json(&run_ids, "run ids")?)
+        .execute(&self.pool)
+        .await
+        .map_err(db("renewing leases"))?
+        .rows_affected())
+    }
+}

@@ -1,0 +1,292 @@
+//! Code-defined workflows: the [`Workflow`] trait and the [`WorkflowContext`] it runs with.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentkit_core::{
+    Error, HumanInputHandler, HumanInputRequest, HumanInputResponse, Result, RunContext, RunStatus,
+};
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::journal::DurableJournal;
+use crate::model::{JournalEntry, RunUpdate, now_ms};
+use crate::store::Store;
+
+/// A code-defined, durable workflow.
+///
+/// `run` is re-executed on resume (after a crash, a retry or a signal): everything with a side
+/// effect must go through [`WorkflowContext::step`] (or an agent, whose model and tool calls
+/// are journaled), so completed steps are replayed from the journal instead of running again.
+/// Code between steps must be deterministic.
+#[async_trait]
+pub trait Workflow: Send + Sync + 'static {
+    /// The input, validated when a run is started (a mismatch stores nothing).
+    type Input: DeserializeOwned + JsonSchema + Send + 'static;
+    /// The output, stored when the run succeeds.
+    type Output: Serialize + Send + 'static;
+
+    /// The name runs are started with.
+    fn name(&self) -> &str;
+
+    /// What it does (listed by [`WorkflowHost::list_workflows`](agentkit_core::WorkflowHost)).
+    fn description(&self) -> &str {
+        ""
+    }
+
+    /// Run the workflow.
+    async fn run(&self, ctx: &WorkflowContext, input: Self::Input) -> Result<Self::Output>;
+}
+
+/// Type-erased workflow the executor stores.
+#[async_trait]
+pub(crate) trait DynWorkflow: Send + Sync {
+    fn validate(&self, input: &Value) -> Result<()>;
+    fn input_schema(&self) -> Value;
+    fn description(&self) -> String;
+    async fn run_json(&self, ctx: &WorkflowContext, input: Value) -> Result<Value>;
+}
+
+pub(crate) struct Erased<W>(pub(crate) W);
+
+fn parse<T: DeserializeOwned>(workflow: &str, input: &Value) -> Result<T> {
+    serde_path_to_error::deserialize(input).map_err(|e| {
+        Error::InvalidRequest(format!(
+            "input of workflow `{workflow}` does not match its input type at `{}`: {}",
+            e.path(),
+            e.inner()
+        ))
+    })
+}
+
+#[async_trait]
+impl<W: Workflow> DynWorkflow for Erased<W> {
+    fn validate(&self, input: &Value) -> Result<()> {
+        parse::<W::Input>(self.0.name(), input).map(|_| ())
+    }
+
+    fn input_schema(&self) -> Value {
+        serde_json::to_value(schemars::schema_for!(W::Input)).unwrap_or(Value::Null)
+    }
+
+    fn description(&self) -> String {
+        self.0.description().to_owned()
+    }
+
+    async fn run_json(&self, ctx: &WorkflowContext, input: Value) -> Result<Value> {
+        let input = parse::<W::Input>(self.0.name(), &input)?;
+        let output = self.0.run(ctx, input).await?;
+        serde_json::to_value(output).map_err(|e| {
+            Error::json(
+                format!("encoding the output of workflow `{}`", self.0.name()),
+                e,
+            )
+        })
+    }
+}
+
+/// The signal that answers an agent's request for human input.
+pub const HUMAN_INPUT_SIGNAL: &str = "human_input";
+
+/// Answers an agent loop's human-input requests with the run's `human_input` signal: the run
+/// persists as `waiting_input`, frees its task, and resumes when the signal is delivered.
+pub(crate) struct SignalHumanInput(pub(crate) WorkflowContext);
+
+#[async_trait]
+impl HumanInputHandler for SignalHumanInput {
+    async fn ask(
+        &self,
+        _request: HumanInputRequest,
+        _ctx: &RunContext,
+    ) -> Result<HumanInputResponse> {
+        self.0.wait_for_human_input().await
+    }
+}
+
+struct Inner {
+    run: RunContext,
+    journal: Arc<DurableJournal>,
+    store: Arc<dyn Store>,
+    counters: Mutex<HashMap<String, u32>>,
+    waiting: Mutex<Option<String>>,
+    owner: String,
+}
+
+/// What a workflow run gets: journaled steps, durable timers and signals, and the
+/// [`RunContext`] to pass to agents (whose model and tool calls are journaled too).
+#[derive(Clone)]
+pub struct WorkflowContext {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for WorkflowContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkflowContext")
+            .field("run_id", &self.run_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkflowContext {
+    pub(crate) fn new(
+        run: RunContext,
+        journal: Arc<DurableJournal>,
+        store: Arc<dyn Store>,
+        owner: &str,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                run,
+                journal,
+                store,
+                counters: Mutex::default(),
+                waiting: Mutex::default(),
+                owner: owner.to_owned(),
+            }),
+        }
+    }
+
+    /// The run id.
+    #[must_use]
+    pub fn run_id(&self) -> &str {
+        self.inner.run.run_id()
+    }
+
+    /// The run's context: pass it to `AugmentedLlm::generate` so agent calls are journaled,
+    /// cancelled and budgeted with the run.
+    #[must_use]
+    pub fn run_context(&self) -> &RunContext {
+        &self.inner.run
+    }
+
+    /// The journal key of the next `prefix/name` (a repeated name gets `#2`, `#3`, ...).
+    fn key(&self, prefix: &str, name: &str) -> String {
+        let base = format!("{prefix}/{name}");
+        let n = match self.inner.counters.lock() {
+            Ok(mut c) => {
+                let n = c.entry(base.clone()).or_insert(0);
+                *n += 1;
+                *n
+            }
+            Err(_) => 1,
+        };
+        if n == 1 { base } else { format!("{base}#{n}") }
+    }
+
+    /// Run `fut` as a journaled step named `name`: executed once, replayed afterwards.
+    /// Stops early when the run is cancelled or passes its deadline.
+    pub async fn step<T, F>(&self, name: &str, fut: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        F: Future<Output = Result<T>> + Send,
+    {
+        let key = self.key("step", name);
+        let run = &self.inner.run;
+        run.guard(&format!("step `{name}`"), run.step(&key, fut))
+            .await
+    }
+
+    /// A durable timer: the wake-up time is journaled, so after a restart the run sleeps only
+    /// what is left. The run keeps its task while it sleeps.
+    pub async fn sleep(&self, duration: Duration) -> Result<()> {
+        let key = self.key("sleep", "timer");
+        let ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        let run = &self.inner.run;
+        let wake_at: i64 = run
+            .step(&key, async move { Ok(now_ms().saturating_add(ms)) })
+            .await?;
+        let left = u64::try_from(wake_at.saturating_sub(now_ms())).unwrap_or(0);
+        if left > 0 {
+            run.guard("durable sleep", async {
+                tokio::time::sleep(Duration::from_millis(left)).await;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Wait for the signal `name` (see [`Runtime::signal`](crate::Runtime::signal)).
+    ///
+    /// A signal already delivered to this point of the run is replayed from the journal. A
+    /// queued signal is delivered (and journaled) at once. Otherwise the run is persisted as
+    /// `waiting_input` and its task ends: this returns an error that ends the current
+    /// execution, and the run re-executes from its journal when the signal arrives, in this
+    /// process or after a restart.
+    pub async fn wait_for_signal<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
+        let key = self.key("signal", name);
+        let decode = |v: Value| {
+            serde_json::from_value(v).map_err(|e| {
+                Error::InvalidRequest(format!(
+                    "signal `{name}` of run {} has an unexpected payload: {e}",
+                    self.run_id()
+                ))
+            })
+        };
+        let journal = &self.inner.journal;
+        if let Some(v) = journal.replay(&key) {
+            return decode(v);
+        }
+        if journal.is_replay_only() {
+            return Err(journal.diverged(format!("signal `{key}` is not in the recording")));
+        }
+        self.inner.run.check()?;
+        let entry = JournalEntry::new(self.run_id(), journal.next_seq(), &key, Value::Null);
+        if let Some(v) = self
+            .inner
+            .store
+            .take_signal(self.run_id(), name, entry)
+            .await?
+        {
+            journal.note_appended(&key, v.clone());
+            return decode(v);
+        }
+        if let Ok(mut w) = self.inner.waiting.lock() {
+            *w = Some(name.to_owned());
+        }
+        journal.suspend(name);
+        self.inner
+            .store
+            .transition(
+                self.run_id(),
+                &[RunStatus::Running],
+                RunUpdate::new(RunStatus::WaitingInput).with_owner_fence(&self.inner.owner),
+            )
+            .await?;
+        Err(Error::Workflow(format!(
+            "run {} is waiting for signal `{name}`; it resumes when the signal is delivered",
+            self.run_id()
+        )))
+    }
+
+    /// Wait for the `human_input` signal and decode it as a [`HumanInputResponse`]: its
+    /// payload is that type's JSON (`{"action": "answer", "text": ..}`) or a plain string.
+    pub async fn wait_for_human_input(&self) -> Result<HumanInputResponse> {
+        let v: Value = self.wait_for_signal(HUMAN_INPUT_SIGNAL).await?;
+        match v {
+            Value::String(s) => Ok(HumanInputResponse::text(s)),
+            other => serde_json::from_value(other).map_err(|e| {
+                Error::InvalidRequest(format!(
+                    "signal `{HUMAN_INPUT_SIGNAL}` of run {} must be a string or a human-input \
+                     response ({{\"action\": \"answer\", \"text\": ..}}): {e}",
+                    self.run_id()
+                ))
+            }),
+        }
+    }
+
+    /// The signal this execution stopped to wait for, if it did.
+    pub(crate) fn waiting_on(&self) -> Option<String> {
+        self.inner.waiting.lock().ok().and_then(|w| w.clone())
+    }
+
+    /// The run's journal (which keys this execution replayed and which it executed).
+    #[must_use]
+    pub fn journal(&self) -> &Arc<DurableJournal> {
+        &self.inner.journal
+    }
+}

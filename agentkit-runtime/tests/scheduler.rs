@@ -1,0 +1,197 @@
+//! Schedules: exactly one run per (schedule, fire time) with two nodes on one store, pause,
+//! overlap, bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use agentkit_core::{Result, RunStatus};
+use agentkit_runtime::model::{ALL_STATUSES, now_ms};
+use agentkit_runtime::{
+    CatchUp, MemoryStore, Overlap, Runtime, Schedule, Store, TargetOptions, Workflow,
+    WorkflowContext,
+};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+/// Records one step, optionally slowly.
+struct Tick {
+    delay: Duration,
+}
+
+#[async_trait]
+impl Workflow for Tick {
+    type Input = Value;
+    type Output = Value;
+    fn name(&self) -> &str {
+        "tick"
+    }
+    async fn run(&self, ctx: &WorkflowContext, input: Value) -> Result<Value> {
+        let delay = self.delay;
+        ctx.step("work", async move {
+            tokio::time::sleep(delay).await;
+            Ok(input)
+        })
+        .await
+    }
+}
+
+fn node(store: Arc<dyn Store>, delay: Duration) -> Runtime {
+    let rt = Runtime::new(store);
+    rt.register_workflow(Tick { delay }, TargetOptions::new());
+    rt
+}
+
+/// `n` interval schedules with exactly `fires` fire times each, starting soon.
+fn schedules(n: usize, fires: i64, every_ms: i64) -> Vec<Schedule> {
+    let now = now_ms();
+    let start = (now / every_ms + 3) * every_ms;
+    let end = start + (fires - 1) * every_ms;
+    let at = |ms: i64| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap());
+    (0..n)
+        .map(|i| {
+            Schedule::every(
+                format!("s{i}"),
+                "tick",
+                json!({"schedule": i}),
+                Duration::from_millis(u64::try_from(every_ms).unwrap()),
+            )
+            .unwrap()
+            .with_window(at(start), at(end))
+            .with_catch_up(CatchUp::Within(Duration::from_secs(60)))
+        })
+        .collect()
+}
+
+async fn two_nodes_fire_exactly_once(a: Runtime, b: Runtime, store: Arc<dyn Store>, n: usize) {
+    let fires = 10;
+    let every = 100;
+    for s in schedules(n, fires, every) {
+        a.register_schedule(s.clone()).unwrap();
+        b.register_schedule(s).unwrap();
+    }
+    a.start_scheduler(Duration::from_millis(25));
+    b.start_scheduler(Duration::from_millis(25));
+    let expected = n * usize::try_from(fires).unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let runs = store.list_runs(&ALL_STATUSES, 100_000).await.unwrap();
+        let done = runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Succeeded)
+            .count();
+        if done >= expected {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{done}/{expected} runs finished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Two more fire intervals: nothing fires after the window.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    a.shutdown(Duration::from_secs(10)).await;
+    b.shutdown(Duration::from_secs(10)).await;
+    let runs = store.list_runs(&ALL_STATUSES, 100_000).await.unwrap();
+    assert_eq!(
+        runs.len(),
+        expected,
+        "exactly one run per (schedule, fire time)"
+    );
+    let keys: HashSet<_> = runs
+        .iter()
+        .map(|r| r.idempotency_key.clone().unwrap())
+        .collect();
+    assert_eq!(keys.len(), expected);
+    for i in 0..n {
+        let mine = runs
+            .iter()
+            .filter(|r| r.input == json!({"schedule": i}))
+            .count();
+        assert_eq!(mine, 10, "schedule s{i}");
+    }
+    assert!(runs.iter().all(|r| r.status == RunStatus::Succeeded));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_store_start_one_run_per_fire() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let a = node(Arc::clone(&store), Duration::ZERO);
+    let b = node(Arc::clone(&store), Duration::ZERO);
+    two_nodes_fire_exactly_once(a, b, store, 20).await;
+}
+
+#[cfg(feature = "postgres")]
+mod common;
+
+/// 100 schedules, 2 nodes (two processes' worth of connection pools) on PostgreSQL, 10 fire
+/// times each: exactly 1,000 runs.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_100_schedules_2_nodes_10_fires_exactly_1000_runs() {
+    use agentkit_runtime::PostgresStore;
+    let pg = common::Pg::start();
+    let admin = PostgresStore::connect(&pg.url).await.unwrap();
+    let db = format!("agentkit_sched_{}", std::process::id());
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {db}"),
+        format!("CREATE DATABASE {db}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(admin.pool())
+            .await
+            .unwrap();
+    }
+    let url = format!("{}/{db}", pg.url.rsplit_once('/').unwrap().0);
+    let sa: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let sb: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let a = node(Arc::clone(&sa), Duration::ZERO).with_node_id("a");
+    let b = node(sb, Duration::ZERO).with_node_id("b");
+    two_nodes_fire_exactly_once(a, b, sa, 100).await;
+}
+
+#[tokio::test]
+async fn a_paused_schedule_fires_nothing_until_resumed() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let rt = node(Arc::clone(&store), Duration::ZERO);
+    let s = Schedule::every("p", "tick", json!(1), Duration::from_millis(20)).unwrap();
+    rt.register_schedule(s).unwrap();
+    rt.pause_schedule("p").unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(rt.fire_due().await, 0);
+    rt.resume_schedule("p").unwrap();
+    tokio::time::sleep(Duration::from_millis(70)).await;
+    assert!(rt.fire_due().await >= 2);
+    assert!(rt.pause_schedule("nope").is_err());
+}
+
+#[tokio::test]
+async fn overlap_skip_does_not_start_a_fire_while_the_last_run_is_unfinished() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let rt = node(Arc::clone(&store), Duration::from_millis(400));
+    let s = Schedule::every("slow", "tick", json!(1), Duration::from_millis(50))
+        .unwrap()
+        .with_overlap(Overlap::Skip);
+    rt.register_schedule(s).unwrap();
+    rt.start_scheduler(Duration::from_millis(10));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rt.shutdown(Duration::from_secs(5)).await;
+    let runs = store.list_runs(&ALL_STATUSES, 100).await.unwrap();
+    assert_eq!(runs.len(), 1, "about 6 fires, one run");
+}
+
+#[tokio::test]
+async fn schedules_with_bad_input_are_refused_and_nothing_is_stored() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let rt = node(Arc::clone(&store), Duration::ZERO);
+    let s = Schedule::every("x", "no-such-target", json!(1), Duration::from_secs(1)).unwrap();
+    let e = rt.register_schedule(s).unwrap_err();
+    assert!(e.to_string().contains("`no-such-target`"), "{e}");
+    let e = Schedule::cron("c", "tick", json!(1), "*/5 * * * * * * *", "UTC").unwrap_err();
+    assert!(e.to_string().contains("invalid cron expression"), "{e}");
+    let once = Schedule::once("o", "tick", json!(1), SystemTime::now());
+    rt.register_schedule(once).unwrap();
+    assert!(store.list_runs(&ALL_STATUSES, 10).await.unwrap().is_empty());
+}

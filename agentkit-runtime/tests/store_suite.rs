@@ -1,0 +1,396 @@
+//! One behavioural suite, run against every [`Store`] backend.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use agentkit_core::{RunStatus, Usage};
+use agentkit_runtime::model::{ALL_STATUSES, now_ms};
+use agentkit_runtime::{
+    EntryKind, JournalEntry, MemoryStore, NewRun, RunUpdate, SqliteStore, Store,
+};
+use serde_json::json;
+
+async fn suite(store: Arc<dyn Store>) {
+    // Create and read back.
+    let a = store
+        .create_run(NewRun::new("agent-a", json!({"message": "hi"})).with_idempotency_key("k1"))
+        .await
+        .unwrap();
+    assert!(a.is_new());
+    let a = a.run().clone();
+    assert_eq!(a.status, RunStatus::Queued);
+    assert_eq!(a.attempts, 0);
+    let got = store.get_run(&a.id).await.unwrap().unwrap();
+    assert_eq!(got.input, json!({"message": "hi"}));
+    assert_eq!(got.idempotency_key.as_deref(), Some("k1"));
+    assert!(store.get_run("nope").await.unwrap().is_none());
+
+    // Same idempotency key: same run, nothing new stored.
+    let again = store
+        .create_run(NewRun::new("agent-a", json!("other")).with_idempotency_key("k1"))
+        .await
+        .unwrap();
+    assert!(!again.is_new());
+    assert_eq!(again.run().id, a.id);
+    assert_eq!(store.list_runs(&ALL_STATUSES, 100).await.unwrap().len(), 1);
+
+    // Compare-and-set transitions.
+    let claimed = store
+        .transition(
+            &a.id,
+            &[RunStatus::Queued],
+            RunUpdate::new(RunStatus::Running).with_attempt(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.status, RunStatus::Running);
+    assert_eq!(claimed.attempts, 1);
+    let second = store
+        .transition(
+            &a.id,
+            &[RunStatus::Queued],
+            RunUpdate::new(RunStatus::Running).with_attempt(),
+        )
+        .await
+        .unwrap();
+    assert!(second.is_none(), "a run must not be claimed twice");
+
+    // Every status round-trips.
+    for st in ALL_STATUSES {
+        let r = store
+            .transition(&a.id, &ALL_STATUSES, RunUpdate::new(st))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status, st);
+        assert_eq!(store.get_run(&a.id).await.unwrap().unwrap().status, st);
+    }
+    let done = store
+        .transition(
+            &a.id,
+            &[RunStatus::Cancelled],
+            RunUpdate::new(RunStatus::Succeeded)
+                .with_output(json!({"text": "done"}))
+                .with_usage(Usage::new(10, 5), 0.25),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.output, Some(json!({"text": "done"})));
+    assert_eq!(done.usage, Usage::new(10, 5));
+    assert!((done.cost_usd - 0.25).abs() < 1e-9);
+    assert_eq!(done.attempts, 1);
+
+    // Listing by status, oldest first.
+    let b = store.create_run(NewRun::new("wf", json!(1))).await.unwrap();
+    let c = store.create_run(NewRun::new("wf", json!(2))).await.unwrap();
+    let queued = store.list_runs(&[RunStatus::Queued], 10).await.unwrap();
+    let ids: Vec<_> = queued.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids, vec![b.run().id.clone(), c.run().id.clone()]);
+    assert_eq!(
+        store
+            .list_runs(&[RunStatus::Queued], 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Journal: append-only, ordered, batch is all-or-nothing.
+    let run = b.run().id.clone();
+    let e0 = JournalEntry::new(
+        &run,
+        0,
+        "agent/llm/0",
+        json!({"usage": {"input_tokens": 3, "output_tokens": 4}}),
+    )
+    .with_latency_ms(12)
+    .with_usage(Usage::new(3, 4), 0.01);
+    let e1 = JournalEntry::new(&run, 1, "agent/tool/1/call_1", json!("18°C"));
+    store.append(&[e0.clone(), e1.clone()]).await.unwrap();
+    let dup_key = JournalEntry::new(&run, 2, "agent/llm/0", json!("again"));
+    let fresh = JournalEntry::new(&run, 3, "step/x", json!(true));
+    assert!(store.append(&[fresh.clone(), dup_key]).await.is_err());
+    let dup_seq = JournalEntry::new(&run, 1, "step/y", json!(null));
+    assert!(store.append(&[dup_seq]).await.is_err());
+    let j = store.journal(&run).await.unwrap();
+    assert_eq!(j.len(), 2, "a failed batch must store nothing: {j:?}");
+    assert_eq!(j[0].key, "agent/llm/0");
+    assert_eq!(j[0].kind, EntryKind::Llm);
+    assert_eq!(j[0].latency_ms, 12);
+    assert_eq!(j[0].usage, Usage::new(3, 4));
+    assert_eq!(j[1].kind, EntryKind::Tool);
+    assert_eq!(j[1].value, json!("18°C"));
+    assert!(store.journal(&c.run().id).await.unwrap().is_empty());
+
+    // Signals: queued per name, delivered in order, each once, journaled atomically.
+    assert!(store.send_signal("nope", "go", json!(1)).await.is_err());
+    assert!(!store.has_signal(&run, "go").await.unwrap());
+    let none = store
+        .take_signal(
+            &run,
+            "go",
+            JournalEntry::new(&run, 2, "signal/go", json!(null)),
+        )
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    store
+        .send_signal(&run, "go", json!({"n": 1}))
+        .await
+        .unwrap();
+    store
+        .send_signal(&run, "go", json!({"n": 2}))
+        .await
+        .unwrap();
+    store.send_signal(&run, "other", json!(0)).await.unwrap();
+    assert!(store.has_signal(&run, "go").await.unwrap());
+    let first = store
+        .take_signal(
+            &run,
+            "go",
+            JournalEntry::new(&run, 2, "signal/go", json!(null)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, Some(json!({"n": 1})));
+    let second = store
+        .take_signal(
+            &run,
+            "go",
+            JournalEntry::new(&run, 3, "signal/go#2", json!(null)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(second, Some(json!({"n": 2})));
+    assert!(!store.has_signal(&run, "go").await.unwrap());
+    assert!(store.has_signal(&run, "other").await.unwrap());
+    let j = store.journal(&run).await.unwrap();
+    assert_eq!(j.len(), 4);
+    assert_eq!(j[2].kind, EntryKind::Signal);
+    assert_eq!(j[2].value, json!({"n": 1}));
+    assert_eq!(j[3].value, json!({"n": 2}));
+
+    // Leases: a live lease keeps other nodes out; only the owner renews it; once it expires
+    // another node claims the run (one more attempt).
+    let far = now_ms() + 60_000;
+    let r = store
+        .create_run(NewRun::new("leased", json!(0)))
+        .await
+        .unwrap()
+        .run()
+        .clone();
+    let a = store.claim(&r.id, "node-a", far).await.unwrap().unwrap();
+    assert_eq!((a.status, a.attempts), (RunStatus::Running, 1));
+    assert_eq!(a.owner.as_deref(), Some("node-a"));
+    assert!(store.claim(&r.id, "node-b", far).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .renew_leases("node-b", std::slice::from_ref(&r.id), far)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .renew_leases("node-a", std::slice::from_ref(&r.id), now_ms() - 1)
+            .await
+            .unwrap(),
+        1
+    );
+    let b = store.claim(&r.id, "node-b", far).await.unwrap().unwrap();
+    assert_eq!((b.attempts, b.owner.as_deref()), (2, Some("node-b")));
+    // The node that lost the lease can no longer change the run; the holder can.
+    let stale = RunUpdate::new(RunStatus::Succeeded).with_owner_fence("node-a");
+    assert!(
+        store
+            .transition(&r.id, &[RunStatus::Running], stale)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let held = RunUpdate::new(RunStatus::Running).with_owner_fence("node-b");
+    assert!(
+        store
+            .transition(&r.id, &[RunStatus::Running], held)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store.claim(&run, "node-a", far).await.unwrap().is_some(),
+        "queued runs are claimable"
+    );
+
+    // claim_next: oldest first, only the given targets, each run to one node.
+    let mut batch = Vec::new();
+    for i in 0..3 {
+        batch.push(
+            store
+                .create_run(NewRun::new("batch", json!(i)))
+                .await
+                .unwrap()
+                .run()
+                .id
+                .clone(),
+        );
+    }
+    let targets = vec!["batch".to_owned()];
+    let first = store.claim_next("node-a", &targets, far, 2).await.unwrap();
+    assert_eq!(
+        first.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        batch[..2].to_vec()
+    );
+    let rest = store.claim_next("node-b", &targets, far, 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].id, batch[2]);
+    assert_eq!(rest[0].owner.as_deref(), Some("node-b"));
+    assert!(
+        store
+            .claim_next("node-c", &targets, far, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .claim_next("node-c", &["other".to_owned()], far, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Context key-value store: namespaced, replaced on put, TTL honoured.
+    assert_eq!(store.kv_get("team-a", "k").await.unwrap(), None);
+    store
+        .kv_put("team-a", "k", json!({"v": 1}), None)
+        .await
+        .unwrap();
+    store
+        .kv_put("team-b", "k", json!("other"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.kv_get("team-a", "k").await.unwrap(),
+        Some(json!({"v": 1}))
+    );
+    store
+        .kv_put(
+            "team-a",
+            "k",
+            json!({"v": 2}),
+            Some(std::time::Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.kv_get("team-a", "k").await.unwrap(),
+        Some(json!({"v": 2}))
+    );
+    assert_eq!(
+        store.kv_get("team-b", "k").await.unwrap(),
+        Some(json!("other"))
+    );
+    store
+        .kv_put("team-a", "gone", json!(1), Some(std::time::Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.kv_get("team-a", "gone").await.unwrap(),
+        None,
+        "expired"
+    );
+    assert!(!store.kv_delete("team-a", "gone").await.unwrap());
+    assert!(store.kv_delete("team-a", "k").await.unwrap());
+    assert_eq!(store.kv_get("team-a", "k").await.unwrap(), None);
+    assert!(!store.kv_delete("team-a", "k").await.unwrap());
+}
+
+#[cfg(feature = "postgres")]
+mod common;
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_store_passes_the_suite_and_keeps_data_across_reconnect() {
+    use agentkit_runtime::PostgresStore;
+    let pg = common::Pg::start();
+    // A fresh database per test run, so the suite starts empty even on a shared server.
+    let admin = PostgresStore::connect(&pg.url).await.unwrap();
+    let db = format!("agentkit_suite_{}", std::process::id());
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    let url = format!("{}/{db}", pg.url.rsplit_once('/').unwrap().0);
+    let store = PostgresStore::connect(&url).await.unwrap();
+    suite(Arc::new(store.clone())).await;
+    let before = store.list_runs(&ALL_STATUSES, 100).await.unwrap();
+    store.pool().close().await;
+    let again = PostgresStore::connect(&url).await.unwrap();
+    assert_eq!(again.list_runs(&ALL_STATUSES, 100).await.unwrap(), before);
+    again.pool().close().await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_connect_failure_says_what_to_check() {
+    let err = agentkit_runtime::PostgresStore::connect("postgres://nobody@127.0.0.1:1/none")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("postgres store: connecting"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn memory_store_passes_the_suite() {
+    suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_store_passes_the_suite() {
+    suite(Arc::new(SqliteStore::in_memory().await.unwrap())).await;
+}
+
+#[tokio::test]
+async fn sqlite_file_store_passes_the_suite_and_keeps_data_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    suite(Arc::new(store.clone())).await;
+    let before = store.list_runs(&ALL_STATUSES, 100).await.unwrap();
+    store.pool().close().await;
+    // Reopening runs the migrations again (a no-op) and sees the same data.
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    let after = reopened.list_runs(&ALL_STATUSES, 100).await.unwrap();
+    assert_eq!(before, after);
+    assert_eq!(after.len(), 7);
+    let mode: String = sqlx_mode(&reopened).await;
+    assert_eq!(mode, "wal");
+}
+
+async fn sqlx_mode(store: &SqliteStore) -> String {
+    use sqlx::Row;
+    sqlx::query("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get::<String, _>(0)
+}
+
+#[tokio::test]
+async fn sqlite_open_in_a_missing_directory_names_the_file() {
+    let err = SqliteStore::open("/nonexistent-dir-agentkit/x.db")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("/nonexistent-dir-agentkit/x.db"),
+        "{err}"
+    );
+}

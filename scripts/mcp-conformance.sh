@@ -7,7 +7,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 peers="$root/tests/peers/node_modules"
 [[ -x "$peers/.bin/node" ]] || { echo "run scripts/install-mcp-peers.sh" >&2; exit 1; }
 cargo build --quiet --features mcp --example conformance_client --manifest-path "$root/Cargo.toml"
-client="$root/target/debug/examples/conformance_client"
+client="${CARGO_TARGET_DIR:-$root/target}/debug/examples/conformance_client"
 fail=0
 for s in initialize tools_call elicitation-sep1034-client-defaults sse-retry; do
     out="$("$peers/.bin/node" "$peers/.bin/conformance" client --command "$client" --scenario "$s" 2>&1 || true)"

@@ -26,5 +26,8 @@ cargo check -p agentkit-core --no-default-features
 step "cargo test (workspace, all features)"
 cargo test --workspace --all-features
 
+step "MCP conformance suite: client scenarios"
+bash scripts/mcp-conformance.sh
+
 step "quickstart runs offline"
 env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY cargo run --quiet --example quickstart

@@ -10,7 +10,11 @@
 
 use std::sync::Arc;
 
-use agentkit_core::{Agent, AgentLlm, AugmentedLlm, FnTool, ScriptedProvider};
+use agentkit_core::message::join_text;
+use agentkit_core::{
+    Agent, AgentLlm, AugmentedLlm, CompletionRequest, CompletionResponse, Content, FnTool,
+    LlmProvider, Message, Role, ScriptedProvider, StopReason, Usage,
+};
 use agentkit_mcp::{HttpOptions, expose_as_mcp_server};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -29,25 +33,88 @@ fn agents() -> Vec<Arc<dyn AugmentedLlm>> {
             Ok::<_, std::convert::Infallible>(format!("18°C and sunny in {}", c.name))
         },
     );
-    // A scripted model keeps the example offline; swap in an OpenAI/Anthropic provider for real use.
-    let mut forecast_model = ScriptedProvider::new();
-    let mut greet_model = ScriptedProvider::new();
-    for _ in 0..100 {
-        forecast_model = forecast_model
-            .then_tool_call("weather", serde_json::json!({"name": "Lisbon"}))
-            .then_text("It is 18°C and sunny in Lisbon.");
-        greet_model = greet_model.then_text("Hello from agentkit!");
-    }
+    let (forecast_model, greet_model): (Arc<dyn LlmProvider>, Arc<dyn LlmProvider>) =
+        match agentkit_core::provider::from_env() {
+            Ok(Some(real)) => (real.clone(), real),
+            _ => (
+                Arc::new(scripted_forecaster()),
+                Arc::new(scripted_greeter()),
+            ),
+        };
     vec![
-        Arc::new(AgentLlm::new(
-            Agent::new("forecaster", "You answer weather questions.").with_tool(weather),
+        Arc::new(AgentLlm::with_provider(
+            Agent::new("forecaster", "You answer weather questions.")
+                .with_description("Answers weather questions for a city")
+                .with_tool(weather),
             forecast_model,
         )),
-        Arc::new(AgentLlm::new(
-            Agent::new("greeter", "You greet people."),
+        Arc::new(AgentLlm::with_provider(
+            Agent::new("greeter", "You greet people.").with_description("Greets people"),
             greet_model,
         )),
     ]
+}
+
+/// Offline stand-in for a model: asks for the weather of the city named last in the question,
+/// then answers from the tool's result. Stateless, so it serves any number of calls.
+fn scripted_forecaster() -> ScriptedProvider {
+    ScriptedProvider::from_fn(|req: &CompletionRequest| {
+        let last = req.messages.last();
+        let message = match last {
+            Some(m) if m.role == Role::Tool => {
+                let result = m
+                    .content
+                    .iter()
+                    .find_map(|c| match c {
+                        Content::ToolResult { content, .. } => Some(join_text(content)),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                Message::assistant(format!("Right now: {result}."))
+            }
+            _ => {
+                let question = last.map(Message::text).unwrap_or_default();
+                let city = question
+                    .split(|c: char| !c.is_alphanumeric())
+                    .filter(|w| w.chars().next().is_some_and(char::is_uppercase))
+                    .last()
+                    .unwrap_or("Lisbon")
+                    .to_owned();
+                Message::new(
+                    Role::Assistant,
+                    vec![Content::tool_call(
+                        "call_1",
+                        "weather",
+                        serde_json::json!({"name": city}),
+                    )],
+                )
+            }
+        };
+        let stop = if message.has_tool_calls() {
+            StopReason::ToolUse
+        } else {
+            StopReason::EndTurn
+        };
+        Ok(CompletionResponse::new(
+            message,
+            Usage::new(60, 15),
+            stop,
+            "scripted-model",
+        ))
+    })
+    .without_recording()
+}
+
+fn scripted_greeter() -> ScriptedProvider {
+    ScriptedProvider::from_fn(|_req: &CompletionRequest| {
+        Ok(CompletionResponse::new(
+            Message::assistant("Hello from agentkit!"),
+            Usage::new(20, 5),
+            StopReason::EndTurn,
+            "scripted-model",
+        ))
+    })
+    .without_recording()
 }
 
 #[tokio::main]
@@ -55,6 +122,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // stdout is the MCP wire in stdio mode: log to stderr only.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let server = expose_as_mcp_server("agentkit-agents", agents()).build();

@@ -4,19 +4,24 @@
 //! ./scripts/install-mcp-peers.sh      # or have `npx` fetch @modelcontextprotocol/server-filesystem
 //! cargo run --example finder --features mcp
 //! ```
-//! It runs offline on a scripted model; swap in any `LlmProvider` for a real one.
+//! With `OPENAI_API_KEY` or `ANTHROPIC_API_KEY` set it uses that provider; otherwise it runs an
+//! offline scripted model whose answer is read from the real tool result.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use agentkit_core::{Agent, AgentLlm, AugmentedLlmExt, LlmProvider, RunContext, ScriptedProvider};
+use agentkit_core::{
+    Agent, AgentLlm, AugmentedLlmExt, CompletionResponse, LlmProvider, Message, RunContext,
+    ScriptedProvider, StopReason, Usage,
+};
 use agentkit_mcp::{ConnectionManager, McpAggregator, ServerConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
         .init();
     let dir = std::env::temp_dir().join(format!("agentkit-finder-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -46,16 +51,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manager = ConnectionManager::new([fs]);
     let tools = McpAggregator::new(manager.clone(), ["filesystem"]);
 
-    // Offline: a scripted model that calls the MCP tool, then answers. Any `LlmProvider`
-    // (OpenAI, Anthropic) plugs in here unchanged.
-    let model: Arc<dyn LlmProvider> = Arc::new(
-        ScriptedProvider::new()
-            .then_tool_call(
-                "filesystem__read_text_file",
-                serde_json::json!({"path": file}),
+    let model: Arc<dyn LlmProvider> = match agentkit_core::provider::from_env()? {
+        Some(real) => real,
+        None => {
+            println!(
+                "no OPENAI_API_KEY or ANTHROPIC_API_KEY set: running the offline scripted model \
+                 (the MCP tool call is real)"
+            );
+            // Calls the MCP tool, then answers from what the tool returned.
+            Arc::new(
+                ScriptedProvider::new()
+                    .then_tool_call(
+                        "filesystem__read_text_file",
+                        serde_json::json!({"path": file}),
+                    )
+                    .with_fallback(|req| {
+                        let result = req
+                            .messages
+                            .last()
+                            .map(|m| format!("{:?}", m.content))
+                            .unwrap_or_default();
+                        let word = result.split('*').nth(1).unwrap_or("not found").to_owned();
+                        Ok(CompletionResponse::new(
+                            Message::assistant(format!("The code word in notes.md is \"{word}\".")),
+                            Usage::new(150, 12),
+                            StopReason::EndTurn,
+                            "scripted-model",
+                        ))
+                    }),
             )
-            .then_text("The code word in notes.md is \"pelican\"."),
-    );
+        }
+    };
     let agent = AgentLlm::new(
         Agent::new(
             "finder",

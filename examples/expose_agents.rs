@@ -76,8 +76,7 @@ fn scripted_forecaster() -> ScriptedProvider {
                 let question = last.map(Message::text).unwrap_or_default();
                 let city = question
                     .split(|c: char| !c.is_alphanumeric())
-                    .filter(|w| w.chars().next().is_some_and(char::is_uppercase))
-                    .last()
+                    .rfind(|w| w.chars().next().is_some_and(char::is_uppercase))
                     .unwrap_or("Lisbon")
                     .to_owned();
                 Message::new(

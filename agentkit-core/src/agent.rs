@@ -405,18 +405,48 @@ impl AgentLlm {
         let key = format!("{agent}/llm/{}", ctx.next_step());
         let started = Instant::now();
         let executed = std::sync::atomic::AtomicBool::new(false);
-        let response: CompletionResponse = ctx
+        // With a journal, the recorded response carries a fingerprint of the request, so a
+        // replay can tell when the code now asks something else (changed instructions, model,
+        // tools or conversation).
+        let fingerprint = ctx.journal().map(|_| request_fingerprint(&request));
+        let recorded: Value = ctx
             .step(&key, async {
                 executed.store(true, std::sync::atomic::Ordering::Relaxed);
-                ctx.guard(
-                    &format!("model call of agent `{agent}`"),
-                    self.provider.complete(request),
-                )
-                .await
+                let response = ctx
+                    .guard(
+                        &format!("model call of agent `{agent}`"),
+                        self.provider.complete(request),
+                    )
+                    .await?;
+                let mut value = serde_json::to_value(&response)
+                    .map_err(|e| Error::json("journaling a model response", e))?;
+                if let (Some(fp), Value::Object(map)) = (&fingerprint, &mut value) {
+                    map.insert(FINGERPRINT_FIELD.to_owned(), Value::String(fp.clone()));
+                }
+                Ok(value)
             })
             .instrument(span.clone())
             .await?;
         let replayed = !executed.load(std::sync::atomic::Ordering::Relaxed);
+        if replayed
+            && let (Some(fp), Some(journal)) = (&fingerprint, ctx.journal())
+            && let Some(was) = recorded.get(FINGERPRINT_FIELD).and_then(Value::as_str)
+            && was != fp
+        {
+            tracing::warn!(agent = %agent, step = %key, "the model request differs from the recorded one; using the recorded response");
+            journal.note_divergence(
+                &key,
+                &format!(
+                    "agent `{agent}` now sends a different model request than the recording \
+                     (its instructions, model, tools or conversation changed)"
+                ),
+            );
+        }
+        let response: CompletionResponse =
+            serde_json::from_value(recorded).map_err(|e| Error::Journal {
+                key: key.clone(),
+                message: format!("the recorded value is not a model response: {e}"),
+            })?;
         let latency_ms = started.elapsed().as_millis() as u64;
         let cost = ctx.prices().cost(&response.model, &response.usage);
         if !span.is_disabled() {
@@ -661,6 +691,40 @@ impl AugmentedLlm for AgentLlm {
             },
         }
     }
+}
+
+/// The field of a journaled model response that holds its request fingerprint.
+const FINGERPRINT_FIELD: &str = "request_fingerprint";
+
+/// A stable fingerprint (FNV-1a 64 over the canonical JSON) of what a model request asks:
+/// system prompt, model, tools, tool choice, response format and messages. Stable across
+/// processes and Rust versions, unlike `std`'s hasher.
+fn request_fingerprint(request: &CompletionRequest) -> String {
+    struct Fnv(u64);
+    impl std::io::Write for Fnv {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            for b in buf {
+                self.0 ^= u64::from(*b);
+                self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    let parts = (
+        &request.system,
+        &request.model,
+        &request.tools,
+        &request.tool_choice,
+        &request.response_format,
+        &request.messages,
+    );
+    // Serialising plain data into a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut h, &parts);
+    format!("{:016x}", h.0)
 }
 
 /// Routes tool calls to the agent's sources, and answers the human-input tool.

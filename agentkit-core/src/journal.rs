@@ -23,6 +23,12 @@ use crate::error::Result;
 pub trait Journal: Send + Sync {
     /// Return the recorded result of `key`, or run `exec`, record its result and return it.
     async fn step(&self, key: &str, exec: BoxFuture<'_, Result<Value>>) -> Result<Value>;
+
+    /// Told when a step was answered from the journal although the code now asks something
+    /// different from what was recorded (e.g. the agent's instructions, model, tools or
+    /// conversation changed since the run was recorded). Replay reports collect these; the
+    /// default ignores them.
+    fn note_divergence(&self, _key: &str, _what: &str) {}
 }
 
 /// A journal that records nothing and always runs the step.
@@ -43,6 +49,7 @@ pub struct MemoryJournal {
     entries: Mutex<HashMap<String, Value>>,
     order: Mutex<Vec<String>>,
     replayed: Mutex<Vec<String>>,
+    divergences: Mutex<Vec<String>>,
 }
 
 impl MemoryJournal {
@@ -81,6 +88,15 @@ impl MemoryJournal {
     pub fn replayed_keys(&self) -> Vec<String> {
         self.replayed.lock().map(|r| r.clone()).unwrap_or_default()
     }
+
+    /// Divergences noted while replaying (see [`Journal::note_divergence`]).
+    #[must_use]
+    pub fn divergences(&self) -> Vec<String> {
+        self.divergences
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
+    }
 }
 
 #[async_trait]
@@ -100,6 +116,12 @@ impl Journal for MemoryJournal {
             o.push(key.to_owned());
         }
         Ok(v)
+    }
+
+    fn note_divergence(&self, key: &str, what: &str) {
+        if let Ok(mut d) = self.divergences.lock() {
+            d.push(format!("step `{key}`: {what}"));
+        }
     }
 }
 

@@ -583,3 +583,44 @@ async fn model_preferences_pick_a_model_of_the_provider() {
         Some("claude-haiku-4-5")
     );
 }
+
+#[tokio::test]
+async fn replay_with_changed_instructions_is_reported_as_a_divergence() {
+    let record = Arc::new(MemoryJournal::new());
+    let agent = AgentLlm::new(
+        Agent::new("j", "Be brief.").with_tool(sleeper(Arc::default())),
+        ScriptedProvider::new()
+            .then_tool_call("sleep", json!({"ms": 1, "label": "x"}))
+            .then_text("done"),
+    );
+    let ctx = RunContext::new()
+        .with_run_id("r")
+        .with_journal(record.clone());
+    agent.generate_str("go", &ctx).await.unwrap();
+
+    async fn replay(record: &MemoryJournal, instruction: &str) -> Vec<String> {
+        let tape = Arc::new(MemoryJournal::from_entries(record.entries()));
+        let silent = Arc::new(ScriptedProvider::new());
+        let agent = AgentLlm::with_provider(
+            Agent::new("j", instruction).with_tool(sleeper(Arc::default())),
+            silent.clone(),
+        );
+        let ctx = RunContext::new()
+            .with_run_id("r")
+            .with_journal(tape.clone());
+        assert_eq!(agent.generate_str("go", &ctx).await.unwrap(), "done");
+        assert_eq!(silent.call_count(), 0, "replay never calls the model");
+        tape.divergences()
+    }
+
+    assert!(
+        replay(&record, "Be brief.").await.is_empty(),
+        "same code, same requests"
+    );
+    let notes = replay(&record, "Be brief. Answer in French.").await;
+    assert_eq!(notes.len(), 2, "both model calls changed: {notes:?}");
+    assert!(
+        notes[0].contains("j/llm/0") && notes[0].contains("different model request"),
+        "{notes:?}"
+    );
+}

@@ -245,4 +245,8 @@ impl Journal for DurableJournal {
         });
         Ok(value)
     }
+
+    fn note_divergence(&self, key: &str, what: &str) {
+        self.with(|s| s.divergences.push(format!("step `{key}`: {what}")));
+    }
 }

@@ -48,6 +48,14 @@ fn reply(tool_call: Option<(&str, Value)>, text: &str) -> CompletionResponse {
 
 /// An agent that calls `weather` once, then answers; counts its model and tool calls.
 fn weather_agent(tool_calls: Arc<AtomicU32>, model_calls: Arc<AtomicU32>) -> Arc<dyn AugmentedLlm> {
+    weather_agent_with("You answer weather questions.", tool_calls, model_calls)
+}
+
+fn weather_agent_with(
+    instruction: &str,
+    tool_calls: Arc<AtomicU32>,
+    model_calls: Arc<AtomicU32>,
+) -> Arc<dyn AugmentedLlm> {
     let weather = FnTool::new("weather", "Weather of a city", move |c: City| {
         let tool_calls = Arc::clone(&tool_calls);
         async move {
@@ -65,7 +73,7 @@ fn weather_agent(tool_calls: Arc<AtomicU32>, model_calls: Arc<AtomicU32>) -> Arc
         })
     });
     Arc::new(AgentLlm::new(
-        Agent::new("weather", "You answer weather questions.").with_tool(weather),
+        Agent::new("weather", instruction).with_tool(weather),
         model,
     ))
 }
@@ -920,6 +928,30 @@ async fn replay_needs_no_provider_and_reports_divergences() {
     let report = frt.replay(&wf).await.unwrap();
     assert!(report.is_faithful(), "{:?}", report.divergences);
     assert_eq!(reserved.load(Ordering::SeqCst), 1);
+
+    // Changed agent instructions: the recording still answers, and the change is reported.
+    let changed = Runtime::new(Arc::clone(&store));
+    let (t, m) = (Arc::clone(&c.tools), Arc::clone(&c.models));
+    changed.register_agent(
+        "weather",
+        move || {
+            weather_agent_with(
+                "You answer weather questions, in French.",
+                Arc::clone(&t),
+                Arc::clone(&m),
+            )
+        },
+        TargetOptions::new(),
+    );
+    let report = changed.replay(&agent_run.id).await.unwrap();
+    assert!(!report.is_faithful());
+    let all = report.divergences.join("\n");
+    assert!(all.contains("different model request"), "{all}");
+    assert_eq!(
+        c.models.load(Ordering::SeqCst),
+        models,
+        "no provider call on replay"
+    );
 
     // Changed code: the divergence is reported, nothing runs, nothing is stored.
     let v2 = Runtime::new(Arc::clone(&store));

@@ -18,6 +18,8 @@
 #![doc = include_str!("../README.md")]
 
 pub mod aggregator;
+#[cfg(feature = "server")]
+pub mod bridge;
 mod client;
 pub mod config;
 #[cfg(feature = "server")]

@@ -355,11 +355,13 @@ async fn postgres_two_nodes_one_killed_the_other_finishes_every_run() {
     let dir = tempfile::tempdir().unwrap();
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let spawn = |node: &str, log: &Path| {
-        child_command(log)
-            .env("AGENTKIT_CRASH_PG_URL", &url)
-            .env("AGENTKIT_CRASH_NODE", node)
-            .spawn()
-            .unwrap()
+        KillOnDrop(
+            child_command(log)
+                .env("AGENTKIT_CRASH_PG_URL", &url)
+                .env("AGENTKIT_CRASH_NODE", node)
+                .spawn()
+                .unwrap(),
+        )
     };
     let mut a = spawn("node-a", &log_a);
     let mut b = spawn("node-b", &log_b);
@@ -371,11 +373,23 @@ async fn postgres_two_nodes_one_killed_the_other_finishes_every_run() {
             a.try_wait().unwrap().is_none(),
             "node a exited before the kill"
         );
+        // Kill once both nodes have journaled work and node a holds a run mid-way with at
+        // least two calls still to go (so it cannot finish between this query and the kill).
+        let mid_way: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT r.id FROM agentkit_runs r \
+             JOIN agentkit_journal j ON j.run_id = r.id \
+             WHERE r.owner = 'node-a' AND r.status = 'running' \
+             GROUP BY r.id HAVING COUNT(*) BETWEEN 1 AND $1) m",
+        )
+        .bind((TOOL_CALLS_PER_RUN * 2 - 1) as i64)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agentkit_journal")
             .fetch_one(store.pool())
             .await
             .unwrap();
-        if n >= 120 {
+        if n >= 60 && mid_way > 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -446,6 +460,33 @@ async fn postgres_two_nodes_one_killed_the_other_finishes_every_run() {
          {repeated} in-flight calls re-executed",
         orphaned.len()
     );
+}
+
+/// A child process killed when the test ends, also when an assertion fails first.
+#[cfg(feature = "postgres")]
+struct KillOnDrop(Child);
+
+#[cfg(feature = "postgres")]
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[cfg(feature = "postgres")]

@@ -35,6 +35,7 @@
 //! ```
 
 pub mod agent;
+pub mod approval;
 pub mod config;
 pub mod context;
 pub mod cost;
@@ -51,6 +52,7 @@ pub mod usage;
 pub mod workflow;
 
 pub use agent::{Agent, AgentLlm, AgentTool, InMemoryMemory, Instruction, Memory};
+pub use approval::{Approval, ApprovalLayer};
 pub use config::{Config, McpServerConfig, McpTransport};
 pub use context::{
     ApprovalDecision, ApprovalHandler, ApprovalRequest, Budget, HumanInputHandler,

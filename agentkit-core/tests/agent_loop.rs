@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use agentkit_core::{
-    Agent, AgentLlm, AugmentedLlm, AugmentedLlmExt, Budget, CollectingSink, Content, Error, FnTool,
-    GenerateRequest, HumanInputHandler, HumanInputRequest, HumanInputResponse, MemoryJournal,
-    Message, RequestParams, Role, RunContext, RunEvent, ScriptedProvider, StopReason, ToolChoice,
+    Agent, AgentLlm, ApprovalDecision, ApprovalHandler, ApprovalLayer, ApprovalRequest,
+    AugmentedLlm, AugmentedLlmExt, Budget, CollectingSink, Content, Error, FnTool, GenerateRequest,
+    HumanInputHandler, HumanInputRequest, HumanInputResponse, MemoryJournal, Message,
+    RequestParams, Role, RunContext, RunEvent, ScriptedProvider, StopReason, ToolChoice,
     ToolFilter, ToolTimeoutLayer,
 };
 use async_trait::async_trait;
@@ -622,5 +623,119 @@ async fn replay_with_changed_instructions_is_reported_as_a_divergence() {
     assert!(
         notes[0].contains("j/llm/0") && notes[0].contains("different model request"),
         "{notes:?}"
+    );
+}
+
+/// Approves `sleep` calls labelled "ok", denies the rest; records what it was asked.
+#[derive(Default)]
+struct Gatekeeper {
+    asked: std::sync::Mutex<Vec<ApprovalRequest>>,
+}
+
+#[async_trait]
+impl ApprovalHandler for Gatekeeper {
+    async fn approve(
+        &self,
+        request: ApprovalRequest,
+        _ctx: &RunContext,
+    ) -> agentkit_core::Result<ApprovalDecision> {
+        let ok = request.arguments["label"] == "ok";
+        self.asked.lock().unwrap().push(request);
+        Ok(if ok {
+            ApprovalDecision::Approved
+        } else {
+            ApprovalDecision::Denied {
+                reason: "not on a Friday".into(),
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn approval_layer_runs_approved_calls_and_shows_denials_to_the_model() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let provider = Arc::new(
+        ScriptedProvider::new()
+            .then_tool_call("sleep", json!({"ms": 1, "label": "ok"}))
+            .then_tool_call("sleep", json!({"ms": 1, "label": "risky"}))
+            .then_text("done"),
+    );
+    let agent = AgentLlm::with_provider(
+        Agent::new("t", "").with_tool(sleeper(Arc::clone(&runs))),
+        provider.clone(),
+    )
+    .with_tool_layer(
+        ApprovalLayer::new(|tool, _args| tool == "sleep").with_reason("sleeping is risky"),
+    );
+    let gate = Arc::new(Gatekeeper::default());
+    let ctx = RunContext::new().with_approvals(gate.clone());
+    assert_eq!(agent.generate_str("go", &ctx).await.unwrap(), "done");
+    // The approved call ran, the denied one did not.
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let asked = gate.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2);
+    assert_eq!(asked[0].tool, "sleep");
+    assert_eq!(asked[0].reason, "sleeping is risky");
+    let approved = format!("{:?}", provider.requests()[1].messages.last().unwrap());
+    assert!(
+        approved.contains("slept ok") && approved.contains("is_error: false"),
+        "{approved}"
+    );
+    let denied = format!("{:?}", provider.requests()[2].messages.last().unwrap());
+    assert!(
+        denied.contains("denied: not on a Friday") && denied.contains("is_error: true"),
+        "{denied}"
+    );
+}
+
+#[tokio::test]
+async fn approval_layer_skips_unselected_tools_and_needs_a_handler_for_selected_ones() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    // Not selected: runs without asking (no handler needed).
+    let provider = ScriptedProvider::new()
+        .then_tool_call("sleep", json!({"ms": 1, "label": "free"}))
+        .then_text("done");
+    let agent = AgentLlm::new(
+        Agent::new("t", "").with_tool(sleeper(Arc::clone(&runs))),
+        provider,
+    )
+    .with_tool_layer(ApprovalLayer::tools(["delete_everything"]));
+    assert_eq!(
+        agent.generate_str("go", &RunContext::new()).await.unwrap(),
+        "done"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    // Selected, but the run has no handler: the tool does not run and the model is told why.
+    let provider = Arc::new(
+        ScriptedProvider::new()
+            .then_tool_call("sleep", json!({"ms": 1, "label": "x"}))
+            .then_text("could not"),
+    );
+    let agent = AgentLlm::with_provider(
+        Agent::new("t", "").with_tool(sleeper(Arc::clone(&runs))),
+        provider.clone(),
+    )
+    .with_tool_layer(ApprovalLayer::tools(["sleep"]));
+    let sink = Arc::new(CollectingSink::new());
+    let ctx = RunContext::new().with_events(sink.clone());
+    assert_eq!(agent.generate_str("go", &ctx).await.unwrap(), "could not");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the unapproved tool must not run"
+    );
+    let shown = format!("{:?}", provider.requests()[1].messages.last().unwrap());
+    assert!(
+        shown.contains("tool `sleep`")
+            && shown.contains("no approval handler")
+            && shown.contains("RunContext::with_approvals")
+            && shown.contains("is_error: true"),
+        "{shown}"
+    );
+    assert!(
+        sink.events()
+            .iter()
+            .any(|e| matches!(e, RunEvent::Error { .. }))
     );
 }

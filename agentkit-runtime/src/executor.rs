@@ -20,7 +20,9 @@ use crate::model::{Created, NewRun, RunRecord, RunUpdate};
 use crate::redact::Redactor;
 use crate::scheduler::{CatchUp, Overlap, Schedule};
 use crate::store::Store;
-use crate::workflow::{DynWorkflow, Erased, SignalHumanInput, Workflow, WorkflowContext};
+use crate::workflow::{
+    APPROVAL_SIGNAL, DynWorkflow, Erased, Workflow, WorkflowContext, decode_approval,
+};
 
 /// Builds a fresh agent for each run (agents keep conversation memory, runs must not share it).
 pub type AgentFactory = Arc<dyn Fn() -> Arc<dyn AugmentedLlm> + Send + Sync>;
@@ -245,12 +247,9 @@ impl Target {
             Kind::Agent(factory) => {
                 let message = agent_message(&self.name, &input)?;
                 let agent = factory();
-                let run_ctx = ctx
-                    .run_context()
-                    .clone()
-                    .with_human_input(Arc::new(SignalHumanInput(ctx.clone())));
+                // The context carries signal-backed human-input and approval handlers.
                 let generation = agent
-                    .generate(GenerateRequest::from(message), &run_ctx)
+                    .generate(GenerateRequest::from(message), ctx.run_context())
                     .await?;
                 Ok(json!({"text": generation.text()}))
             }
@@ -1005,6 +1004,10 @@ impl Runtime {
                 run.status
             )));
         }
+        if name == APPROVAL_SIGNAL {
+            // A malformed decision is refused here, before anything is stored.
+            decode_approval(run_id, payload.clone())?;
+        }
         if let Ok(r) = self.inner.redactor.read() {
             r.apply(&mut payload);
         }
@@ -1275,7 +1278,7 @@ impl Runtime {
                     && store
                         .transition(
                             run_id,
-                            &[RunStatus::WaitingInput],
+                            &[RunStatus::WaitingInput, RunStatus::WaitingApproval],
                             RunUpdate::new(RunStatus::Queued),
                         )
                         .await?

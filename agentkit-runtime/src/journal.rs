@@ -20,6 +20,8 @@ struct State {
     replayed: Vec<String>,
     executed: Vec<String>,
     suspended: Option<String>,
+    /// Steps (tool calls) that stopped to wait for a signal, with the signal's name.
+    suspended_steps: HashMap<String, String>,
     order: Vec<String>,
     divergences: Vec<String>,
 }
@@ -178,18 +180,30 @@ impl DurableJournal {
 
     /// Mark the execution as suspended (waiting for `signal`): from now on nothing more is
     /// journaled by it, so a step that was interrupted by the wait is not recorded as done.
-    pub(crate) fn suspend(&self, signal: &str) {
-        self.with(|s| s.suspended = Some(signal.to_owned()));
+    ///
+    /// With `step`, only that step (a tool call waiting for human input or an approval) is
+    /// suspended: its result is not journaled, while tool calls running beside it still
+    /// journal theirs (so they do not run again on resume).
+    pub(crate) fn suspend(&self, signal: &str, step: Option<&str>) {
+        self.with(|s| match step {
+            Some(key) => {
+                s.suspended_steps.insert(key.to_owned(), signal.to_owned());
+            }
+            None => s.suspended = Some(signal.to_owned()),
+        });
     }
 
-    fn suspended_error(&self) -> Option<agentkit_core::Error> {
+    fn suspended_error(&self, key: &str) -> Option<agentkit_core::Error> {
         self.with(|s| {
-            s.suspended.as_ref().map(|name| {
-                agentkit_core::Error::Workflow(format!(
-                    "run {} is waiting for signal `{name}`; it resumes when the signal is delivered",
-                    self.run_id
-                ))
-            })
+            s.suspended
+                .as_ref()
+                .or_else(|| s.suspended_steps.get(key))
+                .map(|name| {
+                    agentkit_core::Error::Workflow(format!(
+                        "run {} is waiting for signal `{name}`; it resumes when the signal is delivered",
+                        self.run_id
+                    ))
+                })
         })
     }
 
@@ -227,7 +241,7 @@ impl Journal for DurableJournal {
         }
         let started = Instant::now();
         let value = exec.await?;
-        if let Some(e) = self.suspended_error() {
+        if let Some(e) = self.suspended_error(key) {
             return Err(e);
         }
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -1,11 +1,12 @@
 //! Code-defined workflows: the [`Workflow`] trait and the [`WorkflowContext`] it runs with.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use agentkit_core::{
-    Error, HumanInputHandler, HumanInputRequest, HumanInputResponse, Result, RunContext, RunStatus,
+    ApprovalDecision, ApprovalHandler, ApprovalRequest, Error, HumanInputHandler,
+    HumanInputRequest, HumanInputResponse, Result, RunContext, RunStatus,
 };
 use async_trait::async_trait;
 use schemars::JsonSchema;
@@ -92,19 +93,83 @@ impl<W: Workflow> DynWorkflow for Erased<W> {
 /// The signal that answers an agent's request for human input.
 pub const HUMAN_INPUT_SIGNAL: &str = "human_input";
 
+/// The signal that decides a tool call waiting for approval: its payload is an
+/// [`ApprovalDecision`] as JSON, `{"decision": "approved"}` or
+/// `{"decision": "denied", "reason": "..."}`.
+pub const APPROVAL_SIGNAL: &str = "approval";
+
+fn upgrade(inner: &Weak<Inner>) -> Result<WorkflowContext> {
+    inner
+        .upgrade()
+        .map(|inner| WorkflowContext { inner })
+        .ok_or_else(|| Error::Workflow("the run's execution has ended".into()))
+}
+
 /// Answers an agent loop's human-input requests with the run's `human_input` signal: the run
 /// persists as `waiting_input`, frees its task, and resumes when the signal is delivered.
-pub(crate) struct SignalHumanInput(pub(crate) WorkflowContext);
+struct SignalHumanInput(Weak<Inner>);
 
 #[async_trait]
 impl HumanInputHandler for SignalHumanInput {
     async fn ask(
         &self,
         _request: HumanInputRequest,
-        _ctx: &RunContext,
+        ctx: &RunContext,
     ) -> Result<HumanInputResponse> {
-        self.0.wait_for_human_input().await
+        let wctx = upgrade(&self.0)?;
+        let key = match ctx.tool_call_key() {
+            Some(call) => format!("signal/{HUMAN_INPUT_SIGNAL}/{call}"),
+            None => wctx.key("signal", HUMAN_INPUT_SIGNAL),
+        };
+        let v = wctx
+            .wait_signal(
+                HUMAN_INPUT_SIGNAL,
+                key,
+                RunStatus::WaitingInput,
+                ctx.tool_call_key(),
+            )
+            .await?;
+        wctx.decode_human_input(v)
     }
+}
+
+/// Decides the agent loop's tool approvals with the run's `approval` signal: the run persists
+/// as `waiting_approval`, frees its task, and resumes when the signal is delivered. Each tool
+/// call's decision is journaled under its own key (`signal/approval/<tool call key>`).
+struct SignalApprovals(Weak<Inner>);
+
+#[async_trait]
+impl ApprovalHandler for SignalApprovals {
+    async fn approve(
+        &self,
+        _request: ApprovalRequest,
+        ctx: &RunContext,
+    ) -> Result<ApprovalDecision> {
+        let wctx = upgrade(&self.0)?;
+        let key = match ctx.tool_call_key() {
+            Some(call) => format!("signal/{APPROVAL_SIGNAL}/{call}"),
+            None => wctx.key("signal", APPROVAL_SIGNAL),
+        };
+        let v = wctx
+            .wait_signal(
+                APPROVAL_SIGNAL,
+                key,
+                RunStatus::WaitingApproval,
+                ctx.tool_call_key(),
+            )
+            .await?;
+        decode_approval(wctx.run_id(), v)
+    }
+}
+
+/// Parse an `approval` signal payload.
+pub(crate) fn decode_approval(run_id: &str, v: Value) -> Result<ApprovalDecision> {
+    serde_json::from_value(v).map_err(|e| {
+        Error::InvalidRequest(format!(
+            "signal `{APPROVAL_SIGNAL}` of run {run_id} must be {{\"decision\": \"approved\"}} or \
+             {{\"decision\": \"denied\", \"reason\": \"...\"}}: {e}"
+        ))
+    })
 }
 
 struct Inner {
@@ -132,6 +197,8 @@ impl std::fmt::Debug for WorkflowContext {
 }
 
 impl WorkflowContext {
+    /// A context for one execution of a run. The run context gets signal-backed human-input
+    /// and approval handlers, so agents called with it wait durably.
     pub(crate) fn new(
         run: RunContext,
         journal: Arc<DurableJournal>,
@@ -139,8 +206,10 @@ impl WorkflowContext {
         owner: &str,
     ) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                run,
+            inner: Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
+                run: run
+                    .with_human_input(Arc::new(SignalHumanInput(weak.clone())))
+                    .with_approvals(Arc::new(SignalApprovals(weak.clone()))),
                 journal,
                 store,
                 counters: Mutex::default(),
@@ -219,17 +288,39 @@ impl WorkflowContext {
     /// process or after a restart.
     pub async fn wait_for_signal<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
         let key = self.key("signal", name);
-        let decode = |v: Value| {
-            serde_json::from_value(v).map_err(|e| {
-                Error::InvalidRequest(format!(
-                    "signal `{name}` of run {} has an unexpected payload: {e}",
-                    self.run_id()
-                ))
-            })
-        };
+        let v = self
+            .wait_signal(name, key, RunStatus::WaitingInput, None)
+            .await?;
+        serde_json::from_value(v).map_err(|e| {
+            Error::InvalidRequest(format!(
+                "signal `{name}` of run {} has an unexpected payload: {e}",
+                self.run_id()
+            ))
+        })
+    }
+
+    /// Wait for an [`APPROVAL_SIGNAL`] like [`wait_for_signal`](Self::wait_for_signal), with
+    /// the run persisted as `waiting_approval` meanwhile, and decode its decision.
+    pub async fn wait_for_approval(&self) -> Result<ApprovalDecision> {
+        let key = self.key("signal", APPROVAL_SIGNAL);
+        let v = self
+            .wait_signal(APPROVAL_SIGNAL, key, RunStatus::WaitingApproval, None)
+            .await?;
+        decode_approval(self.run_id(), v)
+    }
+
+    /// Deliver signal `name` to journal key `key`, or persist the run as `status` and end the
+    /// execution. `step`: the tool call that waits (only its result is held back).
+    async fn wait_signal(
+        &self,
+        name: &str,
+        key: String,
+        status: RunStatus,
+        step: Option<&str>,
+    ) -> Result<Value> {
         let journal = &self.inner.journal;
         if let Some(v) = journal.replay(&key) {
-            return decode(v);
+            return Ok(v);
         }
         if journal.is_replay_only() {
             return Err(journal.diverged(format!("signal `{key}` is not in the recording")));
@@ -243,18 +334,18 @@ impl WorkflowContext {
             .await?
         {
             journal.note_appended(&key, v.clone());
-            return decode(v);
+            return Ok(v);
         }
         if let Ok(mut w) = self.inner.waiting.lock() {
             *w = Some(name.to_owned());
         }
-        journal.suspend(name);
+        journal.suspend(name, step);
         self.inner
             .store
             .transition(
                 self.run_id(),
                 &[RunStatus::Running],
-                RunUpdate::new(RunStatus::WaitingInput).with_owner_fence(&self.inner.owner),
+                RunUpdate::new(status).with_owner_fence(&self.inner.owner),
             )
             .await?;
         Err(Error::Workflow(format!(
@@ -267,6 +358,10 @@ impl WorkflowContext {
     /// payload is that type's JSON (`{"action": "answer", "text": ..}`) or a plain string.
     pub async fn wait_for_human_input(&self) -> Result<HumanInputResponse> {
         let v: Value = self.wait_for_signal(HUMAN_INPUT_SIGNAL).await?;
+        self.decode_human_input(v)
+    }
+
+    fn decode_human_input(&self, v: Value) -> Result<HumanInputResponse> {
         match v {
             Value::String(s) => Ok(HumanInputResponse::text(s)),
             other => serde_json::from_value(other).map_err(|e| {

@@ -1,0 +1,292 @@
+//! Durable waits that free their task: tool approvals in the agent loop (waiting_approval,
+//! decided by an `approval` signal, across a restart) and long sleeps (the run is parked with
+//! its wake-up time and picked up again when due), on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use agentkit_core::{
+    Agent, AgentLlm, ApprovalLayer, AugmentedLlm, CompletionResponse, Content, FnTool, Message,
+    Result, Role, RunStatus, ScriptedProvider, StartOptions, StopReason, Usage,
+};
+use agentkit_runtime::{
+    APPROVAL_SIGNAL, EntryKind, Runtime, SqliteStore, Store, TargetOptions, Workflow,
+    WorkflowContext,
+};
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+type StoreFactory = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn Store>>>>>;
+
+#[derive(Deserialize, JsonSchema)]
+struct Payment {
+    amount: u32,
+}
+
+fn texts(content: &[Content]) -> String {
+    content
+        .iter()
+        .filter_map(|c| match c {
+            Content::Text { text } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An agent that pays 5, then 7 (each call of `pay` needs approval), then answers with what
+/// the tool results said, joined by ` | `.
+fn payer(paid: Arc<AtomicU32>, model_calls: Arc<AtomicU32>) -> Arc<dyn AugmentedLlm> {
+    let pay = FnTool::new("pay", "Pay an amount", move |p: Payment| {
+        let paid = Arc::clone(&paid);
+        async move {
+            paid.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, String>(format!("paid {}", p.amount))
+        }
+    });
+    let model = ScriptedProvider::from_fn(move |req| {
+        model_calls.fetch_add(1, Ordering::SeqCst);
+        let results: Vec<String> = req
+            .messages
+            .iter()
+            .flat_map(|m| &m.content)
+            .filter_map(|c| match c {
+                Content::ToolResult { content, .. } => Some(texts(content)),
+                _ => None,
+            })
+            .collect();
+        let call = |n: usize, amount: u32| {
+            CompletionResponse::new(
+                Message::new(
+                    Role::Assistant,
+                    vec![Content::tool_call(
+                        format!("call_{n}"),
+                        "pay",
+                        json!({"amount": amount}),
+                    )],
+                ),
+                Usage::new(10, 5),
+                StopReason::ToolUse,
+                "scripted",
+            )
+        };
+        Ok(match results.len() {
+            0 => call(1, 5),
+            1 => call(2, 7),
+            _ => CompletionResponse::new(
+                Message::assistant(results.join(" | ")),
+                Usage::new(20, 7),
+                StopReason::EndTurn,
+                "scripted",
+            ),
+        })
+    });
+    Arc::new(
+        AgentLlm::new(Agent::new("payer", "You pay.").with_tool(pay), model)
+            .with_tool_layer(ApprovalLayer::tools(["pay"])),
+    )
+}
+
+/// Wait for `status`, failing after 30 s instead of hanging.
+async fn reach(rt: &Runtime, id: &str, status: RunStatus) -> agentkit_runtime::RunRecord {
+    tokio::time::timeout(Duration::from_secs(30), rt.wait_for_status(id, &[status]))
+        .await
+        .unwrap_or_else(|_| panic!("run {id} never reached {status}"))
+        .unwrap()
+}
+
+struct Counts {
+    paid: Arc<AtomicU32>,
+    models: Arc<AtomicU32>,
+}
+
+fn payer_runtime(store: Arc<dyn Store>, c: &Counts) -> Runtime {
+    let rt = Runtime::new(store);
+    let (p, m) = (Arc::clone(&c.paid), Arc::clone(&c.models));
+    rt.register_agent(
+        "payer",
+        move || payer(Arc::clone(&p), Arc::clone(&m)),
+        TargetOptions::new(),
+    );
+    rt
+}
+
+/// Approve the first payment after a restart, deny the second: the first tool runs exactly
+/// once, the second never, and the model sees the denial's reason.
+async fn approvals_survive_a_restart(stores: StoreFactory) {
+    let c = Counts {
+        paid: Arc::default(),
+        models: Arc::default(),
+    };
+    let rt = payer_runtime(stores().await, &c);
+    let id = rt
+        .start_run("payer", json!("pay the bills"), StartOptions::new())
+        .await
+        .unwrap();
+    let run = reach(&rt, &id, RunStatus::WaitingApproval).await;
+    assert_eq!(run.status, RunStatus::WaitingApproval);
+    assert_eq!(c.paid.load(Ordering::SeqCst), 0, "not approved yet");
+    let keys: Vec<_> = rt
+        .journal(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(
+        keys,
+        vec!["payer/llm/0"],
+        "nothing of the waiting call is journaled"
+    );
+    // A malformed decision is refused and changes nothing.
+    let e = rt
+        .signal(&id, APPROVAL_SIGNAL, json!({"decision": "maybe"}))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("\"decision\": \"approved\""), "{e}");
+    rt.shutdown(Duration::from_secs(5)).await;
+    drop(rt);
+
+    // A new process over the same store.
+    let rt = payer_runtime(stores().await, &c);
+    assert_eq!(
+        rt.get(&id).await.unwrap().status,
+        RunStatus::WaitingApproval
+    );
+    rt.recover().await.unwrap();
+    reach(&rt, &id, RunStatus::WaitingApproval).await;
+    rt.signal(&id, APPROVAL_SIGNAL, json!({"decision": "approved"}))
+        .await
+        .unwrap();
+    // The model asks for the second payment: waiting again, for its own approval.
+    let started = std::time::Instant::now();
+    while c.paid.load(Ordering::SeqCst) < 1
+        || rt.get(&id).await.unwrap().status != RunStatus::WaitingApproval
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "second approval never asked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rt.signal(
+        &id,
+        APPROVAL_SIGNAL,
+        json!({"decision": "denied", "reason": "over the limit"}),
+    )
+    .await
+    .unwrap();
+    let run = reach(&rt, &id, RunStatus::Succeeded).await;
+    assert_eq!(
+        run.output.unwrap()["text"],
+        "paid 5 | the call of tool `pay` was denied: over the limit"
+    );
+    assert_eq!(
+        c.paid.load(Ordering::SeqCst),
+        1,
+        "approved once, run once; denied never"
+    );
+    // 2 questions + 1 answer, each asked once (replays come from the journal).
+    assert_eq!(c.models.load(Ordering::SeqCst), 3);
+    let journal = rt.journal(&id).await.unwrap();
+    let keys: Vec<_> = journal.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "payer/llm/0",
+            "signal/approval/payer/tool/1/call_1",
+            "payer/tool/1/call_1",
+            "payer/llm/2",
+            "signal/approval/payer/tool/3/call_2",
+            "payer/tool/3/call_2",
+            "payer/llm/4",
+        ]
+    );
+    assert_eq!(journal[1].kind, EntryKind::Signal);
+    assert_eq!(journal[1].value, json!({"decision": "approved"}));
+    rt.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn sqlite_tool_approval_waits_durably_and_is_decided_by_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rt.db");
+    approvals_survive_a_restart(Box::new(move || {
+        let path = path.clone();
+        Box::pin(async move { Arc::new(SqliteStore::open(&path).await.unwrap()) as Arc<dyn Store> })
+    }))
+    .await;
+}
+
+#[cfg(feature = "postgres")]
+mod common;
+
+/// A fresh database on the test server.
+#[cfg(feature = "postgres")]
+async fn fresh_pg_db(pg: &common::Pg, name: &str) -> String {
+    use agentkit_runtime::PostgresStore;
+    let admin = PostgresStore::connect(&pg.url).await.unwrap();
+    let db = format!("agentkit_{name}_{}", std::process::id());
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {db}"),
+        format!("CREATE DATABASE {db}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(admin.pool())
+            .await
+            .unwrap();
+    }
+    admin.pool().close().await;
+    format!("{}/{db}", pg.url.rsplit_once('/').unwrap().0)
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_tool_approval_waits_durably_and_is_decided_by_a_signal() {
+    use agentkit_runtime::PostgresStore;
+    let pg = common::Pg::start();
+    let url = fresh_pg_db(&pg, "approval").await;
+    approvals_survive_a_restart(Box::new(move || {
+        let url = url.clone();
+        Box::pin(
+            async move { Arc::new(PostgresStore::connect(&url).await.unwrap()) as Arc<dyn Store> },
+        )
+    }))
+    .await;
+}
+
+/// A workflow: a counted step, a durable sleep, a counted step.
+struct Snooze {
+    before: Arc<AtomicU32>,
+    after: Arc<AtomicU32>,
+    nap: Duration,
+}
+
+#[async_trait]
+impl Workflow for Snooze {
+    type Input = Value;
+    type Output = u32;
+    fn name(&self) -> &str {
+        "snooze"
+    }
+    async fn run(&self, ctx: &WorkflowContext, _input: Value) -> Result<u32> {
+        let before = Arc::clone(&self.before);
+        let n: u32 = ctx
+            .step("before", async move {
+                Ok(before.fetch_add(1, Ordering::SeqCst) + 1)
+            })
+            .await?;
+        ctx.sleep(self.nap).await?;
+        let after = Arc::clone(&self.after);
+        ctx.step("after", async move {
+            Ok(after.fetch_add(1, Ordering::SeqCst) + 1)
+        })
+        .await?;
+        Ok(n)
+    }
+}

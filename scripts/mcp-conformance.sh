@@ -1,18 +1,60 @@
 #!/usr/bin/env bash
-# Run the official MCP conformance suite's client scenarios against agentkit's
-# conformance_client example (server scenarios: see the report; conformance_server is partial).
-# Needs scripts/install-mcp-peers.sh first. Exits non-zero if a scenario fails.
+# Run the official MCP conformance suite (tests/peers/node_modules/.bin/conformance) against
+# agentkit's two conformance examples:
+#   - client scenarios: examples/conformance_client.rs, started by the suite for each scenario;
+#   - server scenarios: examples/conformance_server.rs, started here on a free 127.0.0.1 port
+#     (streamable HTTP at /mcp) and stopped on exit, whatever happens. By default every
+#     scenario of the suite runs (`--suite all`: the active ones plus the pending ones);
+#     MCP_CONFORMANCE_SERVER_SUITE=active runs only the active ones.
+# Needs scripts/install-mcp-peers.sh first. Exits non-zero if any scenario fails.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 peers="$root/tests/peers/node_modules"
 [[ -x "$peers/.bin/node" ]] || { echo "run scripts/install-mcp-peers.sh" >&2; exit 1; }
-cargo build --quiet --features mcp --example conformance_client --manifest-path "$root/Cargo.toml"
-client="${CARGO_TARGET_DIR:-$root/target}/debug/examples/conformance_client"
+cargo build --quiet --features mcp --example conformance_client --example conformance_server \
+    --manifest-path "$root/Cargo.toml"
+examples="${CARGO_TARGET_DIR:-$root/target}/debug/examples"
 fail=0
+
+# --- client scenarios ---
 for s in initialize tools_call elicitation-sep1034-client-defaults sse-retry; do
-    out="$("$peers/.bin/node" "$peers/.bin/conformance" client --command "$client" --scenario "$s" 2>&1 || true)"
+    out="$("$peers/.bin/node" "$peers/.bin/conformance" client --command "$examples/conformance_client" --scenario "$s" 2>&1 || true)"
     line="$(grep -E '^Passed:' <<<"$out" | tail -1)"
     echo "client/$s: ${line:-no result}"
     [[ "$line" == *" 0 failed"* ]] || fail=1
 done
+
+# --- server scenarios ---
+port="$("$peers/.bin/node" -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
+log="$(mktemp)"
+server_pid=""
+stop_server() {
+    if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    rm -f "$log"
+}
+trap stop_server EXIT
+trap 'exit 130' INT TERM
+"$examples/conformance_server" --http "127.0.0.1:$port" 2>"$log" &
+server_pid=$!
+for _ in $(seq 1 100); do
+    grep -q "conformance server at" "$log" && break
+    kill -0 "$server_pid" 2>/dev/null || { cat "$log" >&2; echo "conformance_server exited" >&2; exit 1; }
+    sleep 0.1
+done
+out="$("$peers/.bin/node" "$peers/.bin/conformance" server --url "http://127.0.0.1:$port/mcp" \
+    --suite "${MCP_CONFORMANCE_SERVER_SUITE:-all}" 2>&1 || true)"
+summary="$(sed -n '/=== SUMMARY ===/,$p' <<<"$out")"
+if [[ -z "$summary" ]]; then
+    echo "server: no result" >&2
+    tail -40 <<<"$out" >&2
+    fail=1
+else
+    grep -E '^[✓✗]' <<<"$summary" | sed 's/^/server\//'
+    total="$(grep -E '^Total:' <<<"$summary" | tail -1)"
+    echo "server: ${total:-no total}"
+    if grep -q '^✗' <<<"$summary" || [[ "$total" != *" 0 failed"* ]]; then fail=1; fi
+fi
 exit "$fail"

@@ -5,27 +5,69 @@
 #![allow(deprecated)] // logging and subscriptions are SEP-2577-deprecated in rmcp but still part of MCP 2025-11-25.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::future::BoxFuture;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
-    GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, JsonObject,
-    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-    LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams,
-    ProgressNotificationParam, Prompt, ReadResourceRequestParams, ReadResourceResponse,
-    ReadResourceResult, Resource, ResourceTemplate, ServerCapabilities, ServerConfig,
-    SetLevelRequestParams, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
+    CreateMessageRequest, CreateMessageRequestParams, CreateMessageResult, ElicitRequest,
+    ElicitRequestParams, ElicitResult, ElicitationSchema, GetPromptRequestParams,
+    GetPromptResponse, GetPromptResult, Implementation, InputRequest, InputRequests,
+    InputRequiredResult, InputResponses, JsonObject, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
+    LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam, Prompt,
+    ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
+    ResourceTemplate, ServerCapabilities, ServerConfig, SetLevelRequestParams,
+    SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequestParams,
 };
-use rmcp::service::{RequestContext, RunningService};
+use rmcp::service::{NotificationContext, RequestContext, RunningService, SubscriptionContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, ServiceExt};
 use serde_json::Value;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-/// What a handler gets besides its arguments: cancellation, progress, logging and the peer.
+/// What a handler gets besides its arguments: cancellation, progress, logging, the peer, and
+/// questions to the client ([`elicit`](Self::elicit), [`sample`](Self::sample)) in either
+/// lifecycle.
 #[derive(Clone)]
 pub struct CallContext {
     request: RequestContext<RoleServer>,
+    input: Arc<InputRounds>,
+}
+
+/// The input-required rounds (MRTR) of one `tools/call` on a 2026-07-28 connection: the
+/// client's answers so far, and the questions the handler asked that have no answer yet.
+#[derive(Default)]
+struct InputRounds {
+    answers: InputResponses,
+    asked: AtomicUsize,
+    pending: Mutex<InputRequests>,
+}
+
+impl InputRounds {
+    /// The answers of earlier rounds (carried in `requestState`) plus this round's.
+    fn from_request(req: &CallToolRequestParams) -> Self {
+        let mut answers: InputResponses = req
+            .request_state
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        if let Some(r) = &req.input_responses {
+            answers.extend(r.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        Self {
+            answers,
+            ..Self::default()
+        }
+    }
+
+    fn take_pending(&self) -> InputRequests {
+        self.pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
+    }
 }
 
 impl std::fmt::Debug for CallContext {
@@ -75,6 +117,102 @@ impl CallContext {
         }
     }
 
+    /// Whether this request arrived on a 2026-07-28 (or later) connection, where the server
+    /// may not send requests to the client and asks through input-required results instead.
+    #[must_use]
+    pub fn is_stateless_protocol(&self) -> bool {
+        self.request
+            .protocol_version()
+            .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28)
+    }
+
+    /// Ask the client's user for input (an elicitation) while a tool runs; works in both
+    /// lifecycles:
+    ///
+    /// - legacy sessions (up to 2025-11-25): sends `elicitation/create` and waits for the answer;
+    /// - 2026-07-28: the first time, records the question and returns an error; propagate it
+    ///   with `?`. The server then answers `tools/call` with an `InputRequiredResult` carrying
+    ///   the question (whatever the handler returned), the client retries with the answer, and
+    ///   the handler runs again from the start, this time getting the answer here.
+    ///
+    /// So on 2026-07-28 a handler runs once per round: ask before acting, and keep the order
+    /// of questions stable (answers are matched to questions by their position). The answers
+    /// of earlier rounds travel in `requestState`; they come from the client either way, so a
+    /// client that edits them only changes its own answers.
+    ///
+    /// ```no_run
+    /// # use agentkit_mcp::server::CallContext;
+    /// # use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock, ElicitationAction, ElicitationSchema};
+    /// # async fn tool(ctx: CallContext) -> Result<CallToolResult, agentkit_mcp::rmcp::ErrorData> {
+    /// let schema: ElicitationSchema = serde_json::from_value(serde_json::json!({
+    ///     "type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]
+    /// })).map_err(|e| agentkit_mcp::rmcp::ErrorData::internal_error(e.to_string(), None))?;
+    /// let answer = ctx.elicit("Proceed?", schema).await?;
+    /// let text = format!("{:?} {:?}", answer.action, answer.content);
+    /// Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
+    /// # }
+    /// ```
+    pub async fn elicit(
+        &self,
+        message: impl Into<String>,
+        schema: ElicitationSchema,
+    ) -> Result<ElicitResult, ErrorData> {
+        let params = ElicitRequestParams::FormElicitationParams {
+            meta: None,
+            message: message.into(),
+            requested_schema: schema,
+        };
+        if !self.is_stateless_protocol() {
+            return self
+                .request
+                .peer
+                .create_elicitation(params)
+                .await
+                .map_err(|e| ErrorData::internal_error(format!("elicitation failed: {e}"), None));
+        }
+        self.ask(InputRequest::Elicitation(ElicitRequest::new(params)))
+    }
+
+    /// Ask the client's model for a completion (sampling) while a tool runs, in either
+    /// lifecycle; see [`elicit`](Self::elicit) for how 2026-07-28 rounds work.
+    pub async fn sample(
+        &self,
+        params: CreateMessageRequestParams,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        if !self.is_stateless_protocol() {
+            return self
+                .request
+                .peer
+                .create_message(params)
+                .await
+                .map_err(|e| ErrorData::internal_error(format!("sampling failed: {e}"), None));
+        }
+        self.ask(InputRequest::CreateMessage(CreateMessageRequest::new(
+            params,
+        )))
+    }
+
+    /// The answer to the next question of this handler run, or record the question.
+    fn ask<T: serde::de::DeserializeOwned>(&self, question: InputRequest) -> Result<T, ErrorData> {
+        let n = self.input.asked.fetch_add(1, Ordering::SeqCst);
+        let key = format!("q{n}");
+        if let Some(answer) = self.input.answers.get(&key) {
+            return serde_json::from_value(answer.clone()).map_err(|e| {
+                ErrorData::invalid_params(
+                    format!("malformed answer to input request `{key}`: {e}"),
+                    None,
+                )
+            });
+        }
+        if let Ok(mut p) = self.input.pending.lock() {
+            p.insert(key.clone(), question);
+        }
+        Err(ErrorData::internal_error(
+            format!("input request `{key}` has no answer yet; the client is asked for it"),
+            None,
+        ))
+    }
+
     /// Send a log message notification to the client.
     pub async fn log(&self, level: LoggingLevel, data: Value) {
         #[allow(deprecated)]
@@ -119,17 +257,52 @@ pub type CompletionHandler = Arc<
         + Sync,
 >;
 
-#[derive(Default)]
 struct Registry {
     info: Option<Implementation>,
     instructions: Option<String>,
-    tools: BTreeMap<String, (Tool, ToolHandler)>,
+    tools: RwLock<BTreeMap<String, (Tool, ToolHandler)>>,
     resources: BTreeMap<String, (Resource, ResourceHandler)>,
     templates: Vec<(ResourceTemplate, TemplateHandler)>,
     prompts: BTreeMap<String, (Prompt, PromptHandler)>,
     completion: Option<CompletionHandler>,
     logging: bool,
     subscriptions: bool,
+    /// Fires when the tool list changes; feeds 2026-07-28 `subscriptions/listen` streams.
+    tools_changed: broadcast::Sender<()>,
+    /// Legacy sessions, told about tool-list changes with `notifications/tools/list_changed`.
+    legacy_peers: Mutex<Vec<Peer<RoleServer>>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            info: None,
+            instructions: None,
+            tools: RwLock::default(),
+            resources: BTreeMap::new(),
+            templates: Vec::new(),
+            prompts: BTreeMap::new(),
+            completion: None,
+            logging: false,
+            subscriptions: false,
+            tools_changed: broadcast::channel(16).0,
+            legacy_peers: Mutex::default(),
+        }
+    }
+}
+
+impl Registry {
+    fn tools(&self) -> RwLockReadGuard<'_, BTreeMap<String, (Tool, ToolHandler)>> {
+        self.tools
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn tools_mut(&self) -> RwLockWriteGuard<'_, BTreeMap<String, (Tool, ToolHandler)>> {
+        self.tools
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Builds an [`McpServer`] from tools, resources, prompts and completions defined at runtime.
@@ -160,7 +333,10 @@ pub struct McpServerBuilder {
 impl std::fmt::Debug for McpServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("McpServerBuilder")
-            .field("tools", &self.reg.tools.keys().collect::<Vec<_>>())
+            .field(
+                "tools",
+                &self.reg.tools().keys().cloned().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -185,9 +361,9 @@ impl McpServerBuilder {
 
     /// Add a tool.
     #[must_use]
-    pub fn tool(mut self, tool: Tool, handler: ToolHandler) -> Self {
+    pub fn tool(self, tool: Tool, handler: ToolHandler) -> Self {
         self.reg
-            .tools
+            .tools_mut()
             .insert(tool.name.to_string(), (tool, handler));
         self
     }
@@ -301,14 +477,76 @@ impl std::fmt::Debug for McpServer {
 }
 
 fn ctx(request: RequestContext<RoleServer>) -> CallContext {
-    CallContext { request }
+    CallContext {
+        request,
+        input: Arc::default(),
+    }
 }
 
 impl McpServer {
     /// The tool names.
     #[must_use]
     pub fn tool_names(&self) -> Vec<String> {
-        self.reg.tools.keys().cloned().collect()
+        self.reg.tools().keys().cloned().collect()
+    }
+
+    /// Add (or replace) a tool while the server runs. Every clone of this server (and so every
+    /// session of [`into_http_service`](Self::into_http_service)) sees it at once, and clients
+    /// are told that the tool list changed: legacy sessions by `notifications/tools/list_changed`,
+    /// 2026-07-28 clients on their `subscriptions/listen` stream.
+    pub async fn add_tool(&self, tool: Tool, handler: ToolHandler) {
+        self.reg
+            .tools_mut()
+            .insert(tool.name.to_string(), (tool, handler));
+        self.notify_tool_list_changed().await;
+    }
+
+    /// Like [`add_tool`](Self::add_tool), from a name, a description, a JSON-schema object and
+    /// an async closure (see [`McpServerBuilder::tool_fn`]).
+    pub async fn add_tool_fn<F, Fut>(
+        &self,
+        name: impl Into<String>,
+        description: impl Into<String>,
+        input_schema: Value,
+        f: F,
+    ) where
+        F: Fn(JsonObject, CallContext) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<CallToolResult, ErrorData>> + Send + 'static,
+    {
+        let tool = Tool::new(
+            name.into(),
+            description.into(),
+            Arc::new(object_schema(input_schema)),
+        );
+        let handler: ToolHandler = Arc::new(move |a, c| Box::pin(f(a, c)));
+        self.add_tool(tool, handler).await;
+    }
+
+    /// Remove a tool while the server runs (clients are told, as with
+    /// [`add_tool`](Self::add_tool)). Whether there was such a tool.
+    pub async fn remove_tool(&self, name: &str) -> bool {
+        let removed = self.reg.tools_mut().remove(name).is_some();
+        if removed {
+            self.notify_tool_list_changed().await;
+        }
+        removed
+    }
+
+    /// Tell every connected client that the tool list changed.
+    pub async fn notify_tool_list_changed(&self) {
+        let _ = self.reg.tools_changed.send(());
+        let peers: Vec<Peer<RoleServer>> = self
+            .reg
+            .legacy_peers
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
+        for p in peers.iter().filter(|p| !p.is_transport_closed()) {
+            let _ = p.notify_tool_list_changed().await;
+        }
+        if let Ok(mut list) = self.reg.legacy_peers.lock() {
+            list.retain(|p| !p.is_transport_closed());
+        }
     }
 
     /// Serve one client over any transport rmcp accepts (e.g. `tokio::io::duplex`, a TCP
@@ -469,11 +707,11 @@ fn match_uri_template(template: &str, uri: &str) -> Option<BTreeMap<String, Stri
 
 impl ServerHandler for McpServer {
     fn get_info(&self) -> ServerConfig {
-        let mut caps = ServerCapabilities::default();
-        if !self.reg.tools.is_empty() {
-            caps = ServerCapabilities::builder().enable_tools().build();
-        }
-        let mut b = caps;
+        // Tools are always advertised, with `listChanged`: they can be added at runtime.
+        let mut b = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .build();
         if !self.reg.resources.is_empty() || !self.reg.templates.is_empty() {
             let mut r = rmcp::model::ResourcesCapability::default();
             if self.reg.subscriptions {
@@ -506,12 +744,43 @@ impl ServerHandler for McpServer {
         _c: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items(
-            self.reg.tools.values().map(|(t, _)| t.clone()).collect(),
+            self.reg.tools().values().map(|(t, _)| t.clone()).collect(),
         ))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.reg.tools.get(name).map(|(t, _)| t.clone())
+        self.reg.tools().get(name).map(|(t, _)| t.clone())
+    }
+
+    async fn on_initialized(&self, c: NotificationContext<RoleServer>) {
+        // A legacy session: it hears about tool-list changes by notification.
+        if let Ok(mut peers) = self.reg.legacy_peers.lock() {
+            peers.retain(|p| !p.is_transport_closed());
+            peers.push(c.peer);
+        }
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(requested.supported_by(&self.get_info().capabilities))
+    }
+
+    async fn listen(&self, c: SubscriptionContext) -> Result<(), ErrorData> {
+        // 2026-07-28: tool-list changes flow on the client's `subscriptions/listen` stream.
+        let mut changed = self.reg.tools_changed.subscribe();
+        loop {
+            tokio::select! {
+                () = c.cancelled() => return Ok(()),
+                r = changed.recv() => match r {
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    _ => {
+                        let _ = c.sink().notify_tool_list_changed().await;
+                    }
+                },
+            }
+        }
     }
 
     async fn call_tool(
@@ -519,7 +788,12 @@ impl ServerHandler for McpServer {
         req: CallToolRequestParams,
         c: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let Some((_, f)) = self.reg.tools.get(req.name.as_ref()) else {
+        let handler = self
+            .reg
+            .tools()
+            .get(req.name.as_ref())
+            .map(|(_, f)| Arc::clone(f));
+        let Some(f) = handler else {
             return Err(ErrorData::invalid_params(
                 format!(
                     "unknown tool `{}`; available: {}",
@@ -530,10 +804,24 @@ impl ServerHandler for McpServer {
             ));
         };
         let ct = c.ct.clone();
-        tokio::select! {
-            r = f(req.arguments.unwrap_or_default(), ctx(c)) => r.map(Into::into),
-            () = ct.cancelled() => Err(ErrorData::internal_error("cancelled by the client", None)),
+        let input = Arc::new(InputRounds::from_request(&req));
+        let call = CallContext {
+            request: c,
+            input: Arc::clone(&input),
+        };
+        let out = tokio::select! {
+            r = f(req.arguments.clone().unwrap_or_default(), call) => r,
+            () = ct.cancelled() => return Err(ErrorData::internal_error("cancelled by the client", None)),
+        };
+        // 2026-07-28: the handler asked questions without answers; ask the client (MRTR).
+        let asked = input.take_pending();
+        if !asked.is_empty() {
+            let state = (!input.answers.is_empty())
+                .then(|| serde_json::to_string(&input.answers).ok())
+                .flatten();
+            return Ok(InputRequiredResult::new(Some(asked), state).into());
         }
+        out.map(Into::into)
     }
 
     async fn list_resources(

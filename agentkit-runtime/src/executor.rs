@@ -1028,8 +1028,9 @@ impl Runtime {
     }
 
     /// Resume what a previous process left: runs `queued` or `running` (orphaned by a crash)
-    /// re-execute, replaying their journals; runs waiting for a signal re-check their queued
-    /// signals. Returns how many runs were dispatched. Call once after registering targets.
+    /// re-execute, replaying their journals; runs parked by a durable sleep re-execute when
+    /// their wake-up time comes; runs waiting for a signal re-check their queued signals.
+    /// Returns how many runs were dispatched (parked runs included). Call once after registering targets.
     ///
     /// On a store of one process (memory, SQLite) every `running` run is orphaned and is
     /// resumed at once. On a shared store (PostgreSQL) a `running` run is resumed only once
@@ -1067,7 +1068,16 @@ impl Runtime {
             )
             .await?;
         let mut n = 0;
+        let now = crate::model::now_ms();
         for run in runs {
+            if run.status == RunStatus::Queued
+                && let Some(wake_at) = run.wake_at.filter(|w| *w > now)
+            {
+                // Parked by a durable sleep: resumed when it is due.
+                self.wake_later(run.id, wake_at);
+                n += 1;
+                continue;
+            }
             if matches!(
                 run.status,
                 RunStatus::WaitingInput | RunStatus::WaitingApproval
@@ -1102,6 +1112,41 @@ impl Runtime {
             self.inner.tasks.wait().await;
         }
         self.inner.background.cancel();
+    }
+
+    /// Dispatch a run parked by a durable sleep once its wake-up time has come (unless it
+    /// changed meanwhile: cancelled, paused, claimed by another node).
+    fn wake_later(&self, run_id: String, wake_at: i64) {
+        let inner = Arc::downgrade(&self.inner);
+        let stop = self.inner.polling.clone();
+        tokio::spawn(async move {
+            let mut wake_at = wake_at;
+            loop {
+                let left = u64::try_from(wake_at.saturating_sub(crate::model::now_ms()))
+                    .unwrap_or(0)
+                    .saturating_add(1);
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(left)) => {}
+                    () = stop.cancelled() => return,
+                }
+                let Some(inner) = inner.upgrade() else { return };
+                let this = Runtime { inner };
+                match this.inner.store.get_run(&run_id).await {
+                    Ok(Some(run)) if run.status == RunStatus::Queued => match run.wake_at {
+                        Some(w) if w > crate::model::now_ms() => wake_at = w,
+                        _ => {
+                            this.dispatch(run_id);
+                            return;
+                        }
+                    },
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::warn!(run_id = %run_id, error = %e, "waking a sleeping run failed; polling or recovery will pick it up");
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     fn notify(&self) {
@@ -1272,6 +1317,12 @@ impl Runtime {
                 }
                 Err(e) => e,
             };
+            if let Some(wake_at) = wctx.parked_until() {
+                // A long durable sleep: the run is stored queued until `wake_at`; free the task
+                // and its concurrency slot, and come back then.
+                self.wake_later(run_id.to_owned(), wake_at);
+                return Ok(Outcome::Done);
+            }
             if let Some(name) = wctx.waiting_on() {
                 // A signal may have arrived between our check and the status change.
                 if store.has_signal(run_id, &name).await?

@@ -20,7 +20,7 @@ struct State {
     replayed: Vec<String>,
     executed: Vec<String>,
     suspended: Option<String>,
-    /// Steps (tool calls) that stopped to wait for a signal, with the signal's name.
+    /// Steps (tool calls) that stopped to wait for a signal, with why.
     suspended_steps: HashMap<String, String>,
     order: Vec<String>,
     divergences: Vec<String>,
@@ -178,18 +178,19 @@ impl DurableJournal {
         })
     }
 
-    /// Mark the execution as suspended (waiting for `signal`): from now on nothing more is
+    /// Mark the execution as suspended (`why`: what it waits for, shown in the error of every
+    /// step that ends because of it): from now on nothing more is
     /// journaled by it, so a step that was interrupted by the wait is not recorded as done.
     ///
     /// With `step`, only that step (a tool call waiting for human input or an approval) is
     /// suspended: its result is not journaled, while tool calls running beside it still
     /// journal theirs (so they do not run again on resume).
-    pub(crate) fn suspend(&self, signal: &str, step: Option<&str>) {
+    pub(crate) fn suspend(&self, why: &str, step: Option<&str>) {
         self.with(|s| match step {
             Some(key) => {
-                s.suspended_steps.insert(key.to_owned(), signal.to_owned());
+                s.suspended_steps.insert(key.to_owned(), why.to_owned());
             }
-            None => s.suspended = Some(signal.to_owned()),
+            None => s.suspended = Some(why.to_owned()),
         });
     }
 
@@ -198,12 +199,7 @@ impl DurableJournal {
             s.suspended
                 .as_ref()
                 .or_else(|| s.suspended_steps.get(key))
-                .map(|name| {
-                    agentkit_core::Error::Workflow(format!(
-                        "run {} is waiting for signal `{name}`; it resumes when the signal is delivered",
-                        self.run_id
-                    ))
-                })
+                .map(|why| agentkit_core::Error::Workflow(format!("run {} {why}", self.run_id)))
         })
     }
 

@@ -23,6 +23,6 @@ pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{MemoryStore, Store};
-pub use workflow::{APPROVAL_SIGNAL, HUMAN_INPUT_SIGNAL, Workflow, WorkflowContext};
+pub use workflow::{APPROVAL_SIGNAL, HUMAN_INPUT_SIGNAL, PARK_AFTER, Workflow, WorkflowContext};
 
 pub use agentkit_core::{RunStatus, StartOptions, WorkflowHost};

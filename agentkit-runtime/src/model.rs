@@ -117,6 +117,9 @@ pub struct RunRecord {
     pub owner: Option<String>,
     /// When the lease expires (ms since epoch); another node may then claim the run.
     pub lease_until: Option<i64>,
+    /// A `queued` run parked by a durable sleep: not claimable before this time (ms since
+    /// epoch).
+    pub wake_at: Option<i64>,
 }
 
 impl RunRecord {
@@ -140,15 +143,16 @@ impl RunRecord {
             cost_usd: 0.0,
             owner: None,
             lease_until: None,
+            wake_at: None,
         }
     }
 
-    /// Whether `owner` may claim the run at `now`: it is queued, or running under a lease
-    /// that has expired.
+    /// Whether `owner` may claim the run at `now`: it is queued (and not parked until later),
+    /// or running under a lease that has expired.
     #[must_use]
     pub fn claimable(&self, now: i64) -> bool {
         match self.status {
-            RunStatus::Queued => true,
+            RunStatus::Queued => self.wake_at.is_none_or(|w| w <= now),
             RunStatus::Running => self.lease_until.is_none_or(|t| t < now),
             _ => false,
         }
@@ -160,6 +164,7 @@ impl RunRecord {
         self.attempts += 1;
         self.owner = Some(owner.to_owned());
         self.lease_until = Some(lease_until);
+        self.wake_at = None;
         self.updated_at = now_ms();
     }
 
@@ -181,6 +186,7 @@ impl RunRecord {
         if let Some(c) = update.cost_usd {
             self.cost_usd = c;
         }
+        self.wake_at = update.wake_at;
         self.updated_at = now_ms();
     }
 }
@@ -204,6 +210,9 @@ pub struct RunUpdate {
     /// Apply only if the run's lease is held by this owner (a node that lost its lease must
     /// not change a run another node now executes).
     pub owner_fence: Option<String>,
+    /// Park the (queued) run until this time (ms since epoch). Every update sets it: `None`
+    /// clears a previous wake-up time.
+    pub wake_at: Option<i64>,
 }
 
 impl RunUpdate {
@@ -218,7 +227,15 @@ impl RunUpdate {
             usage: None,
             cost_usd: None,
             owner_fence: None,
+            wake_at: None,
         }
+    }
+
+    /// Park the run until `wake_at` (ms since epoch): a queued run is not claimed before.
+    #[must_use]
+    pub fn with_wake_at(mut self, wake_at: i64) -> Self {
+        self.wake_at = Some(wake_at);
+        self
     }
 
     /// Apply only if `owner` holds the run's lease.

@@ -90,6 +90,10 @@ impl<W: Workflow> DynWorkflow for Erased<W> {
     }
 }
 
+/// Sleeps with at least this much left release the run's task (see
+/// [`WorkflowContext::sleep`]).
+pub const PARK_AFTER: Duration = Duration::from_secs(1);
+
 /// The signal that answers an agent's request for human input.
 pub const HUMAN_INPUT_SIGNAL: &str = "human_input";
 
@@ -178,6 +182,7 @@ struct Inner {
     store: Arc<dyn Store>,
     counters: Mutex<HashMap<String, u32>>,
     waiting: Mutex<Option<String>>,
+    parked: Mutex<Option<i64>>,
     owner: String,
 }
 
@@ -214,6 +219,7 @@ impl WorkflowContext {
                 store,
                 counters: Mutex::default(),
                 waiting: Mutex::default(),
+                parked: Mutex::default(),
                 owner: owner.to_owned(),
             }),
         }
@@ -260,7 +266,17 @@ impl WorkflowContext {
     }
 
     /// A durable timer: the wake-up time is journaled, so after a restart the run sleeps only
-    /// what is left. The run keeps its task while it sleeps.
+    /// what is left.
+    ///
+    /// A sleep of [`PARK_AFTER`] (1 s) or more **releases the run's task**: the run is
+    /// stored as `queued` with its wake-up time, this execution ends (this returns an error
+    /// that the executor recognises) and the run's concurrency slot is free. When the time
+    /// comes the run is claimed again (by this process's timer, by
+    /// [`Runtime::start_polling`](crate::Runtime::start_polling) on any node, or by
+    /// [`Runtime::recover`](crate::Runtime::recover) after a restart) and re-executes,
+    /// replaying its journaled steps. Shorter sleeps keep the task: cheaper than a store round
+    /// trip and a replay. In an offline [`Runtime::replay`](crate::Runtime::replay) nothing
+    /// sleeps.
     pub async fn sleep(&self, duration: Duration) -> Result<()> {
         let key = self.key("sleep", "timer");
         let ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
@@ -268,7 +284,34 @@ impl WorkflowContext {
         let wake_at: i64 = run
             .step(&key, async move { Ok(now_ms().saturating_add(ms)) })
             .await?;
+        if self.inner.journal.is_replay_only() {
+            return Ok(());
+        }
         let left = u64::try_from(wake_at.saturating_sub(now_ms())).unwrap_or(0);
+        if left > 0 && duration >= PARK_AFTER {
+            run.check()?;
+            if let Ok(mut p) = self.inner.parked.lock() {
+                *p = Some(wake_at);
+            }
+            self.inner.journal.suspend(
+                &format!("sleeps until {wake_at} (ms since epoch); it is parked and resumes then"),
+                None,
+            );
+            self.inner
+                .store
+                .transition(
+                    self.run_id(),
+                    &[RunStatus::Running],
+                    RunUpdate::new(RunStatus::Queued)
+                        .with_wake_at(wake_at)
+                        .with_owner_fence(&self.inner.owner),
+                )
+                .await?;
+            return Err(Error::Workflow(format!(
+                "run {} sleeps until {wake_at} (ms since epoch); it is parked and resumes then",
+                self.run_id()
+            )));
+        }
         if left > 0 {
             run.guard("durable sleep", async {
                 tokio::time::sleep(Duration::from_millis(left)).await;
@@ -277,6 +320,11 @@ impl WorkflowContext {
             .await?;
         }
         Ok(())
+    }
+
+    /// When this execution parked the run to sleep, the wake-up time.
+    pub(crate) fn parked_until(&self) -> Option<i64> {
+        self.inner.parked.lock().ok().and_then(|p| *p)
     }
 
     /// Wait for the signal `name` (see [`Runtime::signal`](crate::Runtime::signal)).
@@ -339,7 +387,10 @@ impl WorkflowContext {
         if let Ok(mut w) = self.inner.waiting.lock() {
             *w = Some(name.to_owned());
         }
-        journal.suspend(name, step);
+        journal.suspend(
+            &format!("is waiting for signal `{name}`; it resumes when the signal is delivered"),
+            step,
+        );
         self.inner
             .store
             .transition(

@@ -20,7 +20,7 @@ use agentkit_runtime::{
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 type StoreFactory = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn Store>>>>>;
 
@@ -260,33 +260,206 @@ async fn postgres_tool_approval_waits_durably_and_is_decided_by_a_signal() {
     .await;
 }
 
-/// A workflow: a counted step, a durable sleep, a counted step.
+/// A workflow: a counted step, a durable sleep of `input` ms, a counted step.
 struct Snooze {
     before: Arc<AtomicU32>,
     after: Arc<AtomicU32>,
-    nap: Duration,
 }
 
 #[async_trait]
 impl Workflow for Snooze {
-    type Input = Value;
-    type Output = u32;
+    type Input = u64;
+    type Output = u64;
     fn name(&self) -> &str {
         "snooze"
     }
-    async fn run(&self, ctx: &WorkflowContext, _input: Value) -> Result<u32> {
+    async fn run(&self, ctx: &WorkflowContext, nap_ms: u64) -> Result<u64> {
         let before = Arc::clone(&self.before);
-        let n: u32 = ctx
-            .step("before", async move {
-                Ok(before.fetch_add(1, Ordering::SeqCst) + 1)
-            })
-            .await?;
-        ctx.sleep(self.nap).await?;
-        let after = Arc::clone(&self.after);
-        ctx.step("after", async move {
-            Ok(after.fetch_add(1, Ordering::SeqCst) + 1)
+        ctx.step("before", async move {
+            before.fetch_add(1, Ordering::SeqCst);
+            Ok(())
         })
         .await?;
-        Ok(n)
+        ctx.sleep(Duration::from_millis(nap_ms)).await?;
+        let after = Arc::clone(&self.after);
+        ctx.step("after", async move {
+            after.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .await?;
+        Ok(nap_ms)
     }
+}
+
+struct Naps {
+    before: Arc<AtomicU32>,
+    after: Arc<AtomicU32>,
+}
+
+impl Naps {
+    fn new() -> Self {
+        Self {
+            before: Arc::default(),
+            after: Arc::default(),
+        }
+    }
+
+    fn runtime(&self, store: Arc<dyn Store>, options: TargetOptions) -> Runtime {
+        let rt = Runtime::new(store);
+        rt.register_workflow(
+            Snooze {
+                before: Arc::clone(&self.before),
+                after: Arc::clone(&self.after),
+            },
+            options,
+        );
+        rt
+    }
+}
+
+/// Wait until the run is parked by its sleep: queued with a wake-up time.
+async fn parked(rt: &Runtime, id: &str) -> i64 {
+    let started = std::time::Instant::now();
+    loop {
+        let run = rt.get(id).await.unwrap();
+        if run.status == RunStatus::Queued
+            && let Some(w) = run.wake_at
+        {
+            return w;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never parked: {run:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_sleeping_run_frees_its_concurrency_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(dir.path().join("rt.db")).await.unwrap());
+    let naps = Naps::new();
+    let rt = naps.runtime(store, TargetOptions::new().with_max_concurrency(1));
+    let started = std::time::Instant::now();
+    let sleeper = rt
+        .start_run("snooze", json!(2_000), StartOptions::new())
+        .await
+        .unwrap();
+    let wake_at = parked(&rt, &sleeper).await;
+    // The only slot is free: a second run executes and finishes while the first sleeps.
+    let quick = rt
+        .start_run("snooze", json!(0), StartOptions::new())
+        .await
+        .unwrap();
+    let done = reach(&rt, &quick, RunStatus::Succeeded).await;
+    assert_eq!(done.output, Some(json!(0)));
+    assert!(
+        started.elapsed() < Duration::from_millis(1_500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(rt.get(&sleeper).await.unwrap().status, RunStatus::Queued);
+    // The sleeper wakes on time, without repeating its first step.
+    let done = reach(&rt, &sleeper, RunStatus::Succeeded).await;
+    assert!(agentkit_runtime::model::now_ms() >= wake_at);
+    assert!(started.elapsed() >= Duration::from_millis(2_000));
+    assert_eq!(done.output, Some(json!(2_000)));
+    assert_eq!(naps.before.load(Ordering::SeqCst), 2, "once per run");
+    assert_eq!(naps.after.load(Ordering::SeqCst), 2);
+    assert_eq!(done.wake_at, None);
+    rt.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_sleeping_run_survives_a_restart_and_wakes_on_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rt.db");
+    let naps = Naps::new();
+    let store = SqliteStore::open(&path).await.unwrap();
+    let rt = naps.runtime(Arc::new(store.clone()), TargetOptions::new());
+    let id = rt
+        .start_run("snooze", json!(1_500), StartOptions::new())
+        .await
+        .unwrap();
+    let wake_at = parked(&rt, &id).await;
+    rt.shutdown(Duration::from_secs(5)).await;
+    store.pool().close().await;
+    drop(rt);
+
+    let rt = naps.runtime(
+        Arc::new(SqliteStore::open(&path).await.unwrap()),
+        TargetOptions::new(),
+    );
+    assert_eq!(rt.recover().await.unwrap(), 1);
+    let run = reach(&rt, &id, RunStatus::Succeeded).await;
+    let finished = agentkit_runtime::model::now_ms();
+    assert!(finished >= wake_at, "woke {} ms early", wake_at - finished);
+    assert!(
+        finished < wake_at + 1_000,
+        "woke {} ms late",
+        finished - wake_at
+    );
+    assert_eq!(
+        naps.before.load(Ordering::SeqCst),
+        1,
+        "the pre-sleep step ran once"
+    );
+    assert_eq!(naps.after.load(Ordering::SeqCst), 1);
+    let keys: Vec<_> = rt
+        .journal(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(keys, vec!["step/before", "sleep/timer", "step/after"]);
+    assert_eq!(run.output, Some(json!(1_500)));
+}
+
+/// On PostgreSQL the node that parked the run stops; another node's poller claims it when it
+/// is due (not before).
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_a_parked_run_is_claimed_by_another_node_when_due() {
+    use agentkit_runtime::PostgresStore;
+    let pg = common::Pg::start();
+    let url = fresh_pg_db(&pg, "sleep").await;
+    let naps = Naps::new();
+    let a = naps
+        .runtime(
+            Arc::new(PostgresStore::connect(&url).await.unwrap()),
+            TargetOptions::new(),
+        )
+        .with_node_id("a");
+    let id = a
+        .start_run("snooze", json!(1_200), StartOptions::new())
+        .await
+        .unwrap();
+    let wake_at = parked(&a, &id).await;
+    a.shutdown(Duration::from_secs(5)).await;
+
+    let b = naps
+        .runtime(
+            Arc::new(PostgresStore::connect(&url).await.unwrap()),
+            TargetOptions::new(),
+        )
+        .with_node_id("b");
+    b.start_polling(Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let early = b.get(&id).await.unwrap();
+    if agentkit_runtime::model::now_ms() < wake_at {
+        assert_eq!(
+            early.status,
+            RunStatus::Queued,
+            "claimed before its wake-up time"
+        );
+    }
+    let run = reach(&b, &id, RunStatus::Succeeded).await;
+    assert!(agentkit_runtime::model::now_ms() >= wake_at);
+    assert_eq!(run.owner.as_deref(), Some("b"));
+    assert_eq!(naps.before.load(Ordering::SeqCst), 1);
+    assert_eq!(naps.after.load(Ordering::SeqCst), 1);
+    b.shutdown(Duration::from_secs(5)).await;
 }

@@ -261,6 +261,68 @@ async fn suite(store: Arc<dyn Store>) {
             .is_empty()
     );
 
+    // Parked runs (durable sleep): queued with a wake-up time, claimed by nobody before it.
+    let p = store
+        .create_run(NewRun::new("parked", json!(null)))
+        .await
+        .unwrap()
+        .run()
+        .clone();
+    let p = store.claim(&p.id, "node-a", far).await.unwrap().unwrap();
+    let soon = now_ms() + 300;
+    let parked = store
+        .transition(
+            &p.id,
+            &[RunStatus::Running],
+            RunUpdate::new(RunStatus::Queued)
+                .with_wake_at(soon)
+                .with_owner_fence("node-a"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(parked.wake_at, Some(soon));
+    assert_eq!(
+        store.get_run(&p.id).await.unwrap().unwrap().wake_at,
+        Some(soon)
+    );
+    let parked_targets = vec!["parked".to_owned()];
+    assert!(store.claim(&p.id, "node-b", far).await.unwrap().is_none());
+    assert!(
+        store
+            .claim_next("node-b", &parked_targets, far, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(320)).await;
+    let woke = store
+        .claim_next("node-b", &parked_targets, far, 10)
+        .await
+        .unwrap();
+    assert_eq!(woke.len(), 1);
+    assert_eq!(woke[0].wake_at, None, "claiming clears the wake-up time");
+    assert_eq!(woke[0].attempts, 2);
+    // Any other update clears it too (a paused sleeper re-parks from its journal on resume).
+    store
+        .transition(
+            &p.id,
+            &[RunStatus::Running],
+            RunUpdate::new(RunStatus::Queued).with_wake_at(far),
+        )
+        .await
+        .unwrap();
+    let paused = store
+        .transition(
+            &p.id,
+            &[RunStatus::Queued],
+            RunUpdate::new(RunStatus::Paused),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(paused.wake_at, None);
+
     // Context key-value store: namespaced, replaced on put, TTL honoured.
     assert_eq!(store.kv_get("team-a", "k").await.unwrap(), None);
     store
@@ -370,7 +432,7 @@ async fn sqlite_file_store_passes_the_suite_and_keeps_data_across_reopen() {
     let reopened = SqliteStore::open(&path).await.unwrap();
     let after = reopened.list_runs(&ALL_STATUSES, 100).await.unwrap();
     assert_eq!(before, after);
-    assert_eq!(after.len(), 7);
+    assert_eq!(after.len(), 8);
     let mode: String = sqlx_mode(&reopened).await;
     assert_eq!(mode, "wal");
 }

@@ -69,11 +69,18 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
         PRIMARY KEY (namespace, key)
     )"],
     ),
+    (
+        3,
+        &[
+            "ALTER TABLE agentkit_runs ADD COLUMN wake_at BIGINT",
+            "CREATE INDEX agentkit_runs_parked ON agentkit_runs (wake_at) WHERE wake_at IS NOT NULL",
+        ],
+    ),
 ];
 
 const RUN_COLUMNS: &str = "id, target, version, input::text AS input, status, attempts, \
     idempotency_key, created_at, updated_at, output::text AS output, error, usage::text AS usage, \
-    cost_usd, owner, lease_until";
+    cost_usd, owner, lease_until, wake_at";
 
 /// A [`Store`] in PostgreSQL (tables prefixed `agentkit_`).
 ///
@@ -210,6 +217,7 @@ fn run_from_row(row: &PgRow) -> Result<RunRecord> {
         cost_usd: row.try_get("cost_usd").map_err(get)?,
         owner: row.try_get("owner").map_err(get)?,
         lease_until: row.try_get("lease_until").map_err(get)?,
+        wake_at: row.try_get("wake_at").map_err(get)?,
     })
 }
 
@@ -378,7 +386,7 @@ impl Store for PostgresStore {
             "UPDATE agentkit_runs SET status = $1, attempts = attempts + $2,
                 output = COALESCE($3::jsonb, output), error = COALESCE($4, error),
                 usage = COALESCE($5::jsonb, usage), cost_usd = COALESCE($6, cost_usd),
-                updated_at = $7
+                updated_at = $7, wake_at = $11
              WHERE id = $8 AND status = ANY($9) AND ($10::text IS NULL OR owner = $10)
              RETURNING {RUN_COLUMNS}"
         );
@@ -393,6 +401,7 @@ impl Store for PostgresStore {
             .bind(run_id)
             .bind(status_names(from))
             .bind(&update.owner_fence)
+            .bind(update.wake_at)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| store_error("postgres", &format!("updating run {run_id}"), e))?
@@ -579,8 +588,9 @@ impl Store for PostgresStore {
     ) -> Result<Option<RunRecord>> {
         let sql = format!(
             "UPDATE agentkit_runs SET status = 'running', attempts = attempts + 1, owner = $1,
-                lease_until = $2, updated_at = $3
-             WHERE id = $4 AND (status = 'queued' OR (status = 'running'
+                lease_until = $2, updated_at = $3, wake_at = NULL
+             WHERE id = $4 AND ((status = 'queued' AND (wake_at IS NULL OR wake_at <= $3))
+                OR (status = 'running'
                 AND (lease_until IS NULL OR lease_until < $3)))
              RETURNING {RUN_COLUMNS}"
         );
@@ -606,10 +616,11 @@ impl Store for PostgresStore {
     ) -> Result<Vec<RunRecord>> {
         let sql = format!(
             "UPDATE agentkit_runs SET status = 'running', attempts = attempts + 1, owner = $1,
-                lease_until = $2, updated_at = $3
+                lease_until = $2, updated_at = $3, wake_at = NULL
              WHERE id IN (SELECT id FROM agentkit_runs
                 WHERE target = ANY($4)
-                  AND (status = 'queued' OR (status = 'running'
+                  AND ((status = 'queued' AND (wake_at IS NULL OR wake_at <= $3))
+                       OR (status = 'running'
                        AND (lease_until IS NULL OR lease_until < $3)))
                 ORDER BY created_at, id LIMIT $5
                 FOR UPDATE SKIP LOCKED)

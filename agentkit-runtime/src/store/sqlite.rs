@@ -81,6 +81,13 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             PRIMARY KEY (namespace, key)
         )"],
     ),
+    (
+        4,
+        &[
+            "ALTER TABLE runs ADD COLUMN wake_at INTEGER",
+            "CREATE INDEX runs_parked ON runs (wake_at) WHERE wake_at IS NOT NULL",
+        ],
+    ),
 ];
 
 /// A [`Store`] in one SQLite file (WAL mode, `synchronous = NORMAL`).
@@ -232,6 +239,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
         cost_usd: row.try_get("cost_usd").map_err(get)?,
         owner: row.try_get("owner").map_err(get)?,
         lease_until: row.try_get("lease_until").map_err(get)?,
+        wake_at: row.try_get("wake_at").map_err(get)?,
     })
 }
 
@@ -394,7 +402,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "UPDATE runs SET status = ?, attempts = attempts + ?,
                 output = COALESCE(?, output), error = COALESCE(?, error),
-                usage = COALESCE(?, usage), cost_usd = COALESCE(?, cost_usd), updated_at = ?
+                usage = COALESCE(?, usage), cost_usd = COALESCE(?, cost_usd), updated_at = ?,
+                wake_at = ?
              WHERE id = ? AND status IN (SELECT value FROM json_each(?))
                 AND (? IS NULL OR owner = ?)
              RETURNING *",
@@ -406,6 +415,7 @@ impl Store for SqliteStore {
         .bind(usage)
         .bind(update.cost_usd)
         .bind(now_ms())
+        .bind(update.wake_at)
         .bind(run_id)
         .bind(statuses_json(from)?)
         .bind(&update.owner_fence)
@@ -588,8 +598,9 @@ impl Store for SqliteStore {
         let now = now_ms();
         sqlx::query(
             "UPDATE runs SET status = 'running', attempts = attempts + 1, owner = ?,
-                lease_until = ?, updated_at = ?
-             WHERE id = ? AND (status = 'queued' OR (status = 'running'
+                lease_until = ?, updated_at = ?, wake_at = NULL
+             WHERE id = ? AND ((status = 'queued' AND (wake_at IS NULL OR wake_at <= ?))
+                OR (status = 'running'
                 AND (lease_until IS NULL OR lease_until < ?)))
              RETURNING *",
         )
@@ -597,6 +608,7 @@ impl Store for SqliteStore {
         .bind(lease_until)
         .bind(now)
         .bind(run_id)
+        .bind(now)
         .bind(now)
         .fetch_optional(&self.pool)
         .await
@@ -616,10 +628,11 @@ impl Store for SqliteStore {
         let now = now_ms();
         sqlx::query(
             "UPDATE runs SET status = 'running', attempts = attempts + 1, owner = ?,
-                lease_until = ?, updated_at = ?
+                lease_until = ?, updated_at = ?, wake_at = NULL
              WHERE id IN (SELECT id FROM runs
                 WHERE target IN (SELECT value FROM json_each(?))
-                  AND (status = 'queued' OR (status = 'running'
+                  AND ((status = 'queued' AND (wake_at IS NULL OR wake_at <= ?))
+                       OR (status = 'running'
                        AND (lease_until IS NULL OR lease_until < ?)))
                 ORDER BY created_at, id LIMIT ?)
              RETURNING *",
@@ -628,6 +641,7 @@ impl Store for SqliteStore {
         .bind(lease_until)
         .bind(now)
         .bind(to_json(&targets, "targets")?)
+        .bind(now)
         .bind(now)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)

@@ -125,6 +125,12 @@ pub struct RunInfo {
     /// Error, when failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When the run was created (ms since the Unix epoch), if the host records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at_ms: Option<i64>,
+    /// When the run last changed (ms since the Unix epoch), if the host records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at_ms: Option<i64>,
 }
 
 impl RunInfo {
@@ -136,6 +142,8 @@ impl RunInfo {
             status,
             output: None,
             error: None,
+            created_at_ms: None,
+            updated_at_ms: None,
         }
     }
 
@@ -150,6 +158,15 @@ impl RunInfo {
     #[must_use]
     pub fn with_error(mut self, error: impl Into<String>) -> Self {
         self.error = Some(error.into());
+        self
+    }
+
+    /// Set when the run was created and last changed (ms since the Unix epoch). MCP Tasks
+    /// report them as `createdAt` / `lastUpdatedAt`.
+    #[must_use]
+    pub fn with_timestamps(mut self, created_at_ms: i64, updated_at_ms: i64) -> Self {
+        self.created_at_ms = Some(created_at_ms);
+        self.updated_at_ms = Some(updated_at_ms);
         self
     }
 }

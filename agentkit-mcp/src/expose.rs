@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::server::{CallContext, McpServerBuilder};
+use crate::tasks::WorkflowTasks;
 
 /// Forwards a run's events as MCP progress notifications.
 struct ProgressSink {
@@ -155,8 +156,36 @@ fn str_arg<'a>(args: &'a JsonObject, key: &str) -> Result<&'a str, CallToolResul
     })
 }
 
+/// The input and start options of a `workflows-<name>-run` call.
+pub(crate) fn run_request(args: &JsonObject) -> (Value, StartOptions) {
+    let input = args.get("input").cloned().unwrap_or(Value::Null);
+    let mut opts = StartOptions::new();
+    if let Some(k) = args.get("idempotency_key").and_then(Value::as_str) {
+        opts = opts.with_idempotency_key(k);
+    }
+    (input, opts)
+}
+
 /// Add a [`WorkflowHost`]'s workflows: `workflows-list`, `workflows-<name>-run` (returns the run
 /// id), `workflows-get_status`, `workflows-resume` (delivers a signal) and `workflows-cancel`.
+///
+/// Long runs are also offered as **MCP Tasks** (SEP-2663, the `io.modelcontextprotocol/tasks`
+/// extension as rmcp 3.11 implements it): the server advertises the extension, and a client
+/// that declares it (at `initialize`, or per request on 2026-07-28) gets a task handle
+/// ([`CallToolResponse::Task`](rmcp::model::CallToolResponse::Task)) from
+/// `workflows-<name>-run` instead of the run id. The task id is the run id. `tasks/get` reports
+/// the run's status (`queued`/`running`/`paused` → `working`, `waiting_input`/`waiting_approval`
+/// → `input_required`, `succeeded` → `completed` with the run's output as the tool result's
+/// structured content, `failed` → `failed`, `cancelled` → `cancelled`); `tasks/update` delivers
+/// a signal to a waiting run (answer its `agentkit/signal` input request with `signal` and
+/// `payload`); `tasks/cancel` cancels the run through the host. Nothing about a task is kept in
+/// the server: every answer is read from the host, so with a durable host (agentkit-runtime on
+/// SQLite or Postgres) tasks survive a server restart. Clients without the extension keep
+/// getting `{"run_id": ..}`. See [`WorkflowTasks`](crate::tasks::WorkflowTasks) for the details.
+///
+/// # Errors
+///
+/// When the host cannot list its workflows.
 pub async fn expose_workflows(
     builder: McpServerBuilder,
     host: Arc<dyn WorkflowHost>,
@@ -177,9 +206,12 @@ pub async fn expose_workflows(
             }
         },
     );
+    let mut tasks = WorkflowTasks::new(Arc::clone(&host));
     for w in workflows {
         let h = Arc::clone(&host);
         let name = w.name.clone();
+        let tool_name = crate::names::sanitize(&format!("workflows-{}-run", w.name));
+        tasks = tasks.with_tool(tool_name.clone(), w.name.clone());
         let mut schema = crate::server::object_schema(json!({
             "type": "object",
             "properties": {
@@ -189,9 +221,10 @@ pub async fn expose_workflows(
         }));
         schema.insert("required".into(), json!(["input"]));
         b = b.tool_fn(
-            crate::names::sanitize(&format!("workflows-{}-run", w.name)),
+            tool_name,
             format!(
-                "Start workflow `{}`: {}. Returns the run id.",
+                "Start workflow `{}`: {}. Returns the run id (or, to clients that support MCP \
+                 Tasks, a task whose id is the run id).",
                 w.name, w.description
             ),
             Value::Object(schema),
@@ -199,11 +232,7 @@ pub async fn expose_workflows(
                 let h = Arc::clone(&h);
                 let name = name.clone();
                 async move {
-                    let input = args.get("input").cloned().unwrap_or(Value::Null);
-                    let mut opts = StartOptions::new();
-                    if let Some(k) = args.get("idempotency_key").and_then(Value::as_str) {
-                        opts = opts.with_idempotency_key(k);
-                    }
+                    let (input, opts) = run_request(&args);
                     Ok(match h.start(&name, input, opts).await {
                         Ok(run_id) => text_json(json!({ "run_id": run_id })),
                         Err(e) => fail(e),
@@ -280,5 +309,5 @@ pub async fn expose_workflows(
             }
         },
     );
-    Ok(b)
+    Ok(b.tasks(Arc::new(tasks)))
 }

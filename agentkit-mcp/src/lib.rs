@@ -28,6 +28,8 @@ pub mod manager;
 pub mod names;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod tasks;
 
 pub use aggregator::{Collision, DEFAULT_SEPARATOR, McpAggregator, to_content, to_tool_output};
 pub use config::{ServerConfig, ServerSet, ServerTransport, ToolFilter};
@@ -39,6 +41,8 @@ pub use names::{MAX_TOOL_NAME_LEN, qualified_tool_name};
 pub use server::HttpOptions;
 #[cfg(feature = "server")]
 pub use server::{CallContext, McpServer, McpServerBuilder};
+#[cfg(feature = "server")]
+pub use tasks::{TaskBackend, WorkflowTasks};
 
 /// The rmcp version agentkit-mcp is built on.
 pub use rmcp;

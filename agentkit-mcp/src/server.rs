@@ -271,6 +271,8 @@ struct Registry {
     tools_changed: broadcast::Sender<()>,
     /// Legacy sessions, told about tool-list changes with `notifications/tools/list_changed`.
     legacy_peers: Mutex<Vec<Peer<RoleServer>>>,
+    /// MCP Tasks (SEP-2663); see [`McpServerBuilder::tasks`].
+    tasks: Option<Arc<dyn crate::tasks::TaskBackend>>,
 }
 
 impl Default for Registry {
@@ -287,6 +289,7 @@ impl Default for Registry {
             subscriptions: false,
             tools_changed: broadcast::channel(16).0,
             legacy_peers: Mutex::default(),
+            tasks: None,
         }
     }
 }
@@ -439,6 +442,16 @@ impl McpServerBuilder {
     #[must_use]
     pub fn resource_subscriptions(mut self) -> Self {
         self.reg.subscriptions = true;
+        self
+    }
+
+    /// Offer MCP Tasks (SEP-2663): advertise the `io.modelcontextprotocol/tasks` extension,
+    /// run the tools `backend` claims as tasks for clients that declare the extension, and
+    /// answer `tasks/get`, `tasks/update` and `tasks/cancel` with it. Other clients and tools
+    /// are unaffected. [`expose_workflows`](crate::expose_workflows) installs one.
+    #[must_use]
+    pub fn tasks(mut self, backend: Arc<dyn crate::tasks::TaskBackend>) -> Self {
+        self.reg.tasks = Some(backend);
         self
     }
 
@@ -605,6 +618,15 @@ impl McpServer {
         )
     }
 
+    fn task_backend(&self) -> Result<&Arc<dyn crate::tasks::TaskBackend>, ErrorData> {
+        self.reg.tasks.as_ref().ok_or_else(|| {
+            ErrorData::invalid_request(
+                "this server offers no MCP Tasks; call its tools without the tasks extension",
+                None,
+            )
+        })
+    }
+
     fn match_template(&self, uri: &str) -> Option<(TemplateHandler, BTreeMap<String, String>)> {
         self.reg.templates.iter().find_map(|(t, h)| {
             match_uri_template(&t.uri_template, uri).map(|vars| (Arc::clone(h), vars))
@@ -728,6 +750,12 @@ impl ServerHandler for McpServer {
         if self.reg.logging {
             b.logging = Some(Default::default());
         }
+        if self.reg.tasks.is_some() {
+            b.extensions.get_or_insert_with(Default::default).insert(
+                rmcp::model::TASKS_EXTENSION_ID.to_owned(),
+                JsonObject::new(),
+            );
+        }
         let mut cfg = ServerConfig::new(b);
         if let Some(info) = &self.reg.info {
             cfg = cfg.with_server_info(info.clone());
@@ -803,6 +831,15 @@ impl ServerHandler for McpServer {
                 None,
             ));
         };
+        if let Some(tasks) = &self.reg.tasks
+            && tasks.runs_as_task(&req.name)
+            && c.client_capabilities()
+                .is_some_and(|caps| caps.supports_tasks())
+        {
+            return tasks
+                .start(&req.name, req.arguments.unwrap_or_default(), &c)
+                .await;
+        }
         let ct = c.ct.clone();
         let input = Arc::new(InputRounds::from_request(&req));
         let call = CallContext {
@@ -822,6 +859,33 @@ impl ServerHandler for McpServer {
             return Ok(InputRequiredResult::new(Some(asked), state).into());
         }
         out.map(Into::into)
+    }
+
+    async fn get_task(
+        &self,
+        req: rmcp::model::GetTaskParams,
+        c: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetTaskResult, ErrorData> {
+        let task = self.task_backend()?.get(&req.task_id, &c).await?;
+        Ok(rmcp::model::GetTaskResult::new(task))
+    }
+
+    async fn update_task(
+        &self,
+        req: rmcp::model::UpdateTaskParams,
+        c: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.task_backend()?
+            .update(&req.task_id, req.input_responses, &c)
+            .await
+    }
+
+    async fn cancel_task(
+        &self,
+        req: rmcp::model::CancelTaskParams,
+        c: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.task_backend()?.cancel(&req.task_id, &c).await
     }
 
     async fn list_resources(

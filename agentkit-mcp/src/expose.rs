@@ -181,7 +181,7 @@ pub(crate) fn run_request(args: &JsonObject) -> (Value, StartOptions) {
 /// `payload`); `tasks/cancel` cancels the run through the host. Nothing about a task is kept in
 /// the server: every answer is read from the host, so with a durable host (agentkit-runtime on
 /// SQLite or Postgres) tasks survive a server restart. Clients without the extension keep
-/// getting `{"run_id": ..}`. See [`WorkflowTasks`](crate::tasks::WorkflowTasks) for the details.
+/// getting `{"run_id": ..}`. See [`WorkflowTasks`] for the details.
 ///
 /// # Errors
 ///

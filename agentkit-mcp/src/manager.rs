@@ -19,6 +19,7 @@ use rmcp::service::{ClientCacheConfig, PeerRequestOptions, RunningService, Servi
 use rmcp::{ClientLifecycleMode, Peer, RoleClient};
 use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::client::{AgentkitClient, ClientShared, Inflight, token_key};
 use crate::config::{ServerConfig, ServerSet, ServerTransport};
@@ -40,6 +41,10 @@ const MAX_INPUT_ROUNDS: usize = 10;
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(8);
+const LISTEN_RETRY_BASE: Duration = Duration::from_millis(250);
+const LISTEN_RETRY_MAX: Duration = Duration::from_secs(30);
+const LISTEN_HEALTHY: Duration = Duration::from_secs(10);
+const LISTEN_FIRST_WAIT: Duration = Duration::from_secs(5);
 
 /// A live connection to one server. Cheap to clone (an `Arc`).
 pub struct Connection {
@@ -48,6 +53,14 @@ pub struct Connection {
     client: AgentkitClient,
     pid: Option<u32>,
     running: AsyncMutex<Option<RunningService<RoleClient, AgentkitClient>>>,
+    /// Ends the connection's background tasks (the `subscriptions/listen` follower).
+    stop: CancellationToken,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl std::fmt::Debug for Connection {
@@ -98,6 +111,7 @@ impl Connection {
 
     /// Close the connection: stdin closed, then SIGTERM, then SIGKILL for a stdio server.
     pub async fn close(&self) {
+        self.stop.cancel();
         let running = self.running.lock().await.take();
         if let Some(mut r) = running {
             let _ = r.close_with_timeout(CLOSE_TIMEOUT).await;
@@ -767,30 +781,103 @@ async fn connect(
         .protocol_version()
         .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28)
     {
-        spawn_listener(&conn);
+        start_listener(&conn).await;
     }
     tracing::info!(server = %cfg.name, protocol = ?conn.protocol_version(), "MCP server connected");
     Ok(conn)
 }
 
 /// On 2026-07-28 connections list_changed notifications only flow on a `subscriptions/listen`
-/// stream; turn them into epoch bumps like the legacy notifications.
-fn spawn_listener(conn: &Connection) {
+/// stream; turn them into epoch bumps like the legacy notifications. Only the lists whose
+/// `listChanged` the server advertises are asked for. When the stream ends or breaks while the
+/// connection lives on (a stateless HTTP server restarted, a proxy cut the stream), it is
+/// opened again with backoff, and the epoch is bumped then, since changes may have been missed
+/// in between. A server that refuses the subscription (a JSON-RPC error) is not asked again.
+///
+/// The first subscription is awaited (up to `LISTEN_FIRST_WAIT`) before the connection is
+/// handed out, so that no change made after a first `tools/list` can be missed.
+async fn start_listener(conn: &Connection) {
+    let caps = conn.peer_info().map(|i| i.capabilities.clone());
+    let mut filter = SubscriptionFilter::builder();
+    let mut any = false;
+    if let Some(caps) = &caps {
+        if caps.tools.as_ref().and_then(|t| t.list_changed) == Some(true) {
+            filter = filter.tools_list_changed();
+            any = true;
+        }
+        if caps.prompts.as_ref().and_then(|p| p.list_changed) == Some(true) {
+            filter = filter.prompts_list_changed();
+            any = true;
+        }
+        if caps.resources.as_ref().and_then(|r| r.list_changed) == Some(true) {
+            filter = filter.resources_list_changed();
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
+    let filter = filter.build();
     let peer = conn.peer.clone();
     let epoch = Arc::clone(&conn.client.lists_epoch);
-    tokio::spawn(async move {
-        let filter = SubscriptionFilter::builder()
-            .tools_list_changed()
-            .prompts_list_changed()
-            .resources_list_changed()
-            .build();
-        let Ok(mut sub) = peer.listen(filter).await else {
+    let stop = conn.stop.clone();
+    let server = conn.server.clone();
+    let first = match tokio::time::timeout(LISTEN_FIRST_WAIT, peer.listen(filter.clone())).await {
+        Ok(Err(ServiceError::McpError(e))) => {
+            tracing::info!(server = %server, error = %e.message, "MCP server refused subscriptions/listen; list changes are not followed");
             return;
-        };
-        while let Ok(Some(_)) = sub.next().await {
-            epoch.fetch_add(1, Ordering::SeqCst);
         }
-    });
+        Ok(r) => Some(r),
+        Err(_) => None,
+    };
+    tokio::spawn(stop.clone().run_until_cancelled_owned(async move {
+        let mut delay = LISTEN_RETRY_BASE;
+        let mut first = first;
+        while !peer.is_transport_closed() {
+            let attempt = match first.take() {
+                Some(r) => r,
+                None => {
+                    let r = peer.listen(filter.clone()).await;
+                    if r.is_ok() {
+                        // Changes may have been missed while there was no stream.
+                        epoch.fetch_add(1, Ordering::SeqCst);
+                    }
+                    r
+                }
+            };
+            match attempt {
+                Ok(mut sub) => {
+                    let opened = Instant::now();
+                    loop {
+                        match sub.next().await {
+                            Ok(Some(_)) => {
+                                epoch.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::debug!(server = %server, error = %e, "MCP subscriptions/listen stream broke");
+                                break;
+                            }
+                        }
+                    }
+                    // A stream that lived a while was healthy: retry soon. One that ends at
+                    // once keeps backing off.
+                    if opened.elapsed() >= LISTEN_HEALTHY {
+                        delay = LISTEN_RETRY_BASE;
+                    }
+                }
+                Err(ServiceError::McpError(e)) => {
+                    tracing::info!(server = %server, error = %e.message, "MCP server refused subscriptions/listen; list changes are not followed");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(server = %server, error = %e, retry_in = ?delay, "MCP subscriptions/listen failed");
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = delay.saturating_mul(2).min(LISTEN_RETRY_MAX);
+        }
+    }));
 }
 
 #[cfg_attr(
@@ -872,6 +959,7 @@ async fn connect_stdio(
         client,
         pid,
         running: AsyncMutex::new(Some(running)),
+        stop: CancellationToken::new(),
     })
 }
 
@@ -948,6 +1036,7 @@ async fn connect_http(
         client,
         pid: None,
         running: AsyncMutex::new(Some(running)),
+        stop: CancellationToken::new(),
     })
 }
 

@@ -37,14 +37,15 @@ pub(crate) struct ClientShared {
 #[derive(Default)]
 pub(crate) struct Inflight {
     next: AtomicU64,
-    calls: Mutex<HashMap<String, (u64, RunContext)>>,
+    /// progress token -> (sequence number, or `None` once the call has ended; the run)
+    calls: Mutex<HashMap<String, (Option<u64>, RunContext)>>,
 }
 
 impl Inflight {
     pub(crate) fn insert(self: &Arc<Self>, token: String, ctx: RunContext) -> InflightGuard {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = self.calls.lock() {
-            m.insert(token.clone(), (seq, ctx));
+            m.insert(token.clone(), (Some(seq), ctx));
         }
         InflightGuard {
             inflight: Arc::clone(self),
@@ -64,22 +65,46 @@ impl Inflight {
     fn latest(&self) -> Option<RunContext> {
         self.calls.lock().ok().and_then(|m| {
             m.values()
+                .filter_map(|(seq, c)| seq.map(|s| (s, c)))
                 .max_by_key(|(seq, _)| *seq)
                 .map(|(_, c)| c.clone())
         })
     }
 }
 
-/// Removes a call from [`Inflight`] when it ends, however it ends.
+/// Removes a call from [`Inflight`] when it ends, however it ends: at once for the
+/// "latest call" fallback, after a short delay for progress notifications.
 pub(crate) struct InflightGuard {
     inflight: Arc<Inflight>,
     token: String,
 }
 
+/// How long a finished call stays routable. rmcp hands each notification to its own task, so
+/// the last progress notification of a call can be handled just after the call's response.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.inflight.calls.lock() {
-            m.remove(&self.token);
+        let inflight = Arc::clone(&self.inflight);
+        let token = std::mem::take(&mut self.token);
+        if let Ok(mut m) = inflight.calls.lock()
+            && let Some(entry) = m.get_mut(&token)
+        {
+            entry.0 = None;
+        }
+        let remove = move || {
+            if let Ok(mut m) = inflight.calls.lock() {
+                m.remove(&token);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    tokio::time::sleep(LINGER).await;
+                    remove();
+                });
+            }
+            Err(_) => remove(),
         }
     }
 }

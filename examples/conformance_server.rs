@@ -183,7 +183,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 use agentkit_mcp::rmcp::model::{CreateMessageRequestParams, SamplingMessage};
                 let prompt = a.get("prompt").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
                 let req = CreateMessageRequestParams::new(vec![SamplingMessage::user_text(prompt)], 100);
-                Ok(match c.peer().create_message(req).await {
+                Ok(match c.sample(req).await {
                     Ok(r) => CallToolResult::success(vec![ContentBlock::text(format!("LLM response: {}", serde_json::to_string(&r.message.content).unwrap_or_default()))]),
                     Err(e) => CallToolResult::error(vec![ContentBlock::text(format!("sampling failed: {e}"))]),
                 })

@@ -341,3 +341,54 @@ async fn listen_stream_is_reopened_after_the_server_restarts_on_2026_07_28() {
     manager.shutdown().await;
     ct.cancel();
 }
+
+#[allow(deprecated)] // sampling is SEP-2577-deprecated but still part of MCP
+async fn sampling_is_answered_by_the_managers_provider(lifecycle: Lifecycle, stateless: bool) {
+    use agentkit_mcp::rmcp::model::{CreateMessageRequestParams, SamplingMessage};
+    let server = McpServerBuilder::new("sampling", "1.0.0")
+        .tool_fn(
+            "summarize",
+            "Summarize with the client's model",
+            json!({"type": "object"}),
+            |_a, c| async move {
+                let req = CreateMessageRequestParams::new(
+                    vec![SamplingMessage::user_text(
+                        "Summarize: MCP has two lifecycles.",
+                    )],
+                    50,
+                );
+                let r = c.sample(req).await?;
+                let text = serde_json::to_value(&r.message.content).unwrap();
+                Ok(CallToolResult::success(vec![ContentBlock::text(format!(
+                    "{} stateless={}",
+                    text["text"].as_str().unwrap_or_default(),
+                    c.is_stateless_protocol()
+                ))]))
+            },
+        )
+        .build();
+    let (url, ct) = serve_http(server).await;
+    let provider = agentkit_core::ScriptedProvider::new().then_text("Two lifecycles.");
+    let manager = manager(url, lifecycle).with_sampling(Arc::new(provider));
+    let out = manager
+        .call_tool("s", "summarize", Default::default(), &RunContext::new())
+        .await
+        .unwrap();
+    assert_ne!(out.is_error, Some(true), "{:?}", out.content);
+    assert_eq!(
+        out.content[0].as_text().unwrap().text,
+        format!("Two lifecycles. stateless={stateless}")
+    );
+    manager.shutdown().await;
+    ct.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_input_rounds_are_answered_by_the_managers_provider_on_2026_07_28() {
+    sampling_is_answered_by_the_managers_provider(Lifecycle::Auto, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_requests_are_answered_by_the_managers_provider_on_2025_11_25() {
+    sampling_is_answered_by_the_managers_provider(Lifecycle::Initialize, false).await;
+}

@@ -11,7 +11,7 @@ use agentkit_core::{
 };
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -264,6 +264,8 @@ struct Inner {
     inflight: Mutex<HashMap<String, CancellationToken>>,
     /// Runs dispatched while they were still executing: driven again when that ends.
     rerun: Mutex<std::collections::HashSet<String>>,
+    /// `run_sync` callers waiting for a run this process executes.
+    waiters: Mutex<HashMap<String, oneshot::Sender<RunRecord>>>,
     redactor: RwLock<Redactor>,
     prices: RwLock<Arc<PriceTable>>,
     stopping: AtomicBool,
@@ -336,6 +338,8 @@ enum Hint {
     Known(RunRecord),
     /// Claimed for this node by `claim_next`.
     Claimed(RunRecord),
+    /// Created already claimed by this node, holding a concurrency permit of its target.
+    Owned(RunRecord, OwnedSemaphorePermit),
 }
 
 /// What one execution ended with.
@@ -354,6 +358,7 @@ impl Runtime {
                 targets: RwLock::default(),
                 inflight: Mutex::default(),
                 rerun: Mutex::default(),
+                waiters: Mutex::default(),
                 redactor: RwLock::new(Redactor::default()),
                 prices: RwLock::new(PriceTable::shared_default()),
                 stopping: AtomicBool::new(false),
@@ -596,12 +601,37 @@ impl Runtime {
         if let Some(key) = options.idempotency_key {
             run = run.with_idempotency_key(key);
         }
-        let created = self.inner.store.create_run(run).await?;
-        let id = created.run().id.clone();
-        if let Created::New(run) = created {
-            self.dispatch_run(id.clone(), Hint::Known(run));
+        let created = self.create_and_dispatch(&t, run, None).await?;
+        Ok(created.run().id.clone())
+    }
+
+    /// Store a new run and dispatch it. When the target has a free concurrency slot, the run
+    /// is stored already claimed by this node (one store round trip instead of two).
+    /// `waiter` gets the finished record if this execution finishes it.
+    async fn create_and_dispatch(
+        &self,
+        t: &Target,
+        mut run: NewRun,
+        waiter: Option<oneshot::Sender<RunRecord>>,
+    ) -> Result<Created> {
+        let permit = Arc::clone(&t.permits).try_acquire_owned().ok();
+        if permit.is_some() {
+            run = run.with_claim(self.node_id(), self.lease_until());
         }
-        Ok(id)
+        let created = self.inner.store.create_run(run).await?;
+        if let Created::New(run) = &created {
+            if let Some(w) = waiter
+                && let Ok(mut m) = self.inner.waiters.lock()
+            {
+                m.insert(run.id.clone(), w);
+            }
+            let hint = match permit {
+                Some(p) => Hint::Owned(run.clone(), p),
+                None => Hint::Known(run.clone()),
+            };
+            self.dispatch_run(run.id.clone(), hint);
+        }
+        Ok(created)
     }
 
     /// Start a run and wait until it finishes.
@@ -611,8 +641,29 @@ impl Runtime {
         input: Value,
         options: StartOptions,
     ) -> Result<RunRecord> {
-        let id = self.start_run(target, input, options).await?;
-        self.wait(&id).await
+        let t = self
+            .target(target)
+            .ok_or_else(|| self.unknown_target(target))?;
+        t.validate(&input)?;
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return Err(Error::Workflow(
+                "the runtime is shutting down and accepts no new runs".into(),
+            ));
+        }
+        let mut run = NewRun::new(target, input).with_version(t.options.version);
+        if let Some(key) = options.idempotency_key {
+            run = run.with_idempotency_key(key);
+        }
+        let (tx, rx) = oneshot::channel();
+        let created = self.create_and_dispatch(&t, run, Some(tx)).await?;
+        if created.is_new() {
+            // Finished by this execution: its record comes straight from the final update.
+            // Otherwise (it waits for a signal, sleeps, was cancelled...) read the store.
+            if let Ok(run) = rx.await {
+                return Ok(run);
+            }
+        }
+        self.wait(&created.run().id).await
     }
 
     /// The stored run.
@@ -872,15 +923,11 @@ impl Runtime {
         let run = NewRun::new(&s.target, s.input.clone())
             .with_version(t.options.version)
             .with_idempotency_key(s.fire_key(fire));
-        let created = self.inner.store.create_run(run).await?;
+        let created = self.create_and_dispatch(&t, run, None).await?;
         if let Ok(mut l) = st.last_run.lock() {
             *l = Some(created.run().id.clone());
         }
-        if let Created::New(run) = created {
-            self.dispatch_run(run.id.clone(), Hint::Known(run));
-            return Ok(true);
-        }
-        Ok(false)
+        Ok(created.is_new())
     }
 
     /// Start a run of `target` whenever `event` is [emitted](Self::emit). The target must be
@@ -1157,8 +1204,23 @@ impl Runtime {
         self.dispatch_run(run_id, Hint::None);
     }
 
+    /// Hand the finished record to a `run_sync` waiting for it; with `None`, let the waiter
+    /// fall back to reading the store.
+    fn settle(&self, run_id: &str, record: Option<RunRecord>) {
+        let waiter = self
+            .inner
+            .waiters
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(run_id));
+        if let (Some(w), Some(r)) = (waiter, record) {
+            let _ = w.send(r);
+        }
+    }
+
     fn dispatch_run(&self, run_id: String, hint: Hint) {
         if self.inner.stopping.load(Ordering::SeqCst) {
+            self.settle(&run_id, None);
             return;
         }
         self.start_heartbeat();
@@ -1183,6 +1245,7 @@ impl Runtime {
                     }
                 }
             }
+            this.settle(&run_id, None);
         });
     }
 
@@ -1224,11 +1287,12 @@ impl Runtime {
         token: &CancellationToken,
     ) -> Result<Outcome> {
         let store = &self.inner.store;
-        let (run, claimed) = match hint {
-            Hint::Claimed(run) => (run.clone(), Some(run)),
-            Hint::Known(run) => (run, None),
+        let (run, claimed, permit) = match hint {
+            Hint::Owned(run, permit) => (run.clone(), Some(run), Some(permit)),
+            Hint::Claimed(run) => (run.clone(), Some(run), None),
+            Hint::Known(run) => (run, None, None),
             Hint::None => match store.get_run(run_id).await? {
-                Some(run) => (run, None),
+                Some(run) => (run, None, None),
                 None => return Ok(Outcome::Done),
             },
         };
@@ -1243,15 +1307,31 @@ impl Runtime {
                 .await?;
             return Ok(Outcome::Done);
         };
-        let permits = Arc::clone(&target.permits);
-        let _permit = tokio::select! {
-            p = permits.acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return Ok(Outcome::Done),
-            },
-            () = token.cancelled() => return Ok(Outcome::Done),
+        let _permit = match permit {
+            Some(p) => p,
+            None => {
+                let permits = Arc::clone(&target.permits);
+                tokio::select! {
+                    p = permits.acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return Ok(Outcome::Done),
+                    },
+                    () = token.cancelled() => return Ok(Outcome::Done),
+                }
+            }
         };
         if self.inner.stopping.load(Ordering::SeqCst) && self.inner.abort.is_cancelled() {
+            if let Some(run) = &claimed {
+                // Claimed but not started: release it for the next process.
+                store
+                    .transition(
+                        run_id,
+                        &[RunStatus::Running],
+                        RunUpdate::new(RunStatus::Queued)
+                            .with_owner_fence(run.owner.clone().unwrap_or_default()),
+                    )
+                    .await?;
+            }
             return Ok(Outcome::Done);
         }
         let claimed = match claimed {
@@ -1303,7 +1383,7 @@ impl Runtime {
             let totals = ctx.totals();
             let err = match result {
                 Ok(output) => {
-                    store
+                    let done = store
                         .transition(
                             run_id,
                             &[RunStatus::Running],
@@ -1313,6 +1393,7 @@ impl Runtime {
                                 .with_usage(totals.usage, totals.cost_usd),
                         )
                         .await?;
+                    self.settle(run_id, done);
                     return Ok(Outcome::Done);
                 }
                 Err(e) => e,
@@ -1375,7 +1456,7 @@ impl Runtime {
                 }
                 continue;
             }
-            store
+            let done = store
                 .transition(
                     run_id,
                     &[RunStatus::Running],
@@ -1385,6 +1466,7 @@ impl Runtime {
                         .with_usage(totals.usage, totals.cost_usd),
                 )
                 .await?;
+            self.settle(run_id, done);
             return Ok(Outcome::Done);
         }
     }

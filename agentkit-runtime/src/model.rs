@@ -47,6 +47,10 @@ pub struct NewRun {
     pub input: Value,
     /// Same key, same run.
     pub idempotency_key: Option<String>,
+    /// Store the run already claimed by this owner until this time (ms since epoch): `running`,
+    /// first attempt. The executor does this when it can execute a new run at once, which
+    /// saves a store round trip per run.
+    pub claim: Option<(String, i64)>,
 }
 
 impl NewRun {
@@ -58,6 +62,7 @@ impl NewRun {
             version: 1,
             input,
             idempotency_key: None,
+            claim: None,
         }
     }
 
@@ -79,6 +84,13 @@ impl NewRun {
     #[must_use]
     pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Store the run already claimed by `owner` until `lease_until` (see [`NewRun::claim`]).
+    #[must_use]
+    pub fn with_claim(mut self, owner: impl Into<String>, lease_until: i64) -> Self {
+        self.claim = Some((owner.into(), lease_until));
         self
     }
 }
@@ -123,17 +135,21 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    /// The record of a freshly created run.
+    /// The record of a freshly created run: queued, or running if it was created claimed.
     #[must_use]
     pub fn new(run: NewRun) -> Self {
         let now = now_ms();
+        let (status, attempts, owner, lease_until) = match run.claim {
+            Some((owner, lease)) => (RunStatus::Running, 1, Some(owner), Some(lease)),
+            None => (RunStatus::Queued, 0, None, None),
+        };
         Self {
             id: run.id,
             target: run.target,
             version: run.version,
             input: run.input,
-            status: RunStatus::Queued,
-            attempts: 0,
+            status,
+            attempts,
             idempotency_key: run.idempotency_key,
             created_at: now,
             updated_at: now,
@@ -141,8 +157,8 @@ impl RunRecord {
             error: None,
             usage: Usage::default(),
             cost_usd: 0.0,
-            owner: None,
-            lease_until: None,
+            owner,
+            lease_until,
             wake_at: None,
         }
     }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 use serde_json::Value;
 
 /// Masks secrets and PII in a value before it reaches the journal (and so the store, the
@@ -86,34 +86,54 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
     .collect()
 });
 
-/// Mask a string with the default patterns.
-#[must_use]
-pub fn mask_str(s: &str) -> String {
-    let mut out = s.to_owned();
-    for (re, replacement) in PATTERNS.iter() {
-        if re.is_match(&out) {
-            out = re.replace_all(&out, *replacement).into_owned();
+/// All default patterns in one automaton: one pass tells whether (and which) patterns match,
+/// so the common case, a string with nothing to mask, costs one scan and no allocation.
+static PATTERN_SET: LazyLock<Option<RegexSet>> =
+    LazyLock::new(|| RegexSet::new(PATTERNS.iter().map(|(re, _)| re.as_str())).ok());
+
+/// The masked string, or `None` when nothing in `s` matches a default pattern.
+fn mask_if_needed(s: &str) -> Option<String> {
+    let mut out: Option<String> = None;
+    let hits: Vec<usize> = match PATTERN_SET.as_ref() {
+        Some(set) => set.matches(s).into_iter().collect(),
+        None => (0..PATTERNS.len()).collect(),
+    };
+    for i in hits {
+        let Some((re, replacement)) = PATTERNS.get(i) else {
+            continue;
+        };
+        let current = out.as_deref().unwrap_or(s);
+        if re.is_match(current) {
+            out = Some(re.replace_all(current, *replacement).into_owned());
         }
     }
     out
+}
+
+/// Mask a string with the default patterns.
+#[must_use]
+pub fn mask_str(s: &str) -> String {
+    mask_if_needed(s).unwrap_or_else(|| s.to_owned())
 }
 
 /// The default redaction: mask secrets and PII in every string of `value`.
 pub fn mask_secrets(value: &mut Value) {
     match value {
         Value::String(s) => {
-            let masked = mask_str(s);
-            if masked != *s {
+            if let Some(masked) = mask_if_needed(s) {
                 *s = masked;
             }
         }
         Value::Array(items) => items.iter_mut().for_each(mask_secrets),
         Value::Object(map) => {
-            let old = std::mem::take(map);
-            for (k, mut v) in old {
-                mask_secrets(&mut v);
-                map.insert(mask_str(&k), v);
+            // Rebuild the map only if a key must be masked (rare); values are masked in place.
+            if map.keys().any(|k| mask_if_needed(k).is_some()) {
+                let old = std::mem::take(map);
+                for (k, v) in old {
+                    map.insert(mask_str(&k), v);
+                }
             }
+            map.values_mut().for_each(mask_secrets);
         }
         _ => {}
     }
@@ -141,5 +161,13 @@ mod tests {
         assert!(!s.contains("AKIAIOSFODNN7EXAMPLE"), "{s}");
         assert_eq!(v["plain"], "It is 18 degrees in Lisbon on 2026-11-23.");
         assert_eq!(v["n"], 42);
+        // Keys are masked too, and values under masked keys keep being masked.
+        let mut v =
+            json!({"bob@example.com": {"token": "Bearer abcdefghijklmnopqrstuvwxyz012345"}});
+        Redactor::default().apply(&mut v);
+        assert_eq!(
+            v,
+            json!({"[REDACTED:email]": {"token": "Bearer [REDACTED]"}})
+        );
     }
 }

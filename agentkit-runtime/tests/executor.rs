@@ -971,3 +971,136 @@ async fn replay_needs_no_provider_and_reports_divergences() {
     assert_eq!(store.journal(&wf).await.unwrap(), journal_before);
     assert_eq!(store.list_runs(&ALL_STATUSES, 10).await.unwrap().len(), 2);
 }
+
+/// Counts the store calls the executor makes, by method.
+struct Counting {
+    inner: Arc<dyn Store>,
+    calls: std::sync::Mutex<std::collections::BTreeMap<&'static str, u32>>,
+}
+
+impl Counting {
+    fn hit(&self, what: &'static str) {
+        *self.calls.lock().unwrap().entry(what).or_default() += 1;
+    }
+}
+
+#[async_trait]
+impl Store for Counting {
+    async fn create_run(&self, run: agentkit_runtime::NewRun) -> Result<agentkit_runtime::Created> {
+        self.hit("create_run");
+        self.inner.create_run(run).await
+    }
+    async fn get_run(&self, run_id: &str) -> Result<Option<agentkit_runtime::RunRecord>> {
+        self.hit("get_run");
+        self.inner.get_run(run_id).await
+    }
+    async fn list_runs(
+        &self,
+        statuses: &[RunStatus],
+        limit: usize,
+    ) -> Result<Vec<agentkit_runtime::RunRecord>> {
+        self.hit("list_runs");
+        self.inner.list_runs(statuses, limit).await
+    }
+    async fn transition(
+        &self,
+        run_id: &str,
+        from: &[RunStatus],
+        update: agentkit_runtime::RunUpdate,
+    ) -> Result<Option<agentkit_runtime::RunRecord>> {
+        self.hit("transition");
+        self.inner.transition(run_id, from, update).await
+    }
+    async fn append(&self, entries: &[agentkit_runtime::JournalEntry]) -> Result<()> {
+        self.hit("append");
+        self.inner.append(entries).await
+    }
+    async fn journal(&self, run_id: &str) -> Result<Vec<agentkit_runtime::JournalEntry>> {
+        self.hit("journal");
+        self.inner.journal(run_id).await
+    }
+    async fn send_signal(&self, run_id: &str, name: &str, payload: Value) -> Result<()> {
+        self.hit("send_signal");
+        self.inner.send_signal(run_id, name, payload).await
+    }
+    async fn has_signal(&self, run_id: &str, name: &str) -> Result<bool> {
+        self.hit("has_signal");
+        self.inner.has_signal(run_id, name).await
+    }
+    async fn take_signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        entry: agentkit_runtime::JournalEntry,
+    ) -> Result<Option<Value>> {
+        self.hit("take_signal");
+        self.inner.take_signal(run_id, name, entry).await
+    }
+    async fn claim(
+        &self,
+        run_id: &str,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<Option<agentkit_runtime::RunRecord>> {
+        self.hit("claim");
+        self.inner.claim(run_id, owner, lease_until).await
+    }
+    async fn claim_next(
+        &self,
+        owner: &str,
+        targets: &[String],
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<agentkit_runtime::RunRecord>> {
+        self.hit("claim_next");
+        self.inner
+            .claim_next(owner, targets, lease_until, limit)
+            .await
+    }
+    async fn renew_leases(&self, owner: &str, run_ids: &[String], lease_until: i64) -> Result<u64> {
+        self.hit("renew_leases");
+        self.inner.renew_leases(owner, run_ids, lease_until).await
+    }
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        self.inner.kv_put(namespace, key, value, ttl).await
+    }
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
+        self.inner.kv_get(namespace, key).await
+    }
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        self.inner.kv_delete(namespace, key).await
+    }
+}
+
+/// The executor's per-run cost: a run that can start at once is stored already claimed, each
+/// model or tool call is one append, the finish is one update, and `run_sync` gets the finished
+/// record from that update: 3 + (calls) store round trips, no reads.
+#[tokio::test]
+async fn a_run_costs_one_create_one_append_per_call_and_one_finish() {
+    let counting = Arc::new(Counting {
+        inner: Arc::new(SqliteStore::in_memory().await.unwrap()),
+        calls: Default::default(),
+    });
+    let (rt, _) = runtime_with_agent(counting.clone());
+    let run = rt
+        .run_sync("weather", json!("Weather in Lisbon?"), StartOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.output, Some(json!({"text": "It is 18°C in Lisbon."})));
+    assert_eq!(run.attempts, 1);
+    let calls = counting.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls.into_iter().collect::<Vec<_>>(),
+        vec![("append", 3), ("create_run", 1), ("transition", 1)],
+        "model, tool, model: 3 appends"
+    );
+    // What run_sync returned is what is stored.
+    assert_eq!(rt.get(&run.id).await.unwrap(), run);
+}

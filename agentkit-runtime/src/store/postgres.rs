@@ -309,8 +309,10 @@ impl Store for PostgresStore {
         let rec = RunRecord::new(run);
         let inserted = sqlx::query(
             "INSERT INTO agentkit_runs (id, target, version, input, status, attempts,
-                idempotency_key, created_at, updated_at, output, error, usage, cost_usd)
-             VALUES ($1, $2, $3, $4::jsonb, $5, 0, $6, $7, $8, NULL, NULL, $9::jsonb, 0)
+                idempotency_key, created_at, updated_at, output, error, usage, cost_usd, owner,
+                lease_until)
+             VALUES ($1, $2, $3, $4::jsonb, $5, $10, $6, $7, $8, NULL, NULL, $9::jsonb, 0, $11,
+                $12)
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(&rec.id)
@@ -322,6 +324,9 @@ impl Store for PostgresStore {
         .bind(rec.created_at)
         .bind(rec.updated_at)
         .bind(to_json(&rec.usage, "run usage")?)
+        .bind(i64::from(rec.attempts))
+        .bind(&rec.owner)
+        .bind(rec.lease_until)
         .execute(&self.pool)
         .await
         .map_err(|e| store_error("postgres", &format!("storing run {}", rec.id), e))?

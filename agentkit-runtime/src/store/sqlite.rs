@@ -329,8 +329,8 @@ impl Store for SqliteStore {
         let rec = RunRecord::new(run);
         let inserted = sqlx::query(
             "INSERT INTO runs (id, target, version, input, status, attempts, idempotency_key,
-                created_at, updated_at, output, error, usage, cost_usd)
-             VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, NULL, NULL, ?, 0)
+                created_at, updated_at, output, error, usage, cost_usd, owner, lease_until)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, 0, ?, ?)
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(&rec.id)
@@ -338,10 +338,13 @@ impl Store for SqliteStore {
         .bind(i64::from(rec.version))
         .bind(to_json(&rec.input, "a run input")?)
         .bind(rec.status.as_str())
+        .bind(i64::from(rec.attempts))
         .bind(&rec.idempotency_key)
         .bind(rec.created_at)
         .bind(rec.updated_at)
         .bind(to_json(&rec.usage, "run usage")?)
+        .bind(&rec.owner)
+        .bind(rec.lease_until)
         .execute(&self.pool)
         .await
         .map_err(|e| store_error("sqlite", &format!("storing run {}", rec.id), e))?

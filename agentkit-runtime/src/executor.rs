@@ -286,6 +286,9 @@ struct ScheduleState {
     checked_until: Mutex<i64>,
     paused: AtomicBool,
     last_run: Mutex<Option<String>>,
+    /// `Overlap::BufferOne`: a fire came while the last run was unfinished (a hint to look
+    /// when a run ends; what to start is derived from the stored runs).
+    pending: AtomicBool,
 }
 
 /// The durable executor.
@@ -822,6 +825,7 @@ impl Runtime {
                     checked_until: Mutex::new(from),
                     paused: AtomicBool::new(false),
                     last_run: Mutex::default(),
+                    pending: AtomicBool::new(false),
                 }),
             );
         }
@@ -856,21 +860,126 @@ impl Runtime {
     }
 
     /// Evaluate the schedules every `tick` and start the runs of their fires (stops at
-    /// [`shutdown`](Self::shutdown)). Returns at once.
+    /// [`shutdown`](Self::shutdown)). Returns at once. A fire buffered by
+    /// [`Overlap::BufferOne`] is also started as soon as a run of this process ends.
     pub fn start_scheduler(&self, tick: Duration) {
         let this = self.clone();
         self.inner.tasks.spawn(async move {
+            let mut finished = this.inner.finished.subscribe();
+            let mut next_tick = tokio::time::Instant::now();
             loop {
                 if this.inner.stopping.load(Ordering::SeqCst) {
                     break;
                 }
-                this.fire_due().await;
+                if tokio::time::Instant::now() >= next_tick {
+                    this.fire_due().await;
+                    next_tick = tokio::time::Instant::now() + tick;
+                } else {
+                    this.start_buffered().await;
+                }
                 tokio::select! {
-                    () = tokio::time::sleep(tick) => {}
+                    () = tokio::time::sleep_until(next_tick) => {}
+                    r = finished.changed() => if r.is_err() { break },
                     () = this.inner.polling.cancelled() => break,
                 }
             }
         });
+    }
+
+    /// Start the buffered fires whose previous run has ended.
+    async fn start_buffered(&self) -> usize {
+        let states: Vec<Arc<ScheduleState>> = self
+            .inner
+            .schedules
+            .read()
+            .map(|s| {
+                s.values()
+                    .filter(|st| st.pending.load(Ordering::SeqCst))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut created = 0;
+        for st in states {
+            if st.paused.load(Ordering::SeqCst) {
+                continue;
+            }
+            match self.buffer_one(&st, None).await {
+                Ok(n) => created += n,
+                Err(e) => {
+                    tracing::warn!(schedule = %st.schedule.name, error = %e, "starting a buffered fire failed");
+                }
+            }
+        }
+        created
+    }
+
+    /// Whether the last run started for the schedule is still unfinished.
+    async fn last_unfinished(&self, st: &ScheduleState) -> Result<bool> {
+        let last = st.last_run.lock().ok().and_then(|l| l.clone());
+        let Some(id) = last else {
+            return Ok(false);
+        };
+        Ok(self
+            .inner
+            .store
+            .get_run(&id)
+            .await?
+            .is_some_and(|run| !run.status.is_terminal()))
+    }
+
+    /// `Overlap::BufferOne`, deterministic on every node: the fire buffered behind a run is
+    /// the first fire time after the run was created and not after it ended (both stored), so
+    /// every node derives the same successor and starts it under that fire's idempotency key.
+    /// Follows the chain from this node's last known run to the run executing now, starting
+    /// what is due; then starts `fire` if it came after the last run ended, or notes it as
+    /// buffered if the last run is still running (fires in between are dropped). Returns how
+    /// many runs this call created.
+    async fn buffer_one(&self, st: &ScheduleState, fire: Option<i64>) -> Result<usize> {
+        let mut created = 0;
+        loop {
+            let last = st.last_run.lock().ok().and_then(|l| l.clone());
+            let Some(run) = (match last {
+                Some(id) => self.inner.store.get_run(&id).await?,
+                None => None,
+            }) else {
+                break;
+            };
+            if !run.status.is_terminal() {
+                if fire.is_some_and(|f| f > run.created_at) {
+                    st.pending.store(true, Ordering::SeqCst);
+                    tracing::info!(schedule = %st.schedule.name, ?fire, "previous run unfinished; fire buffered (or dropped if one is already buffered)");
+                }
+                return Ok(created);
+            }
+            st.pending.store(false, Ordering::SeqCst);
+            let Some(next) = st
+                .schedule
+                .fires_between(run.created_at, run.updated_at)
+                .first()
+                .copied()
+            else {
+                // Nothing came while it ran: `fire` starts only if it came after it ended.
+                if let Some(f) = fire
+                    && f > run.updated_at
+                    && self.start_fire(st, f).await?
+                {
+                    created += 1;
+                }
+                return Ok(created);
+            };
+            tracing::info!(schedule = %st.schedule.name, fire = next, "previous run ended; starting the buffered fire");
+            if self.start_fire(st, next).await? {
+                created += 1;
+            }
+            // `start_fire` made the buffered fire's run the last one: follow the chain.
+        }
+        if let Some(f) = fire
+            && self.start_fire(st, f).await?
+        {
+            created += 1;
+        }
+        Ok(created)
     }
 
     /// Start the runs of every fire due now; returns how many runs this call created.
@@ -886,6 +995,14 @@ impl Runtime {
         for st in states {
             if st.paused.load(Ordering::SeqCst) {
                 continue;
+            }
+            if st.schedule.overlap == Overlap::BufferOne {
+                match self.buffer_one(&st, None).await {
+                    Ok(n) => created += n,
+                    Err(e) => {
+                        tracing::warn!(schedule = %st.schedule.name, error = %e, "starting a buffered fire failed");
+                    }
+                }
             }
             let from = st.checked_until.lock().map(|c| *c).unwrap_or(now);
             let fires = st.schedule.fires_between(from, now);
@@ -907,16 +1024,19 @@ impl Runtime {
 
     async fn fire(&self, st: &ScheduleState, fire: i64) -> Result<bool> {
         let s = &st.schedule;
-        if s.overlap == Overlap::Skip {
-            let last = st.last_run.lock().ok().and_then(|l| l.clone());
-            if let Some(id) = last
-                && let Some(run) = self.inner.store.get_run(&id).await?
-                && !run.status.is_terminal()
-            {
-                tracing::info!(schedule = %s.name, fire, "previous run unfinished; fire skipped");
-                return Ok(false);
-            }
+        if s.overlap == Overlap::BufferOne {
+            return Ok(self.buffer_one(st, Some(fire)).await? > 0);
         }
+        if s.overlap == Overlap::Skip && self.last_unfinished(st).await? {
+            tracing::info!(schedule = %s.name, fire, "previous run unfinished; fire skipped");
+            return Ok(false);
+        }
+        self.start_fire(st, fire).await
+    }
+
+    /// Start the run of one fire (idempotent per (schedule, fire time)).
+    async fn start_fire(&self, st: &ScheduleState, fire: i64) -> Result<bool> {
+        let s = &st.schedule;
         let Some(t) = self.target(&s.target) else {
             return Err(self.unknown_target(&s.target));
         };

@@ -49,6 +49,14 @@ pub enum Overlap {
     AllowAll,
     /// Skip the fire.
     Skip,
+    /// Keep at most one pending fire: the first fire that comes while the previous fire's
+    /// run is unfinished (after the run was created, up to when it ends) is buffered and
+    /// started as soon as that run ends (by the node that ran it at once, by the others at
+    /// their next scheduler tick); further fires meanwhile are dropped. The buffered fire is
+    /// derived from the stored run's creation and end times, so every node picks the same
+    /// one, and its run has that fire's idempotency key: still exactly one run per
+    /// (schedule, fire time) with any number of nodes.
+    BufferOne,
 }
 
 /// A named schedule that starts runs of a target with a fixed input.

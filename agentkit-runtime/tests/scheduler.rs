@@ -195,3 +195,104 @@ async fn schedules_with_bad_input_are_refused_and_nothing_is_stored() {
     rt.register_schedule(once).unwrap();
     assert!(store.list_runs(&ALL_STATUSES, 10).await.unwrap().is_empty());
 }
+
+/// The fire time of a schedule run, from its idempotency key `schedule:<name>:<fire ms>`.
+fn fire_of(run: &agentkit_runtime::RunRecord) -> i64 {
+    run.idempotency_key
+        .as_deref()
+        .and_then(|k| k.rsplit(':').next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap()
+}
+
+/// Every 100 ms, runs of 250 ms: with "buffer one" the runs never overlap, each next run is
+/// a fire buffered while its predecessor ran (so it starts right when that ends, not at the
+/// next free fire), and the fires in between are dropped.
+async fn buffer_one_on(nodes: Vec<Runtime>, store: Arc<dyn Store>) {
+    let s = Schedule::every("buf", "tick", json!(1), Duration::from_millis(100))
+        .unwrap()
+        .with_overlap(Overlap::BufferOne);
+    for rt in &nodes {
+        rt.register_schedule(s.clone()).unwrap();
+        rt.start_scheduler(Duration::from_millis(10));
+    }
+    tokio::time::sleep(Duration::from_millis(1_400)).await;
+    for rt in &nodes {
+        rt.shutdown(Duration::from_secs(5)).await;
+    }
+    let mut runs = store.list_runs(&ALL_STATUSES, 100).await.unwrap();
+    runs.sort_by_key(fire_of);
+    let keys: HashSet<_> = runs.iter().map(|r| r.idempotency_key.clone()).collect();
+    assert_eq!(keys.len(), runs.len(), "one run per fire time");
+    // About 14 fires; runs of 250 ms back to back fit about 5, and each of them ran.
+    assert!((4..=7).contains(&runs.len()), "{} runs", runs.len());
+    assert!(runs.iter().all(|r| r.status == RunStatus::Succeeded));
+    for pair in runs.windows(2) {
+        let (prev, next) = (&pair[0], &pair[1]);
+        assert!(
+            next.created_at >= prev.updated_at,
+            "overlap: {} started at {} before {} ended at {}",
+            next.id,
+            next.created_at,
+            prev.id,
+            prev.updated_at
+        );
+        // Buffered: its fire came while the previous run was running ...
+        let fire = fire_of(next);
+        assert!(fire < prev.updated_at, "fire {fire} was not buffered");
+        // ... and it started as soon as that run ended (not 100 ms later at a free fire).
+        assert!(
+            next.created_at - prev.updated_at < 60,
+            "started {} ms after the previous run ended",
+            next.created_at - prev.updated_at
+        );
+        // Only one fire is kept, the first that came while the previous run ran: the fire
+        // before it came before that run started (give or take a scheduler tick).
+        assert!(
+            fire - 100 <= prev.created_at + 30,
+            "fire {fire} is not the first that came after {} started at {}",
+            prev.id,
+            prev.created_at
+        );
+    }
+}
+
+#[tokio::test]
+async fn overlap_buffer_one_keeps_one_pending_fire_and_starts_it_when_the_run_ends() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let rt = node(Arc::clone(&store), Duration::from_millis(250));
+    buffer_one_on(vec![rt], store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlap_buffer_one_on_two_nodes_starts_each_buffered_fire_once() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let a = node(Arc::clone(&store), Duration::from_millis(250)).with_node_id("a");
+    let b = node(Arc::clone(&store), Duration::from_millis(250)).with_node_id("b");
+    buffer_one_on(vec![a, b], store).await;
+}
+
+/// "Buffer one" with two nodes, each with its own connection pool, on PostgreSQL.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_overlap_buffer_one_on_two_nodes() {
+    use agentkit_runtime::PostgresStore;
+    let pg = common::Pg::start();
+    let admin = PostgresStore::connect(&pg.url).await.unwrap();
+    let db = format!("agentkit_buffer_{}", std::process::id());
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {db}"),
+        format!("CREATE DATABASE {db}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(admin.pool())
+            .await
+            .unwrap();
+    }
+    let url = format!("{}/{db}", pg.url.rsplit_once('/').unwrap().0);
+    let sa: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let sb: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let a = node(Arc::clone(&sa), Duration::from_millis(250)).with_node_id("a");
+    let b = node(sb, Duration::from_millis(250)).with_node_id("b");
+    buffer_one_on(vec![a, b], sa).await;
+}

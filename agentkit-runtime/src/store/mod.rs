@@ -9,6 +9,9 @@ use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate};
 mod memory;
 pub use memory::MemoryStore;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod rows;
+
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "sqlite")]

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use agentkit_core::{Error, Result, RunStatus, Usage};
+use agentkit_core::{Error, Result, RunStatus};
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::sqlite::{
@@ -13,10 +13,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::rows::{self, CHUNK, append_error};
 use super::{Store, oldest_first, store_error};
-use crate::model::{
-    Created, EntryKind, JournalEntry, NewRun, RunRecord, RunUpdate, now_ms, parse_status,
-};
+use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate, now_ms};
 
 /// Embedded migrations, applied in order on open; each version runs once.
 const MIGRATIONS: &[(i64, &[&str])] = &[
@@ -105,11 +104,11 @@ fn db(what: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
 }
 
 fn to_json(v: &impl serde::Serialize, what: &str) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::json(format!("sqlite store: encoding {what}"), e))
+    rows::to_json("sqlite", v, what)
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| Error::json(format!("sqlite store: decoding {what}"), e))
+    rows::from_json("sqlite", s, what)
 }
 
 fn statuses_json(statuses: &[RunStatus]) -> Result<String> {
@@ -214,53 +213,11 @@ impl SqliteStore {
 }
 
 fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
-    let get = |e: sqlx::Error| store_error("sqlite", "reading a run row", e);
-    let status: String = row.try_get("status").map_err(get)?;
-    let input: String = row.try_get("input").map_err(get)?;
-    let output: Option<String> = row.try_get("output").map_err(get)?;
-    let usage: String = row.try_get("usage").map_err(get)?;
-    let version: i64 = row.try_get("version").map_err(get)?;
-    let attempts: i64 = row.try_get("attempts").map_err(get)?;
-    Ok(RunRecord {
-        id: row.try_get("id").map_err(get)?,
-        target: row.try_get("target").map_err(get)?,
-        version: u32::try_from(version).unwrap_or(0),
-        input: from_json(&input, "a run input")?,
-        status: parse_status(&status).ok_or_else(|| Error::Workflow(format!(
-            "sqlite store: unknown run status `{status}` (database written by a newer agentkit?)"
-        )))?,
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        idempotency_key: row.try_get("idempotency_key").map_err(get)?,
-        created_at: row.try_get("created_at").map_err(get)?,
-        updated_at: row.try_get("updated_at").map_err(get)?,
-        output: output.map(|o| from_json(&o, "a run output")).transpose()?,
-        error: row.try_get("error").map_err(get)?,
-        usage: from_json::<Usage>(&usage, "run usage")?,
-        cost_usd: row.try_get("cost_usd").map_err(get)?,
-        owner: row.try_get("owner").map_err(get)?,
-        lease_until: row.try_get("lease_until").map_err(get)?,
-        wake_at: row.try_get("wake_at").map_err(get)?,
-    })
+    rows::run_from_row("sqlite", row)
 }
 
 fn entry_from_row(row: &SqliteRow) -> Result<JournalEntry> {
-    let get = |e: sqlx::Error| store_error("sqlite", "reading a journal row", e);
-    let seq: i64 = row.try_get("seq").map_err(get)?;
-    let latency: i64 = row.try_get("latency_ms").map_err(get)?;
-    let kind: String = row.try_get("kind").map_err(get)?;
-    let value: String = row.try_get("value").map_err(get)?;
-    let usage: String = row.try_get("usage").map_err(get)?;
-    Ok(JournalEntry {
-        run_id: row.try_get("run_id").map_err(get)?,
-        seq: u64::try_from(seq).unwrap_or(0),
-        key: row.try_get("key").map_err(get)?,
-        kind: EntryKind::parse(&kind),
-        value: from_json(&value, "a journal value")?,
-        latency_ms: u64::try_from(latency).unwrap_or(0),
-        usage: from_json(&usage, "journal usage")?,
-        cost_usd: row.try_get("cost_usd").map_err(get)?,
-        created_at: row.try_get("created_at").map_err(get)?,
-    })
+    rows::entry_from_row("sqlite", row)
 }
 
 /// One multi-row `INSERT` for up to [`CHUNK`] journal entries.
@@ -288,24 +245,6 @@ fn insert_query(chunk: &[JournalEntry]) -> Result<sqlx::QueryBuilder<Sqlite>> {
             .push_bind(e.created_at);
     });
     Ok(q)
-}
-
-/// Rows per journal `INSERT` (9 parameters each, well under the parameter limits).
-const CHUNK: usize = 500;
-
-fn append_error(chunk: &[JournalEntry], err: sqlx::Error) -> Error {
-    let (key, run) = chunk
-        .first()
-        .map(|e| (e.key.clone(), e.run_id.clone()))
-        .unwrap_or_default();
-    Error::Journal {
-        key,
-        message: format!(
-            "appending {} entries to the journal of run {run} failed (a key or seq already \
-             recorded, or an unknown run): {err}",
-            chunk.len()
-        ),
-    }
 }
 
 /// Insert journal entries inside a transaction, [`CHUNK`] rows per statement.

@@ -463,3 +463,152 @@ async fn postgres_a_parked_run_is_claimed_by_another_node_when_due() {
     assert_eq!(naps.after.load(Ordering::SeqCst), 1);
     b.shutdown(Duration::from_secs(5)).await;
 }
+
+/// One model turn asks for `pay` (needs approval) and `lookup` (does not) at once, then
+/// answers with both results.
+fn parallel_payer(paid: Arc<AtomicU32>, looked: Arc<AtomicU32>) -> Arc<dyn AugmentedLlm> {
+    let pay = FnTool::new("pay", "Pay an amount", move |p: Payment| {
+        let paid = Arc::clone(&paid);
+        async move {
+            paid.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, String>(format!("paid {}", p.amount))
+        }
+    });
+    let lookup = FnTool::new(
+        "lookup",
+        "Look up a balance",
+        move |_: serde_json::Value| {
+            let looked = Arc::clone(&looked);
+            async move {
+                looked.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, String>("balance 100")
+            }
+        },
+    );
+    let model = ScriptedProvider::from_fn(move |req| {
+        let results: Vec<String> = req
+            .messages
+            .iter()
+            .flat_map(|m| &m.content)
+            .filter_map(|c| match c {
+                Content::ToolResult { content, .. } => Some(texts(content)),
+                _ => None,
+            })
+            .collect();
+        Ok(if results.is_empty() {
+            CompletionResponse::new(
+                Message::new(
+                    Role::Assistant,
+                    vec![
+                        Content::tool_call("call_pay", "pay", json!({"amount": 3})),
+                        Content::tool_call("call_look", "lookup", json!({})),
+                    ],
+                ),
+                Usage::new(10, 5),
+                StopReason::ToolUse,
+                "scripted",
+            )
+        } else {
+            CompletionResponse::new(
+                Message::assistant(results.join(" | ")),
+                Usage::new(20, 7),
+                StopReason::EndTurn,
+                "scripted",
+            )
+        })
+    });
+    Arc::new(
+        AgentLlm::new(
+            Agent::new("payer", "You pay.")
+                .with_tool(pay)
+                .with_tool(lookup),
+            model,
+        )
+        .with_tool_layer(ApprovalLayer::tools(["pay"])),
+    )
+}
+
+/// A tool call that runs beside a call waiting for approval keeps its journaled result: it
+/// does not run again when the run resumes.
+#[tokio::test]
+async fn a_tool_beside_a_waiting_approval_is_journaled_and_not_run_again() {
+    let paid = Arc::new(AtomicU32::new(0));
+    let looked = Arc::new(AtomicU32::new(0));
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let rt = Runtime::new(store);
+    let (p, l) = (Arc::clone(&paid), Arc::clone(&looked));
+    rt.register_agent(
+        "payer",
+        move || parallel_payer(Arc::clone(&p), Arc::clone(&l)),
+        TargetOptions::new(),
+    );
+    let id = rt
+        .start_run("payer", json!("pay"), StartOptions::new())
+        .await
+        .unwrap();
+    reach(&rt, &id, RunStatus::WaitingApproval).await;
+    // The run is stored as waiting as soon as `pay` asks; `lookup` finishes beside it.
+    let started = std::time::Instant::now();
+    let keys = loop {
+        let keys: Vec<_> = rt
+            .journal(&id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        if keys.len() >= 2 || started.elapsed() > Duration::from_secs(5) {
+            break keys;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(keys, vec!["payer/llm/0", "payer/tool/2/call_look"]);
+    assert_eq!(looked.load(Ordering::SeqCst), 1);
+    assert_eq!(paid.load(Ordering::SeqCst), 0);
+    rt.signal(&id, APPROVAL_SIGNAL, json!({"decision": "approved"}))
+        .await
+        .unwrap();
+    let run = reach(&rt, &id, RunStatus::Succeeded).await;
+    assert_eq!(run.output.unwrap()["text"], "paid 3 | balance 100");
+    assert_eq!(looked.load(Ordering::SeqCst), 1, "lookup ran once");
+    assert_eq!(paid.load(Ordering::SeqCst), 1);
+}
+
+/// Waits for an approval in workflow code, then reports the decision.
+struct Gate;
+
+#[async_trait]
+impl Workflow for Gate {
+    type Input = serde_json::Value;
+    type Output = String;
+    fn name(&self) -> &str {
+        "gate"
+    }
+    async fn run(&self, ctx: &WorkflowContext, _input: serde_json::Value) -> Result<String> {
+        Ok(match ctx.wait_for_approval().await? {
+            agentkit_core::ApprovalDecision::Approved => "go".to_owned(),
+            agentkit_core::ApprovalDecision::Denied { reason } => format!("stop: {reason}"),
+            _ => "unknown".to_owned(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_workflow_waits_for_approval_as_waiting_approval() {
+    let rt = Runtime::new(Arc::new(agentkit_runtime::MemoryStore::new()));
+    rt.register_workflow(Gate, TargetOptions::new());
+    let id = rt
+        .start_run("gate", json!(null), StartOptions::new())
+        .await
+        .unwrap();
+    reach(&rt, &id, RunStatus::WaitingApproval).await;
+    rt.signal(
+        &id,
+        APPROVAL_SIGNAL,
+        json!({"decision": "denied", "reason": "budget"}),
+    )
+    .await
+    .unwrap();
+    let run = reach(&rt, &id, RunStatus::Succeeded).await;
+    assert_eq!(run.output, Some(json!("stop: budget")));
+}

@@ -326,6 +326,13 @@ async fn workflow_runs_are_mcp_tasks_that_complete_cancel_and_survive_a_restart(
         runtime.status(&doomed).await.unwrap().status,
         RunStatus::Cancelled
     );
+    // The task's timestamps are the run's: creation stays put across polls.
+    let (first, again) = (
+        get_task(&client, &task_id).await,
+        get_task(&client, &task_id).await,
+    );
+    assert_eq!(first.task.created_at, again.task.created_at);
+    assert!(first.task.created_at <= first.task.last_updated_at);
     // Cancelling a finished task is acknowledged and changes nothing.
     client
         .cancel_task(CancelTaskParams::new(task_id.clone()))

@@ -1599,7 +1599,8 @@ impl Runtime {
 }
 
 fn info(run: RunRecord) -> RunInfo {
-    let mut info = RunInfo::new(run.id, run.target, run.status);
+    let mut info = RunInfo::new(run.id, run.target, run.status)
+        .with_timestamps(run.created_at, run.updated_at);
     if let Some(o) = run.output {
         info = info.with_output(o);
     }

@@ -285,7 +285,6 @@ struct ScheduleState {
     schedule: Schedule,
     checked_until: Mutex<i64>,
     paused: AtomicBool,
-    last_run: Mutex<Option<String>>,
     /// `Overlap::BufferOne`: a fire came while the last run was unfinished (a hint to look
     /// when a run ends; what to start is derived from the stored runs).
     pending: AtomicBool,
@@ -617,6 +616,9 @@ impl Runtime {
         mut run: NewRun,
         waiter: Option<oneshot::Sender<RunRecord>>,
     ) -> Result<Created> {
+        // Counted as in-flight work, so a concurrent `shutdown` waits for the run stored here
+        // to be dispatched (executed, or released if the runtime is stopping).
+        let _in_flight = self.inner.tasks.token();
         let permit = Arc::clone(&t.permits).try_acquire_owned().ok();
         if permit.is_some() {
             run = run.with_claim(self.node_id(), self.lease_until());
@@ -803,8 +805,17 @@ impl Runtime {
 
     /// Register a schedule. Its target must be registered and its input must match it (a
     /// schedule that could never start a run is refused, and nothing is stored). Fires are
-    /// started by [`start_scheduler`](Self::start_scheduler).
+    /// started by [`start_scheduler`](Self::start_scheduler). The name must not contain `:`.
+    /// The overlap policies look at the schedule's latest run in the store, so they hold
+    /// across nodes, including a node that registers the schedule later.
     pub fn register_schedule(&self, schedule: Schedule) -> Result<()> {
+        if schedule.name.is_empty() || schedule.name.contains(':') {
+            return Err(Error::InvalidRequest(format!(
+                "schedule name `{}` must be non-empty and contain no `:` (it is part of every \
+                 fire's idempotency key `schedule:<name>:<fire time>`)",
+                schedule.name
+            )));
+        }
         let t = self
             .target(&schedule.target)
             .ok_or_else(|| self.unknown_target(&schedule.target))?;
@@ -824,7 +835,6 @@ impl Runtime {
                     schedule,
                     checked_until: Mutex::new(from),
                     paused: AtomicBool::new(false),
-                    last_run: Mutex::default(),
                     pending: AtomicBool::new(false),
                 }),
             );
@@ -914,16 +924,19 @@ impl Runtime {
         created
     }
 
-    /// Whether the last run started for the schedule is still unfinished.
-    async fn last_unfinished(&self, st: &ScheduleState) -> Result<bool> {
-        let last = st.last_run.lock().ok().and_then(|l| l.clone());
-        let Some(id) = last else {
-            return Ok(false);
-        };
-        Ok(self
-            .inner
+    /// The run of the schedule's latest fire, whichever node started it (read from the
+    /// store, so a node that joined late or missed fires sees the same run as the others).
+    async fn latest_run(&self, st: &ScheduleState) -> Result<Option<RunRecord>> {
+        self.inner
             .store
-            .get_run(&id)
+            .latest_run_with_key_prefix(&st.schedule.fire_key_prefix())
+            .await
+    }
+
+    /// Whether the latest run started for the schedule is still unfinished.
+    async fn last_unfinished(&self, st: &ScheduleState) -> Result<bool> {
+        Ok(self
+            .latest_run(st)
             .await?
             .is_some_and(|run| !run.status.is_terminal()))
     }
@@ -931,19 +944,23 @@ impl Runtime {
     /// `Overlap::BufferOne`, deterministic on every node: the fire buffered behind a run is
     /// the first fire time after the run was created and not after it ended (both stored), so
     /// every node derives the same successor and starts it under that fire's idempotency key.
-    /// Follows the chain from this node's last known run to the run executing now, starting
+    /// Follows the chain from the schedule's latest stored run to the run executing now, starting
     /// what is due; then starts `fire` if it came after the last run ended, or notes it as
     /// buffered if the last run is still running (fires in between are dropped). Returns how
     /// many runs this call created.
     async fn buffer_one(&self, st: &ScheduleState, fire: Option<i64>) -> Result<usize> {
         let mut created = 0;
-        loop {
-            let last = st.last_run.lock().ok().and_then(|l| l.clone());
-            let Some(run) = (match last {
-                Some(id) => self.inner.store.get_run(&id).await?,
-                None => None,
-            }) else {
-                break;
+        // Each round starts a successor created after the latest run; the bound only guards
+        // against clocks going backwards.
+        for _ in 0..64 {
+            let Some(run) = self.latest_run(st).await? else {
+                // No run yet: this fire is the schedule's first.
+                if let Some(f) = fire
+                    && self.start_fire(st, f).await?
+                {
+                    created += 1;
+                }
+                return Ok(created);
             };
             if !run.status.is_terminal() {
                 if fire.is_some_and(|f| f > run.created_at) {
@@ -972,12 +989,7 @@ impl Runtime {
             if self.start_fire(st, next).await? {
                 created += 1;
             }
-            // `start_fire` made the buffered fire's run the last one: follow the chain.
-        }
-        if let Some(f) = fire
-            && self.start_fire(st, f).await?
-        {
-            created += 1;
+            // The buffered fire's run is now the latest: follow the chain.
         }
         Ok(created)
     }
@@ -1044,9 +1056,6 @@ impl Runtime {
             .with_version(t.options.version)
             .with_idempotency_key(s.fire_key(fire));
         let created = self.create_and_dispatch(&t, run, None).await?;
-        if let Ok(mut l) = st.last_run.lock() {
-            *l = Some(created.run().id.clone());
-        }
         Ok(created.is_new())
     }
 
@@ -1340,6 +1349,25 @@ impl Runtime {
 
     fn dispatch_run(&self, run_id: String, hint: Hint) {
         if self.inner.stopping.load(Ordering::SeqCst) {
+            if let Hint::Owned(run, _) | Hint::Claimed(run) = hint {
+                // Stored claimed by this node but never started: release it for the next
+                // process (tracked, so `shutdown` waits for the release).
+                let this = self.clone();
+                self.inner.tasks.spawn(async move {
+                    let fence = run.owner.clone().unwrap_or_default();
+                    let update = RunUpdate::new(RunStatus::Queued).with_owner_fence(fence);
+                    if let Err(e) = this
+                        .inner
+                        .store
+                        .transition(&run_id, &[RunStatus::Running], update)
+                        .await
+                    {
+                        tracing::warn!(run_id = %run_id, error = %e, "releasing a run at shutdown failed; its lease will expire");
+                    }
+                    this.settle(&run_id, None);
+                });
+                return;
+            }
             self.settle(&run_id, None);
             return;
         }

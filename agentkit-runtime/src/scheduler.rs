@@ -188,7 +188,13 @@ impl Schedule {
     /// The idempotency key of the run of the fire at `fire_ms`.
     #[must_use]
     pub fn fire_key(&self, fire_ms: i64) -> String {
-        format!("schedule:{}:{fire_ms}", self.name)
+        format!("{}{fire_ms}", self.fire_key_prefix())
+    }
+
+    /// The prefix shared by the idempotency keys of all this schedule's fires.
+    #[must_use]
+    pub fn fire_key_prefix(&self) -> String {
+        format!("schedule:{}:", self.name)
     }
 
     /// Fire times in `(after, until]` (ms since epoch), oldest first, at most 1000.

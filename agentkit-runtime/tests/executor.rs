@@ -994,6 +994,13 @@ impl Store for Counting {
         self.hit("get_run");
         self.inner.get_run(run_id).await
     }
+    async fn latest_run_with_key_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<agentkit_runtime::RunRecord>> {
+        self.hit("latest_run_with_key_prefix");
+        self.inner.latest_run_with_key_prefix(prefix).await
+    }
     async fn list_runs(
         &self,
         statuses: &[RunStatus],

@@ -367,6 +367,44 @@ async fn suite(store: Arc<dyn Store>) {
     assert!(store.kv_delete("team-a", "k").await.unwrap());
     assert_eq!(store.kv_get("team-a", "k").await.unwrap(), None);
     assert!(!store.kv_delete("team-a", "k").await.unwrap());
+
+    // The latest run of an idempotency-key prefix: exact, case-sensitive, newest first.
+    for key in [
+        "schedule:s:100",
+        "schedule:s:200",
+        "schedule:S:300",
+        "schedule:s%:400",
+    ] {
+        store
+            .create_run(NewRun::new("agent-a", json!(1)).with_idempotency_key(key))
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let latest = |p: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .latest_run_with_key_prefix(p)
+                .await
+                .unwrap()
+                .and_then(|r| r.idempotency_key)
+        }
+    };
+    assert_eq!(
+        latest("schedule:s:").await.as_deref(),
+        Some("schedule:s:200")
+    );
+    assert_eq!(
+        latest("schedule:S:").await.as_deref(),
+        Some("schedule:S:300")
+    );
+    assert_eq!(
+        latest("schedule:s%").await.as_deref(),
+        Some("schedule:s%:400")
+    );
+    assert_eq!(latest("schedule:_:").await, None);
+    assert_eq!(latest("nothing:").await, None);
 }
 
 #[cfg(feature = "postgres")]
@@ -432,7 +470,7 @@ async fn sqlite_file_store_passes_the_suite_and_keeps_data_across_reopen() {
     let reopened = SqliteStore::open(&path).await.unwrap();
     let after = reopened.list_runs(&ALL_STATUSES, 100).await.unwrap();
     assert_eq!(before, after);
-    assert_eq!(after.len(), 8);
+    assert_eq!(after.len(), 12);
     let mode: String = sqlx_mode(&reopened).await;
     assert_eq!(mode, "wal");
 }

@@ -81,6 +81,21 @@ impl Store for MemoryStore {
         self.with(|s| Ok(s.runs.get(run_id).cloned()))
     }
 
+    async fn latest_run_with_key_prefix(&self, prefix: &str) -> Result<Option<RunRecord>> {
+        self.with(|s| {
+            Ok(s.order
+                .iter()
+                .rev()
+                .filter_map(|id| s.runs.get(id))
+                .find(|r| {
+                    r.idempotency_key
+                        .as_deref()
+                        .is_some_and(|k| k.starts_with(prefix))
+                })
+                .cloned())
+        })
+    }
+
     async fn list_runs(&self, statuses: &[RunStatus], limit: usize) -> Result<Vec<RunRecord>> {
         self.with(|s| {
             Ok(s.order

@@ -37,6 +37,11 @@ pub trait Store: Send + Sync + 'static {
     /// The run, if it exists.
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>>;
 
+    /// The most recently created run whose idempotency key starts with `prefix` (compared
+    /// exactly, case-sensitive). Schedules find the run of their latest fire with
+    /// `schedule:<name>:`, whichever node started it.
+    async fn latest_run_with_key_prefix(&self, prefix: &str) -> Result<Option<RunRecord>>;
+
     /// Runs whose status is one of `statuses`, oldest first, at most `limit`.
     async fn list_runs(&self, statuses: &[RunStatus], limit: usize) -> Result<Vec<RunRecord>>;
 

@@ -292,6 +292,21 @@ impl Store for PostgresStore {
             .transpose()
     }
 
+    async fn latest_run_with_key_prefix(&self, prefix: &str) -> Result<Option<RunRecord>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM agentkit_runs WHERE starts_with(idempotency_key, $1)
+             ORDER BY created_at DESC, id DESC LIMIT 1"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(prefix)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("finding the latest run of an idempotency-key prefix"))?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
+    }
+
     async fn list_runs(&self, statuses: &[RunStatus], limit: usize) -> Result<Vec<RunRecord>> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM agentkit_runs WHERE status = ANY($1)

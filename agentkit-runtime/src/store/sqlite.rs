@@ -310,6 +310,21 @@ impl Store for SqliteStore {
             .transpose()
     }
 
+    async fn latest_run_with_key_prefix(&self, prefix: &str) -> Result<Option<RunRecord>> {
+        // `substr` rather than LIKE: LIKE is case-insensitive in SQLite and treats `%`/`_`.
+        sqlx::query(
+            "SELECT * FROM runs WHERE substr(idempotency_key, 1, length(?1)) = ?1
+             ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(prefix)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("finding the latest run of an idempotency-key prefix"))?
+        .as_ref()
+        .map(run_from_row)
+        .transpose()
+    }
+
     async fn list_runs(&self, statuses: &[RunStatus], limit: usize) -> Result<Vec<RunRecord>> {
         sqlx::query(
             "SELECT * FROM runs WHERE status IN (SELECT value FROM json_each(?))

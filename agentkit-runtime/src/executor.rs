@@ -590,6 +590,19 @@ impl Runtime {
         input: Value,
         options: StartOptions,
     ) -> Result<String> {
+        let (t, run) = self.prepare_run(target, input, options)?;
+        let created = self.create_and_dispatch(&t, run, None).await?;
+        Ok(created.run().id.clone())
+    }
+
+    /// Check a new run before anything is stored: the target is registered, the input matches
+    /// it, and the runtime still accepts runs.
+    fn prepare_run(
+        &self,
+        target: &str,
+        input: Value,
+        options: StartOptions,
+    ) -> Result<(Arc<Target>, NewRun)> {
         let t = self
             .target(target)
             .ok_or_else(|| self.unknown_target(target))?;
@@ -603,8 +616,7 @@ impl Runtime {
         if let Some(key) = options.idempotency_key {
             run = run.with_idempotency_key(key);
         }
-        let created = self.create_and_dispatch(&t, run, None).await?;
-        Ok(created.run().id.clone())
+        Ok((t, run))
     }
 
     /// Store a new run and dispatch it. When the target has a free concurrency slot, the run
@@ -646,19 +658,7 @@ impl Runtime {
         input: Value,
         options: StartOptions,
     ) -> Result<RunRecord> {
-        let t = self
-            .target(target)
-            .ok_or_else(|| self.unknown_target(target))?;
-        t.validate(&input)?;
-        if self.inner.stopping.load(Ordering::SeqCst) {
-            return Err(Error::Workflow(
-                "the runtime is shutting down and accepts no new runs".into(),
-            ));
-        }
-        let mut run = NewRun::new(target, input).with_version(t.options.version);
-        if let Some(key) = options.idempotency_key {
-            run = run.with_idempotency_key(key);
-        }
+        let (t, run) = self.prepare_run(target, input, options)?;
         let (tx, rx) = oneshot::channel();
         let created = self.create_and_dispatch(&t, run, Some(tx)).await?;
         if created.is_new() {

@@ -339,18 +339,7 @@ async fn sigkill_mid_run_then_restart_finishes_every_run_exactly_once() {
 async fn postgres_two_nodes_one_killed_the_other_finishes_every_run() {
     use agentkit_runtime::PostgresStore;
     let pg = common::Pg::start();
-    let admin = PostgresStore::connect(&pg.url).await.unwrap();
-    let db = format!("agentkit_crash_{}", std::process::id());
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {db}"),
-        format!("CREATE DATABASE {db}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(admin.pool())
-            .await
-            .unwrap();
-    }
-    let url = format!("{}/{db}", pg.url.rsplit_once('/').unwrap().0);
+    let url = pg.fresh_db("crash").await;
     let store = PostgresStore::connect(&url).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use agentkit_core::{
-    Agent, AgentLlm, ApprovalLayer, AugmentedLlm, CompletionResponse, Content, FnTool, Message,
-    Result, Role, RunStatus, ScriptedProvider, StartOptions, StopReason, Usage,
+    Agent, AgentLlm, ApprovalLayer, AugmentedLlm, CompletionRequest, CompletionResponse, Content,
+    FnTool, Message, Result, Role, RunStatus, ScriptedProvider, StartOptions, StopReason, Usage,
 };
 use agentkit_runtime::{
     APPROVAL_SIGNAL, EntryKind, Runtime, SqliteStore, Store, TargetOptions, Workflow,
@@ -39,6 +39,18 @@ fn texts(content: &[Content]) -> String {
         .collect()
 }
 
+/// The text of every tool result the model has been shown so far.
+fn tool_results(req: &CompletionRequest) -> Vec<String> {
+    req.messages
+        .iter()
+        .flat_map(|m| &m.content)
+        .filter_map(|c| match c {
+            Content::ToolResult { content, .. } => Some(texts(content)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// An agent that pays 5, then 7 (each call of `pay` needs approval), then answers with what
 /// the tool results said, joined by ` | `.
 fn payer(paid: Arc<AtomicU32>, model_calls: Arc<AtomicU32>) -> Arc<dyn AugmentedLlm> {
@@ -51,15 +63,7 @@ fn payer(paid: Arc<AtomicU32>, model_calls: Arc<AtomicU32>) -> Arc<dyn Augmented
     });
     let model = ScriptedProvider::from_fn(move |req| {
         model_calls.fetch_add(1, Ordering::SeqCst);
-        let results: Vec<String> = req
-            .messages
-            .iter()
-            .flat_map(|m| &m.content)
-            .filter_map(|c| match c {
-                Content::ToolResult { content, .. } => Some(texts(content)),
-                _ => None,
-            })
-            .collect();
+        let results = tool_results(req);
         let call = |n: usize, amount: u32| {
             CompletionResponse::new(
                 Message::new(
@@ -226,31 +230,12 @@ async fn sqlite_tool_approval_waits_durably_and_is_decided_by_a_signal() {
 #[cfg(feature = "postgres")]
 mod common;
 
-/// A fresh database on the test server.
-#[cfg(feature = "postgres")]
-async fn fresh_pg_db(pg: &common::Pg, name: &str) -> String {
-    use agentkit_runtime::PostgresStore;
-    let admin = PostgresStore::connect(&pg.url).await.unwrap();
-    let db = format!("agentkit_{name}_{}", std::process::id());
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {db}"),
-        format!("CREATE DATABASE {db}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(admin.pool())
-            .await
-            .unwrap();
-    }
-    admin.pool().close().await;
-    format!("{}/{db}", pg.url.rsplit_once('/').unwrap().0)
-}
-
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn postgres_tool_approval_waits_durably_and_is_decided_by_a_signal() {
     use agentkit_runtime::PostgresStore;
     let pg = common::Pg::start();
-    let url = fresh_pg_db(&pg, "approval").await;
+    let url = pg.fresh_db("approval").await;
     approvals_survive_a_restart(Box::new(move || {
         let url = url.clone();
         Box::pin(
@@ -425,7 +410,7 @@ async fn a_sleeping_run_survives_a_restart_and_wakes_on_time() {
 async fn postgres_a_parked_run_is_claimed_by_another_node_when_due() {
     use agentkit_runtime::PostgresStore;
     let pg = common::Pg::start();
-    let url = fresh_pg_db(&pg, "sleep").await;
+    let url = pg.fresh_db("sleep").await;
     let naps = Naps::new();
     let a = naps
         .runtime(
@@ -486,15 +471,7 @@ fn parallel_payer(paid: Arc<AtomicU32>, looked: Arc<AtomicU32>) -> Arc<dyn Augme
         },
     );
     let model = ScriptedProvider::from_fn(move |req| {
-        let results: Vec<String> = req
-            .messages
-            .iter()
-            .flat_map(|m| &m.content)
-            .filter_map(|c| match c {
-                Content::ToolResult { content, .. } => Some(texts(content)),
-                _ => None,
-            })
-            .collect();
+        let results = tool_results(req);
         Ok(if results.is_empty() {
             CompletionResponse::new(
                 Message::new(

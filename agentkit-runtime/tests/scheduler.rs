@@ -133,18 +133,7 @@ mod common;
 async fn postgres_100_schedules_2_nodes_10_fires_exactly_1000_runs() {
     use agentkit_runtime::PostgresStore;
     let pg = common::Pg::start();
-    let admin = PostgresStore::connect(&pg.url).await.unwrap();
-    let db = format!("agentkit_sched_{}", std::process::id());
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {db}"),
-        format!("CREATE DATABASE {db}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(admin.pool())
-            .await
-            .unwrap();
-    }
-    let url = format!("{}/{db}", pg.url.rsplit_once('/').unwrap().0);
+    let url = pg.fresh_db("sched").await;
     let sa: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
     let sb: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
     let a = node(Arc::clone(&sa), Duration::ZERO).with_node_id("a");
@@ -348,18 +337,7 @@ async fn overlap_buffer_one_on_two_nodes_starts_each_buffered_fire_once() {
 async fn postgres_overlap_buffer_one_on_two_nodes() {
     use agentkit_runtime::PostgresStore;
     let pg = common::Pg::start();
-    let admin = PostgresStore::connect(&pg.url).await.unwrap();
-    let db = format!("agentkit_buffer_{}", std::process::id());
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {db}"),
-        format!("CREATE DATABASE {db}"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(admin.pool())
-            .await
-            .unwrap();
-    }
-    let url = format!("{}/{db}", pg.url.rsplit_once('/').unwrap().0);
+    let url = pg.fresh_db("buffer").await;
     let sa: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
     let sb: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
     let a = node(Arc::clone(&sa), Duration::from_millis(250)).with_node_id("a");

@@ -416,17 +416,7 @@ async fn postgres_store_passes_the_suite_and_keeps_data_across_reconnect() {
     use agentkit_runtime::PostgresStore;
     let pg = common::Pg::start();
     // A fresh database per test run, so the suite starts empty even on a shared server.
-    let admin = PostgresStore::connect(&pg.url).await.unwrap();
-    let db = format!("agentkit_suite_{}", std::process::id());
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
-        .execute(admin.pool())
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(admin.pool())
-        .await
-        .unwrap();
-    let url = format!("{}/{db}", pg.url.rsplit_once('/').unwrap().0);
+    let url = pg.fresh_db("suite").await;
     let store = PostgresStore::connect(&url).await.unwrap();
     suite(Arc::new(store.clone())).await;
     let before = store.list_runs(&ALL_STATUSES, 100).await.unwrap();

@@ -73,6 +73,26 @@ fn free_port() -> u16 {
 }
 
 impl Pg {
+    /// A fresh, empty database `agentkit_<name>_<pid>` on this server (dropped first if a
+    /// previous run left it); returns its URL.
+    pub async fn fresh_db(&self, name: &str) -> String {
+        let admin = agentkit_runtime::PostgresStore::connect(&self.url)
+            .await
+            .unwrap();
+        let db = format!("agentkit_{name}_{}", std::process::id());
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {db}"),
+            format!("CREATE DATABASE {db}"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(admin.pool())
+                .await
+                .unwrap();
+        }
+        admin.pool().close().await;
+        format!("{}/{db}", self.url.rsplit_once('/').unwrap().0)
+    }
+
     pub fn start() -> Self {
         if let Ok(url) = std::env::var("AGENTKIT_PG_URL") {
             return Self { url, cluster: None };

@@ -6,9 +6,8 @@ mod common;
 
 use agentkit_core::{RunContext, ToolSource};
 use agentkit_mcp::bridge::bridge_server;
-use agentkit_mcp::{ConnectionManager, HttpOptions, McpAggregator, ServerConfig};
+use agentkit_mcp::{ConnectionManager, McpAggregator, ServerConfig};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stdio_server_is_served_over_streamable_http() {
@@ -17,18 +16,7 @@ async fn a_stdio_server_is_served_over_streamable_http() {
     let mirrored = server.tool_names();
     assert!(mirrored.iter().any(|t| t == "echo"), "{mirrored:?}");
 
-    let ct = CancellationToken::new();
-    let svc = server.into_http_service(HttpOptions::new().with_cancellation(ct.child_token()));
-    let app = axum::Router::new().nest_service("/mcp", svc);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-    let stop = ct.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .unwrap();
-    });
+    let (url, ct) = common::serve_http(server).await;
 
     // A client on the HTTP side sees the same tools and gets real answers from the child.
     let http = ConnectionManager::new([ServerConfig::http("bridged", url)]);

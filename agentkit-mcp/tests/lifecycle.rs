@@ -5,6 +5,8 @@
 //! input-required rounds) answered by the run's human-input handler.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,42 +19,21 @@ use agentkit_mcp::rmcp::model::{
     CallToolResult, ContentBlock, ElicitationAction, ElicitationSchema, ProtocolVersion,
 };
 use agentkit_mcp::{
-    ConnectionManager, HttpOptions, Lifecycle, McpAggregator, McpServer, McpServerBuilder,
-    ServerConfig,
+    ConnectionManager, Lifecycle, McpAggregator, McpServer, McpServerBuilder, ServerConfig,
 };
 use async_trait::async_trait;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-async fn serve_http(server: McpServer) -> (String, CancellationToken) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    serve_on(server, listener)
-}
-
 /// Serve on `addr` again (after a restart), retrying while the port is still being released.
 async fn serve_http_at(server: McpServer, addr: std::net::SocketAddr) -> CancellationToken {
     for _ in 0..100 {
         if let Ok(listener) = tokio::net::TcpListener::bind(addr).await {
-            return serve_on(server, listener).1;
+            return common::serve_on(server, listener).1;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("could not bind {addr} again");
-}
-
-fn serve_on(server: McpServer, listener: tokio::net::TcpListener) -> (String, CancellationToken) {
-    let ct = CancellationToken::new();
-    let svc = server.into_http_service(HttpOptions::new().with_cancellation(ct.child_token()));
-    let app = axum::Router::new().nest_service("/mcp", svc);
-    let addr = listener.local_addr().unwrap();
-    let stop = ct.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .unwrap();
-    });
-    (format!("http://{addr}/mcp"), ct)
 }
 
 fn echo_server() -> McpServer {
@@ -95,7 +76,7 @@ async fn epoch_moves(manager: &ConnectionManager, from: u64) {
 }
 
 async fn negotiates_and_calls(lifecycle: Lifecycle, expected: ProtocolVersion) {
-    let (url, ct) = serve_http(echo_server()).await;
+    let (url, ct) = common::serve_http(echo_server()).await;
     let manager = manager(url, lifecycle);
     let conn = manager.connection("s").await.unwrap();
     assert_eq!(conn.protocol_version(), Some(expected));
@@ -124,7 +105,7 @@ async fn initialize_lifecycle_negotiates_2025_11_25_and_calls_a_tool() {
 
 async fn runtime_tool_reaches_the_aggregator(lifecycle: Lifecycle, expected: ProtocolVersion) {
     let server = echo_server();
-    let (url, ct) = serve_http(server.clone()).await;
+    let (url, ct) = common::serve_http(server.clone()).await;
     let manager = manager(url, lifecycle);
     let tools = McpAggregator::new(manager.clone(), ["s"]);
     assert_eq!(names(&tools).await, ["s__echo"]);
@@ -236,7 +217,7 @@ async fn elicitation_is_answered_by_the_human_input_handler(
     lifecycle: Lifecycle,
     expected: ProtocolVersion,
 ) {
-    let (url, ct) = serve_http(asking_server()).await;
+    let (url, ct) = common::serve_http(asking_server()).await;
     let answers = Arc::new(Answers::default());
     let manager = manager(url, lifecycle).with_human_input(answers.clone());
     let conn = manager.connection("s").await.unwrap();
@@ -294,7 +275,7 @@ async fn elicitation_requests_are_answered_by_the_human_input_handler_on_2025_11
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runs_own_human_input_handler_wins_over_the_managers() {
-    let (url, ct) = serve_http(asking_server()).await;
+    let (url, ct) = common::serve_http(asking_server()).await;
     let fallback = Arc::new(Answers::default());
     let own = Arc::new(Answers::default());
     let manager = manager(url, Lifecycle::Auto).with_human_input(fallback.clone());
@@ -311,7 +292,7 @@ async fn the_runs_own_human_input_handler_wins_over_the_managers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_stream_is_reopened_after_the_server_restarts_on_2026_07_28() {
     let server = echo_server();
-    let (url, ct) = serve_http(server.clone()).await;
+    let (url, ct) = common::serve_http(server.clone()).await;
     let addr: std::net::SocketAddr = url
         .trim_start_matches("http://")
         .trim_end_matches("/mcp")
@@ -367,7 +348,7 @@ async fn sampling_is_answered_by_the_managers_provider(lifecycle: Lifecycle, sta
             },
         )
         .build();
-    let (url, ct) = serve_http(server).await;
+    let (url, ct) = common::serve_http(server).await;
     let provider = agentkit_core::ScriptedProvider::new().then_text("Two lifecycles.");
     let manager = manager(url, lifecycle).with_sampling(Arc::new(provider));
     let out = manager

@@ -2,6 +2,8 @@
 //! and over a duplex pipe, called with agentkit's ConnectionManager and a raw rmcp client.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,29 +15,11 @@ use agentkit_core::{
 use agentkit_mcp::rmcp::ServiceExt;
 use agentkit_mcp::rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
 use agentkit_mcp::{
-    ConnectionManager, HttpOptions, McpAggregator, McpServer, McpServerBuilder, ServerConfig,
-    expose_as_mcp_server,
+    ConnectionManager, McpAggregator, McpServerBuilder, ServerConfig, expose_as_mcp_server,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
-
-async fn serve_http(server: McpServer) -> (String, CancellationToken) {
-    let ct = CancellationToken::new();
-    let svc = server.into_http_service(HttpOptions::new().with_cancellation(ct.child_token()));
-    let app = axum::Router::new().nest_service("/mcp", svc);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = ct.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .unwrap();
-    });
-    (format!("http://{addr}/mcp"), ct)
-}
 
 #[derive(Deserialize, JsonSchema)]
 struct City {
@@ -61,7 +45,7 @@ fn agents() -> Vec<Arc<dyn AugmentedLlm>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_exposed_over_http_answer_with_progress() {
-    let (url, ct) = serve_http(expose_as_mcp_server("agents", agents()).build()).await;
+    let (url, ct) = common::serve_http(expose_as_mcp_server("agents", agents()).build()).await;
     let manager = ConnectionManager::new([ServerConfig::http("agents", url)]);
     let tools = McpAggregator::new(manager.clone(), ["agents"]);
     let names: Vec<String> = tools
@@ -116,7 +100,7 @@ async fn tool_calls_carry_run_id_idempotency_key_and_traceparent_in_meta() {
             },
         )
         .build();
-    let (url, ct) = serve_http(server).await;
+    let (url, ct) = common::serve_http(server).await;
     let manager = ConnectionManager::new([ServerConfig::http("meta", url)]);
     let ctx = RunContext::new()
         .with_run_id("0190f0d2-8d3b-7c4e-9a1f-2b3c4d5e6f70")
@@ -175,7 +159,7 @@ async fn cancelling_the_run_cancels_the_server_handler() {
             },
         )
         .build();
-    let (url, ct) = serve_http(server).await;
+    let (url, ct) = common::serve_http(server).await;
     let manager = ConnectionManager::new([ServerConfig::http("slow", url)]);
     let ctx = RunContext::new();
     let c2 = ctx.clone();
@@ -230,7 +214,7 @@ async fn raw_rmcp_client_over_duplex_and_unknown_tool_is_a_protocol_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_rejects_foreign_host_headers() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (url, ct) = serve_http(expose_as_mcp_server("agents", agents()).build()).await;
+    let (url, ct) = common::serve_http(expose_as_mcp_server("agents", agents()).build()).await;
     let addr = url
         .trim_start_matches("http://")
         .trim_end_matches("/mcp")

@@ -1,12 +1,13 @@
 //! Shared helpers: locate the npm peers installed by scripts/install-mcp-peers.sh, start them,
-//! and check that no child process outlives a test.
+//! check that no child process outlives a test, and serve an agentkit MCP server over HTTP.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use agentkit_mcp::ServerConfig;
+use agentkit_mcp::{HttpOptions, McpServer, ServerConfig};
+use tokio_util::sync::CancellationToken;
 
 /// `tests/peers/node_modules` at the workspace root. Panics (fails the test) when missing.
 pub fn peers() -> PathBuf {
@@ -121,4 +122,30 @@ impl HttpPeer {
             assert!(!alive(pid));
         }
     }
+}
+
+/// Serve `server` over streamable HTTP at `/mcp` on `listener` (axum); cancel the token to
+/// stop it. Returns the endpoint URL.
+pub fn serve_on(
+    server: McpServer,
+    listener: tokio::net::TcpListener,
+) -> (String, CancellationToken) {
+    let ct = CancellationToken::new();
+    let svc = server.into_http_service(HttpOptions::new().with_cancellation(ct.child_token()));
+    let app = axum::Router::new().nest_service("/mcp", svc);
+    let addr = listener.local_addr().unwrap();
+    let stop = ct.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .unwrap();
+    });
+    (format!("http://{addr}/mcp"), ct)
+}
+
+/// [`serve_on`] a free port of 127.0.0.1.
+pub async fn serve_http(server: McpServer) -> (String, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on(server, listener)
 }

@@ -269,6 +269,8 @@ struct Inner {
     redactor: RwLock<Redactor>,
     prices: RwLock<Arc<PriceTable>>,
     stopping: AtomicBool,
+    /// When this node last read the schedules' shared pause state.
+    pauses_read: Mutex<Option<std::time::Instant>>,
     abort: CancellationToken,
     tasks: TaskTracker,
     finished: watch::Sender<u64>,
@@ -279,6 +281,20 @@ struct Inner {
     polling: CancellationToken,
     schedules: RwLock<HashMap<String, Arc<ScheduleState>>>,
     subscriptions: RwLock<HashMap<String, Vec<String>>>,
+}
+
+/// The key-value namespace holding each schedule's shared pause state (key: schedule name).
+pub const SCHEDULES_NAMESPACE: &str = "agentkit.schedules";
+
+/// How soon a schedule paused or resumed on one node applies on the other nodes.
+pub const PAUSE_PROPAGATION: Duration = Duration::from_secs(1);
+
+/// Unpause: fires up to `since` (when it was resumed) are skipped, not caught up.
+fn resume_from(st: &ScheduleState, since: i64) {
+    if let Ok(mut c) = st.checked_until.lock() {
+        *c = (*c).max(since);
+    }
+    st.paused.store(false, Ordering::SeqCst);
 }
 
 struct ScheduleState {
@@ -364,6 +380,7 @@ impl Runtime {
                 redactor: RwLock::new(Redactor::default()),
                 prices: RwLock::new(PriceTable::shared_default()),
                 stopping: AtomicBool::new(false),
+                pauses_read: Mutex::new(None),
                 abort: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 finished: watch::Sender::new(0),
@@ -851,22 +868,63 @@ impl Runtime {
             .ok_or_else(|| Error::InvalidRequest(format!("no schedule named `{name}`")))
     }
 
-    /// Pause a schedule on this node: its fires are skipped until it is resumed.
-    pub fn pause_schedule(&self, name: &str) -> Result<()> {
-        self.schedule_state(name)?
-            .paused
-            .store(true, Ordering::SeqCst);
+    /// Pause a schedule on every node: its fires are skipped until it is resumed. The pause
+    /// is stored (key-value namespace [`SCHEDULES_NAMESPACE`]); it applies on this node at once
+    /// and on the other nodes sharing the store within [`PAUSE_PROPAGATION`].
+    pub async fn pause_schedule(&self, name: &str) -> Result<()> {
+        let st = self.schedule_state(name)?;
+        let state = json!({"paused": true, "since": crate::model::now_ms()});
+        self.inner
+            .store
+            .kv_put(SCHEDULES_NAMESPACE, name, state, None)
+            .await?;
+        st.paused.store(true, Ordering::SeqCst);
         Ok(())
     }
 
-    /// Resume a paused schedule; fires that came while it was paused are skipped.
-    pub fn resume_schedule(&self, name: &str) -> Result<()> {
+    /// Resume a paused schedule on every node (stored like [`pause_schedule`](Self::pause_schedule));
+    /// fires that came while it was paused are skipped, not caught up.
+    pub async fn resume_schedule(&self, name: &str) -> Result<()> {
         let st = self.schedule_state(name)?;
-        if let Ok(mut c) = st.checked_until.lock() {
-            *c = crate::model::now_ms();
-        }
-        st.paused.store(false, Ordering::SeqCst);
+        let now = crate::model::now_ms();
+        let state = json!({"paused": false, "since": now});
+        self.inner
+            .store
+            .kv_put(SCHEDULES_NAMESPACE, name, state, None)
+            .await?;
+        resume_from(&st, now);
         Ok(())
+    }
+
+    /// Apply the stored pause state of the schedules (at most every [`PAUSE_PROPAGATION`]).
+    async fn read_pauses(&self, states: &[Arc<ScheduleState>]) {
+        {
+            let Ok(mut last) = self.inner.pauses_read.lock() else {
+                return;
+            };
+            if last.is_some_and(|t| t.elapsed() < PAUSE_PROPAGATION) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        for st in states {
+            let name = &st.schedule.name;
+            match self.inner.store.kv_get(SCHEDULES_NAMESPACE, name).await {
+                Ok(Some(v)) => {
+                    let paused = v.get("paused").and_then(Value::as_bool).unwrap_or(false);
+                    let since = v.get("since").and_then(Value::as_i64).unwrap_or(0);
+                    if paused {
+                        st.paused.store(true, Ordering::SeqCst);
+                    } else if st.paused.load(Ordering::SeqCst) {
+                        resume_from(st, since);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(schedule = %name, error = %e, "reading the schedule's pause state failed");
+                }
+            }
+        }
     }
 
     /// Evaluate the schedules every `tick` and start the runs of their fires (stops at
@@ -1002,6 +1060,7 @@ impl Runtime {
             .read()
             .map(|s| s.values().cloned().collect())
             .unwrap_or_default();
+        self.read_pauses(&states).await;
         let now = crate::model::now_ms();
         let mut created = 0;
         for st in states {

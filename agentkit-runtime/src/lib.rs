@@ -13,7 +13,10 @@ pub mod scheduler;
 pub mod store;
 pub mod workflow;
 
-pub use executor::{AgentFactory, ReplayReport, RetryPolicy, Runtime, TargetOptions};
+pub use executor::{
+    AgentFactory, PAUSE_PROPAGATION, ReplayReport, RetryPolicy, Runtime, SCHEDULES_NAMESPACE,
+    TargetOptions,
+};
 pub use journal::DurableJournal;
 pub use model::{Created, EntryKind, JournalEntry, NewRun, RunRecord, RunUpdate};
 pub use redact::Redactor;

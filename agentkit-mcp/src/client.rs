@@ -37,15 +37,32 @@ pub(crate) struct ClientShared {
 #[derive(Default)]
 pub(crate) struct Inflight {
     next: AtomicU64,
-    /// progress token -> (sequence number, or `None` once the call has ended; the run)
-    calls: Mutex<HashMap<String, (Option<u64>, RunContext)>>,
+    /// progress token -> the call
+    calls: Mutex<HashMap<String, Call>>,
+    /// Woken on every progress notification.
+    progressed: tokio::sync::Notify,
+}
+
+struct Call {
+    /// Sequence number, or `None` once the call has ended.
+    seq: Option<u64>,
+    ctx: RunContext,
+    /// The last progress reported: (progress, total).
+    progress: Option<(f64, Option<f64>)>,
 }
 
 impl Inflight {
     pub(crate) fn insert(self: &Arc<Self>, token: String, ctx: RunContext) -> InflightGuard {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = self.calls.lock() {
-            m.insert(token.clone(), (Some(seq), ctx));
+            m.insert(
+                token.clone(),
+                Call {
+                    seq: Some(seq),
+                    ctx,
+                    progress: None,
+                },
+            );
         }
         InflightGuard {
             inflight: Arc::clone(self),
@@ -57,7 +74,19 @@ impl Inflight {
         self.calls
             .lock()
             .ok()
-            .and_then(|m| m.get(token).map(|(_, c)| c.clone()))
+            .and_then(|m| m.get(token).map(|c| c.ctx.clone()))
+    }
+
+    /// Note a progress notification; returns the call's run.
+    fn progress(&self, token: &str, progress: f64, total: Option<f64>) -> Option<RunContext> {
+        let ctx = self.calls.lock().ok().and_then(|mut m| {
+            m.get_mut(token).map(|c| {
+                c.progress = Some((progress, total));
+                c.ctx.clone()
+            })
+        });
+        self.progressed.notify_waiters();
+        ctx
     }
 
     /// The run of the most recent call in flight (legacy servers send their sampling and
@@ -65,7 +94,7 @@ impl Inflight {
     fn latest(&self) -> Option<RunContext> {
         self.calls.lock().ok().and_then(|m| {
             m.values()
-                .filter_map(|(seq, c)| seq.map(|s| (s, c)))
+                .filter_map(|c| c.seq.map(|s| (s, &c.ctx)))
                 .max_by_key(|(seq, _)| *seq)
                 .map(|(_, c)| c.clone())
         })
@@ -83,6 +112,31 @@ pub(crate) struct InflightGuard {
 /// the last progress notification of a call can be handled just after the call's response.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How long a finished call waits for its last progress notification (see [`LINGER`]).
+const LATE_PROGRESS: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl InflightGuard {
+    /// After the response: if the call reported progress with a total it has not reached yet,
+    /// wait briefly for the remaining notifications, so that every progress event of a call
+    /// is emitted before the call returns. Calls without progress do not wait.
+    pub(crate) async fn await_final_progress(&self) {
+        let deadline = tokio::time::Instant::now() + LATE_PROGRESS;
+        loop {
+            let notified = self.inflight.progressed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let behind = self.inflight.calls.lock().ok().is_some_and(|m| {
+                m.get(&self.token)
+                    .and_then(|c| c.progress)
+                    .is_some_and(|(p, total)| total.is_some_and(|t| p < t))
+            });
+            if !behind || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         let inflight = Arc::clone(&self.inflight);
@@ -90,7 +144,7 @@ impl Drop for InflightGuard {
         if let Ok(mut m) = inflight.calls.lock()
             && let Some(entry) = m.get_mut(&token)
         {
-            entry.0 = None;
+            entry.seq = None;
         }
         let remove = move || {
             if let Ok(mut m) = inflight.calls.lock() {
@@ -317,7 +371,8 @@ impl ClientHandler for AgentkitClient {
     }
 
     async fn on_progress(&self, p: ProgressNotificationParam, _: NotificationContext<RoleClient>) {
-        if let Some(ctx) = self.inflight.get(&token_key(&p.progress_token)) {
+        let token = token_key(&p.progress_token);
+        if let Some(ctx) = self.inflight.progress(&token, p.progress, p.total) {
             ctx.emit(RunEvent::Progress {
                 progress: p.progress,
                 total: p.total,

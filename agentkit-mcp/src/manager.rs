@@ -185,7 +185,7 @@ impl Connection {
                 .send_request_with_option(request, opts)
                 .await
                 .map_err(|e| service_error(&self.server, &format!("tools/call {name}"), e))?;
-            let _guard = self
+            let guard = self
                 .client
                 .inflight
                 .insert(token_key(&handle.progress_token), ctx.clone());
@@ -203,7 +203,10 @@ impl Connection {
                 }
             };
             match response {
-                Ok(ServerResult::CallToolResult(r)) => return Ok(r),
+                Ok(ServerResult::CallToolResult(r)) => {
+                    guard.await_final_progress().await;
+                    return Ok(r);
+                }
                 Ok(ServerResult::InputRequiredResult(ir)) => {
                     let (responses, state) = self.fulfill(ir, ctx).await?;
                     params.input_responses = responses;

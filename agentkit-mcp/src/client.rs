@@ -81,7 +81,10 @@ impl Inflight {
     fn progress(&self, token: &str, progress: f64, total: Option<f64>) -> Option<RunContext> {
         let ctx = self.calls.lock().ok().and_then(|mut m| {
             m.get_mut(token).map(|c| {
-                c.progress = Some((progress, total));
+                // Notifications are handled concurrently: keep the furthest progress.
+                if c.progress.is_none_or(|(p, _)| progress >= p) {
+                    c.progress = Some((progress, total));
+                }
                 c.ctx.clone()
             })
         });
@@ -110,10 +113,12 @@ pub(crate) struct InflightGuard {
 
 /// How long a finished call stays routable. rmcp hands each notification to its own task, so
 /// the last progress notification of a call can be handled just after the call's response.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
+const LINGER: std::time::Duration = std::time::Duration::from_millis(300);
 
-/// How long a finished call waits for its last progress notification (see [`LINGER`]).
-const LATE_PROGRESS: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long a finished call waits for its last progress notification (see [`LINGER`]). Only
+/// calls that reported progress short of their total wait; generous, since on a loaded
+/// machine a notification's task can be scheduled late.
+const LATE_PROGRESS: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl InflightGuard {
     /// After the response: if the call reported progress with a total it has not reached yet,

@@ -46,6 +46,8 @@ pub(crate) struct Inflight {
 struct Call {
     /// Sequence number, or `None` once the call has ended.
     seq: Option<u64>,
+    /// When the call ended (it stays routable for [`LINGER`], then is purged).
+    ended: Option<std::time::Instant>,
     ctx: RunContext,
     /// The last progress reported: (progress, total).
     progress: Option<(f64, Option<f64>)>,
@@ -55,10 +57,16 @@ impl Inflight {
     pub(crate) fn insert(self: &Arc<Self>, token: String, ctx: RunContext) -> InflightGuard {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = self.calls.lock() {
+            // Purge calls that ended more than LINGER ago, now and then (no timer per call:
+            // a spawned task per call cost as much as the call itself).
+            if seq.is_multiple_of(PURGE_EVERY) {
+                m.retain(|_, c| c.ended.is_none_or(|t| t.elapsed() < LINGER));
+            }
             m.insert(
                 token.clone(),
                 Call {
                     seq: Some(seq),
+                    ended: None,
                     ctx,
                     progress: None,
                 },
@@ -104,8 +112,9 @@ impl Inflight {
     }
 }
 
-/// Removes a call from [`Inflight`] when it ends, however it ends: at once for the
-/// "latest call" fallback, after a short delay for progress notifications.
+/// Marks a call of [`Inflight`] ended when it ends, however it ends: at once it no longer
+/// counts for the "latest call" fallback; progress notifications still reach its run for
+/// [`LINGER`], then it is purged.
 pub(crate) struct InflightGuard {
     inflight: Arc<Inflight>,
     token: String,
@@ -114,6 +123,9 @@ pub(crate) struct InflightGuard {
 /// How long a finished call stays routable. rmcp hands each notification to its own task, so
 /// the last progress notification of a call can be handled just after the call's response.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Ended calls are purged on every `PURGE_EVERY`th new call.
+const PURGE_EVERY: u64 = 32;
 
 /// How long a finished call waits for its last progress notification (see [`LINGER`]). Only
 /// calls that reported progress short of their total wait; generous, since on a loaded
@@ -144,26 +156,11 @@ impl InflightGuard {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        let inflight = Arc::clone(&self.inflight);
-        let token = std::mem::take(&mut self.token);
-        if let Ok(mut m) = inflight.calls.lock()
-            && let Some(entry) = m.get_mut(&token)
+        if let Ok(mut m) = self.inflight.calls.lock()
+            && let Some(entry) = m.get_mut(&self.token)
         {
             entry.seq = None;
-        }
-        let remove = move || {
-            if let Ok(mut m) = inflight.calls.lock() {
-                m.remove(&token);
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    tokio::time::sleep(LINGER).await;
-                    remove();
-                });
-            }
-            Err(_) => remove(),
+            entry.ended = Some(std::time::Instant::now());
         }
     }
 }

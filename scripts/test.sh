@@ -20,6 +20,9 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, all features, -D warnings)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+step "cargo doc (all features, broken links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
+
 step "agentkit-core builds alone without default features (no HTTP client)"
 cargo check -p agentkit-core --no-default-features
 

@@ -1,7 +1,7 @@
 //! [`ApprovalLayer`]: tool calls that need a decision before they run.
 //!
 //! The layer sits on the agent's tool-call stack ([`AgentLlm::with_tool_layer`]). For every call
-//! its predicate selects, it asks the run's [`ApprovalHandler`] ([`RunContext::with_approvals`])
+//! its predicate selects, it asks the run's [`ApprovalHandler`](crate::ApprovalHandler) ([`RunContext::with_approvals`](crate::RunContext::with_approvals))
 //! and only runs the tool when the decision is [`ApprovalDecision::Approved`]:
 //!
 //! - **Approved**: the call goes on down the stack and the tool runs.

@@ -1,5 +1,5 @@
 //! The stdio→streamable-HTTP bridge: serve any MCP server that a [`ConnectionManager`] reaches
-//! (typically a stdio child process) as an [`McpServer`], so it can be mounted at `/mcp` in an
+//! (typically a stdio child process) as an [`McpServer`](crate::McpServer), so it can be mounted at `/mcp` in an
 //! axum app or served over any other transport.
 //!
 //! The bridge mirrors the server's tools, resources and prompts as they are when the bridge is

@@ -1,5 +1,5 @@
 //! [`ServerConfig`]: how to reach one MCP server, built from agentkit's
-//! [`McpServerConfig`](agentkit_core::McpServerConfig), from mcp-agent's
+//! [`McpServerConfig`], from mcp-agent's
 //! `mcp_agent.config.yaml`, or from the `{"mcpServers": {...}}` JSON of Claude Desktop, Cursor
 //! and `.mcp.json`; plus role-based server sets ([`ServerSet`]).
 

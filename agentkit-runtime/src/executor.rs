@@ -735,30 +735,7 @@ impl Runtime {
             RunStatus::Paused,
         ];
         let update = RunUpdate::new(RunStatus::Cancelled).with_error("cancelled by request");
-        if self
-            .inner
-            .store
-            .transition(run_id, &live, update)
-            .await?
-            .is_none()
-        {
-            let run = self.get(run_id).await?;
-            return Err(Error::Workflow(format!(
-                "run {run_id} cannot be cancelled: it is already {}",
-                run.status
-            )));
-        }
-        let token = self
-            .inner
-            .inflight
-            .lock()
-            .ok()
-            .and_then(|m| m.get(run_id).cloned());
-        if let Some(t) = token {
-            t.cancel();
-        }
-        self.notify();
-        Ok(())
+        self.stop_run(run_id, &live, update, "cancelled").await
     }
 
     /// Pause a run: it is stored as `paused` and, if it is executing, its context is cancelled
@@ -771,16 +748,29 @@ impl Runtime {
             RunStatus::WaitingInput,
             RunStatus::WaitingApproval,
         ];
+        self.stop_run(run_id, &live, RunUpdate::new(RunStatus::Paused), "paused")
+            .await
+    }
+
+    /// Store `update` if the run's status is one of `from`, then cancel its execution on this
+    /// node (if any) so it stops between steps. `verb` names the change in the error.
+    async fn stop_run(
+        &self,
+        run_id: &str,
+        from: &[RunStatus],
+        update: RunUpdate,
+        verb: &str,
+    ) -> Result<()> {
         if self
             .inner
             .store
-            .transition(run_id, &live, RunUpdate::new(RunStatus::Paused))
+            .transition(run_id, from, update)
             .await?
             .is_none()
         {
             let run = self.get(run_id).await?;
             return Err(Error::Workflow(format!(
-                "run {run_id} cannot be paused: it is {}",
+                "run {run_id} cannot be {verb}: it is already {}",
                 run.status
             )));
         }

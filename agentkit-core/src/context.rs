@@ -16,6 +16,10 @@ use crate::event::{EventSink, NoopSink, RunEvent};
 use crate::journal::Journal;
 use crate::usage::Usage;
 
+/// The conversation thread of a context that names none (one default thread for a single
+/// user).
+pub const DEFAULT_THREAD: &str = "default";
+
 /// Who is acting: used by governance to scope tools, budgets and audit.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -248,8 +252,12 @@ struct Inner {
     prices: Arc<PriceTable>,
     /// Totals of the run (first) and of each nested scope (last is the innermost).
     totals: Vec<Arc<Mutex<RunTotals>>>,
+    /// The step counter of this context's journal key space.
     steps: Arc<AtomicU64>,
+    /// The key space's prefix (empty for the run's root space, else ends with `/`).
+    key_space: Arc<str>,
     tool_call_key: Option<String>,
+    thread: Option<Arc<str>>,
 }
 
 impl Clone for Inner {
@@ -267,7 +275,9 @@ impl Clone for Inner {
             prices: Arc::clone(&self.prices),
             totals: self.totals.clone(),
             steps: Arc::clone(&self.steps),
+            key_space: Arc::clone(&self.key_space),
             tool_call_key: self.tool_call_key.clone(),
+            thread: self.thread.clone(),
         }
     }
 }
@@ -277,6 +287,21 @@ impl Clone for Inner {
 ///
 /// Passed explicitly to every `generate` and tool call. Cloning is one `Arc` clone; clones share
 /// cancellation, totals and the step counter.
+///
+/// # Journal keys and concurrency
+///
+/// Journaled steps are keyed by the context's *key space* and a step counter
+/// ([`step_key`](Self::step_key)). Work that runs concurrently — parallel branches, the tasks
+/// of an orchestrator step, several tool calls of one model turn — must each run in its own
+/// key space, made with [`branch`](Self::branch) *before* the concurrent work starts, so that a
+/// key depends only on the structure of the run and never on which branch happened to start
+/// first. A run re-executed after a crash then finds every journaled step under the same key.
+///
+/// # Conversation threads
+///
+/// [`with_thread`](Self::with_thread) names the conversation a run continues; agents keep
+/// their history per thread (see [`Memory`](crate::Memory)), so two callers on two threads
+/// never see each other's messages.
 ///
 /// ```
 /// use agentkit_core::{RunContext, Budget};
@@ -331,7 +356,9 @@ impl RunContext {
                 prices: PriceTable::shared_default(),
                 totals: vec![Arc::default()],
                 steps: Arc::default(),
+                key_space: Arc::from(""),
                 tool_call_key: None,
+                thread: None,
             }),
         }
     }
@@ -433,6 +460,79 @@ impl RunContext {
         self.inner.tool_call_key.as_deref()
     }
 
+    /// Continue the conversation `thread`: agents load and store their history under this
+    /// name (an MCP session, an API thread, a chat). Without a thread, agents use
+    /// [`DEFAULT_THREAD`].
+    #[must_use]
+    pub fn with_thread(self, thread: impl Into<String>) -> Self {
+        let thread: Arc<str> = Arc::from(thread.into());
+        self.modify(|i| i.thread = Some(thread))
+    }
+
+    /// The conversation thread this context names, if any (see
+    /// [`with_thread`](Self::with_thread)).
+    #[must_use]
+    pub fn thread(&self) -> Option<&str> {
+        self.inner.thread.as_deref()
+    }
+
+    /// The conversation thread agents use: the named one, or [`DEFAULT_THREAD`].
+    #[must_use]
+    pub fn thread_or_default(&self) -> &str {
+        self.inner.thread.as_deref().unwrap_or(DEFAULT_THREAD)
+    }
+
+    /// A context for one of several sub-generations that run concurrently (a parallel
+    /// branch, an orchestrator task): same run, journal, sinks, totals and cancellation, but
+    /// its own journal key space named `label` with its own step counter.
+    ///
+    /// The branch takes one step of this context's counter, so branching the same label twice
+    /// (a pattern called twice in one run) gives two distinct key spaces. Call `branch` in a
+    /// deterministic order — before the concurrent work starts, not inside it — and the keys
+    /// of every branch depend only on the run's structure, never on timing.
+    ///
+    /// ```
+    /// use agentkit_core::RunContext;
+    ///
+    /// let run = RunContext::new();
+    /// let a = run.branch("research");
+    /// let b = run.branch("review");
+    /// assert_eq!(a.step_key("agent/llm"), "research#0/agent/llm/0");
+    /// assert_eq!(b.step_key("agent/llm"), "review#1/agent/llm/0");
+    /// assert_eq!(run.step_key("agent/llm"), "agent/llm/2");
+    /// ```
+    #[must_use]
+    pub fn branch(&self, label: &str) -> Self {
+        let n = self.next_step();
+        self.in_key_space(format!("{}{label}#{n}/", self.inner.key_space))
+    }
+
+    /// A context whose journal keys live under `prefix` (which should end with `/`), with a
+    /// fresh step counter. The tool loop gives each tool call the key space of its own
+    /// journal key, so an agent called as a tool journals its steps under that call.
+    #[must_use]
+    pub(crate) fn in_key_space(&self, prefix: String) -> Self {
+        let prefix: Arc<str> = Arc::from(prefix);
+        self.clone().modify(|i| {
+            i.key_space = prefix;
+            i.steps = Arc::default();
+        })
+    }
+
+    /// This context's journal key space: empty for the run's root space, otherwise the path
+    /// of [`branch`](Self::branch) labels, ending with `/`.
+    #[must_use]
+    pub fn key_space(&self) -> &str {
+        &self.inner.key_space
+    }
+
+    /// The journal key of the next step named `name` in this key space:
+    /// `{key_space}{name}/{n}`, taking the next step number.
+    #[must_use]
+    pub fn step_key(&self, name: &str) -> String {
+        format!("{}{name}/{}", self.inner.key_space, self.next_step())
+    }
+
     /// The run id.
     #[must_use]
     pub fn run_id(&self) -> &str {
@@ -519,8 +619,9 @@ impl RunContext {
         }
     }
 
-    /// The next step number of this run (0, 1, 2, ...). Deterministic as long as the run makes
-    /// its calls in the same order, which is what journal keys rely on.
+    /// The next step number of this context's key space (0, 1, 2, ...). Deterministic as long
+    /// as the calls of one key space are made in the same order, which is what journal keys
+    /// rely on; concurrent work takes its own key space with [`branch`](Self::branch).
     #[must_use]
     pub fn next_step(&self) -> u64 {
         self.inner.steps.fetch_add(1, Ordering::SeqCst)
@@ -685,6 +786,32 @@ mod tests {
         assert_eq!(a.totals().usage, Usage::new(1, 2));
         assert_eq!(a.next_step(), 0);
         assert_eq!(b.next_step(), 1);
+    }
+
+    #[test]
+    fn branches_have_their_own_key_spaces() {
+        let run = RunContext::new();
+        let a = run.branch("p[0]");
+        let b = run.branch("p[1]");
+        // Whatever order the branches take steps in, their keys are the same.
+        assert_eq!(b.step_key("x/llm"), "p[1]#1/x/llm/0");
+        assert_eq!(a.step_key("x/llm"), "p[0]#0/x/llm/0");
+        assert_eq!(a.step_key("x/llm"), "p[0]#0/x/llm/1");
+        let nested = a.branch("q");
+        assert_eq!(nested.step_key("y"), "p[0]#0/q#2/y/0");
+        // The same label branched again is a new key space.
+        assert_eq!(run.branch("p[0]").key_space(), "p[0]#2/");
+        assert_eq!(run.key_space(), "");
+    }
+
+    #[test]
+    fn threads_are_named_by_the_context() {
+        let ctx = RunContext::new();
+        assert_eq!(ctx.thread(), None);
+        assert_eq!(ctx.thread_or_default(), DEFAULT_THREAD);
+        let t = ctx.clone().with_thread("session-1");
+        assert_eq!(t.thread_or_default(), "session-1");
+        assert_eq!(t.branch("b").thread(), Some("session-1"));
     }
 
     #[tokio::test]

@@ -39,8 +39,8 @@ pub enum RunEvent {
         usage: Usage,
         /// Estimated cost in US dollars (0 when the model is not in the price table).
         cost_usd: f64,
-        /// Wall time of the call in milliseconds.
-        latency_ms: u64,
+        /// Wall time of the call in microseconds (0 when replayed from the journal).
+        latency_us: u64,
         /// Why the model stopped.
         stop_reason: StopReason,
         /// Whether the answer came from the journal instead of the provider.
@@ -68,8 +68,13 @@ pub enum RunEvent {
         tool: String,
         /// Whether the tool reported an error or could not be called.
         is_error: bool,
-        /// Wall time in milliseconds.
-        latency_ms: u64,
+        /// What the tool returned (what the model sees).
+        output: Vec<crate::message::Content>,
+        /// Wall time in microseconds.
+        latency_us: u64,
+        /// Whether the result came from the journal instead of the tool.
+        #[serde(default)]
+        replayed: bool,
     },
     /// A human was asked for input.
     HumanInputRequested {
@@ -112,6 +117,12 @@ pub enum RunEvent {
     },
 }
 
+/// Microseconds of `d`, saturating (for the `latency_us` fields of [`RunEvent`]).
+#[must_use]
+pub fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// Receives [`RunEvent`]s. Called synchronously on the hot path: keep it cheap (push to a
 /// channel, increment a counter) and never block.
 pub trait EventSink: Send + Sync {
@@ -122,6 +133,52 @@ pub trait EventSink: Send + Sync {
     /// (see [`RunContext::emit_with`](crate::RunContext::emit_with)).
     fn is_enabled(&self) -> bool {
         true
+    }
+}
+
+/// Calls a function for every event: the simplest per-tool-call (or per-model-call) hook.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use agentkit_core::{FnSink, RunContext, RunEvent};
+///
+/// let tool_calls = Arc::new(AtomicU64::new(0));
+/// let counter = Arc::clone(&tool_calls);
+/// let ctx = RunContext::new().with_events(Arc::new(FnSink::new(move |_run, event| {
+///     if let RunEvent::ToolCallFinished { output, latency_us, .. } = event {
+///         counter.fetch_add(1, Ordering::Relaxed);
+///         let _ = (output, latency_us); // inspect the result and its latency
+///     }
+/// })));
+/// # let _ = ctx;
+/// ```
+pub struct FnSink<F> {
+    f: F,
+}
+
+impl<F> FnSink<F>
+where
+    F: Fn(&str, &RunEvent) + Send + Sync,
+{
+    /// Call `f(run_id, event)` for every event.
+    pub fn new(f: F) -> Self {
+        Self { f }
+    }
+}
+
+impl<F> std::fmt::Debug for FnSink<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FnSink(..)")
+    }
+}
+
+impl<F> EventSink for FnSink<F>
+where
+    F: Fn(&str, &RunEvent) + Send + Sync,
+{
+    fn emit(&self, run_id: &str, event: &RunEvent) {
+        (self.f)(run_id, event);
     }
 }
 

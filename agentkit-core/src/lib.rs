@@ -44,6 +44,7 @@ pub mod error;
 pub mod event;
 pub mod journal;
 pub mod llm;
+pub mod memory;
 pub mod message;
 pub mod provider;
 pub mod schema;
@@ -51,23 +52,25 @@ pub mod tool;
 pub mod usage;
 pub mod workflow;
 
-pub use agent::{Agent, AgentLlm, AgentTool, InMemoryMemory, Instruction, Memory};
+pub use agent::{Agent, AgentLlm, AgentTool, Instruction, Turn};
 pub use approval::{Approval, ApprovalLayer};
 pub use config::{Config, McpServerConfig, McpTransport};
 pub use context::{
-    ApprovalDecision, ApprovalHandler, ApprovalRequest, Budget, HumanInputHandler,
+    ApprovalDecision, ApprovalHandler, ApprovalRequest, Budget, DEFAULT_THREAD, HumanInputHandler,
     HumanInputRequest, HumanInputResponse, Principal, RunContext, RunTotals,
 };
 pub use cost::{ModelHint, ModelInfo, ModelPreferences, PriceTable};
 pub use embedding::{Embedder, cosine_similarity};
 pub use error::{BoxError, Error, ProviderErrorKind, Result};
 pub use event::{
-    ChannelSink, CollectingSink, EventSink, FanoutSink, NoopSink, RunEvent, TracingSink,
+    ChannelSink, CollectingSink, EventSink, FanoutSink, FnSink, NoopSink, RunEvent, TracingSink,
+    micros,
 };
 pub use journal::{Journal, MemoryJournal, NoopJournal};
 pub use llm::{
     AugmentedLlm, AugmentedLlmExt, GenerateRequest, Generation, RequestParams, ToolFilter,
 };
+pub use memory::{InMemoryMemory, Memory, MemoryWindow};
 pub use message::{Content, ImageData, Message, Role};
 #[cfg(feature = "anthropic")]
 pub use provider::anthropic::{AnthropicConfig, AnthropicProvider};

@@ -1,205 +1,27 @@
-//! [`Agent`] (name, instruction, tools) and [`AgentLlm`] (an agent bound to a provider and a
-//! memory): the tool-calling loop.
+//! [`AgentLlm`]: the tool loop, and its single [`Turn`]s.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument;
 
-use crate::context::{HumanInputHandler, HumanInputRequest, HumanInputResponse, RunContext};
+use super::dispatch::Dispatch;
+use super::fingerprint::{FINGERPRINT_FIELD, request_fingerprint};
+use super::tool::AgentTool;
+use super::{Agent, DEFAULT_MAX_ITERATIONS, HUMAN_INPUT_TOOL};
+use crate::context::RunContext;
 use crate::error::{Error, Result};
-use crate::event::RunEvent;
+use crate::event::{RunEvent, micros};
 use crate::llm::{AugmentedLlm, GenerateRequest, Generation, RequestParams};
-use crate::message::{Content, Message, Role};
+use crate::memory::{InMemoryMemory, Memory};
+use crate::message::{Content, Message};
 use crate::provider::{CompletionRequest, CompletionResponse, LlmProvider, ToolChoice};
 use crate::tool::{ToolOutput, ToolRequest, ToolService, ToolSource, ToolSpec};
-
-/// Default `max_iterations` of the tool loop.
-pub const DEFAULT_MAX_ITERATIONS: u32 = 10;
-
-/// The name of the tool offered when an agent accepts human input.
-pub const HUMAN_INPUT_TOOL: &str = "__human_input";
-
-type DynInstruction = dyn Fn(&RunContext) -> String + Send + Sync;
-
-/// An agent's system instruction: fixed text or computed per request.
-#[derive(Clone)]
-pub enum Instruction {
-    /// Fixed text.
-    Static(String),
-    /// Computed from the run context on every request (dynamic instructions).
-    Dynamic(Arc<DynInstruction>),
-}
-
-impl fmt::Debug for Instruction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Static(s) => f.debug_tuple("Static").field(s).finish(),
-            Self::Dynamic(_) => f.write_str("Dynamic(..)"),
-        }
-    }
-}
-
-impl Instruction {
-    /// The instruction text for this run.
-    #[must_use]
-    pub fn resolve(&self, ctx: &RunContext) -> String {
-        match self {
-            Self::Static(s) => s.clone(),
-            Self::Dynamic(f) => f(ctx),
-        }
-    }
-}
-
-impl From<&str> for Instruction {
-    fn from(s: &str) -> Self {
-        Self::Static(s.to_owned())
-    }
-}
-
-impl From<String> for Instruction {
-    fn from(s: String) -> Self {
-        Self::Static(s)
-    }
-}
-
-/// What an agent is: a name, an instruction, tools, and whether it may ask a human.
-#[derive(Clone)]
-#[non_exhaustive]
-pub struct Agent {
-    /// Name, unique among the agents of an application.
-    pub name: String,
-    /// What the agent does (shown when it is offered as a tool or a route).
-    pub description: String,
-    /// The system instruction.
-    pub instruction: Instruction,
-    /// Tool sources.
-    pub tools: Vec<Arc<dyn ToolSource>>,
-    /// Offer a [`HUMAN_INPUT_TOOL`] that asks a human (through the agent's or the run's handler).
-    pub human_input: bool,
-    /// A handler for human input that takes precedence over the run context's.
-    pub human_input_handler: Option<Arc<dyn HumanInputHandler>>,
-}
-
-impl fmt::Debug for Agent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Agent")
-            .field("name", &self.name)
-            .field("description", &self.description)
-            .field("instruction", &self.instruction)
-            .field("tools", &self.tools.len())
-            .field("human_input", &self.human_input)
-            .finish()
-    }
-}
-
-impl Agent {
-    /// An agent with a name and an instruction.
-    pub fn new(name: impl Into<String>, instruction: impl Into<Instruction>) -> Self {
-        Self {
-            name: name.into(),
-            description: String::new(),
-            instruction: instruction.into(),
-            tools: Vec::new(),
-            human_input: false,
-            human_input_handler: None,
-        }
-    }
-
-    /// Set the description.
-    #[must_use]
-    pub fn with_description(mut self, d: impl Into<String>) -> Self {
-        self.description = d.into();
-        self
-    }
-
-    /// Compute the instruction per request.
-    #[must_use]
-    pub fn with_dynamic_instruction(
-        mut self,
-        f: impl Fn(&RunContext) -> String + Send + Sync + 'static,
-    ) -> Self {
-        self.instruction = Instruction::Dynamic(Arc::new(f));
-        self
-    }
-
-    /// Add a tool source.
-    #[must_use]
-    pub fn with_tool(mut self, tool: impl ToolSource + 'static) -> Self {
-        self.tools.push(Arc::new(tool));
-        self
-    }
-
-    /// Add a shared tool source.
-    #[must_use]
-    pub fn with_tool_source(mut self, tool: Arc<dyn ToolSource>) -> Self {
-        self.tools.push(tool);
-        self
-    }
-
-    /// Offer the human-input tool, answered by the run context's handler.
-    #[must_use]
-    pub fn with_human_input(mut self, enabled: bool) -> Self {
-        self.human_input = enabled;
-        self
-    }
-
-    /// Offer the human-input tool, answered by this handler.
-    #[must_use]
-    pub fn with_human_input_handler(mut self, handler: Arc<dyn HumanInputHandler>) -> Self {
-        self.human_input = true;
-        self.human_input_handler = Some(handler);
-        self
-    }
-}
-
-/// Conversation memory of an [`AgentLlm`].
-pub trait Memory: Send + Sync {
-    /// The remembered messages.
-    fn get(&self) -> Vec<Message>;
-    /// Remember more messages.
-    fn extend(&self, messages: &[Message]);
-    /// Forget everything.
-    fn clear(&self);
-}
-
-/// Memory kept in process.
-#[derive(Debug, Default)]
-pub struct InMemoryMemory {
-    messages: Mutex<Vec<Message>>,
-}
-
-impl InMemoryMemory {
-    /// Empty memory.
-    #[must_use]
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-impl Memory for InMemoryMemory {
-    fn get(&self) -> Vec<Message> {
-        self.messages.lock().map(|m| m.clone()).unwrap_or_default()
-    }
-    fn extend(&self, messages: &[Message]) {
-        if let Ok(mut m) = self.messages.lock() {
-            m.extend_from_slice(messages);
-        }
-    }
-    fn clear(&self) {
-        if let Ok(mut m) = self.messages.lock() {
-            m.clear();
-        }
-    }
-}
 
 type ToolLayerFn = dyn Fn(ToolService) -> ToolService + Send + Sync;
 
@@ -211,6 +33,17 @@ type ToolLayerFn = dyn Fn(ToolService) -> ToolService + Send + Sync;
 /// answers without tools. After `max_iterations` tool rounds, one last call with tools disabled
 /// asks the model to answer with what it has. Every model completion and tool result is a
 /// journaled step, so a journaled run resumes or replays without repeating them.
+///
+/// History is kept per conversation thread: the one the [`RunContext`] names
+/// ([`RunContext::with_thread`]), or the default thread. Two callers on two threads never see
+/// each other's messages. The default memory is an [`InMemoryMemory`] with a bounded window
+/// and a bounded number of threads; [`with_memory`](Self::with_memory) swaps it (e.g. for
+/// agentkit-runtime's store-backed memory). A request with `use_history: false` neither reads
+/// nor writes history.
+///
+/// Patterns that drive the loop themselves (a swarm switching agents between model calls) use
+/// [`turn`](Self::turn): the same journaled model step and the same tool-call service stack,
+/// so every tool layer applies everywhere.
 #[derive(Clone)]
 pub struct AgentLlm {
     agent: Arc<Agent>,
@@ -231,15 +64,52 @@ impl fmt::Debug for AgentLlm {
     }
 }
 
+/// What one turn of the tool loop produced (see [`AgentLlm::turn`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Turn {
+    /// The model's response; its message is the assistant's turn.
+    pub response: CompletionResponse,
+    /// The results of the tool calls the model asked for, in call order (`None` when it asked
+    /// for none).
+    pub tool_results: Option<Message>,
+}
+
+impl Turn {
+    /// The result of the tool call `call_id`, if this turn ran it: `(content, is_error)`.
+    #[must_use]
+    pub fn tool_result(&self, call_id: &str) -> Option<(&[Content], bool)> {
+        self.tool_results
+            .as_ref()?
+            .content
+            .iter()
+            .find_map(|c| match c {
+                Content::ToolResult {
+                    call_id: id,
+                    content,
+                    is_error,
+                } if id == call_id => Some((content.as_slice(), *is_error)),
+                _ => None,
+            })
+    }
+}
+
+/// What a `generate` fixes once: the request every turn starts from, and the tool stack.
+struct Prepared {
+    base: CompletionRequest,
+    service: ToolService,
+    parallel: bool,
+}
+
 impl AgentLlm {
     /// Bind an agent to a provider, with in-process memory.
     pub fn new(agent: Agent, provider: impl LlmProvider + 'static) -> Self {
-        Self::with_provider(agent, Arc::new(provider))
+        Self::shared(agent, Arc::new(provider))
     }
 
-    /// Bind an agent to a shared provider.
+    /// Bind an agent to a shared provider, with in-process memory.
     #[must_use]
-    pub fn with_provider(agent: Agent, provider: Arc<dyn LlmProvider>) -> Self {
+    pub fn shared(agent: Agent, provider: Arc<dyn LlmProvider>) -> Self {
         Self {
             agent: Arc::new(agent),
             provider,
@@ -249,7 +119,14 @@ impl AgentLlm {
         }
     }
 
-    /// Use this memory.
+    /// Bind an agent to a shared provider: the same as [`shared`](Self::shared), whose name
+    /// does not read like a setter.
+    #[must_use]
+    pub fn with_provider(agent: Agent, provider: Arc<dyn LlmProvider>) -> Self {
+        Self::shared(agent, provider)
+    }
+
+    /// Keep conversation history in this memory.
     #[must_use]
     pub fn with_memory(mut self, memory: Arc<dyn Memory>) -> Self {
         self.memory = memory;
@@ -278,6 +155,14 @@ impl AgentLlm {
     {
         self.tool_layers
             .push(Arc::new(move |svc| ToolService::new(layer.layer(svc))));
+        self
+    }
+
+    /// The same agent with one more tool source (its tool layers apply to it too). Patterns
+    /// use it to add their own tools, e.g. a swarm's handoff tools.
+    #[must_use]
+    pub fn with_extra_tools(mut self, tools: Arc<dyn ToolSource>) -> Self {
+        Arc::make_mut(&mut self.agent).tools.push(tools);
         self
     }
 
@@ -368,6 +253,90 @@ impl AgentLlm {
         self.tool_layers.iter().fold(base, |svc, layer| layer(svc))
     }
 
+    async fn prepare(&self, params: &RequestParams, ctx: &RunContext) -> Result<Prepared> {
+        let model = self.resolve_model(params, ctx);
+        let mut system = self.agent.instruction.resolve(ctx);
+        if let Some(suffix) = &params.system_suffix {
+            if !system.is_empty() {
+                system.push_str("\n\n");
+            }
+            system.push_str(suffix);
+        }
+        let (tools, routes) = self.tool_specs(params).await?;
+        Ok(Prepared {
+            base: CompletionRequest {
+                model,
+                system: (!system.is_empty()).then_some(system),
+                messages: Vec::new(),
+                tools,
+                tool_choice: ToolChoice::Auto,
+                temperature: params.temperature,
+                max_tokens: params.max_tokens,
+                stop: params.stop.clone(),
+                parallel_tool_calls: params.parallel_tool_calls,
+                response_format: params.response_format.clone(),
+                extra: Default::default(),
+            },
+            service: self.tool_service(routes),
+            parallel: params.parallel_tool_calls.unwrap_or(true),
+        })
+    }
+
+    /// One turn of the tool loop on `conversation`: one journaled model call with this
+    /// agent's instruction (plus `params.system_suffix`), tools and parameters, then — if the
+    /// model asked for tools — every tool call through this agent's tool-call service stack
+    /// (its tower layers: approval, timeout, governance), each journaled.
+    ///
+    /// `iteration` is reported in events. The conversation is not remembered: callers that
+    /// drive turns themselves keep their own history. Journal keys come from `ctx`'s key space
+    /// like those of [`generate`](AugmentedLlm::generate).
+    pub async fn turn(
+        &self,
+        conversation: &[Message],
+        params: &RequestParams,
+        iteration: u32,
+        ctx: &RunContext,
+    ) -> Result<Turn> {
+        let params = params.clone().or(&self.defaults);
+        let prepared = self.prepare(&params, ctx).await?;
+        self.turn_prepared(&prepared, conversation.to_vec(), iteration, false, ctx)
+            .await
+    }
+
+    async fn turn_prepared(
+        &self,
+        prepared: &Prepared,
+        conversation: Vec<Message>,
+        iteration: u32,
+        last: bool,
+        ctx: &RunContext,
+    ) -> Result<Turn> {
+        let mut req = prepared.base.clone();
+        if last {
+            req.tool_choice = ToolChoice::None;
+        }
+        req.messages = conversation;
+        let response = self.complete_step(req, iteration, ctx).await?;
+        let calls: Vec<(String, String, Value)> = response
+            .message
+            .tool_calls()
+            .map(|(id, name, args)| (id.to_owned(), name.to_owned(), args.clone()))
+            .collect();
+        if calls.is_empty() || last {
+            return Ok(Turn {
+                response,
+                tool_results: None,
+            });
+        }
+        let results = self
+            .run_tools(calls, &prepared.service, prepared.parallel, ctx)
+            .await?;
+        Ok(Turn {
+            response,
+            tool_results: Some(Message::tool_results(results)),
+        })
+    }
+
     async fn complete_step(
         &self,
         request: CompletionRequest,
@@ -402,7 +371,7 @@ impl AgentLlm {
             gen_ai.usage.output_tokens = tracing::field::Empty,
             gen_ai.response.finish_reasons = tracing::field::Empty,
         );
-        let key = format!("{agent}/llm/{}", ctx.next_step());
+        let key = ctx.step_key(&format!("{agent}/llm"));
         let started = Instant::now();
         let executed = std::sync::atomic::AtomicBool::new(false);
         // With a journal, the recorded response carries a fingerprint of the request, so a
@@ -447,7 +416,11 @@ impl AgentLlm {
                 key: key.clone(),
                 message: format!("the recorded value is not a model response: {e}"),
             })?;
-        let latency_ms = started.elapsed().as_millis() as u64;
+        let latency_us = if replayed {
+            0
+        } else {
+            micros(started.elapsed())
+        };
         let cost = ctx.prices().cost(&response.model, &response.usage);
         if !span.is_disabled() {
             span.record("gen_ai.response.model", response.model.as_str());
@@ -465,7 +438,7 @@ impl AgentLlm {
             model: response.model.clone(),
             usage: response.usage,
             cost_usd: cost,
-            latency_ms,
+            latency_us,
             stop_reason: response.stop_reason.clone(),
             replayed,
         });
@@ -480,11 +453,19 @@ impl AgentLlm {
         ctx: &RunContext,
     ) -> Result<Vec<Content>> {
         // Journal keys are taken in call order before anything runs, so they are the same on
-        // replay whatever order the calls finish in.
+        // replay whatever order the calls finish in. Each call also gets the key space of its
+        // own key, so whatever it journals (an agent called as a tool) is keyed by the call,
+        // not by timing.
         let keyed: Vec<(String, String, String, Value)> = calls
             .into_iter()
             .map(|(id, name, args)| {
-                let key = format!("{}/tool/{}/{}", self.agent.name, ctx.next_step(), id);
+                let key = format!(
+                    "{}{}/tool/{}/{}",
+                    ctx.key_space(),
+                    self.agent.name,
+                    ctx.next_step(),
+                    id
+                );
                 (key, id, name, args)
             })
             .collect();
@@ -532,10 +513,13 @@ impl AgentLlm {
             id.clone(),
             name.clone(),
             arguments,
-            ctx.clone().with_tool_call_key(key.clone()),
+            ctx.in_key_space(format!("{key}/"))
+                .with_tool_call_key(key.clone()),
         );
+        let executed = std::sync::atomic::AtomicBool::new(false);
         let outcome: Result<ToolOutput> = ctx
             .step(&key, async {
+                executed.store(true, std::sync::atomic::Ordering::Relaxed);
                 ctx.check()?;
                 ctx.record_tool_call();
                 let call = service.oneshot(request);
@@ -556,14 +540,45 @@ impl AgentLlm {
             .instrument(span)
             .await;
         let output = outcome?;
+        let replayed = !executed.load(std::sync::atomic::Ordering::Relaxed);
         ctx.emit_with(|| RunEvent::ToolCallFinished {
             agent: agent.clone(),
             call_id: id.clone(),
             tool: name,
             is_error: output.is_error,
-            latency_ms: started.elapsed().as_millis() as u64,
+            output: output.content.clone(),
+            latency_us: if replayed {
+                0
+            } else {
+                micros(started.elapsed())
+            },
+            replayed,
         });
         Ok(Content::tool_result(id, output.content, output.is_error))
+    }
+
+    /// The thread's history; for a persistent memory journaled, so a resumed run sees the history it
+    /// saw the first time (not what it appended itself before a crash).
+    async fn load_history(&self, thread: &str, ctx: &RunContext) -> Result<Vec<Message>> {
+        if !self.memory.is_persistent() {
+            return self.memory.load(thread).await;
+        }
+        let key = ctx.step_key(&format!("{}/history", self.agent.name));
+        ctx.step(&key, self.memory.load(thread)).await
+    }
+
+    /// Remember a `generate`'s messages; for a persistent memory journaled, so a resumed run does not append twice.
+    async fn remember(&self, thread: &str, messages: Vec<Message>, ctx: &RunContext) -> Result<()> {
+        if !self.memory.is_persistent() {
+            return self.memory.append(thread, &messages).await;
+        }
+        let key = ctx.step_key(&format!("{}/remember", self.agent.name));
+        ctx.step(&key, async {
+            self.memory.append(thread, &messages).await?;
+            Ok(true)
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn run_loop(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
@@ -573,46 +588,22 @@ impl AgentLlm {
             .max_iterations
             .unwrap_or(DEFAULT_MAX_ITERATIONS)
             .max(1);
-        let parallel = params.parallel_tool_calls.unwrap_or(true);
-        let model = self.resolve_model(&params, ctx);
-        let mut system = self.agent.instruction.resolve(ctx);
-        if let Some(suffix) = &params.system_suffix {
-            if !system.is_empty() {
-                system.push_str("\n\n");
-            }
-            system.push_str(suffix);
-        }
-        let (tools, routes) = self.tool_specs(&params).await?;
-        let service = self.tool_service(routes);
+        let prepared = self.prepare(&params, ctx).await?;
+        let thread = ctx.thread_or_default().to_owned();
 
         let mut conversation = if use_history {
-            self.memory.get()
+            self.load_history(&thread, ctx).await?
         } else {
             Vec::new()
         };
         conversation.extend(request.messages.iter().cloned());
         let mut produced: Vec<Message> = Vec::new();
 
-        let base = CompletionRequest {
-            model,
-            system: (!system.is_empty()).then_some(system),
-            messages: Vec::new(),
-            tools,
-            tool_choice: ToolChoice::Auto,
-            temperature: params.temperature,
-            max_tokens: params.max_tokens,
-            stop: params.stop.clone(),
-            parallel_tool_calls: params.parallel_tool_calls,
-            response_format: params.response_format.clone(),
-            extra: Default::default(),
-        };
-
         let mut last: Option<CompletionResponse> = None;
         for iteration in 0..=max_iterations {
-            let mut req = base.clone();
-            if iteration == max_iterations {
+            let final_turn = iteration == max_iterations;
+            if final_turn {
                 // Tool budget spent: one last turn without tools.
-                req.tool_choice = ToolChoice::None;
                 let nudge = Message::user(
                     "You have reached the maximum number of tool calls for this request. Answer \
                      now with the information you have, without calling any tool.",
@@ -620,30 +611,26 @@ impl AgentLlm {
                 conversation.push(nudge.clone());
                 produced.push(nudge);
             }
-            req.messages = conversation.clone();
-            let response = self.complete_step(req, iteration, ctx).await?;
-            conversation.push(response.message.clone());
-            produced.push(response.message.clone());
-            let calls: Vec<(String, String, Value)> = response
-                .message
-                .tool_calls()
-                .map(|(id, name, args)| (id.to_owned(), name.to_owned(), args.clone()))
-                .collect();
-            let done = calls.is_empty() || iteration == max_iterations;
-            last = Some(response);
-            if done {
-                break;
+            let turn = self
+                .turn_prepared(&prepared, conversation.clone(), iteration, final_turn, ctx)
+                .await?;
+            conversation.push(turn.response.message.clone());
+            produced.push(turn.response.message.clone());
+            let results = turn.tool_results;
+            last = Some(turn.response);
+            match results {
+                Some(msg) => {
+                    conversation.push(msg.clone());
+                    produced.push(msg);
+                }
+                None => break,
             }
-            let results = self.run_tools(calls, &service, parallel, ctx).await?;
-            let msg = Message::tool_results(results);
-            conversation.push(msg.clone());
-            produced.push(msg);
         }
 
         if use_history {
             let mut remember = request.messages;
             remember.extend(produced.iter().cloned());
-            self.memory.extend(&remember);
+            self.remember(&thread, remember, ctx).await?;
         }
         let last =
             last.ok_or_else(|| Error::InvalidRequest("the tool loop made no model call".into()))?;
@@ -689,230 +676,6 @@ impl AugmentedLlm for AgentLlm {
                     after: t,
                 }),
             },
-        }
-    }
-}
-
-/// The field of a journaled model response that holds its request fingerprint.
-const FINGERPRINT_FIELD: &str = "request_fingerprint";
-
-/// A stable fingerprint (FNV-1a 64 over the canonical JSON) of what a model request asks:
-/// system prompt, model, tools, tool choice, response format and messages. Stable across
-/// processes and Rust versions, unlike `std`'s hasher.
-fn request_fingerprint(request: &CompletionRequest) -> String {
-    struct Fnv(u64);
-    impl std::io::Write for Fnv {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            for b in buf {
-                self.0 ^= u64::from(*b);
-                self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-            }
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    let parts = (
-        &request.system,
-        &request.model,
-        &request.tools,
-        &request.tool_choice,
-        &request.response_format,
-        &request.messages,
-    );
-    // Serialising plain data into a writer that never fails cannot fail.
-    let _ = serde_json::to_writer(&mut h, &parts);
-    format!("{:016x}", h.0)
-}
-
-/// Routes tool calls to the agent's sources, and answers the human-input tool.
-#[derive(Clone)]
-struct Dispatch {
-    agent: Arc<Agent>,
-    routes: Arc<HashMap<String, usize>>,
-}
-
-impl Service<ToolRequest> for Dispatch {
-    type Response = ToolOutput;
-    type Error = Error;
-    type Future = BoxFuture<'static, Result<ToolOutput>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: ToolRequest) -> Self::Future {
-        let agent = Arc::clone(&self.agent);
-        let routes = Arc::clone(&self.routes);
-        async move {
-            if agent.human_input && req.name == HUMAN_INPUT_TOOL {
-                return ask_human(&agent, req.arguments, &req.ctx).await;
-            }
-            match routes.get(&req.name) {
-                Some(i) => {
-                    agent.tools[*i]
-                        .call_tool(&req.name, req.arguments, &req.ctx)
-                        .await
-                }
-                None => {
-                    let mut available: Vec<String> = routes.keys().cloned().collect();
-                    available.sort();
-                    Err(Error::ToolNotFound {
-                        tool: req.name,
-                        available,
-                    })
-                }
-            }
-        }
-        .boxed()
-    }
-}
-
-async fn ask_human(agent: &Agent, arguments: Value, ctx: &RunContext) -> Result<ToolOutput> {
-    let Some(prompt) = arguments.get("prompt").and_then(Value::as_str) else {
-        return Ok(ToolOutput::error(
-            "the `prompt` argument (a string) is required",
-        ));
-    };
-    let handler = agent
-        .human_input_handler
-        .as_ref()
-        .or_else(|| ctx.human_input())
-        .cloned()
-        .ok_or_else(|| {
-            Error::HumanInput(format!(
-                "agent `{}` asked for human input but no handler is set (RunContext::with_human_input)",
-                agent.name
-            ))
-        })?;
-    let mut request = HumanInputRequest::new(prompt);
-    if let Some(d) = arguments.get("description").and_then(Value::as_str) {
-        request = request.with_description(d);
-    }
-    ctx.emit(RunEvent::HumanInputRequested {
-        agent: agent.name.clone(),
-        prompt: prompt.to_owned(),
-    });
-    let answer = handler.ask(request, ctx).await?;
-    ctx.emit(RunEvent::HumanInputAnswered {
-        agent: agent.name.clone(),
-    });
-    Ok(match answer {
-        HumanInputResponse::Answer {
-            text,
-            data: Some(d),
-        } => ToolOutput::text(text).with_structured(d),
-        HumanInputResponse::Answer { text, data: None } => ToolOutput::text(text),
-        HumanInputResponse::Declined => ToolOutput::error("the user declined to answer"),
-        HumanInputResponse::Cancelled => ToolOutput::error("the user dismissed the question"),
-    })
-}
-
-/// Any [`AugmentedLlm`] (an agent, a pattern) offered as a tool: input `{"message": string}`,
-/// output the LLM's final text. Lets agents call agents.
-#[derive(Clone)]
-pub struct AgentTool {
-    llm: Arc<dyn AugmentedLlm>,
-    name: String,
-    description: String,
-    use_history: bool,
-}
-
-impl fmt::Debug for AgentTool {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AgentTool")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl AgentTool {
-    /// Offer `llm` as a tool named after it.
-    #[must_use]
-    pub fn new(llm: Arc<dyn AugmentedLlm>) -> Self {
-        let name = crate::schema::sanitize_name(llm.name());
-        let description = if llm.description().is_empty() {
-            format!(
-                "Ask the `{}` agent. Send it a self-contained message.",
-                llm.name()
-            )
-        } else {
-            llm.description().to_owned()
-        };
-        Self {
-            llm,
-            name,
-            description,
-            use_history: false,
-        }
-    }
-
-    /// Use this tool name.
-    #[must_use]
-    pub fn with_name(mut self, name: impl Into<String>) -> Self {
-        self.name = crate::schema::sanitize_name(&name.into());
-        self
-    }
-
-    /// Use this description.
-    #[must_use]
-    pub fn with_description(mut self, d: impl Into<String>) -> Self {
-        self.description = d.into();
-        self
-    }
-
-    /// Let the inner agent keep its conversation across calls (off by default: each call is
-    /// independent).
-    #[must_use]
-    pub fn with_history(mut self, keep: bool) -> Self {
-        self.use_history = keep;
-        self
-    }
-}
-
-#[async_trait]
-impl ToolSource for AgentTool {
-    async fn list_tools(&self) -> Result<Vec<ToolSpec>> {
-        Ok(vec![ToolSpec::new(
-            self.name.clone(),
-            self.description.clone(),
-            json!({
-                "type": "object",
-                "properties": {"message": {"type": "string", "description": "What to ask the agent."}},
-                "required": ["message"]
-            }),
-        )])
-    }
-
-    async fn call_tool(
-        &self,
-        name: &str,
-        arguments: Value,
-        ctx: &RunContext,
-    ) -> Result<ToolOutput> {
-        if name != self.name {
-            return Err(Error::ToolNotFound {
-                tool: name.to_owned(),
-                available: vec![self.name.clone()],
-            });
-        }
-        let Some(message) = arguments.get("message").and_then(Value::as_str) else {
-            return Ok(ToolOutput::error(
-                "the `message` argument (a string) is required",
-            ));
-        };
-        let request =
-            GenerateRequest::new(vec![Message::new(Role::User, vec![Content::text(message)])])
-                .with_params(RequestParams::new().with_use_history(self.use_history));
-        match self.llm.generate(request, ctx).await {
-            Ok(g) => Ok(ToolOutput::text(g.text())),
-            Err(e) if e.is_fatal_for_run() => Err(e),
-            Err(e) => Ok(ToolOutput::error(format!(
-                "agent `{}` failed: {e}",
-                self.llm.name()
-            ))),
         }
     }
 }

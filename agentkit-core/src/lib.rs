@@ -91,3 +91,5 @@ pub use workflow::{RunInfo, RunStatus, StartOptions, WorkflowHost, WorkflowInfo}
 pub use schemars;
 /// Re-exported for `Value` and `json!`.
 pub use serde_json;
+/// Re-exported so users write tool-call layers against the same `tower` agentkit uses.
+pub use tower;

@@ -13,6 +13,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::context::RunContext;
 use crate::error::Result;
 use crate::message::{Content, Message, Role};
 
@@ -36,6 +37,43 @@ pub trait Memory: Send + Sync {
     fn is_persistent(&self) -> bool {
         false
     }
+}
+
+/// The history of `ctx`'s thread ([`RunContext::thread_or_default`]) for `owner` (an agent or
+/// pattern name, used in the journal key). A persistent memory's read is journaled, so a run
+/// resumed after a crash sees the history it saw the first time.
+pub async fn load_history(
+    memory: &dyn Memory,
+    owner: &str,
+    ctx: &RunContext,
+) -> Result<Vec<Message>> {
+    let thread = ctx.thread_or_default();
+    if !memory.is_persistent() {
+        return memory.load(thread).await;
+    }
+    let key = ctx.step_key(&format!("{owner}/history"));
+    ctx.step(&key, memory.load(thread)).await
+}
+
+/// Append a `generate`'s messages to `ctx`'s thread. A persistent memory's append is
+/// journaled, so a run resumed after a crash does not append twice.
+pub async fn remember(
+    memory: &dyn Memory,
+    owner: &str,
+    messages: &[Message],
+    ctx: &RunContext,
+) -> Result<()> {
+    let thread = ctx.thread_or_default();
+    if !memory.is_persistent() {
+        return memory.append(thread, messages).await;
+    }
+    let key = ctx.step_key(&format!("{owner}/remember"));
+    ctx.step(&key, async {
+        memory.append(thread, messages).await?;
+        Ok(true)
+    })
+    .await
+    .map(|_| ())
 }
 
 /// How much of a thread a [`Memory`] keeps: at most `max_messages` messages and about

@@ -444,7 +444,14 @@ impl Orchestrator {
         );
         let context = render_results(done);
         let context = context.as_str();
-        let futs = step.tasks.iter().map(|task| async move {
+        // Each task journals in its own key space, taken in task order before any task runs.
+        let futs = step
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(t, task)| (task, ctx.branch(&format!("{}[{index}.{t}]", self.name))));
+        let futs = futs.map(|(task, ctx)| async move {
+            let ctx = &ctx;
             let worker = self.worker(&task.worker).ok_or_else(|| {
                 Error::InvalidRequest(format!("no worker named `{}`", task.worker))
             })?;

@@ -265,6 +265,9 @@ impl Parallel {
             .iter()
             .enumerate()
             .map(|(i, branch)| {
+                // Each branch journals in its own key space, taken here in branch order before
+                // anything runs, so its keys never depend on which branch starts first.
+                let bctx = ctx.branch(&format!("{}[{i}]", self.name));
                 async move {
                     emit_step(
                         ctx,
@@ -273,7 +276,7 @@ impl Parallel {
                         "branch_started",
                         json!({"index": i, "branch": branch.name()}),
                     );
-                    (i, branch.generate(req.clone(), ctx).await)
+                    (i, branch.generate(req.clone(), &bctx).await)
                 }
                 .boxed()
             })

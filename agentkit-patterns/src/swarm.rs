@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use agentkit_core::memory::{self, InMemoryMemory, Memory};
+use agentkit_core::tower::{Layer, Service};
 use agentkit_core::{
-    Agent, AugmentedLlm, CompletionRequest, CompletionResponse, Content, Error, GenerateRequest,
-    Generation, LlmProvider, Message, Result, RunContext, RunEvent, ToolOutput, ToolSpec,
+    Agent, AgentLlm, AugmentedLlm, Content, Error, GenerateRequest, Generation, LlmProvider,
+    Message, Result, Role, RunContext, ToolOutput, ToolRequest, ToolService, ToolSource, ToolSpec,
 };
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
@@ -43,40 +44,46 @@ impl ContextVariables {
         self
     }
 
+    fn lock(&self) -> MutexGuard<'_, Map<String, Value>> {
+        // Every update is one map operation, so a panic elsewhere leaves the map consistent.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The value of `key`.
     #[must_use]
     pub fn get(&self, key: &str) -> Option<Value> {
-        self.inner.lock().ok().and_then(|m| m.get(key).cloned())
+        self.lock().get(key).cloned()
     }
 
     /// Set `key`.
     pub fn set(&self, key: impl Into<String>, value: Value) {
-        if let Ok(mut m) = self.inner.lock() {
-            m.insert(key.into(), value);
-        }
+        self.lock().insert(key.into(), value);
     }
 
     /// Remove `key`, returning its value.
     pub fn remove(&self, key: &str) -> Option<Value> {
-        self.inner.lock().ok().and_then(|mut m| m.remove(key))
+        self.lock().remove(key)
     }
 
     /// A copy of every variable.
     #[must_use]
     pub fn snapshot(&self) -> Map<String, Value> {
-        self.inner.lock().map(|m| m.clone()).unwrap_or_default()
+        self.lock().clone()
     }
 }
 
-/// One agent of a [`Swarm`]: an [`Agent`], the provider it runs on (any: the swarm is
-/// model-agnostic) and the agents it may hand off to.
+/// One agent of a [`Swarm`]: an [`AgentLlm`] (agent + provider + tool layers; the swarm is
+/// model-agnostic, each member may run on another provider) and the agents it may hand off to.
+///
+/// Members run their model calls and tools through [`AgentLlm::turn`], the same journaled model
+/// step and tool-call service stack as a plain agent: every tool layer of the member
+/// ([`with_tool_layer`](Self::with_tool_layer), [`SwarmBuilder::with_tool_layer`]) —
+/// approvals, timeouts, governance — applies to its tools and its handoffs.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct SwarmMember {
-    /// The agent (name, instruction, tools).
-    pub agent: Agent,
-    /// Its provider.
-    pub provider: Arc<dyn LlmProvider>,
+    /// The agent bound to its provider.
+    pub llm: AgentLlm,
     /// Model id (default: the provider's).
     pub model: Option<String>,
     /// Names of the agents it may transfer to.
@@ -86,8 +93,8 @@ pub struct SwarmMember {
 impl fmt::Debug for SwarmMember {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SwarmMember")
-            .field("agent", &self.agent.name)
-            .field("provider", &self.provider.name())
+            .field("agent", &self.llm.agent().name)
+            .field("provider", &self.llm.provider().name())
             .field("model", &self.model)
             .field("handoffs", &self.handoffs)
             .finish()
@@ -97,12 +104,22 @@ impl fmt::Debug for SwarmMember {
 impl SwarmMember {
     /// A member running `agent` on `provider`.
     pub fn new(agent: Agent, provider: Arc<dyn LlmProvider>) -> Self {
+        Self::from_llm(AgentLlm::shared(agent, provider))
+    }
+
+    /// A member from an agent already bound to its provider (with its tool layers).
+    pub fn from_llm(llm: AgentLlm) -> Self {
         Self {
-            agent,
-            provider,
+            llm,
             model: None,
             handoffs: Vec::new(),
         }
+    }
+
+    /// The member's agent.
+    #[must_use]
+    pub fn agent(&self) -> &Agent {
+        self.llm.agent()
     }
 
     /// Let it transfer the conversation to `agent`.
@@ -116,6 +133,23 @@ impl SwarmMember {
     #[must_use]
     pub fn with_model(mut self, model: impl Into<String>) -> Self {
         self.model = Some(model.into());
+        self
+    }
+
+    /// Wrap this member's tool calls (handoffs included) in a tower layer, as
+    /// [`AgentLlm::with_tool_layer`] does.
+    #[must_use]
+    pub fn with_tool_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<ToolService> + Send + Sync + 'static,
+        L::Service: Service<ToolRequest, Response = ToolOutput, Error = Error>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<ToolRequest>>::Future: Send + 'static,
+    {
+        self.llm = self.llm.with_tool_layer(layer);
         self
     }
 }
@@ -136,31 +170,33 @@ pub struct SwarmOutcome {
 
 type DoneFn = dyn Fn(&ContextVariables, &Message) -> bool + Send + Sync;
 
-#[derive(Debug, Default)]
-struct State {
-    active: Option<usize>,
-    history: Vec<Message>,
-}
-
 /// Agents that hand the conversation to each other through `transfer_to_<agent>` tool calls,
 /// sharing [`ContextVariables`].
 ///
-/// The active agent answers; when it calls a transfer tool, the next model turn is the target
-/// agent's, with the same conversation. The run ends when the active agent answers without a
-/// tool call, or when the done condition holds after a turn. `max_handoffs` and `max_turns`
-/// bound it. The conversation and the active agent carry over to the next `generate` (unless
-/// the request sets `use_history: false`), so create one swarm per conversation.
+/// The active agent answers; when it calls a transfer tool (and the call is not refused by a
+/// tool layer), the next model turn is the target agent's, with the same conversation. The run
+/// ends when the active agent answers without a tool call, or when the done condition holds
+/// after a turn. `max_handoffs` and `max_turns` bound it.
+///
+/// The conversation carries over to the next `generate` on the same thread
+/// ([`RunContext::with_thread`]; unless the request sets `use_history: false`), and the next
+/// turn starts with the agent that had it last. Threads are kept in the swarm's [`Memory`]
+/// (bounded, in process by default; see [`SwarmBuilder::with_memory`]), so callers on different
+/// threads never share a conversation.
 #[derive(Clone)]
 pub struct Swarm {
     name: String,
     description: String,
+    /// Each member's agent with its handoff tools added.
     members: Vec<SwarmMember>,
+    /// Transfer tool name → member index.
+    transfers: Arc<HashMap<String, usize>>,
     start: usize,
     variables: ContextVariables,
     done: Option<Arc<DoneFn>>,
     max_handoffs: u32,
     max_turns: u32,
-    state: Arc<Mutex<State>>,
+    memory: Arc<dyn Memory>,
 }
 
 impl fmt::Debug for Swarm {
@@ -170,13 +206,15 @@ impl fmt::Debug for Swarm {
             .field("members", &self.members)
             .field(
                 "start",
-                &self.members.get(self.start).map(|m| &m.agent.name),
+                &self.members.get(self.start).map(|m| &m.agent().name),
             )
             .field("max_handoffs", &self.max_handoffs)
             .field("max_turns", &self.max_turns)
             .finish_non_exhaustive()
     }
 }
+
+type LayerFn = dyn Fn(SwarmMember) -> SwarmMember + Send + Sync;
 
 /// Builds a [`Swarm`].
 #[derive(Clone)]
@@ -190,6 +228,8 @@ pub struct SwarmBuilder {
     done: Option<Arc<DoneFn>>,
     max_handoffs: u32,
     max_turns: u32,
+    memory: Option<Arc<dyn Memory>>,
+    layers: Vec<Arc<LayerFn>>,
 }
 
 impl fmt::Debug for SwarmBuilder {
@@ -213,19 +253,48 @@ impl Swarm {
         &self.variables
     }
 
-    /// The agent that has the conversation now.
-    #[must_use]
-    pub fn active_agent(&self) -> String {
-        let i = self
-            .state
-            .lock()
-            .ok()
-            .and_then(|s| s.active)
-            .unwrap_or(self.start);
-        self.members
-            .get(i)
-            .map(|m| m.agent.name.clone())
-            .unwrap_or_default()
+    /// The agent that has the conversation of `ctx`'s thread now (the start agent for a new
+    /// thread).
+    pub async fn active_agent(&self, ctx: &RunContext) -> Result<String> {
+        let history = self.memory.load(ctx.thread_or_default()).await?;
+        Ok(self.members[self.active_after(&history)]
+            .agent()
+            .name
+            .clone())
+    }
+
+    /// The member that has the conversation after `history`: the target of the last transfer
+    /// that went through (a refused transfer is a tool error and does not count).
+    fn active_after(&self, history: &[Message]) -> usize {
+        let mut active = self.start;
+        let mut pending: HashMap<&str, usize> = HashMap::new();
+        for m in history {
+            match m.role {
+                Role::Assistant => {
+                    pending.clear();
+                    for (id, name, _) in m.tool_calls() {
+                        if let Some(t) = self.transfers.get(name) {
+                            pending.insert(id, *t);
+                        }
+                    }
+                }
+                Role::Tool => {
+                    for c in &m.content {
+                        if let Content::ToolResult {
+                            call_id,
+                            is_error: false,
+                            ..
+                        } = c
+                            && let Some(t) = pending.get(call_id.as_str())
+                        {
+                            active = *t;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        active
     }
 }
 
@@ -241,6 +310,8 @@ impl SwarmBuilder {
             done: None,
             max_handoffs: 10,
             max_turns: 30,
+            memory: None,
+            layers: Vec::new(),
         }
     }
 
@@ -290,6 +361,31 @@ impl SwarmBuilder {
         self
     }
 
+    /// Keep conversation threads in this memory (default: an in-process
+    /// [`InMemoryMemory`] with its bounded window and thread count).
+    pub fn with_memory(mut self, memory: Arc<dyn Memory>) -> Self {
+        self.memory = Some(memory);
+        self
+    }
+
+    /// Wrap the tool calls of every member (added before or after) in a tower layer:
+    /// approvals, timeouts, governance apply to every agent of the swarm.
+    pub fn with_tool_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<ToolService> + Clone + Send + Sync + 'static,
+        L::Service: Service<ToolRequest, Response = ToolOutput, Error = Error>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<ToolRequest>>::Future: Send + 'static,
+    {
+        self.layers.push(Arc::new(move |m: SwarmMember| {
+            m.with_tool_layer(layer.clone())
+        }));
+        self
+    }
+
     /// Finish. Fails when there is no member, two members share a name, a handoff names an
     /// unknown agent, or the start agent is unknown.
     pub fn build(self) -> Result<Swarm> {
@@ -299,7 +395,11 @@ impl SwarmBuilder {
                 "swarm `{name}` has no agents; add some with `with_member`"
             )));
         }
-        let names: Vec<&str> = self.members.iter().map(|m| m.agent.name.as_str()).collect();
+        let names: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| m.agent().name.clone())
+            .collect();
         for (i, n) in names.iter().enumerate() {
             if names[..i].contains(n) {
                 return Err(Error::InvalidRequest(format!(
@@ -309,11 +409,11 @@ impl SwarmBuilder {
         }
         for m in &self.members {
             for h in &m.handoffs {
-                if !names.contains(&h.as_str()) {
+                if !names.contains(h) {
                     return Err(Error::InvalidRequest(format!(
                         "swarm `{name}`: agent `{}` hands off to `{h}`, which is not in the swarm \
                          (agents: {})",
-                        m.agent.name,
+                        m.agent().name,
                         names.join(", ")
                     )));
                 }
@@ -328,16 +428,36 @@ impl SwarmBuilder {
                 ))
             })?,
         };
+        let transfers: HashMap<String, usize> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (transfer_tool_name(n), i))
+            .collect();
+        let members = self
+            .members
+            .iter()
+            .map(|m| {
+                let handoffs = Handoffs::new(&self.members, &m.handoffs);
+                let mut member = m.clone();
+                if !handoffs.specs.is_empty() {
+                    member.llm = member.llm.with_extra_tools(Arc::new(handoffs));
+                }
+                self.layers.iter().fold(member, |m, layer| layer(m))
+            })
+            .collect();
         Ok(Swarm {
             name: self.name,
             description: self.description,
-            members: self.members,
+            members,
+            transfers: Arc::new(transfers),
             start,
             variables: self.variables,
             done: self.done,
             max_handoffs: self.max_handoffs,
             max_turns: self.max_turns,
-            state: Arc::default(),
+            memory: self
+                .memory
+                .unwrap_or_else(|| Arc::new(InMemoryMemory::new())),
         })
     }
 }
@@ -346,9 +466,69 @@ fn transfer_tool_name(agent: &str) -> String {
     agentkit_core::schema::sanitize_name(&format!("{TRANSFER_PREFIX}{agent}"))
 }
 
-enum ToolRoute {
-    Source(usize),
-    Transfer(usize),
+/// A member's `transfer_to_<agent>` tools. Calling one only answers that the conversation was
+/// transferred; the swarm reads the transfer from the (journaled) tool call and its result.
+struct Handoffs {
+    specs: Vec<ToolSpec>,
+    /// Tool name → target agent name.
+    targets: HashMap<String, String>,
+}
+
+impl Handoffs {
+    fn new(members: &[SwarmMember], handoffs: &[String]) -> Self {
+        let mut specs = Vec::new();
+        let mut targets = HashMap::new();
+        for h in handoffs {
+            let Some(t) = members.iter().find(|m| &m.agent().name == h) else {
+                continue;
+            };
+            let t = t.agent();
+            let tool = transfer_tool_name(&t.name);
+            if targets.contains_key(&tool) {
+                continue;
+            }
+            let what = if t.description.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", t.description)
+            };
+            specs.push(ToolSpec::new(
+                tool.clone(),
+                format!(
+                    "Transfer the conversation to the `{}` agent{what}. Call it when that agent is \
+                     better placed to help.",
+                    t.name
+                ),
+                json!({"type": "object", "properties": {}}),
+            ));
+            targets.insert(tool, t.name.clone());
+        }
+        Self { specs, targets }
+    }
+}
+
+#[async_trait]
+impl ToolSource for Handoffs {
+    async fn list_tools(&self) -> Result<Vec<ToolSpec>> {
+        Ok(self.specs.clone())
+    }
+
+    async fn call_tool(
+        &self,
+        name: &str,
+        _arguments: Value,
+        _ctx: &RunContext,
+    ) -> Result<ToolOutput> {
+        match self.targets.get(name) {
+            Some(agent) => Ok(ToolOutput::text(format!(
+                "Transferred to `{agent}`. That agent now continues the conversation."
+            ))),
+            None => Err(Error::ToolNotFound {
+                tool: name.to_owned(),
+                available: self.targets.keys().cloned().collect(),
+            }),
+        }
+    }
 }
 
 impl Swarm {
@@ -367,166 +547,14 @@ impl Swarm {
         Ok(outcome)
     }
 
-    async fn tools_of(
-        &self,
-        member: &SwarmMember,
-    ) -> Result<(Vec<ToolSpec>, HashMap<String, ToolRoute>)> {
-        let mut specs = Vec::new();
-        let mut routes = HashMap::new();
-        for (i, source) in member.agent.tools.iter().enumerate() {
-            for spec in source.list_tools().await? {
-                if routes.contains_key(&spec.name) {
-                    continue;
-                }
-                routes.insert(spec.name.clone(), ToolRoute::Source(i));
-                specs.push(spec);
-            }
-        }
-        for h in &member.handoffs {
-            let Some(target) = self.members.iter().position(|m| &m.agent.name == h) else {
-                continue;
-            };
-            let t = &self.members[target].agent;
-            let tool = transfer_tool_name(&t.name);
-            let what = if t.description.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", t.description)
-            };
-            specs.push(ToolSpec::new(
-                tool.clone(),
-                format!(
-                    "Transfer the conversation to the `{}` agent{what}. Call it when that agent is \
-                     better placed to help.",
-                    t.name
-                ),
-                json!({"type": "object", "properties": {}}),
-            ));
-            routes.insert(tool, ToolRoute::Transfer(target));
-        }
-        Ok((specs, routes))
-    }
-
-    async fn complete(
-        &self,
-        member: &SwarmMember,
-        request: CompletionRequest,
-        iteration: u32,
-        ctx: &RunContext,
-    ) -> Result<CompletionResponse> {
-        let agent = &member.agent.name;
-        let provider = member.provider.name().to_owned();
-        let model = request
-            .model
-            .clone()
-            .or_else(|| member.provider.default_model().map(str::to_owned))
-            .unwrap_or_else(|| "default".to_owned());
-        ctx.emit(RunEvent::LlmRequest {
-            agent: agent.clone(),
-            provider: provider.clone(),
-            model: model.clone(),
-            iteration,
-            messages: request.messages.len(),
-            tools: request.tools.len(),
-        });
-        let key = format!("{}/{agent}/llm/{}", self.name, ctx.next_step());
-        let started = Instant::now();
-        let what = format!("model call of agent `{agent}` in swarm `{}`", self.name);
-        let response: CompletionResponse = ctx
-            .step(&key, ctx.guard(&what, member.provider.complete(request)))
-            .instrument(tracing::info_span!(
-                "chat",
-                otel.name = %format!("chat {model}"),
-                gen_ai.operation.name = "chat",
-                gen_ai.provider.name = %provider,
-                gen_ai.request.model = %model,
-                gen_ai.agent.name = %agent,
-            ))
-            .await?;
-        let cost = ctx.prices().cost(&response.model, &response.usage);
-        ctx.record_llm_usage(response.usage, cost);
-        ctx.emit(RunEvent::LlmResponse {
-            agent: agent.clone(),
-            provider,
-            model: response.model.clone(),
-            usage: response.usage,
-            cost_usd: cost,
-            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            stop_reason: response.stop_reason.clone(),
-            replayed: false,
-        });
-        Ok(response)
-    }
-
-    async fn call_tool(
-        &self,
-        member: &SwarmMember,
-        routes: &HashMap<String, ToolRoute>,
-        (id, name, arguments): (String, String, Value),
-        ctx: &RunContext,
-    ) -> Result<(Content, Option<usize>)> {
-        let agent = &member.agent.name;
-        ctx.emit(RunEvent::ToolCallStarted {
-            agent: agent.clone(),
-            call_id: id.clone(),
-            tool: name.clone(),
-            arguments: arguments.clone(),
-        });
-        let started = Instant::now();
-        let (output, transfer) = match routes.get(&name) {
-            Some(ToolRoute::Transfer(target)) => (
-                ToolOutput::text(format!(
-                    "Transferred to `{}`. That agent now continues the conversation.",
-                    self.members[*target].agent.name
-                )),
-                Some(*target),
-            ),
-            Some(ToolRoute::Source(i)) => {
-                ctx.check()?;
-                ctx.record_tool_call();
-                let key = format!("{}/{agent}/tool/{}/{id}", self.name, ctx.next_step());
-                let source = &member.agent.tools[*i];
-                let out = ctx
-                    .step(&key, async {
-                        match source.call_tool(&name, arguments, ctx).await {
-                            Ok(o) => Ok(o),
-                            Err(e) if e.is_fatal_for_run() => Err(e),
-                            Err(e) => Ok(ToolOutput::error(format!("error: {e}"))),
-                        }
-                    })
-                    .await?;
-                (out, None)
-            }
-            None => {
-                let mut available: Vec<&String> = routes.keys().collect();
-                available.sort();
-                (
-                    ToolOutput::error(format!(
-                        "there is no tool named `{name}`; available tools: {available:?}"
-                    )),
-                    None,
-                )
-            }
-        };
-        ctx.emit(RunEvent::ToolCallFinished {
-            agent: agent.clone(),
-            call_id: id.clone(),
-            tool: name,
-            is_error: output.is_error,
-            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        });
-        Ok((
-            Content::tool_result(id, output.content, output.is_error),
-            transfer,
-        ))
-    }
-
     async fn run(&self, request: GenerateRequest, ctx: &RunContext) -> Result<SwarmOutcome> {
         let use_history = request.params.use_history.unwrap_or(true);
-        let (mut active, mut conversation) = match (use_history, self.state.lock()) {
-            (true, Ok(s)) => (s.active.unwrap_or(self.start), s.history.clone()),
-            _ => (self.start, Vec::new()),
+        let mut conversation = if use_history {
+            memory::load_history(self.memory.as_ref(), &self.name, ctx).await?
+        } else {
+            Vec::new()
         };
+        let mut active = self.active_after(&conversation);
         conversation.extend(request.messages.iter().cloned());
         let mut produced: Vec<Message> = Vec::new();
         let mut handoffs: Vec<(String, String)> = Vec::new();
@@ -537,59 +565,47 @@ impl Swarm {
                 return Err(Error::InvalidRequest(format!(
                     "swarm `{}` made {} model calls without finishing (agent `{}` was active); \
                      raise `with_max_turns` or tell the agents when to stop",
-                    self.name, self.max_turns, self.members[active].agent.name
+                    self.name,
+                    self.max_turns,
+                    self.members[active].agent().name
                 )));
             }
             let member = &self.members[active];
-            let (tools, routes) = self.tools_of(member).await?;
-            let mut system = member.agent.instruction.resolve(ctx);
+            let mut params = request.params.clone();
+            params.response_format = None;
+            if member.model.is_some() {
+                params.model.clone_from(&member.model);
+            }
             let vars = self.variables.snapshot();
             if !vars.is_empty() {
-                system.push_str(&format!(
-                    "\n\nShared context variables: {}",
-                    Value::Object(vars)
-                ));
+                let shared = format!("Shared context variables: {}", Value::Object(vars));
+                params.system_suffix = Some(match params.system_suffix.take() {
+                    Some(s) => format!("{s}\n\n{shared}"),
+                    None => shared,
+                });
             }
-            let mut req = CompletionRequest::new(conversation.clone())
-                .with_system(system)
-                .with_tools(tools);
-            req.model = member.model.clone();
-            req.temperature = request.params.temperature;
-            req.max_tokens = request.params.max_tokens;
-            req.parallel_tool_calls = request.params.parallel_tool_calls;
-            let response = self.complete(member, req, turn, ctx).await?;
+            let step = member.llm.turn(&conversation, &params, turn, ctx).await?;
             turn += 1;
-            conversation.push(response.message.clone());
-            produced.push(response.message.clone());
-            let calls: Vec<(String, String, Value)> = response
-                .message
+            let final_message = step.response.message.clone();
+            conversation.push(final_message.clone());
+            produced.push(final_message.clone());
+            let Some(results) = step.tool_results.clone() else {
+                break step.response;
+            };
+            // The last transfer that went through (a layer may have refused it).
+            let target = final_message
                 .tool_calls()
-                .map(|(id, n, a)| (id.to_owned(), n.to_owned(), a.clone()))
-                .collect();
-            let final_message = response.message.clone();
-            if calls.is_empty() {
-                break response;
-            }
-            let results = futures::future::try_join_all(
-                calls
-                    .into_iter()
-                    .map(|c| self.call_tool(member, &routes, c, ctx)),
-            )
-            .await?;
-            let mut target = None;
-            let mut contents = Vec::new();
-            for (content, transfer) in results {
-                contents.push(content);
-                if transfer.is_some() {
-                    target = transfer;
-                }
-            }
-            let msg = Message::tool_results(contents);
-            conversation.push(msg.clone());
-            produced.push(msg);
+                .filter_map(|(id, name, _)| {
+                    let t = *self.transfers.get(name)?;
+                    let (_, is_error) = step.tool_result(id)?;
+                    (!is_error).then_some(t)
+                })
+                .last();
+            conversation.push(results.clone());
+            produced.push(results);
             if let Some(t) = target {
-                let from = member.agent.name.clone();
-                let to = self.members[t].agent.name.clone();
+                let from = member.agent().name.clone();
+                let to = self.members[t].agent().name.clone();
                 if handoffs.len() >= self.max_handoffs as usize {
                     return Err(Error::InvalidRequest(format!(
                         "swarm `{}` exceeded its {} handoffs (last: `{from}` → `{to}`); raise \
@@ -617,16 +633,17 @@ impl Swarm {
                     PATTERN,
                     &self.name,
                     "done_condition",
-                    json!({"agent": self.members[active].agent.name}),
+                    json!({"agent": self.members[active].agent().name}),
                 );
-                break response;
+                break step.response;
             }
         };
-        if use_history && let Ok(mut s) = self.state.lock() {
-            s.active = Some(active);
-            s.history = conversation;
+        if use_history {
+            let mut remember = request.messages;
+            remember.extend(produced.iter().cloned());
+            memory::remember(self.memory.as_ref(), &self.name, &remember, ctx).await?;
         }
-        let final_agent = self.members[active].agent.name.clone();
+        let final_agent = self.members[active].agent().name.clone();
         emit_step(
             ctx,
             PATTERN,

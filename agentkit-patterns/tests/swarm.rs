@@ -104,7 +104,10 @@ async fn agents_hand_off_through_transfer_tools_and_share_variables() {
     });
     assert_eq!(handoff.unwrap(), json!({"from": "triage", "to": "billing"}));
     // The next turn starts with the agent that had the conversation.
-    assert_eq!(swarm.active_agent(), "billing");
+    assert_eq!(swarm.active_agent(&ctx).await.unwrap(), "billing");
+    // Another thread starts afresh with the start agent and none of this conversation.
+    let other = RunContext::new().with_thread("another-customer");
+    assert_eq!(swarm.active_agent(&other).await.unwrap(), "triage");
 }
 
 #[tokio::test]
@@ -290,5 +293,154 @@ async fn agents_as_tools_are_called_in_parallel_when_the_model_asks_for_several(
         dup.unwrap_err()
             .to_string()
             .contains("same tool `agent__x`")
+    );
+}
+
+struct DenyAll;
+
+#[async_trait]
+impl agentkit_core::ApprovalHandler for DenyAll {
+    async fn approve(
+        &self,
+        req: agentkit_core::ApprovalRequest,
+        _: &RunContext,
+    ) -> Result<agentkit_core::ApprovalDecision> {
+        Ok(agentkit_core::ApprovalDecision::Denied {
+            reason: format!("{} is frozen", req.tool),
+        })
+    }
+}
+
+fn refund_swarm(
+    counter: Arc<std::sync::atomic::AtomicU32>,
+    billing_instruction: &str,
+) -> (Swarm, Arc<ScriptedProvider>, Arc<ScriptedProvider>) {
+    let refund = FnTool::new("refund_order", "Refund an order", move |o: Order| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, std::convert::Infallible>(format!("Order {} refunded", o.order_id))
+        }
+    });
+    let triage = Arc::new(ScriptedProvider::new().then_tool_call("transfer_to_billing", json!({})));
+    let billing = Arc::new(
+        ScriptedProvider::new()
+            .then_tool_call("refund_order", json!({"order_id": "A-17"}))
+            .then_text("Done."),
+    );
+    let swarm = Swarm::builder("support")
+        .with_member(
+            SwarmMember::new(Agent::new("triage", "Route."), triage.clone())
+                .with_handoff("billing"),
+        )
+        .with_member(SwarmMember::new(
+            Agent::new("billing", billing_instruction).with_tool(refund),
+            billing.clone(),
+        ))
+        .build()
+        .unwrap();
+    (swarm, triage, billing)
+}
+
+#[tokio::test]
+async fn an_approval_layer_denies_a_tool_inside_a_swarm() {
+    let ran = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    // A refund swarm with an approval layer on every member's tool calls.
+    let (guarded, _, guarded_billing) = {
+        let t = Arc::new(ScriptedProvider::new().then_tool_call("transfer_to_billing", json!({})));
+        let b = Arc::new(
+            ScriptedProvider::new()
+                .then_tool_call("refund_order", json!({"order_id": "A-17"}))
+                .then_text("I could not refund it."),
+        );
+        let refund = FnTool::new("refund_order", "Refund an order", {
+            let ran = ran.clone();
+            move |_: Order| {
+                let ran = ran.clone();
+                async move {
+                    ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok::<_, std::convert::Infallible>("refunded")
+                }
+            }
+        });
+        let s = Swarm::builder("support")
+            .with_member(
+                SwarmMember::new(Agent::new("triage", "Route."), t.clone()).with_handoff("billing"),
+            )
+            .with_member(SwarmMember::new(
+                Agent::new("billing", "You handle refunds.").with_tool(refund),
+                b.clone(),
+            ))
+            .with_tool_layer(agentkit_core::ApprovalLayer::tools(["refund_order"]))
+            .build()
+            .unwrap();
+        (s, t, b)
+    };
+    let ctx = RunContext::new().with_approvals(Arc::new(DenyAll));
+    let out = guarded.run_swarm("Refund A-17", &ctx).await.unwrap();
+    assert_eq!(
+        out.final_agent, "billing",
+        "the handoff itself needs no approval"
+    );
+    assert_eq!(
+        ran.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the denied tool never ran"
+    );
+    // The billing model was shown the denial as a tool error with the reason.
+    let second = &guarded_billing.requests()[1];
+    let shown = second.messages.last().unwrap();
+    let (is_error, text) = shown
+        .content
+        .iter()
+        .find_map(|c| match c {
+            agentkit_core::Content::ToolResult {
+                content, is_error, ..
+            } => Some((*is_error, agentkit_core::message::join_text(content))),
+            _ => None,
+        })
+        .unwrap();
+    assert!(is_error);
+    assert!(text.contains("refund_order is frozen"), "{text}");
+}
+
+#[tokio::test]
+async fn a_replayed_swarm_run_reports_changed_instructions_and_runs_no_tool_again() {
+    let ran = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let journal = Arc::new(agentkit_core::MemoryJournal::new());
+    let (swarm, _, _) = refund_swarm(ran.clone(), "You handle refunds.");
+    let ctx = RunContext::new().with_journal(journal.clone());
+    swarm.run_swarm("Refund A-17", &ctx).await.unwrap();
+    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let recorded = journal.entries();
+    assert!(
+        recorded.iter().any(|(k, _)| k.starts_with("billing/tool/")),
+        "swarm tool calls are journaled: {recorded:?}"
+    );
+
+    // Replay the recording with billing's instructions changed.
+    let replay = Arc::new(agentkit_core::MemoryJournal::from_entries(recorded));
+    let (changed, triage, billing) = refund_swarm(ran.clone(), "You refuse all refunds.");
+    let ctx = RunContext::new().with_journal(replay.clone());
+    let out = changed.run_swarm("Refund A-17", &ctx).await.unwrap();
+    assert_eq!(out.generation.text(), "Done.");
+    assert_eq!(
+        ran.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "no tool ran again"
+    );
+    assert_eq!(
+        triage.call_count() + billing.call_count(),
+        0,
+        "no model was called"
+    );
+    let divergences = replay.divergences();
+    assert!(
+        divergences.iter().any(|d| d.contains("agent `billing`")),
+        "{divergences:?}"
+    );
+    assert!(
+        !divergences.iter().any(|d| d.contains("agent `triage`")),
+        "triage did not change: {divergences:?}"
     );
 }

@@ -18,7 +18,7 @@ use crate::context::RunContext;
 use crate::error::{Error, Result};
 use crate::event::{RunEvent, micros};
 use crate::llm::{AugmentedLlm, GenerateRequest, Generation, RequestParams};
-use crate::memory::{InMemoryMemory, Memory};
+use crate::memory::{self, InMemoryMemory, Memory};
 use crate::message::{Content, Message};
 use crate::provider::{CompletionRequest, CompletionResponse, LlmProvider, ToolChoice};
 use crate::tool::{ToolOutput, ToolRequest, ToolService, ToolSource, ToolSpec};
@@ -557,30 +557,6 @@ impl AgentLlm {
         Ok(Content::tool_result(id, output.content, output.is_error))
     }
 
-    /// The thread's history; for a persistent memory journaled, so a resumed run sees the history it
-    /// saw the first time (not what it appended itself before a crash).
-    async fn load_history(&self, thread: &str, ctx: &RunContext) -> Result<Vec<Message>> {
-        if !self.memory.is_persistent() {
-            return self.memory.load(thread).await;
-        }
-        let key = ctx.step_key(&format!("{}/history", self.agent.name));
-        ctx.step(&key, self.memory.load(thread)).await
-    }
-
-    /// Remember a `generate`'s messages; for a persistent memory journaled, so a resumed run does not append twice.
-    async fn remember(&self, thread: &str, messages: Vec<Message>, ctx: &RunContext) -> Result<()> {
-        if !self.memory.is_persistent() {
-            return self.memory.append(thread, &messages).await;
-        }
-        let key = ctx.step_key(&format!("{}/remember", self.agent.name));
-        ctx.step(&key, async {
-            self.memory.append(thread, &messages).await?;
-            Ok(true)
-        })
-        .await
-        .map(|_| ())
-    }
-
     async fn run_loop(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
         let params = request.params.clone().or(&self.defaults);
         let use_history = params.use_history.unwrap_or(true);
@@ -589,10 +565,8 @@ impl AgentLlm {
             .unwrap_or(DEFAULT_MAX_ITERATIONS)
             .max(1);
         let prepared = self.prepare(&params, ctx).await?;
-        let thread = ctx.thread_or_default().to_owned();
-
         let mut conversation = if use_history {
-            self.load_history(&thread, ctx).await?
+            memory::load_history(self.memory.as_ref(), &self.agent.name, ctx).await?
         } else {
             Vec::new()
         };
@@ -630,7 +604,7 @@ impl AgentLlm {
         if use_history {
             let mut remember = request.messages;
             remember.extend(produced.iter().cloned());
-            self.remember(&thread, remember, ctx).await?;
+            memory::remember(self.memory.as_ref(), &self.agent.name, &remember, ctx).await?;
         }
         let last =
             last.ok_or_else(|| Error::InvalidRequest("the tool loop made no model call".into()))?;

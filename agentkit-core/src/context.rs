@@ -723,20 +723,17 @@ impl RunContext {
     /// Add a model call's usage and cost to the run's totals and every enclosing scope.
     pub fn record_llm_usage(&self, usage: Usage, cost_usd: f64) {
         for t in &self.inner.totals {
-            if let Ok(mut t) = t.lock() {
-                t.usage += usage;
-                t.cost_usd += cost_usd;
-                t.llm_calls += 1;
-            }
+            let mut t = crate::lock(t);
+            t.usage += usage;
+            t.cost_usd += cost_usd;
+            t.llm_calls += 1;
         }
     }
 
     /// Count a tool call in the run's totals and every enclosing scope.
     pub fn record_tool_call(&self) {
         for t in &self.inner.totals {
-            if let Ok(mut t) = t.lock() {
-                t.tool_calls += 1;
-            }
+            crate::lock(t).tool_calls += 1;
         }
     }
 
@@ -746,7 +743,7 @@ impl RunContext {
         self.inner
             .totals
             .first()
-            .and_then(|t| t.lock().ok().map(|t| *t))
+            .map(|t| *crate::lock(t))
             .unwrap_or_default()
     }
 
@@ -756,7 +753,7 @@ impl RunContext {
         self.inner
             .totals
             .last()
-            .and_then(|t| t.lock().ok().map(|t| *t))
+            .map(|t| *crate::lock(t))
             .unwrap_or_default()
     }
 }

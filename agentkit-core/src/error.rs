@@ -162,14 +162,14 @@ pub enum Error {
     /// Asking a human for input failed or no handler is configured.
     #[error("human input: {0}")]
     HumanInput(String),
-    /// A JSON (de)serialisation failed.
-    #[error("{context}: {source}")]
+    /// A JSON (de)serialisation failed. The serde error is part of the message (and not
+    /// repeated as [`source`](std::error::Error::source)).
+    #[error("{context}: {error}")]
     Json {
         /// What was being (de)serialised.
         context: String,
         /// The serde error.
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     /// The journal could not record or replay a step.
     #[error("journal step `{key}`: {message}")]
@@ -182,14 +182,50 @@ pub enum Error {
     /// A workflow host operation failed.
     #[error("workflow: {0}")]
     Workflow(String),
-    /// Any other error, with context.
-    #[error("{context}: {source}")]
+    /// A named thing (a run, a workflow, a server, a thread) does not exist.
+    #[error("{kind} `{name}` not found{}", if hint.is_empty() { String::new() } else { format!("; {hint}") })]
+    NotFound {
+        /// What kind of thing, e.g. `run`.
+        kind: String,
+        /// Its name or id.
+        name: String,
+        /// What to do, e.g. the names that do exist.
+        hint: String,
+    },
+    /// The operation is not allowed in the thing's current state (e.g. resuming a run that
+    /// already finished).
+    #[error("{what}: {message}")]
+    InvalidState {
+        /// The thing, e.g. "run `0193…`".
+        what: String,
+        /// Its state and what is allowed.
+        message: String,
+    },
+    /// A service is not available now (shutting down, not started); trying later or
+    /// elsewhere may succeed.
+    #[error("{what} is unavailable: {message}")]
+    Unavailable {
+        /// The service, e.g. `runtime`.
+        what: String,
+        /// Why.
+        message: String,
+    },
+    /// A connection (to an MCP server, a database) was lost mid-call.
+    #[error("the connection to {peer} was lost: {message}")]
+    ConnectionLost {
+        /// The peer, e.g. "MCP server `files`".
+        peer: String,
+        /// What happened and what to do.
+        message: String,
+    },
+    /// Any other error, with context. The underlying error is part of the message (and not
+    /// repeated as [`source`](std::error::Error::source)).
+    #[error("{context}: {error}")]
     Other {
         /// What was being done.
         context: String,
         /// The underlying error.
-        #[source]
-        source: BoxError,
+        error: BoxError,
     },
 }
 
@@ -223,7 +259,7 @@ impl Error {
     pub fn json(context: impl Into<String>, source: serde_json::Error) -> Self {
         Self::Json {
             context: context.into(),
-            source,
+            error: source,
         }
     }
 
@@ -231,7 +267,28 @@ impl Error {
     pub fn other(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Self::Other {
             context: context.into(),
-            source: source.into(),
+            error: source.into(),
+        }
+    }
+
+    /// A [`NotFound`](Self::NotFound) error.
+    pub fn not_found(
+        kind: impl Into<String>,
+        name: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        Self::NotFound {
+            kind: kind.into(),
+            name: name.into(),
+            hint: hint.into(),
+        }
+    }
+
+    /// An [`InvalidState`](Self::InvalidState) error.
+    pub fn invalid_state(what: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidState {
+            what: what.into(),
+            message: message.into(),
         }
     }
 
@@ -240,9 +297,31 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Provider { kind, .. } => kind.is_retryable(),
-            Self::Timeout { .. } => true,
+            Self::Timeout { .. } | Self::Unavailable { .. } | Self::ConnectionLost { .. } => true,
             _ => false,
         }
+    }
+
+    /// Whether a named thing does not exist.
+    #[must_use]
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. } | Self::ToolNotFound { .. })
+    }
+
+    /// Whether the caller asked for something invalid (bad parameters, configuration or
+    /// structured output): sending it again unchanged fails again.
+    #[must_use]
+    pub fn is_invalid_request(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidRequest(_) | Self::Config { .. } | Self::InvalidState { .. }
+        )
+    }
+
+    /// Whether a connection was lost mid-call.
+    #[must_use]
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, Self::ConnectionLost { .. })
     }
 
     /// Whether this is a timeout (of a provider call or any operation).
@@ -338,6 +417,39 @@ mod tests {
         assert_eq!(e.to_string(), "openai: rate limited (HTTP 429): slow down");
         assert!(e.is_retryable());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_source_is_printed_once() {
+        use std::error::Error as _;
+        let e = Error::json(
+            "reading the plan",
+            serde_json::from_str::<u8>("x").unwrap_err(),
+        );
+        assert!(
+            e.to_string()
+                .starts_with("reading the plan: expected value"),
+            "{e}"
+        );
+        assert!(e.source().is_none(), "not repeated as the source");
+        let e = Error::other("opening the store", std::io::Error::other("disk full"));
+        assert_eq!(e.to_string(), "opening the store: disk full");
+        assert!(e.source().is_none());
+    }
+
+    #[test]
+    fn typed_errors_say_what_to_do() {
+        let e = Error::not_found("run", "r-1", "list runs with `Runtime::list`");
+        assert_eq!(
+            e.to_string(),
+            "run `r-1` not found; list runs with `Runtime::list`"
+        );
+        assert!(e.is_not_found() && !e.is_retryable());
+        let e = Error::Unavailable {
+            what: "runtime".into(),
+            message: "it is shutting down".into(),
+        };
+        assert!(e.is_retryable() && !e.is_invalid_request());
     }
 
     #[test]

@@ -210,24 +210,22 @@ impl CollectingSink {
     /// The events received so far.
     #[must_use]
     pub fn events(&self) -> Vec<RunEvent> {
-        self.events
-            .lock()
-            .map(|e| e.iter().map(|(_, ev)| ev.clone()).collect())
-            .unwrap_or_default()
+        crate::lock(&self.events)
+            .iter()
+            .map(|(_, ev)| ev.clone())
+            .collect()
     }
 
     /// The events received so far, with their run ids.
     #[must_use]
     pub fn events_with_run_ids(&self) -> Vec<(String, RunEvent)> {
-        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+        crate::lock(&self.events).clone()
     }
 }
 
 impl EventSink for CollectingSink {
     fn emit(&self, run_id: &str, event: &RunEvent) {
-        if let Ok(mut e) = self.events.lock() {
-            e.push((run_id.to_owned(), event.clone()));
-        }
+        crate::lock(&self.events).push((run_id.to_owned(), event.clone()));
     }
 }
 

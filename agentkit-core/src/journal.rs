@@ -63,7 +63,8 @@ impl MemoryJournal {
     #[must_use]
     pub fn from_entries(entries: impl IntoIterator<Item = (String, Value)>) -> Self {
         let j = Self::default();
-        if let (Ok(mut e), Ok(mut o)) = (j.entries.lock(), j.order.lock()) {
+        {
+            let (mut e, mut o) = (crate::lock(&j.entries), crate::lock(&j.order));
             for (k, v) in entries {
                 o.push(k.clone());
                 e.insert(k, v);
@@ -75,9 +76,7 @@ impl MemoryJournal {
     /// Recorded steps in the order they were recorded.
     #[must_use]
     pub fn entries(&self) -> Vec<(String, Value)> {
-        let (Ok(e), Ok(o)) = (self.entries.lock(), self.order.lock()) else {
-            return Vec::new();
-        };
+        let (e, o) = (crate::lock(&self.entries), crate::lock(&self.order));
         o.iter()
             .filter_map(|k| e.get(k).map(|v| (k.clone(), v.clone())))
             .collect()
@@ -86,42 +85,34 @@ impl MemoryJournal {
     /// Keys whose results were served from the journal rather than executed.
     #[must_use]
     pub fn replayed_keys(&self) -> Vec<String> {
-        self.replayed.lock().map(|r| r.clone()).unwrap_or_default()
+        crate::lock(&self.replayed).clone()
     }
 
     /// Divergences noted while replaying (see [`Journal::note_divergence`]).
     #[must_use]
     pub fn divergences(&self) -> Vec<String> {
-        self.divergences
-            .lock()
-            .map(|d| d.clone())
-            .unwrap_or_default()
+        crate::lock(&self.divergences).clone()
     }
 }
 
 #[async_trait]
 impl Journal for MemoryJournal {
     async fn step(&self, key: &str, exec: BoxFuture<'_, Result<Value>>) -> Result<Value> {
-        let recorded = self.entries.lock().ok().and_then(|e| e.get(key).cloned());
+        let recorded = crate::lock(&self.entries).get(key).cloned();
         if let Some(v) = recorded {
-            if let Ok(mut r) = self.replayed.lock() {
-                r.push(key.to_owned());
-            }
+            crate::lock(&self.replayed).push(key.to_owned());
             return Ok(v);
         }
         let v = exec.await?;
-        if let (Ok(mut e), Ok(mut o)) = (self.entries.lock(), self.order.lock())
-            && e.insert(key.to_owned(), v.clone()).is_none()
-        {
+        let (mut e, mut o) = (crate::lock(&self.entries), crate::lock(&self.order));
+        if e.insert(key.to_owned(), v.clone()).is_none() {
             o.push(key.to_owned());
         }
         Ok(v)
     }
 
     fn note_divergence(&self, key: &str, what: &str) {
-        if let Ok(mut d) = self.divergences.lock() {
-            d.push(format!("step `{key}`: {what}"));
-        }
+        crate::lock(&self.divergences).push(format!("step `{key}`: {what}"));
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -282,9 +282,7 @@ impl InMemoryMemory {
     }
 
     fn lock(&self) -> MutexGuard<'_, Threads> {
-        // A panic elsewhere while holding the lock leaves consistent data (every update is a
-        // single assignment), so recover it rather than lose every conversation.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.state)
     }
 }
 

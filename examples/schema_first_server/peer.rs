@@ -121,17 +121,16 @@ impl Generator<'_> {
         for branch in branches {
             match self.instance(branch, depth + 1) {
                 Ok(value) => return Ok(value),
+                // Past the budget every branch fails the same way: stop here.
+                Err(problem) if self.visits.get() > MAX_VISITS => return Err(problem),
                 Err(problem) => problems.push(problem),
             }
         }
-        Err(format!(
-            "no branch of `{key}` has an instance ({})",
-            if problems.is_empty() {
-                "it has no branches".to_owned()
-            } else {
-                problems.join("; ")
-            }
-        ))
+        // The first problem only (nested branches would otherwise multiply the message).
+        Err(match problems.first() {
+            None => format!("`{key}` has no branches"),
+            Some(first) => format!("no branch of `{key}` has an instance (first: {first})"),
+        })
     }
 
     fn array(&self, node: &Map<String, Value>, depth: usize) -> Result<Value, String> {

@@ -1,4 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// The router and orchestrator examples each bring their own copy of `examples/common`.
+#![allow(clippy::duplicate_mod)]
 //! The patterns against the most literal strict-mode model: a local OpenAI-compatible server
 //! (the `schema_first_server` example's peer) that answers every structured request with the
 //! first valid instance of its schema, reached over real HTTP by the real `OpenAiProvider`.

@@ -40,6 +40,26 @@ fn openai(base_url: &str) -> Arc<dyn LlmProvider> {
     Arc::new(OpenAiProvider::new(OpenAiConfig::new("x").with_base_url(base_url)).unwrap())
 }
 
+/// A run against a fresh peer: what it received, the provider that reaches it, and a context
+/// collecting the run's events.
+struct PeerRun {
+    log: peer::RequestLog,
+    provider: Arc<dyn LlmProvider>,
+    sink: Arc<CollectingSink>,
+    ctx: RunContext,
+}
+
+async fn peer_run() -> PeerRun {
+    let (base_url, log) = start_peer().await;
+    let sink = Arc::new(CollectingSink::new());
+    PeerRun {
+        log,
+        provider: openai(&base_url),
+        ctx: RunContext::new().with_events(sink.clone()),
+        sink,
+    }
+}
+
 fn steps(sink: &CollectingSink, wanted: &str) -> Vec<Value> {
     sink.events()
         .into_iter()
@@ -63,47 +83,41 @@ fn first_structured(log: &peer::RequestLog) -> Value {
 
 #[tokio::test]
 async fn the_router_example_routes_to_a_real_route_with_a_strict_model() {
-    let (base_url, log) = start_peer().await;
-    let provider = openai(&base_url);
-    let desk = router_example::help_desk(&|_| Arc::clone(&provider)).unwrap();
-    let sink = Arc::new(CollectingSink::new());
-    let ctx = RunContext::new().with_events(sink.clone());
+    let run = peer_run().await;
+    let desk = router_example::help_desk(&|_| Arc::clone(&run.provider)).unwrap();
     let answer = desk
         .by_llm
-        .generate(router_example::REQUEST.into(), &ctx)
+        .generate(router_example::REQUEST.into(), &run.ctx)
         .await
         .unwrap();
     // The first listed route answered (with the peer's fixed text).
     assert_eq!(answer.text(), peer::FIXED_TEXT);
-    let chosen = steps(&sink, "route_chosen");
+    let chosen = steps(&run.sink, "route_chosen");
     assert_eq!(chosen.len(), 1);
     assert_eq!(chosen[0]["route"], "account_support");
     // The classifier was asked strictly, with the route names as an enum.
-    let format = first_structured(&log);
+    let format = first_structured(&run.log);
     assert_eq!(format["strict"], true);
     assert_eq!(
         format["schema"]["properties"]["routes"]["items"]["properties"]["route"]["enum"],
         json!(["account_support", "billing", "service_status"])
     );
     // Classifier, then the chosen agent.
-    assert_eq!(log.bodies().len(), 2);
+    assert_eq!(run.log.bodies().len(), 2);
     assert_eq!(answer.llm_calls, 2);
 }
 
 #[tokio::test]
 async fn the_orchestrator_example_assigns_tasks_to_real_workers_with_a_strict_model() {
-    let (base_url, log) = start_peer().await;
-    let provider = openai(&base_url);
-    let planner = orchestrator_example::trip_planner(&|_| Arc::clone(&provider)).unwrap();
-    let sink = Arc::new(CollectingSink::new());
-    let ctx = RunContext::new().with_events(sink.clone());
+    let run = peer_run().await;
+    let planner = orchestrator_example::trip_planner(&|_| Arc::clone(&run.provider)).unwrap();
     let out = planner
-        .orchestrate(orchestrator_example::OBJECTIVE, &ctx)
+        .orchestrate(orchestrator_example::OBJECTIVE, &run.ctx)
         .await
         .unwrap();
     assert_eq!(out.generation.text(), peer::FIXED_TEXT);
     // Every plan was valid on the first try, and every task went to a real worker that ran.
-    assert!(steps(&sink, "plan_rejected").is_empty());
+    assert!(steps(&run.sink, "plan_rejected").is_empty());
     assert_eq!(
         out.plans.len(),
         3,
@@ -121,7 +135,7 @@ async fn the_orchestrator_example_assigns_tasks_to_real_workers_with_a_strict_mo
             assert_eq!(task.output, peer::FIXED_TEXT);
         }
     }
-    let format = first_structured(&log);
+    let format = first_structured(&run.log);
     assert_eq!(format["strict"], true);
     let workers = &format["schema"]["properties"]["steps"]["anyOf"][0]["items"]["properties"]["tasks"]
         ["items"]["properties"]["worker"]["enum"];
@@ -286,6 +300,29 @@ fn arb_subschema() -> impl Strategy<Value = Value> {
     })
 }
 
+/// The keys of the arbitrary JSON objects: mostly schema keywords.
+const SCHEMA_KEYWORDS: [&str; 19] = [
+    "type",
+    "enum",
+    "const",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "$ref",
+    "properties",
+    "required",
+    "items",
+    "prefixItems",
+    "minItems",
+    "minimum",
+    "exclusiveMinimum",
+    "maximum",
+    "minLength",
+    "additionalProperties",
+    "$defs",
+    "x",
+];
+
 /// Arbitrary JSON, to throw at the generator as a "schema".
 fn arb_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -301,42 +338,30 @@ fn arb_json() -> impl Strategy<Value = Value> {
         ]
         .prop_map(Value::String),
     ];
-    let keys = prop_oneof![
-        Just("type"),
-        Just("enum"),
-        Just("const"),
-        Just("anyOf"),
-        Just("oneOf"),
-        Just("allOf"),
-        Just("$ref"),
-        Just("properties"),
-        Just("required"),
-        Just("items"),
-        Just("prefixItems"),
-        Just("minItems"),
-        Just("minimum"),
-        Just("exclusiveMinimum"),
-        Just("maximum"),
-        Just("minLength"),
-        Just("additionalProperties"),
-        Just("$defs"),
-        Just("x"),
-    ];
+    let keys = prop::sample::select(&SCHEMA_KEYWORDS[..]);
     leaf.prop_recursive(5, 64, 6, move |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::btree_map(keys.clone(), inner, 0..6).prop_map(|m| {
-                Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+            prop::collection::vec((keys.clone(), inner), 0..6).prop_map(|pairs| {
+                let mut object = serde_json::Map::new();
+                for (k, v) in pairs {
+                    object.insert(k.to_owned(), v);
+                }
+                Value::Object(object)
             }),
         ]
     })
 }
 
+/// 256 cases; failures are shrunk and printed, not saved to files.
+fn config() -> ProptestConfig {
+    let mut config = ProptestConfig::with_cases(256);
+    config.failure_persistence = None;
+    config
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::with_cases(256)
-    })]
+    #![proptest_config(config())]
 
     /// Whatever the peer builds for a schema is valid against it (checked by `jsonschema`).
     #[test]

@@ -322,10 +322,19 @@ async fn a_router_is_an_augmented_llm_usable_as_a_tool() {
     assert_eq!(out.text_content(), "echo: echo this");
 }
 
-/// The response format a scripted model was asked with: (strict, schema).
-fn asked_format(model: &ScriptedProvider) -> (bool, serde_json::Value) {
+/// The schema of the list `list` (whose items name a choice in `field`) a scripted model was
+/// asked for, checking the request was strict and offered exactly `names`.
+fn offered_list(
+    model: &ScriptedProvider,
+    list: &str,
+    field: &str,
+    names: serde_json::Value,
+) -> serde_json::Value {
     let format = model.requests()[0].response_format.clone().unwrap();
-    (format.strict, format.schema)
+    assert!(format.strict);
+    let list = format.schema["properties"][list].clone();
+    assert_eq!(list["items"]["properties"][field]["enum"], names);
+    list
 }
 
 #[tokio::test]
@@ -369,13 +378,7 @@ async fn a_strict_model_is_offered_only_the_real_route_names_and_agents_are_desc
         "{prompt}"
     );
     assert!(prompt.contains("- `echo` (agent): echo\n"), "{prompt}");
-    let (strict, schema) = asked_format(&classifier);
-    assert!(strict);
-    let routes = &schema["properties"]["routes"];
-    assert_eq!(
-        routes["items"]["properties"]["route"]["enum"],
-        json!(["faq", "echo"])
-    );
+    let routes = offered_list(&classifier, "routes", "route", json!(["faq", "echo"]));
     assert_eq!(routes["minItems"], 1);
     assert_eq!(routes["maxItems"], 2);
 }
@@ -394,12 +397,11 @@ async fn a_strict_model_is_offered_only_the_real_intent_names() {
         .await
         .unwrap();
     assert!(found.is_empty(), "an empty list means no intent matched");
-    let (strict, schema) = asked_format(&model);
-    assert!(strict);
-    let intents = &schema["properties"]["intents"];
-    assert_eq!(
-        intents["items"]["properties"]["intent"]["enum"],
-        json!(["book_flight", "check_weather"])
+    let intents = offered_list(
+        &model,
+        "intents",
+        "intent",
+        json!(["book_flight", "check_weather"]),
     );
     assert_eq!(intents["maxItems"], 1);
     // Strict mode: every property is required, none other is allowed.

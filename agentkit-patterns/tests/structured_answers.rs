@@ -31,16 +31,16 @@ fn function(name: &str) -> FnLlm {
 
 /// Names the patterns know, and some they do not.
 fn arb_name() -> impl Strategy<Value = &'static str> {
-    prop_oneof![
-        Just("billing"),
-        Just("support"),
-        Just("book"),
-        Just("w1"),
-        Just("good"),
-        Just("excellent"),
-        Just("nobody"),
-        Just(""),
-    ]
+    prop::sample::select(vec![
+        "billing",
+        "support",
+        "book",
+        "w1",
+        "good",
+        "excellent",
+        "nobody",
+        "",
+    ])
 }
 
 /// One object that answers all four questions at once (each pattern reads its own fields),
@@ -81,26 +81,26 @@ fn arb_answer_json() -> impl Strategy<Value = Value> {
         names.prop_map(|n| json!(n)),
         ".{0,8}".prop_map(Value::String),
     ];
-    let keys = prop_oneof![
-        Just("routes"),
-        Just("route"),
-        Just("confidence"),
-        Just("reasoning"),
-        Just("intents"),
-        Just("intent"),
-        Just("entities"),
-        Just("name"),
-        Just("value"),
-        Just("steps"),
-        Just("tasks"),
-        Just("description"),
-        Just("worker"),
-        Just("is_complete"),
-        Just("rating"),
-        Just("feedback"),
-        Just("needs_improvement"),
-        Just("focus_areas"),
-    ];
+    let keys = prop::sample::select(vec![
+        "routes",
+        "route",
+        "confidence",
+        "reasoning",
+        "intents",
+        "intent",
+        "entities",
+        "name",
+        "value",
+        "steps",
+        "tasks",
+        "description",
+        "worker",
+        "is_complete",
+        "rating",
+        "feedback",
+        "needs_improvement",
+        "focus_areas",
+    ]);
     leaf.prop_recursive(5, 48, 5, move |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),

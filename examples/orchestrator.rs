@@ -18,11 +18,17 @@ struct City {
     city: String,
 }
 
-#[tokio::main]
-async fn main() -> Result<(), agentkit_core::Error> {
+/// What the orchestrator is asked.
+pub(crate) const OBJECTIVE: &str = "Plan 3 days in Kyoto next week for me.";
+
+/// The trip planner: a planner, three workers and a synthesizer; every agent gets its model
+/// from `models`.
+pub(crate) fn trip_planner(
+    models: common::Models<'_>,
+) -> Result<Orchestrator, agentkit_core::Error> {
     let planner = Arc::new(AgentLlm::with_provider(
         Agent::new("planner", "You break trip-planning requests into tasks for your workers."),
-        common::model(
+        models(
             ScriptedProvider::new()
                 .then_text(
                     r#"{"steps": [
@@ -52,7 +58,7 @@ async fn main() -> Result<(), agentkit_core::Error> {
         Agent::new("weather", "You report weather forecasts using your tool.")
             .with_description("Weather forecasts for any city")
             .with_tool(forecast),
-        common::model(
+        models(
             ScriptedProvider::new()
                 .then_tool_call("forecast", serde_json::json!({"city": "Kyoto"}))
                 .then_text(
@@ -62,40 +68,42 @@ async fn main() -> Result<(), agentkit_core::Error> {
     );
     let guide = AgentLlm::with_provider(
         Agent::new("guide", "You are a travel guide.").with_description("Sights, food and culture"),
-        common::model(ScriptedProvider::new().then_text(
+        models(ScriptedProvider::new().then_text(
             "1. Fushimi Inari shrine (go early). 2. Kiyomizu-dera temple. 3. Nishiki Market (covered, good for rain).",
         )),
     );
     let itinerary = AgentLlm::with_provider(
         Agent::new("planner_worker", "You write day-by-day itineraries.")
             .with_description("Writes itineraries from research"),
-        common::model(ScriptedProvider::new().then_text(
+        models(ScriptedProvider::new().then_text(
             "Day 1 (sunny): Fushimi Inari at 7am. Day 2 (sunny): Kiyomizu-dera and Higashiyama. \
              Day 3 (rain): Nishiki Market and a tea ceremony.",
         )),
     );
     let synthesizer = Arc::new(AgentLlm::with_provider(
         Agent::new("writer", "You write the final answer for the traveller."),
-        common::model(ScriptedProvider::new().then_text(
+        models(ScriptedProvider::new().then_text(
             "Your 3 days in Kyoto: Day 1, Fushimi Inari at sunrise while it is sunny; Day 2, \
              Kiyomizu-dera and the Higashiyama lanes; Day 3 brings rain, so spend it in covered \
              Nishiki Market and at a tea ceremony. Pack an umbrella for Wednesday.",
         )),
     ));
-    let orchestrator = Orchestrator::builder("trip-planner", planner)
+    Orchestrator::builder("trip-planner", planner)
         .with_worker(weather)
         .with_worker(guide)
         .with_worker(itinerary)
         .with_synthesizer(synthesizer)
         .with_mode(PlanMode::Full)
         .with_max_iterations(3)
-        .build()?;
+        .build()
+}
 
+#[tokio::main]
+async fn main() -> Result<(), agentkit_core::Error> {
+    let orchestrator = trip_planner(&common::model)?;
     let sink = Arc::new(CollectingSink::new());
     let ctx = RunContext::new().with_events(sink.clone());
-    let out = orchestrator
-        .orchestrate("Plan 3 days in Kyoto next week for me.", &ctx)
-        .await?;
+    let out = orchestrator.orchestrate(OBJECTIVE, &ctx).await?;
     println!("\nfinal answer:\n{}", out.generation.text());
     common::print_steps(&sink);
     println!(

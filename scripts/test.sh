@@ -32,5 +32,8 @@ cargo test --workspace --all-features
 step "MCP conformance suite: client scenarios"
 bash scripts/mcp-conformance.sh
 
+step "pattern examples against a schema-first strict model"
+bash scripts/strict-models.sh
+
 step "quickstart runs offline"
 env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY cargo run --quiet --example quickstart

@@ -4,8 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use agentkit_core::{
-    AugmentedLlm, AugmentedLlmExt, Error, GenerateRequest, Generation, RequestParams, Result,
-    RunContext,
+    AugmentedLlm, Error, GenerateRequest, Generation, RequestParams, Result, RunContext,
 };
 use async_trait::async_trait;
 use schemars::JsonSchema;
@@ -14,6 +13,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::common::{emit_step, finish, pattern_span, section, user_request};
+use crate::structured::Question;
 
 const PATTERN: &str = "evaluator_optimizer";
 
@@ -32,6 +32,21 @@ pub enum Rating {
     Good,
     /// Nothing to improve.
     Excellent,
+}
+
+impl Rating {
+    /// Every rating, worst first.
+    const ALL: [Rating; 4] = [Rating::Poor, Rating::Fair, Rating::Good, Rating::Excellent];
+
+    /// The rating as the evaluator writes it (`poor`, `fair`, `good`, `excellent`).
+    fn as_str(self) -> &'static str {
+        match self {
+            Rating::Poor => "poor",
+            Rating::Fair => "fair",
+            Rating::Good => "good",
+            Rating::Excellent => "excellent",
+        }
+    }
 }
 
 /// An evaluator's verdict on one response.
@@ -100,6 +115,8 @@ pub struct EvaluatorOptimizer {
     min_rating: Rating,
     max_refinements: u32,
     criteria: Option<String>,
+    /// What the evaluator is asked: an [`Evaluation`] whose rating is an `enum` of the levels.
+    question: Question,
 }
 
 impl fmt::Debug for EvaluatorOptimizer {
@@ -154,6 +171,7 @@ impl EvaluatorOptimizerBuilder {
                 min_rating: Rating::Good,
                 max_refinements: 3,
                 criteria: None,
+                question: Question::of::<Evaluation>(),
             },
         }
     }
@@ -184,7 +202,11 @@ impl EvaluatorOptimizerBuilder {
 
     /// Finish. Fails when the optimizer and the evaluator are the same object (an agent with
     /// memory would then grade its own conversation).
-    pub fn build(self) -> Result<EvaluatorOptimizer> {
+    pub fn build(mut self) -> Result<EvaluatorOptimizer> {
+        self.inner.question = self
+            .inner
+            .question
+            .with_names("/properties/rating", Rating::ALL.map(Rating::as_str))?;
         let i = &self.inner;
         if std::ptr::addr_eq(Arc::as_ptr(&i.optimizer), Arc::as_ptr(&i.evaluator)) {
             return Err(Error::InvalidRequest(format!(
@@ -308,14 +330,13 @@ impl EvaluatorOptimizer {
             "\nRate it poor, fair, good or excellent; give concrete feedback; say whether it \
              needs improvement; list the focus areas for a better version.",
         );
-        let (evaluation, _) = self
-            .evaluator
-            .generate_structured_with_usage::<Evaluation>(
+        self.question
+            .ask(
+                self.evaluator.as_ref(),
                 user_request(prompt, RequestParams::new().with_use_history(false)),
                 ctx,
             )
-            .await?;
-        Ok(evaluation)
+            .await
     }
 
     fn refine_prompt(&self, task: &str, response: &str, evaluation: &Evaluation) -> String {
@@ -324,12 +345,8 @@ impl EvaluatorOptimizer {
             section("Request", task),
             section("Your previous answer", response)
         );
-        let rating = serde_json::to_value(evaluation.rating)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
         out.push_str(&section(
-            &format!("Feedback (rated {rating})"),
+            &format!("Feedback (rated {})", evaluation.rating.as_str()),
             &evaluation.feedback,
         ));
         if !evaluation.focus_areas.is_empty() {
@@ -361,5 +378,17 @@ impl AugmentedLlm for EvaluatorOptimizer {
 
     async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
         Ok(self.optimize(request, ctx).await?.generation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rating_names_are_the_serde_names() {
+        for r in Rating::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
     }
 }

@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use agentkit_core::{
-    AugmentedLlm, AugmentedLlmExt, Embedder, Error, GenerateRequest, Generation, RequestParams,
-    Result, RunContext, cosine_similarity,
+    AugmentedLlm, Embedder, Error, GenerateRequest, Generation, RequestParams, Result, RunContext,
+    cosine_similarity,
 };
 use async_trait::async_trait;
 use schemars::JsonSchema;
@@ -15,6 +15,7 @@ use tokio::sync::OnceCell;
 use tracing::Instrument;
 
 use crate::common::{emit_step, finish_text, pattern_span, user_request};
+use crate::structured::Question;
 
 const PATTERN: &str = "intent_classifier";
 
@@ -103,7 +104,7 @@ struct IntentDecision {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 struct IntentChoice {
-    /// The intent name, exactly as listed.
+    /// The intent's name, exactly as listed.
     intent: String,
     /// Confidence from 0 to 1.
     confidence: f64,
@@ -150,6 +151,9 @@ pub struct IntentClassifier {
     intents: Vec<Intent>,
     classifier: Classifier,
     top_k: usize,
+    /// What an LLM classifier is asked: an [`IntentDecision`] whose intent names are an `enum`
+    /// of the intents.
+    question: Question,
 }
 
 impl fmt::Debug for IntentClassifier {
@@ -258,11 +262,18 @@ impl IntentClassifierBuilder {
                 "intent classifier `{name}` has no classifier; set one with `with_llm` or `with_embedder`"
             )));
         };
+        let question = Question::of::<IntentDecision>()
+            .with_names(
+                "/properties/intents/items/properties/intent",
+                self.intents.iter().map(|i| i.name.clone()),
+            )?
+            .with_items("/properties/intents", 0, Some(self.top_k))?;
         Ok(IntentClassifier {
             name: self.name,
             intents: self.intents,
             classifier,
             top_k: self.top_k,
+            question,
         })
     }
 }
@@ -320,9 +331,7 @@ impl IntentClassifier {
             self.top_k
         ));
         let request = user_request(prompt, RequestParams::new().with_use_history(false));
-        let (decision, _) = llm
-            .generate_structured_with_usage::<IntentDecision>(request, ctx)
-            .await?;
+        let decision: IntentDecision = self.question.ask(llm, request, ctx).await?;
         let mut out: Vec<IntentMatch> = Vec::new();
         let mut unknown = Vec::new();
         for c in decision.intents {

@@ -4,8 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use agentkit_core::{
-    AugmentedLlm, AugmentedLlmExt, Error, GenerateRequest, Generation, RequestParams, Result,
-    RunContext,
+    AugmentedLlm, Error, GenerateRequest, Generation, RequestParams, Result, RunContext,
 };
 use async_trait::async_trait;
 use schemars::JsonSchema;
@@ -14,8 +13,9 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::common::{
-    emit_error, emit_step, finish, inner_params, pattern_span, section, user_request,
+    SharedLlm, emit_error, emit_step, finish, inner_params, pattern_span, section, user_request,
 };
+use crate::structured::Question;
 
 const PATTERN: &str = "orchestrator";
 
@@ -23,7 +23,7 @@ const PATTERN: &str = "orchestrator";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[non_exhaustive]
 pub struct Plan {
-    /// The steps still to do, in order. Empty when the objective is achieved.
+    /// The steps still to do, in order.
     pub steps: Vec<PlanStep>,
     /// True when the work already done achieves the objective (then `steps` is empty).
     pub is_complete: bool,
@@ -54,7 +54,7 @@ impl Plan {
 pub struct PlanStep {
     /// What the step achieves.
     pub description: String,
-    /// Tasks run in parallel.
+    /// Tasks run in parallel (at least one).
     pub tasks: Vec<PlanTask>,
 }
 
@@ -74,7 +74,7 @@ impl PlanStep {
 pub struct PlanTask {
     /// What to do, self-contained.
     pub description: String,
-    /// The worker's exact name.
+    /// The worker's name, exactly as listed.
     pub worker: String,
 }
 
@@ -147,10 +147,20 @@ pub struct Orchestrator {
     description: String,
     planner: Arc<dyn AugmentedLlm>,
     synthesizer: Arc<dyn AugmentedLlm>,
-    workers: Vec<Arc<dyn AugmentedLlm>>,
+    workers: Vec<Worker>,
     mode: PlanMode,
     max_iterations: u32,
     max_plan_retries: u32,
+    /// What the planner is asked: a [`Plan`] whose worker names are an `enum` of the workers.
+    question: Question,
+}
+
+/// A worker and what the planner is told about it.
+#[derive(Clone)]
+struct Worker {
+    llm: Arc<dyn AugmentedLlm>,
+    /// Its description, else its instruction (an `AgentLlm`), else empty.
+    summary: String,
 }
 
 impl fmt::Debug for Orchestrator {
@@ -161,7 +171,11 @@ impl fmt::Debug for Orchestrator {
             .field("synthesizer", &self.synthesizer.name())
             .field(
                 "workers",
-                &self.workers.iter().map(|w| w.name()).collect::<Vec<_>>(),
+                &self
+                    .workers
+                    .iter()
+                    .map(|w| w.llm.name())
+                    .collect::<Vec<_>>(),
             )
             .field("mode", &self.mode)
             .field("max_iterations", &self.max_iterations)
@@ -177,7 +191,7 @@ pub struct OrchestratorBuilder {
     description: String,
     planner: Arc<dyn AugmentedLlm>,
     synthesizer: Option<Arc<dyn AugmentedLlm>>,
-    workers: Vec<Arc<dyn AugmentedLlm>>,
+    workers: Vec<Worker>,
     mode: PlanMode,
     max_iterations: u32,
     max_plan_retries: u32,
@@ -214,14 +228,20 @@ impl OrchestratorBuilder {
         }
     }
 
-    /// Add a worker (named and described by itself).
+    /// Add a worker, named by itself and described to the planner by its description, else
+    /// its instruction (an [`AgentLlm`](agentkit_core::AgentLlm)), else its name.
     pub fn with_worker(self, worker: impl AugmentedLlm + 'static) -> Self {
         self.with_shared_worker(Arc::new(worker))
     }
 
-    /// Add a shared worker.
-    pub fn with_shared_worker(mut self, worker: Arc<dyn AugmentedLlm>) -> Self {
-        self.workers.push(worker);
+    /// Add a shared worker (an `Arc<AgentLlm>`, an `Arc<dyn AugmentedLlm>`...; described as in
+    /// [`with_worker`](Self::with_worker)).
+    pub fn with_shared_worker(mut self, worker: impl SharedLlm) -> Self {
+        let summary = worker.summary();
+        self.workers.push(Worker {
+            llm: worker.into_shared(),
+            summary,
+        });
         self
     }
 
@@ -264,16 +284,34 @@ impl OrchestratorBuilder {
             )));
         }
         for (i, w) in self.workers.iter().enumerate() {
-            if self.workers[..i].iter().any(|o| o.name() == w.name()) {
+            if self.workers[..i]
+                .iter()
+                .any(|o| o.llm.name() == w.llm.name())
+            {
                 return Err(Error::InvalidRequest(format!(
                     "orchestrator `{name}` has two workers named `{}`; worker names must be unique",
-                    w.name()
+                    w.llm.name()
                 )));
             }
         }
         let synthesizer = self
             .synthesizer
             .unwrap_or_else(|| Arc::clone(&self.planner));
+        // A strict-mode planner can name only real workers, gives every step a task, and gives
+        // steps unless it says the objective is achieved.
+        let question = Question::of::<Plan>()
+            .with_names(
+                "/properties/steps/items/properties/tasks/items/properties/worker",
+                self.workers.iter().map(|w| w.llm.name().to_owned()),
+            )?
+            .with_items("/properties/steps/items/properties/tasks", 1, None)?
+            .with_branches(
+                "/properties/steps",
+                &[
+                    json!({"minItems": 1, "description": "The steps still to do, in order."}),
+                    json!({"maxItems": 0, "description": "No steps: the objective is achieved (is_complete true)."}),
+                ],
+            )?;
         Ok(Orchestrator {
             name: self.name,
             description: self.description,
@@ -283,6 +321,7 @@ impl OrchestratorBuilder {
             mode: self.mode,
             max_iterations: self.max_iterations,
             max_plan_retries: self.max_plan_retries,
+            question,
         })
     }
 }
@@ -324,7 +363,10 @@ impl Orchestrator {
     }
 
     fn worker(&self, name: &str) -> Option<&Arc<dyn AugmentedLlm>> {
-        self.workers.iter().find(|w| w.name() == name)
+        self.workers
+            .iter()
+            .find(|w| w.llm.name() == name)
+            .map(|w| &w.llm)
     }
 
     fn validate(&self, plan: &Plan) -> std::result::Result<(), String> {
@@ -354,7 +396,7 @@ impl Orchestrator {
                 problems.join("; "),
                 self.workers
                     .iter()
-                    .map(|w| format!("`{}`", w.name()))
+                    .map(|w| format!("`{}`", w.llm.name()))
                     .collect::<Vec<_>>()
                     .join(", ")
             ))
@@ -364,7 +406,13 @@ impl Orchestrator {
     fn plan_prompt(&self, objective: &str, done: &[StepResult]) -> String {
         let mut workers = String::new();
         for w in &self.workers {
-            workers.push_str(&format!("- `{}`: {}\n", w.name(), w.description()));
+            let name = w.llm.name();
+            let about = if w.summary.is_empty() {
+                name
+            } else {
+                &w.summary
+            };
+            workers.push_str(&format!("- `{name}`: {about}\n"));
         }
         let what = match self.mode {
             PlanMode::Full => "Plan all the remaining steps needed to achieve the objective.",
@@ -391,11 +439,11 @@ impl Orchestrator {
             let request =
                 user_request(prompt.clone(), RequestParams::new().with_use_history(false));
             let problem = match self
-                .planner
-                .generate_structured_with_usage::<Plan>(request, ctx)
+                .question
+                .ask::<Plan>(self.planner.as_ref(), request, ctx)
                 .await
             {
-                Ok((plan, _)) => match self.validate(&plan) {
+                Ok(plan) => match self.validate(&plan) {
                     Ok(()) => return Ok(plan),
                     Err(p) => p,
                 },

@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use agentkit_core::{
-    Agent, AgentLlm, AugmentedLlm, AugmentedLlmExt, Embedder, Error, GenerateRequest, Generation,
-    LlmProvider, RequestParams, Result, RunContext, ToolSource, cosine_similarity,
+    Agent, AgentLlm, AugmentedLlm, Embedder, Error, GenerateRequest, Generation, LlmProvider,
+    RequestParams, Result, RunContext, ToolSource, cosine_similarity,
 };
 use async_trait::async_trait;
 use schemars::JsonSchema;
@@ -14,7 +14,8 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 use tracing::Instrument;
 
-use crate::common::{emit_step, finish, pattern_span, user_request};
+use crate::common::{SharedLlm, emit_step, finish, pattern_span, user_request};
+use crate::structured::Question;
 
 const PATTERN: &str = "router";
 
@@ -91,7 +92,7 @@ struct RoutingDecision {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 struct RouteChoice {
-    /// The route name, exactly as listed.
+    /// The route's name, exactly as listed.
     route: String,
     /// Confidence from 0 to 1.
     confidence: f64,
@@ -136,6 +137,9 @@ pub struct Router {
     routes: Vec<Route>,
     classifier: Classifier,
     top_k: usize,
+    /// What an LLM classifier is asked: a [`RoutingDecision`] whose route names are an `enum`
+    /// of the routes.
+    question: Question,
 }
 
 impl fmt::Debug for Router {
@@ -212,18 +216,22 @@ impl RouterBuilder {
         }
     }
 
-    /// Add an agent or pattern route (named and described by the LLM itself). An
+    /// Add an agent or pattern route, named by the LLM itself and described by its
+    /// description, else by its instruction (an [`AgentLlm`]), else by its name. An
     /// [`FnLlm`](crate::FnLlm) is reported as a [`RouteKind::Function`] route by
     /// [`with_function_route`](Self::with_function_route).
     pub fn with_route(self, llm: impl AugmentedLlm + 'static) -> Self {
         self.with_shared_route(Arc::new(llm))
     }
 
-    /// Add a shared agent or pattern route.
-    pub fn with_shared_route(mut self, llm: Arc<dyn AugmentedLlm>) -> Self {
+    /// Add a shared agent or pattern route (an `Arc<AgentLlm>`, an `Arc<dyn AugmentedLlm>`...;
+    /// described as in [`with_route`](Self::with_route)).
+    pub fn with_shared_route(mut self, llm: impl SharedLlm) -> Self {
+        let description = llm.summary();
+        let llm = llm.into_shared();
         self.routes.push(Route {
             name: llm.name().to_owned(),
-            description: llm.description().to_owned(),
+            description,
             kind: RouteKind::Agent,
             llm,
             tools: None,
@@ -308,7 +316,7 @@ impl RouterBuilder {
     }
 
     /// Finish. Fails when there is no route, two routes share a name, no classifier is set,
-    /// or an embedding router has a route without a description.
+    /// or an embedding router has a route without a description (or instruction).
     pub fn build(self) -> Result<Router> {
         let name = &self.name;
         if self.routes.is_empty() {
@@ -338,12 +346,19 @@ impl RouterBuilder {
                 r.name
             )));
         }
+        let question = Question::of::<RoutingDecision>()
+            .with_names(
+                "/properties/routes/items/properties/route",
+                self.routes.iter().map(|r| r.name.clone()),
+            )?
+            .with_items("/properties/routes", 1, Some(self.top_k))?;
         Ok(Router {
             name: self.name,
             description: self.description,
             routes: self.routes,
             classifier,
             top_k: self.top_k,
+            question,
         })
     }
 }
@@ -396,7 +411,13 @@ impl Router {
                 RouteKind::Tools => "tools",
                 RouteKind::Function => "function",
             };
-            prompt.push_str(&format!("- `{}` ({kind}): {}\n", r.name, r.description));
+            // A route without a description is shown by its name (as mcp-agent does).
+            let about = if r.description.is_empty() {
+                &r.name
+            } else {
+                &r.description
+            };
+            prompt.push_str(&format!("- `{}` ({kind}): {about}\n", r.name));
         }
         prompt.push_str(&format!(
             "\nRequest:\n{text}\n\nAnswer with up to {} handlers, best first, each with its exact \
@@ -404,9 +425,7 @@ impl Router {
             self.top_k
         ));
         let request = user_request(prompt, RequestParams::new().with_use_history(false));
-        let (decision, _) = llm
-            .generate_structured_with_usage::<RoutingDecision>(request, ctx)
-            .await?;
+        let decision: RoutingDecision = self.question.ask(llm, request, ctx).await?;
         let mut out = Vec::new();
         let mut unknown = Vec::new();
         for choice in decision.routes {

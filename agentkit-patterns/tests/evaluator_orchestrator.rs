@@ -357,3 +357,83 @@ fn orchestrator_without_workers_is_rejected() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_strict_planner_is_offered_only_the_real_workers_and_sees_their_instructions() {
+    let planner = Arc::new(
+        ScriptedProvider::new()
+            .then_text(plan(
+                json!([{"description": "s", "tasks": [{"description": "Say hi", "worker": "greeter"}]}]),
+                true,
+            ))
+            .then_text("Hi!"),
+    );
+    // No description: the planner is shown the worker's instruction.
+    let greeter = AgentLlm::with_provider(
+        Agent::new("greeter", "You greet people warmly."),
+        Arc::new(ScriptedProvider::new().then_text("hello")),
+    );
+    let orch = Orchestrator::builder("o", agent("planner", "", planner.clone()))
+        .with_worker(greeter)
+        .with_worker(FnLlm::new("echo", |t: String, _| async move { Ok(t) }))
+        .build()
+        .unwrap();
+    let out = orch
+        .orchestrate("greet me", &RunContext::new())
+        .await
+        .unwrap();
+    assert_eq!(out.steps[0].tasks[0].output, "hello");
+    let request = &planner.requests()[0];
+    let prompt = request.messages.last().unwrap().text();
+    assert!(
+        prompt.contains("- `greeter`: You greet people warmly.\n"),
+        "{prompt}"
+    );
+    assert!(prompt.contains("- `echo`: echo\n"), "{prompt}");
+    let format = request.response_format.clone().unwrap();
+    assert!(format.strict);
+    // Either steps (each with at least one task for a real worker), or none when complete.
+    let branches = format.schema["properties"]["steps"]["anyOf"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(branches[0]["minItems"], 1);
+    assert_eq!(branches[1]["maxItems"], 0);
+    let tasks = &branches[0]["items"]["properties"]["tasks"];
+    assert_eq!(tasks["minItems"], 1);
+    assert_eq!(
+        tasks["items"]["properties"]["worker"]["enum"],
+        json!(["greeter", "echo"])
+    );
+}
+
+#[tokio::test]
+async fn a_strict_evaluator_is_offered_only_the_rating_levels() {
+    let critic = Arc::new(ScriptedProvider::new().then_text(eval("excellent", "fine", &[])));
+    let eo = EvaluatorOptimizer::builder(
+        "e",
+        agent(
+            "writer",
+            "",
+            Arc::new(ScriptedProvider::new().then_text("a poem")),
+        ),
+        agent("critic", "", critic.clone()),
+    )
+    .build()
+    .unwrap();
+    let out = eo
+        .optimize("write a poem", &RunContext::new())
+        .await
+        .unwrap();
+    assert!(out.met_bar);
+    let format = critic.requests()[0].response_format.clone().unwrap();
+    assert!(format.strict);
+    assert_eq!(
+        format.schema["properties"]["rating"]["enum"],
+        json!(["poor", "fair", "good", "excellent"])
+    );
+    assert_eq!(
+        format.schema["required"],
+        json!(["feedback", "focus_areas", "needs_improvement", "rating"])
+    );
+}

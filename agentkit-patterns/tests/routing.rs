@@ -321,3 +321,93 @@ async fn a_router_is_an_augmented_llm_usable_as_a_tool() {
         .unwrap();
     assert_eq!(out.text_content(), "echo: echo this");
 }
+
+/// The schema of the list `list` (whose items name a choice in `field`) a scripted model was
+/// asked for, checking the request was strict and offered exactly `names`.
+fn offered_list(
+    model: &ScriptedProvider,
+    list: &str,
+    field: &str,
+    names: serde_json::Value,
+) -> serde_json::Value {
+    let format = model.requests()[0].response_format.clone().unwrap();
+    assert!(format.strict);
+    let list = format.schema["properties"][list].clone();
+    assert_eq!(list["items"]["properties"][field]["enum"], names);
+    list
+}
+
+#[tokio::test]
+async fn a_strict_model_is_offered_only_the_real_route_names_and_agents_are_described_by_their_instruction()
+ {
+    let classifier = Arc::new(
+        ScriptedProvider::new().then_text(
+            json!({"routes": [{"route": "faq", "confidence": 0.8, "reasoning": "a question"}]})
+                .to_string(),
+        ),
+    );
+    // No descriptions: the agent is shown by its instruction, a shared type-erased LLM by its
+    // name.
+    let faq = AgentLlm::with_provider(
+        Agent::new(
+            "faq",
+            "You answer frequently asked questions about shipping.",
+        ),
+        Arc::new(ScriptedProvider::new().then_text("Shipping takes 3 days.")),
+    );
+    let echo: Arc<dyn AugmentedLlm> =
+        Arc::new(FnLlm::new("echo", |t: String, _| async move { Ok(t) }));
+    let router = Router::builder("desk")
+        .with_llm(agent("classifier", "", classifier.clone()))
+        .with_route(faq)
+        .with_shared_route(echo)
+        .with_top_k(2)
+        .build()
+        .unwrap();
+    let ctx = RunContext::new();
+    assert_eq!(
+        router
+            .generate_str("how long is shipping?", &ctx)
+            .await
+            .unwrap(),
+        "Shipping takes 3 days."
+    );
+    let prompt = classifier.requests()[0].messages.last().unwrap().text();
+    assert!(
+        prompt.contains("- `faq` (agent): You answer frequently asked questions about shipping.\n"),
+        "{prompt}"
+    );
+    assert!(prompt.contains("- `echo` (agent): echo\n"), "{prompt}");
+    let routes = offered_list(&classifier, "routes", "route", json!(["faq", "echo"]));
+    assert_eq!(routes["minItems"], 1);
+    assert_eq!(routes["maxItems"], 2);
+}
+
+#[tokio::test]
+async fn a_strict_model_is_offered_only_the_real_intent_names() {
+    let model = Arc::new(ScriptedProvider::new().then_text(json!({"intents": []}).to_string()));
+    let classifier = IntentClassifier::builder("travel")
+        .with_llm(agent("nlu", "", model.clone()))
+        .with_intent(Intent::new("book_flight", "Book a plane ticket"))
+        .with_intent(Intent::new("check_weather", "Ask about the weather"))
+        .build()
+        .unwrap();
+    let found = classifier
+        .classify("hello", &RunContext::new())
+        .await
+        .unwrap();
+    assert!(found.is_empty(), "an empty list means no intent matched");
+    let intents = offered_list(
+        &model,
+        "intents",
+        "intent",
+        json!(["book_flight", "check_weather"]),
+    );
+    assert_eq!(intents["maxItems"], 1);
+    // Strict mode: every property is required, none other is allowed.
+    assert_eq!(
+        intents["items"]["required"],
+        json!(["confidence", "entities", "intent", "reasoning"])
+    );
+    assert_eq!(intents["items"]["additionalProperties"], false);
+}

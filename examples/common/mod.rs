@@ -5,6 +5,10 @@ use std::sync::{Arc, Once};
 
 use agentkit_core::{CollectingSink, LlmProvider, RunEvent, ScriptedProvider};
 
+/// Where the agents of an example get their model: given the scripted model an agent runs on
+/// offline, the model to use ([`model`] in the examples; a test may point it elsewhere).
+pub type Models<'a> = &'a dyn Fn(ScriptedProvider) -> Arc<dyn LlmProvider>;
+
 /// The model for one agent of an example: the real provider named by the environment
 /// (`OPENAI_API_KEY`/`OPENAI_BASE_URL`, else `ANTHROPIC_API_KEY`/`ANTHROPIC_BASE_URL`), or
 /// offline the given scripted model, whose replies are what a real model would say to that

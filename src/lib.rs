@@ -70,8 +70,7 @@ pub mod prelude {
     #[cfg(feature = "patterns")]
     pub use agentkit_patterns::{
         AgentsAsTools, BagOfWordsEmbedder, Chain, EvaluatorOptimizer, FnLlm, Intent,
-        IntentClassifier, Orchestrator, Parallel, PlanMode, Rating, Router, SharedLlm, Swarm,
-        SwarmMember,
+        IntentClassifier, Orchestrator, Parallel, PlanMode, Rating, Router, Swarm, SwarmMember,
     };
 
     #[cfg(feature = "mcp")]

@@ -1,72 +1,9 @@
 //! Helpers shared by the patterns: members, events, spans, request shaping, generations.
 
-use std::any::Any;
-use std::sync::Arc;
-
 use agentkit_core::{
-    AgentLlm, AugmentedLlm, Error, GenerateRequest, Generation, Instruction, Message,
-    RequestParams, RunContext, RunEvent, StopReason,
+    Error, GenerateRequest, Generation, Message, RequestParams, RunContext, RunEvent, StopReason,
 };
 use serde_json::Value;
-
-/// An LLM a pattern holds as a member (a route, a worker): an `Arc` of any concrete
-/// [`AugmentedLlm`], or an `Arc<dyn AugmentedLlm>`.
-///
-/// A pattern shows its members to a model that picks among them; [`summary`](Self::summary)
-/// is what it shows: the member's description, else (an [`AgentLlm`]) its static instruction, else
-/// nothing (the model then sees only the name).
-///
-/// ```
-/// use std::sync::Arc;
-/// use agentkit_core::{Agent, AgentLlm, AugmentedLlm, ScriptedProvider};
-/// use agentkit_patterns::SharedLlm;
-///
-/// let agent = Arc::new(AgentLlm::new(
-///     Agent::new("billing", "You answer questions about invoices."),
-///     ScriptedProvider::new(),
-/// ));
-/// assert_eq!(agent.summary(), "You answer questions about invoices.");
-/// let erased: Arc<dyn AugmentedLlm> = agent;
-/// assert_eq!(erased.summary(), "", "a type-erased LLM has only its description");
-/// ```
-pub trait SharedLlm {
-    /// What to show a model choosing among members (may be empty).
-    fn summary(&self) -> String;
-
-    /// The member, shared.
-    fn into_shared(self) -> Arc<dyn AugmentedLlm>;
-}
-
-impl<L: AugmentedLlm + 'static> SharedLlm for Arc<L> {
-    fn summary(&self) -> String {
-        let own = self.description().trim();
-        if !own.is_empty() {
-            return own.to_owned();
-        }
-        match (self.as_ref() as &dyn Any)
-            .downcast_ref::<AgentLlm>()
-            .map(|a| &a.agent().instruction)
-        {
-            Some(Instruction::Static(text)) => text.trim().to_owned(),
-            // A dynamic instruction needs a run to be computed.
-            _ => String::new(),
-        }
-    }
-
-    fn into_shared(self) -> Arc<dyn AugmentedLlm> {
-        self
-    }
-}
-
-impl SharedLlm for Arc<dyn AugmentedLlm> {
-    fn summary(&self) -> String {
-        self.description().trim().to_owned()
-    }
-
-    fn into_shared(self) -> Arc<dyn AugmentedLlm> {
-        self
-    }
-}
 
 /// Emit a [`RunEvent::PatternStep`].
 pub(crate) fn emit_step(ctx: &RunContext, pattern: &str, name: &str, step: &str, detail: Value) {

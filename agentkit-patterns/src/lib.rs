@@ -15,7 +15,6 @@ mod swarm;
 
 pub use agents_as_tools::{AGENT_TOOL_PREFIX, AgentsAsTools};
 pub use chain::{Chain, ChainBuilder, ChainInput};
-pub use common::SharedLlm;
 pub use embedder::BagOfWordsEmbedder;
 pub use evaluator::{
     Evaluation, EvaluatorOptimizer, EvaluatorOptimizerBuilder, OptimizationOutcome, Rating,

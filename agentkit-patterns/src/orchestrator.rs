@@ -13,7 +13,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::common::{
-    SharedLlm, emit_error, emit_step, finish, inner_params, pattern_span, section, user_request,
+    emit_error, emit_step, finish, inner_params, pattern_span, section, user_request,
 };
 use crate::structured::Question;
 
@@ -234,12 +234,12 @@ impl OrchestratorBuilder {
         self.with_shared_worker(Arc::new(worker))
     }
 
-    /// Add a shared worker (an `Arc<AgentLlm>`, an `Arc<dyn AugmentedLlm>`...; described as in
+    /// Add a shared worker (described as in
     /// [`with_worker`](Self::with_worker)).
-    pub fn with_shared_worker(mut self, worker: impl SharedLlm) -> Self {
-        let summary = worker.summary();
+    pub fn with_shared_worker(mut self, worker: Arc<dyn AugmentedLlm>) -> Self {
+        let summary = worker.description().trim().to_owned();
         self.workers.push(Worker {
-            llm: worker.into_shared(),
+            llm: worker,
             summary,
         });
         self

@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 use tracing::Instrument;
 
-use crate::common::{SharedLlm, emit_step, finish, pattern_span, user_request};
+use crate::common::{emit_step, finish, pattern_span, user_request};
 use crate::structured::Question;
 
 const PATTERN: &str = "router";
@@ -224,11 +224,9 @@ impl RouterBuilder {
         self.with_shared_route(Arc::new(llm))
     }
 
-    /// Add a shared agent or pattern route (an `Arc<AgentLlm>`, an `Arc<dyn AugmentedLlm>`...;
-    /// described as in [`with_route`](Self::with_route)).
-    pub fn with_shared_route(mut self, llm: impl SharedLlm) -> Self {
-        let description = llm.summary();
-        let llm = llm.into_shared();
+    /// Add a shared agent or pattern route (described as in [`with_route`](Self::with_route)).
+    pub fn with_shared_route(mut self, llm: Arc<dyn AugmentedLlm>) -> Self {
+        let description = llm.description().trim().to_owned();
         self.routes.push(Route {
             name: llm.name().to_owned(),
             description,

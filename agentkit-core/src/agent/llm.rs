@@ -626,8 +626,13 @@ impl AugmentedLlm for AgentLlm {
         &self.agent.name
     }
 
+    /// The agent's description; without one, its (static) instruction, as mcp-agent does, so
+    /// a router or a parent agent still learns what it does.
     fn description(&self) -> &str {
-        &self.agent.description
+        match (&*self.agent.description, &self.agent.instruction) {
+            ("", super::Instruction::Static(instruction)) => instruction,
+            (d, _) => d,
+        }
     }
 
     async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {

@@ -532,16 +532,17 @@ impl tower::Layer<ToolService> for ToolTimeoutLayer {
 
     fn layer(&self, inner: ToolService) -> ToolTimeout {
         ToolTimeout {
-            inner,
+            inner: tower::timeout::Timeout::new(inner, self.timeout),
             timeout: self.timeout,
         }
     }
 }
 
-/// The service made by [`ToolTimeoutLayer`].
+/// The service made by [`ToolTimeoutLayer`]: tower's [`Timeout`](tower::timeout::Timeout),
+/// with its elapsed error turned into an [`Error::Timeout`] naming the tool.
 #[derive(Clone)]
 pub struct ToolTimeout {
-    inner: ToolService,
+    inner: tower::timeout::Timeout<ToolService>,
     timeout: std::time::Duration,
 }
 
@@ -559,23 +560,30 @@ impl tower::Service<ToolRequest> for ToolTimeout {
     type Future = BoxFuture<'static, Result<ToolOutput>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        self.inner.poll_ready(cx)
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| from_timeout_error(e, "", self.timeout))
     }
 
     fn call(&mut self, req: ToolRequest) -> Self::Future {
         let timeout = self.timeout;
         let name = req.name.clone();
         let fut = self.inner.call(req);
-        async move {
-            match tokio::time::timeout(timeout, fut).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::Timeout {
-                    what: format!("tool `{name}`"),
-                    after: timeout,
-                }),
-            }
-        }
-        .boxed()
+        async move { fut.await.map_err(|e| from_timeout_error(e, &name, timeout)) }.boxed()
+    }
+}
+
+/// tower's timeout boxes errors: take ours back out, and name the tool in a timeout.
+fn from_timeout_error(e: crate::BoxError, tool: &str, after: std::time::Duration) -> Error {
+    if e.is::<tower::timeout::error::Elapsed>() {
+        return Error::Timeout {
+            what: format!("tool `{tool}`"),
+            after,
+        };
+    }
+    match e.downcast::<Error>() {
+        Ok(e) => *e,
+        Err(e) => Error::tool(tool, e.to_string()),
     }
 }
 

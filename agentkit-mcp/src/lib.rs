@@ -31,8 +31,12 @@ pub mod server;
 #[cfg(feature = "server")]
 pub mod tasks;
 
+pub use agentkit_core::ToolFilter;
 pub use aggregator::{Collision, DEFAULT_SEPARATOR, McpAggregator, to_content, to_tool_output};
-pub use config::{ServerConfig, ServerSet, ServerTransport, ToolFilter};
+pub use config::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, ServerConfig,
+    ServerSet, ServerTransport,
+};
 #[cfg(feature = "server")]
 pub use expose::{expose_as_mcp_server, expose_workflows};
 pub use manager::{Connection, ConnectionManager, Lifecycle, connect_once, request_meta};

@@ -28,6 +28,8 @@ pub mod manager;
 pub mod names;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "client-stdio")]
+mod stdio;
 #[cfg(feature = "server")]
 pub mod tasks;
 

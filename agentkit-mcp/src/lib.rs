@@ -24,10 +24,14 @@ mod client;
 pub mod config;
 #[cfg(feature = "server")]
 pub mod expose;
+#[cfg(feature = "server-http")]
+pub mod http;
 pub mod manager;
 pub mod names;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+mod session;
 #[cfg(feature = "client-stdio")]
 mod stdio;
 #[cfg(feature = "server")]
@@ -41,12 +45,16 @@ pub use config::{
 };
 #[cfg(feature = "server")]
 pub use expose::{expose_as_mcp_server, expose_workflows};
+#[cfg(feature = "server-http")]
+pub use http::McpHttpService;
 pub use manager::{Connection, ConnectionManager, Lifecycle, connect_once, request_meta};
 pub use names::{MAX_TOOL_NAME_LEN, qualified_tool_name};
-#[cfg(feature = "server-http")]
-pub use server::HttpOptions;
 #[cfg(feature = "server")]
 pub use server::{CallContext, McpServer, McpServerBuilder};
+#[cfg(feature = "server-http")]
+pub use server::{DEFAULT_MAX_SESSIONS, HttpOptions};
+#[cfg(feature = "server")]
+pub use session::SessionEndHook;
 #[cfg(feature = "server")]
 pub use tasks::{TaskBackend, WorkflowTasks};
 

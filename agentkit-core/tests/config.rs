@@ -668,3 +668,239 @@ fn yaml_anchors_and_merge_keys_share_server_settings() {
     assert_eq!(b.request_timeout_seconds, Some(5.0));
     assert_eq!(b.url.as_deref(), Some("http://127.0.0.1:2/mcp"));
 }
+
+/// Every file format a user may write the same mistake in.
+const FORMATS: &[(ConfigFormat, &str)] = &[
+    (ConfigFormat::Agentkit, "agentkit.yaml"),
+    (ConfigFormat::McpAgent, "mcp_agent.config.yaml"),
+    (ConfigFormat::McpServersJson, ".mcp.json"),
+];
+
+/// One server `s` with these extra settings, written in `format`.
+fn one_server(format: ConfigFormat, settings: &str) -> String {
+    match format {
+        ConfigFormat::McpServersJson => format!(r#"{{"mcpServers": {{"s": {{{settings}}}}}}}"#),
+        _ => {
+            let yaml = settings.replace('"', "");
+            format!("mcp:\n  servers:\n    s: {{{yaml}}}\n")
+        }
+    }
+}
+
+#[test]
+fn timeouts_out_of_range_are_located_errors_in_every_format() {
+    let l = ConfigLoader::new().with_env(|_| None);
+    for &(format, file) in FORMATS {
+        for (key, value) in [
+            ("request_timeout_seconds", "1e20"),
+            ("connect_timeout_seconds", "1e300"),
+            ("request_timeout_seconds", "-5"),
+            ("connect_timeout_seconds", "0"),
+            ("timeout", "1e300"),
+        ] {
+            if key == "timeout" && format != ConfigFormat::McpServersJson {
+                continue;
+            }
+            let text = one_server(format, &format!(r#""command": "x", "{key}": {value}"#));
+            let err = l
+                .parse(&text, format, Some(Path::new(file)))
+                .expect_err(&format!("{file}: {key}: {value} must be rejected"));
+            let (_, k, message) = config_error(err);
+            assert!(
+                k.ends_with("_seconds") || k.ends_with("timeout"),
+                "{file}: {k}"
+            );
+            assert!(k.contains(".s."), "{file}: the key names the server: {k}");
+            assert!(
+                message.contains("greater than 0") && message.contains("(line "),
+                "{file}: {message}"
+            );
+        }
+    }
+    // In range: accepted and exact.
+    let c = l
+        .parse(
+            &one_server(
+                ConfigFormat::McpServersJson,
+                r#""command": "x", "timeout": 2.5"#,
+            ),
+            ConfigFormat::McpServersJson,
+            None,
+        )
+        .unwrap();
+    let s = &c.mcp.servers["s"];
+    assert_eq!(
+        s.request_timeout().unwrap(),
+        Some(std::time::Duration::from_millis(2500))
+    );
+}
+
+#[test]
+fn zero_max_concurrency_and_bad_provider_timeouts_are_errors() {
+    let l = ConfigLoader::new().with_env(|_| None);
+    let err = l
+        .parse(
+            "mcp:\n  servers:\n    s: {command: x, max_concurrency: 0}\n",
+            ConfigFormat::Agentkit,
+            None,
+        )
+        .unwrap_err();
+    let (_, key, message) = config_error(err);
+    assert_eq!(key, "mcp.servers.s.max_concurrency");
+    assert!(message.contains("at least 1"), "{message}");
+    let err = l
+        .parse(
+            "openai:\n  timeout_seconds: 1e20\n",
+            ConfigFormat::Agentkit,
+            None,
+        )
+        .unwrap_err();
+    assert_eq!(config_error(err).1, "openai.timeout_seconds");
+}
+
+#[test]
+fn a_typo_of_a_server_key_is_named_with_a_suggestion_in_every_format() {
+    let l = ConfigLoader::new().with_env(|_| None);
+    for &(format, file) in FORMATS {
+        let text = one_server(format, r#""comand": "npx", "args": ["-y", "x"]"#);
+        let err = l.parse(&text, format, Some(Path::new(file))).unwrap_err();
+        let (_, key, message) = config_error(err);
+        assert!(key.ends_with("s.comand"), "{file}: {key}");
+        assert!(
+            message.contains("`comand`") && message.contains("did you mean `command`?"),
+            "{file}: {message}"
+        );
+    }
+    // Keys other tools write are not typos.
+    let c = l
+        .parse(
+            r#"{"mcpServers": {"s": {"command": "x", "trust": true, "disabled": false, "autoApprove": []}}}"#,
+            ConfigFormat::McpServersJson,
+            None,
+        )
+        .unwrap();
+    assert_eq!(c.mcp.servers["s"].command.as_deref(), Some("x"));
+}
+
+#[test]
+fn a_duplicate_server_key_is_an_error_in_json_as_in_yaml() {
+    let l = ConfigLoader::new().with_env(|_| None);
+    let err = l
+        .parse(
+            r#"{"mcpServers": {"a": {"command": "x"}, "a": {"command": "y"}}}"#,
+            ConfigFormat::McpServersJson,
+            Some(Path::new(".mcp.json")),
+        )
+        .unwrap_err();
+    let (file, _, message) = config_error(err);
+    assert_eq!(file.as_deref(), Some(Path::new(".mcp.json")));
+    assert!(message.contains("duplicate key `a`"), "{message}");
+    assert!(message.contains("line 1"), "{message}");
+    let err = l
+        .parse(
+            "mcp:\n  servers:\n    a: {command: x}\n    a: {command: y}\n",
+            ConfigFormat::Agentkit,
+            None,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("duplicate"), "{err}");
+}
+
+#[test]
+fn mcp_servers_json_takes_roles_and_agentkit_server_keys() {
+    let c = ConfigLoader::new()
+        .with_env(|n| (n == "TOKEN").then(|| "s3cret".to_owned()))
+        .parse(
+            r#"{"mcpServers": {
+                "a": {"command": "x"},
+                "b": {"httpUrl": "http://127.0.0.1:1/mcp", "bearer_token": "${TOKEN}", "includeTools": ["t"]}
+            }, "roles": {"dev": ["a", "b"]}}"#,
+            ConfigFormat::McpServersJson,
+            None,
+        )
+        .unwrap();
+    assert_eq!(c.resolve_servers(&["dev"], &[]).unwrap(), ["a", "b"]);
+    let b = &c.mcp.servers["b"];
+    assert_eq!(b.transport, McpTransport::StreamableHttp);
+    assert_eq!(b.bearer_token.as_deref(), Some("s3cret"));
+    assert_eq!(b.allowed_tools.as_deref(), Some(&["t".to_owned()][..]));
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse_all(text: &str) {
+        let l = ConfigLoader::new().with_env(|n| (n == "SET").then(|| "1".to_owned()));
+        for &(format, file) in FORMATS {
+            // No panic; an error is a config error with a message.
+            if let Err(e) = l.parse(text, format, Some(Path::new(file))) {
+                let (_, _, message) = config_error(e);
+                assert!(!message.is_empty());
+            }
+        }
+    }
+
+    /// Numbers at the edges of f64, u64 and usize, as they would be written in a file.
+    fn edge_number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<f64>().prop_map(|f| format!("{f:e}")),
+            any::<i64>().prop_map(|i| i.to_string()),
+            any::<u64>().prop_map(|i| i.to_string()),
+            Just("1e400".to_owned()),
+            Just("-0".to_owned()),
+            Just("18446744073709551616".to_owned()),
+            Just("\"${SET}\"".to_owned()),
+            Just("\"${UNSET}\"".to_owned()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            parse_all(&text);
+        }
+
+        #[test]
+        fn yaml_and_json_like_text_never_panics(
+            text in "[{}\\[\\]:,\" a-z0-9_$\\n-]{0,120}"
+        ) {
+            parse_all(&text);
+            parse_all(&format!("mcp:\n  servers:\n    s: {text}\n"));
+            parse_all(&format!(r#"{{"mcpServers": {{"s": {text}}}}}"#));
+        }
+
+        #[test]
+        fn numbers_at_the_edges_are_accepted_or_rejected_cleanly(
+            key in prop_oneof![
+                Just("request_timeout_seconds"),
+                Just("connect_timeout_seconds"),
+                Just("max_concurrency"),
+                Just("timeout"),
+            ],
+            value in edge_number(),
+        ) {
+            let settings = format!(r#""command": "x", "{key}": {value}"#);
+            let l = ConfigLoader::new().with_env(|n| (n == "SET").then(|| "1".to_owned()));
+            for &(format, file) in FORMATS {
+                match l.parse(&one_server(format, &settings), format, Some(Path::new(file))) {
+                    Ok(c) => {
+                        if let Some(s) = c.mcp.servers.get("s") {
+                            // What loads converts without panicking.
+                            s.connect_timeout().unwrap();
+                            s.request_timeout().unwrap();
+                            prop_assert_ne!(s.max_concurrency, Some(0));
+                        }
+                    }
+                    Err(e) => {
+                        let (_, key, message) = config_error(e);
+                        prop_assert!(!message.is_empty());
+                        prop_assert!(!key.is_empty() || message.contains("JSON") || message.contains("YAML"), "{key}: {message}");
+                    }
+                }
+            }
+        }
+    }
+}

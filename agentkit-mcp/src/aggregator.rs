@@ -148,16 +148,12 @@ impl McpAggregator {
         let conn = self.manager.connection(server).await?;
         // Read the epoch after connecting: a reconnect bumps it.
         let epoch = self.manager.lists_epoch(server)?;
-        let filter = self
-            .manager
-            .server_config(server)
-            .map(|c| c.tool_filter)
-            .unwrap_or_default();
+        let config = self.manager.server_config(server);
         let tools: Vec<Tool> = conn
             .list_tools()
             .await?
             .into_iter()
-            .filter(|t| filter.allows(&t.name))
+            .filter(|t| config.as_ref().is_none_or(|c| c.offers_tool(&t.name)))
             .collect();
         let tools = Arc::new(tools);
         self.cache.lock().await.insert(

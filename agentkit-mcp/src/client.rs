@@ -179,6 +179,50 @@ pub(crate) struct AgentkitClient {
     pub(crate) inflight: Arc<Inflight>,
     /// Bumped when the server says its tool (or prompt/resource) list changed.
     pub(crate) lists_epoch: Arc<AtomicU64>,
+    /// The server's requests being answered now.
+    pub(crate) answering: Arc<Answering>,
+}
+
+/// Counts the server's requests (sampling, elicitation, roots) being answered, so that a
+/// closing connection sends their answers before it closes stdin: a server with an unanswered
+/// request may keep running after its stdin closes.
+#[derive(Default)]
+pub(crate) struct Answering {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl Answering {
+    fn start(self: &Arc<Self>) -> AnsweringGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        AnsweringGuard(Arc::clone(self))
+    }
+
+    /// Wait until no request is being answered, at most `limit`.
+    pub(crate) async fn wait_idle(&self, limit: std::time::Duration) {
+        let wait = async {
+            loop {
+                let idle = self.idle.notified();
+                if self.count.load(Ordering::SeqCst) == 0 {
+                    // Let the service loop write the last answer out.
+                    tokio::task::yield_now().await;
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+}
+
+struct AnsweringGuard(Arc<Answering>);
+
+impl Drop for AnsweringGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl AgentkitClient {
@@ -352,6 +396,7 @@ impl ClientHandler for AgentkitClient {
         p: CreateMessageRequestParams,
         ctx: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, ErrorData> {
+        let _answering = self.answering.start();
         let run = self.context_for(&ctx.meta);
         self.sample(p, run).await
     }
@@ -361,6 +406,7 @@ impl ClientHandler for AgentkitClient {
         req: ElicitRequestParams,
         ctx: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
+        let _answering = self.answering.start();
         let run = self.context_for(&ctx.meta);
         self.elicit(req, run).await
     }
@@ -369,6 +415,7 @@ impl ClientHandler for AgentkitClient {
         &self,
         _: RequestContext<RoleClient>,
     ) -> Result<ListRootsResult, ErrorData> {
+        let _answering = self.answering.start();
         Ok(self.roots())
     }
 

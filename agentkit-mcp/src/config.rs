@@ -1,15 +1,17 @@
 //! [`ServerConfig`]: how to reach one MCP server, built from agentkit's
-//! [`McpServerConfig`], from mcp-agent's
-//! `mcp_agent.config.yaml`, or from the `{"mcpServers": {...}}` JSON of Claude Desktop, Cursor
-//! and `.mcp.json`; plus role-based server sets ([`ServerSet`]).
+//! [`McpServerConfig`]; plus role-based server sets ([`ServerSet`]).
+//!
+//! Files are read by agentkit-core's one config loader
+//! ([`ConfigLoader`]): `agentkit.yaml`, mcp-agent's `mcp_agent.config.yaml` (with its secrets
+//! file) and the `{"mcpServers": {...}}` JSON of Claude Desktop, Cursor and `.mcp.json`, with
+//! `${VAR}` substitution and errors that name the file, key, line and column.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agentkit_core::config::{McpRoot, McpSettings};
-use agentkit_core::{Error, McpServerConfig, McpTransport, Result};
-use serde_json::Value;
+use agentkit_core::config::{Config, ConfigFormat, ConfigLoader, McpRoot, McpSettings};
+use agentkit_core::{Error, McpServerConfig, McpTransport, Result, ToolFilter};
 
 /// How to reach a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,44 +39,6 @@ pub enum ServerTransport {
     },
 }
 
-/// Which of a server's tools are offered: all, minus `deny`, and only `allow` when set.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ToolFilter {
-    /// Only these tools (all when `None`).
-    pub allow: Option<BTreeSet<String>>,
-    /// Never these tools.
-    pub deny: BTreeSet<String>,
-}
-
-impl ToolFilter {
-    /// A filter that lets every tool through.
-    #[must_use]
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Offer only these tools.
-    #[must_use]
-    pub fn with_allow<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
-        self.allow = Some(names.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Never offer these tools.
-    #[must_use]
-    pub fn with_deny<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
-        self.deny.extend(names.into_iter().map(Into::into));
-        self
-    }
-
-    /// Whether the tool named `name` (the server's own name) passes.
-    #[must_use]
-    pub fn allows(&self, name: &str) -> bool {
-        !self.deny.contains(name) && self.allow.as_ref().is_none_or(|a| a.contains(name))
-    }
-}
-
 /// One MCP server: its name, how to reach it, its limits, roots and tool filter.
 ///
 /// ```
@@ -96,18 +60,31 @@ pub struct ServerConfig {
     pub description: Option<String>,
     /// Time allowed to start and initialise.
     pub connect_timeout: Duration,
-    /// Time allowed for one request (re-armed by progress notifications).
+    /// Time allowed for one request, re-armed by progress notifications; `None` waits
+    /// forever. Default [`DEFAULT_REQUEST_TIMEOUT`].
     pub request_timeout: Option<Duration>,
+    /// How long a closing stdio server may take to exit after its stdin is closed, before it
+    /// is sent SIGTERM (and, after as long again, killed). Default [`DEFAULT_SHUTDOWN_GRACE`].
+    pub shutdown_grace: Duration,
     /// Roots offered to the server (`roots/list`).
     pub roots: Vec<McpRoot>,
-    /// Which tools are offered.
-    pub tool_filter: ToolFilter,
+    /// Which tools are offered (all when `None`).
+    pub tool_filter: Option<ToolFilter>,
     /// At most this many requests in flight at once (unbounded when `None`).
     pub max_concurrency: Option<usize>,
 }
 
 /// Default time allowed to connect and initialise (npx may need to unpack a package).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default time allowed for one request without a response or a progress notification: a
+/// server that never answers fails the call after this long instead of hanging the agent.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default time a closing stdio server gets to exit on its own after its stdin is closed.
+/// Servers normally exit at once; one that keeps running (a timer or an unanswered request
+/// keeps node alive) is sent SIGTERM after this.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 impl ServerConfig {
     /// A server with this transport and default limits.
@@ -117,9 +94,10 @@ impl ServerConfig {
             transport,
             description: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            request_timeout: None,
+            request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             roots: Vec::new(),
-            tool_filter: ToolFilter::default(),
+            tool_filter: None,
             max_concurrency: None,
         }
     }
@@ -203,10 +181,25 @@ impl ServerConfig {
         self
     }
 
-    /// Time allowed for one request.
+    /// Time allowed for one request (re-armed by progress notifications).
     #[must_use]
     pub fn with_request_timeout(mut self, t: Duration) -> Self {
         self.request_timeout = Some(t);
+        self
+    }
+
+    /// Let requests wait for an answer forever (no request timeout).
+    #[must_use]
+    pub fn without_request_timeout(mut self) -> Self {
+        self.request_timeout = None;
+        self
+    }
+
+    /// How long a closing stdio server may take to exit after its stdin is closed before it
+    /// is sent SIGTERM.
+    #[must_use]
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
         self
     }
 
@@ -228,8 +221,14 @@ impl ServerConfig {
     /// Filter the offered tools.
     #[must_use]
     pub fn with_tool_filter(mut self, filter: ToolFilter) -> Self {
-        self.tool_filter = filter;
+        self.tool_filter = Some(filter);
         self
+    }
+
+    /// Whether the server's tool `name` is offered.
+    #[must_use]
+    pub fn offers_tool(&self, name: &str) -> bool {
+        self.tool_filter.as_ref().is_none_or(|f| f.allows(name))
     }
 
     /// Limit concurrent requests.
@@ -240,7 +239,8 @@ impl ServerConfig {
     }
 
     /// Build from agentkit's config type. Fails on a config that names no command (stdio) or
-    /// no URL (HTTP), and on the legacy SSE transport, which rmcp no longer speaks.
+    /// no URL (HTTP), on a timeout that is not a positive number of seconds, and on the
+    /// legacy SSE transport, which rmcp no longer speaks.
     pub fn from_core(name: impl Into<String>, c: &McpServerConfig) -> Result<Self> {
         let name = name.into();
         let key = format!("mcp.servers.{name}");
@@ -281,25 +281,38 @@ impl ServerConfig {
                 });
             }
         };
-        let secs = |v: Option<f64>| {
-            v.filter(|s| s.is_finite() && *s > 0.0)
-                .map(Duration::from_secs_f64)
+        let at_key = |e: Error| match e {
+            Error::Config {
+                file,
+                key: k,
+                message,
+                ..
+            } => Error::Config {
+                file,
+                key: format!("{key}.{k}"),
+                message,
+            },
+            other => other,
         };
+        if c.max_concurrency == Some(0) {
+            return Err(Error::Config {
+                file: None,
+                key: format!("{key}.max_concurrency"),
+                message: "expected at least 1 concurrent request; leave it unset for no limit"
+                    .into(),
+            });
+        }
         let mut out = Self::new(name, transport);
         out.description = c.description.clone();
-        if let Some(t) = secs(c.connect_timeout_seconds) {
+        if let Some(t) = c.connect_timeout().map_err(at_key)? {
             out.connect_timeout = t;
         }
-        out.request_timeout = secs(c.request_timeout_seconds);
+        if let Some(t) = c.request_timeout().map_err(at_key)? {
+            out.request_timeout = Some(t);
+        }
         out.roots = c.roots.clone();
-        out.tool_filter = ToolFilter {
-            allow: c
-                .allowed_tools
-                .as_ref()
-                .map(|v| v.iter().cloned().collect()),
-            deny: c.denied_tools.iter().cloned().collect(),
-        };
-        out.max_concurrency = c.max_concurrency.map(|n| n.max(1));
+        out.tool_filter = tool_filter(c.allowed_tools.as_deref(), &c.denied_tools);
+        out.max_concurrency = c.max_concurrency;
         Ok(out)
     }
 }
@@ -371,118 +384,47 @@ impl ServerSet {
         Ok(set)
     }
 
+    /// From a loaded [`Config`]: its `mcp:` section.
+    pub fn from_config(config: &Config) -> Result<Self> {
+        Self::from_settings(&config.mcp)
+    }
+
     /// From the `{"mcpServers": {...}}` JSON used by Claude Desktop, Cursor and `.mcp.json`
-    /// (a `roles` object beside `mcpServers` is accepted too).
+    /// (a `roles` object beside `mcpServers` is accepted too), with `${VAR}` substitution from
+    /// the process environment.
     pub fn from_mcp_servers_json(json: &str) -> Result<Self> {
-        let v: Value = serde_json::from_str(json).map_err(|e| Error::Config {
-            file: None,
-            key: String::new(),
-            message: format!("not valid JSON: {e}"),
-        })?;
-        let servers = v
-            .get("mcpServers")
-            .or_else(|| v.get("servers"))
-            .cloned()
-            .ok_or_else(|| Error::Config {
-                file: None,
-                key: "mcpServers".into(),
-                message: "expected an object `mcpServers` mapping names to servers".into(),
-            })?;
-        Self::from_values(servers, v.get("roles").cloned(), "mcpServers")
+        Self::from_config(&ConfigLoader::new().parse(json, ConfigFormat::McpServersJson, None)?)
     }
 
-    /// From mcp-agent's `mcp_agent.config.yaml` (`mcp: {servers: {...}}`); every other key of
-    /// that file is ignored.
+    /// From mcp-agent's `mcp_agent.config.yaml` text (`mcp: {servers: {...}}`), with `${VAR}`
+    /// substitution; keys of that file agentkit does not use are ignored.
     pub fn from_mcp_agent_yaml(yaml: &str) -> Result<Self> {
-        let v: Value = serde_yaml_ng::from_str(yaml).map_err(|e| Error::Config {
-            file: None,
-            key: String::new(),
-            message: format!("not valid YAML: {e}"),
-        })?;
-        let mcp = v.get("mcp").cloned().unwrap_or(Value::Null);
-        let servers = mcp
-            .get("servers")
-            .cloned()
-            .unwrap_or(Value::Object(Default::default()));
-        Self::from_values(servers, mcp.get("roles").cloned(), "mcp.servers")
+        Self::from_config(&ConfigLoader::new().parse(yaml, ConfigFormat::McpAgent, None)?)
     }
 
-    /// Read a file, choosing the format by name: `*.json` is `mcpServers` JSON, anything else
-    /// is YAML (agentkit.yaml or mcp_agent.config.yaml; both keep servers under `mcp.servers`).
+    /// Read a file with [`ConfigLoader::load_file`]: the format is chosen by its name
+    /// (`*.json` is `mcpServers` JSON, `mcp_agent.config.yaml` is mcp-agent's, other YAML is
+    /// `agentkit.yaml`), the secrets file next to a YAML file is merged, `${VAR}` values are
+    /// substituted, and every error names the file, key, line and column.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with(&ConfigLoader::new(), path)
+    }
+
+    /// [`ServerSet::load`] with a configured loader (e.g. its own environment lookup).
+    pub fn load_with(loader: &ConfigLoader, path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
-            file: Some(path.to_owned()),
-            key: String::new(),
-            message: format!("cannot read the file: {e}"),
-        })?;
-        let with_file = |e: Error| match e {
-            Error::Config { key, message, .. } => Error::Config {
+        Self::from_config(&loader.load_file(path)?).map_err(|e| match e {
+            Error::Config {
+                file: None,
+                key,
+                message,
+            } => Error::Config {
                 file: Some(path.to_owned()),
                 key,
                 message,
             },
             other => other,
-        };
-        if path.extension().is_some_and(|e| e == "json") {
-            Self::from_mcp_servers_json(&text).map_err(with_file)
-        } else {
-            Self::from_mcp_agent_yaml(&text).map_err(with_file)
-        }
-    }
-
-    fn from_values(servers: Value, roles: Option<Value>, key: &str) -> Result<Self> {
-        let Value::Object(map) = servers else {
-            return Err(Error::Config {
-                file: None,
-                key: key.into(),
-                message: "expected an object mapping server names to servers".into(),
-            });
-        };
-        let mut out = BTreeMap::new();
-        for (name, mut server) in map {
-            // mcp-agent and Claude Desktop spell a few things differently.
-            if let Value::Object(o) = &mut server {
-                if let Some(t) = o.get("type").cloned() {
-                    o.entry("transport").or_insert(t);
-                    o.remove("type");
-                }
-                if let Some(Value::String(t)) = o.get_mut("transport")
-                    && (t == "streamable-http" || t == "http" || t == "streamableHttp")
-                {
-                    *t = "streamable_http".into();
-                }
-                for k in ["read_timeout_seconds", "timeout"] {
-                    if let Some(v) = o.remove(k) {
-                        o.entry("request_timeout_seconds").or_insert(v);
-                    }
-                }
-                o.remove("auth");
-                o.remove("http_timeout_seconds");
-                o.remove("terminate_on_close");
-            }
-            let core: McpServerConfig =
-                serde_json::from_value(server).map_err(|e| Error::Config {
-                    file: None,
-                    key: format!("{key}.{name}"),
-                    message: e.to_string(),
-                })?;
-            out.insert(name.clone(), ServerConfig::from_core(name, &core)?);
-        }
-        let roles: BTreeMap<String, Vec<String>> = match roles {
-            None | Some(Value::Null) => BTreeMap::new(),
-            Some(r) => serde_json::from_value(r).map_err(|e| Error::Config {
-                file: None,
-                key: "roles".into(),
-                message: format!("expected `{{role: [server, ...]}}`: {e}"),
-            })?,
-        };
-        let set = Self {
-            servers: out,
-            roles,
-        };
-        set.check_roles()?;
-        Ok(set)
+        })
     }
 
     fn check_roles(&self) -> Result<()> {
@@ -541,6 +483,18 @@ impl ServerSet {
             out.push(s.clone());
         }
         Ok(out)
+    }
+}
+
+/// The filter of `allowed_tools` and `denied_tools`: an allow-list minus the denied names, a
+/// deny-list, or none.
+fn tool_filter(allow: Option<&[String]>, deny: &[String]) -> Option<ToolFilter> {
+    match allow {
+        Some(allow) => Some(ToolFilter::allow(
+            allow.iter().filter(|n| !deny.contains(n)).cloned(),
+        )),
+        None if deny.is_empty() => None,
+        None => Some(ToolFilter::deny(deny.iter().cloned())),
     }
 }
 
@@ -609,14 +563,156 @@ mcp:
         .unwrap_err();
         assert!(err.to_string().contains("streamable_http"), "{err}");
         let err = ServerSet::from_mcp_servers_json(r#"{"mcpServers": {"x": {}}}"#).unwrap_err();
-        assert!(err.to_string().contains("mcp.servers.x"), "{err}");
+        assert!(err.to_string().contains("mcpServers.x"), "{err}");
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn loader(vars: &'static [(&'static str, &'static str)]) -> ConfigLoader {
+        ConfigLoader::new().with_env(|n| {
+            vars.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn load_substitutes_env_vars_and_merges_the_secrets_file_like_config_load_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = write(
+            dir.path(),
+            ".mcp.json",
+            r#"{"mcpServers": {"api": {"url": "http://127.0.0.1:9/mcp", "headers": {"Authorization": "Bearer ${TOKEN}"}}}}"#,
+        );
+        let set = ServerSet::load_with(&loader(&[("TOKEN", "s3cret")]), &json).unwrap();
+        assert!(matches!(&set.servers["api"].transport,
+            ServerTransport::StreamableHttp { headers, .. } if headers["Authorization"] == "Bearer s3cret"));
+        // An unset variable is an error naming the file, key and variable.
+        let err = ServerSet::load_with(&loader(&[]), &json).unwrap_err();
+        let Error::Config { file, key, message } = err else {
+            panic!()
+        };
+        assert_eq!(file.as_deref(), Some(json.as_path()));
+        assert!(key.contains("Authorization"), "{key}");
+        assert!(message.contains("`TOKEN` is not set"), "{message}");
+
+        let yaml = write(
+            dir.path(),
+            "mcp_agent.config.yaml",
+            "mcp:\n  servers:\n    api:\n      transport: streamable_http\n      url: http://127.0.0.1:9/mcp\n",
+        );
+        write(
+            dir.path(),
+            "mcp_agent.secrets.yaml",
+            "mcp:\n  servers:\n    api:\n      auth: {api_key: from-secrets}\n",
+        );
+        let set = ServerSet::load_with(&loader(&[]), &yaml).unwrap();
+        assert!(matches!(&set.servers["api"].transport,
+            ServerTransport::StreamableHttp { bearer_token: Some(t), .. } if t == "from-secrets"));
+    }
+
+    #[test]
+    fn load_rejects_what_config_load_file_rejects() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text, wanted) in [
+            (
+                "a.json",
+                r#"{"mcpServers": {"s": {"command": "x", "timeout": 1e300}}}"#,
+                "greater than 0",
+            ),
+            (
+                "b.json",
+                r#"{"mcpServers": {"s": {"command": "x", "timeout": -5}}}"#,
+                "greater than 0",
+            ),
+            (
+                "c.json",
+                r#"{"mcpServers": {"s": {"command": "x", "timeout": 0}}}"#,
+                "greater than 0",
+            ),
+            (
+                "d.json",
+                r#"{"mcpServers": {"s": {"command": "x"}, "s": {"command": "y"}}}"#,
+                "duplicate key `s`",
+            ),
+            (
+                "e.json",
+                r#"{"mcpServers": {"s": {"comand": "x"}}}"#,
+                "did you mean `command`?",
+            ),
+            (
+                "mcp_agent.config.yaml",
+                "mcp:\n  servers:\n    s: {command: x, request_timeout_seconds: 1e20}\n",
+                "greater than 0",
+            ),
+            (
+                "f.yaml",
+                "mcp:\n  servers:\n    s: {command: x}\n    s: {command: y}\n",
+                "duplicate",
+            ),
+        ] {
+            let path = write(dir.path(), name, text);
+            let err = ServerSet::load_with(&loader(&[]), &path).unwrap_err();
+            let Error::Config { file, message, .. } = &err else {
+                panic!("{err:?}")
+            };
+            assert_eq!(file.as_deref(), Some(path.as_path()), "{name}");
+            assert!(message.contains(wanted), "{name}: {message}");
+        }
+        // Programmatic configs are checked the same way.
+        let c = McpServerConfig::stdio("x").with_request_timeout_seconds(1e20);
+        assert!(
+            ServerConfig::from_core("s", &c)
+                .unwrap_err()
+                .to_string()
+                .contains("request_timeout_seconds")
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Whatever numbers a program puts in a core config, conversion never panics, and
+        /// what it accepts is a usable, positive duration.
+        #[test]
+        fn from_core_never_panics_on_any_number(
+            connect in proptest::num::f64::ANY,
+            request in proptest::num::f64::ANY,
+            max in proptest::prelude::any::<usize>(),
+        ) {
+            let c = McpServerConfig::stdio("x")
+                .with_connect_timeout_seconds(connect)
+                .with_request_timeout_seconds(request)
+                .with_max_concurrency(max);
+            if let Ok(s) = ServerConfig::from_core("s", &c) {
+                proptest::prop_assert!(s.connect_timeout > Duration::ZERO);
+                proptest::prop_assert!(s.request_timeout.is_some_and(|t| t > Duration::ZERO));
+                proptest::prop_assert!(s.max_concurrency.is_some_and(|m| m >= 1));
+                let _ = tokio::time::Instant::now().checked_add(s.connect_timeout);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_bound_every_request() {
+        let s = ServerConfig::stdio("s", "x", Vec::<String>::new());
+        assert_eq!(s.request_timeout, Some(DEFAULT_REQUEST_TIMEOUT));
+        let c = ServerConfig::from_core("s", &McpServerConfig::stdio("x")).unwrap();
+        assert_eq!(c.request_timeout, Some(DEFAULT_REQUEST_TIMEOUT));
+        assert_eq!(s.without_request_timeout().request_timeout, None);
     }
 
     #[test]
     fn tool_filter_allow_and_deny() {
-        let f = ToolFilter::new().with_allow(["a", "b"]).with_deny(["b"]);
+        let f = tool_filter(Some(&["a".into(), "b".into()]), &["b".into()]).unwrap();
         assert!(f.allows("a"));
         assert!(!f.allows("b"));
         assert!(!f.allows("c"));
+        let f = tool_filter(None, &["b".into()]).unwrap();
+        assert!(f.allows("a") && !f.allows("b"));
+        assert!(tool_filter(None, &[]).is_none());
     }
 }

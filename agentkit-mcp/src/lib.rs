@@ -24,23 +24,37 @@ mod client;
 pub mod config;
 #[cfg(feature = "server")]
 pub mod expose;
+#[cfg(feature = "server-http")]
+pub mod http;
 pub mod manager;
 pub mod names;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]
+mod session;
+#[cfg(feature = "client-stdio")]
+mod stdio;
+#[cfg(feature = "server")]
 pub mod tasks;
 
+pub use agentkit_core::ToolFilter;
 pub use aggregator::{Collision, DEFAULT_SEPARATOR, McpAggregator, to_content, to_tool_output};
-pub use config::{ServerConfig, ServerSet, ServerTransport, ToolFilter};
+pub use config::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, ServerConfig,
+    ServerSet, ServerTransport,
+};
 #[cfg(feature = "server")]
 pub use expose::{expose_as_mcp_server, expose_workflows};
+#[cfg(feature = "server-http")]
+pub use http::McpHttpService;
 pub use manager::{Connection, ConnectionManager, Lifecycle, connect_once, request_meta};
 pub use names::{MAX_TOOL_NAME_LEN, qualified_tool_name};
-#[cfg(feature = "server-http")]
-pub use server::HttpOptions;
 #[cfg(feature = "server")]
 pub use server::{CallContext, McpServer, McpServerBuilder};
+#[cfg(feature = "server-http")]
+pub use server::{DEFAULT_MAX_SESSIONS, HttpOptions};
+#[cfg(feature = "server")]
+pub use session::SessionEndHook;
 #[cfg(feature = "server")]
 pub use tasks::{TaskBackend, WorkflowTasks};
 

@@ -55,6 +55,14 @@ pub struct Connection {
     running: AsyncMutex<Option<RunningService<RoleClient, AgentkitClient>>>,
     /// Ends the connection's background tasks (the `subscriptions/listen` follower).
     stop: CancellationToken,
+    /// The child process of a stdio server.
+    #[cfg(feature = "client-stdio")]
+    child: AsyncMutex<Option<crate::stdio::StdioChild>>,
+    /// Messages of a stdio server discarded for being too large.
+    #[cfg(feature = "client-stdio")]
+    oversize: Option<Arc<crate::stdio::Oversize>>,
+    /// How long a closing stdio server may take to exit on its own.
+    shutdown_grace: Duration,
 }
 
 impl Drop for Connection {
@@ -109,12 +117,19 @@ impl Connection {
         self.peer.is_transport_closed()
     }
 
-    /// Close the connection: stdin closed, then SIGTERM, then SIGKILL for a stdio server.
+    /// Close the connection. For a stdio server: requests the server sent are answered
+    /// first (up to the server's shutdown grace), stdin is closed, the server gets the grace
+    /// period to exit, then SIGTERM, then SIGKILL after as long again.
     pub async fn close(&self) {
         self.stop.cancel();
         let running = self.running.lock().await.take();
         if let Some(mut r) = running {
+            self.client.answering.wait_idle(self.shutdown_grace).await;
             let _ = r.close_with_timeout(CLOSE_TIMEOUT).await;
+        }
+        #[cfg(feature = "client-stdio")]
+        if let Some(child) = self.child.lock().await.take() {
+            child.shutdown(self.shutdown_grace).await;
         }
     }
 
@@ -191,8 +206,12 @@ impl Connection {
                 .insert(token_key(&handle.progress_token), ctx.clone());
             let id = handle.id.clone();
             let remaining = ctx.remaining();
+            let mut too_large = self.oversize_watch(&id);
             let response = tokio::select! {
                 r = handle.await_response() => r,
+                len = too_large.matched() => {
+                    return Err(result_too_large(&what, len));
+                }
                 () = ctx.cancellation().cancelled() => {
                     self.send_cancel(id, "the run was cancelled").await;
                     return Err(Error::Cancelled { run_id: ctx.run_id().to_owned() });
@@ -224,6 +243,10 @@ impl Connection {
                         "the server answered tools/call with an unexpected result type",
                     ));
                 }
+                Err(ServiceError::Timeout { .. }) if too_large.unmatched().is_some() => {
+                    let len = too_large.unmatched().unwrap_or_default();
+                    return Err(result_too_large(&what, len));
+                }
                 Err(e) => {
                     return Err(service_error(
                         &self.server,
@@ -239,6 +262,23 @@ impl Connection {
                 "the server asked for input more than {MAX_INPUT_ROUNDS} times without answering"
             ),
         ))
+    }
+
+    /// Watches for the stdio transport discarding this request's response for its size.
+    fn oversize_watch(&self, id: &rmcp::model::RequestId) -> OversizeWatch {
+        #[cfg(feature = "client-stdio")]
+        {
+            OversizeWatch {
+                rx: self.oversize.as_ref().map(|o| o.subscribe()),
+                id: serde_json::to_string(id).unwrap_or_default(),
+                unmatched: None,
+            }
+        }
+        #[cfg(not(feature = "client-stdio"))]
+        {
+            let _ = id;
+            OversizeWatch
+        }
     }
 
     async fn send_cancel(&self, id: rmcp::model::RequestId, reason: &str) {
@@ -286,6 +326,78 @@ impl Connection {
         Ok(((!out.is_empty()).then_some(out), ir.request_state))
     }
 }
+
+/// Which discarded oversize messages concern one request.
+#[cfg(feature = "client-stdio")]
+struct OversizeWatch {
+    rx: Option<tokio::sync::broadcast::Receiver<(Option<String>, usize)>>,
+    id: String,
+    /// The size of a discarded message whose id could not be read.
+    unmatched: Option<usize>,
+}
+
+#[cfg(feature = "client-stdio")]
+impl OversizeWatch {
+    /// Resolves with the size of the discarded message that was this request's response.
+    async fn matched(&mut self) -> usize {
+        let Some(rx) = self.rx.as_mut() else {
+            return std::future::pending().await;
+        };
+        loop {
+            match rx.recv().await {
+                Ok((Some(id), len)) if id == self.id => return len,
+                Ok((None, len)) => self.unmatched = Some(len),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+
+    /// The size of a discarded message that may have been this request's response.
+    fn unmatched(&mut self) -> Option<usize> {
+        if let Some(rx) = self.rx.as_mut() {
+            while let Ok((id, len)) = rx.try_recv() {
+                if id.is_none() || id.as_deref() == Some(self.id.as_str()) {
+                    self.unmatched = Some(len);
+                }
+            }
+        }
+        self.unmatched
+    }
+}
+
+#[cfg(not(feature = "client-stdio"))]
+struct OversizeWatch;
+
+#[cfg(not(feature = "client-stdio"))]
+impl OversizeWatch {
+    async fn matched(&mut self) -> usize {
+        std::future::pending().await
+    }
+
+    fn unmatched(&mut self) -> Option<usize> {
+        None
+    }
+}
+
+#[cfg_attr(not(feature = "client-stdio"), allow(dead_code))]
+fn result_too_large(what: &str, len: usize) -> Error {
+    Error::tool(
+        what,
+        format!(
+            "the result is too large: the server sent a {:.1} MiB message, over the {} MiB \
+             limit of one stdio message, and it was discarded; ask the tool for less (a page, \
+             a filter, a smaller file)",
+            len as f64 / (1024.0 * 1024.0),
+            MAX_MESSAGE_BYTES / (1024 * 1024)
+        ),
+    )
+}
+
+/// The largest message a stdio server may send (rmcp's line limit).
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 async fn sleep_opt(d: Option<Duration>) {
     match d {
@@ -744,6 +856,7 @@ async fn connect(
         shared,
         inflight: Arc::new(Inflight::default()),
         lists_epoch,
+        answering: Arc::default(),
     };
     let timeout = cfg.connect_timeout;
     let fut = async {
@@ -918,44 +1031,21 @@ async fn connect_stdio(
     client: AgentkitClient,
     lifecycle: Lifecycle,
 ) -> Result<Connection> {
-    use process_wrap::tokio::{CommandWrap, KillOnDrop, ProcessGroup};
-    use rmcp::transport::TokioChildProcess;
-    use tokio::io::AsyncBufReadExt;
-
-    let mut wrap = CommandWrap::with_new(command, |c| {
-        c.args(args).envs(env);
-        if let Some(dir) = cwd {
-            c.current_dir(dir);
-        }
-    });
-    // Its own process group, so a shutdown also ends what it spawned (npx -> node).
-    wrap.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
-    let (transport, stderr) = TokioChildProcess::builder(wrap)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Tool {
-            tool: cfg.name.clone(),
-            message: format!(
-                "could not start MCP server `{}` (`{command}`): {e}; check that the command is installed and on PATH",
-                cfg.name
-            ),
-            source: Some(Box::new(e)),
-        })?;
-    let pid = transport.id();
-    if let Some(stderr) = stderr {
-        let server = cfg.name.clone();
-        tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!(target: "agentkit_mcp::stderr", server = %server, "{line}");
-            }
-        });
-    }
+    let spawned = crate::stdio::spawn(&cfg.name, command, args, env, cwd)?;
+    let mut child = spawned.child;
+    let pid = child.id();
     let handler = client.clone();
-    let running = handler
-        .serve_with_lifecycle(transport, client_mode(lifecycle))
+    let running = match handler
+        .serve_with_lifecycle(spawned.transport, client_mode(lifecycle))
         .await
-        .map_err(|e| init_error(&cfg.name, e))?;
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let report = child.failure_report().await;
+            child.shutdown(cfg.shutdown_grace).await;
+            return Err(init_error(&cfg.name, format!("{e}{report}")));
+        }
+    };
     Ok(Connection {
         server: cfg.name.clone(),
         peer: running.peer().clone(),
@@ -963,6 +1053,9 @@ async fn connect_stdio(
         pid,
         running: AsyncMutex::new(Some(running)),
         stop: CancellationToken::new(),
+        child: AsyncMutex::new(Some(child)),
+        oversize: Some(spawned.oversize),
+        shutdown_grace: cfg.shutdown_grace,
     })
 }
 
@@ -1040,6 +1133,11 @@ async fn connect_http(
         pid: None,
         running: AsyncMutex::new(Some(running)),
         stop: CancellationToken::new(),
+        #[cfg(feature = "client-stdio")]
+        child: AsyncMutex::new(None),
+        #[cfg(feature = "client-stdio")]
+        oversize: None,
+        shutdown_grace: cfg.shutdown_grace,
     })
 }
 

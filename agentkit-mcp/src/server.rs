@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 pub struct CallContext {
     request: RequestContext<RoleServer>,
     input: Arc<InputRounds>,
+    session: Option<Arc<str>>,
 }
 
 /// The input-required rounds (MRTR) of one `tools/call` on a 2026-07-28 connection: the
@@ -89,6 +90,15 @@ impl CallContext {
     #[must_use]
     pub fn peer(&self) -> &Peer<RoleServer> {
         &self.request.peer
+    }
+
+    /// The MCP session this request belongs to: the `Mcp-Session-Id` of a legacy streamable
+    /// HTTP session (absent on its `initialize` request), one id per stdio (or other
+    /// transport) connection, and `None` for stateless 2026-07-28 HTTP requests. Stable for
+    /// the session's life; [`McpServerBuilder::on_session_end`] is told when it ends.
+    #[must_use]
+    pub fn session_id(&self) -> Option<&str> {
+        self.session.as_deref()
     }
 
     /// The raw rmcp request context (meta, extensions such as `http::request::Parts`).
@@ -273,6 +283,8 @@ struct Registry {
     legacy_peers: Mutex<Vec<Peer<RoleServer>>>,
     /// MCP Tasks (SEP-2663); see [`McpServerBuilder::tasks`].
     tasks: Option<Arc<dyn crate::tasks::TaskBackend>>,
+    /// Called when a session ends; see [`McpServerBuilder::on_session_end`].
+    on_session_end: Option<crate::session::SessionEndHook>,
 }
 
 impl Default for Registry {
@@ -290,6 +302,7 @@ impl Default for Registry {
             tools_changed: broadcast::channel(16).0,
             legacy_peers: Mutex::default(),
             tasks: None,
+            on_session_end: None,
         }
     }
 }
@@ -455,11 +468,24 @@ impl McpServerBuilder {
         self
     }
 
+    /// Be told the id of every session that ends (see [`CallContext::session_id`]): a stdio
+    /// connection that closed, a legacy HTTP session the client deleted or that expired. Use
+    /// it to drop per-session state. The hook runs on the task that ends the session: keep it
+    /// short and non-blocking.
+    #[must_use]
+    pub fn on_session_end(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.reg.on_session_end = Some(Arc::new(hook));
+        self
+    }
+
     /// The server.
     #[must_use]
     pub fn build(self) -> McpServer {
+        let sessions = crate::session::Sessions::new(self.reg.on_session_end.clone());
         McpServer {
             reg: Arc::new(self.reg),
+            sessions,
+            session: None,
         }
     }
 }
@@ -475,10 +501,14 @@ pub(crate) fn object_schema(v: Value) -> JsonObject {
     }
 }
 
-/// A built server: an rmcp [`ServerHandler`]. Cheap to clone (one `Arc`).
+/// A built server: an rmcp [`ServerHandler`]. Cheap to clone (`Arc`s).
 #[derive(Clone)]
 pub struct McpServer {
     reg: Arc<Registry>,
+    /// The open sessions of every transport this server is served on.
+    sessions: crate::session::Sessions,
+    /// The session of a connection served with [`McpServer::serve`].
+    session: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for McpServer {
@@ -489,14 +519,29 @@ impl std::fmt::Debug for McpServer {
     }
 }
 
-fn ctx(request: RequestContext<RoleServer>) -> CallContext {
-    CallContext {
-        request,
-        input: Arc::default(),
-    }
-}
-
 impl McpServer {
+    fn ctx(&self, request: RequestContext<RoleServer>) -> CallContext {
+        self.call_context(request, Arc::default())
+    }
+
+    fn call_context(
+        &self,
+        request: RequestContext<RoleServer>,
+        input: Arc<InputRounds>,
+    ) -> CallContext {
+        let http_session = request
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.headers.get("mcp-session-id"))
+            .and_then(|v| v.to_str().ok())
+            .map(Arc::from);
+        CallContext {
+            request,
+            input,
+            session: http_session.or_else(|| self.session.clone()),
+        }
+    }
+
     /// The tool names.
     #[must_use]
     pub fn tool_names(&self) -> Vec<String> {
@@ -572,7 +617,13 @@ impl McpServer {
         T: rmcp::transport::IntoTransport<RoleServer, E, A>,
         E: std::error::Error + Send + Sync + 'static,
     {
-        ServiceExt::serve(self, transport)
+        let id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
+        let transport = self
+            .sessions
+            .track(Arc::clone(&id), transport.into_transport());
+        let mut this = self;
+        this.session = Some(id);
+        ServiceExt::serve(this, transport)
             .await
             .map_err(|e| agentkit_core::Error::other("serving MCP", e))
     }
@@ -587,35 +638,32 @@ impl McpServer {
         Ok(())
     }
 
-    /// A streamable HTTP tower service (mount it with `axum::Router::nest_service("/mcp", ..)`).
-    /// DNS-rebinding protection is on: only `localhost`, `127.0.0.1` and `::1` are accepted as
-    /// `Host` unless `allowed_hosts` says otherwise.
+    /// The streamable HTTP endpoint, a tower service (mount it with
+    /// `axum::Router::nest_service("/mcp", ..)`). Protections are on by default: only
+    /// loopback `Host` values are accepted (DNS rebinding), a request with a browser `Origin`
+    /// must come from a loopback origin unless [`HttpOptions::with_allowed_origins`] says
+    /// otherwise (403), malformed JSON-RPC gets a JSON-RPC error (-32700, -32600, -32602),
+    /// and at most [`DEFAULT_MAX_SESSIONS`] legacy sessions are open at once.
     #[cfg(feature = "server-http")]
     #[must_use]
-    pub fn into_http_service(
-        self,
-        options: HttpOptions,
-    ) -> rmcp::transport::streamable_http_server::StreamableHttpService<
-        Self,
-        rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
-    > {
-        use rmcp::transport::streamable_http_server::{
-            StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
-        };
+    pub fn into_http_service(self, options: HttpOptions) -> crate::http::McpHttpService {
+        use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
         let mut config =
             StreamableHttpServerConfig::default().with_cancellation_token(options.cancel.clone());
         if let Some(hosts) = options.allowed_hosts {
             config = config.with_allowed_hosts(hosts);
         }
-        if !options.allowed_origins.is_empty() {
-            config = config.with_allowed_origins(options.allowed_origins);
-        }
+        let origins = options
+            .allowed_origins
+            .unwrap_or_else(|| LOOPBACK_ORIGINS.iter().map(|o| (*o).to_owned()).collect());
+        config = if origins.is_empty() {
+            config.enforce_origin_validation()
+        } else {
+            config.with_allowed_origins(origins)
+        };
         config = config.with_json_response(options.json_response);
-        StreamableHttpService::new(
-            move || Ok(self.clone()),
-            Arc::new(LocalSessionManager::default()),
-            config,
-        )
+        let sessions = self.sessions.clone();
+        crate::http::McpHttpService::new(self, config, sessions, options.max_sessions)
     }
 
     fn task_backend(&self) -> Result<&Arc<dyn crate::tasks::TaskBackend>, ErrorData> {
@@ -634,15 +682,36 @@ impl McpServer {
     }
 }
 
+/// Browser origins accepted by default: the loopback ones, on any port.
+#[cfg(feature = "server-http")]
+const LOOPBACK_ORIGINS: &[&str] = &[
+    "http://localhost:*",
+    "https://localhost:*",
+    "http://127.0.0.1:*",
+    "https://127.0.0.1:*",
+    "http://[::1]:*",
+    "https://[::1]:*",
+];
+
+/// Default cap on open legacy HTTP sessions (each holds memory until it is closed or expires
+/// after 5 idle minutes).
+#[cfg(feature = "server-http")]
+pub const DEFAULT_MAX_SESSIONS: usize = 1024;
+
 /// Options of [`McpServer::into_http_service`].
 #[cfg(feature = "server-http")]
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct HttpOptions {
     /// `Host` values accepted (default: loopback only, which blocks DNS rebinding).
     pub allowed_hosts: Option<Vec<String>>,
-    /// `Origin` values accepted (default: no Origin check).
-    pub allowed_origins: Vec<String>,
+    /// `Origin` values accepted from browsers, e.g. `https://app.example.com:443` or
+    /// `http://localhost:*` (default: loopback origins; an empty list rejects every request
+    /// that carries an `Origin`). Requests without `Origin` (non-browser clients) pass.
+    pub allowed_origins: Option<Vec<String>>,
+    /// At most this many legacy (`initialize`) sessions open at once; a new one past it gets
+    /// HTTP 503 with a JSON-RPC error. `None`: no cap. Default [`DEFAULT_MAX_SESSIONS`].
+    pub max_sessions: Option<usize>,
     /// Answer with plain JSON instead of SSE streams where possible.
     pub json_response: bool,
     /// Cancelling it ends every session.
@@ -650,11 +719,32 @@ pub struct HttpOptions {
 }
 
 #[cfg(feature = "server-http")]
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: None,
+            allowed_origins: None,
+            max_sessions: Some(DEFAULT_MAX_SESSIONS),
+            json_response: false,
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+#[cfg(feature = "server-http")]
 impl HttpOptions {
-    /// Defaults: loopback hosts only, SSE responses.
+    /// Defaults: loopback hosts and origins only, SSE responses, at most
+    /// [`DEFAULT_MAX_SESSIONS`] sessions.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Cap the open legacy sessions (`None`: no cap).
+    #[must_use]
+    pub fn with_max_sessions(mut self, max: Option<usize>) -> Self {
+        self.max_sessions = max;
+        self
     }
 
     /// Accept these `Host` values (for a public deployment).
@@ -673,7 +763,7 @@ impl HttpOptions {
         mut self,
         origins: I,
     ) -> Self {
-        self.allowed_origins = origins.into_iter().map(Into::into).collect();
+        self.allowed_origins = Some(origins.into_iter().map(Into::into).collect());
         self
     }
 
@@ -842,10 +932,7 @@ impl ServerHandler for McpServer {
         }
         let ct = c.ct.clone();
         let input = Arc::new(InputRounds::from_request(&req));
-        let call = CallContext {
-            request: c,
-            input: Arc::clone(&input),
-        };
+        let call = self.call_context(c, Arc::clone(&input));
         let out = tokio::select! {
             r = f(req.arguments.clone().unwrap_or_default(), call) => r,
             () = ct.cancelled() => return Err(ErrorData::internal_error("cancelled by the client", None)),
@@ -918,10 +1005,10 @@ impl ServerHandler for McpServer {
         c: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         if let Some((_, f)) = self.reg.resources.get(&req.uri) {
-            return f(req.uri.clone(), ctx(c)).await.map(Into::into);
+            return f(req.uri.clone(), self.ctx(c)).await.map(Into::into);
         }
         if let Some((f, vars)) = self.match_template(&req.uri) {
-            return f(req.uri.clone(), vars, ctx(c)).await.map(Into::into);
+            return f(req.uri.clone(), vars, self.ctx(c)).await.map(Into::into);
         }
         Err(ErrorData::resource_not_found(
             format!("no resource `{}`", req.uri),
@@ -955,7 +1042,7 @@ impl ServerHandler for McpServer {
             .clone()
             .map(|m| m.into_iter().collect())
             .unwrap_or_default();
-        f(args, ctx(c)).await.map(Into::into)
+        f(args, self.ctx(c)).await.map(Into::into)
     }
 
     async fn complete(

@@ -3,9 +3,77 @@
 
 use serde_yaml_ng::{Mapping, Value};
 
-use super::locate::{KeyPath, key_text};
+use super::locate::{KeyPath, closest, key_text};
 
 type Fail = (KeyPath, String);
+
+/// The keys of [`McpServerConfig`](super::McpServerConfig) (`type` is an alias of `transport`).
+const SERVER_KEYS: &[&str] = &[
+    "transport",
+    "type",
+    "description",
+    "command",
+    "args",
+    "env",
+    "cwd",
+    "url",
+    "headers",
+    "bearer_token",
+    "connect_timeout_seconds",
+    "request_timeout_seconds",
+    "roots",
+    "allowed_tools",
+    "denied_tools",
+    "max_concurrency",
+];
+
+/// Server keys of mcp-agent that agentkit knowingly ignores (never reported as typos).
+const MCP_AGENT_IGNORED: &[&str] = &[
+    "name",
+    "terminate_on_close",
+    "read_transport_sse_timeout_seconds",
+    "websocket",
+];
+
+/// Server keys of Claude Desktop, Claude Code, Cursor, VS Code, Cline, Roo, Windsurf and Gemini
+/// CLI that agentkit knowingly ignores (never reported as typos).
+const JSON_IGNORED: &[&str] = &[
+    "disabled",
+    "autoApprove",
+    "alwaysAllow",
+    "trust",
+    "oauth",
+    "authProviderType",
+    "envFile",
+    "networkTimeout",
+    "disabledTools",
+    "tools",
+    "gallery",
+    "version",
+    "name",
+    "inputs",
+    "dev",
+    "sandbox",
+];
+
+/// Fails on a key of a server entry that is not a known key but is close to one: almost
+/// certainly a typo (`comand`), which would otherwise be dropped and leave the server
+/// without its `command`.
+fn reject_typos(server: &Mapping, ignored: &[&str], p: &KeyPath) -> Result<(), Fail> {
+    for k in server.keys() {
+        let name = key_text(k);
+        if SERVER_KEYS.contains(&name.as_str()) || ignored.contains(&name.as_str()) {
+            continue;
+        }
+        if let Some(best) = closest(&name, SERVER_KEYS) {
+            return Err((
+                p.key(name.as_str()),
+                format!("unknown key `{name}` (did you mean `{best}`?)"),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Keys of [`Config`](super::Config) (and its aliases).
 const TOP_KEYS: &[&str] = &[
@@ -56,9 +124,11 @@ fn rename(map: &mut Mapping, from: &str, to: &str, section: &KeyPath) {
 
 /// Turns a merged `mcp_agent.config.yaml` (+ secrets) tree into agentkit's shape: unmodelled
 /// sections and keys are dropped with a debug log, renamed keys are moved.
-pub(crate) fn from_mcp_agent(tree: &mut Value) {
+pub(crate) fn from_mcp_agent(tree: &mut Value) -> Result<(), Fail> {
     const KIND: &str = "mcp-agent";
-    let Value::Mapping(top) = tree else { return };
+    let Value::Mapping(top) = tree else {
+        return Ok(());
+    };
     let root = KeyPath::root();
     keep_only(top, TOP_KEYS, &root, KIND);
     drop_nulls(top);
@@ -146,14 +216,15 @@ pub(crate) fn from_mcp_agent(tree: &mut Value) {
         if let Some(Value::Mapping(servers)) = mcp.get_mut("servers") {
             for (name, server) in servers.iter_mut() {
                 if let Value::Mapping(server) = server {
-                    mcp_agent_server(server, &p.key("servers").key(key_text(name)));
+                    mcp_agent_server(server, &p.key("servers").key(key_text(name)))?;
                 }
             }
         }
     }
+    Ok(())
 }
 
-fn mcp_agent_server(server: &mut Mapping, p: &KeyPath) {
+fn mcp_agent_server(server: &mut Mapping, p: &KeyPath) -> Result<(), Fail> {
     const KIND: &str = "mcp-agent";
     drop_nulls(server);
     // `read_timeout_seconds` bounds waiting for a response; `http_timeout_seconds` bounds one
@@ -164,6 +235,7 @@ fn mcp_agent_server(server: &mut Mapping, p: &KeyPath) {
     rename(server, "include_tools", "allowed_tools", p);
     rename(server, "exclude", "denied_tools", p);
     rename(server, "exclude_tools", "denied_tools", p);
+    reject_typos(server, &[MCP_AGENT_IGNORED, &["auth"]].concat(), p)?;
     if let Some(Value::Mapping(mut auth)) = server.shift_remove("auth") {
         if let Some(key) = auth.shift_remove("api_key").filter(|k| !k.is_null()) {
             server.insert(s("bearer_token"), key);
@@ -183,29 +255,8 @@ fn mcp_agent_server(server: &mut Mapping, p: &KeyPath) {
             }
         }
     }
-    keep_only(
-        server,
-        &[
-            "transport",
-            "type",
-            "description",
-            "command",
-            "args",
-            "env",
-            "cwd",
-            "url",
-            "headers",
-            "bearer_token",
-            "connect_timeout_seconds",
-            "request_timeout_seconds",
-            "roots",
-            "allowed_tools",
-            "denied_tools",
-            "max_concurrency",
-        ],
-        p,
-        KIND,
-    );
+    keep_only(server, SERVER_KEYS, p, KIND);
+    Ok(())
 }
 
 /// Turns `{"mcpServers": {...}}` (or VS Code's `{"servers": {...}}`) into
@@ -246,6 +297,11 @@ pub(crate) fn from_mcp_servers_json(tree: Value) -> Result<Value, Fail> {
                 .into(),
         ));
     }
+    // agentkit's role sets may sit beside `mcpServers`.
+    let roles = match top.shift_remove("roles") {
+        None | Some(Value::Null) => None,
+        Some(r) => Some(r),
+    };
     keep_only(&mut top, &[], &KeyPath::root(), KIND);
 
     let base = KeyPath::keys(["mcp", "servers"]);
@@ -258,7 +314,7 @@ pub(crate) fn from_mcp_servers_json(tree: Value) -> Result<Value, Fail> {
                     tracing::debug!(server = %key_text(&name), "skipping disabled MCP server");
                     continue;
                 }
-                json_server(&mut m, &p);
+                json_server(&mut m, &p)?;
                 Value::Mapping(m)
             }
             other => other,
@@ -267,12 +323,15 @@ pub(crate) fn from_mcp_servers_json(tree: Value) -> Result<Value, Fail> {
     }
     let mut mcp = Mapping::new();
     mcp.insert(s("servers"), Value::Mapping(out));
+    if let Some(roles) = roles {
+        mcp.insert(s("roles"), roles);
+    }
     let mut root = Mapping::new();
     root.insert(s("mcp"), Value::Mapping(mcp));
     Ok(Value::Mapping(root))
 }
 
-fn json_server(server: &mut Mapping, p: &KeyPath) {
+fn json_server(server: &mut Mapping, p: &KeyPath) -> Result<(), Fail> {
     drop_nulls(server);
     // Gemini CLI: `httpUrl` is streamable HTTP. Windsurf: `serverUrl`.
     if let Some(url) = server.shift_remove("httpUrl") {
@@ -285,24 +344,13 @@ fn json_server(server: &mut Mapping, p: &KeyPath) {
     rename(server, "includeTools", "allowed_tools", p);
     rename(server, "excludeTools", "denied_tools", p);
     rename(server, "allowedTools", "allowed_tools", p);
-    keep_only(
-        server,
-        &[
-            "transport",
-            "type",
-            "description",
-            "command",
-            "args",
-            "env",
-            "cwd",
-            "url",
-            "headers",
-            "allowed_tools",
-            "denied_tools",
-        ],
-        p,
-        "mcpServers JSON",
-    );
+    // Cline: `transportType`; Cline and Claude Code: `timeout` in seconds.
+    rename(server, "transportType", "transport", p);
+    rename(server, "timeout", "request_timeout_seconds", p);
+    reject_typos(server, JSON_IGNORED, p)?;
+    // agentkit's own server keys (`bearer_token`, `roots`, ...) are accepted here too.
+    keep_only(server, SERVER_KEYS, p, "mcpServers JSON");
+    Ok(())
 }
 
 /// For every server in `mcp.servers`: reads `transport` (or `type`), accepting the spellings
@@ -346,6 +394,7 @@ pub(crate) fn normalize_transports(tree: &mut Value) -> Result<(), Fail> {
                     (true, false) => "stdio",
                     (false, true) => "streamable_http",
                     (false, false) => {
+                        reject_typos(server, &[], &p)?;
                         return Err((
                             p,
                             format!(

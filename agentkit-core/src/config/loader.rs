@@ -389,10 +389,7 @@ impl Source {
     fn tree(&self) -> Result<Value> {
         let tree = match self.format {
             ConfigFormat::McpServersJson => {
-                let json: serde_json::Value = serde_json::from_str(&self.text)
-                    .map_err(|e| self.error(format!("invalid JSON: {e}")))?;
-                serde_yaml_ng::to_value(json)
-                    .map_err(|e| self.error(format!("invalid JSON: {e}")))?
+                strict_json(&self.text).map_err(|e| self.error(format!("invalid JSON: {e}")))?
             }
             ConfigFormat::Agentkit | ConfigFormat::McpAgent => serde_yaml_ng::from_str(&self.text)
                 .map_err(|e| self.error(format!("invalid YAML: {e}")))?,
@@ -426,6 +423,92 @@ impl Source {
         } else {
             vec![key.clone()]
         }
+    }
+}
+
+/// Parses JSON into a config tree, rejecting duplicate keys (serde_json would keep the last
+/// one silently, while YAML rejects them).
+fn strict_json(text: &str) -> std::result::Result<Value, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let v = StrictValue.deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+/// Builds a [`Value`] from any self-describing format, failing on a duplicate map key.
+#[derive(Clone, Copy)]
+struct StrictValue;
+
+impl<'de> serde::de::DeserializeSeed<'de> for StrictValue {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for StrictValue {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> std::result::Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(self)? {
+            out.push(v);
+        }
+        Ok(Value::Sequence(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Value, A::Error> {
+        let mut out = serde_yaml_ng::Mapping::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(key.as_str()) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key `{key}`; each key may appear once in an object"
+                )));
+            }
+            let v = map.next_value_seed(self)?;
+            out.insert(Value::String(key), v);
+        }
+        Ok(Value::Mapping(out))
     }
 }
 
@@ -483,7 +566,9 @@ fn build(sources: &[Source], env: &dyn Fn(&str) -> Option<String>) -> Result<Con
     }
     match main.format {
         ConfigFormat::Agentkit => compat::strip_extensions(&mut tree),
-        ConfigFormat::McpAgent => compat::from_mcp_agent(&mut tree),
+        ConfigFormat::McpAgent => {
+            compat::from_mcp_agent(&mut tree).map_err(|f| fail(sources, f))?
+        }
         ConfigFormat::McpServersJson => {
             tree = compat::from_mcp_servers_json(tree).map_err(|f| fail(sources, f))?;
         }

@@ -6,48 +6,9 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_yaml_ng::Value;
 
-/// One step of a [`KeyPath`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Seg {
-    /// A map key.
-    Key(String),
-    /// A list index.
-    Index(usize),
-}
-
-/// The path of a value inside a config tree, displayed as `mcp.servers.github.args[1]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub(crate) struct KeyPath(pub(crate) Vec<Seg>);
+pub(crate) use super::keypath::{KeyPath, Seg};
 
 impl KeyPath {
-    /// The empty path (the whole file).
-    pub(crate) fn root() -> Self {
-        Self(Vec::new())
-    }
-
-    /// A path of map keys.
-    pub(crate) fn keys<I, S>(keys: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        Self(keys.into_iter().map(|k| Seg::Key(k.into())).collect())
-    }
-
-    /// This path with a map key appended.
-    pub(crate) fn key(&self, key: impl Into<String>) -> Self {
-        let mut p = self.clone();
-        p.0.push(Seg::Key(key.into()));
-        p
-    }
-
-    /// This path with a list index appended.
-    pub(crate) fn index(&self, index: usize) -> Self {
-        let mut p = self.clone();
-        p.0.push(Seg::Index(index));
-        p
-    }
-
     /// The path serde_path_to_error recorded.
     pub(crate) fn from_serde(path: &serde_path_to_error::Path) -> Self {
         let mut segs = Vec::new();
@@ -73,24 +34,6 @@ impl KeyPath {
             };
         }
         Some(node)
-    }
-
-    /// Whether the path is empty.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Display for KeyPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, seg) in self.0.iter().enumerate() {
-            match seg {
-                Seg::Key(k) if i == 0 => write!(f, "{k}")?,
-                Seg::Key(k) => write!(f, ".{k}")?,
-                Seg::Index(n) => write!(f, "[{n}]")?,
-            }
-        }
-        Ok(())
     }
 }
 
@@ -292,27 +235,13 @@ fn found_text(found: &str) -> String {
 }
 
 /// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
-fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
-        .map(|c| (edit_distance(word, c), *c))
-        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(2))
+        .map(|c| (strsim::damerau_levenshtein(word, c), *c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(2) && *d < c.len())
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]

@@ -1,9 +1,14 @@
 #![doc = include_str!("../docs/config.md")]
 
 mod builders;
+#[cfg(feature = "config")]
 mod compat;
+#[cfg(feature = "config")]
 mod env;
+mod keypath;
+#[cfg(feature = "config")]
 mod loader;
+#[cfg(feature = "config")]
 mod locate;
 mod resolve;
 
@@ -14,7 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cost::ModelInfo;
 
+#[cfg(feature = "config")]
 pub use loader::{ConfigFormat, ConfigLoader};
+pub use resolve::{MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

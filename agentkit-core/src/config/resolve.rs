@@ -1,11 +1,66 @@
 //! Checks and derived values: server sets from roles, provider settings with environment
 //! fallbacks, the price table.
 
+use std::time::Duration;
+
 use crate::cost::PriceTable;
 use crate::error::{Error, Result};
 
-use super::locate::KeyPath;
-use super::{AnthropicSettings, Config, McpTransport, OpenAiSettings};
+use super::keypath::KeyPath;
+use super::{AnthropicSettings, Config, McpServerConfig, McpTransport, OpenAiSettings};
+
+/// The longest timeout a config may set: 10 years, far beyond any use, and safely inside
+/// what [`Duration`] and `tokio::time` can represent.
+pub const MAX_TIMEOUT_SECONDS: f64 = 315_360_000.0;
+
+/// The shortest timeout a config may set: 1 ms (a shorter one rounds to nothing).
+pub const MIN_TIMEOUT_SECONDS: f64 = 0.001;
+
+/// Reads a number of seconds: finite, from [`MIN_TIMEOUT_SECONDS`] to [`MAX_TIMEOUT_SECONDS`].
+pub(crate) fn seconds(value: f64) -> std::result::Result<Duration, String> {
+    if !(MIN_TIMEOUT_SECONDS..=MAX_TIMEOUT_SECONDS).contains(&value) {
+        return Err(format!(
+            "expected a number of seconds greater than 0 (from {MIN_TIMEOUT_SECONDS} to \
+             {MAX_TIMEOUT_SECONDS}, 10 years), found {value}; leave the key out for the default"
+        ));
+    }
+    Duration::try_from_secs_f64(value).map_err(|e| format!("{value} seconds: {e}"))
+}
+
+fn timeout_of(value: Option<f64>, key: &str) -> Result<Option<Duration>> {
+    value
+        .map(seconds)
+        .transpose()
+        .map_err(|message| Error::Config {
+            file: None,
+            key: key.to_owned(),
+            message,
+        })
+}
+
+impl McpServerConfig {
+    /// `connect_timeout_seconds` as a [`Duration`]; an error when it is not a positive, finite
+    /// number of seconds of at most [`MAX_TIMEOUT_SECONDS`].
+    ///
+    /// ```
+    /// use agentkit_core::McpServerConfig;
+    ///
+    /// let ok = McpServerConfig::stdio("srv").with_connect_timeout_seconds(2.5);
+    /// assert_eq!(ok.connect_timeout()?, Some(std::time::Duration::from_millis(2500)));
+    /// assert!(McpServerConfig::stdio("srv").with_connect_timeout_seconds(1e20).connect_timeout().is_err());
+    /// assert!(McpServerConfig::stdio("srv").with_connect_timeout_seconds(0.0).connect_timeout().is_err());
+    /// # Ok::<_, agentkit_core::Error>(())
+    /// ```
+    pub fn connect_timeout(&self) -> Result<Option<Duration>> {
+        timeout_of(self.connect_timeout_seconds, "connect_timeout_seconds")
+    }
+
+    /// `request_timeout_seconds` as a [`Duration`], checked like
+    /// [`connect_timeout`](Self::connect_timeout).
+    pub fn request_timeout(&self) -> Result<Option<Duration>> {
+        timeout_of(self.request_timeout_seconds, "request_timeout_seconds")
+    }
+}
 
 fn known(names: impl Iterator<Item = impl AsRef<str>>) -> String {
     let names: Vec<String> = names.map(|n| format!("`{}`", n.as_ref())).collect();
@@ -41,9 +96,35 @@ impl Config {
     }
 
     pub(crate) fn check(&self) -> Result<(), (KeyPath, String)> {
+        for (section, t) in [
+            (
+                "openai",
+                self.openai.as_ref().and_then(|o| o.timeout_seconds),
+            ),
+            (
+                "anthropic",
+                self.anthropic.as_ref().and_then(|a| a.timeout_seconds),
+            ),
+        ] {
+            if let Some(t) = t {
+                seconds(t).map_err(|m| (KeyPath::keys([section, "timeout_seconds"]), m))?;
+            }
+        }
         let base = KeyPath::keys(["mcp", "servers"]);
         for (name, server) in &self.mcp.servers {
             let p = base.key(name.as_str());
+            for r in [server.connect_timeout(), server.request_timeout()] {
+                if let Err(Error::Config { key, message, .. }) = r {
+                    return Err((p.key(key), message));
+                }
+            }
+            if server.max_concurrency == Some(0) {
+                return Err((
+                    p.key("max_concurrency"),
+                    "expected at least 1 concurrent request; leave the key out for no limit"
+                        .to_owned(),
+                ));
+            }
             match server.transport {
                 McpTransport::Stdio => {
                     if server

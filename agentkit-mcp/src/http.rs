@@ -1,0 +1,447 @@
+//! The inbound streamable HTTP endpoint of an [`McpServer`]: rmcp's service behind a front
+//! that checks `Origin`, answers malformed JSON-RPC with JSON-RPC errors, caps the number of
+//! sessions and tells the server owner when a session ends.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Buf;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::transport::WorkerTransport;
+use rmcp::transport::streamable_http_server::session::ServerSseMessage;
+use rmcp::transport::streamable_http_server::session::local::{
+    LocalSessionManager, LocalSessionManagerError, LocalSessionWorker,
+};
+use rmcp::transport::streamable_http_server::{
+    RestoreOutcome, SessionId, SessionManager, StreamableHttpService,
+};
+use serde_json::{Value, json};
+
+use crate::server::McpServer;
+use crate::session::{Sessions, Tracked};
+
+/// The largest request body accepted (rmcp's default).
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// A response of the endpoint.
+pub type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
+
+/// The streamable HTTP endpoint of an [`McpServer`], a tower `Service` (mount it with
+/// `axum::Router::nest_service("/mcp", ..)`); made by
+/// [`McpServer::into_http_service`](crate::McpServer::into_http_service).
+#[derive(Clone)]
+pub struct McpHttpService {
+    inner: StreamableHttpService<McpServer, SessionTracker>,
+    sessions: Sessions,
+    max_sessions: Option<usize>,
+}
+
+impl std::fmt::Debug for McpHttpService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpHttpService")
+            .field("sessions", &self.sessions.live())
+            .field("max_sessions", &self.max_sessions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl McpHttpService {
+    pub(crate) fn new(
+        server: McpServer,
+        config: rmcp::transport::StreamableHttpServerConfig,
+        sessions: Sessions,
+        max_sessions: Option<usize>,
+    ) -> Self {
+        let tracker = SessionTracker {
+            inner: Arc::new(LocalSessionManager::default()),
+            sessions: sessions.clone(),
+            max: max_sessions,
+        };
+        Self {
+            inner: StreamableHttpService::new(
+                move || Ok(server.clone()),
+                Arc::new(tracker),
+                config,
+            ),
+            sessions,
+            max_sessions,
+        }
+    }
+
+    /// How many legacy (`initialize`) sessions are open now.
+    #[must_use]
+    pub fn session_count(&self) -> usize {
+        self.sessions.live()
+    }
+
+    async fn handle<B>(self, request: Request<B>) -> HttpResponse
+    where
+        B: http_body::Body + Send + 'static,
+        B::Error: std::fmt::Display,
+    {
+        let (parts, body) = request.into_parts();
+        let body = match read_body(body).await {
+            Ok(b) => b,
+            Err(response) => return response,
+        };
+        let is_json = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|e| e.trim().eq_ignore_ascii_case("application/json"))
+            });
+        if parts.method == http::Method::POST && is_json {
+            match check_message(&body) {
+                Err(response) => return response,
+                Ok(Checked::Initialize)
+                    if !parts.headers.contains_key("mcp-session-id")
+                        && self
+                            .max_sessions
+                            .is_some_and(|max| self.sessions.live() >= max) =>
+                {
+                    let max = self.max_sessions.unwrap_or_default();
+                    return rpc_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        None,
+                        -32000,
+                        format!(
+                            "this server has reached its limit of {max} open MCP sessions; \
+                             try again later, or use the stateless 2026-07-28 protocol \
+                             (`server/discover`), which needs no session"
+                        ),
+                    );
+                }
+                Ok(_) => {}
+            }
+        }
+        let request = Request::from_parts(parts, Full::new(body));
+        match tower::ServiceExt::oneshot(self.inner, request).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    }
+}
+
+impl<B> tower::Service<Request<B>> for McpHttpService
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    type Response = HttpResponse;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(request).await) })
+    }
+}
+
+/// The whole body, at most [`MAX_BODY`] bytes.
+async fn read_body<B>(body: B) -> Result<Bytes, HttpResponse>
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    let mut body = std::pin::pin!(body);
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            plain(
+                StatusCode::BAD_REQUEST,
+                format!("the request body could not be read: {e}"),
+            )
+        })?;
+        if let Ok(mut data) = frame.into_data() {
+            if data.remaining() > MAX_BODY.saturating_sub(out.len()) {
+                return Err(plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body exceeds {MAX_BODY} bytes"),
+                ));
+            }
+            while data.has_remaining() {
+                let chunk = data.chunk();
+                let n = chunk.len();
+                out.extend_from_slice(chunk);
+                data.advance(n);
+            }
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// What [`check_message`] learned about a well-formed message.
+enum Checked {
+    Initialize,
+    Other,
+}
+
+/// Checks a POSTed JSON-RPC message before rmcp sees it; a bad one gets the JSON-RPC error the
+/// spec names instead of rmcp's plain-text HTTP 415.
+#[allow(clippy::result_large_err)]
+fn check_message(body: &[u8]) -> Result<Checked, HttpResponse> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            -32700,
+            format!("parse error: the body is not valid JSON ({e})"),
+        )
+    })?;
+    let invalid = |id: Option<Value>, why: String| {
+        rpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            -32600,
+            format!("invalid request: {why}"),
+        )
+    };
+    let Value::Object(obj) = &value else {
+        return Err(invalid(
+            None,
+            "expected one JSON-RPC 2.0 message (a JSON object); batches are not supported".into(),
+        ));
+    };
+    let id = obj.get("id").cloned();
+    if let Some(bad) = id
+        .as_ref()
+        .filter(|i| !(i.is_string() || i.is_i64() || i.is_u64()))
+    {
+        return Err(invalid(
+            None,
+            format!("`id` must be a string or an integer, found {bad}"),
+        ));
+    }
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(invalid(id, "`jsonrpc` must be \"2.0\"".into()));
+    }
+    let method = match obj.get("method") {
+        Some(Value::String(m)) => Some(m.as_str()),
+        Some(other) => {
+            return Err(invalid(
+                id,
+                format!("`method` must be a string, found {other}"),
+            ));
+        }
+        None => None,
+    };
+    if method == Some("tools/call") {
+        let params = obj.get("params");
+        let why = match params {
+            Some(Value::Object(p)) => match (p.get("name"), p.get("arguments")) {
+                (Some(Value::String(_)), None | Some(Value::Null | Value::Object(_))) => None,
+                (Some(Value::String(_)), Some(a)) => Some(format!(
+                    "`params.arguments` must be an object mapping argument names to values, found {a}"
+                )),
+                _ => Some("`params.name` must be the tool's name (a string)".to_owned()),
+            },
+            _ => Some("`params` must be an object with the tool's `name` and `arguments`".into()),
+        };
+        if let Some(why) = why {
+            return Err(rpc_error(
+                StatusCode::OK,
+                id,
+                -32602,
+                format!("invalid params: {why}"),
+            ));
+        }
+    }
+    if let Err(e) = serde_json::from_value::<ClientJsonRpcMessage>(value.clone()) {
+        return Err(invalid(id, format!("not a valid MCP client message: {e}")));
+    }
+    Ok(if method == Some("initialize") {
+        Checked::Initialize
+    } else {
+        Checked::Other
+    })
+}
+
+fn rpc_error(status: StatusCode, id: Option<Value>, code: i64, message: String) -> HttpResponse {
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": id.unwrap_or(Value::Null),
+        "error": {"code": code, "message": message},
+    });
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+fn plain(status: StatusCode, message: String) -> HttpResponse {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(message)).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+/// rmcp's in-memory session manager, counting live sessions (a session lives until its
+/// transport is dropped: closed by the client, expired, or the server shut down), refusing
+/// new ones over the cap, and forgetting ended ones (rmcp keeps expired sessions' handles).
+pub(crate) struct SessionTracker {
+    inner: Arc<LocalSessionManager>,
+    sessions: Sessions,
+    max: Option<usize>,
+}
+
+/// Why the session manager refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    /// From rmcp's manager.
+    #[error(transparent)]
+    Inner(#[from] LocalSessionManagerError),
+    /// The cap is reached.
+    #[error("the limit of {0} open MCP sessions is reached")]
+    Full(usize),
+}
+
+impl SessionTracker {
+    fn track(
+        &self,
+        id: SessionId,
+        transport: WorkerTransport<LocalSessionWorker>,
+    ) -> Tracked<WorkerTransport<LocalSessionWorker>> {
+        let mut tracked = self.sessions.track(Arc::clone(&id), transport);
+        let manager = Arc::downgrade(&self.inner);
+        tracked.end.extra = Some(Box::new(move |id: Arc<str>| {
+            if let (Some(m), Ok(rt)) = (manager.upgrade(), tokio::runtime::Handle::try_current()) {
+                rt.spawn(async move {
+                    m.sessions.write().await.remove(&id);
+                });
+            }
+        }));
+        tracked
+    }
+}
+
+impl SessionManager for SessionTracker {
+    type Error = SessionError;
+    type Transport = Tracked<WorkerTransport<LocalSessionWorker>>;
+
+    async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
+        if let Some(max) = self.max
+            && self.sessions.live() >= max
+        {
+            return Err(SessionError::Full(max));
+        }
+        let (id, transport) = self.inner.create_session().await?;
+        let tracked = self.track(Arc::clone(&id), transport);
+        Ok((id, tracked))
+    }
+
+    async fn initialize_session(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, Self::Error> {
+        Ok(self.inner.initialize_session(id, message).await?)
+    }
+
+    async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
+        Ok(self.inner.has_session(id).await?)
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        Ok(self.inner.close_session(id).await?)
+    }
+
+    async fn create_stream(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<impl futures::Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error>
+    {
+        Ok(self.inner.create_stream(id, message).await?)
+    }
+
+    async fn accept_message(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), Self::Error> {
+        Ok(self.inner.accept_message(id, message).await?)
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &SessionId,
+    ) -> Result<impl futures::Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error>
+    {
+        Ok(self.inner.create_standalone_stream(id).await?)
+    }
+
+    async fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: String,
+    ) -> Result<impl futures::Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error>
+    {
+        Ok(self.inner.resume(id, last_event_id).await?)
+    }
+
+    async fn restore_session(
+        &self,
+        id: SessionId,
+    ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
+        Ok(match self.inner.restore_session(Arc::clone(&id)).await? {
+            RestoreOutcome::Restored(t) => RestoreOutcome::Restored(self.track(id, t)),
+            RestoreOutcome::AlreadyPresent => RestoreOutcome::AlreadyPresent,
+            _ => RestoreOutcome::NotSupported,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(r: Result<Checked, HttpResponse>) -> Option<(StatusCode, i64)> {
+        let r = r.err()?;
+        let status = r.status();
+        let body = futures::executor::block_on(r.into_body().collect())
+            .ok()?
+            .to_bytes();
+        let v: Value = serde_json::from_slice(&body).ok()?;
+        Some((status, v["error"]["code"].as_i64()?))
+    }
+
+    #[test]
+    fn malformed_messages_get_json_rpc_errors() {
+        assert_eq!(
+            code(check_message(b"{nope")),
+            Some((StatusCode::BAD_REQUEST, -32700))
+        );
+        assert_eq!(
+            code(check_message(b"[1]")),
+            Some((StatusCode::BAD_REQUEST, -32600))
+        );
+        assert_eq!(
+            code(check_message(
+                br#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#
+            )),
+            Some((StatusCode::BAD_REQUEST, -32600))
+        );
+        assert_eq!(
+            code(check_message(
+                br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":"s"}}"#
+            )),
+            Some((StatusCode::OK, -32602))
+        );
+        assert!(check_message(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).is_ok());
+    }
+}

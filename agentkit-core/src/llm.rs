@@ -346,6 +346,24 @@ pub trait AugmentedLlm: Send + Sync {
 
     /// Generate an answer to `request`.
     async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation>;
+
+    /// Forget the conversation `thread` (its session ended): agents drop its history,
+    /// patterns pass it on to their members. The default keeps nothing, so does nothing.
+    async fn end_thread(&self, thread: &str) -> Result<()> {
+        let _ = thread;
+        Ok(())
+    }
+}
+
+/// Forget `thread` in every one of `members` (for patterns' [`AugmentedLlm::end_thread`]).
+pub async fn end_thread_in<'a>(
+    members: impl IntoIterator<Item = &'a Arc<dyn AugmentedLlm>>,
+    thread: &str,
+) -> Result<()> {
+    for m in members {
+        m.end_thread(thread).await?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -358,6 +376,9 @@ impl<T: AugmentedLlm + ?Sized> AugmentedLlm for Arc<T> {
     }
     async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
         (**self).generate(request, ctx).await
+    }
+    async fn end_thread(&self, thread: &str) -> Result<()> {
+        (**self).end_thread(thread).await
     }
 }
 

@@ -44,8 +44,28 @@ fn message_schema() -> Value {
     })
 }
 
+/// Whether an exposed agent remembers earlier calls of the same MCP session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionHistory {
+    /// Each MCP session is its own conversation thread (`mcp-session:<id>`): a call continues
+    /// the conversation of the earlier calls of its session, and never sees another session's
+    /// messages. The thread is forgotten when the session ends. Stateless requests (the
+    /// 2026-07-28 lifecycle has no session) get no history.
+    #[default]
+    PerSession,
+    /// Every call is independent: no history is read or kept.
+    Off,
+}
+
+/// The conversation thread of an MCP session.
+fn session_thread(session: &str) -> String {
+    format!("mcp-session:{session}")
+}
+
 async fn run_agent(
     agent: Arc<dyn AugmentedLlm>,
+    history: SessionHistory,
     args: JsonObject,
     call: CallContext,
 ) -> Result<CallToolResult, ErrorData> {
@@ -71,7 +91,11 @@ async fn run_agent(
             }
         })
     };
-    let request = GenerateRequest::new(vec![Message::user(message)]);
+    let mut request = GenerateRequest::new(vec![Message::user(message)]);
+    match (history, call.session_id()) {
+        (SessionHistory::PerSession, Some(session)) => ctx = ctx.with_thread(session_thread(session)),
+        _ => request.params.use_history = Some(false),
+    }
     let result = agent.generate(request, &ctx).await;
     drop(ctx);
     let _ = progress.await;
@@ -104,6 +128,10 @@ async fn run_agent(
 /// text plus structured content (`text`, `model`, `usage`, `cost_usd`). The agent's events are
 /// sent as progress notifications while it works, and cancelling the request cancels the run.
 ///
+/// Each MCP session is its own conversation ([`SessionHistory::PerSession`]): two clients of
+/// the server never see each other's messages, and a session's thread is forgotten when it
+/// ends. Use [`expose_as_mcp_server_with`] to make every call independent.
+///
 /// ```
 /// use std::sync::Arc;
 /// use agentkit_core::{Agent, AgentLlm, AugmentedLlm, ScriptedProvider};
@@ -120,20 +148,44 @@ pub fn expose_as_mcp_server(
     name: impl Into<String>,
     agents: impl IntoIterator<Item = Arc<dyn AugmentedLlm>>,
 ) -> McpServerBuilder {
+    expose_as_mcp_server_with(name, agents, SessionHistory::PerSession)
+}
+
+/// [`expose_as_mcp_server`] with the given [`SessionHistory`].
+pub fn expose_as_mcp_server_with(
+    name: impl Into<String>,
+    agents: impl IntoIterator<Item = Arc<dyn AugmentedLlm>>,
+    history: SessionHistory,
+) -> McpServerBuilder {
     let mut b = McpServerBuilder::new(name, env!("CARGO_PKG_VERSION"));
-    for agent in agents {
+    let agents: Vec<Arc<dyn AugmentedLlm>> = agents.into_iter().collect();
+    for agent in &agents {
         let tool_name = crate::names::sanitize(agent.name());
         let description = if agent.description().is_empty() {
             format!("Ask the agent `{}`.", agent.name())
         } else {
             agent.description().to_owned()
         };
-        b = b.tool_fn(
-            tool_name,
-            description,
-            message_schema(),
-            move |args, call| run_agent(Arc::clone(&agent), args, call),
-        );
+        let agent = Arc::clone(agent);
+        b = b.tool_fn(tool_name, description, message_schema(), move |args, call| {
+            run_agent(Arc::clone(&agent), history, args, call)
+        });
+    }
+    if history == SessionHistory::PerSession {
+        b = b.on_session_end(move |session| {
+            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            let agents = agents.clone();
+            let thread = session_thread(session);
+            rt.spawn(async move {
+                for agent in agents {
+                    if let Err(e) = agent.end_thread(&thread).await {
+                        tracing::warn!(agent = agent.name(), %thread, error = %e, "could not forget the conversation of an ended MCP session");
+                    }
+                }
+            });
+        });
     }
     b
 }

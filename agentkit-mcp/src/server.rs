@@ -474,7 +474,14 @@ impl McpServerBuilder {
     /// short and non-blocking.
     #[must_use]
     pub fn on_session_end(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
-        self.reg.on_session_end = Some(Arc::new(hook));
+        // Hooks add up: `expose_as_mcp_server` installs one and the owner may add more.
+        self.reg.on_session_end = Some(match self.reg.on_session_end.take() {
+            None => Arc::new(hook),
+            Some(earlier) => Arc::new(move |session: &str| {
+                earlier(session);
+                hook(session);
+            }),
+        });
         self
     }
 

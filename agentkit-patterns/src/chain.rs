@@ -146,6 +146,10 @@ impl AugmentedLlm for Chain {
         &self.description
     }
 
+    async fn end_thread(&self, thread: &str) -> Result<()> {
+        agentkit_core::llm::end_thread_in(&self.steps, thread).await
+    }
+
     async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
         let scope = ctx.scoped();
         self.run(request, &scope)

@@ -376,6 +376,10 @@ impl AugmentedLlm for EvaluatorOptimizer {
         &self.description
     }
 
+    async fn end_thread(&self, thread: &str) -> Result<()> {
+        agentkit_core::llm::end_thread_in([&self.optimizer, &self.evaluator], thread).await
+    }
+
     async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
         Ok(self.optimize(request, ctx).await?.generation)
     }

@@ -630,6 +630,14 @@ impl AugmentedLlm for Orchestrator {
         &self.description
     }
 
+    async fn end_thread(&self, thread: &str) -> Result<()> {
+        agentkit_core::llm::end_thread_in([&self.planner, &self.synthesizer], thread).await?;
+        for worker in &self.workers {
+            worker.llm.end_thread(thread).await?;
+        }
+        Ok(())
+    }
+
     async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
         Ok(self.orchestrate(request, ctx).await?.generation)
     }

@@ -371,6 +371,14 @@ impl AugmentedLlm for Parallel {
         &self.description
     }
 
+    async fn end_thread(&self, thread: &str) -> Result<()> {
+        agentkit_core::llm::end_thread_in(&self.branches, thread).await?;
+        match &self.fan_in {
+            FanIn::Llm(llm) => llm.end_thread(thread).await,
+            _ => Ok(()),
+        }
+    }
+
     async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
         let scope = ctx.scoped();
         self.run(request, &scope)

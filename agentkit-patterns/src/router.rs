@@ -545,6 +545,16 @@ impl AugmentedLlm for Router {
         &self.description
     }
 
+    async fn end_thread(&self, thread: &str) -> Result<()> {
+        for route in &self.routes {
+            route.llm.end_thread(thread).await?;
+        }
+        match &self.classifier {
+            Classifier::Llm(llm) => llm.end_thread(thread).await,
+            _ => Ok(()),
+        }
+    }
+
     async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
         let scope = ctx.scoped();
         self.run(request, &scope)

@@ -678,4 +678,8 @@ impl AugmentedLlm for Swarm {
     async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
         Ok(self.run_swarm(request, ctx).await?.generation)
     }
+
+    async fn end_thread(&self, thread: &str) -> Result<()> {
+        self.memory.clear(thread).await
+    }
 }

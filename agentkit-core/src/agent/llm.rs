@@ -626,6 +626,10 @@ impl AugmentedLlm for AgentLlm {
         &self.agent.name
     }
 
+    async fn end_thread(&self, thread: &str) -> Result<()> {
+        self.memory.clear(thread).await
+    }
+
     /// The agent's description; without one, its (static) instruction, as mcp-agent does, so
     /// a router or a parent agent still learns what it does.
     fn description(&self) -> &str {

@@ -14,8 +14,8 @@ pub mod store;
 pub mod workflow;
 
 pub use executor::{
-    AgentFactory, PAUSE_PROPAGATION, ReplayReport, RetryPolicy, Runtime, SCHEDULES_NAMESPACE,
-    TargetOptions,
+    AgentFactory, PAUSE_PROPAGATION, ReplayReport, RetryPolicy, Runtime, RuntimeBuilder,
+    SCHEDULES_NAMESPACE, TargetOptions,
 };
 pub use journal::DurableJournal;
 pub use model::{Created, EntryKind, JournalEntry, NewRun, RunRecord, RunUpdate};

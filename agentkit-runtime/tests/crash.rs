@@ -122,12 +122,13 @@ async fn crash_child() {
             Arc::new(SqliteStore::open(&db).await.unwrap())
         }
     };
-    let mut rt = Runtime::new(store);
+    let mut builder = Runtime::builder(store);
     if let Ok(node) = std::env::var("AGENTKIT_CRASH_NODE") {
-        rt = rt
+        builder = builder
             .with_node_id(node)
             .with_lease(Duration::from_millis(1000));
     }
+    let rt = builder.build();
     rt.register_agent(
         "worker",
         move || agent(log.clone()),

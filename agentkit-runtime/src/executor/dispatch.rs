@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use agentkit_core::{PriceTable, Result, RunContext, RunStatus};
+use agentkit_core::{Result, RunContext, RunStatus};
 
 use super::Runtime;
 use tokio::sync::OwnedSemaphorePermit;
@@ -53,7 +53,7 @@ impl Runtime {
                 match this
                     .inner
                     .store
-                    .claim_next(&this.node_id(), &targets, this.lease_until(), 16)
+                    .claim_next(this.node_id(), &targets, this.lease_until(), 16)
                     .await
                 {
                     Ok(runs) => {
@@ -249,26 +249,19 @@ impl Runtime {
             Some(run) => Some(run),
             None => {
                 store
-                    .claim(run_id, &self.node_id(), self.lease_until())
+                    .claim(run_id, self.node_id(), self.lease_until())
                     .await?
             }
         };
         let Some(run) = claimed else {
             return Ok(Outcome::Done);
         };
-        let node = run.owner.clone().unwrap_or_else(|| self.node_id());
-        let redactor = self
-            .inner
-            .redactor
-            .read()
-            .map(|r| r.clone())
-            .unwrap_or_default();
-        let prices = self
-            .inner
-            .prices
-            .read()
-            .map(|p| Arc::clone(&p))
-            .unwrap_or_else(|_| PriceTable::shared_default());
+        let node = run
+            .owner
+            .clone()
+            .unwrap_or_else(|| self.node_id().to_owned());
+        let redactor = self.inner.redactor.clone();
+        let prices = Arc::clone(&self.inner.prices);
         // Journal entries are only written while a run executes, so a first attempt has none.
         let journal = Arc::new(if run.attempts <= 1 {
             DurableJournal::empty(Arc::clone(store), run_id, redactor, Arc::clone(&prices))

@@ -7,41 +7,14 @@ use std::time::Duration;
 use super::Runtime;
 
 impl Runtime {
-    /// Name this runtime node (default: a fresh UUID). Leases are held in this name.
-    #[must_use]
-    pub fn with_node_id(self, id: impl Into<String>) -> Self {
-        if let Ok(mut n) = self.inner.node_id.write() {
-            *n = id.into();
-        }
-        self
-    }
-
-    /// How long a claimed run stays claimed without a heartbeat (default 30 s). The heartbeat
-    /// renews leases every third of this; a node that dies loses its runs after at most this.
-    #[must_use]
-    pub fn with_lease(self, lease: Duration) -> Self {
-        if let Ok(mut l) = self.inner.lease.write() {
-            *l = lease.max(Duration::from_millis(30));
-        }
-        self
-    }
-
     /// This node's id.
     #[must_use]
-    pub fn node_id(&self) -> String {
-        self.inner
-            .node_id
-            .read()
-            .map(|n| n.clone())
-            .unwrap_or_default()
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
     }
 
     pub(super) fn lease(&self) -> Duration {
-        self.inner
-            .lease
-            .read()
-            .map(|l| *l)
-            .unwrap_or(Duration::from_secs(30))
+        self.inner.lease
     }
 
     pub(super) fn lease_until(&self) -> i64 {
@@ -76,7 +49,7 @@ impl Runtime {
                 if let Err(e) = this
                     .inner
                     .store
-                    .renew_leases(&this.node_id(), &ids, this.lease_until())
+                    .renew_leases(this.node_id(), &ids, this.lease_until())
                     .await
                 {
                     tracing::warn!(error = %e, "renewing run leases failed");

@@ -243,9 +243,7 @@ impl Runtime {
             // A malformed decision is refused here, before anything is stored.
             decode_approval(run_id, payload.clone())?;
         }
-        if let Ok(r) = self.inner.redactor.read() {
-            r.apply(&mut payload);
-        }
+        self.inner.redactor.apply(&mut payload);
         self.inner.store.send_signal(run_id, name, payload).await?;
         let resumed = self
             .inner

@@ -19,6 +19,7 @@ use crate::model::RunRecord;
 use crate::redact::Redactor;
 use crate::store::Store;
 
+mod builder;
 mod dispatch;
 mod host;
 mod lease;
@@ -30,6 +31,7 @@ mod replay;
 mod schedules;
 mod triggers;
 
+pub use builder::RuntimeBuilder;
 pub use options::{RetryPolicy, RetryPredicate, TargetOptions};
 pub use registry::AgentFactory;
 pub use replay::ReplayReport;
@@ -46,16 +48,16 @@ struct Inner {
     rerun: Mutex<std::collections::HashSet<String>>,
     /// `run_sync` callers waiting for a run this process executes.
     waiters: Mutex<HashMap<String, oneshot::Sender<RunRecord>>>,
-    redactor: RwLock<Redactor>,
-    prices: RwLock<Arc<PriceTable>>,
+    redactor: Redactor,
+    prices: Arc<PriceTable>,
     stopping: AtomicBool,
     /// When this node last read the schedules' shared pause state.
     pauses_read: Mutex<Option<std::time::Instant>>,
     abort: CancellationToken,
     tasks: TaskTracker,
     finished: watch::Sender<u64>,
-    node_id: RwLock<String>,
-    lease: RwLock<Duration>,
+    node_id: String,
+    lease: Duration,
     heartbeat: AtomicBool,
     background: CancellationToken,
     polling: CancellationToken,
@@ -81,25 +83,37 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// A runtime over `store`, with the default redaction and price table.
+    /// A runtime over `store` with the defaults: a fresh node id, 30 s leases, the default
+    /// redaction and price table. Same as `Runtime::builder(store).build()`.
     #[must_use]
     pub fn new(store: Arc<dyn Store>) -> Self {
+        Self::builder(store).build()
+    }
+
+    /// A [`RuntimeBuilder`] over `store`, to set the node id, lease, redaction or prices.
+    /// They are fixed when the runtime is built, so every clone of a runtime sees the same
+    /// settings.
+    pub fn builder(store: Arc<dyn Store>) -> RuntimeBuilder {
+        RuntimeBuilder::new(store)
+    }
+
+    fn from_builder(b: RuntimeBuilder) -> Self {
         Self {
             inner: Arc::new(Inner {
-                store,
+                store: b.store,
                 targets: RwLock::default(),
                 inflight: Mutex::default(),
                 rerun: Mutex::default(),
                 waiters: Mutex::default(),
-                redactor: RwLock::new(Redactor::default()),
-                prices: RwLock::new(PriceTable::shared_default()),
+                redactor: b.redactor,
+                prices: b.prices,
                 stopping: AtomicBool::new(false),
                 pauses_read: Mutex::new(None),
                 abort: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 finished: watch::Sender::new(0),
-                node_id: RwLock::new(uuid::Uuid::now_v7().to_string()),
-                lease: RwLock::new(Duration::from_secs(30)),
+                node_id: b.node_id,
+                lease: b.lease,
                 heartbeat: AtomicBool::new(false),
                 background: CancellationToken::new(),
                 polling: CancellationToken::new(),
@@ -107,24 +121,6 @@ impl Runtime {
                 subscriptions: RwLock::default(),
             }),
         }
-    }
-
-    /// Redact journaled values (and signal payloads) with `redactor`.
-    #[must_use]
-    pub fn with_redactor(self, redactor: Redactor) -> Self {
-        if let Ok(mut r) = self.inner.redactor.write() {
-            *r = redactor;
-        }
-        self
-    }
-
-    /// Price model usage with `prices`.
-    #[must_use]
-    pub fn with_prices(self, prices: Arc<PriceTable>) -> Self {
-        if let Ok(mut p) = self.inner.prices.write() {
-            *p = prices;
-        }
-        self
     }
 
     /// The store.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use agentkit_core::{PriceTable, Result, RunContext, RunStatus};
+use agentkit_core::{Result, RunContext, RunStatus};
 use serde_json::Value;
 
 use super::Runtime;
@@ -51,12 +51,7 @@ impl Runtime {
         let target = self
             .target(&run.target)
             .ok_or_else(|| self.unknown_target(&run.target))?;
-        let prices = self
-            .inner
-            .prices
-            .read()
-            .map(|p| Arc::clone(&p))
-            .unwrap_or_else(|_| PriceTable::shared_default());
+        let prices = Arc::clone(&self.inner.prices);
         let journal = Arc::new(
             DurableJournal::load(
                 Arc::clone(&self.inner.store),

@@ -18,7 +18,9 @@ use agentkit_core::{
     LlmProvider, Message, Result, Role, RunStatus, StartOptions, StopReason, Usage,
 };
 use agentkit_runtime::model::ALL_STATUSES;
-use agentkit_runtime::{EntryKind, Runtime, SqliteStore, Store, TargetOptions};
+use agentkit_runtime::{
+    EntryKind, JournalStore, RunStore, Runtime, SqliteStore, Store, TargetOptions,
+};
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::Deserialize;

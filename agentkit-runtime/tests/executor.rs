@@ -13,8 +13,8 @@ use agentkit_core::{
 };
 use agentkit_runtime::model::ALL_STATUSES;
 use agentkit_runtime::{
-    EntryKind, MemoryStore, RetryPolicy, Runtime, SqliteStore, Store, TargetOptions, Workflow,
-    WorkflowContext,
+    EntryKind, JournalStore, KvStore, LeaseStore, MemoryStore, RetryPolicy, RunStore, Runtime,
+    SignalStore, SqliteStore, Store, TargetOptions, Workflow, WorkflowContext,
 };
 use async_trait::async_trait;
 use schemars::JsonSchema;
@@ -985,15 +985,17 @@ impl Counting {
 }
 
 #[async_trait]
-impl Store for Counting {
+impl RunStore for Counting {
     async fn create_run(&self, run: agentkit_runtime::NewRun) -> Result<agentkit_runtime::Created> {
         self.hit("create_run");
         self.inner.create_run(run).await
     }
+
     async fn get_run(&self, run_id: &str) -> Result<Option<agentkit_runtime::RunRecord>> {
         self.hit("get_run");
         self.inner.get_run(run_id).await
     }
+
     async fn latest_run_with_key_prefix(
         &self,
         prefix: &str,
@@ -1001,6 +1003,7 @@ impl Store for Counting {
         self.hit("latest_run_with_key_prefix");
         self.inner.latest_run_with_key_prefix(prefix).await
     }
+
     async fn list_runs(
         &self,
         statuses: &[RunStatus],
@@ -1009,6 +1012,7 @@ impl Store for Counting {
         self.hit("list_runs");
         self.inner.list_runs(statuses, limit).await
     }
+
     async fn transition(
         &self,
         run_id: &str,
@@ -1018,22 +1022,33 @@ impl Store for Counting {
         self.hit("transition");
         self.inner.transition(run_id, from, update).await
     }
+}
+
+#[async_trait]
+impl JournalStore for Counting {
     async fn append(&self, entries: &[agentkit_runtime::JournalEntry]) -> Result<()> {
         self.hit("append");
         self.inner.append(entries).await
     }
+
     async fn journal(&self, run_id: &str) -> Result<Vec<agentkit_runtime::JournalEntry>> {
         self.hit("journal");
         self.inner.journal(run_id).await
     }
+}
+
+#[async_trait]
+impl SignalStore for Counting {
     async fn send_signal(&self, run_id: &str, name: &str, payload: Value) -> Result<()> {
         self.hit("send_signal");
         self.inner.send_signal(run_id, name, payload).await
     }
+
     async fn has_signal(&self, run_id: &str, name: &str) -> Result<bool> {
         self.hit("has_signal");
         self.inner.has_signal(run_id, name).await
     }
+
     async fn take_signal(
         &self,
         run_id: &str,
@@ -1043,6 +1058,10 @@ impl Store for Counting {
         self.hit("take_signal");
         self.inner.take_signal(run_id, name, entry).await
     }
+}
+
+#[async_trait]
+impl LeaseStore for Counting {
     async fn claim(
         &self,
         run_id: &str,
@@ -1052,6 +1071,7 @@ impl Store for Counting {
         self.hit("claim");
         self.inner.claim(run_id, owner, lease_until).await
     }
+
     async fn claim_next(
         &self,
         owner: &str,
@@ -1064,10 +1084,15 @@ impl Store for Counting {
             .claim_next(owner, targets, lease_until, limit)
             .await
     }
+
     async fn renew_leases(&self, owner: &str, run_ids: &[String], lease_until: i64) -> Result<u64> {
         self.hit("renew_leases");
         self.inner.renew_leases(owner, run_ids, lease_until).await
     }
+}
+
+#[async_trait]
+impl KvStore for Counting {
     async fn kv_put(
         &self,
         namespace: &str,
@@ -1077,9 +1102,11 @@ impl Store for Counting {
     ) -> Result<()> {
         self.inner.kv_put(namespace, key, value, ttl).await
     }
+
     async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
         self.inner.kv_get(namespace, key).await
     }
+
     async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
         self.inner.kv_delete(namespace, key).await
     }

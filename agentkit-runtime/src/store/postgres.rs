@@ -8,7 +8,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Row, Transaction};
 
 use super::rows::{self, CHUNK, append_error};
-use super::{Store, oldest_first, store_error};
+use super::{JournalStore, KvStore, LeaseStore, RunStore, SignalStore, oldest_first, store_error};
 use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate, now_ms};
 
 const MIGRATIONS: &[(i64, &[&str])] = &[
@@ -241,7 +241,7 @@ async fn insert_entries(
 }
 
 #[async_trait]
-impl Store for PostgresStore {
+impl RunStore for PostgresStore {
     async fn create_run(&self, run: NewRun) -> Result<Created> {
         let rec = RunRecord::new(run);
         let inserted = sqlx::query(
@@ -366,7 +366,10 @@ impl Store for PostgresStore {
             .map(run_from_row)
             .transpose()
     }
+}
 
+#[async_trait]
+impl JournalStore for PostgresStore {
     async fn append(&self, entries: &[JournalEntry]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
@@ -403,7 +406,10 @@ impl Store for PostgresStore {
         .map(entry_from_row)
         .collect()
     }
+}
 
+#[async_trait]
+impl SignalStore for PostgresStore {
     async fn send_signal(&self, run_id: &str, name: &str, payload: Value) -> Result<()> {
         let inserted = sqlx::query(
             "INSERT INTO agentkit_signals (run_id, name, payload, created_at)
@@ -475,68 +481,10 @@ impl Store for PostgresStore {
             .map_err(db("committing a delivered signal"))?;
         Ok(Some(payload))
     }
+}
 
-    async fn kv_put(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: Value,
-        ttl: Option<std::time::Duration>,
-    ) -> Result<()> {
-        sqlx::query("INSERT INTO agentkit_kv (namespace, key, value, expires_at) VALUES ($1, $2, $3::jsonb, $4)
-             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
-                expires_at = excluded.expires_at")
-        .bind(namespace)
-        .bind(key)
-        .bind(to_json(&value, "a context value")?)
-        .bind(super::expires_at(ttl))
-        .execute(&self.pool)
-        .await
-        .map_err(db("storing a context value"))?;
-        Ok(())
-    }
-
-    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
-        let row = sqlx::query(
-            "SELECT value::text AS value FROM agentkit_kv WHERE namespace = $1 AND key = $2
-             AND (expires_at IS NULL OR expires_at > $3)",
-        )
-        .bind(namespace)
-        .bind(key)
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("reading a context value"))?;
-        match row {
-            None => Ok(None),
-            Some(row) => {
-                let v: String = row
-                    .try_get("value")
-                    .map_err(db("reading a context value"))?;
-                from_json(&v, "a context value").map(Some)
-            }
-        }
-    }
-
-    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
-        let row = sqlx::query(
-            "DELETE FROM agentkit_kv WHERE namespace = $1 AND key = $2
-             RETURNING (expires_at IS NULL OR expires_at > $3) AS live",
-        )
-        .bind(namespace)
-        .bind(key)
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("deleting a context value"))?;
-        match row {
-            None => Ok(false),
-            Some(row) => row
-                .try_get::<bool, _>("live")
-                .map_err(db("deleting a context value")),
-        }
-    }
-
+#[async_trait]
+impl LeaseStore for PostgresStore {
     async fn claim(
         &self,
         run_id: &str,
@@ -614,5 +562,69 @@ impl Store for PostgresStore {
 
     fn is_shared(&self) -> bool {
         true
+    }
+}
+
+#[async_trait]
+impl KvStore for PostgresStore {
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO agentkit_kv (namespace, key, value, expires_at) VALUES ($1, $2, $3::jsonb, $4)
+             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
+                expires_at = excluded.expires_at")
+        .bind(namespace)
+        .bind(key)
+        .bind(to_json(&value, "a context value")?)
+        .bind(super::expires_at(ttl))
+        .execute(&self.pool)
+        .await
+        .map_err(db("storing a context value"))?;
+        Ok(())
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
+        let row = sqlx::query(
+            "SELECT value::text AS value FROM agentkit_kv WHERE namespace = $1 AND key = $2
+             AND (expires_at IS NULL OR expires_at > $3)",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a context value"))?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let v: String = row
+                    .try_get("value")
+                    .map_err(db("reading a context value"))?;
+                from_json(&v, "a context value").map(Some)
+            }
+        }
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "DELETE FROM agentkit_kv WHERE namespace = $1 AND key = $2
+             RETURNING (expires_at IS NULL OR expires_at > $3) AS live",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("deleting a context value"))?;
+        match row {
+            None => Ok(false),
+            Some(row) => row
+                .try_get::<bool, _>("live")
+                .map_err(db("deleting a context value")),
+        }
     }
 }

@@ -14,7 +14,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::rows::{self, CHUNK, append_error};
-use super::{Store, oldest_first, store_error};
+use super::{JournalStore, KvStore, LeaseStore, RunStore, SignalStore, oldest_first, store_error};
 use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate, now_ms};
 
 /// Embedded migrations, applied in order on open; each version runs once.
@@ -263,7 +263,7 @@ async fn insert_entries(
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl RunStore for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<Created> {
         let rec = RunRecord::new(run);
         let inserted = sqlx::query(
@@ -384,7 +384,10 @@ impl Store for SqliteStore {
         .map(run_from_row)
         .transpose()
     }
+}
 
+#[async_trait]
+impl JournalStore for SqliteStore {
     async fn append(&self, entries: &[JournalEntry]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
@@ -413,7 +416,10 @@ impl Store for SqliteStore {
             .map(entry_from_row)
             .collect()
     }
+}
 
+#[async_trait]
+impl SignalStore for SqliteStore {
     async fn send_signal(&self, run_id: &str, name: &str, payload: Value) -> Result<()> {
         let mut tx = self.immediate().await?;
         let exists = sqlx::query("SELECT 1 FROM runs WHERE id = ?")
@@ -482,70 +488,10 @@ impl Store for SqliteStore {
             .map_err(db("committing a delivered signal"))?;
         Ok(Some(payload))
     }
+}
 
-    async fn kv_put(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: Value,
-        ttl: Option<std::time::Duration>,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
-                expires_at = excluded.expires_at",
-        )
-        .bind(namespace)
-        .bind(key)
-        .bind(to_json(&value, "a context value")?)
-        .bind(super::expires_at(ttl))
-        .execute(&self.pool)
-        .await
-        .map_err(db("storing a context value"))?;
-        Ok(())
-    }
-
-    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
-        let row = sqlx::query(
-            "SELECT value FROM kv WHERE namespace = ? AND key = ?
-             AND (expires_at IS NULL OR expires_at > ?)",
-        )
-        .bind(namespace)
-        .bind(key)
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("reading a context value"))?;
-        match row {
-            None => Ok(None),
-            Some(row) => {
-                let v: String = row
-                    .try_get("value")
-                    .map_err(db("reading a context value"))?;
-                from_json(&v, "a context value").map(Some)
-            }
-        }
-    }
-
-    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
-        let row = sqlx::query(
-            "DELETE FROM kv WHERE namespace = ? AND key = ?
-             RETURNING (expires_at IS NULL OR expires_at > ?) AS live",
-        )
-        .bind(namespace)
-        .bind(key)
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("deleting a context value"))?;
-        match row {
-            None => Ok(false),
-            Some(row) => row
-                .try_get::<bool, _>("live")
-                .map_err(db("deleting a context value")),
-        }
-    }
-
+#[async_trait]
+impl LeaseStore for SqliteStore {
     async fn claim(
         &self,
         run_id: &str,
@@ -622,5 +568,71 @@ impl Store for SqliteStore {
         .await
         .map_err(db("renewing leases"))?
         .rows_affected())
+    }
+}
+
+#[async_trait]
+impl KvStore for SqliteStore {
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
+                expires_at = excluded.expires_at",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(to_json(&value, "a context value")?)
+        .bind(super::expires_at(ttl))
+        .execute(&self.pool)
+        .await
+        .map_err(db("storing a context value"))?;
+        Ok(())
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
+        let row = sqlx::query(
+            "SELECT value FROM kv WHERE namespace = ? AND key = ?
+             AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a context value"))?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let v: String = row
+                    .try_get("value")
+                    .map_err(db("reading a context value"))?;
+                from_json(&v, "a context value").map(Some)
+            }
+        }
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "DELETE FROM kv WHERE namespace = ? AND key = ?
+             RETURNING (expires_at IS NULL OR expires_at > ?) AS live",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("deleting a context value"))?;
+        match row {
+            None => Ok(false),
+            Some(row) => row
+                .try_get::<bool, _>("live")
+                .map_err(db("deleting a context value")),
+        }
     }
 }

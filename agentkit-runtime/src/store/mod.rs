@@ -10,6 +10,8 @@ mod memory;
 pub use memory::MemoryStore;
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod migrate;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod rows;
 
 #[cfg(feature = "sqlite")]

@@ -7,75 +7,13 @@ use serde_json::Value;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Row, Transaction};
 
+use super::migrate;
 use super::rows::{self, CHUNK, append_error};
 use super::{JournalStore, KvStore, LeaseStore, RunStore, SignalStore, oldest_first, store_error};
 use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate, now_ms};
 
-const MIGRATIONS: &[(i64, &[&str])] = &[
-    (
-        1,
-        &[
-            "CREATE TABLE agentkit_runs (
-            id TEXT PRIMARY KEY,
-            target TEXT NOT NULL,
-            version BIGINT NOT NULL,
-            input JSONB NOT NULL,
-            status TEXT NOT NULL CHECK (status IN ('queued','running','waiting_input',
-                'waiting_approval','paused','succeeded','failed','cancelled')),
-            attempts BIGINT NOT NULL DEFAULT 0,
-            idempotency_key TEXT UNIQUE,
-            created_at BIGINT NOT NULL,
-            updated_at BIGINT NOT NULL,
-            output JSONB,
-            error TEXT,
-            usage JSONB NOT NULL,
-            cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
-            owner TEXT,
-            lease_until BIGINT
-        )",
-            "CREATE INDEX agentkit_runs_by_status ON agentkit_runs (status, created_at)",
-            "CREATE TABLE agentkit_journal (
-            run_id TEXT NOT NULL REFERENCES agentkit_runs (id),
-            seq BIGINT NOT NULL,
-            key TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            value JSONB NOT NULL,
-            latency_ms BIGINT NOT NULL,
-            usage JSONB NOT NULL,
-            cost_usd DOUBLE PRECISION NOT NULL,
-            created_at BIGINT NOT NULL,
-            PRIMARY KEY (run_id, seq),
-            UNIQUE (run_id, key)
-        )",
-            "CREATE TABLE agentkit_signals (
-            id BIGSERIAL PRIMARY KEY,
-            run_id TEXT NOT NULL REFERENCES agentkit_runs (id),
-            name TEXT NOT NULL,
-            payload JSONB NOT NULL,
-            delivered BOOLEAN NOT NULL DEFAULT FALSE,
-            created_at BIGINT NOT NULL
-        )",
-            "CREATE INDEX agentkit_signals_pending ON agentkit_signals (run_id, name, delivered, id)",
-        ],
-    ),
-    (
-        2,
-        &["CREATE TABLE agentkit_kv (
-        namespace TEXT NOT NULL,
-        key TEXT NOT NULL,
-        value JSONB NOT NULL,
-        expires_at BIGINT,
-        PRIMARY KEY (namespace, key)
-    )"],
-    ),
-    (
-        3,
-        &[
-            "ALTER TABLE agentkit_runs ADD COLUMN wake_at BIGINT",
-            "CREATE INDEX agentkit_runs_parked ON agentkit_runs (wake_at) WHERE wake_at IS NOT NULL",
-        ],
-    ),
-];
+/// The advisory lock the earlier migration runner took (transaction-scoped).
+const LEGACY_LOCK: i64 = 7_355_608;
 
 const RUN_COLUMNS: &str = "id, target, version, input::text AS input, status, attempts, \
     idempotency_key, created_at, updated_at, output::text AS output, error, usage::text AS usage, \
@@ -148,43 +86,47 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// Apply the embedded migrations (`migrations/postgres`). sqlx's migrator holds a
+    /// session advisory lock while it runs, so nodes starting at once apply each migration
+    /// once. Adopting a database created by the earlier runner happens first, in one
+    /// transaction under that runner's advisory lock (so it also waits for an old node that is
+    /// migrating).
     async fn migrate(&self) -> Result<()> {
+        let migrator = migrate::named(sqlx::migrate!("migrations/postgres"));
         let mut tx = self.pool.begin().await.map_err(db("starting migrations"))?;
-        sqlx::query("SELECT pg_advisory_xact_lock(7355608)")
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(LEGACY_LOCK)
             .execute(&mut *tx)
             .await
             .map_err(db("locking for migrations"))?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS agentkit_migrations (
-                version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(db("creating the migrations table"))?;
-        for (version, statements) in MIGRATIONS {
-            let done = sqlx::query("SELECT 1 FROM agentkit_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("reading applied migrations"))?
-                .is_some();
-            if done {
-                continue;
-            }
-            for sql in *statements {
-                sqlx::query(*sql)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("applying a migration"))?;
-            }
-            sqlx::query("INSERT INTO agentkit_migrations (version, applied_at) VALUES ($1, $2)")
-                .bind(version)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await
-                .map_err(db("recording a migration"))?;
+        let exists = |name: &'static str| {
+            sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL").bind(name)
+        };
+        let legacy = exists(migrate::LEGACY_TABLE)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("looking up the earlier migration bookkeeping"))?;
+        let adopted = exists(migrate::TABLE)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("looking up the migrations table"))?;
+        if legacy && !adopted {
+            let versions: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT version FROM {}",
+                migrate::LEGACY_TABLE
+            )))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("reading the earlier migration bookkeeping"))?;
+            migrate::adopt_legacy("postgres", &mut *tx, &migrator, &versions).await?;
         }
-        tx.commit().await.map_err(db("committing migrations"))
+        tx.commit()
+            .await
+            .map_err(db("committing the adopted migrations"))?;
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| migrate::migrate_error("postgres", e))
     }
 }
 

@@ -269,6 +269,7 @@ impl Runtime {
             DurableJournal::load(Arc::clone(store), run_id, redactor, Arc::clone(&prices)).await?
         });
         let policy = &target.options.retry;
+        let mut waits = policy.backoffs();
         let mut attempt = 1u32;
         loop {
             let mut ctx = RunContext::new()
@@ -338,7 +339,7 @@ impl Runtime {
                 return Ok(Outcome::Done);
             }
             if attempt < policy.max_attempts && (policy.retry_if)(&err) {
-                let wait = policy.backoff(attempt);
+                let wait = waits.next().unwrap_or(policy.max_backoff);
                 tracing::warn!(run_id, attempt, error = %err, ?wait, "run attempt failed; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}

@@ -32,7 +32,7 @@ mod schedules;
 mod triggers;
 
 pub use builder::RuntimeBuilder;
-pub use options::{RetryPolicy, RetryPredicate, TargetOptions};
+pub use options::{MAX_BACKOFF, RetryPolicy, RetryPredicate, TargetOptions};
 pub use registry::AgentFactory;
 pub use replay::ReplayReport;
 pub use schedules::{PAUSE_PROPAGATION, SCHEDULES_NAMESPACE};

@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentkit_core::{Budget, Error};
+use backon::{BackoffBuilder, ExponentialBuilder};
 
 /// Decides whether a failed attempt is retried.
 pub type RetryPredicate = Arc<dyn Fn(&Error) -> bool + Send + Sync>;
 
-/// Retries with exponential backoff. Completed steps are not re-executed on a retry: the
+/// Retries with jittered exponential backoff (see [`backoffs`](Self::backoffs)). Completed steps are not re-executed on a retry: the
 /// journal replays them.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -83,18 +84,32 @@ impl RetryPolicy {
         self
     }
 
-    /// The wait before retry number `retry` (1-based).
-    #[must_use]
-    pub fn backoff(&self, retry: u32) -> Duration {
-        let factor = self
-            .multiplier
-            .powi(i32::try_from(retry.saturating_sub(1)).unwrap_or(i32::MAX));
-        let wait = self.initial_backoff.as_secs_f64() * factor;
-        Duration::try_from_secs_f64(wait)
-            .unwrap_or(self.max_backoff)
-            .min(self.max_backoff)
+    /// The waits before the retries, in order (`max_attempts - 1` of them): exponential from
+    /// `initial_backoff` by `multiplier`, capped at `max_backoff` (and at [`MAX_BACKOFF`]),
+    /// each plus up to 100 % random jitter so that runs failing together do not retry in
+    /// lockstep. Built with backon's `ExponentialBuilder`.
+    pub fn backoffs(&self) -> impl Iterator<Item = Duration> + Send + use<> {
+        let max = self.max_backoff.min(MAX_BACKOFF);
+        #[allow(clippy::cast_possible_truncation)] // a growth factor needs no f64 precision
+        let factor = if self.multiplier.is_finite() {
+            self.multiplier.clamp(1.0, 1_000.0) as f32
+        } else {
+            1.0
+        };
+        ExponentialBuilder::new()
+            .with_min_delay(self.initial_backoff.min(max))
+            .with_max_delay(max)
+            .with_factor(factor)
+            .with_max_times(
+                usize::try_from(self.max_attempts.saturating_sub(1)).unwrap_or(usize::MAX),
+            )
+            .with_jitter()
+            .build()
     }
 }
+
+/// The longest wait between two attempts, whatever the policy says (one day).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(86_400);
 
 /// How a target runs: concurrency, retries, timeout, budget.
 #[derive(Debug, Clone, Default)]
@@ -164,5 +179,50 @@ impl TargetOptions {
     pub fn with_budget(mut self, b: Budget) -> Self {
         self.budget = Some(b);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn backoffs_grow_with_jitter_up_to_the_cap() {
+        let policy = RetryPolicy::new()
+            .with_max_attempts(6)
+            .with_backoff(Duration::from_millis(100), Duration::from_millis(500));
+        let waits: Vec<Duration> = policy.backoffs().collect();
+        assert_eq!(waits.len(), 5);
+        // Base 100, 200, 400, 500, 500 ms, each plus up to 100 % jitter.
+        for (wait, base) in waits.iter().zip([100u64, 200, 400, 500, 500]) {
+            let base = Duration::from_millis(base);
+            assert!(*wait >= base && *wait <= base * 2, "{wait:?} for {base:?}");
+        }
+        // Jittered: two runs failing together do not wait the same.
+        let a: Vec<Duration> = policy.backoffs().collect();
+        let b: Vec<Duration> = policy.backoffs().collect();
+        assert_ne!(a, b);
+        assert_eq!(RetryPolicy::none().backoffs().count(), 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn backoffs_never_panic_and_stay_bounded(
+            attempts in 0u32..20,
+            initial in any::<u64>(),
+            max in any::<u64>(),
+            multiplier in any::<f64>(),
+        ) {
+            let mut policy = RetryPolicy::new()
+                .with_max_attempts(attempts)
+                .with_backoff(Duration::from_millis(initial), Duration::from_millis(max));
+            policy.multiplier = multiplier;
+            for wait in policy.backoffs() {
+                prop_assert!(wait <= MAX_BACKOFF * 2);
+            }
+        }
     }
 }

@@ -59,7 +59,7 @@ impl DurableJournal {
     ) -> Result<Self> {
         let run_id = run_id.into();
         let entries = store.journal(&run_id).await?;
-        let next_seq = entries.last().map_or(0, |e| e.seq + 1);
+        let next_seq = entries.last().map_or(0, |e| e.seq.saturating_add(1));
         let order = entries.iter().map(|e| e.key.clone()).collect();
         let recorded = entries.into_iter().map(|e| (e.key, e.value)).collect();
         Ok(Self {
@@ -173,7 +173,7 @@ impl DurableJournal {
     pub(crate) fn next_seq(&self) -> u64 {
         self.with(|s| {
             let n = s.next_seq;
-            s.next_seq += 1;
+            s.next_seq = s.next_seq.saturating_add(1);
             n
         })
     }

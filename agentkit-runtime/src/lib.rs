@@ -25,7 +25,9 @@ pub use scheduler::{CatchUp, Overlap, Schedule, Trigger};
 pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
-pub use store::{JournalStore, KvStore, LeaseStore, MemoryStore, RunStore, SignalStore, Store};
+pub use store::{
+    InvalidStoredData, JournalStore, KvStore, LeaseStore, MemoryStore, RunStore, SignalStore, Store,
+};
 pub use workflow::{APPROVAL_SIGNAL, HUMAN_INPUT_SIGNAL, PARK_AFTER, Workflow, WorkflowContext};
 
 pub use agentkit_core::{RunStatus, StartOptions, WorkflowHost};

@@ -162,6 +162,49 @@ pub(crate) fn oldest_first(mut runs: Vec<RunRecord>) -> Vec<RunRecord> {
     runs
 }
 
+/// A value read back from the store that agentkit cannot use: a corrupt row, or one written by
+/// a newer agentkit or by hand. Reads return it (as the source of an
+/// [`Error::Other`](agentkit_core::Error::Other)) instead of panicking or silently changing the
+/// value; fix or delete the row it names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("column `{column}` {problem}")]
+#[non_exhaustive]
+pub struct InvalidStoredData {
+    /// The backend (`sqlite`, `postgres`).
+    pub backend: String,
+    /// What was read, e.g. `run 0192…` or `journal entry 3 of run 0192…`.
+    pub what: String,
+    /// The column.
+    pub column: &'static str,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+impl InvalidStoredData {
+    /// A value of `column` of `what` that cannot be used, and why.
+    #[must_use]
+    pub fn new(
+        backend: &str,
+        what: &str,
+        column: &'static str,
+        problem: impl Into<String>,
+    ) -> Self {
+        Self {
+            backend: backend.to_owned(),
+            what: what.to_owned(),
+            column,
+            problem: problem.into(),
+        }
+    }
+}
+
+impl From<InvalidStoredData> for agentkit_core::Error {
+    fn from(e: InvalidStoredData) -> Self {
+        let context = format!("{} store: reading {}", e.backend, e.what);
+        agentkit_core::Error::other(context, e)
+    }
+}
+
 /// When a value put now with `ttl` expires (ms since epoch).
 pub(crate) fn expires_at(ttl: Option<std::time::Duration>) -> Option<i64> {
     ttl.map(|t| {

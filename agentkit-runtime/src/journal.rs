@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::model::{EntryKind, JournalEntry};
 use crate::redact::Redactor;
 use crate::store::Store;
+use crate::sync::lock;
 
 #[derive(Debug, Default)]
 struct State {
@@ -140,10 +141,7 @@ impl DurableJournal {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        match self.state.lock() {
-            Ok(mut s) => f(&mut s),
-            Err(poisoned) => f(&mut poisoned.into_inner()),
-        }
+        f(&mut lock(&self.state))
     }
 
     /// Keys served from the journal instead of executing, in order.

@@ -11,6 +11,7 @@ pub mod model;
 pub mod redact;
 pub mod scheduler;
 pub mod store;
+mod sync;
 pub mod workflow;
 
 pub use executor::{

@@ -6,13 +6,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use agentkit_core::{Result, RunContext, RunStatus};
-
-use super::Runtime;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
+use super::Runtime;
 use crate::journal::DurableJournal;
 use crate::model::{RunRecord, RunUpdate};
+use crate::sync::{lock, read};
 use crate::workflow::WorkflowContext;
 
 /// What the dispatcher already knows about a run.
@@ -44,12 +44,7 @@ impl Runtime {
                 if this.inner.stopping.load(Ordering::SeqCst) {
                     break;
                 }
-                let targets: Vec<String> = this
-                    .inner
-                    .targets
-                    .read()
-                    .map(|t| t.keys().cloned().collect())
-                    .unwrap_or_default();
+                let targets: Vec<String> = read(&this.inner.targets).keys().cloned().collect();
                 match this
                     .inner
                     .store
@@ -99,12 +94,7 @@ impl Runtime {
     /// Hand the finished record to a `run_sync` waiting for it; with `None`, let the waiter
     /// fall back to reading the store.
     pub(super) fn settle(&self, run_id: &str, record: Option<RunRecord>) {
-        let waiter = self
-            .inner
-            .waiters
-            .lock()
-            .ok()
-            .and_then(|mut m| m.remove(run_id));
+        let waiter = lock(&self.inner.waiters).remove(run_id);
         if let (Some(w), Some(r)) = (waiter, record) {
             let _ = w.send(r);
         }
@@ -162,13 +152,9 @@ impl Runtime {
 
     pub(super) async fn drive(&self, run_id: &str, hint: Hint) -> Result<Outcome> {
         let token = {
-            let Ok(mut m) = self.inner.inflight.lock() else {
-                return Ok(Outcome::Done);
-            };
+            let mut m = lock(&self.inner.inflight);
             if m.contains_key(run_id) {
-                if let Ok(mut r) = self.inner.rerun.lock() {
-                    r.insert(run_id.to_owned());
-                }
+                lock(&self.inner.rerun).insert(run_id.to_owned());
                 return Ok(Outcome::Done);
             }
             let t = self.inner.abort.child_token();
@@ -176,15 +162,8 @@ impl Runtime {
             t
         };
         let result = self.execute(run_id, hint, &token).await;
-        if let Ok(mut m) = self.inner.inflight.lock() {
-            m.remove(run_id);
-        }
-        let again = self
-            .inner
-            .rerun
-            .lock()
-            .map(|mut r| r.remove(run_id))
-            .unwrap_or(false);
+        lock(&self.inner.inflight).remove(run_id);
+        let again = lock(&self.inner.rerun).remove(run_id);
         match result {
             Ok(Outcome::Done) if again => Ok(Outcome::Requeue),
             other => other,

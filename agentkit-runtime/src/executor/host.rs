@@ -1,13 +1,13 @@
 //! The runtime as core's [`WorkflowHost`].
 
 use agentkit_core::{Result, StartOptions};
+use agentkit_core::{RunInfo, WorkflowHost, WorkflowInfo};
+use async_trait::async_trait;
 use serde_json::Value;
 
 use super::Runtime;
-use agentkit_core::{RunInfo, WorkflowHost, WorkflowInfo};
-use async_trait::async_trait;
-
 use crate::model::RunRecord;
+use crate::sync::read;
 
 fn info(run: RunRecord) -> RunInfo {
     let mut info = RunInfo::new(run.id, run.target, run.status)
@@ -24,12 +24,10 @@ fn info(run: RunRecord) -> RunInfo {
 #[async_trait]
 impl WorkflowHost for Runtime {
     async fn list_workflows(&self) -> Result<Vec<WorkflowInfo>> {
-        let mut list: Vec<WorkflowInfo> = self
-            .inner
-            .targets
-            .read()
-            .map(|t| t.values().map(|t| t.info()).collect())
-            .unwrap_or_default();
+        let mut list: Vec<WorkflowInfo> = read(&self.inner.targets)
+            .values()
+            .map(|t| t.info())
+            .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(list)
     }

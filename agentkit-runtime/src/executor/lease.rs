@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Runtime;
+use crate::sync::lock;
 
 impl Runtime {
     /// This node's id.
@@ -37,12 +38,7 @@ impl Runtime {
                 }
                 let Some(inner) = inner.upgrade() else { break };
                 let this = Runtime { inner };
-                let ids: Vec<String> = this
-                    .inner
-                    .inflight
-                    .lock()
-                    .map(|m| m.keys().cloned().collect())
-                    .unwrap_or_default();
+                let ids: Vec<String> = lock(&this.inner.inflight).keys().cloned().collect();
                 if ids.is_empty() {
                     continue;
                 }

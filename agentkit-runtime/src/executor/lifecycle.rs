@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use agentkit_core::{Error, Result, RunStatus, StartOptions};
 use serde_json::Value;
-
-use super::Runtime;
 use tokio::sync::oneshot;
 
+use super::Runtime;
 use super::dispatch::Hint;
 use super::registry::Target;
 use crate::model::{Created, NewRun, RunRecord, RunUpdate};
+use crate::sync::lock;
 use crate::workflow::{APPROVAL_SIGNAL, decode_approval};
 
 impl Runtime {
@@ -72,10 +72,8 @@ impl Runtime {
         }
         let created = self.inner.store.create_run(run).await?;
         if let Created::New(run) = &created {
-            if let Some(w) = waiter
-                && let Ok(mut m) = self.inner.waiters.lock()
-            {
-                m.insert(run.id.clone(), w);
+            if let Some(w) = waiter {
+                lock(&self.inner.waiters).insert(run.id.clone(), w);
             }
             let hint = match permit {
                 Some(p) => Hint::Owned(run.clone(), p),
@@ -192,12 +190,7 @@ impl Runtime {
                 run.status
             )));
         }
-        let token = self
-            .inner
-            .inflight
-            .lock()
-            .ok()
-            .and_then(|m| m.get(run_id).cloned());
+        let token = lock(&self.inner.inflight).get(run_id).cloned();
         if let Some(t) = token {
             t.cancel();
         }

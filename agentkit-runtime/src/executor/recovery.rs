@@ -6,7 +6,6 @@ use std::time::Duration;
 use agentkit_core::{Result, RunStatus};
 
 use super::Runtime;
-
 use crate::model::RunUpdate;
 
 impl Runtime {

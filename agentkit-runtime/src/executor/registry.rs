@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
+use agentkit_core::{AugmentedLlm, GenerateRequest, WorkflowInfo};
 use agentkit_core::{Error, Result};
 use serde_json::{Value, json};
-
-use super::{Runtime, TargetOptions};
-use agentkit_core::{AugmentedLlm, GenerateRequest, WorkflowInfo};
 use tokio::sync::Semaphore;
 
+use super::{Runtime, TargetOptions};
+use crate::sync::{read, write};
 use crate::workflow::{DynWorkflow, Erased, Workflow, WorkflowContext};
 
 /// Builds a fresh agent for each run (agents keep conversation memory, runs must not share it).
@@ -85,9 +85,7 @@ impl Target {
 
 impl Runtime {
     pub(super) fn insert(&self, target: Target) {
-        if let Ok(mut t) = self.inner.targets.write() {
-            t.insert(target.name.clone(), Arc::new(target));
-        }
+        write(&self.inner.targets).insert(target.name.clone(), Arc::new(target));
     }
 
     /// Register an agent target: `factory` builds a fresh agent per run. Input is a string or
@@ -123,20 +121,11 @@ impl Runtime {
     }
 
     pub(super) fn target(&self, name: &str) -> Option<Arc<Target>> {
-        self.inner
-            .targets
-            .read()
-            .ok()
-            .and_then(|t| t.get(name).cloned())
+        read(&self.inner.targets).get(name).cloned()
     }
 
     pub(super) fn unknown_target(&self, name: &str) -> Error {
-        let mut known: Vec<String> = self
-            .inner
-            .targets
-            .read()
-            .map(|t| t.keys().cloned().collect())
-            .unwrap_or_default();
+        let mut known: Vec<String> = read(&self.inner.targets).keys().cloned().collect();
         known.sort();
         Error::InvalidRequest(format!(
             "no agent or workflow named `{name}` is registered; registered: {}",

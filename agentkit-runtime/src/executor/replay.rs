@@ -6,7 +6,6 @@ use agentkit_core::{Result, RunContext, RunStatus};
 use serde_json::Value;
 
 use super::Runtime;
-
 use crate::journal::DurableJournal;
 use crate::redact::Redactor;
 use crate::workflow::WorkflowContext;

@@ -1,6 +1,8 @@
 //! Schedules: registration, shared pause state, firing and the overlap policies.
 
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -8,11 +10,9 @@ use agentkit_core::{Error, Result};
 use serde_json::{Value, json};
 
 use super::Runtime;
-use std::sync::Mutex;
-use std::sync::atomic::AtomicBool;
-
 use crate::model::{NewRun, RunRecord};
 use crate::scheduler::{CatchUp, Overlap, Schedule};
+use crate::sync::{lock, read, write};
 
 /// The key-value namespace holding each schedule's shared pause state (key: schedule name).
 pub const SCHEDULES_NAMESPACE: &str = "agentkit.schedules";
@@ -22,9 +22,9 @@ pub const PAUSE_PROPAGATION: Duration = Duration::from_secs(1);
 
 /// Unpause: fires up to `since` (when it was resumed) are skipped, not caught up.
 pub(super) fn resume_from(st: &ScheduleState, since: i64) {
-    if let Ok(mut c) = st.checked_until.lock() {
-        *c = (*c).max(since);
-    }
+    let mut c = lock(&st.checked_until);
+    *c = (*c).max(since);
+    drop(c);
     st.paused.store(false, Ordering::SeqCst);
 }
 
@@ -63,8 +63,8 @@ impl Runtime {
                 now.saturating_sub(i64::try_from(w.as_millis()).unwrap_or(i64::MAX))
             }
         };
-        if let Ok(mut s) = self.inner.schedules.write() {
-            s.insert(
+        {
+            write(&self.inner.schedules).insert(
                 schedule.name.clone(),
                 Arc::new(ScheduleState {
                     schedule,
@@ -78,11 +78,9 @@ impl Runtime {
     }
 
     pub(super) fn schedule_state(&self, name: &str) -> Result<Arc<ScheduleState>> {
-        self.inner
-            .schedules
-            .read()
-            .ok()
-            .and_then(|s| s.get(name).cloned())
+        read(&self.inner.schedules)
+            .get(name)
+            .cloned()
             .ok_or_else(|| Error::InvalidRequest(format!("no schedule named `{name}`")))
     }
 
@@ -117,9 +115,7 @@ impl Runtime {
     /// Apply the stored pause state of the schedules (at most every [`PAUSE_PROPAGATION`]).
     pub(super) async fn read_pauses(&self, states: &[Arc<ScheduleState>]) {
         {
-            let Ok(mut last) = self.inner.pauses_read.lock() else {
-                return;
-            };
+            let mut last = lock(&self.inner.pauses_read);
             if last.is_some_and(|t| t.elapsed() < PAUSE_PROPAGATION) {
                 return;
             }
@@ -174,17 +170,11 @@ impl Runtime {
 
     /// Start the buffered fires whose previous run has ended.
     pub(super) async fn start_buffered(&self) -> usize {
-        let states: Vec<Arc<ScheduleState>> = self
-            .inner
-            .schedules
-            .read()
-            .map(|s| {
-                s.values()
-                    .filter(|st| st.pending.load(Ordering::SeqCst))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let states: Vec<Arc<ScheduleState>> = read(&self.inner.schedules)
+            .values()
+            .filter(|st| st.pending.load(Ordering::SeqCst))
+            .cloned()
+            .collect();
         let mut created = 0;
         for st in states {
             if st.paused.load(Ordering::SeqCst) {
@@ -272,12 +262,8 @@ impl Runtime {
 
     /// Start the runs of every fire due now; returns how many runs this call created.
     pub async fn fire_due(&self) -> usize {
-        let states: Vec<Arc<ScheduleState>> = self
-            .inner
-            .schedules
-            .read()
-            .map(|s| s.values().cloned().collect())
-            .unwrap_or_default();
+        let states: Vec<Arc<ScheduleState>> =
+            read(&self.inner.schedules).values().cloned().collect();
         self.read_pauses(&states).await;
         let now = crate::model::now_ms();
         let mut created = 0;
@@ -293,11 +279,12 @@ impl Runtime {
                     }
                 }
             }
-            let from = st.checked_until.lock().map(|c| *c).unwrap_or(now);
-            let fires = st.schedule.fires_between(from, now);
-            if let Ok(mut c) = st.checked_until.lock() {
+            let fires = {
+                let mut c = lock(&st.checked_until);
+                let from = *c;
                 *c = now.max(*c);
-            }
+                st.schedule.fires_between(from, now)
+            };
             for fire in fires {
                 match self.fire(&st, fire).await {
                     Ok(true) => created += 1,

@@ -4,6 +4,7 @@ use agentkit_core::{Error, Result, StartOptions};
 use serde_json::Value;
 
 use super::Runtime;
+use crate::sync::{read, write};
 
 impl Runtime {
     /// Start a run of `target` whenever `event` is [emitted](Self::emit). The target must be
@@ -12,11 +13,10 @@ impl Runtime {
         if self.target(target).is_none() {
             return Err(self.unknown_target(target));
         }
-        if let Ok(mut s) = self.inner.subscriptions.write() {
-            let subs = s.entry(event.into()).or_default();
-            if !subs.iter().any(|t| t == target) {
-                subs.push(target.to_owned());
-            }
+        let mut s = write(&self.inner.subscriptions);
+        let subs = s.entry(event.into()).or_default();
+        if !subs.iter().any(|t| t == target) {
+            subs.push(target.to_owned());
         }
         Ok(())
     }
@@ -32,12 +32,9 @@ impl Runtime {
         payload: Value,
         event_id: Option<&str>,
     ) -> Result<Vec<String>> {
-        let targets: Vec<String> = self
-            .inner
-            .subscriptions
-            .read()
-            .ok()
-            .and_then(|s| s.get(event).cloned())
+        let targets: Vec<String> = read(&self.inner.subscriptions)
+            .get(event)
+            .cloned()
             .unwrap_or_default();
         for name in &targets {
             let t = self.target(name).ok_or_else(|| self.unknown_target(name))?;

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::{JournalStore, KvStore, LeaseStore, RunStore, SignalStore};
 use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate, now_ms};
+use crate::sync::lock;
 
 #[derive(Debug, Default)]
 struct State {
@@ -34,11 +35,7 @@ impl MemoryStore {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
-        let mut s = self
-            .state
-            .lock()
-            .map_err(|_| Error::Workflow("memory store: lock poisoned by a panic".into()))?;
-        f(&mut s)
+        f(&mut lock(&self.state))
     }
 }
 

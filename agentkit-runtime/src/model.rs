@@ -413,7 +413,7 @@ impl JournalEntry {
     }
 }
 
-/// The result of [`Store::create_run`](crate::Store::create_run).
+/// The result of [`RunStore::create_run`](crate::RunStore::create_run).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Created {

@@ -21,7 +21,7 @@ struct State {
     kv: HashMap<(String, String), (Value, Option<i64>)>,
 }
 
-/// A [`Store`] in process memory.
+/// A [`Store`](super::Store) in process memory.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<State>,

@@ -1,4 +1,4 @@
-//! The PostgreSQL [`Store`]: migrations embedded and run on connect (under an advisory lock,
+//! The PostgreSQL [`Store`](super::Store): migrations embedded and run on connect (under an advisory lock,
 //! so several nodes may start at once), runtime-checked queries.
 
 use agentkit_core::{Error, Result, RunStatus};
@@ -19,7 +19,7 @@ const RUN_COLUMNS: &str = "id, target, version, input::text AS input, status, at
     idempotency_key, created_at, updated_at, output::text AS output, error, usage::text AS usage, \
     cost_usd, owner, lease_until, wake_at";
 
-/// A [`Store`] in PostgreSQL (tables prefixed `agentkit_`).
+/// A [`Store`](super::Store) in PostgreSQL (tables prefixed `agentkit_`).
 ///
 /// Several runtime processes may share one database: runs are claimed under a lease (polling
 /// nodes use `FOR UPDATE SKIP LOCKED`), a heartbeat extends it, and when a process dies its

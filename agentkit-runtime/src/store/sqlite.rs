@@ -1,4 +1,4 @@
-//! The SQLite [`Store`]: one file, WAL, migrations embedded and run on open.
+//! The SQLite [`Store`](super::Store): one file, WAL, migrations embedded and run on open.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -18,7 +18,7 @@ use super::rows::{self, CHUNK, append_error};
 use super::{JournalStore, KvStore, LeaseStore, RunStore, SignalStore, oldest_first, store_error};
 use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate, now_ms};
 
-/// A [`Store`] in one SQLite file (WAL mode, `synchronous = NORMAL`).
+/// A [`Store`](super::Store) in one SQLite file (WAL mode, `synchronous = NORMAL`).
 ///
 /// One runtime process per file: SQLite has no leases, so a process that opens the file treats
 /// runs left `running` as orphaned by a dead process and resumes them. Several processes sharing

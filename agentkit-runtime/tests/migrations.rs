@@ -5,7 +5,7 @@
 
 use agentkit_runtime::RunStatus;
 use agentkit_runtime::model::ALL_STATUSES;
-use agentkit_runtime::{EntryKind, JournalStore, NewRun, RunStore, RunUpdate, SqliteStore};
+use agentkit_runtime::{EntryKind, NewRun, RunStore, RunUpdate, SqliteStore, Store};
 use serde_json::json;
 use sqlx::Row;
 
@@ -34,59 +34,34 @@ where
         .collect()
 }
 
-/// A SQLite file as the earlier runner left it after `applied` migrations, with one run
-/// and one journal entry.
-async fn legacy_sqlite(path: &std::path::Path, applied: usize) {
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(path)
-                .create_if_missing(true),
-        )
-        .await
-        .unwrap();
-    sqlx::raw_sql(
-        "CREATE TABLE agentkit_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    for (i, sql) in SQLITE.iter().take(applied).enumerate() {
-        sqlx::raw_sql(*sql).execute(&pool).await.unwrap();
-        sqlx::query("INSERT INTO agentkit_migrations (version, applied_at) VALUES (?, 1)")
-            .bind(i64::try_from(i + 1).unwrap())
-            .execute(&pool)
-            .await
-            .unwrap();
+/// What the earlier runner left after the first `applied` of `migrations`: its bookkeeping
+/// table (`int`: the backend's integer type) and rows, the migrations' tables, and one run
+/// with one journal entry in them (tables named with `prefix`).
+fn legacy_script(migrations: &[&str], applied: usize, int: &str, prefix: &str) -> String {
+    let mut sql = format!(
+        "CREATE TABLE agentkit_migrations (version {int} PRIMARY KEY, applied_at {int} NOT NULL);\n"
+    );
+    for (i, m) in migrations.iter().take(applied).enumerate() {
+        sql.push_str(m);
+        sql.push_str(&format!(
+            "INSERT INTO agentkit_migrations (version, applied_at) VALUES ({}, 1);\n",
+            i + 1
+        ));
     }
-    sqlx::raw_sql(
-        "INSERT INTO runs (id, target, version, input, status, attempts, created_at, updated_at,
-            usage, cost_usd) VALUES ('old-run', 'agent', 1, '\"hi\"', 'succeeded', 1, 10, 20,
-            '{\"input_tokens\":0,\"output_tokens\":0}', 0.5);
-         INSERT INTO journal (run_id, seq, key, kind, value, latency_ms, usage, cost_usd,
-            created_at) VALUES ('old-run', 0, 'step/a', 'step', '42', 3,
-            '{\"input_tokens\":0,\"output_tokens\":0}', 0, 15);",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
+    sql.push_str(&format!(
+        "INSERT INTO {prefix}runs (id, target, version, input, status, attempts, created_at,
+            updated_at, usage, cost_usd) VALUES ('old-run', 'agent', 1, '\"hi\"', 'succeeded',
+            1, 10, 20, '{{\"input_tokens\":0,\"output_tokens\":0}}', 0.5);
+         INSERT INTO {prefix}journal (run_id, seq, key, kind, value, latency_ms, usage,
+            cost_usd, created_at) VALUES ('old-run', 0, 'step/a', 'step', '42', 3,
+            '{{\"input_tokens\":0,\"output_tokens\":0}}', 0, 15);"
+    ));
+    sql
 }
 
-#[tokio::test]
-async fn sqlite_database_of_the_earlier_runner_is_adopted_and_completed() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("old.db");
-    // Versions 1-3 applied by the earlier runner; 4 (parked runs) came later.
-    legacy_sqlite(&path, 3).await;
-
-    let store = SqliteStore::open(&path).await.unwrap();
-    // Adopted versions are recorded, not re-run (sqlx marks them -1); version 4 was applied.
-    let rec = recorded(store.pool()).await;
-    assert_eq!(rec.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
-    assert!(rec[..3].iter().all(|r| r.1 == -1), "{rec:?}");
-    assert!(rec[3].1 >= 0, "{rec:?}");
-    // The data is still there and the new column works.
+/// The run and journal entry of [`legacy_script`] are still there, and a run can be parked
+/// (the `wake_at` column of the last migration exists).
+async fn data_kept_and_parking_works(store: &dyn Store) {
     let old = store.get_run("old-run").await.unwrap().unwrap();
     assert_eq!(old.status, RunStatus::Succeeded);
     assert_eq!(old.input, json!("hi"));
@@ -108,6 +83,40 @@ async fn sqlite_database_of_the_earlier_runner_is_adopted_and_completed() {
         .unwrap()
         .unwrap();
     assert_eq!(parked.wake_at, Some(99));
+}
+
+/// A SQLite file as the earlier runner left it after `applied` migrations.
+async fn legacy_sqlite(path: &std::path::Path, applied: usize) {
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+    let script = legacy_script(&SQLITE, applied, "INTEGER", "");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(script))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_database_of_the_earlier_runner_is_adopted_and_completed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    // Versions 1-3 applied by the earlier runner; 4 (parked runs) came later.
+    legacy_sqlite(&path, 3).await;
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    // Adopted versions are recorded, not re-run (sqlx marks them -1); version 4 was applied.
+    let rec = recorded(store.pool()).await;
+    assert_eq!(rec.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert!(rec[..3].iter().all(|r| r.1 == -1), "{rec:?}");
+    assert!(rec[3].1 >= 0, "{rec:?}");
+    data_kept_and_parking_works(&store).await;
     store.pool().close().await;
 
     // Opening again changes nothing.
@@ -159,35 +168,14 @@ mod postgres {
         include_str!("../migrations/postgres/0003_parked_runs.sql"),
     ];
 
-    /// A database as the earlier runner left it after `applied` migrations, with one run and
-    /// one journal entry.
+    /// A database as the earlier runner left it after `applied` migrations.
     async fn legacy(url: &str, applied: usize) {
         let pool = sqlx::PgPool::connect(url).await.unwrap();
-        sqlx::raw_sql(
-            "CREATE TABLE agentkit_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
-        for (i, sql) in POSTGRES.iter().take(applied).enumerate() {
-            sqlx::raw_sql(*sql).execute(&pool).await.unwrap();
-            sqlx::query("INSERT INTO agentkit_migrations (version, applied_at) VALUES ($1, 1)")
-                .bind(i64::try_from(i + 1).unwrap())
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-        sqlx::raw_sql(
-            "INSERT INTO agentkit_runs (id, target, version, input, status, attempts, created_at,
-                updated_at, usage, cost_usd) VALUES ('old-run', 'agent', 1, '\"hi\"', 'succeeded',
-                1, 10, 20, '{\"input_tokens\":0,\"output_tokens\":0}', 0.5);
-             INSERT INTO agentkit_journal (run_id, seq, key, kind, value, latency_ms, usage,
-                cost_usd, created_at) VALUES ('old-run', 0, 'step/a', 'step', '42', 3,
-                '{\"input_tokens\":0,\"output_tokens\":0}', 0, 15);",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
+        let script = legacy_script(&POSTGRES, applied, "BIGINT", "agentkit_");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(script))
+            .execute(&pool)
+            .await
+            .unwrap();
         pool.close().await;
     }
 
@@ -207,23 +195,7 @@ mod postgres {
         assert!(rec[..2].iter().all(|r| r.1 == -1), "{rec:?}");
         assert!(rec[2].1 >= 0, "{rec:?}");
 
-        let old = store.get_run("old-run").await.unwrap().unwrap();
-        assert_eq!(old.status, RunStatus::Succeeded);
-        assert_eq!(store.journal("old-run").await.unwrap()[0].value, json!(42));
-        let new = store
-            .create_run(NewRun::new("agent", json!(1)))
-            .await
-            .unwrap();
-        let parked = store
-            .transition(
-                &new.run().id,
-                &[RunStatus::Queued],
-                RunUpdate::new(RunStatus::Queued).with_wake_at(99),
-            )
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(parked.wake_at, Some(99));
+        data_kept_and_parking_works(store).await;
         for n in &nodes {
             n.pool().close().await;
         }

@@ -12,7 +12,9 @@ use agentkit::core::{
     Agent, AgentLlm, AugmentedLlm, AugmentedLlmExt, CompletionResponse, Message, RunContext,
     ScriptedProvider, StartOptions, StopReason, Usage,
 };
-use agentkit::runtime::{JournalEntry, NewRun, Runtime, SqliteStore, Store, TargetOptions};
+use agentkit::runtime::{
+    JournalEntry, JournalStore, NewRun, RunStore, Runtime, SqliteStore, TargetOptions,
+};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 

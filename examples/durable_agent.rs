@@ -20,7 +20,7 @@ use agentkit::core::{
     Agent, AgentLlm, AugmentedLlm, CompletionRequest, CompletionResponse, Content, FnTool, Message,
     Role, RunStatus, ScriptedProvider, StartOptions, StopReason, Usage,
 };
-use agentkit::runtime::{Runtime, SqliteStore, Store, TargetOptions};
+use agentkit::runtime::{JournalStore, RunStore, Runtime, SqliteStore, TargetOptions};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::model::{EntryKind, JournalEntry};
 use crate::redact::Redactor;
 use crate::store::Store;
+use crate::sync::lock;
 
 #[derive(Debug, Default)]
 struct State {
@@ -59,7 +60,7 @@ impl DurableJournal {
     ) -> Result<Self> {
         let run_id = run_id.into();
         let entries = store.journal(&run_id).await?;
-        let next_seq = entries.last().map_or(0, |e| e.seq + 1);
+        let next_seq = entries.last().map_or(0, |e| e.seq.saturating_add(1));
         let order = entries.iter().map(|e| e.key.clone()).collect();
         let recorded = entries.into_iter().map(|e| (e.key, e.value)).collect();
         Ok(Self {
@@ -140,10 +141,7 @@ impl DurableJournal {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        match self.state.lock() {
-            Ok(mut s) => f(&mut s),
-            Err(poisoned) => f(&mut poisoned.into_inner()),
-        }
+        f(&mut lock(&self.state))
     }
 
     /// Keys served from the journal instead of executing, in order.
@@ -173,7 +171,7 @@ impl DurableJournal {
     pub(crate) fn next_seq(&self) -> u64 {
         self.with(|s| {
             let n = s.next_seq;
-            s.next_seq += 1;
+            s.next_seq = s.next_seq.saturating_add(1);
             n
         })
     }

@@ -11,11 +11,12 @@ pub mod model;
 pub mod redact;
 pub mod scheduler;
 pub mod store;
+mod sync;
 pub mod workflow;
 
 pub use executor::{
-    AgentFactory, PAUSE_PROPAGATION, ReplayReport, RetryPolicy, Runtime, SCHEDULES_NAMESPACE,
-    TargetOptions,
+    AgentFactory, PAUSE_PROPAGATION, ReplayReport, RetryPolicy, Runtime, RuntimeBuilder,
+    SCHEDULES_NAMESPACE, TargetOptions,
 };
 pub use journal::DurableJournal;
 pub use model::{Created, EntryKind, JournalEntry, NewRun, RunRecord, RunUpdate};
@@ -25,7 +26,9 @@ pub use scheduler::{CatchUp, Overlap, Schedule, Trigger};
 pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
-pub use store::{MemoryStore, Store};
+pub use store::{
+    InvalidStoredData, JournalStore, KvStore, LeaseStore, MemoryStore, RunStore, SignalStore, Store,
+};
 pub use workflow::{APPROVAL_SIGNAL, HUMAN_INPUT_SIGNAL, PARK_AFTER, Workflow, WorkflowContext};
 
 pub use agentkit_core::{RunStatus, StartOptions, WorkflowHost};

@@ -177,7 +177,7 @@ impl RunRecord {
     /// Claim the run for `owner` until `lease_until`: running, one more attempt.
     pub fn claim(&mut self, owner: &str, lease_until: i64) {
         self.status = RunStatus::Running;
-        self.attempts += 1;
+        self.attempts = self.attempts.saturating_add(1);
         self.owner = Some(owner.to_owned());
         self.lease_until = Some(lease_until);
         self.wake_at = None;
@@ -188,7 +188,7 @@ impl RunRecord {
     pub fn apply(&mut self, update: &RunUpdate) {
         self.status = update.status;
         if update.increment_attempts {
-            self.attempts += 1;
+            self.attempts = self.attempts.saturating_add(1);
         }
         if let Some(o) = &update.output {
             self.output = Some(o.clone());
@@ -413,7 +413,7 @@ impl JournalEntry {
     }
 }
 
-/// The result of [`Store::create_run`](crate::Store::create_run).
+/// The result of [`RunStore::create_run`](crate::RunStore::create_run).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Created {

@@ -200,7 +200,9 @@ impl Schedule {
     /// Fire times in `(after, until]` (ms since epoch), oldest first, at most 1000.
     #[must_use]
     pub fn fires_between(&self, after: i64, until: i64) -> Vec<i64> {
-        let lo = self.not_before.map_or(after, |nb| after.max(nb - 1));
+        let lo = self
+            .not_before
+            .map_or(after, |nb| after.max(nb.saturating_sub(1)));
         let hi = self.not_after.map_or(until, |na| until.min(na));
         let mut out = Vec::new();
         if hi <= lo {
@@ -216,7 +218,7 @@ impl Schedule {
                 let step = i64::try_from(interval.as_millis())
                     .unwrap_or(i64::MAX)
                     .max(1);
-                let mut t = (lo.div_euclid(step) + 1).saturating_mul(step);
+                let mut t = lo.div_euclid(step).saturating_add(1).saturating_mul(step);
                 while t <= hi && out.len() < 1000 {
                     out.push(t);
                     t = t.saturating_add(step);
@@ -303,5 +305,48 @@ mod tests {
         assert_eq!(once.fires_between(0, 499), Vec::<i64>::new());
         assert_eq!(once.fires_between(0, 500), vec![500]);
         assert_eq!(once.fire_key(500), "schedule:o:500");
+    }
+
+    /// Any i64, with the edges of chrono's range and of i64 drawn often.
+    fn timestamp() -> impl proptest::strategy::Strategy<Value = i64> {
+        use proptest::prelude::*;
+        let max = chrono::DateTime::<Utc>::MAX_UTC.timestamp_millis();
+        let min = chrono::DateTime::<Utc>::MIN_UTC.timestamp_millis();
+        prop_oneof![
+            any::<i64>(),
+            (max - 400 * 86_400_000)..=max.saturating_add(1000),
+            min.saturating_sub(1000)..=(min + 400 * 86_400_000),
+            Just(i64::MAX),
+            Just(i64::MIN),
+            -1_000i64..1_000,
+        ]
+    }
+
+    proptest::proptest! {
+        // 64 cases: a cron search near the end of chrono's range is slow.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Fire times are computed from stored run timestamps (`created_at`, `updated_at`):
+        /// any pair of i64, including the edges of chrono's range, gives fires in range and
+        /// never panics.
+        #[test]
+        fn fires_between_any_timestamps_never_panics(
+            after in timestamp(),
+            until in timestamp(),
+            every_ms in 1u64..10_000_000,
+            cron in proptest::sample::select(vec!["* * * * *", "0 9 * * 1-5", "0 0 29 2 *"]),
+            tz in proptest::sample::select(vec!["UTC", "Europe/Lisbon", "Pacific/Kiritimati"]),
+        ) {
+            let schedules = [
+                Schedule::every("e", "t", json!(null), Duration::from_millis(every_ms)).unwrap(),
+                Schedule::once("o", "t", json!(null), UNIX_EPOCH + Duration::from_millis(every_ms)),
+                Schedule::cron("c", "t", json!(null), cron, tz).unwrap(),
+            ];
+            for s in &schedules {
+                let fires = s.fires_between(after, until);
+                proptest::prop_assert!(fires.len() <= 1000);
+                proptest::prop_assert!(fires.iter().all(|f| *f > after && *f <= until));
+                proptest::prop_assert!(fires.windows(2).all(|w| w[0] < w[1]));
+            }
+        }
     }
 }

@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::journal::DurableJournal;
 use crate::model::{JournalEntry, RunUpdate, now_ms};
 use crate::store::Store;
+use crate::sync::lock;
 
 /// A code-defined, durable workflow.
 ///
@@ -241,13 +242,11 @@ impl WorkflowContext {
     /// The journal key of the next `prefix/name` (a repeated name gets `#2`, `#3`, ...).
     fn key(&self, prefix: &str, name: &str) -> String {
         let base = format!("{prefix}/{name}");
-        let n = match self.inner.counters.lock() {
-            Ok(mut c) => {
-                let n = c.entry(base.clone()).or_insert(0);
-                *n += 1;
-                *n
-            }
-            Err(_) => 1,
+        let n = {
+            let mut c = lock(&self.inner.counters);
+            let n = c.entry(base.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
         };
         if n == 1 { base } else { format!("{base}#{n}") }
     }
@@ -290,9 +289,7 @@ impl WorkflowContext {
         let left = u64::try_from(wake_at.saturating_sub(now_ms())).unwrap_or(0);
         if left > 0 && duration >= PARK_AFTER {
             run.check()?;
-            if let Ok(mut p) = self.inner.parked.lock() {
-                *p = Some(wake_at);
-            }
+            *lock(&self.inner.parked) = Some(wake_at);
             self.inner.journal.suspend(
                 &format!("sleeps until {wake_at} (ms since epoch); it is parked and resumes then"),
                 None,
@@ -324,7 +321,7 @@ impl WorkflowContext {
 
     /// When this execution parked the run to sleep, the wake-up time.
     pub(crate) fn parked_until(&self) -> Option<i64> {
-        self.inner.parked.lock().ok().and_then(|p| *p)
+        *lock(&self.inner.parked)
     }
 
     /// Wait for the signal `name` (see [`Runtime::signal`](crate::Runtime::signal)).
@@ -384,9 +381,7 @@ impl WorkflowContext {
             journal.note_appended(&key, v.clone());
             return Ok(v);
         }
-        if let Ok(mut w) = self.inner.waiting.lock() {
-            *w = Some(name.to_owned());
-        }
+        *lock(&self.inner.waiting) = Some(name.to_owned());
         journal.suspend(
             &format!("is waiting for signal `{name}`; it resumes when the signal is delivered"),
             step,
@@ -427,7 +422,7 @@ impl WorkflowContext {
 
     /// The signal this execution stopped to wait for, if it did.
     pub(crate) fn waiting_on(&self) -> Option<String> {
-        self.inner.waiting.lock().ok().and_then(|w| w.clone())
+        lock(&self.inner.waiting).clone()
     }
 
     /// The run's journal (which keys this execution replayed and which it executed).

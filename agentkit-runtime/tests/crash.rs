@@ -18,7 +18,9 @@ use agentkit_core::{
     LlmProvider, Message, Result, Role, RunStatus, StartOptions, StopReason, Usage,
 };
 use agentkit_runtime::model::ALL_STATUSES;
-use agentkit_runtime::{EntryKind, Runtime, SqliteStore, Store, TargetOptions};
+use agentkit_runtime::{
+    EntryKind, JournalStore, RunStore, Runtime, SqliteStore, Store, TargetOptions,
+};
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -122,12 +124,13 @@ async fn crash_child() {
             Arc::new(SqliteStore::open(&db).await.unwrap())
         }
     };
-    let mut rt = Runtime::new(store);
+    let mut builder = Runtime::builder(store);
     if let Ok(node) = std::env::var("AGENTKIT_CRASH_NODE") {
-        rt = rt
+        builder = builder
             .with_node_id(node)
             .with_lease(Duration::from_millis(1000));
     }
+    let rt = builder.build();
     rt.register_agent(
         "worker",
         move || agent(log.clone()),

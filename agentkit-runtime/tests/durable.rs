@@ -290,7 +290,16 @@ impl Naps {
     }
 
     fn runtime(&self, store: Arc<dyn Store>, options: TargetOptions) -> Runtime {
-        let rt = Runtime::new(store);
+        self.node(store, options, "")
+    }
+
+    /// A runtime named `node` (a fresh id when empty).
+    fn node(&self, store: Arc<dyn Store>, options: TargetOptions, node: &str) -> Runtime {
+        let mut builder = Runtime::builder(store);
+        if !node.is_empty() {
+            builder = builder.with_node_id(node);
+        }
+        let rt = builder.build();
         rt.register_workflow(
             Snooze {
                 before: Arc::clone(&self.before),
@@ -412,12 +421,11 @@ async fn postgres_a_parked_run_is_claimed_by_another_node_when_due() {
     let pg = common::Pg::start();
     let url = pg.fresh_db("sleep").await;
     let naps = Naps::new();
-    let a = naps
-        .runtime(
-            Arc::new(PostgresStore::connect(&url).await.unwrap()),
-            TargetOptions::new(),
-        )
-        .with_node_id("a");
+    let a = naps.node(
+        Arc::new(PostgresStore::connect(&url).await.unwrap()),
+        TargetOptions::new(),
+        "a",
+    );
     let id = a
         .start_run("snooze", json!(1_200), StartOptions::new())
         .await
@@ -425,12 +433,11 @@ async fn postgres_a_parked_run_is_claimed_by_another_node_when_due() {
     let wake_at = parked(&a, &id).await;
     a.shutdown(Duration::from_secs(5)).await;
 
-    let b = naps
-        .runtime(
-            Arc::new(PostgresStore::connect(&url).await.unwrap()),
-            TargetOptions::new(),
-        )
-        .with_node_id("b");
+    let b = naps.node(
+        Arc::new(PostgresStore::connect(&url).await.unwrap()),
+        TargetOptions::new(),
+        "b",
+    );
     b.start_polling(Duration::from_millis(50));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let early = b.get(&id).await.unwrap();

@@ -13,8 +13,8 @@ use agentkit_core::{
 };
 use agentkit_runtime::model::ALL_STATUSES;
 use agentkit_runtime::{
-    EntryKind, MemoryStore, RetryPolicy, Runtime, SqliteStore, Store, TargetOptions, Workflow,
-    WorkflowContext,
+    EntryKind, JournalStore, KvStore, LeaseStore, MemoryStore, RetryPolicy, RunStore, Runtime,
+    SignalStore, SqliteStore, Store, TargetOptions, Workflow, WorkflowContext,
 };
 use async_trait::async_trait;
 use schemars::JsonSchema;
@@ -478,7 +478,7 @@ fn slow_runtime(
     (rt, executed, peak)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_per_target_concurrency_limit_holds() {
     let (rt, executed, peak) = slow_runtime(
         Arc::new(MemoryStore::new()),
@@ -500,25 +500,131 @@ async fn the_per_target_concurrency_limit_holds() {
     assert_eq!(executed.load(Ordering::SeqCst), 12);
 }
 
-#[tokio::test]
+/// Step `before`, then step `blocked` (which tells the test it started and waits for the
+/// test's gate), then step `after`. The test sees what ran and when the run is inside
+/// `blocked`, with no clock involved.
+#[derive(Clone)]
+struct Gated {
+    before: Arc<AtomicU32>,
+    blocked_done: Arc<AtomicU32>,
+    after: Arc<AtomicU32>,
+    /// Notified each time `blocked` starts.
+    entered: Arc<tokio::sync::Notify>,
+    /// Notified each time a `blocked` step that had not finished is dropped (the execution
+    /// stopped inside it).
+    abandoned: Arc<tokio::sync::Notify>,
+    /// One permit lets one `blocked` step finish.
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+/// Notifies when dropped unless disarmed.
+struct OnDrop(Option<Arc<tokio::sync::Notify>>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        if let Some(n) = self.0.take() {
+            n.notify_one();
+        }
+    }
+}
+
+impl Gated {
+    fn new() -> Self {
+        Self {
+            before: Arc::default(),
+            blocked_done: Arc::default(),
+            after: Arc::default(),
+            entered: Arc::default(),
+            abandoned: Arc::default(),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        }
+    }
+
+    fn counts(&self) -> [u32; 3] {
+        [
+            self.before.load(Ordering::SeqCst),
+            self.blocked_done.load(Ordering::SeqCst),
+            self.after.load(Ordering::SeqCst),
+        ]
+    }
+
+    fn runtime(&self) -> Runtime {
+        let rt = Runtime::new(Arc::new(MemoryStore::new()));
+        rt.register_workflow(self.clone(), TargetOptions::new());
+        rt
+    }
+}
+
+#[async_trait]
+impl Workflow for Gated {
+    type Input = Value;
+    type Output = bool;
+    fn name(&self) -> &str {
+        "gated"
+    }
+    async fn run(&self, ctx: &WorkflowContext, _input: Value) -> Result<bool> {
+        let before = Arc::clone(&self.before);
+        ctx.step("before", async move {
+            before.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .await?;
+        let this = self.clone();
+        ctx.step("blocked", async move {
+            let mut guard = OnDrop(Some(Arc::clone(&this.abandoned)));
+            this.entered.notify_one();
+            this.gate.acquire().await.unwrap().forget();
+            guard.0 = None;
+            this.blocked_done.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .await?;
+        let after = Arc::clone(&self.after);
+        ctx.step("after", async move {
+            after.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .await?;
+        Ok(true)
+    }
+}
+
+/// Wait for `what` (virtual time: fails at once when nothing else can happen).
+async fn soon(what: &str, n: &tokio::sync::Notify) {
+    tokio::time::timeout(Duration::from_secs(60), n.notified())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen"));
+}
+
+fn keys(journal: &[agentkit_runtime::JournalEntry]) -> Vec<&str> {
+    journal.iter().map(|e| e.key.as_str()).collect()
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_cancelled_run_stops_calling_steps() {
-    let (rt, executed, _) = slow_runtime(Arc::new(MemoryStore::new()), 100, TargetOptions::new());
+    let wf = Gated::new();
+    let rt = wf.runtime();
     let id = rt
-        .start_run("slow", json!(0), StartOptions::new())
+        .start_run("gated", json!(0), StartOptions::new())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(70)).await;
+    soon("the run entering `blocked`", &wf.entered).await;
     rt.cancel(&id).await.unwrap();
+    soon("the execution stopping inside `blocked`", &wf.abandoned).await;
     let run = rt.wait(&id).await.unwrap();
     assert_eq!(run.status, RunStatus::Cancelled);
-    let at_cancel = executed.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(run.error.as_deref(), Some("cancelled by request"));
+    // Opening the gate now changes nothing: nothing is left to run.
+    wf.gate.add_permits(1);
+    rt.shutdown(Duration::from_secs(5)).await;
     assert_eq!(
-        executed.load(Ordering::SeqCst),
-        at_cancel,
-        "no step after cancel"
+        wf.counts(),
+        [1, 0, 0],
+        "before once, blocked and after never"
     );
-    assert!(at_cancel < 10, "{at_cancel}");
+    let journal = rt.journal(&id).await.unwrap();
+    assert_eq!(keys(&journal), ["step/before"]);
+    assert_eq!(rt.get(&id).await.unwrap().status, RunStatus::Cancelled);
     assert!(
         rt.cancel(&id)
             .await
@@ -528,7 +634,7 @@ async fn a_cancelled_run_stops_calling_steps() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn shutdown_releases_unfinished_runs_and_a_new_runtime_finishes_them() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let (rt, executed, _) = slow_runtime(Arc::clone(&store), 10, TargetOptions::new());
@@ -755,6 +861,8 @@ impl Workflow for Nap {
     }
 }
 
+// Wall clock on purpose: a durable timer's wake-up time is stored as wall-clock time (it must
+// survive a restart), so tokio's paused clock cannot stand in for it.
 #[tokio::test]
 async fn a_durable_sleep_resumes_with_only_the_time_left() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
@@ -781,32 +889,39 @@ async fn a_durable_sleep_resumes_with_only_the_time_left() {
     assert_eq!(rt.journal(&id).await.unwrap()[0].kind, EntryKind::Timer);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_paused_run_stops_and_a_resumed_run_finishes_without_repeating_steps() {
-    let (rt, executed, _) = slow_runtime(Arc::new(MemoryStore::new()), 10, TargetOptions::new());
+    let wf = Gated::new();
+    let rt = wf.runtime();
     let id = rt
-        .start_run("slow", json!(0), StartOptions::new())
+        .start_run("gated", json!(0), StartOptions::new())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(70)).await;
+    soon("the run entering `blocked`", &wf.entered).await;
     rt.pause(&id).await.unwrap();
+    soon("the execution stopping inside `blocked`", &wf.abandoned).await;
     assert_eq!(rt.get(&id).await.unwrap().status, RunStatus::Paused);
-    tokio::time::sleep(Duration::from_millis(60)).await;
-    let at_pause = executed.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        executed.load(Ordering::SeqCst),
-        at_pause,
-        "no step while paused"
+    assert_eq!(wf.counts(), [1, 0, 0]);
+    assert_eq!(keys(&rt.journal(&id).await.unwrap()), ["step/before"]);
+    assert!(
+        rt.pause(&id)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("already paused")
     );
-    assert!(at_pause < 10, "{at_pause}");
-    assert!(rt.resume(&id).await.is_ok());
+
+    rt.resume(&id).await.unwrap();
+    // Re-executed from the journal: `before` is replayed, `blocked` starts again.
+    soon("the resumed run entering `blocked`", &wf.entered).await;
+    wf.gate.add_permits(1);
     let run = rt.wait(&id).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!(run.output, Some(json!(true)));
+    assert_eq!(wf.counts(), [1, 1, 1], "each step ran exactly once");
     assert_eq!(
-        executed.load(Ordering::SeqCst),
-        10,
-        "journaled steps were replayed"
+        keys(&rt.journal(&id).await.unwrap()),
+        ["step/before", "step/blocked", "step/after"]
     );
     assert!(
         rt.resume(&id)
@@ -985,15 +1100,17 @@ impl Counting {
 }
 
 #[async_trait]
-impl Store for Counting {
+impl RunStore for Counting {
     async fn create_run(&self, run: agentkit_runtime::NewRun) -> Result<agentkit_runtime::Created> {
         self.hit("create_run");
         self.inner.create_run(run).await
     }
+
     async fn get_run(&self, run_id: &str) -> Result<Option<agentkit_runtime::RunRecord>> {
         self.hit("get_run");
         self.inner.get_run(run_id).await
     }
+
     async fn latest_run_with_key_prefix(
         &self,
         prefix: &str,
@@ -1001,6 +1118,7 @@ impl Store for Counting {
         self.hit("latest_run_with_key_prefix");
         self.inner.latest_run_with_key_prefix(prefix).await
     }
+
     async fn list_runs(
         &self,
         statuses: &[RunStatus],
@@ -1009,6 +1127,7 @@ impl Store for Counting {
         self.hit("list_runs");
         self.inner.list_runs(statuses, limit).await
     }
+
     async fn transition(
         &self,
         run_id: &str,
@@ -1018,22 +1137,33 @@ impl Store for Counting {
         self.hit("transition");
         self.inner.transition(run_id, from, update).await
     }
+}
+
+#[async_trait]
+impl JournalStore for Counting {
     async fn append(&self, entries: &[agentkit_runtime::JournalEntry]) -> Result<()> {
         self.hit("append");
         self.inner.append(entries).await
     }
+
     async fn journal(&self, run_id: &str) -> Result<Vec<agentkit_runtime::JournalEntry>> {
         self.hit("journal");
         self.inner.journal(run_id).await
     }
+}
+
+#[async_trait]
+impl SignalStore for Counting {
     async fn send_signal(&self, run_id: &str, name: &str, payload: Value) -> Result<()> {
         self.hit("send_signal");
         self.inner.send_signal(run_id, name, payload).await
     }
+
     async fn has_signal(&self, run_id: &str, name: &str) -> Result<bool> {
         self.hit("has_signal");
         self.inner.has_signal(run_id, name).await
     }
+
     async fn take_signal(
         &self,
         run_id: &str,
@@ -1043,6 +1173,10 @@ impl Store for Counting {
         self.hit("take_signal");
         self.inner.take_signal(run_id, name, entry).await
     }
+}
+
+#[async_trait]
+impl LeaseStore for Counting {
     async fn claim(
         &self,
         run_id: &str,
@@ -1052,6 +1186,7 @@ impl Store for Counting {
         self.hit("claim");
         self.inner.claim(run_id, owner, lease_until).await
     }
+
     async fn claim_next(
         &self,
         owner: &str,
@@ -1064,10 +1199,15 @@ impl Store for Counting {
             .claim_next(owner, targets, lease_until, limit)
             .await
     }
+
     async fn renew_leases(&self, owner: &str, run_ids: &[String], lease_until: i64) -> Result<u64> {
         self.hit("renew_leases");
         self.inner.renew_leases(owner, run_ids, lease_until).await
     }
+}
+
+#[async_trait]
+impl KvStore for Counting {
     async fn kv_put(
         &self,
         namespace: &str,
@@ -1077,9 +1217,11 @@ impl Store for Counting {
     ) -> Result<()> {
         self.inner.kv_put(namespace, key, value, ttl).await
     }
+
     async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
         self.inner.kv_get(namespace, key).await
     }
+
     async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
         self.inner.kv_delete(namespace, key).await
     }

@@ -38,7 +38,14 @@ impl Workflow for Tick {
 }
 
 fn node(store: Arc<dyn Store>, delay: Duration) -> Runtime {
-    let rt = Runtime::new(store);
+    with_tick(Runtime::new(store), delay)
+}
+
+fn named_node(store: Arc<dyn Store>, delay: Duration, id: &str) -> Runtime {
+    with_tick(Runtime::builder(store).with_node_id(id).build(), delay)
+}
+
+fn with_tick(rt: Runtime, delay: Duration) -> Runtime {
     rt.register_workflow(Tick { delay }, TargetOptions::new());
     rt
 }
@@ -136,8 +143,8 @@ async fn postgres_100_schedules_2_nodes_10_fires_exactly_1000_runs() {
     let url = pg.fresh_db("sched").await;
     let sa: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
     let sb: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
-    let a = node(Arc::clone(&sa), Duration::ZERO).with_node_id("a");
-    let b = node(sb, Duration::ZERO).with_node_id("b");
+    let a = named_node(Arc::clone(&sa), Duration::ZERO, "a");
+    let b = named_node(sb, Duration::ZERO, "b");
     two_nodes_fire_exactly_once(a, b, sa, 100).await;
 }
 
@@ -163,8 +170,8 @@ async fn a_paused_schedule_fires_nothing_until_resumed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pausing_a_schedule_on_one_node_pauses_it_on_every_node() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let a = node(Arc::clone(&store), Duration::ZERO).with_node_id("a");
-    let b = node(Arc::clone(&store), Duration::ZERO).with_node_id("b");
+    let a = named_node(Arc::clone(&store), Duration::ZERO, "a");
+    let b = named_node(Arc::clone(&store), Duration::ZERO, "b");
     let s = Schedule::every("shared", "tick", json!(1), Duration::from_millis(50)).unwrap();
     for rt in [&a, &b] {
         rt.register_schedule(s.clone()).unwrap();
@@ -221,8 +228,8 @@ async fn overlap_skip_does_not_start_a_fire_while_the_last_run_is_unfinished() {
 async fn a_node_that_joins_late_respects_the_overlap_policy_of_runs_it_did_not_start() {
     for overlap in [Overlap::Skip, Overlap::BufferOne] {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let a = node(Arc::clone(&store), Duration::from_millis(400)).with_node_id("a");
-        let b = node(Arc::clone(&store), Duration::from_millis(400)).with_node_id("b");
+        let a = named_node(Arc::clone(&store), Duration::from_millis(400), "a");
+        let b = named_node(Arc::clone(&store), Duration::from_millis(400), "b");
         let s = Schedule::every("late", "tick", json!(1), Duration::from_millis(50))
             .unwrap()
             .with_overlap(overlap);
@@ -369,8 +376,8 @@ async fn overlap_buffer_one_keeps_one_pending_fire_and_starts_it_when_the_run_en
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlap_buffer_one_on_two_nodes_starts_each_buffered_fire_once() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let a = node(Arc::clone(&store), Duration::from_millis(250)).with_node_id("a");
-    let b = node(Arc::clone(&store), Duration::from_millis(250)).with_node_id("b");
+    let a = named_node(Arc::clone(&store), Duration::from_millis(250), "a");
+    let b = named_node(Arc::clone(&store), Duration::from_millis(250), "b");
     buffer_one_on(vec![a, b], store).await;
 }
 
@@ -383,7 +390,7 @@ async fn postgres_overlap_buffer_one_on_two_nodes() {
     let url = pg.fresh_db("buffer").await;
     let sa: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
     let sb: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
-    let a = node(Arc::clone(&sa), Duration::from_millis(250)).with_node_id("a");
-    let b = node(sb, Duration::from_millis(250)).with_node_id("b");
+    let a = named_node(Arc::clone(&sa), Duration::from_millis(250), "a");
+    let b = named_node(sb, Duration::from_millis(250), "b");
     buffer_one_on(vec![a, b], sa).await;
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use agentkit_core::{RunStatus, Usage};
 use agentkit_runtime::model::{ALL_STATUSES, now_ms};
 use agentkit_runtime::{
-    EntryKind, JournalEntry, MemoryStore, NewRun, RunUpdate, SqliteStore, Store,
+    EntryKind, JournalEntry, MemoryStore, NewRun, RunStore, RunUpdate, SqliteStore, Store,
 };
 use serde_json::json;
 

@@ -7,8 +7,9 @@ use agentkit_core::{Error, Result, RunStatus};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::Store;
+use super::{JournalStore, KvStore, LeaseStore, RunStore, SignalStore};
 use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate, now_ms};
+use crate::sync::lock;
 
 #[derive(Debug, Default)]
 struct State {
@@ -20,7 +21,7 @@ struct State {
     kv: HashMap<(String, String), (Value, Option<i64>)>,
 }
 
-/// A [`Store`] in process memory.
+/// A [`Store`](super::Store) in process memory.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
@@ -34,11 +35,7 @@ impl MemoryStore {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
-        let mut s = self
-            .state
-            .lock()
-            .map_err(|_| Error::Workflow("memory store: lock poisoned by a panic".into()))?;
-        f(&mut s)
+        f(&mut lock(&self.state))
     }
 }
 
@@ -53,7 +50,7 @@ fn duplicate(entry: &JournalEntry) -> Error {
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl RunStore for MemoryStore {
     async fn create_run(&self, run: NewRun) -> Result<Created> {
         self.with(|s| {
             if let Some(key) = &run.idempotency_key
@@ -127,7 +124,10 @@ impl Store for MemoryStore {
             }))
         })
     }
+}
 
+#[async_trait]
+impl JournalStore for MemoryStore {
     async fn append(&self, entries: &[JournalEntry]) -> Result<()> {
         self.with(|s| {
             for (i, e) in entries.iter().enumerate() {
@@ -155,7 +155,10 @@ impl Store for MemoryStore {
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>> {
         self.with(|s| Ok(s.journals.get(run_id).cloned().unwrap_or_default()))
     }
+}
 
+#[async_trait]
+impl SignalStore for MemoryStore {
     async fn send_signal(&self, run_id: &str, name: &str, payload: Value) -> Result<()> {
         self.with(|s| {
             if !s.runs.contains_key(run_id) {
@@ -202,42 +205,10 @@ impl Store for MemoryStore {
             Ok(Some(payload))
         })
     }
+}
 
-    async fn kv_put(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: Value,
-        ttl: Option<std::time::Duration>,
-    ) -> Result<()> {
-        self.with(|s| {
-            s.kv.insert(
-                (namespace.to_owned(), key.to_owned()),
-                (value, super::expires_at(ttl)),
-            );
-            Ok(())
-        })
-    }
-
-    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
-        let now = now_ms();
-        self.with(|s| {
-            Ok(s.kv
-                .get(&(namespace.to_owned(), key.to_owned()))
-                .filter(|(_, exp)| exp.is_none_or(|e| e > now))
-                .map(|(v, _)| v.clone()))
-        })
-    }
-
-    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
-        let now = now_ms();
-        self.with(|s| {
-            Ok(s.kv
-                .remove(&(namespace.to_owned(), key.to_owned()))
-                .is_some_and(|(_, exp)| exp.is_none_or(|e| e > now)))
-        })
-    }
-
+#[async_trait]
+impl LeaseStore for MemoryStore {
     async fn claim(
         &self,
         run_id: &str,
@@ -294,6 +265,44 @@ impl Store for MemoryStore {
                 }
             }
             Ok(n)
+        })
+    }
+}
+
+#[async_trait]
+impl KvStore for MemoryStore {
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<()> {
+        self.with(|s| {
+            s.kv.insert(
+                (namespace.to_owned(), key.to_owned()),
+                (value, super::expires_at(ttl)),
+            );
+            Ok(())
+        })
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
+        let now = now_ms();
+        self.with(|s| {
+            Ok(s.kv
+                .get(&(namespace.to_owned(), key.to_owned()))
+                .filter(|(_, exp)| exp.is_none_or(|e| e > now))
+                .map(|(v, _)| v.clone()))
+        })
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        let now = now_ms();
+        self.with(|s| {
+            Ok(s.kv
+                .remove(&(namespace.to_owned(), key.to_owned()))
+                .is_some_and(|(_, exp)| exp.is_none_or(|e| e > now)))
         })
     }
 }

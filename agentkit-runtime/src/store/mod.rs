@@ -1,4 +1,4 @@
-//! The [`Store`] trait and its backends.
+//! The [`Store`] trait (the union of five role traits) and its backends.
 
 use agentkit_core::{Result, RunStatus};
 use async_trait::async_trait;
@@ -9,6 +9,8 @@ use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate};
 mod memory;
 pub use memory::MemoryStore;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod migrate;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod rows;
 
@@ -22,14 +24,21 @@ mod postgres;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 
-/// Where runs, their journals and their signals live. Object safe: the runtime holds an
-/// `Arc<dyn Store>`.
+/// Where runs, their journals, signals, leases and key-value entries live: the union of the
+/// role traits [`RunStore`], [`JournalStore`], [`SignalStore`], [`LeaseStore`] and
+/// [`KvStore`], implemented for every type that implements all five (a backend or a test
+/// double is written in parts). Object safe: the runtime holds an `Arc<dyn Store>`.
 ///
 /// Every backend passes the same suite (`tests/store_suite.rs`). Stores are serialisable per
-/// run: [`transition`](Store::transition) is a compare-and-set on the status, so two callers
+/// run: [`transition`](RunStore::transition) is a compare-and-set on the status, so two callers
 /// never both claim, finish or resume the same run.
+pub trait Store: RunStore + JournalStore + SignalStore + LeaseStore + KvStore {}
+
+impl<T> Store for T where T: RunStore + JournalStore + SignalStore + LeaseStore + KvStore + ?Sized {}
+
+/// Runs: create (idempotently), read, list, and change status with a compare-and-set.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait RunStore: Send + Sync + 'static {
     /// Store a new queued run. With an idempotency key that is already stored, store nothing
     /// and return the existing run.
     async fn create_run(&self, run: NewRun) -> Result<Created>;
@@ -53,14 +62,22 @@ pub trait Store: Send + Sync + 'static {
         from: &[RunStatus],
         update: RunUpdate,
     ) -> Result<Option<RunRecord>>;
+}
 
+/// Each run's append-only journal.
+#[async_trait]
+pub trait JournalStore: Send + Sync + 'static {
     /// Append entries to their runs' journals, all or nothing. An entry whose `(run_id, key)`
     /// or `(run_id, seq)` is already stored is an error (journals are append-only).
     async fn append(&self, entries: &[JournalEntry]) -> Result<()>;
 
     /// A run's journal, in sequence order.
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>>;
+}
 
+/// Signals queued for runs and delivered, each exactly once, into their journals.
+#[async_trait]
+pub trait SignalStore: Send + Sync + 'static {
     /// Queue a signal for a run (delivered in order, per name).
     async fn send_signal(&self, run_id: &str, name: &str, payload: Value) -> Result<()>;
 
@@ -76,7 +93,11 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         entry: JournalEntry,
     ) -> Result<Option<Value>>;
+}
 
+/// Claiming runs under a lease, and the heartbeat that renews leases.
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
     /// Claim one run for `owner` until `lease_until` (ms since epoch): only if it is queued,
     /// or running under an expired lease. The run becomes `running` with one more attempt.
     async fn claim(&self, run_id: &str, owner: &str, lease_until: i64)
@@ -96,6 +117,18 @@ pub trait Store: Send + Sync + 'static {
     /// held.
     async fn renew_leases(&self, owner: &str, run_ids: &[String], lease_until: i64) -> Result<u64>;
 
+    /// Whether several runtime processes may share this store (PostgreSQL). When false (memory,
+    /// SQLite), one process owns the store, and a process that starts treats runs left
+    /// `running` as orphaned by a dead process at once instead of waiting for their leases.
+    fn is_shared(&self) -> bool {
+        false
+    }
+}
+
+/// Namespaced key-value entries with an optional time to live (shared agent memory,
+/// schedules' pause state).
+#[async_trait]
+pub trait KvStore: Send + Sync + 'static {
     /// Store `value` under `key` in `namespace` (shared agent memory across runs), replacing
     /// what was there; with a `ttl` it expires after that long.
     async fn kv_put(
@@ -111,13 +144,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Delete `key` from `namespace`; returns whether a live value was there.
     async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool>;
-
-    /// Whether several runtime processes may share this store (PostgreSQL). When false (memory,
-    /// SQLite), one process owns the store, and a process that starts treats runs left
-    /// `running` as orphaned by a dead process at once instead of waiting for their leases.
-    fn is_shared(&self) -> bool {
-        false
-    }
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -134,6 +160,49 @@ pub(crate) fn store_error(
 pub(crate) fn oldest_first(mut runs: Vec<RunRecord>) -> Vec<RunRecord> {
     runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     runs
+}
+
+/// A value read back from the store that agentkit cannot use: a corrupt row, or one written by
+/// a newer agentkit or by hand. Reads return it (as the source of an
+/// [`Error::Other`](agentkit_core::Error::Other)) instead of panicking or silently changing the
+/// value; fix or delete the row it names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("column `{column}` {problem}")]
+#[non_exhaustive]
+pub struct InvalidStoredData {
+    /// The backend (`sqlite`, `postgres`).
+    pub backend: String,
+    /// What was read, e.g. `run 0192…` or `journal entry 3 of run 0192…`.
+    pub what: String,
+    /// The column.
+    pub column: &'static str,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+impl InvalidStoredData {
+    /// A value of `column` of `what` that cannot be used, and why.
+    #[must_use]
+    pub fn new(
+        backend: &str,
+        what: &str,
+        column: &'static str,
+        problem: impl Into<String>,
+    ) -> Self {
+        Self {
+            backend: backend.to_owned(),
+            what: what.to_owned(),
+            column,
+            problem: problem.into(),
+        }
+    }
+}
+
+impl From<InvalidStoredData> for agentkit_core::Error {
+    fn from(e: InvalidStoredData) -> Self {
+        let context = format!("{} store: reading {}", e.backend, e.what);
+        agentkit_core::Error::other(context, e)
+    }
 }
 
 /// When a value put now with `ttl` expires (ms since epoch).

@@ -1,4 +1,4 @@
-//! The PostgreSQL [`Store`]: migrations embedded and run on connect (under an advisory lock,
+//! The PostgreSQL [`Store`](super::Store): migrations embedded and run on connect (under an advisory lock,
 //! so several nodes may start at once), runtime-checked queries.
 
 use agentkit_core::{Error, Result, RunStatus};
@@ -7,81 +7,19 @@ use serde_json::Value;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Row, Transaction};
 
+use super::migrate;
 use super::rows::{self, CHUNK, append_error};
-use super::{Store, oldest_first, store_error};
+use super::{JournalStore, KvStore, LeaseStore, RunStore, SignalStore, oldest_first, store_error};
 use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate, now_ms};
 
-const MIGRATIONS: &[(i64, &[&str])] = &[
-    (
-        1,
-        &[
-            "CREATE TABLE agentkit_runs (
-            id TEXT PRIMARY KEY,
-            target TEXT NOT NULL,
-            version BIGINT NOT NULL,
-            input JSONB NOT NULL,
-            status TEXT NOT NULL CHECK (status IN ('queued','running','waiting_input',
-                'waiting_approval','paused','succeeded','failed','cancelled')),
-            attempts BIGINT NOT NULL DEFAULT 0,
-            idempotency_key TEXT UNIQUE,
-            created_at BIGINT NOT NULL,
-            updated_at BIGINT NOT NULL,
-            output JSONB,
-            error TEXT,
-            usage JSONB NOT NULL,
-            cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
-            owner TEXT,
-            lease_until BIGINT
-        )",
-            "CREATE INDEX agentkit_runs_by_status ON agentkit_runs (status, created_at)",
-            "CREATE TABLE agentkit_journal (
-            run_id TEXT NOT NULL REFERENCES agentkit_runs (id),
-            seq BIGINT NOT NULL,
-            key TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            value JSONB NOT NULL,
-            latency_ms BIGINT NOT NULL,
-            usage JSONB NOT NULL,
-            cost_usd DOUBLE PRECISION NOT NULL,
-            created_at BIGINT NOT NULL,
-            PRIMARY KEY (run_id, seq),
-            UNIQUE (run_id, key)
-        )",
-            "CREATE TABLE agentkit_signals (
-            id BIGSERIAL PRIMARY KEY,
-            run_id TEXT NOT NULL REFERENCES agentkit_runs (id),
-            name TEXT NOT NULL,
-            payload JSONB NOT NULL,
-            delivered BOOLEAN NOT NULL DEFAULT FALSE,
-            created_at BIGINT NOT NULL
-        )",
-            "CREATE INDEX agentkit_signals_pending ON agentkit_signals (run_id, name, delivered, id)",
-        ],
-    ),
-    (
-        2,
-        &["CREATE TABLE agentkit_kv (
-        namespace TEXT NOT NULL,
-        key TEXT NOT NULL,
-        value JSONB NOT NULL,
-        expires_at BIGINT,
-        PRIMARY KEY (namespace, key)
-    )"],
-    ),
-    (
-        3,
-        &[
-            "ALTER TABLE agentkit_runs ADD COLUMN wake_at BIGINT",
-            "CREATE INDEX agentkit_runs_parked ON agentkit_runs (wake_at) WHERE wake_at IS NOT NULL",
-        ],
-    ),
-];
+/// The advisory lock the earlier migration runner took (transaction-scoped).
+const LEGACY_LOCK: i64 = 7_355_608;
 
 const RUN_COLUMNS: &str = "id, target, version, input::text AS input, status, attempts, \
     idempotency_key, created_at, updated_at, output::text AS output, error, usage::text AS usage, \
     cost_usd, owner, lease_until, wake_at";
 
-/// A [`Store`] in PostgreSQL (tables prefixed `agentkit_`).
+/// A [`Store`](super::Store) in PostgreSQL (tables prefixed `agentkit_`).
 ///
 /// Several runtime processes may share one database: runs are claimed under a lease (polling
 /// nodes use `FOR UPDATE SKIP LOCKED`), a heartbeat extends it, and when a process dies its
@@ -148,43 +86,47 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// Apply the embedded migrations (`migrations/postgres`). sqlx's migrator holds a
+    /// session advisory lock while it runs, so nodes starting at once apply each migration
+    /// once. Adopting a database created by the earlier runner happens first, in one
+    /// transaction under that runner's advisory lock (so it also waits for an old node that is
+    /// migrating).
     async fn migrate(&self) -> Result<()> {
+        let migrator = migrate::named(sqlx::migrate!("migrations/postgres"));
         let mut tx = self.pool.begin().await.map_err(db("starting migrations"))?;
-        sqlx::query("SELECT pg_advisory_xact_lock(7355608)")
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(LEGACY_LOCK)
             .execute(&mut *tx)
             .await
             .map_err(db("locking for migrations"))?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS agentkit_migrations (
-                version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(db("creating the migrations table"))?;
-        for (version, statements) in MIGRATIONS {
-            let done = sqlx::query("SELECT 1 FROM agentkit_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("reading applied migrations"))?
-                .is_some();
-            if done {
-                continue;
-            }
-            for sql in *statements {
-                sqlx::query(*sql)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("applying a migration"))?;
-            }
-            sqlx::query("INSERT INTO agentkit_migrations (version, applied_at) VALUES ($1, $2)")
-                .bind(version)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await
-                .map_err(db("recording a migration"))?;
+        let exists = |name: &'static str| {
+            sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL").bind(name)
+        };
+        let legacy = exists(migrate::LEGACY_TABLE)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("looking up the earlier migration bookkeeping"))?;
+        let adopted = exists(migrate::TABLE)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("looking up the migrations table"))?;
+        if legacy && !adopted {
+            let versions: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT version FROM {}",
+                migrate::LEGACY_TABLE
+            )))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("reading the earlier migration bookkeeping"))?;
+            migrate::adopt_legacy("postgres", &mut *tx, &migrator, &versions).await?;
         }
-        tx.commit().await.map_err(db("committing migrations"))
+        tx.commit()
+            .await
+            .map_err(db("committing the adopted migrations"))?;
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| migrate::migrate_error("postgres", e))
     }
 }
 
@@ -241,7 +183,7 @@ async fn insert_entries(
 }
 
 #[async_trait]
-impl Store for PostgresStore {
+impl RunStore for PostgresStore {
     async fn create_run(&self, run: NewRun) -> Result<Created> {
         let rec = RunRecord::new(run);
         let inserted = sqlx::query(
@@ -366,7 +308,10 @@ impl Store for PostgresStore {
             .map(run_from_row)
             .transpose()
     }
+}
 
+#[async_trait]
+impl JournalStore for PostgresStore {
     async fn append(&self, entries: &[JournalEntry]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
@@ -403,7 +348,10 @@ impl Store for PostgresStore {
         .map(entry_from_row)
         .collect()
     }
+}
 
+#[async_trait]
+impl SignalStore for PostgresStore {
     async fn send_signal(&self, run_id: &str, name: &str, payload: Value) -> Result<()> {
         let inserted = sqlx::query(
             "INSERT INTO agentkit_signals (run_id, name, payload, created_at)
@@ -475,68 +423,10 @@ impl Store for PostgresStore {
             .map_err(db("committing a delivered signal"))?;
         Ok(Some(payload))
     }
+}
 
-    async fn kv_put(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: Value,
-        ttl: Option<std::time::Duration>,
-    ) -> Result<()> {
-        sqlx::query("INSERT INTO agentkit_kv (namespace, key, value, expires_at) VALUES ($1, $2, $3::jsonb, $4)
-             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
-                expires_at = excluded.expires_at")
-        .bind(namespace)
-        .bind(key)
-        .bind(to_json(&value, "a context value")?)
-        .bind(super::expires_at(ttl))
-        .execute(&self.pool)
-        .await
-        .map_err(db("storing a context value"))?;
-        Ok(())
-    }
-
-    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
-        let row = sqlx::query(
-            "SELECT value::text AS value FROM agentkit_kv WHERE namespace = $1 AND key = $2
-             AND (expires_at IS NULL OR expires_at > $3)",
-        )
-        .bind(namespace)
-        .bind(key)
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("reading a context value"))?;
-        match row {
-            None => Ok(None),
-            Some(row) => {
-                let v: String = row
-                    .try_get("value")
-                    .map_err(db("reading a context value"))?;
-                from_json(&v, "a context value").map(Some)
-            }
-        }
-    }
-
-    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
-        let row = sqlx::query(
-            "DELETE FROM agentkit_kv WHERE namespace = $1 AND key = $2
-             RETURNING (expires_at IS NULL OR expires_at > $3) AS live",
-        )
-        .bind(namespace)
-        .bind(key)
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("deleting a context value"))?;
-        match row {
-            None => Ok(false),
-            Some(row) => row
-                .try_get::<bool, _>("live")
-                .map_err(db("deleting a context value")),
-        }
-    }
-
+#[async_trait]
+impl LeaseStore for PostgresStore {
     async fn claim(
         &self,
         run_id: &str,
@@ -614,5 +504,69 @@ impl Store for PostgresStore {
 
     fn is_shared(&self) -> bool {
         true
+    }
+}
+
+#[async_trait]
+impl KvStore for PostgresStore {
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO agentkit_kv (namespace, key, value, expires_at) VALUES ($1, $2, $3::jsonb, $4)
+             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
+                expires_at = excluded.expires_at")
+        .bind(namespace)
+        .bind(key)
+        .bind(to_json(&value, "a context value")?)
+        .bind(super::expires_at(ttl))
+        .execute(&self.pool)
+        .await
+        .map_err(db("storing a context value"))?;
+        Ok(())
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
+        let row = sqlx::query(
+            "SELECT value::text AS value FROM agentkit_kv WHERE namespace = $1 AND key = $2
+             AND (expires_at IS NULL OR expires_at > $3)",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a context value"))?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let v: String = row
+                    .try_get("value")
+                    .map_err(db("reading a context value"))?;
+                from_json(&v, "a context value").map(Some)
+            }
+        }
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "DELETE FROM agentkit_kv WHERE namespace = $1 AND key = $2
+             RETURNING (expires_at IS NULL OR expires_at > $3) AS live",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("deleting a context value"))?;
+        match row {
+            None => Ok(false),
+            Some(row) => row
+                .try_get::<bool, _>("live")
+                .map_err(db("deleting a context value")),
+        }
     }
 }

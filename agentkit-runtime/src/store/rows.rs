@@ -5,6 +5,9 @@
 use agentkit_core::{Error, Result, Usage};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
+use serde_json::Value;
+
+use super::InvalidStoredData;
 use crate::model::{EntryKind, JournalEntry, RunRecord, parse_status};
 
 /// Rows per journal `INSERT` (9 parameters each, well under both backends' limits).
@@ -36,6 +39,115 @@ where
         .map_err(|e| super::store_error(backend, &format!("reading {what} (column `{name}`)"), e))
 }
 
+/// A run row's columns as the database returned them, before any check.
+#[derive(Debug, Clone)]
+pub(crate) struct RawRun {
+    pub(crate) id: String,
+    pub(crate) target: String,
+    pub(crate) version: i64,
+    pub(crate) input: String,
+    pub(crate) status: String,
+    pub(crate) attempts: i64,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+    pub(crate) output: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) usage: String,
+    pub(crate) cost_usd: f64,
+    pub(crate) owner: Option<String>,
+    pub(crate) lease_until: Option<i64>,
+    pub(crate) wake_at: Option<i64>,
+}
+
+/// A journal row's columns as the database returned them, before any check.
+#[derive(Debug, Clone)]
+pub(crate) struct RawEntry {
+    pub(crate) run_id: String,
+    pub(crate) seq: i64,
+    pub(crate) key: String,
+    pub(crate) kind: String,
+    pub(crate) value: String,
+    pub(crate) latency_ms: i64,
+    pub(crate) usage: String,
+    pub(crate) cost_usd: f64,
+    pub(crate) created_at: i64,
+}
+
+/// A stored integer that must fit `T` (counts, versions, sequence numbers: never negative).
+fn fit<T: TryFrom<i64>>(backend: &str, what: &str, column: &'static str, value: i64) -> Result<T> {
+    T::try_from(value).map_err(|_| {
+        InvalidStoredData::new(
+            backend,
+            what,
+            column,
+            format!(
+                "is {value}, out of range for {}",
+                std::any::type_name::<T>()
+            ),
+        )
+        .into()
+    })
+}
+
+/// A run from its raw columns: every value is checked, so a corrupt or foreign row gives an
+/// error naming the run and the column, never a panic or a silently changed value.
+pub(crate) fn run_from_raw(backend: &str, raw: RawRun) -> Result<RunRecord> {
+    let what = format!("run {}", raw.id);
+    let json = |s: &str, column: &str| -> Result<Value> {
+        from_json(backend, s, &format!("the `{column}` of {what}"))
+    };
+    let status = parse_status(&raw.status).ok_or_else(|| {
+        Error::from(InvalidStoredData::new(
+            backend,
+            &what,
+            "status",
+            format!(
+                "is `{}`, not a known run status (database written by a newer agentkit?)",
+                raw.status
+            ),
+        ))
+    })?;
+    Ok(RunRecord {
+        version: fit(backend, &what, "version", raw.version)?,
+        attempts: fit(backend, &what, "attempts", raw.attempts)?,
+        input: json(&raw.input, "input")?,
+        output: raw
+            .output
+            .as_deref()
+            .map(|o| json(o, "output"))
+            .transpose()?,
+        usage: from_json::<Usage>(backend, &raw.usage, &format!("the `usage` of {what}"))?,
+        status,
+        id: raw.id,
+        target: raw.target,
+        idempotency_key: raw.idempotency_key,
+        created_at: raw.created_at,
+        updated_at: raw.updated_at,
+        error: raw.error,
+        cost_usd: raw.cost_usd,
+        owner: raw.owner,
+        lease_until: raw.lease_until,
+        wake_at: raw.wake_at,
+    })
+}
+
+/// A journal entry from its raw columns, checked like [`run_from_raw`].
+pub(crate) fn entry_from_raw(backend: &str, raw: RawEntry) -> Result<JournalEntry> {
+    let what = format!("journal entry {} of run {}", raw.seq, raw.run_id);
+    Ok(JournalEntry {
+        seq: fit(backend, &what, "seq", raw.seq)?,
+        latency_ms: fit(backend, &what, "latency_ms", raw.latency_ms)?,
+        kind: EntryKind::parse(&raw.kind),
+        value: from_json(backend, &raw.value, &format!("the `value` of {what}"))?,
+        usage: from_json(backend, &raw.usage, &format!("the `usage` of {what}"))?,
+        run_id: raw.run_id,
+        key: raw.key,
+        cost_usd: raw.cost_usd,
+        created_at: raw.created_at,
+    })
+}
+
 /// A run from a row with every run column (JSON columns as text).
 pub(crate) fn run_from_row<'r, R>(backend: &str, row: &'r R) -> Result<RunRecord>
 where
@@ -48,37 +160,25 @@ where
     f64: Decode<'r, R::Database> + Type<R::Database>,
 {
     let what = "a run row";
-    let status: String = col(backend, row, what, "status")?;
-    let input: String = col(backend, row, what, "input")?;
-    let output: Option<String> = col(backend, row, what, "output")?;
-    let usage: String = col(backend, row, what, "usage")?;
-    let version: i64 = col(backend, row, what, "version")?;
-    let attempts: i64 = col(backend, row, what, "attempts")?;
-    Ok(RunRecord {
+    let raw = RawRun {
         id: col(backend, row, what, "id")?,
         target: col(backend, row, what, "target")?,
-        version: u32::try_from(version).unwrap_or(0),
-        input: from_json(backend, &input, "a run input")?,
-        status: parse_status(&status).ok_or_else(|| {
-            Error::Workflow(format!(
-                "{backend} store: unknown run status `{status}` (database written by a newer \
-                 agentkit?)"
-            ))
-        })?,
-        attempts: u32::try_from(attempts).unwrap_or(0),
+        version: col(backend, row, what, "version")?,
+        input: col(backend, row, what, "input")?,
+        status: col(backend, row, what, "status")?,
+        attempts: col(backend, row, what, "attempts")?,
         idempotency_key: col(backend, row, what, "idempotency_key")?,
         created_at: col(backend, row, what, "created_at")?,
         updated_at: col(backend, row, what, "updated_at")?,
-        output: output
-            .map(|o| from_json(backend, &o, "a run output"))
-            .transpose()?,
+        output: col(backend, row, what, "output")?,
         error: col(backend, row, what, "error")?,
-        usage: from_json::<Usage>(backend, &usage, "run usage")?,
+        usage: col(backend, row, what, "usage")?,
         cost_usd: col(backend, row, what, "cost_usd")?,
         owner: col(backend, row, what, "owner")?,
         lease_until: col(backend, row, what, "lease_until")?,
         wake_at: col(backend, row, what, "wake_at")?,
-    })
+    };
+    run_from_raw(backend, raw)
 }
 
 /// A journal entry from a row with every journal column (JSON columns as text).
@@ -91,22 +191,18 @@ where
     f64: Decode<'r, R::Database> + Type<R::Database>,
 {
     let what = "a journal row";
-    let seq: i64 = col(backend, row, what, "seq")?;
-    let latency: i64 = col(backend, row, what, "latency_ms")?;
-    let kind: String = col(backend, row, what, "kind")?;
-    let value: String = col(backend, row, what, "value")?;
-    let usage: String = col(backend, row, what, "usage")?;
-    Ok(JournalEntry {
+    let raw = RawEntry {
         run_id: col(backend, row, what, "run_id")?,
-        seq: u64::try_from(seq).unwrap_or(0),
+        seq: col(backend, row, what, "seq")?,
         key: col(backend, row, what, "key")?,
-        kind: EntryKind::parse(&kind),
-        value: from_json(backend, &value, "a journal value")?,
-        latency_ms: u64::try_from(latency).unwrap_or(0),
-        usage: from_json(backend, &usage, "journal usage")?,
+        kind: col(backend, row, what, "kind")?,
+        value: col(backend, row, what, "value")?,
+        latency_ms: col(backend, row, what, "latency_ms")?,
+        usage: col(backend, row, what, "usage")?,
         cost_usd: col(backend, row, what, "cost_usd")?,
         created_at: col(backend, row, what, "created_at")?,
-    })
+    };
+    entry_from_raw(backend, raw)
 }
 
 /// The error of a failed journal append: which run and key, and the likely causes.
@@ -122,5 +218,142 @@ pub(crate) fn append_error(chunk: &[JournalEntry], err: sqlx::Error) -> Error {
              recorded, or an unknown run): {err}",
             chunk.len()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Text that is sometimes JSON of the right shape, sometimes not.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            Just("{\"input_tokens\":1,\"output_tokens\":2}".to_owned()),
+            Just("\"hi\"".to_owned()),
+            Just("1e400".to_owned()),
+            Just("{\"input_tokens\":-1}".to_owned()),
+            Just("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]".to_owned()),
+            "[a-z_]{0,16}",
+        ]
+    }
+
+    fn int() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            any::<i64>(),
+            Just(i64::MIN),
+            Just(-1i64),
+            Just(0i64),
+            Just(i64::from(u32::MAX) + 1)
+        ]
+    }
+
+    fn status() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(
+                crate::model::ALL_STATUSES
+                    .map(|s| s.as_str().to_owned())
+                    .to_vec()
+            ),
+            any::<String>(),
+        ]
+    }
+
+    prop_compose! {
+        fn raw_run()(
+            id in any::<String>(), target in any::<String>(), version in int(), input in text(),
+            status in status(), attempts in int(), idempotency_key in any::<Option<String>>(),
+            created_at in int(), updated_at in int(), output in proptest::option::of(text()),
+            error in any::<Option<String>>(), usage in text(), cost_usd in any::<f64>(),
+            owner in any::<Option<String>>(), lease_until in any::<Option<i64>>(),
+            wake_at in any::<Option<i64>>(),
+        ) -> RawRun {
+            RawRun {
+                id, target, version, input, status, attempts, idempotency_key, created_at,
+                updated_at, output, error, usage, cost_usd, owner, lease_until, wake_at,
+            }
+        }
+    }
+
+    prop_compose! {
+        fn raw_entry()(
+            run_id in any::<String>(), seq in int(), key in any::<String>(), kind in text(),
+            value in text(), latency_ms in int(), usage in text(), cost_usd in any::<f64>(),
+            created_at in int(),
+        ) -> RawEntry {
+            RawEntry { run_id, seq, key, kind, value, latency_ms, usage, cost_usd, created_at }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any run row maps to a run or to an error; values that do not fit are errors.
+        #[test]
+        fn any_run_row_maps_without_panic(raw in raw_run()) {
+            let fits = u32::try_from(raw.version).is_ok() && u32::try_from(raw.attempts).is_ok();
+            match run_from_raw("sqlite", raw.clone()) {
+                Ok(run) => {
+                    prop_assert!(fits);
+                    prop_assert_eq!(i64::from(run.version), raw.version);
+                    prop_assert_eq!(i64::from(run.attempts), raw.attempts);
+                    prop_assert_eq!(run.status.as_str(), raw.status.as_str());
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    prop_assert!(msg.starts_with("sqlite store: "), "{}", msg);
+                    prop_assert!(msg.contains(&raw.id), "{}", msg);
+                }
+            }
+        }
+
+        /// Any journal row maps to an entry or to an error naming the entry.
+        #[test]
+        fn any_journal_row_maps_without_panic(raw in raw_entry()) {
+            let fits = raw.seq >= 0 && raw.latency_ms >= 0;
+            match entry_from_raw("postgres", raw.clone()) {
+                Ok(e) => {
+                    prop_assert!(fits);
+                    prop_assert_eq!(i64::try_from(e.seq).unwrap(), raw.seq);
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    prop_assert!(msg.starts_with("postgres store: "), "{}", msg);
+                    prop_assert!(msg.contains(&format!("journal entry {}", raw.seq)), "{}", msg);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn out_of_range_values_are_typed_errors_naming_run_and_column() {
+        let raw = RawRun {
+            id: "r1".into(),
+            target: "t".into(),
+            version: -3,
+            input: "null".into(),
+            status: "queued".into(),
+            attempts: 0,
+            idempotency_key: None,
+            created_at: 0,
+            updated_at: 0,
+            output: None,
+            error: None,
+            usage: "{}".into(),
+            cost_usd: 0.0,
+            owner: None,
+            lease_until: None,
+            wake_at: None,
+        };
+        let err = run_from_raw("sqlite", raw).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "sqlite store: reading run r1: column `version` is -3, out of range for u32"
+        );
+        let source = std::error::Error::source(&err).unwrap();
+        let data = source.downcast_ref::<InvalidStoredData>().unwrap();
+        assert_eq!(data.column, "version");
     }
 }

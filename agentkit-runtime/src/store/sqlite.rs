@@ -1,4 +1,4 @@
-//! The SQLite [`Store`]: one file, WAL, migrations embedded and run on open.
+//! The SQLite [`Store`](super::Store): one file, WAL, migrations embedded and run on open.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -13,83 +13,12 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::migrate;
 use super::rows::{self, CHUNK, append_error};
-use super::{Store, oldest_first, store_error};
+use super::{JournalStore, KvStore, LeaseStore, RunStore, SignalStore, oldest_first, store_error};
 use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate, now_ms};
 
-/// Embedded migrations, applied in order on open; each version runs once.
-const MIGRATIONS: &[(i64, &[&str])] = &[
-    (
-        1,
-        &[
-            "CREATE TABLE runs (
-            id TEXT PRIMARY KEY,
-            target TEXT NOT NULL,
-            version INTEGER NOT NULL,
-            input TEXT NOT NULL,
-            status TEXT NOT NULL CHECK (status IN ('queued','running','waiting_input',
-                'waiting_approval','paused','succeeded','failed','cancelled')),
-            attempts INTEGER NOT NULL DEFAULT 0,
-            idempotency_key TEXT UNIQUE,
-            created_at INTEGER NOT NULL,
-            updated_at INTEGER NOT NULL,
-            output TEXT,
-            error TEXT,
-            usage TEXT NOT NULL,
-            cost_usd REAL NOT NULL DEFAULT 0
-        )",
-            "CREATE INDEX runs_by_status ON runs (status, created_at)",
-            "CREATE TABLE journal (
-            run_id TEXT NOT NULL REFERENCES runs (id),
-            seq INTEGER NOT NULL,
-            key TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            value TEXT NOT NULL,
-            latency_ms INTEGER NOT NULL,
-            usage TEXT NOT NULL,
-            cost_usd REAL NOT NULL,
-            created_at INTEGER NOT NULL,
-            PRIMARY KEY (run_id, seq),
-            UNIQUE (run_id, key)
-        )",
-            "CREATE TABLE signals (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            run_id TEXT NOT NULL REFERENCES runs (id),
-            name TEXT NOT NULL,
-            payload TEXT NOT NULL,
-            delivered INTEGER NOT NULL DEFAULT 0,
-            created_at INTEGER NOT NULL
-        )",
-            "CREATE INDEX signals_pending ON signals (run_id, name, delivered, id)",
-        ],
-    ),
-    (
-        2,
-        &[
-            "ALTER TABLE runs ADD COLUMN owner TEXT",
-            "ALTER TABLE runs ADD COLUMN lease_until INTEGER",
-        ],
-    ),
-    (
-        3,
-        &["CREATE TABLE kv (
-            namespace TEXT NOT NULL,
-            key TEXT NOT NULL,
-            value TEXT NOT NULL,
-            expires_at INTEGER,
-            PRIMARY KEY (namespace, key)
-        )"],
-    ),
-    (
-        4,
-        &[
-            "ALTER TABLE runs ADD COLUMN wake_at INTEGER",
-            "CREATE INDEX runs_parked ON runs (wake_at) WHERE wake_at IS NOT NULL",
-        ],
-    ),
-];
-
-/// A [`Store`] in one SQLite file (WAL mode, `synchronous = NORMAL`).
+/// A [`Store`](super::Store) in one SQLite file (WAL mode, `synchronous = NORMAL`).
 ///
 /// One runtime process per file: SQLite has no leases, so a process that opens the file treats
 /// runs left `running` as orphaned by a dead process and resumes them. Several processes sharing
@@ -169,39 +98,30 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// Apply the embedded migrations (`migrations/sqlite`), adopting a database created by
+    /// the earlier migration runner first.
     async fn migrate(&self) -> Result<()> {
+        let migrator = migrate::named(sqlx::migrate!("migrations/sqlite"));
         let mut tx = self.immediate().await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS agentkit_migrations (
-                version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(db("creating the migrations table"))?;
-        for (version, statements) in MIGRATIONS {
-            let done = sqlx::query("SELECT 1 FROM agentkit_migrations WHERE version = ?")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("reading applied migrations"))?
-                .is_some();
-            if done {
-                continue;
-            }
-            for sql in *statements {
-                sqlx::query(*sql)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("applying a migration"))?;
-            }
-            sqlx::query("INSERT INTO agentkit_migrations (version, applied_at) VALUES (?, ?)")
-                .bind(version)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await
-                .map_err(db("recording a migration"))?;
+        if table_exists(&mut tx, migrate::LEGACY_TABLE).await?
+            && !table_exists(&mut tx, migrate::TABLE).await?
+        {
+            let versions: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT version FROM {}",
+                migrate::LEGACY_TABLE
+            )))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("reading the earlier migration bookkeeping"))?;
+            migrate::adopt_legacy("sqlite", &mut *tx, &migrator, &versions).await?;
         }
-        tx.commit().await.map_err(db("committing migrations"))
+        tx.commit()
+            .await
+            .map_err(db("committing the adopted migrations"))?;
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| migrate::migrate_error("sqlite", e))
     }
 
     async fn immediate(&self) -> Result<Transaction<'static, Sqlite>> {
@@ -210,6 +130,17 @@ impl SqliteStore {
             .await
             .map_err(db("starting a transaction"))
     }
+}
+
+async fn table_exists(tx: &mut Transaction<'static, Sqlite>, name: &str) -> Result<bool> {
+    Ok(
+        sqlx::query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?")
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db("looking up a table"))?
+            .is_some(),
+    )
 }
 
 fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
@@ -263,7 +194,7 @@ async fn insert_entries(
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl RunStore for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<Created> {
         let rec = RunRecord::new(run);
         let inserted = sqlx::query(
@@ -384,7 +315,10 @@ impl Store for SqliteStore {
         .map(run_from_row)
         .transpose()
     }
+}
 
+#[async_trait]
+impl JournalStore for SqliteStore {
     async fn append(&self, entries: &[JournalEntry]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
@@ -413,7 +347,10 @@ impl Store for SqliteStore {
             .map(entry_from_row)
             .collect()
     }
+}
 
+#[async_trait]
+impl SignalStore for SqliteStore {
     async fn send_signal(&self, run_id: &str, name: &str, payload: Value) -> Result<()> {
         let mut tx = self.immediate().await?;
         let exists = sqlx::query("SELECT 1 FROM runs WHERE id = ?")
@@ -482,70 +419,10 @@ impl Store for SqliteStore {
             .map_err(db("committing a delivered signal"))?;
         Ok(Some(payload))
     }
+}
 
-    async fn kv_put(
-        &self,
-        namespace: &str,
-        key: &str,
-        value: Value,
-        ttl: Option<std::time::Duration>,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
-                expires_at = excluded.expires_at",
-        )
-        .bind(namespace)
-        .bind(key)
-        .bind(to_json(&value, "a context value")?)
-        .bind(super::expires_at(ttl))
-        .execute(&self.pool)
-        .await
-        .map_err(db("storing a context value"))?;
-        Ok(())
-    }
-
-    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
-        let row = sqlx::query(
-            "SELECT value FROM kv WHERE namespace = ? AND key = ?
-             AND (expires_at IS NULL OR expires_at > ?)",
-        )
-        .bind(namespace)
-        .bind(key)
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("reading a context value"))?;
-        match row {
-            None => Ok(None),
-            Some(row) => {
-                let v: String = row
-                    .try_get("value")
-                    .map_err(db("reading a context value"))?;
-                from_json(&v, "a context value").map(Some)
-            }
-        }
-    }
-
-    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
-        let row = sqlx::query(
-            "DELETE FROM kv WHERE namespace = ? AND key = ?
-             RETURNING (expires_at IS NULL OR expires_at > ?) AS live",
-        )
-        .bind(namespace)
-        .bind(key)
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("deleting a context value"))?;
-        match row {
-            None => Ok(false),
-            Some(row) => row
-                .try_get::<bool, _>("live")
-                .map_err(db("deleting a context value")),
-        }
-    }
-
+#[async_trait]
+impl LeaseStore for SqliteStore {
     async fn claim(
         &self,
         run_id: &str,
@@ -622,5 +499,71 @@ impl Store for SqliteStore {
         .await
         .map_err(db("renewing leases"))?
         .rows_affected())
+    }
+}
+
+#[async_trait]
+impl KvStore for SqliteStore {
+    async fn kv_put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
+                expires_at = excluded.expires_at",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(to_json(&value, "a context value")?)
+        .bind(super::expires_at(ttl))
+        .execute(&self.pool)
+        .await
+        .map_err(db("storing a context value"))?;
+        Ok(())
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<Value>> {
+        let row = sqlx::query(
+            "SELECT value FROM kv WHERE namespace = ? AND key = ?
+             AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a context value"))?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let v: String = row
+                    .try_get("value")
+                    .map_err(db("reading a context value"))?;
+                from_json(&v, "a context value").map(Some)
+            }
+        }
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "DELETE FROM kv WHERE namespace = ? AND key = ?
+             RETURNING (expires_at IS NULL OR expires_at > ?) AS live",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("deleting a context value"))?;
+        match row {
+            None => Ok(false),
+            Some(row) => row
+                .try_get::<bool, _>("live")
+                .map_err(db("deleting a context value")),
+        }
     }
 }

@@ -1,0 +1,3 @@
+ALTER TABLE runs ADD COLUMN owner TEXT;
+
+ALTER TABLE runs ADD COLUMN lease_until INTEGER;

@@ -1,0 +1,90 @@
+//! [`RuntimeBuilder`]: the settings a [`Runtime`] is built with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentkit_core::PriceTable;
+
+use super::Runtime;
+use crate::redact::Redactor;
+use crate::store::Store;
+
+/// The shortest lease a runtime accepts (the heartbeat renews every third of it).
+const MIN_LEASE: Duration = Duration::from_millis(30);
+
+/// Builds a [`Runtime`]: node id, lease, redaction and prices are set here, once, and are
+/// the same for every clone of the runtime afterwards.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use agentkit_runtime::{MemoryStore, Runtime};
+///
+/// let runtime = Runtime::builder(Arc::new(MemoryStore::new()))
+///     .with_node_id("node-a")
+///     .with_lease(Duration::from_secs(10))
+///     .build();
+/// assert_eq!(runtime.node_id(), "node-a");
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct RuntimeBuilder {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) node_id: String,
+    pub(super) lease: Duration,
+    pub(super) redactor: Redactor,
+    pub(super) prices: Arc<PriceTable>,
+}
+
+impl std::fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("node_id", &self.node_id)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RuntimeBuilder {
+    /// A builder over `store` with the defaults: a fresh UUID as node id, 30 s leases, the
+    /// default redaction and price table.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            node_id: uuid::Uuid::now_v7().to_string(),
+            lease: Duration::from_secs(30),
+            redactor: Redactor::default(),
+            prices: PriceTable::shared_default(),
+        }
+    }
+
+    /// Name this runtime node (default: a fresh UUID). Leases are held in this name.
+    pub fn with_node_id(mut self, id: impl Into<String>) -> Self {
+        self.node_id = id.into();
+        self
+    }
+
+    /// How long a claimed run stays claimed without a heartbeat (default 30 s, at least
+    /// 30 ms). The heartbeat renews leases every third of this; a node that dies loses its
+    /// runs after at most this.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(MIN_LEASE);
+        self
+    }
+
+    /// Redact journaled values (and signal payloads) with `redactor`.
+    pub fn with_redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
+    }
+
+    /// Price model usage with `prices`.
+    pub fn with_prices(mut self, prices: Arc<PriceTable>) -> Self {
+        self.prices = prices;
+        self
+    }
+
+    /// The runtime.
+    pub fn build(self) -> Runtime {
+        Runtime::from_builder(self)
+    }
+}

@@ -1,0 +1,357 @@
+//! Dispatching runs: polling and claiming, driving one execution with its retries, and
+//! shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use agentkit_core::{Result, RunContext, RunStatus};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+
+use super::Runtime;
+use crate::journal::DurableJournal;
+use crate::model::{RunRecord, RunUpdate};
+use crate::sync::{lock, read};
+use crate::workflow::WorkflowContext;
+
+/// What the dispatcher already knows about a run.
+pub(super) enum Hint {
+    /// Nothing: read it from the store.
+    None,
+    /// Its record (just created): no need to read it.
+    Known(RunRecord),
+    /// Claimed for this node by `claim_next`.
+    Claimed(RunRecord),
+    /// Created already claimed by this node, holding a concurrency permit of its target.
+    Owned(RunRecord, OwnedSemaphorePermit),
+}
+
+/// What one execution ended with.
+pub(super) enum Outcome {
+    Done,
+    Requeue,
+}
+
+impl Runtime {
+    /// Poll the store every `interval` for runs this node can execute: queued runs (started
+    /// by any node) and runs whose lease expired (their node died). Needed when several
+    /// processes share a PostgreSQL store; stops at [`shutdown`](Self::shutdown).
+    pub fn start_polling(&self, interval: Duration) {
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            loop {
+                if this.inner.stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let targets: Vec<String> = read(&this.inner.targets).keys().cloned().collect();
+                match this
+                    .inner
+                    .store
+                    .claim_next(this.node_id(), &targets, this.lease_until(), 16)
+                    .await
+                {
+                    Ok(runs) => {
+                        for run in runs {
+                            this.dispatch_run(run.id.clone(), Hint::Claimed(run));
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "polling for runs failed"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = this.inner.polling.cancelled() => break,
+                }
+            }
+        });
+    }
+
+    /// Stop claiming runs, wait up to `grace` for executing runs to finish, then cancel the
+    /// rest and release them (stored as `queued` again, so the next start resumes them).
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.tasks.close();
+        // Stop polling at once; the heartbeat goes on until the runs are finished or released.
+        self.inner.polling.cancel();
+        if tokio::time::timeout(grace, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            self.inner.abort.cancel();
+            self.inner.tasks.wait().await;
+        }
+        self.inner.background.cancel();
+    }
+
+    pub(super) fn notify(&self) {
+        self.inner.finished.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub(super) fn dispatch(&self, run_id: String) {
+        self.dispatch_run(run_id, Hint::None);
+    }
+
+    /// Hand the finished record to a `run_sync` waiting for it; with `None`, let the waiter
+    /// fall back to reading the store.
+    pub(super) fn settle(&self, run_id: &str, record: Option<RunRecord>) {
+        let waiter = lock(&self.inner.waiters).remove(run_id);
+        if let (Some(w), Some(r)) = (waiter, record) {
+            let _ = w.send(r);
+        }
+    }
+
+    pub(super) fn dispatch_run(&self, run_id: String, hint: Hint) {
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            if let Hint::Owned(run, _) | Hint::Claimed(run) = hint {
+                // Stored claimed by this node but never started: release it for the next
+                // process (tracked, so `shutdown` waits for the release).
+                let this = self.clone();
+                self.inner.tasks.spawn(async move {
+                    let fence = run.owner.clone().unwrap_or_default();
+                    let update = RunUpdate::new(RunStatus::Queued).with_owner_fence(fence);
+                    if let Err(e) = this
+                        .inner
+                        .store
+                        .transition(&run_id, &[RunStatus::Running], update)
+                        .await
+                    {
+                        tracing::warn!(run_id = %run_id, error = %e, "releasing a run at shutdown failed; its lease will expire");
+                    }
+                    this.settle(&run_id, None);
+                });
+                return;
+            }
+            self.settle(&run_id, None);
+            return;
+        }
+        self.start_heartbeat();
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            let mut hint = hint;
+            loop {
+                let outcome = this
+                    .drive(&run_id, std::mem::replace(&mut hint, Hint::None))
+                    .await;
+                this.notify();
+                match outcome {
+                    Ok(Outcome::Requeue) => {
+                        if this.inner.stopping.load(Ordering::SeqCst) {
+                            break;
+                        }
+                    }
+                    Ok(Outcome::Done) => break,
+                    Err(e) => {
+                        tracing::error!(run_id = %run_id, error = %e, "run execution failed in the store");
+                        break;
+                    }
+                }
+            }
+            this.settle(&run_id, None);
+        });
+    }
+
+    pub(super) async fn drive(&self, run_id: &str, hint: Hint) -> Result<Outcome> {
+        let token = {
+            let mut m = lock(&self.inner.inflight);
+            if m.contains_key(run_id) {
+                lock(&self.inner.rerun).insert(run_id.to_owned());
+                return Ok(Outcome::Done);
+            }
+            let t = self.inner.abort.child_token();
+            m.insert(run_id.to_owned(), t.clone());
+            t
+        };
+        let result = self.execute(run_id, hint, &token).await;
+        lock(&self.inner.inflight).remove(run_id);
+        let again = lock(&self.inner.rerun).remove(run_id);
+        match result {
+            Ok(Outcome::Done) if again => Ok(Outcome::Requeue),
+            other => other,
+        }
+    }
+
+    pub(super) async fn execute(
+        &self,
+        run_id: &str,
+        hint: Hint,
+        token: &CancellationToken,
+    ) -> Result<Outcome> {
+        let store = &self.inner.store;
+        let (run, claimed, permit) = match hint {
+            Hint::Owned(run, permit) => (run.clone(), Some(run), Some(permit)),
+            Hint::Claimed(run) => (run.clone(), Some(run), None),
+            Hint::Known(run) => (run, None, None),
+            Hint::None => match store.get_run(run_id).await? {
+                Some(run) => (run, None, None),
+                None => return Ok(Outcome::Done),
+            },
+        };
+        let Some(target) = self.target(&run.target) else {
+            let err = self.unknown_target(&run.target).to_string();
+            store
+                .transition(
+                    run_id,
+                    &[RunStatus::Queued, RunStatus::Running],
+                    RunUpdate::new(RunStatus::Failed).with_error(err),
+                )
+                .await?;
+            return Ok(Outcome::Done);
+        };
+        let _permit = match permit {
+            Some(p) => p,
+            None => {
+                let permits = Arc::clone(&target.permits);
+                tokio::select! {
+                    p = permits.acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return Ok(Outcome::Done),
+                    },
+                    () = token.cancelled() => return Ok(Outcome::Done),
+                }
+            }
+        };
+        if self.inner.stopping.load(Ordering::SeqCst) && self.inner.abort.is_cancelled() {
+            if let Some(run) = &claimed {
+                // Claimed but not started: release it for the next process.
+                store
+                    .transition(
+                        run_id,
+                        &[RunStatus::Running],
+                        RunUpdate::new(RunStatus::Queued)
+                            .with_owner_fence(run.owner.clone().unwrap_or_default()),
+                    )
+                    .await?;
+            }
+            return Ok(Outcome::Done);
+        }
+        let claimed = match claimed {
+            Some(run) => Some(run),
+            None => {
+                store
+                    .claim(run_id, self.node_id(), self.lease_until())
+                    .await?
+            }
+        };
+        let Some(run) = claimed else {
+            return Ok(Outcome::Done);
+        };
+        let node = run
+            .owner
+            .clone()
+            .unwrap_or_else(|| self.node_id().to_owned());
+        let redactor = self.inner.redactor.clone();
+        let prices = Arc::clone(&self.inner.prices);
+        // Journal entries are only written while a run executes, so a first attempt has none.
+        let journal = Arc::new(if run.attempts <= 1 {
+            DurableJournal::empty(Arc::clone(store), run_id, redactor, Arc::clone(&prices))
+        } else {
+            DurableJournal::load(Arc::clone(store), run_id, redactor, Arc::clone(&prices)).await?
+        });
+        let policy = &target.options.retry;
+        let mut waits = policy.backoffs();
+        let mut attempt = 1u32;
+        loop {
+            let mut ctx = RunContext::new()
+                .with_run_id(run_id)
+                .with_cancellation(token.clone())
+                .with_journal(journal.clone())
+                .with_prices(Arc::clone(&prices));
+            if let Some(t) = target.options.timeout {
+                ctx = ctx.with_timeout(t);
+            }
+            if let Some(b) = target.options.budget {
+                ctx = ctx.with_budget(b);
+            }
+            let wctx = WorkflowContext::new(ctx.clone(), journal.clone(), Arc::clone(store), &node);
+            let result = target.execute(&wctx, run.input.clone()).await;
+            let totals = ctx.totals();
+            let err = match result {
+                Ok(output) => {
+                    let done = store
+                        .transition(
+                            run_id,
+                            &[RunStatus::Running],
+                            RunUpdate::new(RunStatus::Succeeded)
+                                .with_owner_fence(&node)
+                                .with_output(output)
+                                .with_usage(totals.usage, totals.cost_usd),
+                        )
+                        .await?;
+                    self.settle(run_id, done);
+                    return Ok(Outcome::Done);
+                }
+                Err(e) => e,
+            };
+            if let Some(wake_at) = wctx.parked_until() {
+                // A long durable sleep: the run is stored queued until `wake_at`; free the task
+                // and its concurrency slot, and come back then.
+                self.wake_later(run_id.to_owned(), wake_at);
+                return Ok(Outcome::Done);
+            }
+            if let Some(name) = wctx.waiting_on() {
+                // A signal may have arrived between our check and the status change.
+                if store.has_signal(run_id, &name).await?
+                    && store
+                        .transition(
+                            run_id,
+                            &[RunStatus::WaitingInput, RunStatus::WaitingApproval],
+                            RunUpdate::new(RunStatus::Queued),
+                        )
+                        .await?
+                        .is_some()
+                {
+                    return Ok(Outcome::Requeue);
+                }
+                return Ok(Outcome::Done);
+            }
+            if token.is_cancelled() {
+                if self.inner.abort.is_cancelled() {
+                    // Shutdown: release the run for the next process.
+                    store
+                        .transition(
+                            run_id,
+                            &[RunStatus::Running],
+                            RunUpdate::new(RunStatus::Queued).with_owner_fence(&node),
+                        )
+                        .await?;
+                }
+                return Ok(Outcome::Done);
+            }
+            if attempt < policy.max_attempts && (policy.retry_if)(&err) {
+                let wait = waits.next().unwrap_or(policy.max_backoff);
+                tracing::warn!(run_id, attempt, error = %err, ?wait, "run attempt failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = token.cancelled() => continue,
+                }
+                attempt += 1;
+                if store
+                    .transition(
+                        run_id,
+                        &[RunStatus::Running],
+                        RunUpdate::new(RunStatus::Running)
+                            .with_attempt()
+                            .with_owner_fence(&node),
+                    )
+                    .await?
+                    .is_none()
+                {
+                    return Ok(Outcome::Done);
+                }
+                continue;
+            }
+            let done = store
+                .transition(
+                    run_id,
+                    &[RunStatus::Running],
+                    RunUpdate::new(RunStatus::Failed)
+                        .with_owner_fence(&node)
+                        .with_error(err.to_string())
+                        .with_usage(totals.usage, totals.cost_usd),
+                )
+                .await?;
+            self.settle(run_id, done);
+            return Ok(Outcome::Done);
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! A run's life: start, run to completion, wait, cancel, pause, resume and signal.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use agentkit_core::{Error, Result, RunStatus, StartOptions};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::Runtime;
+use super::dispatch::Hint;
+use super::registry::Target;
+use crate::model::{Created, NewRun, RunRecord, RunUpdate};
+use crate::sync::lock;
+use crate::workflow::{APPROVAL_SIGNAL, decode_approval};
+
+impl Runtime {
+    /// Start a run and return its id at once. The target must be registered and the input
+    /// must match it; otherwise nothing is stored. With an idempotency key that was used
+    /// before, the earlier run's id is returned and nothing new executes.
+    pub async fn start_run(
+        &self,
+        target: &str,
+        input: Value,
+        options: StartOptions,
+    ) -> Result<String> {
+        let (t, run) = self.prepare_run(target, input, options)?;
+        let created = self.create_and_dispatch(&t, run, None).await?;
+        Ok(created.run().id.clone())
+    }
+
+    /// Check a new run before anything is stored: the target is registered, the input matches
+    /// it, and the runtime still accepts runs.
+    pub(super) fn prepare_run(
+        &self,
+        target: &str,
+        input: Value,
+        options: StartOptions,
+    ) -> Result<(Arc<Target>, NewRun)> {
+        let t = self
+            .target(target)
+            .ok_or_else(|| self.unknown_target(target))?;
+        t.validate(&input)?;
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return Err(Error::Workflow(
+                "the runtime is shutting down and accepts no new runs".into(),
+            ));
+        }
+        let mut run = NewRun::new(target, input).with_version(t.options.version);
+        if let Some(key) = options.idempotency_key {
+            run = run.with_idempotency_key(key);
+        }
+        Ok((t, run))
+    }
+
+    /// Store a new run and dispatch it. When the target has a free concurrency slot, the run
+    /// is stored already claimed by this node (one store round trip instead of two).
+    /// `waiter` gets the finished record if this execution finishes it.
+    pub(super) async fn create_and_dispatch(
+        &self,
+        t: &Target,
+        mut run: NewRun,
+        waiter: Option<oneshot::Sender<RunRecord>>,
+    ) -> Result<Created> {
+        // Counted as in-flight work, so a concurrent `shutdown` waits for the run stored here
+        // to be dispatched (executed, or released if the runtime is stopping).
+        let _in_flight = self.inner.tasks.token();
+        let permit = Arc::clone(&t.permits).try_acquire_owned().ok();
+        if permit.is_some() {
+            run = run.with_claim(self.node_id(), self.lease_until());
+        }
+        let created = self.inner.store.create_run(run).await?;
+        if let Created::New(run) = &created {
+            if let Some(w) = waiter {
+                lock(&self.inner.waiters).insert(run.id.clone(), w);
+            }
+            let hint = match permit {
+                Some(p) => Hint::Owned(run.clone(), p),
+                None => Hint::Known(run.clone()),
+            };
+            self.dispatch_run(run.id.clone(), hint);
+        }
+        Ok(created)
+    }
+
+    /// Start a run and wait until it finishes.
+    pub async fn run_sync(
+        &self,
+        target: &str,
+        input: Value,
+        options: StartOptions,
+    ) -> Result<RunRecord> {
+        let (t, run) = self.prepare_run(target, input, options)?;
+        let (tx, rx) = oneshot::channel();
+        let created = self.create_and_dispatch(&t, run, Some(tx)).await?;
+        if created.is_new() {
+            // Finished by this execution: its record comes straight from the final update.
+            // Otherwise (it waits for a signal, sleeps, was cancelled...) read the store.
+            if let Ok(run) = rx.await {
+                return Ok(run);
+            }
+        }
+        self.wait(&created.run().id).await
+    }
+
+    /// The stored run.
+    pub async fn get(&self, run_id: &str) -> Result<RunRecord> {
+        self.inner
+            .store
+            .get_run(run_id)
+            .await?
+            .ok_or_else(|| Error::Workflow(format!("no run with id {run_id}")))
+    }
+
+    /// Wait until the run has one of `statuses`.
+    pub async fn wait_for_status(&self, run_id: &str, statuses: &[RunStatus]) -> Result<RunRecord> {
+        let mut rx = self.inner.finished.subscribe();
+        loop {
+            rx.mark_unchanged();
+            let run = self.get(run_id).await?;
+            if statuses.contains(&run.status) {
+                return Ok(run);
+            }
+            // Also poll, for changes made by other handles on the same store.
+            let _ = tokio::time::timeout(Duration::from_millis(250), rx.changed()).await;
+        }
+    }
+
+    /// Wait until the run has finished (succeeded, failed or cancelled).
+    pub async fn wait(&self, run_id: &str) -> Result<RunRecord> {
+        self.wait_for_status(
+            run_id,
+            &[
+                RunStatus::Succeeded,
+                RunStatus::Failed,
+                RunStatus::Cancelled,
+            ],
+        )
+        .await
+    }
+
+    /// Cancel a run: it is stored as cancelled at once and, if it is executing, its context is
+    /// cancelled so it stops calling models and tools. Cancelling a finished run is an error.
+    pub async fn cancel(&self, run_id: &str) -> Result<()> {
+        let live = [
+            RunStatus::Queued,
+            RunStatus::Running,
+            RunStatus::WaitingInput,
+            RunStatus::WaitingApproval,
+            RunStatus::Paused,
+        ];
+        let update = RunUpdate::new(RunStatus::Cancelled).with_error("cancelled by request");
+        self.stop_run(run_id, &live, update, "cancelled").await
+    }
+
+    /// Pause a run: it is stored as `paused` and, if it is executing, its context is cancelled
+    /// so it stops between steps. Completed steps stay journaled; [`resume`](Self::resume)
+    /// re-executes it and replays them.
+    pub async fn pause(&self, run_id: &str) -> Result<()> {
+        let live = [
+            RunStatus::Queued,
+            RunStatus::Running,
+            RunStatus::WaitingInput,
+            RunStatus::WaitingApproval,
+        ];
+        self.stop_run(run_id, &live, RunUpdate::new(RunStatus::Paused), "paused")
+            .await
+    }
+
+    /// Store `update` if the run's status is one of `from`, then cancel its execution on this
+    /// node (if any) so it stops between steps. `verb` names the change in the error.
+    pub(super) async fn stop_run(
+        &self,
+        run_id: &str,
+        from: &[RunStatus],
+        update: RunUpdate,
+        verb: &str,
+    ) -> Result<()> {
+        if self
+            .inner
+            .store
+            .transition(run_id, from, update)
+            .await?
+            .is_none()
+        {
+            let run = self.get(run_id).await?;
+            return Err(Error::Workflow(format!(
+                "run {run_id} cannot be {verb}: it is already {}",
+                run.status
+            )));
+        }
+        let token = lock(&self.inner.inflight).get(run_id).cloned();
+        if let Some(t) = token {
+            t.cancel();
+        }
+        self.notify();
+        Ok(())
+    }
+
+    /// Resume a paused run: it is queued again and re-executes from its journal.
+    pub async fn resume(&self, run_id: &str) -> Result<()> {
+        if self
+            .inner
+            .store
+            .transition(
+                run_id,
+                &[RunStatus::Paused],
+                RunUpdate::new(RunStatus::Queued),
+            )
+            .await?
+            .is_none()
+        {
+            let run = self.get(run_id).await?;
+            return Err(Error::Workflow(format!(
+                "run {run_id} cannot be resumed: it is {}, not paused",
+                run.status
+            )));
+        }
+        self.dispatch(run_id.to_owned());
+        Ok(())
+    }
+
+    /// Deliver a signal: it is stored (redacted), and a run waiting for signals is queued
+    /// again and resumes from its journal. Works for a run that waited in a process that has
+    /// since exited.
+    pub async fn signal(&self, run_id: &str, name: &str, mut payload: Value) -> Result<()> {
+        let run = self.get(run_id).await?;
+        if run.status.is_terminal() {
+            return Err(Error::Workflow(format!(
+                "run {run_id} cannot take signal `{name}`: it is already {}",
+                run.status
+            )));
+        }
+        if name == APPROVAL_SIGNAL {
+            // A malformed decision is refused here, before anything is stored.
+            decode_approval(run_id, payload.clone())?;
+        }
+        self.inner.redactor.apply(&mut payload);
+        self.inner.store.send_signal(run_id, name, payload).await?;
+        let resumed = self
+            .inner
+            .store
+            .transition(
+                run_id,
+                &[RunStatus::WaitingInput, RunStatus::WaitingApproval],
+                RunUpdate::new(RunStatus::Queued),
+            )
+            .await?;
+        if resumed.is_some() {
+            self.dispatch(run_id.to_owned());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,137 @@
+//! The [`Runtime`]: registers targets, starts, resumes, retries, cancels and signals runs.
+//!
+//! One job per file: [`options`](TargetOptions) (per-target retries, timeout, budget), `lease`
+//! (node identity, leases, heartbeat), `registry` (targets), `lifecycle` (start, wait, cancel,
+//! pause, resume, signal), `schedules`, `triggers`, `replay`, `recovery` and `dispatch` (the
+//! claim loop and one execution with its retries); `host` implements core's `WorkflowHost`.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use agentkit_core::{PriceTable, Result};
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::model::RunRecord;
+use crate::redact::Redactor;
+use crate::store::Store;
+
+mod builder;
+mod dispatch;
+mod host;
+mod lease;
+mod lifecycle;
+mod options;
+mod recovery;
+mod registry;
+mod replay;
+mod schedules;
+mod triggers;
+
+pub use builder::RuntimeBuilder;
+pub use options::{MAX_BACKOFF, RetryPolicy, RetryPredicate, TargetOptions};
+pub use registry::AgentFactory;
+pub use replay::ReplayReport;
+pub use schedules::{PAUSE_PROPAGATION, SCHEDULES_NAMESPACE};
+
+use registry::Target;
+use schedules::ScheduleState;
+
+struct Inner {
+    store: Arc<dyn Store>,
+    targets: RwLock<HashMap<String, Arc<Target>>>,
+    inflight: Mutex<HashMap<String, CancellationToken>>,
+    /// Runs dispatched while they were still executing: driven again when that ends.
+    rerun: Mutex<std::collections::HashSet<String>>,
+    /// `run_sync` callers waiting for a run this process executes.
+    waiters: Mutex<HashMap<String, oneshot::Sender<RunRecord>>>,
+    redactor: Redactor,
+    prices: Arc<PriceTable>,
+    stopping: AtomicBool,
+    /// When this node last read the schedules' shared pause state.
+    pauses_read: Mutex<Option<std::time::Instant>>,
+    abort: CancellationToken,
+    tasks: TaskTracker,
+    finished: watch::Sender<u64>,
+    node_id: String,
+    lease: Duration,
+    heartbeat: AtomicBool,
+    background: CancellationToken,
+    polling: CancellationToken,
+    schedules: RwLock<HashMap<String, Arc<ScheduleState>>>,
+    subscriptions: RwLock<HashMap<String, Vec<String>>>,
+}
+
+/// The durable executor.
+///
+/// Runs are stored before they execute; every model completion, tool result, workflow step,
+/// timer and signal is journaled; a run that was `running` or `queued` when its process died
+/// re-executes on [`recover`](Runtime::recover) and replays its completed steps from the
+/// journal. Cloning is cheap (one `Arc`).
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A runtime over `store` with the defaults: a fresh node id, 30 s leases, the default
+    /// redaction and price table. Same as `Runtime::builder(store).build()`.
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self::builder(store).build()
+    }
+
+    /// A [`RuntimeBuilder`] over `store`, to set the node id, lease, redaction or prices.
+    /// They are fixed when the runtime is built, so every clone of a runtime sees the same
+    /// settings.
+    pub fn builder(store: Arc<dyn Store>) -> RuntimeBuilder {
+        RuntimeBuilder::new(store)
+    }
+
+    fn from_builder(b: RuntimeBuilder) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store: b.store,
+                targets: RwLock::default(),
+                inflight: Mutex::default(),
+                rerun: Mutex::default(),
+                waiters: Mutex::default(),
+                redactor: b.redactor,
+                prices: b.prices,
+                stopping: AtomicBool::new(false),
+                pauses_read: Mutex::new(None),
+                abort: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+                finished: watch::Sender::new(0),
+                node_id: b.node_id,
+                lease: b.lease,
+                heartbeat: AtomicBool::new(false),
+                background: CancellationToken::new(),
+                polling: CancellationToken::new(),
+                schedules: RwLock::default(),
+                subscriptions: RwLock::default(),
+            }),
+        }
+    }
+
+    /// The store.
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The run's journal: every recorded model completion, tool result, step, timer and
+    /// signal, in order.
+    pub async fn journal(&self, run_id: &str) -> Result<Vec<crate::model::JournalEntry>> {
+        self.inner.store.journal(run_id).await
+    }
+}

@@ -93,7 +93,9 @@ async fn run_agent(
     };
     let mut request = GenerateRequest::new(vec![Message::user(message)]);
     match (history, call.session_id()) {
-        (SessionHistory::PerSession, Some(session)) => ctx = ctx.with_thread(session_thread(session)),
+        (SessionHistory::PerSession, Some(session)) => {
+            ctx = ctx.with_thread(session_thread(session))
+        }
         _ => request.params.use_history = Some(false),
     }
     let result = agent.generate(request, &ctx).await;
@@ -167,9 +169,12 @@ pub fn expose_as_mcp_server_with(
             agent.description().to_owned()
         };
         let agent = Arc::clone(agent);
-        b = b.tool_fn(tool_name, description, message_schema(), move |args, call| {
-            run_agent(Arc::clone(&agent), history, args, call)
-        });
+        b = b.tool_fn(
+            tool_name,
+            description,
+            message_schema(),
+            move |args, call| run_agent(Arc::clone(&agent), history, args, call),
+        );
     }
     if history == SessionHistory::PerSession {
         b = b.on_session_end(move |session| {

@@ -44,7 +44,9 @@ pub use config::{
     ServerSet, ServerTransport,
 };
 #[cfg(feature = "server")]
-pub use expose::{SessionHistory, expose_as_mcp_server, expose_as_mcp_server_with, expose_workflows};
+pub use expose::{
+    SessionHistory, expose_as_mcp_server, expose_as_mcp_server_with, expose_workflows,
+};
 #[cfg(feature = "server-http")]
 pub use http::McpHttpService;
 pub use manager::{Connection, ConnectionManager, Lifecycle, connect_once, request_meta};

@@ -7,6 +7,7 @@
 
 pub mod executor;
 pub mod journal;
+pub mod memory;
 pub mod model;
 pub mod redact;
 pub mod scheduler;
@@ -19,6 +20,7 @@ pub use executor::{
     SCHEDULES_NAMESPACE, TargetOptions,
 };
 pub use journal::DurableJournal;
+pub use memory::{StoreMemory, THREADS_NAMESPACE};
 pub use model::{Created, EntryKind, JournalEntry, NewRun, RunRecord, RunUpdate};
 pub use redact::Redactor;
 pub use scheduler::{CatchUp, Overlap, Schedule, Trigger};

@@ -239,13 +239,14 @@ async fn composition_child() {
     let log = PathBuf::from(std::env::var("AGENTKIT_COMP_LOG").expect("AGENTKIT_COMP_LOG"));
     let name = std::env::var("AGENTKIT_COMP_SCENARIO").expect("AGENTKIT_COMP_SCENARIO");
     let pg = std::env::var("AGENTKIT_COMP_PG_URL").is_ok();
-    let mut rt = Runtime::new(open_store().await);
+    let mut builder = Runtime::builder(open_store().await);
     if pg {
         // The killed process's lease on the run must expire before this one takes it over.
-        rt = rt
+        builder = builder
             .with_node_id(uuid::Uuid::now_v7().to_string())
             .with_lease(Duration::from_millis(1000));
     }
+    let rt = builder.build();
     let target = scenario(&name, &log);
     rt.register_agent("target", move || target.clone(), TargetOptions::new());
     rt.recover().await.unwrap();

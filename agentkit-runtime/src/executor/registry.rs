@@ -26,18 +26,28 @@ pub(super) struct Target {
     pub(super) permits: Arc<Semaphore>,
 }
 
-fn agent_message(target: &str, input: &Value) -> Result<String> {
+/// The message of an agent run's input, and the conversation thread it continues, if any.
+fn agent_message(target: &str, input: &Value) -> Result<(String, Option<String>)> {
+    let bad = || {
+        Error::InvalidRequest(format!(
+            "input of agent `{target}` must be a string or {{\"message\": string, \"thread\"?: \
+             string}}"
+        ))
+    };
     match input {
-        Value::String(s) => Ok(s.clone()),
-        Value::Object(m) => match m.get("message") {
-            Some(Value::String(s)) => Ok(s.clone()),
-            _ => Err(Error::InvalidRequest(format!(
-                "input of agent `{target}` must be a string or {{\"message\": string}}"
-            ))),
-        },
-        _ => Err(Error::InvalidRequest(format!(
-            "input of agent `{target}` must be a string or {{\"message\": string}}"
-        ))),
+        Value::String(s) => Ok((s.clone(), None)),
+        Value::Object(m) => {
+            let Some(Value::String(message)) = m.get("message") else {
+                return Err(bad());
+            };
+            let thread = match m.get("thread") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(t)) if !t.is_empty() => Some(t.clone()),
+                Some(_) => return Err(bad()),
+            };
+            Ok((message.clone(), thread))
+        }
+        _ => Err(bad()),
     }
 }
 
@@ -52,7 +62,7 @@ impl Target {
     pub(super) fn info(&self) -> WorkflowInfo {
         let (schema, description) = match &self.kind {
             Kind::Agent(_) => (
-                json!({"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}),
+                json!({"type": "object", "properties": {"message": {"type": "string"}, "thread": {"type": "string", "description": "Continue this conversation thread"}}, "required": ["message"]}),
                 self.options.description.clone(),
             ),
             Kind::Workflow(w) => {
@@ -70,12 +80,20 @@ impl Target {
     pub(super) async fn execute(&self, ctx: &WorkflowContext, input: Value) -> Result<Value> {
         match &self.kind {
             Kind::Agent(factory) => {
-                let message = agent_message(&self.name, &input)?;
+                let (message, thread) = agent_message(&self.name, &input)?;
                 let agent = factory();
-                // The context carries signal-backed human-input and approval handlers.
-                let generation = agent
-                    .generate(GenerateRequest::from(message), ctx.run_context())
-                    .await?;
+                let mut request = GenerateRequest::from(message);
+                // The context carries signal-backed human-input and approval handlers. A run on
+                // a thread continues its conversation; any other run stands alone (runs of one
+                // agent never share a conversation by accident).
+                let run_ctx = match thread {
+                    Some(t) => ctx.run_context().clone().with_thread(t),
+                    None => {
+                        request.params.use_history = Some(false);
+                        ctx.run_context().clone()
+                    }
+                };
+                let generation = agent.generate(request, &run_ctx).await?;
                 Ok(json!({"text": generation.text()}))
             }
             Kind::Workflow(w) => w.run_json(ctx, input).await,
@@ -88,8 +106,11 @@ impl Runtime {
         write(&self.inner.targets).insert(target.name.clone(), Arc::new(target));
     }
 
-    /// Register an agent target: `factory` builds a fresh agent per run. Input is a string or
-    /// `{"message": string}`; output is `{"text": string}`.
+    /// Register an agent target: `factory` builds the agent of each run (a fresh one, or a
+    /// shared one). Input is a string or `{"message": string, "thread"?: string}`; output is
+    /// `{"text": string}`. A run with a `thread` continues that conversation in the agent's
+    /// memory (give the agents a persistent [`StoreMemory`](crate::StoreMemory) to keep threads
+    /// across processes); a run without one neither reads nor writes history.
     pub fn register_agent(
         &self,
         name: impl Into<String>,

@@ -1,0 +1,346 @@
+//! Server-sent events of a streamed message → [`CompletionChunk`]s.
+
+use std::collections::HashMap;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde::Deserialize;
+
+use super::PROVIDER;
+use super::response::{WireBlock, WireUsage, stop_reason};
+use crate::error::{Error, ProviderErrorKind, Result};
+use crate::provider::http;
+use crate::provider::{ChunkStream, CompletionChunk};
+use crate::usage::{StopReason, Usage};
+
+/// The chunks of a streamed message, from its server-sent events.
+pub(super) fn chunk_stream(
+    events: BoxStream<'static, Result<(String, String)>>,
+    structured: Option<String>,
+) -> ChunkStream {
+    let state = StreamState::new(structured);
+    let chunks = futures::stream::unfold(Some((events, state)), |st| async move {
+        let (mut events, mut state) = st?;
+        loop {
+            match events.next().await {
+                Some(Ok((event, data))) => match state.on_event(&event, &data) {
+                    Ok(chunks) if chunks.is_empty() && !state.finished => continue,
+                    Ok(chunks) => {
+                        let next = (!state.finished).then_some((events, state));
+                        return Some((chunks.into_iter().map(Ok).collect::<Vec<_>>(), next));
+                    }
+                    Err(e) => return Some((vec![Err(e)], None)),
+                },
+                Some(Err(e)) => return Some((vec![Err(e)], None)),
+                None => {
+                    return Some((
+                        vec![Err(Error::provider(
+                            PROVIDER,
+                            ProviderErrorKind::Stream,
+                            "the event stream ended before `message_stop`; the answer is \
+                                 incomplete (retry the request)",
+                        ))],
+                        None,
+                    ));
+                }
+            }
+        }
+    });
+    chunks.flat_map(futures::stream::iter).boxed()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum StreamEvent {
+    MessageStart {
+        message: StartMessage,
+    },
+    ContentBlockStart {
+        index: usize,
+        content_block: WireBlock,
+    },
+    ContentBlockDelta {
+        index: usize,
+        delta: Delta,
+    },
+    MessageDelta {
+        delta: MessageDeltaBody,
+        #[serde(default)]
+        usage: WireUsage,
+    },
+    MessageStop,
+    Error {
+        error: WireError,
+    },
+    /// `ping`, `content_block_stop` and events added after this was written.
+    #[serde(other)]
+    Ignored,
+}
+
+#[derive(Debug, Deserialize)]
+struct StartMessage {
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    usage: WireUsage,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[allow(clippy::enum_variant_names)] // the names are the wire's
+enum Delta {
+    TextDelta {
+        text: String,
+    },
+    InputJsonDelta {
+        partial_json: String,
+    },
+    /// Thinking, signature and citation deltas.
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+struct MessageDeltaBody {
+    #[serde(default)]
+    stop_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireError {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    message: String,
+}
+
+fn kind_for_error_type(kind: &str) -> ProviderErrorKind {
+    match kind {
+        "authentication_error" | "permission_error" => ProviderErrorKind::Auth,
+        "rate_limit_error" => ProviderErrorKind::RateLimited,
+        "overloaded_error" => ProviderErrorKind::Overloaded,
+        "timeout_error" => ProviderErrorKind::Timeout,
+        "api_error" => ProviderErrorKind::Server,
+        _ => ProviderErrorKind::BadRequest,
+    }
+}
+
+/// What a content block of the stream (by the API's block index) turned out to be.
+#[derive(Debug, Clone, Copy)]
+enum Block {
+    Text,
+    /// A tool call; the value is its index among the message's tool calls.
+    Tool(usize),
+    /// The structured-output answer tool: its input is streamed as text.
+    Answer,
+    Other,
+}
+
+/// Turns Messages API stream events into [`CompletionChunk`]s.
+struct StreamState {
+    structured: Option<String>,
+    model: String,
+    usage: Usage,
+    stop: Option<StopReason>,
+    blocks: HashMap<usize, Block>,
+    tool_calls: usize,
+    answered: bool,
+    /// With structured output, prose is held back until we know the answer tool is not used.
+    held_text: String,
+    finished: bool,
+}
+
+impl StreamState {
+    fn new(structured: Option<String>) -> Self {
+        Self {
+            structured,
+            model: String::new(),
+            usage: Usage::default(),
+            stop: None,
+            blocks: HashMap::new(),
+            tool_calls: 0,
+            answered: false,
+            held_text: String::new(),
+            finished: false,
+        }
+    }
+
+    fn text(&mut self, text: String, out: &mut Vec<CompletionChunk>) {
+        if text.is_empty() {
+            return;
+        }
+        if self.structured.is_none() {
+            out.push(CompletionChunk::TextDelta { text });
+        } else if !self.answered {
+            self.held_text.push_str(&text);
+        }
+    }
+
+    fn on_event(&mut self, event: &str, data: &str) -> Result<Vec<CompletionChunk>> {
+        if data.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        let parsed: StreamEvent = serde_json::from_str(data).map_err(|e| {
+            http::decode_error(
+                PROVIDER,
+                &format!("the `{event}` stream event is not in the Messages API format"),
+                e,
+            )
+        })?;
+        let mut out = Vec::new();
+        match parsed {
+            StreamEvent::MessageStart { message } => {
+                self.model = message.model;
+                message.usage.apply(&mut self.usage);
+            }
+            StreamEvent::ContentBlockStart {
+                index,
+                content_block,
+            } => match content_block {
+                WireBlock::Text { text } => {
+                    self.blocks.insert(index, Block::Text);
+                    self.text(text, &mut out);
+                }
+                WireBlock::ToolUse { name, .. }
+                    if !self.answered && self.structured.as_deref() == Some(name.as_str()) =>
+                {
+                    self.blocks.insert(index, Block::Answer);
+                    self.answered = true;
+                    self.held_text.clear();
+                }
+                WireBlock::ToolUse { id, name, .. } => {
+                    let call = self.tool_calls;
+                    self.tool_calls += 1;
+                    self.blocks.insert(index, Block::Tool(call));
+                    out.push(CompletionChunk::ToolCallDelta {
+                        index: call,
+                        id: Some(id),
+                        name: Some(name),
+                        arguments: String::new(),
+                    });
+                }
+                WireBlock::Other => {
+                    self.blocks.insert(index, Block::Other);
+                }
+            },
+            StreamEvent::ContentBlockDelta { index, delta } => {
+                let block = self.blocks.get(&index).copied().unwrap_or(Block::Other);
+                match (block, delta) {
+                    (Block::Text, Delta::TextDelta { text }) => self.text(text, &mut out),
+                    (Block::Tool(call), Delta::InputJsonDelta { partial_json })
+                        if !partial_json.is_empty() =>
+                    {
+                        out.push(CompletionChunk::ToolCallDelta {
+                            index: call,
+                            id: None,
+                            name: None,
+                            arguments: partial_json,
+                        });
+                    }
+                    (Block::Answer, Delta::InputJsonDelta { partial_json })
+                        if !partial_json.is_empty() =>
+                    {
+                        out.push(CompletionChunk::TextDelta { text: partial_json });
+                    }
+                    _ => {}
+                }
+            }
+            StreamEvent::MessageDelta { delta, usage } => {
+                if delta.stop_reason.is_some() {
+                    self.stop = Some(stop_reason(delta.stop_reason.as_deref()));
+                }
+                usage.apply(&mut self.usage);
+            }
+            StreamEvent::MessageStop => {
+                if !self.held_text.is_empty() {
+                    out.push(CompletionChunk::TextDelta {
+                        text: std::mem::take(&mut self.held_text),
+                    });
+                }
+                let stop = if self.answered && self.tool_calls == 0 {
+                    StopReason::EndTurn
+                } else {
+                    self.stop.clone().unwrap_or_default()
+                };
+                out.push(CompletionChunk::Finish {
+                    usage: self.usage,
+                    stop_reason: stop,
+                    model: std::mem::take(&mut self.model),
+                });
+                self.finished = true;
+            }
+            StreamEvent::Error { error } => {
+                let kind = kind_for_error_type(&error.kind);
+                let what = if error.message.is_empty() {
+                    error.kind.clone()
+                } else {
+                    format!("{} ({})", error.message, error.kind)
+                };
+                return Err(Error::provider(
+                    PROVIDER,
+                    kind,
+                    format!("the stream reported an error: {what}"),
+                ));
+            }
+            StreamEvent::Ignored => {}
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_prose_is_released_when_the_answer_tool_is_not_used() {
+        let mut s = StreamState::new(Some("Answer".into()));
+        let mut chunks = Vec::new();
+        for data in [
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"I cannot."}}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"refusal"},"usage":{"output_tokens":3}}"#,
+            r#"{"type":"message_stop"}"#,
+        ] {
+            chunks.extend(s.on_event("e", data).unwrap());
+        }
+        assert_eq!(
+            chunks[0],
+            CompletionChunk::TextDelta {
+                text: "I cannot.".into()
+            }
+        );
+        assert!(matches!(
+            &chunks[1],
+            CompletionChunk::Finish {
+                stop_reason: StopReason::Refusal,
+                ..
+            }
+        ));
+        assert!(s.finished);
+    }
+
+    #[test]
+    fn unknown_stream_events_and_blocks_are_ignored() {
+        let mut s = StreamState::new(None);
+        assert!(s.on_event("ping", r#"{"type":"ping"}"#).unwrap().is_empty());
+        assert!(
+            s.on_event(
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#
+            )
+            .unwrap()
+            .is_empty()
+        );
+        assert!(
+            s.on_event(
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#
+            )
+            .unwrap()
+            .is_empty()
+        );
+        let err = s.on_event("message_start", "{not json").unwrap_err();
+        assert_eq!(err.provider_kind(), Some(ProviderErrorKind::Decode));
+    }
+}

@@ -443,7 +443,9 @@ pub fn response_to_chunks(response: CompletionResponse) -> Vec<CompletionChunk> 
 pub struct StreamAccumulator {
     provider: String,
     text: String,
-    calls: Vec<(String, String, String)>,
+    /// Tool calls by their index: `(id, name, arguments)`. A map, so a stray huge index
+    /// costs one entry, not a vector that long.
+    calls: BTreeMap<usize, (String, String, String)>,
     finish: Option<(Usage, StopReason, String)>,
 }
 
@@ -466,10 +468,7 @@ impl StreamAccumulator {
                 name,
                 arguments,
             } => {
-                while self.calls.len() <= index {
-                    self.calls.push(Default::default());
-                }
-                let call = &mut self.calls[index];
+                let call = self.calls.entry(index).or_default();
                 if let Some(id) = id {
                     call.0 = id;
                 }
@@ -500,7 +499,7 @@ impl StreamAccumulator {
         if !self.text.is_empty() {
             content.push(Content::text(self.text));
         }
-        for (id, name, args) in self.calls {
+        for (id, name, args) in self.calls.into_values() {
             let arguments = if args.trim().is_empty() {
                 Value::Object(Default::default())
             } else {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::config::AnthropicSettings;
 use crate::error::{Error, Result};
+use crate::provider::http;
 
 /// The public Anthropic API.
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -155,12 +156,7 @@ impl AnthropicConfig {
         }
         config.headers.extend(settings.headers.clone());
         if let Some(secs) = settings.timeout_seconds {
-            let timeout = Duration::try_from_secs_f64(secs).map_err(|e| Error::Config {
-                file: None,
-                key: "anthropic.timeout_seconds".to_owned(),
-                message: format!("expected a non-negative number of seconds, got {secs}: {e}"),
-            })?;
-            config.timeout = Some(timeout);
+            config.timeout = Some(http::timeout_seconds("anthropic", secs)?);
         }
         Ok(config)
     }

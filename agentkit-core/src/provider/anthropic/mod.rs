@@ -69,7 +69,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct AnthropicProvider {
     config: AnthropicConfig,
-    endpoint: String,
+    endpoint: reqwest::Url,
     headers: HeaderMap,
     client: reqwest::Client,
 }
@@ -78,14 +78,15 @@ impl fmt::Debug for AnthropicProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AnthropicProvider")
             .field("config", &self.config)
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.endpoint.as_str())
             .finish_non_exhaustive()
     }
 }
 
 impl AnthropicProvider {
-    /// A provider with this configuration. Fails with [`Error::Config`] when a header name or
-    /// value (including the API key) cannot be sent over HTTP.
+    /// A provider with this configuration. Fails with [`Error::Config`] when the base URL is
+    /// not an absolute http(s) URL, or a header name or value (including the API key) cannot
+    /// be sent over HTTP.
     pub fn new(config: AnthropicConfig) -> Result<Self> {
         let mut headers = HeaderMap::new();
         let header_error = |name: &str, e: &dyn fmt::Display| Error::Config {
@@ -114,7 +115,10 @@ impl AnthropicProvider {
             let v = HeaderValue::from_str(value).map_err(|e| header_error(name, &e))?;
             headers.insert(n, v);
         }
-        let endpoint = format!("{}/v1/messages", config.base_url.trim_end_matches('/'));
+        let mut endpoint = http::base_url("anthropic", &config.base_url, DEFAULT_BASE_URL)?;
+        if let Ok(mut segments) = endpoint.path_segments_mut() {
+            segments.pop_if_empty().extend(["v1", "messages"]);
+        }
         let client = http::client(CONNECT_TIMEOUT)?;
         Ok(Self {
             config,
@@ -149,7 +153,7 @@ impl AnthropicProvider {
     async fn send(&self, body: &Value, streaming: bool) -> Result<reqwest::Response> {
         let mut request = self
             .client
-            .post(&self.endpoint)
+            .post(self.endpoint.clone())
             .headers(self.headers.clone())
             .json(body);
         if streaming {
@@ -218,13 +222,8 @@ impl LlmProvider for AnthropicProvider {
             .bytes()
             .await
             .map_err(|e| http::transport_error(PROVIDER, e))?;
-        let parsed: WireResponse = serde_json::from_slice(&bytes).map_err(|e| {
-            http::decode_error(
-                PROVIDER,
-                "the response body is not a Messages API message",
-                e,
-            )
-        })?;
+        let parsed: WireResponse =
+            http::decode_json(PROVIDER, "Messages API", "the response body", &bytes)?;
         Ok(parsed.into_response(wire.structured.as_deref()))
     }
 
@@ -233,7 +232,7 @@ impl LlmProvider for AnthropicProvider {
         tracing::debug!(model = %wire.body["model"], "anthropic: opening message stream");
         let response = self.send(&wire.body, true).await?;
         Ok(stream::chunk_stream(
-            Box::pin(http::sse_events(PROVIDER, response)),
+            Box::pin(http::response_events(PROVIDER, response)),
             wire.structured,
         ))
     }
@@ -248,5 +247,21 @@ mod tests {
         let err = AnthropicProvider::new(AnthropicConfig::new("bad\nkey")).unwrap_err();
         assert!(matches!(err, Error::Config { .. }), "{err}");
         assert!(!format!("{:?}", AnthropicConfig::new("k")).contains("\"k\""));
+    }
+
+    #[test]
+    fn base_urls_are_checked_and_keep_their_path() {
+        let err = AnthropicProvider::new(AnthropicConfig::new("k").with_base_url("localhost:8080"))
+            .unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err}");
+        assert!(err.to_string().contains("anthropic.base_url"), "{err}");
+        let p = AnthropicProvider::new(
+            AnthropicConfig::new("k").with_base_url("https://gateway.local/anthropic/"),
+        )
+        .unwrap();
+        assert_eq!(
+            p.endpoint.as_str(),
+            "https://gateway.local/anthropic/v1/messages"
+        );
     }
 }

@@ -9,6 +9,7 @@ use reqwest::Url;
 
 use crate::config::OpenAiSettings;
 use crate::error::{Error, Result};
+use crate::provider::http;
 
 /// The base URL of the OpenAI API.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -156,16 +157,7 @@ impl OpenAiConfig {
         }
         let timeout = match settings.timeout_seconds {
             None => Some(DEFAULT_TIMEOUT),
-            Some(secs) => Some(
-                Duration::try_from_secs_f64(secs)
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| Error::Config {
-                        file: None,
-                        key: "openai.timeout_seconds".to_owned(),
-                        message: format!("expected a positive number of seconds, got {secs}"),
-                    })?,
-            ),
+            Some(secs) => Some(http::timeout_seconds("openai", secs)?),
         };
         Ok(Self {
             api_key,

@@ -30,18 +30,11 @@ impl Endpoint {
             message,
         };
         let base = config.base_url.trim();
-        let base_url = Url::parse(base)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && !u.cannot_be_a_base())
-            .ok_or_else(|| {
-                config_error(
-                    "base_url",
-                    format!(
-                        "`{base}` is not an http(s) URL; use e.g. {DEFAULT_BASE_URL} or \
-                         http://localhost:11434/v1"
-                    ),
-                )
-            })?;
+        let base_url = http::base_url(
+            "openai",
+            base,
+            &format!("{DEFAULT_BASE_URL} or http://localhost:11434/v1"),
+        )?;
         let join = |path: &[&str]| -> Result<Url> {
             let mut url = base_url.clone();
             {

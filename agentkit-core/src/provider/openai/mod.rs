@@ -198,7 +198,7 @@ impl LlmProvider for OpenAiProvider {
             .to_owned();
         let state = StreamState::new(
             &self.name,
-            http::sse_events(&self.name, response).boxed(),
+            http::response_events(&self.name, response).boxed(),
             self.endpoint.timeout,
             model,
         );

@@ -10,27 +10,9 @@ use crate::provider::CompletionResponse;
 use crate::provider::http;
 use crate::usage::{StopReason, Usage};
 
-/// Decode JSON with the path of the offending field in the error.
+/// Decode JSON in the OpenAI format, with the path of the offending field in the error.
 pub(super) fn decode<T: DeserializeOwned>(provider: &str, what: &str, bytes: &[u8]) -> Result<T> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let mut snippet: String = String::from_utf8_lossy(bytes).chars().take(200).collect();
-        if bytes.len() > 200 {
-            snippet.push('…');
-        }
-        let at = if path.is_empty() || path == "." {
-            String::new()
-        } else {
-            format!(" at `{path}`")
-        };
-        http::decode_error(
-            provider,
-            &format!("{what} is not in the OpenAI format{at}"),
-            format!("{inner} (body starts with: {snippet})"),
-        )
-    })
+    http::decode_json(provider, "OpenAI", what, bytes)
 }
 
 #[derive(Deserialize)]

@@ -84,6 +84,22 @@ impl AnthropicConfig {
         }
     }
 
+    /// A configuration for another endpoint that speaks the Messages API (a gateway, a proxy,
+    /// a local test server) at `base_url` (without `/v1/messages`), with this API key.
+    ///
+    /// ```
+    /// use agentkit_core::provider::anthropic::{AnthropicConfig, AnthropicProvider};
+    ///
+    /// let config = AnthropicConfig::compatible("http://127.0.0.1:8080", "test-key");
+    /// assert_eq!(config.base_url, "http://127.0.0.1:8080");
+    /// // The same in builder style: AnthropicConfig::new(key).with_base_url(url).
+    /// assert_eq!(AnthropicConfig::new("test-key").with_base_url("http://127.0.0.1:8080"), config);
+    /// assert!(AnthropicProvider::new(config).is_ok());
+    /// ```
+    pub fn compatible(base_url: impl Into<String>, api_key: impl Into<String>) -> Self {
+        Self::new(api_key).with_base_url(base_url)
+    }
+
     /// Use another endpoint (a proxy, a gateway, a local test server).
     #[must_use]
     pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {

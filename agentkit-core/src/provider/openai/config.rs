@@ -111,6 +111,23 @@ impl OpenAiConfig {
         }
     }
 
+    /// A configuration for another OpenAI-compatible server (Ollama, vLLM, LM Studio,
+    /// OpenRouter, a proxy) at `base_url`, with this API key; an empty key sends none.
+    ///
+    /// ```
+    /// use agentkit_core::provider::openai::{OpenAiConfig, OpenAiProvider};
+    ///
+    /// let config = OpenAiConfig::compatible("http://localhost:11434/v1", "");
+    /// assert_eq!(config.base_url, "http://localhost:11434/v1");
+    /// assert!(config.api_key.is_none());
+    /// // The same in builder style: OpenAiConfig::new(key).with_base_url(url).
+    /// let openrouter = OpenAiConfig::new("sk-or-...").with_base_url("https://openrouter.ai/api/v1");
+    /// assert!(OpenAiProvider::new(openrouter).is_ok());
+    /// ```
+    pub fn compatible(base_url: impl Into<String>, api_key: impl Into<String>) -> Self {
+        Self::new(api_key).with_base_url(base_url)
+    }
+
     /// Read `OPENAI_API_KEY`, `OPENAI_BASE_URL` (default `https://api.openai.com/v1`),
     /// `OPENAI_ORG_ID` and `OPENAI_PROJECT_ID`.
     ///

@@ -8,9 +8,7 @@
 //!
 //! // A local Ollama server: no API key needed. The name makes events and errors say "ollama".
 //! let ollama = OpenAiProvider::new(
-//!     OpenAiConfig::default()
-//!         .with_base_url("http://localhost:11434/v1")
-//!         .with_default_model("llama3.2"),
+//!     OpenAiConfig::compatible("http://localhost:11434/v1", "").with_default_model("llama3.2"),
 //! )?
 //! .with_name("ollama");
 //! assert_eq!(ollama.name(), "ollama");

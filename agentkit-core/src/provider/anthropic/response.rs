@@ -160,4 +160,84 @@ mod tests {
         );
         assert_eq!(r.message.tool_calls().count(), 1);
     }
+
+    use crate::error::Result;
+    use crate::provider::http;
+    use crate::provider::testing::{any_json, json_leaf, object, or_any};
+    use proptest::prelude::*;
+
+    /// Parse a message body as `complete` does.
+    fn parse(bytes: &[u8], structured: Option<&str>) -> Result<CompletionResponse> {
+        let wire: WireResponse = http::decode_json("anthropic", "Messages API", "the body", bytes)?;
+        Ok(wire.into_response(structured))
+    }
+
+    /// A message shaped like the real thing, any field possibly of a wrong type or an absurd
+    /// value.
+    fn shaped_message() -> impl Strategy<Value = Value> {
+        let block = (
+            prop_oneof![
+                Just("text".to_owned()),
+                Just("tool_use".to_owned()),
+                Just("thinking".to_owned()),
+                ".{0,6}"
+            ],
+            or_any(json_leaf()),
+            or_any(json_leaf()),
+            or_any(json_leaf()),
+        )
+            .prop_map(|(kind, text, name, input)| {
+                json!({"type": kind, "text": text, "id": "t1", "name": name, "input": input})
+            });
+        (
+            prop::collection::vec(block, 0..4),
+            or_any(json_leaf()),
+            or_any(json_leaf()),
+        )
+            .prop_map(|(content, stop, tokens)| {
+                object(vec![
+                    ("id", Some(json!("msg_1"))),
+                    ("model", Some(json!("claude"))),
+                    ("content", Some(Value::Array(content))),
+                    ("stop_reason", Some(stop)),
+                    (
+                        "usage",
+                        Some(json!({"input_tokens": tokens, "output_tokens": tokens,
+                                    "cache_creation_input_tokens": tokens})),
+                    ),
+                ])
+            })
+    }
+
+    #[test]
+    fn wrong_types_and_missing_fields_name_the_path() {
+        let err = parse(br#"{"model": "m"}"#, None).unwrap_err();
+        assert!(err.to_string().contains("missing field `content`"), "{err}");
+        let err = parse(br#"{"content": [], "usage": {"output_tokens": 1.5}}"#, None).unwrap_err();
+        assert!(err.to_string().contains("usage.output_tokens"), "{err}");
+        let err = parse(br#"{"content": [{"type": "tool_use", "name": "f"}]}"#, None).unwrap_err();
+        assert!(err.to_string().contains("missing field `id`"), "{err}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_json_body_is_a_response_or_a_clear_error(
+            value in prop_oneof![any_json(), shaped_message()],
+            structured in any::<bool>(),
+        ) {
+            if let Err(e) = parse(value.to_string().as_bytes(), structured.then_some("f")) {
+                prop_assert!(e.provider_kind().is_some(), "{e:?}");
+                prop_assert!(e.to_string().contains("Messages API"), "{e}");
+            }
+        }
+
+        #[test]
+        fn any_bytes_body_is_a_response_or_a_clear_error(body in prop::collection::vec(any::<u8>(), 0..200)) {
+            if let Err(e) = parse(&body, None) {
+                prop_assert!(e.provider_kind().is_some(), "{e:?}");
+            }
+        }
+    }
 }

@@ -343,4 +343,131 @@ mod tests {
         let err = s.on_event("message_start", "{not json").unwrap_err();
         assert_eq!(err.provider_kind(), Some(ProviderErrorKind::Decode));
     }
+
+    use crate::provider::testing::{
+        any_json, byte_stream, check_stream_ends_well, collect_all, json_leaf, object, or_any,
+        split, sse_frames,
+    };
+    use crate::provider::{StreamAccumulator, collect_stream};
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    /// The chunks the Anthropic stream decoder makes of these bytes, delivered in these pieces.
+    fn decode(pieces: Vec<Vec<u8>>, structured: Option<&str>) -> Vec<Result<CompletionChunk>> {
+        let events = http::sse_events(PROVIDER, byte_stream(pieces)).boxed();
+        collect_all(chunk_stream(events, structured.map(str::to_owned)))
+    }
+
+    /// A Messages API stream event shaped like the real thing, any field possibly of a wrong
+    /// type or an absurd value.
+    fn shaped_event() -> impl Strategy<Value = Value> {
+        let kind = prop_oneof![
+            Just("message_start"),
+            Just("content_block_start"),
+            Just("content_block_delta"),
+            Just("content_block_stop"),
+            Just("message_delta"),
+            Just("message_stop"),
+            Just("error"),
+            Just("ping"),
+        ];
+        let block_type = prop_oneof![Just("text"), Just("tool_use"), Just("thinking")];
+        let delta_type = prop_oneof![Just("text_delta"), Just("input_json_delta")];
+        (
+            kind,
+            or_any(prop_oneof![Just(json!(0)), Just(json!(1)), json_leaf()]),
+            (block_type, or_any(json_leaf()), or_any(json_leaf())),
+            (delta_type, or_any(json_leaf()), or_any(json_leaf())),
+            or_any(json_leaf()),
+        )
+            .prop_map(|(kind, index, (bt, name, input), (dt, text, stop), tokens)| {
+                let usage = json!({"input_tokens": tokens, "output_tokens": tokens,
+                                   "cache_read_input_tokens": tokens});
+                object(vec![
+                    ("type", Some(json!(kind))),
+                    ("index", Some(index)),
+                    (
+                        "content_block",
+                        Some(json!({"type": bt, "id": "t", "name": name, "input": input, "text": text})),
+                    ),
+                    (
+                        "delta",
+                        Some(json!({"type": dt, "text": text, "partial_json": text, "stop_reason": stop})),
+                    ),
+                    ("message", Some(json!({"model": name, "usage": usage}))),
+                    ("usage", Some(usage)),
+                    ("error", Some(json!({"type": text, "message": name}))),
+                ])
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_bytes_in_any_pieces_end_the_stream_cleanly(
+            pieces in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..8),
+            structured in any::<bool>(),
+        ) {
+            check_stream_ends_well(&decode(pieces, structured.then_some("Answer")));
+        }
+
+        #[test]
+        fn any_json_events_end_the_stream_cleanly(
+            events in prop::collection::vec(prop_oneof![any_json(), shaped_event()], 0..8),
+            structured in any::<bool>(),
+        ) {
+            let payloads: Vec<String> = events.iter().map(Value::to_string).collect();
+            let items = decode(vec![sse_frames(&payloads, false, false)], structured.then_some("f"));
+            check_stream_ends_well(&items);
+            let mut acc = StreamAccumulator::new(PROVIDER);
+            for item in items.into_iter().flatten() {
+                acc.push(item);
+            }
+            if let Err(e) = acc.finish() {
+                prop_assert!(e.provider_kind().is_some(), "{e:?}");
+            }
+        }
+
+        #[test]
+        fn a_valid_stream_decodes_the_same_however_it_is_cut(
+            (texts, args, pieces) in (
+                prop::collection::vec(".{0,8}", 0..5),
+                prop::collection::vec(any::<u32>(), 0..3),
+                any::<bool>(),
+                any::<bool>(),
+            ).prop_flat_map(|(texts, args, crlf, bom)| {
+                let mut events = vec![
+                    json!({"type": "message_start", "message": {"model": "claude", "usage": {"input_tokens": 3}}}),
+                    json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                ];
+                for t in &texts {
+                    events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}));
+                }
+                for (i, a) in args.iter().enumerate() {
+                    let input = json!({"n": a}).to_string();
+                    let (head, tail) = input.split_at(3);
+                    events.push(json!({"type": "content_block_start", "index": i + 1,
+                        "content_block": {"type": "tool_use", "id": format!("t{i}"), "name": "f", "input": {}}}));
+                    events.push(json!({"type": "content_block_delta", "index": i + 1, "delta": {"type": "input_json_delta", "partial_json": head}}));
+                    events.push(json!({"type": "ping"}));
+                    events.push(json!({"type": "content_block_delta", "index": i + 1, "delta": {"type": "input_json_delta", "partial_json": tail}}));
+                }
+                events.push(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 4}}));
+                events.push(json!({"type": "message_stop"}));
+                let payloads: Vec<String> = events.iter().map(Value::to_string).collect();
+                (Just(texts), Just(args), split(sse_frames(&payloads, crlf, bom)))
+            }),
+        ) {
+            let events = http::sse_events(PROVIDER, byte_stream(pieces)).boxed();
+            let response = crate::provider::testing::block_on(collect_stream(PROVIDER, chunk_stream(events, None)))
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(response.text(), texts.concat());
+            let calls: Vec<Value> = response.message.tool_calls().map(|c| c.2.clone()).collect();
+            let expected: Vec<Value> = args.iter().map(|a| json!({"n": a})).collect();
+            prop_assert_eq!(calls, expected);
+            prop_assert_eq!(response.usage.output_tokens, 4);
+            prop_assert_eq!(response.model.as_str(), "claude");
+        }
+    }
 }

@@ -288,4 +288,93 @@ mod tests {
             StopReason::Other("eos".into())
         );
     }
+
+    use crate::provider::testing::{any_json, json_leaf, object, or_any};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// Parse a chat completion body as `complete` does.
+    fn parse(bytes: &[u8]) -> Result<CompletionResponse> {
+        decode::<WireResponse>("openai", "the chat completion", bytes)?.into_response("openai", "m")
+    }
+
+    /// A chat completion shaped like the real thing, any field possibly of a wrong type or an
+    /// absurd value.
+    fn shaped_response() -> impl Strategy<Value = Value> {
+        let call = (or_any(json_leaf()), or_any(json_leaf()), or_any(json_leaf())).prop_map(
+            |(id, name, arguments)| json!({"id": id, "function": {"name": name, "arguments": arguments}}),
+        );
+        (
+            or_any(json_leaf()),
+            or_any(json_leaf()),
+            prop::collection::vec(call, 0..3),
+            or_any(json_leaf()),
+            or_any(json_leaf()),
+            prop::option::of(or_any(json_leaf())),
+        )
+            .prop_map(|(index, content, calls, finish, tokens, error)| {
+                object(vec![
+                    ("id", Some(json!("chatcmpl-1"))),
+                    ("model", Some(json!("m"))),
+                    (
+                        "choices",
+                        Some(json!([{"index": index, "finish_reason": finish,
+                                     "message": {"content": content, "tool_calls": calls}}])),
+                    ),
+                    (
+                        "usage",
+                        Some(json!({"prompt_tokens": tokens, "completion_tokens": tokens,
+                                    "prompt_tokens_details": {"cached_tokens": tokens}})),
+                    ),
+                    ("error", error),
+                ])
+            })
+    }
+
+    fn check(result: Result<CompletionResponse>) -> std::result::Result<(), TestCaseError> {
+        match result {
+            Ok(r) => prop_assert!(r.usage.input_tokens <= r.usage.total_tokens()),
+            Err(e) => {
+                prop_assert!(e.provider_kind().is_some(), "{e:?}");
+                prop_assert!(!e.to_string().trim().is_empty());
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn wrong_types_and_missing_fields_name_the_path() {
+        let err = parse(
+            br#"{"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": -1}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("usage.prompt_tokens"), "{err}");
+        let err = parse(br#"{"choices": [{"message": {"tool_calls": [{"function": {}}]}}]}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("missing field `name`"), "{err}");
+        let err = parse(b"\xff\xfe not json").unwrap_err();
+        assert_eq!(err.provider_kind(), Some(ProviderErrorKind::Decode));
+        let ok = parse(br#"{"choices": [{"message": {"content": "hi"}}],
+                           "usage": {"prompt_tokens": 18446744073709551615, "completion_tokens": 1,
+                                     "prompt_tokens_details": {"cached_tokens": 18446744073709551615}}}"#)
+            .unwrap();
+        assert_eq!(ok.usage.cache_read_tokens, u64::MAX);
+        assert_eq!(ok.usage.total_tokens(), u64::MAX);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_json_body_is_a_response_or_a_clear_error(
+            value in prop_oneof![any_json(), shaped_response()],
+        ) {
+            check(parse(value.to_string().as_bytes()))?;
+        }
+
+        #[test]
+        fn any_bytes_body_is_a_response_or_a_clear_error(body in prop::collection::vec(any::<u8>(), 0..200)) {
+            check(parse(&body))?;
+        }
+    }
 }

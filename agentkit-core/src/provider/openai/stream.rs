@@ -241,23 +241,141 @@ mod tests {
 
     #[test]
     fn repeated_wire_indexes_with_new_ids_become_separate_calls() {
-        let mut st = StreamState {
-            provider: "p".into(),
-            events: futures::stream::empty().boxed(),
-            idle: None,
-            pending: VecDeque::new(),
-            finished: false,
-            model: "m".into(),
-            usage: Usage::default(),
-            finish_reason: None,
-            refusal: false,
-            by_wire_index: HashMap::new(),
-            call_ids: Vec::new(),
-        };
+        let mut st = StreamState::new("p", futures::stream::empty().boxed(), None, "m".into());
         assert_eq!(st.call_index(0, Some("a")), 0);
         assert_eq!(st.call_index(0, None), 0);
         assert_eq!(st.call_index(0, Some("b")), 1);
         assert_eq!(st.call_index(0, None), 1);
         assert_eq!(st.call_index(1, Some("c")), 2);
+    }
+
+    use crate::provider::testing::{
+        any_json, byte_stream, check_stream_ends_well, collect_all, json_leaf, object, or_any,
+        split, sse_frames,
+    };
+    use crate::provider::{StreamAccumulator, http};
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    /// The chunks the OpenAI stream decoder makes of these bytes, delivered in these pieces.
+    fn decode(pieces: Vec<Vec<u8>>) -> Vec<Result<CompletionChunk>> {
+        let events = http::sse_events("openai", byte_stream(pieces)).boxed();
+        collect_all(StreamState::new("openai", events, None, "m".into()).into_stream())
+    }
+
+    /// A chat-completion chunk shaped like the real thing, any field possibly of a wrong type
+    /// or an absurd value.
+    fn shaped_chunk() -> impl Strategy<Value = Value> {
+        let call = (
+            or_any(prop_oneof![Just(json!(0)), Just(json!(1)), json_leaf()]),
+            or_any(json_leaf()),
+            or_any(json_leaf()),
+            or_any(json_leaf()),
+        )
+            .prop_map(|(index, id, name, arguments)| {
+                json!({"index": index, "id": id, "function": {"name": name, "arguments": arguments}})
+            });
+        (
+            or_any(json_leaf()),
+            or_any(json_leaf()),
+            prop::collection::vec(call, 0..3),
+            or_any(json_leaf()),
+            or_any(json_leaf()),
+            prop::option::of(or_any(json_leaf())),
+        )
+            .prop_map(|(index, content, calls, finish, tokens, error)| {
+                object(vec![
+                    (
+                        "choices",
+                        Some(json!([{
+                            "index": index,
+                            "delta": {"content": content, "tool_calls": calls},
+                            "finish_reason": finish,
+                        }])),
+                    ),
+                    (
+                        "usage",
+                        Some(json!({"prompt_tokens": tokens, "completion_tokens": tokens,
+                                    "prompt_tokens_details": {"cached_tokens": tokens}})),
+                    ),
+                    ("error", error),
+                ])
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_bytes_in_any_pieces_end_the_stream_cleanly(
+            pieces in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..8),
+        ) {
+            check_stream_ends_well(&decode(pieces));
+        }
+
+        #[test]
+        fn any_json_events_end_the_stream_cleanly(
+            events in prop::collection::vec(prop_oneof![any_json(), shaped_chunk()], 0..6),
+            done in any::<bool>(),
+        ) {
+            let mut payloads: Vec<String> = events.iter().map(Value::to_string).collect();
+            if done {
+                payloads.push("[DONE]".into());
+            }
+            let items = decode(vec![sse_frames(&payloads, false, false)]);
+            let finished = check_stream_ends_well(&items);
+            if !done {
+                prop_assert!(!finished, "finished without [DONE]");
+            }
+            // Whatever came through assembles into a response or a clear error.
+            let mut acc = StreamAccumulator::new("openai");
+            for item in items.into_iter().flatten() {
+                acc.push(item);
+            }
+            if let Err(e) = acc.finish() {
+                prop_assert!(e.provider_kind().is_some(), "{e:?}");
+            }
+        }
+
+        #[test]
+        fn a_valid_stream_decodes_the_same_however_it_is_cut(
+            (texts, args, crlf, bom, pieces) in (
+                prop::collection::vec(".{0,8}", 0..5),
+                prop::collection::vec(any::<u32>(), 0..3),
+                any::<bool>(),
+                any::<bool>(),
+            ).prop_flat_map(|(texts, args, crlf, bom)| {
+                let mut payloads: Vec<String> = texts
+                    .iter()
+                    .map(|t| json!({"choices": [{"index": 0, "delta": {"content": t}}]}).to_string())
+                    .collect();
+                for (i, a) in args.iter().enumerate() {
+                    let arguments = json!({"n": a}).to_string();
+                    let (head, tail) = arguments.split_at(3);
+                    payloads.push(json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+                        {"index": i, "id": format!("call_{i}"), "function": {"name": "f", "arguments": head}}
+                    ]}}]}).to_string());
+                    payloads.push(json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+                        {"index": i, "function": {"arguments": tail}}
+                    ]}}]}).to_string());
+                }
+                payloads.push(json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}).to_string());
+                payloads.push("[DONE]".into());
+                let bytes = sse_frames(&payloads, crlf, bom);
+                (Just(texts), Just(args), Just(crlf), Just(bom), split(bytes))
+            }),
+        ) {
+            let _ = (crlf, bom);
+            let mut acc = StreamAccumulator::new("openai");
+            for item in decode(pieces) {
+                acc.push(item.map_err(|e| TestCaseError::fail(e.to_string()))?);
+            }
+            let response = acc.finish().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(response.text(), texts.concat());
+            let calls: Vec<Value> = response.message.tool_calls().map(|c| c.2.clone()).collect();
+            let expected: Vec<Value> = args.iter().map(|a| json!({"n": a})).collect();
+            prop_assert_eq!(calls, expected);
+            prop_assert_eq!(response.usage.output_tokens, 4);
+        }
     }
 }

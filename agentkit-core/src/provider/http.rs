@@ -7,6 +7,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStream};
 use reqwest::Url;
 use serde::de::DeserializeOwned;
@@ -61,6 +62,20 @@ pub(crate) fn timeout_seconds(section: &str, secs: f64) -> Result<Duration, Erro
                 MAX_TIMEOUT.as_secs()
             ),
         })
+}
+
+/// Check a configured timeout: zero would fail every request, so it is a configuration error.
+pub(crate) fn check_timeout(section: &str, timeout: Option<Duration>) -> Result<(), Error> {
+    match timeout {
+        Some(t) if t.is_zero() => Err(Error::Config {
+            file: None,
+            key: format!("{section}.timeout"),
+            message: "a timeout of zero would fail every request; use a positive duration, \
+                      or none to wait forever"
+                .to_owned(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Map a transport-level reqwest error.
@@ -309,6 +324,41 @@ pub(crate) fn response_events(
     sse_events(provider, response.bytes_stream())
 }
 
+/// `events`, ending with a [`ProviderErrorKind::Timeout`] error when nothing arrives for
+/// `idle` (a stalled server must not hang a stream forever); `None` waits forever.
+pub(crate) fn idle_timeout<S>(
+    provider: &str,
+    events: S,
+    idle: Option<Duration>,
+) -> BoxStream<'static, Result<(String, String), Error>>
+where
+    S: Stream<Item = Result<(String, String), Error>> + Send + 'static,
+{
+    let Some(limit) = idle else {
+        return events.boxed();
+    };
+    let provider = provider.to_owned();
+    futures::stream::unfold(Some(events.boxed()), move |events| {
+        let provider = provider.clone();
+        async move {
+            let mut events = events?;
+            match tokio::time::timeout(limit, events.next()).await {
+                Ok(Some(item)) => Some((item, Some(events))),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(Error::provider(
+                        provider,
+                        ProviderErrorKind::Timeout,
+                        format!("the stream sent nothing for {limit:?}"),
+                    )),
+                    None,
+                )),
+            }
+        }
+    })
+    .boxed()
+}
+
 /// A decode error: the provider sent something that is not its wire format.
 pub(crate) fn decode_error(provider: &str, what: &str, e: impl std::fmt::Display) -> Error {
     Error::provider(provider, ProviderErrorKind::Decode, format!("{what}: {e}"))
@@ -455,6 +505,8 @@ mod tests {
             timeout_seconds("openai", 2.5).unwrap(),
             Duration::from_millis(2500)
         );
+        assert!(check_timeout("openai", Some(Duration::ZERO)).is_err());
+        assert!(check_timeout("openai", None).is_ok());
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e20, 1e300, 604_801.0] {
             let err = timeout_seconds("anthropic", bad).unwrap_err();
             assert!(
@@ -462,6 +514,19 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_stream_ends_with_a_timeout() {
+        let events = futures::stream::iter([Ok(("message".to_owned(), "1".to_owned()))])
+            .chain(futures::stream::pending());
+        let items: Vec<_> = idle_timeout("p", events, Some(Duration::from_secs(5)))
+            .collect()
+            .await;
+        assert_eq!(items.len(), 2);
+        let err = items[1].as_ref().unwrap_err();
+        assert_eq!(err.provider_kind(), Some(ProviderErrorKind::Timeout));
+        assert!(err.to_string().contains("sent nothing for 5s"), "{err}");
     }
 
     proptest! {

@@ -51,8 +51,8 @@ pub struct AnthropicConfig {
     pub headers: BTreeMap<String, String>,
     /// `max_tokens` when a request sets none, default [`DEFAULT_MAX_TOKENS`].
     pub default_max_tokens: u32,
-    /// Per-request timeout: until the whole answer is read for plain requests, until the
-    /// response starts for streams. Default [`DEFAULT_TIMEOUT`]; `None` waits forever.
+    /// Per-request timeout: until the whole answer is read for plain requests; for streams,
+    /// until the response starts and then between two events. Default [`DEFAULT_TIMEOUT`]; `None` waits forever.
     pub timeout: Option<Duration>,
 }
 

@@ -88,6 +88,7 @@ impl AnthropicProvider {
     /// not an absolute http(s) URL, or a header name or value (including the API key) cannot
     /// be sent over HTTP.
     pub fn new(config: AnthropicConfig) -> Result<Self> {
+        http::check_timeout("anthropic", config.timeout)?;
         let mut headers = HeaderMap::new();
         let header_error = |name: &str, e: &dyn fmt::Display| Error::Config {
             file: None,
@@ -232,7 +233,11 @@ impl LlmProvider for AnthropicProvider {
         tracing::debug!(model = %wire.body["model"], "anthropic: opening message stream");
         let response = self.send(&wire.body, true).await?;
         Ok(stream::chunk_stream(
-            Box::pin(http::response_events(PROVIDER, response)),
+            http::idle_timeout(
+                PROVIDER,
+                http::response_events(PROVIDER, response),
+                self.config.timeout,
+            ),
             wire.structured,
         ))
     }

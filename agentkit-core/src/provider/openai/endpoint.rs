@@ -29,6 +29,7 @@ impl Endpoint {
             key: format!("openai.{key}"),
             message,
         };
+        http::check_timeout("openai", config.timeout)?;
         let base = config.base_url.trim();
         let base_url = http::base_url(
             "openai",

@@ -42,7 +42,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use serde_json::{Map, Value};
 
 use super::http;
@@ -196,8 +195,11 @@ impl LlmProvider for OpenAiProvider {
             .to_owned();
         let state = StreamState::new(
             &self.name,
-            http::response_events(&self.name, response).boxed(),
-            self.endpoint.timeout,
+            http::idle_timeout(
+                &self.name,
+                http::response_events(&self.name, response),
+                self.endpoint.timeout,
+            ),
             model,
         );
         Ok(state.into_stream())

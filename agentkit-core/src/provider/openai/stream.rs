@@ -1,7 +1,6 @@
 //! Server-sent events of a streamed chat completion → [`CompletionChunk`]s.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -66,7 +65,6 @@ struct WireFunctionDelta {
 pub(super) struct StreamState {
     provider: String,
     events: BoxStream<'static, Result<(String, String)>>,
-    idle: Option<Duration>,
     pending: VecDeque<Result<CompletionChunk>>,
     finished: bool,
     model: String,
@@ -80,17 +78,15 @@ pub(super) struct StreamState {
 }
 
 impl StreamState {
-    /// A stream state over `events`; `idle` bounds the gap between two events.
+    /// A stream state over `events` (already bounded by an idle timeout, if any).
     pub(super) fn new(
         provider: &str,
         events: BoxStream<'static, Result<(String, String)>>,
-        idle: Option<Duration>,
         model: String,
     ) -> Self {
         Self {
             provider: provider.to_owned(),
             events,
-            idle,
             pending: VecDeque::new(),
             finished: false,
             model,
@@ -111,18 +107,7 @@ impl StreamState {
                 if st.finished {
                     return None;
                 }
-                let next = match st.idle {
-                    Some(limit) => match tokio::time::timeout(limit, st.events.next()).await {
-                        Ok(next) => next,
-                        Err(_) => Some(Err(Error::provider(
-                            st.provider.clone(),
-                            ProviderErrorKind::Timeout,
-                            format!("the stream sent nothing for {limit:?}"),
-                        ))),
-                    },
-                    None => st.events.next().await,
-                };
-                match next {
+                match st.events.next().await {
                     Some(Ok((_event, data))) => st.handle(&data),
                     Some(Err(e)) => st.fail(e),
                     None => {
@@ -241,7 +226,7 @@ mod tests {
 
     #[test]
     fn repeated_wire_indexes_with_new_ids_become_separate_calls() {
-        let mut st = StreamState::new("p", futures::stream::empty().boxed(), None, "m".into());
+        let mut st = StreamState::new("p", futures::stream::empty().boxed(), "m".into());
         assert_eq!(st.call_index(0, Some("a")), 0);
         assert_eq!(st.call_index(0, None), 0);
         assert_eq!(st.call_index(0, Some("b")), 1);
@@ -260,7 +245,7 @@ mod tests {
     /// The chunks the OpenAI stream decoder makes of these bytes, delivered in these pieces.
     fn decode(pieces: Vec<Vec<u8>>) -> Vec<Result<CompletionChunk>> {
         let events = http::sse_events("openai", byte_stream(pieces)).boxed();
-        collect_all(StreamState::new("openai", events, None, "m".into()).into_stream())
+        collect_all(StreamState::new("openai", events, "m".into()).into_stream())
     }
 
     /// A chat-completion chunk shaped like the real thing, any field possibly of a wrong type

@@ -745,9 +745,7 @@ async fn a_negative_retry_after_is_ignored_and_the_backoff_applies() {
         .await
         .unwrap_err();
     assert_eq!(err.retry_after(), None, "-5 is not a wait");
-    let provider = ProviderBuilder::new(server.provider())
-        .retry(RetryConfig::new().with_initial_backoff(Duration::from_millis(10)))
-        .build();
+    let provider = common::retrying(server.provider());
     let answer = provider
         .complete(CompletionRequest::new(vec![Message::user("hi")]))
         .await
@@ -810,9 +808,7 @@ async fn malformed_json_is_a_decode_error_and_not_retried() {
         text_reply("never sent"),
     ])
     .await;
-    let provider = ProviderBuilder::new(server.provider())
-        .retry(RetryConfig::new().with_initial_backoff(Duration::from_millis(10)))
-        .build();
+    let provider = common::retrying(server.provider());
     let err = provider
         .complete(CompletionRequest::new(vec![Message::user("hi")]))
         .await

@@ -826,9 +826,7 @@ async fn a_server_error_is_retried() {
     assert_eq!(err.status(), Some(500));
     assert!(err.to_string().contains("error while processing"), "{err}");
 
-    let p = ProviderBuilder::new(mock.provider())
-        .retry(RetryConfig::new().with_initial_backoff(Duration::from_millis(10)))
-        .build();
+    let p = common::retrying(mock.provider());
     let r = p.complete(ask()).await.unwrap();
     assert_eq!(r.text(), "recovered");
     assert_eq!(mock.seen().len(), 3, "one failed attempt, then one retry");

@@ -7,7 +7,7 @@ use futures::{Stream, StreamExt};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
-use super::CompletionChunk;
+use super::{CompletionChunk, CompletionResponse, StreamAccumulator};
 use crate::error::{Error, Result};
 
 /// Any JSON leaf, with the numbers a hostile server might send (huge, negative, fractional).
@@ -46,6 +46,45 @@ pub(crate) fn object(fields: Vec<(&'static str, Option<Value>)>) -> Value {
         .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
         .collect();
     Value::Object(map)
+}
+
+/// A leaf where a small index is likely, else any leaf.
+fn index_like() -> impl Strategy<Value = Value> {
+    or_any(prop_oneof![
+        Just(Value::from(0)),
+        Just(Value::from(1)),
+        json_leaf()
+    ])
+}
+
+/// The parts of an OpenAI choice, each of the right shape or not: `(index, content, tool
+/// calls, finish_reason, a token count, an optional error object)`.
+pub(crate) fn openai_parts()
+-> impl Strategy<Value = (Value, Value, Vec<Value>, Value, Value, Option<Value>)> {
+    let call = (
+        index_like(),
+        or_any(json_leaf()),
+        or_any(json_leaf()),
+        or_any(json_leaf()),
+    )
+        .prop_map(|(index, id, name, arguments)| {
+            serde_json::json!({"index": index, "id": id,
+                               "function": {"name": name, "arguments": arguments}})
+        });
+    (
+        index_like(),
+        or_any(json_leaf()),
+        prop::collection::vec(call, 0..3),
+        or_any(json_leaf()),
+        or_any(json_leaf()),
+        prop::option::of(or_any(json_leaf())),
+    )
+}
+
+/// OpenAI usage with every count `tokens`.
+pub(crate) fn openai_usage(tokens: Value) -> Value {
+    serde_json::json!({"prompt_tokens": tokens, "completion_tokens": tokens,
+                       "prompt_tokens_details": {"cached_tokens": tokens}})
 }
 
 /// `bytes` cut into pieces at arbitrary points.
@@ -116,6 +155,33 @@ pub(crate) fn check_stream_ends_well(items: &[Result<CompletionChunk>]) -> bool 
         }
         other => panic!("the stream ended with neither an error nor a finish: {other:?}"),
     }
+}
+
+/// Whatever chunks came through assemble into a response or fail with a provider error.
+pub(crate) fn check_assembles(provider: &str, items: Vec<Result<CompletionChunk>>) {
+    let mut acc = StreamAccumulator::new(provider);
+    for item in items.into_iter().flatten() {
+        acc.push(item);
+    }
+    if let Err(e) = acc.finish() {
+        assert!(e.provider_kind().is_some(), "{e:?}");
+    }
+}
+
+/// A response assembled from a valid stream has exactly its text, tool-call arguments
+/// (`{"n": arg}` each) and output tokens.
+pub(crate) fn check_response(
+    response: &CompletionResponse,
+    texts: &[String],
+    args: &[u32],
+    output_tokens: u64,
+) -> std::result::Result<(), TestCaseError> {
+    prop_assert_eq!(response.text(), texts.concat());
+    let calls: Vec<Value> = response.message.tool_calls().map(|c| c.2.clone()).collect();
+    let expected: Vec<Value> = args.iter().map(|a| serde_json::json!({"n": a})).collect();
+    prop_assert_eq!(calls, expected);
+    prop_assert_eq!(response.usage.output_tokens, output_tokens);
+    Ok(())
 }
 
 /// Drive a chunk stream to its end.

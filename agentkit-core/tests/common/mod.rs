@@ -5,7 +5,10 @@
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use agentkit_core::provider::LayeredProvider;
+use agentkit_core::{LlmProvider, ProviderBuilder, RetryConfig};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -124,6 +127,13 @@ impl MockServer {
             .get(name)
             .map(|v| v.to_str().unwrap().to_owned())
     }
+}
+
+/// `provider` wrapped in the default retry layer with a fast (10 ms) first backoff.
+pub fn retrying(provider: impl LlmProvider + 'static) -> LayeredProvider {
+    ProviderBuilder::new(provider)
+        .retry(RetryConfig::new().with_initial_backoff(Duration::from_millis(10)))
+        .build()
 }
 
 /// A JSON response.

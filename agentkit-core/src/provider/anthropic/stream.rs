@@ -344,11 +344,11 @@ mod tests {
         assert_eq!(err.provider_kind(), Some(ProviderErrorKind::Decode));
     }
 
+    use crate::provider::collect_stream;
     use crate::provider::testing::{
-        any_json, byte_stream, check_stream_ends_well, collect_all, json_leaf, object, or_any,
-        split, sse_frames,
+        any_json, byte_stream, check_assembles, check_response, check_stream_ends_well,
+        collect_all, json_leaf, object, or_any, split, sse_frames,
     };
-    use crate::provider::{StreamAccumulator, collect_stream};
     use proptest::prelude::*;
     use serde_json::{Value, json};
 
@@ -420,13 +420,7 @@ mod tests {
             let payloads: Vec<String> = events.iter().map(Value::to_string).collect();
             let items = decode(vec![sse_frames(&payloads, false, false)], structured.then_some("f"));
             check_stream_ends_well(&items);
-            let mut acc = StreamAccumulator::new(PROVIDER);
-            for item in items.into_iter().flatten() {
-                acc.push(item);
-            }
-            if let Err(e) = acc.finish() {
-                prop_assert!(e.provider_kind().is_some(), "{e:?}");
-            }
+            check_assembles(PROVIDER, items);
         }
 
         #[test]
@@ -462,11 +456,7 @@ mod tests {
             let events = http::sse_events(PROVIDER, byte_stream(pieces)).boxed();
             let response = crate::provider::testing::block_on(collect_stream(PROVIDER, chunk_stream(events, None)))
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert_eq!(response.text(), texts.concat());
-            let calls: Vec<Value> = response.message.tool_calls().map(|c| c.2.clone()).collect();
-            let expected: Vec<Value> = args.iter().map(|a| json!({"n": a})).collect();
-            prop_assert_eq!(calls, expected);
-            prop_assert_eq!(response.usage.output_tokens, 4);
+            check_response(&response, &texts, &args, 4)?;
             prop_assert_eq!(response.model.as_str(), "claude");
         }
     }

@@ -289,7 +289,7 @@ mod tests {
         );
     }
 
-    use crate::provider::testing::{any_json, json_leaf, object, or_any};
+    use crate::provider::testing::{any_json, object, openai_parts, openai_usage};
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -301,34 +301,19 @@ mod tests {
     /// A chat completion shaped like the real thing, any field possibly of a wrong type or an
     /// absurd value.
     fn shaped_response() -> impl Strategy<Value = Value> {
-        let call = (or_any(json_leaf()), or_any(json_leaf()), or_any(json_leaf())).prop_map(
-            |(id, name, arguments)| json!({"id": id, "function": {"name": name, "arguments": arguments}}),
-        );
-        (
-            or_any(json_leaf()),
-            or_any(json_leaf()),
-            prop::collection::vec(call, 0..3),
-            or_any(json_leaf()),
-            or_any(json_leaf()),
-            prop::option::of(or_any(json_leaf())),
-        )
-            .prop_map(|(index, content, calls, finish, tokens, error)| {
-                object(vec![
-                    ("id", Some(json!("chatcmpl-1"))),
-                    ("model", Some(json!("m"))),
-                    (
-                        "choices",
-                        Some(json!([{"index": index, "finish_reason": finish,
+        openai_parts().prop_map(|(index, content, calls, finish, tokens, error)| {
+            object(vec![
+                ("id", Some(json!("chatcmpl-1"))),
+                ("model", Some(json!("m"))),
+                (
+                    "choices",
+                    Some(json!([{"index": index, "finish_reason": finish,
                                      "message": {"content": content, "tool_calls": calls}}])),
-                    ),
-                    (
-                        "usage",
-                        Some(json!({"prompt_tokens": tokens, "completion_tokens": tokens,
-                                    "prompt_tokens_details": {"cached_tokens": tokens}})),
-                    ),
-                    ("error", error),
-                ])
-            })
+                ),
+                ("usage", Some(openai_usage(tokens))),
+                ("error", error),
+            ])
+        })
     }
 
     fn check(result: Result<CompletionResponse>) -> std::result::Result<(), TestCaseError> {

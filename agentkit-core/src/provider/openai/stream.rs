@@ -235,8 +235,8 @@ mod tests {
     }
 
     use crate::provider::testing::{
-        any_json, byte_stream, check_stream_ends_well, collect_all, json_leaf, object, or_any,
-        split, sse_frames,
+        any_json, byte_stream, check_assembles, check_response, check_stream_ends_well,
+        collect_all, object, openai_parts, openai_usage, split, sse_frames,
     };
     use crate::provider::{StreamAccumulator, http};
     use proptest::prelude::*;
@@ -251,41 +251,20 @@ mod tests {
     /// A chat-completion chunk shaped like the real thing, any field possibly of a wrong type
     /// or an absurd value.
     fn shaped_chunk() -> impl Strategy<Value = Value> {
-        let call = (
-            or_any(prop_oneof![Just(json!(0)), Just(json!(1)), json_leaf()]),
-            or_any(json_leaf()),
-            or_any(json_leaf()),
-            or_any(json_leaf()),
-        )
-            .prop_map(|(index, id, name, arguments)| {
-                json!({"index": index, "id": id, "function": {"name": name, "arguments": arguments}})
-            });
-        (
-            or_any(json_leaf()),
-            or_any(json_leaf()),
-            prop::collection::vec(call, 0..3),
-            or_any(json_leaf()),
-            or_any(json_leaf()),
-            prop::option::of(or_any(json_leaf())),
-        )
-            .prop_map(|(index, content, calls, finish, tokens, error)| {
-                object(vec![
-                    (
-                        "choices",
-                        Some(json!([{
-                            "index": index,
-                            "delta": {"content": content, "tool_calls": calls},
-                            "finish_reason": finish,
-                        }])),
-                    ),
-                    (
-                        "usage",
-                        Some(json!({"prompt_tokens": tokens, "completion_tokens": tokens,
-                                    "prompt_tokens_details": {"cached_tokens": tokens}})),
-                    ),
-                    ("error", error),
-                ])
-            })
+        openai_parts().prop_map(|(index, content, calls, finish, tokens, error)| {
+            object(vec![
+                (
+                    "choices",
+                    Some(json!([{
+                        "index": index,
+                        "delta": {"content": content, "tool_calls": calls},
+                        "finish_reason": finish,
+                    }])),
+                ),
+                ("usage", Some(openai_usage(tokens))),
+                ("error", error),
+            ])
+        })
     }
 
     proptest! {
@@ -312,14 +291,7 @@ mod tests {
             if !done {
                 prop_assert!(!finished, "finished without [DONE]");
             }
-            // Whatever came through assembles into a response or a clear error.
-            let mut acc = StreamAccumulator::new("openai");
-            for item in items.into_iter().flatten() {
-                acc.push(item);
-            }
-            if let Err(e) = acc.finish() {
-                prop_assert!(e.provider_kind().is_some(), "{e:?}");
-            }
+            check_assembles("openai", items);
         }
 
         #[test]
@@ -356,11 +328,7 @@ mod tests {
                 acc.push(item.map_err(|e| TestCaseError::fail(e.to_string()))?);
             }
             let response = acc.finish().map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert_eq!(response.text(), texts.concat());
-            let calls: Vec<Value> = response.message.tool_calls().map(|c| c.2.clone()).collect();
-            let expected: Vec<Value> = args.iter().map(|a| json!({"n": a})).collect();
-            prop_assert_eq!(calls, expected);
-            prop_assert_eq!(response.usage.output_tokens, 4);
+            check_response(&response, &texts, &args, 4)?;
         }
     }
 }

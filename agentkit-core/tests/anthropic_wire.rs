@@ -739,17 +739,10 @@ async fn a_negative_retry_after_is_ignored_and_the_backoff_applies() {
         )),
     ])
     .await;
-    let err = server
-        .provider()
-        .complete(CompletionRequest::new(vec![Message::user("hi")]))
-        .await
-        .unwrap_err();
+    let err = server.provider().complete(common::hi()).await.unwrap_err();
     assert_eq!(err.retry_after(), None, "-5 is not a wait");
-    let provider = common::retrying(server.provider());
-    let answer = provider
-        .complete(CompletionRequest::new(vec![Message::user("hi")]))
-        .await
-        .unwrap();
+    let retrying = common::retrying(server.provider());
+    let answer = retrying.complete(common::hi()).await.unwrap();
     assert_eq!(answer.text(), "ok");
 }
 

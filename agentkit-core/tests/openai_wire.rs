@@ -792,10 +792,7 @@ async fn an_absurd_retry_after_is_neither_a_panic_nor_a_stall() {
         .retry(RetryConfig::new())
         .build();
     let started = Instant::now();
-    let err = provider
-        .complete(CompletionRequest::new(vec![Message::user("hi")]))
-        .await
-        .unwrap_err();
+    let err = provider.complete(common::hi()).await.unwrap_err();
     assert_eq!(err.provider_kind(), Some(ProviderErrorKind::RateLimited));
     assert_eq!(err.retry_after(), Some(Duration::from_secs(24 * 60 * 60)));
     assert_eq!(mock.requests(), 1);

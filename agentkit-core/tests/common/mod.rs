@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentkit_core::provider::LayeredProvider;
-use agentkit_core::{LlmProvider, ProviderBuilder, RetryConfig};
+use agentkit_core::{CompletionRequest, LlmProvider, Message, ProviderBuilder, RetryConfig};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -127,6 +127,11 @@ impl MockServer {
             .get(name)
             .map(|v| v.to_str().unwrap().to_owned())
     }
+}
+
+/// A one-message request: "hi".
+pub fn hi() -> CompletionRequest {
+    CompletionRequest::new(vec![Message::user("hi")])
 }
 
 /// `provider` wrapped in the default retry layer with a fast (10 ms) first backoff.

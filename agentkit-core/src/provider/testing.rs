@@ -49,7 +49,7 @@ pub(crate) fn object(fields: Vec<(&'static str, Option<Value>)>) -> Value {
 }
 
 /// A leaf where a small index is likely, else any leaf.
-fn index_like() -> impl Strategy<Value = Value> {
+pub(crate) fn index_like() -> impl Strategy<Value = Value> {
     or_any(prop_oneof![
         Just(Value::from(0)),
         Just(Value::from(1)),
@@ -57,6 +57,7 @@ fn index_like() -> impl Strategy<Value = Value> {
     ])
 }
 
+#[cfg(feature = "openai")]
 /// The parts of an OpenAI choice, each of the right shape or not: `(index, content, tool
 /// calls, finish_reason, a token count, an optional error object)`.
 pub(crate) fn openai_parts()
@@ -81,6 +82,7 @@ pub(crate) fn openai_parts()
     )
 }
 
+#[cfg(feature = "openai")]
 /// OpenAI usage with every count `tokens`.
 pub(crate) fn openai_usage(tokens: Value) -> Value {
     serde_json::json!({"prompt_tokens": tokens, "completion_tokens": tokens,

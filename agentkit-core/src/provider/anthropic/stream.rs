@@ -347,7 +347,7 @@ mod tests {
     use crate::provider::collect_stream;
     use crate::provider::testing::{
         any_json, byte_stream, check_assembles, check_response, check_stream_ends_well,
-        collect_all, json_leaf, object, or_any, split, sse_frames,
+        collect_all, index_like, json_leaf, object, or_any, split, sse_frames,
     };
     use proptest::prelude::*;
     use serde_json::{Value, json};
@@ -375,7 +375,7 @@ mod tests {
         let delta_type = prop_oneof![Just("text_delta"), Just("input_json_delta")];
         (
             kind,
-            or_any(prop_oneof![Just(json!(0)), Just(json!(1)), json_leaf()]),
+            index_like(),
             (block_type, or_any(json_leaf()), or_any(json_leaf())),
             (delta_type, or_any(json_leaf()), or_any(json_leaf())),
             or_any(json_leaf()),

@@ -283,7 +283,9 @@ impl ProviderBuilder {
         }
     }
 
-    /// Retry retryable failures.
+    /// Retry retryable failures, with a jittered exponential backoff or the provider's
+    /// `Retry-After`; a `Retry-After` longer than [`RetryConfig::max_retry_after`] (default
+    /// 60 s) is not waited for, the error is returned instead.
     #[must_use]
     pub fn retry(mut self, config: RetryConfig) -> Self {
         self.retry = Some(config);

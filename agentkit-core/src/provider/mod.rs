@@ -334,7 +334,8 @@ impl<P: LlmProvider + ?Sized> LlmProvider for std::sync::Arc<P> {
 /// `ANTHROPIC_BASE_URL`); `Ok(None)` when neither is set or their features are off.
 ///
 /// The provider comes wrapped in the default tower layers: 3 retries of retryable failures
-/// (honouring `Retry-After`) and at most 16 calls in flight.
+/// (honouring a `Retry-After` of up to 60 s; a longer one returns the error) and at most 16
+/// calls in flight.
 ///
 /// ```
 /// // With no key in the environment there is no provider, and that is not an error.
@@ -399,8 +400,8 @@ fn layered(
         .build()
 }
 
-/// Wrap a provider in the default layers: 3 retries with backoff (honouring `Retry-After`) and
-/// at most 16 concurrent calls.
+/// Wrap a provider in the default layers: 3 retries with a jittered backoff (honouring a
+/// `Retry-After` of up to 60 s; a longer one returns the error) and at most 16 concurrent calls.
 pub fn with_default_layers(provider: impl LlmProvider + 'static) -> layers::LayeredProvider {
     ProviderBuilder::new(provider)
         .retry(RetryConfig::default())

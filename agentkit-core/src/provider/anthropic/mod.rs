@@ -18,6 +18,10 @@
 //! stream that ends before `message_stop` is `Stream`. Wrap the provider in a
 //! [`ProviderBuilder`](crate::ProviderBuilder) to retry the retryable ones.
 
+// One job per module: `config` (what to reach and how: code, settings, environment),
+// `request` (a CompletionRequest as a wire body), `response` (a wire answer as a
+// CompletionResponse), `stream` (server-sent events as CompletionChunks). This file holds the
+// provider: headers, the HTTP call and the LlmProvider impl.
 mod config;
 mod request;
 mod response;

@@ -31,6 +31,10 @@
 //! # Ok(()) }
 //! ```
 
+// One job per module: `config` (what to reach and how: code, settings, environment),
+// `endpoint` (HTTP: client, headers, URLs, POST), `request` (a CompletionRequest as a wire
+// body), `response` (a wire answer as a CompletionResponse), `stream` (server-sent events as
+// CompletionChunks), `embedding` (the embeddings endpoint). This file wires them together.
 mod config;
 mod embedding;
 mod endpoint;

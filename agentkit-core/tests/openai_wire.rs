@@ -800,6 +800,30 @@ async fn an_absurd_retry_after_is_neither_a_panic_nor_a_stall() {
 }
 
 #[tokio::test]
+async fn an_endless_error_body_is_read_only_in_part() {
+    // A broken server answers 500 with a body that never ends: the error is built from its
+    // start instead of reading forever.
+    let mock = Mock::start(|_, _| {
+        let endless =
+            futures::stream::repeat_with(|| Ok::<_, Infallible>(Bytes::from(vec![b'x'; 4096])));
+        Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .body(Body::from_stream(endless))
+            .unwrap()
+    })
+    .await;
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        mock.provider().complete(common::hi()),
+    )
+    .await
+    .expect("the error body was read to its (missing) end")
+    .unwrap_err();
+    assert_eq!(err.provider_kind(), Some(ProviderErrorKind::Server));
+    assert!(err.to_string().contains("xxxx…"), "{err}");
+}
+
+#[tokio::test]
 async fn a_server_error_is_retried() {
     // The first two requests fail with 500, the third succeeds.
     let mock = Mock::start(|n, _| {

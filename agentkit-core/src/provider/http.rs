@@ -230,13 +230,31 @@ pub(crate) fn error_body_message(status: u16, body: &str) -> String {
         })
 }
 
+/// How much of an error response's body is read (a hostile or broken server may send
+/// gigabytes with a 500).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The start of an error response's body, at most [`MAX_ERROR_BODY`] bytes; a body that breaks
+/// off is what arrived until then.
+async fn error_body(mut response: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < MAX_ERROR_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body.truncate(MAX_ERROR_BODY);
+    body
+}
+
 /// Turn a non-success HTTP response into an error, reading the provider's error message from
 /// the body.
 pub(crate) async fn status_error(provider: &str, response: reqwest::Response) -> Error {
     let status = response.status().as_u16();
     let retry_after = retry_after(response.headers());
-    let body = response.text().await.unwrap_or_default();
-    let message = error_body_message(status, &body);
+    let body = error_body(response).await;
+    let message = error_body_message(status, &String::from_utf8_lossy(&body));
     let hint = match status {
         401 | 403 => " (check the API key)",
         404 => " (check the base URL and the model name)",

@@ -5,10 +5,12 @@
 //! bad values become an [`Error`] that says what was wrong, or are ignored with a debug log
 //! when they are only a hint (an unreadable `Retry-After`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt, TryStream};
+use futures::{Stream, StreamExt, TryStream, TryStreamExt};
 use reqwest::Url;
 use serde::de::DeserializeOwned;
 
@@ -304,10 +306,23 @@ pub(crate) fn decode_json<T: DeserializeOwned>(
     Ok(value)
 }
 
+/// The most bytes one server-sent event may take (16 MiB): a server that sends a line without
+/// end must not fill the memory.
+const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why the bytes under an event stream could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("one event is larger than {0} bytes (or never ends)")]
+    EventTooLarge(usize),
+    #[error(transparent)]
+    Transport(Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// The server-sent events of a byte stream, as `(event, data)` pairs. Blocks without `data`
 /// (comments, `retry:`-only blocks) are skipped; an event without a name is `message`. A
-/// decoding failure (invalid UTF-8 in a field, a broken connection) ends the stream with an
-/// error of kind [`ProviderErrorKind::Stream`].
+/// decoding failure (invalid UTF-8 in a field, an event larger than 16 MiB, a broken
+/// connection) ends the stream with an error of kind [`ProviderErrorKind::Stream`].
 pub(crate) fn sse_events<S>(
     provider: &str,
     bytes: S,
@@ -317,13 +332,46 @@ where
     S::Ok: bytes::Buf + Send,
     S::Error: std::error::Error + Send + Sync + 'static,
 {
+    sse_events_limited(provider, bytes, MAX_EVENT_BYTES)
+}
+
+/// [`sse_events`] with at most `limit` bytes read per event.
+fn sse_events_limited<S>(
+    provider: &str,
+    bytes: S,
+    limit: usize,
+) -> impl Stream<Item = Result<(String, String), Error>> + Send + 'static
+where
+    S: TryStream + Send + 'static,
+    S::Ok: bytes::Buf + Send,
+    S::Error: std::error::Error + Send + Sync + 'static,
+{
+    // Bytes read since the decoder last gave an event out.
+    let unread = Arc::new(AtomicUsize::new(0));
+    let counted = {
+        let unread = Arc::clone(&unread);
+        bytes.into_stream().map(move |r| match r {
+            Ok(buf) => {
+                let n = bytes::Buf::remaining(&buf);
+                if unread.fetch_add(n, Ordering::Relaxed).saturating_add(n) > limit {
+                    Err(ReadError::EventTooLarge(limit))
+                } else {
+                    Ok(buf)
+                }
+            }
+            Err(e) => Err(ReadError::Transport(Box::new(e))),
+        })
+    };
     let provider = provider.to_owned();
-    sse_stream::SseByteStream::new(bytes).filter_map(move |r| {
+    sse_stream::SseByteStream::new(counted).filter_map(move |r| {
         let item = match r {
-            Ok(ev) => ev.data.map(|data| {
-                let event = ev.event.unwrap_or_else(|| "message".to_owned());
-                Ok((event, data))
-            }),
+            Ok(ev) => {
+                unread.store(0, Ordering::Relaxed);
+                ev.data.map(|data| {
+                    let event = ev.event.unwrap_or_else(|| "message".to_owned());
+                    Ok((event, data))
+                })
+            }
             Err(e) => Some(Err(Error::provider(
                 provider.clone(),
                 ProviderErrorKind::Stream,
@@ -532,6 +580,21 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn an_event_without_end_is_an_error_not_a_full_memory() {
+        let frames =
+            futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from("data: {}\n\n"))])
+                .chain(futures::stream::repeat_with(|| {
+                    Ok(bytes::Bytes::from(vec![b'x'; 100]))
+                }));
+        let items: Vec<_> = sse_events_limited("p", frames, 1000).collect().await;
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].as_ref().unwrap().1, "{}");
+        let err = items[1].as_ref().unwrap_err();
+        assert_eq!(err.provider_kind(), Some(ProviderErrorKind::Stream));
+        assert!(err.to_string().contains("larger than 1000 bytes"), "{err}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,9 +16,9 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, ProviderErrorKind};
 
 pub(crate) use retry_after::retry_after;
-pub(crate) use sse::{idle_timeout, response_events};
 #[cfg(test)]
 pub(crate) use sse::sse_events;
+pub(crate) use sse::{idle_timeout, response_events};
 
 /// How many characters of a body an error message quotes.
 const SNIPPET_CHARS: usize = 200;

@@ -139,38 +139,44 @@ impl OpenAiEmbedder {
                 "the embeddings response",
             )
             .await?;
-        if let Some(error) = wire.error {
-            return Err(error.into_error(&self.name, ProviderErrorKind::BadRequest));
-        }
-        let mut slots: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
-        for item in wire.data {
-            let slot = slots.get_mut(item.index).ok_or_else(|| {
-                http::decode_error(
-                    &self.name,
-                    "the embeddings response",
-                    format!(
-                        "it has index {} but only {} texts were sent",
-                        item.index,
-                        texts.len()
-                    ),
-                )
-            })?;
-            *slot = Some(item.embedding);
-        }
-        slots
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.ok_or_else(|| {
-                    http::decode_error(
-                        &self.name,
-                        "the embeddings response",
-                        format!("it has no vector for input {i}"),
-                    )
-                })
-            })
-            .collect()
+        vectors(&self.name, wire, texts.len())
     }
+}
+
+/// The vectors of an embeddings answer, in the order of the `expected` inputs.
+///
+/// # Errors
+///
+/// The provider's error object, or a decode error when an index is out of range or an input
+/// has no vector. (A value beyond `f32` is already a decode error naming its path.)
+fn vectors(provider: &str, wire: WireEmbeddings, expected: usize) -> Result<Vec<Vec<f32>>> {
+    const WHAT: &str = "the embeddings response";
+    if let Some(error) = wire.error {
+        return Err(error.into_error(provider, ProviderErrorKind::BadRequest));
+    }
+    let mut slots: Vec<Option<Vec<f32>>> = vec![None; expected];
+    for item in wire.data {
+        let slot = slots.get_mut(item.index).ok_or_else(|| {
+            http::decode_error(
+                provider,
+                WHAT,
+                format!(
+                    "it has index {} but only {expected} texts were sent",
+                    item.index
+                ),
+            )
+        })?;
+        *slot = Some(item.embedding);
+    }
+    slots
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.ok_or_else(|| {
+                http::decode_error(provider, WHAT, format!("it has no vector for input {i}"))
+            })
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -195,5 +201,60 @@ impl Embedder for OpenAiEmbedder {
             out.extend(self.embed_batch(batch).await?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::testing::{any_json, index_like, json_leaf, or_any};
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn parse(body: &[u8], expected: usize) -> Result<Vec<Vec<f32>>> {
+        let wire = super::super::response::decode("openai", "the embeddings response", body)?;
+        vectors("openai", wire, expected)
+    }
+
+    #[test]
+    fn out_of_range_missing_and_overflowing_vectors_are_decode_errors() {
+        let err = parse(br#"{"data": [{"index": 5, "embedding": [1]}]}"#, 1).unwrap_err();
+        assert!(
+            err.to_string().contains("index 5 but only 1 texts"),
+            "{err}"
+        );
+        let err = parse(br#"{"data": [{"index": 1, "embedding": [1]}]}"#, 2).unwrap_err();
+        assert!(err.to_string().contains("no vector for input 0"), "{err}");
+        let err = parse(br#"{"data": [{"index": 0, "embedding": [1e39]}]}"#, 1).unwrap_err();
+        assert!(err.to_string().contains("data[0].embedding[0]"), "{err}");
+        let err = parse(br#"{"data": [{"index": -1, "embedding": []}]}"#, 1).unwrap_err();
+        assert!(err.to_string().contains("data[0].index"), "{err}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_embeddings_body_is_vectors_or_a_clear_error(
+            body in prop_oneof![
+                any_json(),
+                prop::collection::vec(
+                    (index_like(), or_any(prop::collection::vec(json_leaf(), 0..3).prop_map(Value::Array))),
+                    0..4,
+                )
+                .prop_map(|items| json!({"data": items.into_iter()
+                    .map(|(index, embedding)| json!({"index": index, "embedding": embedding}))
+                    .collect::<Vec<_>>()})),
+            ],
+            expected in 0usize..3,
+        ) {
+            match parse(body.to_string().as_bytes(), expected) {
+                Ok(v) => {
+                    prop_assert_eq!(v.len(), expected);
+                    prop_assert!(v.iter().flatten().all(|x| x.is_finite()));
+                }
+                Err(e) => prop_assert!(e.provider_kind().is_some(), "{e:?}"),
+            }
+        }
     }
 }

@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Tokens used by one or more model calls. Adds up with `+` and `+=`.
+/// Tokens used by one or more model calls. Adds up with `+` and `+=` (saturating: counts a
+/// provider reports are not trusted to stay small).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Usage {
@@ -41,7 +42,10 @@ impl Usage {
     /// All tokens, input (including cache) and output.
     #[must_use]
     pub fn total_tokens(&self) -> u64 {
-        self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+        self.input_tokens
+            .saturating_add(self.output_tokens)
+            .saturating_add(self.cache_read_tokens)
+            .saturating_add(self.cache_write_tokens)
     }
 }
 
@@ -55,10 +59,12 @@ impl std::ops::Add for Usage {
 
 impl std::ops::AddAssign for Usage {
     fn add_assign(&mut self, rhs: Usage) {
-        self.input_tokens += rhs.input_tokens;
-        self.output_tokens += rhs.output_tokens;
-        self.cache_read_tokens += rhs.cache_read_tokens;
-        self.cache_write_tokens += rhs.cache_write_tokens;
+        self.input_tokens = self.input_tokens.saturating_add(rhs.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(rhs.output_tokens);
+        self.cache_read_tokens = self.cache_read_tokens.saturating_add(rhs.cache_read_tokens);
+        self.cache_write_tokens = self
+            .cache_write_tokens
+            .saturating_add(rhs.cache_write_tokens);
     }
 }
 
@@ -94,5 +100,10 @@ mod tests {
         u += Usage::new(1, 1);
         assert_eq!(u, Usage::new(11, 6).with_cache(3, 2));
         assert_eq!(u.total_tokens(), 22);
+        // A provider reporting absurd counts does not overflow (and panic in debug builds).
+        let mut huge = Usage::new(u64::MAX, u64::MAX).with_cache(u64::MAX, 1);
+        assert_eq!(huge.total_tokens(), u64::MAX);
+        huge += Usage::new(1, 1);
+        assert_eq!(huge.input_tokens, u64::MAX);
     }
 }

@@ -2,8 +2,6 @@
 #![cfg(feature = "anthropic")]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentkit_core::provider::anthropic::{AnthropicConfig, AnthropicProvider};
@@ -12,12 +10,9 @@ use agentkit_core::{
     LlmProvider, Message, ProviderBuilder, ProviderErrorKind, ResponseFormat, RetryConfig, Role,
     RunContext, StopReason, ToolChoice, ToolSpec, Usage, collect_stream,
 };
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -83,46 +78,40 @@ impl Reply {
     }
 }
 
-struct Seen {
-    headers: HeaderMap,
-    body: Value,
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let mut response = if self.chunked {
+            common::sse_response(vec![self.body], Some(17))
+        } else {
+            Response::new(Body::from(self.body))
+        };
+        *response.status_mut() = StatusCode::from_u16(self.status).unwrap();
+        for (name, value) in self.headers {
+            response
+                .headers_mut()
+                .insert(name, HeaderValue::from_str(&value).unwrap());
+        }
+        response
+    }
 }
 
-#[derive(Clone, Default)]
-struct Shared {
-    replies: Arc<Mutex<VecDeque<Reply>>>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
+mod common;
+use common::MockServer;
 
-struct MockAnthropic {
-    base_url: String,
-    shared: Shared,
-    task: tokio::task::JoinHandle<()>,
-}
+/// The shared local server, answering queued replies in order, pointed at by an Anthropic
+/// configuration.
+struct MockAnthropic(MockServer);
 
-impl Drop for MockAnthropic {
-    fn drop(&mut self) {
-        self.task.abort();
+impl std::ops::Deref for MockAnthropic {
+    type Target = MockServer;
+    fn deref(&self) -> &MockServer {
+        &self.0
     }
 }
 
 impl MockAnthropic {
     async fn start(replies: Vec<Reply>) -> Self {
-        let shared = Shared::default();
-        shared.replies.lock().unwrap().extend(replies);
-        let app = Router::new()
-            .route("/v1/messages", post(handle))
-            .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Self {
-            base_url: format!("http://{addr}"),
-            shared,
-            task,
-        }
+        Self(MockServer::queued(replies).await)
     }
 
     fn provider(&self) -> AnthropicProvider {
@@ -130,52 +119,9 @@ impl MockAnthropic {
     }
 
     fn config(&self) -> AnthropicConfig {
-        AnthropicConfig::new("sk-ant-test-key")
-            .with_base_url(&self.base_url)
+        AnthropicConfig::compatible(&self.url, "sk-ant-test-key")
             .with_timeout(Duration::from_secs(10))
     }
-
-    fn requests(&self) -> usize {
-        self.shared.seen.lock().unwrap().len()
-    }
-
-    fn body(&self, i: usize) -> Value {
-        self.shared.seen.lock().unwrap()[i].body.clone()
-    }
-
-    fn header(&self, i: usize, name: &str) -> Option<String> {
-        self.shared.seen.lock().unwrap()[i]
-            .headers
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-    }
-}
-
-async fn handle(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    shared.seen.lock().unwrap().push(Seen { headers, body });
-    let Some(reply) = shared.replies.lock().unwrap().pop_front() else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "no reply queued").into_response();
-    };
-    let body = if reply.chunked {
-        let pieces: Vec<Result<Bytes, std::convert::Infallible>> = reply
-            .body
-            .into_bytes()
-            .chunks(17)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        Body::from_stream(futures::stream::iter(pieces))
-    } else {
-        Body::from(reply.body)
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = StatusCode::from_u16(reply.status).unwrap();
-    for (name, value) in reply.headers {
-        response
-            .headers_mut()
-            .insert(name, HeaderValue::from_str(&value).unwrap());
-    }
-    response
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -312,6 +258,7 @@ async fn request_carries_auth_system_alternating_turns_tools_and_choice() {
     let answer = provider.complete(request).await.unwrap();
     assert_eq!(answer.text(), "Il fait beau.");
 
+    assert_eq!(server.seen()[0].path, "/v1/messages");
     assert_eq!(
         server.header(0, "x-api-key").as_deref(),
         Some("sk-ant-test-key")
@@ -782,6 +729,24 @@ async fn rate_limit_waits_for_retry_after_then_succeeds() {
 }
 
 #[tokio::test]
+async fn a_negative_retry_after_is_ignored_and_the_backoff_applies() {
+    let server = MockAnthropic::start(vec![
+        Reply::error(429, "rate_limit_error", "slow down").with_header("retry-after", "-5"),
+        Reply::json(message(
+            json!([{"type": "text", "text": "ok"}]),
+            "end_turn",
+            usage(1, 1),
+        )),
+    ])
+    .await;
+    let err = server.provider().complete(common::hi()).await.unwrap_err();
+    assert_eq!(err.retry_after(), None, "-5 is not a wait");
+    let retrying = common::retrying(server.provider());
+    let answer = retrying.complete(common::hi()).await.unwrap();
+    assert_eq!(answer.text(), "ok");
+}
+
+#[tokio::test]
 async fn rate_limit_error_carries_retry_after() {
     let server = MockAnthropic::start(vec![
         Reply::error(429, "rate_limit_error", "slow down").with_header("retry-after", "1"),
@@ -836,9 +801,7 @@ async fn malformed_json_is_a_decode_error_and_not_retried() {
         text_reply("never sent"),
     ])
     .await;
-    let provider = ProviderBuilder::new(server.provider())
-        .retry(RetryConfig::new().with_initial_backoff(Duration::from_millis(10)))
-        .build();
+    let provider = common::retrying(server.provider());
     let err = provider
         .complete(CompletionRequest::new(vec![Message::user("hi")]))
         .await

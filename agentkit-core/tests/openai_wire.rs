@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentkit_core::provider::openai::{OpenAiConfig, OpenAiEmbedder, OpenAiProvider};
@@ -13,98 +12,33 @@ use agentkit_core::{
     Embedder, FnTool, LlmProvider, Message, ProviderBuilder, ProviderErrorKind, ResponseFormat,
     RetryConfig, Role, RunContext, StopReason, ToolChoice, ToolSpec, Usage, collect_stream,
 };
-use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{StatusCode, header};
+use axum::response::Response;
 use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 // ---------------------------------------------------------------------------------------------
-// A local server that answers with whatever the test scripts.
+// The shared local server, pointed at by an OpenAI configuration.
 
-#[derive(Clone, Debug)]
-struct Seen {
-    path: String,
-    query: Option<String>,
-    headers: HeaderMap,
-    body: Value,
-    at: Instant,
+mod common;
+use common::{MockServer as Mock, json_reply};
+
+trait OpenAiMock {
+    fn base(&self) -> String;
+    fn config(&self) -> OpenAiConfig;
+    fn provider(&self) -> OpenAiProvider;
 }
 
-type Reply = Arc<dyn Fn(usize, &Seen) -> Response + Send + Sync>;
-
-#[derive(Clone)]
-struct Shared {
-    seen: Arc<Mutex<Vec<Seen>>>,
-    reply: Reply,
-}
-
-struct Mock {
-    base: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn record(
-    State(shared): State<Shared>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let seen = Seen {
-        path: uri.path().to_owned(),
-        query: uri.query().map(str::to_owned),
-        headers,
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-        at: Instant::now(),
-    };
-    let n = {
-        let mut all = shared.seen.lock().unwrap();
-        all.push(seen.clone());
-        all.len() - 1
-    };
-    (shared.reply)(n, &seen)
-}
-
-impl Mock {
-    /// Serve on 127.0.0.1:<free port>; `reply(n, request)` answers the n-th request (0-based).
-    /// The server stops when the `Mock` is dropped.
-    async fn start(reply: impl Fn(usize, &Seen) -> Response + Send + Sync + 'static) -> Self {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let shared = Shared {
-            seen: Arc::clone(&seen),
-            reply: Arc::new(reply),
-        };
-        let app = Router::new().fallback(record).with_state(shared);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        Self {
-            base: format!("http://{addr}/v1"),
-            seen,
-            _stop: stop,
-        }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+impl OpenAiMock for Mock {
+    fn base(&self) -> String {
+        format!("{}/v1", self.url)
     }
 
     fn config(&self) -> OpenAiConfig {
-        OpenAiConfig::new("sk-test").with_base_url(&self.base)
+        OpenAiConfig::compatible(self.base(), "sk-test")
     }
 
     fn provider(&self) -> OpenAiProvider {
@@ -112,19 +46,15 @@ impl Mock {
     }
 }
 
-fn json_reply(status: StatusCode, body: Value) -> Response {
-    (status, axum::Json(body)).into_response()
-}
-
 /// An SSE body: each event as a `data:` line, as OpenAI writes them.
 fn sse(events: Vec<String>) -> Response {
-    let frames = events
-        .into_iter()
-        .map(|e| Ok::<_, Infallible>(Bytes::from(format!("data: {e}\n\n"))));
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
-        .body(Body::from_stream(futures::stream::iter(frames)))
-        .unwrap()
+    common::sse_response(
+        events
+            .into_iter()
+            .map(|e| format!("data: {e}\n\n"))
+            .collect(),
+        None,
+    )
 }
 
 const MODEL: &str = "gpt-4.1-mini-2025-04-14";
@@ -350,7 +280,7 @@ async fn a_plain_request_sends_only_what_it_needs() {
     // A keyless local server with an old `max_tokens` API and a configured default model.
     let provider = OpenAiProvider::new(
         OpenAiConfig::default()
-            .with_base_url(&mock.base)
+            .with_base_url(mock.base())
             .with_default_model("llama3.2")
             .with_legacy_max_tokens(true),
     )
@@ -844,6 +774,56 @@ async fn a_429_reports_rate_limited_with_retry_after() {
 }
 
 #[tokio::test]
+async fn an_absurd_retry_after_is_neither_a_panic_nor_a_stall() {
+    // `Retry-After: 1e20` used to panic in Duration::from_secs_f64. Now it is clamped to a day,
+    // which is longer than the retry layer waits (max_retry_after, 60 s): the error comes back
+    // at once, after one request.
+    let mock = Mock::start(|_, _| {
+        let mut r = json_reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            openai_error("Rate limit reached", "requests", "rate_limit_exceeded"),
+        );
+        r.headers_mut()
+            .insert("retry-after", "1e20".parse().unwrap());
+        r
+    })
+    .await;
+    let provider = ProviderBuilder::new(mock.provider())
+        .retry(RetryConfig::new())
+        .build();
+    let started = Instant::now();
+    let err = provider.complete(common::hi()).await.unwrap_err();
+    assert_eq!(err.provider_kind(), Some(ProviderErrorKind::RateLimited));
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(24 * 60 * 60)));
+    assert_eq!(mock.requests(), 1);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn an_endless_error_body_is_read_only_in_part() {
+    // A broken server answers 500 with a body that never ends: the error is built from its
+    // start instead of reading forever.
+    let mock = Mock::start(|_, _| {
+        let endless =
+            futures::stream::repeat_with(|| Ok::<_, Infallible>(Bytes::from(vec![b'x'; 4096])));
+        Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .body(Body::from_stream(endless))
+            .unwrap()
+    })
+    .await;
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        mock.provider().complete(common::hi()),
+    )
+    .await
+    .expect("the error body was read to its (missing) end")
+    .unwrap_err();
+    assert_eq!(err.provider_kind(), Some(ProviderErrorKind::Server));
+    assert!(err.to_string().contains("xxxx…"), "{err}");
+}
+
+#[tokio::test]
 async fn a_server_error_is_retried() {
     // The first two requests fail with 500, the third succeeds.
     let mock = Mock::start(|n, _| {
@@ -867,9 +847,7 @@ async fn a_server_error_is_retried() {
     assert_eq!(err.status(), Some(500));
     assert!(err.to_string().contains("error while processing"), "{err}");
 
-    let p = ProviderBuilder::new(mock.provider())
-        .retry(RetryConfig::new().with_initial_backoff(Duration::from_millis(10)))
-        .build();
+    let p = common::retrying(mock.provider());
     let r = p.complete(ask()).await.unwrap();
     assert_eq!(r.text(), "recovered");
     assert_eq!(mock.seen().len(), 3, "one failed attempt, then one retry");
@@ -919,7 +897,7 @@ async fn unauthorized_is_an_auth_error_that_mentions_the_api_key() {
     assert!(err.to_string().contains("API key"), "{err}");
 
     // Without any key configured, the error says which variable to set.
-    let keyless = OpenAiProvider::new(OpenAiConfig::default().with_base_url(&mock.base)).unwrap();
+    let keyless = OpenAiProvider::new(OpenAiConfig::default().with_base_url(mock.base())).unwrap();
     let err = keyless
         .complete(CompletionRequest::new(vec![Message::user("hi")]))
         .await

@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
@@ -15,7 +16,17 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use super::{ChunkStream, CompletionRequest, CompletionResponse, LlmProvider};
 use crate::error::{Error, Result};
 
+/// The longest backoff delay (one day): configured delays are clamped to it, so the jitter
+/// arithmetic stays far from `Duration::MAX`.
+const BACKOFF_CEILING: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// When and how often to retry a failed provider call.
+///
+/// Delays grow exponentially from `initial_backoff` (doubling, at most `max_backoff`), each
+/// plus a random jitter of up to the delay itself, so clients that failed together do not
+/// retry together. A `Retry-After` the provider sent replaces the computed delay, but only up
+/// to `max_retry_after` (default 60 s): a provider asking for a longer wait gets its error
+/// returned instead of a stalled call.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RetryConfig {
@@ -23,10 +34,12 @@ pub struct RetryConfig {
     pub max_retries: u32,
     /// Delay before the first retry; doubles each time.
     pub initial_backoff: Duration,
-    /// Upper bound of one delay.
+    /// Upper bound of one delay (before jitter).
     pub max_backoff: Duration,
     /// A `Retry-After` longer than this is not waited for: the error is returned instead.
     pub max_retry_after: Duration,
+    /// Add a random delay of up to the computed delay (default on).
+    pub jitter: bool,
 }
 
 impl Default for RetryConfig {
@@ -36,6 +49,7 @@ impl Default for RetryConfig {
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(60),
+            jitter: true,
         }
     }
 }
@@ -74,15 +88,52 @@ impl RetryConfig {
         self.max_retry_after = d;
         self
     }
+
+    /// Turn the random jitter on or off (off gives exact, doubling delays).
+    #[must_use]
+    pub fn with_jitter(mut self, jitter: bool) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The backon builder for these settings (delays clamped to one day).
+    fn backoff(&self) -> ExponentialBuilder {
+        let max = self.max_backoff.min(BACKOFF_CEILING);
+        let builder = ExponentialBuilder::new()
+            .with_factor(2.0)
+            .with_min_delay(self.initial_backoff.min(max))
+            .with_max_delay(max)
+            .with_max_times(usize::try_from(self.max_retries).unwrap_or(usize::MAX));
+        if self.jitter {
+            builder.with_jitter()
+        } else {
+            builder
+        }
+    }
 }
 
 /// A tower retry [`Policy`](tower::retry::Policy): retries errors for which
-/// [`Error::is_retryable`] holds, waiting for the provider's `Retry-After` when it gave one and
-/// for an exponential backoff otherwise.
-#[derive(Debug, Clone)]
+/// [`Error::is_retryable`] holds, waiting for the provider's `Retry-After` when it gave one (up
+/// to [`RetryConfig::max_retry_after`]) and for a jittered exponential backoff (the `backon`
+/// crate's) otherwise.
+///
+/// A policy follows one request; tower clones the layer's policy for each new request, and a
+/// clone starts with a fresh backoff.
+#[derive(Debug)]
 pub struct RetryPolicy {
     config: Arc<RetryConfig>,
+    backoff: Option<ExponentialBackoff>,
     attempt: u32,
+}
+
+impl Clone for RetryPolicy {
+    fn clone(&self) -> Self {
+        Self {
+            config: Arc::clone(&self.config),
+            backoff: None,
+            attempt: 0,
+        }
+    }
 }
 
 impl RetryPolicy {
@@ -91,26 +142,37 @@ impl RetryPolicy {
     pub fn new(config: RetryConfig) -> Self {
         Self {
             config: Arc::new(config),
+            backoff: None,
             attempt: 0,
         }
     }
 
-    /// The delay before retry number `attempt` (0-based) after `error`, or `None` to give up.
-    #[must_use]
-    pub fn delay_for(&self, attempt: u32, error: &Error) -> Option<Duration> {
-        if attempt >= self.config.max_retries || !error.is_retryable() {
+    /// The delay before the next retry after `error`, or `None` to give up (the error is not
+    /// retryable, the retries are used up, or the provider asked for a wait longer than
+    /// [`RetryConfig::max_retry_after`]). Counts as one retry when it returns a delay.
+    pub fn next_delay(&mut self, error: &Error) -> Option<Duration> {
+        if !error.is_retryable() {
             return None;
         }
-        if let Some(after) = error.retry_after() {
-            return (after <= self.config.max_retry_after).then_some(after);
-        }
-        let factor = 2u32.saturating_pow(attempt.min(16));
-        Some(
-            self.config
-                .initial_backoff
-                .saturating_mul(factor)
-                .min(self.config.max_backoff),
-        )
+        let config = &self.config;
+        let backoff = self
+            .backoff
+            .get_or_insert_with(|| config.backoff().build())
+            .next()?;
+        let delay = match error.retry_after() {
+            Some(after) if after > self.config.max_retry_after => {
+                tracing::debug!(
+                    ?after,
+                    max = ?self.config.max_retry_after,
+                    "the provider asks for a longer wait than max_retry_after; not retrying"
+                );
+                return None;
+            }
+            Some(after) => after,
+            None => backoff,
+        };
+        self.attempt += 1;
+        Some(delay)
     }
 }
 
@@ -123,9 +185,8 @@ impl<Res> tower::retry::Policy<CompletionRequest, Res, Error> for RetryPolicy {
         result: &mut Result<Res>,
     ) -> Option<Self::Future> {
         let error = result.as_ref().err()?;
-        let delay = self.delay_for(self.attempt, error)?;
-        tracing::warn!(attempt = self.attempt + 1, ?delay, error = %error, "retrying provider call");
-        self.attempt += 1;
+        let delay = self.next_delay(error)?;
+        tracing::warn!(attempt = self.attempt, ?delay, error = %error, "retrying provider call");
         Some(tokio::time::sleep(delay))
     }
 
@@ -222,7 +283,9 @@ impl ProviderBuilder {
         }
     }
 
-    /// Retry retryable failures.
+    /// Retry retryable failures, with a jittered exponential backoff or the provider's
+    /// `Retry-After`; a `Retry-After` longer than [`RetryConfig::max_retry_after`] (default
+    /// 60 s) is not waited for, the error is returned instead.
     #[must_use]
     pub fn retry(mut self, config: RetryConfig) -> Self {
         self.retry = Some(config);
@@ -236,7 +299,8 @@ impl ProviderBuilder {
         self
     }
 
-    /// Allow at most `n` calls in flight (for streams: while the stream opens).
+    /// Allow at most `n` calls in flight (for streams: while the stream opens). `n` is taken
+    /// as at least 1 and at most [`Semaphore::MAX_PERMITS`].
     #[must_use]
     pub fn concurrency_limit(mut self, n: usize) -> Self {
         self.concurrency = Some(n);
@@ -246,7 +310,9 @@ impl ProviderBuilder {
     /// Build the layered provider.
     #[must_use]
     pub fn build(self) -> LayeredProvider {
-        let semaphore = self.concurrency.map(|n| Arc::new(Semaphore::new(n.max(1))));
+        let semaphore = self
+            .concurrency
+            .map(|n| Arc::new(Semaphore::new(n.clamp(1, Semaphore::MAX_PERMITS))));
         let name = self.inner.name().to_owned();
         let complete = stack(
             CompleteService(Arc::clone(&self.inner)),
@@ -387,21 +453,73 @@ mod tests {
         assert_eq!(scripted.call_count(), 1);
     }
 
-    #[test]
-    fn backoff_doubles_and_honours_retry_after() {
-        let p = RetryPolicy::new(RetryConfig::new());
-        let e = Error::provider("x", ProviderErrorKind::Server, "e");
-        assert_eq!(p.delay_for(0, &e), Some(Duration::from_millis(500)));
-        assert_eq!(p.delay_for(2, &e), Some(Duration::from_secs(2)));
-        assert_eq!(p.delay_for(3, &e), None);
-        let e = Error::Provider {
+    fn retry_after(secs: u64) -> Error {
+        Error::Provider {
             provider: "x".into(),
             kind: ProviderErrorKind::RateLimited,
             status: Some(429),
             message: String::new(),
-            retry_after: Some(Duration::from_secs(7)),
+            retry_after: Some(Duration::from_secs(secs)),
             source: None,
-        };
-        assert_eq!(p.delay_for(0, &e), Some(Duration::from_secs(7)));
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_and_honours_retry_after() {
+        let e = Error::provider("x", ProviderErrorKind::Server, "e");
+        let mut p = RetryPolicy::new(RetryConfig::new().with_jitter(false));
+        let delays: Vec<_> = std::iter::from_fn(|| p.next_delay(&e)).collect();
+        assert_eq!(
+            delays,
+            [500, 1000, 2000].map(Duration::from_millis),
+            "three retries, doubling"
+        );
+
+        let mut p = RetryPolicy::new(RetryConfig::new());
+        assert_eq!(p.next_delay(&retry_after(7)), Some(Duration::from_secs(7)));
+        // A wait longer than max_retry_after (60 s) is not done.
+        assert_eq!(p.next_delay(&retry_after(61)), None);
+        // A Retry-After counts as a retry too: one of three is left.
+        assert!(p.next_delay(&e).is_some());
+        assert_eq!(p.next_delay(&e), None);
+        // A clone (tower makes one per request) starts over.
+        assert!(p.clone().next_delay(&e).is_some());
+        assert_eq!(
+            p.next_delay(&Error::provider("x", ProviderErrorKind::BadRequest, "e")),
+            None
+        );
+    }
+
+    #[test]
+    fn jitter_stays_between_the_delay_and_twice_it() {
+        let e = Error::provider("x", ProviderErrorKind::Overloaded, "e");
+        for _ in 0..50 {
+            let mut p = RetryPolicy::new(
+                RetryConfig::new()
+                    .with_max_retries(5)
+                    .with_max_backoff(Duration::from_secs(2)),
+            );
+            for base in [500, 1000, 2000, 2000, 2000].map(Duration::from_millis) {
+                let d = p.next_delay(&e).unwrap();
+                assert!(d >= base && d <= base * 2, "{d:?} for {base:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn absurd_settings_do_not_panic() {
+        let e = Error::provider("x", ProviderErrorKind::Server, "e");
+        let mut p = RetryPolicy::new(
+            RetryConfig::new()
+                .with_max_retries(u32::MAX)
+                .with_initial_backoff(Duration::MAX)
+                .with_max_backoff(Duration::MAX),
+        );
+        for _ in 0..100 {
+            assert!(p.next_delay(&e).unwrap() <= BACKOFF_CEILING * 2);
+        }
+        let _ = ProviderBuilder::new(ScriptedProvider::new())
+            .concurrency_limit(usize::MAX)
+            .build();
     }
 }

@@ -24,6 +24,8 @@ mod scripted;
 
 #[cfg(feature = "http-provider")]
 mod http;
+#[cfg(all(test, feature = "http-provider"))]
+mod testing;
 
 #[cfg(feature = "anthropic")]
 pub mod anthropic;
@@ -332,7 +334,8 @@ impl<P: LlmProvider + ?Sized> LlmProvider for std::sync::Arc<P> {
 /// `ANTHROPIC_BASE_URL`); `Ok(None)` when neither is set or their features are off.
 ///
 /// The provider comes wrapped in the default tower layers: 3 retries of retryable failures
-/// (honouring `Retry-After`) and at most 16 calls in flight.
+/// (honouring a `Retry-After` of up to 60 s; a longer one returns the error) and at most 16
+/// calls in flight.
 ///
 /// ```
 /// // With no key in the environment there is no provider, and that is not an error.
@@ -397,8 +400,8 @@ fn layered(
         .build()
 }
 
-/// Wrap a provider in the default layers: 3 retries with backoff (honouring `Retry-After`) and
-/// at most 16 concurrent calls.
+/// Wrap a provider in the default layers: 3 retries with a jittered backoff (honouring a
+/// `Retry-After` of up to 60 s; a longer one returns the error) and at most 16 concurrent calls.
 pub fn with_default_layers(provider: impl LlmProvider + 'static) -> layers::LayeredProvider {
     ProviderBuilder::new(provider)
         .retry(RetryConfig::default())
@@ -443,7 +446,9 @@ pub fn response_to_chunks(response: CompletionResponse) -> Vec<CompletionChunk> 
 pub struct StreamAccumulator {
     provider: String,
     text: String,
-    calls: Vec<(String, String, String)>,
+    /// Tool calls by their index: `(id, name, arguments)`. A map, so a stray huge index
+    /// costs one entry, not a vector that long.
+    calls: BTreeMap<usize, (String, String, String)>,
     finish: Option<(Usage, StopReason, String)>,
 }
 
@@ -466,10 +471,7 @@ impl StreamAccumulator {
                 name,
                 arguments,
             } => {
-                while self.calls.len() <= index {
-                    self.calls.push(Default::default());
-                }
-                let call = &mut self.calls[index];
+                let call = self.calls.entry(index).or_default();
                 if let Some(id) = id {
                     call.0 = id;
                 }
@@ -500,7 +502,7 @@ impl StreamAccumulator {
         if !self.text.is_empty() {
             content.push(Content::text(self.text));
         }
-        for (id, name, args) in self.calls {
+        for (id, name, args) in self.calls.into_values() {
             let arguments = if args.trim().is_empty() {
                 Value::Object(Default::default())
             } else {
@@ -578,5 +580,89 @@ mod tests {
                 .boxed();
         let err = collect_stream("test", stream).await.unwrap_err();
         assert_eq!(err.provider_kind(), Some(ProviderErrorKind::Stream));
+    }
+
+    fn any_chunk() -> impl proptest::strategy::Strategy<Value = CompletionChunk> {
+        use proptest::prelude::*;
+        prop_oneof![
+            ".{0,6}".prop_map(|text| CompletionChunk::TextDelta { text }),
+            (
+                prop_oneof![0usize..3, any::<usize>()],
+                proptest::option::of("[a-z0-9_]{0,4}"),
+                proptest::option::of("[a-z]{0,4}"),
+                prop_oneof![
+                    Just(String::new()),
+                    Just("{".to_owned()),
+                    Just("}".to_owned()),
+                    Just("\"a\":1".to_owned()),
+                    ".{0,4}"
+                ],
+            )
+                .prop_map(|(index, id, name, arguments)| {
+                    CompletionChunk::ToolCallDelta {
+                        index,
+                        id,
+                        name,
+                        arguments,
+                    }
+                }),
+            (any::<u64>(), any::<u64>()).prop_map(|(i, o)| CompletionChunk::Finish {
+                usage: Usage::new(i, o),
+                stop_reason: StopReason::EndTurn,
+                model: "m".into(),
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_chunks_assemble_into_a_response_or_a_clear_error(
+            chunks in proptest::collection::vec(any_chunk(), 0..12),
+        ) {
+            let finished = chunks.iter().any(|c| matches!(c, CompletionChunk::Finish { .. }));
+            let mut acc = StreamAccumulator::new("p");
+            for chunk in chunks {
+                acc.push(chunk);
+            }
+            match acc.finish() {
+                Ok(r) => proptest::prop_assert!(finished && r.usage.total_tokens() >= r.usage.input_tokens),
+                Err(e) => {
+                    let text = e.to_string();
+                    proptest::prop_assert!(
+                        (!finished && e.provider_kind() == Some(ProviderErrorKind::Stream))
+                            || (e.provider_kind() == Some(ProviderErrorKind::Decode)
+                                && text.contains("streamed tool call")),
+                        "{text}"
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn any_response_streams_back_into_itself(
+            text in ".{0,12}",
+            calls in proptest::collection::vec(("[a-z]{1,4}", proptest::prelude::any::<i64>()), 0..3),
+        ) {
+            let mut content = Vec::new();
+            if !text.is_empty() {
+                content.push(Content::text(text));
+            }
+            for (i, (name, n)) in calls.into_iter().enumerate() {
+                content.push(Content::tool_call(format!("c{i}"), name, json!({"n": n})));
+            }
+            let resp = CompletionResponse::new(
+                Message::new(Role::Assistant, content),
+                Usage::new(1, 2),
+                StopReason::ToolUse,
+                "m",
+            );
+            let mut acc = StreamAccumulator::new("p");
+            for chunk in response_to_chunks(resp.clone()) {
+                acc.push(chunk);
+            }
+            proptest::prop_assert_eq!(acc.finish().map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?, resp);
+        }
     }
 }

@@ -11,13 +11,13 @@ use agentkit_patterns::{Chain, ChainInput};
 
 #[tokio::main]
 async fn main() -> Result<(), agentkit_core::Error> {
-    let outliner = AgentLlm::with_provider(
+    let outliner = AgentLlm::shared(
         Agent::new("outliner", "Turn the request into a three-point outline. Outline only."),
         common::model(ScriptedProvider::new().then_text(
             "1. Keeps drinks cold for 24 hours\n2. Leak-proof lid for bags\n3. Recycled steel, lifetime warranty",
         )),
     );
-    let writer = AgentLlm::with_provider(
+    let writer = AgentLlm::shared(
         Agent::new(
             "writer",
             "Write a product blurb of at most 40 words from the outline.",
@@ -27,7 +27,7 @@ async fn main() -> Result<(), agentkit_core::Error> {
              rides safely in any bag, and it is made from recycled steel with a lifetime warranty.",
         )),
     );
-    let editor = AgentLlm::with_provider(
+    let editor = AgentLlm::shared(
         Agent::new(
             "editor",
             "Tighten the blurb: active voice, no filler, under 30 words.",

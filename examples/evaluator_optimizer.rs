@@ -11,7 +11,7 @@ use agentkit_patterns::{EvaluatorOptimizer, Rating};
 
 #[tokio::main]
 async fn main() -> Result<(), agentkit_core::Error> {
-    let writer = Arc::new(AgentLlm::with_provider(
+    let writer = Arc::new(AgentLlm::shared(
         Agent::new("writer", "You write concise, specific cover letters."),
         common::model(
             ScriptedProvider::new()
@@ -26,7 +26,7 @@ async fn main() -> Result<(), agentkit_core::Error> {
                 ),
         ),
     ));
-    let critic = Arc::new(AgentLlm::with_provider(
+    let critic = Arc::new(AgentLlm::shared(
         Agent::new("critic", "You evaluate cover letters strictly."),
         common::model(
             ScriptedProvider::new()

@@ -42,13 +42,13 @@ fn agents() -> Vec<Arc<dyn AugmentedLlm>> {
             ),
         };
     vec![
-        Arc::new(AgentLlm::with_provider(
+        Arc::new(AgentLlm::shared(
             Agent::new("forecaster", "You answer weather questions.")
                 .with_description("Answers weather questions for a city")
                 .with_tool(weather),
             forecast_model,
         )),
-        Arc::new(AgentLlm::with_provider(
+        Arc::new(AgentLlm::shared(
             Agent::new("greeter", "You greet people.").with_description("Greets people"),
             greet_model,
         )),

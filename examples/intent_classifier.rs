@@ -26,7 +26,7 @@ fn intents() -> Vec<Intent> {
 #[tokio::main]
 async fn main() -> Result<(), agentkit_core::Error> {
     let request = "Could I book a table for four this Friday at 7pm? One of us is vegan.";
-    let nlu = AgentLlm::with_provider(
+    let nlu = AgentLlm::shared(
         Agent::new("nlu", "You classify restaurant requests."),
         common::model(ScriptedProvider::new().then_text(
             r#"{"intents": [

@@ -26,7 +26,7 @@ pub(crate) const OBJECTIVE: &str = "Plan 3 days in Kyoto next week for me.";
 pub(crate) fn trip_planner(
     models: common::Models<'_>,
 ) -> Result<Orchestrator, agentkit_core::Error> {
-    let planner = Arc::new(AgentLlm::with_provider(
+    let planner = Arc::new(AgentLlm::shared(
         Agent::new("planner", "You break trip-planning requests into tasks for your workers."),
         models(
             ScriptedProvider::new()
@@ -54,7 +54,7 @@ pub(crate) fn trip_planner(
             ))
         },
     );
-    let weather = AgentLlm::with_provider(
+    let weather = AgentLlm::shared(
         Agent::new("weather", "You report weather forecasts using your tool.")
             .with_description("Weather forecasts for any city")
             .with_tool(forecast),
@@ -66,13 +66,13 @@ pub(crate) fn trip_planner(
                 ),
         ),
     );
-    let guide = AgentLlm::with_provider(
+    let guide = AgentLlm::shared(
         Agent::new("guide", "You are a travel guide.").with_description("Sights, food and culture"),
         models(ScriptedProvider::new().then_text(
             "1. Fushimi Inari shrine (go early). 2. Kiyomizu-dera temple. 3. Nishiki Market (covered, good for rain).",
         )),
     );
-    let itinerary = AgentLlm::with_provider(
+    let itinerary = AgentLlm::shared(
         Agent::new("planner_worker", "You write day-by-day itineraries.")
             .with_description("Writes itineraries from research"),
         models(ScriptedProvider::new().then_text(
@@ -80,7 +80,7 @@ pub(crate) fn trip_planner(
              Day 3 (rain): Nishiki Market and a tea ceremony.",
         )),
     );
-    let synthesizer = Arc::new(AgentLlm::with_provider(
+    let synthesizer = Arc::new(AgentLlm::shared(
         Agent::new("writer", "You write the final answer for the traveller."),
         models(ScriptedProvider::new().then_text(
             "Your 3 days in Kyoto: Day 1, Fushimi Inari at sunrise while it is sunny; Day 2, \

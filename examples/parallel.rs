@@ -13,7 +13,7 @@ const STORY: &str = "The fox jumpd over the lazy dog. It were the fastest fox in
                      and it knew the moon was made of cheese.";
 
 fn reviewer(name: &str, instruction: &str, reply: &str) -> AgentLlm {
-    AgentLlm::with_provider(
+    AgentLlm::shared(
         Agent::new(name, instruction),
         common::model(ScriptedProvider::new().then_text(reply)),
     )

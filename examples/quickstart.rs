@@ -79,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
-    let agent = AgentLlm::with_provider(
+    let agent = AgentLlm::shared(
         Agent::new(
             "assistant",
             "You are a concise assistant. Use the tools you have for any conversion.",

@@ -25,7 +25,7 @@ pub(crate) struct HelpDesk {
 
 /// Build the help desk; every agent gets its model from `models`.
 pub(crate) fn help_desk(models: common::Models<'_>) -> Result<HelpDesk, agentkit_core::Error> {
-    let classifier = AgentLlm::with_provider(
+    let classifier = AgentLlm::shared(
         Agent::new("classifier", "You route customer requests to the right team."),
         models(ScriptedProvider::new().then_text(
             r#"{"routes": [
@@ -34,7 +34,7 @@ pub(crate) fn help_desk(models: common::Models<'_>) -> Result<HelpDesk, agentkit
             ]}"#,
         )),
     );
-    let account = Arc::new(AgentLlm::with_provider(
+    let account = Arc::new(AgentLlm::shared(
         Agent::new("account_support", "You fix login and account problems.")
             .with_description("Logins, passwords, locked accounts, two-factor authentication"),
         models(ScriptedProvider::new().then_text(
@@ -42,7 +42,7 @@ pub(crate) fn help_desk(models: common::Models<'_>) -> Result<HelpDesk, agentkit
              password\" on the login page; the reset link is valid for one hour.",
         )),
     ));
-    let billing = Arc::new(AgentLlm::with_provider(
+    let billing = Arc::new(AgentLlm::shared(
         Agent::new("billing", "You answer billing questions.")
             .with_description("Invoices, refunds, payment methods and plans"),
         models(ScriptedProvider::new()),

@@ -46,7 +46,7 @@ async fn parallel_tool_calls_run_concurrently_and_results_come_back_in_order() {
             ])
             .then_text("all done"),
     );
-    let agent = AgentLlm::with_provider(
+    let agent = AgentLlm::shared(
         Agent::new("worker", "Use tools.").with_tool(sleeper(counter.clone())),
         provider.clone(),
     );
@@ -114,7 +114,7 @@ async fn max_iterations_ends_with_a_final_answer_turn_without_tools() {
             .then_tool_call("sleep", json!({"ms": 1, "label": "2"}))
             .then_text("best effort answer"),
     );
-    let agent = AgentLlm::with_provider(
+    let agent = AgentLlm::shared(
         Agent::new("w", "").with_tool(sleeper(counter.clone())),
         provider.clone(),
     )
@@ -147,7 +147,7 @@ async fn history_is_kept_across_turns_unless_disabled() {
             .then_text("Your name is Ana")
             .then_text("?"),
     );
-    let agent = AgentLlm::with_provider(Agent::new("chat", "Be brief."), provider.clone());
+    let agent = AgentLlm::shared(Agent::new("chat", "Be brief."), provider.clone());
     let ctx = RunContext::new();
     agent.generate_str("I am Ana", &ctx).await.unwrap();
     agent.generate_str("What is my name?", &ctx).await.unwrap();
@@ -185,7 +185,7 @@ async fn tool_filter_limits_offered_tools_and_unknown_tools_are_reported_to_the_
             .then_tool_call("sleep", json!({"ms": 1, "label": "x"}))
             .then_text("fine"),
     );
-    let agent = AgentLlm::with_provider(
+    let agent = AgentLlm::shared(
         Agent::new("w", "")
             .with_tool(sleeper(counter.clone()))
             .with_tool(echo),
@@ -224,7 +224,7 @@ async fn tool_filter_limits_offered_tools_and_unknown_tools_are_reported_to_the_
 #[tokio::test]
 async fn dynamic_instructions_see_the_run_context() {
     let provider = Arc::new(ScriptedProvider::new().then_text("ok"));
-    let agent = AgentLlm::with_provider(
+    let agent = AgentLlm::shared(
         Agent::new("d", "")
             .with_dynamic_instruction(|ctx| format!("You serve run {}.", ctx.run_id())),
         provider.clone(),
@@ -260,7 +260,7 @@ async fn human_input_tool_asks_the_handler_and_emits_events() {
             .then_tool_call("__human_input", json!({"prompt": "Which city?"}))
             .then_text("Booking Porto"),
     );
-    let agent = AgentLlm::with_provider(
+    let agent = AgentLlm::shared(
         Agent::new("booker", "").with_human_input(true),
         provider.clone(),
     );
@@ -320,7 +320,7 @@ async fn agents_are_tools_of_other_agents_and_usage_rolls_up() {
             .then_tool_call("researcher", json!({"message": "population of Lisbon"}))
             .then_text("About 545 thousand."),
     );
-    let outer = AgentLlm::with_provider(
+    let outer = AgentLlm::shared(
         Agent::new("lead", "").with_tool(inner.as_tool()),
         outer_provider.clone(),
     );
@@ -348,7 +348,7 @@ async fn journal_replays_recorded_steps_without_calling_model_or_tool() {
     };
     let journal = Arc::new(MemoryJournal::new());
     let first = Arc::new(script());
-    let agent = AgentLlm::with_provider(
+    let agent = AgentLlm::shared(
         Agent::new("j", "").with_tool(sleeper(counter.clone())),
         first.clone(),
     );
@@ -366,7 +366,7 @@ async fn journal_replays_recorded_steps_without_calling_model_or_tool() {
     let tape = MemoryJournal::from_entries(journal.entries());
     let silent = Arc::new(ScriptedProvider::new());
     let sink = Arc::new(CollectingSink::new());
-    let agent = AgentLlm::with_provider(
+    let agent = AgentLlm::shared(
         Agent::new("j", "").with_tool(sleeper(counter.clone())),
         silent.clone(),
     );
@@ -441,7 +441,7 @@ async fn tool_layer_timeout_is_shown_to_the_model() {
             .then_tool_call("sleep", json!({"ms": 2000, "label": "slow"}))
             .then_text("the tool timed out"),
     );
-    let agent = AgentLlm::with_provider(
+    let agent = AgentLlm::shared(
         Agent::new("t", "").with_tool(sleeper(Arc::default())),
         provider.clone(),
     )
@@ -472,7 +472,7 @@ async fn structured_output_is_validated_with_one_repair_round() {
             .then_text("Sure! The label is spam.")
             .then_text("```json\n{\"label\": \"spam\", \"score\": 9}\n```"),
     );
-    let agent = AgentLlm::with_provider(Agent::new("judge", ""), provider.clone());
+    let agent = AgentLlm::shared(Agent::new("judge", ""), provider.clone());
     let v: Verdict = agent
         .generate_structured("classify: WIN A PRIZE", &RunContext::new())
         .await
@@ -569,7 +569,7 @@ async fn model_preferences_pick_a_model_of_the_provider() {
             .with_name("anthropic")
             .then_text("ok"),
     );
-    let agent = AgentLlm::with_provider(Agent::new("m", ""), provider.clone());
+    let agent = AgentLlm::shared(Agent::new("m", ""), provider.clone());
     let prefs = agentkit_core::ModelPreferences::new().with_hint("haiku");
     agent
         .generate(
@@ -602,7 +602,7 @@ async fn replay_with_changed_instructions_is_reported_as_a_divergence() {
     async fn replay(record: &MemoryJournal, instruction: &str) -> Vec<String> {
         let tape = Arc::new(MemoryJournal::from_entries(record.entries()));
         let silent = Arc::new(ScriptedProvider::new());
-        let agent = AgentLlm::with_provider(
+        let agent = AgentLlm::shared(
             Agent::new("j", instruction).with_tool(sleeper(Arc::default())),
             silent.clone(),
         );
@@ -660,7 +660,7 @@ async fn approval_layer_runs_approved_calls_and_shows_denials_to_the_model() {
             .then_tool_call("sleep", json!({"ms": 1, "label": "risky"}))
             .then_text("done"),
     );
-    let agent = AgentLlm::with_provider(
+    let agent = AgentLlm::shared(
         Agent::new("t", "").with_tool(sleeper(Arc::clone(&runs))),
         provider.clone(),
     )
@@ -712,7 +712,7 @@ async fn approval_layer_skips_unselected_tools_and_needs_a_handler_for_selected_
             .then_tool_call("sleep", json!({"ms": 1, "label": "x"}))
             .then_text("could not"),
     );
-    let agent = AgentLlm::with_provider(
+    let agent = AgentLlm::shared(
         Agent::new("t", "").with_tool(sleeper(Arc::clone(&runs))),
         provider.clone(),
     )

@@ -303,15 +303,19 @@ fn signal_of(answer: &Value, default: &str) -> Result<Option<(String, Value)>, S
 
 fn host_error(task_id: &str, doing: &str, e: &agentkit_core::Error) -> ErrorData {
     match e {
-        agentkit_core::Error::Workflow(_) | agentkit_core::Error::InvalidRequest(_) => {
-            ErrorData::invalid_params(
-                format!(
-                    "task `{task_id}`: {e} (task ids are the workflow run ids returned by \
+        e if e.is_not_found() || e.is_invalid_request() => ErrorData::invalid_params(
+            format!(
+                "task `{task_id}`: {e} (task ids are the workflow run ids returned by tools/call)"
+            ),
+            None,
+        ),
+        agentkit_core::Error::Workflow(_) => ErrorData::invalid_params(
+            format!(
+                "task `{task_id}`: {e} (task ids are the workflow run ids returned by \
                      tools/call)"
-                ),
-                None,
-            )
-        }
+            ),
+            None,
+        ),
         _ => ErrorData::internal_error(
             format!("{doing} workflow run `{task_id}` failed: {e}; try again later"),
             None,

@@ -270,7 +270,7 @@ impl RouterBuilder {
             name,
             description,
             kind: RouteKind::Tools,
-            llm: Arc::new(AgentLlm::with_provider(agent, provider)),
+            llm: Arc::new(AgentLlm::shared(agent, provider)),
             tools: Some(tools),
         });
         self

@@ -12,7 +12,7 @@ use agentkit_core::{
 use agentkit_patterns::{Chain, ChainInput, FailurePolicy, FnLlm, Parallel};
 
 fn agent(name: &str, provider: Arc<ScriptedProvider>) -> AgentLlm {
-    AgentLlm::with_provider(Agent::new(name, format!("You are {name}.")), provider)
+    AgentLlm::shared(Agent::new(name, format!("You are {name}.")), provider)
 }
 
 fn steps(sink: &CollectingSink) -> Vec<(String, String)> {

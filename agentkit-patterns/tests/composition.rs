@@ -12,7 +12,7 @@ use agentkit_patterns::{Chain, EvaluatorOptimizer, FnLlm, Orchestrator, Parallel
 use serde_json::json;
 
 fn agent(name: &str, description: &str, provider: &Arc<ScriptedProvider>) -> Arc<AgentLlm> {
-    Arc::new(AgentLlm::with_provider(
+    Arc::new(AgentLlm::shared(
         Agent::new(name, format!("You are {name}.")).with_description(description),
         provider.clone(),
     ))

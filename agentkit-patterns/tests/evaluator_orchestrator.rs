@@ -12,7 +12,7 @@ use agentkit_patterns::{EvaluatorOptimizer, FnLlm, Orchestrator, PlanMode, Ratin
 use serde_json::json;
 
 fn agent(name: &str, description: &str, provider: Arc<ScriptedProvider>) -> Arc<AgentLlm> {
-    Arc::new(AgentLlm::with_provider(
+    Arc::new(AgentLlm::shared(
         Agent::new(name, format!("You are {name}.")).with_description(description),
         provider,
     ))
@@ -369,7 +369,7 @@ async fn a_strict_planner_is_offered_only_the_real_workers_and_sees_their_instru
             .then_text("Hi!"),
     );
     // No description: the planner is shown the worker's instruction.
-    let greeter = AgentLlm::with_provider(
+    let greeter = AgentLlm::shared(
         Agent::new("greeter", "You greet people warmly."),
         Arc::new(ScriptedProvider::new().then_text("hello")),
     );

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 fn agent(name: &str, description: &str, provider: Arc<ScriptedProvider>) -> AgentLlm {
-    AgentLlm::with_provider(
+    AgentLlm::shared(
         Agent::new(name, format!("You are {name}.")).with_description(description),
         provider,
     )
@@ -348,7 +348,7 @@ async fn a_strict_model_is_offered_only_the_real_route_names_and_agents_are_desc
     );
     // No descriptions: the agent is shown by its instruction, a shared type-erased LLM by its
     // name.
-    let faq = AgentLlm::with_provider(
+    let faq = AgentLlm::shared(
         Agent::new(
             "faq",
             "You answer frequently asked questions about shipping.",

@@ -255,7 +255,7 @@ async fn agents_as_tools_are_called_in_parallel_when_the_model_asks_for_several(
             ])
             .then_text("Bonjour / Hallo"),
     );
-    let parent = AgentLlm::with_provider(
+    let parent = AgentLlm::shared(
         Agent::new("parent", "Delegate.").with_tool(tools),
         model.clone(),
     );

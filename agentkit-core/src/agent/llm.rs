@@ -121,6 +121,10 @@ impl AgentLlm {
 
     /// Bind an agent to a shared provider: the same as [`shared`](Self::shared), whose name
     /// does not read like a setter.
+    #[deprecated(
+        since = "0.1.0",
+        note = "a constructor named like a setter: use `AgentLlm::shared`"
+    )]
     #[must_use]
     pub fn with_provider(agent: Agent, provider: Arc<dyn LlmProvider>) -> Self {
         Self::shared(agent, provider)

@@ -43,9 +43,12 @@ impl Runtime {
             .ok_or_else(|| self.unknown_target(target))?;
         t.validate(&input)?;
         if self.inner.stopping.load(Ordering::SeqCst) {
-            return Err(Error::Workflow(
-                "the runtime is shutting down and accepts no new runs".into(),
-            ));
+            return Err(Error::Unavailable {
+                what: "the runtime".into(),
+                message: "it is shutting down and accepts no new runs; start the run on another \
+                          node or after the restart"
+                    .into(),
+            });
         }
         let mut run = NewRun::new(target, input).with_version(t.options.version);
         if let Some(key) = options.idempotency_key {
@@ -110,7 +113,7 @@ impl Runtime {
             .store
             .get_run(run_id)
             .await?
-            .ok_or_else(|| Error::Workflow(format!("no run with id {run_id}")))
+            .ok_or_else(|| Error::not_found("run", run_id, "check the run id"))
     }
 
     /// Wait until the run has one of `statuses`.
@@ -185,10 +188,10 @@ impl Runtime {
             .is_none()
         {
             let run = self.get(run_id).await?;
-            return Err(Error::Workflow(format!(
-                "run {run_id} cannot be {verb}: it is already {}",
-                run.status
-            )));
+            return Err(Error::invalid_state(
+                format!("run {run_id}"),
+                format!("cannot be {verb}: it is already {}", run.status),
+            ));
         }
         let token = lock(&self.inner.inflight).get(run_id).cloned();
         if let Some(t) = token {
@@ -212,10 +215,10 @@ impl Runtime {
             .is_none()
         {
             let run = self.get(run_id).await?;
-            return Err(Error::Workflow(format!(
-                "run {run_id} cannot be resumed: it is {}, not paused",
-                run.status
-            )));
+            return Err(Error::invalid_state(
+                format!("run {run_id}"),
+                format!("cannot be resumed: it is {}, not paused", run.status),
+            ));
         }
         self.dispatch(run_id.to_owned());
         Ok(())
@@ -227,10 +230,10 @@ impl Runtime {
     pub async fn signal(&self, run_id: &str, name: &str, mut payload: Value) -> Result<()> {
         let run = self.get(run_id).await?;
         if run.status.is_terminal() {
-            return Err(Error::Workflow(format!(
-                "run {run_id} cannot take signal `{name}`: it is already {}",
-                run.status
-            )));
+            return Err(Error::invalid_state(
+                format!("run {run_id}"),
+                format!("cannot take signal `{name}`: it is already {}", run.status),
+            ));
         }
         if name == APPROVAL_SIGNAL {
             // A malformed decision is refused here, before anything is stored.

@@ -148,13 +148,17 @@ impl Runtime {
     pub(super) fn unknown_target(&self, name: &str) -> Error {
         let mut known: Vec<String> = read(&self.inner.targets).keys().cloned().collect();
         known.sort();
-        Error::InvalidRequest(format!(
-            "no agent or workflow named `{name}` is registered; registered: {}",
-            if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known.join(", ")
-            }
-        ))
+        Error::not_found(
+            "agent or workflow",
+            name,
+            format!(
+                "registered: {}",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        )
     }
 }

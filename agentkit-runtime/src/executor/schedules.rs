@@ -81,7 +81,7 @@ impl Runtime {
         read(&self.inner.schedules)
             .get(name)
             .cloned()
-            .ok_or_else(|| Error::InvalidRequest(format!("no schedule named `{name}`")))
+            .ok_or_else(|| Error::not_found("schedule", name, "register it first"))
     }
 
     /// Pause a schedule on every node: its fires are skipped until it is resumed. The pause

@@ -163,7 +163,7 @@ pub(crate) fn oldest_first(mut runs: Vec<RunRecord>) -> Vec<RunRecord> {
 }
 
 /// A value read back from the store that agentkit cannot use: a corrupt row, or one written by
-/// a newer agentkit or by hand. Reads return it (as the source of an
+/// a newer agentkit or by hand. Reads return it (as the `error` of an
 /// [`Error::Other`](agentkit_core::Error::Other)) instead of panicking or silently changing the
 /// value; fix or delete the row it names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -352,8 +352,10 @@ mod tests {
             err.to_string(),
             "sqlite store: reading run r1: column `version` is -3, out of range for u32"
         );
-        let source = std::error::Error::source(&err).unwrap();
-        let data = source.downcast_ref::<InvalidStoredData>().unwrap();
+        let agentkit_core::Error::Other { error, .. } = &err else {
+            panic!("{err:?}")
+        };
+        let data = error.downcast_ref::<InvalidStoredData>().unwrap();
         assert_eq!(data.column, "version");
     }
 }

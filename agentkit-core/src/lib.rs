@@ -88,7 +88,8 @@ pub use provider::{
     collect_stream,
 };
 pub use tool::{
-    FnTool, ToolOutput, ToolRequest, ToolService, ToolSet, ToolSource, ToolSpec, ToolTimeoutLayer,
+    FnTool, ToolLayer, ToolOutput, ToolRequest, ToolService, ToolSet, ToolSource, ToolSpec,
+    ToolTimeoutLayer,
 };
 pub use usage::{StopReason, Usage};
 pub use workflow::{RunInfo, RunStatus, StartOptions, WorkflowHost, WorkflowInfo};

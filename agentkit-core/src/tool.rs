@@ -478,6 +478,36 @@ impl ToolRequest {
 /// and governance are tower layers around it (see `AgentLlm::with_tool_layer`).
 pub type ToolService = tower::util::BoxCloneSyncService<ToolRequest, ToolOutput, Error>;
 
+/// A tower layer that can wrap the tool-call stack ([`ToolService`]): implemented for every
+/// [`Layer`](tower::Layer) whose service takes a [`ToolRequest`] and answers a [`ToolOutput`]
+/// or an [`Error`] (timeouts, retries, approvals, governance, your own).
+pub trait ToolLayer:
+    tower::Layer<ToolService, Service = Self::ToolCalls> + Send + Sync + 'static
+{
+    /// The service the layer makes.
+    type ToolCalls: tower::Service<ToolRequest, Response = ToolOutput, Error = Error, Future = Self::ToolCall>
+        + Clone
+        + Send
+        + Sync
+        + 'static;
+    /// The future of one call.
+    type ToolCall: std::future::Future<Output = Result<ToolOutput>> + Send + 'static;
+}
+
+impl<L, S> ToolLayer for L
+where
+    L: tower::Layer<ToolService, Service = S> + Send + Sync + 'static,
+    S: tower::Service<ToolRequest, Response = ToolOutput, Error = Error>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type ToolCalls = S;
+    type ToolCall = S::Future;
+}
+
 /// A tower service that calls a [`ToolSource`].
 #[derive(Clone)]
 pub struct ToolSourceService {

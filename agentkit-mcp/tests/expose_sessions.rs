@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use agentkit_core::{
     Agent, AgentLlm, AugmentedLlm, CompletionRequest, CompletionResponse, InMemoryMemory, Message,
-    Role, RunContext, ScriptedProvider, StopReason, ToolSource, Usage,
+    RunContext, ScriptedProvider, StopReason, ToolSource, Usage,
 };
 use agentkit_mcp::{
     ConnectionManager, McpAggregator, ServerConfig, SessionHistory, expose_as_mcp_server,
@@ -20,20 +20,7 @@ use serde_json::json;
 
 /// A model that answers with the user messages it was sent, so the answer shows the history.
 fn echo(record: bool) -> Arc<ScriptedProvider> {
-    let p = ScriptedProvider::from_fn(|req: &CompletionRequest| {
-        let seen: Vec<String> = req
-            .messages
-            .iter()
-            .filter(|m| m.role == Role::User)
-            .map(Message::text)
-            .collect();
-        Ok(CompletionResponse::new(
-            Message::assistant(seen.join(" | ")),
-            Usage::new(1, 1),
-            StopReason::EndTurn,
-            "echo",
-        ))
-    });
+    let p = ScriptedProvider::echo();
     Arc::new(if record { p } else { p.without_recording() })
 }
 

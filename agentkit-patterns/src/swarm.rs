@@ -5,10 +5,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use agentkit_core::memory::{self, InMemoryMemory, Memory};
-use agentkit_core::tower::{Layer, Service};
 use agentkit_core::{
     Agent, AgentLlm, AugmentedLlm, Content, Error, GenerateRequest, Generation, LlmProvider,
-    Message, Result, Role, RunContext, ToolOutput, ToolRequest, ToolService, ToolSource, ToolSpec,
+    Message, Result, Role, RunContext, ToolLayer, ToolOutput, ToolSource, ToolSpec,
 };
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
@@ -139,16 +138,7 @@ impl SwarmMember {
     /// Wrap this member's tool calls (handoffs included) in a tower layer, as
     /// [`AgentLlm::with_tool_layer`] does.
     #[must_use]
-    pub fn with_tool_layer<L>(mut self, layer: L) -> Self
-    where
-        L: Layer<ToolService> + Send + Sync + 'static,
-        L::Service: Service<ToolRequest, Response = ToolOutput, Error = Error>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as Service<ToolRequest>>::Future: Send + 'static,
-    {
+    pub fn with_tool_layer(mut self, layer: impl ToolLayer) -> Self {
         self.llm = self.llm.with_tool_layer(layer);
         self
     }
@@ -370,16 +360,7 @@ impl SwarmBuilder {
 
     /// Wrap the tool calls of every member (added before or after) in a tower layer:
     /// approvals, timeouts, governance apply to every agent of the swarm.
-    pub fn with_tool_layer<L>(mut self, layer: L) -> Self
-    where
-        L: Layer<ToolService> + Clone + Send + Sync + 'static,
-        L::Service: Service<ToolRequest, Response = ToolOutput, Error = Error>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as Service<ToolRequest>>::Future: Send + 'static,
-    {
+    pub fn with_tool_layer(mut self, layer: impl ToolLayer + Clone) -> Self {
         self.layers.push(Arc::new(move |m: SwarmMember| {
             m.with_tool_layer(layer.clone())
         }));

@@ -4,29 +4,13 @@
 
 use std::sync::Arc;
 
-use agentkit_core::{
-    Agent, AgentLlm, AugmentedLlm, CompletionRequest, CompletionResponse, Message, RunStatus,
-    ScriptedProvider, StartOptions, StopReason, Usage,
-};
+use agentkit_core::{Agent, AgentLlm, AugmentedLlm, RunStatus, ScriptedProvider, StartOptions};
 use agentkit_runtime::{Runtime, SqliteStore, Store, StoreMemory, TargetOptions};
 use serde_json::json;
 
 /// Answers with the texts of every user message it was sent, so a test reads the history.
 fn echo_history() -> Arc<ScriptedProvider> {
-    Arc::new(ScriptedProvider::from_fn(|req: &CompletionRequest| {
-        let seen: Vec<String> = req
-            .messages
-            .iter()
-            .filter(|m| m.role == agentkit_core::Role::User)
-            .map(Message::text)
-            .collect();
-        Ok(CompletionResponse::new(
-            Message::assistant(seen.join(" | ")),
-            Usage::new(1, 1),
-            StopReason::EndTurn,
-            "echo",
-        ))
-    }))
+    Arc::new(ScriptedProvider::echo())
 }
 
 async fn runtime(store: Arc<dyn Store>) -> Runtime {

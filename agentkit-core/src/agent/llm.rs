@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use tower::{Layer, Service, ServiceExt};
+use tower::ServiceExt;
 use tracing::Instrument;
 
 use super::dispatch::Dispatch;
@@ -21,7 +21,7 @@ use crate::llm::{AugmentedLlm, GenerateRequest, Generation, RequestParams};
 use crate::memory::{self, InMemoryMemory, Memory};
 use crate::message::{Content, Message};
 use crate::provider::{CompletionRequest, CompletionResponse, LlmProvider, ToolChoice};
-use crate::tool::{ToolOutput, ToolRequest, ToolService, ToolSource, ToolSpec};
+use crate::tool::{ToolLayer, ToolOutput, ToolRequest, ToolService, ToolSource, ToolSpec};
 
 type ToolLayerFn = dyn Fn(ToolService) -> ToolService + Send + Sync;
 
@@ -147,16 +147,7 @@ impl AgentLlm {
     /// Wrap every tool call in a tower layer (timeout, retry, concurrency limit, governance).
     /// The first layer added is the innermost.
     #[must_use]
-    pub fn with_tool_layer<L>(mut self, layer: L) -> Self
-    where
-        L: Layer<ToolService> + Send + Sync + 'static,
-        L::Service: Service<ToolRequest, Response = ToolOutput, Error = Error>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <L::Service as Service<ToolRequest>>::Future: Send + 'static,
-    {
+    pub fn with_tool_layer(mut self, layer: impl ToolLayer) -> Self {
         self.tool_layers
             .push(Arc::new(move |svc| ToolService::new(layer.layer(svc))));
         self

@@ -91,6 +91,38 @@ impl ScriptedProvider {
         }
     }
 
+    /// A provider that answers every request with the texts of the user messages it was sent,
+    /// joined by ` | `: in a test, the answer shows which conversation the model saw.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use agentkit_core::{Agent, AgentLlm, AugmentedLlmExt, RunContext, ScriptedProvider};
+    ///
+    /// let agent = AgentLlm::new(Agent::new("a", ""), ScriptedProvider::echo());
+    /// let ctx = RunContext::new().with_thread("t");
+    /// assert_eq!(agent.generate_str("one", &ctx).await?, "one");
+    /// assert_eq!(agent.generate_str("two", &ctx).await?, "one | two");
+    /// # Ok::<(), agentkit_core::Error>(()) }).unwrap();
+    /// ```
+    #[must_use]
+    pub fn echo() -> Self {
+        Self::from_fn(|req| {
+            let seen: Vec<String> = req
+                .messages
+                .iter()
+                .filter(|m| m.role == crate::message::Role::User)
+                .map(crate::message::Message::text)
+                .collect();
+            Ok(CompletionResponse::new(
+                crate::message::Message::assistant(seen.join(" | ")),
+                crate::usage::Usage::new(1, 1),
+                crate::usage::StopReason::EndTurn,
+                "echo",
+            ))
+        })
+        .with_name("echo")
+    }
+
     /// A provider that answers every request with `f` (after any queued replies).
     pub fn from_fn(
         f: impl Fn(&CompletionRequest) -> Result<CompletionResponse> + Send + Sync + 'static,

@@ -269,3 +269,30 @@ async fn a_connection_served_over_any_transport_is_one_session() {
     }
     assert_eq!(*ended.lock().unwrap(), seen);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_discover_lists_only_versions_a_discover_client_can_use() {
+    let (url, ct) = serve(whoami(Arc::default()), HttpOptions::new()).await;
+    let r = post(
+        &url,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}}}})
+        .to_string(),
+    )
+    .header("mcp-protocol-version", "2026-07-28")
+    .header("mcp-method", "server/discover")
+    .send()
+    .await
+    .unwrap();
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let m = message(&body);
+    let versions = m["result"]["supportedVersions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{m}"));
+    assert_eq!(versions, &[json!("2026-07-28")], "{m}");
+    ct.cancel();
+}

@@ -47,7 +47,9 @@ pub use config::{
 pub use expose::{expose_as_mcp_server, expose_workflows};
 #[cfg(feature = "server-http")]
 pub use http::McpHttpService;
-pub use manager::{Connection, ConnectionManager, Lifecycle, connect_once, request_meta};
+pub use manager::{
+    Connection, ConnectionManager, ConnectionManagerBuilder, Lifecycle, connect_once, request_meta,
+};
 pub use names::{MAX_TOOL_NAME_LEN, qualified_tool_name};
 #[cfg(feature = "server")]
 pub use server::{CallContext, McpServer, McpServerBuilder};

@@ -1,7 +1,7 @@
 //! [`ConnectionManager`]: one long-lived, lazily started, shared connection per MCP server.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -399,6 +399,17 @@ fn result_too_large(what: &str, len: usize) -> Error {
 /// The largest message a stdio server may send (rmcp's line limit).
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Jittered exponential delays from `min` up to `max`, without end.
+fn backoff(min: Duration, max: Duration) -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(min)
+        .with_max_delay(max)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 async fn sleep_opt(d: Option<Duration>) {
     match d {
         Some(d) => tokio::time::sleep(d).await,
@@ -478,7 +489,8 @@ struct Slot {
     current: RwLock<Option<Arc<Connection>>>,
     connecting: AsyncMutex<()>,
     limiter: Option<Arc<Semaphore>>,
-    failures: AtomicU32,
+    /// The delays before the next connect attempts, while connecting fails.
+    backoff: std::sync::Mutex<Option<backon::ExponentialBackoff>>,
     retry_at: RwLock<Option<Instant>>,
     lists_epoch: Arc<AtomicU64>,
     connects: AtomicU64,
@@ -491,7 +503,7 @@ impl Slot {
             config,
             current: RwLock::new(None),
             connecting: AsyncMutex::new(()),
-            failures: AtomicU32::new(0),
+            backoff: std::sync::Mutex::new(None),
             retry_at: RwLock::new(None),
             lists_epoch: Arc::new(AtomicU64::new(0)),
             connects: AtomicU64::new(0),
@@ -521,8 +533,8 @@ impl Slot {
 
 struct Inner {
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
-    shared: RwLock<Arc<ClientShared>>,
-    lifecycle: RwLock<Lifecycle>,
+    shared: Arc<ClientShared>,
+    lifecycle: Lifecycle,
 }
 
 /// One long-lived connection per MCP server, started on first use and shared by every agent.
@@ -560,77 +572,116 @@ impl std::fmt::Debug for ConnectionManager {
     }
 }
 
-impl ConnectionManager {
-    /// A manager for these servers. Nothing is started until first use.
-    pub fn new(servers: impl IntoIterator<Item = ServerConfig>) -> Self {
-        let slots = servers
+/// Builds a [`ConnectionManager`]: who answers the servers' sampling and elicitation
+/// requests, the client info sent, and the lifecycle. Settings are fixed once built, so a
+/// clone of a manager never changes under another owner.
+///
+/// ```no_run
+/// use agentkit_mcp::{ConnectionManager, Lifecycle, ServerConfig};
+/// let manager = ConnectionManager::builder([ServerConfig::http("issues", "http://127.0.0.1:9000/mcp")])
+///     .with_client_info("my-app", "1.2.0")
+///     .with_lifecycle(Lifecycle::Auto)
+///     .build();
+/// ```
+#[must_use]
+pub struct ConnectionManagerBuilder {
+    servers: Vec<ServerConfig>,
+    shared: ClientShared,
+    lifecycle: Lifecycle,
+}
+
+impl std::fmt::Debug for ConnectionManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionManagerBuilder")
+            .field(
+                "servers",
+                &self.servers.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            )
+            .field("lifecycle", &self.lifecycle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectionManagerBuilder {
+    /// Answer servers' sampling requests with this provider (connections advertise the
+    /// sampling capability).
+    pub fn with_sampling(mut self, provider: Arc<dyn LlmProvider>) -> Self {
+        self.shared.sampling = Some(provider);
+        self
+    }
+
+    /// The model used for sampling (the provider's default when unset).
+    pub fn with_sampling_model(mut self, model: impl Into<String>) -> Self {
+        self.shared.sampling_model = Some(model.into());
+        self
+    }
+
+    /// Answer elicitations with this handler when the calling run has none.
+    pub fn with_human_input(mut self, handler: Arc<dyn HumanInputHandler>) -> Self {
+        self.shared.human_input = Some(handler);
+        self
+    }
+
+    /// The client name and version sent to servers.
+    pub fn with_client_info(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
+        self.shared.client_name = name.into();
+        self.shared.client_version = version.into();
+        self
+    }
+
+    /// Which lifecycle connections use.
+    pub fn with_lifecycle(mut self, lifecycle: Lifecycle) -> Self {
+        self.lifecycle = lifecycle;
+        self
+    }
+
+    /// Add a server.
+    pub fn with_server(mut self, server: ServerConfig) -> Self {
+        self.servers.push(server);
+        self
+    }
+
+    /// The manager. Nothing is started until first use.
+    pub fn build(self) -> ConnectionManager {
+        let slots = self
+            .servers
             .into_iter()
             .map(|s| (s.name.clone(), Arc::new(Slot::new(s))))
             .collect();
-        Self {
+        ConnectionManager {
             inner: Arc::new(Inner {
                 slots: RwLock::new(slots),
-                shared: RwLock::new(Arc::new(ClientShared {
-                    client_name: "agentkit".into(),
-                    client_version: env!("CARGO_PKG_VERSION").into(),
-                    ..ClientShared::default()
-                })),
-                lifecycle: RwLock::new(Lifecycle::default()),
+                shared: Arc::new(self.shared),
+                lifecycle: self.lifecycle,
             }),
+        }
+    }
+}
+
+impl ConnectionManager {
+    /// A manager for these servers with default settings (see [`ConnectionManager::builder`]).
+    /// Nothing is started until first use.
+    pub fn new(servers: impl IntoIterator<Item = ServerConfig>) -> Self {
+        Self::builder(servers).build()
+    }
+
+    /// Build a manager for these servers with sampling, elicitation, client info or
+    /// lifecycle settings.
+    pub fn builder(servers: impl IntoIterator<Item = ServerConfig>) -> ConnectionManagerBuilder {
+        ConnectionManagerBuilder {
+            servers: servers.into_iter().collect(),
+            shared: ClientShared {
+                client_name: "agentkit".into(),
+                client_version: env!("CARGO_PKG_VERSION").into(),
+                ..ClientShared::default()
+            },
+            lifecycle: Lifecycle::default(),
         }
     }
 
     /// A manager for every server of a [`ServerSet`].
     pub fn from_set(set: &ServerSet) -> Self {
         Self::new(set.servers.values().cloned())
-    }
-
-    fn update_shared(self, f: impl FnOnce(&mut ClientShared)) -> Self {
-        if let Ok(mut s) = self.inner.shared.write() {
-            let mut next = (**s).clone();
-            f(&mut next);
-            *s = Arc::new(next);
-        }
-        self
-    }
-
-    /// Answer servers' sampling requests with this provider (connections made afterwards
-    /// advertise the sampling capability).
-    #[must_use]
-    pub fn with_sampling(self, provider: Arc<dyn LlmProvider>) -> Self {
-        self.update_shared(|s| s.sampling = Some(provider))
-    }
-
-    /// The model used for sampling (the provider's default when unset).
-    #[must_use]
-    pub fn with_sampling_model(self, model: impl Into<String>) -> Self {
-        let model = model.into();
-        self.update_shared(|s| s.sampling_model = Some(model))
-    }
-
-    /// Answer elicitations with this handler when the calling run has none.
-    #[must_use]
-    pub fn with_human_input(self, handler: Arc<dyn HumanInputHandler>) -> Self {
-        self.update_shared(|s| s.human_input = Some(handler))
-    }
-
-    /// The client name and version sent to servers.
-    #[must_use]
-    pub fn with_client_info(self, name: impl Into<String>, version: impl Into<String>) -> Self {
-        let (name, version) = (name.into(), version.into());
-        self.update_shared(|s| {
-            s.client_name = name;
-            s.client_version = version;
-        })
-    }
-
-    /// Which lifecycle new connections use.
-    #[must_use]
-    pub fn with_lifecycle(self, lifecycle: Lifecycle) -> Self {
-        if let Ok(mut l) = self.inner.lifecycle.write() {
-            *l = lifecycle;
-        }
-        self
     }
 
     /// Add (or replace) a server. A replaced server's live connection is closed.
@@ -716,13 +767,8 @@ impl ConnectionManager {
         if let Some(at) = retry_at {
             tokio::time::sleep_until(at).await;
         }
-        let shared = self
-            .inner
-            .shared
-            .read()
-            .map(|s| Arc::clone(&s))
-            .unwrap_or_default();
-        let lifecycle = self.inner.lifecycle.read().map(|l| *l).unwrap_or_default();
+        let shared = Arc::clone(&self.inner.shared);
+        let lifecycle = self.inner.lifecycle;
         match connect(
             &slot.config,
             shared,
@@ -733,7 +779,7 @@ impl ConnectionManager {
         {
             Ok(conn) => {
                 let conn = Arc::new(conn);
-                slot.failures.store(0, Ordering::SeqCst);
+                *slot.backoff.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 if let Ok(mut r) = slot.retry_at.write() {
                     *r = None;
                 }
@@ -751,10 +797,13 @@ impl ConnectionManager {
                 Ok(conn)
             }
             Err(e) => {
-                let n = slot.failures.fetch_add(1, Ordering::SeqCst);
-                let delay = BACKOFF_BASE
-                    .saturating_mul(1u32 << n.min(10))
-                    .min(BACKOFF_MAX);
+                let delay = slot
+                    .backoff
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(|| backoff(BACKOFF_BASE, BACKOFF_MAX))
+                    .next()
+                    .unwrap_or(BACKOFF_MAX);
                 if let Ok(mut r) = slot.retry_at.write() {
                     *r = Some(Instant::now() + delay);
                 }
@@ -947,7 +996,7 @@ async fn start_listener(conn: &Connection) {
         Err(_) => None,
     };
     tokio::spawn(stop.clone().run_until_cancelled_owned(async move {
-        let mut delay = LISTEN_RETRY_BASE;
+        let mut delays = backoff(LISTEN_RETRY_BASE, LISTEN_RETRY_MAX);
         let mut first = first;
         while !peer.is_transport_closed() {
             let attempt = match first.take() {
@@ -979,7 +1028,7 @@ async fn start_listener(conn: &Connection) {
                     // A stream that lived a while was healthy: retry soon. One that ends at
                     // once keeps backing off.
                     if opened.elapsed() >= LISTEN_HEALTHY {
-                        delay = LISTEN_RETRY_BASE;
+                        delays = backoff(LISTEN_RETRY_BASE, LISTEN_RETRY_MAX);
                     }
                 }
                 Err(ServiceError::McpError(e)) => {
@@ -987,11 +1036,10 @@ async fn start_listener(conn: &Connection) {
                     return;
                 }
                 Err(e) => {
-                    tracing::debug!(server = %server, error = %e, retry_in = ?delay, "MCP subscriptions/listen failed");
+                    tracing::debug!(server = %server, error = %e, "MCP subscriptions/listen failed");
                 }
             }
-            tokio::time::sleep(delay).await;
-            delay = delay.saturating_mul(2).min(LISTEN_RETRY_MAX);
+            tokio::time::sleep(delays.next().unwrap_or(LISTEN_RETRY_MAX)).await;
         }
     }));
 }

@@ -44,7 +44,7 @@ pub use config::{
     ServerSet, ServerTransport,
 };
 #[cfg(feature = "server")]
-pub use expose::{expose_as_mcp_server, expose_workflows};
+pub use expose::{WorkflowTasks, expose_as_mcp_server, expose_workflows};
 #[cfg(feature = "server-http")]
 pub use http::McpHttpService;
 pub use manager::{
@@ -58,7 +58,7 @@ pub use server::{DEFAULT_MAX_SESSIONS, HttpOptions};
 #[cfg(feature = "server")]
 pub use session::SessionEndHook;
 #[cfg(feature = "server")]
-pub use tasks::{TaskBackend, WorkflowTasks};
+pub use tasks::TaskBackend;
 
 /// The rmcp version agentkit-mcp is built on.
 pub use rmcp;

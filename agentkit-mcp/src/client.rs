@@ -126,7 +126,7 @@ const CONTEXT_WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(
 
 /// How long a finished call stays routable. rmcp hands each notification to its own task, so
 /// the last progress notification of a call can be handled just after the call's response.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(300);
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1_500);
 
 /// Ended calls are purged on every `PURGE_EVERY`th new call.
 const PURGE_EVERY: u64 = 32;
@@ -134,7 +134,7 @@ const PURGE_EVERY: u64 = 32;
 /// How long a finished call waits for its last progress notification (see [`LINGER`]). Only
 /// calls that reported progress short of their total wait; generous, since on a loaded
 /// machine a notification's task can be scheduled late.
-const LATE_PROGRESS: std::time::Duration = std::time::Duration::from_millis(250);
+const LATE_PROGRESS: std::time::Duration = std::time::Duration::from_millis(1_000);
 
 impl InflightGuard {
     /// After the response: if the call reported progress with a total it has not reached yet,

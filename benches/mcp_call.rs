@@ -1,6 +1,8 @@
 //! A tool call through `McpAggregator` + `ConnectionManager` versus the same call with a raw
 //! rmcp client, against the same in-process streamable HTTP server, in the same run; plus 1,000
-//! concurrent calls on one managed connection.
+//! concurrent calls on one managed connection; plus a whole connect -> list -> call -> close
+//! cycle against server-everything over stdio, agentkit's connection versus a raw rmcp client
+//! (needs `bash scripts/install-mcp-peers.sh`; skipped without it).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -115,5 +117,68 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// node and server-everything from tests/peers, when installed.
+fn everything() -> Option<(String, String)> {
+    let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/node_modules");
+    let node = peers.join(".bin/node");
+    let js = peers.join("@modelcontextprotocol/server-everything/dist/index.js");
+    (node.exists() && js.exists()).then(|| (node.display().to_string(), js.display().to_string()))
+}
+
+fn stdio_cycle(c: &mut Criterion) {
+    use agentkit_mcp::rmcp::transport::TokioChildProcess;
+
+    let Some((node, js)) = everything() else {
+        println!("mcp_stdio_cycle skipped: run `bash scripts/install-mcp-peers.sh` first");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let args = json!({"message": "hello"}).as_object().cloned().unwrap();
+    let mut group = c.benchmark_group("mcp_stdio_cycle");
+    group
+        .sampling_mode(criterion::SamplingMode::Flat)
+        .sample_size(10)
+        .measurement_time(std::time::Duration::from_secs(20));
+    group.bench_function("raw_rmcp_connect_list_call_close", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut cmd = tokio::process::Command::new(&node);
+                cmd.args([js.as_str(), "stdio"]);
+                let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
+                client.list_all_tools().await.unwrap();
+                client
+                    .call_tool(CallToolRequestParams::new("echo").with_arguments(args.clone()))
+                    .await
+                    .unwrap();
+                client.cancel().await.unwrap();
+            })
+        })
+    });
+    group.bench_function("agentkit_connect_list_call_close", |b| {
+        let ctx = RunContext::new();
+        b.iter(|| {
+            rt.block_on(async {
+                let conn = agentkit_mcp::connect_once(ServerConfig::stdio(
+                    "everything",
+                    node.clone(),
+                    [js.clone(), "stdio".to_owned()],
+                ))
+                .await
+                .unwrap();
+                conn.list_tools().await.unwrap();
+                conn.call_tool("echo", args.clone(), &ctx, None)
+                    .await
+                    .unwrap();
+                conn.close().await;
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, stdio_cycle);
 criterion_main!(benches);

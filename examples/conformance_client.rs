@@ -76,9 +76,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("usage: conformance_client <server-url>")?;
     let scenario = std::env::var("MCP_CONFORMANCE_SCENARIO").unwrap_or_default();
     eprintln!("scenario {scenario:?} against {url}");
-    let manager = ConnectionManager::new([ServerConfig::http("server", url)])
+    let manager = ConnectionManager::builder([ServerConfig::http("server", url)])
         .with_client_info("agentkit-conformance-client", env!("CARGO_PKG_VERSION"))
-        .with_human_input(Arc::new(AcceptDefaults));
+        .with_human_input(Arc::new(AcceptDefaults))
+        .build();
     let conn = manager.connection("server").await?;
     let tools = conn.list_tools().await?;
     let ctx = RunContext::new();

@@ -120,9 +120,13 @@ pub(crate) struct InflightGuard {
     token: String,
 }
 
+/// How long (steps of [`CONTEXT_WAIT_STEP`]) a server request waits for its call.
+const CONTEXT_WAIT_STEPS: u32 = 25;
+const CONTEXT_WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// How long a finished call stays routable. rmcp hands each notification to its own task, so
 /// the last progress notification of a call can be handled just after the call's response.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(300);
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1_500);
 
 /// Ended calls are purged on every `PURGE_EVERY`th new call.
 const PURGE_EVERY: u64 = 32;
@@ -130,7 +134,7 @@ const PURGE_EVERY: u64 = 32;
 /// How long a finished call waits for its last progress notification (see [`LINGER`]). Only
 /// calls that reported progress short of their total wait; generous, since on a loaded
 /// machine a notification's task can be scheduled late.
-const LATE_PROGRESS: std::time::Duration = std::time::Duration::from_millis(250);
+const LATE_PROGRESS: std::time::Duration = std::time::Duration::from_millis(1_000);
 
 impl InflightGuard {
     /// After the response: if the call reported progress with a total it has not reached yet,
@@ -226,10 +230,23 @@ impl Drop for AnsweringGuard {
 }
 
 impl AgentkitClient {
-    fn context_for(&self, meta: &rmcp::model::RequestMetaObject) -> Option<RunContext> {
-        meta.get_progress_token()
-            .and_then(|t| self.inflight.get(&token_key(&t)))
-            .or_else(|| self.inflight.latest())
+    /// The run a server request belongs to: the call named by its progress token, else the
+    /// latest call in flight. A server may ask before the call it belongs to is registered
+    /// (its request can overtake the bookkeeping after our send), so an unmatched request
+    /// waits briefly for one.
+    async fn context_for(&self, meta: &rmcp::model::RequestMetaObject) -> Option<RunContext> {
+        let find = || {
+            meta.get_progress_token()
+                .and_then(|t| self.inflight.get(&token_key(&t)))
+                .or_else(|| self.inflight.latest())
+        };
+        for _ in 0..CONTEXT_WAIT_STEPS {
+            if let Some(ctx) = find() {
+                return Some(ctx);
+            }
+            tokio::time::sleep(CONTEXT_WAIT_STEP).await;
+        }
+        find()
     }
 
     /// Answer a sampling request with the configured provider.
@@ -397,7 +414,7 @@ impl ClientHandler for AgentkitClient {
         ctx: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, ErrorData> {
         let _answering = self.answering.start();
-        let run = self.context_for(&ctx.meta);
+        let run = self.context_for(&ctx.meta).await;
         self.sample(p, run).await
     }
 
@@ -407,7 +424,7 @@ impl ClientHandler for AgentkitClient {
         ctx: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
         let _answering = self.answering.start();
-        let run = self.context_for(&ctx.meta);
+        let run = self.context_for(&ctx.meta).await;
         self.elicit(req, run).await
     }
 

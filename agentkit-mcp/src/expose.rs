@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::server::{CallContext, McpServerBuilder};
-use crate::tasks::WorkflowTasks;
+
+mod workflow_tasks;
+pub use workflow_tasks::{DEFAULT_POLL_INTERVAL_MS, SIGNAL_INPUT_KEY, WorkflowTasks};
 
 /// Forwards a run's events as MCP progress notifications.
 struct ProgressSink {

@@ -45,11 +45,14 @@ pub use config::{
 };
 #[cfg(feature = "server")]
 pub use expose::{
-    SessionHistory, expose_as_mcp_server, expose_as_mcp_server_with, expose_workflows,
+    SessionHistory, WorkflowTasks, expose_as_mcp_server, expose_as_mcp_server_with,
+    expose_workflows,
 };
 #[cfg(feature = "server-http")]
 pub use http::McpHttpService;
-pub use manager::{Connection, ConnectionManager, Lifecycle, connect_once, request_meta};
+pub use manager::{
+    Connection, ConnectionManager, ConnectionManagerBuilder, Lifecycle, connect_once, request_meta,
+};
 pub use names::{MAX_TOOL_NAME_LEN, qualified_tool_name};
 #[cfg(feature = "server")]
 pub use server::{CallContext, McpServer, McpServerBuilder};
@@ -58,7 +61,7 @@ pub use server::{DEFAULT_MAX_SESSIONS, HttpOptions};
 #[cfg(feature = "server")]
 pub use session::SessionEndHook;
 #[cfg(feature = "server")]
-pub use tasks::{TaskBackend, WorkflowTasks};
+pub use tasks::TaskBackend;
 
 /// The rmcp version agentkit-mcp is built on.
 pub use rmcp;

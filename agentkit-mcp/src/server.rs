@@ -885,6 +885,25 @@ impl ServerHandler for McpServer {
         }
     }
 
+    /// `server/discover` is how a 2026-07-28 client starts; the versions before it only work
+    /// with `initialize`, so only the discover-era ones are listed (`initialize` still
+    /// negotiates every version rmcp knows).
+    async fn discover(
+        &self,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::DiscoverResult, ErrorData> {
+        let versions = self
+            .supported_protocol_versions()
+            .iter()
+            .filter(|v| **v >= ProtocolVersion::V_2026_07_28)
+            .cloned()
+            .collect();
+        Ok(rmcp::model::DiscoverResult::from_server_info(
+            versions,
+            self.get_info(),
+        ))
+    }
+
     fn accepted_subscription_filter(
         &self,
         requested: &SubscriptionFilter,

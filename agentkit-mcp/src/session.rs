@@ -29,6 +29,7 @@ impl Sessions {
     }
 
     /// How many sessions are open now.
+    #[cfg_attr(not(feature = "server-http"), allow(dead_code))]
     pub(crate) fn live(&self) -> usize {
         self.live.load(Ordering::SeqCst)
     }
@@ -71,6 +72,8 @@ impl Drop for SessionEnd {
 /// A session's transport: counts the session while it lives.
 pub(crate) struct Tracked<T> {
     pub(crate) inner: T,
+    /// Ends the session when the transport is dropped.
+    #[cfg_attr(not(feature = "server-http"), allow(dead_code))]
     pub(crate) end: SessionEnd,
 }
 

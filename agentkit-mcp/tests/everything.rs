@@ -180,9 +180,10 @@ impl HumanInputHandler for Human {
 async fn sampling_uses_the_provider_and_elicitation_the_runs_human() {
     let model = ScriptedProvider::new().then_text("a sampled haiku");
     let manager =
-        ConnectionManager::new([common::everything_stdio("everything")
+        ConnectionManager::builder([common::everything_stdio("everything")
             .with_root("file:///workspace", Some("ws".into()))])
-        .with_sampling(Arc::new(model));
+        .with_sampling(Arc::new(model))
+        .build();
     // Sampling, elicitation and roots tools are registered once the server has seen our
     // capabilities; wait until they show up.
     let conn = manager.connection("everything").await.unwrap();

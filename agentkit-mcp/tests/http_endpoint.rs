@@ -3,6 +3,8 @@
 //! validation, JSON-RPC errors for malformed messages, the session cap, and session ids with
 //! an end hook.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,18 +30,7 @@ fn whoami(ended: Arc<Mutex<Vec<String>>>) -> McpServer {
 
 async fn serve(server: McpServer, options: HttpOptions) -> (String, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ct = CancellationToken::new();
-    let svc = server.into_http_service(options.with_cancellation(ct.child_token()));
-    let app = axum::Router::new().nest_service("/mcp", svc);
-    let addr = listener.local_addr().unwrap();
-    let stop = ct.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .unwrap();
-    });
-    (format!("http://{addr}/mcp"), ct)
+    common::serve_on_with(server, listener, options)
 }
 
 fn post(url: &str, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder {
@@ -86,39 +77,29 @@ async fn initialized(url: &str, session: &str) {
     assert!(r.status().is_success(), "{}", r.status());
 }
 
+/// The status of an `initialize` sent from a browser page at `origin`.
+async fn initialize_from(url: &str, origin: &str) -> u16 {
+    let r = post(url, initialize())
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_origin_is_refused_and_a_loopback_one_accepted() {
     let (url, ct) = serve(whoami(Arc::default()), HttpOptions::new()).await;
-    let r = post(&url, initialize())
-        .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let r = post(&url, initialize())
-        .header("origin", "http://localhost:5173")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(initialize_from(&url, "https://evil.example").await, 403);
+    assert_eq!(initialize_from(&url, "http://localhost:5173").await, 200);
     // Configured origins replace the loopback default.
     let (url, ct2) = serve(
         whoami(Arc::default()),
         HttpOptions::new().with_allowed_origins(["https://app.example.com:443"]),
     )
     .await;
-    let ok = post(&url, initialize())
-        .header("origin", "https://app.example.com")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
-    let bad = post(&url, initialize())
-        .header("origin", "http://localhost:5173")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 403);
+    assert_eq!(initialize_from(&url, "https://app.example.com").await, 200);
+    assert_eq!(initialize_from(&url, "http://localhost:5173").await, 403);
     ct.cancel();
     ct2.cancel();
 }
@@ -268,4 +249,31 @@ async fn a_connection_served_over_any_transport_is_one_session() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(*ended.lock().unwrap(), seen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_discover_lists_only_versions_a_discover_client_can_use() {
+    let (url, ct) = serve(whoami(Arc::default()), HttpOptions::new()).await;
+    let r = post(
+        &url,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}}}})
+        .to_string(),
+    )
+    .header("mcp-protocol-version", "2026-07-28")
+    .header("mcp-method", "server/discover")
+    .send()
+    .await
+    .unwrap();
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let m = message(&body);
+    let versions = m["result"]["supportedVersions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{m}"));
+    assert_eq!(versions, &[json!("2026-07-28")], "{m}");
+    ct.cancel();
 }

@@ -19,7 +19,8 @@ use agentkit_mcp::rmcp::model::{
     CallToolResult, ContentBlock, ElicitationAction, ElicitationSchema, ProtocolVersion,
 };
 use agentkit_mcp::{
-    ConnectionManager, Lifecycle, McpAggregator, McpServer, McpServerBuilder, ServerConfig,
+    ConnectionManager, ConnectionManagerBuilder, Lifecycle, McpAggregator, McpServer,
+    McpServerBuilder, ServerConfig,
 };
 use async_trait::async_trait;
 use serde_json::json;
@@ -50,8 +51,8 @@ fn echo_server() -> McpServer {
         .build()
 }
 
-fn manager(url: String, lifecycle: Lifecycle) -> ConnectionManager {
-    ConnectionManager::new([ServerConfig::http("s", url)]).with_lifecycle(lifecycle)
+fn manager(url: String, lifecycle: Lifecycle) -> ConnectionManagerBuilder {
+    ConnectionManager::builder([ServerConfig::http("s", url)]).with_lifecycle(lifecycle)
 }
 
 async fn names(tools: &McpAggregator) -> Vec<String> {
@@ -77,7 +78,7 @@ async fn epoch_moves(manager: &ConnectionManager, from: u64) {
 
 async fn negotiates_and_calls(lifecycle: Lifecycle, expected: ProtocolVersion) {
     let (url, ct) = common::serve_http(echo_server()).await;
-    let manager = manager(url, lifecycle);
+    let manager = manager(url, lifecycle).build();
     let conn = manager.connection("s").await.unwrap();
     assert_eq!(conn.protocol_version(), Some(expected));
     let tools = McpAggregator::new(manager.clone(), ["s"]);
@@ -106,7 +107,7 @@ async fn initialize_lifecycle_negotiates_2025_11_25_and_calls_a_tool() {
 async fn runtime_tool_reaches_the_aggregator(lifecycle: Lifecycle, expected: ProtocolVersion) {
     let server = echo_server();
     let (url, ct) = common::serve_http(server.clone()).await;
-    let manager = manager(url, lifecycle);
+    let manager = manager(url, lifecycle).build();
     let tools = McpAggregator::new(manager.clone(), ["s"]);
     assert_eq!(names(&tools).await, ["s__echo"]);
     assert_eq!(
@@ -219,7 +220,9 @@ async fn elicitation_is_answered_by_the_human_input_handler(
 ) {
     let (url, ct) = common::serve_http(asking_server()).await;
     let answers = Arc::new(Answers::default());
-    let manager = manager(url, lifecycle).with_human_input(answers.clone());
+    let manager = manager(url, lifecycle)
+        .with_human_input(answers.clone())
+        .build();
     let conn = manager.connection("s").await.unwrap();
     assert_eq!(conn.protocol_version(), Some(expected.clone()));
     let tools = McpAggregator::new(manager.clone(), ["s"]);
@@ -278,7 +281,9 @@ async fn the_runs_own_human_input_handler_wins_over_the_managers() {
     let (url, ct) = common::serve_http(asking_server()).await;
     let fallback = Arc::new(Answers::default());
     let own = Arc::new(Answers::default());
-    let manager = manager(url, Lifecycle::Auto).with_human_input(fallback.clone());
+    let manager = manager(url, Lifecycle::Auto)
+        .with_human_input(fallback.clone())
+        .build();
     let tools = McpAggregator::new(manager.clone(), ["s"]);
     let ctx = RunContext::new().with_human_input(own.clone());
     let out = tools.call_tool("deploy", json!({}), &ctx).await.unwrap();
@@ -298,7 +303,7 @@ async fn listen_stream_is_reopened_after_the_server_restarts_on_2026_07_28() {
         .trim_end_matches("/mcp")
         .parse()
         .unwrap();
-    let manager = manager(url, Lifecycle::Auto);
+    let manager = manager(url, Lifecycle::Auto).build();
     let tools = McpAggregator::new(manager.clone(), ["s"]);
     assert_eq!(names(&tools).await, ["s__echo"]);
     let epoch = manager.lists_epoch("s").unwrap();
@@ -350,7 +355,9 @@ async fn sampling_is_answered_by_the_managers_provider(lifecycle: Lifecycle, sta
         .build();
     let (url, ct) = common::serve_http(server).await;
     let provider = agentkit_core::ScriptedProvider::new().then_text("Two lifecycles.");
-    let manager = manager(url, lifecycle).with_sampling(Arc::new(provider));
+    let manager = manager(url, lifecycle)
+        .with_sampling(Arc::new(provider))
+        .build();
     let out = manager
         .call_tool("s", "summarize", Default::default(), &RunContext::new())
         .await

@@ -130,8 +130,17 @@ pub fn serve_on(
     server: McpServer,
     listener: tokio::net::TcpListener,
 ) -> (String, CancellationToken) {
+    serve_on_with(server, listener, HttpOptions::new())
+}
+
+/// [`serve_on`] with these options.
+pub fn serve_on_with(
+    server: McpServer,
+    listener: tokio::net::TcpListener,
+    options: HttpOptions,
+) -> (String, CancellationToken) {
     let ct = CancellationToken::new();
-    let svc = server.into_http_service(HttpOptions::new().with_cancellation(ct.child_token()));
+    let svc = server.into_http_service(options.with_cancellation(ct.child_token()));
     let app = axum::Router::new().nest_service("/mcp", svc);
     let addr = listener.local_addr().unwrap();
     let stop = ct.clone();

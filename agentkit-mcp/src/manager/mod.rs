@@ -1,0 +1,461 @@
+//! [`ConnectionManager`]: one long-lived, lazily started, shared connection per MCP server.
+//!
+//! `connection` is one live connection, `transport` connects it, `listen` follows list
+//! changes on 2026-07-28, `meta` is the `_meta` of a call.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use agentkit_core::{Error, HumanInputHandler, LlmProvider, Result, RunContext};
+#[cfg(any(feature = "client-stdio", feature = "client-http"))]
+use rmcp::ClientServiceExt;
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam,
+    ClientRequest, GetPromptRequestParams, GetPromptResult, InputRequest, InputRequiredResult,
+    InputResponses, JsonObject, Prompt, ProtocolVersion, ReadResourceRequestParams,
+    ReadResourceResult, RequestMetaObject, Resource, ServerPeerInfo, ServerResult,
+    SubscriptionFilter, Tool,
+};
+use rmcp::service::{ClientCacheConfig, PeerRequestOptions, RunningService, ServiceError};
+use rmcp::{ClientLifecycleMode, Peer, RoleClient};
+use tokio::sync::{Mutex as AsyncMutex, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{AgentkitClient, ClientShared, Inflight, token_key};
+use crate::config::{ServerConfig, ServerSet, ServerTransport};
+
+/// Which MCP lifecycle a connection uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Lifecycle {
+    /// The `initialize` handshake (every server speaks it; up to protocol 2025-11-25). Servers
+    /// may send sampling, elicitation and roots requests during a call.
+    #[default]
+    Initialize,
+    /// Probe with `server/discover` (protocol 2026-07-28, stateless, input-required rounds)
+    /// and fall back to `initialize` for servers that do not know it.
+    Auto,
+}
+
+const MAX_INPUT_ROUNDS: usize = 10;
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(8);
+const LISTEN_RETRY_BASE: Duration = Duration::from_millis(250);
+const LISTEN_RETRY_MAX: Duration = Duration::from_secs(30);
+const LISTEN_HEALTHY: Duration = Duration::from_secs(10);
+const LISTEN_FIRST_WAIT: Duration = Duration::from_secs(5);
+
+mod connection;
+mod listen;
+mod meta;
+mod transport;
+
+pub use connection::Connection;
+pub(crate) use connection::service_error;
+use connection::{backoff, is_connection_lost};
+use listen::start_listener;
+pub use meta::request_meta;
+use transport::connect;
+pub use transport::connect_once;
+
+struct Slot {
+    config: ServerConfig,
+    current: RwLock<Option<Arc<Connection>>>,
+    connecting: AsyncMutex<()>,
+    limiter: Option<Arc<Semaphore>>,
+    /// The delays before the next connect attempts, while connecting fails.
+    backoff: std::sync::Mutex<Option<backon::ExponentialBackoff>>,
+    retry_at: RwLock<Option<Instant>>,
+    lists_epoch: Arc<AtomicU64>,
+    connects: AtomicU64,
+}
+
+impl Slot {
+    fn new(config: ServerConfig) -> Self {
+        Self {
+            limiter: config.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
+            config,
+            current: RwLock::new(None),
+            connecting: AsyncMutex::new(()),
+            backoff: std::sync::Mutex::new(None),
+            retry_at: RwLock::new(None),
+            lists_epoch: Arc::new(AtomicU64::new(0)),
+            connects: AtomicU64::new(0),
+        }
+    }
+
+    fn live(&self) -> Option<Arc<Connection>> {
+        let c = self.current.read().ok()?.clone()?;
+        (!c.is_closed()).then_some(c)
+    }
+
+    /// Drop `conn` if it is still the current connection; close it in the background.
+    fn invalidate(&self, conn: &Arc<Connection>) {
+        let mut dropped = None;
+        if let Ok(mut cur) = self.current.write()
+            && cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn))
+        {
+            dropped = cur.take();
+        }
+        if let Some(c) = dropped {
+            tracing::warn!(server = %self.config.name, "MCP connection lost; it will be restarted on the next call");
+            self.lists_epoch.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move { c.close().await });
+        }
+    }
+}
+
+struct Inner {
+    slots: RwLock<BTreeMap<String, Arc<Slot>>>,
+    shared: Arc<ClientShared>,
+    lifecycle: Lifecycle,
+}
+
+/// One long-lived connection per MCP server, started on first use and shared by every agent.
+///
+/// - Lazily connects (stdio child process or streamable HTTP) and multiplexes concurrent calls
+///   over the one connection, up to the server's `max_concurrency`.
+/// - A child's stderr goes to `tracing` (target `agentkit_mcp::stderr`).
+/// - After a crash or a dropped HTTP session, the call in flight fails with an error naming the
+///   server, and the next call reconnects (with exponential backoff after failed attempts).
+/// - [`shutdown`](Self::shutdown) closes every connection and leaves no child process behind.
+///
+/// Cheap to clone; clones share connections.
+///
+/// ```no_run
+/// use agentkit_mcp::{ConnectionManager, ServerConfig};
+/// # async fn demo() -> agentkit_core::Result<()> {
+/// let manager = ConnectionManager::new([
+///     ServerConfig::stdio("fs", "npx", ["-y", "@modelcontextprotocol/server-filesystem", "."]),
+/// ]);
+/// let tools = manager.connection("fs").await?.list_tools().await?;
+/// println!("{} tools", tools.len());
+/// manager.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ConnectionManager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ConnectionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionManager")
+            .field("servers", &self.server_names())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ConnectionManager`]: who answers the servers' sampling and elicitation
+/// requests, the client info sent, and the lifecycle. Settings are fixed once built, so a
+/// clone of a manager never changes under another owner.
+///
+/// ```no_run
+/// use agentkit_mcp::{ConnectionManager, Lifecycle, ServerConfig};
+/// let manager = ConnectionManager::builder([ServerConfig::http("issues", "http://127.0.0.1:9000/mcp")])
+///     .with_client_info("my-app", "1.2.0")
+///     .with_lifecycle(Lifecycle::Auto)
+///     .build();
+/// ```
+#[must_use]
+pub struct ConnectionManagerBuilder {
+    servers: Vec<ServerConfig>,
+    shared: ClientShared,
+    lifecycle: Lifecycle,
+}
+
+impl std::fmt::Debug for ConnectionManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionManagerBuilder")
+            .field(
+                "servers",
+                &self.servers.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            )
+            .field("lifecycle", &self.lifecycle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectionManagerBuilder {
+    /// Answer servers' sampling requests with this provider (connections advertise the
+    /// sampling capability).
+    pub fn with_sampling(mut self, provider: Arc<dyn LlmProvider>) -> Self {
+        self.shared.sampling = Some(provider);
+        self
+    }
+
+    /// The model used for sampling (the provider's default when unset).
+    pub fn with_sampling_model(mut self, model: impl Into<String>) -> Self {
+        self.shared.sampling_model = Some(model.into());
+        self
+    }
+
+    /// Answer elicitations with this handler when the calling run has none.
+    pub fn with_human_input(mut self, handler: Arc<dyn HumanInputHandler>) -> Self {
+        self.shared.human_input = Some(handler);
+        self
+    }
+
+    /// The client name and version sent to servers.
+    pub fn with_client_info(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
+        self.shared.client_name = name.into();
+        self.shared.client_version = version.into();
+        self
+    }
+
+    /// Which lifecycle connections use.
+    pub fn with_lifecycle(mut self, lifecycle: Lifecycle) -> Self {
+        self.lifecycle = lifecycle;
+        self
+    }
+
+    /// Add a server.
+    pub fn with_server(mut self, server: ServerConfig) -> Self {
+        self.servers.push(server);
+        self
+    }
+
+    /// The manager. Nothing is started until first use.
+    pub fn build(self) -> ConnectionManager {
+        let slots = self
+            .servers
+            .into_iter()
+            .map(|s| (s.name.clone(), Arc::new(Slot::new(s))))
+            .collect();
+        ConnectionManager {
+            inner: Arc::new(Inner {
+                slots: RwLock::new(slots),
+                shared: Arc::new(self.shared),
+                lifecycle: self.lifecycle,
+            }),
+        }
+    }
+}
+
+impl ConnectionManager {
+    /// A manager for these servers with default settings (see [`ConnectionManager::builder`]).
+    /// Nothing is started until first use.
+    pub fn new(servers: impl IntoIterator<Item = ServerConfig>) -> Self {
+        Self::builder(servers).build()
+    }
+
+    /// Build a manager for these servers with sampling, elicitation, client info or
+    /// lifecycle settings.
+    pub fn builder(servers: impl IntoIterator<Item = ServerConfig>) -> ConnectionManagerBuilder {
+        ConnectionManagerBuilder {
+            servers: servers.into_iter().collect(),
+            shared: ClientShared {
+                client_name: "agentkit".into(),
+                client_version: env!("CARGO_PKG_VERSION").into(),
+                ..ClientShared::default()
+            },
+            lifecycle: Lifecycle::default(),
+        }
+    }
+
+    /// A manager for every server of a [`ServerSet`].
+    pub fn from_set(set: &ServerSet) -> Self {
+        Self::new(set.servers.values().cloned())
+    }
+
+    /// Add (or replace) a server. A replaced server's live connection is closed.
+    pub async fn add_server(&self, server: ServerConfig) {
+        let old = self
+            .inner
+            .slots
+            .write()
+            .ok()
+            .and_then(|mut s| s.insert(server.name.clone(), Arc::new(Slot::new(server))));
+        if let Some(old) = old {
+            let conn = old.current.write().ok().and_then(|mut c| c.take());
+            if let Some(c) = conn {
+                c.close().await;
+            }
+        }
+    }
+
+    /// The configured server names.
+    #[must_use]
+    pub fn server_names(&self) -> Vec<String> {
+        self.inner
+            .slots
+            .read()
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A server's configuration.
+    #[must_use]
+    pub fn server_config(&self, server: &str) -> Option<ServerConfig> {
+        self.slot(server).ok().map(|s| s.config.clone())
+    }
+
+    fn slot(&self, server: &str) -> Result<Arc<Slot>> {
+        let slots = self
+            .inner
+            .slots
+            .read()
+            .map_err(|_| Error::tool(server, "connection table poisoned"))?;
+        slots.get(server).cloned().ok_or_else(|| Error::Config {
+            file: None,
+            key: "mcp.servers".into(),
+            message: format!(
+                "unknown MCP server `{server}`; configured servers: {}",
+                slots.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })
+    }
+
+    /// A counter that changes whenever the server's tool, prompt or resource lists may have
+    /// changed (a `list_changed` notification or a reconnect). Caches compare it.
+    pub fn lists_epoch(&self, server: &str) -> Result<u64> {
+        Ok(self.slot(server)?.lists_epoch.load(Ordering::SeqCst))
+    }
+
+    /// How many times a connection to `server` has been established.
+    pub fn connect_count(&self, server: &str) -> Result<u64> {
+        Ok(self.slot(server)?.connects.load(Ordering::SeqCst))
+    }
+
+    /// The live connection to `server`, connecting (or reconnecting) first if needed.
+    pub async fn connection(&self, server: &str) -> Result<Arc<Connection>> {
+        let slot = self.slot(server)?;
+        self.connection_for(&slot).await
+    }
+
+    /// The live connection, if there is one, without connecting.
+    #[must_use]
+    pub fn existing_connection(&self, server: &str) -> Option<Arc<Connection>> {
+        self.slot(server).ok().and_then(|s| s.live())
+    }
+
+    async fn connection_for(&self, slot: &Arc<Slot>) -> Result<Arc<Connection>> {
+        if let Some(c) = slot.live() {
+            return Ok(c);
+        }
+        let _connecting = slot.connecting.lock().await;
+        if let Some(c) = slot.live() {
+            return Ok(c);
+        }
+        let retry_at = slot.retry_at.read().ok().and_then(|r| *r);
+        if let Some(at) = retry_at {
+            tokio::time::sleep_until(at).await;
+        }
+        let shared = Arc::clone(&self.inner.shared);
+        let lifecycle = self.inner.lifecycle;
+        match connect(
+            &slot.config,
+            shared,
+            Arc::clone(&slot.lists_epoch),
+            lifecycle,
+        )
+        .await
+        {
+            Ok(conn) => {
+                let conn = Arc::new(conn);
+                *slot.backoff.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                if let Ok(mut r) = slot.retry_at.write() {
+                    *r = None;
+                }
+                let previous = slot
+                    .current
+                    .write()
+                    .ok()
+                    .and_then(|mut c| c.replace(Arc::clone(&conn)));
+                if let Some(p) = previous {
+                    tokio::spawn(async move { p.close().await });
+                }
+                if slot.connects.fetch_add(1, Ordering::SeqCst) > 0 {
+                    slot.lists_epoch.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(conn)
+            }
+            Err(e) => {
+                let delay = slot
+                    .backoff
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(|| backoff(BACKOFF_BASE, BACKOFF_MAX))
+                    .next()
+                    .unwrap_or(BACKOFF_MAX);
+                if let Ok(mut r) = slot.retry_at.write() {
+                    *r = Some(Instant::now() + delay);
+                }
+                tracing::warn!(server = %slot.config.name, error = %e, retry_in = ?delay, "MCP connect failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// Call a tool of `server` for a run (see [`Connection::call_tool`]), within the server's
+    /// concurrency limit and request timeout. When the connection is lost during the call, the
+    /// call fails with an error naming the server and the next call reconnects.
+    pub async fn call_tool(
+        &self,
+        server: &str,
+        tool: &str,
+        arguments: JsonObject,
+        ctx: &RunContext,
+    ) -> Result<CallToolResult> {
+        let slot = self.slot(server)?;
+        let _permit = match &slot.limiter {
+            Some(l) => Some(
+                Arc::clone(l)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::tool(server, "the server's concurrency limiter closed"))?,
+            ),
+            None => None,
+        };
+        let conn = self.connection_for(&slot).await?;
+        let out = conn
+            .call_tool(tool, arguments, ctx, slot.config.request_timeout)
+            .await;
+        if let Err(e) = &out
+            && (is_connection_lost(e) || conn.is_closed())
+        {
+            slot.invalidate(&conn);
+        }
+        out
+    }
+
+    /// Check that `server` answers (connecting if needed); returns the round-trip time.
+    pub async fn health_check(&self, server: &str) -> Result<Duration> {
+        let slot = self.slot(server)?;
+        let conn = self.connection_for(&slot).await?;
+        let started = std::time::Instant::now();
+        let res = conn
+            .peer
+            .list_tools(None)
+            .await
+            .map_err(|e| service_error(server, "health check (tools/list)", e));
+        match res {
+            Ok(_) => Ok(started.elapsed()),
+            Err(e) => {
+                if is_connection_lost(&e) || conn.is_closed() {
+                    slot.invalidate(&conn);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Close every connection and wait for stdio children to exit.
+    pub async fn shutdown(&self) {
+        let slots: Vec<Arc<Slot>> = self
+            .inner
+            .slots
+            .read()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default();
+        let conns: Vec<Arc<Connection>> = slots
+            .iter()
+            .filter_map(|s| s.current.write().ok().and_then(|mut c| c.take()))
+            .collect();
+        futures::future::join_all(conns.iter().map(|c| c.close())).await;
+    }
+}

@@ -1,0 +1,233 @@
+//! Connecting: a stdio child process or streamable HTTP, and the lifecycle handshake.
+
+use super::*;
+
+/// Connect once to a server, without a manager (no reconnect). Close it with
+/// [`Connection::close`] when done.
+pub async fn connect_once(server: ServerConfig) -> Result<Connection> {
+    let shared = Arc::new(ClientShared {
+        client_name: "agentkit".into(),
+        client_version: env!("CARGO_PKG_VERSION").into(),
+        ..ClientShared::default()
+    });
+    connect(&server, shared, Arc::default(), Lifecycle::Initialize).await
+}
+
+pub(super) async fn connect(
+    cfg: &ServerConfig,
+    shared: Arc<ClientShared>,
+    lists_epoch: Arc<AtomicU64>,
+    lifecycle: Lifecycle,
+) -> Result<Connection> {
+    let client = AgentkitClient {
+        server: cfg.name.clone(),
+        roots: cfg.roots.clone(),
+        shared,
+        inflight: Arc::new(Inflight::default()),
+        lists_epoch,
+        answering: Arc::default(),
+    };
+    let timeout = cfg.connect_timeout;
+    let fut = async {
+        match &cfg.transport {
+            ServerTransport::Stdio {
+                command,
+                args,
+                env,
+                cwd,
+            } => connect_stdio(cfg, command, args, env, cwd.as_deref(), client, lifecycle).await,
+            ServerTransport::StreamableHttp {
+                url,
+                headers,
+                bearer_token,
+            } => {
+                connect_http(
+                    cfg,
+                    url,
+                    headers,
+                    bearer_token.as_deref(),
+                    client,
+                    lifecycle,
+                )
+                .await
+            }
+        }
+    };
+    let conn = tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| Error::Timeout {
+            what: format!("connecting to MCP server `{}`", cfg.name),
+            after: timeout,
+        })??;
+    conn.peer
+        .set_response_cache_config(ClientCacheConfig::disabled())
+        .await;
+    if conn
+        .protocol_version()
+        .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28)
+    {
+        start_listener(&conn).await;
+    }
+    tracing::info!(server = %cfg.name, protocol = ?conn.protocol_version(), "MCP server connected");
+    Ok(conn)
+}
+
+#[cfg_attr(
+    not(any(feature = "client-stdio", feature = "client-http")),
+    allow(dead_code)
+)]
+pub(super) fn client_mode(lifecycle: Lifecycle) -> ClientLifecycleMode {
+    match lifecycle {
+        Lifecycle::Initialize => ClientLifecycleMode::Initialize,
+        Lifecycle::Auto => ClientLifecycleMode::Auto {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            legacy_version: None,
+        },
+    }
+}
+
+#[cfg_attr(
+    not(any(feature = "client-stdio", feature = "client-http")),
+    allow(dead_code)
+)]
+pub(super) fn init_error(server: &str, e: impl std::fmt::Display) -> Error {
+    Error::tool(
+        server,
+        format!("could not initialise MCP server `{server}`: {e}"),
+    )
+}
+
+#[cfg(feature = "client-stdio")]
+pub(super) async fn connect_stdio(
+    cfg: &ServerConfig,
+    command: &str,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+    cwd: Option<&std::path::Path>,
+    client: AgentkitClient,
+    lifecycle: Lifecycle,
+) -> Result<Connection> {
+    let spawned = crate::stdio::spawn(&cfg.name, command, args, env, cwd)?;
+    let mut child = spawned.child;
+    let pid = child.id();
+    let handler = client.clone();
+    let running = match handler
+        .serve_with_lifecycle(spawned.transport, client_mode(lifecycle))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let report = child.failure_report().await;
+            child.shutdown(cfg.shutdown_grace).await;
+            return Err(init_error(&cfg.name, format!("{e}{report}")));
+        }
+    };
+    Ok(Connection {
+        server: cfg.name.clone(),
+        peer: running.peer().clone(),
+        client,
+        pid,
+        running: AsyncMutex::new(Some(running)),
+        stop: CancellationToken::new(),
+        child: AsyncMutex::new(Some(child)),
+        oversize: Some(spawned.oversize),
+        shutdown_grace: cfg.shutdown_grace,
+    })
+}
+
+#[cfg(not(feature = "client-stdio"))]
+pub(super) async fn connect_stdio(
+    cfg: &ServerConfig,
+    _command: &str,
+    _args: &[String],
+    _env: &BTreeMap<String, String>,
+    _cwd: Option<&std::path::Path>,
+    _client: AgentkitClient,
+    _lifecycle: Lifecycle,
+) -> Result<Connection> {
+    Err(Error::tool(
+        &cfg.name,
+        "stdio MCP servers need agentkit-mcp's `client-stdio` feature",
+    ))
+}
+
+#[cfg(feature = "client-http")]
+pub(super) async fn connect_http(
+    cfg: &ServerConfig,
+    url: &str,
+    headers: &BTreeMap<String, String>,
+    bearer: Option<&str>,
+    client: AgentkitClient,
+    lifecycle: Lifecycle,
+) -> Result<Connection> {
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+    let mut extra = std::collections::HashMap::new();
+    for (k, v) in headers {
+        let name = http::HeaderName::try_from(k.as_str()).map_err(|e| Error::Config {
+            file: None,
+            key: format!("mcp.servers.{}.headers", cfg.name),
+            message: format!("invalid header name `{k}`: {e}"),
+        })?;
+        let value = http::HeaderValue::try_from(v.as_str()).map_err(|e| Error::Config {
+            file: None,
+            key: format!("mcp.servers.{}.headers.{k}", cfg.name),
+            message: format!("invalid header value: {e}"),
+        })?;
+        extra.insert(name, value);
+    }
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_owned())
+        .custom_headers(extra)
+        .reinit_on_expired_session(true);
+    if let Some(token) = bearer {
+        config = config.auth_header(token.to_owned());
+    }
+    let transport = StreamableHttpClientTransport::from_config(config);
+    let handler = client.clone();
+    let running = handler
+        .serve_with_lifecycle(transport, client_mode(lifecycle))
+        .await
+        .map_err(|e| {
+            if e.is_authorization_required() {
+                Error::tool(
+                    &cfg.name,
+                    format!(
+                        "MCP server `{}` at {url} requires authorization ({}); set `bearer_token` or an `Authorization` header",
+                        cfg.name,
+                        e.auth_challenge().unwrap_or("no challenge")
+                    ),
+                )
+            } else {
+                init_error(&cfg.name, format!("{e} (url {url})"))
+            }
+        })?;
+    Ok(Connection {
+        server: cfg.name.clone(),
+        peer: running.peer().clone(),
+        client,
+        pid: None,
+        running: AsyncMutex::new(Some(running)),
+        stop: CancellationToken::new(),
+        #[cfg(feature = "client-stdio")]
+        child: AsyncMutex::new(None),
+        #[cfg(feature = "client-stdio")]
+        oversize: None,
+        shutdown_grace: cfg.shutdown_grace,
+    })
+}
+
+#[cfg(not(feature = "client-http"))]
+pub(super) async fn connect_http(
+    cfg: &ServerConfig,
+    _url: &str,
+    _headers: &BTreeMap<String, String>,
+    _bearer: Option<&str>,
+    _client: AgentkitClient,
+    _lifecycle: Lifecycle,
+) -> Result<Connection> {
+    Err(Error::tool(
+        &cfg.name,
+        "streamable HTTP MCP servers need agentkit-mcp's `client-http` feature",
+    ))
+}

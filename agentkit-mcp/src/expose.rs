@@ -9,6 +9,9 @@ use agentkit_core::{
 };
 use rmcp::ErrorData;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -38,11 +41,63 @@ impl EventSink for ProgressSink {
     }
 }
 
-fn message_schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {"message": {"type": "string", "description": "What to ask the agent"}},
-        "required": ["message"]
+/// The arguments of an exposed agent's tool.
+#[derive(Debug, Deserialize, JsonSchema)]
+struct AgentArgs {
+    /// What to ask the agent.
+    message: String,
+}
+
+/// The arguments of `workflows-get_status` and `workflows-cancel`.
+#[derive(Debug, Deserialize, JsonSchema)]
+struct RunIdArgs {
+    /// The run id returned by `workflows-<name>-run`.
+    run_id: String,
+}
+
+/// The arguments of `workflows-resume`.
+#[derive(Debug, Deserialize, JsonSchema)]
+struct ResumeArgs {
+    /// The run id returned by `workflows-<name>-run`.
+    run_id: String,
+    /// The signal to deliver (default `resume`).
+    #[serde(default = "default_signal")]
+    signal: String,
+    /// The signal's payload.
+    #[serde(default)]
+    payload: Value,
+}
+
+fn default_signal() -> String {
+    "resume".to_owned()
+}
+
+/// The arguments of `workflows-list`: none.
+#[derive(Debug, Deserialize, JsonSchema)]
+struct NoArgs {}
+
+/// The arguments of `workflows-<name>-run` (whose `input` schema is the workflow's own).
+#[derive(Debug, Default, Deserialize)]
+struct RunArgs {
+    #[serde(default)]
+    input: Value,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// The input schema of a tool whose arguments are `T` (without the Rust type's name as title).
+fn args_schema<T: JsonSchema>() -> Value {
+    let mut schema = agentkit_core::schema::schema_value::<T>();
+    if let Value::Object(map) = &mut schema {
+        map.remove("title");
+    }
+    schema
+}
+
+/// Parse a tool's arguments, or the tool error that says what is wrong with them.
+fn parse_args<T: DeserializeOwned>(args: JsonObject) -> Result<T, CallToolResult> {
+    serde_json::from_value(Value::Object(args)).map_err(|e| {
+        CallToolResult::error(vec![ContentBlock::text(format!("invalid arguments: {e}"))])
     })
 }
 
@@ -71,10 +126,9 @@ async fn run_agent(
     args: JsonObject,
     call: CallContext,
 ) -> Result<CallToolResult, ErrorData> {
-    let Some(message) = args.get("message").and_then(Value::as_str) else {
-        return Ok(CallToolResult::error(vec![ContentBlock::text(
-            "missing string argument `message`",
-        )]));
+    let message = match parse_args::<AgentArgs>(args) {
+        Ok(a) => a.message,
+        Err(e) => return Ok(e),
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut ctx = RunContext::new()
@@ -174,7 +228,7 @@ pub fn expose_as_mcp_server_with(
         b = b.tool_fn(
             tool_name,
             description,
-            message_schema(),
+            args_schema::<AgentArgs>(),
             move |args, call| run_agent(Arc::clone(&agent), history, args, call),
         );
     }
@@ -207,22 +261,18 @@ fn fail(e: agentkit_core::Error) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(e.to_string())])
 }
 
-fn str_arg<'a>(args: &'a JsonObject, key: &str) -> Result<&'a str, CallToolResult> {
-    args.get(key).and_then(Value::as_str).ok_or_else(|| {
-        CallToolResult::error(vec![ContentBlock::text(format!(
-            "missing string argument `{key}`"
-        ))])
-    })
-}
-
 /// The input and start options of a `workflows-<name>-run` call.
 pub(crate) fn run_request(args: &JsonObject) -> (Value, StartOptions) {
-    let input = args.get("input").cloned().unwrap_or(Value::Null);
+    // A malformed `idempotency_key` is ignored, as before; the host validates `input`.
+    let args: RunArgs = serde_json::from_value(Value::Object(args.clone())).unwrap_or(RunArgs {
+        input: args.get("input").cloned().unwrap_or(Value::Null),
+        idempotency_key: None,
+    });
     let mut opts = StartOptions::new();
-    if let Some(k) = args.get("idempotency_key").and_then(Value::as_str) {
+    if let Some(k) = args.idempotency_key {
         opts = opts.with_idempotency_key(k);
     }
-    (input, opts)
+    (args.input, opts)
 }
 
 /// Add a [`WorkflowHost`]'s workflows: `workflows-list`, `workflows-<name>-run` (returns the run
@@ -254,7 +304,7 @@ pub async fn expose_workflows(
     let mut b = builder.tool_fn(
         "workflows-list",
         "List the workflows that can be run.",
-        json!({"type": "object", "properties": {}}),
+        args_schema::<NoArgs>(),
         move |_args, _call| {
             let h = Arc::clone(&h);
             async move {
@@ -300,7 +350,7 @@ pub async fn expose_workflows(
             },
         );
     }
-    let run_id_schema = json!({"type": "object", "properties": {"run_id": {"type": "string"}}, "required": ["run_id"]});
+    let run_id_schema = args_schema::<RunIdArgs>();
     let h = Arc::clone(&host);
     b = b.tool_fn(
         "workflows-get_status",
@@ -309,8 +359,8 @@ pub async fn expose_workflows(
         move |args, _call| {
             let h = Arc::clone(&h);
             async move {
-                let run = match str_arg(&args, "run_id") {
-                    Ok(r) => r.to_owned(),
+                let run = match parse_args::<RunIdArgs>(args) {
+                    Ok(a) => a.run_id,
                     Err(e) => return Ok(e),
                 };
                 Ok(match h.status(&run).await {
@@ -324,22 +374,18 @@ pub async fn expose_workflows(
     b = b.tool_fn(
         "workflows-resume",
         "Resume a waiting run by delivering a signal (default name `resume`) with a payload.",
-        json!({"type": "object", "properties": {
-            "run_id": {"type": "string"}, "signal": {"type": "string"}, "payload": {}
-        }, "required": ["run_id"]}),
+        args_schema::<ResumeArgs>(),
         move |args, _call| {
             let h = Arc::clone(&h);
             async move {
-                let run = match str_arg(&args, "run_id") {
-                    Ok(r) => r.to_owned(),
+                let ResumeArgs {
+                    run_id: run,
+                    signal,
+                    payload,
+                } = match parse_args::<ResumeArgs>(args) {
+                    Ok(a) => a,
                     Err(e) => return Ok(e),
                 };
-                let signal = args
-                    .get("signal")
-                    .and_then(Value::as_str)
-                    .unwrap_or("resume")
-                    .to_owned();
-                let payload = args.get("payload").cloned().unwrap_or(Value::Null);
                 Ok(match h.signal(&run, &signal, payload).await {
                     Ok(()) => {
                         text_json(json!({ "run_id": run, "signal": signal, "delivered": true }))
@@ -357,8 +403,8 @@ pub async fn expose_workflows(
         move |args, _call| {
             let h = Arc::clone(&h);
             async move {
-                let run = match str_arg(&args, "run_id") {
-                    Ok(r) => r.to_owned(),
+                let run = match parse_args::<RunIdArgs>(args) {
+                    Ok(a) => a.run_id,
                     Err(e) => return Ok(e),
                 };
                 Ok(match h.cancel(&run).await {

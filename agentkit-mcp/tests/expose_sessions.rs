@@ -109,6 +109,18 @@ async fn history_off_makes_every_call_independent() {
     let client = Client::new(&url);
     assert_eq!(client.ask("one").await, "one");
     assert_eq!(client.ask("two").await, "two");
+    // A wrong argument is a tool error that says what is wrong.
+    let out = client
+        .tools
+        .call_tool("agents__chat", json!({"message": 5}), &RunContext::new())
+        .await
+        .unwrap();
+    assert!(out.is_error);
+    let text = agentkit_core::message::join_text(&out.content);
+    assert!(
+        text.contains("invalid arguments") && text.contains("string"),
+        "{text}"
+    );
     client.manager.shutdown().await;
 }
 

@@ -1,0 +1,18 @@
+//! [`McpServerBuilder`]: an MCP server whose tools, resources, prompts and completions are
+//! defined at runtime (no macros), served over stdio, any async byte stream, or streamable HTTP
+//! as a tower service (feature `server-http`).
+
+#![allow(deprecated)] // logging and subscriptions are SEP-2577-deprecated in rmcp but still part of MCP 2025-11-25.
+//!
+//! One job per file: `context.rs` ([`CallContext`], what a handler gets), `builder.rs`
+//! ([`McpServerBuilder`] and the handler registry), `serve.rs` ([`McpServer`]: serving over
+//! stdio, streams and HTTP; [`HttpOptions`]), `handler.rs` (the rmcp `ServerHandler`).
+
+mod builder;
+mod context;
+mod handler;
+mod serve;
+
+pub use builder::*;
+pub use context::*;
+pub use serve::*;

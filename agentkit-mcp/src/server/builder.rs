@@ -67,7 +67,7 @@ pub(super) struct Registry {
     pub(super) legacy_peers: Mutex<Vec<Peer<RoleServer>>>,
     /// MCP Tasks (SEP-2663); see [`McpServerBuilder::tasks`].
     pub(super) tasks: Option<Arc<dyn crate::tasks::TaskBackend>>,
-    /// Called when a session ends; see [`McpServerBuilder::on_session_end`].
+    /// Called when a session ends; see [`McpServerBuilder::on_session_end`](super::McpServerBuilder::on_session_end).
     pub(super) on_session_end: Option<crate::session::SessionEndHook>,
 }
 

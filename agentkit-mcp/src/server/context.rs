@@ -84,7 +84,7 @@ impl CallContext {
     /// The MCP session this request belongs to: the `Mcp-Session-Id` of a legacy streamable
     /// HTTP session (absent on its `initialize` request), one id per stdio (or other
     /// transport) connection, and `None` for stateless 2026-07-28 HTTP requests. Stable for
-    /// the session's life; [`McpServerBuilder::on_session_end`] is told when it ends.
+    /// the session's life; [`McpServerBuilder::on_session_end`](super::McpServerBuilder::on_session_end) is told when it ends.
     #[must_use]
     pub fn session_id(&self) -> Option<&str> {
         self.session.as_deref()

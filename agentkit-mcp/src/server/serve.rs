@@ -15,7 +15,7 @@ use serde_json::Value;
 #[cfg(feature = "server-http")]
 use tokio_util::sync::CancellationToken;
 
-/// A built server: an rmcp [`ServerHandler`]. Cheap to clone (`Arc`s).
+/// A built server: an rmcp [`ServerHandler`](rmcp::ServerHandler). Cheap to clone (`Arc`s).
 #[derive(Clone)]
 pub struct McpServer {
     pub(super) reg: Arc<Registry>,
@@ -74,7 +74,7 @@ impl McpServer {
     }
 
     /// Like [`add_tool`](Self::add_tool), from a name, a description, a JSON-schema object and
-    /// an async closure (see [`McpServerBuilder::tool_fn`]).
+    /// an async closure (see [`McpServerBuilder::tool_fn`](super::McpServerBuilder::tool_fn)).
     pub async fn add_tool_fn<F, Fut>(
         &self,
         name: impl Into<String>,

@@ -504,10 +504,14 @@ impl ToolSource for Handoffs {
             Some(agent) => Ok(ToolOutput::text(format!(
                 "Transferred to `{agent}`. That agent now continues the conversation."
             ))),
-            None => Err(Error::ToolNotFound {
-                tool: name.to_owned(),
-                available: self.targets.keys().cloned().collect(),
-            }),
+            None => {
+                let mut available: Vec<String> = self.targets.keys().cloned().collect();
+                available.sort();
+                Err(Error::ToolNotFound {
+                    tool: name.to_owned(),
+                    available,
+                })
+            }
         }
     }
 }

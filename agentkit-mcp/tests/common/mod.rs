@@ -11,7 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 /// `tests/peers/node_modules` at the workspace root. Panics (fails the test) when missing.
 pub fn peers() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/node_modules");
+    // The checkout the test runs in (cargo sets it at run time too): a test binary reused from
+    // a build cache made in another checkout still looks in this one.
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let dir = PathBuf::from(manifest).join("../tests/peers/node_modules");
     assert!(
         dir.join("@modelcontextprotocol/server-everything/dist/index.js")
             .exists()

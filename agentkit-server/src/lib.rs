@@ -1,7 +1,8 @@
-//! # agentkit-server — not yet implemented
+//! # agentkit-server
 //!
-//! This crate will hold the tower/axum hosting server: the agent registry with versions and
-//! environments, the HTTP API (runs, events, schedules, webhooks, approvals, audit), the inbound
-//! MCP gateway where every agent is a callable tool, governance layers, the dashboard and the
-//! `agentkit` CLI (see DESIGN.md §6). It exists today only as a placeholder so the workspace
-//! layout matches the architecture; it exports nothing.
+//! The agent operations server: declarative agents and workflows (`agentkit.yaml`), a
+//! versioned registry with environment labels, durable runs on the runtime's store, and an HTTP
+//! API (Agent Protocol, the LangGraph SDK subset, agentkit's own `/v1`) with SSE run streams.
+//! A library first (`Server::builder()` gives an axum `Router`), and the `agentkit` binary.
+
+pub mod spec;

@@ -1,0 +1,3 @@
+//! The `agentkit` command line.
+
+fn main() {}

@@ -92,6 +92,13 @@ impl WorkflowInfo {
 pub struct StartOptions {
     /// Same key, same run: a second start with this key returns the first run's id.
     pub idempotency_key: Option<String>,
+    /// Run this version of the target (a registry version) instead of the host's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// Store the run under this id (a UUID the caller generated, e.g. to record it on a
+    /// thread before the run starts); default: a fresh UUIDv7.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 impl StartOptions {
@@ -105,6 +112,20 @@ impl StartOptions {
     #[must_use]
     pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Pin the run to `version` of its target; the run keeps it when a label moves.
+    #[must_use]
+    pub fn with_version(mut self, version: u32) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    /// Store the run under `id` (must be unique; a clash is an error and stores nothing).
+    #[must_use]
+    pub fn with_run_id(mut self, id: impl Into<String>) -> Self {
+        self.run_id = Some(id.into());
         self
     }
 }

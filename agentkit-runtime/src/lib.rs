@@ -16,12 +16,14 @@ mod sync;
 pub mod workflow;
 
 pub use executor::{
-    AgentFactory, PAUSE_PROPAGATION, ReplayReport, RetryPolicy, Runtime, RuntimeBuilder,
-    SCHEDULES_NAMESPACE, TargetOptions,
+    AgentFactory, AgentResolver, PAUSE_PROPAGATION, ReplayReport, RetryPolicy, Runtime,
+    RuntimeBuilder, SCHEDULES_NAMESPACE, TargetOptions,
 };
 pub use journal::DurableJournal;
 pub use memory::{StoreMemory, THREADS_NAMESPACE};
-pub use model::{Created, EntryKind, JournalEntry, NewRun, RunRecord, RunUpdate};
+pub use model::{
+    Created, Doc, EntryKind, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate,
+};
 pub use redact::Redactor;
 pub use scheduler::{CatchUp, Overlap, Schedule, Trigger};
 #[cfg(feature = "postgres")]
@@ -29,7 +31,8 @@ pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{
-    InvalidStoredData, JournalStore, KvStore, LeaseStore, MemoryStore, RunStore, SignalStore, Store,
+    DocStore, InvalidStoredData, JournalStore, KvStore, LeaseStore, MemoryStore, RunStore,
+    SignalStore, Store,
 };
 pub use workflow::{APPROVAL_SIGNAL, HUMAN_INPUT_SIGNAL, PARK_AFTER, Workflow, WorkflowContext};
 

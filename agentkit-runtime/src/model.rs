@@ -438,3 +438,121 @@ impl Created {
         matches!(self, Self::New(_))
     }
 }
+
+/// Which runs [`RunStore::search_runs`](crate::RunStore::search_runs) returns: every filter
+/// that is set must match; newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunQuery {
+    /// Only runs of these targets (agents or workflows); empty = any.
+    pub targets: Vec<String>,
+    /// Only runs in these statuses; empty = any.
+    pub statuses: Vec<RunStatus>,
+    /// Only runs created at or after this time (ms since epoch).
+    pub created_after: Option<i64>,
+    /// Only runs created before this time (ms since epoch).
+    pub created_before: Option<i64>,
+    /// At most this many runs (capped at [`RunQuery::MAX_LIMIT`]).
+    pub limit: usize,
+    /// Skip this many matching runs first (paging).
+    pub offset: usize,
+}
+
+impl Default for RunQuery {
+    fn default() -> Self {
+        Self {
+            targets: Vec::new(),
+            statuses: Vec::new(),
+            created_after: None,
+            created_before: None,
+            limit: 100,
+            offset: 0,
+        }
+    }
+}
+
+impl RunQuery {
+    /// The largest page a search returns.
+    pub const MAX_LIMIT: usize = 1_000;
+
+    /// Any run, newest first, 100 a page.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only runs of `target`.
+    #[must_use]
+    pub fn with_target(mut self, target: impl Into<String>) -> Self {
+        self.targets.push(target.into());
+        self
+    }
+
+    /// Only runs in `status`.
+    #[must_use]
+    pub fn with_status(mut self, status: RunStatus) -> Self {
+        self.statuses.push(status);
+        self
+    }
+
+    /// Only runs created in `[after, before)` (ms since epoch; either end open).
+    #[must_use]
+    pub fn with_created(mut self, after: Option<i64>, before: Option<i64>) -> Self {
+        self.created_after = after;
+        self.created_before = before;
+        self
+    }
+
+    /// One page: skip `offset` matches, return at most `limit`.
+    #[must_use]
+    pub fn with_page(mut self, limit: usize, offset: usize) -> Self {
+        self.limit = limit;
+        self.offset = offset;
+        self
+    }
+
+    /// The page size a backend uses: `limit`, at most [`RunQuery::MAX_LIMIT`].
+    #[must_use]
+    pub fn page_size(&self) -> usize {
+        self.limit.min(Self::MAX_LIMIT)
+    }
+
+    /// Whether `run` passes the filters (the in-memory backend's predicate).
+    #[must_use]
+    pub fn matches(&self, run: &RunRecord) -> bool {
+        (self.targets.is_empty() || self.targets.contains(&run.target))
+            && (self.statuses.is_empty() || self.statuses.contains(&run.status))
+            && self.created_after.is_none_or(|t| run.created_at >= t)
+            && self.created_before.is_none_or(|t| run.created_at < t)
+    }
+}
+
+/// A JSON document in a [`DocStore`](crate::DocStore) collection, with a revision for
+/// compare-and-swap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Doc {
+    /// Its id, unique in its collection.
+    pub id: String,
+    /// Its value.
+    pub value: Value,
+    /// 1 when created, one more on every write.
+    pub revision: u64,
+    /// When it was created (ms since epoch).
+    pub created_at: i64,
+    /// When it was last written (ms since epoch).
+    pub updated_at: i64,
+}
+
+/// What a [`DocStore`](crate::DocStore) write expects to find, checked atomically with the
+/// write (compare-and-swap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Expect {
+    /// Anything (an unconditional write).
+    Any,
+    /// No document with this id (create only; immutable records).
+    Absent,
+    /// The document at exactly this revision.
+    Revision(u64),
+}

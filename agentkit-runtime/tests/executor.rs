@@ -1128,6 +1128,19 @@ impl RunStore for Counting {
         self.inner.list_runs(statuses, limit).await
     }
 
+    async fn search_runs(
+        &self,
+        query: &agentkit_runtime::RunQuery,
+    ) -> Result<Vec<agentkit_runtime::RunRecord>> {
+        self.hit("search_runs");
+        self.inner.search_runs(query).await
+    }
+
+    async fn delete_finished_runs(&self, before: i64, limit: usize) -> Result<Vec<String>> {
+        self.hit("delete_finished_runs");
+        self.inner.delete_finished_runs(before, limit).await
+    }
+
     async fn transition(
         &self,
         run_id: &str,
@@ -1224,6 +1237,42 @@ impl KvStore for Counting {
 
     async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
         self.inner.kv_delete(namespace, key).await
+    }
+}
+
+#[async_trait]
+impl agentkit_runtime::DocStore for Counting {
+    async fn doc_put(
+        &self,
+        collection: &str,
+        id: &str,
+        value: Value,
+        expect: agentkit_runtime::Expect,
+    ) -> Result<Option<agentkit_runtime::Doc>> {
+        self.inner.doc_put(collection, id, value, expect).await
+    }
+
+    async fn doc_get(&self, collection: &str, id: &str) -> Result<Option<agentkit_runtime::Doc>> {
+        self.inner.doc_get(collection, id).await
+    }
+
+    async fn doc_delete(
+        &self,
+        collection: &str,
+        id: &str,
+        expect: agentkit_runtime::Expect,
+    ) -> Result<bool> {
+        self.inner.doc_delete(collection, id, expect).await
+    }
+
+    async fn doc_list(
+        &self,
+        collection: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<agentkit_runtime::Doc>> {
+        self.inner.doc_list(collection, prefix, after, limit).await
     }
 }
 

@@ -407,6 +407,247 @@ async fn suite(store: Arc<dyn Store>) {
     assert_eq!(latest("nothing:").await, None);
 }
 
+/// Run search, retention, journal paging and documents: what the server builds on.
+async fn search_and_docs_suite(store: Arc<dyn Store>) {
+    use agentkit_runtime::{Expect, RunQuery};
+    // Runs of two targets, created in order.
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let target = if i % 2 == 0 { "even" } else { "odd" };
+        let r = store
+            .create_run(NewRun::new(target, json!({"message": i})))
+            .await
+            .unwrap();
+        ids.push(r.run().id.clone());
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let all = store.search_runs(&RunQuery::new()).await.unwrap();
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(
+        all.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        newest_first
+    );
+    let odd = store
+        .search_runs(&RunQuery::new().with_target("odd"))
+        .await
+        .unwrap();
+    assert_eq!(odd.len(), 3);
+    assert!(odd.iter().all(|r| r.target == "odd"));
+    let page = store
+        .search_runs(&RunQuery::new().with_page(2, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        newest_first[1..3]
+    );
+    // Finish two runs; filter by status and by time.
+    for id in &ids[..2] {
+        store
+            .transition(
+                id,
+                &[RunStatus::Queued],
+                RunUpdate::new(RunStatus::Succeeded),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let done = store
+        .search_runs(&RunQuery::new().with_status(RunStatus::Succeeded))
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 2);
+    let third = store.get_run(&ids[2]).await.unwrap().unwrap();
+    let since = store
+        .search_runs(&RunQuery::new().with_created(Some(third.created_at), None))
+        .await
+        .unwrap();
+    assert!(since.iter().all(|r| r.created_at >= third.created_at));
+    assert_eq!(since.len(), 4);
+    let before = store
+        .search_runs(&RunQuery::new().with_created(None, Some(third.created_at)))
+        .await
+        .unwrap();
+    assert_eq!(before.len(), 2);
+
+    // Journal paging.
+    let entries: Vec<JournalEntry> = (0..5)
+        .map(|i| JournalEntry::new(&ids[0], i, format!("step/s{i}"), json!(i)))
+        .collect();
+    store.append(&entries).await.unwrap();
+    let after = store.journal_after(&ids[0], Some(1), 2).await.unwrap();
+    assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+    let first = store.journal_after(&ids[0], None, 100).await.unwrap();
+    assert_eq!(first.len(), 5);
+    assert!(
+        store
+            .journal_after(&ids[0], Some(4), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Retention deletes finished runs (with their journals) and nothing else.
+    store.send_signal(&ids[0], "x", json!(1)).await.unwrap();
+    let deleted = store
+        .delete_finished_runs(now_ms() + 1_000, 100)
+        .await
+        .unwrap();
+    let mut deleted_sorted = deleted.clone();
+    deleted_sorted.sort();
+    let mut want = ids[..2].to_vec();
+    want.sort();
+    assert_eq!(deleted_sorted, want);
+    assert!(store.get_run(&ids[0]).await.unwrap().is_none());
+    assert!(store.journal(&ids[0]).await.unwrap().is_empty());
+    assert_eq!(store.search_runs(&RunQuery::new()).await.unwrap().len(), 4);
+    assert!(
+        store
+            .delete_finished_runs(now_ms() + 1_000, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Documents: create-only, compare-and-swap, list by prefix with paging, delete.
+    let v1 = store
+        .doc_put("reg", "agent/a/1", json!({"v": 1}), Expect::Absent)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v1.revision, 1);
+    assert!(
+        store
+            .doc_put("reg", "agent/a/1", json!({"v": 9}), Expect::Absent)
+            .await
+            .unwrap()
+            .is_none(),
+        "an existing document is not overwritten by a create"
+    );
+    assert_eq!(
+        store
+            .doc_get("reg", "agent/a/1")
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        json!({"v": 1})
+    );
+    let v2 = store
+        .doc_put("reg", "agent/a/1", json!({"v": 2}), Expect::Revision(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v2.revision, 2);
+    assert_eq!(v2.created_at, v1.created_at);
+    assert!(
+        store
+            .doc_put("reg", "agent/a/1", json!({"v": 3}), Expect::Revision(1))
+            .await
+            .unwrap()
+            .is_none(),
+        "a stale revision loses"
+    );
+    let any = store
+        .doc_put("reg", "agent/a/1", json!({"v": 4}), Expect::Any)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(any.revision, 3);
+    assert!(
+        store
+            .doc_put("reg", "missing", json!(1), Expect::Revision(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    for id in [
+        "agent/a/2",
+        "agent/a/3",
+        "agent/b/1",
+        "agent/a%/1",
+        "agent/A/1",
+    ] {
+        store
+            .doc_put("reg", id, json!(id), Expect::Absent)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    store
+        .doc_put("other", "agent/a/9", json!(0), Expect::Absent)
+        .await
+        .unwrap()
+        .unwrap();
+    let listed: Vec<String> = store
+        .doc_list("reg", "agent/a/", None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(listed, ["agent/a/1", "agent/a/2", "agent/a/3"]);
+    let paged: Vec<String> = store
+        .doc_list("reg", "agent/a/", Some("agent/a/1"), 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(paged, ["agent/a/2"]);
+    assert_eq!(store.doc_list("reg", "", None, 100).await.unwrap().len(), 6);
+    assert!(
+        !store
+            .doc_delete("reg", "agent/a/2", Expect::Revision(7))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .doc_delete("reg", "agent/a/2", Expect::Absent)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .doc_delete("reg", "agent/a/2", Expect::Revision(1))
+            .await
+            .unwrap()
+    );
+    assert!(store.doc_get("reg", "agent/a/2").await.unwrap().is_none());
+    assert!(
+        !store
+            .doc_delete("reg", "agent/a/2", Expect::Any)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn memory_store_passes_the_search_and_docs_suite() {
+    search_and_docs_suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_passes_the_search_and_docs_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
+    search_and_docs_suite(Arc::new(store)).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_store_passes_the_search_and_docs_suite() {
+    let pg = common::Pg::start();
+    let url = pg.fresh_db("search_docs").await;
+    let store = agentkit_runtime::PostgresStore::connect(&url)
+        .await
+        .unwrap();
+    search_and_docs_suite(Arc::new(store.clone())).await;
+    store.pool().close().await;
+}
+
 #[cfg(feature = "postgres")]
 mod common;
 

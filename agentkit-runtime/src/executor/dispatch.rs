@@ -263,7 +263,7 @@ impl Runtime {
                 ctx = ctx.with_budget(b);
             }
             let wctx = WorkflowContext::new(ctx.clone(), journal.clone(), Arc::clone(store), &node);
-            let result = target.execute(&wctx, run.input.clone()).await;
+            let result = target.execute(&wctx, run.input.clone(), run.version).await;
             let totals = ctx.totals();
             let err = match result {
                 Ok(output) => {

@@ -50,9 +50,13 @@ impl Runtime {
                     .into(),
             });
         }
-        let mut run = NewRun::new(target, input).with_version(t.options.version);
+        let mut run =
+            NewRun::new(target, input).with_version(options.version.unwrap_or(t.options.version));
         if let Some(key) = options.idempotency_key {
             run = run.with_idempotency_key(key);
+        }
+        if let Some(id) = options.run_id {
+            run = run.with_id(id);
         }
         Ok((t, run))
     }
@@ -146,6 +150,12 @@ impl Runtime {
     /// Cancel a run: it is stored as cancelled at once and, if it is executing, its context is
     /// cancelled so it stops calling models and tools. Cancelling a finished run is an error.
     pub async fn cancel(&self, run_id: &str) -> Result<()> {
+        self.cancel_with_reason(run_id, "cancelled by request")
+            .await
+    }
+
+    /// Cancel a run and record `reason` as its error (who cancelled it and why).
+    pub async fn cancel_with_reason(&self, run_id: &str, reason: &str) -> Result<()> {
         let live = [
             RunStatus::Queued,
             RunStatus::Running,
@@ -153,7 +163,7 @@ impl Runtime {
             RunStatus::WaitingApproval,
             RunStatus::Paused,
         ];
-        let update = RunUpdate::new(RunStatus::Cancelled).with_error("cancelled by request");
+        let update = RunUpdate::new(RunStatus::Cancelled).with_error(reason);
         self.stop_run(run_id, &live, update, "cancelled").await
     }
 

@@ -33,7 +33,7 @@ mod triggers;
 
 pub use builder::RuntimeBuilder;
 pub use options::{MAX_BACKOFF, RetryPolicy, RetryPredicate, TargetOptions};
-pub use registry::AgentFactory;
+pub use registry::{AgentFactory, AgentResolver};
 pub use replay::ReplayReport;
 pub use schedules::{PAUSE_PROPAGATION, SCHEDULES_NAMESPACE};
 

@@ -14,8 +14,20 @@ use crate::workflow::{DynWorkflow, Erased, Workflow, WorkflowContext};
 /// Builds a fresh agent for each run (agents keep conversation memory, runs must not share it).
 pub type AgentFactory = Arc<dyn Fn() -> Arc<dyn AugmentedLlm> + Send + Sync>;
 
+/// Builds the agent (or composed workflow) of one version of a target: how a registry with
+/// immutable versions plugs into the runtime ([`Runtime::register_resolved_agent`]). A run
+/// records the version it was started with and is resolved with it on every node and every
+/// resume, so moving a label never changes a run in flight.
+#[async_trait::async_trait]
+pub trait AgentResolver: Send + Sync + 'static {
+    /// The agent of `version` of `target`. Called once per execution of a run (a resolver
+    /// should cache what it builds); an error fails the attempt like any other.
+    async fn resolve(&self, target: &str, version: u32) -> Result<Arc<dyn AugmentedLlm>>;
+}
+
 pub(super) enum Kind {
     Agent(AgentFactory),
+    Resolved(Arc<dyn AgentResolver>),
     Workflow(Arc<dyn DynWorkflow>),
 }
 
@@ -54,14 +66,14 @@ fn agent_message(target: &str, input: &Value) -> Result<(String, Option<String>)
 impl Target {
     pub(super) fn validate(&self, input: &Value) -> Result<()> {
         match &self.kind {
-            Kind::Agent(_) => agent_message(&self.name, input).map(|_| ()),
+            Kind::Agent(_) | Kind::Resolved(_) => agent_message(&self.name, input).map(|_| ()),
             Kind::Workflow(w) => w.validate(input),
         }
     }
 
     pub(super) fn info(&self) -> WorkflowInfo {
         let (schema, description) = match &self.kind {
-            Kind::Agent(_) => (
+            Kind::Agent(_) | Kind::Resolved(_) => (
                 json!({"type": "object", "properties": {"message": {"type": "string"}, "thread": {"type": "string", "description": "Continue this conversation thread"}}, "required": ["message"]}),
                 self.options.description.clone(),
             ),
@@ -77,27 +89,31 @@ impl Target {
         WorkflowInfo::new(&self.name, description, schema)
     }
 
-    pub(super) async fn execute(&self, ctx: &WorkflowContext, input: Value) -> Result<Value> {
-        match &self.kind {
-            Kind::Agent(factory) => {
-                let (message, thread) = agent_message(&self.name, &input)?;
-                let agent = factory();
-                let mut request = GenerateRequest::from(message);
-                // The context carries signal-backed human-input and approval handlers. A run on
-                // a thread continues its conversation; any other run stands alone (runs of one
-                // agent never share a conversation by accident).
-                let run_ctx = match thread {
-                    Some(t) => ctx.run_context().clone().with_thread(t),
-                    None => {
-                        request.params.use_history = Some(false);
-                        ctx.run_context().clone()
-                    }
-                };
-                let generation = agent.generate(request, &run_ctx).await?;
-                Ok(json!({"text": generation.text()}))
+    pub(super) async fn execute(
+        &self,
+        ctx: &WorkflowContext,
+        input: Value,
+        version: u32,
+    ) -> Result<Value> {
+        let agent = match &self.kind {
+            Kind::Agent(factory) => factory(),
+            Kind::Resolved(resolver) => resolver.resolve(&self.name, version).await?,
+            Kind::Workflow(w) => return w.run_json(ctx, input).await,
+        };
+        let (message, thread) = agent_message(&self.name, &input)?;
+        let mut request = GenerateRequest::from(message);
+        // The context carries signal-backed human-input and approval handlers. A run on
+        // a thread continues its conversation; any other run stands alone (runs of one
+        // agent never share a conversation by accident).
+        let run_ctx = match thread {
+            Some(t) => ctx.run_context().clone().with_thread(t),
+            None => {
+                request.params.use_history = Some(false);
+                ctx.run_context().clone()
             }
-            Kind::Workflow(w) => w.run_json(ctx, input).await,
-        }
+        };
+        let generation = agent.generate(request, &run_ctx).await?;
+        Ok(json!({"text": generation.text()}))
     }
 }
 
@@ -123,6 +139,27 @@ impl Runtime {
         self.insert(Target {
             name: name.into(),
             kind: Kind::Agent(Arc::new(factory)),
+            options,
+            permits,
+        });
+    }
+
+    /// Register `name` as an agent whose every version is built by `resolver`: a run executes
+    /// the version it was started with ([`StartOptions::with_version`](agentkit_core::StartOptions::with_version),
+    /// default `options.version`). Input and output are those of
+    /// [`register_agent`](Runtime::register_agent).
+    pub fn register_resolved_agent(
+        &self,
+        name: impl Into<String>,
+        resolver: Arc<dyn AgentResolver>,
+        options: TargetOptions,
+    ) {
+        let permits = Arc::new(Semaphore::new(
+            options.max_concurrency.unwrap_or(Semaphore::MAX_PERMITS),
+        ));
+        self.insert(Target {
+            name: name.into(),
+            kind: Kind::Resolved(resolver),
             options,
             permits,
         });

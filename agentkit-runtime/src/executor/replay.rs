@@ -71,7 +71,7 @@ impl Runtime {
             Arc::clone(&self.inner.store),
             "replay",
         );
-        let result = target.execute(&wctx, run.input.clone()).await;
+        let result = target.execute(&wctx, run.input.clone(), run.version).await;
         let mut divergences = journal.divergences();
         for key in journal.unused_keys() {
             divergences.push(format!("recorded step `{key}` was not taken"));

@@ -1,14 +1,16 @@
 //! An in-memory [`Store`]: for tests and single-process demos; nothing survives the process.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use agentkit_core::{Error, Result, RunStatus};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{JournalStore, KvStore, LeaseStore, RunStore, SignalStore};
-use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate, now_ms};
+use super::{DocStore, JournalStore, KvStore, LeaseStore, RunStore, SignalStore};
+use crate::model::{
+    Created, Doc, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate, now_ms,
+};
 use crate::sync::lock;
 
 #[derive(Debug, Default)]
@@ -19,6 +21,7 @@ struct State {
     journals: HashMap<String, Vec<JournalEntry>>,
     signals: HashMap<(String, String), VecDeque<Value>>,
     kv: HashMap<(String, String), (Value, Option<i64>)>,
+    docs: BTreeMap<(String, String), Doc>,
 }
 
 /// A [`Store`](super::Store) in process memory.
@@ -102,6 +105,48 @@ impl RunStore for MemoryStore {
                 .take(limit)
                 .cloned()
                 .collect())
+        })
+    }
+
+    async fn search_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
+        self.with(|s| {
+            let mut runs: Vec<&RunRecord> = s
+                .order
+                .iter()
+                .filter_map(|id| s.runs.get(id))
+                .filter(|r| query.matches(r))
+                .collect();
+            runs.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+            Ok(runs
+                .into_iter()
+                .skip(query.offset)
+                .take(query.page_size())
+                .cloned()
+                .collect())
+        })
+    }
+
+    async fn delete_finished_runs(&self, before: i64, limit: usize) -> Result<Vec<String>> {
+        self.with(|s| {
+            let doomed: Vec<String> = s
+                .order
+                .iter()
+                .filter_map(|id| s.runs.get(id))
+                .filter(|r| r.status.is_terminal() && r.updated_at < before)
+                .take(limit)
+                .map(|r| r.id.clone())
+                .collect();
+            for id in &doomed {
+                if let Some(r) = s.runs.remove(id)
+                    && let Some(k) = r.idempotency_key
+                {
+                    s.keys.remove(&k);
+                }
+                s.journals.remove(id);
+                s.signals.retain(|(run, _), _| run != id);
+            }
+            s.order.retain(|id| s.runs.contains_key(id));
+            Ok(doomed)
         })
     }
 
@@ -303,6 +348,77 @@ impl KvStore for MemoryStore {
             Ok(s.kv
                 .remove(&(namespace.to_owned(), key.to_owned()))
                 .is_some_and(|(_, exp)| exp.is_none_or(|e| e > now)))
+        })
+    }
+}
+
+fn expected(doc: Option<&Doc>, expect: Expect) -> bool {
+    match expect {
+        Expect::Any => true,
+        Expect::Absent => doc.is_none(),
+        Expect::Revision(r) => doc.is_some_and(|d| d.revision == r),
+    }
+}
+
+#[async_trait]
+impl DocStore for MemoryStore {
+    async fn doc_put(
+        &self,
+        collection: &str,
+        id: &str,
+        value: Value,
+        expect: Expect,
+    ) -> Result<Option<Doc>> {
+        let now = now_ms();
+        self.with(|s| {
+            let k = (collection.to_owned(), id.to_owned());
+            let old = s.docs.get(&k);
+            if !expected(old, expect) {
+                return Ok(None);
+            }
+            let doc = Doc {
+                id: id.to_owned(),
+                value,
+                revision: old.map_or(1, |d| d.revision.saturating_add(1)),
+                created_at: old.map_or(now, |d| d.created_at),
+                updated_at: now,
+            };
+            s.docs.insert(k, doc.clone());
+            Ok(Some(doc))
+        })
+    }
+
+    async fn doc_get(&self, collection: &str, id: &str) -> Result<Option<Doc>> {
+        self.with(|s| Ok(s.docs.get(&(collection.to_owned(), id.to_owned())).cloned()))
+    }
+
+    async fn doc_delete(&self, collection: &str, id: &str, expect: Expect) -> Result<bool> {
+        self.with(|s| {
+            let k = (collection.to_owned(), id.to_owned());
+            let old = s.docs.get(&k);
+            if old.is_none() || expect == Expect::Absent || !expected(old, expect) {
+                return Ok(false);
+            }
+            Ok(s.docs.remove(&k).is_some())
+        })
+    }
+
+    async fn doc_list(
+        &self,
+        collection: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Doc>> {
+        self.with(|s| {
+            let start = (collection.to_owned(), prefix.to_owned());
+            Ok(s.docs
+                .range(start..)
+                .take_while(|((c, id), _)| c == collection && id.starts_with(prefix))
+                .filter(|((_, id), _)| after.is_none_or(|a| id.as_str() > a))
+                .take(limit)
+                .map(|(_, d)| d.clone())
+                .collect())
         })
     }
 }

@@ -4,7 +4,7 @@ use agentkit_core::{Result, RunStatus};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate};
+use crate::model::{Created, Doc, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate};
 
 mod memory;
 pub use memory::MemoryStore;
@@ -24,17 +24,20 @@ mod postgres;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 
-/// Where runs, their journals, signals, leases and key-value entries live: the union of the
-/// role traits [`RunStore`], [`JournalStore`], [`SignalStore`], [`LeaseStore`] and
-/// [`KvStore`], implemented for every type that implements all five (a backend or a test
+/// Where runs, their journals, signals, leases, key-value entries and documents live: the
+/// union of the role traits [`RunStore`], [`JournalStore`], [`SignalStore`], [`LeaseStore`],
+/// [`KvStore`] and [`DocStore`], implemented for every type that implements all six (a backend or a test
 /// double is written in parts). Object safe: the runtime holds an `Arc<dyn Store>`.
 ///
 /// Every backend passes the same suite (`tests/store_suite.rs`). Stores are serialisable per
 /// run: [`transition`](RunStore::transition) is a compare-and-set on the status, so two callers
 /// never both claim, finish or resume the same run.
-pub trait Store: RunStore + JournalStore + SignalStore + LeaseStore + KvStore {}
+pub trait Store: RunStore + JournalStore + SignalStore + LeaseStore + KvStore + DocStore {}
 
-impl<T> Store for T where T: RunStore + JournalStore + SignalStore + LeaseStore + KvStore + ?Sized {}
+impl<T> Store for T where
+    T: RunStore + JournalStore + SignalStore + LeaseStore + KvStore + DocStore + ?Sized
+{
+}
 
 /// Runs: create (idempotently), read, list, and change status with a compare-and-set.
 #[async_trait]
@@ -53,6 +56,14 @@ pub trait RunStore: Send + Sync + 'static {
 
     /// Runs whose status is one of `statuses`, oldest first, at most `limit`.
     async fn list_runs(&self, statuses: &[RunStatus], limit: usize) -> Result<Vec<RunRecord>>;
+
+    /// Runs that match `query`, newest first (`created_at`, then id, descending), one page.
+    async fn search_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>>;
+
+    /// Delete up to `limit` finished runs (succeeded, failed or cancelled) last updated before
+    /// `before` (ms since epoch), with their journals and signals (retention). Returns the
+    /// deleted runs' ids.
+    async fn delete_finished_runs(&self, before: i64, limit: usize) -> Result<Vec<String>>;
 
     /// Apply `update` if the run's status is one of `from`; returns the updated run, or `None`
     /// when the run does not exist or is in another status (nothing changed).
@@ -73,6 +84,23 @@ pub trait JournalStore: Send + Sync + 'static {
 
     /// A run's journal, in sequence order.
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>>;
+
+    /// At most `limit` entries of a run's journal with `seq > after` (all when `after` is
+    /// `None`), in sequence order: what a stream that already has `after` reads next.
+    async fn journal_after(
+        &self,
+        run_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>> {
+        Ok(self
+            .journal(run_id)
+            .await?
+            .into_iter()
+            .filter(|e| after.is_none_or(|a| e.seq > a))
+            .take(limit)
+            .collect())
+    }
 }
 
 /// Signals queued for runs and delivered, each exactly once, into their journals.
@@ -144,6 +172,39 @@ pub trait KvStore: Send + Sync + 'static {
 
     /// Delete `key` from `namespace`; returns whether a live value was there.
     async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool>;
+}
+
+/// JSON documents in named collections, each with a revision for compare-and-swap: the
+/// server's registry (immutable versions, labels moved with CAS), threads and webhooks.
+/// Collections and ids are plain strings; ids sort bytewise.
+#[async_trait]
+pub trait DocStore: Send + Sync + 'static {
+    /// Write `value` as document `id` of `collection` if `expect` holds; returns the stored
+    /// document, or `None` (and writes nothing) when it does not.
+    async fn doc_put(
+        &self,
+        collection: &str,
+        id: &str,
+        value: Value,
+        expect: Expect,
+    ) -> Result<Option<Doc>>;
+
+    /// The document, if it exists.
+    async fn doc_get(&self, collection: &str, id: &str) -> Result<Option<Doc>>;
+
+    /// Delete the document if `expect` holds ([`Expect::Absent`] never deletes); returns
+    /// whether one was deleted.
+    async fn doc_delete(&self, collection: &str, id: &str, expect: Expect) -> Result<bool>;
+
+    /// Up to `limit` documents of `collection` whose id starts with `prefix` and sorts after
+    /// `after` (paging), in id order.
+    async fn doc_list(
+        &self,
+        collection: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Doc>>;
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

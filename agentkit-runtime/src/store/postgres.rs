@@ -9,8 +9,12 @@ use sqlx::{Connection, Postgres, Row, Transaction};
 
 use super::migrate;
 use super::rows::{self, CHUNK, append_error};
-use super::{JournalStore, KvStore, LeaseStore, RunStore, SignalStore, oldest_first, store_error};
-use crate::model::{Created, JournalEntry, NewRun, RunRecord, RunUpdate, now_ms};
+use super::{
+    DocStore, JournalStore, KvStore, LeaseStore, RunStore, SignalStore, oldest_first, store_error,
+};
+use crate::model::{
+    Created, Doc, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate, now_ms,
+};
 
 /// The advisory lock the earlier migration runner took (transaction-scoped).
 const LEGACY_LOCK: i64 = 7_355_608;
@@ -265,6 +269,77 @@ impl RunStore for PostgresStore {
             .collect()
     }
 
+    async fn search_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
+        let mut q = sqlx::QueryBuilder::<Postgres>::new(format!(
+            "SELECT {RUN_COLUMNS} FROM agentkit_runs WHERE TRUE"
+        ));
+        if !query.targets.is_empty() {
+            q.push(" AND target = ANY(")
+                .push_bind(query.targets.clone())
+                .push(")");
+        }
+        if !query.statuses.is_empty() {
+            q.push(" AND status = ANY(")
+                .push_bind(status_names(&query.statuses))
+                .push(")");
+        }
+        if let Some(t) = query.created_after {
+            q.push(" AND created_at >= ").push_bind(t);
+        }
+        if let Some(t) = query.created_before {
+            q.push(" AND created_at < ").push_bind(t);
+        }
+        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::try_from(query.page_size()).unwrap_or(i64::MAX))
+            .push(" OFFSET ")
+            .push_bind(i64::try_from(query.offset).unwrap_or(i64::MAX));
+        q.build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("searching runs"))?
+            .iter()
+            .map(run_from_row)
+            .collect()
+    }
+
+    async fn delete_finished_runs(&self, before: i64, limit: usize) -> Result<Vec<String>> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM agentkit_runs WHERE status IN ('succeeded', 'failed', 'cancelled')
+                AND updated_at < $1 ORDER BY updated_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(before)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("finding finished runs to delete"))?;
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        for table in ["agentkit_journal", "agentkit_signals"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE run_id = ANY($1)"
+            )))
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("deleting finished runs' journals and signals"))?;
+        }
+        sqlx::query("DELETE FROM agentkit_runs WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("deleting finished runs"))?;
+        tx.commit()
+            .await
+            .map_err(db("committing the deletion of finished runs"))?;
+        Ok(ids)
+    }
+
     async fn transition(
         &self,
         run_id: &str,
@@ -341,6 +416,28 @@ impl JournalStore for PostgresStore {
              FROM agentkit_journal WHERE run_id = $1 ORDER BY seq",
         )
         .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading a journal"))?
+        .iter()
+        .map(entry_from_row)
+        .collect()
+    }
+
+    async fn journal_after(
+        &self,
+        run_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>> {
+        sqlx::query(
+            "SELECT run_id, seq, key, kind, value::text AS value, latency_ms, usage::text AS usage,
+                cost_usd, created_at
+             FROM agentkit_journal WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(run_id)
+        .bind(after.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX)))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
         .map_err(db("reading a journal"))?
@@ -568,5 +665,110 @@ impl KvStore for PostgresStore {
                 .try_get::<bool, _>("live")
                 .map_err(db("deleting a context value")),
         }
+    }
+}
+
+const DOC_COLUMNS: &str = "id, value::text AS value, revision, created_at, updated_at";
+
+#[async_trait]
+impl DocStore for PostgresStore {
+    async fn doc_put(
+        &self,
+        collection: &str,
+        id: &str,
+        value: Value,
+        expect: Expect,
+    ) -> Result<Option<Doc>> {
+        let value = to_json(&value, "a document")?;
+        let sql = match expect {
+            Expect::Any => format!(
+                "INSERT INTO agentkit_docs (collection, id, value, revision, created_at, updated_at)
+                 VALUES ($1, $2, $3::jsonb, 1, $4, $4)
+                 ON CONFLICT (collection, id) DO UPDATE SET value = excluded.value,
+                    revision = agentkit_docs.revision + 1, updated_at = excluded.updated_at
+                 RETURNING {DOC_COLUMNS}"
+            ),
+            Expect::Absent => format!(
+                "INSERT INTO agentkit_docs (collection, id, value, revision, created_at, updated_at)
+                 VALUES ($1, $2, $3::jsonb, 1, $4, $4)
+                 ON CONFLICT (collection, id) DO NOTHING
+                 RETURNING {DOC_COLUMNS}"
+            ),
+            Expect::Revision(_) => format!(
+                "UPDATE agentkit_docs SET value = $3::jsonb, revision = revision + 1, updated_at = $4
+                 WHERE collection = $1 AND id = $2 AND revision = $5
+                 RETURNING {DOC_COLUMNS}"
+            ),
+        };
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(collection)
+            .bind(id)
+            .bind(value)
+            .bind(now_ms());
+        if let Expect::Revision(r) = expect {
+            q = q.bind(i64::try_from(r).unwrap_or(i64::MAX));
+        }
+        q.fetch_optional(&self.pool)
+            .await
+            .map_err(db("writing a document"))?
+            .map(|row| rows::doc_from_row("postgres", &row, collection))
+            .transpose()
+    }
+
+    async fn doc_get(&self, collection: &str, id: &str) -> Result<Option<Doc>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DOC_COLUMNS} FROM agentkit_docs WHERE collection = $1 AND id = $2"
+        )))
+        .bind(collection)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a document"))?
+        .map(|row| rows::doc_from_row("postgres", &row, collection))
+        .transpose()
+    }
+
+    async fn doc_delete(&self, collection: &str, id: &str, expect: Expect) -> Result<bool> {
+        let revision = match expect {
+            Expect::Absent => return Ok(false),
+            Expect::Any => None,
+            Expect::Revision(r) => Some(i64::try_from(r).unwrap_or(i64::MAX)),
+        };
+        Ok(sqlx::query(
+            "DELETE FROM agentkit_docs WHERE collection = $1 AND id = $2
+                AND ($3::bigint IS NULL OR revision = $3)",
+        )
+        .bind(collection)
+        .bind(id)
+        .bind(revision)
+        .execute(&self.pool)
+        .await
+        .map_err(db("deleting a document"))?
+        .rows_affected()
+            > 0)
+    }
+
+    async fn doc_list(
+        &self,
+        collection: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Doc>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DOC_COLUMNS} FROM agentkit_docs WHERE collection = $1
+                AND starts_with(id, $2) AND ($3::text IS NULL OR id > $3)
+             ORDER BY id LIMIT $4"
+        )))
+        .bind(collection)
+        .bind(prefix)
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("listing documents"))?
+        .iter()
+        .map(|row| rows::doc_from_row("postgres", row, collection))
+        .collect()
     }
 }

@@ -1,8 +1,35 @@
 //! # agentkit-server
 //!
 //! The agent operations server: declarative agents and workflows (`agentkit.yaml`), a
-//! versioned registry with environment labels, durable runs on the runtime's store, and an HTTP
-//! API (Agent Protocol, the LangGraph SDK subset, agentkit's own `/v1`) with SSE run streams.
-//! A library first (`Server::builder()` gives an axum `Router`), and the `agentkit` binary.
+//! versioned registry with environment labels, durable runs on the runtime's store, threads
+//! that hold conversations, and an HTTP API (agentkit's `/v1`, with SSE run streams that resume
+//! from the store) behind an API key. A library first — [`Server::builder`] gives an axum
+//! [`Router`](axum::Router) to serve or mount — and the `agentkit` binary.
+//!
+//! ```no_run
+//! # async fn demo() -> agentkit_core::Result<()> {
+//! use std::sync::Arc;
+//! use agentkit_server::Server;
+//!
+//! let store = Arc::new(agentkit_runtime::MemoryStore::new());
+//! let server = Server::builder(store).admin_key("secret").build().await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.map_err(|e| {
+//!     agentkit_core::Error::other("binding", e)
+//! })?;
+//! server.serve(listener, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
 
+pub mod api;
+pub mod deploy;
+pub mod platform;
+pub mod registry;
 pub mod spec;
+pub mod threads;
+
+mod server;
+
+pub use platform::{Platform, RunEventView, RunView, SpecBuilder, StartRun};
+pub use registry::{Deployed, Entry, EntryKind, Registry, Version};
+pub use server::{Server, ServerBuilder, generate_key};
+pub use threads::{Thread, ThreadPolicy, Threads};

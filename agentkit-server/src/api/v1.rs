@@ -1,0 +1,627 @@
+//! agentkit's own routes under `/v1`: the registry (agents, versions, labels, promote,
+//! rollback, diff), runs (start, list, get, events, pause, resume, cancel, signal, approve,
+//! reject, replay), and `/healthz`, `/readyz`.
+
+use agentkit_core::RunStatus;
+use agentkit_runtime::{APPROVAL_SIGNAL, RunQuery};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiResult, AppState, Json, Path, Problem, Query, sse};
+use crate::platform::{RunEventView, RunView, StartRun};
+use crate::registry::{Change, Deployed, Entry, EntryKind, Version, diff_specs};
+use crate::threads::ThreadPolicy;
+
+/// The authenticated `/v1` routes.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/agents", get(list_agents).post(deploy_agent))
+        .route("/v1/agents/{name}", get(get_agent))
+        .route("/v1/agents/{name}/versions", get(list_versions))
+        .route("/v1/agents/{name}/versions/{version}", get(get_version))
+        .route("/v1/agents/{name}/diff", get(diff_versions))
+        .route("/v1/agents/{name}/labels/{label}", put(set_label))
+        .route("/v1/agents/{name}/promote", post(promote))
+        .route("/v1/agents/{name}/rollback", post(rollback))
+        .route("/v1/agents/{name}/runs", post(start_run))
+        .route("/v1/runs", get(list_runs))
+        .route("/v1/runs/{run_id}", get(get_run))
+        .route("/v1/runs/{run_id}/events", get(run_events))
+        .route("/v1/runs/{run_id}/pause", post(pause_run))
+        .route("/v1/runs/{run_id}/resume", post(resume_run))
+        .route("/v1/runs/{run_id}/cancel", post(cancel_run))
+        .route("/v1/runs/{run_id}/signal", post(signal_run))
+        .route("/v1/runs/{run_id}/approve", post(approve_run))
+        .route("/v1/runs/{run_id}/reject", post(reject_run))
+        .route("/v1/runs/{run_id}/replay", post(replay_run))
+}
+
+/// Routes that need no key.
+pub(crate) fn open_routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+/// `{"status": "ok"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// The process can reach its store.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, body = Health), (status = 503, body = Problem)))]
+pub async fn readyz(State(s): State<AppState>) -> ApiResult<Json<Health>> {
+    s.platform.registry().list().await.map_err(|e| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            format!("the store is not reachable: {e}"),
+        )
+    })?;
+    Ok(Json(Health {
+        status: "ok".into(),
+    }))
+}
+
+/// Every agent and workflow.
+#[utoipa::path(get, path = "/v1/agents", tag = "agents", responses((status = 200, body = [Entry])))]
+pub async fn list_agents(State(s): State<AppState>) -> ApiResult<Json<Vec<Entry>>> {
+    Ok(Json(s.platform.registry().list().await?))
+}
+
+/// A spec to deploy as a new version.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// The agent or workflow name.
+    pub name: String,
+    /// `agent` or `workflow`.
+    pub kind: EntryKind,
+    /// The spec: an `agents:` or `workflows:` entry of `agentkit.yaml`, as JSON.
+    #[schema(value_type = Object)]
+    pub spec: Value,
+}
+
+/// Deploy a spec: a new immutable version (or the latest one, if the spec is unchanged);
+/// `latest` moves to it.
+#[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = DeployRequest,
+    responses((status = 201, body = Deployed), (status = 200, body = Deployed), (status = 400, body = Problem)))]
+pub async fn deploy_agent(
+    State(s): State<AppState>,
+    Json(req): Json<DeployRequest>,
+) -> ApiResult<Response> {
+    let deployed = crate::deploy::deploy_spec(&s.platform, &req.name, req.kind, req.spec).await?;
+    let status = if deployed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(deployed)).into_response())
+}
+
+/// One agent or workflow.
+#[utoipa::path(get, path = "/v1/agents/{name}", tag = "agents",
+    params(("name" = String, Path, description = "agent or workflow name")),
+    responses((status = 200, body = Entry), (status = 404, body = Problem)))]
+pub async fn get_agent(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Entry>> {
+    Ok(Json(s.platform.registry().entry(&name).await?))
+}
+
+/// Paging of a list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+    /// Versions after this one.
+    pub after: Option<u32>,
+}
+
+/// The versions of an agent, oldest first.
+#[utoipa::path(get, path = "/v1/agents/{name}/versions", tag = "agents",
+    params(("name" = String, Path, description = "agent or workflow name"), Page),
+    responses((status = 200, body = [Version]), (status = 404, body = Problem)))]
+pub async fn list_versions(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Query(page): Query<Page>,
+) -> ApiResult<Json<Vec<Version>>> {
+    let limit = page.limit.unwrap_or(100).min(1000);
+    Ok(Json(
+        s.platform
+            .registry()
+            .versions(&name, page.after.unwrap_or(0), limit)
+            .await?,
+    ))
+}
+
+/// One version, by number or label.
+#[utoipa::path(get, path = "/v1/agents/{name}/versions/{version}", tag = "agents",
+    params(("name" = String, Path, description = "agent or workflow name"),
+           ("version" = String, Path, description = "a version number or a label")),
+    responses((status = 200, body = Version), (status = 404, body = Problem)))]
+pub async fn get_version(
+    State(s): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<Json<Version>> {
+    let r = s.platform.registry();
+    let v = r.resolve(&name, Some(&version)).await?;
+    Ok(Json(r.version(&name, v).await?))
+}
+
+/// Which two versions to compare.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DiffQuery {
+    /// A version number or label.
+    pub from: String,
+    /// A version number or label (default `latest`).
+    pub to: Option<String>,
+}
+
+/// The difference between two versions' specs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Diff {
+    /// The first version.
+    pub from: u32,
+    /// The second version.
+    pub to: u32,
+    /// What differs.
+    pub changes: Vec<Change>,
+}
+
+/// Diff two versions.
+#[utoipa::path(get, path = "/v1/agents/{name}/diff", tag = "agents",
+    params(("name" = String, Path, description = "agent or workflow name"), DiffQuery),
+    responses((status = 200, body = Diff), (status = 404, body = Problem)))]
+pub async fn diff_versions(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<DiffQuery>,
+) -> ApiResult<Json<Diff>> {
+    let r = s.platform.registry();
+    let from = r.resolve(&name, Some(&q.from)).await?;
+    let to = r.resolve(&name, q.to.as_deref()).await?;
+    let a = r.version(&name, from).await?;
+    let b = r.version(&name, to).await?;
+    let a = json!({"spec": a.spec, "members": a.members});
+    let b = json!({"spec": b.spec, "members": b.members});
+    Ok(Json(Diff {
+        from,
+        to,
+        changes: diff_specs(&a, &b),
+    }))
+}
+
+/// Where to point a label.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelRequest {
+    /// The version.
+    pub version: u32,
+    /// Only if the label points at this version now (compare-and-swap); `0`: only if the
+    /// label does not exist yet.
+    #[serde(default)]
+    pub expected_version: Option<u32>,
+}
+
+/// Point a label at a version (compare-and-swap with `expected_version`).
+#[utoipa::path(put, path = "/v1/agents/{name}/labels/{label}", tag = "agents",
+    params(("name" = String, Path, description = "agent or workflow name"),
+           ("label" = String, Path, description = "label, e.g. prod")),
+    request_body = LabelRequest,
+    responses((status = 200, body = Entry), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn set_label(
+    State(s): State<AppState>,
+    Path((name, label)): Path<(String, String)>,
+    Json(req): Json<LabelRequest>,
+) -> ApiResult<Json<Entry>> {
+    let expected = req.expected_version.map(|v| (v != 0).then_some(v));
+    Ok(Json(
+        s.platform
+            .registry()
+            .set_label(&name, &label, req.version, expected)
+            .await?,
+    ))
+}
+
+/// Promote a label's version to another label.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    /// The label to copy (e.g. `stage`).
+    pub from: String,
+    /// The label to move (e.g. `prod`).
+    pub to: String,
+}
+
+/// Point `to` at the version of `from`.
+#[utoipa::path(post, path = "/v1/agents/{name}/promote", tag = "agents",
+    params(("name" = String, Path, description = "agent or workflow name")),
+    request_body = PromoteRequest,
+    responses((status = 200, body = Entry), (status = 404, body = Problem)))]
+pub async fn promote(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Json(req): Json<PromoteRequest>,
+) -> ApiResult<Json<Entry>> {
+    Ok(Json(
+        s.platform
+            .registry()
+            .promote(&name, &req.from, &req.to)
+            .await?,
+    ))
+}
+
+/// The label to roll back.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The label (e.g. `prod`).
+    pub label: String,
+}
+
+/// Point a label back at its previous version.
+#[utoipa::path(post, path = "/v1/agents/{name}/rollback", tag = "agents",
+    params(("name" = String, Path, description = "agent or workflow name")),
+    request_body = RollbackRequest,
+    responses((status = 200, body = Entry), (status = 409, body = Problem)))]
+pub async fn rollback(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Json(req): Json<RollbackRequest>,
+) -> ApiResult<Json<Entry>> {
+    Ok(Json(
+        s.platform.registry().rollback(&name, &req.label).await?,
+    ))
+}
+
+/// Start a run of an agent or workflow.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// The user message.
+    pub message: String,
+    /// Continue this thread.
+    #[serde(default)]
+    pub thread_id: Option<String>,
+    /// A label or version number (default `latest`).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Wait for the run to finish and answer with it (default: answer at once, 202).
+    #[serde(default)]
+    pub wait: bool,
+    /// Same key, same run.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// When the thread is busy: `reject` (409) or `interrupt` (cancel the live run).
+    #[serde(default)]
+    pub if_busy: Option<ThreadPolicy>,
+}
+
+/// Start a run (202 with the run; 200 with the finished run when `wait`).
+#[utoipa::path(post, path = "/v1/agents/{name}/runs", tag = "runs",
+    params(("name" = String, Path, description = "agent or workflow name")),
+    request_body = RunRequest,
+    responses((status = 202, body = RunView), (status = 200, body = RunView),
+              (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn start_run(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Json(req): Json<RunRequest>,
+) -> ApiResult<Response> {
+    let mut start = StartRun::new(name, req.message);
+    start.thread_id = req.thread_id;
+    start.reference = req.version;
+    start.idempotency_key = req.idempotency_key;
+    start.if_busy = req.if_busy;
+    let run = s.platform.start(start).await?;
+    if req.wait {
+        let done = s.platform.wait(&run.id).await?;
+        return Ok((StatusCode::OK, Json(RunView::from(done))).into_response());
+    }
+    Ok((StatusCode::ACCEPTED, Json(RunView::from(run))).into_response())
+}
+
+/// Filters of the run list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RunFilter {
+    /// Only runs of this agent or workflow.
+    pub agent: Option<String>,
+    /// Only runs in this status (`queued`, `running`, `succeeded`, …).
+    pub status: Option<String>,
+    /// Only runs created at or after this time (ms since epoch).
+    pub since: Option<i64>,
+    /// Only runs created before this time (ms since epoch).
+    pub until: Option<i64>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+    /// Skip this many.
+    pub offset: Option<usize>,
+}
+
+pub(crate) fn parse_status(s: &str) -> Result<RunStatus, Problem> {
+    agentkit_runtime::model::parse_status(s).ok_or_else(|| {
+        Problem::bad_request(format!(
+            "unknown run status `{}`; use one of queued, running, waiting_input, \
+             waiting_approval, paused, succeeded, failed, cancelled",
+            s.escape_debug()
+        ))
+    })
+}
+
+/// Runs, newest first.
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(RunFilter),
+    responses((status = 200, body = [RunView]), (status = 400, body = Problem)))]
+pub async fn list_runs(
+    State(s): State<AppState>,
+    Query(f): Query<RunFilter>,
+) -> ApiResult<Json<Vec<RunView>>> {
+    let mut q = RunQuery::new()
+        .with_created(f.since, f.until)
+        .with_page(f.limit.unwrap_or(100), f.offset.unwrap_or(0));
+    if let Some(a) = f.agent {
+        q = q.with_target(a);
+    }
+    if let Some(st) = f.status {
+        q = q.with_status(parse_status(&st)?);
+    }
+    let runs = s.platform.runs(&q).await?;
+    Ok(Json(runs.into_iter().map(RunView::from).collect()))
+}
+
+/// One run.
+#[utoipa::path(get, path = "/v1/runs/{run_id}", tag = "runs",
+    params(("run_id" = String, Path, description = "run id")),
+    responses((status = 200, body = RunView), (status = 404, body = Problem)))]
+pub async fn get_run(
+    State(s): State<AppState>,
+    Path(run_id): Path<String>,
+) -> ApiResult<Json<RunView>> {
+    Ok(Json(RunView::from(s.platform.run(&run_id).await?)))
+}
+
+/// Which events to read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Events after this sequence number (what a client already has).
+    pub after: Option<u64>,
+    /// At most this many (JSON answers only; default 1000).
+    pub limit: Option<usize>,
+}
+
+/// A run's events: JSON, or an SSE stream that follows the run until it ends when the
+/// request accepts `text/event-stream` (resume with `Last-Event-ID`).
+#[utoipa::path(get, path = "/v1/runs/{run_id}/events", tag = "runs",
+    params(("run_id" = String, Path, description = "run id"), EventsQuery),
+    responses((status = 200, body = [RunEventView], description = "JSON, or text/event-stream"),
+              (status = 404, body = Problem)))]
+pub async fn run_events(
+    State(s): State<AppState>,
+    Path(run_id): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    s.platform.run(&run_id).await?;
+    let wants_sse = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    if wants_sse {
+        let after = sse::last_event_id(&headers)?.or(q.after);
+        return Ok(sse::run_sse(s.platform.clone(), run_id, after).into_response());
+    }
+    let limit = q.limit.unwrap_or(1000).min(10_000);
+    Ok(Json(s.platform.events(&run_id, q.after, limit).await?).into_response())
+}
+
+/// An optional JSON body: empty is the default value.
+pub(crate) fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            format!(
+                "the body does not match the expected shape at `{}`: {}",
+                e.path(),
+                e.inner()
+            ),
+        )
+    })
+}
+
+/// Run a control and answer with the run.
+async fn control(
+    s: &AppState,
+    run_id: &str,
+    f: impl AsyncFnOnce(&agentkit_runtime::Runtime) -> agentkit_core::Result<()>,
+) -> ApiResult<Json<RunView>> {
+    s.platform.run(run_id).await?;
+    f(s.platform.runtime()).await?;
+    Ok(Json(RunView::from(s.platform.run(run_id).await?)))
+}
+
+/// Pause a run (it stops at its next step and keeps its journal).
+#[utoipa::path(post, path = "/v1/runs/{run_id}/pause", tag = "runs",
+    params(("run_id" = String, Path, description = "run id")),
+    responses((status = 200, body = RunView), (status = 409, body = Problem)))]
+pub async fn pause_run(
+    State(s): State<AppState>,
+    Path(run_id): Path<String>,
+) -> ApiResult<Json<RunView>> {
+    control(&s, &run_id, async |rt| rt.pause(&run_id).await).await
+}
+
+/// Resume a paused run (it replays its journal and goes on).
+#[utoipa::path(post, path = "/v1/runs/{run_id}/resume", tag = "runs",
+    params(("run_id" = String, Path, description = "run id")),
+    responses((status = 200, body = RunView), (status = 409, body = Problem)))]
+pub async fn resume_run(
+    State(s): State<AppState>,
+    Path(run_id): Path<String>,
+) -> ApiResult<Json<RunView>> {
+    control(&s, &run_id, async |rt| rt.resume(&run_id).await).await
+}
+
+/// Why a run is cancelled or rejected.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reason {
+    /// Recorded with the run.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Cancel a run, recording the reason.
+#[utoipa::path(post, path = "/v1/runs/{run_id}/cancel", tag = "runs",
+    params(("run_id" = String, Path, description = "run id")), request_body = Reason,
+    responses((status = 200, body = RunView), (status = 409, body = Problem)))]
+pub async fn cancel_run(
+    State(s): State<AppState>,
+    Path(run_id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<RunView>> {
+    let reason = optional_json::<Reason>(&body)?
+        .reason
+        .unwrap_or_else(|| "cancelled by request".into());
+    let reason = format!("cancelled: {reason}");
+    control(&s, &run_id, async |rt| {
+        rt.cancel_with_reason(&run_id, &reason).await
+    })
+    .await
+}
+
+/// A signal for a waiting run.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignalRequest {
+    /// The signal name the run waits for.
+    pub name: String,
+    /// Its payload.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub payload: Value,
+}
+
+/// Send a signal (a waiting run resumes on any node).
+#[utoipa::path(post, path = "/v1/runs/{run_id}/signal", tag = "runs",
+    params(("run_id" = String, Path, description = "run id")), request_body = SignalRequest,
+    responses((status = 200, body = RunView), (status = 409, body = Problem)))]
+pub async fn signal_run(
+    State(s): State<AppState>,
+    Path(run_id): Path<String>,
+    Json(req): Json<SignalRequest>,
+) -> ApiResult<Json<RunView>> {
+    control(&s, &run_id, async |rt| {
+        rt.signal(&run_id, &req.name, req.payload).await
+    })
+    .await
+}
+
+async fn decide(
+    s: &AppState,
+    run_id: &str,
+    approved: bool,
+    reason: Option<String>,
+) -> ApiResult<Json<RunView>> {
+    let mut payload = json!({ "approved": approved });
+    if let Some(r) = reason {
+        payload["reason"] = Value::String(r);
+    }
+    control(s, run_id, async |rt| {
+        rt.signal(run_id, APPROVAL_SIGNAL, payload).await
+    })
+    .await
+}
+
+/// Approve the call a run waits on.
+#[utoipa::path(post, path = "/v1/runs/{run_id}/approve", tag = "runs",
+    params(("run_id" = String, Path, description = "run id")), request_body = Reason,
+    responses((status = 200, body = RunView), (status = 409, body = Problem)))]
+pub async fn approve_run(
+    State(s): State<AppState>,
+    Path(run_id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<RunView>> {
+    decide(&s, &run_id, true, optional_json::<Reason>(&body)?.reason).await
+}
+
+/// Reject the call a run waits on, with a reason the model reads.
+#[utoipa::path(post, path = "/v1/runs/{run_id}/reject", tag = "runs",
+    params(("run_id" = String, Path, description = "run id")), request_body = Reason,
+    responses((status = 200, body = RunView), (status = 409, body = Problem)))]
+pub async fn reject_run(
+    State(s): State<AppState>,
+    Path(run_id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<RunView>> {
+    decide(&s, &run_id, false, optional_json::<Reason>(&body)?.reason).await
+}
+
+/// What an offline replay of a run found.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayView {
+    /// The run.
+    pub run_id: String,
+    /// Whether the replay used every recorded step and asked for nothing new.
+    pub faithful: bool,
+    /// The replayed output.
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Value>,
+    /// The replay's error, if it failed.
+    pub error: Option<String>,
+    /// Journal keys that were replayed.
+    pub replayed: Vec<String>,
+    /// Where the code now differs from the recording.
+    pub divergences: Vec<String>,
+}
+
+/// Replay a run offline from its journal (no model or tool is called) and report where the
+/// current code diverges from the recording.
+#[utoipa::path(post, path = "/v1/runs/{run_id}/replay", tag = "runs",
+    params(("run_id" = String, Path, description = "run id")),
+    responses((status = 200, body = ReplayView), (status = 404, body = Problem)))]
+pub async fn replay_run(
+    State(s): State<AppState>,
+    Path(run_id): Path<String>,
+) -> ApiResult<Json<ReplayView>> {
+    let run = s.platform.run(&run_id).await?;
+    s.platform.ensure_target(&run.target).await?;
+    let r = s.platform.runtime().replay(&run_id).await?;
+    Ok(Json(ReplayView {
+        faithful: r.is_faithful(),
+        run_id: r.run_id,
+        output: r.output,
+        error: r.error,
+        replayed: r.replayed,
+        divergences: r.divergences,
+    }))
+}

@@ -1,0 +1,56 @@
+//! Deploying specs into the registry: validate, pin member versions, store a version.
+
+use std::collections::BTreeMap;
+
+use agentkit_core::{Error, Result};
+use serde_json::Value;
+
+use crate::platform::Platform;
+use crate::registry::{Deployed, EntryKind};
+
+/// Validate `spec` with the platform's spec builder, pin the `latest` versions of the agents
+/// it composes, and store it as the next version of `name` (or find it unchanged).
+pub async fn deploy_spec(
+    platform: &Platform,
+    name: &str,
+    kind: EntryKind,
+    spec: Value,
+) -> Result<Deployed> {
+    let builder = platform.directory.builder.as_ref().ok_or_else(|| {
+        Error::InvalidRequest(
+            "this server accepts no declarative specs (it was built without a spec builder)".into(),
+        )
+    })?;
+    if kind == EntryKind::Code {
+        return Err(Error::InvalidRequest(
+            "`code` agents are registered by the server's code, not deployed; use `agent` or \
+             `workflow`"
+                .into(),
+        ));
+    }
+    let (description, members) = builder.validate(kind, &spec)?;
+    let mut pinned = BTreeMap::new();
+    for m in members {
+        if m == name {
+            return Err(Error::InvalidRequest(format!(
+                "workflow `{name}` cannot compose itself"
+            )));
+        }
+        let v = platform.registry.resolve(&m, None).await.map_err(|e| {
+            if e.is_not_found() {
+                Error::InvalidRequest(format!(
+                    "`{name}` composes `{m}`, which is not deployed; deploy `{m}` first"
+                ))
+            } else {
+                e
+            }
+        })?;
+        pinned.insert(m, v);
+    }
+    let deployed = platform
+        .registry
+        .deploy(name, kind, &description, spec, pinned)
+        .await?;
+    platform.ensure_target(name).await?;
+    Ok(deployed)
+}

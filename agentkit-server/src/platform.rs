@@ -1,0 +1,548 @@
+//! The platform: what every API surface (agentkit's `/v1`, Agent Protocol, the LangGraph
+//! subset, the CLI in process) does, in one place: start runs on versions and threads, read
+//! and control them, and read their events from the store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use agentkit_core::{AugmentedLlm, Error, Result, RunStatus, StartOptions, Usage};
+use agentkit_runtime::{
+    AgentResolver, EntryKind as JournalKind, Expect, JournalEntry, RunQuery, RunRecord, Runtime,
+    TargetOptions,
+};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::registry::{EntryKind, Registry, Version};
+use crate::threads::{ThreadPolicy, Threads};
+
+/// The store collection indexing runs by thread (`{thread}/{run}`).
+pub const THREAD_RUNS: &str = "agentkit.thread_runs";
+
+/// Builds the agent of a declarative version (its spec) given its members, already built at
+/// their pinned versions. The server's declarative catalog implements it; a custom server may
+/// supply its own.
+pub trait SpecBuilder: Send + Sync + 'static {
+    /// The agent (or composed workflow) for `version`.
+    fn build(
+        &self,
+        version: &Version,
+        members: &BTreeMap<String, Arc<dyn AugmentedLlm>>,
+    ) -> Result<Arc<dyn AugmentedLlm>>;
+
+    /// Check a spec before it is stored: `Ok` with its description and the names of the
+    /// agents or workflows it composes (their current `latest` versions are pinned into the
+    /// new version), or a clear error.
+    fn validate(&self, kind: EntryKind, spec: &Value) -> Result<(String, Vec<String>)>;
+
+    /// The runtime options (timeout, budget, concurrency, description) of `version`.
+    fn target_options(&self, version: &Version) -> TargetOptions {
+        let _ = version;
+        TargetOptions::new()
+    }
+}
+
+/// Resolves (name, version) to a built agent: code-registered agents, or declarative
+/// versions built by the [`SpecBuilder`] and cached.
+pub(crate) struct Directory {
+    registry: Registry,
+    code: RwLock<HashMap<String, Arc<dyn AugmentedLlm>>>,
+    pub(crate) builder: Option<Arc<dyn SpecBuilder>>,
+    cache: Mutex<HashMap<(String, u32), Arc<dyn AugmentedLlm>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Directory {
+    pub(crate) fn new(registry: Registry, builder: Option<Arc<dyn SpecBuilder>>) -> Self {
+        Self {
+            registry,
+            code: RwLock::default(),
+            builder,
+            cache: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn add_code(&self, name: &str, llm: Arc<dyn AugmentedLlm>) {
+        self.code
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned(), llm);
+    }
+
+    fn code(&self, name: &str) -> Option<Arc<dyn AugmentedLlm>> {
+        self.code
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    fn resolve_boxed<'a>(
+        &'a self,
+        name: &'a str,
+        version: u32,
+        depth: usize,
+    ) -> futures::future::BoxFuture<'a, Result<Arc<dyn AugmentedLlm>>> {
+        Box::pin(async move {
+            if let Some(hit) = lock(&self.cache).get(&(name.to_owned(), version)) {
+                return Ok(Arc::clone(hit));
+            }
+            let v = self.registry.version(name, version).await?;
+            if v.kind == EntryKind::Code {
+                return self.code(name).ok_or_else(|| Error::Unavailable {
+                    what: format!("agent `{name}`"),
+                    message: "it is registered from code in another server process; run it \
+                              there, or register it in this one too"
+                        .into(),
+                });
+            }
+            if depth > 16 {
+                return Err(Error::InvalidRequest(format!(
+                    "workflow `{name}` nests more than 16 levels deep"
+                )));
+            }
+            let mut members = BTreeMap::new();
+            for (m, mv) in &v.members {
+                members.insert(m.clone(), self.resolve_boxed(m, *mv, depth + 1).await?);
+            }
+            let builder = self.builder.as_ref().ok_or_else(|| Error::Unavailable {
+                what: format!("agent `{name}`"),
+                message: "this server has no builder for declarative specs".into(),
+            })?;
+            let built = builder.build(&v, &members)?;
+            lock(&self.cache).insert((name.to_owned(), version), Arc::clone(&built));
+            Ok(built)
+        })
+    }
+}
+
+#[async_trait]
+impl AgentResolver for Directory {
+    async fn resolve(&self, target: &str, version: u32) -> Result<Arc<dyn AugmentedLlm>> {
+        self.resolve_boxed(target, version, 0).await
+    }
+}
+
+/// A run as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct RunView {
+    /// The run id.
+    pub run_id: String,
+    /// The agent or workflow.
+    pub agent: String,
+    /// The version it runs (fixed when it started).
+    pub version: u32,
+    /// The thread it continues, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    /// Its status.
+    #[schema(value_type = String, example = "succeeded")]
+    pub status: RunStatus,
+    /// Its input.
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// Its output, once it succeeded (`{"text": …}` for agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Value>,
+    /// Why it failed or was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Tokens used.
+    #[schema(value_type = Object)]
+    pub usage: Usage,
+    /// Cost in US dollars.
+    pub cost_usd: f64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When it was created (ms since epoch).
+    pub created_at: i64,
+    /// When it last changed (ms since epoch).
+    pub updated_at: i64,
+}
+
+impl From<RunRecord> for RunView {
+    fn from(r: RunRecord) -> Self {
+        let thread_id = r
+            .input
+            .get("thread")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Self {
+            run_id: r.id,
+            agent: r.target,
+            version: r.version,
+            thread_id,
+            status: r.status,
+            input: r.input,
+            output: r.output,
+            error: r.error,
+            usage: r.usage,
+            cost_usd: r.cost_usd,
+            attempts: r.attempts,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// One event of a run, read from its journal: `id` is the journal sequence number, so a
+/// client that resumes after `id` misses nothing and sees nothing twice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct RunEventView {
+    /// The journal sequence number.
+    pub id: u64,
+    /// `model` (a model response, with its text and tool calls), `tool_result`, `step`,
+    /// `signal`, `timer` or `other`.
+    pub event: String,
+    /// The journal key.
+    pub key: String,
+    /// The event's data (the journaled value, plus `text` for model responses).
+    #[schema(value_type = Object)]
+    pub data: Value,
+    /// Model or tool latency in ms.
+    pub latency_ms: u64,
+    /// Cost in US dollars.
+    pub cost_usd: f64,
+    /// When it was recorded (ms since epoch).
+    pub created_at: i64,
+}
+
+impl From<JournalEntry> for RunEventView {
+    fn from(e: JournalEntry) -> Self {
+        let event = match e.kind {
+            JournalKind::Llm => "model",
+            JournalKind::Tool => "tool_result",
+            JournalKind::Step => "step",
+            JournalKind::Signal => "signal",
+            JournalKind::Timer => "timer",
+            _ => "other",
+        };
+        let mut data = e.value;
+        if e.kind == JournalKind::Llm
+            && let Some(parts) = data.pointer("/message/content").and_then(Value::as_array)
+        {
+            let text: String = parts
+                .iter()
+                .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect();
+            let calls: Vec<Value> = parts
+                .iter()
+                .filter(|p| p.get("type").and_then(Value::as_str) == Some("tool_call"))
+                .cloned()
+                .collect();
+            data = json!({"text": text, "tool_calls": calls, "response": data});
+        }
+        Self {
+            id: e.seq,
+            event: event.to_owned(),
+            key: e.key,
+            data,
+            latency_ms: e.latency_ms,
+            cost_usd: e.cost_usd,
+            created_at: e.created_at,
+        }
+    }
+}
+
+/// A request to start a run.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct StartRun {
+    /// The agent or workflow.
+    pub agent: String,
+    /// The user message.
+    pub message: String,
+    /// Continue this thread (it must exist).
+    pub thread_id: Option<String>,
+    /// A label or version number (default: `latest`).
+    pub reference: Option<String>,
+    /// Same key, same run.
+    pub idempotency_key: Option<String>,
+    /// What to do if the thread is busy (default: the server's policy).
+    pub if_busy: Option<ThreadPolicy>,
+}
+
+impl StartRun {
+    /// Start `agent` with `message`.
+    #[must_use]
+    pub fn new(agent: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            agent: agent.into(),
+            message: message.into(),
+            ..Self::default()
+        }
+    }
+
+    /// On thread `id`.
+    #[must_use]
+    pub fn on_thread(mut self, id: impl Into<String>) -> Self {
+        self.thread_id = Some(id.into());
+        self
+    }
+
+    /// At a label or version.
+    #[must_use]
+    pub fn at(mut self, reference: impl Into<String>) -> Self {
+        self.reference = Some(reference.into());
+        self
+    }
+}
+
+/// The platform's services over one runtime and store.
+pub struct Platform {
+    pub(crate) runtime: Runtime,
+    pub(crate) registry: Registry,
+    pub(crate) threads: Threads,
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) policy: ThreadPolicy,
+    registered: Mutex<std::collections::HashSet<String>>,
+}
+
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Platform").finish_non_exhaustive()
+    }
+}
+
+fn live(status: RunStatus) -> bool {
+    !status.is_terminal()
+}
+
+impl Platform {
+    pub(crate) fn new(
+        runtime: Runtime,
+        registry: Registry,
+        threads: Threads,
+        directory: Arc<Directory>,
+        policy: ThreadPolicy,
+    ) -> Self {
+        Self {
+            runtime,
+            registry,
+            threads,
+            directory,
+            policy,
+            registered: Mutex::default(),
+        }
+    }
+
+    /// The runtime (runs, journals, schedules).
+    #[must_use]
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The registry.
+    #[must_use]
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The threads.
+    #[must_use]
+    pub fn threads(&self) -> &Threads {
+        &self.threads
+    }
+
+    /// Make sure the runtime executes runs of `name` (after a deploy, or a deploy by another
+    /// server process).
+    pub(crate) async fn ensure_target(&self, name: &str) -> Result<()> {
+        if lock(&self.registered).contains(name) {
+            return Ok(());
+        }
+        let entry = self.registry.entry(name).await?;
+        let latest = self.registry.version(name, entry.latest).await?;
+        let options = match (&self.directory.builder, latest.kind) {
+            (Some(b), EntryKind::Agent | EntryKind::Workflow) => b.target_options(&latest),
+            _ => TargetOptions::new().with_description(entry.description.clone()),
+        }
+        .with_version(entry.latest);
+        self.runtime.register_resolved_agent(
+            name,
+            Arc::clone(&self.directory) as Arc<dyn AgentResolver>,
+            options,
+        );
+        lock(&self.registered).insert(name.to_owned());
+        Ok(())
+    }
+
+    /// Register every registry entry with the runtime (at start, and periodically so runs of
+    /// agents deployed through another process execute here too).
+    pub async fn sync_targets(&self) -> Result<usize> {
+        let mut n = 0;
+        for e in self.registry.list().await? {
+            if !lock(&self.registered).contains(&e.name) {
+                self.ensure_target(&e.name).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Start a run: resolve the version, claim the thread (by its policy) and store the run.
+    pub async fn start(&self, req: StartRun) -> Result<RunRecord> {
+        let version = self
+            .registry
+            .resolve(&req.agent, req.reference.as_deref())
+            .await?;
+        self.ensure_target(&req.agent).await?;
+        let run_id = uuid::Uuid::now_v7().to_string();
+        let mut input = json!({ "message": req.message });
+        if let Some(thread) = &req.thread_id {
+            self.claim_thread(thread, &run_id, req.if_busy.unwrap_or(self.policy))
+                .await?;
+            input["thread"] = Value::String(thread.clone());
+            self.runtime
+                .store()
+                .doc_put(
+                    THREAD_RUNS,
+                    &format!("{thread}/{run_id}"),
+                    json!({"run_id": run_id}),
+                    Expect::Any,
+                )
+                .await?;
+        }
+        let mut options = StartOptions::new()
+            .with_version(version)
+            .with_run_id(&run_id);
+        if let Some(k) = req.idempotency_key {
+            options = options.with_idempotency_key(k);
+        }
+        let id = self.runtime.start_run(&req.agent, input, options).await?;
+        self.runtime.get(&id).await
+    }
+
+    async fn claim_thread(&self, thread: &str, run_id: &str, policy: ThreadPolicy) -> Result<()> {
+        for _ in 0..32 {
+            let t = self.threads.get(thread).await?;
+            if let Some(last) = &t.last_run
+                && let Some(run) = self.runtime.store().get_run(last).await?
+                && live(run.status)
+            {
+                match policy {
+                    ThreadPolicy::Reject => {
+                        return Err(Error::invalid_state(
+                            format!("thread {thread}"),
+                            format!(
+                                "is busy with run {last} ({}); wait for it, cancel it, or start \
+                                 the run with `if_busy: interrupt` (LangGraph: \
+                                 `multitask_strategy: interrupt`)",
+                                run.status
+                            ),
+                        ));
+                    }
+                    ThreadPolicy::Interrupt => {
+                        match self
+                            .runtime
+                            .cancel_with_reason(last, &format!("interrupted by run {run_id}"))
+                            .await
+                        {
+                            Ok(()) => {}
+                            Err(Error::InvalidState { .. }) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            }
+            let mut next = t.clone();
+            next.last_run = Some(run_id.to_owned());
+            next.updated_at = agentkit_runtime::model::now_ms();
+            let value =
+                serde_json::to_value(&next).map_err(|e| Error::json("encoding a thread", e))?;
+            if self
+                .runtime
+                .store()
+                .doc_put(
+                    crate::threads::COLLECTION,
+                    thread,
+                    value,
+                    Expect::Revision(t.revision),
+                )
+                .await?
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
+        Err(Error::Unavailable {
+            what: format!("thread {thread}"),
+            message: "too many concurrent runs are starting on it; retry".into(),
+        })
+    }
+
+    /// The run.
+    pub async fn run(&self, run_id: &str) -> Result<RunRecord> {
+        self.runtime.get(run_id).await
+    }
+
+    /// Wait until the run finishes (succeeded, failed or cancelled) or waits for input or
+    /// approval.
+    pub async fn wait(&self, run_id: &str) -> Result<RunRecord> {
+        self.runtime
+            .wait_for_status(
+                run_id,
+                &[
+                    RunStatus::Succeeded,
+                    RunStatus::Failed,
+                    RunStatus::Cancelled,
+                    RunStatus::WaitingInput,
+                    RunStatus::WaitingApproval,
+                    RunStatus::Paused,
+                ],
+            )
+            .await
+    }
+
+    /// Runs matching `query`, newest first.
+    pub async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
+        self.runtime.store().search_runs(query).await
+    }
+
+    /// Runs started on a thread, newest first (at most `limit`).
+    pub async fn thread_runs(&self, thread: &str, limit: usize) -> Result<Vec<RunRecord>> {
+        self.threads.get(thread).await?;
+        let docs = self
+            .runtime
+            .store()
+            .doc_list(THREAD_RUNS, &format!("{thread}/"), None, 10_000)
+            .await?;
+        let mut out = Vec::new();
+        for d in docs.iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let Some(id) = d.id.rsplit('/').next() else {
+                continue;
+            };
+            if let Some(r) = self.runtime.store().get_run(id).await? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The run's events after journal sequence `after` (all when `None`), at most `limit`.
+    pub async fn events(
+        &self,
+        run_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<RunEventView>> {
+        Ok(self
+            .runtime
+            .store()
+            .journal_after(run_id, after, limit)
+            .await?
+            .into_iter()
+            .map(RunEventView::from)
+            .collect())
+    }
+}

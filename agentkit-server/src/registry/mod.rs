@@ -1,0 +1,474 @@
+//! The registry: every agent or workflow spec is a numbered, immutable version; labels
+//! (`dev`, `stage`, `prod`, any name) point at versions and move with compare-and-swap.
+//! Stored as documents of the runtime's [`Store`] (SQLite or PostgreSQL), so every server
+//! process sharing the database sees the same registry.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use agentkit_core::{Error, Result};
+use agentkit_runtime::{Doc, Expect, Store};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+mod diff;
+pub use diff::{Change, diff_specs};
+
+/// The store collection the registry writes.
+pub const COLLECTION: &str = "agentkit.registry";
+
+/// The label every deploy moves to the version it deployed.
+pub const LATEST: &str = "latest";
+
+/// What a registry entry runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EntryKind {
+    /// A declarative agent (`agents:` in `agentkit.yaml`).
+    Agent,
+    /// A declarative workflow composing agents with a pattern (`workflows:`).
+    Workflow,
+    /// An agent registered from code (`ServerBuilder::agent_llm`); its spec is a description.
+    Code,
+}
+
+/// One immutable version of an agent or workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct Version {
+    /// The agent or workflow name.
+    pub name: String,
+    /// Its number, from 1.
+    pub version: u32,
+    /// What it is.
+    pub kind: EntryKind,
+    /// The spec, as deployed.
+    pub spec: Value,
+    /// SHA-256 of the spec's canonical JSON: deploying the same spec again is a no-op.
+    pub hash: String,
+    /// The versions of the agents a workflow composes, fixed when it was deployed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub members: BTreeMap<String, u32>,
+    /// When it was deployed (ms since epoch).
+    pub created_at: i64,
+}
+
+/// An agent or workflow: its latest version and its labels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct Entry {
+    /// The name.
+    pub name: String,
+    /// What it is (of its latest version).
+    pub kind: EntryKind,
+    /// What it does (of its latest version).
+    pub description: String,
+    /// The highest version number.
+    pub latest: u32,
+    /// Label → version.
+    pub labels: BTreeMap<String, u32>,
+    /// Label → the versions it pointed at before (newest last), for rollback.
+    #[serde(default)]
+    pub history: BTreeMap<String, Vec<u32>>,
+    /// When the first version was deployed (ms since epoch).
+    pub created_at: i64,
+    /// When it last changed (ms since epoch).
+    pub updated_at: i64,
+    /// The store revision of this entry (compare-and-swap).
+    #[serde(skip)]
+    pub revision: u64,
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct Deployed {
+    /// The version the spec is stored as.
+    pub version: u32,
+    /// False when the same spec was already the latest version (nothing new stored).
+    pub created: bool,
+}
+
+/// The registry over a [`Store`].
+#[derive(Clone)]
+pub struct Registry {
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+/// A name usable in URLs, MCP tool names and store ids.
+pub fn check_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(format!(
+            "{what} `{}` is not a valid name: use 1 to 64 letters, digits, `-` or `_`",
+            name.escape_debug()
+        )))
+    }
+}
+
+fn entry_id(name: &str) -> String {
+    format!("entry/{name}")
+}
+
+fn version_id(name: &str, version: u32) -> String {
+    format!("version/{name}/{version:010}")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(doc: &Doc, what: &str) -> Result<T> {
+    serde_json::from_value(doc.value.clone())
+        .map_err(|e| Error::json(format!("reading registry {what} `{}`", doc.id), e))
+}
+
+fn encode(v: &impl Serialize, what: &str) -> Result<Value> {
+    serde_json::to_value(v).map_err(|e| Error::json(format!("encoding registry {what}"), e))
+}
+
+/// SHA-256 (hex) of `value`'s canonical JSON (object keys sorted at every level): the
+/// identity of a spec, whatever order its keys were written in.
+#[must_use]
+pub fn content_hash(value: &Value) -> String {
+    use sha2::Digest;
+    fn canonical(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical(&m[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical(x, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut text = String::new();
+    canonical(value, &mut text);
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// How many times a compare-and-swap is retried against concurrent writers.
+const CAS_ATTEMPTS: usize = 32;
+
+impl Registry {
+    /// The registry in `store`.
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// Every entry, by name (at most 10,000).
+    pub async fn list(&self) -> Result<Vec<Entry>> {
+        let docs = self
+            .store
+            .doc_list(COLLECTION, "entry/", None, 10_000)
+            .await?;
+        docs.iter().map(|d| self.entry_from(d)).collect()
+    }
+
+    fn entry_from(&self, doc: &Doc) -> Result<Entry> {
+        let mut e: Entry = decode(doc, "entry")?;
+        e.revision = doc.revision;
+        Ok(e)
+    }
+
+    /// The entry named `name`.
+    pub async fn entry(&self, name: &str) -> Result<Entry> {
+        self.find(name).await?.ok_or_else(|| {
+            Error::not_found(
+                "agent or workflow",
+                name,
+                "list them with `GET /v1/agents` (or `agentkit agents list`)",
+            )
+        })
+    }
+
+    /// The entry named `name`, if any.
+    pub async fn find(&self, name: &str) -> Result<Option<Entry>> {
+        match self.store.doc_get(COLLECTION, &entry_id(name)).await? {
+            Some(d) => self.entry_from(&d).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Version `version` of `name`.
+    pub async fn version(&self, name: &str, version: u32) -> Result<Version> {
+        let doc = self
+            .store
+            .doc_get(COLLECTION, &version_id(name, version))
+            .await?
+            .ok_or_else(|| {
+                Error::not_found(
+                    "version",
+                    format!("{name} v{version}"),
+                    format!("list the versions with `GET /v1/agents/{name}/versions`"),
+                )
+            })?;
+        decode(&doc, "version")
+    }
+
+    /// Every version of `name`, oldest first (at most `limit`, after version `after`).
+    pub async fn versions(&self, name: &str, after: u32, limit: usize) -> Result<Vec<Version>> {
+        self.entry(name).await?;
+        let docs = self
+            .store
+            .doc_list(
+                COLLECTION,
+                &format!("version/{name}/"),
+                Some(&version_id(name, after)),
+                limit,
+            )
+            .await?;
+        docs.iter().map(|d| decode(d, "version")).collect()
+    }
+
+    /// Resolve a reference to a version number: `None` → the `latest` label; a label name;
+    /// or a number (`"3"`, `"v3"`).
+    pub async fn resolve(&self, name: &str, reference: Option<&str>) -> Result<u32> {
+        let entry = self.entry(name).await?;
+        let r = reference.unwrap_or(LATEST);
+        if let Some(v) = entry.labels.get(r) {
+            return Ok(*v);
+        }
+        if let Ok(v) = r.trim_start_matches('v').parse::<u32>()
+            && v >= 1
+            && v <= entry.latest
+        {
+            return Ok(v);
+        }
+        let labels: Vec<&str> = entry.labels.keys().map(String::as_str).collect();
+        Err(Error::not_found(
+            "label or version",
+            format!("{name}@{r}"),
+            format!(
+                "`{name}` has versions 1..={} and labels {}",
+                entry.latest,
+                labels.join(", ")
+            ),
+        ))
+    }
+
+    /// Store `spec` as the next version of `name` unless it equals the latest version, and
+    /// move `latest` to it. `members` pins the versions of the agents a workflow composes.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        kind: EntryKind,
+        description: &str,
+        spec: Value,
+        members: BTreeMap<String, u32>,
+    ) -> Result<Deployed> {
+        check_name("agent or workflow", name)?;
+        let hash = content_hash(&serde_json::json!({"spec": &spec, "members": &members}));
+        for _ in 0..CAS_ATTEMPTS {
+            let current = self.find(name).await?;
+            if let Some(e) = &current {
+                let latest = self.version(name, e.latest).await?;
+                if latest.hash == hash {
+                    return Ok(Deployed {
+                        version: e.latest,
+                        created: false,
+                    });
+                }
+            }
+            let next = current.as_ref().map_or(1, |e| e.latest.saturating_add(1));
+            let now = agentkit_runtime::model::now_ms();
+            let version = Version {
+                name: name.to_owned(),
+                version: next,
+                kind,
+                spec: spec.clone(),
+                hash: hash.clone(),
+                members: members.clone(),
+                created_at: now,
+            };
+            // The version first (create-only): a concurrent deploy that took this number makes
+            // this one retry with the next.
+            if self
+                .store
+                .doc_put(
+                    COLLECTION,
+                    &version_id(name, next),
+                    encode(&version, "version")?,
+                    Expect::Absent,
+                )
+                .await?
+                .is_none()
+            {
+                continue;
+            }
+            let mut entry = current.clone().unwrap_or_else(|| Entry {
+                name: name.to_owned(),
+                kind,
+                description: String::new(),
+                latest: 0,
+                labels: BTreeMap::new(),
+                history: BTreeMap::new(),
+                created_at: now,
+                updated_at: now,
+                revision: 0,
+            });
+            entry.kind = kind;
+            entry.description = description.to_owned();
+            entry.latest = entry.latest.max(next);
+            move_label(&mut entry, LATEST, next);
+            entry.updated_at = now;
+            let expect = current.map_or(Expect::Absent, |e| Expect::Revision(e.revision));
+            if self
+                .store
+                .doc_put(
+                    COLLECTION,
+                    &entry_id(name),
+                    encode(&entry, "entry")?,
+                    expect,
+                )
+                .await?
+                .is_some()
+            {
+                return Ok(Deployed {
+                    version: next,
+                    created: true,
+                });
+            }
+            // Lost the entry race: the version doc stays (numbers are never reused) and the
+            // next round sees the winner's entry.
+        }
+        Err(busy(name))
+    }
+
+    /// Point `label` of `name` at `version`. With `expected`, only if the label points at
+    /// that version now (`Some(None)`: only if the label does not exist yet); a mismatch is
+    /// an `InvalidState` error saying where it points.
+    pub async fn set_label(
+        &self,
+        name: &str,
+        label: &str,
+        version: u32,
+        expected: Option<Option<u32>>,
+    ) -> Result<Entry> {
+        check_name("label", label)?;
+        self.version(name, version).await?;
+        self.update(name, |e| {
+            let now = e.labels.get(label).copied();
+            if let Some(want) = expected
+                && want != now
+            {
+                return Err(Error::invalid_state(
+                    format!("label `{label}` of `{name}`"),
+                    format!(
+                        "points at {} now, not {}; read it again and retry",
+                        now.map_or("nothing".to_owned(), |v| format!("v{v}")),
+                        want.map_or("nothing".to_owned(), |v| format!("v{v}"))
+                    ),
+                ));
+            }
+            move_label(e, label, version);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Point `to` at the version `from` points at (e.g. promote `stage` to `prod`).
+    pub async fn promote(&self, name: &str, from: &str, to: &str) -> Result<Entry> {
+        check_name("label", to)?;
+        self.update(name, |e| {
+            let v = *e.labels.get(from).ok_or_else(|| {
+                Error::not_found(
+                    "label",
+                    format!("{name}@{from}"),
+                    "set it first with `PUT /v1/agents/{name}/labels/{label}`",
+                )
+            })?;
+            move_label(e, to, v);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Point `label` back at the version it pointed at before its last move.
+    pub async fn rollback(&self, name: &str, label: &str) -> Result<Entry> {
+        self.update(name, |e| {
+            let previous = e.history.get_mut(label).and_then(Vec::pop).ok_or_else(|| {
+                Error::invalid_state(
+                    format!("label `{label}` of `{name}`"),
+                    "has no earlier version to roll back to",
+                )
+            })?;
+            e.labels.insert(label.to_owned(), previous);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Read-modify-write an entry with compare-and-swap.
+    async fn update(&self, name: &str, f: impl Fn(&mut Entry) -> Result<()>) -> Result<Entry> {
+        for _ in 0..CAS_ATTEMPTS {
+            let mut e = self.entry(name).await?;
+            let revision = e.revision;
+            f(&mut e)?;
+            e.updated_at = agentkit_runtime::model::now_ms();
+            if let Some(doc) = self
+                .store
+                .doc_put(
+                    COLLECTION,
+                    &entry_id(name),
+                    encode(&e, "entry")?,
+                    Expect::Revision(revision),
+                )
+                .await?
+            {
+                e.revision = doc.revision;
+                return Ok(e);
+            }
+        }
+        Err(busy(name))
+    }
+}
+
+fn move_label(e: &mut Entry, label: &str, version: u32) {
+    if let Some(old) = e.labels.insert(label.to_owned(), version)
+        && old != version
+    {
+        let h = e.history.entry(label.to_owned()).or_default();
+        h.push(old);
+        // Bounded: rollback goes back at most 100 moves.
+        if h.len() > 100 {
+            h.remove(0);
+        }
+    }
+}
+
+fn busy(name: &str) -> Error {
+    Error::Unavailable {
+        what: format!("registry entry `{name}`"),
+        message: "too many concurrent changes; retry".into(),
+    }
+}

@@ -1,0 +1,257 @@
+//! [`Server`] and its builder: the platform over a store, and its HTTP router.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentkit_core::{AugmentedLlm, Error, Result};
+use agentkit_runtime::{Runtime, Store, StoreMemory};
+use serde_json::{Value, json};
+
+use crate::api::{self, AppState};
+use crate::platform::{Directory, Platform, SpecBuilder};
+use crate::registry::{EntryKind, Registry};
+use crate::threads::{ThreadPolicy, Threads};
+
+/// How to build a [`Server`]: the store, the key, agents from code and from specs.
+pub struct ServerBuilder {
+    store: Arc<dyn Store>,
+    admin_key: Option<String>,
+    node_id: Option<String>,
+    code: Vec<(String, Arc<dyn AugmentedLlm>, String)>,
+    specs: Vec<(String, EntryKind, Value)>,
+    builder: Option<Arc<dyn SpecBuilder>>,
+    policy: ThreadPolicy,
+    max_body_bytes: usize,
+    poll: Duration,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("node_id", &self.node_id)
+            .field("policy", &self.policy)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fresh admin key: 244 random bits (two UUIDv4s), hex.
+#[must_use]
+pub fn generate_key() -> String {
+    format!(
+        "ak_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+impl ServerBuilder {
+    fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            admin_key: None,
+            node_id: None,
+            code: Vec::new(),
+            specs: Vec::new(),
+            builder: None,
+            policy: ThreadPolicy::default(),
+            max_body_bytes: 2 * 1024 * 1024,
+            poll: Duration::from_millis(250),
+        }
+    }
+
+    /// The key every request must carry (default: a random one, see [`Server::admin_key`]).
+    #[must_use]
+    pub fn admin_key(mut self, key: impl Into<String>) -> Self {
+        self.admin_key = Some(key.into());
+        self
+    }
+
+    /// This process's node id (leases name it; default: a fresh UUID).
+    #[must_use]
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        self.node_id = Some(id.into());
+        self
+    }
+
+    /// Register an agent built in code (any [`AugmentedLlm`]). Its registry version is the
+    /// content hash of `description`: a changed description is a new version. Give it a
+    /// persistent memory (e.g. [`Server::memory_for`]) so its threads survive restarts.
+    #[must_use]
+    pub fn agent_llm(
+        mut self,
+        name: impl Into<String>,
+        llm: Arc<dyn AugmentedLlm>,
+        description: impl Into<String>,
+    ) -> Self {
+        self.code.push((name.into(), llm, description.into()));
+        self
+    }
+
+    /// How declarative specs are checked and built (the `agentkit.yaml` catalog).
+    #[must_use]
+    pub fn spec_builder(mut self, builder: Arc<dyn SpecBuilder>) -> Self {
+        self.builder = Some(builder);
+        self
+    }
+
+    /// Deploy `spec` as `name` when the server is built (a no-op when unchanged). Workflows
+    /// must come after the agents they compose.
+    #[must_use]
+    pub fn deploy(mut self, name: impl Into<String>, kind: EntryKind, spec: Value) -> Self {
+        self.specs.push((name.into(), kind, spec));
+        self
+    }
+
+    /// What to do when a run starts on a busy thread (default: reject with 409).
+    #[must_use]
+    pub fn thread_policy(mut self, policy: ThreadPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The largest request body accepted (default 2 MiB; larger bodies get 413).
+    #[must_use]
+    pub fn max_body_bytes(mut self, n: usize) -> Self {
+        self.max_body_bytes = n;
+        self
+    }
+
+    /// How often this process polls the store for runs to execute (default 250 ms).
+    #[must_use]
+    pub fn poll_interval(mut self, d: Duration) -> Self {
+        self.poll = d;
+        self
+    }
+
+    /// Open the platform: deploy code agents and specs, register every registry entry with
+    /// the runtime, resume runs left unfinished and start executing.
+    pub async fn build(self) -> Result<Server> {
+        let store = self.store;
+        let memory = Arc::new(StoreMemory::new(Arc::clone(&store)));
+        let mut rb = Runtime::builder(Arc::clone(&store));
+        if let Some(id) = &self.node_id {
+            rb = rb.with_node_id(id.clone());
+        }
+        let runtime = rb.build();
+        let registry = Registry::new(Arc::clone(&store));
+        let threads = Threads::new(Arc::clone(&store), memory);
+        let directory = Arc::new(Directory::new(registry.clone(), self.builder));
+        let platform = Arc::new(Platform::new(
+            runtime.clone(),
+            registry.clone(),
+            threads,
+            Arc::clone(&directory),
+            self.policy,
+        ));
+        for (name, llm, description) in self.code {
+            directory.add_code(&name, llm);
+            registry
+                .deploy(
+                    &name,
+                    EntryKind::Code,
+                    &description,
+                    json!({ "description": description }),
+                    Default::default(),
+                )
+                .await?;
+        }
+        for (name, kind, spec) in self.specs {
+            crate::deploy::deploy_spec(&platform, &name, kind, spec)
+                .await
+                .map_err(|e| Error::InvalidRequest(format!("deploying `{name}`: {e}")))?;
+        }
+        platform.sync_targets().await?;
+        runtime.recover().await?;
+        runtime.start_polling(self.poll);
+        // Agents deployed through another process sharing the store run here too.
+        let sync = Arc::downgrade(&platform);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let Some(p) = sync.upgrade() else { break };
+                if let Err(e) = p.sync_targets().await {
+                    tracing::warn!(error = %e, "syncing the registry failed");
+                }
+            }
+        });
+        Ok(Server {
+            platform,
+            admin_key: self.admin_key.unwrap_or_else(generate_key).into(),
+            max_body_bytes: self.max_body_bytes,
+        })
+    }
+}
+
+/// The server: the platform and its HTTP API.
+#[derive(Clone)]
+pub struct Server {
+    platform: Arc<Platform>,
+    admin_key: Arc<str>,
+    max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A builder over `store` (SQLite, PostgreSQL or memory).
+    pub fn builder(store: Arc<dyn Store>) -> ServerBuilder {
+        ServerBuilder::new(store)
+    }
+
+    /// The platform (runs, registry, threads) for in-process use.
+    #[must_use]
+    pub fn platform(&self) -> &Arc<Platform> {
+        &self.platform
+    }
+
+    /// The key requests must carry.
+    #[must_use]
+    pub fn admin_key(&self) -> &str {
+        &self.admin_key
+    }
+
+    /// A persistent conversation memory over `store`: give it to code-registered agents so
+    /// their threads live in the store.
+    #[must_use]
+    pub fn memory_for(store: Arc<dyn Store>) -> Arc<StoreMemory> {
+        Arc::new(StoreMemory::new(store))
+    }
+
+    /// The HTTP API as an axum router (serve it, or mount it in your own).
+    #[must_use]
+    pub fn router(&self) -> axum::Router {
+        api::router(
+            AppState {
+                platform: Arc::clone(&self.platform),
+                admin_key: Arc::clone(&self.admin_key),
+            },
+            self.max_body_bytes,
+        )
+    }
+
+    /// Serve the API on `listener` until `shutdown` completes, then stop intake and give
+    /// in-flight runs 10 s to finish; runs still going are left to resume on the next start
+    /// (or on another node), from their journals.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let router = self.router();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| Error::other("serving HTTP", e))?;
+        self.platform
+            .runtime()
+            .shutdown(Duration::from_secs(10))
+            .await;
+        Ok(())
+    }
+}

@@ -1,0 +1,302 @@
+//! Threads: conversations that live in the store, never in an agent instance. A run on a
+//! thread continues its conversation; runs on different threads never share one.
+
+use std::sync::Arc;
+
+use agentkit_core::memory::Memory;
+use agentkit_core::{Error, Message, Result, Role};
+use agentkit_runtime::{Expect, Store, StoreMemory};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// The store collection of thread records.
+pub const COLLECTION: &str = "agentkit.thread";
+
+/// A conversation thread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct Thread {
+    /// Its id (a UUID unless the client chose one).
+    pub thread_id: String,
+    /// When it was created (ms since epoch).
+    pub created_at: i64,
+    /// When it last changed (ms since epoch).
+    pub updated_at: i64,
+    /// Free-form metadata the client set (an object).
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+    /// The run that last started on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<String>,
+    /// The store revision (compare-and-swap).
+    #[serde(skip)]
+    pub revision: u64,
+}
+
+/// What to do when a run starts on a thread whose previous run is still live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ThreadPolicy {
+    /// Refuse the new run (409): the default, so two callers never interleave one
+    /// conversation.
+    #[default]
+    Reject,
+    /// Cancel the live run, then start the new one.
+    Interrupt,
+}
+
+/// Threads over a [`Store`]: records in a document collection, messages in
+/// [`StoreMemory`].
+#[derive(Clone)]
+pub struct Threads {
+    store: Arc<dyn Store>,
+    memory: Arc<StoreMemory>,
+}
+
+impl std::fmt::Debug for Threads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Threads").finish_non_exhaustive()
+    }
+}
+
+fn decode(doc: &agentkit_runtime::Doc) -> Result<Thread> {
+    let mut t: Thread = serde_json::from_value(doc.value.clone())
+        .map_err(|e| Error::json(format!("reading thread `{}`", doc.id), e))?;
+    t.revision = doc.revision;
+    Ok(t)
+}
+
+fn encode(t: &Thread) -> Result<Value> {
+    serde_json::to_value(t).map_err(|e| Error::json("encoding a thread", e))
+}
+
+/// A thread id usable as a store key and in URLs.
+pub fn check_thread_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(format!(
+            "thread id `{}` is not valid: use 1 to 128 letters, digits, `-`, `_` or `.`",
+            id.escape_debug()
+        )))
+    }
+}
+
+impl Threads {
+    /// Threads in `store`, with conversation memory `memory`.
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>, memory: Arc<StoreMemory>) -> Self {
+        Self { store, memory }
+    }
+
+    /// The conversation memory agents use for threads.
+    #[must_use]
+    pub fn memory(&self) -> &Arc<StoreMemory> {
+        &self.memory
+    }
+
+    /// Create a thread (a fresh UUID unless `id` is given). With `id` of an existing thread:
+    /// an `InvalidState` error, or that thread when `if_exists_do_nothing`.
+    pub async fn create(
+        &self,
+        id: Option<String>,
+        metadata: Map<String, Value>,
+        if_exists_do_nothing: bool,
+    ) -> Result<Thread> {
+        let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        check_thread_id(&id)?;
+        let now = agentkit_runtime::model::now_ms();
+        let mut t = Thread {
+            thread_id: id.clone(),
+            created_at: now,
+            updated_at: now,
+            metadata,
+            last_run: None,
+            revision: 0,
+        };
+        match self
+            .store
+            .doc_put(COLLECTION, &id, encode(&t)?, Expect::Absent)
+            .await?
+        {
+            Some(doc) => {
+                t.revision = doc.revision;
+                Ok(t)
+            }
+            None if if_exists_do_nothing => self.get(&id).await,
+            None => Err(Error::invalid_state(
+                format!("thread {id}"),
+                "already exists; use another id or omit it",
+            )),
+        }
+    }
+
+    /// The thread.
+    pub async fn get(&self, id: &str) -> Result<Thread> {
+        self.find(id)
+            .await?
+            .ok_or_else(|| Error::not_found("thread", id, "create it first (`POST /threads`)"))
+    }
+
+    /// The thread, if it exists.
+    pub async fn find(&self, id: &str) -> Result<Option<Thread>> {
+        check_thread_id(id)?;
+        match self.store.doc_get(COLLECTION, id).await? {
+            Some(d) => decode(&d).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Threads whose metadata contains every key/value of `metadata`, in id order (UUIDv7
+    /// ids: oldest first), skipping `offset`, at most `limit`. Scans at most 10,000 threads.
+    pub async fn search(
+        &self,
+        metadata: &Map<String, Value>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<Thread>> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        let mut seen = 0usize;
+        let mut scanned = 0usize;
+        while out.len() < limit && scanned < 10_000 {
+            let page = self
+                .store
+                .doc_list(COLLECTION, "", after.as_deref(), 500)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            scanned += page.len();
+            for doc in &page {
+                let t = decode(doc)?;
+                if metadata.iter().all(|(k, v)| t.metadata.get(k) == Some(v)) {
+                    if seen >= offset && out.len() < limit {
+                        out.push(t);
+                    }
+                    seen += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Merge `metadata` into the thread's metadata.
+    pub async fn patch(&self, id: &str, metadata: Map<String, Value>) -> Result<Thread> {
+        self.update(id, |t| {
+            t.metadata.extend(metadata.clone());
+            Ok(())
+        })
+        .await
+    }
+
+    /// Read-modify-write with compare-and-swap; `f` may refuse with an error.
+    pub async fn update(&self, id: &str, f: impl Fn(&mut Thread) -> Result<()>) -> Result<Thread> {
+        for _ in 0..32 {
+            let mut t = self.get(id).await?;
+            let rev = t.revision;
+            f(&mut t)?;
+            t.updated_at = agentkit_runtime::model::now_ms();
+            if let Some(doc) = self
+                .store
+                .doc_put(COLLECTION, id, encode(&t)?, Expect::Revision(rev))
+                .await?
+            {
+                t.revision = doc.revision;
+                return Ok(t);
+            }
+        }
+        Err(Error::Unavailable {
+            what: format!("thread {id}"),
+            message: "too many concurrent changes; retry".into(),
+        })
+    }
+
+    /// Delete the thread and its conversation.
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        self.get(id).await?;
+        self.memory.clear(id).await?;
+        self.store.doc_delete(COLLECTION, id, Expect::Any).await?;
+        Ok(())
+    }
+
+    /// A new thread with the same metadata and conversation.
+    pub async fn copy(&self, id: &str) -> Result<Thread> {
+        let t = self.get(id).await?;
+        let copy = self.create(None, t.metadata.clone(), false).await?;
+        let messages = self.memory.load(id).await?;
+        if !messages.is_empty() {
+            self.memory.append(&copy.thread_id, &messages).await?;
+        }
+        Ok(copy)
+    }
+
+    /// The conversation so far.
+    pub async fn messages(&self, id: &str) -> Result<Vec<Message>> {
+        self.memory.load(id).await
+    }
+
+    /// The thread's state values: `{"messages": [...]}` in the LangGraph message shape.
+    pub async fn values(&self, id: &str) -> Result<Value> {
+        Ok(values_of(&self.messages(id).await?))
+    }
+
+    /// The state after each turn of the conversation, newest first (at most `limit`).
+    pub async fn history(&self, id: &str, limit: usize) -> Result<Vec<Value>> {
+        let messages = self.messages(id).await?;
+        let mut ends: Vec<usize> = messages
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| m.role == Role::User && *i > 0)
+            .map(|(i, _)| i)
+            .collect();
+        ends.push(messages.len());
+        Ok(ends
+            .into_iter()
+            .rev()
+            .filter(|&n| n > 0)
+            .take(limit)
+            .map(|n| values_of(&messages[..n]))
+            .collect())
+    }
+}
+
+/// Messages in the shape LangGraph clients read: `{"type": "human"|"ai"|"tool"|"system",
+/// "content": text, ...}`.
+#[must_use]
+pub fn values_of(messages: &[Message]) -> Value {
+    let list: Vec<Value> = messages.iter().map(message_json).collect();
+    json!({ "messages": list })
+}
+
+fn message_json(m: &Message) -> Value {
+    let kind = match m.role {
+        Role::User => "human",
+        Role::Assistant => "ai",
+        Role::Tool => "tool",
+        Role::System => "system",
+        _ => "unknown",
+    };
+    let mut v = json!({ "type": kind, "content": m.text() });
+    let calls: Vec<Value> = m
+        .content
+        .iter()
+        .filter_map(|c| match c {
+            agentkit_core::Content::ToolCall {
+                id,
+                name,
+                arguments,
+            } => Some(json!({"id": id, "name": name, "args": arguments})),
+            _ => None,
+        })
+        .collect();
+    if !calls.is_empty() {
+        v["tool_calls"] = Value::Array(calls);
+    }
+    v
+}

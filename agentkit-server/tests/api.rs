@@ -1,0 +1,414 @@
+//! The HTTP API end to end over real sockets: authentication, runs on threads, SSE resume,
+//! the registry, bad input and the OpenAPI document.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentkit_core::{Agent, AgentLlm, ScriptedProvider};
+use agentkit_runtime::{SqliteStore, Store};
+use agentkit_server::Server;
+use serde_json::{Value, json};
+
+struct Running {
+    base: String,
+    key: String,
+    server: Server,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let memory = Server::memory_for(Arc::clone(&store));
+    let echo =
+        AgentLlm::new(Agent::new("echo", "Repeat."), ScriptedProvider::echo()).with_memory(memory);
+    let server = Server::builder(store)
+        .admin_key("test-key")
+        .agent_llm("echo", Arc::new(echo), "Repeats what it was told")
+        .max_body_bytes(64 * 1024)
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let s = server.clone();
+    tokio::spawn(async move {
+        s.serve(listener, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    Running {
+        base,
+        key: "test-key".into(),
+        server,
+        _dir: dir,
+        stop: Some(tx),
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn call(
+    r: &Running,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = client()
+        .request(method, format!("{}{path}", r.base))
+        .bearer_auth(&r.key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn requests_without_the_key_are_401_problems_and_health_is_open() {
+    let r = start().await;
+    let res = client()
+        .get(format!("{}/v1/agents", r.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Authorization: Bearer")
+    );
+    let wrong = client()
+        .get(format!("{}/v1/agents", r.base))
+        .header("x-api-key", "test-kez")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let ok = client()
+        .get(format!("{}/v1/agents", r.base))
+        .header("x-api-key", "test-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    for open in ["/healthz", "/readyz", "/openapi.json"] {
+        let res = client()
+            .get(format!("{}{open}", r.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{open}");
+    }
+}
+
+#[tokio::test]
+async fn a_run_on_a_thread_continues_its_conversation_and_threads_are_isolated() {
+    let r = start().await;
+    let threads = r.server.platform().threads();
+    let a = threads
+        .create(None, Default::default(), false)
+        .await
+        .unwrap();
+    let b = threads
+        .create(None, Default::default(), false)
+        .await
+        .unwrap();
+    let run = |t: String, m: &'static str| {
+        let r = &r;
+        async move {
+            call(
+                r,
+                reqwest::Method::POST,
+                "/v1/agents/echo/runs",
+                Some(json!({"message": m, "thread_id": t, "wait": true})),
+            )
+            .await
+        }
+    };
+    let (s, one) = run(a.thread_id.clone(), "one").await;
+    assert_eq!(s, 200, "{one}");
+    assert_eq!(one["output"]["text"], "one");
+    assert_eq!(one["version"], 1);
+    let (_, two) = run(a.thread_id.clone(), "two").await;
+    assert_eq!(two["output"]["text"], "one | two");
+    let (_, other) = run(b.thread_id.clone(), "alone").await;
+    assert_eq!(
+        other["output"]["text"], "alone",
+        "thread b must not see thread a"
+    );
+    // Without a thread, a run stands alone.
+    let (_, lone) = call(
+        &r,
+        reqwest::Method::POST,
+        "/v1/agents/echo/runs",
+        Some(json!({"message": "solo", "wait": true})),
+    )
+    .await;
+    assert_eq!(lone["output"]["text"], "solo");
+    let (_, listed) = call(
+        &r,
+        reqwest::Method::GET,
+        "/v1/runs?agent=echo&status=succeeded",
+        None,
+    )
+    .await;
+    assert_eq!(listed.as_array().unwrap().len(), 4);
+    assert_eq!(listed[0]["run_id"], lone["run_id"], "newest first");
+}
+
+#[tokio::test]
+async fn sse_resumes_after_last_event_id_without_loss_or_repeats() {
+    let r = start().await;
+    let (s, run) = call(
+        &r,
+        reqwest::Method::POST,
+        "/v1/agents/echo/runs",
+        Some(json!({"message": "hello", "wait": true})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let id = run["run_id"].as_str().unwrap();
+    let read = |last: Option<&str>| {
+        let mut req = client()
+            .get(format!("{}/v1/runs/{id}/events", r.base))
+            .bearer_auth(&r.key)
+            .header("accept", "text/event-stream");
+        if let Some(l) = last {
+            req = req.header("last-event-id", l);
+        }
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    let full = read(None).await;
+    assert!(full.contains("event: model"), "{full}");
+    assert!(full.contains("id: 0"), "{full}");
+    assert!(full.contains("event: end"), "{full}");
+    assert!(full.contains("\"text\":\"hello\""), "{full}");
+    let after = read(Some("0")).await;
+    assert!(
+        !after.contains("id: 0\n"),
+        "event 0 must not be sent again: {after}"
+    );
+    assert!(after.contains("event: end"));
+    let bad = client()
+        .get(format!("{}/v1/runs/{id}/events", r.base))
+        .bearer_auth(&r.key)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let (_, json_events) = call(
+        &r,
+        reqwest::Method::GET,
+        &format!("/v1/runs/{id}/events"),
+        None,
+    )
+    .await;
+    assert_eq!(json_events[0]["event"], "model");
+    assert_eq!(json_events[0]["data"]["text"], "hello");
+}
+
+#[tokio::test]
+async fn bad_input_is_a_4xx_problem_and_stores_nothing() {
+    let r = start().await;
+    let url = format!("{}/v1/agents/echo/runs", r.base);
+    let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
+        (
+            client()
+                .post(&url)
+                .header("content-type", "application/json")
+                .body("{not json"),
+            400,
+        ),
+        (client().post(&url).json(&json!({"message": 5})), 422),
+        (
+            client()
+                .post(&url)
+                .json(&json!({"message": "x", "surprise": 1})),
+            422,
+        ),
+        (client().post(&url).body("{}"), 415),
+        (
+            client()
+                .post(&url)
+                .json(&json!({"message": "x".repeat(100 * 1024)})),
+            413,
+        ),
+        (
+            client()
+                .post(format!("{}/v1/agents/nope/runs", r.base))
+                .json(&json!({"message": "x"})),
+            404,
+        ),
+        (
+            client()
+                .post(&url)
+                .json(&json!({"message": "x", "thread_id": "no-such-thread"})),
+            404,
+        ),
+        (
+            client()
+                .post(&url)
+                .json(&json!({"message": "x", "thread_id": "../../etc"})),
+            400,
+        ),
+        (
+            client()
+                .post(&url)
+                .json(&json!({"message": "x", "version": "v99"})),
+            404,
+        ),
+        (client().get(format!("{}/v1/runs/unknown", r.base)), 404),
+        (
+            client().get(format!("{}/v1/runs?status=bogus", r.base)),
+            400,
+        ),
+        (client().get(format!("{}/v1/runs?limit=-1", r.base)), 400),
+        (
+            client().post(format!("{}/v1/runs/unknown/cancel", r.base)),
+            404,
+        ),
+        (client().get(format!("{}/v1/nowhere", r.base)), 404),
+        (
+            client()
+                .put(format!("{}/v1/agents/echo/labels/prod", r.base))
+                .json(&json!({"version": 7})),
+            404,
+        ),
+        (
+            client()
+                .put(format!("{}/v1/agents/echo/labels/bad%20label", r.base))
+                .json(&json!({"version": 1})),
+            400,
+        ),
+        (
+            client()
+                .post(format!("{}/v1/agents/echo/rollback", r.base))
+                .json(&json!({"label": "prod"})),
+            409,
+        ),
+        (
+            client()
+                .post(format!("{}/v1/agents", r.base))
+                .json(&json!({"name": "x", "kind": "agent", "spec": {}})),
+            400,
+        ),
+    ];
+    for (i, (req, want)) in cases.into_iter().enumerate() {
+        let res = req.bearer_auth(&r.key).send().await.unwrap();
+        let status = res.status().as_u16();
+        let ct = res.headers().get("content-type").cloned();
+        let body = res.text().await.unwrap();
+        assert_eq!(status, want, "case {i}: {body}");
+        assert_eq!(ct.unwrap(), "application/problem+json", "case {i}");
+        let p: Value = serde_json::from_str(&body).unwrap();
+        assert!(!p["detail"].as_str().unwrap().is_empty(), "case {i}");
+    }
+    let (_, runs) = call(&r, reqwest::Method::GET, "/v1/runs", None).await;
+    assert_eq!(runs, json!([]), "no bad request stored a run");
+    // A finished run cannot be cancelled: 409 that says its status.
+    let (_, run) = call(
+        &r,
+        reqwest::Method::POST,
+        "/v1/agents/echo/runs",
+        Some(json!({"message": "x", "wait": true})),
+    )
+    .await;
+    let (s, p) = call(
+        &r,
+        reqwest::Method::POST,
+        &format!("/v1/runs/{}/cancel", run["run_id"].as_str().unwrap()),
+        Some(json!({"reason": "late"})),
+    )
+    .await;
+    assert_eq!(s, 409);
+    assert!(p["detail"].as_str().unwrap().contains("succeeded"), "{p}");
+}
+
+#[tokio::test]
+async fn labels_move_with_compare_and_swap_and_roll_back() {
+    let r = start().await;
+    let (s, e) = call(
+        &r,
+        reqwest::Method::PUT,
+        "/v1/agents/echo/labels/prod",
+        Some(json!({"version": 1, "expected_version": 0})),
+    )
+    .await;
+    assert_eq!(s, 200, "{e}");
+    assert_eq!(e["labels"]["prod"], 1);
+    let (s, p) = call(
+        &r,
+        reqwest::Method::PUT,
+        "/v1/agents/echo/labels/prod",
+        Some(json!({"version": 1, "expected_version": 0})),
+    )
+    .await;
+    assert_eq!(s, 409, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("points at v1"));
+    let (s, e) = call(
+        &r,
+        reqwest::Method::POST,
+        "/v1/agents/echo/promote",
+        Some(json!({"from": "prod", "to": "stage"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(e["labels"]["stage"], 1);
+    let (s, run) = call(
+        &r,
+        reqwest::Method::POST,
+        "/v1/agents/echo/runs",
+        Some(json!({"message": "p", "version": "prod", "wait": true})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(run["version"], 1);
+}
+
+#[test]
+fn every_route_is_in_the_openapi_document() {
+    let doc = serde_json::to_value(agentkit_server::api::openapi::document()).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+    let mut routes = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for part in text.split(".route(\"").skip(1) {
+            routes.push(part.split('"').next().unwrap().to_owned());
+        }
+    }
+    assert!(routes.len() > 20, "{routes:?}");
+    for r in &routes {
+        assert!(
+            paths.contains_key(r),
+            "route {r} is missing from /openapi.json"
+        );
+    }
+}

@@ -1,3 +1,96 @@
-//! The `agentkit` command line.
+//! The `agentkit` command line: run the server (`dev`, `serve`), run agents, and manage the
+//! registry and runs of a running server.
+//!
+//! Exit codes: 0 success, 1 failure (a run failed, a server error), 2 invalid input,
+//! 3 not found, 4 conflict, 5 server unreachable or key refused.
 
-fn main() {}
+mod client;
+mod commands;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+use client::Failure;
+
+/// agentkit: build, deploy and operate MCP-native agents.
+#[derive(Debug, Parser)]
+#[command(name = "agentkit", version, about, long_about = None, after_help = "Exit codes: 0 success, 1 failure, 2 invalid input, 3 not found, 4 conflict, 5 server unreachable or key refused.")]
+struct Cli {
+    #[command(flatten)]
+    remote: Remote,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the server is, for commands that talk to one.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Remote {
+    /// The server's URL.
+    #[arg(
+        long,
+        env = "AGENTKIT_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub(crate) server: String,
+    /// The API key (`agentkit dev` prints it).
+    #[arg(long, env = "AGENTKIT_API_KEY", hide_env_values = true, global = true)]
+    pub(crate) key: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the server for development: SQLite under ./.agentkit/, the demo agents when no
+    /// config is found, the scripted model when no provider key is set.
+    Dev(serve::ServeArgs),
+    /// Start the server.
+    Serve(serve::ServeArgs),
+    /// Run an agent once and print its answer, time, tokens and cost.
+    Run(commands::RunArgs),
+    /// Agents and workflows in the registry.
+    #[command(subcommand)]
+    Agents(commands::AgentsCmd),
+    /// Runs: list, inspect, follow, control.
+    #[command(subcommand)]
+    Runs(commands::RunsCmd),
+    /// Check an agentkit.yaml and say what is wrong, with file, key and line.
+    Validate(serve::ConfigArgs),
+    /// Write a working agentkit.yaml in the current directory.
+    Init {
+        /// Overwrite an existing agentkit.yaml.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(client::exit::FAILED);
+        }
+    };
+    let result: Result<(), Failure> = runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(args) => serve::serve(args, true).await,
+            Command::Serve(args) => serve::serve(args, false).await,
+            Command::Run(args) => commands::run(&cli.remote, args).await,
+            Command::Agents(cmd) => commands::agents(&cli.remote, cmd).await,
+            Command::Runs(cmd) => commands::runs(&cli.remote, cmd).await,
+            Command::Validate(args) => serve::validate(&args),
+            Command::Init { force } => serve::init(force),
+        }
+    });
+    if let Err(f) = result {
+        eprintln!("error: {}", f.message);
+        std::process::exit(f.code);
+    }
+}

@@ -1,0 +1,493 @@
+//! Commands that talk to a running server: `run`, `agents …`, `runs …`.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::Remote;
+use crate::client::{Client, Failure, exit};
+
+/// `agentkit run`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// The agent or workflow.
+    agent: String,
+    /// The message.
+    message: String,
+    /// Continue this thread.
+    #[arg(long)]
+    thread: Option<String>,
+    /// A label or version (default: latest).
+    #[arg(long)]
+    version: Option<String>,
+}
+
+/// `agentkit agents …`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum AgentsCmd {
+    /// List agents and workflows.
+    List,
+    /// Show one, with its labels.
+    Show { name: String },
+    /// List its versions.
+    Versions { name: String },
+    /// What changed between two versions (numbers or labels).
+    Diff {
+        name: String,
+        from: String,
+        /// Default: latest.
+        to: Option<String>,
+    },
+    /// Deploy a spec file (JSON or YAML: `{name, kind: agent|workflow, spec}`).
+    Deploy { file: std::path::PathBuf },
+    /// Point label `to` at the version of label `from`.
+    Promote {
+        name: String,
+        from: String,
+        to: String,
+    },
+    /// Point a label back at its previous version.
+    Rollback { name: String, label: String },
+}
+
+/// `agentkit runs …`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum RunsCmd {
+    /// List runs, newest first.
+    List {
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show a run.
+    Get { run_id: String },
+    /// Print a run's events (with --follow, until it ends).
+    Events {
+        run_id: String,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Pause a run.
+    Pause { run_id: String },
+    /// Resume a paused run.
+    Resume { run_id: String },
+    /// Cancel a run.
+    Cancel {
+        run_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Send a signal to a waiting run (payload: JSON).
+    Signal {
+        run_id: String,
+        name: String,
+        #[arg(default_value = "null")]
+        payload: String,
+    },
+    /// Replay a run offline and report divergences.
+    Replay { run_id: String },
+}
+
+fn client(remote: &Remote) -> Client {
+    Client::new(&remote.server, remote.key.clone())
+}
+
+fn print_json(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+fn s(v: &Value, k: &str) -> String {
+    match v.get(k) {
+        Some(Value::String(x)) => x.clone(),
+        Some(Value::Null) | None => "-".into(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// A plain table: columns padded to their widest cell.
+fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_uppercase()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+fn ago(ms: &Value) -> String {
+    let Some(ms) = ms.as_i64() else {
+        return "-".into();
+    };
+    let now = agentkit_runtime::model::now_ms();
+    let secs = (now - ms).max(0) / 1000;
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86400),
+    }
+}
+
+/// `agentkit run AGENT MESSAGE`: start, follow its events with a live progress line, then
+/// print the answer with time, tokens and cost.
+pub(crate) async fn run(remote: &Remote, args: RunArgs) -> Result<(), Failure> {
+    let c = client(remote);
+    let started = Instant::now();
+    let mut body = json!({ "message": args.message });
+    if let Some(t) = &args.thread {
+        body["thread_id"] = json!(t);
+    }
+    if let Some(v) = &args.version {
+        body["version"] = json!(v);
+    }
+    let run = c
+        .call(
+            Method::POST,
+            &format!("/v1/agents/{}/runs", args.agent),
+            Some(&body),
+        )
+        .await?;
+    let id = s(&run, "run_id");
+    let bar = if remote.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new_spinner()
+    };
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar.set_message(format!("{} v{} started", args.agent, s(&run, "version")));
+    let (mut models, mut tools) = (0u32, 0u32);
+    let res = c
+        .request(Method::GET, &format!("/v1/runs/{id}/events"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .map_err(|e| Failure::new(exit::UNREACHABLE, format!("following run {id}: {e}")))?;
+    let mut stream = sse_stream::SseStream::from_bytes_stream(res.bytes_stream());
+    let mut last: Option<Value> = None;
+    while let Some(item) = stream.next().await {
+        let Ok(sse) = item else { break };
+        let data: Value = sse
+            .data
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok())
+            .unwrap_or(Value::Null);
+        match sse.event.as_deref() {
+            Some("model") => {
+                models += 1;
+                let calls = data["data"]["tool_calls"].as_array().map_or(0, Vec::len);
+                bar.set_message(format!(
+                    "model call {models} ({} ms){}",
+                    data["latency_ms"],
+                    if calls > 0 {
+                        format!(", {calls} tool call(s)")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            Some("tool_result") => {
+                tools += 1;
+                bar.set_message(format!("tool result {tools} ({} ms)", data["latency_ms"]));
+            }
+            Some("status") => bar.set_message(s(&data, "status")),
+            Some("end") => {
+                last = Some(data);
+                break;
+            }
+            Some("error") => {
+                bar.finish_and_clear();
+                return Err(Failure::new(exit::FAILED, s(&data, "error")));
+            }
+            _ => {}
+        }
+    }
+    bar.finish_and_clear();
+    let run = match last {
+        Some(r) => r,
+        None => c.call(Method::GET, &format!("/v1/runs/{id}"), None).await?,
+    };
+    if remote.json {
+        print_json(&run);
+    } else {
+        match run["output"]["text"].as_str() {
+            Some(text) => println!("{text}"),
+            None => println!("{}", run["output"]),
+        }
+        let usage = &run["usage"];
+        eprintln!(
+            "\n{} · {} · {:.1}s · {} model call(s), {} tool call(s) · {} tokens in, {} out · ${:.4}",
+            s(&run, "status"),
+            id,
+            started.elapsed().as_secs_f64(),
+            models,
+            tools,
+            usage["input_tokens"].as_u64().unwrap_or(0),
+            usage["output_tokens"].as_u64().unwrap_or(0),
+            run["cost_usd"].as_f64().unwrap_or(0.0)
+        );
+    }
+    match run["status"].as_str() {
+        Some("succeeded") => Ok(()),
+        Some(other) => Err(Failure::new(
+            exit::FAILED,
+            format!("run {id} is {other}: {}", s(&run, "error")),
+        )),
+        None => Err(Failure::new(exit::FAILED, format!("run {id}: no status"))),
+    }
+}
+
+/// `agentkit agents …`.
+pub(crate) async fn agents(remote: &Remote, cmd: AgentsCmd) -> Result<(), Failure> {
+    let c = client(remote);
+    let out = match cmd {
+        AgentsCmd::List => {
+            let v = c.call(Method::GET, "/v1/agents", None).await?;
+            if !remote.json {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| {
+                        let labels = e["labels"]
+                            .as_object()
+                            .map(|m| {
+                                m.iter()
+                                    .map(|(k, v)| format!("{k}=v{v}"))
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            })
+                            .unwrap_or_default();
+                        vec![
+                            s(e, "name"),
+                            s(e, "kind"),
+                            format!("v{}", s(e, "latest")),
+                            labels,
+                            s(e, "description"),
+                        ]
+                    })
+                    .collect();
+                table(&["name", "kind", "latest", "labels", "description"], &rows);
+                return Ok(());
+            }
+            v
+        }
+        AgentsCmd::Show { name } => {
+            c.call(Method::GET, &format!("/v1/agents/{name}"), None)
+                .await?
+        }
+        AgentsCmd::Versions { name } => {
+            let v = c
+                .call(Method::GET, &format!("/v1/agents/{name}/versions"), None)
+                .await?;
+            if !remote.json {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| {
+                        vec![
+                            format!("v{}", s(e, "version")),
+                            s(e, "kind"),
+                            s(e, "hash").chars().take(12).collect(),
+                            ago(&e["created_at"]),
+                        ]
+                    })
+                    .collect();
+                table(&["version", "kind", "hash", "deployed"], &rows);
+                return Ok(());
+            }
+            v
+        }
+        AgentsCmd::Diff { name, from, to } => {
+            let mut q = format!("/v1/agents/{name}/diff?from={from}");
+            if let Some(t) = to {
+                q.push_str(&format!("&to={t}"));
+            }
+            let v = c.call(Method::GET, &q, None).await?;
+            if !remote.json {
+                println!("v{} → v{}", s(&v, "from"), s(&v, "to"));
+                for ch in v["changes"].as_array().into_iter().flatten() {
+                    println!("  {}", s(ch, "path"));
+                    if let Some(f) = ch.get("from") {
+                        println!("    - {f}");
+                    }
+                    if let Some(t) = ch.get("to") {
+                        println!("    + {t}");
+                    }
+                }
+                return Ok(());
+            }
+            v
+        }
+        AgentsCmd::Deploy { file } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                Failure::new(
+                    exit::INVALID,
+                    format!("cannot read {}: {e}", file.display()),
+                )
+            })?;
+            let body: Value = serde_yaml_ng::from_str(&text).map_err(|e| {
+                Failure::new(
+                    exit::INVALID,
+                    format!("{} is not YAML or JSON: {e}", file.display()),
+                )
+            })?;
+            c.call(Method::POST, "/v1/agents", Some(&body)).await?
+        }
+        AgentsCmd::Promote { name, from, to } => {
+            c.call(
+                Method::POST,
+                &format!("/v1/agents/{name}/promote"),
+                Some(&json!({"from": from, "to": to})),
+            )
+            .await?
+        }
+        AgentsCmd::Rollback { name, label } => {
+            c.call(
+                Method::POST,
+                &format!("/v1/agents/{name}/rollback"),
+                Some(&json!({"label": label})),
+            )
+            .await?
+        }
+    };
+    print_json(&out);
+    Ok(())
+}
+
+/// `agentkit runs …`.
+pub(crate) async fn runs(remote: &Remote, cmd: RunsCmd) -> Result<(), Failure> {
+    let c = client(remote);
+    let out = match cmd {
+        RunsCmd::List {
+            agent,
+            status,
+            limit,
+        } => {
+            let mut q = format!("/v1/runs?limit={limit}");
+            if let Some(a) = agent {
+                q.push_str(&format!("&agent={a}"));
+            }
+            if let Some(st) = status {
+                q.push_str(&format!("&status={st}"));
+            }
+            let v = c.call(Method::GET, &q, None).await?;
+            if !remote.json {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        vec![
+                            s(r, "run_id"),
+                            format!("{} v{}", s(r, "agent"), s(r, "version")),
+                            s(r, "status"),
+                            ago(&r["created_at"]),
+                            format!("${:.4}", r["cost_usd"].as_f64().unwrap_or(0.0)),
+                        ]
+                    })
+                    .collect();
+                table(&["run", "agent", "status", "created", "cost"], &rows);
+                return Ok(());
+            }
+            v
+        }
+        RunsCmd::Get { run_id } => {
+            c.call(Method::GET, &format!("/v1/runs/{run_id}"), None)
+                .await?
+        }
+        RunsCmd::Events { run_id, follow } => {
+            if !follow {
+                c.call(Method::GET, &format!("/v1/runs/{run_id}/events"), None)
+                    .await?
+            } else {
+                c.call(Method::GET, &format!("/v1/runs/{run_id}"), None)
+                    .await?;
+                let res = c
+                    .request(Method::GET, &format!("/v1/runs/{run_id}/events"))
+                    .header("accept", "text/event-stream")
+                    .send()
+                    .await
+                    .map_err(|e| Failure::new(exit::UNREACHABLE, e.to_string()))?;
+                let mut stream = sse_stream::SseStream::from_bytes_stream(res.bytes_stream());
+                while let Some(Ok(e)) = stream.next().await {
+                    let ev = e.event.unwrap_or_default();
+                    let data = e.data.unwrap_or_default();
+                    if remote.json {
+                        println!("{{\"event\":{},\"data\":{data}}}", json!(ev));
+                    } else {
+                        let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                        let what = match ev.as_str() {
+                            "model" => format!("model  {}", v["data"]["text"]),
+                            "tool_result" => format!("tool   {}", s(&v, "key")),
+                            "status" | "end" => format!("{ev:<6} {}", s(&v, "status")),
+                            _ => format!("{ev:<6} {}", s(&v, "key")),
+                        };
+                        println!("{:>4}  {what}", e.id.unwrap_or_default());
+                    }
+                    if ev == "end" {
+                        break;
+                    }
+                }
+                return Ok(());
+            }
+        }
+        RunsCmd::Pause { run_id } => {
+            c.call(Method::POST, &format!("/v1/runs/{run_id}/pause"), None)
+                .await?
+        }
+        RunsCmd::Resume { run_id } => {
+            c.call(Method::POST, &format!("/v1/runs/{run_id}/resume"), None)
+                .await?
+        }
+        RunsCmd::Cancel { run_id, reason } => {
+            c.call(
+                Method::POST,
+                &format!("/v1/runs/{run_id}/cancel"),
+                Some(&json!({ "reason": reason })),
+            )
+            .await?
+        }
+        RunsCmd::Signal {
+            run_id,
+            name,
+            payload,
+        } => {
+            let payload: Value = serde_json::from_str(&payload).map_err(|e| {
+                Failure::new(exit::INVALID, format!("the payload is not JSON: {e}"))
+            })?;
+            c.call(
+                Method::POST,
+                &format!("/v1/runs/{run_id}/signal"),
+                Some(&json!({"name": name, "payload": payload})),
+            )
+            .await?
+        }
+        RunsCmd::Replay { run_id } => {
+            c.call(Method::POST, &format!("/v1/runs/{run_id}/replay"), None)
+                .await?
+        }
+    };
+    print_json(&out);
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! `agentkit dev` / `serve`, `validate`, `init`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use agentkit_core::Config;
+use agentkit_runtime::Store;
+use agentkit_server::Server;
+
+use crate::client::{Failure, exit};
+
+/// The demo config `agentkit dev` serves when no agentkit.yaml is found (and `init` writes).
+pub(crate) const DEMO_CONFIG: &str = include_str!("demo.yaml");
+
+/// Which config file.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ConfigArgs {
+    /// The config file (default: agentkit.yaml found from the current directory up).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+/// `agentkit dev` / `agentkit serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: String,
+    /// The store: a SQLite file path (`sqlite://path` or a plain path) or `postgres://…`
+    /// (default: `./.agentkit/agentkit.db`).
+    #[arg(long, env = "AGENTKIT_DATABASE")]
+    database: Option<String>,
+}
+
+fn load(args: &ConfigArgs, dev: bool) -> Result<(Config, String), Failure> {
+    if let Some(path) = &args.config {
+        let c = Config::load_file(path).map_err(|e| Failure::new(exit::INVALID, e.to_string()))?;
+        return Ok((c, path.display().to_string()));
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| Failure::new(exit::FAILED, format!("no current directory: {e}")))?;
+    let loader = agentkit_core::config::ConfigLoader::new();
+    if let Some(found) = loader.find(&cwd) {
+        let c = loader
+            .load_file(&found)
+            .map_err(|e| Failure::new(exit::INVALID, e.to_string()))?;
+        return Ok((c, found.display().to_string()));
+    }
+    if dev {
+        let c = Config::from_yaml_str(DEMO_CONFIG, None)
+            .map_err(|e| Failure::new(exit::FAILED, format!("the built-in demo config: {e}")))?;
+        return Ok((
+            c,
+            "the built-in demo (no agentkit.yaml found; `agentkit init` writes one)".into(),
+        ));
+    }
+    Err(Failure::new(
+        exit::INVALID,
+        "no agentkit.yaml found from the current directory up; pass --config FILE, run \
+         `agentkit init`, or use `agentkit dev` for the demo agents",
+    ))
+}
+
+async fn open_store(database: &str) -> Result<Arc<dyn Store>, Failure> {
+    let fail = |e: agentkit_core::Error| Failure::new(exit::FAILED, e.to_string());
+    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
+        {
+            let s = agentkit_runtime::PostgresStore::connect(database)
+                .await
+                .map_err(fail)?;
+            return Ok(Arc::new(s));
+        }
+        #[cfg(not(feature = "postgres"))]
+        return Err(Failure::new(
+            exit::INVALID,
+            "this agentkit was built without PostgreSQL; rebuild with `--features postgres`",
+        ));
+    }
+    #[cfg(feature = "sqlite")]
+    {
+        let path = PathBuf::from(database.strip_prefix("sqlite://").unwrap_or(database));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Failure::new(
+                    exit::FAILED,
+                    format!("cannot create {}: {e}", dir.display()),
+                )
+            })?;
+        }
+        let s = agentkit_runtime::SqliteStore::open(&path)
+            .await
+            .map_err(fail)?;
+        Ok(Arc::new(s))
+    }
+    #[cfg(not(feature = "sqlite"))]
+    Err(Failure::new(
+        exit::INVALID,
+        "this agentkit was built without SQLite; pass --database postgres://…",
+    ))
+}
+
+/// Start the server and serve until Ctrl-C (or SIGTERM).
+pub(crate) async fn serve(args: ServeArgs, dev: bool) -> Result<(), Failure> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,agentkit=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let (config, source) = load(&args.config, dev)?;
+    let database = args
+        .database
+        .clone()
+        .unwrap_or_else(|| "./.agentkit/agentkit.db".to_owned());
+    let store = open_store(&database).await?;
+    let key = std::env::var("AGENTKIT_ADMIN_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+        .unwrap_or_else(agentkit_server::generate_key);
+    let (builder, offline) = agentkit_server::spec::server_builder(Server::builder(store), &config)
+        .map_err(|e| Failure::new(exit::INVALID, e.to_string()))?;
+    let server = builder
+        .admin_key(key.clone())
+        .build()
+        .await
+        .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(&args.bind)
+        .await
+        .map_err(|e| {
+            Failure::new(
+                exit::FAILED,
+                format!("cannot listen on {}: {e}; pass --bind ADDR", args.bind),
+            )
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+    let agents = server
+        .platform()
+        .registry()
+        .list()
+        .await
+        .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+    println!("agentkit serving {} agent(s) from {source}", agents.len());
+    println!("  API      http://{addr}/v1   (OpenAPI: http://{addr}/openapi.json)");
+    println!("  store    {database}");
+    if std::env::var("AGENTKIT_ADMIN_KEY").is_err() {
+        println!("  key      {key}   (set AGENTKIT_ADMIN_KEY to choose it)");
+    }
+    if offline {
+        println!(
+            "  model    scripted (offline): set OPENAI_API_KEY or ANTHROPIC_API_KEY for a real one"
+        );
+    }
+    println!("Try:  curl -s -H 'x-api-key: <key>' http://{addr}/v1/agents");
+    server
+        .serve(listener, shutdown_signal())
+        .await
+        .map_err(|e| Failure::new(exit::FAILED, e.to_string()))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    eprintln!(
+        "agentkit: stopping: no new requests; in-flight runs get 10 s, then resume on the next start"
+    );
+}
+
+/// `agentkit validate`.
+pub(crate) fn validate(args: &ConfigArgs) -> Result<(), Failure> {
+    let (config, source) = load(args, false)?;
+    agentkit_server::spec::server_builder(
+        Server::builder(Arc::new(agentkit_runtime::MemoryStore::new())),
+        &config,
+    )
+    .map_err(|e| Failure::new(exit::INVALID, e.to_string()))?;
+    println!(
+        "{source}: ok ({} agent(s), {} MCP server(s))",
+        0,
+        config.mcp.servers.len()
+    );
+    Ok(())
+}
+
+/// `agentkit init`.
+pub(crate) fn init(force: bool) -> Result<(), Failure> {
+    let path = PathBuf::from("agentkit.yaml");
+    if path.exists() && !force {
+        return Err(Failure::new(
+            exit::CONFLICT,
+            "agentkit.yaml exists; pass --force to overwrite it",
+        ));
+    }
+    std::fs::write(&path, DEMO_CONFIG)
+        .map_err(|e| Failure::new(exit::FAILED, format!("cannot write agentkit.yaml: {e}")))?;
+    println!("wrote agentkit.yaml; start it with `agentkit dev`");
+    Ok(())
+}

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::cost::ModelInfo;
 
 #[cfg(feature = "config")]
-pub use loader::{ConfigFormat, ConfigLoader};
+pub use loader::{ConfigFormat, ConfigLoader, locate_key};
 pub use resolve::{MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
 pub use spec::{
     AgentLimits, AgentSpec, CatchUpPolicy, ChainInputKind, ChainSpec, EvaluatorOptimizerSpec,

@@ -1415,7 +1415,7 @@ fn no_duplicates(p: &KeyPath, names: &[String]) -> Result<(), Fail> {
 
 impl KeyPath {
     /// This path extended by a relative key like `routes[1]` or `fan_in`.
-    fn key_path(&self, rel: &str) -> KeyPath {
+    pub(crate) fn key_path(&self, rel: &str) -> KeyPath {
         let mut p = self.clone();
         for part in rel.split('.').filter(|s| !s.is_empty()) {
             let (key, rest) = part.split_once('[').unwrap_or((part, ""));

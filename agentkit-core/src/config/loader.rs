@@ -316,6 +316,24 @@ impl Config {
     }
 }
 
+/// The 1-based line and column of the value at `key` (written like `agents.billing.servers[1]`
+/// — the `key` of an [`Error::Config`]) in a YAML or JSON config text, or of the longest
+/// prefix of it that exists; `None` when not even the first key is there.
+///
+/// Code that checks a config further than the loader (the server compiles cron expressions and
+/// tool globs) uses it to point at the offending line.
+///
+/// ```
+/// let text = "agents:\n  billing:\n    servers: [a, b]\n";
+/// assert_eq!(agentkit_core::config::locate_key(text, "agents.billing.servers[1]"), Some((3, 19)));
+/// assert_eq!(agentkit_core::config::locate_key(text, "agents.billing.model"), Some((3, 5)));
+/// assert_eq!(agentkit_core::config::locate_key(text, "workflows"), None);
+/// ```
+#[must_use]
+pub fn locate_key(text: &str, key: &str) -> Option<(usize, usize)> {
+    locate_prefix(text, &KeyPath::root().key_path(key))
+}
+
 fn parse_with(
     text: &str,
     format: ConfigFormat,

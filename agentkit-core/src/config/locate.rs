@@ -209,6 +209,20 @@ pub(crate) fn humanize(message: &str) -> String {
         }
         return out;
     }
+    if let Some(rest) = message.strip_prefix("unknown variant `")
+        && let Some((value, tail)) = rest.split_once('`')
+    {
+        let valid: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+        let mut out = format!("unknown value `{value}`");
+        if !valid.is_empty() {
+            out.push_str("; expected one of ");
+            out.push_str(&valid.join(", "));
+            if let Some(best) = closest(value, &valid) {
+                out.push_str(&format!(" (did you mean `{best}`?)"));
+            }
+        }
+        return out;
+    }
     message.to_owned()
 }
 

@@ -11,6 +11,7 @@ mod loader;
 #[cfg(feature = "config")]
 mod locate;
 mod resolve;
+mod spec;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,8 +21,15 @@ use serde::{Deserialize, Serialize};
 use crate::cost::ModelInfo;
 
 #[cfg(feature = "config")]
-pub use loader::{ConfigFormat, ConfigLoader};
+pub use loader::{ConfigFormat, ConfigLoader, locate_key};
 pub use resolve::{MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
+pub use spec::{
+    AgentLimits, AgentSpec, CatchUpPolicy, ChainInputKind, ChainSpec, EvaluatorOptimizerSpec,
+    EventTrigger, HumanDuration, MAX_DURATION, MAX_NAME_LEN, MIN_INTERVAL, MinRating, OnFailure,
+    OrchestratorSpec, OverlapPolicy, ParallelSpec, PlanModeKind, ProviderKind, RetentionSettings,
+    RouterSpec, ScheduleSpec, ServerSettings, SwarmSpec, ThreadConcurrency, ToolGlobs, TriggerSpec,
+    WebhookTrigger, WorkflowLimits, WorkflowSpec, is_valid_name,
+};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -46,6 +54,21 @@ pub struct Config {
     /// Extra or overriding model prices.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub prices: Vec<ModelInfo>,
+    /// Declared agents by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub agents: BTreeMap<String, AgentSpec>,
+    /// Workflows (agents composed with a pattern) by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub workflows: BTreeMap<String, WorkflowSpec>,
+    /// Schedules by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub schedules: BTreeMap<String, ScheduleSpec>,
+    /// Webhook and event triggers by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub triggers: BTreeMap<String, TriggerSpec>,
+    /// How `agentkit serve` runs.
+    #[serde(skip_serializing_if = "ServerSettings::is_default")]
+    pub server: ServerSettings,
 }
 
 /// OpenAI settings. Unset fields fall back to `OPENAI_API_KEY` / `OPENAI_BASE_URL`.

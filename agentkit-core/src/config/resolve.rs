@@ -165,7 +165,7 @@ impl Config {
                 }
             }
         }
-        Ok(())
+        self.check_specs()
     }
 
     /// The servers an agent gets: the union of the `roles`' server lists and the explicit

@@ -1,0 +1,551 @@
+//! [`Catalog`]: declared agents and workflows built into runnable [`AugmentedLlm`]s, their
+//! runtime options, and the declared schedules.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use agentkit_core::config::{
+    AgentSpec, CatchUpPolicy, ChainInputKind, Config, MinRating, OnFailure, OverlapPolicy,
+    PlanModeKind, WorkflowSpec, locate_key,
+};
+use agentkit_core::{
+    Agent, AgentLlm, AugmentedLlm, Budget, Error, InMemoryMemory, MemoryWindow, RequestParams,
+    Result, ToolSource,
+};
+use agentkit_mcp::{ConnectionManager, McpAggregator, ServerSet};
+use agentkit_patterns::{
+    BagOfWordsEmbedder, Chain, ChainInput, EvaluatorOptimizer, FailurePolicy, Orchestrator,
+    Parallel, PlanMode, Rating, Router, Swarm, SwarmMember,
+};
+use agentkit_runtime::{CatchUp, Overlap, Schedule, TargetOptions};
+
+use super::models::ModelFactory;
+use super::tools::{FilteredTools, ToolMatcher};
+
+/// The declared agents and workflows of a [`Config`], ready to build.
+///
+/// [`build`](Self::build) returns a fresh [`AugmentedLlm`] for any agent or workflow name:
+/// agents are [`AgentLlm`]s (instruction, model, MCP tools of their servers and roles filtered
+/// by their tool globs, `max_iterations`, history window); workflows compose freshly built
+/// members with the agentkit-patterns builders. [`target_options`](Self::target_options) and
+/// [`schedules`](Self::schedules) give what the runtime needs to run and schedule them.
+///
+/// Errors are [`Error::Config`] naming the key (and, with [`with_source`](Self::with_source),
+/// the file, line and column).
+///
+/// ```
+/// use agentkit_core::{AugmentedLlmExt, Config, RunContext};
+/// use agentkit_server::spec::{Catalog, ModelFactory};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let config = Config::from_yaml_str(
+///     "agents:\n  shout: {model: scripted, instructions: Repeat.}\n  again: {model: scripted}\n\
+///      workflows:\n  twice: {type: chain, steps: [shout, again]}\n",
+///     None,
+/// )?;
+/// let catalog = Catalog::new(config, ModelFactory::offline())?;
+/// let twice = catalog.build("twice")?;
+/// assert_eq!(twice.generate_str("hello", &RunContext::new()).await?, "hello");
+/// assert_eq!(catalog.target_options("twice")?.description, "");
+/// # Ok::<_, agentkit_core::Error>(()) }).unwrap();
+/// ```
+pub struct Catalog {
+    config: Config,
+    models: ModelFactory,
+    mcp: Option<ConnectionManager>,
+    extra_tools: BTreeMap<String, Vec<Arc<dyn ToolSource>>>,
+    file: Option<PathBuf>,
+    text: Option<String>,
+}
+
+impl fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Catalog")
+            .field("agents", &self.config.agents.keys().collect::<Vec<_>>())
+            .field(
+                "workflows",
+                &self.config.workflows.keys().collect::<Vec<_>>(),
+            )
+            .field("models", &self.models)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+fn map_rating(r: MinRating) -> Rating {
+    match r {
+        MinRating::Poor => Rating::Poor,
+        MinRating::Fair => Rating::Fair,
+        MinRating::Excellent => Rating::Excellent,
+        _ => Rating::Good,
+    }
+}
+
+impl Catalog {
+    /// A catalog of `config`'s agents and workflows on `models`. The config is validated
+    /// ([`Config::validate`]); MCP connections (when an agent uses servers) come from
+    /// `config.mcp` and start lazily, unless [`with_connections`](Self::with_connections)
+    /// supplies a manager.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the config is invalid.
+    pub fn new(config: Config, models: ModelFactory) -> Result<Self> {
+        config.validate()?;
+        let uses_mcp = config
+            .agents
+            .values()
+            .any(|a| !a.servers.is_empty() || !a.roles.is_empty());
+        let mcp = if uses_mcp {
+            Some(ConnectionManager::from_set(&ServerSet::from_settings(
+                &config.mcp,
+            )?))
+        } else {
+            None
+        };
+        Ok(Self {
+            config,
+            models,
+            mcp,
+            extra_tools: BTreeMap::new(),
+            file: None,
+            text: None,
+        })
+    }
+
+    /// Connect agents' MCP servers through this manager (shared with the rest of the server).
+    #[must_use]
+    pub fn with_connections(mut self, manager: ConnectionManager) -> Self {
+        self.mcp = Some(manager);
+        self
+    }
+
+    /// Give agent `agent` these tools too (registered from code), filtered by its tool globs
+    /// like its MCP tools.
+    #[must_use]
+    pub fn with_tools(mut self, agent: impl Into<String>, tools: Arc<dyn ToolSource>) -> Self {
+        self.extra_tools
+            .entry(agent.into())
+            .or_default()
+            .push(tools);
+        self
+    }
+
+    /// The file and text the config was read from: errors then name the file, line and
+    /// column (the config loader's own errors already do).
+    #[must_use]
+    pub fn with_source(mut self, file: Option<PathBuf>, text: impl Into<String>) -> Self {
+        self.file = file;
+        self.text = Some(text.into());
+        self
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The model factory.
+    #[must_use]
+    pub fn models(&self) -> &ModelFactory {
+        &self.models
+    }
+
+    /// Every agent and workflow name, agents first, each list sorted.
+    #[must_use]
+    pub fn names(&self) -> Vec<&str> {
+        self.config
+            .agents
+            .keys()
+            .chain(self.config.workflows.keys())
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Whether `name` is an agent or workflow.
+    #[must_use]
+    pub fn contains(&self, name: &str) -> bool {
+        self.config.agents.contains_key(name) || self.config.workflows.contains_key(name)
+    }
+
+    /// A located [`Error::Config`] at `key`.
+    fn error(&self, key: String, message: impl Into<String>) -> Error {
+        let mut message = message.into();
+        if let Some((line, column)) = self.text.as_deref().and_then(|t| locate_key(t, &key)) {
+            message = format!("{message} (line {line}, column {column})");
+        }
+        Error::Config {
+            file: self.file.clone(),
+            key,
+            message,
+        }
+    }
+
+    /// Relocates an error from the model factory or a builder under this catalog's source.
+    fn relocate(&self, err: Error, key: String) -> Error {
+        match err {
+            Error::Config {
+                key: k, message, ..
+            } => self.error(if k.is_empty() { key } else { k }, message),
+            Error::InvalidRequest(message) => self.error(key, message),
+            other => other,
+        }
+    }
+
+    fn not_found(&self, name: &str) -> Error {
+        let names = self.names();
+        Error::NotFound {
+            kind: "agent or workflow".to_owned(),
+            name: name.to_owned(),
+            hint: if names.is_empty() {
+                "none are declared".to_owned()
+            } else {
+                format!("declared: {}", names.join(", "))
+            },
+        }
+    }
+
+    /// Checks what loading cannot: tool globs compile, every agent's provider is available,
+    /// every workflow builds, every schedule's cron expression, time zone and time parse.
+    ///
+    /// # Errors
+    ///
+    /// The first problem, as a located [`Error::Config`].
+    pub fn check(&self) -> Result<()> {
+        for name in self.names() {
+            self.build(name)?;
+        }
+        self.schedules().map(|_| ())
+    }
+
+    /// Build the agent or workflow `name`: a fresh instance (its own in-process memory).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown name; [`Error::Config`] when a member cannot be built.
+    pub fn build(&self, name: &str) -> Result<Arc<dyn AugmentedLlm>> {
+        if self.config.agents.contains_key(name) {
+            return Ok(Arc::new(self.build_agent(name)?));
+        }
+        let Some(spec) = self.config.workflows.get(name) else {
+            return Err(self.not_found(name));
+        };
+        let key = |k: &str| format!("workflows.{name}.{k}");
+        let built: Arc<dyn AugmentedLlm> = match spec {
+            WorkflowSpec::Chain(s) => {
+                let mut b = Chain::builder(name)
+                    .with_description(&s.description)
+                    .with_input(match s.input {
+                        ChainInputKind::Transcript => ChainInput::Transcript,
+                        _ => ChainInput::PreviousOutput,
+                    });
+                for step in &s.steps {
+                    b = b.with_shared_step(self.build(step)?);
+                }
+                Arc::new(b.build().map_err(|e| self.relocate(e, key("steps")))?)
+            }
+            WorkflowSpec::Parallel(s) => {
+                let mut b = Parallel::builder(name)
+                    .with_description(&s.description)
+                    .with_failure_policy(match s.on_failure {
+                        OnFailure::Continue => FailurePolicy::Continue,
+                        _ => FailurePolicy::FailFast,
+                    });
+                for branch in &s.fan_out {
+                    b = b.with_shared_branch(self.build(branch)?);
+                }
+                if let Some(fan_in) = &s.fan_in {
+                    b = b.with_shared_fan_in(self.build(fan_in)?);
+                }
+                if let Some(n) = s.max_concurrency {
+                    b = b.with_max_concurrency(n);
+                }
+                Arc::new(b.build().map_err(|e| self.relocate(e, key("fan_out")))?)
+            }
+            WorkflowSpec::Router(s) => {
+                let mut b = Router::builder(name).with_description(&s.description);
+                for route in &s.routes {
+                    b = b.with_shared_route(self.build(route)?);
+                }
+                b = match &s.router {
+                    Some(router) => b.with_shared_llm(self.build(router)?),
+                    None => b.with_embedder(BagOfWordsEmbedder::new()),
+                };
+                if let Some(k) = s.top_k {
+                    b = b.with_top_k(k);
+                }
+                Arc::new(b.build().map_err(|e| self.relocate(e, key("routes")))?)
+            }
+            WorkflowSpec::EvaluatorOptimizer(s) => {
+                let mut b = EvaluatorOptimizer::builder(
+                    name,
+                    self.build(&s.optimizer)?,
+                    self.build(&s.evaluator)?,
+                )
+                .with_description(&s.description)
+                .with_min_rating(map_rating(s.min_rating));
+                if let Some(n) = s.max_refinements {
+                    b = b.with_max_refinements(n);
+                }
+                if let Some(c) = &s.criteria {
+                    b = b.with_criteria(c);
+                }
+                Arc::new(b.build().map_err(|e| self.relocate(e, key("evaluator")))?)
+            }
+            WorkflowSpec::Orchestrator(s) => {
+                let mut b = Orchestrator::builder(name, self.build(&s.planner)?)
+                    .with_description(&s.description)
+                    .with_mode(match s.mode {
+                        PlanModeKind::Iterative => PlanMode::Iterative,
+                        _ => PlanMode::Full,
+                    });
+                for worker in &s.workers {
+                    b = b.with_shared_worker(self.build(worker)?);
+                }
+                if let Some(synth) = &s.synthesizer {
+                    b = b.with_synthesizer(self.build(synth)?);
+                }
+                if let Some(n) = s.max_iterations {
+                    b = b.with_max_iterations(n);
+                }
+                if let Some(n) = s.max_plan_retries {
+                    b = b.with_max_plan_retries(n);
+                }
+                Arc::new(b.build().map_err(|e| self.relocate(e, key("workers")))?)
+            }
+            WorkflowSpec::Swarm(s) => {
+                let mut b = Swarm::builder(name).with_description(&s.description);
+                for m in &s.members {
+                    let (_, model) = self.provider(m)?;
+                    let mut member = SwarmMember::from_llm(self.build_agent(m)?);
+                    if let Some(model) = model {
+                        member = member.with_model(model);
+                    }
+                    let handoffs: Vec<&String> = if s.handoffs.is_empty() {
+                        s.members.iter().filter(|o| *o != m).collect()
+                    } else {
+                        s.handoffs
+                            .get(m)
+                            .map(|v| v.iter().collect())
+                            .unwrap_or_default()
+                    };
+                    for h in handoffs {
+                        member = member.with_handoff(h);
+                    }
+                    b = b.with_member(member);
+                }
+                if let Some(start) = &s.start {
+                    b = b.with_start(start);
+                }
+                if let Some(n) = s.max_handoffs {
+                    b = b.with_max_handoffs(n);
+                }
+                if let Some(n) = s.max_turns {
+                    b = b.with_max_turns(n);
+                }
+                Arc::new(b.build().map_err(|e| self.relocate(e, key("members")))?)
+            }
+            other => {
+                return Err(self.error(
+                    format!("workflows.{name}"),
+                    format!(
+                        "workflow type `{}` is not supported by this server",
+                        other.kind()
+                    ),
+                ));
+            }
+        };
+        Ok(built)
+    }
+
+    fn agent_spec(&self, name: &str) -> Result<&AgentSpec> {
+        self.config
+            .agents
+            .get(name)
+            .ok_or_else(|| self.not_found(name))
+    }
+
+    fn provider(
+        &self,
+        name: &str,
+    ) -> Result<(Arc<dyn agentkit_core::LlmProvider>, Option<String>)> {
+        let spec = self.agent_spec(name)?;
+        self.models
+            .provider_for(name, spec)
+            .map_err(|e| self.relocate(e, format!("agents.{name}.model")))
+    }
+
+    fn connections(&self, agent: &str) -> Result<ConnectionManager> {
+        self.mcp.clone().ok_or_else(|| {
+            self.error(
+                format!("agents.{agent}.servers"),
+                "no MCP connection manager: the config's MCP servers could not be set up",
+            )
+        })
+    }
+
+    /// Build agent `name` as an [`AgentLlm`] (swarms need the concrete type).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when `name` is not an agent; [`Error::Config`] when its provider is
+    /// not configured or a tool glob is invalid.
+    pub fn build_agent(&self, name: &str) -> Result<AgentLlm> {
+        let spec = self.agent_spec(name)?;
+        let (provider, model) = self.provider(name)?;
+        let matcher = ToolMatcher::new(&spec.tools)
+            .map_err(|(k, m)| self.error(format!("agents.{name}.{k}"), m))?;
+        let mut agent =
+            Agent::new(name, spec.instructions.clone()).with_description(spec.description.clone());
+        let wrap = |source: Arc<dyn ToolSource>| -> Arc<dyn ToolSource> {
+            if matcher.is_open() {
+                source
+            } else {
+                Arc::new(FilteredTools::new(source, matcher.clone()))
+            }
+        };
+        let roles: Vec<&str> = spec.roles.iter().map(String::as_str).collect();
+        let servers: Vec<&str> = spec.servers.iter().map(String::as_str).collect();
+        let servers = self
+            .config
+            .resolve_servers(&roles, &servers)
+            .map_err(|e| self.relocate(e, format!("agents.{name}.servers")))?;
+        if !servers.is_empty() {
+            // Connections are the catalog's (one per server, started lazily): an agent built
+            // again does not start its servers again.
+            let manager = self.connections(name)?;
+            agent = agent.with_tool_source(wrap(Arc::new(McpAggregator::new(manager, servers))));
+        }
+        for extra in self.extra_tools.get(name).into_iter().flatten() {
+            agent = agent.with_tool_source(wrap(Arc::clone(extra)));
+        }
+        let mut params = RequestParams::new();
+        if let Some(model) = model {
+            params = params.with_model(model);
+        }
+        if let Some(n) = spec.limits.max_iterations {
+            params = params.with_max_iterations(n);
+        }
+        if let Some(t) = spec
+            .limits
+            .timeout_seconds
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        {
+            params = params.with_timeout(t);
+        }
+        let mut llm = AgentLlm::shared(agent, provider).with_defaults(params);
+        if let Some(n) = spec.history_messages {
+            llm = llm.with_memory(Arc::new(
+                InMemoryMemory::new().with_window(MemoryWindow::new().with_max_messages(n)),
+            ));
+        }
+        Ok(llm)
+    }
+
+    /// How the runtime runs `name`: its description, timeout, budget (from `max_spend_usd`)
+    /// and concurrency limit.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown name.
+    pub fn target_options(&self, name: &str) -> Result<TargetOptions> {
+        let (description, timeout, spend, concurrency) =
+            if let Some(a) = self.config.agents.get(name) {
+                let l = &a.limits;
+                (
+                    a.description.clone(),
+                    l.timeout_seconds,
+                    l.max_spend_usd,
+                    l.concurrency,
+                )
+            } else if let Some(w) = self.config.workflows.get(name) {
+                let l = w.limits();
+                (
+                    w.description().to_owned(),
+                    l.timeout_seconds,
+                    l.max_spend_usd,
+                    l.concurrency,
+                )
+            } else {
+                return Err(self.not_found(name));
+            };
+        let mut o = TargetOptions::new().with_description(description);
+        if let Some(t) = timeout.and_then(|s| Duration::try_from_secs_f64(s).ok()) {
+            o = o.with_timeout(t);
+        }
+        if let Some(usd) = spend {
+            o = o.with_budget(Budget::new().with_max_cost_usd(usd));
+        }
+        if let Some(n) = concurrency {
+            o = o.with_max_concurrency(n);
+        }
+        Ok(o)
+    }
+
+    /// The declared schedules as runtime [`Schedule`]s, sorted by name. Cron expressions,
+    /// time zones and `at` times are checked here.
+    ///
+    /// # Errors
+    ///
+    /// A located [`Error::Config`] at `schedules.<name>.cron`, `.timezone` or `.at`.
+    pub fn schedules(&self) -> Result<Vec<Schedule>> {
+        let mut out = Vec::new();
+        for (name, s) in &self.config.schedules {
+            let key = |k: &str| format!("schedules.{name}.{k}");
+            let input = s.input_or_default(name);
+            let schedule = if let Some(expr) = &s.cron {
+                let tz = s.timezone_or_utc();
+                Schedule::cron(name, &s.target, input, expr, tz).map_err(|e| {
+                    let message = match e {
+                        Error::InvalidRequest(m) => m,
+                        other => other.to_string(),
+                    };
+                    let message = message
+                        .strip_prefix(&format!("schedule `{name}`: "))
+                        .unwrap_or(&message)
+                        .to_owned();
+                    if message.starts_with("unknown time zone") {
+                        self.error(key("timezone"), message)
+                    } else {
+                        self.error(key("cron"), message)
+                    }
+                })?
+            } else if let Some(every) = s.every {
+                Schedule::every(name, &s.target, input, every.0)
+                    .map_err(|e| self.relocate(e, key("every")))?
+            } else if let Some(at) = &s.at {
+                let when = chrono::DateTime::parse_from_rfc3339(at).map_err(|e| {
+                    self.error(
+                        key("at"),
+                        format!(
+                            "invalid time `{at}`: {e}; write an RFC 3339 time such as \
+                             `2026-01-01T09:00:00Z` or `2026-01-01T09:00:00+01:00`"
+                        ),
+                    )
+                })?;
+                let when: SystemTime = when.with_timezone(&chrono::Utc).into();
+                Schedule::once(name, &s.target, input, when)
+            } else {
+                return Err(self.error(
+                    format!("schedules.{name}"),
+                    "a schedule needs one of `cron` (with `timezone`), `every` or `at`",
+                ));
+            };
+            let overlap = match s.overlap {
+                OverlapPolicy::AllowAll => Overlap::AllowAll,
+                OverlapPolicy::BufferOne => Overlap::BufferOne,
+                _ => Overlap::Skip,
+            };
+            let catch_up = match s.catch_up {
+                CatchUpPolicy::Within(d) => CatchUp::Within(d.0),
+                _ => CatchUp::Skip,
+            };
+            out.push(schedule.with_overlap(overlap).with_catch_up(catch_up));
+        }
+        Ok(out)
+    }
+}

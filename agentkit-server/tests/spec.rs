@@ -1,0 +1,321 @@
+//! Declarative agents and workflows from YAML, built and run end to end on scripted models.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentkit_core::{
+    AugmentedLlmExt, CompletionResponse, Config, FnTool, LlmProvider, Message, RunContext,
+    ScriptedProvider, StopReason, ToolSource, Usage,
+};
+use agentkit_runtime::{CatchUp, Overlap, Trigger};
+use agentkit_server::spec::{Catalog, ModelFactory, spec_hash};
+use serde_json::json;
+
+const YAML: &str = "\
+agents:
+  billing:
+    description: invoices, refunds and payments
+    model: scripted:billing
+    instructions: You answer billing questions.
+  tech:
+    description: technical problems, errors and crashes
+    model: scripted
+    instructions: You answer technical questions.
+    limits: {timeout_seconds: 30, max_iterations: 3, max_spend_usd: 0.25, concurrency: 2}
+    history_messages: 10
+  classifier: {model: scripted:router, instructions: Pick a route.}
+  judge: {model: scripted:judge, instructions: Rate the answer.}
+  planner: {model: scripted:planner, instructions: Plan the work.}
+  summary: {model: scripted:summary, instructions: Summarise.}
+workflows:
+  desk:
+    type: router
+    description: front desk
+    routes: [billing, tech]
+    router: classifier
+  keyword_desk: {type: router, routes: [billing, tech]}
+  draft: {type: chain, steps: [tech, billing]}
+  fan: {type: parallel, fan_out: [tech, billing], fan_in: summary, limits: {timeout_seconds: 5, concurrency: 1}}
+  polish: {type: evaluator_optimizer, optimizer: tech, evaluator: judge, min_rating: good}
+  plan: {type: orchestrator, planner: planner, workers: [billing, desk], synthesizer: summary}
+  team: {type: swarm, members: [tech, billing]}
+schedules:
+  nightly: {target: draft, cron: '0 3 * * *', timezone: Europe/Lisbon, overlap: buffer_one, catch_up: {within: 2h}}
+  poll: {target: billing, every: 15m, input: check the queue}
+  launch: {target: plan, at: '2030-01-01T09:00:00+01:00', overlap: allow_all}
+";
+
+fn fixed(text: &'static str) -> Arc<dyn LlmProvider> {
+    Arc::new(ScriptedProvider::from_fn(move |_| {
+        Ok(CompletionResponse::new(
+            Message::assistant(text),
+            Usage::new(1, 1),
+            StopReason::EndTurn,
+            "scripted",
+        ))
+    }))
+}
+
+fn models() -> ModelFactory {
+    let plan = json!({"steps": [{"description": "look it up", "tasks": [
+        {"description": "find the invoice", "worker": "billing"},
+        {"description": "answer the customer", "worker": "desk"}
+    ]}], "is_complete": false})
+    .to_string();
+    let planner = ScriptedProvider::new().then_text(plan).with_fallback(|_| {
+        Ok(CompletionResponse::new(
+            Message::assistant(json!({"steps": [], "is_complete": true}).to_string()),
+            Usage::new(1, 1),
+            StopReason::EndTurn,
+            "scripted",
+        ))
+    });
+    ModelFactory::offline()
+        .with_provider("scripted:billing", fixed("billing here"))
+        .with_provider("scripted:summary", fixed("summary here"))
+        .with_provider(
+            "scripted:router",
+            fixed(r#"{"routes": [{"route": "billing", "confidence": 0.9, "reasoning": "an invoice"}]}"#),
+        )
+        .with_provider(
+            "scripted:judge",
+            fixed(r#"{"rating": "excellent", "feedback": "fine", "needs_improvement": false, "focus_areas": []}"#),
+        )
+        .with_provider("scripted:planner", Arc::new(planner))
+}
+
+fn catalog() -> Catalog {
+    let config = Config::from_yaml_str_with_env(YAML, None, &|_| None).unwrap();
+    Catalog::new(config, models()).unwrap()
+}
+
+async fn run(catalog: &Catalog, name: &str, message: &str) -> String {
+    let llm = catalog.build(name).unwrap();
+    llm.generate_str(message, &RunContext::new()).await.unwrap()
+}
+
+#[tokio::test]
+async fn every_workflow_type_builds_and_runs_on_scripted_models() {
+    let c = catalog();
+    c.check().unwrap();
+    // Agents: the echo model answers with the request.
+    assert_eq!(run(&c, "tech", "it crashes").await, "it crashes");
+    // Router: the classifier's structured answer picks billing.
+    assert_eq!(
+        run(&c, "desk", "where is my invoice?").await,
+        "billing here"
+    );
+    // Router without a router agent: word similarity to the descriptions.
+    assert_eq!(
+        run(&c, "keyword_desk", "a refund for my invoice").await,
+        "billing here"
+    );
+    // Chain: tech echoes, billing answers last.
+    assert_eq!(run(&c, "draft", "hello").await, "billing here");
+    // Parallel: the fan-in answers.
+    assert_eq!(run(&c, "fan", "hello").await, "summary here");
+    // Evaluator-optimizer: rated excellent at once, the optimizer's (echo) answer stands.
+    assert_eq!(run(&c, "polish", "write a haiku").await, "write a haiku");
+    // Orchestrator: one planned step over an agent and a workflow, then the synthesizer.
+    assert_eq!(run(&c, "plan", "refund order 7").await, "summary here");
+    // Swarm: tech starts and answers (no handoff asked for).
+    assert_eq!(run(&c, "team", "hi").await, "hi");
+}
+
+#[tokio::test]
+async fn agents_get_their_limits_and_history_window() {
+    let c = catalog();
+    let o = c.target_options("tech").unwrap();
+    assert_eq!(o.timeout, Some(Duration::from_secs(30)));
+    assert_eq!(o.max_concurrency, Some(2));
+    assert_eq!(o.budget.unwrap().max_cost_usd, Some(0.25));
+    assert_eq!(o.description, "technical problems, errors and crashes");
+    let fan = c.target_options("fan").unwrap();
+    assert_eq!(fan.timeout, Some(Duration::from_secs(5)));
+    assert_eq!(fan.max_concurrency, Some(1));
+    assert!(
+        c.target_options("nope")
+            .unwrap_err()
+            .to_string()
+            .contains("agent or workflow `nope` not found")
+    );
+
+    // The history window keeps 10 messages of a thread: later turns forget the first ones.
+    let tech = c.build_agent("tech").unwrap();
+    let ctx = RunContext::new().with_thread("t");
+    for i in 1..=7 {
+        tech.generate_str(&format!("m{i}"), &ctx).await.unwrap();
+    }
+    let seen = tech.generate_str("m8", &ctx).await.unwrap();
+    assert!(!seen.contains("m1 |"), "{seen}");
+    assert!(seen.ends_with("m7 | m8"), "{seen}");
+}
+
+#[tokio::test]
+async fn tool_globs_filter_what_the_agent_sees_and_calls() {
+    #[derive(serde::Deserialize, schemars::JsonSchema)]
+    struct NoArgs {}
+    let tool = |name: &'static str| {
+        Arc::new(FnTool::new(name, "a tool", |_: NoArgs| async move {
+            Ok::<_, String>("ok".to_owned())
+        })) as Arc<dyn ToolSource>
+    };
+    let yaml = "agents:\n  a:\n    model: scripted\n    tools: {allow: ['gh__*'], deny: ['gh__delete_*']}\n";
+    let config = Config::from_yaml_str_with_env(yaml, None, &|_| None).unwrap();
+    let c = Catalog::new(config, ModelFactory::offline())
+        .unwrap()
+        .with_tools("a", tool("gh__list"))
+        .with_tools("a", tool("gh__delete_repo"))
+        .with_tools("a", tool("fs__read"));
+    let agent = c.build_agent("a").unwrap();
+    let mut names = Vec::new();
+    for source in &agent.agent().tools {
+        names.extend(
+            source
+                .list_tools()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| t.name),
+        );
+    }
+    assert_eq!(names, ["gh__list"]);
+    let denied = agent.agent().tools[1]
+        .call_tool("gh__delete_repo", json!({}), &RunContext::new())
+        .await
+        .unwrap_err();
+    assert!(
+        denied
+            .to_string()
+            .contains("no tool named `gh__delete_repo`"),
+        "{denied}"
+    );
+
+    let bad = Config::from_yaml_str_with_env(
+        "agents:\n  a:\n    model: scripted\n    tools:\n      allow: ['gh__{a,b']\n",
+        None,
+        &|_| None,
+    )
+    .unwrap();
+    let err = Catalog::new(bad, ModelFactory::offline())
+        .unwrap()
+        .build("a")
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .starts_with("config error at `agents.a.tools.allow[0]`: invalid tool glob `gh__{a,b`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn schedules_map_to_runtime_schedules() {
+    let c = catalog();
+    let schedules = c.schedules().unwrap();
+    let names: Vec<&str> = schedules.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["launch", "nightly", "poll"]);
+    let [launch, nightly, poll] = &schedules[..] else {
+        panic!()
+    };
+    assert!(matches!(nightly.trigger, Trigger::Cron { .. }));
+    assert_eq!(nightly.overlap, Overlap::BufferOne);
+    assert_eq!(nightly.catch_up, CatchUp::Within(Duration::from_secs(7200)));
+    assert_eq!(
+        nightly.input,
+        json!({"message": "Scheduled run `nightly`."})
+    );
+    assert!(matches!(poll.trigger, Trigger::Every(d) if d == Duration::from_secs(900)));
+    assert_eq!(poll.input, json!("check the queue"));
+    assert_eq!(poll.overlap, Overlap::Skip);
+    // 2030-01-01T08:00:00Z in ms.
+    assert!(matches!(launch.trigger, Trigger::Once(1_893_484_800_000)));
+    assert_eq!(launch.overlap, Overlap::AllowAll);
+}
+
+fn schedule_error(schedule: &str) -> String {
+    let text = format!("agents:\n  a: {{model: scripted}}\nschedules:\n{schedule}");
+    let config = Config::from_yaml_str_with_env(&text, None, &|_| None).unwrap();
+    Catalog::new(config, ModelFactory::offline())
+        .unwrap()
+        .with_source(Some(PathBuf::from("agentkit.yaml")), text)
+        .schedules()
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn bad_cron_zone_and_time_are_located() {
+    let e = schedule_error("  s:\n    target: a\n    cron: '61 * * * *'\n");
+    assert!(
+        e.starts_with("config error in agentkit.yaml at `schedules.s.cron`: invalid cron expression `61 * * * *`"),
+        "{e}"
+    );
+    assert!(e.ends_with("(line 6, column 11)"), "{e}");
+    assert_eq!(
+        schedule_error("  s: {target: a, cron: '0 * * * *', timezone: Mars/Olympus}\n"),
+        "config error in agentkit.yaml at `schedules.s.timezone`: unknown time zone `Mars/Olympus` \
+         (use an IANA name such as UTC or Europe/Lisbon) (line 4, column 47)"
+    );
+    let e = schedule_error("  s: {target: a, at: tomorrow}\n");
+    assert!(
+        e.starts_with("config error in agentkit.yaml at `schedules.s.at`: invalid time `tomorrow`"),
+        "{e}"
+    );
+    assert!(e.ends_with("(line 4, column 22)"), "{e}");
+}
+
+#[test]
+fn loader_errors_are_located_too() {
+    let text = "agents:\n  billing: {model: scripted}\nworkflows:\n  triage:\n    type: router\n    routes: [billing, biling]\n";
+    let err = Config::from_yaml_str_with_env(text, Some(Path::new("agentkit.yaml")), &|_| None)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "config error in agentkit.yaml at `workflows.triage.routes[1]`: no agent or workflow named \
+         `biling`; did you mean `billing`? (line 6, column 23)"
+    );
+}
+
+#[test]
+fn providers_come_from_config_and_environment() {
+    let config = Config::from_yaml_str_with_env(
+        "agents:\n  a: {model: 'anthropic:claude-sonnet-4-5'}\n",
+        None,
+        &|_| None,
+    )
+    .unwrap();
+    assert!(ModelFactory::from_config_with_env(&config, &|_| None).is_offline());
+    let c = Catalog::new(
+        config.clone(),
+        ModelFactory::from_config_with_env(&config, &|_| None),
+    )
+    .unwrap();
+    let err = c.build("a").err().unwrap().to_string();
+    assert_eq!(
+        err,
+        "config error at `agents.a.model`: agent `a` runs on Anthropic, which has no API key: set \
+         `anthropic.api_key` or ANTHROPIC_API_KEY, or use `model: scripted` to run offline"
+    );
+    let env = |name: &str| (name == "ANTHROPIC_API_KEY").then(|| "sk-test".to_owned());
+    let models = ModelFactory::from_config_with_env(&config, &env);
+    assert!(!models.is_offline());
+    let (provider, model) = models.provider_for("a", &config.agents["a"]).unwrap();
+    assert_eq!(provider.name(), "anthropic");
+    assert_eq!(model.as_deref(), Some("claude-sonnet-4-5"));
+}
+
+#[test]
+fn spec_hash_is_stable_and_content_addressed() {
+    let c = catalog();
+    let a = spec_hash(&c.config().agents["tech"]);
+    assert_eq!(a, spec_hash(&c.config().agents["tech"]));
+    assert_ne!(a, spec_hash(&c.config().agents["billing"]));
+    // Known value: sha256 of `{"a":"x","b":1}`; it must not change across releases.
+    assert_eq!(
+        spec_hash(&json!({"b": 1, "a": "x"})),
+        "cdab067e9f3beb32d1252cfd63e492592fecbf591b0d08cadb24bb17f3864246"
+    );
+}

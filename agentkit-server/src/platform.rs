@@ -29,6 +29,7 @@ pub trait SpecBuilder: Send + Sync + 'static {
         &self,
         version: &Version,
         members: &BTreeMap<String, Arc<dyn AugmentedLlm>>,
+        memory: Arc<dyn agentkit_core::Memory>,
     ) -> Result<Arc<dyn AugmentedLlm>>;
 
     /// Check a spec before it is stored: `Ok` with its description and the names of the
@@ -49,6 +50,7 @@ pub(crate) struct Directory {
     registry: Registry,
     code: RwLock<HashMap<String, Arc<dyn AugmentedLlm>>>,
     pub(crate) builder: Option<Arc<dyn SpecBuilder>>,
+    memory: Arc<dyn agentkit_core::Memory>,
     cache: Mutex<HashMap<(String, u32), Arc<dyn AugmentedLlm>>>,
 }
 
@@ -57,11 +59,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Directory {
-    pub(crate) fn new(registry: Registry, builder: Option<Arc<dyn SpecBuilder>>) -> Self {
+    pub(crate) fn new(
+        registry: Registry,
+        builder: Option<Arc<dyn SpecBuilder>>,
+        memory: Arc<dyn agentkit_core::Memory>,
+    ) -> Self {
         Self {
             registry,
             code: RwLock::default(),
             builder,
+            memory,
             cache: Mutex::default(),
         }
     }
@@ -113,7 +120,7 @@ impl Directory {
                 what: format!("agent `{name}`"),
                 message: "this server has no builder for declarative specs".into(),
             })?;
-            let built = builder.build(&v, &members)?;
+            let built = builder.build(&v, &members, Arc::clone(&self.memory))?;
             lock(&self.cache).insert((name.to_owned(), version), Arc::clone(&built));
             Ok(built)
         })

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentkit_core::{AugmentedLlm, Error, Result};
-use agentkit_runtime::{Runtime, Store, StoreMemory};
+use agentkit_runtime::{Runtime, Schedule, Store, StoreMemory};
 use serde_json::{Value, json};
 
 use crate::api::{self, AppState};
@@ -24,6 +24,7 @@ pub struct ServerBuilder {
     policy: ThreadPolicy,
     max_body_bytes: usize,
     poll: Duration,
+    schedules: Vec<Schedule>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -58,7 +59,16 @@ impl ServerBuilder {
             policy: ThreadPolicy::default(),
             max_body_bytes: 2 * 1024 * 1024,
             poll: Duration::from_millis(250),
+            schedules: Vec::new(),
         }
+    }
+
+    /// Fire these schedules (exactly once per fire time across every process sharing the
+    /// store). Their targets must be deployed agents or workflows.
+    #[must_use]
+    pub fn schedules(mut self, schedules: Vec<Schedule>) -> Self {
+        self.schedules.extend(schedules);
+        self
     }
 
     /// The key every request must carry (default: a random one, see [`Server::admin_key`]).
@@ -136,8 +146,12 @@ impl ServerBuilder {
         }
         let runtime = rb.build();
         let registry = Registry::new(Arc::clone(&store));
-        let threads = Threads::new(Arc::clone(&store), memory);
-        let directory = Arc::new(Directory::new(registry.clone(), self.builder));
+        let threads = Threads::new(Arc::clone(&store), Arc::clone(&memory));
+        let directory = Arc::new(Directory::new(
+            registry.clone(),
+            self.builder,
+            Arc::clone(&memory) as Arc<dyn agentkit_core::Memory>,
+        ));
         let platform = Arc::new(Platform::new(
             runtime.clone(),
             registry.clone(),
@@ -163,8 +177,15 @@ impl ServerBuilder {
                 .map_err(|e| Error::InvalidRequest(format!("deploying `{name}`: {e}")))?;
         }
         platform.sync_targets().await?;
+        let scheduled = !self.schedules.is_empty();
+        for s in self.schedules {
+            runtime.register_schedule(s)?;
+        }
         runtime.recover().await?;
         runtime.start_polling(self.poll);
+        if scheduled {
+            runtime.start_scheduler(Duration::from_secs(1));
+        }
         // Agents deployed through another process sharing the store run here too.
         let sync = Arc::downgrade(&platform);
         tokio::spawn(async move {

@@ -59,6 +59,8 @@ pub struct Catalog {
     extra_tools: BTreeMap<String, Vec<Arc<dyn ToolSource>>>,
     file: Option<PathBuf>,
     text: Option<String>,
+    prebuilt: BTreeMap<String, Arc<dyn AugmentedLlm>>,
+    memory: Option<Arc<dyn agentkit_core::Memory>>,
 }
 
 impl fmt::Debug for Catalog {
@@ -113,7 +115,25 @@ impl Catalog {
             extra_tools: BTreeMap::new(),
             file: None,
             text: None,
+            prebuilt: BTreeMap::new(),
+            memory: None,
         })
+    }
+
+    /// Use `llm` whenever `name` is built (a member already built elsewhere, e.g. at the
+    /// version a registry pinned).
+    #[must_use]
+    pub fn with_prebuilt(mut self, name: impl Into<String>, llm: Arc<dyn AugmentedLlm>) -> Self {
+        self.prebuilt.insert(name.into(), llm);
+        self
+    }
+
+    /// Give every agent this conversation memory (e.g. the store's, so threads persist)
+    /// instead of a fresh in-process one.
+    #[must_use]
+    pub fn with_memory(mut self, memory: Arc<dyn agentkit_core::Memory>) -> Self {
+        self.memory = Some(memory);
+        self
     }
 
     /// Connect agents' MCP servers through this manager (shared with the rest of the server).
@@ -228,6 +248,9 @@ impl Catalog {
     ///
     /// [`Error::NotFound`] for an unknown name; [`Error::Config`] when a member cannot be built.
     pub fn build(&self, name: &str) -> Result<Arc<dyn AugmentedLlm>> {
+        if let Some(p) = self.prebuilt.get(name) {
+            return Ok(Arc::clone(p));
+        }
         if self.config.agents.contains_key(name) {
             return Ok(Arc::new(self.build_agent(name)?));
         }
@@ -438,7 +461,9 @@ impl Catalog {
             params = params.with_timeout(t);
         }
         let mut llm = AgentLlm::shared(agent, provider).with_defaults(params);
-        if let Some(n) = spec.history_messages {
+        if let Some(m) = &self.memory {
+            llm = llm.with_memory(Arc::clone(m));
+        } else if let Some(n) = spec.history_messages {
             llm = llm.with_memory(Arc::new(
                 InMemoryMemory::new().with_window(MemoryWindow::new().with_max_messages(n)),
             ));

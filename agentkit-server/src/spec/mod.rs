@@ -15,10 +15,12 @@
 
 mod catalog;
 mod models;
+mod server;
 mod tools;
 
 pub use catalog::Catalog;
 pub use models::ModelFactory;
+pub use server::{DeclarativeBuilder, server_builder};
 
 use serde::Serialize;
 use serde_json::Value;

@@ -35,11 +35,14 @@ use agentkit_core::{
 /// assert_eq!(model, None); // the echo model ignores model ids
 /// # Ok::<_, agentkit_core::Error>(())
 /// ```
+///
+/// Clones share their built providers (one HTTP client per provider).
+#[derive(Clone)]
 pub struct ModelFactory {
     openai: OpenAiSettings,
     anthropic: AnthropicSettings,
     overrides: BTreeMap<String, Arc<dyn LlmProvider>>,
-    built: Mutex<BTreeMap<&'static str, Arc<dyn LlmProvider>>>,
+    built: Arc<Mutex<BTreeMap<&'static str, Arc<dyn LlmProvider>>>>,
 }
 
 impl fmt::Debug for ModelFactory {
@@ -70,7 +73,7 @@ impl ModelFactory {
             openai: config.openai_settings_with_env(env),
             anthropic: config.anthropic_settings_with_env(env),
             overrides: BTreeMap::new(),
-            built: Mutex::new(BTreeMap::new()),
+            built: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
 

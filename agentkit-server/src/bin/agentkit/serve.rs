@@ -196,8 +196,8 @@ pub(crate) fn validate(args: &ConfigArgs) -> Result<(), Failure> {
     )
     .map_err(|e| Failure::new(exit::INVALID, e.to_string()))?;
     println!(
-        "{source}: ok ({} agent(s), {} MCP server(s))",
-        0,
+        "{source}: ok ({} agent(s) and workflow(s), {} MCP server(s))",
+        config.agents.len() + config.workflows.len(),
         config.mcp.servers.len()
     );
     Ok(())

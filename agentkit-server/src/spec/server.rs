@@ -1,0 +1,185 @@
+//! The declarative catalog as the server's [`SpecBuilder`], and [`server_builder`]: a
+//! [`ServerBuilder`] configured from an `agentkit.yaml`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use agentkit_core::config::{AgentSpec, WorkflowSpec};
+use agentkit_core::{AugmentedLlm, Config, Error, Memory, Result};
+use agentkit_runtime::TargetOptions;
+use serde_json::Value;
+
+use super::{Catalog, ModelFactory};
+use crate::ServerBuilder;
+use crate::platform::SpecBuilder;
+use crate::registry::{EntryKind, Version};
+
+/// Builds registry versions of declarative agents and workflows with a [`Catalog`]: the
+/// config's providers and MCP servers, the version's own spec, and its members at their
+/// pinned versions.
+#[derive(Debug, Clone)]
+pub struct DeclarativeBuilder {
+    base: Config,
+    models: ModelFactory,
+}
+
+impl DeclarativeBuilder {
+    /// A builder with `config`'s providers, prices and MCP servers (its agents and workflows
+    /// are not used: versions carry their own specs).
+    #[must_use]
+    pub fn new(config: &Config, models: ModelFactory) -> Self {
+        let mut base = config.clone();
+        base.agents.clear();
+        base.workflows.clear();
+        base.schedules.clear();
+        base.triggers.clear();
+        Self { base, models }
+    }
+
+    fn parse(kind: EntryKind, spec: &Value) -> Result<Spec> {
+        let bad = |what: &str, e: serde_path_to_error::Error<serde_json::Error>| {
+            Error::InvalidRequest(format!(
+                "the {what} spec is invalid at `{}`: {}",
+                e.path(),
+                e.inner()
+            ))
+        };
+        match kind {
+            EntryKind::Agent => serde_path_to_error::deserialize(spec)
+                .map(Spec::Agent)
+                .map_err(|e| bad("agent", e)),
+            EntryKind::Workflow => serde_path_to_error::deserialize(spec)
+                .map(Spec::Workflow)
+                .map_err(|e| bad("workflow", e)),
+            _ => Err(Error::InvalidRequest(
+                "only `agent` and `workflow` specs are built from declarations".into(),
+            )),
+        }
+    }
+
+    /// A catalog holding just `name` (members as placeholders, replaced by `prebuilt`).
+    fn catalog(
+        &self,
+        name: &str,
+        spec: &Spec,
+        members: &BTreeMap<String, Arc<dyn AugmentedLlm>>,
+        memory: Option<Arc<dyn Memory>>,
+    ) -> Result<Catalog> {
+        let mut config = self.base.clone();
+        match spec {
+            Spec::Agent(a) => {
+                config.agents.insert(name.to_owned(), a.clone());
+            }
+            Spec::Workflow(w) => {
+                for (_, m) in w.references() {
+                    config
+                        .agents
+                        .entry(m.to_owned())
+                        .or_insert_with(|| AgentSpec::new("scripted", ""));
+                }
+                config.workflows.insert(name.to_owned(), w.clone());
+            }
+        }
+        let mut catalog = Catalog::new(config, self.models.clone())?;
+        for (m, llm) in members {
+            catalog = catalog.with_prebuilt(m.clone(), Arc::clone(llm));
+        }
+        if let Some(memory) = memory {
+            catalog = catalog.with_memory(memory);
+        }
+        Ok(catalog)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Spec {
+    Agent(AgentSpec),
+    Workflow(WorkflowSpec),
+}
+
+impl SpecBuilder for DeclarativeBuilder {
+    fn build(
+        &self,
+        version: &Version,
+        members: &BTreeMap<String, Arc<dyn AugmentedLlm>>,
+        memory: Arc<dyn Memory>,
+    ) -> Result<Arc<dyn AugmentedLlm>> {
+        let spec = Self::parse(version.kind, &version.spec)?;
+        self.catalog(&version.name, &spec, members, Some(memory))?
+            .build(&version.name)
+    }
+
+    fn validate(&self, kind: EntryKind, spec: &Value) -> Result<(String, Vec<String>)> {
+        let parsed = Self::parse(kind, spec)?;
+        let (description, members) = match &parsed {
+            Spec::Agent(a) => (a.description.clone(), Vec::new()),
+            Spec::Workflow(w) => {
+                let mut m: Vec<String> = w.references().map(|(_, n)| n.to_owned()).collect();
+                m.sort();
+                m.dedup();
+                (w.description().to_owned(), m)
+            }
+        };
+        // Build it once with placeholder members: a spec that cannot be built is refused now,
+        // not when its first run starts.
+        let name = "validate";
+        let catalog = self.catalog(name, &parsed, &BTreeMap::new(), None)?;
+        catalog.build(name)?;
+        Ok((description, members))
+    }
+
+    fn target_options(&self, version: &Version) -> TargetOptions {
+        Self::parse(version.kind, &version.spec)
+            .and_then(|spec| self.catalog(&version.name, &spec, &BTreeMap::new(), None))
+            .and_then(|c| c.target_options(&version.name))
+            .unwrap_or_else(|_| TargetOptions::new())
+    }
+}
+
+/// `builder` configured from `config`: the declarative catalog as its spec builder, every
+/// agent and workflow deployed (workflows after what they compose), the schedules
+/// registered. Returns whether the agents run offline (the scripted model: no provider key).
+///
+/// # Errors
+///
+/// The config's located error when an agent, workflow or schedule is invalid.
+pub fn server_builder(builder: ServerBuilder, config: &Config) -> Result<(ServerBuilder, bool)> {
+    let models = ModelFactory::from_config(config);
+    let offline = models.is_offline();
+    let catalog = Catalog::new(config.clone(), models.clone())?;
+    catalog.check()?;
+    let schedules = catalog.schedules()?;
+    let mut builder = builder
+        .spec_builder(Arc::new(DeclarativeBuilder::new(config, models)))
+        .schedules(schedules);
+    for (name, agent) in &config.agents {
+        let spec =
+            serde_json::to_value(agent).map_err(|e| Error::json("encoding an agent spec", e))?;
+        builder = builder.deploy(name.clone(), EntryKind::Agent, spec);
+    }
+    // Workflows in dependency order: each after the workflows it composes.
+    let mut done: std::collections::BTreeSet<&str> =
+        config.agents.keys().map(String::as_str).collect();
+    let mut left: Vec<(&String, &WorkflowSpec)> = config.workflows.iter().collect();
+    while !left.is_empty() {
+        let before = left.len();
+        let mut next = Vec::new();
+        for (name, w) in left {
+            if w.references().all(|(_, m)| done.contains(m)) {
+                let spec = serde_json::to_value(w)
+                    .map_err(|e| Error::json("encoding a workflow spec", e))?;
+                builder = builder.deploy(name.clone(), EntryKind::Workflow, spec);
+                done.insert(name.as_str());
+            } else {
+                next.push((name, w));
+            }
+        }
+        if next.len() == before {
+            return Err(Error::InvalidRequest(
+                "workflows compose each other in a cycle".into(),
+            ));
+        }
+        left = next;
+    }
+    Ok((builder, offline))
+}

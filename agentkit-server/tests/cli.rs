@@ -1,0 +1,144 @@
+//! The `agentkit` binary as a user runs it: `agentkit dev` in an empty directory serves the
+//! demo agents offline; `agentkit run`, `agents` and `runs` talk to it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Dev {
+    child: Child,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agentkit() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_agentkit"));
+    c.env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("AGENTKIT_URL")
+        .env("AGENTKIT_API_KEY", "cli-test-key");
+    c
+}
+
+fn start_dev() -> Dev {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = agentkit()
+        .args(["dev", "--bind", "127.0.0.1:0"])
+        .env("AGENTKIT_ADMIN_KEY", "cli-test-key")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let mut url = None;
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        seen.push(line.clone());
+        if let Some(rest) = line.trim().strip_prefix("API") {
+            url = rest.split_whitespace().next().map(|u| u.trim_end_matches("/v1").to_owned());
+        }
+        if line.starts_with("Try:") {
+            break;
+        }
+    }
+    let url = url.unwrap_or_else(|| panic!("no API line in: {seen:#?}"));
+    assert!(
+        seen.iter().any(|l| l.contains("scripted (offline)")),
+        "dev must say it runs offline: {seen:#?}"
+    );
+    assert!(seen.iter().any(|l| l.contains("built-in demo")), "{seen:#?}");
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Dev { child, url, dir }
+}
+
+fn run(dev: &Dev, args: &[&str]) -> (i32, String, String) {
+    let out = agentkit()
+        .args(args)
+        .args(["--server", &dev.url])
+        .current_dir(dev.dir.path())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn dev_serves_the_demo_and_the_cli_drives_it() {
+    let dev = start_dev();
+    let (code, out, err) = run(&dev, &["agents", "list"]);
+    assert_eq!(code, 0, "{err}");
+    for name in ["support", "summarizer", "answer-and-summarize"] {
+        assert!(out.contains(name), "{out}");
+    }
+    assert!(out.contains("latest=v1"), "{out}");
+
+    let (code, out, err) = run(&dev, &["run", "support", "hello there"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "hello there");
+    assert!(err.contains("succeeded"), "{err}");
+    assert!(err.contains("1 model call(s)"), "{err}");
+
+    // The chain runs both agents: the summarizer echoes the support agent's answer.
+    let (code, out, err) = run(&dev, &["run", "answer-and-summarize", "why?"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("why?"), "{out}");
+
+    let (code, out, _) = run(&dev, &["runs", "list", "--json"]);
+    assert_eq!(code, 0);
+    let runs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(runs.as_array().unwrap().len() >= 2, "{out}");
+    let id = runs[0]["run_id"].as_str().unwrap().to_owned();
+
+    let (code, out, _) = run(&dev, &["runs", "events", &id, "--follow"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("end"), "{out}");
+
+    // Errors map to exit codes and say what to do.
+    let (code, _, err) = run(&dev, &["run", "nobody", "x"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("nobody"), "{err}");
+    let (code, _, err) = run(&dev, &["runs", "cancel", &id]);
+    assert_eq!(code, 4, "{err}");
+    let bad_key = agentkit()
+        .args(["agents", "list", "--server", &dev.url, "--key", "wrong"])
+        .output()
+        .unwrap();
+    assert_eq!(bad_key.status.code(), Some(5));
+}
+
+#[test]
+fn validate_points_at_the_broken_line_and_init_writes_a_valid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = agentkit().arg("init").current_dir(dir.path()).output().unwrap();
+    assert!(ok.status.success());
+    let v = agentkit().arg("validate").current_dir(dir.path()).output().unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let again = agentkit().arg("init").current_dir(dir.path()).output().unwrap();
+    assert_eq!(again.status.code(), Some(4));
+    std::fs::write(
+        dir.path().join("agentkit.yaml"),
+        "agents:\n  a:\n    model: scripted\n    instructions: hi\nworkflows:\n  w:\n    type: chain\n    steps: [a, b]\n",
+    )
+    .unwrap();
+    let bad = agentkit().arg("validate").current_dir(dir.path()).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("workflows.w.steps[1]"), "{err}");
+    assert!(err.contains("agentkit.yaml"), "{err}");
+}

@@ -146,7 +146,7 @@ async fn agents_get_their_limits_and_history_window() {
     let tech = c.build_agent("tech").unwrap();
     let ctx = RunContext::new().with_thread("t");
     for i in 1..=7 {
-        tech.generate_str(&format!("m{i}"), &ctx).await.unwrap();
+        tech.generate_str(format!("m{i}"), &ctx).await.unwrap();
     }
     let seen = tech.generate_str("m8", &ctx).await.unwrap();
     assert!(!seen.contains("m1 |"), "{seen}");

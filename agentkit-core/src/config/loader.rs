@@ -325,7 +325,7 @@ impl Config {
 ///
 /// ```
 /// let text = "agents:\n  billing:\n    servers: [a, b]\n";
-/// assert_eq!(agentkit_core::config::locate_key(text, "agents.billing.servers[1]"), Some((3, 19)));
+/// assert_eq!(agentkit_core::config::locate_key(text, "agents.billing.servers[1]"), Some((3, 18)));
 /// assert_eq!(agentkit_core::config::locate_key(text, "agents.billing.model"), Some((3, 5)));
 /// assert_eq!(agentkit_core::config::locate_key(text, "workflows"), None);
 /// ```

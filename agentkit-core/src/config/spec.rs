@@ -716,7 +716,7 @@ pub enum CatchUpPolicy {
 ///
 /// `input` is what the run gets: a string or `{"message": ..., "thread"?: ...}` for an agent,
 /// any JSON a workflow accepts. Unset, the run gets
-/// `{"message": "Scheduled run `<schedule name>`."}`.
+/// ``{"message": "Scheduled run `<schedule name>`."}``.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
@@ -749,7 +749,7 @@ pub struct ScheduleSpec {
 
 impl ScheduleSpec {
     /// The input a run of schedule `name` gets: [`input`](Self::input), or
-    /// `{"message": "Scheduled run `<name>`."}`.
+    /// ``{"message": "Scheduled run `<name>`."}``.
     #[must_use]
     pub fn input_or_default(&self, name: &str) -> Value {
         self.input

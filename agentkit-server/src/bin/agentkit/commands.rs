@@ -22,6 +22,10 @@ pub(crate) struct RunArgs {
     /// A label or version (default: latest).
     #[arg(long)]
     version: Option<String>,
+    /// In process (no --server): the config file (default: agentkit.yaml found from here up,
+    /// else the demo agents).
+    #[arg(long, short)]
+    config: Option<std::path::PathBuf>,
 }
 
 /// `agentkit agents …`.
@@ -93,8 +97,14 @@ pub(crate) enum RunsCmd {
     Replay { run_id: String },
 }
 
+/// The default server URL.
+pub(crate) const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
 fn client(remote: &Remote) -> Client {
-    Client::new(&remote.server, remote.key.clone())
+    Client::new(
+        remote.server.as_deref().unwrap_or(DEFAULT_SERVER),
+        remote.key.clone(),
+    )
 }
 
 fn print_json(v: &Value) {
@@ -151,6 +161,19 @@ fn ago(ms: &Value) -> String {
 /// `agentkit run AGENT MESSAGE`: start, follow its events with a live progress line, then
 /// print the answer with time, tokens and cost.
 pub(crate) async fn run(remote: &Remote, args: RunArgs) -> Result<(), Failure> {
+    if remote.server.is_none() {
+        // In process: the agents of the config on an in-memory store, served on a private
+        // loopback port for the duration of this one run.
+        let server = crate::serve::in_process(args.config.clone()).await?;
+        let local = Remote {
+            server: Some(server.url.clone()),
+            key: Some(server.key.clone()),
+            json: remote.json,
+        };
+        let result = Box::pin(run(&local, args)).await;
+        server.stop().await;
+        return result;
+    }
     let c = client(remote);
     let started = Instant::now();
     let mut body = json!({ "message": args.message });

@@ -25,14 +25,10 @@ struct Cli {
 /// Where the server is, for commands that talk to one.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Remote {
-    /// The server's URL.
-    #[arg(
-        long,
-        env = "AGENTKIT_URL",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    pub(crate) server: String,
+    /// The server's URL (default http://127.0.0.1:8080; `agentkit run` without it runs the
+    /// agent in this process).
+    #[arg(long, env = "AGENTKIT_URL", global = true)]
+    pub(crate) server: Option<String>,
     /// The API key (`agentkit dev` prints it).
     #[arg(long, env = "AGENTKIT_API_KEY", hide_env_values = true, global = true)]
     pub(crate) key: Option<String>,

@@ -217,3 +217,58 @@ pub(crate) fn init(force: bool) -> Result<(), Failure> {
     println!("wrote agentkit.yaml; start it with `agentkit dev`");
     Ok(())
 }
+
+/// A server running inside this process (for `agentkit run` without `--server`).
+pub(crate) struct InProcess {
+    pub(crate) url: String,
+    pub(crate) key: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InProcess {
+    /// Stop serving and wait for the server to finish.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Serve the config's agents (or the demo's) on an in-memory store on a loopback port.
+pub(crate) async fn in_process(config: Option<PathBuf>) -> Result<InProcess, Failure> {
+    let (config, _) = load(&ConfigArgs { config }, true)?;
+    let store: Arc<dyn Store> = Arc::new(agentkit_runtime::MemoryStore::new());
+    let key = agentkit_server::generate_key();
+    let (builder, offline) = agentkit_server::spec::server_builder(Server::builder(store), &config)
+        .map_err(|e| Failure::new(exit::INVALID, e.to_string()))?;
+    if offline {
+        eprintln!(
+            "agentkit: scripted model (offline): set OPENAI_API_KEY or ANTHROPIC_API_KEY for a real one"
+        );
+    }
+    let server = builder
+        .admin_key(key.clone())
+        .build()
+        .await
+        .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Failure::new(exit::FAILED, format!("cannot listen on loopback: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = server
+            .serve(listener, async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Ok(InProcess {
+        url: format!("http://{addr}"),
+        key,
+        stop: tx,
+        task,
+    })
+}

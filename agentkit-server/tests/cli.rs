@@ -175,7 +175,56 @@ fn run_without_a_server_runs_in_process_and_says_it_is_offline() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "in process please");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "in process please"
+    );
     assert!(err.contains("scripted model (offline)"), "{err}");
-    assert!(!dir.path().join(".agentkit").exists(), "in-process runs store nothing on disk");
+    assert!(
+        !dir.path().join(".agentkit").exists(),
+        "in-process runs store nothing on disk"
+    );
+}
+
+#[tokio::test]
+async fn mcp_serve_exposes_the_configs_agents_to_an_mcp_client_over_stdio() {
+    use agentkit_mcp::{ConnectionManager, ServerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let init = agentkit().arg("init").current_dir(dir.path()).output().unwrap();
+    assert!(init.status.success());
+    let config = dir.path().join("agentkit.yaml");
+    let mut server = ServerConfig::stdio(
+        "agentkit",
+        env!("CARGO_BIN_EXE_agentkit"),
+        ["mcp", "serve", "--config", config.to_str().unwrap()],
+    );
+    // Empty keys count as unset: the agents run offline whatever the environment holds.
+    if let agentkit_mcp::ServerTransport::Stdio { env, .. } = &mut server.transport {
+        env.insert("OPENAI_API_KEY".into(), String::new());
+        env.insert("ANTHROPIC_API_KEY".into(), String::new());
+    }
+    let manager = ConnectionManager::new([server]);
+    let conn = manager.connection("agentkit").await.unwrap();
+    let mut tools: Vec<String> = conn
+        .list_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    tools.sort();
+    assert_eq!(tools, ["answer-and-summarize", "summarizer", "support"]);
+    let args = serde_json::json!({"message": "over mcp"});
+    let result = manager
+        .call_tool(
+            "agentkit",
+            "support",
+            args.as_object().unwrap().clone(),
+            &agentkit_core::RunContext::new(),
+        )
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&result.content).unwrap();
+    assert!(text.contains("over mcp"), "{text}");
+    manager.shutdown().await;
 }

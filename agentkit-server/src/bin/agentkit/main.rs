@@ -6,6 +6,7 @@
 
 mod client;
 mod commands;
+mod mcp;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +53,9 @@ enum Command {
     /// Runs: list, inspect, follow, control.
     #[command(subcommand)]
     Runs(commands::RunsCmd),
+    /// MCP: serve the agents over stdio, list or bridge the config's MCP servers.
+    #[command(subcommand)]
+    Mcp(mcp::McpCmd),
     /// Check an agentkit.yaml and say what is wrong, with file, key and line.
     Validate(serve::ConfigArgs),
     /// Write a working agentkit.yaml in the current directory.
@@ -81,6 +85,7 @@ fn main() {
             Command::Run(args) => commands::run(&cli.remote, args).await,
             Command::Agents(cmd) => commands::agents(&cli.remote, cmd).await,
             Command::Runs(cmd) => commands::runs(&cli.remote, cmd).await,
+            Command::Mcp(cmd) => mcp::mcp(&cli.remote, cmd).await,
             Command::Validate(args) => serve::validate(&args),
             Command::Init { force } => serve::init(force),
         }

@@ -34,7 +34,7 @@ pub(crate) struct ServeArgs {
     database: Option<String>,
 }
 
-fn load(args: &ConfigArgs, dev: bool) -> Result<(Config, String), Failure> {
+pub(crate) fn load(args: &ConfigArgs, dev: bool) -> Result<(Config, String), Failure> {
     if let Some(path) = &args.config {
         let c = Config::load_file(path).map_err(|e| Failure::new(exit::INVALID, e.to_string()))?;
         return Ok((c, path.display().to_string()));

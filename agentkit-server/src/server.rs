@@ -224,7 +224,6 @@ impl Server {
     }
 
     /// The HTTP API as an axum router (serve it, or mount it in your own).
-    #[must_use]
     pub fn router(&self) -> axum::Router {
         api::router(
             AppState {

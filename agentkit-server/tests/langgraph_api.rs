@@ -539,3 +539,99 @@ async fn store_items_put_get_search_namespaces_delete() {
     .await;
     assert_eq!(s, 422);
 }
+
+#[tokio::test]
+async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
+    let r = start().await;
+    let (_, t) = call(&r, Method::POST, "/threads", Some(json!({}))).await;
+    let tid = t["thread_id"].as_str().unwrap().to_owned();
+    let (s, cron) = call(
+        &r,
+        Method::POST,
+        &format!("/threads/{tid}/runs/crons"),
+        Some(
+            json!({"assistant_id": "echo", "schedule": "* * * * * *", "input": said("tick"),
+                    "metadata": {"team": "ops"}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{cron}");
+    let cid = cron["cron_id"].as_str().unwrap().to_owned();
+    assert_eq!(cron["thread_id"], tid.as_str());
+    assert!(cron["next_run_date"].is_string(), "{cron}");
+    // The server evaluates crons every two seconds: a run appears on the thread.
+    let mut runs = Vec::new();
+    for _ in 0..100 {
+        let (_, list) = call(&r, Method::GET, &format!("/threads/{tid}/runs"), None).await;
+        runs = list.as_array().unwrap().clone();
+        if runs.iter().any(|r| r["status"] == "success") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        runs.iter().any(|r| r["status"] == "success"),
+        "no cron run: {runs:?}"
+    );
+    let (_, state) = call(&r, Method::GET, &format!("/threads/{tid}/state"), None).await;
+    assert!(last_ai(&state["values"]).starts_with("tick"), "{state}");
+
+    let (_, found) = call(
+        &r,
+        Method::POST,
+        "/runs/crons/search",
+        Some(json!({"metadata": {"team": "ops"}})),
+    )
+    .await;
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    let (s, off) = call(
+        &r,
+        Method::PATCH,
+        &format!("/runs/crons/{cid}"),
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    assert_eq!(s, 200, "{off}");
+    assert_eq!(off["enabled"], false);
+    assert!(off["next_run_date"].is_null());
+    // Disabled: no more runs.
+    let (_, before) = call(&r, Method::GET, &format!("/threads/{tid}/runs"), None).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let (_, after) = call(&r, Method::GET, &format!("/threads/{tid}/runs"), None).await;
+    assert_eq!(
+        before.as_array().unwrap().len(),
+        after.as_array().unwrap().len()
+    );
+
+    // Stateless crons, bad schedules, delete.
+    let (s, solo) = call(
+        &r,
+        Method::POST,
+        "/runs/crons",
+        Some(
+            json!({"assistant_id": "echo", "schedule": "0 9 * * 1", "timezone": "Europe/Lisbon",
+                    "input": said("weekly"), "end_time": "2099-01-01T00:00:00Z"}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{solo}");
+    assert!(solo["thread_id"].is_null());
+    assert_eq!(solo["end_time"], "2099-01-01T00:00:00.000Z");
+    let (_, n) = call(&r, Method::POST, "/runs/crons/count", Some(json!({}))).await;
+    assert_eq!(n, 2);
+    let (s, p) = call(
+        &r,
+        Method::POST,
+        "/runs/crons",
+        Some(json!({"assistant_id": "echo", "schedule": "whenever", "input": said("x")})),
+    )
+    .await;
+    assert_eq!(s, 400, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("cron expression"));
+    let (s, _) = call(&r, Method::DELETE, &format!("/runs/crons/{cid}"), None).await;
+    assert_eq!(s, 204);
+    let (_, n) = call(&r, Method::POST, "/runs/crons/count", Some(json!({}))).await;
+    assert_eq!(n, 1);
+    let (s, _) = call(&r, Method::DELETE, &format!("/runs/crons/{cid}"), None).await;
+    assert_eq!(s, 404);
+}

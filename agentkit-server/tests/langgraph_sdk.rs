@@ -1,7 +1,7 @@
 //! The real LangGraph SDK (`langgraph-sdk` from PyPI, installed into `tests/peers/.venv` by
 //! `scripts/install-python-clients.sh`) drives an agentkit server: assistants, threads, runs
 //! on a thread (wait, create + join, stream, list, get, cancel), stateless runs, state,
-//! history, copy, store items. The Python side is `tests/langgraph/sdk_client.py`.
+//! history, copy, crons, store items. The Python side is `tests/langgraph/sdk_client.py`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -169,6 +169,14 @@ async fn the_langgraph_python_sdk_drives_an_agentkit_agent() {
     assert_eq!(out["cancel_finished"]["error"], "ConflictError", "{out}");
     assert_eq!(out["cancel_finished"]["status"], 409);
     assert_eq!(out["enqueue"]["status"], 422, "{out}");
+
+    // Crons.
+    assert_eq!(out["cron"]["thread_id"], tid);
+    assert_eq!(out["cron"]["timezone"], "Europe/Lisbon");
+    assert!(out["cron"]["next_run_date"].is_string(), "{out}");
+    assert_eq!(out["crons"][0]["cron_id"], out["cron"]["cron_id"]);
+    assert_eq!(out["cron_updated"]["enabled"], false);
+    assert_eq!(out["crons_left"], 0);
 
     // Store items.
     assert_eq!(out["item"]["value"]["color"], "blue");

@@ -36,6 +36,7 @@ pub(crate) fn routes() -> Router<AppState> {
 
 /// An agent (a registry entry) as the Agent Protocol describes it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct Agent {
     /// The agent's name.
     pub agent_id: String,
@@ -65,6 +66,7 @@ impl From<Entry> for Agent {
 
 /// Which agents to list.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
 pub struct AgentSearch {
     /// Only this name.
     #[serde(default)]
@@ -118,6 +120,7 @@ pub async fn get_agent(
 
 /// An agent's schemas.
 #[derive(Debug, Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct AgentSchema {
     /// The agent's name.
     pub agent_id: String,
@@ -155,6 +158,7 @@ pub async fn agent_schemas(
 
 /// Which states of a thread to list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[non_exhaustive]
 pub struct HistoryQuery {
     /// At most this many (default 10).
     pub limit: Option<usize>,
@@ -179,6 +183,7 @@ pub async fn thread_history(
 
 /// Which runs to list.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
 pub struct RunSearch {
     /// Only runs on this thread.
     #[serde(default)]
@@ -278,6 +283,7 @@ pub async fn wait_run(
 
 /// Which stream modes to send.
 #[derive(Debug, Deserialize, IntoParams)]
+#[non_exhaustive]
 pub struct StreamQuery {
     /// `values` (default) or `updates`.
     pub stream_mode: Option<String>,

@@ -3,7 +3,7 @@
 //! assistants (registry entries: `assistant_id` and `graph_id` are the agent's name),
 //! threads (create, get, search, count, patch, delete, copy, state, history), runs on threads
 //! (background, wait, stream, get, list, join, join stream, cancel), stateless runs
-//! (`/runs`, `/runs/wait`, `/runs/stream`) and store items. Many paths are shared with the
+//! (`/runs`, `/runs/wait`, `/runs/stream`), crons (see [`crate::crons`]) and store items. Many paths are shared with the
 //! Agent Protocol (see [`super::agent_protocol`]).
 //!
 //! Mapping: a run's input `{"messages": [{"role"|"type": "user"|"human", "content": …}]}`
@@ -33,6 +33,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::v1::optional_json;
 use super::{ApiResult, AppState, Path, Problem, Query, agent_protocol, sse};
+use crate::crons::{Cron, Crons};
 use crate::platform::StartRun;
 use crate::registry::Entry;
 use crate::threads::{Thread, ThreadPolicy};
@@ -88,6 +89,14 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/runs", post(create_stateless_run))
         .route("/runs/wait", post(wait_stateless_run))
         .route("/runs/stream", post(stream_stateless_run))
+        .route("/threads/{thread_id}/runs/crons", post(create_thread_cron))
+        .route("/runs/crons", post(create_cron))
+        .route("/runs/crons/search", post(search_crons))
+        .route("/runs/crons/count", post(count_crons))
+        .route(
+            "/runs/crons/{cron_id}",
+            axum::routing::patch(update_cron).delete(delete_cron),
+        )
         .route(
             "/store/items",
             get(get_item).put(put_item).delete(delete_item),
@@ -179,6 +188,7 @@ pub(crate) async fn entry_of(s: &AppState, id: &str) -> ApiResult<Entry> {
 /// An agent or workflow as LangGraph clients read an assistant: its name is its
 /// `assistant_id` and `graph_id`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct Assistant {
     /// The agent's name.
     pub assistant_id: String,
@@ -224,6 +234,7 @@ impl From<Entry> for Assistant {
 
 /// Which assistants to list.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
 pub struct AssistantSearch {
     /// Only assistants whose metadata contains these keys and values.
     #[serde(default)]
@@ -323,6 +334,7 @@ pub fn messages_schema() -> Value {
 
 /// An assistant's schemas.
 #[derive(Debug, Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct GraphSchema {
     /// The agent's name.
     pub graph_id: String,
@@ -388,6 +400,7 @@ pub async fn assistant_graph(
 
 /// A thread as LangGraph clients read it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct LgThread {
     /// The thread id.
     pub thread_id: String,
@@ -442,6 +455,7 @@ pub(crate) async fn thread_view(s: &AppState, t: Thread) -> ApiResult<LgThread> 
 
 /// A thread to create.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
 pub struct ThreadCreate {
     /// Its id (default: a fresh UUID).
     #[serde(default)]
@@ -512,6 +526,7 @@ pub async fn get_thread(
 
 /// A change to a thread.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
 pub struct ThreadPatch {
     /// Merged into the thread's metadata.
     #[serde(default)]
@@ -561,7 +576,7 @@ pub async fn patch_thread(
     Ok(super::Json(thread_view(&s, t).await?).into_response())
 }
 
-/// Delete a thread and its conversation.
+/// Delete a thread and its conversation (a run still live on it is cancelled first).
 #[utoipa::path(delete, path = "/threads/{thread_id}", tag = "langgraph",
     params(("thread_id" = String, Path, description = "thread id")),
     responses((status = 204), (status = 404, body = Problem)))]
@@ -569,12 +584,26 @@ pub async fn delete_thread(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    let t = s.platform.threads().get(&id).await?;
+    if let Some(last) = &t.last_run {
+        match s
+            .platform
+            .runtime()
+            .cancel_with_reason(last, &format!("cancelled: thread {id} was deleted"))
+            .await
+        {
+            Ok(()) | Err(agentkit_core::Error::InvalidState { .. }) => {}
+            Err(agentkit_core::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     s.platform.threads().delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Which threads to list.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
 pub struct ThreadSearch {
     /// Only threads whose metadata contains these keys and values.
     #[serde(default)]
@@ -683,6 +712,7 @@ pub async fn count_threads(
 
 /// A thread's state at a turn of its conversation.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct ThreadState {
     /// `{"messages": [...]}`.
     #[schema(value_type = Object)]
@@ -801,6 +831,7 @@ pub async fn thread_state_at(
 
 /// Which states of a thread to list.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
 pub struct HistoryRequest {
     /// At most this many (default 10).
     #[serde(default)]
@@ -893,6 +924,7 @@ pub async fn copy_thread(
 
 /// A run as LangGraph (and Agent Protocol) clients read it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct LgRun {
     /// The run id.
     pub run_id: String,
@@ -965,6 +997,7 @@ pub(crate) async fn run_view(s: &AppState, r: RunRecord) -> ApiResult<LgRun> {
 /// A run to start (the body of every run-creating route). Fields LangGraph clients send
 /// that agentkit has no use for (`stream_subgraphs`, `durability`, …) are ignored.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
 pub struct RunCreate {
     /// The agent's name (also accepted as a graph id).
     #[serde(default)]
@@ -1303,6 +1336,7 @@ pub async fn create_thread_run(
 
 /// Which runs of a thread to list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[non_exhaustive]
 pub struct RunList {
     /// At most this many (default 10).
     pub limit: Option<usize>,
@@ -1399,6 +1433,7 @@ pub async fn join_run(
 
 /// How to cancel a run.
 #[derive(Debug, Deserialize, IntoParams)]
+#[non_exhaustive]
 pub struct CancelQuery {
     /// `1`/`true`: answer once the run has stopped, with the run.
     pub wait: Option<String>,
@@ -1483,6 +1518,7 @@ pub async fn wait_stateless_run(
 /// The stream modes a client asked for; agentkit sends `values` and `updates` (other
 /// modes send nothing besides `metadata`, `error` and `end`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Modes {
     /// Send the thread's values at the start and end.
     pub values: bool,
@@ -1654,6 +1690,7 @@ pub async fn stream_stateless_run(
 
 /// Which stream modes a join wants.
 #[derive(Debug, Deserialize, IntoParams)]
+#[non_exhaustive]
 pub struct JoinStreamQuery {
     /// `values` (default) or `updates`.
     pub stream_mode: Option<String>,
@@ -1678,6 +1715,7 @@ pub async fn join_stream(
 
 /// An item of the store.
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct Item {
     /// Its namespace (a path of labels).
     pub namespace: Vec<String>,
@@ -1736,6 +1774,7 @@ fn item_of(doc: agentkit_runtime::Doc) -> Option<Item> {
 
 /// An item to store.
 #[derive(Debug, Deserialize, ToSchema)]
+#[non_exhaustive]
 pub struct PutItem {
     /// Its namespace.
     pub namespace: Vec<String>,
@@ -1788,6 +1827,7 @@ pub async fn put_item(
 
 /// Which item to read.
 #[derive(Debug, Deserialize, IntoParams)]
+#[non_exhaustive]
 pub struct ItemQuery {
     /// The namespace, its labels joined with `.`.
     pub namespace: Option<String>,
@@ -1829,6 +1869,7 @@ pub async fn get_item(
 
 /// Which item to delete.
 #[derive(Debug, Deserialize, ToSchema)]
+#[non_exhaustive]
 pub struct DeleteItem {
     /// Its namespace.
     pub namespace: Vec<String>,
@@ -1880,6 +1921,7 @@ async fn items_under(s: &AppState, prefix: &[String]) -> ApiResult<Vec<Item>> {
 
 /// Which items to find.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
 pub struct SearchItems {
     /// Items whose namespace starts with these labels.
     #[serde(default)]
@@ -1901,6 +1943,7 @@ pub struct SearchItems {
 
 /// `{"items": [...]}`.
 #[derive(Debug, Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct ItemsPage {
     /// The items.
     pub items: Vec<Item>,
@@ -1932,6 +1975,7 @@ pub async fn search_items(
 
 /// Which namespaces to list.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
 pub struct ListNamespaces {
     /// Namespaces starting with these labels.
     #[serde(default)]
@@ -1952,6 +1996,7 @@ pub struct ListNamespaces {
 
 /// `{"namespaces": [[...], ...]}`.
 #[derive(Debug, Serialize, ToSchema)]
+#[non_exhaustive]
 pub struct NamespacesPage {
     /// The namespaces, sorted.
     pub namespaces: Vec<Vec<String>>,
@@ -1983,4 +2028,319 @@ pub async fn list_namespaces(
             .take(q.limit.unwrap_or(100).min(1000))
             .collect(),
     }))
+}
+
+// --- crons ---------------------------------------------------------------------------------
+
+/// A cron as LangGraph clients read it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct CronView {
+    /// The cron id.
+    pub cron_id: String,
+    /// The agent's name.
+    pub assistant_id: String,
+    /// The thread its runs continue (none: stateless runs).
+    pub thread_id: Option<String>,
+    /// Always none: agentkit keeps no thread for stateless runs.
+    pub on_run_completed: Option<String>,
+    /// No fires after this time (ISO 8601).
+    pub end_time: Option<String>,
+    /// The cron expression (5 fields, or 6 with seconds).
+    pub schedule: String,
+    /// The IANA time zone the expression is read in.
+    pub timezone: Option<String>,
+    /// When it was created (ISO 8601).
+    pub created_at: String,
+    /// When it last changed (ISO 8601).
+    pub updated_at: String,
+    /// The request it was created from.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// Always none.
+    pub user_id: Option<String>,
+    /// Its next fire (ISO 8601), if enabled.
+    pub next_run_date: Option<String>,
+    /// The client's metadata.
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+    /// Whether it fires.
+    pub enabled: bool,
+}
+
+impl From<Cron> for CronView {
+    fn from(c: Cron) -> Self {
+        let next = c.next_run(agentkit_runtime::model::now_ms());
+        Self {
+            next_run_date: next.map(iso),
+            cron_id: c.cron_id,
+            assistant_id: c.agent,
+            thread_id: c.thread_id,
+            on_run_completed: None,
+            end_time: c.end_time.map(iso),
+            schedule: c.schedule,
+            timezone: Some(c.timezone),
+            created_at: iso(c.created_at),
+            updated_at: iso(c.updated_at),
+            payload: c.payload,
+            user_id: None,
+            metadata: c.metadata,
+            enabled: c.enabled,
+        }
+    }
+}
+
+/// The cron fields of a cron request (the run fields are those of [`RunCreate`]).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct CronFields {
+    /// A cron expression (5 fields, or 6 with seconds); required to create.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// No fires after this time (ISO 8601; `null` clears it).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub end_time: Option<Value>,
+    /// Whether it fires (default true).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// The IANA time zone the expression is read in (default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// The agent's name.
+    #[serde(default)]
+    pub assistant_id: Option<String>,
+    /// `{"messages": [...]}`: the user message of each run.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub input: Option<Value>,
+    /// Kept with the cron.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+    /// `reject` or `interrupt`: what a fire does when the thread is busy.
+    #[serde(default)]
+    pub multitask_strategy: Option<String>,
+}
+
+/// An ISO 8601 time (with an offset, or UTC without one) as ms since the epoch.
+fn parse_time(v: &Value) -> Result<Option<i64>, Problem> {
+    let Some(s) = v.as_str() else {
+        return if v.is_null() {
+            Ok(None)
+        } else {
+            Err(Problem::bad_request(
+                "`end_time` must be an ISO 8601 time or null",
+            ))
+        };
+    };
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(Some(t.timestamp_millis()));
+    }
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .map(|t| Some(t.and_utc().timestamp_millis()))
+        .map_err(|_| {
+            Problem::bad_request(format!(
+                "`end_time` `{}` is not an ISO 8601 time",
+                s.escape_debug()
+            ))
+        })
+}
+
+fn crons(s: &AppState) -> Crons {
+    Crons::new(std::sync::Arc::clone(s.platform.runtime().store()))
+}
+
+async fn create_cron_on(
+    s: &AppState,
+    thread: Option<String>,
+    body: &[u8],
+) -> ApiResult<super::Json<CronView>> {
+    let req: RunCreate = optional_json(body)?;
+    let fields: CronFields = optional_json(body)?;
+    req.check_supported()?;
+    let agent = req.agent()?.to_owned();
+    entry_of(s, &agent).await?;
+    let message = user_message(&req)?;
+    let policy = req.policy()?;
+    if let Some(t) = &thread {
+        s.platform.threads().get(t).await?;
+    }
+    let schedule = fields.schedule.ok_or_else(|| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "a cron needs `schedule`: a cron expression such as `0 9 * * *`",
+        )
+    })?;
+    let mut cron = Cron::new(agent, schedule, message)?;
+    cron.thread_id = thread;
+    cron.timezone = fields.timezone.unwrap_or_else(|| "UTC".into());
+    cron.end_time = match &fields.end_time {
+        Some(v) => parse_time(v)?,
+        None => None,
+    };
+    cron.enabled = fields.enabled.unwrap_or(true);
+    cron.if_busy = policy;
+    cron.metadata = req.metadata.clone().unwrap_or_default();
+    cron.payload = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let created = crons(s).create(cron).await?;
+    Ok(super::Json(created.into()))
+}
+
+/// Create a cron that runs an agent on a thread.
+#[utoipa::path(post, path = "/threads/{thread_id}/runs/crons", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id")), request_body = CronFields,
+    responses((status = 200, body = CronView), (status = 400, body = Problem), (status = 404, body = Problem),
+              (status = 422, body = Problem)))]
+pub async fn create_thread_cron(
+    State(s): State<AppState>,
+    Path(thread): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<CronView>> {
+    create_cron_on(&s, Some(thread), &body).await
+}
+
+/// Create a cron of stateless runs.
+#[utoipa::path(post, path = "/runs/crons", tag = "langgraph", request_body = CronFields,
+    responses((status = 200, body = CronView), (status = 400, body = Problem), (status = 404, body = Problem),
+              (status = 422, body = Problem)))]
+pub async fn create_cron(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<CronView>> {
+    create_cron_on(&s, None, &body).await
+}
+
+/// Change a cron: its schedule, time zone, end time, enabled flag, message or metadata
+/// (merged). Fires are evaluated from now on.
+#[utoipa::path(patch, path = "/runs/crons/{cron_id}", tag = "langgraph",
+    params(("cron_id" = String, Path, description = "cron id")), request_body = CronFields,
+    responses((status = 200, body = CronView), (status = 400, body = Problem), (status = 404, body = Problem),
+              (status = 422, body = Problem)))]
+pub async fn update_cron(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<CronView>> {
+    let req: RunCreate = optional_json(&body)?;
+    let fields: CronFields = optional_json(&body)?;
+    let raw: Map<String, Value> = optional_json(&body)?;
+    req.check_supported()?;
+    let message = match &req.input {
+        Some(v) if !v.is_null() => Some(user_message(&req)?),
+        _ => None,
+    };
+    let end_time = match raw.get("end_time") {
+        Some(v) => Some(parse_time(v)?),
+        None => None,
+    };
+    let updated = crons(&s)
+        .update(&id, |c| {
+            if let Some(sc) = &fields.schedule {
+                c.schedule.clone_from(sc);
+            }
+            if let Some(tz) = &fields.timezone {
+                c.timezone.clone_from(tz);
+            }
+            if let Some(e) = end_time {
+                c.end_time = e;
+            }
+            if let Some(en) = fields.enabled {
+                c.enabled = en;
+            }
+            if let Some(m) = &message {
+                c.message.clone_from(m);
+            }
+            if let Some(md) = &req.metadata {
+                c.metadata.extend(md.clone());
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(super::Json(updated.into()))
+}
+
+/// Delete a cron (its runs stay).
+#[utoipa::path(delete, path = "/runs/crons/{cron_id}", tag = "langgraph",
+    params(("cron_id" = String, Path, description = "cron id")),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub async fn delete_cron(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    crons(&s).delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Which crons to list.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct CronSearch {
+    /// Only crons of this agent.
+    #[serde(default)]
+    pub assistant_id: Option<String>,
+    /// Only crons on this thread.
+    #[serde(default)]
+    pub thread_id: Option<String>,
+    /// Only enabled (or disabled) crons.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Only crons whose metadata contains these keys and values.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+    /// At most this many (default 10).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Skip this many.
+    #[serde(default)]
+    pub offset: Option<usize>,
+}
+
+async fn matching_crons(s: &AppState, q: &CronSearch) -> ApiResult<Vec<Cron>> {
+    let metadata = q.metadata.clone().unwrap_or_default();
+    Ok(crons(s)
+        .list()
+        .await?
+        .into_iter()
+        .filter(|c| q.assistant_id.as_ref().is_none_or(|a| *a == c.agent))
+        .filter(|c| {
+            q.thread_id
+                .as_ref()
+                .is_none_or(|t| c.thread_id.as_ref() == Some(t))
+        })
+        .filter(|c| q.enabled.is_none_or(|e| e == c.enabled))
+        .filter(|c| metadata.iter().all(|(k, v)| c.metadata.get(k) == Some(v)))
+        .collect())
+}
+
+/// Search crons (oldest first).
+#[utoipa::path(post, path = "/runs/crons/search", tag = "langgraph", request_body = CronSearch,
+    responses((status = 200, body = [CronView])))]
+pub async fn search_crons(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<Vec<CronView>>> {
+    let q: CronSearch = optional_json(&body)?;
+    Ok(super::Json(
+        matching_crons(&s, &q)
+            .await?
+            .into_iter()
+            .skip(q.offset.unwrap_or(0))
+            .take(q.limit.unwrap_or(10).min(1000))
+            .map(CronView::from)
+            .collect(),
+    ))
+}
+
+/// Count crons matching a search.
+#[utoipa::path(post, path = "/runs/crons/count", tag = "langgraph", request_body = CronSearch,
+    responses((status = 200, body = usize)))]
+pub async fn count_crons(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<usize>> {
+    let q: CronSearch = optional_json(&body)?;
+    Ok(super::Json(matching_crons(&s, &q).await?.len()))
 }

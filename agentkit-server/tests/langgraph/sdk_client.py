@@ -83,6 +83,15 @@ async def main(url, key):
         client.runs.wait(tid, "echo", input=said("x"), multitask_strategy="enqueue")
     )
 
+    cron = await client.crons.create_for_thread(
+        tid, "echo", schedule="0 9 * * *", input=said("daily"), timezone="Europe/Lisbon"
+    )
+    out["cron"] = cron
+    out["crons"] = await client.crons.search(thread_id=tid)
+    out["cron_updated"] = await client.crons.update(cron["cron_id"], enabled=False)
+    await client.crons.delete(cron["cron_id"])
+    out["crons_left"] = await client.crons.count()
+
     await client.store.put_item(["users", "u1"], key="prefs", value={"color": "blue"})
     out["item"] = await client.store.get_item(["users", "u1"], key="prefs")
     out["items"] = await client.store.search_items(["users"], filter={"color": "blue"})

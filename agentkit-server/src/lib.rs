@@ -21,6 +21,7 @@
 //! ```
 
 pub mod api;
+pub mod crons;
 pub mod deploy;
 pub mod platform;
 pub mod registry;

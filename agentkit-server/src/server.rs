@@ -186,14 +186,20 @@ impl ServerBuilder {
         if scheduled {
             runtime.start_scheduler(Duration::from_secs(1));
         }
-        // Agents deployed through another process sharing the store run here too.
+        // Agents deployed through another process sharing the store run here too; crons
+        // (stored, shared by every process) fire from here.
         let sync = Arc::downgrade(&platform);
+        let crons = crate::crons::Crons::new(Arc::clone(runtime.store()));
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let Some(p) = sync.upgrade() else { break };
                 if let Err(e) = p.sync_targets().await {
                     tracing::warn!(error = %e, "syncing the registry failed");
+                }
+                let now = agentkit_runtime::model::now_ms();
+                if let Err(e) = crons.fire_due(&p, now).await {
+                    tracing::warn!(error = %e, "firing crons failed");
                 }
             }
         });

@@ -12,6 +12,8 @@ use subtle::ConstantTimeEq;
 
 use crate::platform::Platform;
 
+pub mod agent_protocol;
+pub mod langgraph;
 pub mod openapi;
 pub mod problem;
 pub mod sse;
@@ -108,10 +110,13 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// The whole API as a router: authenticated routes, then the open ones (`/healthz`,
 /// `/readyz`, `/openapi.json`), with the server's layers.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let authed = v1::routes().route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        authenticate,
-    ));
+    let authed = v1::routes()
+        .merge(langgraph::routes())
+        .merge(agent_protocol::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ));
     Router::new()
         .merge(authed)
         .merge(v1::open_routes())

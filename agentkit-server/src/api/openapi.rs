@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use super::v1;
+use super::{agent_protocol as ap, langgraph as lg, v1};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -15,6 +15,17 @@ use super::v1;
         v1::start_run, v1::list_runs, v1::get_run, v1::run_events, v1::pause_run,
         v1::resume_run, v1::cancel_run, v1::signal_run, v1::approve_run, v1::reject_run,
         v1::replay_run,
+        lg::search_assistants, lg::count_assistants, lg::get_assistant, lg::assistant_schemas,
+        lg::assistant_graph, lg::create_thread, lg::search_threads, lg::count_threads,
+        lg::get_thread, lg::patch_thread, lg::delete_thread, lg::thread_state,
+        lg::thread_state_at, lg::thread_history, lg::copy_thread, lg::create_thread_run,
+        lg::list_thread_runs, lg::wait_thread_run, lg::stream_thread_run, lg::get_thread_run,
+        lg::join_run, lg::join_stream, lg::cancel_thread_run, lg::create_stateless_run,
+        lg::wait_stateless_run, lg::stream_stateless_run, lg::put_item, lg::get_item,
+        lg::delete_item, lg::search_items, lg::list_namespaces, lg::create_thread_cron,
+        lg::create_cron, lg::update_cron, lg::delete_cron, lg::search_crons, lg::count_crons,
+        ap::search_agents, ap::get_agent, ap::agent_schemas, ap::thread_history,
+        ap::search_runs, ap::get_run, ap::wait_run, ap::stream_run, ap::cancel_run,
     ),
     components(schemas(super::Problem)),
     modifiers(&Security),

@@ -1,0 +1,2346 @@
+//! The part of the LangGraph Agent Server API its official SDK clients (`langgraph-sdk`,
+//! `@langchain/langgraph-sdk`) use, so existing clients drive agentkit agents unchanged:
+//! assistants (registry entries: `assistant_id` and `graph_id` are the agent's name),
+//! threads (create, get, search, count, patch, delete, copy, state, history), runs on threads
+//! (background, wait, stream, get, list, join, join stream, cancel), stateless runs
+//! (`/runs`, `/runs/wait`, `/runs/stream`), crons (see [`crate::crons`]) and store items. Many paths are shared with the
+//! Agent Protocol (see [`super::agent_protocol`]).
+//!
+//! Mapping: a run's input `{"messages": [{"role"|"type": "user"|"human", "content": …}]}`
+//! becomes the run's user message (the last user message; the thread keeps the
+//! conversation); thread `values` are `{"messages": [...]}` in the LangGraph message shape;
+//! `multitask_strategy` `reject`|`interrupt` is the thread's busy policy (`enqueue` and
+//! `rollback` are refused with a 422 problem). Features agentkit does not have yet
+//! (commands, checkpoints, `interrupt_before`, webhooks, delayed runs, TTLs) are refused
+//! with a 422 problem rather than ignored.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+
+use agentkit_core::RunStatus;
+use agentkit_runtime::{Expect, RunRecord};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use super::v1::optional_json;
+use super::{ApiResult, AppState, Path, Problem, Query, agent_protocol, sse};
+use crate::crons::{Cron, Crons};
+use crate::platform::StartRun;
+use crate::registry::Entry;
+use crate::threads::{Thread, ThreadPolicy};
+
+/// The store collection of the LangGraph-only facts of a run (its metadata and multitask
+/// strategy), by run id.
+pub const RUN_META: &str = "agentkit.langgraph.run";
+
+/// The store collection of store items (`{namespace}\u{1f}{key}`).
+pub const STORE_ITEMS: &str = "agentkit.store.items";
+
+/// The authenticated LangGraph (and shared Agent Protocol) routes.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/assistants/search", post(search_assistants))
+        .route("/assistants/count", post(count_assistants))
+        .route("/assistants/{assistant_id}", get(get_assistant))
+        .route("/assistants/{assistant_id}/schemas", get(assistant_schemas))
+        .route("/assistants/{assistant_id}/graph", get(assistant_graph))
+        .route("/threads", post(create_thread))
+        .route("/threads/search", post(search_threads))
+        .route("/threads/count", post(count_threads))
+        .route(
+            "/threads/{thread_id}",
+            get(get_thread).patch(patch_thread).delete(delete_thread),
+        )
+        .route("/threads/{thread_id}/state", get(thread_state))
+        .route(
+            "/threads/{thread_id}/state/{checkpoint_id}",
+            get(thread_state_at),
+        )
+        .route(
+            "/threads/{thread_id}/history",
+            post(thread_history).get(agent_protocol::thread_history),
+        )
+        .route("/threads/{thread_id}/copy", post(copy_thread))
+        .route(
+            "/threads/{thread_id}/runs",
+            post(create_thread_run).get(list_thread_runs),
+        )
+        .route("/threads/{thread_id}/runs/wait", post(wait_thread_run))
+        .route("/threads/{thread_id}/runs/stream", post(stream_thread_run))
+        .route("/threads/{thread_id}/runs/{run_id}", get(get_thread_run))
+        .route("/threads/{thread_id}/runs/{run_id}/join", get(join_run))
+        .route(
+            "/threads/{thread_id}/runs/{run_id}/stream",
+            get(join_stream),
+        )
+        .route(
+            "/threads/{thread_id}/runs/{run_id}/cancel",
+            post(cancel_thread_run),
+        )
+        .route("/runs", post(create_stateless_run))
+        .route("/runs/wait", post(wait_stateless_run))
+        .route("/runs/stream", post(stream_stateless_run))
+        .route("/threads/{thread_id}/runs/crons", post(create_thread_cron))
+        .route("/runs/crons", post(create_cron))
+        .route("/runs/crons/search", post(search_crons))
+        .route("/runs/crons/count", post(count_crons))
+        .route(
+            "/runs/crons/{cron_id}",
+            axum::routing::patch(update_cron).delete(delete_cron),
+        )
+        .route(
+            "/store/items",
+            get(get_item).put(put_item).delete(delete_item),
+        )
+        .route("/store/items/search", post(search_items))
+        .route("/store/namespaces", post(list_namespaces))
+}
+
+// --- shared helpers ------------------------------------------------------------------------
+
+/// An ISO 8601 (RFC 3339, UTC, milliseconds) timestamp of `ms` since the epoch.
+#[must_use]
+pub fn iso(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A 422 problem: the request asks for something agentkit does not support (yet).
+pub(crate) fn unsupported(detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "not-supported", detail)
+}
+
+/// A run's status as LangGraph names it: `pending`, `running`, `error`, `success`,
+/// `timeout` or `interrupted` (cancelled, or waiting for a human).
+#[must_use]
+pub fn run_status(r: &RunRecord) -> &'static str {
+    match r.status {
+        RunStatus::Queued | RunStatus::Paused => "pending",
+        RunStatus::Running => "running",
+        RunStatus::Succeeded => "success",
+        RunStatus::Cancelled | RunStatus::WaitingInput | RunStatus::WaitingApproval => {
+            "interrupted"
+        }
+        RunStatus::Failed => {
+            let e = r.error.as_deref().unwrap_or("").to_ascii_lowercase();
+            if e.contains("timed out") || e.contains("timeout") || e.contains("deadline") {
+                "timeout"
+            } else {
+                "error"
+            }
+        }
+        _ => "running",
+    }
+}
+
+/// A LangGraph run status (`pending`, …) as the agentkit statuses it covers.
+fn statuses_of(lg: &str) -> Result<Vec<RunStatus>, Problem> {
+    Ok(match lg {
+        "pending" => vec![RunStatus::Queued, RunStatus::Paused],
+        "running" => vec![RunStatus::Running],
+        "success" => vec![RunStatus::Succeeded],
+        "error" | "timeout" => vec![RunStatus::Failed],
+        "interrupted" => vec![
+            RunStatus::Cancelled,
+            RunStatus::WaitingInput,
+            RunStatus::WaitingApproval,
+        ],
+        other => {
+            return Err(Problem::bad_request(format!(
+                "unknown run status `{}`; use pending, running, error, success, timeout or \
+                 interrupted",
+                other.escape_debug()
+            )));
+        }
+    })
+}
+
+/// The thread of a run, if it has one.
+fn thread_of(r: &RunRecord) -> Option<&str> {
+    r.input.get("thread").and_then(Value::as_str)
+}
+
+/// An agent (registry entry) by the name a client sends as `assistant_id`, `graph_id` or
+/// `agent_id`.
+pub(crate) async fn entry_of(s: &AppState, id: &str) -> ApiResult<Entry> {
+    match s.platform.registry().find(id).await? {
+        Some(e) => Ok(e),
+        None => Err(Problem::not_found(format!(
+            "no assistant `{}`: assistant ids are agent names (`POST /assistants/search` \
+             lists them)",
+            id.escape_debug()
+        ))),
+    }
+}
+
+// --- assistants ----------------------------------------------------------------------------
+
+/// An agent or workflow as LangGraph clients read an assistant: its name is its
+/// `assistant_id` and `graph_id`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct Assistant {
+    /// The agent's name.
+    pub assistant_id: String,
+    /// The agent's name.
+    pub graph_id: String,
+    /// Always `{}`.
+    #[schema(value_type = Object)]
+    pub config: Value,
+    /// Always `{}`.
+    #[schema(value_type = Object)]
+    pub context: Value,
+    /// When its first version was deployed (ISO 8601).
+    pub created_at: String,
+    /// When it last changed (ISO 8601).
+    pub updated_at: String,
+    /// `kind` (agent, workflow, code) and `labels` (label → version).
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// Its latest version.
+    pub version: u32,
+    /// The agent's name.
+    pub name: String,
+    /// What it does.
+    pub description: Option<String>,
+}
+
+impl From<Entry> for Assistant {
+    fn from(e: Entry) -> Self {
+        Self {
+            assistant_id: e.name.clone(),
+            graph_id: e.name.clone(),
+            config: json!({}),
+            context: json!({}),
+            created_at: iso(e.created_at),
+            updated_at: iso(e.updated_at),
+            metadata: json!({"kind": e.kind, "labels": e.labels}),
+            version: e.latest,
+            name: e.name,
+            description: (!e.description.is_empty()).then_some(e.description),
+        }
+    }
+}
+
+/// Which assistants to list.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct AssistantSearch {
+    /// Only assistants whose metadata contains these keys and values.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+    /// Only this graph (agent name).
+    #[serde(default)]
+    pub graph_id: Option<String>,
+    /// Only this name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// At most this many (default 10).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Skip this many.
+    #[serde(default)]
+    pub offset: Option<usize>,
+}
+
+async fn matching_assistants(s: &AppState, q: &AssistantSearch) -> ApiResult<Vec<Assistant>> {
+    let all = s.platform.registry().list().await?;
+    Ok(all
+        .into_iter()
+        .map(Assistant::from)
+        .filter(|a| q.graph_id.as_ref().is_none_or(|g| *g == a.graph_id))
+        .filter(|a| q.name.as_ref().is_none_or(|n| *n == a.name))
+        .filter(|a| {
+            q.metadata
+                .iter()
+                .flatten()
+                .all(|(k, v)| a.metadata.get(k) == Some(v))
+        })
+        .collect())
+}
+
+/// Search assistants (the registry's agents and workflows), by name.
+#[utoipa::path(post, path = "/assistants/search", tag = "langgraph", request_body = AssistantSearch,
+    responses((status = 200, body = [Assistant]), (status = 422, body = Problem)))]
+pub async fn search_assistants(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<Vec<Assistant>>> {
+    let q: AssistantSearch = optional_json(&body)?;
+    let found = matching_assistants(&s, &q).await?;
+    Ok(super::Json(
+        found
+            .into_iter()
+            .skip(q.offset.unwrap_or(0))
+            .take(q.limit.unwrap_or(10))
+            .collect(),
+    ))
+}
+
+/// Count assistants matching a search.
+#[utoipa::path(post, path = "/assistants/count", tag = "langgraph", request_body = AssistantSearch,
+    responses((status = 200, body = usize)))]
+pub async fn count_assistants(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<usize>> {
+    let q: AssistantSearch = optional_json(&body)?;
+    Ok(super::Json(matching_assistants(&s, &q).await?.len()))
+}
+
+/// One assistant.
+#[utoipa::path(get, path = "/assistants/{assistant_id}", tag = "langgraph",
+    params(("assistant_id" = String, Path, description = "the agent's name")),
+    responses((status = 200, body = Assistant), (status = 404, body = Problem)))]
+pub async fn get_assistant(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<super::Json<Assistant>> {
+    Ok(super::Json(entry_of(&s, &id).await?.into()))
+}
+
+/// The JSON Schema of the messages state every agentkit agent takes and keeps.
+#[must_use]
+pub fn messages_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "messages": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "role": {"type": "string", "description": "user, assistant, system or tool (or `type`: human, ai, …)"},
+                        "content": {"description": "text, or a list of `{\"type\": \"text\", \"text\": …}` parts"}
+                    },
+                    "required": ["content"]
+                }
+            }
+        },
+        "required": ["messages"]
+    })
+}
+
+/// An assistant's schemas.
+#[derive(Debug, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct GraphSchema {
+    /// The agent's name.
+    pub graph_id: String,
+    /// Input: `{"messages": [...]}`.
+    #[schema(value_type = Object)]
+    pub input_schema: Value,
+    /// Output: `{"messages": [...]}`.
+    #[schema(value_type = Object)]
+    pub output_schema: Value,
+    /// State: `{"messages": [...]}`.
+    #[schema(value_type = Object)]
+    pub state_schema: Value,
+    /// None: agents take no config.
+    #[schema(value_type = Option<Object>)]
+    pub config_schema: Option<Value>,
+    /// None: agents take no context.
+    #[schema(value_type = Option<Object>)]
+    pub context_schema: Option<Value>,
+}
+
+/// The input, output and state schemas of an assistant (messages in, messages kept).
+#[utoipa::path(get, path = "/assistants/{assistant_id}/schemas", tag = "langgraph",
+    params(("assistant_id" = String, Path, description = "the agent's name")),
+    responses((status = 200, body = GraphSchema), (status = 404, body = Problem)))]
+pub async fn assistant_schemas(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<super::Json<GraphSchema>> {
+    let e = entry_of(&s, &id).await?;
+    Ok(super::Json(GraphSchema {
+        graph_id: e.name,
+        input_schema: messages_schema(),
+        output_schema: messages_schema(),
+        state_schema: messages_schema(),
+        config_schema: None,
+        context_schema: None,
+    }))
+}
+
+/// An assistant's graph: start → the agent → end.
+#[utoipa::path(get, path = "/assistants/{assistant_id}/graph", tag = "langgraph",
+    params(("assistant_id" = String, Path, description = "the agent's name")),
+    responses((status = 200, body = Object), (status = 404, body = Problem)))]
+pub async fn assistant_graph(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<super::Json<Value>> {
+    let e = entry_of(&s, &id).await?;
+    Ok(super::Json(json!({
+        "nodes": [
+            {"id": "__start__", "type": "schema", "data": "__start__"},
+            {"id": e.name, "type": "runnable", "data": {"name": e.name, "kind": e.kind}},
+            {"id": "__end__", "type": "schema", "data": "__end__"}
+        ],
+        "edges": [
+            {"source": "__start__", "target": e.name},
+            {"source": e.name, "target": "__end__"}
+        ]
+    })))
+}
+
+// --- threads -------------------------------------------------------------------------------
+
+/// A thread as LangGraph clients read it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct LgThread {
+    /// The thread id.
+    pub thread_id: String,
+    /// When it was created (ISO 8601).
+    pub created_at: String,
+    /// When it last changed (ISO 8601).
+    pub updated_at: String,
+    /// The client's metadata.
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+    /// `idle`, `busy` (a run is live), `interrupted` (a run waits for a human) or `error`
+    /// (the last run failed).
+    pub status: String,
+    /// `{"messages": [...]}`.
+    #[schema(value_type = Object)]
+    pub values: Value,
+    /// Always `{}`.
+    #[schema(value_type = Object)]
+    pub interrupts: Value,
+}
+
+/// The thread's status, from its last run.
+pub(crate) async fn thread_status(s: &AppState, t: &Thread) -> ApiResult<&'static str> {
+    let Some(last) = &t.last_run else {
+        return Ok("idle");
+    };
+    let Some(run) = s.platform.runtime().store().get_run(last).await? else {
+        return Ok("idle");
+    };
+    Ok(match run.status {
+        RunStatus::Queued | RunStatus::Running | RunStatus::Paused => "busy",
+        RunStatus::WaitingInput | RunStatus::WaitingApproval => "interrupted",
+        RunStatus::Failed => "error",
+        _ => "idle",
+    })
+}
+
+/// The thread as LangGraph shows it (status and values included).
+pub(crate) async fn thread_view(s: &AppState, t: Thread) -> ApiResult<LgThread> {
+    let status = thread_status(s, &t).await?;
+    let values = s.platform.threads().values(&t.thread_id).await?;
+    Ok(LgThread {
+        thread_id: t.thread_id,
+        created_at: iso(t.created_at),
+        updated_at: iso(t.updated_at),
+        metadata: t.metadata,
+        status: status.to_owned(),
+        values,
+        interrupts: json!({}),
+    })
+}
+
+/// A thread to create.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct ThreadCreate {
+    /// Its id (default: a fresh UUID).
+    #[serde(default)]
+    pub thread_id: Option<String>,
+    /// Metadata to keep with it.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+    /// `raise` (default: 409 if it exists) or `do_nothing` (answer with the existing one).
+    #[serde(default)]
+    pub if_exists: Option<String>,
+    /// Not supported (422).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub supersteps: Option<Value>,
+    /// Not supported (422).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub ttl: Option<Value>,
+}
+
+/// Create a thread.
+#[utoipa::path(post, path = "/threads", tag = "langgraph", request_body = ThreadCreate,
+    responses((status = 200, body = LgThread), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_thread(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<LgThread>> {
+    let req: ThreadCreate = optional_json(&body)?;
+    if req.supersteps.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(unsupported(
+            "`supersteps` (creating a thread with prior state) is not supported yet; create \
+             it empty and run the agent on it",
+        ));
+    }
+    if req.ttl.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(unsupported("thread `ttl` is not supported yet"));
+    }
+    let do_nothing = match req.if_exists.as_deref() {
+        None | Some("raise") => false,
+        Some("do_nothing") => true,
+        Some(other) => {
+            return Err(Problem::bad_request(format!(
+                "`if_exists` must be `raise` or `do_nothing`, not `{}`",
+                other.escape_debug()
+            )));
+        }
+    };
+    let t = s
+        .platform
+        .threads()
+        .create(req.thread_id, req.metadata.unwrap_or_default(), do_nothing)
+        .await?;
+    Ok(super::Json(thread_view(&s, t).await?))
+}
+
+/// One thread.
+#[utoipa::path(get, path = "/threads/{thread_id}", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id")),
+    responses((status = 200, body = LgThread), (status = 404, body = Problem)))]
+pub async fn get_thread(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<super::Json<LgThread>> {
+    let t = s.platform.threads().get(&id).await?;
+    Ok(super::Json(thread_view(&s, t).await?))
+}
+
+/// A change to a thread.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct ThreadPatch {
+    /// Merged into the thread's metadata.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+    /// Not supported (422).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub values: Option<Value>,
+    /// Not supported (422).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub ttl: Option<Value>,
+}
+
+/// Merge metadata into a thread's.
+#[utoipa::path(patch, path = "/threads/{thread_id}", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id")), request_body = ThreadPatch,
+    responses((status = 200, body = LgThread), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn patch_thread(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let req: ThreadPatch = optional_json(&body)?;
+    if req.values.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(unsupported(
+            "changing a thread's values is not supported yet; run the agent on it",
+        ));
+    }
+    if req.ttl.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(unsupported("thread `ttl` is not supported yet"));
+    }
+    let t = s
+        .platform
+        .threads()
+        .patch(&id, req.metadata.unwrap_or_default())
+        .await?;
+    let minimal = headers
+        .get("prefer")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("return=minimal"));
+    if minimal {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok(super::Json(thread_view(&s, t).await?).into_response())
+}
+
+/// Delete a thread and its conversation (a run still live on it is cancelled first).
+#[utoipa::path(delete, path = "/threads/{thread_id}", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id")),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub async fn delete_thread(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let t = s.platform.threads().get(&id).await?;
+    if let Some(last) = &t.last_run {
+        match s
+            .platform
+            .runtime()
+            .cancel_with_reason(last, &format!("cancelled: thread {id} was deleted"))
+            .await
+        {
+            Ok(()) | Err(agentkit_core::Error::InvalidState { .. }) => {}
+            Err(agentkit_core::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    s.platform.threads().delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Which threads to list.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct ThreadSearch {
+    /// Only threads whose metadata contains these keys and values.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+    /// Only these threads.
+    #[serde(default)]
+    pub ids: Option<Vec<String>>,
+    /// Only threads in this status (`idle`, `busy`, `interrupted`, `error`).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Not supported (422).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub values: Option<Value>,
+    /// At most this many (default 10).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Skip this many.
+    #[serde(default)]
+    pub offset: Option<usize>,
+}
+
+async fn matching_threads(
+    s: &AppState,
+    q: &ThreadSearch,
+    limit: usize,
+    offset: usize,
+) -> ApiResult<Vec<LgThread>> {
+    if q.values.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(unsupported(
+            "searching threads by `values` is not supported yet",
+        ));
+    }
+    if let Some(st) = &q.status
+        && !matches!(st.as_str(), "idle" | "busy" | "interrupted" | "error")
+    {
+        return Err(Problem::bad_request(format!(
+            "unknown thread status `{}`; use idle, busy, interrupted or error",
+            st.escape_debug()
+        )));
+    }
+    let metadata = q.metadata.clone().unwrap_or_default();
+    let threads = s.platform.threads();
+    let candidates: Vec<Thread> = match &q.ids {
+        Some(ids) => {
+            let mut out = Vec::new();
+            for id in ids {
+                if let Some(t) = threads.find(id).await?
+                    && metadata.iter().all(|(k, v)| t.metadata.get(k) == Some(v))
+                {
+                    out.push(t);
+                }
+            }
+            out
+        }
+        None if q.status.is_none() => threads.search(&metadata, limit, offset).await?,
+        None => threads.search(&metadata, 10_000, 0).await?,
+    };
+    let paged_already = q.ids.is_none() && q.status.is_none();
+    let mut out = Vec::new();
+    let mut seen = 0usize;
+    for t in candidates {
+        if out.len() >= limit {
+            break;
+        }
+        if let Some(st) = &q.status
+            && thread_status(s, &t).await? != st.as_str()
+        {
+            continue;
+        }
+        if !paged_already && seen < offset {
+            seen += 1;
+            continue;
+        }
+        out.push(thread_view(s, t).await?);
+    }
+    Ok(out)
+}
+
+/// Search threads by metadata, ids and status (oldest first).
+#[utoipa::path(post, path = "/threads/search", tag = "langgraph", request_body = ThreadSearch,
+    responses((status = 200, body = [LgThread]), (status = 422, body = Problem)))]
+pub async fn search_threads(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<Vec<LgThread>>> {
+    let q: ThreadSearch = optional_json(&body)?;
+    let limit = q.limit.unwrap_or(10).min(1000);
+    let offset = q.offset.unwrap_or(0);
+    Ok(super::Json(matching_threads(&s, &q, limit, offset).await?))
+}
+
+/// Count threads matching a search (at most 10,000 are scanned).
+#[utoipa::path(post, path = "/threads/count", tag = "langgraph", request_body = ThreadSearch,
+    responses((status = 200, body = usize), (status = 422, body = Problem)))]
+pub async fn count_threads(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<usize>> {
+    let q: ThreadSearch = optional_json(&body)?;
+    Ok(super::Json(
+        matching_threads(&s, &q, 10_000, 0).await?.len(),
+    ))
+}
+
+/// A thread's state at a turn of its conversation.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct ThreadState {
+    /// `{"messages": [...]}`.
+    #[schema(value_type = Object)]
+    pub values: Value,
+    /// Always empty: a thread is done until it gets new input.
+    pub next: Vec<String>,
+    /// `{"thread_id", "checkpoint_ns": "", "checkpoint_id"}`: the id is the number of
+    /// messages at this state.
+    #[schema(value_type = Object)]
+    pub checkpoint: Value,
+    /// `{"step": <turn>}`.
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// When the thread last changed (ISO 8601).
+    pub created_at: Option<String>,
+    /// The previous turn's checkpoint, if any.
+    #[schema(value_type = Option<Object>)]
+    pub parent_checkpoint: Option<Value>,
+    /// Always empty.
+    #[schema(value_type = Vec<Object>)]
+    pub tasks: Vec<Value>,
+    /// Always empty.
+    #[schema(value_type = Vec<Object>)]
+    pub interrupts: Vec<Value>,
+    /// The messages (Agent Protocol).
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<Value>,
+}
+
+fn checkpoint(thread: &str, n: usize) -> Value {
+    json!({"thread_id": thread, "checkpoint_ns": "", "checkpoint_id": n.to_string(), "checkpoint_map": null})
+}
+
+/// The state of `values` (a turn of the thread), whose previous turn had `parent` messages.
+fn state_of(t: &Thread, values: Value, parent: Option<usize>, step: usize) -> ThreadState {
+    let messages = values
+        .get("messages")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    ThreadState {
+        checkpoint: checkpoint(&t.thread_id, messages.len()),
+        parent_checkpoint: parent.map(|p| checkpoint(&t.thread_id, p)),
+        metadata: json!({"step": step, "source": "loop"}),
+        created_at: Some(iso(t.updated_at)),
+        values,
+        next: Vec::new(),
+        tasks: Vec::new(),
+        interrupts: Vec::new(),
+        messages,
+    }
+}
+
+/// Every state of a thread, newest first, with parents.
+pub(crate) async fn states(s: &AppState, t: &Thread) -> ApiResult<Vec<ThreadState>> {
+    let history = s.platform.threads().history(&t.thread_id, 10_000).await?;
+    let lens: Vec<usize> = history
+        .iter()
+        .map(|v| {
+            v.get("messages")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+        })
+        .collect();
+    let turns = history.len();
+    Ok(history
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| state_of(t, v, lens.get(i + 1).copied(), turns - i))
+        .collect())
+}
+
+/// The thread's current state.
+pub(crate) async fn current_state(s: &AppState, t: &Thread) -> ApiResult<ThreadState> {
+    let all = states(s, t).await?;
+    Ok(match all.into_iter().next() {
+        Some(st) => st,
+        None => state_of(t, json!({"messages": []}), None, 0),
+    })
+}
+
+/// A thread's current state (`values` are its messages).
+#[utoipa::path(get, path = "/threads/{thread_id}/state", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id")),
+    responses((status = 200, body = ThreadState), (status = 404, body = Problem)))]
+pub async fn thread_state(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<super::Json<ThreadState>> {
+    let t = s.platform.threads().get(&id).await?;
+    Ok(super::Json(current_state(&s, &t).await?))
+}
+
+/// A thread's state at a checkpoint (a number of messages, from its history).
+#[utoipa::path(get, path = "/threads/{thread_id}/state/{checkpoint_id}", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id"),
+           ("checkpoint_id" = String, Path, description = "a checkpoint id from the thread's history")),
+    responses((status = 200, body = ThreadState), (status = 404, body = Problem)))]
+pub async fn thread_state_at(
+    State(s): State<AppState>,
+    Path((id, checkpoint_id)): Path<(String, String)>,
+) -> ApiResult<super::Json<ThreadState>> {
+    let t = s.platform.threads().get(&id).await?;
+    states(&s, &t)
+        .await?
+        .into_iter()
+        .find(|st| st.checkpoint["checkpoint_id"] == checkpoint_id.as_str())
+        .map(super::Json)
+        .ok_or_else(|| {
+            Problem::not_found(format!(
+                "thread {id} has no checkpoint `{}`; its history lists them",
+                checkpoint_id.escape_debug()
+            ))
+        })
+}
+
+/// Which states of a thread to list.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct HistoryRequest {
+    /// At most this many (default 10).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Only states before this checkpoint (an id, or `{"checkpoint_id": …}`).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<Value>,
+    /// Not supported (422).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub checkpoint: Option<Value>,
+}
+
+/// The states before `before` (a checkpoint id or object), newest first, at most `limit`.
+pub(crate) async fn history_page(
+    s: &AppState,
+    id: &str,
+    limit: usize,
+    before: Option<&Value>,
+) -> ApiResult<Vec<ThreadState>> {
+    let t = s.platform.threads().get(id).await?;
+    let before = match before {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) => Some(c.clone()),
+        Some(v) => v
+            .get("checkpoint_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    };
+    let before = match before {
+        None => None,
+        Some(c) => Some(c.parse::<usize>().map_err(|_| {
+            Problem::bad_request(format!(
+                "`before` must be a checkpoint id from this thread's history, not `{}`",
+                c.escape_debug()
+            ))
+        })?),
+    };
+    Ok(states(s, &t)
+        .await?
+        .into_iter()
+        .filter(|st| {
+            before.is_none_or(|b| {
+                st.checkpoint["checkpoint_id"]
+                    .as_str()
+                    .and_then(|c| c.parse::<usize>().ok())
+                    .is_some_and(|n| n < b)
+            })
+        })
+        .take(limit)
+        .collect())
+}
+
+/// A thread's states after each turn, newest first.
+#[utoipa::path(post, path = "/threads/{thread_id}/history", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id")), request_body = HistoryRequest,
+    responses((status = 200, body = [ThreadState]), (status = 404, body = Problem)))]
+pub async fn thread_history(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<Vec<ThreadState>>> {
+    let req: HistoryRequest = optional_json(&body)?;
+    if req.checkpoint.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(unsupported(
+            "history from a `checkpoint` (subgraph namespaces) is not supported yet; use \
+             `before`",
+        ));
+    }
+    let limit = req.limit.unwrap_or(10).min(1000);
+    Ok(super::Json(
+        history_page(&s, &id, limit, req.before.as_ref()).await?,
+    ))
+}
+
+/// Copy a thread: a new thread with the same metadata and conversation.
+#[utoipa::path(post, path = "/threads/{thread_id}/copy", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id")),
+    responses((status = 200, body = LgThread), (status = 404, body = Problem)))]
+pub async fn copy_thread(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<super::Json<LgThread>> {
+    let t = s.platform.threads().copy(&id).await?;
+    Ok(super::Json(thread_view(&s, t).await?))
+}
+
+// --- runs ----------------------------------------------------------------------------------
+
+/// A run as LangGraph (and Agent Protocol) clients read it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct LgRun {
+    /// The run id.
+    pub run_id: String,
+    /// The thread it runs on (none for a stateless run).
+    pub thread_id: Option<String>,
+    /// The agent's name.
+    pub assistant_id: String,
+    /// The agent's name (Agent Protocol).
+    pub agent_id: String,
+    /// When it was created (ISO 8601).
+    pub created_at: String,
+    /// When it last changed (ISO 8601).
+    pub updated_at: String,
+    /// `pending`, `running`, `error`, `success`, `timeout` or `interrupted`.
+    pub status: String,
+    /// The metadata the client started it with.
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// `reject` or `interrupt`.
+    pub multitask_strategy: String,
+    /// `{"input": …}`: what the agent was given.
+    #[schema(value_type = Object)]
+    pub kwargs: Value,
+    /// Why it was cancelled or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_reason: Option<String>,
+}
+
+/// The run as LangGraph shows it.
+pub(crate) async fn run_view(s: &AppState, r: RunRecord) -> ApiResult<LgRun> {
+    let meta = s
+        .platform
+        .runtime()
+        .store()
+        .doc_get(RUN_META, &r.id)
+        .await?
+        .map(|d| d.value)
+        .unwrap_or_default();
+    let strategy = meta
+        .get("multitask_strategy")
+        .and_then(Value::as_str)
+        .map_or_else(
+            || match s.platform.policy {
+                ThreadPolicy::Interrupt => "interrupt".to_owned(),
+                _ => "reject".to_owned(),
+            },
+            str::to_owned,
+        );
+    let status = run_status(&r).to_owned();
+    let cancel_reason = if r.status == RunStatus::Cancelled {
+        r.error.clone()
+    } else {
+        None
+    };
+    Ok(LgRun {
+        thread_id: thread_of(&r).map(str::to_owned),
+        assistant_id: r.target.clone(),
+        agent_id: r.target,
+        created_at: iso(r.created_at),
+        updated_at: iso(r.updated_at),
+        status,
+        metadata: meta.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        multitask_strategy: strategy,
+        kwargs: json!({"input": r.input}),
+        cancel_reason,
+        run_id: r.id,
+    })
+}
+
+/// A run to start (the body of every run-creating route). Fields LangGraph clients send
+/// that agentkit has no use for (`stream_subgraphs`, `durability`, …) are ignored.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct RunCreate {
+    /// The agent's name (also accepted as a graph id).
+    #[serde(default)]
+    pub assistant_id: Option<String>,
+    /// The agent's name (Agent Protocol).
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// The thread (Agent Protocol's `/runs`; LangGraph puts it in the path).
+    #[serde(default)]
+    pub thread_id: Option<String>,
+    /// `{"messages": [...]}` (the last user message is the run's input), `{"message": …}`
+    /// or a string.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub input: Option<Value>,
+    /// Input messages (Agent Protocol).
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub messages: Option<Vec<Value>>,
+    /// Kept with the run.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+    /// `values` (default), `updates`, or a list; other modes send nothing.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub stream_mode: Option<Value>,
+    /// `reject` or `interrupt` (`enqueue` and `rollback` are not supported yet).
+    #[serde(default)]
+    pub multitask_strategy: Option<String>,
+    /// `reject` (default: 404 for a missing thread) or `create`.
+    #[serde(default)]
+    pub if_not_exists: Option<String>,
+    /// Stateless runs: `delete` or `keep`; agentkit keeps no thread for them either way.
+    #[serde(default)]
+    pub on_completion: Option<String>,
+    /// Not supported (422).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub command: Option<Value>,
+    /// Not supported (422).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub checkpoint: Option<Value>,
+    /// Not supported (422).
+    #[serde(default)]
+    pub checkpoint_id: Option<String>,
+    /// Not supported (422).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub interrupt_before: Option<Value>,
+    /// Not supported (422).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub interrupt_after: Option<Value>,
+    /// Not supported (422).
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// Not supported (422) unless 0.
+    #[serde(default)]
+    pub after_seconds: Option<f64>,
+}
+
+impl RunCreate {
+    fn agent(&self) -> Result<&str, Problem> {
+        self.assistant_id
+            .as_deref()
+            .or(self.agent_id.as_deref())
+            .ok_or_else(|| {
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-body",
+                    "the body needs `assistant_id` (or `agent_id`): the name of the agent to run",
+                )
+            })
+    }
+
+    /// Whether the client speaks Agent Protocol (it names the agent `agent_id`).
+    pub(crate) fn is_agent_protocol(&self) -> bool {
+        self.assistant_id.is_none() && self.agent_id.is_some()
+    }
+
+    fn check_supported(&self) -> Result<(), Problem> {
+        let set = |v: &Option<Value>| {
+            v.as_ref()
+                .is_some_and(|v| !v.is_null() && v != &json!([]) && v != &json!({}))
+        };
+        if set(&self.command) {
+            return Err(unsupported(
+                "`command` (resuming an interrupted graph) is not supported yet; approve or \
+                 signal a waiting run with `/v1/runs/{run_id}/approve` or `/signal`",
+            ));
+        }
+        if set(&self.checkpoint) || self.checkpoint_id.is_some() {
+            return Err(unsupported(
+                "running from a `checkpoint` is not supported yet; copy the thread instead",
+            ));
+        }
+        if set(&self.interrupt_before) || set(&self.interrupt_after) {
+            return Err(unsupported(
+                "`interrupt_before` / `interrupt_after` are not supported yet; agentkit agents \
+                 wait for approval of the tools their spec marks",
+            ));
+        }
+        if self.webhook.is_some() {
+            return Err(unsupported("run `webhook`s are not supported yet"));
+        }
+        if self.after_seconds.is_some_and(|s| s > 0.0) {
+            return Err(unsupported(
+                "delayed runs (`after_seconds`) are not supported yet",
+            ));
+        }
+        Ok(())
+    }
+
+    fn policy(&self) -> Result<Option<ThreadPolicy>, Problem> {
+        match self.multitask_strategy.as_deref() {
+            None => Ok(None),
+            Some("reject") => Ok(Some(ThreadPolicy::Reject)),
+            Some("interrupt") => Ok(Some(ThreadPolicy::Interrupt)),
+            Some(s @ ("enqueue" | "rollback")) => Err(unsupported(format!(
+                "`multitask_strategy: {s}` is not supported yet; use `reject` or `interrupt`"
+            ))),
+            Some(other) => Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                format!(
+                    "`multitask_strategy` must be reject, interrupt, rollback or enqueue, not \
+                     `{}`",
+                    other.escape_debug()
+                ),
+            )),
+        }
+    }
+
+    /// The stream modes asked for (default `values`).
+    pub(crate) fn modes(&self) -> Modes {
+        Modes::from_value(self.stream_mode.as_ref())
+    }
+}
+
+/// The text of a message's `content`: a string, or the text of its text parts.
+fn content_text(content: &Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => {
+            let text: Vec<&str> = parts
+                .iter()
+                .filter_map(|p| match p {
+                    Value::String(s) => Some(s.as_str()),
+                    Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("text") => {
+                        o.get("text").and_then(Value::as_str)
+                    }
+                    _ => None,
+                })
+                .collect();
+            (!text.is_empty()).then(|| text.join(""))
+        }
+        _ => None,
+    }
+}
+
+/// The last user message of `messages`.
+fn last_user_message(messages: &[Value]) -> Option<String> {
+    messages.iter().rev().find_map(|m| {
+        let role = m
+            .get("role")
+            .or_else(|| m.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("user");
+        matches!(role, "user" | "human")
+            .then(|| m.get("content").and_then(content_text))
+            .flatten()
+    })
+}
+
+/// The run's user message, from LangGraph's `input` or Agent Protocol's `messages`.
+pub(crate) fn user_message(req: &RunCreate) -> Result<String, Problem> {
+    let found = match (&req.input, &req.messages) {
+        (Some(Value::String(s)), _) => Some(s.clone()),
+        (Some(Value::Object(o)), _) if o.get("message").is_some_and(Value::is_string) => {
+            o.get("message").and_then(Value::as_str).map(str::to_owned)
+        }
+        (Some(Value::Object(o)), _) if o.get("messages").is_some_and(Value::is_array) => o
+            .get("messages")
+            .and_then(Value::as_array)
+            .and_then(|m| last_user_message(m)),
+        (Some(Value::Array(m)), _) => last_user_message(m),
+        (_, Some(m)) => last_user_message(m),
+        _ => None,
+    };
+    found.ok_or_else(|| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "the run needs a user message: send `input: {\"messages\": [{\"role\": \"user\", \
+             \"content\": \"…\"}]}` (the last user message is what the agent answers; the \
+             thread keeps the conversation)",
+        )
+    })
+}
+
+/// Start the run `req` asks for, on `thread` (if any).
+pub(crate) async fn start(
+    s: &AppState,
+    thread: Option<&str>,
+    req: &RunCreate,
+) -> ApiResult<RunRecord> {
+    req.check_supported()?;
+    let agent = req.agent()?.to_owned();
+    entry_of(s, &agent).await?;
+    let message = user_message(req)?;
+    let policy = req.policy()?;
+    if let Some(t) = thread {
+        match req.if_not_exists.as_deref() {
+            None | Some("reject") => {
+                s.platform.threads().get(t).await?;
+            }
+            Some("create") => {
+                s.platform
+                    .threads()
+                    .create(Some(t.to_owned()), Map::new(), true)
+                    .await?;
+            }
+            Some(other) => {
+                return Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-body",
+                    format!(
+                        "`if_not_exists` must be `reject` or `create`, not `{}`",
+                        other.escape_debug()
+                    ),
+                ));
+            }
+        }
+    }
+    let mut start = StartRun::new(agent, message);
+    start.thread_id = thread.map(str::to_owned);
+    start.if_busy = policy;
+    let run = s.platform.start(start).await?;
+    let mut meta = json!({"metadata": req.metadata.clone().unwrap_or_default()});
+    if let Some(m) = &req.multitask_strategy {
+        meta["multitask_strategy"] = Value::String(m.clone());
+    }
+    s.platform
+        .runtime()
+        .store()
+        .doc_put(RUN_META, &run.id, meta, Expect::Any)
+        .await?;
+    Ok(run)
+}
+
+/// The values a run leaves: its thread's messages, or for a stateless run its input and
+/// answer.
+pub(crate) async fn run_values(s: &AppState, r: &RunRecord) -> ApiResult<Value> {
+    if let Some(t) = thread_of(r)
+        && s.platform.threads().find(t).await?.is_some()
+    {
+        return Ok(s.platform.threads().values(t).await?);
+    }
+    let mut messages = Vec::new();
+    if let Some(m) = r.input.get("message").and_then(Value::as_str) {
+        messages.push(json!({"type": "human", "content": m}));
+    }
+    if let Some(text) = r
+        .output
+        .as_ref()
+        .and_then(|o| o.get("text").or(Some(o)))
+        .and_then(|t| t.as_str().map(str::to_owned))
+    {
+        messages.push(json!({"type": "ai", "content": text}));
+    }
+    Ok(json!({ "messages": messages }))
+}
+
+/// The answer of a wait or join: the values, with `__error__` when the run failed or was
+/// cancelled (the SDK raises it).
+pub(crate) async fn wait_values(s: &AppState, r: &RunRecord) -> ApiResult<Value> {
+    let mut values = run_values(s, r).await?;
+    let error = match r.status {
+        RunStatus::Failed => Some("RunError"),
+        RunStatus::Cancelled => Some("Cancelled"),
+        _ => None,
+    };
+    if let (Some(kind), Some(obj)) = (error, values.as_object_mut()) {
+        obj.insert(
+            "__error__".into(),
+            json!({"error": kind, "message": r.error.clone().unwrap_or_default()}),
+        );
+    }
+    Ok(values)
+}
+
+fn content_location(r: &RunRecord) -> Option<HeaderValue> {
+    let path = match thread_of(r) {
+        Some(t) => format!("/threads/{t}/runs/{}", r.id),
+        None => format!("/runs/{}", r.id),
+    };
+    HeaderValue::from_str(&path).ok()
+}
+
+fn with_location(r: &RunRecord, mut res: Response) -> Response {
+    if let Some(v) = content_location(r) {
+        res.headers_mut().insert(http::header::CONTENT_LOCATION, v);
+    }
+    res
+}
+
+/// The run, if it is on `thread`.
+async fn run_on(s: &AppState, thread: &str, run_id: &str) -> ApiResult<RunRecord> {
+    s.platform.threads().get(thread).await?;
+    let r = s.platform.run(run_id).await?;
+    if thread_of(&r) != Some(thread) {
+        return Err(Problem::not_found(format!(
+            "thread {thread} has no run {run_id}"
+        )));
+    }
+    Ok(r)
+}
+
+/// Start a run on a thread in the background.
+#[utoipa::path(post, path = "/threads/{thread_id}/runs", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id")), request_body = RunCreate,
+    responses((status = 200, body = LgRun), (status = 404, body = Problem), (status = 409, body = Problem),
+              (status = 422, body = Problem)))]
+pub async fn create_thread_run(
+    State(s): State<AppState>,
+    Path(thread): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let req: RunCreate = optional_json(&body)?;
+    let run = start(&s, Some(&thread), &req).await?;
+    let view = run_view(&s, run.clone()).await?;
+    Ok(with_location(&run, super::Json(view).into_response()))
+}
+
+/// Which runs of a thread to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[non_exhaustive]
+pub struct RunList {
+    /// At most this many (default 10).
+    pub limit: Option<usize>,
+    /// Skip this many.
+    pub offset: Option<usize>,
+    /// Only runs in this LangGraph status.
+    pub status: Option<String>,
+}
+
+/// A thread's runs, newest first.
+#[utoipa::path(get, path = "/threads/{thread_id}/runs", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id"), RunList),
+    responses((status = 200, body = [LgRun]), (status = 404, body = Problem)))]
+pub async fn list_thread_runs(
+    State(s): State<AppState>,
+    Path(thread): Path<String>,
+    Query(q): Query<RunList>,
+) -> ApiResult<super::Json<Vec<LgRun>>> {
+    let limit = q.limit.unwrap_or(10).min(1000);
+    let offset = q.offset.unwrap_or(0);
+    let statuses = q.status.as_deref().map(statuses_of).transpose()?;
+    let runs = s.platform.thread_runs(&thread, 10_000).await?;
+    let mut out = Vec::new();
+    for r in runs
+        .into_iter()
+        .filter(|r| {
+            statuses.as_ref().is_none_or(|st| st.contains(&r.status))
+                && q.status.as_deref().is_none_or(|want| run_status(r) == want)
+        })
+        .skip(offset)
+        .take(limit)
+    {
+        out.push(run_view(&s, r).await?);
+    }
+    Ok(super::Json(out))
+}
+
+/// Start a run on a thread and answer with the thread's values once it finishes.
+#[utoipa::path(post, path = "/threads/{thread_id}/runs/wait", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id")), request_body = RunCreate,
+    responses((status = 200, body = Object, description = "the thread's values (`__error__` if the run failed)"),
+              (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn wait_thread_run(
+    State(s): State<AppState>,
+    Path(thread): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let req: RunCreate = optional_json(&body)?;
+    let run = start(&s, Some(&thread), &req).await?;
+    wait_answer(&s, &run, req.is_agent_protocol()).await
+}
+
+/// Wait for `run` and answer: LangGraph clients get the values; Agent Protocol clients
+/// `{"run", "values", "messages"}`.
+pub(crate) async fn wait_answer(
+    s: &AppState,
+    run: &RunRecord,
+    agent_protocol: bool,
+) -> ApiResult<Response> {
+    let done = s.platform.wait(&run.id).await?;
+    let values = wait_values(s, &done).await?;
+    let body = if agent_protocol {
+        let messages = values.get("messages").cloned().unwrap_or(json!([]));
+        json!({"run": run_view(s, done.clone()).await?, "values": values, "messages": messages})
+    } else {
+        values
+    };
+    Ok(with_location(run, super::Json(body).into_response()))
+}
+
+/// One run of a thread.
+#[utoipa::path(get, path = "/threads/{thread_id}/runs/{run_id}", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id"), ("run_id" = String, Path, description = "run id")),
+    responses((status = 200, body = LgRun), (status = 404, body = Problem)))]
+pub async fn get_thread_run(
+    State(s): State<AppState>,
+    Path((thread, run_id)): Path<(String, String)>,
+) -> ApiResult<super::Json<LgRun>> {
+    let r = run_on(&s, &thread, &run_id).await?;
+    Ok(super::Json(run_view(&s, r).await?))
+}
+
+/// Wait for a run of a thread to finish and answer with the thread's values.
+#[utoipa::path(get, path = "/threads/{thread_id}/runs/{run_id}/join", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id"), ("run_id" = String, Path, description = "run id")),
+    responses((status = 200, body = Object, description = "the thread's values"), (status = 404, body = Problem)))]
+pub async fn join_run(
+    State(s): State<AppState>,
+    Path((thread, run_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let r = run_on(&s, &thread, &run_id).await?;
+    wait_answer(&s, &r, false).await
+}
+
+/// How to cancel a run.
+#[derive(Debug, Deserialize, IntoParams)]
+#[non_exhaustive]
+pub struct CancelQuery {
+    /// `1`/`true`: answer once the run has stopped, with the run.
+    pub wait: Option<String>,
+    /// `interrupt` (default); `rollback` is not supported yet.
+    pub action: Option<String>,
+}
+
+/// Cancel `r` as `q` asks: 202 with no body, or the run once stopped when `wait`.
+pub(crate) async fn cancel(s: &AppState, r: &RunRecord, q: &CancelQuery) -> ApiResult<Response> {
+    match q.action.as_deref() {
+        None | Some("interrupt") => {}
+        Some("rollback") => {
+            return Err(unsupported(
+                "`action: rollback` is not supported yet (runs are kept); use `interrupt`",
+            ));
+        }
+        Some(other) => {
+            return Err(Problem::bad_request(format!(
+                "`action` must be `interrupt` or `rollback`, not `{}`",
+                other.escape_debug()
+            )));
+        }
+    }
+    s.platform
+        .runtime()
+        .cancel_with_reason(&r.id, "cancelled: cancelled by request")
+        .await?;
+    let wait = q
+        .wait
+        .as_deref()
+        .is_some_and(|w| matches!(w, "1" | "true" | "True"));
+    if wait {
+        let done = s.platform.wait(&r.id).await?;
+        return Ok(super::Json(run_view(s, done).await?).into_response());
+    }
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Cancel a run of a thread (409 if it already finished).
+#[utoipa::path(post, path = "/threads/{thread_id}/runs/{run_id}/cancel", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id"), ("run_id" = String, Path, description = "run id"),
+           CancelQuery),
+    responses((status = 202), (status = 200, body = LgRun), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn cancel_thread_run(
+    State(s): State<AppState>,
+    Path((thread, run_id)): Path<(String, String)>,
+    Query(q): Query<CancelQuery>,
+) -> ApiResult<Response> {
+    let r = run_on(&s, &thread, &run_id).await?;
+    cancel(&s, &r, &q).await
+}
+
+/// Start a stateless run (no thread; Agent Protocol may name one as `thread_id`) in the
+/// background.
+#[utoipa::path(post, path = "/runs", tag = "langgraph", request_body = RunCreate,
+    responses((status = 200, body = LgRun), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_stateless_run(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let req: RunCreate = optional_json(&body)?;
+    let run = start(&s, req.thread_id.as_deref(), &req).await?;
+    let view = run_view(&s, run.clone()).await?;
+    Ok(with_location(&run, super::Json(view).into_response()))
+}
+
+/// Start a stateless run and answer with its values (its input and answer) once it
+/// finishes; Agent Protocol clients (`agent_id`) get `{"run", "values", "messages"}`.
+#[utoipa::path(post, path = "/runs/wait", tag = "langgraph", request_body = RunCreate,
+    responses((status = 200, body = Object), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn wait_stateless_run(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let req: RunCreate = optional_json(&body)?;
+    let run = start(&s, req.thread_id.as_deref(), &req).await?;
+    wait_answer(&s, &run, req.is_agent_protocol()).await
+}
+
+// --- streaming -----------------------------------------------------------------------------
+
+/// The stream modes a client asked for; agentkit sends `values` and `updates` (other
+/// modes send nothing besides `metadata`, `error` and `end`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Modes {
+    /// Send the thread's values at the start and end.
+    pub values: bool,
+    /// Send each model answer and tool result as it is recorded.
+    pub updates: bool,
+}
+
+impl Modes {
+    /// From a `stream_mode` (a string, a list, or absent: `values`).
+    #[must_use]
+    pub fn from_value(v: Option<&Value>) -> Self {
+        let names: BTreeSet<&str> = match v {
+            None | Some(Value::Null) => std::iter::once("values").collect(),
+            Some(Value::String(s)) => std::iter::once(s.as_str()).collect(),
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            Some(_) => BTreeSet::new(),
+        };
+        Self {
+            values: names.contains("values"),
+            updates: names.contains("updates"),
+        }
+    }
+}
+
+fn event(name: &str, data: &Value) -> Event {
+    Event::default()
+        .event(name)
+        .json_data(data)
+        .unwrap_or_else(|_| Event::default().event("error").data("encoding failed"))
+}
+
+/// The run's events as LangGraph streams them: `metadata` (`run_id`), `values` (first
+/// `initial`, if given, and the final values), `updates` (each model answer and tool result),
+/// then `error` (failed) or `end`.
+pub(crate) fn lg_stream(
+    s: AppState,
+    run: &RunRecord,
+    modes: Modes,
+    initial: Option<Value>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static> {
+    let agent = run.target.clone();
+    let mut head = vec![event(
+        "metadata",
+        &json!({"run_id": run.id, "thread_id": thread_of(run), "attempt": 1}),
+    )];
+    if modes.values
+        && let Some(v) = initial
+    {
+        head.push(event("values", &v));
+    }
+    let items = sse::run_items(s.platform.clone(), run.id.clone(), None).then(move |item| {
+        let s = s.clone();
+        let agent = agent.clone();
+        async move {
+            match item {
+                sse::StreamItem::Event(e) if modes.updates && e.event == "model" => {
+                    let mut ai = json!({"type": "ai", "content": e.data.get("text").cloned().unwrap_or(json!(""))});
+                    if let Some(calls) = e.data.get("tool_calls").and_then(Value::as_array)
+                        && !calls.is_empty()
+                    {
+                        ai["tool_calls"] = Value::Array(calls.clone());
+                    }
+                    let mut update = Map::new();
+                    update.insert(agent, json!({"messages": [ai]}));
+                    vec![event("updates", &Value::Object(update))]
+                }
+                sse::StreamItem::Event(e) if modes.updates && e.event == "tool_result" => {
+                    let content = match &e.data {
+                        Value::String(t) => t.clone(),
+                        other => other.to_string(),
+                    };
+                    vec![event(
+                        "updates",
+                        &json!({"tools": {"messages": [{"type": "tool", "content": content, "name": e.key}]}}),
+                    )]
+                }
+                sse::StreamItem::Event(_) | sse::StreamItem::Status(_) => Vec::new(),
+                sse::StreamItem::End(view) => {
+                    let mut out = Vec::new();
+                    let done = s.platform.run(&view.run_id).await;
+                    match done {
+                        Ok(r) if r.status == RunStatus::Failed => {
+                            out.push(event(
+                                "error",
+                                &json!({"error": "RunError", "message": r.error.unwrap_or_default()}),
+                            ));
+                        }
+                        Ok(r) => {
+                            if modes.values {
+                                match run_values(&s, &r).await {
+                                    Ok(v) => out.push(event("values", &v)),
+                                    Err(p) => out.push(event(
+                                        "error",
+                                        &json!({"error": "StoreError", "message": p.detail}),
+                                    )),
+                                }
+                            }
+                            out.push(event("end", &Value::Null));
+                        }
+                        Err(e) => out.push(event(
+                            "error",
+                            &json!({"error": "StoreError", "message": e.to_string()}),
+                        )),
+                    }
+                    out
+                }
+                sse::StreamItem::Error(m) => {
+                    vec![event("error", &json!({"error": "StoreError", "message": m}))]
+                }
+            }
+        }
+    });
+    let stream = futures::stream::iter(head)
+        .chain(items.flat_map(futures::stream::iter))
+        .map(Ok);
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// The values a client sees as a run starts: the thread's messages plus the new one.
+async fn initial_values(s: &AppState, thread: Option<&str>, req: &RunCreate) -> ApiResult<Value> {
+    let mut messages = match thread {
+        Some(t) if s.platform.threads().find(t).await?.is_some() => s
+            .platform
+            .threads()
+            .values(t)
+            .await?
+            .get("messages")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    messages.push(json!({"type": "human", "content": user_message(req)?}));
+    Ok(json!({ "messages": messages }))
+}
+
+async fn stream_run(s: AppState, thread: Option<String>, body: &[u8]) -> ApiResult<Response> {
+    let req: RunCreate = optional_json(body)?;
+    let initial = initial_values(&s, thread.as_deref(), &req).await?;
+    let run = start(&s, thread.as_deref(), &req).await?;
+    let sse = lg_stream(s, &run, req.modes(), Some(initial));
+    Ok(with_location(&run, sse.into_response()))
+}
+
+/// Start a run on a thread and stream it (SSE: `metadata`, `values`, `updates`, `end`).
+#[utoipa::path(post, path = "/threads/{thread_id}/runs/stream", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id")), request_body = RunCreate,
+    responses((status = 200, description = "text/event-stream"), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn stream_thread_run(
+    State(s): State<AppState>,
+    Path(thread): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    stream_run(s, Some(thread), &body).await
+}
+
+/// Start a stateless run and stream it (SSE: `metadata`, `values`, `updates`, `end`).
+#[utoipa::path(post, path = "/runs/stream", tag = "langgraph", request_body = RunCreate,
+    responses((status = 200, description = "text/event-stream"), (status = 404, body = Problem),
+              (status = 422, body = Problem)))]
+pub async fn stream_stateless_run(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let req: RunCreate = optional_json(&body)?;
+    stream_run(s, req.thread_id, &body).await
+}
+
+/// Which stream modes a join wants.
+#[derive(Debug, Deserialize, IntoParams)]
+#[non_exhaustive]
+pub struct JoinStreamQuery {
+    /// `values` (default) or `updates`.
+    pub stream_mode: Option<String>,
+}
+
+/// Stream a run of a thread that is already going (or finished).
+#[utoipa::path(get, path = "/threads/{thread_id}/runs/{run_id}/stream", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id"), ("run_id" = String, Path, description = "run id"),
+           JoinStreamQuery),
+    responses((status = 200, description = "text/event-stream"), (status = 404, body = Problem)))]
+pub async fn join_stream(
+    State(s): State<AppState>,
+    Path((thread, run_id)): Path<(String, String)>,
+    Query(q): Query<JoinStreamQuery>,
+) -> ApiResult<Response> {
+    let r = run_on(&s, &thread, &run_id).await?;
+    let modes = Modes::from_value(q.stream_mode.map(Value::String).as_ref());
+    Ok(lg_stream(s, &r, modes, None).into_response())
+}
+
+// --- store items ---------------------------------------------------------------------------
+
+/// An item of the store.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct Item {
+    /// Its namespace (a path of labels).
+    pub namespace: Vec<String>,
+    /// Its key in the namespace.
+    pub key: String,
+    /// Its value (an object).
+    #[schema(value_type = Object)]
+    pub value: Value,
+    /// When it was created (ISO 8601).
+    pub created_at: String,
+    /// When it was last written (ISO 8601).
+    pub updated_at: String,
+}
+
+fn check_namespace(ns: &[String]) -> Result<(), Problem> {
+    if ns.is_empty() {
+        return Err(Problem::bad_request(
+            "`namespace` must have at least one label",
+        ));
+    }
+    for label in ns {
+        if label.is_empty() || label.contains('.') || label.contains('\u{1f}') {
+            return Err(Problem::bad_request(format!(
+                "namespace label `{}` is not valid: labels are non-empty and contain no `.`",
+                label.escape_debug()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn item_id(ns: &[String], key: &str) -> Result<String, Problem> {
+    check_namespace(ns)?;
+    if key.is_empty() || key.contains('\u{1f}') {
+        return Err(Problem::bad_request("`key` must be a non-empty string"));
+    }
+    Ok(format!("{}\u{1f}{key}", ns.join(".")))
+}
+
+fn item_of(doc: agentkit_runtime::Doc) -> Option<Item> {
+    let namespace = doc
+        .value
+        .get("namespace")?
+        .as_array()?
+        .iter()
+        .map(|l| l.as_str().map(str::to_owned))
+        .collect::<Option<Vec<_>>>()?;
+    Some(Item {
+        namespace,
+        key: doc.value.get("key")?.as_str()?.to_owned(),
+        value: doc.value.get("value").cloned().unwrap_or(json!({})),
+        created_at: iso(doc.created_at),
+        updated_at: iso(doc.updated_at),
+    })
+}
+
+/// An item to store.
+#[derive(Debug, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct PutItem {
+    /// Its namespace.
+    pub namespace: Vec<String>,
+    /// Its key.
+    pub key: String,
+    /// Its value (an object).
+    #[schema(value_type = Object)]
+    pub value: Map<String, Value>,
+    /// Not supported unless `false` or absent (422).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub index: Option<Value>,
+    /// Not supported (422).
+    #[serde(default)]
+    pub ttl: Option<f64>,
+}
+
+/// Store an item (replacing the one under the same namespace and key).
+#[utoipa::path(put, path = "/store/items", tag = "store", request_body = PutItem,
+    responses((status = 204), (status = 400, body = Problem), (status = 422, body = Problem)))]
+pub async fn put_item(
+    State(s): State<AppState>,
+    super::Json(req): super::Json<PutItem>,
+) -> ApiResult<StatusCode> {
+    if req
+        .index
+        .as_ref()
+        .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
+    {
+        return Err(unsupported(
+            "semantic `index`ing of store items is not supported yet; send `index: false`",
+        ));
+    }
+    if req.ttl.is_some() {
+        return Err(unsupported("store item `ttl` is not supported yet"));
+    }
+    let id = item_id(&req.namespace, &req.key)?;
+    s.platform
+        .runtime()
+        .store()
+        .doc_put(
+            STORE_ITEMS,
+            &id,
+            json!({"namespace": req.namespace, "key": req.key, "value": req.value}),
+            Expect::Any,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Which item to read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[non_exhaustive]
+pub struct ItemQuery {
+    /// The namespace, its labels joined with `.`.
+    pub namespace: Option<String>,
+    /// The key.
+    pub key: String,
+}
+
+/// One item.
+#[utoipa::path(get, path = "/store/items", tag = "store", params(ItemQuery),
+    responses((status = 200, body = Item), (status = 404, body = Problem)))]
+pub async fn get_item(
+    State(s): State<AppState>,
+    Query(q): Query<ItemQuery>,
+) -> ApiResult<super::Json<Item>> {
+    let ns: Vec<String> = q
+        .namespace
+        .as_deref()
+        .unwrap_or("")
+        .split('.')
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let id = item_id(&ns, &q.key)?;
+    s.platform
+        .runtime()
+        .store()
+        .doc_get(STORE_ITEMS, &id)
+        .await?
+        .and_then(item_of)
+        .map(super::Json)
+        .ok_or_else(|| {
+            Problem::not_found(format!(
+                "no item `{}` in namespace `{}`",
+                q.key.escape_debug(),
+                ns.join(".")
+            ))
+        })
+}
+
+/// Which item to delete.
+#[derive(Debug, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct DeleteItem {
+    /// Its namespace.
+    pub namespace: Vec<String>,
+    /// Its key.
+    pub key: String,
+}
+
+/// Delete an item (204 whether or not it existed).
+#[utoipa::path(delete, path = "/store/items", tag = "store", request_body = DeleteItem,
+    responses((status = 204), (status = 400, body = Problem)))]
+pub async fn delete_item(
+    State(s): State<AppState>,
+    super::Json(req): super::Json<DeleteItem>,
+) -> ApiResult<StatusCode> {
+    let id = item_id(&req.namespace, &req.key)?;
+    s.platform
+        .runtime()
+        .store()
+        .doc_delete(STORE_ITEMS, &id, Expect::Any)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every item under a namespace prefix (at most 10,000 scanned), in key order.
+async fn items_under(s: &AppState, prefix: &[String]) -> ApiResult<Vec<Item>> {
+    if !prefix.is_empty() {
+        check_namespace(prefix)?;
+    }
+    let store = s.platform.runtime().store();
+    let id_prefix = prefix.join(".");
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    let mut scanned = 0usize;
+    while scanned < 10_000 {
+        let page = store
+            .doc_list(STORE_ITEMS, &id_prefix, after.as_deref(), 500)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        scanned += page.len();
+        out.extend(
+            page.into_iter()
+                .filter_map(item_of)
+                .filter(|i| i.namespace.starts_with(prefix)),
+        );
+    }
+    Ok(out)
+}
+
+/// Which items to find.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct SearchItems {
+    /// Items whose namespace starts with these labels.
+    #[serde(default)]
+    pub namespace_prefix: Vec<String>,
+    /// Only items whose value has these keys and values.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Map<String, Value>>,
+    /// At most this many (default 10).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Skip this many.
+    #[serde(default)]
+    pub offset: Option<usize>,
+    /// Not supported (422): semantic search.
+    #[serde(default)]
+    pub query: Option<String>,
+}
+
+/// `{"items": [...]}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct ItemsPage {
+    /// The items.
+    pub items: Vec<Item>,
+}
+
+/// Find items by namespace prefix and value filter.
+#[utoipa::path(post, path = "/store/items/search", tag = "store", request_body = SearchItems,
+    responses((status = 200, body = ItemsPage), (status = 422, body = Problem)))]
+pub async fn search_items(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<ItemsPage>> {
+    let q: SearchItems = optional_json(&body)?;
+    if q.query.as_deref().is_some_and(|t| !t.is_empty()) {
+        return Err(unsupported(
+            "semantic `query` search of store items is not supported yet; use `filter`",
+        ));
+    }
+    let filter = q.filter.unwrap_or_default();
+    let items = items_under(&s, &q.namespace_prefix)
+        .await?
+        .into_iter()
+        .filter(|i| filter.iter().all(|(k, v)| i.value.get(k) == Some(v)))
+        .skip(q.offset.unwrap_or(0))
+        .take(q.limit.unwrap_or(10).min(1000))
+        .collect();
+    Ok(super::Json(ItemsPage { items }))
+}
+
+/// Which namespaces to list.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct ListNamespaces {
+    /// Namespaces starting with these labels.
+    #[serde(default)]
+    pub prefix: Vec<String>,
+    /// Namespaces ending with these labels.
+    #[serde(default)]
+    pub suffix: Vec<String>,
+    /// Cut namespaces to this many labels.
+    #[serde(default)]
+    pub max_depth: Option<usize>,
+    /// At most this many (default 100).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Skip this many.
+    #[serde(default)]
+    pub offset: Option<usize>,
+}
+
+/// `{"namespaces": [[...], ...]}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct NamespacesPage {
+    /// The namespaces, sorted.
+    pub namespaces: Vec<Vec<String>>,
+}
+
+/// The namespaces that hold items.
+#[utoipa::path(post, path = "/store/namespaces", tag = "store", request_body = ListNamespaces,
+    responses((status = 200, body = NamespacesPage)))]
+pub async fn list_namespaces(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<NamespacesPage>> {
+    let q: ListNamespaces = optional_json(&body)?;
+    let mut set = BTreeSet::new();
+    for i in items_under(&s, &q.prefix).await? {
+        if !i.namespace.ends_with(&q.suffix) {
+            continue;
+        }
+        let mut ns = i.namespace;
+        if let Some(d) = q.max_depth {
+            ns.truncate(d);
+        }
+        set.insert(ns);
+    }
+    Ok(super::Json(NamespacesPage {
+        namespaces: set
+            .into_iter()
+            .skip(q.offset.unwrap_or(0))
+            .take(q.limit.unwrap_or(100).min(1000))
+            .collect(),
+    }))
+}
+
+// --- crons ---------------------------------------------------------------------------------
+
+/// A cron as LangGraph clients read it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[non_exhaustive]
+pub struct CronView {
+    /// The cron id.
+    pub cron_id: String,
+    /// The agent's name.
+    pub assistant_id: String,
+    /// The thread its runs continue (none: stateless runs).
+    pub thread_id: Option<String>,
+    /// Always none: agentkit keeps no thread for stateless runs.
+    pub on_run_completed: Option<String>,
+    /// No fires after this time (ISO 8601).
+    pub end_time: Option<String>,
+    /// The cron expression (5 fields, or 6 with seconds).
+    pub schedule: String,
+    /// The IANA time zone the expression is read in.
+    pub timezone: Option<String>,
+    /// When it was created (ISO 8601).
+    pub created_at: String,
+    /// When it last changed (ISO 8601).
+    pub updated_at: String,
+    /// The request it was created from.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// Always none.
+    pub user_id: Option<String>,
+    /// Its next fire (ISO 8601), if enabled.
+    pub next_run_date: Option<String>,
+    /// The client's metadata.
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+    /// Whether it fires.
+    pub enabled: bool,
+}
+
+impl From<Cron> for CronView {
+    fn from(c: Cron) -> Self {
+        let next = c.next_run(agentkit_runtime::model::now_ms());
+        Self {
+            next_run_date: next.map(iso),
+            cron_id: c.cron_id,
+            assistant_id: c.agent,
+            thread_id: c.thread_id,
+            on_run_completed: None,
+            end_time: c.end_time.map(iso),
+            schedule: c.schedule,
+            timezone: Some(c.timezone),
+            created_at: iso(c.created_at),
+            updated_at: iso(c.updated_at),
+            payload: c.payload,
+            user_id: None,
+            metadata: c.metadata,
+            enabled: c.enabled,
+        }
+    }
+}
+
+/// The cron fields of a cron request (the run fields are those of [`RunCreate`]).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct CronFields {
+    /// A cron expression (5 fields, or 6 with seconds); required to create.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// No fires after this time (ISO 8601; `null` clears it).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub end_time: Option<Value>,
+    /// Whether it fires (default true).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// The IANA time zone the expression is read in (default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// The agent's name.
+    #[serde(default)]
+    pub assistant_id: Option<String>,
+    /// `{"messages": [...]}`: the user message of each run.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub input: Option<Value>,
+    /// Kept with the cron.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+    /// `reject` or `interrupt`: what a fire does when the thread is busy.
+    #[serde(default)]
+    pub multitask_strategy: Option<String>,
+}
+
+/// An ISO 8601 time (with an offset, or UTC without one) as ms since the epoch.
+fn parse_time(v: &Value) -> Result<Option<i64>, Problem> {
+    let Some(s) = v.as_str() else {
+        return if v.is_null() {
+            Ok(None)
+        } else {
+            Err(Problem::bad_request(
+                "`end_time` must be an ISO 8601 time or null",
+            ))
+        };
+    };
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(Some(t.timestamp_millis()));
+    }
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .map(|t| Some(t.and_utc().timestamp_millis()))
+        .map_err(|_| {
+            Problem::bad_request(format!(
+                "`end_time` `{}` is not an ISO 8601 time",
+                s.escape_debug()
+            ))
+        })
+}
+
+fn crons(s: &AppState) -> Crons {
+    Crons::new(std::sync::Arc::clone(s.platform.runtime().store()))
+}
+
+async fn create_cron_on(
+    s: &AppState,
+    thread: Option<String>,
+    body: &[u8],
+) -> ApiResult<super::Json<CronView>> {
+    let req: RunCreate = optional_json(body)?;
+    let fields: CronFields = optional_json(body)?;
+    req.check_supported()?;
+    let agent = req.agent()?.to_owned();
+    entry_of(s, &agent).await?;
+    let message = user_message(&req)?;
+    let policy = req.policy()?;
+    if let Some(t) = &thread {
+        s.platform.threads().get(t).await?;
+    }
+    let schedule = fields.schedule.ok_or_else(|| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "a cron needs `schedule`: a cron expression such as `0 9 * * *`",
+        )
+    })?;
+    let mut cron = Cron::new(agent, schedule, message)?;
+    cron.thread_id = thread;
+    cron.timezone = fields.timezone.unwrap_or_else(|| "UTC".into());
+    cron.end_time = match &fields.end_time {
+        Some(v) => parse_time(v)?,
+        None => None,
+    };
+    cron.enabled = fields.enabled.unwrap_or(true);
+    cron.if_busy = policy;
+    cron.metadata = req.metadata.clone().unwrap_or_default();
+    cron.payload = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let created = crons(s).create(cron).await?;
+    Ok(super::Json(created.into()))
+}
+
+/// Create a cron that runs an agent on a thread.
+#[utoipa::path(post, path = "/threads/{thread_id}/runs/crons", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id")), request_body = CronFields,
+    responses((status = 200, body = CronView), (status = 400, body = Problem), (status = 404, body = Problem),
+              (status = 422, body = Problem)))]
+pub async fn create_thread_cron(
+    State(s): State<AppState>,
+    Path(thread): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<CronView>> {
+    create_cron_on(&s, Some(thread), &body).await
+}
+
+/// Create a cron of stateless runs.
+#[utoipa::path(post, path = "/runs/crons", tag = "langgraph", request_body = CronFields,
+    responses((status = 200, body = CronView), (status = 400, body = Problem), (status = 404, body = Problem),
+              (status = 422, body = Problem)))]
+pub async fn create_cron(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<CronView>> {
+    create_cron_on(&s, None, &body).await
+}
+
+/// Change a cron: its schedule, time zone, end time, enabled flag, message or metadata
+/// (merged). Fires are evaluated from now on.
+#[utoipa::path(patch, path = "/runs/crons/{cron_id}", tag = "langgraph",
+    params(("cron_id" = String, Path, description = "cron id")), request_body = CronFields,
+    responses((status = 200, body = CronView), (status = 400, body = Problem), (status = 404, body = Problem),
+              (status = 422, body = Problem)))]
+pub async fn update_cron(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<CronView>> {
+    let req: RunCreate = optional_json(&body)?;
+    let fields: CronFields = optional_json(&body)?;
+    let raw: Map<String, Value> = optional_json(&body)?;
+    req.check_supported()?;
+    let message = match &req.input {
+        Some(v) if !v.is_null() => Some(user_message(&req)?),
+        _ => None,
+    };
+    let end_time = match raw.get("end_time") {
+        Some(v) => Some(parse_time(v)?),
+        None => None,
+    };
+    let updated = crons(&s)
+        .update(&id, |c| {
+            if let Some(sc) = &fields.schedule {
+                c.schedule.clone_from(sc);
+            }
+            if let Some(tz) = &fields.timezone {
+                c.timezone.clone_from(tz);
+            }
+            if let Some(e) = end_time {
+                c.end_time = e;
+            }
+            if let Some(en) = fields.enabled {
+                c.enabled = en;
+            }
+            if let Some(m) = &message {
+                c.message.clone_from(m);
+            }
+            if let Some(md) = &req.metadata {
+                c.metadata.extend(md.clone());
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(super::Json(updated.into()))
+}
+
+/// Delete a cron (its runs stay).
+#[utoipa::path(delete, path = "/runs/crons/{cron_id}", tag = "langgraph",
+    params(("cron_id" = String, Path, description = "cron id")),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub async fn delete_cron(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    crons(&s).delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Which crons to list.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct CronSearch {
+    /// Only crons of this agent.
+    #[serde(default)]
+    pub assistant_id: Option<String>,
+    /// Only crons on this thread.
+    #[serde(default)]
+    pub thread_id: Option<String>,
+    /// Only enabled (or disabled) crons.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Only crons whose metadata contains these keys and values.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+    /// At most this many (default 10).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Skip this many.
+    #[serde(default)]
+    pub offset: Option<usize>,
+}
+
+async fn matching_crons(s: &AppState, q: &CronSearch) -> ApiResult<Vec<Cron>> {
+    let metadata = q.metadata.clone().unwrap_or_default();
+    Ok(crons(s)
+        .list()
+        .await?
+        .into_iter()
+        .filter(|c| q.assistant_id.as_ref().is_none_or(|a| *a == c.agent))
+        .filter(|c| {
+            q.thread_id
+                .as_ref()
+                .is_none_or(|t| c.thread_id.as_ref() == Some(t))
+        })
+        .filter(|c| q.enabled.is_none_or(|e| e == c.enabled))
+        .filter(|c| metadata.iter().all(|(k, v)| c.metadata.get(k) == Some(v)))
+        .collect())
+}
+
+/// Search crons (oldest first).
+#[utoipa::path(post, path = "/runs/crons/search", tag = "langgraph", request_body = CronSearch,
+    responses((status = 200, body = [CronView])))]
+pub async fn search_crons(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<Vec<CronView>>> {
+    let q: CronSearch = optional_json(&body)?;
+    Ok(super::Json(
+        matching_crons(&s, &q)
+            .await?
+            .into_iter()
+            .skip(q.offset.unwrap_or(0))
+            .take(q.limit.unwrap_or(10).min(1000))
+            .map(CronView::from)
+            .collect(),
+    ))
+}
+
+/// Count crons matching a search.
+#[utoipa::path(post, path = "/runs/crons/count", tag = "langgraph", request_body = CronSearch,
+    responses((status = 200, body = usize)))]
+pub async fn count_crons(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<usize>> {
+    let q: CronSearch = optional_json(&body)?;
+    Ok(super::Json(matching_crons(&s, &q).await?.len()))
+}

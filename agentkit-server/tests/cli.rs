@@ -190,7 +190,11 @@ fn run_without_a_server_runs_in_process_and_says_it_is_offline() {
 async fn mcp_serve_exposes_the_configs_agents_to_an_mcp_client_over_stdio() {
     use agentkit_mcp::{ConnectionManager, ServerConfig};
     let dir = tempfile::tempdir().unwrap();
-    let init = agentkit().arg("init").current_dir(dir.path()).output().unwrap();
+    let init = agentkit()
+        .arg("init")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     assert!(init.status.success());
     let config = dir.path().join("agentkit.yaml");
     let mut server = ServerConfig::stdio(

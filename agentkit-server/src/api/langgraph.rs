@@ -1274,7 +1274,8 @@ pub(crate) async fn run_values(s: &AppState, r: &RunRecord) -> ApiResult<Value> 
 }
 
 /// The answer of a wait or join: the values, with `__error__` when the run failed or was
-/// cancelled (the SDK raises it).
+/// cancelled (the SDK raises it) and `__interrupt__` when it waits for a human (approve or
+/// signal it with `/v1/runs/{run_id}/approve|reject|signal`).
 pub(crate) async fn wait_values(s: &AppState, r: &RunRecord) -> ApiResult<Value> {
     let mut values = run_values(s, r).await?;
     let error = match r.status {
@@ -1286,6 +1287,16 @@ pub(crate) async fn wait_values(s: &AppState, r: &RunRecord) -> ApiResult<Value>
         obj.insert(
             "__error__".into(),
             json!({"error": kind, "message": r.error.clone().unwrap_or_default()}),
+        );
+    }
+    if matches!(
+        r.status,
+        RunStatus::WaitingInput | RunStatus::WaitingApproval
+    ) && let Some(obj) = values.as_object_mut()
+    {
+        obj.insert(
+            "__interrupt__".into(),
+            json!([{"id": r.id, "value": {"run_id": r.id, "waiting_for": r.status.as_str()}}]),
         );
     }
     Ok(values)
@@ -1550,9 +1561,47 @@ fn event(name: &str, data: &Value) -> Event {
         .unwrap_or_else(|_| Event::default().event("error").data("encoding failed"))
 }
 
+/// The last events of a run's stream: `error` if it failed; else its values (when streamed)
+/// and `end`.
+async fn finish(s: &AppState, run_id: &str, modes: Modes) -> Vec<Event> {
+    let r = match s.platform.run(run_id).await {
+        Ok(r) => r,
+        Err(e) => {
+            return vec![event(
+                "error",
+                &json!({"error": "StoreError", "message": e.to_string()}),
+            )];
+        }
+    };
+    if r.status == RunStatus::Failed {
+        return vec![event(
+            "error",
+            &json!({"error": "RunError", "message": r.error.unwrap_or_default()}),
+        )];
+    }
+    let mut out = Vec::new();
+    if modes.values {
+        match wait_values(s, &r).await {
+            Ok(mut v) => {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("__error__");
+                }
+                out.push(event("values", &v));
+            }
+            Err(p) => out.push(event(
+                "error",
+                &json!({"error": "StoreError", "message": p.detail}),
+            )),
+        }
+    }
+    out.push(event("end", &Value::Null));
+    out
+}
+
 /// The run's events as LangGraph streams them: `metadata` (`run_id`), `values` (first
 /// `initial`, if given, and the final values), `updates` (each model answer and tool result),
-/// then `error` (failed) or `end`.
+/// then `error` (failed) or `end` (finished, cancelled, or waiting for a human: then the
+/// final values carry `__interrupt__`).
 pub(crate) fn lg_stream(
     s: AppState,
     run: &RunRecord,
@@ -1573,7 +1622,7 @@ pub(crate) fn lg_stream(
         let s = s.clone();
         let agent = agent.clone();
         async move {
-            match item {
+            let events = match item {
                 sse::StreamItem::Event(e) if modes.updates && e.event == "model" => {
                     let mut ai = json!({"type": "ai", "content": e.data.get("text").cloned().unwrap_or(json!(""))});
                     if let Some(calls) = e.data.get("tool_calls").and_then(Value::as_array)
@@ -1595,41 +1644,38 @@ pub(crate) fn lg_stream(
                         &json!({"tools": {"messages": [{"type": "tool", "content": content, "name": e.key}]}}),
                     )]
                 }
+                sse::StreamItem::Status(view)
+                    if matches!(
+                        view.status,
+                        RunStatus::WaitingInput | RunStatus::WaitingApproval
+                    ) =>
+                {
+                    // The run waits for a human: for LangGraph clients it is interrupted, and
+                    // its stream ends (a new run or `/v1` approve/signal continues it).
+                    return (finish(&s, &view.run_id, modes).await, true);
+                }
                 sse::StreamItem::Event(_) | sse::StreamItem::Status(_) => Vec::new(),
                 sse::StreamItem::End(view) => {
-                    let mut out = Vec::new();
-                    let done = s.platform.run(&view.run_id).await;
-                    match done {
-                        Ok(r) if r.status == RunStatus::Failed => {
-                            out.push(event(
-                                "error",
-                                &json!({"error": "RunError", "message": r.error.unwrap_or_default()}),
-                            ));
-                        }
-                        Ok(r) => {
-                            if modes.values {
-                                match run_values(&s, &r).await {
-                                    Ok(v) => out.push(event("values", &v)),
-                                    Err(p) => out.push(event(
-                                        "error",
-                                        &json!({"error": "StoreError", "message": p.detail}),
-                                    )),
-                                }
-                            }
-                            out.push(event("end", &Value::Null));
-                        }
-                        Err(e) => out.push(event(
-                            "error",
-                            &json!({"error": "StoreError", "message": e.to_string()}),
-                        )),
-                    }
-                    out
+                    return (finish(&s, &view.run_id, modes).await, true);
                 }
                 sse::StreamItem::Error(m) => {
-                    vec![event("error", &json!({"error": "StoreError", "message": m}))]
+                    return (
+                        vec![event("error", &json!({"error": "StoreError", "message": m}))],
+                        true,
+                    );
                 }
-            }
+            };
+            (events, false)
         }
+    });
+    let items = items.scan(false, |done, (events, last)| {
+        let next = if *done {
+            None
+        } else {
+            *done = last;
+            Some(events)
+        };
+        futures::future::ready(next)
     });
     let stream = futures::stream::iter(head)
         .chain(items.flat_map(futures::stream::iter))

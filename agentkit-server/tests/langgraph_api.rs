@@ -235,6 +235,49 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     .await;
     assert_eq!(found.as_array().unwrap().len(), 1);
     assert_eq!(found[0]["thread_id"], tid.as_str());
+    let (_, later) = call(
+        &r,
+        Method::POST,
+        "/threads",
+        Some(json!({"metadata": {"user": "ada"}})),
+    )
+    .await;
+    let (_, newest) = call(
+        &r,
+        Method::POST,
+        "/threads/search",
+        Some(json!({"metadata": {"user": "ada"}})),
+    )
+    .await;
+    assert_eq!(
+        newest[0]["thread_id"], later["thread_id"],
+        "newest first by default"
+    );
+    let (_, oldest) = call(
+        &r,
+        Method::POST,
+        "/threads/search",
+        Some(json!({"metadata": {"user": "ada"}, "sort_order": "asc", "limit": 1})),
+    )
+    .await;
+    assert_eq!(oldest.as_array().unwrap().len(), 1);
+    assert_eq!(oldest[0]["thread_id"], tid.as_str());
+    let (_, n) = call(
+        &r,
+        Method::POST,
+        "/threads/count",
+        Some(json!({"metadata": {"user": "ada"}})),
+    )
+    .await;
+    assert_eq!(n, 2);
+    let (s, _) = call(
+        &r,
+        Method::POST,
+        "/threads/search",
+        Some(json!({"sort_by": "values"})),
+    )
+    .await;
+    assert_eq!(s, 422);
     let (s, patched) = call(
         &r,
         Method::PATCH,

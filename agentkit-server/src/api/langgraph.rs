@@ -619,6 +619,12 @@ pub struct ThreadSearch {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub values: Option<Value>,
+    /// `created_at` (default), `updated_at` or `thread_id`.
+    #[serde(default)]
+    pub sort_by: Option<String>,
+    /// `desc` (default: newest first) or `asc`.
+    #[serde(default)]
+    pub sort_order: Option<String>,
     /// At most this many (default 10).
     #[serde(default)]
     pub limit: Option<usize>,
@@ -627,12 +633,14 @@ pub struct ThreadSearch {
     pub offset: Option<usize>,
 }
 
+/// The threads matching `q`, sorted, skipping `offset`, at most `limit` (at most 10,000
+/// threads are scanned).
 async fn matching_threads(
     s: &AppState,
     q: &ThreadSearch,
     limit: usize,
     offset: usize,
-) -> ApiResult<Vec<LgThread>> {
+) -> ApiResult<Vec<Thread>> {
     if q.values.as_ref().is_some_and(|v| !v.is_null()) {
         return Err(unsupported(
             "searching threads by `values` is not supported yet",
@@ -646,6 +654,24 @@ async fn matching_threads(
             st.escape_debug()
         )));
     }
+    let sort_by = q.sort_by.as_deref().unwrap_or("created_at");
+    if !matches!(sort_by, "created_at" | "updated_at" | "thread_id") {
+        return Err(unsupported(format!(
+            "sorting threads by `{}` is not supported yet; use created_at, updated_at or \
+             thread_id",
+            sort_by.escape_debug()
+        )));
+    }
+    let desc = match q.sort_order.as_deref() {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(other) => {
+            return Err(Problem::bad_request(format!(
+                "`sort_order` must be `asc` or `desc`, not `{}`",
+                other.escape_debug()
+            )));
+        }
+    };
     let metadata = q.metadata.clone().unwrap_or_default();
     let threads = s.platform.threads();
     let candidates: Vec<Thread> = match &q.ids {
@@ -660,33 +686,34 @@ async fn matching_threads(
             }
             out
         }
-        None if q.status.is_none() => threads.search(&metadata, limit, offset).await?,
         None => threads.search(&metadata, 10_000, 0).await?,
     };
-    let paged_already = q.ids.is_none() && q.status.is_none();
     let mut out = Vec::new();
-    let mut seen = 0usize;
     for t in candidates {
-        if out.len() >= limit {
-            break;
-        }
         if let Some(st) = &q.status
             && thread_status(s, &t).await? != st.as_str()
         {
             continue;
         }
-        if !paged_already && seen < offset {
-            seen += 1;
-            continue;
-        }
-        out.push(thread_view(s, t).await?);
+        out.push(t);
     }
-    Ok(out)
+    out.sort_by(|a, b| {
+        let key = match sort_by {
+            "updated_at" => a.updated_at.cmp(&b.updated_at),
+            "thread_id" => std::cmp::Ordering::Equal,
+            _ => a.created_at.cmp(&b.created_at),
+        };
+        key.then_with(|| a.thread_id.cmp(&b.thread_id))
+    });
+    if desc {
+        out.reverse();
+    }
+    Ok(out.into_iter().skip(offset).take(limit).collect())
 }
 
-/// Search threads by metadata, ids and status (oldest first).
+/// Search threads by metadata, ids and status (newest first unless sorted otherwise).
 #[utoipa::path(post, path = "/threads/search", tag = "langgraph", request_body = ThreadSearch,
-    responses((status = 200, body = [LgThread]), (status = 422, body = Problem)))]
+    responses((status = 200, body = [LgThread]), (status = 400, body = Problem), (status = 422, body = Problem)))]
 pub async fn search_threads(
     State(s): State<AppState>,
     body: axum::body::Bytes,
@@ -694,7 +721,11 @@ pub async fn search_threads(
     let q: ThreadSearch = optional_json(&body)?;
     let limit = q.limit.unwrap_or(10).min(1000);
     let offset = q.offset.unwrap_or(0);
-    Ok(super::Json(matching_threads(&s, &q, limit, offset).await?))
+    let mut out = Vec::new();
+    for t in matching_threads(&s, &q, limit, offset).await? {
+        out.push(thread_view(&s, t).await?);
+    }
+    Ok(super::Json(out))
 }
 
 /// Count threads matching a search (at most 10,000 are scanned).

@@ -510,6 +510,29 @@ async fn runs_stream_sends_metadata_values_updates_and_end() {
     assert!(text.contains("event: metadata"), "{text}");
     assert!(text.contains("\"alone\""), "{text}");
     assert!(text.contains("event: end"), "{text}");
+    // messages-tuple: each model answer as [message, metadata].
+    let text = reqwest::Client::new()
+        .post(format!("{}/runs/stream", r.base))
+        .header("x-api-key", "test-key")
+        .json(&json!({"assistant_id": "echo", "input": said("tuple"), "stream_mode": "messages-tuple"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let data = text
+        .split("\n\n")
+        .find(|b| b.contains("event: messages\n"))
+        .and_then(|b| b.lines().find_map(|l| l.strip_prefix("data: ")))
+        .unwrap_or_else(|| panic!("no messages event: {text}"));
+    let tuple: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(tuple[0]["content"], "tuple");
+    assert_eq!(tuple[1]["langgraph_node"], "echo");
+    assert!(
+        !text.contains("event: values"),
+        "values were not asked for: {text}"
+    );
 }
 
 #[tokio::test]

@@ -1557,8 +1557,9 @@ pub async fn wait_stateless_run(
 
 // --- streaming -----------------------------------------------------------------------------
 
-/// The stream modes a client asked for; agentkit sends `values` and `updates` (other
-/// modes send nothing besides `metadata`, `error` and `end`).
+/// The stream modes a client asked for; agentkit sends `values`, `updates`, `messages-tuple`
+/// and `messages` (whole model answers: there are no token chunks); other modes send nothing
+/// besides `metadata`, `error` and `end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Modes {
@@ -1566,6 +1567,10 @@ pub struct Modes {
     pub values: bool,
     /// Send each model answer and tool result as it is recorded.
     pub updates: bool,
+    /// `messages-tuple`: send each model answer as `messages` `[message, metadata]`.
+    pub messages_tuple: bool,
+    /// `messages`: send each model answer as `messages/complete` `[message]`.
+    pub messages: bool,
 }
 
 impl Modes {
@@ -1581,6 +1586,8 @@ impl Modes {
         Self {
             values: names.contains("values"),
             updates: names.contains("updates"),
+            messages_tuple: names.contains("messages-tuple"),
+            messages: names.contains("messages"),
         }
     }
 }
@@ -1649,21 +1656,41 @@ pub(crate) fn lg_stream(
     {
         head.push(event("values", &v));
     }
+    let run_id = run.id.clone();
     let items = sse::run_items(s.platform.clone(), run.id.clone(), None).then(move |item| {
         let s = s.clone();
         let agent = agent.clone();
+        let run_id = run_id.clone();
         async move {
             let events = match item {
-                sse::StreamItem::Event(e) if modes.updates && e.event == "model" => {
-                    let mut ai = json!({"type": "ai", "content": e.data.get("text").cloned().unwrap_or(json!(""))});
+                sse::StreamItem::Event(e)
+                    if e.event == "model"
+                        && (modes.updates || modes.messages || modes.messages_tuple) =>
+                {
+                    let mut ai = json!({
+                        "type": "ai",
+                        "id": format!("{run_id}:{}", e.id),
+                        "content": e.data.get("text").cloned().unwrap_or(json!("")),
+                    });
                     if let Some(calls) = e.data.get("tool_calls").and_then(Value::as_array)
                         && !calls.is_empty()
                     {
                         ai["tool_calls"] = Value::Array(calls.clone());
                     }
-                    let mut update = Map::new();
-                    update.insert(agent, json!({"messages": [ai]}));
-                    vec![event("updates", &Value::Object(update))]
+                    let mut out = Vec::new();
+                    if modes.updates {
+                        let mut update = Map::new();
+                        update.insert(agent.clone(), json!({"messages": [ai]}));
+                        out.push(event("updates", &Value::Object(update)));
+                    }
+                    if modes.messages_tuple {
+                        let meta = json!({"langgraph_node": agent, "run_id": run_id});
+                        out.push(event("messages", &json!([ai, meta])));
+                    }
+                    if modes.messages {
+                        out.push(event("messages/complete", &json!([ai])));
+                    }
+                    out
                 }
                 sse::StreamItem::Event(e) if modes.updates && e.event == "tool_result" => {
                     let content = match &e.data {

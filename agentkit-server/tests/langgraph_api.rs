@@ -235,6 +235,49 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     .await;
     assert_eq!(found.as_array().unwrap().len(), 1);
     assert_eq!(found[0]["thread_id"], tid.as_str());
+    let (_, later) = call(
+        &r,
+        Method::POST,
+        "/threads",
+        Some(json!({"metadata": {"user": "ada"}})),
+    )
+    .await;
+    let (_, newest) = call(
+        &r,
+        Method::POST,
+        "/threads/search",
+        Some(json!({"metadata": {"user": "ada"}})),
+    )
+    .await;
+    assert_eq!(
+        newest[0]["thread_id"], later["thread_id"],
+        "newest first by default"
+    );
+    let (_, oldest) = call(
+        &r,
+        Method::POST,
+        "/threads/search",
+        Some(json!({"metadata": {"user": "ada"}, "sort_order": "asc", "limit": 1})),
+    )
+    .await;
+    assert_eq!(oldest.as_array().unwrap().len(), 1);
+    assert_eq!(oldest[0]["thread_id"], tid.as_str());
+    let (_, n) = call(
+        &r,
+        Method::POST,
+        "/threads/count",
+        Some(json!({"metadata": {"user": "ada"}})),
+    )
+    .await;
+    assert_eq!(n, 2);
+    let (s, _) = call(
+        &r,
+        Method::POST,
+        "/threads/search",
+        Some(json!({"sort_by": "values"})),
+    )
+    .await;
+    assert_eq!(s, 422);
     let (s, patched) = call(
         &r,
         Method::PATCH,
@@ -467,6 +510,29 @@ async fn runs_stream_sends_metadata_values_updates_and_end() {
     assert!(text.contains("event: metadata"), "{text}");
     assert!(text.contains("\"alone\""), "{text}");
     assert!(text.contains("event: end"), "{text}");
+    // messages-tuple: each model answer as [message, metadata].
+    let text = reqwest::Client::new()
+        .post(format!("{}/runs/stream", r.base))
+        .header("x-api-key", "test-key")
+        .json(&json!({"assistant_id": "echo", "input": said("tuple"), "stream_mode": "messages-tuple"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let data = text
+        .split("\n\n")
+        .find(|b| b.contains("event: messages\n"))
+        .and_then(|b| b.lines().find_map(|l| l.strip_prefix("data: ")))
+        .unwrap_or_else(|| panic!("no messages event: {text}"));
+    let tuple: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(tuple[0]["content"], "tuple");
+    assert_eq!(tuple[1]["langgraph_node"], "echo");
+    assert!(
+        !text.contains("event: values"),
+        "values were not asked for: {text}"
+    );
 }
 
 #[tokio::test]

@@ -140,6 +140,11 @@ async fn the_langgraph_python_sdk_drives_an_agentkit_agent() {
         .unwrap();
     assert_eq!(last_ai(&last_values["data"]), "alone");
 
+    let tuples = out["messages_stream"].as_array().unwrap();
+    let message = tuples.iter().find(|p| p["event"] == "messages").unwrap();
+    assert_eq!(message["data"][0]["content"], "chunks", "{tuples:?}");
+    assert_eq!(message["data"][1]["langgraph_node"], "echo");
+
     // runs.list: the thread's four runs, newest first.
     let runs = out["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 4, "{runs:?}");

@@ -619,6 +619,12 @@ pub struct ThreadSearch {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub values: Option<Value>,
+    /// `created_at` (default), `updated_at` or `thread_id`.
+    #[serde(default)]
+    pub sort_by: Option<String>,
+    /// `desc` (default: newest first) or `asc`.
+    #[serde(default)]
+    pub sort_order: Option<String>,
     /// At most this many (default 10).
     #[serde(default)]
     pub limit: Option<usize>,
@@ -627,12 +633,14 @@ pub struct ThreadSearch {
     pub offset: Option<usize>,
 }
 
+/// The threads matching `q`, sorted, skipping `offset`, at most `limit` (at most 10,000
+/// threads are scanned).
 async fn matching_threads(
     s: &AppState,
     q: &ThreadSearch,
     limit: usize,
     offset: usize,
-) -> ApiResult<Vec<LgThread>> {
+) -> ApiResult<Vec<Thread>> {
     if q.values.as_ref().is_some_and(|v| !v.is_null()) {
         return Err(unsupported(
             "searching threads by `values` is not supported yet",
@@ -646,6 +654,24 @@ async fn matching_threads(
             st.escape_debug()
         )));
     }
+    let sort_by = q.sort_by.as_deref().unwrap_or("created_at");
+    if !matches!(sort_by, "created_at" | "updated_at" | "thread_id") {
+        return Err(unsupported(format!(
+            "sorting threads by `{}` is not supported yet; use created_at, updated_at or \
+             thread_id",
+            sort_by.escape_debug()
+        )));
+    }
+    let desc = match q.sort_order.as_deref() {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(other) => {
+            return Err(Problem::bad_request(format!(
+                "`sort_order` must be `asc` or `desc`, not `{}`",
+                other.escape_debug()
+            )));
+        }
+    };
     let metadata = q.metadata.clone().unwrap_or_default();
     let threads = s.platform.threads();
     let candidates: Vec<Thread> = match &q.ids {
@@ -660,33 +686,34 @@ async fn matching_threads(
             }
             out
         }
-        None if q.status.is_none() => threads.search(&metadata, limit, offset).await?,
         None => threads.search(&metadata, 10_000, 0).await?,
     };
-    let paged_already = q.ids.is_none() && q.status.is_none();
     let mut out = Vec::new();
-    let mut seen = 0usize;
     for t in candidates {
-        if out.len() >= limit {
-            break;
-        }
         if let Some(st) = &q.status
             && thread_status(s, &t).await? != st.as_str()
         {
             continue;
         }
-        if !paged_already && seen < offset {
-            seen += 1;
-            continue;
-        }
-        out.push(thread_view(s, t).await?);
+        out.push(t);
     }
-    Ok(out)
+    out.sort_by(|a, b| {
+        let key = match sort_by {
+            "updated_at" => a.updated_at.cmp(&b.updated_at),
+            "thread_id" => std::cmp::Ordering::Equal,
+            _ => a.created_at.cmp(&b.created_at),
+        };
+        key.then_with(|| a.thread_id.cmp(&b.thread_id))
+    });
+    if desc {
+        out.reverse();
+    }
+    Ok(out.into_iter().skip(offset).take(limit).collect())
 }
 
-/// Search threads by metadata, ids and status (oldest first).
+/// Search threads by metadata, ids and status (newest first unless sorted otherwise).
 #[utoipa::path(post, path = "/threads/search", tag = "langgraph", request_body = ThreadSearch,
-    responses((status = 200, body = [LgThread]), (status = 422, body = Problem)))]
+    responses((status = 200, body = [LgThread]), (status = 400, body = Problem), (status = 422, body = Problem)))]
 pub async fn search_threads(
     State(s): State<AppState>,
     body: axum::body::Bytes,
@@ -694,7 +721,11 @@ pub async fn search_threads(
     let q: ThreadSearch = optional_json(&body)?;
     let limit = q.limit.unwrap_or(10).min(1000);
     let offset = q.offset.unwrap_or(0);
-    Ok(super::Json(matching_threads(&s, &q, limit, offset).await?))
+    let mut out = Vec::new();
+    for t in matching_threads(&s, &q, limit, offset).await? {
+        out.push(thread_view(&s, t).await?);
+    }
+    Ok(super::Json(out))
 }
 
 /// Count threads matching a search (at most 10,000 are scanned).
@@ -1274,7 +1305,8 @@ pub(crate) async fn run_values(s: &AppState, r: &RunRecord) -> ApiResult<Value> 
 }
 
 /// The answer of a wait or join: the values, with `__error__` when the run failed or was
-/// cancelled (the SDK raises it).
+/// cancelled (the SDK raises it) and `__interrupt__` when it waits for a human (approve or
+/// signal it with `/v1/runs/{run_id}/approve|reject|signal`).
 pub(crate) async fn wait_values(s: &AppState, r: &RunRecord) -> ApiResult<Value> {
     let mut values = run_values(s, r).await?;
     let error = match r.status {
@@ -1286,6 +1318,16 @@ pub(crate) async fn wait_values(s: &AppState, r: &RunRecord) -> ApiResult<Value>
         obj.insert(
             "__error__".into(),
             json!({"error": kind, "message": r.error.clone().unwrap_or_default()}),
+        );
+    }
+    if matches!(
+        r.status,
+        RunStatus::WaitingInput | RunStatus::WaitingApproval
+    ) && let Some(obj) = values.as_object_mut()
+    {
+        obj.insert(
+            "__interrupt__".into(),
+            json!([{"id": r.id, "value": {"run_id": r.id, "waiting_for": r.status.as_str()}}]),
         );
     }
     Ok(values)
@@ -1515,8 +1557,9 @@ pub async fn wait_stateless_run(
 
 // --- streaming -----------------------------------------------------------------------------
 
-/// The stream modes a client asked for; agentkit sends `values` and `updates` (other
-/// modes send nothing besides `metadata`, `error` and `end`).
+/// The stream modes a client asked for; agentkit sends `values`, `updates`, `messages-tuple`
+/// and `messages` (whole model answers: there are no token chunks); other modes send nothing
+/// besides `metadata`, `error` and `end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Modes {
@@ -1524,6 +1567,10 @@ pub struct Modes {
     pub values: bool,
     /// Send each model answer and tool result as it is recorded.
     pub updates: bool,
+    /// `messages-tuple`: send each model answer as `messages` `[message, metadata]`.
+    pub messages_tuple: bool,
+    /// `messages`: send each model answer as `messages/complete` `[message]`.
+    pub messages: bool,
 }
 
 impl Modes {
@@ -1539,6 +1586,8 @@ impl Modes {
         Self {
             values: names.contains("values"),
             updates: names.contains("updates"),
+            messages_tuple: names.contains("messages-tuple"),
+            messages: names.contains("messages"),
         }
     }
 }
@@ -1550,9 +1599,47 @@ fn event(name: &str, data: &Value) -> Event {
         .unwrap_or_else(|_| Event::default().event("error").data("encoding failed"))
 }
 
+/// The last events of a run's stream: `error` if it failed; else its values (when streamed)
+/// and `end`.
+async fn finish(s: &AppState, run_id: &str, modes: Modes) -> Vec<Event> {
+    let r = match s.platform.run(run_id).await {
+        Ok(r) => r,
+        Err(e) => {
+            return vec![event(
+                "error",
+                &json!({"error": "StoreError", "message": e.to_string()}),
+            )];
+        }
+    };
+    if r.status == RunStatus::Failed {
+        return vec![event(
+            "error",
+            &json!({"error": "RunError", "message": r.error.unwrap_or_default()}),
+        )];
+    }
+    let mut out = Vec::new();
+    if modes.values {
+        match wait_values(s, &r).await {
+            Ok(mut v) => {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("__error__");
+                }
+                out.push(event("values", &v));
+            }
+            Err(p) => out.push(event(
+                "error",
+                &json!({"error": "StoreError", "message": p.detail}),
+            )),
+        }
+    }
+    out.push(event("end", &Value::Null));
+    out
+}
+
 /// The run's events as LangGraph streams them: `metadata` (`run_id`), `values` (first
 /// `initial`, if given, and the final values), `updates` (each model answer and tool result),
-/// then `error` (failed) or `end`.
+/// then `error` (failed) or `end` (finished, cancelled, or waiting for a human: then the
+/// final values carry `__interrupt__`).
 pub(crate) fn lg_stream(
     s: AppState,
     run: &RunRecord,
@@ -1569,21 +1656,41 @@ pub(crate) fn lg_stream(
     {
         head.push(event("values", &v));
     }
+    let run_id = run.id.clone();
     let items = sse::run_items(s.platform.clone(), run.id.clone(), None).then(move |item| {
         let s = s.clone();
         let agent = agent.clone();
+        let run_id = run_id.clone();
         async move {
-            match item {
-                sse::StreamItem::Event(e) if modes.updates && e.event == "model" => {
-                    let mut ai = json!({"type": "ai", "content": e.data.get("text").cloned().unwrap_or(json!(""))});
+            let events = match item {
+                sse::StreamItem::Event(e)
+                    if e.event == "model"
+                        && (modes.updates || modes.messages || modes.messages_tuple) =>
+                {
+                    let mut ai = json!({
+                        "type": "ai",
+                        "id": format!("{run_id}:{}", e.id),
+                        "content": e.data.get("text").cloned().unwrap_or(json!("")),
+                    });
                     if let Some(calls) = e.data.get("tool_calls").and_then(Value::as_array)
                         && !calls.is_empty()
                     {
                         ai["tool_calls"] = Value::Array(calls.clone());
                     }
-                    let mut update = Map::new();
-                    update.insert(agent, json!({"messages": [ai]}));
-                    vec![event("updates", &Value::Object(update))]
+                    let mut out = Vec::new();
+                    if modes.updates {
+                        let mut update = Map::new();
+                        update.insert(agent.clone(), json!({"messages": [ai]}));
+                        out.push(event("updates", &Value::Object(update)));
+                    }
+                    if modes.messages_tuple {
+                        let meta = json!({"langgraph_node": agent, "run_id": run_id});
+                        out.push(event("messages", &json!([ai, meta])));
+                    }
+                    if modes.messages {
+                        out.push(event("messages/complete", &json!([ai])));
+                    }
+                    out
                 }
                 sse::StreamItem::Event(e) if modes.updates && e.event == "tool_result" => {
                     let content = match &e.data {
@@ -1595,41 +1702,38 @@ pub(crate) fn lg_stream(
                         &json!({"tools": {"messages": [{"type": "tool", "content": content, "name": e.key}]}}),
                     )]
                 }
+                sse::StreamItem::Status(view)
+                    if matches!(
+                        view.status,
+                        RunStatus::WaitingInput | RunStatus::WaitingApproval
+                    ) =>
+                {
+                    // The run waits for a human: for LangGraph clients it is interrupted, and
+                    // its stream ends (a new run or `/v1` approve/signal continues it).
+                    return (finish(&s, &view.run_id, modes).await, true);
+                }
                 sse::StreamItem::Event(_) | sse::StreamItem::Status(_) => Vec::new(),
                 sse::StreamItem::End(view) => {
-                    let mut out = Vec::new();
-                    let done = s.platform.run(&view.run_id).await;
-                    match done {
-                        Ok(r) if r.status == RunStatus::Failed => {
-                            out.push(event(
-                                "error",
-                                &json!({"error": "RunError", "message": r.error.unwrap_or_default()}),
-                            ));
-                        }
-                        Ok(r) => {
-                            if modes.values {
-                                match run_values(&s, &r).await {
-                                    Ok(v) => out.push(event("values", &v)),
-                                    Err(p) => out.push(event(
-                                        "error",
-                                        &json!({"error": "StoreError", "message": p.detail}),
-                                    )),
-                                }
-                            }
-                            out.push(event("end", &Value::Null));
-                        }
-                        Err(e) => out.push(event(
-                            "error",
-                            &json!({"error": "StoreError", "message": e.to_string()}),
-                        )),
-                    }
-                    out
+                    return (finish(&s, &view.run_id, modes).await, true);
                 }
                 sse::StreamItem::Error(m) => {
-                    vec![event("error", &json!({"error": "StoreError", "message": m}))]
+                    return (
+                        vec![event("error", &json!({"error": "StoreError", "message": m}))],
+                        true,
+                    );
                 }
-            }
+            };
+            (events, false)
         }
+    });
+    let items = items.scan(false, |done, (events, last)| {
+        let next = if *done {
+            None
+        } else {
+            *done = last;
+            Some(events)
+        };
+        futures::future::ready(next)
     });
     let stream = futures::stream::iter(head)
         .chain(items.flat_map(futures::stream::iter))

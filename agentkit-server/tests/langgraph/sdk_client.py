@@ -67,6 +67,12 @@ async def main(url, key):
     async for part in client.runs.stream(None, "echo", input=said("alone")):
         stateless.append({"event": part.event, "data": part.data})
     out["stateless_stream"] = stateless
+    tuples = []
+    async for part in client.runs.stream(
+        None, "echo", input=said("chunks"), stream_mode="messages-tuple"
+    ):
+        tuples.append({"event": part.event, "data": part.data})
+    out["messages_stream"] = tuples
 
     out["runs"] = await client.runs.list(tid)
     out["state"] = await client.threads.get_state(tid)

@@ -221,6 +221,34 @@ pub(crate) fn append_error(chunk: &[JournalEntry], err: sqlx::Error) -> Error {
     }
 }
 
+/// A document row read back.
+pub(crate) fn doc_from_row<'r, R>(
+    backend: &str,
+    row: &'r R,
+    collection: &str,
+) -> Result<crate::model::Doc>
+where
+    R: Row,
+    for<'n> &'n str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let what = format!("a document of collection `{collection}`");
+    let id: String = col(backend, row, &what, "id")?;
+    let what = format!("document `{id}` of collection `{collection}`");
+    let value: String = col(backend, row, &what, "value")?;
+    let revision: i64 = col(backend, row, &what, "revision")?;
+    Ok(crate::model::Doc {
+        value: serde_json::from_str(&value).map_err(|e| {
+            InvalidStoredData::new(backend, &what, "value", format!("is not JSON: {e}"))
+        })?,
+        revision: fit(backend, &what, "revision", revision)?,
+        created_at: col(backend, row, &what, "created_at")?,
+        updated_at: col(backend, row, &what, "updated_at")?,
+        id,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -358,32 +386,4 @@ mod tests {
         let data = error.downcast_ref::<InvalidStoredData>().unwrap();
         assert_eq!(data.column, "version");
     }
-}
-
-/// A document row read back.
-pub(crate) fn doc_from_row<'r, R>(
-    backend: &str,
-    row: &'r R,
-    collection: &str,
-) -> Result<crate::model::Doc>
-where
-    R: Row,
-    for<'n> &'n str: ColumnIndex<R>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let what = format!("a document of collection `{collection}`");
-    let id: String = col(backend, row, &what, "id")?;
-    let what = format!("document `{id}` of collection `{collection}`");
-    let value: String = col(backend, row, &what, "value")?;
-    let revision: i64 = col(backend, row, &what, "revision")?;
-    Ok(crate::model::Doc {
-        value: serde_json::from_str(&value).map_err(|e| {
-            InvalidStoredData::new(backend, &what, "value", format!("is not JSON: {e}"))
-        })?,
-        revision: fit(backend, &what, "revision", revision)?,
-        created_at: col(backend, row, &what, "created_at")?,
-        updated_at: col(backend, row, &what, "updated_at")?,
-        id,
-    })
 }

@@ -111,11 +111,12 @@ async fn sqlite_database_of_the_earlier_runner_is_adopted_and_completed() {
     legacy_sqlite(&path, 3).await;
 
     let store = SqliteStore::open(&path).await.unwrap();
-    // Adopted versions are recorded, not re-run (sqlx marks them -1); version 4 was applied.
+    // Adopted versions are recorded, not re-run (sqlx marks them -1); versions 4 and 5 (the
+    // server's documents) were applied.
     let rec = recorded(store.pool()).await;
-    assert_eq!(rec.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(rec.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
     assert!(rec[..3].iter().all(|r| r.1 == -1), "{rec:?}");
-    assert!(rec[3].1 >= 0, "{rec:?}");
+    assert!(rec[3..].iter().all(|r| r.1 >= 0), "{rec:?}");
     data_kept_and_parking_works(&store).await;
     store.pool().close().await;
 
@@ -126,13 +127,18 @@ async fn sqlite_database_of_the_earlier_runner_is_adopted_and_completed() {
 }
 
 #[tokio::test]
-async fn sqlite_fully_migrated_database_of_the_earlier_runner_applies_nothing() {
+async fn sqlite_fully_migrated_database_of_the_earlier_runner_applies_only_what_came_later() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
     legacy_sqlite(&path, SQLITE.len()).await;
     let store = SqliteStore::open(&path).await.unwrap();
     let rec = recorded(store.pool()).await;
-    assert_eq!(rec, [(1, -1), (2, -1), (3, -1), (4, -1)]);
+    // Everything the earlier runner applied is adopted; only version 5 (documents, added
+    // after that runner was replaced) runs.
+    assert_eq!(rec[..4], [(1, -1), (2, -1), (3, -1), (4, -1)]);
+    assert_eq!(rec.len(), 5);
+    assert_eq!(rec[4].0, 5);
+    assert!(rec[4].1 >= 0, "{rec:?}");
     assert!(store.get_run("old-run").await.unwrap().is_some());
 }
 
@@ -191,9 +197,9 @@ mod postgres {
         let nodes: Vec<PostgresStore> = nodes.into_iter().map(Result::unwrap).collect();
         let store = &nodes[0];
         let rec = recorded(store.pool()).await;
-        assert_eq!(rec.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(rec.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
         assert!(rec[..2].iter().all(|r| r.1 == -1), "{rec:?}");
-        assert!(rec[2].1 >= 0, "{rec:?}");
+        assert!(rec[2..].iter().all(|r| r.1 >= 0), "{rec:?}");
 
         data_kept_and_parking_works(store).await;
         for n in &nodes {
@@ -211,7 +217,7 @@ mod postgres {
         let nodes = futures::future::join_all((0..4).map(|_| PostgresStore::connect(&url))).await;
         let nodes: Vec<PostgresStore> = nodes.into_iter().map(Result::unwrap).collect();
         let rec = recorded(nodes[0].pool()).await;
-        assert_eq!(rec.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(rec.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
         assert!(rec.iter().all(|r| r.1 >= 0), "{rec:?}");
         for n in &nodes {
             n.pool().close().await;

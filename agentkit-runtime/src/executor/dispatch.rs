@@ -252,10 +252,16 @@ impl Runtime {
         let redactor = self.inner.redactor.clone();
         let prices = Arc::clone(&self.inner.prices);
         // Journal entries are only written while a run executes, so a first attempt has none.
-        let journal = Arc::new(if run.attempts <= 1 {
+        let journal = if run.attempts <= 1 {
             DurableJournal::empty(Arc::clone(store), run_id, redactor, Arc::clone(&prices))
         } else {
             DurableJournal::load(Arc::clone(store), run_id, redactor, Arc::clone(&prices)).await?
+        };
+        // Other processes may pause or cancel it (and another node resume it) meanwhile.
+        let journal = Arc::new(if store.is_shared() {
+            journal.with_owner(&node)
+        } else {
+            journal
         });
         let policy = &target.options.retry;
         let mut waits = policy.backoffs();

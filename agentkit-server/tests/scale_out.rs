@@ -63,14 +63,16 @@ async fn two_servers_on_postgres_start_on_one_stream_cancel_pause_and_resume_on_
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("agentkit.yaml");
     std::fs::write(&config, model.config()).unwrap();
-    // B starts once A has deployed the config's agents (B finds them unchanged).
-    let a = Serve::start(&config, &pg.url, free_port(), &dir.path().join("a.log")).await;
-    let b = Serve::start(&config, &pg.url, free_port(), &dir.path().join("b.log")).await;
-    let (_, agents) = b.call(reqwest::Method::GET, "/v1/agents/slow", None).await;
-    assert_eq!(
-        agents["latest"], 1,
-        "both processes share one registry: {agents}"
+    // Both start at once on the fresh database, each deploying the config's agents.
+    let (a_log, b_log) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let (a, b) = tokio::join!(
+        Serve::start(&config, &pg.url, free_port(), &a_log),
+        Serve::start(&config, &pg.url, free_port(), &b_log),
     );
+    let (_, on_a) = a.call(reqwest::Method::GET, "/v1/agents", None).await;
+    let (_, on_b) = b.call(reqwest::Method::GET, "/v1/agents", None).await;
+    assert_eq!(on_a, on_b, "both processes share one registry");
+    assert_eq!(on_a.as_array().unwrap().len(), 4, "{on_a}");
 
     // Start on A, stream from B to the end: every event once, in order, then `end`.
     let streamed = start_run(&a, "job stream").await;

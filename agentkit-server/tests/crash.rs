@@ -53,7 +53,13 @@ async fn sigkill_mid_run_then_restart_finishes_every_run_and_clients_get_each_ev
         .collect();
 
     // Kill the process once a client has events of a run that has not finished.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no client saw a run mid-way:\n{}",
+            serve.log_text()
+        );
         let mid_run = received.iter().any(|r| {
             let r = r.lock().unwrap();
             !r.ids.is_empty() && r.end.is_none()

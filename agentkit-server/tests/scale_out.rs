@@ -1,5 +1,6 @@
 //! Scale-out: two `agentkit serve` processes on one PostgreSQL database. A run started on one
-//! is streamed, cancelled, paused and resumed through the other.
+//! is streamed (resuming from the other with `Last-Event-ID`), cancelled, paused and resumed
+//! through the other.
 //!
 //! Declarative agents have no step that waits for a signal, so the signal part is the
 //! pause/resume control signal: a run started on A is paused through B mid-way and resumed
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::pg::Pg;
-use common::{Received, Serve, SlowModel, follow, free_port, wait_status};
+use common::{Received, Serve, SlowModel, follow, follow_for, free_port, wait_status};
 use serde_json::{Value, json};
 
 async fn start_run(on: &Serve, message: &str) -> String {
@@ -74,10 +75,14 @@ async fn two_servers_on_postgres_start_on_one_stream_cancel_pause_and_resume_on_
     assert_eq!(on_a, on_b, "both processes share one registry");
     assert_eq!(on_a.as_array().unwrap().len(), 4, "{on_a}");
 
-    // Start on A, stream from B to the end: every event once, in order, then `end`.
+    // Start on A, stream its first event from A, disconnect, and resume on B with
+    // `Last-Event-ID` to the end: every event once, in order, then `end`.
     let streamed = start_run(&a, "job stream").await;
     let got = Arc::new(Mutex::new(Received::default()));
-    assert!(follow(&b.base, &streamed, None, Arc::clone(&got)).await);
+    assert!(!follow_for(&a.base, &streamed, None, Arc::clone(&got), 1).await);
+    let last = got.lock().unwrap().last_id();
+    assert_eq!(last, Some(0));
+    assert!(follow(&b.base, &streamed, last, Arc::clone(&got)).await);
     let got = got.lock().unwrap().clone();
     let end = got.end.as_ref().unwrap();
     assert_eq!(end["status"], "succeeded", "{end}");

@@ -281,6 +281,19 @@ pub async fn follow(
     last: Option<u64>,
     into: Arc<Mutex<Received>>,
 ) -> bool {
+    follow_for(base, run_id, last, into, usize::MAX).await
+}
+
+/// [`follow`], disconnecting after `journal_events` events with an `id` (false then, unless
+/// the `end` came first).
+pub async fn follow_for(
+    base: &str,
+    run_id: &str,
+    last: Option<u64>,
+    into: Arc<Mutex<Received>>,
+    journal_events: usize,
+) -> bool {
+    let mut seen = 0;
     let mut req = reqwest::Client::new()
         .get(format!("{base}/v1/runs/{run_id}/events"))
         .bearer_auth(KEY)
@@ -312,13 +325,17 @@ pub async fn follow(
             }
             let Some(event) = event else { continue }; // a keep-alive comment
             let mut r = into.lock().unwrap();
-            if let Some(id) = id {
-                r.ids.push(id);
-            }
             r.events.push(event.clone());
             if event == "end" {
                 r.end = Some(serde_json::from_str(&data).unwrap());
                 return true;
+            }
+            if let Some(id) = id {
+                r.ids.push(id);
+                seen += 1;
+                if seen >= journal_events {
+                    return false;
+                }
             }
         }
     }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use agentkit_core::{Journal, PriceTable, Result, Usage};
+use agentkit_core::{Journal, PriceTable, Result, RunStatus, Usage};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -40,6 +40,10 @@ pub struct DurableJournal {
     prices: Arc<PriceTable>,
     state: Mutex<State>,
     replay_only: bool,
+    /// On a store shared by several processes: the node executing the run. Before a new step
+    /// executes and before its result is appended, the run must still be `running` under this
+    /// node; see [`with_owner`](Self::with_owner).
+    owner: Option<String>,
 }
 
 impl std::fmt::Debug for DurableJournal {
@@ -75,6 +79,7 @@ impl DurableJournal {
                 ..State::default()
             }),
             replay_only: false,
+            owner: None,
         })
     }
 
@@ -92,6 +97,49 @@ impl DurableJournal {
             prices,
             state: Mutex::new(State::default()),
             replay_only: false,
+            owner: None,
+        }
+    }
+
+    /// Execute and record steps only while the run is `running` (or waiting for a signal one
+    /// of its tool calls asked for) under `node`.
+    ///
+    /// On a shared store another process may pause or cancel the run (and a paused run may be
+    /// resumed and claimed by yet another node) while this one executes it: that process
+    /// cannot cancel this execution, so without the check it would go on calling models and
+    /// tools and append results the run's new executor also appends (a duplicate journal key
+    /// that failed the run). With it, this execution stops at its next step boundary.
+    #[must_use]
+    pub(crate) fn with_owner(mut self, node: impl Into<String>) -> Self {
+        self.owner = Some(node.into());
+        self
+    }
+
+    /// With an owner: an error unless the run is still executed by it.
+    async fn check_owner(&self) -> Result<()> {
+        let Some(owner) = &self.owner else {
+            return Ok(());
+        };
+        match self.store.get_run(&self.run_id).await? {
+            // Waiting: a tool call of this execution waits for a signal while the calls beside
+            // it still journal their results.
+            Some(r)
+                if matches!(
+                    r.status,
+                    RunStatus::Running | RunStatus::WaitingInput | RunStatus::WaitingApproval
+                ) && r.owner.as_deref() == Some(owner) =>
+            {
+                Ok(())
+            }
+            Some(r) => {
+                tracing::info!(run_id = %self.run_id, status = %r.status, "the run was stopped or taken over elsewhere; this execution stops");
+                Err(agentkit_core::Error::Cancelled {
+                    run_id: self.run_id.clone(),
+                })
+            }
+            None => Err(agentkit_core::Error::Cancelled {
+                run_id: self.run_id.clone(),
+            }),
         }
     }
 
@@ -233,11 +281,13 @@ impl Journal for DurableJournal {
                 "step `{key}` is not in the recording (the code now asks for a step the run did not take)"
             )));
         }
+        self.check_owner().await?;
         let started = Instant::now();
         let value = exec.await?;
         if let Some(e) = self.suspended_error(key) {
             return Err(e);
         }
+        self.check_owner().await?;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut stored = value.clone();
         self.redactor.apply(&mut stored);

@@ -226,11 +226,21 @@ impl Runtime {
         }
         let claimed = match claimed {
             Some(run) => Some(run),
-            None => {
-                store
-                    .claim(run_id, self.node_id(), self.lease_until())
-                    .await?
-            }
+            None => match store
+                .claim(run_id, self.node_id(), self.lease_until())
+                .await?
+            {
+                Some(run) => Some(run),
+                // Already claimed for this node: by polling's `claim_next` racing this dispatch
+                // (e.g. `recover` requeued it and dispatched it, and the poller claimed it
+                // first). That claim's dispatch found this execution in flight and left the run
+                // to it (see `drive`), so it is ours to execute; the in-flight guard means no
+                // other execution of it runs in this process. Without this the run stayed
+                // `running`, unexecuted, until its lease expired.
+                None => store.get_run(run_id).await?.filter(|r| {
+                    r.status == RunStatus::Running && r.owner.as_deref() == Some(self.node_id())
+                }),
+            },
         };
         let Some(run) = claimed else {
             return Ok(Outcome::Done);
@@ -242,10 +252,16 @@ impl Runtime {
         let redactor = self.inner.redactor.clone();
         let prices = Arc::clone(&self.inner.prices);
         // Journal entries are only written while a run executes, so a first attempt has none.
-        let journal = Arc::new(if run.attempts <= 1 {
+        let journal = if run.attempts <= 1 {
             DurableJournal::empty(Arc::clone(store), run_id, redactor, Arc::clone(&prices))
         } else {
             DurableJournal::load(Arc::clone(store), run_id, redactor, Arc::clone(&prices)).await?
+        };
+        // Other processes may pause or cancel it (and another node resume it) meanwhile.
+        let journal = Arc::new(if store.is_shared() {
+            journal.with_owner(&node)
+        } else {
+            journal
         });
         let policy = &target.options.retry;
         let mut waits = policy.backoffs();

@@ -288,6 +288,11 @@ impl Registry {
     ) -> Result<Deployed> {
         check_name("agent or workflow", name)?;
         let hash = content_hash(&serde_json::json!({"spec": &spec, "members": &members}));
+        // The highest version number found taken. A version document can exist beyond the
+        // entry's `latest`: written by a deploy that lost the entry race, or by a process that
+        // died between the two writes. Numbering must go past it, or every later deploy of
+        // the name would retry the same taken number until it gave up.
+        let mut taken = 0u32;
         for _ in 0..CAS_ATTEMPTS {
             let current = self.find(name).await?;
             if let Some(e) = &current {
@@ -299,7 +304,11 @@ impl Registry {
                     });
                 }
             }
-            let next = current.as_ref().map_or(1, |e| e.latest.saturating_add(1));
+            let next = current
+                .as_ref()
+                .map_or(0, |e| e.latest)
+                .max(taken)
+                .saturating_add(1);
             let now = agentkit_runtime::model::now_ms();
             let version = Version {
                 name: name.to_owned(),
@@ -323,6 +332,7 @@ impl Registry {
                 .await?
                 .is_none()
             {
+                taken = next;
                 continue;
             }
             let mut entry = current.clone().unwrap_or_else(|| Entry {
@@ -470,5 +480,58 @@ fn busy(name: &str) -> Error {
     Error::Unavailable {
         what: format!("registry entry `{name}`"),
         message: "too many concurrent changes; retry".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use agentkit_runtime::MemoryStore;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn a_version_left_without_its_entry_does_not_block_later_deploys() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        // A process died between storing version 1 and the entry that points at it.
+        let orphan = Version {
+            name: "a".into(),
+            version: 1,
+            kind: EntryKind::Agent,
+            spec: json!({"instructions": "lost"}),
+            hash: String::new(),
+            members: BTreeMap::new(),
+            created_at: 0,
+        };
+        store
+            .doc_put(
+                COLLECTION,
+                &version_id("a", 1),
+                encode(&orphan, "version").unwrap(),
+                Expect::Absent,
+            )
+            .await
+            .unwrap();
+        let r = Registry::new(store);
+        let spec = json!({"instructions": "kept"});
+        let d = r
+            .deploy("a", EntryKind::Agent, "", spec.clone(), BTreeMap::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            d,
+            Deployed {
+                version: 2,
+                created: true
+            }
+        );
+        assert_eq!(r.resolve("a", None).await.unwrap(), 2);
+        assert_eq!(r.version("a", 2).await.unwrap().spec, spec);
+        // Numbering goes on from there.
+        let d = r
+            .deploy("a", EntryKind::Agent, "", json!({"v": 3}), BTreeMap::new())
+            .await
+            .unwrap();
+        assert_eq!(d.version, 3);
     }
 }

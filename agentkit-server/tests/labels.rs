@@ -1,0 +1,263 @@
+//! Labels against runs in flight: a run is pinned to the version its label pointed at when it
+//! started. Moving the label while the run is in flight changes the next run, not that one;
+//! rolling the label back restores the old version for the runs after.
+//!
+//! The agent is a declarative spec deployed through `POST /v1/agents`; its model is a provider
+//! the test controls, which answers with the agent's instructions (so the output says which
+//! version ran) and holds its first call until the test releases it (so the run is provably in
+//! flight while the label moves).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentkit_core::{
+    CompletionRequest, CompletionResponse, LlmProvider, Message, Result, StopReason, Usage,
+};
+use agentkit_runtime::{SqliteStore, Store};
+use agentkit_server::Server;
+use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// Answers "answered by: <system prompt>"; its first call tells the test it started and waits
+/// for the test's release.
+struct Gated {
+    entered: Mutex<Option<oneshot::Sender<()>>>,
+    release: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+#[async_trait::async_trait]
+impl LlmProvider for Gated {
+    fn name(&self) -> &str {
+        "gated"
+    }
+
+    async fn complete(&self, request: CompletionRequest) -> Result<CompletionResponse> {
+        let entered = self.entered.lock().unwrap().take();
+        if let Some(entered) = entered {
+            let release = self.release.lock().unwrap().take().unwrap();
+            let _ = entered.send(());
+            let _ = release.await;
+        }
+        let system = request.system.unwrap_or_default();
+        Ok(CompletionResponse::new(
+            Message::assistant(format!("answered by: {system}")),
+            Usage::new(1, 1),
+            StopReason::EndTurn,
+            "gated",
+        ))
+    }
+}
+
+struct Running {
+    base: String,
+    _dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+const KEY: &str = "labels-key";
+
+async fn start(provider: Arc<dyn LlmProvider>) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let models = ModelFactory::offline().with_provider("scripted:gated", provider);
+    let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), models);
+    let server = Server::builder(store)
+        .admin_key(KEY)
+        .spec_builder(Arc::new(builder))
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        server
+            .serve(listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    Running {
+        base,
+        _dir: dir,
+        stop: Some(tx),
+    }
+}
+
+async fn call(
+    r: &Running,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}{path}", r.base))
+        .bearer_auth(KEY);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn deploy(r: &Running, instructions: &str) -> u64 {
+    let (s, d) = call(
+        r,
+        reqwest::Method::POST,
+        "/v1/agents",
+        Some(json!({
+            "name": "support",
+            "kind": "agent",
+            "spec": {"model": "scripted:gated", "instructions": instructions},
+        })),
+    )
+    .await;
+    assert_eq!(s, 201, "{d}");
+    d["version"].as_u64().unwrap()
+}
+
+/// Run `support` at `prod` to the end; its (version, output text).
+async fn run_prod(r: &Running) -> (u64, String) {
+    let (s, run) = call(
+        r,
+        reqwest::Method::POST,
+        "/v1/agents/support/runs",
+        Some(json!({"message": "hello", "version": "prod", "wait": true})),
+    )
+    .await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    (
+        run["version"].as_u64().unwrap(),
+        run["output"]["text"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_old_version() {
+    let (entered_tx, entered_rx) = oneshot::channel();
+    let (release_tx, release_rx) = oneshot::channel();
+    let gated = Arc::new(Gated {
+        entered: Mutex::new(Some(entered_tx)),
+        release: Mutex::new(Some(release_rx)),
+    });
+    let r = start(gated).await;
+
+    assert_eq!(deploy(&r, "You are support v1.").await, 1);
+    let (s, e) = call(
+        &r,
+        reqwest::Method::PUT,
+        "/v1/agents/support/labels/prod",
+        Some(json!({"version": 1, "expected_version": 0})),
+    )
+    .await;
+    assert_eq!(s, 200, "{e}");
+    assert_eq!(deploy(&r, "You are support v2.").await, 2);
+    let (_, entry) = call(&r, reqwest::Method::GET, "/v1/agents/support", None).await;
+    assert_eq!(entry["labels"], json!({"latest": 2, "prod": 1}));
+
+    // A run on prod starts on v1 and is held inside its model call.
+    let (s, started) = call(
+        &r,
+        reqwest::Method::POST,
+        "/v1/agents/support/runs",
+        Some(json!({"message": "hello", "version": "prod"})),
+    )
+    .await;
+    assert_eq!(s, 202, "{started}");
+    assert_eq!(started["version"], 1);
+    let in_flight = started["run_id"].as_str().unwrap().to_owned();
+    tokio::time::timeout(Duration::from_secs(30), entered_rx)
+        .await
+        .expect("the run never reached its model")
+        .unwrap();
+    let (_, now) = call(
+        &r,
+        reqwest::Method::GET,
+        &format!("/v1/runs/{in_flight}"),
+        None,
+    )
+    .await;
+    assert_eq!(now["status"], "running", "{now}");
+
+    // prod moves to v2 (compare-and-swap from v1) while that run is in flight.
+    let (s, e) = call(
+        &r,
+        reqwest::Method::PUT,
+        "/v1/agents/support/labels/prod",
+        Some(json!({"version": 2, "expected_version": 1})),
+    )
+    .await;
+    assert_eq!(s, 200, "{e}");
+    assert_eq!(e["labels"]["prod"], 2);
+
+    // Released, the in-flight run finishes on the version it started on.
+    release_tx.send(()).unwrap();
+    let (s, done) = call(
+        &r,
+        reqwest::Method::POST,
+        "/v1/agents/support/runs",
+        Some(json!({"message": "hello", "version": "prod", "wait": true})),
+    )
+    .await;
+    assert_eq!(s, 200, "{done}");
+    let next = (
+        done["version"].as_u64().unwrap(),
+        done["output"]["text"].clone(),
+    );
+    let first = loop {
+        let (_, run) = call(
+            &r,
+            reqwest::Method::GET,
+            &format!("/v1/runs/{in_flight}"),
+            None,
+        )
+        .await;
+        if run["status"] != "running" && run["status"] != "queued" {
+            break run;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(first["status"], "succeeded", "{first}");
+    assert_eq!(first["version"], 1, "the in-flight run keeps its version");
+    assert_eq!(first["output"]["text"], "answered by: You are support v1.");
+
+    // The next run on prod is v2.
+    assert_eq!(next.0, 2);
+    assert_eq!(next.1, "answered by: You are support v2.");
+
+    // Rollback: prod points at v1 again, and runs on prod answer as v1.
+    let (s, e) = call(
+        &r,
+        reqwest::Method::POST,
+        "/v1/agents/support/rollback",
+        Some(json!({"label": "prod"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{e}");
+    assert_eq!(e["labels"]["prod"], 1);
+    assert_eq!(
+        run_prod(&r).await,
+        (1, "answered by: You are support v1.".to_owned())
+    );
+    // latest was never touched by any of it.
+    let (_, entry) = call(&r, reqwest::Method::GET, "/v1/agents/support", None).await;
+    assert_eq!(entry["labels"], json!({"latest": 2, "prod": 1}));
+}

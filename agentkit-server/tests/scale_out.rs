@@ -1,0 +1,171 @@
+//! Scale-out: two `agentkit serve` processes on one PostgreSQL database. A run started on one
+//! is streamed (resuming from the other with `Last-Event-ID`), cancelled, paused and resumed
+//! through the other.
+//!
+//! Declarative agents have no step that waits for a signal, so the signal part is the
+//! pause/resume control signal: a run started on A is paused through B mid-way and resumed
+//! through B, and finishes from its journal.
+#![cfg(feature = "postgres")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::pg::Pg;
+use common::{Received, Serve, SlowModel, follow, follow_for, free_port, wait_status};
+use serde_json::{Value, json};
+
+async fn start_run(on: &Serve, message: &str) -> String {
+    let (s, run) = on
+        .call(
+            reqwest::Method::POST,
+            "/v1/agents/slow/runs",
+            Some(json!({"message": message})),
+        )
+        .await;
+    assert_eq!(s, 202, "{run}");
+    run["run_id"].as_str().unwrap().to_owned()
+}
+
+/// The run's journal events (JSON), read through `on`.
+async fn events(on: &Serve, run_id: &str) -> Vec<Value> {
+    let (s, e) = on
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/runs/{run_id}/events"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{e}");
+    e.as_array().unwrap().clone()
+}
+
+/// Wait until the run has at least `n` journal events, read through `on`.
+async fn wait_events(on: &Serve, run_id: &str, n: usize) {
+    for _ in 0..2400 {
+        if events(on, run_id).await.len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("run {run_id} never had {n} events");
+}
+
+fn models(events: &[Value]) -> usize {
+    events.iter().filter(|e| e["event"] == "model").count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_on_postgres_start_on_one_stream_cancel_pause_and_resume_on_the_other() {
+    let pg = Pg::start();
+    let model = SlowModel::start(Duration::from_millis(400)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agentkit.yaml");
+    std::fs::write(&config, model.config()).unwrap();
+    // Both start at once on the fresh database, each deploying the config's agents.
+    let (a_log, b_log) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let (a, b) = tokio::join!(
+        Serve::start(&config, &pg.url, free_port(), &a_log),
+        Serve::start(&config, &pg.url, free_port(), &b_log),
+    );
+    let (_, on_a) = a.call(reqwest::Method::GET, "/v1/agents", None).await;
+    let (_, on_b) = b.call(reqwest::Method::GET, "/v1/agents", None).await;
+    assert_eq!(on_a, on_b, "both processes share one registry");
+    assert_eq!(on_a.as_array().unwrap().len(), 4, "{on_a}");
+
+    // Start on A, stream its first event from A, disconnect, and resume on B with
+    // `Last-Event-ID` to the end: every event once, in order, then `end`.
+    let streamed = start_run(&a, "job stream").await;
+    let got = Arc::new(Mutex::new(Received::default()));
+    assert!(!follow_for(&a.base, &streamed, None, Arc::clone(&got), 1).await);
+    let last = got.lock().unwrap().last_id();
+    assert_eq!(last, Some(0));
+    assert!(follow(&b.base, &streamed, last, Arc::clone(&got)).await);
+    let got = got.lock().unwrap().clone();
+    let end = got.end.as_ref().unwrap();
+    assert_eq!(end["status"], "succeeded", "{end}");
+    assert_eq!(end["output"]["text"], "job stream | one | two | three");
+    let max = *got.ids.iter().max().unwrap();
+    assert_eq!(got.ids, (0..=max).collect::<Vec<u64>>());
+    assert_eq!(got.events.iter().filter(|e| *e == "model").count(), 3);
+    let on_a: Vec<u64> = events(&a, &streamed)
+        .await
+        .iter()
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got.ids, on_a, "A and B read the same journal");
+
+    // Start on A, cancel through B mid-way: cancelled with the reason, on both.
+    let cancelled = start_run(&a, "job cancel").await;
+    wait_events(&b, &cancelled, 1).await;
+    let (s, run) = b
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/runs/{cancelled}/cancel"),
+            Some(json!({"reason": "the customer hung up"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(run["status"], "cancelled");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .contains("the customer hung up"),
+        "{run}"
+    );
+
+    // Start on A, pause through B mid-way, resume through B: it finishes from its journal.
+    let paused = start_run(&a, "job pause").await;
+    wait_events(&b, &paused, 1).await;
+    let (s, run) = b
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/runs/{paused}/pause"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(run["status"], "paused");
+    let (_, on_a) = a
+        .call(reqwest::Method::GET, &format!("/v1/runs/{paused}"), None)
+        .await;
+    assert_eq!(on_a["status"], "paused", "A sees B's pause");
+    let (s, run) = b
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/runs/{paused}/resume"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{run}");
+    let done = wait_status(&a, &paused, &["succeeded", "failed", "cancelled"]).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"]["text"], "job pause | one | two | three");
+    assert_eq!(
+        models(&events(&a, &paused).await),
+        3,
+        "one model answer per step: journaled steps were replayed, not repeated"
+    );
+
+    // The cancelled run stayed cancelled (its executor did not finish it after all), with
+    // fewer than all its steps.
+    let (_, run) = a
+        .call(reqwest::Method::GET, &format!("/v1/runs/{cancelled}"), None)
+        .await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .contains("the customer hung up")
+    );
+    assert!(
+        models(&events(&b, &cancelled).await) < 3,
+        "a cancelled run stops between steps: {:?}",
+        events(&b, &cancelled).await
+    );
+    drop((a, b));
+}

@@ -24,12 +24,15 @@ pub mod api;
 pub mod deploy;
 pub mod platform;
 pub mod registry;
+pub mod schedules;
 pub mod spec;
 pub mod threads;
 
+mod ops;
 mod server;
 
 pub use platform::{Platform, RunEventView, RunView, SpecBuilder, StartRun};
 pub use registry::{Deployed, Entry, EntryKind, Registry, Version};
+pub use schedules::{ScheduleRun, ScheduleSource, ScheduleView, TriggerView};
 pub use server::{Server, ServerBuilder, generate_key};
 pub use threads::{Thread, ThreadPolicy, Threads};

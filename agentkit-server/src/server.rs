@@ -177,15 +177,23 @@ impl ServerBuilder {
                 .map_err(|e| Error::InvalidRequest(format!("deploying `{name}`: {e}")))?;
         }
         platform.sync_targets().await?;
-        let scheduled = !self.schedules.is_empty();
         for s in self.schedules {
+            let name = s.name.clone();
             runtime.register_schedule(s)?;
+            platform
+                .ops
+                .schedules
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .config
+                .insert(name);
         }
+        // Schedules created over the API (stored) are registered too; see `schedules`.
+        platform.sync_schedules().await?;
         runtime.recover().await?;
         runtime.start_polling(self.poll);
-        if scheduled {
-            runtime.start_scheduler(Duration::from_secs(1));
-        }
+        // Always: schedules can be created over the API while the server runs.
+        runtime.start_scheduler(Duration::from_secs(1));
         // Agents deployed through another process sharing the store run here too.
         let sync = Arc::downgrade(&platform);
         tokio::spawn(async move {
@@ -194,6 +202,9 @@ impl ServerBuilder {
                 let Some(p) = sync.upgrade() else { break };
                 if let Err(e) = p.sync_targets().await {
                     tracing::warn!(error = %e, "syncing the registry failed");
+                }
+                if let Err(e) = p.sync_schedules().await {
+                    tracing::warn!(error = %e, "syncing the stored schedules failed");
                 }
             }
         });

@@ -47,7 +47,10 @@ fn start_dev() -> Dev {
         let Some(Ok(line)) = lines.next() else { break };
         seen.push(line.clone());
         if let Some(rest) = line.trim().strip_prefix("API") {
-            url = rest.split_whitespace().next().map(|u| u.trim_end_matches("/v1").to_owned());
+            url = rest
+                .split_whitespace()
+                .next()
+                .map(|u| u.trim_end_matches("/v1").to_owned());
         }
         if line.starts_with("Try:") {
             break;
@@ -58,7 +61,10 @@ fn start_dev() -> Dev {
         seen.iter().any(|l| l.contains("scripted (offline)")),
         "dev must say it runs offline: {seen:#?}"
     );
-    assert!(seen.iter().any(|l| l.contains("built-in demo")), "{seen:#?}");
+    assert!(
+        seen.iter().any(|l| l.contains("built-in demo")),
+        "{seen:#?}"
+    );
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     Dev { child, url, dir }
@@ -125,18 +131,34 @@ fn dev_serves_the_demo_and_the_cli_drives_it() {
 #[test]
 fn validate_points_at_the_broken_line_and_init_writes_a_valid_config() {
     let dir = tempfile::tempdir().unwrap();
-    let ok = agentkit().arg("init").current_dir(dir.path()).output().unwrap();
+    let ok = agentkit()
+        .arg("init")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     assert!(ok.status.success());
-    let v = agentkit().arg("validate").current_dir(dir.path()).output().unwrap();
+    let v = agentkit()
+        .arg("validate")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
-    let again = agentkit().arg("init").current_dir(dir.path()).output().unwrap();
+    let again = agentkit()
+        .arg("init")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(again.status.code(), Some(4));
     std::fs::write(
         dir.path().join("agentkit.yaml"),
         "agents:\n  a:\n    model: scripted\n    instructions: hi\nworkflows:\n  w:\n    type: chain\n    steps: [a, b]\n",
     )
     .unwrap();
-    let bad = agentkit().arg("validate").current_dir(dir.path()).output().unwrap();
+    let bad = agentkit()
+        .arg("validate")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("workflows.w.steps[1]"), "{err}");

@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use super::v1;
+use super::{schedules, v1};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -15,6 +15,9 @@ use super::v1;
         v1::start_run, v1::list_runs, v1::get_run, v1::run_events, v1::pause_run,
         v1::resume_run, v1::cancel_run, v1::signal_run, v1::approve_run, v1::reject_run,
         v1::replay_run,
+        schedules::list_schedules, schedules::create_schedule, schedules::get_schedule,
+        schedules::delete_schedule, schedules::pause_schedule, schedules::resume_schedule,
+        schedules::trigger_schedule, schedules::schedule_history,
     ),
     components(schemas(super::Problem)),
     modifiers(&Security),

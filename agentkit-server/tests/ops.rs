@@ -1,0 +1,273 @@
+//! Operations over real HTTP on SQLite: schedules (list, pause, resume, trigger, history,
+//! create and delete, shared by two server processes), webhooks, events, retention and MCP
+//! servers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentkit_core::{Agent, AgentLlm, ScriptedProvider};
+use agentkit_runtime::{Schedule, SqliteStore, Store};
+use agentkit_server::{Server, ServerBuilder};
+use serde_json::{Value, json};
+
+struct Running {
+    base: String,
+    key: String,
+    server: Server,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn store_at(dir: &Path) -> Arc<dyn Store> {
+    Arc::new(SqliteStore::open(dir.join("a.db")).await.unwrap())
+}
+
+/// A server on the SQLite store in `dir` with an `echo` agent, configured by `f`.
+async fn start_with(dir: &Path, f: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Running {
+    let store = store_at(dir).await;
+    let memory = Server::memory_for(Arc::clone(&store));
+    let echo =
+        AgentLlm::new(Agent::new("echo", "Repeat."), ScriptedProvider::echo()).with_memory(memory);
+    let builder = Server::builder(store)
+        .admin_key("test-key")
+        .agent_llm("echo", Arc::new(echo), "Repeats what it was told")
+        .poll_interval(Duration::from_millis(50));
+    let server = f(builder).build().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let s = server.clone();
+    tokio::spawn(async move {
+        s.serve(listener, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    Running {
+        base,
+        key: "test-key".into(),
+        server,
+        stop: Some(tx),
+    }
+}
+
+async fn call(
+    r: &Running,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}{path}", r.base))
+        .bearer_auth(&r.key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let problem = res
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v == "application/problem+json");
+    let text = res.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if status >= 400 {
+        assert!(problem, "{status} is a problem detail: {body}");
+    }
+    (status, body)
+}
+
+use reqwest::Method;
+
+fn nightly() -> Schedule {
+    Schedule::cron(
+        "nightly",
+        "echo",
+        json!({"message": "nightly report"}),
+        "0 3 * * *",
+        "Europe/Lisbon",
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn schedules_are_listed_paused_resumed_triggered_and_their_history_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start_with(dir.path(), |b| b.schedules(vec![nightly()])).await;
+
+    let (status, list) = call(&r, Method::GET, "/v1/schedules", None).await;
+    assert_eq!(status, 200);
+    let s = &list.as_array().unwrap()[0];
+    assert_eq!(s["name"], "nightly");
+    assert_eq!(s["target"], "echo");
+    assert_eq!(
+        s["trigger"],
+        json!({"kind": "cron", "cron": "0 3 * * *", "timezone": "Europe/Lisbon"})
+    );
+    assert_eq!(s["paused"], false);
+    assert_eq!(s["source"], "config");
+    assert!(s["next_fire_at"].as_i64().unwrap() > agentkit_runtime::model::now_ms());
+    assert!(s.get("last_run").is_none(), "it never fired: {s}");
+
+    let (status, paused) = call(&r, Method::POST, "/v1/schedules/nightly/pause", None).await;
+    assert_eq!((status, &paused["paused"]), (200, &json!(true)));
+
+    // A manual fire runs now, paused or not, with the schedule's input.
+    let (status, run) = call(&r, Method::POST, "/v1/schedules/nightly/trigger", None).await;
+    assert_eq!(status, 202, "{run}");
+    assert_eq!(run["agent"], "echo");
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let done = r.server.platform().wait(&run_id).await.unwrap();
+    assert_eq!(done.status, agentkit_core::RunStatus::Succeeded);
+    assert!(
+        done.output.unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .contains("nightly report")
+    );
+
+    let (status, history) = call(&r, Method::GET, "/v1/schedules/nightly/history", None).await;
+    assert_eq!(status, 200);
+    let history = history.as_array().unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["manual"], true);
+    assert_eq!(history[0]["run"]["run_id"], run_id.as_str());
+    assert_eq!(history[0]["run"]["status"], "succeeded");
+    // A run started with an ordinary idempotency key is not in the history.
+    call(
+        &r,
+        Method::POST,
+        "/v1/agents/echo/runs",
+        Some(json!({"message": "x", "idempotency_key": "schedule-ish"})),
+    )
+    .await;
+    let (_, history) = call(&r, Method::GET, "/v1/schedules/nightly/history", None).await;
+    assert_eq!(history.as_array().unwrap().len(), 1);
+
+    let (status, resumed) = call(&r, Method::POST, "/v1/schedules/nightly/resume", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(resumed["paused"], false);
+    assert_eq!(resumed["last_run"]["run_id"], run_id.as_str());
+
+    for path in [
+        "/v1/schedules/nope/pause",
+        "/v1/schedules/nope/resume",
+        "/v1/schedules/nope/trigger",
+    ] {
+        let (status, p) = call(&r, Method::POST, path, None).await;
+        assert_eq!(status, 404, "{path}: {p}");
+    }
+    let (status, _) = call(&r, Method::GET, "/v1/schedules/nope/history", None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn schedules_created_over_the_api_are_stored_for_every_server_and_deletable() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start_with(dir.path(), |b| b.schedules(vec![nightly()])).await;
+    let (status, created) = call(
+        &a,
+        Method::POST,
+        "/v1/schedules",
+        Some(json!({"name": "hourly", "target": "echo", "every": "1h",
+                    "input": {"message": "tick"}, "overlap": "buffer_one"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["source"], "api");
+    assert_eq!(created["overlap"], "buffer_one");
+    assert_eq!(
+        created["trigger"],
+        json!({"kind": "every", "every_ms": 3_600_000})
+    );
+    let next = created["next_fire_at"].as_i64().unwrap();
+    assert_eq!(next % 3_600_000, 0, "intervals are epoch aligned");
+
+    // Bad requests say what to fix, and store nothing.
+    let bad = [
+        (
+            json!({"name": "hourly", "target": "echo", "every": "1h"}),
+            409,
+            "exists",
+        ),
+        (
+            json!({"name": "nightly", "target": "echo", "every": "1h"}),
+            409,
+            "exists",
+        ),
+        (
+            json!({"name": "x", "target": "echo", "cron": "61 * * * *"}),
+            400,
+            "cron",
+        ),
+        (
+            json!({"name": "x", "target": "echo", "cron": "0 * * * *", "timezone": "Mars/Base"}),
+            400,
+            "time zone",
+        ),
+        (json!({"name": "x", "target": "echo"}), 400, "one of `cron`"),
+        (
+            json!({"name": "x", "target": "ghost", "every": "1h"}),
+            400,
+            "deploy it first",
+        ),
+        (
+            json!({"name": "x", "target": "echo", "every": "1h", "evry": 1}),
+            422,
+            "evry",
+        ),
+        (
+            json!({"name": "a b", "target": "echo", "every": "1h"}),
+            400,
+            "not valid",
+        ),
+        (json!({"target": "echo", "every": "1h"}), 422, "name"),
+        (json!(["x"]), 422, "JSON object"),
+    ];
+    for (body, want, says) in bad {
+        let (status, p) = call(&a, Method::POST, "/v1/schedules", Some(body.clone())).await;
+        assert_eq!(status, want, "{body}: {p}");
+        assert!(p["detail"].as_str().unwrap().contains(says), "{body}: {p}");
+    }
+    let (_, list) = call(&a, Method::GET, "/v1/schedules", None).await;
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["hourly", "nightly"]);
+
+    // A second server process on the same store (or a restart) fires it too.
+    let b = start_with(dir.path(), |b| b.schedules(vec![nightly()])).await;
+    let (status, seen) = call(&b, Method::GET, "/v1/schedules/hourly", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(seen["source"], "api");
+    assert_eq!(seen["input"], json!({"message": "tick"}));
+
+    // Configuration schedules are changed in the configuration.
+    let (status, p) = call(&a, Method::DELETE, "/v1/schedules/nightly", None).await;
+    assert_eq!(status, 409);
+    assert!(p["detail"].as_str().unwrap().contains("agentkit.yaml"));
+
+    let (status, _) = call(&a, Method::DELETE, "/v1/schedules/hourly", None).await;
+    assert_eq!(status, 204);
+    let (status, _) = call(&a, Method::GET, "/v1/schedules/hourly", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&a, Method::DELETE, "/v1/schedules/hourly", None).await;
+    assert_eq!(status, 404);
+    // The other process drops it at its next sync (every 2 s, or now).
+    b.server.platform().sync_schedules().await.unwrap();
+    let (status, _) = call(&b, Method::GET, "/v1/schedules/hourly", None).await;
+    assert_eq!(status, 404);
+}

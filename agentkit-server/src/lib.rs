@@ -27,6 +27,7 @@ pub mod registry;
 pub mod schedules;
 pub mod spec;
 pub mod threads;
+pub mod webhooks;
 
 mod ops;
 mod server;
@@ -36,3 +37,4 @@ pub use registry::{Deployed, Entry, EntryKind, Registry, Version};
 pub use schedules::{ScheduleRun, ScheduleSource, ScheduleView, TriggerView};
 pub use server::{Server, ServerBuilder, generate_key};
 pub use threads::{Thread, ThreadPolicy, Threads};
+pub use webhooks::{DeliveryError, Webhook};

@@ -1,13 +1,19 @@
 //! State of the operations surfaces (schedules, webhooks, retention, MCP servers) that the
 //! platform carries for the API and the background loops.
 
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, RwLock};
 
 use crate::schedules::ScheduleBook;
+use crate::webhooks::Webhook;
 
 /// What the platform knows about its operations surfaces.
 #[derive(Debug, Default)]
 pub(crate) struct OpsState {
     /// The schedules this process registered, by source.
     pub(crate) schedules: Mutex<ScheduleBook>,
+    /// Webhooks by name.
+    pub(crate) webhooks: RwLock<BTreeMap<String, Webhook>>,
+    /// Event triggers: (event, target).
+    pub(crate) events: RwLock<Vec<(String, String)>>,
 }

@@ -25,6 +25,8 @@ pub struct ServerBuilder {
     max_body_bytes: usize,
     poll: Duration,
     schedules: Vec<Schedule>,
+    webhooks: Vec<(String, crate::webhooks::Webhook)>,
+    events: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -60,6 +62,8 @@ impl ServerBuilder {
             max_body_bytes: 2 * 1024 * 1024,
             poll: Duration::from_millis(250),
             schedules: Vec::new(),
+            webhooks: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -68,6 +72,32 @@ impl ServerBuilder {
     #[must_use]
     pub fn schedules(mut self, schedules: Vec<Schedule>) -> Self {
         self.schedules.extend(schedules);
+        self
+    }
+
+    /// Accept signed deliveries at `POST /v1/hooks/{name}`: each starts a run of `target`
+    /// (a deployed agent or workflow) whose message is the body's value at `message_pointer`
+    /// (a JSON pointer), or the whole body. See [`webhooks`](crate::webhooks) for the
+    /// signature.
+    #[must_use]
+    pub fn webhook(
+        mut self,
+        name: impl Into<String>,
+        target: impl Into<String>,
+        secret: impl Into<String>,
+        message_pointer: Option<String>,
+    ) -> Self {
+        let mut hook = crate::webhooks::Webhook::new(target, secret);
+        hook.message_pointer = message_pointer;
+        self.webhooks.push((name.into(), hook));
+        self
+    }
+
+    /// Start a run of `target` with the event's payload whenever `event` is emitted
+    /// (`POST /v1/events/{event}` or [`Platform::emit_event`]).
+    #[must_use]
+    pub fn event_trigger(mut self, event: impl Into<String>, target: impl Into<String>) -> Self {
+        self.events.push((event.into(), target.into()));
         self
     }
 
@@ -177,6 +207,7 @@ impl ServerBuilder {
                 .map_err(|e| Error::InvalidRequest(format!("deploying `{name}`: {e}")))?;
         }
         platform.sync_targets().await?;
+        platform.add_triggers(self.webhooks, self.events).await?;
         for s in self.schedules {
             let name = s.name.clone();
             runtime.register_schedule(s)?;

@@ -271,3 +271,163 @@ async fn schedules_created_over_the_api_are_stored_for_every_server_and_deletabl
     let (status, _) = call(&b, Method::GET, "/v1/schedules/hourly", None).await;
     assert_eq!(status, 404);
 }
+
+fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    for p in parts {
+        mac.update(p);
+    }
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// POST `body` to hook `name` with `headers` and no API key.
+async fn deliver(r: &Running, name: &str, body: &str, headers: &[(&str, String)]) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/v1/hooks/{name}", r.base))
+        .body(body.to_owned());
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let ct = res.headers().get("content-type").cloned();
+    let body: Value = res.json().await.unwrap();
+    if status >= 400 {
+        assert_eq!(ct.unwrap(), "application/problem+json");
+    }
+    (status, body)
+}
+
+fn signed(secret: &str, ts: i64, body: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-agentkit-timestamp", ts.to_string()),
+        (
+            "x-agentkit-signature",
+            hmac_hex(secret, &[ts.to_string().as_bytes(), b".", body.as_bytes()]),
+        ),
+    ]
+}
+
+fn now_secs() -> i64 {
+    agentkit_runtime::model::now_ms() / 1000
+}
+
+#[tokio::test]
+async fn signed_webhooks_start_runs_and_bad_or_replayed_deliveries_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start_with(dir.path(), |b| {
+        b.webhook("issues", "echo", "s3cret", Some("/issue/title".into()))
+            .webhook("plain", "echo", "other", None)
+    })
+    .await;
+    let body = r#"{"issue": {"title": "The app crashes on start"}}"#;
+    let (status, run) = deliver(&r, "issues", body, &signed("s3cret", now_secs(), body)).await;
+    assert_eq!(status, 202, "{run}");
+    assert_eq!(run["agent"], "echo");
+    let done = r
+        .server
+        .platform()
+        .wait(run["run_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        done.output.unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .contains("The app crashes on start")
+    );
+
+    // The same delivery again (same signature): a replay.
+    let ts = now_secs();
+    let headers = signed("s3cret", ts, r#"{"issue": {"title": "again"}}"#);
+    let (status, _) = deliver(&r, "issues", r#"{"issue": {"title": "again"}}"#, &headers).await;
+    assert_eq!(status, 202);
+    let (status, p) = deliver(&r, "issues", r#"{"issue": {"title": "again"}}"#, &headers).await;
+    assert_eq!(status, 409, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("accepted before"));
+
+    // Wrong secret, tampered body, stale or future timestamps, no signature: 401.
+    let (status, p) = deliver(&r, "issues", body, &signed("wrong", now_secs(), body)).await;
+    assert_eq!(status, 401, "{p}");
+    let (status, _) = deliver(&r, "issues", "{}", &signed("s3cret", now_secs(), body)).await;
+    assert_eq!(status, 401);
+    for ts in [now_secs() - 400, now_secs() + 400] {
+        let (status, p) = deliver(&r, "issues", body, &signed("s3cret", ts, body)).await;
+        assert_eq!(status, 401, "{p}");
+        assert!(p["detail"].as_str().unwrap().contains("Timestamp"), "{p}");
+    }
+    let (status, p) = deliver(&r, "issues", body, &[]).await;
+    assert_eq!(status, 401);
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("X-Agentkit-Signature")
+    );
+
+    // A body without the message: 400, and it can be sent again once fixed.
+    let (status, p) = deliver(&r, "issues", "{}", &signed("s3cret", now_secs(), "{}")).await;
+    assert_eq!(status, 400, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("/issue/title"));
+
+    let (status, p) = deliver(&r, "nope", body, &signed("s3cret", now_secs(), body)).await;
+    assert_eq!(status, 404, "{p}");
+
+    // GitHub's scheme: the delivery id guards against replays.
+    let gh = |body: &str, id: &str| {
+        vec![
+            ("x-hub-signature-256", hmac_hex("other", &[body.as_bytes()])),
+            ("x-github-delivery", id.to_owned()),
+        ]
+    };
+    let (status, run) = deliver(
+        &r,
+        "plain",
+        "hello from GitHub",
+        &gh("hello from GitHub", "d-1"),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(run["input"]["message"], "hello from GitHub");
+    let (status, _) = deliver(&r, "plain", "changed", &gh("changed", "d-1")).await;
+    assert_eq!(status, 409);
+    let (status, _) = deliver(&r, "plain", "changed", &gh("changed", "d-2")).await;
+    assert_eq!(status, 202);
+}
+
+#[tokio::test]
+async fn events_start_the_runs_of_their_triggers_once_per_idempotency_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start_with(dir.path(), |b| b.event_trigger("deployed", "echo")).await;
+    let emit = |key: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{}/v1/events/deployed", r.base))
+            .bearer_auth(&r.key)
+            .header("idempotency-key", key)
+            .json(&json!({"message": "v2 is live"}))
+            .send()
+    };
+    let first: Value = emit("e-1").await.unwrap().json().await.unwrap();
+    assert_eq!(first["event"], "deployed");
+    let runs = first["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["agent"], "echo");
+    let again = emit("e-1").await.unwrap();
+    assert_eq!(again.status(), 202);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["runs"][0]["run_id"], runs[0]["run_id"]);
+    let other: Value = emit("e-2").await.unwrap().json().await.unwrap();
+    assert_ne!(other["runs"][0]["run_id"], runs[0]["run_id"]);
+
+    let (status, p) = call(&r, Method::POST, "/v1/events/unheard", Some(json!({}))).await;
+    assert_eq!(status, 404);
+    assert!(p["detail"].as_str().unwrap().contains("type: event"));
+    let unauthenticated = reqwest::Client::new()
+        .post(format!("{}/v1/events/deployed", r.base))
+        .json(&json!({"message": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+}

@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 
 use crate::platform::Platform;
 
+pub mod hooks;
 pub mod openapi;
 pub mod problem;
 pub mod schedules;
@@ -109,16 +110,17 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// The whole API as a router: authenticated routes, then the open ones (`/healthz`,
 /// `/readyz`, `/openapi.json`), with the server's layers.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let authed =
-        v1::routes()
-            .merge(schedules::routes())
-            .route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                authenticate,
-            ));
+    let authed = v1::routes()
+        .merge(schedules::routes())
+        .merge(hooks::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ));
     Router::new()
         .merge(authed)
         .merge(v1::open_routes())
+        .merge(hooks::open_routes())
         .route(
             "/openapi.json",
             axum::routing::get(|| async { axum::Json(openapi::document()) }),

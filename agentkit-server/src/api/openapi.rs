@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use super::{schedules, v1};
+use super::{hooks, schedules, v1};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -18,6 +18,7 @@ use super::{schedules, v1};
         schedules::list_schedules, schedules::create_schedule, schedules::get_schedule,
         schedules::delete_schedule, schedules::pause_schedule, schedules::resume_schedule,
         schedules::trigger_schedule, schedules::schedule_history,
+        hooks::deliver, hooks::emit_event,
     ),
     components(schemas(super::Problem)),
     modifiers(&Security),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use agentkit_core::config::{AgentSpec, WorkflowSpec};
+use agentkit_core::config::{AgentSpec, TriggerSpec, WorkflowSpec};
 use agentkit_core::{AugmentedLlm, Config, Error, Memory, Result};
 use agentkit_runtime::TargetOptions;
 use serde_json::Value;
@@ -138,7 +138,7 @@ impl SpecBuilder for DeclarativeBuilder {
 
 /// `builder` configured from `config`: the declarative catalog as its spec builder, every
 /// agent and workflow deployed (workflows after what they compose), the schedules
-/// registered. Returns whether the agents run offline (the scripted model: no provider key).
+/// registered, the webhooks and event triggers added. Returns whether the agents run offline (the scripted model: no provider key).
 ///
 /// # Errors
 ///
@@ -152,6 +152,22 @@ pub fn server_builder(builder: ServerBuilder, config: &Config) -> Result<(Server
     let mut builder = builder
         .spec_builder(Arc::new(DeclarativeBuilder::new(config, models)))
         .schedules(schedules);
+    for (name, trigger) in &config.triggers {
+        builder = match trigger {
+            TriggerSpec::Webhook(w) => builder.webhook(
+                name.clone(),
+                w.target.clone(),
+                w.secret.clone(),
+                w.message_pointer.clone(),
+            ),
+            TriggerSpec::Event(e) => builder.event_trigger(e.event.clone(), e.target.clone()),
+            other => {
+                return Err(Error::InvalidRequest(format!(
+                    "trigger `{name}`: this server cannot run triggers of this type ({other:?})"
+                )));
+            }
+        };
+    }
     for (name, agent) in &config.agents {
         let spec =
             serde_json::to_value(agent).map_err(|e| Error::json("encoding an agent spec", e))?;

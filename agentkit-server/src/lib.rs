@@ -24,6 +24,7 @@ pub mod api;
 pub mod deploy;
 pub mod platform;
 pub mod registry;
+pub mod retention;
 pub mod schedules;
 pub mod spec;
 pub mod threads;
@@ -34,6 +35,7 @@ mod server;
 
 pub use platform::{Platform, RunEventView, RunView, SpecBuilder, StartRun};
 pub use registry::{Deployed, Entry, EntryKind, Registry, Version};
+pub use retention::{PruneReport, Retention};
 pub use schedules::{ScheduleRun, ScheduleSource, ScheduleView, TriggerView};
 pub use server::{Server, ServerBuilder, generate_key};
 pub use threads::{Thread, ThreadPolicy, Threads};

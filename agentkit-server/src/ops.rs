@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, RwLock};
 
+use crate::retention::Retention;
 use crate::schedules::ScheduleBook;
 use crate::webhooks::Webhook;
 
@@ -16,4 +17,6 @@ pub(crate) struct OpsState {
     pub(crate) webhooks: RwLock<BTreeMap<String, Webhook>>,
     /// Event triggers: (event, target).
     pub(crate) events: RwLock<Vec<(String, String)>>,
+    /// What to keep.
+    pub(crate) retention: RwLock<Retention>,
 }

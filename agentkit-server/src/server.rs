@@ -27,6 +27,7 @@ pub struct ServerBuilder {
     schedules: Vec<Schedule>,
     webhooks: Vec<(String, crate::webhooks::Webhook)>,
     events: Vec<(String, String)>,
+    retention: crate::retention::Retention,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -64,6 +65,7 @@ impl ServerBuilder {
             schedules: Vec::new(),
             webhooks: Vec::new(),
             events: Vec::new(),
+            retention: crate::retention::Retention::default(),
         }
     }
 
@@ -98,6 +100,14 @@ impl ServerBuilder {
     #[must_use]
     pub fn event_trigger(mut self, event: impl Into<String>, target: impl Into<String>) -> Self {
         self.events.push((event.into(), target.into()));
+        self
+    }
+
+    /// Delete finished runs and idle threads after these ages (default: keep them); the
+    /// server prunes every minute ([`Platform::prune`]).
+    #[must_use]
+    pub fn retention(mut self, retention: crate::retention::Retention) -> Self {
+        self.retention = retention;
         self
     }
 
@@ -225,6 +235,21 @@ impl ServerBuilder {
         runtime.start_polling(self.poll);
         // Always: schedules can be created over the API while the server runs.
         runtime.start_scheduler(Duration::from_secs(1));
+        platform.set_retention(self.retention);
+        let prune = Arc::downgrade(&platform);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(crate::retention::PRUNE_EVERY).await;
+                let Some(p) = prune.upgrade() else { break };
+                match p.prune(agentkit_runtime::model::now_ms()).await {
+                    Ok(r) if r != crate::retention::PruneReport::default() => {
+                        tracing::info!(?r, "retention pruned");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "retention pruning failed"),
+                }
+            }
+        });
         // Agents deployed through another process sharing the store run here too.
         let sync = Arc::downgrade(&platform);
         tokio::spawn(async move {

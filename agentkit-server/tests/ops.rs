@@ -431,3 +431,161 @@ async fn events_start_the_runs_of_their_triggers_once_per_idempotency_key() {
         .unwrap();
     assert_eq!(unauthenticated.status(), 401);
 }
+
+const DAY: i64 = 86_400_000;
+
+#[tokio::test]
+async fn retention_deletes_old_finished_runs_then_idle_threads_and_old_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start_with(dir.path(), |b| {
+        b.retention(
+            agentkit_server::Retention::new()
+                .with_runs(Duration::from_secs(86_400))
+                .with_threads(Duration::from_secs(3 * 86_400)),
+        )
+        .webhook("plain", "echo", "s3cret", None)
+    })
+    .await;
+    let p = r.server.platform();
+    let thread = p
+        .threads()
+        .create(None, Default::default(), false)
+        .await
+        .unwrap();
+    let (_, on_thread) = call(
+        &r,
+        Method::POST,
+        "/v1/agents/echo/runs",
+        Some(json!({"message": "remember me", "thread_id": thread.thread_id, "wait": true})),
+    )
+    .await;
+    let (_, plain) = call(
+        &r,
+        Method::POST,
+        "/v1/agents/echo/runs",
+        Some(json!({"message": "hello", "wait": true})),
+    )
+    .await;
+    assert_eq!(plain["status"], "succeeded");
+    let (status, hooked) = deliver(&r, "plain", "hi", &signed("s3cret", now_secs(), "hi")).await;
+    assert_eq!(status, 202);
+    let now = agentkit_runtime::model::now_ms();
+
+    // Nothing is old yet.
+    let report = p.prune(now).await.unwrap();
+    assert_eq!(report, agentkit_server::PruneReport::default());
+    let (status, _) = call(
+        &r,
+        Method::GET,
+        &format!("/v1/runs/{}", plain["run_id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // Two days on: the finished runs are gone (journals and thread links too); the thread,
+    // idle for less than its TTL, keeps its conversation.
+    for id in [&on_thread["run_id"], &plain["run_id"], &hooked["run_id"]] {
+        p.wait(id.as_str().unwrap()).await.unwrap();
+    }
+    let report = p.prune(now + 2 * DAY).await.unwrap();
+    assert_eq!(report.runs, 3, "{report:?}");
+    assert_eq!(report.thread_runs, 1, "{report:?}");
+    assert_eq!(report.threads, 0);
+    let (status, _) = call(
+        &r,
+        Method::GET,
+        &format!("/v1/runs/{}", plain["run_id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (_, runs) = call(&r, Method::GET, "/v1/runs", None).await;
+    assert_eq!(runs, json!([]));
+    assert!(
+        p.runtime()
+            .journal(on_thread["run_id"].as_str().unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let kept = p.threads().messages(&thread.thread_id).await.unwrap();
+    assert!(!kept.is_empty());
+
+    // Four days on: the idle thread and its conversation are gone.
+    let report = p.prune(now + 4 * DAY).await.unwrap();
+    assert_eq!(report.threads, 1, "{report:?}");
+    assert!(p.threads().find(&thread.thread_id).await.unwrap().is_none());
+    assert!(
+        p.threads()
+            .messages(&thread.thread_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Eight days on: the remembered webhook delivery is forgotten.
+    let report = p.prune(now + 8 * DAY).await.unwrap();
+    assert_eq!(report.deliveries, 1, "{report:?}");
+    assert_eq!(
+        p.prune(now + 8 * DAY).await.unwrap(),
+        agentkit_server::PruneReport::default()
+    );
+}
+
+#[tokio::test]
+async fn agentkit_yaml_triggers_and_retention_reach_the_server() {
+    let yaml = r#"
+agents:
+  support:
+    description: Answers.
+    model: gpt-4o-mini
+    instructions: Answer.
+schedules:
+  digest:
+    target: support
+    every: 1h
+triggers:
+  tickets:
+    type: webhook
+    target: support
+    secret: s3cret
+    message_pointer: /ticket/text
+  deploys:
+    type: event
+    event: deployed
+    target: support
+server:
+  retention: {runs_days: 30, thread_ttl_days: 90}
+"#;
+    let config = agentkit_core::Config::from_yaml_str_with_env(yaml, None, &|_| None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let r = start_with(dir.path(), |b| {
+        agentkit_server::spec::server_builder(b, &config).unwrap().0
+    })
+    .await;
+    let p = r.server.platform();
+    assert_eq!(
+        p.retention(),
+        agentkit_server::Retention::from_days(Some(30), Some(90))
+    );
+    assert_eq!(p.retention().runs, Some(Duration::from_secs(30 * 86_400)));
+    let hook = p.webhook("tickets").unwrap();
+    assert_eq!(hook.target, "support");
+    assert_eq!(hook.message_pointer.as_deref(), Some("/ticket/text"));
+    let body = r#"{"ticket": {"text": "my order is late"}}"#;
+    let (status, run) = deliver(&r, "tickets", body, &signed("s3cret", now_secs(), body)).await;
+    assert_eq!(status, 202, "{run}");
+    assert_eq!(run["input"]["message"], "my order is late");
+    let (status, emitted) = call(
+        &r,
+        Method::POST,
+        "/v1/events/deployed",
+        Some(json!({"message": "v2"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{emitted}");
+    assert_eq!(emitted["runs"][0]["agent"], "support");
+    let (_, list) = call(&r, Method::GET, "/v1/schedules", None).await;
+    assert_eq!(list[0]["name"], "digest");
+}

@@ -138,7 +138,7 @@ impl SpecBuilder for DeclarativeBuilder {
 
 /// `builder` configured from `config`: the declarative catalog as its spec builder, every
 /// agent and workflow deployed (workflows after what they compose), the schedules
-/// registered, the webhooks and event triggers added. Returns whether the agents run offline (the scripted model: no provider key).
+/// registered, the webhooks and event triggers added, the retention set. Returns whether the agents run offline (the scripted model: no provider key).
 ///
 /// # Errors
 ///
@@ -149,9 +149,14 @@ pub fn server_builder(builder: ServerBuilder, config: &Config) -> Result<(Server
     let catalog = Catalog::new(config.clone(), models.clone())?;
     catalog.check()?;
     let schedules = catalog.schedules()?;
+    let retention = &config.server.retention;
     let mut builder = builder
         .spec_builder(Arc::new(DeclarativeBuilder::new(config, models)))
-        .schedules(schedules);
+        .schedules(schedules)
+        .retention(crate::retention::Retention::from_days(
+            retention.runs_days,
+            retention.thread_ttl_days,
+        ));
     for (name, trigger) in &config.triggers {
         builder = match trigger {
             TriggerSpec::Webhook(w) => builder.webhook(

@@ -19,4 +19,6 @@ pub(crate) struct OpsState {
     pub(crate) events: RwLock<Vec<(String, String)>>,
     /// What to keep.
     pub(crate) retention: RwLock<Retention>,
+    /// The outbound MCP servers.
+    pub(crate) mcp: RwLock<Option<agentkit_mcp::ConnectionManager>>,
 }

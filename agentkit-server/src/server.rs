@@ -28,6 +28,7 @@ pub struct ServerBuilder {
     webhooks: Vec<(String, crate::webhooks::Webhook)>,
     events: Vec<(String, String)>,
     retention: crate::retention::Retention,
+    mcp: Option<agentkit_mcp::ConnectionManager>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -66,6 +67,7 @@ impl ServerBuilder {
             webhooks: Vec::new(),
             events: Vec::new(),
             retention: crate::retention::Retention::default(),
+            mcp: None,
         }
     }
 
@@ -108,6 +110,14 @@ impl ServerBuilder {
     #[must_use]
     pub fn retention(mut self, retention: crate::retention::Retention) -> Self {
         self.retention = retention;
+        self
+    }
+
+    /// The outbound MCP servers shown and called at `/v1/servers` (agentkit.yaml
+    /// `mcp.servers`). Their connections close when the server stops.
+    #[must_use]
+    pub fn mcp_servers(mut self, manager: agentkit_mcp::ConnectionManager) -> Self {
+        self.mcp = Some(manager);
         self
     }
 
@@ -236,6 +246,9 @@ impl ServerBuilder {
         // Always: schedules can be created over the API while the server runs.
         runtime.start_scheduler(Duration::from_secs(1));
         platform.set_retention(self.retention);
+        if let Some(m) = self.mcp {
+            platform.set_mcp(m);
+        }
         let prune = Arc::downgrade(&platform);
         tokio::spawn(async move {
             loop {
@@ -339,6 +352,9 @@ impl Server {
             .runtime()
             .shutdown(Duration::from_secs(10))
             .await;
+        if let Some(m) = self.platform.mcp() {
+            m.shutdown().await;
+        }
         Ok(())
     }
 }

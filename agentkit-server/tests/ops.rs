@@ -589,3 +589,167 @@ server:
     let (_, list) = call(&r, Method::GET, "/v1/schedules", None).await;
     assert_eq!(list[0]["name"], "digest");
 }
+
+/// An MCP server over streamable HTTP on 127.0.0.1 (stopped when the token is cancelled):
+/// `add`, `divide` (an error answer for a zero divisor) and `secret`.
+async fn calc_server() -> (String, tokio_util::sync::CancellationToken) {
+    use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
+    let num = |args: &serde_json::Map<String, Value>, k: &str| {
+        args.get(k).and_then(Value::as_f64).unwrap_or(0.0)
+    };
+    let schema =
+        json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}});
+    let server = agentkit_mcp::McpServerBuilder::new("calc", "1.0.0")
+        .tool_fn(
+            "add",
+            "Adds a and b",
+            schema.clone(),
+            move |args, _| async move {
+                let sum = num(&args, "a") + num(&args, "b");
+                Ok(CallToolResult::success(vec![ContentBlock::text(
+                    sum.to_string(),
+                )]))
+            },
+        )
+        .tool_fn(
+            "divide",
+            "Divides a by b",
+            schema,
+            move |args, _| async move {
+                let b = num(&args, "b");
+                if b == 0.0 {
+                    return Ok(CallToolResult::error(vec![ContentBlock::text(
+                        "division by zero",
+                    )]));
+                }
+                Ok(CallToolResult::success(vec![ContentBlock::text(
+                    (num(&args, "a") / b).to_string(),
+                )]))
+            },
+        )
+        .tool_fn(
+            "secret",
+            "Not offered",
+            json!({"type": "object"}),
+            |_, _| async move { Ok(CallToolResult::success(vec![ContentBlock::text("leaked")])) },
+        )
+        .build();
+    let ct = tokio_util::sync::CancellationToken::new();
+    let svc = server
+        .into_http_service(agentkit_mcp::HttpOptions::new().with_cancellation(ct.child_token()));
+    let app = axum::Router::new().nest_service("/mcp", svc);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = ct.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .unwrap();
+    });
+    (format!("http://{addr}/mcp"), ct)
+}
+
+#[tokio::test]
+async fn mcp_servers_are_listed_and_their_tools_listed_and_called() {
+    use agentkit_mcp::{ConnectionManager, ServerConfig};
+    let (url, stop) = calc_server().await;
+    // A port nothing listens on: bound, then closed.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let manager = ConnectionManager::new([
+        ServerConfig::http("calc", &url)
+            .with_description("Arithmetic")
+            .with_tool_filter(agentkit_core::ToolFilter::deny(["secret"])),
+        ServerConfig::http("down", format!("http://{closed}/mcp"))
+            .with_connect_timeout(Duration::from_secs(5)),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let r = start_with(dir.path(), |b| b.mcp_servers(manager)).await;
+
+    let (status, servers) = call(&r, Method::GET, "/v1/servers", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        servers,
+        json!([
+            {"name": "calc", "transport": "http", "description": "Arithmetic", "connected": false},
+            {"name": "down", "transport": "http", "connected": false},
+        ])
+    );
+
+    let (status, tools) = call(&r, Method::GET, "/v1/servers/calc/tools", None).await;
+    assert_eq!(status, 200, "{tools}");
+    let names: Vec<&str> = tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["add", "divide"], "the tool filter hides `secret`");
+    assert_eq!(tools[0]["description"], "Adds a and b");
+    assert_eq!(
+        tools[0]["input_schema"]["properties"]["a"]["type"],
+        "number"
+    );
+
+    let (status, sum) = call(
+        &r,
+        Method::POST,
+        "/v1/servers/calc/call_tool",
+        Some(json!({"name": "add", "arguments": {"a": 2, "b": 40}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{sum}");
+    assert_eq!(sum["is_error"], false);
+    assert_eq!(sum["content"][0]["text"], "42");
+
+    // The tool's own failure is its answer.
+    let (status, failed) = call(
+        &r,
+        Method::POST,
+        "/v1/servers/calc/call_tool",
+        Some(json!({"name": "divide", "arguments": {"a": 1, "b": 0}})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(failed["is_error"], true);
+    assert_eq!(failed["content"][0]["text"], "division by zero");
+
+    let (_, servers) = call(&r, Method::GET, "/v1/servers", None).await;
+    assert_eq!(servers[0]["connected"], true);
+
+    let (status, p) = call(
+        &r,
+        Method::POST,
+        "/v1/servers/calc/call_tool",
+        Some(json!({"name": "secret"})),
+    )
+    .await;
+    assert_eq!(status, 404, "{p}");
+    let (status, _) = call(&r, Method::GET, "/v1/servers/nope/tools", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(
+        &r,
+        Method::POST,
+        "/v1/servers/nope/call_tool",
+        Some(json!({"name": "add"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, p) = call(
+        &r,
+        Method::POST,
+        "/v1/servers/calc/call_tool",
+        Some(json!({"name": "add", "arguments": [1, 2]})),
+    )
+    .await;
+    assert_eq!(status, 422, "{p}");
+
+    // A server that cannot be reached: 502, naming it.
+    let (status, p) = call(&r, Method::GET, "/v1/servers/down/tools", None).await;
+    assert_eq!(status, 502, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("`down`"), "{p}");
+    stop.cancel();
+}

@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod openapi;
 pub mod problem;
 pub mod schedules;
+pub mod servers;
 pub mod sse;
 pub mod v1;
 
@@ -113,6 +114,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let authed = v1::routes()
         .merge(schedules::routes())
         .merge(hooks::routes())
+        .merge(servers::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,

@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use super::{hooks, schedules, v1};
+use super::{hooks, schedules, servers, v1};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -19,6 +19,7 @@ use super::{hooks, schedules, v1};
         schedules::delete_schedule, schedules::pause_schedule, schedules::resume_schedule,
         schedules::trigger_schedule, schedules::schedule_history,
         hooks::deliver, hooks::emit_event,
+        servers::list_servers, servers::list_tools, servers::call_tool,
     ),
     components(schemas(super::Problem)),
     modifiers(&Security),

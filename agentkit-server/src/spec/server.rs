@@ -138,7 +138,8 @@ impl SpecBuilder for DeclarativeBuilder {
 
 /// `builder` configured from `config`: the declarative catalog as its spec builder, every
 /// agent and workflow deployed (workflows after what they compose), the schedules
-/// registered, the webhooks and event triggers added, the retention set. Returns whether the agents run offline (the scripted model: no provider key).
+/// registered, the webhooks and event triggers added, the retention set, the MCP servers
+/// (`mcp.servers`) shown at `/v1/servers`. Returns whether the agents run offline (the scripted model: no provider key).
 ///
 /// # Errors
 ///
@@ -153,6 +154,9 @@ pub fn server_builder(builder: ServerBuilder, config: &Config) -> Result<(Server
     let mut builder = builder
         .spec_builder(Arc::new(DeclarativeBuilder::new(config, models)))
         .schedules(schedules)
+        .mcp_servers(agentkit_mcp::ConnectionManager::from_set(
+            &agentkit_mcp::ServerSet::from_config(config)?,
+        ))
         .retention(crate::retention::Retention::from_days(
             retention.runs_days,
             retention.thread_ttl_days,

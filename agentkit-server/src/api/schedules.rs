@@ -65,7 +65,7 @@ pub struct CreateScheduleRequest {
     every: Option<String>,
     /// One fire at this RFC 3339 time.
     at: Option<String>,
-    /// The runs' input (default `{"message": "Scheduled run `<name>`."}`).
+    /// The runs' input (default: a message naming the schedule).
     #[schema(value_type = Option<Object>)]
     input: Option<Value>,
     /// `skip` (default), `buffer_one` or `allow_all`.

@@ -1,11 +1,12 @@
 //! The `agentkit` command line: run the server (`dev`, `serve`), run agents, and manage the
-//! registry and runs of a running server.
+//! registry, runs and schedules of a running server.
 //!
 //! Exit codes: 0 success, 1 failure (a run failed, a server error), 2 invalid input,
 //! 3 not found, 4 conflict, 5 server unreachable or key refused.
 
 mod client;
 mod commands;
+mod schedules;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -56,6 +57,9 @@ enum Command {
     /// Runs: list, inspect, follow, control.
     #[command(subcommand)]
     Runs(commands::RunsCmd),
+    /// Schedules: list, pause, resume, trigger now, history.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCmd),
     /// Check an agentkit.yaml and say what is wrong, with file, key and line.
     Validate(serve::ConfigArgs),
     /// Write a working agentkit.yaml in the current directory.
@@ -85,6 +89,7 @@ fn main() {
             Command::Run(args) => commands::run(&cli.remote, args).await,
             Command::Agents(cmd) => commands::agents(&cli.remote, cmd).await,
             Command::Runs(cmd) => commands::runs(&cli.remote, cmd).await,
+            Command::Schedules(cmd) => schedules::schedules(&cli.remote, cmd).await,
             Command::Validate(args) => serve::validate(&args),
             Command::Init { force } => serve::init(force),
         }

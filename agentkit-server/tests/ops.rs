@@ -394,6 +394,13 @@ async fn signed_webhooks_start_runs_and_bad_or_replayed_deliveries_are_refused()
     assert_eq!(status, 409);
     let (status, _) = deliver(&r, "plain", "changed", &gh("changed", "d-2")).await;
     assert_eq!(status, 202);
+
+    // Another server process on the same store refuses the replay too.
+    let other = start_with(dir.path(), |b| b.webhook("plain", "echo", "other", None)).await;
+    let (status, _) = deliver(&other, "plain", "changed", &gh("changed", "d-2")).await;
+    assert_eq!(status, 409);
+    let (status, _) = deliver(&other, "plain", "changed", &gh("changed", "d-3")).await;
+    assert_eq!(status, 202);
 }
 
 #[tokio::test]

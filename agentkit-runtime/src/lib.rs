@@ -17,7 +17,7 @@ pub mod workflow;
 
 pub use executor::{
     AgentFactory, AgentResolver, PAUSE_PROPAGATION, ReplayReport, RetryPolicy, Runtime,
-    RuntimeBuilder, SCHEDULES_NAMESPACE, TargetOptions,
+    RuntimeBuilder, SCHEDULES_NAMESPACE, ScheduleInfo, TargetOptions,
 };
 pub use journal::DurableJournal;
 pub use memory::{StoreMemory, THREADS_NAMESPACE};
@@ -25,7 +25,7 @@ pub use model::{
     Created, Doc, EntryKind, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate,
 };
 pub use redact::Redactor;
-pub use scheduler::{CatchUp, Overlap, Schedule, Trigger};
+pub use scheduler::{CatchUp, MANUAL_FIRE, Overlap, Schedule, Trigger};
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]

@@ -452,6 +452,9 @@ pub struct RunQuery {
     pub created_after: Option<i64>,
     /// Only runs created before this time (ms since epoch).
     pub created_before: Option<i64>,
+    /// Only runs whose idempotency key starts with this (case-sensitive, no wildcards), e.g. a
+    /// schedule's [`fire_key_prefix`](crate::Schedule::fire_key_prefix) for its history.
+    pub idempotency_key_prefix: Option<String>,
     /// At most this many runs (capped at [`RunQuery::MAX_LIMIT`]).
     pub limit: usize,
     /// Skip this many matching runs first (paging).
@@ -465,6 +468,7 @@ impl Default for RunQuery {
             statuses: Vec::new(),
             created_after: None,
             created_before: None,
+            idempotency_key_prefix: None,
             limit: 100,
             offset: 0,
         }
@@ -503,6 +507,13 @@ impl RunQuery {
         self
     }
 
+    /// Only runs whose idempotency key starts with `prefix`.
+    #[must_use]
+    pub fn with_idempotency_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.idempotency_key_prefix = Some(prefix.into());
+        self
+    }
+
     /// One page: skip `offset` matches, return at most `limit`.
     #[must_use]
     pub fn with_page(mut self, limit: usize, offset: usize) -> Self {
@@ -524,6 +535,11 @@ impl RunQuery {
             && (self.statuses.is_empty() || self.statuses.contains(&run.status))
             && self.created_after.is_none_or(|t| run.created_at >= t)
             && self.created_before.is_none_or(|t| run.created_at < t)
+            && self.idempotency_key_prefix.as_deref().is_none_or(|p| {
+                run.idempotency_key
+                    .as_deref()
+                    .is_some_and(|k| k.starts_with(p))
+            })
     }
 }
 

@@ -13,6 +13,10 @@ use chrono_tz::Tz;
 use croner::Cron;
 use serde_json::Value;
 
+/// What follows a schedule's [`fire_key_prefix`](Schedule::fire_key_prefix) in the
+/// idempotency key of a manual fire (a run started on demand, not at a fire time).
+pub const MANUAL_FIRE: &str = "manual-";
+
 /// When a schedule fires.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -191,6 +195,21 @@ impl Schedule {
         format!("{}{fire_ms}", self.fire_key_prefix())
     }
 
+    /// The idempotency key of a manual fire (`schedule:<name>:manual-<id>`, see
+    /// `Runtime::trigger_schedule`); `id` makes it unique.
+    #[must_use]
+    pub fn manual_fire_key(&self, id: &str) -> String {
+        format!("{}{MANUAL_FIRE}{id}", self.fire_key_prefix())
+    }
+
+    /// Whether `key` (an idempotency key under [`fire_key_prefix`](Self::fire_key_prefix)) is
+    /// a manual fire's.
+    #[must_use]
+    pub fn is_manual_fire_key(&self, key: &str) -> bool {
+        key.strip_prefix(&self.fire_key_prefix())
+            .is_some_and(|rest| rest.starts_with(MANUAL_FIRE))
+    }
+
     /// The prefix shared by the idempotency keys of all this schedule's fires.
     #[must_use]
     pub fn fire_key_prefix(&self) -> String {
@@ -200,6 +219,17 @@ impl Schedule {
     /// Fire times in `(after, until]` (ms since epoch), oldest first, at most 1000.
     #[must_use]
     pub fn fires_between(&self, after: i64, until: i64) -> Vec<i64> {
+        self.fires(after, until, 1000)
+    }
+
+    /// The first fire time after `after` (ms since epoch), if the schedule fires again.
+    #[must_use]
+    pub fn next_fire_after(&self, after: i64) -> Option<i64> {
+        self.fires(after, i64::MAX, 1).first().copied()
+    }
+
+    /// Fire times in `(after, until]`, oldest first, at most `max`.
+    fn fires(&self, after: i64, until: i64, max: usize) -> Vec<i64> {
         let lo = self
             .not_before
             .map_or(after, |nb| after.max(nb.saturating_sub(1)));
@@ -219,7 +249,7 @@ impl Schedule {
                     .unwrap_or(i64::MAX)
                     .max(1);
                 let mut t = lo.div_euclid(step).saturating_add(1).saturating_mul(step);
-                while t <= hi && out.len() < 1000 {
+                while t <= hi && out.len() < max {
                     out.push(t);
                     t = t.saturating_add(step);
                 }
@@ -229,7 +259,7 @@ impl Schedule {
                     return out;
                 };
                 let mut local = t.with_timezone(tz);
-                while out.len() < 1000 {
+                while out.len() < max {
                     let Ok(next) = cron.find_next_occurrence(&local, false) else {
                         break;
                     };
@@ -305,6 +335,10 @@ mod tests {
         assert_eq!(once.fires_between(0, 499), Vec::<i64>::new());
         assert_eq!(once.fires_between(0, 500), vec![500]);
         assert_eq!(once.fire_key(500), "schedule:o:500");
+        assert_eq!(once.next_fire_after(0), Some(500));
+        assert_eq!(once.next_fire_after(500), None);
+        let s = Schedule::every("e", "t", json!(null), Duration::from_millis(100)).unwrap();
+        assert_eq!(s.next_fire_after(1_050), Some(1_100));
     }
 
     /// Any i64, with the edges of chrono's range and of i64 drawn often.

@@ -394,3 +394,50 @@ async fn postgres_overlap_buffer_one_on_two_nodes() {
     let b = named_node(sb, Duration::from_millis(250), "b");
     buffer_one_on(vec![a, b], sa).await;
 }
+
+#[tokio::test]
+async fn schedules_are_listed_triggered_by_hand_and_unregistered() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let rt = node(Arc::clone(&store), Duration::ZERO);
+    let daily = Schedule::cron("daily", "tick", json!({"d": 1}), "0 9 * * *", "UTC").unwrap();
+    rt.register_schedule(daily.clone()).unwrap();
+    rt.register_schedule(
+        Schedule::every("often", "tick", json!({}), Duration::from_secs(60)).unwrap(),
+    )
+    .unwrap();
+    let listed = rt.schedules();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| s.schedule.name.as_str())
+            .collect::<Vec<_>>(),
+        ["daily", "often"]
+    );
+    let next = listed[0].next_fire.unwrap();
+    assert!(next > now_ms() && next - now_ms() <= 86_400_000);
+    assert_eq!(next % 86_400_000, 9 * 3_600_000, "09:00 UTC");
+    rt.pause_schedule("daily").await.unwrap();
+    assert!(rt.schedule("daily").unwrap().paused);
+
+    // A manual fire runs even while paused, under the schedule's key prefix.
+    let id = rt.trigger_schedule("daily").await.unwrap();
+    let done = rt.wait(&id).await.unwrap();
+    assert_eq!(done.status, RunStatus::Succeeded);
+    assert_eq!(done.output, Some(json!({"d": 1})));
+    let key = done.idempotency_key.unwrap();
+    assert!(key.starts_with(&daily.fire_key_prefix()), "{key}");
+    assert!(daily.is_manual_fire_key(&key));
+    assert!(!daily.is_manual_fire_key(&daily.fire_key(5)));
+    let second = rt.trigger_schedule("daily").await.unwrap();
+    assert_ne!(second, id, "every manual fire is a new run");
+
+    rt.unregister_schedule("often").unwrap();
+    assert_eq!(rt.schedules().len(), 1);
+    assert!(
+        rt.trigger_schedule("often")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(rt.unregister_schedule("often").is_err());
+}

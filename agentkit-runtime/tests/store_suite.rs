@@ -510,6 +510,51 @@ async fn search_and_docs_suite(store: Arc<dyn Store>) {
             .is_empty()
     );
 
+    // Runs by idempotency-key prefix (a schedule's history): exact, case-sensitive, and `%`
+    // and `_` are plain characters.
+    let mut keyed = Vec::new();
+    for key in [
+        "schedule:a:1",
+        "schedule:ab:1",
+        "schedule:a:manual-x",
+        "SCHEDULE:a:2",
+        "schedule_a:3",
+        "schedule:%:4",
+    ] {
+        let r = store
+            .create_run(NewRun::new("even", json!({})).with_idempotency_key(key))
+            .await
+            .unwrap();
+        keyed.push(r.run().id.clone());
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let history = store
+        .search_runs(&RunQuery::new().with_idempotency_key_prefix("schedule:a:"))
+        .await
+        .unwrap();
+    assert_eq!(
+        history.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        [keyed[2].clone(), keyed[0].clone()],
+        "newest first, only keys under the prefix"
+    );
+    let percent = store
+        .search_runs(&RunQuery::new().with_idempotency_key_prefix("schedule:%"))
+        .await
+        .unwrap();
+    assert_eq!(percent.len(), 1);
+    let paged = store
+        .search_runs(
+            &RunQuery::new()
+                .with_idempotency_key_prefix("schedule:a")
+                .with_target("even")
+                .with_page(1, 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(paged.len(), 1);
+    assert_eq!(paged[0].id, keyed[1]);
+    assert_eq!(store.search_runs(&RunQuery::new()).await.unwrap().len(), 10);
+
     // Documents: create-only, compare-and-swap, list by prefix with paging, delete.
     let v1 = store
         .doc_put("reg", "agent/a/1", json!({"v": 1}), Expect::Absent)

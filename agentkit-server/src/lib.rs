@@ -26,12 +26,21 @@ pub mod crons;
 pub mod deploy;
 pub mod platform;
 pub mod registry;
+pub mod retention;
+pub mod schedules;
+pub mod servers;
 pub mod spec;
 pub mod threads;
+pub mod webhooks;
 
+mod ops;
 mod server;
 
 pub use platform::{Platform, RunEventView, RunView, SpecBuilder, StartRun};
 pub use registry::{Deployed, Entry, EntryKind, Registry, Version};
+pub use retention::{PruneReport, Retention};
+pub use schedules::{ScheduleRun, ScheduleSource, ScheduleView, TriggerView};
 pub use server::{Server, ServerBuilder, generate_key};
+pub use servers::{McpCallView, McpFailure, McpServerView, McpToolView};
 pub use threads::{Thread, ThreadPolicy, Threads};
+pub use webhooks::{DeliveryError, Webhook};

@@ -311,6 +311,7 @@ pub struct Platform {
     pub(crate) directory: Arc<Directory>,
     pub(crate) policy: ThreadPolicy,
     registered: Mutex<std::collections::HashSet<String>>,
+    pub(crate) ops: crate::ops::OpsState,
 }
 
 impl std::fmt::Debug for Platform {
@@ -338,6 +339,7 @@ impl Platform {
             directory,
             policy,
             registered: Mutex::default(),
+            ops: crate::ops::OpsState::default(),
         }
     }
 

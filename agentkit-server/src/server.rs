@@ -25,6 +25,10 @@ pub struct ServerBuilder {
     max_body_bytes: usize,
     poll: Duration,
     schedules: Vec<Schedule>,
+    webhooks: Vec<(String, crate::webhooks::Webhook)>,
+    events: Vec<(String, String)>,
+    retention: crate::retention::Retention,
+    mcp: Option<agentkit_mcp::ConnectionManager>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -60,6 +64,10 @@ impl ServerBuilder {
             max_body_bytes: 2 * 1024 * 1024,
             poll: Duration::from_millis(250),
             schedules: Vec::new(),
+            webhooks: Vec::new(),
+            events: Vec::new(),
+            retention: crate::retention::Retention::default(),
+            mcp: None,
         }
     }
 
@@ -68,6 +76,48 @@ impl ServerBuilder {
     #[must_use]
     pub fn schedules(mut self, schedules: Vec<Schedule>) -> Self {
         self.schedules.extend(schedules);
+        self
+    }
+
+    /// Accept signed deliveries at `POST /v1/hooks/{name}`: each starts a run of `target`
+    /// (a deployed agent or workflow) whose message is the body's value at `message_pointer`
+    /// (a JSON pointer), or the whole body. See [`webhooks`](crate::webhooks) for the
+    /// signature.
+    #[must_use]
+    pub fn webhook(
+        mut self,
+        name: impl Into<String>,
+        target: impl Into<String>,
+        secret: impl Into<String>,
+        message_pointer: Option<String>,
+    ) -> Self {
+        let mut hook = crate::webhooks::Webhook::new(target, secret);
+        hook.message_pointer = message_pointer;
+        self.webhooks.push((name.into(), hook));
+        self
+    }
+
+    /// Start a run of `target` with the event's payload whenever `event` is emitted
+    /// (`POST /v1/events/{event}` or [`Platform::emit_event`]).
+    #[must_use]
+    pub fn event_trigger(mut self, event: impl Into<String>, target: impl Into<String>) -> Self {
+        self.events.push((event.into(), target.into()));
+        self
+    }
+
+    /// Delete finished runs and idle threads after these ages (default: keep them); the
+    /// server prunes every minute ([`Platform::prune`]).
+    #[must_use]
+    pub fn retention(mut self, retention: crate::retention::Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// The outbound MCP servers shown and called at `/v1/servers` (agentkit.yaml
+    /// `mcp.servers`). Their connections close when the server stops.
+    #[must_use]
+    pub fn mcp_servers(mut self, manager: agentkit_mcp::ConnectionManager) -> Self {
+        self.mcp = Some(manager);
         self
     }
 
@@ -177,17 +227,44 @@ impl ServerBuilder {
                 .map_err(|e| Error::InvalidRequest(format!("deploying `{name}`: {e}")))?;
         }
         platform.sync_targets().await?;
-        let scheduled = !self.schedules.is_empty();
+        platform.add_triggers(self.webhooks, self.events).await?;
         for s in self.schedules {
+            let name = s.name.clone();
             runtime.register_schedule(s)?;
+            platform
+                .ops
+                .schedules
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .config
+                .insert(name);
         }
+        // Schedules created over the API (stored) are registered too; see `schedules`.
+        platform.sync_schedules().await?;
         runtime.recover().await?;
         runtime.start_polling(self.poll);
-        if scheduled {
-            runtime.start_scheduler(Duration::from_secs(1));
+        // Always: schedules can be created over the API while the server runs.
+        runtime.start_scheduler(Duration::from_secs(1));
+        platform.set_retention(self.retention);
+        if let Some(m) = self.mcp {
+            platform.set_mcp(m);
         }
-        // Agents deployed through another process sharing the store run here too; crons
-        // (stored, shared by every process) fire from here.
+        let prune = Arc::downgrade(&platform);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(crate::retention::PRUNE_EVERY).await;
+                let Some(p) = prune.upgrade() else { break };
+                match p.prune(agentkit_runtime::model::now_ms()).await {
+                    Ok(r) if r != crate::retention::PruneReport::default() => {
+                        tracing::info!(?r, "retention pruned");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "retention pruning failed"),
+                }
+            }
+        });
+        // Agents deployed through another process sharing the store run here too; stored
+        // schedules and crons (shared by every process) are synced and fired from here.
         let sync = Arc::downgrade(&platform);
         let crons = crate::crons::Crons::new(Arc::clone(runtime.store()));
         tokio::spawn(async move {
@@ -200,6 +277,9 @@ impl ServerBuilder {
                 let now = agentkit_runtime::model::now_ms();
                 if let Err(e) = crons.fire_due(&p, now).await {
                     tracing::warn!(error = %e, "firing crons failed");
+                }
+                if let Err(e) = p.sync_schedules().await {
+                    tracing::warn!(error = %e, "syncing the stored schedules failed");
                 }
             }
         });
@@ -278,6 +358,9 @@ impl Server {
             .runtime()
             .shutdown(Duration::from_secs(10))
             .await;
+        if let Some(m) = self.platform.mcp() {
+            m.shutdown().await;
+        }
         Ok(())
     }
 }

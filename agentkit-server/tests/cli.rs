@@ -232,3 +232,39 @@ async fn mcp_serve_exposes_the_configs_agents_to_an_mcp_client_over_stdio() {
     assert!(text.contains("over mcp"), "{text}");
     manager.shutdown().await;
 }
+
+#[test]
+fn schedules_are_listed_paused_triggered_and_their_history_shown() {
+    let dev = start_dev();
+    let (code, out, err) = run(&dev, &["schedules", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("daily-digest"), "{out}");
+    assert!(out.contains("cron 0 9 * * 1-5 Europe/Paris"), "{out}");
+    assert!(out.contains("UTC (in "), "the next fire: {out}");
+
+    let (code, out, err) = run(&dev, &["schedules", "pause", "daily-digest"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("paused"), "{out}");
+    let (_, out, _) = run(&dev, &["schedules", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["paused"], true);
+
+    let (code, out, err) = run(&dev, &["schedules", "trigger", "daily-digest"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("of summarizer"), "{out}");
+    let (code, out, err) = run(&dev, &["schedules", "history", "daily-digest", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let history: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 1);
+    assert_eq!(history[0]["manual"], true);
+    let (code, out, _) = run(&dev, &["schedules", "history", "daily-digest"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("manual"), "{out}");
+
+    let (code, out, err) = run(&dev, &["schedules", "resume", "daily-digest"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("resumed"), "{out}");
+    let (code, _, err) = run(&dev, &["schedules", "trigger", "nope"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("nope"), "{err}");
+}

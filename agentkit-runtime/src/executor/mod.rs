@@ -35,7 +35,7 @@ pub use builder::RuntimeBuilder;
 pub use options::{MAX_BACKOFF, RetryPolicy, RetryPredicate, TargetOptions};
 pub use registry::{AgentFactory, AgentResolver};
 pub use replay::ReplayReport;
-pub use schedules::{PAUSE_PROPAGATION, SCHEDULES_NAMESPACE};
+pub use schedules::{PAUSE_PROPAGATION, SCHEDULES_NAMESPACE, ScheduleInfo};
 
 use registry::Target;
 use schedules::ScheduleState;

@@ -37,7 +37,78 @@ pub(super) struct ScheduleState {
     pending: AtomicBool,
 }
 
+/// A registered schedule as this node sees it (see [`Runtime::schedules`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ScheduleInfo {
+    /// The schedule.
+    pub schedule: Schedule,
+    /// Whether it is paused (a pause made on another node shows here within
+    /// [`PAUSE_PROPAGATION`] while the scheduler runs).
+    pub paused: bool,
+    /// Its next fire time after now (ms since epoch), if it fires again.
+    pub next_fire: Option<i64>,
+}
+
+impl ScheduleInfo {
+    fn of(st: &ScheduleState, now: i64) -> Self {
+        Self {
+            schedule: st.schedule.clone(),
+            paused: st.paused.load(Ordering::SeqCst),
+            next_fire: st.schedule.next_fire_after(now),
+        }
+    }
+}
+
 impl Runtime {
+    /// The registered schedules, by name.
+    #[must_use]
+    pub fn schedules(&self) -> Vec<ScheduleInfo> {
+        let now = crate::model::now_ms();
+        let mut out: Vec<ScheduleInfo> = read(&self.inner.schedules)
+            .values()
+            .map(|st| ScheduleInfo::of(st, now))
+            .collect();
+        out.sort_by(|a, b| a.schedule.name.cmp(&b.schedule.name));
+        out
+    }
+
+    /// One registered schedule (a `NotFound` error when no schedule has this name).
+    pub fn schedule(&self, name: &str) -> Result<ScheduleInfo> {
+        let st = self.schedule_state(name)?;
+        Ok(ScheduleInfo::of(&st, crate::model::now_ms()))
+    }
+
+    /// Stop firing a schedule on this node and forget it (its runs and its stored pause
+    /// state stay). A `NotFound` error when no schedule has this name.
+    pub fn unregister_schedule(&self, name: &str) -> Result<()> {
+        write(&self.inner.schedules)
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| {
+                Error::not_found("schedule", name, "list the schedules to see their names")
+            })
+    }
+
+    /// Start a run of the schedule's target with its input now, whatever its trigger, pause
+    /// and overlap policy say: a manual fire. Its idempotency key is
+    /// [`Schedule::manual_fire_key`] (under the schedule's
+    /// [`fire_key_prefix`](Schedule::fire_key_prefix), so it is in the schedule's history and
+    /// counts as its latest run for the overlap policies). Returns the run id.
+    pub async fn trigger_schedule(&self, name: &str) -> Result<String> {
+        let st = self.schedule_state(name)?;
+        let s = &st.schedule;
+        let t = self
+            .target(&s.target)
+            .ok_or_else(|| self.unknown_target(&s.target))?;
+        let key = s.manual_fire_key(&uuid::Uuid::now_v7().to_string());
+        let run = NewRun::new(&s.target, s.input.clone())
+            .with_version(t.options.version)
+            .with_idempotency_key(key);
+        let created = self.create_and_dispatch(&t, run, None).await?;
+        Ok(created.run().id.clone())
+    }
+
     /// Register a schedule. Its target must be registered and its input must match it (a
     /// schedule that could never start a run is refused, and nothing is stored). Fires are
     /// started by [`start_scheduler`](Self::start_scheduler). The name must not contain `:`.

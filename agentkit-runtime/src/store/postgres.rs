@@ -289,6 +289,11 @@ impl RunStore for PostgresStore {
         if let Some(t) = query.created_before {
             q.push(" AND created_at < ").push_bind(t);
         }
+        if let Some(p) = &query.idempotency_key_prefix {
+            q.push(" AND starts_with(idempotency_key, ")
+                .push_bind(p.clone())
+                .push(")");
+        }
         q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
             .push_bind(i64::try_from(query.page_size()).unwrap_or(i64::MAX))
             .push(" OFFSET ")

@@ -293,6 +293,13 @@ impl RunStore for SqliteStore {
         if let Some(t) = query.created_before {
             q.push(" AND created_at < ").push_bind(t);
         }
+        if let Some(p) = &query.idempotency_key_prefix {
+            // `substr` rather than LIKE: LIKE is case-insensitive in SQLite and treats `%`/`_`.
+            q.push(" AND substr(idempotency_key, 1, length(")
+                .push_bind(p.clone())
+                .push(")) = ")
+                .push_bind(p.clone());
+        }
         q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
             .push_bind(i64::try_from(query.page_size()).unwrap_or(i64::MAX))
             .push(" OFFSET ")

@@ -13,9 +13,12 @@ use subtle::ConstantTimeEq;
 use crate::platform::Platform;
 
 pub mod agent_protocol;
+pub mod hooks;
 pub mod langgraph;
 pub mod openapi;
 pub mod problem;
+pub mod schedules;
+pub mod servers;
 pub mod sse;
 pub mod v1;
 
@@ -113,6 +116,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let authed = v1::routes()
         .merge(langgraph::routes())
         .merge(agent_protocol::routes())
+        .merge(schedules::routes())
+        .merge(hooks::routes())
+        .merge(servers::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -120,6 +126,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .merge(authed)
         .merge(v1::open_routes())
+        .merge(hooks::open_routes())
         .route(
             "/openapi.json",
             axum::routing::get(|| async { axum::Json(openapi::document()) }),

@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use super::{agent_protocol as ap, langgraph as lg, v1};
+use super::{agent_protocol as ap, hooks, langgraph as lg, schedules, servers, v1};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -26,6 +26,11 @@ use super::{agent_protocol as ap, langgraph as lg, v1};
         lg::create_cron, lg::update_cron, lg::delete_cron, lg::search_crons, lg::count_crons,
         ap::search_agents, ap::get_agent, ap::agent_schemas, ap::thread_history,
         ap::search_runs, ap::get_run, ap::wait_run, ap::stream_run, ap::cancel_run,
+        schedules::list_schedules, schedules::create_schedule, schedules::get_schedule,
+        schedules::delete_schedule, schedules::pause_schedule, schedules::resume_schedule,
+        schedules::trigger_schedule, schedules::schedule_history,
+        hooks::deliver, hooks::emit_event,
+        servers::list_servers, servers::list_tools, servers::call_tool,
     ),
     components(schemas(super::Problem)),
     modifiers(&Security),

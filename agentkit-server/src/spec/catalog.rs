@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use agentkit_core::config::{
     AgentSpec, CatchUpPolicy, ChainInputKind, Config, MinRating, OnFailure, OverlapPolicy,
-    PlanModeKind, WorkflowSpec, locate_key,
+    PlanModeKind, ScheduleSpec, WorkflowSpec, locate_key,
 };
 use agentkit_core::{
     Agent, AgentLlm, AugmentedLlm, Budget, Error, InMemoryMemory, MemoryWindow, RequestParams,
@@ -520,57 +520,74 @@ impl Catalog {
     pub fn schedules(&self) -> Result<Vec<Schedule>> {
         let mut out = Vec::new();
         for (name, s) in &self.config.schedules {
-            let key = |k: &str| format!("schedules.{name}.{k}");
-            let input = s.input_or_default(name);
-            let schedule = if let Some(expr) = &s.cron {
-                let tz = s.timezone_or_utc();
-                Schedule::cron(name, &s.target, input, expr, tz).map_err(|e| {
-                    let message = match e {
-                        Error::InvalidRequest(m) => m,
-                        other => other.to_string(),
-                    };
-                    let message = message
-                        .strip_prefix(&format!("schedule `{name}`: "))
-                        .unwrap_or(&message)
-                        .to_owned();
-                    if message.starts_with("unknown time zone") {
-                        self.error(key("timezone"), message)
-                    } else {
-                        self.error(key("cron"), message)
-                    }
-                })?
-            } else if let Some(every) = s.every {
-                Schedule::every(name, &s.target, input, every.0)
-                    .map_err(|e| self.relocate(e, key("every")))?
-            } else if let Some(at) = &s.at {
-                let when = chrono::DateTime::parse_from_rfc3339(at).map_err(|e| {
-                    self.error(
-                        key("at"),
-                        format!(
-                            "invalid time `{at}`: {e}; write an RFC 3339 time such as \
-                             `2026-01-01T09:00:00Z` or `2026-01-01T09:00:00+01:00`"
-                        ),
-                    )
-                })?;
-                let when: SystemTime = when.with_timezone(&chrono::Utc).into();
-                Schedule::once(name, &s.target, input, when)
-            } else {
-                return Err(self.error(
-                    format!("schedules.{name}"),
-                    "a schedule needs one of `cron` (with `timezone`), `every` or `at`",
-                ));
-            };
-            let overlap = match s.overlap {
-                OverlapPolicy::AllowAll => Overlap::AllowAll,
-                OverlapPolicy::BufferOne => Overlap::BufferOne,
-                _ => Overlap::Skip,
-            };
-            let catch_up = match s.catch_up {
-                CatchUpPolicy::Within(d) => CatchUp::Within(d.0),
-                _ => CatchUp::Skip,
-            };
-            out.push(schedule.with_overlap(overlap).with_catch_up(catch_up));
+            let schedule = schedule_from_spec(name, s).map_err(|(key, message)| {
+                let key = if key.is_empty() {
+                    format!("schedules.{name}")
+                } else {
+                    format!("schedules.{name}.{key}")
+                };
+                self.error(key, message)
+            })?;
+            out.push(schedule);
         }
         Ok(out)
     }
+}
+
+/// The runtime schedule of spec `s` named `name`, or the key of `s` that is wrong (empty: the
+/// schedule as a whole) and what is wrong with it.
+pub(crate) fn schedule_from_spec(
+    name: &str,
+    s: &ScheduleSpec,
+) -> std::result::Result<Schedule, (&'static str, String)> {
+    let strip = |e: Error| {
+        let message = match e {
+            Error::InvalidRequest(m) => m,
+            other => other.to_string(),
+        };
+        message
+            .strip_prefix(&format!("schedule `{name}`: "))
+            .unwrap_or(&message)
+            .to_owned()
+    };
+    let input = s.input_or_default(name);
+    let schedule = if let Some(expr) = &s.cron {
+        Schedule::cron(name, &s.target, input, expr, s.timezone_or_utc()).map_err(|e| {
+            let message = strip(e);
+            if message.starts_with("unknown time zone") {
+                ("timezone", message)
+            } else {
+                ("cron", message)
+            }
+        })?
+    } else if let Some(every) = s.every {
+        Schedule::every(name, &s.target, input, every.0).map_err(|e| ("every", strip(e)))?
+    } else if let Some(at) = &s.at {
+        let when = chrono::DateTime::parse_from_rfc3339(at).map_err(|e| {
+            (
+                "at",
+                format!(
+                    "invalid time `{at}`: {e}; write an RFC 3339 time such as \
+                     `2026-01-01T09:00:00Z` or `2026-01-01T09:00:00+01:00`"
+                ),
+            )
+        })?;
+        let when: SystemTime = when.with_timezone(&chrono::Utc).into();
+        Schedule::once(name, &s.target, input, when)
+    } else {
+        return Err((
+            "",
+            "a schedule needs one of `cron` (with `timezone`), `every` or `at`".to_owned(),
+        ));
+    };
+    let overlap = match s.overlap {
+        OverlapPolicy::AllowAll => Overlap::AllowAll,
+        OverlapPolicy::BufferOne => Overlap::BufferOne,
+        _ => Overlap::Skip,
+    };
+    let catch_up = match s.catch_up {
+        CatchUpPolicy::Within(d) => CatchUp::Within(d.0),
+        _ => CatchUp::Skip,
+    };
+    Ok(schedule.with_overlap(overlap).with_catch_up(catch_up))
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use agentkit_core::config::{AgentSpec, WorkflowSpec};
+use agentkit_core::config::{AgentSpec, TriggerSpec, WorkflowSpec};
 use agentkit_core::{AugmentedLlm, Config, Error, Memory, Result};
 use agentkit_runtime::TargetOptions;
 use serde_json::Value;
@@ -138,7 +138,8 @@ impl SpecBuilder for DeclarativeBuilder {
 
 /// `builder` configured from `config`: the declarative catalog as its spec builder, every
 /// agent and workflow deployed (workflows after what they compose), the schedules
-/// registered. Returns whether the agents run offline (the scripted model: no provider key).
+/// registered, the webhooks and event triggers added, the retention set, the MCP servers
+/// (`mcp.servers`) shown at `/v1/servers`. Returns whether the agents run offline (the scripted model: no provider key).
 ///
 /// # Errors
 ///
@@ -149,9 +150,33 @@ pub fn server_builder(builder: ServerBuilder, config: &Config) -> Result<(Server
     let catalog = Catalog::new(config.clone(), models.clone())?;
     catalog.check()?;
     let schedules = catalog.schedules()?;
+    let retention = &config.server.retention;
     let mut builder = builder
         .spec_builder(Arc::new(DeclarativeBuilder::new(config, models)))
-        .schedules(schedules);
+        .schedules(schedules)
+        .mcp_servers(agentkit_mcp::ConnectionManager::from_set(
+            &agentkit_mcp::ServerSet::from_config(config)?,
+        ))
+        .retention(crate::retention::Retention::from_days(
+            retention.runs_days,
+            retention.thread_ttl_days,
+        ));
+    for (name, trigger) in &config.triggers {
+        builder = match trigger {
+            TriggerSpec::Webhook(w) => builder.webhook(
+                name.clone(),
+                w.target.clone(),
+                w.secret.clone(),
+                w.message_pointer.clone(),
+            ),
+            TriggerSpec::Event(e) => builder.event_trigger(e.event.clone(), e.target.clone()),
+            other => {
+                return Err(Error::InvalidRequest(format!(
+                    "trigger `{name}`: this server cannot run triggers of this type ({other:?})"
+                )));
+            }
+        };
+    }
     for (name, agent) in &config.agents {
         let spec =
             serde_json::to_value(agent).map_err(|e| Error::json("encoding an agent spec", e))?;

@@ -100,21 +100,21 @@ pub(crate) enum RunsCmd {
 /// The default server URL.
 pub(crate) const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
-fn client(remote: &Remote) -> Client {
+pub(crate) fn client(remote: &Remote) -> Client {
     Client::new(
         remote.server.as_deref().unwrap_or(DEFAULT_SERVER),
         remote.key.clone(),
     )
 }
 
-fn print_json(v: &Value) {
+pub(crate) fn print_json(v: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
     );
 }
 
-fn s(v: &Value, k: &str) -> String {
+pub(crate) fn s(v: &Value, k: &str) -> String {
     match v.get(k) {
         Some(Value::String(x)) => x.clone(),
         Some(Value::Null) | None => "-".into(),
@@ -123,7 +123,7 @@ fn s(v: &Value, k: &str) -> String {
 }
 
 /// A plain table: columns padded to their widest cell.
-fn table(headers: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -144,7 +144,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn ago(ms: &Value) -> String {
+pub(crate) fn ago(ms: &Value) -> String {
     let Some(ms) = ms.as_i64() else {
         return "-".into();
     };

@@ -1,5 +1,5 @@
 //! The `agentkit` command line: run the server (`dev`, `serve`), run agents, and manage the
-//! registry and runs of a running server.
+//! registry, runs and schedules of a running server.
 //!
 //! Exit codes: 0 success, 1 failure (a run failed, a server error), 2 invalid input,
 //! 3 not found, 4 conflict, 5 server unreachable or key refused.
@@ -7,6 +7,7 @@
 mod client;
 mod commands;
 mod mcp;
+mod schedules;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -56,6 +57,9 @@ enum Command {
     /// MCP: serve the agents over stdio, list or bridge the config's MCP servers.
     #[command(subcommand)]
     Mcp(mcp::McpCmd),
+    /// Schedules: list, pause, resume, trigger now, history.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCmd),
     /// Check an agentkit.yaml and say what is wrong, with file, key and line.
     Validate(serve::ConfigArgs),
     /// Write a working agentkit.yaml in the current directory.
@@ -86,6 +90,7 @@ fn main() {
             Command::Agents(cmd) => commands::agents(&cli.remote, cmd).await,
             Command::Runs(cmd) => commands::runs(&cli.remote, cmd).await,
             Command::Mcp(cmd) => mcp::mcp(&cli.remote, cmd).await,
+            Command::Schedules(cmd) => schedules::schedules(&cli.remote, cmd).await,
             Command::Validate(args) => serve::validate(&args),
             Command::Init { force } => serve::init(force),
         }

@@ -1,0 +1,277 @@
+//! Retention: finished runs older than `server.retention.runs_days` and threads idle for
+//! `server.retention.thread_ttl_days` are deleted by [`Platform::prune`], which the server
+//! calls every minute (every process may; deletions are idempotent).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use agentkit_core::{Memory, Result, RunStatus};
+use agentkit_runtime::{Expect, RunQuery};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::platform::{Platform, THREAD_RUNS};
+use crate::webhooks::DELIVERIES;
+
+/// How long accepted webhook deliveries are remembered (replays older than this are not
+/// recognised; agentkit-signed deliveries are refused after 5 minutes anyway).
+pub const DELIVERY_TTL: Duration = Duration::from_secs(7 * 86_400);
+
+/// How often the server prunes.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// What to keep, and for how long (unset: forever).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retention {
+    /// Delete finished (succeeded, failed, cancelled) runs this long after they ended.
+    pub runs: Option<Duration>,
+    /// Delete threads not updated for this long (their records and conversations).
+    pub threads: Option<Duration>,
+}
+
+impl Retention {
+    /// Keep everything.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `server.retention` of an `agentkit.yaml` (days).
+    #[must_use]
+    pub fn from_days(runs_days: Option<u32>, thread_ttl_days: Option<u32>) -> Self {
+        let days = |d: u32| Duration::from_secs(u64::from(d) * 86_400);
+        Self {
+            runs: runs_days.map(days),
+            threads: thread_ttl_days.map(days),
+        }
+    }
+
+    /// Delete finished runs `age` after they ended.
+    #[must_use]
+    pub fn with_runs(mut self, age: Duration) -> Self {
+        self.runs = Some(age);
+        self
+    }
+
+    /// Delete threads idle for `ttl`.
+    #[must_use]
+    pub fn with_threads(mut self, ttl: Duration) -> Self {
+        self.threads = Some(ttl);
+        self
+    }
+}
+
+/// What one [`Platform::prune`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct PruneReport {
+    /// Finished runs (with their journals and signals).
+    pub runs: usize,
+    /// Links from threads to those runs.
+    pub thread_runs: usize,
+    /// Idle threads (records and conversations).
+    pub threads: usize,
+    /// Remembered webhook deliveries older than [`DELIVERY_TTL`].
+    pub deliveries: usize,
+}
+
+fn before(now: i64, age: Duration) -> i64 {
+    now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
+}
+
+const PAGE: usize = 500;
+
+impl Platform {
+    /// The retention this server applies.
+    #[must_use]
+    pub fn retention(&self) -> Retention {
+        *self
+            .ops
+            .retention
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_retention(&self, r: Retention) {
+        *self
+            .ops
+            .retention
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = r;
+    }
+
+    /// Apply the retention as of `now` (ms since epoch): delete finished runs that ended
+    /// before `now - runs` (and their thread links), threads not updated since
+    /// `now - threads` whose last run is finished, and webhook deliveries older than
+    /// [`DELIVERY_TTL`].
+    pub async fn prune(&self, now: i64) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        let retention = self.retention();
+        if let Some(age) = retention.runs {
+            self.prune_runs(before(now, age), &mut report).await?;
+        }
+        if let Some(ttl) = retention.threads {
+            self.prune_threads(before(now, ttl), &mut report).await?;
+        }
+        report.deliveries = self
+            .prune_docs(DELIVERIES, before(now, DELIVERY_TTL), |v| {
+                v.get("at").and_then(Value::as_i64)
+            })
+            .await?;
+        Ok(report)
+    }
+
+    async fn prune_runs(&self, cutoff: i64, report: &mut PruneReport) -> Result<()> {
+        let store = self.runtime.store();
+        // The threads of the runs about to go (a run ends after it is created, so every run
+        // that ended before the cutoff was created before it).
+        let mut threads: HashMap<String, String> = HashMap::new();
+        let finished = [
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ];
+        let mut offset = 0;
+        loop {
+            let mut q = RunQuery::new()
+                .with_created(None, Some(cutoff))
+                .with_page(PAGE, offset);
+            for s in finished {
+                q = q.with_status(s);
+            }
+            let page = store.search_runs(&q).await?;
+            for r in &page {
+                if let Some(t) = r.input.get("thread").and_then(Value::as_str) {
+                    threads.insert(r.id.clone(), t.to_owned());
+                }
+            }
+            offset += page.len();
+            if page.len() < PAGE {
+                break;
+            }
+        }
+        let mut unlinked = HashSet::new();
+        loop {
+            let deleted = store.delete_finished_runs(cutoff, PAGE).await?;
+            report.runs += deleted.len();
+            for id in &deleted {
+                match threads.get(id) {
+                    Some(t) => {
+                        if store
+                            .doc_delete(THREAD_RUNS, &format!("{t}/{id}"), Expect::Any)
+                            .await?
+                        {
+                            report.thread_runs += 1;
+                        }
+                    }
+                    // Finished after the search (a race): found by a scan below.
+                    None => {
+                        unlinked.insert(id.clone());
+                    }
+                }
+            }
+            if deleted.len() < PAGE {
+                break;
+            }
+        }
+        if !unlinked.is_empty() {
+            report.thread_runs += self
+                .prune_docs(THREAD_RUNS, i64::MAX, |v| {
+                    v.get("run_id")
+                        .and_then(Value::as_str)
+                        .filter(|r| unlinked.contains(*r))
+                        .map(|_| 0)
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn prune_threads(&self, cutoff: i64, report: &mut PruneReport) -> Result<()> {
+        let store = self.runtime.store();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .doc_list(crate::threads::COLLECTION, "", after.as_deref(), PAGE)
+                .await?;
+            after = page.last().map(|d| d.id.clone());
+            for doc in &page {
+                let updated = doc.value.get("updated_at").and_then(Value::as_i64);
+                if updated.is_none_or(|u| u >= cutoff) {
+                    continue;
+                }
+                if let Some(last) = doc.value.get("last_run").and_then(Value::as_str)
+                    && let Some(run) = store.get_run(last).await?
+                    && !run.status.is_terminal()
+                {
+                    continue;
+                }
+                let id = &doc.id;
+                // Only the revision we read: a thread updated meanwhile stays.
+                if !store
+                    .doc_delete(
+                        crate::threads::COLLECTION,
+                        id,
+                        Expect::Revision(doc.revision),
+                    )
+                    .await?
+                {
+                    continue;
+                }
+                self.threads.memory().clear(id).await?;
+                report.threads += 1;
+                report.thread_runs += self.prune_prefix(THREAD_RUNS, &format!("{id}/")).await?;
+            }
+            if page.len() < PAGE {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete every document of `collection` under `prefix`.
+    async fn prune_prefix(&self, collection: &str, prefix: &str) -> Result<usize> {
+        let store = self.runtime.store();
+        let mut n = 0;
+        loop {
+            let page = store.doc_list(collection, prefix, None, PAGE).await?;
+            for d in &page {
+                if store.doc_delete(collection, &d.id, Expect::Any).await? {
+                    n += 1;
+                }
+            }
+            if page.len() < PAGE {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Delete the documents of `collection` whose `time` is before `cutoff`.
+    async fn prune_docs(
+        &self,
+        collection: &str,
+        cutoff: i64,
+        time: impl Fn(&Value) -> Option<i64>,
+    ) -> Result<usize> {
+        let store = self.runtime.store();
+        let mut n = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .doc_list(collection, "", after.as_deref(), PAGE)
+                .await?;
+            after = page.last().map(|d| d.id.clone());
+            for d in &page {
+                if time(&d.value).is_some_and(|t| t < cutoff)
+                    && store.doc_delete(collection, &d.id, Expect::Any).await?
+                {
+                    n += 1;
+                }
+            }
+            if page.len() < PAGE {
+                return Ok(n);
+            }
+        }
+    }
+}

@@ -52,11 +52,8 @@ pub mod tool;
 pub mod usage;
 pub mod workflow;
 
-/// Lock `m`, recovering a poisoned lock: agentkit's locks guard data that every update leaves
-/// consistent, so a panic elsewhere must not make the data unreachable (nor silently skipped).
-pub(crate) fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub mod sync;
+pub(crate) use sync::lock;
 
 pub use agent::{Agent, AgentLlm, AgentTool, Instruction, Turn};
 pub use approval::{Approval, ApprovalLayer};

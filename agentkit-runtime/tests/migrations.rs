@@ -224,3 +224,31 @@ mod postgres {
         }
     }
 }
+
+/// Processes that open a fresh file at the same moment (a server and a CLI, or a test and its
+/// child) take turns: every one opens it, and each migration is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_fresh_file_opened_by_several_stores_at_once_is_migrated_once() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("fresh-{round}.db"));
+        let opens = (0..6).map(|_| {
+            let path = path.clone();
+            tokio::spawn(async move { SqliteStore::open(&path).await })
+        });
+        let stores: Vec<SqliteStore> = futures::future::join_all(opens)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().unwrap())
+            .collect();
+        let rec = recorded(stores[0].pool()).await;
+        assert_eq!(
+            rec.iter().map(|r| r.0).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5],
+            "round {round}"
+        );
+        for s in &stores {
+            s.pool().close().await;
+        }
+    }
+}

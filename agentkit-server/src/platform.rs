@@ -54,9 +54,7 @@ pub(crate) struct Directory {
     cache: Mutex<HashMap<(String, u32), Arc<dyn AugmentedLlm>>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use agentkit_core::sync::lock;
 
 impl Directory {
     pub(crate) fn new(
@@ -74,18 +72,11 @@ impl Directory {
     }
 
     pub(crate) fn add_code(&self, name: &str, llm: Arc<dyn AugmentedLlm>) {
-        self.code
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(name.to_owned(), llm);
+        agentkit_core::sync::write(&self.code).insert(name.to_owned(), llm);
     }
 
     fn code(&self, name: &str) -> Option<Arc<dyn AugmentedLlm>> {
-        self.code
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(name)
-            .cloned()
+        agentkit_core::sync::read(&self.code).get(name).cloned()
     }
 
     fn resolve_boxed<'a>(
@@ -320,6 +311,19 @@ impl std::fmt::Debug for Platform {
     }
 }
 
+/// How long a run recorded on a thread but not yet stored counts as starting.
+const STARTING_GRACE_MS: i64 = 30_000;
+
+fn busy(thread: &str, run: &str, status: &str) -> Error {
+    Error::invalid_state(
+        format!("thread {thread}"),
+        format!(
+            "is busy with run {run} ({status}); wait for it, cancel it, or start the run with \
+             `if_busy: interrupt` (LangGraph: `multitask_strategy: interrupt`)"
+        ),
+    )
+}
+
 fn live(status: RunStatus) -> bool {
     !status.is_terminal()
 }
@@ -432,21 +436,27 @@ impl Platform {
     async fn claim_thread(&self, thread: &str, run_id: &str, policy: ThreadPolicy) -> Result<()> {
         for _ in 0..32 {
             let t = self.threads.get(thread).await?;
+            // A run recorded on the thread but not stored yet is starting (its starter won
+            // the thread a moment ago): busy, like a live run. After `STARTING_GRACE` it is
+            // taken as a start that died between the two writes.
+            if let Some(last) = &t.last_run
+                && self.runtime.store().get_run(last).await?.is_none()
+                && agentkit_runtime::model::now_ms().saturating_sub(t.updated_at)
+                    < STARTING_GRACE_MS
+            {
+                if policy == ThreadPolicy::Reject {
+                    return Err(busy(thread, last, "starting"));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
             if let Some(last) = &t.last_run
                 && let Some(run) = self.runtime.store().get_run(last).await?
                 && live(run.status)
             {
                 match policy {
                     ThreadPolicy::Reject => {
-                        return Err(Error::invalid_state(
-                            format!("thread {thread}"),
-                            format!(
-                                "is busy with run {last} ({}); wait for it, cancel it, or start \
-                                 the run with `if_busy: interrupt` (LangGraph: \
-                                 `multitask_strategy: interrupt`)",
-                                run.status
-                            ),
-                        ));
+                        return Err(busy(thread, last, run.status.as_str()));
                     }
                     ThreadPolicy::Interrupt => {
                         match self
@@ -461,23 +471,9 @@ impl Platform {
                     }
                 }
             }
-            let mut next = t.clone();
+            let mut next = t;
             next.last_run = Some(run_id.to_owned());
-            next.updated_at = agentkit_runtime::model::now_ms();
-            let value =
-                serde_json::to_value(&next).map_err(|e| Error::json("encoding a thread", e))?;
-            if self
-                .runtime
-                .store()
-                .doc_put(
-                    crate::threads::COLLECTION,
-                    thread,
-                    value,
-                    Expect::Revision(t.revision),
-                )
-                .await?
-                .is_some()
-            {
+            if self.threads.replace(next).await?.is_some() {
                 return Ok(());
             }
         }

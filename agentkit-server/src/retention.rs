@@ -86,19 +86,11 @@ impl Platform {
     /// The retention this server applies.
     #[must_use]
     pub fn retention(&self) -> Retention {
-        *self
-            .ops
-            .retention
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        *agentkit_core::sync::read(&self.ops.retention)
     }
 
     pub(crate) fn set_retention(&self, r: Retention) {
-        *self
-            .ops
-            .retention
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = r;
+        *agentkit_core::sync::write(&self.ops.retention) = r;
     }
 
     /// Apply the retention as of `now` (ms since epoch): delete finished runs that ended

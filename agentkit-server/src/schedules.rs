@@ -134,10 +134,7 @@ pub(crate) struct ScheduleBook {
 }
 
 fn book(p: &Platform) -> std::sync::MutexGuard<'_, ScheduleBook> {
-    p.ops
-        .schedules
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    agentkit_core::sync::lock(&p.ops.schedules)
 }
 
 /// A schedule spec from the API as a runtime schedule (400 with the key that is wrong).

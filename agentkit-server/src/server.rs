@@ -231,11 +231,7 @@ impl ServerBuilder {
         for s in self.schedules {
             let name = s.name.clone();
             runtime.register_schedule(s)?;
-            platform
-                .ops
-                .schedules
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
+            agentkit_core::sync::lock(&platform.ops.schedules)
                 .config
                 .insert(name);
         }

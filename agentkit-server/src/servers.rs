@@ -84,19 +84,11 @@ impl Platform {
     /// The MCP connection manager, if the server has one.
     #[must_use]
     pub fn mcp(&self) -> Option<ConnectionManager> {
-        self.ops
-            .mcp
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        agentkit_core::sync::read(&self.ops.mcp).clone()
     }
 
     pub(crate) fn set_mcp(&self, manager: ConnectionManager) {
-        *self
-            .ops
-            .mcp
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(manager);
+        *agentkit_core::sync::write(&self.ops.mcp) = Some(manager);
     }
 
     fn mcp_server(

@@ -195,19 +195,31 @@ impl Threads {
         .await
     }
 
+    /// Store `t` if the stored thread is still at `t.revision` (compare-and-swap), stamping
+    /// `updated_at`; `None` when another writer got there first (read it again and retry).
+    pub async fn replace(&self, mut t: Thread) -> Result<Option<Thread>> {
+        t.updated_at = agentkit_runtime::model::now_ms();
+        let stored = self
+            .store
+            .doc_put(
+                COLLECTION,
+                &t.thread_id,
+                encode(&t)?,
+                Expect::Revision(t.revision),
+            )
+            .await?;
+        Ok(stored.map(|doc| {
+            t.revision = doc.revision;
+            t
+        }))
+    }
+
     /// Read-modify-write with compare-and-swap; `f` may refuse with an error.
     pub async fn update(&self, id: &str, f: impl Fn(&mut Thread) -> Result<()>) -> Result<Thread> {
         for _ in 0..32 {
             let mut t = self.get(id).await?;
-            let rev = t.revision;
             f(&mut t)?;
-            t.updated_at = agentkit_runtime::model::now_ms();
-            if let Some(doc) = self
-                .store
-                .doc_put(COLLECTION, id, encode(&t)?, Expect::Revision(rev))
-                .await?
-            {
-                t.revision = doc.revision;
+            if let Some(t) = self.replace(t).await? {
                 return Ok(t);
             }
         }

@@ -219,10 +219,7 @@ impl Platform {
     /// The webhook `name`, if this server has it.
     #[must_use]
     pub fn webhook(&self, name: &str) -> Option<Webhook> {
-        self.ops
-            .webhooks
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        agentkit_core::sync::read(&self.ops.webhooks)
             .get(name)
             .cloned()
     }
@@ -286,11 +283,7 @@ impl Platform {
         payload: Value,
         event_id: Option<&str>,
     ) -> Result<Vec<RunRecord>> {
-        let listened = self
-            .ops
-            .events
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let listened = agentkit_core::sync::read(&self.ops.events)
             .iter()
             .any(|(e, _)| e == event);
         if !listened {
@@ -323,22 +316,14 @@ impl Platform {
             self.ensure_target(&hook.target).await.map_err(|e| {
                 Error::InvalidRequest(format!("webhook `{name}`: target `{}`: {e}", hook.target))
             })?;
-            self.ops
-                .webhooks
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(name, hook);
+            agentkit_core::sync::write(&self.ops.webhooks).insert(name, hook);
         }
         for (event, target) in events {
             self.ensure_target(&target).await.map_err(|e| {
                 Error::InvalidRequest(format!("event trigger `{event}`: target `{target}`: {e}"))
             })?;
             self.runtime.on_event(event.clone(), &target)?;
-            self.ops
-                .events
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push((event, target));
+            agentkit_core::sync::write(&self.ops.events).push((event, target));
         }
         Ok(())
     }

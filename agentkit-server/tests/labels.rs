@@ -261,3 +261,68 @@ async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_ol
     let (_, entry) = call(&r, reqwest::Method::GET, "/v1/agents/support", None).await;
     assert_eq!(entry["labels"], json!({"latest": 2, "prod": 1}));
 }
+
+/// Two callers on one thread at once (the busy-thread policy, with the same gated model
+/// holding the first run in flight): of eight concurrent starts exactly one is accepted and
+/// the others are told the thread is busy; `if_busy: interrupt` cancels the live run with a
+/// recorded reason and runs the new one.
+#[tokio::test]
+async fn concurrent_runs_on_one_thread_are_refused_or_interrupt_the_live_one() {
+    let (entered_tx, entered_rx) = oneshot::channel();
+    let (release_tx, release_rx) = oneshot::channel();
+    let gated = Arc::new(Gated {
+        entered: Mutex::new(Some(entered_tx)),
+        release: Mutex::new(Some(release_rx)),
+    });
+    let r = start(gated).await;
+    deploy(&r, "You are support.").await;
+    let (s, thread) = call(&r, reqwest::Method::POST, "/threads", Some(json!({}))).await;
+    assert_eq!(s, 200, "{thread}");
+    let thread_id = thread["thread_id"].as_str().unwrap().to_owned();
+
+    let starts = (0..8).map(|i| {
+        let body = json!({"message": format!("m{i}"), "thread_id": thread_id});
+        call(
+            &r,
+            reqwest::Method::POST,
+            "/v1/agents/support/runs",
+            Some(body),
+        )
+    });
+    let answers = futures::future::join_all(starts).await;
+    let accepted: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 202)
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(accepted.len(), 1, "{answers:?}");
+    for (s, p) in answers.iter().filter(|(s, _)| *s != 202) {
+        assert_eq!(*s, 409, "{p}");
+        assert!(
+            p["detail"].as_str().unwrap().contains("is busy with run"),
+            "{p}"
+        );
+    }
+    let first = accepted[0]["run_id"].as_str().unwrap().to_owned();
+    entered_rx.await.unwrap();
+
+    let (s, second) = call(
+        &r,
+        reqwest::Method::POST,
+        "/v1/agents/support/runs",
+        Some(
+            json!({"message": "now", "thread_id": thread_id, "if_busy": "interrupt", "wait": true}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{second}");
+    assert_eq!(second["status"], "succeeded", "{second}");
+    let _ = release_tx.send(());
+    let (_, first) = call(&r, reqwest::Method::GET, &format!("/v1/runs/{first}"), None).await;
+    assert_eq!(first["status"], "cancelled", "{first}");
+    let reason = first["error"].as_str().unwrap();
+    assert!(
+        reason.contains(second["run_id"].as_str().unwrap()),
+        "{reason}"
+    );
+}

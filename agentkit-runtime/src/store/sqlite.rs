@@ -62,20 +62,39 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|e| {
-                store_error(
-                    "sqlite",
-                    &format!(
-                        "opening {} (check that the directory exists and is writable)",
-                        path.display()
-                    ),
-                    e,
-                )
-            })?;
+        // Switching a fresh file to WAL answers SQLITE_BUSY at once (no busy handler) when
+        // another process is creating the same file: retry that, briefly, with jitter.
+        let busy = |e: &sqlx::Error| {
+            e.as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "5" || c == "6")
+        };
+        let connect = || {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options.clone())
+        };
+        let pool = backon::Retryable::retry(
+            connect,
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(10))
+                .with_max_delay(Duration::from_millis(500))
+                .with_max_times(20)
+                .with_jitter(),
+        )
+        .sleep(tokio::time::sleep)
+        .when(busy)
+        .await
+        .map_err(|e| {
+            store_error(
+                "sqlite",
+                &format!(
+                    "opening {} (check that the directory exists and is writable)",
+                    path.display()
+                ),
+                e,
+            )
+        })?;
         let store = Self { pool };
         store.migrate().await?;
         Ok(store)
@@ -103,7 +122,9 @@ impl SqliteStore {
     }
 
     /// Apply the embedded migrations (`migrations/sqlite`), adopting a database created by
-    /// the earlier migration runner first.
+    /// the earlier migration runner first. Everything happens in one `BEGIN IMMEDIATE`
+    /// transaction (sqlx runs each migration in a savepoint inside it), so processes that open
+    /// a fresh file at once take turns instead of racing to create the same tables.
     async fn migrate(&self) -> Result<()> {
         let migrator = migrate::named(sqlx::migrate!("migrations/sqlite"));
         let mut tx = self.immediate().await?;
@@ -119,13 +140,11 @@ impl SqliteStore {
             .map_err(db("reading the earlier migration bookkeeping"))?;
             migrate::adopt_legacy("sqlite", &mut *tx, &migrator, &versions).await?;
         }
-        tx.commit()
-            .await
-            .map_err(db("committing the adopted migrations"))?;
         migrator
-            .run(&self.pool)
+            .run_direct(None, &mut *tx, false)
             .await
-            .map_err(|e| migrate::migrate_error("sqlite", e))
+            .map_err(|e| migrate::migrate_error("sqlite", e))?;
+        tx.commit().await.map_err(db("committing the migrations"))
     }
 
     async fn immediate(&self) -> Result<Transaction<'static, Sqlite>> {

@@ -136,45 +136,6 @@ fn encode(v: &impl Serialize, what: &str) -> Result<Value> {
     serde_json::to_value(v).map_err(|e| Error::json(format!("encoding registry {what}"), e))
 }
 
-/// SHA-256 (hex) of `value`'s canonical JSON (object keys sorted at every level): the
-/// identity of a spec, whatever order its keys were written in.
-#[must_use]
-pub fn content_hash(value: &Value) -> String {
-    use sha2::Digest;
-    fn canonical(v: &Value, out: &mut String) {
-        match v {
-            Value::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String(k.clone()).to_string());
-                    out.push(':');
-                    canonical(&m[k], out);
-                }
-                out.push('}');
-            }
-            Value::Array(a) => {
-                out.push('[');
-                for (i, x) in a.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    canonical(x, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    let mut text = String::new();
-    canonical(value, &mut text);
-    hex::encode(sha2::Sha256::digest(text.as_bytes()))
-}
-
 /// How many times a compare-and-swap is retried against concurrent writers.
 const CAS_ATTEMPTS: usize = 32;
 
@@ -287,7 +248,7 @@ impl Registry {
         members: BTreeMap<String, u32>,
     ) -> Result<Deployed> {
         check_name("agent or workflow", name)?;
-        let hash = content_hash(&serde_json::json!({"spec": &spec, "members": &members}));
+        let hash = crate::spec::spec_hash(&serde_json::json!({"spec": &spec, "members": &members}));
         // The highest version number found taken. A version document can exist beyond the
         // entry's `latest`: written by a deploy that lost the entry race, or by a process that
         // died between the two writes. Numbering must go past it, or every later deploy of

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use agentkit_core::config::{AgentSpec, AnthropicSettings, Config, OpenAiSettings, ProviderKind};
 use agentkit_core::{
@@ -116,7 +116,7 @@ impl ModelFactory {
         kind: &'static str,
         make: impl FnOnce() -> Result<Arc<dyn LlmProvider>>,
     ) -> Result<Arc<dyn LlmProvider>> {
-        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut built = agentkit_core::sync::lock(&self.built);
         if let Some(p) = built.get(kind) {
             return Ok(Arc::clone(p));
         }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use agentkit_core::{
     Agent, AgentLlm, AugmentedLlmExt, CompletionRequest, CompletionResponse, Content, FnTool,
-    LlmProvider, Message, Role, RunContext, ScriptedProvider, StopReason, Usage,
+    LlmProvider, Message, RequestParams, Role, RunContext, ScriptedProvider, StopReason, Usage,
 };
 use agentkit_runtime::{MemoryStore, RunStatus, SqliteStore, Store};
 use agentkit_server::Server;
@@ -166,6 +166,7 @@ fn agent(rounds: usize, calls: Arc<AtomicU64>) -> AgentLlm {
         Agent::new("worker", "Add with the tool, then answer.").with_tool(add_tool()),
         model,
     )
+    .with_defaults(RequestParams::new().with_max_iterations(rounds as u32 + 1))
 }
 
 struct Running {
@@ -386,7 +387,9 @@ async fn case_sse(store_kind: &'static str, n: u64) -> Value {
     let finished = {
         let id = id.clone();
         tokio::spawn(async move {
-            platform.wait(&id).await.unwrap();
+            let run = platform.wait(&id).await.unwrap();
+            assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+            assert_eq!(run.output.unwrap()["text"], "done");
             Instant::now()
         })
     };

@@ -29,14 +29,7 @@ use crate::model::{
 /// work need the PostgreSQL store (not yet implemented).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    /// Reads (WAL readers run concurrently with the writer).
     pool: SqlitePool,
-    /// Every write, on one connection: SQLite has one writer at a time, and writers racing on
-    /// several connections wait for the lock in SQLite's busy handler, which *sleeps* (1 ms, then
-    /// up to 100 ms a retry). Under load (10,000 concurrent runs) that sleeping, not the writes,
-    /// bounded throughput; queueing writers in the pool instead wakes the next one as soon as
-    /// the lock is free. For a private in-memory database this is `pool` itself.
-    writer: SqlitePool,
 }
 
 fn db(what: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
@@ -69,27 +62,21 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let opening = |e| {
-            store_error(
-                "sqlite",
-                &format!(
-                    "opening {} (check that the directory exists and is writable)",
-                    path.display()
-                ),
-                e,
-            )
-        };
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .map_err(opening)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
-            .map_err(opening)?;
-        let store = Self { pool, writer };
+            .map_err(|e| {
+                store_error(
+                    "sqlite",
+                    &format!(
+                        "opening {} (check that the directory exists and is writable)",
+                        path.display()
+                    ),
+                    e,
+                )
+            })?;
+        let store = Self { pool };
         store.migrate().await?;
         Ok(store)
     }
@@ -104,16 +91,12 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(db("opening an in-memory database"))?;
-        let store = Self {
-            writer: pool.clone(),
-            pool,
-        };
+        let store = Self { pool };
         store.migrate().await?;
         Ok(store)
     }
 
-    /// The connection pool for reads, for inspection and custom queries (writes go through
-    /// a single connection of their own; see the struct's fields).
+    /// The connection pool, for inspection and custom queries.
     #[must_use]
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
@@ -140,13 +123,13 @@ impl SqliteStore {
             .await
             .map_err(db("committing the adopted migrations"))?;
         migrator
-            .run(&self.writer)
+            .run(&self.pool)
             .await
             .map_err(|e| migrate::migrate_error("sqlite", e))
     }
 
     async fn immediate(&self) -> Result<Transaction<'static, Sqlite>> {
-        self.writer
+        self.pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db("starting a transaction"))
@@ -236,7 +219,7 @@ impl RunStore for SqliteStore {
         .bind(to_json(&rec.usage, "run usage")?)
         .bind(&rec.owner)
         .bind(rec.lease_until)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(|e| store_error("sqlite", &format!("storing run {}", rec.id), e))?
         .rows_affected();
@@ -395,7 +378,7 @@ impl RunStore for SqliteStore {
         .bind(statuses_json(from)?)
         .bind(&update.owner_fence)
         .bind(&update.owner_fence)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&self.pool)
         .await
         .map_err(|e| store_error("sqlite", &format!("updating run {run_id}"), e))?
         .as_ref()
@@ -414,7 +397,7 @@ impl JournalStore for SqliteStore {
             // One statement is atomic on its own: no transaction round trips.
             return insert_query(entries)?
                 .build()
-                .execute(&self.writer)
+                .execute(&self.pool)
                 .await
                 .map(|_| ())
                 .map_err(|e| append_error(entries, e));
@@ -549,7 +532,7 @@ impl LeaseStore for SqliteStore {
         .bind(run_id)
         .bind(now)
         .bind(now)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&self.pool)
         .await
         .map_err(|e| store_error("sqlite", &format!("claiming run {run_id}"), e))?
         .as_ref()
@@ -583,7 +566,7 @@ impl LeaseStore for SqliteStore {
         .bind(now)
         .bind(now)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.writer)
+        .fetch_all(&self.pool)
         .await
         .map_err(db("claiming runs"))?
         .iter()
@@ -600,7 +583,7 @@ impl LeaseStore for SqliteStore {
         .bind(lease_until)
         .bind(owner)
         .bind(to_json(&run_ids, "run ids")?)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db("renewing leases"))?
         .rows_affected())
@@ -625,7 +608,7 @@ impl KvStore for SqliteStore {
         .bind(key)
         .bind(to_json(&value, "a context value")?)
         .bind(super::expires_at(ttl))
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db("storing a context value"))?;
         Ok(())
@@ -661,7 +644,7 @@ impl KvStore for SqliteStore {
         .bind(namespace)
         .bind(key)
         .bind(now_ms())
-        .fetch_optional(&self.writer)
+        .fetch_optional(&self.pool)
         .await
         .map_err(db("deleting a context value"))?;
         match row {
@@ -714,7 +697,7 @@ impl DocStore for SqliteStore {
         if let Expect::Revision(r) = expect {
             q = q.bind(i64::try_from(r).unwrap_or(i64::MAX));
         }
-        q.fetch_optional(&self.writer)
+        q.fetch_optional(&self.pool)
             .await
             .map_err(db("writing a document"))?
             .map(|row| rows::doc_from_row("sqlite", &row, collection))
@@ -746,7 +729,7 @@ impl DocStore for SqliteStore {
         .bind(collection)
         .bind(id)
         .bind(revision)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db("deleting a document"))?
         .rows_affected()

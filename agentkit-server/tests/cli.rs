@@ -175,13 +175,7 @@ fn run_without_a_server_runs_in_process_and_says_it_is_offline() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "in process please"
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "in process please");
     assert!(err.contains("scripted model (offline)"), "{err}");
-    assert!(
-        !dir.path().join(".agentkit").exists(),
-        "in-process runs store nothing on disk"
-    );
+    assert!(!dir.path().join(".agentkit").exists(), "in-process runs store nothing on disk");
 }

@@ -73,6 +73,7 @@ impl Directory {
 
     pub(crate) fn add_code(&self, name: &str, llm: Arc<dyn AugmentedLlm>) {
         agentkit_core::sync::write(&self.code).insert(name.to_owned(), llm);
+        lock(&self.cache).retain(|(n, _), _| n != name);
     }
 
     fn code(&self, name: &str) -> Option<Arc<dyn AugmentedLlm>> {
@@ -91,12 +92,16 @@ impl Directory {
             }
             let v = self.registry.version(name, version).await?;
             if v.kind == EntryKind::Code {
-                return self.code(name).ok_or_else(|| Error::Unavailable {
+                let llm = self.code(name).ok_or_else(|| Error::Unavailable {
                     what: format!("agent `{name}`"),
                     message: "it is registered from code in another server process; run it \
                               there, or register it in this one too"
                         .into(),
-                });
+                })?;
+                // Cached like built specs (a version's kind never changes), so a run of a code
+                // agent does not read its version from the store every time.
+                lock(&self.cache).insert((name.to_owned(), version), Arc::clone(&llm));
+                return Ok(llm);
             }
             if depth > 16 {
                 return Err(Error::InvalidRequest(format!(
@@ -303,6 +308,8 @@ pub struct Platform {
     pub(crate) policy: ThreadPolicy,
     registered: Mutex<std::collections::HashSet<String>>,
     pub(crate) ops: crate::ops::OpsState,
+    /// The runs streamed over SSE in this process (one store poller per run).
+    pub(crate) feeds: crate::api::sse::Feeds,
 }
 
 impl std::fmt::Debug for Platform {
@@ -344,6 +351,7 @@ impl Platform {
             policy,
             registered: Mutex::default(),
             ops: crate::ops::OpsState::default(),
+            feeds: Default::default(),
         }
     }
 

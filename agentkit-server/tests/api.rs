@@ -412,3 +412,61 @@ fn every_route_is_in_the_openapi_document() {
         );
     }
 }
+
+#[tokio::test]
+async fn concurrent_subscribers_of_one_run_each_get_the_whole_stream() {
+    let r = start().await;
+    let (s, run) = call(
+        &r,
+        reqwest::Method::POST,
+        "/v1/agents/echo/runs",
+        Some(json!({"message": "fan out"})),
+    )
+    .await;
+    assert_eq!(s, 202, "{run}");
+    let id = run["run_id"].as_str().unwrap().to_owned();
+    // Journal events (`id:` lines) and the final `end` of one stream.
+    let read = |last: Option<&'static str>| {
+        let url = format!("{}/v1/runs/{id}/events", r.base);
+        let key = r.key.clone();
+        async move {
+            let mut req = client()
+                .get(url)
+                .bearer_auth(key)
+                .header("accept", "text/event-stream");
+            if let Some(l) = last {
+                req = req.header("last-event-id", l);
+            }
+            let text = req.send().await.unwrap().text().await.unwrap();
+            text.split("\n\n")
+                .filter(|f| f.contains("id: ") || f.contains("event: end"))
+                .map(|f| {
+                    f.lines()
+                        .filter(|l| l.starts_with("id: ") || l.starts_with("event: "))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let streams = futures::future::join_all((0..20).map(|_| read(None))).await;
+    let resumed = read(Some("0")).await;
+    assert!(
+        streams[0].iter().any(|e| e.contains("event: model")),
+        "{:?}",
+        streams[0]
+    );
+    assert!(
+        streams[0].last().unwrap().contains("event: end"),
+        "{:?}",
+        streams[0]
+    );
+    for s in &streams {
+        assert_eq!(s, &streams[0], "every subscriber sees the same events");
+    }
+    assert_eq!(
+        resumed,
+        streams[0][1..].to_vec(),
+        "a subscriber after event 0 gets the rest"
+    );
+}

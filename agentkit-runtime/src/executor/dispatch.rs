@@ -83,7 +83,12 @@ impl Runtime {
         self.inner.background.cancel();
     }
 
-    pub(super) fn notify(&self) {
+    /// Run `run_id` changed in this process (an execution ended, or it was stopped): wake
+    /// its waiters and the scheduler.
+    pub(super) fn notify(&self, run_id: &str) {
+        if let Some((n, _)) = lock(&self.inner.watchers).get(run_id) {
+            n.notify_waiters();
+        }
         self.inner.finished.send_modify(|n| *n = n.wrapping_add(1));
     }
 
@@ -132,7 +137,7 @@ impl Runtime {
                 let outcome = this
                     .drive(&run_id, std::mem::replace(&mut hint, Hint::None))
                     .await;
-                this.notify();
+                this.notify(&run_id);
                 match outcome {
                     Ok(Outcome::Requeue) => {
                         if this.inner.stopping.load(Ordering::SeqCst) {

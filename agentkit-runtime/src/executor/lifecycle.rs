@@ -122,15 +122,18 @@ impl Runtime {
 
     /// Wait until the run has one of `statuses`.
     pub async fn wait_for_status(&self, run_id: &str, statuses: &[RunStatus]) -> Result<RunRecord> {
-        let mut rx = self.inner.finished.subscribe();
+        let watch = Watch::new(self, run_id);
         loop {
-            rx.mark_unchanged();
+            // Registered before the read, so a change between the read and the wait wakes it.
+            let changed = watch.notify.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let run = self.get(run_id).await?;
             if statuses.contains(&run.status) {
                 return Ok(run);
             }
             // Also poll, for changes made by other handles on the same store.
-            let _ = tokio::time::timeout(Duration::from_millis(250), rx.changed()).await;
+            let _ = tokio::time::timeout(Duration::from_millis(250), changed).await;
         }
     }
 
@@ -207,7 +210,7 @@ impl Runtime {
         if let Some(t) = token {
             t.cancel();
         }
-        self.notify();
+        self.notify(run_id);
         Ok(())
     }
 
@@ -264,5 +267,42 @@ impl Runtime {
             self.dispatch(run_id.to_owned());
         }
         Ok(())
+    }
+}
+
+/// A waiter's registration for the changes of one run (removed when the last waiter of the
+/// run is dropped, also when its future is).
+struct Watch<'a> {
+    runtime: &'a Runtime,
+    run_id: &'a str,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl<'a> Watch<'a> {
+    fn new(runtime: &'a Runtime, run_id: &'a str) -> Self {
+        let mut watchers = lock(&runtime.inner.watchers);
+        let entry = watchers
+            .entry(run_id.to_owned())
+            .or_insert_with(|| (Arc::default(), 0));
+        entry.1 += 1;
+        let notify = Arc::clone(&entry.0);
+        drop(watchers);
+        Self {
+            runtime,
+            run_id,
+            notify,
+        }
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        let mut watchers = lock(&self.runtime.inner.watchers);
+        if let Some(entry) = watchers.get_mut(self.run_id) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                watchers.remove(self.run_id);
+            }
+        }
     }
 }

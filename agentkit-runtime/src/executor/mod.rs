@@ -48,6 +48,11 @@ struct Inner {
     rerun: Mutex<std::collections::HashSet<String>>,
     /// `run_sync` callers waiting for a run this process executes.
     waiters: Mutex<HashMap<String, oneshot::Sender<RunRecord>>>,
+    /// `wait_for_status` callers by run (a wakeup and how many wait on it): a run's execution
+    /// ending wakes the waiters of that run only, instead of every waiter in the process
+    /// re-reading its own run from the store (with 10,000 waiters that was 10,000 reads per
+    /// finished run).
+    watchers: Mutex<HashMap<String, (Arc<tokio::sync::Notify>, usize)>>,
     redactor: Redactor,
     prices: Arc<PriceTable>,
     stopping: AtomicBool,
@@ -105,6 +110,7 @@ impl Runtime {
                 inflight: Mutex::default(),
                 rerun: Mutex::default(),
                 waiters: Mutex::default(),
+                watchers: Mutex::default(),
                 redactor: b.redactor,
                 prices: b.prices,
                 stopping: AtomicBool::new(false),

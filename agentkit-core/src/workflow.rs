@@ -99,6 +99,11 @@ pub struct StartOptions {
     /// thread before the run starts); default: a fresh UUIDv7.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+    /// Store the run `queued` but do not execute it until the host releases it (a run
+    /// waiting its turn on a busy conversation thread, for example). Hosts that cannot hold
+    /// runs refuse the start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 impl StartOptions {
@@ -126,6 +131,13 @@ impl StartOptions {
     #[must_use]
     pub fn with_run_id(mut self, id: impl Into<String>) -> Self {
         self.run_id = Some(id.into());
+        self
+    }
+
+    /// Store the run queued and held until the host releases it (see [`held`](Self::held)).
+    #[must_use]
+    pub fn held(mut self) -> Self {
+        self.held = true;
         self
     }
 }

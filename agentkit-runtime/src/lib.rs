@@ -22,7 +22,7 @@ pub use executor::{
 pub use journal::DurableJournal;
 pub use memory::{StoreMemory, THREADS_NAMESPACE};
 pub use model::{
-    Created, Doc, EntryKind, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate,
+    Created, Doc, EntryKind, Expect, HELD, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate,
 };
 pub use redact::Redactor;
 pub use scheduler::{CatchUp, MANUAL_FIRE, Overlap, Schedule, Trigger};

@@ -51,7 +51,15 @@ pub struct NewRun {
     /// first attempt. The executor does this when it can execute a new run at once, which
     /// saves a store round trip per run.
     pub claim: Option<(String, i64)>,
+    /// Store the run parked (queued, not claimable) until this time (ms since epoch);
+    /// [`HELD`] parks it until [`Runtime::release`](crate::Runtime::release). A parked run is
+    /// never created claimed.
+    pub wake_at: Option<i64>,
 }
+
+/// The `wake_at` of a run held until it is released
+/// ([`StartOptions::held`](agentkit_core::StartOptions::held), [`Runtime::release`](crate::Runtime::release)).
+pub const HELD: i64 = i64::MAX;
 
 impl NewRun {
     /// A new queued run of `target` with `input` and a fresh id.
@@ -63,6 +71,7 @@ impl NewRun {
             input,
             idempotency_key: None,
             claim: None,
+            wake_at: None,
         }
     }
 
@@ -91,6 +100,13 @@ impl NewRun {
     #[must_use]
     pub fn with_claim(mut self, owner: impl Into<String>, lease_until: i64) -> Self {
         self.claim = Some((owner.into(), lease_until));
+        self
+    }
+
+    /// Park the new run until `wake_at` ([`HELD`]: until it is released).
+    #[must_use]
+    pub fn with_wake_at(mut self, wake_at: i64) -> Self {
+        self.wake_at = Some(wake_at);
         self
     }
 }
@@ -140,8 +156,10 @@ impl RunRecord {
     pub fn new(run: NewRun) -> Self {
         let now = now_ms();
         let (status, attempts, owner, lease_until) = match run.claim {
-            Some((owner, lease)) => (RunStatus::Running, 1, Some(owner), Some(lease)),
-            None => (RunStatus::Queued, 0, None, None),
+            Some((owner, lease)) if run.wake_at.is_none() => {
+                (RunStatus::Running, 1, Some(owner), Some(lease))
+            }
+            _ => (RunStatus::Queued, 0, None, None),
         };
         Self {
             id: run.id,
@@ -159,7 +177,7 @@ impl RunRecord {
             cost_usd: 0.0,
             owner,
             lease_until,
-            wake_at: None,
+            wake_at: run.wake_at,
         }
     }
 

@@ -52,5 +52,9 @@ pub async fn deploy_spec(
         .deploy(name, kind, &description, spec, pinned)
         .await?;
     platform.ensure_target(name).await?;
+    if deployed.created {
+        // The `/mcp` tool list shows the new agent (or its new description) at once.
+        platform.sync_targets().await?;
+    }
     Ok(deployed)
 }

@@ -24,6 +24,7 @@
 pub mod api;
 pub mod crons;
 pub mod deploy;
+mod gateway;
 pub mod platform;
 pub mod registry;
 pub mod retention;

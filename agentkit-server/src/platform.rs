@@ -20,6 +20,23 @@ use crate::threads::{ThreadPolicy, Threads};
 /// The store collection indexing runs by thread (`{thread}/{run}`).
 pub const THREAD_RUNS: &str = "agentkit.thread_runs";
 
+/// Marker documents (id = thread id) of the threads with runs waiting their turn, so every
+/// node can advance the queues, also after a crash.
+const THREAD_QUEUES: &str = "agentkit.thread_queues";
+
+/// At most this many runs wait on one thread.
+const MAX_QUEUED: usize = 100;
+
+/// What advancing a thread's queue found.
+enum QueueStep {
+    /// The run in front is live: try again when it has ended.
+    Wait(String),
+    /// A run is starting (recorded, not stored yet): try again shortly.
+    Retry,
+    /// Nothing waits.
+    Idle,
+}
+
 /// Builds the agent of a declarative version (its spec) given its members, already built at
 /// their pinned versions. The server's declarative catalog implements it; a custom server may
 /// supply its own.
@@ -310,6 +327,10 @@ pub struct Platform {
     pub(crate) ops: crate::ops::OpsState,
     /// The runs streamed over SSE in this process (one store poller per run).
     pub(crate) feeds: crate::api::sse::Feeds,
+    /// The `/mcp` endpoint (set once the platform is in its `Arc`).
+    pub(crate) gateway: std::sync::OnceLock<crate::gateway::Gateway>,
+    /// This platform, for tasks it spawns (set once it is in its `Arc`).
+    pub(crate) this: std::sync::OnceLock<std::sync::Weak<Platform>>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -352,6 +373,8 @@ impl Platform {
             registered: Mutex::default(),
             ops: crate::ops::OpsState::default(),
             feeds: Default::default(),
+            gateway: std::sync::OnceLock::new(),
+            this: std::sync::OnceLock::new(),
         }
     }
 
@@ -399,11 +422,19 @@ impl Platform {
     /// agents deployed through another process execute here too).
     pub async fn sync_targets(&self) -> Result<usize> {
         let mut n = 0;
-        for e in self.registry.list().await? {
+        let entries = self.registry.list().await?;
+        for e in &entries {
             if !lock(&self.registered).contains(&e.name) {
                 self.ensure_target(&e.name).await?;
                 n += 1;
             }
+        }
+        if let Some(g) = self.gateway.get() {
+            let tools: Vec<(String, String)> = entries
+                .into_iter()
+                .map(|e| (e.name, e.description))
+                .collect();
+            g.sync(&tools).await;
         }
         Ok(n)
     }
@@ -417,8 +448,10 @@ impl Platform {
         self.ensure_target(&req.agent).await?;
         let run_id = uuid::Uuid::now_v7().to_string();
         let mut input = json!({ "message": req.message });
+        let mut queued = false;
         if let Some(thread) = &req.thread_id {
-            self.claim_thread(thread, &run_id, req.if_busy.unwrap_or(self.policy))
+            queued = self
+                .claim_thread(thread, &run_id, req.if_busy.unwrap_or(self.policy))
                 .await?;
             input["thread"] = Value::String(thread.clone());
             self.runtime
@@ -437,13 +470,34 @@ impl Platform {
         if let Some(k) = req.idempotency_key {
             options = options.with_idempotency_key(k);
         }
+        if queued {
+            options = options.held();
+        }
         let id = self.runtime.start_run(&req.agent, input, options).await?;
+        if queued && let Some(thread) = &req.thread_id {
+            self.watch_queue(thread);
+        }
         self.runtime.get(&id).await
     }
 
-    async fn claim_thread(&self, thread: &str, run_id: &str, policy: ThreadPolicy) -> Result<()> {
+    /// Claim `thread` for `run_id` by `policy`. `true` when the run was put in the thread's
+    /// queue (policy `enqueue` on a busy thread): start it held.
+    async fn claim_thread(&self, thread: &str, run_id: &str, policy: ThreadPolicy) -> Result<bool> {
         for _ in 0..32 {
             let t = self.threads.get(thread).await?;
+            // Runs already wait their turn: a new one queues behind them, or is refused.
+            if let Some(first) = t.queued.first() {
+                match policy {
+                    ThreadPolicy::Reject => return Err(busy(thread, first, "queued")),
+                    ThreadPolicy::Enqueue => {
+                        if self.enqueue(t, run_id).await? {
+                            return Ok(true);
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
             // A run recorded on the thread but not stored yet is starting (its starter won
             // the thread a moment ago): busy, like a live run. After `STARTING_GRACE` it is
             // taken as a start that died between the two writes.
@@ -452,8 +506,15 @@ impl Platform {
                 && agentkit_runtime::model::now_ms().saturating_sub(t.updated_at)
                     < STARTING_GRACE_MS
             {
-                if policy == ThreadPolicy::Reject {
-                    return Err(busy(thread, last, "starting"));
+                match policy {
+                    ThreadPolicy::Reject => return Err(busy(thread, last, "starting")),
+                    ThreadPolicy::Enqueue => {
+                        if self.enqueue(t, run_id).await? {
+                            return Ok(true);
+                        }
+                        continue;
+                    }
+                    _ => {}
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
@@ -465,6 +526,12 @@ impl Platform {
                 match policy {
                     ThreadPolicy::Reject => {
                         return Err(busy(thread, last, run.status.as_str()));
+                    }
+                    ThreadPolicy::Enqueue => {
+                        if self.enqueue(t, run_id).await? {
+                            return Ok(true);
+                        }
+                        continue;
                     }
                     ThreadPolicy::Interrupt => {
                         match self
@@ -482,13 +549,139 @@ impl Platform {
             let mut next = t;
             next.last_run = Some(run_id.to_owned());
             if self.threads.replace(next).await?.is_some() {
-                return Ok(());
+                return Ok(false);
             }
         }
         Err(Error::Unavailable {
             what: format!("thread {thread}"),
             message: "too many concurrent runs are starting on it; retry".into(),
         })
+    }
+
+    /// Put `run_id` at the end of the thread's queue (compare-and-swap on `t`). `false` when
+    /// the thread changed meanwhile (read it again).
+    async fn enqueue(&self, t: crate::threads::Thread, run_id: &str) -> Result<bool> {
+        let thread = t.thread_id.clone();
+        if t.queued.len() >= MAX_QUEUED {
+            return Err(Error::invalid_state(
+                format!("thread {thread}"),
+                format!(
+                    "has {MAX_QUEUED} runs waiting already; wait for them, or cancel some \
+                     (`POST /v1/runs/{{id}}/cancel`)"
+                ),
+            ));
+        }
+        let mut next = t;
+        next.queued.push(run_id.to_owned());
+        if self.threads.replace(next).await?.is_none() {
+            return Ok(false);
+        }
+        self.runtime
+            .store()
+            .doc_put(
+                THREAD_QUEUES,
+                &thread,
+                json!({ "thread_id": thread }),
+                Expect::Any,
+            )
+            .await?;
+        Ok(true)
+    }
+
+    /// Advance the thread's queue in a task: now, and each time the run in front ends.
+    fn watch_queue(&self, thread: &str) {
+        let Some(this) = self.this.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        let thread = thread.to_owned();
+        tokio::spawn(async move {
+            loop {
+                match this.advance_queue(&thread).await {
+                    Ok(QueueStep::Idle) => return,
+                    Ok(QueueStep::Retry) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    Ok(QueueStep::Wait(run)) => {
+                        let ended = [
+                            RunStatus::Succeeded,
+                            RunStatus::Failed,
+                            RunStatus::Cancelled,
+                        ];
+                        if let Err(e) = this.runtime.wait_for_status(&run, &ended).await {
+                            tracing::warn!(%thread, %run, error = %e, "waiting for a thread's run failed; the queue is advanced by the periodic sweep");
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%thread, error = %e, "advancing a thread's queue failed; the periodic sweep retries");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Start the thread's next queued run if the run in front of it has ended.
+    async fn advance_queue(&self, thread: &str) -> Result<QueueStep> {
+        let store = self.runtime.store();
+        for _ in 0..32 {
+            let t = match self.threads.get(thread).await {
+                Ok(t) => t,
+                Err(e) if e.is_not_found() => {
+                    store.doc_delete(THREAD_QUEUES, thread, Expect::Any).await?;
+                    return Ok(QueueStep::Idle);
+                }
+                Err(e) => return Err(e),
+            };
+            let starting =
+                agentkit_runtime::model::now_ms().saturating_sub(t.updated_at) < STARTING_GRACE_MS;
+            let Some(next) = t.queued.first().cloned() else {
+                store.doc_delete(THREAD_QUEUES, thread, Expect::Any).await?;
+                // A run queued between the read and the delete keeps its marker.
+                if !self.threads.get(thread).await?.queued.is_empty() {
+                    continue;
+                }
+                return Ok(QueueStep::Idle);
+            };
+            if let Some(last) = &t.last_run {
+                match store.get_run(last).await? {
+                    Some(r) if live(r.status) => return Ok(QueueStep::Wait(last.clone())),
+                    None if starting => return Ok(QueueStep::Retry),
+                    _ => {}
+                }
+            }
+            match store.get_run(&next).await? {
+                // Recorded in the queue but not stored yet: its start is in progress.
+                None if starting => return Ok(QueueStep::Retry),
+                Some(r) if r.status == RunStatus::Queued => {
+                    self.runtime.release(&next).await?;
+                }
+                // Its start failed, it was cancelled while it waited, or it was released
+                // already: it leaves the queue either way.
+                _ => {}
+            }
+            let mut after = t;
+            after.queued.remove(0);
+            after.last_run = Some(next);
+            self.threads.replace(after).await?;
+        }
+        Ok(QueueStep::Retry)
+    }
+
+    /// Advance every thread queue (the periodic sweep: queues whose watcher died with its
+    /// process, or whose front run ended on another node). How many threads were looked at.
+    pub(crate) async fn advance_queues(&self) -> Result<usize> {
+        let docs = self
+            .runtime
+            .store()
+            .doc_list(THREAD_QUEUES, "", None, 1_000)
+            .await?;
+        for d in &docs {
+            if let Err(e) = self.advance_queue(&d.id).await {
+                tracing::warn!(thread = %d.id, error = %e, "advancing a thread's queue failed");
+            }
+        }
+        Ok(docs.len())
     }
 
     /// The run.

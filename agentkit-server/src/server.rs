@@ -209,6 +209,10 @@ impl ServerBuilder {
             Arc::clone(&directory),
             self.policy,
         ));
+        let _ = platform.this.set(Arc::downgrade(&platform));
+        let _ = platform
+            .gateway
+            .set(crate::gateway::Gateway::new(Arc::downgrade(&platform)));
         for (name, llm, description) in self.code {
             directory.add_code(&name, llm);
             registry
@@ -276,6 +280,9 @@ impl ServerBuilder {
                 }
                 if let Err(e) = p.sync_schedules().await {
                     tracing::warn!(error = %e, "syncing the stored schedules failed");
+                }
+                if let Err(e) = p.advance_queues().await {
+                    tracing::warn!(error = %e, "advancing thread queues failed");
                 }
             }
         });

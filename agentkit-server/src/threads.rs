@@ -28,6 +28,10 @@ pub struct Thread {
     /// The run that last started on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<String>,
+    /// Runs waiting their turn (policy `enqueue`), oldest first: each is stored `queued` and
+    /// held until the run before it ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queued: Vec<String>,
     /// The store revision (compare-and-swap).
     #[serde(skip)]
     pub revision: u64,
@@ -44,6 +48,9 @@ pub enum ThreadPolicy {
     Reject,
     /// Cancel the live run, then start the new one.
     Interrupt,
+    /// Store the new run `queued` and start it when the runs before it on the thread have
+    /// ended, in the order they were started (from any node, also after a restart).
+    Enqueue,
 }
 
 /// Threads over a [`Store`]: records in a document collection, messages in
@@ -118,6 +125,7 @@ impl Threads {
             updated_at: now,
             metadata,
             last_run: None,
+            queued: Vec::new(),
             revision: 0,
         };
         match self

@@ -326,3 +326,120 @@ async fn concurrent_runs_on_one_thread_are_refused_or_interrupt_the_live_one() {
         "{reason}"
     );
 }
+
+/// Poll a run until it has ended.
+async fn ended(r: &Running, id: &str) -> Value {
+    for _ in 0..400 {
+        let (_, run) = call(r, reqwest::Method::GET, &format!("/v1/runs/{id}"), None).await;
+        if matches!(
+            run["status"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        ) {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("run {id} did not end");
+}
+
+/// The journal events of a run.
+async fn events(r: &Running, id: &str) -> Vec<Value> {
+    let (s, v) = call(
+        r,
+        reqwest::Method::GET,
+        &format!("/v1/runs/{id}/events"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    v.as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn enqueued_runs_wait_their_turn_on_a_thread_in_order() {
+    let (entered_tx, entered_rx) = oneshot::channel();
+    let (release_tx, release_rx) = oneshot::channel();
+    let gated = Arc::new(Gated {
+        entered: Mutex::new(Some(entered_tx)),
+        release: Mutex::new(Some(release_rx)),
+    });
+    let r = start(gated).await;
+    deploy(&r, "You are support.").await;
+    let (_, thread) = call(&r, reqwest::Method::POST, "/threads", Some(json!({}))).await;
+    let thread_id = thread["thread_id"].as_str().unwrap().to_owned();
+    let start_run = |message: &str, policy: &str| {
+        let body = json!({"message": message, "thread_id": thread_id, "if_busy": policy});
+        call(
+            &r,
+            reqwest::Method::POST,
+            "/v1/agents/support/runs",
+            Some(body),
+        )
+    };
+
+    let (s, first) = start_run("first", "reject").await;
+    assert_eq!(s, 202, "{first}");
+    let first = first["run_id"].as_str().unwrap().to_owned();
+    entered_rx.await.unwrap();
+
+    // Behind the live run: stored, queued, not executed.
+    let mut queued = Vec::new();
+    for m in ["second", "third", "dropped"] {
+        let (s, run) = start_run(m, "enqueue").await;
+        assert_eq!(s, 202, "{run}");
+        assert_eq!(run["status"], "queued", "{run}");
+        queued.push(run["run_id"].as_str().unwrap().to_owned());
+    }
+    // A caller that refuses to wait is told the thread has runs waiting.
+    let (s, p) = start_run("impatient", "reject").await;
+    assert_eq!(s, 409, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains(&queued[0]), "{p}");
+    // A queued run can be cancelled before its turn; it never executes.
+    let (s, c) = call(
+        &r,
+        reqwest::Method::POST,
+        &format!("/v1/runs/{}/cancel", queued[2]),
+        Some(json!({"reason": "changed my mind"})),
+    )
+    .await;
+    assert!(s < 300, "{c}");
+    let (_, second) = call(
+        &r,
+        reqwest::Method::GET,
+        &format!("/v1/runs/{}", queued[0]),
+        None,
+    )
+    .await;
+    assert_eq!(second["status"], "queued", "{second}");
+
+    let _ = release_tx.send(());
+    for id in std::iter::once(&first).chain(&queued[..2]) {
+        let run = ended(&r, id).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+    }
+    let dropped = ended(&r, &queued[2]).await;
+    assert_eq!(dropped["status"], "cancelled", "{dropped}");
+    assert!(
+        events(&r, &queued[2]).await.is_empty(),
+        "a cancelled queued run never executed"
+    );
+
+    // One after the other, in the order they were started.
+    let span = |ev: &[Value]| {
+        let at: Vec<i64> = ev
+            .iter()
+            .map(|e| e["created_at"].as_i64().unwrap())
+            .collect();
+        (*at.iter().min().unwrap(), *at.iter().max().unwrap())
+    };
+    let (_, first_end) = span(&events(&r, &first).await);
+    let (second_start, second_end) = span(&events(&r, &queued[0]).await);
+    let (third_start, _) = span(&events(&r, &queued[1]).await);
+    assert!(first_end <= second_start && second_end <= third_start);
+
+    // The thread is free again: a run with the default policy starts at once.
+    let (s, run) = start_run("fourth", "reject").await;
+    assert_eq!(s, 202, "{run}");
+    let run = ended(&r, run["run_id"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+}

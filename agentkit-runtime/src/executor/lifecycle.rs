@@ -58,6 +58,9 @@ impl Runtime {
         if let Some(id) = options.run_id {
             run = run.with_id(id);
         }
+        if options.held {
+            run = run.with_wake_at(crate::model::HELD);
+        }
         Ok((t, run))
     }
 
@@ -73,6 +76,16 @@ impl Runtime {
         // Counted as in-flight work, so a concurrent `shutdown` waits for the run stored here
         // to be dispatched (executed, or released if the runtime is stopping).
         let _in_flight = self.inner.tasks.token();
+        if run.wake_at.is_some() {
+            // Parked: stored queued, dispatched when it is due or released.
+            let created = self.inner.store.create_run(run).await?;
+            if let Created::New(run) = &created
+                && let Some(w) = waiter
+            {
+                lock(&self.inner.waiters).insert(run.id.clone(), w);
+            }
+            return Ok(created);
+        }
         let permit = Arc::clone(&t.permits).try_acquire_owned().ok();
         if permit.is_some() {
             run = run.with_claim(self.node_id(), self.lease_until());
@@ -212,6 +225,26 @@ impl Runtime {
         }
         self.notify(run_id);
         Ok(())
+    }
+
+    /// Release a held run (started with [`StartOptions::held`]): it becomes claimable and is
+    /// dispatched. Whether it was released: `false` when the run is no longer queued
+    /// (cancelled while it waited, or already released and claimed).
+    pub async fn release(&self, run_id: &str) -> Result<bool> {
+        let released = self
+            .inner
+            .store
+            .transition(
+                run_id,
+                &[RunStatus::Queued],
+                RunUpdate::new(RunStatus::Queued),
+            )
+            .await?
+            .is_some();
+        if released {
+            self.dispatch(run_id.to_owned());
+        }
+        Ok(released)
     }
 
     /// Resume a paused run: it is queued again and re-executes from its journal.

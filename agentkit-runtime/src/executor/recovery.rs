@@ -52,6 +52,10 @@ impl Runtime {
         let mut n = 0;
         let now = crate::model::now_ms();
         for run in runs {
+            if run.status == RunStatus::Queued && run.wake_at == Some(crate::model::HELD) {
+                // Held until its host releases it (`Runtime::release`).
+                continue;
+            }
             if run.status == RunStatus::Queued
                 && let Some(wake_at) = run.wake_at.filter(|w| *w > now)
             {

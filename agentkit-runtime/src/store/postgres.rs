@@ -193,9 +193,9 @@ impl RunStore for PostgresStore {
         let inserted = sqlx::query(
             "INSERT INTO agentkit_runs (id, target, version, input, status, attempts,
                 idempotency_key, created_at, updated_at, output, error, usage, cost_usd, owner,
-                lease_until)
+                lease_until, wake_at)
              VALUES ($1, $2, $3, $4::jsonb, $5, $10, $6, $7, $8, NULL, NULL, $9::jsonb, 0, $11,
-                $12)
+                $12, $13)
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(&rec.id)
@@ -210,6 +210,7 @@ impl RunStore for PostgresStore {
         .bind(i64::from(rec.attempts))
         .bind(&rec.owner)
         .bind(rec.lease_until)
+        .bind(rec.wake_at)
         .execute(&self.pool)
         .await
         .map_err(|e| store_error("postgres", &format!("storing run {}", rec.id), e))?

@@ -222,8 +222,9 @@ impl RunStore for SqliteStore {
         let rec = RunRecord::new(run);
         let inserted = sqlx::query(
             "INSERT INTO runs (id, target, version, input, status, attempts, idempotency_key,
-                created_at, updated_at, output, error, usage, cost_usd, owner, lease_until)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, 0, ?, ?)
+                created_at, updated_at, output, error, usage, cost_usd, owner, lease_until,
+                wake_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, 0, ?, ?, ?)
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(&rec.id)
@@ -238,6 +239,7 @@ impl RunStore for SqliteStore {
         .bind(to_json(&rec.usage, "run usage")?)
         .bind(&rec.owner)
         .bind(rec.lease_until)
+        .bind(rec.wake_at)
         .execute(&self.pool)
         .await
         .map_err(|e| store_error("sqlite", &format!("storing run {}", rec.id), e))?

@@ -1000,6 +1000,7 @@ pub(crate) async fn run_view(s: &AppState, r: RunRecord) -> ApiResult<LgRun> {
         .map_or_else(
             || match s.platform.policy {
                 ThreadPolicy::Interrupt => "interrupt".to_owned(),
+                ThreadPolicy::Enqueue => "enqueue".to_owned(),
                 _ => "reject".to_owned(),
             },
             str::to_owned,
@@ -1149,9 +1150,11 @@ impl RunCreate {
             None => Ok(None),
             Some("reject") => Ok(Some(ThreadPolicy::Reject)),
             Some("interrupt") => Ok(Some(ThreadPolicy::Interrupt)),
-            Some(s @ ("enqueue" | "rollback")) => Err(unsupported(format!(
-                "`multitask_strategy: {s}` is not supported yet; use `reject` or `interrupt`"
-            ))),
+            Some("enqueue") => Ok(Some(ThreadPolicy::Enqueue)),
+            Some("rollback") => Err(unsupported(
+                "`multitask_strategy: rollback` is not supported yet; use `reject`, `interrupt` \
+                 or `enqueue`",
+            )),
             Some(other) => Err(Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-body",

@@ -113,7 +113,11 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// The whole API as a router: authenticated routes, then the open ones (`/healthz`,
 /// `/readyz`, `/openapi.json`), with the server's layers.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let authed = v1::routes()
+    let mut authed = v1::routes();
+    if let Some(g) = state.platform.gateway.get() {
+        authed = authed.route_service("/mcp", g.service());
+    }
+    let authed = authed
         .merge(langgraph::routes())
         .merge(agent_protocol::routes())
         .merge(schedules::routes())

@@ -13,6 +13,7 @@ use super::{Catalog, ModelFactory};
 use crate::ServerBuilder;
 use crate::platform::SpecBuilder;
 use crate::registry::{EntryKind, Version};
+use crate::threads::ThreadPolicy;
 
 /// Builds registry versions of declarative agents and workflows with a [`Catalog`]: the
 /// config's providers and MCP servers, the version's own spec, and its members at their
@@ -160,7 +161,12 @@ pub fn server_builder(builder: ServerBuilder, config: &Config) -> Result<(Server
         .retention(crate::retention::Retention::from_days(
             retention.runs_days,
             retention.thread_ttl_days,
-        ));
+        ))
+        .thread_policy(match config.server.thread_concurrency {
+            agentkit_core::config::ThreadConcurrency::Enqueue => ThreadPolicy::Enqueue,
+            agentkit_core::config::ThreadConcurrency::Interrupt => ThreadPolicy::Interrupt,
+            _ => ThreadPolicy::Reject,
+        });
     for (name, trigger) in &config.triggers {
         builder = match trigger {
             TriggerSpec::Webhook(w) => builder.webhook(

@@ -146,6 +146,7 @@ pub(crate) async fn serve(args: ServeArgs, dev: bool) -> Result<(), Failure> {
         .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
     println!("agentkit serving {} agent(s) from {source}", agents.len());
     println!("  API      http://{addr}/v1   (OpenAPI: http://{addr}/openapi.json)");
+    println!("  MCP      http://{addr}/mcp  (streamable HTTP; every agent is a tool)");
     println!("  store    {database}");
     if std::env::var("AGENTKIT_ADMIN_KEY").is_err() {
         println!("  key      {key}   (set AGENTKIT_ADMIN_KEY to choose it)");

@@ -7,8 +7,8 @@
 //!   baseline);
 //! - `runtime_run_sync_sqlite`: `Runtime::run_sync` on the server's runtime (a durable run on
 //!   SQLite, no HTTP);
-//! - `platform_start_wait_sqlite`: `Platform::start` + `Platform::wait`, what the HTTP handler
-//!   does (version resolution, the extra reads), no HTTP;
+//! - `platform_start_wait_sqlite`: `Platform::start_and_wait`, what the HTTP handler does
+//!   (version resolution, the thread and queue checks), no HTTP;
 //! - `http_wait_sqlite`: `POST /v1/agents/echo/runs` with `{"wait": true}` over real HTTP on
 //!   127.0.0.1 (one keep-alive reqwest client).
 //!
@@ -117,11 +117,10 @@ fn run_overhead(c: &mut Criterion) {
     });
     g.bench_function("platform_start_wait_sqlite", |b| {
         b.to_async(&rt).iter(|| async {
-            let run = platform
-                .start(StartRun::new("echo", "hello"))
+            let done = platform
+                .start_and_wait(StartRun::new("echo", "hello"))
                 .await
                 .unwrap();
-            let done = platform.wait(&run.id).await.unwrap();
             assert_eq!(done.output.as_ref().unwrap()["text"], "hello");
             black_box(done.output)
         });

@@ -24,6 +24,16 @@ pub const THREAD_RUNS: &str = "agentkit.thread_runs";
 /// node can advance the queues, also after a crash.
 const THREAD_QUEUES: &str = "agentkit.thread_queues";
 
+/// What [`Platform::wait`] waits for: the end, or a stop for input, approval or a pause.
+const WAIT_FOR: &[RunStatus] = &[
+    RunStatus::Succeeded,
+    RunStatus::Failed,
+    RunStatus::Cancelled,
+    RunStatus::WaitingInput,
+    RunStatus::WaitingApproval,
+    RunStatus::Paused,
+];
+
 /// At most this many runs wait on one thread.
 const MAX_QUEUED: usize = 100;
 
@@ -441,6 +451,41 @@ impl Platform {
 
     /// Start a run: resolve the version, claim the thread (by its policy) and store the run.
     pub async fn start(&self, req: StartRun) -> Result<RunRecord> {
+        let (agent, input, options, thread) = self.prepare(req).await?;
+        let run = self
+            .runtime
+            .start_run_record(&agent, input, options)
+            .await?;
+        if let Some(thread) = thread {
+            self.watch_queue(&thread);
+        }
+        Ok(run)
+    }
+
+    /// [`start`](Self::start) the run and [`wait`](Self::wait) for it. When this process
+    /// executes it to the end, its record comes straight from the execution (no store reads).
+    pub async fn start_and_wait(&self, req: StartRun) -> Result<RunRecord> {
+        let (agent, input, options, thread) = self.prepare(req).await?;
+        if let Some(thread) = thread {
+            // Held behind the thread's live run: store it, then wait through the store.
+            let run = self
+                .runtime
+                .start_run_record(&agent, input, options)
+                .await?;
+            self.watch_queue(&thread);
+            return self.wait(&run.id).await;
+        }
+        self.runtime
+            .run_until(&agent, input, options, WAIT_FOR)
+            .await
+    }
+
+    /// Resolve the version and claim the thread: the target, input and options to start
+    /// the run with, and the thread whose queue it joined (started held) if it did.
+    async fn prepare(
+        &self,
+        req: StartRun,
+    ) -> Result<(String, Value, StartOptions, Option<String>)> {
         let version = self
             .registry
             .resolve(&req.agent, req.reference.as_deref())
@@ -473,11 +518,8 @@ impl Platform {
         if queued {
             options = options.held();
         }
-        let id = self.runtime.start_run(&req.agent, input, options).await?;
-        if queued && let Some(thread) = &req.thread_id {
-            self.watch_queue(thread);
-        }
-        self.runtime.get(&id).await
+        let queue = if queued { req.thread_id } else { None };
+        Ok((req.agent, input, options, queue))
     }
 
     /// Claim `thread` for `run_id` by `policy`. `true` when the run was put in the thread's
@@ -692,19 +734,7 @@ impl Platform {
     /// Wait until the run finishes (succeeded, failed or cancelled) or waits for input or
     /// approval.
     pub async fn wait(&self, run_id: &str) -> Result<RunRecord> {
-        self.runtime
-            .wait_for_status(
-                run_id,
-                &[
-                    RunStatus::Succeeded,
-                    RunStatus::Failed,
-                    RunStatus::Cancelled,
-                    RunStatus::WaitingInput,
-                    RunStatus::WaitingApproval,
-                    RunStatus::Paused,
-                ],
-            )
-            .await
+        self.runtime.wait_for_status(run_id, WAIT_FOR).await
     }
 
     /// Runs matching `query`, newest first.

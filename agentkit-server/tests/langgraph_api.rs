@@ -356,7 +356,7 @@ async fn unsupported_features_and_bad_input_are_problems() {
     let tid = t["thread_id"].as_str().unwrap().to_owned();
     for (body, slug) in [
         (
-            json!({"assistant_id": "echo", "input": said("x"), "multitask_strategy": "enqueue"}),
+            json!({"assistant_id": "echo", "input": said("x"), "multitask_strategy": "rollback"}),
             "not-supported",
         ),
         (

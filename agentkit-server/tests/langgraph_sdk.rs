@@ -173,7 +173,11 @@ async fn the_langgraph_python_sdk_drives_an_agentkit_agent() {
     // Errors the SDK raises.
     assert_eq!(out["cancel_finished"]["error"], "ConflictError", "{out}");
     assert_eq!(out["cancel_finished"]["status"], 409);
-    assert_eq!(out["enqueue"]["status"], 422, "{out}");
+    assert_eq!(out["rollback"]["status"], 422, "{out}");
+    // `enqueue`: the second run waits for the first, then both succeed.
+    assert_eq!(out["enqueued"][0]["status"], "success", "{out}");
+    assert_eq!(out["enqueued"][1]["status"], "success", "{out}");
+    assert_eq!(out["enqueued"][1]["multitask_strategy"], "enqueue", "{out}");
 
     // Crons.
     assert_eq!(out["cron"]["thread_id"], tid);

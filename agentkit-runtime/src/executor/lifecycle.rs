@@ -111,17 +111,56 @@ impl Runtime {
         input: Value,
         options: StartOptions,
     ) -> Result<RunRecord> {
+        self.run_until(
+            target,
+            input,
+            options,
+            &[
+                RunStatus::Succeeded,
+                RunStatus::Failed,
+                RunStatus::Cancelled,
+            ],
+        )
+        .await
+    }
+
+    /// Start a run and wait until it has one of `statuses` (which should include the
+    /// terminal ones). When this process executes the run to its end, the record comes
+    /// straight from the final update, without reading the store again.
+    pub async fn run_until(
+        &self,
+        target: &str,
+        input: Value,
+        options: StartOptions,
+        statuses: &[RunStatus],
+    ) -> Result<RunRecord> {
         let (t, run) = self.prepare_run(target, input, options)?;
         let (tx, rx) = oneshot::channel();
         let created = self.create_and_dispatch(&t, run, Some(tx)).await?;
         if created.is_new() {
             // Finished by this execution: its record comes straight from the final update.
-            // Otherwise (it waits for a signal, sleeps, was cancelled...) read the store.
-            if let Ok(run) = rx.await {
+            // Otherwise (it waits for a signal, was cancelled, runs on another node...) the
+            // sender is dropped and the store tells.
+            if let Ok(run) = rx.await
+                && statuses.contains(&run.status)
+            {
                 return Ok(run);
             }
         }
-        self.wait(&created.run().id).await
+        self.wait_for_status(&created.run().id, statuses).await
+    }
+
+    /// Start a run and return its record as stored (`queued`, or `running` when this node
+    /// claimed it at once; an idempotent start returns the existing run).
+    pub async fn start_run_record(
+        &self,
+        target: &str,
+        input: Value,
+        options: StartOptions,
+    ) -> Result<RunRecord> {
+        let (t, run) = self.prepare_run(target, input, options)?;
+        let created = self.create_and_dispatch(&t, run, None).await?;
+        Ok(created.run().clone())
     }
 
     /// The stored run.

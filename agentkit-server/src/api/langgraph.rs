@@ -9,8 +9,8 @@
 //! Mapping: a run's input `{"messages": [{"role"|"type": "user"|"human", "content": …}]}`
 //! becomes the run's user message (the last user message; the thread keeps the
 //! conversation); thread `values` are `{"messages": [...]}` in the LangGraph message shape;
-//! `multitask_strategy` `reject`|`interrupt` is the thread's busy policy (`enqueue` and
-//! `rollback` are refused with a 422 problem). Features agentkit does not have yet
+//! `multitask_strategy` `reject`|`interrupt`|`enqueue` is the thread's busy policy
+//! (`rollback` is refused with a 422 problem). Features agentkit does not have yet
 //! (commands, checkpoints, `interrupt_before`, webhooks, delayed runs, TTLs) are refused
 //! with a 422 problem rather than ignored.
 
@@ -1057,7 +1057,7 @@ pub struct RunCreate {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub stream_mode: Option<Value>,
-    /// `reject` or `interrupt` (`enqueue` and `rollback` are not supported yet).
+    /// `reject`, `interrupt` or `enqueue` (`rollback` is not supported yet).
     #[serde(default)]
     pub multitask_strategy: Option<String>,
     /// `reject` (default: 404 for a missing thread) or `create`.

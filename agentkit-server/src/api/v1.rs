@@ -335,11 +335,11 @@ pub async fn start_run(
     start.reference = req.version;
     start.idempotency_key = req.idempotency_key;
     start.if_busy = req.if_busy;
-    let run = s.platform.start(start).await?;
     if req.wait {
-        let done = s.platform.wait(&run.id).await?;
+        let done = s.platform.start_and_wait(start).await?;
         return Ok((StatusCode::OK, Json(RunView::from(done))).into_response());
     }
+    let run = s.platform.start(start).await?;
     Ok((StatusCode::ACCEPTED, Json(RunView::from(run))).into_response())
 }
 

@@ -85,9 +85,18 @@ async def main(url, key):
     out["cancel_finished"] = await expect_error(
         client.runs.cancel(tid, created["run_id"])
     )
-    out["enqueue"] = await expect_error(
-        client.runs.wait(tid, "echo", input=said("x"), multitask_strategy="enqueue")
+    out["rollback"] = await expect_error(
+        client.runs.wait(tid, "echo", input=said("x"), multitask_strategy="rollback")
     )
+    first = await client.runs.create(tid, "echo", input=said("five"))
+    second = await client.runs.create(
+        tid, "echo", input=said("six"), multitask_strategy="enqueue"
+    )
+    await client.runs.join(tid, second["run_id"])
+    out["enqueued"] = [
+        await client.runs.get(tid, first["run_id"]),
+        await client.runs.get(tid, second["run_id"]),
+    ]
 
     cron = await client.crons.create_for_thread(
         tid, "echo", schedule="0 9 * * *", input=said("daily"), timezone="Europe/Lisbon"

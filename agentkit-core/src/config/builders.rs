@@ -221,6 +221,13 @@ impl AnthropicSettings {
         self
     }
 
+    /// Turn Anthropic prompt caching on or off (`prompt_caching`).
+    #[must_use]
+    pub fn with_prompt_caching(mut self, on: bool) -> Self {
+        self.prompt_caching = Some(on);
+        self
+    }
+
     /// Set how often retryable failures are retried.
     #[must_use]
     pub fn with_max_retries(mut self, retries: u32) -> Self {

@@ -131,6 +131,11 @@ pub struct AnthropicSettings {
     /// Retries of retryable failures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
+    /// Mark the system prompt and the tool definitions as cacheable
+    /// (`cache_control: {type: ephemeral}`), so later calls with the same prefix read it from
+    /// Anthropic's prompt cache. Off unless set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_caching: Option<bool>,
 }
 
 /// MCP servers and role-based server sets.

@@ -6,6 +6,11 @@ use super::config::AnthropicConfig;
 use crate::message::{Content, ImageData, Message, Role};
 use crate::provider::{CompletionRequest, ResponseFormat, ToolChoice};
 
+/// The `cache_control` marker of a prompt-cache breakpoint.
+fn ephemeral() -> Value {
+    json!({"type": "ephemeral"})
+}
+
 /// A request body and, when structured output was asked for, the name of the answer tool.
 pub(super) struct WireRequest {
     pub(super) body: Value,
@@ -36,7 +41,13 @@ pub(super) fn build_body(
         .collect();
     let messages = convert_messages(&req.messages, &mut system);
     if !system.is_empty() {
-        body.insert("system".into(), Value::String(system.join("\n\n")));
+        let system = system.join("\n\n");
+        let system = if config.prompt_caching {
+            json!([{"type": "text", "text": system, "cache_control": ephemeral()}])
+        } else {
+            Value::String(system)
+        };
+        body.insert("system".into(), system);
     }
     body.insert("messages".into(), Value::Array(messages));
 
@@ -57,6 +68,12 @@ pub(super) fn build_body(
     let choice = tool_choice(req, !tools.is_empty());
     if let Some(format) = &req.response_format {
         tools.push(answer_tool(format));
+    }
+    if config.prompt_caching
+        && let Some(Value::Object(last)) = tools.last_mut()
+    {
+        // One breakpoint after the last tool caches every tool definition.
+        last.insert("cache_control".into(), ephemeral());
     }
     if !tools.is_empty() {
         body.insert("tools".into(), Value::Array(tools));

@@ -77,6 +77,8 @@ pub use memory::{InMemoryMemory, Memory, MemoryWindow};
 pub use message::{Content, ImageData, Message, Role};
 #[cfg(feature = "anthropic")]
 pub use provider::anthropic::{AnthropicConfig, AnthropicProvider};
+#[cfg(feature = "gemini")]
+pub use provider::gemini::{GeminiConfig, GeminiProvider};
 #[cfg(feature = "openai")]
 pub use provider::openai::{OpenAiConfig, OpenAiEmbedder, OpenAiProvider};
 pub use provider::{

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::cost::ModelInfo;
 
 use super::{
-    AnthropicSettings, Config, LoggerSettings, McpRoot, McpServerConfig, McpSettings, McpTransport,
+    AnthropicSettings, Config, GoogleSettings, LoggerSettings, McpRoot, McpServerConfig, McpSettings, McpTransport,
     OpenAiSettings, OtelSettings, StorageSettings,
 };
 
@@ -41,6 +41,13 @@ impl Config {
     #[must_use]
     pub fn with_anthropic(mut self, settings: AnthropicSettings) -> Self {
         self.anthropic = Some(settings);
+        self
+    }
+
+    /// Set the Google Gemini settings.
+    #[must_use]
+    pub fn with_google(mut self, settings: GoogleSettings) -> Self {
+        self.google = Some(settings);
         self
     }
 
@@ -497,6 +504,56 @@ impl StorageSettings {
     #[must_use]
     pub fn with_url(mut self, url: impl Into<String>) -> Self {
         self.url = Some(url.into());
+        self
+    }
+}
+
+impl GoogleSettings {
+    /// Empty settings: everything falls back to defaults and environment variables.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set the API key.
+    #[must_use]
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// Set the base URL (with the API version).
+    #[must_use]
+    pub fn with_base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+
+    /// Set the model used when a request names none.
+    #[must_use]
+    pub fn with_default_model(mut self, model: impl Into<String>) -> Self {
+        self.default_model = Some(model.into());
+        self
+    }
+
+    /// Add an extra HTTP header.
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// Set the per-attempt timeout in seconds.
+    #[must_use]
+    pub fn with_timeout_seconds(mut self, seconds: f64) -> Self {
+        self.timeout_seconds = Some(seconds);
+        self
+    }
+
+    /// Set how often retryable failures are retried.
+    #[must_use]
+    pub fn with_max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = Some(retries);
         self
     }
 }

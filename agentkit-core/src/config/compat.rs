@@ -79,6 +79,7 @@ fn reject_typos(server: &Mapping, ignored: &[&str], p: &KeyPath) -> Result<(), F
 const TOP_KEYS: &[&str] = &[
     "openai",
     "anthropic",
+    "google",
     "mcp",
     "logger",
     "logging",
@@ -173,6 +174,29 @@ pub(crate) fn from_mcp_agent(tree: &mut Value) -> Result<(), Fail> {
                 "base_url",
                 "default_model",
                 "version",
+                "headers",
+                "timeout_seconds",
+                "max_retries",
+            ],
+            &p,
+            KIND,
+        );
+    }
+    if let Some(Value::Mapping(google)) = top.get_mut("google") {
+        let p = KeyPath::keys(["google"]);
+        drop_nulls(google);
+        if google.get("vertexai").and_then(Value::as_bool) == Some(true) {
+            tracing::warn!(
+                "mcp-agent's google.vertexai is not supported; agentkit talks to the Gemini \
+                 API with an API key (set google.base_url for a proxy)"
+            );
+        }
+        keep_only(
+            google,
+            &[
+                "api_key",
+                "base_url",
+                "default_model",
                 "headers",
                 "timeout_seconds",
                 "max_retries",

@@ -42,6 +42,9 @@ pub struct Config {
     /// Anthropic settings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anthropic: Option<AnthropicSettings>,
+    /// Google Gemini settings (`google:`, or `gemini:`).
+    #[serde(alias = "gemini", skip_serializing_if = "Option::is_none")]
+    pub google: Option<GoogleSettings>,
     /// MCP servers and roles.
     pub mcp: McpSettings,
     /// Logging.
@@ -136,6 +139,32 @@ pub struct AnthropicSettings {
     /// Anthropic's prompt cache. Off unless set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_caching: Option<bool>,
+}
+
+/// Google Gemini settings. An unset key falls back to `GEMINI_API_KEY`, then `GOOGLE_API_KEY`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GoogleSettings {
+    /// API key (a Google AI Studio key), sent as `x-goog-api-key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Base URL with the API version, default
+    /// `https://generativelanguage.googleapis.com/v1beta`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Model used when a request names none (default `gemini-2.5-flash`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_model: Option<String>,
+    /// Extra HTTP headers.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Per-attempt timeout in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<f64>,
+    /// Retries of retryable failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
 }
 
 /// MCP servers and role-based server sets.

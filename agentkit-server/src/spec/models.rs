@@ -4,23 +4,28 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use agentkit_core::config::{AgentSpec, AnthropicSettings, Config, OpenAiSettings, ProviderKind};
+use agentkit_core::config::{
+    AgentSpec, AnthropicSettings, Config, GoogleSettings, OpenAiSettings, ProviderKind,
+};
 use agentkit_core::{
-    AnthropicProvider, Error, LlmProvider, OpenAiProvider, Result, ScriptedProvider,
+    AnthropicProvider, Error, GeminiProvider, LlmProvider, OpenAiProvider, Result,
+    ScriptedProvider,
 };
 
-/// Builds the [`LlmProvider`] each declared agent runs on, from the config's `openai:` and
-/// `anthropic:` sections (API keys falling back to `OPENAI_API_KEY` / `ANTHROPIC_API_KEY`,
-/// base URLs to `OPENAI_BASE_URL` / `ANTHROPIC_BASE_URL`).
+/// Builds the [`LlmProvider`] each declared agent runs on, from the config's `openai:`,
+/// `anthropic:` and `google:` sections (API keys falling back to `OPENAI_API_KEY` /
+/// `ANTHROPIC_API_KEY` / `GEMINI_API_KEY` or `GOOGLE_API_KEY`, base URLs to `OPENAI_BASE_URL`
+/// / `ANTHROPIC_BASE_URL`).
 ///
 /// Which provider an agent gets:
 /// - a model registered with [`with_provider`](Self::with_provider) (exact `model` string):
 ///   that provider — tests script agents this way;
 /// - `model: scripted` (or `scripted:<anything>`, or `provider: scripted`): the offline echo
 ///   model ([`ScriptedProvider::echo`]), which answers with the user messages it was sent;
-/// - `openai:<model>` / `anthropic:<model>` (or `provider:`): that provider, an error when it
-///   has no API key (or, for OpenAI, no base URL of a local server);
-/// - otherwise OpenAI when it is configured, else Anthropic, else the echo model.
+/// - `openai:<model>` / `anthropic:<model>` / `google:<model>` (or `gemini:<model>`, or
+///   `provider:`): that provider, an error when it has no API key (or, for OpenAI, no base URL
+///   of a local server);
+/// - otherwise OpenAI when it is configured, else Anthropic, else Gemini, else the echo model.
 ///
 /// One provider of each kind is built on first use and shared by every agent.
 ///
@@ -41,6 +46,7 @@ use agentkit_core::{
 pub struct ModelFactory {
     openai: OpenAiSettings,
     anthropic: AnthropicSettings,
+    google: GoogleSettings,
     overrides: BTreeMap<String, Arc<dyn LlmProvider>>,
     built: Arc<Mutex<BTreeMap<&'static str, Arc<dyn LlmProvider>>>>,
 }
@@ -50,6 +56,7 @@ impl fmt::Debug for ModelFactory {
         f.debug_struct("ModelFactory")
             .field("openai", &self.has_openai())
             .field("anthropic", &self.has_anthropic())
+            .field("google", &self.has_google())
             .field("overrides", &self.overrides.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
@@ -72,6 +79,7 @@ impl ModelFactory {
         Self {
             openai: config.openai_settings_with_env(env),
             anthropic: config.anthropic_settings_with_env(env),
+            google: config.google_settings_with_env(env),
             overrides: BTreeMap::new(),
             built: Arc::new(Mutex::new(BTreeMap::new())),
         }
@@ -104,11 +112,15 @@ impl ModelFactory {
         set(self.anthropic.api_key.as_ref())
     }
 
-    /// Whether neither OpenAI nor Anthropic is configured: agents that do not name a provider
-    /// run on the offline echo model.
+    fn has_google(&self) -> bool {
+        set(self.google.api_key.as_ref())
+    }
+
+    /// Whether no provider (OpenAI, Anthropic, Gemini) is configured: agents that do not name
+    /// a provider run on the offline echo model.
     #[must_use]
     pub fn is_offline(&self) -> bool {
-        !self.has_openai() && !self.has_anthropic()
+        !self.has_openai() && !self.has_anthropic() && !self.has_google()
     }
 
     fn shared(
@@ -161,6 +173,7 @@ impl ModelFactory {
             Some(k) => k,
             None if self.has_openai() => ProviderKind::Openai,
             None if self.has_anthropic() => ProviderKind::Anthropic,
+            None if self.has_google() => ProviderKind::Google,
             None => return Ok((self.echo()?, None)),
         };
         match kind {
@@ -179,6 +192,15 @@ impl ModelFactory {
                 }
                 let p = self.shared("anthropic", || {
                     Ok(Arc::new(AnthropicProvider::from_settings(&self.anthropic)?))
+                })?;
+                Ok((p, model))
+            }
+            ProviderKind::Google => {
+                if !self.has_google() {
+                    return Err(missing("Gemini", "GEMINI_API_KEY", "google"));
+                }
+                let p = self.shared("google", || {
+                    Ok(Arc::new(GeminiProvider::from_settings(&self.google)?))
                 })?;
                 Ok((p, model))
             }

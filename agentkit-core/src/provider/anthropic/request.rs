@@ -179,6 +179,8 @@ fn convert_messages(messages: &[Message], system: &mut Vec<String>) -> Vec<Value
 
 fn content_block(content: &Content) -> Option<Value> {
     match content {
+        // Another format's data (an OpenAI reasoning item, a Gemini signature) means nothing here.
+        Content::ProviderData { .. } => None,
         Content::Text { text } => {
             (!text.trim().is_empty()).then(|| json!({"type": "text", "text": text}))
         }

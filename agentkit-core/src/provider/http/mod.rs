@@ -16,6 +16,8 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, ProviderErrorKind};
 
 pub(crate) use retry_after::retry_after;
+#[cfg(feature = "gemini")]
+pub(crate) use retry_after::parse_retry_after;
 #[cfg(test)]
 pub(crate) use sse::sse_events;
 pub(crate) use sse::{idle_timeout, response_events};
@@ -146,7 +148,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// The start of an error response's body, at most [`MAX_ERROR_BODY`] bytes; a body that breaks
 /// off is what arrived until then.
-async fn error_body(mut response: reqwest::Response) -> Vec<u8> {
+pub(crate) async fn error_body(mut response: reqwest::Response) -> Vec<u8> {
     let mut body = Vec::new();
     while body.len() < MAX_ERROR_BODY {
         match response.chunk().await {
@@ -160,6 +162,10 @@ async fn error_body(mut response: reqwest::Response) -> Vec<u8> {
 
 /// Turn a non-success HTTP response into an error, reading the provider's error message from
 /// the body.
+#[cfg_attr(
+    not(any(feature = "openai", feature = "anthropic")),
+    allow(dead_code) // Gemini reads its own error object
+)]
 pub(crate) async fn status_error(provider: &str, response: reqwest::Response) -> Error {
     let status = response.status().as_u16();
     let retry_after = retry_after(response.headers());

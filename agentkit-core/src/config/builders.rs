@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::cost::ModelInfo;
 
 use super::{
-    AnthropicSettings, Config, GoogleSettings, LoggerSettings, McpRoot, McpServerConfig, McpSettings, McpTransport,
+    AnthropicSettings, Config, GoogleSettings, LoggerSettings, OpenAiApi, McpRoot, McpServerConfig, McpSettings, McpTransport,
     OpenAiSettings, OtelSettings, StorageSettings,
 };
 
@@ -133,6 +133,13 @@ impl OpenAiSettings {
     #[must_use]
     pub fn with_default_model(mut self, model: impl Into<String>) -> Self {
         self.default_model = Some(model.into());
+        self
+    }
+
+    /// Choose the API: Chat Completions (default) or Responses.
+    #[must_use]
+    pub fn with_api(mut self, api: OpenAiApi) -> Self {
+        self.api = Some(api);
         self
     }
 

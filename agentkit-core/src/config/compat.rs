@@ -150,6 +150,8 @@ pub(crate) fn from_mcp_agent(tree: &mut Value) -> Result<(), Fail> {
                 "query",
                 "timeout_seconds",
                 "max_retries",
+                "api",
+                "store",
             ],
             &p,
             KIND,

@@ -106,6 +106,29 @@ pub struct OpenAiSettings {
     /// Retries of retryable failures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
+    /// Which OpenAI API to speak: `chat_completions` (the default, and what compatible
+    /// servers speak) or `responses`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<OpenAiApi>,
+    /// Responses API only: let OpenAI store responses (`store: true`). Unset or false sends
+    /// `store: false` and asks for reasoning items with their `encrypted_content`, which the
+    /// agent loop sends back on the next turn.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<bool>,
+}
+
+/// Which OpenAI API a provider speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum OpenAiApi {
+    /// Chat Completions (`POST {base_url}/chat/completions`), which every OpenAI-compatible
+    /// server speaks.
+    #[default]
+    #[serde(alias = "chat", alias = "chat-completions")]
+    ChatCompletions,
+    /// The Responses API (`POST {base_url}/responses`): reasoning items are kept across turns.
+    Responses,
 }
 
 /// Anthropic settings. Unset fields fall back to `ANTHROPIC_API_KEY` / `ANTHROPIC_BASE_URL`.

@@ -78,7 +78,7 @@ struct WirePromptDetails {
     cached_tokens: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 pub(super) struct WireError {
     #[serde(default)]
     message: Option<String>,

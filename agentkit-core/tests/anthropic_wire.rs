@@ -373,8 +373,14 @@ async fn prompt_caching_marks_system_and_last_tool_and_prices_cache_tokens() {
     let write_cost = prices.cost(&first.model, &first.usage);
     let read_cost = prices.cost(&second.model, &second.usage);
     let base = (12.0 * 3.0 + 30.0 * 15.0) / 1e6;
-    assert!((write_cost - (base + 2048.0 * 3.75 / 1e6)).abs() < 1e-12, "{write_cost}");
-    assert!((read_cost - (base + 2048.0 * 0.30 / 1e6)).abs() < 1e-12, "{read_cost}");
+    assert!(
+        (write_cost - (base + 2048.0 * 3.75 / 1e6)).abs() < 1e-12,
+        "{write_cost}"
+    );
+    assert!(
+        (read_cost - (base + 2048.0 * 0.30 / 1e6)).abs() < 1e-12,
+        "{read_cost}"
+    );
 
     // Off (the default): plain system string, no markers.
     server.provider().complete(request).await.unwrap();

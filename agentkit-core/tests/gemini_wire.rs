@@ -44,7 +44,12 @@ impl Reply {
     }
 
     fn sse(events: &[Value]) -> Self {
-        Self::Sse(events.iter().map(|e| format!("data: {e}\r\n\r\n")).collect())
+        Self::Sse(
+            events
+                .iter()
+                .map(|e| format!("data: {e}\r\n\r\n"))
+                .collect(),
+        )
     }
 
     fn with_header(self, name: &'static str, value: &str) -> Self {
@@ -69,7 +74,9 @@ impl IntoResponse for Reply {
                 r
             }
             Self::Sse(frames) => common::sse_response(frames, Some(13)),
-            Self::Raw(status, body) => (StatusCode::from_u16(status).unwrap(), body).into_response(),
+            Self::Raw(status, body) => {
+                (StatusCode::from_u16(status).unwrap(), body).into_response()
+            }
         }
     }
 }
@@ -153,7 +160,11 @@ async fn request_carries_key_system_contents_tools_and_generation_config() {
         ),
         Message::tool_results(vec![
             Content::tool_result("call-paris", vec![Content::text("18°C, sunny")], false),
-            Content::tool_result("gemini-call-x", vec![Content::text("station offline")], true),
+            Content::tool_result(
+                "gemini-call-x",
+                vec![Content::text("station offline")],
+                true,
+            ),
         ]),
         Message::system("Answer in French."),
         Message::user("Summarize."),
@@ -166,7 +177,10 @@ async fn request_carries_key_system_contents_tools_and_generation_config() {
     .with_temperature(0.3)
     .with_max_tokens(512)
     .with_extra("thinkingConfig", json!({"thinkingBudget": 1024}))
-    .with_extra("safetySettings", json!([{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]));
+    .with_extra(
+        "safetySettings",
+        json!([{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]),
+    );
 
     let r = server.provider().complete(request).await.unwrap();
     assert_eq!(r.text(), "Il fait beau.");
@@ -174,8 +188,14 @@ async fn request_carries_key_system_contents_tools_and_generation_config() {
     let seen = &server.seen()[0];
     assert_eq!(seen.path, "/v1beta/models/gemini-2.5-pro:generateContent");
     assert_eq!(seen.query, None);
-    assert_eq!(server.header(0, "x-goog-api-key").as_deref(), Some("AIza-test-key"));
-    assert!(server.header(0, "authorization").is_none(), "the key is never in a bearer header");
+    assert_eq!(
+        server.header(0, "x-goog-api-key").as_deref(),
+        Some("AIza-test-key")
+    );
+    assert!(
+        server.header(0, "authorization").is_none(),
+        "the key is never in a bearer header"
+    );
     assert_eq!(
         server.body(0),
         json!({
@@ -230,8 +250,10 @@ async fn text_answer_reports_model_id_usage_and_finish_reasons() {
         Reply::ok(answer(json!([{"text": "Par"}]), "MAX_TOKENS", usage(5, 1))),
         Reply::ok(answer(json!([]), "SAFETY", usage(5, 0))),
         Reply::ok(answer(json!([]), "MALFORMED_FUNCTION_CALL", usage(5, 0))),
-        Reply::ok(json!({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
-                         "usageMetadata": usage(5, 0), "modelVersion": "gemini-2.5-flash"})),
+        Reply::ok(
+            json!({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
+                         "usageMetadata": usage(5, 0), "modelVersion": "gemini-2.5-flash"}),
+        ),
     ])
     .await;
     let p = server.provider();
@@ -240,7 +262,10 @@ async fn text_answer_reports_model_id_usage_and_finish_reasons() {
     assert_eq!(r.stop_reason, StopReason::EndTurn);
     assert_eq!(r.model, "gemini-2.5-flash");
     assert_eq!(r.id.as_deref(), Some("mJ1yaKzQBcXrz7IPlbz5qQ4"));
-    assert_eq!(r.usage, Usage::new(200, 43).with_cache(800, 0).with_reasoning(40));
+    assert_eq!(
+        r.usage,
+        Usage::new(200, 43).with_cache(800, 0).with_reasoning(40)
+    );
     // Cached input at a tenth of gemini-2.5-flash's $0.30/Mtok; thoughts at the output price.
     let cost = agentkit_core::PriceTable::default().cost(&r.model, &r.usage);
     let expected = (200.0 * 0.30 + 800.0 * 0.03 + 43.0 * 2.50) / 1e6;
@@ -253,7 +278,10 @@ async fn text_answer_reports_model_id_usage_and_finish_reasons() {
         StopReason::ContentFilter,
     ];
     for expected in reasons {
-        assert_eq!(p.complete(common::hi()).await.unwrap().stop_reason, expected);
+        assert_eq!(
+            p.complete(common::hi()).await.unwrap().stop_reason,
+            expected
+        );
     }
 }
 
@@ -274,7 +302,11 @@ async fn parallel_function_calls_come_back_as_tool_calls_with_their_signature() 
         .await
         .unwrap();
     assert_eq!(r.stop_reason, StopReason::ToolUse);
-    let calls: Vec<_> = r.message.tool_calls().map(|(_, n, a)| (n, a.clone())).collect();
+    let calls: Vec<_> = r
+        .message
+        .tool_calls()
+        .map(|(_, n, a)| (n, a.clone()))
+        .collect();
     assert_eq!(
         calls,
         vec![
@@ -284,8 +316,10 @@ async fn parallel_function_calls_come_back_as_tool_calls_with_their_signature() 
     );
     let ids: Vec<&str> = r.message.tool_calls().map(|c| c.0).collect();
     assert_ne!(ids[0], ids[1], "made-up ids are distinct");
-    assert!(matches!(&r.message.content[0], Content::ProviderData { format, data }
-        if format == "gemini" && data["thoughtSignature"] == "sigP"));
+    assert!(
+        matches!(&r.message.content[0], Content::ProviderData { format, data }
+        if format == "gemini" && data["thoughtSignature"] == "sigP")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -314,16 +348,25 @@ async fn streamed_text_and_calls_are_reassembled() {
         .unwrap();
     let r = collect_stream("google", stream).await.unwrap();
     let seen = &server.seen()[0];
-    assert_eq!(seen.path, "/v1beta/models/gemini-2.5-flash:streamGenerateContent");
+    assert_eq!(
+        seen.path,
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+    );
     assert_eq!(seen.query.as_deref(), Some("alt=sse"));
-    assert_eq!(server.header(0, "accept").as_deref(), Some("text/event-stream"));
+    assert_eq!(
+        server.header(0, "accept").as_deref(),
+        Some("text/event-stream")
+    );
     assert_eq!(r.text(), "Let me check.");
     assert_eq!(r.message.tool_calls().count(), 2);
     assert_eq!(r.stop_reason, StopReason::ToolUse);
     assert_eq!(r.usage, Usage::new(50, 42).with_reasoning(12));
     assert_eq!(
         r.message.content[0],
-        Content::provider_data("gemini", json!({"thoughtSignature": "sigO", "part": "functionCall"}))
+        Content::provider_data(
+            "gemini",
+            json!({"thoughtSignature": "sigO", "part": "functionCall"})
+        )
     );
 }
 
@@ -349,7 +392,10 @@ async fn a_stream_cut_before_a_finish_reason_is_a_stream_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err.provider_kind(), Some(ProviderErrorKind::Stream | ProviderErrorKind::Decode)),
+        matches!(
+            err.provider_kind(),
+            Some(ProviderErrorKind::Stream | ProviderErrorKind::Decode)
+        ),
         "{err}"
     );
 
@@ -398,7 +444,10 @@ async fn agent_tool_round_trip_sends_the_signature_back() {
     assert_eq!(g.usage.input_tokens, 320);
     assert_eq!(server.requests(), 2);
     let first = server.body(0);
-    assert_eq!(first["systemInstruction"]["parts"][0]["text"], "You answer weather questions.");
+    assert_eq!(
+        first["systemInstruction"]["parts"][0]["text"],
+        "You answer weather questions."
+    );
     assert_eq!(
         first["tools"][0]["functionDeclarations"][0]["parameters"]["properties"]["city"]["type"],
         "STRING"
@@ -434,14 +483,22 @@ async fn generate_structured_sends_a_response_schema() {
         usage(120, 30),
     ))])
     .await;
-    let agent = AgentLlm::new(Agent::new("forecaster", "You produce forecasts."), server.provider());
+    let agent = AgentLlm::new(
+        Agent::new("forecaster", "You produce forecasts."),
+        server.provider(),
+    );
     let forecast: Forecast = agent
         .generate_structured("Forecast for Lisbon", &RunContext::new())
         .await
         .unwrap();
     assert_eq!(
         forecast,
-        Forecast { city: "Lisbon".into(), celsius: 18, sunny: true, note: None }
+        Forecast {
+            city: "Lisbon".into(),
+            celsius: 18,
+            sunny: true,
+            note: None
+        }
     );
     let body = server.body(0);
     let config = &body["generationConfig"];
@@ -480,7 +537,10 @@ async fn structured_output_streams_as_json_text() {
         .unwrap();
     let v: Value = serde_json::from_str(&r.text()).unwrap();
     assert_eq!(v["city"], "Lisbon");
-    assert_eq!(server.body(0)["generationConfig"]["responseMimeType"], "application/json");
+    assert_eq!(
+        server.body(0)["generationConfig"]["responseMimeType"],
+        "application/json"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -489,8 +549,12 @@ async fn structured_output_streams_as_json_text() {
 #[tokio::test]
 async fn rate_limit_waits_for_retry_after_then_succeeds() {
     let server = MockGemini::start(vec![
-        Reply::error(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).")
-            .with_header("retry-after", "0.3"),
+        Reply::error(
+            429,
+            "RESOURCE_EXHAUSTED",
+            "Resource has been exhausted (e.g. check quota).",
+        )
+        .with_header("retry-after", "0.3"),
         text_reply("made it"),
     ])
     .await;
@@ -524,22 +588,40 @@ async fn rate_limit_without_header_reads_retry_info() {
     assert_eq!(err.provider_kind(), Some(ProviderErrorKind::RateLimited));
     assert_eq!(err.status(), Some(429));
     assert_eq!(err.retry_after(), Some(Duration::from_secs(39)));
-    assert!(err.to_string().contains("exceeded your current quota"), "{err}");
+    assert!(
+        err.to_string().contains("exceeded your current quota"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn server_errors_are_retried_and_bad_requests_are_not() {
     let server = MockGemini::start(vec![
-        Reply::error(503, "UNAVAILABLE", "The model is overloaded. Please try again later."),
+        Reply::error(
+            503,
+            "UNAVAILABLE",
+            "The model is overloaded. Please try again later.",
+        ),
         Reply::error(500, "INTERNAL", "An internal error has occurred."),
         text_reply("back"),
         Reply::error(400, "INVALID_ARGUMENT", "Invalid JSON payload received."),
-        Reply::error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key."),
-        Reply::error(404, "NOT_FOUND", "models/gemini-9 is not found for API version v1beta"),
+        Reply::error(
+            400,
+            "INVALID_ARGUMENT",
+            "API key not valid. Please pass a valid API key.",
+        ),
+        Reply::error(
+            404,
+            "NOT_FOUND",
+            "models/gemini-9 is not found for API version v1beta",
+        ),
     ])
     .await;
     let retrying = common::retrying(server.provider());
-    assert_eq!(retrying.complete(common::hi()).await.unwrap().text(), "back");
+    assert_eq!(
+        retrying.complete(common::hi()).await.unwrap().text(),
+        "back"
+    );
     assert_eq!(server.requests(), 3);
 
     let err = retrying.complete(common::hi()).await.unwrap_err();
@@ -550,7 +632,10 @@ async fn server_errors_are_retried_and_bad_requests_are_not() {
     assert_eq!(err.provider_kind(), Some(ProviderErrorKind::Auth));
     assert!(err.to_string().contains("GEMINI_API_KEY"), "{err}");
 
-    let err = retrying.complete(common::hi().with_model("gemini-9")).await.unwrap_err();
+    let err = retrying
+        .complete(common::hi().with_model("gemini-9"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("model name"), "{err}");
 }
 
@@ -572,13 +657,21 @@ fn a_google_or_gemini_section_builds_the_gemini_provider() {
         "gemini:\n  api_key: k\n  default_model: gemini-2.5-pro\n",
     ] {
         let config = agentkit_core::Config::from_yaml_str(yaml, None).unwrap();
-        let p = agentkit_core::provider::from_config(&config).unwrap().unwrap();
+        let p = agentkit_core::provider::from_config(&config)
+            .unwrap()
+            .unwrap();
         assert_eq!(p.name(), "google");
         assert_eq!(p.default_model(), Some("gemini-2.5-pro"));
     }
     use agentkit_core::config::ProviderKind;
-    assert_eq!(ProviderKind::from_prefix("gemini"), Some(ProviderKind::Google));
-    assert_eq!(ProviderKind::from_prefix("google"), Some(ProviderKind::Google));
+    assert_eq!(
+        ProviderKind::from_prefix("gemini"),
+        Some(ProviderKind::Google)
+    );
+    assert_eq!(
+        ProviderKind::from_prefix("google"),
+        Some(ProviderKind::Google)
+    );
     let kind: ProviderKind = serde_json::from_value(json!("gemini")).unwrap();
     assert_eq!(kind, ProviderKind::Google);
 }

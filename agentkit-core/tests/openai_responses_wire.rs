@@ -78,7 +78,9 @@ impl IntoResponse for Reply {
                 r
             }
             Self::Sse(frames) => common::sse_response(frames, Some(11)),
-            Self::Raw(status, body) => (StatusCode::from_u16(status).unwrap(), body).into_response(),
+            Self::Raw(status, body) => {
+                (StatusCode::from_u16(status).unwrap(), body).into_response()
+            }
         }
     }
 }
@@ -194,7 +196,10 @@ async fn request_carries_instructions_input_items_tools_and_options() {
     let r = server.provider().complete(request).await.unwrap();
     assert_eq!(r.text(), "Il fait beau.");
     assert_eq!(server.seen()[0].path, "/v1/responses");
-    assert_eq!(server.header(0, "authorization").as_deref(), Some("Bearer sk-test"));
+    assert_eq!(
+        server.header(0, "authorization").as_deref(),
+        Some("Bearer sk-test")
+    );
     assert_eq!(
         server.body(0),
         json!({
@@ -240,13 +245,22 @@ async fn answer_with_reasoning_and_calls_reports_usage_and_keeps_the_reasoning_i
     .await;
     let r = server
         .provider()
-        .complete(CompletionRequest::new(vec![Message::user("Paris and Rome?")]).with_tools(vec![weather_spec()]))
+        .complete(
+            CompletionRequest::new(vec![Message::user("Paris and Rome?")])
+                .with_tools(vec![weather_spec()]),
+        )
         .await
         .unwrap();
     assert_eq!(r.stop_reason, StopReason::ToolUse);
     assert_eq!(r.model, "gpt-5-mini-2025-08-07");
-    assert_eq!(r.id.as_deref(), Some("resp_67ccd2bed1ec8190b14f964abc054267"));
-    assert_eq!(r.usage, Usage::new(464, 300).with_cache(1536, 0).with_reasoning(256));
+    assert_eq!(
+        r.id.as_deref(),
+        Some("resp_67ccd2bed1ec8190b14f964abc054267")
+    );
+    assert_eq!(
+        r.usage,
+        Usage::new(464, 300).with_cache(1536, 0).with_reasoning(256)
+    );
     assert_eq!(
         r.message.content[0],
         Content::provider_data(
@@ -257,8 +271,18 @@ async fn answer_with_reasoning_and_calls_reports_usage_and_keeps_the_reasoning_i
         ),
         "kept without its output-only `status`"
     );
-    let calls: Vec<_> = r.message.tool_calls().map(|(id, _, a)| (id, a.clone())).collect();
-    assert_eq!(calls, vec![("call_P", json!({"city": "Paris"})), ("call_R", json!({"city": "Rome"}))]);
+    let calls: Vec<_> = r
+        .message
+        .tool_calls()
+        .map(|(id, _, a)| (id, a.clone()))
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            ("call_P", json!({"city": "Paris"})),
+            ("call_R", json!({"city": "Rome"}))
+        ]
+    );
     // Cached input at gpt-5-mini's cached rate.
     let cost = agentkit_core::PriceTable::default().cost(&r.model, &r.usage);
     let expected = (464.0 * 0.25 + 1536.0 * 0.025 + 300.0 * 2.0) / 1e6;
@@ -288,7 +312,9 @@ async fn streamed_events_are_reassembled() {
     .await;
     let stream = server
         .provider()
-        .stream(CompletionRequest::new(vec![Message::user("Oslo?")]).with_tools(vec![weather_spec()]))
+        .stream(
+            CompletionRequest::new(vec![Message::user("Oslo?")]).with_tools(vec![weather_spec()]),
+        )
         .await
         .unwrap();
     let r = collect_stream("openai", stream).await.unwrap();
@@ -301,7 +327,9 @@ async fn streamed_events_are_reassembled() {
     assert_eq!(r.stop_reason, StopReason::ToolUse);
     assert_eq!(r.usage, Usage::new(100, 40).with_reasoning(16));
     assert_eq!(r.model, "gpt-5-mini-2025-08-07");
-    assert!(matches!(&r.message.content[0], Content::ProviderData { data, .. } if data["encrypted_content"] == "ENC1"));
+    assert!(
+        matches!(&r.message.content[0], Content::ProviderData { data, .. } if data["encrypted_content"] == "ENC1")
+    );
 }
 
 #[tokio::test]
@@ -321,21 +349,32 @@ async fn failed_error_and_truncated_streams_are_errors() {
     ])
     .await;
     let p = server.provider();
-    let err = collect_stream("openai", p.stream(common::hi()).await.unwrap()).await.unwrap_err();
+    let err = collect_stream("openai", p.stream(common::hi()).await.unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(err.provider_kind(), Some(ProviderErrorKind::Stream));
     assert!(err.to_string().contains("response.completed"), "{err}");
 
-    let err = collect_stream("openai", p.stream(common::hi()).await.unwrap()).await.unwrap_err();
+    let err = collect_stream("openai", p.stream(common::hi()).await.unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(err.provider_kind(), Some(ProviderErrorKind::Server));
     assert!(err.to_string().contains("failed to generate"), "{err}");
 
-    let err = collect_stream("openai", p.stream(common::hi()).await.unwrap()).await.unwrap_err();
+    let err = collect_stream("openai", p.stream(common::hi()).await.unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(err.provider_kind(), Some(ProviderErrorKind::RateLimited));
     assert!(err.is_retryable());
 
-    let err = collect_stream("openai", p.stream(common::hi()).await.unwrap()).await.unwrap_err();
+    let err = collect_stream("openai", p.stream(common::hi()).await.unwrap())
+        .await
+        .unwrap_err();
     assert!(
-        matches!(err.provider_kind(), Some(ProviderErrorKind::Stream | ProviderErrorKind::Decode)),
+        matches!(
+            err.provider_kind(),
+            Some(ProviderErrorKind::Stream | ProviderErrorKind::Decode)
+        ),
         "{err}"
     );
 }
@@ -349,20 +388,28 @@ struct City {
 async fn agent_loop_sends_the_reasoning_item_back_with_the_tool_output() {
     let server = Mock::start(vec![
         Reply::ok(response(
-            json!([reasoning("rs_loop", "ENCRYPTED"), function_call("call_L", "weather", "{\"city\":\"Lisbon\"}")]),
+            json!([
+                reasoning("rs_loop", "ENCRYPTED"),
+                function_call("call_L", "weather", "{\"city\":\"Lisbon\"}")
+            ]),
             usage(300, 0, 40, 32),
         )),
         text_reply("It is 18°C and sunny in Lisbon."),
     ])
     .await;
-    let weather = FnTool::new("weather", "Current weather of a city", |c: City| async move {
-        Ok::<_, String>(format!("18°C and sunny in {}", c.city))
-    });
+    let weather = FnTool::new(
+        "weather",
+        "Current weather of a city",
+        |c: City| async move { Ok::<_, String>(format!("18°C and sunny in {}", c.city)) },
+    );
     let agent = AgentLlm::new(
         Agent::new("assistant", "You answer weather questions.").with_tool(weather),
         server.provider(),
     );
-    let g = agent.generate("Weather in Lisbon?".into(), &RunContext::new()).await.unwrap();
+    let g = agent
+        .generate("Weather in Lisbon?".into(), &RunContext::new())
+        .await
+        .unwrap();
     assert_eq!(g.text(), "It is 18°C and sunny in Lisbon.");
     assert_eq!(server.requests(), 2);
     assert_eq!(
@@ -375,7 +422,10 @@ async fn agent_loop_sends_the_reasoning_item_back_with_the_tool_output() {
             {"type": "function_call_output", "call_id": "call_L", "output": "18°C and sunny in Lisbon"},
         ])
     );
-    assert_eq!(server.body(1)["instructions"], "You answer weather questions.");
+    assert_eq!(
+        server.body(1)["instructions"],
+        "You answer weather questions."
+    );
 }
 
 #[derive(Debug, PartialEq, Deserialize, JsonSchema)]
@@ -387,9 +437,21 @@ struct Forecast {
 #[tokio::test]
 async fn generate_structured_sends_text_format_json_schema() {
     let server = Mock::start(vec![text_reply("{\"city\":\"Lisbon\",\"celsius\":18}")]).await;
-    let agent = AgentLlm::new(Agent::new("forecaster", "You produce forecasts."), server.provider());
-    let f: Forecast = agent.generate_structured("Forecast for Lisbon", &RunContext::new()).await.unwrap();
-    assert_eq!(f, Forecast { city: "Lisbon".into(), celsius: 18 });
+    let agent = AgentLlm::new(
+        Agent::new("forecaster", "You produce forecasts."),
+        server.provider(),
+    );
+    let f: Forecast = agent
+        .generate_structured("Forecast for Lisbon", &RunContext::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        f,
+        Forecast {
+            city: "Lisbon".into(),
+            celsius: 18
+        }
+    );
     let format = &server.body(0)["text"]["format"];
     assert_eq!(format["type"], "json_schema");
     assert_eq!(format["name"], "Forecast");
@@ -397,8 +459,11 @@ async fn generate_structured_sends_text_format_json_schema() {
 
     let server = Mock::start(vec![text_reply("{}")]).await;
     let request = common::hi().with_response_format(
-        ResponseFormat::new("Answer", json!({"type": "object", "properties": {}, "additionalProperties": false}))
-            .with_strict(true),
+        ResponseFormat::new(
+            "Answer",
+            json!({"type": "object", "properties": {}, "additionalProperties": false}),
+        )
+        .with_strict(true),
     );
     server.provider().complete(request).await.unwrap();
     assert_eq!(
@@ -419,10 +484,17 @@ async fn rate_limit_waits_for_retry_after_then_succeeds_and_bad_bodies_fail_clea
     ])
     .await;
     let provider = ProviderBuilder::new(server.provider())
-        .retry(RetryConfig::new().with_max_retries(2).with_initial_backoff(Duration::from_secs(600)))
+        .retry(
+            RetryConfig::new()
+                .with_max_retries(2)
+                .with_initial_backoff(Duration::from_secs(600)),
+        )
         .build();
     let started = Instant::now();
-    assert_eq!(provider.complete(common::hi()).await.unwrap().text(), "made it");
+    assert_eq!(
+        provider.complete(common::hi()).await.unwrap().text(),
+        "made it"
+    );
     assert_eq!(server.requests(), 2);
     assert!(started.elapsed() >= Duration::from_millis(300));
 
@@ -438,10 +510,14 @@ async fn rate_limit_waits_for_retry_after_then_succeeds_and_bad_bodies_fail_clea
 fn api_responses_in_the_config_selects_the_responses_api() {
     let yaml = "openai:\n  api_key: k\n  api: responses\n  base_url: http://127.0.0.1:9/v1\n";
     let config = agentkit_core::Config::from_yaml_str(yaml, None).unwrap();
-    assert_eq!(config.openai.as_ref().unwrap().api, Some(OpenAiApi::Responses));
+    assert_eq!(
+        config.openai.as_ref().unwrap().api,
+        Some(OpenAiApi::Responses)
+    );
     let p = OpenAiProvider::from_settings(&config.openai_settings()).unwrap();
     assert_eq!(p.config().api, OpenAiApi::Responses);
     assert!(!p.config().store);
-    let err = agentkit_core::Config::from_yaml_str("openai:\n  api: assistants\n", None).unwrap_err();
+    let err =
+        agentkit_core::Config::from_yaml_str("openai:\n  api: assistants\n", None).unwrap_err();
     assert!(err.to_string().contains("api"), "{err}");
 }

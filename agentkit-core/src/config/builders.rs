@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use crate::cost::ModelInfo;
 
 use super::{
-    AnthropicSettings, Config, GoogleSettings, LoggerSettings, OpenAiApi, McpRoot, McpServerConfig, McpSettings, McpTransport,
-    OpenAiSettings, OtelSettings, StorageSettings,
+    AnthropicSettings, Config, GoogleSettings, LoggerSettings, McpRoot, McpServerConfig,
+    McpSettings, McpTransport, OpenAiApi, OpenAiSettings, OtelSettings, StorageSettings,
 };
 
 impl Config {

@@ -8,8 +8,7 @@ use agentkit_core::config::{
     AgentSpec, AnthropicSettings, Config, GoogleSettings, OpenAiSettings, ProviderKind,
 };
 use agentkit_core::{
-    AnthropicProvider, Error, GeminiProvider, LlmProvider, OpenAiProvider, Result,
-    ScriptedProvider,
+    AnthropicProvider, Error, GeminiProvider, LlmProvider, OpenAiProvider, Result, ScriptedProvider,
 };
 
 /// Builds the [`LlmProvider`] each declared agent runs on, from the config's `openai:`,

@@ -242,7 +242,8 @@ impl LlmProvider for GeminiProvider {
             .bytes()
             .await
             .map_err(|e| http::transport_error(PROVIDER, e))?;
-        let wire: WireResponse = http::decode_json(PROVIDER, "Gemini", "the response body", &bytes)?;
+        let wire: WireResponse =
+            http::decode_json(PROVIDER, "Gemini", "the response body", &bytes)?;
         let id = wire.response_id.clone();
         let mut turn = Turn::new(model);
         let mut acc = StreamAccumulator::new(PROVIDER);
@@ -281,14 +282,18 @@ mod tests {
 
     #[test]
     fn urls_name_the_model_and_method() {
-        let p = GeminiProvider::new(GeminiConfig::compatible("https://gw.local/gemini/v1beta/", "k"))
-            .unwrap();
+        let p = GeminiProvider::new(GeminiConfig::compatible(
+            "https://gw.local/gemini/v1beta/",
+            "k",
+        ))
+        .unwrap();
         assert_eq!(
             p.url("gemini-2.5-flash", "generateContent").as_str(),
             "https://gw.local/gemini/v1beta/models/gemini-2.5-flash:generateContent"
         );
         assert_eq!(
-            p.url("tunedModels/my-model", "streamGenerateContent").as_str(),
+            p.url("tunedModels/my-model", "streamGenerateContent")
+                .as_str(),
             "https://gw.local/gemini/v1beta/tunedModels/my-model:streamGenerateContent"
         );
         let req = CompletionRequest::default().with_model("models/gemini-2.5-pro");

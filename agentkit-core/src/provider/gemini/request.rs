@@ -269,7 +269,10 @@ mod tests {
             Message::new(
                 Role::Assistant,
                 vec![
-                    Content::provider_data(DATA_FORMAT, json!({"thoughtSignature": "sigA", "part": "functionCall"})),
+                    Content::provider_data(
+                        DATA_FORMAT,
+                        json!({"thoughtSignature": "sigA", "part": "functionCall"}),
+                    ),
                     Content::text("Checking."),
                     Content::tool_call("gemini-call-1", "f", json!({"x": 1})),
                     Content::tool_call("gemini-call-2", "f", json!({"x": 2})),

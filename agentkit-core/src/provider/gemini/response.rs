@@ -112,7 +112,9 @@ impl WireUsage {
         let thoughts = self.thoughts_token_count.unwrap_or(0);
         Usage::new(
             prompt - cached,
-            self.candidates_token_count.unwrap_or(0).saturating_add(thoughts),
+            self.candidates_token_count
+                .unwrap_or(0)
+                .saturating_add(thoughts),
         )
         .with_cache(cached, 0)
         .with_reasoning(thoughts)
@@ -222,8 +224,15 @@ pub(super) fn stop_reason(reason: Option<&str>, has_calls: bool) -> StopReason {
         None | Some("STOP" | "FINISH_REASON_UNSPECIFIED") => StopReason::EndTurn,
         Some("MAX_TOKENS") => StopReason::MaxTokens,
         Some(
-            "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY"
-            | "IMAGE_PROHIBITED_CONTENT" | "IMAGE_RECITATION" | "LANGUAGE",
+            "SAFETY"
+            | "RECITATION"
+            | "BLOCKLIST"
+            | "PROHIBITED_CONTENT"
+            | "SPII"
+            | "IMAGE_SAFETY"
+            | "IMAGE_PROHIBITED_CONTENT"
+            | "IMAGE_RECITATION"
+            | "LANGUAGE",
         ) => StopReason::ContentFilter,
         Some(other) => StopReason::Other(other.to_ascii_lowercase()),
     }
@@ -296,12 +305,9 @@ impl Turn {
                 });
             }
             if let Some(call) = part.function_call {
-                let id = call
-                    .id
-                    .filter(|id| !id.is_empty())
-                    .unwrap_or_else(|| {
-                        format!("{SYNTHETIC_ID_PREFIX}{}", uuid::Uuid::new_v4().simple())
-                    });
+                let id = call.id.filter(|id| !id.is_empty()).unwrap_or_else(|| {
+                    format!("{SYNTHETIC_ID_PREFIX}{}", uuid::Uuid::new_v4().simple())
+                });
                 let args = match call.args {
                     Some(v @ Value::Object(_)) => v.to_string(),
                     _ => "{}".to_owned(),
@@ -375,11 +381,17 @@ pub(super) mod tests {
         )
         .unwrap();
         assert_eq!(r.text(), "Hi");
-        assert_eq!(r.usage, Usage::new(40, 25).with_cache(60, 0).with_reasoning(20));
+        assert_eq!(
+            r.usage,
+            Usage::new(40, 25).with_cache(60, 0).with_reasoning(20)
+        );
         assert_eq!(r.model, "gemini-2.5-flash");
         assert_eq!(
             r.message.content[0],
-            crate::Content::provider_data(DATA_FORMAT, json!({"thoughtSignature": "c2ln", "part": "text"}))
+            crate::Content::provider_data(
+                DATA_FORMAT,
+                json!({"thoughtSignature": "c2ln", "part": "text"})
+            )
         );
     }
 

@@ -388,23 +388,46 @@ mod tests {
             to_gemini_schema(&json!({"type": ["integer", "string"], "oneOf": [{"type": "null"}]})),
             json!({"anyOf": [{"type": "INTEGER"}, {"type": "STRING"}], "nullable": true})
         );
-        assert_eq!(to_gemini_schema(&json!({"const": "x"})), json!({"type": "STRING", "enum": ["x"]}));
+        assert_eq!(
+            to_gemini_schema(&json!({"const": "x"})),
+            json!({"type": "STRING", "enum": ["x"]})
+        );
         assert_eq!(to_gemini_schema(&json!({"enum": [1, 2]})), json!({}));
     }
 
     /// Only Gemini's field names, anywhere in the output.
     fn only_gemini_keys(v: &Value) -> bool {
         const ALLOWED: &[&str] = &[
-            "type", "format", "title", "description", "nullable", "enum", "minItems", "maxItems",
-            "properties", "required", "propertyOrdering", "items", "minimum", "maximum",
-            "minLength", "maxLength", "pattern", "minProperties", "maxProperties", "anyOf",
-            "example", "default",
+            "type",
+            "format",
+            "title",
+            "description",
+            "nullable",
+            "enum",
+            "minItems",
+            "maxItems",
+            "properties",
+            "required",
+            "propertyOrdering",
+            "items",
+            "minimum",
+            "maximum",
+            "minLength",
+            "maxLength",
+            "pattern",
+            "minProperties",
+            "maxProperties",
+            "anyOf",
+            "example",
+            "default",
         ];
         match v {
             Value::Object(m) => m.iter().all(|(k, v)| {
                 ALLOWED.contains(&k.as_str())
                     && match k.as_str() {
-                        "properties" => v.as_object().is_some_and(|p| p.values().all(only_gemini_keys)),
+                        "properties" => v
+                            .as_object()
+                            .is_some_and(|p| p.values().all(only_gemini_keys)),
                         "items" => only_gemini_keys(v),
                         "anyOf" => v.as_array().is_some_and(|a| a.iter().all(only_gemini_keys)),
                         _ => true,

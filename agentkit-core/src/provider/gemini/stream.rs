@@ -57,7 +57,8 @@ fn on_event(turn: &mut Turn, data: &str) -> Result<Vec<CompletionChunk>> {
     if data.is_empty() {
         return Ok(Vec::new());
     }
-    let wire: WireResponse = http::decode_json(PROVIDER, "Gemini", "a stream event", data.as_bytes())?;
+    let wire: WireResponse =
+        http::decode_json(PROVIDER, "Gemini", "a stream event", data.as_bytes())?;
     turn.on_response(wire)
 }
 

@@ -15,9 +15,9 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ProviderErrorKind};
 
-pub(crate) use retry_after::retry_after;
 #[cfg(feature = "gemini")]
 pub(crate) use retry_after::parse_retry_after;
+pub(crate) use retry_after::retry_after;
 #[cfg(test)]
 pub(crate) use sse::sse_events;
 pub(crate) use sse::{idle_timeout, response_events};

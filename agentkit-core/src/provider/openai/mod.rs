@@ -69,8 +69,8 @@ use crate::error::Result;
 
 pub use crate::config::OpenAiApi;
 pub use config::{DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_TIMEOUT, OpenAiConfig};
-pub use responses::DATA_FORMAT as RESPONSES_DATA_FORMAT;
 pub use embedding::{DEFAULT_EMBEDDING_BATCH, DEFAULT_EMBEDDING_MODEL, OpenAiEmbedder};
+pub use responses::DATA_FORMAT as RESPONSES_DATA_FORMAT;
 
 use crate::provider::StreamAccumulator;
 use endpoint::Endpoint;
@@ -177,7 +177,12 @@ impl OpenAiProvider {
         tracing::debug!(provider = %self.name, url = %self.endpoint.responses_url, "response");
         let wire: responses::WireResponse = self
             .endpoint
-            .post_json(&self.name, &self.endpoint.responses_url, &body, "the response")
+            .post_json(
+                &self.name,
+                &self.endpoint.responses_url,
+                &body,
+                "the response",
+            )
             .await?;
         let id = wire.id.clone();
         let model = body["model"].as_str().unwrap_or_default().to_owned();

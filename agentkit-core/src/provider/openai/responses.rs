@@ -23,7 +23,11 @@ use crate::usage::{StopReason, Usage};
 pub const DATA_FORMAT: &str = "openai.responses";
 
 /// The Responses API request body for `request`.
-pub(super) fn body(config: &OpenAiConfig, request: &CompletionRequest, stream: bool) -> Map<String, Value> {
+pub(super) fn body(
+    config: &OpenAiConfig,
+    request: &CompletionRequest,
+    stream: bool,
+) -> Map<String, Value> {
     let mut body = Map::new();
     let model = request
         .model
@@ -525,7 +529,11 @@ impl ResponsesState {
         if data.is_empty() {
             return Ok(Vec::new());
         }
-        let event: Event = decode(&self.provider, "a Responses API stream event", data.as_bytes())?;
+        let event: Event = decode(
+            &self.provider,
+            "a Responses API stream event",
+            data.as_bytes(),
+        )?;
         let mut out = Vec::new();
         match event {
             Event::Started { response } => {
@@ -596,7 +604,10 @@ impl ResponsesState {
     }
 
     /// The chunks of a streamed answer, from its server-sent events.
-    pub(super) fn into_stream(self, events: BoxStream<'static, Result<(String, String)>>) -> ChunkStream {
+    pub(super) fn into_stream(
+        self,
+        events: BoxStream<'static, Result<(String, String)>>,
+    ) -> ChunkStream {
         futures::stream::unfold(Some((events, self)), |st| async move {
             let (mut events, mut state) = st?;
             loop {
@@ -669,13 +680,20 @@ mod tests {
             Message::new(
                 Role::Assistant,
                 vec![
-                    Content::provider_data(DATA_FORMAT, json!({"type": "reasoning", "id": "rs_1", "summary": []})),
+                    Content::provider_data(
+                        DATA_FORMAT,
+                        json!({"type": "reasoning", "id": "rs_1", "summary": []}),
+                    ),
                     Content::provider_data("gemini", json!({"thoughtSignature": "x"})),
                     Content::text("Checking."),
                     Content::tool_call("call_1", "f", json!({"a": 1})),
                 ],
             ),
-            Message::tool_results(vec![Content::tool_result("call_1", vec![Content::text("ok")], false)]),
+            Message::tool_results(vec![Content::tool_result(
+                "call_1",
+                vec![Content::text("ok")],
+                false,
+            )]),
         ]);
         assert_eq!(
             Value::Array(items),
@@ -691,23 +709,36 @@ mod tests {
 
     #[test]
     fn incomplete_and_refused_answers_say_why() {
-        let r = parse(json!({"status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"},
+        let r = parse(
+            json!({"status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"},
             "output": [{"type": "message", "content": [{"type": "output_text", "text": "Par"}]}]})
-            .to_string().as_bytes()).unwrap();
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
         assert_eq!(r.stop_reason, StopReason::MaxTokens);
         let r = parse(json!({"status": "completed",
             "output": [{"type": "message", "content": [{"type": "refusal", "refusal": "I can't help."}]}]})
             .to_string().as_bytes()).unwrap();
         assert_eq!(r.stop_reason, StopReason::Refusal);
         assert_eq!(r.text(), "I can't help.");
-        let err = parse(json!({"status": "failed", "error": {"code": "server_error", "message": "boom"}})
-            .to_string().as_bytes()).unwrap_err();
+        let err = parse(
+            json!({"status": "failed", "error": {"code": "server_error", "message": "boom"}})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap_err();
         assert_eq!(err.provider_kind(), Some(ProviderErrorKind::Server));
     }
 
     fn shaped_item() -> impl Strategy<Value = Value> {
         (
-            prop_oneof![Just("message"), Just("function_call"), Just("reasoning"), Just("web_search_call")],
+            prop_oneof![
+                Just("message"),
+                Just("function_call"),
+                Just("reasoning"),
+                Just("web_search_call")
+            ],
             or_any(json_leaf()),
             or_any(json_leaf()),
             or_any(json_leaf()),
@@ -745,10 +776,13 @@ mod tests {
                     ("delta", Some(json!("{\"n\":"))),
                     ("code", Some(json!("rate_limit_exceeded"))),
                     ("message", Some(json!("slow down"))),
-                    ("response", Some(json!({"status": "completed", "model": "gpt-5",
+                    (
+                        "response",
+                        Some(json!({"status": "completed", "model": "gpt-5",
                         "usage": {"input_tokens": tokens, "output_tokens": tokens,
                                   "input_tokens_details": {"cached_tokens": tokens},
-                                  "output_tokens_details": {"reasoning_tokens": tokens}}}))),
+                                  "output_tokens_details": {"reasoning_tokens": tokens}}})),
+                    ),
                 ])
             })
     }

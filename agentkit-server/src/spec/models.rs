@@ -207,3 +207,33 @@ impl ModelFactory {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemini_agents_run_on_the_google_provider() {
+        let env = |name: &str| (name == "GEMINI_API_KEY").then(|| "AIza-test".to_owned());
+        let models = ModelFactory::from_config_with_env(&Config::new(), &env);
+        assert!(!models.is_offline());
+        for model in ["gemini:gemini-2.5-pro", "google:gemini-2.5-pro"] {
+            let (p, id) = models
+                .provider_for("a", &AgentSpec::new(model, "Be brief."))
+                .unwrap();
+            assert_eq!(p.name(), "google");
+            assert_eq!(id.as_deref(), Some("gemini-2.5-pro"));
+        }
+        // Unprefixed, with only Gemini configured.
+        let (p, _) = models
+            .provider_for("a", &AgentSpec::new("gemini-2.5-flash", "Be brief."))
+            .unwrap();
+        assert_eq!(p.name(), "google");
+
+        let err = ModelFactory::offline()
+            .provider_for("a", &AgentSpec::new("gemini:gemini-2.5-pro", "x"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("GEMINI_API_KEY"), "{err}");
+    }
+}

@@ -302,6 +302,17 @@ mod tests {
             &mut system,
         );
         assert_eq!(system, vec!["be brief".to_owned()]);
+        let only_data = convert_messages(
+            &[Message::new(
+                Role::Assistant,
+                vec![Content::provider_data(
+                    "gemini",
+                    json!({"thoughtSignature": "s"}),
+                )],
+            )],
+            &mut system,
+        );
+        assert!(only_data.is_empty(), "another format's data is not sent");
         assert_eq!(msgs.len(), 1);
         assert_eq!(msgs[0]["content"][0]["type"], "tool_result");
         assert_eq!(msgs[0]["content"][1]["text"], "first");

@@ -7,7 +7,7 @@
 //! configuration.
 //!
 //! With `default-features = false` it is traits, data and the agent loop, and pulls in no HTTP
-//! client; the `openai` and `anthropic` features add those providers.
+//! client; the `openai`, `anthropic` and `gemini` features add those providers.
 //!
 //! ```
 //! use agentkit_core::{Agent, AgentLlm, AugmentedLlmExt, FnTool, RunContext, ScriptedProvider};

@@ -14,7 +14,9 @@
 //!   `parallel_tool_calls` has no Gemini switch and is not sent;
 //! - [`ResponseFormat`](crate::ResponseFormat) becomes `responseMimeType: application/json`
 //!   with a `responseSchema` converted by [`to_gemini_schema`] (which says what Gemini's
-//!   OpenAPI-subset schema cannot express);
+//!   OpenAPI-subset schema cannot express). Gemini 2.x models refuse a JSON response type
+//!   together with function declarations (Gemini 3 accepts both); send such a request to a
+//!   Gemini 3 model, or ask for the structured answer once the tools are done;
 //! - `temperature`, `max_tokens` and `stop` go to `generationConfig`; so do the
 //!   [`CompletionRequest::extra`](crate::CompletionRequest::extra) keys that belong there
 //!   (`topP`, `topK`, `seed`, `thinkingConfig`, ..., or a whole `generationConfig` object);

@@ -34,7 +34,8 @@ pub(crate) fn client(connect_timeout: Duration) -> Result<reqwest::Client, Error
 }
 
 /// Check a configured base URL: an absolute `http` or `https` URL that paths can be appended
-/// to. `section` names the configuration section in the error (`openai`, `anthropic`).
+/// to. `section` names the configuration section in the error (`openai`, `anthropic`,
+/// `google`).
 pub(crate) fn base_url(section: &str, raw: &str, example: &str) -> Result<Url, Error> {
     let raw = raw.trim();
     Url::parse(raw)

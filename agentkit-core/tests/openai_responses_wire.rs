@@ -506,6 +506,29 @@ async fn rate_limit_waits_for_retry_after_then_succeeds_and_bad_bodies_fail_clea
     assert_eq!(server.requests(), 4, "decode errors are not retried");
 }
 
+#[tokio::test]
+async fn non_reasoning_models_are_not_asked_for_encrypted_content() {
+    let server = Mock::start(vec![text_reply("hi"), text_reply("hi"), text_reply("hi")]).await;
+    let p = server.provider();
+    p.complete(common::hi().with_model("gpt-4.1"))
+        .await
+        .unwrap();
+    assert_eq!(server.body(0)["store"], false);
+    assert!(server.body(0).get("include").is_none());
+    p.complete(common::hi().with_model("o4-mini"))
+        .await
+        .unwrap();
+    assert_eq!(
+        server.body(1)["include"],
+        json!(["reasoning.encrypted_content"])
+    );
+    // `extra` overrides the guess.
+    p.complete(common::hi().with_extra("include", json!([])))
+        .await
+        .unwrap();
+    assert_eq!(server.body(2)["include"], json!([]));
+}
+
 #[test]
 fn api_responses_in_the_config_selects_the_responses_api() {
     let yaml = "openai:\n  api_key: k\n  api: responses\n  base_url: http://127.0.0.1:9/v1\n";

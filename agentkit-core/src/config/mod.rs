@@ -111,8 +111,8 @@ pub struct OpenAiSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api: Option<OpenAiApi>,
     /// Responses API only: let OpenAI store responses (`store: true`). Unset or false sends
-    /// `store: false` and asks for reasoning items with their `encrypted_content`, which the
-    /// agent loop sends back on the next turn.
+    /// `store: false` and asks reasoning models for reasoning items with their
+    /// `encrypted_content`, which the agent loop sends back on the next turn.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<bool>,
 }

@@ -68,8 +68,9 @@ pub struct OpenAiConfig {
     /// Which API to speak: Chat Completions (default) or Responses.
     pub api: OpenAiApi,
     /// Responses API only: `store: true` lets OpenAI keep responses. Off by default, which
-    /// sends `store: false` and `include: ["reasoning.encrypted_content"]`, so reasoning items
-    /// come back whole and go back with the next turn.
+    /// sends `store: false` and, to reasoning models (o-series, GPT-5, Codex),
+    /// `include: ["reasoning.encrypted_content"]`, so reasoning items come back whole and go
+    /// back with the next turn.
     pub store: bool,
 }
 

@@ -11,9 +11,12 @@
 //! `error`). Reasoning items the model returns are kept in the assistant message as
 //! [`Content::ProviderData`](crate::Content::ProviderData) blocks of format
 //! [`RESPONSES_DATA_FORMAT`] and sent back, in place, on the next turn of the agent loop; by
-//! default the provider sends `store: false` and asks for their `encrypted_content`, so no
-//! state is kept at OpenAI ([`OpenAiConfig::with_store`] changes that). The Responses API has
-//! no stop sequences: `stop` is not sent.
+//! default the provider sends `store: false` and, to reasoning models (o-series, GPT-5 but
+//! not its chat variants, Codex), `include: ["reasoning.encrypted_content"]`, so no state is
+//! kept at OpenAI ([`OpenAiConfig::with_store`] changes that; `include` in
+//! [`CompletionRequest::extra`](crate::CompletionRequest::extra) overrides the guess). A
+//! reasoning item without encrypted content is not sent back when nothing is stored. The
+//! Responses API has no stop sequences: `stop` is not sent.
 //!
 //! ```
 //! use agentkit_core::LlmProvider;

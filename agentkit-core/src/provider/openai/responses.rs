@@ -34,11 +34,15 @@ pub(super) fn body(
         .clone()
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| config.default_model.clone());
+    let reasoning = is_reasoning_model(&model);
     body.insert("model".into(), Value::String(model));
     if let Some(system) = request.system.as_deref().filter(|s| !s.trim().is_empty()) {
         body.insert("instructions".into(), Value::String(system.to_owned()));
     }
-    body.insert("input".into(), Value::Array(input_items(&request.messages)));
+    body.insert(
+        "input".into(),
+        Value::Array(input_items(&request.messages, config.store)),
+    );
     if !request.tools.is_empty() {
         let tools = request
             .tools
@@ -95,7 +99,10 @@ pub(super) fn body(
         );
     }
     body.insert("store".into(), Value::Bool(config.store));
-    if !config.store {
+    // Nothing is stored, so a reasoning item can only go back whole: ask for its encrypted
+    // content. Only reasoning models accept the include ("Encrypted content is not supported
+    // with this model"); `extra["include"]` overrides the guess.
+    if !config.store && reasoning {
         body.insert("include".into(), json!(["reasoning.encrypted_content"]));
     }
     if stream {
@@ -111,9 +118,24 @@ pub(super) fn body(
     body
 }
 
+/// Whether `model` is an OpenAI reasoning model (o-series, GPT-5 except its chat variants,
+/// Codex), whose reasoning items can come with encrypted content.
+fn is_reasoning_model(model: &str) -> bool {
+    let m = model
+        .rsplit('/')
+        .next()
+        .unwrap_or(model)
+        .to_ascii_lowercase();
+    let family =
+        ["o1", "o3", "o4", "gpt-5"].iter().any(|p| m.starts_with(p)) || m.contains("codex");
+    family && !m.contains("chat")
+}
+
 /// The conversation as Responses API input items: messages, `function_call`,
-/// `function_call_output`, and the reasoning items kept from earlier answers.
-fn input_items(messages: &[Message]) -> Vec<Value> {
+/// `function_call_output`, and the reasoning items kept from earlier answers. Without
+/// `store`, a reasoning item without `encrypted_content` cannot be resolved by OpenAI and is
+/// left out.
+fn input_items(messages: &[Message], store: bool) -> Vec<Value> {
     let mut out = Vec::new();
     for message in messages {
         let role = match message.role {
@@ -152,6 +174,13 @@ fn input_items(messages: &[Message]) -> Vec<Value> {
                     tool_images.extend(content.iter().filter_map(input_image));
                 }
                 Content::ProviderData { format, data } if format.as_str() == DATA_FORMAT => {
+                    let unresolvable = !store
+                        && data.get("type").and_then(Value::as_str) == Some("reasoning")
+                        && data.get("encrypted_content").is_none_or(Value::is_null);
+                    if unresolvable {
+                        tracing::debug!("leaving out a reasoning item without encrypted content");
+                        continue;
+                    }
                     flush(role, &mut parts, &mut out);
                     out.push(data.clone());
                 }
@@ -675,31 +704,42 @@ mod tests {
 
     #[test]
     fn input_keeps_order_and_reasoning_items() {
-        let items = input_items(&[
-            Message::user("hi"),
-            Message::new(
-                Role::Assistant,
-                vec![
-                    Content::provider_data(
-                        DATA_FORMAT,
-                        json!({"type": "reasoning", "id": "rs_1", "summary": []}),
-                    ),
-                    Content::provider_data("gemini", json!({"thoughtSignature": "x"})),
-                    Content::text("Checking."),
-                    Content::tool_call("call_1", "f", json!({"a": 1})),
-                ],
-            ),
-            Message::tool_results(vec![Content::tool_result(
-                "call_1",
-                vec![Content::text("ok")],
-                false,
-            )]),
-        ]);
+        assert!(is_reasoning_model("gpt-5-mini") && is_reasoning_model("o4-mini-2025-04-16"));
+        assert!(is_reasoning_model("openai/gpt-5.1-codex"));
+        assert!(!is_reasoning_model("gpt-4.1") && !is_reasoning_model("gpt-5-chat-latest"));
+        let items = input_items(
+            &[
+                Message::user("hi"),
+                Message::new(
+                    Role::Assistant,
+                    vec![
+                        Content::provider_data(
+                            DATA_FORMAT,
+                            json!({"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "e"}),
+                        ),
+                        // Without `store` and without encrypted content OpenAI cannot resolve it.
+                        Content::provider_data(
+                            DATA_FORMAT,
+                            json!({"type": "reasoning", "id": "rs_0", "summary": []}),
+                        ),
+                        Content::provider_data("gemini", json!({"thoughtSignature": "x"})),
+                        Content::text("Checking."),
+                        Content::tool_call("call_1", "f", json!({"a": 1})),
+                    ],
+                ),
+                Message::tool_results(vec![Content::tool_result(
+                    "call_1",
+                    vec![Content::text("ok")],
+                    false,
+                )]),
+            ],
+            false,
+        );
         assert_eq!(
             Value::Array(items),
             json!([
                 {"role": "user", "content": "hi"},
-                {"type": "reasoning", "id": "rs_1", "summary": []},
+                {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "e"},
                 {"role": "assistant", "content": "Checking."},
                 {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{\"a\":1}"},
                 {"type": "function_call_output", "call_id": "call_1", "output": "ok"},

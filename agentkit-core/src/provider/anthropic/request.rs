@@ -69,10 +69,16 @@ pub(super) fn build_body(
     if let Some(format) = &req.response_format {
         tools.push(answer_tool(format));
     }
+    // One breakpoint after the last of the request's tools caches every tool definition (the
+    // structured-output answer tool, which changes with the schema, comes after it).
+    let last_tool = req
+        .tools
+        .len()
+        .checked_sub(1)
+        .or(tools.len().checked_sub(1));
     if config.prompt_caching
-        && let Some(Value::Object(last)) = tools.last_mut()
+        && let Some(Value::Object(last)) = last_tool.and_then(|i| tools.get_mut(i))
     {
-        // One breakpoint after the last tool caches every tool definition.
         last.insert("cache_control".into(), ephemeral());
     }
     if !tools.is_empty() {
@@ -266,6 +272,28 @@ mod tests {
         assert_eq!(body["max_tokens"], 4096);
         assert_eq!(body["model"], DEFAULT_MODEL);
         assert!(body.get("stream").is_none());
+    }
+
+    #[test]
+    fn the_cache_breakpoint_stays_on_the_last_real_tool() {
+        let config = config().with_prompt_caching(true);
+        let req = CompletionRequest::new(vec![Message::user("hi")])
+            .with_tools(vec![ToolSpec::new("search", "", json!({"type": "object"}))])
+            .with_response_format(ResponseFormat::new("Answer", json!({"type": "object"})));
+        let body = build_body(&config, &req, false).body;
+        assert_eq!(
+            body["tools"][0]["cache_control"],
+            json!({"type": "ephemeral"})
+        );
+        assert!(body["tools"][1].get("cache_control").is_none());
+        let req = CompletionRequest::new(vec![Message::user("hi")])
+            .with_response_format(ResponseFormat::new("Answer", json!({"type": "object"})));
+        let body = build_body(&config, &req, false).body;
+        assert_eq!(
+            body["tools"][0]["cache_control"],
+            json!({"type": "ephemeral"})
+        );
+        assert!(body.get("system").is_none());
     }
 
     #[test]

@@ -512,6 +512,27 @@ mod tests {
     }
 
     #[test]
+    fn mcp_agent_google_and_openai_api_sections_keep_what_agentkit_reads() {
+        let mut t = yaml(
+            "google: {api_key: k, default_model: gemini-2.5-flash, vertexai: false, project: p, \
+             location: us-central1}\nopenai: {api: responses, reasoning_effort: low}",
+        );
+        from_mcp_agent(&mut t).unwrap();
+        assert_eq!(
+            t["google"],
+            yaml("{api_key: k, default_model: gemini-2.5-flash}")
+        );
+        assert_eq!(t["openai"], yaml("{api: responses}"));
+        let config: crate::config::Config = serde_yaml_ng::from_value(t).unwrap();
+        let google = config.google.unwrap();
+        assert_eq!(google.default_model.as_deref(), Some("gemini-2.5-flash"));
+        assert_eq!(
+            config.openai.unwrap().api,
+            Some(crate::config::OpenAiApi::Responses)
+        );
+    }
+
+    #[test]
     fn deep_merge_merges_maps_and_replaces_lists() {
         let mut base = yaml("a: {x: 1, y: [1, 2]}\nb: 2");
         deep_merge(&mut base, yaml("a: {y: [3], z: 4}\nc: 5"));

@@ -36,4 +36,5 @@ step "pattern examples against a schema-first strict model"
 bash scripts/strict-models.sh
 
 step "quickstart runs offline"
-env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY cargo run --quiet --example quickstart
+env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u GEMINI_API_KEY -u GOOGLE_API_KEY \
+  cargo run --quiet --example quickstart

@@ -92,8 +92,8 @@ impl ModelInfo {
     }
 }
 
-/// A table of model prices. [`PriceTable::default`] holds list prices of current OpenAI and
-/// Anthropic models (as published in 2025; override with [`PriceTable::with_model`] or
+/// A table of model prices. [`PriceTable::default`] holds list prices of current OpenAI,
+/// Anthropic and Google Gemini models (as published in 2025; override with [`PriceTable::with_model`] or
 /// `prices:` in config when they change).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -114,8 +114,21 @@ impl Default for PriceTable {
                 .with_cache_prices(i * 0.1, i * 1.25)
                 .with_scores(speed, intel)
         };
+        // Gemini: list prices for prompts up to 200k tokens (the Pro models cost more above);
+        // implicit caching has no write charge, cached input is a tenth of the input price.
+        let gm = |id: &str, i: f64, o: f64, speed: f64, intel: f64| {
+            ModelInfo::new(id, "google", i, o)
+                .with_cache_prices(i * 0.1, i)
+                .with_scores(speed, intel)
+        };
         Self {
             models: vec![
+                gm("gemini-3-pro-preview", 2.0, 12.0, 0.45, 0.97),
+                gm("gemini-3-flash-preview", 0.50, 3.0, 0.8, 0.88),
+                gm("gemini-2.5-pro", 1.25, 10.0, 0.45, 0.92),
+                gm("gemini-2.5-flash", 0.30, 2.50, 0.8, 0.8),
+                gm("gemini-2.5-flash-lite", 0.10, 0.40, 0.95, 0.6),
+                gm("gemini-2.0-flash", 0.10, 0.40, 0.9, 0.55),
                 oa("gpt-5", 1.25, 0.125, 10.0, 0.45, 0.95),
                 oa("gpt-5-mini", 0.25, 0.025, 2.0, 0.7, 0.8),
                 oa("gpt-5-nano", 0.05, 0.005, 0.40, 0.9, 0.6),

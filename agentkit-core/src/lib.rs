@@ -7,7 +7,7 @@
 //! configuration.
 //!
 //! With `default-features = false` it is traits, data and the agent loop, and pulls in no HTTP
-//! client; the `openai` and `anthropic` features add those providers.
+//! client; the `openai`, `anthropic` and `gemini` features add those providers.
 //!
 //! ```
 //! use agentkit_core::{Agent, AgentLlm, AugmentedLlmExt, FnTool, RunContext, ScriptedProvider};
@@ -77,6 +77,8 @@ pub use memory::{InMemoryMemory, Memory, MemoryWindow};
 pub use message::{Content, ImageData, Message, Role};
 #[cfg(feature = "anthropic")]
 pub use provider::anthropic::{AnthropicConfig, AnthropicProvider};
+#[cfg(feature = "gemini")]
+pub use provider::gemini::{GeminiConfig, GeminiProvider};
 #[cfg(feature = "openai")]
 pub use provider::openai::{OpenAiConfig, OpenAiEmbedder, OpenAiProvider};
 pub use provider::{

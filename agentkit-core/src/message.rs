@@ -79,6 +79,17 @@ pub enum Content {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         blob: Option<String>,
     },
+    /// Data that only the wire format which produced it can read, kept in the conversation so
+    /// it goes back to the model on the next turn: an OpenAI Responses reasoning item (with its
+    /// `encrypted_content`), a Gemini thought signature. The agent loop keeps it like any other
+    /// block of the assistant's message; providers of another format skip it, and it has no
+    /// text.
+    ProviderData {
+        /// The wire format that produced it and reads it back: `openai.responses` or `gemini`.
+        format: String,
+        /// The data, as the provider sent it.
+        data: Value,
+    },
 }
 
 impl Content {
@@ -128,6 +139,14 @@ impl Content {
             mime_type: None,
             text: Some(text.into()),
             blob: None,
+        }
+    }
+
+    /// A block of provider data; see [`Content::ProviderData`].
+    pub fn provider_data(format: impl Into<String>, data: Value) -> Self {
+        Self::ProviderData {
+            format: format.into(),
+            data,
         }
     }
 

@@ -17,6 +17,15 @@ pub struct Usage {
     /// Prompt tokens written to the provider's prompt cache.
     #[serde(default)]
     pub cache_write_tokens: u64,
+    /// How many of `output_tokens` the model spent reasoning (OpenAI reasoning tokens,
+    /// Gemini thoughts). Already counted in `output_tokens` and billed with them; this only
+    /// says how they split.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -28,6 +37,7 @@ impl Usage {
             output_tokens,
             cache_read_tokens: 0,
             cache_write_tokens: 0,
+            reasoning_tokens: 0,
         }
     }
 
@@ -36,6 +46,13 @@ impl Usage {
     pub fn with_cache(mut self, read: u64, write: u64) -> Self {
         self.cache_read_tokens = read;
         self.cache_write_tokens = write;
+        self
+    }
+
+    /// Set how many of the output tokens were reasoning.
+    #[must_use]
+    pub fn with_reasoning(mut self, reasoning_tokens: u64) -> Self {
+        self.reasoning_tokens = reasoning_tokens;
         self
     }
 
@@ -65,6 +82,7 @@ impl std::ops::AddAssign for Usage {
         self.cache_write_tokens = self
             .cache_write_tokens
             .saturating_add(rhs.cache_write_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_add(rhs.reasoning_tokens);
     }
 }
 

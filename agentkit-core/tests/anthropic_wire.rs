@@ -322,6 +322,74 @@ async fn request_carries_auth_system_alternating_turns_tools_and_choice() {
 }
 
 #[tokio::test]
+async fn prompt_caching_marks_system_and_last_tool_and_prices_cache_tokens() {
+    let cached_usage = json!({
+        "input_tokens": 12,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 2048,
+        "output_tokens": 30,
+    });
+    let server = MockAnthropic::start(vec![
+        Reply::json(message(
+            json!([{"type": "text", "text": "first"}]),
+            "end_turn",
+            json!({"input_tokens": 12, "cache_creation_input_tokens": 2048,
+                   "cache_read_input_tokens": 0, "output_tokens": 30}),
+        )),
+        Reply::json(message(
+            json!([{"type": "text", "text": "second"}]),
+            "end_turn",
+            cached_usage,
+        )),
+        text_reply("uncached"),
+    ])
+    .await;
+    let provider = AnthropicProvider::new(server.config().with_prompt_caching(true)).unwrap();
+    let time = ToolSpec::new("get_time", "Current time", json!({"type": "object"}));
+    let request = CompletionRequest::new(vec![Message::user("Weather in Oslo?")])
+        .with_system("You are a long, stable system prompt.")
+        .with_tools(vec![weather_spec(), time]);
+    let first = provider.complete(request.clone()).await.unwrap();
+    let second = provider.complete(request.clone()).await.unwrap();
+    assert_eq!(first.usage, Usage::new(12, 30).with_cache(0, 2048));
+    assert_eq!(second.usage, Usage::new(12, 30).with_cache(2048, 0));
+
+    let body = server.body(0);
+    assert_eq!(
+        body["system"],
+        json!([{"type": "text", "text": "You are a long, stable system prompt.",
+                "cache_control": {"type": "ephemeral"}}])
+    );
+    assert!(body["tools"][0].get("cache_control").is_none());
+    assert_eq!(
+        body["tools"][1],
+        json!({"name": "get_time", "description": "Current time",
+               "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}})
+    );
+    assert_eq!(server.body(1), body, "the same prefix is sent again");
+
+    // Cache writes cost 1.25x and reads 0.1x the input price of claude-sonnet-4-5 ($3/Mtok).
+    let prices = agentkit_core::PriceTable::default();
+    let write_cost = prices.cost(&first.model, &first.usage);
+    let read_cost = prices.cost(&second.model, &second.usage);
+    let base = (12.0 * 3.0 + 30.0 * 15.0) / 1e6;
+    assert!(
+        (write_cost - (base + 2048.0 * 3.75 / 1e6)).abs() < 1e-12,
+        "{write_cost}"
+    );
+    assert!(
+        (read_cost - (base + 2048.0 * 0.30 / 1e6)).abs() < 1e-12,
+        "{read_cost}"
+    );
+
+    // Off (the default): plain system string, no markers.
+    server.provider().complete(request).await.unwrap();
+    let plain = server.body(2);
+    assert_eq!(plain["system"], "You are a long, stable system prompt.");
+    assert!(plain["tools"][1].get("cache_control").is_none());
+}
+
+#[tokio::test]
 async fn every_tool_choice_has_its_wire_form_and_max_tokens_is_honoured() {
     let cases = [
         (ToolChoice::Auto, json!({"type": "auto"})),

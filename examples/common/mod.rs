@@ -10,7 +10,8 @@ use agentkit_core::{CollectingSink, LlmProvider, RunEvent, ScriptedProvider};
 pub type Models<'a> = &'a dyn Fn(ScriptedProvider) -> Arc<dyn LlmProvider>;
 
 /// The model for one agent of an example: the real provider named by the environment
-/// (`OPENAI_API_KEY`/`OPENAI_BASE_URL`, else `ANTHROPIC_API_KEY`/`ANTHROPIC_BASE_URL`), or
+/// (`OPENAI_API_KEY`/`OPENAI_BASE_URL`, else `ANTHROPIC_API_KEY`/`ANTHROPIC_BASE_URL`, else
+/// `GEMINI_API_KEY`/`GOOGLE_API_KEY`), or
 /// offline the given scripted model, whose replies are what a real model would say to that
 /// agent.
 pub fn model(scripted: ScriptedProvider) -> Arc<dyn LlmProvider> {
@@ -29,7 +30,7 @@ pub fn model(scripted: ScriptedProvider) -> Arc<dyn LlmProvider> {
         Ok(None) => {
             NOTICE.call_once(|| {
                 println!(
-                    "no OPENAI_API_KEY or ANTHROPIC_API_KEY set: running the offline scripted model"
+                    "no OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY set: running the offline scripted model"
                 );
             });
             Arc::new(scripted)

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use crate::cost::ModelInfo;
 
 use super::{
-    AnthropicSettings, Config, LoggerSettings, McpRoot, McpServerConfig, McpSettings, McpTransport,
-    OpenAiSettings, OtelSettings, StorageSettings,
+    AnthropicSettings, Config, GoogleSettings, LoggerSettings, McpRoot, McpServerConfig,
+    McpSettings, McpTransport, OpenAiApi, OpenAiSettings, OtelSettings, StorageSettings,
 };
 
 impl Config {
@@ -41,6 +41,13 @@ impl Config {
     #[must_use]
     pub fn with_anthropic(mut self, settings: AnthropicSettings) -> Self {
         self.anthropic = Some(settings);
+        self
+    }
+
+    /// Set the Google Gemini settings.
+    #[must_use]
+    pub fn with_google(mut self, settings: GoogleSettings) -> Self {
+        self.google = Some(settings);
         self
     }
 
@@ -126,6 +133,13 @@ impl OpenAiSettings {
     #[must_use]
     pub fn with_default_model(mut self, model: impl Into<String>) -> Self {
         self.default_model = Some(model.into());
+        self
+    }
+
+    /// Choose the API: Chat Completions (default) or Responses.
+    #[must_use]
+    pub fn with_api(mut self, api: OpenAiApi) -> Self {
+        self.api = Some(api);
         self
     }
 
@@ -218,6 +232,13 @@ impl AnthropicSettings {
     #[must_use]
     pub fn with_timeout_seconds(mut self, seconds: f64) -> Self {
         self.timeout_seconds = Some(seconds);
+        self
+    }
+
+    /// Turn Anthropic prompt caching on or off (`prompt_caching`).
+    #[must_use]
+    pub fn with_prompt_caching(mut self, on: bool) -> Self {
+        self.prompt_caching = Some(on);
         self
     }
 
@@ -490,6 +511,56 @@ impl StorageSettings {
     #[must_use]
     pub fn with_url(mut self, url: impl Into<String>) -> Self {
         self.url = Some(url.into());
+        self
+    }
+}
+
+impl GoogleSettings {
+    /// Empty settings: everything falls back to defaults and environment variables.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set the API key.
+    #[must_use]
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// Set the base URL (with the API version).
+    #[must_use]
+    pub fn with_base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+
+    /// Set the model used when a request names none.
+    #[must_use]
+    pub fn with_default_model(mut self, model: impl Into<String>) -> Self {
+        self.default_model = Some(model.into());
+        self
+    }
+
+    /// Add an extra HTTP header.
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// Set the per-attempt timeout in seconds.
+    #[must_use]
+    pub fn with_timeout_seconds(mut self, seconds: f64) -> Self {
+        self.timeout_seconds = Some(seconds);
+        self
+    }
+
+    /// Set how often retryable failures are retried.
+    #[must_use]
+    pub fn with_max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = Some(retries);
         self
     }
 }

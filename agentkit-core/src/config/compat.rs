@@ -79,6 +79,7 @@ fn reject_typos(server: &Mapping, ignored: &[&str], p: &KeyPath) -> Result<(), F
 const TOP_KEYS: &[&str] = &[
     "openai",
     "anthropic",
+    "google",
     "mcp",
     "logger",
     "logging",
@@ -149,6 +150,8 @@ pub(crate) fn from_mcp_agent(tree: &mut Value) -> Result<(), Fail> {
                 "query",
                 "timeout_seconds",
                 "max_retries",
+                "api",
+                "store",
             ],
             &p,
             KIND,
@@ -173,6 +176,29 @@ pub(crate) fn from_mcp_agent(tree: &mut Value) -> Result<(), Fail> {
                 "base_url",
                 "default_model",
                 "version",
+                "headers",
+                "timeout_seconds",
+                "max_retries",
+            ],
+            &p,
+            KIND,
+        );
+    }
+    if let Some(Value::Mapping(google)) = top.get_mut("google") {
+        let p = KeyPath::keys(["google"]);
+        drop_nulls(google);
+        if google.get("vertexai").and_then(Value::as_bool) == Some(true) {
+            tracing::warn!(
+                "mcp-agent's google.vertexai is not supported; agentkit talks to the Gemini \
+                 API with an API key (set google.base_url for a proxy)"
+            );
+        }
+        keep_only(
+            google,
+            &[
+                "api_key",
+                "base_url",
+                "default_model",
                 "headers",
                 "timeout_seconds",
                 "max_retries",
@@ -483,6 +509,27 @@ mod tests {
 
     fn yaml(t: &str) -> Value {
         serde_yaml_ng::from_str(t).unwrap()
+    }
+
+    #[test]
+    fn mcp_agent_google_and_openai_api_sections_keep_what_agentkit_reads() {
+        let mut t = yaml(
+            "google: {api_key: k, default_model: gemini-2.5-flash, vertexai: false, project: p, \
+             location: us-central1}\nopenai: {api: responses, reasoning_effort: low}",
+        );
+        from_mcp_agent(&mut t).unwrap();
+        assert_eq!(
+            t["google"],
+            yaml("{api_key: k, default_model: gemini-2.5-flash}")
+        );
+        assert_eq!(t["openai"], yaml("{api: responses}"));
+        let config: crate::config::Config = serde_yaml_ng::from_value(t).unwrap();
+        let google = config.google.unwrap();
+        assert_eq!(google.default_model.as_deref(), Some("gemini-2.5-flash"));
+        assert_eq!(
+            config.openai.unwrap().api,
+            Some(crate::config::OpenAiApi::Responses)
+        );
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct Config {
     /// Anthropic settings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anthropic: Option<AnthropicSettings>,
+    /// Google Gemini settings (`google:`, or `gemini:`).
+    #[serde(alias = "gemini", skip_serializing_if = "Option::is_none")]
+    pub google: Option<GoogleSettings>,
     /// MCP servers and roles.
     pub mcp: McpSettings,
     /// Logging.
@@ -103,6 +106,29 @@ pub struct OpenAiSettings {
     /// Retries of retryable failures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
+    /// Which OpenAI API to speak: `chat_completions` (the default, and what compatible
+    /// servers speak) or `responses`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<OpenAiApi>,
+    /// Responses API only: let OpenAI store responses (`store: true`). Unset or false sends
+    /// `store: false` and asks reasoning models for reasoning items with their
+    /// `encrypted_content`, which the agent loop sends back on the next turn.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<bool>,
+}
+
+/// Which OpenAI API a provider speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum OpenAiApi {
+    /// Chat Completions (`POST {base_url}/chat/completions`), which every OpenAI-compatible
+    /// server speaks.
+    #[default]
+    #[serde(alias = "chat", alias = "chat-completions")]
+    ChatCompletions,
+    /// The Responses API (`POST {base_url}/responses`): reasoning items are kept across turns.
+    Responses,
 }
 
 /// Anthropic settings. Unset fields fall back to `ANTHROPIC_API_KEY` / `ANTHROPIC_BASE_URL`.
@@ -123,6 +149,37 @@ pub struct AnthropicSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// Extra HTTP headers (e.g. `anthropic-beta`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Per-attempt timeout in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<f64>,
+    /// Retries of retryable failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// Mark the system prompt and the tool definitions as cacheable
+    /// (`cache_control: {type: ephemeral}`), so later calls with the same prefix read it from
+    /// Anthropic's prompt cache. Off unless set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_caching: Option<bool>,
+}
+
+/// Google Gemini settings. An unset key falls back to `GEMINI_API_KEY`, then `GOOGLE_API_KEY`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GoogleSettings {
+    /// API key (a Google AI Studio key), sent as `x-goog-api-key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Base URL with the API version, default
+    /// `https://generativelanguage.googleapis.com/v1beta`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Model used when a request names none (default `gemini-2.5-flash`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_model: Option<String>,
+    /// Extra HTTP headers.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// Per-attempt timeout in seconds.

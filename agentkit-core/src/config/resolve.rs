@@ -7,7 +7,9 @@ use crate::cost::PriceTable;
 use crate::error::{Error, Result};
 
 use super::keypath::KeyPath;
-use super::{AnthropicSettings, Config, McpServerConfig, McpTransport, OpenAiSettings};
+use super::{
+    AnthropicSettings, Config, GoogleSettings, McpServerConfig, McpTransport, OpenAiSettings,
+};
 
 /// The longest timeout a config may set: 10 years, far beyond any use, and safely inside
 /// what [`Duration`] and `tokio::time` can represent.
@@ -104,6 +106,10 @@ impl Config {
             (
                 "anthropic",
                 self.anthropic.as_ref().and_then(|a| a.timeout_seconds),
+            ),
+            (
+                "google",
+                self.google.as_ref().and_then(|g| g.timeout_seconds),
             ),
         ] {
             if let Some(t) = t {
@@ -265,6 +271,22 @@ impl Config {
         let mut s = self.anthropic.clone().unwrap_or_default();
         fallback(&mut s.api_key, env, "ANTHROPIC_API_KEY");
         fallback(&mut s.base_url, env, "ANTHROPIC_BASE_URL");
+        s
+    }
+
+    /// The Google Gemini settings with environment fallbacks applied: `api_key` from
+    /// `GEMINI_API_KEY`, else `GOOGLE_API_KEY`, when the config sets none.
+    #[must_use]
+    pub fn google_settings(&self) -> GoogleSettings {
+        self.google_settings_with_env(&process_env)
+    }
+
+    /// [`Config::google_settings`] reading the environment through `env`.
+    #[must_use]
+    pub fn google_settings_with_env(&self, env: &dyn Fn(&str) -> Option<String>) -> GoogleSettings {
+        let mut s = self.google.clone().unwrap_or_default();
+        fallback(&mut s.api_key, env, "GEMINI_API_KEY");
+        fallback(&mut s.api_key, env, "GOOGLE_API_KEY");
         s
     }
 

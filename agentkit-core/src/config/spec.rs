@@ -41,6 +41,9 @@ pub enum ProviderKind {
     Openai,
     /// Anthropic Messages API.
     Anthropic,
+    /// Google Gemini API (`google:` section; `gemini` is an alias).
+    #[serde(alias = "gemini")]
+    Google,
     /// The offline scripted model: it answers with the user messages it was sent.
     Scripted,
 }
@@ -52,16 +55,19 @@ impl ProviderKind {
         match self {
             Self::Openai => "openai",
             Self::Anthropic => "anthropic",
+            Self::Google => "google",
             Self::Scripted => "scripted",
         }
     }
 
-    /// The provider a `provider:model` prefix names (`openai`, `anthropic`, `scripted`).
+    /// The provider a `provider:model` prefix names (`openai`, `anthropic`, `google` or
+    /// `gemini`, `scripted`).
     #[must_use]
     pub fn from_prefix(prefix: &str) -> Option<Self> {
         match prefix {
             "openai" => Some(Self::Openai),
             "anthropic" => Some(Self::Anthropic),
+            "google" | "gemini" => Some(Self::Google),
             "scripted" => Some(Self::Scripted),
             _ => None,
         }

@@ -3,6 +3,7 @@
 //! - [`ScriptedProvider`]: deterministic replies for tests and offline demos (always built).
 //! - `openai::OpenAiProvider` (feature `openai`): Chat Completions and every compatible endpoint.
 //! - `anthropic::AnthropicProvider` (feature `anthropic`): the Messages API.
+//! - `gemini::GeminiProvider` (feature `gemini`): the Gemini API (`generateContent`).
 //! - [`ProviderBuilder`]: retries, timeouts and a concurrency limit as tower layers around any
 //!   provider.
 
@@ -29,6 +30,8 @@ mod testing;
 
 #[cfg(feature = "anthropic")]
 pub mod anthropic;
+#[cfg(feature = "gemini")]
+pub mod gemini;
 #[cfg(feature = "openai")]
 pub mod openai;
 
@@ -268,6 +271,15 @@ pub enum CompletionChunk {
         #[serde(default)]
         arguments: String,
     },
+    /// Data only this wire format can read, to be kept in the assistant's message as a
+    /// [`Content::ProviderData`] block (an OpenAI reasoning item, a Gemini thought signature).
+    /// It stays before the text and before the tool call that follows it in the stream.
+    ProviderData {
+        /// The wire format that produced it.
+        format: String,
+        /// The data.
+        data: Value,
+    },
     /// The final event: usage and stop reason.
     Finish {
         /// Tokens used.
@@ -331,7 +343,8 @@ impl<P: LlmProvider + ?Sized> LlmProvider for std::sync::Arc<P> {
 
 /// Pick a provider from the environment: OpenAI when `OPENAI_API_KEY` is set (honouring
 /// `OPENAI_BASE_URL`), else Anthropic when `ANTHROPIC_API_KEY` is set (honouring
-/// `ANTHROPIC_BASE_URL`); `Ok(None)` when neither is set or their features are off.
+/// `ANTHROPIC_BASE_URL`), else Gemini when `GEMINI_API_KEY` or `GOOGLE_API_KEY` is set;
+/// `Ok(None)` when none is set or their features are off.
 ///
 /// The provider comes wrapped in the default tower layers: 3 retries of retryable failures
 /// (honouring a `Retry-After` of up to 60 s; a longer one returns the error) and at most 16
@@ -355,12 +368,21 @@ pub fn from_env() -> Result<Option<std::sync::Arc<dyn LlmProvider>>> {
         let p = anthropic::AnthropicProvider::from_env()?;
         return Ok(Some(std::sync::Arc::new(layered(p, None))));
     }
+    #[cfg(feature = "gemini")]
+    if ["GEMINI_API_KEY", "GOOGLE_API_KEY"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|k| !k.trim().is_empty()))
+    {
+        let p = gemini::GeminiProvider::from_env()?;
+        return Ok(Some(std::sync::Arc::new(layered(p, None))));
+    }
     Ok(None)
 }
 
 /// Build the provider a [`Config`](crate::config::Config) describes: its `openai` section (or
-/// `OPENAI_API_KEY`) first, else its `anthropic` section (or `ANTHROPIC_API_KEY`); `Ok(None)`
-/// when it describes neither. The provider is wrapped in retry (the section's `max_retries`,
+/// `OPENAI_API_KEY`) first, else its `anthropic` section (or `ANTHROPIC_API_KEY`), else its
+/// `google` section (or `GEMINI_API_KEY` / `GOOGLE_API_KEY`); `Ok(None)` when it describes
+/// none. The provider is wrapped in retry (the section's `max_retries`,
 /// default 3) and concurrency layers.
 pub fn from_config(
     config: &crate::config::Config,
@@ -378,6 +400,14 @@ pub fn from_config(
         let s = config.anthropic_settings();
         if config.anthropic.is_some() || s.api_key.is_some() {
             let p = anthropic::AnthropicProvider::from_settings(&s)?;
+            return Ok(Some(std::sync::Arc::new(layered(p, s.max_retries))));
+        }
+    }
+    #[cfg(feature = "gemini")]
+    {
+        let s = config.google_settings();
+        if config.google.is_some() || s.api_key.is_some() {
+            let p = gemini::GeminiProvider::from_settings(&s)?;
             return Ok(Some(std::sync::Arc::new(layered(p, s.max_retries))));
         }
     }
@@ -416,6 +446,9 @@ pub fn response_to_chunks(response: CompletionResponse) -> Vec<CompletionChunk> 
     let mut index = 0;
     for c in response.message.content {
         match c {
+            Content::ProviderData { format, data } => {
+                chunks.push(CompletionChunk::ProviderData { format, data });
+            }
             Content::Text { text } => chunks.push(CompletionChunk::TextDelta { text }),
             Content::ToolCall {
                 id,
@@ -449,7 +482,16 @@ pub struct StreamAccumulator {
     /// Tool calls by their index: `(id, name, arguments)`. A map, so a stray huge index
     /// costs one entry, not a vector that long.
     calls: BTreeMap<usize, (String, String, String)>,
+    /// Provider data and tool calls (by index) in the order they started.
+    order: Vec<Slot>,
     finish: Option<(Usage, StopReason, String)>,
+}
+
+/// What came where in a stream, for [`StreamAccumulator`].
+#[derive(Debug)]
+enum Slot {
+    Data(String, Value),
+    Call(usize),
 }
 
 impl StreamAccumulator {
@@ -471,6 +513,9 @@ impl StreamAccumulator {
                 name,
                 arguments,
             } => {
+                if !self.calls.contains_key(&index) {
+                    self.order.push(Slot::Call(index));
+                }
                 let call = self.calls.entry(index).or_default();
                 if let Some(id) = id {
                     call.0 = id;
@@ -479,6 +524,9 @@ impl StreamAccumulator {
                     call.1.push_str(&name);
                 }
                 call.2.push_str(&arguments);
+            }
+            CompletionChunk::ProviderData { format, data } => {
+                self.order.push(Slot::Data(format, data));
             }
             CompletionChunk::Finish {
                 usage,
@@ -498,11 +546,33 @@ impl StreamAccumulator {
                 "the stream ended before its final event; the answer is incomplete",
             ));
         };
+        // Provider data that came before any tool call leads (it belongs to the text or to the
+        // whole answer); the rest keeps its place before the call that followed it. Tool
+        // calls are in index order.
         let mut content = Vec::new();
+        let mut order = self.order.into_iter().peekable();
+        while let Some(Slot::Data(..)) = order.peek() {
+            if let Some(Slot::Data(format, data)) = order.next() {
+                content.push(Content::ProviderData { format, data });
+            }
+        }
         if !self.text.is_empty() {
             content.push(Content::text(self.text));
         }
-        for (id, name, args) in self.calls.into_values() {
+        let mut data_before: BTreeMap<usize, Vec<Content>> = BTreeMap::new();
+        let mut pending = Vec::new();
+        let mut trailing = Vec::new();
+        for slot in order {
+            match slot {
+                Slot::Data(format, data) => pending.push(Content::ProviderData { format, data }),
+                Slot::Call(index) => {
+                    data_before.insert(index, std::mem::take(&mut pending));
+                }
+            }
+        }
+        trailing.extend(pending);
+        for (index, (id, name, args)) in self.calls {
+            content.extend(data_before.remove(&index).unwrap_or_default());
             let arguments = if args.trim().is_empty() {
                 Value::Object(Default::default())
             } else {
@@ -520,6 +590,7 @@ impl StreamAccumulator {
                 arguments,
             });
         }
+        content.extend(trailing);
         Ok(CompletionResponse::new(
             Message::new(Role::Assistant, content),
             usage,
@@ -642,16 +713,37 @@ mod tests {
 
         #[test]
         fn any_response_streams_back_into_itself(
+            lead in proptest::option::of("[a-z]{0,4}"),
             text in ".{0,12}",
-            calls in proptest::collection::vec(("[a-z]{1,4}", proptest::prelude::any::<i64>()), 0..3),
+            calls in proptest::collection::vec((
+                "[a-z]{1,4}",
+                proptest::prelude::any::<i64>(),
+                proptest::option::of("[a-z]{0,4}"),
+            ), 0..3),
         ) {
             let mut content = Vec::new();
+            if let Some(sig) = lead {
+                content.push(Content::provider_data("gemini", json!({"thoughtSignature": sig})));
+            }
             if !text.is_empty() {
                 content.push(Content::text(text));
             }
-            for (i, (name, n)) in calls.into_iter().enumerate() {
+            for (i, (name, n, data)) in calls.into_iter().enumerate() {
+                if let Some(d) = data {
+                    content.push(Content::provider_data("openai.responses", json!({"id": d})));
+                }
                 content.push(Content::tool_call(format!("c{i}"), name, json!({"n": n})));
             }
+            // A stream cannot tell data that belongs to the text from data that belongs to the
+            // first call: the canonical place of data before the first call is the front.
+            let first_call = content.iter().position(|c| matches!(c, Content::ToolCall { .. })).unwrap_or(content.len());
+            let (mut canonical, rest): (Vec<Content>, Vec<Content>) = content[..first_call]
+                .iter()
+                .cloned()
+                .partition(|c| matches!(c, Content::ProviderData { .. }));
+            canonical.extend(rest);
+            canonical.extend(content[first_call..].iter().cloned());
+            let content = canonical;
             let resp = CompletionResponse::new(
                 Message::new(Role::Assistant, content),
                 Usage::new(1, 2),

@@ -273,6 +273,7 @@ fn content_chars(content: &[Content]) -> usize {
             Content::ToolResult { content, .. } => content_chars(content),
             Content::Resource { text, .. } => text.as_ref().map_or(0, String::len),
             Content::Image { .. } => 1000,
+            Content::ProviderData { .. } => 0,
         })
         .sum()
 }

@@ -4,23 +4,27 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use agentkit_core::config::{AgentSpec, AnthropicSettings, Config, OpenAiSettings, ProviderKind};
+use agentkit_core::config::{
+    AgentSpec, AnthropicSettings, Config, GoogleSettings, OpenAiSettings, ProviderKind,
+};
 use agentkit_core::{
-    AnthropicProvider, Error, LlmProvider, OpenAiProvider, Result, ScriptedProvider,
+    AnthropicProvider, Error, GeminiProvider, LlmProvider, OpenAiProvider, Result, ScriptedProvider,
 };
 
-/// Builds the [`LlmProvider`] each declared agent runs on, from the config's `openai:` and
-/// `anthropic:` sections (API keys falling back to `OPENAI_API_KEY` / `ANTHROPIC_API_KEY`,
-/// base URLs to `OPENAI_BASE_URL` / `ANTHROPIC_BASE_URL`).
+/// Builds the [`LlmProvider`] each declared agent runs on, from the config's `openai:`,
+/// `anthropic:` and `google:` sections (API keys falling back to `OPENAI_API_KEY` /
+/// `ANTHROPIC_API_KEY` / `GEMINI_API_KEY` or `GOOGLE_API_KEY`, base URLs to `OPENAI_BASE_URL`
+/// / `ANTHROPIC_BASE_URL`).
 ///
 /// Which provider an agent gets:
 /// - a model registered with [`with_provider`](Self::with_provider) (exact `model` string):
 ///   that provider — tests script agents this way;
 /// - `model: scripted` (or `scripted:<anything>`, or `provider: scripted`): the offline echo
 ///   model ([`ScriptedProvider::echo`]), which answers with the user messages it was sent;
-/// - `openai:<model>` / `anthropic:<model>` (or `provider:`): that provider, an error when it
-///   has no API key (or, for OpenAI, no base URL of a local server);
-/// - otherwise OpenAI when it is configured, else Anthropic, else the echo model.
+/// - `openai:<model>` / `anthropic:<model>` / `google:<model>` (or `gemini:<model>`, or
+///   `provider:`): that provider, an error when it has no API key (or, for OpenAI, no base URL
+///   of a local server);
+/// - otherwise OpenAI when it is configured, else Anthropic, else Gemini, else the echo model.
 ///
 /// One provider of each kind is built on first use and shared by every agent.
 ///
@@ -41,6 +45,7 @@ use agentkit_core::{
 pub struct ModelFactory {
     openai: OpenAiSettings,
     anthropic: AnthropicSettings,
+    google: GoogleSettings,
     overrides: BTreeMap<String, Arc<dyn LlmProvider>>,
     built: Arc<Mutex<BTreeMap<&'static str, Arc<dyn LlmProvider>>>>,
 }
@@ -50,6 +55,7 @@ impl fmt::Debug for ModelFactory {
         f.debug_struct("ModelFactory")
             .field("openai", &self.has_openai())
             .field("anthropic", &self.has_anthropic())
+            .field("google", &self.has_google())
             .field("overrides", &self.overrides.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
@@ -72,6 +78,7 @@ impl ModelFactory {
         Self {
             openai: config.openai_settings_with_env(env),
             anthropic: config.anthropic_settings_with_env(env),
+            google: config.google_settings_with_env(env),
             overrides: BTreeMap::new(),
             built: Arc::new(Mutex::new(BTreeMap::new())),
         }
@@ -104,11 +111,15 @@ impl ModelFactory {
         set(self.anthropic.api_key.as_ref())
     }
 
-    /// Whether neither OpenAI nor Anthropic is configured: agents that do not name a provider
-    /// run on the offline echo model.
+    fn has_google(&self) -> bool {
+        set(self.google.api_key.as_ref())
+    }
+
+    /// Whether no provider (OpenAI, Anthropic, Gemini) is configured: agents that do not name
+    /// a provider run on the offline echo model.
     #[must_use]
     pub fn is_offline(&self) -> bool {
-        !self.has_openai() && !self.has_anthropic()
+        !self.has_openai() && !self.has_anthropic() && !self.has_google()
     }
 
     fn shared(
@@ -161,6 +172,7 @@ impl ModelFactory {
             Some(k) => k,
             None if self.has_openai() => ProviderKind::Openai,
             None if self.has_anthropic() => ProviderKind::Anthropic,
+            None if self.has_google() => ProviderKind::Google,
             None => return Ok((self.echo()?, None)),
         };
         match kind {
@@ -182,7 +194,46 @@ impl ModelFactory {
                 })?;
                 Ok((p, model))
             }
+            ProviderKind::Google => {
+                if !self.has_google() {
+                    return Err(missing("Gemini", "GEMINI_API_KEY", "google"));
+                }
+                let p = self.shared("google", || {
+                    Ok(Arc::new(GeminiProvider::from_settings(&self.google)?))
+                })?;
+                Ok((p, model))
+            }
             _ => Ok((self.echo()?, None)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemini_agents_run_on_the_google_provider() {
+        let env = |name: &str| (name == "GEMINI_API_KEY").then(|| "AIza-test".to_owned());
+        let models = ModelFactory::from_config_with_env(&Config::new(), &env);
+        assert!(!models.is_offline());
+        for model in ["gemini:gemini-2.5-pro", "google:gemini-2.5-pro"] {
+            let (p, id) = models
+                .provider_for("a", &AgentSpec::new(model, "Be brief."))
+                .unwrap();
+            assert_eq!(p.name(), "google");
+            assert_eq!(id.as_deref(), Some("gemini-2.5-pro"));
+        }
+        // Unprefixed, with only Gemini configured.
+        let (p, _) = models
+            .provider_for("a", &AgentSpec::new("gemini-2.5-flash", "Be brief."))
+            .unwrap();
+        assert_eq!(p.name(), "google");
+
+        let err = ModelFactory::offline()
+            .provider_for("a", &AgentSpec::new("gemini:gemini-2.5-pro", "x"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("GEMINI_API_KEY"), "{err}");
     }
 }

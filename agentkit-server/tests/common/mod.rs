@@ -173,6 +173,8 @@ impl Serve {
             .env_remove("OPENAI_API_KEY")
             .env_remove("OPENAI_BASE_URL")
             .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("GEMINI_API_KEY")
+            .env_remove("GOOGLE_API_KEY")
             .env_remove("AGENTKIT_DATABASE")
             .env("AGENTKIT_ADMIN_KEY", KEY)
             .env(

@@ -54,6 +54,13 @@ pub struct AnthropicConfig {
     /// Per-request timeout: until the whole answer is read for plain requests; for streams,
     /// until the response starts and then between two events. Default [`DEFAULT_TIMEOUT`]; `None` waits forever.
     pub timeout: Option<Duration>,
+    /// Prompt caching: when on, the system prompt and the last tool definition carry
+    /// `cache_control: {type: ephemeral}`, so Anthropic caches the prefix up to them (tools,
+    /// then system) and later calls read it at a tenth of the input price. Off by default:
+    /// a cache write costs 1.25× the input price, so it pays only when the prefix is reused.
+    /// Cache reads and writes come back in [`Usage`](crate::Usage) as `cache_read_tokens`
+    /// and `cache_write_tokens` and are priced at their own rates.
+    pub prompt_caching: bool,
 }
 
 impl fmt::Debug for AnthropicConfig {
@@ -66,6 +73,7 @@ impl fmt::Debug for AnthropicConfig {
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("default_max_tokens", &self.default_max_tokens)
             .field("timeout", &self.timeout)
+            .field("prompt_caching", &self.prompt_caching)
             .finish()
     }
 }
@@ -81,6 +89,7 @@ impl AnthropicConfig {
             headers: BTreeMap::new(),
             default_max_tokens: DEFAULT_MAX_TOKENS,
             timeout: Some(DEFAULT_TIMEOUT),
+            prompt_caching: false,
         }
     }
 
@@ -142,6 +151,13 @@ impl AnthropicConfig {
         self
     }
 
+    /// Turn prompt caching on or off; see [`prompt_caching`](Self::prompt_caching).
+    #[must_use]
+    pub fn with_prompt_caching(mut self, on: bool) -> Self {
+        self.prompt_caching = on;
+        self
+    }
+
     /// Build a configuration from settings, filling gaps from the environment through `lookup`.
     pub(super) fn from_lookup(
         settings: &AnthropicSettings,
@@ -174,6 +190,7 @@ impl AnthropicConfig {
         if let Some(secs) = settings.timeout_seconds {
             config.timeout = Some(http::timeout_seconds("anthropic", secs)?);
         }
+        config.prompt_caching = settings.prompt_caching.unwrap_or(false);
         Ok(config)
     }
 }

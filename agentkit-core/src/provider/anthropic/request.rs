@@ -6,6 +6,11 @@ use super::config::AnthropicConfig;
 use crate::message::{Content, ImageData, Message, Role};
 use crate::provider::{CompletionRequest, ResponseFormat, ToolChoice};
 
+/// The `cache_control` marker of a prompt-cache breakpoint.
+fn ephemeral() -> Value {
+    json!({"type": "ephemeral"})
+}
+
 /// A request body and, when structured output was asked for, the name of the answer tool.
 pub(super) struct WireRequest {
     pub(super) body: Value,
@@ -36,7 +41,13 @@ pub(super) fn build_body(
         .collect();
     let messages = convert_messages(&req.messages, &mut system);
     if !system.is_empty() {
-        body.insert("system".into(), Value::String(system.join("\n\n")));
+        let system = system.join("\n\n");
+        let system = if config.prompt_caching {
+            json!([{"type": "text", "text": system, "cache_control": ephemeral()}])
+        } else {
+            Value::String(system)
+        };
+        body.insert("system".into(), system);
     }
     body.insert("messages".into(), Value::Array(messages));
 
@@ -57,6 +68,18 @@ pub(super) fn build_body(
     let choice = tool_choice(req, !tools.is_empty());
     if let Some(format) = &req.response_format {
         tools.push(answer_tool(format));
+    }
+    // One breakpoint after the last of the request's tools caches every tool definition (the
+    // structured-output answer tool, which changes with the schema, comes after it).
+    let last_tool = req
+        .tools
+        .len()
+        .checked_sub(1)
+        .or(tools.len().checked_sub(1));
+    if config.prompt_caching
+        && let Some(Value::Object(last)) = last_tool.and_then(|i| tools.get_mut(i))
+    {
+        last.insert("cache_control".into(), ephemeral());
     }
     if !tools.is_empty() {
         body.insert("tools".into(), Value::Array(tools));
@@ -162,6 +185,8 @@ fn convert_messages(messages: &[Message], system: &mut Vec<String>) -> Vec<Value
 
 fn content_block(content: &Content) -> Option<Value> {
     match content {
+        // Another format's data (an OpenAI reasoning item, a Gemini signature) means nothing here.
+        Content::ProviderData { .. } => None,
         Content::Text { text } => {
             (!text.trim().is_empty()).then(|| json!({"type": "text", "text": text}))
         }
@@ -250,6 +275,28 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_breakpoint_stays_on_the_last_real_tool() {
+        let config = config().with_prompt_caching(true);
+        let req = CompletionRequest::new(vec![Message::user("hi")])
+            .with_tools(vec![ToolSpec::new("search", "", json!({"type": "object"}))])
+            .with_response_format(ResponseFormat::new("Answer", json!({"type": "object"})));
+        let body = build_body(&config, &req, false).body;
+        assert_eq!(
+            body["tools"][0]["cache_control"],
+            json!({"type": "ephemeral"})
+        );
+        assert!(body["tools"][1].get("cache_control").is_none());
+        let req = CompletionRequest::new(vec![Message::user("hi")])
+            .with_response_format(ResponseFormat::new("Answer", json!({"type": "object"})));
+        let body = build_body(&config, &req, false).body;
+        assert_eq!(
+            body["tools"][0]["cache_control"],
+            json!({"type": "ephemeral"})
+        );
+        assert!(body.get("system").is_none());
+    }
+
+    #[test]
     fn structured_output_with_other_tools_lets_the_model_use_them() {
         let req = CompletionRequest::new(vec![Message::user("hi")])
             .with_tools(vec![ToolSpec::new("search", "", json!({"type": "object"}))])
@@ -283,6 +330,17 @@ mod tests {
             &mut system,
         );
         assert_eq!(system, vec!["be brief".to_owned()]);
+        let only_data = convert_messages(
+            &[Message::new(
+                Role::Assistant,
+                vec![Content::provider_data(
+                    "gemini",
+                    json!({"thoughtSignature": "s"}),
+                )],
+            )],
+            &mut system,
+        );
+        assert!(only_data.is_empty(), "another format's data is not sent");
         assert_eq!(msgs.len(), 1);
         assert_eq!(msgs[0]["content"][0]["type"], "tool_result");
         assert_eq!(msgs[0]["content"][1]["text"], "first");

@@ -15,6 +15,8 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ProviderErrorKind};
 
+#[cfg(feature = "gemini")]
+pub(crate) use retry_after::parse_retry_after;
 pub(crate) use retry_after::retry_after;
 #[cfg(test)]
 pub(crate) use sse::sse_events;
@@ -32,7 +34,8 @@ pub(crate) fn client(connect_timeout: Duration) -> Result<reqwest::Client, Error
 }
 
 /// Check a configured base URL: an absolute `http` or `https` URL that paths can be appended
-/// to. `section` names the configuration section in the error (`openai`, `anthropic`).
+/// to. `section` names the configuration section in the error (`openai`, `anthropic`,
+/// `google`).
 pub(crate) fn base_url(section: &str, raw: &str, example: &str) -> Result<Url, Error> {
     let raw = raw.trim();
     Url::parse(raw)
@@ -146,7 +149,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// The start of an error response's body, at most [`MAX_ERROR_BODY`] bytes; a body that breaks
 /// off is what arrived until then.
-async fn error_body(mut response: reqwest::Response) -> Vec<u8> {
+pub(crate) async fn error_body(mut response: reqwest::Response) -> Vec<u8> {
     let mut body = Vec::new();
     while body.len() < MAX_ERROR_BODY {
         match response.chunk().await {
@@ -160,6 +163,10 @@ async fn error_body(mut response: reqwest::Response) -> Vec<u8> {
 
 /// Turn a non-success HTTP response into an error, reading the provider's error message from
 /// the body.
+#[cfg_attr(
+    not(any(feature = "openai", feature = "anthropic")),
+    allow(dead_code) // Gemini reads its own error object
+)]
 pub(crate) async fn status_error(provider: &str, response: reqwest::Response) -> Error {
     let status = response.status().as_u16();
     let retry_after = retry_after(response.headers());

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use crate::config::OpenAiSettings;
+use crate::config::{OpenAiApi, OpenAiSettings};
 use crate::error::{Error, Result};
 use crate::provider::http;
 
@@ -65,6 +65,13 @@ pub struct OpenAiConfig {
     /// Send the output-token limit as `max_tokens` (older compatible servers) instead of
     /// `max_completion_tokens`.
     pub legacy_max_tokens: bool,
+    /// Which API to speak: Chat Completions (default) or Responses.
+    pub api: OpenAiApi,
+    /// Responses API only: `store: true` lets OpenAI keep responses. Off by default, which
+    /// sends `store: false` and, to reasoning models (o-series, GPT-5, Codex),
+    /// `include: ["reasoning.encrypted_content"]`, so reasoning items come back whole and go
+    /// back with the next turn.
+    pub store: bool,
 }
 
 impl Default for OpenAiConfig {
@@ -79,6 +86,8 @@ impl Default for OpenAiConfig {
             query: BTreeMap::new(),
             timeout: Some(DEFAULT_TIMEOUT),
             legacy_max_tokens: false,
+            api: OpenAiApi::ChatCompletions,
+            store: false,
         }
     }
 }
@@ -97,6 +106,8 @@ impl fmt::Debug for OpenAiConfig {
             .field("query", &self.query)
             .field("timeout", &self.timeout)
             .field("legacy_max_tokens", &self.legacy_max_tokens)
+            .field("api", &self.api)
+            .field("store", &self.store)
             .finish()
     }
 }
@@ -190,6 +201,8 @@ impl OpenAiConfig {
             query: settings.query.clone(),
             timeout,
             legacy_max_tokens: false,
+            api: settings.api.unwrap_or_default(),
+            store: settings.store.unwrap_or(false),
         })
     }
 
@@ -247,6 +260,28 @@ impl OpenAiConfig {
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Speak this API: [`OpenAiApi::Responses`] for `POST /responses`.
+    ///
+    /// ```
+    /// use agentkit_core::config::OpenAiApi;
+    /// use agentkit_core::provider::openai::OpenAiConfig;
+    ///
+    /// let config = OpenAiConfig::new("sk-...").with_api(OpenAiApi::Responses);
+    /// assert_eq!(config.api, OpenAiApi::Responses);
+    /// ```
+    #[must_use]
+    pub fn with_api(mut self, api: OpenAiApi) -> Self {
+        self.api = api;
+        self
+    }
+
+    /// Responses API only: let OpenAI store responses (see [`store`](Self::store)).
+    #[must_use]
+    pub fn with_store(mut self, store: bool) -> Self {
+        self.store = store;
         self
     }
 

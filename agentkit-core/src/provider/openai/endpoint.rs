@@ -18,6 +18,7 @@ pub(super) struct Endpoint {
     headers: HeaderMap,
     pub(super) chat_url: Url,
     pub(super) embeddings_url: Url,
+    pub(super) responses_url: Url,
     pub(super) timeout: Option<Duration>,
     has_key: bool,
 }
@@ -54,6 +55,7 @@ impl Endpoint {
         };
         let chat_url = join(&["chat", "completions"])?;
         let embeddings_url = join(&["embeddings"])?;
+        let responses_url = join(&["responses"])?;
 
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -100,6 +102,7 @@ impl Endpoint {
             headers,
             chat_url,
             embeddings_url,
+            responses_url,
             timeout: config.timeout,
             has_key: config.api_key.is_some(),
         })

@@ -2,6 +2,22 @@
 //! (Azure OpenAI, Ollama, vLLM, LM Studio, OpenRouter, llama.cpp server, ...), plus
 //! [`OpenAiEmbedder`] for the embeddings endpoint.
 //!
+//! With [`OpenAiApi::Responses`] (`api: responses` in the `openai:` section, or
+//! [`OpenAiConfig::with_api`]) the same provider speaks the Responses API
+//! (`POST {base_url}/responses`) instead: messages, `function_call` and
+//! `function_call_output` input items, function tools (sent with `strict: false`),
+//! `text.format` for structured output, and its stream events (`response.output_text.delta`,
+//! `response.function_call_arguments.delta`, `response.completed`, `response.failed`,
+//! `error`). Reasoning items the model returns are kept in the assistant message as
+//! [`Content::ProviderData`](crate::Content::ProviderData) blocks of format
+//! [`RESPONSES_DATA_FORMAT`] and sent back, in place, on the next turn of the agent loop; by
+//! default the provider sends `store: false` and, to reasoning models (o-series, GPT-5 but
+//! not its chat variants, Codex), `include: ["reasoning.encrypted_content"]`, so no state is
+//! kept at OpenAI ([`OpenAiConfig::with_store`] changes that; `include` in
+//! [`CompletionRequest::extra`](crate::CompletionRequest::extra) overrides the guess). A
+//! reasoning item without encrypted content is not sent back when nothing is stored. The
+//! Responses API has no stop sequences: `stop` is not sent.
+//!
 //! ```
 //! use agentkit_core::LlmProvider;
 //! use agentkit_core::provider::openai::{OpenAiConfig, OpenAiProvider};
@@ -40,6 +56,7 @@ mod embedding;
 mod endpoint;
 mod request;
 mod response;
+mod responses;
 mod stream;
 
 use std::fmt;
@@ -53,9 +70,12 @@ use super::{ChunkStream, CompletionRequest, CompletionResponse, LlmProvider};
 use crate::config::OpenAiSettings;
 use crate::error::Result;
 
+pub use crate::config::OpenAiApi;
 pub use config::{DEFAULT_BASE_URL, DEFAULT_MODEL, DEFAULT_TIMEOUT, OpenAiConfig};
 pub use embedding::{DEFAULT_EMBEDDING_BATCH, DEFAULT_EMBEDDING_MODEL, OpenAiEmbedder};
+pub use responses::DATA_FORMAT as RESPONSES_DATA_FORMAT;
 
+use crate::provider::StreamAccumulator;
 use endpoint::Endpoint;
 use response::WireResponse;
 use stream::StreamState;
@@ -154,6 +174,48 @@ impl OpenAiProvider {
     fn body(&self, request: &CompletionRequest, stream: bool) -> Map<String, Value> {
         request::chat_body(&self.config, request, stream)
     }
+
+    async fn complete_responses(&self, request: CompletionRequest) -> Result<CompletionResponse> {
+        let body = Value::Object(responses::body(&self.config, &request, false));
+        tracing::debug!(provider = %self.name, url = %self.endpoint.responses_url, "response");
+        let wire: responses::WireResponse = self
+            .endpoint
+            .post_json(
+                &self.name,
+                &self.endpoint.responses_url,
+                &body,
+                "the response",
+            )
+            .await?;
+        let id = wire.id.clone();
+        let model = body["model"].as_str().unwrap_or_default().to_owned();
+        let mut state = responses::ResponsesState::new(&self.name, model, false);
+        let mut acc = StreamAccumulator::new(&self.name);
+        for chunk in state.on_response(wire)? {
+            acc.push(chunk);
+        }
+        let response = acc.finish()?;
+        Ok(match id {
+            Some(id) => response.with_id(id),
+            None => response,
+        })
+    }
+
+    async fn stream_responses(&self, request: CompletionRequest) -> Result<ChunkStream> {
+        let body = Value::Object(responses::body(&self.config, &request, true));
+        tracing::debug!(provider = %self.name, url = %self.endpoint.responses_url, "streamed response");
+        let response = self
+            .endpoint
+            .post(&self.name, &self.endpoint.responses_url, &body, false)
+            .await?;
+        let model = body["model"].as_str().unwrap_or_default().to_owned();
+        let events = http::idle_timeout(
+            &self.name,
+            http::response_events(&self.name, response),
+            self.endpoint.timeout,
+        );
+        Ok(responses::ResponsesState::new(&self.name, model, true).into_stream(events))
+    }
 }
 
 #[async_trait]
@@ -167,6 +229,9 @@ impl LlmProvider for OpenAiProvider {
     }
 
     async fn complete(&self, request: CompletionRequest) -> Result<CompletionResponse> {
+        if self.config.api == OpenAiApi::Responses {
+            return self.complete_responses(request).await;
+        }
         let body = Value::Object(self.body(&request, false));
         tracing::debug!(provider = %self.name, url = %self.endpoint.chat_url, "chat completion");
         let wire: WireResponse = self
@@ -186,6 +251,9 @@ impl LlmProvider for OpenAiProvider {
     }
 
     async fn stream(&self, request: CompletionRequest) -> Result<ChunkStream> {
+        if self.config.api == OpenAiApi::Responses {
+            return self.stream_responses(request).await;
+        }
         let body = Value::Object(self.body(&request, true));
         tracing::debug!(provider = %self.name, url = %self.endpoint.chat_url, "streamed chat completion");
         let response = self

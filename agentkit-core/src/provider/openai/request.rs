@@ -140,6 +140,8 @@ fn wire_messages(system: Option<&str>, messages: &[Message]) -> Vec<Value> {
                         "content": text,
                     }));
                 }
+                // Another API's data (a Responses reasoning item, a Gemini signature).
+                Content::ProviderData { .. } => {}
                 other => rest.push(other),
             }
         }
@@ -270,6 +272,33 @@ mod tests {
         assert_eq!(
             body["tools"][0]["function"]["parameters"],
             json!({"type": "object", "properties": {}})
+        );
+    }
+
+    #[test]
+    fn other_apis_provider_data_is_not_sent() {
+        let messages = vec![
+            Message::new(
+                Role::Assistant,
+                vec![Content::provider_data(
+                    "gemini",
+                    json!({"thoughtSignature": "s"}),
+                )],
+            ),
+            Message::new(
+                Role::Assistant,
+                vec![
+                    Content::provider_data("openai.responses", json!({"type": "reasoning"})),
+                    Content::tool_call("c1", "f", json!({})),
+                ],
+            ),
+        ];
+        let wire = wire_messages(None, &messages);
+        assert_eq!(
+            wire,
+            vec![json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ]})]
         );
     }
 

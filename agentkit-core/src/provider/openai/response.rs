@@ -70,6 +70,14 @@ pub(super) struct WireUsage {
     completion_tokens: Option<u64>,
     #[serde(default)]
     prompt_tokens_details: Option<WirePromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<WireCompletionDetails>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireCompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -78,7 +86,7 @@ struct WirePromptDetails {
     cached_tokens: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 pub(super) struct WireError {
     #[serde(default)]
     message: Option<String>,
@@ -97,7 +105,16 @@ impl WireUsage {
             .and_then(|d| d.cached_tokens)
             .unwrap_or(0)
             .min(prompt);
-        Usage::new(prompt - cached, self.completion_tokens.unwrap_or(0)).with_cache(cached, 0)
+        let output = self.completion_tokens.unwrap_or(0);
+        let reasoning = self
+            .completion_tokens_details
+            .as_ref()
+            .and_then(|d| d.reasoning_tokens)
+            .unwrap_or(0)
+            .min(output);
+        Usage::new(prompt - cached, output)
+            .with_cache(cached, 0)
+            .with_reasoning(reasoning)
     }
 }
 
@@ -260,6 +277,20 @@ impl WireResponse {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reasoning_tokens_are_a_share_of_the_output() {
+        let wire: WireUsage = serde_json::from_value(serde_json::json!({
+            "prompt_tokens": 100, "completion_tokens": 50,
+            "prompt_tokens_details": {"cached_tokens": 40},
+            "completion_tokens_details": {"reasoning_tokens": 30},
+        }))
+        .unwrap();
+        assert_eq!(
+            wire.to_usage(),
+            Usage::new(60, 50).with_cache(40, 0).with_reasoning(30)
+        );
+    }
+
     use super::*;
 
     #[test]

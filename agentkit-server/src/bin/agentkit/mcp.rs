@@ -52,7 +52,7 @@ pub(crate) async fn mcp(remote: &Remote, cmd: McpCmd) -> Result<(), Failure> {
             let models = ModelFactory::from_config(&config);
             if models.is_offline() {
                 eprintln!(
-                    "agentkit: scripted model (offline): set OPENAI_API_KEY or ANTHROPIC_API_KEY for a real one"
+                    "agentkit: scripted model (offline): set OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY for a real one"
                 );
             }
             let catalog = Catalog::new(config, models).map_err(failed)?;

@@ -153,7 +153,7 @@ pub(crate) async fn serve(args: ServeArgs, dev: bool) -> Result<(), Failure> {
     }
     if offline {
         println!(
-            "  model    scripted (offline): set OPENAI_API_KEY or ANTHROPIC_API_KEY for a real one"
+            "  model    scripted (offline): set OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY for a real one"
         );
     }
     println!("Try:  curl -s -H 'x-api-key: <key>' http://{addr}/v1/agents");
@@ -244,7 +244,7 @@ pub(crate) async fn in_process(config: Option<PathBuf>) -> Result<InProcess, Fai
         .map_err(|e| Failure::new(exit::INVALID, e.to_string()))?;
     if offline {
         eprintln!(
-            "agentkit: scripted model (offline): set OPENAI_API_KEY or ANTHROPIC_API_KEY for a real one"
+            "agentkit: scripted model (offline): set OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY for a real one"
         );
     }
     let server = builder

@@ -55,8 +55,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(real) => real,
         None => {
             println!(
-                "no OPENAI_API_KEY or ANTHROPIC_API_KEY set: running the offline scripted model \
-                 (the MCP tool call is real)"
+                "no OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY set: running the offline \
+                 scripted model (the MCP tool call is real)"
             );
             // Calls the MCP tool, then answers from what the tool returned.
             Arc::new(

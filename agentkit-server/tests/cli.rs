@@ -23,6 +23,8 @@ fn agentkit() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_agentkit"));
     c.env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("GEMINI_API_KEY")
+        .env_remove("GOOGLE_API_KEY")
         .env_remove("AGENTKIT_URL")
         .env("AGENTKIT_API_KEY", "cli-test-key");
     c

@@ -19,6 +19,8 @@
 //!   as [`generate`](crate::AugmentedLlm::generate) records it, from the accumulated stream;
 //!   a call answered from the journal (a resumed or replayed run) yields its recorded text at
 //!   once as one delta and does not call the model.
+//!   With [`RunContext::with_stream_demand`], a model call streams only while the demand says
+//!   so; one that does not is a plain `complete` whose text comes as one delta.
 //! - Patterns stream the sub-call that produces their answer (a router its chosen route, a
 //!   chain its last step, ...); each pattern's docs say which.
 //!

@@ -350,3 +350,37 @@ async fn dropping_the_stream_mid_answer_closes_the_model_request() {
         "dropping a stream does not cancel the caller's context"
     );
 }
+
+#[tokio::test]
+async fn without_demand_a_streamed_run_makes_plain_calls_and_yields_each_answer_whole() {
+    let mock = Mock::start(|_, seen| {
+        if seen.body["stream"] == true {
+            sse_response(text_events(&["Hello", " there"], 5, 2), None)
+        } else {
+            common::json_reply(
+                axum::http::StatusCode::OK,
+                json!({
+                    "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": MODEL,
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": "Hello there"}}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+                }),
+            )
+        }
+    })
+    .await;
+    let agent = AgentLlm::new(Agent::new("a", "Greet."), provider(&mock));
+    let wanted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let w = Arc::clone(&wanted);
+    let ctx =
+        RunContext::new().with_stream_demand(move || w.load(std::sync::atomic::Ordering::SeqCst));
+    let (events, g) = drain(&agent, "hi", &ctx).await;
+    assert_eq!(deltas(&events), ["Hello there"]);
+    assert_eq!(g.text(), "Hello there");
+    assert!(mock.body(0).get("stream").is_none(), "a plain call");
+
+    wanted.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (events, _) = drain(&agent, "hi", &ctx).await;
+    assert_eq!(deltas(&events), ["Hello", " there"]);
+    assert_eq!(mock.body(1)["stream"], true);
+}

@@ -412,6 +412,7 @@ impl AgentLlm {
         let key = ctx.step_key(&format!("{agent}/llm"));
         let started = Instant::now();
         let executed = std::sync::atomic::AtomicBool::new(false);
+        let streamed = std::sync::atomic::AtomicBool::new(false);
         // With a journal, the recorded response carries a fingerprint of the request, so a
         // replay can tell when the code now asks something else (changed instructions, model,
         // tools or conversation).
@@ -420,9 +421,10 @@ impl AgentLlm {
             .step(&key, async {
                 executed.store(true, std::sync::atomic::Ordering::Relaxed);
                 let what = format!("model call of agent `{agent}`");
-                let response = match emitter {
+                let response = match emitter.filter(|_| ctx.wants_stream()) {
                     None => ctx.guard(&what, self.provider.complete(request)).await?,
                     Some(emitter) => {
+                        streamed.store(true, std::sync::atomic::Ordering::Relaxed);
                         ctx.guard(&what, self.stream_model(request, agent, emitter))
                             .await?
                     }
@@ -473,8 +475,9 @@ impl AgentLlm {
         }
         ctx.record_llm_usage(response.usage, cost);
         if let Some(emitter) = emitter {
-            if replayed {
-                // Answered from the journal: the recorded text at once, no model call.
+            if !streamed.load(std::sync::atomic::Ordering::Relaxed) {
+                // Answered from the journal (no model call), or not streamed because nobody
+                // wanted it: the text at once, as one delta.
                 emitter.text(agent, response.message.text());
             }
             emitter.emit(GenerationEvent::TurnFinished {

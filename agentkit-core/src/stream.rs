@@ -1,11 +1,10 @@
-//! Streaming generation: [`GenerationEvent`]s as a [`Stream`], from any
-//! [`AugmentedLlm`](crate::AugmentedLlm) through
-//! [`generate_stream`](crate::AugmentedLlm::generate_stream).
+//! Streaming generation: [`GenerationEvent`]s as a [`Stream`], from any [`AugmentedLlm`]
+//! through [`generate_stream`](AugmentedLlm::generate_stream).
 //!
 //! A stream yields, in order: the answer's text as it is produced ([`GenerationEvent::TextDelta`]),
 //! tool calls as they start and finish, one [`GenerationEvent::TurnFinished`] per model call
 //! (usage, stop reason), and last [`GenerationEvent::Done`] with the whole
-//! [`Generation`] — the same value [`generate`](crate::AugmentedLlm::generate) returns. An
+//! [`Generation`] — the same value [`generate`](AugmentedLlm::generate) returns. An
 //! error ends the stream with `Err`.
 //!
 //! # Who streams what
@@ -16,7 +15,7 @@
 //!   provider's [`stream`](crate::LlmProvider::stream): the text of a turn that ends in tool
 //!   calls is streamed too (a `TurnFinished` with `tool_calls > 0` follows it), so the deltas
 //!   of the *last* turn are the final answer's text. A journaled model call is recorded exactly
-//!   as [`generate`](crate::AugmentedLlm::generate) records it, from the accumulated stream;
+//!   as [`generate`](AugmentedLlm::generate) records it, from the accumulated stream;
 //!   a call answered from the journal (a resumed or replayed run) yields its recorded text at
 //!   once as one delta and does not call the model.
 //!   With [`RunContext::with_stream_demand`], a model call streams only while the demand says
@@ -291,6 +290,22 @@ mod tests {
         assert!(matches!(&events[0], GenerationEvent::TextDelta { text, .. } if text == "x"));
         assert!(matches!(&events[1], GenerationEvent::TextDelta { text, .. } if text == "y"));
         assert!(matches!(&events[2], GenerationEvent::Done(g) if g.text() == "xy"));
+    }
+
+    #[test]
+    fn events_round_trip_through_json_with_a_type_tag() {
+        let events = [
+            GenerationEvent::TextDelta {
+                agent: "a".into(),
+                text: "hi".into(),
+            },
+            GenerationEvent::Done(Generation::from_text("hi")),
+        ];
+        for e in events {
+            let v = serde_json::to_value(&e).unwrap();
+            assert!(v["type"].is_string(), "{v}");
+            assert_eq!(serde_json::from_value::<GenerationEvent>(v).unwrap(), e);
+        }
     }
 
     #[tokio::test]

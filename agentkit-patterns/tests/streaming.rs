@@ -4,60 +4,25 @@
 
 use std::sync::Arc;
 
-use agentkit_core::provider::response_to_chunks;
 use agentkit_core::{
-    Agent, AgentLlm, AugmentedLlm, ChunkStream, CompletionChunk, CompletionRequest,
-    CompletionResponse, Generation, GenerationEvent, LlmProvider, Result, RunContext,
-    ScriptedProvider,
+    Agent, AgentLlm, AugmentedLlm, CompletionResponse, Generation, GenerationEvent, LlmProvider,
+    RunContext, ScriptedProvider,
 };
 use agentkit_patterns::{
     BagOfWordsEmbedder, Chain, EvaluatorOptimizer, FnLlm, Orchestrator, Parallel, Rating, Router,
     Swarm, SwarmMember,
 };
-use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::json;
-
-/// A scripted model that streams its text word by word, as a real model streams tokens.
-struct Words(ScriptedProvider);
-
-#[async_trait]
-impl LlmProvider for Words {
-    fn name(&self) -> &str {
-        "words"
-    }
-
-    async fn complete(&self, request: CompletionRequest) -> Result<CompletionResponse> {
-        self.0.complete(request).await
-    }
-
-    async fn stream(&self, request: CompletionRequest) -> Result<ChunkStream> {
-        let response = self.0.complete(request).await?;
-        let mut chunks = Vec::new();
-        for chunk in response_to_chunks(response) {
-            match chunk {
-                CompletionChunk::TextDelta { text } => {
-                    for word in text.split_inclusive(' ') {
-                        chunks.push(CompletionChunk::TextDelta {
-                            text: word.to_owned(),
-                        });
-                    }
-                }
-                other => chunks.push(other),
-            }
-        }
-        Ok(futures::stream::iter(chunks.into_iter().map(Ok)).boxed())
-    }
-}
 
 fn agent(name: &str, description: &str, script: ScriptedProvider) -> AgentLlm {
     AgentLlm::new(
         Agent::new(name, format!("You are {name}.")).with_description(description),
-        Words(script),
+        script,
     )
 }
 
-/// `(agent, text)` of every delta, and the final generation.
+/// `(agent, text)` of every delta (the scripted model streams its text word by word), and the final generation.
 async fn stream(llm: &dyn AugmentedLlm, input: &str) -> (Vec<(String, String)>, Generation) {
     let ctx = RunContext::new();
     let mut deltas = Vec::new();
@@ -245,32 +210,33 @@ async fn a_swarm_streams_the_active_agent_across_handoffs() {
         .with_member(
             SwarmMember::new(
                 Agent::new("triage", "Send billing questions to billing."),
-                Arc::new(Words(ScriptedProvider::new().then(
-                    agentkit_core::ScriptedReply::Response(CompletionResponse::new(
-                        agentkit_core::Message::new(
-                            agentkit_core::Role::Assistant,
-                            vec![
-                                agentkit_core::Content::text("Let me transfer you. "),
-                                agentkit_core::Content::tool_call(
-                                    "t1",
-                                    "transfer_to_billing",
-                                    json!({}),
-                                ),
-                            ],
+                Arc::new(
+                    ScriptedProvider::new().then(agentkit_core::ScriptedReply::Response(
+                        CompletionResponse::new(
+                            agentkit_core::Message::new(
+                                agentkit_core::Role::Assistant,
+                                vec![
+                                    agentkit_core::Content::text("Let me transfer you. "),
+                                    agentkit_core::Content::tool_call(
+                                        "t1",
+                                        "transfer_to_billing",
+                                        json!({}),
+                                    ),
+                                ],
+                            ),
+                            agentkit_core::Usage::new(1, 1),
+                            agentkit_core::StopReason::ToolUse,
+                            "m",
                         ),
-                        agentkit_core::Usage::new(1, 1),
-                        agentkit_core::StopReason::ToolUse,
-                        "m",
                     )),
-                ))) as Arc<dyn LlmProvider>,
+                ) as Arc<dyn LlmProvider>,
             )
             .with_handoff("billing"),
         )
         .with_member(SwarmMember::new(
             Agent::new("billing", "You handle refunds."),
-            Arc::new(Words(
-                ScriptedProvider::new().then_text("Refund done for order A-17."),
-            )) as Arc<dyn LlmProvider>,
+            Arc::new(ScriptedProvider::new().then_text("Refund done for order A-17."))
+                as Arc<dyn LlmProvider>,
         ))
         .build()
         .unwrap();
@@ -283,4 +249,37 @@ async fn a_swarm_streams_the_active_agent_across_handoffs() {
         .collect();
     assert_eq!(billing, g.text());
     assert_eq!(g.text(), "Refund done for order A-17.");
+}
+
+#[tokio::test]
+async fn nested_patterns_stream_through_each_other() {
+    // A router whose chosen route is a chain streams that chain's last step.
+    let chain = Chain::builder("refunds")
+        .with_description("invoices refunds payments billing")
+        .with_step(agent(
+            "checker",
+            "",
+            ScriptedProvider::new().then_text("checked"),
+        ))
+        .with_step(agent(
+            "replier",
+            "",
+            ScriptedProvider::new().then_text("Refund approved and sent."),
+        ))
+        .build()
+        .unwrap();
+    let router = Router::builder("desk")
+        .with_embedder(BagOfWordsEmbedder::new())
+        .with_route(chain)
+        .with_route(agent(
+            "weather",
+            "weather forecast rain sun",
+            ScriptedProvider::new().then_text("Sunny."),
+        ))
+        .build()
+        .unwrap();
+    let (deltas, g) = stream(&router, "refund my invoice payment").await;
+    assert_eq!(from(&deltas), ["replier"]);
+    assert_eq!(deltas.len(), 4);
+    assert_eq!(text(&deltas), g.text());
 }

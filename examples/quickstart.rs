@@ -1,21 +1,25 @@
-//! Quickstart: an agent with a local Rust function tool answers a question.
+//! Quickstart: an agent with a local Rust function tool answers a question, streamed: the
+//! answer is printed token by token as the model writes it, with the tool call in between.
 //!
 //! ```sh
 //! cargo run --example quickstart
 //! OPENAI_API_KEY=sk-... cargo run --example quickstart            # real OpenAI model
 //! ANTHROPIC_API_KEY=sk-ant-... cargo run --example quickstart     # real Anthropic model
+//! GEMINI_API_KEY=... cargo run --example quickstart                # real Gemini model
 //! OPENAI_BASE_URL=http://localhost:11434/v1 OPENAI_API_KEY=x cargo run --example quickstart  # Ollama
 //! ```
 //!
 //! Without a key it runs an offline scripted model that still makes a real tool-call round trip
 //! through the agent loop: the model asks for the tool, the Rust function runs, the model answers
-//! from its result.
+//! from its result (streamed word by word, as a real model streams tokens).
 
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
 use agentkit::core::provider;
 use agentkit::prelude::*;
+use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -47,8 +51,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         None => {
             println!(
-                "no OPENAI_API_KEY or ANTHROPIC_API_KEY set: running the offline scripted model \
-                 (the tool call below is real)"
+                "no OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY set: running the offline \
+                 scripted model (the tool call below is real)"
             );
             Arc::new(
                 ScriptedProvider::new()
@@ -90,12 +94,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let ctx = RunContext::new();
     let started = Instant::now();
-    let answer = agent
-        .generate_str("It is 21.5 °C in Lisbon. What is that in Fahrenheit?", &ctx)
-        .await?;
+    let mut events = agent.generate_stream(
+        "It is 21.5 °C in Lisbon. What is that in Fahrenheit?".into(),
+        &ctx,
+    );
+    let mut stdout = std::io::stdout();
+    while let Some(event) = events.next().await {
+        match event? {
+            // Tokens as they arrive.
+            GenerationEvent::TextDelta { text, .. } => {
+                print!("{text}");
+                stdout.flush()?;
+            }
+            GenerationEvent::ToolCallStarted {
+                tool, arguments, ..
+            } => println!("[calling {tool} {arguments}]"),
+            GenerationEvent::ToolCallFinished { output, .. } => {
+                let shown: Vec<&str> = output.iter().filter_map(Content::as_text).collect();
+                println!("[result: {}]", shown.join(" "));
+            }
+            GenerationEvent::Done(_) => println!(),
+            _ => {}
+        }
+    }
+    drop(events);
     let totals = ctx.totals();
 
-    println!("{answer}");
     println!(
         "time {:.2?} · {} model calls · {} tool calls · tokens {} in / {} out · est. cost ${:.6}",
         started.elapsed(),

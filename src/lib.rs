@@ -62,9 +62,10 @@ pub use agentkit_server as server;
 pub mod prelude {
     pub use agentkit_core::{
         Agent, AgentLlm, AgentTool, AugmentedLlm, AugmentedLlmExt, Budget, CompletionRequest,
-        Content, Error as CoreError, EventSink, FnTool, GenerateRequest, Generation, LlmProvider,
-        Message, ModelPreferences, ProviderBuilder, RequestParams, RetryConfig, Role, RunContext,
-        RunEvent, ScriptedProvider, ToolOutput, ToolSource, ToolSpec, Usage,
+        Content, Error as CoreError, EventSink, FnTool, GenerateRequest, Generation,
+        GenerationEvent, LlmProvider, Message, ModelPreferences, ProviderBuilder, RequestParams,
+        RetryConfig, Role, RunContext, RunEvent, ScriptedProvider, ToolOutput, ToolSource,
+        ToolSpec, Usage,
     };
 
     #[cfg(feature = "patterns")]

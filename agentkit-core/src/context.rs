@@ -258,7 +258,11 @@ struct Inner {
     key_space: Arc<str>,
     tool_call_key: Option<String>,
     thread: Option<Arc<str>>,
+    /// Whether a streamed generation's model calls should stream now (absent: always).
+    stream_demand: Option<Arc<StreamDemand>>,
 }
+
+type StreamDemand = dyn Fn() -> bool + Send + Sync;
 
 impl Clone for Inner {
     fn clone(&self) -> Self {
@@ -278,6 +282,7 @@ impl Clone for Inner {
             key_space: Arc::clone(&self.key_space),
             tool_call_key: self.tool_call_key.clone(),
             thread: self.thread.clone(),
+            stream_demand: self.stream_demand.clone(),
         }
     }
 }
@@ -359,6 +364,7 @@ impl RunContext {
                 key_space: Arc::from(""),
                 tool_call_key: None,
                 thread: None,
+                stream_demand: None,
             }),
         }
     }
@@ -458,6 +464,25 @@ impl RunContext {
     #[must_use]
     pub fn tool_call_key(&self) -> Option<&str> {
         self.inner.tool_call_key.as_deref()
+    }
+
+    /// Stream the model calls of a streamed generation
+    /// ([`generate_stream`](crate::AugmentedLlm::generate_stream)) only while `demand` returns
+    /// true; it is asked before each model call. A call made while nobody wants it streamed
+    /// is a plain `complete`, and its text reaches the stream at once as one delta. A host
+    /// that streams every run but forwards deltas only to live listeners (the server's SSE)
+    /// uses it so runs nobody watches make the same provider calls as `generate`.
+    #[must_use]
+    pub fn with_stream_demand(self, demand: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        let demand: Arc<StreamDemand> = Arc::new(demand);
+        self.modify(|i| i.stream_demand = Some(demand))
+    }
+
+    /// Whether a streamed generation's next model call should stream (see
+    /// [`with_stream_demand`](Self::with_stream_demand); true without one).
+    #[must_use]
+    pub fn wants_stream(&self) -> bool {
+        self.inner.stream_demand.as_ref().is_none_or(|d| d())
     }
 
     /// Continue the conversation `thread`: agents load and store their history under this

@@ -48,6 +48,7 @@ pub mod memory;
 pub mod message;
 pub mod provider;
 pub mod schema;
+pub mod stream;
 pub mod tool;
 pub mod usage;
 pub mod workflow;
@@ -85,6 +86,10 @@ pub use provider::{
     ChunkStream, CompletionChunk, CompletionRequest, CompletionResponse, LlmProvider,
     ProviderBuilder, ResponseFormat, RetryConfig, ScriptedProvider, ScriptedReply, ToolChoice,
     collect_stream,
+};
+pub use stream::{
+    GenerationEmitter, GenerationEvent, GenerationStream, collect_generation, generate_into,
+    stream_generation,
 };
 pub use tool::{
     FnTool, ToolLayer, ToolOutput, ToolRequest, ToolService, ToolSet, ToolSource, ToolSpec,

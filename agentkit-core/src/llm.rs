@@ -14,6 +14,7 @@ use crate::cost::ModelPreferences;
 use crate::error::{Error, Result};
 use crate::message::{Message, Role};
 use crate::provider::ResponseFormat;
+use crate::stream::{GenerationStream, stream_generation};
 use crate::usage::{StopReason, Usage};
 
 /// Which tools a request may use.
@@ -347,6 +348,28 @@ pub trait AugmentedLlm: Send + Sync {
     /// Generate an answer to `request`.
     async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation>;
 
+    /// Generate an answer to `request` as a stream of
+    /// [`GenerationEvent`](crate::stream::GenerationEvent)s: text deltas, tool calls, per-turn
+    /// usage and stop reasons, and last
+    /// [`GenerationEvent::Done`](crate::stream::GenerationEvent::Done) with the
+    /// same [`Generation`] [`generate`](Self::generate) returns (see [`crate::stream`]).
+    ///
+    /// The default runs [`generate`](Self::generate) and yields the whole answer as one delta;
+    /// agents stream each model call, patterns the sub-call that produces their answer. The
+    /// stream runs the generation as it is polled; dropping it stops the generation and the
+    /// model call in flight.
+    fn generate_stream<'a>(
+        &'a self,
+        request: GenerateRequest,
+        ctx: &'a RunContext,
+    ) -> GenerationStream<'a> {
+        stream_generation(move |emitter| async move {
+            let generation = self.generate(request, ctx).await?;
+            emitter.text(self.name(), generation.text());
+            Ok(generation)
+        })
+    }
+
     /// Forget the conversation `thread` (its session ended): agents drop its history,
     /// patterns pass it on to their members. The default keeps nothing, so does nothing.
     async fn end_thread(&self, thread: &str) -> Result<()> {
@@ -376,6 +399,13 @@ impl<T: AugmentedLlm + ?Sized> AugmentedLlm for Arc<T> {
     }
     async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
         (**self).generate(request, ctx).await
+    }
+    fn generate_stream<'a>(
+        &'a self,
+        request: GenerateRequest,
+        ctx: &'a RunContext,
+    ) -> GenerationStream<'a> {
+        (**self).generate_stream(request, ctx)
     }
     async fn end_thread(&self, thread: &str) -> Result<()> {
         (**self).end_thread(thread).await

@@ -3,7 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use agentkit_core::{AugmentedLlm, Error, GenerateRequest, Generation, Result, RunContext};
+use agentkit_core::{
+    AugmentedLlm, Error, GenerateRequest, Generation, GenerationEmitter, GenerationStream, Result,
+    RunContext, generate_into, stream_generation,
+};
 use async_trait::async_trait;
 use serde_json::json;
 use tracing::Instrument;
@@ -27,6 +30,9 @@ pub enum ChainInput {
 
 /// Runs LLMs one after another; each step gets the previous output (or the cumulative
 /// transcript, see [`ChainInput`]). The last step's answer is the chain's answer.
+///
+/// Streamed ([`generate_stream`](AugmentedLlm::generate_stream)), the chain streams its last
+/// step; the earlier steps run as plain `generate` calls.
 ///
 /// ```
 /// use agentkit_core::{AugmentedLlmExt, RunContext};
@@ -151,8 +157,29 @@ impl AugmentedLlm for Chain {
     }
 
     async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
+        self.generate_with(request, ctx, None).await
+    }
+
+    fn generate_stream<'a>(
+        &'a self,
+        request: GenerateRequest,
+        ctx: &'a RunContext,
+    ) -> GenerationStream<'a> {
+        stream_generation(move |emitter| async move {
+            self.generate_with(request, ctx, Some(&emitter)).await
+        })
+    }
+}
+
+impl Chain {
+    async fn generate_with(
+        &self,
+        request: GenerateRequest,
+        ctx: &RunContext,
+        emitter: Option<&GenerationEmitter>,
+    ) -> Result<Generation> {
         let scope = ctx.scoped();
-        self.run(request, &scope)
+        self.run(request, &scope, emitter)
             .instrument(pattern_span(PATTERN, &self.name))
             .await
             .map(|g| finish(&scope, g))
@@ -160,7 +187,12 @@ impl AugmentedLlm for Chain {
 }
 
 impl Chain {
-    async fn run(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
+    async fn run(
+        &self,
+        request: GenerateRequest,
+        ctx: &RunContext,
+        emitter: Option<&GenerationEmitter>,
+    ) -> Result<Generation> {
         let original = request.last_user_text();
         let params = inner_params(&request.params);
         let mut transcript = section("Request", &original);
@@ -191,7 +223,9 @@ impl Chain {
                 "step_started",
                 json!({"index": i, "step": step.name()}),
             );
-            let g = match step.generate(req, ctx).await {
+            // Only the last step's answer is the chain's: only it streams.
+            let streamed = if is_last { emitter } else { None };
+            let g = match generate_into(step.as_ref(), req, ctx, streamed).await {
                 Ok(g) => g,
                 Err(e) => {
                     emit_error(

@@ -1,7 +1,8 @@
 //! Helpers shared by the patterns: members, events, spans, request shaping, generations.
 
 use agentkit_core::{
-    Error, GenerateRequest, Generation, Message, RequestParams, RunContext, RunEvent, StopReason,
+    Error, GenerateRequest, Generation, GenerationEmitter, Message, RequestParams, RunContext,
+    RunEvent, StopReason,
 };
 use serde_json::Value;
 
@@ -62,6 +63,14 @@ pub(crate) fn finish_text(scope: &RunContext, text: String, model: String) -> Ge
     g.model = model;
     g.stop_reason = StopReason::EndTurn;
     finish(scope, g)
+}
+
+/// When streaming, send `generation`'s whole answer as one delta of `name` (for answers that
+/// are not streamed as they are produced: functions, joins).
+pub(crate) fn emit_whole(emitter: Option<&GenerationEmitter>, name: &str, generation: &Generation) {
+    if let Some(e) = emitter {
+        e.text(name, generation.text());
+    }
 }
 
 /// Indent-free text block used when showing one agent's output to another.

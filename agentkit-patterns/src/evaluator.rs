@@ -106,6 +106,10 @@ pub struct OptimizationOutcome {
 /// areas); while the rating is below `min_rating` and refinements remain, the optimizer
 /// rewrites its answer with the feedback. If the bar is never met, the best answer so far is
 /// returned, and the whole history is kept in [`OptimizationOutcome`].
+///
+/// Streamed ([`generate_stream`](AugmentedLlm::generate_stream)), it yields its final accepted
+/// answer as one delta once the evaluator has accepted it (or the refinements ran out): an
+/// answer is known to be the one only after it is rated, so drafts are not streamed.
 #[derive(Clone)]
 pub struct EvaluatorOptimizer {
     name: String,

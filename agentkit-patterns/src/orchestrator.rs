@@ -4,7 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use agentkit_core::{
-    AugmentedLlm, Error, GenerateRequest, Generation, RequestParams, Result, RunContext,
+    AugmentedLlm, Error, GenerateRequest, Generation, GenerationEmitter, GenerationStream,
+    RequestParams, Result, RunContext, generate_into, stream_generation,
 };
 use async_trait::async_trait;
 use schemars::JsonSchema;
@@ -141,6 +142,9 @@ pub enum PlanMode {
 /// planner with the problem, at most `max_plan_retries` times in a row; after that the run
 /// fails with an error that names the problem. `max_iterations` bounds the planning rounds;
 /// when it is reached, the synthesizer answers with what was done.
+///
+/// Streamed ([`generate_stream`](AugmentedLlm::generate_stream)), the orchestrator streams its
+/// synthesis; planning and the workers' tasks run as plain `generate` calls.
 #[derive(Clone)]
 pub struct Orchestrator {
     name: String,
@@ -353,9 +357,18 @@ impl Orchestrator {
         request: impl Into<GenerateRequest> + Send,
         ctx: &RunContext,
     ) -> Result<OrchestratorOutcome> {
+        self.orchestrate_with(request.into(), ctx, None).await
+    }
+
+    async fn orchestrate_with(
+        &self,
+        request: GenerateRequest,
+        ctx: &RunContext,
+        emitter: Option<&GenerationEmitter>,
+    ) -> Result<OrchestratorOutcome> {
         let scope = ctx.scoped();
         let mut outcome = self
-            .run(request.into(), &scope)
+            .run(request, &scope, emitter)
             .instrument(pattern_span(PATTERN, &self.name))
             .await?;
         outcome.generation = finish(&scope, outcome.generation);
@@ -548,7 +561,12 @@ impl Orchestrator {
         Ok(StepResult { step, tasks })
     }
 
-    async fn run(&self, request: GenerateRequest, ctx: &RunContext) -> Result<OrchestratorOutcome> {
+    async fn run(
+        &self,
+        request: GenerateRequest,
+        ctx: &RunContext,
+        emitter: Option<&GenerationEmitter>,
+    ) -> Result<OrchestratorOutcome> {
         let objective = request.last_user_text();
         let params = inner_params(&request.params);
         let mut plans = Vec::new();
@@ -608,10 +626,13 @@ impl Orchestrator {
         );
         let mut synth_params = request.params.clone();
         synth_params.use_history = Some(false);
-        let generation = self
-            .synthesizer
-            .generate(user_request(prompt, synth_params), ctx)
-            .await?;
+        let generation = generate_into(
+            self.synthesizer.as_ref(),
+            user_request(prompt, synth_params),
+            ctx,
+            emitter,
+        )
+        .await?;
         Ok(OrchestratorOutcome {
             generation,
             plans,
@@ -640,5 +661,18 @@ impl AugmentedLlm for Orchestrator {
 
     async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
         Ok(self.orchestrate(request, ctx).await?.generation)
+    }
+
+    fn generate_stream<'a>(
+        &'a self,
+        request: GenerateRequest,
+        ctx: &'a RunContext,
+    ) -> GenerationStream<'a> {
+        stream_generation(move |emitter| async move {
+            Ok(self
+                .orchestrate_with(request, ctx, Some(&emitter))
+                .await?
+                .generation)
+        })
     }
 }

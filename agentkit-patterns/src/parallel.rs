@@ -4,7 +4,10 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use agentkit_core::{AugmentedLlm, Error, GenerateRequest, Generation, Result, RunContext};
+use agentkit_core::{
+    AugmentedLlm, Error, GenerateRequest, Generation, GenerationEmitter, GenerationStream, Result,
+    RunContext, generate_into, stream_generation,
+};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -12,7 +15,8 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::common::{
-    emit_error, emit_step, finish, finish_text, inner_params, pattern_span, section, user_request,
+    emit_error, emit_step, emit_whole, finish, finish_text, inner_params, pattern_span, section,
+    user_request,
 };
 
 const PATTERN: &str = "parallel";
@@ -104,6 +108,11 @@ enum FanIn {
 /// Sends the same request to several branches (agents, patterns or [`FnLlm`](crate::FnLlm)
 /// functions) concurrently, at most `max_concurrency` at a time, then combines their answers
 /// with a fan-in LLM or function.
+///
+/// Streamed ([`generate_stream`](AugmentedLlm::generate_stream)), a parallel streams its
+/// fan-in: a fan-in LLM streams as it answers, a fan-in function or join yields its whole
+/// answer as one delta. The branches run as plain `generate` calls (their answers are inputs,
+/// not the answer).
 ///
 /// A failing branch follows the [`FailurePolicy`]; it is never dropped silently. Without a
 /// fan-in, the answer is the branches' texts joined under their names.
@@ -321,7 +330,12 @@ impl Parallel {
         Ok(outcomes.into_iter().flatten().collect())
     }
 
-    async fn run(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
+    async fn run(
+        &self,
+        request: GenerateRequest,
+        ctx: &RunContext,
+        emitter: Option<&GenerationEmitter>,
+    ) -> Result<Generation> {
         let branches = self.fan_out(&request, ctx).await?;
         ctx.check()?;
         let input = FanInInput::new(request.last_user_text(), branches);
@@ -337,13 +351,15 @@ impl Parallel {
         );
         match &self.fan_in {
             FanIn::Llm(llm) => {
-                llm.generate(user_request(input.to_prompt(), request.params), ctx)
-                    .await
+                let req = user_request(input.to_prompt(), request.params);
+                generate_into(llm.as_ref(), req, ctx, emitter).await
             }
             FanIn::Fn(f) => {
                 let what = format!("fan-in of parallel `{}`", self.name);
                 let text = ctx.guard(&what, f(input, ctx.clone())).await?;
-                Ok(finish_text(ctx, text, format!("fn:{}", self.name)))
+                let g = finish_text(ctx, text, format!("fn:{}", self.name));
+                emit_whole(emitter, &self.name, &g);
+                Ok(g)
             }
             FanIn::Join => {
                 let text = input
@@ -355,7 +371,9 @@ impl Parallel {
                     })
                     .collect::<Vec<_>>()
                     .join("\n");
-                Ok(finish_text(ctx, text, format!("fn:{}", self.name)))
+                let g = finish_text(ctx, text, format!("fn:{}", self.name));
+                emit_whole(emitter, &self.name, &g);
+                Ok(g)
             }
         }
     }
@@ -380,8 +398,29 @@ impl AugmentedLlm for Parallel {
     }
 
     async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
+        self.generate_with(request, ctx, None).await
+    }
+
+    fn generate_stream<'a>(
+        &'a self,
+        request: GenerateRequest,
+        ctx: &'a RunContext,
+    ) -> GenerationStream<'a> {
+        stream_generation(move |emitter| async move {
+            self.generate_with(request, ctx, Some(&emitter)).await
+        })
+    }
+}
+
+impl Parallel {
+    async fn generate_with(
+        &self,
+        request: GenerateRequest,
+        ctx: &RunContext,
+        emitter: Option<&GenerationEmitter>,
+    ) -> Result<Generation> {
         let scope = ctx.scoped();
-        self.run(request, &scope)
+        self.run(request, &scope, emitter)
             .instrument(pattern_span(PATTERN, &self.name))
             .await
             .map(|g| finish(&scope, g))

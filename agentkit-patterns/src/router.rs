@@ -4,8 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use agentkit_core::{
-    Agent, AgentLlm, AugmentedLlm, Embedder, Error, GenerateRequest, Generation, LlmProvider,
-    RequestParams, Result, RunContext, ToolSource, cosine_similarity,
+    Agent, AgentLlm, AugmentedLlm, Embedder, Error, GenerateRequest, Generation, GenerationEmitter,
+    GenerationStream, LlmProvider, RequestParams, Result, RunContext, ToolSource,
+    cosine_similarity, generate_into, stream_generation,
 };
 use async_trait::async_trait;
 use schemars::JsonSchema;
@@ -105,6 +106,9 @@ struct RouteChoice {
 /// Routes are agents or patterns, tool sources (given an agent to drive them) or functions.
 /// [`route`](Self::route) ranks them (up to `top_k`); [`generate`](AugmentedLlm::generate)
 /// delegates the request to the best one.
+///
+/// Streamed ([`generate_stream`](AugmentedLlm::generate_stream)), the router streams the
+/// chosen route's answer; the classification is a plain call and streams nothing.
 ///
 /// Two classifiers:
 /// - an LLM ([`with_llm`](RouterBuilder::with_llm)) that returns, as structured output, the
@@ -494,7 +498,12 @@ impl Router {
             .collect())
     }
 
-    async fn run(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
+    async fn run(
+        &self,
+        request: GenerateRequest,
+        ctx: &RunContext,
+        emitter: Option<&GenerationEmitter>,
+    ) -> Result<Generation> {
         let ranked = self.route(request.clone(), ctx).await?;
         let best = ranked.first().and_then(|r| {
             self.routes
@@ -521,7 +530,7 @@ impl Router {
             }),
         );
         ctx.check()?;
-        route.llm.generate(request, ctx).await
+        generate_into(route.llm.as_ref(), request, ctx, emitter).await
     }
 }
 
@@ -556,8 +565,29 @@ impl AugmentedLlm for Router {
     }
 
     async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
+        self.generate_with(request, ctx, None).await
+    }
+
+    fn generate_stream<'a>(
+        &'a self,
+        request: GenerateRequest,
+        ctx: &'a RunContext,
+    ) -> GenerationStream<'a> {
+        stream_generation(move |emitter| async move {
+            self.generate_with(request, ctx, Some(&emitter)).await
+        })
+    }
+}
+
+impl Router {
+    async fn generate_with(
+        &self,
+        request: GenerateRequest,
+        ctx: &RunContext,
+        emitter: Option<&GenerationEmitter>,
+    ) -> Result<Generation> {
         let scope = ctx.scoped();
-        self.run(request, &scope)
+        self.run(request, &scope, emitter)
             .instrument(pattern_span(PATTERN, &self.name))
             .await
             .map(|g| finish(&scope, g))

@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use agentkit_core::memory::{self, InMemoryMemory, Memory};
 use agentkit_core::{
-    Agent, AgentLlm, AugmentedLlm, Content, Error, GenerateRequest, Generation, LlmProvider,
-    Message, Result, Role, RunContext, ToolLayer, ToolOutput, ToolSource, ToolSpec,
+    Agent, AgentLlm, AugmentedLlm, Content, Error, GenerateRequest, Generation, GenerationEmitter,
+    GenerationStream, LlmProvider, Message, Result, Role, RunContext, ToolLayer, ToolOutput,
+    ToolSource, ToolSpec, stream_generation,
 };
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
@@ -173,6 +174,9 @@ type DoneFn = dyn Fn(&ContextVariables, &Message) -> bool + Send + Sync;
 /// turn starts with the agent that had it last. Threads are kept in the swarm's [`Memory`]
 /// (bounded, in process by default; see [`SwarmBuilder::with_memory`]), so callers on different
 /// threads never share a conversation.
+///
+/// Streamed ([`generate_stream`](AugmentedLlm::generate_stream)), the swarm streams every model
+/// turn of whichever agent is active, handoffs included; deltas carry the agent's name.
 #[derive(Clone)]
 pub struct Swarm {
     name: String,
@@ -523,16 +527,30 @@ impl Swarm {
         request: impl Into<GenerateRequest> + Send,
         ctx: &RunContext,
     ) -> Result<SwarmOutcome> {
+        self.run_swarm_with(request.into(), ctx, None).await
+    }
+
+    async fn run_swarm_with(
+        &self,
+        request: GenerateRequest,
+        ctx: &RunContext,
+        emitter: Option<&GenerationEmitter>,
+    ) -> Result<SwarmOutcome> {
         let scope = ctx.scoped();
         let mut outcome = self
-            .run(request.into(), &scope)
+            .run(request, &scope, emitter)
             .instrument(pattern_span(PATTERN, &self.name))
             .await?;
         outcome.generation = finish(&scope, outcome.generation);
         Ok(outcome)
     }
 
-    async fn run(&self, request: GenerateRequest, ctx: &RunContext) -> Result<SwarmOutcome> {
+    async fn run(
+        &self,
+        request: GenerateRequest,
+        ctx: &RunContext,
+        emitter: Option<&GenerationEmitter>,
+    ) -> Result<SwarmOutcome> {
         let use_history = request.params.use_history.unwrap_or(true);
         let mut conversation = if use_history {
             memory::load_history(self.memory.as_ref(), &self.name, ctx).await?
@@ -569,7 +587,15 @@ impl Swarm {
                     None => shared,
                 });
             }
-            let step = member.llm.turn(&conversation, &params, turn, ctx).await?;
+            let step = match emitter {
+                Some(e) => {
+                    member
+                        .llm
+                        .turn_streamed(&conversation, &params, turn, ctx, e)
+                        .await?
+                }
+                None => member.llm.turn(&conversation, &params, turn, ctx).await?,
+            };
             turn += 1;
             let final_message = step.response.message.clone();
             conversation.push(final_message.clone());
@@ -662,6 +688,19 @@ impl AugmentedLlm for Swarm {
 
     async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
         Ok(self.run_swarm(request, ctx).await?.generation)
+    }
+
+    fn generate_stream<'a>(
+        &'a self,
+        request: GenerateRequest,
+        ctx: &'a RunContext,
+    ) -> GenerationStream<'a> {
+        stream_generation(move |emitter| async move {
+            Ok(self
+                .run_swarm_with(request, ctx, Some(&emitter))
+                .await?
+                .generation)
+        })
     }
 
     async fn end_thread(&self, thread: &str) -> Result<()> {

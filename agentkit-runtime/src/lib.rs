@@ -7,6 +7,7 @@
 
 pub mod executor;
 pub mod journal;
+pub mod live;
 pub mod memory;
 pub mod model;
 pub mod redact;
@@ -20,6 +21,7 @@ pub use executor::{
     RuntimeBuilder, SCHEDULES_NAMESPACE, ScheduleInfo, TargetOptions,
 };
 pub use journal::DurableJournal;
+pub use live::{LiveDelta, LiveDeltas};
 pub use memory::{StoreMemory, THREADS_NAMESPACE};
 pub use model::{
     Created, Doc, EntryKind, Expect, HELD, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate,

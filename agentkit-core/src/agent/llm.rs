@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use tracing::Instrument;
@@ -20,7 +21,11 @@ use crate::event::{RunEvent, micros};
 use crate::llm::{AugmentedLlm, GenerateRequest, Generation, RequestParams};
 use crate::memory::{self, InMemoryMemory, Memory};
 use crate::message::{Content, Message};
-use crate::provider::{CompletionRequest, CompletionResponse, LlmProvider, ToolChoice};
+use crate::provider::{
+    CompletionChunk, CompletionRequest, CompletionResponse, LlmProvider, StreamAccumulator,
+    ToolChoice,
+};
+use crate::stream::{GenerationEmitter, GenerationEvent, GenerationStream, stream_generation};
 use crate::tool::{ToolLayer, ToolOutput, ToolRequest, ToolService, ToolSource, ToolSpec};
 
 type ToolLayerFn = dyn Fn(ToolService) -> ToolService + Send + Sync;
@@ -292,10 +297,46 @@ impl AgentLlm {
         iteration: u32,
         ctx: &RunContext,
     ) -> Result<Turn> {
+        self.turn_with(conversation, params, iteration, ctx, None)
+            .await
+    }
+
+    /// [`turn`](Self::turn), streamed: the model call goes through the provider's
+    /// [`stream`](LlmProvider::stream) and its text deltas, the tool calls and the turn's
+    /// usage are sent to `emitter` as they happen (see [`crate::stream`]). The journal records
+    /// the turn exactly as [`turn`](Self::turn) does; a turn answered from the journal sends
+    /// its recorded text as one delta.
+    pub async fn turn_streamed(
+        &self,
+        conversation: &[Message],
+        params: &RequestParams,
+        iteration: u32,
+        ctx: &RunContext,
+        emitter: &GenerationEmitter,
+    ) -> Result<Turn> {
+        self.turn_with(conversation, params, iteration, ctx, Some(emitter))
+            .await
+    }
+
+    async fn turn_with(
+        &self,
+        conversation: &[Message],
+        params: &RequestParams,
+        iteration: u32,
+        ctx: &RunContext,
+        emitter: Option<&GenerationEmitter>,
+    ) -> Result<Turn> {
         let params = params.clone().or(&self.defaults);
         let prepared = self.prepare(&params, ctx).await?;
-        self.turn_prepared(&prepared, conversation.to_vec(), iteration, false, ctx)
-            .await
+        self.turn_prepared(
+            &prepared,
+            conversation.to_vec(),
+            iteration,
+            false,
+            ctx,
+            emitter,
+        )
+        .await
     }
 
     async fn turn_prepared(
@@ -305,13 +346,14 @@ impl AgentLlm {
         iteration: u32,
         last: bool,
         ctx: &RunContext,
+        emitter: Option<&GenerationEmitter>,
     ) -> Result<Turn> {
         let mut req = prepared.base.clone();
         if last {
             req.tool_choice = ToolChoice::None;
         }
         req.messages = conversation;
-        let response = self.complete_step(req, iteration, ctx).await?;
+        let response = self.complete_step(req, iteration, ctx, emitter).await?;
         let calls: Vec<(String, String, Value)> = response
             .message
             .tool_calls()
@@ -324,7 +366,7 @@ impl AgentLlm {
             });
         }
         let results = self
-            .run_tools(calls, &prepared.service, prepared.parallel, ctx)
+            .run_tools(calls, &prepared.service, prepared.parallel, ctx, emitter)
             .await?;
         Ok(Turn {
             response,
@@ -337,6 +379,7 @@ impl AgentLlm {
         request: CompletionRequest,
         iteration: u32,
         ctx: &RunContext,
+        emitter: Option<&GenerationEmitter>,
     ) -> Result<CompletionResponse> {
         ctx.check()?;
         let agent = &self.agent.name;
@@ -369,6 +412,7 @@ impl AgentLlm {
         let key = ctx.step_key(&format!("{agent}/llm"));
         let started = Instant::now();
         let executed = std::sync::atomic::AtomicBool::new(false);
+        let streamed = std::sync::atomic::AtomicBool::new(false);
         // With a journal, the recorded response carries a fingerprint of the request, so a
         // replay can tell when the code now asks something else (changed instructions, model,
         // tools or conversation).
@@ -376,12 +420,15 @@ impl AgentLlm {
         let recorded: Value = ctx
             .step(&key, async {
                 executed.store(true, std::sync::atomic::Ordering::Relaxed);
-                let response = ctx
-                    .guard(
-                        &format!("model call of agent `{agent}`"),
-                        self.provider.complete(request),
-                    )
-                    .await?;
+                let what = format!("model call of agent `{agent}`");
+                let response = match emitter.filter(|_| ctx.wants_stream()) {
+                    None => ctx.guard(&what, self.provider.complete(request)).await?,
+                    Some(emitter) => {
+                        streamed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        ctx.guard(&what, self.stream_model(request, agent, emitter))
+                            .await?
+                    }
+                };
                 let mut value = serde_json::to_value(&response)
                     .map_err(|e| Error::json("journaling a model response", e))?;
                 if let (Some(fp), Value::Object(map)) = (&fingerprint, &mut value) {
@@ -427,6 +474,22 @@ impl AgentLlm {
             );
         }
         ctx.record_llm_usage(response.usage, cost);
+        if let Some(emitter) = emitter {
+            if !streamed.load(std::sync::atomic::Ordering::Relaxed) {
+                // Answered from the journal (no model call), or not streamed because nobody
+                // wanted it: the text at once, as one delta.
+                emitter.text(agent, response.message.text());
+            }
+            emitter.emit(GenerationEvent::TurnFinished {
+                agent: agent.clone(),
+                iteration,
+                usage: response.usage,
+                stop_reason: response.stop_reason.clone(),
+                model: response.model.clone(),
+                tool_calls: response.message.tool_calls().count(),
+                replayed,
+            });
+        }
         ctx.emit_with(|| RunEvent::LlmResponse {
             agent: agent.clone(),
             provider,
@@ -440,12 +503,33 @@ impl AgentLlm {
         Ok(response)
     }
 
+    /// One model call through the provider's stream: text deltas go to `emitter` as they
+    /// arrive, and the chunks are assembled into the same response `complete` gives.
+    async fn stream_model(
+        &self,
+        request: CompletionRequest,
+        agent: &str,
+        emitter: &GenerationEmitter,
+    ) -> Result<CompletionResponse> {
+        let mut chunks = self.provider.stream(request).await?;
+        let mut acc = StreamAccumulator::new(self.provider.name());
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            if let CompletionChunk::TextDelta { text } = &chunk {
+                emitter.text(agent, text.clone());
+            }
+            acc.push(chunk);
+        }
+        acc.finish()
+    }
+
     async fn run_tools(
         &self,
         calls: Vec<(String, String, Value)>,
         service: &ToolService,
         parallel: bool,
         ctx: &RunContext,
+        emitter: Option<&GenerationEmitter>,
     ) -> Result<Vec<Content>> {
         // Journal keys are taken in call order before anything runs, so they are the same on
         // replay whatever order the calls finish in. Each call also gets the key space of its
@@ -465,7 +549,7 @@ impl AgentLlm {
             })
             .collect();
         let futs = keyed.into_iter().map(|(key, id, name, args)| {
-            self.run_one_tool(key, id, name, args, service.clone(), ctx)
+            self.run_one_tool((key, id, name, args), service.clone(), ctx, emitter)
         });
         let results: Vec<Result<Content>> = if parallel {
             futures::future::join_all(futs).await
@@ -479,16 +563,23 @@ impl AgentLlm {
         results.into_iter().collect()
     }
 
+    /// Run one tool call: `(journal key, call id, tool name, arguments)`.
     async fn run_one_tool(
         &self,
-        key: String,
-        id: String,
-        name: String,
-        arguments: Value,
+        (key, id, name, arguments): (String, String, String, Value),
         service: ToolService,
         ctx: &RunContext,
+        emitter: Option<&GenerationEmitter>,
     ) -> Result<Content> {
         let agent = &self.agent.name;
+        if let Some(emitter) = emitter {
+            emitter.emit(GenerationEvent::ToolCallStarted {
+                agent: agent.clone(),
+                call_id: id.clone(),
+                tool: name.clone(),
+                arguments: arguments.clone(),
+            });
+        }
         ctx.emit_with(|| RunEvent::ToolCallStarted {
             agent: agent.clone(),
             call_id: id.clone(),
@@ -536,6 +627,15 @@ impl AgentLlm {
             .await;
         let output = outcome?;
         let replayed = !executed.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(emitter) = emitter {
+            emitter.emit(GenerationEvent::ToolCallFinished {
+                agent: agent.clone(),
+                call_id: id.clone(),
+                tool: name.clone(),
+                output: output.content.clone(),
+                is_error: output.is_error,
+            });
+        }
         ctx.emit_with(|| RunEvent::ToolCallFinished {
             agent: agent.clone(),
             call_id: id.clone(),
@@ -552,7 +652,12 @@ impl AgentLlm {
         Ok(Content::tool_result(id, output.content, output.is_error))
     }
 
-    async fn run_loop(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
+    async fn run_loop(
+        &self,
+        request: GenerateRequest,
+        ctx: &RunContext,
+        emitter: Option<&GenerationEmitter>,
+    ) -> Result<Generation> {
         let params = request.params.clone().or(&self.defaults);
         let use_history = params.use_history.unwrap_or(true);
         let max_iterations = params
@@ -581,7 +686,14 @@ impl AgentLlm {
                 produced.push(nudge);
             }
             let turn = self
-                .turn_prepared(&prepared, conversation.clone(), iteration, final_turn, ctx)
+                .turn_prepared(
+                    &prepared,
+                    conversation.clone(),
+                    iteration,
+                    final_turn,
+                    ctx,
+                    emitter,
+                )
                 .await?;
             conversation.push(turn.response.message.clone());
             produced.push(turn.response.message.clone());
@@ -635,6 +747,28 @@ impl AugmentedLlm for AgentLlm {
     }
 
     async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
+        self.generate_with(request, ctx, None).await
+    }
+
+    /// Streams every model call of the tool loop (see [`crate::stream`]).
+    fn generate_stream<'a>(
+        &'a self,
+        request: GenerateRequest,
+        ctx: &'a RunContext,
+    ) -> GenerationStream<'a> {
+        stream_generation(move |emitter| async move {
+            self.generate_with(request, ctx, Some(&emitter)).await
+        })
+    }
+}
+
+impl AgentLlm {
+    async fn generate_with(
+        &self,
+        request: GenerateRequest,
+        ctx: &RunContext,
+        emitter: Option<&GenerationEmitter>,
+    ) -> Result<Generation> {
         let scope = ctx.scoped();
         let span = tracing::info_span!(
             "invoke_agent",
@@ -644,7 +778,7 @@ impl AugmentedLlm for AgentLlm {
             gen_ai.provider.name = %self.provider.name(),
         );
         let timeout = request.params.timeout.or(self.defaults.timeout);
-        let fut = self.run_loop(request, &scope).instrument(span);
+        let fut = self.run_loop(request, &scope, emitter).instrument(span);
         match timeout {
             None => fut.await,
             Some(t) => match tokio::time::timeout(t, fut).await {

@@ -310,6 +310,27 @@ impl LlmProvider for ScriptedProvider {
         }
         result
     }
+
+    /// The scripted answer as a real model streams it: its text word by word (each delta a
+    /// word with the space after it), then its tool calls and the final event.
+    async fn stream(&self, request: CompletionRequest) -> Result<super::ChunkStream> {
+        let response = self.complete(request).await?;
+        let mut chunks = Vec::new();
+        for chunk in super::response_to_chunks(response) {
+            match chunk {
+                super::CompletionChunk::TextDelta { text } => {
+                    chunks.extend(
+                        text.split_inclusive(' ')
+                            .map(|w| super::CompletionChunk::TextDelta { text: w.to_owned() }),
+                    );
+                }
+                other => chunks.push(other),
+            }
+        }
+        Ok(futures::StreamExt::boxed(futures::stream::iter(
+            chunks.into_iter().map(Ok),
+        )))
+    }
 }
 
 #[cfg(test)]

@@ -284,7 +284,14 @@ impl Runtime {
                 ctx = ctx.with_budget(b);
             }
             let wctx = WorkflowContext::new(ctx.clone(), journal.clone(), Arc::clone(store), &node);
-            let result = target.execute(&wctx, run.input.clone(), run.version).await;
+            let result = target
+                .execute(
+                    &wctx,
+                    run.input.clone(),
+                    run.version,
+                    Some(&self.inner.live),
+                )
+                .await;
             let totals = ctx.totals();
             let err = match result {
                 Ok(output) => {

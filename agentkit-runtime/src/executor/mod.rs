@@ -68,6 +68,7 @@ struct Inner {
     polling: CancellationToken,
     schedules: RwLock<HashMap<String, Arc<ScheduleState>>>,
     subscriptions: RwLock<HashMap<String, Vec<String>>>,
+    live: Arc<crate::live::LiveDeltas>,
 }
 
 /// The durable executor.
@@ -125,8 +126,18 @@ impl Runtime {
                 polling: CancellationToken::new(),
                 schedules: RwLock::default(),
                 subscriptions: RwLock::default(),
+                live: Arc::default(),
             }),
         }
+    }
+
+    /// The live text deltas of the agent runs this process executes (see
+    /// [`LiveDeltas`](crate::LiveDeltas)): subscribe to a run's before or while it executes.
+    /// While a run has a subscriber its model calls stream from the provider; deltas are not
+    /// journaled, and the journaled model step that follows them is the source of truth.
+    #[must_use]
+    pub fn live_deltas(&self) -> &Arc<crate::live::LiveDeltas> {
+        &self.inner.live
     }
 
     /// The store.

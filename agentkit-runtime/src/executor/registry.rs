@@ -2,12 +2,14 @@
 
 use std::sync::Arc;
 
-use agentkit_core::{AugmentedLlm, GenerateRequest, WorkflowInfo};
+use agentkit_core::{AugmentedLlm, GenerateRequest, GenerationEvent, WorkflowInfo};
 use agentkit_core::{Error, Result};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use super::{Runtime, TargetOptions};
+use crate::live::{LiveDelta, LiveDeltas};
 use crate::sync::{read, write};
 use crate::workflow::{DynWorkflow, Erased, Workflow, WorkflowContext};
 
@@ -94,6 +96,7 @@ impl Target {
         ctx: &WorkflowContext,
         input: Value,
         version: u32,
+        live: Option<&Arc<LiveDeltas>>,
     ) -> Result<Value> {
         let agent = match &self.kind {
             Kind::Agent(factory) => factory(),
@@ -112,7 +115,33 @@ impl Target {
                 ctx.run_context().clone()
             }
         };
-        let generation = agent.generate(request, &run_ctx).await?;
+        let generation = match live {
+            None => agent.generate(request, &run_ctx).await?,
+            Some(live) => {
+                // Streamed, so listeners of the run get its text as it is produced; its model
+                // calls stream from the provider only while someone listens.
+                let publisher = live.publish(ctx.run_id());
+                let run_ctx = run_ctx.with_stream_demand(publisher.demand());
+                let mut stream = agent.generate_stream(request, &run_ctx);
+                let mut done = None;
+                while let Some(event) = stream.next().await {
+                    match event? {
+                        GenerationEvent::TextDelta { agent, text } => {
+                            publisher.send(LiveDelta::new(agent, text));
+                        }
+                        GenerationEvent::Done(g) => {
+                            done = Some(g);
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                done.ok_or_else(|| Error::InvalidState {
+                    what: format!("the streamed run of agent `{}`", self.name),
+                    message: "the stream ended without its final generation".to_owned(),
+                })?
+            }
+        };
         Ok(json!({"text": generation.text()}))
     }
 }

@@ -71,7 +71,9 @@ impl Runtime {
             Arc::clone(&self.inner.store),
             "replay",
         );
-        let result = target.execute(&wctx, run.input.clone(), run.version).await;
+        let result = target
+            .execute(&wctx, run.input.clone(), run.version, None)
+            .await;
         let mut divergences = journal.divergences();
         for key in journal.unused_keys() {
             divergences.push(format!("recorded step `{key}` was not taken"));

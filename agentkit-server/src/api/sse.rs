@@ -2,6 +2,13 @@
 //! `id` is its sequence number, so a client reconnecting with `Last-Event-ID` gets each
 //! missed event exactly once, from any server process sharing the store. All subscribers of
 //! a run in one process share one poller of the store.
+//!
+//! Besides the journal events, a run executing in the process serving the stream sends live
+//! `delta` events: its answer's text as the model writes it (`{"agent", "text"}`), from the
+//! runtime's in-process [`LiveDeltas`](agentkit_runtime::LiveDeltas). They carry no `id`, are
+//! not stored, and are not sent again on reconnect; the journaled model step that follows them
+//! (the `llm_response` event) is the source of truth for the text. A stream served by a process
+//! that does not execute the run has journal events only.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -234,15 +241,41 @@ pub fn run_items(
     })
 }
 
+/// The live deltas of `run_id` in this process, as SSE `delta` events without an `id`.
+/// A listener that falls behind skips the deltas it missed (the journal has the text).
+fn live_deltas(platform: &Platform, run_id: &str) -> impl Stream<Item = Event> + Send + use<> {
+    let rx = platform.runtime().live_deltas().subscribe(run_id);
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(delta) => {
+                    let event = Event::default()
+                        .event("delta")
+                        .json_data(&delta)
+                        .unwrap_or_else(|_| {
+                            Event::default().event("error").data("encoding failed")
+                        });
+                    return Some((event, rx));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
 /// The run's stream as SSE: `event: <kind>` with `id: <seq>` for journal events, `status`
-/// events, and a final `end` event with the finished run.
+/// events, live `delta` events (no `id`; see the module docs) while the run executes in this
+/// process, and a final `end` event with the finished run.
 pub fn run_sse(
     platform: Arc<Platform>,
     run_id: String,
     after: Option<u64>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static> {
     use futures::StreamExt;
-    let stream = run_items(platform, run_id, after).map(|item| {
+    use futures::stream::PollNext;
+    let deltas = live_deltas(&platform, &run_id).map(Some);
+    let journal = run_items(platform, run_id, after).map(|item| {
         let event = match item {
             StreamItem::Event(e) => Event::default()
                 .id(e.id.to_string())
@@ -254,7 +287,14 @@ pub fn run_sse(
                 .event("error")
                 .json_data(serde_json::json!({"error": m})),
         };
-        Ok(event.unwrap_or_else(|_| Event::default().event("error").data("encoding failed")))
+        Some(event.unwrap_or_else(|_| Event::default().event("error").data("encoding failed")))
     });
+    // Deltas go first: a model step's deltas are sent before the step is journaled, so they
+    // reach the client before its journal event. The stream ends with the journal's.
+    let journal = journal.chain(futures::stream::once(async { None }));
+    let stream =
+        futures::stream::select_with_strategy(deltas, journal, |_: &mut ()| PollNext::Left)
+            .take_while(|e| std::future::ready(e.is_some()))
+            .filter_map(|e| std::future::ready(e.map(Ok)));
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

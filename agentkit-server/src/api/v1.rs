@@ -414,6 +414,11 @@ pub struct EventsQuery {
 
 /// A run's events: JSON, or an SSE stream that follows the run until it ends when the
 /// request accepts `text/event-stream` (resume with `Last-Event-ID`).
+///
+/// The SSE stream's journal events carry their sequence as `id`. While the run executes in
+/// the server process serving the stream, live `delta` events (`{"agent", "text"}`) carry the
+/// answer's text as the model writes it: they have no `id`, are not stored and are not
+/// replayed on reconnect; the journaled model step that follows is the source of truth.
 #[utoipa::path(get, path = "/v1/runs/{run_id}/events", tag = "runs",
     params(("run_id" = String, Path, description = "run id"), EventsQuery),
     responses((status = 200, body = [RunEventView], description = "JSON, or text/event-stream"),

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 /// The admin key every test server is started with.
 pub const KEY: &str = "process-test-key";
 
-/// An OpenAI-compatible Chat Completions server that answers every request after `delay`
+/// An OpenAI-compatible Chat Completions server (streamed when asked) that answers every request after `delay`
 /// with `"<last user message> | <system prompt>"`, so a chain of agents whose instructions
 /// are `one`, `two`, `three` answers `"<input> | one | two | three"`. Stops when dropped.
 pub struct SlowModel {
@@ -77,6 +77,37 @@ async fn complete(State(s): State<ModelState>, body: Bytes) -> Response {
         .map(|m| text_of(&m["content"]))
         .unwrap_or_default();
     tokio::time::sleep(s.delay).await;
+    let answer = format!("{user} | {system}");
+    if body["stream"] == true {
+        // Streamed (a run with live listeners): the same answer as `chat.completion.chunk`s.
+        let chunk = |delta: Value, finish: Value, usage: Value| {
+            let choices = if usage.is_null() {
+                json!([{"index": 0, "delta": delta, "finish_reason": finish}])
+            } else {
+                json!([])
+            };
+            format!(
+                "data: {}\n\n",
+                json!({"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0,
+                       "model": "gpt-4o-mini", "choices": choices, "usage": usage})
+            )
+        };
+        let usage = json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15});
+        let frames = [
+            chunk(
+                json!({"role": "assistant", "content": answer}),
+                Value::Null,
+                Value::Null,
+            ),
+            chunk(json!({}), json!("stop"), Value::Null),
+            chunk(Value::Null, Value::Null, usage),
+            "data: [DONE]\n\n".to_owned(),
+        ];
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(axum::body::Body::from(frames.concat()))
+            .unwrap();
+    }
     axum::Json(json!({
         "id": "chatcmpl-test",
         "object": "chat.completion",
@@ -84,7 +115,7 @@ async fn complete(State(s): State<ModelState>, body: Bytes) -> Response {
         "model": "gpt-4o-mini",
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": format!("{user} | {system}")},
+            "message": {"role": "assistant", "content": answer},
             "finish_reason": "stop"
         }],
         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}

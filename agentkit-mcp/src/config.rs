@@ -37,6 +37,16 @@ pub enum ServerTransport {
         /// Sent as `Authorization: Bearer <token>`.
         bearer_token: Option<String>,
     },
+    /// The legacy HTTP+SSE transport of protocol 2024-11-05 (`transport: sse`): a `GET`
+    /// stream for server messages and `POST`s to the endpoint it announces.
+    Sse {
+        /// The SSE URL, e.g. `http://127.0.0.1:3001/sse`.
+        url: String,
+        /// Extra HTTP headers (sent with the stream's `GET` and every `POST`).
+        headers: BTreeMap<String, String>,
+        /// Sent as `Authorization: Bearer <token>`.
+        bearer_token: Option<String>,
+    },
 }
 
 /// One MCP server: its name, how to reach it, its limits, roots and tool filter.
@@ -131,6 +141,18 @@ impl ServerConfig {
         )
     }
 
+    /// A server speaking the legacy HTTP+SSE transport (protocol 2024-11-05) at `url`.
+    pub fn sse(name: impl Into<String>, url: impl Into<String>) -> Self {
+        Self::new(
+            name,
+            ServerTransport::Sse {
+                url: url.into(),
+                headers: BTreeMap::new(),
+                bearer_token: None,
+            },
+        )
+    }
+
     /// Set an environment variable of a stdio server (ignored for HTTP).
     #[must_use]
     pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
@@ -152,7 +174,9 @@ impl ServerConfig {
     /// Add an HTTP header (ignored for stdio).
     #[must_use]
     pub fn with_header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        if let ServerTransport::StreamableHttp { headers, .. } = &mut self.transport {
+        if let ServerTransport::StreamableHttp { headers, .. }
+        | ServerTransport::Sse { headers, .. } = &mut self.transport
+        {
             headers.insert(key.into(), value.into());
         }
         self
@@ -161,7 +185,9 @@ impl ServerConfig {
     /// Send `Authorization: Bearer <token>` (ignored for stdio).
     #[must_use]
     pub fn with_bearer_token(mut self, token: impl Into<String>) -> Self {
-        if let ServerTransport::StreamableHttp { bearer_token, .. } = &mut self.transport {
+        if let ServerTransport::StreamableHttp { bearer_token, .. }
+        | ServerTransport::Sse { bearer_token, .. } = &mut self.transport
+        {
             *bearer_token = Some(token.into());
         }
         self
@@ -239,17 +265,22 @@ impl ServerConfig {
     }
 
     /// Build from agentkit's config type. Fails on a config that names no command (stdio) or
-    /// no URL (HTTP), on a timeout that is not a positive number of seconds, and on the
-    /// legacy SSE transport, which rmcp no longer speaks.
+    /// no URL (HTTP, SSE) and on a timeout that is not a positive number of seconds.
     pub fn from_core(name: impl Into<String>, c: &McpServerConfig) -> Result<Self> {
         let name = name.into();
         let key = format!("mcp.servers.{name}");
         let transport = match (c.transport, &c.command, &c.url) {
-            (McpTransport::Sse, _, _) => {
+            (McpTransport::Sse, _, Some(url)) => ServerTransport::Sse {
+                url: url.clone(),
+                headers: c.headers.clone(),
+                bearer_token: c.bearer_token.clone(),
+            },
+            (McpTransport::Sse, _, None) => {
                 return Err(Error::Config {
                     file: None,
                     key,
-                    message: "the legacy HTTP+SSE transport is not supported; use `streamable_http` (most servers serve it at `/mcp`) or run the server over stdio".into(),
+                    message: "an sse server needs a `url` (its SSE stream, often ending in `/sse`)"
+                        .into(),
                 });
             }
             (McpTransport::StreamableHttp, _, Some(url)) | (_, None, Some(url)) => {
@@ -556,12 +587,34 @@ mcp:
     }
 
     #[test]
-    fn sse_and_empty_servers_are_rejected_with_advice() {
-        let err = ServerSet::from_mcp_servers_json(
-            r#"{"mcpServers": {"old": {"type": "sse", "url": "http://x/sse"}}}"#,
+    fn sse_is_read_from_every_dialect_and_empty_servers_are_rejected() {
+        let json = ServerSet::from_mcp_servers_json(
+            r#"{"mcpServers": {"old": {"type": "sse", "url": "http://x/sse", "headers": {"X-A": "1"}}}}"#,
         )
-        .unwrap_err();
-        assert!(err.to_string().contains("streamable_http"), "{err}");
+        .unwrap();
+        assert!(matches!(&json.servers["old"].transport,
+            ServerTransport::Sse { url, headers, .. } if url == "http://x/sse" && headers["X-A"] == "1"));
+        let yaml = ServerSet::from_mcp_agent_yaml(
+            "mcp:\n  servers:\n    old:\n      transport: sse\n      url: http://x/sse\n      auth: {api_key: k}\n",
+        )
+        .unwrap();
+        assert!(matches!(&yaml.servers["old"].transport,
+            ServerTransport::Sse { bearer_token: Some(t), .. } if t == "k"));
+        let config = ConfigLoader::new()
+            .parse(
+                "mcp:\n  servers:\n    old: {transport: sse, url: 'http://x/sse'}\n",
+                ConfigFormat::Agentkit,
+                None,
+            )
+            .unwrap();
+        let own = ServerSet::from_config(&config).unwrap();
+        assert!(matches!(
+            &own.servers["old"].transport,
+            ServerTransport::Sse { .. }
+        ));
+        let err =
+            ServerConfig::from_core("s", &McpServerConfig::new(McpTransport::Sse)).unwrap_err();
+        assert!(err.to_string().contains("needs a `url`"), "{err}");
         let err = ServerSet::from_mcp_servers_json(r#"{"mcpServers": {"x": {}}}"#).unwrap_err();
         assert!(err.to_string().contains("mcpServers.x"), "{err}");
     }

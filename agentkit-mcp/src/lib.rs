@@ -5,6 +5,8 @@
 //!
 //! - [`ServerConfig`] / [`ServerSet`]: servers from agentkit.yaml, `mcp_agent.config.yaml` or
 //!   `mcpServers` JSON, with role-based server sets.
+//! - Transports: stdio child processes, streamable HTTP, and (feature `client-sse`) the legacy
+//!   HTTP+SSE transport of protocol 2024-11-05 ([`sse::SseClientTransport`]).
 //! - [`ConnectionManager`]: one lazily started, shared, self-healing connection per server.
 //! - [`McpAggregator`]: several servers as one [`ToolSource`](agentkit_core::ToolSource), tools
 //!   named `server__tool`.
@@ -32,6 +34,8 @@ pub mod names;
 pub mod server;
 #[cfg(feature = "server")]
 mod session;
+#[cfg(feature = "client-sse")]
+pub mod sse;
 #[cfg(feature = "client-stdio")]
 mod stdio;
 #[cfg(feature = "server")]

@@ -392,6 +392,16 @@ pub(crate) fn normalize_transports(tree: &mut Value) -> Result<(), Fail> {
                 let has = |k: &str| server.get(k).is_some_and(|v| !v.is_null());
                 match (has("command"), has("url")) {
                     (true, false) => "stdio",
+                    // A URL ending in `/sse` is the legacy HTTP+SSE transport's stream
+                    // (Cursor and Windsurf files name no transport for it).
+                    (false, true)
+                        if server
+                            .get("url")
+                            .and_then(Value::as_str)
+                            .is_some_and(is_sse_url) =>
+                    {
+                        "sse"
+                    }
                     (false, true) => "streamable_http",
                     (false, false) => {
                         reject_typos(server, &[], &p)?;
@@ -418,6 +428,14 @@ pub(crate) fn normalize_transports(tree: &mut Value) -> Result<(), Fail> {
         server.insert(s("transport"), s(transport));
     }
     Ok(())
+}
+
+/// Whether a URL's path ends in `/sse` (the usual path of a legacy HTTP+SSE server).
+pub(crate) fn is_sse_url(url: &str) -> bool {
+    let path = url.split(['?', '#']).next().unwrap_or("");
+    path.trim_end_matches('/')
+        .to_ascii_lowercase()
+        .ends_with("/sse")
 }
 
 fn parse_transport(t: &str, name: &str, key: &KeyPath) -> Result<&'static str, Fail> {
@@ -496,7 +514,8 @@ mod tests {
     fn transports_are_inferred_and_spellings_accepted() {
         let mut t = yaml(
             "mcp: {servers: {a: {command: x}, b: {url: u}, c: {type: streamable-http, url: u}, \
-             d: {transport: SSE, url: u}}}",
+             d: {transport: SSE, url: u}, e: {url: 'http://h:1/sse'}, f: {url: 'http://h/a/SSE/?x=1'}, \
+             g: {url: 'http://h/sse/mcp'}, h: {type: http, url: 'http://h/sse'}}}",
         );
         normalize_transports(&mut t).unwrap();
         let tr = |n: &str| {
@@ -509,6 +528,10 @@ mod tests {
         assert_eq!(tr("b"), "streamable_http");
         assert_eq!(tr("c"), "streamable_http");
         assert_eq!(tr("d"), "sse");
+        assert_eq!(tr("e"), "sse");
+        assert_eq!(tr("f"), "sse");
+        assert_eq!(tr("g"), "streamable_http");
+        assert_eq!(tr("h"), "streamable_http");
         let mut both = yaml("mcp: {servers: {z: {command: x, url: u}}}");
         let (key, msg) = normalize_transports(&mut both).unwrap_err();
         assert_eq!(key.to_string(), "mcp.servers.z");

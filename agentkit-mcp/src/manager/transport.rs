@@ -51,6 +51,21 @@ pub(super) async fn connect(
                 )
                 .await
             }
+            ServerTransport::Sse {
+                url,
+                headers,
+                bearer_token,
+            } => {
+                connect_sse(
+                    cfg,
+                    url,
+                    headers,
+                    bearer_token.as_deref(),
+                    client,
+                    lifecycle,
+                )
+                .await
+            }
         }
     };
     let conn = tokio::time::timeout(timeout, fut)
@@ -73,7 +88,11 @@ pub(super) async fn connect(
 }
 
 #[cfg_attr(
-    not(any(feature = "client-stdio", feature = "client-http")),
+    not(any(
+        feature = "client-stdio",
+        feature = "client-http",
+        feature = "client-sse"
+    )),
     allow(dead_code)
 )]
 pub(super) fn client_mode(lifecycle: Lifecycle) -> ClientLifecycleMode {
@@ -87,7 +106,11 @@ pub(super) fn client_mode(lifecycle: Lifecycle) -> ClientLifecycleMode {
 }
 
 #[cfg_attr(
-    not(any(feature = "client-stdio", feature = "client-http")),
+    not(any(
+        feature = "client-stdio",
+        feature = "client-http",
+        feature = "client-sse"
+    )),
     allow(dead_code)
 )]
 pub(super) fn init_error(server: &str, e: impl std::fmt::Display) -> Error {
@@ -215,6 +238,75 @@ pub(super) async fn connect_http(
         oversize: None,
         shutdown_grace: cfg.shutdown_grace,
     })
+}
+
+#[cfg(feature = "client-sse")]
+pub(super) async fn connect_sse(
+    cfg: &ServerConfig,
+    url: &str,
+    headers: &BTreeMap<String, String>,
+    bearer: Option<&str>,
+    client: AgentkitClient,
+    lifecycle: Lifecycle,
+) -> Result<Connection> {
+    use crate::sse::{SseClientConfig, SseClientTransport};
+
+    let mut config = SseClientConfig::new(url)
+        .with_endpoint_timeout(cfg.connect_timeout)
+        .with_post_timeout(
+            cfg.request_timeout
+                .unwrap_or(crate::sse::DEFAULT_POST_TIMEOUT),
+        );
+    config.headers = headers.clone();
+    config.bearer_token = bearer.map(str::to_owned);
+    let transport = SseClientTransport::connect(config).await.map_err(|e| {
+        if e.is_authorization_required() {
+            Error::tool(
+                &cfg.name,
+                format!(
+                    "MCP server `{}` requires authorization ({e}); set `bearer_token` or an `Authorization` header",
+                    cfg.name
+                ),
+            )
+        } else {
+            Error::tool(&cfg.name, format!("could not connect to MCP server `{}`: {e}", cfg.name))
+        }
+    })?;
+    // 2024-11-05 servers know no `server/discover`: the legacy handshake is the only one.
+    let _ = lifecycle;
+    let handler = client.clone();
+    let running = handler
+        .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
+        .await
+        .map_err(|e| init_error(&cfg.name, format!("{e} (SSE url {url})")))?;
+    Ok(Connection {
+        server: cfg.name.clone(),
+        peer: running.peer().clone(),
+        client,
+        pid: None,
+        running: AsyncMutex::new(Some(running)),
+        stop: CancellationToken::new(),
+        #[cfg(feature = "client-stdio")]
+        child: AsyncMutex::new(None),
+        #[cfg(feature = "client-stdio")]
+        oversize: None,
+        shutdown_grace: cfg.shutdown_grace,
+    })
+}
+
+#[cfg(not(feature = "client-sse"))]
+pub(super) async fn connect_sse(
+    cfg: &ServerConfig,
+    _url: &str,
+    _headers: &BTreeMap<String, String>,
+    _bearer: Option<&str>,
+    _client: AgentkitClient,
+    _lifecycle: Lifecycle,
+) -> Result<Connection> {
+    Err(Error::tool(
+        &cfg.name,
+        "HTTP+SSE MCP servers need agentkit-mcp's `client-sse` feature",
+    ))
 }
 
 #[cfg(not(feature = "client-http"))]

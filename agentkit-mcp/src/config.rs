@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agentkit_core::config::{Config, ConfigFormat, ConfigLoader, McpRoot, McpSettings};
-use agentkit_core::{Error, McpServerConfig, McpTransport, Result, ToolFilter};
+use agentkit_core::{Error, McpOAuth, McpServerConfig, McpTransport, Result, ToolFilter};
 
 /// How to reach a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +82,9 @@ pub struct ServerConfig {
     pub tool_filter: Option<ToolFilter>,
     /// At most this many requests in flight at once (unbounded when `None`).
     pub max_concurrency: Option<usize>,
+    /// OAuth 2.1 authorization of a streamable HTTP server (`auth: {oauth: ...}`); needs the
+    /// `oauth` feature. Takes the place of `bearer_token` when both are set.
+    pub oauth: Option<McpOAuth>,
 }
 
 /// Default time allowed to connect and initialise (npx may need to unpack a package).
@@ -109,6 +112,7 @@ impl ServerConfig {
             roots: Vec::new(),
             tool_filter: None,
             max_concurrency: None,
+            oauth: None,
         }
     }
 
@@ -190,6 +194,13 @@ impl ServerConfig {
         {
             *bearer_token = Some(token.into());
         }
+        self
+    }
+
+    /// Authorize with OAuth 2.1 (streamable HTTP servers; needs the `oauth` feature).
+    #[must_use]
+    pub fn with_oauth(mut self, oauth: McpOAuth) -> Self {
+        self.oauth = Some(oauth);
         self
     }
 
@@ -333,7 +344,19 @@ impl ServerConfig {
                     .into(),
             });
         }
+        let oauth = c.auth.as_ref().and_then(|a| a.oauth.clone());
+        if oauth.is_some() && !matches!(transport, ServerTransport::StreamableHttp { .. }) {
+            return Err(Error::Config {
+                file: None,
+                key: format!("{key}.auth.oauth"),
+                message: "OAuth is supported for streamable_http servers only; a stdio server \
+                          gets its credentials from `env`, an sse server from `bearer_token` or \
+                          `headers`"
+                    .into(),
+            });
+        }
         let mut out = Self::new(name, transport);
+        out.oauth = oauth;
         out.description = c.description.clone();
         if let Some(t) = c.connect_timeout().map_err(at_key)? {
             out.connect_timeout = t;
@@ -617,6 +640,64 @@ mcp:
         assert!(err.to_string().contains("needs a `url`"), "{err}");
         let err = ServerSet::from_mcp_servers_json(r#"{"mcpServers": {"x": {}}}"#).unwrap_err();
         assert!(err.to_string().contains("mcpServers.x"), "{err}");
+    }
+
+    #[test]
+    fn oauth_is_read_from_every_dialect_and_only_for_streamable_http() {
+        let own = ServerSet::from_config(
+            &ConfigLoader::new()
+                .parse(
+                    "mcp:\n  servers:\n    api:\n      url: http://x/mcp\n      auth:\n        oauth: {scopes: [a, b], redirect_port: 8765, client_id: c}\n",
+                    ConfigFormat::Agentkit,
+                    None,
+                )
+                .unwrap(),
+        )
+        .unwrap();
+        let o = own.servers["api"].oauth.clone().unwrap();
+        assert_eq!(
+            (o.scopes, o.redirect_port, o.client_id.as_deref()),
+            (vec!["a".to_owned(), "b".to_owned()], Some(8765), Some("c"))
+        );
+        let agent = ServerSet::from_mcp_agent_yaml(
+            "mcp:\n  servers:\n    api:\n      transport: streamable_http\n      url: http://x/mcp\n      auth:\n        oauth: {enabled: true, scopes: [s], use_internal_callback: true}\n    off:\n      transport: streamable_http\n      url: http://x/mcp\n      auth: {oauth: {enabled: false}}\n",
+        )
+        .unwrap();
+        assert_eq!(agent.servers["api"].oauth.as_ref().unwrap().scopes, ["s"]);
+        assert!(agent.servers["off"].oauth.is_none());
+        let json = ServerSet::from_mcp_servers_json(
+            r#"{"mcpServers": {"g": {"httpUrl": "http://x/mcp", "oauth": {"enabled": true, "clientId": "gc", "scopes": ["x"]}},
+                "k": {"url": "http://x/mcp", "auth": {"oauth": {"client_credentials": true, "client_id": "svc", "client_secret": "s"}}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            json.servers["g"]
+                .oauth
+                .as_ref()
+                .unwrap()
+                .client_id
+                .as_deref(),
+            Some("gc")
+        );
+        let k = json.servers["k"].oauth.as_ref().unwrap();
+        assert!(k.client_credentials);
+        assert!(
+            !format!("{k:?}").contains("\"s\""),
+            "the secret is redacted"
+        );
+        let err = ServerSet::from_mcp_servers_json(
+            r#"{"mcpServers": {"s": {"command": "x", "auth": {"oauth": {}}}}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("streamable_http servers only"),
+            "{err}"
+        );
+        let err = ServerSet::from_mcp_servers_json(
+            r#"{"mcpServers": {"s": {"url": "http://x/mcp", "auth": {"oauth": {"scope": "a"}}}}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("scope"), "{err}");
     }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -25,6 +25,7 @@ const SERVER_KEYS: &[&str] = &[
     "allowed_tools",
     "denied_tools",
     "max_concurrency",
+    "auth",
 ];
 
 /// Server keys of mcp-agent that agentkit knowingly ignores (never reported as typos).
@@ -240,7 +241,28 @@ fn mcp_agent_server(server: &mut Mapping, p: &KeyPath) -> Result<(), Fail> {
         if let Some(key) = auth.shift_remove("api_key").filter(|k| !k.is_null()) {
             server.insert(s("bearer_token"), key);
         }
+        // mcp-agent's `auth.oauth` (MCPOAuthClientSettings) is used when `enabled`.
+        let oauth = match auth.shift_remove("oauth") {
+            Some(Value::Mapping(mut o))
+                if o.get("enabled").and_then(Value::as_bool) == Some(true) =>
+            {
+                drop_nulls(&mut o);
+                keep_only(
+                    &mut o,
+                    &["client_id", "client_secret", "scopes"],
+                    &p.key("auth").key("oauth"),
+                    KIND,
+                );
+                Some(o)
+            }
+            _ => None,
+        };
         keep_only(&mut auth, &[], &p.key("auth"), KIND);
+        if let Some(o) = oauth {
+            let mut a = Mapping::new();
+            a.insert(s("oauth"), Value::Mapping(o));
+            server.insert(s("auth"), Value::Mapping(a));
+        }
     }
     if let Some(Value::Sequence(roots)) = server.get_mut("roots") {
         for (i, root) in roots.iter_mut().enumerate() {
@@ -348,6 +370,25 @@ fn json_server(server: &mut Mapping, p: &KeyPath) -> Result<(), Fail> {
     rename(server, "transportType", "transport", p);
     rename(server, "timeout", "request_timeout_seconds", p);
     reject_typos(server, JSON_IGNORED, p)?;
+    // Gemini CLI: `oauth: {enabled, clientId, clientSecret, scopes, ...}`.
+    if !server.contains_key("auth")
+        && let Some(Value::Mapping(o)) = server.shift_remove("oauth")
+        && o.get("enabled").and_then(Value::as_bool) != Some(false)
+    {
+        let mut oauth = Mapping::new();
+        for (from, to) in [
+            ("clientId", "client_id"),
+            ("clientSecret", "client_secret"),
+            ("scopes", "scopes"),
+        ] {
+            if let Some(v) = o.get(from).filter(|v| !v.is_null()) {
+                oauth.insert(s(to), v.clone());
+            }
+        }
+        let mut auth = Mapping::new();
+        auth.insert(s("oauth"), Value::Mapping(oauth));
+        server.insert(s("auth"), Value::Mapping(auth));
+    }
     // agentkit's own server keys (`bearer_token`, `roots`, ...) are accepted here too.
     keep_only(server, SERVER_KEYS, p, "mcpServers JSON");
     Ok(())

@@ -204,6 +204,26 @@ impl ConnectionManagerBuilder {
         self
     }
 
+    /// Keep the OAuth credentials of servers with `auth: {oauth: ...}` in this store
+    /// (default: a [`FileTokenStore`](crate::oauth::FileTokenStore) at its default directory).
+    #[cfg(feature = "oauth")]
+    pub fn with_token_store(mut self, store: Arc<dyn crate::oauth::TokenStore>) -> Self {
+        self.shared.oauth.store = store;
+        self
+    }
+
+    /// Send users to the authorization server with this handler (default:
+    /// [`LogAuthorizationUrl`](crate::oauth::LogAuthorizationUrl) and the local redirect
+    /// listener).
+    #[cfg(feature = "oauth")]
+    pub fn with_authorization_handler(
+        mut self,
+        handler: Arc<dyn crate::oauth::AuthorizationHandler>,
+    ) -> Self {
+        self.shared.oauth.handler = handler;
+        self
+    }
+
     /// The client name and version sent to servers.
     pub fn with_client_info(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
         self.shared.client_name = name.into();

@@ -203,6 +203,82 @@ pub(super) async fn connect_http(
     let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_owned())
         .custom_headers(extra)
         .reinit_on_expired_session(true);
+    let unauthorized = |e: &rmcp::service::ClientInitializeError| {
+        Error::tool(
+            &cfg.name,
+            format!(
+                "MCP server `{}` at {url} requires authorization ({}); set `bearer_token`, an `Authorization` header, or `auth: {{oauth: {{}}}}`",
+                cfg.name,
+                e.auth_challenge().unwrap_or("no challenge")
+            ),
+        )
+    };
+    let failed = |e: rmcp::service::ClientInitializeError| {
+        if e.is_authorization_required() {
+            unauthorized(&e)
+        } else {
+            init_error(&cfg.name, format!("{e} (url {url})"))
+        }
+    };
+    #[cfg(feature = "oauth")]
+    if let Some(settings) = &cfg.oauth {
+        let options = client.shared.oauth.clone();
+        let auth = crate::oauth::authorized_client(&cfg.name, url, settings, &options).await?;
+        let first = client
+            .clone()
+            .serve_with_lifecycle(
+                StreamableHttpClientTransport::with_client(auth.clone(), config.clone()),
+                client_mode(lifecycle),
+            )
+            .await;
+        let running = match first {
+            Ok(r) => r,
+            Err(e) if e.is_authorization_required() => {
+                crate::oauth::authorize(
+                    &cfg.name,
+                    url,
+                    settings,
+                    &options,
+                    &auth,
+                    e.auth_challenge(),
+                )
+                .await?;
+                client
+                    .clone()
+                    .serve_with_lifecycle(
+                        StreamableHttpClientTransport::with_client(auth, config),
+                        client_mode(lifecycle),
+                    )
+                    .await
+                    .map_err(|e| {
+                        if e.is_authorization_required() {
+                            Error::tool(
+                                &cfg.name,
+                                format!(
+                                    "MCP server `{}` at {url} still refuses the token it just authorized (challenge: {}); check the scopes and the server's audience",
+                                    cfg.name,
+                                    e.auth_challenge().unwrap_or("none")
+                                ),
+                            )
+                        } else {
+                            failed(e)
+                        }
+                    })?
+            }
+            Err(e) => return Err(failed(e)),
+        };
+        return Ok(http_connection(cfg, running, client));
+    }
+    #[cfg(not(feature = "oauth"))]
+    if cfg.oauth.is_some() {
+        return Err(Error::tool(
+            &cfg.name,
+            format!(
+                "MCP server `{}` is configured with `auth: {{oauth: ...}}`, which needs agentkit-mcp's `oauth` feature",
+                cfg.name
+            ),
+        ));
+    }
     if let Some(token) = bearer {
         config = config.auth_header(token.to_owned());
     }
@@ -211,21 +287,17 @@ pub(super) async fn connect_http(
     let running = handler
         .serve_with_lifecycle(transport, client_mode(lifecycle))
         .await
-        .map_err(|e| {
-            if e.is_authorization_required() {
-                Error::tool(
-                    &cfg.name,
-                    format!(
-                        "MCP server `{}` at {url} requires authorization ({}); set `bearer_token` or an `Authorization` header",
-                        cfg.name,
-                        e.auth_challenge().unwrap_or("no challenge")
-                    ),
-                )
-            } else {
-                init_error(&cfg.name, format!("{e} (url {url})"))
-            }
-        })?;
-    Ok(Connection {
+        .map_err(failed)?;
+    Ok(http_connection(cfg, running, client))
+}
+
+#[cfg(any(feature = "client-http", feature = "client-sse"))]
+fn http_connection(
+    cfg: &ServerConfig,
+    running: RunningService<RoleClient, AgentkitClient>,
+    client: AgentkitClient,
+) -> Connection {
+    Connection {
         server: cfg.name.clone(),
         peer: running.peer().clone(),
         client,
@@ -237,7 +309,22 @@ pub(super) async fn connect_http(
         #[cfg(feature = "client-stdio")]
         oversize: None,
         shutdown_grace: cfg.shutdown_grace,
-    })
+    }
+}
+
+#[cfg(not(feature = "client-http"))]
+pub(super) async fn connect_http(
+    cfg: &ServerConfig,
+    _url: &str,
+    _headers: &BTreeMap<String, String>,
+    _bearer: Option<&str>,
+    _client: AgentkitClient,
+    _lifecycle: Lifecycle,
+) -> Result<Connection> {
+    Err(Error::tool(
+        &cfg.name,
+        "streamable HTTP MCP servers need agentkit-mcp's `client-http` feature",
+    ))
 }
 
 #[cfg(feature = "client-sse")]
@@ -279,19 +366,7 @@ pub(super) async fn connect_sse(
         .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
         .await
         .map_err(|e| init_error(&cfg.name, format!("{e} (SSE url {url})")))?;
-    Ok(Connection {
-        server: cfg.name.clone(),
-        peer: running.peer().clone(),
-        client,
-        pid: None,
-        running: AsyncMutex::new(Some(running)),
-        stop: CancellationToken::new(),
-        #[cfg(feature = "client-stdio")]
-        child: AsyncMutex::new(None),
-        #[cfg(feature = "client-stdio")]
-        oversize: None,
-        shutdown_grace: cfg.shutdown_grace,
-    })
+    Ok(http_connection(cfg, running, client))
 }
 
 #[cfg(not(feature = "client-sse"))]
@@ -306,20 +381,5 @@ pub(super) async fn connect_sse(
     Err(Error::tool(
         &cfg.name,
         "HTTP+SSE MCP servers need agentkit-mcp's `client-sse` feature",
-    ))
-}
-
-#[cfg(not(feature = "client-http"))]
-pub(super) async fn connect_http(
-    cfg: &ServerConfig,
-    _url: &str,
-    _headers: &BTreeMap<String, String>,
-    _bearer: Option<&str>,
-    _client: AgentkitClient,
-    _lifecycle: Lifecycle,
-) -> Result<Connection> {
-    Err(Error::tool(
-        &cfg.name,
-        "streamable HTTP MCP servers need agentkit-mcp's `client-http` feature",
     ))
 }

@@ -11,7 +11,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 peers="$root/tests/peers/node_modules"
 [[ -x "$peers/.bin/node" ]] || { echo "run scripts/install-mcp-peers.sh" >&2; exit 1; }
-cargo build --quiet --features mcp --example conformance_client --example conformance_server \
+cargo build --quiet --features mcp,mcp-oauth --example conformance_client --example conformance_server \
     --manifest-path "$root/Cargo.toml"
 examples="${CARGO_TARGET_DIR:-$root/target}/debug/examples"
 fail=0

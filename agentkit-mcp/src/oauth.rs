@@ -298,6 +298,48 @@ impl AuthorizationHandler for LogAuthorizationUrl {
     }
 }
 
+/// For authorization servers that approve without a user (test and conformance servers,
+/// pre-consented machine clients): requests the authorization URL itself, follows no
+/// redirect, and hands back the redirect it answered with. Any other answer is an error
+/// saying a user is needed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FollowAuthorizationRedirect;
+
+#[async_trait]
+impl AuthorizationHandler for FollowAuthorizationRedirect {
+    async fn authorize(&self, server: &str, authorization_url: &str) -> Result<Option<String>> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| auth_error(server, "HTTP client", e))?;
+        let resp = client
+            .get(authorization_url)
+            .send()
+            .await
+            .map_err(|e| auth_error(server, "requesting the authorization URL failed", e))?;
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .filter(|_| resp.status().is_redirection());
+        let Some(location) = location else {
+            return Err(auth_error(
+                server,
+                "the authorization server did not redirect",
+                format!(
+                    "it answered HTTP {} and needs a user; use an interactive AuthorizationHandler",
+                    resp.status().as_u16()
+                ),
+            ));
+        };
+        let url = resp
+            .url()
+            .join(location)
+            .map_err(|e| auth_error(server, "the authorization redirect is not a URL", e))?;
+        Ok(Some(url.to_string()))
+    }
+}
+
 /// OAuth options of a connection manager.
 #[derive(Clone)]
 pub(crate) struct OAuthOptions {

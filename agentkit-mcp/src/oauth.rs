@@ -32,7 +32,18 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use futures::stream::BoxStream;
+use http::{HeaderName, HeaderValue};
+use rmcp::model::ClientJsonRpcMessage;
+use rmcp::transport::streamable_http_client::SseError;
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
+    StreamableHttpResponseLimits,
+};
+use sse_stream_rmcp::Sse;
 
 use agentkit_core::{Error, McpOAuth, Result};
 use async_trait::async_trait;
@@ -363,6 +374,246 @@ fn auth_error(server: &str, what: &str, e: impl std::fmt::Display) -> Error {
     )
 }
 
+type Inner = AuthClient<reqwest::Client>;
+type HttpError = StreamableHttpError<<Inner as StreamableHttpClient>::Error>;
+
+/// How many times one connection may step up its scopes (403 `insufficient_scope`), so a
+/// server that keeps asking for more is not answered with endless authorizations.
+const MAX_STEP_UPS: u32 = 3;
+
+/// An rmcp streamable HTTP client that sends the stored token (rmcp's [`AuthClient`]:
+/// refresh before expiry, one silent refresh on a 401) and, when the server still refuses
+/// (401, or 403 `insufficient_scope`), authorizes and retries the request once.
+#[derive(Clone)]
+pub(crate) struct OAuthHttpClient {
+    inner: Inner,
+    flow: Arc<Flow>,
+}
+
+struct Flow {
+    server: String,
+    url: String,
+    settings: McpOAuth,
+    options: OAuthOptions,
+    lock: tokio::sync::Mutex<()>,
+    generation: AtomicU64,
+    step_ups: AtomicU32,
+}
+
+impl OAuthHttpClient {
+    /// The client for `url`, with the stored credentials of `options.store`.
+    pub(crate) async fn new(
+        server: &str,
+        url: &str,
+        settings: &McpOAuth,
+        options: &OAuthOptions,
+    ) -> Result<Self> {
+        let inner = authorized_client(server, url, settings, options).await?;
+        Ok(Self {
+            inner,
+            flow: Arc::new(Flow {
+                server: server.to_owned(),
+                url: url.to_owned(),
+                settings: settings.clone(),
+                options: options.clone(),
+                lock: tokio::sync::Mutex::new(()),
+                generation: AtomicU64::new(0),
+                step_ups: AtomicU32::new(0),
+            }),
+        })
+    }
+
+    async fn with_reauth<T, F, Fut>(&self, call: F) -> std::result::Result<T, HttpError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = std::result::Result<T, HttpError>>,
+    {
+        let seen = self.flow.generation.load(Ordering::SeqCst);
+        match call().await {
+            Err(StreamableHttpError::AuthRequired(e)) => {
+                let challenge = e.www_authenticate_header.clone();
+                self.reauthorize(
+                    seen,
+                    &challenge,
+                    false,
+                    StreamableHttpError::AuthRequired(e),
+                )
+                .await?;
+                call().await
+            }
+            Err(StreamableHttpError::InsufficientScope(e)) => {
+                let challenge = e.www_authenticate_header.clone();
+                self.reauthorize(
+                    seen,
+                    &challenge,
+                    true,
+                    StreamableHttpError::InsufficientScope(e),
+                )
+                .await?;
+                call().await
+            }
+            other => other,
+        }
+    }
+
+    async fn reauthorize(
+        &self,
+        seen: u64,
+        challenge: &str,
+        step_up: bool,
+        original: HttpError,
+    ) -> std::result::Result<(), HttpError> {
+        let f = &self.flow;
+        let _one_at_a_time = f.lock.lock().await;
+        if f.generation.load(Ordering::SeqCst) != seen {
+            return Ok(()); // another request authorized meanwhile: just retry
+        }
+        if step_up && f.step_ups.fetch_add(1, Ordering::SeqCst) >= MAX_STEP_UPS {
+            tracing::warn!(server = %f.server, "the MCP server keeps asking for more scopes; giving up");
+            return Err(original);
+        }
+        let challenge = (!challenge.is_empty()).then_some(challenge);
+        authorize(
+            &f.server,
+            &f.url,
+            &f.settings,
+            &f.options,
+            &self.inner,
+            challenge,
+            step_up,
+        )
+        .await
+        .map_err(|e| StreamableHttpError::Auth(AuthError::AuthorizationFailed(e.to_string())))?;
+        f.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl StreamableHttpClient for OAuthHttpClient {
+    type Error = <Inner as StreamableHttpClient>::Error;
+
+    async fn post_message(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> std::result::Result<StreamableHttpPostResponse, HttpError> {
+        self.with_reauth(|| {
+            self.inner.post_message(
+                uri.clone(),
+                message.clone(),
+                session_id.clone(),
+                auth_header.clone(),
+                custom_headers.clone(),
+            )
+        })
+        .await
+    }
+
+    async fn post_message_with_max_sse_event_size(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+        max_sse_event_size: usize,
+    ) -> std::result::Result<StreamableHttpPostResponse, HttpError> {
+        self.with_reauth(|| {
+            self.inner.post_message_with_max_sse_event_size(
+                uri.clone(),
+                message.clone(),
+                session_id.clone(),
+                auth_header.clone(),
+                custom_headers.clone(),
+                max_sse_event_size,
+            )
+        })
+        .await
+    }
+
+    async fn post_message_with_response_limits(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+        limits: StreamableHttpResponseLimits,
+    ) -> std::result::Result<StreamableHttpPostResponse, HttpError> {
+        self.with_reauth(|| {
+            self.inner.post_message_with_response_limits(
+                uri.clone(),
+                message.clone(),
+                session_id.clone(),
+                auth_header.clone(),
+                custom_headers.clone(),
+                limits.clone(),
+            )
+        })
+        .await
+    }
+
+    async fn delete_session(
+        &self,
+        uri: Arc<str>,
+        session_id: Arc<str>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> std::result::Result<(), HttpError> {
+        // Closing needs no new authorization: a refused delete just ends the session.
+        self.inner
+            .delete_session(uri, session_id, auth_header, custom_headers)
+            .await
+    }
+
+    async fn get_stream(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> std::result::Result<BoxStream<'static, std::result::Result<Sse, SseError>>, HttpError>
+    {
+        self.with_reauth(|| {
+            self.inner.get_stream(
+                uri.clone(),
+                session_id.clone(),
+                last_event_id.clone(),
+                auth_header.clone(),
+                custom_headers.clone(),
+            )
+        })
+        .await
+    }
+
+    async fn get_stream_with_max_sse_event_size(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+        max_sse_event_size: usize,
+    ) -> std::result::Result<BoxStream<'static, std::result::Result<Sse, SseError>>, HttpError>
+    {
+        self.with_reauth(|| {
+            self.inner.get_stream_with_max_sse_event_size(
+                uri.clone(),
+                session_id.clone(),
+                last_event_id.clone(),
+                auth_header.clone(),
+                custom_headers.clone(),
+                max_sse_event_size,
+            )
+        })
+        .await
+    }
+}
+
 /// A fresh authorization manager for `url`, reading and writing `options.store`.
 async fn new_manager(
     server: &str,
@@ -381,7 +632,7 @@ async fn new_manager(
 
 /// An rmcp HTTP client that sends the stored token of `url` (refreshing it when expired)
 /// and refreshes once on a `401`.
-pub(crate) async fn authorized_client(
+async fn authorized_client(
     server: &str,
     url: &str,
     settings: &McpOAuth,
@@ -412,18 +663,38 @@ pub(crate) async fn authorized_client(
 /// Authorizes `client` after a `401` whose `WWW-Authenticate` challenge was `challenge`:
 /// discovery, then client credentials or the authorization code flow; the tokens end up in
 /// the store.
-pub(crate) async fn authorize(
+async fn authorize(
     server: &str,
     url: &str,
     settings: &McpOAuth,
     options: &OAuthOptions,
     client: &AuthClient<reqwest::Client>,
     challenge: Option<&str>,
+    step_up: bool,
 ) -> Result<()> {
     let mut guard = client.auth_manager.lock().await;
+    // A step-up keeps what was granted and adds what the challenge asks for.
+    let mut scopes = settings.scopes.clone();
+    if step_up {
+        for s in guard.get_current_scopes().await {
+            if !scopes.contains(&s) {
+                scopes.push(s);
+            }
+        }
+        if let (Some(c), Ok(base)) = (challenge, reqwest::Url::parse(url)) {
+            let params = rmcp::transport::auth::WWWAuthenticateParams::parse(c, &base);
+            for s in params.scope.iter().flat_map(|s| s.split_whitespace()) {
+                if !scopes.iter().any(|have| have == s) {
+                    scopes.push(s.to_owned());
+                }
+            }
+        }
+    }
+    let mut settings = settings.clone();
+    settings.scopes = scopes;
     let fresh = new_manager(server, url, options).await?;
     let manager = std::mem::replace(&mut *guard, fresh);
-    let (manager, result) = run_flow(server, url, settings, options, manager, challenge).await;
+    let (manager, result) = run_flow(server, url, &settings, options, manager, challenge).await;
     *guard = manager;
     result
 }

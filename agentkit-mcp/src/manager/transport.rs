@@ -223,50 +223,28 @@ pub(super) async fn connect_http(
     #[cfg(feature = "oauth")]
     if let Some(settings) = &cfg.oauth {
         let options = client.shared.oauth.clone();
-        let auth = crate::oauth::authorized_client(&cfg.name, url, settings, &options).await?;
-        let first = client
+        let http = crate::oauth::OAuthHttpClient::new(&cfg.name, url, settings, &options).await?;
+        let running = client
             .clone()
             .serve_with_lifecycle(
-                StreamableHttpClientTransport::with_client(auth.clone(), config.clone()),
+                StreamableHttpClientTransport::with_client(http, config),
                 client_mode(lifecycle),
             )
-            .await;
-        let running = match first {
-            Ok(r) => r,
-            Err(e) if e.is_authorization_required() => {
-                crate::oauth::authorize(
-                    &cfg.name,
-                    url,
-                    settings,
-                    &options,
-                    &auth,
-                    e.auth_challenge(),
-                )
-                .await?;
-                client
-                    .clone()
-                    .serve_with_lifecycle(
-                        StreamableHttpClientTransport::with_client(auth, config),
-                        client_mode(lifecycle),
+            .await
+            .map_err(|e| {
+                if e.is_authorization_required() {
+                    Error::tool(
+                        &cfg.name,
+                        format!(
+                            "MCP server `{}` at {url} still refuses the token it just authorized (challenge: {}); check the scopes and the server's audience",
+                            cfg.name,
+                            e.auth_challenge().unwrap_or("none")
+                        ),
                     )
-                    .await
-                    .map_err(|e| {
-                        if e.is_authorization_required() {
-                            Error::tool(
-                                &cfg.name,
-                                format!(
-                                    "MCP server `{}` at {url} still refuses the token it just authorized (challenge: {}); check the scopes and the server's audience",
-                                    cfg.name,
-                                    e.auth_challenge().unwrap_or("none")
-                                ),
-                            )
-                        } else {
-                            failed(e)
-                        }
-                    })?
-            }
-            Err(e) => return Err(failed(e)),
-        };
+                } else {
+                    failed(e)
+                }
+            })?;
         return Ok(http_connection(cfg, running, client));
     }
     #[cfg(not(feature = "oauth"))]

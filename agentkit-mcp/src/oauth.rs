@@ -550,7 +550,7 @@ impl StreamableHttpClient for OAuthHttpClient {
                 session_id.clone(),
                 auth_header.clone(),
                 custom_headers.clone(),
-                limits.clone(),
+                limits,
             )
         })
         .await

@@ -912,9 +912,7 @@ mod tests {
         /// response round-trips its id.
         #[test]
         fn classify_never_panics(kind in proptest::option::of("[a-z]{0,10}"), data in proptest::option::of(".{0,200}"), id in any::<i64>()) {
-            let mut e = Sse::default();
-            e.event = kind;
-            e.data = data;
+            let e = Sse { event: kind, data, ..Sse::default() };
             let _ = classify_event(&e);
             let ok = Sse::default().data(format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#));
             match classify_event(&ok) {

@@ -15,8 +15,8 @@
 
 use std::sync::Arc;
 
-use agentkit_core::{HumanInputHandler, HumanInputRequest, HumanInputResponse, RunContext};
 use agentkit_core::McpOAuth;
+use agentkit_core::{HumanInputHandler, HumanInputRequest, HumanInputResponse, RunContext};
 use agentkit_mcp::oauth::{FollowAuthorizationRedirect, MemoryTokenStore};
 use agentkit_mcp::{ConnectionManager, ServerConfig};
 use async_trait::async_trait;
@@ -99,6 +99,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         if let Some(secret) = context.get("client_secret").and_then(Value::as_str) {
             oauth = oauth.with_client_secret(secret);
+        }
+        if let Some(pem) = context.get("private_key_pem").and_then(Value::as_str) {
+            oauth.private_key = Some(pem.to_owned());
+            oauth.signing_algorithm = context
+                .get("signing_algorithm")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
         }
         if scenario.starts_with("auth/client-credentials") {
             oauth = oauth.with_client_credentials();

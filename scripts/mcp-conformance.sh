@@ -20,9 +20,8 @@ fail=0
 # auth/* scenarios run examples/conformance_client.rs with OAuth (agentkit-mcp's `oauth`
 # feature). Not listed, because they do not pass: auth/2025-03-26-oauth-metadata-backcompat
 # (rmcp refuses authorization-server metadata whose `issuer` differs from the URL it was
-# discovered at, as RFC 8414 section 3.3 requires), auth/client-credentials-jwt
-# (private_key_jwt client authentication is not configurable in agentkit) and
-# auth/cross-app-access-complete-flow (enterprise-managed authorization, not implemented).
+# discovered at, as RFC 8414 section 3.3 requires) and auth/cross-app-access-complete-flow
+# (enterprise-managed authorization: token exchange + JWT bearer grant, not implemented).
 client_scenarios=(
     initialize tools_call elicitation-sep1034-client-defaults sse-retry
     auth/metadata-default auth/metadata-var1 auth/metadata-var2 auth/metadata-var3
@@ -31,6 +30,7 @@ client_scenarios=(
     auth/token-endpoint-auth-basic auth/token-endpoint-auth-post auth/token-endpoint-auth-none
     auth/pre-registration auth/2025-03-26-oauth-endpoint-fallback auth/resource-mismatch
     auth/offline-access-scope auth/offline-access-not-supported auth/client-credentials-basic
+    auth/client-credentials-jwt
 )
 for s in "${client_scenarios[@]}"; do
     out="$("$peers/.bin/node" "$peers/.bin/conformance" client --command "$examples/conformance_client" --scenario "$s" 2>&1 || true)"

@@ -715,8 +715,42 @@ async fn run_flow(
         }
     }
     if settings.client_credentials {
-        let result = client_credentials(server, url, settings, &mut manager).await;
-        return (manager, result);
+        let config = match client_credentials(server, url, settings, &mut manager).await {
+            Ok(c) => c,
+            Err(e) => return (manager, Err(e)),
+        };
+        // With rmcp's `auth-client-credentials-jwt` feature the token request's future is not
+        // `Send` (it keeps a form serializer across an await), so it runs on a blocking
+        // thread of this runtime.
+        // Put in place of the manager should the task panic (creating it needs no network).
+        let spare = match new_manager(server, url, options).await {
+            Ok(m) => m,
+            Err(e) => return (manager, Err(e)),
+        };
+        let handle = tokio::runtime::Handle::current();
+        let exchanged = tokio::task::spawn_blocking(move || {
+            let r = handle.block_on(manager.exchange_client_credentials(&config));
+            (manager, r.map(|_| ()).map_err(|e| e.to_string()))
+        })
+        .await;
+        return match exchanged {
+            Ok((manager, Ok(()))) => {
+                tracing::info!(server, "authorized with client credentials");
+                (manager, Ok(()))
+            }
+            Ok((manager, Err(e))) => (
+                manager,
+                Err(auth_error(
+                    server,
+                    "the client-credentials token request failed",
+                    e,
+                )),
+            ),
+            Err(e) => (
+                spare,
+                Err(auth_error(server, "the token request task failed", e)),
+            ),
+        };
     }
     authorization_code(server, settings, options, manager, challenge).await
 }
@@ -726,19 +760,32 @@ async fn client_credentials(
     url: &str,
     settings: &McpOAuth,
     manager: &mut AuthorizationManager,
-) -> Result<()> {
-    let (Some(id), Some(secret)) = (&settings.client_id, &settings.client_secret) else {
+) -> Result<ClientCredentialsConfig> {
+    let key = format!("mcp.servers.{server}.auth.oauth");
+    let Some(id) = &settings.client_id else {
         return Err(Error::Config {
             file: None,
-            key: format!("mcp.servers.{server}.auth.oauth"),
-            message: "client_credentials needs `client_id` and `client_secret`".into(),
+            key,
+            message: "client_credentials needs `client_id` (and `client_secret` or `private_key`)"
+                .into(),
         });
     };
-    let config = ClientCredentialsConfig::ClientSecret {
-        client_id: id.clone(),
-        client_secret: secret.clone(),
-        scopes: settings.scopes.clone(),
-        resource: Some(url.to_owned()),
+    let config = if settings.private_key.is_some() || settings.private_key_file.is_some() {
+        private_key_jwt(server, url, settings, id, &key).await?
+    } else {
+        let Some(secret) = &settings.client_secret else {
+            return Err(Error::Config {
+                file: None,
+                key,
+                message: "client_credentials needs `client_secret` or `private_key`".into(),
+            });
+        };
+        ClientCredentialsConfig::ClientSecret {
+            client_id: id.clone(),
+            client_secret: secret.clone(),
+            scopes: settings.scopes.clone(),
+            resource: Some(url.to_owned()),
+        }
     };
     manager
         .validate_client_credentials_metadata(&config)
@@ -752,12 +799,73 @@ async fn client_credentials(
     manager
         .configure_client_credentials(&config)
         .map_err(|e| auth_error(server, "configuring client credentials failed", e))?;
-    manager
-        .exchange_client_credentials(&config)
-        .await
-        .map_err(|e| auth_error(server, "the client-credentials token request failed", e))?;
-    tracing::info!(server, "authorized with client credentials");
-    Ok(())
+    Ok(config)
+}
+
+#[cfg(feature = "oauth-jwt")]
+async fn private_key_jwt(
+    _server: &str,
+    url: &str,
+    settings: &McpOAuth,
+    id: &str,
+    key: &str,
+) -> Result<ClientCredentialsConfig> {
+    use rmcp::transport::auth::JwtSigningAlgorithm as Alg;
+    let pem = match (&settings.private_key, &settings.private_key_file) {
+        (Some(pem), _) => pem.clone().into_bytes(),
+        (None, Some(path)) => tokio::fs::read(path).await.map_err(|e| Error::Config {
+            file: None,
+            key: format!("{key}.private_key_file"),
+            message: format!("could not read {}: {e}", path.display()),
+        })?,
+        (None, None) => Vec::new(),
+    };
+    let algorithm = match settings
+        .signing_algorithm
+        .as_deref()
+        .unwrap_or("RS256")
+        .to_ascii_uppercase()
+        .as_str()
+    {
+        "RS256" => Alg::RS256,
+        "RS384" => Alg::RS384,
+        "RS512" => Alg::RS512,
+        "ES256" => Alg::ES256,
+        "ES384" => Alg::ES384,
+        other => {
+            return Err(Error::Config {
+                file: None,
+                key: format!("{key}.signing_algorithm"),
+                message: format!(
+                    "unknown signing algorithm `{other}`; expected RS256, RS384, RS512, ES256 or ES384"
+                ),
+            });
+        }
+    };
+    Ok(ClientCredentialsConfig::PrivateKeyJwt {
+        client_id: id.to_owned(),
+        signing_key: pem,
+        signing_algorithm: algorithm,
+        token_endpoint_audience: None,
+        scopes: settings.scopes.clone(),
+        resource: Some(url.to_owned()),
+    })
+}
+
+#[cfg(not(feature = "oauth-jwt"))]
+async fn private_key_jwt(
+    _server: &str,
+    _url: &str,
+    _settings: &McpOAuth,
+    _id: &str,
+    key: &str,
+) -> Result<ClientCredentialsConfig> {
+    Err(Error::Config {
+        file: None,
+        key: format!("{key}.private_key"),
+        message: "private_key_jwt client authentication needs agentkit-mcp's `oauth-jwt` feature"
+            .into(),
+    })
 }
 
 async fn authorization_code(

@@ -292,6 +292,18 @@ pub struct McpOAuth {
     /// as the client id when the authorization server supports it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_metadata_url: Option<String>,
+    /// With `client_credentials`: authenticate with a JWT signed by this PEM private key
+    /// (`private_key_jwt`, RFC 7523) instead of `client_secret`; e.g. `"${MCP_KEY}"`. Needs
+    /// agentkit-mcp's `oauth-jwt` feature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// Like `private_key`, read from this PEM file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<PathBuf>,
+    /// The JWT signing algorithm of `private_key`: RS256 (default), RS384, RS512, ES256 or
+    /// ES384.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_algorithm: Option<String>,
 }
 
 impl std::fmt::Debug for McpOAuth {
@@ -307,6 +319,12 @@ impl std::fmt::Debug for McpOAuth {
             .field("client_credentials", &self.client_credentials)
             .field("client_name", &self.client_name)
             .field("client_metadata_url", &self.client_metadata_url)
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("private_key_file", &self.private_key_file)
+            .field("signing_algorithm", &self.signing_algorithm)
             .finish()
     }
 }

@@ -30,6 +30,9 @@ pub(crate) struct ClientShared {
     pub(crate) sampling: Option<Arc<dyn LlmProvider>>,
     pub(crate) sampling_model: Option<String>,
     pub(crate) human_input: Option<Arc<dyn HumanInputHandler>>,
+    /// Token store and authorization handler of OAuth servers.
+    #[cfg(feature = "oauth")]
+    pub(crate) oauth: crate::oauth::OAuthOptions,
 }
 
 /// The calls in flight on one connection, by progress token, so that progress and the server's

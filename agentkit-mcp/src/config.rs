@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agentkit_core::config::{Config, ConfigFormat, ConfigLoader, McpRoot, McpSettings};
-use agentkit_core::{Error, McpServerConfig, McpTransport, Result, ToolFilter};
+use agentkit_core::{Error, McpOAuth, McpServerConfig, McpTransport, Result, ToolFilter};
 
 /// How to reach a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,16 @@ pub enum ServerTransport {
         /// Endpoint, e.g. `http://127.0.0.1:3001/mcp`.
         url: String,
         /// Extra HTTP headers.
+        headers: BTreeMap<String, String>,
+        /// Sent as `Authorization: Bearer <token>`.
+        bearer_token: Option<String>,
+    },
+    /// The legacy HTTP+SSE transport of protocol 2024-11-05 (`transport: sse`): a `GET`
+    /// stream for server messages and `POST`s to the endpoint it announces.
+    Sse {
+        /// The SSE URL, e.g. `http://127.0.0.1:3001/sse`.
+        url: String,
+        /// Extra HTTP headers (sent with the stream's `GET` and every `POST`).
         headers: BTreeMap<String, String>,
         /// Sent as `Authorization: Bearer <token>`.
         bearer_token: Option<String>,
@@ -72,6 +82,9 @@ pub struct ServerConfig {
     pub tool_filter: Option<ToolFilter>,
     /// At most this many requests in flight at once (unbounded when `None`).
     pub max_concurrency: Option<usize>,
+    /// OAuth 2.1 authorization of a streamable HTTP server (`auth: {oauth: ...}`); needs the
+    /// `oauth` feature. Takes the place of `bearer_token` when both are set.
+    pub oauth: Option<McpOAuth>,
 }
 
 /// Default time allowed to connect and initialise (npx may need to unpack a package).
@@ -99,6 +112,7 @@ impl ServerConfig {
             roots: Vec::new(),
             tool_filter: None,
             max_concurrency: None,
+            oauth: None,
         }
     }
 
@@ -131,6 +145,18 @@ impl ServerConfig {
         )
     }
 
+    /// A server speaking the legacy HTTP+SSE transport (protocol 2024-11-05) at `url`.
+    pub fn sse(name: impl Into<String>, url: impl Into<String>) -> Self {
+        Self::new(
+            name,
+            ServerTransport::Sse {
+                url: url.into(),
+                headers: BTreeMap::new(),
+                bearer_token: None,
+            },
+        )
+    }
+
     /// Set an environment variable of a stdio server (ignored for HTTP).
     #[must_use]
     pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
@@ -152,7 +178,9 @@ impl ServerConfig {
     /// Add an HTTP header (ignored for stdio).
     #[must_use]
     pub fn with_header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        if let ServerTransport::StreamableHttp { headers, .. } = &mut self.transport {
+        if let ServerTransport::StreamableHttp { headers, .. }
+        | ServerTransport::Sse { headers, .. } = &mut self.transport
+        {
             headers.insert(key.into(), value.into());
         }
         self
@@ -161,9 +189,18 @@ impl ServerConfig {
     /// Send `Authorization: Bearer <token>` (ignored for stdio).
     #[must_use]
     pub fn with_bearer_token(mut self, token: impl Into<String>) -> Self {
-        if let ServerTransport::StreamableHttp { bearer_token, .. } = &mut self.transport {
+        if let ServerTransport::StreamableHttp { bearer_token, .. }
+        | ServerTransport::Sse { bearer_token, .. } = &mut self.transport
+        {
             *bearer_token = Some(token.into());
         }
+        self
+    }
+
+    /// Authorize with OAuth 2.1 (streamable HTTP servers; needs the `oauth` feature).
+    #[must_use]
+    pub fn with_oauth(mut self, oauth: McpOAuth) -> Self {
+        self.oauth = Some(oauth);
         self
     }
 
@@ -239,17 +276,22 @@ impl ServerConfig {
     }
 
     /// Build from agentkit's config type. Fails on a config that names no command (stdio) or
-    /// no URL (HTTP), on a timeout that is not a positive number of seconds, and on the
-    /// legacy SSE transport, which rmcp no longer speaks.
+    /// no URL (HTTP, SSE) and on a timeout that is not a positive number of seconds.
     pub fn from_core(name: impl Into<String>, c: &McpServerConfig) -> Result<Self> {
         let name = name.into();
         let key = format!("mcp.servers.{name}");
         let transport = match (c.transport, &c.command, &c.url) {
-            (McpTransport::Sse, _, _) => {
+            (McpTransport::Sse, _, Some(url)) => ServerTransport::Sse {
+                url: url.clone(),
+                headers: c.headers.clone(),
+                bearer_token: c.bearer_token.clone(),
+            },
+            (McpTransport::Sse, _, None) => {
                 return Err(Error::Config {
                     file: None,
                     key,
-                    message: "the legacy HTTP+SSE transport is not supported; use `streamable_http` (most servers serve it at `/mcp`) or run the server over stdio".into(),
+                    message: "an sse server needs a `url` (its SSE stream, often ending in `/sse`)"
+                        .into(),
                 });
             }
             (McpTransport::StreamableHttp, _, Some(url)) | (_, None, Some(url)) => {
@@ -302,7 +344,19 @@ impl ServerConfig {
                     .into(),
             });
         }
+        let oauth = c.auth.as_ref().and_then(|a| a.oauth.clone());
+        if oauth.is_some() && !matches!(transport, ServerTransport::StreamableHttp { .. }) {
+            return Err(Error::Config {
+                file: None,
+                key: format!("{key}.auth.oauth"),
+                message: "OAuth is supported for streamable_http servers only; a stdio server \
+                          gets its credentials from `env`, an sse server from `bearer_token` or \
+                          `headers`"
+                    .into(),
+            });
+        }
         let mut out = Self::new(name, transport);
+        out.oauth = oauth;
         out.description = c.description.clone();
         if let Some(t) = c.connect_timeout().map_err(at_key)? {
             out.connect_timeout = t;
@@ -556,14 +610,94 @@ mcp:
     }
 
     #[test]
-    fn sse_and_empty_servers_are_rejected_with_advice() {
-        let err = ServerSet::from_mcp_servers_json(
-            r#"{"mcpServers": {"old": {"type": "sse", "url": "http://x/sse"}}}"#,
+    fn sse_is_read_from_every_dialect_and_empty_servers_are_rejected() {
+        let json = ServerSet::from_mcp_servers_json(
+            r#"{"mcpServers": {"old": {"type": "sse", "url": "http://x/sse", "headers": {"X-A": "1"}}}}"#,
         )
-        .unwrap_err();
-        assert!(err.to_string().contains("streamable_http"), "{err}");
+        .unwrap();
+        assert!(matches!(&json.servers["old"].transport,
+            ServerTransport::Sse { url, headers, .. } if url == "http://x/sse" && headers["X-A"] == "1"));
+        let yaml = ServerSet::from_mcp_agent_yaml(
+            "mcp:\n  servers:\n    old:\n      transport: sse\n      url: http://x/sse\n      auth: {api_key: k}\n",
+        )
+        .unwrap();
+        assert!(matches!(&yaml.servers["old"].transport,
+            ServerTransport::Sse { bearer_token: Some(t), .. } if t == "k"));
+        let config = ConfigLoader::new()
+            .parse(
+                "mcp:\n  servers:\n    old: {transport: sse, url: 'http://x/sse'}\n",
+                ConfigFormat::Agentkit,
+                None,
+            )
+            .unwrap();
+        let own = ServerSet::from_config(&config).unwrap();
+        assert!(matches!(
+            &own.servers["old"].transport,
+            ServerTransport::Sse { .. }
+        ));
+        let err =
+            ServerConfig::from_core("s", &McpServerConfig::new(McpTransport::Sse)).unwrap_err();
+        assert!(err.to_string().contains("needs a `url`"), "{err}");
         let err = ServerSet::from_mcp_servers_json(r#"{"mcpServers": {"x": {}}}"#).unwrap_err();
         assert!(err.to_string().contains("mcpServers.x"), "{err}");
+    }
+
+    #[test]
+    fn oauth_is_read_from_every_dialect_and_only_for_streamable_http() {
+        let own = ServerSet::from_config(
+            &ConfigLoader::new()
+                .parse(
+                    "mcp:\n  servers:\n    api:\n      url: http://x/mcp\n      auth:\n        oauth: {scopes: [a, b], redirect_port: 8765, client_id: c}\n",
+                    ConfigFormat::Agentkit,
+                    None,
+                )
+                .unwrap(),
+        )
+        .unwrap();
+        let o = own.servers["api"].oauth.clone().unwrap();
+        assert_eq!(
+            (o.scopes, o.redirect_port, o.client_id.as_deref()),
+            (vec!["a".to_owned(), "b".to_owned()], Some(8765), Some("c"))
+        );
+        let agent = ServerSet::from_mcp_agent_yaml(
+            "mcp:\n  servers:\n    api:\n      transport: streamable_http\n      url: http://x/mcp\n      auth:\n        oauth: {enabled: true, scopes: [s], use_internal_callback: true}\n    off:\n      transport: streamable_http\n      url: http://x/mcp\n      auth: {oauth: {enabled: false}}\n",
+        )
+        .unwrap();
+        assert_eq!(agent.servers["api"].oauth.as_ref().unwrap().scopes, ["s"]);
+        assert!(agent.servers["off"].oauth.is_none());
+        let json = ServerSet::from_mcp_servers_json(
+            r#"{"mcpServers": {"g": {"httpUrl": "http://x/mcp", "oauth": {"enabled": true, "clientId": "gc", "scopes": ["x"]}},
+                "k": {"url": "http://x/mcp", "auth": {"oauth": {"client_credentials": true, "client_id": "svc", "client_secret": "s"}}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            json.servers["g"]
+                .oauth
+                .as_ref()
+                .unwrap()
+                .client_id
+                .as_deref(),
+            Some("gc")
+        );
+        let k = json.servers["k"].oauth.as_ref().unwrap();
+        assert!(k.client_credentials);
+        assert!(
+            !format!("{k:?}").contains("\"s\""),
+            "the secret is redacted"
+        );
+        let err = ServerSet::from_mcp_servers_json(
+            r#"{"mcpServers": {"s": {"command": "x", "auth": {"oauth": {}}}}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("streamable_http servers only"),
+            "{err}"
+        );
+        let err = ServerSet::from_mcp_servers_json(
+            r#"{"mcpServers": {"s": {"url": "http://x/mcp", "auth": {"oauth": {"scope": "a"}}}}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("scope"), "{err}");
     }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

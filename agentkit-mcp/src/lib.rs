@@ -5,6 +5,11 @@
 //!
 //! - [`ServerConfig`] / [`ServerSet`]: servers from agentkit.yaml, `mcp_agent.config.yaml` or
 //!   `mcpServers` JSON, with role-based server sets.
+//! - Transports: stdio child processes, streamable HTTP, and (feature `client-sse`) the legacy
+//!   HTTP+SSE transport of protocol 2024-11-05 ([`sse::SseClientTransport`]).
+//! - OAuth 2.1 for streamable HTTP servers (feature `oauth`, module `oauth`): discovery,
+//!   dynamic client registration, authorization code + PKCE, client credentials, refresh,
+//!   application-chosen token stores.
 //! - [`ConnectionManager`]: one lazily started, shared, self-healing connection per server.
 //! - [`McpAggregator`]: several servers as one [`ToolSource`](agentkit_core::ToolSource), tools
 //!   named `server__tool`.
@@ -28,10 +33,14 @@ pub mod expose;
 pub mod http;
 pub mod manager;
 pub mod names;
+#[cfg(feature = "oauth")]
+pub mod oauth;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]
 mod session;
+#[cfg(feature = "client-sse")]
+pub mod sse;
 #[cfg(feature = "client-stdio")]
 mod stdio;
 #[cfg(feature = "server")]

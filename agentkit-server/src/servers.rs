@@ -76,6 +76,7 @@ fn transport_name(t: &ServerTransport) -> &'static str {
     match t {
         ServerTransport::Stdio { .. } => "stdio",
         ServerTransport::StreamableHttp { .. } => "http",
+        ServerTransport::Sse { .. } => "sse",
         _ => "other",
     }
 }

@@ -398,6 +398,13 @@ impl McpServerConfig {
         self
     }
 
+    /// Authorize with OAuth 2.1 (`auth: {oauth: ...}`).
+    #[must_use]
+    pub fn with_oauth(mut self, oauth: super::McpOAuth) -> Self {
+        self.auth = Some(super::McpAuth { oauth: Some(oauth) });
+        self
+    }
+
     /// Set the time allowed to connect and initialise, in seconds.
     #[must_use]
     pub fn with_connect_timeout_seconds(mut self, seconds: f64) -> Self {

@@ -25,6 +25,7 @@ const SERVER_KEYS: &[&str] = &[
     "allowed_tools",
     "denied_tools",
     "max_concurrency",
+    "auth",
 ];
 
 /// Server keys of mcp-agent that agentkit knowingly ignores (never reported as typos).
@@ -266,7 +267,28 @@ fn mcp_agent_server(server: &mut Mapping, p: &KeyPath) -> Result<(), Fail> {
         if let Some(key) = auth.shift_remove("api_key").filter(|k| !k.is_null()) {
             server.insert(s("bearer_token"), key);
         }
+        // mcp-agent's `auth.oauth` (MCPOAuthClientSettings) is used when `enabled`.
+        let oauth = match auth.shift_remove("oauth") {
+            Some(Value::Mapping(mut o))
+                if o.get("enabled").and_then(Value::as_bool) == Some(true) =>
+            {
+                drop_nulls(&mut o);
+                keep_only(
+                    &mut o,
+                    &["client_id", "client_secret", "scopes"],
+                    &p.key("auth").key("oauth"),
+                    KIND,
+                );
+                Some(o)
+            }
+            _ => None,
+        };
         keep_only(&mut auth, &[], &p.key("auth"), KIND);
+        if let Some(o) = oauth {
+            let mut a = Mapping::new();
+            a.insert(s("oauth"), Value::Mapping(o));
+            server.insert(s("auth"), Value::Mapping(a));
+        }
     }
     if let Some(Value::Sequence(roots)) = server.get_mut("roots") {
         for (i, root) in roots.iter_mut().enumerate() {
@@ -374,6 +396,25 @@ fn json_server(server: &mut Mapping, p: &KeyPath) -> Result<(), Fail> {
     rename(server, "transportType", "transport", p);
     rename(server, "timeout", "request_timeout_seconds", p);
     reject_typos(server, JSON_IGNORED, p)?;
+    // Gemini CLI: `oauth: {enabled, clientId, clientSecret, scopes, ...}`.
+    if !server.contains_key("auth")
+        && let Some(Value::Mapping(o)) = server.shift_remove("oauth")
+        && o.get("enabled").and_then(Value::as_bool) != Some(false)
+    {
+        let mut oauth = Mapping::new();
+        for (from, to) in [
+            ("clientId", "client_id"),
+            ("clientSecret", "client_secret"),
+            ("scopes", "scopes"),
+        ] {
+            if let Some(v) = o.get(from).filter(|v| !v.is_null()) {
+                oauth.insert(s(to), v.clone());
+            }
+        }
+        let mut auth = Mapping::new();
+        auth.insert(s("oauth"), Value::Mapping(oauth));
+        server.insert(s("auth"), Value::Mapping(auth));
+    }
     // agentkit's own server keys (`bearer_token`, `roots`, ...) are accepted here too.
     keep_only(server, SERVER_KEYS, p, "mcpServers JSON");
     Ok(())
@@ -418,6 +459,16 @@ pub(crate) fn normalize_transports(tree: &mut Value) -> Result<(), Fail> {
                 let has = |k: &str| server.get(k).is_some_and(|v| !v.is_null());
                 match (has("command"), has("url")) {
                     (true, false) => "stdio",
+                    // A URL ending in `/sse` is the legacy HTTP+SSE transport's stream
+                    // (Cursor and Windsurf files name no transport for it).
+                    (false, true)
+                        if server
+                            .get("url")
+                            .and_then(Value::as_str)
+                            .is_some_and(is_sse_url) =>
+                    {
+                        "sse"
+                    }
                     (false, true) => "streamable_http",
                     (false, false) => {
                         reject_typos(server, &[], &p)?;
@@ -444,6 +495,14 @@ pub(crate) fn normalize_transports(tree: &mut Value) -> Result<(), Fail> {
         server.insert(s("transport"), s(transport));
     }
     Ok(())
+}
+
+/// Whether a URL's path ends in `/sse` (the usual path of a legacy HTTP+SSE server).
+pub(crate) fn is_sse_url(url: &str) -> bool {
+    let path = url.split(['?', '#']).next().unwrap_or("");
+    path.trim_end_matches('/')
+        .to_ascii_lowercase()
+        .ends_with("/sse")
 }
 
 fn parse_transport(t: &str, name: &str, key: &KeyPath) -> Result<&'static str, Fail> {
@@ -543,7 +602,8 @@ mod tests {
     fn transports_are_inferred_and_spellings_accepted() {
         let mut t = yaml(
             "mcp: {servers: {a: {command: x}, b: {url: u}, c: {type: streamable-http, url: u}, \
-             d: {transport: SSE, url: u}}}",
+             d: {transport: SSE, url: u}, e: {url: 'http://h:1/sse'}, f: {url: 'http://h/a/SSE/?x=1'}, \
+             g: {url: 'http://h/sse/mcp'}, h: {type: http, url: 'http://h/sse'}}}",
         );
         normalize_transports(&mut t).unwrap();
         let tr = |n: &str| {
@@ -556,6 +616,10 @@ mod tests {
         assert_eq!(tr("b"), "streamable_http");
         assert_eq!(tr("c"), "streamable_http");
         assert_eq!(tr("d"), "sse");
+        assert_eq!(tr("e"), "sse");
+        assert_eq!(tr("f"), "sse");
+        assert_eq!(tr("g"), "streamable_http");
+        assert_eq!(tr("h"), "streamable_http");
         let mut both = yaml("mcp: {servers: {z: {command: x, url: u}}}");
         let (key, msg) = normalize_transports(&mut both).unwrap_err();
         assert_eq!(key.to_string(), "mcp.servers.z");

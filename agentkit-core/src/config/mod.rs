@@ -286,6 +286,147 @@ pub struct McpServerConfig {
     /// At most this many concurrent requests to the server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<usize>,
+    /// Authorization of an HTTP server: `auth: {oauth: {...}}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<McpAuth>,
+}
+
+/// How agentkit authorizes itself to an MCP server (`auth:` of a server entry). A static
+/// token goes in `bearer_token` (or a header) instead.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct McpAuth {
+    /// OAuth 2.1 as the MCP authorization specification describes (streamable HTTP servers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<McpOAuth>,
+}
+
+/// OAuth 2.1 settings of one MCP server (`auth: {oauth: {...}}`). Everything is optional:
+/// with no `client_id`, agentkit registers itself (dynamic client registration) with the
+/// authorization server it discovers from the server's protected-resource metadata.
+///
+/// ```yaml
+/// mcp:
+///   servers:
+///     issues:
+///       url: https://mcp.example.com/mcp
+///       auth:
+///         oauth:
+///           scopes: [issues.read]
+///           redirect_port: 8765        # local redirect listener; any free port when unset
+///     reports:
+///       url: https://reports.example.com/mcp
+///       auth:
+///         oauth: {client_credentials: true, client_id: agentkit, client_secret: "${REPORTS_SECRET}"}
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct McpOAuth {
+    /// A client id registered with the authorization server beforehand (no dynamic
+    /// registration then). With `client_credentials`, required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The secret of a pre-registered confidential client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// Scopes to ask for; when empty, those the server's challenge or metadata name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Port of the local `http://127.0.0.1:<port>/callback` redirect listener of the
+    /// authorization-code flow (any free port when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_port: Option<u16>,
+    /// Use the client-credentials grant (machine to machine, no user) instead of the
+    /// authorization code flow.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub client_credentials: bool,
+    /// The client name sent with dynamic client registration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    /// An HTTPS URL of this client's metadata document (Client ID Metadata Documents), used
+    /// as the client id when the authorization server supports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_metadata_url: Option<String>,
+    /// With `client_credentials`: authenticate with a JWT signed by this PEM private key
+    /// (`private_key_jwt`, RFC 7523) instead of `client_secret`; e.g. `"${MCP_KEY}"`. Needs
+    /// agentkit-mcp's `oauth-jwt` feature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// Like `private_key`, read from this PEM file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<PathBuf>,
+    /// The JWT signing algorithm of `private_key`: RS256 (default), RS384, RS512, ES256 or
+    /// ES384.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_algorithm: Option<String>,
+}
+
+impl std::fmt::Debug for McpOAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpOAuth")
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("scopes", &self.scopes)
+            .field("redirect_port", &self.redirect_port)
+            .field("client_credentials", &self.client_credentials)
+            .field("client_name", &self.client_name)
+            .field("client_metadata_url", &self.client_metadata_url)
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("private_key_file", &self.private_key_file)
+            .field("signing_algorithm", &self.signing_algorithm)
+            .finish()
+    }
+}
+
+impl McpOAuth {
+    /// OAuth with defaults (dynamic registration, authorization code + PKCE).
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A pre-registered client id.
+    #[must_use]
+    pub fn with_client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = Some(id.into());
+        self
+    }
+
+    /// The secret of a pre-registered confidential client.
+    #[must_use]
+    pub fn with_client_secret(mut self, secret: impl Into<String>) -> Self {
+        self.client_secret = Some(secret.into());
+        self
+    }
+
+    /// Scopes to ask for.
+    #[must_use]
+    pub fn with_scopes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scopes: I) -> Self {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Port of the local redirect listener.
+    #[must_use]
+    pub fn with_redirect_port(mut self, port: u16) -> Self {
+        self.redirect_port = Some(port);
+        self
+    }
+
+    /// Use the client-credentials grant.
+    #[must_use]
+    pub fn with_client_credentials(mut self) -> Self {
+        self.client_credentials = true;
+        self
+    }
 }
 
 /// Logging settings.

@@ -9,7 +9,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use agentkit_core::{Error, HumanInputHandler, LlmProvider, Result, RunContext};
-#[cfg(any(feature = "client-stdio", feature = "client-http"))]
+#[cfg(any(
+    feature = "client-stdio",
+    feature = "client-http",
+    feature = "client-sse"
+))]
 use rmcp::ClientServiceExt;
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam,
@@ -197,6 +201,26 @@ impl ConnectionManagerBuilder {
     /// Answer elicitations with this handler when the calling run has none.
     pub fn with_human_input(mut self, handler: Arc<dyn HumanInputHandler>) -> Self {
         self.shared.human_input = Some(handler);
+        self
+    }
+
+    /// Keep the OAuth credentials of servers with `auth: {oauth: ...}` in this store
+    /// (default: a [`FileTokenStore`](crate::oauth::FileTokenStore) at its default directory).
+    #[cfg(feature = "oauth")]
+    pub fn with_token_store(mut self, store: Arc<dyn crate::oauth::TokenStore>) -> Self {
+        self.shared.oauth.store = store;
+        self
+    }
+
+    /// Send users to the authorization server with this handler (default:
+    /// [`LogAuthorizationUrl`](crate::oauth::LogAuthorizationUrl) and the local redirect
+    /// listener).
+    #[cfg(feature = "oauth")]
+    pub fn with_authorization_handler(
+        mut self,
+        handler: Arc<dyn crate::oauth::AuthorizationHandler>,
+    ) -> Self {
+        self.shared.oauth.handler = handler;
         self
     }
 

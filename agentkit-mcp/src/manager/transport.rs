@@ -51,6 +51,21 @@ pub(super) async fn connect(
                 )
                 .await
             }
+            ServerTransport::Sse {
+                url,
+                headers,
+                bearer_token,
+            } => {
+                connect_sse(
+                    cfg,
+                    url,
+                    headers,
+                    bearer_token.as_deref(),
+                    client,
+                    lifecycle,
+                )
+                .await
+            }
         }
     };
     let conn = tokio::time::timeout(timeout, fut)
@@ -73,7 +88,11 @@ pub(super) async fn connect(
 }
 
 #[cfg_attr(
-    not(any(feature = "client-stdio", feature = "client-http")),
+    not(any(
+        feature = "client-stdio",
+        feature = "client-http",
+        feature = "client-sse"
+    )),
     allow(dead_code)
 )]
 pub(super) fn client_mode(lifecycle: Lifecycle) -> ClientLifecycleMode {
@@ -87,7 +106,11 @@ pub(super) fn client_mode(lifecycle: Lifecycle) -> ClientLifecycleMode {
 }
 
 #[cfg_attr(
-    not(any(feature = "client-stdio", feature = "client-http")),
+    not(any(
+        feature = "client-stdio",
+        feature = "client-http",
+        feature = "client-sse"
+    )),
     allow(dead_code)
 )]
 pub(super) fn init_error(server: &str, e: impl std::fmt::Display) -> Error {
@@ -180,6 +203,60 @@ pub(super) async fn connect_http(
     let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_owned())
         .custom_headers(extra)
         .reinit_on_expired_session(true);
+    let unauthorized = |e: &rmcp::service::ClientInitializeError| {
+        Error::tool(
+            &cfg.name,
+            format!(
+                "MCP server `{}` at {url} requires authorization ({}); set `bearer_token`, an `Authorization` header, or `auth: {{oauth: {{}}}}`",
+                cfg.name,
+                e.auth_challenge().unwrap_or("no challenge")
+            ),
+        )
+    };
+    let failed = |e: rmcp::service::ClientInitializeError| {
+        if e.is_authorization_required() {
+            unauthorized(&e)
+        } else {
+            init_error(&cfg.name, format!("{e} (url {url})"))
+        }
+    };
+    #[cfg(feature = "oauth")]
+    if let Some(settings) = &cfg.oauth {
+        let options = client.shared.oauth.clone();
+        let http = crate::oauth::OAuthHttpClient::new(&cfg.name, url, settings, &options).await?;
+        let running = client
+            .clone()
+            .serve_with_lifecycle(
+                StreamableHttpClientTransport::with_client(http, config),
+                client_mode(lifecycle),
+            )
+            .await
+            .map_err(|e| {
+                if e.is_authorization_required() {
+                    Error::tool(
+                        &cfg.name,
+                        format!(
+                            "MCP server `{}` at {url} still refuses the token it just authorized (challenge: {}); check the scopes and the server's audience",
+                            cfg.name,
+                            e.auth_challenge().unwrap_or("none")
+                        ),
+                    )
+                } else {
+                    failed(e)
+                }
+            })?;
+        return Ok(http_connection(cfg, running, client));
+    }
+    #[cfg(not(feature = "oauth"))]
+    if cfg.oauth.is_some() {
+        return Err(Error::tool(
+            &cfg.name,
+            format!(
+                "MCP server `{}` is configured with `auth: {{oauth: ...}}`, which needs agentkit-mcp's `oauth` feature",
+                cfg.name
+            ),
+        ));
+    }
     if let Some(token) = bearer {
         config = config.auth_header(token.to_owned());
     }
@@ -188,21 +265,17 @@ pub(super) async fn connect_http(
     let running = handler
         .serve_with_lifecycle(transport, client_mode(lifecycle))
         .await
-        .map_err(|e| {
-            if e.is_authorization_required() {
-                Error::tool(
-                    &cfg.name,
-                    format!(
-                        "MCP server `{}` at {url} requires authorization ({}); set `bearer_token` or an `Authorization` header",
-                        cfg.name,
-                        e.auth_challenge().unwrap_or("no challenge")
-                    ),
-                )
-            } else {
-                init_error(&cfg.name, format!("{e} (url {url})"))
-            }
-        })?;
-    Ok(Connection {
+        .map_err(failed)?;
+    Ok(http_connection(cfg, running, client))
+}
+
+#[cfg(any(feature = "client-http", feature = "client-sse"))]
+fn http_connection(
+    cfg: &ServerConfig,
+    running: RunningService<RoleClient, AgentkitClient>,
+    client: AgentkitClient,
+) -> Connection {
+    Connection {
         server: cfg.name.clone(),
         peer: running.peer().clone(),
         client,
@@ -214,7 +287,7 @@ pub(super) async fn connect_http(
         #[cfg(feature = "client-stdio")]
         oversize: None,
         shutdown_grace: cfg.shutdown_grace,
-    })
+    }
 }
 
 #[cfg(not(feature = "client-http"))]
@@ -229,5 +302,62 @@ pub(super) async fn connect_http(
     Err(Error::tool(
         &cfg.name,
         "streamable HTTP MCP servers need agentkit-mcp's `client-http` feature",
+    ))
+}
+
+#[cfg(feature = "client-sse")]
+pub(super) async fn connect_sse(
+    cfg: &ServerConfig,
+    url: &str,
+    headers: &BTreeMap<String, String>,
+    bearer: Option<&str>,
+    client: AgentkitClient,
+    lifecycle: Lifecycle,
+) -> Result<Connection> {
+    use crate::sse::{SseClientConfig, SseClientTransport};
+
+    let mut config = SseClientConfig::new(url)
+        .with_endpoint_timeout(cfg.connect_timeout)
+        .with_post_timeout(
+            cfg.request_timeout
+                .unwrap_or(crate::sse::DEFAULT_POST_TIMEOUT),
+        );
+    config.headers = headers.clone();
+    config.bearer_token = bearer.map(str::to_owned);
+    let transport = SseClientTransport::connect(config).await.map_err(|e| {
+        if e.is_authorization_required() {
+            Error::tool(
+                &cfg.name,
+                format!(
+                    "MCP server `{}` requires authorization ({e}); set `bearer_token` or an `Authorization` header",
+                    cfg.name
+                ),
+            )
+        } else {
+            Error::tool(&cfg.name, format!("could not connect to MCP server `{}`: {e}", cfg.name))
+        }
+    })?;
+    // 2024-11-05 servers know no `server/discover`: the legacy handshake is the only one.
+    let _ = lifecycle;
+    let handler = client.clone();
+    let running = handler
+        .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
+        .await
+        .map_err(|e| init_error(&cfg.name, format!("{e} (SSE url {url})")))?;
+    Ok(http_connection(cfg, running, client))
+}
+
+#[cfg(not(feature = "client-sse"))]
+pub(super) async fn connect_sse(
+    cfg: &ServerConfig,
+    _url: &str,
+    _headers: &BTreeMap<String, String>,
+    _bearer: Option<&str>,
+    _client: AgentkitClient,
+    _lifecycle: Lifecycle,
+) -> Result<Connection> {
+    Err(Error::tool(
+        &cfg.name,
+        "HTTP+SSE MCP servers need agentkit-mcp's `client-sse` feature",
     ))
 }

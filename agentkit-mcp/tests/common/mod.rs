@@ -92,9 +92,18 @@ pub struct HttpPeer {
 
 impl HttpPeer {
     pub async fn start(port: u16) -> Self {
+        Self::start_mode(port, "streamableHttp", "/mcp").await
+    }
+
+    /// server-everything over the legacy HTTP+SSE transport (2024-11-05), stream at `/sse`.
+    pub async fn start_sse(port: u16) -> Self {
+        Self::start_mode(port, "sse", "/sse").await
+    }
+
+    async fn start_mode(port: u16, mode: &str, path: &str) -> Self {
         let child = tokio::process::Command::new(node())
             .arg(everything_js())
-            .arg("streamableHttp")
+            .arg(mode)
             .env("PORT", port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -113,7 +122,7 @@ impl HttpPeer {
         }
         Self {
             child,
-            url: format!("http://127.0.0.1:{port}/mcp"),
+            url: format!("http://127.0.0.1:{port}{path}"),
             port,
         }
     }

@@ -10,6 +10,7 @@ pub mod journal;
 pub mod live;
 pub mod memory;
 pub mod model;
+pub mod observe;
 pub mod redact;
 pub mod scheduler;
 pub mod store;
@@ -26,6 +27,7 @@ pub use memory::{StoreMemory, THREADS_NAMESPACE};
 pub use model::{
     Created, Doc, EntryKind, Expect, HELD, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate,
 };
+pub use observe::RunObserver;
 pub use redact::Redactor;
 pub use scheduler::{CatchUp, MANUAL_FIRE, Overlap, Schedule, Trigger};
 #[cfg(feature = "postgres")]

@@ -25,6 +25,7 @@ pub mod api;
 pub mod crons;
 pub mod deploy;
 mod gateway;
+pub mod observe;
 pub mod platform;
 pub mod registry;
 pub mod retention;

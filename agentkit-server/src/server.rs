@@ -29,6 +29,7 @@ pub struct ServerBuilder {
     events: Vec<(String, String)>,
     retention: crate::retention::Retention,
     mcp: Option<agentkit_mcp::ConnectionManager>,
+    metrics: Option<crate::observe::Metrics>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -68,6 +69,7 @@ impl ServerBuilder {
             events: Vec::new(),
             retention: crate::retention::Retention::default(),
             mcp: None,
+            metrics: None,
         }
     }
 
@@ -164,6 +166,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Count into `metrics` (default: fresh [`Metrics`](crate::observe::Metrics)); pass
+    /// your own to read them in process or to serve them from another router as well.
+    #[must_use]
+    pub fn metrics(mut self, metrics: crate::observe::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// What to do when a run starts on a busy thread (default: reject with 409).
     #[must_use]
     pub fn thread_policy(mut self, policy: ThreadPolicy) -> Self {
@@ -194,7 +204,11 @@ impl ServerBuilder {
         if let Some(id) = &self.node_id {
             rb = rb.with_node_id(id.clone());
         }
-        let runtime = rb.build();
+        let metrics = self.metrics.unwrap_or_default();
+        let runtime = rb
+            .with_event_sink(Arc::new(metrics.clone()))
+            .with_observer(Arc::new(metrics.clone()))
+            .build();
         let registry = Registry::new(Arc::clone(&store));
         let threads = Threads::new(Arc::clone(&store), Arc::clone(&memory));
         let directory = Arc::new(Directory::new(
@@ -290,6 +304,7 @@ impl ServerBuilder {
             platform,
             admin_key: self.admin_key.unwrap_or_else(generate_key).into(),
             max_body_bytes: self.max_body_bytes,
+            metrics,
         })
     }
 }
@@ -300,6 +315,7 @@ pub struct Server {
     platform: Arc<Platform>,
     admin_key: Arc<str>,
     max_body_bytes: usize,
+    metrics: crate::observe::Metrics,
 }
 
 impl std::fmt::Debug for Server {
@@ -326,6 +342,12 @@ impl Server {
         &self.admin_key
     }
 
+    /// The server's Prometheus metrics (served at `GET /metrics`).
+    #[must_use]
+    pub fn metrics(&self) -> &crate::observe::Metrics {
+        &self.metrics
+    }
+
     /// A persistent conversation memory over `store`: give it to code-registered agents so
     /// their threads live in the store.
     #[must_use]
@@ -339,6 +361,7 @@ impl Server {
             AppState {
                 platform: Arc::clone(&self.platform),
                 admin_key: Arc::clone(&self.admin_key),
+                metrics: self.metrics.clone(),
             },
             self.max_body_bytes,
         )

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentkit_core::PriceTable;
+use agentkit_core::{EventSink, PriceTable};
 
 use super::Runtime;
+use crate::observe::RunObserver;
 use crate::redact::Redactor;
 use crate::store::Store;
 
@@ -33,6 +34,8 @@ pub struct RuntimeBuilder {
     pub(super) lease: Duration,
     pub(super) redactor: Redactor,
     pub(super) prices: Arc<PriceTable>,
+    pub(super) events: Option<Arc<dyn EventSink>>,
+    pub(super) observer: Option<Arc<dyn RunObserver>>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -54,6 +57,8 @@ impl RuntimeBuilder {
             lease: Duration::from_secs(30),
             redactor: Redactor::default(),
             prices: PriceTable::shared_default(),
+            events: None,
+            observer: None,
         }
     }
 
@@ -80,6 +85,21 @@ impl RuntimeBuilder {
     /// Price model usage with `prices`.
     pub fn with_prices(mut self, prices: Arc<PriceTable>) -> Self {
         self.prices = prices;
+        self
+    }
+
+    /// Send the events of every run this runtime executes (model calls with usage and cost,
+    /// tool calls, pattern steps; see [`RunEvent`](agentkit_core::RunEvent)) to `sink`, e.g.
+    /// for metrics. Steps answered from the journal (a resumed run) are sent too, marked
+    /// `replayed`. Without a sink runs build no events at all.
+    pub fn with_event_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.events = Some(sink);
+        self
+    }
+
+    /// Tell `observer` about the runs this runtime ends and the schedule fires it starts.
+    pub fn with_observer(mut self, observer: Arc<dyn RunObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 

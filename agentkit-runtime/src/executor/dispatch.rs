@@ -277,6 +277,9 @@ impl Runtime {
                 .with_cancellation(token.clone())
                 .with_journal(journal.clone())
                 .with_prices(Arc::clone(&prices));
+            if let Some(sink) = &self.inner.events {
+                ctx = ctx.with_events(Arc::clone(sink));
+            }
             if let Some(t) = target.options.timeout {
                 ctx = ctx.with_timeout(t);
             }
@@ -305,6 +308,7 @@ impl Runtime {
                                 .with_usage(totals.usage, totals.cost_usd),
                         )
                         .await?;
+                    self.observe_end(done.as_ref());
                     self.settle(run_id, done);
                     return Ok(Outcome::Done);
                 }
@@ -378,6 +382,7 @@ impl Runtime {
                         .with_usage(totals.usage, totals.cost_usd),
                 )
                 .await?;
+            self.observe_end(done.as_ref());
             self.settle(run_id, done);
             return Ok(Outcome::Done);
         }

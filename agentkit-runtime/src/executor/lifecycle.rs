@@ -245,18 +245,15 @@ impl Runtime {
         update: RunUpdate,
         verb: &str,
     ) -> Result<()> {
-        if self
-            .inner
-            .store
-            .transition(run_id, from, update)
-            .await?
-            .is_none()
-        {
+        let Some(stopped) = self.inner.store.transition(run_id, from, update).await? else {
             let run = self.get(run_id).await?;
             return Err(Error::invalid_state(
                 format!("run {run_id}"),
                 format!("cannot be {verb}: it is already {}", run.status),
             ));
+        };
+        if stopped.status.is_terminal() {
+            self.observe_end(Some(&stopped));
         }
         let token = lock(&self.inner.inflight).get(run_id).cloned();
         if let Some(t) = token {

@@ -69,6 +69,8 @@ struct Inner {
     schedules: RwLock<HashMap<String, Arc<ScheduleState>>>,
     subscriptions: RwLock<HashMap<String, Vec<String>>>,
     live: Arc<crate::live::LiveDeltas>,
+    events: Option<Arc<dyn agentkit_core::EventSink>>,
+    observer: Option<Arc<dyn crate::observe::RunObserver>>,
 }
 
 /// The durable executor.
@@ -127,7 +129,16 @@ impl Runtime {
                 schedules: RwLock::default(),
                 subscriptions: RwLock::default(),
                 live: Arc::default(),
+                events: b.events,
+                observer: b.observer,
             }),
+        }
+    }
+
+    /// Tell the observer (if any) that this process ended `run`.
+    pub(crate) fn observe_end(&self, run: Option<&RunRecord>) {
+        if let (Some(o), Some(r)) = (&self.inner.observer, run) {
+            o.run_ended(r);
         }
     }
 

@@ -391,6 +391,16 @@ impl Runtime {
             .with_version(t.options.version)
             .with_idempotency_key(s.fire_key(fire));
         let created = self.create_and_dispatch(&t, run, None).await?;
+        if created.is_new()
+            && let Some(o) = &self.inner.observer
+        {
+            let lag = crate::model::now_ms().saturating_sub(fire);
+            o.schedule_fired(
+                &s.name,
+                &s.target,
+                Duration::from_millis(u64::try_from(lag).unwrap_or(0)),
+            );
+        }
         Ok(created.is_new())
     }
 }

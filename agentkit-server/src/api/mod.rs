@@ -15,6 +15,7 @@ use crate::platform::Platform;
 pub mod agent_protocol;
 pub mod hooks;
 pub mod langgraph;
+pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod schedules;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub platform: Arc<Platform>,
     /// The admin key requests must carry (`Authorization: Bearer …` or `x-api-key: …`).
     pub(crate) admin_key: Arc<str>,
+    /// The metrics requests and runs are counted into.
+    pub metrics: crate::observe::Metrics,
 }
 
 impl std::fmt::Debug for AppState {
@@ -123,6 +126,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(schedules::routes())
         .merge(hooks::routes())
         .merge(servers::routes())
+        .merge(metrics::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -136,10 +140,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             axum::routing::get(|| async { axum::Json(openapi::document()) }),
         )
         .fallback(fallback)
-        .with_state(state)
+        .with_state(state.clone())
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics,
+            crate::observe::metrics::track,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }

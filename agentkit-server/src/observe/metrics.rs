@@ -1,0 +1,661 @@
+//! [`Metrics`]: the server's Prometheus metrics (prometheus-client), in the text exposition
+//! format at `GET /metrics`.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `agentkit_runs_finished_total` | counter | `agent`, `version`, `status` |
+//! | `agentkit_run_duration_seconds` | histogram | `agent`, `status` |
+//! | `agentkit_runs` | gauge (store-wide, at scrape) | `status` (queued, running, waiting_input, waiting_approval, paused) |
+//! | `agentkit_approvals_pending` | gauge (store-wide, at scrape) | |
+//! | `agentkit_model_calls_total` | counter | `provider`, `model` |
+//! | `agentkit_model_call_duration_seconds` | histogram | `provider`, `model` |
+//! | `agentkit_model_tokens_total` | counter | `provider`, `model`, `kind` (input, output, cache_read, cache_write, reasoning) |
+//! | `agentkit_model_cost_usd_total` | counter | `provider`, `model` |
+//! | `agentkit_tool_calls_total` | counter | `server`, `tool`, `outcome` (ok, error) |
+//! | `agentkit_tool_call_duration_seconds` | histogram | `server`, `tool` |
+//! | `agentkit_schedule_fire_lag_seconds` | histogram | `schedule` |
+//! | `agentkit_http_requests_total` | counter | `method`, `route`, `status` |
+//! | `agentkit_http_request_duration_seconds` | histogram | `method`, `route` |
+//!
+//! Counters and histograms count what *this process* did (sum them over processes in
+//! PromQL); the two gauges read the shared store, so every process reports the same value.
+//! Model and tool calls answered from the journal (a resumed run replaying its completed
+//! steps) are not counted again. A tool named `server__tool` (an MCP server's tool, as the
+//! aggregator names it) is split into its `server` and `tool` labels; a local tool has
+//! `server=""`. `route` is the route's pattern (`/v1/runs/{id}`), never the path, and
+//! `unmatched` for unknown paths.
+//!
+//! **Cardinality is bounded**: no label holds a run, thread or call id, and each metric keeps
+//! at most [`MAX_SERIES`] label sets; what comes after is counted under the value `_other`
+//! (an MCP server that invents a tool name per call cannot grow the scrape without bound).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use agentkit_core::{EventSink, RunEvent, RunStatus};
+use agentkit_runtime::RunObserver;
+use agentkit_runtime::model::RunRecord;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The most label sets one metric keeps; further ones are counted under `_other`.
+pub const MAX_SERIES: usize = 2_000;
+
+/// The `Content-Type` of `GET /metrics` (Prometheus text format 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// The label value that stands for every label set past [`MAX_SERIES`].
+const OTHER: &str = "_other";
+
+/// The live statuses `agentkit_runs` reports.
+const LIVE: [RunStatus; 5] = [
+    RunStatus::Queued,
+    RunStatus::Running,
+    RunStatus::WaitingInput,
+    RunStatus::WaitingApproval,
+    RunStatus::Paused,
+];
+
+/// At most this many live runs are read per scrape; past it the gauges say this many.
+const SCRAPE_RUNS: usize = 100_000;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    agent: String,
+    version: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentStatus {
+    agent: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    provider: String,
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    provider: String,
+    model: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabels {
+    server: String,
+    tool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolOutcome {
+    server: String,
+    tool: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScheduleLabel {
+    schedule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    route: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+/// Histogram buckets for one kind of duration.
+#[derive(Clone, Copy, Debug)]
+struct Buckets {
+    start: f64,
+    count: u16,
+}
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(exponential_buckets(self.start, 2.0, self.count))
+    }
+}
+
+/// 1 ms … ≈ 65 s.
+const FAST: Buckets = Buckets {
+    start: 0.001,
+    count: 17,
+};
+/// 10 ms … ≈ 5.8 h (runs can wait for people).
+const SLOW: Buckets = Buckets {
+    start: 0.01,
+    count: 22,
+};
+
+type Hist<L> = Family<L, Histogram, Buckets>;
+
+/// A family's label set, or `overflow` once the family holds [`MAX_SERIES`] others.
+fn bounded<L, M, C>(family: &Family<L, M, C>, labels: L, overflow: impl FnOnce() -> L) -> L
+where
+    L: Clone + std::hash::Hash + Eq,
+{
+    if family.len() < MAX_SERIES || family.contains(&labels) {
+        labels
+    } else {
+        overflow()
+    }
+}
+
+struct Inner {
+    registry: Registry,
+    runs: Family<RunLabels, Counter>,
+    run_seconds: Hist<AgentStatus>,
+    live: Family<StatusLabel, Gauge>,
+    approvals: Gauge,
+    model_calls: Family<ModelLabels, Counter>,
+    model_seconds: Hist<ModelLabels>,
+    tokens: Family<TokenLabels, Counter>,
+    cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
+    tool_calls: Family<ToolOutcome, Counter>,
+    tool_seconds: Hist<ToolLabels>,
+    schedule_lag: Hist<ScheduleLabel>,
+    http: Family<HttpLabels, Counter>,
+    http_seconds: Hist<RouteLabels>,
+}
+
+/// The server's metrics: an [`EventSink`] and a [`RunObserver`] for the runtime, an HTTP
+/// middleware, and the text the scrape returns. Cloning is cheap (one `Arc`).
+///
+/// ```
+/// use agentkit_server::observe::Metrics;
+///
+/// let metrics = Metrics::new();
+/// let text = metrics.render_local();
+/// assert!(text.contains("# TYPE agentkit_runs_finished_total counter"));
+/// ```
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Fresh metrics, every family registered (and shown with its help text even before it
+    /// has a value).
+    #[must_use]
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("agentkit");
+        let runs = Family::<RunLabels, Counter>::default();
+        registry.register(
+            "runs_finished",
+            "Runs this process ended, by agent (or workflow), version and final status",
+            runs.clone(),
+        );
+        let run_seconds = Hist::<AgentStatus>::new_with_constructor(SLOW);
+        registry.register(
+            "run_duration_seconds",
+            "Time from a run's creation to its end (queueing, waits and retries included)",
+            run_seconds.clone(),
+        );
+        let live = Family::<StatusLabel, Gauge>::default();
+        registry.register(
+            "runs",
+            "Runs not yet ended, in the whole store, by status (read at scrape time)",
+            live.clone(),
+        );
+        let approvals = Gauge::default();
+        registry.register(
+            "approvals_pending",
+            "Runs waiting for a tool call to be approved, in the whole store (read at scrape time)",
+            approvals.clone(),
+        );
+        let model_calls = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "model_calls",
+            "Model calls made (not those answered from a run's journal)",
+            model_calls.clone(),
+        );
+        let model_seconds = Hist::<ModelLabels>::new_with_constructor(FAST);
+        registry.register(
+            "model_call_duration_seconds",
+            "Wall time of a model call",
+            model_seconds.clone(),
+        );
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "model_tokens",
+            "Tokens used by model calls, by kind (input, output, cache_read, cache_write, reasoning)",
+            tokens.clone(),
+        );
+        let cost = Family::<ModelLabels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "model_cost_usd",
+            "Estimated cost of model calls in US dollars (0 for models not in the price table)",
+            cost.clone(),
+        );
+        let tool_calls = Family::<ToolOutcome, Counter>::default();
+        registry.register(
+            "tool_calls",
+            "Tool calls made, by MCP server (empty for local tools), tool and outcome",
+            tool_calls.clone(),
+        );
+        let tool_seconds = Hist::<ToolLabels>::new_with_constructor(FAST);
+        registry.register(
+            "tool_call_duration_seconds",
+            "Wall time of a tool call",
+            tool_seconds.clone(),
+        );
+        let schedule_lag = Hist::<ScheduleLabel>::new_with_constructor(FAST);
+        registry.register(
+            "schedule_fire_lag_seconds",
+            "How late a schedule's run started after its fire time",
+            schedule_lag.clone(),
+        );
+        let http = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route pattern and status code",
+            http.clone(),
+        );
+        let http_seconds = Hist::<RouteLabels>::new_with_constructor(FAST);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request (until the response head; a stream's body is not \
+             included)",
+            http_seconds.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                runs,
+                run_seconds,
+                live,
+                approvals,
+                model_calls,
+                model_seconds,
+                tokens,
+                cost,
+                tool_calls,
+                tool_seconds,
+                schedule_lag,
+                http,
+                http_seconds,
+            }),
+        }
+    }
+
+    /// The metrics as Prometheus text, without reading the store (the store-wide gauges keep
+    /// their last scraped values).
+    #[must_use]
+    pub fn render_local(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.inner.registry);
+        out
+    }
+
+    /// Read the store-wide gauges (runs by live status, approvals pending) from `store`, then
+    /// render everything as Prometheus text.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn render(
+        &self,
+        store: &dyn agentkit_runtime::Store,
+    ) -> agentkit_core::Result<String> {
+        let runs = store.list_runs(&LIVE, SCRAPE_RUNS).await?;
+        for status in LIVE {
+            let n = runs.iter().filter(|r| r.status == status).count();
+            self.inner
+                .live
+                .get_or_create(&StatusLabel {
+                    status: status.as_str(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let waiting = runs
+            .iter()
+            .filter(|r| r.status == RunStatus::WaitingApproval)
+            .count();
+        self.inner
+            .approvals
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        Ok(self.render_local())
+    }
+
+    /// Count one answered HTTP request: `route` is the matched route's pattern (or `None`
+    /// for an unknown path).
+    pub fn http_request(&self, method: &str, route: Option<&str>, status: u16, elapsed: Duration) {
+        let i = &self.inner;
+        let route = route.unwrap_or("unmatched");
+        let labels = bounded(
+            &i.http,
+            HttpLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status: status.to_string(),
+            },
+            || HttpLabels {
+                method: method.to_owned(),
+                route: OTHER.to_owned(),
+                status: status.to_string(),
+            },
+        );
+        i.http.get_or_create(&labels).inc();
+        let labels = bounded(
+            &i.http_seconds,
+            RouteLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+            },
+            || RouteLabels {
+                method: method.to_owned(),
+                route: OTHER.to_owned(),
+            },
+        );
+        i.http_seconds
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    fn model_call(
+        &self,
+        provider: &str,
+        model: &str,
+        usage: &agentkit_core::Usage,
+        cost: f64,
+        latency_us: u64,
+    ) {
+        let i = &self.inner;
+        let labels = bounded(
+            &i.model_calls,
+            ModelLabels {
+                provider: provider.to_owned(),
+                model: model.to_owned(),
+            },
+            || ModelLabels {
+                provider: provider.to_owned(),
+                model: OTHER.to_owned(),
+            },
+        );
+        i.model_calls.get_or_create(&labels).inc();
+        i.model_seconds
+            .get_or_create(&labels)
+            .observe(Duration::from_micros(latency_us).as_secs_f64());
+        if cost > 0.0 && cost.is_finite() {
+            i.cost.get_or_create(&labels).inc_by(cost);
+        }
+        let kinds = [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_read", usage.cache_read_tokens),
+            ("cache_write", usage.cache_write_tokens),
+            ("reasoning", usage.reasoning_tokens),
+        ];
+        for (kind, n) in kinds {
+            if n > 0 {
+                i.tokens
+                    .get_or_create(&TokenLabels {
+                        provider: labels.provider.clone(),
+                        model: labels.model.clone(),
+                        kind,
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
+
+    fn tool_call(&self, name: &str, is_error: bool, latency_us: u64) {
+        let i = &self.inner;
+        let (server, tool) = match name.split_once("__") {
+            Some((s, t)) if !s.is_empty() && !t.is_empty() => (s, t),
+            _ => ("", name),
+        };
+        let outcome = if is_error { "error" } else { "ok" };
+        let labels = bounded(
+            &i.tool_calls,
+            ToolOutcome {
+                server: server.to_owned(),
+                tool: tool.to_owned(),
+                outcome,
+            },
+            || ToolOutcome {
+                server: OTHER.to_owned(),
+                tool: OTHER.to_owned(),
+                outcome,
+            },
+        );
+        i.tool_calls.get_or_create(&labels).inc();
+        let labels = bounded(
+            &i.tool_seconds,
+            ToolLabels {
+                server: labels.server,
+                tool: labels.tool,
+            },
+            || ToolLabels {
+                server: OTHER.to_owned(),
+                tool: OTHER.to_owned(),
+            },
+        );
+        i.tool_seconds
+            .get_or_create(&labels)
+            .observe(Duration::from_micros(latency_us).as_secs_f64());
+    }
+}
+
+impl EventSink for Metrics {
+    fn emit(&self, _run_id: &str, event: &RunEvent) {
+        match event {
+            RunEvent::LlmResponse {
+                provider,
+                model,
+                usage,
+                cost_usd,
+                latency_us,
+                replayed: false,
+                ..
+            } => self.model_call(provider, model, usage, *cost_usd, *latency_us),
+            RunEvent::ToolCallFinished {
+                tool,
+                is_error,
+                latency_us,
+                replayed: false,
+                ..
+            } => self.tool_call(tool, *is_error, *latency_us),
+            _ => {}
+        }
+    }
+}
+
+impl RunObserver for Metrics {
+    fn run_ended(&self, run: &RunRecord) {
+        let i = &self.inner;
+        let status = run.status.as_str();
+        let labels = bounded(
+            &i.runs,
+            RunLabels {
+                agent: run.target.clone(),
+                version: run.version.to_string(),
+                status,
+            },
+            || RunLabels {
+                agent: OTHER.to_owned(),
+                version: OTHER.to_owned(),
+                status,
+            },
+        );
+        i.runs.get_or_create(&labels).inc();
+        let labels = bounded(
+            &i.run_seconds,
+            AgentStatus {
+                agent: labels.agent,
+                status,
+            },
+            || AgentStatus {
+                agent: OTHER.to_owned(),
+                status,
+            },
+        );
+        let ms = run.updated_at.saturating_sub(run.created_at).max(0);
+        #[allow(clippy::cast_precision_loss)]
+        i.run_seconds
+            .get_or_create(&labels)
+            .observe(ms as f64 / 1000.0);
+    }
+
+    fn schedule_fired(&self, schedule: &str, _target: &str, lag: Duration) {
+        let i = &self.inner;
+        let labels = bounded(
+            &i.schedule_lag,
+            ScheduleLabel {
+                schedule: schedule.to_owned(),
+            },
+            || ScheduleLabel {
+                schedule: OTHER.to_owned(),
+            },
+        );
+        i.schedule_lag
+            .get_or_create(&labels)
+            .observe(lag.as_secs_f64());
+    }
+}
+
+/// The axum middleware that counts every request (see [`Metrics::http_request`]).
+pub(crate) async fn track(
+    axum::extract::State(metrics): axum::extract::State<Metrics>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    metrics.http_request(
+        method.as_str(),
+        route.as_deref(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(prefix))
+    }
+
+    #[test]
+    fn every_family_is_described_before_it_has_values() {
+        let text = Metrics::new().render_local();
+        for name in [
+            "agentkit_runs_finished_total counter",
+            "agentkit_run_duration_seconds histogram",
+            "agentkit_runs gauge",
+            "agentkit_approvals_pending gauge",
+            "agentkit_model_calls_total counter",
+            "agentkit_model_tokens_total counter",
+            "agentkit_model_cost_usd_total counter",
+            "agentkit_tool_calls_total counter",
+            "agentkit_tool_call_duration_seconds histogram",
+            "agentkit_schedule_fire_lag_seconds histogram",
+            "agentkit_http_requests_total counter",
+            "agentkit_http_request_duration_seconds histogram",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name}")),
+                "{name} missing:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn mcp_tool_names_split_into_server_and_tool_and_replays_are_not_counted() {
+        let m = Metrics::new();
+        let finished = |tool: &str, is_error, replayed| RunEvent::ToolCallFinished {
+            agent: "a".into(),
+            call_id: "c".into(),
+            tool: tool.into(),
+            is_error,
+            output: Vec::new(),
+            latency_us: 1500,
+            replayed,
+        };
+        m.emit("r", &finished("fs__read_file", false, false));
+        m.emit("r", &finished("fs__read_file", true, false));
+        m.emit("r", &finished("fs__read_file", false, true));
+        m.emit("r", &finished("lookup", false, false));
+        let text = m.render_local();
+        assert!(
+            text.contains(
+                r#"agentkit_tool_calls_total{server="fs",tool="read_file",outcome="ok"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"agentkit_tool_calls_total{server="fs",tool="read_file",outcome="error"} 1"#
+        ));
+        assert!(
+            text.contains(r#"agentkit_tool_calls_total{server="",tool="lookup",outcome="ok"} 1"#)
+        );
+        assert!(
+            line(
+                &text,
+                r#"agentkit_tool_call_duration_seconds_count{server="fs",tool="read_file"}"#
+            )
+            .is_some_and(|l| l.ends_with(" 2"))
+        );
+    }
+
+    #[test]
+    fn label_sets_are_bounded() {
+        let m = Metrics::new();
+        for i in 0..(MAX_SERIES + 50) {
+            m.tool_call(&format!("evil__tool{i}"), false, 10);
+        }
+        let text = m.render_local();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("agentkit_tool_calls_total{"))
+            .count();
+        assert_eq!(series, MAX_SERIES + 1, "the cap plus one `_other` series");
+        assert!(text.contains(
+            r#"agentkit_tool_calls_total{server="_other",tool="_other",outcome="ok"} 50"#
+        ));
+    }
+}

@@ -89,18 +89,25 @@ impl Inflight {
     }
 
     /// Note a progress notification; returns the call's run.
-    fn progress(&self, token: &str, progress: f64, total: Option<f64>) -> Option<RunContext> {
-        let ctx = self.calls.lock().ok().and_then(|mut m| {
-            m.get_mut(token).map(|c| {
-                // Notifications are handled concurrently: keep the furthest progress.
-                if c.progress.is_none_or(|(p, _)| progress >= p) {
-                    c.progress = Some((progress, total));
-                }
-                c.ctx.clone()
-            })
-        });
+    /// Record a progress notification of the call with `token` and emit it as a run event.
+    /// Notifications are handled concurrently, so one can overtake another: progress only
+    /// increases (the MCP spec requires it), so a notification behind the furthest one seen is
+    /// stale and dropped. The event is emitted under the lock, before waiters are woken, so
+    /// the run's events are in order and complete when
+    /// [`await_final_progress`](InflightGuard::await_final_progress) returns.
+    fn progress(&self, token: &str, p: &ProgressNotificationParam) {
+        if let Ok(mut m) = self.calls.lock()
+            && let Some(c) = m.get_mut(token)
+            && c.progress.is_none_or(|(seen, _)| p.progress > seen)
+        {
+            c.progress = Some((p.progress, p.total));
+            c.ctx.emit(RunEvent::Progress {
+                progress: p.progress,
+                total: p.total,
+                message: p.message.clone(),
+            });
+        }
         self.progressed.notify_waiters();
-        ctx
     }
 
     /// The run of the most recent call in flight (legacy servers send their sampling and
@@ -440,14 +447,7 @@ impl ClientHandler for AgentkitClient {
     }
 
     async fn on_progress(&self, p: ProgressNotificationParam, _: NotificationContext<RoleClient>) {
-        let token = token_key(&p.progress_token);
-        if let Some(ctx) = self.inflight.progress(&token, p.progress, p.total) {
-            ctx.emit(RunEvent::Progress {
-                progress: p.progress,
-                total: p.total,
-                message: p.message.clone(),
-            });
-        }
+        self.inflight.progress(&token_key(&p.progress_token), &p);
     }
 
     async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {

@@ -30,7 +30,7 @@
 //! (an MCP server that invents a tool name per call cannot grow the scrape without bound).
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use agentkit_core::{EventSink, RunEvent, RunStatus};
@@ -152,33 +152,56 @@ const SLOW: Buckets = Buckets {
 
 type Hist<L> = Family<L, Histogram, Buckets>;
 
-/// A family's label set, or `overflow` once the family holds [`MAX_SERIES`] others.
-fn bounded<L, M, C>(family: &Family<L, M, C>, labels: L, overflow: impl FnOnce() -> L) -> L
+/// A metric family that keeps at most [`MAX_SERIES`] label sets; later ones are counted under
+/// the label set `overflow` gives.
+struct Bounded<L, M, C = fn() -> M> {
+    family: Family<L, M, C>,
+    series: AtomicUsize,
+}
+
+impl<L, M, C> Bounded<L, M, C>
 where
     L: Clone + std::hash::Hash + Eq,
+    M: Clone,
+    C: MetricConstructor<M>,
 {
-    if family.len() < MAX_SERIES || family.contains(&labels) {
-        labels
-    } else {
-        overflow()
+    fn new(family: Family<L, M, C>) -> Self {
+        Self {
+            family,
+            series: AtomicUsize::new(0),
+        }
+    }
+
+    /// The metric of `labels`, or of `overflow()` once the family is full.
+    fn get(&self, labels: L, overflow: impl FnOnce() -> L) -> M {
+        if let Some(m) = self.family.get(&labels) {
+            return m.clone();
+        }
+        // A race may let a few more in than the cap; the bound still holds within that.
+        if self.series.fetch_add(1, Ordering::Relaxed) < MAX_SERIES {
+            self.family.get_or_create_owned(&labels)
+        } else {
+            self.series.fetch_sub(1, Ordering::Relaxed);
+            self.family.get_or_create_owned(&overflow())
+        }
     }
 }
 
 struct Inner {
     registry: Registry,
-    runs: Family<RunLabels, Counter>,
-    run_seconds: Hist<AgentStatus>,
+    runs: Bounded<RunLabels, Counter>,
+    run_seconds: Bounded<AgentStatus, Histogram, Buckets>,
     live: Family<StatusLabel, Gauge>,
     approvals: Gauge,
-    model_calls: Family<ModelLabels, Counter>,
-    model_seconds: Hist<ModelLabels>,
-    tokens: Family<TokenLabels, Counter>,
-    cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
-    tool_calls: Family<ToolOutcome, Counter>,
-    tool_seconds: Hist<ToolLabels>,
-    schedule_lag: Hist<ScheduleLabel>,
-    http: Family<HttpLabels, Counter>,
-    http_seconds: Hist<RouteLabels>,
+    model_calls: Bounded<ModelLabels, Counter>,
+    model_seconds: Bounded<ModelLabels, Histogram, Buckets>,
+    tokens: Bounded<TokenLabels, Counter>,
+    cost: Bounded<ModelLabels, Counter<f64, AtomicU64>>,
+    tool_calls: Bounded<ToolOutcome, Counter>,
+    tool_seconds: Bounded<ToolLabels, Histogram, Buckets>,
+    schedule_lag: Bounded<ScheduleLabel, Histogram, Buckets>,
+    http: Bounded<HttpLabels, Counter>,
+    http_seconds: Bounded<RouteLabels, Histogram, Buckets>,
 }
 
 /// The server's metrics: an [`EventSink`] and a [`RunObserver`] for the runtime, an HTTP
@@ -187,9 +210,14 @@ struct Inner {
 /// ```
 /// use agentkit_server::observe::Metrics;
 ///
+/// use std::time::Duration;
+///
 /// let metrics = Metrics::new();
+/// metrics.http_request("GET", Some("/v1/runs/{run_id}"), 404, Duration::from_millis(2));
 /// let text = metrics.render_local();
-/// assert!(text.contains("# TYPE agentkit_runs_finished_total counter"));
+/// assert!(text.contains(
+///     r#"agentkit_http_requests_total{method="GET",route="/v1/runs/{run_id}",status="404"} 1"#
+/// ));
 /// ```
 #[derive(Clone)]
 pub struct Metrics {
@@ -209,8 +237,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Fresh metrics, every family registered (and shown with its help text even before it
-    /// has a value).
+    /// Fresh metrics. A family appears in the scrape with its first sample.
     #[must_use]
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("agentkit");
@@ -296,19 +323,19 @@ impl Metrics {
         Self {
             inner: Arc::new(Inner {
                 registry,
-                runs,
-                run_seconds,
+                runs: Bounded::new(runs),
+                run_seconds: Bounded::new(run_seconds),
                 live,
                 approvals,
-                model_calls,
-                model_seconds,
-                tokens,
-                cost,
-                tool_calls,
-                tool_seconds,
-                schedule_lag,
-                http,
-                http_seconds,
+                model_calls: Bounded::new(model_calls),
+                model_seconds: Bounded::new(model_seconds),
+                tokens: Bounded::new(tokens),
+                cost: Bounded::new(cost),
+                tool_calls: Bounded::new(tool_calls),
+                tool_seconds: Bounded::new(tool_seconds),
+                schedule_lag: Bounded::new(schedule_lag),
+                http: Bounded::new(http),
+                http_seconds: Bounded::new(http_seconds),
             }),
         }
     }
@@ -358,33 +385,18 @@ impl Metrics {
     pub fn http_request(&self, method: &str, route: Option<&str>, status: u16, elapsed: Duration) {
         let i = &self.inner;
         let route = route.unwrap_or("unmatched");
-        let labels = bounded(
-            &i.http,
-            HttpLabels {
-                method: method.to_owned(),
-                route: route.to_owned(),
-                status: status.to_string(),
-            },
-            || HttpLabels {
-                method: method.to_owned(),
-                route: OTHER.to_owned(),
-                status: status.to_string(),
-            },
-        );
-        i.http.get_or_create(&labels).inc();
-        let labels = bounded(
-            &i.http_seconds,
-            RouteLabels {
-                method: method.to_owned(),
-                route: route.to_owned(),
-            },
-            || RouteLabels {
-                method: method.to_owned(),
-                route: OTHER.to_owned(),
-            },
-        );
+        let labels = |route: &str| HttpLabels {
+            method: method.to_owned(),
+            route: route.to_owned(),
+            status: status.to_string(),
+        };
+        i.http.get(labels(route), || labels(OTHER)).inc();
+        let labels = |route: &str| RouteLabels {
+            method: method.to_owned(),
+            route: route.to_owned(),
+        };
         i.http_seconds
-            .get_or_create(&labels)
+            .get(labels(route), || labels(OTHER))
             .observe(elapsed.as_secs_f64());
     }
 
@@ -397,23 +409,16 @@ impl Metrics {
         latency_us: u64,
     ) {
         let i = &self.inner;
-        let labels = bounded(
-            &i.model_calls,
-            ModelLabels {
-                provider: provider.to_owned(),
-                model: model.to_owned(),
-            },
-            || ModelLabels {
-                provider: provider.to_owned(),
-                model: OTHER.to_owned(),
-            },
-        );
-        i.model_calls.get_or_create(&labels).inc();
+        let labels = |model: &str| ModelLabels {
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+        };
+        i.model_calls.get(labels(model), || labels(OTHER)).inc();
         i.model_seconds
-            .get_or_create(&labels)
+            .get(labels(model), || labels(OTHER))
             .observe(Duration::from_micros(latency_us).as_secs_f64());
         if cost > 0.0 && cost.is_finite() {
-            i.cost.get_or_create(&labels).inc_by(cost);
+            i.cost.get(labels(model), || labels(OTHER)).inc_by(cost);
         }
         let kinds = [
             ("input", usage.input_tokens),
@@ -424,13 +429,12 @@ impl Metrics {
         ];
         for (kind, n) in kinds {
             if n > 0 {
-                i.tokens
-                    .get_or_create(&TokenLabels {
-                        provider: labels.provider.clone(),
-                        model: labels.model.clone(),
-                        kind,
-                    })
-                    .inc_by(n);
+                let labels = |model: &str| TokenLabels {
+                    provider: provider.to_owned(),
+                    model: model.to_owned(),
+                    kind,
+                };
+                i.tokens.get(labels(model), || labels(OTHER)).inc_by(n);
             }
         }
     }
@@ -442,33 +446,31 @@ impl Metrics {
             _ => ("", name),
         };
         let outcome = if is_error { "error" } else { "ok" };
-        let labels = bounded(
-            &i.tool_calls,
-            ToolOutcome {
-                server: server.to_owned(),
-                tool: tool.to_owned(),
-                outcome,
-            },
-            || ToolOutcome {
-                server: OTHER.to_owned(),
-                tool: OTHER.to_owned(),
-                outcome,
-            },
-        );
-        i.tool_calls.get_or_create(&labels).inc();
-        let labels = bounded(
-            &i.tool_seconds,
-            ToolLabels {
-                server: labels.server,
-                tool: labels.tool,
-            },
-            || ToolLabels {
-                server: OTHER.to_owned(),
-                tool: OTHER.to_owned(),
-            },
-        );
+        i.tool_calls
+            .get(
+                ToolOutcome {
+                    server: server.to_owned(),
+                    tool: tool.to_owned(),
+                    outcome,
+                },
+                || ToolOutcome {
+                    server: OTHER.to_owned(),
+                    tool: OTHER.to_owned(),
+                    outcome,
+                },
+            )
+            .inc();
         i.tool_seconds
-            .get_or_create(&labels)
+            .get(
+                ToolLabels {
+                    server: server.to_owned(),
+                    tool: tool.to_owned(),
+                },
+                || ToolLabels {
+                    server: OTHER.to_owned(),
+                    tool: OTHER.to_owned(),
+                },
+            )
             .observe(Duration::from_micros(latency_us).as_secs_f64());
     }
 }
@@ -501,51 +503,47 @@ impl RunObserver for Metrics {
     fn run_ended(&self, run: &RunRecord) {
         let i = &self.inner;
         let status = run.status.as_str();
-        let labels = bounded(
-            &i.runs,
-            RunLabels {
-                agent: run.target.clone(),
-                version: run.version.to_string(),
-                status,
-            },
-            || RunLabels {
-                agent: OTHER.to_owned(),
-                version: OTHER.to_owned(),
-                status,
-            },
-        );
-        i.runs.get_or_create(&labels).inc();
-        let labels = bounded(
-            &i.run_seconds,
-            AgentStatus {
-                agent: labels.agent,
-                status,
-            },
-            || AgentStatus {
-                agent: OTHER.to_owned(),
-                status,
-            },
-        );
+        i.runs
+            .get(
+                RunLabels {
+                    agent: run.target.clone(),
+                    version: run.version.to_string(),
+                    status,
+                },
+                || RunLabels {
+                    agent: OTHER.to_owned(),
+                    version: OTHER.to_owned(),
+                    status,
+                },
+            )
+            .inc();
         let ms = run.updated_at.saturating_sub(run.created_at).max(0);
         #[allow(clippy::cast_precision_loss)]
         i.run_seconds
-            .get_or_create(&labels)
+            .get(
+                AgentStatus {
+                    agent: run.target.clone(),
+                    status,
+                },
+                || AgentStatus {
+                    agent: OTHER.to_owned(),
+                    status,
+                },
+            )
             .observe(ms as f64 / 1000.0);
     }
 
     fn schedule_fired(&self, schedule: &str, _target: &str, lag: Duration) {
-        let i = &self.inner;
-        let labels = bounded(
-            &i.schedule_lag,
-            ScheduleLabel {
-                schedule: schedule.to_owned(),
-            },
-            || ScheduleLabel {
-                schedule: OTHER.to_owned(),
-            },
-        );
-        i.schedule_lag
-            .get_or_create(&labels)
+        self.inner
+            .schedule_lag
+            .get(
+                ScheduleLabel {
+                    schedule: schedule.to_owned(),
+                },
+                || ScheduleLabel {
+                    schedule: OTHER.to_owned(),
+                },
+            )
             .observe(lag.as_secs_f64());
     }
 }
@@ -581,14 +579,23 @@ mod tests {
     }
 
     #[test]
-    fn every_family_is_described_before_it_has_values() {
-        let text = Metrics::new().render_local();
+    fn every_family_appears_with_its_help_and_type() {
+        let m = Metrics::new();
+        m.http_request("GET", None, 404, Duration::from_millis(1));
+        m.model_call(
+            "openai",
+            "gpt-4o",
+            &agentkit_core::Usage::new(10, 5),
+            0.001,
+            20_000,
+        );
+        m.tool_call("fs__read_file", false, 300);
+        m.schedule_fired("nightly", "report", Duration::from_millis(40));
+        let text = m.render_local();
         for name in [
-            "agentkit_runs_finished_total counter",
-            "agentkit_run_duration_seconds histogram",
-            "agentkit_runs gauge",
             "agentkit_approvals_pending gauge",
             "agentkit_model_calls_total counter",
+            "agentkit_model_call_duration_seconds histogram",
             "agentkit_model_tokens_total counter",
             "agentkit_model_cost_usd_total counter",
             "agentkit_tool_calls_total counter",
@@ -602,6 +609,13 @@ mod tests {
                 "{name} missing:\n{text}"
             );
         }
+        assert!(text.contains(
+            r#"agentkit_model_tokens_total{provider="openai",model="gpt-4o",kind="output"} 5"#
+        ));
+        assert!(text.contains(r#"agentkit_schedule_fire_lag_seconds_count{schedule="nightly"} 1"#));
+        assert!(text.contains(
+            r#"agentkit_http_requests_total{method="GET",route="unmatched",status="404"} 1"#
+        ));
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod retention;
 pub mod schedules;
 pub mod servers;
 pub mod spec;
+pub mod tenancy;
 pub mod threads;
 pub mod webhooks;
 

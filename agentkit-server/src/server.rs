@@ -339,6 +339,10 @@ impl Server {
             AppState {
                 platform: Arc::clone(&self.platform),
                 admin_key: Arc::clone(&self.admin_key),
+                keys: crate::tenancy::ApiKeys::new(Arc::clone(self.platform.runtime().store())),
+                workspaces: crate::tenancy::Workspaces::new(Arc::clone(
+                    self.platform.runtime().store(),
+                )),
             },
             self.max_body_bytes,
         )

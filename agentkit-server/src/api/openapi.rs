@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use super::{agent_protocol as ap, hooks, langgraph as lg, schedules, servers, v1};
+use super::{agent_protocol as ap, hooks, langgraph as lg, schedules, servers, tenancy, v1};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -31,6 +31,8 @@ use super::{agent_protocol as ap, hooks, langgraph as lg, schedules, servers, v1
         schedules::trigger_schedule, schedules::schedule_history,
         hooks::deliver, hooks::emit_event,
         servers::list_servers, servers::list_tools, servers::call_tool,
+        tenancy::create_key, tenancy::list_keys, tenancy::revoke_key,
+        tenancy::list_workspaces, tenancy::create_workspace,
     ),
     components(schemas(super::Problem)),
     modifiers(&Security),

@@ -112,6 +112,23 @@ impl Scope {
         }
     }
 
+    /// The prefix of this workspace's stored names (empty for `default/default`).
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `text` (an error message, say) with this workspace's prefix removed from the stored
+    /// names in it.
+    #[must_use]
+    pub fn unprefix(&self, text: &str) -> String {
+        if self.prefix.is_empty() {
+            text.to_owned()
+        } else {
+            text.replace(self.prefix.as_str(), "")
+        }
+    }
+
     /// Whether this is the default workspace's scope.
     #[must_use]
     pub fn is_default(&self) -> bool {

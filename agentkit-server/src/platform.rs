@@ -167,6 +167,12 @@ impl Directory {
                 what: format!("agent `{name}`"),
                 message: "this server has no builder for declarative specs".into(),
             })?;
+            // A workspace's agents are stored as `<org>~<workspace>~<name>`; the builder sees
+            // the name its spec was written with.
+            let mut v = v;
+            if let Some(external) = v.name.rsplit(crate::tenancy::SEP).next() {
+                v.name = external.to_owned();
+            }
             let built = builder.build(&v, &members, Arc::clone(&self.memory))?;
             lock(&self.cache).insert((name.to_owned(), version), Arc::clone(&built));
             Ok(built)
@@ -390,8 +396,10 @@ pub struct Platform {
     pub(crate) ops: crate::ops::OpsState,
     /// The runs streamed over SSE in this process (one store poller per run).
     pub(crate) feeds: crate::api::sse::Feeds,
-    /// The `/mcp` endpoint (set once the platform is in its `Arc`).
+    /// The `/mcp` endpoint of `default/default` (set once the platform is in its `Arc`).
     pub(crate) gateway: std::sync::OnceLock<crate::gateway::Gateway>,
+    /// The `/mcp` endpoints of the other workspaces (by stored prefix), made on first use.
+    pub(crate) gateways: Mutex<HashMap<String, (crate::gateway::Gateway, agentkit_mcp::McpHttpService)>>,
     /// This platform, for tasks it spawns (set once it is in its `Arc`).
     pub(crate) this: std::sync::OnceLock<std::sync::Weak<Platform>>,
 }
@@ -437,6 +445,7 @@ impl Platform {
             ops: crate::ops::OpsState::default(),
             feeds: Default::default(),
             gateway: std::sync::OnceLock::new(),
+            gateways: Mutex::default(),
             this: std::sync::OnceLock::new(),
         }
     }
@@ -492,12 +501,16 @@ impl Platform {
                 n += 1;
             }
         }
+        let tools: Vec<(String, String)> = entries
+            .into_iter()
+            .map(|e| (e.name, e.description))
+            .collect();
         if let Some(g) = self.gateway.get() {
-            let tools: Vec<(String, String)> = entries
-                .into_iter()
-                .filter(|e| Scope::default_scope().contains(&e.name))
-                .map(|e| (e.name, e.description))
-                .collect();
+            g.sync(&tools).await;
+        }
+        let others: Vec<crate::gateway::Gateway> =
+            lock(&self.gateways).values().map(|(g, _)| g.clone()).collect();
+        for g in others {
             g.sync(&tools).await;
         }
         Ok(n)
@@ -801,6 +814,29 @@ impl Platform {
             }
         }
         Ok(docs.len())
+    }
+
+    /// The `/mcp` service of `scope`'s workspace (made and filled on first use).
+    pub(crate) async fn mcp_service(&self, scope: &Scope) -> Option<agentkit_mcp::McpHttpService> {
+        if let Some((_, svc)) = lock(&self.gateways).get(scope.prefix()) {
+            return Some(svc.clone());
+        }
+        let this = self.this.get()?.clone();
+        let g = crate::gateway::Gateway::new(this, scope.clone());
+        let entries: Vec<(String, String)> = match self.registry.list_all().await {
+            Ok(all) => all.into_iter().map(|e| (e.name, e.description)).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing agents for a workspace's /mcp failed");
+                Vec::new()
+            }
+        };
+        g.sync(&entries).await;
+        let svc = g.service();
+        let mut map = lock(&self.gateways);
+        let (_, svc) = map
+            .entry(scope.prefix().to_owned())
+            .or_insert((g, svc));
+        Some(svc.clone())
     }
 
     /// The run, if it is in the `default/default` workspace (see [`run_in`](Self::run_in)).

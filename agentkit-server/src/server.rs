@@ -212,7 +212,10 @@ impl ServerBuilder {
         let _ = platform.this.set(Arc::downgrade(&platform));
         let _ = platform
             .gateway
-            .set(crate::gateway::Gateway::new(Arc::downgrade(&platform)));
+            .set(crate::gateway::Gateway::new(
+            Arc::downgrade(&platform),
+            crate::tenancy::Scope::default_scope(),
+        ));
         for (name, llm, description) in self.code {
             directory.add_code(&name, llm);
             registry

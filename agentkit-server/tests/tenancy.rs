@@ -10,6 +10,10 @@ use std::time::Duration;
 use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
+use agentkit_mcp::rmcp::ServiceExt;
+use agentkit_mcp::rmcp::model::{CallToolRequestParams, ClientConfig};
+use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
+use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use proptest::prelude::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -181,6 +185,7 @@ async fn every_role_gets_what_it_needs_and_403_above_it() {
     deploy(&r, &dev, "bot", "be brief").await;
     let (s, run) = call(&r, &dev, Method::POST, "/v1/agents/bot/runs", Some(json!({"message": "hi", "wait": true}))).await;
     assert_eq!(s, 200, "{run}");
+    assert_eq!(run["status"], "succeeded", "{run}");
     let run_id = run["run_id"].as_str().unwrap().to_owned();
 
     let spec = json!({"name": "bot2", "kind": "agent", "spec": {"model": "scripted", "instructions": "x"}});
@@ -253,7 +258,11 @@ async fn isolation(layout: Vec<BTreeMap<String, usize>>) {
             for _ in 0..*n {
                 let (s, run) = call(&r, &key, Method::POST, &format!("/v1/agents/{name}/runs"), Some(json!({"message": "hi", "wait": true}))).await;
                 assert_eq!(s, 200, "{run}");
+                assert_eq!(run["status"], "succeeded", "{run}");
+                assert_eq!(run["output"]["text"], "hi", "{run}");
                 assert_eq!(run["agent"], name.as_str());
+                let ws = if i == 0 { "default".to_owned() } else { format!("ws{i}") };
+                assert_eq!(run["input"]["principal"]["workspace"], ws.as_str(), "{run}");
                 runs.insert(run["run_id"].as_str().unwrap().to_owned());
             }
         }
@@ -324,6 +333,48 @@ async fn isolation(layout: Vec<BTreeMap<String, usize>>) {
                 assert_eq!(s, 404);
             }
         }
+        // `/mcp` serves my agents as tools, and only mine; a call is a run of my workspace.
+        let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", r.base))
+            .auth_header(me.key.clone());
+        let client = ClientConfig::default()
+            .serve(StreamableHttpClientTransport::from_config(config))
+            .await
+            .unwrap();
+        let tools: BTreeSet<String> = client
+            .list_all_tools()
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        assert_eq!(tools, me.agents, "workspace {i} /mcp tools");
+        for (j, other) in tenants.iter().enumerate() {
+            for name in other.agents.difference(&me.agents) {
+                let out = client
+                    .call_tool(CallToolRequestParams::new(name.clone()).with_arguments(
+                        json!({"message": "x"}).as_object().unwrap().clone(),
+                    ))
+                    .await;
+                assert!(out.is_err() || out.unwrap().is_error == Some(true), "workspace {i} calls {j}'s {name}");
+            }
+        }
+        if let Some(name) = me.agents.first() {
+            let out = client
+                .call_tool(CallToolRequestParams::new(name.clone()).with_arguments(
+                    json!({"message": "via mcp"}).as_object().unwrap().clone(),
+                ))
+                .await
+                .unwrap();
+            let meta = out.structured_content.clone().unwrap();
+            assert_eq!(meta["status"], "succeeded", "{out:?}");
+            let run = meta["run_id"].as_str().unwrap();
+            for (j, other) in tenants.iter().enumerate() {
+                let (s, _) = call(&r, &other.key, Method::GET, &format!("/v1/runs/{run}"), None).await;
+                assert_eq!(s, if i == j { 200 } else { 404 }, "workspace {j} reads {i}'s /mcp run");
+            }
+        }
+        client.cancel().await.unwrap();
+
         // The stored form of another workspace's names never resolves.
         if i == 0 {
             for (j, other) in tenants.iter().enumerate().skip(1) {
@@ -347,7 +398,7 @@ async fn isolation(layout: Vec<BTreeMap<String, usize>>) {
             }
         } else {
             // Routes not scoped yet are closed to workspace keys.
-            for (m, path) in [(Method::POST, "/assistants/search"), (Method::POST, "/mcp"), (Method::GET, "/v1/schedules")] {
+            for (m, path) in [(Method::POST, "/assistants/search"), (Method::GET, "/v1/schedules")] {
                 let (s, _) = call(&r, &me.key, m, path, Some(json!({}))).await;
                 assert_eq!(s, 404, "{path}");
             }

@@ -93,6 +93,7 @@ const SCOPED_ROUTES: &[&str] = &[
     "/v1/keys",
     "/v1/keys/{id}",
     "/v1/workspaces",
+    "/mcp",
     "/v1/agents",
     "/v1/agents/{name}",
     "/v1/agents/{name}/versions",
@@ -172,6 +173,36 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     next.run(request).await
 }
 
+/// `/mcp`: the caller's workspace's MCP endpoint.
+async fn mcp(
+    s: AppState,
+    caller: crate::tenancy::Caller,
+    default_mcp: agentkit_mcp::McpHttpService,
+    request: Request,
+) -> Response {
+    use tower::ServiceExt;
+    let scope = caller.scope();
+    let svc = if scope.is_default() {
+        default_mcp
+    } else {
+        match s.platform.mcp_service(&scope).await {
+            Some(svc) => svc,
+            None => {
+                return Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the server is stopping",
+                )
+                .into_response();
+            }
+        }
+    };
+    match svc.oneshot(request).await {
+        Ok(res) => res.map(axum::body::Body::new),
+        Err(never) => match never {},
+    }
+}
+
 /// Unknown routes: a problem detail, not an empty 404.
 async fn fallback(uri: http::Uri) -> Problem {
     Problem::not_found(format!(
@@ -196,7 +227,18 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let mut authed = v1::routes().merge(tenancy::routes());
     if let Some(g) = state.platform.gateway.get() {
-        authed = authed.route_service("/mcp", g.service());
+        let default_mcp = g.service();
+        authed = authed.route(
+            "/mcp",
+            axum::routing::any(
+                move |State(s): State<AppState>,
+                      caller: crate::tenancy::Caller,
+                      request: Request| {
+                    let default_mcp = default_mcp.clone();
+                    async move { mcp(s, caller, default_mcp, request).await }
+                },
+            ),
+        );
     }
     let authed = authed
         .merge(langgraph::routes())

@@ -399,7 +399,8 @@ pub struct Platform {
     /// The `/mcp` endpoint of `default/default` (set once the platform is in its `Arc`).
     pub(crate) gateway: std::sync::OnceLock<crate::gateway::Gateway>,
     /// The `/mcp` endpoints of the other workspaces (by stored prefix), made on first use.
-    pub(crate) gateways: Mutex<HashMap<String, (crate::gateway::Gateway, agentkit_mcp::McpHttpService)>>,
+    pub(crate) gateways:
+        Mutex<HashMap<String, (crate::gateway::Gateway, agentkit_mcp::McpHttpService)>>,
     /// This platform, for tasks it spawns (set once it is in its `Arc`).
     pub(crate) this: std::sync::OnceLock<std::sync::Weak<Platform>>,
 }
@@ -508,8 +509,10 @@ impl Platform {
         if let Some(g) = self.gateway.get() {
             g.sync(&tools).await;
         }
-        let others: Vec<crate::gateway::Gateway> =
-            lock(&self.gateways).values().map(|(g, _)| g.clone()).collect();
+        let others: Vec<crate::gateway::Gateway> = lock(&self.gateways)
+            .values()
+            .map(|(g, _)| g.clone())
+            .collect();
         for g in others {
             g.sync(&tools).await;
         }
@@ -555,7 +558,9 @@ impl Platform {
     ) -> Result<(String, Value, StartOptions, Option<String>)> {
         let scope = req.scope();
         let mut req = req;
-        req.agent = scope.internal(&req.agent).ok_or_else(|| no_agent(&req.agent))?;
+        req.agent = scope
+            .internal(&req.agent)
+            .ok_or_else(|| no_agent(&req.agent))?;
         if let Some(t) = &req.thread_id {
             let internal = scope.internal(t).ok_or_else(|| {
                 Error::not_found("thread", t.as_str(), "create it first (`POST /threads`)")
@@ -833,9 +838,7 @@ impl Platform {
         g.sync(&entries).await;
         let svc = g.service();
         let mut map = lock(&self.gateways);
-        let (_, svc) = map
-            .entry(scope.prefix().to_owned())
-            .or_insert((g, svc));
+        let (_, svc) = map.entry(scope.prefix().to_owned()).or_insert((g, svc));
         Some(svc.clone())
     }
 
@@ -898,7 +901,8 @@ impl Platform {
         if let Some(k) = &q.idempotency_key_prefix
             && !scope.is_default()
         {
-            q.idempotency_key_prefix = Some(format!("{}{k}", scope.internal("").unwrap_or_default()));
+            q.idempotency_key_prefix =
+                Some(format!("{}{k}", scope.internal("").unwrap_or_default()));
         }
         let mut runs = self.runtime.store().search_runs(&q).await?;
         // The default workspace's query had no target filter: drop other workspaces' runs.

@@ -121,7 +121,10 @@ impl ServerBuilder {
         self
     }
 
-    /// The key every request must carry (default: a random one, see [`Server::admin_key`]).
+    /// The server's admin key (default: a random one, see [`Server::admin_key`]): a
+    /// super-admin, `admin` of the `default/default` workspace and the only key that creates
+    /// workspaces and keys of any workspace. Other keys are made with `POST /v1/keys`; see
+    /// [`tenancy`](crate::tenancy).
     #[must_use]
     pub fn admin_key(mut self, key: impl Into<String>) -> Self {
         self.admin_key = Some(key.into());
@@ -210,9 +213,7 @@ impl ServerBuilder {
             self.policy,
         ));
         let _ = platform.this.set(Arc::downgrade(&platform));
-        let _ = platform
-            .gateway
-            .set(crate::gateway::Gateway::new(
+        let _ = platform.gateway.set(crate::gateway::Gateway::new(
             Arc::downgrade(&platform),
             crate::tenancy::Scope::default_scope(),
         ));

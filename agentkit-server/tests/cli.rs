@@ -283,7 +283,16 @@ fn keys_and_workspaces_are_managed_from_the_cli() {
 
     let (code, out, err) = run(
         &dev,
-        &["keys", "create", "--role", "developer", "--workspace", "acme/prod", "--name", "ci"],
+        &[
+            "keys",
+            "create",
+            "--role",
+            "developer",
+            "--workspace",
+            "acme/prod",
+            "--name",
+            "ci",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     let secret = out
@@ -300,7 +309,10 @@ fn keys_and_workspaces_are_managed_from_the_cli() {
             .args(["--server", &dev.url, "--key", &secret])
             .output()
             .unwrap();
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     let (code, out) = as_key(&["agents", "list", "--json"]);
     assert_eq!(code, 0);
@@ -310,11 +322,24 @@ fn keys_and_workspaces_are_managed_from_the_cli() {
 
     let (code, out, _) = run(&dev, &["keys", "list"]);
     assert_eq!(code, 0);
-    assert!(out.contains(&id) && out.contains("developer") && out.contains("acme/prod"), "{out}");
+    assert!(
+        out.contains(&id) && out.contains("developer") && out.contains("acme/prod"),
+        "{out}"
+    );
     assert!(!out.contains(&secret), "{out}");
-    let (code, out, _) = run(&dev, &["keys", "list", "--json", "--workspace", "acme/prod"]);
+    let (code, out, _) = run(
+        &dev,
+        &["keys", "list", "--json", "--workspace", "acme/prod"],
+    );
     assert_eq!(code, 0);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     let (code, out, err) = run(&dev, &["keys", "revoke", &id]);
     assert_eq!(code, 0, "{err}");

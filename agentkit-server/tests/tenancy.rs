@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentkit_runtime::{SqliteStore, Store};
-use agentkit_server::Server;
-use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
 use agentkit_mcp::rmcp::ServiceExt;
 use agentkit_mcp::rmcp::model::{CallToolRequestParams, ClientConfig};
 use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
 use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use agentkit_runtime::{SqliteStore, Store};
+use agentkit_server::Server;
+use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
 use proptest::prelude::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -63,7 +63,13 @@ async fn start() -> Running {
     }
 }
 
-async fn call(r: &Running, key: &str, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    r: &Running,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut req = reqwest::Client::new()
         .request(method, format!("{}{path}", r.base))
         .header("x-api-key", key);
@@ -73,11 +79,21 @@ async fn call(r: &Running, key: &str, method: Method, path: &str, body: Option<V
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
     let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 async fn workspace(r: &Running, org: &str, ws: &str) {
-    let (s, b) = call(r, ADMIN, Method::POST, "/v1/workspaces", Some(json!({"org": org, "workspace": ws}))).await;
+    let (s, b) = call(
+        r,
+        ADMIN,
+        Method::POST,
+        "/v1/workspaces",
+        Some(json!({"org": org, "workspace": ws})),
+    )
+    .await;
     assert_eq!(s, 201, "{b}");
 }
 
@@ -92,7 +108,10 @@ async fn key(r: &Running, ws: &str, role: &str) -> (String, String) {
     )
     .await;
     assert_eq!(s, 201, "{b}");
-    (b["key"].as_str().unwrap().to_owned(), b["id"].as_str().unwrap().to_owned())
+    (
+        b["key"].as_str().unwrap().to_owned(),
+        b["id"].as_str().unwrap().to_owned(),
+    )
 }
 
 async fn deploy(r: &Running, key: &str, name: &str, instructions: &str) {
@@ -112,9 +131,23 @@ async fn deploy(r: &Running, key: &str, name: &str, instructions: &str) {
 async fn keys_are_shown_once_stored_hashed_and_refused_once_revoked_or_expired() {
     let r = start().await;
     workspace(&r, "acme", "prod").await;
-    let (s, b) = call(&r, ADMIN, Method::POST, "/v1/workspaces", Some(json!({"org": "acme", "workspace": "prod"}))).await;
+    let (s, b) = call(
+        &r,
+        ADMIN,
+        Method::POST,
+        "/v1/workspaces",
+        Some(json!({"org": "acme", "workspace": "prod"})),
+    )
+    .await;
     assert_eq!(s, 409, "{b}");
-    let (s, b) = call(&r, ADMIN, Method::POST, "/v1/workspaces", Some(json!({"org": "Acme!", "workspace": "x"}))).await;
+    let (s, b) = call(
+        &r,
+        ADMIN,
+        Method::POST,
+        "/v1/workspaces",
+        Some(json!({"org": "Acme!", "workspace": "x"})),
+    )
+    .await;
     assert_eq!(s, 400, "{b}");
 
     let (secret, id) = key(&r, "acme/prod", "developer").await;
@@ -133,11 +166,19 @@ async fn keys_are_shown_once_stored_hashed_and_refused_once_revoked_or_expired()
     // Listed without its secret or hash; last use recorded.
     let (s, list) = call(&r, ADMIN, Method::GET, "/v1/keys", None).await;
     assert_eq!(s, 200);
-    let listed = list.as_array().unwrap().iter().find(|k| k["id"] == id.as_str()).unwrap();
+    let listed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id.as_str())
+        .unwrap();
     assert_eq!(listed["role"], "developer");
     assert_eq!(listed["org"], "acme");
     assert!(listed["last_used_at"].is_i64(), "{listed}");
-    assert!(listed.get("key").is_none() && listed.get("hash").is_none(), "{listed}");
+    assert!(
+        listed.get("key").is_none() && listed.get("hash").is_none(),
+        "{listed}"
+    );
     assert!(!list.to_string().contains(&secret[16..]));
 
     // The database file never holds the secret.
@@ -161,10 +202,20 @@ async fn keys_are_shown_once_stored_hashed_and_refused_once_revoked_or_expired()
 
     // Expired: works until its time, then 401.
     let soon = chrono::Utc::now().timestamp_millis() + 1_500;
-    let (s, b) = call(&r, ADMIN, Method::POST, "/v1/keys", Some(json!({"role": "viewer", "workspace": "acme/prod", "expires_at": soon}))).await;
+    let (s, b) = call(
+        &r,
+        ADMIN,
+        Method::POST,
+        "/v1/keys",
+        Some(json!({"role": "viewer", "workspace": "acme/prod", "expires_at": soon})),
+    )
+    .await;
     assert_eq!(s, 201, "{b}");
     let expiring = b["key"].as_str().unwrap().to_owned();
-    assert_eq!(call(&r, &expiring, Method::GET, "/v1/runs", None).await.0, 200);
+    assert_eq!(
+        call(&r, &expiring, Method::GET, "/v1/runs", None).await.0,
+        200
+    );
     tokio::time::sleep(Duration::from_millis(1_700)).await;
     let (s, b) = call(&r, &expiring, Method::GET, "/v1/runs", None).await;
     assert_eq!(s, 401, "{b}");
@@ -172,8 +223,18 @@ async fn keys_are_shown_once_stored_hashed_and_refused_once_revoked_or_expired()
 
     // A well-formed key that was never issued, and a key for a workspace that does not exist.
     let forged = format!("ak_{id}_{}", "0".repeat(64));
-    assert_eq!(call(&r, &forged, Method::GET, "/v1/runs", None).await.0, 401);
-    let (s, _) = call(&r, ADMIN, Method::POST, "/v1/keys", Some(json!({"role": "viewer", "workspace": "nope/nope"}))).await;
+    assert_eq!(
+        call(&r, &forged, Method::GET, "/v1/runs", None).await.0,
+        401
+    );
+    let (s, _) = call(
+        &r,
+        ADMIN,
+        Method::POST,
+        "/v1/keys",
+        Some(json!({"role": "viewer", "workspace": "nope/nope"})),
+    )
+    .await;
     assert_eq!(s, 404);
 }
 
@@ -183,7 +244,14 @@ async fn every_role_gets_what_it_needs_and_403_above_it() {
     workspace(&r, "acme", "prod").await;
     let (dev, _) = key(&r, "acme/prod", "developer").await;
     deploy(&r, &dev, "bot", "be brief").await;
-    let (s, run) = call(&r, &dev, Method::POST, "/v1/agents/bot/runs", Some(json!({"message": "hi", "wait": true}))).await;
+    let (s, run) = call(
+        &r,
+        &dev,
+        Method::POST,
+        "/v1/agents/bot/runs",
+        Some(json!({"message": "hi", "wait": true})),
+    )
+    .await;
     assert_eq!(s, 200, "{run}");
     assert_eq!(run["status"], "succeeded", "{run}");
     let run_id = run["run_id"].as_str().unwrap().to_owned();
@@ -193,12 +261,32 @@ async fn every_role_gets_what_it_needs_and_403_above_it() {
     let routes: Vec<(Method, String, Option<Value>, &str)> = vec![
         (Method::GET, "/v1/agents".into(), None, "viewer"),
         (Method::GET, format!("/v1/runs/{run_id}"), None, "viewer"),
-        (Method::POST, "/v1/agents/bot/runs".into(), Some(json!({"message": "hi"})), "invoker"),
-        (Method::POST, format!("/v1/runs/{run_id}/cancel"), None, "operator"),
+        (
+            Method::POST,
+            "/v1/agents/bot/runs".into(),
+            Some(json!({"message": "hi"})),
+            "invoker",
+        ),
+        (
+            Method::POST,
+            format!("/v1/runs/{run_id}/cancel"),
+            None,
+            "operator",
+        ),
         (Method::POST, "/v1/agents".into(), Some(spec), "developer"),
-        (Method::PUT, "/v1/agents/bot/labels/prod".into(), Some(json!({"version": 1})), "developer"),
+        (
+            Method::PUT,
+            "/v1/agents/bot/labels/prod".into(),
+            Some(json!({"version": 1})),
+            "developer",
+        ),
         (Method::GET, "/v1/keys".into(), None, "admin"),
-        (Method::POST, "/v1/keys".into(), Some(json!({"role": "viewer"})), "admin"),
+        (
+            Method::POST,
+            "/v1/keys".into(),
+            Some(json!({"role": "viewer"})),
+            "admin",
+        ),
     ];
     let order = ["viewer", "invoker", "operator", "developer", "admin"];
     for role in order {
@@ -210,7 +298,13 @@ async fn every_role_gets_what_it_needs_and_403_above_it() {
             if rank < need {
                 assert_eq!(s, 403, "{role} {m} {path}: {b}");
                 assert_eq!(b["type"], "urn:agentkit:problem:forbidden");
-                assert!(b["detail"].as_str().unwrap().contains(&format!("`{needed}`")), "{b}");
+                assert!(
+                    b["detail"]
+                        .as_str()
+                        .unwrap()
+                        .contains(&format!("`{needed}`")),
+                    "{b}"
+                );
             } else {
                 assert!(s != 403 && s != 401, "{role} {m} {path}: {s} {b}");
             }
@@ -218,9 +312,23 @@ async fn every_role_gets_what_it_needs_and_403_above_it() {
     }
     // An admin key of a workspace cannot mint keys elsewhere, nor create workspaces.
     let (admin_ws, _) = key(&r, "acme/prod", "admin").await;
-    let (s, _) = call(&r, &admin_ws, Method::POST, "/v1/keys", Some(json!({"role": "viewer", "workspace": "default/default"}))).await;
+    let (s, _) = call(
+        &r,
+        &admin_ws,
+        Method::POST,
+        "/v1/keys",
+        Some(json!({"role": "viewer", "workspace": "default/default"})),
+    )
+    .await;
     assert_eq!(s, 404);
-    let (s, _) = call(&r, &admin_ws, Method::POST, "/v1/workspaces", Some(json!({"org": "acme", "workspace": "dev"}))).await;
+    let (s, _) = call(
+        &r,
+        &admin_ws,
+        Method::POST,
+        "/v1/workspaces",
+        Some(json!({"org": "acme", "workspace": "dev"})),
+    )
+    .await;
     assert_eq!(s, 403);
     let (s, ws) = call(&r, &admin_ws, Method::GET, "/v1/workspaces", None).await;
     assert_eq!(s, 200);
@@ -256,35 +364,87 @@ async fn isolation(layout: Vec<BTreeMap<String, usize>>) {
         for (name, n) in agents {
             deploy(&r, &key, name, &format!("workspace {i}")).await;
             for _ in 0..*n {
-                let (s, run) = call(&r, &key, Method::POST, &format!("/v1/agents/{name}/runs"), Some(json!({"message": "hi", "wait": true}))).await;
+                let (s, run) = call(
+                    &r,
+                    &key,
+                    Method::POST,
+                    &format!("/v1/agents/{name}/runs"),
+                    Some(json!({"message": "hi", "wait": true})),
+                )
+                .await;
                 assert_eq!(s, 200, "{run}");
                 assert_eq!(run["status"], "succeeded", "{run}");
                 assert_eq!(run["output"]["text"], "hi", "{run}");
                 assert_eq!(run["agent"], name.as_str());
-                let ws = if i == 0 { "default".to_owned() } else { format!("ws{i}") };
+                let ws = if i == 0 {
+                    "default".to_owned()
+                } else {
+                    format!("ws{i}")
+                };
                 assert_eq!(run["input"]["principal"]["workspace"], ws.as_str(), "{run}");
                 runs.insert(run["run_id"].as_str().unwrap().to_owned());
             }
         }
-        tenants.push(Tenant { key, key_id, agents: agents.keys().cloned().collect(), runs });
+        tenants.push(Tenant {
+            key,
+            key_id,
+            agents: agents.keys().cloned().collect(),
+            runs,
+        });
     }
     let missing_run = uuid::Uuid::now_v7().to_string();
     for (i, me) in tenants.iter().enumerate() {
         // Lists hold exactly my agents and runs.
         let (_, agents) = call(&r, &me.key, Method::GET, "/v1/agents", None).await;
-        let names: BTreeSet<String> = agents.as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap().to_owned()).collect();
+        let names: BTreeSet<String> = agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(names, me.agents, "workspace {i} agents");
         let (_, runs) = call(&r, &me.key, Method::GET, "/v1/runs?limit=1000", None).await;
-        let ids: BTreeSet<String> = runs.as_array().unwrap().iter().map(|a| a["run_id"].as_str().unwrap().to_owned()).collect();
+        let ids: BTreeSet<String> = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["run_id"].as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(ids, me.runs, "workspace {i} runs");
         for name in &me.agents {
-            let (s, e) = call(&r, &me.key, Method::GET, &format!("/v1/agents/{name}/versions/latest"), None).await;
+            let (s, e) = call(
+                &r,
+                &me.key,
+                Method::GET,
+                &format!("/v1/agents/{name}/versions/latest"),
+                None,
+            )
+            .await;
             assert_eq!(s, 200);
             assert_eq!(e["spec"]["instructions"], format!("workspace {i}"));
-            let (_, runs) = call(&r, &me.key, Method::GET, &format!("/v1/runs?agent={name}"), None).await;
-            assert!(runs.as_array().unwrap().iter().all(|x| me.runs.contains(x["run_id"].as_str().unwrap())));
+            let (_, runs) = call(
+                &r,
+                &me.key,
+                Method::GET,
+                &format!("/v1/runs?agent={name}"),
+                None,
+            )
+            .await;
+            assert!(
+                runs.as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|x| me.runs.contains(x["run_id"].as_str().unwrap()))
+            );
         }
-        let (_, nothing) = call(&r, &me.key, Method::GET, &format!("/v1/runs/{missing_run}"), None).await;
+        let (_, nothing) = call(
+            &r,
+            &me.key,
+            Method::GET,
+            &format!("/v1/runs/{missing_run}"),
+            None,
+        )
+        .await;
         let (_, keys) = call(&r, &me.key, Method::GET, "/v1/keys", None).await;
         for (j, other) in tenants.iter().enumerate() {
             if i == j {
@@ -292,17 +452,32 @@ async fn isolation(layout: Vec<BTreeMap<String, usize>>) {
             }
             if let Some(id) = &other.key_id {
                 if i != 0 {
-                    assert!(!keys.to_string().contains(id.as_str()), "workspace {i} sees key {id}");
-                    let (s, _) = call(&r, &me.key, Method::DELETE, &format!("/v1/keys/{id}"), None).await;
+                    assert!(
+                        !keys.to_string().contains(id.as_str()),
+                        "workspace {i} sees key {id}"
+                    );
+                    let (s, _) =
+                        call(&r, &me.key, Method::DELETE, &format!("/v1/keys/{id}"), None).await;
                     assert_eq!(s, 404);
                 }
             }
             for run in &other.runs {
                 let same = |b: &Value| {
-                    assert_eq!(detail(b).replace(run.as_str(), "ID"), detail(&nothing).replace(&missing_run, "ID"), "{b}");
+                    assert_eq!(
+                        detail(b).replace(run.as_str(), "ID"),
+                        detail(&nothing).replace(&missing_run, "ID"),
+                        "{b}"
+                    );
                 };
                 for path in ["", "/events"] {
-                    let (s, b) = call(&r, &me.key, Method::GET, &format!("/v1/runs/{run}{path}"), None).await;
+                    let (s, b) = call(
+                        &r,
+                        &me.key,
+                        Method::GET,
+                        &format!("/v1/runs/{run}{path}"),
+                        None,
+                    )
+                    .await;
                     assert_eq!(s, 404, "workspace {i} reads run {run}{path}: {b}");
                     same(&b);
                 }
@@ -315,21 +490,56 @@ async fn isolation(layout: Vec<BTreeMap<String, usize>>) {
                     .unwrap();
                 assert_eq!(sse.status(), 404);
                 for control in ["pause", "resume", "cancel", "approve", "reject", "replay"] {
-                    let (s, b) = call(&r, &me.key, Method::POST, &format!("/v1/runs/{run}/{control}"), None).await;
+                    let (s, b) = call(
+                        &r,
+                        &me.key,
+                        Method::POST,
+                        &format!("/v1/runs/{run}/{control}"),
+                        None,
+                    )
+                    .await;
                     assert_eq!(s, 404, "workspace {i} {control}s run {run}: {b}");
                     same(&b);
                 }
-                let (s, _) = call(&r, &me.key, Method::POST, &format!("/v1/runs/{run}/signal"), Some(json!({"name": "go"}))).await;
+                let (s, _) = call(
+                    &r,
+                    &me.key,
+                    Method::POST,
+                    &format!("/v1/runs/{run}/signal"),
+                    Some(json!({"name": "go"})),
+                )
+                .await;
                 assert_eq!(s, 404);
             }
             for name in other.agents.difference(&me.agents) {
                 for path in ["", "/versions", "/versions/latest", "/diff?from=1"] {
-                    let (s, b) = call(&r, &me.key, Method::GET, &format!("/v1/agents/{name}{path}"), None).await;
+                    let (s, b) = call(
+                        &r,
+                        &me.key,
+                        Method::GET,
+                        &format!("/v1/agents/{name}{path}"),
+                        None,
+                    )
+                    .await;
                     assert_eq!(s, 404, "workspace {i} reads agent {name}{path}: {b}");
                 }
-                let (s, _) = call(&r, &me.key, Method::POST, &format!("/v1/agents/{name}/runs"), Some(json!({"message": "x"}))).await;
+                let (s, _) = call(
+                    &r,
+                    &me.key,
+                    Method::POST,
+                    &format!("/v1/agents/{name}/runs"),
+                    Some(json!({"message": "x"})),
+                )
+                .await;
                 assert_eq!(s, 404);
-                let (s, _) = call(&r, &me.key, Method::POST, &format!("/v1/agents/{name}/promote"), Some(json!({"from": "latest", "to": "prod"}))).await;
+                let (s, _) = call(
+                    &r,
+                    &me.key,
+                    Method::POST,
+                    &format!("/v1/agents/{name}/promote"),
+                    Some(json!({"from": "latest", "to": "prod"})),
+                )
+                .await;
                 assert_eq!(s, 404);
             }
         }
@@ -351,26 +561,42 @@ async fn isolation(layout: Vec<BTreeMap<String, usize>>) {
         for (j, other) in tenants.iter().enumerate() {
             for name in other.agents.difference(&me.agents) {
                 let out = client
-                    .call_tool(CallToolRequestParams::new(name.clone()).with_arguments(
-                        json!({"message": "x"}).as_object().unwrap().clone(),
-                    ))
+                    .call_tool(
+                        CallToolRequestParams::new(name.clone())
+                            .with_arguments(json!({"message": "x"}).as_object().unwrap().clone()),
+                    )
                     .await;
-                assert!(out.is_err() || out.unwrap().is_error == Some(true), "workspace {i} calls {j}'s {name}");
+                assert!(
+                    out.is_err() || out.unwrap().is_error == Some(true),
+                    "workspace {i} calls {j}'s {name}"
+                );
             }
         }
         if let Some(name) = me.agents.first() {
             let out = client
-                .call_tool(CallToolRequestParams::new(name.clone()).with_arguments(
-                    json!({"message": "via mcp"}).as_object().unwrap().clone(),
-                ))
+                .call_tool(
+                    CallToolRequestParams::new(name.clone())
+                        .with_arguments(json!({"message": "via mcp"}).as_object().unwrap().clone()),
+                )
                 .await
                 .unwrap();
             let meta = out.structured_content.clone().unwrap();
             assert_eq!(meta["status"], "succeeded", "{out:?}");
             let run = meta["run_id"].as_str().unwrap();
             for (j, other) in tenants.iter().enumerate() {
-                let (s, _) = call(&r, &other.key, Method::GET, &format!("/v1/runs/{run}"), None).await;
-                assert_eq!(s, if i == j { 200 } else { 404 }, "workspace {j} reads {i}'s /mcp run");
+                let (s, _) = call(
+                    &r,
+                    &other.key,
+                    Method::GET,
+                    &format!("/v1/runs/{run}"),
+                    None,
+                )
+                .await;
+                assert_eq!(
+                    s,
+                    if i == j { 200 } else { 404 },
+                    "workspace {j} reads {i}'s /mcp run"
+                );
             }
         }
         client.cancel().await.unwrap();
@@ -380,17 +606,38 @@ async fn isolation(layout: Vec<BTreeMap<String, usize>>) {
             for (j, other) in tenants.iter().enumerate().skip(1) {
                 for name in &other.agents {
                     let stored = format!("org{}~ws{j}~{name}", j % 2);
-                    let (s, _) = call(&r, &me.key, Method::GET, &format!("/v1/agents/{stored}"), None).await;
+                    let (s, _) = call(
+                        &r,
+                        &me.key,
+                        Method::GET,
+                        &format!("/v1/agents/{stored}"),
+                        None,
+                    )
+                    .await;
                     assert_eq!(s, 404);
                     let (s, _) = call(&r, &me.key, Method::POST, "/runs/wait", Some(json!({"assistant_id": stored, "input": {"messages": [{"role": "user", "content": "x"}]}}))).await;
                     assert!(s == 404 || s == 422, "{s}");
                 }
             }
             // The LangGraph and Agent Protocol lists of the default workspace hold only its own.
-            let (_, assistants) = call(&r, &me.key, Method::POST, "/assistants/search", Some(json!({"limit": 1000}))).await;
+            let (_, assistants) = call(
+                &r,
+                &me.key,
+                Method::POST,
+                "/assistants/search",
+                Some(json!({"limit": 1000})),
+            )
+            .await;
             let text = assistants.to_string();
             assert!(!text.contains('~'), "{text}");
-            let (_, runs) = call(&r, &me.key, Method::POST, "/runs/search", Some(json!({"limit": 1000}))).await;
+            let (_, runs) = call(
+                &r,
+                &me.key,
+                Method::POST,
+                "/runs/search",
+                Some(json!({"limit": 1000})),
+            )
+            .await;
             for other in tenants.iter().skip(1) {
                 for run in &other.runs {
                     assert!(!runs.to_string().contains(run.as_str()));
@@ -398,7 +645,10 @@ async fn isolation(layout: Vec<BTreeMap<String, usize>>) {
             }
         } else {
             // Routes not scoped yet are closed to workspace keys.
-            for (m, path) in [(Method::POST, "/assistants/search"), (Method::GET, "/v1/schedules")] {
+            for (m, path) in [
+                (Method::POST, "/assistants/search"),
+                (Method::GET, "/v1/schedules"),
+            ] {
                 let (s, _) = call(&r, &me.key, m, path, Some(json!({}))).await;
                 assert_eq!(s, 404, "{path}");
             }
@@ -409,7 +659,11 @@ async fn isolation(layout: Vec<BTreeMap<String, usize>>) {
 fn layouts() -> impl Strategy<Value = Vec<BTreeMap<String, usize>>> {
     // Few names, so workspaces often share agent names.
     let agents = prop::collection::btree_map(
-        prop::sample::select(vec!["bot".to_owned(), "support".to_owned(), "triage".to_owned()]),
+        prop::sample::select(vec![
+            "bot".to_owned(),
+            "support".to_owned(),
+            "triage".to_owned(),
+        ]),
         0usize..3,
         0..3,
     );

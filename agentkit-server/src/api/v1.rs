@@ -121,10 +121,7 @@ pub async fn readyz(State(s): State<AppState>) -> ApiResult<Json<Health>> {
 
 /// Every agent and workflow.
 #[utoipa::path(get, path = "/v1/agents", tag = "agents", responses((status = 200, body = [Entry])))]
-pub async fn list_agents(
-    State(s): State<AppState>,
-    caller: Caller,
-) -> ApiResult<Json<Vec<Entry>>> {
+pub async fn list_agents(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<Entry>>> {
     let scope = caller.scope();
     let all = s.platform.registry().list_all().await?;
     Ok(Json(
@@ -219,7 +216,9 @@ pub async fn list_versions(
         .versions(&name, page.after.unwrap_or(0), limit)
         .await
         .map_err(scoped(&scope))?;
-    Ok(Json(vs.into_iter().map(|v| version_out(&scope, v)).collect()))
+    Ok(Json(
+        vs.into_iter().map(|v| version_out(&scope, v)).collect(),
+    ))
 }
 
 /// One version, by number or label.
@@ -694,7 +693,14 @@ pub async fn approve_run(
     Path(run_id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<RunView>> {
-    decide(&s, &caller, &run_id, true, optional_json::<Reason>(&body)?.reason).await
+    decide(
+        &s,
+        &caller,
+        &run_id,
+        true,
+        optional_json::<Reason>(&body)?.reason,
+    )
+    .await
 }
 
 /// Reject the call a run waits on, with a reason the model reads.
@@ -707,7 +713,14 @@ pub async fn reject_run(
     Path(run_id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<RunView>> {
-    decide(&s, &caller, &run_id, false, optional_json::<Reason>(&body)?.reason).await
+    decide(
+        &s,
+        &caller,
+        &run_id,
+        false,
+        optional_json::<Reason>(&body)?.reason,
+    )
+    .await
 }
 
 /// What an offline replay of a run found.

@@ -315,8 +315,14 @@ mod tests {
         let k = format!("ak_{}_{}", "a1".repeat(6), "f0".repeat(32));
         assert_eq!(key_id(&k), Some("a1a1a1a1a1a1"));
         assert_eq!(key_id("ak_0123"), None);
-        assert_eq!(key_id(&format!("ak_{}_{}", "zz".repeat(6), "f0".repeat(32))), None);
-        assert_eq!(key_id(&format!("ak_{}_{}x", "a1".repeat(6), "f0".repeat(32))), None);
+        assert_eq!(
+            key_id(&format!("ak_{}_{}", "zz".repeat(6), "f0".repeat(32))),
+            None
+        );
+        assert_eq!(
+            key_id(&format!("ak_{}_{}x", "a1".repeat(6), "f0".repeat(32))),
+            None
+        );
     }
 
     proptest! {
@@ -334,7 +340,10 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(agentkit_runtime::MemoryStore::new());
         let keys = ApiKeys::new(store);
         let ws = WorkspaceId::new("acme", "prod");
-        let c = keys.create(&ws, "ci", Role::Invoker, None, "admin").await.unwrap();
+        let c = keys
+            .create(&ws, "ci", Role::Invoker, None, "admin")
+            .await
+            .unwrap();
         assert!(key_id(&c.key).is_some());
         let k = keys.verify(&c.key).await.unwrap().unwrap();
         assert_eq!(k.role, Role::Invoker);
@@ -345,6 +354,10 @@ mod tests {
         assert_eq!(keys.verify(&wrong).await.unwrap(), Err(Refusal::Unknown));
         keys.revoke(&c.record.id).await.unwrap();
         assert_eq!(keys.verify(&c.key).await.unwrap(), Err(Refusal::Revoked));
-        assert!(keys.create(&ws, "old", Role::Viewer, Some(1), "admin").await.is_err());
+        assert!(
+            keys.create(&ws, "old", Role::Viewer, Some(1), "admin")
+                .await
+                .is_err()
+        );
     }
 }

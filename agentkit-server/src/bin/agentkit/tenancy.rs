@@ -127,7 +127,9 @@ pub(crate) async fn keys(remote: &Remote, cmd: KeysCmd) -> Result<(), Failure> {
             v
         }
         KeysCmd::Revoke { id } => {
-            let v = c.call(Method::DELETE, &format!("/v1/keys/{id}"), None).await?;
+            let v = c
+                .call(Method::DELETE, &format!("/v1/keys/{id}"), None)
+                .await?;
             if !remote.json {
                 println!("revoked key {id}");
                 return Ok(());

@@ -335,6 +335,96 @@ async fn every_role_gets_what_it_needs_and_403_above_it() {
     assert_eq!(ws.as_array().unwrap().len(), 1, "{ws}");
 }
 
+#[tokio::test]
+async fn schedules_of_one_name_live_apart_in_each_workspace() {
+    let r = start().await;
+    let mut keys = vec![ADMIN.to_owned()];
+    for ws in ["a", "b"] {
+        workspace(&r, "org", ws).await;
+        keys.push(key(&r, &format!("org/{ws}"), "admin").await.0);
+    }
+    for (i, k) in keys.iter().enumerate() {
+        deploy(&r, k, "bot", &format!("workspace {i}")).await;
+        let (s, b) = call(
+            &r,
+            k,
+            Method::POST,
+            "/v1/schedules",
+            Some(json!({"name": "nightly", "target": "bot", "every": "1h"})),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        assert_eq!(b["name"], "nightly");
+        assert_eq!(b["target"], "bot");
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let (_, list) = call(&r, k, Method::GET, "/v1/schedules", None).await;
+        let list = list.as_array().unwrap().clone();
+        assert_eq!(list.len(), 1, "workspace {i}: {list:?}");
+        assert_eq!(list[0]["name"], "nightly");
+        let (s, run) = call(&r, k, Method::POST, "/v1/schedules/nightly/trigger", None).await;
+        assert_eq!(s, 202, "{run}");
+        assert_eq!(run["agent"], "bot");
+        let id = run["run_id"].as_str().unwrap().to_owned();
+        for (j, other) in keys.iter().enumerate() {
+            let (s, _) = call(&r, other, Method::GET, &format!("/v1/runs/{id}"), None).await;
+            assert_eq!(s, if i == j { 200 } else { 404 });
+        }
+        let (_, history) = call(&r, k, Method::GET, "/v1/schedules/nightly/history", None).await;
+        let ids: Vec<&str> = history
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["run"]["run_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, vec![id.as_str()], "workspace {i} history");
+        // Pausing mine leaves the others' alone.
+        if i == 1 {
+            let (s, _) = call(&r, k, Method::POST, "/v1/schedules/nightly/pause", None).await;
+            assert_eq!(s, 200);
+        }
+    }
+    let paused: Vec<bool> = {
+        let mut v = Vec::new();
+        for k in &keys {
+            let (_, b) = call(&r, k, Method::GET, "/v1/schedules/nightly", None).await;
+            v.push(b["paused"] == true);
+        }
+        v
+    };
+    assert_eq!(paused, vec![false, true, false]);
+    // Deleting mine leaves the others'; another workspace's stored name is nothing.
+    let (s, _) = call(&r, &keys[2], Method::DELETE, "/v1/schedules/nightly", None).await;
+    assert_eq!(s, 204);
+    assert_eq!(
+        call(&r, &keys[2], Method::GET, "/v1/schedules/nightly", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        call(&r, &keys[1], Method::GET, "/v1/schedules/nightly", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(&r, ADMIN, Method::GET, "/v1/schedules/org~a~nightly", None)
+            .await
+            .0,
+        404
+    );
+    let (s, _) = call(
+        &r,
+        &keys[1],
+        Method::POST,
+        "/v1/schedules",
+        Some(json!({"name": "x", "target": "org~b~bot", "every": "1h"})),
+    )
+    .await;
+    assert_eq!(s, 400);
+}
+
 /// One workspace of the isolation test: its key, agents and runs.
 struct Tenant {
     key: String,
@@ -648,7 +738,8 @@ async fn isolation(layout: Vec<BTreeMap<String, usize>>) {
             // Routes not scoped yet are closed to workspace keys.
             for (m, path) in [
                 (Method::POST, "/assistants/search"),
-                (Method::GET, "/v1/schedules"),
+                (Method::POST, "/threads"),
+                (Method::POST, "/runs/search"),
             ] {
                 let (s, _) = call(&r, &me.key, m, path, Some(json!({}))).await;
                 assert_eq!(s, 404, "{path}");

@@ -113,6 +113,12 @@ const SCOPED_ROUTES: &[&str] = &[
     "/v1/runs/{run_id}/approve",
     "/v1/runs/{run_id}/reject",
     "/v1/runs/{run_id}/replay",
+    "/v1/schedules",
+    "/v1/schedules/{name}",
+    "/v1/schedules/{name}/pause",
+    "/v1/schedules/{name}/resume",
+    "/v1/schedules/{name}/trigger",
+    "/v1/schedules/{name}/history",
 ];
 
 /// Authenticate the request into a [`Caller`](crate::tenancy::Caller) (the admin key or an

@@ -425,6 +425,88 @@ async fn schedules_of_one_name_live_apart_in_each_workspace() {
     assert_eq!(s, 400);
 }
 
+/// A code agent that answers with the principal its run's context carries.
+struct WhoAmI;
+
+#[async_trait::async_trait]
+impl agentkit_core::AugmentedLlm for WhoAmI {
+    fn name(&self) -> &str {
+        "whoami"
+    }
+
+    async fn generate(
+        &self,
+        _: agentkit_core::GenerateRequest,
+        ctx: &agentkit_core::RunContext,
+    ) -> agentkit_core::Result<agentkit_core::Generation> {
+        let p = ctx.principal().cloned().unwrap_or_default();
+        Ok(agentkit_core::Generation::from_text(format!(
+            "{}/{} key={} roles={}",
+            p.tenant.unwrap_or_default(),
+            p.workspace.unwrap_or_default(),
+            p.key_id.unwrap_or_else(|| "-".into()),
+            p.roles.join(",")
+        )))
+    }
+}
+
+#[tokio::test]
+async fn runs_carry_their_callers_principal_on_the_run_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let server = Server::builder(store)
+        .admin_key(ADMIN)
+        .agent_llm("whoami", Arc::new(WhoAmI), "Says who called")
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        server
+            .serve(listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    let r = Running {
+        base,
+        dir,
+        stop: Some(tx),
+    };
+    let (s, run) = call(
+        &r,
+        ADMIN,
+        Method::POST,
+        "/v1/agents/whoami/runs",
+        Some(json!({"message": "?", "wait": true})),
+    )
+    .await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(
+        run["output"]["text"], "default/default key=- roles=admin",
+        "{run}"
+    );
+    let (invoker, id) = key(&r, "default/default", "invoker").await;
+    let (s, run) = call(
+        &r,
+        &invoker,
+        Method::POST,
+        "/v1/agents/whoami/runs",
+        Some(json!({"message": "?", "wait": true})),
+    )
+    .await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(
+        run["output"]["text"],
+        format!("default/default key={id} roles=invoker"),
+        "{run}"
+    );
+}
+
 /// One workspace of the isolation test: its key, agents and runs.
 struct Tenant {
     key: String,

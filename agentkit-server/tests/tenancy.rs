@@ -789,7 +789,23 @@ async fn isolation(layout: Vec<BTreeMap<String, usize>>) {
                     .await;
                     assert_eq!(s, 404);
                     let (s, _) = call(&r, &me.key, Method::POST, "/runs/wait", Some(json!({"assistant_id": stored, "input": {"messages": [{"role": "user", "content": "x"}]}}))).await;
-                    assert!(s == 404 || s == 422, "{s}");
+                    assert_eq!(s, 404);
+                    let encoded = format!("/v1/agents/org{}%7Ews{j}%7E{name}", j % 2);
+                    let (s, _) = call(&r, &me.key, Method::GET, &encoded, None).await;
+                    assert_eq!(s, 404);
+                    let cron = json!({"assistant_id": stored, "schedule": "0 * * * *",
+                                      "input": {"messages": [{"role": "user", "content": "x"}]}});
+                    let (s, b) = call(&r, &me.key, Method::POST, "/runs/crons", Some(cron)).await;
+                    assert_eq!(s, 404, "{b}");
+                    let (s, _) = call(
+                        &r,
+                        &me.key,
+                        Method::GET,
+                        &format!("/assistants/{stored}"),
+                        None,
+                    )
+                    .await;
+                    assert_eq!(s, 404);
                 }
             }
             // The LangGraph and Agent Protocol lists of the default workspace hold only its own.

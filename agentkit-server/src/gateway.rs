@@ -21,9 +21,12 @@
 //! [`agentkit_mcp::WorkflowTasks`] for the status mapping.
 //!
 //! The tool list follows the registry: an agent deployed on any node appears within the
-//! server's sync period (2 s), and sessions are told that the list changed. Requests need the
-//! server's API key like every other route; the `Host` header is not restricted (the key is
-//! the protection), browser `Origin`s must be loopback ones.
+//! server's sync period (2 s), and sessions are told that the list changed. Requests need an
+//! API key (role `invoker` or higher) like every other route, and each workspace has its own
+//! endpoint behind the same path: a key sees and calls its workspace's agents only, and MCP
+//! Tasks are its workspace's runs (another workspace's run id is an unknown task). The `Host`
+//! header is not restricted (the key is the protection), browser `Origin`s must be loopback
+//! ones.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, Weak};

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::platform::Platform;
 use crate::registry::{Deployed, EntryKind};
+use crate::tenancy::Scope;
 
 /// Validate `spec` with the platform's spec builder, pin the `latest` versions of the agents
 /// it composes, and store it as the next version of `name` (or find it unchanged).
@@ -16,6 +17,26 @@ pub async fn deploy_spec(
     kind: EntryKind,
     spec: Value,
 ) -> Result<Deployed> {
+    deploy_spec_in(platform, &Scope::default_scope(), name, kind, spec).await
+}
+
+/// [`deploy_spec`] in `scope`'s workspace: `name` and the agents the spec composes are that
+/// workspace's.
+pub async fn deploy_spec_in(
+    platform: &Platform,
+    scope: &Scope,
+    name: &str,
+    kind: EntryKind,
+    spec: Value,
+) -> Result<Deployed> {
+    let reserved = |n: &str| {
+        Error::InvalidRequest(format!(
+            "`{}` is not a valid name: use 1 to 64 letters, digits, `-` or `_`",
+            n.escape_debug()
+        ))
+    };
+    let external = name;
+    let name = &scope.internal(name).ok_or_else(|| reserved(external))?;
     let builder = platform.directory.builder.as_ref().ok_or_else(|| {
         Error::InvalidRequest(
             "this server accepts no declarative specs (it was built without a spec builder)".into(),
@@ -31,15 +52,17 @@ pub async fn deploy_spec(
     let (description, members) = builder.validate(kind, &spec)?;
     let mut pinned = BTreeMap::new();
     for m in members {
-        if m == name {
+        let m = scope.internal(&m).ok_or_else(|| reserved(&m))?;
+        if &m == name {
             return Err(Error::InvalidRequest(format!(
-                "workflow `{name}` cannot compose itself"
+                "workflow `{external}` cannot compose itself"
             )));
         }
         let v = platform.registry.resolve(&m, None).await.map_err(|e| {
             if e.is_not_found() {
+                let m = scope.external(&m).unwrap_or(&m);
                 Error::InvalidRequest(format!(
-                    "`{name}` composes `{m}`, which is not deployed; deploy `{m}` first"
+                    "`{external}` composes `{m}`, which is not deployed; deploy `{m}` first"
                 ))
             } else {
                 e

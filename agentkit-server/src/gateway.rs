@@ -21,9 +21,12 @@
 //! [`agentkit_mcp::WorkflowTasks`] for the status mapping.
 //!
 //! The tool list follows the registry: an agent deployed on any node appears within the
-//! server's sync period (2 s), and sessions are told that the list changed. Requests need the
-//! server's API key like every other route; the `Host` header is not restricted (the key is
-//! the protection), browser `Origin`s must be loopback ones.
+//! server's sync period (2 s), and sessions are told that the list changed. Requests need an
+//! API key (role `invoker` or higher) like every other route, and each workspace has its own
+//! endpoint behind the same path: a key sees and calls its workspace's agents only, and MCP
+//! Tasks are its workspace's runs (another workspace's run id is an unknown task). The `Host`
+//! header is not restricted (the key is the protection), browser `Origin`s must be loopback
+//! ones.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, Weak};
@@ -42,6 +45,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::platform::{Platform, StartRun};
+use crate::tenancy::Scope;
+
+/// The principal of runs started through a workspace's `/mcp` (its organisation and
+/// workspace; the stored prefix is `<org>~<workspace>~`).
+fn scope_principal(scope: &Scope) -> Option<agentkit_core::Principal> {
+    let mut parts = scope.prefix().split(crate::tenancy::SEP);
+    let (org, ws) = (parts.next()?, parts.next()?);
+    (!org.is_empty()).then(|| agentkit_core::Principal::new(org, ws))
+}
 
 /// The arguments of an agent's tool.
 #[derive(Debug, Deserialize)]
@@ -66,8 +78,9 @@ impl AgentCall {
         })
     }
 
-    fn into_start(self, agent: &str) -> Result<StartRun, String> {
+    fn into_start(self, agent: &str, scope: &Scope) -> Result<StartRun, String> {
         let mut req = StartRun::new(agent, self.message);
+        req.principal = scope_principal(scope);
         req.thread_id = self.thread_id;
         req.idempotency_key = self.idempotency_key;
         req.reference = match self.version {
@@ -112,6 +125,8 @@ pub(crate) struct Gateway {
     /// Tool → (agent, description) as last served (a new description re-adds the tool).
     served: Arc<std::sync::Mutex<BTreeMap<String, (String, String)>>>,
     platform: Weak<Platform>,
+    /// The workspace it serves.
+    scope: Scope,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -123,12 +138,14 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// A gateway over `platform` (held weakly: the platform owns the gateway).
-    pub(crate) fn new(platform: Weak<Platform>) -> Self {
+    /// A gateway over `platform` (held weakly: the platform owns the gateway) serving the
+    /// workspace of `scope`.
+    pub(crate) fn new(platform: Weak<Platform>, scope: Scope) -> Self {
         let tools = ToolMap::default();
         let tasks = PlatformTasks {
             platform: platform.clone(),
             tools: Arc::clone(&tools),
+            scope: scope.clone(),
         };
         let server = McpServerBuilder::new("agentkit", env!("CARGO_PKG_VERSION"))
             .instructions(
@@ -142,6 +159,7 @@ impl Gateway {
             tools,
             served: Arc::default(),
             platform,
+            scope,
         }
     }
 
@@ -152,11 +170,15 @@ impl Gateway {
             .into_http_service(HttpOptions::new().with_allowed_hosts(std::iter::empty::<String>()))
     }
 
-    /// Make the tool list match `entries` (agent names and descriptions): add the new,
-    /// remove the gone.
+    /// Make the tool list match `entries` (stored agent names and descriptions, of every
+    /// workspace): add this workspace's new ones, remove the gone.
     pub(crate) async fn sync(&self, entries: &[(String, String)]) {
         let mut wanted = BTreeMap::new();
         for (name, description) in entries {
+            let Some(name) = self.scope.external(name) else {
+                continue;
+            };
+            let name = &name.to_owned();
             let tool = agentkit_mcp::names::sanitize(name);
             if wanted.contains_key(&tool) {
                 tracing::warn!(agent = %name, %tool, "two agents map to one MCP tool name; the first is served");
@@ -178,6 +200,7 @@ impl Gateway {
             sync::write(&self.tools).insert(tool.clone(), agent.clone());
             sync::lock(&self.served).insert(tool.clone(), entry);
             let weak = self.platform.clone();
+            let scope = self.scope.clone();
             let name = tool.clone();
             let description = if description.is_empty() {
                 format!("Run agent `{agent}` (a durable run).")
@@ -189,11 +212,12 @@ impl Gateway {
                     let weak = weak.clone();
                     let agent = agent.clone();
                     let name = name.clone();
+                    let scope = scope.clone();
                     async move {
                         let Some(platform) = weak.upgrade() else {
                             return Err(ErrorData::internal_error("the server is stopping", None));
                         };
-                        Ok(call_agent(&platform, &name, &agent, args, call).await)
+                        Ok(call_agent(&platform, &scope, &name, &agent, args, call).await)
                     }
                 })
                 .await;
@@ -208,12 +232,13 @@ fn error_result(message: impl Into<String>) -> CallToolResult {
 /// A plain `tools/call`: start the run, forward its steps as progress, wait for it.
 async fn call_agent(
     platform: &Arc<Platform>,
+    scope: &Scope,
     tool: &str,
     agent: &str,
     args: JsonObject,
     call: CallContext,
 ) -> CallToolResult {
-    let start = match AgentCall::parse(tool, args).and_then(|a| a.into_start(agent)) {
+    let start = match AgentCall::parse(tool, args).and_then(|a| a.into_start(agent, scope)) {
         Ok(s) => s,
         Err(e) => return error_result(e),
     };
@@ -312,6 +337,7 @@ fn unreachable_progress() -> agentkit_core::Result<agentkit_runtime::RunRecord> 
 struct PlatformTasks {
     platform: Weak<Platform>,
     tools: ToolMap,
+    scope: Scope,
 }
 
 impl PlatformTasks {
@@ -324,6 +350,22 @@ impl PlatformTasks {
     fn runs(&self) -> Result<WorkflowTasks, ErrorData> {
         let runtime = self.platform()?.runtime().clone();
         Ok(WorkflowTasks::new(Arc::new(runtime)))
+    }
+
+    /// `task_id` if it is a run of this workspace; otherwise the error of a task that does
+    /// not exist.
+    async fn check(&self, task_id: &str) -> Result<(), ErrorData> {
+        match self.platform()?.run_in(&self.scope, task_id).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Err(ErrorData::invalid_params(
+                format!("no task `{task_id}` (task ids are the run ids tools/call returned)"),
+                None,
+            )),
+            Err(e) => Err(ErrorData::internal_error(
+                format!("reading run `{task_id}` failed: {e}; try again"),
+                None,
+            )),
+        }
     }
 }
 
@@ -345,7 +387,9 @@ impl TaskBackend for PlatformTasks {
                 None,
             ));
         };
-        let start = match AgentCall::parse(tool, arguments).and_then(|a| a.into_start(&agent)) {
+        let start = match AgentCall::parse(tool, arguments)
+            .and_then(|a| a.into_start(&agent, &self.scope))
+        {
             Ok(s) => s,
             Err(e) => return Ok(error_result(e).into()),
         };
@@ -364,6 +408,7 @@ impl TaskBackend for PlatformTasks {
         task_id: &str,
         request: &RequestContext<RoleServer>,
     ) -> Result<DetailedTask, ErrorData> {
+        self.check(task_id).await?;
         self.runs()?.get(task_id, request).await
     }
 
@@ -373,6 +418,7 @@ impl TaskBackend for PlatformTasks {
         responses: InputResponses,
         request: &RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        self.check(task_id).await?;
         self.runs()?.update(task_id, responses, request).await
     }
 
@@ -381,6 +427,7 @@ impl TaskBackend for PlatformTasks {
         task_id: &str,
         _request: &RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        self.check(task_id).await?;
         let platform = self.platform()?;
         match platform
             .runtime()

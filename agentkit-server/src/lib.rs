@@ -2,7 +2,8 @@
 //!
 //! The agent operations server: declarative agents and workflows (`agentkit.yaml`), a
 //! versioned registry with environment labels, durable runs on the runtime's store, threads
-//! that hold conversations, crons, and an HTTP API behind an API key: agentkit's `/v1` (with
+//! that hold conversations, crons, workspaces with hashed API keys and roles
+//! ([`tenancy`]), and an HTTP API behind those keys: agentkit's `/v1` (with
 //! SSE run streams that resume from the store), the Agent Protocol, and the part of the
 //! LangGraph Agent Server API its SDK clients use ([`api::langgraph`]). A library first — [`Server::builder`] gives an axum
 //! [`Router`](axum::Router) to serve or mount — and the `agentkit` binary.
@@ -32,6 +33,7 @@ pub mod retention;
 pub mod schedules;
 pub mod servers;
 pub mod spec;
+pub mod tenancy;
 pub mod threads;
 pub mod webhooks;
 

@@ -15,6 +15,27 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::registry::{EntryKind, Registry, Version};
+use crate::tenancy::{Scope, WorkspaceId};
+
+/// The scope of a principal's workspace (`default/default` without one).
+pub(crate) fn scope_of(p: Option<&agentkit_core::Principal>) -> Scope {
+    match p.and_then(|p| Some((p.tenant.as_deref()?, p.workspace.as_deref()?))) {
+        Some((org, ws)) => Scope::of(&WorkspaceId::new(org, ws)),
+        None => Scope::default_scope(),
+    }
+}
+
+fn no_agent(name: &str) -> Error {
+    Error::not_found(
+        "agent or workflow",
+        name,
+        "list them with `GET /v1/agents` (or `agentkit agents list`)",
+    )
+}
+
+fn no_run(run_id: &str) -> Error {
+    Error::not_found("run", run_id, "check the run id")
+}
 use crate::threads::{ThreadPolicy, Threads};
 
 /// The store collection indexing runs by thread (`{thread}/{run}`).
@@ -137,12 +158,21 @@ impl Directory {
             }
             let mut members = BTreeMap::new();
             for (m, mv) in &v.members {
-                members.insert(m.clone(), self.resolve_boxed(m, *mv, depth + 1).await?);
+                // A workspace's members are stored with its prefix; the spec names them
+                // without it.
+                let key = m.rsplit(crate::tenancy::SEP).next().unwrap_or(m);
+                members.insert(key.to_owned(), self.resolve_boxed(m, *mv, depth + 1).await?);
             }
             let builder = self.builder.as_ref().ok_or_else(|| Error::Unavailable {
                 what: format!("agent `{name}`"),
                 message: "this server has no builder for declarative specs".into(),
             })?;
+            // A workspace's agents are stored as `<org>~<workspace>~<name>`; the builder sees
+            // the name its spec was written with.
+            let mut v = v;
+            if let Some(external) = v.name.rsplit(crate::tenancy::SEP).next() {
+                v.name = external.to_owned();
+            }
             let built = builder.build(&v, &members, Arc::clone(&self.memory))?;
             lock(&self.cache).insert((name.to_owned(), version), Arc::clone(&built));
             Ok(built)
@@ -194,6 +224,19 @@ pub struct RunView {
     pub created_at: i64,
     /// When it last changed (ms since epoch).
     pub updated_at: i64,
+}
+
+impl RunView {
+    /// The run as `scope`'s workspace sees it (its agent's name without the workspace
+    /// prefix).
+    #[must_use]
+    pub fn in_scope(r: RunRecord, scope: &Scope) -> Self {
+        let mut v = Self::from(r);
+        if let Some(name) = scope.external(&v.agent) {
+            v.agent = name.to_owned();
+        }
+        v
+    }
 }
 
 impl From<RunRecord> for RunView {
@@ -298,6 +341,9 @@ pub struct StartRun {
     pub idempotency_key: Option<String>,
     /// What to do if the thread is busy (default: the server's policy).
     pub if_busy: Option<ThreadPolicy>,
+    /// Who starts it: its workspace scopes `agent` and `thread_id` (default:
+    /// `default/default`), and the run's `RunContext` carries it.
+    pub principal: Option<agentkit_core::Principal>,
 }
 
 impl StartRun {
@@ -316,6 +362,19 @@ impl StartRun {
     pub fn on_thread(mut self, id: impl Into<String>) -> Self {
         self.thread_id = Some(id.into());
         self
+    }
+
+    /// Started by `principal` (in its workspace).
+    #[must_use]
+    pub fn by(mut self, principal: agentkit_core::Principal) -> Self {
+        self.principal = Some(principal);
+        self
+    }
+
+    /// The scope of the principal's workspace (`default/default` without one).
+    #[must_use]
+    pub fn scope(&self) -> Scope {
+        scope_of(self.principal.as_ref())
     }
 
     /// At a label or version.
@@ -337,8 +396,11 @@ pub struct Platform {
     pub(crate) ops: crate::ops::OpsState,
     /// The runs streamed over SSE in this process (one store poller per run).
     pub(crate) feeds: crate::api::sse::Feeds,
-    /// The `/mcp` endpoint (set once the platform is in its `Arc`).
+    /// The `/mcp` endpoint of `default/default` (set once the platform is in its `Arc`).
     pub(crate) gateway: std::sync::OnceLock<crate::gateway::Gateway>,
+    /// The `/mcp` endpoints of the other workspaces (by stored prefix), made on first use.
+    pub(crate) gateways:
+        Mutex<HashMap<String, (crate::gateway::Gateway, agentkit_mcp::McpHttpService)>>,
     /// This platform, for tasks it spawns (set once it is in its `Arc`).
     pub(crate) this: std::sync::OnceLock<std::sync::Weak<Platform>>,
 }
@@ -384,6 +446,7 @@ impl Platform {
             ops: crate::ops::OpsState::default(),
             feeds: Default::default(),
             gateway: std::sync::OnceLock::new(),
+            gateways: Mutex::default(),
             this: std::sync::OnceLock::new(),
         }
     }
@@ -432,18 +495,25 @@ impl Platform {
     /// agents deployed through another process execute here too).
     pub async fn sync_targets(&self) -> Result<usize> {
         let mut n = 0;
-        let entries = self.registry.list().await?;
+        let entries = self.registry.list_all().await?;
         for e in &entries {
             if !lock(&self.registered).contains(&e.name) {
                 self.ensure_target(&e.name).await?;
                 n += 1;
             }
         }
+        let tools: Vec<(String, String)> = entries
+            .into_iter()
+            .map(|e| (e.name, e.description))
+            .collect();
         if let Some(g) = self.gateway.get() {
-            let tools: Vec<(String, String)> = entries
-                .into_iter()
-                .map(|e| (e.name, e.description))
-                .collect();
+            g.sync(&tools).await;
+        }
+        let others: Vec<crate::gateway::Gateway> = lock(&self.gateways)
+            .values()
+            .map(|(g, _)| g.clone())
+            .collect();
+        for g in others {
             g.sync(&tools).await;
         }
         Ok(n)
@@ -486,6 +556,27 @@ impl Platform {
         &self,
         req: StartRun,
     ) -> Result<(String, Value, StartOptions, Option<String>)> {
+        let scope = req.scope();
+        let mut req = req;
+        req.agent = scope
+            .internal(&req.agent)
+            .ok_or_else(|| no_agent(&req.agent))?;
+        if let Some(t) = &req.thread_id {
+            let internal = scope.internal(t).ok_or_else(|| {
+                Error::not_found("thread", t.as_str(), "create it first (`POST /threads`)")
+            })?;
+            req.thread_id = Some(internal);
+        }
+        if let Some(k) = &req.idempotency_key {
+            if scope.is_default() && k.contains(crate::tenancy::SEP) {
+                return Err(Error::InvalidRequest(format!(
+                    "idempotency key `{}` contains `{}`, which is reserved; choose another",
+                    k.escape_debug(),
+                    crate::tenancy::SEP
+                )));
+            }
+            req.idempotency_key = Some(format!("{}{k}", scope.internal("").unwrap_or_default()));
+        }
         let version = self
             .registry
             .resolve(&req.agent, req.reference.as_deref())
@@ -493,6 +584,10 @@ impl Platform {
         self.ensure_target(&req.agent).await?;
         let run_id = uuid::Uuid::now_v7().to_string();
         let mut input = json!({ "message": req.message });
+        if let Some(p) = &req.principal {
+            input["principal"] = serde_json::to_value(p)
+                .map_err(|e| Error::json("encoding the run's principal", e))?;
+        }
         let mut queued = false;
         if let Some(thread) = &req.thread_id {
             queued = self
@@ -726,8 +821,43 @@ impl Platform {
         Ok(docs.len())
     }
 
-    /// The run.
+    /// The `/mcp` service of `scope`'s workspace (made and filled on first use).
+    pub(crate) async fn mcp_service(&self, scope: &Scope) -> Option<agentkit_mcp::McpHttpService> {
+        if let Some((_, svc)) = lock(&self.gateways).get(scope.prefix()) {
+            return Some(svc.clone());
+        }
+        let this = self.this.get()?.clone();
+        let g = crate::gateway::Gateway::new(this, scope.clone());
+        let entries: Vec<(String, String)> = match self.registry.list_all().await {
+            Ok(all) => all.into_iter().map(|e| (e.name, e.description)).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing agents for a workspace's /mcp failed");
+                Vec::new()
+            }
+        };
+        g.sync(&entries).await;
+        let svc = g.service();
+        let mut map = lock(&self.gateways);
+        let (_, svc) = map.entry(scope.prefix().to_owned()).or_insert((g, svc));
+        Some(svc.clone())
+    }
+
+    /// The run, if it is in the `default/default` workspace (see [`run_in`](Self::run_in)).
     pub async fn run(&self, run_id: &str) -> Result<RunRecord> {
+        self.run_in(&Scope::default_scope(), run_id).await
+    }
+
+    /// The run, if it is in `scope`'s workspace; another workspace's run is not found,
+    /// exactly like one that does not exist.
+    pub async fn run_in(&self, scope: &Scope, run_id: &str) -> Result<RunRecord> {
+        match self.runtime.store().get_run(run_id).await? {
+            Some(r) if scope.contains(&r.target) => Ok(r),
+            _ => Err(no_run(run_id)),
+        }
+    }
+
+    /// The run, in any workspace (for the server's own tasks).
+    pub(crate) async fn run_any(&self, run_id: &str) -> Result<RunRecord> {
         self.runtime.get(run_id).await
     }
 
@@ -737,9 +867,47 @@ impl Platform {
         self.runtime.wait_for_status(run_id, WAIT_FOR).await
     }
 
-    /// Runs matching `query`, newest first.
+    /// Runs of the `default/default` workspace matching `query`, newest first.
     pub async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
-        self.runtime.store().search_runs(query).await
+        self.runs_in(&Scope::default_scope(), query).await
+    }
+
+    /// Runs of `scope`'s workspace matching `query` (whose targets are the workspace's
+    /// names), newest first.
+    pub async fn runs_in(&self, scope: &Scope, query: &RunQuery) -> Result<Vec<RunRecord>> {
+        let mut q = query.clone();
+        q.targets = query
+            .targets
+            .iter()
+            .filter_map(|t| scope.internal(t))
+            .collect();
+        if !query.targets.is_empty() && q.targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        if q.targets.is_empty() && !scope.is_default() {
+            // Every target of the workspace (runs are found by target).
+            q.targets = self
+                .registry
+                .list_all()
+                .await?
+                .into_iter()
+                .map(|e| e.name)
+                .filter(|n| scope.contains(n))
+                .collect();
+            if q.targets.is_empty() {
+                return Ok(Vec::new());
+            }
+        }
+        if let Some(k) = &q.idempotency_key_prefix
+            && !scope.is_default()
+        {
+            q.idempotency_key_prefix =
+                Some(format!("{}{k}", scope.internal("").unwrap_or_default()));
+        }
+        let mut runs = self.runtime.store().search_runs(&q).await?;
+        // The default workspace's query had no target filter: drop other workspaces' runs.
+        runs.retain(|r| scope.contains(&r.target));
+        Ok(runs)
     }
 
     /// Runs started on a thread, newest first (at most `limit`).

@@ -252,7 +252,9 @@ impl Platform {
     /// Create a schedule: stored (so every server process sharing the store, and the next
     /// start, fire it) and registered here. Its name must be new; its target deployed.
     pub async fn create_schedule(&self, name: &str, spec: ScheduleSpec) -> Result<ScheduleView> {
-        if !is_valid_name(name) {
+        // A workspace's schedules are stored as `<org>~<workspace>~<name>`: the name is
+        // checked.
+        if !is_valid_name(name.rsplit(crate::tenancy::SEP).next().unwrap_or(name)) {
             return Err(Error::InvalidRequest(format!(
                 "schedule name `{}` is not valid: use 1 to 64 letters, digits, `_` or `-`",
                 name.escape_debug()

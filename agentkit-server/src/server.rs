@@ -123,7 +123,10 @@ impl ServerBuilder {
         self
     }
 
-    /// The key every request must carry (default: a random one, see [`Server::admin_key`]).
+    /// The server's admin key (default: a random one, see [`Server::admin_key`]): a
+    /// super-admin, `admin` of the `default/default` workspace and the only key that creates
+    /// workspaces and keys of any workspace. Other keys are made with `POST /v1/keys`; see
+    /// [`tenancy`](crate::tenancy).
     #[must_use]
     pub fn admin_key(mut self, key: impl Into<String>) -> Self {
         self.admin_key = Some(key.into());
@@ -224,9 +227,10 @@ impl ServerBuilder {
             self.policy,
         ));
         let _ = platform.this.set(Arc::downgrade(&platform));
-        let _ = platform
-            .gateway
-            .set(crate::gateway::Gateway::new(Arc::downgrade(&platform)));
+        let _ = platform.gateway.set(crate::gateway::Gateway::new(
+            Arc::downgrade(&platform),
+            crate::tenancy::Scope::default_scope(),
+        ));
         for (name, llm, description) in self.code {
             directory.add_code(&name, llm);
             registry
@@ -362,6 +366,10 @@ impl Server {
                 platform: Arc::clone(&self.platform),
                 admin_key: Arc::clone(&self.admin_key),
                 metrics: self.metrics.clone(),
+                keys: crate::tenancy::ApiKeys::new(Arc::clone(self.platform.runtime().store())),
+                workspaces: crate::tenancy::Workspaces::new(Arc::clone(
+                    self.platform.runtime().store(),
+                )),
             },
             self.max_body_bytes,
         )

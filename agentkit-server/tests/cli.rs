@@ -270,3 +270,81 @@ fn schedules_are_listed_paused_triggered_and_their_history_shown() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("nope"), "{err}");
 }
+
+#[test]
+fn keys_and_workspaces_are_managed_from_the_cli() {
+    let dev = start_dev();
+    let (code, out, err) = run(&dev, &["workspaces", "create", "acme/prod"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("created workspace acme/prod"), "{out}");
+    let (code, out, _) = run(&dev, &["workspaces", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("acme") && out.contains("built in"), "{out}");
+
+    let (code, out, err) = run(
+        &dev,
+        &[
+            "keys",
+            "create",
+            "--role",
+            "developer",
+            "--workspace",
+            "acme/prod",
+            "--name",
+            "ci",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let secret = out
+        .lines()
+        .find(|l| l.starts_with("ak_"))
+        .unwrap_or_else(|| panic!("no key in {out}"))
+        .to_owned();
+    let id = secret[3..15].to_owned();
+
+    // The new key works in its own workspace, which has no agents yet.
+    let as_key = |args: &[&str]| {
+        let out = agentkit()
+            .args(args)
+            .args(["--server", &dev.url, "--key", &secret])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = as_key(&["agents", "list", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "[]");
+    // A developer key may not list keys.
+    assert_eq!(as_key(&["keys", "list"]).0, 5);
+
+    let (code, out, _) = run(&dev, &["keys", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&id) && out.contains("developer") && out.contains("acme/prod"),
+        "{out}"
+    );
+    assert!(!out.contains(&secret), "{out}");
+    let (code, out, _) = run(
+        &dev,
+        &["keys", "list", "--json", "--workspace", "acme/prod"],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let (code, out, err) = run(&dev, &["keys", "revoke", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("revoked"), "{out}");
+    assert_eq!(as_key(&["agents", "list"]).0, 5);
+    let (code, _, err) = run(&dev, &["keys", "create", "--role", "root"]);
+    assert_eq!(code, 2, "{err}");
+}

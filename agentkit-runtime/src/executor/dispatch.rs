@@ -286,6 +286,14 @@ impl Runtime {
             if let Some(b) = target.options.budget {
                 ctx = ctx.with_budget(b);
             }
+            // Who started the run (a hosting server records it in the input), for governance.
+            if let Some(p) = run
+                .input
+                .get("principal")
+                .and_then(|p| serde_json::from_value::<agentkit_core::Principal>(p.clone()).ok())
+            {
+                ctx = ctx.with_principal(p);
+            }
             let wctx = WorkflowContext::new(ctx.clone(), journal.clone(), Arc::clone(store), &node);
             let result = target
                 .execute(

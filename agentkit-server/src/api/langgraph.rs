@@ -173,7 +173,13 @@ fn thread_of(r: &RunRecord) -> Option<&str> {
 /// An agent (registry entry) by the name a client sends as `assistant_id`, `graph_id` or
 /// `agent_id`.
 pub(crate) async fn entry_of(s: &AppState, id: &str) -> ApiResult<Entry> {
-    match s.platform.registry().find(id).await? {
+    // These routes serve the `default/default` workspace: another workspace's stored name
+    // (`<org>~<workspace>~<name>`) is no assistant of theirs.
+    let found = match crate::tenancy::Scope::default_scope().internal(id) {
+        Some(name) => s.platform.registry().find(&name).await?,
+        None => None,
+    };
+    match found {
         Some(e) => Ok(e),
         None => Err(Problem::not_found(format!(
             "no assistant `{}`: assistant ids are agent names (`POST /assistants/search` \

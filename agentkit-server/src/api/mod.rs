@@ -21,6 +21,7 @@ pub mod problem;
 pub mod schedules;
 pub mod servers;
 pub mod sse;
+pub mod tenancy;
 pub mod v1;
 
 pub use problem::{ApiResult, Problem};
@@ -30,10 +31,15 @@ pub use problem::{ApiResult, Problem};
 pub struct AppState {
     /// The platform.
     pub platform: Arc<Platform>,
-    /// The admin key requests must carry (`Authorization: Bearer …` or `x-api-key: …`).
+    /// The server's admin key (`Authorization: Bearer …` or `x-api-key: …`): a
+    /// super-admin, see [`tenancy`](crate::tenancy).
     pub(crate) admin_key: Arc<str>,
     /// The metrics requests and runs are counted into.
     pub metrics: crate::observe::Metrics,
+    /// The API keys.
+    pub(crate) keys: crate::tenancy::ApiKeys,
+    /// The workspaces.
+    pub(crate) workspaces: crate::tenancy::Workspaces,
 }
 
 impl std::fmt::Debug for AppState {
@@ -75,22 +81,134 @@ pub(crate) fn request_key(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
-async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let ok = request_key(request.headers())
-        .is_some_and(|k| bool::from(k.as_bytes().ct_eq(state.admin_key.as_bytes())));
-    if ok {
-        next.run(request).await
-    } else {
-        let mut res = Problem::unauthorized(
-            "send the server's API key as `Authorization: Bearer <key>` or `x-api-key: <key>` \
-             (`agentkit dev` prints it; `AGENTKIT_ADMIN_KEY` sets it)",
-        )
-        .into_response();
-        res.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer"),
+fn refused(detail: &str) -> Response {
+    let mut res = Problem::unauthorized(detail).into_response();
+    res.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    res
+}
+
+/// Routes that keys of workspaces other than `default/default` may call: those whose
+/// handlers scope every name and id to the caller's workspace. Other routes answer them 404.
+const SCOPED_ROUTES: &[&str] = &[
+    "/v1/keys",
+    "/v1/keys/{id}",
+    "/v1/workspaces",
+    "/mcp",
+    "/v1/agents",
+    "/v1/agents/{name}",
+    "/v1/agents/{name}/versions",
+    "/v1/agents/{name}/versions/{version}",
+    "/v1/agents/{name}/diff",
+    "/v1/agents/{name}/labels/{label}",
+    "/v1/agents/{name}/promote",
+    "/v1/agents/{name}/rollback",
+    "/v1/agents/{name}/runs",
+    "/v1/runs",
+    "/v1/runs/{run_id}",
+    "/v1/runs/{run_id}/events",
+    "/v1/runs/{run_id}/pause",
+    "/v1/runs/{run_id}/resume",
+    "/v1/runs/{run_id}/cancel",
+    "/v1/runs/{run_id}/signal",
+    "/v1/runs/{run_id}/approve",
+    "/v1/runs/{run_id}/reject",
+    "/v1/runs/{run_id}/replay",
+    "/v1/schedules",
+    "/v1/schedules/{name}",
+    "/v1/schedules/{name}/pause",
+    "/v1/schedules/{name}/resume",
+    "/v1/schedules/{name}/trigger",
+    "/v1/schedules/{name}/history",
+];
+
+/// Authenticate the request into a [`Caller`](crate::tenancy::Caller) (the admin key or an
+/// API key), check the route's role, and keep other workspaces' keys to scoped routes.
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    use crate::tenancy::{Caller, Refusal, Role, required_role};
+    let Some(presented) = request_key(request.headers()) else {
+        return refused(
+            "send an API key as `Authorization: Bearer <key>` or `x-api-key: <key>` \
+             (`agentkit dev` prints the admin key; `AGENTKIT_ADMIN_KEY` sets it; \
+             `agentkit keys create` makes workspace keys)",
         );
-        res
+    };
+    let caller = if bool::from(presented.as_bytes().ct_eq(state.admin_key.as_bytes())) {
+        Caller::admin()
+    } else {
+        match state.keys.verify(presented).await {
+            Ok(Ok(k)) => Caller::with_key(&k),
+            Ok(Err(Refusal::Revoked)) => {
+                return refused("this API key was revoked; ask a workspace admin for a new one");
+            }
+            Ok(Err(Refusal::Expired)) => {
+                return refused("this API key has expired; ask a workspace admin for a new one");
+            }
+            Ok(Err(_)) => {
+                return refused(
+                    "this is not a valid API key of this server (check for a typo, or create \
+                     one with `agentkit keys create`)",
+                );
+            }
+            Err(e) => return Problem::from(e).into_response(),
+        }
+    };
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let needed = required_role(request.method(), &route).unwrap_or(Role::Admin);
+    if let Err(p) = caller.require(needed) {
+        return p.into_response();
+    }
+    if !caller.workspace.is_default() && !SCOPED_ROUTES.contains(&route.as_str()) {
+        return Problem::not_found(format!(
+            "no route {} for keys of workspace {} yet; the routes open to workspace keys are \
+             listed in the README (Tenants and keys)",
+            request.uri().path(),
+            caller.workspace
+        ))
+        .into_response();
+    }
+    // Names with the workspace separator never name anything the caller may see.
+    let path = request.uri().path();
+    if path.contains(crate::tenancy::SEP) || path.contains("%7E") || path.contains("%7e") {
+        return Problem::not_found(format!("nothing at {path}")).into_response();
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// `/mcp`: the caller's workspace's MCP endpoint.
+async fn mcp(
+    s: AppState,
+    caller: crate::tenancy::Caller,
+    default_mcp: agentkit_mcp::McpHttpService,
+    request: Request,
+) -> Response {
+    use tower::ServiceExt;
+    let scope = caller.scope();
+    let svc = if scope.is_default() {
+        default_mcp
+    } else {
+        match s.platform.mcp_service(&scope).await {
+            Some(svc) => svc,
+            None => {
+                return Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the server is stopping",
+                )
+                .into_response();
+            }
+        }
+    };
+    match svc.oneshot(request).await {
+        Ok(res) => res.map(axum::body::Body::new),
+        Err(never) => match never {},
     }
 }
 
@@ -116,9 +234,20 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// The whole API as a router: authenticated routes, then the open ones (`/healthz`,
 /// `/readyz`, `/openapi.json`), with the server's layers.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let mut authed = v1::routes();
+    let mut authed = v1::routes().merge(tenancy::routes());
     if let Some(g) = state.platform.gateway.get() {
-        authed = authed.route_service("/mcp", g.service());
+        let default_mcp = g.service();
+        authed = authed.route(
+            "/mcp",
+            axum::routing::any(
+                move |State(s): State<AppState>,
+                      caller: crate::tenancy::Caller,
+                      request: Request| {
+                    let default_mcp = default_mcp.clone();
+                    async move { mcp(s, caller, default_mcp, request).await }
+                },
+            ),
+        );
     }
     let authed = authed
         .merge(langgraph::routes())

@@ -2,7 +2,9 @@
 
 use utoipa::OpenApi;
 
-use super::{agent_protocol as ap, hooks, langgraph as lg, metrics, schedules, servers, v1};
+use super::{
+    agent_protocol as ap, hooks, langgraph as lg, metrics, schedules, servers, tenancy, v1,
+};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -32,6 +34,8 @@ use super::{agent_protocol as ap, hooks, langgraph as lg, metrics, schedules, se
         hooks::deliver, hooks::emit_event,
         servers::list_servers, servers::list_tools, servers::call_tool,
         metrics::metrics,
+        tenancy::create_key, tenancy::list_keys, tenancy::revoke_key,
+        tenancy::list_workspaces, tenancy::create_workspace,
     ),
     components(schemas(super::Problem)),
     modifiers(&Security),

@@ -13,6 +13,44 @@ use utoipa::{IntoParams, ToSchema};
 use super::{ApiResult, AppState, Json, Path, Problem, Query};
 use crate::platform::RunView;
 use crate::schedules::{ScheduleRun, ScheduleView};
+use crate::tenancy::{Caller, Scope};
+
+/// The stored name of the caller's schedule `name` (404 if it cannot be one).
+fn schedule_name(c: &Caller, name: &str) -> Result<String, Problem> {
+    c.scope().internal(name).ok_or_else(|| {
+        Problem::not_found(format!(
+            "no schedule `{}`; list them with `GET /v1/schedules`",
+            name.escape_debug()
+        ))
+    })
+}
+
+/// An error as the caller's workspace sees it (its stored prefix removed).
+fn scoped(scope: &Scope) -> impl Fn(agentkit_core::Error) -> Problem + '_ {
+    move |e| {
+        let mut p = Problem::from(e);
+        p.detail = scope.unprefix(&p.detail);
+        p
+    }
+}
+
+fn run_out(scope: &Scope, mut r: RunView) -> RunView {
+    if let Some(n) = scope.external(&r.agent) {
+        r.agent = n.to_owned();
+    }
+    r
+}
+
+fn view_out(scope: &Scope, mut v: ScheduleView) -> ScheduleView {
+    if let Some(n) = scope.external(&v.name) {
+        v.name = n.to_owned();
+    }
+    if let Some(n) = scope.external(&v.target) {
+        v.target = n.to_owned();
+    }
+    v.last_run = v.last_run.map(|r| run_out(scope, r));
+    v
+}
 
 /// The authenticated schedule routes.
 pub(crate) fn routes() -> Router<AppState> {
@@ -31,8 +69,18 @@ pub(crate) fn routes() -> Router<AppState> {
 /// The schedules, by name: trigger, paused, next fire time and the run of the latest fire.
 #[utoipa::path(get, path = "/v1/schedules", tag = "schedules",
     responses((status = 200, body = [ScheduleView])))]
-pub async fn list_schedules(State(s): State<AppState>) -> ApiResult<Json<Vec<ScheduleView>>> {
-    Ok(Json(s.platform.schedules().await?))
+pub async fn list_schedules(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<ScheduleView>>> {
+    let scope = caller.scope();
+    let all = s.platform.schedules().await?;
+    Ok(Json(
+        all.into_iter()
+            .filter(|v| scope.contains(&v.name))
+            .map(|v| view_out(&scope, v))
+            .collect(),
+    ))
 }
 
 /// One schedule.
@@ -41,9 +89,13 @@ pub async fn list_schedules(State(s): State<AppState>) -> ApiResult<Json<Vec<Sch
     responses((status = 200, body = ScheduleView), (status = 404, body = Problem)))]
 pub async fn get_schedule(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ScheduleView>> {
-    Ok(Json(s.platform.schedule(&name).await?))
+    let scope = caller.scope();
+    let name = schedule_name(&caller, &name)?;
+    let v = s.platform.schedule(&name).await.map_err(scoped(&scope))?;
+    Ok(Json(view_out(&scope, v)))
 }
 
 /// A new schedule: `name` and the fields of an `agentkit.yaml` schedule (exactly one of
@@ -83,8 +135,10 @@ pub struct CreateScheduleRequest {
               (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_schedule(
     State(s): State<AppState>,
+    caller: Caller,
     Json(body): Json<Value>,
 ) -> ApiResult<Response> {
+    let scope = caller.scope();
     let Value::Object(mut fields) = body else {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -111,8 +165,25 @@ pub async fn create_schedule(
                 format!("the schedule is invalid at `{}`: {}", e.path(), e.inner()),
             )
         })?;
-    let view = s.platform.create_schedule(&name, spec).await?;
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    let bad = |what: &str, n: &str| {
+        Problem::bad_request(format!(
+            "{what} `{}` is not valid: use 1 to 64 letters, digits, `_` or `-`",
+            n.escape_debug()
+        ))
+    };
+    let name = scope
+        .internal(&name)
+        .ok_or_else(|| bad("schedule name", &name))?;
+    let mut spec = spec;
+    spec.target = scope
+        .internal(&spec.target)
+        .ok_or_else(|| bad("target", &spec.target))?;
+    let view = s
+        .platform
+        .create_schedule(&name, spec)
+        .await
+        .map_err(scoped(&scope))?;
+    Ok((StatusCode::CREATED, Json(view_out(&scope, view))).into_response())
 }
 
 /// Delete a schedule created over the API (its runs stay). Schedules from `agentkit.yaml`
@@ -122,9 +193,15 @@ pub async fn create_schedule(
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn delete_schedule(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    s.platform.delete_schedule(&name).await?;
+    let scope = caller.scope();
+    let name = schedule_name(&caller, &name)?;
+    s.platform
+        .delete_schedule(&name)
+        .await
+        .map_err(scoped(&scope))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -134,9 +211,17 @@ pub async fn delete_schedule(
     responses((status = 200, body = ScheduleView), (status = 404, body = Problem)))]
 pub async fn pause_schedule(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ScheduleView>> {
-    Ok(Json(s.platform.pause_schedule(&name).await?))
+    let scope = caller.scope();
+    let name = schedule_name(&caller, &name)?;
+    let v = s
+        .platform
+        .pause_schedule(&name)
+        .await
+        .map_err(scoped(&scope))?;
+    Ok(Json(view_out(&scope, v)))
 }
 
 /// Resume a paused schedule (fires that came while it was paused are skipped).
@@ -145,9 +230,17 @@ pub async fn pause_schedule(
     responses((status = 200, body = ScheduleView), (status = 404, body = Problem)))]
 pub async fn resume_schedule(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ScheduleView>> {
-    Ok(Json(s.platform.resume_schedule(&name).await?))
+    let scope = caller.scope();
+    let name = schedule_name(&caller, &name)?;
+    let v = s
+        .platform
+        .resume_schedule(&name)
+        .await
+        .map_err(scoped(&scope))?;
+    Ok(Json(view_out(&scope, v)))
 }
 
 /// Start a run of the schedule's target with its input now (a manual fire, recorded in its
@@ -157,10 +250,17 @@ pub async fn resume_schedule(
     responses((status = 202, body = RunView), (status = 404, body = Problem)))]
 pub async fn trigger_schedule(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let run = s.platform.trigger_schedule(&name).await?;
-    Ok((StatusCode::ACCEPTED, Json(RunView::from(run))).into_response())
+    let scope = caller.scope();
+    let name = schedule_name(&caller, &name)?;
+    let run = s
+        .platform
+        .trigger_schedule(&name)
+        .await
+        .map_err(scoped(&scope))?;
+    Ok((StatusCode::ACCEPTED, Json(RunView::in_scope(run, &scope))).into_response())
 }
 
 /// A page of a schedule's history.
@@ -179,12 +279,23 @@ pub struct HistoryQuery {
     responses((status = 200, body = [ScheduleRun]), (status = 404, body = Problem)))]
 pub async fn schedule_history(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<Json<Vec<ScheduleRun>>> {
+    let scope = caller.scope();
+    let name = schedule_name(&caller, &name)?;
+    let runs = s
+        .platform
+        .schedule_history(&name, q.limit.unwrap_or(100), q.offset.unwrap_or(0))
+        .await
+        .map_err(scoped(&scope))?;
     Ok(Json(
-        s.platform
-            .schedule_history(&name, q.limit.unwrap_or(100), q.offset.unwrap_or(0))
-            .await?,
+        runs.into_iter()
+            .map(|mut r| {
+                r.run = run_out(&scope, r.run);
+                r
+            })
+            .collect(),
     ))
 }

@@ -118,7 +118,7 @@ async fn poll(platform: Arc<Platform>, run_id: String, feed: Weak<Feed>) {
         // so the read after seeing a final status has every entry.
         let mut fresh = Vec::new();
         let mut error = None;
-        let run = match platform.run(&run_id).await {
+        let run = match platform.run_any(&run_id).await {
             Ok(r) => Some(r),
             Err(e) => {
                 error = Some(e.to_string());

@@ -16,7 +16,46 @@ use utoipa::{IntoParams, ToSchema};
 use super::{ApiResult, AppState, Json, Path, Problem, Query, sse};
 use crate::platform::{RunEventView, RunView, StartRun};
 use crate::registry::{Change, Deployed, Entry, EntryKind, Version, diff_specs};
+use crate::tenancy::{Caller, Scope};
 use crate::threads::ThreadPolicy;
+
+/// The stored name of the caller's agent `name` (404 if it cannot be one).
+fn agent_name(c: &Caller, name: &str) -> Result<String, Problem> {
+    c.scope().internal(name).ok_or_else(|| {
+        Problem::not_found(format!(
+            "agent or workflow `{}` not found; list them with `GET /v1/agents` (or `agentkit \
+             agents list`)",
+            name.escape_debug()
+        ))
+    })
+}
+
+/// An error as the caller's workspace sees it (its own stored prefix removed).
+fn scoped(scope: &Scope) -> impl Fn(agentkit_core::Error) -> Problem + '_ {
+    move |e| {
+        let mut p = Problem::from(e);
+        p.detail = scope.unprefix(&p.detail);
+        p
+    }
+}
+
+fn entry_out(scope: &Scope, mut e: Entry) -> Entry {
+    if let Some(n) = scope.external(&e.name) {
+        e.name = n.to_owned();
+    }
+    e
+}
+
+fn version_out(scope: &Scope, mut v: Version) -> Version {
+    if let Some(n) = scope.external(&v.name) {
+        v.name = n.to_owned();
+    }
+    v.members = std::mem::take(&mut v.members)
+        .into_iter()
+        .map(|(m, n)| (scope.external(&m).map_or(m.clone(), str::to_owned), n))
+        .collect();
+    v
+}
 
 /// The authenticated `/v1` routes.
 pub(crate) fn routes() -> Router<AppState> {
@@ -82,8 +121,15 @@ pub async fn readyz(State(s): State<AppState>) -> ApiResult<Json<Health>> {
 
 /// Every agent and workflow.
 #[utoipa::path(get, path = "/v1/agents", tag = "agents", responses((status = 200, body = [Entry])))]
-pub async fn list_agents(State(s): State<AppState>) -> ApiResult<Json<Vec<Entry>>> {
-    Ok(Json(s.platform.registry().list().await?))
+pub async fn list_agents(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<Entry>>> {
+    let scope = caller.scope();
+    let all = s.platform.registry().list_all().await?;
+    Ok(Json(
+        all.into_iter()
+            .filter(|e| scope.contains(&e.name))
+            .map(|e| entry_out(&scope, e))
+            .collect(),
+    ))
 }
 
 /// A spec to deploy as a new version.
@@ -105,9 +151,14 @@ pub struct DeployRequest {
     responses((status = 201, body = Deployed), (status = 200, body = Deployed), (status = 400, body = Problem)))]
 pub async fn deploy_agent(
     State(s): State<AppState>,
+    caller: Caller,
     Json(req): Json<DeployRequest>,
 ) -> ApiResult<Response> {
-    let deployed = crate::deploy::deploy_spec(&s.platform, &req.name, req.kind, req.spec).await?;
+    let scope = caller.scope();
+    let deployed =
+        crate::deploy::deploy_spec_in(&s.platform, &scope, &req.name, req.kind, req.spec)
+            .await
+            .map_err(scoped(&scope))?;
     let status = if deployed.created {
         StatusCode::CREATED
     } else {
@@ -122,9 +173,18 @@ pub async fn deploy_agent(
     responses((status = 200, body = Entry), (status = 404, body = Problem)))]
 pub async fn get_agent(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Entry>> {
-    Ok(Json(s.platform.registry().entry(&name).await?))
+    let scope = caller.scope();
+    let name = agent_name(&caller, &name)?;
+    let e = s
+        .platform
+        .registry()
+        .entry(&name)
+        .await
+        .map_err(scoped(&scope))?;
+    Ok(Json(entry_out(&scope, e)))
 }
 
 /// Paging of a list.
@@ -143,15 +203,21 @@ pub struct Page {
     responses((status = 200, body = [Version]), (status = 404, body = Problem)))]
 pub async fn list_versions(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Query(page): Query<Page>,
 ) -> ApiResult<Json<Vec<Version>>> {
+    let scope = caller.scope();
+    let name = agent_name(&caller, &name)?;
     let limit = page.limit.unwrap_or(100).min(1000);
+    let vs = s
+        .platform
+        .registry()
+        .versions(&name, page.after.unwrap_or(0), limit)
+        .await
+        .map_err(scoped(&scope))?;
     Ok(Json(
-        s.platform
-            .registry()
-            .versions(&name, page.after.unwrap_or(0), limit)
-            .await?,
+        vs.into_iter().map(|v| version_out(&scope, v)).collect(),
     ))
 }
 
@@ -162,11 +228,18 @@ pub async fn list_versions(
     responses((status = 200, body = Version), (status = 404, body = Problem)))]
 pub async fn get_version(
     State(s): State<AppState>,
+    caller: Caller,
     Path((name, version)): Path<(String, String)>,
 ) -> ApiResult<Json<Version>> {
+    let scope = caller.scope();
+    let name = agent_name(&caller, &name)?;
     let r = s.platform.registry();
-    let v = r.resolve(&name, Some(&version)).await?;
-    Ok(Json(r.version(&name, v).await?))
+    let v = r
+        .resolve(&name, Some(&version))
+        .await
+        .map_err(scoped(&scope))?;
+    let v = r.version(&name, v).await.map_err(scoped(&scope))?;
+    Ok(Json(version_out(&scope, v)))
 }
 
 /// Which two versions to compare.
@@ -196,14 +269,18 @@ pub struct Diff {
     responses((status = 200, body = Diff), (status = 404, body = Problem)))]
 pub async fn diff_versions(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<DiffQuery>,
 ) -> ApiResult<Json<Diff>> {
+    let scope = caller.scope();
+    let e = scoped(&scope);
+    let name = agent_name(&caller, &name)?;
     let r = s.platform.registry();
-    let from = r.resolve(&name, Some(&q.from)).await?;
-    let to = r.resolve(&name, q.to.as_deref()).await?;
-    let a = r.version(&name, from).await?;
-    let b = r.version(&name, to).await?;
+    let from = r.resolve(&name, Some(&q.from)).await.map_err(&e)?;
+    let to = r.resolve(&name, q.to.as_deref()).await.map_err(&e)?;
+    let a = version_out(&scope, r.version(&name, from).await.map_err(&e)?);
+    let b = version_out(&scope, r.version(&name, to).await.map_err(&e)?);
     let a = json!({"spec": a.spec, "members": a.members});
     let b = json!({"spec": b.spec, "members": b.members});
     Ok(Json(Diff {
@@ -233,16 +310,20 @@ pub struct LabelRequest {
     responses((status = 200, body = Entry), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn set_label(
     State(s): State<AppState>,
+    caller: Caller,
     Path((name, label)): Path<(String, String)>,
     Json(req): Json<LabelRequest>,
 ) -> ApiResult<Json<Entry>> {
+    let scope = caller.scope();
+    let name = agent_name(&caller, &name)?;
     let expected = req.expected_version.map(|v| (v != 0).then_some(v));
-    Ok(Json(
-        s.platform
-            .registry()
-            .set_label(&name, &label, req.version, expected)
-            .await?,
-    ))
+    let e = s
+        .platform
+        .registry()
+        .set_label(&name, &label, req.version, expected)
+        .await
+        .map_err(scoped(&scope))?;
+    Ok(Json(entry_out(&scope, e)))
 }
 
 /// Promote a label's version to another label.
@@ -262,15 +343,19 @@ pub struct PromoteRequest {
     responses((status = 200, body = Entry), (status = 404, body = Problem)))]
 pub async fn promote(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Json(req): Json<PromoteRequest>,
 ) -> ApiResult<Json<Entry>> {
-    Ok(Json(
-        s.platform
-            .registry()
-            .promote(&name, &req.from, &req.to)
-            .await?,
-    ))
+    let scope = caller.scope();
+    let name = agent_name(&caller, &name)?;
+    let e = s
+        .platform
+        .registry()
+        .promote(&name, &req.from, &req.to)
+        .await
+        .map_err(scoped(&scope))?;
+    Ok(Json(entry_out(&scope, e)))
 }
 
 /// The label to roll back.
@@ -288,12 +373,19 @@ pub struct RollbackRequest {
     responses((status = 200, body = Entry), (status = 409, body = Problem)))]
 pub async fn rollback(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Json(req): Json<RollbackRequest>,
 ) -> ApiResult<Json<Entry>> {
-    Ok(Json(
-        s.platform.registry().rollback(&name, &req.label).await?,
-    ))
+    let scope = caller.scope();
+    let name = agent_name(&caller, &name)?;
+    let e = s
+        .platform
+        .registry()
+        .rollback(&name, &req.label)
+        .await
+        .map_err(scoped(&scope))?;
+    Ok(Json(entry_out(&scope, e)))
 }
 
 /// Start a run of an agent or workflow.
@@ -327,20 +419,26 @@ pub struct RunRequest {
               (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn start_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Json(req): Json<RunRequest>,
 ) -> ApiResult<Response> {
-    let mut start = StartRun::new(name, req.message);
+    let scope = caller.scope();
+    let mut start = StartRun::new(name, req.message).by(caller.principal());
     start.thread_id = req.thread_id;
     start.reference = req.version;
     start.idempotency_key = req.idempotency_key;
     start.if_busy = req.if_busy;
     if req.wait {
-        let done = s.platform.start_and_wait(start).await?;
-        return Ok((StatusCode::OK, Json(RunView::from(done))).into_response());
+        let done = s
+            .platform
+            .start_and_wait(start)
+            .await
+            .map_err(scoped(&scope))?;
+        return Ok((StatusCode::OK, Json(RunView::in_scope(done, &scope))).into_response());
     }
-    let run = s.platform.start(start).await?;
-    Ok((StatusCode::ACCEPTED, Json(RunView::from(run))).into_response())
+    let run = s.platform.start(start).await.map_err(scoped(&scope))?;
+    Ok((StatusCode::ACCEPTED, Json(RunView::in_scope(run, &scope))).into_response())
 }
 
 /// Filters of the run list.
@@ -376,6 +474,7 @@ pub(crate) fn parse_status(s: &str) -> Result<RunStatus, Problem> {
     responses((status = 200, body = [RunView]), (status = 400, body = Problem)))]
 pub async fn list_runs(
     State(s): State<AppState>,
+    caller: Caller,
     Query(f): Query<RunFilter>,
 ) -> ApiResult<Json<Vec<RunView>>> {
     let mut q = RunQuery::new()
@@ -387,8 +486,13 @@ pub async fn list_runs(
     if let Some(st) = f.status {
         q = q.with_status(parse_status(&st)?);
     }
-    let runs = s.platform.runs(&q).await?;
-    Ok(Json(runs.into_iter().map(RunView::from).collect()))
+    let scope = caller.scope();
+    let runs = s.platform.runs_in(&scope, &q).await?;
+    Ok(Json(
+        runs.into_iter()
+            .map(|r| RunView::in_scope(r, &scope))
+            .collect(),
+    ))
 }
 
 /// One run.
@@ -397,9 +501,12 @@ pub async fn list_runs(
     responses((status = 200, body = RunView), (status = 404, body = Problem)))]
 pub async fn get_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<RunView>> {
-    Ok(Json(RunView::from(s.platform.run(&run_id).await?)))
+    let scope = caller.scope();
+    let r = s.platform.run_in(&scope, &run_id).await?;
+    Ok(Json(RunView::in_scope(r, &scope)))
 }
 
 /// Which events to read.
@@ -425,11 +532,12 @@ pub struct EventsQuery {
               (status = 404, body = Problem)))]
 pub async fn run_events(
     State(s): State<AppState>,
+    caller: Caller,
     Path(run_id): Path<String>,
     Query(q): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    s.platform.run(&run_id).await?;
+    s.platform.run_in(&caller.scope(), &run_id).await?;
     let wants_sse = headers
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -466,12 +574,15 @@ pub(crate) fn optional_json<T: serde::de::DeserializeOwned + Default>(
 /// Run a control and answer with the run.
 async fn control(
     s: &AppState,
+    caller: &Caller,
     run_id: &str,
     f: impl AsyncFnOnce(&agentkit_runtime::Runtime) -> agentkit_core::Result<()>,
 ) -> ApiResult<Json<RunView>> {
-    s.platform.run(run_id).await?;
-    f(s.platform.runtime()).await?;
-    Ok(Json(RunView::from(s.platform.run(run_id).await?)))
+    let scope = caller.scope();
+    s.platform.run_in(&scope, run_id).await?;
+    f(s.platform.runtime()).await.map_err(scoped(&scope))?;
+    let r = s.platform.run_in(&scope, run_id).await?;
+    Ok(Json(RunView::in_scope(r, &scope)))
 }
 
 /// Pause a run (it stops at its next step and keeps its journal).
@@ -480,9 +591,10 @@ async fn control(
     responses((status = 200, body = RunView), (status = 409, body = Problem)))]
 pub async fn pause_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<RunView>> {
-    control(&s, &run_id, async |rt| rt.pause(&run_id).await).await
+    control(&s, &caller, &run_id, async |rt| rt.pause(&run_id).await).await
 }
 
 /// Resume a paused run (it replays its journal and goes on).
@@ -491,9 +603,10 @@ pub async fn pause_run(
     responses((status = 200, body = RunView), (status = 409, body = Problem)))]
 pub async fn resume_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<RunView>> {
-    control(&s, &run_id, async |rt| rt.resume(&run_id).await).await
+    control(&s, &caller, &run_id, async |rt| rt.resume(&run_id).await).await
 }
 
 /// Why a run is cancelled or rejected.
@@ -511,6 +624,7 @@ pub struct Reason {
     responses((status = 200, body = RunView), (status = 409, body = Problem)))]
 pub async fn cancel_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path(run_id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<RunView>> {
@@ -518,7 +632,7 @@ pub async fn cancel_run(
         .reason
         .unwrap_or_else(|| "cancelled by request".into());
     let reason = format!("cancelled: {reason}");
-    control(&s, &run_id, async |rt| {
+    control(&s, &caller, &run_id, async |rt| {
         rt.cancel_with_reason(&run_id, &reason).await
     })
     .await
@@ -542,10 +656,11 @@ pub struct SignalRequest {
     responses((status = 200, body = RunView), (status = 409, body = Problem)))]
 pub async fn signal_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path(run_id): Path<String>,
     Json(req): Json<SignalRequest>,
 ) -> ApiResult<Json<RunView>> {
-    control(&s, &run_id, async |rt| {
+    control(&s, &caller, &run_id, async |rt| {
         rt.signal(&run_id, &req.name, req.payload).await
     })
     .await
@@ -553,6 +668,7 @@ pub async fn signal_run(
 
 async fn decide(
     s: &AppState,
+    caller: &Caller,
     run_id: &str,
     approved: bool,
     reason: Option<String>,
@@ -561,7 +677,7 @@ async fn decide(
     if let Some(r) = reason {
         payload["reason"] = Value::String(r);
     }
-    control(s, run_id, async |rt| {
+    control(s, caller, run_id, async |rt| {
         rt.signal(run_id, APPROVAL_SIGNAL, payload).await
     })
     .await
@@ -573,10 +689,18 @@ async fn decide(
     responses((status = 200, body = RunView), (status = 409, body = Problem)))]
 pub async fn approve_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path(run_id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<RunView>> {
-    decide(&s, &run_id, true, optional_json::<Reason>(&body)?.reason).await
+    decide(
+        &s,
+        &caller,
+        &run_id,
+        true,
+        optional_json::<Reason>(&body)?.reason,
+    )
+    .await
 }
 
 /// Reject the call a run waits on, with a reason the model reads.
@@ -585,10 +709,18 @@ pub async fn approve_run(
     responses((status = 200, body = RunView), (status = 409, body = Problem)))]
 pub async fn reject_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path(run_id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<RunView>> {
-    decide(&s, &run_id, false, optional_json::<Reason>(&body)?.reason).await
+    decide(
+        &s,
+        &caller,
+        &run_id,
+        false,
+        optional_json::<Reason>(&body)?.reason,
+    )
+    .await
 }
 
 /// What an offline replay of a run found.
@@ -616,9 +748,10 @@ pub struct ReplayView {
     responses((status = 200, body = ReplayView), (status = 404, body = Problem)))]
 pub async fn replay_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<ReplayView>> {
-    let run = s.platform.run(&run_id).await?;
+    let run = s.platform.run_in(&caller.scope(), &run_id).await?;
     s.platform.ensure_target(&run.target).await?;
     let r = s.platform.runtime().replay(&run_id).await?;
     Ok(Json(ReplayView {

@@ -146,8 +146,15 @@ impl Registry {
         Self { store }
     }
 
-    /// Every entry, by name (at most 10,000).
+    /// Every entry of the `default/default` workspace, by name (at most 10,000).
     pub async fn list(&self) -> Result<Vec<Entry>> {
+        let mut all = self.list_all().await?;
+        all.retain(|e| crate::tenancy::Scope::default_scope().contains(&e.name));
+        Ok(all)
+    }
+
+    /// Every entry of every workspace (stored names), by name (at most 10,000).
+    pub async fn list_all(&self) -> Result<Vec<Entry>> {
         let docs = self
             .store
             .doc_list(COLLECTION, "entry/", None, 10_000)
@@ -247,7 +254,11 @@ impl Registry {
         spec: Value,
         members: BTreeMap<String, u32>,
     ) -> Result<Deployed> {
-        check_name("agent or workflow", name)?;
+        // A workspace's agents are stored as `<org>~<workspace>~<name>`: the name is checked.
+        check_name(
+            "agent or workflow",
+            name.rsplit(crate::tenancy::SEP).next().unwrap_or(name),
+        )?;
         let hash = crate::spec::spec_hash(&serde_json::json!({"spec": &spec, "members": &members}));
         // The highest version number found taken. A version document can exist beyond the
         // entry's `latest`: written by a deploy that lost the entry race, or by a process that

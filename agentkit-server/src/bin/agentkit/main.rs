@@ -9,6 +9,7 @@ mod commands;
 mod mcp;
 mod schedules;
 mod serve;
+mod tenancy;
 
 use clap::{Parser, Subcommand};
 
@@ -60,6 +61,12 @@ enum Command {
     /// Schedules: list, pause, resume, trigger now, history.
     #[command(subcommand)]
     Schedules(schedules::SchedulesCmd),
+    /// API keys: create (the secret is shown once), list, revoke.
+    #[command(subcommand)]
+    Keys(tenancy::KeysCmd),
+    /// Workspaces: list, create.
+    #[command(subcommand)]
+    Workspaces(tenancy::WorkspacesCmd),
     /// Check an agentkit.yaml and say what is wrong, with file, key and line.
     Validate(serve::ConfigArgs),
     /// Write a working agentkit.yaml in the current directory.
@@ -91,6 +98,8 @@ fn main() {
             Command::Runs(cmd) => commands::runs(&cli.remote, cmd).await,
             Command::Mcp(cmd) => mcp::mcp(&cli.remote, cmd).await,
             Command::Schedules(cmd) => schedules::schedules(&cli.remote, cmd).await,
+            Command::Keys(cmd) => tenancy::keys(&cli.remote, cmd).await,
+            Command::Workspaces(cmd) => tenancy::workspaces(&cli.remote, cmd).await,
             Command::Validate(args) => serve::validate(&args),
             Command::Init { force } => serve::init(force),
         }

@@ -1,0 +1,195 @@
+//! `agentkit keys …` and `agentkit workspaces …`: API keys and workspaces.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::Remote;
+use crate::client::{Failure, exit};
+use crate::commands::{ago, client, print_json, s, table};
+
+/// `agentkit keys …`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum KeysCmd {
+    /// Create a key; its secret is printed once (it is stored hashed).
+    Create {
+        /// viewer, invoker, operator, developer or admin.
+        #[arg(long)]
+        role: String,
+        /// What the key is for.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// `org/workspace` (default: the calling key's workspace).
+        #[arg(long)]
+        workspace: Option<String>,
+        /// Stop working after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List keys (never their secrets): id, name, workspace, role, last used, state.
+    List {
+        /// Only keys of this `org/workspace`.
+        #[arg(long)]
+        workspace: Option<String>,
+    },
+    /// Revoke a key by id: it is refused from now on.
+    Revoke { id: String },
+}
+
+/// `agentkit workspaces …`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum WorkspacesCmd {
+    /// List workspaces.
+    List,
+    /// Create a workspace `org/workspace` (the server's admin key only).
+    Create { workspace: String },
+}
+
+fn state(k: &Value) -> String {
+    if k["revoked_at"].is_i64() {
+        return "revoked".into();
+    }
+    match k["expires_at"].as_i64() {
+        Some(t) if t <= agentkit_runtime::model::now_ms() => "expired".into(),
+        Some(t) => chrono::DateTime::<chrono::Utc>::from_timestamp_millis(t).map_or_else(
+            || "active".into(),
+            |t| format!("expires {}", t.format("%Y-%m-%d")),
+        ),
+        None => "active".into(),
+    }
+}
+
+/// `agentkit keys …`.
+pub(crate) async fn keys(remote: &Remote, cmd: KeysCmd) -> Result<(), Failure> {
+    let c = client(remote);
+    let out = match cmd {
+        KeysCmd::Create {
+            role,
+            name,
+            workspace,
+            expires_in_days,
+        } => {
+            let mut body = json!({"role": role, "name": name});
+            if let Some(w) = workspace {
+                body["workspace"] = Value::String(w);
+            }
+            if let Some(d) = expires_in_days {
+                body["expires_in_days"] = json!(d);
+            }
+            let v = c.call(Method::POST, "/v1/keys", Some(&body)).await?;
+            if !remote.json {
+                println!(
+                    "created key {} ({} in {}/{})",
+                    s(&v, "id"),
+                    s(&v, "role"),
+                    s(&v, "org"),
+                    s(&v, "workspace")
+                );
+                println!("{}", s(&v, "key"));
+                println!("this is the only time the key is shown: store it now");
+                return Ok(());
+            }
+            v
+        }
+        KeysCmd::List { workspace } => {
+            let path = match workspace {
+                Some(w) if w.contains(['&', '#', '?', ' ']) => {
+                    return Err(Failure::new(
+                        exit::INVALID,
+                        format!("`{w}` is not a workspace (write it as org/workspace)"),
+                    ));
+                }
+                Some(w) => format!("/v1/keys?workspace={w}"),
+                None => "/v1/keys".into(),
+            };
+            let v = c.call(Method::GET, &path, None).await?;
+            if !remote.json {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|k| {
+                        vec![
+                            s(k, "id"),
+                            s(k, "name"),
+                            format!("{}/{}", s(k, "org"), s(k, "workspace")),
+                            s(k, "role"),
+                            ago(&k["last_used_at"]),
+                            state(k),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["id", "name", "workspace", "role", "last used", "state"],
+                    &rows,
+                );
+                return Ok(());
+            }
+            v
+        }
+        KeysCmd::Revoke { id } => {
+            let v = c
+                .call(Method::DELETE, &format!("/v1/keys/{id}"), None)
+                .await?;
+            if !remote.json {
+                println!("revoked key {id}");
+                return Ok(());
+            }
+            v
+        }
+    };
+    print_json(&out);
+    Ok(())
+}
+
+/// `agentkit workspaces …`.
+pub(crate) async fn workspaces(remote: &Remote, cmd: WorkspacesCmd) -> Result<(), Failure> {
+    let c = client(remote);
+    let out = match cmd {
+        WorkspacesCmd::List => {
+            let v = c.call(Method::GET, "/v1/workspaces", None).await?;
+            if !remote.json {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|w| {
+                        let created = if w["created_at"] == 0 {
+                            "built in".to_owned()
+                        } else {
+                            ago(&w["created_at"])
+                        };
+                        vec![s(w, "org"), s(w, "workspace"), created]
+                    })
+                    .collect();
+                table(&["org", "workspace", "created"], &rows);
+                return Ok(());
+            }
+            v
+        }
+        WorkspacesCmd::Create { workspace } => {
+            let Some((org, ws)) = workspace.split_once('/') else {
+                return Err(Failure::new(
+                    exit::INVALID,
+                    format!("`{workspace}` is not org/workspace (e.g. acme/prod)"),
+                ));
+            };
+            let v = c
+                .call(
+                    Method::POST,
+                    "/v1/workspaces",
+                    Some(&json!({"org": org, "workspace": ws})),
+                )
+                .await?;
+            if !remote.json {
+                println!(
+                    "created workspace {workspace}; give it a key with `agentkit keys create \
+                     --workspace {workspace} --role admin`"
+                );
+                return Ok(());
+            }
+            v
+        }
+    };
+    print_json(&out);
+    Ok(())
+}

@@ -1,0 +1,363 @@
+//! API keys: 256 random bits, shown once, stored as a SHA-256 hash under a visible id.
+//!
+//! A key reads `ak_<id>_<secret>`: `<id>` is 12 hex digits (48 random bits) that name the
+//! key in lists, logs and URLs; `<secret>` is 64 hex digits (256 bits from the operating
+//! system's CSPRNG). The store keeps `SHA-256(key)` only. A plain, unsalted hash is enough
+//! for a secret this long: salts and slow hashes (argon2, bcrypt) protect low-entropy
+//! passwords against guessing, but 2^256 candidates cannot be enumerated, and a fast hash
+//! keeps checking a key on every request cheap. The stored hash is compared in constant
+//! time.
+
+use std::sync::Arc;
+
+use agentkit_core::{Error, Result};
+use agentkit_runtime::{Doc, Expect, Store};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{Role, WorkspaceId};
+
+/// The store collection of API keys (id = the key's visible id).
+pub const KEYS: &str = "agentkit.api_keys";
+
+/// `last_used_at` is written at most this often per key (ms).
+const LAST_USED_EVERY_MS: i64 = 60_000;
+
+/// An API key as stored and listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct ApiKey {
+    /// The visible id (`ak_<id>_…`), used to revoke it.
+    pub id: String,
+    /// What it is for (free text).
+    pub name: String,
+    /// Its organisation.
+    pub org: String,
+    /// Its workspace.
+    pub workspace: String,
+    /// What it may do.
+    pub role: Role,
+    /// When it was created (ms since epoch).
+    pub created_at: i64,
+    /// When it stops working (ms since epoch), if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// When it was revoked (ms since epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+    /// When it was last used (ms since epoch; updated at most once a minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<i64>,
+    /// The key (id) or `admin` that created it.
+    pub created_by: String,
+    /// Hex SHA-256 of the whole key.
+    #[serde(skip)]
+    pub(crate) hash: String,
+}
+
+impl ApiKey {
+    /// The workspace it belongs to.
+    #[must_use]
+    pub fn workspace_id(&self) -> WorkspaceId {
+        WorkspaceId::new(&self.org, &self.workspace)
+    }
+
+    /// Whether it works at `now` (not revoked, not expired).
+    #[must_use]
+    pub fn is_active(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|t| now < t)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    key: ApiKey,
+    hash: String,
+}
+
+/// A key just created: the only time its secret is shown.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct CreatedKey {
+    /// The whole key (`ak_<id>_<secret>`): send it as `Authorization: Bearer …` or
+    /// `x-api-key: …`. It is not stored and cannot be shown again.
+    pub key: String,
+    /// The key's record.
+    #[serde(flatten)]
+    pub record: ApiKey,
+}
+
+/// Why a presented key was refused (all answer 401; the detail differs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// Not a key of this server (unknown id, wrong secret, malformed).
+    Unknown,
+    /// Revoked.
+    Revoked,
+    /// Past its expiry.
+    Expired,
+}
+
+fn hash(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| Error::Unavailable {
+        what: "the operating system's random number generator".into(),
+        message: format!("{e}; a key cannot be generated without it"),
+    })?;
+    Ok(hex::encode(buf))
+}
+
+/// Split `ak_<12 hex>_<64 hex>` into its id; `None` if it is not shaped like a key.
+#[must_use]
+pub fn key_id(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix("ak_")?;
+    let (id, secret) = rest.split_once('_')?;
+    let hexy = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hexy(id, 12) && hexy(secret, 64)).then_some(id)
+}
+
+/// The API keys in a store.
+#[derive(Clone)]
+pub struct ApiKeys {
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeys").finish_non_exhaustive()
+    }
+}
+
+fn decode(d: &Doc) -> Result<ApiKey> {
+    let s: Stored = serde_json::from_value(d.value.clone())
+        .map_err(|e| Error::json(format!("reading API key {}", d.id), e))?;
+    let mut k = s.key;
+    k.hash = s.hash;
+    Ok(k)
+}
+
+fn encode(k: &ApiKey) -> Result<serde_json::Value> {
+    serde_json::to_value(Stored {
+        key: k.clone(),
+        hash: k.hash.clone(),
+    })
+    .map_err(|e| Error::json(format!("encoding API key {}", k.id), e))
+}
+
+impl ApiKeys {
+    /// The keys in `store`.
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// Create a key for `workspace` with `role`, valid until `expires_at` (ms since epoch)
+    /// if given. The returned [`CreatedKey::key`] is the only copy of the secret.
+    pub async fn create(
+        &self,
+        workspace: &WorkspaceId,
+        name: &str,
+        role: Role,
+        expires_at: Option<i64>,
+        created_by: &str,
+    ) -> Result<CreatedKey> {
+        if name.len() > 200 {
+            return Err(Error::InvalidRequest(
+                "a key's name is at most 200 bytes".into(),
+            ));
+        }
+        let now = agentkit_runtime::model::now_ms();
+        if expires_at.is_some_and(|t| t <= now) {
+            return Err(Error::InvalidRequest(
+                "`expires_at` is in the past; give a future time (ms since epoch)".into(),
+            ));
+        }
+        for _ in 0..8 {
+            let id = random_hex(6)?;
+            let key = format!("ak_{id}_{}", random_hex(32)?);
+            let record = ApiKey {
+                id: id.clone(),
+                name: name.to_owned(),
+                org: workspace.org.clone(),
+                workspace: workspace.workspace.clone(),
+                role,
+                created_at: now,
+                expires_at,
+                revoked_at: None,
+                last_used_at: None,
+                created_by: created_by.to_owned(),
+                hash: hash(&key),
+            };
+            if self
+                .store
+                .doc_put(KEYS, &id, encode(&record)?, Expect::Absent)
+                .await?
+                .is_some()
+            {
+                return Ok(CreatedKey { key, record });
+            }
+        }
+        Err(Error::Unavailable {
+            what: "API key ids".into(),
+            message: "eight random ids in a row were taken; retry".into(),
+        })
+    }
+
+    /// The key with this id.
+    pub async fn get(&self, id: &str) -> Result<Option<ApiKey>> {
+        match self.store.doc_get(KEYS, id).await? {
+            Some(d) => decode(&d).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every key of `workspace` (every key when `None`), by id.
+    pub async fn list(&self, workspace: Option<&WorkspaceId>) -> Result<Vec<ApiKey>> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let docs = self
+                .store
+                .doc_list(KEYS, "", after.as_deref(), 1_000)
+                .await?;
+            for d in &docs {
+                let k = decode(d)?;
+                if workspace.is_none_or(|w| *w == k.workspace_id()) {
+                    out.push(k);
+                }
+            }
+            after = docs.last().map(|d| d.id.clone());
+            if docs.len() < 1_000 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Revoke the key `id` (a no-op if it is revoked already). The key as it is now.
+    pub async fn revoke(&self, id: &str) -> Result<Option<ApiKey>> {
+        for _ in 0..16 {
+            let Some(d) = self.store.doc_get(KEYS, id).await? else {
+                return Ok(None);
+            };
+            let mut k = decode(&d)?;
+            if k.revoked_at.is_some() {
+                return Ok(Some(k));
+            }
+            k.revoked_at = Some(agentkit_runtime::model::now_ms());
+            if self
+                .store
+                .doc_put(KEYS, id, encode(&k)?, Expect::Revision(d.revision))
+                .await?
+                .is_some()
+            {
+                return Ok(Some(k));
+            }
+        }
+        Err(Error::Unavailable {
+            what: format!("API key {id}"),
+            message: "it is being written concurrently; retry".into(),
+        })
+    }
+
+    /// Check a presented key: its record if it is a live key of this server. Records its
+    /// use (`last_used_at`, at most once a minute).
+    pub async fn verify(&self, presented: &str) -> Result<std::result::Result<ApiKey, Refusal>> {
+        let Some(id) = key_id(presented) else {
+            return Ok(Err(Refusal::Unknown));
+        };
+        let Some(d) = self.store.doc_get(KEYS, id).await? else {
+            return Ok(Err(Refusal::Unknown));
+        };
+        let mut k = decode(&d)?;
+        let given = hash(presented);
+        if !bool::from(given.as_bytes().ct_eq(k.hash.as_bytes())) {
+            return Ok(Err(Refusal::Unknown));
+        }
+        let now = agentkit_runtime::model::now_ms();
+        if k.revoked_at.is_some() {
+            return Ok(Err(Refusal::Revoked));
+        }
+        if k.expires_at.is_some_and(|t| now >= t) {
+            return Ok(Err(Refusal::Expired));
+        }
+        if k.last_used_at
+            .is_none_or(|t| now.saturating_sub(t) >= LAST_USED_EVERY_MS)
+        {
+            k.last_used_at = Some(now);
+            // A lost race means another request just wrote it: fine.
+            if let Err(e) = self
+                .store
+                .doc_put(KEYS, id, encode(&k)?, Expect::Revision(d.revision))
+                .await
+            {
+                tracing::warn!(key = %id, error = %e, "recording a key's last use failed");
+            }
+        }
+        Ok(Ok(k))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn key_ids_parse_only_well_formed_keys() {
+        let k = format!("ak_{}_{}", "a1".repeat(6), "f0".repeat(32));
+        assert_eq!(key_id(&k), Some("a1a1a1a1a1a1"));
+        assert_eq!(key_id("ak_0123"), None);
+        assert_eq!(
+            key_id(&format!("ak_{}_{}", "zz".repeat(6), "f0".repeat(32))),
+            None
+        );
+        assert_eq!(
+            key_id(&format!("ak_{}_{}x", "a1".repeat(6), "f0".repeat(32))),
+            None
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn key_id_never_panics(s in ".{0,120}") {
+            if let Some(id) = key_id(&s) {
+                prop_assert_eq!(id.len(), 12);
+                prop_assert!(s.starts_with("ak_"));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_verify_revoke_and_expire() {
+        let store: Arc<dyn Store> = Arc::new(agentkit_runtime::MemoryStore::new());
+        let keys = ApiKeys::new(store);
+        let ws = WorkspaceId::new("acme", "prod");
+        let c = keys
+            .create(&ws, "ci", Role::Invoker, None, "admin")
+            .await
+            .unwrap();
+        assert!(key_id(&c.key).is_some());
+        let k = keys.verify(&c.key).await.unwrap().unwrap();
+        assert_eq!(k.role, Role::Invoker);
+        assert!(k.last_used_at.is_some());
+        let mut wrong = c.key.clone();
+        wrong.pop();
+        wrong.push(if c.key.ends_with('0') { '1' } else { '0' });
+        assert_eq!(keys.verify(&wrong).await.unwrap(), Err(Refusal::Unknown));
+        keys.revoke(&c.record.id).await.unwrap();
+        assert_eq!(keys.verify(&c.key).await.unwrap(), Err(Refusal::Revoked));
+        assert!(
+            keys.create(&ws, "old", Role::Viewer, Some(1), "admin")
+                .await
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,871 @@
+//! Tenants and keys end to end over real sockets: workspaces, hashed API keys (revoked and
+//! expired keys refused), the role matrix, and tenant isolation as a property test — every
+//! scoped route called with another workspace's ids and keys reveals nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentkit_mcp::rmcp::ServiceExt;
+use agentkit_mcp::rmcp::model::{CallToolRequestParams, ClientConfig};
+use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
+use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use agentkit_runtime::{SqliteStore, Store};
+use agentkit_server::Server;
+use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
+use proptest::prelude::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "tenancy-admin-key";
+
+struct Running {
+    base: String,
+    dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
+    let server = Server::builder(store)
+        .admin_key(ADMIN)
+        .spec_builder(Arc::new(builder))
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        server
+            .serve(listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    Running {
+        base,
+        dir,
+        stop: Some(tx),
+    }
+}
+
+async fn call(
+    r: &Running,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}{path}", r.base))
+        .header("x-api-key", key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn workspace(r: &Running, org: &str, ws: &str) {
+    let (s, b) = call(
+        r,
+        ADMIN,
+        Method::POST,
+        "/v1/workspaces",
+        Some(json!({"org": org, "workspace": ws})),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+}
+
+/// A new key of `ws` with `role`: (secret, id).
+async fn key(r: &Running, ws: &str, role: &str) -> (String, String) {
+    let (s, b) = call(
+        r,
+        ADMIN,
+        Method::POST,
+        "/v1/keys",
+        Some(json!({"name": format!("{role} key"), "role": role, "workspace": ws})),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    (
+        b["key"].as_str().unwrap().to_owned(),
+        b["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn deploy(r: &Running, key: &str, name: &str, instructions: &str) {
+    let (s, b) = call(
+        r,
+        key,
+        Method::POST,
+        "/v1/agents",
+        Some(json!({"name": name, "kind": "agent",
+                    "spec": {"model": "scripted", "instructions": instructions}})),
+    )
+    .await;
+    assert!(s == 201 || s == 200, "{s} {b}");
+}
+
+#[tokio::test]
+async fn keys_are_shown_once_stored_hashed_and_refused_once_revoked_or_expired() {
+    let r = start().await;
+    workspace(&r, "acme", "prod").await;
+    let (s, b) = call(
+        &r,
+        ADMIN,
+        Method::POST,
+        "/v1/workspaces",
+        Some(json!({"org": "acme", "workspace": "prod"})),
+    )
+    .await;
+    assert_eq!(s, 409, "{b}");
+    let (s, b) = call(
+        &r,
+        ADMIN,
+        Method::POST,
+        "/v1/workspaces",
+        Some(json!({"org": "Acme!", "workspace": "x"})),
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+
+    let (secret, id) = key(&r, "acme/prod", "developer").await;
+    assert!(secret.starts_with(&format!("ak_{id}_")), "{secret}");
+    assert_eq!(secret.len(), 3 + 12 + 1 + 64);
+    // The key works, as a bearer token too, and acts in its workspace (empty so far).
+    let res = reqwest::Client::new()
+        .get(format!("{}/v1/agents", r.base))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!([]));
+
+    // Listed without its secret or hash; last use recorded.
+    let (s, list) = call(&r, ADMIN, Method::GET, "/v1/keys", None).await;
+    assert_eq!(s, 200);
+    let listed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(listed["role"], "developer");
+    assert_eq!(listed["org"], "acme");
+    assert!(listed["last_used_at"].is_i64(), "{listed}");
+    assert!(
+        listed.get("key").is_none() && listed.get("hash").is_none(),
+        "{listed}"
+    );
+    assert!(!list.to_string().contains(&secret[16..]));
+
+    // The database file never holds the secret.
+    let secret_part = secret[16..].to_owned();
+    let mut found = false;
+    for entry in std::fs::read_dir(r.dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        found |= bytes
+            .windows(secret_part.len())
+            .any(|w| w == secret_part.as_bytes());
+    }
+    assert!(!found, "the key's secret is in the database files");
+
+    // Revoked: 401 on the next request, saying so.
+    let (s, b) = call(&r, ADMIN, Method::DELETE, &format!("/v1/keys/{id}"), None).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(b["revoked_at"].is_i64());
+    let (s, b) = call(&r, &secret, Method::GET, "/v1/agents", None).await;
+    assert_eq!(s, 401, "{b}");
+    assert!(b["detail"].as_str().unwrap().contains("revoked"), "{b}");
+
+    // Expired: works until its time, then 401.
+    let soon = chrono::Utc::now().timestamp_millis() + 1_500;
+    let (s, b) = call(
+        &r,
+        ADMIN,
+        Method::POST,
+        "/v1/keys",
+        Some(json!({"role": "viewer", "workspace": "acme/prod", "expires_at": soon})),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let expiring = b["key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(&r, &expiring, Method::GET, "/v1/runs", None).await.0,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1_700)).await;
+    let (s, b) = call(&r, &expiring, Method::GET, "/v1/runs", None).await;
+    assert_eq!(s, 401, "{b}");
+    assert!(b["detail"].as_str().unwrap().contains("expired"), "{b}");
+
+    // A well-formed key that was never issued, and a key for a workspace that does not exist.
+    let forged = format!("ak_{id}_{}", "0".repeat(64));
+    assert_eq!(
+        call(&r, &forged, Method::GET, "/v1/runs", None).await.0,
+        401
+    );
+    let (s, _) = call(
+        &r,
+        ADMIN,
+        Method::POST,
+        "/v1/keys",
+        Some(json!({"role": "viewer", "workspace": "nope/nope"})),
+    )
+    .await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn every_role_gets_what_it_needs_and_403_above_it() {
+    let r = start().await;
+    workspace(&r, "acme", "prod").await;
+    let (dev, _) = key(&r, "acme/prod", "developer").await;
+    deploy(&r, &dev, "bot", "be brief").await;
+    let (s, run) = call(
+        &r,
+        &dev,
+        Method::POST,
+        "/v1/agents/bot/runs",
+        Some(json!({"message": "hi", "wait": true})),
+    )
+    .await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+
+    let spec = json!({"name": "bot2", "kind": "agent", "spec": {"model": "scripted", "instructions": "x"}});
+    // (method, path, body, least role)
+    let routes: Vec<(Method, String, Option<Value>, &str)> = vec![
+        (Method::GET, "/v1/agents".into(), None, "viewer"),
+        (Method::GET, format!("/v1/runs/{run_id}"), None, "viewer"),
+        (
+            Method::POST,
+            "/v1/agents/bot/runs".into(),
+            Some(json!({"message": "hi"})),
+            "invoker",
+        ),
+        (
+            Method::POST,
+            format!("/v1/runs/{run_id}/cancel"),
+            None,
+            "operator",
+        ),
+        (Method::POST, "/v1/agents".into(), Some(spec), "developer"),
+        (
+            Method::PUT,
+            "/v1/agents/bot/labels/prod".into(),
+            Some(json!({"version": 1})),
+            "developer",
+        ),
+        (Method::GET, "/v1/keys".into(), None, "admin"),
+        (
+            Method::POST,
+            "/v1/keys".into(),
+            Some(json!({"role": "viewer"})),
+            "admin",
+        ),
+    ];
+    let order = ["viewer", "invoker", "operator", "developer", "admin"];
+    for role in order {
+        let (k, _) = key(&r, "acme/prod", role).await;
+        let rank = order.iter().position(|x| *x == role).unwrap();
+        for (m, path, body, needed) in &routes {
+            let need = order.iter().position(|x| x == needed).unwrap();
+            let (s, b) = call(&r, &k, m.clone(), path, body.clone()).await;
+            if rank < need {
+                assert_eq!(s, 403, "{role} {m} {path}: {b}");
+                assert_eq!(b["type"], "urn:agentkit:problem:forbidden");
+                assert!(
+                    b["detail"]
+                        .as_str()
+                        .unwrap()
+                        .contains(&format!("`{needed}`")),
+                    "{b}"
+                );
+            } else {
+                assert!(s != 403 && s != 401, "{role} {m} {path}: {s} {b}");
+            }
+        }
+    }
+    // An admin key of a workspace cannot mint keys elsewhere, nor create workspaces.
+    let (admin_ws, _) = key(&r, "acme/prod", "admin").await;
+    let (s, _) = call(
+        &r,
+        &admin_ws,
+        Method::POST,
+        "/v1/keys",
+        Some(json!({"role": "viewer", "workspace": "default/default"})),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _) = call(
+        &r,
+        &admin_ws,
+        Method::POST,
+        "/v1/workspaces",
+        Some(json!({"org": "acme", "workspace": "dev"})),
+    )
+    .await;
+    assert_eq!(s, 403);
+    let (s, ws) = call(&r, &admin_ws, Method::GET, "/v1/workspaces", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(ws.as_array().unwrap().len(), 1, "{ws}");
+}
+
+#[tokio::test]
+async fn schedules_of_one_name_live_apart_in_each_workspace() {
+    let r = start().await;
+    let mut keys = vec![ADMIN.to_owned()];
+    for ws in ["a", "b"] {
+        workspace(&r, "org", ws).await;
+        keys.push(key(&r, &format!("org/{ws}"), "admin").await.0);
+    }
+    for (i, k) in keys.iter().enumerate() {
+        deploy(&r, k, "bot", &format!("workspace {i}")).await;
+        let (s, b) = call(
+            &r,
+            k,
+            Method::POST,
+            "/v1/schedules",
+            Some(json!({"name": "nightly", "target": "bot", "every": "1h"})),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        assert_eq!(b["name"], "nightly");
+        assert_eq!(b["target"], "bot");
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let (_, list) = call(&r, k, Method::GET, "/v1/schedules", None).await;
+        let list = list.as_array().unwrap().clone();
+        assert_eq!(list.len(), 1, "workspace {i}: {list:?}");
+        assert_eq!(list[0]["name"], "nightly");
+        let (s, run) = call(&r, k, Method::POST, "/v1/schedules/nightly/trigger", None).await;
+        assert_eq!(s, 202, "{run}");
+        assert_eq!(run["agent"], "bot");
+        let id = run["run_id"].as_str().unwrap().to_owned();
+        for (j, other) in keys.iter().enumerate() {
+            let (s, _) = call(&r, other, Method::GET, &format!("/v1/runs/{id}"), None).await;
+            assert_eq!(s, if i == j { 200 } else { 404 });
+        }
+        let (_, history) = call(&r, k, Method::GET, "/v1/schedules/nightly/history", None).await;
+        let ids: Vec<&str> = history
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["run"]["run_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, vec![id.as_str()], "workspace {i} history");
+        // Pausing mine leaves the others' alone.
+        if i == 1 {
+            let (s, _) = call(&r, k, Method::POST, "/v1/schedules/nightly/pause", None).await;
+            assert_eq!(s, 200);
+        }
+    }
+    let paused: Vec<bool> = {
+        let mut v = Vec::new();
+        for k in &keys {
+            let (_, b) = call(&r, k, Method::GET, "/v1/schedules/nightly", None).await;
+            v.push(b["paused"] == true);
+        }
+        v
+    };
+    assert_eq!(paused, vec![false, true, false]);
+    // Deleting mine leaves the others'; another workspace's stored name is nothing.
+    let (s, _) = call(&r, &keys[2], Method::DELETE, "/v1/schedules/nightly", None).await;
+    assert_eq!(s, 204);
+    assert_eq!(
+        call(&r, &keys[2], Method::GET, "/v1/schedules/nightly", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        call(&r, &keys[1], Method::GET, "/v1/schedules/nightly", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(&r, ADMIN, Method::GET, "/v1/schedules/org~a~nightly", None)
+            .await
+            .0,
+        404
+    );
+    let (s, _) = call(
+        &r,
+        &keys[1],
+        Method::POST,
+        "/v1/schedules",
+        Some(json!({"name": "x", "target": "org~b~bot", "every": "1h"})),
+    )
+    .await;
+    assert_eq!(s, 400);
+}
+
+/// A code agent that answers with the principal its run's context carries.
+struct WhoAmI;
+
+#[async_trait::async_trait]
+impl agentkit_core::AugmentedLlm for WhoAmI {
+    fn name(&self) -> &str {
+        "whoami"
+    }
+
+    async fn generate(
+        &self,
+        _: agentkit_core::GenerateRequest,
+        ctx: &agentkit_core::RunContext,
+    ) -> agentkit_core::Result<agentkit_core::Generation> {
+        let p = ctx.principal().cloned().unwrap_or_default();
+        Ok(agentkit_core::Generation::from_text(format!(
+            "{}/{} key={} roles={}",
+            p.tenant.unwrap_or_default(),
+            p.workspace.unwrap_or_default(),
+            p.key_id.unwrap_or_else(|| "-".into()),
+            p.roles.join(",")
+        )))
+    }
+}
+
+#[tokio::test]
+async fn runs_carry_their_callers_principal_on_the_run_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let server = Server::builder(store)
+        .admin_key(ADMIN)
+        .agent_llm("whoami", Arc::new(WhoAmI), "Says who called")
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        server
+            .serve(listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    let r = Running {
+        base,
+        dir,
+        stop: Some(tx),
+    };
+    let (s, run) = call(
+        &r,
+        ADMIN,
+        Method::POST,
+        "/v1/agents/whoami/runs",
+        Some(json!({"message": "?", "wait": true})),
+    )
+    .await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(
+        run["output"]["text"], "default/default key=- roles=admin",
+        "{run}"
+    );
+    let (invoker, id) = key(&r, "default/default", "invoker").await;
+    let (s, run) = call(
+        &r,
+        &invoker,
+        Method::POST,
+        "/v1/agents/whoami/runs",
+        Some(json!({"message": "?", "wait": true})),
+    )
+    .await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(
+        run["output"]["text"],
+        format!("default/default key={id} roles=invoker"),
+        "{run}"
+    );
+}
+
+/// One workspace of the isolation test: its key, agents and runs.
+struct Tenant {
+    key: String,
+    key_id: Option<String>,
+    agents: BTreeSet<String>,
+    runs: BTreeSet<String>,
+}
+
+fn detail(b: &Value) -> String {
+    b["detail"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn isolation(layout: Vec<BTreeMap<String, usize>>) {
+    let r = start().await;
+    let mut tenants = Vec::new();
+    for (i, agents) in layout.iter().enumerate() {
+        // Workspace 0 is `default/default`, acting with the server's admin key.
+        let (key, key_id) = if i == 0 {
+            (ADMIN.to_owned(), None)
+        } else {
+            let org = format!("org{}", i % 2);
+            workspace(&r, &org, &format!("ws{i}")).await;
+            let (k, id) = key(&r, &format!("{org}/ws{i}"), "admin").await;
+            (k, Some(id))
+        };
+        let mut runs = BTreeSet::new();
+        for (name, n) in agents {
+            deploy(&r, &key, name, &format!("workspace {i}")).await;
+            for _ in 0..*n {
+                let (s, run) = call(
+                    &r,
+                    &key,
+                    Method::POST,
+                    &format!("/v1/agents/{name}/runs"),
+                    Some(json!({"message": "hi", "wait": true})),
+                )
+                .await;
+                assert_eq!(s, 200, "{run}");
+                assert_eq!(run["status"], "succeeded", "{run}");
+                assert_eq!(run["output"]["text"], "hi", "{run}");
+                assert_eq!(run["agent"], name.as_str());
+                let ws = if i == 0 {
+                    "default".to_owned()
+                } else {
+                    format!("ws{i}")
+                };
+                assert_eq!(run["input"]["principal"]["workspace"], ws.as_str(), "{run}");
+                runs.insert(run["run_id"].as_str().unwrap().to_owned());
+            }
+        }
+        tenants.push(Tenant {
+            key,
+            key_id,
+            agents: agents.keys().cloned().collect(),
+            runs,
+        });
+    }
+    let missing_run = uuid::Uuid::now_v7().to_string();
+    for (i, me) in tenants.iter().enumerate() {
+        // Lists hold exactly my agents and runs.
+        let (_, agents) = call(&r, &me.key, Method::GET, "/v1/agents", None).await;
+        let names: BTreeSet<String> = agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, me.agents, "workspace {i} agents");
+        let (_, runs) = call(&r, &me.key, Method::GET, "/v1/runs?limit=1000", None).await;
+        let ids: BTreeSet<String> = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["run_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids, me.runs, "workspace {i} runs");
+        for name in &me.agents {
+            let (s, e) = call(
+                &r,
+                &me.key,
+                Method::GET,
+                &format!("/v1/agents/{name}/versions/latest"),
+                None,
+            )
+            .await;
+            assert_eq!(s, 200);
+            assert_eq!(e["spec"]["instructions"], format!("workspace {i}"));
+            let (_, runs) = call(
+                &r,
+                &me.key,
+                Method::GET,
+                &format!("/v1/runs?agent={name}"),
+                None,
+            )
+            .await;
+            assert!(
+                runs.as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|x| me.runs.contains(x["run_id"].as_str().unwrap()))
+            );
+        }
+        let (_, nothing) = call(
+            &r,
+            &me.key,
+            Method::GET,
+            &format!("/v1/runs/{missing_run}"),
+            None,
+        )
+        .await;
+        let (_, keys) = call(&r, &me.key, Method::GET, "/v1/keys", None).await;
+        for (j, other) in tenants.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            // (The server's admin key, workspace 0, sees and manages every key.)
+            if let Some(id) = &other.key_id
+                && i != 0
+            {
+                assert!(
+                    !keys.to_string().contains(id.as_str()),
+                    "workspace {i} sees key {id}"
+                );
+                let (s, _) =
+                    call(&r, &me.key, Method::DELETE, &format!("/v1/keys/{id}"), None).await;
+                assert_eq!(s, 404);
+            }
+            for run in &other.runs {
+                let same = |b: &Value| {
+                    assert_eq!(
+                        detail(b).replace(run.as_str(), "ID"),
+                        detail(&nothing).replace(&missing_run, "ID"),
+                        "{b}"
+                    );
+                };
+                for path in ["", "/events"] {
+                    let (s, b) = call(
+                        &r,
+                        &me.key,
+                        Method::GET,
+                        &format!("/v1/runs/{run}{path}"),
+                        None,
+                    )
+                    .await;
+                    assert_eq!(s, 404, "workspace {i} reads run {run}{path}: {b}");
+                    same(&b);
+                }
+                let sse = reqwest::Client::new()
+                    .get(format!("{}/v1/runs/{run}/events", r.base))
+                    .header("x-api-key", &me.key)
+                    .header("accept", "text/event-stream")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(sse.status(), 404);
+                for control in ["pause", "resume", "cancel", "approve", "reject", "replay"] {
+                    let (s, b) = call(
+                        &r,
+                        &me.key,
+                        Method::POST,
+                        &format!("/v1/runs/{run}/{control}"),
+                        None,
+                    )
+                    .await;
+                    assert_eq!(s, 404, "workspace {i} {control}s run {run}: {b}");
+                    same(&b);
+                }
+                let (s, _) = call(
+                    &r,
+                    &me.key,
+                    Method::POST,
+                    &format!("/v1/runs/{run}/signal"),
+                    Some(json!({"name": "go"})),
+                )
+                .await;
+                assert_eq!(s, 404);
+            }
+            for name in other.agents.difference(&me.agents) {
+                for path in ["", "/versions", "/versions/latest", "/diff?from=1"] {
+                    let (s, b) = call(
+                        &r,
+                        &me.key,
+                        Method::GET,
+                        &format!("/v1/agents/{name}{path}"),
+                        None,
+                    )
+                    .await;
+                    assert_eq!(s, 404, "workspace {i} reads agent {name}{path}: {b}");
+                }
+                let (s, _) = call(
+                    &r,
+                    &me.key,
+                    Method::POST,
+                    &format!("/v1/agents/{name}/runs"),
+                    Some(json!({"message": "x"})),
+                )
+                .await;
+                assert_eq!(s, 404);
+                let (s, _) = call(
+                    &r,
+                    &me.key,
+                    Method::POST,
+                    &format!("/v1/agents/{name}/promote"),
+                    Some(json!({"from": "latest", "to": "prod"})),
+                )
+                .await;
+                assert_eq!(s, 404);
+            }
+        }
+        // `/mcp` serves my agents as tools, and only mine; a call is a run of my workspace.
+        let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", r.base))
+            .auth_header(me.key.clone());
+        let client = ClientConfig::default()
+            .serve(StreamableHttpClientTransport::from_config(config))
+            .await
+            .unwrap();
+        let tools: BTreeSet<String> = client
+            .list_all_tools()
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        assert_eq!(tools, me.agents, "workspace {i} /mcp tools");
+        for (j, other) in tenants.iter().enumerate() {
+            for name in other.agents.difference(&me.agents) {
+                let out = client
+                    .call_tool(
+                        CallToolRequestParams::new(name.clone())
+                            .with_arguments(json!({"message": "x"}).as_object().unwrap().clone()),
+                    )
+                    .await;
+                assert!(
+                    out.is_err() || out.unwrap().is_error == Some(true),
+                    "workspace {i} calls {j}'s {name}"
+                );
+            }
+        }
+        if let Some(name) = me.agents.first() {
+            let out = client
+                .call_tool(
+                    CallToolRequestParams::new(name.clone())
+                        .with_arguments(json!({"message": "via mcp"}).as_object().unwrap().clone()),
+                )
+                .await
+                .unwrap();
+            let meta = out.structured_content.clone().unwrap();
+            assert_eq!(meta["status"], "succeeded", "{out:?}");
+            let run = meta["run_id"].as_str().unwrap();
+            for (j, other) in tenants.iter().enumerate() {
+                let (s, _) = call(
+                    &r,
+                    &other.key,
+                    Method::GET,
+                    &format!("/v1/runs/{run}"),
+                    None,
+                )
+                .await;
+                assert_eq!(
+                    s,
+                    if i == j { 200 } else { 404 },
+                    "workspace {j} reads {i}'s /mcp run"
+                );
+            }
+        }
+        client.cancel().await.unwrap();
+
+        // The stored form of another workspace's names never resolves.
+        if i == 0 {
+            for (j, other) in tenants.iter().enumerate().skip(1) {
+                for name in &other.agents {
+                    let stored = format!("org{}~ws{j}~{name}", j % 2);
+                    let (s, _) = call(
+                        &r,
+                        &me.key,
+                        Method::GET,
+                        &format!("/v1/agents/{stored}"),
+                        None,
+                    )
+                    .await;
+                    assert_eq!(s, 404);
+                    let (s, _) = call(&r, &me.key, Method::POST, "/runs/wait", Some(json!({"assistant_id": stored, "input": {"messages": [{"role": "user", "content": "x"}]}}))).await;
+                    assert_eq!(s, 404);
+                    let encoded = format!("/v1/agents/org{}%7Ews{j}%7E{name}", j % 2);
+                    let (s, _) = call(&r, &me.key, Method::GET, &encoded, None).await;
+                    assert_eq!(s, 404);
+                    let cron = json!({"assistant_id": stored, "schedule": "0 * * * *",
+                                      "input": {"messages": [{"role": "user", "content": "x"}]}});
+                    let (s, b) = call(&r, &me.key, Method::POST, "/runs/crons", Some(cron)).await;
+                    assert_eq!(s, 404, "{b}");
+                    let (s, _) = call(
+                        &r,
+                        &me.key,
+                        Method::GET,
+                        &format!("/assistants/{stored}"),
+                        None,
+                    )
+                    .await;
+                    assert_eq!(s, 404);
+                }
+            }
+            // The LangGraph and Agent Protocol lists of the default workspace hold only its own.
+            let (_, assistants) = call(
+                &r,
+                &me.key,
+                Method::POST,
+                "/assistants/search",
+                Some(json!({"limit": 1000})),
+            )
+            .await;
+            let text = assistants.to_string();
+            assert!(!text.contains('~'), "{text}");
+            let (_, runs) = call(
+                &r,
+                &me.key,
+                Method::POST,
+                "/runs/search",
+                Some(json!({"limit": 1000})),
+            )
+            .await;
+            for other in tenants.iter().skip(1) {
+                for run in &other.runs {
+                    assert!(!runs.to_string().contains(run.as_str()));
+                }
+            }
+        } else {
+            // Routes not scoped yet are closed to workspace keys.
+            for (m, path) in [
+                (Method::POST, "/assistants/search"),
+                (Method::POST, "/threads"),
+                (Method::POST, "/runs/search"),
+            ] {
+                let (s, _) = call(&r, &me.key, m, path, Some(json!({}))).await;
+                assert_eq!(s, 404, "{path}");
+            }
+        }
+    }
+}
+
+fn layouts() -> impl Strategy<Value = Vec<BTreeMap<String, usize>>> {
+    // Few names, so workspaces often share agent names.
+    let agents = prop::collection::btree_map(
+        prop::sample::select(vec![
+            "bot".to_owned(),
+            "support".to_owned(),
+            "triage".to_owned(),
+        ]),
+        0usize..3,
+        0..3,
+    );
+    prop::collection::vec(agents, 2..4)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_workspace_sees_or_touches_another_workspaces_resources(layout in layouts()) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(isolation(layout));
+    }
+}

@@ -26,6 +26,7 @@ pub mod crons;
 pub mod deploy;
 mod gateway;
 pub mod platform;
+pub mod policy;
 pub mod registry;
 pub mod retention;
 pub mod schedules;

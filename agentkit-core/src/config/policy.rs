@@ -38,6 +38,10 @@ use super::spec::{HumanDuration, ToolGlobs};
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct PolicySpec {
+    /// The policy's name, when a named policy is copied into an agent's registry version
+    /// (decisions and tool errors show it); unset in `policies:` (the key names it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// What the policy is for.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub description: String,

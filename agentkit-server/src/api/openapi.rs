@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use super::{agent_protocol as ap, hooks, langgraph as lg, schedules, servers, v1};
+use super::{agent_protocol as ap, governance, hooks, langgraph as lg, schedules, servers, v1};
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -31,6 +31,7 @@ use super::{agent_protocol as ap, hooks, langgraph as lg, schedules, servers, v1
         schedules::trigger_schedule, schedules::schedule_history,
         hooks::deliver, hooks::emit_event,
         servers::list_servers, servers::list_tools, servers::call_tool,
+        governance::list_audit, governance::verify_audit, governance::list_approvals,
     ),
     components(schemas(super::Problem)),
     modifiers(&Security),

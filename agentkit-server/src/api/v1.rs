@@ -556,11 +556,22 @@ async fn decide(
     run_id: &str,
     approved: bool,
     reason: Option<String>,
+    by: &str,
 ) -> ApiResult<Json<RunView>> {
-    let mut payload = json!({ "approved": approved });
-    if let Some(r) = reason {
-        payload["reason"] = Value::String(r);
-    }
+    // The runtime's approval signal carries an `ApprovalDecision`.
+    let payload = if approved {
+        json!({ "decision": "approved" })
+    } else {
+        json!({
+            "decision": "denied",
+            "reason": reason.clone().unwrap_or_else(|| "rejected by an operator".to_owned()),
+        })
+    };
+    s.platform.run(run_id).await?;
+    // Who decided, for the approval queue and the audit log.
+    crate::policy::StoreAudit::new(std::sync::Arc::clone(s.platform.runtime().store()))
+        .note_decision(run_id, approved, by, reason.as_deref())
+        .await?;
     control(s, run_id, async |rt| {
         rt.signal(run_id, APPROVAL_SIGNAL, payload).await
     })
@@ -574,9 +585,11 @@ async fn decide(
 pub async fn approve_run(
     State(s): State<AppState>,
     Path(run_id): Path<String>,
+    principal: Option<axum::Extension<agentkit_core::Principal>>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<RunView>> {
-    decide(&s, &run_id, true, optional_json::<Reason>(&body)?.reason).await
+    let by = decider(principal.as_deref());
+    decide(&s, &run_id, true, optional_json::<Reason>(&body)?.reason, &by).await
 }
 
 /// Reject the call a run waits on, with a reason the model reads.
@@ -586,9 +599,18 @@ pub async fn approve_run(
 pub async fn reject_run(
     State(s): State<AppState>,
     Path(run_id): Path<String>,
+    principal: Option<axum::Extension<agentkit_core::Principal>>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<RunView>> {
-    decide(&s, &run_id, false, optional_json::<Reason>(&body)?.reason).await
+    let by = decider(principal.as_deref());
+    decide(&s, &run_id, false, optional_json::<Reason>(&body)?.reason, &by).await
+}
+
+/// Who decides: the request's principal (its key id), or the admin key.
+fn decider(principal: Option<&agentkit_core::Principal>) -> String {
+    principal
+        .and_then(|p| p.key_id.clone())
+        .unwrap_or_else(|| "admin".to_owned())
 }
 
 /// What an offline replay of a run found.

@@ -66,10 +66,17 @@ fn decide(c: &mut Criterion) {
     let h = history();
     let allowed = json!({"path": "/docs/guide/intro.md"});
     let denied = json!({"path": "/srv/app/.env"});
-    assert_eq!(p.decide("filesystem__read_file", &allowed, &h).verdict, Verdict::Allow);
-    assert_eq!(p.decide("filesystem__read_file", &denied, &h).verdict, Verdict::Deny);
     assert_eq!(
-        p.decide("slack__send_message", &json!({"text": "hi"}), &h).verdict,
+        p.decide("filesystem__read_file", &allowed, &h).verdict,
+        Verdict::Allow
+    );
+    assert_eq!(
+        p.decide("filesystem__read_file", &denied, &h).verdict,
+        Verdict::Deny
+    );
+    assert_eq!(
+        p.decide("slack__send_message", &json!({"text": "hi"}), &h)
+            .verdict,
         Verdict::RequireApproval
     );
     let mut g = c.benchmark_group("decide");
@@ -111,7 +118,8 @@ fn tool_call(c: &mut Criterion) {
     ] {
         g.bench_function(name, |b| {
             b.iter(|| {
-                let req = ToolRequest::new("c1", "filesystem__read_file", args.clone(), ctx.clone());
+                let req =
+                    ToolRequest::new("c1", "filesystem__read_file", args.clone(), ctx.clone());
                 let out = rt.block_on(svc.clone().oneshot(req)).unwrap();
                 assert!(!out.is_error);
                 black_box(out)

@@ -28,7 +28,12 @@ policies:
         reason: posting after reading files may leak them
 "#;
 
-async fn call(base: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut req = reqwest::Client::new()
         .request(method, format!("{base}{path}"))
         .bearer_auth("test-key");
@@ -38,12 +43,21 @@ async fn call(base: &str, method: reqwest::Method, path: &str, body: Option<Valu
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
     let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 async fn wait_for(base: &str, run_id: &str, status: &str) -> Value {
     for _ in 0..200 {
-        let (_, run) = call(base, reqwest::Method::GET, &format!("/v1/runs/{run_id}"), None).await;
+        let (_, run) = call(
+            base,
+            reqwest::Method::GET,
+            &format!("/v1/runs/{run_id}"),
+            None,
+        )
+        .await;
         if run["status"] == status {
             return run;
         }
@@ -129,7 +143,11 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
     assert!(seen.contains("denied by policy `docs`"), "{seen}");
     assert!(seen.contains("arguments.fs__*.path.deny[0]"), "{seen}");
     assert_eq!(reads.load(Ordering::SeqCst), 1, "only the allowed read ran");
-    assert_eq!(sends.load(Ordering::SeqCst), 0, "the send waits for approval");
+    assert_eq!(
+        sends.load(Ordering::SeqCst),
+        0,
+        "the send waits for approval"
+    );
 
     // The approval queue shows the call and the chain that triggered it.
     let (st, pending) = call(&base, reqwest::Method::GET, "/v1/approvals", None).await;
@@ -150,8 +168,16 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
     assert_eq!(st, 200);
     let done = wait_for(&base, &run_id, "succeeded").await;
     assert_eq!(done["output"]["text"], "posted", "{done}");
-    assert_eq!(sends.load(Ordering::SeqCst), 1, "approved call ran exactly once");
-    assert_eq!(reads.load(Ordering::SeqCst), 1, "the read was replayed, not run again");
+    assert_eq!(
+        sends.load(Ordering::SeqCst),
+        1,
+        "approved call ran exactly once"
+    );
+    assert_eq!(
+        reads.load(Ordering::SeqCst),
+        1,
+        "the read was replayed, not run again"
+    );
 
     // The audit log has every decision, in order, and verifies.
     let (_, page) = call(&base, reqwest::Method::GET, "/v1/audit", None).await;
@@ -165,7 +191,10 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
         outcomes,
         ["denied", "allowed", "approval_requested", "approved"]
     );
-    assert_eq!(page["entries"][0]["event"]["rule"], "arguments.fs__*.path.deny[0]");
+    assert_eq!(
+        page["entries"][0]["event"]["rule"],
+        "arguments.fs__*.path.deny[0]"
+    );
     assert_eq!(page["entries"][3]["event"]["actor"], "admin");
     let res = reqwest::Client::new()
         .get(format!("{base}/v1/audit?format=csv"))
@@ -173,7 +202,12 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
         .send()
         .await
         .unwrap();
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
     let csv = res.text().await.unwrap();
     assert_eq!(csv.lines().count(), 5, "{csv}");
     assert!(csv.lines().nth(1).unwrap().contains(",denied,"), "{csv}");
@@ -182,12 +216,22 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
     assert_eq!(v["entries"], 4);
 
     // Someone edits a stored row: verification names the entry.
-    let mut doc = store.doc_get("audit", "default/00000000000000000001").await.unwrap().unwrap();
+    let mut doc = store
+        .doc_get("audit", "default/00000000000000000001")
+        .await
+        .unwrap()
+        .unwrap();
     doc.value["event"]["outcome"] = json!("allowed");
-    store.doc_put("audit", &doc.id, doc.value, Expect::Any).await.unwrap();
+    store
+        .doc_put("audit", &doc.id, doc.value, Expect::Any)
+        .await
+        .unwrap();
     let (_, v) = call(&base, reqwest::Method::GET, "/v1/audit/verify", None).await;
     assert_eq!(v["ok"], false, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("altered at entry 1"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("altered at entry 1"),
+        "{v}"
+    );
 
     // The routes are in the OpenAPI document; bad input is a problem, not a panic.
     let (_, doc) = call(&base, reqwest::Method::GET, "/openapi.json", None).await;
@@ -195,6 +239,9 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
     assert!(doc["paths"]["/v1/approvals"].is_object());
     let (st, p) = call(&base, reqwest::Method::GET, "/v1/audit?format=xml", None).await;
     assert_eq!(st, 400, "{p}");
-    assert!(p["detail"].as_str().unwrap().contains("`json` or `csv`"), "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("`json` or `csv`"),
+        "{p}"
+    );
     let _ = stop.send(());
 }

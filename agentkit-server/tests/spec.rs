@@ -396,7 +396,9 @@ fn policy_errors_are_located() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("at `agents.inline.policy.chains[0].pattern`: a chain needs at least two tool globs"),
+        err.contains(
+            "at `agents.inline.policy.chains[0].pattern`: a chain needs at least two tool globs"
+        ),
         "{err}"
     );
 }
@@ -404,7 +406,8 @@ fn policy_errors_are_located() {
 /// The README's policy example loads, builds and decides as the README says.
 #[test]
 fn the_readme_policy_example_works() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let start = readme.find("## Policies").unwrap();
     let block = &readme[start..];
     let yaml_start = block.find("```yaml\n").unwrap() + "```yaml\n".len();
@@ -414,18 +417,45 @@ fn the_readme_policy_example_works() {
     c.check().unwrap();
     let p = c.policy("librarian").unwrap().unwrap();
     use agentkit_core::policy::Verdict;
-    let d = p.decide("filesystem__read_file", &json!({"path": "/etc/passwd"}), &[]);
+    let d = p.decide(
+        "filesystem__read_file",
+        &json!({"path": "/etc/passwd"}),
+        &[],
+    );
     assert_eq!(d.verdict, Verdict::Deny);
-    assert_eq!(d.rule.as_deref(), Some("arguments.filesystem__*.path.deny[0]"));
-    let d = p.decide("filesystem__read_file", &json!({"path": "/srv/notes.txt"}), &[]);
-    assert_eq!(d.rule.as_deref(), Some("arguments.filesystem__*.path.allow"));
-    let ok = p.decide("filesystem__read_file", &json!({"path": "/srv/docs/a.md"}), &[]);
+    assert_eq!(
+        d.rule.as_deref(),
+        Some("arguments.filesystem__*.path.deny[0]")
+    );
+    let d = p.decide(
+        "filesystem__read_file",
+        &json!({"path": "/srv/notes.txt"}),
+        &[],
+    );
+    assert_eq!(
+        d.rule.as_deref(),
+        Some("arguments.filesystem__*.path.allow")
+    );
+    let ok = p.decide(
+        "filesystem__read_file",
+        &json!({"path": "/srv/docs/a.md"}),
+        &[],
+    );
     assert_eq!(ok.verdict, Verdict::Allow);
     let d = p.decide("filesystem__read_file", &json!({"path": "/srv/.env"}), &[]);
-    assert_eq!(d.rule.as_deref(), Some("arguments.filesystem__*.path.deny[1]"));
-    let h = [agentkit_core::ToolCallRecord::new("filesystem__read_file", false)];
+    assert_eq!(
+        d.rule.as_deref(),
+        Some("arguments.filesystem__*.path.deny[1]")
+    );
+    let h = [agentkit_core::ToolCallRecord::new(
+        "filesystem__read_file",
+        false,
+    )];
     let d = p.decide("slack__send_message", &json!({"channel": "#docs"}), &h);
     assert_eq!(d.verdict, Verdict::RequireApproval);
     let d = p.decide("slack__send_message", &json!({"channel": "#random"}), &[]);
-    assert_eq!(d.rule.as_deref(), Some("arguments.slack__send_message.channel.enum"));
+    assert_eq!(
+        d.rule.as_deref(),
+        Some("arguments.slack__send_message.channel.enum")
+    );
 }

@@ -573,7 +573,13 @@ impl AgentLlm {
             for (key, id, name, args) in keyed {
                 let seen = ctx.tool_history_len();
                 let result = self
-                    .run_one_tool((key, id, name.clone(), args), service.clone(), ctx, seen, emitter)
+                    .run_one_tool(
+                        (key, id, name.clone(), args),
+                        service.clone(),
+                        ctx,
+                        seen,
+                        emitter,
+                    )
                     .await;
                 record(&name, &result);
                 out.push(result);

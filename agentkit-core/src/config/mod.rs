@@ -6,11 +6,11 @@ mod compat;
 #[cfg(feature = "config")]
 mod env;
 mod keypath;
-mod policy;
 #[cfg(feature = "config")]
 mod loader;
 #[cfg(feature = "config")]
 mod locate;
+mod policy;
 mod resolve;
 mod spec;
 

@@ -11,7 +11,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use super::spec::{HumanDuration, ToolGlobs};
+use super::spec::ToolGlobs;
 
 /// A named set of rules every tool call of an agent passes through before the tool runs.
 ///
@@ -32,7 +32,6 @@ use super::spec::{HumanDuration, ToolGlobs};
 ///         action: require_approval
 ///         reason: a message sent after reading files may leak them
 ///     require_approval: ["slack__delete_*"]
-///     approval_expires_after: 1d
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -58,9 +57,6 @@ pub struct PolicySpec {
     /// Tools (globs) whose every call needs a human approval.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub require_approval: Vec<String>,
-    /// How long an approval request stays open; after that it counts as rejected.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub approval_expires_after: Option<HumanDuration>,
 }
 
 impl PolicySpec {
@@ -135,7 +131,11 @@ pub struct ArgumentRule {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<String>,
     /// The only values allowed (any JSON values; compared exactly).
-    #[serde(rename = "enum", alias = "one_of", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "enum",
+        alias = "one_of",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub one_of: Vec<Value>,
 }
 
@@ -186,7 +186,10 @@ pub struct ChainRule {
 
 impl ChainRule {
     /// A rule.
-    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(pattern: I, action: ChainAction) -> Self {
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(
+        pattern: I,
+        action: ChainAction,
+    ) -> Self {
         Self {
             pattern: pattern.into_iter().map(Into::into).collect(),
             action,

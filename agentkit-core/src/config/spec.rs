@@ -1425,15 +1425,16 @@ fn check_policy(p: &KeyPath, policy: &super::PolicySpec) -> Result<(), Fail> {
             "empty glob; write a tool name or a pattern like `github__*`".to_owned(),
         )
     };
-    for (list, globs) in [
-        ("allow", &policy.tools.allow),
-        ("deny", &policy.tools.deny),
-    ] {
+    for (list, globs) in [("allow", &policy.tools.allow), ("deny", &policy.tools.deny)] {
         if let Some(i) = globs.iter().position(|g| g.trim().is_empty()) {
             return Err(empty(p.key("tools").key(list).index(i)));
         }
     }
-    if let Some(i) = policy.require_approval.iter().position(|g| g.trim().is_empty()) {
+    if let Some(i) = policy
+        .require_approval
+        .iter()
+        .position(|g| g.trim().is_empty())
+    {
         return Err(empty(p.key("require_approval").index(i)));
     }
     for (tools, rules) in &policy.arguments {
@@ -1470,15 +1471,6 @@ fn check_policy(p: &KeyPath, policy: &super::PolicySpec) -> Result<(), Fail> {
         if let Some(j) = chain.pattern.iter().position(|g| g.trim().is_empty()) {
             return Err(empty(cp.key("pattern").index(j)));
         }
-    }
-    if let Some(d) = policy.approval_expires_after
-        && d.0.is_zero()
-    {
-        return Err((
-            p.key("approval_expires_after"),
-            "an approval cannot expire at once; give a duration like `1h`, or leave the key out"
-                .to_owned(),
-        ));
     }
     Ok(())
 }

@@ -287,7 +287,10 @@ pub fn verify_chain(entries: &[AuditEntry]) -> Result<()> {
 fn check(entries: &[AuditEntry]) -> std::result::Result<(), ChainBreak> {
     let mut prev: Option<&AuditEntry> = None;
     for e in entries {
-        let brk = |problem: String| ChainBreak { seq: e.seq, problem };
+        let brk = |problem: String| ChainBreak {
+            seq: e.seq,
+            problem,
+        };
         match prev {
             None if e.seq == 1 && e.prev_hash != GENESIS_HASH => {
                 return Err(brk("the first entry does not start the chain".into()));
@@ -337,9 +340,9 @@ impl MemoryAuditLog {
 impl AuditSink for MemoryAuditLog {
     async fn record(&self, event: AuditEvent) -> Result<()> {
         let mut entries = crate::lock(&self.entries);
-        let (seq, prev) = entries
-            .last()
-            .map_or((1, GENESIS_HASH.to_owned()), |e| (e.seq + 1, e.hash.clone()));
+        let (seq, prev) = entries.last().map_or((1, GENESIS_HASH.to_owned()), |e| {
+            (e.seq + 1, e.hash.clone())
+        });
         entries.push(AuditEntry::chained(seq, &prev, event));
         Ok(())
     }

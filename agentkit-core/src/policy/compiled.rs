@@ -51,8 +51,6 @@ struct Inner {
     chains: Vec<Chain>,
     /// Every glob of every chain, in one set: one match per history entry.
     chain_globs: GlobSet,
-    /// For each chain, the indexes of its globs in `chain_globs`.
-    expires_after: Option<std::time::Duration>,
 }
 
 #[derive(Debug)]
@@ -214,7 +212,6 @@ impl Policy {
                 arg_tools,
                 chains,
                 chain_globs,
-                expires_after: spec.approval_expires_after.map(|d| d.0),
             }),
         })
     }
@@ -229,12 +226,6 @@ impl Policy {
     #[must_use]
     pub fn spec(&self) -> &PolicySpec {
         &self.inner.spec
-    }
-
-    /// How long an approval request of this policy stays open, if limited.
-    #[must_use]
-    pub fn approval_expires_after(&self) -> Option<std::time::Duration> {
-        self.inner.expires_after
     }
 
     fn decision(&self, verdict: Verdict, rule: String, reason: String) -> Decision {
@@ -473,9 +464,7 @@ impl Policy {
 /// An absolute path with `.`, `..` and repeated `/` resolved lexically (never above `/`);
 /// anything else unchanged.
 pub(crate) fn normalize(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.starts_with('/')
-        || !(s.contains("/.") || s.contains("//"))
-    {
+    if !s.starts_with('/') || !(s.contains("/.") || s.contains("//")) {
         return s.into();
     }
     let mut parts: Vec<&str> = Vec::new();
@@ -507,7 +496,10 @@ mod tests {
     use serde_json::json;
 
     fn rec(names: &[&str]) -> Vec<ToolCallRecord> {
-        names.iter().map(|n| ToolCallRecord::new(*n, false)).collect()
+        names
+            .iter()
+            .map(|n| ToolCallRecord::new(*n, false))
+            .collect()
     }
 
     fn docs() -> Policy {
@@ -527,8 +519,11 @@ mod tests {
                 ArgumentRule::new().with_enum([json!("acme/docs"), json!("acme/site")]),
             )
             .with_chain(
-                ChainRule::new(["*__read_*", "slack__send_message"], ChainAction::RequireApproval)
-                    .with_reason("reading then posting may leak files"),
+                ChainRule::new(
+                    ["*__read_*", "slack__send_message"],
+                    ChainAction::RequireApproval,
+                )
+                .with_reason("reading then posting may leak files"),
             )
             .with_chain(ChainRule::new(
                 ["github__get_*", "filesystem__read_*", "slack__post_*"],
@@ -542,8 +537,16 @@ mod tests {
     fn scopes_deny_with_the_rule_named() {
         let p = docs();
         let d = p.decide("shell__run", &json!({}), &[]);
-        assert_eq!((d.verdict, d.rule.as_deref()), (Verdict::Deny, Some("tools.allow")));
-        assert!(d.reason.contains("not among the tools policy `docs` allows"), "{}", d.reason);
+        assert_eq!(
+            (d.verdict, d.rule.as_deref()),
+            (Verdict::Deny, Some("tools.allow"))
+        );
+        assert!(
+            d.reason
+                .contains("not among the tools policy `docs` allows"),
+            "{}",
+            d.reason
+        );
         let d = p.decide("filesystem__write_file", &json!({"path": "/a.md"}), &[]);
         assert_eq!(d.rule.as_deref(), Some("tools.deny[0]"));
         let d = p.decide("filesystem__read_file", &json!({"path": "/docs/a.md"}), &[]);
@@ -554,12 +557,25 @@ mod tests {
     #[test]
     fn argument_rules() {
         let p = docs();
-        let d = p.decide("filesystem__read_file", &json!({"path": "/etc/motd.md"}), &[]);
-        assert_eq!(d.rule.as_deref(), Some("arguments.filesystem__*.path.deny[0]"));
+        let d = p.decide(
+            "filesystem__read_file",
+            &json!({"path": "/etc/motd.md"}),
+            &[],
+        );
+        assert_eq!(
+            d.rule.as_deref(),
+            Some("arguments.filesystem__*.path.deny[0]")
+        );
         let d = p.decide("filesystem__read_file", &json!({"path": "/app/.env"}), &[]);
-        assert_eq!(d.rule.as_deref(), Some("arguments.filesystem__*.path.deny[1]"));
+        assert_eq!(
+            d.rule.as_deref(),
+            Some("arguments.filesystem__*.path.deny[1]")
+        );
         let d = p.decide("filesystem__read_file", &json!({"path": "/app/x.txt"}), &[]);
-        assert_eq!(d.rule.as_deref(), Some("arguments.filesystem__*.path.allow"));
+        assert_eq!(
+            d.rule.as_deref(),
+            Some("arguments.filesystem__*.path.allow")
+        );
         assert!(d.reason.contains("/**/*.md"), "{}", d.reason);
         // Traversal is resolved before matching.
         let d = p.decide(
@@ -578,11 +594,15 @@ mod tests {
         let d = p.decide("filesystem__read_file", &json!({"path": {"p": 1}}), &[]);
         assert_eq!(d.verdict, Verdict::Deny);
         // An absent argument passes.
-        assert_eq!(p.decide("filesystem__read_file", &json!({}), &[]).verdict, Verdict::Allow);
+        assert_eq!(
+            p.decide("filesystem__read_file", &json!({}), &[]).verdict,
+            Verdict::Allow
+        );
         let d = p.decide("github__get_issue", &json!({"repo": "evil/x"}), &[]);
         assert_eq!(d.rule.as_deref(), Some("arguments.github__*.repo.enum"));
         assert_eq!(
-            p.decide("github__get_issue", &json!({"repo": "acme/site"}), &[]).verdict,
+            p.decide("github__get_issue", &json!({"repo": "acme/site"}), &[])
+                .verdict,
             Verdict::Allow
         );
     }
@@ -592,8 +612,15 @@ mod tests {
         let p = docs();
         let send = |h: &[ToolCallRecord]| p.decide("slack__send_message", &json!({}), h);
         assert_eq!(send(&[]).verdict, Verdict::Allow);
-        let d = send(&rec(&["github__list", "filesystem__read_file", "github__list"]));
-        assert_eq!((d.verdict, d.rule.as_deref()), (Verdict::RequireApproval, Some("chains[0]")));
+        let d = send(&rec(&[
+            "github__list",
+            "filesystem__read_file",
+            "github__list",
+        ]));
+        assert_eq!(
+            (d.verdict, d.rule.as_deref()),
+            (Verdict::RequireApproval, Some("chains[0]"))
+        );
         assert!(d.reason.contains("reading then posting"), "{}", d.reason);
         // A failed (or refused) read does not count.
         assert_eq!(
@@ -607,7 +634,10 @@ mod tests {
             Verdict::Allow
         );
         let d = post(&rec(&["github__get_b", "slack__x", "filesystem__read_a"]));
-        assert_eq!((d.verdict, d.rule.as_deref()), (Verdict::Deny, Some("chains[1]")));
+        assert_eq!(
+            (d.verdict, d.rule.as_deref()),
+            (Verdict::Deny, Some("chains[1]"))
+        );
         let d = p.decide("github__delete_repo", &json!({"repo": "acme/docs"}), &[]);
         assert_eq!(d.rule.as_deref(), Some("require_approval[0]"));
     }

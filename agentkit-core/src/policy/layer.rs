@@ -101,9 +101,7 @@ impl Service<ToolRequest> for PolicyService {
             // approval) stands: the resumed run asks about the same call.
             let key = req.ctx.tool_call_key().map(verdict_key);
             let recorded: Option<Decision> = match (&key, req.ctx.journal()) {
-                (Some(k), Some(j)) => j
-                    .recorded(k)
-                    .and_then(|v| serde_json::from_value(v).ok()),
+                (Some(k), Some(j)) => j.recorded(k).and_then(|v| serde_json::from_value(v).ok()),
                 _ => None,
             };
             let replayed = recorded.is_some();
@@ -147,11 +145,9 @@ impl Service<ToolRequest> for PolicyService {
                 _ => {
                     let Some(handler) = req.ctx.approvals().cloned() else {
                         if let Some(a) = &audit {
-                            a.record(
-                                event(AuditOutcome::Rejected, &decision).with_reason(
-                                    "the run has no approval handler, so no one can approve",
-                                ),
-                            )
+                            a.record(event(AuditOutcome::Rejected, &decision).with_reason(
+                                "the run has no approval handler, so no one can approve",
+                            ))
                             .await?;
                         }
                         return Ok(ToolOutput::error(format!(
@@ -227,7 +223,11 @@ mod tests {
     struct Count(Arc<AtomicU32>, ApprovalDecision);
     #[async_trait::async_trait]
     impl ApprovalHandler for Count {
-        async fn approve(&self, _: ApprovalRequest, _: &crate::RunContext) -> Result<ApprovalDecision> {
+        async fn approve(
+            &self,
+            _: ApprovalRequest,
+            _: &crate::RunContext,
+        ) -> Result<ApprovalDecision> {
             self.0.fetch_add(1, Ordering::SeqCst);
             Ok(self.1.clone())
         }
@@ -274,7 +274,10 @@ mod tests {
         let journal = Arc::new(MemoryJournal::new());
         let ctx = RunContext::new()
             .with_journal(journal.clone())
-            .with_approvals(Arc::new(Count(Arc::clone(&asked), ApprovalDecision::Approved)));
+            .with_approvals(Arc::new(Count(
+                Arc::clone(&asked),
+                ApprovalDecision::Approved,
+            )));
         assert_eq!(build().generate_str("go", &ctx).await.unwrap(), "done");
         // The first send needed nothing; the one after the read needed an approval.
         assert_eq!(asked.load(Ordering::SeqCst), 1);
@@ -290,13 +293,21 @@ mod tests {
             ]
         );
         // The verdict is journaled.
-        assert!(journal.entries().iter().any(|(k, _)| k.starts_with("policy/")));
+        assert!(
+            journal
+                .entries()
+                .iter()
+                .any(|(k, _)| k.starts_with("policy/"))
+        );
 
         // Replaying the recorded run in a fresh context runs nothing again, and the history
         // is rebuilt from the replayed calls.
         let replay = RunContext::new()
             .with_journal(Arc::new(MemoryJournal::from_entries(journal.entries())))
-            .with_approvals(Arc::new(Count(Arc::clone(&asked), ApprovalDecision::Approved)));
+            .with_approvals(Arc::new(Count(
+                Arc::clone(&asked),
+                ApprovalDecision::Approved,
+            )));
         assert_eq!(build().generate_str("go", &replay).await.unwrap(), "done");
         assert_eq!(sends.load(Ordering::SeqCst), 2);
         assert_eq!(reads.load(Ordering::SeqCst), 1);
@@ -331,18 +342,24 @@ mod tests {
             .with_journal(Arc::new(journal))
             .with_approvals(Arc::new(Count(
                 Arc::clone(&asked),
-                ApprovalDecision::Denied { reason: "no".into() },
+                ApprovalDecision::Denied {
+                    reason: "no".into(),
+                },
             )))
             .with_tool_call_key("k1");
-        let svc = PolicyLayer::new(policy).layer(ToolService::new(crate::tool::ToolSourceService::new(
-            Arc::new(tool("send", Arc::clone(&sends))),
-        )));
+        let svc = PolicyLayer::new(policy).layer(ToolService::new(
+            crate::tool::ToolSourceService::new(Arc::new(tool("send", Arc::clone(&sends)))),
+        ));
         let out = svc
             .oneshot(ToolRequest::new("c", "send", json!({}), ctx))
             .await
             .unwrap();
         assert!(out.is_error);
-        assert!(out.text_content().contains("not approved: no"), "{}", out.text_content());
+        assert!(
+            out.text_content().contains("not approved: no"),
+            "{}",
+            out.text_content()
+        );
         assert_eq!(asked.load(Ordering::SeqCst), 1);
         assert_eq!(sends.load(Ordering::SeqCst), 0);
     }

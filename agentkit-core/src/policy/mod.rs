@@ -56,7 +56,8 @@ mod compiled;
 mod layer;
 
 pub use audit::{
-    AuditEntry, AuditEvent, AuditOutcome, AuditSink, ChainBreak, GENESIS_HASH, MemoryAuditLog, verify_chain,
+    AuditEntry, AuditEvent, AuditOutcome, AuditSink, ChainBreak, GENESIS_HASH, MemoryAuditLog,
+    verify_chain,
 };
 pub use compiled::Policy;
 pub use layer::{PolicyLayer, PolicyService};

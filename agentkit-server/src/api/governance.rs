@@ -135,7 +135,9 @@ pub async fn verify_audit(
             entries: n,
             error: None,
         },
-        Err(e) if e.is_invalid_request() || matches!(e, agentkit_core::Error::InvalidState { .. }) => {
+        Err(e)
+            if e.is_invalid_request() || matches!(e, agentkit_core::Error::InvalidState { .. }) =>
+        {
             VerifyView {
                 workspace,
                 ok: false,
@@ -175,8 +177,6 @@ pub async fn list_approvals(
         }
     };
     Ok(Json(
-        audit(&s)
-            .approvals(status, q.workspace.as_deref())
-            .await?,
+        audit(&s).approvals(status, q.workspace.as_deref()).await?,
     ))
 }

@@ -589,7 +589,14 @@ pub async fn approve_run(
     body: axum::body::Bytes,
 ) -> ApiResult<Json<RunView>> {
     let by = decider(principal.as_deref());
-    decide(&s, &run_id, true, optional_json::<Reason>(&body)?.reason, &by).await
+    decide(
+        &s,
+        &run_id,
+        true,
+        optional_json::<Reason>(&body)?.reason,
+        &by,
+    )
+    .await
 }
 
 /// Reject the call a run waits on, with a reason the model reads.
@@ -603,7 +610,14 @@ pub async fn reject_run(
     body: axum::body::Bytes,
 ) -> ApiResult<Json<RunView>> {
     let by = decider(principal.as_deref());
-    decide(&s, &run_id, false, optional_json::<Reason>(&body)?.reason, &by).await
+    decide(
+        &s,
+        &run_id,
+        false,
+        optional_json::<Reason>(&body)?.reason,
+        &by,
+    )
+    .await
 }
 
 /// Who decides: the request's principal (its key id), or the admin key.

@@ -334,8 +334,8 @@ impl StoreAudit {
                     decided_by: None,
                     decision_reason: None,
                 };
-                let value = serde_json::to_value(&v)
-                    .map_err(|e| Error::json("encoding an approval", e))?;
+                let value =
+                    serde_json::to_value(&v).map_err(|e| Error::json("encoding an approval", e))?;
                 self.store
                     .doc_put(APPROVALS, &id, value, Expect::Any)
                     .await?;
@@ -424,25 +424,51 @@ mod tests {
         let audit = StoreAudit::new(Arc::clone(&store));
         for i in 0..5 {
             audit
-                .record(event(AuditOutcome::Allowed, json!({"i": i, "token": "sk-ABCDEFGHIJKLMNOPQRSTUVWX"})))
+                .record(event(
+                    AuditOutcome::Allowed,
+                    json!({"i": i, "token": "sk-ABCDEFGHIJKLMNOPQRSTUVWX"}),
+                ))
                 .await
                 .unwrap();
         }
         assert_eq!(audit.verify(DEFAULT_WORKSPACE).await.unwrap(), 5);
         let entries = audit.entries(DEFAULT_WORKSPACE, 0, 100).await.unwrap();
-        assert!(!serde_json::to_string(&entries).unwrap().contains("sk-ABCDEFGH"));
+        assert!(
+            !serde_json::to_string(&entries)
+                .unwrap()
+                .contains("sk-ABCDEFGH")
+        );
         // A writer that died between its entry and the head: the next one repairs the head.
         store
-            .doc_put(HEAD, DEFAULT_WORKSPACE, json!({"seq": 3, "hash": entries[2].hash}), Expect::Any)
+            .doc_put(
+                HEAD,
+                DEFAULT_WORKSPACE,
+                json!({"seq": 3, "hash": entries[2].hash}),
+                Expect::Any,
+            )
             .await
             .unwrap();
-        audit.record(event(AuditOutcome::Denied, json!({}))).await.unwrap();
+        audit
+            .record(event(AuditOutcome::Denied, json!({})))
+            .await
+            .unwrap();
         assert_eq!(audit.verify(DEFAULT_WORKSPACE).await.unwrap(), 6);
         // An edited row is found.
-        let mut doc = store.doc_get(AUDIT, &entry_id(DEFAULT_WORKSPACE, 2)).await.unwrap().unwrap();
+        let mut doc = store
+            .doc_get(AUDIT, &entry_id(DEFAULT_WORKSPACE, 2))
+            .await
+            .unwrap()
+            .unwrap();
         doc.value["event"]["tool"] = json!("harmless");
-        store.doc_put(AUDIT, &doc.id, doc.value, Expect::Any).await.unwrap();
-        let err = audit.verify(DEFAULT_WORKSPACE).await.unwrap_err().to_string();
+        store
+            .doc_put(AUDIT, &doc.id, doc.value, Expect::Any)
+            .await
+            .unwrap();
+        let err = audit
+            .verify(DEFAULT_WORKSPACE)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("altered at entry 2"), "{err}");
     }
 
@@ -451,15 +477,30 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let audit = StoreAudit::new(Arc::clone(&store));
         audit
-            .record(event(AuditOutcome::ApprovalRequested, json!({"text": "hi"})).with_history(vec!["fs__read".into()]))
+            .record(
+                event(AuditOutcome::ApprovalRequested, json!({"text": "hi"}))
+                    .with_history(vec!["fs__read".into()]),
+            )
             .await
             .unwrap();
         let pending = audit.approvals(Some("pending"), None).await.unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].history, ["fs__read"]);
-        audit.note_decision("r1", true, "admin", Some("ok")).await.unwrap();
-        audit.record(event(AuditOutcome::Approved, json!({"text": "hi"}))).await.unwrap();
-        assert!(audit.approvals(Some("pending"), None).await.unwrap().is_empty());
+        audit
+            .note_decision("r1", true, "admin", Some("ok"))
+            .await
+            .unwrap();
+        audit
+            .record(event(AuditOutcome::Approved, json!({"text": "hi"})))
+            .await
+            .unwrap();
+        assert!(
+            audit
+                .approvals(Some("pending"), None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let last = audit.entries(DEFAULT_WORKSPACE, 1, 10).await.unwrap();
         assert_eq!(last[0].event.actor.as_deref(), Some("admin"));
         assert!(csv_line(&last[0]).contains(",approved,"));

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use agentkit_core::policy::{AuditSink, Policy, PolicyLayer};
 use agentkit_core::config::{
-    AgentSpec, PolicyRef, CatchUpPolicy, ChainInputKind, Config, MinRating, OnFailure, OverlapPolicy,
-    PlanModeKind, ScheduleSpec, WorkflowSpec, locate_key,
+    AgentSpec, CatchUpPolicy, ChainInputKind, Config, MinRating, OnFailure, OverlapPolicy,
+    PlanModeKind, PolicyRef, ScheduleSpec, WorkflowSpec, locate_key,
 };
+use agentkit_core::policy::{AuditSink, Policy, PolicyLayer};
 use agentkit_core::{
     Agent, AgentLlm, AugmentedLlm, Budget, Error, InMemoryMemory, MemoryWindow, RequestParams,
     Result, ToolSource,

@@ -176,11 +176,12 @@ pub fn server_builder(builder: ServerBuilder, config: &Config) -> Result<(Server
     catalog.check()?;
     let schedules = catalog.schedules()?;
     let retention = &config.server.retention;
-    let audit: Arc<dyn agentkit_core::policy::AuditSink> = Arc::new(
-        crate::policy::StoreAudit::new(Arc::clone(builder.store())),
-    );
+    let audit: Arc<dyn agentkit_core::policy::AuditSink> =
+        Arc::new(crate::policy::StoreAudit::new(Arc::clone(builder.store())));
     let mut builder = builder
-        .spec_builder(Arc::new(DeclarativeBuilder::new(config, models).with_audit(audit)))
+        .spec_builder(Arc::new(
+            DeclarativeBuilder::new(config, models).with_audit(audit),
+        ))
         .schedules(schedules)
         .mcp_servers(agentkit_mcp::ConnectionManager::from_set(
             &agentkit_mcp::ServerSet::from_config(config)?,

@@ -121,7 +121,7 @@ fn luhn(s: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn mask_with(value: &mut Value, patterns: &[(Regex, String)]) {

@@ -1147,11 +1147,9 @@ impl Config {
                 }
             }
             match &agent.policy {
-                Some(super::PolicyRef::Named(policy)) => {
-                    if !self.policies.contains_key(policy) {
-                        let names: Vec<&str> = self.policies.keys().map(String::as_str).collect();
-                        return Err((p.key("policy"), unknown("policy", policy, &names)));
-                    }
+                Some(super::PolicyRef::Named(policy)) if !self.policies.contains_key(policy) => {
+                    let names: Vec<&str> = self.policies.keys().map(String::as_str).collect();
+                    return Err((p.key("policy"), unknown("policy", policy, &names)));
                 }
                 Some(super::PolicyRef::Inline(policy)) => check_policy(&p.key("policy"), policy)?,
                 _ => {}

@@ -275,7 +275,7 @@ impl StoreAudit {
                 out.push(v);
             }
         }
-        out.sort_by(|a, b| b.requested_at.cmp(&a.requested_at));
+        out.sort_by_key(|a| std::cmp::Reverse(a.requested_at));
         Ok(out)
     }
 

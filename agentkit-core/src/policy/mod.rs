@@ -16,7 +16,7 @@
 //!   then the exact call runs once (or the model is told it was rejected).
 //! - **Allow**: the call goes on down the stack.
 //!
-//! Chain rules look at the run's tool history ([`RunContext::with_tool_history`]), which the
+//! Chain rules look at the run's tool history ([`RunContext::with_tool_history`](crate::RunContext::with_tool_history)), which the
 //! agent loop builds from every call it makes *or replays from the journal*, so the rules hold
 //! across a crash and a resume. A verdict that made a call wait for approval is journaled
 //! (`policy/<tool call key>`), so a resumed run asks about the same call and never re-decides

@@ -239,6 +239,27 @@ pub struct RunTotals {
     pub tool_calls: u64,
 }
 
+/// One tool call of a run, as the run's tool history holds it (what governance's chain rules
+/// look at). Built by the agent loop from every call it makes or replays from the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ToolCallRecord {
+    /// The tool name.
+    pub tool: String,
+    /// Whether the call failed (a tool error, a refused or denied call).
+    pub is_error: bool,
+}
+
+impl ToolCallRecord {
+    /// A record.
+    pub fn new(tool: impl Into<String>, is_error: bool) -> Self {
+        Self {
+            tool: tool.into(),
+            is_error,
+        }
+    }
+}
+
 struct Inner {
     run_id: String,
     cancel: CancellationToken,
@@ -260,6 +281,11 @@ struct Inner {
     thread: Option<Arc<str>>,
     /// Whether a streamed generation's model calls should stream now (absent: always).
     stream_demand: Option<Arc<StreamDemand>>,
+    /// The run's tool calls so far, in order (shared by every clone).
+    history: Arc<Mutex<Vec<ToolCallRecord>>>,
+    /// How much of `history` this context sees (the calls of one model turn run side by side
+    /// see only the calls made before the turn).
+    history_cutoff: Option<usize>,
 }
 
 type StreamDemand = dyn Fn() -> bool + Send + Sync;
@@ -283,6 +309,8 @@ impl Clone for Inner {
             tool_call_key: self.tool_call_key.clone(),
             thread: self.thread.clone(),
             stream_demand: self.stream_demand.clone(),
+            history: Arc::clone(&self.history),
+            history_cutoff: self.history_cutoff,
         }
     }
 }
@@ -365,6 +393,8 @@ impl RunContext {
                 tool_call_key: None,
                 thread: None,
                 stream_demand: None,
+                history: Arc::default(),
+                history_cutoff: None,
             }),
         }
     }
@@ -760,6 +790,37 @@ impl RunContext {
         for t in &self.inner.totals {
             crate::lock(t).tool_calls += 1;
         }
+    }
+
+    /// Append a finished tool call to the run's tool history. The agent loop does it for every
+    /// call, executed or replayed from the journal, so a resumed run sees the same history.
+    pub fn record_tool_result(&self, tool: &str, is_error: bool) {
+        crate::lock(&self.inner.history).push(ToolCallRecord::new(tool, is_error));
+    }
+
+    /// Look at the run's tool history as this context sees it: every call finished before the
+    /// current one started (for calls of one model turn run side by side: before the turn).
+    /// The lock is held while `f` runs, so keep `f` short and never await in it.
+    pub fn with_tool_history<R>(&self, f: impl FnOnce(&[ToolCallRecord]) -> R) -> R {
+        let history = crate::lock(&self.inner.history);
+        let end = self
+            .inner
+            .history_cutoff
+            .map_or(history.len(), |c| c.min(history.len()));
+        f(&history[..end])
+    }
+
+    /// The number of calls in the run's tool history.
+    #[must_use]
+    pub fn tool_history_len(&self) -> usize {
+        crate::lock(&self.inner.history).len()
+    }
+
+    /// A context that sees only the first `len` calls of the run's tool history (see
+    /// [`with_tool_history`](Self::with_tool_history)).
+    #[must_use]
+    pub fn with_tool_history_cutoff(self, len: usize) -> Self {
+        self.modify(|i| i.history_cutoff = Some(len))
     }
 
     /// What the whole run has spent so far.

@@ -29,6 +29,13 @@ pub trait Journal: Send + Sync {
     /// conversation changed since the run was recorded). Replay reports collect these; the
     /// default ignores them.
     fn note_divergence(&self, _key: &str, _what: &str) {}
+
+    /// The recorded result of `key`, if the journal holds one, without running anything
+    /// (governance reads a journaled verdict before deciding again). The default holds
+    /// nothing.
+    fn recorded(&self, _key: &str) -> Option<Value> {
+        None
+    }
 }
 
 /// A journal that records nothing and always runs the step.
@@ -113,6 +120,10 @@ impl Journal for MemoryJournal {
 
     fn note_divergence(&self, key: &str, what: &str) {
         crate::lock(&self.divergences).push(format!("step `{key}`: {what}"));
+    }
+
+    fn recorded(&self, key: &str) -> Option<Value> {
+        crate::lock(&self.entries).get(key).cloned()
     }
 }
 

@@ -46,6 +46,8 @@ pub mod journal;
 pub mod llm;
 pub mod memory;
 pub mod message;
+#[cfg(feature = "policy")]
+pub mod policy;
 pub mod provider;
 pub mod schema;
 pub mod stream;
@@ -61,7 +63,7 @@ pub use approval::{Approval, ApprovalLayer};
 pub use config::{Config, McpAuth, McpOAuth, McpServerConfig, McpTransport};
 pub use context::{
     ApprovalDecision, ApprovalHandler, ApprovalRequest, Budget, DEFAULT_THREAD, HumanInputHandler,
-    HumanInputRequest, HumanInputResponse, Principal, RunContext, RunTotals,
+    HumanInputRequest, HumanInputResponse, Principal, RunContext, RunTotals, ToolCallRecord,
 };
 pub use cost::{ModelHint, ModelInfo, ModelPreferences, PriceTable};
 pub use embedding::{Embedder, cosine_similarity};

@@ -307,4 +307,8 @@ impl Journal for DurableJournal {
     fn note_divergence(&self, key: &str, what: &str) {
         self.with(|s| s.divergences.push(format!("step `{key}`: {what}")));
     }
+
+    fn recorded(&self, key: &str) -> Option<Value> {
+        self.replay(key)
+    }
 }

@@ -28,6 +28,7 @@ pub mod deploy;
 mod gateway;
 pub mod observe;
 pub mod platform;
+pub mod policy;
 pub mod registry;
 pub mod retention;
 pub mod schedules;

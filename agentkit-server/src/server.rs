@@ -53,6 +53,12 @@ pub fn generate_key() -> String {
 }
 
 impl ServerBuilder {
+    /// The store the server will use.
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,

@@ -319,3 +319,143 @@ fn spec_hash_is_stable_and_content_addressed() {
         "cdab067e9f3beb32d1252cfd63e492592fecbf591b0d08cadb24bb17f3864246"
     );
 }
+
+const POLICY_YAML: &str = "\
+policies:
+  docs:
+    tools: {deny: ['fs__write_*']}
+    arguments:
+      'fs__*':
+        path: {allow: ['/**/*.md'], deny: ['/etc/**']}
+agents:
+  reader:
+    model: scripted:reader
+    policy: docs
+  inline:
+    model: scripted
+    policy:
+      require_approval: ['fs__*']
+";
+
+#[tokio::test]
+async fn agents_run_under_their_policy() {
+    let tool = FnTool::new("fs__read", "read", |_: serde_json::Value| async move {
+        Ok::<_, String>("contents".to_owned())
+    });
+    let model = Arc::new(
+        ScriptedProvider::new()
+            .then_tool_call("fs__read", json!({"path": "/etc/shadow"}))
+            .then_text("refused"),
+    );
+    let config = Config::from_yaml_str_with_env(POLICY_YAML, None, &|_| None).unwrap();
+    let c = Catalog::new(
+        config,
+        ModelFactory::offline().with_provider("scripted:reader", model.clone()),
+    )
+    .unwrap()
+    .with_tools("reader", Arc::new(tool));
+    assert_eq!(c.policy("reader").unwrap().unwrap().name(), "docs");
+    assert_eq!(c.policy("inline").unwrap().unwrap().name(), "inline");
+    assert_eq!(run(&c, "reader", "read /etc/shadow").await, "refused");
+    let seen = serde_json::to_string(&model.requests()[1].messages).unwrap();
+    assert!(
+        seen.contains("denied by policy `docs` (rule `arguments.fs__*.path.deny[0]`)"),
+        "{seen}"
+    );
+}
+
+#[test]
+fn policy_errors_are_located() {
+    let text = POLICY_YAML.replace("'/etc/**'", "'/etc/[z-a]'");
+    let config = Config::from_yaml_str_with_env(&text, None, &|_| None).unwrap();
+    let err = Catalog::new(config, ModelFactory::offline())
+        .unwrap()
+        .with_source(Some(PathBuf::from("agentkit.yaml")), text)
+        .build("reader")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.starts_with(
+            "config error in agentkit.yaml at `policies.docs.arguments.fs__*.path.deny[0]`: invalid glob `/etc/[z-a]`"
+        ),
+        "{err}"
+    );
+    let text = POLICY_YAML.replace("policy: docs", "policy: dcos");
+    let err = Config::from_yaml_str_with_env(&text, Some(Path::new("agentkit.yaml")), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(
+            "config error in agentkit.yaml at `agents.reader.policy`: no policy named `dcos`; did you mean `docs`?"
+        ),
+        "{err}"
+    );
+    let text = POLICY_YAML.replace("require_approval: ['fs__*']", "chains: [{pattern: ['a']}]");
+    let err = Config::from_yaml_str_with_env(&text, Some(Path::new("agentkit.yaml")), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "at `agents.inline.policy.chains[0].pattern`: a chain needs at least two tool globs"
+        ),
+        "{err}"
+    );
+}
+
+/// The README's policy example loads, builds and decides as the README says.
+#[test]
+fn the_readme_policy_example_works() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme.find("## Policies").unwrap();
+    let block = &readme[start..];
+    let yaml_start = block.find("```yaml\n").unwrap() + "```yaml\n".len();
+    let yaml = &block[yaml_start..yaml_start + block[yaml_start..].find("```").unwrap()];
+    let config = Config::from_yaml_str_with_env(yaml, None, &|_| None).unwrap();
+    let c = Catalog::new(config, ModelFactory::offline()).unwrap();
+    c.check().unwrap();
+    let p = c.policy("librarian").unwrap().unwrap();
+    use agentkit_core::policy::Verdict;
+    let d = p.decide(
+        "filesystem__read_file",
+        &json!({"path": "/etc/passwd"}),
+        &[],
+    );
+    assert_eq!(d.verdict, Verdict::Deny);
+    assert_eq!(
+        d.rule.as_deref(),
+        Some("arguments.filesystem__*.path.deny[0]")
+    );
+    let d = p.decide(
+        "filesystem__read_file",
+        &json!({"path": "/srv/notes.txt"}),
+        &[],
+    );
+    assert_eq!(
+        d.rule.as_deref(),
+        Some("arguments.filesystem__*.path.allow")
+    );
+    let ok = p.decide(
+        "filesystem__read_file",
+        &json!({"path": "/srv/docs/a.md"}),
+        &[],
+    );
+    assert_eq!(ok.verdict, Verdict::Allow);
+    let d = p.decide("filesystem__read_file", &json!({"path": "/srv/.env"}), &[]);
+    assert_eq!(
+        d.rule.as_deref(),
+        Some("arguments.filesystem__*.path.deny[1]")
+    );
+    let h = [agentkit_core::ToolCallRecord::new(
+        "filesystem__read_file",
+        false,
+    )];
+    let d = p.decide("slack__send_message", &json!({"channel": "#docs"}), &h);
+    assert_eq!(d.verdict, Verdict::RequireApproval);
+    let d = p.decide("slack__send_message", &json!({"channel": "#random"}), &[]);
+    assert_eq!(
+        d.rule.as_deref(),
+        Some("arguments.slack__send_message.channel.enum")
+    );
+}

@@ -548,19 +548,44 @@ impl AgentLlm {
                 (key, id, name, args)
             })
             .collect();
-        let futs = keyed.into_iter().map(|(key, id, name, args)| {
-            self.run_one_tool((key, id, name, args), service.clone(), ctx, emitter)
-        });
-        let results: Vec<Result<Content>> = if parallel {
-            futures::future::join_all(futs).await
+        // The run's tool history (what chain rules of governance look at) gets every call,
+        // executed or replayed, in call order: calls run side by side see the history as it
+        // was before the turn and are added after it, in the order the model asked for them,
+        // so a resumed run rebuilds exactly the history it had.
+        let record = |name: &str, result: &Result<Content>| {
+            if let Ok(Content::ToolResult { is_error, .. }) = result {
+                ctx.record_tool_result(name, *is_error);
+            }
+        };
+        if parallel {
+            let seen = ctx.tool_history_len();
+            let names: Vec<String> = keyed.iter().map(|(_, _, n, _)| n.clone()).collect();
+            let futs = keyed.into_iter().map(|(key, id, name, args)| {
+                self.run_one_tool((key, id, name, args), service.clone(), ctx, seen, emitter)
+            });
+            let results = futures::future::join_all(futs).await;
+            for (name, result) in names.iter().zip(&results) {
+                record(name, result);
+            }
+            results.into_iter().collect()
         } else {
             let mut out = Vec::new();
-            for f in futs {
-                out.push(f.await);
+            for (key, id, name, args) in keyed {
+                let seen = ctx.tool_history_len();
+                let result = self
+                    .run_one_tool(
+                        (key, id, name.clone(), args),
+                        service.clone(),
+                        ctx,
+                        seen,
+                        emitter,
+                    )
+                    .await;
+                record(&name, &result);
+                out.push(result);
             }
-            out
-        };
-        results.into_iter().collect()
+            out.into_iter().collect()
+        }
     }
 
     /// Run one tool call: `(journal key, call id, tool name, arguments)`.
@@ -569,6 +594,7 @@ impl AgentLlm {
         (key, id, name, arguments): (String, String, String, Value),
         service: ToolService,
         ctx: &RunContext,
+        history_seen: usize,
         emitter: Option<&GenerationEmitter>,
     ) -> Result<Content> {
         let agent = &self.agent.name;
@@ -600,7 +626,8 @@ impl AgentLlm {
             name.clone(),
             arguments,
             ctx.in_key_space(format!("{key}/"))
-                .with_tool_call_key(key.clone()),
+                .with_tool_call_key(key.clone())
+                .with_tool_history_cutoff(history_seen),
         );
         let executed = std::sync::atomic::AtomicBool::new(false);
         let outcome: Result<ToolOutput> = ctx

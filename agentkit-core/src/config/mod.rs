@@ -10,6 +10,7 @@ mod keypath;
 mod loader;
 #[cfg(feature = "config")]
 mod locate;
+mod policy;
 mod resolve;
 mod spec;
 
@@ -22,6 +23,7 @@ use crate::cost::ModelInfo;
 
 #[cfg(feature = "config")]
 pub use loader::{ConfigFormat, ConfigLoader, locate_key};
+pub use policy::{ArgumentRule, ChainAction, ChainRule, PolicyRef, PolicySpec};
 pub use resolve::{MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
 pub use spec::{
     AgentLimits, AgentSpec, CatchUpPolicy, ChainInputKind, ChainSpec, EvaluatorOptimizerSpec,
@@ -69,6 +71,9 @@ pub struct Config {
     /// Webhook and event triggers by name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub triggers: BTreeMap<String, TriggerSpec>,
+    /// Tool-call policies by name, referenced by agents (`policy: <name>`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, PolicySpec>,
     /// How `agentkit serve` runs.
     #[serde(skip_serializing_if = "ServerSettings::is_default")]
     pub server: ServerSettings,

@@ -128,6 +128,10 @@ pub struct AgentSpec {
     /// `max_messages`); unset: the memory's default window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history_messages: Option<usize>,
+    /// The policy every tool call of the agent passes: the name of one in `policies:`, or
+    /// one written inline (see [`PolicySpec`](super::PolicySpec)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<super::PolicyRef>,
 }
 
 /// Tool allow/deny lists of globs over the agent's tool names (`server__tool`): `*` matches
@@ -1063,6 +1067,10 @@ impl Config {
         check_names("workflows", self.workflows.keys())?;
         check_names("schedules", self.schedules.keys())?;
         check_names("triggers", self.triggers.keys())?;
+        check_names("policies", self.policies.keys())?;
+        for (name, policy) in &self.policies {
+            check_policy(&KeyPath::keys(["policies", name.as_str()]), policy)?;
+        }
         for name in self.workflows.keys() {
             if self.agents.contains_key(name) {
                 return Err((
@@ -1137,6 +1145,14 @@ impl Config {
                         ));
                     }
                 }
+            }
+            match &agent.policy {
+                Some(super::PolicyRef::Named(policy)) if !self.policies.contains_key(policy) => {
+                    let names: Vec<&str> = self.policies.keys().map(String::as_str).collect();
+                    return Err((p.key("policy"), unknown("policy", policy, &names)));
+                }
+                Some(super::PolicyRef::Inline(policy)) => check_policy(&p.key("policy"), policy)?,
+                _ => {}
             }
             let l = &agent.limits;
             let lp = p.key("limits");
@@ -1399,6 +1415,64 @@ impl Config {
     }
 }
 
+/// What a policy can be checked for without compiling its globs.
+fn check_policy(p: &KeyPath, policy: &super::PolicySpec) -> Result<(), Fail> {
+    let empty = |p: KeyPath| -> Fail {
+        (
+            p,
+            "empty glob; write a tool name or a pattern like `github__*`".to_owned(),
+        )
+    };
+    for (list, globs) in [("allow", &policy.tools.allow), ("deny", &policy.tools.deny)] {
+        if let Some(i) = globs.iter().position(|g| g.trim().is_empty()) {
+            return Err(empty(p.key("tools").key(list).index(i)));
+        }
+    }
+    if let Some(i) = policy
+        .require_approval
+        .iter()
+        .position(|g| g.trim().is_empty())
+    {
+        return Err(empty(p.key("require_approval").index(i)));
+    }
+    for (tools, rules) in &policy.arguments {
+        if tools.trim().is_empty() {
+            return Err(empty(p.key("arguments")));
+        }
+        for (arg, rule) in rules {
+            let ap = p.key("arguments").key(tools.as_str()).key(arg.as_str());
+            if arg.trim().is_empty() {
+                return Err((ap, "empty argument name".to_owned()));
+            }
+            if rule.allow.is_empty() && rule.deny.is_empty() && rule.one_of.is_empty() {
+                return Err((
+                    ap,
+                    format!(
+                        "the rule on argument `{arg}` is empty; give it `allow` or `deny` globs, \
+                         or an `enum` of allowed values"
+                    ),
+                ));
+            }
+        }
+    }
+    for (i, chain) in policy.chains.iter().enumerate() {
+        let cp = p.key("chains").index(i);
+        if chain.pattern.len() < 2 {
+            return Err((
+                cp.key("pattern"),
+                "a chain needs at least two tool globs: earlier calls, then the call being made \
+                 (e.g. [\"*__read_*\", \"slack__send_message\"]); for a single tool use \
+                 `tools.deny` or `require_approval`"
+                    .to_owned(),
+            ));
+        }
+        if let Some(j) = chain.pattern.iter().position(|g| g.trim().is_empty()) {
+            return Err(empty(cp.key("pattern").index(j)));
+        }
+    }
+    Ok(())
+}
+
 fn check_concurrency(p: KeyPath, value: Option<usize>) -> Result<(), Fail> {
     if value == Some(0) {
         return Err((
@@ -1489,6 +1563,13 @@ impl Config {
         self
     }
 
+    /// Add or replace a named policy (`policies:`).
+    #[must_use]
+    pub fn with_policy(mut self, name: impl Into<String>, policy: super::PolicySpec) -> Self {
+        self.policies.insert(name.into(), policy);
+        self
+    }
+
     /// Set the `server:` settings.
     #[must_use]
     pub fn with_server_settings(mut self, server: ServerSettings) -> Self {
@@ -1571,6 +1652,13 @@ impl AgentSpec {
     #[must_use]
     pub fn with_limits(mut self, limits: AgentLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Pass every tool call through this policy (a name from `policies:` or an inline one).
+    #[must_use]
+    pub fn with_policy(mut self, policy: super::PolicyRef) -> Self {
+        self.policy = Some(policy);
         self
     }
 

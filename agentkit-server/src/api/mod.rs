@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 use crate::platform::Platform;
 
 pub mod agent_protocol;
+pub mod governance;
 pub mod hooks;
 pub mod langgraph;
 pub mod metrics;
@@ -256,6 +257,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(hooks::routes())
         .merge(servers::routes())
         .merge(metrics::routes())
+        .merge(governance::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,

@@ -3,7 +3,8 @@
 use utoipa::OpenApi;
 
 use super::{
-    agent_protocol as ap, hooks, langgraph as lg, metrics, schedules, servers, tenancy, v1,
+    agent_protocol as ap, governance, hooks, langgraph as lg, metrics, schedules, servers, tenancy,
+    v1,
 };
 
 /// The API description served at `/openapi.json`.
@@ -36,6 +37,7 @@ use super::{
         metrics::metrics,
         tenancy::create_key, tenancy::list_keys, tenancy::revoke_key,
         tenancy::list_workspaces, tenancy::create_workspace,
+        governance::list_audit, governance::verify_audit, governance::list_approvals,
     ),
     components(schemas(super::Problem)),
     modifiers(&Security),

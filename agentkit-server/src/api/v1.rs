@@ -672,11 +672,23 @@ async fn decide(
     run_id: &str,
     approved: bool,
     reason: Option<String>,
+    by: &str,
 ) -> ApiResult<Json<RunView>> {
-    let mut payload = json!({ "approved": approved });
-    if let Some(r) = reason {
-        payload["reason"] = Value::String(r);
-    }
+    // The runtime's approval signal carries an `ApprovalDecision`.
+    let payload = if approved {
+        json!({ "decision": "approved" })
+    } else {
+        json!({
+            "decision": "denied",
+            "reason": reason.clone().unwrap_or_else(|| "rejected by an operator".to_owned()),
+        })
+    };
+    let scope = caller.scope();
+    s.platform.run_in(&scope, run_id).await?;
+    // Who decided, for the approval queue and the audit log.
+    crate::policy::StoreAudit::new(std::sync::Arc::clone(s.platform.runtime().store()))
+        .note_decision(run_id, approved, by, reason.as_deref())
+        .await?;
     control(s, caller, run_id, async |rt| {
         rt.signal(run_id, APPROVAL_SIGNAL, payload).await
     })
@@ -693,12 +705,14 @@ pub async fn approve_run(
     Path(run_id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<RunView>> {
+    let by = decider(&caller);
     decide(
         &s,
         &caller,
         &run_id,
         true,
         optional_json::<Reason>(&body)?.reason,
+        &by,
     )
     .await
 }
@@ -713,14 +727,21 @@ pub async fn reject_run(
     Path(run_id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<RunView>> {
+    let by = decider(&caller);
     decide(
         &s,
         &caller,
         &run_id,
         false,
         optional_json::<Reason>(&body)?.reason,
+        &by,
     )
     .await
+}
+
+/// Who decides: the caller's key id, or `admin` for the server's admin key.
+fn decider(caller: &Caller) -> String {
+    caller.key_id.clone().unwrap_or_else(|| "admin".to_owned())
 }
 
 /// What an offline replay of a run found.

@@ -9,8 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use agentkit_core::config::{
     AgentSpec, CatchUpPolicy, ChainInputKind, Config, MinRating, OnFailure, OverlapPolicy,
-    PlanModeKind, ScheduleSpec, WorkflowSpec, locate_key,
+    PlanModeKind, PolicyRef, ScheduleSpec, WorkflowSpec, locate_key,
 };
+use agentkit_core::policy::{AuditSink, Policy, PolicyLayer};
 use agentkit_core::{
     Agent, AgentLlm, AugmentedLlm, Budget, Error, InMemoryMemory, MemoryWindow, RequestParams,
     Result, ToolSource,
@@ -61,6 +62,7 @@ pub struct Catalog {
     text: Option<String>,
     prebuilt: BTreeMap<String, Arc<dyn AugmentedLlm>>,
     memory: Option<Arc<dyn agentkit_core::Memory>>,
+    audit: Option<Arc<dyn AuditSink>>,
 }
 
 impl fmt::Debug for Catalog {
@@ -117,7 +119,54 @@ impl Catalog {
             text: None,
             prebuilt: BTreeMap::new(),
             memory: None,
+            audit: None,
         })
+    }
+
+    /// Write the policy decisions of every agent with a `policy:` to `sink` (the server's
+    /// stored, hash-chained audit log).
+    #[must_use]
+    pub fn with_audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(sink);
+        self
+    }
+
+    /// Agent `name`'s compiled policy, if it has one: `policy: <name>` from `policies:`, or
+    /// an inline one.
+    ///
+    /// # Errors
+    ///
+    /// A located [`Error::Config`] at the glob that does not compile.
+    pub fn policy(&self, name: &str) -> Result<Option<Policy>> {
+        let spec = self.agent_spec(name)?;
+        let (policy_name, policy, base) = match &spec.policy {
+            None => return Ok(None),
+            Some(PolicyRef::Named(p)) => {
+                let Some(policy) = self.config.policies.get(p) else {
+                    return Err(self.error(
+                        format!("agents.{name}.policy"),
+                        format!("no policy named `{p}` in `policies:`"),
+                    ));
+                };
+                (p.clone(), policy, format!("policies.{p}"))
+            }
+            Some(PolicyRef::Inline(p)) => (
+                p.name.clone().unwrap_or_else(|| name.to_owned()),
+                &**p,
+                format!("agents.{name}.policy"),
+            ),
+            Some(_) => return Ok(None),
+        };
+        Policy::compile(policy_name, policy)
+            .map(Some)
+            .map_err(|e| self.relocate_policy(e, &base))
+    }
+
+    fn relocate_policy(&self, err: Error, base: &str) -> Error {
+        match err {
+            Error::Config { key, message, .. } => self.error(format!("{base}.{key}"), message),
+            other => other,
+        }
     }
 
     /// Use `llm` whenever `name` is built (a member already built elsewhere, e.g. at the
@@ -461,6 +510,13 @@ impl Catalog {
             params = params.with_timeout(t);
         }
         let mut llm = AgentLlm::shared(agent, provider).with_defaults(params);
+        if let Some(policy) = self.policy(name)? {
+            let mut layer = PolicyLayer::new(policy);
+            if let Some(sink) = &self.audit {
+                layer = layer.with_audit(Arc::clone(sink));
+            }
+            llm = llm.with_tool_layer(layer);
+        }
         if let Some(m) = &self.memory {
             llm = llm.with_memory(Arc::clone(m));
         } else if let Some(n) = spec.history_messages {

@@ -18,10 +18,20 @@ use crate::threads::ThreadPolicy;
 /// Builds registry versions of declarative agents and workflows with a [`Catalog`]: the
 /// config's providers and MCP servers, the version's own spec, and its members at their
 /// pinned versions.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DeclarativeBuilder {
     base: Config,
     models: ModelFactory,
+    audit: Option<Arc<dyn agentkit_core::policy::AuditSink>>,
+}
+
+impl std::fmt::Debug for DeclarativeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeclarativeBuilder")
+            .field("models", &self.models)
+            .field("audit", &self.audit.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl DeclarativeBuilder {
@@ -34,7 +44,18 @@ impl DeclarativeBuilder {
         base.workflows.clear();
         base.schedules.clear();
         base.triggers.clear();
-        Self { base, models }
+        Self {
+            base,
+            models,
+            audit: None,
+        }
+    }
+
+    /// Write the policy decisions of the agents it builds to `sink`.
+    #[must_use]
+    pub fn with_audit(mut self, sink: Arc<dyn agentkit_core::policy::AuditSink>) -> Self {
+        self.audit = Some(sink);
+        self
     }
 
     fn parse(kind: EntryKind, spec: &Value) -> Result<Spec> {
@@ -82,6 +103,9 @@ impl DeclarativeBuilder {
             }
         }
         let mut catalog = Catalog::new(config, self.models.clone())?;
+        if let Some(sink) = &self.audit {
+            catalog = catalog.with_audit(Arc::clone(sink));
+        }
         for (m, llm) in members {
             catalog = catalog.with_prebuilt(m.clone(), Arc::clone(llm));
         }
@@ -152,8 +176,12 @@ pub fn server_builder(builder: ServerBuilder, config: &Config) -> Result<(Server
     catalog.check()?;
     let schedules = catalog.schedules()?;
     let retention = &config.server.retention;
+    let audit: Arc<dyn agentkit_core::policy::AuditSink> =
+        Arc::new(crate::policy::StoreAudit::new(Arc::clone(builder.store())));
     let mut builder = builder
-        .spec_builder(Arc::new(DeclarativeBuilder::new(config, models)))
+        .spec_builder(Arc::new(
+            DeclarativeBuilder::new(config, models).with_audit(audit),
+        ))
         .schedules(schedules)
         .mcp_servers(agentkit_mcp::ConnectionManager::from_set(
             &agentkit_mcp::ServerSet::from_config(config)?,
@@ -184,8 +212,18 @@ pub fn server_builder(builder: ServerBuilder, config: &Config) -> Result<(Server
         };
     }
     for (name, agent) in &config.agents {
+        // A named policy is written into the agent's version, so the version carries the
+        // rules it runs with and a changed policy makes a new version.
+        let mut agent = agent.clone();
+        if let Some(agentkit_core::config::PolicyRef::Named(p)) = &agent.policy
+            && let Some(policy) = config.policies.get(p)
+        {
+            let mut policy = policy.clone();
+            policy.name = Some(p.clone());
+            agent.policy = Some(agentkit_core::config::PolicyRef::Inline(Box::new(policy)));
+        }
         let spec =
-            serde_json::to_value(agent).map_err(|e| Error::json("encoding an agent spec", e))?;
+            serde_json::to_value(&agent).map_err(|e| Error::json("encoding an agent spec", e))?;
         builder = builder.deploy(name.clone(), EntryKind::Agent, spec);
     }
     // Workflows in dependency order: each after the workflows it composes.

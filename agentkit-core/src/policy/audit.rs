@@ -1,0 +1,398 @@
+//! The audit log of policy decisions: [`AuditEvent`], the [`AuditSink`] trait, and the hash
+//! chain that makes a stored log tamper-evident ([`AuditEntry`], [`verify_chain`]).
+
+use std::fmt;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::context::RunContext;
+use crate::error::{Error, Result};
+
+/// The `prev_hash` of the first entry of a chain: 64 zeros.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What happened to a tool call, as the audit log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditOutcome {
+    /// The policy allowed the call.
+    Allowed,
+    /// The policy refused the call.
+    Denied,
+    /// The policy asked for an approval; the call waits.
+    ApprovalRequested,
+    /// The approval was given; the call runs.
+    Approved,
+    /// The approval was refused (or expired); the call does not run.
+    Rejected,
+}
+
+impl AuditOutcome {
+    /// The snake_case name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+            Self::ApprovalRequested => "approval_requested",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// One audited decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AuditEvent {
+    /// When (ms since the Unix epoch).
+    pub at_ms: i64,
+    /// What happened.
+    pub outcome: AuditOutcome,
+    /// The run.
+    pub run_id: String,
+    /// The tenant of the run's principal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The workspace of the run's principal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// The API key id of the run's principal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The tool call's id, as the model gave it.
+    pub call_id: String,
+    /// The tool.
+    pub tool: String,
+    /// Its arguments (a sink that stores them redacts them first).
+    pub arguments: Value,
+    /// The policy that decided.
+    pub policy: String,
+    /// The rule that decided, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Who decided (an approver), when a person did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// For an approval request: the run's earlier successful tool calls (the chain that
+    /// triggered it), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<String>,
+}
+
+impl AuditEvent {
+    /// An event about the call `tool`/`call_id` of the run `ctx` (principal included), now.
+    pub fn new(
+        outcome: AuditOutcome,
+        ctx: &RunContext,
+        call_id: impl Into<String>,
+        tool: impl Into<String>,
+        arguments: Value,
+        policy: impl Into<String>,
+    ) -> Self {
+        let p = ctx.principal();
+        Self {
+            at_ms: now_ms(),
+            outcome,
+            run_id: ctx.run_id().to_owned(),
+            tenant: p.and_then(|p| p.tenant.clone()),
+            workspace: p.and_then(|p| p.workspace.clone()),
+            key_id: p.and_then(|p| p.key_id.clone()),
+            call_id: call_id.into(),
+            tool: tool.into(),
+            arguments,
+            policy: policy.into(),
+            rule: None,
+            reason: String::new(),
+            actor: None,
+            history: Vec::new(),
+        }
+    }
+
+    /// Set the tool history that led to the decision.
+    #[must_use]
+    pub fn with_history(mut self, history: Vec<String>) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// Name the rule.
+    #[must_use]
+    pub fn with_rule(mut self, rule: Option<String>) -> Self {
+        self.rule = rule;
+        self
+    }
+
+    /// Say why.
+    #[must_use]
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = reason.into();
+        self
+    }
+
+    /// Name who decided.
+    #[must_use]
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Where audited decisions go. A sink that fails makes the call fail (the call could not be
+/// audited, so it is not made).
+#[async_trait]
+pub trait AuditSink: Send + Sync {
+    /// Record one event.
+    async fn record(&self, event: AuditEvent) -> Result<()>;
+}
+
+/// One entry of a hash-chained audit log: the event, its position, the previous entry's hash
+/// and its own, `sha256(prev_hash ‖ seq ‖ canonical JSON of the event)` in lowercase hex.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AuditEntry {
+    /// Position in the chain (the first entry is 1).
+    pub seq: u64,
+    /// The previous entry's hash ([`GENESIS_HASH`] for the first).
+    pub prev_hash: String,
+    /// This entry's hash.
+    pub hash: String,
+    /// The event.
+    pub event: AuditEvent,
+}
+
+impl AuditEntry {
+    /// The entry after one whose hash is `prev_hash` at `seq - 1`.
+    #[must_use]
+    pub fn chained(seq: u64, prev_hash: &str, event: AuditEvent) -> Self {
+        let hash = entry_hash(seq, prev_hash, &event);
+        Self {
+            seq,
+            prev_hash: prev_hash.to_owned(),
+            hash,
+            event,
+        }
+    }
+}
+
+fn entry_hash(seq: u64, prev_hash: &str, event: &AuditEvent) -> String {
+    let mut text = String::new();
+    match serde_json::to_value(event) {
+        Ok(v) => canonical(&v, &mut text),
+        Err(e) => text = format!("unserialisable event: {e}"),
+    }
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(b"\n");
+    h.update(seq.to_string().as_bytes());
+    h.update(b"\n");
+    h.update(text.as_bytes());
+    hex(&h.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// JSON with object keys sorted at every level (a database may reorder keys).
+fn canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                if let Some(item) = map.get(k) {
+                    canonical(item, out);
+                }
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// Where a hash chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChainBreak {
+    /// The first entry that does not verify.
+    pub seq: u64,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for ChainBreak {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the audit log was altered at entry {}: {}",
+            self.seq, self.problem
+        )
+    }
+}
+
+impl std::error::Error for ChainBreak {}
+
+/// Check a run of consecutive entries: every entry's hash is the hash of its content, links to
+/// the entry before, and sequence numbers follow each other. The first entry must be the
+/// chain's first (seq 1, [`GENESIS_HASH`]) unless the slice starts mid-chain, in which case
+/// only its own hash is checked.
+///
+/// # Errors
+///
+/// [`Error::InvalidState`] naming the first entry that was changed, removed or inserted.
+pub fn verify_chain(entries: &[AuditEntry]) -> Result<()> {
+    check(entries).map_err(|b| Error::InvalidState {
+        what: "audit log".to_owned(),
+        message: b.to_string(),
+    })
+}
+
+fn check(entries: &[AuditEntry]) -> std::result::Result<(), ChainBreak> {
+    let mut prev: Option<&AuditEntry> = None;
+    for e in entries {
+        let brk = |problem: String| ChainBreak {
+            seq: e.seq,
+            problem,
+        };
+        match prev {
+            None if e.seq == 1 && e.prev_hash != GENESIS_HASH => {
+                return Err(brk("the first entry does not start the chain".into()));
+            }
+            None => {}
+            Some(p) => {
+                if e.seq != p.seq + 1 {
+                    return Err(brk(format!(
+                        "it follows entry {}: entries are missing or were inserted",
+                        p.seq
+                    )));
+                }
+                if e.prev_hash != p.hash {
+                    return Err(brk("it does not link to the entry before it".into()));
+                }
+            }
+        }
+        if entry_hash(e.seq, &e.prev_hash, &e.event) != e.hash {
+            return Err(brk("its content does not match its hash".into()));
+        }
+        prev = Some(e);
+    }
+    Ok(())
+}
+
+/// An in-memory hash-chained audit log (tests, in-process agents).
+#[derive(Debug, Default)]
+pub struct MemoryAuditLog {
+    entries: Mutex<Vec<AuditEntry>>,
+}
+
+impl MemoryAuditLog {
+    /// An empty log.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every entry, oldest first.
+    #[must_use]
+    pub fn entries(&self) -> Vec<AuditEntry> {
+        crate::lock(&self.entries).clone()
+    }
+}
+
+#[async_trait]
+impl AuditSink for MemoryAuditLog {
+    async fn record(&self, event: AuditEvent) -> Result<()> {
+        let mut entries = crate::lock(&self.entries);
+        let (seq, prev) = entries.last().map_or((1, GENESIS_HASH.to_owned()), |e| {
+            (e.seq + 1, e.hash.clone())
+        });
+        entries.push(AuditEntry::chained(seq, &prev, event));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(tool: &str) -> AuditEvent {
+        AuditEvent::new(
+            AuditOutcome::Denied,
+            &RunContext::new().with_run_id("r"),
+            "c1",
+            tool,
+            json!({"b": 1, "a": {"y": 2, "x": 1}}),
+            "p",
+        )
+    }
+
+    #[tokio::test]
+    async fn tampering_is_detected() {
+        let log = MemoryAuditLog::new();
+        for t in ["a", "b", "c", "d"] {
+            log.record(event(t)).await.unwrap();
+        }
+        let good = log.entries();
+        verify_chain(&good).unwrap();
+        // A changed field.
+        let mut bad = good.clone();
+        bad[1].event.reason = "nothing to see".into();
+        let e = verify_chain(&bad).unwrap_err().to_string();
+        assert!(e.contains("altered at entry 2"), "{e}");
+        // A removed entry.
+        let mut bad = good.clone();
+        bad.remove(2);
+        let e = verify_chain(&bad).unwrap_err().to_string();
+        assert!(e.contains("entry 4"), "{e}");
+        // A rewritten entry with a recomputed hash breaks the next link.
+        let mut bad = good.clone();
+        bad[1] = AuditEntry::chained(2, &bad[0].hash.clone(), event("zzz"));
+        let e = verify_chain(&bad).unwrap_err().to_string();
+        assert!(e.contains("entry 3"), "{e}");
+        // Key order (a database may reorder JSON keys) does not matter.
+        let mut same = good.clone();
+        let v = serde_json::to_string(&same[0].event).unwrap();
+        same[0].event = serde_json::from_str(&v).unwrap();
+        verify_chain(&same).unwrap();
+        // A window from the middle verifies on its own.
+        verify_chain(&good[1..]).unwrap();
+    }
+}

@@ -1,0 +1,367 @@
+//! [`PolicyLayer`]: a [`Policy`] on the tool-call stack.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tower::{Service, ServiceExt};
+
+use super::{AuditEvent, AuditOutcome, AuditSink, Decision, Policy, Verdict};
+use crate::context::{ApprovalDecision, ApprovalRequest};
+use crate::error::{Error, Result};
+use crate::tool::{ToolOutput, ToolRequest, ToolService};
+
+/// A tower layer that decides every tool call with a [`Policy`] before the tool runs, and
+/// writes every decision to an [`AuditSink`]. See the [module docs](super).
+#[derive(Clone)]
+pub struct PolicyLayer {
+    policy: Policy,
+    audit: Option<Arc<dyn AuditSink>>,
+}
+
+impl fmt::Debug for PolicyLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyLayer")
+            .field("policy", &self.policy.name())
+            .field("audit", &self.audit.is_some())
+            .finish()
+    }
+}
+
+impl PolicyLayer {
+    /// Apply `policy` (decisions are not audited unless [`with_audit`](Self::with_audit)).
+    #[must_use]
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            audit: None,
+        }
+    }
+
+    /// Write every decision to `sink`.
+    #[must_use]
+    pub fn with_audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(sink);
+        self
+    }
+}
+
+impl tower::Layer<ToolService> for PolicyLayer {
+    type Service = PolicyService;
+
+    fn layer(&self, inner: ToolService) -> PolicyService {
+        PolicyService {
+            inner,
+            policy: self.policy.clone(),
+            audit: self.audit.clone(),
+        }
+    }
+}
+
+/// The service made by [`PolicyLayer`].
+#[derive(Clone)]
+pub struct PolicyService {
+    inner: ToolService,
+    policy: Policy,
+    audit: Option<Arc<dyn AuditSink>>,
+}
+
+impl fmt::Debug for PolicyService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyService")
+            .field("policy", &self.policy.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The journal key of the verdict of the tool call `call_key`.
+fn verdict_key(call_key: &str) -> String {
+    format!("policy/{call_key}")
+}
+
+impl Service<ToolRequest> for PolicyService {
+    type Response = ToolOutput;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<ToolOutput>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<()>> {
+        // The inner service's readiness is awaited in `call`, after the decision, so a call
+        // waiting for approval holds no slot of an inner concurrency limit.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: ToolRequest) -> Self::Future {
+        let inner = self.inner.clone();
+        let policy = self.policy.clone();
+        let audit = self.audit.clone();
+        async move {
+            // A verdict journaled by an earlier execution of this run (a call that waited for
+            // approval) stands: the resumed run asks about the same call.
+            let key = req.ctx.tool_call_key().map(verdict_key);
+            let recorded: Option<Decision> = match (&key, req.ctx.journal()) {
+                (Some(k), Some(j)) => j.recorded(k).and_then(|v| serde_json::from_value(v).ok()),
+                _ => None,
+            };
+            let replayed = recorded.is_some();
+            let decision = match recorded {
+                Some(d) => d,
+                None => req
+                    .ctx
+                    .with_tool_history(|h| policy.decide(&req.name, &req.arguments, h)),
+            };
+            let event = |outcome: AuditOutcome, d: &Decision| {
+                AuditEvent::new(
+                    outcome,
+                    &req.ctx,
+                    req.call_id.clone(),
+                    req.name.clone(),
+                    req.arguments.clone(),
+                    d.policy.clone(),
+                )
+                .with_rule(d.rule.clone())
+                .with_reason(d.reason.clone())
+            };
+            match decision.verdict {
+                Verdict::Allow => {
+                    if let Some(a) = &audit {
+                        a.record(event(AuditOutcome::Allowed, &decision)).await?;
+                    }
+                    inner.oneshot(req).await
+                }
+                Verdict::Deny => {
+                    if let Some(a) = &audit {
+                        a.record(event(AuditOutcome::Denied, &decision)).await?;
+                    }
+                    Ok(ToolOutput::error(format!(
+                        "the call of `{}` was denied by policy `{}` (rule `{}`): {}",
+                        req.name,
+                        decision.policy,
+                        decision.rule.as_deref().unwrap_or("-"),
+                        decision.reason
+                    )))
+                }
+                _ => {
+                    let Some(handler) = req.ctx.approvals().cloned() else {
+                        if let Some(a) = &audit {
+                            a.record(event(AuditOutcome::Rejected, &decision).with_reason(
+                                "the run has no approval handler, so no one can approve",
+                            ))
+                            .await?;
+                        }
+                        return Ok(ToolOutput::error(format!(
+                            "the call of `{}` needs approval ({}), but nobody can approve it \
+                             in this run; it was not made",
+                            req.name, decision.reason
+                        )));
+                    };
+                    if !replayed {
+                        if let (Some(k), Some(_)) = (&key, req.ctx.journal()) {
+                            let d = decision.clone();
+                            req.ctx.step(k, async move { Ok(d) }).await?;
+                        }
+                        if let Some(a) = &audit {
+                            let history = req.ctx.with_tool_history(|h| {
+                                h.iter()
+                                    .filter(|c| !c.is_error)
+                                    .map(|c| c.tool.clone())
+                                    .collect()
+                            });
+                            a.record(
+                                event(AuditOutcome::ApprovalRequested, &decision)
+                                    .with_history(history),
+                            )
+                            .await?;
+                        }
+                    }
+                    let request = ApprovalRequest::new(
+                        &req.name,
+                        req.arguments.clone(),
+                        decision.reason.clone(),
+                    );
+                    match handler.approve(request, &req.ctx).await? {
+                        ApprovalDecision::Approved => {
+                            if let Some(a) = &audit {
+                                a.record(event(AuditOutcome::Approved, &decision)).await?;
+                            }
+                            inner.oneshot(req).await
+                        }
+                        ApprovalDecision::Denied { reason } => {
+                            if let Some(a) = &audit {
+                                a.record(
+                                    event(AuditOutcome::Rejected, &decision)
+                                        .with_reason(reason.clone()),
+                                )
+                                .await?;
+                            }
+                            Ok(ToolOutput::error(format!(
+                                "the call of `{}` was not approved: {reason}",
+                                req.name
+                            )))
+                        }
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ChainAction, ChainRule, PolicySpec};
+    use crate::policy::MemoryAuditLog;
+    use crate::{
+        Agent, AgentLlm, ApprovalHandler, AugmentedLlmExt, FnTool, MemoryJournal, RunContext,
+        ScriptedProvider,
+    };
+    use serde_json::json;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    struct Count(Arc<AtomicU32>, ApprovalDecision);
+    #[async_trait::async_trait]
+    impl ApprovalHandler for Count {
+        async fn approve(
+            &self,
+            _: ApprovalRequest,
+            _: &crate::RunContext,
+        ) -> Result<ApprovalDecision> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(self.1.clone())
+        }
+    }
+
+    fn tool(name: &'static str, calls: Arc<AtomicU32>) -> FnTool {
+        FnTool::new(name, "t", move |_: serde_json::Value| {
+            let calls = Arc::clone(&calls);
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, String>(format!("{name} done"))
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn chain_rules_see_the_history_rebuilt_from_the_journal() {
+        let reads = Arc::new(AtomicU32::new(0));
+        let sends = Arc::new(AtomicU32::new(0));
+        let asked = Arc::new(AtomicU32::new(0));
+        let policy = Policy::compile(
+            "p",
+            &PolicySpec::new().with_chain(ChainRule::new(
+                ["fs__read", "slack__send"],
+                ChainAction::RequireApproval,
+            )),
+        )
+        .unwrap();
+        let audit = Arc::new(MemoryAuditLog::new());
+        let build = || {
+            let model = ScriptedProvider::new()
+                .then_tool_call("slack__send", json!({"text": "hi"}))
+                .then_tool_call("fs__read", json!({}))
+                .then_tool_call("slack__send", json!({"text": "the file"}))
+                .then_text("done");
+            AgentLlm::new(
+                Agent::new("a", "")
+                    .with_tool(tool("fs__read", Arc::clone(&reads)))
+                    .with_tool(tool("slack__send", Arc::clone(&sends))),
+                model,
+            )
+            .with_tool_layer(PolicyLayer::new(policy.clone()).with_audit(audit.clone()))
+        };
+        let journal = Arc::new(MemoryJournal::new());
+        let ctx = RunContext::new()
+            .with_journal(journal.clone())
+            .with_approvals(Arc::new(Count(
+                Arc::clone(&asked),
+                ApprovalDecision::Approved,
+            )));
+        assert_eq!(build().generate_str("go", &ctx).await.unwrap(), "done");
+        // The first send needed nothing; the one after the read needed an approval.
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        assert_eq!(sends.load(Ordering::SeqCst), 2);
+        let outcomes: Vec<AuditOutcome> = audit.entries().iter().map(|e| e.event.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [
+                AuditOutcome::Allowed,
+                AuditOutcome::Allowed,
+                AuditOutcome::ApprovalRequested,
+                AuditOutcome::Approved
+            ]
+        );
+        // The verdict is journaled.
+        assert!(
+            journal
+                .entries()
+                .iter()
+                .any(|(k, _)| k.starts_with("policy/"))
+        );
+
+        // Replaying the recorded run in a fresh context runs nothing again, and the history
+        // is rebuilt from the replayed calls.
+        let replay = RunContext::new()
+            .with_journal(Arc::new(MemoryJournal::from_entries(journal.entries())))
+            .with_approvals(Arc::new(Count(
+                Arc::clone(&asked),
+                ApprovalDecision::Approved,
+            )));
+        assert_eq!(build().generate_str("go", &replay).await.unwrap(), "done");
+        assert_eq!(sends.load(Ordering::SeqCst), 2);
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        replay.with_tool_history(|h| {
+            let names: Vec<&str> = h.iter().map(|c| c.tool.as_str()).collect();
+            assert_eq!(names, ["slack__send", "fs__read", "slack__send"]);
+        });
+    }
+
+    #[tokio::test]
+    async fn a_resumed_call_keeps_its_journaled_verdict() {
+        // The journal says this call needed approval, although the history (empty here)
+        // would allow it: the recorded verdict stands and the approval is asked.
+        let sends = Arc::new(AtomicU32::new(0));
+        let asked = Arc::new(AtomicU32::new(0));
+        let policy = Policy::compile(
+            "p",
+            &PolicySpec::new().with_chain(ChainRule::new(["x", "send"], ChainAction::Block)),
+        )
+        .unwrap();
+        let recorded = Decision {
+            verdict: Verdict::RequireApproval,
+            policy: "p".into(),
+            rule: Some("chains[0]".into()),
+            reason: "r".into(),
+        };
+        let journal = MemoryJournal::from_entries([(
+            "policy/k1".to_owned(),
+            serde_json::to_value(&recorded).unwrap(),
+        )]);
+        let ctx = RunContext::new()
+            .with_journal(Arc::new(journal))
+            .with_approvals(Arc::new(Count(
+                Arc::clone(&asked),
+                ApprovalDecision::Denied {
+                    reason: "no".into(),
+                },
+            )))
+            .with_tool_call_key("k1");
+        let svc = PolicyLayer::new(policy).layer(ToolService::new(
+            crate::tool::ToolSourceService::new(Arc::new(tool("send", Arc::clone(&sends)))),
+        ));
+        let out = svc
+            .oneshot(ToolRequest::new("c", "send", json!({}), ctx))
+            .await
+            .unwrap();
+        assert!(out.is_error);
+        assert!(
+            out.text_content().contains("not approved: no"),
+            "{}",
+            out.text_content()
+        );
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        assert_eq!(sends.load(Ordering::SeqCst), 0);
+    }
+    use tower::Layer;
+}

@@ -1,0 +1,182 @@
+//! Governance routes: the audit log (`GET /v1/audit`, JSON or CSV, and
+//! `GET /v1/audit/verify`) and the approval queue (`GET /v1/approvals`; decide with
+//! `/v1/runs/{run_id}/approve|reject`).
+
+use agentkit_core::policy::AuditEntry;
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiResult, AppState, Json, Problem, Query};
+use crate::policy::{ApprovalView, CSV_HEADER, DEFAULT_WORKSPACE, StoreAudit, csv_line};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/audit", get(list_audit))
+        .route("/v1/audit/verify", get(verify_audit))
+        .route("/v1/approvals", get(list_approvals))
+}
+
+fn audit(s: &AppState) -> StoreAudit {
+    StoreAudit::new(std::sync::Arc::clone(s.platform.runtime().store()))
+}
+
+/// Which audit entries to read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// The workspace whose chain to read (default `default`).
+    pub workspace: Option<String>,
+    /// Only entries after this position.
+    pub after: Option<u64>,
+    /// At most this many entries (default 100, at most 10000).
+    pub limit: Option<usize>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+/// A page of the audit log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// The workspace.
+    pub workspace: String,
+    /// Entries, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub entries: Vec<AuditEntry>,
+    /// The position to pass as `after` for the next page, when there may be more.
+    pub next_after: Option<u64>,
+}
+
+/// The audit log of policy decisions (allowed, denied, approval requested, approved,
+/// rejected), hash-chained per workspace; `?format=csv` exports CSV.
+#[utoipa::path(get, path = "/v1/audit", tag = "governance", params(AuditQuery),
+    responses((status = 200, body = AuditPage), (status = 400, body = Problem)))]
+pub async fn list_audit(
+    State(s): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Response> {
+    let workspace = q.workspace.unwrap_or_else(|| DEFAULT_WORKSPACE.to_owned());
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "`limit` must be between 1 and 10000, found {limit}"
+        )));
+    }
+    let entries = audit(&s)
+        .entries(&workspace, q.after.unwrap_or(0), limit)
+        .await?;
+    match q.format.as_deref().unwrap_or("json") {
+        "json" => {
+            let next_after = (entries.len() == limit)
+                .then(|| entries.last().map(|e| e.seq))
+                .flatten();
+            Ok(Json(AuditPage {
+                workspace,
+                entries,
+                next_after,
+            })
+            .into_response())
+        }
+        "csv" => {
+            let mut body = String::from(CSV_HEADER);
+            body.push_str("\r\n");
+            for e in &entries {
+                body.push_str(&csv_line(e));
+                body.push_str("\r\n");
+            }
+            Ok((
+                [(http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+                body,
+            )
+                .into_response())
+        }
+        other => Err(Problem::bad_request(format!(
+            "unknown format `{other}`; use `json` or `csv`"
+        ))),
+    }
+}
+
+/// Which workspace's chain to verify.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyQuery {
+    /// The workspace (default `default`).
+    pub workspace: Option<String>,
+}
+
+/// The outcome of verifying an audit chain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyView {
+    /// The workspace.
+    pub workspace: String,
+    /// Whether every entry verifies.
+    pub ok: bool,
+    /// Entries checked (when ok).
+    pub entries: u64,
+    /// Where the chain breaks (when not ok).
+    pub error: Option<String>,
+}
+
+/// Verify a workspace's audit chain: every entry's hash, every link, no gaps.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "governance", params(VerifyQuery),
+    responses((status = 200, body = VerifyView)))]
+pub async fn verify_audit(
+    State(s): State<AppState>,
+    Query(q): Query<VerifyQuery>,
+) -> ApiResult<Json<VerifyView>> {
+    let workspace = q.workspace.unwrap_or_else(|| DEFAULT_WORKSPACE.to_owned());
+    Ok(Json(match audit(&s).verify(&workspace).await {
+        Ok(n) => VerifyView {
+            workspace,
+            ok: true,
+            entries: n,
+            error: None,
+        },
+        Err(e)
+            if e.is_invalid_request() || matches!(e, agentkit_core::Error::InvalidState { .. }) =>
+        {
+            VerifyView {
+                workspace,
+                ok: false,
+                entries: 0,
+                error: Some(e.to_string()),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }))
+}
+
+/// Which approvals to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsQuery {
+    /// `pending` (default), `approved`, `rejected` or `all`.
+    pub status: Option<String>,
+    /// Only this workspace's.
+    pub workspace: Option<String>,
+}
+
+/// Tool calls waiting for a human (or decided), with the tool history that triggered the
+/// rule; decide with `POST /v1/runs/{run_id}/approve` or `/reject`.
+#[utoipa::path(get, path = "/v1/approvals", tag = "governance", params(ApprovalsQuery),
+    responses((status = 200, body = Vec<ApprovalView>), (status = 400, body = Problem)))]
+pub async fn list_approvals(
+    State(s): State<AppState>,
+    Query(q): Query<ApprovalsQuery>,
+) -> ApiResult<Json<Vec<ApprovalView>>> {
+    let status = match q.status.as_deref().unwrap_or("pending") {
+        "all" => None,
+        s @ ("pending" | "approved" | "rejected") => Some(s),
+        other => {
+            return Err(Problem::bad_request(format!(
+                "unknown status `{other}`; use pending, approved, rejected or all"
+            )));
+        }
+    };
+    Ok(Json(
+        audit(&s).approvals(status, q.workspace.as_deref()).await?,
+    ))
+}

@@ -1,0 +1,508 @@
+//! Governance in the server: the stored, hash-chained audit log of every policy decision
+//! ([`StoreAudit`]) and the approval queue it keeps beside it.
+//!
+//! The policy itself ([`agentkit_core::policy::Policy`], [`PolicyLayer`](agentkit_core::policy::PolicyLayer))
+//! is core's, so it applies the same way to agents used as a library; the server builds it
+//! from the `policies:` of `agentkit.yaml` (and an agent's `policy:`) and gives it this
+//! module's audit sink.
+//!
+//! Storage: documents in the runtime's [`Store`] (SQLite or PostgreSQL, nothing to migrate).
+//! Each workspace has its own chain: entry `n` is document `audit/<workspace>/<n, 20 digits>`,
+//! written create-only, so two writers never take the same position; `audit_head/<workspace>`
+//! is a hint of the last position, repaired when a writer died between the two writes.
+//! Arguments and reasons are redacted (the runtime's [`Redactor`]) before they are hashed and
+//! stored.
+
+use std::sync::Arc;
+
+use agentkit_core::policy::{AuditEntry, AuditEvent, AuditOutcome, AuditSink, GENESIS_HASH};
+use agentkit_core::{Error, Result};
+use agentkit_runtime::model::{Expect, now_ms};
+use agentkit_runtime::{Redactor, Store};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+const AUDIT: &str = "audit";
+const HEAD: &str = "audit_head";
+const APPROVALS: &str = "approvals";
+/// The workspace of events whose run has no principal.
+pub const DEFAULT_WORKSPACE: &str = "default";
+const CAS_ATTEMPTS: usize = 64;
+
+fn entry_id(workspace: &str, seq: u64) -> String {
+    format!("{workspace}/{seq:020}")
+}
+
+/// The audit log and approval queue over a [`Store`]. Cheap to clone.
+#[derive(Clone)]
+pub struct StoreAudit {
+    store: Arc<dyn Store>,
+    redactor: Redactor,
+    /// Writers of this process take turns (writers of other processes are handled by the
+    /// create-only writes).
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for StoreAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreAudit").finish_non_exhaustive()
+    }
+}
+
+/// A call waiting for (or decided by) a human, as `GET /v1/approvals` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct ApprovalView {
+    /// The run that waits.
+    pub run_id: String,
+    /// The tool call's id.
+    pub call_id: String,
+    /// The workspace.
+    pub workspace: String,
+    /// The tool.
+    pub tool: String,
+    /// Its arguments (redacted).
+    #[schema(value_type = Object)]
+    pub arguments: Value,
+    /// The policy and rule that asked for approval.
+    pub policy: String,
+    /// The rule.
+    pub rule: Option<String>,
+    /// Why approval is needed.
+    pub reason: String,
+    /// The run's earlier successful tool calls (the chain that triggered the rule).
+    pub history: Vec<String>,
+    /// `pending`, `approved` or `rejected`.
+    pub status: String,
+    /// When it was asked (ms since epoch).
+    pub requested_at: i64,
+    /// When it was decided.
+    pub decided_at: Option<i64>,
+    /// Who decided.
+    pub decided_by: Option<String>,
+    /// The decision's reason.
+    pub decision_reason: Option<String>,
+}
+
+impl StoreAudit {
+    /// An audit log over `store`, redacting with the default [`Redactor`].
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            redactor: Redactor::default(),
+            turn: Arc::default(),
+        }
+    }
+
+    /// Redact with `redactor` instead.
+    #[must_use]
+    pub fn with_redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
+    }
+
+    fn redact(&self, event: &mut AuditEvent) {
+        self.redactor.apply(&mut event.arguments);
+        let mut reason = Value::String(std::mem::take(&mut event.reason));
+        self.redactor.apply(&mut reason);
+        event.reason = reason.as_str().unwrap_or_default().to_owned();
+    }
+
+    /// Append `event` (already redacted) to its workspace's chain; returns the entry.
+    async fn append(&self, event: AuditEvent) -> Result<AuditEntry> {
+        let ws = event
+            .workspace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_WORKSPACE.to_owned());
+        let _turn = self.turn.lock().await;
+        for _ in 0..CAS_ATTEMPTS {
+            let head = self.store.doc_get(HEAD, &ws).await?;
+            let (seq, hash, expect) = match &head {
+                Some(d) => (
+                    d.value.get("seq").and_then(Value::as_u64).unwrap_or(0),
+                    d.value
+                        .get("hash")
+                        .and_then(Value::as_str)
+                        .unwrap_or(GENESIS_HASH)
+                        .to_owned(),
+                    Expect::Revision(d.revision),
+                ),
+                None => (0, GENESIS_HASH.to_owned(), Expect::Absent),
+            };
+            let entry = AuditEntry::chained(seq + 1, &hash, event.clone());
+            let value = serde_json::to_value(&entry)
+                .map_err(|e| Error::json("encoding an audit entry", e))?;
+            let written = self
+                .store
+                .doc_put(AUDIT, &entry_id(&ws, entry.seq), value, Expect::Absent)
+                .await?;
+            let next_head = match written {
+                Some(_) => (entry.seq, entry.hash.clone()),
+                None => {
+                    // Another writer took this position (or died before moving the head):
+                    // move the head to its entry and try the next position.
+                    let Some(taken) = self.store.doc_get(AUDIT, &entry_id(&ws, seq + 1)).await?
+                    else {
+                        continue;
+                    };
+                    let e: AuditEntry = serde_json::from_value(taken.value)
+                        .map_err(|e| Error::json("reading an audit entry", e))?;
+                    (e.seq, e.hash)
+                }
+            };
+            self.store
+                .doc_put(
+                    HEAD,
+                    &ws,
+                    json!({"seq": next_head.0, "hash": next_head.1}),
+                    expect,
+                )
+                .await?;
+            if written.is_some() {
+                return Ok(entry);
+            }
+        }
+        Err(Error::Unavailable {
+            what: format!("the audit log of workspace `{ws}`"),
+            message: "too many concurrent writers; try again".into(),
+        })
+    }
+
+    /// Entries of `workspace`'s chain after position `after`, at most `limit`, oldest first.
+    pub async fn entries(
+        &self,
+        workspace: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        let docs = self
+            .store
+            .doc_list(
+                AUDIT,
+                &format!("{workspace}/"),
+                Some(&entry_id(workspace, after)),
+                limit,
+            )
+            .await?;
+        docs.into_iter()
+            .map(|d| {
+                serde_json::from_value(d.value).map_err(|e| {
+                    Error::invalid_state(
+                        format!("audit entry `{}`", d.id),
+                        format!("it is not an audit entry: {e}"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Verify `workspace`'s whole chain; returns how many entries it has.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidState`] naming the first entry that was altered, removed or inserted.
+    pub async fn verify(&self, workspace: &str) -> Result<u64> {
+        let mut after = 0u64;
+        let mut last: Option<AuditEntry> = None;
+        loop {
+            let page = self.entries(workspace, after, 500).await?;
+            let Some(end) = page.last().cloned() else {
+                break;
+            };
+            let mut window = Vec::with_capacity(page.len() + 1);
+            match last.take() {
+                Some(prev) => window.push(prev),
+                None => {
+                    if page[0].seq != 1 || page[0].prev_hash != GENESIS_HASH {
+                        return Err(Error::invalid_state(
+                            "audit log",
+                            format!(
+                                "the audit log was altered at entry {}: the chain does not start \
+                                 at entry 1",
+                                page[0].seq
+                            ),
+                        ));
+                    }
+                }
+            }
+            window.extend(page);
+            agentkit_core::policy::verify_chain(&window)?;
+            after = end.seq;
+            last = Some(end);
+        }
+        if let Some(head) = self.store.doc_get(HEAD, workspace).await?
+            && let Some(n) = head.value.get("seq").and_then(Value::as_u64)
+            && n > after
+        {
+            return Err(Error::invalid_state(
+                "audit log",
+                format!(
+                    "the audit log was altered: entries {}..={n} are missing",
+                    after + 1
+                ),
+            ));
+        }
+        Ok(after)
+    }
+
+    /// Approvals, newest first: all, or those with `status` (`pending`, `approved`,
+    /// `rejected`), optionally of one workspace.
+    pub async fn approvals(
+        &self,
+        status: Option<&str>,
+        workspace: Option<&str>,
+    ) -> Result<Vec<ApprovalView>> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let docs = self
+                .store
+                .doc_list(APPROVALS, "", after.as_deref(), 500)
+                .await?;
+            let Some(last) = docs.last() else { break };
+            after = Some(last.id.clone());
+            for d in docs {
+                let Ok(v) = serde_json::from_value::<ApprovalView>(d.value) else {
+                    continue;
+                };
+                if status.is_some_and(|s| v.status != s)
+                    || workspace.is_some_and(|w| v.workspace != w)
+                {
+                    continue;
+                }
+                out.push(v);
+            }
+        }
+        out.sort_by_key(|a| std::cmp::Reverse(a.requested_at));
+        Ok(out)
+    }
+
+    /// Record who decided the pending approvals of `run_id`, before the run is signalled.
+    pub async fn note_decision(
+        &self,
+        run_id: &str,
+        approved: bool,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let docs = self
+            .store
+            .doc_list(APPROVALS, &format!("{run_id}/"), None, 100)
+            .await?;
+        for d in docs {
+            let Ok(mut v) = serde_json::from_value::<ApprovalView>(d.value) else {
+                continue;
+            };
+            if v.status != "pending" {
+                continue;
+            }
+            v.status = if approved { "approved" } else { "rejected" }.to_owned();
+            v.decided_at = Some(now_ms());
+            v.decided_by = Some(by.to_owned());
+            v.decision_reason = reason.map(str::to_owned);
+            let value =
+                serde_json::to_value(&v).map_err(|e| Error::json("encoding an approval", e))?;
+            self.store
+                .doc_put(APPROVALS, &d.id, value, Expect::Revision(d.revision))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn track_approval(&self, event: &mut AuditEvent) -> Result<()> {
+        let id = format!("{}/{}", event.run_id, event.call_id);
+        match event.outcome {
+            AuditOutcome::ApprovalRequested => {
+                let v = ApprovalView {
+                    run_id: event.run_id.clone(),
+                    call_id: event.call_id.clone(),
+                    workspace: event
+                        .workspace
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_WORKSPACE.to_owned()),
+                    tool: event.tool.clone(),
+                    arguments: event.arguments.clone(),
+                    policy: event.policy.clone(),
+                    rule: event.rule.clone(),
+                    reason: event.reason.clone(),
+                    history: event.history.clone(),
+                    status: "pending".into(),
+                    requested_at: event.at_ms,
+                    decided_at: None,
+                    decided_by: None,
+                    decision_reason: None,
+                };
+                let value =
+                    serde_json::to_value(&v).map_err(|e| Error::json("encoding an approval", e))?;
+                self.store
+                    .doc_put(APPROVALS, &id, value, Expect::Any)
+                    .await?;
+            }
+            AuditOutcome::Approved | AuditOutcome::Rejected => {
+                // The person who decided, as the approve/reject route noted it.
+                if let Some(d) = self.store.doc_get(APPROVALS, &id).await?
+                    && let Some(by) = d.value.get("decided_by").and_then(Value::as_str)
+                {
+                    event.actor = Some(by.to_owned());
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditSink for StoreAudit {
+    async fn record(&self, mut event: AuditEvent) -> Result<()> {
+        self.redact(&mut event);
+        self.track_approval(&mut event).await?;
+        self.append(event).await.map(|_| ())
+    }
+}
+
+/// One entry as a CSV line (RFC 4180 quoting), in the columns of [`CSV_HEADER`].
+#[must_use]
+pub fn csv_line(e: &AuditEntry) -> String {
+    fn q(s: &str) -> String {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_owned()
+        }
+    }
+    let ev = &e.event;
+    [
+        e.seq.to_string(),
+        ev.at_ms.to_string(),
+        ev.outcome.as_str().to_owned(),
+        ev.workspace.clone().unwrap_or_default(),
+        ev.tenant.clone().unwrap_or_default(),
+        ev.key_id.clone().unwrap_or_default(),
+        ev.run_id.clone(),
+        ev.call_id.clone(),
+        ev.tool.clone(),
+        ev.arguments.to_string(),
+        ev.policy.clone(),
+        ev.rule.clone().unwrap_or_default(),
+        ev.reason.clone(),
+        ev.actor.clone().unwrap_or_default(),
+        e.prev_hash.clone(),
+        e.hash.clone(),
+    ]
+    .iter()
+    .map(|s| q(s))
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
+/// The header line of the CSV export.
+pub const CSV_HEADER: &str = "seq,at_ms,outcome,workspace,tenant,key_id,run_id,call_id,tool,arguments,policy,rule,reason,actor,prev_hash,hash";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentkit_core::RunContext;
+    use agentkit_runtime::MemoryStore;
+
+    fn event(outcome: AuditOutcome, args: Value) -> AuditEvent {
+        AuditEvent::new(
+            outcome,
+            &RunContext::new().with_run_id("r1"),
+            "c1",
+            "slack__send",
+            args,
+            "p",
+        )
+    }
+
+    #[tokio::test]
+    async fn chain_survives_a_lagging_head_and_detects_tampering() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let audit = StoreAudit::new(Arc::clone(&store));
+        for i in 0..5 {
+            audit
+                .record(event(
+                    AuditOutcome::Allowed,
+                    json!({"i": i, "token": "sk-ABCDEFGHIJKLMNOPQRSTUVWX"}),
+                ))
+                .await
+                .unwrap();
+        }
+        assert_eq!(audit.verify(DEFAULT_WORKSPACE).await.unwrap(), 5);
+        let entries = audit.entries(DEFAULT_WORKSPACE, 0, 100).await.unwrap();
+        assert!(
+            !serde_json::to_string(&entries)
+                .unwrap()
+                .contains("sk-ABCDEFGH")
+        );
+        // A writer that died between its entry and the head: the next one repairs the head.
+        store
+            .doc_put(
+                HEAD,
+                DEFAULT_WORKSPACE,
+                json!({"seq": 3, "hash": entries[2].hash}),
+                Expect::Any,
+            )
+            .await
+            .unwrap();
+        audit
+            .record(event(AuditOutcome::Denied, json!({})))
+            .await
+            .unwrap();
+        assert_eq!(audit.verify(DEFAULT_WORKSPACE).await.unwrap(), 6);
+        // An edited row is found.
+        let mut doc = store
+            .doc_get(AUDIT, &entry_id(DEFAULT_WORKSPACE, 2))
+            .await
+            .unwrap()
+            .unwrap();
+        doc.value["event"]["tool"] = json!("harmless");
+        store
+            .doc_put(AUDIT, &doc.id, doc.value, Expect::Any)
+            .await
+            .unwrap();
+        let err = audit
+            .verify(DEFAULT_WORKSPACE)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("altered at entry 2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn approvals_are_queued_and_decided() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let audit = StoreAudit::new(Arc::clone(&store));
+        audit
+            .record(
+                event(AuditOutcome::ApprovalRequested, json!({"text": "hi"}))
+                    .with_history(vec!["fs__read".into()]),
+            )
+            .await
+            .unwrap();
+        let pending = audit.approvals(Some("pending"), None).await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].history, ["fs__read"]);
+        audit
+            .note_decision("r1", true, "admin", Some("ok"))
+            .await
+            .unwrap();
+        audit
+            .record(event(AuditOutcome::Approved, json!({"text": "hi"})))
+            .await
+            .unwrap();
+        assert!(
+            audit
+                .approvals(Some("pending"), None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let last = audit.entries(DEFAULT_WORKSPACE, 1, 10).await.unwrap();
+        assert_eq!(last[0].event.actor.as_deref(), Some("admin"));
+        assert!(csv_line(&last[0]).contains(",approved,"));
+    }
+}

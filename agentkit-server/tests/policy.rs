@@ -1,0 +1,247 @@
+//! Policies end to end over real HTTP: a scripted model calls a tool a policy denies (the model
+//! reads the error, the audit log has the entry), then trips a chain rule that needs approval
+//! (the run waits; approving it runs the tool exactly once), and a tampered audit row is found.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use agentkit_core::policy::{Policy, PolicyLayer};
+use agentkit_core::{Agent, AgentLlm, Config, FnTool, ScriptedProvider};
+use agentkit_runtime::{Expect, SqliteStore, Store};
+use agentkit_server::Server;
+use agentkit_server::policy::StoreAudit;
+use serde_json::{Value, json};
+
+const POLICY: &str = r#"
+policies:
+  docs:
+    tools:
+      allow: ["fs__*", "slack__*"]
+    arguments:
+      "fs__*":
+        path: {allow: ["/**/*.md"], deny: ["/etc/**", "/**/.env"]}
+    chains:
+      - pattern: ["fs__read_*", "slack__send_message"]
+        action: require_approval
+        reason: posting after reading files may leak them
+"#;
+
+async fn call(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth("test-key");
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn wait_for(base: &str, run_id: &str, status: &str) -> Value {
+    for _ in 0..200 {
+        let (_, run) = call(
+            base,
+            reqwest::Method::GET,
+            &format!("/v1/runs/{run_id}"),
+            None,
+        )
+        .await;
+        if run["status"] == status {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("run {run_id} never became {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let config = Config::from_yaml_str(POLICY, None).unwrap();
+    let policy = Policy::compile("docs", &config.policies["docs"]).unwrap();
+    let audit = Arc::new(StoreAudit::new(Arc::clone(&store)));
+
+    let reads = Arc::new(AtomicU32::new(0));
+    let sends = Arc::new(AtomicU32::new(0));
+    let r = Arc::clone(&reads);
+    let read = FnTool::new("fs__read_file", "Read a file", move |_: Value| {
+        let r = Arc::clone(&r);
+        async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, String>("# Docs\nHello.")
+        }
+    });
+    let s = Arc::clone(&sends);
+    let send = FnTool::new("slack__send_message", "Post to Slack", move |_: Value| {
+        let s = Arc::clone(&s);
+        async move {
+            s.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, String>("sent")
+        }
+    });
+    let model = Arc::new(
+        ScriptedProvider::new()
+            .then_tool_call("fs__read_file", json!({"path": "/etc/passwd"}))
+            .then_tool_call("fs__read_file", json!({"path": "/docs/readme.md"}))
+            .then_tool_call("slack__send_message", json!({"text": "Docs say hello"}))
+            .then_text("posted"),
+    );
+    let agent = AgentLlm::shared(
+        Agent::new("poster", "Read docs and post them.")
+            .with_tool(read)
+            .with_tool(send),
+        model.clone(),
+    )
+    .with_memory(Server::memory_for(Arc::clone(&store)))
+    .with_tool_layer(PolicyLayer::new(policy).with_audit(audit.clone()));
+    let server = Server::builder(Arc::clone(&store))
+        .admin_key("test-key")
+        .agent_llm("poster", Arc::new(agent), "Posts docs")
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        server
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+
+    let (st, run) = call(
+        &base,
+        reqwest::Method::POST,
+        "/v1/agents/poster/runs",
+        Some(json!({"message": "post the docs"})),
+    )
+    .await;
+    assert!(st == 200 || st == 202, "{st} {run}");
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    wait_for(&base, &run_id, "waiting_approval").await;
+
+    // The model read the denial, naming the policy and the rule.
+    let second = &model.requests()[1];
+    let seen = serde_json::to_string(&second.messages).unwrap();
+    assert!(seen.contains("denied by policy `docs`"), "{seen}");
+    assert!(seen.contains("arguments.fs__*.path.deny[0]"), "{seen}");
+    assert_eq!(reads.load(Ordering::SeqCst), 1, "only the allowed read ran");
+    assert_eq!(
+        sends.load(Ordering::SeqCst),
+        0,
+        "the send waits for approval"
+    );
+
+    // The approval queue shows the call and the chain that triggered it.
+    let (st, pending) = call(&base, reqwest::Method::GET, "/v1/approvals", None).await;
+    assert_eq!(st, 200, "{pending}");
+    let pending = pending.as_array().unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0]["tool"], "slack__send_message");
+    assert_eq!(pending[0]["rule"], "chains[0]");
+    assert_eq!(pending[0]["history"], json!(["fs__read_file"]));
+
+    let (st, _) = call(
+        &base,
+        reqwest::Method::POST,
+        &format!("/v1/runs/{run_id}/approve"),
+        Some(json!({"reason": "fine to share"})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let done = wait_for(&base, &run_id, "succeeded").await;
+    assert_eq!(done["output"]["text"], "posted", "{done}");
+    assert_eq!(
+        sends.load(Ordering::SeqCst),
+        1,
+        "approved call ran exactly once"
+    );
+    assert_eq!(
+        reads.load(Ordering::SeqCst),
+        1,
+        "the read was replayed, not run again"
+    );
+
+    // The audit log has every decision, in order, and verifies.
+    let (_, page) = call(&base, reqwest::Method::GET, "/v1/audit", None).await;
+    let outcomes: Vec<&str> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"]["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["denied", "allowed", "approval_requested", "approved"]
+    );
+    assert_eq!(
+        page["entries"][0]["event"]["rule"],
+        "arguments.fs__*.path.deny[0]"
+    );
+    assert_eq!(page["entries"][3]["event"]["actor"], "admin");
+    let res = reqwest::Client::new()
+        .get(format!("{base}/v1/audit?format=csv"))
+        .bearer_auth("test-key")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = res.text().await.unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert!(csv.lines().nth(1).unwrap().contains(",denied,"), "{csv}");
+    let (_, v) = call(&base, reqwest::Method::GET, "/v1/audit/verify", None).await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["entries"], 4);
+
+    // Someone edits a stored row: verification names the entry.
+    let mut doc = store
+        .doc_get("audit", "default/00000000000000000001")
+        .await
+        .unwrap()
+        .unwrap();
+    doc.value["event"]["outcome"] = json!("allowed");
+    store
+        .doc_put("audit", &doc.id, doc.value, Expect::Any)
+        .await
+        .unwrap();
+    let (_, v) = call(&base, reqwest::Method::GET, "/v1/audit/verify", None).await;
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("altered at entry 1"),
+        "{v}"
+    );
+
+    // The routes are in the OpenAPI document; bad input is a problem, not a panic.
+    let (_, doc) = call(&base, reqwest::Method::GET, "/openapi.json", None).await;
+    assert!(doc["paths"]["/v1/audit"].is_object());
+    assert!(doc["paths"]["/v1/approvals"].is_object());
+    let (st, p) = call(&base, reqwest::Method::GET, "/v1/audit?format=xml", None).await;
+    assert_eq!(st, 400, "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("`json` or `csv`"),
+        "{p}"
+    );
+    let _ = stop.send(());
+}

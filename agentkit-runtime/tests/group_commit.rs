@@ -215,9 +215,9 @@ async fn group_commit_child() {
             }
         });
     }
-    while let Some(r) = tasks.join_next().await {
-        r.unwrap();
-    }
+    // Until killed (a writer that panics fails the child, and the kill test with it).
+    let stopped = tasks.join_next().await;
+    panic!("a writer stopped before the kill: {stopped:?}");
 }
 
 fn acked(log: &Path) -> Vec<String> {

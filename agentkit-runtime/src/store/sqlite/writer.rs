@@ -243,7 +243,7 @@ async fn run_batch(pool: &SqlitePool, reconnect: bool, jobs: Vec<Job>) -> Vec<Jo
     let mut jobs = jobs.into_iter();
     let mut lone_failed = false;
     let mut lost: Option<(Abort, Option<Job>)> = None;
-    while let Some(job) = jobs.next() {
+    for job in jobs.by_ref() {
         let savepoint = !alone && job.statements == Statements::Several;
         if savepoint && let Err(e) = exec(&mut tx, "SAVEPOINT agentkit_write").await {
             lost = Some((Abort::new("opening a savepoint for a write", e), Some(job)));

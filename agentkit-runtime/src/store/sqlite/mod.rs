@@ -189,6 +189,9 @@ async fn connect(options: &SqliteConnectOptions, max: u32) -> sqlx::Result<Sqlit
     let connect = || {
         SqlitePoolOptions::new()
             .max_connections(max)
+            // No ping before each use: for the writer, that round trip would come on top of
+            // every batch; a broken connection shows in the statement's error anyway.
+            .test_before_acquire(false)
             .connect_with(options.clone())
     };
     backon::Retryable::retry(

@@ -379,7 +379,7 @@ async fn a_sleeping_run_survives_a_restart_and_wakes_on_time() {
         .unwrap();
     let wake_at = parked(&rt, &id).await;
     rt.shutdown(Duration::from_secs(5)).await;
-    store.pool().close().await;
+    store.close().await;
     drop(rt);
 
     let rt = naps.runtime(

@@ -233,7 +233,7 @@ async fn a_waiting_run_survives_a_restart_and_resumes_on_signal() {
         .unwrap();
     assert_eq!(waiting.status, RunStatus::WaitingInput);
     rt.shutdown(Duration::from_secs(5)).await;
-    store.pool().close().await;
+    store.close().await;
     drop(rt);
 
     // A new process: the run is still waiting; recovery replays `reserve`, waits again.
@@ -815,7 +815,7 @@ async fn human_input_in_the_agent_loop_waits_durably_for_a_signal() {
         .collect();
     assert_eq!(keys, vec!["asker/llm/0"]);
     rt.shutdown(Duration::from_secs(5)).await;
-    store.pool().close().await;
+    store.close().await;
 
     let rt = make(SqliteStore::open(&path).await.unwrap());
     rt.recover().await.unwrap();

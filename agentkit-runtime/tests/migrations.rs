@@ -118,7 +118,7 @@ async fn sqlite_database_of_the_earlier_runner_is_adopted_and_completed() {
     assert!(rec[..3].iter().all(|r| r.1 == -1), "{rec:?}");
     assert!(rec[3..].iter().all(|r| r.1 >= 0), "{rec:?}");
     data_kept_and_parking_works(&store).await;
-    store.pool().close().await;
+    store.close().await;
 
     // Opening again changes nothing.
     let again = SqliteStore::open(&path).await.unwrap();
@@ -248,7 +248,7 @@ async fn sqlite_fresh_file_opened_by_several_stores_at_once_is_migrated_once() {
             "round {round}"
         );
         for s in &stores {
-            s.pool().close().await;
+            s.close().await;
         }
     }
 }

@@ -741,7 +741,7 @@ async fn sqlite_file_store_passes_the_suite_and_keeps_data_across_reopen() {
     let store = SqliteStore::open(&path).await.unwrap();
     suite(Arc::new(store.clone())).await;
     let before = store.list_runs(&ALL_STATUSES, 100).await.unwrap();
-    store.pool().close().await;
+    store.close().await;
     // Reopening runs the migrations again (a no-op) and sees the same data.
     let reopened = SqliteStore::open(&path).await.unwrap();
     let after = reopened.list_runs(&ALL_STATUSES, 100).await.unwrap();

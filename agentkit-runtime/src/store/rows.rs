@@ -206,17 +206,22 @@ where
 }
 
 /// The error of a failed journal append: which run and key, and the likely causes.
+#[cfg(feature = "postgres")]
 pub(crate) fn append_error(chunk: &[JournalEntry], err: sqlx::Error) -> Error {
     let (key, run) = chunk
         .first()
-        .map(|e| (e.key.clone(), e.run_id.clone()))
+        .map(|e| (e.key.clone(), e.run_id.as_str()))
         .unwrap_or_default();
+    append_error_of(key, run, chunk.len(), err)
+}
+
+/// [`append_error`] for `len` entries of run `run`, the first keyed `key`.
+pub(crate) fn append_error_of(key: String, run: &str, len: usize, err: sqlx::Error) -> Error {
     Error::Journal {
         key,
         message: format!(
-            "appending {} entries to the journal of run {run} failed (a key or seq already \
-             recorded, or an unknown run): {err}",
-            chunk.len()
+            "appending {len} entries to the journal of run {run} failed (a key or seq already \
+             recorded, or an unknown run): {err}"
         ),
     }
 }

@@ -29,6 +29,7 @@ mod gateway;
 pub mod observe;
 pub mod platform;
 pub mod policy;
+pub mod ratelimit;
 pub mod registry;
 pub mod retention;
 pub mod schedules;
@@ -42,6 +43,7 @@ mod ops;
 mod server;
 
 pub use platform::{Platform, RunEventView, RunView, SpecBuilder, StartRun};
+pub use ratelimit::RateLimits;
 pub use registry::{Deployed, Entry, EntryKind, Registry, Version};
 pub use retention::{PruneReport, Retention};
 pub use schedules::{ScheduleRun, ScheduleSource, ScheduleView, TriggerView};

@@ -30,6 +30,7 @@ pub struct ServerBuilder {
     retention: crate::retention::Retention,
     mcp: Option<agentkit_mcp::ConnectionManager>,
     metrics: Option<crate::observe::Metrics>,
+    rate_limits: crate::ratelimit::RateLimits,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -76,6 +77,7 @@ impl ServerBuilder {
             retention: crate::retention::Retention::default(),
             mcp: None,
             metrics: None,
+            rate_limits: crate::ratelimit::RateLimits::new(),
         }
     }
 
@@ -180,6 +182,14 @@ impl ServerBuilder {
     #[must_use]
     pub fn metrics(mut self, metrics: crate::observe::Metrics) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Limit request rates per API key and per workspace (default: no limits); a request
+    /// over a limit is answered 429 with `Retry-After`.
+    #[must_use]
+    pub fn rate_limits(mut self, limits: crate::ratelimit::RateLimits) -> Self {
+        self.rate_limits = limits;
         self
     }
 
@@ -290,6 +300,7 @@ impl ServerBuilder {
         // Agents deployed through another process sharing the store run here too; stored
         // schedules and crons (shared by every process) are synced and fired from here.
         let sync = Arc::downgrade(&platform);
+        let limits = self.rate_limits.clone();
         let crons = crate::crons::Crons::new(Arc::clone(runtime.store()));
         tokio::spawn(async move {
             loop {
@@ -308,6 +319,7 @@ impl ServerBuilder {
                 if let Err(e) = p.advance_queues().await {
                     tracing::warn!(error = %e, "advancing thread queues failed");
                 }
+                limits.retain_recent();
             }
         });
         Ok(Server {
@@ -315,6 +327,7 @@ impl ServerBuilder {
             admin_key: self.admin_key.unwrap_or_else(generate_key).into(),
             max_body_bytes: self.max_body_bytes,
             metrics,
+            rate_limits: self.rate_limits,
         })
     }
 }
@@ -326,6 +339,7 @@ pub struct Server {
     admin_key: Arc<str>,
     max_body_bytes: usize,
     metrics: crate::observe::Metrics,
+    rate_limits: crate::ratelimit::RateLimits,
 }
 
 impl std::fmt::Debug for Server {
@@ -372,6 +386,7 @@ impl Server {
                 platform: Arc::clone(&self.platform),
                 admin_key: Arc::clone(&self.admin_key),
                 metrics: self.metrics.clone(),
+                rate_limits: self.rate_limits.clone(),
                 keys: crate::tenancy::ApiKeys::new(Arc::clone(self.platform.runtime().store())),
                 workspaces: crate::tenancy::Workspaces::new(Arc::clone(
                     self.platform.runtime().store(),

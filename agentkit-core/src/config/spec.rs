@@ -946,6 +946,58 @@ pub struct ServerSettings {
     pub retention: RetentionSettings,
     /// A second run on a busy thread (default `reject`).
     pub thread_concurrency: ThreadConcurrency,
+    /// Request rate limits (unset: none), answered with 429 and `Retry-After`.
+    pub rate_limit: RateLimitSettings,
+}
+
+/// `server.rate_limit`: how many API requests a caller may make (GCRA: a sustained rate and a
+/// burst). A request over a limit is answered 429 with `Retry-After`.
+///
+/// ```yaml
+/// server:
+///   rate_limit:
+///     per_key: {per_second: 20, burst: 40}
+///     per_workspace: {per_second: 100}
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RateLimitSettings {
+    /// Per API key (the server's admin key counts as one key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_key: Option<Rate>,
+    /// Per workspace, over all of its keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_workspace: Option<Rate>,
+}
+
+/// A request rate: `per_second` sustained, `burst` at once (default: `per_second`). Both at
+/// least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Requests per second, sustained.
+    pub per_second: std::num::NonZeroU32,
+    /// Requests allowed at once after a quiet period (default: `per_second`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<std::num::NonZeroU32>,
+}
+
+impl Rate {
+    /// `per_second` sustained, bursts of `burst`.
+    #[must_use]
+    pub fn new(per_second: std::num::NonZeroU32, burst: std::num::NonZeroU32) -> Self {
+        Self {
+            per_second,
+            burst: Some(burst),
+        }
+    }
+
+    /// The burst: `burst`, or `per_second` when unset.
+    #[must_use]
+    pub fn burst(&self) -> std::num::NonZeroU32 {
+        self.burst.unwrap_or(self.per_second)
+    }
 }
 
 impl ServerSettings {
@@ -2123,6 +2175,26 @@ server:
         let json = serde_json::to_value(&config).unwrap();
         let back: Config = serde_json::from_value(json).unwrap();
         assert_eq!(back, config);
+    }
+
+    #[test]
+    fn rate_limits_are_read_and_zero_is_refused_where_it_is() {
+        let config = load(
+            "server:\n  rate_limit:\n    per_key: {per_second: 20, burst: 40}\n    per_workspace: {per_second: 100}\n",
+        )
+        .unwrap();
+        let limits = &config.server.rate_limit;
+        let per_key = limits.per_key.unwrap();
+        assert_eq!((per_key.per_second.get(), per_key.burst().get()), (20, 40));
+        let per_ws = limits.per_workspace.unwrap();
+        assert_eq!((per_ws.per_second.get(), per_ws.burst().get()), (100, 100));
+        let e = err("server:\n  rate_limit:\n    per_key: {per_second: 0}\n");
+        assert!(
+            e.contains("server.rate_limit.per_key.per_second") && e.contains("nonzero"),
+            "{e}"
+        );
+        let e = err("server:\n  rate_limit:\n    per_user: {per_second: 1}\n");
+        assert!(e.contains("per_user"), "{e}");
     }
 
     #[test]

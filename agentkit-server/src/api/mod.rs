@@ -37,6 +37,8 @@ pub struct AppState {
     pub(crate) admin_key: Arc<str>,
     /// The metrics requests and runs are counted into.
     pub metrics: crate::observe::Metrics,
+    /// Request rate limits per key and workspace.
+    pub(crate) rate_limits: crate::ratelimit::RateLimits,
     /// The API keys.
     pub(crate) keys: crate::tenancy::ApiKeys,
     /// The workspaces.
@@ -178,6 +180,9 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     let path = request.uri().path();
     if path.contains(crate::tenancy::SEP) || path.contains("%7E") || path.contains("%7e") {
         return Problem::not_found(format!("nothing at {path}")).into_response();
+    }
+    if let Some(res) = state.rate_limits.check(&caller) {
+        return res;
     }
     request.extensions_mut().insert(caller);
     next.run(request).await

@@ -190,6 +190,9 @@ pub fn server_builder(builder: ServerBuilder, config: &Config) -> Result<(Server
             retention.runs_days,
             retention.thread_ttl_days,
         ))
+        .rate_limits(crate::ratelimit::RateLimits::from_settings(
+            &config.server.rate_limit,
+        ))
         .thread_policy(match config.server.thread_concurrency {
             agentkit_core::config::ThreadConcurrency::Enqueue => ThreadPolicy::Enqueue,
             agentkit_core::config::ThreadConcurrency::Interrupt => ThreadPolicy::Interrupt,

@@ -1128,6 +1128,11 @@ impl RunStore for Counting {
         self.inner.list_runs(statuses, limit).await
     }
 
+    async fn count_runs(&self, statuses: &[RunStatus]) -> Result<Vec<(RunStatus, u64)>> {
+        self.hit("count_runs");
+        self.inner.count_runs(statuses).await
+    }
+
     async fn search_runs(
         &self,
         query: &agentkit_runtime::RunQuery,

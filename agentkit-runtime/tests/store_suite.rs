@@ -458,6 +458,17 @@ async fn search_and_docs_suite(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(done.len(), 2);
+    // Counts by status: statuses with no run are left out, others are not counted.
+    let mut counts = store
+        .count_runs(&[RunStatus::Queued, RunStatus::Succeeded, RunStatus::Paused])
+        .await
+        .unwrap();
+    counts.sort_by_key(|(s, _)| s.as_str());
+    assert_eq!(
+        counts,
+        vec![(RunStatus::Queued, 4), (RunStatus::Succeeded, 2)]
+    );
+    assert!(store.count_runs(&[]).await.unwrap().is_empty());
     let third = store.get_run(&ids[2]).await.unwrap().unwrap();
     let since = store
         .search_runs(&RunQuery::new().with_created(Some(third.created_at), None))

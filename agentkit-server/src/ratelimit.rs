@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use http::StatusCode;
 
@@ -98,14 +98,14 @@ impl RateLimits {
         if let Some(l) = &self.per_workspace {
             let key = caller.workspace.to_string();
             if let Err(not_until) = l.check_key(&key) {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let wait = not_until.wait_time_from(l.clock().now());
                 return Some(too_many(&format!("workspace {}", caller.workspace), wait));
             }
         }
         if let Some(l) = &self.per_key {
             let key = caller.key_id.clone().unwrap_or_else(|| "admin".to_owned());
             if let Err(not_until) = l.check_key(&key) {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let wait = not_until.wait_time_from(l.clock().now());
                 let who = match &caller.key_id {
                     Some(id) => format!("API key {id}"),
                     None => "the admin key".to_owned(),

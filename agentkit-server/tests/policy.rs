@@ -217,7 +217,7 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
 
     // Someone edits a stored row: verification names the entry.
     let mut doc = store
-        .doc_get("audit", "default/00000000000000000001")
+        .doc_get("audit", "default/default/00000000000000000001")
         .await
         .unwrap()
         .unwrap();

@@ -869,3 +869,60 @@ proptest! {
         rt.block_on(isolation(layout));
     }
 }
+
+#[tokio::test]
+async fn audit_and_approvals_are_read_per_workspace() {
+    let r = start().await;
+    workspace(&r, "acme", "prod").await;
+    let (admin, _) = key(&r, "acme/prod", "admin").await;
+    let (viewer, _) = key(&r, "acme/prod", "viewer").await;
+    let (default_admin, _) = key(&r, "default/default", "admin").await;
+
+    // A workspace key reads its own workspace's log and queue.
+    let (s, b) = call(&r, &admin, Method::GET, "/v1/audit", None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["workspace"], "acme/prod");
+    let (s, b) = call(&r, &admin, Method::GET, "/v1/audit/verify", None).await;
+    assert_eq!((s, &b["workspace"]), (200, &json!("acme/prod")), "{b}");
+    let (s, b) = call(&r, &viewer, Method::GET, "/v1/approvals", None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b, json!([]));
+    // The audit log needs `admin`.
+    let (s, _) = call(&r, &viewer, Method::GET, "/v1/audit", None).await;
+    assert_eq!(s, 403);
+
+    // Another workspace's log or queue is 404 to a workspace key, also to a default-workspace
+    // admin that is not the server's admin key.
+    for (k, other) in [(&admin, "default/default"), (&default_admin, "acme/prod")] {
+        for path in ["/v1/audit", "/v1/audit/verify"] {
+            let (s, b) = call(
+                &r,
+                k,
+                Method::GET,
+                &format!("{path}?workspace={other}"),
+                None,
+            )
+            .await;
+            assert_eq!(s, 404, "{path} {other}: {b}");
+        }
+        let (s, b) = call(
+            &r,
+            k,
+            Method::GET,
+            &format!("/v1/approvals?workspace={other}"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 404, "{b}");
+    }
+    // The server's admin key may read any workspace's.
+    let (s, b) = call(
+        &r,
+        ADMIN,
+        Method::GET,
+        "/v1/audit?workspace=acme/prod",
+        None,
+    )
+    .await;
+    assert_eq!((s, &b["workspace"]), (200, &json!("acme/prod")), "{b}");
+}

@@ -108,6 +108,19 @@ impl RunStore for MemoryStore {
         })
     }
 
+    async fn count_runs(&self, statuses: &[RunStatus]) -> Result<Vec<(RunStatus, u64)>> {
+        self.with(|s| {
+            Ok(statuses
+                .iter()
+                .map(|st| {
+                    let n = s.runs.values().filter(|r| r.status == *st).count();
+                    (*st, u64::try_from(n).unwrap_or(u64::MAX))
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect())
+        })
+    }
+
     async fn search_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
         self.with(|s| {
             let mut runs: Vec<&RunRecord> = s

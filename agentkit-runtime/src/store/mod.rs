@@ -57,6 +57,10 @@ pub trait RunStore: Send + Sync + 'static {
     /// Runs whose status is one of `statuses`, oldest first, at most `limit`.
     async fn list_runs(&self, statuses: &[RunStatus], limit: usize) -> Result<Vec<RunRecord>>;
 
+    /// How many runs are in each of `statuses` (a status with none is left out): one
+    /// aggregate query, for gauges read often (metrics scrapes).
+    async fn count_runs(&self, statuses: &[RunStatus]) -> Result<Vec<(RunStatus, u64)>>;
+
     /// Runs that match `query`, newest first (`created_at`, then id, descending), one page.
     async fn search_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>>;
 
@@ -218,6 +222,20 @@ pub(crate) fn store_error(
 
 /// `UPDATE .. RETURNING` yields rows in no particular order: sort claimed runs oldest first.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+/// `(status name, count)` rows of a `GROUP BY status` query as [`RunStore::count_runs`]
+/// returns them (a name no status has is skipped; a negative count reads as 0).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn counted(rows: Vec<(String, i64)>) -> Vec<(RunStatus, u64)> {
+    rows.into_iter()
+        .filter_map(|(name, n)| {
+            Some((
+                crate::model::parse_status(&name)?,
+                u64::try_from(n).unwrap_or(0),
+            ))
+        })
+        .collect()
+}
+
 pub(crate) fn oldest_first(mut runs: Vec<RunRecord>) -> Vec<RunRecord> {
     runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     runs

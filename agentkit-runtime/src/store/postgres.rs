@@ -270,6 +270,17 @@ impl RunStore for PostgresStore {
             .collect()
     }
 
+    async fn count_runs(&self, statuses: &[RunStatus]) -> Result<Vec<(RunStatus, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM agentkit_runs WHERE status = ANY($1) GROUP BY status",
+        )
+        .bind(status_names(statuses))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("counting runs"))?;
+        Ok(super::counted(rows))
+    }
+
     async fn search_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
         let mut q = sqlx::QueryBuilder::<Postgres>::new(format!(
             "SELECT {RUN_COLUMNS} FROM agentkit_runs WHERE TRUE"

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiResult, AppState, Json, Problem, Query};
-use crate::policy::{ApprovalView, CSV_HEADER, DEFAULT_WORKSPACE, StoreAudit, csv_line};
+use crate::policy::{ApprovalView, CSV_HEADER, StoreAudit, csv_line};
+use crate::tenancy::Caller;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -24,11 +25,27 @@ fn audit(s: &AppState) -> StoreAudit {
     StoreAudit::new(std::sync::Arc::clone(s.platform.runtime().store()))
 }
 
+/// The workspace (`org/workspace`) a request reads: the caller's own, or with `?workspace=`
+/// another one for the server's admin key. Any other workspace answers 404, like one that
+/// does not exist.
+fn workspace_for(caller: &Caller, asked: Option<String>) -> Result<String, Problem> {
+    let own = caller.workspace.to_string();
+    match asked {
+        None => Ok(own),
+        Some(w) if w == own || caller.super_admin => Ok(w),
+        Some(w) => Err(Problem::not_found(format!(
+            "no workspace `{w}`; a key reads its own workspace's log (`{own}`): leave out \
+             `workspace`"
+        ))),
+    }
+}
+
 /// Which audit entries to read.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    /// The workspace whose chain to read (default `default`).
+    /// The workspace whose chain to read, `org/workspace` (default: the caller's own; another
+    /// one only with the server's admin key).
     pub workspace: Option<String>,
     /// Only entries after this position.
     pub after: Option<u64>,
@@ -56,9 +73,10 @@ pub struct AuditPage {
     responses((status = 200, body = AuditPage), (status = 400, body = Problem)))]
 pub async fn list_audit(
     State(s): State<AppState>,
+    caller: Caller,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Response> {
-    let workspace = q.workspace.unwrap_or_else(|| DEFAULT_WORKSPACE.to_owned());
+    let workspace = workspace_for(&caller, q.workspace)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=10_000).contains(&limit) {
         return Err(Problem::bad_request(format!(
@@ -103,7 +121,8 @@ pub async fn list_audit(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyQuery {
-    /// The workspace (default `default`).
+    /// The workspace, `org/workspace` (default: the caller's own; another one only with the
+    /// server's admin key).
     pub workspace: Option<String>,
 }
 
@@ -125,9 +144,10 @@ pub struct VerifyView {
     responses((status = 200, body = VerifyView)))]
 pub async fn verify_audit(
     State(s): State<AppState>,
+    caller: Caller,
     Query(q): Query<VerifyQuery>,
 ) -> ApiResult<Json<VerifyView>> {
-    let workspace = q.workspace.unwrap_or_else(|| DEFAULT_WORKSPACE.to_owned());
+    let workspace = workspace_for(&caller, q.workspace)?;
     Ok(Json(match audit(&s).verify(&workspace).await {
         Ok(n) => VerifyView {
             workspace,
@@ -155,7 +175,8 @@ pub async fn verify_audit(
 pub struct ApprovalsQuery {
     /// `pending` (default), `approved`, `rejected` or `all`.
     pub status: Option<String>,
-    /// Only this workspace's.
+    /// The workspace, `org/workspace` (default: the caller's own; with the server's admin key
+    /// another one, or every workspace's when left out).
     pub workspace: Option<String>,
 }
 
@@ -165,8 +186,13 @@ pub struct ApprovalsQuery {
     responses((status = 200, body = Vec<ApprovalView>), (status = 400, body = Problem)))]
 pub async fn list_approvals(
     State(s): State<AppState>,
+    caller: Caller,
     Query(q): Query<ApprovalsQuery>,
 ) -> ApiResult<Json<Vec<ApprovalView>>> {
+    let workspace = match q.workspace {
+        None if caller.super_admin => None,
+        asked => Some(workspace_for(&caller, asked)?),
+    };
     let status = match q.status.as_deref().unwrap_or("pending") {
         "all" => None,
         s @ ("pending" | "approved" | "rejected") => Some(s),
@@ -177,6 +203,6 @@ pub async fn list_approvals(
         }
     };
     Ok(Json(
-        audit(&s).approvals(status, q.workspace.as_deref()).await?,
+        audit(&s).approvals(status, workspace.as_deref()).await?,
     ))
 }

@@ -125,6 +125,9 @@ const SCOPED_ROUTES: &[&str] = &[
     "/v1/schedules/{name}/resume",
     "/v1/schedules/{name}/trigger",
     "/v1/schedules/{name}/history",
+    "/v1/audit",
+    "/v1/audit/verify",
+    "/v1/approvals",
 ];
 
 /// Authenticate the request into a [`Caller`](crate::tenancy::Caller) (the admin key or an

@@ -61,9 +61,6 @@ const LIVE: [RunStatus; 5] = [
     RunStatus::Paused,
 ];
 
-/// At most this many live runs are read per scrape; past it the gauges say this many.
-const SCRAPE_RUNS: usize = 100_000;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RunLabels {
     agent: String,
@@ -360,23 +357,22 @@ impl Metrics {
         &self,
         store: &dyn agentkit_runtime::Store,
     ) -> agentkit_core::Result<String> {
-        let runs = store.list_runs(&LIVE, SCRAPE_RUNS).await?;
+        let counts = store.count_runs(&LIVE).await?;
+        let count = |status: RunStatus| {
+            counts
+                .iter()
+                .find(|(s, _)| *s == status)
+                .map_or(0, |(_, n)| i64::try_from(*n).unwrap_or(i64::MAX))
+        };
         for status in LIVE {
-            let n = runs.iter().filter(|r| r.status == status).count();
             self.inner
                 .live
                 .get_or_create(&StatusLabel {
                     status: status.as_str(),
                 })
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
+                .set(count(status));
         }
-        let waiting = runs
-            .iter()
-            .filter(|r| r.status == RunStatus::WaitingApproval)
-            .count();
-        self.inner
-            .approvals
-            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        self.inner.approvals.set(count(RunStatus::WaitingApproval));
         Ok(self.render_local())
     }
 

@@ -26,9 +26,18 @@ use serde_json::{Value, json};
 const AUDIT: &str = "audit";
 const HEAD: &str = "audit_head";
 const APPROVALS: &str = "approvals";
-/// The workspace of events whose run has no principal.
-pub const DEFAULT_WORKSPACE: &str = "default";
+/// The chain of events whose run has no principal: the built-in `default/default` workspace.
+pub const DEFAULT_WORKSPACE: &str = "default/default";
 const CAS_ATTEMPTS: usize = 64;
+
+/// The chain an event belongs to: its principal's `org/workspace` (the same workspace name in
+/// two organisations is two chains), or [`DEFAULT_WORKSPACE`].
+fn chain_of(event: &AuditEvent) -> String {
+    match (&event.tenant, &event.workspace) {
+        (Some(org), Some(ws)) => format!("{org}/{ws}"),
+        _ => DEFAULT_WORKSPACE.to_owned(),
+    }
+}
 
 fn entry_id(workspace: &str, seq: u64) -> String {
     format!("{workspace}/{seq:020}")
@@ -58,7 +67,7 @@ pub struct ApprovalView {
     pub run_id: String,
     /// The tool call's id.
     pub call_id: String,
-    /// The workspace.
+    /// The workspace (`org/workspace`).
     pub workspace: String,
     /// The tool.
     pub tool: String,
@@ -112,10 +121,7 @@ impl StoreAudit {
 
     /// Append `event` (already redacted) to its workspace's chain; returns the entry.
     async fn append(&self, event: AuditEvent) -> Result<AuditEntry> {
-        let ws = event
-            .workspace
-            .clone()
-            .unwrap_or_else(|| DEFAULT_WORKSPACE.to_owned());
+        let ws = chain_of(&event);
         let _turn = self.turn.lock().await;
         for _ in 0..CAS_ATTEMPTS {
             let head = self.store.doc_get(HEAD, &ws).await?;
@@ -318,10 +324,7 @@ impl StoreAudit {
                 let v = ApprovalView {
                     run_id: event.run_id.clone(),
                     call_id: event.call_id.clone(),
-                    workspace: event
-                        .workspace
-                        .clone()
-                        .unwrap_or_else(|| DEFAULT_WORKSPACE.to_owned()),
+                    workspace: chain_of(event),
                     tool: event.tool.clone(),
                     arguments: event.arguments.clone(),
                     policy: event.policy.clone(),
@@ -416,6 +419,42 @@ mod tests {
             args,
             "p",
         )
+    }
+
+    #[tokio::test]
+    async fn the_same_workspace_name_in_two_organisations_is_two_chains() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let audit = StoreAudit::new(Arc::clone(&store));
+        for (org, n) in [("acme", 2), ("globex", 3)] {
+            for _ in 0..n {
+                let ctx = RunContext::new()
+                    .with_run_id(format!("{org}-run"))
+                    .with_principal(agentkit_core::Principal::new(org, "prod"));
+                audit
+                    .record(AuditEvent::new(
+                        AuditOutcome::ApprovalRequested,
+                        &ctx,
+                        "c1",
+                        "slack__send",
+                        json!({}),
+                        "p",
+                    ))
+                    .await
+                    .unwrap();
+            }
+        }
+        assert_eq!(audit.verify("acme/prod").await.unwrap(), 2);
+        assert_eq!(audit.verify("globex/prod").await.unwrap(), 3);
+        let acme = audit.entries("acme/prod", 0, 100).await.unwrap();
+        assert!(
+            acme.iter()
+                .all(|e| e.event.tenant.as_deref() == Some("acme"))
+        );
+        let approvals = audit.approvals(None, Some("acme/prod")).await.unwrap();
+        assert_eq!(approvals.len(), 1);
+        assert_eq!(approvals[0].run_id, "acme-run");
+        // Nothing lands in the default chain.
+        assert_eq!(audit.verify(DEFAULT_WORKSPACE).await.unwrap(), 0);
     }
 
     #[tokio::test]

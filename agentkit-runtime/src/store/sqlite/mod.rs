@@ -17,7 +17,8 @@ use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 use super::migrate;
 use super::rows::{self, CHUNK, append_error_of};
 use super::{
-    DocStore, JournalStore, KvStore, LeaseStore, RunStore, SignalStore, oldest_first, store_error,
+    DocStore, JournalStore, KvStore, LeaseStore, RunStore, SignalStore, counted, oldest_first,
+    store_error,
 };
 use crate::model::{
     Created, Doc, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate, now_ms,
@@ -372,6 +373,18 @@ impl RunStore for SqliteStore {
         .iter()
         .map(run_from_row)
         .collect()
+    }
+
+    async fn count_runs(&self, statuses: &[RunStatus]) -> Result<Vec<(RunStatus, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM runs WHERE status IN (SELECT value FROM json_each(?))
+             GROUP BY status",
+        )
+        .bind(statuses_json(statuses)?)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("counting runs"))?;
+        Ok(counted(rows))
     }
 
     async fn search_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {

@@ -31,6 +31,7 @@ pub struct ServerBuilder {
     mcp: Option<agentkit_mcp::ConnectionManager>,
     metrics: Option<crate::observe::Metrics>,
     rate_limits: crate::ratelimit::RateLimits,
+    jwt: Option<crate::tenancy::JwtVerifier>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -78,6 +79,7 @@ impl ServerBuilder {
             mcp: None,
             metrics: None,
             rate_limits: crate::ratelimit::RateLimits::new(),
+            jwt: None,
         }
     }
 
@@ -190,6 +192,14 @@ impl ServerBuilder {
     #[must_use]
     pub fn rate_limits(mut self, limits: crate::ratelimit::RateLimits) -> Self {
         self.rate_limits = limits;
+        self
+    }
+
+    /// Accept bearer JWTs verified by `verifier` beside API keys (default: API keys only);
+    /// see [`tenancy::jwt`](crate::tenancy::jwt).
+    #[must_use]
+    pub fn jwt(mut self, verifier: crate::tenancy::JwtVerifier) -> Self {
+        self.jwt = Some(verifier);
         self
     }
 
@@ -328,6 +338,7 @@ impl ServerBuilder {
             max_body_bytes: self.max_body_bytes,
             metrics,
             rate_limits: self.rate_limits,
+            jwt: self.jwt,
         })
     }
 }
@@ -340,6 +351,7 @@ pub struct Server {
     max_body_bytes: usize,
     metrics: crate::observe::Metrics,
     rate_limits: crate::ratelimit::RateLimits,
+    jwt: Option<crate::tenancy::JwtVerifier>,
 }
 
 impl std::fmt::Debug for Server {
@@ -391,6 +403,7 @@ impl Server {
                 workspaces: crate::tenancy::Workspaces::new(Arc::clone(
                     self.platform.runtime().store(),
                 )),
+                jwt: self.jwt.clone(),
             },
             self.max_body_bytes,
         )

@@ -27,11 +27,11 @@ pub use policy::{ArgumentRule, ChainAction, ChainRule, PolicyRef, PolicySpec};
 pub use resolve::{MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
 pub use spec::{
     AgentLimits, AgentSpec, CatchUpPolicy, ChainInputKind, ChainSpec, EvaluatorOptimizerSpec,
-    EventTrigger, HumanDuration, MAX_DURATION, MAX_NAME_LEN, MIN_INTERVAL, MinRating, OnFailure,
-    OrchestratorSpec, OverlapPolicy, ParallelSpec, PlanModeKind, ProviderKind, Rate,
-    RateLimitSettings, RetentionSettings, RouterSpec, ScheduleSpec, ServerSettings, SwarmSpec,
-    ThreadConcurrency, ToolGlobs, TriggerSpec, WebhookTrigger, WorkflowLimits, WorkflowSpec,
-    is_valid_name,
+    EventTrigger, HumanDuration, JwtClaimNames, JwtSettings, MAX_DURATION, MAX_NAME_LEN,
+    MIN_INTERVAL, MinRating, OnFailure, OrchestratorSpec, OverlapPolicy, ParallelSpec,
+    PlanModeKind, ProviderKind, Rate, RateLimitSettings, RetentionSettings, RouterSpec,
+    ScheduleSpec, ServerSettings, SwarmSpec, ThreadConcurrency, ToolGlobs, TriggerSpec,
+    WebhookTrigger, WorkflowLimits, WorkflowSpec, is_valid_name,
 };
 
 /// The whole configuration.

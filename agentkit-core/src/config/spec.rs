@@ -948,6 +948,108 @@ pub struct ServerSettings {
     pub thread_concurrency: ThreadConcurrency,
     /// Request rate limits (unset: none), answered with 429 and `Retry-After`.
     pub rate_limit: RateLimitSettings,
+    /// Accept OIDC / JWT bearer tokens beside API keys (unset: API keys only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSettings>,
+}
+
+/// `server.jwt`: accept bearer tokens (JWTs) issued by an identity provider beside API keys.
+/// The token's claims name the organisation, workspace and role it acts as; the workspace
+/// must exist (`agentkit workspaces create`).
+///
+/// Where the verification keys come from (at most one of `jwks_url`, `public_key_file`,
+/// `secret_env`; none: OIDC discovery at `{issuer}/.well-known/openid-configuration`):
+///
+/// ```yaml
+/// server:
+///   jwt:
+///     issuer: https://login.example.com/
+///     audience: agentkit
+///     jwks_url: https://login.example.com/.well-known/jwks.json
+///     claims: {org: org, workspace: workspace, role: agentkit_role}
+///     default_role: viewer
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct JwtSettings {
+    /// The `iss` every token must carry (and, without a key source, where OIDC discovery
+    /// starts).
+    pub issuer: String,
+    /// The `aud` every token must carry (one of them, when the token names several).
+    pub audience: String,
+    /// A JSON Web Key Set URL (refetched when a token names a key id it does not hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// A PEM public key file (RSA, EC or Ed25519).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_file: Option<String>,
+    /// The environment variable holding an HMAC secret (HS256/384/512 tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// The algorithms accepted (default: RS256, RS384, RS512, PS256, PS384, PS512, ES256,
+    /// ES384 and EdDSA for public keys; HS256, HS384, HS512 for a secret).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub algorithms: Vec<String>,
+    /// Which claims name the organisation, workspace and role.
+    #[serde(default)]
+    pub claims: JwtClaimNames,
+    /// The organisation of tokens without an organisation claim (default: `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_org: Option<String>,
+    /// The role of tokens without a role claim (unset: such tokens are refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_role: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds (default 60).
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+}
+
+fn default_leeway() -> u64 {
+    60
+}
+
+/// The claim names of [`JwtSettings`]. A name with dots reads a nested claim
+/// (`realm_access.role`); a role claim may hold one role or a list (the highest counts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct JwtClaimNames {
+    /// The organisation claim (default `org`).
+    pub org: String,
+    /// The workspace claim (default `workspace`; `org/workspace` is accepted too).
+    pub workspace: String,
+    /// The role claim (default `role`).
+    pub role: String,
+}
+
+impl Default for JwtClaimNames {
+    fn default() -> Self {
+        Self {
+            org: "org".into(),
+            workspace: "workspace".into(),
+            role: "role".into(),
+        }
+    }
+}
+
+impl JwtSettings {
+    /// Tokens of `issuer` for `audience`, keys found by OIDC discovery.
+    #[must_use]
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            jwks_url: None,
+            public_key_file: None,
+            secret_env: None,
+            algorithms: Vec::new(),
+            claims: JwtClaimNames::default(),
+            default_org: None,
+            default_role: None,
+            leeway_seconds: default_leeway(),
+        }
+    }
 }
 
 /// `server.rate_limit`: how many API requests a caller may make (GCRA: a sustained rate and a
@@ -2195,6 +2297,23 @@ server:
         );
         let e = err("server:\n  rate_limit:\n    per_user: {per_second: 1}\n");
         assert!(e.contains("per_user"), "{e}");
+    }
+
+    #[test]
+    fn jwt_settings_are_read_with_defaults_and_unknown_keys_are_located() {
+        let config = load(
+            "server:\n  jwt:\n    issuer: https://idp.test/\n    audience: agentkit\n    jwks_url: http://127.0.0.1:1/jwks\n    claims: {role: agentkit_role}\n",
+        )
+        .unwrap();
+        let jwt = config.server.jwt.unwrap();
+        assert_eq!(jwt.issuer, "https://idp.test/");
+        assert_eq!(jwt.claims.role, "agentkit_role");
+        assert_eq!(jwt.claims.workspace, "workspace");
+        assert_eq!(jwt.leeway_seconds, 60);
+        let e = err("server:\n  jwt:\n    issuer: x\n    audience: y\n    jwks: z\n");
+        assert!(e.contains("server.jwt") && e.contains("jwks"), "{e}");
+        let e = err("server:\n  jwt:\n    audience: y\n");
+        assert!(e.contains("issuer"), "{e}");
     }
 
     #[test]

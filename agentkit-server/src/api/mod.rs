@@ -43,6 +43,8 @@ pub struct AppState {
     pub(crate) keys: crate::tenancy::ApiKeys,
     /// The workspaces.
     pub(crate) workspaces: crate::tenancy::Workspaces,
+    /// Bearer JWTs accepted beside API keys (`server.jwt`).
+    pub(crate) jwt: Option<crate::tenancy::JwtVerifier>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -143,6 +145,15 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     };
     let caller = if bool::from(presented.as_bytes().ct_eq(state.admin_key.as_bytes())) {
         Caller::admin()
+    } else if let Some(jwt) = state
+        .jwt
+        .as_ref()
+        .filter(|_| crate::tenancy::JwtVerifier::looks_like_jwt(presented))
+    {
+        match token_caller(&state, jwt, presented).await {
+            Ok(c) => c,
+            Err(res) => return *res,
+        }
     } else {
         match state.keys.verify(presented).await {
             Ok(Ok(k)) => Caller::with_key(&k),
@@ -189,6 +200,40 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// The caller a bearer JWT names, or the response refusing it.
+async fn token_caller(
+    state: &AppState,
+    jwt: &crate::tenancy::JwtVerifier,
+    token: &str,
+) -> Result<crate::tenancy::Caller, Box<Response>> {
+    use crate::tenancy::{Caller, TokenRefusal};
+    let identity = match jwt.verify(token).await {
+        Ok(id) => id,
+        Err(TokenRefusal::Invalid(why)) => return Err(Box::new(refused(&why))),
+        Err(TokenRefusal::KeysUnavailable(why)) => {
+            tracing::warn!(error = %why, "the identity provider's keys could not be fetched");
+            return Err(Box::new(
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "identity-provider-unavailable",
+                    "the identity provider's signing keys could not be fetched, so the token \
+                     cannot be checked; retry later, or use an API key",
+                )
+                .into_response(),
+            ));
+        }
+    };
+    match state.workspaces.exists(&identity.workspace).await {
+        Ok(true) => Ok(Caller::with_token(&identity)),
+        Ok(false) => Err(Box::new(refused(&format!(
+            "the token names workspace {}, which does not exist on this server; an admin \
+             creates it with `agentkit workspaces create {}`",
+            identity.workspace, identity.workspace
+        )))),
+        Err(e) => Err(Box::new(Problem::from(e).into_response())),
+    }
 }
 
 /// `/mcp`: the caller's workspace's MCP endpoint.

@@ -198,6 +198,9 @@ pub fn server_builder(builder: ServerBuilder, config: &Config) -> Result<(Server
             agentkit_core::config::ThreadConcurrency::Interrupt => ThreadPolicy::Interrupt,
             _ => ThreadPolicy::Reject,
         });
+    if let Some(jwt) = &config.server.jwt {
+        builder = builder.jwt(crate::tenancy::JwtVerifier::from_settings(jwt)?);
+    }
     for (name, trigger) in &config.triggers {
         builder = match trigger {
             TriggerSpec::Webhook(w) => builder.webhook(

@@ -2,7 +2,8 @@
 //! request.
 //!
 //! Every request is authenticated by the API layer into a [`Caller`]: the workspace it acts
-//! in, its [`Role`] and its key. The server's admin key (`AGENTKIT_ADMIN_KEY`, printed by
+//! in, its [`Role`] and its key — or, with `server.jwt` set, its identity provider's token
+//! ([`jwt`]). The server's admin key (`AGENTKIT_ADMIN_KEY`, printed by
 //! `agentkit dev`) is a **super-admin**: role `admin` in the built-in `default/default`
 //! workspace, and the only caller that may create workspaces in any organisation and keys in
 //! any workspace. Keys created with `POST /v1/keys` belong to one workspace and act only in
@@ -21,10 +22,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::Problem;
 
+pub mod jwt;
 pub mod keys;
 pub mod roles;
 pub mod workspaces;
 
+pub use jwt::{JwtVerifier, TokenIdentity, TokenRefusal};
 pub use keys::{ApiKey, ApiKeys, CreatedKey, Refusal};
 pub use roles::{Role, required_role};
 pub use workspaces::{Workspace, Workspaces};
@@ -189,6 +192,17 @@ impl Caller {
             workspace: key.workspace_id(),
             role: key.role,
             key_id: Some(key.id.clone()),
+            super_admin: false,
+        }
+    }
+
+    /// A caller holding a verified bearer token (OIDC / JWT): `key_id` is `jwt:<subject>`.
+    #[must_use]
+    pub fn with_token(identity: &TokenIdentity) -> Self {
+        Self {
+            workspace: identity.workspace.clone(),
+            role: identity.role,
+            key_id: Some(format!("jwt:{}", identity.subject)),
             super_admin: false,
         }
     }

@@ -60,7 +60,7 @@ pub(crate) use sync::lock;
 
 pub use agent::{Agent, AgentLlm, AgentTool, Instruction, Turn};
 pub use approval::{Approval, ApprovalLayer};
-pub use config::{Config, McpAuth, McpOAuth, McpServerConfig, McpTransport};
+pub use config::{Config, McpAuth, McpOAuth, McpProcessLimits, McpServerConfig, McpTransport};
 pub use context::{
     ApprovalDecision, ApprovalHandler, ApprovalRequest, Budget, DEFAULT_THREAD, HumanInputHandler,
     HumanInputRequest, HumanInputResponse, Principal, RunContext, RunTotals, ToolCallRecord,

@@ -23,8 +23,14 @@ pub enum ServerTransport {
         command: String,
         /// Its arguments.
         args: Vec<String>,
-        /// Extra environment variables.
+        /// Its environment variables. The child starts with a scrubbed environment: these,
+        /// the variables `inherit_env` names, and [`BASE_ENV`](crate::stdio_env::BASE_ENV).
         env: BTreeMap<String, String>,
+        /// Variables of this process's environment the child also gets: names (`LANG`) or
+        /// prefixes (`LC_*`; `*` passes everything).
+        inherit_env: Vec<String>,
+        /// Resource limits of the child (Unix; none when empty).
+        limits: agentkit_core::McpProcessLimits,
         /// Working directory.
         cwd: Option<PathBuf>,
     },
@@ -128,6 +134,8 @@ impl ServerConfig {
                 command: command.into(),
                 args: args.into_iter().map(Into::into).collect(),
                 env: BTreeMap::new(),
+                inherit_env: Vec::new(),
+                limits: agentkit_core::McpProcessLimits::default(),
                 cwd: None,
             },
         )
@@ -162,6 +170,25 @@ impl ServerConfig {
     pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         if let ServerTransport::Stdio { env, .. } = &mut self.transport {
             env.insert(key.into(), value.into());
+        }
+        self
+    }
+
+    /// Also pass this process's variables `name` (or, ending in `*`, every variable with
+    /// that prefix) to a stdio server (ignored for HTTP).
+    #[must_use]
+    pub fn with_inherited_env(mut self, name: impl Into<String>) -> Self {
+        if let ServerTransport::Stdio { inherit_env, .. } = &mut self.transport {
+            inherit_env.push(name.into());
+        }
+        self
+    }
+
+    /// Run a stdio server under resource `limits` (ignored for HTTP).
+    #[must_use]
+    pub fn with_limits(mut self, limits: agentkit_core::McpProcessLimits) -> Self {
+        if let ServerTransport::Stdio { limits: l, .. } = &mut self.transport {
+            *l = limits;
         }
         self
     }
@@ -312,6 +339,8 @@ impl ServerConfig {
                 command: command.clone(),
                 args: c.args.clone(),
                 env: c.env.clone(),
+                inherit_env: c.inherit_env.clone(),
+                limits: c.limits.unwrap_or_default(),
                 cwd: c.cwd.clone(),
             },
             (_, None, None) => {

@@ -43,6 +43,7 @@ mod session;
 pub mod sse;
 #[cfg(feature = "client-stdio")]
 mod stdio;
+pub mod stdio_env;
 #[cfg(feature = "server")]
 pub mod tasks;
 

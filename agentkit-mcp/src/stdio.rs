@@ -3,7 +3,7 @@
 //! line limit, and a shutdown that takes a configurable grace period instead of rmcp's fixed
 //! 3 s.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -50,16 +50,16 @@ pub(crate) struct Spawned {
 
 /// Start `command args` in its own process group (so a shutdown also ends what it spawns, e.g.
 /// npx -> node), with piped stdio.
-pub(crate) fn spawn(
-    server: &str,
-    command: &str,
-    args: &[String],
-    env: &BTreeMap<String, String>,
-    cwd: Option<&std::path::Path>,
-) -> Result<Spawned> {
-    let mut wrap = CommandWrap::with_new(command, |c| {
-        c.args(args)
-            .envs(env)
+pub(crate) fn spawn(server: &str, spec: &crate::stdio_env::SpawnSpec<'_>) -> Result<Spawned> {
+    let command = spec.command;
+    let (program, argv) = crate::stdio_env::limited_command(command, spec.args, spec.limits)
+        .map_err(|e| Error::tool(server, format!("MCP server `{server}`: {e}")))?;
+    let env = crate::stdio_env::child_env(std::env::vars_os(), spec.inherit_env, spec.env);
+    let cwd = spec.cwd;
+    let mut wrap = CommandWrap::with_new(&program, |c| {
+        c.args(&argv)
+            .env_clear()
+            .envs(&env)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());

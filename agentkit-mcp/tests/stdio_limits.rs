@@ -1,7 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! A stdio server's failures as a user meets them, each against a real child process: a
 //! server that never answers, a result over the 16 MiB message limit, a server that exits at
-//! start, and a server that does not exit when its stdin closes.
+//! start, and a server that does not exit when its stdin closes; and what a server's process
+//! starts with: a scrubbed environment (against the official server-everything's `get-env`)
+//! and resource limits.
 
 mod common;
 
@@ -31,7 +33,11 @@ process.stdin.on('data', (d) => {
         capabilities: {tools: {}}, serverInfo: {name: 'limits', version: '1'}}});
     } else if (m.method === 'tools/list') {
       send({jsonrpc: '2.0', id: m.id, result: {tools: [
-        {name: 'big', inputSchema: {type: 'object'}}, {name: 'hang', inputSchema: {type: 'object'}}]}});
+        {name: 'big', inputSchema: {type: 'object'}}, {name: 'hang', inputSchema: {type: 'object'}},
+        {name: 'proc_limits', inputSchema: {type: 'object'}}]}});
+    } else if (m.method === 'tools/call' && m.params.name === 'proc_limits') {
+      const text = require('fs').readFileSync('/proc/self/limits', 'utf8');
+      send({jsonrpc: '2.0', id: m.id, result: {content: [{type: 'text', text}]}});
     } else if (m.method === 'tools/call' && m.params.name === 'big') {
       const text = 'x'.repeat(m.params.arguments.mib * 1024 * 1024);
       // As the TypeScript SDK writes it: the id last.
@@ -131,7 +137,7 @@ async fn a_server_that_ignores_stdin_close_is_terminated_after_the_grace_period(
     let server = limits(&path, &["linger"]).with_shutdown_grace(Duration::from_millis(200));
     let conn = connect_once(server).await.unwrap();
     let pid = conn.process_id().unwrap();
-    assert_eq!(conn.list_tools().await.unwrap().len(), 2);
+    assert_eq!(conn.list_tools().await.unwrap().len(), 3);
     let started = Instant::now();
     conn.close().await;
     let took = started.elapsed();
@@ -170,4 +176,73 @@ async fn closing_a_short_server_everything_session_is_fast() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// The environment server-everything's `get-env` reports.
+async fn child_env(server: ServerConfig) -> serde_json::Map<String, serde_json::Value> {
+    let manager = ConnectionManager::new([server]);
+    let out = manager
+        .call_tool("env", "get-env", obj(json!({})), &RunContext::new())
+        .await
+        .unwrap();
+    manager.shutdown().await;
+    let text = &out.content[0].as_text().unwrap().text;
+    serde_json::from_str(text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_server_gets_only_declared_inherited_and_base_variables() {
+    // cargo sets CARGO_PKG_NAME (and more) in this test's environment: agentkit's own
+    // variables, which a server must not see unless allowed.
+    assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
+    let env = child_env(common::everything_stdio("env").with_env("DECLARED", "yes")).await;
+    assert_eq!(env.get("DECLARED"), Some(&json!("yes")));
+    assert!(env.contains_key("PATH"), "{env:?}");
+    let leaked: Vec<&String> = env
+        .keys()
+        .filter(|k| k.starts_with("CARGO") || k.starts_with("RUST"))
+        .collect();
+    assert!(leaked.is_empty(), "leaked to the server: {leaked:?}");
+    // Allowed by prefix: passed.
+    let env = child_env(common::everything_stdio("env").with_inherited_env("CARGO_PKG_*")).await;
+    assert_eq!(
+        env.get("CARGO_PKG_NAME").and_then(|v| v.as_str()),
+        Some("agentkit-mcp")
+    );
+    assert!(!env.contains_key("CARGO_MANIFEST_DIR"));
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_limits_hold_in_the_server_process() {
+    let path = script();
+    let mut l = agentkit_core::McpProcessLimits::default();
+    l.memory_mb = std::num::NonZeroU64::new(2048);
+    l.cpu_seconds = std::num::NonZeroU64::new(120);
+    l.open_files = std::num::NonZeroU64::new(64);
+    let manager = ConnectionManager::new([limits(&path, &[]).with_limits(l)]);
+    let out = manager
+        .call_tool("limits", "proc_limits", obj(json!({})), &RunContext::new())
+        .await
+        .unwrap();
+    let text = out.content[0].as_text().unwrap().text.clone();
+    let row = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    // "Max data size  2147483648  2147483648  bytes": soft and hard.
+    assert!(row("Max data size").contains(&"2147483648"), "{text}");
+    assert!(row("Max cpu time").contains(&"120"), "{text}");
+    assert!(row("Max open files").contains(&"64"), "{text}");
+    manager.shutdown().await;
+
+    // A server that opens more files than allowed fails inside, not agentkit.
+    let mut l = agentkit_core::McpProcessLimits::default();
+    l.open_files = std::num::NonZeroU64::new(3);
+    let err = connect_once(limits(&path, &[]).with_limits(l))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("limits"), "{err}");
 }

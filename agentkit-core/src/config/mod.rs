@@ -256,9 +256,19 @@ pub struct McpServerConfig {
     /// Its arguments.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    /// Extra environment variables for the child.
+    /// Environment variables of the child. A stdio server starts with a scrubbed
+    /// environment: these, the variables named in `inherit_env`, and the few every program
+    /// needs (`HOME`, `LOGNAME`, `PATH`, `SHELL`, `TERM`, `USER`, as the official MCP SDKs
+    /// pass) — never the server's own secrets, such as provider keys.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Variables of agentkit's own environment a stdio server also gets, by name (`LANG`) or
+    /// prefix (`LC_*`; `*` passes everything, the unsafe old behaviour).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inherit_env: Vec<String>,
+    /// Resource limits of a stdio server's process (Unix).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<McpProcessLimits>,
     /// Working directory of the child.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cwd: Option<PathBuf>,
@@ -295,6 +305,42 @@ pub struct McpServerConfig {
     /// Authorization of an HTTP server: `auth: {oauth: {...}}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<McpAuth>,
+}
+
+/// Resource limits of a stdio MCP server's process (`limits:` of a server entry), set with
+/// `ulimit` by `/bin/sh` before the server's program replaces it, so the program and
+/// everything it starts run under them from their first instruction.
+///
+/// ```yaml
+/// mcp:
+///   servers:
+///     fetch:
+///       command: uvx
+///       args: [mcp-server-fetch]
+///       limits: {memory_mb: 512, cpu_seconds: 600, open_files: 256}
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct McpProcessLimits {
+    /// Data segment size in MiB (`RLIMIT_DATA`: heap and private writable mappings; address
+    /// space a runtime only reserves, as V8 does, is not counted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<std::num::NonZeroU64>,
+    /// CPU time in seconds (`RLIMIT_CPU`); the process is killed (SIGXCPU) past it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<std::num::NonZeroU64>,
+    /// Open file descriptors (`RLIMIT_NOFILE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<std::num::NonZeroU64>,
+}
+
+impl McpProcessLimits {
+    /// Whether no limit is set.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// How agentkit authorizes itself to an MCP server (`auth:` of a server entry). A static

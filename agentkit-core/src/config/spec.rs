@@ -2300,6 +2300,31 @@ server:
     }
 
     #[test]
+    fn stdio_servers_read_inherited_variables_and_limits() {
+        let parse = |text: &str| Config::from_yaml_str_with_env(text, None, &|_| None);
+        let config = parse(
+            "mcp:\n  servers:\n    fs:\n      command: node\n      inherit_env: [LANG, LC_*]\n      limits: {memory_mb: 512, open_files: 64}\n",
+        )
+        .unwrap();
+        let fs = &config.mcp.servers["fs"];
+        assert_eq!(fs.inherit_env, ["LANG", "LC_*"]);
+        let limits = fs.limits.unwrap();
+        assert_eq!(limits.memory_mb.map(|m| m.get()), Some(512));
+        assert_eq!(limits.cpu_seconds, None);
+        let e = parse(
+            "mcp:\n  servers:\n    fs:\n      command: node\n      limits: {cpu_seconds: 0}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("limits.cpu_seconds"), "{e}");
+        let e =
+            parse("mcp:\n  servers:\n    fs:\n      command: node\n      limits: {memory: 1}\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("memory"), "{e}");
+    }
+
+    #[test]
     fn jwt_settings_are_read_with_defaults_and_unknown_keys_are_located() {
         let config = load(
             "server:\n  jwt:\n    issuer: https://idp.test/\n    audience: agentkit\n    jwks_url: http://127.0.0.1:1/jwks\n    claims: {role: agentkit_role}\n",

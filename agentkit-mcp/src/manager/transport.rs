@@ -34,8 +34,20 @@ pub(super) async fn connect(
                 command,
                 args,
                 env,
+                inherit_env,
+                limits,
                 cwd,
-            } => connect_stdio(cfg, command, args, env, cwd.as_deref(), client, lifecycle).await,
+            } => {
+                let spec = crate::stdio_env::SpawnSpec {
+                    command,
+                    args,
+                    env,
+                    inherit_env,
+                    limits: *limits,
+                    cwd: cwd.as_deref(),
+                };
+                connect_stdio(cfg, spec, client, lifecycle).await
+            }
             ServerTransport::StreamableHttp {
                 url,
                 headers,
@@ -123,14 +135,11 @@ pub(super) fn init_error(server: &str, e: impl std::fmt::Display) -> Error {
 #[cfg(feature = "client-stdio")]
 pub(super) async fn connect_stdio(
     cfg: &ServerConfig,
-    command: &str,
-    args: &[String],
-    env: &BTreeMap<String, String>,
-    cwd: Option<&std::path::Path>,
+    spec: crate::stdio_env::SpawnSpec<'_>,
     client: AgentkitClient,
     lifecycle: Lifecycle,
 ) -> Result<Connection> {
-    let spawned = crate::stdio::spawn(&cfg.name, command, args, env, cwd)?;
+    let spawned = crate::stdio::spawn(&cfg.name, &spec)?;
     let mut child = spawned.child;
     let pid = child.id();
     let handler = client.clone();
@@ -161,10 +170,7 @@ pub(super) async fn connect_stdio(
 #[cfg(not(feature = "client-stdio"))]
 pub(super) async fn connect_stdio(
     cfg: &ServerConfig,
-    _command: &str,
-    _args: &[String],
-    _env: &BTreeMap<String, String>,
-    _cwd: Option<&std::path::Path>,
+    _spec: crate::stdio_env::SpawnSpec<'_>,
     _client: AgentkitClient,
     _lifecycle: Lifecycle,
 ) -> Result<Connection> {

@@ -61,7 +61,8 @@ pub use expose::{
 #[cfg(feature = "server-http")]
 pub use http::McpHttpService;
 pub use manager::{
-    Connection, ConnectionManager, ConnectionManagerBuilder, Lifecycle, connect_once, request_meta,
+    ConfigResolver, Connection, ConnectionManager, ConnectionManagerBuilder, Lifecycle,
+    connect_once, request_meta,
 };
 pub use names::{MAX_TOOL_NAME_LEN, qualified_tool_name};
 #[cfg(feature = "server")]

@@ -37,6 +37,7 @@ pub mod servers;
 pub mod spec;
 pub mod tenancy;
 pub mod threads;
+pub mod vault;
 pub mod webhooks;
 
 mod ops;

@@ -32,6 +32,7 @@ pub struct ServerBuilder {
     metrics: Option<crate::observe::Metrics>,
     rate_limits: crate::ratelimit::RateLimits,
     jwt: Option<crate::tenancy::JwtVerifier>,
+    master_key: Option<crate::vault::MasterKey>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -80,6 +81,7 @@ impl ServerBuilder {
             metrics: None,
             rate_limits: crate::ratelimit::RateLimits::new(),
             jwt: None,
+            master_key: None,
         }
     }
 
@@ -203,6 +205,20 @@ impl ServerBuilder {
         self
     }
 
+    /// Seal the credential vault with `key` (default: none; the vault refuses writes and
+    /// servers naming `{{secret:…}}` cannot connect). See [`vault`](crate::vault).
+    #[must_use]
+    pub fn master_key(mut self, key: crate::vault::MasterKey) -> Self {
+        self.master_key = Some(key);
+        self
+    }
+
+    /// The credential vault over this builder's store and master key (set the key first).
+    #[must_use]
+    pub fn vault(&self) -> crate::vault::Vault {
+        crate::vault::Vault::new(Arc::clone(&self.store), self.master_key.as_ref())
+    }
+
     /// What to do when a run starts on a busy thread (default: reject with 409).
     #[must_use]
     pub fn thread_policy(mut self, policy: ThreadPolicy) -> Self {
@@ -228,6 +244,7 @@ impl ServerBuilder {
     /// the runtime, resume runs left unfinished and start executing.
     pub async fn build(self) -> Result<Server> {
         let store = self.store;
+        let vault = crate::vault::Vault::new(Arc::clone(&store), self.master_key.as_ref());
         let memory = Arc::new(StoreMemory::new(Arc::clone(&store)));
         let mut rb = Runtime::builder(Arc::clone(&store));
         if let Some(id) = &self.node_id {
@@ -339,6 +356,7 @@ impl ServerBuilder {
             metrics,
             rate_limits: self.rate_limits,
             jwt: self.jwt,
+            vault,
         })
     }
 }
@@ -352,6 +370,7 @@ pub struct Server {
     metrics: crate::observe::Metrics,
     rate_limits: crate::ratelimit::RateLimits,
     jwt: Option<crate::tenancy::JwtVerifier>,
+    vault: crate::vault::Vault,
 }
 
 impl std::fmt::Debug for Server {
@@ -376,6 +395,12 @@ impl Server {
     #[must_use]
     pub fn admin_key(&self) -> &str {
         &self.admin_key
+    }
+
+    /// The credential vault (`/v1/secrets`).
+    #[must_use]
+    pub fn vault(&self) -> &crate::vault::Vault {
+        &self.vault
     }
 
     /// The server's Prometheus metrics (served at `GET /metrics`).
@@ -404,6 +429,7 @@ impl Server {
                     self.platform.runtime().store(),
                 )),
                 jwt: self.jwt.clone(),
+                vault: self.vault.clone(),
             },
             self.max_body_bytes,
         )

@@ -117,6 +117,17 @@ struct Inner {
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
     shared: Arc<ClientShared>,
     lifecycle: Lifecycle,
+    resolver: Option<Arc<dyn ConfigResolver>>,
+}
+
+/// Completes a server's configuration just before each connect: fills in credentials kept
+/// elsewhere (a vault), so the manager's stored configuration never holds them and a rotated
+/// credential is used from the next connection on.
+#[async_trait::async_trait]
+pub trait ConfigResolver: Send + Sync {
+    /// The configuration to connect with. An error fails the connect (and is retried with
+    /// backoff, like a refused connection).
+    async fn resolve(&self, config: &ServerConfig) -> Result<ServerConfig>;
 }
 
 /// One long-lived connection per MCP server, started on first use and shared by every agent.
@@ -170,6 +181,7 @@ pub struct ConnectionManagerBuilder {
     servers: Vec<ServerConfig>,
     shared: ClientShared,
     lifecycle: Lifecycle,
+    resolver: Option<Arc<dyn ConfigResolver>>,
 }
 
 impl std::fmt::Debug for ConnectionManagerBuilder {
@@ -237,6 +249,12 @@ impl ConnectionManagerBuilder {
         self
     }
 
+    /// Complete each server's configuration with `resolver` before every connect.
+    pub fn with_config_resolver(mut self, resolver: Arc<dyn ConfigResolver>) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
     /// Add a server.
     pub fn with_server(mut self, server: ServerConfig) -> Self {
         self.servers.push(server);
@@ -255,6 +273,7 @@ impl ConnectionManagerBuilder {
                 slots: RwLock::new(slots),
                 shared: Arc::new(self.shared),
                 lifecycle: self.lifecycle,
+                resolver: self.resolver,
             }),
         }
     }
@@ -278,6 +297,7 @@ impl ConnectionManager {
                 ..ClientShared::default()
             },
             lifecycle: Lifecycle::default(),
+            resolver: None,
         }
     }
 
@@ -371,14 +391,18 @@ impl ConnectionManager {
         }
         let shared = Arc::clone(&self.inner.shared);
         let lifecycle = self.inner.lifecycle;
-        match connect(
-            &slot.config,
-            shared,
-            Arc::clone(&slot.lists_epoch),
-            lifecycle,
-        )
-        .await
-        {
+        let attempt = async {
+            let resolved;
+            let config = match &self.inner.resolver {
+                Some(r) => {
+                    resolved = r.resolve(&slot.config).await?;
+                    &resolved
+                }
+                None => &slot.config,
+            };
+            connect(config, shared, Arc::clone(&slot.lists_epoch), lifecycle).await
+        };
+        match attempt.await {
             Ok(conn) => {
                 let conn = Arc::new(conn);
                 *slot.backoff.lock().unwrap_or_else(|p| p.into_inner()) = None;

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod schedules;
+pub mod secrets;
 pub mod servers;
 pub mod sse;
 pub mod tenancy;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub(crate) workspaces: crate::tenancy::Workspaces,
     /// Bearer JWTs accepted beside API keys (`server.jwt`).
     pub(crate) jwt: Option<crate::tenancy::JwtVerifier>,
+    /// The credential vault.
+    pub(crate) vault: crate::vault::Vault,
 }
 
 impl std::fmt::Debug for AppState {
@@ -130,6 +133,8 @@ const SCOPED_ROUTES: &[&str] = &[
     "/v1/audit",
     "/v1/audit/verify",
     "/v1/approvals",
+    "/v1/secrets",
+    "/v1/secrets/{name}",
 ];
 
 /// Authenticate the request into a [`Caller`](crate::tenancy::Caller) (the admin key or an
@@ -311,6 +316,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(servers::routes())
         .merge(metrics::routes())
         .merge(governance::routes())
+        .merge(secrets::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,

@@ -3,8 +3,8 @@
 use utoipa::OpenApi;
 
 use super::{
-    agent_protocol as ap, governance, hooks, langgraph as lg, metrics, schedules, servers, tenancy,
-    v1,
+    agent_protocol as ap, governance, hooks, langgraph as lg, metrics, schedules, secrets, servers,
+    tenancy, v1,
 };
 
 /// The API description served at `/openapi.json`.
@@ -38,6 +38,7 @@ use super::{
         tenancy::create_key, tenancy::list_keys, tenancy::revoke_key,
         tenancy::list_workspaces, tenancy::create_workspace,
         governance::list_audit, governance::verify_audit, governance::list_approvals,
+        secrets::list_secrets, secrets::put_secret, secrets::delete_secret,
     ),
     components(schemas(super::Problem)),
     modifiers(&Security),

@@ -164,7 +164,8 @@ impl SpecBuilder for DeclarativeBuilder {
 /// `builder` configured from `config`: the declarative catalog as its spec builder, every
 /// agent and workflow deployed (workflows after what they compose), the schedules
 /// registered, the webhooks and event triggers added, the retention set, the MCP servers
-/// (`mcp.servers`) shown at `/v1/servers`. Returns whether the agents run offline (the scripted model: no provider key).
+/// (`mcp.servers`) shown at `/v1/servers`, their `{{secret:NAME}}` values filled from the
+/// vault (so set [`ServerBuilder::master_key`] before). Returns whether the agents run offline (the scripted model: no provider key).
 ///
 /// # Errors
 ///
@@ -178,14 +179,22 @@ pub fn server_builder(builder: ServerBuilder, config: &Config) -> Result<(Server
     let retention = &config.server.retention;
     let audit: Arc<dyn agentkit_core::policy::AuditSink> =
         Arc::new(crate::policy::StoreAudit::new(Arc::clone(builder.store())));
+    let vault = builder.vault();
     let mut builder = builder
         .spec_builder(Arc::new(
             DeclarativeBuilder::new(config, models).with_audit(audit),
         ))
         .schedules(schedules)
-        .mcp_servers(agentkit_mcp::ConnectionManager::from_set(
-            &agentkit_mcp::ServerSet::from_config(config)?,
-        ))
+        .mcp_servers({
+            let set = agentkit_mcp::ServerSet::from_config(config)?;
+            // `{{secret:NAME}}` in a server's headers, token or env: filled from the default
+            // workspace's vault at each connect.
+            agentkit_mcp::ConnectionManager::builder(set.servers.values().cloned())
+                .with_config_resolver(
+                    vault.resolver(crate::tenancy::WorkspaceId::default_workspace()),
+                )
+                .build()
+        })
         .retention(crate::retention::Retention::from_days(
             retention.runs_days,
             retention.thread_ttl_days,

@@ -193,6 +193,17 @@ impl Serve {
     /// Start `agentkit serve --config <config> --database <database> --bind 127.0.0.1:<port>`
     /// with [`KEY`], its output appended to `log`, and wait until it answers `/healthz`.
     pub async fn start(config: &Path, database: &str, port: u16, log: &Path) -> Self {
+        Self::start_with_env(config, database, port, log, &[]).await
+    }
+
+    /// [`start`](Self::start) with extra environment variables.
+    pub async fn start_with_env(
+        config: &Path,
+        database: &str,
+        port: u16,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         let out = File::options().create(true).append(true).open(log).unwrap();
         let err = out.try_clone().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_agentkit"))
@@ -207,7 +218,10 @@ impl Serve {
             .env_remove("GEMINI_API_KEY")
             .env_remove("GOOGLE_API_KEY")
             .env_remove("AGENTKIT_DATABASE")
+            .env_remove("AGENTKIT_MASTER_KEY")
+            .env_remove("AGENTKIT_MASTER_KEY_FILE")
             .env("AGENTKIT_ADMIN_KEY", KEY)
+            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("AGENTKIT_TEST_LOG").unwrap_or_else(|_| "warn,agentkit=info".into()),

@@ -67,6 +67,9 @@ enum Command {
     /// Workspaces: list, create.
     #[command(subcommand)]
     Workspaces(tenancy::WorkspacesCmd),
+    /// The credential vault of the key's workspace: set, list, delete.
+    #[command(subcommand)]
+    Secrets(tenancy::SecretsCmd),
     /// Check an agentkit.yaml and say what is wrong, with file, key and line.
     Validate(serve::ConfigArgs),
     /// Write a working agentkit.yaml in the current directory.
@@ -100,6 +103,7 @@ fn main() {
             Command::Schedules(cmd) => schedules::schedules(&cli.remote, cmd).await,
             Command::Keys(cmd) => tenancy::keys(&cli.remote, cmd).await,
             Command::Workspaces(cmd) => tenancy::workspaces(&cli.remote, cmd).await,
+            Command::Secrets(cmd) => tenancy::secrets(&cli.remote, cmd).await,
             Command::Validate(args) => serve::validate(&args),
             Command::Init { force } => serve::init(force),
         }

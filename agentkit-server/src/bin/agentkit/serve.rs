@@ -102,6 +102,81 @@ async fn open_store(database: &str) -> Result<Arc<dyn Store>, Failure> {
     ))
 }
 
+/// The vault's master key: `AGENTKIT_MASTER_KEY` / `AGENTKIT_MASTER_KEY_FILE`; for `dev`
+/// without them, `master.key` beside a SQLite database (made on first start, mode 0600) or a
+/// fresh one for a memory store. Also the line `serve` prints about it.
+fn master_key(
+    dev: bool,
+    database: &str,
+) -> Result<(Option<agentkit_server::vault::MasterKey>, String), Failure> {
+    use agentkit_server::vault::{MASTER_KEY_ENV, MasterKey};
+    let bad = |e: agentkit_core::Error| Failure::new(exit::INVALID, e.to_string());
+    if let Some(k) = MasterKey::from_env().map_err(bad)? {
+        return Ok((Some(k), "master key from the environment".into()));
+    }
+    if !dev {
+        return Ok((
+            None,
+            format!("off: set {MASTER_KEY_ENV} (64 hex digits) to keep secrets for MCP servers"),
+        ));
+    }
+    let path = database
+        .strip_prefix("sqlite://")
+        .unwrap_or(database)
+        .split('?')
+        .next()
+        .filter(|p| *p != "memory" && !p.starts_with("postgres") && !p.contains(":memory:"))
+        .map(|p| {
+            std::path::Path::new(p)
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("master.key")
+        });
+    let Some(path) = path else {
+        let k = MasterKey::generate().map_err(bad)?;
+        return Ok((
+            Some(k),
+            "fresh master key for this run (memory store)".into(),
+        ));
+    };
+    if path.exists() {
+        let k = MasterKey::from_file(&path).map_err(bad)?;
+        return Ok((Some(k), format!("master key from {}", path.display())));
+    }
+    let k = MasterKey::generate().map_err(bad)?;
+    write_private(&path, &k.to_hex()).map_err(|e| {
+        Failure::new(
+            exit::FAILED,
+            format!(
+                "cannot write the vault's master key to {}: {e}",
+                path.display()
+            ),
+        )
+    })?;
+    Ok((
+        Some(k),
+        format!(
+            "new master key in {} (keep it with the database)",
+            path.display()
+        ),
+    ))
+}
+
+/// Write `text` to a new file only its owner may read.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")
+}
+
 /// Start the server and serve until Ctrl-C (or SIGTERM).
 pub(crate) async fn serve(args: ServeArgs, dev: bool) -> Result<(), Failure> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -120,7 +195,12 @@ pub(crate) async fn serve(args: ServeArgs, dev: bool) -> Result<(), Failure> {
         .ok()
         .filter(|k| !k.trim().is_empty())
         .unwrap_or_else(agentkit_server::generate_key);
-    let (builder, offline) = agentkit_server::spec::server_builder(Server::builder(store), &config)
+    let (master, vault_note) = master_key(dev, &database)?;
+    let mut builder = Server::builder(store);
+    if let Some(k) = master {
+        builder = builder.master_key(k);
+    }
+    let (builder, offline) = agentkit_server::spec::server_builder(builder, &config)
         .map_err(|e| Failure::new(exit::INVALID, e.to_string()))?;
     let server = builder
         .admin_key(key.clone())
@@ -148,6 +228,7 @@ pub(crate) async fn serve(args: ServeArgs, dev: bool) -> Result<(), Failure> {
     println!("  API      http://{addr}/v1   (OpenAPI: http://{addr}/openapi.json)");
     println!("  MCP      http://{addr}/mcp  (streamable HTTP; every agent is a tool)");
     println!("  store    {database}");
+    println!("  vault    {vault_note}");
     if std::env::var("AGENTKIT_ADMIN_KEY").is_err() {
         println!("  key      {key}   (set AGENTKIT_ADMIN_KEY to choose it)");
     }

@@ -193,3 +193,95 @@ pub(crate) async fn workspaces(remote: &Remote, cmd: WorkspacesCmd) -> Result<()
     print_json(&out);
     Ok(())
 }
+
+/// `agentkit secrets …`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum SecretsCmd {
+    /// Set a secret of the key's workspace (MCP servers name it as `{{secret:NAME}}`). The
+    /// value is read from standard input (so it stays out of shell history), or from the
+    /// environment variable `--from-env` names.
+    Set {
+        /// Its name.
+        name: String,
+        /// Read the value from this environment variable instead of standard input.
+        #[arg(long)]
+        from_env: Option<String>,
+    },
+    /// List the workspace's secrets: names and dates, never values.
+    List,
+    /// Delete a secret.
+    Delete { name: String },
+}
+
+/// `agentkit secrets …`.
+pub(crate) async fn secrets(remote: &Remote, cmd: SecretsCmd) -> Result<(), Failure> {
+    let c = client(remote);
+    let out = match cmd {
+        SecretsCmd::Set { name, from_env } => {
+            let value = match from_env {
+                Some(var) => std::env::var(&var).map_err(|_| {
+                    Failure::new(
+                        exit::INVALID,
+                        format!("the environment variable {var} is not set"),
+                    )
+                })?,
+                None => {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(
+                        |e| Failure::new(exit::INVALID, format!("cannot read standard input: {e}")),
+                    )?;
+                    text.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            if value.is_empty() {
+                return Err(Failure::new(
+                    exit::INVALID,
+                    "the secret is empty: pipe it in (`printf %s \"$TOKEN\" | agentkit secrets set NAME`) or pass --from-env VAR",
+                ));
+            }
+            let v = c
+                .call(
+                    Method::PUT,
+                    &format!("/v1/secrets/{name}"),
+                    Some(&json!({"value": value})),
+                )
+                .await?;
+            if !remote.json {
+                println!("set secret {name} (version {})", v["version"]);
+                return Ok(());
+            }
+            v
+        }
+        SecretsCmd::List => {
+            let v = c.call(Method::GET, "/v1/secrets", None).await?;
+            if !remote.json {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|k| {
+                        vec![
+                            s(k, "name"),
+                            k["version"].to_string(),
+                            ago(&k["updated_at"]),
+                        ]
+                    })
+                    .collect();
+                table(&["name", "version", "updated"], &rows);
+                return Ok(());
+            }
+            v
+        }
+        SecretsCmd::Delete { name } => {
+            c.call(Method::DELETE, &format!("/v1/secrets/{name}"), None)
+                .await?;
+            if !remote.json {
+                println!("deleted secret {name}");
+                return Ok(());
+            }
+            json!({"deleted": name})
+        }
+    };
+    print_json(&out);
+    Ok(())
+}

@@ -1,0 +1,537 @@
+//! The credential vault: per-workspace secrets encrypted at rest, injected into outbound MCP
+//! server connections and never shown again.
+//!
+//! Each secret is sealed with XChaCha20-Poly1305 (RustCrypto's `chacha20poly1305`: a 192-bit
+//! random nonce per write, so nonces never repeat in practice) under the server's 256-bit
+//! master key, with the secret's slot (`org/workspace/name`) as associated data: a ciphertext
+//! copied to another workspace's row, or another name, does not decrypt. The master key comes
+//! from `AGENTKIT_MASTER_KEY` (64 hex digits) or a file (`AGENTKIT_MASTER_KEY_FILE`, the same
+//! text); `agentkit dev` makes one under `./.agentkit/` when neither is set. Every process
+//! sharing a database needs the same key.
+//!
+//! Servers name secrets in their `headers`, `bearer_token` and `env` values as
+//! `{{secret:NAME}}`; the vault fills them in when the connection is made (and again on every
+//! reconnect, so a rotated secret is used from the next connection on). The API lists names
+//! and dates, never values.
+
+use std::sync::Arc;
+
+use agentkit_core::{Error, Result};
+use agentkit_mcp::{ServerConfig, ServerTransport};
+use agentkit_runtime::{Expect, Store};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::tenancy::WorkspaceId;
+
+/// The store collection of sealed secrets.
+pub const SECRETS: &str = "vault_secrets";
+/// The environment variable holding the master key (64 hex digits).
+pub const MASTER_KEY_ENV: &str = "AGENTKIT_MASTER_KEY";
+/// The environment variable naming a file that holds the master key.
+pub const MASTER_KEY_FILE_ENV: &str = "AGENTKIT_MASTER_KEY_FILE";
+/// The longest secret value, in bytes.
+pub const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+/// A 256-bit master key. Its `Debug` shows nothing of it.
+#[derive(Clone)]
+pub struct MasterKey([u8; 32]);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey([redacted])")
+    }
+}
+
+impl MasterKey {
+    /// A fresh random key.
+    ///
+    /// # Errors
+    ///
+    /// When the operating system has no randomness to give.
+    pub fn generate() -> Result<Self> {
+        let mut k = [0u8; 32];
+        getrandom::fill(&mut k).map_err(|e| Error::Unavailable {
+            what: "randomness".into(),
+            message: format!("the operating system gave no random bytes: {e}"),
+        })?;
+        Ok(Self(k))
+    }
+
+    /// Parse 64 hex digits (surrounding whitespace ignored).
+    ///
+    /// # Errors
+    ///
+    /// When the text is not 64 hex digits.
+    pub fn parse(text: &str) -> Result<Self> {
+        let t = text.trim();
+        let bytes = hex::decode(t)
+            .ok()
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| {
+                Error::InvalidRequest(format!(
+                    "a master key is 64 hex digits (256 bits); this one has {} characters. Make \
+                 one with `openssl rand -hex 32`",
+                    t.len()
+                ))
+            })?;
+        let mut k = [0u8; 32];
+        k.copy_from_slice(&bytes);
+        Ok(Self(k))
+    }
+
+    /// The key as 64 hex digits (to write it to a file).
+    #[must_use]
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The key from [`MASTER_KEY_ENV`] or the file [`MASTER_KEY_FILE_ENV`] names; `None`
+    /// when neither is set.
+    ///
+    /// # Errors
+    ///
+    /// When both are set, the file cannot be read, or the key is malformed.
+    pub fn from_env() -> Result<Option<Self>> {
+        let direct = std::env::var(MASTER_KEY_ENV).ok().filter(|v| !v.is_empty());
+        let file = std::env::var(MASTER_KEY_FILE_ENV)
+            .ok()
+            .filter(|v| !v.is_empty());
+        match (direct, file) {
+            (Some(_), Some(_)) => Err(Error::InvalidRequest(format!(
+                "set {MASTER_KEY_ENV} or {MASTER_KEY_FILE_ENV}, not both"
+            ))),
+            (Some(k), None) => Self::parse(&k)
+                .map(Some)
+                .map_err(|e| Error::InvalidRequest(format!("{MASTER_KEY_ENV}: {e}"))),
+            (None, Some(f)) => Self::from_file(std::path::Path::new(&f)).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The key in `path`.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read or holds no key.
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::InvalidRequest(format!(
+                "cannot read the master key file {}: {e}",
+                path.display()
+            ))
+        })?;
+        Self::parse(&text)
+            .map_err(|e| Error::InvalidRequest(format!("master key file {}: {e}", path.display())))
+    }
+}
+
+/// What the API shows of a secret: its name and dates, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct SecretInfo {
+    /// Its name.
+    pub name: String,
+    /// When it was first set (ms since epoch).
+    pub created_at: i64,
+    /// When it was last set (ms since epoch).
+    pub updated_at: i64,
+    /// How many times it was set.
+    pub version: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Sealed {
+    nonce: String,
+    ciphertext: String,
+}
+
+/// The vault (cheap to clone). Without a master key it holds nothing and says how to
+/// configure one.
+#[derive(Clone)]
+pub struct Vault {
+    store: Arc<dyn Store>,
+    cipher: Option<Arc<XChaCha20Poly1305>>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("configured", &self.cipher.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Check a secret's name: 1–64 of `A-Z a-z 0-9 _ - .`.
+///
+/// # Errors
+///
+/// What is wrong with it.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(format!(
+            "secret name {name:?} is not valid: use 1 to 64 letters, digits, `_`, `-` or `.`"
+        )))
+    }
+}
+
+fn slot(ws: &WorkspaceId, name: &str) -> String {
+    format!("{}/{}/{name}", ws.org, ws.workspace)
+}
+
+impl Vault {
+    /// A vault over `store`, sealing with `key` (`None`: not configured).
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>, key: Option<&MasterKey>) -> Self {
+        Self {
+            store,
+            cipher: key.map(|k| Arc::new(XChaCha20Poly1305::new((&k.0).into()))),
+        }
+    }
+
+    /// Whether a master key is configured.
+    #[must_use]
+    pub fn is_configured(&self) -> bool {
+        self.cipher.is_some()
+    }
+
+    fn cipher(&self) -> Result<&XChaCha20Poly1305> {
+        self.cipher.as_deref().ok_or_else(|| Error::Unavailable {
+            what: "the credential vault".into(),
+            message: format!(
+                "no master key is configured; start the server with {MASTER_KEY_ENV} (64 hex \
+                 digits, e.g. from `openssl rand -hex 32`) or {MASTER_KEY_FILE_ENV}"
+            ),
+        })
+    }
+
+    /// Set `name` in `ws` to `value` (create or replace).
+    ///
+    /// # Errors
+    ///
+    /// A bad name, an oversized value, no master key, or the store's error.
+    pub async fn put(&self, ws: &WorkspaceId, name: &str, value: &str) -> Result<SecretInfo> {
+        check_name(name)?;
+        if value.len() > MAX_SECRET_BYTES {
+            return Err(Error::InvalidRequest(format!(
+                "the secret has {} bytes; at most {MAX_SECRET_BYTES} are stored",
+                value.len()
+            )));
+        }
+        let cipher = self.cipher()?;
+        let mut nonce = [0u8; 24];
+        getrandom::fill(&mut nonce).map_err(|e| Error::Unavailable {
+            what: "randomness".into(),
+            message: format!("the operating system gave no random bytes: {e}"),
+        })?;
+        let id = slot(ws, name);
+        let ciphertext = cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: value.as_bytes(),
+                    aad: id.as_bytes(),
+                },
+            )
+            .map_err(|_| Error::InvalidRequest("the secret could not be sealed".into()))?;
+        let sealed = Sealed {
+            nonce: hex::encode(nonce),
+            ciphertext: hex::encode(ciphertext),
+        };
+        let doc = self
+            .store
+            .doc_put(SECRETS, &id, json!(sealed_value(&sealed)), Expect::Any)
+            .await?
+            .ok_or_else(|| {
+                Error::invalid_state(format!("secret {name}"), "could not be written")
+            })?;
+        Ok(info(name, &doc))
+    }
+
+    /// The value of `name` in `ws`, if set.
+    ///
+    /// # Errors
+    ///
+    /// No master key, a ciphertext that does not open under it (another master key, or a
+    /// row moved between slots), or the store's error.
+    pub async fn get(&self, ws: &WorkspaceId, name: &str) -> Result<Option<String>> {
+        check_name(name)?;
+        let cipher = self.cipher()?;
+        let id = slot(ws, name);
+        let Some(doc) = self.store.doc_get(SECRETS, &id).await? else {
+            return Ok(None);
+        };
+        let sealed: Sealed = serde_json::from_value(doc.value)
+            .map_err(|e| Error::json(format!("reading secret {name}"), e))?;
+        let nonce = hex::decode(&sealed.nonce).ok().filter(|n| n.len() == 24);
+        let ciphertext = hex::decode(&sealed.ciphertext).ok();
+        let (Some(nonce), Some(ciphertext)) = (nonce, ciphertext) else {
+            return Err(Error::invalid_state(
+                format!("secret {name}"),
+                "is corrupt in the store",
+            ));
+        };
+        let plain = cipher
+            .decrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &ciphertext,
+                    aad: id.as_bytes(),
+                },
+            )
+            .map_err(|_| {
+                Error::invalid_state(
+                    format!("secret {name}"),
+                    "does not open with this server's master key (was it set under another \
+                     key, or copied from another workspace?); set it again",
+                )
+            })?;
+        String::from_utf8(plain)
+            .map(Some)
+            .map_err(|_| Error::invalid_state(format!("secret {name}"), "is not UTF-8"))
+    }
+
+    /// The secrets of `ws`, by name (no values).
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub async fn list(&self, ws: &WorkspaceId) -> Result<Vec<SecretInfo>> {
+        let prefix = slot(ws, "");
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .doc_list(SECRETS, &prefix, after.as_deref(), 500)
+                .await?;
+            let done = page.len() < 500;
+            for doc in &page {
+                if let Some(name) = doc.id.strip_prefix(&prefix) {
+                    out.push(info(name, doc));
+                }
+            }
+            after = page.last().map(|d| d.id.clone());
+            if done {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete `name` from `ws`; whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// A bad name or the store's error.
+    pub async fn delete(&self, ws: &WorkspaceId, name: &str) -> Result<bool> {
+        check_name(name)?;
+        self.store
+            .doc_delete(SECRETS, &slot(ws, name), Expect::Any)
+            .await
+    }
+
+    /// `config` with every `{{secret:NAME}}` in its headers, bearer token and environment
+    /// filled in from `ws`'s secrets.
+    ///
+    /// # Errors
+    ///
+    /// A named secret that is not set (naming it and the server), or [`get`](Self::get)'s
+    /// errors.
+    pub async fn resolve(&self, ws: &WorkspaceId, config: &ServerConfig) -> Result<ServerConfig> {
+        let mut out = config.clone();
+        let server = config.name.clone();
+        let values: Vec<&mut String> = match &mut out.transport {
+            ServerTransport::Stdio { env, .. } => env.values_mut().collect(),
+            ServerTransport::StreamableHttp {
+                headers,
+                bearer_token,
+                ..
+            }
+            | ServerTransport::Sse {
+                headers,
+                bearer_token,
+                ..
+            } => headers.values_mut().chain(bearer_token.as_mut()).collect(),
+            _ => Vec::new(),
+        };
+        for v in values {
+            if v.contains("{{secret:") {
+                *v = self.fill(ws, &server, v).await?;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn fill(&self, ws: &WorkspaceId, server: &str, text: &str) -> Result<String> {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = rest.find("{{secret:") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + "{{secret:".len()..];
+            let Some(end) = after.find("}}") else {
+                return Err(Error::InvalidRequest(format!(
+                    "MCP server `{server}`: unterminated `{{{{secret:` (write `{{{{secret:NAME}}}}`)"
+                )));
+            };
+            let name = after[..end].trim();
+            let value = self.get(ws, name).await?.ok_or_else(|| {
+                Error::InvalidRequest(format!(
+                    "MCP server `{server}` uses secret `{name}`, which workspace {ws} does not \
+                     hold; set it with `PUT /v1/secrets/{name}` (or `agentkit secrets set \
+                     {name}`)"
+                ))
+            })?;
+            out.push_str(&value);
+            rest = &after[end + 2..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    /// A resolver that fills `ws`'s secrets into server configs at every connect.
+    #[must_use]
+    pub fn resolver(&self, ws: WorkspaceId) -> Arc<dyn agentkit_mcp::ConfigResolver> {
+        Arc::new(WorkspaceResolver {
+            vault: self.clone(),
+            ws,
+        })
+    }
+}
+
+fn sealed_value(s: &Sealed) -> serde_json::Value {
+    json!({"nonce": s.nonce, "ciphertext": s.ciphertext})
+}
+
+fn info(name: &str, doc: &agentkit_runtime::Doc) -> SecretInfo {
+    SecretInfo {
+        name: name.to_owned(),
+        created_at: doc.created_at,
+        updated_at: doc.updated_at,
+        version: doc.revision,
+    }
+}
+
+struct WorkspaceResolver {
+    vault: Vault,
+    ws: WorkspaceId,
+}
+
+#[async_trait::async_trait]
+impl agentkit_mcp::ConfigResolver for WorkspaceResolver {
+    async fn resolve(&self, config: &ServerConfig) -> Result<ServerConfig> {
+        self.vault.resolve(&self.ws, config).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentkit_runtime::MemoryStore;
+    use proptest::prelude::*;
+
+    fn vault() -> (Vault, Arc<dyn Store>) {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let key = MasterKey::generate().unwrap();
+        (Vault::new(Arc::clone(&store), Some(&key)), store)
+    }
+
+    #[tokio::test]
+    async fn secrets_round_trip_per_workspace_and_never_sit_in_the_store_in_clear() {
+        let (v, store) = vault();
+        let acme = WorkspaceId::new("acme", "prod");
+        let globex = WorkspaceId::new("globex", "prod");
+        v.put(&acme, "gh", "ghp_supersecretvalue").await.unwrap();
+        assert_eq!(
+            v.get(&acme, "gh").await.unwrap().as_deref(),
+            Some("ghp_supersecretvalue")
+        );
+        assert_eq!(v.get(&globex, "gh").await.unwrap(), None);
+        let names: Vec<String> = v
+            .list(&acme)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["gh"]);
+        assert!(v.list(&globex).await.unwrap().is_empty());
+        let doc = store
+            .doc_get(SECRETS, "acme/prod/gh")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!doc.value.to_string().contains("supersecret"));
+        // A sealed row copied into another workspace's slot does not open there.
+        store
+            .doc_put(SECRETS, "globex/prod/gh", doc.value.clone(), Expect::Any)
+            .await
+            .unwrap();
+        let e = v.get(&globex, "gh").await.unwrap_err().to_string();
+        assert!(e.contains("does not open"), "{e}");
+        // Another master key cannot open it either.
+        let other = Vault::new(Arc::clone(&store), Some(&MasterKey::generate().unwrap()));
+        assert!(other.get(&acme, "gh").await.is_err());
+        // Without a key: a clear message.
+        let none = Vault::new(store, None);
+        let e = none.put(&acme, "x", "y").await.unwrap_err().to_string();
+        assert!(e.contains(MASTER_KEY_ENV), "{e}");
+        assert!(v.delete(&acme, "gh").await.unwrap());
+        assert_eq!(v.get(&acme, "gh").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn templates_in_headers_tokens_and_env_are_filled() {
+        let (v, _) = vault();
+        let ws = WorkspaceId::default_workspace();
+        v.put(&ws, "token", "t0k3n").await.unwrap();
+        let http = ServerConfig::http("issues", "http://127.0.0.1:1/mcp")
+            .with_header("X-Api", "key={{secret:token}};v=1")
+            .with_bearer_token("{{secret:token}}");
+        let got = v.resolve(&ws, &http).await.unwrap();
+        let ServerTransport::StreamableHttp {
+            headers,
+            bearer_token,
+            ..
+        } = &got.transport
+        else {
+            panic!("http")
+        };
+        assert_eq!(headers["X-Api"], "key=t0k3n;v=1");
+        assert_eq!(bearer_token.as_deref(), Some("t0k3n"));
+        let stdio =
+            ServerConfig::stdio("gh", "node", ["x"]).with_env("GITHUB_TOKEN", "{{secret:missing}}");
+        let e = v.resolve(&ws, &stdio).await.unwrap_err().to_string();
+        assert!(e.contains("`missing`") && e.contains("`gh`"), "{e}");
+    }
+
+    #[test]
+    fn master_keys_parse_only_64_hex_digits_and_never_print() {
+        let k = MasterKey::generate().unwrap();
+        assert_eq!(MasterKey::parse(&k.to_hex()).unwrap().to_hex(), k.to_hex());
+        assert!(!format!("{k:?}").contains(&k.to_hex()[..8]));
+        assert!(MasterKey::parse("abc").is_err());
+        assert!(MasterKey::parse(&"zz".repeat(32)).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn names_are_checked_and_filling_never_panics(name in ".{0,70}", text in ".{0,80}") {
+            let ok = check_name(&name).is_ok();
+            prop_assert!(!ok || !name.contains('/'));
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (v, _) = vault();
+            let ws = WorkspaceId::default_workspace();
+            let _ = rt.block_on(v.fill(&ws, "s", &text));
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! The credential vault end to end: `agentkit serve` with a master key connects to an MCP
+//! server that demands a bearer token kept in the vault (`{{secret:NAME}}` in the server's
+//! headers), the secret never appears in the database file or the logs, `/v1/secrets` shows
+//! names only, workspaces keep separate vaults, and a missing secret is a clear error.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use common::{Serve, free_port};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "vault-test-token-7f3a9c";
+const MASTER: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// An MCP server over streamable HTTP that answers only requests carrying
+/// `Authorization: Bearer TOKEN`, counting refusals.
+async fn guarded_server() -> (
+    String,
+    Arc<Mutex<usize>>,
+    tokio_util::sync::CancellationToken,
+) {
+    use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
+    let server = agentkit_mcp::McpServerBuilder::new("guarded", "1.0.0")
+        .tool_fn(
+            "whoami",
+            "Says who you are",
+            json!({"type": "object"}),
+            |_, _| async move { Ok(CallToolResult::success(vec![ContentBlock::text("trusted")])) },
+        )
+        .build();
+    let ct = tokio_util::sync::CancellationToken::new();
+    let svc = server
+        .into_http_service(agentkit_mcp::HttpOptions::new().with_cancellation(ct.child_token()));
+    let refused = Arc::new(Mutex::new(0usize));
+    async fn guard(State(refused): State<Arc<Mutex<usize>>>, req: Request, next: Next) -> Response {
+        let ok = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            == Some(&format!("Bearer {TOKEN}"));
+        if ok {
+            next.run(req).await
+        } else {
+            *refused.lock().unwrap() += 1;
+            (axum::http::StatusCode::UNAUTHORIZED, "no").into_response()
+        }
+    }
+    let app =
+        axum::Router::new()
+            .nest_service("/mcp", svc)
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&refused),
+                guard,
+            ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = ct.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .unwrap();
+    });
+    (format!("http://{addr}/mcp"), refused, ct)
+}
+
+async fn call_as(
+    serve: &Serve,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}{path}", serve.base))
+        .bearer_auth(key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn mcp_credentials_come_from_the_vault_and_stay_out_of_the_database_and_logs() {
+    let (url, refused, stop) = guarded_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agentkit.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mcp:\n  servers:\n    guarded:\n      url: {url}\n      headers:\n        Authorization: \"Bearer {{{{secret:guarded_token}}}}\"\n"
+        ),
+    )
+    .unwrap();
+    let db_path = dir.path().join("db.sqlite");
+    let db = format!("sqlite://{}", db_path.display());
+    let log = dir.path().join("log");
+    let serve = Serve::start_with_env(
+        &config,
+        &db,
+        free_port(),
+        &log,
+        &[("AGENTKIT_MASTER_KEY", MASTER), ("RUST_LOG", "debug")],
+    )
+    .await;
+
+    // Not set yet: the call fails and says which secret to set.
+    let (s, b) = serve
+        .call(Method::GET, "/v1/servers/guarded/tools", None)
+        .await;
+    assert!(s >= 400, "{s} {b}");
+    let text = b.to_string();
+    assert!(
+        text.contains("guarded_token") && text.contains("/v1/secrets"),
+        "{text}"
+    );
+
+    let (s, b) = serve
+        .call(
+            Method::PUT,
+            "/v1/secrets/guarded_token",
+            Some(json!({"value": TOKEN})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["name"], "guarded_token");
+    assert!(!b.to_string().contains(TOKEN));
+    let (s, b) = serve.call(Method::GET, "/v1/secrets", None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b.as_array().unwrap().len(), 1);
+    assert!(!b.to_string().contains(TOKEN), "values are never listed");
+
+    // Now the connection carries the token (after the failed attempt's short backoff).
+    let mut answer = (0, Value::Null);
+    for _ in 0..50 {
+        answer = serve
+            .call(
+                Method::POST,
+                "/v1/servers/guarded/call_tool",
+                Some(json!({"name": "whoami", "arguments": {}})),
+            )
+            .await;
+        if answer.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    assert_eq!(answer.1["content"][0]["text"], "trusted");
+    assert_eq!(
+        *refused.lock().unwrap(),
+        0,
+        "no request went out without the token"
+    );
+
+    // Another workspace has its own vault; its admin cannot see or delete this secret.
+    let (s, b) = serve
+        .call(
+            Method::POST,
+            "/v1/workspaces",
+            Some(json!({"org": "acme", "workspace": "prod"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = serve
+        .call(
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"workspace": "acme/prod", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let acme = b["key"].as_str().unwrap().to_owned();
+    let (s, b) = call_as(&serve, &acme, Method::GET, "/v1/secrets", None).await;
+    assert_eq!((s, b.clone()), (200, json!([])), "{b}");
+    let (s, _) = call_as(
+        &serve,
+        &acme,
+        Method::DELETE,
+        "/v1/secrets/guarded_token",
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _) = call_as(
+        &serve,
+        &acme,
+        Method::PUT,
+        "/v1/secrets/guarded_token",
+        Some(json!({"value": "acme's own"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    // A viewer may not touch the vault; bad names and bodies are 4xx.
+    let (_, b) = serve
+        .call(Method::POST, "/v1/keys", Some(json!({"role": "viewer"})))
+        .await;
+    let viewer = b["key"].as_str().unwrap().to_owned();
+    let (s, _) = call_as(&serve, &viewer, Method::GET, "/v1/secrets", None).await;
+    assert_eq!(s, 403);
+    let (s, b) = serve
+        .call(
+            Method::PUT,
+            "/v1/secrets/bad%20name",
+            Some(json!({"value": "x"})),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    let (s, _) = serve
+        .call(Method::PUT, "/v1/secrets/x", Some(json!({"val": "x"})))
+        .await;
+    assert!((400..500).contains(&s));
+    let (s, _) = serve
+        .call(
+            Method::PUT,
+            "/v1/secrets/x",
+            Some(json!({"value": "y".repeat(70_000)})),
+        )
+        .await;
+    assert_eq!(s, 400);
+
+    // The CLI: the value comes from standard input; lists show names only.
+    let cli = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agentkit"))
+            .args(args)
+            .args(["--server", &serve.base, "--key", common::KEY])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = cli(&["secrets", "set", "cli_token"], "from-stdin-value\n");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("set secret cli_token"), "{text}");
+    let (code, text) = cli(&["secrets", "list"], "");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("cli_token") && text.contains("guarded_token"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("from-stdin-value") && !text.contains(TOKEN),
+        "{text}"
+    );
+    let (code, text) = cli(&["secrets", "set", "empty"], "");
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("empty"), "{text}");
+    let (code, text) = cli(&["secrets", "delete", "cli_token"], "");
+    assert_eq!(code, Some(0), "{text}");
+
+    stop.cancel();
+    let logs = serve.log_text();
+    drop(serve);
+    // The bytes of the database (and its WAL) and the debug logs never hold the token.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+            "{} holds the secret",
+            path.display()
+        );
+    }
+    assert!(!logs.contains(TOKEN));
+}
+
+#[tokio::test]
+async fn without_a_master_key_the_vault_says_how_to_configure_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agentkit.yaml");
+    std::fs::write(&config, "agents: {}\n").unwrap();
+    let serve = Serve::start(&config, "memory", free_port(), &dir.path().join("log")).await;
+    let (s, b) = serve
+        .call(Method::PUT, "/v1/secrets/x", Some(json!({"value": "y"})))
+        .await;
+    assert_eq!(s, 503, "{b}");
+    assert!(
+        b["detail"]
+            .as_str()
+            .unwrap()
+            .contains("AGENTKIT_MASTER_KEY"),
+        "{b}"
+    );
+}

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install the Python clients agentkit-server's compatibility tests drive the server with, into
 # a virtualenv at tests/peers/.venv:
-#   langgraph-sdk (the official LangGraph Agent Server SDK), pinned below.
+#   langgraph-sdk (the official LangGraph Agent Server SDK) and mcp (the official MCP Python
+#   SDK, 2.x), pinned below.
 # Idempotent: does nothing when the venv already has exactly these pins.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/tests/peers/.venv"
-pins=("langgraph-sdk==0.4.14")
+pins=("langgraph-sdk==0.4.14" "mcp==2.3.0")
 
 if ! command -v python3 >/dev/null 2>&1; then
     echo "install-python-clients: python3 (>= 3.10, with the venv module) is required" >&2

@@ -146,7 +146,15 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move { Ok(this.handle(request).await) })
+        let delete = request.method() == http::Method::DELETE;
+        Box::pin(async move {
+            let mut res = this.handle(request).await;
+            // ended a session: 204, which every SDK expects (the Python SDK warns on rmcp's 202).
+            if delete && res.status() == StatusCode::ACCEPTED {
+                *res.status_mut() = StatusCode::NO_CONTENT;
+            }
+            Ok(res)
+        })
     }
 }
 

@@ -13,9 +13,14 @@ function usageOf(data) {
   return (r && r.usage) || (data && data.usage) || null;
 }
 
+// Tool names by call id, learnt from the model calls (a tool result's key ends with its id).
+const callNames = new Map();
+
 function toolName(ev) {
   const d = ev.data || {};
-  return d.name || d.tool || (typeof ev.key === 'string' ? ev.key.split(':').slice(-1)[0] : '');
+  if (d.name || d.tool) return d.name || d.tool;
+  const id = String(ev.key || '').split('/').slice(-1)[0];
+  return callNames.get(id) || id;
 }
 
 /** One journal event as a timeline item. */
@@ -31,13 +36,14 @@ function item(ev) {
   let body;
   if (ev.event === 'model') {
     const calls = d.tool_calls || [];
+    for (const c of calls) if (c.id && (c.name || c.tool)) callNames.set(c.id, c.name || c.tool);
     const model = d.response && d.response.model;
     title = `Model call${model ? ` (${model})` : ''}`;
     body = [d.text ? h('div', { class: 'live-text' }, d.text) : null,
       calls.map((c) => h('div', {}, h('div', {}, 'Tool call ', h('code', {}, c.name || c.tool || '?'), c.id ? h('span', { class: 'muted' }, ` ${c.id}`) : null),
         h('pre', {}, json(c.arguments ?? c.input ?? c.args ?? {}))))];
   } else if (ev.event === 'tool_result') {
-    title = `Tool result ${toolName(ev)}`;
+    title = String(ev.key || '').startsWith('policy/') ? `Policy decision on ${toolName(ev)}` : `Tool result ${toolName(ev)}`;
     body = h('pre', {}, json(d));
   } else {
     title = ev.event === 'step' ? `Step ${ev.key}` : ev.event === 'signal' ? `Signal ${ev.key}` : ev.event === 'timer' ? `Timer ${ev.key}` : ev.key;

@@ -1,0 +1,638 @@
+//! The dashboard in a real headless Chromium, driven over WebDriver (chromedriver, started by
+//! the test on a free 127.0.0.1 port): sign in with a key, open every page, approve a pending
+//! tool call (the run then finishes), cancel a running run, promote a version, and check the
+//! browser console stayed clean. Screenshots of every page are saved as PNG files under
+//! `<target>/dashboard-screenshots/` (the path is printed).
+//!
+//! Needs Debian's `chromium` and `chromium-driver`: `bash scripts/install-chromium.sh`.
+#![cfg(feature = "dashboard")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentkit_core::policy::{Policy, PolicyLayer};
+use agentkit_core::{Agent, AgentLlm, Config, FnTool, ProviderErrorKind, ScriptedProvider};
+use agentkit_runtime::{SqliteStore, Store};
+use agentkit_server::Server;
+use agentkit_server::policy::StoreAudit;
+use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures::FutureExt;
+use serde_json::{Value, json};
+
+const KEY: &str = "dashboard-test-key";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+const POLICY: &str = r#"
+policies:
+  docs:
+    tools:
+      allow: ["fs__*", "slack__*"]
+    chains:
+      - pattern: ["fs__read_*", "slack__send_message"]
+        action: require_approval
+        reason: posting after reading files may leak them
+"#;
+
+/// chromedriver, killed (by its PID) when dropped, also when the test fails.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_driver() -> Driver {
+    assert!(
+        Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists(),
+        "the dashboard test needs Chromium and chromedriver ({CHROMIUM}, {CHROMEDRIVER}); \
+         install them with `bash scripts/install-chromium.sh` (Debian packages chromium and \
+         chromium-driver)"
+    );
+    let port = free_port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .arg("--allowed-ips=127.0.0.1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting chromedriver");
+    let driver = Driver { child, port };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "chromedriver did not listen on 127.0.0.1:{port} within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    driver
+}
+
+async fn browser(driver: &Driver, profile: &Path) -> Client {
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1280,1000",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        },
+        "goog:loggingPrefs": {"browser": "ALL"},
+    });
+    let serde_json::Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("opening a Chromium session through chromedriver")
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(KEY);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (st, v) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(st, 200, "GET {path}: {v}");
+        v
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let (st, v) = self.call(reqwest::Method::POST, path, Some(body)).await;
+        assert!((200..300).contains(&st), "POST {path}: {st} {v}");
+        v
+    }
+
+    /// Poll until `f` holds of `GET path`.
+    async fn until(&self, path: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self.get(path).await;
+            if f(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}: still {v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+struct Fixture {
+    api: Api,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A server with: `poster` (reads a file, then posts to Slack, which needs approval), `slow`
+/// (calls a tool that takes minutes), `echo`, `flaky` (its model fails), and a declarative
+/// `writer` with two versions, `stage` on v2 and `prod` on v1.
+async fn start_server() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let memory = || Server::memory_for(Arc::clone(&store));
+    let config = Config::from_yaml_str(POLICY, None).unwrap();
+    let policy = Policy::compile("docs", &config.policies["docs"]).unwrap();
+    let audit = Arc::new(StoreAudit::new(Arc::clone(&store)));
+
+    let read = FnTool::new("fs__read_file", "Read a file", |_: Value| async {
+        Ok::<_, String>("# Docs\nHello.")
+    });
+    let send = FnTool::new("slack__send_message", "Post to Slack", |_: Value| async {
+        Ok::<_, String>("sent")
+    });
+    let poster_model = ScriptedProvider::new()
+        .then_tool_call("fs__read_file", json!({"path": "/docs/readme.md"}))
+        .then_tool_call("slack__send_message", json!({"channel": "#docs", "text": "Docs say hello"}))
+        .then_text("Posted the docs to #docs.");
+    let poster = AgentLlm::new(
+        Agent::new("poster", "Read docs and post them.")
+            .with_tool(read)
+            .with_tool(send),
+        poster_model,
+    )
+    .with_memory(memory())
+    .with_tool_layer(PolicyLayer::new(policy).with_audit(audit));
+
+    let wait = FnTool::new("warehouse__query", "Query the warehouse", |_: Value| async {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        Ok::<_, String>("rows")
+    });
+    let slow = AgentLlm::new(
+        Agent::new("slow", "Query the warehouse.").with_tool(wait),
+        ScriptedProvider::new()
+            .then_tool_call("warehouse__query", json!({"sql": "select count(*) from orders"}))
+            .then_text("done"),
+    )
+    .with_memory(memory());
+    let echo = AgentLlm::new(Agent::new("echo", "Repeat."), ScriptedProvider::echo())
+        .with_memory(memory());
+    let flaky = AgentLlm::new(
+        Agent::new("flaky", "Fail."),
+        ScriptedProvider::new().then_error(ProviderErrorKind::BadRequest, "the prompt is invalid"),
+    )
+    .with_memory(memory());
+
+    let models = ModelFactory::offline()
+        .with_provider("scripted:echo", Arc::new(ScriptedProvider::echo()));
+    let builder = DeclarativeBuilder::new(&Config::new(), models);
+    let server = Server::builder(Arc::clone(&store))
+        .admin_key(KEY)
+        .spec_builder(Arc::new(builder))
+        .agent_llm("poster", Arc::new(poster), "Posts docs to Slack")
+        .agent_llm("slow", Arc::new(slow), "Queries the warehouse slowly")
+        .agent_llm("echo", Arc::new(echo), "Repeats what it was told")
+        .agent_llm("flaky", Arc::new(flaky), "Always fails")
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        server
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    Fixture {
+        api: Api {
+            base,
+            http: reqwest::Client::new(),
+        },
+        _dir: dir,
+        _stop: stop,
+    }
+}
+
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    let dir = target.join("dashboard-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Open `hash` and wait until the page `page` has rendered.
+async fn open(c: &Client, base: &str, hash: &str, page: &str) {
+    c.goto(&format!("{base}/{hash}")).await.unwrap();
+    ready(c, page).await;
+}
+
+async fn ready(c: &Client, page: &str) {
+    let css = format!("main[data-page=\"{page}\"][data-ready=\"true\"]");
+    if let Err(e) = c
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css(&css))
+        .await
+    {
+        let text = match c.find(Locator::Css("main")).await {
+            Ok(m) => m.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        panic!("page {page} did not render ({e}); the page shows: {text}");
+    }
+    if let Ok(p) = c.find(Locator::Css("#page-error")).await {
+        panic!("page {page} failed: {}", p.text().await.unwrap());
+    }
+}
+
+async fn shot(c: &Client, dir: &Path, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "{name} is not a PNG");
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn wait_css(c: &Client, css: &str, what: &str) -> fantoccini::elements::Element {
+    c.wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: no {css} ({e})"))
+}
+
+/// The browser's console entries at level SEVERE since the last call (chromedriver's log
+/// endpoint), or `None` when this chromedriver does not offer it.
+async fn severe_console(driver: &Driver, c: &Client) -> Option<Vec<String>> {
+    let sid = c.session_id().await.ok()??;
+    let res = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/session/{sid}/se/log",
+            driver.port
+        ))
+        .json(&json!({"type": "browser"}))
+        .send()
+        .await
+        .ok()?;
+    if !res.status().is_success() {
+        return None;
+    }
+    let v: Value = res.json().await.ok()?;
+    Some(
+        v["value"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+            .collect(),
+    )
+}
+
+/// Script errors the page collected (uncaught errors, rejections, CSP violations).
+async fn page_errors(c: &Client) -> Vec<String> {
+    let v = c
+        .execute("return window.__errors || ['the dashboard did not load']", vec![])
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
+    let api = &f.api;
+    let base = api.base.as_str();
+
+    // Data for the pages: finished runs (one failed), a run waiting for approval, a run busy
+    // in a slow tool, two versions of `writer` with labels, and a schedule.
+    for m in ["hello", "status report", "summarise the week"] {
+        api.post("/v1/agents/echo/runs", json!({"message": m, "wait": true}))
+            .await;
+    }
+    api.post("/v1/agents/flaky/runs", json!({"message": "x", "wait": true}))
+        .await;
+    let poster = api
+        .post("/v1/agents/poster/runs", json!({"message": "post the docs"}))
+        .await;
+    let poster = poster["run_id"].as_str().unwrap().to_owned();
+    let slow = api
+        .post("/v1/agents/slow/runs", json!({"message": "count the orders"}))
+        .await;
+    let slow = slow["run_id"].as_str().unwrap().to_owned();
+    for instructions in ["Write briefly.", "Write briefly and cite sources."] {
+        api.post(
+            "/v1/agents",
+            json!({"name": "writer", "kind": "agent",
+                   "spec": {"model": "scripted:echo", "instructions": instructions}}),
+        )
+        .await;
+    }
+    for (label, version) in [("prod", 1), ("stage", 2)] {
+        let (st, v) = api
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v1/agents/writer/labels/{label}"),
+                Some(json!({"version": version})),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+    }
+    api.post(
+        "/v1/schedules",
+        json!({"name": "nightly-report", "target": "echo", "cron": "0 3 * * *"}),
+    )
+    .await;
+    api.until(&format!("/v1/runs/{poster}"), "poster waits", |r| {
+        r["status"] == "waiting_approval"
+    })
+    .await;
+    api.until(&format!("/v1/runs/{slow}/events"), "slow called its tool", |e| {
+        e.as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+
+    // The shell is public; without a key it shows the sign-in form, and a wrong key is refused
+    // with the server's explanation.
+    c.goto(&format!("{base}/")).await.unwrap();
+    ready(c, "login").await;
+    shot(c, dir, "login").await;
+    wait_css(c, "#key", "login").await.send_keys("not-the-key").await.unwrap();
+    c.find(Locator::Css("#sign-in")).await.unwrap().click().await.unwrap();
+    let refused = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath(
+            "//p[@id='login-error'][contains(., 'not a valid API key')]",
+        ))
+        .await;
+    assert!(refused.is_ok(), "a wrong key was not refused visibly");
+    // The 401 of that attempt is in the console on purpose; start counting from here.
+    let _ = severe_console(driver, c).await;
+
+    let key = c.find(Locator::Css("#key")).await.unwrap();
+    key.clear().await.unwrap();
+    key.send_keys(KEY).await.unwrap();
+    c.find(Locator::Css("#sign-in")).await.unwrap().click().await.unwrap();
+    ready(c, "overview").await;
+    let overview = c.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+    assert!(overview.contains("Error rate"), "{overview}");
+    assert!(overview.contains("echo"), "{overview}");
+    let bars = c.find_all(Locator::Css("svg.chart rect")).await.unwrap();
+    assert!(!bars.is_empty(), "the runs chart has no bars");
+    shot(c, dir, "overview").await;
+
+    // Every page renders.
+    for (hash, page, name, expect) in [
+        ("#/agents", "agents", "agents", "writer"),
+        ("#/runs", "runs", "runs", "poster"),
+        ("#/runs?status=failed", "runs", "runs-failed", "flaky"),
+        ("#/schedules", "schedules", "schedules", "nightly-report"),
+        ("#/servers", "servers", "servers", "No MCP servers"),
+        ("#/audit", "audit", "audit", "approval_requested"),
+        ("#/keys", "keys", "keys", "Create a key"),
+    ] {
+        open(c, base, hash, page).await;
+        let text = c.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+        assert!(text.contains(expect), "{hash} does not show {expect}: {text}");
+        shot(c, dir, name).await;
+    }
+    let failed = c.find(Locator::Css("main")).await.unwrap().text().await;
+    drop(failed);
+
+    // Approve the pending call from the inbox, with a reason; the run then finishes.
+    open(c, base, "#/approvals", "approvals").await;
+    let item = format!(".approval[data-run=\"{poster}\"]");
+    let text = wait_css(c, &item, "approvals").await.text().await.unwrap();
+    assert!(text.contains("slack__send_message"), "{text}");
+    assert!(text.contains("fs__read_file"), "the tool chain is missing: {text}");
+    assert!(text.contains("#docs"), "the arguments are missing: {text}");
+    shot(c, dir, "approvals").await;
+    c.find(Locator::Css(&format!("{item} textarea.reason")))
+        .await
+        .unwrap()
+        .send_keys("fine to share")
+        .await
+        .unwrap();
+    c.find(Locator::Css(&format!("{item} button.approve")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_css(c, "#no-approvals", "the approved call left the inbox").await;
+    let done = api
+        .until(&format!("/v1/runs/{poster}"), "approved run finishes", |r| {
+            r["status"] == "succeeded"
+        })
+        .await;
+    assert_eq!(done["output"]["text"], "Posted the docs to #docs.");
+    let decided = api.get("/v1/approvals?status=approved").await;
+    assert_eq!(decided[0]["decision_reason"], "fine to share", "{decided}");
+
+    // The finished run's timeline: model calls, tool results with arguments, the approval.
+    open(c, base, &format!("#/runs/{poster}"), "run").await;
+    wait_css(c, "#run-status[data-status=\"succeeded\"]", "run detail").await;
+    let models = c.find_all(Locator::Css("#timeline li.event.model")).await.unwrap();
+    assert_eq!(models.len(), 3, "three model calls");
+    let events = api.get(&format!("/v1/runs/{poster}/events")).await;
+    let journal_tools = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "tool_result")
+        .count();
+    let tools = c.find_all(Locator::Css("#timeline li.event.tool_result")).await.unwrap();
+    assert_eq!(tools.len(), journal_tools, "every tool result is shown: {events:#}");
+    assert!(journal_tools >= 2, "{events:#}");
+    let text = c.find(Locator::Css("#timeline")).await.unwrap().text().await.unwrap();
+    assert!(text.contains("/docs/readme.md"), "{text}");
+    assert!(text.contains("tokens"), "{text}");
+    assert!(text.contains("Tool result slack__send_message"), "{text}");
+    c.set_window_size(1280, 2200).await.unwrap();
+    shot(c, dir, "run-detail").await;
+    c.set_window_size(1280, 1000).await.unwrap();
+    // The replay's report is the API's: faithful or not, with the same divergences.
+    let report = api
+        .post(&format!("/v1/runs/{poster}/replay"), json!({}))
+        .await;
+    c.find(Locator::Css("#replay-run")).await.unwrap().click().await.unwrap();
+    let verdict = wait_css(c, "#replay .status", "replay report").await;
+    let want = if report["faithful"] == true { "succeeded" } else { "failed" };
+    assert_eq!(verdict.text().await.unwrap(), want, "{report}");
+    let shown = c.find_all(Locator::Css("#divergences li")).await.unwrap();
+    assert_eq!(shown.len(), report["divergences"].as_array().unwrap().len(), "{report}");
+    for (li, d) in shown.iter().zip(report["divergences"].as_array().unwrap()) {
+        assert_eq!(li.text().await.unwrap(), d.as_str().unwrap());
+    }
+    shot(c, dir, "run-replay").await;
+
+    // The slow run, live: its model call is on the timeline while its tool works; cancel it.
+    open(c, base, &format!("#/runs/{slow}"), "run").await;
+    wait_css(c, "#run-status[data-status=\"running\"]", "slow run").await;
+    wait_css(c, "#timeline li.event.model", "the live timeline").await;
+    let state = c.find(Locator::Css("#stream-state")).await.unwrap().text().await.unwrap();
+    assert_eq!(state, "Following the run live…");
+    shot(c, dir, "run-live").await;
+    c.find(Locator::Css("#control-reason"))
+        .await
+        .unwrap()
+        .send_keys("takes too long")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#cancel")).await.unwrap().click().await.unwrap();
+    let cancelled = api
+        .until(&format!("/v1/runs/{slow}"), "slow run cancelled", |r| {
+            r["status"] == "cancelled"
+        })
+        .await;
+    assert!(
+        cancelled["error"].as_str().unwrap_or_default().contains("takes too long"),
+        "{cancelled}"
+    );
+    wait_css(c, "#run-status[data-status=\"cancelled\"]", "the page shows the cancel").await;
+
+    // Promote stage (v2) to prod (v1): prod moves to v2; the diff shows the change.
+    open(c, base, "#/agents/writer", "agent").await;
+    let diff = wait_css(c, "#diff", "diff").await.text().await.unwrap();
+    assert!(diff.contains("/spec/instructions"), "{diff}");
+    assert!(diff.contains("cite sources"), "{diff}");
+    c.find(Locator::Css("#promote-from"))
+        .await
+        .unwrap()
+        .select_by_value("stage")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#promote-to"))
+        .await
+        .unwrap()
+        .send_keys("prod")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#promote")).await.unwrap().click().await.unwrap();
+    api.until("/v1/agents/writer", "prod moved to v2", |e| {
+        e["labels"]["prod"] == 2
+    })
+    .await;
+    wait_css(
+        c,
+        "button.rollback[data-label=\"prod\"]:not([disabled])",
+        "prod can be rolled back after the promote",
+    )
+    .await;
+    shot(c, dir, "agent").await;
+
+    // Nothing went wrong in the page.
+    let errors = page_errors(c).await;
+    assert!(errors.is_empty(), "script errors in the dashboard: {errors:?}");
+    match severe_console(driver, c).await {
+        Some(severe) => assert!(severe.is_empty(), "browser console errors: {severe:#?}"),
+        None => eprintln!("chromedriver offers no browser log; checked window.__errors only"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_headless_chromium() {
+    let driver = start_driver();
+    let profile = tempfile::tempdir().unwrap();
+    let fixture = start_server().await;
+    let client = browser(&driver, profile.path()).await;
+    let dir = screenshot_dir();
+    let outcome = std::panic::AssertUnwindSafe(flow(&fixture, &driver, &client, &dir))
+        .catch_unwind()
+        .await;
+    if outcome.is_err() {
+        let _ = client.screenshot().await.map(|png| std::fs::write(dir.join("failure.png"), png));
+    }
+    let _ = client.close().await;
+    drop(driver);
+    eprintln!("dashboard screenshots: {}", dir.display());
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[tokio::test]
+async fn the_shell_is_public_with_a_strict_csp_and_revalidates_with_etags() {
+    let f = start_server().await;
+    let http = reqwest::Client::new();
+    let res = http.get(format!("{}/", f.api.base)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let h = res.headers().clone();
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(h["cache-control"], "no-cache");
+    let body = res.text().await.unwrap();
+    assert!(body.contains("/ui/app.js"), "{body}");
+    for (file, ty) in [
+        ("app.js", "text/javascript; charset=utf-8"),
+        ("app.css", "text/css; charset=utf-8"),
+        ("favicon.svg", "image/svg+xml"),
+    ] {
+        let res = http
+            .get(format!("{}/ui/{file}", f.api.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{file}");
+        assert_eq!(res.headers()["content-type"], ty, "{file}");
+        let etag = res.headers()["etag"].clone();
+        let again = http
+            .get(format!("{}/ui/{file}", f.api.base))
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{file}");
+    }
+    let missing = http
+        .get(format!("{}/ui/secrets.txt", f.api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    // The data stays behind the key.
+    let res = http
+        .get(format!("{}/v1/runs", f.api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}

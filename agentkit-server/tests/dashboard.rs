@@ -165,6 +165,37 @@ struct Fixture {
     api: Api,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
+    _mcp: tokio_util::sync::DropGuard,
+}
+
+/// An MCP server over streamable HTTP on 127.0.0.1 with one tool, `add`; stops when the guard
+/// drops.
+async fn calc_server() -> (String, tokio_util::sync::DropGuard) {
+    use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
+    let schema =
+        json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}});
+    let server = agentkit_mcp::McpServerBuilder::new("calc", "1.0.0")
+        .tool_fn("add", "Adds a and b", schema, |args, _| async move {
+            let n = |k: &str| args.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+            Ok(CallToolResult::success(vec![ContentBlock::text(
+                (n("a") + n("b")).to_string(),
+            )]))
+        })
+        .build();
+    let ct = tokio_util::sync::CancellationToken::new();
+    let svc = server
+        .into_http_service(agentkit_mcp::HttpOptions::new().with_cancellation(ct.child_token()));
+    let app = axum::Router::new().nest_service("/mcp", svc);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = ct.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .unwrap();
+    });
+    (format!("http://{addr}/mcp"), ct.drop_guard())
 }
 
 /// A server with: `poster` (reads a file, then posts to Slack, which needs approval), `slow`
@@ -219,8 +250,13 @@ async fn start_server() -> Fixture {
     let models = ModelFactory::offline()
         .with_provider("scripted:echo", Arc::new(ScriptedProvider::echo()));
     let builder = DeclarativeBuilder::new(&Config::new(), models);
+    let (mcp_url, mcp) = calc_server().await;
+    let manager = agentkit_mcp::ConnectionManager::new([
+        agentkit_mcp::ServerConfig::http("calc", &mcp_url).with_description("Arithmetic"),
+    ]);
     let server = Server::builder(Arc::clone(&store))
         .admin_key(KEY)
+        .mcp_servers(manager)
         .spec_builder(Arc::new(builder))
         .agent_llm("poster", Arc::new(poster), "Posts docs to Slack")
         .agent_llm("slow", Arc::new(slow), "Queries the warehouse slowly")
@@ -248,6 +284,7 @@ async fn start_server() -> Fixture {
         },
         _dir: dir,
         _stop: stop,
+        _mcp: mcp,
     }
 }
 
@@ -403,8 +440,11 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
         ))
         .await;
     assert!(refused.is_ok(), "a wrong key was not refused visibly");
-    // The 401 of that attempt is in the console on purpose; start counting from here.
-    let _ = severe_console(driver, c).await;
+    // The 401 of that attempt is in the console (which shows the console check can see
+    // errors); count from here.
+    if let Some(severe) = severe_console(driver, c).await {
+        assert!(severe.iter().any(|m| m.contains("401")), "{severe:?}");
+    }
 
     let key = c.find(Locator::Css("#key")).await.unwrap();
     key.clear().await.unwrap();
@@ -424,7 +464,6 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
         ("#/runs", "runs", "runs", "poster"),
         ("#/runs?status=failed", "runs", "runs-failed", "flaky"),
         ("#/schedules", "schedules", "schedules", "nightly-report"),
-        ("#/servers", "servers", "servers", "No MCP servers"),
         ("#/audit", "audit", "audit", "approval_requested"),
         ("#/keys", "keys", "keys", "Create a key"),
     ] {
@@ -433,8 +472,20 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
         assert!(text.contains(expect), "{hash} does not show {expect}: {text}");
         shot(c, dir, name).await;
     }
-    let failed = c.find(Locator::Css("main")).await.unwrap().text().await;
-    drop(failed);
+
+    // MCP servers: the tools of `calc`, and the playground calls one.
+    open(c, base, "#/servers", "servers").await;
+    let text = c.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+    assert!(text.contains("calc") && text.contains("Arithmetic"), "{text}");
+    c.find(Locator::Css("button.open-server")).await.unwrap().click().await.unwrap();
+    wait_css(c, "#tool option[value=\"add\"]", "the tools of calc").await;
+    let args = c.find(Locator::Css("#arguments")).await.unwrap();
+    args.clear().await.unwrap();
+    args.send_keys(r#"{"a": 2, "b": 40}"#).await.unwrap();
+    c.find(Locator::Css("#call")).await.unwrap().click().await.unwrap();
+    let result = wait_css(c, "#call-result pre", "the playground's answer").await;
+    assert_eq!(result.text().await.unwrap(), "42");
+    shot(c, dir, "servers").await;
 
     // Approve the pending call from the inbox, with a reason; the run then finishes.
     open(c, base, "#/approvals", "approvals").await;
@@ -557,6 +608,18 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
     )
     .await;
     shot(c, dir, "agent").await;
+    // And roll prod back to v1.
+    c.find(Locator::Css("button.rollback[data-label=\"prod\"]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    api.until("/v1/agents/writer", "prod rolled back to v1", |e| {
+        e["labels"]["prod"] == 1
+    })
+    .await;
+    ready(c, "agent").await;
 
     // Nothing went wrong in the page.
     let errors = page_errors(c).await;
@@ -574,6 +637,7 @@ async fn the_dashboard_in_headless_chromium() {
     let fixture = start_server().await;
     let client = browser(&driver, profile.path()).await;
     let dir = screenshot_dir();
+    let _ = std::fs::remove_file(dir.join("failure.png"));
     let outcome = std::panic::AssertUnwindSafe(flow(&fixture, &driver, &client, &dir))
         .catch_unwind()
         .await;

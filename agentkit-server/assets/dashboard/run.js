@@ -46,7 +46,9 @@ function item(ev) {
     title = String(ev.key || '').startsWith('policy/') ? `Policy decision on ${toolName(ev)}` : `Tool result ${toolName(ev)}`;
     body = h('pre', {}, json(d));
   } else {
-    title = ev.event === 'step' ? `Step ${ev.key}` : ev.event === 'signal' ? `Signal ${ev.key}` : ev.event === 'timer' ? `Timer ${ev.key}` : ev.key;
+    const k = String(ev.key || '');
+    if (k.startsWith('signal/approval/')) title = `Approval decision on ${callNames.get(k.split('/').slice(-1)[0]) || k}`;
+    else title = ev.event === 'step' ? `Step ${k}` : ev.event === 'signal' ? `Signal ${k}` : ev.event === 'timer' ? `Timer ${k}` : k;
     body = h('pre', {}, json(d, 2000));
   }
   return h('li', { class: `event ${ev.event}`, 'data-seq': ev.id }, h('div', { class: 'title' }, title), h('div', { class: 'meta' }, meta), body);

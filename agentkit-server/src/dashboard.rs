@@ -152,7 +152,10 @@ fn serve(name: &str, headers: &HeaderMap) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     res
 }
@@ -194,7 +197,10 @@ mod tests {
             assert!(tag.contains("src="), "inline <script> in index.html: {tag}");
         }
         assert!(!html.contains("<style"), "inline <style> in index.html");
-        assert!(!html.contains("style="), "inline style attribute in index.html");
+        assert!(
+            !html.contains("style="),
+            "inline style attribute in index.html"
+        );
         for word in html.split_whitespace() {
             assert!(
                 !(word.starts_with("on") && word.contains('=')),

@@ -217,7 +217,10 @@ async fn start_server() -> Fixture {
     });
     let poster_model = ScriptedProvider::new()
         .then_tool_call("fs__read_file", json!({"path": "/docs/readme.md"}))
-        .then_tool_call("slack__send_message", json!({"channel": "#docs", "text": "Docs say hello"}))
+        .then_tool_call(
+            "slack__send_message",
+            json!({"channel": "#docs", "text": "Docs say hello"}),
+        )
         .then_text("Posted the docs to #docs.");
     let poster = AgentLlm::new(
         Agent::new("poster", "Read docs and post them.")
@@ -228,14 +231,21 @@ async fn start_server() -> Fixture {
     .with_memory(memory())
     .with_tool_layer(PolicyLayer::new(policy).with_audit(audit));
 
-    let wait = FnTool::new("warehouse__query", "Query the warehouse", |_: Value| async {
-        tokio::time::sleep(Duration::from_secs(600)).await;
-        Ok::<_, String>("rows")
-    });
+    let wait = FnTool::new(
+        "warehouse__query",
+        "Query the warehouse",
+        |_: Value| async {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            Ok::<_, String>("rows")
+        },
+    );
     let slow = AgentLlm::new(
         Agent::new("slow", "Query the warehouse.").with_tool(wait),
         ScriptedProvider::new()
-            .then_tool_call("warehouse__query", json!({"sql": "select count(*) from orders"}))
+            .then_tool_call(
+                "warehouse__query",
+                json!({"sql": "select count(*) from orders"}),
+            )
             .then_text("done"),
     )
     .with_memory(memory());
@@ -247,13 +257,14 @@ async fn start_server() -> Fixture {
     )
     .with_memory(memory());
 
-    let models = ModelFactory::offline()
-        .with_provider("scripted:echo", Arc::new(ScriptedProvider::echo()));
+    let models =
+        ModelFactory::offline().with_provider("scripted:echo", Arc::new(ScriptedProvider::echo()));
     let builder = DeclarativeBuilder::new(&Config::new(), models);
     let (mcp_url, mcp) = calc_server().await;
-    let manager = agentkit_mcp::ConnectionManager::new([
-        agentkit_mcp::ServerConfig::http("calc", &mcp_url).with_description("Arithmetic"),
-    ]);
+    let manager =
+        agentkit_mcp::ConnectionManager::new([
+            agentkit_mcp::ServerConfig::http("calc", &mcp_url).with_description("Arithmetic")
+        ]);
     let server = Server::builder(Arc::clone(&store))
         .admin_key(KEY)
         .mcp_servers(manager)
@@ -367,7 +378,10 @@ async fn severe_console(driver: &Driver, c: &Client) -> Option<Vec<String>> {
 /// Script errors the page collected (uncaught errors, rejections, CSP violations).
 async fn page_errors(c: &Client) -> Vec<String> {
     let v = c
-        .execute("return window.__errors || ['the dashboard did not load']", vec![])
+        .execute(
+            "return window.__errors || ['the dashboard did not load']",
+            vec![],
+        )
         .await
         .unwrap();
     serde_json::from_value(v).unwrap()
@@ -383,14 +397,23 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
         api.post("/v1/agents/echo/runs", json!({"message": m, "wait": true}))
             .await;
     }
-    api.post("/v1/agents/flaky/runs", json!({"message": "x", "wait": true}))
-        .await;
+    api.post(
+        "/v1/agents/flaky/runs",
+        json!({"message": "x", "wait": true}),
+    )
+    .await;
     let poster = api
-        .post("/v1/agents/poster/runs", json!({"message": "post the docs"}))
+        .post(
+            "/v1/agents/poster/runs",
+            json!({"message": "post the docs"}),
+        )
         .await;
     let poster = poster["run_id"].as_str().unwrap().to_owned();
     let slow = api
-        .post("/v1/agents/slow/runs", json!({"message": "count the orders"}))
+        .post(
+            "/v1/agents/slow/runs",
+            json!({"message": "count the orders"}),
+        )
         .await;
     let slow = slow["run_id"].as_str().unwrap().to_owned();
     for instructions in ["Write briefly.", "Write briefly and cite sources."] {
@@ -420,9 +443,11 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
         r["status"] == "waiting_approval"
     })
     .await;
-    api.until(&format!("/v1/runs/{slow}/events"), "slow called its tool", |e| {
-        e.as_array().is_some_and(|a| !a.is_empty())
-    })
+    api.until(
+        &format!("/v1/runs/{slow}/events"),
+        "slow called its tool",
+        |e| e.as_array().is_some_and(|a| !a.is_empty()),
+    )
     .await;
 
     // The shell is public; without a key it shows the sign-in form, and a wrong key is refused
@@ -430,8 +455,17 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
     c.goto(&format!("{base}/")).await.unwrap();
     ready(c, "login").await;
     shot(c, dir, "login").await;
-    wait_css(c, "#key", "login").await.send_keys("not-the-key").await.unwrap();
-    c.find(Locator::Css("#sign-in")).await.unwrap().click().await.unwrap();
+    wait_css(c, "#key", "login")
+        .await
+        .send_keys("not-the-key")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let refused = c
         .wait()
         .at_most(Duration::from_secs(10))
@@ -449,9 +483,20 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
     let key = c.find(Locator::Css("#key")).await.unwrap();
     key.clear().await.unwrap();
     key.send_keys(KEY).await.unwrap();
-    c.find(Locator::Css("#sign-in")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     ready(c, "overview").await;
-    let overview = c.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+    let overview = c
+        .find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(overview.contains("Error rate"), "{overview}");
     assert!(overview.contains("echo"), "{overview}");
     let bars = c.find_all(Locator::Css("svg.chart rect")).await.unwrap();
@@ -468,21 +513,49 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
         ("#/keys", "keys", "keys", "Create a key"),
     ] {
         open(c, base, hash, page).await;
-        let text = c.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
-        assert!(text.contains(expect), "{hash} does not show {expect}: {text}");
+        let text = c
+            .find(Locator::Css("main"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains(expect),
+            "{hash} does not show {expect}: {text}"
+        );
         shot(c, dir, name).await;
     }
 
     // MCP servers: the tools of `calc`, and the playground calls one.
     open(c, base, "#/servers", "servers").await;
-    let text = c.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
-    assert!(text.contains("calc") && text.contains("Arithmetic"), "{text}");
-    c.find(Locator::Css("button.open-server")).await.unwrap().click().await.unwrap();
+    let text = c
+        .find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("calc") && text.contains("Arithmetic"),
+        "{text}"
+    );
+    c.find(Locator::Css("button.open-server"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_css(c, "#tool option[value=\"add\"]", "the tools of calc").await;
     let args = c.find(Locator::Css("#arguments")).await.unwrap();
     args.clear().await.unwrap();
     args.send_keys(r#"{"a": 2, "b": 40}"#).await.unwrap();
-    c.find(Locator::Css("#call")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#call"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let result = wait_css(c, "#call-result pre", "the playground's answer").await;
     assert_eq!(result.text().await.unwrap(), "42");
     shot(c, dir, "servers").await;
@@ -492,7 +565,10 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
     let item = format!(".approval[data-run=\"{poster}\"]");
     let text = wait_css(c, &item, "approvals").await.text().await.unwrap();
     assert!(text.contains("slack__send_message"), "{text}");
-    assert!(text.contains("fs__read_file"), "the tool chain is missing: {text}");
+    assert!(
+        text.contains("fs__read_file"),
+        "the tool chain is missing: {text}"
+    );
     assert!(text.contains("#docs"), "the arguments are missing: {text}");
     shot(c, dir, "approvals").await;
     c.find(Locator::Css(&format!("{item} textarea.reason")))
@@ -509,9 +585,11 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
         .unwrap();
     wait_css(c, "#no-approvals", "the approved call left the inbox").await;
     let done = api
-        .until(&format!("/v1/runs/{poster}"), "approved run finishes", |r| {
-            r["status"] == "succeeded"
-        })
+        .until(
+            &format!("/v1/runs/{poster}"),
+            "approved run finishes",
+            |r| r["status"] == "succeeded",
+        )
         .await;
     assert_eq!(done["output"]["text"], "Posted the docs to #docs.");
     let decided = api.get("/v1/approvals?status=approved").await;
@@ -520,7 +598,10 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
     // The finished run's timeline: model calls, tool results with arguments, the approval.
     open(c, base, &format!("#/runs/{poster}"), "run").await;
     wait_css(c, "#run-status[data-status=\"succeeded\"]", "run detail").await;
-    let models = c.find_all(Locator::Css("#timeline li.event.model")).await.unwrap();
+    let models = c
+        .find_all(Locator::Css("#timeline li.event.model"))
+        .await
+        .unwrap();
     assert_eq!(models.len(), 3, "three model calls");
     let events = api.get(&format!("/v1/runs/{poster}/events")).await;
     let journal_tools = events
@@ -529,10 +610,23 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
         .iter()
         .filter(|e| e["event"] == "tool_result")
         .count();
-    let tools = c.find_all(Locator::Css("#timeline li.event.tool_result")).await.unwrap();
-    assert_eq!(tools.len(), journal_tools, "every tool result is shown: {events:#}");
+    let tools = c
+        .find_all(Locator::Css("#timeline li.event.tool_result"))
+        .await
+        .unwrap();
+    assert_eq!(
+        tools.len(),
+        journal_tools,
+        "every tool result is shown: {events:#}"
+    );
     assert!(journal_tools >= 2, "{events:#}");
-    let text = c.find(Locator::Css("#timeline")).await.unwrap().text().await.unwrap();
+    let text = c
+        .find(Locator::Css("#timeline"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains("/docs/readme.md"), "{text}");
     assert!(text.contains("tokens"), "{text}");
     assert!(text.contains("Tool result slack__send_message"), "{text}");
@@ -543,12 +637,25 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
     let report = api
         .post(&format!("/v1/runs/{poster}/replay"), json!({}))
         .await;
-    c.find(Locator::Css("#replay-run")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#replay-run"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let verdict = wait_css(c, "#replay .status", "replay report").await;
-    let want = if report["faithful"] == true { "succeeded" } else { "failed" };
+    let want = if report["faithful"] == true {
+        "succeeded"
+    } else {
+        "failed"
+    };
     assert_eq!(verdict.text().await.unwrap(), want, "{report}");
     let shown = c.find_all(Locator::Css("#divergences li")).await.unwrap();
-    assert_eq!(shown.len(), report["divergences"].as_array().unwrap().len(), "{report}");
+    assert_eq!(
+        shown.len(),
+        report["divergences"].as_array().unwrap().len(),
+        "{report}"
+    );
     for (li, d) in shown.iter().zip(report["divergences"].as_array().unwrap()) {
         assert_eq!(li.text().await.unwrap(), d.as_str().unwrap());
     }
@@ -558,7 +665,13 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
     open(c, base, &format!("#/runs/{slow}"), "run").await;
     wait_css(c, "#run-status[data-status=\"running\"]", "slow run").await;
     wait_css(c, "#timeline li.event.model", "the live timeline").await;
-    let state = c.find(Locator::Css("#stream-state")).await.unwrap().text().await.unwrap();
+    let state = c
+        .find(Locator::Css("#stream-state"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(state, "Following the run live…");
     shot(c, dir, "run-live").await;
     c.find(Locator::Css("#control-reason"))
@@ -567,17 +680,30 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
         .send_keys("takes too long")
         .await
         .unwrap();
-    c.find(Locator::Css("#cancel")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#cancel"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let cancelled = api
         .until(&format!("/v1/runs/{slow}"), "slow run cancelled", |r| {
             r["status"] == "cancelled"
         })
         .await;
     assert!(
-        cancelled["error"].as_str().unwrap_or_default().contains("takes too long"),
+        cancelled["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("takes too long"),
         "{cancelled}"
     );
-    wait_css(c, "#run-status[data-status=\"cancelled\"]", "the page shows the cancel").await;
+    wait_css(
+        c,
+        "#run-status[data-status=\"cancelled\"]",
+        "the page shows the cancel",
+    )
+    .await;
 
     // Promote stage (v2) to prod (v1): prod moves to v2; the diff shows the change.
     open(c, base, "#/agents/writer", "agent").await;
@@ -596,7 +722,12 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
         .send_keys("prod")
         .await
         .unwrap();
-    c.find(Locator::Css("#promote")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#promote"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     api.until("/v1/agents/writer", "prod moved to v2", |e| {
         e["labels"]["prod"] == 2
     })
@@ -623,7 +754,10 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
 
     // Nothing went wrong in the page.
     let errors = page_errors(c).await;
-    assert!(errors.is_empty(), "script errors in the dashboard: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "script errors in the dashboard: {errors:?}"
+    );
     match severe_console(driver, c).await {
         Some(severe) => assert!(severe.is_empty(), "browser console errors: {severe:#?}"),
         None => eprintln!("chromedriver offers no browser log; checked window.__errors only"),
@@ -642,7 +776,10 @@ async fn the_dashboard_in_headless_chromium() {
         .catch_unwind()
         .await;
     if outcome.is_err() {
-        let _ = client.screenshot().await.map(|png| std::fs::write(dir.join("failure.png"), png));
+        let _ = client
+            .screenshot()
+            .await
+            .map(|png| std::fs::write(dir.join("failure.png"), png));
     }
     let _ = client.close().await;
     drop(driver);
@@ -661,7 +798,10 @@ async fn the_shell_is_public_with_a_strict_csp_and_revalidates_with_etags() {
     let h = res.headers().clone();
     assert_eq!(h["content-type"], "text/html; charset=utf-8");
     let csp = h["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
     assert_eq!(h["cache-control"], "no-cache");
     let body = res.text().await.unwrap();
     assert!(body.contains("/ui/app.js"), "{body}");

@@ -163,6 +163,8 @@ impl Api {
 
 struct Fixture {
     api: Api,
+    /// `stepper`'s tool answers once a permit is added here.
+    gate: Arc<tokio::sync::Semaphore>,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
     _mcp: tokio_util::sync::DropGuard,
@@ -249,6 +251,22 @@ async fn start_server() -> Fixture {
             .then_text("done"),
     )
     .with_memory(memory());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = Arc::clone(&gate);
+    let fetch = FnTool::new("crm__lookup", "Look up a customer", move |_: Value| {
+        let g = Arc::clone(&g);
+        async move {
+            let _permit = g.acquire().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>("customer 42: gold tier")
+        }
+    });
+    let stepper = AgentLlm::new(
+        Agent::new("stepper", "Look the customer up.").with_tool(fetch),
+        ScriptedProvider::new()
+            .then_tool_call("crm__lookup", json!({"customer": 42}))
+            .then_text("Customer 42 is gold tier."),
+    )
+    .with_memory(memory());
     let echo = AgentLlm::new(Agent::new("echo", "Repeat."), ScriptedProvider::echo())
         .with_memory(memory());
     let flaky = AgentLlm::new(
@@ -271,6 +289,7 @@ async fn start_server() -> Fixture {
         .spec_builder(Arc::new(builder))
         .agent_llm("poster", Arc::new(poster), "Posts docs to Slack")
         .agent_llm("slow", Arc::new(slow), "Queries the warehouse slowly")
+        .agent_llm("stepper", Arc::new(stepper), "Looks customers up")
         .agent_llm("echo", Arc::new(echo), "Repeats what it was told")
         .agent_llm("flaky", Arc::new(flaky), "Always fails")
         .poll_interval(Duration::from_millis(50))
@@ -293,6 +312,7 @@ async fn start_server() -> Fixture {
             base,
             http: reqwest::Client::new(),
         },
+        gate,
         _dir: dir,
         _stop: stop,
         _mcp: mcp,
@@ -503,6 +523,41 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
     assert!(!bars.is_empty(), "the runs chart has no bars");
     shot(c, dir, "overview").await;
 
+    // The SSE parser of the page gives the same events however the stream is cut.
+    let split = c
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+            import('/ui/api.js').then(({ SseParser }) => {
+              const text = ': comment\r\nevent: model\r\nid: 7\r\ndata: {"a":\r\ndata: 1}\r\n\r\n'
+                + 'data:no space\n\nevent: end\rdata: {"x": "\u00e9\u20ac"}\r\r\n';
+              const run = (chunks) => { const p = new SseParser(); return chunks.flatMap((c) => p.push(c)); };
+              const want = JSON.stringify(run([text]));
+              const bad = [];
+              for (let i = 0; i <= text.length; i++) {
+                for (let j = i; j <= text.length; j += 3) {
+                  const got = JSON.stringify(run([text.slice(0, i), text.slice(i, j), text.slice(j)]));
+                  if (got !== want) bad.push([i, j, got]);
+                }
+              }
+              const bytes = JSON.stringify(run(text.split('')));
+              done({ want: JSON.parse(want), bad: bad.slice(0, 3), bytes: bytes === want });
+            }).catch((e) => done({ error: String(e) }));"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        split["want"],
+        json!([
+            {"event": "model", "id": "7", "data": "{\"a\":\n1}"},
+            {"event": "message", "id": null, "data": "no space"},
+            {"event": "end", "id": null, "data": "{\"x\": \"\u{e9}\u{20ac}\"}"},
+        ]),
+        "{split}"
+    );
+    assert_eq!(split["bad"], json!([]), "{split}");
+    assert_eq!(split["bytes"], true, "{split}");
+
     // Every page renders.
     for (hash, page, name, expect) in [
         ("#/agents", "agents", "agents", "writer"),
@@ -510,7 +565,7 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
         ("#/runs?status=failed", "runs", "runs-failed", "flaky"),
         ("#/schedules", "schedules", "schedules", "nightly-report"),
         ("#/audit", "audit", "audit", "approval_requested"),
-        ("#/keys", "keys", "keys", "Create a key"),
+        ("#/keys", "keys", "keys-list", "Create a key"),
     ] {
         open(c, base, hash, page).await;
         let text = c
@@ -559,6 +614,104 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
     let result = wait_css(c, "#call-result pre", "the playground's answer").await;
     assert_eq!(result.text().await.unwrap(), "42");
     shot(c, dir, "servers").await;
+
+    // Schedules: trigger one by hand; its history shows the run.
+    open(c, base, "#/schedules", "schedules").await;
+    c.find(Locator::Css("button.trigger"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_css(c, "#history tbody a", "the trigger history").await;
+    let history = api.get("/v1/schedules/nightly-report/history").await;
+    assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
+    assert_eq!(history[0]["manual"], true);
+
+    // Audit: the search narrows the entries.
+    open(c, base, "#/audit", "audit").await;
+    c.find(Locator::Css("#audit-search"))
+        .await
+        .unwrap()
+        .send_keys("approval_requested")
+        .await
+        .unwrap();
+    let count = c
+        .find(Locator::Css("main p.muted"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let all = api.get("/v1/audit").await["entries"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(
+        count,
+        format!("1 of {all} entries"),
+        "the search of the audit log"
+    );
+    assert!(all > 1, "{all}");
+
+    // Keys: create one; its secret is shown once, and it works.
+    open(c, base, "#/keys", "keys").await;
+    c.find(Locator::Css("#key-name"))
+        .await
+        .unwrap()
+        .send_keys("ci reader")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#create-key"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let secret = wait_css(c, "#created-key .secret", "the new key")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let res = reqwest::Client::new()
+        .get(format!("{base}/v1/runs?limit=1"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the key made in the dashboard works");
+    let keys = api.get("/v1/keys").await;
+    assert!(
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["name"] == "ci reader" && k["role"] == "viewer"),
+        "{keys}"
+    );
+    shot(c, dir, "keys").await;
+
+    // A run page follows its run live: the tool result and the end arrive without a reload.
+    let stepper = api
+        .post("/v1/agents/stepper/runs", json!({"message": "who is 42?"}))
+        .await;
+    let stepper = stepper["run_id"].as_str().unwrap().to_owned();
+    open(c, base, &format!("#/runs/{stepper}"), "run").await;
+    wait_css(c, "#timeline li.event.model", "the first model call").await;
+    assert!(
+        c.find_all(Locator::Css("#timeline li.event.tool_result"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    f.gate.add_permits(1);
+    wait_css(c, "#timeline li.event.tool_result", "the tool result, live").await;
+    wait_css(c, "#run-status[data-status=\"succeeded\"]", "the end, live").await;
+    let out = wait_css(c, "#run-output", "the output, live")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(out, "Customer 42 is gold tier.");
 
     // Approve the pending call from the inbox, with a reason; the run then finishes.
     open(c, base, "#/approvals", "approvals").await;

@@ -87,6 +87,30 @@ fn start_driver() -> Driver {
     driver
 }
 
+/// Where the browser saves downloads (the audit exports).
+fn downloads(profile: &Path) -> PathBuf {
+    profile.join("downloads")
+}
+
+/// Wait for the browser to finish downloading `name`.
+async fn downloaded(profile: &Path, name: &str) -> String {
+    let path = downloads(profile).join(name);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if !text.is_empty() {
+                return text;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the browser did not download {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn browser(driver: &Driver, profile: &Path) -> Client {
     let caps = json!({
         "browserName": "chrome",
@@ -99,6 +123,10 @@ async fn browser(driver: &Driver, profile: &Path) -> Client {
                 "--disable-dev-shm-usage", "--window-size=1280,1000",
                 format!("--user-data-dir={}", profile.display()),
             ],
+            "prefs": {
+                "download.default_directory": downloads(profile).display().to_string(),
+                "download.prompt_for_download": false,
+            },
         },
         "goog:loggingPrefs": {"browser": "ALL"},
     });
@@ -407,7 +435,7 @@ async fn page_errors(c: &Client) -> Vec<String> {
     serde_json::from_value(v).unwrap()
 }
 
-async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
+async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path, profile: &Path) {
     let api = &f.api;
     let base = api.base.as_str();
 
@@ -653,6 +681,24 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path) {
         "the search of the audit log"
     );
     assert!(all > 1, "{all}");
+    // Both exports download the whole log.
+    c.find(Locator::Css("#export-csv"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let csv = downloaded(profile, "audit.csv").await;
+    assert!(csv.starts_with("seq,at_ms,outcome,"), "{csv}");
+    assert_eq!(csv.trim_end().lines().count(), all + 1, "{csv}");
+    c.find(Locator::Css("#export-json"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let exported: Value = serde_json::from_str(&downloaded(profile, "audit.json").await).unwrap();
+    assert_eq!(exported.as_array().unwrap().len(), all, "{exported}");
 
     // Keys: create one; its secret is shown once, and it works.
     open(c, base, "#/keys", "keys").await;
@@ -925,9 +971,10 @@ async fn the_dashboard_in_headless_chromium() {
     let client = browser(&driver, profile.path()).await;
     let dir = screenshot_dir();
     let _ = std::fs::remove_file(dir.join("failure.png"));
-    let outcome = std::panic::AssertUnwindSafe(flow(&fixture, &driver, &client, &dir))
-        .catch_unwind()
-        .await;
+    let outcome =
+        std::panic::AssertUnwindSafe(flow(&fixture, &driver, &client, &dir, profile.path()))
+            .catch_unwind()
+            .await;
     if outcome.is_err() {
         let _ = client
             .screenshot()

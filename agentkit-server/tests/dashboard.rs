@@ -97,10 +97,10 @@ async fn downloaded(profile: &Path, name: &str) -> String {
     let path = downloads(profile).join(name);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            if !text.is_empty() {
-                return text;
-            }
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && !text.is_empty()
+        {
+            return text;
         }
         assert!(
             Instant::now() < deadline,

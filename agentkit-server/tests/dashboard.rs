@@ -749,6 +749,27 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path, profile: &Pa
             .unwrap()
             .is_empty()
     );
+    // Pause it while its tool waits, then resume it from the page.
+    c.find(Locator::Css("#pause"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_css(c, "#run-status[data-status=\"paused\"]", "paused").await;
+    api.until(&format!("/v1/runs/{stepper}"), "stepper paused", |r| {
+        r["status"] == "paused"
+    })
+    .await;
+    wait_css(c, "#resume", "the resume button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    api.until(&format!("/v1/runs/{stepper}"), "stepper resumed", |r| {
+        r["status"] == "running"
+    })
+    .await;
     f.gate.add_permits(1);
     wait_css(c, "#timeline li.event.tool_result", "the tool result, live").await;
     wait_css(c, "#run-status[data-status=\"succeeded\"]", "the end, live").await;

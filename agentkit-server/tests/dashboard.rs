@@ -95,7 +95,7 @@ fn downloads(profile: &Path) -> PathBuf {
 /// Wait for the browser to finish downloading `name`.
 async fn downloaded(profile: &Path, name: &str) -> String {
     let path = downloads(profile).join(name);
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(text) = std::fs::read_to_string(&path)
             && !text.is_empty()
@@ -177,7 +177,7 @@ impl Api {
 
     /// Poll until `f` holds of `GET path`.
     async fn until(&self, path: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let v = self.get(path).await;
             if f(&v) {
@@ -367,7 +367,7 @@ async fn ready(c: &Client, page: &str) {
     let css = format!("main[data-page=\"{page}\"][data-ready=\"true\"]");
     if let Err(e) = c
         .wait()
-        .at_most(Duration::from_secs(15))
+        .at_most(Duration::from_secs(30))
         .for_element(Locator::Css(&css))
         .await
     {
@@ -390,7 +390,7 @@ async fn shot(c: &Client, dir: &Path, name: &str) {
 
 async fn wait_css(c: &Client, css: &str, what: &str) -> fantoccini::elements::Element {
     c.wait()
-        .at_most(Duration::from_secs(15))
+        .at_most(Duration::from_secs(30))
         .for_element(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("{what}: no {css} ({e})"))

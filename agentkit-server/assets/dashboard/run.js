@@ -95,6 +95,10 @@ export async function run(main, ctx) {
       r.output ? [h('h2', {}, 'Output'), h('pre', { id: 'run-output' }, r.output.text !== undefined ? String(r.output.text) : json(r.output))] : null,
       r.error ? [h('h2', {}, 'Error'), h('pre', { id: 'run-error' }, r.error)] : null);
     const st = r.status;
+    // The buttons change with the status only, so they stay put under the cursor while
+    // events arrive.
+    if (controls.getAttribute('data-status') === st) return;
+    controls.setAttribute('data-status', st);
     replace(controls, reason,
       st === 'running' || st === 'queued' || st === 'waiting_input' || st === 'waiting_approval' ? control('Pause', 'pause') : null,
       st === 'paused' ? control('Resume', 'resume') : null,

@@ -516,7 +516,7 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path, profile: &Pa
         .unwrap();
     let refused = c
         .wait()
-        .at_most(Duration::from_secs(10))
+        .at_most(Duration::from_secs(30))
         .for_element(Locator::XPath(
             "//p[@id='login-error'][contains(., 'not a valid API key')]",
         ))
@@ -850,7 +850,16 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path, profile: &Pa
     assert!(text.contains("/docs/readme.md"), "{text}");
     assert!(text.contains("tokens"), "{text}");
     assert!(text.contains("Tool result slack__send_message"), "{text}");
-    c.set_window_size(1280, 2200).await.unwrap();
+    // The whole page, for the README.
+    let height = c
+        .execute("return document.documentElement.scrollHeight", vec![])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    c.set_window_size(1280, u32::try_from(height).unwrap().clamp(1000, 4000) + 40)
+        .await
+        .unwrap();
     shot(c, dir, "run-detail").await;
     c.set_window_size(1280, 1000).await.unwrap();
     // The replay's report is the API's: faithful or not, with the same divergences.

@@ -736,6 +736,41 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path, profile: &Pa
     );
     shot(c, dir, "keys").await;
 
+    // Server data is text, never markup: a message with HTML shows as typed and runs nothing.
+    let hostile = r#"<img src=x onerror="window.__xss=1"><b>bold</b>"#;
+    let xss = api
+        .post(
+            "/v1/agents/echo/runs",
+            json!({"message": hostile, "wait": true}),
+        )
+        .await;
+    open(
+        c,
+        base,
+        &format!("#/runs/{}", xss["run_id"].as_str().unwrap()),
+        "run",
+    )
+    .await;
+    let shown = c
+        .find(Locator::Css("#run-header"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(shown.contains(hostile), "{shown}");
+    assert!(
+        c.find_all(Locator::Css("main img, main b"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let ran = c
+        .execute("return window.__xss === undefined", vec![])
+        .await
+        .unwrap();
+    assert_eq!(ran, json!(true), "markup from the server was executed");
+
     // A run page follows its run live: the tool result and the end arrive without a reload.
     let stepper = api
         .post("/v1/agents/stepper/runs", json!({"message": "who is 42?"}))

@@ -807,6 +807,13 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path, profile: &Pa
     .await;
     f.gate.add_permits(1);
     wait_css(c, "#timeline li.event.tool_result", "the tool result, live").await;
+    assert!(
+        c.find_all(Locator::Css("#timeline li.pending[data-call]"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the answered call still shows as working"
+    );
     wait_css(c, "#run-status[data-status=\"succeeded\"]", "the end, live").await;
     let out = wait_css(c, "#run-output", "the output, live")
         .await
@@ -929,6 +936,11 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path, profile: &Pa
     open(c, base, &format!("#/runs/{slow}"), "run").await;
     wait_css(c, "#run-status[data-status=\"running\"]", "slow run").await;
     wait_css(c, "#timeline li.event.model", "the live timeline").await;
+    let working = wait_css(c, "#timeline li.pending", "the tool at work").await;
+    assert_eq!(
+        working.text().await.unwrap().lines().next().unwrap(),
+        "Tool warehouse__query is working…"
+    );
     let state = c
         .find(Locator::Css("#stream-state"))
         .await
@@ -968,6 +980,19 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path, profile: &Pa
         "the page shows the cancel",
     )
     .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c
+        .find_all(Locator::Css("#timeline li.pending"))
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled tool still shows as working"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Promote stage (v2) to prod (v1): prod moves to v2; the diff shows the change.
     open(c, base, "#/agents/writer", "agent").await;

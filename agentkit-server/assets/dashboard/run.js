@@ -126,17 +126,42 @@ export async function run(main, ctx) {
   showHeader();
 
   const streamState = main.querySelector('#stream-state');
+  // Tool calls asked for and not answered yet, shown at the end while the run is live.
+  const pending = new Map();
+  const settle = () => {
+    if (LIVE.has(current.status)) return;
+    for (const li of pending.values()) li.remove();
+    pending.clear();
+  };
   const add = (ev) => {
     if (seen.has(ev.id)) return;
     seen.add(ev.id);
     live.hidden = true;
     live.lastChild.textContent = '';
-    timeline.insertBefore(item(ev), live.parentNode === timeline ? live : null);
+    const at = live.parentNode === timeline ? live : null;
+    timeline.insertBefore(item(ev), at);
+    const callId = String(ev.key || '').split('/').slice(-1)[0];
+    if (ev.event === 'tool_result' && !String(ev.key || '').startsWith('policy/') && pending.has(callId)) {
+      pending.get(callId).remove();
+      pending.delete(callId);
+    }
+    for (const li of pending.values()) timeline.insertBefore(li, at);
+    if (ev.event === 'model') {
+      for (const c of (ev.data && ev.data.tool_calls) || []) {
+        if (!c.id || pending.has(c.id)) continue;
+        const li = h('li', { class: 'live pending', 'data-call': c.id },
+          h('div', { class: 'title' }, `Tool ${c.name || c.tool || c.id} is working…`),
+          h('div', { class: 'meta' }, h('span', {}, `asked ${fmt.time(ev.created_at)}`), h('code', {}, c.id)));
+        pending.set(c.id, li);
+        timeline.insertBefore(li, at);
+      }
+    }
   };
   // What is journaled so far, then the live stream from there.
   const first = await api(`${path}/events?limit=10000`, { signal: ctx.signal });
   first.forEach(add);
   timeline.appendChild(live);
+  settle();
   if (!LIVE.has(current.status)) { streamState.textContent = 'The run has finished.'; showHeader(); return; }
   streamState.textContent = 'Following the run live…';
   const after = first.length ? first[first.length - 1].id : null;
@@ -145,7 +170,7 @@ export async function run(main, ctx) {
     after,
     onEvent: ({ event, id: seq, data }) => {
       if (event === 'status' || event === 'end') {
-        if (data && data.run_id) { current = data; showHeader(); }
+        if (data && data.run_id) { current = data; showHeader(); settle(); }
         if (event === 'end') streamState.textContent = 'The run has finished.';
       } else if (event === 'delta') {
         live.hidden = false;

@@ -24,6 +24,8 @@
 
 pub mod api;
 pub mod crons;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 pub mod deploy;
 mod gateway;
 pub mod observe;

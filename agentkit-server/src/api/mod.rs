@@ -321,8 +321,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             state.clone(),
             authenticate,
         ));
-    Router::new()
-        .merge(authed)
+    let router = Router::new().merge(authed);
+    #[cfg(feature = "dashboard")]
+    let router = router.merge(crate::dashboard::routes());
+    router
         .merge(v1::open_routes())
         .merge(hooks::open_routes())
         .route(

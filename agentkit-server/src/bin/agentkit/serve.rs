@@ -227,6 +227,8 @@ pub(crate) async fn serve(args: ServeArgs, dev: bool) -> Result<(), Failure> {
     println!("agentkit serving {} agent(s) from {source}", agents.len());
     println!("  API      http://{addr}/v1   (OpenAPI: http://{addr}/openapi.json)");
     println!("  MCP      http://{addr}/mcp  (streamable HTTP; every agent is a tool)");
+    #[cfg(feature = "dashboard")]
+    println!("  web      http://{addr}/     (the dashboard; sign in with an API key)");
     println!("  store    {database}");
     println!("  vault    {vault_note}");
     if std::env::var("AGENTKIT_ADMIN_KEY").is_err() {

@@ -366,6 +366,15 @@ async fn schedules_of_one_name_live_apart_in_each_workspace() {
         assert_eq!(s, 202, "{run}");
         assert_eq!(run["agent"], "bot");
         let id = run["run_id"].as_str().unwrap().to_owned();
+        // The run acts as the schedule's creator: in its workspace (for policy and audit).
+        let (_, got) = call(&r, k, Method::GET, &format!("/v1/runs/{id}"), None).await;
+        let ws = &got["input"]["principal"]["workspace"];
+        if i == 0 {
+            assert!(ws.is_null(), "{got}");
+        } else {
+            assert_eq!(ws, &json!(["a", "b"][i - 1]), "{got}");
+            assert_eq!(got["input"]["principal"]["tenant"], "org", "{got}");
+        }
         for (j, other) in keys.iter().enumerate() {
             let (s, _) = call(&r, other, Method::GET, &format!("/v1/runs/{id}"), None).await;
             assert_eq!(s, if i == j { 200 } else { 404 });

@@ -178,6 +178,18 @@ pub async fn create_schedule(
     spec.target = scope
         .internal(&spec.target)
         .ok_or_else(|| bad("target", &spec.target))?;
+    // A workspace's scheduled runs act as the key that made the schedule: their policy
+    // decisions, audit entries and approvals belong to that workspace, not the default one.
+    if !scope.is_default() {
+        let mut input = spec.input_or_default(scope.external(&name).unwrap_or(&name));
+        if let Value::Object(o) = &mut input {
+            let principal = serde_json::to_value(caller.principal()).map_err(|e| {
+                Problem::from(agentkit_core::Error::json("encoding the principal", e))
+            })?;
+            o.insert("principal".into(), principal);
+        }
+        spec.input = Some(input);
+    }
     let view = s
         .platform
         .create_schedule(&name, spec)

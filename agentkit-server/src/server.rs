@@ -356,6 +356,7 @@ impl ServerBuilder {
             metrics,
             rate_limits: self.rate_limits,
             jwt: self.jwt,
+            keys: crate::tenancy::ApiKeys::new(Arc::clone(&store)),
             vault,
         })
     }
@@ -371,6 +372,7 @@ pub struct Server {
     rate_limits: crate::ratelimit::RateLimits,
     jwt: Option<crate::tenancy::JwtVerifier>,
     vault: crate::vault::Vault,
+    keys: crate::tenancy::ApiKeys,
 }
 
 impl std::fmt::Debug for Server {
@@ -424,7 +426,7 @@ impl Server {
                 admin_key: Arc::clone(&self.admin_key),
                 metrics: self.metrics.clone(),
                 rate_limits: self.rate_limits.clone(),
-                keys: crate::tenancy::ApiKeys::new(Arc::clone(self.platform.runtime().store())),
+                keys: self.keys.clone(),
                 workspaces: crate::tenancy::Workspaces::new(Arc::clone(
                     self.platform.runtime().store(),
                 )),

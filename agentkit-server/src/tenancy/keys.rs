@@ -123,10 +123,26 @@ pub fn key_id(key: &str) -> Option<&str> {
     (hexy(id, 12) && hexy(secret, 64)).then_some(id)
 }
 
-/// The API keys in a store.
+/// How long a verified key is answered from memory before it is read again: a key revoked
+/// through another server process stops working within this time (at once through this one).
+pub const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+/// At most this many verified keys are kept in memory.
+const VERIFIED_MAX: usize = 10_000;
+
+/// A key verified recently: its record and the store revision it was read at.
+#[derive(Clone)]
+struct Verified {
+    key: ApiKey,
+    revision: u64,
+    at: std::time::Instant,
+}
+
+/// The API keys in a store. Verified keys are kept in memory for [`VERIFIED_TTL`], so a busy
+/// client costs one store read per key every few seconds, not one per request.
 #[derive(Clone)]
 pub struct ApiKeys {
     store: Arc<dyn Store>,
+    verified: Arc<std::sync::Mutex<std::collections::HashMap<String, Verified>>>,
 }
 
 impl std::fmt::Debug for ApiKeys {
@@ -155,7 +171,10 @@ impl ApiKeys {
     /// The keys in `store`.
     #[must_use]
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            verified: Arc::default(),
+        }
     }
 
     /// Create a key for `workspace` with `role`, valid until `expires_at` (ms since epoch)
@@ -258,6 +277,7 @@ impl ApiKeys {
                 .await?
                 .is_some()
             {
+                self.forget(id);
                 return Ok(Some(k));
             }
         }
@@ -273,10 +293,22 @@ impl ApiKeys {
         let Some(id) = key_id(presented) else {
             return Ok(Err(Refusal::Unknown));
         };
-        let Some(d) = self.store.doc_get(KEYS, id).await? else {
-            return Ok(Err(Refusal::Unknown));
+        let cached = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .filter(|v| v.at.elapsed() < VERIFIED_TTL)
+            .cloned();
+        let (mut k, revision) = match cached {
+            Some(v) => (v.key, v.revision),
+            None => {
+                let Some(d) = self.store.doc_get(KEYS, id).await? else {
+                    return Ok(Err(Refusal::Unknown));
+                };
+                (decode(&d)?, d.revision)
+            }
         };
-        let mut k = decode(&d)?;
         let given = hash(presented);
         if !bool::from(given.as_bytes().ct_eq(k.hash.as_bytes())) {
             return Ok(Err(Refusal::Unknown));
@@ -292,16 +324,58 @@ impl ApiKeys {
             .is_none_or(|t| now.saturating_sub(t) >= LAST_USED_EVERY_MS)
         {
             k.last_used_at = Some(now);
-            // A lost race means another request just wrote it: fine.
-            if let Err(e) = self
+            // A lost race means another request (or process) just wrote it: read it afresh
+            // next time, which also picks up a revocation made elsewhere.
+            match self
                 .store
-                .doc_put(KEYS, id, encode(&k)?, Expect::Revision(d.revision))
+                .doc_put(KEYS, id, encode(&k)?, Expect::Revision(revision))
                 .await
             {
-                tracing::warn!(key = %id, error = %e, "recording a key's last use failed");
+                Ok(Some(d)) => self.remember(id, &k, d.revision),
+                Ok(None) => self.forget(id),
+                Err(e) => {
+                    self.forget(id);
+                    tracing::warn!(key = %id, error = %e, "recording a key's last use failed");
+                }
             }
+        } else {
+            self.remember(id, &k, revision);
         }
         Ok(Ok(k))
+    }
+
+    fn remember(&self, id: &str, key: &ApiKey, revision: u64) {
+        let mut m = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(v) = m.get(id)
+            && v.revision == revision
+            && v.at.elapsed() < VERIFIED_TTL
+        {
+            return;
+        }
+        if m.len() >= VERIFIED_MAX {
+            m.retain(|_, v| v.at.elapsed() < VERIFIED_TTL);
+            if m.len() >= VERIFIED_MAX {
+                m.clear();
+            }
+        }
+        m.insert(
+            id.to_owned(),
+            Verified {
+                key: key.clone(),
+                revision,
+                at: std::time::Instant::now(),
+            },
+        );
+    }
+
+    fn forget(&self, id: &str) {
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
     }
 }
 
@@ -309,6 +383,37 @@ impl ApiKeys {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[tokio::test]
+    async fn remembered_keys_still_check_the_secret_and_a_revocation_here_is_immediate() {
+        let store: Arc<dyn Store> = Arc::new(agentkit_runtime::MemoryStore::new());
+        let keys = ApiKeys::new(Arc::clone(&store));
+        let ws = WorkspaceId::default_workspace();
+        let k = keys
+            .create(&ws, "t", Role::Viewer, None, "admin")
+            .await
+            .unwrap();
+        assert!(keys.verify(&k.key).await.unwrap().is_ok());
+        // Remembered now: a wrong secret under the same id is still refused.
+        let (head, _) = k.key.rsplit_once('_').unwrap();
+        let forged = format!("{head}_{}", "0".repeat(64));
+        assert_eq!(
+            keys.verify(&forged).await.unwrap().unwrap_err(),
+            Refusal::Unknown
+        );
+        assert!(keys.verify(&k.key).await.unwrap().is_ok());
+        keys.revoke(&k.record.id).await.unwrap();
+        assert_eq!(
+            keys.verify(&k.key).await.unwrap().unwrap_err(),
+            Refusal::Revoked
+        );
+        // Another process's view (a fresh ApiKeys over the same store) agrees.
+        let other = ApiKeys::new(store);
+        assert_eq!(
+            other.verify(&k.key).await.unwrap().unwrap_err(),
+            Refusal::Revoked
+        );
+    }
 
     #[test]
     fn key_ids_parse_only_well_formed_keys() {

@@ -97,6 +97,130 @@ pub(crate) enum RunsCmd {
     Replay { run_id: String },
 }
 
+/// How many times `runs events --follow` reconnects a dropped stream before giving up.
+const FOLLOW_RECONNECTS: u32 = 10;
+
+/// `agentkit runs events <id> --follow`: print the run's events as they happen (model text
+/// live, as it is written), reconnecting with `Last-Event-ID` when the stream drops (no event
+/// is shown twice or lost: the server replays from the store); exits non-zero when the run
+/// ends failed or cancelled.
+async fn follow_events(c: &Client, remote: &Remote, run_id: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    c.call(Method::GET, &format!("/v1/runs/{run_id}"), None)
+        .await?;
+    let bar = if remote.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new_spinner()
+    };
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar.set_message(format!("following run {run_id}"));
+    let mut last_id: Option<String> = None;
+    let mut drops = 0u32;
+    let mut in_text = false;
+    let end = loop {
+        let mut req = c
+            .request(Method::GET, &format!("/v1/runs/{run_id}/events"))
+            .header("accept", "text/event-stream");
+        if let Some(id) = &last_id {
+            req = req.header("last-event-id", id);
+        }
+        let res = match req.send().await {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => {
+                bar.finish_and_clear();
+                return Err(Failure::new(
+                    exit::FAILED,
+                    format!("following run {run_id}: the server answered {}", r.status()),
+                ));
+            }
+            Err(e) if drops < FOLLOW_RECONNECTS => {
+                drops += 1;
+                bar.set_message(format!("reconnecting ({drops}/{FOLLOW_RECONNECTS}): {e}"));
+                tokio::time::sleep(Duration::from_millis(250 * u64::from(drops))).await;
+                continue;
+            }
+            Err(e) => {
+                bar.finish_and_clear();
+                return Err(Failure::new(
+                    exit::UNREACHABLE,
+                    format!("following run {run_id}: {e}"),
+                ));
+            }
+        };
+        let mut stream = sse_stream::SseStream::from_bytes_stream(res.bytes_stream());
+        let mut ended = None;
+        while let Some(item) = stream.next().await {
+            let Ok(e) = item else { break };
+            let ev = e.event.unwrap_or_default();
+            let data = e.data.unwrap_or_default();
+            if let Some(id) = e.id.filter(|i| !i.is_empty()) {
+                last_id = Some(id);
+            }
+            let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+            if remote.json {
+                bar.suspend(|| println!("{}", json!({"event": ev, "data": v})));
+            } else if ev == "delta" {
+                bar.suspend(|| {
+                    if !in_text {
+                        print!("      ");
+                    }
+                    print!("{}", s(&v, "text"));
+                    let _ = std::io::stdout().flush();
+                });
+                in_text = true;
+            } else {
+                let what = match ev.as_str() {
+                    "model" => format!(
+                        "model  {} ms, {} tokens",
+                        v["latency_ms"], v["data"]["usage"]["output_tokens"]
+                    ),
+                    "tool_result" => format!("tool   {} ({} ms)", s(&v, "key"), v["latency_ms"]),
+                    "status" | "end" => format!("{ev:<6} {}", s(&v, "status")),
+                    "error" => format!("error  {data}"),
+                    _ => format!("{ev:<6} {}", s(&v, "key")),
+                };
+                let id = last_id.clone().unwrap_or_default();
+                bar.suspend(|| {
+                    if in_text {
+                        println!();
+                    }
+                    println!("{id:>4}  {what}");
+                });
+                in_text = false;
+                bar.set_message(format!("run {run_id}: {what}"));
+            }
+            if ev == "end" {
+                ended = Some(v);
+                break;
+            }
+        }
+        if let Some(v) = ended {
+            break v;
+        }
+        drops += 1;
+        if drops > FOLLOW_RECONNECTS {
+            bar.finish_and_clear();
+            return Err(Failure::new(
+                exit::UNREACHABLE,
+                format!("following run {run_id}: the stream dropped {drops} times"),
+            ));
+        }
+        bar.set_message(format!(
+            "stream dropped; reconnecting ({drops}/{FOLLOW_RECONNECTS})"
+        ));
+        tokio::time::sleep(Duration::from_millis(250 * u64::from(drops))).await;
+    };
+    bar.finish_and_clear();
+    match end["status"].as_str() {
+        Some("failed" | "cancelled") => Err(Failure::new(
+            exit::FAILED,
+            format!("run {run_id} ended {}", s(&end, "status")),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The default server URL.
 pub(crate) const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
@@ -444,35 +568,7 @@ pub(crate) async fn runs(remote: &Remote, cmd: RunsCmd) -> Result<(), Failure> {
                 c.call(Method::GET, &format!("/v1/runs/{run_id}/events"), None)
                     .await?
             } else {
-                c.call(Method::GET, &format!("/v1/runs/{run_id}"), None)
-                    .await?;
-                let res = c
-                    .request(Method::GET, &format!("/v1/runs/{run_id}/events"))
-                    .header("accept", "text/event-stream")
-                    .send()
-                    .await
-                    .map_err(|e| Failure::new(exit::UNREACHABLE, e.to_string()))?;
-                let mut stream = sse_stream::SseStream::from_bytes_stream(res.bytes_stream());
-                while let Some(Ok(e)) = stream.next().await {
-                    let ev = e.event.unwrap_or_default();
-                    let data = e.data.unwrap_or_default();
-                    if remote.json {
-                        println!("{{\"event\":{},\"data\":{data}}}", json!(ev));
-                    } else {
-                        let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-                        let what = match ev.as_str() {
-                            "model" => format!("model  {}", v["data"]["text"]),
-                            "tool_result" => format!("tool   {}", s(&v, "key")),
-                            "status" | "end" => format!("{ev:<6} {}", s(&v, "status")),
-                            _ => format!("{ev:<6} {}", s(&v, "key")),
-                        };
-                        println!("{:>4}  {what}", e.id.unwrap_or_default());
-                    }
-                    if ev == "end" {
-                        break;
-                    }
-                }
-                return Ok(());
+                return follow_events(&c, remote, &run_id).await;
             }
         }
         RunsCmd::Pause { run_id } => {

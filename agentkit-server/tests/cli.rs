@@ -348,3 +348,114 @@ fn keys_and_workspaces_are_managed_from_the_cli() {
     let (code, _, err) = run(&dev, &["keys", "create", "--role", "root"]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// A TCP proxy to `target` that cuts the first SSE response it carries 400 bytes into its
+/// body (both sockets shut), then passes everything through. Returns its URL and the number
+/// of connections it accepted.
+fn cutting_proxy(target: &str) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let target = target.trim_start_matches("http://").to_owned();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let cut_done = Arc::new(AtomicBool::new(false));
+    let count = Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { break };
+            count.fetch_add(1, Ordering::SeqCst);
+            let Ok(server) = TcpStream::connect(&target) else {
+                continue;
+            };
+            let (mut c_read, mut s_write) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_read, &mut s_write);
+            });
+            let cut_done = Arc::clone(&cut_done);
+            std::thread::spawn(move || {
+                let (mut s_read, mut c_write) = (server, client);
+                let mut buf = [0u8; 256];
+                let mut seen: Vec<u8> = Vec::new();
+                let mut after_sse: Option<usize> = None;
+                loop {
+                    let n = match s_read.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if c_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    if cut_done.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    match after_sse.as_mut() {
+                        Some(k) => *k += n,
+                        None => {
+                            seen.extend_from_slice(&buf[..n]);
+                            if seen.windows(17).any(|w| w == b"text/event-stream") {
+                                after_sse = Some(0);
+                            }
+                        }
+                    }
+                    if after_sse.is_some_and(|k| k >= 400) {
+                        cut_done.store(true, Ordering::SeqCst);
+                        let _ = c_write.shutdown(Shutdown::Both);
+                        let _ = s_read.shutdown(Shutdown::Both);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+#[test]
+fn runs_events_follow_reconnects_and_shows_every_event_once() {
+    let dev = start_dev();
+    let (code, _, err) = run(
+        &dev,
+        &["run", "answer-and-summarize", "tell me a long story"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run(&dev, &["runs", "list", "--json"]);
+    let runs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = runs[0]["run_id"].as_str().unwrap().to_owned();
+    // Without the proxy: the ids the stream holds.
+    let (code, whole, _) = run(&dev, &["runs", "events", &id, "--follow"]);
+    assert_eq!(code, 0, "{whole}");
+    let ids = |text: &str| -> Vec<u64> {
+        text.lines()
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    };
+    let expected = ids(&whole);
+    assert!(expected.len() >= 3, "{whole}");
+
+    let (proxy, accepted) = cutting_proxy(&dev.url);
+    let out = agentkit()
+        .args(["runs", "events", &id, "--follow", "--server", &proxy])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the stream was not cut, so nothing was tested: {text}"
+    );
+    assert_eq!(
+        ids(&text),
+        expected,
+        "every event once, in order, across the reconnect"
+    );
+    assert!(text.contains("end"), "{text}");
+}

@@ -33,7 +33,11 @@ pub struct ServerBuilder {
     rate_limits: crate::ratelimit::RateLimits,
     jwt: Option<crate::tenancy::JwtVerifier>,
     master_key: Option<crate::vault::MasterKey>,
+    claim_for: Duration,
 }
+
+/// How long an approval claim lasts unless set.
+const DEFAULT_CLAIM_FOR: Duration = Duration::from_secs(15 * 60);
 
 impl std::fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,6 +86,7 @@ impl ServerBuilder {
             rate_limits: crate::ratelimit::RateLimits::new(),
             jwt: None,
             master_key: None,
+            claim_for: DEFAULT_CLAIM_FOR,
         }
     }
 
@@ -210,6 +215,13 @@ impl ServerBuilder {
     #[must_use]
     pub fn master_key(mut self, key: crate::vault::MasterKey) -> Self {
         self.master_key = Some(key);
+        self
+    }
+
+    /// How long a claim on an approval keeps others from deciding it (default 15 minutes).
+    #[must_use]
+    pub fn approval_claim(mut self, duration: Duration) -> Self {
+        self.claim_for = duration;
         self
     }
 
@@ -346,6 +358,11 @@ impl ServerBuilder {
                 if let Err(e) = p.advance_queues().await {
                     tracing::warn!(error = %e, "advancing thread queues failed");
                 }
+                match crate::policy::expire_due(&p, now).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(expired = n, "approvals expired"),
+                    Err(e) => tracing::warn!(error = %e, "expiring approvals failed"),
+                }
                 limits.retain_recent();
             }
         });
@@ -358,6 +375,7 @@ impl ServerBuilder {
             jwt: self.jwt,
             keys: crate::tenancy::ApiKeys::new(Arc::clone(&store)),
             vault,
+            claim_for: self.claim_for,
         })
     }
 }
@@ -373,6 +391,7 @@ pub struct Server {
     jwt: Option<crate::tenancy::JwtVerifier>,
     vault: crate::vault::Vault,
     keys: crate::tenancy::ApiKeys,
+    claim_for: Duration,
 }
 
 impl std::fmt::Debug for Server {
@@ -432,6 +451,7 @@ impl Server {
                 )),
                 jwt: self.jwt.clone(),
                 vault: self.vault.clone(),
+                claim_for: self.claim_for,
             },
             self.max_body_bytes,
         )

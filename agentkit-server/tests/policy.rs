@@ -66,13 +66,24 @@ async fn wait_for(base: &str, run_id: &str, status: &str) -> Value {
     panic!("run {run_id} never became {status}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
+/// A server with the `poster` agent: it reads `/etc/passwd` (denied), reads the docs, then
+/// posts to Slack (a chain rule asks for approval), then answers `posted`.
+struct Poster {
+    base: String,
+    store: Arc<dyn Store>,
+    model: Arc<ScriptedProvider>,
+    reads: Arc<AtomicU32>,
+    sends: Arc<AtomicU32>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_poster(expire_after: Option<Duration>) -> Poster {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
     let config = Config::from_yaml_str(POLICY, None).unwrap();
     let policy = Policy::compile("docs", &config.policies["docs"]).unwrap();
-    let audit = Arc::new(StoreAudit::new(Arc::clone(&store)));
+    let audit = Arc::new(StoreAudit::new(Arc::clone(&store)).with_approval_expiry(expire_after));
 
     let reads = Arc::new(AtomicU32::new(0));
     let sends = Arc::new(AtomicU32::new(0));
@@ -126,6 +137,28 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
             .unwrap();
     });
 
+    Poster {
+        base,
+        store,
+        model,
+        reads,
+        sends,
+        _stop: stop,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
+    let Poster {
+        base,
+        store,
+        model,
+        reads,
+        sends,
+        _stop: stop,
+        _dir,
+    } = start_poster(None).await;
     let (st, run) = call(
         &base,
         reqwest::Method::POST,
@@ -244,4 +277,106 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
         "{p}"
     );
     let _ = stop.send(());
+}
+
+async fn call_as(
+    base: &str,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_keeps_other_deciders_out_and_an_undecided_approval_expires() {
+    let p = start_poster(Some(Duration::from_secs(2))).await;
+    let (st, run) = call(
+        &p.base,
+        reqwest::Method::POST,
+        "/v1/agents/poster/runs",
+        Some(json!({"message": "post the docs"})),
+    )
+    .await;
+    assert!(st == 200 || st == 202, "{st} {run}");
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    wait_for(&p.base, &run_id, "waiting_approval").await;
+    let (_, pending) = call(&p.base, reqwest::Method::GET, "/v1/approvals", None).await;
+    let call_id = pending[0]["call_id"].as_str().unwrap().to_owned();
+    assert!(
+        pending[0]["expires_at"].as_i64().unwrap() > pending[0]["requested_at"].as_i64().unwrap()
+    );
+
+    let mut keys = Vec::new();
+    for name in ["alice", "bob"] {
+        let (st, k) = call(
+            &p.base,
+            reqwest::Method::POST,
+            "/v1/keys",
+            Some(json!({"role": "operator", "name": name})),
+        )
+        .await;
+        assert_eq!(st, 201, "{k}");
+        keys.push((
+            k["key"].as_str().unwrap().to_owned(),
+            k["id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let claim = format!("/v1/approvals/{run_id}/{call_id}/claim");
+    let (st, claimed) = call_as(&p.base, &keys[0].0, reqwest::Method::POST, &claim, None).await;
+    assert_eq!(st, 200, "{claimed}");
+    assert_eq!(claimed["claimed_by"], keys[0].1.as_str());
+    let (st, b) = call_as(&p.base, &keys[1].0, reqwest::Method::POST, &claim, None).await;
+    assert_eq!(st, 409, "{b}");
+    let (st, b) = call_as(
+        &p.base,
+        &keys[1].0,
+        reqwest::Method::POST,
+        &format!("/v1/runs/{run_id}/approve"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 409, "bob may not decide alice's claim: {b}");
+    assert!(b["detail"].as_str().unwrap().contains("claimed by"), "{b}");
+    let (st, _) = call_as(
+        &p.base,
+        &keys[1].0,
+        reqwest::Method::POST,
+        &format!("/v1/approvals/{run_id}/nope/claim"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 404);
+
+    // Nobody decides: the approval expires, the run resumes with the rejection and the model
+    // reads why; the tool never runs.
+    let done = wait_for(&p.base, &run_id, "succeeded").await;
+    assert_eq!(done["output"]["text"], "posted", "{done}");
+    assert_eq!(
+        p.sends.load(Ordering::SeqCst),
+        0,
+        "the expired call never ran"
+    );
+    let last = p.model.requests().last().cloned().unwrap();
+    let seen = serde_json::to_string(&last.messages).unwrap();
+    assert!(seen.contains("expired"), "{seen}");
+    let (_, all) = call(
+        &p.base,
+        reqwest::Method::GET,
+        "/v1/approvals?status=all",
+        None,
+    )
+    .await;
+    assert_eq!(all[0]["status"], "rejected", "{all}");
+    assert_eq!(all[0]["decided_by"], "expiry", "{all}");
+    let _ = (&p.store, &p.reads);
 }

@@ -26,11 +26,11 @@ pub use loader::{ConfigFormat, ConfigLoader, locate_key};
 pub use policy::{ArgumentRule, ChainAction, ChainRule, PolicyRef, PolicySpec};
 pub use resolve::{MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
 pub use spec::{
-    AgentLimits, AgentSpec, CatchUpPolicy, ChainInputKind, ChainSpec, EvaluatorOptimizerSpec,
-    EventTrigger, HumanDuration, JwtClaimNames, JwtSettings, MAX_DURATION, MAX_NAME_LEN,
-    MIN_INTERVAL, MinRating, OnFailure, OrchestratorSpec, OverlapPolicy, ParallelSpec,
-    PlanModeKind, ProviderKind, Rate, RateLimitSettings, RetentionSettings, RouterSpec,
-    ScheduleSpec, ServerSettings, SwarmSpec, ThreadConcurrency, ToolGlobs, TriggerSpec,
+    AgentLimits, AgentSpec, ApprovalSettings, CatchUpPolicy, ChainInputKind, ChainSpec,
+    EvaluatorOptimizerSpec, EventTrigger, HumanDuration, JwtClaimNames, JwtSettings, MAX_DURATION,
+    MAX_NAME_LEN, MIN_INTERVAL, MinRating, OnFailure, OrchestratorSpec, OverlapPolicy,
+    ParallelSpec, PlanModeKind, ProviderKind, Rate, RateLimitSettings, RetentionSettings,
+    RouterSpec, ScheduleSpec, ServerSettings, SwarmSpec, ThreadConcurrency, ToolGlobs, TriggerSpec,
     WebhookTrigger, WorkflowLimits, WorkflowSpec, is_valid_name,
 };
 

@@ -951,6 +951,28 @@ pub struct ServerSettings {
     /// Accept OIDC / JWT bearer tokens beside API keys (unset: API keys only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtSettings>,
+    /// The approval queue.
+    pub approvals: ApprovalSettings,
+}
+
+/// `server.approvals`: how long a tool call may wait for a human.
+///
+/// ```yaml
+/// server:
+///   approvals:
+///     expire_after: 24h      # then the call is rejected and the model reads why
+///     claim_for: 15m         # a claim keeps others from deciding for this long
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ApprovalSettings {
+    /// Reject a pending approval this long after it was asked (unset: it waits forever).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expire_after: Option<HumanDuration>,
+    /// How long a claim lasts (default 15 minutes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim_for: Option<HumanDuration>,
 }
 
 /// `server.jwt`: accept bearer tokens (JWTs) issued by an identity provider beside API keys.
@@ -2322,6 +2344,19 @@ server:
                 .unwrap_err()
                 .to_string();
         assert!(e.contains("memory"), "{e}");
+    }
+
+    #[test]
+    fn approval_settings_are_read() {
+        let config = load("server:\n  approvals: {expire_after: 2h, claim_for: 5m}\n").unwrap();
+        let a = &config.server.approvals;
+        assert_eq!(a.expire_after.map(|d| d.0.as_secs()), Some(7200));
+        assert_eq!(a.claim_for.map(|d| d.0.as_secs()), Some(300));
+        let e = err("server:\n  approvals: {expire: 2h}\n");
+        assert!(
+            e.contains("server.approvals") && e.contains("expire"),
+            "{e}"
+        );
     }
 
     #[test]

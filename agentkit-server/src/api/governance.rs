@@ -10,7 +10,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiResult, AppState, Json, Problem, Query};
+use super::{ApiResult, AppState, Json, Path, Problem, Query};
 use crate::policy::{ApprovalView, CSV_HEADER, StoreAudit, csv_line};
 use crate::tenancy::Caller;
 
@@ -19,6 +19,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/audit", get(list_audit))
         .route("/v1/audit/verify", get(verify_audit))
         .route("/v1/approvals", get(list_approvals))
+        .route(
+            "/v1/approvals/{run_id}/{call_id}/claim",
+            axum::routing::post(claim_approval),
+        )
 }
 
 fn audit(s: &AppState) -> StoreAudit {
@@ -205,4 +209,24 @@ pub async fn list_approvals(
     Ok(Json(
         audit(&s).approvals(status, workspace.as_deref()).await?,
     ))
+}
+
+/// Claim a pending approval for a while (`server.approvals.claim_for`, default 15 minutes):
+/// until the claim lapses only its holder (or the server's admin key) may approve or reject
+/// the run's calls. Claiming again extends one's own claim.
+#[utoipa::path(post, path = "/v1/approvals/{run_id}/{call_id}/claim", tag = "governance",
+    params(("run_id" = String, Path, description = "run id"),
+           ("call_id" = String, Path, description = "the tool call's id")),
+    responses((status = 200, body = ApprovalView), (status = 404, body = Problem),
+              (status = 409, body = Problem)))]
+pub async fn claim_approval(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((run_id, call_id)): Path<(String, String)>,
+) -> ApiResult<Json<ApprovalView>> {
+    s.platform.run_in(&caller.scope(), &run_id).await?;
+    let by = caller.key_id.clone().unwrap_or_else(|| "admin".to_owned());
+    let until = agentkit_runtime::model::now_ms()
+        .saturating_add(i64::try_from(s.claim_for.as_millis()).unwrap_or(i64::MAX));
+    Ok(Json(audit(&s).claim(&run_id, &call_id, &by, until).await?))
 }

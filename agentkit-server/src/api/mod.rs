@@ -48,6 +48,8 @@ pub struct AppState {
     pub(crate) jwt: Option<crate::tenancy::JwtVerifier>,
     /// The credential vault.
     pub(crate) vault: crate::vault::Vault,
+    /// How long an approval claim lasts.
+    pub(crate) claim_for: std::time::Duration,
 }
 
 impl std::fmt::Debug for AppState {
@@ -133,6 +135,7 @@ const SCOPED_ROUTES: &[&str] = &[
     "/v1/audit",
     "/v1/audit/verify",
     "/v1/approvals",
+    "/v1/approvals/{run_id}/{call_id}/claim",
     "/v1/secrets",
     "/v1/secrets/{name}",
 ];

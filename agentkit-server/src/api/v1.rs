@@ -685,9 +685,10 @@ async fn decide(
     };
     let scope = caller.scope();
     s.platform.run_in(&scope, run_id).await?;
-    // Who decided, for the approval queue and the audit log.
+    // Who decided, for the approval queue and the audit log; a claim by someone else is a
+    // 409 (the server's admin key overrides it).
     crate::policy::StoreAudit::new(std::sync::Arc::clone(s.platform.runtime().store()))
-        .note_decision(run_id, approved, by, reason.as_deref())
+        .note_decision(run_id, approved, by, reason.as_deref(), caller.super_admin)
         .await?;
     control(s, caller, run_id, async |rt| {
         rt.signal(run_id, APPROVAL_SIGNAL, payload).await

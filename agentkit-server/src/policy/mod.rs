@@ -48,6 +48,8 @@ fn entry_id(workspace: &str, seq: u64) -> String {
 pub struct StoreAudit {
     store: Arc<dyn Store>,
     redactor: Redactor,
+    /// Pending approvals are rejected this long after they were asked.
+    expire_after: Option<std::time::Duration>,
     /// Writers of this process take turns (writers of other processes are handled by the
     /// create-only writes).
     turn: Arc<tokio::sync::Mutex<()>>,
@@ -92,7 +94,22 @@ pub struct ApprovalView {
     pub decided_by: Option<String>,
     /// The decision's reason.
     pub decision_reason: Option<String>,
+    /// Who claimed it (a key id or `admin`): only they may decide it until `claimed_until`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<String>,
+    /// When the claim lapses (ms since epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_until: Option<i64>,
+    /// When it is rejected for want of a decision (ms since epoch; `server.approvals.expire_after`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
+
+/// The approval queue collection (`<run_id>/<call_id>`).
+pub const APPROVALS_COLLECTION: &str = APPROVALS;
+
+/// Who decides expired approvals.
+pub const EXPIRY_DECIDER: &str = "expiry";
 
 impl StoreAudit {
     /// An audit log over `store`, redacting with the default [`Redactor`].
@@ -101,8 +118,16 @@ impl StoreAudit {
         Self {
             store,
             redactor: Redactor::default(),
+            expire_after: None,
             turn: Arc::default(),
         }
+    }
+
+    /// Reject approvals nobody decided `after` they were asked (see [`expire_due`]).
+    #[must_use]
+    pub fn with_approval_expiry(mut self, after: Option<std::time::Duration>) -> Self {
+        self.expire_after = after;
+        self
     }
 
     /// Redact with `redactor` instead.
@@ -285,36 +310,129 @@ impl StoreAudit {
         Ok(out)
     }
 
-    /// Record who decided the pending approvals of `run_id`, before the run is signalled.
+    /// Record who decided the pending approvals of `run_id`, before the run is signalled;
+    /// returns how many this call decided (0: none was pending, or another decider won the
+    /// race — then the run must not be signalled again).
+    ///
+    /// # Errors
+    ///
+    /// 409 when one of them is claimed by someone else (unless `override_claim`), or the
+    /// store's error.
     pub async fn note_decision(
         &self,
         run_id: &str,
         approved: bool,
         by: &str,
         reason: Option<&str>,
-    ) -> Result<()> {
+        override_claim: bool,
+    ) -> Result<usize> {
         let docs = self
             .store
             .doc_list(APPROVALS, &format!("{run_id}/"), None, 100)
             .await?;
+        let now = now_ms();
+        let mut pending = Vec::new();
         for d in docs {
-            let Ok(mut v) = serde_json::from_value::<ApprovalView>(d.value) else {
+            let Ok(v) = serde_json::from_value::<ApprovalView>(d.value.clone()) else {
                 continue;
             };
             if v.status != "pending" {
                 continue;
             }
+            if !override_claim
+                && let (Some(who), Some(until)) = (&v.claimed_by, v.claimed_until)
+                && who != by
+                && until > now
+            {
+                return Err(Error::invalid_state(
+                    format!("the approval of {} in run {run_id}", v.tool),
+                    format!(
+                        "is claimed by {who} for {} s more; ask them, or wait for the claim \
+                         to lapse",
+                        (until - now + 999) / 1000
+                    ),
+                ));
+            }
+            pending.push((d, v));
+        }
+        let mut decided = 0;
+        for (d, mut v) in pending {
             v.status = if approved { "approved" } else { "rejected" }.to_owned();
-            v.decided_at = Some(now_ms());
+            v.decided_at = Some(now);
             v.decided_by = Some(by.to_owned());
             v.decision_reason = reason.map(str::to_owned);
             let value =
                 serde_json::to_value(&v).map_err(|e| Error::json("encoding an approval", e))?;
-            self.store
+            if self
+                .store
                 .doc_put(APPROVALS, &d.id, value, Expect::Revision(d.revision))
-                .await?;
+                .await?
+                .is_some()
+            {
+                decided += 1;
+            }
         }
-        Ok(())
+        Ok(decided)
+    }
+
+    /// Claim the pending approval `run_id`/`call_id` for `by` until `until` (ms since epoch):
+    /// others cannot decide it meanwhile. Claiming one's own claim again extends it.
+    ///
+    /// # Errors
+    ///
+    /// 404 when there is no such approval, 409 when it is decided or claimed by someone
+    /// else.
+    pub async fn claim(
+        &self,
+        run_id: &str,
+        call_id: &str,
+        by: &str,
+        until: i64,
+    ) -> Result<ApprovalView> {
+        let id = format!("{run_id}/{call_id}");
+        for _ in 0..8 {
+            let Some(d) = self.store.doc_get(APPROVALS, &id).await? else {
+                return Err(Error::not_found(
+                    "approval",
+                    &id,
+                    "list pending approvals with `GET /v1/approvals`",
+                ));
+            };
+            let mut v: ApprovalView = serde_json::from_value(d.value)
+                .map_err(|e| Error::json("reading an approval", e))?;
+            if v.status != "pending" {
+                return Err(Error::invalid_state(
+                    format!("the approval {id}"),
+                    format!("is {} already", v.status),
+                ));
+            }
+            let now = now_ms();
+            if let (Some(who), Some(t)) = (&v.claimed_by, v.claimed_until)
+                && who != by
+                && t > now
+            {
+                return Err(Error::invalid_state(
+                    format!("the approval {id}"),
+                    format!("is claimed by {who} for {} s more", (t - now + 999) / 1000),
+                ));
+            }
+            v.claimed_by = Some(by.to_owned());
+            v.claimed_until = Some(until);
+            let value =
+                serde_json::to_value(&v).map_err(|e| Error::json("encoding an approval", e))?;
+            if self
+                .store
+                .doc_put(APPROVALS, &id, value, Expect::Revision(d.revision))
+                .await?
+                .is_some()
+            {
+                return Ok(v);
+            }
+        }
+        Err(Error::Unavailable {
+            what: format!("the approval {id}"),
+            message: "it is being written concurrently; retry".into(),
+        })
     }
 
     async fn track_approval(&self, event: &mut AuditEvent) -> Result<()> {
@@ -336,6 +454,13 @@ impl StoreAudit {
                     decided_at: None,
                     decided_by: None,
                     decision_reason: None,
+                    claimed_by: None,
+                    claimed_until: None,
+                    expires_at: self.expire_after.map(|d| {
+                        event
+                            .at_ms
+                            .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                    }),
                 };
                 let value =
                     serde_json::to_value(&v).map_err(|e| Error::json("encoding an approval", e))?;
@@ -364,6 +489,45 @@ impl AuditSink for StoreAudit {
         self.track_approval(&mut event).await?;
         self.append(event).await.map(|_| ())
     }
+}
+
+/// Reject every pending approval whose `expires_at` has passed at `now`, and resume its run
+/// with the rejection (the model reads that the approval expired). Runs on every server
+/// process; the approval's compare-and-swap lets one of them decide and signal it.
+///
+/// # Errors
+///
+/// The store's error.
+pub async fn expire_due(platform: &crate::platform::Platform, now: i64) -> Result<usize> {
+    let audit = StoreAudit::new(Arc::clone(platform.runtime().store()));
+    let mut expired = 0;
+    for a in audit.approvals(Some("pending"), None).await? {
+        let Some(at) = a.expires_at.filter(|t| *t <= now) else {
+            continue;
+        };
+        let minutes = (at - a.requested_at) / 60_000;
+        let reason = format!(
+            "nobody approved the call to {} within {minutes} minute(s), so it expired",
+            a.tool
+        );
+        if audit
+            .note_decision(&a.run_id, false, EXPIRY_DECIDER, Some(&reason), true)
+            .await?
+            == 0
+        {
+            continue;
+        }
+        expired += 1;
+        let payload = serde_json::json!({"decision": "denied", "reason": reason});
+        if let Err(e) = platform
+            .runtime()
+            .signal(&a.run_id, agentkit_runtime::APPROVAL_SIGNAL, payload)
+            .await
+        {
+            tracing::warn!(run = %a.run_id, error = %e, "resuming a run after its approval expired failed");
+        }
+    }
+    Ok(expired)
 }
 
 /// One entry as a CSV line (RFC 4180 quoting), in the columns of [`CSV_HEADER`].
@@ -525,10 +689,38 @@ mod tests {
         let pending = audit.approvals(Some("pending"), None).await.unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].history, ["fs__read"]);
-        audit
-            .note_decision("r1", true, "admin", Some("ok"))
+        // A claim keeps others from deciding; its holder (or an override) may.
+        let until = now_ms() + 60_000;
+        let claimed = audit
+            .claim("r1", &pending[0].call_id, "key-a", until)
             .await
             .unwrap();
+        assert_eq!(claimed.claimed_by.as_deref(), Some("key-a"));
+        let e = audit
+            .claim("r1", &pending[0].call_id, "key-b", until)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("claimed by key-a"), "{e}");
+        let e = audit
+            .note_decision("r1", true, "key-b", None, false)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("claimed by key-a"), "{e}");
+        assert_eq!(
+            audit
+                .note_decision("r1", true, "key-a", Some("ok"), false)
+                .await
+                .unwrap(),
+            1
+        );
+        // Decided once: a second decision decides nothing (the run is not signalled twice).
+        assert_eq!(
+            audit
+                .note_decision("r1", false, "admin", None, true)
+                .await
+                .unwrap(),
+            0
+        );
         audit
             .record(event(AuditOutcome::Approved, json!({"text": "hi"})))
             .await
@@ -541,7 +733,7 @@ mod tests {
                 .is_empty()
         );
         let last = audit.entries(DEFAULT_WORKSPACE, 1, 10).await.unwrap();
-        assert_eq!(last[0].event.actor.as_deref(), Some("admin"));
+        assert_eq!(last[0].event.actor.as_deref(), Some("key-a"));
         assert!(csv_line(&last[0]).contains(",approved,"));
     }
 }

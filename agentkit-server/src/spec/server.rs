@@ -177,8 +177,11 @@ pub fn server_builder(builder: ServerBuilder, config: &Config) -> Result<(Server
     catalog.check()?;
     let schedules = catalog.schedules()?;
     let retention = &config.server.retention;
-    let audit: Arc<dyn agentkit_core::policy::AuditSink> =
-        Arc::new(crate::policy::StoreAudit::new(Arc::clone(builder.store())));
+    let approvals = &config.server.approvals;
+    let audit: Arc<dyn agentkit_core::policy::AuditSink> = Arc::new(
+        crate::policy::StoreAudit::new(Arc::clone(builder.store()))
+            .with_approval_expiry(approvals.expire_after.map(|d| d.0)),
+    );
     let vault = builder.vault();
     let mut builder = builder
         .spec_builder(Arc::new(
@@ -207,6 +210,9 @@ pub fn server_builder(builder: ServerBuilder, config: &Config) -> Result<(Server
             agentkit_core::config::ThreadConcurrency::Interrupt => ThreadPolicy::Interrupt,
             _ => ThreadPolicy::Reject,
         });
+    if let Some(d) = approvals.claim_for {
+        builder = builder.approval_claim(d.0);
+    }
     if let Some(jwt) = &config.server.jwt {
         builder = builder.jwt(crate::tenancy::JwtVerifier::from_settings(jwt)?);
     }

@@ -158,7 +158,8 @@ pub fn required_role(method: &http::Method, path: &str) -> Option<Role> {
             | "/threads/{thread_id}/runs/crons"
             | "/runs/crons"
             | "/v1/events/{event}"
-            | "/v1/servers/{name}/call_tool",
+            | "/v1/servers/{name}/call_tool"
+            | "/v1/approvals/{run_id}/{call_id}/claim",
         )
         | ("DELETE", "/v1/schedules/{name}" | "/runs/crons/{cron_id}")
         | ("PATCH", "/runs/crons/{cron_id}") => Role::Operator,

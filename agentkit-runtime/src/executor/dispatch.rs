@@ -14,6 +14,40 @@ use crate::journal::DurableJournal;
 use crate::model::{RunRecord, RunUpdate};
 use crate::sync::{lock, read};
 use crate::workflow::WorkflowContext;
+use tracing::Instrument;
+
+use super::registry::Target;
+
+/// The span of one execution of a run (`run {target}`): a root span, or the child of the
+/// remote span `traceparent` (the request that dispatched it). Its status, cost and tokens are
+/// recorded when the run ends ([`Runtime::observe_end`]).
+fn run_span(run: &RunRecord, traceparent: Option<&str>) -> tracing::Span {
+    let workspace = run
+        .input
+        .get("principal")
+        .and_then(|p| p.get("workspace"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        parent: None,
+        "run",
+        otel.name = %format!("run {}", run.target),
+        agentkit.run.id = %run.id,
+        agentkit.run.target = %run.target,
+        agentkit.agent.version = run.version,
+        agentkit.run.attempt = run.attempts,
+        agentkit.workspace = %workspace,
+        agentkit.run.status = tracing::field::Empty,
+        agentkit.cost_usd = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    if let Some(tp) = traceparent {
+        agentkit_core::trace::set_remote_parent(&span, tp);
+    }
+    span
+}
 
 /// What the dispatcher already knows about a run.
 pub(super) enum Hint {
@@ -130,12 +164,19 @@ impl Runtime {
             return;
         }
         self.start_heartbeat();
+        // The run's span continues the trace of whoever dispatched it (the HTTP request that
+        // started or resumed it), though it executes in a task of its own.
+        let mut traceparent = agentkit_core::trace::current_traceparent();
         let this = self.clone();
         self.inner.tasks.spawn(async move {
             let mut hint = hint;
             loop {
                 let outcome = this
-                    .drive(&run_id, std::mem::replace(&mut hint, Hint::None))
+                    .drive(
+                        &run_id,
+                        std::mem::replace(&mut hint, Hint::None),
+                        traceparent.take(),
+                    )
                     .await;
                 this.notify(&run_id);
                 match outcome {
@@ -155,7 +196,12 @@ impl Runtime {
         });
     }
 
-    pub(super) async fn drive(&self, run_id: &str, hint: Hint) -> Result<Outcome> {
+    pub(super) async fn drive(
+        &self,
+        run_id: &str,
+        hint: Hint,
+        traceparent: Option<String>,
+    ) -> Result<Outcome> {
         let token = {
             let mut m = lock(&self.inner.inflight);
             if m.contains_key(run_id) {
@@ -166,7 +212,7 @@ impl Runtime {
             m.insert(run_id.to_owned(), t.clone());
             t
         };
-        let result = self.execute(run_id, hint, &token).await;
+        let result = self.execute(run_id, hint, &token, traceparent).await;
         lock(&self.inner.inflight).remove(run_id);
         let again = lock(&self.inner.rerun).remove(run_id);
         match result {
@@ -180,6 +226,7 @@ impl Runtime {
         run_id: &str,
         hint: Hint,
         token: &CancellationToken,
+        traceparent: Option<String>,
     ) -> Result<Outcome> {
         let store = &self.inner.store;
         let (run, claimed, permit) = match hint {
@@ -250,6 +297,21 @@ impl Runtime {
         let Some(run) = claimed else {
             return Ok(Outcome::Done);
         };
+        let span = run_span(&run, traceparent.as_deref());
+        self.attempts(run_id, run, &target, token)
+            .instrument(span)
+            .await
+    }
+
+    /// Execute a claimed run, with its retries, inside the run's span.
+    async fn attempts(
+        &self,
+        run_id: &str,
+        run: RunRecord,
+        target: &Target,
+        token: &CancellationToken,
+    ) -> Result<Outcome> {
+        let store = &self.inner.store;
         let node = run
             .owner
             .clone()

@@ -108,7 +108,8 @@ mod tests {
             prop_assert!(is_traceparent(&tp));
             let upper = tp.to_uppercase();
             prop_assert_eq!(is_traceparent(&upper), upper == tp);
-            prop_assert!(!is_traceparent(&format!("01-{t}-{s}-{f}")));
+            let v1 = format!("01-{t}-{s}-{f}");
+            prop_assert!(!is_traceparent(&v1));
         }
     }
 }

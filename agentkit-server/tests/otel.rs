@@ -38,7 +38,10 @@ struct Received {
     raw: Vec<u8>,
 }
 
-async fn receive(State(r): State<Arc<Mutex<Received>>>, body: Bytes) -> impl axum::response::IntoResponse {
+async fn receive(
+    State(r): State<Arc<Mutex<Received>>>,
+    body: Bytes,
+) -> impl axum::response::IntoResponse {
     let request = ExportTraceServiceRequest::decode(body.as_ref()).expect("an OTLP trace export");
     let mut r = r.lock().unwrap();
     r.raw.extend_from_slice(&body);
@@ -162,7 +165,9 @@ async fn one_trace_from_the_callers_request_to_the_mcp_server() {
     let ct = tokio_util::sync::CancellationToken::new();
     let mcp = serve(axum::Router::new().nest_service(
         "/mcp",
-        calc.into_http_service(agentkit_mcp::HttpOptions::new().with_cancellation(ct.child_token())),
+        calc.into_http_service(
+            agentkit_mcp::HttpOptions::new().with_cancellation(ct.child_token()),
+        ),
     ))
     .await;
 
@@ -232,7 +237,14 @@ async fn one_trace_from_the_callers_request_to_the_mcp_server() {
     }
     let names: Vec<String> = spans
         .iter()
-        .map(|s| format!("{} [{} <- {}]", s.name, hex(&s.span_id), hex(&s.parent_span_id)))
+        .map(|s| {
+            format!(
+                "{} [{} <- {}]",
+                s.name,
+                hex(&s.span_id),
+                hex(&s.parent_span_id)
+            )
+        })
         .collect();
     let one = |name: &str| -> &Span {
         let found: Vec<&Span> = spans.iter().filter(|s| s.name == name).collect();
@@ -248,19 +260,36 @@ async fn one_trace_from_the_callers_request_to_the_mcp_server() {
         .iter()
         .filter(|s| s.name == "chat gpt-4o-mini")
         .collect();
-    assert_eq!(chats.len(), 2, "a model call for the tool, one for the answer: {names:?}");
+    assert_eq!(
+        chats.len(),
+        2,
+        "a model call for the tool, one for the answer: {names:?}"
+    );
 
     // One trace: the caller's.
     for s in [http, run_span, invoke, tool, call]
         .into_iter()
         .chain(chats.iter().copied())
     {
-        assert_eq!(hex(&s.trace_id), trace_id, "`{}` is in another trace", s.name);
+        assert_eq!(
+            hex(&s.trace_id),
+            trace_id,
+            "`{}` is in another trace",
+            s.name
+        );
     }
     // The tree.
     let parent_of = |s: &Span| hex(&s.parent_span_id);
-    assert_eq!(parent_of(http), caller_span, "the request continues the caller's span");
-    assert_eq!(parent_of(run_span), hex(&http.span_id), "the run's task joins the request");
+    assert_eq!(
+        parent_of(http),
+        caller_span,
+        "the request continues the caller's span"
+    );
+    assert_eq!(
+        parent_of(run_span),
+        hex(&http.span_id),
+        "the run's task joins the request"
+    );
     assert_eq!(parent_of(invoke), hex(&run_span.span_id));
     for c in &chats {
         assert_eq!(parent_of(c), hex(&invoke.span_id));
@@ -273,28 +302,67 @@ async fn one_trace_from_the_callers_request_to_the_mcp_server() {
     assert_eq!(http.kind, SpanKind::Server as i32);
     assert_eq!(call.kind, SpanKind::Client as i32);
     assert_eq!(attr(http, "http.request.method").as_deref(), Some("POST"));
-    assert_eq!(attr(http, "http.route").as_deref(), Some("/v1/agents/{name}/runs"));
-    assert_eq!(attr(http, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(
+        attr(http, "http.route").as_deref(),
+        Some("/v1/agents/{name}/runs")
+    );
+    assert_eq!(
+        attr(http, "http.response.status_code").as_deref(),
+        Some("200")
+    );
     assert_eq!(attr(http, "agentkit.workspace").as_deref(), Some("admin"));
-    assert_eq!(attr(run_span, "agentkit.run.id"), run["run_id"].as_str().map(str::to_owned));
-    assert_eq!(attr(run_span, "agentkit.agent.version").as_deref(), Some("1"));
-    assert_eq!(attr(run_span, "agentkit.run.status").as_deref(), Some("succeeded"));
-    assert_eq!(attr(run_span, "gen_ai.usage.input_tokens").as_deref(), Some("20"));
-    assert_eq!(attr(run_span, "gen_ai.usage.output_tokens").as_deref(), Some("10"));
-    let run_cost: f64 = attr(run_span, "agentkit.cost_usd").unwrap().parse().unwrap();
-    assert!(run_cost > 0.0, "gpt-4o-mini is in the price table: {run_cost}");
-    assert_eq!(attr(invoke, "gen_ai.operation.name").as_deref(), Some("invoke_agent"));
-    assert_eq!(attr(invoke, "gen_ai.agent.name").as_deref(), Some("calculator"));
+    assert_eq!(
+        attr(run_span, "agentkit.run.id"),
+        run["run_id"].as_str().map(str::to_owned)
+    );
+    assert_eq!(
+        attr(run_span, "agentkit.agent.version").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        attr(run_span, "agentkit.run.status").as_deref(),
+        Some("succeeded")
+    );
+    assert_eq!(
+        attr(run_span, "gen_ai.usage.input_tokens").as_deref(),
+        Some("20")
+    );
+    assert_eq!(
+        attr(run_span, "gen_ai.usage.output_tokens").as_deref(),
+        Some("10")
+    );
+    let run_cost: f64 = attr(run_span, "agentkit.cost_usd")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        run_cost > 0.0,
+        "gpt-4o-mini is in the price table: {run_cost}"
+    );
+    assert_eq!(
+        attr(invoke, "gen_ai.operation.name").as_deref(),
+        Some("invoke_agent")
+    );
+    assert_eq!(
+        attr(invoke, "gen_ai.agent.name").as_deref(),
+        Some("calculator")
+    );
     for c in &chats {
         assert_eq!(attr(c, "gen_ai.operation.name").as_deref(), Some("chat"));
-        assert_eq!(attr(c, "gen_ai.request.model").as_deref(), Some("gpt-4o-mini"));
+        assert_eq!(
+            attr(c, "gen_ai.request.model").as_deref(),
+            Some("gpt-4o-mini")
+        );
         assert_eq!(attr(c, "gen_ai.provider.name").as_deref(), Some("openai"));
         assert_eq!(attr(c, "gen_ai.usage.input_tokens").as_deref(), Some("10"));
         assert_eq!(attr(c, "gen_ai.usage.output_tokens").as_deref(), Some("5"));
         let cost: f64 = attr(c, "agentkit.cost_usd").unwrap().parse().unwrap();
         assert!(cost > 0.0);
     }
-    assert_eq!(attr(tool, "gen_ai.operation.name").as_deref(), Some("execute_tool"));
+    assert_eq!(
+        attr(tool, "gen_ai.operation.name").as_deref(),
+        Some("execute_tool")
+    );
     assert_eq!(attr(tool, "gen_ai.tool.name").as_deref(), Some("calc__add"));
     assert_eq!(attr(tool, "gen_ai.tool.call.id").as_deref(), Some("call_1"));
     assert_eq!(attr(call, "mcp.method.name").as_deref(), Some("tools/call"));
@@ -322,11 +390,18 @@ async fn one_trace_from_the_callers_request_to_the_mcp_server() {
     assert_eq!(sent, expected, "the provider requests' traceparent headers");
 
     // What the backend shows: this service, and not the tool's secret argument anywhere.
-    let r = received.lock().unwrap();
-    assert!(r.services.iter().all(|s| s == "agentkit-test") && !r.services.is_empty());
-    let raw = String::from_utf8_lossy(&r.raw);
-    assert!(!raw.contains(SECRET), "a tool argument reached the trace backend");
-    drop(r);
+    let (services, raw) = {
+        let r = received.lock().unwrap();
+        (
+            r.services.clone(),
+            String::from_utf8_lossy(&r.raw).into_owned(),
+        )
+    };
+    assert!(services.iter().all(|s| s == "agentkit-test") && !services.is_empty());
+    assert!(
+        !raw.contains(SECRET),
+        "a tool argument reached the trace backend"
+    );
 
     manager.shutdown().await;
     ct.cancel();

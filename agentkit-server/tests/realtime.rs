@@ -28,7 +28,10 @@ async fn get(base: &str, key: Option<&str>, path: &str) -> (u16, Value) {
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
     let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// Open a run's SSE event stream; it stays open until the run ends.
@@ -119,7 +122,10 @@ async fn realtime_shows_open_streams_rates_latency_and_top_tools() {
     assert_eq!(status, 200, "{live}");
     // The two streams and this request itself.
     assert_eq!(live["active_connections"]["total"], 3, "{live}");
-    assert_eq!(live["active_connections"]["by_platform"]["admin"], 2, "{live}");
+    assert_eq!(
+        live["active_connections"]["by_platform"]["admin"], 2,
+        "{live}"
+    );
     assert_eq!(
         live["active_connections"]["by_platform"]["default/default"], 1,
         "{live}"
@@ -137,7 +143,10 @@ async fn realtime_shows_open_streams_rates_latency_and_top_tools() {
 
     let (status, snap) = get(&base, Some(ADMIN), "/v1/metrics/realtime").await;
     assert_eq!(status, 200);
-    assert_eq!(snap["active_connections"]["total"], 1, "only this request: {snap}");
+    assert_eq!(
+        snap["active_connections"]["total"], 1,
+        "only this request: {snap}"
+    );
     assert_eq!(
         snap["active_connections"]["by_platform"],
         json!({"admin": 1}),
@@ -151,7 +160,10 @@ async fn realtime_shows_open_streams_rates_latency_and_top_tools() {
         (rps * window - 9.0).abs() < 0.5,
         "9 requests over {window} s: {snap}"
     );
-    assert_eq!(snap["error_rate"], 0.0, "4xx are the callers' errors: {snap}");
+    assert_eq!(
+        snap["error_rate"], 0.0,
+        "4xx are the callers' errors: {snap}"
+    );
     let (p50, p99) = (
         snap["latency_ms"]["p50"].as_f64().unwrap(),
         snap["latency_ms"]["p99"].as_f64().unwrap(),

@@ -2184,15 +2184,27 @@ server:
         )
         .unwrap();
         assert!(config.otel.enabled);
-        assert_eq!(config.otel.endpoint.as_deref(), Some("http://localhost:4318"));
+        assert_eq!(
+            config.otel.endpoint.as_deref(),
+            Some("http://localhost:4318")
+        );
         assert_eq!(config.otel.sample_ratio, Some(0.25));
         assert_eq!(config.otel.headers["authorization"], "Bearer t");
         let e = err("otel:\n  sample_ratio: 1.5\n");
-        assert!(e.contains("otel.sample_ratio") && e.contains("from 0 to 1"), "{e}");
+        assert!(
+            e.contains("otel.sample_ratio") && e.contains("from 0 to 1"),
+            "{e}"
+        );
         let e = err("otel:\n  endpoint: localhost:4318\n");
-        assert!(e.contains("otel.endpoint") && e.contains("http://localhost:4318"), "{e}");
+        assert!(
+            e.contains("otel.endpoint") && e.contains("http://localhost:4318"),
+            "{e}"
+        );
         let e = err("otel:\n  headers: {\"bad name\": x}\n");
-        assert!(e.contains("otel.headers") && e.contains("header name"), "{e}");
+        assert!(
+            e.contains("otel.headers") && e.contains("header name"),
+            "{e}"
+        );
         let e = err("otel:\n  sampling: 0.5\n");
         assert!(e.contains("sampling"), "{e}");
     }

@@ -171,10 +171,15 @@ impl OtelConfig {
         settings: &OtelSettings,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<Self>> {
-        let var = |name: &str| env(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let var = |name: &str| {
+            env(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let traces_var = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
         let base_var = var("OTEL_EXPORTER_OTLP_ENDPOINT");
-        let disabled_by_env = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        let disabled_by_env = var("OTEL_SDK_DISABLED")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
             || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
         let stated = settings.enabled || settings.endpoint.is_some();
         let by_env = (traces_var.is_some() || base_var.is_some()) && !disabled_by_env;
@@ -585,7 +590,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("OTEL_TRACES_SAMPLER") && e.contains("xray"), "{e}");
+        assert!(
+            e.contains("OTEL_TRACES_SAMPLER") && e.contains("xray"),
+            "{e}"
+        );
         let traces_full = OtelConfig::resolve(
             &OtelSettings::new(),
             &env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/custom")]),

@@ -200,7 +200,11 @@ impl Realtime {
         Self {
             inner: Arc::new(Inner {
                 started: Instant::now(),
-                ring: Mutex::new((0..WINDOW_SECONDS).map(|_| Bucket::empty(u64::MAX)).collect()),
+                ring: Mutex::new(
+                    (0..WINDOW_SECONDS)
+                        .map(|_| Bucket::empty(u64::MAX))
+                        .collect(),
+                ),
                 connections: Mutex::default(),
             }),
         }
@@ -302,7 +306,10 @@ impl Realtime {
         let mut tools: HashMap<String, (u64, u64)> = HashMap::new();
         {
             let ring = self.inner.ring.lock().unwrap_or_else(|p| p.into_inner());
-            for b in ring.iter().filter(|b| b.second <= now && now - b.second < WINDOW_SECONDS) {
+            for b in ring
+                .iter()
+                .filter(|b| b.second <= now && now - b.second < WINDOW_SECONDS)
+            {
                 requests += b.requests;
                 server_errors += b.server_errors;
                 tool_calls += b.tool_calls;
@@ -330,7 +337,11 @@ impl Realtime {
         let (span_f, requests_f, tool_calls_f) = (span as f64, requests as f64, tool_calls as f64);
         let share = |part: u64, whole: u64| {
             #[allow(clippy::cast_precision_loss)]
-            if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
+            if whole == 0 {
+                0.0
+            } else {
+                part as f64 / whole as f64
+            }
         };
         let percentile = |q: f64| -> Option<f64> {
             if requests == 0 {
@@ -464,7 +475,11 @@ mod tests {
     fn rates_cover_the_last_minute_only() {
         let rt = Realtime::new();
         for s in 0..120 {
-            rt.request_at(s, if s % 10 == 0 { 500 } else { 200 }, Duration::from_millis(5));
+            rt.request_at(
+                s,
+                if s % 10 == 0 { 500 } else { 200 },
+                Duration::from_millis(5),
+            );
         }
         for _ in 0..30 {
             rt.tool_call_at(100, "calc__add", false);
@@ -495,7 +510,10 @@ mod tests {
             rt.request_at(3, 200, Duration::from_secs(2));
         }
         let snap = rt.snapshot_at(3);
-        assert_eq!(snap.window_seconds, 4, "rates over the uptime while it is short");
+        assert_eq!(
+            snap.window_seconds, 4,
+            "rates over the uptime while it is short"
+        );
         let (p50, p99) = (snap.latency_ms.p50.unwrap(), snap.latency_ms.p99.unwrap());
         assert!((1.8..=2.2).contains(&p50), "{p50}");
         assert!((1800.0..=2200.0).contains(&p99), "{p99}");

@@ -105,7 +105,10 @@ async fn open_store(database: &str) -> Result<Arc<dyn Store>, Failure> {
 /// Start the server and serve until Ctrl-C (or SIGTERM).
 pub(crate) async fn serve(args: ServeArgs, dev: bool) -> Result<(), Failure> {
     let (config, source) = load(&args.config, dev)?;
+    #[cfg(feature = "otel")]
     let traces = init_tracing(&config)?;
+    #[cfg(not(feature = "otel"))]
+    init_tracing(&config)?;
     let database = args
         .database
         .clone()
@@ -170,8 +173,6 @@ pub(crate) async fn serve(args: ServeArgs, dev: bool) -> Result<(), Failure> {
     {
         eprintln!("agentkit: the last traces could not be exported: {e}");
     }
-    #[cfg(not(feature = "otel"))]
-    let () = traces;
     served
 }
 

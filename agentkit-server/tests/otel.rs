@@ -319,6 +319,12 @@ async fn one_trace_from_the_callers_request_to_the_mcp_server() {
         attr(run_span, "agentkit.agent.version").as_deref(),
         Some("1")
     );
+    // Stored with the run, for a node that executes it later (or after a restart).
+    assert_eq!(
+        run["input"]["traceparent"],
+        format!("00-{trace_id}-{}-01", hex(&http.span_id)),
+        "{run}"
+    );
     assert_eq!(
         attr(run_span, "agentkit.run.status").as_deref(),
         Some("succeeded")

@@ -18,9 +18,20 @@ use tracing::Instrument;
 
 use super::registry::Target;
 
+/// The remote parent of a run's span: the span that dispatched it in this process (the
+/// request that started or resumed it), else the `traceparent` a hosting server stored in the
+/// run's input when it started the run (a run executed on another node or after a restart).
+fn run_parent<'a>(run: &'a RunRecord, dispatched_by: Option<&'a str>) -> Option<&'a str> {
+    dispatched_by.or_else(|| {
+        run.input
+            .get("traceparent")
+            .and_then(serde_json::Value::as_str)
+    })
+}
+
 /// The span of one execution of a run (`run {target}`): a root span, or the child of the
-/// remote span `traceparent` (the request that dispatched it). Its status, cost and tokens are
-/// recorded when the run ends ([`Runtime::observe_end`]).
+/// remote span `traceparent` (see [`run_parent`]). Its status, cost and tokens are recorded
+/// when the run ends ([`Runtime::observe_end`]).
 fn run_span(run: &RunRecord, traceparent: Option<&str>) -> tracing::Span {
     let workspace = run
         .input
@@ -43,7 +54,7 @@ fn run_span(run: &RunRecord, traceparent: Option<&str>) -> tracing::Span {
         gen_ai.usage.output_tokens = tracing::field::Empty,
         error.type = tracing::field::Empty,
     );
-    if let Some(tp) = traceparent {
+    if let Some(tp) = run_parent(run, traceparent) {
         agentkit_core::trace::set_remote_parent(&span, tp);
     }
     span
@@ -456,5 +467,25 @@ impl Runtime {
             self.settle(run_id, done);
             return Ok(Outcome::Done);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NewRun;
+
+    #[test]
+    fn a_runs_parent_is_its_dispatcher_else_the_stored_traceparent() {
+        let stored = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let resumed = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+        let with = RunRecord::new(NewRun::new(
+            "a",
+            serde_json::json!({"message": "hi", "traceparent": stored}),
+        ));
+        let without = RunRecord::new(NewRun::new("a", serde_json::json!({"message": "hi"})));
+        assert_eq!(run_parent(&with, None), Some(stored));
+        assert_eq!(run_parent(&with, Some(resumed)), Some(resumed));
+        assert_eq!(run_parent(&without, None), None);
     }
 }

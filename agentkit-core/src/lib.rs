@@ -52,6 +52,7 @@ pub mod provider;
 pub mod schema;
 pub mod stream;
 pub mod tool;
+pub mod trace;
 pub mod usage;
 pub mod workflow;
 

@@ -588,6 +588,12 @@ impl Platform {
             input["principal"] = serde_json::to_value(p)
                 .map_err(|e| Error::json("encoding the run's principal", e))?;
         }
+        // The request's trace, for a run executed later or elsewhere (another node, a resume
+        // after a restart): its span joins the trace of the request that started it. Only
+        // when traces are exported (see `agentkit_core::trace`).
+        if let Some(tp) = agentkit_core::trace::current_traceparent() {
+            input["traceparent"] = Value::String(tp);
+        }
         let mut queued = false;
         if let Some(thread) = &req.thread_id {
             queued = self

@@ -408,6 +408,8 @@ impl AgentLlm {
             gen_ai.usage.input_tokens = tracing::field::Empty,
             gen_ai.usage.output_tokens = tracing::field::Empty,
             gen_ai.response.finish_reasons = tracing::field::Empty,
+            agentkit.cost_usd = tracing::field::Empty,
+            agentkit.replayed = tracing::field::Empty,
         );
         let key = ctx.step_key(&format!("{agent}/llm"));
         let started = Instant::now();
@@ -465,6 +467,8 @@ impl AgentLlm {
         };
         let cost = ctx.prices().cost(&response.model, &response.usage);
         if !span.is_disabled() {
+            span.record("agentkit.cost_usd", cost);
+            span.record("agentkit.replayed", replayed);
             span.record("gen_ai.response.model", response.model.as_str());
             span.record("gen_ai.usage.input_tokens", response.usage.input_tokens);
             span.record("gen_ai.usage.output_tokens", response.usage.output_tokens);
@@ -619,6 +623,7 @@ impl AgentLlm {
             gen_ai.tool.name = %name,
             gen_ai.tool.call.id = %id,
             gen_ai.agent.name = %agent,
+            error.type = tracing::field::Empty,
         );
         let started = Instant::now();
         let request = ToolRequest::new(
@@ -650,9 +655,13 @@ impl AgentLlm {
                     }
                 }
             })
-            .instrument(span)
+            .instrument(span.clone())
             .await;
         let output = outcome?;
+        if output.is_error {
+            // The tool ran and reported an error (the model sees it); the span says so.
+            span.record("error.type", "tool_error");
+        }
         let replayed = !executed.load(std::sync::atomic::Ordering::Relaxed);
         if let Some(emitter) = emitter {
             emitter.emit(GenerationEvent::ToolCallFinished {

@@ -505,6 +505,20 @@ impl OtelSettings {
         self.service_name = Some(name.into());
         self
     }
+
+    /// Set the share of new traces to record (0 to 1).
+    #[must_use]
+    pub fn with_sample_ratio(mut self, ratio: f64) -> Self {
+        self.sample_ratio = Some(ratio);
+        self
+    }
+
+    /// Add a header to every export request.
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
 }
 
 impl StorageSettings {

@@ -494,19 +494,39 @@ pub struct LoggerSettings {
     pub format: Option<String>,
 }
 
-/// OpenTelemetry export settings.
+/// OpenTelemetry trace export settings (`otel:`), used by agentkit-server's `otel` feature.
+///
+/// Every key stated here wins over the matching standard `OTEL_*` environment variable; a key
+/// left out falls back to the variable (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`,
+/// `OTEL_TRACES_SAMPLER`/`OTEL_TRACES_SAMPLER_ARG`, `OTEL_EXPORTER_OTLP_HEADERS`).
+///
+/// ```yaml
+/// otel:
+///   enabled: true
+///   endpoint: http://localhost:4318     # OTLP/HTTP base URL; traces go to <endpoint>/v1/traces
+///   service_name: agentkit-prod
+///   sample_ratio: 0.25                  # of new traces; a caller's sampled traceparent is kept
+///   headers: {authorization: "Bearer ${OTLP_TOKEN}"}
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct OtelSettings {
-    /// Export traces.
+    /// Export traces (also on when `endpoint` is set here or in `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub enabled: bool,
-    /// OTLP endpoint.
+    /// OTLP/HTTP base URL (`http://localhost:4318`); traces are sent to `<endpoint>/v1/traces`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// `service.name`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_name: Option<String>,
+    /// The share of new traces to record, from 0 to 1 (traces continued from a caller's
+    /// `traceparent` follow the caller's sampling decision).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_ratio: Option<f64>,
+    /// Headers sent with every export request (e.g. an `authorization` token).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// Run storage settings.

@@ -97,6 +97,58 @@ impl Config {
         })
     }
 
+    /// `otel:`: a sampling ratio within 0..=1, an `http(s)` endpoint, valid header names.
+    fn check_otel(&self) -> Result<(), (KeyPath, String)> {
+        let otel = &self.otel;
+        if let Some(r) = otel.sample_ratio
+            && !(r.is_finite() && (0.0..=1.0).contains(&r))
+        {
+            return Err((
+                KeyPath::keys(["otel", "sample_ratio"]),
+                format!(
+                    "expected a share of traces from 0 to 1 (e.g. 0.1 for one in ten), found {r}"
+                ),
+            ));
+        }
+        if let Some(e) = &otel.endpoint {
+            let e = e.trim();
+            let rest = e
+                .strip_prefix("http://")
+                .or_else(|| e.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+                return Err((
+                    KeyPath::keys(["otel", "endpoint"]),
+                    format!(
+                        "expected the OTLP/HTTP base URL of a collector, e.g.                          http://localhost:4318, found `{}`",
+                        e.escape_debug()
+                    ),
+                ));
+            }
+        }
+        for (name, value) in &otel.headers {
+            let valid_name = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid_name {
+                return Err((
+                    KeyPath::keys(["otel", "headers", name.as_str()]),
+                    format!(
+                        "`{}` is not a valid HTTP header name (letters, digits and                          !#$%&'*+-.^_`|~ only)",
+                        name.escape_debug()
+                    ),
+                ));
+            }
+            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                return Err((
+                    KeyPath::keys(["otel", "headers", name.as_str()]),
+                    "a header value may not contain line breaks or NUL".to_owned(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn check(&self) -> Result<(), (KeyPath, String)> {
         for (section, t) in [
             (
@@ -157,6 +209,7 @@ impl Config {
                 }
             }
         }
+        self.check_otel()?;
         for (role, servers) in &self.mcp.roles {
             for (i, server) in servers.iter().enumerate() {
                 if !self.mcp.servers.contains_key(server) {

@@ -2302,6 +2302,38 @@ server:
     }
 
     #[test]
+    fn otel_settings_are_read_and_bad_values_are_located() {
+        let config = load(
+            "otel:\n  enabled: true\n  endpoint: http://localhost:4318\n  service_name: api\n  sample_ratio: 0.25\n  headers: {authorization: Bearer t}\n",
+        )
+        .unwrap();
+        assert!(config.otel.enabled);
+        assert_eq!(
+            config.otel.endpoint.as_deref(),
+            Some("http://localhost:4318")
+        );
+        assert_eq!(config.otel.sample_ratio, Some(0.25));
+        assert_eq!(config.otel.headers["authorization"], "Bearer t");
+        let e = err("otel:\n  sample_ratio: 1.5\n");
+        assert!(
+            e.contains("otel.sample_ratio") && e.contains("from 0 to 1"),
+            "{e}"
+        );
+        let e = err("otel:\n  endpoint: localhost:4318\n");
+        assert!(
+            e.contains("otel.endpoint") && e.contains("http://localhost:4318"),
+            "{e}"
+        );
+        let e = err("otel:\n  headers: {\"bad name\": x}\n");
+        assert!(
+            e.contains("otel.headers") && e.contains("header name"),
+            "{e}"
+        );
+        let e = err("otel:\n  sampling: 0.5\n");
+        assert!(e.contains("sampling"), "{e}");
+    }
+
+    #[test]
     fn rate_limits_are_read_and_zero_is_refused_where_it_is() {
         let config = load(
             "server:\n  rate_limit:\n    per_key: {per_second: 20, burst: 40}\n    per_workspace: {per_second: 100}\n",

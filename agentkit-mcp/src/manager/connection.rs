@@ -1,6 +1,7 @@
 //! [`Connection`]: one live connection, its requests and its close.
 
 use super::*;
+use tracing::Instrument;
 
 /// A live connection to one server. Cheap to clone (an `Arc`).
 pub struct Connection {
@@ -133,7 +134,53 @@ impl Connection {
     /// `traceparent`; progress notifications become [`RunEvent::Progress`](agentkit_core::RunEvent)
     /// events of `ctx`; the server's sampling and elicitation requests are answered for `ctx`;
     /// cancelling `ctx` sends `notifications/cancelled`.
+    ///
+    /// The call runs in a `tools/call {name}` span (client kind) with the MCP semantic
+    /// conventions' attributes: `mcp.method.name`, `gen_ai.tool.name`,
+    /// `gen_ai.operation.name = execute_tool`, `mcp.protocol.version`, `network.transport`,
+    /// `jsonrpc.request.id`, `error.type` on failure, and `agentkit.mcp.server`. Arguments and
+    /// results are not recorded.
     pub async fn call_tool(
+        &self,
+        name: &str,
+        arguments: JsonObject,
+        ctx: &RunContext,
+        timeout: Option<Duration>,
+    ) -> Result<CallToolResult> {
+        let protocol = self
+            .protocol_version()
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let span = tracing::info_span!(
+            "tools/call",
+            otel.name = %format!("tools/call {name}"),
+            otel.kind = "client",
+            mcp.method.name = "tools/call",
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.name = %name,
+            mcp.protocol.version = %protocol,
+            network.transport = if self.pid.is_some() { "pipe" } else { "tcp" },
+            agentkit.mcp.server = %self.server,
+            jsonrpc.request.id = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let out = self
+            .call_tool_in_span(name, arguments, ctx, timeout)
+            .instrument(span.clone())
+            .await;
+        match &out {
+            Err(e) => {
+                span.record("error.type", error_type(e));
+            }
+            Ok(r) if r.is_error == Some(true) => {
+                span.record("error.type", "tool_error");
+            }
+            Ok(_) => {}
+        }
+        out
+    }
+
+    async fn call_tool_in_span(
         &self,
         name: &str,
         arguments: JsonObject,
@@ -161,6 +208,7 @@ impl Connection {
                 .inflight
                 .insert(token_key(&handle.progress_token), ctx.clone());
             let id = handle.id.clone();
+            tracing::Span::current().record("jsonrpc.request.id", id.to_string().as_str());
             let remaining = ctx.remaining();
             let mut too_large = self.oversize_watch(&id);
             let response = tokio::select! {
@@ -404,4 +452,13 @@ pub(crate) fn service_error(server: &str, what: &str, e: ServiceError) -> Error 
 
 pub(super) fn is_connection_lost(e: &Error) -> bool {
     matches!(e, Error::Tool { message, .. } if message.contains("was lost"))
+}
+
+/// The `error.type` of a failed MCP call: a short, low-cardinality class of the error.
+fn error_type(e: &Error) -> &'static str {
+    match e {
+        Error::Timeout { .. } => "timeout",
+        Error::Cancelled { .. } => "cancelled",
+        _ => "mcp_error",
+    }
 }

@@ -3,8 +3,10 @@
 use super::*;
 
 /// The `_meta` of a tool call made for a run: `agentkit/runId`, `agentkit/idempotencyKey`
-/// (run id plus the tool loop's step and tool-call id) and a W3C `traceparent` whose trace id
-/// is derived from the run id.
+/// (run id plus the tool loop's step and tool-call id) and a W3C `traceparent`: the current
+/// span's (the `tools/call` span, per the MCP semantic conventions) when an OpenTelemetry
+/// subscriber registered a [`TracePropagation`](agentkit_core::trace::TracePropagation), else
+/// one whose trace id is derived from the run id.
 #[must_use]
 pub fn request_meta(ctx: &RunContext) -> RequestMetaObject {
     let mut meta = RequestMetaObject::new();
@@ -15,7 +17,9 @@ pub fn request_meta(ctx: &RunContext) -> RequestMetaObject {
         None => format!("{run}/{}", uuid::Uuid::now_v7()),
     };
     meta.insert("agentkit/idempotencyKey".into(), key.into());
-    meta.set_traceparent(traceparent(run));
+    meta.set_traceparent(
+        agentkit_core::trace::current_traceparent().unwrap_or_else(|| traceparent(run)),
+    );
     meta
 }
 

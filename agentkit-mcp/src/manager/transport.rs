@@ -19,6 +19,25 @@ pub(super) async fn connect(
     lists_epoch: Arc<AtomicU64>,
     lifecycle: Lifecycle,
 ) -> Result<Connection> {
+    // rmcp's connection tasks live in the span current when they start. A root span of the
+    // connection's own keeps them out of whichever run's span happened to connect first
+    // (which would otherwise stay open, and unexported, for the connection's lifetime).
+    let span = tracing::info_span!(
+        parent: None,
+        "mcp_connection",
+        otel.name = %format!("mcp connection {}", cfg.name),
+        agentkit.mcp.server = %cfg.name,
+    );
+    tracing::Instrument::instrument(connect_in_span(cfg, shared, lists_epoch, lifecycle), span)
+        .await
+}
+
+async fn connect_in_span(
+    cfg: &ServerConfig,
+    shared: Arc<ClientShared>,
+    lists_epoch: Arc<AtomicU64>,
+    lifecycle: Lifecycle,
+) -> Result<Connection> {
     let client = AgentkitClient {
         server: cfg.name.clone(),
         roots: cfg.roots.clone(),

@@ -14,6 +14,51 @@ use crate::journal::DurableJournal;
 use crate::model::{RunRecord, RunUpdate};
 use crate::sync::{lock, read};
 use crate::workflow::WorkflowContext;
+use tracing::Instrument;
+
+use super::registry::Target;
+
+/// The remote parent of a run's span: the span that dispatched it in this process (the
+/// request that started or resumed it), else the `traceparent` a hosting server stored in the
+/// run's input when it started the run (a run executed on another node or after a restart).
+fn run_parent<'a>(run: &'a RunRecord, dispatched_by: Option<&'a str>) -> Option<&'a str> {
+    dispatched_by.or_else(|| {
+        run.input
+            .get("traceparent")
+            .and_then(serde_json::Value::as_str)
+    })
+}
+
+/// The span of one execution of a run (`run {target}`): a root span, or the child of the
+/// remote span `traceparent` (see [`run_parent`]). Its status, cost and tokens are recorded
+/// when the run ends ([`Runtime::observe_end`]).
+fn run_span(run: &RunRecord, traceparent: Option<&str>) -> tracing::Span {
+    let workspace = run
+        .input
+        .get("principal")
+        .and_then(|p| p.get("workspace"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        parent: None,
+        "run",
+        otel.name = %format!("run {}", run.target),
+        agentkit.run.id = %run.id,
+        agentkit.run.target = %run.target,
+        agentkit.agent.version = run.version,
+        agentkit.run.attempt = run.attempts,
+        agentkit.workspace = %workspace,
+        agentkit.run.status = tracing::field::Empty,
+        agentkit.cost_usd = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    if let Some(tp) = run_parent(run, traceparent) {
+        agentkit_core::trace::set_remote_parent(&span, tp);
+    }
+    span
+}
 
 /// What the dispatcher already knows about a run.
 pub(super) enum Hint {
@@ -130,12 +175,19 @@ impl Runtime {
             return;
         }
         self.start_heartbeat();
+        // The run's span continues the trace of whoever dispatched it (the HTTP request that
+        // started or resumed it), though it executes in a task of its own.
+        let mut traceparent = agentkit_core::trace::current_traceparent();
         let this = self.clone();
         self.inner.tasks.spawn(async move {
             let mut hint = hint;
             loop {
                 let outcome = this
-                    .drive(&run_id, std::mem::replace(&mut hint, Hint::None))
+                    .drive(
+                        &run_id,
+                        std::mem::replace(&mut hint, Hint::None),
+                        traceparent.take(),
+                    )
                     .await;
                 this.notify(&run_id);
                 match outcome {
@@ -155,7 +207,12 @@ impl Runtime {
         });
     }
 
-    pub(super) async fn drive(&self, run_id: &str, hint: Hint) -> Result<Outcome> {
+    pub(super) async fn drive(
+        &self,
+        run_id: &str,
+        hint: Hint,
+        traceparent: Option<String>,
+    ) -> Result<Outcome> {
         let token = {
             let mut m = lock(&self.inner.inflight);
             if m.contains_key(run_id) {
@@ -166,7 +223,7 @@ impl Runtime {
             m.insert(run_id.to_owned(), t.clone());
             t
         };
-        let result = self.execute(run_id, hint, &token).await;
+        let result = self.execute(run_id, hint, &token, traceparent).await;
         lock(&self.inner.inflight).remove(run_id);
         let again = lock(&self.inner.rerun).remove(run_id);
         match result {
@@ -180,6 +237,7 @@ impl Runtime {
         run_id: &str,
         hint: Hint,
         token: &CancellationToken,
+        traceparent: Option<String>,
     ) -> Result<Outcome> {
         let store = &self.inner.store;
         let (run, claimed, permit) = match hint {
@@ -250,6 +308,21 @@ impl Runtime {
         let Some(run) = claimed else {
             return Ok(Outcome::Done);
         };
+        let span = run_span(&run, traceparent.as_deref());
+        self.attempts(run_id, run, &target, token)
+            .instrument(span)
+            .await
+    }
+
+    /// Execute a claimed run, with its retries, inside the run's span.
+    async fn attempts(
+        &self,
+        run_id: &str,
+        run: RunRecord,
+        target: &Target,
+        token: &CancellationToken,
+    ) -> Result<Outcome> {
+        let store = &self.inner.store;
         let node = run
             .owner
             .clone()
@@ -394,5 +467,25 @@ impl Runtime {
             self.settle(run_id, done);
             return Ok(Outcome::Done);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NewRun;
+
+    #[test]
+    fn a_runs_parent_is_its_dispatcher_else_the_stored_traceparent() {
+        let stored = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let resumed = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+        let with = RunRecord::new(NewRun::new(
+            "a",
+            serde_json::json!({"message": "hi", "traceparent": stored}),
+        ));
+        let without = RunRecord::new(NewRun::new("a", serde_json::json!({"message": "hi"})));
+        assert_eq!(run_parent(&with, None), Some(stored));
+        assert_eq!(run_parent(&with, Some(resumed)), Some(resumed));
+        assert_eq!(run_parent(&without, None), None);
     }
 }

@@ -137,6 +137,17 @@ impl Runtime {
 
     /// Tell the observer (if any) that this process ended `run`.
     pub(crate) fn observe_end(&self, run: Option<&RunRecord>) {
+        if let Some(r) = run {
+            // The run's span (current while it executes; other spans lack these fields).
+            let span = tracing::Span::current();
+            span.record("agentkit.run.status", r.status.as_str());
+            span.record("agentkit.cost_usd", r.cost_usd);
+            span.record("gen_ai.usage.input_tokens", r.usage.input_tokens);
+            span.record("gen_ai.usage.output_tokens", r.usage.output_tokens);
+            if r.status == agentkit_core::RunStatus::Failed {
+                span.record("error.type", "run_failed");
+            }
+        }
         if let (Some(o), Some(r)) = (&self.inner.observer, run) {
             o.run_ended(r);
         }

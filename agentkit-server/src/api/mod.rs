@@ -206,8 +206,18 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     if let Some(res) = state.rate_limits.check(&caller) {
         return res;
     }
+    // The request's trace and the realtime connection count know who is calling.
+    let platform = if caller.super_admin {
+        "admin".to_owned()
+    } else {
+        caller.workspace.to_string()
+    };
+    tracing::Span::current().record("agentkit.workspace", platform.as_str());
+    let open = state.metrics.realtime().connect(&platform);
     request.extensions_mut().insert(caller);
-    next.run(request).await
+    next.run(request)
+        .await
+        .map(|body| axum::body::Body::new(crate::observe::realtime::Counted::new(body, open)))
 }
 
 /// The caller a bearer JWT names, or the response refusing it.
@@ -344,5 +354,49 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             state.metrics,
             crate::observe::metrics::track,
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(record_status),
+        )
+}
+
+/// The span of one HTTP request (OpenTelemetry HTTP server conventions: named
+/// `{method} {route}`), the child of the caller's span when it sent a W3C `traceparent`.
+fn request_span(request: &http::Request<axum::body::Body>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let method = request.method().as_str();
+    let span = tracing::info_span!(
+        "http_request",
+        otel.name = %match &route {
+            Some(r) => format!("{method} {r}"),
+            None => method.to_owned(),
+        },
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = route.as_deref().unwrap_or_default(),
+        url.path = %request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        agentkit.workspace = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    if let Some(tp) = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        agentkit_core::trace::set_remote_parent(&span, tp.trim());
+    }
+    span
+}
+
+fn record_status(response: &Response, _latency: std::time::Duration, span: &tracing::Span) {
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("error.type", status.as_str());
+    }
 }

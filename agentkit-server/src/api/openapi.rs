@@ -34,7 +34,7 @@ use super::{
         schedules::trigger_schedule, schedules::schedule_history,
         hooks::deliver, hooks::emit_event,
         servers::list_servers, servers::list_tools, servers::call_tool,
-        metrics::metrics,
+        metrics::metrics, metrics::realtime,
         tenancy::create_key, tenancy::list_keys, tenancy::revoke_key,
         tenancy::list_workspaces, tenancy::create_workspace,
         governance::list_audit, governance::verify_audit, governance::list_approvals,

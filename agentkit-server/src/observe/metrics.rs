@@ -199,6 +199,7 @@ struct Inner {
     schedule_lag: Bounded<ScheduleLabel, Histogram, Buckets>,
     http: Bounded<HttpLabels, Counter>,
     http_seconds: Bounded<RouteLabels, Histogram, Buckets>,
+    realtime: super::Realtime,
 }
 
 /// The server's metrics: an [`EventSink`] and a [`RunObserver`] for the runtime, an HTTP
@@ -333,6 +334,7 @@ impl Metrics {
                 schedule_lag: Bounded::new(schedule_lag),
                 http: Bounded::new(http),
                 http_seconds: Bounded::new(http_seconds),
+                realtime: super::Realtime::new(),
             }),
         }
     }
@@ -376,10 +378,18 @@ impl Metrics {
         Ok(self.render_local())
     }
 
+    /// The last minute of traffic (`GET /v1/metrics/realtime`), fed by the same requests
+    /// and tool calls as the counters.
+    #[must_use]
+    pub fn realtime(&self) -> &super::Realtime {
+        &self.inner.realtime
+    }
+
     /// Count one answered HTTP request: `route` is the matched route's pattern (or `None`
     /// for an unknown path).
     pub fn http_request(&self, method: &str, route: Option<&str>, status: u16, elapsed: Duration) {
         let i = &self.inner;
+        i.realtime.request(status, elapsed);
         let route = route.unwrap_or("unmatched");
         let labels = |route: &str| HttpLabels {
             method: method.to_owned(),
@@ -437,6 +447,7 @@ impl Metrics {
 
     fn tool_call(&self, name: &str, is_error: bool, latency_us: u64) {
         let i = &self.inner;
+        i.realtime.tool_call(name, is_error);
         let (server, tool) = match name.split_once("__") {
             Some((s, t)) if !s.is_empty() && !t.is_empty() => (s, t),
             _ => ("", name),

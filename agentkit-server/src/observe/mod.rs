@@ -1,4 +1,6 @@
-//! Observability: Prometheus metrics ([`Metrics`], served at `GET /metrics`).
+//! Observability: Prometheus metrics ([`Metrics`], served at `GET /metrics`), the realtime
+//! window of `GET /v1/metrics/realtime` ([`Realtime`]) and, with the `otel` feature, OTLP
+//! trace export ([`otel`]).
 //!
 //! The facts come from where they already are: model and tool calls from the runs' events
 //! (an [`EventSink`](agentkit_core::EventSink) on the runtime), run ends and schedule fires
@@ -7,5 +9,9 @@
 //! is recorded twice.
 
 pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
+pub mod realtime;
 
 pub use metrics::Metrics;
+pub use realtime::Realtime;

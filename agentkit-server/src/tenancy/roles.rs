@@ -109,7 +109,7 @@ const READING_POSTS: &[&str] = &[
 /// | `invoker`   | start runs (`POST /v1/agents/{name}/runs`, `/runs*`, `/threads/{id}/runs*`), threads (create, patch, copy, delete), store items (put, delete), `/mcp` |
 /// | `operator`  | run control (`/v1/runs/{id}/{pause,resume,cancel,signal,approve,reject,replay}`, LangGraph and Agent Protocol cancel), schedules and crons (create, delete, pause, resume, trigger, update), `POST /v1/events/{event}`, `POST /v1/servers/{name}/call_tool` |
 /// | `developer` | `POST /v1/agents` (deploy), `PUT /v1/agents/{name}/labels/{label}`, promote, rollback |
-/// | `admin`     | `/v1/keys*`, `/v1/workspaces*`, `/v1/audit*`, `/v1/secrets*`, `/metrics` (also `GET`) |
+/// | `admin`     | `/v1/keys*`, `/v1/workspaces*`, `/v1/audit*`, `/v1/secrets*`, `/metrics`, `/v1/metrics/realtime` (also `GET`) |
 #[must_use]
 pub fn required_role(method: &http::Method, path: &str) -> Option<Role> {
     use http::Method as M;
@@ -118,6 +118,7 @@ pub fn required_role(method: &http::Method, path: &str) -> Option<Role> {
         || path == "/v1/workspaces"
         || path.starts_with("/v1/workspaces/")
         || path == "/metrics"
+        || path == "/v1/metrics/realtime"
         || path == "/v1/audit"
         || path.starts_with("/v1/audit/")
         || path == "/v1/secrets"

@@ -166,7 +166,7 @@ impl AnthropicProvider {
         } else if let Some(t) = self.config.timeout {
             request = request.timeout(t);
         }
-        let sent = request.send();
+        let sent = http::with_traceparent(request).send();
         let result = match (streaming, self.config.timeout) {
             (true, Some(t)) => match tokio::time::timeout(t, sent).await {
                 Ok(r) => r,

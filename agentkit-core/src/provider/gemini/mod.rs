@@ -202,7 +202,7 @@ impl GeminiProvider {
         } else if let Some(t) = self.config.timeout {
             request = request.timeout(t);
         }
-        let sent = request.send();
+        let sent = http::with_traceparent(request).send();
         let result = match (streaming, self.config.timeout) {
             (true, Some(t)) => tokio::time::timeout(t, sent).await.map_err(|_| {
                 Error::provider(

@@ -33,6 +33,15 @@ pub(crate) fn client(connect_timeout: Duration) -> Result<reqwest::Client, Error
         .map_err(|e| Error::other("building the HTTP client", e))
 }
 
+/// Add the current span's W3C `traceparent` (see [`crate::trace`]) to a provider request, so
+/// the provider's own traces join the caller's; unchanged when no propagation is registered.
+pub(crate) fn with_traceparent(builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match crate::trace::current_traceparent() {
+        Some(tp) => builder.header("traceparent", tp),
+        None => builder,
+    }
+}
+
 /// Check a configured base URL: an absolute `http` or `https` URL that paths can be appended
 /// to. `section` names the configuration section in the error (`openai`, `anthropic`,
 /// `google`).

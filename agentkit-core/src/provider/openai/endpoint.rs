@@ -119,11 +119,12 @@ impl Endpoint {
         body: &Value,
         whole_timeout: bool,
     ) -> Result<reqwest::Response> {
-        let mut builder = self
-            .client
-            .post(url.clone())
-            .headers(self.headers.clone())
-            .json(body);
+        let mut builder = http::with_traceparent(
+            self.client
+                .post(url.clone())
+                .headers(self.headers.clone())
+                .json(body),
+        );
         if whole_timeout && let Some(t) = self.timeout {
             builder = builder.timeout(t);
         }

@@ -179,13 +179,11 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 
 /// Start the server and serve until Ctrl-C (or SIGTERM).
 pub(crate) async fn serve(args: ServeArgs, dev: bool) -> Result<(), Failure> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,agentkit=info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
     let (config, source) = load(&args.config, dev)?;
+    #[cfg(feature = "otel")]
+    let traces = init_tracing(&config)?;
+    #[cfg(not(feature = "otel"))]
+    init_tracing(&config)?;
     let database = args
         .database
         .clone()
@@ -239,11 +237,69 @@ pub(crate) async fn serve(args: ServeArgs, dev: bool) -> Result<(), Failure> {
             "  model    scripted (offline): set OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY for a real one"
         );
     }
+    #[cfg(feature = "otel")]
+    if let Some(otel) = &traces {
+        println!(
+            "  traces   {} (OTLP/HTTP, service.name {})",
+            otel.config().traces_endpoint,
+            otel.config().service_name
+        );
+    }
     println!("Try:  curl -s -H 'x-api-key: <key>' http://{addr}/v1/agents");
-    server
+    let served = server
         .serve(listener, shutdown_signal())
         .await
-        .map_err(|e| Failure::new(exit::FAILED, e.to_string()))
+        .map_err(|e| Failure::new(exit::FAILED, e.to_string()));
+    #[cfg(feature = "otel")]
+    if let Some(otel) = traces
+        && let Err(e) = otel.shutdown().await
+    {
+        eprintln!("agentkit: the last traces could not be exported: {e}");
+    }
+    served
+}
+
+/// Logs to stderr (`RUST_LOG`, default `warn,agentkit=info`) and, with the `otel` feature
+/// and `otel:` / `OTEL_*` asking for it, trace export over OTLP.
+#[cfg(feature = "otel")]
+fn init_tracing(
+    config: &agentkit_core::Config,
+) -> Result<Option<agentkit_server::observe::otel::Otel>, Failure> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let otel = agentkit_server::observe::otel::Otel::from_settings(&config.otel)
+        .map_err(|e| Failure::new(exit::INVALID, format!("otel: {e}")))?;
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(log_filter());
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(otel.as_ref().map(|o| o.layer()))
+        .try_init();
+    Ok(otel)
+}
+
+/// Logs to stderr (`RUST_LOG`, default `warn,agentkit=info`). This build has no `otel`
+/// feature: an `otel:` section that turns export on is reported, not silently ignored.
+#[cfg(not(feature = "otel"))]
+fn init_tracing(config: &agentkit_core::Config) -> Result<(), Failure> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(log_filter())
+        .with_writer(std::io::stderr)
+        .try_init();
+    if config.otel.enabled || config.otel.endpoint.is_some() {
+        tracing::warn!(
+            "agentkit.yaml asks for OpenTelemetry traces (`otel:`), but this agentkit was built \
+             without the `otel` feature; rebuild with `--features otel` to export them"
+        );
+    }
+    Ok(())
+}
+
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,agentkit=info"))
 }
 
 async fn shutdown_signal() {

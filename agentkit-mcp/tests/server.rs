@@ -68,14 +68,23 @@ async fn agents_exposed_over_http_answer_with_progress() {
         out.structured.as_ref().unwrap()["text"],
         "It is sunny in Lisbon."
     );
-    let progress: Vec<String> = sink
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            RunEvent::Progress { message, .. } => message,
-            _ => None,
-        })
-        .collect();
+    // Progress notifications are handled on their own tasks (as rmcp dispatches them), so the
+    // last one may land a scheduling tick after the result: wait for it, briefly.
+    let mut progress: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        progress = sink
+            .events()
+            .into_iter()
+            .filter_map(|e| match e {
+                RunEvent::Progress { message, .. } => message,
+                _ => None,
+            })
+            .collect();
+        if progress.iter().any(|m| m.contains("weather")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(
         progress.iter().any(|m| m.contains("weather")),
         "{progress:?}"

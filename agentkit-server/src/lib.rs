@@ -26,6 +26,7 @@ pub mod api;
 pub mod crons;
 pub mod deploy;
 mod gateway;
+pub mod gatewayops;
 pub mod observe;
 pub mod platform;
 pub mod policy;

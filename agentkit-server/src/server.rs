@@ -31,6 +31,7 @@ pub struct ServerBuilder {
     mcp: Option<agentkit_mcp::ConnectionManager>,
     metrics: Option<crate::observe::Metrics>,
     rate_limits: crate::ratelimit::RateLimits,
+    gateway: crate::gatewayops::GatewayConfig,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -78,6 +79,7 @@ impl ServerBuilder {
             mcp: None,
             metrics: None,
             rate_limits: crate::ratelimit::RateLimits::new(),
+            gateway: crate::gatewayops::GatewayConfig::default(),
         }
     }
 
@@ -193,6 +195,15 @@ impl ServerBuilder {
         self
     }
 
+    /// How the gateway API (`/v1/execute`, its WebSocket, `/v1/mcp/tools`,
+    /// `/v1/safety/analyze`) behaves: limits, its policy, which workspaces see which MCP
+    /// servers, registered platforms. See [`gatewayops`](crate::gatewayops).
+    #[must_use]
+    pub fn gateway(mut self, config: crate::gatewayops::GatewayConfig) -> Self {
+        self.gateway = config;
+        self
+    }
+
     /// What to do when a run starts on a busy thread (default: reject with 409).
     #[must_use]
     pub fn thread_policy(mut self, policy: ThreadPolicy) -> Self {
@@ -218,6 +229,10 @@ impl ServerBuilder {
     /// the runtime, resume runs left unfinished and start executing.
     pub async fn build(self) -> Result<Server> {
         let store = self.store;
+        let gatewayops = Arc::new(crate::gatewayops::GatewayOps::new(
+            self.gateway,
+            Arc::new(crate::policy::StoreAudit::new(Arc::clone(&store))),
+        )?);
         let memory = Arc::new(StoreMemory::new(Arc::clone(&store)));
         let mut rb = Runtime::builder(Arc::clone(&store));
         if let Some(id) = &self.node_id {
@@ -323,6 +338,7 @@ impl ServerBuilder {
             }
         });
         Ok(Server {
+            gatewayops,
             platform,
             admin_key: self.admin_key.unwrap_or_else(generate_key).into(),
             max_body_bytes: self.max_body_bytes,
@@ -340,6 +356,7 @@ pub struct Server {
     max_body_bytes: usize,
     metrics: crate::observe::Metrics,
     rate_limits: crate::ratelimit::RateLimits,
+    gatewayops: Arc<crate::gatewayops::GatewayOps>,
 }
 
 impl std::fmt::Debug for Server {
@@ -387,6 +404,7 @@ impl Server {
                 admin_key: Arc::clone(&self.admin_key),
                 metrics: self.metrics.clone(),
                 rate_limits: self.rate_limits.clone(),
+                gatewayops: Arc::clone(&self.gatewayops),
                 keys: crate::tenancy::ApiKeys::new(Arc::clone(self.platform.runtime().store())),
                 workspaces: crate::tenancy::Workspaces::new(Arc::clone(
                     self.platform.runtime().store(),

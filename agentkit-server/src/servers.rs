@@ -54,6 +54,26 @@ pub struct McpCallView {
     pub structured_content: Option<Value>,
 }
 
+impl McpCallView {
+    /// A failed answer with `text` as its only content.
+    pub(crate) fn error_text(text: String) -> Self {
+        Self {
+            is_error: true,
+            content: vec![serde_json::json!({"type": "text", "text": text})],
+            structured_content: None,
+        }
+    }
+
+    /// The view of a gateway call's result.
+    pub(crate) fn from_result(r: crate::gatewayops::CallResult) -> Self {
+        Self {
+            is_error: r.status != crate::gatewayops::CallStatus::Success,
+            content: r.content,
+            structured_content: r.structured_content,
+        }
+    }
+}
+
 /// Why an MCP request failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -92,7 +112,7 @@ impl Platform {
         *agentkit_core::sync::write(&self.ops.mcp) = Some(manager);
     }
 
-    fn mcp_server(
+    pub(crate) fn mcp_server(
         &self,
         name: &str,
     ) -> std::result::Result<(ConnectionManager, ServerConfig), McpFailure> {

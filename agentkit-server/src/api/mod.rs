@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 use crate::platform::Platform;
 
 pub mod agent_protocol;
+pub mod gatewayops;
 pub mod governance;
 pub mod hooks;
 pub mod langgraph;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub(crate) keys: crate::tenancy::ApiKeys,
     /// The workspaces.
     pub(crate) workspaces: crate::tenancy::Workspaces,
+    /// The gateway API (`/v1/execute`, WebSocket, `/v1/mcp/tools`, `/v1/safety/analyze`).
+    pub(crate) gatewayops: Arc<crate::gatewayops::GatewayOps>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -128,6 +131,14 @@ const SCOPED_ROUTES: &[&str] = &[
     "/v1/audit",
     "/v1/audit/verify",
     "/v1/approvals",
+    "/v1/servers",
+    "/v1/servers/{name}/tools",
+    "/v1/servers/{name}/call_tool",
+    "/v1/execute",
+    "/v1/execute/stream",
+    "/v1/agents/connect",
+    "/v1/mcp/tools",
+    "/v1/safety/analyze",
 ];
 
 /// Authenticate the request into a [`Caller`](crate::tenancy::Caller) (the admin key or an
@@ -272,6 +283,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         ));
     Router::new()
         .merge(authed)
+        .merge(gatewayops::routes(&state))
         .merge(v1::open_routes())
         .merge(hooks::open_routes())
         .route(

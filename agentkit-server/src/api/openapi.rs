@@ -3,7 +3,7 @@
 use utoipa::OpenApi;
 
 use super::{
-    agent_protocol as ap, governance, hooks, langgraph as lg, metrics, schedules, servers, tenancy,
+    agent_protocol as ap, gatewayops as gw, governance, hooks, langgraph as lg, metrics, schedules, servers, tenancy,
     v1,
 };
 
@@ -38,6 +38,8 @@ use super::{
         tenancy::create_key, tenancy::list_keys, tenancy::revoke_key,
         tenancy::list_workspaces, tenancy::create_workspace,
         governance::list_audit, governance::verify_audit, governance::list_approvals,
+        gw::execute, gw::execute_stream, gw::connect, gw::agent_socket_doc, gw::list_tools,
+        gw::analyze,
     ),
     components(schemas(super::Problem)),
     modifiers(&Security),

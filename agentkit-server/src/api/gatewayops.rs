@@ -24,8 +24,8 @@ use super::{ApiResult, AppState, Json, Path, Problem};
 use crate::gatewayops::platforms::{Compiled, PLATFORM_HEADER};
 use crate::gatewayops::safety::Analysis;
 use crate::gatewayops::{
-    Call, CallEnv, CallProgress, CallResult, CallStatus, GatewayOps, call_timeout, tool_name,
-    trace_id,
+    Call, CallEnv, CallProgress, CallResult, CallStatus, GatewayOps, ProgressFn, call_timeout,
+    tool_name, trace_id,
 };
 use crate::platform::Platform;
 use crate::tenancy::{Caller, Role};
@@ -277,7 +277,6 @@ async fn run_one(
             tool_name(&call.server, &call.tool),
         ));
     }
-    let server = call.server.clone();
     let r = match ops
         .call(platform, caller, Call { timeout, ..call }, env)
         .await
@@ -288,7 +287,7 @@ async fn run_one(
             status: CallStatus::Error,
             content: Vec::new(),
             structured_content: None,
-            error: Some(format!("{e}; check that `{server}` runs")),
+            error: Some(e.to_string()),
             duration_ms: 0,
             cost: 0.0,
         },
@@ -311,20 +310,14 @@ async fn run_batch(
     let ops = &state.gatewayops;
     let platform = &state.platform;
     // Progress notifications of the MCP servers, forwarded as batch events.
-    let (ptx, mut prx) = mpsc::unbounded_channel::<CallProgress>();
     let env = CallEnv {
-        progress: events.as_ref().map(|_| ptx),
+        progress: events.clone().map(|tx| -> ProgressFn {
+            Arc::new(move |p| {
+                let _ = tx.send(Progress::Progress(p));
+            })
+        }),
         ..env
     };
-    if let Some(tx) = events.clone() {
-        tokio::spawn(async move {
-            while let Some(p) = prx.recv().await {
-                if tx.send(Progress::Progress(p)).is_err() {
-                    break;
-                }
-            }
-        });
-    }
     let results = match batch.mode {
         ExecutionMode::Sequential => {
             let mut out = Vec::with_capacity(batch.calls.len());
@@ -430,55 +423,72 @@ pub async fn execute_stream(
     let body = futures::stream::unfold(
         (rx, Some(done_rx), guard),
         |(mut rx, done, guard)| async move {
-            if let Some(p) = rx.recv().await {
-                let events = match p {
-                    Progress::Started(id, tool) => vec![sse(
-                        "progress",
-                        &json!({"id": id, "tool": tool, "state": "started"}),
-                    )],
-                    Progress::Progress(p) => vec![sse("progress", &json!(p))],
-                    Progress::Done(r) => {
-                        let mut out: Vec<_> = r
-                            .content
-                            .iter()
-                            .enumerate()
-                            .map(|(i, c)| {
-                                sse("chunk", &json!({"id": r.id, "index": i, "content": c}))
-                            })
-                            .collect();
-                        let mut summary = json!(r);
-                        if let Some(o) = summary.as_object_mut() {
-                            o.remove("content");
-                        }
-                        out.push(sse("complete", &summary));
-                        out
-                    }
-                };
-                return Some((futures::stream::iter(events), (rx, done, guard)));
+            let mut done = done?;
+            // Every call's events are sent before the batch's result, so once the result is
+            // in, what is left in the channel is drained and the stream ends.
+            let finished = tokio::select! {
+                biased;
+                Some(p) = rx.recv() => {
+                    return Some((futures::stream::iter(batch_events(p)), (rx, Some(done), guard)));
+                }
+                r = &mut done => r.ok(),
+            };
+            let mut out = Vec::new();
+            while let Ok(p) = rx.try_recv() {
+                out.extend(batch_events(p));
             }
-            let r = done?.await.ok()?;
-            let mut counts: HashMap<String, usize> = HashMap::new();
-            for x in &r.results {
-                let k = serde_json::to_value(x.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                *counts.entry(k).or_default() += 1;
+            if let Some(r) = finished {
+                out.push(done_event(&r));
             }
-            let done_event = sse(
-                "done",
-                &json!({
-                    "trace_id": r.trace_id,
-                    "total_cost": r.total_cost,
-                    "duration_ms": r.duration_ms,
-                    "statuses": counts,
-                }),
-            );
-            Some((futures::stream::iter(vec![done_event]), (rx, None, guard)))
+            Some((futures::stream::iter(out), (rx, None, guard)))
         },
     )
     .flatten();
     Ok(Sse::new(head.chain(body)).keep_alive(KeepAlive::default()))
+}
+
+fn batch_events(p: Progress) -> Vec<Result<Event, Infallible>> {
+    match p {
+        Progress::Started(id, tool) => vec![sse(
+            "progress",
+            &json!({"id": id, "tool": tool, "state": "started"}),
+        )],
+        Progress::Progress(p) => vec![sse("progress", &json!(p))],
+        Progress::Done(r) => {
+            let mut out: Vec<_> = r
+                .content
+                .iter()
+                .enumerate()
+                .map(|(i, c)| sse("chunk", &json!({"id": r.id, "index": i, "content": c})))
+                .collect();
+            let mut summary = json!(r);
+            if let Some(o) = summary.as_object_mut() {
+                o.remove("content");
+            }
+            out.push(sse("complete", &summary));
+            out
+        }
+    }
+}
+
+fn done_event(r: &ExecuteResponse) -> Result<Event, Infallible> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for x in &r.results {
+        let k = serde_json::to_value(x.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        *counts.entry(k).or_default() += 1;
+    }
+    sse(
+        "done",
+        &json!({
+            "trace_id": r.trace_id,
+            "total_cost": r.total_cost,
+            "duration_ms": r.duration_ms,
+            "statuses": counts,
+        }),
+    )
 }
 
 /// A WebSocket connection to open.
@@ -751,23 +761,20 @@ async fn serve_socket(s: AppState, caller: Caller, socket: WebSocket, conn: Stri
                     trace.clone(),
                 );
                 tokio::spawn(async move {
-                    let (ptx, mut prx) = mpsc::unbounded_channel::<CallProgress>();
+                    let progress: ProgressFn = {
+                        let out_tx = out_tx.clone();
+                        Arc::new(move |p: CallProgress| {
+                            let mut v = json!(p);
+                            if let Some(o) = v.as_object_mut() {
+                                o.insert("type".into(), json!("progress"));
+                            }
+                            let _ = out_tx.send(Message::Text(v.to_string().into()));
+                        })
+                    };
                     let env = CallEnv {
                         cancel: token,
-                        progress: Some(ptx),
+                        progress: Some(progress),
                         ..CallEnv::new(trace)
-                    };
-                    let fwd = {
-                        let out_tx = out_tx.clone();
-                        tokio::spawn(async move {
-                            while let Some(p) = prx.recv().await {
-                                let mut v = json!(p);
-                                if let Some(o) = v.as_object_mut() {
-                                    o.insert("type".into(), json!("progress"));
-                                }
-                                let _ = out_tx.send(Message::Text(v.to_string().into()));
-                            }
-                        })
                     };
                     let call = Call {
                         id: id.clone(),
@@ -783,13 +790,11 @@ async fn serve_socket(s: AppState, caller: Caller, socket: WebSocket, conn: Stri
                             status: CallStatus::Error,
                             content: Vec::new(),
                             structured_content: None,
-                            error: Some(format!("{e}; check that `{server}` runs")),
+                            error: Some(e.to_string()),
                             duration_ms: 0,
                             cost: 0.0,
                         }),
                     };
-                    drop(env);
-                    let _ = fwd.await;
                     agentkit_core::sync::lock(&running).remove(&id);
                     let mut v = result;
                     if let Some(o) = v.as_object_mut() {
@@ -800,9 +805,10 @@ async fn serve_socket(s: AppState, caller: Caller, socket: WebSocket, conn: Stri
             }
         }
     }
-    // The client went away: cancel its calls.
+    // The client went away: cancel its calls, and stop the writer (calls that end now may
+    // still hold a sender).
     all.cancel();
-    drop(out_tx);
+    let _ = out_tx.send(Message::Close(None));
     let _ = writer.await;
     tracing::debug!(connection = %conn, "agent WebSocket closed");
 }

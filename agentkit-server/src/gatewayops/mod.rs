@@ -304,12 +304,17 @@ pub(crate) struct Call {
     pub(crate) timeout: Duration,
 }
 
+/// Receives the progress notifications of running calls. (The MCP client keeps a finished
+/// call's context, and so this, for a short while to route late notifications: do not wait
+/// for it to be dropped.)
+pub(crate) type ProgressFn = Arc<dyn Fn(CallProgress) + Send + Sync>;
+
 /// Where a call runs: its trace (the audit's run id), cancellation and progress listener.
 #[derive(Clone)]
 pub(crate) struct CallEnv {
     pub(crate) trace_id: String,
     pub(crate) cancel: CancellationToken,
-    pub(crate) progress: Option<tokio::sync::mpsc::UnboundedSender<CallProgress>>,
+    pub(crate) progress: Option<ProgressFn>,
     /// Extra deny / approval globs of the caller's registered platform.
     pub(crate) platform: Option<Arc<platforms::Compiled>>,
 }
@@ -551,8 +556,8 @@ impl GatewayOps {
             .with_principal(caller.principal())
             .with_cancellation(env.cancel.child_token())
             .with_timeout(call.timeout);
-        if let Some(tx) = &env.progress {
-            let (tx, id) = (tx.clone(), call.id.clone());
+        if let Some(f) = &env.progress {
+            let (f, id) = (Arc::clone(f), call.id.clone());
             ctx = ctx.with_events(Arc::new(agentkit_core::FnSink::new(
                 move |_: &str, e: &RunEvent| {
                     if let RunEvent::Progress {
@@ -561,7 +566,7 @@ impl GatewayOps {
                         message,
                     } = e
                     {
-                        let _ = tx.send(CallProgress {
+                        f(CallProgress {
                             id: id.clone(),
                             progress: *progress,
                             total: *total,

@@ -878,3 +878,80 @@ async fn bad_input_on_every_route_is_a_problem_detail() {
         assert!(doc["paths"][path].is_object(), "{path} is not in /openapi.json");
     }
 }
+
+const GATEWAY_YAML: &str = "\
+mcp:
+  servers:
+    calc: {transport: streamable_http, url: 'http://127.0.0.1:9/mcp'}
+    crm: {transport: streamable_http, url: 'http://127.0.0.1:9/mcp'}
+policies:
+  gw:
+    tools: {deny: ['calc__delete_*']}
+gateway:
+  policy: gw
+  max_calls: 7
+  default_timeout_ms: 1000
+  servers:
+    crm: [acme/prod]
+  tool_costs:
+    - {tool: 'calc__*', usd: 0.5}
+  platforms:
+    - name: web
+      allowed_origins: ['https://app.example.com']
+      rate_limit: 5
+      default_servers: [calc]
+      require_approval_for: ['calc__echo']
+      block_patterns: ['calc__slow']
+";
+
+fn gateway_error(from: &str, to: &str) -> String {
+    let text = GATEWAY_YAML.replace(from, to);
+    assert_ne!(text, GATEWAY_YAML, "{from} is not in the YAML");
+    let config = match agentkit_core::Config::from_yaml_str_with_env(
+        &text,
+        Some(std::path::Path::new("agentkit.yaml")),
+        &|_| None,
+    ) {
+        Ok(c) => c,
+        Err(e) => return e.to_string(),
+    };
+    GatewayConfig::from_config(&config).unwrap_err().to_string()
+}
+
+#[test]
+fn the_gateway_is_configured_from_agentkit_yaml_with_located_errors() {
+    let config = agentkit_core::Config::from_yaml_str_with_env(GATEWAY_YAML, None, &|_| None).unwrap();
+    let g = GatewayConfig::from_config(&config).unwrap();
+    assert_eq!(g.max_calls, 7);
+    assert_eq!(g.default_timeout, Duration::from_secs(1));
+    assert_eq!(g.policy.as_ref().unwrap().name(), "gw");
+    assert_eq!(g.server_workspaces["crm"], [WorkspaceId::new("acme", "prod")]);
+    assert_eq!(g.tool_costs, [("calc__*".to_owned(), 0.5)]);
+    assert_eq!(g.platforms[0].block_patterns, ["calc__slow"]);
+    assert_eq!(g.platforms[0].rate_limit, Some(5));
+    // It round-trips through serde like the rest of the config.
+    let back: agentkit_core::Config =
+        serde_json::from_value(serde_json::to_value(&config).unwrap()).unwrap();
+    assert_eq!(back, config);
+
+    for (from, to, says) in [
+        ("policy: gw", "policy: gq", "at `gateway.policy`: no policy named `gq`"),
+        ("crm: [acme/prod]", "crm: ['acme/pr~od']", "at `gateway.servers.crm[0]`"),
+        ("crm: [acme/prod]", "erp: [acme/prod]", "at `gateway.servers.erp`: no MCP server `erp`"),
+        ("'calc__*', usd", "'calc__[z-a]', usd", "at `gateway.tool_costs[0].tool`"),
+        ("usd: 0.5", "usd: -1", "at `gateway.tool_costs[0].usd`"),
+        ("max_calls: 7", "max_calls: 0", "at `gateway.max_calls`"),
+        ("default_timeout_ms: 1000", "default_timeout_ms: 9999999", "longer than gateway.max_timeout_ms"),
+        ("'https://app.example.com'", "'app example'", "at `gateway.platforms[0].allowed_origins[0]`"),
+        ("['calc__slow']", "['calc__[z-a]']", "at `gateway.platforms[0].block_patterns[0]`"),
+        ("rate_limit: 5", "rate_limit: 0", "at `gateway.platforms[0].rate_limit`"),
+        ("default_servers: [calc]", "default_servers: [nope]", "at `gateway.platforms[0].default_servers[0]`"),
+        // Shape errors come from the loader, with a line and column.
+        ("block_patterns:", "blocked_patterns:", "blocked_patterns"),
+        ("max_calls: 7", "max_calls: seven", "gateway.max_calls"),
+    ] {
+        let e = gateway_error(from, to);
+        assert!(e.contains(says), "{from} -> {to}: {e}");
+    }
+    assert!(gateway_error("max_calls: 7", "max_callz: 7").contains("line 10"), "{}", gateway_error("max_calls: 7", "max_callz: 7"));
+}

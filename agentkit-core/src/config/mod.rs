@@ -5,6 +5,7 @@ mod builders;
 mod compat;
 #[cfg(feature = "config")]
 mod env;
+mod gateway;
 mod keypath;
 #[cfg(feature = "config")]
 mod loader;
@@ -23,6 +24,7 @@ use crate::cost::ModelInfo;
 
 #[cfg(feature = "config")]
 pub use loader::{ConfigFormat, ConfigLoader, locate_key};
+pub use gateway::{GatewaySettings, PlatformRegistration, ToolCost};
 pub use policy::{ArgumentRule, ChainAction, ChainRule, PolicyRef, PolicySpec};
 pub use resolve::{MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
 pub use spec::{
@@ -78,6 +80,9 @@ pub struct Config {
     /// How `agentkit serve` runs.
     #[serde(skip_serializing_if = "ServerSettings::is_default")]
     pub server: ServerSettings,
+    /// The GatewayOps API: limits, policy, server visibility, platforms.
+    #[serde(skip_serializing_if = "GatewaySettings::is_default")]
+    pub gateway: GatewaySettings,
 }
 
 /// OpenAI settings. Unset fields fall back to `OPENAI_API_KEY` / `OPENAI_BASE_URL`.

@@ -209,6 +209,142 @@ impl GatewayConfig {
     }
 }
 
+fn config_error(key: String, message: String) -> Error {
+    Error::Config {
+        file: None,
+        key,
+        message,
+    }
+}
+
+impl GatewayConfig {
+    /// The `gateway:` section of `config` (with its `policies:` and `mcp.servers`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the key that is wrong: an unknown policy or server, a
+    /// workspace that is not `org/workspace`, a glob that does not compile, a bad origin.
+    pub fn from_config(config: &agentkit_core::Config) -> Result<Self> {
+        let g = &config.gateway;
+        let mut out = Self::new();
+        if let Some(n) = g.max_calls {
+            if n == 0 {
+                return Err(config_error("gateway.max_calls".into(), "must be at least 1".into()));
+            }
+            out = out.with_max_calls(n);
+        }
+        if let Some(n) = g.max_parallel {
+            if n == 0 {
+                return Err(config_error("gateway.max_parallel".into(), "must be at least 1".into()));
+            }
+            out = out.with_max_parallel(n);
+        }
+        for (key, v, set) in [
+            ("default_timeout_ms", g.default_timeout_ms, 0),
+            ("max_timeout_ms", g.max_timeout_ms, 1),
+        ] {
+            let Some(ms) = v else { continue };
+            if ms == 0 {
+                return Err(config_error(format!("gateway.{key}"), "must be at least 1".into()));
+            }
+            let d = Duration::from_millis(ms);
+            out = if set == 0 {
+                out.with_default_timeout(d)
+            } else {
+                out.with_max_timeout(d)
+            };
+        }
+        if out.default_timeout > out.max_timeout {
+            return Err(config_error(
+                "gateway.default_timeout_ms".into(),
+                format!(
+                    "{} ms is longer than gateway.max_timeout_ms ({} ms)",
+                    out.default_timeout.as_millis(),
+                    out.max_timeout.as_millis()
+                ),
+            ));
+        }
+        if let Some(n) = g.max_message_bytes {
+            out = out.with_max_message_bytes(n);
+        }
+        if let Some(p) = &g.policy {
+            let Some(spec) = config.policies.get(p) else {
+                let known: Vec<&str> = config.policies.keys().map(String::as_str).collect();
+                return Err(config_error(
+                    "gateway.policy".into(),
+                    format!(
+                        "no policy named `{p}` in `policies:` (declared: {})",
+                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    ),
+                ));
+            };
+            let policy = Policy::compile(p.clone(), spec).map_err(|e| match e {
+                Error::Config { key, message, .. } => config_error(format!("policies.{p}.{key}"), message),
+                other => other,
+            })?;
+            out = out.with_policy(policy);
+        }
+        for (server, workspaces) in &g.servers {
+            if !config.mcp.servers.contains_key(server) {
+                return Err(config_error(
+                    format!("gateway.servers.{server}"),
+                    format!("no MCP server `{server}` in `mcp.servers`"),
+                ));
+            }
+            let mut ids = Vec::new();
+            for (i, w) in workspaces.iter().enumerate() {
+                let id = WorkspaceId::parse(w, crate::tenancy::DEFAULT_ORG).map_err(|e| {
+                    config_error(
+                        format!("gateway.servers.{server}[{i}]"),
+                        format!("`{w}` is not a workspace (`org/workspace`): {e}"),
+                    )
+                })?;
+                ids.push(id);
+            }
+            out = out.with_server_workspaces(server.clone(), ids);
+        }
+        for (i, c) in g.tool_costs.iter().enumerate() {
+            if !c.usd.is_finite() || c.usd < 0.0 {
+                return Err(config_error(
+                    format!("gateway.tool_costs[{i}].usd"),
+                    format!("a price must be a number ≥ 0, got {}", c.usd),
+                ));
+            }
+            out = out
+                .with_tool_cost(c.tool.clone(), c.usd)
+                .map_err(|e| match e {
+                    Error::Config { message, .. } => {
+                        config_error(format!("gateway.tool_costs[{i}].tool"), message)
+                    }
+                    other => other,
+                })?;
+        }
+        let base = match &out.policy {
+            Some(p) => p.clone(),
+            None => Policy::compile("gateway", &PolicySpec::new())?,
+        };
+        for (i, p) in g.platforms.iter().enumerate() {
+            platforms::Compiled::new(p, i, &base)?;
+            for (j, s) in p.default_servers.iter().enumerate() {
+                if !config.mcp.servers.contains_key(s) {
+                    return Err(config_error(
+                        format!("gateway.platforms[{i}].default_servers[{j}]"),
+                        format!("no MCP server `{s}` in `mcp.servers`"),
+                    ));
+                }
+            }
+            if g.platforms[..i].iter().any(|q| q.name == p.name) {
+                return Err(config_error(
+                    format!("gateway.platforms[{i}].name"),
+                    format!("platform `{}` is registered twice", p.name),
+                ));
+            }
+            out = out.with_platform(p.clone());
+        }
+        Ok(out)
+    }
+}
+
 fn compile_glob(glob: &str, key: &str) -> Result<globset::GlobMatcher> {
     globset::Glob::new(glob)
         .map(|g| g.compile_matcher())

@@ -9,83 +9,11 @@ use std::num::NonZeroU32;
 use agentkit_core::policy::Policy;
 use agentkit_core::{Error, Result};
 use governor::{DefaultDirectRateLimiter, Quota};
-use serde::{Deserialize, Serialize};
 
 /// The header a client platform names itself with.
 pub const PLATFORM_HEADER: &str = "x-agentkit-platform";
 
-/// One registered client platform.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct PlatformRegistration {
-    /// Its name (the value of the `x-agentkit-platform` header).
-    pub name: String,
-    /// Browser origins allowed to call the gateway routes (CORS), e.g. `https://app.example.com`.
-    #[serde(default)]
-    pub allowed_origins: Vec<String>,
-    /// At most this many gateway requests per second from this platform (all its keys).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<u32>,
-    /// The servers `GET /v1/mcp/tools` lists for it (empty: every server the key sees).
-    #[serde(default)]
-    pub default_servers: Vec<String>,
-    /// Tools (globs over `server__tool`) whose calls need an approval.
-    #[serde(default)]
-    pub require_approval_for: Vec<String>,
-    /// Tools (globs over `server__tool`) it may never call.
-    #[serde(default)]
-    pub block_patterns: Vec<String>,
-}
-
-impl PlatformRegistration {
-    /// A platform named `name` with no rules.
-    #[must_use]
-    pub fn new(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            ..Self::default()
-        }
-    }
-
-    /// Allow these browser origins.
-    #[must_use]
-    pub fn with_allowed_origins<I: IntoIterator<Item = S>, S: Into<String>>(mut self, o: I) -> Self {
-        self.allowed_origins = o.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// At most `per_second` requests per second.
-    #[must_use]
-    pub fn with_rate_limit(mut self, per_second: u32) -> Self {
-        self.rate_limit = Some(per_second);
-        self
-    }
-
-    /// List these servers' tools.
-    #[must_use]
-    pub fn with_default_servers<I: IntoIterator<Item = S>, S: Into<String>>(mut self, s: I) -> Self {
-        self.default_servers = s.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Tools needing approval.
-    #[must_use]
-    pub fn with_require_approval_for<I: IntoIterator<Item = S>, S: Into<String>>(
-        mut self,
-        g: I,
-    ) -> Self {
-        self.require_approval_for = g.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Tools never to be called.
-    #[must_use]
-    pub fn with_block_patterns<I: IntoIterator<Item = S>, S: Into<String>>(mut self, g: I) -> Self {
-        self.block_patterns = g.into_iter().map(Into::into).collect();
-        self
-    }
-}
+pub use agentkit_core::config::PlatformRegistration;
 
 /// A registration with its globs compiled into the policy its calls run under.
 pub(crate) struct Compiled {

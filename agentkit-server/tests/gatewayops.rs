@@ -137,7 +137,13 @@ async fn req(
     )
 }
 
-async fn call(r: &Running, key: &str, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    r: &Running,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let (s, b, _) = req(&r.base, key, method, path, body, &[]).await;
     (s, b)
 }
@@ -179,7 +185,10 @@ async fn start() -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
-        server.serve(listener, std::future::pending()).await.unwrap();
+        server
+            .serve(listener, std::future::pending())
+            .await
+            .unwrap();
     });
     let (s, b, _) = req(
         &base,
@@ -249,7 +258,11 @@ async fn batches_run_through_the_policy_and_the_audit_log() {
         .iter()
         .map(|x| x["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["sum", "fails", "nuke", "nap"], "results in the order sent");
+    assert_eq!(
+        ids,
+        ["sum", "fails", "nuke", "nap"],
+        "results in the order sent"
+    );
     let sum = by_id(&b, "sum");
     assert_eq!(sum["status"], "success", "{sum}");
     assert_eq!(sum["content"][0]["text"], "42");
@@ -266,7 +279,10 @@ async fn batches_run_through_the_policy_and_the_audit_log() {
     let nap = by_id(&b, "nap");
     assert_eq!(nap["status"], "timeout", "{nap}");
     assert!(nap["duration_ms"].as_u64().unwrap() < 3000, "{nap}");
-    assert!((b["total_cost"].as_f64().unwrap() - 0.02).abs() < 1e-9, "{b}");
+    assert!(
+        (b["total_cost"].as_f64().unwrap() - 0.02).abs() < 1e-9,
+        "{b}"
+    );
     let trace = b["trace_id"].as_str().unwrap().to_owned();
     assert_eq!(trace.len(), 36);
 
@@ -301,7 +317,10 @@ async fn batches_run_through_the_policy_and_the_audit_log() {
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["is_error"], true);
     assert!(
-        b["content"][0]["text"].as_str().unwrap().contains("denied by policy"),
+        b["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("denied by policy"),
         "{b}"
     );
 
@@ -363,7 +382,11 @@ async fn batches_run_through_the_policy_and_the_audit_log() {
     )
     .await;
     assert_eq!(s, 200, "{b}");
-    assert!(started.elapsed() < Duration::from_millis(1700), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1700),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,7 +402,13 @@ async fn servers_belong_to_workspaces() {
     )
     .await;
     assert_eq!(s, 404, "{p}");
-    assert!(p["detail"].as_str().unwrap().contains("no MCP server `calc`"), "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no MCP server `calc`"),
+        "{p}"
+    );
     let (s, b) = call(
         &r,
         &r.acme,
@@ -392,7 +421,14 @@ async fn servers_belong_to_workspaces() {
     assert_eq!(b["results"][0]["content"][0]["text"], "3");
     assert_eq!(b["results"][0]["cost"], 0.0, "crm is not priced");
     // The call is audited in acme/prod's chain, not the default one.
-    let (s, page) = call(&r, ADMIN, Method::GET, "/v1/audit?workspace=acme/prod", None).await;
+    let (s, page) = call(
+        &r,
+        ADMIN,
+        Method::GET,
+        "/v1/audit?workspace=acme/prod",
+        None,
+    )
+    .await;
     assert_eq!(s, 200, "{page}");
     assert!(
         page["entries"]
@@ -427,20 +463,30 @@ async fn servers_belong_to_workspaces() {
         .iter()
         .map(|t| t["function"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["crm__add", "crm__delete_all", "crm__echo", "crm__slow"]);
+    assert_eq!(
+        names,
+        ["crm__add", "crm__delete_all", "crm__echo", "crm__slow"]
+    );
     let (_, tools) = call(&r, ADMIN, Method::GET, "/v1/mcp/tools", None).await;
     let add = &tools["tools"][0];
     assert_eq!(add["type"], "function");
     assert_eq!(add["function"]["name"], "calc__add");
     assert_eq!(add["function"]["description"], "Adds a and b");
-    assert_eq!(add["function"]["parameters"]["properties"]["a"]["type"], "number");
+    assert_eq!(
+        add["function"]["parameters"]["properties"]["a"]["type"],
+        "number"
+    );
     let names: Vec<&str> = tools["tools"]
         .as_array()
         .unwrap()
         .iter()
         .map(|t| t["function"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["calc__add", "calc__echo", "calc__slow"], "delete_all is denied");
+    assert_eq!(
+        names,
+        ["calc__add", "calc__echo", "calc__slow"],
+        "delete_all is denied"
+    );
     // A viewer may list but not call.
     let (s, _) = call(&r, &r.acme_viewer, Method::GET, "/v1/mcp/tools", None).await;
     assert_eq!(s, 200);
@@ -527,7 +573,9 @@ async fn the_stream_reports_each_call_as_it_goes() {
     let pos = |name: &str, id: &str| {
         events
             .iter()
-            .position(|(n, d)| n == name && d["id"] == id && (name != "progress" || d["state"] == "started"))
+            .position(|(n, d)| {
+                n == name && d["id"] == id && (name != "progress" || d["state"] == "started")
+            })
             .unwrap()
     };
     assert!(pos("complete", "nap") < pos("progress", "hi"));
@@ -582,18 +630,30 @@ async fn agents_call_tools_over_a_websocket() {
     let (s, c) = call(&r, ADMIN, Method::POST, "/v1/agents/connect", None).await;
     assert_eq!(s, 200, "{c}");
     let id = c["connection_id"].as_str().unwrap().to_owned();
-    assert!(c["websocket_url"].as_str().unwrap().ends_with(&format!("/v1/agents/{id}")));
+    assert!(
+        c["websocket_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/v1/agents/{id}"))
+    );
     // Another workspace's key cannot use it, and that does not use it up.
     assert_eq!(open_socket(&r, &r.acme, &id).await.err(), Some(404));
     let mut ws = open_socket(&r, ADMIN, &id).await.unwrap();
     // Single use.
     assert_eq!(open_socket(&r, ADMIN, &id).await.err(), Some(404));
-    assert_eq!(open_socket(&r, ADMIN, "conn_00000000000000000000000000000000").await.err(), Some(404));
+    assert_eq!(
+        open_socket(&r, ADMIN, "conn_00000000000000000000000000000000")
+            .await
+            .err(),
+        Some(404)
+    );
     // GET on an agent's name is still the agent.
     let (s, _) = call(&r, ADMIN, Method::GET, "/v1/agents/nobody", None).await;
     assert_eq!(s, 404);
 
-    ws.send(Message::text(r#"{"type": "ping", "data": 7}"#)).await.unwrap();
+    ws.send(Message::text(r#"{"type": "ping", "data": 7}"#))
+        .await
+        .unwrap();
     let pong = next_json(&mut ws).await;
     assert_eq!(pong, json!({"type": "pong", "data": 7}));
 
@@ -619,7 +679,9 @@ async fn agents_call_tools_over_a_websocket() {
     assert_eq!(p["id"], "long");
     assert_eq!(p["message"], "halfway");
     let started = Instant::now();
-    ws.send(Message::text(r#"{"type": "cancel", "id": "long"}"#)).await.unwrap();
+    ws.send(Message::text(r#"{"type": "cancel", "id": "long"}"#))
+        .await
+        .unwrap();
     let res = next_json(&mut ws).await;
     assert_eq!(res["type"], "tool_result", "{res}");
     assert_eq!(res["status"], "cancelled");
@@ -638,14 +700,23 @@ async fn agents_call_tools_over_a_websocket() {
     for (bad, code) in [
         ("{not json".to_owned(), "invalid_json"),
         (r#"{"type": "launch"}"#.to_owned(), "invalid_message"),
-        (r#"{"type": "tool_call", "id": 5}"#.to_owned(), "invalid_message"),
+        (
+            r#"{"type": "tool_call", "id": 5}"#.to_owned(),
+            "invalid_message",
+        ),
         (r#"[1, 2]"#.to_owned(), "invalid_message"),
-        (format!(r#"{{"type": "ping", "data": "{}"}}"#, "x".repeat(5000)), "too_large"),
+        (
+            format!(r#"{{"type": "ping", "data": "{}"}}"#, "x".repeat(5000)),
+            "too_large",
+        ),
         (
             json!({"type": "tool_call", "id": "u", "server": "nope", "tool": "add"}).to_string(),
             "not_found",
         ),
-        (r#"{"type": "cancel", "id": "never"}"#.to_owned(), "unknown_call"),
+        (
+            r#"{"type": "cancel", "id": "never"}"#.to_owned(),
+            "unknown_call",
+        ),
     ] {
         ws.send(Message::text(bad.clone())).await.unwrap();
         let e = next_json(&mut ws).await;
@@ -674,7 +745,9 @@ async fn agents_call_tools_over_a_websocket() {
 
     // A fresh id still works after all that.
     let (_, c) = call(&r, ADMIN, Method::POST, "/v1/agents/connect", None).await;
-    let mut ws = open_socket(&r, ADMIN, c["connection_id"].as_str().unwrap()).await.unwrap();
+    let mut ws = open_socket(&r, ADMIN, c["connection_id"].as_str().unwrap())
+        .await
+        .unwrap();
     ws.send(Message::text(r#"{"type": "ping"}"#)).await.unwrap();
     assert_eq!(next_json(&mut ws).await, json!({"type": "pong"}));
 }
@@ -700,7 +773,10 @@ async fn platforms_get_cors_and_their_own_rules() {
     assert_eq!(by_id(&b, "blocked")["status"], "denied", "{b}");
     assert_eq!(by_id(&b, "approval")["status"], "denied", "{b}");
     assert!(
-        by_id(&b, "approval")["error"].as_str().unwrap().contains("needs approval"),
+        by_id(&b, "approval")["error"]
+            .as_str()
+            .unwrap()
+            .contains("needs approval"),
         "{b}"
     );
     assert_eq!(by_id(&b, "ok")["status"], "success");
@@ -711,7 +787,11 @@ async fn platforms_get_cors_and_their_own_rules() {
         .iter()
         .map(|t| t["function"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["calc__add", "calc__echo"], "the platform blocks calc__slow");
+    assert_eq!(
+        names,
+        ["calc__add", "calc__echo"],
+        "the platform blocks calc__slow"
+    );
     let (s, p, _) = req(
         &r.base,
         ADMIN,
@@ -729,7 +809,10 @@ async fn platforms_get_cors_and_their_own_rules() {
             .request(Method::OPTIONS, format!("{}/v1/execute", r.base))
             .header("origin", origin)
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "authorization,content-type")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
             .send()
     };
     let ok = preflight("https://app.example.com").await.unwrap();
@@ -773,13 +856,23 @@ async fn safety_analysis_over_http() {
         assert!(kinds.contains(&k), "{kinds:?}");
     }
     let d = &b["detections"][0];
-    for field in ["type", "severity", "pattern", "confidence", "recommendation"] {
+    for field in [
+        "type",
+        "severity",
+        "pattern",
+        "confidence",
+        "recommendation",
+    ] {
         assert!(!d[field].is_null(), "{d}");
     }
     let clean = b["sanitized_content"].as_str().unwrap();
     assert!(!clean.contains("https://webhook.site"), "{clean}");
     assert!(clean.contains("[image removed: webhook.site]"), "{clean}");
-    assert!(!clean.chars().any(|c| ('\u{E0000}'..='\u{E007F}').contains(&c)));
+    assert!(
+        !clean
+            .chars()
+            .any(|c| ('\u{E0000}'..='\u{E007F}').contains(&c))
+    );
     let (_, b) = call(
         &r,
         ADMIN,
@@ -805,10 +898,18 @@ async fn bad_input_on_every_route_is_a_problem_detail() {
             .send()
     };
     for path in ["/v1/execute", "/v1/execute/stream", "/v1/safety/analyze"] {
-        for (body, status) in [("{not json", 400), ("[]", 422), ("{\"calls\": \"x\", \"content\": 5}", 422)] {
+        for (body, status) in [
+            ("{not json", 400),
+            ("[]", 422),
+            ("{\"calls\": \"x\", \"content\": 5}", 422),
+        ] {
             let res = raw(path, body).await.unwrap();
             assert_eq!(res.status().as_u16(), status, "{path} {body}");
-            assert_eq!(res.headers()["content-type"], "application/problem+json", "{path}");
+            assert_eq!(
+                res.headers()["content-type"],
+                "application/problem+json",
+                "{path}"
+            );
             let p: Value = res.json().await.unwrap();
             assert!(!p["detail"].as_str().unwrap().is_empty(), "{p}");
         }
@@ -817,19 +918,58 @@ async fn bad_input_on_every_route_is_a_problem_detail() {
     for path in ["/v1/execute", "/v1/execute/stream"] {
         for (body, status, says) in [
             (json!({"calls": []}), 400, "at least one"),
-            (json!({"calls": (0..6).map(|i| json!({"id": i.to_string(), "server": "calc", "tool": "add"})).collect::<Vec<_>>()}), 413, "at most 5"),
-            (json!({"calls": [call_of("nope", "add")]}), 404, "no MCP server `nope`"),
-            (json!({"calls": [call_of("calc", "add"), call_of("calc", "add")]}), 400, "used twice"),
-            (json!({"calls": [call_of("calc", "add")], "timeout_ms": 0}), 400, "timeout_ms"),
-            (json!({"calls": [call_of("calc", "add")], "timeout_ms": 99_999_999}), 400, "gateway.max_timeout"),
-            (json!({"calls": [call_of("calc", "add")], "execution_mode": "chaotic"}), 422, "execution_mode"),
-            (json!({"calls": [{"id": "1", "server": "calc", "tool": "add", "arguments": [1]}]}), 422, "arguments"),
-            (json!({"calls": [{"id": "", "server": "calc", "tool": "add"}]}), 400, "calls[0].id"),
-            (json!({"calls": [call_of("calc", "add")], "extra": 1}), 422, "extra"),
+            (
+                json!({"calls": (0..6).map(|i| json!({"id": i.to_string(), "server": "calc", "tool": "add"})).collect::<Vec<_>>()}),
+                413,
+                "at most 5",
+            ),
+            (
+                json!({"calls": [call_of("nope", "add")]}),
+                404,
+                "no MCP server `nope`",
+            ),
+            (
+                json!({"calls": [call_of("calc", "add"), call_of("calc", "add")]}),
+                400,
+                "used twice",
+            ),
+            (
+                json!({"calls": [call_of("calc", "add")], "timeout_ms": 0}),
+                400,
+                "timeout_ms",
+            ),
+            (
+                json!({"calls": [call_of("calc", "add")], "timeout_ms": 99_999_999}),
+                400,
+                "gateway.max_timeout",
+            ),
+            (
+                json!({"calls": [call_of("calc", "add")], "execution_mode": "chaotic"}),
+                422,
+                "execution_mode",
+            ),
+            (
+                json!({"calls": [{"id": "1", "server": "calc", "tool": "add", "arguments": [1]}]}),
+                422,
+                "arguments",
+            ),
+            (
+                json!({"calls": [{"id": "", "server": "calc", "tool": "add"}]}),
+                400,
+                "calls[0].id",
+            ),
+            (
+                json!({"calls": [call_of("calc", "add")], "extra": 1}),
+                422,
+                "extra",
+            ),
         ] {
             let (s, p) = call(&r, ADMIN, Method::POST, path, Some(body.clone())).await;
             assert_eq!(s, status, "{path} {body}: {p}");
-            assert!(p["detail"].as_str().unwrap().contains(says), "{path} {body}: {p}");
+            assert!(
+                p["detail"].as_str().unwrap().contains(says),
+                "{path} {body}: {p}"
+            );
         }
     }
     // A tool the server does not have: the server's own answer, as that call's error.
@@ -843,8 +983,21 @@ async fn bad_input_on_every_route_is_a_problem_detail() {
     .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["results"][0]["status"], "error", "{b}");
-    assert!(b["results"][0]["error"].as_str().unwrap().contains("unknown tool `nope`"), "{b}");
-    let (s, p) = call(&r, ADMIN, Method::POST, "/v1/safety/analyze", Some(json!({"text": "hi"}))).await;
+    assert!(
+        b["results"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown tool `nope`"),
+        "{b}"
+    );
+    let (s, p) = call(
+        &r,
+        ADMIN,
+        Method::POST,
+        "/v1/safety/analyze",
+        Some(json!({"text": "hi"})),
+    )
+    .await;
     assert_eq!(s, 422, "{p}");
     // No key: 401 problem.
     let res = reqwest::Client::new()
@@ -875,7 +1028,10 @@ async fn bad_input_on_every_route_is_a_problem_detail() {
         "/v1/mcp/tools",
         "/v1/safety/analyze",
     ] {
-        assert!(doc["paths"][path].is_object(), "{path} is not in /openapi.json");
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} is not in /openapi.json"
+        );
     }
 }
 
@@ -920,12 +1076,16 @@ fn gateway_error(from: &str, to: &str) -> String {
 
 #[test]
 fn the_gateway_is_configured_from_agentkit_yaml_with_located_errors() {
-    let config = agentkit_core::Config::from_yaml_str_with_env(GATEWAY_YAML, None, &|_| None).unwrap();
+    let config =
+        agentkit_core::Config::from_yaml_str_with_env(GATEWAY_YAML, None, &|_| None).unwrap();
     let g = GatewayConfig::from_config(&config).unwrap();
     assert_eq!(g.max_calls, 7);
     assert_eq!(g.default_timeout, Duration::from_secs(1));
     assert_eq!(g.policy.as_ref().unwrap().name(), "gw");
-    assert_eq!(g.server_workspaces["crm"], [WorkspaceId::new("acme", "prod")]);
+    assert_eq!(
+        g.server_workspaces["crm"],
+        [WorkspaceId::new("acme", "prod")]
+    );
     assert_eq!(g.tool_costs, [("calc__*".to_owned(), 0.5)]);
     assert_eq!(g.platforms[0].block_patterns, ["calc__slow"]);
     assert_eq!(g.platforms[0].rate_limit, Some(5));
@@ -935,17 +1095,53 @@ fn the_gateway_is_configured_from_agentkit_yaml_with_located_errors() {
     assert_eq!(back, config);
 
     for (from, to, says) in [
-        ("policy: gw", "policy: gq", "at `gateway.policy`: no policy named `gq`"),
-        ("crm: [acme/prod]", "crm: ['acme/pr~od']", "at `gateway.servers.crm[0]`"),
-        ("crm: [acme/prod]", "erp: [acme/prod]", "at `gateway.servers.erp`: no MCP server `erp`"),
-        ("'calc__*', usd", "'calc__[z-a]', usd", "at `gateway.tool_costs[0].tool`"),
+        (
+            "policy: gw",
+            "policy: gq",
+            "at `gateway.policy`: no policy named `gq`",
+        ),
+        (
+            "crm: [acme/prod]",
+            "crm: ['acme/pr~od']",
+            "at `gateway.servers.crm[0]`",
+        ),
+        (
+            "crm: [acme/prod]",
+            "erp: [acme/prod]",
+            "at `gateway.servers.erp`: no MCP server `erp`",
+        ),
+        (
+            "'calc__*', usd",
+            "'calc__[z-a]', usd",
+            "at `gateway.tool_costs[0].tool`",
+        ),
         ("usd: 0.5", "usd: -1", "at `gateway.tool_costs[0].usd`"),
         ("max_calls: 7", "max_calls: 0", "at `gateway.max_calls`"),
-        ("default_timeout_ms: 1000", "default_timeout_ms: 9999999", "longer than gateway.max_timeout_ms"),
-        ("'https://app.example.com'", "'app example'", "at `gateway.platforms[0].allowed_origins[0]`"),
-        ("['calc__slow']", "['calc__[z-a]']", "at `gateway.platforms[0].block_patterns[0]`"),
-        ("rate_limit: 5", "rate_limit: 0", "at `gateway.platforms[0].rate_limit`"),
-        ("default_servers: [calc]", "default_servers: [nope]", "at `gateway.platforms[0].default_servers[0]`"),
+        (
+            "default_timeout_ms: 1000",
+            "default_timeout_ms: 9999999",
+            "longer than gateway.max_timeout_ms",
+        ),
+        (
+            "'https://app.example.com'",
+            "'app example'",
+            "at `gateway.platforms[0].allowed_origins[0]`",
+        ),
+        (
+            "['calc__slow']",
+            "['calc__[z-a]']",
+            "at `gateway.platforms[0].block_patterns[0]`",
+        ),
+        (
+            "rate_limit: 5",
+            "rate_limit: 0",
+            "at `gateway.platforms[0].rate_limit`",
+        ),
+        (
+            "default_servers: [calc]",
+            "default_servers: [nope]",
+            "at `gateway.platforms[0].default_servers[0]`",
+        ),
         // Shape errors come from the loader, with a line and column.
         ("block_patterns:", "blocked_patterns:", "blocked_patterns"),
         ("max_calls: 7", "max_calls: seven", "gateway.max_calls"),
@@ -953,5 +1149,9 @@ fn the_gateway_is_configured_from_agentkit_yaml_with_located_errors() {
         let e = gateway_error(from, to);
         assert!(e.contains(says), "{from} -> {to}: {e}");
     }
-    assert!(gateway_error("max_calls: 7", "max_callz: 7").contains("line 10"), "{}", gateway_error("max_calls: 7", "max_callz: 7"));
+    assert!(
+        gateway_error("max_calls: 7", "max_callz: 7").contains("line 10"),
+        "{}",
+        gateway_error("max_calls: 7", "max_callz: 7")
+    );
 }

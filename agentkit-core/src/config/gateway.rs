@@ -129,7 +129,10 @@ impl PlatformRegistration {
 
     /// Allow these browser origins.
     #[must_use]
-    pub fn with_allowed_origins<I: IntoIterator<Item = S>, S: Into<String>>(mut self, o: I) -> Self {
+    pub fn with_allowed_origins<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        o: I,
+    ) -> Self {
         self.allowed_origins = o.into_iter().map(Into::into).collect();
         self
     }
@@ -143,7 +146,10 @@ impl PlatformRegistration {
 
     /// List these servers' tools.
     #[must_use]
-    pub fn with_default_servers<I: IntoIterator<Item = S>, S: Into<String>>(mut self, s: I) -> Self {
+    pub fn with_default_servers<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        s: I,
+    ) -> Self {
         self.default_servers = s.into_iter().map(Into::into).collect();
         self
     }

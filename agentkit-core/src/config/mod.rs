@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cost::ModelInfo;
 
+pub use gateway::{GatewaySettings, PlatformRegistration, ToolCost};
 #[cfg(feature = "config")]
 pub use loader::{ConfigFormat, ConfigLoader, locate_key};
-pub use gateway::{GatewaySettings, PlatformRegistration, ToolCost};
 pub use policy::{ArgumentRule, ChainAction, ChainRule, PolicyRef, PolicySpec};
 pub use resolve::{MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS};
 pub use spec::{

@@ -239,7 +239,7 @@ fn check_batch(
 }
 
 /// What a running batch reports as it goes.
-enum Progress {
+enum BatchEvent {
     Started(String, String),
     Progress(CallProgress),
     Done(CallResult),
@@ -253,7 +253,7 @@ async fn run_one(
     call: Call,
     env: &CallEnv,
     deadline: Instant,
-    events: Option<&mpsc::UnboundedSender<Progress>>,
+    events: Option<&mpsc::UnboundedSender<BatchEvent>>,
 ) -> CallResult {
     let id = call.id.clone();
     let Some(timeout) = call_timeout(call.timeout, deadline) else {
@@ -267,12 +267,12 @@ async fn run_one(
             cost: 0.0,
         };
         if let Some(tx) = events {
-            let _ = tx.send(Progress::Done(r.clone()));
+            let _ = tx.send(BatchEvent::Done(r.clone()));
         }
         return r;
     };
     if let Some(tx) = events {
-        let _ = tx.send(Progress::Started(
+        let _ = tx.send(BatchEvent::Started(
             id.clone(),
             tool_name(&call.server, &call.tool),
         ));
@@ -293,7 +293,7 @@ async fn run_one(
         },
     };
     if let Some(tx) = events {
-        let _ = tx.send(Progress::Done(r.clone()));
+        let _ = tx.send(BatchEvent::Done(r.clone()));
     }
     r
 }
@@ -303,7 +303,7 @@ async fn run_batch(
     caller: Caller,
     batch: Batch,
     env: CallEnv,
-    events: Option<mpsc::UnboundedSender<Progress>>,
+    events: Option<mpsc::UnboundedSender<BatchEvent>>,
 ) -> ExecuteResponse {
     let started = Instant::now();
     let deadline = started + batch.timeout;
@@ -313,7 +313,7 @@ async fn run_batch(
     let env = CallEnv {
         progress: events.clone().map(|tx| -> ProgressFn {
             Arc::new(move |p| {
-                let _ = tx.send(Progress::Progress(p));
+                let _ = tx.send(BatchEvent::Progress(p));
             })
         }),
         ..env
@@ -323,7 +323,16 @@ async fn run_batch(
             let mut out = Vec::with_capacity(batch.calls.len());
             for call in batch.calls {
                 out.push(
-                    run_one(ops, platform, &caller, call, &env, deadline, events.as_ref()).await,
+                    run_one(
+                        ops,
+                        platform,
+                        &caller,
+                        call,
+                        &env,
+                        deadline,
+                        events.as_ref(),
+                    )
+                    .await,
                 );
             }
             out
@@ -411,7 +420,7 @@ pub async fn execute_stream(
         "calls": batch.calls.len(),
         "execution_mode": batch.mode,
     });
-    let (tx, rx) = mpsc::unbounded_channel::<Progress>();
+    let (tx, rx) = mpsc::unbounded_channel::<BatchEvent>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<ExecuteResponse>();
     tokio::spawn(async move {
         let r = run_batch(s, caller, batch, env, Some(tx)).await;
@@ -447,14 +456,14 @@ pub async fn execute_stream(
     Ok(Sse::new(head.chain(body)).keep_alive(KeepAlive::default()))
 }
 
-fn batch_events(p: Progress) -> Vec<Result<Event, Infallible>> {
+fn batch_events(p: BatchEvent) -> Vec<Result<Event, Infallible>> {
     match p {
-        Progress::Started(id, tool) => vec![sse(
+        BatchEvent::Started(id, tool) => vec![sse(
             "progress",
             &json!({"id": id, "tool": tool, "state": "started"}),
         )],
-        Progress::Progress(p) => vec![sse("progress", &json!(p))],
-        Progress::Done(r) => {
+        BatchEvent::Progress(p) => vec![sse("progress", &json!(p))],
+        BatchEvent::Done(r) => {
             let mut out: Vec<_> = r
                 .content
                 .iter()
@@ -546,7 +555,9 @@ pub(crate) async fn agent_or_socket(
     let (mut parts, _) = request.into_parts();
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &s).await {
         Ok(ws) => ws,
-        Err(e) => return Problem::bad_request(format!("bad WebSocket upgrade: {e}")).into_response(),
+        Err(e) => {
+            return Problem::bad_request(format!("bad WebSocket upgrade: {e}")).into_response();
+        }
     };
     match socket(s, caller, name, ws) {
         Ok(r) => r,
@@ -649,11 +660,13 @@ async fn serve_socket(s: AppState, caller: Caller, socket: WebSocket, conn: Stri
             Err(e) => {
                 let _ = out_tx.send(Message::Close(Some(CloseFrame {
                     code: 1009,
-                    reason: format!("unreadable message ({e}); messages are limited to {max} bytes")
-                        .chars()
-                        .take(120)
-                        .collect::<String>()
-                        .into(),
+                    reason: format!(
+                        "unreadable message ({e}); messages are limited to {max} bytes"
+                    )
+                    .chars()
+                    .take(120)
+                    .collect::<String>()
+                    .into(),
                 })));
                 break;
             }
@@ -715,7 +728,11 @@ async fn serve_socket(s: AppState, caller: Caller, socket: WebSocket, conn: Stri
                 timeout_ms,
             } => {
                 if id.is_empty() || id.len() > 200 {
-                    send(ws_error(None, "invalid_message", "`id` must be 1 to 200 characters"));
+                    send(ws_error(
+                        None,
+                        "invalid_message",
+                        "`id` must be 1 to 200 characters",
+                    ));
                     continue;
                 }
                 let timeout = match ms(&s.gatewayops, "timeout_ms", timeout_ms) {
@@ -736,7 +753,10 @@ async fn serve_socket(s: AppState, caller: Caller, socket: WebSocket, conn: Stri
                         send(ws_error(
                             Some(&id),
                             "duplicate_id",
-                            format!("call `{}` is still running; use a new id", id.escape_debug()),
+                            format!(
+                                "call `{}` is still running; use a new id",
+                                id.escape_debug()
+                            ),
                         ));
                         continue;
                     }

@@ -3,8 +3,8 @@
 use utoipa::OpenApi;
 
 use super::{
-    agent_protocol as ap, gatewayops as gw, governance, hooks, langgraph as lg, metrics, schedules, servers, tenancy,
-    v1,
+    agent_protocol as ap, gatewayops as gw, governance, hooks, langgraph as lg, metrics, schedules,
+    servers, tenancy, v1,
 };
 
 /// The API description served at `/openapi.json`.

@@ -115,9 +115,9 @@ pub async fn call_tool(
                 r.error.unwrap_or_default()
             ),
         )),
-        CallStatus::Denied | CallStatus::Cancelled => Ok(Json(McpCallView::error_text(
-            r.error.unwrap_or_default(),
-        ))),
+        CallStatus::Denied | CallStatus::Cancelled => {
+            Ok(Json(McpCallView::error_text(r.error.unwrap_or_default())))
+        }
         _ => Ok(Json(McpCallView::from_result(r))),
     }
 }

@@ -229,13 +229,19 @@ impl GatewayConfig {
         let mut out = Self::new();
         if let Some(n) = g.max_calls {
             if n == 0 {
-                return Err(config_error("gateway.max_calls".into(), "must be at least 1".into()));
+                return Err(config_error(
+                    "gateway.max_calls".into(),
+                    "must be at least 1".into(),
+                ));
             }
             out = out.with_max_calls(n);
         }
         if let Some(n) = g.max_parallel {
             if n == 0 {
-                return Err(config_error("gateway.max_parallel".into(), "must be at least 1".into()));
+                return Err(config_error(
+                    "gateway.max_parallel".into(),
+                    "must be at least 1".into(),
+                ));
             }
             out = out.with_max_parallel(n);
         }
@@ -245,7 +251,10 @@ impl GatewayConfig {
         ] {
             let Some(ms) = v else { continue };
             if ms == 0 {
-                return Err(config_error(format!("gateway.{key}"), "must be at least 1".into()));
+                return Err(config_error(
+                    format!("gateway.{key}"),
+                    "must be at least 1".into(),
+                ));
             }
             let d = Duration::from_millis(ms);
             out = if set == 0 {
@@ -274,12 +283,18 @@ impl GatewayConfig {
                     "gateway.policy".into(),
                     format!(
                         "no policy named `{p}` in `policies:` (declared: {})",
-                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 ));
             };
             let policy = Policy::compile(p.clone(), spec).map_err(|e| match e {
-                Error::Config { key, message, .. } => config_error(format!("policies.{p}.{key}"), message),
+                Error::Config { key, message, .. } => {
+                    config_error(format!("policies.{p}.{key}"), message)
+                }
                 other => other,
             })?;
             out = out.with_policy(policy);
@@ -629,7 +644,10 @@ impl GatewayOps {
     /// platform's block patterns).
     pub(crate) fn lists(&self, name: &str, platform: Option<&platforms::Compiled>) -> bool {
         use agentkit_core::policy::Verdict;
-        self.listing.decide(name, &Value::Object(Map::new()), &[]).verdict != Verdict::Deny
+        self.listing
+            .decide(name, &Value::Object(Map::new()), &[])
+            .verdict
+            != Verdict::Deny
             && platform.is_none_or(|p| !p.blocks(name))
     }
 
@@ -658,8 +676,12 @@ impl GatewayOps {
         let inner = {
             let (server, tool, answer) = (call.server.clone(), call.tool.clone(), answer.clone());
             ToolService::new(tower::service_fn(move |req: ToolRequest| {
-                let (manager, server, tool, answer) =
-                    (manager.clone(), server.clone(), tool.clone(), answer.clone());
+                let (manager, server, tool, answer) = (
+                    manager.clone(),
+                    server.clone(),
+                    tool.clone(),
+                    answer.clone(),
+                );
                 async move {
                     let args = match req.arguments {
                         Value::Object(m) => m,
@@ -765,10 +787,7 @@ impl GatewayOps {
             }
         };
         let decided = *agentkit_core::sync::lock(&capture.last);
-        if matches!(
-            decided,
-            Some(AuditOutcome::Denied | AuditOutcome::Rejected)
-        ) {
+        if matches!(decided, Some(AuditOutcome::Denied | AuditOutcome::Rejected)) {
             return Ok(CallResult::failed(
                 &call.id,
                 CallStatus::Denied,

@@ -27,7 +27,8 @@
 //! assert!(report.detections.iter().any(|d| d.kind == DetectionKind::InstructionOverride));
 //! assert!(report.detections.iter().any(|d| d.kind == DetectionKind::ExfiltrationUrl));
 //! assert_eq!(report.risk, Some(Severity::Critical));
-//! assert!(!report.sanitized_content.unwrap().contains("webhook.site"));
+//! let clean = report.sanitized_content.unwrap();
+//! assert!(clean.ends_with("[image removed: webhook.site]"), "{clean}");
 //! ```
 
 use std::sync::{Arc, LazyLock};
@@ -56,7 +57,17 @@ pub enum DetectionKind {
 
 /// How bad a [`Detection`] is, least first.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -226,12 +237,16 @@ fn ci(pattern: &str) -> Regex {
 static OVERRIDE: LazyLock<Vec<(Regex, Severity, f32)>> = LazyLock::new(|| {
     vec![
         (
-            ci(r"\b(ignore|disregard|forget|override|bypass|skip|drop)\s+(?:(?:all|any|every|the|your|my|these|those|of|everything)\s+){0,3}(?:previous|prior|above|earlier|preceding|former|original|initial|system|developer|existing)\s+(?:instructions?|prompts?|rules|directions?|guidelines|context|messages?|constraints|commands?|orders)\b"),
+            ci(
+                r"\b(ignore|disregard|forget|override|bypass|skip|drop)\s+(?:(?:all|any|every|the|your|my|these|those|of|everything)\s+){0,3}(?:previous|prior|above|earlier|preceding|former|original|initial|system|developer|existing)\s+(?:instructions?|prompts?|rules|directions?|guidelines|context|messages?|constraints|commands?|orders)\b",
+            ),
             Severity::High,
             0.92,
         ),
         (
-            ci(r"\b(ignore|disregard|forget)\s+(?:all\s+|any\s+)?(?:your|the)\s+(?:instructions?|rules|guidelines|system\s+prompt)\b"),
+            ci(
+                r"\b(ignore|disregard|forget)\s+(?:all\s+|any\s+)?(?:your|the)\s+(?:instructions?|rules|guidelines|system\s+prompt)\b",
+            ),
             Severity::High,
             0.85,
         ),
@@ -241,12 +256,16 @@ static OVERRIDE: LazyLock<Vec<(Regex, Severity, f32)>> = LazyLock::new(|| {
             0.7,
         ),
         (
-            ci(r"\bdo\s+not\s+(?:follow|obey)\s+(?:the|your|any)\s+(?:previous|prior|original|system|above)\b"),
+            ci(
+                r"\bdo\s+not\s+(?:follow|obey)\s+(?:the|your|any)\s+(?:previous|prior|original|system|above)\b",
+            ),
             Severity::High,
             0.85,
         ),
         (
-            ci(r"(?:^|\n)\s*(?:\[\s*system\s*\]|<\s*/?\s*system\s*>|###\s*system\b|system\s*:\s*you\s+(?:are|must))"),
+            ci(
+                r"(?:^|\n)\s*(?:\[\s*system\s*\]|<\s*/?\s*system\s*>|###\s*system\b|system\s*:\s*you\s+(?:are|must))",
+            ),
             Severity::Medium,
             0.65,
         ),
@@ -267,7 +286,9 @@ static ROLE_PLAY: LazyLock<Vec<(Regex, Severity, f32)>> = LazyLock::new(|| {
         ),
         (ci(r"\bdo\s+anything\s+now\b"), Severity::High, 0.85),
         (
-            ci(r"\b(?:act|behave|respond)\s+as\s+(?:an?\s+)?(?:unrestricted|unfiltered|uncensored|jailbroken|evil|unaligned)\b"),
+            ci(
+                r"\b(?:act|behave|respond)\s+as\s+(?:an?\s+)?(?:unrestricted|unfiltered|uncensored|jailbroken|evil|unaligned)\b",
+            ),
             Severity::High,
             0.85,
         ),
@@ -282,7 +303,9 @@ static ROLE_PLAY: LazyLock<Vec<(Regex, Severity, f32)>> = LazyLock::new(|| {
 static EXTRACTION: LazyLock<Vec<(Regex, Severity, f32)>> = LazyLock::new(|| {
     vec![
         (
-            ci(r"\b(?:reveal|show|print|repeat|output|display|tell\s+me|leak|dump|give\s+me|what\s+(?:is|are|was|were))\b[^.\n]{0,40}\b(?:system\s+prompt|system\s+message|initial\s+instructions|hidden\s+instructions|your\s+instructions|your\s+(?:original\s+)?prompt|developer\s+message)\b"),
+            ci(
+                r"\b(?:reveal|show|print|repeat|output|display|tell\s+me|leak|dump|give\s+me|what\s+(?:is|are|was|were))\b[^.\n]{0,40}\b(?:system\s+prompt|system\s+message|initial\s+instructions|hidden\s+instructions|your\s+instructions|your\s+(?:original\s+)?prompt|developer\s+message)\b",
+            ),
             Severity::High,
             0.85,
         ),
@@ -385,7 +408,9 @@ impl Heuristics {
                 '\u{E0000}'..='\u{E007F}' => {
                     tags += 1;
                     let ascii = u32::from(c) - 0xE0000;
-                    if let Some(a) = char::from_u32(ascii).filter(|a| a.is_ascii_graphic() || *a == ' ') {
+                    if let Some(a) =
+                        char::from_u32(ascii).filter(|a| a.is_ascii_graphic() || *a == ' ')
+                    {
                         decoded.push(a);
                     }
                 }
@@ -457,7 +482,12 @@ impl Heuristics {
         ] {
             for (re, severity, confidence) in family {
                 if let Some(m) = re.find(text) {
-                    out.push(Detection::new(kind, *severity, m.as_str().trim(), *confidence));
+                    out.push(Detection::new(
+                        kind,
+                        *severity,
+                        m.as_str().trim(),
+                        *confidence,
+                    ));
                 }
             }
         }
@@ -480,14 +510,22 @@ impl Heuristics {
                 (true, false, false) => continue,
                 (false, false, false) => continue,
             };
-            let what = if image { "markdown image" } else { "markdown link" };
+            let what = if image {
+                "markdown image"
+            } else {
+                "markdown link"
+            };
             out.push(
                 Detection::new(DetectionKind::ExfiltrationUrl, severity, url, confidence)
                     .with_recommendation(format!(
                         "a {what} to {}{}: do not render or follow it (a client that renders \
                          an image fetches it without a click); sanitize: true removes it",
                         host_of(url),
-                        if data { " carrying data in its query string" } else { "" }
+                        if data {
+                            " carrying data in its query string"
+                        } else {
+                            ""
+                        }
                     )),
             );
         }
@@ -684,7 +722,10 @@ mod tests {
                 .contains(&DetectionKind::ExfiltrationUrl)
         );
         // Ordinary images and links are fine.
-        assert!(kinds("![chart](https://example.com/chart.png) [docs](https://docs.rs/x?v=1)").is_empty());
+        assert!(
+            kinds("![chart](https://example.com/chart.png) [docs](https://docs.rs/x?v=1)")
+                .is_empty()
+        );
     }
 
     #[test]
@@ -696,11 +737,16 @@ mod tests {
         let t = format!("Nice weather today.{smuggled}");
         let a = Analyzer::new().analyze(&t, true);
         assert_eq!(a.risk, Some(Severity::Critical));
-        assert!(a.detections[0].pattern.contains("spelling"), "{:?}", a.detections);
+        assert!(
+            a.detections[0].pattern.contains("spelling"),
+            "{:?}",
+            a.detections
+        );
         assert!(
             a.detections
                 .iter()
-                .any(|d| d.kind == DetectionKind::InstructionOverride && d.pattern.starts_with("(hidden)"))
+                .any(|d| d.kind == DetectionKind::InstructionOverride
+                    && d.pattern.starts_with("(hidden)"))
         );
         assert_eq!(a.sanitized_content.as_deref(), Some("Nice weather today."));
         assert!(kinds("abc\u{202E}cba").contains(&DetectionKind::HiddenUnicode));

@@ -1155,3 +1155,34 @@ fn the_gateway_is_configured_from_agentkit_yaml_with_located_errors() {
         gateway_error("max_calls: 7", "max_callz: 7")
     );
 }
+
+/// The README's gateway configuration loads and means what the README says.
+#[test]
+fn the_readme_gateway_example_works() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let block = &readme[readme.find("## GatewayOps").unwrap()..];
+    let start = block.find("```yaml\n").unwrap() + "```yaml\n".len();
+    let yaml = &block[start..start + block[start..].find("```").unwrap()];
+    let config = agentkit_core::Config::from_yaml_str_with_env(yaml, None, &|_| None).unwrap();
+    let g = GatewayConfig::from_config(&config).unwrap();
+    assert_eq!(g.max_calls, 50);
+    assert_eq!(
+        g.server_workspaces["crm"],
+        [WorkspaceId::new("acme", "prod")]
+    );
+    let p = &g.platforms[0];
+    assert_eq!(p.name, "web");
+    assert_eq!(p.allowed_origins, ["https://app.example.com"]);
+    assert_eq!(p.rate_limit, Some(20));
+    use agentkit_core::policy::Verdict;
+    let policy = g.policy.unwrap();
+    assert_eq!(
+        policy.decide("shell__run", &json!({}), &[]).verdict,
+        Verdict::Deny
+    );
+    assert_eq!(
+        policy.decide("crm__find", &json!({}), &[]).verdict,
+        Verdict::Allow
+    );
+}

@@ -58,6 +58,67 @@ pub struct GatewaySettings {
     /// Registered client platforms.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<PlatformRegistration>,
+    /// Prompt-injection checks on every gateway call's arguments and answer.
+    #[serde(skip_serializing_if = "SafetySettings::is_default")]
+    pub safety: SafetySettings,
+}
+
+/// `gateway.safety`: what to do when the injection detectors find something in a call's
+/// arguments (`inputs`) or its answer (`outputs`).
+///
+/// ```yaml
+/// gateway:
+///   safety: {inputs: block, outputs: flag, min_severity: high}
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SafetySettings {
+    /// For arguments (unset: not checked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<DetectorAction>,
+    /// For answers (unset: not checked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<DetectorAction>,
+    /// Act on detections of this severity or worse (default `high`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_severity: Option<DetectorSeverity>,
+}
+
+impl SafetySettings {
+    /// Whether nothing is set.
+    #[must_use]
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// What to do about a detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DetectorAction {
+    /// Let it through and audit it.
+    Flag,
+    /// Refuse it.
+    Block,
+    /// Ask for an approval (refused where nobody can approve).
+    RequireApproval,
+}
+
+/// A detection's severity, least first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DetectorSeverity {
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+    /// Critical.
+    Critical,
 }
 
 impl GatewaySettings {

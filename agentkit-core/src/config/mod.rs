@@ -22,7 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::cost::ModelInfo;
 
-pub use gateway::{GatewaySettings, PlatformRegistration, ToolCost};
+pub use gateway::{
+    DetectorAction, DetectorSeverity, GatewaySettings, PlatformRegistration, SafetySettings,
+    ToolCost,
+};
 #[cfg(feature = "config")]
 pub use loader::{ConfigFormat, ConfigLoader, locate_key};
 pub use policy::{ArgumentRule, ChainAction, ChainRule, PolicyRef, PolicySpec};

@@ -80,6 +80,8 @@ pub struct GatewayConfig {
     pub max_message_bytes: usize,
     /// Registered client platforms: CORS origins, default servers, block and approval globs.
     pub platforms: Vec<PlatformRegistration>,
+    /// Injection checks on every call's arguments and answer (default: none).
+    pub safety: safety::SafetyLayer,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -110,6 +112,7 @@ impl Default for GatewayConfig {
             connect_ttl: Duration::from_secs(60),
             max_message_bytes: 1024 * 1024,
             platforms: Vec::new(),
+            safety: safety::SafetyLayer::new(),
         }
     }
 }
@@ -201,6 +204,14 @@ impl GatewayConfig {
         self
     }
 
+    /// Check every call's arguments and answers for prompt injections (see
+    /// [`SafetyLayer`](safety::SafetyLayer)); its decisions go to the gateway's audit log.
+    #[must_use]
+    pub fn with_safety(mut self, layer: safety::SafetyLayer) -> Self {
+        self.safety = layer;
+        self
+    }
+
     /// Register a client platform.
     #[must_use]
     pub fn with_platform(mut self, platform: PlatformRegistration) -> Self {
@@ -273,6 +284,28 @@ impl GatewayConfig {
                 ),
             ));
         }
+        let action = |a: agentkit_core::config::DetectorAction| match a {
+            agentkit_core::config::DetectorAction::Flag => safety::SafetyAction::Flag,
+            agentkit_core::config::DetectorAction::Block => safety::SafetyAction::Block,
+            _ => safety::SafetyAction::RequireApproval,
+        };
+        let mut layer = safety::SafetyLayer::new();
+        if let Some(a) = g.safety.inputs {
+            layer = layer.with_inputs(action(a));
+        }
+        if let Some(a) = g.safety.outputs {
+            layer = layer.with_outputs(action(a));
+        }
+        if let Some(s) = g.safety.min_severity {
+            use agentkit_core::config::DetectorSeverity as D;
+            layer = layer.with_min_severity(match s {
+                D::Low => safety::Severity::Low,
+                D::Medium => safety::Severity::Medium,
+                D::Critical => safety::Severity::Critical,
+                _ => safety::Severity::High,
+            });
+        }
+        out = out.with_safety(layer);
         if let Some(n) = g.max_message_bytes {
             out = out.with_max_message_bytes(n);
         }
@@ -405,6 +438,10 @@ pub struct CallResult {
     /// Why it did not succeed (denials name the policy and the rule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the safety checks flagged in its arguments or answer (`gateway.safety`, action
+    /// `flag`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
     /// How long it took.
     pub duration_ms: u64,
     /// What it cost in USD (`gateway.tool_costs`; 0 unless priced).
@@ -419,6 +456,7 @@ impl CallResult {
             content: Vec::new(),
             structured_content: None,
             error: Some(error),
+            flags: Vec::new(),
             duration_ms: millis(took),
             cost: 0.0,
         }
@@ -491,12 +529,19 @@ pub(crate) fn trace_id() -> String {
 struct Capture {
     inner: Arc<dyn AuditSink>,
     last: Mutex<Option<AuditOutcome>>,
+    flags: Mutex<Vec<String>>,
 }
 
 #[async_trait]
 impl AuditSink for Capture {
     async fn record(&self, event: AuditEvent) -> Result<()> {
         *agentkit_core::sync::lock(&self.last) = Some(event.outcome);
+        if event.policy == "safety"
+            && let Some(f) = event.reason.strip_prefix("flagged: ")
+        {
+            let rule = event.rule.clone().unwrap_or_default();
+            agentkit_core::sync::lock(&self.flags).push(format!("{rule}: {f}"));
+        }
         self.inner.record(event).await
     }
 }
@@ -688,10 +733,17 @@ impl GatewayOps {
                         _ => Map::new(),
                     };
                     let r = manager.call_tool(&server, &tool, args, &req.ctx).await?;
+                    // The text, for the safety layer; the caller gets the MCP blocks.
+                    let text: Vec<&str> = r
+                        .content
+                        .iter()
+                        .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+                        .collect();
+                    let text = text.join("\n");
                     let out = if r.is_error.unwrap_or(false) {
-                        ToolOutput::error(String::new())
+                        ToolOutput::error(text)
                     } else {
-                        ToolOutput::text(String::new())
+                        ToolOutput::text(text)
                     };
                     *agentkit_core::sync::lock(&answer) = Some(r);
                     Ok::<_, Error>(out)
@@ -701,10 +753,22 @@ impl GatewayOps {
         let capture = Arc::new(Capture {
             inner: Arc::clone(&self.audit),
             last: Mutex::new(None),
+            flags: Mutex::new(Vec::new()),
         });
         let policy = match &env.platform {
             Some(p) => p.policy(),
             None => self.policy.clone(),
+        };
+        let inner = if self.config.safety.is_active() {
+            ToolService::new(
+                self.config
+                    .safety
+                    .clone()
+                    .with_audit(capture.clone() as Arc<dyn AuditSink>)
+                    .layer(inner),
+            )
+        } else {
+            inner
         };
         let svc = PolicyLayer::new(policy)
             .with_audit(capture.clone() as Arc<dyn AuditSink>)
@@ -818,6 +882,7 @@ impl GatewayOps {
                 .collect(),
             structured_content: answer.structured_content,
             error: is_error.then(|| "the tool reported an error (see content)".to_owned()),
+            flags: std::mem::take(&mut *agentkit_core::sync::lock(&capture.flags)),
             duration_ms: millis(took),
             cost: self.cost_of(&name),
         })

@@ -176,6 +176,10 @@ impl Platform {
 
     /// Call tool `tool` of server `name` with `arguments`. A tool that ran and failed is an
     /// `Ok` with `is_error`; a call that could not be made is an `Err`.
+    ///
+    /// This is the raw in-process call: no workspace check, policy or audit. The HTTP routes
+    /// (`POST /v1/servers/{name}/call_tool`, `/v1/execute`, the agent WebSocket) call through
+    /// the gateway instead ([`gatewayops`](crate::gatewayops)), which adds all three.
     pub async fn mcp_call(
         &self,
         name: &str,

@@ -1270,3 +1270,70 @@ async fn the_safety_layer_flags_inputs_and_blocks_outputs() {
     assert!(safety.contains(&("allowed", "safety.inputs")), "{safety:?}");
     assert!(safety.contains(&("denied", "safety.outputs")), "{safety:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_ids_expire() {
+    let r = start_with(|g| g.with_connect_ttl(Duration::from_millis(200))).await;
+    let (_, c) = call(&r, ADMIN, Method::POST, "/v1/agents/connect", None).await;
+    assert_eq!(c["expires_in_s"], 0);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let id = c["connection_id"].as_str().unwrap();
+    assert_eq!(open_socket(&r, ADMIN, id).await.err(), Some(404));
+    // A viewer may not open one at all.
+    let (s, p) = call(&r, &r.acme_viewer, Method::POST, "/v1/agents/connect", None).await;
+    assert_eq!(s, 403, "{p}");
+}
+
+/// Figures, not a pass/fail check: `cargo test -p agentkit-server --release --test gatewayops
+/// -- --ignored --nocapture gateway_figures`. One `add` call per request, sequentially, over
+/// HTTP: through `/v1/execute` (auth, policy, audit on SQLite) and the same tool called with
+/// rmcp directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "prints figures"]
+async fn gateway_figures() {
+    use agentkit_mcp::rmcp::ServiceExt;
+    use agentkit_mcp::rmcp::model::CallToolRequestParams;
+    let r = start().await;
+    let n = 300;
+    let body = json!({"calls": [{"id": "1", "server": "calc", "tool": "add", "arguments": {"a": 1, "b": 2}}]});
+    let client = reqwest::Client::new();
+    let mut gateway = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let res = client
+            .post(format!("{}/v1/execute", r.base))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.bytes().await.unwrap();
+        gateway.push(t.elapsed());
+    }
+    let (url, stop) = mcp_server("direct").await;
+    let transport =
+        agentkit_mcp::rmcp::transport::StreamableHttpClientTransport::from_uri(url.as_str());
+    let peer = ().serve(transport).await.unwrap();
+    let mut direct = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        peer.call_tool(
+            CallToolRequestParams::new("add")
+                .with_arguments(json!({"a": 1, "b": 2}).as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+        direct.push(t.elapsed());
+    }
+    stop.cancel();
+    let stats = |v: &mut Vec<Duration>| {
+        v.sort();
+        (v[v.len() / 2], v[v.len() * 99 / 100])
+    };
+    let (g50, g99) = stats(&mut gateway);
+    let (d50, d99) = stats(&mut direct);
+    println!(
+        "gateway /v1/execute: p50 {g50:?} p99 {g99:?}; direct rmcp call_tool: p50 {d50:?} p99 {d99:?}"
+    );
+}

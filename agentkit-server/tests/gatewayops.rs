@@ -978,24 +978,28 @@ async fn bad_input_on_every_route_is_a_problem_detail() {
             );
         }
     }
-    // A tool the server does not have: the server's own answer, as that call's error.
-    let (s, b) = call(
-        &r,
-        ADMIN,
-        Method::POST,
-        "/v1/execute",
-        Some(json!({"calls": [call_of("calc", "nope")]})),
-    )
-    .await;
-    assert_eq!(s, 200, "{b}");
-    assert_eq!(b["results"][0]["status"], "error", "{b}");
-    assert!(
-        b["results"][0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("unknown tool `nope`"),
-        "{b}"
-    );
+    // A tool the server does not have: refused before anything runs, naming its tools.
+    for path in ["/v1/execute", "/v1/execute/stream"] {
+        let (s, p) = call(
+            &r,
+            ADMIN,
+            Method::POST,
+            path,
+            Some(json!({"calls": [
+                {"id": "0", "server": "calc", "tool": "add"},
+                {"id": "1", "server": "calc", "tool": "nope"},
+            ]})),
+        )
+        .await;
+        assert_eq!(s, 404, "{p}");
+        let d = p["detail"].as_str().unwrap();
+        assert!(
+            d.starts_with(
+                "calls[1]: MCP server `calc` has no tool `nope`; its tools: add, delete_all"
+            ),
+            "{d}"
+        );
+    }
     let (s, p) = call(
         &r,
         ADMIN,

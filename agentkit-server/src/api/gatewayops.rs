@@ -176,7 +176,7 @@ struct Batch {
     timeout: Duration,
 }
 
-fn check_batch(
+async fn check_batch(
     ops: &GatewayOps,
     platform: &Platform,
     caller: &Caller,
@@ -213,7 +213,8 @@ fn check_batch(
                 c.id.escape_debug()
             )));
         }
-        ops.check(platform, caller, &c.server, &c.tool)
+        ops.check_tool(platform, caller, &c.server, &c.tool)
+            .await
             .map_err(|e| {
                 let mut p = Problem::from(e);
                 p.detail = format!("calls[{i}]: {}", p.detail);
@@ -384,7 +385,7 @@ pub async fn execute(
     Json(req): Json<ExecuteRequest>,
 ) -> ApiResult<Json<ExecuteResponse>> {
     let platform = platform_of(&s.gatewayops, &headers)?;
-    let batch = check_batch(&s.gatewayops, &s.platform, &caller, req)?;
+    let batch = check_batch(&s.gatewayops, &s.platform, &caller, req).await?;
     let mut env = CallEnv::new(trace_id());
     env.platform = platform;
     Ok(Json(run_batch(s.clone(), caller, batch, env, None).await))
@@ -413,7 +414,7 @@ pub async fn execute_stream(
     Json(req): Json<ExecuteRequest>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static>> {
     let platform = platform_of(&s.gatewayops, &headers)?;
-    let batch = check_batch(&s.gatewayops, &s.platform, &caller, req)?;
+    let batch = check_batch(&s.gatewayops, &s.platform, &caller, req).await?;
     let mut env = CallEnv::new(trace_id());
     env.platform = platform;
     let cancel = env.cancel.clone();
@@ -744,7 +745,11 @@ async fn serve_socket(s: AppState, caller: Caller, socket: WebSocket, conn: Stri
                         continue;
                     }
                 };
-                if let Err(e) = s.gatewayops.check(&s.platform, &caller, &server, &tool) {
+                if let Err(e) = s
+                    .gatewayops
+                    .check_tool(&s.platform, &caller, &server, &tool)
+                    .await
+                {
                     send(ws_error(Some(&id), "not_found", e.to_string()));
                     continue;
                 }

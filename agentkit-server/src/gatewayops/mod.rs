@@ -565,7 +565,12 @@ pub struct GatewayOps {
     audit: Arc<dyn AuditSink>,
     pending: Mutex<HashMap<String, Pending>>,
     platforms: Vec<Arc<platforms::Compiled>>,
+    /// Server → its tool names, as last listed (to refuse an unknown tool before a batch runs).
+    tools: Mutex<HashMap<String, (Instant, Arc<std::collections::HashSet<String>>)>>,
 }
+
+/// How long a server's listed tool names are trusted.
+const TOOLS_TTL: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for GatewayOps {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -618,6 +623,7 @@ impl GatewayOps {
             audit,
             pending: Mutex::new(HashMap::new()),
             platforms,
+            tools: Mutex::new(HashMap::new()),
         })
     }
 
@@ -681,6 +687,52 @@ impl GatewayOps {
                 "MCP server `{server}` does not offer tool `{}` (its tool filter in agentkit.yaml)",
                 tool.escape_debug()
             )));
+        }
+        Ok(())
+    }
+
+    /// Like [`check`](Self::check), and the server has `tool`: an unknown tool is refused
+    /// before anything runs. The server's tool names are cached for 30 s and listed again when
+    /// a name is missing (a tool added since); a server that cannot be listed is not checked
+    /// (its calls will say why they fail).
+    pub(crate) async fn check_tool(
+        &self,
+        platform: &Platform,
+        caller: &Caller,
+        server: &str,
+        tool: &str,
+    ) -> std::result::Result<(), McpFailure> {
+        self.check(platform, caller, server, tool)?;
+        for fresh in [false, true] {
+            let cached = agentkit_core::sync::lock(&self.tools)
+                .get(server)
+                .filter(|(at, _)| !fresh && at.elapsed() < TOOLS_TTL)
+                .map(|(_, names)| Arc::clone(names));
+            let names = match cached {
+                Some(n) => n,
+                None => {
+                    let Ok(listed) = platform.mcp_tools(server).await else {
+                        return Ok(());
+                    };
+                    let names: Arc<std::collections::HashSet<String>> =
+                        Arc::new(listed.into_iter().map(|t| t.name).collect());
+                    agentkit_core::sync::lock(&self.tools)
+                        .insert(server.to_owned(), (Instant::now(), Arc::clone(&names)));
+                    names
+                }
+            };
+            if names.contains(tool) {
+                return Ok(());
+            }
+            if fresh {
+                let mut known: Vec<&str> = names.iter().map(String::as_str).collect();
+                known.sort_unstable();
+                return Err(McpFailure::NotFound(format!(
+                    "MCP server `{server}` has no tool `{}`; its tools: {}",
+                    tool.escape_debug(),
+                    known.join(", ")
+                )));
+            }
         }
         Ok(())
     }

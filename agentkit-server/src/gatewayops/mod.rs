@@ -566,8 +566,11 @@ pub struct GatewayOps {
     pending: Mutex<HashMap<String, Pending>>,
     platforms: Vec<Arc<platforms::Compiled>>,
     /// Server → its tool names, as last listed (to refuse an unknown tool before a batch runs).
-    tools: Mutex<HashMap<String, (Instant, Arc<std::collections::HashSet<String>>)>>,
+    tools: Mutex<HashMap<String, (Instant, ToolNames)>>,
 }
+
+/// A server's tool names.
+type ToolNames = Arc<std::collections::HashSet<String>>;
 
 /// How long a server's listed tool names are trusted.
 const TOOLS_TTL: Duration = Duration::from_secs(30);
@@ -714,8 +717,7 @@ impl GatewayOps {
                     let Ok(listed) = platform.mcp_tools(server).await else {
                         return Ok(());
                     };
-                    let names: Arc<std::collections::HashSet<String>> =
-                        Arc::new(listed.into_iter().map(|t| t.name).collect());
+                    let names: ToolNames = Arc::new(listed.into_iter().map(|t| t.name).collect());
                     agentkit_core::sync::lock(&self.tools)
                         .insert(server.to_owned(), (Instant::now(), Arc::clone(&names)));
                     names

@@ -176,7 +176,8 @@ async fn start_with(f: impl FnOnce(GatewayConfig) -> GatewayConfig) -> Running {
                 .with_allowed_origins(["https://app.example.com"])
                 .with_block_patterns(["calc__slow"])
                 .with_require_approval_for(["calc__echo"]),
-        );
+        )
+        .with_platform(PlatformRegistration::new("slowpoke").with_rate_limit(1));
     let gateway = f(gateway);
     let server = Server::builder(store)
         .admin_key(ADMIN)
@@ -808,6 +809,34 @@ async fn platforms_get_cors_and_their_own_rules() {
     )
     .await;
     assert_eq!(s, 400, "{p}");
+
+    // A platform over its rate limit: 429 with Retry-After.
+    let mut limited = None;
+    for _ in 0..5 {
+        let (s, p, h) = req(
+            &r.base,
+            ADMIN,
+            Method::POST,
+            "/v1/safety/analyze",
+            Some(json!({"content": "hi"})),
+            &[("x-agentkit-platform", "slowpoke")],
+        )
+        .await;
+        if s == 429 {
+            limited = Some((p, h));
+            break;
+        }
+        assert_eq!(s, 200, "{p}");
+    }
+    let (p, h) = limited.expect("the 1 request/s platform is limited");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("platform `slowpoke`"),
+        "{p}"
+    );
+    assert!(h["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
 
     // CORS: the registered origin may call from a browser, others may not.
     let preflight = |origin: &'static str| {

@@ -11,6 +11,7 @@ use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,6 +41,10 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/v1/safety/analyze", post(analyze))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            platform_limit,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             super::authenticate,
         ));
     let origins: Vec<http::HeaderValue> = state
@@ -66,7 +71,7 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
     )
 }
 
-/// The caller's registered platform (`x-agentkit-platform`), counted against its rate limit.
+/// The caller's registered platform (`x-agentkit-platform`); 400 for an unknown one.
 fn platform_of(ops: &GatewayOps, headers: &HeaderMap) -> ApiResult<Option<Arc<Compiled>>> {
     let Some(v) = headers.get(PLATFORM_HEADER) else {
         return Ok(None);
@@ -79,20 +84,35 @@ fn platform_of(ops: &GatewayOps, headers: &HeaderMap) -> ApiResult<Option<Arc<Co
             name.escape_debug()
         )));
     };
-    if !p.admit() {
-        let mut res = Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            format!(
-                "platform `{}` is over its rate limit (gateway.platforms[].rate_limit); retry \
-                 after a second",
-                p.name
-            ),
-        );
-        res.instance = None;
-        return Err(res);
-    }
     Ok(Some(p))
+}
+
+/// 429 with `Retry-After` for a platform over its rate limit (after authentication, so only
+/// keys of this server use up a platform's allowance).
+async fn platform_limit(State(s): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(res) = over_limit(&s.gatewayops, request.headers()) {
+        return res;
+    }
+    next.run(request).await
+}
+
+fn over_limit(ops: &GatewayOps, headers: &HeaderMap) -> Option<Response> {
+    let p = platform_of(ops, headers).ok()??;
+    let wait = p.admit().err()?;
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let mut res = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        format!(
+            "platform `{}` is over its rate limit (gateway.platforms[].rate_limit); retry after \
+             {secs} s (Retry-After)",
+            p.name
+        ),
+    )
+    .into_response();
+    res.headers_mut()
+        .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+    Some(res)
 }
 
 /// How the calls of a batch run.
@@ -530,8 +550,16 @@ pub async fn connect(
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
+    // Behind a TLS-terminating proxy the socket is `wss`.
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+    {
+        Some(p) if p.eq_ignore_ascii_case("https") => "wss",
+        _ => "ws",
+    };
     Ok(Json(ConnectResponse {
-        websocket_url: format!("ws://{host}/v1/agents/{id}"),
+        websocket_url: format!("{scheme}://{host}/v1/agents/{id}"),
         connection_id: id,
         expires_in_s: s.gatewayops.config().connect_ttl.as_secs(),
     }))
@@ -562,7 +590,14 @@ pub(crate) async fn agent_or_socket(
             return Problem::bad_request(format!("bad WebSocket upgrade: {e}")).into_response();
         }
     };
-    match socket(s, caller, name, ws) {
+    if let Some(res) = over_limit(&s.gatewayops, &parts.headers) {
+        return res;
+    }
+    let platform = match platform_of(&s.gatewayops, &parts.headers) {
+        Ok(p) => p,
+        Err(p) => return p.into_response(),
+    };
+    match socket(s, caller, name, ws, platform) {
         Ok(r) => r,
         Err(p) => p.into_response(),
     }
@@ -579,7 +614,13 @@ pub(crate) async fn agent_or_socket(
               (status = 404, body = Problem)))]
 pub async fn agent_socket_doc() {}
 
-fn socket(s: AppState, caller: Caller, id: String, ws: WebSocketUpgrade) -> ApiResult<Response> {
+fn socket(
+    s: AppState,
+    caller: Caller,
+    id: String,
+    ws: WebSocketUpgrade,
+    platform: Option<Arc<Compiled>>,
+) -> ApiResult<Response> {
     caller.require(Role::Invoker)?;
     if !GatewayOps::is_connection_id(&id) || !s.gatewayops.claim(&id, &caller) {
         return Err(Problem::not_found(format!(
@@ -594,7 +635,7 @@ fn socket(s: AppState, caller: Caller, id: String, ws: WebSocketUpgrade) -> ApiR
     Ok(ws
         .max_message_size(max.saturating_mul(4))
         .max_frame_size(max.saturating_mul(4))
-        .on_upgrade(move |socket| serve_socket(s, caller, socket, id)))
+        .on_upgrade(move |socket| serve_socket(s, caller, socket, id, platform)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -626,7 +667,13 @@ fn ws_error(id: Option<&str>, code: &str, message: impl Into<String>) -> Value {
     v
 }
 
-async fn serve_socket(s: AppState, caller: Caller, socket: WebSocket, conn: String) {
+async fn serve_socket(
+    s: AppState,
+    caller: Caller,
+    socket: WebSocket,
+    conn: String,
+    platform: Option<Arc<Compiled>>,
+) {
     let (mut sink, mut stream) = socket.split();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
     let writer = tokio::spawn(async move {
@@ -780,12 +827,13 @@ async fn serve_socket(s: AppState, caller: Caller, socket: WebSocket, conn: Stri
                     }
                     r.insert(id.clone(), token.clone());
                 }
-                let (s, caller, out_tx, running, trace) = (
+                let (s, caller, out_tx, running, trace, platform) = (
                     s.clone(),
                     caller.clone(),
                     out_tx.clone(),
                     Arc::clone(&running),
                     trace.clone(),
+                    platform.clone(),
                 );
                 tokio::spawn(async move {
                     let progress: ProgressFn = {
@@ -801,6 +849,7 @@ async fn serve_socket(s: AppState, caller: Caller, socket: WebSocket, conn: Stri
                     let env = CallEnv {
                         cancel: token,
                         progress: Some(progress),
+                        platform,
                         ..CallEnv::new(trace)
                     };
                     let call = Call {

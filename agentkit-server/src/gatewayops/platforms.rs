@@ -118,8 +118,14 @@ impl Compiled {
         self.policy.clone()
     }
 
-    /// Count one request; `false` when it is over the platform's rate limit.
-    pub(crate) fn admit(&self) -> bool {
-        self.limiter.as_ref().is_none_or(|l| l.check().is_ok())
+    /// Count one request; `Err(wait)` when it is over the platform's rate limit.
+    pub(crate) fn admit(&self) -> std::result::Result<(), std::time::Duration> {
+        use governor::clock::Clock;
+        match &self.limiter {
+            None => Ok(()),
+            Some(l) => l
+                .check()
+                .map_err(|not_until| not_until.wait_time_from(l.clock().now())),
+        }
     }
 }

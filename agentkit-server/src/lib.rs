@@ -28,6 +28,7 @@ pub mod crons;
 pub mod dashboard;
 pub mod deploy;
 mod gateway;
+pub mod gatewayops;
 pub mod observe;
 pub mod platform;
 pub mod policy;

@@ -34,6 +34,7 @@ pub struct ServerBuilder {
     jwt: Option<crate::tenancy::JwtVerifier>,
     master_key: Option<crate::vault::MasterKey>,
     claim_for: Duration,
+    gateway: crate::gatewayops::GatewayConfig,
 }
 
 /// How long an approval claim lasts unless set.
@@ -87,6 +88,7 @@ impl ServerBuilder {
             jwt: None,
             master_key: None,
             claim_for: DEFAULT_CLAIM_FOR,
+            gateway: crate::gatewayops::GatewayConfig::default(),
         }
     }
 
@@ -231,6 +233,15 @@ impl ServerBuilder {
         crate::vault::Vault::new(Arc::clone(&self.store), self.master_key.as_ref())
     }
 
+    /// How the gateway API (`/v1/execute`, its WebSocket, `/v1/mcp/tools`,
+    /// `/v1/safety/analyze`) behaves: limits, its policy, which workspaces see which MCP
+    /// servers, registered platforms. See [`gatewayops`](crate::gatewayops).
+    #[must_use]
+    pub fn gateway(mut self, config: crate::gatewayops::GatewayConfig) -> Self {
+        self.gateway = config;
+        self
+    }
+
     /// What to do when a run starts on a busy thread (default: reject with 409).
     #[must_use]
     pub fn thread_policy(mut self, policy: ThreadPolicy) -> Self {
@@ -257,6 +268,10 @@ impl ServerBuilder {
     pub async fn build(self) -> Result<Server> {
         let store = self.store;
         let vault = crate::vault::Vault::new(Arc::clone(&store), self.master_key.as_ref());
+        let gatewayops = Arc::new(crate::gatewayops::GatewayOps::new(
+            self.gateway,
+            Arc::new(crate::policy::StoreAudit::new(Arc::clone(&store))),
+        )?);
         let memory = Arc::new(StoreMemory::new(Arc::clone(&store)));
         let mut rb = Runtime::builder(Arc::clone(&store));
         if let Some(id) = &self.node_id {
@@ -367,6 +382,7 @@ impl ServerBuilder {
             }
         });
         Ok(Server {
+            gatewayops,
             platform,
             admin_key: self.admin_key.unwrap_or_else(generate_key).into(),
             max_body_bytes: self.max_body_bytes,
@@ -392,6 +408,7 @@ pub struct Server {
     vault: crate::vault::Vault,
     keys: crate::tenancy::ApiKeys,
     claim_for: Duration,
+    gatewayops: Arc<crate::gatewayops::GatewayOps>,
 }
 
 impl std::fmt::Debug for Server {
@@ -445,6 +462,7 @@ impl Server {
                 admin_key: Arc::clone(&self.admin_key),
                 metrics: self.metrics.clone(),
                 rate_limits: self.rate_limits.clone(),
+                gatewayops: Arc::clone(&self.gatewayops),
                 keys: self.keys.clone(),
                 workspaces: crate::tenancy::Workspaces::new(Arc::clone(
                     self.platform.runtime().store(),

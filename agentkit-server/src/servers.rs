@@ -54,6 +54,26 @@ pub struct McpCallView {
     pub structured_content: Option<Value>,
 }
 
+impl McpCallView {
+    /// A failed answer with `text` as its only content.
+    pub(crate) fn error_text(text: String) -> Self {
+        Self {
+            is_error: true,
+            content: vec![serde_json::json!({"type": "text", "text": text})],
+            structured_content: None,
+        }
+    }
+
+    /// The view of a gateway call's result.
+    pub(crate) fn from_result(r: crate::gatewayops::CallResult) -> Self {
+        Self {
+            is_error: r.status != crate::gatewayops::CallStatus::Success,
+            content: r.content,
+            structured_content: r.structured_content,
+        }
+    }
+}
+
 /// Why an MCP request failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -92,7 +112,7 @@ impl Platform {
         *agentkit_core::sync::write(&self.ops.mcp) = Some(manager);
     }
 
-    fn mcp_server(
+    pub(crate) fn mcp_server(
         &self,
         name: &str,
     ) -> std::result::Result<(ConnectionManager, ServerConfig), McpFailure> {
@@ -156,6 +176,10 @@ impl Platform {
 
     /// Call tool `tool` of server `name` with `arguments`. A tool that ran and failed is an
     /// `Ok` with `is_error`; a call that could not be made is an `Err`.
+    ///
+    /// This is the raw in-process call: no workspace check, policy or audit. The HTTP routes
+    /// (`POST /v1/servers/{name}/call_tool`, `/v1/execute`, the agent WebSocket) call through
+    /// the gateway instead ([`gatewayops`](crate::gatewayops)), which adds all three.
     pub async fn mcp_call(
         &self,
         name: &str,

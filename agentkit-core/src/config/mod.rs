@@ -5,6 +5,7 @@ mod builders;
 mod compat;
 #[cfg(feature = "config")]
 mod env;
+mod gateway;
 mod keypath;
 #[cfg(feature = "config")]
 mod loader;
@@ -21,6 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::cost::ModelInfo;
 
+pub use gateway::{
+    DetectorAction, DetectorSeverity, GatewaySettings, PlatformRegistration, SafetySettings,
+    ToolCost,
+};
 #[cfg(feature = "config")]
 pub use loader::{ConfigFormat, ConfigLoader, locate_key};
 pub use policy::{ArgumentRule, ChainAction, ChainRule, PolicyRef, PolicySpec};
@@ -78,6 +83,9 @@ pub struct Config {
     /// How `agentkit serve` runs.
     #[serde(skip_serializing_if = "ServerSettings::is_default")]
     pub server: ServerSettings,
+    /// The GatewayOps API: limits, policy, server visibility, platforms.
+    #[serde(skip_serializing_if = "GatewaySettings::is_default")]
+    pub gateway: GatewaySettings,
 }
 
 /// OpenAI settings. Unset fields fall back to `OPENAI_API_KEY` / `OPENAI_BASE_URL`.

@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 use crate::platform::Platform;
 
 pub mod agent_protocol;
+pub mod gatewayops;
 pub mod governance;
 pub mod hooks;
 pub mod langgraph;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub(crate) vault: crate::vault::Vault,
     /// How long an approval claim lasts.
     pub(crate) claim_for: std::time::Duration,
+    /// The gateway API (`/v1/execute`, WebSocket, `/v1/mcp/tools`, `/v1/safety/analyze`).
+    pub(crate) gatewayops: Arc<crate::gatewayops::GatewayOps>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -138,6 +141,14 @@ const SCOPED_ROUTES: &[&str] = &[
     "/v1/approvals/{run_id}/{call_id}/claim",
     "/v1/secrets",
     "/v1/secrets/{name}",
+    "/v1/servers",
+    "/v1/servers/{name}/tools",
+    "/v1/servers/{name}/call_tool",
+    "/v1/execute",
+    "/v1/execute/stream",
+    "/v1/agents/connect",
+    "/v1/mcp/tools",
+    "/v1/safety/analyze",
 ];
 
 /// Authenticate the request into a [`Caller`](crate::tenancy::Caller) (the admin key or an
@@ -334,7 +345,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             state.clone(),
             authenticate,
         ));
-    let router = Router::new().merge(authed);
+    let router = Router::new()
+        .merge(authed)
+        .merge(gatewayops::routes(&state));
     #[cfg(feature = "dashboard")]
     let router = router.merge(crate::dashboard::routes());
     router

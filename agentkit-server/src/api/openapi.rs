@@ -3,8 +3,8 @@
 use utoipa::OpenApi;
 
 use super::{
-    agent_protocol as ap, governance, hooks, langgraph as lg, metrics, schedules, secrets, servers,
-    tenancy, v1,
+    agent_protocol as ap, gatewayops as gw, governance, hooks, langgraph as lg, metrics, schedules,
+    secrets, servers, tenancy, v1,
 };
 
 /// The API description served at `/openapi.json`.
@@ -40,6 +40,8 @@ use super::{
         governance::list_audit, governance::verify_audit, governance::list_approvals,
         governance::claim_approval,
         secrets::list_secrets, secrets::put_secret, secrets::delete_secret,
+        gw::execute, gw::execute_stream, gw::connect, gw::agent_socket_doc, gw::list_tools,
+        gw::analyze,
     ),
     components(schemas(super::Problem)),
     modifiers(&Security),

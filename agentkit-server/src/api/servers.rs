@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::{ApiResult, AppState, Json, Path, Problem};
+use crate::gatewayops::{Call, CallEnv, CallStatus, trace_id};
 use crate::servers::{McpCallView, McpFailure, McpServerView, McpToolView};
+use crate::tenancy::Caller;
 
 /// The authenticated MCP server routes.
 pub(crate) fn routes() -> Router<AppState> {
@@ -43,8 +45,10 @@ impl From<McpFailure> for Problem {
 /// The configured MCP servers (`mcp.servers`).
 #[utoipa::path(get, path = "/v1/servers", tag = "servers",
     responses((status = 200, body = [McpServerView])))]
-pub async fn list_servers(State(s): State<AppState>) -> Json<Vec<McpServerView>> {
-    Json(s.platform.mcp_servers())
+pub async fn list_servers(State(s): State<AppState>, caller: Caller) -> Json<Vec<McpServerView>> {
+    let mut servers = s.platform.mcp_servers();
+    servers.retain(|v| s.gatewayops.sees(&caller.workspace, &v.name));
+    Json(servers)
 }
 
 /// The tools a server offers (connects to it if needed).
@@ -54,8 +58,12 @@ pub async fn list_servers(State(s): State<AppState>) -> Json<Vec<McpServerView>>
               (status = 502, body = Problem)))]
 pub async fn list_tools(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<McpToolView>>> {
+    if !s.gatewayops.sees(&caller.workspace, &name) {
+        return Err(unknown_server(&name));
+    }
     Ok(Json(s.platform.mcp_tools(&name).await?))
 }
 
@@ -71,8 +79,10 @@ pub struct CallToolRequest {
     pub arguments: Map<String, Value>,
 }
 
-/// Call a tool. A tool that ran and failed answers 200 with `is_error: true` (that is its
-/// answer); a server that cannot be reached is 502.
+/// Call a tool, through the gateway's policy and audit log like every gateway call (see
+/// `POST /v1/execute`). A tool that ran and failed answers 200 with `is_error: true` (that is
+/// its answer), and so does a call a policy denied (the content says which rule and why); a
+/// server that cannot be reached is 502, one that does not answer in time 504.
 #[utoipa::path(post, path = "/v1/servers/{name}/call_tool", tag = "servers",
     params(("name" = String, Path, description = "MCP server name")),
     request_body = CallToolRequest,
@@ -80,10 +90,41 @@ pub struct CallToolRequest {
               (status = 502, body = Problem), (status = 504, body = Problem)))]
 pub async fn call_tool(
     State(s): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Json(req): Json<CallToolRequest>,
 ) -> ApiResult<Json<McpCallView>> {
-    Ok(Json(
-        s.platform.mcp_call(&name, &req.name, req.arguments).await?,
+    let timeout = s.gatewayops.config().default_timeout;
+    let call = Call {
+        id: "call".into(),
+        server: name.clone(),
+        tool: req.name,
+        arguments: req.arguments,
+        timeout,
+    };
+    let r = s
+        .gatewayops
+        .call(&s.platform, &caller, call, &CallEnv::new(trace_id()))
+        .await?;
+    match r.status {
+        CallStatus::Timeout => Err(Problem::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream-timeout",
+            format!(
+                "MCP server `{name}` did not answer in time: {}",
+                r.error.unwrap_or_default()
+            ),
+        )),
+        CallStatus::Denied | CallStatus::Cancelled => {
+            Ok(Json(McpCallView::error_text(r.error.unwrap_or_default())))
+        }
+        _ => Ok(Json(McpCallView::from_result(r))),
+    }
+}
+
+fn unknown_server(name: &str) -> Problem {
+    Problem::not_found(format!(
+        "no MCP server `{}`; list them with GET /v1/servers (agentkit.yaml `mcp.servers`)",
+        name.escape_debug()
     ))
 }

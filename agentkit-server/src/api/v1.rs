@@ -61,7 +61,7 @@ fn version_out(scope: &Scope, mut v: Version) -> Version {
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/agents", get(list_agents).post(deploy_agent))
-        .route("/v1/agents/{name}", get(get_agent))
+        .route("/v1/agents/{name}", get(super::gatewayops::agent_or_socket))
         .route("/v1/agents/{name}/versions", get(list_versions))
         .route("/v1/agents/{name}/versions/{version}", get(get_version))
         .route("/v1/agents/{name}/diff", get(diff_versions))

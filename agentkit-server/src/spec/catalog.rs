@@ -255,7 +255,7 @@ impl Catalog {
     }
 
     /// Relocates an error from the model factory or a builder under this catalog's source.
-    fn relocate(&self, err: Error, key: String) -> Error {
+    pub(crate) fn relocate(&self, err: Error, key: String) -> Error {
         match err {
             Error::Config {
                 key: k, message, ..

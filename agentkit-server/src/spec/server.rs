@@ -205,6 +205,10 @@ pub fn server_builder(builder: ServerBuilder, config: &Config) -> Result<(Server
         .rate_limits(crate::ratelimit::RateLimits::from_settings(
             &config.server.rate_limit,
         ))
+        .gateway(
+            crate::gatewayops::GatewayConfig::from_config(config)
+                .map_err(|e| catalog.relocate(e, "gateway".into()))?,
+        )
         .thread_policy(match config.server.thread_concurrency {
             agentkit_core::config::ThreadConcurrency::Enqueue => ThreadPolicy::Enqueue,
             agentkit_core::config::ThreadConcurrency::Interrupt => ThreadPolicy::Interrupt,

@@ -97,6 +97,7 @@ const READING_POSTS: &[&str] = &[
     "/store/namespaces",
     "/agents/search",
     "/runs/search",
+    "/v1/safety/analyze",
 ];
 
 /// The least role `method` on the route `path` (the route's pattern, e.g.
@@ -105,8 +106,8 @@ const READING_POSTS: &[&str] = &[
 ///
 /// | Role        | Routes |
 /// |-------------|--------|
-/// | `viewer`    | every `GET`; the LangGraph/Agent Protocol searches and counts |
-/// | `invoker`   | start runs (`POST /v1/agents/{name}/runs`, `/runs*`, `/threads/{id}/runs*`), threads (create, patch, copy, delete), store items (put, delete), `/mcp` |
+/// | `viewer`    | every `GET`; the LangGraph/Agent Protocol searches and counts; `POST /v1/safety/analyze` |
+/// | `invoker`   | start runs (`POST /v1/agents/{name}/runs`, `/runs*`, `/threads/{id}/runs*`), threads (create, patch, copy, delete), store items (put, delete), `/mcp`, the gateway's `POST /v1/execute`, `/v1/execute/stream`, `/v1/agents/connect` and its WebSocket |
 /// | `operator`  | run control (`/v1/runs/{id}/{pause,resume,cancel,signal,approve,reject,replay}`, LangGraph and Agent Protocol cancel), schedules and crons (create, delete, pause, resume, trigger, update), `POST /v1/events/{event}`, `POST /v1/servers/{name}/call_tool` |
 /// | `developer` | `POST /v1/agents` (deploy), `PUT /v1/agents/{name}/labels/{label}`, promote, rollback |
 /// | `admin`     | `/v1/keys*`, `/v1/workspaces*`, `/v1/audit*`, `/v1/secrets*`, `/metrics`, `/v1/metrics/realtime` (also `GET`) |
@@ -174,7 +175,10 @@ pub fn required_role(method: &http::Method, path: &str) -> Option<Role> {
             | "/threads/{thread_id}/runs/stream"
             | "/runs"
             | "/runs/wait"
-            | "/runs/stream",
+            | "/runs/stream"
+            | "/v1/execute"
+            | "/v1/execute/stream"
+            | "/v1/agents/connect",
         )
         | ("PATCH" | "DELETE", "/threads/{thread_id}")
         | ("PUT" | "DELETE", "/store/items") => Role::Invoker,

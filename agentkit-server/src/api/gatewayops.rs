@@ -1,0 +1,1012 @@
+//! The GatewayOps routes: `/v1/execute` (batch), `/v1/execute/stream` (SSE),
+//! `/v1/agents/connect` + the WebSocket at `/v1/agents/{connection_id}`, `/v1/mcp/tools`
+//! (OpenAI function format) and `/v1/safety/analyze`. See [`crate::gatewayops`].
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::{SinkExt, Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use utoipa::ToSchema;
+
+use super::{ApiResult, AppState, Json, Path, Problem};
+use crate::gatewayops::platforms::{Compiled, PLATFORM_HEADER};
+use crate::gatewayops::safety::Analysis;
+use crate::gatewayops::{
+    Call, CallEnv, CallProgress, CallResult, CallStatus, GatewayOps, ProgressFn, call_timeout,
+    tool_name, trace_id,
+};
+use crate::platform::Platform;
+use crate::tenancy::{Caller, Role};
+
+/// The gateway routes, authenticated, with CORS for the registered platforms' origins.
+pub(crate) fn routes(state: &AppState) -> Router<AppState> {
+    let router = Router::new()
+        .route("/v1/execute", post(execute))
+        .route("/v1/execute/stream", post(execute_stream))
+        .route("/v1/agents/connect", post(connect))
+        .route("/v1/mcp/tools", get(list_tools))
+        .route("/v1/safety/analyze", post(analyze))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            platform_limit,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::authenticate,
+        ));
+    let origins: Vec<http::HeaderValue> = state
+        .gatewayops
+        .platforms()
+        .iter()
+        .flat_map(|p| p.origins.iter())
+        .filter_map(|o| http::HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        return router;
+    }
+    router.layer(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([http::Method::GET, http::Method::POST])
+            .allow_headers([
+                http::header::AUTHORIZATION,
+                http::header::CONTENT_TYPE,
+                http::HeaderName::from_static("x-api-key"),
+                http::HeaderName::from_static(PLATFORM_HEADER),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// The caller's registered platform (`x-agentkit-platform`); 400 for an unknown one.
+fn platform_of(ops: &GatewayOps, headers: &HeaderMap) -> ApiResult<Option<Arc<Compiled>>> {
+    let Some(v) = headers.get(PLATFORM_HEADER) else {
+        return Ok(None);
+    };
+    let name = v.to_str().unwrap_or("").trim();
+    let Some(p) = ops.platform(name) else {
+        return Err(Problem::bad_request(format!(
+            "no registered platform `{}` (header {PLATFORM_HEADER}); the platforms are \
+             `gateway.platforms` in agentkit.yaml",
+            name.escape_debug()
+        )));
+    };
+    Ok(Some(p))
+}
+
+/// 429 with `Retry-After` for a platform over its rate limit (after authentication, so only
+/// keys of this server use up a platform's allowance).
+async fn platform_limit(State(s): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(res) = over_limit(&s.gatewayops, request.headers()) {
+        return res;
+    }
+    next.run(request).await
+}
+
+fn over_limit(ops: &GatewayOps, headers: &HeaderMap) -> Option<Response> {
+    let p = platform_of(ops, headers).ok()??;
+    let wait = p.admit().err()?;
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let mut res = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        format!(
+            "platform `{}` is over its rate limit (gateway.platforms[].rate_limit); retry after \
+             {secs} s (Retry-After)",
+            p.name
+        ),
+    )
+    .into_response();
+    res.headers_mut()
+        .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+    Some(res)
+}
+
+/// How the calls of a batch run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionMode {
+    /// All at once (up to `gateway.max_parallel`).
+    #[default]
+    Parallel,
+    /// One after another, in order.
+    Sequential,
+}
+
+/// One call of a batch.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallRequest {
+    /// Your id for it (unique in the batch); results carry it.
+    pub id: String,
+    /// The outbound MCP server.
+    pub server: String,
+    /// The tool's name on that server.
+    pub tool: String,
+    /// Its arguments (an object).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub arguments: Map<String, Value>,
+    /// This call's own timeout (default: the batch's).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A batch of tool calls.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRequest {
+    /// The calls (at least one, at most `gateway.max_calls`).
+    pub calls: Vec<CallRequest>,
+    /// `parallel` (default) or `sequential`.
+    #[serde(default)]
+    pub execution_mode: ExecutionMode,
+    /// The batch's timeout: every call's default, and the deadline of the whole batch (calls
+    /// not started by then end as `timeout`). Default `gateway.default_timeout`.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// The results of a batch.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExecuteResponse {
+    /// The batch's trace id (the audit log's run id of its calls; the trace id of the
+    /// `traceparent` sent to the MCP servers).
+    pub trace_id: String,
+    /// One result per call, in the order sent.
+    pub results: Vec<CallResult>,
+    /// The sum of the calls' costs, USD.
+    pub total_cost: f64,
+    /// How long the batch took.
+    pub duration_ms: u64,
+}
+
+fn ms(ops: &GatewayOps, what: &str, v: Option<u64>) -> ApiResult<Duration> {
+    let c = ops.config();
+    let Some(v) = v else {
+        return Ok(c.default_timeout);
+    };
+    let d = Duration::from_millis(v);
+    if v == 0 || d > c.max_timeout {
+        return Err(Problem::bad_request(format!(
+            "`{what}` must be between 1 and {} (gateway.max_timeout), got {v}",
+            c.max_timeout.as_millis()
+        )));
+    }
+    Ok(d)
+}
+
+/// A checked batch: every call addressed to a server and tool the caller may use.
+struct Batch {
+    calls: Vec<Call>,
+    mode: ExecutionMode,
+    timeout: Duration,
+}
+
+async fn check_batch(
+    ops: &GatewayOps,
+    platform: &Platform,
+    caller: &Caller,
+    req: ExecuteRequest,
+) -> ApiResult<Batch> {
+    let max = ops.config().max_calls;
+    if req.calls.is_empty() {
+        return Err(Problem::bad_request(
+            "`calls` is empty; send at least one {id, server, tool, arguments}",
+        ));
+    }
+    if req.calls.len() > max {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-many-calls",
+            format!(
+                "the batch has {} calls; at most {max} are allowed (gateway.max_calls): split it",
+                req.calls.len()
+            ),
+        ));
+    }
+    let timeout = ms(ops, "timeout_ms", req.timeout_ms)?;
+    let mut ids = HashSet::new();
+    let mut calls = Vec::with_capacity(req.calls.len());
+    for (i, c) in req.calls.into_iter().enumerate() {
+        if c.id.is_empty() || c.id.len() > 200 {
+            return Err(Problem::bad_request(format!(
+                "calls[{i}].id must be 1 to 200 characters"
+            )));
+        }
+        if !ids.insert(c.id.clone()) {
+            return Err(Problem::bad_request(format!(
+                "calls[{i}].id `{}` is used twice; ids must be unique in a batch",
+                c.id.escape_debug()
+            )));
+        }
+        ops.check_tool(platform, caller, &c.server, &c.tool)
+            .await
+            .map_err(|e| {
+                let mut p = Problem::from(e);
+                p.detail = format!("calls[{i}]: {}", p.detail);
+                p
+            })?;
+        let own = match c.timeout_ms {
+            Some(_) => ms(ops, &format!("calls[{i}].timeout_ms"), c.timeout_ms)?,
+            None => timeout,
+        };
+        calls.push(Call {
+            id: c.id,
+            server: c.server,
+            tool: c.tool,
+            arguments: c.arguments,
+            timeout: own,
+        });
+    }
+    Ok(Batch {
+        calls,
+        mode: req.execution_mode,
+        timeout,
+    })
+}
+
+/// What a running batch reports as it goes.
+enum BatchEvent {
+    Started(String, String),
+    Progress(CallProgress),
+    Done(CallResult),
+}
+
+/// Run one call of a batch, reporting its start and end.
+async fn run_one(
+    ops: &GatewayOps,
+    platform: &Platform,
+    caller: &Caller,
+    call: Call,
+    env: &CallEnv,
+    deadline: Instant,
+    events: Option<&mpsc::UnboundedSender<BatchEvent>>,
+) -> CallResult {
+    let id = call.id.clone();
+    let Some(timeout) = call_timeout(call.timeout, deadline) else {
+        let r = CallResult {
+            id: id.clone(),
+            status: CallStatus::Timeout,
+            content: Vec::new(),
+            structured_content: None,
+            flags: Vec::new(),
+            error: Some("the batch's timeout passed before this call could start".into()),
+            duration_ms: 0,
+            cost: 0.0,
+        };
+        if let Some(tx) = events {
+            let _ = tx.send(BatchEvent::Done(r.clone()));
+        }
+        return r;
+    };
+    if let Some(tx) = events {
+        let _ = tx.send(BatchEvent::Started(
+            id.clone(),
+            tool_name(&call.server, &call.tool),
+        ));
+    }
+    let r = match ops
+        .call(platform, caller, Call { timeout, ..call }, env)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => CallResult {
+            id: id.clone(),
+            status: CallStatus::Error,
+            content: Vec::new(),
+            structured_content: None,
+            flags: Vec::new(),
+            error: Some(e.to_string()),
+            duration_ms: 0,
+            cost: 0.0,
+        },
+    };
+    if let Some(tx) = events {
+        let _ = tx.send(BatchEvent::Done(r.clone()));
+    }
+    r
+}
+
+async fn run_batch(
+    state: AppState,
+    caller: Caller,
+    batch: Batch,
+    env: CallEnv,
+    events: Option<mpsc::UnboundedSender<BatchEvent>>,
+) -> ExecuteResponse {
+    let started = Instant::now();
+    let deadline = started + batch.timeout;
+    let ops = &state.gatewayops;
+    let platform = &state.platform;
+    // Progress notifications of the MCP servers, forwarded as batch events.
+    let env = CallEnv {
+        progress: events.clone().map(|tx| -> ProgressFn {
+            Arc::new(move |p| {
+                let _ = tx.send(BatchEvent::Progress(p));
+            })
+        }),
+        ..env
+    };
+    let results = match batch.mode {
+        ExecutionMode::Sequential => {
+            let mut out = Vec::with_capacity(batch.calls.len());
+            for call in batch.calls {
+                out.push(
+                    run_one(
+                        ops,
+                        platform,
+                        &caller,
+                        call,
+                        &env,
+                        deadline,
+                        events.as_ref(),
+                    )
+                    .await,
+                );
+            }
+            out
+        }
+        ExecutionMode::Parallel => {
+            let n = ops.config().max_parallel;
+            let mut indexed: Vec<(usize, CallResult)> =
+                futures::stream::iter(batch.calls.into_iter().enumerate())
+                    .map(|(i, call)| {
+                        let (env, caller, events) = (&env, &caller, events.as_ref());
+                        async move {
+                            (
+                                i,
+                                run_one(ops, platform, caller, call, env, deadline, events).await,
+                            )
+                        }
+                    })
+                    .buffer_unordered(n)
+                    .collect()
+                    .await;
+            indexed.sort_by_key(|(i, _)| *i);
+            indexed.into_iter().map(|(_, r)| r).collect()
+        }
+    };
+    ExecuteResponse {
+        total_cost: results.iter().map(|r| r.cost).sum(),
+        trace_id: env.trace_id.clone(),
+        results,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// Run a batch of tool calls on the workspace's MCP servers, each through the gateway's
+/// policy and audit log. Per call: `success`, `error` (the tool's or its server's), `timeout`
+/// or `denied` (with the policy's reason). A bad batch (empty, too large, unknown server or
+/// tool, bad timeout) is refused whole before anything runs.
+#[utoipa::path(post, path = "/v1/execute", tag = "gateway",
+    params(("x-agentkit-platform" = Option<String>, Header, description = "a registered platform")),
+    request_body = ExecuteRequest,
+    responses((status = 200, body = ExecuteResponse), (status = 400, body = Problem),
+              (status = 404, body = Problem), (status = 413, body = Problem),
+              (status = 422, body = Problem), (status = 429, body = Problem)))]
+pub async fn execute(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Json(req): Json<ExecuteRequest>,
+) -> ApiResult<Json<ExecuteResponse>> {
+    let platform = platform_of(&s.gatewayops, &headers)?;
+    let batch = check_batch(&s.gatewayops, &s.platform, &caller, req).await?;
+    let mut env = CallEnv::new(trace_id());
+    env.platform = platform;
+    Ok(Json(run_batch(s.clone(), caller, batch, env, None).await))
+}
+
+fn sse(name: &str, data: &Value) -> Result<Event, Infallible> {
+    Ok(Event::default().event(name).data(data.to_string()))
+}
+
+/// The same batch as `/v1/execute`, as Server-Sent Events: `start` (`trace_id`, `calls`,
+/// `execution_mode`), per call `progress` (`{id, tool, state: "started"}`, then the MCP
+/// server's progress notifications `{id, progress, total, message}`), `chunk` (each content
+/// block: `{id, index, content}`), `complete` (the result without its content), and `done`
+/// (`trace_id`, `total_cost`, `duration_ms`, counts per status). Closing the stream cancels
+/// the calls still running.
+#[utoipa::path(post, path = "/v1/execute/stream", tag = "gateway",
+    params(("x-agentkit-platform" = Option<String>, Header, description = "a registered platform")),
+    request_body = ExecuteRequest,
+    responses((status = 200, content_type = "text/event-stream", description = "the events"),
+              (status = 400, body = Problem), (status = 404, body = Problem),
+              (status = 413, body = Problem), (status = 422, body = Problem)))]
+pub async fn execute_stream(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Json(req): Json<ExecuteRequest>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static>> {
+    let platform = platform_of(&s.gatewayops, &headers)?;
+    let batch = check_batch(&s.gatewayops, &s.platform, &caller, req).await?;
+    let mut env = CallEnv::new(trace_id());
+    env.platform = platform;
+    let cancel = env.cancel.clone();
+    let start = json!({
+        "trace_id": env.trace_id,
+        "calls": batch.calls.len(),
+        "execution_mode": batch.mode,
+    });
+    let (tx, rx) = mpsc::unbounded_channel::<BatchEvent>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<ExecuteResponse>();
+    tokio::spawn(async move {
+        let r = run_batch(s, caller, batch, env, Some(tx)).await;
+        let _ = done_tx.send(r);
+    });
+    // Dropping the stream (the client went away) cancels what still runs.
+    let guard = cancel.drop_guard();
+    let head = futures::stream::once(async move { sse("start", &start) });
+    let body = futures::stream::unfold(
+        (rx, Some(done_rx), guard),
+        |(mut rx, done, guard)| async move {
+            let mut done = done?;
+            // Every call's events are sent before the batch's result, so once the result is
+            // in, what is left in the channel is drained and the stream ends.
+            let finished = tokio::select! {
+                biased;
+                Some(p) = rx.recv() => {
+                    return Some((futures::stream::iter(batch_events(p)), (rx, Some(done), guard)));
+                }
+                r = &mut done => r.ok(),
+            };
+            let mut out = Vec::new();
+            while let Ok(p) = rx.try_recv() {
+                out.extend(batch_events(p));
+            }
+            if let Some(r) = finished {
+                out.push(done_event(&r));
+            }
+            Some((futures::stream::iter(out), (rx, None, guard)))
+        },
+    )
+    .flatten();
+    Ok(Sse::new(head.chain(body)).keep_alive(KeepAlive::default()))
+}
+
+fn batch_events(p: BatchEvent) -> Vec<Result<Event, Infallible>> {
+    match p {
+        BatchEvent::Started(id, tool) => vec![sse(
+            "progress",
+            &json!({"id": id, "tool": tool, "state": "started"}),
+        )],
+        BatchEvent::Progress(p) => vec![sse("progress", &json!(p))],
+        BatchEvent::Done(r) => {
+            let mut out: Vec<_> = r
+                .content
+                .iter()
+                .enumerate()
+                .map(|(i, c)| sse("chunk", &json!({"id": r.id, "index": i, "content": c})))
+                .collect();
+            let mut summary = json!(r);
+            if let Some(o) = summary.as_object_mut() {
+                o.remove("content");
+            }
+            out.push(sse("complete", &summary));
+            out
+        }
+    }
+}
+
+fn done_event(r: &ExecuteResponse) -> Result<Event, Infallible> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for x in &r.results {
+        let k = serde_json::to_value(x.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        *counts.entry(k).or_default() += 1;
+    }
+    sse(
+        "done",
+        &json!({
+            "trace_id": r.trace_id,
+            "total_cost": r.total_cost,
+            "duration_ms": r.duration_ms,
+            "statuses": counts,
+        }),
+    )
+}
+
+/// A WebSocket connection to open.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConnectResponse {
+    /// The connection id: single use, for the key that asked for it, valid for
+    /// `gateway.connect_ttl` (60 s by default).
+    pub connection_id: String,
+    /// Where to open the WebSocket (with the same API key).
+    pub websocket_url: String,
+    /// When the id expires, seconds from now.
+    pub expires_in_s: u64,
+}
+
+/// Ask for a WebSocket connection id. Open `GET /v1/agents/{connection_id}` with the same key
+/// (once) to call tools over it: see `/v1/agents/{connection_id}`.
+#[utoipa::path(post, path = "/v1/agents/connect", tag = "gateway",
+    responses((status = 200, body = ConnectResponse)))]
+pub async fn connect(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> ApiResult<Json<ConnectResponse>> {
+    platform_of(&s.gatewayops, &headers)?;
+    let id = s.gatewayops.connect(&caller);
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    // Behind a TLS-terminating proxy the socket is `wss`.
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+    {
+        Some(p) if p.eq_ignore_ascii_case("https") => "wss",
+        _ => "ws",
+    };
+    Ok(Json(ConnectResponse {
+        websocket_url: format!("{scheme}://{host}/v1/agents/{id}"),
+        connection_id: id,
+        expires_in_s: s.gatewayops.config().connect_ttl.as_secs(),
+    }))
+}
+
+/// `GET /v1/agents/{name}`: the WebSocket of a connection id (a request upgrading to a
+/// WebSocket with a `conn_…` id), else the agent of that name.
+pub(crate) async fn agent_or_socket(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    request: Request,
+) -> Response {
+    let upgrading = request
+        .headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrading {
+        return super::v1::get_agent(State(s), caller, Path(name))
+            .await
+            .into_response();
+    }
+    let (mut parts, _) = request.into_parts();
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &s).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            return Problem::bad_request(format!("bad WebSocket upgrade: {e}")).into_response();
+        }
+    };
+    if let Some(res) = over_limit(&s.gatewayops, &parts.headers) {
+        return res;
+    }
+    let platform = match platform_of(&s.gatewayops, &parts.headers) {
+        Ok(p) => p,
+        Err(p) => return p.into_response(),
+    };
+    match socket(s, caller, name, ws, platform) {
+        Ok(r) => r,
+        Err(p) => p.into_response(),
+    }
+}
+
+/// The agent WebSocket: send `tool_call {id, server, tool, arguments, timeout_ms?}`,
+/// `cancel {id}` and `ping`; receive `tool_result {id, status, content, error?,
+/// duration_ms, cost}`, `progress {id, progress, total?, message?}`, `error {id?, code,
+/// message}` and `pong`. Malformed JSON, unknown types and oversized messages are answered
+/// with an `error` message; the connection stays open.
+#[utoipa::path(get, path = "/v1/agents/{connection_id}", tag = "gateway",
+    params(("connection_id" = String, Path, description = "from POST /v1/agents/connect")),
+    responses((status = 101, description = "switching to the WebSocket protocol"),
+              (status = 404, body = Problem)))]
+pub async fn agent_socket_doc() {}
+
+fn socket(
+    s: AppState,
+    caller: Caller,
+    id: String,
+    ws: WebSocketUpgrade,
+    platform: Option<Arc<Compiled>>,
+) -> ApiResult<Response> {
+    caller.require(Role::Invoker)?;
+    if !GatewayOps::is_connection_id(&id) || !s.gatewayops.claim(&id, &caller) {
+        return Err(Problem::not_found(format!(
+            "no connection `{}` (connection ids are single use, expire, and work only with the \
+             key that asked for them: POST /v1/agents/connect)",
+            id.escape_debug()
+        )));
+    }
+    let max = s.gatewayops.config().max_message_bytes;
+    // Messages up to 4× the limit are read and answered with an `error`; larger ones end the
+    // connection with close code 1009 (message too big).
+    Ok(ws
+        .max_message_size(max.saturating_mul(4))
+        .max_frame_size(max.saturating_mul(4))
+        .on_upgrade(move |socket| serve_socket(s, caller, socket, id, platform)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum Incoming {
+    ToolCall {
+        id: String,
+        server: String,
+        tool: String,
+        #[serde(default)]
+        arguments: Map<String, Value>,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+    Cancel {
+        id: String,
+    },
+    Ping {
+        #[serde(default)]
+        data: Option<Value>,
+    },
+}
+
+fn ws_error(id: Option<&str>, code: &str, message: impl Into<String>) -> Value {
+    let mut v = json!({"type": "error", "code": code, "message": message.into()});
+    if let (Some(id), Some(o)) = (id, v.as_object_mut()) {
+        o.insert("id".into(), json!(id));
+    }
+    v
+}
+
+async fn serve_socket(
+    s: AppState,
+    caller: Caller,
+    socket: WebSocket,
+    conn: String,
+    platform: Option<Arc<Compiled>>,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            let close = matches!(m, Message::Close(_));
+            if sink.send(m).await.is_err() || close {
+                break;
+            }
+        }
+    });
+    let send = |v: Value| {
+        let _ = out_tx.send(Message::Text(v.to_string().into()));
+    };
+    let max = s.gatewayops.config().max_message_bytes;
+    let max_inflight = s.gatewayops.config().max_parallel;
+    let trace = trace_id();
+    let running: Arc<std::sync::Mutex<HashMap<String, tokio_util::sync::CancellationToken>>> =
+        Arc::default();
+    let all = tokio_util::sync::CancellationToken::new();
+    tracing::debug!(connection = %conn, trace = %trace, "agent WebSocket open");
+    while let Some(msg) = stream.next().await {
+        let text = match msg {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Binary(_)) => {
+                send(ws_error(
+                    None,
+                    "unsupported",
+                    "binary messages are not supported; send JSON text messages",
+                ));
+                continue;
+            }
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(Message::Close(_)) => break,
+            Err(e) => {
+                let _ = out_tx.send(Message::Close(Some(CloseFrame {
+                    code: 1009,
+                    reason: format!(
+                        "unreadable message ({e}); messages are limited to {max} bytes"
+                    )
+                    .chars()
+                    .take(120)
+                    .collect::<String>()
+                    .into(),
+                })));
+                break;
+            }
+        };
+        if text.len() > max {
+            send(ws_error(
+                None,
+                "too_large",
+                format!(
+                    "the message is {} bytes; at most {max} are accepted (gateway.max_message_bytes)",
+                    text.len()
+                ),
+            ));
+            continue;
+        }
+        let incoming: Incoming = match serde_json::from_str(text.as_str()) {
+            Ok(m) => m,
+            Err(e) => {
+                let code = if serde_json::from_str::<Value>(text.as_str()).is_ok() {
+                    "invalid_message"
+                } else {
+                    "invalid_json"
+                };
+                send(ws_error(
+                    None,
+                    code,
+                    format!(
+                        "{e}; send {{\"type\": \"tool_call\", \"id\", \"server\", \"tool\", \
+                         \"arguments\"}}, {{\"type\": \"cancel\", \"id\"}} or {{\"type\": \"ping\"}}"
+                    ),
+                ));
+                continue;
+            }
+        };
+        match incoming {
+            Incoming::Ping { data } => {
+                let mut pong = json!({"type": "pong"});
+                if let (Some(d), Some(o)) = (data, pong.as_object_mut()) {
+                    o.insert("data".into(), d);
+                }
+                send(pong);
+            }
+            Incoming::Cancel { id } => {
+                let token = agentkit_core::sync::lock(&running).get(&id).cloned();
+                match token {
+                    Some(t) => t.cancel(),
+                    None => send(ws_error(
+                        Some(&id),
+                        "unknown_call",
+                        format!("no running call `{}` to cancel", id.escape_debug()),
+                    )),
+                }
+            }
+            Incoming::ToolCall {
+                id,
+                server,
+                tool,
+                arguments,
+                timeout_ms,
+            } => {
+                if id.is_empty() || id.len() > 200 {
+                    send(ws_error(
+                        None,
+                        "invalid_message",
+                        "`id` must be 1 to 200 characters",
+                    ));
+                    continue;
+                }
+                let timeout = match ms(&s.gatewayops, "timeout_ms", timeout_ms) {
+                    Ok(t) => t,
+                    Err(p) => {
+                        send(ws_error(Some(&id), "invalid_message", p.detail));
+                        continue;
+                    }
+                };
+                if let Err(e) = s
+                    .gatewayops
+                    .check_tool(&s.platform, &caller, &server, &tool)
+                    .await
+                {
+                    send(ws_error(Some(&id), "not_found", e.to_string()));
+                    continue;
+                }
+                let token = all.child_token();
+                {
+                    let mut r = agentkit_core::sync::lock(&running);
+                    if r.contains_key(&id) {
+                        send(ws_error(
+                            Some(&id),
+                            "duplicate_id",
+                            format!(
+                                "call `{}` is still running; use a new id",
+                                id.escape_debug()
+                            ),
+                        ));
+                        continue;
+                    }
+                    if r.len() >= max_inflight {
+                        send(ws_error(
+                            Some(&id),
+                            "too_many_calls",
+                            format!(
+                                "{max_inflight} calls are already running on this connection \
+                                 (gateway.max_parallel); wait for a result"
+                            ),
+                        ));
+                        continue;
+                    }
+                    r.insert(id.clone(), token.clone());
+                }
+                let (s, caller, out_tx, running, trace, platform) = (
+                    s.clone(),
+                    caller.clone(),
+                    out_tx.clone(),
+                    Arc::clone(&running),
+                    trace.clone(),
+                    platform.clone(),
+                );
+                tokio::spawn(async move {
+                    let progress: ProgressFn = {
+                        let out_tx = out_tx.clone();
+                        Arc::new(move |p: CallProgress| {
+                            let mut v = json!(p);
+                            if let Some(o) = v.as_object_mut() {
+                                o.insert("type".into(), json!("progress"));
+                            }
+                            let _ = out_tx.send(Message::Text(v.to_string().into()));
+                        })
+                    };
+                    let env = CallEnv {
+                        cancel: token,
+                        progress: Some(progress),
+                        platform,
+                        ..CallEnv::new(trace)
+                    };
+                    let call = Call {
+                        id: id.clone(),
+                        server: server.clone(),
+                        tool,
+                        arguments,
+                        timeout,
+                    };
+                    let result = match s.gatewayops.call(&s.platform, &caller, call, &env).await {
+                        Ok(r) => json!(r),
+                        Err(e) => json!(CallResult {
+                            id: id.clone(),
+                            status: CallStatus::Error,
+                            content: Vec::new(),
+                            structured_content: None,
+                            flags: Vec::new(),
+                            error: Some(e.to_string()),
+                            duration_ms: 0,
+                            cost: 0.0,
+                        }),
+                    };
+                    agentkit_core::sync::lock(&running).remove(&id);
+                    let mut v = result;
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("type".into(), json!("tool_result"));
+                    }
+                    let _ = out_tx.send(Message::Text(v.to_string().into()));
+                });
+            }
+        }
+    }
+    // The client went away: cancel its calls, and stop the writer (calls that end now may
+    // still hold a sender).
+    all.cancel();
+    let _ = out_tx.send(Message::Close(None));
+    let _ = writer.await;
+    tracing::debug!(connection = %conn, "agent WebSocket closed");
+}
+
+/// A tool in OpenAI function-calling format.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OpenAiTool {
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The function.
+    pub function: OpenAiFunction,
+}
+
+/// An OpenAI function.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OpenAiFunction {
+    /// `server__tool`.
+    pub name: String,
+    /// What it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The JSON schema of its arguments.
+    #[schema(value_type = Object)]
+    pub parameters: Value,
+}
+
+/// A server whose tools could not be listed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UnavailableServer {
+    /// The server.
+    pub server: String,
+    /// Why.
+    pub detail: String,
+}
+
+/// The tools the caller may call.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ToolList {
+    /// In OpenAI function format, named `server__tool`.
+    pub tools: Vec<OpenAiTool>,
+    /// Servers that could not be reached (their tools are missing from `tools`).
+    pub unavailable: Vec<UnavailableServer>,
+}
+
+/// Every tool the caller may call, in OpenAI function format (`server__tool`): the servers
+/// its workspace sees (a registered platform's `default_servers` only), without the tools
+/// the gateway policy or the platform's `block_patterns` deny.
+#[utoipa::path(get, path = "/v1/mcp/tools", tag = "gateway",
+    params(("x-agentkit-platform" = Option<String>, Header, description = "a registered platform")),
+    responses((status = 200, body = ToolList), (status = 400, body = Problem)))]
+pub async fn list_tools(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> ApiResult<Json<ToolList>> {
+    let platform = platform_of(&s.gatewayops, &headers)?;
+    let mut servers = s.gatewayops.servers(&s.platform, &caller);
+    if let Some(p) = platform.as_ref().filter(|p| !p.default_servers.is_empty()) {
+        servers.retain(|n| p.default_servers.contains(n));
+    }
+    let listed = futures::future::join_all(servers.iter().map(|n| s.platform.mcp_tools(n))).await;
+    let mut out = ToolList {
+        tools: Vec::new(),
+        unavailable: Vec::new(),
+    };
+    for (server, tools) in servers.iter().zip(listed) {
+        match tools {
+            Ok(tools) => {
+                for t in tools {
+                    let name = tool_name(server, &t.name);
+                    if !s.gatewayops.lists(&name, platform.as_deref()) {
+                        continue;
+                    }
+                    out.tools.push(OpenAiTool {
+                        kind: "function".into(),
+                        function: OpenAiFunction {
+                            name,
+                            description: t.description,
+                            parameters: t.input_schema,
+                        },
+                    });
+                }
+            }
+            Err(e) => out.unavailable.push(UnavailableServer {
+                server: server.clone(),
+                detail: e.to_string(),
+            }),
+        }
+    }
+    Ok(Json(out))
+}
+
+/// Text to check for prompt injections.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyzeRequest {
+    /// The text (a tool result, a document, a message).
+    pub content: String,
+    /// Also return the text with hidden characters removed and exfiltration URLs defused.
+    #[serde(default)]
+    pub sanitize: bool,
+}
+
+/// Check text for prompt injections: instruction overrides, exfiltration URLs, hidden
+/// Unicode, role play and system-prompt extraction. Each detection has a `type`,
+/// `severity`, the matched `pattern`, a `confidence` and a `recommendation`.
+#[utoipa::path(post, path = "/v1/safety/analyze", tag = "gateway",
+    request_body = AnalyzeRequest,
+    responses((status = 200, body = Analysis), (status = 400, body = Problem),
+              (status = 422, body = Problem)))]
+pub async fn analyze(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<AnalyzeRequest>,
+) -> ApiResult<Json<Analysis>> {
+    platform_of(&s.gatewayops, &headers)?;
+    Ok(Json(
+        s.gatewayops
+            .config()
+            .analyzer
+            .analyze(&req.content, req.sanitize),
+    ))
+}

@@ -1,0 +1,993 @@
+//! GatewayOps: outside agents call the workspace's outbound MCP tools through the server —
+//! in batches (`POST /v1/execute`, parallel or sequential, with timeouts), as an SSE stream
+//! (`POST /v1/execute/stream`), over a WebSocket (`POST /v1/agents/connect`), list them in
+//! OpenAI function format (`GET /v1/mcp/tools`) and check text for prompt injections
+//! (`POST /v1/safety/analyze`, see [`safety`]).
+//!
+//! Every call goes through one path ([`GatewayOps`]'s call, also behind
+//! `POST /v1/servers/{name}/call_tool`): the server must be visible to the caller's workspace
+//! (another workspace's server is an unknown server), the tool must pass the server's tool
+//! filter, and the call runs through the same [`PolicyLayer`] an agent's tool calls do, named
+//! `server__tool`, with every decision written to the workspace's hash-chained audit log. A
+//! denied call is answered with status `denied` and the policy's reason; a call that needs an
+//! approval is denied too (there is no durable run to suspend; run it from an agent to get the
+//! approval queue).
+//!
+//! ```
+//! use std::time::Duration;
+//! use agentkit_server::gatewayops::GatewayConfig;
+//! use agentkit_server::tenancy::WorkspaceId;
+//!
+//! let config = GatewayConfig::new()
+//!     .with_max_calls(20)
+//!     .with_default_timeout(Duration::from_secs(10))
+//!     // Only workspace acme/prod sees the `crm` server (unlisted servers: default/default).
+//!     .with_server_workspaces("crm", [WorkspaceId::new("acme", "prod")])
+//!     .with_tool_cost("crm__*", 0.002)?;
+//! assert_eq!(config.max_calls, 20);
+//! # Ok::<_, agentkit_core::Error>(())
+//! ```
+
+pub mod platforms;
+pub mod safety;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agentkit_core::config::PolicySpec;
+use agentkit_core::policy::{AuditEvent, AuditOutcome, AuditSink, Policy, PolicyLayer};
+use agentkit_core::{Error, Result, RunContext, RunEvent, ToolOutput, ToolRequest, ToolService};
+use agentkit_mcp::rmcp::model::CallToolResult;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+use tower::{Layer, ServiceExt};
+
+use crate::platform::Platform;
+use crate::servers::McpFailure;
+use crate::tenancy::{Caller, WorkspaceId};
+
+pub use platforms::PlatformRegistration;
+pub use safety::{Analyzer, Detection, Detector};
+
+/// How the gateway API behaves (`gateway:` in `agentkit.yaml`; [`ServerBuilder::gateway`](crate::ServerBuilder::gateway)).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// The most calls one `/v1/execute` batch may carry (default 50).
+    pub max_calls: usize,
+    /// How many calls of a batch (or of one WebSocket) run at once (default 16).
+    pub max_parallel: usize,
+    /// A call's timeout when the request gives none (default 30 s).
+    pub default_timeout: Duration,
+    /// The longest timeout a request may ask for (default 5 min).
+    pub max_timeout: Duration,
+    /// The policy every gateway call runs under (default: one that allows every tool, so
+    /// calls are still audited).
+    pub policy: Option<Policy>,
+    /// Which workspaces see which outbound server; a server not listed is seen by
+    /// `default/default` only.
+    pub server_workspaces: BTreeMap<String, Vec<WorkspaceId>>,
+    /// The price of one call of the tools matching a glob over `server__tool` (first match).
+    pub tool_costs: Vec<(String, f64)>,
+    /// The injection detectors of `/v1/safety/analyze`.
+    pub analyzer: Analyzer,
+    /// How long a `POST /v1/agents/connect` id stays valid (default 60 s).
+    pub connect_ttl: Duration,
+    /// The largest WebSocket message accepted (default 1 MiB; larger ones get an `error`).
+    pub max_message_bytes: usize,
+    /// Registered client platforms: CORS origins, default servers, block and approval globs.
+    pub platforms: Vec<PlatformRegistration>,
+    /// Injection checks on every call's arguments and answer (default: none).
+    pub safety: safety::SafetyLayer,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("max_calls", &self.max_calls)
+            .field("max_parallel", &self.max_parallel)
+            .field("default_timeout", &self.default_timeout)
+            .field("max_timeout", &self.max_timeout)
+            .field("policy", &self.policy.as_ref().map(Policy::name))
+            .field("server_workspaces", &self.server_workspaces)
+            .field("platforms", &self.platforms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            max_calls: 50,
+            max_parallel: 16,
+            default_timeout: Duration::from_secs(30),
+            max_timeout: Duration::from_secs(300),
+            policy: None,
+            server_workspaces: BTreeMap::new(),
+            tool_costs: Vec::new(),
+            analyzer: Analyzer::new(),
+            connect_ttl: Duration::from_secs(60),
+            max_message_bytes: 1024 * 1024,
+            platforms: Vec::new(),
+            safety: safety::SafetyLayer::new(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The defaults.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// At most `n` calls per batch (at least 1).
+    #[must_use]
+    pub fn with_max_calls(mut self, n: usize) -> Self {
+        self.max_calls = n.max(1);
+        self
+    }
+
+    /// At most `n` calls at once per batch or WebSocket (at least 1).
+    #[must_use]
+    pub fn with_max_parallel(mut self, n: usize) -> Self {
+        self.max_parallel = n.max(1);
+        self
+    }
+
+    /// A call's timeout when the request names none.
+    #[must_use]
+    pub fn with_default_timeout(mut self, d: Duration) -> Self {
+        self.default_timeout = d;
+        self
+    }
+
+    /// The longest timeout a request may ask for.
+    #[must_use]
+    pub fn with_max_timeout(mut self, d: Duration) -> Self {
+        self.max_timeout = d;
+        self
+    }
+
+    /// Run every gateway call under `policy`.
+    #[must_use]
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Server `server` is seen by exactly these workspaces.
+    #[must_use]
+    pub fn with_server_workspaces(
+        mut self,
+        server: impl Into<String>,
+        workspaces: impl IntoIterator<Item = WorkspaceId>,
+    ) -> Self {
+        self.server_workspaces
+            .insert(server.into(), workspaces.into_iter().collect());
+        self
+    }
+
+    /// One call of a tool matching `glob` (over `server__tool`) costs `usd`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the glob does not compile.
+    pub fn with_tool_cost(mut self, glob: impl Into<String>, usd: f64) -> Result<Self> {
+        let glob = glob.into();
+        compile_glob(&glob, "gateway.tool_costs")?;
+        self.tool_costs.push((glob, usd));
+        Ok(self)
+    }
+
+    /// Use `analyzer` for `/v1/safety/analyze`.
+    #[must_use]
+    pub fn with_analyzer(mut self, analyzer: Analyzer) -> Self {
+        self.analyzer = analyzer;
+        self
+    }
+
+    /// Connection ids of `POST /v1/agents/connect` expire after `d`.
+    #[must_use]
+    pub fn with_connect_ttl(mut self, d: Duration) -> Self {
+        self.connect_ttl = d;
+        self
+    }
+
+    /// WebSocket messages larger than `n` bytes are refused with an `error` message.
+    #[must_use]
+    pub fn with_max_message_bytes(mut self, n: usize) -> Self {
+        self.max_message_bytes = n.max(64);
+        self
+    }
+
+    /// Check every call's arguments and answers for prompt injections (see
+    /// [`SafetyLayer`](safety::SafetyLayer)); its decisions go to the gateway's audit log.
+    #[must_use]
+    pub fn with_safety(mut self, layer: safety::SafetyLayer) -> Self {
+        self.safety = layer;
+        self
+    }
+
+    /// Register a client platform.
+    #[must_use]
+    pub fn with_platform(mut self, platform: PlatformRegistration) -> Self {
+        self.platforms.push(platform);
+        self
+    }
+}
+
+fn config_error(key: String, message: String) -> Error {
+    Error::Config {
+        file: None,
+        key,
+        message,
+    }
+}
+
+impl GatewayConfig {
+    /// The `gateway:` section of `config` (with its `policies:` and `mcp.servers`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the key that is wrong: an unknown policy or server, a
+    /// workspace that is not `org/workspace`, a glob that does not compile, a bad origin.
+    pub fn from_config(config: &agentkit_core::Config) -> Result<Self> {
+        let g = &config.gateway;
+        let mut out = Self::new();
+        if let Some(n) = g.max_calls {
+            if n == 0 {
+                return Err(config_error(
+                    "gateway.max_calls".into(),
+                    "must be at least 1".into(),
+                ));
+            }
+            out = out.with_max_calls(n);
+        }
+        if let Some(n) = g.max_parallel {
+            if n == 0 {
+                return Err(config_error(
+                    "gateway.max_parallel".into(),
+                    "must be at least 1".into(),
+                ));
+            }
+            out = out.with_max_parallel(n);
+        }
+        for (key, v, set) in [
+            ("default_timeout_ms", g.default_timeout_ms, 0),
+            ("max_timeout_ms", g.max_timeout_ms, 1),
+        ] {
+            let Some(ms) = v else { continue };
+            if ms == 0 {
+                return Err(config_error(
+                    format!("gateway.{key}"),
+                    "must be at least 1".into(),
+                ));
+            }
+            let d = Duration::from_millis(ms);
+            out = if set == 0 {
+                out.with_default_timeout(d)
+            } else {
+                out.with_max_timeout(d)
+            };
+        }
+        if out.default_timeout > out.max_timeout {
+            return Err(config_error(
+                "gateway.default_timeout_ms".into(),
+                format!(
+                    "{} ms is longer than gateway.max_timeout_ms ({} ms)",
+                    out.default_timeout.as_millis(),
+                    out.max_timeout.as_millis()
+                ),
+            ));
+        }
+        let action = |a: agentkit_core::config::DetectorAction| match a {
+            agentkit_core::config::DetectorAction::Flag => safety::SafetyAction::Flag,
+            agentkit_core::config::DetectorAction::Block => safety::SafetyAction::Block,
+            _ => safety::SafetyAction::RequireApproval,
+        };
+        let mut layer = safety::SafetyLayer::new();
+        if let Some(a) = g.safety.inputs {
+            layer = layer.with_inputs(action(a));
+        }
+        if let Some(a) = g.safety.outputs {
+            layer = layer.with_outputs(action(a));
+        }
+        if let Some(s) = g.safety.min_severity {
+            use agentkit_core::config::DetectorSeverity as D;
+            layer = layer.with_min_severity(match s {
+                D::Low => safety::Severity::Low,
+                D::Medium => safety::Severity::Medium,
+                D::Critical => safety::Severity::Critical,
+                _ => safety::Severity::High,
+            });
+        }
+        out = out.with_safety(layer);
+        if let Some(n) = g.max_message_bytes {
+            out = out.with_max_message_bytes(n);
+        }
+        if let Some(p) = &g.policy {
+            let Some(spec) = config.policies.get(p) else {
+                let known: Vec<&str> = config.policies.keys().map(String::as_str).collect();
+                return Err(config_error(
+                    "gateway.policy".into(),
+                    format!(
+                        "no policy named `{p}` in `policies:` (declared: {})",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            };
+            let policy = Policy::compile(p.clone(), spec).map_err(|e| match e {
+                Error::Config { key, message, .. } => {
+                    config_error(format!("policies.{p}.{key}"), message)
+                }
+                other => other,
+            })?;
+            out = out.with_policy(policy);
+        }
+        for (server, workspaces) in &g.servers {
+            if !config.mcp.servers.contains_key(server) {
+                return Err(config_error(
+                    format!("gateway.servers.{server}"),
+                    format!("no MCP server `{server}` in `mcp.servers`"),
+                ));
+            }
+            let mut ids = Vec::new();
+            for (i, w) in workspaces.iter().enumerate() {
+                let id = WorkspaceId::parse(w, crate::tenancy::DEFAULT_ORG).map_err(|e| {
+                    config_error(
+                        format!("gateway.servers.{server}[{i}]"),
+                        format!("`{w}` is not a workspace (`org/workspace`): {e}"),
+                    )
+                })?;
+                ids.push(id);
+            }
+            out = out.with_server_workspaces(server.clone(), ids);
+        }
+        for (i, c) in g.tool_costs.iter().enumerate() {
+            if !c.usd.is_finite() || c.usd < 0.0 {
+                return Err(config_error(
+                    format!("gateway.tool_costs[{i}].usd"),
+                    format!("a price must be a number ≥ 0, got {}", c.usd),
+                ));
+            }
+            out = out
+                .with_tool_cost(c.tool.clone(), c.usd)
+                .map_err(|e| match e {
+                    Error::Config { message, .. } => {
+                        config_error(format!("gateway.tool_costs[{i}].tool"), message)
+                    }
+                    other => other,
+                })?;
+        }
+        let base = match &out.policy {
+            Some(p) => p.clone(),
+            None => Policy::compile("gateway", &PolicySpec::new())?,
+        };
+        for (i, p) in g.platforms.iter().enumerate() {
+            platforms::Compiled::new(p, i, &base)?;
+            for (j, s) in p.default_servers.iter().enumerate() {
+                if !config.mcp.servers.contains_key(s) {
+                    return Err(config_error(
+                        format!("gateway.platforms[{i}].default_servers[{j}]"),
+                        format!("no MCP server `{s}` in `mcp.servers`"),
+                    ));
+                }
+            }
+            if g.platforms[..i].iter().any(|q| q.name == p.name) {
+                return Err(config_error(
+                    format!("gateway.platforms[{i}].name"),
+                    format!("platform `{}` is registered twice", p.name),
+                ));
+            }
+            out = out.with_platform(p.clone());
+        }
+        Ok(out)
+    }
+}
+
+fn compile_glob(glob: &str, key: &str) -> Result<globset::GlobMatcher> {
+    globset::Glob::new(glob)
+        .map(|g| g.compile_matcher())
+        .map_err(|e| Error::Config {
+            file: None,
+            key: key.to_owned(),
+            message: format!("invalid tool glob `{glob}`: {}", e.kind()),
+        })
+}
+
+/// How one call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CallStatus {
+    /// The tool ran and answered.
+    Success,
+    /// The tool ran and reported an error, or its server could not be reached.
+    Error,
+    /// The call did not finish within its timeout (the server was told to cancel it).
+    Timeout,
+    /// A policy refused the call; `error` says which rule and why.
+    Denied,
+    /// The client cancelled it (WebSocket `cancel`, or a closed stream).
+    Cancelled,
+}
+
+/// The result of one call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct CallResult {
+    /// The call's id, as sent.
+    pub id: String,
+    /// How it ended.
+    pub status: CallStatus,
+    /// The MCP content blocks the tool answered (`[]` when it did not run).
+    #[schema(value_type = Vec<Object>)]
+    pub content: Vec<Value>,
+    /// Its structured result, if it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub structured_content: Option<Value>,
+    /// Why it did not succeed (denials name the policy and the rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What the safety checks flagged in its arguments or answer (`gateway.safety`, action
+    /// `flag`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// What it cost in USD (`gateway.tool_costs`; 0 unless priced).
+    pub cost: f64,
+}
+
+impl CallResult {
+    fn failed(id: &str, status: CallStatus, error: String, took: Duration) -> Self {
+        Self {
+            id: id.to_owned(),
+            status,
+            content: Vec::new(),
+            structured_content: None,
+            error: Some(error),
+            flags: Vec::new(),
+            duration_ms: millis(took),
+            cost: 0.0,
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A progress notification of a running call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct CallProgress {
+    /// The call's id.
+    pub id: String,
+    /// Progress so far.
+    pub progress: f64,
+    /// The total, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<f64>,
+    /// A message, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One call to make: `tool` of `server` with `arguments`.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub(crate) id: String,
+    pub(crate) server: String,
+    pub(crate) tool: String,
+    pub(crate) arguments: Map<String, Value>,
+    pub(crate) timeout: Duration,
+}
+
+/// Receives the progress notifications of running calls. (The MCP client keeps a finished
+/// call's context, and so this, for a short while to route late notifications: do not wait
+/// for it to be dropped.)
+pub(crate) type ProgressFn = Arc<dyn Fn(CallProgress) + Send + Sync>;
+
+/// Where a call runs: its trace (the audit's run id), cancellation and progress listener.
+#[derive(Clone)]
+pub(crate) struct CallEnv {
+    pub(crate) trace_id: String,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) progress: Option<ProgressFn>,
+    /// Extra deny / approval globs of the caller's registered platform.
+    pub(crate) platform: Option<Arc<platforms::Compiled>>,
+}
+
+impl CallEnv {
+    pub(crate) fn new(trace_id: impl Into<String>) -> Self {
+        Self {
+            trace_id: trace_id.into(),
+            cancel: CancellationToken::new(),
+            progress: None,
+            platform: None,
+        }
+    }
+}
+
+/// A fresh trace id (a UUIDv7: the MCP `traceparent` sent upstream carries it).
+pub(crate) fn trace_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The audit sink of one call: writes through to the workspace's log and remembers the last
+/// outcome, so the caller can tell a denial from a tool error.
+struct Capture {
+    inner: Arc<dyn AuditSink>,
+    last: Mutex<Option<AuditOutcome>>,
+    flags: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl AuditSink for Capture {
+    async fn record(&self, event: AuditEvent) -> Result<()> {
+        *agentkit_core::sync::lock(&self.last) = Some(event.outcome);
+        if event.policy == "safety"
+            && let Some(f) = event.reason.strip_prefix("flagged: ")
+        {
+            let rule = event.rule.clone().unwrap_or_default();
+            agentkit_core::sync::lock(&self.flags).push(format!("{rule}: {f}"));
+        }
+        self.inner.record(event).await
+    }
+}
+
+/// A connection id handed out by `POST /v1/agents/connect`, not yet used.
+#[derive(Debug)]
+struct Pending {
+    workspace: WorkspaceId,
+    key_id: Option<String>,
+    expires: Instant,
+}
+
+/// The gateway API's state: its configuration, policy, audit log and pending WebSocket
+/// connections.
+pub struct GatewayOps {
+    config: GatewayConfig,
+    policy: Policy,
+    /// The tool-level part of `policy` (which tools at all), for listings.
+    listing: Policy,
+    costs: Vec<(globset::GlobMatcher, f64)>,
+    audit: Arc<dyn AuditSink>,
+    pending: Mutex<HashMap<String, Pending>>,
+    platforms: Vec<Arc<platforms::Compiled>>,
+    /// Server → its tool names, as last listed (to refuse an unknown tool before a batch runs).
+    tools: Mutex<HashMap<String, (Instant, ToolNames)>>,
+}
+
+/// A server's tool names.
+type ToolNames = Arc<std::collections::HashSet<String>>;
+
+/// How long a server's listed tool names are trusted.
+const TOOLS_TTL: Duration = Duration::from_secs(30);
+
+impl std::fmt::Debug for GatewayOps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayOps")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tool name policies see: `server__tool`, as agents see MCP tools.
+#[must_use]
+pub fn tool_name(server: &str, tool: &str) -> String {
+    format!("{server}__{tool}")
+}
+
+impl GatewayOps {
+    /// The gateway of `config`, auditing into `audit`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when a glob of the config does not compile.
+    pub fn new(config: GatewayConfig, audit: Arc<dyn AuditSink>) -> Result<Self> {
+        let policy = match &config.policy {
+            Some(p) => p.clone(),
+            None => Policy::compile("gateway", &PolicySpec::new())?,
+        };
+        let spec = policy.spec();
+        let listing = Policy::compile(
+            policy.name().to_owned(),
+            &PolicySpec::new()
+                .with_allowed_tools(spec.tools.allow.clone())
+                .with_denied_tools(spec.tools.deny.clone()),
+        )?;
+        let costs = config
+            .tool_costs
+            .iter()
+            .map(|(g, usd)| compile_glob(g, "gateway.tool_costs").map(|m| (m, *usd)))
+            .collect::<Result<Vec<_>>>()?;
+        let platforms = config
+            .platforms
+            .iter()
+            .enumerate()
+            .map(|(i, p)| platforms::Compiled::new(p, i, &policy).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            config,
+            policy,
+            listing,
+            costs,
+            audit,
+            pending: Mutex::new(HashMap::new()),
+            platforms,
+            tools: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Its configuration.
+    #[must_use]
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// The registered platform named `name`.
+    pub(crate) fn platform(&self, name: &str) -> Option<Arc<platforms::Compiled>> {
+        self.platforms.iter().find(|p| p.name == name).cloned()
+    }
+
+    /// Every registered platform.
+    pub(crate) fn platforms(&self) -> &[Arc<platforms::Compiled>] {
+        &self.platforms
+    }
+
+    /// Whether `workspace` sees outbound server `server`.
+    #[must_use]
+    pub fn sees(&self, workspace: &WorkspaceId, server: &str) -> bool {
+        match self.config.server_workspaces.get(server) {
+            Some(list) => list.contains(workspace),
+            None => workspace.is_default(),
+        }
+    }
+
+    fn unknown(server: &str) -> McpFailure {
+        McpFailure::NotFound(format!(
+            "no MCP server `{}`; list them with GET /v1/servers (agentkit.yaml `mcp.servers`)",
+            server.escape_debug()
+        ))
+    }
+
+    /// The servers `caller` sees, by name.
+    pub(crate) fn servers(&self, platform: &Platform, caller: &Caller) -> Vec<String> {
+        platform
+            .mcp_servers()
+            .into_iter()
+            .map(|s| s.name)
+            .filter(|n| self.sees(&caller.workspace, n))
+            .collect()
+    }
+
+    /// Check that `caller` may address `tool` of `server` at all (a visible server whose
+    /// tool filter offers it): the 404 of bad input, before anything runs.
+    pub(crate) fn check(
+        &self,
+        platform: &Platform,
+        caller: &Caller,
+        server: &str,
+        tool: &str,
+    ) -> std::result::Result<(), McpFailure> {
+        if !self.sees(&caller.workspace, server) {
+            return Err(Self::unknown(server));
+        }
+        let (_, config) = platform.mcp_server(server)?;
+        if !config.offers_tool(tool) {
+            return Err(McpFailure::NotFound(format!(
+                "MCP server `{server}` does not offer tool `{}` (its tool filter in agentkit.yaml)",
+                tool.escape_debug()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Like [`check`](Self::check), and the server has `tool`: an unknown tool is refused
+    /// before anything runs. The server's tool names are cached for 30 s and listed again when
+    /// a name is missing (a tool added since); a server that cannot be listed is not checked
+    /// (its calls will say why they fail).
+    pub(crate) async fn check_tool(
+        &self,
+        platform: &Platform,
+        caller: &Caller,
+        server: &str,
+        tool: &str,
+    ) -> std::result::Result<(), McpFailure> {
+        self.check(platform, caller, server, tool)?;
+        for fresh in [false, true] {
+            let cached = agentkit_core::sync::lock(&self.tools)
+                .get(server)
+                .filter(|(at, _)| !fresh && at.elapsed() < TOOLS_TTL)
+                .map(|(_, names)| Arc::clone(names));
+            let names = match cached {
+                Some(n) => n,
+                None => {
+                    let Ok(listed) = platform.mcp_tools(server).await else {
+                        return Ok(());
+                    };
+                    let names: ToolNames = Arc::new(listed.into_iter().map(|t| t.name).collect());
+                    agentkit_core::sync::lock(&self.tools)
+                        .insert(server.to_owned(), (Instant::now(), Arc::clone(&names)));
+                    names
+                }
+            };
+            if names.contains(tool) {
+                return Ok(());
+            }
+            if fresh {
+                let mut known: Vec<&str> = names.iter().map(String::as_str).collect();
+                known.sort_unstable();
+                return Err(McpFailure::NotFound(format!(
+                    "MCP server `{server}` has no tool `{}`; its tools: {}",
+                    tool.escape_debug(),
+                    known.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `caller` may list tool `server__tool` (the policy's tool globs and the
+    /// platform's block patterns).
+    pub(crate) fn lists(&self, name: &str, platform: Option<&platforms::Compiled>) -> bool {
+        use agentkit_core::policy::Verdict;
+        self.listing
+            .decide(name, &Value::Object(Map::new()), &[])
+            .verdict
+            != Verdict::Deny
+            && platform.is_none_or(|p| !p.blocks(name))
+    }
+
+    fn cost_of(&self, name: &str) -> f64 {
+        self.costs
+            .iter()
+            .find(|(m, _)| m.is_match(name))
+            .map_or(0.0, |(_, usd)| *usd)
+    }
+
+    /// Make one call: visibility, tool filter, policy, audit, timeout. A call that could not
+    /// be addressed (unknown server or tool) is an `Err`; everything after that — denials,
+    /// tool errors, unreachable servers, timeouts — is a [`CallResult`].
+    pub(crate) async fn call(
+        &self,
+        platform: &Platform,
+        caller: &Caller,
+        call: Call,
+        env: &CallEnv,
+    ) -> std::result::Result<CallResult, McpFailure> {
+        self.check(platform, caller, &call.server, &call.tool)?;
+        let (manager, _) = platform.mcp_server(&call.server)?;
+        let started = Instant::now();
+        let name = tool_name(&call.server, &call.tool);
+        let answer: Arc<Mutex<Option<CallToolResult>>> = Arc::default();
+        let inner = {
+            let (server, tool, answer) = (call.server.clone(), call.tool.clone(), answer.clone());
+            ToolService::new(tower::service_fn(move |req: ToolRequest| {
+                let (manager, server, tool, answer) = (
+                    manager.clone(),
+                    server.clone(),
+                    tool.clone(),
+                    answer.clone(),
+                );
+                async move {
+                    let args = match req.arguments {
+                        Value::Object(m) => m,
+                        _ => Map::new(),
+                    };
+                    let r = manager.call_tool(&server, &tool, args, &req.ctx).await?;
+                    // The text, for the safety layer; the caller gets the MCP blocks.
+                    let text: Vec<&str> = r
+                        .content
+                        .iter()
+                        .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+                        .collect();
+                    let text = text.join("\n");
+                    let out = if r.is_error.unwrap_or(false) {
+                        ToolOutput::error(text)
+                    } else {
+                        ToolOutput::text(text)
+                    };
+                    *agentkit_core::sync::lock(&answer) = Some(r);
+                    Ok::<_, Error>(out)
+                }
+            }))
+        };
+        let capture = Arc::new(Capture {
+            inner: Arc::clone(&self.audit),
+            last: Mutex::new(None),
+            flags: Mutex::new(Vec::new()),
+        });
+        let policy = match &env.platform {
+            Some(p) => p.policy(),
+            None => self.policy.clone(),
+        };
+        let inner = if self.config.safety.is_active() {
+            ToolService::new(
+                self.config
+                    .safety
+                    .clone()
+                    .with_audit(capture.clone() as Arc<dyn AuditSink>)
+                    .layer(inner),
+            )
+        } else {
+            inner
+        };
+        let svc = PolicyLayer::new(policy)
+            .with_audit(capture.clone() as Arc<dyn AuditSink>)
+            .layer(inner);
+        let mut ctx = RunContext::new()
+            .with_run_id(env.trace_id.clone())
+            .with_principal(caller.principal())
+            .with_cancellation(env.cancel.child_token())
+            .with_timeout(call.timeout);
+        if let Some(f) = &env.progress {
+            let (f, id) = (Arc::clone(f), call.id.clone());
+            ctx = ctx.with_events(Arc::new(agentkit_core::FnSink::new(
+                move |_: &str, e: &RunEvent| {
+                    if let RunEvent::Progress {
+                        progress,
+                        total,
+                        message,
+                    } = e
+                    {
+                        f(CallProgress {
+                            id: id.clone(),
+                            progress: *progress,
+                            total: *total,
+                            message: message.clone(),
+                        });
+                    }
+                },
+            )));
+        }
+        let request = ToolRequest::new(
+            call.id.clone(),
+            name.clone(),
+            Value::Object(call.arguments),
+            ctx,
+        );
+        // The context's deadline makes the connection cancel the call upstream; this one
+        // only guards a connection attempt that ignores it.
+        let backstop = call.timeout + Duration::from_millis(200);
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(backstop, svc.oneshot(request)) => r,
+            () = env.cancel.cancelled() => {
+                return Ok(CallResult::failed(&call.id, CallStatus::Cancelled,
+                    "the client cancelled the call".into(), started.elapsed()));
+            }
+        };
+        let took = started.elapsed();
+        let output = match outcome {
+            Err(_) => Err(Error::Timeout {
+                what: format!("MCP call `{name}`"),
+                after: call.timeout,
+            }),
+            Ok(r) => r,
+        };
+        let output = match output {
+            Ok(o) => o,
+            Err(e) if e.is_timeout() => {
+                return Ok(CallResult::failed(
+                    &call.id,
+                    CallStatus::Timeout,
+                    format!(
+                        "`{name}` did not answer within {} ms; the server was asked to cancel it",
+                        millis(call.timeout)
+                    ),
+                    took,
+                ));
+            }
+            Err(e) if e.is_cancelled() => {
+                return Ok(CallResult::failed(
+                    &call.id,
+                    CallStatus::Cancelled,
+                    "the client cancelled the call".into(),
+                    took,
+                ));
+            }
+            Err(source) => {
+                return Err(McpFailure::Upstream {
+                    server: call.server,
+                    source,
+                });
+            }
+        };
+        let decided = *agentkit_core::sync::lock(&capture.last);
+        if matches!(decided, Some(AuditOutcome::Denied | AuditOutcome::Rejected)) {
+            return Ok(CallResult::failed(
+                &call.id,
+                CallStatus::Denied,
+                output.text_content(),
+                took,
+            ));
+        }
+        let Some(answer) = agentkit_core::sync::lock(&answer).take() else {
+            return Ok(CallResult::failed(
+                &call.id,
+                CallStatus::Error,
+                format!("`{name}` was not called: {}", output.text_content()),
+                took,
+            ));
+        };
+        let is_error = answer.is_error.unwrap_or(false);
+        Ok(CallResult {
+            id: call.id,
+            status: if is_error {
+                CallStatus::Error
+            } else {
+                CallStatus::Success
+            },
+            content: answer
+                .content
+                .iter()
+                .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
+                .collect(),
+            structured_content: answer.structured_content,
+            error: is_error.then(|| "the tool reported an error (see content)".to_owned()),
+            flags: std::mem::take(&mut *agentkit_core::sync::lock(&capture.flags)),
+            duration_ms: millis(took),
+            cost: self.cost_of(&name),
+        })
+    }
+
+    /// A single-use WebSocket connection id for `caller`, valid for `connect_ttl`.
+    pub(crate) fn connect(&self, caller: &Caller) -> String {
+        let now = Instant::now();
+        let id = format!("conn_{}", uuid::Uuid::new_v4().simple());
+        let mut pending = agentkit_core::sync::lock(&self.pending);
+        pending.retain(|_, p| p.expires > now);
+        pending.insert(
+            id.clone(),
+            Pending {
+                workspace: caller.workspace.clone(),
+                key_id: caller.key_id.clone(),
+                expires: now + self.config.connect_ttl,
+            },
+        );
+        id
+    }
+
+    /// Use connection id `id` (once): whether it exists, is unexpired and belongs to
+    /// `caller`. Another caller's id is left alone (and looks like an unknown one).
+    pub(crate) fn claim(&self, id: &str, caller: &Caller) -> bool {
+        let now = Instant::now();
+        let mut pending = agentkit_core::sync::lock(&self.pending);
+        let Some(p) = pending.get(id) else {
+            return false;
+        };
+        if p.expires <= now {
+            pending.remove(id);
+            return false;
+        }
+        if p.workspace != caller.workspace || p.key_id != caller.key_id {
+            return false;
+        }
+        pending.remove(id);
+        true
+    }
+
+    /// Whether `id` has the shape of a connection id (a WebSocket request, not an agent).
+    #[must_use]
+    pub(crate) fn is_connection_id(id: &str) -> bool {
+        id.strip_prefix("conn_")
+            .is_some_and(|rest| rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+}
+
+/// The batch's timeouts: each call's own and the batch's overall deadline.
+pub(crate) fn call_timeout(own: Duration, deadline: Instant) -> Option<Duration> {
+    let left = deadline.checked_duration_since(Instant::now())?;
+    (!left.is_zero()).then(|| own.min(left))
+}

@@ -117,6 +117,17 @@ fn dev_serves_the_demo_and_the_cli_drives_it() {
     assert_eq!(code, 0);
     assert!(out.contains("end"), "{out}");
 
+    // `agentkit top --once`: the realtime window, with the calls just made.
+    let (code, out, err) = run(&dev, &["top", "--once"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("requests/s") && out.contains("p99"), "{out}");
+    let (code, out, _) = run(&dev, &["top", "--once", "--json"]);
+    assert_eq!(code, 0);
+    let top: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(top["requests_per_second"].as_f64().unwrap() > 0.0, "{top}");
+    let (code, _, err) = run(&dev, &["top", "--interval", "0"]);
+    assert_eq!(code, 2, "{err}");
+
     // Errors map to exit codes and say what to do.
     let (code, _, err) = run(&dev, &["run", "nobody", "x"]);
     assert_eq!(code, 3, "{err}");

@@ -10,6 +10,7 @@ mod mcp;
 mod schedules;
 mod serve;
 mod tenancy;
+mod top;
 
 use clap::{Parser, Subcommand};
 
@@ -70,6 +71,8 @@ enum Command {
     /// The credential vault of the key's workspace: set, list, delete.
     #[command(subcommand)]
     Secrets(tenancy::SecretsCmd),
+    /// The server's realtime metrics, refreshed every second (an admin key).
+    Top(top::TopArgs),
     /// Check an agentkit.yaml and say what is wrong, with file, key and line.
     Validate(serve::ConfigArgs),
     /// Write a working agentkit.yaml in the current directory.
@@ -104,6 +107,7 @@ fn main() {
             Command::Keys(cmd) => tenancy::keys(&cli.remote, cmd).await,
             Command::Workspaces(cmd) => tenancy::workspaces(&cli.remote, cmd).await,
             Command::Secrets(cmd) => tenancy::secrets(&cli.remote, cmd).await,
+            Command::Top(args) => top::top(&cli.remote, args).await,
             Command::Validate(args) => serve::validate(&args),
             Command::Init { force } => serve::init(force),
         }

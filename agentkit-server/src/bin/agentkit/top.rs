@@ -83,7 +83,10 @@ pub(crate) async fn top(remote: &Remote, args: TopArgs) -> Result<(), Failure> {
     if !(args.interval.is_finite() && args.interval >= 0.2) {
         return Err(Failure::new(
             exit::INVALID,
-            format!("--interval {} is not valid: give seconds, at least 0.2", args.interval),
+            format!(
+                "--interval {} is not valid: give seconds, at least 0.2",
+                args.interval
+            ),
         ));
     }
     let c = client(remote);

@@ -390,6 +390,7 @@ impl ServerBuilder {
             rate_limits: self.rate_limits,
             jwt: self.jwt,
             keys: crate::tenancy::ApiKeys::new(Arc::clone(&store)),
+            workspaces: crate::tenancy::Workspaces::new(Arc::clone(&store)),
             vault,
             claim_for: self.claim_for,
         })
@@ -407,6 +408,7 @@ pub struct Server {
     jwt: Option<crate::tenancy::JwtVerifier>,
     vault: crate::vault::Vault,
     keys: crate::tenancy::ApiKeys,
+    workspaces: crate::tenancy::Workspaces,
     claim_for: Duration,
     gatewayops: Arc<crate::gatewayops::GatewayOps>,
 }
@@ -464,9 +466,7 @@ impl Server {
                 rate_limits: self.rate_limits.clone(),
                 gatewayops: Arc::clone(&self.gatewayops),
                 keys: self.keys.clone(),
-                workspaces: crate::tenancy::Workspaces::new(Arc::clone(
-                    self.platform.runtime().store(),
-                )),
+                workspaces: self.workspaces.clone(),
                 jwt: self.jwt.clone(),
                 vault: self.vault.clone(),
                 claim_for: self.claim_for,

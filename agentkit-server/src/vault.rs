@@ -398,12 +398,16 @@ impl Vault {
         Ok(out)
     }
 
-    /// A resolver that fills `ws`'s secrets into server configs at every connect.
+    /// A resolver that fills secrets into server configs at every connect: each server's
+    /// from the vault of its workspace in `owners`, others' from `default/default`'s.
     #[must_use]
-    pub fn resolver(&self, ws: WorkspaceId) -> Arc<dyn agentkit_mcp::ConfigResolver> {
+    pub fn resolver(
+        &self,
+        owners: std::collections::BTreeMap<String, WorkspaceId>,
+    ) -> Arc<dyn agentkit_mcp::ConfigResolver> {
         Arc::new(WorkspaceResolver {
             vault: self.clone(),
-            ws,
+            owners,
         })
     }
 }
@@ -423,13 +427,18 @@ fn info(name: &str, doc: &agentkit_runtime::Doc) -> SecretInfo {
 
 struct WorkspaceResolver {
     vault: Vault,
-    ws: WorkspaceId,
+    owners: std::collections::BTreeMap<String, WorkspaceId>,
 }
 
 #[async_trait::async_trait]
 impl agentkit_mcp::ConfigResolver for WorkspaceResolver {
     async fn resolve(&self, config: &ServerConfig) -> Result<ServerConfig> {
-        self.vault.resolve(&self.ws, config).await
+        let ws = self
+            .owners
+            .get(&config.name)
+            .cloned()
+            .unwrap_or_else(WorkspaceId::default_workspace);
+        self.vault.resolve(&ws, config).await
     }
 }
 
@@ -512,6 +521,34 @@ mod tests {
             ServerConfig::stdio("gh", "node", ["x"]).with_env("GITHUB_TOKEN", "{{secret:missing}}");
         let e = v.resolve(&ws, &stdio).await.unwrap_err().to_string();
         assert!(e.contains("`missing`") && e.contains("`gh`"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_server_given_to_one_workspace_takes_that_workspaces_secret() {
+        let (v, _) = vault();
+        let acme = WorkspaceId::new("acme", "prod");
+        v.put(&acme, "t", "acme-token").await.unwrap();
+        v.put(&WorkspaceId::default_workspace(), "t", "default-token")
+            .await
+            .unwrap();
+        let owners = std::collections::BTreeMap::from([("crm".to_owned(), acme)]);
+        let r = v.resolver(owners);
+        let token = |c: &ServerConfig| match &c.transport {
+            ServerTransport::StreamableHttp { bearer_token, .. } => bearer_token.clone(),
+            _ => None,
+        };
+        let crm =
+            ServerConfig::http("crm", "http://127.0.0.1:1/mcp").with_bearer_token("{{secret:t}}");
+        let other =
+            ServerConfig::http("wiki", "http://127.0.0.1:1/mcp").with_bearer_token("{{secret:t}}");
+        assert_eq!(
+            token(&r.resolve(&crm).await.unwrap()).as_deref(),
+            Some("acme-token")
+        );
+        assert_eq!(
+            token(&r.resolve(&other).await.unwrap()).as_deref(),
+            Some("default-token")
+        );
     }
 
     #[test]

@@ -156,8 +156,13 @@ async fn tokens_of_the_identity_provider_act_in_their_workspace_with_their_role(
 
     // A valid operator token: reads its workspace, may not deploy (developer) nor mint keys.
     let token = sign(&key, &claims(json!({})));
-    let (s, b) = call(&serve, &token, Method::GET, "/v1/runs").await;
-    assert_eq!(s, 200, "{b}");
+    // Twenty clients at once on a cold cache: all served, the key set fetched once.
+    let all =
+        futures::future::join_all((0..20).map(|_| call(&serve, &token, Method::GET, "/v1/runs")))
+            .await;
+    for (s, b) in all {
+        assert_eq!(s, 200, "{b}");
+    }
     let (s, b) = call(&serve, &token, Method::GET, "/v1/agents").await;
     assert_eq!(s, 200, "{b}");
     let (s, b) = call(&serve, &token, Method::POST, "/v1/keys").await;

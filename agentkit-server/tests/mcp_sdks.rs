@@ -4,6 +4,8 @@
 //! and calls only its own workspace's agents; a missing or wrong key is refused.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod inproc;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,17 +88,8 @@ async fn the_official_typescript_and_python_sdks_call_their_workspace_agents() {
         .build()
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        server
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
+    let served = inproc::serve(server).await;
+    let base = served.base.clone();
     let post = reqwest::Method::POST;
     let mut keys = Vec::new();
     for (ws, agent) in [("acme/prod", "support"), ("globex/prod", "billing")] {
@@ -171,5 +164,4 @@ async fn the_official_typescript_and_python_sdks_call_their_workspace_agents() {
             );
         }
     }
-    let _ = stop.send(());
 }

@@ -3,6 +3,8 @@
 //! (the run waits; approving it runs the tool exactly once), and a tampered audit row is found.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod inproc;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -74,7 +76,7 @@ struct Poster {
     model: Arc<ScriptedProvider>,
     reads: Arc<AtomicU32>,
     sends: Arc<AtomicU32>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _served: inproc::InProcess,
     _dir: tempfile::TempDir,
 }
 
@@ -125,25 +127,15 @@ async fn start_poster(expire_after: Option<Duration>) -> Poster {
         .build()
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        server
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
-
+    let served = inproc::serve(server).await;
+    let base = served.base.clone();
     Poster {
         base,
         store,
         model,
         reads,
         sends,
-        _stop: stop,
+        _served: served,
         _dir: dir,
     }
 }
@@ -156,7 +148,7 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
         model,
         reads,
         sends,
-        _stop: stop,
+        _served,
         _dir,
     } = start_poster(None).await;
     let (st, run) = call(
@@ -276,7 +268,7 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
         p["detail"].as_str().unwrap().contains("`json` or `csv`"),
         "{p}"
     );
-    let _ = stop.send(());
+    drop(_served);
 }
 
 async fn call_as(

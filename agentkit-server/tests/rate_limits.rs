@@ -6,6 +6,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod inproc;
+
 use agentkit_runtime::{MemoryStore, Store};
 use agentkit_server::{RateLimits, Server};
 use reqwest::StatusCode;
@@ -16,15 +18,7 @@ const ADMIN: &str = "admin-key";
 struct Running {
     base: String,
     client: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
+    _served: inproc::InProcess,
 }
 
 async fn start(limits: RateLimits) -> Running {
@@ -35,21 +29,11 @@ async fn start(limits: RateLimits) -> Running {
         .build()
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        server
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
+    let served = inproc::serve(server).await;
     Running {
-        base,
+        base: served.base.clone(),
         client: reqwest::Client::new(),
-        stop: Some(stop),
+        _served: served,
     }
 }
 

@@ -26,6 +26,9 @@ use serde_json::{Value, json};
 const AUDIT: &str = "audit";
 const HEAD: &str = "audit_head";
 const APPROVALS: &str = "approvals";
+/// Approvals that expire, by time: `<expires_at, 20 digits>/<run_id>/<call_id>`, so the sweep
+/// reads only what is due.
+const EXPIRING: &str = "approvals_expiring";
 /// The chain of events whose run has no principal: the built-in `default/default` workspace.
 pub const DEFAULT_WORKSPACE: &str = "default/default";
 const CAS_ATTEMPTS: usize = 64;
@@ -104,9 +107,6 @@ pub struct ApprovalView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
 }
-
-/// The approval queue collection (`<run_id>/<call_id>`).
-pub const APPROVALS_COLLECTION: &str = APPROVALS;
 
 /// Who decides expired approvals.
 pub const EXPIRY_DECIDER: &str = "expiry";
@@ -467,6 +467,16 @@ impl StoreAudit {
                 self.store
                     .doc_put(APPROVALS, &id, value, Expect::Any)
                     .await?;
+                if let Some(at) = v.expires_at {
+                    self.store
+                        .doc_put(
+                            EXPIRING,
+                            &format!("{:020}/{id}", at.max(0)),
+                            Value::Object(serde_json::Map::new()),
+                            Expect::Any,
+                        )
+                        .await?;
+                }
             }
             AuditOutcome::Approved | AuditOutcome::Rejected => {
                 // The person who decided, as the approve/reject route noted it.
@@ -499,35 +509,62 @@ impl AuditSink for StoreAudit {
 ///
 /// The store's error.
 pub async fn expire_due(platform: &crate::platform::Platform, now: i64) -> Result<usize> {
-    let audit = StoreAudit::new(Arc::clone(platform.runtime().store()));
+    let store = platform.runtime().store();
+    let audit = StoreAudit::new(Arc::clone(store));
     let mut expired = 0;
-    for a in audit.approvals(Some("pending"), None).await? {
-        let Some(at) = a.expires_at.filter(|t| *t <= now) else {
-            continue;
-        };
-        let minutes = (at - a.requested_at) / 60_000;
-        let reason = format!(
-            "nobody approved the call to {} within {minutes} minute(s), so it expired",
-            a.tool
-        );
-        if audit
-            .note_decision(&a.run_id, false, EXPIRY_DECIDER, Some(&reason), true)
-            .await?
-            == 0
-        {
-            continue;
+    loop {
+        let due = store.doc_list(EXPIRING, "", None, 100).await?;
+        let mut any = false;
+        for marker in &due {
+            let Some((at, id)) = marker.id.split_once('/') else {
+                continue;
+            };
+            if at.parse::<i64>().is_ok_and(|t| t > now) {
+                return Ok(expired);
+            }
+            any = true;
+            if let Some(d) = store.doc_get(APPROVALS, id).await?
+                && let Ok(a) = serde_json::from_value::<ApprovalView>(d.value)
+                && a.status == "pending"
+                && expire(platform, &audit, &a).await?
+            {
+                expired += 1;
+            }
+            store.doc_delete(EXPIRING, &marker.id, Expect::Any).await?;
         }
-        expired += 1;
-        let payload = serde_json::json!({"decision": "denied", "reason": reason});
-        if let Err(e) = platform
-            .runtime()
-            .signal(&a.run_id, agentkit_runtime::APPROVAL_SIGNAL, payload)
-            .await
-        {
-            tracing::warn!(run = %a.run_id, error = %e, "resuming a run after its approval expired failed");
+        if !any || due.len() < 100 {
+            return Ok(expired);
         }
     }
-    Ok(expired)
+}
+
+/// Reject the pending approval `a` as expired and resume its run; whether this process did.
+async fn expire(
+    platform: &crate::platform::Platform,
+    audit: &StoreAudit,
+    a: &ApprovalView,
+) -> Result<bool> {
+    let minutes = (a.expires_at.unwrap_or(a.requested_at) - a.requested_at) / 60_000;
+    let reason = format!(
+        "nobody approved the call to {} within {minutes} minute(s), so it expired",
+        a.tool
+    );
+    if audit
+        .note_decision(&a.run_id, false, EXPIRY_DECIDER, Some(&reason), true)
+        .await?
+        == 0
+    {
+        return Ok(false);
+    }
+    let payload = serde_json::json!({"decision": "denied", "reason": reason});
+    if let Err(e) = platform
+        .runtime()
+        .signal(&a.run_id, agentkit_runtime::APPROVAL_SIGNAL, payload)
+        .await
+    {
+        tracing::warn!(run = %a.run_id, error = %e, "resuming a run after its approval expired failed");
+    }
+    Ok(true)
 }
 
 /// One entry as a CSV line (RFC 4180 quoting), in the columns of [`CSV_HEADER`].
@@ -689,8 +726,21 @@ mod tests {
         let pending = audit.approvals(Some("pending"), None).await.unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].history, ["fs__read"]);
-        // A claim keeps others from deciding; its holder (or an override) may.
+        // Two deciders claim at once: exactly one holds it.
         let until = now_ms() + 60_000;
+        let call = pending[0].call_id.clone();
+        let (a, b) = tokio::join!(
+            audit.claim("r1", &call, "key-a", until),
+            audit.claim("r1", &call, "key-c", until)
+        );
+        assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+        let winner = if a.is_ok() { "key-a" } else { "key-c" };
+        if winner == "key-c" {
+            // Hand it to key-a for the rest of the test: the admin override decides nothing
+            // here, so let the claim lapse by claiming with a past expiry as its holder.
+            audit.claim("r1", &call, "key-c", 0).await.unwrap();
+        }
+        // A claim keeps others from deciding; its holder (or an override) may.
         let claimed = audit
             .claim("r1", &pending[0].call_id, "key-a", until)
             .await

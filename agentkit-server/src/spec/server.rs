@@ -190,12 +190,23 @@ pub fn server_builder(builder: ServerBuilder, config: &Config) -> Result<(Server
         .schedules(schedules)
         .mcp_servers({
             let set = agentkit_mcp::ServerSet::from_config(config)?;
-            // `{{secret:NAME}}` in a server's headers, token or env: filled from the default
-            // workspace's vault at each connect.
+            // `{{secret:NAME}}` in a server's headers, token or env: filled at each connect
+            // from the vault of the one workspace `gateway.servers` gives the server to, else
+            // from `default/default`'s (a server shared by several workspaces is the server
+            // admin's, with one connection for all of them).
+            let owners = config
+                .gateway
+                .servers
+                .iter()
+                .filter_map(|(server, wss)| match wss.as_slice() {
+                    [one] => crate::tenancy::WorkspaceId::parse(one, crate::tenancy::DEFAULT_ORG)
+                        .ok()
+                        .map(|ws| (server.clone(), ws)),
+                    _ => None,
+                })
+                .collect();
             agentkit_mcp::ConnectionManager::builder(set.servers.values().cloned())
-                .with_config_resolver(
-                    vault.resolver(crate::tenancy::WorkspaceId::default_workspace()),
-                )
+                .with_config_resolver(vault.resolver(owners))
                 .build()
         })
         .retention(crate::retention::Retention::from_days(

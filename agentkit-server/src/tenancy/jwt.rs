@@ -69,11 +69,14 @@ enum Keys {
     /// A key set fetched from a URL (found by discovery when `None`).
     Remote {
         url: Option<String>,
-        cache: Mutex<Cache>,
+        /// The keys held: read by every verification, written after a fetch.
+        cache: std::sync::RwLock<Cache>,
+        /// One fetch at a time; verifications of known keys never wait for it.
+        fetching: Mutex<()>,
     },
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Cache {
     by_kid: HashMap<String, DecodingKey>,
     /// Keys without a `kid`, tried in turn.
@@ -209,7 +212,8 @@ impl JwtVerifier {
         } else {
             Keys::Remote {
                 url: settings.jwks_url.clone(),
-                cache: Mutex::new(Cache::default()),
+                cache: std::sync::RwLock::default(),
+                fetching: Mutex::new(()),
             }
         };
         let default_role = settings
@@ -272,9 +276,15 @@ impl JwtVerifier {
         };
         let claims = match &self.inner.keys {
             Keys::Static(key) => self.decode(token, key, validation)?,
-            Keys::Remote { .. } => {
-                self.decode_remote(token, header.kid.as_deref(), validation)
-                    .await?
+            Keys::Remote {
+                url,
+                cache,
+                fetching,
+            } => {
+                let keys = self
+                    .remote_keys(url.as_deref(), cache, fetching, header.kid.as_deref())
+                    .await?;
+                self.decode_any(token, &keys, validation)?
             }
         };
         self.identity(&claims)
@@ -306,57 +316,114 @@ impl JwtVerifier {
             })
     }
 
-    async fn decode_remote(
+    /// The keys that may have signed a token naming `kid` (every key when it names none),
+    /// fetching the set first when it is stale or lacks `kid`. Decoding happens outside any
+    /// lock, so verifications run in parallel; only fetches take turns.
+    async fn remote_keys(
         &self,
-        token: &str,
+        url: Option<&str>,
+        cache: &std::sync::RwLock<Cache>,
+        fetching: &Mutex<()>,
         kid: Option<&str>,
-        validation: &Validation,
-    ) -> std::result::Result<Value, TokenRefusal> {
-        let Keys::Remote { url, cache } = &self.inner.keys else {
-            unreachable!("decode_remote is only called for remote keys")
+    ) -> std::result::Result<Vec<DecodingKey>, TokenRefusal> {
+        let read = |c: &Cache| -> Option<Vec<DecodingKey>> {
+            if c.fetched.is_none_or(|t| t.elapsed() > KEYS_TTL) {
+                return None;
+            }
+            match kid {
+                Some(k) => c.by_kid.get(k).map(|key| vec![key.clone()]),
+                None => Some(
+                    c.anonymous
+                        .iter()
+                        .chain(c.by_kid.values())
+                        .cloned()
+                        .collect(),
+                ),
+            }
         };
-        let mut cache = cache.lock().await;
-        let stale = cache.fetched.is_none_or(|t| t.elapsed() > KEYS_TTL);
-        let missing = kid.is_some_and(|k| !cache.by_kid.contains_key(k));
-        let may_fetch = cache
+        let lock = |c: &std::sync::RwLock<Cache>| {
+            c.read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        };
+        let fresh = read(
+            &cache
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if let Some(keys) = fresh {
+            return Ok(keys);
+        }
+        let _turn = fetching.lock().await;
+        let held = lock(cache);
+        let may_fetch = held
             .attempted
             .is_none_or(|t| t.elapsed() >= REFETCH_INTERVAL);
-        if (stale || missing) && (may_fetch || cache.fetched.is_none()) {
-            cache.attempted = Some(Instant::now());
-            match self.fetch(url.as_deref()).await {
-                Ok((by_kid, anonymous)) => {
-                    cache.by_kid = by_kid;
-                    cache.anonymous = anonymous;
-                    cache.fetched = Some(Instant::now());
+        let held = if read(&held).is_none() && (may_fetch || held.fetched.is_none()) {
+            let attempted = Some(Instant::now());
+            let next = match self.fetch(url).await {
+                Ok((by_kid, anonymous)) => Cache {
+                    by_kid,
+                    anonymous,
+                    fetched: Some(Instant::now()),
+                    attempted,
+                },
+                Err(e) if held.fetched.is_none() => {
+                    cache
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .attempted = attempted;
+                    return Err(TokenRefusal::KeysUnavailable(e));
                 }
-                Err(e) if cache.fetched.is_none() => return Err(TokenRefusal::KeysUnavailable(e)),
                 Err(e) => {
-                    tracing::warn!(error = %e, "refetching the JWKS failed; using the cached keys")
+                    tracing::warn!(error = %e, "refetching the JWKS failed; using the cached keys");
+                    Cache { attempted, ..held }
                 }
-            }
-        }
+            };
+            *cache
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = next.clone();
+            next
+        } else {
+            held
+        };
         match kid {
-            Some(k) => match cache.by_kid.get(k) {
-                Some(key) => self.decode(token, key, validation),
-                None => Err(TokenRefusal::Invalid(format!(
-                    "the token names key `{k}`, which the identity provider's key set does not \
+            Some(k) => held
+                .by_kid
+                .get(k)
+                .map(|key| vec![key.clone()])
+                .ok_or_else(|| {
+                    TokenRefusal::Invalid(format!(
+                        "the token names key `{k}`, which the identity provider's key set does not \
                      hold"
-                ))),
-            },
-            None => {
-                let mut last = TokenRefusal::Invalid(
-                    "the token names no key (`kid`) and the key set has no key without one"
-                        .to_owned(),
-                );
-                for key in cache.anonymous.iter().chain(cache.by_kid.values()) {
-                    match self.decode(token, key, validation) {
-                        Ok(c) => return Ok(c),
-                        Err(e) => last = e,
-                    }
-                }
-                Err(last)
+                    ))
+                }),
+            None => Ok(held
+                .anonymous
+                .iter()
+                .chain(held.by_kid.values())
+                .cloned()
+                .collect()),
+        }
+    }
+
+    /// The claims of `token` signed by one of `keys`.
+    fn decode_any(
+        &self,
+        token: &str,
+        keys: &[DecodingKey],
+        validation: &Validation,
+    ) -> std::result::Result<Value, TokenRefusal> {
+        let mut last = TokenRefusal::Invalid(
+            "the token names no key (`kid`) and the key set has no key to try".to_owned(),
+        );
+        for key in keys {
+            match self.decode(token, key, validation) {
+                Ok(c) => return Ok(c),
+                Err(e) => last = e,
             }
         }
+        Err(last)
     }
 
     /// Fetch the key set (found by discovery when `url` is `None`).

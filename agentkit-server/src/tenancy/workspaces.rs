@@ -41,10 +41,15 @@ pub fn check_name(what: &str, name: &str) -> Result<()> {
     }
 }
 
-/// The workspaces in a store.
+/// At most this many workspaces are remembered as existing.
+const KNOWN_MAX: usize = 10_000;
+
+/// The workspaces in a store. Workspaces are never deleted, so one found to exist is
+/// remembered and not read again (a bearer token's workspace is checked on every request).
 #[derive(Clone)]
 pub struct Workspaces {
     store: Arc<dyn Store>,
+    known: Arc<std::sync::RwLock<std::collections::HashSet<WorkspaceId>>>,
 }
 
 impl std::fmt::Debug for Workspaces {
@@ -57,7 +62,10 @@ impl Workspaces {
     /// The workspaces in `store`.
     #[must_use]
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            known: Arc::default(),
+        }
     }
 
     /// Create `id`; 409 if it exists.
@@ -93,14 +101,30 @@ impl Workspaces {
 
     /// Whether `id` exists (`default/default` always does).
     pub async fn exists(&self, id: &WorkspaceId) -> Result<bool> {
-        if id.is_default() {
+        if id.is_default()
+            || self
+                .known
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(id)
+        {
             return Ok(true);
         }
-        Ok(self
+        let found = self
             .store
             .doc_get(WORKSPACES, &id.to_string())
             .await?
-            .is_some())
+            .is_some();
+        if found {
+            let mut known = self
+                .known
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if known.len() < KNOWN_MAX {
+                known.insert(id.clone());
+            }
+        }
+        Ok(found)
     }
 
     /// The workspaces of `org` (every organisation when `None`), `default/default` first.

@@ -97,13 +97,77 @@ pub(crate) enum RunsCmd {
     Replay { run_id: String },
 }
 
-/// How many times `runs events --follow` reconnects a dropped stream before giving up.
+/// How many times a followed event stream is reconnected before giving up.
 const FOLLOW_RECONNECTS: u32 = 10;
 
+/// Follow the events of run `run_id` until its `end` event, whose data it returns: each
+/// event (name, data, id) goes to `on_event`; a dropped stream is reconnected with
+/// `Last-Event-ID` (the server replays what was missed from the store, so no event comes twice
+/// or is lost), up to [`FOLLOW_RECONNECTS`] times with a growing pause, shown on `bar`.
+async fn run_events(
+    c: &Client,
+    run_id: &str,
+    bar: &indicatif::ProgressBar,
+    mut on_event: impl FnMut(&str, &Value, Option<&str>) -> Result<(), Failure>,
+) -> Result<Value, Failure> {
+    let mut last_id: Option<String> = None;
+    let mut drops = 0u32;
+    loop {
+        let mut req = c
+            .request(Method::GET, &format!("/v1/runs/{run_id}/events"))
+            .header("accept", "text/event-stream");
+        if let Some(id) = &last_id {
+            req = req.header("last-event-id", id);
+        }
+        match req.send().await {
+            Ok(res) if res.status().is_success() => {
+                let mut stream = sse_stream::SseStream::from_bytes_stream(res.bytes_stream());
+                while let Some(Ok(e)) = stream.next().await {
+                    if let Some(id) = e.id.filter(|i| !i.is_empty()) {
+                        last_id = Some(id);
+                    }
+                    let ev = e.event.unwrap_or_default();
+                    let data = e.data.unwrap_or_default();
+                    let v: Value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                    on_event(&ev, &v, last_id.as_deref())?;
+                    if ev == "end" {
+                        return Ok(v);
+                    }
+                }
+            }
+            Ok(res) => {
+                return Err(Failure::new(
+                    exit::FAILED,
+                    format!(
+                        "following run {run_id}: the server answered {}",
+                        res.status()
+                    ),
+                ));
+            }
+            Err(e) if drops >= FOLLOW_RECONNECTS => {
+                return Err(Failure::new(
+                    exit::UNREACHABLE,
+                    format!("following run {run_id}: {e}"),
+                ));
+            }
+            Err(_) => {}
+        }
+        drops += 1;
+        if drops > FOLLOW_RECONNECTS {
+            return Err(Failure::new(
+                exit::UNREACHABLE,
+                format!("following run {run_id}: the stream dropped {drops} times"),
+            ));
+        }
+        bar.set_message(format!(
+            "stream dropped; reconnecting ({drops}/{FOLLOW_RECONNECTS})"
+        ));
+        tokio::time::sleep(Duration::from_millis(250 * u64::from(drops))).await;
+    }
+}
+
 /// `agentkit runs events <id> --follow`: print the run's events as they happen (model text
-/// live, as it is written), reconnecting with `Last-Event-ID` when the stream drops (no event
-/// is shown twice or lost: the server replays from the store); exits non-zero when the run
-/// ends failed or cancelled.
+/// live, as it is written); exits non-zero when the run ends failed or cancelled.
 async fn follow_events(c: &Client, remote: &Remote, run_id: &str) -> Result<(), Failure> {
     use std::io::Write;
     c.call(Method::GET, &format!("/v1/runs/{run_id}"), None)
@@ -115,103 +179,45 @@ async fn follow_events(c: &Client, remote: &Remote, run_id: &str) -> Result<(), 
     };
     bar.enable_steady_tick(Duration::from_millis(120));
     bar.set_message(format!("following run {run_id}"));
-    let mut last_id: Option<String> = None;
-    let mut drops = 0u32;
     let mut in_text = false;
-    let end = loop {
-        let mut req = c
-            .request(Method::GET, &format!("/v1/runs/{run_id}/events"))
-            .header("accept", "text/event-stream");
-        if let Some(id) = &last_id {
-            req = req.header("last-event-id", id);
+    let end = run_events(c, run_id, &bar, |ev, v, id| {
+        if remote.json {
+            bar.suspend(|| println!("{}", json!({"event": ev, "data": v})));
+        } else if ev == "delta" {
+            bar.suspend(|| {
+                if !in_text {
+                    print!("      ");
+                }
+                print!("{}", s(v, "text"));
+                let _ = std::io::stdout().flush();
+            });
+            in_text = true;
+        } else {
+            let what = match ev {
+                "model" => format!(
+                    "model  {} ms, {} tokens",
+                    v["latency_ms"], v["data"]["usage"]["output_tokens"]
+                ),
+                "tool_result" => format!("tool   {} ({} ms)", s(v, "key"), v["latency_ms"]),
+                "status" | "end" => format!("{ev:<6} {}", s(v, "status")),
+                "error" => format!("error  {v}"),
+                _ => format!("{ev:<6} {}", s(v, "key")),
+            };
+            let id = id.unwrap_or_default();
+            bar.suspend(|| {
+                if in_text {
+                    println!();
+                }
+                println!("{id:>4}  {what}");
+            });
+            in_text = false;
+            bar.set_message(format!("run {run_id}: {what}"));
         }
-        let res = match req.send().await {
-            Ok(r) if r.status().is_success() => r,
-            Ok(r) => {
-                bar.finish_and_clear();
-                return Err(Failure::new(
-                    exit::FAILED,
-                    format!("following run {run_id}: the server answered {}", r.status()),
-                ));
-            }
-            Err(e) if drops < FOLLOW_RECONNECTS => {
-                drops += 1;
-                bar.set_message(format!("reconnecting ({drops}/{FOLLOW_RECONNECTS}): {e}"));
-                tokio::time::sleep(Duration::from_millis(250 * u64::from(drops))).await;
-                continue;
-            }
-            Err(e) => {
-                bar.finish_and_clear();
-                return Err(Failure::new(
-                    exit::UNREACHABLE,
-                    format!("following run {run_id}: {e}"),
-                ));
-            }
-        };
-        let mut stream = sse_stream::SseStream::from_bytes_stream(res.bytes_stream());
-        let mut ended = None;
-        while let Some(item) = stream.next().await {
-            let Ok(e) = item else { break };
-            let ev = e.event.unwrap_or_default();
-            let data = e.data.unwrap_or_default();
-            if let Some(id) = e.id.filter(|i| !i.is_empty()) {
-                last_id = Some(id);
-            }
-            let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-            if remote.json {
-                bar.suspend(|| println!("{}", json!({"event": ev, "data": v})));
-            } else if ev == "delta" {
-                bar.suspend(|| {
-                    if !in_text {
-                        print!("      ");
-                    }
-                    print!("{}", s(&v, "text"));
-                    let _ = std::io::stdout().flush();
-                });
-                in_text = true;
-            } else {
-                let what = match ev.as_str() {
-                    "model" => format!(
-                        "model  {} ms, {} tokens",
-                        v["latency_ms"], v["data"]["usage"]["output_tokens"]
-                    ),
-                    "tool_result" => format!("tool   {} ({} ms)", s(&v, "key"), v["latency_ms"]),
-                    "status" | "end" => format!("{ev:<6} {}", s(&v, "status")),
-                    "error" => format!("error  {data}"),
-                    _ => format!("{ev:<6} {}", s(&v, "key")),
-                };
-                let id = last_id.clone().unwrap_or_default();
-                bar.suspend(|| {
-                    if in_text {
-                        println!();
-                    }
-                    println!("{id:>4}  {what}");
-                });
-                in_text = false;
-                bar.set_message(format!("run {run_id}: {what}"));
-            }
-            if ev == "end" {
-                ended = Some(v);
-                break;
-            }
-        }
-        if let Some(v) = ended {
-            break v;
-        }
-        drops += 1;
-        if drops > FOLLOW_RECONNECTS {
-            bar.finish_and_clear();
-            return Err(Failure::new(
-                exit::UNREACHABLE,
-                format!("following run {run_id}: the stream dropped {drops} times"),
-            ));
-        }
-        bar.set_message(format!(
-            "stream dropped; reconnecting ({drops}/{FOLLOW_RECONNECTS})"
-        ));
-        tokio::time::sleep(Duration::from_millis(250 * u64::from(drops))).await;
-    };
+        Ok(())
+    })
+    .await;
     bar.finish_and_clear();
+    let end = end?;
     match end["status"].as_str() {
         Some("failed" | "cancelled") => Err(Failure::new(
             exit::FAILED,
@@ -323,23 +329,9 @@ pub(crate) async fn run(remote: &Remote, args: RunArgs) -> Result<(), Failure> {
     bar.enable_steady_tick(Duration::from_millis(100));
     bar.set_message(format!("{} v{} started", args.agent, s(&run, "version")));
     let (mut models, mut tools) = (0u32, 0u32);
-    let res = c
-        .request(Method::GET, &format!("/v1/runs/{id}/events"))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .map_err(|e| Failure::new(exit::UNREACHABLE, format!("following run {id}: {e}")))?;
-    let mut stream = sse_stream::SseStream::from_bytes_stream(res.bytes_stream());
-    let mut last: Option<Value> = None;
-    while let Some(item) = stream.next().await {
-        let Ok(sse) = item else { break };
-        let data: Value = sse
-            .data
-            .as_deref()
-            .and_then(|d| serde_json::from_str(d).ok())
-            .unwrap_or(Value::Null);
-        match sse.event.as_deref() {
-            Some("model") => {
+    let ended = run_events(&c, &id, &bar, |ev, data, _| {
+        match ev {
+            "model" => {
                 models += 1;
                 let calls = data["data"]["tool_calls"].as_array().map_or(0, Vec::len);
                 bar.set_message(format!(
@@ -352,27 +344,19 @@ pub(crate) async fn run(remote: &Remote, args: RunArgs) -> Result<(), Failure> {
                     }
                 ));
             }
-            Some("tool_result") => {
+            "tool_result" => {
                 tools += 1;
                 bar.set_message(format!("tool result {tools} ({} ms)", data["latency_ms"]));
             }
-            Some("status") => bar.set_message(s(&data, "status")),
-            Some("end") => {
-                last = Some(data);
-                break;
-            }
-            Some("error") => {
-                bar.finish_and_clear();
-                return Err(Failure::new(exit::FAILED, s(&data, "error")));
-            }
+            "status" => bar.set_message(s(data, "status")),
+            "error" => return Err(Failure::new(exit::FAILED, s(data, "error"))),
             _ => {}
         }
-    }
+        Ok(())
+    })
+    .await;
     bar.finish_and_clear();
-    let run = match last {
-        Some(r) => r,
-        None => c.call(Method::GET, &format!("/v1/runs/{id}"), None).await?,
-    };
+    let run = ended?;
     if remote.json {
         print_json(&run);
     } else {

@@ -28,8 +28,8 @@ pub(crate) struct ServeArgs {
     /// Where to listen.
     #[arg(long, default_value = "127.0.0.1:8080")]
     bind: String,
-    /// The store: a SQLite file path (`sqlite://path` or a plain path) or `postgres://…`
-    /// (default: `./.agentkit/agentkit.db`).
+    /// The store: a SQLite file path (`sqlite://path` or a plain path), `postgres://…`, or
+    /// `memory` (nothing kept after exit) (default: `./.agentkit/agentkit.db`).
     #[arg(long, env = "AGENTKIT_DATABASE")]
     database: Option<String>,
 }
@@ -65,6 +65,10 @@ pub(crate) fn load(args: &ConfigArgs, dev: bool) -> Result<(Config, String), Fai
 
 async fn open_store(database: &str) -> Result<Arc<dyn Store>, Failure> {
     let fail = |e: agentkit_core::Error| Failure::new(exit::FAILED, e.to_string());
+    if database == "memory" || database == ":memory:" || database == "sqlite::memory:" {
+        // Nothing survives the process: for tests and throwaway demos.
+        return Ok(Arc::new(agentkit_runtime::MemoryStore::new()));
+    }
     if database.starts_with("postgres://") || database.starts_with("postgresql://") {
         #[cfg(feature = "postgres")]
         {

@@ -37,6 +37,11 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+/// The allocator the `agentkit` binary uses (feature `mimalloc`, on by default).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CASE_ENV: &str = "AGENTKIT_LOAD_CASE";
 const KEY: &str = "load-key";
 /// Requests in flight at once when starting runs over HTTP (see the module docs).

@@ -113,7 +113,7 @@ fn peers() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers")
 }
 
-fn config(model: &ToolModel, tool_log: &Path) -> String {
+fn yaml(model: &ToolModel, tool_log: &Path) -> String {
     let python = peers().join(".venv/bin/python");
     assert!(
         python.exists(),
@@ -225,7 +225,7 @@ async fn a_chain_rule_and_a_claimed_approval_survive_sigkill_and_the_tool_runs_o
     let dir = tempfile::tempdir().unwrap();
     let tool_log = dir.path().join("tools.log");
     let config = dir.path().join("agentkit.yaml");
-    std::fs::write(&config, config(&model, &tool_log)).unwrap();
+    std::fs::write(&config, yaml(&model, &tool_log)).unwrap();
     let database = dir.path().join("agentkit.db").to_str().unwrap().to_owned();
     let log = dir.path().join("serve.log");
     let port = free_port();
@@ -245,15 +245,15 @@ async fn a_chain_rule_and_a_claimed_approval_survive_sigkill_and_the_tool_runs_o
     assert_eq!(st, 202, "{run}");
     let run = run["run_id"].as_str().unwrap().to_owned();
 
-    // 1. Kill once the read ran (the model is now deciding to post).
-    wait_until("the read", &serve, || !tool_calls(&tool_log).is_empty()).await;
-    let calls_before_kill = model.calls.load(Ordering::SeqCst);
+    // 1. Kill once the read's result is journaled and the model is deciding to post (the
+    //    second model call is asked only after the tool result is stored).
+    wait_until("the second model call", &serve, || {
+        model.calls.load(Ordering::SeqCst) >= 2
+    })
+    .await;
     serve.kill();
+    assert_eq!(model.calls.load(Ordering::SeqCst), 2);
     assert_eq!(tool_calls(&tool_log), ["read /docs/readme.md"]);
-    assert_eq!(
-        calls_before_kill, 2,
-        "killed while the second model call was in flight"
-    );
 
     let mut serve = Serve::start(&config, &database, port, &log).await;
     let waiting = wait_status(&serve, &run, "waiting_approval").await;
@@ -287,7 +287,10 @@ async fn a_chain_rule_and_a_claimed_approval_survive_sigkill_and_the_tool_runs_o
     serve.kill();
 
     let serve = Serve::start(&config, &database, port, &log).await;
-    assert_eq!(run_status(&serve, &run).await["status"], "waiting_approval");
+    // Recovery replays a waiting run up to its wait (a decision stored just before a crash
+    // would otherwise never resume it): no model is asked, no tool runs.
+    wait_status(&serve, &run, "waiting_approval").await;
+    assert_eq!(model.calls.load(Ordering::SeqCst), 3);
     let (_, pending) = serve.call(Method::GET, "/v1/approvals", None).await;
     let pending = pending.as_array().unwrap().clone();
     assert_eq!(pending.len(), 1, "{pending:?}");
@@ -295,11 +298,23 @@ async fn a_chain_rule_and_a_claimed_approval_survive_sigkill_and_the_tool_runs_o
     assert_eq!(pending[0]["call_id"], call_id.as_str());
     assert_eq!(pending[0]["claimed_by"], claimed["claimed_by"]);
     // The claim holds across the restart: Bob may not decide it.
-    let (st, refused) = as_key(&serve, &bob, Method::POST, &format!("/v1/runs/{run}/approve")).await;
+    let (st, refused) = as_key(
+        &serve,
+        &bob,
+        Method::POST,
+        &format!("/v1/runs/{run}/approve"),
+    )
+    .await;
     assert_eq!(st, 409, "{refused}");
     assert_eq!(tool_calls(&tool_log), ["read /docs/readme.md"]);
 
-    let (st, body) = as_key(&serve, &alice, Method::POST, &format!("/v1/runs/{run}/approve")).await;
+    let (st, body) = as_key(
+        &serve,
+        &alice,
+        Method::POST,
+        &format!("/v1/runs/{run}/approve"),
+    )
+    .await;
     assert_eq!(st, 200, "{body}");
     let done = wait_status(&serve, &run, "succeeded").await;
     assert_eq!(done["output"]["text"], "posted", "{done}");
@@ -308,6 +323,8 @@ async fn a_chain_rule_and_a_claimed_approval_survive_sigkill_and_the_tool_runs_o
         ["read /docs/readme.md", "send the docs say hello"],
         "each tool ran exactly once across two crashes"
     );
+    // read, post (asked twice: the kill cut the first answer), answer.
+    assert_eq!(model.calls.load(Ordering::SeqCst), 4);
     let (_, decided) = serve
         .call(Method::GET, "/v1/approvals?status=approved", None)
         .await;

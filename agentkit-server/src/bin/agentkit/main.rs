@@ -16,6 +16,12 @@ use clap::{Parser, Subcommand};
 
 use client::Failure;
 
+/// The server allocates and frees many small buffers per request and per run from many
+/// threads at once; mimalloc does that with far less contention than glibc's malloc.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// agentkit: build, deploy and operate MCP-native agents.
 #[derive(Debug, Parser)]
 #[command(name = "agentkit", version, about, long_about = None, after_help = "Exit codes: 0 success, 1 failure, 2 invalid input, 3 not found, 4 conflict, 5 server unreachable or key refused.")]

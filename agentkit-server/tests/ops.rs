@@ -325,6 +325,11 @@ async fn signed_webhooks_start_runs_and_bad_or_replayed_deliveries_are_refused()
     let (status, run) = deliver(&r, "issues", body, &signed("s3cret", now_secs(), body)).await;
     assert_eq!(status, 202, "{run}");
     assert_eq!(run["agent"], "echo");
+    // The run acts as the hook, in the default workspace (for policy, audit, approvals).
+    let principal = &run["input"]["principal"];
+    assert_eq!(principal["workspace"], "default", "{run}");
+    assert_eq!(principal["key_id"], "webhook:issues", "{run}");
+    assert_eq!(principal["roles"], json!(["invoker"]), "{run}");
     let done = r
         .server
         .platform()

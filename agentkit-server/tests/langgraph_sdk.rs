@@ -68,17 +68,8 @@ async fn the_langgraph_python_sdk_drives_an_agentkit_agent() {
         .build()
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(async move {
-        server
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
+    let served = inproc::serve(server).await;
+    let url = served.base.clone();
 
     let script = manifest_dir().join("tests/langgraph/sdk_client.py");
     let child = tokio::process::Command::new(&python)
@@ -94,8 +85,7 @@ async fn the_langgraph_python_sdk_drives_an_agentkit_agent() {
         .await
         .expect("the SDK script finishes within 120 s")
         .unwrap();
-    let _ = stop.send(());
-    serving.await.unwrap();
+    drop(served);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "sdk_client.py failed:\n{stderr}");
     let out: Value = serde_json::from_slice(&output.stdout)

@@ -3,6 +3,8 @@
 //! scoped route called with another workspace's ids and keys reveals nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod inproc;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,15 +25,7 @@ const ADMIN: &str = "tenancy-admin-key";
 struct Running {
     base: String,
     dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
+    _served: inproc::InProcess,
 }
 
 async fn start() -> Running {
@@ -45,21 +39,11 @@ async fn start() -> Running {
         .build()
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        server
-            .serve(listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-    });
+    let served = inproc::serve(server).await;
     Running {
-        base,
+        base: served.base.clone(),
         dir,
-        stop: Some(tx),
+        _served: served,
     }
 }
 
@@ -470,21 +454,11 @@ async fn runs_carry_their_callers_principal_on_the_run_context() {
         .build()
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        server
-            .serve(listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-    });
+    let served = inproc::serve(server).await;
     let r = Running {
-        base,
+        base: served.base.clone(),
         dir,
-        stop: Some(tx),
+        _served: served,
     };
     let (s, run) = call(
         &r,

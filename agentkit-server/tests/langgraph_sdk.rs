@@ -290,7 +290,21 @@ async fn the_langgraph_python_sdk_works_in_a_workspace_and_sees_only_its_own() {
     assert_eq!(out["a_run"]["status"], "success");
     assert_eq!(out["a_runs"].as_array().unwrap().len(), 3);
     assert_eq!(out["a_state"]["checkpoint"]["thread_id"], tid);
-    assert_eq!(out["a_search"].as_array().unwrap().len(), 1);
+    // A copy is A's too, with the conversation.
+    let copy = out["a_copy"]["thread_id"].as_str().unwrap();
+    assert!(copy != tid && !copy.contains('~'), "{copy}");
+    assert_eq!(out["a_copy_state"]["checkpoint"]["thread_id"], copy);
+    assert_eq!(last_ai(&out["a_copy_state"]["values"]), "one | two | three");
+    let mut found: Vec<&str> = out["a_search"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["thread_id"].as_str().unwrap())
+        .collect();
+    found.sort_unstable();
+    let mut want = vec![tid, copy];
+    want.sort_unstable();
+    assert_eq!(found, want, "{out}");
     assert_eq!(out["a_item"]["value"]["value"], "blue");
 
     // Workspace B cannot see, use or change A's thread, run or item: each is 404 with the

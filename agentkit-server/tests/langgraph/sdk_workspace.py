@@ -49,6 +49,8 @@ async def main(url, key_a, key_b):
     out["a_run"] = await a.runs.get(tid, created["run_id"])
     out["a_runs"] = await a.runs.list(tid)
     out["a_state"] = await a.threads.get_state(tid)
+    out["a_copy"] = await a.threads.copy(tid)
+    out["a_copy_state"] = await a.threads.get_state(out["a_copy"]["thread_id"])
     out["a_search"] = await a.threads.search(limit=100)
     await a.store.put_item(["prefs"], "color", {"value": "blue"})
     out["a_item"] = await a.store.get_item(["prefs"], "color")

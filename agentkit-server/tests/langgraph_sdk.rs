@@ -306,6 +306,23 @@ async fn the_langgraph_python_sdk_works_in_a_workspace_and_sees_only_its_own() {
     want.sort_unstable();
     assert_eq!(found, want, "{out}");
     assert_eq!(out["a_item"]["value"]["value"], "blue");
+    // A stream names A's thread and agent, and ends with the final values.
+    let parts = out["a_stream"].as_array().unwrap();
+    assert_eq!(parts[0]["event"], "metadata", "{parts:?}");
+    assert_eq!(parts[0]["data"]["thread_id"], tid, "{parts:?}");
+    assert!(
+        parts
+            .iter()
+            .any(|p| p["event"] == "updates" && p["data"]["bot"].is_object()),
+        "{parts:?}"
+    );
+    let last_values = parts.iter().rev().find(|p| p["event"] == "values").unwrap();
+    assert_eq!(
+        last_ai(&last_values["data"]),
+        "one | two | three | four",
+        "{parts:?}"
+    );
+    assert_eq!(parts.last().unwrap()["event"], "end", "{parts:?}");
 
     // Workspace B cannot see, use or change A's thread, run or item: each is 404 with the
     // problem a thread that does not exist gets.
@@ -344,6 +361,6 @@ async fn the_langgraph_python_sdk_works_in_a_workspace_and_sees_only_its_own() {
             .as_array()
             .unwrap()
             .len(),
-        6
+        8
     );
 }

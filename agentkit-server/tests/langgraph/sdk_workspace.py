@@ -54,6 +54,11 @@ async def main(url, key_a, key_b):
     out["a_search"] = await a.threads.search(limit=100)
     await a.store.put_item(["prefs"], "color", {"value": "blue"})
     out["a_item"] = await a.store.get_item(["prefs"], "color")
+    parts = []
+    async for part in a.runs.stream(tid, "bot", input=said("four"),
+                                    stream_mode=["values", "updates"]):
+        parts.append({"event": part.event, "data": part.data})
+    out["a_stream"] = parts
 
     missing = "00000000-0000-7000-8000-000000000000"
     out["b_get"] = await outcome(b.threads.get(tid))

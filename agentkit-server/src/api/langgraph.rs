@@ -843,7 +843,10 @@ pub async fn search_threads(
     let limit = q.limit.unwrap_or(10).min(1000);
     let offset = q.offset.unwrap_or(0);
     let mut out = Vec::new();
-    for t in matching_threads(&s, &scope, &q, limit, offset).await? {
+    for t in unprefixed(
+        &scope,
+        matching_threads(&s, &scope, &q, limit, offset).await,
+    )? {
         out.push(thread_view(&s, &scope, t).await?);
     }
     Ok(super::Json(out))
@@ -858,11 +861,9 @@ pub async fn count_threads(
     body: axum::body::Bytes,
 ) -> ApiResult<super::Json<usize>> {
     let q: ThreadSearch = optional_json(&body)?;
-    Ok(super::Json(
-        matching_threads(&s, &caller.scope(), &q, 10_000, 0)
-            .await?
-            .len(),
-    ))
+    let scope = caller.scope();
+    let found = unprefixed(&scope, matching_threads(&s, &scope, &q, 10_000, 0).await)?;
+    Ok(super::Json(found.len()))
 }
 
 /// A thread's state at a turn of its conversation.

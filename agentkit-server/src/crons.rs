@@ -7,6 +7,12 @@
 //!
 //! Fire times come from the runtime's [`Schedule`] (cron expressions with seconds and IANA
 //! time zones).
+//!
+//! A cron belongs to the workspace of its agent: `agent` and `thread_id` are stored names
+//! (`<org>~<workspace>~<name>`, plain for `default/default`, see [`crate::tenancy`]), and
+//! `principal` is who created it; its runs start as that principal, in its workspace. The
+//! `…_in` methods see only one workspace's crons; another workspace's cron is not found,
+//! exactly like one that does not exist.
 
 use std::sync::Arc;
 
@@ -16,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::platform::{Platform, StartRun};
+use crate::tenancy::Scope;
 use crate::threads::ThreadPolicy;
 
 /// The store collection of crons.
@@ -27,11 +34,15 @@ pub const COLLECTION: &str = "agentkit.cron";
 pub struct Cron {
     /// Its id (a UUID).
     pub cron_id: String,
-    /// The agent or workflow it starts.
+    /// The agent or workflow it starts (its stored name).
     pub agent: String,
-    /// The thread its runs continue (none: stateless runs).
+    /// The thread its runs continue (its stored id; none: stateless runs).
     #[serde(default)]
     pub thread_id: Option<String>,
+    /// Who created it: its runs start as this principal, in its workspace (none: the
+    /// `default/default` workspace, as crons stored before workspaces had them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<agentkit_core::Principal>,
     /// A cron expression (5 fields, or 6 with seconds).
     pub schedule: String,
     /// The IANA time zone the expression is read in.
@@ -74,6 +85,7 @@ impl Cron {
             cron_id: uuid::Uuid::now_v7().to_string(),
             agent: agent.into(),
             thread_id: None,
+            principal: None,
             schedule: schedule.into(),
             timezone: "UTC".into(),
             message: message.into(),
@@ -129,6 +141,10 @@ fn decode(doc: &agentkit_runtime::Doc) -> Result<Cron> {
     Ok(c)
 }
 
+fn no_cron(id: &str) -> Error {
+    Error::not_found("cron", id, "list them with `POST /runs/crons/search`")
+}
+
 fn encode(c: &Cron) -> Result<Value> {
     serde_json::to_value(c).map_err(|e| Error::json("encoding a cron", e))
 }
@@ -176,12 +192,48 @@ impl Crons {
     pub async fn get(&self, id: &str) -> Result<Cron> {
         match self.store.doc_get(COLLECTION, id).await? {
             Some(d) => decode(&d),
-            None => Err(Error::not_found(
-                "cron",
-                id,
-                "list them with `POST /runs/crons/search`",
-            )),
+            None => Err(no_cron(id)),
         }
+    }
+
+    /// The cron, if it is in `scope`'s workspace; another workspace's cron is not found,
+    /// exactly like one that does not exist.
+    pub async fn get_in(&self, scope: &Scope, id: &str) -> Result<Cron> {
+        match self.get(id).await {
+            Ok(c) if scope.contains(&c.agent) => Ok(c),
+            Ok(_) => Err(no_cron(id)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The crons of `scope`'s workspace, oldest first (at most 10,000 crons are read).
+    pub async fn list_in(&self, scope: &Scope) -> Result<Vec<Cron>> {
+        let mut all = self.list().await?;
+        all.retain(|c| scope.contains(&c.agent));
+        Ok(all)
+    }
+
+    /// [`update`](Self::update) the cron if it is in `scope`'s workspace (else not found).
+    pub async fn update_in(
+        &self,
+        scope: &Scope,
+        id: &str,
+        f: impl Fn(&mut Cron) -> Result<()>,
+    ) -> Result<Cron> {
+        self.update(id, |c| {
+            if !scope.contains(&c.agent) {
+                return Err(no_cron(id));
+            }
+            f(c)
+        })
+        .await
+    }
+
+    /// Delete the cron if it is in `scope`'s workspace (else not found); its runs stay.
+    pub async fn delete_in(&self, scope: &Scope, id: &str) -> Result<()> {
+        self.get_in(scope, id).await?;
+        self.store.doc_delete(COLLECTION, id, Expect::Any).await?;
+        Ok(())
     }
 
     /// Every cron, oldest first (at most 10,000).
@@ -269,8 +321,18 @@ impl Crons {
                 // Another process claimed these fires (or the cron changed): it starts them.
                 continue;
             }
-            let mut start = StartRun::new(c.agent.clone(), c.message.clone());
-            start.thread_id = c.thread_id.clone();
+            // The run starts as the cron's creator, in its workspace, naming the agent and
+            // thread as that workspace does.
+            let scope = crate::platform::scope_of(c.principal.as_ref());
+            let agent = scope.external(&c.agent);
+            let thread = c.thread_id.as_deref().map(|t| scope.external(t));
+            let (Some(agent), None | Some(Some(_))) = (agent, thread) else {
+                tracing::warn!(cron = %c.cron_id, "a cron's agent or thread is not in its creator's workspace; skipped");
+                continue;
+            };
+            let mut start = StartRun::new(agent, c.message.clone());
+            start.thread_id = thread.flatten().map(str::to_owned);
+            start.principal = c.principal.clone();
             start.if_busy = c.if_busy;
             start.idempotency_key = Some(format!("cron:{}:{fire}", c.cron_id));
             match platform.start(start).await {

@@ -235,6 +235,11 @@ impl RunView {
         if let Some(name) = scope.external(&v.agent) {
             v.agent = name.to_owned();
         }
+        if let Some(t) = v.thread_id.as_deref().and_then(|t| scope.external(t)) {
+            let t = t.to_owned();
+            v.input["thread"] = Value::String(t.clone());
+            v.thread_id = Some(t);
+        }
         v
     }
 }

@@ -1,5 +1,11 @@
 //! Threads: conversations that live in the store, never in an agent instance. A run on a
 //! thread continues its conversation; runs on different threads never share one.
+//!
+//! A thread belongs to the workspace that created it: its stored id is the id the workspace
+//! chose under the workspace's prefix (`<org>~<workspace>~<id>`, see
+//! [`Scope`]; the `default/default` workspace's ids are stored as they are). The methods
+//! here take stored ids, except [`Threads::create_in`] and [`Threads::search_in`], which take
+//! the workspace's [`Scope`]; the API maps ids in and out.
 
 use std::sync::Arc;
 
@@ -8,6 +14,8 @@ use agentkit_core::{Error, Message, Result, Role};
 use agentkit_runtime::{Expect, Store, StoreMemory};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+
+use crate::tenancy::{SEP, Scope};
 
 /// The store collection of thread records.
 pub const COLLECTION: &str = "agentkit.thread";
@@ -95,6 +103,29 @@ pub fn check_thread_id(id: &str) -> Result<()> {
     }
 }
 
+/// A stored thread id: a [valid](check_thread_id) id, optionally under one workspace
+/// prefix (`<org>~<workspace>~<id>`).
+fn check_stored_id(stored: &str) -> Result<()> {
+    let parts: Vec<&str> = stored.split(SEP).collect();
+    let ok = match parts.as_slice() {
+        [_] => true,
+        [org, ws, _] => check_thread_id(org).is_ok() && check_thread_id(ws).is_ok(),
+        _ => false,
+    };
+    match parts.last() {
+        Some(id) if ok => check_thread_id(id),
+        _ => Err(Error::InvalidRequest(format!(
+            "thread id `{}` is not valid: use 1 to 128 letters, digits, `-`, `_` or `.`",
+            stored.escape_debug()
+        ))),
+    }
+}
+
+/// The workspace prefix of a stored id (empty for `default/default`).
+fn prefix_of(stored: &str) -> &str {
+    stored.rfind(SEP).map_or("", |i| &stored[..=i])
+}
+
 impl Threads {
     /// Threads in `store`, with conversation memory `memory`.
     #[must_use]
@@ -108,16 +139,44 @@ impl Threads {
         &self.memory
     }
 
-    /// Create a thread (a fresh UUID unless `id` is given). With `id` of an existing thread:
-    /// an `InvalidState` error, or that thread when `if_exists_do_nothing`.
+    /// Create a thread of the `default/default` workspace (see [`create_in`](Self::create_in)).
     pub async fn create(
         &self,
         id: Option<String>,
         metadata: Map<String, Value>,
         if_exists_do_nothing: bool,
     ) -> Result<Thread> {
+        self.create_in(&Scope::default_scope(), id, metadata, if_exists_do_nothing)
+            .await
+    }
+
+    /// Create a thread of `scope`'s workspace (a fresh UUID unless `id` is given; the
+    /// returned thread carries its stored id). With `id` of an existing thread of the same
+    /// workspace: an `InvalidState` error, or that thread when `if_exists_do_nothing`.
+    /// Another workspace's thread of the same id is a different thread.
+    pub async fn create_in(
+        &self,
+        scope: &Scope,
+        id: Option<String>,
+        metadata: Map<String, Value>,
+        if_exists_do_nothing: bool,
+    ) -> Result<Thread> {
         let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         check_thread_id(&id)?;
+        let stored = scope.internal(&id).ok_or_else(|| {
+            Error::InvalidRequest(format!("thread id `{}` is not valid", id.escape_debug()))
+        })?;
+        self.create_stored(stored, metadata, if_exists_do_nothing)
+            .await
+    }
+
+    async fn create_stored(
+        &self,
+        id: String,
+        metadata: Map<String, Value>,
+        if_exists_do_nothing: bool,
+    ) -> Result<Thread> {
+        check_stored_id(&id)?;
         let now = agentkit_runtime::model::now_ms();
         let mut t = Thread {
             thread_id: id.clone(),
@@ -154,17 +213,30 @@ impl Threads {
 
     /// The thread, if it exists.
     pub async fn find(&self, id: &str) -> Result<Option<Thread>> {
-        check_thread_id(id)?;
+        check_stored_id(id)?;
         match self.store.doc_get(COLLECTION, id).await? {
             Some(d) => decode(&d).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Threads whose metadata contains every key/value of `metadata`, in id order (UUIDv7
-    /// ids: oldest first), skipping `offset`, at most `limit`. Scans at most 10,000 threads.
+    /// Threads of the `default/default` workspace (see [`search_in`](Self::search_in)).
     pub async fn search(
         &self,
+        metadata: &Map<String, Value>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<Thread>> {
+        self.search_in(&Scope::default_scope(), metadata, limit, offset)
+            .await
+    }
+
+    /// Threads of `scope`'s workspace whose metadata contains every key/value of `metadata`,
+    /// in id order (UUIDv7 ids: oldest first), skipping `offset`, at most `limit`. Scans at
+    /// most 10,000 threads.
+    pub async fn search_in(
+        &self,
+        scope: &Scope,
         metadata: &Map<String, Value>,
         limit: usize,
         offset: usize,
@@ -176,12 +248,12 @@ impl Threads {
         while out.len() < limit && scanned < 10_000 {
             let page = self
                 .store
-                .doc_list(COLLECTION, "", after.as_deref(), 500)
+                .doc_list(COLLECTION, scope.prefix(), after.as_deref(), 500)
                 .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
             scanned += page.len();
-            for doc in &page {
+            for doc in page.iter().filter(|d| scope.contains(&d.id)) {
                 let t = decode(doc)?;
                 if metadata.iter().all(|(k, v)| t.metadata.get(k) == Some(v)) {
                     if seen >= offset && out.len() < limit {
@@ -245,10 +317,13 @@ impl Threads {
         Ok(())
     }
 
-    /// A new thread with the same metadata and conversation.
+    /// A new thread of the same workspace with the same metadata and conversation.
     pub async fn copy(&self, id: &str) -> Result<Thread> {
         let t = self.get(id).await?;
-        let copy = self.create(None, t.metadata.clone(), false).await?;
+        let new_id = format!("{}{}", prefix_of(id), uuid::Uuid::now_v7());
+        let copy = self
+            .create_stored(new_id, t.metadata.clone(), false)
+            .await?;
         let messages = self.memory.load(id).await?;
         if !messages.is_empty() {
             self.memory.append(&copy.thread_id, &messages).await?;
@@ -319,4 +394,43 @@ fn message_json(m: &Message) -> Value {
         v["tool_calls"] = Value::Array(calls);
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenancy::WorkspaceId;
+    use proptest::prelude::*;
+
+    #[test]
+    fn stored_ids_carry_at_most_one_workspace_prefix() {
+        assert!(check_stored_id("abc").is_ok());
+        assert!(check_stored_id("acme~prod~abc").is_ok());
+        assert!(check_stored_id("acme~abc").is_err());
+        assert!(check_stored_id("a~b~c~d").is_err());
+        assert!(check_stored_id("acme~prod~").is_err());
+        assert!(check_stored_id("acme~prod~a b").is_err());
+        assert_eq!(prefix_of("acme~prod~abc"), "acme~prod~");
+        assert_eq!(prefix_of("abc"), "");
+    }
+
+    proptest! {
+        #[test]
+        fn a_valid_id_in_any_workspace_is_a_valid_stored_id(
+            id in "[A-Za-z0-9._-]{1,128}", org in "[a-z0-9]{1,8}", ws in "[a-z0-9]{1,8}",
+        ) {
+            let scope = Scope::of(&WorkspaceId::new(org, ws));
+            let stored = scope.internal(&id).unwrap_or_default();
+            prop_assert!(check_stored_id(&stored).is_ok());
+            prop_assert_eq!(prefix_of(&stored), scope.prefix());
+            prop_assert_eq!(scope.external(&stored), Some(id.as_str()));
+        }
+
+        #[test]
+        fn stored_ids_parse_or_fail_cleanly(s in ".{0,200}") {
+            if check_stored_id(&s).is_ok() {
+                prop_assert!(s.split(SEP).count() == 1 || s.split(SEP).count() == 3);
+            }
+        }
+    }
 }

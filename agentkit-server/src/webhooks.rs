@@ -12,6 +12,14 @@
 //! Signatures are compared in constant time. Each accepted signature (agentkit) or delivery
 //! id (GitHub) is recorded in the store ([`DELIVERIES`], created only if absent), so a replay
 //! is refused by every server process sharing the store.
+//!
+//! Webhooks and event triggers belong to the `default/default` workspace. They are declared
+//! in the server's `agentkit.yaml` (`triggers:`), which only the operator edits and whose
+//! agents are deployed into `default/default`; a delivery authenticates with the hook's
+//! secret, not with a key, so there is no caller whose workspace it could act in, and a
+//! workspace key cannot add or change a hook. A run a hook starts carries the principal
+//! [`webhook_principal`] (role `invoker` in `default/default`, key id `webhook:<name>`), so
+//! policy, audit and approvals attribute it to the hook.
 
 use std::time::Duration;
 
@@ -215,6 +223,18 @@ pub(crate) fn message(hook: &Webhook, body: &[u8]) -> std::result::Result<String
     }
 }
 
+/// The principal of the runs webhook `name` starts: role `invoker` in `default/default`,
+/// key id `webhook:<name>`.
+#[must_use]
+pub fn webhook_principal(name: &str) -> agentkit_core::Principal {
+    agentkit_core::Principal::new(
+        crate::tenancy::DEFAULT_ORG,
+        crate::tenancy::DEFAULT_WORKSPACE,
+    )
+    .with_role(crate::tenancy::Role::Invoker.as_str())
+    .with_key_id(format!("webhook:{name}"))
+}
+
 impl Platform {
     /// The webhook `name`, if this server has it.
     #[must_use]
@@ -262,7 +282,9 @@ impl Platform {
                     .into(),
             ))));
         }
-        let mut start = StartRun::new(&hook.target, message);
+        // Hooks belong to `default/default` (see the module docs): the run acts as the hook,
+        // with the role `invoker`, so policy and audit name it.
+        let mut start = StartRun::new(&hook.target, message).by(webhook_principal(name));
         start.idempotency_key = Some(format!("webhook:{id}"));
         match self.start(start).await {
             Ok(run) => Ok(Some(Ok(run))),

@@ -2,6 +2,8 @@
 //! the registry, bad input and the OpenAPI document.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod inproc;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,15 +17,7 @@ struct Running {
     key: String,
     server: Server,
     _dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
+    _served: inproc::InProcess,
 }
 
 async fn start() -> Running {
@@ -40,23 +34,13 @@ async fn start() -> Running {
         .build()
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let s = server.clone();
-    tokio::spawn(async move {
-        s.serve(listener, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
+    let served = inproc::serve(server.clone()).await;
     Running {
-        base,
+        base: served.base.clone(),
         key: "test-key".into(),
         server,
         _dir: dir,
-        stop: Some(tx),
+        _served: served,
     }
 }
 

@@ -8,6 +8,8 @@
 #![cfg(feature = "dashboard")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod inproc;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -194,7 +196,7 @@ struct Fixture {
     /// `stepper`'s tool answers once a permit is added here.
     gate: Arc<tokio::sync::Semaphore>,
     _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _served: inproc::InProcess,
     _mcp: tokio_util::sync::DropGuard,
 }
 
@@ -324,25 +326,15 @@ async fn start_server() -> Fixture {
         .build()
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        server
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
+    let served = inproc::serve(server).await;
     Fixture {
         api: Api {
-            base,
+            base: served.base.clone(),
             http: reqwest::Client::new(),
         },
         gate,
         _dir: dir,
-        _stop: stop,
+        _served: served,
         _mcp: mcp,
     }
 }

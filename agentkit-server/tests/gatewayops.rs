@@ -6,6 +6,8 @@
 //! route.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod inproc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -100,6 +102,7 @@ struct Running {
     acme_viewer: String,
     _dir: tempfile::TempDir,
     stops: Vec<tokio_util::sync::CancellationToken>,
+    _served: inproc::InProcess,
 }
 
 impl Drop for Running {
@@ -189,14 +192,8 @@ async fn start_with(f: impl FnOnce(GatewayConfig) -> GatewayConfig) -> Running {
         .build()
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        server
-            .serve(listener, std::future::pending())
-            .await
-            .unwrap();
-    });
+    let served = inproc::serve(server).await;
+    let base = served.base.clone();
     let (s, b, _) = req(
         &base,
         ADMIN,
@@ -227,6 +224,7 @@ async fn start_with(f: impl FnOnce(GatewayConfig) -> GatewayConfig) -> Running {
         acme_viewer: keys[1].clone(),
         _dir: dir,
         stops: vec![s1, s2],
+        _served: served,
     }
 }
 

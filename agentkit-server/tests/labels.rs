@@ -8,6 +8,8 @@
 //! flight while the label moves).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod inproc;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,15 +55,7 @@ impl LlmProvider for Gated {
 struct Running {
     base: String,
     _dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
+    _served: inproc::InProcess,
 }
 
 const KEY: &str = "labels-key";
@@ -78,21 +72,11 @@ async fn start(provider: Arc<dyn LlmProvider>) -> Running {
         .build()
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        server
-            .serve(listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-    });
+    let served = inproc::serve(server).await;
     Running {
-        base,
+        base: served.base.clone(),
         _dir: dir,
-        stop: Some(tx),
+        _served: served,
     }
 }
 

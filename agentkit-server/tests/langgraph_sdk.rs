@@ -2,7 +2,11 @@
 //! `scripts/install-python-clients.sh`) drives an agentkit server: assistants, threads, runs
 //! on a thread (wait, create + join, stream, list, get, cancel), stateless runs, state,
 //! history, copy, crons, store items. The Python side is `tests/langgraph/sdk_client.py`.
+//! With workspace keys (`tests/langgraph/sdk_workspace.py`), each workspace's threads, runs
+//! and store items are its own.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod inproc;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -64,17 +68,8 @@ async fn the_langgraph_python_sdk_drives_an_agentkit_agent() {
         .build()
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(async move {
-        server
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
+    let served = inproc::serve(server).await;
+    let url = served.base.clone();
 
     let script = manifest_dir().join("tests/langgraph/sdk_client.py");
     let child = tokio::process::Command::new(&python)
@@ -90,8 +85,7 @@ async fn the_langgraph_python_sdk_drives_an_agentkit_agent() {
         .await
         .expect("the SDK script finishes within 120 s")
         .unwrap();
-    let _ = stop.send(());
-    serving.await.unwrap();
+    drop(served);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "sdk_client.py failed:\n{stderr}");
     let out: Value = serde_json::from_slice(&output.stdout)
@@ -195,4 +189,178 @@ async fn the_langgraph_python_sdk_drives_an_agentkit_agent() {
 
     // threads.delete.
     assert_eq!(out["deleted"]["error"], "NotFoundError");
+}
+
+/// `POST`/`GET` as `key`: (status, JSON body).
+async fn admin_call(base: &str, key: &str, path: &str, body: Value) -> (u16, Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_langgraph_python_sdk_works_in_a_workspace_and_sees_only_its_own() {
+    let Some(python) = python() else { return };
+    let store: Arc<dyn Store> = Arc::new(agentkit_runtime::MemoryStore::new());
+    let builder = agentkit_server::spec::DeclarativeBuilder::new(
+        &agentkit_core::Config::new(),
+        agentkit_server::spec::ModelFactory::offline(),
+    );
+    let server = Server::builder(store)
+        .admin_key("sdk-admin")
+        .spec_builder(Arc::new(builder))
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let served = inproc::serve(server).await;
+    let url = served.base.clone();
+    let mut keys = Vec::new();
+    for ws in ["a", "b"] {
+        let (s, b) = admin_call(
+            &url,
+            "sdk-admin",
+            "/v1/workspaces",
+            serde_json::json!({"org": "acme", "workspace": ws}),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        let (s, b) = admin_call(
+            &url,
+            "sdk-admin",
+            "/v1/keys",
+            serde_json::json!({"role": "developer", "workspace": format!("acme/{ws}")}),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        let key = b["key"].as_str().unwrap().to_owned();
+        let (s, b) = admin_call(
+            &url,
+            &key,
+            "/v1/agents",
+            serde_json::json!({"name": "bot", "kind": "agent",
+                               "spec": {"model": "scripted", "instructions": ws}}),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        keys.push(key);
+    }
+
+    let script = manifest_dir().join("tests/langgraph/sdk_workspace.py");
+    let child = tokio::process::Command::new(&python)
+        .arg(&script)
+        .arg(&url)
+        .arg(&keys[0])
+        .arg(&keys[1])
+        .env_remove("LANGGRAPH_API_KEY")
+        .env_remove("LANGSMITH_API_KEY")
+        .env_remove("LANGCHAIN_API_KEY")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), child)
+        .await
+        .expect("the SDK script finishes within 120 s")
+        .unwrap();
+    drop(served);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "sdk_workspace.py failed:\n{stderr}"
+    );
+    let out: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("sdk_workspace.py printed no JSON ({e}); stderr:\n{stderr}"));
+
+    // Workspace A uses the SDK as on a single-tenant server, with its own names.
+    let assistants = out["a_assistants"].as_array().unwrap();
+    assert_eq!(assistants.len(), 1, "{out}");
+    assert_eq!(assistants[0]["assistant_id"], "bot");
+    let tid = out["a_thread"]["thread_id"].as_str().unwrap();
+    assert!(!tid.contains('~'), "{tid}");
+    assert_eq!(last_ai(&out["a_wait2"]), "one | two", "{out}");
+    assert_eq!(last_ai(&out["a_joined"]), "one | two | three", "{out}");
+    assert_eq!(out["a_run"]["thread_id"], tid);
+    assert_eq!(out["a_run"]["assistant_id"], "bot");
+    assert_eq!(out["a_run"]["kwargs"]["input"]["thread"], tid);
+    assert_eq!(out["a_run"]["status"], "success");
+    assert_eq!(out["a_runs"].as_array().unwrap().len(), 3);
+    assert_eq!(out["a_state"]["checkpoint"]["thread_id"], tid);
+    // A copy is A's too, with the conversation.
+    let copy = out["a_copy"]["thread_id"].as_str().unwrap();
+    assert!(copy != tid && !copy.contains('~'), "{copy}");
+    assert_eq!(out["a_copy_state"]["checkpoint"]["thread_id"], copy);
+    assert_eq!(last_ai(&out["a_copy_state"]["values"]), "one | two | three");
+    let mut found: Vec<&str> = out["a_search"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["thread_id"].as_str().unwrap())
+        .collect();
+    found.sort_unstable();
+    let mut want = vec![tid, copy];
+    want.sort_unstable();
+    assert_eq!(found, want, "{out}");
+    assert_eq!(out["a_item"]["value"]["value"], "blue");
+    // A stream names A's thread and agent, and ends with the final values.
+    let parts = out["a_stream"].as_array().unwrap();
+    assert_eq!(parts[0]["event"], "metadata", "{parts:?}");
+    assert_eq!(parts[0]["data"]["thread_id"], tid, "{parts:?}");
+    assert!(
+        parts
+            .iter()
+            .any(|p| p["event"] == "updates" && p["data"]["bot"].is_object()),
+        "{parts:?}"
+    );
+    let last_values = parts.iter().rev().find(|p| p["event"] == "values").unwrap();
+    assert_eq!(
+        last_ai(&last_values["data"]),
+        "one | two | three | four",
+        "{parts:?}"
+    );
+    assert_eq!(parts.last().unwrap()["event"], "end", "{parts:?}");
+
+    // Workspace B cannot see, use or change A's thread, run or item: each is 404 with the
+    // problem a thread that does not exist gets.
+    let missing = "00000000-0000-7000-8000-000000000000";
+    assert_eq!(out["b_get"]["status"], 404, "{out}");
+    assert_eq!(
+        out["b_get"]["detail"].as_str().unwrap().replace(tid, "ID"),
+        out["b_get_missing"]["detail"]
+            .as_str()
+            .unwrap()
+            .replace(missing, "ID"),
+    );
+    for call in [
+        "b_state",
+        "b_history",
+        "b_wait",
+        "b_run",
+        "b_runs",
+        "b_copy",
+        "b_update",
+        "b_delete",
+        "b_item",
+    ] {
+        assert_eq!(out[call]["status"], 404, "{call}: {out}");
+    }
+    assert_eq!(out["b_search"], serde_json::json!([]), "{out}");
+    assert_eq!(out["b_items"]["items"], serde_json::json!([]), "{out}");
+    // B's thread of the same id is B's own conversation.
+    assert_eq!(out["b_same_id"]["thread_id"], tid);
+    assert_eq!(out["b_same_id"]["metadata"]["owner"], "b");
+    assert_eq!(last_ai(&out["b_same_id_wait"]), "mine", "{out}");
+    // A's thread is as A left it.
+    assert_eq!(out["a_after"]["metadata"]["owner"], "a");
+    assert_eq!(
+        out["a_after"]["values"]["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
 }

@@ -3,6 +3,8 @@
 //! events keep their ids and exactly-once resume.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod inproc;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,17 +79,8 @@ async fn a_client_gets_delta_events_before_the_model_steps_journal_event() {
         .build()
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let s = server.clone();
-    tokio::spawn(async move {
-        s.serve(listener, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
+    let served = inproc::serve(server).await;
+    let base = served.base.clone();
     let client = reqwest::Client::new();
 
     let run: Value = client
@@ -194,5 +187,5 @@ async fn a_client_gets_delta_events_before_the_model_steps_journal_event() {
         .unwrap();
     assert!(again.contains("event: model"), "{again}");
     assert!(!again.contains("event: delta"), "{again}");
-    let _ = stop.send(());
+    drop(served);
 }

@@ -2,6 +2,8 @@
 //! calls and tool calls went through the server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod inproc;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,17 +61,8 @@ async fn metrics_count_runs_model_calls_tool_calls_and_requests() {
         .build()
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let s = server.clone();
-    let serving = tokio::spawn(async move {
-        s.serve(listener, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
+    let served = inproc::serve(server).await;
+    let base = served.base.clone();
     let client = reqwest::Client::new();
 
     // Without the key: 401, like every other authenticated route.
@@ -174,6 +167,5 @@ async fn metrics_count_runs_model_calls_tool_calls_and_requests() {
         assert!(!text.contains(id.as_str()), "run id {id} in the metrics");
     }
 
-    let _ = stop.send(());
-    serving.await.unwrap();
+    drop(served);
 }

@@ -3,6 +3,8 @@
 //! servers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod inproc;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,15 +18,7 @@ struct Running {
     base: String,
     key: String,
     server: Server,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
+    _served: inproc::InProcess,
 }
 
 async fn store_at(dir: &Path) -> Arc<dyn Store> {
@@ -42,22 +36,12 @@ async fn start_with(dir: &Path, f: impl FnOnce(ServerBuilder) -> ServerBuilder) 
         .agent_llm("echo", Arc::new(echo), "Repeats what it was told")
         .poll_interval(Duration::from_millis(50));
     let server = f(builder).build().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let s = server.clone();
-    tokio::spawn(async move {
-        s.serve(listener, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
+    let served = inproc::serve(server.clone()).await;
     Running {
-        base,
+        base: served.base.clone(),
         key: "test-key".into(),
         server,
-        stop: Some(tx),
+        _served: served,
     }
 }
 
@@ -325,6 +309,11 @@ async fn signed_webhooks_start_runs_and_bad_or_replayed_deliveries_are_refused()
     let (status, run) = deliver(&r, "issues", body, &signed("s3cret", now_secs(), body)).await;
     assert_eq!(status, 202, "{run}");
     assert_eq!(run["agent"], "echo");
+    // The run acts as the hook, in the default workspace (for policy, audit, approvals).
+    let principal = &run["input"]["principal"];
+    assert_eq!(principal["workspace"], "default", "{run}");
+    assert_eq!(principal["key_id"], "webhook:issues", "{run}");
+    assert_eq!(principal["roles"], json!(["invoker"]), "{run}");
     let done = r
         .server
         .platform()

@@ -2,6 +2,8 @@
 //! tool calls and streams go through the server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod inproc;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,17 +73,8 @@ async fn realtime_shows_open_streams_rates_latency_and_top_tools() {
         .build()
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let s = server.clone();
-    tokio::spawn(async move {
-        s.serve(listener, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
+    let served = inproc::serve(server).await;
+    let base = served.base.clone();
 
     // Like /metrics: a key is needed, and an admin's.
     let (status, _) = get(&base, None, "/v1/metrics/realtime").await;
@@ -182,5 +175,5 @@ async fn realtime_shows_open_streams_rates_latency_and_top_tools() {
     // In the OpenAPI document.
     let (_, doc) = get(&base, None, "/openapi.json").await;
     assert!(doc["paths"]["/v1/metrics/realtime"]["get"].is_object());
-    let _ = stop.send(());
+    drop(served);
 }

@@ -3,6 +3,8 @@
 //! scoped route called with another workspace's ids and keys reveals nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod inproc;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,15 +25,7 @@ const ADMIN: &str = "tenancy-admin-key";
 struct Running {
     base: String,
     dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
+    _served: inproc::InProcess,
 }
 
 async fn start() -> Running {
@@ -45,21 +39,11 @@ async fn start() -> Running {
         .build()
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        server
-            .serve(listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-    });
+    let served = inproc::serve(server).await;
     Running {
-        base,
+        base: served.base.clone(),
         dir,
-        stop: Some(tx),
+        _served: served,
     }
 }
 
@@ -470,21 +454,11 @@ async fn runs_carry_their_callers_principal_on_the_run_context() {
         .build()
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        server
-            .serve(listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-    });
+    let served = inproc::serve(server).await;
     let r = Running {
-        base,
+        base: served.base.clone(),
         dir,
-        stop: Some(tx),
+        _served: served,
     };
     let (s, run) = call(
         &r,
@@ -516,22 +490,475 @@ async fn runs_carry_their_callers_principal_on_the_run_context() {
     );
 }
 
-/// One workspace of the isolation test: its key, agents and runs.
+/// One workspace of the isolation test: its key, agents and runs, and what it made over
+/// the LangGraph API: threads (`shared` in every workspace, the others server-made),
+/// `(thread, run)` pairs, crons and store item keys.
 struct Tenant {
     key: String,
     key_id: Option<String>,
     agents: BTreeSet<String>,
     runs: BTreeSet<String>,
+    threads: BTreeSet<String>,
+    thread_runs: Vec<(String, String)>,
+    crons: BTreeSet<String>,
+}
+
+fn user(text: &str) -> Value {
+    json!({"messages": [{"role": "user", "content": text}]})
+}
+
+/// Make LangGraph resources in workspace `i`: thread `shared` and `n` more, a run on each
+/// (when it has an agent), a cron of stateless runs and one on `shared`, store items.
+async fn lg_resources(r: &Running, t: &mut Tenant, i: usize, n: usize) {
+    let owner = json!({"owner": i});
+    let (s, b) = call(
+        r,
+        &t.key,
+        Method::POST,
+        "/threads",
+        Some(json!({"thread_id": "shared", "metadata": owner})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["thread_id"], "shared");
+    t.threads.insert("shared".into());
+    for _ in 0..n {
+        let (s, b) = call(
+            r,
+            &t.key,
+            Method::POST,
+            "/threads",
+            Some(json!({"metadata": owner})),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        let id = b["thread_id"].as_str().unwrap();
+        assert!(!id.contains('~'), "{b}");
+        t.threads.insert(id.to_owned());
+    }
+    if let Some(agent) = t.agents.first().cloned() {
+        for thread in t.threads.clone() {
+            let (s, values) = call(
+                r,
+                &t.key,
+                Method::POST,
+                &format!("/threads/{thread}/runs/wait"),
+                Some(json!({"assistant_id": agent, "input": user(&format!("from {i}"))})),
+            )
+            .await;
+            assert_eq!(s, 200, "{values}");
+            assert_eq!(values["messages"].as_array().unwrap().len(), 2, "{values}");
+            let (s, runs) = call(
+                r,
+                &t.key,
+                Method::GET,
+                &format!("/threads/{thread}/runs"),
+                None,
+            )
+            .await;
+            assert_eq!(s, 200, "{runs}");
+            let run = &runs[0];
+            assert_eq!(run["thread_id"], thread.as_str(), "{run}");
+            assert_eq!(run["assistant_id"], agent.as_str(), "{run}");
+            assert_eq!(run["kwargs"]["input"]["thread"], thread.as_str(), "{run}");
+            let id = run["run_id"].as_str().unwrap().to_owned();
+            t.runs.insert(id.clone());
+            t.thread_runs.push((thread, id));
+        }
+        for thread in [None, Some("shared")] {
+            let path = match thread {
+                Some(t) => format!("/threads/{t}/runs/crons"),
+                None => "/runs/crons".to_owned(),
+            };
+            let (s, c) = call(
+                r,
+                &t.key,
+                Method::POST,
+                &path,
+                Some(json!({"assistant_id": agent, "schedule": "0 0 1 1 *",
+                            "input": user("yearly"), "metadata": owner})),
+            )
+            .await;
+            assert_eq!(s, 200, "{c}");
+            assert_eq!(c["assistant_id"], agent.as_str(), "{c}");
+            assert_eq!(c["thread_id"], json!(thread), "{c}");
+            t.crons.insert(c["cron_id"].as_str().unwrap().to_owned());
+        }
+    }
+    for key in ["prefs".to_owned(), format!("k{i}")] {
+        let (s, b) = call(
+            r,
+            &t.key,
+            Method::PUT,
+            "/store/items",
+            Some(json!({"namespace": ["users", "u1"], "key": key, "value": owner})),
+        )
+        .await;
+        assert_eq!(s, 204, "{b}");
+    }
+}
+
+/// Ids found in `list` under `field`.
+fn ids(list: &Value, field: &str) -> BTreeSet<String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("a list: {list}"))
+        .iter()
+        .map(|x| x[field].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `method template` with `foreign` (another workspace's id) answers exactly what it answers
+/// with `missing` (an id nothing has): 404, the same problem but for the id. The id goes
+/// where the path has `{}` and the body `@ID@`.
+async fn same_as_missing(
+    r: &Running,
+    key: &str,
+    method: Method,
+    template: &str,
+    body: Option<&Value>,
+    foreign: &str,
+    missing: &str,
+) {
+    let with = |id: &str| {
+        (
+            template.replace("{}", id),
+            body.map(|b| {
+                serde_json::from_str::<Value>(&b.to_string().replace("@ID@", id)).unwrap()
+            }),
+        )
+    };
+    let (path, b) = with(foreign);
+    let (s, got) = call(r, key, method.clone(), &path, b).await;
+    let (path_missing, b) = with(missing);
+    let (s_missing, want) = call(r, key, method.clone(), &path_missing, b).await;
+    assert_eq!(s, 404, "{method} {path}: {got}");
+    assert_eq!(s_missing, 404, "{method} {path_missing}: {want}");
+    assert_eq!(
+        detail(&got).replace(foreign, "ID"),
+        detail(&want).replace(missing, "ID"),
+        "{method} {template}"
+    );
+    assert_eq!(got["type"], want["type"], "{method} {template}");
+}
+
+/// Workspace `i`'s view over the LangGraph and Agent Protocol routes: its lists hold exactly
+/// its own; every other workspace's thread, run and cron id answers like a missing one, and
+/// changes nothing.
+async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
+    let me = &tenants[i];
+    let k = me.key.as_str();
+    let (s, threads) = call(
+        r,
+        k,
+        Method::POST,
+        "/threads/search",
+        Some(json!({"limit": 1000})),
+    )
+    .await;
+    assert_eq!(s, 200, "{threads}");
+    assert_eq!(
+        ids(&threads, "thread_id"),
+        me.threads,
+        "workspace {i} threads"
+    );
+    assert!(
+        threads
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["metadata"]["owner"] == i),
+        "{threads}"
+    );
+    let (_, n) = call(r, k, Method::POST, "/threads/count", Some(json!({}))).await;
+    assert_eq!(n, json!(me.threads.len()));
+    let (_, shared) = call(r, k, Method::GET, "/threads/shared", None).await;
+    assert_eq!(shared["metadata"]["owner"], i, "{shared}");
+    let (_, a) = call(
+        r,
+        k,
+        Method::POST,
+        "/assistants/search",
+        Some(json!({"limit": 1000})),
+    )
+    .await;
+    assert_eq!(
+        ids(&a, "assistant_id"),
+        me.agents,
+        "workspace {i} assistants"
+    );
+    let (_, n) = call(r, k, Method::POST, "/assistants/count", Some(json!({}))).await;
+    assert_eq!(n, json!(me.agents.len()));
+    let (_, a) = call(
+        r,
+        k,
+        Method::POST,
+        "/agents/search",
+        Some(json!({"limit": 1000})),
+    )
+    .await;
+    assert_eq!(ids(&a, "agent_id"), me.agents, "workspace {i} agents");
+    // The same runs as `/v1/runs` (mine, and the `/mcp` call's run made since).
+    let (_, runs) = call(
+        r,
+        k,
+        Method::POST,
+        "/runs/search",
+        Some(json!({"limit": 1000})),
+    )
+    .await;
+    let (_, v1) = call(r, k, Method::GET, "/v1/runs?limit=1000", None).await;
+    let found = ids(&runs, "run_id");
+    assert_eq!(found, ids(&v1, "run_id"), "workspace {i} /runs/search");
+    assert!(found.is_superset(&me.runs), "workspace {i} /runs/search");
+    for other in tenants.iter().filter(|o| o.key != me.key) {
+        assert!(found.is_disjoint(&other.runs), "workspace {i} /runs/search");
+    }
+    let (_, crons) = call(
+        r,
+        k,
+        Method::POST,
+        "/runs/crons/search",
+        Some(json!({"limit": 1000})),
+    )
+    .await;
+    assert_eq!(ids(&crons, "cron_id"), me.crons, "workspace {i} crons");
+    let (_, n) = call(r, k, Method::POST, "/runs/crons/count", Some(json!({}))).await;
+    assert_eq!(n, json!(me.crons.len()));
+    let (_, items) = call(
+        r,
+        k,
+        Method::POST,
+        "/store/items/search",
+        Some(json!({"namespace_prefix": ["users"], "limit": 100})),
+    )
+    .await;
+    let keys: BTreeSet<String> = ids(&items["items"], "key");
+    assert_eq!(
+        keys,
+        BTreeSet::from(["prefs".to_owned(), format!("k{i}")]),
+        "{items}"
+    );
+    assert!(
+        items["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["value"]["owner"] == i)
+    );
+    let (_, ns) = call(r, k, Method::POST, "/store/namespaces", Some(json!({}))).await;
+    assert_eq!(ns["namespaces"], json!([["users", "u1"]]), "{ns}");
+    let (s, item) = call(
+        r,
+        k,
+        Method::GET,
+        "/store/items?namespace=users.u1&key=prefs",
+        None,
+    )
+    .await;
+    assert_eq!((s, &item["value"]["owner"]), (200, &json!(i)), "{item}");
+
+    let agent = me
+        .agents
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "bot".to_owned());
+    let run_body = json!({"assistant_id": agent, "input": user("intrude")});
+    let ap_body = json!({"agent_id": agent, "thread_id": "@ID@", "input": user("intrude")});
+    let cron_body = json!({"assistant_id": agent, "schedule": "0 0 1 1 *", "input": user("x")});
+    let missing = uuid::Uuid::now_v7().to_string();
+    for (j, other) in tenants.iter().enumerate() {
+        if i == j {
+            continue;
+        }
+        for t in other.threads.iter().filter(|t| *t != "shared") {
+            for (m, path, body) in [
+                (Method::GET, "/threads/{}", None),
+                (
+                    Method::PATCH,
+                    "/threads/{}",
+                    Some(json!({"metadata": {"x": 1}})),
+                ),
+                (Method::DELETE, "/threads/{}", None),
+                (Method::GET, "/threads/{}/state", None),
+                (Method::GET, "/threads/{}/state/1", None),
+                (Method::POST, "/threads/{}/history", Some(json!({}))),
+                (Method::GET, "/threads/{}/history", None),
+                (Method::POST, "/threads/{}/copy", None),
+                (Method::GET, "/threads/{}/runs", None),
+                (Method::POST, "/threads/{}/runs", Some(run_body.clone())),
+                (
+                    Method::POST,
+                    "/threads/{}/runs/wait",
+                    Some(run_body.clone()),
+                ),
+                (
+                    Method::POST,
+                    "/threads/{}/runs/stream",
+                    Some(run_body.clone()),
+                ),
+                (
+                    Method::POST,
+                    "/threads/{}/runs/crons",
+                    Some(cron_body.clone()),
+                ),
+                (Method::POST, "/runs", Some(ap_body.clone())),
+                (Method::POST, "/runs/wait", Some(ap_body.clone())),
+                (
+                    Method::POST,
+                    "/runs/search",
+                    Some(json!({"thread_id": "@ID@"})),
+                ),
+            ] {
+                same_as_missing(r, k, m, path, body.as_ref(), t, &missing).await;
+            }
+            let (_, found) = call(
+                r,
+                k,
+                Method::POST,
+                "/threads/search",
+                Some(json!({"ids": [t]})),
+            )
+            .await;
+            assert_eq!(found, json!([]), "workspace {i} finds {j}'s thread {t}");
+            let (_, found) = call(
+                r,
+                k,
+                Method::POST,
+                "/runs/crons/search",
+                Some(json!({"thread_id": t})),
+            )
+            .await;
+            assert_eq!(found, json!([]));
+        }
+        for (t, run) in &other.thread_runs {
+            for (m, path) in [
+                (Method::GET, format!("/threads/{t}/runs/{{}}")),
+                (Method::GET, format!("/threads/{t}/runs/{{}}/join")),
+                (Method::GET, format!("/threads/{t}/runs/{{}}/stream")),
+                (Method::POST, format!("/threads/{t}/runs/{{}}/cancel")),
+                (Method::GET, "/runs/{}".to_owned()),
+                (Method::GET, "/runs/{}/wait".to_owned()),
+                (Method::GET, "/runs/{}/stream".to_owned()),
+                (Method::POST, "/runs/{}/cancel".to_owned()),
+            ] {
+                // On their thread (`shared` is mine too) and on the top-level routes.
+                same_as_missing(r, k, m, &path, None, run, &missing).await;
+            }
+        }
+        for c in &other.crons {
+            for (m, body) in [
+                (Method::PATCH, Some(json!({"enabled": false}))),
+                (Method::DELETE, None),
+            ] {
+                same_as_missing(r, k, m, "/runs/crons/{}", body.as_ref(), c, &missing).await;
+            }
+        }
+        let (s, b) = call(
+            r,
+            k,
+            Method::GET,
+            &format!("/store/items?namespace=users.u1&key=k{j}"),
+            None,
+        )
+        .await;
+        let (_, want) = call(
+            r,
+            k,
+            Method::GET,
+            "/store/items?namespace=users.u1&key=kmissing",
+            None,
+        )
+        .await;
+        assert_eq!(s, 404, "{b}");
+        assert_eq!(
+            detail(&b).replace(&format!("k{j}"), "K"),
+            detail(&want).replace("kmissing", "K")
+        );
+    }
+}
+
+/// After every workspace tried: nothing of anyone's changed, and a create-or-get with
+/// another workspace's thread id makes the caller's own thread.
+async fn lg_untouched_then_create_or_get(r: &Running, tenants: &[Tenant]) {
+    for (j, other) in tenants.iter().enumerate() {
+        for t in &other.threads {
+            let (s, b) = call(r, &other.key, Method::GET, &format!("/threads/{t}"), None).await;
+            assert_eq!(s, 200, "{b}");
+            assert_eq!(b["metadata"], json!({"owner": j}), "{b}");
+            let turns = usize::from(!other.agents.is_empty());
+            assert_eq!(
+                b["values"]["messages"].as_array().unwrap().len(),
+                2 * turns,
+                "{b}"
+            );
+        }
+        let (_, crons) = call(
+            r,
+            &other.key,
+            Method::POST,
+            "/runs/crons/search",
+            Some(json!({"limit": 1000})),
+        )
+        .await;
+        assert!(
+            crons
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["enabled"] == true),
+            "{crons}"
+        );
+        assert_eq!(ids(&crons, "cron_id"), other.crons);
+    }
+    for (i, me) in tenants.iter().enumerate() {
+        let Some((j, t)) = tenants
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .find_map(|(j, o)| {
+                o.threads
+                    .iter()
+                    .find(|t| *t != "shared")
+                    .map(|t| (j, t.clone()))
+            })
+        else {
+            continue;
+        };
+        let (s, b) = call(
+            r,
+            &me.key,
+            Method::POST,
+            "/threads",
+            Some(json!({"thread_id": t, "if_exists": "do_nothing", "metadata": {"owner": i}})),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(
+            b["metadata"],
+            json!({"owner": i}),
+            "workspace {i} got {j}'s thread: {b}"
+        );
+        assert_eq!(b["values"]["messages"], json!([]), "{b}");
+        let (_, theirs) = call(
+            r,
+            &tenants[j].key,
+            Method::GET,
+            &format!("/threads/{t}"),
+            None,
+        )
+        .await;
+        assert_eq!(theirs["metadata"], json!({"owner": j}), "{theirs}");
+    }
 }
 
 fn detail(b: &Value) -> String {
     b["detail"].as_str().unwrap_or_default().to_owned()
 }
 
-async fn isolation(layout: Vec<BTreeMap<String, usize>>) {
+async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
     let r = start().await;
     let mut tenants = Vec::new();
-    for (i, agents) in layout.iter().enumerate() {
+    for (i, (agents, n_threads)) in layout.iter().enumerate() {
         // Workspace 0 is `default/default`, acting with the server's admin key.
         let (key, key_id) = if i == 0 {
             (ADMIN.to_owned(), None)
@@ -566,12 +993,17 @@ async fn isolation(layout: Vec<BTreeMap<String, usize>>) {
                 runs.insert(run["run_id"].as_str().unwrap().to_owned());
             }
         }
-        tenants.push(Tenant {
+        let mut tenant = Tenant {
             key,
             key_id,
             agents: agents.keys().cloned().collect(),
             runs,
-        });
+            threads: BTreeSet::new(),
+            thread_runs: Vec::new(),
+            crons: BTreeSet::new(),
+        };
+        lg_resources(&r, &mut tenant, i, *n_threads).await;
+        tenants.push(tenant);
     }
     let missing_run = uuid::Uuid::now_v7().to_string();
     for (i, me) in tenants.iter().enumerate() {
@@ -841,21 +1273,30 @@ async fn isolation(layout: Vec<BTreeMap<String, usize>>) {
                     assert!(!runs.to_string().contains(run.as_str()));
                 }
             }
-        } else {
-            // Routes not scoped yet are closed to workspace keys.
-            for (m, path) in [
-                (Method::POST, "/assistants/search"),
-                (Method::POST, "/threads"),
-                (Method::POST, "/runs/search"),
-            ] {
-                let (s, _) = call(&r, &me.key, m, path, Some(json!({}))).await;
-                assert_eq!(s, 404, "{path}");
+            // Another workspace's stored thread id is no thread of the default workspace's.
+            for (j, other) in tenants.iter().enumerate().skip(1) {
+                let stored = format!("org{}~ws{j}~shared", j % 2);
+                let body = json!({"agent_id": "bot", "thread_id": stored, "input": user("x")});
+                let (s, b) = call(&r, &me.key, Method::POST, "/runs", Some(body)).await;
+                assert_eq!(s, 404, "{b}");
+                let (_, found) = call(
+                    &r,
+                    &me.key,
+                    Method::POST,
+                    "/threads/search",
+                    Some(json!({"ids": [stored]})),
+                )
+                .await;
+                assert_eq!(found, json!([]));
+                assert!(!other.threads.is_empty());
             }
         }
+        lg_isolation(&r, &tenants, i).await;
     }
+    lg_untouched_then_create_or_get(&r, &tenants).await;
 }
 
-fn layouts() -> impl Strategy<Value = Vec<BTreeMap<String, usize>>> {
+fn layouts() -> impl Strategy<Value = Vec<(BTreeMap<String, usize>, usize)>> {
     // Few names, so workspaces often share agent names.
     let agents = prop::collection::btree_map(
         prop::sample::select(vec![
@@ -866,7 +1307,7 @@ fn layouts() -> impl Strategy<Value = Vec<BTreeMap<String, usize>>> {
         0usize..3,
         0..3,
     );
-    prop::collection::vec(agents, 2..4)
+    prop::collection::vec((agents, 0usize..3), 2..4)
 }
 
 proptest! {
@@ -934,4 +1375,66 @@ async fn audit_and_approvals_are_read_per_workspace() {
     )
     .await;
     assert_eq!((s, &b["workspace"]), (200, &json!("acme/prod")), "{b}");
+}
+
+#[tokio::test]
+async fn a_workspaces_cron_fires_on_its_thread_as_its_creator() {
+    let r = start().await;
+    workspace(&r, "acme", "prod").await;
+    let (op, op_id) = key(&r, "acme/prod", "admin").await;
+    deploy(&r, &op, "bot", "be brief").await;
+    // The default workspace has a thread and an agent of the same names: never used.
+    deploy(&r, ADMIN, "bot", "default").await;
+    for k in [ADMIN, op.as_str()] {
+        let (s, b) = call(
+            &r,
+            k,
+            Method::POST,
+            "/threads",
+            Some(json!({"thread_id": "t"})),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let (s, cron) = call(
+        &r,
+        &op,
+        Method::POST,
+        "/threads/t/runs/crons",
+        Some(json!({"assistant_id": "bot", "schedule": "* * * * * *", "input": user("tick")})),
+    )
+    .await;
+    assert_eq!(s, 200, "{cron}");
+    let cron_id = cron["cron_id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let run = loop {
+        let (_, runs) = call(&r, &op, Method::GET, "/threads/t/runs", None).await;
+        if let Some(run) = runs.as_array().and_then(|a| a.first()).cloned() {
+            break run;
+        }
+        assert!(std::time::Instant::now() < deadline, "the cron never fired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (s, b) = call(
+        &r,
+        &op,
+        Method::DELETE,
+        &format!("/runs/crons/{cron_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204, "{b}");
+    assert_eq!(run["assistant_id"], "bot", "{run}");
+    assert_eq!(run["thread_id"], "t", "{run}");
+    let id = run["run_id"].as_str().unwrap();
+    let (s, v1) = call(&r, &op, Method::GET, &format!("/v1/runs/{id}"), None).await;
+    assert_eq!(s, 200, "{v1}");
+    assert_eq!(v1["thread_id"], "t", "{v1}");
+    assert_eq!(v1["input"]["principal"]["workspace"], "prod", "{v1}");
+    assert_eq!(v1["input"]["principal"]["key_id"], op_id.as_str(), "{v1}");
+    // Not the default workspace's run, nor on its thread `t`.
+    let (s, _) = call(&r, ADMIN, Method::GET, &format!("/runs/{id}"), None).await;
+    assert_eq!(s, 404);
+    let (_, runs) = call(&r, ADMIN, Method::GET, "/threads/t/runs", None).await;
+    assert_eq!(runs, json!([]));
 }

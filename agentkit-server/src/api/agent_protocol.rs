@@ -4,6 +4,9 @@
 //! Threads, `/runs`, `/runs/wait`, `/runs/stream` and store items are shared with
 //! [`super::langgraph`]; a run body that names its agent `agent_id` (not `assistant_id`)
 //! gets Agent Protocol answers (`{"run", "values", "messages"}` from `/runs/wait`).
+//!
+//! Like the LangGraph routes, every route serves the caller's workspace: its agents, its
+//! runs and threads; another workspace's run id answers 404 like one that does not exist.
 
 use agentkit_runtime::RunQuery;
 use axum::Router;
@@ -20,6 +23,7 @@ use super::langgraph::{
 use super::v1::optional_json;
 use super::{ApiResult, AppState, Json, Path, Problem, Query};
 use crate::registry::Entry;
+use crate::tenancy::Caller;
 
 /// The authenticated Agent Protocol routes not shared with the LangGraph API.
 pub(crate) fn routes() -> Router<AppState> {
@@ -88,14 +92,13 @@ pub struct AgentSearch {
     responses((status = 200, body = [Agent]), (status = 422, body = Problem)))]
 pub async fn search_agents(
     State(s): State<AppState>,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Vec<Agent>>> {
     let q: AgentSearch = optional_json(&body)?;
     let metadata = q.metadata.unwrap_or_default();
     Ok(Json(
-        s.platform
-            .registry()
-            .list()
+        langgraph::entries_in(&s, &caller.scope())
             .await?
             .into_iter()
             .map(Agent::from)
@@ -113,9 +116,10 @@ pub async fn search_agents(
     responses((status = 200, body = Agent), (status = 404, body = Problem)))]
 pub async fn get_agent(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Agent>> {
-    Ok(Json(entry_of(&s, &id).await?.into()))
+    Ok(Json(entry_of(&s, &caller.scope(), &id).await?.into()))
 }
 
 /// An agent's schemas.
@@ -144,9 +148,10 @@ pub struct AgentSchema {
     responses((status = 200, body = AgentSchema), (status = 404, body = Problem)))]
 pub async fn agent_schemas(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AgentSchema>> {
-    let e = entry_of(&s, &id).await?;
+    let e = entry_of(&s, &caller.scope(), &id).await?;
     Ok(Json(AgentSchema {
         agent_id: e.name,
         input_schema: messages_schema(),
@@ -172,12 +177,20 @@ pub struct HistoryQuery {
     responses((status = 200, body = [ThreadState]), (status = 404, body = Problem)))]
 pub async fn thread_history(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<Json<Vec<ThreadState>>> {
     let before = q.before.map(Value::String);
     Ok(Json(
-        langgraph::history_page(&s, &id, q.limit.unwrap_or(10).min(1000), before.as_ref()).await?,
+        langgraph::history_page(
+            &s,
+            &caller.scope(),
+            &id,
+            q.limit.unwrap_or(10).min(1000),
+            before.as_ref(),
+        )
+        .await?,
     ))
 }
 
@@ -212,19 +225,27 @@ pub struct RunSearch {
     responses((status = 200, body = [LgRun]), (status = 400, body = Problem), (status = 404, body = Problem)))]
 pub async fn search_runs(
     State(s): State<AppState>,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Vec<LgRun>>> {
     let q: RunSearch = optional_json(&body)?;
+    let scope = caller.scope();
     let limit = q.limit.unwrap_or(10).min(1000);
     let offset = q.offset.unwrap_or(0);
     let runs = match &q.thread_id {
-        Some(t) => s.platform.thread_runs(t, 10_000).await?,
+        Some(t) => {
+            let key = langgraph::thread_key(&scope, t)?;
+            s.platform
+                .thread_runs(&key, 10_000)
+                .await
+                .map_err(super::v1::scoped(&scope))?
+        }
         None => {
             let mut rq = RunQuery::new().with_page(10_000, 0);
             if let Some(a) = &q.agent_id {
                 rq = rq.with_target(a.clone());
             }
-            s.platform.runs(&rq).await?
+            s.platform.runs_in(&scope, &rq).await?
         }
     };
     let metadata = q.metadata.unwrap_or_default();
@@ -234,14 +255,16 @@ pub async fn search_runs(
         if out.len() >= limit {
             break;
         }
-        if q.agent_id.as_ref().is_some_and(|a| *a != r.target)
+        if q.agent_id
+            .as_deref()
+            .is_some_and(|a| scope.external(&r.target) != Some(a))
             || q.status
                 .as_deref()
                 .is_some_and(|st| langgraph::run_status(&r) != st)
         {
             continue;
         }
-        let view = run_view(&s, r).await?;
+        let view = run_view(&s, &scope, r).await?;
         if !metadata
             .iter()
             .all(|(k, v)| view.metadata.get(k) == Some(v))
@@ -263,10 +286,12 @@ pub async fn search_runs(
     responses((status = 200, body = LgRun), (status = 404, body = Problem)))]
 pub async fn get_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<LgRun>> {
-    let r = s.platform.run(&run_id).await?;
-    Ok(Json(run_view(&s, r).await?))
+    let scope = caller.scope();
+    let r = s.platform.run_in(&scope, &run_id).await?;
+    Ok(Json(run_view(&s, &scope, r).await?))
 }
 
 /// Wait for a run to finish: `{"run", "values", "messages"}`.
@@ -275,10 +300,12 @@ pub async fn get_run(
     responses((status = 200, body = Object), (status = 404, body = Problem)))]
 pub async fn wait_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path(run_id): Path<String>,
 ) -> ApiResult<Response> {
-    let r = s.platform.run(&run_id).await?;
-    langgraph::wait_answer(&s, &r, true).await
+    let scope = caller.scope();
+    let r = s.platform.run_in(&scope, &run_id).await?;
+    langgraph::wait_answer(&s, &scope, &r, true).await
 }
 
 /// Which stream modes to send.
@@ -295,12 +322,14 @@ pub struct StreamQuery {
     responses((status = 200, description = "text/event-stream"), (status = 404, body = Problem)))]
 pub async fn stream_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path(run_id): Path<String>,
     Query(q): Query<StreamQuery>,
 ) -> ApiResult<Response> {
-    let r = s.platform.run(&run_id).await?;
+    let scope = caller.scope();
+    let r = s.platform.run_in(&scope, &run_id).await?;
     let modes = Modes::from_value(q.stream_mode.map(Value::String).as_ref());
-    Ok(langgraph::lg_stream(s, &r, modes, None).into_response())
+    Ok(langgraph::lg_stream(s, scope, &r, modes, None).into_response())
 }
 
 /// Cancel a run (409 if it already finished).
@@ -310,9 +339,11 @@ pub async fn stream_run(
               (status = 409, body = Problem)))]
 pub async fn cancel_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path(run_id): Path<String>,
     Query(q): Query<CancelQuery>,
 ) -> ApiResult<Response> {
-    let r = s.platform.run(&run_id).await?;
-    langgraph::cancel(&s, &r, &q).await
+    let scope = caller.scope();
+    let r = s.platform.run_in(&scope, &run_id).await?;
+    langgraph::cancel(&s, &scope, &r, &q).await
 }

@@ -13,6 +13,11 @@
 //! (`rollback` is refused with a 422 problem). Features agentkit does not have yet
 //! (commands, checkpoints, `interrupt_before`, webhooks, delayed runs, TTLs) are refused
 //! with a 422 problem rather than ignored.
+//!
+//! Every route serves the caller's workspace: its assistants are the workspace's agents; the
+//! threads, runs, crons and store items it creates are its own, stored under its prefix
+//! (see [`crate::tenancy`]); another workspace's thread, run or cron id answers 404 with the
+//! same problem as an id that does not exist, and searches never list them.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -36,13 +41,16 @@ use super::{ApiResult, AppState, Path, Problem, Query, agent_protocol, sse};
 use crate::crons::{Cron, Crons};
 use crate::platform::StartRun;
 use crate::registry::Entry;
+use crate::tenancy::{Caller, Scope};
 use crate::threads::{Thread, ThreadPolicy};
 
 /// The store collection of the LangGraph-only facts of a run (its metadata and multitask
 /// strategy), by run id.
 pub const RUN_META: &str = "agentkit.langgraph.run";
 
-/// The store collection of store items (`{namespace}\u{1f}{key}`).
+/// The store collection of store items (`{namespace}\u{1f}{key}`, the namespace's labels
+/// joined with `.` under the workspace's prefix: `<org>~<workspace>~{namespace}`, plain for
+/// `default/default`).
 pub const STORE_ITEMS: &str = "agentkit.store.items";
 
 /// The authenticated LangGraph (and shared Agent Protocol) routes.
@@ -165,22 +173,54 @@ fn statuses_of(lg: &str) -> Result<Vec<RunStatus>, Problem> {
     })
 }
 
-/// The thread of a run, if it has one.
+/// The thread of a run (its stored id), if it has one.
 fn thread_of(r: &RunRecord) -> Option<&str> {
     r.input.get("thread").and_then(Value::as_str)
 }
 
-/// An agent (registry entry) by the name a client sends as `assistant_id`, `graph_id` or
-/// `agent_id`.
-pub(crate) async fn entry_of(s: &AppState, id: &str) -> ApiResult<Entry> {
-    // These routes serve the `default/default` workspace: another workspace's stored name
-    // (`<org>~<workspace>~<name>`) is no assistant of theirs.
-    let found = match crate::tenancy::Scope::default_scope().internal(id) {
+/// The thread of a run as `scope`'s workspace calls it.
+fn thread_out(scope: &Scope, r: &RunRecord) -> Option<String> {
+    thread_of(r).map(|t| scope.external(t).unwrap_or(t).to_owned())
+}
+
+/// `result` with the caller's workspace prefix removed from its problem's detail, so errors
+/// name threads and agents as the caller does.
+pub(crate) fn unprefixed<T>(scope: &Scope, result: ApiResult<T>) -> ApiResult<T> {
+    result.map_err(|mut p| {
+        p.detail = scope.unprefix(&p.detail);
+        p
+    })
+}
+
+/// 404 for thread `id`: the same for another workspace's thread as for none at all.
+fn no_thread(id: &str) -> Problem {
+    Problem::from(agentkit_core::Error::not_found(
+        "thread",
+        id,
+        "create it first (`POST /threads`)",
+    ))
+}
+
+/// The stored id of the caller's thread `id` (404 if it cannot be one).
+pub(crate) fn thread_key(scope: &Scope, id: &str) -> Result<String, Problem> {
+    scope.internal(id).ok_or_else(|| no_thread(id))
+}
+
+/// The caller's thread `id`.
+async fn thread_in(s: &AppState, scope: &Scope, id: &str) -> ApiResult<Thread> {
+    Ok(s.platform.threads().get(&thread_key(scope, id)?).await?)
+}
+
+/// An agent (registry entry) of `scope`'s workspace by the name a client sends as
+/// `assistant_id`, `graph_id` or `agent_id`, named as the workspace names it. Another
+/// workspace's agent, or its stored name (`<org>~<workspace>~<name>`), is no assistant.
+pub(crate) async fn entry_of(s: &AppState, scope: &Scope, id: &str) -> ApiResult<Entry> {
+    let found = match scope.internal(id) {
         Some(name) => s.platform.registry().find(&name).await?,
         None => None,
     };
     match found {
-        Some(e) => Ok(e),
+        Some(e) => Ok(super::v1::entry_out(scope, e)),
         None => Err(Problem::not_found(format!(
             "no assistant `{}`: assistant ids are agent names (`POST /assistants/search` \
              lists them)",
@@ -260,9 +300,23 @@ pub struct AssistantSearch {
     pub offset: Option<usize>,
 }
 
-async fn matching_assistants(s: &AppState, q: &AssistantSearch) -> ApiResult<Vec<Assistant>> {
-    let all = s.platform.registry().list().await?;
+/// The agents of `scope`'s workspace, named as it names them.
+pub(crate) async fn entries_in(s: &AppState, scope: &Scope) -> ApiResult<Vec<Entry>> {
+    let all = s.platform.registry().list_all().await?;
     Ok(all
+        .into_iter()
+        .filter(|e| scope.contains(&e.name))
+        .map(|e| super::v1::entry_out(scope, e))
+        .collect())
+}
+
+async fn matching_assistants(
+    s: &AppState,
+    scope: &Scope,
+    q: &AssistantSearch,
+) -> ApiResult<Vec<Assistant>> {
+    Ok(entries_in(s, scope)
+        .await?
         .into_iter()
         .map(Assistant::from)
         .filter(|a| q.graph_id.as_ref().is_none_or(|g| *g == a.graph_id))
@@ -281,10 +335,11 @@ async fn matching_assistants(s: &AppState, q: &AssistantSearch) -> ApiResult<Vec
     responses((status = 200, body = [Assistant]), (status = 422, body = Problem)))]
 pub async fn search_assistants(
     State(s): State<AppState>,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<super::Json<Vec<Assistant>>> {
     let q: AssistantSearch = optional_json(&body)?;
-    let found = matching_assistants(&s, &q).await?;
+    let found = matching_assistants(&s, &caller.scope(), &q).await?;
     Ok(super::Json(
         found
             .into_iter()
@@ -299,10 +354,13 @@ pub async fn search_assistants(
     responses((status = 200, body = usize)))]
 pub async fn count_assistants(
     State(s): State<AppState>,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<super::Json<usize>> {
     let q: AssistantSearch = optional_json(&body)?;
-    Ok(super::Json(matching_assistants(&s, &q).await?.len()))
+    Ok(super::Json(
+        matching_assistants(&s, &caller.scope(), &q).await?.len(),
+    ))
 }
 
 /// One assistant.
@@ -311,9 +369,12 @@ pub async fn count_assistants(
     responses((status = 200, body = Assistant), (status = 404, body = Problem)))]
 pub async fn get_assistant(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<super::Json<Assistant>> {
-    Ok(super::Json(entry_of(&s, &id).await?.into()))
+    Ok(super::Json(
+        entry_of(&s, &caller.scope(), &id).await?.into(),
+    ))
 }
 
 /// The JSON Schema of the messages state every agentkit agent takes and keeps.
@@ -367,9 +428,10 @@ pub struct GraphSchema {
     responses((status = 200, body = GraphSchema), (status = 404, body = Problem)))]
 pub async fn assistant_schemas(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<super::Json<GraphSchema>> {
-    let e = entry_of(&s, &id).await?;
+    let e = entry_of(&s, &caller.scope(), &id).await?;
     Ok(super::Json(GraphSchema {
         graph_id: e.name,
         input_schema: messages_schema(),
@@ -386,9 +448,10 @@ pub async fn assistant_schemas(
     responses((status = 200, body = Object), (status = 404, body = Problem)))]
 pub async fn assistant_graph(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<super::Json<Value>> {
-    let e = entry_of(&s, &id).await?;
+    let e = entry_of(&s, &caller.scope(), &id).await?;
     Ok(super::Json(json!({
         "nodes": [
             {"id": "__start__", "type": "schema", "data": "__start__"},
@@ -444,12 +507,16 @@ pub(crate) async fn thread_status(s: &AppState, t: &Thread) -> ApiResult<&'stati
     })
 }
 
-/// The thread as LangGraph shows it (status and values included).
-pub(crate) async fn thread_view(s: &AppState, t: Thread) -> ApiResult<LgThread> {
+/// The thread as `scope`'s workspace sees it in LangGraph's shape (status and values
+/// included).
+pub(crate) async fn thread_view(s: &AppState, scope: &Scope, t: Thread) -> ApiResult<LgThread> {
     let status = thread_status(s, &t).await?;
     let values = s.platform.threads().values(&t.thread_id).await?;
     Ok(LgThread {
-        thread_id: t.thread_id,
+        thread_id: scope
+            .external(&t.thread_id)
+            .unwrap_or(&t.thread_id)
+            .to_owned(),
         created_at: iso(t.created_at),
         updated_at: iso(t.updated_at),
         metadata: t.metadata,
@@ -488,9 +555,19 @@ pub struct ThreadCreate {
     responses((status = 200, body = LgThread), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_thread(
     State(s): State<AppState>,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<super::Json<LgThread>> {
-    let req: ThreadCreate = optional_json(&body)?;
+    let scope = caller.scope();
+    unprefixed(&scope, create_thread_in(&s, &scope, &body).await)
+}
+
+async fn create_thread_in(
+    s: &AppState,
+    scope: &Scope,
+    body: &[u8],
+) -> ApiResult<super::Json<LgThread>> {
+    let req: ThreadCreate = optional_json(body)?;
     if req.supersteps.as_ref().is_some_and(|v| !v.is_null()) {
         return Err(unsupported(
             "`supersteps` (creating a thread with prior state) is not supported yet; create \
@@ -513,9 +590,14 @@ pub async fn create_thread(
     let t = s
         .platform
         .threads()
-        .create(req.thread_id, req.metadata.unwrap_or_default(), do_nothing)
+        .create_in(
+            scope,
+            req.thread_id,
+            req.metadata.unwrap_or_default(),
+            do_nothing,
+        )
         .await?;
-    Ok(super::Json(thread_view(&s, t).await?))
+    Ok(super::Json(thread_view(s, scope, t).await?))
 }
 
 /// One thread.
@@ -524,10 +606,18 @@ pub async fn create_thread(
     responses((status = 200, body = LgThread), (status = 404, body = Problem)))]
 pub async fn get_thread(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<super::Json<LgThread>> {
-    let t = s.platform.threads().get(&id).await?;
-    Ok(super::Json(thread_view(&s, t).await?))
+    let scope = caller.scope();
+    unprefixed(
+        &scope,
+        async {
+            let t = thread_in(&s, &scope, &id).await?;
+            Ok(super::Json(thread_view(&s, &scope, t).await?))
+        }
+        .await,
+    )
 }
 
 /// A change to a thread.
@@ -554,11 +644,26 @@ pub struct ThreadPatch {
     responses((status = 200, body = LgThread), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn patch_thread(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let req: ThreadPatch = optional_json(&body)?;
+    let scope = caller.scope();
+    unprefixed(
+        &scope,
+        patch_thread_in(&s, &scope, &id, &headers, &body).await,
+    )
+}
+
+async fn patch_thread_in(
+    s: &AppState,
+    scope: &Scope,
+    id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
+    let req: ThreadPatch = optional_json(body)?;
     if req.values.as_ref().is_some_and(|v| !v.is_null()) {
         return Err(unsupported(
             "changing a thread's values is not supported yet; run the agent on it",
@@ -570,7 +675,7 @@ pub async fn patch_thread(
     let t = s
         .platform
         .threads()
-        .patch(&id, req.metadata.unwrap_or_default())
+        .patch(&thread_key(scope, id)?, req.metadata.unwrap_or_default())
         .await?;
     let minimal = headers
         .get("prefer")
@@ -579,7 +684,7 @@ pub async fn patch_thread(
     if minimal {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    Ok(super::Json(thread_view(&s, t).await?).into_response())
+    Ok(super::Json(thread_view(s, scope, t).await?).into_response())
 }
 
 /// Delete a thread and its conversation (a run still live on it is cancelled first).
@@ -588,9 +693,15 @@ pub async fn patch_thread(
     responses((status = 204), (status = 404, body = Problem)))]
 pub async fn delete_thread(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let t = s.platform.threads().get(&id).await?;
+    let scope = caller.scope();
+    unprefixed(&scope, delete_thread_in(&s, &scope, &id).await)
+}
+
+async fn delete_thread_in(s: &AppState, scope: &Scope, id: &str) -> ApiResult<StatusCode> {
+    let t = thread_in(s, scope, id).await?;
     if let Some(last) = &t.last_run {
         match s
             .platform
@@ -603,7 +714,7 @@ pub async fn delete_thread(
             Err(e) => return Err(e.into()),
         }
     }
-    s.platform.threads().delete(&id).await?;
+    s.platform.threads().delete(&t.thread_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -643,6 +754,7 @@ pub struct ThreadSearch {
 /// threads are scanned).
 async fn matching_threads(
     s: &AppState,
+    scope: &Scope,
     q: &ThreadSearch,
     limit: usize,
     offset: usize,
@@ -683,8 +795,9 @@ async fn matching_threads(
     let candidates: Vec<Thread> = match &q.ids {
         Some(ids) => {
             let mut out = Vec::new();
-            for id in ids {
-                if let Some(t) = threads.find(id).await?
+            // Another workspace's id (or its stored form) is no thread of the caller's.
+            for id in ids.iter().filter_map(|id| scope.internal(id)) {
+                if let Some(t) = threads.find(&id).await?
                     && metadata.iter().all(|(k, v)| t.metadata.get(k) == Some(v))
                 {
                     out.push(t);
@@ -692,7 +805,7 @@ async fn matching_threads(
             }
             out
         }
-        None => threads.search(&metadata, 10_000, 0).await?,
+        None => threads.search_in(scope, &metadata, 10_000, 0).await?,
     };
     let mut out = Vec::new();
     for t in candidates {
@@ -722,14 +835,19 @@ async fn matching_threads(
     responses((status = 200, body = [LgThread]), (status = 400, body = Problem), (status = 422, body = Problem)))]
 pub async fn search_threads(
     State(s): State<AppState>,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<super::Json<Vec<LgThread>>> {
+    let scope = caller.scope();
     let q: ThreadSearch = optional_json(&body)?;
     let limit = q.limit.unwrap_or(10).min(1000);
     let offset = q.offset.unwrap_or(0);
     let mut out = Vec::new();
-    for t in matching_threads(&s, &q, limit, offset).await? {
-        out.push(thread_view(&s, t).await?);
+    for t in unprefixed(
+        &scope,
+        matching_threads(&s, &scope, &q, limit, offset).await,
+    )? {
+        out.push(thread_view(&s, &scope, t).await?);
     }
     Ok(super::Json(out))
 }
@@ -739,12 +857,13 @@ pub async fn search_threads(
     responses((status = 200, body = usize), (status = 422, body = Problem)))]
 pub async fn count_threads(
     State(s): State<AppState>,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<super::Json<usize>> {
     let q: ThreadSearch = optional_json(&body)?;
-    Ok(super::Json(
-        matching_threads(&s, &q, 10_000, 0).await?.len(),
-    ))
+    let scope = caller.scope();
+    let found = unprefixed(&scope, matching_threads(&s, &scope, &q, 10_000, 0).await)?;
+    Ok(super::Json(found.len()))
 }
 
 /// A thread's state at a turn of its conversation.
@@ -783,16 +902,23 @@ fn checkpoint(thread: &str, n: usize) -> Value {
     json!({"thread_id": thread, "checkpoint_ns": "", "checkpoint_id": n.to_string(), "checkpoint_map": null})
 }
 
-/// The state of `values` (a turn of the thread), whose previous turn had `parent` messages.
-fn state_of(t: &Thread, values: Value, parent: Option<usize>, step: usize) -> ThreadState {
+/// The state of `values` (a turn of the thread, whose id the caller knows as `id`), whose
+/// previous turn had `parent` messages.
+fn state_of(
+    t: &Thread,
+    id: &str,
+    values: Value,
+    parent: Option<usize>,
+    step: usize,
+) -> ThreadState {
     let messages = values
         .get("messages")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
     ThreadState {
-        checkpoint: checkpoint(&t.thread_id, messages.len()),
-        parent_checkpoint: parent.map(|p| checkpoint(&t.thread_id, p)),
+        checkpoint: checkpoint(id, messages.len()),
+        parent_checkpoint: parent.map(|p| checkpoint(id, p)),
         metadata: json!({"step": step, "source": "loop"}),
         created_at: Some(iso(t.updated_at)),
         values,
@@ -803,8 +929,9 @@ fn state_of(t: &Thread, values: Value, parent: Option<usize>, step: usize) -> Th
     }
 }
 
-/// Every state of a thread, newest first, with parents.
-pub(crate) async fn states(s: &AppState, t: &Thread) -> ApiResult<Vec<ThreadState>> {
+/// Every state of a thread of `scope`'s workspace, newest first, with parents.
+pub(crate) async fn states(s: &AppState, scope: &Scope, t: &Thread) -> ApiResult<Vec<ThreadState>> {
+    let id = scope.external(&t.thread_id).unwrap_or(&t.thread_id);
     let history = s.platform.threads().history(&t.thread_id, 10_000).await?;
     let lens: Vec<usize> = history
         .iter()
@@ -818,16 +945,21 @@ pub(crate) async fn states(s: &AppState, t: &Thread) -> ApiResult<Vec<ThreadStat
     Ok(history
         .into_iter()
         .enumerate()
-        .map(|(i, v)| state_of(t, v, lens.get(i + 1).copied(), turns - i))
+        .map(|(i, v)| state_of(t, id, v, lens.get(i + 1).copied(), turns - i))
         .collect())
 }
 
 /// The thread's current state.
-pub(crate) async fn current_state(s: &AppState, t: &Thread) -> ApiResult<ThreadState> {
-    let all = states(s, t).await?;
+pub(crate) async fn current_state(
+    s: &AppState,
+    scope: &Scope,
+    t: &Thread,
+) -> ApiResult<ThreadState> {
+    let all = states(s, scope, t).await?;
+    let id = scope.external(&t.thread_id).unwrap_or(&t.thread_id);
     Ok(match all.into_iter().next() {
         Some(st) => st,
-        None => state_of(t, json!({"messages": []}), None, 0),
+        None => state_of(t, id, json!({"messages": []}), None, 0),
     })
 }
 
@@ -837,10 +969,18 @@ pub(crate) async fn current_state(s: &AppState, t: &Thread) -> ApiResult<ThreadS
     responses((status = 200, body = ThreadState), (status = 404, body = Problem)))]
 pub async fn thread_state(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<super::Json<ThreadState>> {
-    let t = s.platform.threads().get(&id).await?;
-    Ok(super::Json(current_state(&s, &t).await?))
+    let scope = caller.scope();
+    unprefixed(
+        &scope,
+        async {
+            let t = thread_in(&s, &scope, &id).await?;
+            Ok(super::Json(current_state(&s, &scope, &t).await?))
+        }
+        .await,
+    )
 }
 
 /// A thread's state at a checkpoint (a number of messages, from its history).
@@ -850,10 +990,12 @@ pub async fn thread_state(
     responses((status = 200, body = ThreadState), (status = 404, body = Problem)))]
 pub async fn thread_state_at(
     State(s): State<AppState>,
+    caller: Caller,
     Path((id, checkpoint_id)): Path<(String, String)>,
 ) -> ApiResult<super::Json<ThreadState>> {
-    let t = s.platform.threads().get(&id).await?;
-    states(&s, &t)
+    let scope = caller.scope();
+    let t = unprefixed(&scope, thread_in(&s, &scope, &id).await)?;
+    states(&s, &scope, &t)
         .await?
         .into_iter()
         .find(|st| st.checkpoint["checkpoint_id"] == checkpoint_id.as_str())
@@ -886,11 +1028,12 @@ pub struct HistoryRequest {
 /// The states before `before` (a checkpoint id or object), newest first, at most `limit`.
 pub(crate) async fn history_page(
     s: &AppState,
+    scope: &Scope,
     id: &str,
     limit: usize,
     before: Option<&Value>,
 ) -> ApiResult<Vec<ThreadState>> {
-    let t = s.platform.threads().get(id).await?;
+    let t = unprefixed(scope, thread_in(s, scope, id).await)?;
     let before = match before {
         None | Some(Value::Null) => None,
         Some(Value::String(c)) => Some(c.clone()),
@@ -908,7 +1051,7 @@ pub(crate) async fn history_page(
             ))
         })?),
     };
-    Ok(states(s, &t)
+    Ok(states(s, scope, &t)
         .await?
         .into_iter()
         .filter(|st| {
@@ -929,6 +1072,7 @@ pub(crate) async fn history_page(
     responses((status = 200, body = [ThreadState]), (status = 404, body = Problem)))]
 pub async fn thread_history(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<super::Json<Vec<ThreadState>>> {
@@ -941,7 +1085,7 @@ pub async fn thread_history(
     }
     let limit = req.limit.unwrap_or(10).min(1000);
     Ok(super::Json(
-        history_page(&s, &id, limit, req.before.as_ref()).await?,
+        history_page(&s, &caller.scope(), &id, limit, req.before.as_ref()).await?,
     ))
 }
 
@@ -951,10 +1095,18 @@ pub async fn thread_history(
     responses((status = 200, body = LgThread), (status = 404, body = Problem)))]
 pub async fn copy_thread(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<super::Json<LgThread>> {
-    let t = s.platform.threads().copy(&id).await?;
-    Ok(super::Json(thread_view(&s, t).await?))
+    let scope = caller.scope();
+    unprefixed(
+        &scope,
+        async {
+            let t = s.platform.threads().copy(&thread_key(&scope, &id)?).await?;
+            Ok(super::Json(thread_view(&s, &scope, t).await?))
+        }
+        .await,
+    )
 }
 
 // --- runs ----------------------------------------------------------------------------------
@@ -990,8 +1142,8 @@ pub struct LgRun {
     pub cancel_reason: Option<String>,
 }
 
-/// The run as LangGraph shows it.
-pub(crate) async fn run_view(s: &AppState, r: RunRecord) -> ApiResult<LgRun> {
+/// The run as `scope`'s workspace sees it in LangGraph's shape.
+pub(crate) async fn run_view(s: &AppState, scope: &Scope, r: RunRecord) -> ApiResult<LgRun> {
     let meta = s
         .platform
         .runtime()
@@ -1017,16 +1169,22 @@ pub(crate) async fn run_view(s: &AppState, r: RunRecord) -> ApiResult<LgRun> {
     } else {
         None
     };
+    let thread_id = thread_out(scope, &r);
+    let mut input = r.input;
+    if let Some(t) = &thread_id {
+        input["thread"] = Value::String(t.clone());
+    }
+    let agent = scope.external(&r.target).unwrap_or(&r.target).to_owned();
     Ok(LgRun {
-        thread_id: thread_of(&r).map(str::to_owned),
-        assistant_id: r.target.clone(),
-        agent_id: r.target,
+        thread_id,
+        assistant_id: agent.clone(),
+        agent_id: agent,
         created_at: iso(r.created_at),
         updated_at: iso(r.updated_at),
         status,
         metadata: meta.get("metadata").cloned().unwrap_or_else(|| json!({})),
         multitask_strategy: strategy,
-        kwargs: json!({"input": r.input}),
+        kwargs: json!({ "input": input }),
         cancel_reason,
         run_id: r.id,
     })
@@ -1240,26 +1398,41 @@ pub(crate) fn user_message(req: &RunCreate) -> Result<String, Problem> {
     })
 }
 
-/// Start the run `req` asks for, on `thread` (if any).
+/// Start the run `req` asks for as `caller` (in its workspace, carrying its principal), on
+/// the caller's `thread` (if any).
 pub(crate) async fn start(
     s: &AppState,
+    caller: &Caller,
+    thread: Option<&str>,
+    req: &RunCreate,
+) -> ApiResult<RunRecord> {
+    let scope = caller.scope();
+    unprefixed(&scope, start_in(s, caller, &scope, thread, req).await)
+}
+
+async fn start_in(
+    s: &AppState,
+    caller: &Caller,
+    scope: &Scope,
     thread: Option<&str>,
     req: &RunCreate,
 ) -> ApiResult<RunRecord> {
     req.check_supported()?;
     let agent = req.agent()?.to_owned();
-    entry_of(s, &agent).await?;
+    entry_of(s, scope, &agent).await?;
     let message = user_message(req)?;
     let policy = req.policy()?;
     if let Some(t) = thread {
         match req.if_not_exists.as_deref() {
             None | Some("reject") => {
-                s.platform.threads().get(t).await?;
+                thread_in(s, scope, t).await?;
             }
             Some("create") => {
+                // Create-or-get in the caller's workspace: another workspace's thread of the
+                // same id is a different thread, never this one.
                 s.platform
                     .threads()
-                    .create(Some(t.to_owned()), Map::new(), true)
+                    .create_in(scope, Some(t.to_owned()), Map::new(), true)
                     .await?;
             }
             Some(other) => {
@@ -1274,7 +1447,7 @@ pub(crate) async fn start(
             }
         }
     }
-    let mut start = StartRun::new(agent, message);
+    let mut start = StartRun::new(agent, message).by(caller.principal());
     start.thread_id = thread.map(str::to_owned);
     start.if_busy = policy;
     let run = s.platform.start(start).await?;
@@ -1342,26 +1515,36 @@ pub(crate) async fn wait_values(s: &AppState, r: &RunRecord) -> ApiResult<Value>
     Ok(values)
 }
 
-fn content_location(r: &RunRecord) -> Option<HeaderValue> {
-    let path = match thread_of(r) {
+fn content_location(scope: &Scope, r: &RunRecord) -> Option<HeaderValue> {
+    let path = match thread_out(scope, r) {
         Some(t) => format!("/threads/{t}/runs/{}", r.id),
         None => format!("/runs/{}", r.id),
     };
     HeaderValue::from_str(&path).ok()
 }
 
-fn with_location(r: &RunRecord, mut res: Response) -> Response {
-    if let Some(v) = content_location(r) {
+fn with_location(scope: &Scope, r: &RunRecord, mut res: Response) -> Response {
+    if let Some(v) = content_location(scope, r) {
         res.headers_mut().insert(http::header::CONTENT_LOCATION, v);
     }
     res
 }
 
-/// The run, if it is on `thread`.
-async fn run_on(s: &AppState, thread: &str, run_id: &str) -> ApiResult<RunRecord> {
-    s.platform.threads().get(thread).await?;
-    let r = s.platform.run(run_id).await?;
-    if thread_of(&r) != Some(thread) {
+/// The run, if it is on the caller's `thread` (another workspace's run or thread is not
+/// found, exactly like one that does not exist).
+async fn run_on(s: &AppState, scope: &Scope, thread: &str, run_id: &str) -> ApiResult<RunRecord> {
+    unprefixed(scope, run_on_in(s, scope, thread, run_id).await)
+}
+
+async fn run_on_in(
+    s: &AppState,
+    scope: &Scope,
+    thread: &str,
+    run_id: &str,
+) -> ApiResult<RunRecord> {
+    let key = thread_in(s, scope, thread).await?.thread_id;
+    let r = s.platform.run_in(scope, run_id).await?;
+    if thread_of(&r) != Some(key.as_str()) {
         return Err(Problem::not_found(format!(
             "thread {thread} has no run {run_id}"
         )));
@@ -1376,13 +1559,19 @@ async fn run_on(s: &AppState, thread: &str, run_id: &str) -> ApiResult<RunRecord
               (status = 422, body = Problem)))]
 pub async fn create_thread_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path(thread): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let req: RunCreate = optional_json(&body)?;
-    let run = start(&s, Some(&thread), &req).await?;
-    let view = run_view(&s, run.clone()).await?;
-    Ok(with_location(&run, super::Json(view).into_response()))
+    let scope = caller.scope();
+    let run = start(&s, &caller, Some(&thread), &req).await?;
+    let view = run_view(&s, &scope, run.clone()).await?;
+    Ok(with_location(
+        &scope,
+        &run,
+        super::Json(view).into_response(),
+    ))
 }
 
 /// Which runs of a thread to list.
@@ -1403,13 +1592,20 @@ pub struct RunList {
     responses((status = 200, body = [LgRun]), (status = 404, body = Problem)))]
 pub async fn list_thread_runs(
     State(s): State<AppState>,
+    caller: Caller,
     Path(thread): Path<String>,
     Query(q): Query<RunList>,
 ) -> ApiResult<super::Json<Vec<LgRun>>> {
+    let scope = caller.scope();
     let limit = q.limit.unwrap_or(10).min(1000);
     let offset = q.offset.unwrap_or(0);
     let statuses = q.status.as_deref().map(statuses_of).transpose()?;
-    let runs = s.platform.thread_runs(&thread, 10_000).await?;
+    let key = thread_key(&scope, &thread)?;
+    let runs = s
+        .platform
+        .thread_runs(&key, 10_000)
+        .await
+        .map_err(super::v1::scoped(&scope))?;
     let mut out = Vec::new();
     for r in runs
         .into_iter()
@@ -1420,7 +1616,7 @@ pub async fn list_thread_runs(
         .skip(offset)
         .take(limit)
     {
-        out.push(run_view(&s, r).await?);
+        out.push(run_view(&s, &scope, r).await?);
     }
     Ok(super::Json(out))
 }
@@ -1432,18 +1628,20 @@ pub async fn list_thread_runs(
               (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn wait_thread_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path(thread): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let req: RunCreate = optional_json(&body)?;
-    let run = start(&s, Some(&thread), &req).await?;
-    wait_answer(&s, &run, req.is_agent_protocol()).await
+    let run = start(&s, &caller, Some(&thread), &req).await?;
+    wait_answer(&s, &caller.scope(), &run, req.is_agent_protocol()).await
 }
 
 /// Wait for `run` and answer: LangGraph clients get the values; Agent Protocol clients
 /// `{"run", "values", "messages"}`.
 pub(crate) async fn wait_answer(
     s: &AppState,
+    scope: &Scope,
     run: &RunRecord,
     agent_protocol: bool,
 ) -> ApiResult<Response> {
@@ -1451,11 +1649,11 @@ pub(crate) async fn wait_answer(
     let values = wait_values(s, &done).await?;
     let body = if agent_protocol {
         let messages = values.get("messages").cloned().unwrap_or(json!([]));
-        json!({"run": run_view(s, done.clone()).await?, "values": values, "messages": messages})
+        json!({"run": run_view(s, scope, done.clone()).await?, "values": values, "messages": messages})
     } else {
         values
     };
-    Ok(with_location(run, super::Json(body).into_response()))
+    Ok(with_location(scope, run, super::Json(body).into_response()))
 }
 
 /// One run of a thread.
@@ -1464,10 +1662,12 @@ pub(crate) async fn wait_answer(
     responses((status = 200, body = LgRun), (status = 404, body = Problem)))]
 pub async fn get_thread_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path((thread, run_id)): Path<(String, String)>,
 ) -> ApiResult<super::Json<LgRun>> {
-    let r = run_on(&s, &thread, &run_id).await?;
-    Ok(super::Json(run_view(&s, r).await?))
+    let scope = caller.scope();
+    let r = run_on(&s, &scope, &thread, &run_id).await?;
+    Ok(super::Json(run_view(&s, &scope, r).await?))
 }
 
 /// Wait for a run of a thread to finish and answer with the thread's values.
@@ -1476,10 +1676,12 @@ pub async fn get_thread_run(
     responses((status = 200, body = Object, description = "the thread's values"), (status = 404, body = Problem)))]
 pub async fn join_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path((thread, run_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let r = run_on(&s, &thread, &run_id).await?;
-    wait_answer(&s, &r, false).await
+    let scope = caller.scope();
+    let r = run_on(&s, &scope, &thread, &run_id).await?;
+    wait_answer(&s, &scope, &r, false).await
 }
 
 /// How to cancel a run.
@@ -1492,8 +1694,14 @@ pub struct CancelQuery {
     pub action: Option<String>,
 }
 
-/// Cancel `r` as `q` asks: 202 with no body, or the run once stopped when `wait`.
-pub(crate) async fn cancel(s: &AppState, r: &RunRecord, q: &CancelQuery) -> ApiResult<Response> {
+/// Cancel `r` (a run of `scope`'s workspace) as `q` asks: 202 with no body, or the run once
+/// stopped when `wait`.
+pub(crate) async fn cancel(
+    s: &AppState,
+    scope: &Scope,
+    r: &RunRecord,
+    q: &CancelQuery,
+) -> ApiResult<Response> {
     match q.action.as_deref() {
         None | Some("interrupt") => {}
         Some("rollback") => {
@@ -1511,14 +1719,15 @@ pub(crate) async fn cancel(s: &AppState, r: &RunRecord, q: &CancelQuery) -> ApiR
     s.platform
         .runtime()
         .cancel_with_reason(&r.id, "cancelled: cancelled by request")
-        .await?;
+        .await
+        .map_err(super::v1::scoped(scope))?;
     let wait = q
         .wait
         .as_deref()
         .is_some_and(|w| matches!(w, "1" | "true" | "True"));
     if wait {
         let done = s.platform.wait(&r.id).await?;
-        return Ok(super::Json(run_view(s, done).await?).into_response());
+        return Ok(super::Json(run_view(s, scope, done).await?).into_response());
     }
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -1530,11 +1739,13 @@ pub(crate) async fn cancel(s: &AppState, r: &RunRecord, q: &CancelQuery) -> ApiR
     responses((status = 202), (status = 200, body = LgRun), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn cancel_thread_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path((thread, run_id)): Path<(String, String)>,
     Query(q): Query<CancelQuery>,
 ) -> ApiResult<Response> {
-    let r = run_on(&s, &thread, &run_id).await?;
-    cancel(&s, &r, &q).await
+    let scope = caller.scope();
+    let r = run_on(&s, &scope, &thread, &run_id).await?;
+    cancel(&s, &scope, &r, &q).await
 }
 
 /// Start a stateless run (no thread; Agent Protocol may name one as `thread_id`) in the
@@ -1543,12 +1754,18 @@ pub async fn cancel_thread_run(
     responses((status = 200, body = LgRun), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_stateless_run(
     State(s): State<AppState>,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let req: RunCreate = optional_json(&body)?;
-    let run = start(&s, req.thread_id.as_deref(), &req).await?;
-    let view = run_view(&s, run.clone()).await?;
-    Ok(with_location(&run, super::Json(view).into_response()))
+    let scope = caller.scope();
+    let run = start(&s, &caller, req.thread_id.as_deref(), &req).await?;
+    let view = run_view(&s, &scope, run.clone()).await?;
+    Ok(with_location(
+        &scope,
+        &run,
+        super::Json(view).into_response(),
+    ))
 }
 
 /// Start a stateless run and answer with its values (its input and answer) once it
@@ -1557,11 +1774,12 @@ pub async fn create_stateless_run(
     responses((status = 200, body = Object), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn wait_stateless_run(
     State(s): State<AppState>,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let req: RunCreate = optional_json(&body)?;
-    let run = start(&s, req.thread_id.as_deref(), &req).await?;
-    wait_answer(&s, &run, req.is_agent_protocol()).await
+    let run = start(&s, &caller, req.thread_id.as_deref(), &req).await?;
+    wait_answer(&s, &caller.scope(), &run, req.is_agent_protocol()).await
 }
 
 // --- streaming -----------------------------------------------------------------------------
@@ -1610,8 +1828,8 @@ fn event(name: &str, data: &Value) -> Event {
 
 /// The last events of a run's stream: `error` if it failed; else its values (when streamed)
 /// and `end`.
-async fn finish(s: &AppState, run_id: &str, modes: Modes) -> Vec<Event> {
-    let r = match s.platform.run(run_id).await {
+async fn finish(s: &AppState, scope: &Scope, run_id: &str, modes: Modes) -> Vec<Event> {
+    let r = match s.platform.run_in(scope, run_id).await {
         Ok(r) => r,
         Err(e) => {
             return vec![event(
@@ -1651,14 +1869,18 @@ async fn finish(s: &AppState, run_id: &str, modes: Modes) -> Vec<Event> {
 /// final values carry `__interrupt__`).
 pub(crate) fn lg_stream(
     s: AppState,
+    scope: Scope,
     run: &RunRecord,
     modes: Modes,
     initial: Option<Value>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static> {
-    let agent = run.target.clone();
+    let agent = scope
+        .external(&run.target)
+        .unwrap_or(&run.target)
+        .to_owned();
     let mut head = vec![event(
         "metadata",
-        &json!({"run_id": run.id, "thread_id": thread_of(run), "attempt": 1}),
+        &json!({"run_id": run.id, "thread_id": thread_out(&scope, run), "attempt": 1}),
     )];
     if modes.values
         && let Some(v) = initial
@@ -1668,6 +1890,7 @@ pub(crate) fn lg_stream(
     let run_id = run.id.clone();
     let items = sse::run_items(s.platform.clone(), run.id.clone(), None).then(move |item| {
         let s = s.clone();
+        let scope = scope.clone();
         let agent = agent.clone();
         let run_id = run_id.clone();
         async move {
@@ -1719,11 +1942,11 @@ pub(crate) fn lg_stream(
                 {
                     // The run waits for a human: for LangGraph clients it is interrupted, and
                     // its stream ends (a new run or `/v1` approve/signal continues it).
-                    return (finish(&s, &view.run_id, modes).await, true);
+                    return (finish(&s, &scope, &view.run_id, modes).await, true);
                 }
                 sse::StreamItem::Event(_) | sse::StreamItem::Status(_) => Vec::new(),
                 sse::StreamItem::End(view) => {
-                    return (finish(&s, &view.run_id, modes).await, true);
+                    return (finish(&s, &scope, &view.run_id, modes).await, true);
                 }
                 sse::StreamItem::Error(m) => {
                     return (
@@ -1751,8 +1974,14 @@ pub(crate) fn lg_stream(
 }
 
 /// The values a client sees as a run starts: the thread's messages plus the new one.
-async fn initial_values(s: &AppState, thread: Option<&str>, req: &RunCreate) -> ApiResult<Value> {
-    let mut messages = match thread {
+async fn initial_values(
+    s: &AppState,
+    scope: &Scope,
+    thread: Option<&str>,
+    req: &RunCreate,
+) -> ApiResult<Value> {
+    let key = thread.map(|t| thread_key(scope, t)).transpose()?;
+    let mut messages = match key.as_deref() {
         Some(t) if s.platform.threads().find(t).await?.is_some() => s
             .platform
             .threads()
@@ -1768,12 +1997,21 @@ async fn initial_values(s: &AppState, thread: Option<&str>, req: &RunCreate) -> 
     Ok(json!({ "messages": messages }))
 }
 
-async fn stream_run(s: AppState, thread: Option<String>, body: &[u8]) -> ApiResult<Response> {
+async fn stream_run(
+    s: AppState,
+    caller: &Caller,
+    thread: Option<String>,
+    body: &[u8],
+) -> ApiResult<Response> {
     let req: RunCreate = optional_json(body)?;
-    let initial = initial_values(&s, thread.as_deref(), &req).await?;
-    let run = start(&s, thread.as_deref(), &req).await?;
-    let sse = lg_stream(s, &run, req.modes(), Some(initial));
-    Ok(with_location(&run, sse.into_response()))
+    let scope = caller.scope();
+    let initial = unprefixed(
+        &scope,
+        initial_values(&s, &scope, thread.as_deref(), &req).await,
+    )?;
+    let run = start(&s, caller, thread.as_deref(), &req).await?;
+    let sse = lg_stream(s, scope.clone(), &run, req.modes(), Some(initial));
+    Ok(with_location(&scope, &run, sse.into_response()))
 }
 
 /// Start a run on a thread and stream it (SSE: `metadata`, `values`, `updates`, `end`).
@@ -1783,10 +2021,11 @@ async fn stream_run(s: AppState, thread: Option<String>, body: &[u8]) -> ApiResu
               (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn stream_thread_run(
     State(s): State<AppState>,
+    caller: Caller,
     Path(thread): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    stream_run(s, Some(thread), &body).await
+    stream_run(s, &caller, Some(thread), &body).await
 }
 
 /// Start a stateless run and stream it (SSE: `metadata`, `values`, `updates`, `end`).
@@ -1795,10 +2034,11 @@ pub async fn stream_thread_run(
               (status = 422, body = Problem)))]
 pub async fn stream_stateless_run(
     State(s): State<AppState>,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let req: RunCreate = optional_json(&body)?;
-    stream_run(s, req.thread_id, &body).await
+    stream_run(s, &caller, req.thread_id, &body).await
 }
 
 /// Which stream modes a join wants.
@@ -1816,12 +2056,14 @@ pub struct JoinStreamQuery {
     responses((status = 200, description = "text/event-stream"), (status = 404, body = Problem)))]
 pub async fn join_stream(
     State(s): State<AppState>,
+    caller: Caller,
     Path((thread, run_id)): Path<(String, String)>,
     Query(q): Query<JoinStreamQuery>,
 ) -> ApiResult<Response> {
-    let r = run_on(&s, &thread, &run_id).await?;
+    let scope = caller.scope();
+    let r = run_on(&s, &scope, &thread, &run_id).await?;
     let modes = Modes::from_value(q.stream_mode.map(Value::String).as_ref());
-    Ok(lg_stream(s, &r, modes, None).into_response())
+    Ok(lg_stream(s, scope, &r, modes, None).into_response())
 }
 
 // --- store items ---------------------------------------------------------------------------
@@ -1850,9 +2092,14 @@ fn check_namespace(ns: &[String]) -> Result<(), Problem> {
         ));
     }
     for label in ns {
-        if label.is_empty() || label.contains('.') || label.contains('\u{1f}') {
+        if label.is_empty()
+            || label.contains('.')
+            || label.contains('\u{1f}')
+            || label.contains(crate::tenancy::SEP)
+        {
             return Err(Problem::bad_request(format!(
-                "namespace label `{}` is not valid: labels are non-empty and contain no `.`",
+                "namespace label `{}` is not valid: labels are non-empty and contain no `.` \
+                 or `~`",
                 label.escape_debug()
             )));
         }
@@ -1860,12 +2107,21 @@ fn check_namespace(ns: &[String]) -> Result<(), Problem> {
     Ok(())
 }
 
-fn item_id(ns: &[String], key: &str) -> Result<String, Problem> {
+/// The stored id of item `key` in the namespace `ns` of `scope`'s workspace.
+fn item_id(scope: &Scope, ns: &[String], key: &str) -> Result<String, Problem> {
     check_namespace(ns)?;
     if key.is_empty() || key.contains('\u{1f}') {
         return Err(Problem::bad_request("`key` must be a non-empty string"));
     }
-    Ok(format!("{}\u{1f}{key}", ns.join(".")))
+    Ok(format!("{}{}\u{1f}{key}", scope.prefix(), ns.join(".")))
+}
+
+/// Whether the stored item id is an item of `scope`'s workspace: its namespace part is
+/// the workspace's prefix and labels without `~`.
+fn item_in(scope: &Scope, id: &str) -> bool {
+    id.split('\u{1f}')
+        .next()
+        .is_some_and(|ns| scope.contains(ns))
 }
 
 fn item_of(doc: agentkit_runtime::Doc) -> Option<Item> {
@@ -1910,6 +2166,7 @@ pub struct PutItem {
     responses((status = 204), (status = 400, body = Problem), (status = 422, body = Problem)))]
 pub async fn put_item(
     State(s): State<AppState>,
+    caller: Caller,
     super::Json(req): super::Json<PutItem>,
 ) -> ApiResult<StatusCode> {
     if req
@@ -1924,7 +2181,7 @@ pub async fn put_item(
     if req.ttl.is_some() {
         return Err(unsupported("store item `ttl` is not supported yet"));
     }
-    let id = item_id(&req.namespace, &req.key)?;
+    let id = item_id(&caller.scope(), &req.namespace, &req.key)?;
     s.platform
         .runtime()
         .store()
@@ -1953,6 +2210,7 @@ pub struct ItemQuery {
     responses((status = 200, body = Item), (status = 404, body = Problem)))]
 pub async fn get_item(
     State(s): State<AppState>,
+    caller: Caller,
     Query(q): Query<ItemQuery>,
 ) -> ApiResult<super::Json<Item>> {
     let ns: Vec<String> = q
@@ -1963,7 +2221,7 @@ pub async fn get_item(
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .collect();
-    let id = item_id(&ns, &q.key)?;
+    let id = item_id(&caller.scope(), &ns, &q.key)?;
     s.platform
         .runtime()
         .store()
@@ -1995,9 +2253,10 @@ pub struct DeleteItem {
     responses((status = 204), (status = 400, body = Problem)))]
 pub async fn delete_item(
     State(s): State<AppState>,
+    caller: Caller,
     super::Json(req): super::Json<DeleteItem>,
 ) -> ApiResult<StatusCode> {
-    let id = item_id(&req.namespace, &req.key)?;
+    let id = item_id(&caller.scope(), &req.namespace, &req.key)?;
     s.platform
         .runtime()
         .store()
@@ -2006,13 +2265,14 @@ pub async fn delete_item(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Every item under a namespace prefix (at most 10,000 scanned), in key order.
-async fn items_under(s: &AppState, prefix: &[String]) -> ApiResult<Vec<Item>> {
+/// Every item of `scope`'s workspace under a namespace prefix (at most 10,000 scanned), in
+/// key order.
+async fn items_under(s: &AppState, scope: &Scope, prefix: &[String]) -> ApiResult<Vec<Item>> {
     if !prefix.is_empty() {
         check_namespace(prefix)?;
     }
     let store = s.platform.runtime().store();
-    let id_prefix = prefix.join(".");
+    let id_prefix = format!("{}{}", scope.prefix(), prefix.join("."));
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     let mut scanned = 0usize;
@@ -2025,6 +2285,7 @@ async fn items_under(s: &AppState, prefix: &[String]) -> ApiResult<Vec<Item>> {
         scanned += page.len();
         out.extend(
             page.into_iter()
+                .filter(|d| item_in(scope, &d.id))
                 .filter_map(item_of)
                 .filter(|i| i.namespace.starts_with(prefix)),
         );
@@ -2067,6 +2328,7 @@ pub struct ItemsPage {
     responses((status = 200, body = ItemsPage), (status = 422, body = Problem)))]
 pub async fn search_items(
     State(s): State<AppState>,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<super::Json<ItemsPage>> {
     let q: SearchItems = optional_json(&body)?;
@@ -2076,7 +2338,7 @@ pub async fn search_items(
         ));
     }
     let filter = q.filter.unwrap_or_default();
-    let items = items_under(&s, &q.namespace_prefix)
+    let items = items_under(&s, &caller.scope(), &q.namespace_prefix)
         .await?
         .into_iter()
         .filter(|i| filter.iter().all(|(k, v)| i.value.get(k) == Some(v)))
@@ -2120,11 +2382,12 @@ pub struct NamespacesPage {
     responses((status = 200, body = NamespacesPage)))]
 pub async fn list_namespaces(
     State(s): State<AppState>,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<super::Json<NamespacesPage>> {
     let q: ListNamespaces = optional_json(&body)?;
     let mut set = BTreeSet::new();
-    for i in items_under(&s, &q.prefix).await? {
+    for i in items_under(&s, &caller.scope(), &q.prefix).await? {
         if !i.namespace.ends_with(&q.suffix) {
             continue;
         }
@@ -2181,14 +2444,18 @@ pub struct CronView {
     pub enabled: bool,
 }
 
-impl From<Cron> for CronView {
-    fn from(c: Cron) -> Self {
+impl CronView {
+    /// The cron as `scope`'s workspace sees it (its agent and thread named as it names
+    /// them).
+    #[must_use]
+    pub fn in_scope(c: Cron, scope: &Scope) -> Self {
         let next = c.next_run(agentkit_runtime::model::now_ms());
+        let external = |n: &str| scope.external(n).unwrap_or(n).to_owned();
         Self {
             next_run_date: next.map(iso),
+            assistant_id: external(&c.agent),
+            thread_id: c.thread_id.as_deref().map(external),
             cron_id: c.cron_id,
-            assistant_id: c.agent,
-            thread_id: c.thread_id,
             on_run_completed: None,
             end_time: c.end_time.map(iso),
             schedule: c.schedule,
@@ -2266,6 +2533,21 @@ fn crons(s: &AppState) -> Crons {
 
 async fn create_cron_on(
     s: &AppState,
+    caller: &Caller,
+    thread: Option<String>,
+    body: &[u8],
+) -> ApiResult<super::Json<CronView>> {
+    let scope = caller.scope();
+    unprefixed(
+        &scope,
+        create_cron_in(s, caller, &scope, thread, body).await,
+    )
+}
+
+async fn create_cron_in(
+    s: &AppState,
+    caller: &Caller,
+    scope: &Scope,
     thread: Option<String>,
     body: &[u8],
 ) -> ApiResult<super::Json<CronView>> {
@@ -2273,12 +2555,16 @@ async fn create_cron_on(
     let fields: CronFields = optional_json(body)?;
     req.check_supported()?;
     let agent = req.agent()?.to_owned();
-    entry_of(s, &agent).await?;
+    entry_of(s, scope, &agent).await?;
+    let agent = scope
+        .internal(&agent)
+        .ok_or_else(|| Problem::not_found(format!("no assistant `{}`", agent.escape_debug())))?;
     let message = user_message(&req)?;
     let policy = req.policy()?;
-    if let Some(t) = &thread {
-        s.platform.threads().get(t).await?;
-    }
+    let thread = match &thread {
+        Some(t) => Some(thread_in(s, scope, t).await?.thread_id),
+        None => None,
+    };
     let schedule = fields.schedule.ok_or_else(|| {
         Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -2297,8 +2583,9 @@ async fn create_cron_on(
     cron.if_busy = policy;
     cron.metadata = req.metadata.clone().unwrap_or_default();
     cron.payload = serde_json::from_slice(body).unwrap_or(Value::Null);
+    cron.principal = Some(caller.principal());
     let created = crons(s).create(cron).await?;
-    Ok(super::Json(created.into()))
+    Ok(super::Json(CronView::in_scope(created, scope)))
 }
 
 /// Create a cron that runs an agent on a thread.
@@ -2308,10 +2595,11 @@ async fn create_cron_on(
               (status = 422, body = Problem)))]
 pub async fn create_thread_cron(
     State(s): State<AppState>,
+    caller: Caller,
     Path(thread): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<super::Json<CronView>> {
-    create_cron_on(&s, Some(thread), &body).await
+    create_cron_on(&s, &caller, Some(thread), &body).await
 }
 
 /// Create a cron of stateless runs.
@@ -2320,9 +2608,10 @@ pub async fn create_thread_cron(
               (status = 422, body = Problem)))]
 pub async fn create_cron(
     State(s): State<AppState>,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<super::Json<CronView>> {
-    create_cron_on(&s, None, &body).await
+    create_cron_on(&s, &caller, None, &body).await
 }
 
 /// Change a cron: its schedule, time zone, end time, enabled flag, message or metadata
@@ -2333,9 +2622,11 @@ pub async fn create_cron(
               (status = 422, body = Problem)))]
 pub async fn update_cron(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<super::Json<CronView>> {
+    let scope = caller.scope();
     let req: RunCreate = optional_json(&body)?;
     let fields: CronFields = optional_json(&body)?;
     let raw: Map<String, Value> = optional_json(&body)?;
@@ -2349,7 +2640,7 @@ pub async fn update_cron(
         None => None,
     };
     let updated = crons(&s)
-        .update(&id, |c| {
+        .update_in(&scope, &id, |c| {
             if let Some(sc) = &fields.schedule {
                 c.schedule.clone_from(sc);
             }
@@ -2370,8 +2661,9 @@ pub async fn update_cron(
             }
             Ok(())
         })
-        .await?;
-    Ok(super::Json(updated.into()))
+        .await
+        .map_err(super::v1::scoped(&scope))?;
+    Ok(super::Json(CronView::in_scope(updated, &scope)))
 }
 
 /// Delete a cron (its runs stay).
@@ -2380,9 +2672,10 @@ pub async fn update_cron(
     responses((status = 204), (status = 404, body = Problem)))]
 pub async fn delete_cron(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    crons(&s).delete(&id).await?;
+    crons(&s).delete_in(&caller.scope(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -2411,17 +2704,20 @@ pub struct CronSearch {
     pub offset: Option<usize>,
 }
 
-async fn matching_crons(s: &AppState, q: &CronSearch) -> ApiResult<Vec<Cron>> {
+async fn matching_crons(s: &AppState, scope: &Scope, q: &CronSearch) -> ApiResult<Vec<Cron>> {
     let metadata = q.metadata.clone().unwrap_or_default();
+    // Names as stored; a name that cannot be the caller's matches nothing.
+    let agent = q.assistant_id.as_deref().map(|a| scope.internal(a));
+    let thread = q.thread_id.as_deref().map(|t| scope.internal(t));
     Ok(crons(s)
-        .list()
+        .list_in(scope)
         .await?
         .into_iter()
-        .filter(|c| q.assistant_id.as_ref().is_none_or(|a| *a == c.agent))
+        .filter(|c| agent.as_ref().is_none_or(|a| a.as_ref() == Some(&c.agent)))
         .filter(|c| {
-            q.thread_id
+            thread
                 .as_ref()
-                .is_none_or(|t| c.thread_id.as_ref() == Some(t))
+                .is_none_or(|t| t.is_some() && c.thread_id == *t)
         })
         .filter(|c| q.enabled.is_none_or(|e| e == c.enabled))
         .filter(|c| metadata.iter().all(|(k, v)| c.metadata.get(k) == Some(v)))
@@ -2433,16 +2729,18 @@ async fn matching_crons(s: &AppState, q: &CronSearch) -> ApiResult<Vec<Cron>> {
     responses((status = 200, body = [CronView])))]
 pub async fn search_crons(
     State(s): State<AppState>,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<super::Json<Vec<CronView>>> {
     let q: CronSearch = optional_json(&body)?;
+    let scope = caller.scope();
     Ok(super::Json(
-        matching_crons(&s, &q)
+        matching_crons(&s, &scope, &q)
             .await?
             .into_iter()
             .skip(q.offset.unwrap_or(0))
             .take(q.limit.unwrap_or(10).min(1000))
-            .map(CronView::from)
+            .map(|c| CronView::in_scope(c, &scope))
             .collect(),
     ))
 }
@@ -2452,8 +2750,11 @@ pub async fn search_crons(
     responses((status = 200, body = usize)))]
 pub async fn count_crons(
     State(s): State<AppState>,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> ApiResult<super::Json<usize>> {
     let q: CronSearch = optional_json(&body)?;
-    Ok(super::Json(matching_crons(&s, &q).await?.len()))
+    Ok(super::Json(
+        matching_crons(&s, &caller.scope(), &q).await?.len(),
+    ))
 }

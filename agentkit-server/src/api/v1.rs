@@ -31,7 +31,7 @@ fn agent_name(c: &Caller, name: &str) -> Result<String, Problem> {
 }
 
 /// An error as the caller's workspace sees it (its own stored prefix removed).
-fn scoped(scope: &Scope) -> impl Fn(agentkit_core::Error) -> Problem + '_ {
+pub(crate) fn scoped(scope: &Scope) -> impl Fn(agentkit_core::Error) -> Problem + '_ {
     move |e| {
         let mut p = Problem::from(e);
         p.detail = scope.unprefix(&p.detail);
@@ -39,7 +39,7 @@ fn scoped(scope: &Scope) -> impl Fn(agentkit_core::Error) -> Problem + '_ {
     }
 }
 
-fn entry_out(scope: &Scope, mut e: Entry) -> Entry {
+pub(crate) fn entry_out(scope: &Scope, mut e: Entry) -> Entry {
     if let Some(n) = scope.external(&e.name) {
         e.name = n.to_owned();
     }

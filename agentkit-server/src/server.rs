@@ -33,6 +33,7 @@ pub struct ServerBuilder {
     rate_limits: crate::ratelimit::RateLimits,
     jwt: Option<crate::tenancy::JwtVerifier>,
     master_key: Option<crate::vault::MasterKey>,
+    previous_keys: Vec<crate::vault::MasterKey>,
     claim_for: Duration,
     gateway: crate::gatewayops::GatewayConfig,
 }
@@ -87,6 +88,7 @@ impl ServerBuilder {
             rate_limits: crate::ratelimit::RateLimits::new(),
             jwt: None,
             master_key: None,
+            previous_keys: Vec::new(),
             claim_for: DEFAULT_CLAIM_FOR,
             gateway: crate::gatewayops::GatewayConfig::default(),
         }
@@ -220,6 +222,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Earlier master keys (after a rotation): secrets sealed under them still open, and
+    /// [`build`](Self::build) re-seals them under the current key. See
+    /// [`vault`](crate::vault) on rotation.
+    #[must_use]
+    pub fn previous_master_keys(mut self, keys: Vec<crate::vault::MasterKey>) -> Self {
+        self.previous_keys = keys;
+        self
+    }
+
     /// How long a claim on an approval keeps others from deciding it (default 15 minutes).
     #[must_use]
     pub fn approval_claim(mut self, duration: Duration) -> Self {
@@ -230,7 +241,11 @@ impl ServerBuilder {
     /// The credential vault over this builder's store and master key (set the key first).
     #[must_use]
     pub fn vault(&self) -> crate::vault::Vault {
-        crate::vault::Vault::new(Arc::clone(&self.store), self.master_key.as_ref())
+        crate::vault::Vault::with_previous(
+            Arc::clone(&self.store),
+            self.master_key.as_ref(),
+            &self.previous_keys,
+        )
     }
 
     /// How the gateway API (`/v1/execute`, its WebSocket, `/v1/mcp/tools`,
@@ -267,7 +282,26 @@ impl ServerBuilder {
     /// the runtime, resume runs left unfinished and start executing.
     pub async fn build(self) -> Result<Server> {
         let store = self.store;
-        let vault = crate::vault::Vault::new(Arc::clone(&store), self.master_key.as_ref());
+        let vault = crate::vault::Vault::with_previous(
+            Arc::clone(&store),
+            self.master_key.as_ref(),
+            &self.previous_keys,
+        );
+        if vault.has_previous_keys() {
+            let r = vault.reseal().await?;
+            tracing::info!(
+                resealed = r.resealed,
+                current = r.current,
+                unreadable = r.unreadable.len(),
+                "vault: secrets under previous master keys re-sealed under the current key"
+            );
+            if !r.unreadable.is_empty() {
+                tracing::warn!(
+                    secrets = ?r.unreadable,
+                    "vault: no master key held opens these secrets; set them again"
+                );
+            }
+        }
         let gatewayops = Arc::new(crate::gatewayops::GatewayOps::new(
             self.gateway,
             Arc::new(crate::policy::StoreAudit::new(Arc::clone(&store))),

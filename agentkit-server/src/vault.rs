@@ -9,6 +9,15 @@
 //! text); `agentkit dev` makes one under `./.agentkit/` when neither is set. Every process
 //! sharing a database needs the same key.
 //!
+//! **Rotating the master key.** Each sealed secret records the id of the key that sealed it
+//! (a hash of the key, never the key). Start every server with the new key in
+//! `AGENTKIT_MASTER_KEY` and the old one in `AGENTKIT_MASTER_KEY_PREVIOUS` (several, separated
+//! by commas or whitespace; or `AGENTKIT_MASTER_KEY_PREVIOUS_FILE`, one per line): secrets
+//! sealed under a previous key still open, and the server re-seals them under the new key when
+//! it starts ([`Vault::reseal`]; each row is rewritten only if nobody changed it meanwhile, so
+//! a crash part-way or two servers doing it at once lose nothing). Once it reports nothing
+//! left under old keys, drop the previous key.
+//!
 //! Servers name secrets in their `headers`, `bearer_token` and `env` values as
 //! `{{secret:NAME}}`; the vault fills them in when the connection is made (and again on every
 //! reconnect, so a rotated secret is used from the next connection on). The API lists names
@@ -32,6 +41,11 @@ pub const SECRETS: &str = "vault_secrets";
 pub const MASTER_KEY_ENV: &str = "AGENTKIT_MASTER_KEY";
 /// The environment variable naming a file that holds the master key.
 pub const MASTER_KEY_FILE_ENV: &str = "AGENTKIT_MASTER_KEY_FILE";
+/// The environment variable holding earlier master keys (comma or whitespace separated), whose
+/// secrets still open and are re-sealed under the current key.
+pub const PREVIOUS_KEYS_ENV: &str = "AGENTKIT_MASTER_KEY_PREVIOUS";
+/// The environment variable naming a file of earlier master keys (one per line).
+pub const PREVIOUS_KEYS_FILE_ENV: &str = "AGENTKIT_MASTER_KEY_PREVIOUS_FILE";
 /// The longest secret value, in bytes.
 pub const MAX_SECRET_BYTES: usize = 64 * 1024;
 
@@ -80,6 +94,63 @@ impl MasterKey {
         let mut k = [0u8; 32];
         k.copy_from_slice(&bytes);
         Ok(Self(k))
+    }
+
+    /// The key's id: 16 hex digits of a SHA-256 over a fixed label and the key. Stored with
+    /// every secret it seals (it reveals nothing usable about the key).
+    #[must_use]
+    pub fn id(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"agentkit vault key id v1\0");
+        h.update(self.0);
+        hex::encode(&h.finalize()[..8])
+    }
+
+    /// Earlier master keys from [`PREVIOUS_KEYS_ENV`] or the file [`PREVIOUS_KEYS_FILE_ENV`]
+    /// names (empty when neither is set).
+    ///
+    /// # Errors
+    ///
+    /// When both are set, the file cannot be read, or a key is malformed (saying which).
+    pub fn previous_from_env() -> Result<Vec<Self>> {
+        let direct = std::env::var(PREVIOUS_KEYS_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty());
+        let file = std::env::var(PREVIOUS_KEYS_FILE_ENV)
+            .ok()
+            .filter(|v| !v.is_empty());
+        let (text, source) = match (direct, file) {
+            (Some(_), Some(_)) => {
+                return Err(Error::InvalidRequest(format!(
+                    "set {PREVIOUS_KEYS_ENV} or {PREVIOUS_KEYS_FILE_ENV}, not both"
+                )));
+            }
+            (Some(t), None) => (t, PREVIOUS_KEYS_ENV.to_owned()),
+            (None, Some(f)) => (
+                std::fs::read_to_string(&f).map_err(|e| {
+                    Error::InvalidRequest(format!("cannot read the previous keys file {f}: {e}"))
+                })?,
+                format!("previous keys file {f}"),
+            ),
+            (None, None) => return Ok(Vec::new()),
+        };
+        Self::parse_list(&text).map_err(|e| Error::InvalidRequest(format!("{source}: {e}")))
+    }
+
+    /// Keys of 64 hex digits separated by commas or whitespace.
+    ///
+    /// # Errors
+    ///
+    /// The first malformed key (by position, never its text).
+    pub fn parse_list(text: &str) -> Result<Vec<Self>> {
+        text.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|t| !t.is_empty())
+            .enumerate()
+            .map(|(i, t)| {
+                Self::parse(t).map_err(|e| Error::InvalidRequest(format!("key {}: {e}", i + 1)))
+            })
+            .collect()
     }
 
     /// The key as 64 hex digits (to write it to a file).
@@ -146,6 +217,43 @@ pub struct SecretInfo {
 struct Sealed {
     nonce: String,
     ciphertext: String,
+    /// The [`MasterKey::id`] of the key that sealed it (absent in rows written before keys
+    /// had ids: every key held is tried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+}
+
+/// A master key ready to seal and open.
+struct Key {
+    id: String,
+    cipher: XChaCha20Poly1305,
+}
+
+impl Key {
+    fn new(k: &MasterKey) -> Self {
+        Self {
+            id: k.id(),
+            cipher: XChaCha20Poly1305::new((&k.0).into()),
+        }
+    }
+}
+
+/// The current key (sealing) and earlier ones (opening only).
+struct Keys {
+    current: Key,
+    previous: Vec<Key>,
+}
+
+/// What [`Vault::reseal`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct Resealed {
+    /// Secrets moved from a previous key to the current one.
+    pub resealed: usize,
+    /// Secrets already under the current key.
+    pub current: usize,
+    /// Secrets (`org/workspace/name`) no key held opens: set them again.
+    pub unreadable: Vec<String>,
 }
 
 /// The vault (cheap to clone). Without a master key it holds nothing and says how to
@@ -153,13 +261,13 @@ struct Sealed {
 #[derive(Clone)]
 pub struct Vault {
     store: Arc<dyn Store>,
-    cipher: Option<Arc<XChaCha20Poly1305>>,
+    keys: Option<Arc<Keys>>,
 }
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vault")
-            .field("configured", &self.cipher.is_some())
+            .field("configured", &self.keys.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -192,20 +300,45 @@ impl Vault {
     /// A vault over `store`, sealing with `key` (`None`: not configured).
     #[must_use]
     pub fn new(store: Arc<dyn Store>, key: Option<&MasterKey>) -> Self {
+        Self::with_previous(store, key, &[])
+    }
+
+    /// A vault sealing with `key` that also opens secrets sealed under `previous` keys (see
+    /// [`reseal`](Self::reseal) and the module docs on rotation).
+    #[must_use]
+    pub fn with_previous(
+        store: Arc<dyn Store>,
+        key: Option<&MasterKey>,
+        previous: &[MasterKey],
+    ) -> Self {
         Self {
             store,
-            cipher: key.map(|k| Arc::new(XChaCha20Poly1305::new((&k.0).into()))),
+            keys: key.map(|k| {
+                let current = Key::new(k);
+                let previous = previous
+                    .iter()
+                    .filter(|p| p.id() != current.id)
+                    .map(Key::new)
+                    .collect();
+                Arc::new(Keys { current, previous })
+            }),
         }
     }
 
     /// Whether a master key is configured.
     #[must_use]
     pub fn is_configured(&self) -> bool {
-        self.cipher.is_some()
+        self.keys.is_some()
     }
 
-    fn cipher(&self) -> Result<&XChaCha20Poly1305> {
-        self.cipher.as_deref().ok_or_else(|| Error::Unavailable {
+    /// Whether earlier master keys were given (secrets under them open and are re-sealed).
+    #[must_use]
+    pub fn has_previous_keys(&self) -> bool {
+        self.keys.as_ref().is_some_and(|k| !k.previous.is_empty())
+    }
+
+    fn keys(&self) -> Result<&Keys> {
+        self.keys.as_deref().ok_or_else(|| Error::Unavailable {
             what: "the credential vault".into(),
             message: format!(
                 "no master key is configured; start the server with {MASTER_KEY_ENV} (64 hex \
@@ -227,29 +360,11 @@ impl Vault {
                 value.len()
             )));
         }
-        let cipher = self.cipher()?;
-        let mut nonce = [0u8; 24];
-        getrandom::fill(&mut nonce).map_err(|e| Error::Unavailable {
-            what: "randomness".into(),
-            message: format!("the operating system gave no random bytes: {e}"),
-        })?;
         let id = slot(ws, name);
-        let ciphertext = cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: value.as_bytes(),
-                    aad: id.as_bytes(),
-                },
-            )
-            .map_err(|_| Error::InvalidRequest("the secret could not be sealed".into()))?;
-        let sealed = Sealed {
-            nonce: hex::encode(nonce),
-            ciphertext: hex::encode(ciphertext),
-        };
+        let sealed = self.seal(&id, value.as_bytes())?;
         let doc = self
             .store
-            .doc_put(SECRETS, &id, json!(sealed_value(&sealed)), Expect::Any)
+            .doc_put(SECRETS, &id, sealed_value(&sealed), Expect::Any)
             .await?
             .ok_or_else(|| {
                 Error::invalid_state(format!("secret {name}"), "could not be written")
@@ -265,12 +380,47 @@ impl Vault {
     /// row moved between slots), or the store's error.
     pub async fn get(&self, ws: &WorkspaceId, name: &str) -> Result<Option<String>> {
         check_name(name)?;
-        let cipher = self.cipher()?;
         let id = slot(ws, name);
+        self.keys()?;
         let Some(doc) = self.store.doc_get(SECRETS, &id).await? else {
             return Ok(None);
         };
-        let sealed: Sealed = serde_json::from_value(doc.value)
+        let (plain, _) = self.open(name, &id, doc.value)?;
+        String::from_utf8(plain)
+            .map(Some)
+            .map_err(|_| Error::invalid_state(format!("secret {name}"), "is not UTF-8"))
+    }
+
+    /// Seal `value` for slot `id` under the current key.
+    fn seal(&self, id: &str, value: &[u8]) -> Result<Sealed> {
+        let key = &self.keys()?.current;
+        let mut nonce = [0u8; 24];
+        getrandom::fill(&mut nonce).map_err(|e| Error::Unavailable {
+            what: "randomness".into(),
+            message: format!("the operating system gave no random bytes: {e}"),
+        })?;
+        let ciphertext = key
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: value,
+                    aad: id.as_bytes(),
+                },
+            )
+            .map_err(|_| Error::InvalidRequest("the secret could not be sealed".into()))?;
+        Ok(Sealed {
+            nonce: hex::encode(nonce),
+            ciphertext: hex::encode(ciphertext),
+            key: Some(key.id.clone()),
+        })
+    }
+
+    /// Open the sealed row of slot `id` (secret `name`, for messages): its plaintext and
+    /// whether the current key sealed it.
+    fn open(&self, name: &str, id: &str, stored: serde_json::Value) -> Result<(Vec<u8>, bool)> {
+        let keys = self.keys()?;
+        let sealed: Sealed = serde_json::from_value(stored)
             .map_err(|e| Error::json(format!("reading secret {name}"), e))?;
         let nonce = hex::decode(&sealed.nonce).ok().filter(|n| n.len() == 24);
         let ciphertext = hex::decode(&sealed.ciphertext).ok();
@@ -280,24 +430,86 @@ impl Vault {
                 "is corrupt in the store",
             ));
         };
-        let plain = cipher
-            .decrypt(
+        let candidates: Vec<&Key> = std::iter::once(&keys.current)
+            .chain(&keys.previous)
+            .filter(|k| sealed.key.as_ref().is_none_or(|want| *want == k.id))
+            .collect();
+        for k in candidates {
+            if let Ok(plain) = k.cipher.decrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
                     msg: &ciphertext,
                     aad: id.as_bytes(),
                 },
-            )
-            .map_err(|_| {
-                Error::invalid_state(
-                    format!("secret {name}"),
-                    "does not open with this server's master key (was it set under another \
-                     key, or copied from another workspace?); set it again",
-                )
-            })?;
-        String::from_utf8(plain)
-            .map(Some)
-            .map_err(|_| Error::invalid_state(format!("secret {name}"), "is not UTF-8"))
+            ) {
+                return Ok((plain, k.id == keys.current.id));
+            }
+        }
+        Err(Error::invalid_state(
+            format!("secret {name}"),
+            match &sealed.key {
+                Some(k) if !keys.has(k) => format!(
+                    "was sealed under master key {k}, which this server does not hold; start it \
+                     with that key in {PREVIOUS_KEYS_ENV} (the vault then re-seals it under the \
+                     current key), or set the secret again"
+                ),
+                _ => "does not open with this server's master keys (was it copied from another \
+                      workspace or name?); set it again"
+                    .to_owned(),
+            },
+        ))
+    }
+
+    /// Re-seal under the current key every secret (of every workspace) sealed under a
+    /// previous one. Each row is replaced only at the revision it was read at, so a secret set
+    /// meanwhile is kept as set, and running it twice (or on two servers at once, or again
+    /// after a crash part-way) is harmless.
+    ///
+    /// # Errors
+    ///
+    /// No master key, or the store's error. Rows no key opens are listed, not an error.
+    pub async fn reseal(&self) -> Result<Resealed> {
+        self.keys()?;
+        let mut out = Resealed::default();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .doc_list(SECRETS, "", after.as_deref(), 500)
+                .await?;
+            let done = page.len() < 500;
+            for doc in &page {
+                let name = doc.id.rsplit('/').next().unwrap_or(&doc.id);
+                match self.open(name, &doc.id, doc.value.clone()) {
+                    Ok((_, true)) => out.current += 1,
+                    Ok((plain, false)) => {
+                        let sealed = self.seal(&doc.id, &plain)?;
+                        // Changed meanwhile (set again, so under the current key): keep it.
+                        if self
+                            .store
+                            .doc_put(
+                                SECRETS,
+                                &doc.id,
+                                sealed_value(&sealed),
+                                Expect::Revision(doc.revision),
+                            )
+                            .await?
+                            .is_some()
+                        {
+                            out.resealed += 1;
+                        } else {
+                            out.current += 1;
+                        }
+                    }
+                    Err(_) => out.unreadable.push(doc.id.clone()),
+                }
+            }
+            after = page.last().map(|d| d.id.clone());
+            if done {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// The secrets of `ws`, by name (no values).
@@ -413,7 +625,13 @@ impl Vault {
 }
 
 fn sealed_value(s: &Sealed) -> serde_json::Value {
-    json!({"nonce": s.nonce, "ciphertext": s.ciphertext})
+    json!({"nonce": s.nonce, "ciphertext": s.ciphertext, "key": s.key})
+}
+
+impl Keys {
+    fn has(&self, id: &str) -> bool {
+        self.current.id == id || self.previous.iter().any(|k| k.id == id)
+    }
 }
 
 fn info(name: &str, doc: &agentkit_runtime::Doc) -> SecretInfo {
@@ -549,6 +767,98 @@ mod tests {
             token(&r.resolve(&other).await.unwrap()).as_deref(),
             Some("default-token")
         );
+    }
+
+    #[tokio::test]
+    async fn rotating_the_master_key_reseals_every_secret_and_old_keys_are_then_unneeded() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (old, new) = (
+            MasterKey::generate().unwrap(),
+            MasterKey::generate().unwrap(),
+        );
+        let acme = WorkspaceId::new("acme", "prod");
+        let v_old = Vault::new(Arc::clone(&store), Some(&old));
+        v_old.put(&acme, "TOKEN", "tok-1").await.unwrap();
+        v_old
+            .put(&WorkspaceId::default_workspace(), "KEY", "key-1")
+            .await
+            .unwrap();
+
+        // The new key alone cannot open them, and says how to fix it.
+        let v_new = Vault::new(Arc::clone(&store), Some(&new));
+        let err = v_new.get(&acme, "TOKEN").await.unwrap_err().to_string();
+        assert!(
+            err.contains(&old.id()) && err.contains(PREVIOUS_KEYS_ENV),
+            "{err}"
+        );
+        assert!(
+            !err.contains(&old.to_hex()) && !err.contains("tok-1"),
+            "{err}"
+        );
+
+        // New key plus the old one as previous: readable, then re-sealed.
+        let v_both = Vault::with_previous(Arc::clone(&store), Some(&new), &[old.clone()]);
+        assert!(v_both.has_previous_keys());
+        assert_eq!(
+            v_both.get(&acme, "TOKEN").await.unwrap().as_deref(),
+            Some("tok-1")
+        );
+        let r = v_both.reseal().await.unwrap();
+        assert_eq!(
+            (r.resealed, r.current, r.unreadable.len()),
+            (2, 0, 0),
+            "{r:?}"
+        );
+        // Again: nothing left to do.
+        let r = v_both.reseal().await.unwrap();
+        assert_eq!((r.resealed, r.current), (0, 2), "{r:?}");
+
+        // The old key is no longer needed; the old vault cannot open the new rows.
+        assert_eq!(
+            v_new.get(&acme, "TOKEN").await.unwrap().as_deref(),
+            Some("tok-1")
+        );
+        assert_eq!(
+            v_new
+                .get(&WorkspaceId::default_workspace(), "KEY")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("key-1")
+        );
+        assert!(v_old.get(&acme, "TOKEN").await.is_err());
+
+        // A row under a key nobody holds is listed, not fatal.
+        let stray = MasterKey::generate().unwrap();
+        Vault::new(Arc::clone(&store), Some(&stray))
+            .put(&acme, "STRAY", "x")
+            .await
+            .unwrap();
+        let r = v_new.reseal().await.unwrap();
+        assert_eq!(r.unreadable, ["acme/prod/STRAY"]);
+        assert_eq!(r.current, 2);
+    }
+
+    #[test]
+    fn key_lists_parse_and_errors_never_echo_keys() {
+        let (a, b) = (
+            MasterKey::generate().unwrap(),
+            MasterKey::generate().unwrap(),
+        );
+        let keys = MasterKey::parse_list(&format!(" {},\n{} ", a.to_hex(), b.to_hex())).unwrap();
+        assert_eq!(
+            keys.iter().map(MasterKey::id).collect::<Vec<_>>(),
+            [a.id(), b.id()]
+        );
+        assert_ne!(a.id(), b.id());
+        assert_eq!(a.id().len(), 16);
+        let bad = format!("{},{}zz", a.to_hex(), &b.to_hex()[..40]);
+        let err = MasterKey::parse_list(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("key 2") && !err.contains(&a.to_hex()[..20]),
+            "{err}"
+        );
+        assert!(MasterKey::parse_list("").unwrap().is_empty());
     }
 
     #[test]

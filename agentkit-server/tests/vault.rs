@@ -92,6 +92,25 @@ async fn call_as(
     )
 }
 
+/// Call the guarded server's `whoami` tool (retried while the connection backs off).
+async fn whoami(serve: &Serve) -> (u16, Value) {
+    let mut answer = (0, Value::Null);
+    for _ in 0..50 {
+        answer = serve
+            .call(
+                Method::POST,
+                "/v1/servers/guarded/call_tool",
+                Some(json!({"name": "whoami", "arguments": {}})),
+            )
+            .await;
+        if answer.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    answer
+}
+
 #[tokio::test]
 async fn mcp_credentials_come_from_the_vault_and_stay_out_of_the_database_and_logs() {
     let (url, refused, stop) = guarded_server().await;
@@ -143,20 +162,7 @@ async fn mcp_credentials_come_from_the_vault_and_stay_out_of_the_database_and_lo
     assert!(!b.to_string().contains(TOKEN), "values are never listed");
 
     // Now the connection carries the token (after the failed attempt's short backoff).
-    let mut answer = (0, Value::Null);
-    for _ in 0..50 {
-        answer = serve
-            .call(
-                Method::POST,
-                "/v1/servers/guarded/call_tool",
-                Some(json!({"name": "whoami", "arguments": {}})),
-            )
-            .await;
-        if answer.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let answer = whoami(&serve).await;
     assert_eq!(answer.0, 200, "{}", answer.1);
     assert_eq!(answer.1["content"][0]["text"], "trusted");
     assert_eq!(
@@ -273,6 +279,43 @@ async fn mcp_credentials_come_from_the_vault_and_stay_out_of_the_database_and_lo
     assert!(text.contains("empty"), "{text}");
     let (code, text) = cli(&["secrets", "delete", "cli_token"], "");
     assert_eq!(code, Some(0), "{text}");
+
+    // Rotate the master key: started with the new key and the old one as previous, the
+    // server re-seals every secret; afterwards the new key alone opens them.
+    drop(serve);
+    let rotated = "ab".repeat(32);
+    let serve = Serve::start_with_env(
+        &config,
+        &db,
+        free_port(),
+        &log,
+        &[
+            ("AGENTKIT_MASTER_KEY", rotated.as_str()),
+            ("AGENTKIT_MASTER_KEY_PREVIOUS", MASTER),
+            ("RUST_LOG", "debug"),
+        ],
+    )
+    .await;
+    let text = serve.log_text();
+    assert!(
+        text.contains("previous key(s)") && text.contains("resealed=2"),
+        "{text}"
+    );
+    drop(serve);
+    let serve = Serve::start_with_env(
+        &config,
+        &db,
+        free_port(),
+        &log,
+        &[
+            ("AGENTKIT_MASTER_KEY", rotated.as_str()),
+            ("RUST_LOG", "debug"),
+        ],
+    )
+    .await;
+    let answer = whoami(&serve).await;
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    assert_eq!(answer.1["content"][0]["text"], "trusted");
 
     stop.cancel();
     let logs = serve.log_text();

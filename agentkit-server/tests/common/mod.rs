@@ -220,6 +220,8 @@ impl Serve {
             .env_remove("AGENTKIT_DATABASE")
             .env_remove("AGENTKIT_MASTER_KEY")
             .env_remove("AGENTKIT_MASTER_KEY_FILE")
+            .env_remove("AGENTKIT_MASTER_KEY_PREVIOUS")
+            .env_remove("AGENTKIT_MASTER_KEY_PREVIOUS_FILE")
             .env("AGENTKIT_ADMIN_KEY", KEY)
             .envs(env.iter().copied())
             .env(

@@ -198,7 +198,25 @@ pub(crate) async fn serve(args: ServeArgs, dev: bool) -> Result<(), Failure> {
         .filter(|k| !k.trim().is_empty())
         .unwrap_or_else(agentkit_server::generate_key);
     let (master, vault_note) = master_key(dev, &database)?;
-    let mut builder = Server::builder(store);
+    let previous = agentkit_server::vault::MasterKey::previous_from_env()
+        .map_err(|e| Failure::new(exit::INVALID, e.to_string()))?;
+    let vault_note = match (&master, previous.len()) {
+        (_, 0) => vault_note,
+        (Some(_), n) => {
+            format!("{vault_note}; {n} previous key(s): their secrets are re-sealed under it now")
+        }
+        (None, _) => {
+            return Err(Failure::new(
+                exit::INVALID,
+                format!(
+                    "{} is set but no current master key: set {} to the new key",
+                    agentkit_server::vault::PREVIOUS_KEYS_ENV,
+                    agentkit_server::vault::MASTER_KEY_ENV
+                ),
+            ));
+        }
+    };
+    let mut builder = Server::builder(store).previous_master_keys(previous);
     if let Some(k) = master {
         builder = builder.master_key(k);
     }
@@ -276,12 +294,20 @@ fn init_tracing(
         .map_err(|e| Failure::new(exit::INVALID, format!("otel: {e}")))?;
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(colour_logs())
         .with_filter(log_filter());
     let _ = tracing_subscriber::registry()
         .with(logs)
         .with(otel.as_ref().map(|o| o.layer()))
         .try_init();
     Ok(otel)
+}
+
+/// Colours in the logs only on a terminal (and not with `NO_COLOR`): a log file or a log
+/// collector gets plain text.
+fn colour_logs() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Logs to stderr (`RUST_LOG`, default `warn,agentkit=info`). This build has no `otel`
@@ -291,6 +317,7 @@ fn init_tracing(config: &agentkit_core::Config) -> Result<(), Failure> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
+        .with_ansi(colour_logs())
         .try_init();
     if config.otel.enabled || config.otel.endpoint.is_some() {
         tracing::warn!(

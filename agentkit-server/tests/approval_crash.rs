@@ -15,149 +15,13 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use common::{Serve, free_port};
+use common::tools::{ToolModel, tool_calls, yaml};
+use common::{Serve, free_port, wait_status};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-/// An OpenAI-compatible model that calls `ops__read_file`, then `ops__send_message`, then
-/// answers `posted` (by how many tool results the conversation has), each after `delay`.
-struct ToolModel {
-    base_url: String,
-    calls: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for ToolModel {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-#[derive(Clone)]
-struct ModelState {
-    delay: Duration,
-    calls: Arc<AtomicUsize>,
-}
-
-async fn complete(State(s): State<ModelState>, body: Bytes) -> Response {
-    s.calls.fetch_add(1, Ordering::SeqCst);
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if body["stream"] == true {
-        // Nobody listens to these runs' deltas, so the runtime never streams them.
-        return (
-            axum::http::StatusCode::BAD_REQUEST,
-            "this test model does not stream",
-        )
-            .into_response();
-    }
-    let results = body["messages"]
-        .as_array()
-        .map_or(0, |m| m.iter().filter(|m| m["role"] == "tool").count());
-    tokio::time::sleep(s.delay).await;
-    let call = |name: &str, args: Value| {
-        json!({"role": "assistant", "content": null, "tool_calls": [{
-            "id": format!("call_{results}"), "type": "function",
-            "function": {"name": name, "arguments": args.to_string()}}]})
-    };
-    let (message, finish) = match results {
-        0 => (
-            call("ops__read_file", json!({"path": "/docs/readme.md"})),
-            "tool_calls",
-        ),
-        1 => (
-            call("ops__send_message", json!({"text": "the docs say hello"})),
-            "tool_calls",
-        ),
-        _ => (json!({"role": "assistant", "content": "posted"}), "stop"),
-    };
-    axum::Json(json!({
-        "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
-    }))
-    .into_response()
-}
-
-impl ToolModel {
-    async fn start(delay: Duration) -> Self {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let app = Router::new()
-            .fallback(axum::routing::post(complete))
-            .with_state(ModelState {
-                delay,
-                calls: Arc::clone(&calls),
-            });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Self {
-            base_url: format!("http://{addr}/v1"),
-            calls,
-            task,
-        }
-    }
-}
-
-fn peers() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers")
-}
-
-fn yaml(model: &ToolModel, tool_log: &Path) -> String {
-    let python = peers().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/install-python-clients.sh",
-        python.display()
-    );
-    format!(
-        r#"openai:
-  base_url: {base}
-  api_key: test
-mcp:
-  servers:
-    ops:
-      command: {python}
-      args: [{script}]
-      env: {{TOOL_LOG: {log}}}
-policies:
-  guarded:
-    chains:
-      - pattern: ["ops__read_*", "ops__send_message"]
-        action: require_approval
-        reason: a post after a read may leak what was read
-agents:
-  poster:
-    model: openai:gpt-4o-mini
-    instructions: Read the docs, then post what they say.
-    servers: [ops]
-    policy: guarded
-"#,
-        base = model.base_url,
-        python = python.display(),
-        script = peers().join("tool_log_server.py").display(),
-        log = tool_log.display(),
-    )
-}
-
-/// The lines of the tools' log (one per call the MCP server really ran).
-fn tool_calls(log: &Path) -> Vec<String> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
 
 async fn wait_until<F: Fn() -> bool>(what: &str, serve: &Serve, f: F) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -168,29 +32,6 @@ async fn wait_until<F: Fn() -> bool>(what: &str, serve: &Serve, f: F) {
             serve.log_text()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn run_status(serve: &Serve, run: &str) -> Value {
-    serve
-        .call(Method::GET, &format!("/v1/runs/{run}"), None)
-        .await
-        .1
-}
-
-async fn wait_status(serve: &Serve, run: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = run_status(serve, run).await;
-        if r["status"] == status {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "run {run} never became {status}: {r}\n{}",
-            serve.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -256,7 +97,7 @@ async fn a_chain_rule_and_a_claimed_approval_survive_sigkill_and_the_tool_runs_o
     assert_eq!(tool_calls(&tool_log), ["read /docs/readme.md"]);
 
     let mut serve = Serve::start(&config, &database, port, &log).await;
-    let waiting = wait_status(&serve, &run, "waiting_approval").await;
+    let waiting = wait_status(&serve, &run, &["waiting_approval"]).await;
     assert_eq!(
         tool_calls(&tool_log),
         ["read /docs/readme.md"],
@@ -289,7 +130,7 @@ async fn a_chain_rule_and_a_claimed_approval_survive_sigkill_and_the_tool_runs_o
     let serve = Serve::start(&config, &database, port, &log).await;
     // Recovery replays a waiting run up to its wait (a decision stored just before a crash
     // would otherwise never resume it): no model is asked, no tool runs.
-    wait_status(&serve, &run, "waiting_approval").await;
+    wait_status(&serve, &run, &["waiting_approval"]).await;
     assert_eq!(model.calls.load(Ordering::SeqCst), 3);
     let (_, pending) = serve.call(Method::GET, "/v1/approvals", None).await;
     let pending = pending.as_array().unwrap().clone();
@@ -316,7 +157,7 @@ async fn a_chain_rule_and_a_claimed_approval_survive_sigkill_and_the_tool_runs_o
     )
     .await;
     assert_eq!(st, 200, "{body}");
-    let done = wait_status(&serve, &run, "succeeded").await;
+    let done = wait_status(&serve, &run, &["succeeded"]).await;
     assert_eq!(done["output"]["text"], "posted", "{done}");
     assert_eq!(
         tool_calls(&tool_log),

@@ -169,3 +169,55 @@ async fn two_servers_on_postgres_start_on_one_stream_cancel_pause_and_resume_on_
     );
     drop((a, b));
 }
+
+/// An approval asked on one node is decided through the other after the first one died: the
+/// surviving node resumes the exact call, and the tool runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_asked_on_one_node_is_decided_and_resumed_on_the_other() {
+    use common::tools::{ToolModel, tool_calls, yaml};
+    let pg = Pg::start();
+    let model = ToolModel::start(Duration::from_millis(50)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tool_log = dir.path().join("tools.log");
+    let config = dir.path().join("agentkit.yaml");
+    std::fs::write(&config, yaml(&model, &tool_log)).unwrap();
+    let (a_log, b_log) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let mut a = Serve::start(&config, &pg.url, free_port(), &a_log).await;
+    let b = Serve::start(&config, &pg.url, free_port(), &b_log).await;
+
+    let (s, run) = a
+        .call(
+            reqwest::Method::POST,
+            "/v1/agents/poster/runs",
+            Some(json!({"message": "share the docs"})),
+        )
+        .await;
+    assert_eq!(s, 202, "{run}");
+    let run = run["run_id"].as_str().unwrap().to_owned();
+    // B sees the run wait and the call in the queue.
+    wait_status(&b, &run, &["waiting_approval"]).await;
+    let (_, pending) = b.call(reqwest::Method::GET, "/v1/approvals", None).await;
+    let pending = pending.as_array().unwrap().clone();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0]["tool"], "ops__send_message");
+    assert_eq!(tool_calls(&tool_log), ["read /docs/readme.md"]);
+
+    // A dies; B decides, and B executes the rest.
+    a.kill();
+    let (s, body) = b
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/runs/{run}/approve"),
+            Some(json!({"reason": "fine"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let done = wait_status(&b, &run, &["succeeded", "failed", "cancelled"]).await;
+    assert_eq!(done["status"], "succeeded", "{done}\n{}", b.log_text());
+    assert_eq!(done["output"]["text"], "posted");
+    assert_eq!(
+        tool_calls(&tool_log),
+        ["read /docs/readme.md", "send the docs say hello"],
+        "each tool ran once, the post on the surviving node"
+    );
+}

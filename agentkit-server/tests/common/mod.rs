@@ -10,6 +10,7 @@
 )]
 
 pub mod pg;
+pub mod tools;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,8 @@
 """A stdio MCP server (official Python SDK 2.x) whose tools append a line to the file named by
 `TOOL_LOG` before they answer, so a test can count how often each tool really ran.
 
-Tools: `read_file(path)` answers a short Markdown text; `send_message(text)` answers `sent`.
+Tools: `read_file(path)` answers a short Markdown text (for a path with `token` in it: the
+value of `TOOL_SECRET`, a credential a tool hands back); `send_message(text)` answers `sent`.
 """
 
 import os
@@ -23,6 +24,8 @@ def record(line: str) -> None:
 def read_file(path: str) -> str:
     """Read a file."""
     record(f"read {path}")
+    if "token" in path:
+        return os.environ.get("TOOL_SECRET", "")
     return "# Docs\nHello."
 
 

@@ -224,11 +224,11 @@ impl Serve {
             .env_remove("AGENTKIT_MASTER_KEY_PREVIOUS")
             .env_remove("AGENTKIT_MASTER_KEY_PREVIOUS_FILE")
             .env("AGENTKIT_ADMIN_KEY", KEY)
-            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("AGENTKIT_TEST_LOG").unwrap_or_else(|_| "warn,agentkit=info".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

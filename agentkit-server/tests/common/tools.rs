@@ -33,6 +33,8 @@ impl Drop for ToolModel {
 struct ModelState {
     delay: Duration,
     calls: Arc<AtomicUsize>,
+    read_path: String,
+    post_text: String,
 }
 
 async fn complete(State(s): State<ModelState>, body: Bytes) -> Response {
@@ -57,11 +59,11 @@ async fn complete(State(s): State<ModelState>, body: Bytes) -> Response {
     };
     let (message, finish) = match results {
         0 => (
-            call("ops__read_file", json!({"path": "/docs/readme.md"})),
+            call("ops__read_file", json!({"path": s.read_path})),
             "tool_calls",
         ),
         1 => (
-            call("ops__send_message", json!({"text": "the docs say hello"})),
+            call("ops__send_message", json!({"text": s.post_text})),
             "tool_calls",
         ),
         _ => (json!({"role": "assistant", "content": "posted"}), "stop"),
@@ -75,14 +77,22 @@ async fn complete(State(s): State<ModelState>, body: Bytes) -> Response {
 }
 
 impl ToolModel {
-    /// Serve on a free port; each answer takes `delay`.
+    /// Serve on a free port; each answer takes `delay`. It reads `/docs/readme.md` and posts
+    /// `the docs say hello`.
     pub async fn start(delay: Duration) -> Self {
+        Self::start_with(delay, "/docs/readme.md", "the docs say hello").await
+    }
+
+    /// [`start`](Self::start), reading `read_path` and posting `post_text`.
+    pub async fn start_with(delay: Duration, read_path: &str, post_text: &str) -> Self {
         let calls = Arc::new(AtomicUsize::new(0));
         let app = Router::new()
             .fallback(axum::routing::post(complete))
             .with_state(ModelState {
                 delay,
                 calls: Arc::clone(&calls),
+                read_path: read_path.to_owned(),
+                post_text: post_text.to_owned(),
             });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -97,7 +107,8 @@ impl ToolModel {
     }
 }
 
-fn peers() -> std::path::PathBuf {
+/// `tests/peers` (the Python venv and the tool server).
+pub fn peers() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers")
 }
 

@@ -328,9 +328,23 @@ fn init_tracing(config: &agentkit_core::Config) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The log filter: `RUST_LOG`, default `warn,agentkit=info`.
+///
+/// rmcp logs whole MCP messages (tool arguments and results, unredacted) at `trace`: unless
+/// `RUST_LOG` names `rmcp` itself, it is held at `debug`, so `RUST_LOG=trace` for a
+/// troubleshooting session does not write credentials into the logs.
 fn log_filter() -> tracing_subscriber::EnvFilter {
-    tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,agentkit=info"))
+    let given = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut spec = if given.trim().is_empty() {
+        "warn,agentkit=info".to_owned()
+    } else {
+        given
+    };
+    if !spec.contains("rmcp") {
+        spec.push_str(",rmcp=debug");
+    }
+    tracing_subscriber::EnvFilter::try_new(&spec)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,agentkit=info,rmcp=debug"))
 }
 
 async fn shutdown_signal() {

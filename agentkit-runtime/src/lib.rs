@@ -5,6 +5,7 @@
 //!
 #![doc = include_str!("../README.md")]
 
+pub mod budget;
 pub mod executor;
 pub mod journal;
 pub mod live;
@@ -21,6 +22,7 @@ pub use executor::{
     AgentFactory, AgentResolver, PAUSE_PROPAGATION, ReplayReport, RetryPolicy, Runtime,
     RuntimeBuilder, SCHEDULES_NAMESPACE, ScheduleInfo, TargetOptions,
 };
+pub use budget::{BudgetRules, BudgetScope, BudgetStatus, SpendLedger};
 pub use journal::DurableJournal;
 pub use live::{LiveDelta, LiveDeltas};
 pub use memory::{StoreMemory, THREADS_NAMESPACE};

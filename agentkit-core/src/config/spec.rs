@@ -175,6 +175,9 @@ pub struct AgentLimits {
     /// At most this many runs at once (others wait in the queue).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
+    /// What the agent's runs may spend per period, in each workspace (all runs together).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<super::PeriodBudget>,
 }
 
 impl AgentLimits {
@@ -1239,6 +1242,25 @@ impl Config {
     /// Checks `agents`, `workflows`, `schedules`, `triggers` and `server` (part of
     /// [`Config::validate`]).
     pub(crate) fn check_specs(&self) -> Result<(), Fail> {
+        if let Some(b) = &self.budgets.workspace {
+            check_spend(
+                KeyPath::keys(["budgets", "workspace", "max_spend_usd"]),
+                Some(b.max_spend_usd),
+            )?;
+        }
+        for (ws, b) in &self.budgets.workspaces {
+            let p = KeyPath::keys(["budgets", "workspaces", ws.as_str()]);
+            if ws.split('/').count() != 2 || ws.split('/').any(str::is_empty) {
+                return Err((
+                    p,
+                    format!(
+                        "`{ws}` is not a workspace; name it `org/workspace` \
+                         (e.g. `default/default`)"
+                    ),
+                ));
+            }
+            check_spend(p.key("max_spend_usd"), Some(b.max_spend_usd))?;
+        }
         check_names("agents", self.agents.keys())?;
         check_names("workflows", self.workflows.keys())?;
         check_names("schedules", self.schedules.keys())?;
@@ -1334,6 +1356,9 @@ impl Config {
             let lp = p.key("limits");
             check_seconds(lp.key("timeout_seconds"), l.timeout_seconds)?;
             check_spend(lp.key("max_spend_usd"), l.max_spend_usd)?;
+            if let Some(b) = &l.budget {
+                check_spend(lp.key("budget").key("max_spend_usd"), Some(b.max_spend_usd))?;
+            }
             at_least_one(lp.key("max_iterations"), l.max_iterations, "iteration")?;
             check_concurrency(lp.key("concurrency"), l.concurrency)?;
             if agent.history_messages == Some(0) {
@@ -1871,6 +1896,13 @@ impl AgentLimits {
     #[must_use]
     pub fn with_max_spend_usd(mut self, usd: f64) -> Self {
         self.max_spend_usd = Some(usd);
+        self
+    }
+
+    /// What the agent's runs may spend per period, in each workspace.
+    #[must_use]
+    pub fn with_budget(mut self, budget: super::PeriodBudget) -> Self {
+        self.budget = Some(budget);
         self
     }
 

@@ -1,0 +1,360 @@
+//! Budgets per period over real HTTP: runs spend until a budget is spent, then the next run
+//! is refused (429, `Retry-After` to the period end) or stops before its next model call with
+//! a clear error; other agents and workspaces are unaffected; a workspace budget is shared by
+//! its agents; a new period starts over; racing runs overspend by at most one model call each;
+//! the ledger survives a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+mod inproc;
+
+use agentkit_core::config::{BudgetPeriod, BudgetSettings, PeriodBudget};
+use agentkit_core::{
+    Agent, AgentLlm, CompletionResponse, Content, FnTool, Message, Role, ScriptedProvider,
+    StopReason, Usage,
+};
+use agentkit_runtime::{BudgetRules, SpendLedger, SqliteStore, Store};
+use agentkit_server::Server;
+use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "budget-admin-key";
+/// 4,000 input tokens of `gpt-4o` ($2.50 per million): one cent per model call.
+const CALL_USD: f64 = 0.01;
+/// 2026-12-06T18:00:00Z.
+const T0: i64 = 1_796_580_000_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// A model answering every request with one cent of usage.
+fn priced() -> ScriptedProvider {
+    ScriptedProvider::from_fn(|_| {
+        Ok(CompletionResponse::new(
+            Message::assistant("done"),
+            Usage::new(4000, 0),
+            StopReason::EndTurn,
+            "gpt-4o",
+        ))
+    })
+}
+
+/// A model that keeps calling the `noop` tool (one cent per call) until the loop ends.
+fn looping() -> ScriptedProvider {
+    ScriptedProvider::from_fn(|req| {
+        let n = req.messages.len();
+        Ok(CompletionResponse::new(
+            Message::new(
+                Role::Assistant,
+                vec![Content::tool_call(format!("c{n}"), "noop", json!({}))],
+            ),
+            Usage::new(4000, 0),
+            StopReason::ToolUse,
+            "gpt-4o",
+        ))
+    })
+}
+
+struct Running {
+    base: String,
+    clock: Arc<AtomicI64>,
+    _served: inproc::InProcess,
+}
+
+async fn start(store: Arc<dyn Store>, rules: BudgetRules, clock: Arc<AtomicI64>) -> Running {
+    let models = ModelFactory::offline().with_provider("scripted:priced", Arc::new(priced()));
+    let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), models);
+    let now = Arc::clone(&clock);
+    let ledger =
+        SpendLedger::new(Arc::clone(&store), rules).with_clock(move || now.load(Ordering::SeqCst));
+    let looper = AgentLlm::new(
+        Agent::new("looper", "Loop.").with_tool(FnTool::new(
+            "noop",
+            "Does nothing",
+            |_: serde_json::Map<String, Value>| async move {
+                Ok::<_, std::convert::Infallible>("ok".to_owned())
+            },
+        )),
+        looping(),
+    );
+    let server = Server::builder(store)
+        .admin_key(ADMIN)
+        .spec_builder(Arc::new(builder))
+        .agent_llm("looper", Arc::new(looper), "Loops on a tool")
+        .budgets(ledger)
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let served = inproc::serve(server).await;
+    Running {
+        base: served.base.clone(),
+        clock,
+        _served: served,
+    }
+}
+
+impl Running {
+    async fn call(
+        &self,
+        key: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn deploy(&self, key: &str, name: &str) {
+        let (s, _, b) = self
+            .call(
+                key,
+                Method::POST,
+                "/v1/agents",
+                Some(json!({"name": name, "kind": "agent",
+                            "spec": {"model": "scripted:priced", "instructions": "Answer."}})),
+            )
+            .await;
+        assert!(s.is_success(), "{s} {b}");
+    }
+
+    /// Start a run of `agent` and wait for it: (status, body).
+    async fn run(&self, key: &str, agent: &str) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        self.call(
+            key,
+            Method::POST,
+            &format!("/v1/agents/{agent}/runs"),
+            Some(json!({"message": "go", "wait": true})),
+        )
+        .await
+    }
+
+    async fn budgets(&self, key: &str) -> Value {
+        let (s, _, b) = self.call(key, Method::GET, "/v1/budgets", None).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b
+    }
+
+    /// A new workspace `org/ws` and a key of it with `role`.
+    async fn workspace_key(&self, org: &str, ws: &str, role: &str) -> String {
+        let (s, _, b) = self
+            .call(
+                ADMIN,
+                Method::POST,
+                "/v1/workspaces",
+                Some(json!({"org": org, "workspace": ws})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let (s, _, b) = self
+            .call(
+                ADMIN,
+                Method::POST,
+                "/v1/keys",
+                Some(json!({"name": "k", "role": role, "workspace": format!("{org}/{ws}")})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        b["key"].as_str().unwrap().to_owned()
+    }
+}
+
+fn budget_of<'a>(view: &'a Value, agent: Option<&str>) -> &'a Value {
+    view["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["agent"].as_str() == agent)
+        .unwrap_or_else(|| panic!("no budget for {agent:?} in {view}"))
+}
+
+fn memory_clock() -> Arc<AtomicI64> {
+    Arc::new(AtomicI64::new(T0))
+}
+
+async fn sqlite(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    Arc::new(
+        SqliteStore::open(dir.path().join("budgets.db"))
+            .await
+            .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn an_agent_budget_refuses_runs_once_spent_and_others_are_not_affected() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules =
+        BudgetRules::new().with_agent("writer", PeriodBudget::new(0.025, BudgetPeriod::Day));
+    let r = start(sqlite(&dir).await, rules, memory_clock()).await;
+    r.deploy(ADMIN, "writer").await;
+    r.deploy(ADMIN, "reader").await;
+
+    // Three runs of one cent each: the third crosses the 2.5-cent budget.
+    for _ in 0..3 {
+        let (s, _, run) = r.run(ADMIN, "writer").await;
+        assert_eq!(s, StatusCode::OK, "{run}");
+        assert_eq!(run["status"], "succeeded", "{run}");
+    }
+    let view = r.budgets(ADMIN).await;
+    let w = budget_of(&view, Some("writer"));
+    assert_eq!(w["scope"], "agent");
+    assert!((w["spent_usd"].as_f64().unwrap() - 3.0 * CALL_USD).abs() < 1e-9, "{w}");
+    assert_eq!(w["calls"], 3);
+    assert_eq!(w["remaining_usd"], 0.0);
+    assert_eq!(w["exhausted"], true);
+    assert_eq!(w["period"], "day");
+    assert_eq!(w["period_start"], "2026-12-06T00:00:00Z");
+    assert_eq!(w["period_end"], "2026-12-07T00:00:00Z");
+
+    // The fourth is refused: 429 until the end of the UTC day, saying why and what to do.
+    let (s, headers, problem) = r.run(ADMIN, "writer").await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{problem}");
+    let retry: i64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert_eq!(retry, 6 * 3600, "the day ends 6 h after 18:00");
+    let detail = problem["detail"].as_str().unwrap();
+    for part in [
+        "agent `writer`",
+        "$0.0300 of $0.0250 this day",
+        "2026-12-07T00:00:00Z",
+        "agents.writer.limits.budget.max_spend_usd",
+    ] {
+        assert!(detail.contains(part), "`{part}` missing from: {detail}");
+    }
+    assert_eq!(problem["type"], "urn:agentkit:problem:limit-reached");
+
+    // Another agent of the workspace is not affected.
+    let (s, _, run) = r.run(ADMIN, "reader").await;
+    assert_eq!((s, &run["status"]), (StatusCode::OK, &json!("succeeded")), "{run}");
+
+    // Another workspace has its own ledger for the same agent.
+    let key = r.workspace_key("acme", "prod", "developer").await;
+    r.deploy(&key, "writer").await;
+    let (s, _, run) = r.run(&key, "writer").await;
+    assert_eq!((s, &run["status"]), (StatusCode::OK, &json!("succeeded")), "{run}");
+    let theirs = r.budgets(&key).await;
+    assert_eq!(theirs["workspace"], "acme/prod");
+    assert_eq!(budget_of(&theirs, Some("writer"))["calls"], 1);
+
+    // A viewer may read the budgets; the route is in the OpenAPI document.
+    let viewer = r.workspace_key("acme", "ops", "viewer").await;
+    assert_eq!(r.budgets(&viewer).await["workspace"], "acme/ops");
+    let (_, _, doc) = r.call(ADMIN, Method::GET, "/openapi.json", None).await;
+    assert!(doc["paths"]["/v1/budgets"]["get"].is_object(), "{}", doc["paths"]);
+}
+
+#[tokio::test]
+async fn a_workspace_budget_is_shared_by_its_agents_and_starts_over_next_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = BudgetRules::new().with_workspaces(
+        BudgetSettings::default().with_workspace(PeriodBudget::new(0.015, BudgetPeriod::Day)),
+    );
+    let clock = memory_clock();
+    let r = start(sqlite(&dir).await, rules, Arc::clone(&clock)).await;
+    r.deploy(ADMIN, "a").await;
+    r.deploy(ADMIN, "b").await;
+    assert_eq!(r.run(ADMIN, "a").await.2["status"], "succeeded");
+    assert_eq!(r.run(ADMIN, "b").await.2["status"], "succeeded");
+    // Two cents spent by two agents: the 1.5-cent workspace budget refuses both.
+    for agent in ["a", "b"] {
+        let (s, _, p) = r.run(ADMIN, agent).await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{p}");
+        let detail = p["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("workspace `default/default`")
+                && detail.contains("budgets.workspace.max_spend_usd"),
+            "{detail}"
+        );
+    }
+    let w = budget_of(&r.budgets(ADMIN).await, None).clone();
+    assert_eq!((w["scope"].as_str(), w["calls"].as_u64()), (Some("workspace"), Some(2)));
+
+    // The next UTC day starts over.
+    r.clock.fetch_add(DAY_MS, Ordering::SeqCst);
+    assert_eq!(r.run(ADMIN, "a").await.2["status"], "succeeded");
+    let w = budget_of(&r.budgets(ADMIN).await, None).clone();
+    assert_eq!(w["period_start"], "2026-12-07T00:00:00Z");
+    assert_eq!(w["calls"], 1);
+    assert_eq!(w["exhausted"], false);
+}
+
+#[tokio::test]
+async fn a_run_stops_before_the_model_call_that_would_pass_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    // The looper calls the model until its loop ends (10 rounds); the budget allows 4 cents.
+    let rules =
+        BudgetRules::new().with_agent("looper", PeriodBudget::new(0.035, BudgetPeriod::Hour));
+    let r = start(sqlite(&dir).await, rules, memory_clock()).await;
+    let (s, _, run) = r.run(ADMIN, "looper").await;
+    assert_eq!(s, StatusCode::OK, "{run}");
+    assert_eq!(run["status"], "failed", "{run}");
+    let error = run["error"].as_str().unwrap();
+    assert!(
+        error.contains("exceeded its budget") && error.contains("agent `looper`"),
+        "{error}"
+    );
+    let b = budget_of(&r.budgets(ADMIN).await, Some("looper")).clone();
+    assert_eq!(b["calls"], 4, "{b}");
+}
+
+#[tokio::test]
+async fn racing_runs_overspend_by_at_most_one_model_call_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules =
+        BudgetRules::new().with_agent("looper", PeriodBudget::new(0.05, BudgetPeriod::Day));
+    let r = Arc::new(start(sqlite(&dir).await, rules, memory_clock()).await);
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let r = Arc::clone(&r);
+            tokio::spawn(async move { r.run(ADMIN, "looper").await })
+        })
+        .collect();
+    for run in runs {
+        let (_, _, body) = run.await.unwrap();
+        // Each run stops on the budget (at its start or before a model call).
+        let text = body.to_string();
+        assert!(
+            text.contains("budget of agent `looper`"),
+            "a run ended without the budget stopping it: {text}"
+        );
+    }
+    let b = budget_of(&r.budgets(ADMIN).await, Some("looper")).clone();
+    let spent = b["spent_usd"].as_f64().unwrap();
+    // Admitted only while under $0.05: at most one call each past it.
+    assert!(spent >= 0.05 - 1e-9, "{b}");
+    assert!(spent <= 0.05 + 2.0 * CALL_USD - CALL_USD + 1e-9, "{b}");
+}
+
+#[tokio::test]
+async fn the_ledger_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules =
+        || BudgetRules::new().with_agent("writer", PeriodBudget::new(0.015, BudgetPeriod::Month));
+    {
+        let r = start(sqlite(&dir).await, rules(), memory_clock()).await;
+        r.deploy(ADMIN, "writer").await;
+        assert_eq!(r.run(ADMIN, "writer").await.2["status"], "succeeded");
+        assert_eq!(r.run(ADMIN, "writer").await.2["status"], "succeeded");
+    }
+    let r = start(sqlite(&dir).await, rules(), memory_clock()).await;
+    let b = budget_of(&r.budgets(ADMIN).await, Some("writer")).clone();
+    assert_eq!((b["calls"].as_u64(), b["exhausted"].as_bool()), (Some(2), Some(true)));
+    assert_eq!(b["period_end"], "2027-01-01T00:00:00Z");
+    let (s, _, p) = r.run(ADMIN, "writer").await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{p}");
+}

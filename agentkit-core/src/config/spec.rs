@@ -2386,6 +2386,57 @@ server:
     }
 
     #[test]
+    fn budgets_are_read_and_bad_ones_are_located() {
+        use super::super::{BudgetPeriod, PeriodBudget};
+        let parse = |text: &str| {
+            Config::from_yaml_str_with_env(text, Some(Path::new("agentkit.yaml")), &|_| None)
+        };
+        let config = parse(
+            "budgets:\n  workspace: {max_spend_usd: 20, period: day}\n  workspaces:\n    acme/prod: {max_spend_usd: 500, period: month}\nagents:\n  writer:\n    model: scripted\n    limits:\n      budget: {max_spend_usd: 5, period: 6h}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.budgets.for_workspace("acme/prod"),
+            Some(PeriodBudget::new(500.0, BudgetPeriod::Month))
+        );
+        assert_eq!(
+            config.budgets.for_workspace("acme/dev"),
+            Some(PeriodBudget::new(20.0, BudgetPeriod::Day))
+        );
+        let b = config.agents["writer"].limits.budget.unwrap();
+        assert_eq!((b.max_spend_usd, b.period.to_string()), (5.0, "6h".to_owned()));
+        // Round trip.
+        let again = parse(&serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+        assert_eq!(again.budgets, config.budgets);
+
+        let e = parse("budgets:\n  workspace: {max_spend_usd: 20, period: fortnight}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("budgets.workspace") && e.contains("`hour`, `day`"), "{e}");
+        let e = parse("budgets:\n  workspace: {max_spend_usd: 0, period: day}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("budgets.workspace.max_spend_usd") && e.contains("greater than 0"),
+            "{e}"
+        );
+        let e = parse("budgets:\n  workspaces:\n    prod: {max_spend_usd: 1, period: day}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("budgets.workspaces.prod") && e.contains("org/workspace"), "{e}");
+        let e = parse(
+            "agents:\n  w:\n    model: scripted\n    limits: {budget: {max_spend_usd: -1, period: day}}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("agents.w.limits.budget.max_spend_usd"), "{e}");
+        let e = parse("budgets:\n  workspace: {max_spend_usd: 1}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("period"), "{e}");
+    }
+
+    #[test]
     fn stdio_servers_read_inherited_variables_and_limits() {
         let parse = |text: &str| Config::from_yaml_str_with_env(text, None, &|_| None);
         let config = parse(

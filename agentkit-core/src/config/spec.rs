@@ -1636,6 +1636,9 @@ fn check_policy(p: &KeyPath, policy: &super::PolicySpec) -> Result<(), Fail> {
     {
         return Err(empty(p.key("require_approval").index(i)));
     }
+    if policy.rate_limits.keys().any(|g| g.trim().is_empty()) {
+        return Err(empty(p.key("rate_limits")));
+    }
     for (tools, rules) in &policy.arguments {
         if tools.trim().is_empty() {
             return Err(empty(p.key("arguments")));

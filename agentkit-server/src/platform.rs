@@ -405,6 +405,8 @@ pub struct Platform {
     pub(crate) this: std::sync::OnceLock<std::sync::Weak<Platform>>,
     /// The spend ledger, when budgets are configured.
     pub(crate) budgets: std::sync::OnceLock<agentkit_runtime::SpendLedger>,
+    /// Run-start rate limits per agent.
+    pub(crate) run_limits: std::sync::OnceLock<crate::ratelimit::RunRateLimits>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -451,6 +453,7 @@ impl Platform {
             gateways: Mutex::default(),
             this: std::sync::OnceLock::new(),
             budgets: std::sync::OnceLock::new(),
+            run_limits: std::sync::OnceLock::new(),
         }
     }
 
@@ -629,22 +632,30 @@ impl Platform {
         Ok((req.agent, input, options, queue))
     }
 
-    /// Refuse a run of `agent` while its budget or its workspace's is spent: the run would
-    /// stop before its first model call anyway.
+    fn check_run_rate(&self, workspace: &str, agent: &str) -> Result<()> {
+        match self.run_limits.get() {
+            Some(l) => l.check(workspace, agent),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuse a run of `agent` while its budget or its workspace's is spent (the run would
+    /// stop before its first model call anyway), or over the agent's run-start rate limit.
     async fn check_budgets(
         &self,
         principal: Option<&agentkit_core::Principal>,
         agent: &str,
     ) -> Result<()> {
-        let Some(ledger) = self.budgets.get() else {
-            return Ok(());
-        };
         let workspace = match principal.and_then(|p| Some((p.tenant.as_deref()?, p.workspace.as_deref()?))) {
             Some((org, ws)) => format!("{org}/{ws}"),
             None => crate::policy::DEFAULT_WORKSPACE.to_owned(),
         };
+        let Some(ledger) = self.budgets.get() else {
+            return self.check_run_rate(&workspace, agent);
+        };
         match ledger.exhausted(&workspace, Some(agent)).await? {
-            None => Ok(()),
+            // A start refused by its budget does not use up the agent's rate.
+            None => self.check_run_rate(&workspace, agent),
             Some(status) => Err(Error::LimitReached {
                 what: format!("run of `{agent}` refused"),
                 message: ledger.explain(&status),

@@ -36,6 +36,7 @@ pub struct ServerBuilder {
     claim_for: Duration,
     gateway: crate::gatewayops::GatewayConfig,
     budgets: Option<agentkit_runtime::SpendLedger>,
+    run_limits: crate::ratelimit::RunRateLimits,
 }
 
 /// How long an approval claim lasts unless set.
@@ -91,7 +92,16 @@ impl ServerBuilder {
             claim_for: DEFAULT_CLAIM_FOR,
             gateway: crate::gatewayops::GatewayConfig::default(),
             budgets: None,
+            run_limits: crate::ratelimit::RunRateLimits::new(),
         }
+    }
+
+    /// Limit how many runs of each agent may start per second in each workspace (default:
+    /// none); a start over a limit is answered 429 with `Retry-After`.
+    #[must_use]
+    pub fn run_rate_limits(mut self, limits: crate::ratelimit::RunRateLimits) -> Self {
+        self.run_limits = limits;
+        self
     }
 
     /// Enforce budgets per agent and workspace per period (default: none): a model call is
@@ -316,6 +326,9 @@ impl ServerBuilder {
         let _ = platform.this.set(Arc::downgrade(&platform));
         if let Some(ledger) = self.budgets {
             let _ = platform.budgets.set(ledger);
+        }
+        if self.run_limits.is_limited() {
+            let _ = platform.run_limits.set(self.run_limits);
         }
         let _ = platform.gateway.set(crate::gateway::Gateway::new(
             Arc::downgrade(&platform),

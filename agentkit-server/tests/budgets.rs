@@ -358,3 +358,137 @@ async fn the_ledger_survives_a_restart() {
     let (s, _, p) = r.run(ADMIN, "writer").await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{p}");
 }
+
+fn n(v: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(v).unwrap()
+}
+
+#[tokio::test]
+async fn an_agent_over_its_run_start_rate_gets_429_and_others_are_not_affected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir).await;
+    let models = ModelFactory::offline().with_provider("scripted:priced", Arc::new(priced()));
+    let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), models);
+    let server = Server::builder(store)
+        .admin_key(ADMIN)
+        .spec_builder(Arc::new(builder))
+        .run_rate_limits(agentkit_server::RunRateLimits::new().agent(
+            "writer",
+            agentkit_core::config::Rate::new(n(1), n(2)),
+        ))
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let served = inproc::serve(server).await;
+    let r = Running {
+        base: served.base.clone(),
+        clock: memory_clock(),
+        _served: served,
+    };
+    r.deploy(ADMIN, "writer").await;
+    r.deploy(ADMIN, "reader").await;
+    let start = |agent: &'static str| {
+        let r = &r;
+        async move {
+            let path = format!("/v1/agents/{agent}/runs");
+            r.call(ADMIN, Method::POST, &path, Some(json!({"message": "go"})))
+                .await
+        }
+    };
+    // A burst of two, then 429 with the wait.
+    assert_eq!(start("writer").await.0, StatusCode::ACCEPTED);
+    assert_eq!(start("writer").await.0, StatusCode::ACCEPTED);
+    let (s, headers, p) = start("writer").await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{p}");
+    assert_eq!(headers["retry-after"], "1");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("agent `writer` may start 1 runs per second (bursts of 2)")
+            && detail.contains("agents.writer.limits.rate_limit"),
+        "{detail}"
+    );
+    // Another agent is not affected.
+    assert_eq!(start("reader").await.0, StatusCode::ACCEPTED);
+    // Once the wait is over, the agent starts again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(start("writer").await.0, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn a_tool_over_its_policy_rate_limit_is_an_error_the_model_reads_and_an_audit_entry() {
+    use agentkit_core::config::{PolicySpec, Rate};
+    use agentkit_core::policy::{Policy, PolicyLayer};
+    use std::sync::atomic::AtomicU32;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir).await;
+    let counted = |name: &'static str, calls: Arc<AtomicU32>| {
+        FnTool::new(name, "t", move |_: serde_json::Map<String, Value>| {
+            let calls = Arc::clone(&calls);
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::convert::Infallible>(format!("{name} done"))
+            }
+        })
+    };
+    let searches = Arc::new(AtomicU32::new(0));
+    let sends = Arc::new(AtomicU32::new(0));
+    let provider = Arc::new(
+        ScriptedProvider::new()
+            .then_tool_call("github__search", json!({"q": "a"}))
+            .then_tool_call("github__search", json!({"q": "b"}))
+            .then_tool_call("github__search", json!({"q": "c"}))
+            .then_tool_call("slack__send", json!({"text": "hi"}))
+            .then_text("done"),
+    );
+    let policy = Policy::compile(
+        "github-calm",
+        &PolicySpec::new().with_rate_limit("github__*", Rate::new(n(1), n(2))),
+    )
+    .unwrap();
+    let audit = Arc::new(agentkit_server::policy::StoreAudit::new(Arc::clone(&store)));
+    let agent = AgentLlm::shared(
+        Agent::new("searcher", "Search.")
+            .with_tool(counted("github__search", Arc::clone(&searches)))
+            .with_tool(counted("slack__send", Arc::clone(&sends))),
+        provider.clone(),
+    )
+    .with_tool_layer(PolicyLayer::new(policy).with_audit(audit));
+    let server = Server::builder(store)
+        .admin_key(ADMIN)
+        .agent_llm("searcher", Arc::new(agent), "Searches")
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let served = inproc::serve(server).await;
+    let r = Running {
+        base: served.base.clone(),
+        clock: memory_clock(),
+        _served: served,
+    };
+    let (s, _, run) = r.run(ADMIN, "searcher").await;
+    assert_eq!((s, &run["status"]), (StatusCode::OK, &json!("succeeded")), "{run}");
+    // The burst of two ran, the third search was not made, the other tool ran.
+    assert_eq!(searches.load(Ordering::SeqCst), 2);
+    assert_eq!(sends.load(Ordering::SeqCst), 1);
+    // The model read the tool error with the retry time.
+    let seen = serde_json::to_string(&provider.requests()[3].messages).unwrap();
+    assert!(
+        seen.contains("over the rate limit `github__*` (1 per second, bursts of 2); retry in"),
+        "{seen}"
+    );
+    // And the audit log has the refusal.
+    let (s, _, page) = r.call(ADMIN, Method::GET, "/v1/audit", None).await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let denied: Vec<&Value> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"]["outcome"] == "denied")
+        .collect();
+    assert_eq!(denied.len(), 1, "{page}");
+    assert_eq!(denied[0]["event"]["rule"], "rate_limits.github__*");
+    assert_eq!(denied[0]["event"]["tool"], "github__search");
+}

@@ -178,6 +178,10 @@ pub struct AgentLimits {
     /// What the agent's runs may spend per period, in each workspace (all runs together).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget: Option<super::PeriodBudget>,
+    /// How many runs of the agent may start per second in each workspace (GCRA); a start
+    /// over it is answered 429 with `Retry-After`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<Rate>,
 }
 
 impl AgentLimits {
@@ -1899,6 +1903,13 @@ impl AgentLimits {
     #[must_use]
     pub fn with_max_spend_usd(mut self, usd: f64) -> Self {
         self.max_spend_usd = Some(usd);
+        self
+    }
+
+    /// At most `rate` run starts of the agent per second in each workspace.
+    #[must_use]
+    pub fn with_rate_limit(mut self, rate: Rate) -> Self {
+        self.rate_limit = Some(rate);
         self
     }
 

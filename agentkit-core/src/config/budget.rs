@@ -298,6 +298,43 @@ mod tests {
         }
 
         #[test]
+        fn budget_settings_round_trip_through_json(
+            default in proptest::option::of((0.001f64..1e6, period())),
+            named in proptest::collection::btree_map("[a-z]{1,6}/[a-z]{1,6}", (0.001f64..1e6, period()), 0..4),
+        ) {
+            let mut settings = BudgetSettings::default();
+            if let Some((usd, p)) = default {
+                settings = settings.with_workspace(PeriodBudget::new(usd, p));
+            }
+            for (ws, (usd, p)) in named {
+                settings = settings.with_workspace_budget(ws, PeriodBudget::new(usd, p));
+            }
+            let text = serde_json::to_string(&settings).unwrap();
+            let back: BudgetSettings = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(back, settings);
+        }
+
+        #[cfg(feature = "config")]
+        #[test]
+        fn any_budgets_section_loads_or_fails_with_a_located_error(
+            usd in "-?[0-9]{1,4}(\\.[0-9]{1,3})?",
+            period in "[a-z0-9]{0,8}",
+            ws in "[a-z/]{0,8}",
+        ) {
+            let text = format!(
+                "budgets:\n  workspaces:\n    \"{ws}\": {{max_spend_usd: {usd}, period: \"{period}\"}}\n"
+            );
+            match crate::Config::from_yaml_str_with_env(&text, None, &|_| None) {
+                Ok(c) => {
+                    let b = c.budgets.workspaces[&ws];
+                    prop_assert!(b.max_spend_usd > 0.0);
+                    prop_assert_eq!(b.period.to_string().parse::<BudgetPeriod>(), Ok(b.period));
+                }
+                Err(e) => prop_assert!(e.to_string().contains("budgets"), "{}", e),
+            }
+        }
+
+        #[test]
         fn dates_round_trip(day in -1_000_000i64..1_000_000) {
             let (y, m, d) = civil_from_days(day);
             prop_assert_eq!(days_from_civil(y, m, d), day);

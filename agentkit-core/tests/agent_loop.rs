@@ -766,7 +766,10 @@ impl agentkit_core::SpendGuard for CountingGuard {
         _ctx: &RunContext,
         cost_usd: f64,
     ) -> agentkit_core::Result<()> {
-        self.charged.lock().unwrap().push((agent.to_owned(), cost_usd));
+        self.charged
+            .lock()
+            .unwrap()
+            .push((agent.to_owned(), cost_usd));
         Ok(())
     }
 }
@@ -796,7 +799,10 @@ async fn a_spend_guard_charges_real_model_calls_once_and_never_replayed_ones() {
     assert_eq!(agent.generate_str("go", &ctx).await.unwrap(), "done");
     let charged = guard.charged.lock().unwrap().clone();
     assert_eq!(charged.len(), 2, "two model calls");
-    assert!(charged.iter().all(|(a, c)| a == "j" && *c > 0.0), "{charged:?}");
+    assert!(
+        charged.iter().all(|(a, c)| a == "j" && *c > 0.0),
+        "{charged:?}"
+    );
     let total: f64 = charged.iter().map(|(_, c)| c).sum();
     assert!((total - ctx.totals().cost_usd).abs() < 1e-12);
 
@@ -827,6 +833,9 @@ async fn a_refusing_spend_guard_stops_the_run_before_the_provider_is_called() {
     let ctx = RunContext::new().with_spend_guard(guard);
     let err = agent.generate_str("go", &ctx).await.unwrap_err();
     assert!(err.is_budget_exceeded(), "{err}");
-    assert!(err.to_string().contains("the test budget is spent"), "{err}");
+    assert!(
+        err.to_string().contains("the test budget is spent"),
+        "{err}"
+    );
     assert_eq!(provider.call_count(), 0);
 }

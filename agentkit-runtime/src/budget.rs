@@ -443,11 +443,9 @@ mod tests {
     async fn calls_are_refused_once_spent_and_allowed_in_the_next_period() {
         let now = Arc::new(AtomicI64::new(3_600_000 * 10));
         let clock = Arc::clone(&now);
-        let rules = BudgetRules::new()
-            .with_workspaces(BudgetSettings::default().with_workspace(PeriodBudget::new(
-                1.0,
-                BudgetPeriod::Hour,
-            )));
+        let rules = BudgetRules::new().with_workspaces(
+            BudgetSettings::default().with_workspace(PeriodBudget::new(1.0, BudgetPeriod::Hour)),
+        );
         let ledger = SpendLedger::new(Arc::new(MemoryStore::new()), rules)
             .with_clock(move || clock.load(Ordering::SeqCst));
         let ctx = RunContext::new()

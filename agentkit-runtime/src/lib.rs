@@ -18,11 +18,11 @@ pub mod store;
 mod sync;
 pub mod workflow;
 
+pub use budget::{BudgetRules, BudgetScope, BudgetStatus, SpendLedger};
 pub use executor::{
     AgentFactory, AgentResolver, PAUSE_PROPAGATION, ReplayReport, RetryPolicy, Runtime,
     RuntimeBuilder, SCHEDULES_NAMESPACE, ScheduleInfo, TargetOptions,
 };
-pub use budget::{BudgetRules, BudgetScope, BudgetStatus, SpendLedger};
 pub use journal::DurableJournal;
 pub use live::{LiveDelta, LiveDeltas};
 pub use memory::{StoreMemory, THREADS_NAMESPACE};

@@ -646,10 +646,11 @@ impl Platform {
         principal: Option<&agentkit_core::Principal>,
         agent: &str,
     ) -> Result<()> {
-        let workspace = match principal.and_then(|p| Some((p.tenant.as_deref()?, p.workspace.as_deref()?))) {
-            Some((org, ws)) => format!("{org}/{ws}"),
-            None => crate::policy::DEFAULT_WORKSPACE.to_owned(),
-        };
+        let workspace =
+            match principal.and_then(|p| Some((p.tenant.as_deref()?, p.workspace.as_deref()?))) {
+                Some((org, ws)) => format!("{org}/{ws}"),
+                None => crate::policy::DEFAULT_WORKSPACE.to_owned(),
+            };
         let Some(ledger) = self.budgets.get() else {
             return self.check_run_rate(&workspace, agent);
         };

@@ -214,7 +214,10 @@ async fn an_agent_budget_refuses_runs_once_spent_and_others_are_not_affected() {
     let view = r.budgets(ADMIN).await;
     let w = budget_of(&view, Some("writer"));
     assert_eq!(w["scope"], "agent");
-    assert!((w["spent_usd"].as_f64().unwrap() - 3.0 * CALL_USD).abs() < 1e-9, "{w}");
+    assert!(
+        (w["spent_usd"].as_f64().unwrap() - 3.0 * CALL_USD).abs() < 1e-9,
+        "{w}"
+    );
     assert_eq!(w["calls"], 3);
     assert_eq!(w["remaining_usd"], 0.0);
     assert_eq!(w["exhausted"], true);
@@ -240,13 +243,21 @@ async fn an_agent_budget_refuses_runs_once_spent_and_others_are_not_affected() {
 
     // Another agent of the workspace is not affected.
     let (s, _, run) = r.run(ADMIN, "reader").await;
-    assert_eq!((s, &run["status"]), (StatusCode::OK, &json!("succeeded")), "{run}");
+    assert_eq!(
+        (s, &run["status"]),
+        (StatusCode::OK, &json!("succeeded")),
+        "{run}"
+    );
 
     // Another workspace has its own ledger for the same agent.
     let key = r.workspace_key("acme", "prod", "developer").await;
     r.deploy(&key, "writer").await;
     let (s, _, run) = r.run(&key, "writer").await;
-    assert_eq!((s, &run["status"]), (StatusCode::OK, &json!("succeeded")), "{run}");
+    assert_eq!(
+        (s, &run["status"]),
+        (StatusCode::OK, &json!("succeeded")),
+        "{run}"
+    );
     let theirs = r.budgets(&key).await;
     assert_eq!(theirs["workspace"], "acme/prod");
     assert_eq!(budget_of(&theirs, Some("writer"))["calls"], 1);
@@ -255,7 +266,11 @@ async fn an_agent_budget_refuses_runs_once_spent_and_others_are_not_affected() {
     let viewer = r.workspace_key("acme", "ops", "viewer").await;
     assert_eq!(r.budgets(&viewer).await["workspace"], "acme/ops");
     let (_, _, doc) = r.call(ADMIN, Method::GET, "/openapi.json", None).await;
-    assert!(doc["paths"]["/v1/budgets"]["get"].is_object(), "{}", doc["paths"]);
+    assert!(
+        doc["paths"]["/v1/budgets"]["get"].is_object(),
+        "{}",
+        doc["paths"]
+    );
 }
 
 #[tokio::test]
@@ -282,7 +297,10 @@ async fn a_workspace_budget_is_shared_by_its_agents_and_starts_over_next_period(
         );
     }
     let w = budget_of(&r.budgets(ADMIN).await, None).clone();
-    assert_eq!((w["scope"].as_str(), w["calls"].as_u64()), (Some("workspace"), Some(2)));
+    assert_eq!(
+        (w["scope"].as_str(), w["calls"].as_u64()),
+        (Some("workspace"), Some(2))
+    );
 
     // The next UTC day starts over.
     r.clock.fetch_add(DAY_MS, Ordering::SeqCst);
@@ -315,8 +333,7 @@ async fn a_run_stops_before_the_model_call_that_would_pass_its_budget() {
 #[tokio::test]
 async fn racing_runs_overspend_by_at_most_one_model_call_each() {
     let dir = tempfile::tempdir().unwrap();
-    let rules =
-        BudgetRules::new().with_agent("looper", PeriodBudget::new(0.05, BudgetPeriod::Day));
+    let rules = BudgetRules::new().with_agent("looper", PeriodBudget::new(0.05, BudgetPeriod::Day));
     let r = Arc::new(start(sqlite(&dir).await, rules, memory_clock()).await);
     let runs: Vec<_> = (0..2)
         .map(|_| {
@@ -353,7 +370,10 @@ async fn the_ledger_survives_a_restart() {
     }
     let r = start(sqlite(&dir).await, rules(), memory_clock()).await;
     let b = budget_of(&r.budgets(ADMIN).await, Some("writer")).clone();
-    assert_eq!((b["calls"].as_u64(), b["exhausted"].as_bool()), (Some(2), Some(true)));
+    assert_eq!(
+        (b["calls"].as_u64(), b["exhausted"].as_bool()),
+        (Some(2), Some(true))
+    );
     assert_eq!(b["period_end"], "2027-01-01T00:00:00Z");
     let (s, _, p) = r.run(ADMIN, "writer").await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{p}");
@@ -372,10 +392,10 @@ async fn an_agent_over_its_run_start_rate_gets_429_and_others_are_not_affected()
     let server = Server::builder(store)
         .admin_key(ADMIN)
         .spec_builder(Arc::new(builder))
-        .run_rate_limits(agentkit_server::RunRateLimits::new().agent(
-            "writer",
-            agentkit_core::config::Rate::new(n(1), n(2)),
-        ))
+        .run_rate_limits(
+            agentkit_server::RunRateLimits::new()
+                .agent("writer", agentkit_core::config::Rate::new(n(1), n(2))),
+        )
         .poll_interval(Duration::from_millis(50))
         .build()
         .await
@@ -469,7 +489,11 @@ async fn a_tool_over_its_policy_rate_limit_is_an_error_the_model_reads_and_an_au
         _served: served,
     };
     let (s, _, run) = r.run(ADMIN, "searcher").await;
-    assert_eq!((s, &run["status"]), (StatusCode::OK, &json!("succeeded")), "{run}");
+    assert_eq!(
+        (s, &run["status"]),
+        (StatusCode::OK, &json!("succeeded")),
+        "{run}"
+    );
     // The burst of two ran, the third search was not made, the other tool ran.
     assert_eq!(searches.load(Ordering::SeqCst), 2);
     assert_eq!(sends.load(Ordering::SeqCst), 1);

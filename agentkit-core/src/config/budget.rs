@@ -125,12 +125,15 @@ impl FromStr for BudgetPeriod {
             "day" | "daily" => Ok(Self::Day),
             "week" | "weekly" => Ok(Self::Week),
             "month" | "monthly" => Ok(Self::Month),
-            other => other.parse::<HumanDuration>().map(Self::Every).map_err(|_| {
-                format!(
-                    "invalid budget period `{text}`: write `hour`, `day`, `week` or `month` \
+            other => other
+                .parse::<HumanDuration>()
+                .map(Self::Every)
+                .map_err(|_| {
+                    format!(
+                        "invalid budget period `{text}`: write `hour`, `day`, `week` or `month` \
                      (UTC calendar periods), or a fixed window such as `30m` or `6h`"
-                )
-            }),
+                    )
+                }),
         }
     }
 }

@@ -2418,7 +2418,10 @@ server:
             Some(PeriodBudget::new(20.0, BudgetPeriod::Day))
         );
         let b = config.agents["writer"].limits.budget.unwrap();
-        assert_eq!((b.max_spend_usd, b.period.to_string()), (5.0, "6h".to_owned()));
+        assert_eq!(
+            (b.max_spend_usd, b.period.to_string()),
+            (5.0, "6h".to_owned())
+        );
         // Round trip.
         let again = parse(&serde_yaml_ng::to_string(&config).unwrap()).unwrap();
         assert_eq!(again.budgets, config.budgets);
@@ -2426,7 +2429,10 @@ server:
         let e = parse("budgets:\n  workspace: {max_spend_usd: 20, period: fortnight}\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("budgets.workspace") && e.contains("`hour`, `day`"), "{e}");
+        assert!(
+            e.contains("budgets.workspace") && e.contains("`hour`, `day`"),
+            "{e}"
+        );
         let e = parse("budgets:\n  workspace: {max_spend_usd: 0, period: day}\n")
             .unwrap_err()
             .to_string();
@@ -2437,7 +2443,10 @@ server:
         let e = parse("budgets:\n  workspaces:\n    prod: {max_spend_usd: 1, period: day}\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("budgets.workspaces.prod") && e.contains("org/workspace"), "{e}");
+        assert!(
+            e.contains("budgets.workspaces.prod") && e.contains("org/workspace"),
+            "{e}"
+        );
         let e = parse(
             "agents:\n  w:\n    model: scripted\n    limits: {budget: {max_spend_usd: -1, period: day}}\n",
         )

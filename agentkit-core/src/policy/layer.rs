@@ -442,7 +442,10 @@ mod tests {
             .filter(|e| e.event.outcome == AuditOutcome::Denied)
             .collect();
         assert_eq!(denied.len(), 1);
-        assert_eq!(denied[0].event.rule.as_deref(), Some("rate_limits.github__*"));
+        assert_eq!(
+            denied[0].event.rule.as_deref(),
+            Some("rate_limits.github__*")
+        );
     }
     use tower::Layer;
 }

@@ -116,8 +116,11 @@ impl From<agentkit_core::Error> for Problem {
                 Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", e.to_string())
             }
             E::LimitReached { retry_after, .. } => {
-                let mut p =
-                    Self::new(StatusCode::TOO_MANY_REQUESTS, "limit-reached", e.to_string());
+                let mut p = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "limit-reached",
+                    e.to_string(),
+                );
                 // Whole seconds, rounded up: a client that waits that long is allowed again.
                 p.retry_after = Some(
                     retry_after

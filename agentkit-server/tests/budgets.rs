@@ -516,3 +516,58 @@ async fn a_tool_over_its_policy_rate_limit_is_an_error_the_model_reads_and_an_au
     assert_eq!(denied[0]["event"]["rule"], "rate_limits.github__*");
     assert_eq!(denied[0]["event"]["tool"], "github__search");
 }
+
+#[tokio::test]
+async fn budgets_and_run_rate_limits_come_from_agentkit_yaml() {
+    let yaml = "\
+budgets:
+  workspace: {max_spend_usd: 20, period: day}
+agents:
+  writer:
+    model: scripted
+    instructions: Write.
+    limits:
+      budget: {max_spend_usd: 5, period: week}
+      rate_limit: {per_second: 1, burst: 1}
+";
+    let config = agentkit_core::Config::from_yaml_str_with_env(yaml, None, &|_| None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let builder = Server::builder(sqlite(&dir).await)
+        .admin_key(ADMIN)
+        .poll_interval(Duration::from_millis(50));
+    let server = agentkit_server::spec::server_builder(builder, &config)
+        .unwrap()
+        .0
+        .build()
+        .await
+        .unwrap();
+    let served = inproc::serve(server).await;
+    let r = Running {
+        base: served.base.clone(),
+        clock: memory_clock(),
+        _served: served,
+    };
+    let view = r.budgets(ADMIN).await;
+    let ws = budget_of(&view, None);
+    assert_eq!(
+        (ws["max_spend_usd"].as_f64(), ws["period"].as_str()),
+        (Some(20.0), Some("day"))
+    );
+    let agent = budget_of(&view, Some("writer"));
+    assert_eq!(
+        (agent["max_spend_usd"].as_f64(), agent["period"].as_str()),
+        (Some(5.0), Some("week"))
+    );
+    // Two starts at once (without waiting for the run, so well within the second): the
+    // second is over the rate.
+    let body = || Some(json!({"message": "go"}));
+    let (s, _, run) = r
+        .call(ADMIN, Method::POST, "/v1/agents/writer/runs", body())
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{run}");
+    let (s, headers, p) = r
+        .call(ADMIN, Method::POST, "/v1/agents/writer/runs", body())
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{p}");
+    assert!(headers.contains_key("retry-after"));
+}

@@ -710,10 +710,19 @@ async fn spend_ledger_suite(store: Arc<dyn Store>) {
     for s in &status {
         assert_eq!((s.spent_usd, s.calls), (5.0, 20), "{s:?}");
     }
-    let spent = b.exhausted("acme/prod", Some("writer")).await.unwrap().unwrap();
+    let spent = b
+        .exhausted("acme/prod", Some("writer"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(spent.max_spend_usd, 5.0);
     assert!(b.exhausted("acme/prod", None).await.unwrap().is_none());
-    assert!(b.exhausted("acme/dev", Some("writer")).await.unwrap().is_none());
+    assert!(
+        b.exhausted("acme/dev", Some("writer"))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]

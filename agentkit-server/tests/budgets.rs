@@ -571,3 +571,34 @@ agents:
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{p}");
     assert!(headers.contains_key("retry-after"));
 }
+
+#[tokio::test]
+async fn a_key_reads_only_its_own_workspace_budgets() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = BudgetRules::new().with_workspaces(
+        BudgetSettings::default()
+            .with_workspace_budget("acme/prod", PeriodBudget::new(7.0, BudgetPeriod::Week)),
+    );
+    let r = start(sqlite(&dir).await, rules, memory_clock()).await;
+    let prod = r.workspace_key("acme", "prod", "viewer").await;
+    let dev = r.workspace_key("acme", "dev", "viewer").await;
+    let mine = r.budgets(&prod).await;
+    assert_eq!(budget_of(&mine, None)["max_spend_usd"], 7.0);
+    // acme/dev has no budget of its own and there is no default.
+    assert_eq!(r.budgets(&dev).await["budgets"], json!([]));
+    // Another workspace's budgets are not found; the admin key may name any workspace.
+    let (s, _, _) = r
+        .call(&dev, Method::GET, "/v1/budgets?workspace=acme/prod", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, theirs) = r
+        .call(ADMIN, Method::GET, "/v1/budgets?workspace=acme/prod", None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(budget_of(&theirs, None)["period"], "week");
+    // Without a key: 401.
+    let res = reqwest::get(format!("{}/v1/budgets", r.base))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}

@@ -276,14 +276,23 @@ fn rfc3339(ms: i64) -> String {
     )
 }
 
+/// Whose budgets to read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetsQuery {
+    /// The workspace, `org/workspace` (default: the caller's own; another one only with the
+    /// server's admin key).
+    pub workspace: Option<String>,
+}
+
 /// What the caller's workspace may spend and has spent this period, per budget (the
 /// workspace's and each agent's). Empty when no budget is configured.
-#[utoipa::path(get, path = "/v1/budgets", tag = "governance", params(VerifyQuery),
+#[utoipa::path(get, path = "/v1/budgets", tag = "governance", params(BudgetsQuery),
     responses((status = 200, body = BudgetsView), (status = 404, body = Problem)))]
 pub async fn list_budgets(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<VerifyQuery>,
+    Query(q): Query<BudgetsQuery>,
 ) -> ApiResult<Json<BudgetsView>> {
     let workspace = workspace_for(&caller, q.workspace)?;
     let statuses = match s.platform.budgets.get() {

@@ -145,6 +145,12 @@ impl Running {
         .await
     }
 
+    async fn get_run(&self, id: &str) -> Value {
+        self.call(ADMIN, Method::GET, &format!("/v1/runs/{id}"), None)
+            .await
+            .2
+    }
+
     async fn budgets(&self, key: &str) -> Value {
         let (s, _, b) = self.call(key, Method::GET, "/v1/budgets", None).await;
         assert_eq!(s, StatusCode::OK, "{b}");
@@ -601,4 +607,118 @@ async fn a_key_reads_only_its_own_workspace_budgets() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_resumed_run_is_not_charged_again_for_its_journaled_model_calls() {
+    use agentkit_core::config::PolicySpec;
+    use agentkit_core::policy::{Policy, PolicyLayer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir).await;
+    // Asks for `send` until it has a tool result, then answers: one cent per call.
+    let model = Arc::new(ScriptedProvider::from_fn(|req| {
+        let answered = req.messages.iter().any(|m| {
+            m.content
+                .iter()
+                .any(|c| matches!(c, Content::ToolResult { .. }))
+        });
+        Ok(if answered {
+            CompletionResponse::new(
+                Message::assistant("sent"),
+                Usage::new(4000, 0),
+                StopReason::EndTurn,
+                "gpt-4o",
+            )
+        } else {
+            CompletionResponse::new(
+                Message::new(
+                    Role::Assistant,
+                    vec![Content::tool_call("c1", "send", json!({}))],
+                ),
+                Usage::new(4000, 0),
+                StopReason::ToolUse,
+                "gpt-4o",
+            )
+        })
+    }));
+    let policy = Policy::compile("p", &PolicySpec::new().with_require_approval(["send"])).unwrap();
+    let agent = AgentLlm::shared(
+        Agent::new("asker", "Send.").with_tool(FnTool::new(
+            "send",
+            "Sends",
+            |_: serde_json::Map<String, Value>| async move {
+                Ok::<_, std::convert::Infallible>("ok".to_owned())
+            },
+        )),
+        model.clone(),
+    )
+    .with_tool_layer(PolicyLayer::new(policy).with_audit(Arc::new(
+        agentkit_server::policy::StoreAudit::new(Arc::clone(&store)),
+    )));
+    let ledger = SpendLedger::new(
+        Arc::clone(&store),
+        BudgetRules::new().with_agent("asker", PeriodBudget::new(1.0, BudgetPeriod::Day)),
+    );
+    let server = Server::builder(store)
+        .admin_key(ADMIN)
+        .agent_llm("asker", Arc::new(agent), "Asks before sending")
+        .budgets(ledger)
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let served = inproc::serve(server).await;
+    let r = Running {
+        base: served.base.clone(),
+        clock: memory_clock(),
+        _served: served,
+    };
+    let (s, _, run) = r
+        .call(
+            ADMIN,
+            Method::POST,
+            "/v1/agents/asker/runs",
+            Some(json!({"message": "go"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{run}");
+    let id = run["run_id"].as_str().unwrap().to_owned();
+
+    let mut waiting = false;
+    for _ in 0..200 {
+        if r.get_run(&id).await["status"] == "waiting_approval" {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(waiting, "the run never waited for approval");
+    let calls = |v: Value| budget_of(&v, Some("asker"))["calls"].as_u64().unwrap();
+    assert_eq!(calls(r.budgets(ADMIN).await), 1);
+
+    // Approval re-executes the run: its first model call comes from the journal.
+    let (s, _, b) = r
+        .call(
+            ADMIN,
+            Method::POST,
+            &format!("/v1/runs/{id}/approve"),
+            Some(json!({})),
+        )
+        .await;
+    assert!(s.is_success(), "{s} {b}");
+    let mut done = Value::Null;
+    for _ in 0..200 {
+        done = r.get_run(&id).await;
+        if done["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(model.call_count(), 2, "two real model calls");
+    let v = r.budgets(ADMIN).await;
+    assert_eq!(calls(v.clone()), 2, "charged once per real call: {v}");
+    let spent = budget_of(&v, Some("asker"))["spent_usd"].as_f64().unwrap();
+    assert!((spent - 2.0 * CALL_USD).abs() < 1e-9, "{v}");
 }

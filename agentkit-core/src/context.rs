@@ -225,6 +225,22 @@ pub trait ApprovalHandler: Send + Sync {
     -> Result<ApprovalDecision>;
 }
 
+/// Spending across runs: asked before every model call a run makes and told its cost after
+/// (budgets per agent and workspace per period, kept in a shared ledger).
+///
+/// Both are called only for calls that reach the provider: a model call answered from the
+/// run's journal (a resumed or replayed run) was charged when it was made and is not asked
+/// about or charged again.
+#[async_trait]
+pub trait SpendGuard: Send + Sync {
+    /// May `agent` make a model call in this run? An `Err` (usually
+    /// [`Error::BudgetExceeded`]) stops the run before the call is made.
+    async fn admit(&self, agent: &str, ctx: &RunContext) -> Result<()>;
+
+    /// `agent`'s model call cost `cost_usd`; record it.
+    async fn charge(&self, agent: &str, ctx: &RunContext, cost_usd: f64) -> Result<()>;
+}
+
 /// Tokens and dollars spent by a run so far (shared by every clone of its context).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -270,6 +286,7 @@ struct Inner {
     approvals: Option<Arc<dyn ApprovalHandler>>,
     principal: Option<Principal>,
     budget: Option<Budget>,
+    spend_guard: Option<Arc<dyn SpendGuard>>,
     prices: Arc<PriceTable>,
     /// Totals of the run (first) and of each nested scope (last is the innermost).
     totals: Vec<Arc<Mutex<RunTotals>>>,
@@ -302,6 +319,7 @@ impl Clone for Inner {
             approvals: self.approvals.clone(),
             principal: self.principal.clone(),
             budget: self.budget,
+            spend_guard: self.spend_guard.clone(),
             prices: Arc::clone(&self.prices),
             totals: self.totals.clone(),
             steps: Arc::clone(&self.steps),
@@ -386,6 +404,7 @@ impl RunContext {
                 approvals: None,
                 principal: None,
                 budget: None,
+                spend_guard: None,
                 prices: PriceTable::shared_default(),
                 totals: vec![Arc::default()],
                 steps: Arc::default(),
@@ -463,6 +482,13 @@ impl RunContext {
     #[must_use]
     pub fn with_budget(self, budget: Budget) -> Self {
         self.modify(|i| i.budget = Some(budget))
+    }
+
+    /// Ask `guard` before every model call and tell it each call's cost (budgets across
+    /// runs; see [`SpendGuard`]).
+    #[must_use]
+    pub fn with_spend_guard(self, guard: Arc<dyn SpendGuard>) -> Self {
+        self.modify(|i| i.spend_guard = Some(guard))
     }
 
     /// Price usage with this table.
@@ -653,6 +679,12 @@ impl RunContext {
     #[must_use]
     pub fn budget(&self) -> Option<Budget> {
         self.inner.budget
+    }
+
+    /// The spend guard, if any.
+    #[must_use]
+    pub fn spend_guard(&self) -> Option<&Arc<dyn SpendGuard>> {
+        self.inner.spend_guard.as_ref()
     }
 
     /// The price table.

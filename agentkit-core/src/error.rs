@@ -159,6 +159,17 @@ pub enum Error {
         /// Which limit and by how much.
         message: String,
     },
+    /// A limit refuses this until `retry_after` from now: a rate limit, or a budget per
+    /// period that is spent (it starts over when its period ends).
+    #[error("{what}: {message}")]
+    LimitReached {
+        /// The limit, e.g. "the budget of agent `writer`" or "the rate limit of tool `x`".
+        what: String,
+        /// The spend or rate, when it allows again and what to do.
+        message: String,
+        /// When trying again may succeed.
+        retry_after: Duration,
+    },
     /// Asking a human for input failed or no handler is configured.
     #[error("human input: {0}")]
     HumanInput(String),
@@ -371,11 +382,18 @@ impl Error {
         }
     }
 
-    /// How long the provider asked us to wait before retrying, if it said.
+    /// Whether a rate limit or a spent budget refused this ([`Error::LimitReached`]).
+    #[must_use]
+    pub fn is_limit_reached(&self) -> bool {
+        matches!(self, Self::LimitReached { .. })
+    }
+
+    /// How long the provider (or a limit) asked us to wait before retrying, if it said.
     #[must_use]
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Provider { retry_after, .. } => *retry_after,
+            Self::LimitReached { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

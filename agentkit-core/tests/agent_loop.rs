@@ -739,3 +739,103 @@ async fn approval_layer_skips_unselected_tools_and_needs_a_handler_for_selected_
             .any(|e| matches!(e, RunEvent::Error { .. }))
     );
 }
+
+/// Counts what a [`SpendGuard`] is asked and told; refuses once `limit` calls were charged.
+struct CountingGuard {
+    admitted: AtomicUsize,
+    charged: std::sync::Mutex<Vec<(String, f64)>>,
+    limit: usize,
+}
+
+#[async_trait]
+impl agentkit_core::SpendGuard for CountingGuard {
+    async fn admit(&self, _agent: &str, ctx: &RunContext) -> agentkit_core::Result<()> {
+        if self.charged.lock().unwrap().len() >= self.limit {
+            return Err(agentkit_core::Error::BudgetExceeded {
+                run_id: ctx.run_id().to_owned(),
+                message: "the test budget is spent".into(),
+            });
+        }
+        self.admitted.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn charge(
+        &self,
+        agent: &str,
+        _ctx: &RunContext,
+        cost_usd: f64,
+    ) -> agentkit_core::Result<()> {
+        self.charged
+            .lock()
+            .unwrap()
+            .push((agent.to_owned(), cost_usd));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_spend_guard_charges_real_model_calls_once_and_never_replayed_ones() {
+    let counter = Arc::new(AtomicUsize::new(0));
+    let guard = Arc::new(CountingGuard {
+        admitted: AtomicUsize::new(0),
+        charged: Default::default(),
+        limit: 10,
+    });
+    let journal = Arc::new(MemoryJournal::new());
+    let agent = AgentLlm::shared(
+        Agent::new("j", "").with_tool(sleeper(counter.clone())),
+        Arc::new(
+            ScriptedProvider::new()
+                .with_model("gpt-4o")
+                .then_tool_call("sleep", json!({"ms": 1, "label": "once"}))
+                .then_text("done"),
+        ),
+    );
+    let ctx = RunContext::new()
+        .with_run_id("r")
+        .with_journal(journal.clone())
+        .with_spend_guard(guard.clone());
+    assert_eq!(agent.generate_str("go", &ctx).await.unwrap(), "done");
+    let charged = guard.charged.lock().unwrap().clone();
+    assert_eq!(charged.len(), 2, "two model calls");
+    assert!(
+        charged.iter().all(|(a, c)| a == "j" && *c > 0.0),
+        "{charged:?}"
+    );
+    let total: f64 = charged.iter().map(|(_, c)| c).sum();
+    assert!((total - ctx.totals().cost_usd).abs() < 1e-12);
+
+    // Resumed from the journal (a restart): answered from the journal, charged nothing.
+    let silent = Arc::new(ScriptedProvider::new());
+    let agent = AgentLlm::shared(
+        Agent::new("j", "").with_tool(sleeper(counter.clone())),
+        silent.clone(),
+    );
+    let ctx = RunContext::new()
+        .with_run_id("r")
+        .with_journal(Arc::new(MemoryJournal::from_entries(journal.entries())))
+        .with_spend_guard(guard.clone());
+    assert_eq!(agent.generate_str("go", &ctx).await.unwrap(), "done");
+    assert_eq!(guard.charged.lock().unwrap().len(), 2, "no second charge");
+    assert_eq!(guard.admitted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_refusing_spend_guard_stops_the_run_before_the_provider_is_called() {
+    let guard = Arc::new(CountingGuard {
+        admitted: AtomicUsize::new(0),
+        charged: Default::default(),
+        limit: 0,
+    });
+    let provider = Arc::new(ScriptedProvider::new().then_text("never"));
+    let agent = AgentLlm::shared(Agent::new("j", ""), provider.clone());
+    let ctx = RunContext::new().with_spend_guard(guard);
+    let err = agent.generate_str("go", &ctx).await.unwrap_err();
+    assert!(err.is_budget_exceeded(), "{err}");
+    assert!(
+        err.to_string().contains("the test budget is spent"),
+        "{err}"
+    );
+    assert_eq!(provider.call_count(), 0);
+}

@@ -5,6 +5,7 @@
 //!
 #![doc = include_str!("../README.md")]
 
+pub mod budget;
 pub mod executor;
 pub mod journal;
 pub mod live;
@@ -17,6 +18,7 @@ pub mod store;
 mod sync;
 pub mod workflow;
 
+pub use budget::{BudgetRules, BudgetScope, BudgetStatus, SpendLedger};
 pub use executor::{
     AgentFactory, AgentResolver, PAUSE_PROPAGATION, ReplayReport, RetryPolicy, Runtime,
     RuntimeBuilder, SCHEDULES_NAMESPACE, ScheduleInfo, TargetOptions,

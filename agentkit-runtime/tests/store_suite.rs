@@ -678,6 +678,51 @@ async fn search_and_docs_suite(store: Arc<dyn Store>) {
             .await
             .unwrap()
     );
+    spend_ledger_suite(store).await;
+}
+
+/// Two ledgers on one store (two server processes) charging at once: every charge counts
+/// exactly once, and the spent budget refuses.
+async fn spend_ledger_suite(store: Arc<dyn Store>) {
+    use agentkit_core::config::{BudgetPeriod, BudgetSettings, PeriodBudget};
+    use agentkit_runtime::{BudgetRules, SpendLedger};
+    let rules = || {
+        BudgetRules::new()
+            .with_agent("writer", PeriodBudget::new(5.0, BudgetPeriod::Day))
+            .with_workspaces(
+                BudgetSettings::default()
+                    .with_workspace(PeriodBudget::new(100.0, BudgetPeriod::Month)),
+            )
+    };
+    let a = SpendLedger::new(Arc::clone(&store), rules());
+    let b = SpendLedger::new(Arc::clone(&store), rules());
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let l = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { l.charge_to("acme/prod", "writer", 0.25).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let status = a.status("acme/prod").await.unwrap();
+    assert_eq!(status.len(), 2);
+    for s in &status {
+        assert_eq!((s.spent_usd, s.calls), (5.0, 20), "{s:?}");
+    }
+    let spent = b
+        .exhausted("acme/prod", Some("writer"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(spent.max_spend_usd, 5.0);
+    assert!(b.exhausted("acme/prod", None).await.unwrap().is_none());
+    assert!(
+        b.exhausted("acme/dev", Some("writer"))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]

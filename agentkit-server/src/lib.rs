@@ -47,7 +47,7 @@ mod ops;
 mod server;
 
 pub use platform::{Platform, RunEventView, RunView, SpecBuilder, StartRun};
-pub use ratelimit::RateLimits;
+pub use ratelimit::{RateLimits, RunRateLimits};
 pub use registry::{Deployed, Entry, EntryKind, Registry, Version};
 pub use retention::{PruneReport, Retention};
 pub use schedules::{ScheduleRun, ScheduleSource, ScheduleView, TriggerView};

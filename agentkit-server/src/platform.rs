@@ -408,6 +408,10 @@ pub struct Platform {
         Mutex<HashMap<String, (crate::gateway::Gateway, agentkit_mcp::McpHttpService)>>,
     /// This platform, for tasks it spawns (set once it is in its `Arc`).
     pub(crate) this: std::sync::OnceLock<std::sync::Weak<Platform>>,
+    /// The spend ledger, when budgets are configured.
+    pub(crate) budgets: std::sync::OnceLock<agentkit_runtime::SpendLedger>,
+    /// Run-start rate limits per agent.
+    pub(crate) run_limits: std::sync::OnceLock<crate::ratelimit::RunRateLimits>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -453,6 +457,8 @@ impl Platform {
             gateway: std::sync::OnceLock::new(),
             gateways: Mutex::default(),
             this: std::sync::OnceLock::new(),
+            budgets: std::sync::OnceLock::new(),
+            run_limits: std::sync::OnceLock::new(),
         }
     }
 
@@ -563,6 +569,7 @@ impl Platform {
     ) -> Result<(String, Value, StartOptions, Option<String>)> {
         let scope = req.scope();
         let mut req = req;
+        let public_agent = req.agent.clone();
         req.agent = scope
             .internal(&req.agent)
             .ok_or_else(|| no_agent(&req.agent))?;
@@ -587,6 +594,8 @@ impl Platform {
             .resolve(&req.agent, req.reference.as_deref())
             .await?;
         self.ensure_target(&req.agent).await?;
+        self.check_budgets(req.principal.as_ref(), &public_agent)
+            .await?;
         let run_id = uuid::Uuid::now_v7().to_string();
         let mut input = json!({ "message": req.message });
         if let Some(p) = &req.principal {
@@ -626,6 +635,41 @@ impl Platform {
         }
         let queue = if queued { req.thread_id } else { None };
         Ok((req.agent, input, options, queue))
+    }
+
+    fn check_run_rate(&self, workspace: &str, agent: &str) -> Result<()> {
+        match self.run_limits.get() {
+            Some(l) => l.check(workspace, agent),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuse a run of `agent` while its budget or its workspace's is spent (the run would
+    /// stop before its first model call anyway), or over the agent's run-start rate limit.
+    async fn check_budgets(
+        &self,
+        principal: Option<&agentkit_core::Principal>,
+        agent: &str,
+    ) -> Result<()> {
+        let workspace =
+            match principal.and_then(|p| Some((p.tenant.as_deref()?, p.workspace.as_deref()?))) {
+                Some((org, ws)) => format!("{org}/{ws}"),
+                None => crate::policy::DEFAULT_WORKSPACE.to_owned(),
+            };
+        let Some(ledger) = self.budgets.get() else {
+            return self.check_run_rate(&workspace, agent);
+        };
+        match ledger.exhausted(&workspace, Some(agent)).await? {
+            // A start refused by its budget does not use up the agent's rate.
+            None => self.check_run_rate(&workspace, agent),
+            Some(status) => Err(Error::LimitReached {
+                what: format!("run of `{agent}` refused"),
+                message: ledger.explain(&status),
+                retry_after: std::time::Duration::from_millis(
+                    u64::try_from(status.resets_in_ms(ledger.now_ms())).unwrap_or(0),
+                ),
+            }),
+        }
     }
 
     /// Claim `thread` for `run_id` by `policy`. `true` when the run was put in the thread's

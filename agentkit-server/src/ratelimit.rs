@@ -142,3 +142,95 @@ fn too_many(who: &str, wait: Duration) -> Response {
         .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
     res
 }
+
+/// Run-start rate limits per agent (`limits.rate_limit` of an agent), counted per workspace;
+/// a start over a limit is refused with [`Error::LimitReached`](agentkit_core::Error) (429 and
+/// `Retry-After` over HTTP). Kept in this process, like [`RateLimits`].
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use agentkit_core::config::Rate;
+/// use agentkit_server::RunRateLimits;
+///
+/// let one = NonZeroU32::new(1).unwrap();
+/// let limits = RunRateLimits::new().agent("writer", Rate::new(one, one));
+/// assert!(limits.check("acme/prod", "writer").is_ok());
+/// let refused = limits.check("acme/prod", "writer").unwrap_err();
+/// assert!(refused.is_limit_reached());
+/// assert!(limits.check("acme/dev", "writer").is_ok(), "per workspace");
+/// assert!(limits.check("acme/prod", "reader").is_ok(), "per agent");
+/// ```
+#[derive(Clone, Default)]
+pub struct RunRateLimits {
+    agents: std::collections::HashMap<String, (agentkit_core::config::Rate, Arc<Limiter>)>,
+}
+
+impl std::fmt::Debug for RunRateLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunRateLimits")
+            .field("agents", &self.agents.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl RunRateLimits {
+    /// No limits.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The `limits.rate_limit` of every agent of `config`.
+    #[must_use]
+    pub fn from_config(config: &agentkit_core::Config) -> Self {
+        config
+            .agents
+            .iter()
+            .filter_map(|(name, a)| a.limits.rate_limit.map(|r| (name, r)))
+            .fold(Self::new(), |l, (name, r)| l.agent(name.clone(), r))
+    }
+
+    /// At most `rate` starts of `agent` per second in each workspace.
+    #[must_use]
+    pub fn agent(mut self, agent: impl Into<String>, rate: agentkit_core::config::Rate) -> Self {
+        let limiter = Arc::new(Limiter::dashmap(quota(rate.per_second, rate.burst())));
+        self.agents.insert(agent.into(), (rate, limiter));
+        self
+    }
+
+    /// Whether any limit is set.
+    #[must_use]
+    pub fn is_limited(&self) -> bool {
+        !self.agents.is_empty()
+    }
+
+    /// Count one start of `agent` in `workspace`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LimitReached`](agentkit_core::Error::LimitReached) when it is over the agent's
+    /// limit, with the wait.
+    pub fn check(&self, workspace: &str, agent: &str) -> agentkit_core::Result<()> {
+        let Some((rate, l)) = self.agents.get(agent) else {
+            return Ok(());
+        };
+        match l.check_key(&workspace.to_owned()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(l.clock().now());
+                Err(agentkit_core::Error::LimitReached {
+                    what: format!("run of `{agent}` refused"),
+                    message: format!(
+                        "agent `{agent}` may start {} runs per second (bursts of {}) in \
+                         workspace `{workspace}` (agents.{agent}.limits.rate_limit); retry in \
+                         {:.1} s (Retry-After)",
+                        rate.per_second,
+                        rate.burst(),
+                        wait.as_secs_f64()
+                    ),
+                    retry_after: wait,
+                })
+            }
+        }
+    }
+}

@@ -36,6 +36,8 @@ pub struct ServerBuilder {
     previous_keys: Vec<crate::vault::MasterKey>,
     claim_for: Duration,
     gateway: crate::gatewayops::GatewayConfig,
+    budgets: Option<agentkit_runtime::SpendLedger>,
+    run_limits: crate::ratelimit::RunRateLimits,
 }
 
 /// How long an approval claim lasts unless set.
@@ -91,7 +93,29 @@ impl ServerBuilder {
             previous_keys: Vec::new(),
             claim_for: DEFAULT_CLAIM_FOR,
             gateway: crate::gatewayops::GatewayConfig::default(),
+            budgets: None,
+            run_limits: crate::ratelimit::RunRateLimits::new(),
         }
+    }
+
+    /// Limit how many runs of each agent may start per second in each workspace (default:
+    /// none); a start over a limit is answered 429 with `Retry-After`.
+    #[must_use]
+    pub fn run_rate_limits(mut self, limits: crate::ratelimit::RunRateLimits) -> Self {
+        self.run_limits = limits;
+        self
+    }
+
+    /// Enforce budgets per agent and workspace per period (default: none): a model call is
+    /// refused once a budget that applies is spent (the run fails with `budget exceeded`,
+    /// saying which budget and when it starts over), a run start is refused with 429 and
+    /// `Retry-After` (the period end), and `GET /v1/budgets` shows spend. The ledger lives in
+    /// this builder's store (see [`SpendLedger`](agentkit_runtime::SpendLedger)), e.g.
+    /// `SpendLedger::new(Arc::clone(builder.store()), rules)`.
+    #[must_use]
+    pub fn budgets(mut self, ledger: agentkit_runtime::SpendLedger) -> Self {
+        self.budgets = Some(ledger);
+        self
     }
 
     /// Fire these schedules (exactly once per fire time across every process sharing the
@@ -311,6 +335,9 @@ impl ServerBuilder {
         if let Some(id) = &self.node_id {
             rb = rb.with_node_id(id.clone());
         }
+        if let Some(ledger) = &self.budgets {
+            rb = rb.with_spend_guard(Arc::new(ledger.clone()));
+        }
         let metrics = self.metrics.unwrap_or_default();
         let runtime = rb
             .with_event_sink(Arc::new(metrics.clone()))
@@ -331,6 +358,12 @@ impl ServerBuilder {
             self.policy,
         ));
         let _ = platform.this.set(Arc::downgrade(&platform));
+        if let Some(ledger) = self.budgets {
+            let _ = platform.budgets.set(ledger);
+        }
+        if self.run_limits.is_limited() {
+            let _ = platform.run_limits.set(self.run_limits);
+        }
         let _ = platform.gateway.set(crate::gateway::Gateway::new(
             Arc::downgrade(&platform),
             crate::tenancy::Scope::default_scope(),

@@ -322,6 +322,16 @@ async fn start_server() -> Fixture {
         .agent_llm("stepper", Arc::new(stepper), "Looks customers up")
         .agent_llm("echo", Arc::new(echo), "Repeats what it was told")
         .agent_llm("flaky", Arc::new(flaky), "Always fails")
+        .budgets(agentkit_runtime::SpendLedger::new(
+            Arc::clone(&store),
+            agentkit_runtime::BudgetRules::new().with_agent(
+                "poster",
+                agentkit_core::config::PeriodBudget::new(
+                    25.0,
+                    agentkit_core::config::BudgetPeriod::Month,
+                ),
+            ),
+        ))
         .poll_interval(Duration::from_millis(50))
         .build()
         .await
@@ -586,6 +596,7 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path, profile: &Pa
         ("#/schedules", "schedules", "schedules", "nightly-report"),
         ("#/audit", "audit", "audit", "approval_requested"),
         ("#/keys", "keys", "keys-list", "Create a key"),
+        ("#/budgets", "budgets", "budgets", "agent poster"),
     ] {
         open(c, base, hash, page).await;
         let text = c

@@ -1368,3 +1368,56 @@ async fn gateway_figures() {
         "gateway /v1/execute: p50 {g50:?} p99 {g99:?}; direct rmcp call_tool: p50 {d50:?} p99 {d99:?}"
     );
 }
+
+/// A policy's `rate_limits` hold at the gateway too (the same `PolicyLayer` as agents): past
+/// the burst a call is denied with the retry time and audited; another tool is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_rate_limits_hold_at_the_gateway() {
+    use agentkit_core::config::Rate;
+    let one = std::num::NonZeroU32::new(1).unwrap();
+    let two = std::num::NonZeroU32::new(2).unwrap();
+    let r = start_with(|g| {
+        g.with_policy(
+            Policy::compile(
+                "gateway",
+                &PolicySpec::new().with_rate_limit("calc__add", Rate::new(one, two)),
+            )
+            .unwrap(),
+        )
+    })
+    .await;
+    let add = |id: &str| json!({"id": id, "server": "calc", "tool": "add", "arguments": {"a": 1, "b": 2}});
+    let (s, b) = call(
+        &r,
+        ADMIN,
+        Method::POST,
+        "/v1/execute",
+        Some(json!({
+            "calls": [add("a1"), add("a2"), add("a3"),
+                      {"id": "echo", "server": "calc", "tool": "echo", "arguments": {"text": "hi"}}],
+            "execution_mode": "sequential",
+        })),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    for id in ["a1", "a2", "echo"] {
+        assert_eq!(by_id(&b, id)["status"], "success", "{b}");
+    }
+    let limited = by_id(&b, "a3");
+    assert_eq!(limited["status"], "denied", "{limited}");
+    let why = limited["error"].as_str().unwrap();
+    assert!(
+        why.contains("over the rate limit `calc__add` (1 per second, bursts of 2); retry in"),
+        "{why}"
+    );
+    let (_, page) = call(&r, ADMIN, Method::GET, "/v1/audit", None).await;
+    assert!(
+        page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"]["rule"] == "rate_limits.calc__add"
+                && e["event"]["outcome"] == "denied"),
+        "{page}"
+    );
+}

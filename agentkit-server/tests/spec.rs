@@ -459,3 +459,47 @@ fn the_readme_policy_example_works() {
         Some("arguments.slack__send_message.channel.enum")
     );
 }
+
+/// The README's budgets and rate limits example loads and means what the README says.
+#[test]
+fn the_readme_budget_example_works() {
+    use agentkit_core::config::{BudgetPeriod, PeriodBudget};
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme.find("## Budgets and rate limits").unwrap();
+    let block = &readme[start..];
+    let yaml_start = block.find("```yaml\n").unwrap() + "```yaml\n".len();
+    let yaml = &block[yaml_start..yaml_start + block[yaml_start..].find("```").unwrap()];
+    let config = Config::from_yaml_str_with_env(yaml, None, &|_| None).unwrap();
+    let rules = agentkit_runtime::BudgetRules::from_config(&config);
+    assert_eq!(
+        rules.agents["writer"],
+        PeriodBudget::new(5.0, BudgetPeriod::Day)
+    );
+    assert_eq!(
+        rules.workspaces.for_workspace("acme/prod"),
+        Some(PeriodBudget::new(500.0, BudgetPeriod::Month))
+    );
+    assert_eq!(
+        rules.workspaces.for_workspace("acme/dev"),
+        Some(PeriodBudget::new(20.0, BudgetPeriod::Day))
+    );
+    let starts = agentkit_server::RunRateLimits::from_config(&config);
+    for _ in 0..10 {
+        starts.check("acme/prod", "writer").unwrap();
+    }
+    assert!(
+        starts
+            .check("acme/prod", "writer")
+            .unwrap_err()
+            .is_limit_reached()
+    );
+    let c = Catalog::new(config, ModelFactory::offline()).unwrap();
+    c.check().unwrap();
+    let p = c.policy("writer").unwrap().unwrap();
+    for _ in 0..5 {
+        assert!(p.check_rate("github__search", "acme/prod").is_none());
+    }
+    let refused = p.check_rate("github__search", "acme/prod").unwrap();
+    assert_eq!(refused.rule, "rate_limits.github__*");
+}

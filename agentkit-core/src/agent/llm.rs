@@ -422,6 +422,9 @@ impl AgentLlm {
         let recorded: Value = ctx
             .step(&key, async {
                 executed.store(true, std::sync::atomic::Ordering::Relaxed);
+                if let Some(guard) = ctx.spend_guard() {
+                    guard.admit(agent, ctx).await?;
+                }
                 let what = format!("model call of agent `{agent}`");
                 let response = match emitter.filter(|_| ctx.wants_stream()) {
                     None => ctx.guard(&what, self.provider.complete(request)).await?,
@@ -431,6 +434,14 @@ impl AgentLlm {
                             .await?
                     }
                 };
+                if let Some(guard) = ctx.spend_guard() {
+                    // Charged here, inside the journaled step, so a call answered from the
+                    // journal later is not charged twice.
+                    let cost = ctx.prices().cost(&response.model, &response.usage);
+                    if let Err(e) = guard.charge(agent, ctx, cost).await {
+                        tracing::warn!(agent = %agent, cost_usd = cost, error = %e, "could not record a model call's cost in the spend ledger");
+                    }
+                }
                 let mut value = serde_json::to_value(&response)
                     .map_err(|e| Error::json("journaling a model response", e))?;
                 if let (Some(fp), Value::Object(map)) = (&fingerprint, &mut value) {

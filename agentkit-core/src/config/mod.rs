@@ -1,5 +1,6 @@
 #![doc = include_str!("../docs/config.md")]
 
+mod budget;
 mod builders;
 #[cfg(feature = "config")]
 mod compat;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cost::ModelInfo;
 
+pub use budget::{BudgetPeriod, BudgetSettings, PeriodBudget};
 pub use gateway::{
     DetectorAction, DetectorSeverity, GatewaySettings, PlatformRegistration, SafetySettings,
     ToolCost,
@@ -80,6 +82,9 @@ pub struct Config {
     /// Tool-call policies by name, referenced by agents (`policy: <name>`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub policies: BTreeMap<String, PolicySpec>,
+    /// What each workspace may spend per period (agents' own budgets are in their `limits`).
+    #[serde(skip_serializing_if = "BudgetSettings::is_empty")]
+    pub budgets: BudgetSettings,
     /// How `agentkit serve` runs.
     #[serde(skip_serializing_if = "ServerSettings::is_default")]
     pub server: ServerSettings,

@@ -32,6 +32,8 @@ use super::spec::ToolGlobs;
 ///         action: require_approval
 ///         reason: a message sent after reading files may leak them
 ///     require_approval: ["slack__delete_*"]
+///     rate_limits:
+///       "github__*": {per_second: 2, burst: 5}
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -57,6 +59,11 @@ pub struct PolicySpec {
     /// Tools (globs) whose every call needs a human approval.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub require_approval: Vec<String>,
+    /// Rate limits (GCRA) per tool glob, counted per workspace for the agents (or the
+    /// gateway) using this policy: a call over a limit is not made, and the model reads a tool
+    /// error saying when to retry.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rate_limits: BTreeMap<String, super::Rate>,
 }
 
 impl PolicySpec {
@@ -99,6 +106,13 @@ impl PolicySpec {
     #[must_use]
     pub fn with_chain(mut self, rule: ChainRule) -> Self {
         self.chains.push(rule);
+        self
+    }
+
+    /// At most `rate` calls of the tools matching `tools` (per workspace).
+    #[must_use]
+    pub fn with_rate_limit(mut self, tools: impl Into<String>, rate: super::Rate) -> Self {
+        self.rate_limits.insert(tools.into(), rate);
         self
     }
 

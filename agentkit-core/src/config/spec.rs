@@ -175,6 +175,13 @@ pub struct AgentLimits {
     /// At most this many runs at once (others wait in the queue).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
+    /// What the agent's runs may spend per period, in each workspace (all runs together).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<super::PeriodBudget>,
+    /// How many runs of the agent may start per second in each workspace (GCRA); a start
+    /// over it is answered 429 with `Retry-After`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<Rate>,
 }
 
 impl AgentLimits {
@@ -1239,6 +1246,25 @@ impl Config {
     /// Checks `agents`, `workflows`, `schedules`, `triggers` and `server` (part of
     /// [`Config::validate`]).
     pub(crate) fn check_specs(&self) -> Result<(), Fail> {
+        if let Some(b) = &self.budgets.workspace {
+            check_spend(
+                KeyPath::keys(["budgets", "workspace", "max_spend_usd"]),
+                Some(b.max_spend_usd),
+            )?;
+        }
+        for (ws, b) in &self.budgets.workspaces {
+            let p = KeyPath::keys(["budgets", "workspaces", ws.as_str()]);
+            if ws.split('/').count() != 2 || ws.split('/').any(str::is_empty) {
+                return Err((
+                    p,
+                    format!(
+                        "`{ws}` is not a workspace; name it `org/workspace` \
+                         (e.g. `default/default`)"
+                    ),
+                ));
+            }
+            check_spend(p.key("max_spend_usd"), Some(b.max_spend_usd))?;
+        }
         check_names("agents", self.agents.keys())?;
         check_names("workflows", self.workflows.keys())?;
         check_names("schedules", self.schedules.keys())?;
@@ -1334,6 +1360,9 @@ impl Config {
             let lp = p.key("limits");
             check_seconds(lp.key("timeout_seconds"), l.timeout_seconds)?;
             check_spend(lp.key("max_spend_usd"), l.max_spend_usd)?;
+            if let Some(b) = &l.budget {
+                check_spend(lp.key("budget").key("max_spend_usd"), Some(b.max_spend_usd))?;
+            }
             at_least_one(lp.key("max_iterations"), l.max_iterations, "iteration")?;
             check_concurrency(lp.key("concurrency"), l.concurrency)?;
             if agent.history_messages == Some(0) {
@@ -1611,6 +1640,9 @@ fn check_policy(p: &KeyPath, policy: &super::PolicySpec) -> Result<(), Fail> {
     {
         return Err(empty(p.key("require_approval").index(i)));
     }
+    if policy.rate_limits.keys().any(|g| g.trim().is_empty()) {
+        return Err(empty(p.key("rate_limits")));
+    }
     for (tools, rules) in &policy.arguments {
         if tools.trim().is_empty() {
             return Err(empty(p.key("arguments")));
@@ -1871,6 +1903,20 @@ impl AgentLimits {
     #[must_use]
     pub fn with_max_spend_usd(mut self, usd: f64) -> Self {
         self.max_spend_usd = Some(usd);
+        self
+    }
+
+    /// At most `rate` run starts of the agent per second in each workspace.
+    #[must_use]
+    pub fn with_rate_limit(mut self, rate: Rate) -> Self {
+        self.rate_limit = Some(rate);
+        self
+    }
+
+    /// What the agent's runs may spend per period, in each workspace.
+    #[must_use]
+    pub fn with_budget(mut self, budget: super::PeriodBudget) -> Self {
+        self.budget = Some(budget);
         self
     }
 
@@ -2351,6 +2397,66 @@ server:
         );
         let e = err("server:\n  rate_limit:\n    per_user: {per_second: 1}\n");
         assert!(e.contains("per_user"), "{e}");
+    }
+
+    #[test]
+    fn budgets_are_read_and_bad_ones_are_located() {
+        use super::super::{BudgetPeriod, PeriodBudget};
+        let parse = |text: &str| {
+            Config::from_yaml_str_with_env(text, Some(Path::new("agentkit.yaml")), &|_| None)
+        };
+        let config = parse(
+            "budgets:\n  workspace: {max_spend_usd: 20, period: day}\n  workspaces:\n    acme/prod: {max_spend_usd: 500, period: month}\nagents:\n  writer:\n    model: scripted\n    limits:\n      budget: {max_spend_usd: 5, period: 6h}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.budgets.for_workspace("acme/prod"),
+            Some(PeriodBudget::new(500.0, BudgetPeriod::Month))
+        );
+        assert_eq!(
+            config.budgets.for_workspace("acme/dev"),
+            Some(PeriodBudget::new(20.0, BudgetPeriod::Day))
+        );
+        let b = config.agents["writer"].limits.budget.unwrap();
+        assert_eq!(
+            (b.max_spend_usd, b.period.to_string()),
+            (5.0, "6h".to_owned())
+        );
+        // Round trip.
+        let again = parse(&serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+        assert_eq!(again.budgets, config.budgets);
+
+        let e = parse("budgets:\n  workspace: {max_spend_usd: 20, period: fortnight}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("budgets.workspace") && e.contains("`hour`, `day`"),
+            "{e}"
+        );
+        let e = parse("budgets:\n  workspace: {max_spend_usd: 0, period: day}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("budgets.workspace.max_spend_usd") && e.contains("greater than 0"),
+            "{e}"
+        );
+        let e = parse("budgets:\n  workspaces:\n    prod: {max_spend_usd: 1, period: day}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("budgets.workspaces.prod") && e.contains("org/workspace"),
+            "{e}"
+        );
+        let e = parse(
+            "agents:\n  w:\n    model: scripted\n    limits: {budget: {max_spend_usd: -1, period: day}}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("agents.w.limits.budget.max_spend_usd"), "{e}");
+        let e = parse("budgets:\n  workspace: {max_spend_usd: 1}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("period"), "{e}");
     }
 
     #[test]

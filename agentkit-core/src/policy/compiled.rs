@@ -51,6 +51,37 @@ struct Inner {
     chains: Vec<Chain>,
     /// Every glob of every chain, in one set: one match per history entry.
     chain_globs: GlobSet,
+    /// The tool globs of `rate_limits`, in one set (indexes into `limits`).
+    rate_globs: GlobSet,
+    limits: Vec<ToolLimit>,
+}
+
+/// One `rate_limits` entry: a GCRA limiter keyed by workspace.
+struct ToolLimit {
+    glob: String,
+    rate: crate::config::Rate,
+    limiter: governor::DefaultKeyedRateLimiter<String>,
+}
+
+impl std::fmt::Debug for ToolLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolLimit")
+            .field("glob", &self.glob)
+            .field("rate", &self.rate)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A tool call refused by a policy's rate limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimited {
+    /// The rule, `rate_limits.<glob>`.
+    pub rule: String,
+    /// Why, with the limit and when to retry.
+    pub reason: String,
+    /// When a call may succeed again.
+    pub retry_after: std::time::Duration,
 }
 
 #[derive(Debug)]
@@ -201,6 +232,27 @@ impl Policy {
         let chain_globs = chain_globs
             .build()
             .map_err(|e| config_error("chains".into(), format!("invalid globs: {e}")))?;
+        let mut rate_globs = GlobSetBuilder::new();
+        let mut limits = Vec::new();
+        for (g, rate) in &spec.rate_limits {
+            let glob = Glob::new(g).map_err(|e| {
+                config_error(
+                    format!("rate_limits.{g}"),
+                    format!("invalid tool glob `{g}`: {}", e.kind()),
+                )
+            })?;
+            rate_globs.add(glob);
+            limits.push(ToolLimit {
+                glob: g.clone(),
+                rate: *rate,
+                limiter: governor::RateLimiter::dashmap(
+                    governor::Quota::per_second(rate.per_second).allow_burst(rate.burst()),
+                ),
+            });
+        }
+        let rate_globs = rate_globs
+            .build()
+            .map_err(|e| config_error("rate_limits".into(), format!("invalid globs: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 name: name.into(),
@@ -212,8 +264,59 @@ impl Policy {
                 arg_tools,
                 chains,
                 chain_globs,
+                rate_globs,
+                limits,
             }),
         })
+    }
+
+    /// Count one call of `tool` in `workspace` against every rate limit whose glob matches it;
+    /// `Some` when one refuses it (the call must not be made). Limits are kept in this
+    /// process (shared by every clone of this policy), like the server's request limits.
+    ///
+    /// ```
+    /// use std::num::NonZeroU32;
+    /// use agentkit_core::config::{PolicySpec, Rate};
+    /// use agentkit_core::policy::Policy;
+    ///
+    /// let one = NonZeroU32::new(1).unwrap();
+    /// let spec = PolicySpec::new().with_rate_limit("github__*", Rate::new(one, NonZeroU32::new(2).unwrap()));
+    /// let policy = Policy::compile("p", &spec)?;
+    /// assert!(policy.check_rate("github__search", "acme/prod").is_none());
+    /// assert!(policy.check_rate("github__search", "acme/prod").is_none());
+    /// let refused = policy.check_rate("github__search", "acme/prod").unwrap();
+    /// assert_eq!(refused.rule, "rate_limits.github__*");
+    /// assert!(policy.check_rate("github__search", "acme/dev").is_none(), "per workspace");
+    /// assert!(policy.check_rate("slack__send", "acme/prod").is_none(), "another tool");
+    /// # Ok::<_, agentkit_core::Error>(())
+    /// ```
+    #[must_use]
+    pub fn check_rate(&self, tool: &str, workspace: &str) -> Option<RateLimited> {
+        use governor::clock::Clock;
+        if self.inner.limits.is_empty() {
+            return None;
+        }
+        for i in self.inner.rate_globs.matches(tool) {
+            let Some(l) = self.inner.limits.get(i) else {
+                continue;
+            };
+            if let Err(not_until) = l.limiter.check_key(&workspace.to_owned()) {
+                let wait = not_until.wait_time_from(l.limiter.clock().now());
+                return Some(RateLimited {
+                    rule: format!("rate_limits.{}", l.glob),
+                    reason: format!(
+                        "`{tool}` is over the rate limit `{}` ({} per second, bursts of {}); \
+                         retry in {:.1} s",
+                        l.glob,
+                        l.rate.per_second,
+                        l.rate.burst(),
+                        wait.as_secs_f64()
+                    ),
+                    retry_after: wait,
+                });
+            }
+        }
+        None
     }
 
     /// The policy's name.

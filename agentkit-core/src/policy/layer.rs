@@ -123,8 +123,37 @@ impl Service<ToolRequest> for PolicyService {
                 .with_rule(d.rule.clone())
                 .with_reason(d.reason.clone())
             };
+            // A call over a rate limit is not made: the model reads when to retry.
+            let limited = |d: &Decision| {
+                let workspace = req.ctx.principal().map_or_else(
+                    || "default/default".to_owned(),
+                    |p| match (&p.tenant, &p.workspace) {
+                        (Some(o), Some(w)) => format!("{o}/{w}"),
+                        _ => "default/default".to_owned(),
+                    },
+                );
+                policy.check_rate(&req.name, &workspace).map(|r| {
+                    let mut d = d.clone();
+                    d.verdict = Verdict::Deny;
+                    d.rule = Some(r.rule);
+                    d.reason = r.reason;
+                    d
+                })
+            };
             match decision.verdict {
                 Verdict::Allow => {
+                    if let Some(d) = limited(&decision) {
+                        if let Some(a) = &audit {
+                            a.record(event(AuditOutcome::Denied, &d)).await?;
+                        }
+                        return Ok(ToolOutput::error(format!(
+                            "the call of `{}` was not made (policy `{}`, rule `{}`): {}",
+                            req.name,
+                            d.policy,
+                            d.rule.as_deref().unwrap_or("-"),
+                            d.reason
+                        )));
+                    }
                     if let Some(a) = &audit {
                         a.record(event(AuditOutcome::Allowed, &decision)).await?;
                     }
@@ -362,6 +391,61 @@ mod tests {
         );
         assert_eq!(asked.load(Ordering::SeqCst), 1);
         assert_eq!(sends.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_tool_over_its_rate_limit_is_a_tool_error_the_model_reads_and_others_run() {
+        use std::num::NonZeroU32;
+        let searches = Arc::new(AtomicU32::new(0));
+        let sends = Arc::new(AtomicU32::new(0));
+        let one = NonZeroU32::new(1).unwrap();
+        let policy = Policy::compile(
+            "p",
+            &PolicySpec::new().with_rate_limit(
+                "github__*",
+                crate::config::Rate::new(one, NonZeroU32::new(2).unwrap()),
+            ),
+        )
+        .unwrap();
+        let audit = Arc::new(MemoryAuditLog::new());
+        let provider = Arc::new(
+            ScriptedProvider::new()
+                .then_tool_call("github__search", json!({}))
+                .then_tool_call("github__search", json!({}))
+                .then_tool_call("github__search", json!({}))
+                .then_tool_call("slack__send", json!({}))
+                .then_text("done"),
+        );
+        let agent = AgentLlm::shared(
+            Agent::new("a", "")
+                .with_tool(tool("github__search", Arc::clone(&searches)))
+                .with_tool(tool("slack__send", Arc::clone(&sends))),
+            provider.clone(),
+        )
+        .with_tool_layer(PolicyLayer::new(policy).with_audit(audit.clone()));
+        let ctx = RunContext::new();
+        assert_eq!(agent.generate_str("go", &ctx).await.unwrap(), "done");
+        // The burst of two ran; the third call was not made; another tool is not affected.
+        assert_eq!(searches.load(Ordering::SeqCst), 2);
+        assert_eq!(sends.load(Ordering::SeqCst), 1);
+        // The model read why and when to retry.
+        let seen = provider.requests()[3].messages.clone();
+        let last = serde_json::to_string(seen.last().unwrap()).unwrap();
+        assert!(
+            last.contains("over the rate limit `github__*` (1 per second, bursts of 2)")
+                && last.contains("retry in"),
+            "{last}"
+        );
+        let denied: Vec<_> = audit
+            .entries()
+            .into_iter()
+            .filter(|e| e.event.outcome == AuditOutcome::Denied)
+            .collect();
+        assert_eq!(denied.len(), 1);
+        assert_eq!(
+            denied[0].event.rule.as_deref(),
+            Some("rate_limits.github__*")
+        );
     }
     use tower::Layer;
 }

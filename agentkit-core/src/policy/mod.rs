@@ -59,7 +59,7 @@ pub use audit::{
     AuditEntry, AuditEvent, AuditOutcome, AuditSink, ChainBreak, GENESIS_HASH, MemoryAuditLog,
     verify_chain,
 };
-pub use compiled::Policy;
+pub use compiled::{Policy, RateLimited};
 pub use layer::{PolicyLayer, PolicyService};
 
 use serde::{Deserialize, Serialize};

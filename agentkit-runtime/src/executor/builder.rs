@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentkit_core::{EventSink, PriceTable};
+use agentkit_core::{EventSink, PriceTable, SpendGuard};
 
 use super::Runtime;
 use crate::observe::RunObserver;
@@ -36,6 +36,7 @@ pub struct RuntimeBuilder {
     pub(super) prices: Arc<PriceTable>,
     pub(super) events: Option<Arc<dyn EventSink>>,
     pub(super) observer: Option<Arc<dyn RunObserver>>,
+    pub(super) spend_guard: Option<Arc<dyn SpendGuard>>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -59,6 +60,7 @@ impl RuntimeBuilder {
             prices: PriceTable::shared_default(),
             events: None,
             observer: None,
+            spend_guard: None,
         }
     }
 
@@ -100,6 +102,14 @@ impl RuntimeBuilder {
     /// Tell `observer` about the runs this runtime ends and the schedule fires it starts.
     pub fn with_observer(mut self, observer: Arc<dyn RunObserver>) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Ask `guard` before every model call of every run and tell it each call's cost, e.g. a
+    /// [`SpendLedger`](crate::SpendLedger) enforcing budgets per agent and workspace per
+    /// period. Calls answered from a run's journal are not charged again.
+    pub fn with_spend_guard(mut self, guard: Arc<dyn SpendGuard>) -> Self {
+        self.spend_guard = Some(guard);
         self
     }
 

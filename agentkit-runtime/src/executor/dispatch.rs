@@ -359,6 +359,9 @@ impl Runtime {
             if let Some(b) = target.options.budget {
                 ctx = ctx.with_budget(b);
             }
+            if let Some(g) = &self.inner.spend_guard {
+                ctx = ctx.with_spend_guard(Arc::clone(g));
+            }
             // Who started the run (a hosting server records it in the input), for governance.
             if let Some(p) = run
                 .input

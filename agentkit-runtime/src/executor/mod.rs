@@ -71,6 +71,7 @@ struct Inner {
     live: Arc<crate::live::LiveDeltas>,
     events: Option<Arc<dyn agentkit_core::EventSink>>,
     observer: Option<Arc<dyn crate::observe::RunObserver>>,
+    spend_guard: Option<Arc<dyn agentkit_core::SpendGuard>>,
 }
 
 /// The durable executor.
@@ -131,6 +132,7 @@ impl Runtime {
                 live: Arc::default(),
                 events: b.events,
                 observer: b.observer,
+                spend_guard: b.spend_guard,
             }),
         }
     }

@@ -26,6 +26,7 @@ const ROUTES = [
   [/^\/runs$/, 'runs', pages.runs],
   [/^\/runs\/([^/]+)$/, 'run', run],
   [/^\/approvals$/, 'approvals', pages.approvals],
+  [/^\/budgets$/, 'budgets', pages.budgets],
   [/^\/schedules$/, 'schedules', pages.schedules],
   [/^\/servers$/, 'servers', pages.servers],
   [/^\/audit$/, 'audit', pages.audit],

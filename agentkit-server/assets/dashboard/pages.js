@@ -253,6 +253,21 @@ export async function approvals(main, ctx) {
       runLink(a.run_id), a.tool, pill(a.status), a.decided_by || '—', a.decision_reason || '—', fmt.time(a.decided_at)])));
 }
 
+// ---- Budgets ----------------------------------------------------------------------------------
+
+export async function budgets(main, ctx) {
+  const view = await api('/v1/budgets', { signal: ctx.signal });
+  const rows = view.budgets.map((b) => [
+    b.scope === 'agent' ? `agent ${b.agent}` : 'workspace',
+    fmt.usd(b.spent_usd), fmt.usd(b.max_spend_usd), fmt.usd(b.remaining_usd), fmt.num(b.calls),
+    h('meter', { min: '0', max: String(b.max_spend_usd), value: String(Math.min(b.spent_usd, b.max_spend_usd)) }),
+    pill(b.exhausted ? 'exhausted' : 'ok'), `${b.period}: ${fmt.time(Date.parse(b.period_start))} – ${fmt.time(Date.parse(b.period_end))}`]);
+  replace(main, h('h1', {}, `Budgets of ${view.workspace}`),
+    rows.length
+      ? table(['Budget', '#Spent', '#Budget', '#Remaining', '#Model calls', 'Used', 'State', 'Period'], rows)
+      : h('p', { class: 'muted', id: 'no-budgets' }, 'No budgets are set (budgets: and limits.budget in agentkit.yaml).'));
+}
+
 // ---- Schedules --------------------------------------------------------------------------------
 
 function trigger(t) {

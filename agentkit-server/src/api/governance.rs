@@ -19,6 +19,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/audit", get(list_audit))
         .route("/v1/audit/verify", get(verify_audit))
         .route("/v1/approvals", get(list_approvals))
+        .route("/v1/budgets", get(list_budgets))
         .route(
             "/v1/approvals/{run_id}/{call_id}/claim",
             axum::routing::post(claim_approval),
@@ -229,4 +230,95 @@ pub async fn claim_approval(
     let until = agentkit_runtime::model::now_ms()
         .saturating_add(i64::try_from(s.claim_for.as_millis()).unwrap_or(i64::MAX));
     Ok(Json(audit(&s).claim(&run_id, &call_id, &by, until).await?))
+}
+
+/// One budget of the workspace in its current period.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BudgetView {
+    /// `workspace` (the whole workspace) or `agent`.
+    pub scope: String,
+    /// The agent, for an agent's budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The budget per period, in US dollars.
+    pub max_spend_usd: f64,
+    /// Spent this period.
+    pub spent_usd: f64,
+    /// Left this period (never below 0).
+    pub remaining_usd: f64,
+    /// Model calls charged this period.
+    pub calls: u64,
+    /// Whether it is spent: runs it applies to are refused (429) and stop before their next
+    /// model call until `period_end`.
+    pub exhausted: bool,
+    /// `hour`, `day`, `week`, `month` (UTC calendar periods) or a fixed window (`30m`).
+    pub period: String,
+    /// When this period started (RFC 3339, UTC).
+    pub period_start: String,
+    /// When it ends and the budget starts over (RFC 3339, UTC).
+    pub period_end: String,
+}
+
+/// The caller's workspace budgets.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BudgetsView {
+    /// The workspace.
+    pub workspace: String,
+    /// Its budgets: the workspace's (`budgets:` of `agentkit.yaml`), then each agent's
+    /// (`limits.budget`).
+    pub budgets: Vec<BudgetView>,
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
+}
+
+/// Whose budgets to read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetsQuery {
+    /// The workspace, `org/workspace` (default: the caller's own; another one only with the
+    /// server's admin key).
+    pub workspace: Option<String>,
+}
+
+/// What the caller's workspace may spend and has spent this period, per budget (the
+/// workspace's and each agent's). Empty when no budget is configured.
+#[utoipa::path(get, path = "/v1/budgets", tag = "governance", params(BudgetsQuery),
+    responses((status = 200, body = BudgetsView), (status = 404, body = Problem)))]
+pub async fn list_budgets(
+    State(s): State<AppState>,
+    caller: Caller,
+    Query(q): Query<BudgetsQuery>,
+) -> ApiResult<Json<BudgetsView>> {
+    let workspace = workspace_for(&caller, q.workspace)?;
+    let statuses = match s.platform.budgets.get() {
+        Some(ledger) => ledger.status(&workspace).await?,
+        None => Vec::new(),
+    };
+    let budgets = statuses
+        .into_iter()
+        .map(|b| {
+            let (scope, agent) = match &b.scope {
+                agentkit_runtime::BudgetScope::Agent(a) => ("agent", Some(a.clone())),
+                _ => ("workspace", None),
+            };
+            BudgetView {
+                scope: scope.to_owned(),
+                agent,
+                max_spend_usd: b.max_spend_usd,
+                spent_usd: b.spent_usd,
+                remaining_usd: b.remaining_usd,
+                calls: b.calls,
+                exhausted: b.is_exhausted(),
+                period: b.period.clone(),
+                period_start: rfc3339(b.period_start),
+                period_end: rfc3339(b.period_end),
+            }
+        })
+        .collect();
+    Ok(Json(BudgetsView { workspace, budgets }))
 }

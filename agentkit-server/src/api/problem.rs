@@ -22,6 +22,10 @@ pub struct Problem {
     /// The request path, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// Seconds to send as `Retry-After` (429 for a rate limit or a spent budget).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -34,6 +38,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             instance: None,
+            retry_after: None,
         }
     }
 
@@ -81,6 +86,10 @@ impl IntoResponse for Problem {
         let status = self.status_code();
         let body = serde_json::to_vec(&self).unwrap_or_default();
         let mut res = (status, body).into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
         res.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
@@ -105,6 +114,20 @@ impl From<agentkit_core::Error> for Problem {
             ),
             E::Timeout { .. } | E::DeadlineExceeded { .. } => {
                 Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", e.to_string())
+            }
+            E::LimitReached { retry_after, .. } => {
+                let mut p = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "limit-reached",
+                    e.to_string(),
+                );
+                // Whole seconds, rounded up: a client that waits that long is allowed again.
+                p.retry_after = Some(
+                    retry_after
+                        .as_secs()
+                        .saturating_add(u64::from(retry_after.subsec_nanos() > 0)),
+                );
+                p
             }
             E::BudgetExceeded { .. } => Self::new(
                 StatusCode::PAYMENT_REQUIRED,

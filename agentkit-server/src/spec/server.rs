@@ -228,6 +228,13 @@ pub fn server_builder(builder: ServerBuilder, config: &Config) -> Result<(Server
     if let Some(d) = approvals.claim_for {
         builder = builder.approval_claim(d.0);
     }
+    builder = builder.run_rate_limits(crate::ratelimit::RunRateLimits::from_config(config));
+    let rules = agentkit_runtime::BudgetRules::from_config(config);
+    if !rules.is_empty() {
+        let ledger =
+            agentkit_runtime::SpendLedger::new(std::sync::Arc::clone(builder.store()), rules);
+        builder = builder.budgets(ledger);
+    }
     if let Some(jwt) = &config.server.jwt {
         builder = builder.jwt(crate::tenancy::JwtVerifier::from_settings(jwt)?);
     }

@@ -38,9 +38,19 @@ impl LiveDelta {
 }
 
 struct Channel {
-    tx: broadcast::Sender<LiveDelta>,
+    /// Made by the first listener: a run nobody listens to allocates no buffer (a channel of
+    /// 1,024 slots per executing run was tens of kilobytes each with 10,000 runs in flight).
+    tx: Option<broadcast::Sender<LiveDelta>>,
     /// Executions of the run publishing here (normally 0 or 1).
     publishers: usize,
+}
+
+impl Channel {
+    fn listeners(&self) -> usize {
+        self.tx
+            .as_ref()
+            .map_or(0, broadcast::Sender::receiver_count)
+    }
 }
 
 /// Live deltas of the runs executing in this process, by run id (a [`Runtime`](crate::Runtime)
@@ -69,14 +79,15 @@ impl LiveDeltas {
     pub fn subscribe(&self, run_id: &str) -> broadcast::Receiver<LiveDelta> {
         let mut channels = lock(&self.channels);
         // Channels nobody publishes to or listens on any more are dropped here.
-        channels.retain(|_, c| c.publishers > 0 || c.tx.receiver_count() > 0);
+        channels.retain(|_, c| c.publishers > 0 || c.listeners() > 0);
         channels
             .entry(run_id.to_owned())
             .or_insert_with(|| Channel {
-                tx: broadcast::channel(CAPACITY).0,
+                tx: None,
                 publishers: 0,
             })
             .tx
+            .get_or_insert_with(|| broadcast::channel(CAPACITY).0)
             .subscribe()
     }
 
@@ -85,26 +96,21 @@ impl LiveDeltas {
     pub fn has_listeners(&self, run_id: &str) -> bool {
         lock(&self.channels)
             .get(run_id)
-            .is_some_and(|c| c.tx.receiver_count() > 0)
+            .is_some_and(|c| c.listeners() > 0)
     }
 
     /// Publish deltas of `run_id` until the returned publisher is dropped.
     pub(crate) fn publish(self: &Arc<Self>, run_id: &str) -> Publisher {
-        let tx = {
-            let mut channels = lock(&self.channels);
-            let c = channels
-                .entry(run_id.to_owned())
-                .or_insert_with(|| Channel {
-                    tx: broadcast::channel(CAPACITY).0,
-                    publishers: 0,
-                });
-            c.publishers += 1;
-            c.tx.clone()
-        };
+        lock(&self.channels)
+            .entry(run_id.to_owned())
+            .or_insert_with(|| Channel {
+                tx: None,
+                publishers: 0,
+            })
+            .publishers += 1;
         Publisher {
             hub: Arc::clone(self),
-            run_id: run_id.to_owned(),
-            tx,
+            run_id: Arc::from(run_id),
         }
     }
 }
@@ -112,31 +118,35 @@ impl LiveDeltas {
 /// Sends one execution's deltas; unregisters when dropped.
 pub(crate) struct Publisher {
     hub: Arc<LiveDeltas>,
-    run_id: String,
-    tx: broadcast::Sender<LiveDelta>,
+    run_id: Arc<str>,
 }
 
 impl Publisher {
     /// Send a delta to whoever listens now.
     pub(crate) fn send(&self, delta: LiveDelta) {
         // No listener is not an error: deltas are live only.
-        let _ = self.tx.send(delta);
+        if let Some(tx) = lock(&self.hub.channels)
+            .get(&*self.run_id)
+            .and_then(|c| c.tx.as_ref())
+        {
+            let _ = tx.send(delta);
+        }
     }
 
     /// Whether anyone listens now (asked before each model call).
     pub(crate) fn demand(&self) -> impl Fn() -> bool + Send + Sync + 'static {
-        let tx = self.tx.clone();
-        move || tx.receiver_count() > 0
+        let (hub, run_id) = (Arc::clone(&self.hub), Arc::clone(&self.run_id));
+        move || hub.has_listeners(&run_id)
     }
 }
 
 impl Drop for Publisher {
     fn drop(&mut self) {
         let mut channels = lock(&self.hub.channels);
-        if let Some(c) = channels.get_mut(&self.run_id) {
+        if let Some(c) = channels.get_mut(&*self.run_id) {
             c.publishers = c.publishers.saturating_sub(1);
-            if c.publishers == 0 && c.tx.receiver_count() == 0 {
-                channels.remove(&self.run_id);
+            if c.publishers == 0 && c.listeners() == 0 {
+                channels.remove(&*self.run_id);
             }
         }
     }
@@ -160,6 +170,17 @@ mod tests {
         assert_eq!(late.recv().await.unwrap().text, "y");
         drop((early, late));
         assert!(!p.demand()());
+        drop(p);
+        assert!(lock(&hub.channels).is_empty());
+    }
+
+    #[test]
+    fn a_run_nobody_listens_to_allocates_no_channel() {
+        let hub = Arc::new(LiveDeltas::default());
+        let p = hub.publish("r");
+        p.send(LiveDelta::new("a", "nobody hears this"));
+        assert!(!p.demand()());
+        assert!(lock(&hub.channels)["r"].tx.is_none());
         drop(p);
         assert!(lock(&hub.channels).is_empty());
     }

@@ -131,8 +131,8 @@ impl Runtime {
     /// Run `run_id` changed in this process (an execution ended, or it was stopped): wake
     /// its waiters and the scheduler.
     pub(super) fn notify(&self, run_id: &str) {
-        if let Some((n, _)) = lock(&self.inner.watchers).get(run_id) {
-            n.notify_waiters();
+        if let Some(w) = lock(&self.inner.watchers).get(run_id) {
+            w.notify.notify_waiters();
         }
         self.inner.finished.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -144,6 +144,12 @@ impl Runtime {
     /// Hand the finished record to a `run_sync` waiting for it; with `None`, let the waiter
     /// fall back to reading the store.
     pub(super) fn settle(&self, run_id: &str, record: Option<RunRecord>) {
+        // `wait_for_status` callers take it when `notify` wakes them.
+        if let Some(r) = &record
+            && let Some(w) = lock(&self.inner.watchers).get_mut(run_id)
+        {
+            w.last = Some(r.clone());
+        }
         let waiter = lock(&self.inner.waiters).remove(run_id);
         if let (Some(w), Some(r)) = (waiter, record) {
             let _ = w.send(r);

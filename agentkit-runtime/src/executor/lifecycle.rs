@@ -8,9 +8,9 @@ use agentkit_core::{Error, Result, RunStatus, StartOptions};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::Runtime;
 use super::dispatch::Hint;
 use super::registry::Target;
+use super::{Runtime, Watched};
 use crate::model::{Created, NewRun, RunRecord, RunUpdate};
 use crate::sync::lock;
 use crate::workflow::{APPROVAL_SIGNAL, decode_approval};
@@ -186,12 +186,16 @@ impl Runtime {
     /// cancels it).
     pub async fn wait_for_status(&self, run_id: &str, statuses: &[RunStatus]) -> Result<RunRecord> {
         let watch = Watch::new(self, run_id);
+        let mut known: Option<RunRecord> = None;
         loop {
             // Registered before the read, so a change between the read and the wait wakes it.
             let changed = watch.notify.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let run = self.get(run_id).await?;
+            let run = match known.take() {
+                Some(r) => r,
+                None => self.get(run_id).await?,
+            };
             if statuses.contains(&run.status) {
                 return Ok(run);
             }
@@ -206,7 +210,11 @@ impl Runtime {
             } else {
                 OTHERS_POLL
             };
-            let _ = tokio::time::timeout(every, changed).await;
+            if tokio::time::timeout(every, changed).await.is_ok() {
+                // Woken: an execution of this process that finished the run left its final
+                // record, so there is nothing to read back.
+                known = watch.last();
+            }
         }
     }
 
@@ -373,9 +381,13 @@ impl<'a> Watch<'a> {
         let mut watchers = lock(&runtime.inner.watchers);
         let entry = watchers
             .entry(run_id.to_owned())
-            .or_insert_with(|| (Arc::default(), 0));
-        entry.1 += 1;
-        let notify = Arc::clone(&entry.0);
+            .or_insert_with(|| Watched {
+                notify: Arc::default(),
+                count: 0,
+                last: None,
+            });
+        entry.count += 1;
+        let notify = Arc::clone(&entry.notify);
         drop(watchers);
         Self {
             runtime,
@@ -383,14 +395,21 @@ impl<'a> Watch<'a> {
             notify,
         }
     }
+
+    /// The record an execution of this process finished the run with, if one did.
+    fn last(&self) -> Option<RunRecord> {
+        lock(&self.runtime.inner.watchers)
+            .get(self.run_id)
+            .and_then(|w| w.last.clone())
+    }
 }
 
 impl Drop for Watch<'_> {
     fn drop(&mut self) {
         let mut watchers = lock(&self.runtime.inner.watchers);
         if let Some(entry) = watchers.get_mut(self.run_id) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
+            entry.count -= 1;
+            if entry.count == 0 {
                 watchers.remove(self.run_id);
             }
         }

@@ -52,7 +52,7 @@ struct Inner {
     /// ending wakes the waiters of that run only, instead of every waiter in the process
     /// re-reading its own run from the store (with 10,000 waiters that was 10,000 reads per
     /// finished run).
-    watchers: Mutex<HashMap<String, (Arc<tokio::sync::Notify>, usize)>>,
+    watchers: Mutex<HashMap<String, Watched>>,
     redactor: Redactor,
     prices: Arc<PriceTable>,
     stopping: AtomicBool,
@@ -72,6 +72,14 @@ struct Inner {
     events: Option<Arc<dyn agentkit_core::EventSink>>,
     observer: Option<Arc<dyn crate::observe::RunObserver>>,
     spend_guard: Option<Arc<dyn agentkit_core::SpendGuard>>,
+}
+
+/// The waiters of one run: their wakeup, how many they are, and the record an execution of
+/// this process ended with (so they need not read it back from the store).
+struct Watched {
+    notify: Arc<tokio::sync::Notify>,
+    count: usize,
+    last: Option<RunRecord>,
 }
 
 /// The durable executor.

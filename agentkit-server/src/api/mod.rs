@@ -270,9 +270,12 @@ async fn mcp(
     s: AppState,
     caller: crate::tenancy::Caller,
     default_mcp: agentkit_mcp::McpHttpService,
-    request: Request,
+    mut request: Request,
 ) -> Response {
     use tower::ServiceExt;
+    // The tools that depend on the caller read it (already here) and the state from the
+    // request.
+    request.extensions_mut().insert(s.clone());
     let scope = caller.scope();
     let svc = if scope.is_default() {
         default_mcp

@@ -441,3 +441,44 @@ async fn an_approval_decided_over_mcp_resumes_the_run() {
     assert_eq!(decided[0]["decision_reason"], "fine to share", "{decided:?}");
     assert_ne!(decided[0]["decided_by"], "admin", "{decided:?}");
 }
+
+/// The README's raw JSON-RPC example (a stateless 2026-07-28 request with curl's headers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_json_rpc_post_as_in_the_readme() {
+    let r = start().await;
+    let key = key(&r, "viewer", "acme/prod").await;
+    let post = |body: Value| {
+        let method = body["method"].as_str().unwrap().to_owned();
+        let mut r = reqwest::Client::new()
+            .post(format!("{}/mcp", r.base))
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", method);
+        if let Some(name) = body["params"]["name"].as_str() {
+            r = r.header("mcp-name", name);
+        }
+        r.body(body.to_string()).send()
+    };
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}
+    });
+    let res = post(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}}))
+        .await
+        .unwrap();
+    let status = res.status();
+    let body = res.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"agentkit_runs_list\""), "{body}");
+    assert!(!body.contains("agentkit_approvals_decide"), "{body}");
+    let res = post(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "agentkit_approvals_list", "arguments": {"status": "all"}, "_meta": meta}}))
+    .await
+    .unwrap();
+    let status = res.status();
+    let body = res.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"approvals\":[]"), "{body}");
+}

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use agentkit_core::Config;
 use agentkit_core::policy::Policy;
-use agentkit_mcp::rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig, ContentBlock};
+use agentkit_mcp::rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientConfig, ContentBlock,
+};
 use agentkit_mcp::rmcp::service::RunningService;
 use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
 use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -73,7 +75,9 @@ async fn upstream() -> String {
             json!({"type": "object", "properties": {"text": {"type": "string"}}}),
             |args, _| async move {
                 let t = args.get("text").and_then(Value::as_str).unwrap_or("");
-                Ok(CallToolResult::success(vec![ContentBlock::text(t.to_owned())]))
+                Ok(CallToolResult::success(vec![ContentBlock::text(
+                    t.to_owned(),
+                )]))
             },
         )
         .build();
@@ -114,9 +118,12 @@ async fn gateway(store: Arc<dyn Store>, upstream: &str) -> (String, String) {
             .json(&body)
             .send()
     };
-    let r = post("/v1/workspaces", json!({"org": "acme", "workspace": "prod"}))
-        .await
-        .unwrap();
+    let r = post(
+        "/v1/workspaces",
+        json!({"org": "acme", "workspace": "prod"}),
+    )
+    .await
+    .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     let r = post(
         "/v1/keys",
@@ -125,7 +132,10 @@ async fn gateway(store: Arc<dyn Store>, upstream: &str) -> (String, String) {
     .await
     .unwrap();
     let key: Value = r.json().await.unwrap();
-    (format!("{base}/mcp"), key["key"].as_str().unwrap().to_owned())
+    (
+        format!("{base}/mcp"),
+        key["key"].as_str().unwrap().to_owned(),
+    )
 }
 
 type Client = RunningService<RoleClient, ClientConfig>;
@@ -157,8 +167,9 @@ async fn measure(url: &str, key: Option<&str>, tool: &str, n: usize, total: usiz
         .as_object()
         .unwrap()
         .clone();
-    let call = |c: Arc<Client>| {
-        let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(args.clone());
+    let tool = tool.to_owned();
+    let call = move |c: Arc<Client>| {
+        let params = CallToolRequestParams::new(tool.clone()).with_arguments(args.clone());
         async move {
             let r = c.call_tool(params).await.unwrap();
             assert_eq!(r.is_error, Some(false), "{r:?}");

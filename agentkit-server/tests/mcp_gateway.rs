@@ -14,7 +14,9 @@ use std::time::Duration;
 use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::{Policy, PolicyLayer};
 use agentkit_core::{Agent, AgentLlm, Config, FnTool, ScriptedProvider};
-use agentkit_mcp::rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig, ContentBlock};
+use agentkit_mcp::rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientConfig, ContentBlock,
+};
 use agentkit_mcp::rmcp::service::RunningService;
 use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
 use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -102,7 +104,13 @@ impl Drop for Running {
     }
 }
 
-async fn http(base: &str, key: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn http(
+    base: &str,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut r = reqwest::Client::new()
         .request(method, format!("{base}{path}"))
         .bearer_auth(key);
@@ -112,7 +120,10 @@ async fn http(base: &str, key: &str, method: reqwest::Method, path: &str, body: 
     let res = r.send().await.unwrap();
     let status = res.status().as_u16();
     let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// `crm` is seen by acme/prod only, `calc` (unlisted) by default/default; the gateway policy
@@ -233,7 +244,8 @@ async fn names(c: &Client) -> Vec<String> {
 
 async fn call(c: &Client, tool: &str, args: Value) -> Result<CallToolResult, String> {
     c.call_tool(
-        CallToolRequestParams::new(tool.to_owned()).with_arguments(args.as_object().unwrap().clone()),
+        CallToolRequestParams::new(tool.to_owned())
+            .with_arguments(args.as_object().unwrap().clone()),
     )
     .await
     .map_err(|e| e.to_string())
@@ -272,14 +284,20 @@ async fn a_workspace_sees_and_calls_its_servers_under_the_gateway_policy() {
         assert!(listed.contains(&op.to_owned()), "{op} missing: {listed:?}");
     }
 
-    let sum = call(&prod, "crm__add", json!({"a": 2, "b": 40})).await.unwrap();
+    let sum = call(&prod, "crm__add", json!({"a": 2, "b": 40}))
+        .await
+        .unwrap();
     assert_eq!(sum.is_error, Some(false), "{sum:?}");
     assert_eq!(text(&sum), "42");
 
     // Called by name anyway, the denied tool is refused by the policy and does not run.
     let nuke = call(&prod, "crm__delete_all", json!({})).await.unwrap();
     assert_eq!(nuke.is_error, Some(true), "{nuke:?}");
-    assert!(text(&nuke).contains("denied by policy `gateway`"), "{}", text(&nuke));
+    assert!(
+        text(&nuke).contains("denied by policy `gateway`"),
+        "{}",
+        text(&nuke)
+    );
     assert!(!text(&nuke).contains("deleted"));
 
     // Both decisions are in acme/prod's audit log.
@@ -306,7 +324,9 @@ async fn a_workspace_sees_and_calls_its_servers_under_the_gateway_policy() {
     let dev = client(&r, &key(&r, "invoker", "acme/dev").await).await;
     let listed = names(&dev).await;
     assert!(!listed.iter().any(|n| n.contains("__")), "{listed:?}");
-    let err = call(&dev, "crm__add", json!({"a": 1, "b": 1})).await.unwrap_err();
+    let err = call(&dev, "crm__add", json!({"a": 1, "b": 1}))
+        .await
+        .unwrap_err();
     assert!(err.contains("no MCP server `crm`"), "{err}");
 
     // The default workspace sees its own server, not acme's.
@@ -315,7 +335,9 @@ async fn a_workspace_sees_and_calls_its_servers_under_the_gateway_policy() {
     assert!(listed.contains(&"calc__add".to_owned()), "{listed:?}");
     assert!(!listed.iter().any(|n| n.starts_with("crm__")), "{listed:?}");
     assert!(listed.contains(&"poster".to_owned()), "{listed:?}");
-    let sum = call(&admin, "calc__add", json!({"a": 1, "b": 2})).await.unwrap();
+    let sum = call(&admin, "calc__add", json!({"a": 1, "b": 2}))
+        .await
+        .unwrap();
     assert_eq!(text(&sum), "3");
 }
 
@@ -336,10 +358,20 @@ async fn operations_follow_the_callers_role_and_workspace() {
 
     let viewer = client(&r, &key(&r, "viewer", "acme/prod").await).await;
     let listed = names(&viewer).await;
-    assert_eq!(listed, READ_OPS.map(str::to_owned).to_vec(), "a viewer reads only");
-    let runs = call(&viewer, "agentkit_runs_list", json!({})).await.unwrap();
+    assert_eq!(
+        listed,
+        READ_OPS.map(str::to_owned).to_vec(),
+        "a viewer reads only"
+    );
+    let runs = call(&viewer, "agentkit_runs_list", json!({}))
+        .await
+        .unwrap();
     assert_eq!(runs.is_error, Some(false), "{runs:?}");
-    assert_eq!(runs.structured_content, Some(json!({"runs": []})), "acme/prod has no runs");
+    assert_eq!(
+        runs.structured_content,
+        Some(json!({"runs": []})),
+        "acme/prod has no runs"
+    );
     let other = call(&viewer, "agentkit_runs_get", json!({"run_id": foreign_run}))
         .await
         .unwrap();
@@ -353,11 +385,27 @@ async fn operations_follow_the_callers_role_and_workspace() {
     .await
     .unwrap();
     assert_eq!(refused.is_error, Some(true));
-    assert!(text(&refused).contains("needs the `operator` role"), "{}", text(&refused));
-    let refused = call(&viewer, "crm__add", json!({"a": 1, "b": 1})).await.unwrap();
-    assert!(text(&refused).contains("needs the `invoker` role"), "{}", text(&refused));
-    let refused = call(&viewer, "agentkit_runs_list", json!({"bogus": 1})).await.unwrap();
-    assert!(text(&refused).contains("bad arguments"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("needs the `operator` role"),
+        "{}",
+        text(&refused)
+    );
+    let refused = call(&viewer, "crm__add", json!({"a": 1, "b": 1}))
+        .await
+        .unwrap();
+    assert!(
+        text(&refused).contains("needs the `invoker` role"),
+        "{}",
+        text(&refused)
+    );
+    let refused = call(&viewer, "agentkit_runs_list", json!({"bogus": 1}))
+        .await
+        .unwrap();
+    assert!(
+        text(&refused).contains("bad arguments"),
+        "{}",
+        text(&refused)
+    );
 
     let developer = client(&r, &key(&r, "developer", "acme/prod").await).await;
     let listed = names(&developer).await;
@@ -378,7 +426,14 @@ async fn operations_follow_the_callers_role_and_workspace() {
 
 async fn wait_for(r: &Running, run_id: &str, status: &str) -> Value {
     for _ in 0..200 {
-        let (_, run) = http(&r.base, ADMIN, reqwest::Method::GET, &format!("/v1/runs/{run_id}"), None).await;
+        let (_, run) = http(
+            &r.base,
+            ADMIN,
+            reqwest::Method::GET,
+            &format!("/v1/runs/{run_id}"),
+            None,
+        )
+        .await;
         if run["status"] == status {
             return run;
         }
@@ -403,7 +458,11 @@ async fn an_approval_decided_over_mcp_resumes_the_run() {
     wait_for(&r, &run_id, "waiting_approval").await;
 
     let invoker = client(&r, &key(&r, "invoker", "default/default").await).await;
-    assert!(!names(&invoker).await.contains(&"agentkit_approvals_decide".to_owned()));
+    assert!(
+        !names(&invoker)
+            .await
+            .contains(&"agentkit_approvals_decide".to_owned())
+    );
     let refused = call(
         &invoker,
         "agentkit_approvals_decide",
@@ -412,10 +471,16 @@ async fn an_approval_decided_over_mcp_resumes_the_run() {
     .await
     .unwrap();
     assert_eq!(refused.is_error, Some(true));
-    assert!(text(&refused).contains("needs the `operator` role"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("needs the `operator` role"),
+        "{}",
+        text(&refused)
+    );
 
     let operator = client(&r, &key(&r, "operator", "default/default").await).await;
-    let pending = call(&operator, "agentkit_approvals_list", json!({})).await.unwrap();
+    let pending = call(&operator, "agentkit_approvals_list", json!({}))
+        .await
+        .unwrap();
     let pending = pending.structured_content.unwrap();
     let pending = pending["approvals"].as_array().unwrap();
     assert_eq!(pending.len(), 1, "{pending:?}");
@@ -432,13 +497,27 @@ async fn an_approval_decided_over_mcp_resumes_the_run() {
     assert_eq!(decided.is_error, Some(false), "{decided:?}");
     let done = wait_for(&r, &run_id, "succeeded").await;
     assert_eq!(done["output"]["text"], "posted", "{done}");
-    assert_eq!(r.sends.load(Ordering::SeqCst), 1, "the approved call ran once");
+    assert_eq!(
+        r.sends.load(Ordering::SeqCst),
+        1,
+        "the approved call ran once"
+    );
 
     // The decision is recorded as the operator's, like one made over HTTP.
-    let (_, decided) = http(&r.base, ADMIN, reqwest::Method::GET, "/v1/approvals?status=approved", None).await;
+    let (_, decided) = http(
+        &r.base,
+        ADMIN,
+        reqwest::Method::GET,
+        "/v1/approvals?status=approved",
+        None,
+    )
+    .await;
     let decided = decided.as_array().unwrap();
     assert_eq!(decided.len(), 1, "{decided:?}");
-    assert_eq!(decided[0]["decision_reason"], "fine to share", "{decided:?}");
+    assert_eq!(
+        decided[0]["decision_reason"], "fine to share",
+        "{decided:?}"
+    );
     assert_ne!(decided[0]["decided_by"], "admin", "{decided:?}");
 }
 
@@ -465,16 +544,19 @@ async fn a_plain_json_rpc_post_as_in_the_readme() {
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": {}
     });
-    let res = post(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}}))
-        .await
-        .unwrap();
+    let res =
+        post(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}}))
+            .await
+            .unwrap();
     let status = res.status();
     let body = res.text().await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"agentkit_runs_list\""), "{body}");
     assert!(!body.contains("agentkit_approvals_decide"), "{body}");
-    let res = post(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
-        "name": "agentkit_approvals_list", "arguments": {"status": "all"}, "_meta": meta}}))
+    let res = post(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "agentkit_approvals_list", "arguments": {"status": "all"}, "_meta": meta}}),
+    )
     .await
     .unwrap();
     let status = res.status();

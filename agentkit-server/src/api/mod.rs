@@ -267,7 +267,7 @@ async fn token_caller(
 
 /// `/mcp`: the caller's workspace's MCP endpoint.
 async fn mcp(
-    s: AppState,
+    s: Arc<AppState>,
     caller: crate::tenancy::Caller,
     default_mcp: agentkit_mcp::McpHttpService,
     mut request: Request,
@@ -275,7 +275,7 @@ async fn mcp(
     use tower::ServiceExt;
     // The tools that depend on the caller read it (already here) and the state from the
     // request.
-    request.extensions_mut().insert(s.clone());
+    request.extensions_mut().insert(Arc::clone(&s));
     let scope = caller.scope();
     let svc = if scope.is_default() {
         default_mcp
@@ -323,16 +323,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let mut authed = v1::routes().merge(tenancy::routes());
     if let Some(g) = state.platform.gateway.get() {
         let default_mcp = g.service();
+        let shared = Arc::new(state.clone());
         authed = authed.route(
             "/mcp",
-            axum::routing::any(
-                move |State(s): State<AppState>,
-                      caller: crate::tenancy::Caller,
-                      request: Request| {
-                    let default_mcp = default_mcp.clone();
-                    async move { mcp(s, caller, default_mcp, request).await }
-                },
-            ),
+            axum::routing::any(move |caller: crate::tenancy::Caller, request: Request| {
+                let default_mcp = default_mcp.clone();
+                let s = Arc::clone(&shared);
+                async move { mcp(s, caller, default_mcp, request).await }
+            }),
         );
     }
     let authed = authed

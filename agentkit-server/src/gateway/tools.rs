@@ -183,11 +183,11 @@ fn error_result(message: impl Into<String>) -> CallToolResult {
 }
 
 /// The caller and the API state of a request (the API layer sets both).
-fn who(request: &RequestContext<RoleServer>) -> Option<(Caller, AppState)> {
+fn who(request: &RequestContext<RoleServer>) -> Option<(Caller, Arc<AppState>)> {
     let parts = request.extensions.get::<http::request::Parts>()?;
     let caller = parts.extensions.get::<Caller>()?.clone();
-    let state = parts.extensions.get::<AppState>()?.clone();
-    Some((caller, state))
+    let state = parts.extensions.get::<Arc<AppState>>()?;
+    Some((caller, Arc::clone(state)))
 }
 
 /// The caller of `request`, if it was authenticated.
@@ -248,7 +248,7 @@ pub(crate) struct CallerTools {
 
 impl CallerTools {
     /// The caller and state of `request`, if it acts in this endpoint's workspace.
-    fn caller(&self, request: &RequestContext<RoleServer>) -> Option<(Caller, AppState)> {
+    fn caller(&self, request: &RequestContext<RoleServer>) -> Option<(Caller, Arc<AppState>)> {
         who(request).filter(|(c, _)| c.scope() == self.scope)
     }
 
@@ -291,9 +291,10 @@ impl CallerTools {
                     Value::Object(o) => o.clone(),
                     _ => JsonObject::new(),
                 };
-                let description = t.description.clone().unwrap_or_else(|| {
-                    format!("Tool `{}` of MCP server `{server}`.", t.name)
-                });
+                let description = t
+                    .description
+                    .clone()
+                    .unwrap_or_else(|| format!("Tool `{}` of MCP server `{server}`.", t.name));
                 out.push(Tool::new(name, description, Arc::new(schema)));
             }
         }
@@ -357,9 +358,11 @@ impl CallerTools {
                 out.structured_content = r.structured_content.clone();
                 out
             }
-            _ => error_result(r.error.clone().unwrap_or_else(|| {
-                format!("`{name}` did not complete ({:?})", r.status)
-            })),
+            _ => error_result(
+                r.error
+                    .clone()
+                    .unwrap_or_else(|| format!("`{name}` did not complete ({:?})", r.status)),
+            ),
         })
     }
 
@@ -563,7 +566,9 @@ impl agentkit_mcp::RequestTools for CallerTools {
                     None,
                 ));
             }
-            return Ok(self.call_op(caller, state, op, arguments).await);
+            return Ok(self
+                .call_op(caller, AppState::clone(&state), op, arguments)
+                .await);
         }
         self.call_federated(&caller, &state, name, arguments, &call)
             .await
@@ -572,7 +577,6 @@ impl agentkit_mcp::RequestTools for CallerTools {
     fn shows(&self, name: &str, request: &RequestContext<RoleServer>) -> bool {
         // The registered tools are the agents: calling one starts a run (`invoker`).
         let _ = name;
-        self.caller(request)
-            .is_some_and(|(c, _)| c.role.allows(Role::Invoker))
+        caller_of(request).is_some_and(|c| c.scope() == self.scope && c.role.allows(Role::Invoker))
     }
 }

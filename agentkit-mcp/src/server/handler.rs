@@ -202,7 +202,10 @@ impl ServerHandler for McpServer {
             return Err(ErrorData::invalid_params(
                 if self.reg.request_tools.is_some() {
                     // What is available depends on the caller: don't list what it may not see.
-                    format!("unknown tool `{}`; list the tools with tools/list", req.name)
+                    format!(
+                        "unknown tool `{}`; list the tools with tools/list",
+                        req.name
+                    )
                 } else {
                     format!(
                         "unknown tool `{}`; available: {}",

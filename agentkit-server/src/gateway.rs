@@ -22,11 +22,25 @@
 //!
 //! The tool list follows the registry: an agent deployed on any node appears within the
 //! server's sync period (2 s), and sessions are told that the list changed. Requests need an
-//! API key (role `invoker` or higher) like every other route, and each workspace has its own
-//! endpoint behind the same path: a key sees and calls its workspace's agents only, and MCP
-//! Tasks are its workspace's runs (another workspace's run id is an unknown task). The `Host`
-//! header is not restricted (the key is the protection), browser `Origin`s must be loopback
-//! ones.
+//! API key like every other route, and each workspace has its own endpoint behind the same
+//! path: a key sees and calls its workspace's agents only, and MCP Tasks are its workspace's
+//! runs (another workspace's run id is an unknown task). The `Host` header is not
+//! restricted (the key is the protection), browser `Origin`s must be loopback ones.
+//!
+//! Beside the agents, the endpoint serves (see [`tools`]):
+//!
+//! - the workspace's outbound MCP servers (those `gateway.servers` gives it), each tool as
+//!   `server__tool`, called through the gateway's governed path: the gateway policy, the
+//!   safety checks, the audit log and the workspace's vault credentials, exactly like
+//!   `POST /v1/servers/{name}/call_tool`. `tools/list` leaves out what the policy denies.
+//! - the platform's operations (`agentkit_runs_list`, `agentkit_runs_get`,
+//!   `agentkit_agents_list`, `agentkit_agents_promote`, `agentkit_approvals_list`,
+//!   `agentkit_approvals_decide`), each needing the role of its HTTP route and scoped to the
+//!   caller's workspace; `gateway.platform_tools: false` turns them off.
+//!
+//! What a key sees follows its role: `viewer` the read-only operations, `invoker` also the
+//! agents and the federated tools, `operator` also approval decisions, `developer` also
+//! promotion.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, Weak};
@@ -45,7 +59,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::platform::{Platform, StartRun};
-use crate::tenancy::Scope;
+use crate::tenancy::{Role, Scope};
+
+pub(crate) mod tools;
 
 /// The principal of runs started through a workspace's `/mcp` (its organisation and
 /// workspace; the stored prefix is `<org>~<workspace>~`).
@@ -149,10 +165,16 @@ impl Gateway {
         };
         let server = McpServerBuilder::new("agentkit", env!("CARGO_PKG_VERSION"))
             .instructions(
-                "Every tool is an agent or workflow of this agentkit server; a call is a \
-                 durable run. Pass `thread_id` to continue a conversation.",
+                "Tools with plain names are agents or workflows of this agentkit server; a \
+                 call is a durable run (pass `thread_id` to continue a conversation). \
+                 `server__tool` tools are the workspace's MCP servers, called under its \
+                 policy and audit log; `agentkit_*` tools operate the platform (runs, \
+                 agents, approvals).",
             )
             .tasks(Arc::new(tasks))
+            .request_tools(Arc::new(tools::CallerTools {
+                scope: scope.clone(),
+            }))
             .build();
         Self {
             server,
@@ -180,6 +202,10 @@ impl Gateway {
             };
             let name = &name.to_owned();
             let tool = agentkit_mcp::names::sanitize(name);
+            if tools::reserved(&tool) {
+                tracing::warn!(agent = %name, %tool, "an agent's MCP tool name has the shape of a federated tool (`__`) or a platform operation; it is not served on /mcp (rename the agent)");
+                continue;
+            }
             if wanted.contains_key(&tool) {
                 tracing::warn!(agent = %name, %tool, "two agents map to one MCP tool name; the first is served");
                 continue;
@@ -333,6 +359,23 @@ fn unreachable_progress() -> agentkit_core::Result<agentkit_runtime::RunRecord> 
     })
 }
 
+/// Whether the caller may drive a task (answer or cancel it): `invoker`, who may start runs.
+fn may_control(request: &RequestContext<RoleServer>) -> Result<(), ErrorData> {
+    match tools::caller_of(request) {
+        Some(c) if c.role.allows(Role::Invoker) => Ok(()),
+        Some(c) => Err(ErrorData::invalid_request(
+            format!(
+                "answering or cancelling a task needs the `invoker` role (or higher); this key \
+                 has `{}`",
+                c.role
+            ),
+            None,
+        )),
+        // Not served over the authenticated HTTP route (an in-process server): no roles.
+        None => Ok(()),
+    }
+}
+
 /// Agent calls as MCP Tasks: the task id is the run id; reads go to the store.
 struct PlatformTasks {
     platform: Weak<Platform>,
@@ -418,6 +461,7 @@ impl TaskBackend for PlatformTasks {
         responses: InputResponses,
         request: &RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        may_control(request)?;
         self.check(task_id).await?;
         self.runs()?.update(task_id, responses, request).await
     }
@@ -425,8 +469,9 @@ impl TaskBackend for PlatformTasks {
     async fn cancel(
         &self,
         task_id: &str,
-        _request: &RequestContext<RoleServer>,
+        request: &RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        may_control(request)?;
         self.check(task_id).await?;
         let platform = self.platform()?;
         match platform

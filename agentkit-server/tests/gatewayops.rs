@@ -1085,6 +1085,7 @@ gateway:
   safety: {inputs: block, outputs: flag, min_severity: medium}
   max_calls: 7
   default_timeout_ms: 1000
+  platform_tools: false
   servers:
     crm: [acme/prod]
   tool_costs:
@@ -1119,6 +1120,7 @@ fn the_gateway_is_configured_from_agentkit_yaml_with_located_errors() {
     let g = GatewayConfig::from_config(&config).unwrap();
     assert_eq!(g.max_calls, 7);
     assert_eq!(g.default_timeout, Duration::from_secs(1));
+    assert!(!g.platform_tools, "gateway.platform_tools: false");
     assert_eq!(g.policy.as_ref().unwrap().name(), "gw");
     assert_eq!(
         g.server_workspaces["crm"],
@@ -1215,6 +1217,7 @@ fn the_readme_gateway_example_works() {
     let config = agentkit_core::Config::from_yaml_str_with_env(yaml, None, &|_| None).unwrap();
     let g = GatewayConfig::from_config(&config).unwrap();
     assert_eq!(g.max_calls, 50);
+    assert!(g.platform_tools);
     assert_eq!(
         g.server_workspaces["crm"],
         [WorkspaceId::new("acme", "prod")]

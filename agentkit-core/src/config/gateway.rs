@@ -61,6 +61,10 @@ pub struct GatewaySettings {
     /// Prompt-injection checks on every gateway call's arguments and answer.
     #[serde(skip_serializing_if = "SafetySettings::is_default")]
     pub safety: SafetySettings,
+    /// Whether `/mcp` serves the platform's operations as tools (`agentkit_runs_list`, …;
+    /// default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform_tools: Option<bool>,
 }
 
 /// `gateway.safety`: what to do when the injection detectors find something in a call's

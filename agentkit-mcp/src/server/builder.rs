@@ -69,6 +69,8 @@ pub(super) struct Registry {
     pub(super) tasks: Option<Arc<dyn crate::tasks::TaskBackend>>,
     /// Called when a session ends; see [`McpServerBuilder::on_session_end`](super::McpServerBuilder::on_session_end).
     pub(super) on_session_end: Option<crate::session::SessionEndHook>,
+    /// Tools per request; see [`McpServerBuilder::request_tools`].
+    pub(super) request_tools: Option<Arc<dyn super::RequestTools>>,
 }
 
 impl Default for Registry {
@@ -87,6 +89,7 @@ impl Default for Registry {
             legacy_peers: Mutex::default(),
             tasks: None,
             on_session_end: None,
+            request_tools: None,
         }
     }
 }
@@ -249,6 +252,14 @@ impl McpServerBuilder {
     #[must_use]
     pub fn tasks(mut self, backend: Arc<dyn crate::tasks::TaskBackend>) -> Self {
         self.reg.tasks = Some(backend);
+        self
+    }
+
+    /// List and call tools per request with `tools` (see [`RequestTools`](super::RequestTools)):
+    /// what a client sees can depend on its credentials.
+    #[must_use]
+    pub fn request_tools(mut self, tools: Arc<dyn super::RequestTools>) -> Self {
+        self.reg.request_tools = Some(tools);
         self
     }
 

@@ -96,11 +96,22 @@ impl ServerHandler for McpServer {
     async fn list_tools(
         &self,
         _p: Option<PaginatedRequestParams>,
-        _c: RequestContext<RoleServer>,
+        c: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(
-            self.reg.tools().values().map(|(t, _)| t.clone()).collect(),
-        ))
+        let Some(extra) = &self.reg.request_tools else {
+            return Ok(ListToolsResult::with_all_items(
+                self.reg.tools().values().map(|(t, _)| t.clone()).collect(),
+            ));
+        };
+        let mut tools: Vec<Tool> = self
+            .reg
+            .tools()
+            .iter()
+            .filter(|(name, _)| !extra.owns(name) && extra.shows(name, &c))
+            .map(|(_, (t, _))| t.clone())
+            .collect();
+        tools.extend(extra.list(&c).await?);
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -162,18 +173,46 @@ impl ServerHandler for McpServer {
         req: CallToolRequestParams,
         c: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if let Some(extra) = self
+            .reg
+            .request_tools
+            .as_ref()
+            .filter(|t| t.owns(&req.name))
+        {
+            let ct = c.ct.clone();
+            let name = req.name.clone();
+            let call = self.ctx(c);
+            return tokio::select! {
+                r = extra.call(&name, req.arguments.unwrap_or_default(), call) => r.map(Into::into),
+                () = ct.cancelled() => Err(ErrorData::internal_error("cancelled by the client", None)),
+            };
+        }
         let handler = self
             .reg
             .tools()
             .get(req.name.as_ref())
+            .filter(|_| {
+                self.reg
+                    .request_tools
+                    .as_ref()
+                    .is_none_or(|t| t.shows(&req.name, &c))
+            })
             .map(|(_, f)| Arc::clone(f));
         let Some(f) = handler else {
             return Err(ErrorData::invalid_params(
-                format!(
-                    "unknown tool `{}`; available: {}",
-                    req.name,
-                    self.tool_names().join(", ")
-                ),
+                if self.reg.request_tools.is_some() {
+                    // What is available depends on the caller: don't list what it may not see.
+                    format!(
+                        "unknown tool `{}`; list the tools with tools/list",
+                        req.name
+                    )
+                } else {
+                    format!(
+                        "unknown tool `{}`; available: {}",
+                        req.name,
+                        self.tool_names().join(", ")
+                    )
+                },
                 None,
             ));
         };

@@ -6,13 +6,16 @@
 //!
 //! One job per file: `context.rs` ([`CallContext`], what a handler gets), `builder.rs`
 //! ([`McpServerBuilder`] and the handler registry), `serve.rs` ([`McpServer`]: serving over
-//! stdio, streams and HTTP; [`HttpOptions`]), `handler.rs` (the rmcp `ServerHandler`).
+//! stdio, streams and HTTP; [`HttpOptions`]), `handler.rs` (the rmcp `ServerHandler`), `request_tools.rs` ([`RequestTools`]: tools
+//! per request).
 
 mod builder;
 mod context;
 mod handler;
+mod request_tools;
 mod serve;
 
 pub use builder::*;
 pub use context::*;
+pub use request_tools::RequestTools;
 pub use serve::*;

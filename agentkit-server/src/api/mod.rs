@@ -310,12 +310,15 @@ async fn token_caller(
 
 /// `/mcp`: the caller's workspace's MCP endpoint.
 async fn mcp(
-    s: AppState,
+    s: Arc<AppState>,
     caller: crate::tenancy::Caller,
     default_mcp: agentkit_mcp::McpHttpService,
-    request: Request,
+    mut request: Request,
 ) -> Response {
     use tower::ServiceExt;
+    // The tools that depend on the caller read it (already here) and the state from the
+    // request.
+    request.extensions_mut().insert(Arc::clone(&s));
     let scope = caller.scope();
     let svc = if scope.is_default() {
         default_mcp
@@ -363,16 +366,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let mut authed = v1::routes().merge(tenancy::routes());
     if let Some(g) = state.platform.gateway.get() {
         let default_mcp = g.service();
+        let shared = Arc::new(state.clone());
         authed = authed.route(
             "/mcp",
-            axum::routing::any(
-                move |State(s): State<AppState>,
-                      caller: crate::tenancy::Caller,
-                      request: Request| {
-                    let default_mcp = default_mcp.clone();
-                    async move { mcp(s, caller, default_mcp, request).await }
-                },
-            ),
+            axum::routing::any(move |caller: crate::tenancy::Caller, request: Request| {
+                let default_mcp = default_mcp.clone();
+                let s = Arc::clone(&shared);
+                async move { mcp(s, caller, default_mcp, request).await }
+            }),
         );
     }
     let authed = authed

@@ -82,6 +82,9 @@ pub struct GatewayConfig {
     pub platforms: Vec<PlatformRegistration>,
     /// Injection checks on every call's arguments and answer (default: none).
     pub safety: safety::SafetyLayer,
+    /// Whether `/mcp` serves the platform's operations as tools (default true;
+    /// `gateway.platform_tools`).
+    pub platform_tools: bool,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -94,6 +97,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("policy", &self.policy.as_ref().map(Policy::name))
             .field("server_workspaces", &self.server_workspaces)
             .field("platforms", &self.platforms)
+            .field("platform_tools", &self.platform_tools)
             .finish_non_exhaustive()
     }
 }
@@ -113,6 +117,7 @@ impl Default for GatewayConfig {
             max_message_bytes: 1024 * 1024,
             platforms: Vec::new(),
             safety: safety::SafetyLayer::new(),
+            platform_tools: true,
         }
     }
 }
@@ -212,6 +217,13 @@ impl GatewayConfig {
         self
     }
 
+    /// Serve (or not) the platform's operations as `/mcp` tools (`agentkit_runs_list`, …).
+    #[must_use]
+    pub fn with_platform_tools(mut self, on: bool) -> Self {
+        self.platform_tools = on;
+        self
+    }
+
     /// Register a client platform.
     #[must_use]
     pub fn with_platform(mut self, platform: PlatformRegistration) -> Self {
@@ -306,6 +318,9 @@ impl GatewayConfig {
             });
         }
         out = out.with_safety(layer);
+        if let Some(on) = g.platform_tools {
+            out = out.with_platform_tools(on);
+        }
         if let Some(n) = g.max_message_bytes {
             out = out.with_max_message_bytes(n);
         }
@@ -565,12 +580,19 @@ pub struct GatewayOps {
     audit: Arc<dyn AuditSink>,
     pending: Mutex<HashMap<String, Pending>>,
     platforms: Vec<Arc<platforms::Compiled>>,
-    /// Server → its tool names, as last listed (to refuse an unknown tool before a batch runs).
-    tools: Mutex<HashMap<String, (Instant, ToolNames)>>,
+    /// Server → its tools, as last listed (to refuse an unknown tool before a batch runs, and
+    /// to list the tools `/mcp` federates).
+    tools: Mutex<HashMap<String, (Instant, Arc<ServerTools>)>>,
 }
 
-/// A server's tool names.
-type ToolNames = Arc<std::collections::HashSet<String>>;
+/// A server's tools, as listed.
+#[derive(Debug)]
+pub(crate) struct ServerTools {
+    /// Their names.
+    pub(crate) names: std::collections::HashSet<String>,
+    /// The tools, in the server's order.
+    pub(crate) tools: Vec<crate::servers::McpToolView>,
+}
 
 /// How long a server's listed tool names are trusted.
 const TOOLS_TTL: Duration = Duration::from_secs(30);
@@ -694,6 +716,32 @@ impl GatewayOps {
         Ok(())
     }
 
+    /// The tools server `server` offers (its tool filter applied), as last listed: kept for
+    /// 30 s, listed again when `fresh` or older.
+    pub(crate) async fn server_tools(
+        &self,
+        platform: &Platform,
+        server: &str,
+        fresh: bool,
+    ) -> std::result::Result<Arc<ServerTools>, McpFailure> {
+        if !fresh
+            && let Some(t) = agentkit_core::sync::lock(&self.tools)
+                .get(server)
+                .filter(|(at, _)| at.elapsed() < TOOLS_TTL)
+                .map(|(_, t)| Arc::clone(t))
+        {
+            return Ok(t);
+        }
+        let listed = platform.mcp_tools(server).await?;
+        let tools = Arc::new(ServerTools {
+            names: listed.iter().map(|t| t.name.clone()).collect(),
+            tools: listed,
+        });
+        agentkit_core::sync::lock(&self.tools)
+            .insert(server.to_owned(), (Instant::now(), Arc::clone(&tools)));
+        Ok(tools)
+    }
+
     /// Like [`check`](Self::check), and the server has `tool`: an unknown tool is refused
     /// before anything runs. The server's tool names are cached for 30 s and listed again when
     /// a name is missing (a tool added since); a server that cannot be listed is not checked
@@ -707,27 +755,14 @@ impl GatewayOps {
     ) -> std::result::Result<(), McpFailure> {
         self.check(platform, caller, server, tool)?;
         for fresh in [false, true] {
-            let cached = agentkit_core::sync::lock(&self.tools)
-                .get(server)
-                .filter(|(at, _)| !fresh && at.elapsed() < TOOLS_TTL)
-                .map(|(_, names)| Arc::clone(names));
-            let names = match cached {
-                Some(n) => n,
-                None => {
-                    let Ok(listed) = platform.mcp_tools(server).await else {
-                        return Ok(());
-                    };
-                    let names: ToolNames = Arc::new(listed.into_iter().map(|t| t.name).collect());
-                    agentkit_core::sync::lock(&self.tools)
-                        .insert(server.to_owned(), (Instant::now(), Arc::clone(&names)));
-                    names
-                }
+            let Ok(listed) = self.server_tools(platform, server, fresh).await else {
+                return Ok(());
             };
-            if names.contains(tool) {
+            if listed.names.contains(tool) {
                 return Ok(());
             }
             if fresh {
-                let mut known: Vec<&str> = names.iter().map(String::as_str).collect();
+                let mut known: Vec<&str> = listed.names.iter().map(String::as_str).collect();
                 known.sort_unstable();
                 return Err(McpFailure::NotFound(format!(
                     "MCP server `{server}` has no tool `{}`; its tools: {}",

@@ -106,8 +106,8 @@ const READING_POSTS: &[&str] = &[
 ///
 /// | Role        | Routes |
 /// |-------------|--------|
-/// | `viewer`    | every `GET`; the LangGraph/Agent Protocol searches and counts; `POST /v1/safety/analyze` |
-/// | `invoker`   | start runs (`POST /v1/agents/{name}/runs`, `/runs*`, `/threads/{id}/runs*`), threads (create, patch, copy, delete), store items (put, delete), `/mcp`, the gateway's `POST /v1/execute`, `/v1/execute/stream`, `/v1/agents/connect` and its WebSocket |
+/// | `viewer`    | every `GET`; the LangGraph/Agent Protocol searches and counts; `POST /v1/safety/analyze`; `/mcp` (whose tools each need their own role: agents and federated tools `invoker`, operations their route's role) |
+/// | `invoker`   | start runs (`POST /v1/agents/{name}/runs`, `/runs*`, `/threads/{id}/runs*`), threads (create, patch, copy, delete), store items (put, delete), the gateway's `POST /v1/execute`, `/v1/execute/stream`, `/v1/agents/connect` and its WebSocket |
 /// | `operator`  | run control (`/v1/runs/{id}/{pause,resume,cancel,signal,approve,reject,replay}`, LangGraph and Agent Protocol cancel), schedules and crons (create, delete, pause, resume, trigger, update), `POST /v1/events/{event}`, `POST /v1/servers/{name}/call_tool` |
 /// | `developer` | `POST /v1/agents` (deploy), `PUT /v1/agents/{name}/labels/{label}`, promote, rollback |
 /// | `admin`     | `/v1/keys*`, `/v1/workspaces*`, `/v1/audit*`, `/v1/secrets*`, `/metrics`, `/v1/metrics/realtime` (also `GET`) |
@@ -130,7 +130,8 @@ pub fn required_role(method: &http::Method, path: &str) -> Option<Role> {
         return Some(Role::Admin);
     }
     if path == "/mcp" {
-        return Some(Role::Invoker);
+        // Each tool needs its own role (see `gateway`): a viewer sees the read-only ones.
+        return Some(Role::Viewer);
     }
     if *method == M::GET || *method == M::HEAD {
         return Some(Role::Viewer);

@@ -1,0 +1,582 @@
+//! The tools of `/mcp` that depend on the caller: the workspace's outbound MCP servers
+//! federated as `server__tool`, and the platform's own operations (`agentkit_*`).
+//!
+//! Both read the caller from the HTTP request: the API layer authenticates it into a
+//! [`Caller`] and puts it, with the [`AppState`] the HTTP routes use, in the request's
+//! extensions.
+//!
+//! Names: agents and workflows keep their plain names; a federated tool is
+//! `<server>__<tool>` (split at the first `__`); platform operations start with
+//! `agentkit_`. A name with `__` or an operation's name always means the federated tool or
+//! the operation, so an agent whose tool name has one of these shapes is not served as a
+//! tool (the server logs it; rename the agent).
+
+use std::sync::Arc;
+
+use agentkit_mcp::CallContext;
+use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool};
+use agentkit_mcp::rmcp::service::RequestContext;
+use agentkit_mcp::rmcp::{ErrorData, RoleServer};
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::api::{ApiResult, AppState, Json, Path, Query};
+use crate::gatewayops::platforms::{Compiled, PLATFORM_HEADER};
+use crate::gatewayops::{Call, CallEnv, CallStatus, tool_name, trace_id};
+use crate::servers::McpFailure;
+use crate::tenancy::{Caller, Role, Scope, required_role};
+
+/// A platform operation served as a tool: the HTTP route whose role it needs.
+struct Op {
+    name: &'static str,
+    method: http::Method,
+    route: &'static str,
+    description: &'static str,
+    schema: fn() -> Value,
+}
+
+impl Op {
+    /// The least role that may call it: the role of its HTTP route.
+    fn role(&self) -> Role {
+        required_role(&self.method, self.route).unwrap_or(Role::Admin)
+    }
+
+    fn tool(&self) -> Tool {
+        let schema = match (self.schema)() {
+            Value::Object(o) => o,
+            _ => JsonObject::new(),
+        };
+        Tool::new(self.name, self.description, Arc::new(schema))
+    }
+}
+
+fn no_args() -> Value {
+    json!({"type": "object", "properties": {}, "additionalProperties": false})
+}
+
+fn runs_list_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "agent": {"type": "string", "description": "Only runs of this agent or workflow."},
+            "status": {"type": "string", "description": "Only runs in this status (queued, running, waiting_input, waiting_approval, paused, succeeded, failed, cancelled)."},
+            "since": {"type": "integer", "description": "Only runs created at or after this time (ms since epoch)."},
+            "until": {"type": "integer", "description": "Only runs created before this time (ms since epoch)."},
+            "limit": {"type": "integer", "minimum": 0, "description": "At most this many (default 100)."},
+            "offset": {"type": "integer", "minimum": 0, "description": "Skip this many."}
+        },
+        "additionalProperties": false
+    })
+}
+
+fn run_id_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {"run_id": {"type": "string", "description": "The run's id."}},
+        "required": ["run_id"],
+        "additionalProperties": false
+    })
+}
+
+fn promote_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "description": "The agent or workflow."},
+            "from": {"type": "string", "description": "The label to copy (e.g. `stage`)."},
+            "to": {"type": "string", "description": "The label to move (e.g. `prod`)."}
+        },
+        "required": ["name", "from", "to"],
+        "additionalProperties": false
+    })
+}
+
+fn approvals_list_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "status": {"type": "string", "enum": ["pending", "approved", "rejected", "all"], "description": "Default `pending`."}
+        },
+        "additionalProperties": false
+    })
+}
+
+fn decide_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "run_id": {"type": "string", "description": "The run waiting for the approval."},
+            "decision": {"type": "string", "enum": ["approve", "reject"]},
+            "reason": {"type": "string", "description": "Recorded with the decision; a rejection's reason is what the model reads."}
+        },
+        "required": ["run_id", "decision"],
+        "additionalProperties": false
+    })
+}
+
+/// The platform operations, in listing order.
+fn ops() -> &'static [Op] {
+    use std::sync::OnceLock;
+    static OPS: OnceLock<Vec<Op>> = OnceLock::new();
+    OPS.get_or_init(|| {
+        vec![
+            Op {
+                name: "agentkit_runs_list",
+                method: http::Method::GET,
+                route: "/v1/runs",
+                description: "List this workspace's runs, newest first (as GET /v1/runs).",
+                schema: runs_list_schema,
+            },
+            Op {
+                name: "agentkit_runs_get",
+                method: http::Method::GET,
+                route: "/v1/runs/{run_id}",
+                description: "One run of this workspace: status, output, error (as GET /v1/runs/{run_id}).",
+                schema: run_id_schema,
+            },
+            Op {
+                name: "agentkit_agents_list",
+                method: http::Method::GET,
+                route: "/v1/agents",
+                description: "List this workspace's agents and workflows with their versions and labels (as GET /v1/agents).",
+                schema: no_args,
+            },
+            Op {
+                name: "agentkit_agents_promote",
+                method: http::Method::POST,
+                route: "/v1/agents/{name}/promote",
+                description: "Point label `to` at the version label `from` points at (as POST /v1/agents/{name}/promote).",
+                schema: promote_schema,
+            },
+            Op {
+                name: "agentkit_approvals_list",
+                method: http::Method::GET,
+                route: "/v1/approvals",
+                description: "Tool calls of this workspace waiting for a human (or decided), with the tool history that triggered the rule (as GET /v1/approvals).",
+                schema: approvals_list_schema,
+            },
+            Op {
+                name: "agentkit_approvals_decide",
+                method: http::Method::POST,
+                route: "/v1/runs/{run_id}/approve",
+                description: "Approve or reject the tool call a run waits on, with a reason; an approved run resumes (as POST /v1/runs/{run_id}/approve and /reject).",
+                schema: decide_schema,
+            },
+        ]
+    })
+}
+
+fn op(name: &str) -> Option<&'static Op> {
+    ops().iter().find(|o| o.name == name)
+}
+
+/// Whether `tool` is a name `/mcp` keeps for federated tools and operations (an agent
+/// with such a tool name is not served).
+pub(crate) fn reserved(tool: &str) -> bool {
+    tool.contains("__") || op(tool).is_some()
+}
+
+fn error_result(message: impl Into<String>) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(message.into())])
+}
+
+/// The caller and the API state of a request (the API layer sets both).
+fn who(request: &RequestContext<RoleServer>) -> Option<(Caller, Arc<AppState>)> {
+    let parts = request.extensions.get::<http::request::Parts>()?;
+    let caller = parts.extensions.get::<Caller>()?.clone();
+    let state = parts.extensions.get::<Arc<AppState>>()?;
+    Some((caller, Arc::clone(state)))
+}
+
+/// The caller of `request`, if it was authenticated.
+pub(crate) fn caller_of(request: &RequestContext<RoleServer>) -> Option<Caller> {
+    request
+        .extensions
+        .get::<http::request::Parts>()?
+        .extensions
+        .get::<Caller>()
+        .cloned()
+}
+
+fn unauthenticated() -> ErrorData {
+    ErrorData::invalid_request(
+        "this request was not authenticated; send an API key as `Authorization: Bearer <key>`",
+        None,
+    )
+}
+
+fn forbidden(caller: &Caller, needed: Role, tool: &str) -> CallToolResult {
+    error_result(format!(
+        "`{tool}` needs the `{needed}` role (or higher); this key has `{}`. Ask an admin of \
+         workspace {} for a key with that role (`agentkit keys create --role {needed}`)",
+        caller.role, caller.workspace
+    ))
+}
+
+/// The registered platform named by the request's `x-agentkit-platform` header.
+fn platform_of(
+    state: &AppState,
+    request: &RequestContext<RoleServer>,
+) -> Result<Option<Arc<Compiled>>, ErrorData> {
+    let Some(v) = request
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.headers.get(PLATFORM_HEADER))
+    else {
+        return Ok(None);
+    };
+    let name = v.to_str().unwrap_or("").trim();
+    state.gatewayops.platform(name).map(Some).ok_or_else(|| {
+        ErrorData::invalid_request(
+            format!(
+                "no registered platform `{}` (header {PLATFORM_HEADER}); the platforms are \
+                 `gateway.platforms` in agentkit.yaml",
+                name.escape_debug()
+            ),
+            None,
+        )
+    })
+}
+
+/// The caller-dependent tools of one workspace's `/mcp`.
+pub(crate) struct CallerTools {
+    /// The workspace the endpoint serves (a caller of another one sees nothing).
+    pub(crate) scope: Scope,
+}
+
+impl CallerTools {
+    /// The caller and state of `request`, if it acts in this endpoint's workspace.
+    fn caller(&self, request: &RequestContext<RoleServer>) -> Option<(Caller, Arc<AppState>)> {
+        who(request).filter(|(c, _)| c.scope() == self.scope)
+    }
+
+    async fn federated(
+        &self,
+        caller: &Caller,
+        state: &AppState,
+        request: &RequestContext<RoleServer>,
+    ) -> Result<Vec<Tool>, ErrorData> {
+        if !caller.role.allows(Role::Invoker) {
+            return Ok(Vec::new());
+        }
+        let platform = platform_of(state, request)?;
+        let ops = &state.gatewayops;
+        let mut servers = ops.servers(&state.platform, caller);
+        if let Some(p) = platform.as_ref().filter(|p| !p.default_servers.is_empty()) {
+            servers.retain(|n| p.default_servers.contains(n));
+        }
+        let listed = futures::future::join_all(
+            servers
+                .iter()
+                .map(|s| ops.server_tools(&state.platform, s, false)),
+        )
+        .await;
+        let mut out = Vec::new();
+        for (server, tools) in servers.iter().zip(listed) {
+            let tools = match tools {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(%server, error = %e, "an MCP server's tools could not be listed for /mcp");
+                    continue;
+                }
+            };
+            for t in &tools.tools {
+                let name = tool_name(server, &t.name);
+                if !ops.lists(&name, platform.as_deref()) {
+                    continue;
+                }
+                let schema = match &t.input_schema {
+                    Value::Object(o) => o.clone(),
+                    _ => JsonObject::new(),
+                };
+                let description = t
+                    .description
+                    .clone()
+                    .unwrap_or_else(|| format!("Tool `{}` of MCP server `{server}`.", t.name));
+                out.push(Tool::new(name, description, Arc::new(schema)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A call of `server__tool` through the gateway's governed path (visibility, policy,
+    /// safety, audit, credentials), as `POST /v1/servers/{name}/call_tool` makes it.
+    async fn call_federated(
+        &self,
+        caller: &Caller,
+        state: &AppState,
+        name: &str,
+        arguments: JsonObject,
+        call: &CallContext,
+    ) -> Result<CallToolResult, ErrorData> {
+        let Some((server, tool)) = name.split_once("__") else {
+            return Err(ErrorData::invalid_params(
+                format!("unknown tool `{name}`; list the tools with tools/list"),
+                None,
+            ));
+        };
+        if !caller.role.allows(Role::Invoker) {
+            return Ok(forbidden(caller, Role::Invoker, name));
+        }
+        let ops = &state.gatewayops;
+        let mut env = CallEnv::new(trace_id());
+        env.cancel = call.cancellation();
+        env.platform = platform_of(state, call.request())?;
+        let request = Call {
+            id: "mcp".into(),
+            server: server.to_owned(),
+            tool: tool.to_owned(),
+            arguments,
+            timeout: ops.config().default_timeout,
+        };
+        let r = match ops.call(&state.platform, caller, request, &env).await {
+            Ok(r) => r,
+            Err(McpFailure::NotFound(m)) => {
+                return Err(ErrorData::invalid_params(
+                    format!("unknown tool `{name}`: {m}"),
+                    None,
+                ));
+            }
+            Err(e @ McpFailure::Upstream { .. }) => return Ok(error_result(e.to_string())),
+        };
+        let blocks = || -> Vec<ContentBlock> {
+            r.content
+                .iter()
+                .filter_map(|c| serde_json::from_value(c.clone()).ok())
+                .collect()
+        };
+        Ok(match r.status {
+            CallStatus::Success => {
+                let mut out = CallToolResult::success(blocks());
+                out.structured_content = r.structured_content.clone();
+                out
+            }
+            CallStatus::Error if !r.content.is_empty() => {
+                let mut out = CallToolResult::error(blocks());
+                out.structured_content = r.structured_content.clone();
+                out
+            }
+            _ => error_result(
+                r.error
+                    .clone()
+                    .unwrap_or_else(|| format!("`{name}` did not complete ({:?})", r.status)),
+            ),
+        })
+    }
+
+    async fn call_op(
+        &self,
+        caller: Caller,
+        state: AppState,
+        op: &Op,
+        arguments: JsonObject,
+    ) -> CallToolResult {
+        if !caller.role.allows(op.role()) {
+            return forbidden(&caller, op.role(), op.name);
+        }
+        let args = Value::Object(arguments);
+        match op.name {
+            "agentkit_runs_list" => match parse(op, args) {
+                Ok(f) => answer(
+                    "runs",
+                    crate::api::v1::list_runs(axum::extract::State(state), caller, Query(f)).await,
+                ),
+                Err(e) => e,
+            },
+            "agentkit_runs_get" => match parse::<RunId>(op, args) {
+                Ok(a) => answer(
+                    "run",
+                    crate::api::v1::get_run(axum::extract::State(state), caller, Path(a.run_id))
+                        .await,
+                ),
+                Err(e) => e,
+            },
+            "agentkit_agents_list" => match parse::<NoArgs>(op, args) {
+                Ok(NoArgs {}) => answer(
+                    "agents",
+                    crate::api::v1::list_agents(axum::extract::State(state), caller).await,
+                ),
+                Err(e) => e,
+            },
+            "agentkit_agents_promote" => match parse::<Promote>(op, args) {
+                Ok(a) => {
+                    let body = crate::api::v1::PromoteRequest {
+                        from: a.from,
+                        to: a.to,
+                    };
+                    answer(
+                        "agent",
+                        crate::api::v1::promote(
+                            axum::extract::State(state),
+                            caller,
+                            Path(a.name),
+                            Json(body),
+                        )
+                        .await,
+                    )
+                }
+                Err(e) => e,
+            },
+            "agentkit_approvals_list" => match parse::<ApprovalsArgs>(op, args) {
+                Ok(a) => {
+                    // Always the caller's own workspace (the admin key included).
+                    let q = crate::api::governance::ApprovalsQuery {
+                        status: a.status,
+                        workspace: Some(caller.workspace.to_string()),
+                    };
+                    answer(
+                        "approvals",
+                        crate::api::governance::list_approvals(
+                            axum::extract::State(state),
+                            caller,
+                            Query(q),
+                        )
+                        .await,
+                    )
+                }
+                Err(e) => e,
+            },
+            "agentkit_approvals_decide" => match parse::<Decide>(op, args) {
+                Ok(a) => {
+                    let body = json!({ "reason": a.reason }).to_string();
+                    let body = axum::body::Bytes::from(body);
+                    let s = axum::extract::State(state);
+                    let r = match a.decision {
+                        Decision::Approve => {
+                            crate::api::v1::approve_run(s, caller, Path(a.run_id), body).await
+                        }
+                        Decision::Reject => {
+                            crate::api::v1::reject_run(s, caller, Path(a.run_id), body).await
+                        }
+                    };
+                    answer("run", r)
+                }
+                Err(e) => e,
+            },
+            other => error_result(format!("unknown operation `{other}`")),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunId {
+    run_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Promote {
+    name: String,
+    from: String,
+    to: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalsArgs {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Decision {
+    Approve,
+    Reject,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Decide {
+    run_id: String,
+    decision: Decision,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// The arguments of `op`, or the tool error saying what is wrong with them.
+fn parse<T: DeserializeOwned>(op: &Op, args: Value) -> Result<T, CallToolResult> {
+    serde_json::from_value(args).map_err(|e| {
+        error_result(format!(
+            "bad arguments for `{}`: {e}; its input schema lists what it takes",
+            op.name
+        ))
+    })
+}
+
+/// A route's answer as a tool result: the JSON as text and as structured content (`{key:
+/// value}`), or the problem's detail as a tool error.
+fn answer<T: serde::Serialize>(key: &str, r: ApiResult<Json<T>>) -> CallToolResult {
+    match r {
+        Ok(Json(v)) => {
+            let v = serde_json::to_value(v).unwrap_or(Value::Null);
+            let mut out = CallToolResult::success(vec![ContentBlock::text(v.to_string())]);
+            out.structured_content = Some(json!({ key: v }));
+            out
+        }
+        Err(p) => error_result(format!("{} ({}): {}", p.title, p.status, p.detail)),
+    }
+}
+
+#[async_trait]
+impl agentkit_mcp::RequestTools for CallerTools {
+    async fn list(&self, request: &RequestContext<RoleServer>) -> Result<Vec<Tool>, ErrorData> {
+        let Some((caller, state)) = self.caller(request) else {
+            return Ok(Vec::new());
+        };
+        let mut tools = self.federated(&caller, &state, request).await?;
+        if state.gatewayops.config().platform_tools {
+            tools.extend(
+                ops()
+                    .iter()
+                    .filter(|o| caller.role.allows(o.role()))
+                    .map(Op::tool),
+            );
+        }
+        Ok(tools)
+    }
+
+    fn owns(&self, name: &str) -> bool {
+        reserved(name)
+    }
+
+    async fn call(
+        &self,
+        name: &str,
+        arguments: JsonObject,
+        call: CallContext,
+    ) -> Result<CallToolResult, ErrorData> {
+        let Some((caller, state)) = self.caller(call.request()) else {
+            return Err(unauthenticated());
+        };
+        if let Some(op) = op(name) {
+            if !state.gatewayops.config().platform_tools {
+                return Err(ErrorData::invalid_params(
+                    format!(
+                        "unknown tool `{name}`: the platform operations are turned off \
+                         (`gateway.platform_tools: false`)"
+                    ),
+                    None,
+                ));
+            }
+            return Ok(self
+                .call_op(caller, AppState::clone(&state), op, arguments)
+                .await);
+        }
+        self.call_federated(&caller, &state, name, arguments, &call)
+            .await
+    }
+
+    fn shows(&self, name: &str, request: &RequestContext<RoleServer>) -> bool {
+        // The registered tools are the agents: calling one starts a run (`invoker`).
+        let _ = name;
+        caller_of(request).is_some_and(|c| c.scope() == self.scope && c.role.allows(Role::Invoker))
+    }
+}

@@ -797,7 +797,8 @@ mod tests {
         );
 
         // New key plus the old one as previous: readable, then re-sealed.
-        let v_both = Vault::with_previous(Arc::clone(&store), Some(&new), &[old.clone()]);
+        let v_both =
+            Vault::with_previous(Arc::clone(&store), Some(&new), std::slice::from_ref(&old));
         assert!(v_both.has_previous_keys());
         assert_eq!(
             v_both.get(&acme, "TOKEN").await.unwrap().as_deref(),

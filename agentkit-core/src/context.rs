@@ -190,6 +190,11 @@ pub struct ApprovalRequest {
     pub arguments: Value,
     /// Why approval is needed.
     pub reason: String,
+    /// The model's id of the tool call, when the request is about one: a durable run's
+    /// approval handler takes a decision addressed to this call (signal `approval/<call_id>`)
+    /// before a run-wide one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
 }
 
 impl ApprovalRequest {
@@ -199,7 +204,15 @@ impl ApprovalRequest {
             tool: tool.into(),
             arguments,
             reason: reason.into(),
+            call_id: None,
         }
+    }
+
+    /// The model's id of the tool call this request is about.
+    #[must_use]
+    pub fn with_call_id(mut self, call_id: impl Into<String>) -> Self {
+        self.call_id = Some(call_id.into());
+        self
     }
 }
 

@@ -179,7 +179,8 @@ impl Service<ToolRequest> for PolicyService {
                         &req.name,
                         req.arguments.clone(),
                         decision.reason.clone(),
-                    );
+                    )
+                    .with_call_id(req.call_id.clone());
                     match handler.approve(request, &req.ctx).await? {
                         ApprovalDecision::Approved => {
                             if let Some(a) = &audit {

@@ -1,6 +1,7 @@
 //! Governance routes: the audit log (`GET /v1/audit`, JSON or CSV, and
-//! `GET /v1/audit/verify`) and the approval queue (`GET /v1/approvals`; decide with
-//! `/v1/runs/{run_id}/approve|reject`).
+//! `GET /v1/audit/verify`) and the approval queue (`GET /v1/approvals`; claim and decide one
+//! call with `/v1/approvals/{run_id}/{call_id}/claim|approve|reject`, or every pending call of
+//! a run with `/v1/runs/{run_id}/approve|reject`).
 
 use agentkit_core::policy::AuditEntry;
 use axum::Router;
@@ -22,6 +23,14 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/v1/approvals/{run_id}/{call_id}/claim",
             axum::routing::post(claim_approval),
+        )
+        .route(
+            "/v1/approvals/{run_id}/{call_id}/approve",
+            axum::routing::post(approve_call),
+        )
+        .route(
+            "/v1/approvals/{run_id}/{call_id}/reject",
+            axum::routing::post(reject_call),
         )
 }
 
@@ -229,4 +238,52 @@ pub async fn claim_approval(
     let until = agentkit_runtime::model::now_ms()
         .saturating_add(i64::try_from(s.claim_for.as_millis()).unwrap_or(i64::MAX));
     Ok(Json(audit(&s).claim(&run_id, &call_id, &by, until).await?))
+}
+
+/// Approve one tool call waiting for approval: only that call resumes (another call of the
+/// same run that waits stays pending). A claim by someone else is a 409 (the server's admin
+/// key overrides it), so is a call that is not pending.
+#[utoipa::path(post, path = "/v1/approvals/{run_id}/{call_id}/approve", tag = "governance",
+    params(("run_id" = String, Path, description = "run id"),
+           ("call_id" = String, Path, description = "the tool call's id")),
+    request_body = super::v1::Reason,
+    responses((status = 200, body = crate::platform::RunView), (status = 404, body = Problem),
+              (status = 409, body = Problem)))]
+pub async fn approve_call(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((run_id, call_id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<crate::platform::RunView>> {
+    decide_one(&s, &caller, &run_id, &call_id, true, &body).await
+}
+
+/// Reject one tool call waiting for approval, with a reason the model reads (`{"reason"}`);
+/// the run's other waiting calls stay pending.
+#[utoipa::path(post, path = "/v1/approvals/{run_id}/{call_id}/reject", tag = "governance",
+    params(("run_id" = String, Path, description = "run id"),
+           ("call_id" = String, Path, description = "the tool call's id")),
+    request_body = super::v1::Reason,
+    responses((status = 200, body = crate::platform::RunView), (status = 404, body = Problem),
+              (status = 409, body = Problem)))]
+pub async fn reject_call(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((run_id, call_id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<crate::platform::RunView>> {
+    decide_one(&s, &caller, &run_id, &call_id, false, &body).await
+}
+
+async fn decide_one(
+    s: &AppState,
+    caller: &Caller,
+    run_id: &str,
+    call_id: &str,
+    approved: bool,
+    body: &[u8],
+) -> ApiResult<Json<crate::platform::RunView>> {
+    let reason = super::v1::optional_json::<super::v1::Reason>(body)?.reason;
+    let by = super::v1::decider(caller);
+    super::v1::decide_call(s, caller, run_id, Some(call_id), approved, reason, &by).await
 }

@@ -139,6 +139,8 @@ const SCOPED_ROUTES: &[&str] = &[
     "/v1/audit/verify",
     "/v1/approvals",
     "/v1/approvals/{run_id}/{call_id}/claim",
+    "/v1/approvals/{run_id}/{call_id}/approve",
+    "/v1/approvals/{run_id}/{call_id}/reject",
     "/v1/secrets",
     "/v1/secrets/{name}",
     "/v1/servers",

@@ -38,7 +38,7 @@ use super::{
         tenancy::create_key, tenancy::list_keys, tenancy::revoke_key,
         tenancy::list_workspaces, tenancy::create_workspace,
         governance::list_audit, governance::verify_audit, governance::list_approvals,
-        governance::claim_approval,
+        governance::claim_approval, governance::approve_call, governance::reject_call,
         secrets::list_secrets, secrets::put_secret, secrets::delete_secret,
         gw::execute, gw::execute_stream, gw::connect, gw::agent_socket_doc, gw::list_tools,
         gw::analyze,

@@ -959,7 +959,8 @@ impl tower::Service<agentkit_core::ToolRequest> for SafetyService {
                                 &req.name,
                                 req.arguments.clone(),
                                 format!("possible prompt injection: {why}"),
-                            );
+                            )
+                            .with_call_id(req.call_id.clone());
                             let decision = match handler {
                                 Some(h) => h.approve(request, &req.ctx).await?,
                                 None => ApprovalDecision::Denied {

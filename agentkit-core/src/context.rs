@@ -33,6 +33,10 @@ pub struct Principal {
     /// Roles granted.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The policy the API key carries (a name in `policies:`): applied to every tool call
+    /// this principal's runs and gateway calls make, on top of the agent's or gateway's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 impl Principal {
@@ -43,7 +47,15 @@ impl Principal {
             workspace: Some(workspace.into()),
             key_id: None,
             roles: Vec::new(),
+            policy: None,
         }
+    }
+
+    /// Set the policy its API key carries.
+    #[must_use]
+    pub fn with_policy(mut self, policy: impl Into<String>) -> Self {
+        self.policy = Some(policy.into());
+        self
     }
 
     /// Set the API key id.

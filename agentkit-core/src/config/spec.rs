@@ -953,6 +953,17 @@ pub struct ServerSettings {
     pub jwt: Option<JwtSettings>,
     /// The approval queue.
     pub approvals: ApprovalSettings,
+    /// A policy (a name in `policies:`) per workspace (`org/workspace`): applied to every
+    /// tool call made in that workspace — its agents' runs and its gateway calls — on top of
+    /// the agent's `policy:` or `gateway.policy` (the most restrictive verdict wins).
+    ///
+    /// ```yaml
+    /// server:
+    ///   workspace_policies:
+    ///     acme/prod: read-only
+    /// ```
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub workspace_policies: BTreeMap<String, String>,
 }
 
 /// `server.approvals`: how long a tool call may wait for a human.

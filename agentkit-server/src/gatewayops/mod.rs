@@ -82,6 +82,9 @@ pub struct GatewayConfig {
     pub platforms: Vec<PlatformRegistration>,
     /// Injection checks on every call's arguments and answer (default: none).
     pub safety: safety::SafetyLayer,
+    /// The policies of workspaces and API keys (`server.workspace_policies`, a key's
+    /// `policy`), applied to every call on top of [`policy`](Self::policy) (default: none).
+    pub principal_policies: Arc<crate::policy::PrincipalPolicies>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -113,6 +116,7 @@ impl Default for GatewayConfig {
             max_message_bytes: 1024 * 1024,
             platforms: Vec::new(),
             safety: safety::SafetyLayer::new(),
+            principal_policies: Arc::default(),
         }
     }
 }
@@ -156,6 +160,13 @@ impl GatewayConfig {
     #[must_use]
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = Some(policy);
+        self
+    }
+
+    /// Apply the policies of workspaces and API keys `policies` too.
+    #[must_use]
+    pub fn with_principal_policies(mut self, policies: crate::policy::PrincipalPolicies) -> Self {
+        self.principal_policies = Arc::new(policies);
         self
     }
 
@@ -309,6 +320,7 @@ impl GatewayConfig {
         if let Some(n) = g.max_message_bytes {
             out = out.with_max_message_bytes(n);
         }
+        out = out.with_principal_policies(crate::policy::PrincipalPolicies::from_config(config)?);
         if let Some(p) = &g.policy {
             let Some(spec) = config.policies.get(p) else {
                 let known: Vec<&str> = config.policies.keys().map(String::as_str).collect();
@@ -590,6 +602,11 @@ pub fn tool_name(server: &str, tool: &str) -> String {
 }
 
 impl GatewayOps {
+    /// The policies of workspaces and API keys (to check a key's `policy` when it is made).
+    pub(crate) fn scoped_policies(&self) -> &crate::policy::PrincipalPolicies {
+        &self.config.principal_policies
+    }
+
     /// The gateway of `config`, auditing into `audit`.
     ///
     /// # Errors
@@ -824,9 +841,12 @@ impl GatewayOps {
         } else {
             inner
         };
-        let svc = PolicyLayer::new(policy)
-            .with_audit(capture.clone() as Arc<dyn AuditSink>)
-            .layer(inner);
+        let mut layer = PolicyLayer::new(policy).with_audit(capture.clone() as Arc<dyn AuditSink>);
+        if !self.config.principal_policies.is_empty() {
+            layer = layer.with_scope(Arc::clone(&self.config.principal_policies)
+                as Arc<dyn agentkit_core::policy::PolicyScope>);
+        }
+        let svc = layer.layer(inner);
         let mut ctx = RunContext::new()
             .with_run_id(env.trace_id.clone())
             .with_principal(caller.principal())

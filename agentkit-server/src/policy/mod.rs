@@ -15,6 +15,10 @@
 
 use std::sync::Arc;
 
+mod scope;
+
+pub use scope::PrincipalPolicies;
+
 use agentkit_core::policy::{AuditEntry, AuditEvent, AuditOutcome, AuditSink, GENESIS_HASH};
 use agentkit_core::{Error, Result};
 use agentkit_runtime::model::{Expect, now_ms};

@@ -308,3 +308,38 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
     stop.cancel();
     drop(served);
 }
+
+/// The README's workspace and key policy example loads and means what it says.
+#[test]
+fn the_readme_workspace_policy_example_works() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let block = &readme[readme
+        .find("**Policies per workspace and per API key**")
+        .unwrap()..];
+    let start = block.find("```yaml\n").unwrap() + "```yaml\n".len();
+    let yaml: String = block[start..start + block[start..].find("```").unwrap()]
+        .lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = Config::from_yaml_str(&yaml, None).unwrap();
+    let scoped = PrincipalPolicies::from_config(&config).unwrap();
+    assert!(scoped.knows("read-only"));
+    use agentkit_core::policy::{PolicyScope, Verdict};
+    let ctx = agentkit_core::RunContext::new()
+        .with_principal(agentkit_core::Principal::new("acme", "prod").with_policy("read-only"));
+    let applied = scoped.policies(&ctx);
+    let names: Vec<&str> = applied.iter().map(Policy::name).collect();
+    assert_eq!(names, ["no-delete", "read-only"]);
+    let verdict = |tool: &str| {
+        applied
+            .iter()
+            .map(|p| p.decide(tool, &json!({}), &[]).verdict)
+            .max_by_key(|v| v.severity())
+            .unwrap()
+    };
+    assert_eq!(verdict("crm__delete_contact"), Verdict::Deny);
+    assert_eq!(verdict("crm__write_contact"), Verdict::Deny);
+    assert_eq!(verdict("crm__read_contact"), Verdict::Allow);
+}

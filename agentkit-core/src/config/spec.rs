@@ -132,6 +132,11 @@ pub struct AgentSpec {
     /// one written inline (see [`PolicySpec`](super::PolicySpec)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<super::PolicyRef>,
+    /// Prompt-injection checks on the agent's tool calls, like `gateway.safety`: what to do
+    /// when the detectors find something in a call's arguments (`inputs`) or in a tool's
+    /// answer (`outputs`): `flag`, `block` or `require_approval`.
+    #[serde(skip_serializing_if = "super::SafetySettings::is_default")]
+    pub safety: super::SafetySettings,
 }
 
 /// Tool allow/deny lists of globs over the agent's tool names (`server__tool`): `*` matches

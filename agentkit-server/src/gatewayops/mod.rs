@@ -295,27 +295,7 @@ impl GatewayConfig {
                 ),
             ));
         }
-        let action = |a: agentkit_core::config::DetectorAction| match a {
-            agentkit_core::config::DetectorAction::Flag => safety::SafetyAction::Flag,
-            agentkit_core::config::DetectorAction::Block => safety::SafetyAction::Block,
-            _ => safety::SafetyAction::RequireApproval,
-        };
-        let mut layer = safety::SafetyLayer::new();
-        if let Some(a) = g.safety.inputs {
-            layer = layer.with_inputs(action(a));
-        }
-        if let Some(a) = g.safety.outputs {
-            layer = layer.with_outputs(action(a));
-        }
-        if let Some(s) = g.safety.min_severity {
-            use agentkit_core::config::DetectorSeverity as D;
-            layer = layer.with_min_severity(match s {
-                D::Low => safety::Severity::Low,
-                D::Medium => safety::Severity::Medium,
-                D::Critical => safety::Severity::Critical,
-                _ => safety::Severity::High,
-            });
-        }
+        let layer = safety::SafetyLayer::from_settings(&g.safety);
         out = out.with_safety(layer);
         if let Some(n) = g.max_message_bytes {
             out = out.with_max_message_bytes(n);

@@ -510,6 +510,15 @@ impl Catalog {
             params = params.with_timeout(t);
         }
         let mut llm = AgentLlm::shared(agent, provider).with_defaults(params);
+        // Injection checks (`safety:`) sit inside the policy: a call the policy allows has its
+        // arguments checked before it runs and its answer before the model reads it.
+        if !spec.safety.is_default() {
+            let mut layer = crate::gatewayops::safety::SafetyLayer::from_settings(&spec.safety);
+            if let Some(sink) = &self.audit {
+                layer = layer.with_audit(Arc::clone(sink));
+            }
+            llm = llm.with_tool_layer(layer);
+        }
         // The workspace's and the API key's policies (found from the run's principal) apply
         // on top of the agent's own.
         let scoped =

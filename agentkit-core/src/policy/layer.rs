@@ -378,6 +378,93 @@ mod tests {
         });
     }
 
+    /// Policies by principal: the key's carries `read-only`.
+    struct ByKey(Policy);
+    impl PolicyScope for ByKey {
+        fn policies(&self, ctx: &RunContext) -> Vec<Policy> {
+            ctx.principal()
+                .and_then(|p| p.policy.as_deref())
+                .filter(|p| *p == self.0.name())
+                .map(|_| self.0.clone())
+                .into_iter()
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_most_restrictive_of_every_policy_that_applies_wins() {
+        let writes = Arc::new(AtomicU32::new(0));
+        let open = Policy::compile("open", &PolicySpec::new()).unwrap();
+        let ro = Policy::compile(
+            "read-only",
+            &PolicySpec::new().with_allowed_tools(["*__read"]),
+        )
+        .unwrap();
+        let audit = Arc::new(MemoryAuditLog::new());
+        let service = |layer: PolicyLayer| {
+            layer.with_audit(audit.clone()).layer(ToolService::new(
+                crate::tool::ToolSourceService::new(Arc::new(tool(
+                    "fs__write",
+                    Arc::clone(&writes),
+                ))),
+            ))
+        };
+        let with_key = RunContext::new()
+            .with_principal(crate::Principal::new("o", "w").with_policy("read-only"));
+        let scope: Arc<dyn PolicyScope> = Arc::new(ByKey(ro));
+        let out = service(PolicyLayer::new(open.clone()).with_scope(Arc::clone(&scope)))
+            .oneshot(ToolRequest::new(
+                "c1",
+                "fs__write",
+                json!({}),
+                with_key.clone(),
+            ))
+            .await
+            .unwrap();
+        assert!(out.is_error);
+        assert!(
+            out.text_content().contains("denied by policy `read-only`"),
+            "{}",
+            out.text_content()
+        );
+        assert_eq!(writes.load(Ordering::SeqCst), 0);
+        // Without the key's policy the agent's own allows it.
+        let out = service(PolicyLayer::new(open).with_scope(Arc::clone(&scope)))
+            .oneshot(ToolRequest::new(
+                "c2",
+                "fs__write",
+                json!({}),
+                RunContext::new(),
+            ))
+            .await
+            .unwrap();
+        assert!(!out.is_error);
+        // A scope-only layer with no policy for the call runs it without a decision.
+        let out = service(PolicyLayer::scoped(Arc::clone(&scope)))
+            .oneshot(ToolRequest::new(
+                "c3",
+                "fs__write",
+                json!({}),
+                RunContext::new(),
+            ))
+            .await
+            .unwrap();
+        assert!(!out.is_error);
+        assert_eq!(writes.load(Ordering::SeqCst), 2);
+        let decided: Vec<(AuditOutcome, String)> = audit
+            .entries()
+            .iter()
+            .map(|e| (e.event.outcome, e.event.policy.clone()))
+            .collect();
+        assert_eq!(
+            decided,
+            [
+                (AuditOutcome::Denied, "read-only".to_owned()),
+                (AuditOutcome::Allowed, "open".to_owned()),
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn a_resumed_call_keeps_its_journaled_verdict() {
         // The journal says this call needed approval, although the history (empty here)

@@ -145,7 +145,9 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
                 ("mail__send".into(), json!({"to": "carol"})),
                 ("mail__send".into(), json!({"to": "dave"})),
             ])
-            .then_text("second done"),
+            .then_text("second done")
+            .then_tool_call("mail__send", json!({"to": "erin"}))
+            .then_text("third done"),
     );
     let agent = AgentLlm::shared(
         Agent::new("mailer", "Send mails.").with_tool(send),
@@ -324,10 +326,47 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     assert_eq!(st, 200, "{body}");
     let done = wait_until(&base, &run2, "finished", |r| r["status"] == "succeeded").await;
     assert_eq!(done["output"]["text"], "second done", "{done}");
-    let sent = sent.lock().unwrap().clone();
-    assert_eq!(sent.get("carol"), Some(&1), "{sent:?}");
-    assert_eq!(sent.get("dave"), Some(&1), "{sent:?}");
+    let so_far = sent.lock().unwrap().clone();
+    assert_eq!(so_far.get("carol"), Some(&1), "{so_far:?}");
+    assert_eq!(so_far.get("dave"), Some(&1), "{so_far:?}");
     let approved = approvals_of(&base, &run2, "approved", 2).await;
     assert!(approved.iter().all(|a| a["decided_by"] == ann_id.as_str()));
+    // Deciding the run again: nothing of it is pending any more.
+    let (st, body) = call_as(
+        &base,
+        &ann,
+        reqwest::Method::POST,
+        &format!("/v1/runs/{run2}/reject"),
+        Some(json!({"reason": "late"})),
+    )
+    .await;
+    assert_eq!(st, 409, "{body}");
+
+    // An old client's run-wide `approval` signal still decides the call that waits.
+    let (_, run) = call_as(
+        &base,
+        ADMIN,
+        reqwest::Method::POST,
+        "/v1/agents/mailer/runs",
+        Some(json!({"message": "mail erin"})),
+    )
+    .await;
+    let run3 = run["run_id"].as_str().unwrap().to_owned();
+    wait_until(&base, &run3, "waited for approval", |r| {
+        r["status"] == "waiting_approval"
+    })
+    .await;
+    let (st, body) = call_as(
+        &base,
+        ADMIN,
+        reqwest::Method::POST,
+        &format!("/v1/runs/{run3}/signal"),
+        Some(json!({"name": "approval", "payload": {"decision": "approved"}})),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let done = wait_until(&base, &run3, "finished", |r| r["status"] == "succeeded").await;
+    assert_eq!(done["output"]["text"], "third done", "{done}");
+    assert_eq!(sent.lock().unwrap().get("erin"), Some(&1));
     drop(served);
 }

@@ -331,9 +331,9 @@ impl StoreAudit {
         reason: Option<&str>,
         override_claim: bool,
     ) -> Result<usize> {
-        self.note_decision_for(run_id, None, approved, by, reason, override_claim)
+        self.note(run_id, None, approved, by, reason, override_claim)
             .await
-            .map(|calls| calls.len())
+            .map(|(calls, _)| calls.len())
     }
 
     /// Record who decided the pending approval of call `call_id` of `run_id` (or, with
@@ -345,8 +345,9 @@ impl StoreAudit {
     /// # Errors
     ///
     /// 404 when `call_id` has no approval in the run; 409 when it is decided already, when
-    /// another decider decided it meanwhile, or when one of them is claimed by someone else
-    /// (unless `override_claim`); or the store's error.
+    /// another decider decided it (or, with `None`, all the run's pending calls) meanwhile,
+    /// or when one of them is claimed by someone else (unless `override_claim`); or the
+    /// store's error.
     pub async fn note_decision_for(
         &self,
         run_id: &str,
@@ -356,6 +357,30 @@ impl StoreAudit {
         reason: Option<&str>,
         override_claim: bool,
     ) -> Result<Vec<String>> {
+        let (decided, had_pending) = self
+            .note(run_id, call_id, approved, by, reason, override_claim)
+            .await?;
+        if had_pending && decided.is_empty() {
+            return Err(Error::invalid_state(
+                format!("the approvals of run {run_id}"),
+                "were decided by someone else meanwhile; list them with \
+                 `GET /v1/approvals?status=all`",
+            ));
+        }
+        Ok(decided)
+    }
+
+    /// Decide the pending approvals (see [`note_decision_for`](Self::note_decision_for)):
+    /// the call ids this decided, and whether any was pending.
+    async fn note(
+        &self,
+        run_id: &str,
+        call_id: Option<&str>,
+        approved: bool,
+        by: &str,
+        reason: Option<&str>,
+        override_claim: bool,
+    ) -> Result<(Vec<String>, bool)> {
         let docs = match call_id {
             Some(call) => {
                 let id = format!("{run_id}/{call}");
@@ -415,6 +440,7 @@ impl StoreAudit {
             }
             pending.push((d, v));
         }
+        let had_pending = !pending.is_empty();
         let mut decided = Vec::new();
         for (d, mut v) in pending {
             v.status = if approved { "approved" } else { "rejected" }.to_owned();
@@ -437,7 +463,7 @@ impl StoreAudit {
                 ));
             }
         }
-        Ok(decided)
+        Ok((decided, had_pending))
     }
 
     /// Claim the pending approval `run_id`/`call_id` for `by` until `until` (ms since epoch):

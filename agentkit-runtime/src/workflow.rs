@@ -98,7 +98,8 @@ pub const PARK_AFTER: Duration = Duration::from_secs(1);
 /// The signal that answers an agent's request for human input.
 pub const HUMAN_INPUT_SIGNAL: &str = "human_input";
 
-/// The signal that decides a tool call waiting for approval: its payload is an
+/// The run-wide signal that decides a tool call waiting for approval (whichever waiting call
+/// asks first takes it; [`approval_signal_for`] addresses one call): its payload is an
 /// [`ApprovalDecision`] as JSON, `{"decision": "approved"}` or
 /// `{"decision": "denied", "reason": "..."}`.
 pub const APPROVAL_SIGNAL: &str = "approval";

@@ -194,7 +194,8 @@ pub struct ApprovalsQuery {
 }
 
 /// Tool calls waiting for a human (or decided), with the tool history that triggered the
-/// rule; decide with `POST /v1/runs/{run_id}/approve` or `/reject`.
+/// rule; decide one with `POST /v1/approvals/{run_id}/{call_id}/approve` or `/reject`, or
+/// every pending call of a run with `POST /v1/runs/{run_id}/approve` or `/reject`.
 #[utoipa::path(get, path = "/v1/approvals", tag = "governance", params(ApprovalsQuery),
     responses((status = 200, body = Vec<ApprovalView>), (status = 400, body = Problem)))]
 pub async fn list_approvals(
@@ -222,7 +223,7 @@ pub async fn list_approvals(
 
 /// Claim a pending approval for a while (`server.approvals.claim_for`, default 15 minutes):
 /// until the claim lapses only its holder (or the server's admin key) may approve or reject
-/// the run's calls. Claiming again extends one's own claim.
+/// it. Claiming again extends one's own claim.
 #[utoipa::path(post, path = "/v1/approvals/{run_id}/{call_id}/claim", tag = "governance",
     params(("run_id" = String, Path, description = "run id"),
            ("call_id" = String, Path, description = "the tool call's id")),

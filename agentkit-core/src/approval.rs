@@ -164,7 +164,8 @@ impl Service<ToolRequest> for Approval {
                     source: None,
                 });
             };
-            let request = ApprovalRequest::new(&req.name, req.arguments.clone(), reason);
+            let request = ApprovalRequest::new(&req.name, req.arguments.clone(), reason)
+                .with_call_id(req.call_id.clone());
             match handler.approve(request, &req.ctx).await? {
                 ApprovalDecision::Approved => inner.oneshot(req).await,
                 ApprovalDecision::Denied { reason } => Ok(ToolOutput::error(format!(

@@ -33,6 +33,10 @@ pub struct Principal {
     /// Roles granted.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The policy the API key carries (a name in `policies:`): applied to every tool call
+    /// this principal's runs and gateway calls make, on top of the agent's or gateway's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 impl Principal {
@@ -43,7 +47,15 @@ impl Principal {
             workspace: Some(workspace.into()),
             key_id: None,
             roles: Vec::new(),
+            policy: None,
         }
+    }
+
+    /// Set the policy its API key carries.
+    #[must_use]
+    pub fn with_policy(mut self, policy: impl Into<String>) -> Self {
+        self.policy = Some(policy.into());
+        self
     }
 
     /// Set the API key id.
@@ -190,6 +202,11 @@ pub struct ApprovalRequest {
     pub arguments: Value,
     /// Why approval is needed.
     pub reason: String,
+    /// The model's id of the tool call, when the request is about one: a durable run's
+    /// approval handler takes a decision addressed to this call (signal `approval/<call_id>`)
+    /// before a run-wide one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
 }
 
 impl ApprovalRequest {
@@ -199,7 +216,15 @@ impl ApprovalRequest {
             tool: tool.into(),
             arguments,
             reason: reason.into(),
+            call_id: None,
         }
+    }
+
+    /// The model's id of the tool call this request is about.
+    #[must_use]
+    pub fn with_call_id(mut self, call_id: impl Into<String>) -> Self {
+        self.call_id = Some(call_id.into());
+        self
     }
 }
 

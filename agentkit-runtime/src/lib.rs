@@ -40,6 +40,8 @@ pub use store::{
     DocStore, InvalidStoredData, JournalStore, KvStore, LeaseStore, MemoryStore, RunStore,
     SignalStore, Store,
 };
-pub use workflow::{APPROVAL_SIGNAL, HUMAN_INPUT_SIGNAL, PARK_AFTER, Workflow, WorkflowContext};
+pub use workflow::{
+    APPROVAL_SIGNAL, HUMAN_INPUT_SIGNAL, PARK_AFTER, Workflow, WorkflowContext, approval_signal_for,
+};
 
 pub use agentkit_core::{RunStatus, StartOptions, WorkflowHost};

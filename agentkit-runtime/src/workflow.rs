@@ -98,7 +98,8 @@ pub const PARK_AFTER: Duration = Duration::from_secs(1);
 /// The signal that answers an agent's request for human input.
 pub const HUMAN_INPUT_SIGNAL: &str = "human_input";
 
-/// The signal that decides a tool call waiting for approval: its payload is an
+/// The run-wide signal that decides a tool call waiting for approval (whichever waiting call
+/// asks first takes it; [`approval_signal_for`] addresses one call): its payload is an
 /// [`ApprovalDecision`] as JSON, `{"decision": "approved"}` or
 /// `{"decision": "denied", "reason": "..."}`.
 pub const APPROVAL_SIGNAL: &str = "approval";
@@ -128,7 +129,7 @@ impl HumanInputHandler for SignalHumanInput {
         };
         let v = wctx
             .wait_signal(
-                HUMAN_INPUT_SIGNAL,
+                &[HUMAN_INPUT_SIGNAL.to_owned()],
                 key,
                 RunStatus::WaitingInput,
                 ctx.tool_call_key(),
@@ -138,16 +139,18 @@ impl HumanInputHandler for SignalHumanInput {
     }
 }
 
-/// Decides the agent loop's tool approvals with the run's `approval` signal: the run persists
-/// as `waiting_approval`, frees its task, and resumes when the signal is delivered. Each tool
-/// call's decision is journaled under its own key (`signal/approval/<tool call key>`).
+/// Decides the agent loop's tool approvals with the run's approval signals: the run persists
+/// as `waiting_approval`, frees its task, and resumes when a decision is delivered. A call
+/// takes the decision addressed to it ([`approval_signal_for`] its call id) first, else the
+/// oldest run-wide [`APPROVAL_SIGNAL`]. Each tool call's decision is journaled under its own
+/// key (`signal/approval/<tool call key>`), so a resumed run replays it and never asks twice.
 struct SignalApprovals(Weak<Inner>);
 
 #[async_trait]
 impl ApprovalHandler for SignalApprovals {
     async fn approve(
         &self,
-        _request: ApprovalRequest,
+        request: ApprovalRequest,
         ctx: &RunContext,
     ) -> Result<ApprovalDecision> {
         let wctx = upgrade(&self.0)?;
@@ -155,16 +158,33 @@ impl ApprovalHandler for SignalApprovals {
             Some(call) => format!("signal/{APPROVAL_SIGNAL}/{call}"),
             None => wctx.key("signal", APPROVAL_SIGNAL),
         };
+        let mut names = Vec::with_capacity(2);
+        if let Some(id) = &request.call_id {
+            names.push(approval_signal_for(id));
+        }
+        names.push(APPROVAL_SIGNAL.to_owned());
         let v = wctx
-            .wait_signal(
-                APPROVAL_SIGNAL,
-                key,
-                RunStatus::WaitingApproval,
-                ctx.tool_call_key(),
-            )
+            .wait_signal(&names, key, RunStatus::WaitingApproval, ctx.tool_call_key())
             .await?;
         decode_approval(wctx.run_id(), v)
     }
+}
+
+/// The signal that decides only the tool call `call_id` (the model's id of the call, as the
+/// approval queue lists it): `approval/<call_id>`. Its payload is an [`ApprovalDecision`]
+/// like [`APPROVAL_SIGNAL`]'s. Use it when several calls of a run wait at once.
+#[must_use]
+pub fn approval_signal_for(call_id: &str) -> String {
+    format!("{APPROVAL_SIGNAL}/{call_id}")
+}
+
+/// Whether signal `name` carries an approval decision ([`APPROVAL_SIGNAL`] or
+/// [`approval_signal_for`] a call).
+pub(crate) fn is_approval_signal(name: &str) -> bool {
+    name == APPROVAL_SIGNAL
+        || name
+            .strip_prefix(APPROVAL_SIGNAL)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Parse an `approval` signal payload.
@@ -182,7 +202,8 @@ struct Inner {
     journal: Arc<DurableJournal>,
     store: Arc<dyn Store>,
     counters: Mutex<HashMap<String, u32>>,
-    waiting: Mutex<Option<String>>,
+    /// The signals this execution stopped to wait for (any of them resumes it).
+    waiting: Mutex<Vec<String>>,
     parked: Mutex<Option<i64>>,
     owner: String,
 }
@@ -334,7 +355,7 @@ impl WorkflowContext {
     pub async fn wait_for_signal<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
         let key = self.key("signal", name);
         let v = self
-            .wait_signal(name, key, RunStatus::WaitingInput, None)
+            .wait_signal(&[name.to_owned()], key, RunStatus::WaitingInput, None)
             .await?;
         serde_json::from_value(v).map_err(|e| {
             Error::InvalidRequest(format!(
@@ -349,16 +370,22 @@ impl WorkflowContext {
     pub async fn wait_for_approval(&self) -> Result<ApprovalDecision> {
         let key = self.key("signal", APPROVAL_SIGNAL);
         let v = self
-            .wait_signal(APPROVAL_SIGNAL, key, RunStatus::WaitingApproval, None)
+            .wait_signal(
+                &[APPROVAL_SIGNAL.to_owned()],
+                key,
+                RunStatus::WaitingApproval,
+                None,
+            )
             .await?;
         decode_approval(self.run_id(), v)
     }
 
-    /// Deliver signal `name` to journal key `key`, or persist the run as `status` and end the
-    /// execution. `step`: the tool call that waits (only its result is held back).
+    /// Deliver the first queued of signals `names` (in that order of preference) to journal
+    /// key `key`, or persist the run as `status` and end the execution. `step`: the tool call
+    /// that waits (only its result is held back).
     async fn wait_signal(
         &self,
-        name: &str,
+        names: &[String],
         key: String,
         status: RunStatus,
         step: Option<&str>,
@@ -371,17 +398,27 @@ impl WorkflowContext {
             return Err(journal.diverged(format!("signal `{key}` is not in the recording")));
         }
         self.inner.run.check()?;
-        let entry = JournalEntry::new(self.run_id(), journal.next_seq(), &key, Value::Null);
-        if let Some(v) = self
-            .inner
-            .store
-            .take_signal(self.run_id(), name, entry)
-            .await?
-        {
-            journal.note_appended(&key, v.clone());
-            return Ok(v);
+        for name in names {
+            let entry = JournalEntry::new(self.run_id(), journal.next_seq(), &key, Value::Null);
+            if let Some(v) = self
+                .inner
+                .store
+                .take_signal(self.run_id(), name, entry)
+                .await?
+            {
+                journal.note_appended(&key, v.clone());
+                return Ok(v);
+            }
         }
-        *lock(&self.inner.waiting) = Some(name.to_owned());
+        let name = names.first().map_or("", String::as_str);
+        {
+            let mut waiting = lock(&self.inner.waiting);
+            for n in names {
+                if !waiting.contains(n) {
+                    waiting.push(n.clone());
+                }
+            }
+        }
         journal.suspend(
             &format!("is waiting for signal `{name}`; it resumes when the signal is delivered"),
             step,
@@ -420,8 +457,8 @@ impl WorkflowContext {
         }
     }
 
-    /// The signal this execution stopped to wait for, if it did.
-    pub(crate) fn waiting_on(&self) -> Option<String> {
+    /// The signals this execution stopped to wait for (empty if it did not wait).
+    pub(crate) fn waiting_on(&self) -> Vec<String> {
         lock(&self.inner.waiting).clone()
     }
 

@@ -1,6 +1,7 @@
 //! Durable waits that free their task: tool approvals in the agent loop (waiting_approval,
-//! decided by an `approval` signal, across a restart) and long sleeps (the run is parked with
-//! its wake-up time and picked up again when due), on SQLite and PostgreSQL.
+//! decided by an `approval` signal or by one addressed to the call, across a restart) and long
+//! sleeps (the run is parked with its wake-up time and picked up again when due), on SQLite
+//! and PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
@@ -15,7 +16,7 @@ use agentkit_core::{
 };
 use agentkit_runtime::{
     APPROVAL_SIGNAL, EntryKind, Runtime, SqliteStore, Store, TargetOptions, Workflow,
-    WorkflowContext,
+    WorkflowContext, approval_signal_for,
 };
 use async_trait::async_trait;
 use schemars::JsonSchema;
@@ -595,4 +596,144 @@ async fn a_workflow_waits_for_approval_as_waiting_approval() {
     .unwrap();
     let run = reach(&rt, &id, RunStatus::Succeeded).await;
     assert_eq!(run.output, Some(json!("stop: budget")));
+}
+
+/// An agent whose model asks two payments at once (`call_a` pays 5, `call_b` pays 7), each
+/// needing approval, then answers with the tool results joined by ` | `.
+fn pair_payer(paid: Arc<std::sync::Mutex<Vec<u32>>>) -> Arc<dyn AugmentedLlm> {
+    let pay = FnTool::new("pay", "Pay an amount", move |p: Payment| {
+        let paid = Arc::clone(&paid);
+        async move {
+            paid.lock().unwrap().push(p.amount);
+            Ok::<_, String>(format!("paid {}", p.amount))
+        }
+    });
+    let model = ScriptedProvider::from_fn(move |req| {
+        let results = tool_results(req);
+        Ok(if results.is_empty() {
+            CompletionResponse::new(
+                Message::new(
+                    Role::Assistant,
+                    vec![
+                        Content::tool_call("call_a", "pay", json!({"amount": 5})),
+                        Content::tool_call("call_b", "pay", json!({"amount": 7})),
+                    ],
+                ),
+                Usage::new(10, 5),
+                StopReason::ToolUse,
+                "scripted",
+            )
+        } else {
+            CompletionResponse::new(
+                Message::assistant(results.join(" | ")),
+                Usage::new(20, 7),
+                StopReason::EndTurn,
+                "scripted",
+            )
+        })
+    });
+    Arc::new(
+        AgentLlm::new(Agent::new("pair", "You pay.").with_tool(pay), model)
+            .with_tool_layer(ApprovalLayer::tools(["pay"])),
+    )
+}
+
+/// Two calls wait at once; each takes only the decision addressed to it
+/// (`approval/<call id>`), also across a restart, and runs at most once.
+#[tokio::test]
+async fn a_decision_addressed_to_one_of_two_waiting_calls_reaches_only_that_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rt.db");
+    let paid: Arc<std::sync::Mutex<Vec<u32>>> = Arc::default();
+    let runtime = |store: Arc<dyn Store>| {
+        let rt = Runtime::new(store);
+        let p = Arc::clone(&paid);
+        rt.register_agent(
+            "pair",
+            move || pair_payer(Arc::clone(&p)),
+            TargetOptions::new(),
+        );
+        rt
+    };
+    let rt = runtime(Arc::new(SqliteStore::open(&path).await.unwrap()));
+    let id = rt
+        .start_run("pair", json!("pay both"), StartOptions::new())
+        .await
+        .unwrap();
+    reach(&rt, &id, RunStatus::WaitingApproval).await;
+    // Deny the second call only: the first keeps waiting, nothing is paid.
+    rt.signal(
+        &id,
+        &approval_signal_for("call_b"),
+        json!({"decision": "denied", "reason": "7 is too much"}),
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let keys: Vec<String> = rt
+            .journal(&id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        if keys
+            .iter()
+            .any(|k| k.ends_with("/call_b") && !k.starts_with("signal/"))
+            && rt.get(&id).await.unwrap().status == RunStatus::WaitingApproval
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the denial never reached call_b: {keys:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(paid.lock().unwrap().is_empty(), "nothing approved yet");
+    rt.shutdown(Duration::from_secs(5)).await;
+    drop(rt);
+
+    // A new process approves the first call.
+    let rt = runtime(Arc::new(SqliteStore::open(&path).await.unwrap()));
+    rt.recover().await.unwrap();
+    reach(&rt, &id, RunStatus::WaitingApproval).await;
+    rt.signal(
+        &id,
+        &approval_signal_for("call_a"),
+        json!({"decision": "approved"}),
+    )
+    .await
+    .unwrap();
+    let run = reach(&rt, &id, RunStatus::Succeeded).await;
+    assert_eq!(
+        run.output.unwrap()["text"],
+        "paid 5 | the call of tool `pay` was denied: 7 is too much"
+    );
+    assert_eq!(
+        *paid.lock().unwrap(),
+        [5],
+        "approved once, run once; denied never"
+    );
+    let journal = rt.journal(&id).await.unwrap();
+    let signals: Vec<(&str, &serde_json::Value)> = journal
+        .iter()
+        .filter(|e| e.kind == EntryKind::Signal)
+        .map(|e| (e.key.as_str(), &e.value))
+        .collect();
+    assert_eq!(signals.len(), 2, "{signals:?}");
+    assert!(
+        signals
+            .iter()
+            .any(|(k, v)| k.ends_with("/call_a") && v["decision"] == "approved"),
+        "{signals:?}"
+    );
+    assert!(
+        signals
+            .iter()
+            .any(|(k, v)| k.ends_with("/call_b") && v["decision"] == "denied"),
+        "{signals:?}"
+    );
+    rt.shutdown(Duration::from_secs(5)).await;
 }

@@ -132,6 +132,11 @@ pub struct AgentSpec {
     /// one written inline (see [`PolicySpec`](super::PolicySpec)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<super::PolicyRef>,
+    /// Prompt-injection checks on the agent's tool calls, like `gateway.safety`: what to do
+    /// when the detectors find something in a call's arguments (`inputs`) or in a tool's
+    /// answer (`outputs`): `flag`, `block` or `require_approval`.
+    #[serde(skip_serializing_if = "super::SafetySettings::is_default")]
+    pub safety: super::SafetySettings,
 }
 
 /// Tool allow/deny lists of globs over the agent's tool names (`server__tool`): `*` matches
@@ -960,6 +965,17 @@ pub struct ServerSettings {
     pub jwt: Option<JwtSettings>,
     /// The approval queue.
     pub approvals: ApprovalSettings,
+    /// A policy (a name in `policies:`) per workspace (`org/workspace`): applied to every
+    /// tool call made in that workspace — its agents' runs and its gateway calls — on top of
+    /// the agent's `policy:` or `gateway.policy` (the most restrictive verdict wins).
+    ///
+    /// ```yaml
+    /// server:
+    ///   workspace_policies:
+    ///     acme/prod: read-only
+    /// ```
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub workspace_policies: BTreeMap<String, String>,
 }
 
 /// `server.approvals`: how long a tool call may wait for a human.

@@ -9,22 +9,34 @@ use futures::future::BoxFuture;
 use tower::{Service, ServiceExt};
 
 use super::{AuditEvent, AuditOutcome, AuditSink, Decision, Policy, Verdict};
-use crate::context::{ApprovalDecision, ApprovalRequest};
+use crate::context::{ApprovalDecision, ApprovalRequest, RunContext};
 use crate::error::{Error, Result};
 use crate::tool::{ToolOutput, ToolRequest, ToolService};
+
+/// Policies that apply to a tool call beyond a [`PolicyLayer`]'s own, found from the call's
+/// [`RunContext`] — e.g. the policy of the workspace and of the API key of its
+/// [`Principal`](crate::Principal). A call must pass every policy that applies: the most
+/// restrictive verdict ([`Verdict::severity`]) wins, and the audit names the policy that
+/// decided.
+pub trait PolicyScope: Send + Sync {
+    /// The policies that apply to calls made in `ctx`, in addition to the layer's own.
+    fn policies(&self, ctx: &RunContext) -> Vec<Policy>;
+}
 
 /// A tower layer that decides every tool call with a [`Policy`] before the tool runs, and
 /// writes every decision to an [`AuditSink`]. See the [module docs](super).
 #[derive(Clone)]
 pub struct PolicyLayer {
-    policy: Policy,
+    policy: Option<Policy>,
+    scope: Option<Arc<dyn PolicyScope>>,
     audit: Option<Arc<dyn AuditSink>>,
 }
 
 impl fmt::Debug for PolicyLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PolicyLayer")
-            .field("policy", &self.policy.name())
+            .field("policy", &self.policy.as_ref().map(Policy::name))
+            .field("scoped", &self.scope.is_some())
             .field("audit", &self.audit.is_some())
             .finish()
     }
@@ -35,9 +47,28 @@ impl PolicyLayer {
     #[must_use]
     pub fn new(policy: Policy) -> Self {
         Self {
-            policy,
+            policy: Some(policy),
+            scope: None,
             audit: None,
         }
+    }
+
+    /// Apply only the policies `scope` finds for each call (a call none applies to runs
+    /// without a decision or an audit entry).
+    #[must_use]
+    pub fn scoped(scope: Arc<dyn PolicyScope>) -> Self {
+        Self {
+            policy: None,
+            scope: Some(scope),
+            audit: None,
+        }
+    }
+
+    /// Also apply the policies `scope` finds for each call (see [`PolicyScope`]).
+    #[must_use]
+    pub fn with_scope(mut self, scope: Arc<dyn PolicyScope>) -> Self {
+        self.scope = Some(scope);
+        self
     }
 
     /// Write every decision to `sink`.
@@ -48,6 +79,29 @@ impl PolicyLayer {
     }
 }
 
+/// The decision of every policy that applies, combined: the first most restrictive one;
+/// `None` when no policy applies.
+fn decide_all(
+    own: Option<&Policy>,
+    scope: Option<&Arc<dyn PolicyScope>>,
+    req: &ToolRequest,
+) -> Option<Decision> {
+    let scoped = scope.map(|s| s.policies(&req.ctx)).unwrap_or_default();
+    let mut out: Option<Decision> = None;
+    for p in own.into_iter().chain(scoped.iter()) {
+        let d = req
+            .ctx
+            .with_tool_history(|h| p.decide(&req.name, &req.arguments, h));
+        if out
+            .as_ref()
+            .is_none_or(|o| d.verdict.severity() > o.verdict.severity())
+        {
+            out = Some(d);
+        }
+    }
+    out
+}
+
 impl tower::Layer<ToolService> for PolicyLayer {
     type Service = PolicyService;
 
@@ -55,6 +109,7 @@ impl tower::Layer<ToolService> for PolicyLayer {
         PolicyService {
             inner,
             policy: self.policy.clone(),
+            scope: self.scope.clone(),
             audit: self.audit.clone(),
         }
     }
@@ -64,14 +119,16 @@ impl tower::Layer<ToolService> for PolicyLayer {
 #[derive(Clone)]
 pub struct PolicyService {
     inner: ToolService,
-    policy: Policy,
+    policy: Option<Policy>,
+    scope: Option<Arc<dyn PolicyScope>>,
     audit: Option<Arc<dyn AuditSink>>,
 }
 
 impl fmt::Debug for PolicyService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PolicyService")
-            .field("policy", &self.policy.name())
+            .field("policy", &self.policy.as_ref().map(Policy::name))
+            .field("scoped", &self.scope.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -95,6 +152,7 @@ impl Service<ToolRequest> for PolicyService {
     fn call(&mut self, req: ToolRequest) -> Self::Future {
         let inner = self.inner.clone();
         let policy = self.policy.clone();
+        let scope = self.scope.clone();
         let audit = self.audit.clone();
         async move {
             // A verdict journaled by an earlier execution of this run (a call that waited for
@@ -107,9 +165,11 @@ impl Service<ToolRequest> for PolicyService {
             let replayed = recorded.is_some();
             let decision = match recorded {
                 Some(d) => d,
-                None => req
-                    .ctx
-                    .with_tool_history(|h| policy.decide(&req.name, &req.arguments, h)),
+                None => match decide_all(policy.as_ref(), scope.as_ref(), &req) {
+                    Some(d) => d,
+                    // No policy applies to this call.
+                    None => return inner.oneshot(req).await,
+                },
             };
             let event = |outcome: AuditOutcome, d: &Decision| {
                 AuditEvent::new(
@@ -132,13 +192,23 @@ impl Service<ToolRequest> for PolicyService {
                         _ => "default/default".to_owned(),
                     },
                 );
-                policy.check_rate(&req.name, &workspace).map(|r| {
-                    let mut d = d.clone();
-                    d.verdict = Verdict::Deny;
-                    d.rule = Some(r.rule);
-                    d.reason = r.reason;
-                    d
-                })
+                // Every policy that applies counts the call (the layer's own and the scope's).
+                let scoped = scope
+                    .as_ref()
+                    .map(|s| s.policies(&req.ctx))
+                    .unwrap_or_default();
+                policy
+                    .iter()
+                    .chain(scoped.iter())
+                    .find_map(|p| p.check_rate(&req.name, &workspace).map(|r| (p, r)))
+                    .map(|(p, r)| {
+                        let mut d = d.clone();
+                        d.verdict = Verdict::Deny;
+                        d.policy = p.name().to_owned();
+                        d.rule = Some(r.rule);
+                        d.reason = r.reason;
+                        d
+                    })
             };
             match decision.verdict {
                 Verdict::Allow => {
@@ -208,7 +278,8 @@ impl Service<ToolRequest> for PolicyService {
                         &req.name,
                         req.arguments.clone(),
                         decision.reason.clone(),
-                    );
+                    )
+                    .with_call_id(req.call_id.clone());
                     match handler.approve(request, &req.ctx).await? {
                         ApprovalDecision::Approved => {
                             if let Some(a) = &audit {
@@ -344,6 +415,93 @@ mod tests {
             let names: Vec<&str> = h.iter().map(|c| c.tool.as_str()).collect();
             assert_eq!(names, ["slack__send", "fs__read", "slack__send"]);
         });
+    }
+
+    /// Policies by principal: the key's carries `read-only`.
+    struct ByKey(Policy);
+    impl PolicyScope for ByKey {
+        fn policies(&self, ctx: &RunContext) -> Vec<Policy> {
+            ctx.principal()
+                .and_then(|p| p.policy.as_deref())
+                .filter(|p| *p == self.0.name())
+                .map(|_| self.0.clone())
+                .into_iter()
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_most_restrictive_of_every_policy_that_applies_wins() {
+        let writes = Arc::new(AtomicU32::new(0));
+        let open = Policy::compile("open", &PolicySpec::new()).unwrap();
+        let ro = Policy::compile(
+            "read-only",
+            &PolicySpec::new().with_allowed_tools(["*__read"]),
+        )
+        .unwrap();
+        let audit = Arc::new(MemoryAuditLog::new());
+        let service = |layer: PolicyLayer| {
+            layer.with_audit(audit.clone()).layer(ToolService::new(
+                crate::tool::ToolSourceService::new(Arc::new(tool(
+                    "fs__write",
+                    Arc::clone(&writes),
+                ))),
+            ))
+        };
+        let with_key = RunContext::new()
+            .with_principal(crate::Principal::new("o", "w").with_policy("read-only"));
+        let scope: Arc<dyn PolicyScope> = Arc::new(ByKey(ro));
+        let out = service(PolicyLayer::new(open.clone()).with_scope(Arc::clone(&scope)))
+            .oneshot(ToolRequest::new(
+                "c1",
+                "fs__write",
+                json!({}),
+                with_key.clone(),
+            ))
+            .await
+            .unwrap();
+        assert!(out.is_error);
+        assert!(
+            out.text_content().contains("denied by policy `read-only`"),
+            "{}",
+            out.text_content()
+        );
+        assert_eq!(writes.load(Ordering::SeqCst), 0);
+        // Without the key's policy the agent's own allows it.
+        let out = service(PolicyLayer::new(open).with_scope(Arc::clone(&scope)))
+            .oneshot(ToolRequest::new(
+                "c2",
+                "fs__write",
+                json!({}),
+                RunContext::new(),
+            ))
+            .await
+            .unwrap();
+        assert!(!out.is_error);
+        // A scope-only layer with no policy for the call runs it without a decision.
+        let out = service(PolicyLayer::scoped(Arc::clone(&scope)))
+            .oneshot(ToolRequest::new(
+                "c3",
+                "fs__write",
+                json!({}),
+                RunContext::new(),
+            ))
+            .await
+            .unwrap();
+        assert!(!out.is_error);
+        assert_eq!(writes.load(Ordering::SeqCst), 2);
+        let decided: Vec<(AuditOutcome, String)> = audit
+            .entries()
+            .iter()
+            .map(|e| (e.event.outcome, e.event.policy.clone()))
+            .collect();
+        assert_eq!(
+            decided,
+            [
+                (AuditOutcome::Denied, "read-only".to_owned()),
+                (AuditOutcome::Allowed, "open".to_owned()),
+            ]
+        );
     }
 
     #[tokio::test]

@@ -60,7 +60,7 @@ pub use audit::{
     verify_chain,
 };
 pub use compiled::{Policy, RateLimited};
-pub use layer::{PolicyLayer, PolicyService};
+pub use layer::{PolicyLayer, PolicyScope, PolicyService};
 
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +78,17 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// How restrictive it is: allow < require approval < deny. When several policies apply
+    /// to a call, the most restrictive verdict wins.
+    #[must_use]
+    pub fn severity(self) -> u8 {
+        match self {
+            Self::Allow => 0,
+            Self::RequireApproval => 1,
+            Self::Deny => 2,
+        }
+    }
+
     /// The snake_case name.
     #[must_use]
     pub fn as_str(self) -> &'static str {

@@ -410,9 +410,17 @@ impl Runtime {
                 self.wake_later(run_id.to_owned(), wake_at);
                 return Ok(Outcome::Done);
             }
-            if let Some(name) = wctx.waiting_on() {
+            let waiting = wctx.waiting_on();
+            if !waiting.is_empty() {
                 // A signal may have arrived between our check and the status change.
-                if store.has_signal(run_id, &name).await?
+                let mut arrived = false;
+                for name in &waiting {
+                    if store.has_signal(run_id, name).await? {
+                        arrived = true;
+                        break;
+                    }
+                }
+                if arrived
                     && store
                         .transition(
                             run_id,

@@ -13,7 +13,7 @@ use super::registry::Target;
 use super::{Runtime, Watched};
 use crate::model::{Created, NewRun, RunRecord, RunUpdate};
 use crate::sync::lock;
-use crate::workflow::{APPROVAL_SIGNAL, decode_approval};
+use crate::workflow::decode_approval;
 
 /// How often a wait re-reads a run another process executes (or nobody does yet).
 const OTHERS_POLL: Duration = Duration::from_millis(250);
@@ -346,7 +346,7 @@ impl Runtime {
                 format!("cannot take signal `{name}`: it is already {}", run.status),
             ));
         }
-        if name == APPROVAL_SIGNAL {
+        if crate::workflow::is_approval_signal(name) {
             // A malformed decision is refused here, before anything is stored.
             decode_approval(run_id, payload.clone())?;
         }

@@ -230,7 +230,7 @@ export async function approvals(main, ctx) {
   const items = pending.map((a) => {
     const reason = h('textarea', { class: 'reason', placeholder: 'Reason (recorded in the audit log; a rejection reason is shown to the model)' });
     const decide = (verb) => async () => {
-      await api(`/v1/runs/${enc(a.run_id)}/${verb}`, { method: 'POST', body: reason.value.trim() ? { reason: reason.value.trim() } : {} });
+      await api(`/v1/approvals/${enc(a.run_id)}/${enc(a.call_id)}/${verb}`, { method: 'POST', body: reason.value.trim() ? { reason: reason.value.trim() } : {} });
       ctx.flash(`${verb === 'approve' ? 'Approved' : 'Rejected'}: ${a.tool} of run ${a.run_id}`, true);
       ctx.reload();
     };

@@ -1,6 +1,7 @@
 //! Governance routes: the audit log (`GET /v1/audit`, JSON or CSV, and
-//! `GET /v1/audit/verify`) and the approval queue (`GET /v1/approvals`; decide with
-//! `/v1/runs/{run_id}/approve|reject`).
+//! `GET /v1/audit/verify`) and the approval queue (`GET /v1/approvals`; claim and decide one
+//! call with `/v1/approvals/{run_id}/{call_id}/claim|approve|reject`, or every pending call of
+//! a run with `/v1/runs/{run_id}/approve|reject`).
 
 use agentkit_core::policy::AuditEntry;
 use axum::Router;
@@ -23,6 +24,14 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/v1/approvals/{run_id}/{call_id}/claim",
             axum::routing::post(claim_approval),
+        )
+        .route(
+            "/v1/approvals/{run_id}/{call_id}/approve",
+            axum::routing::post(approve_call),
+        )
+        .route(
+            "/v1/approvals/{run_id}/{call_id}/reject",
+            axum::routing::post(reject_call),
         )
 }
 
@@ -186,7 +195,8 @@ pub struct ApprovalsQuery {
 }
 
 /// Tool calls waiting for a human (or decided), with the tool history that triggered the
-/// rule; decide with `POST /v1/runs/{run_id}/approve` or `/reject`.
+/// rule; decide one with `POST /v1/approvals/{run_id}/{call_id}/approve` or `/reject`, or
+/// every pending call of a run with `POST /v1/runs/{run_id}/approve` or `/reject`.
 #[utoipa::path(get, path = "/v1/approvals", tag = "governance", params(ApprovalsQuery),
     responses((status = 200, body = Vec<ApprovalView>), (status = 400, body = Problem)))]
 pub async fn list_approvals(
@@ -214,7 +224,7 @@ pub async fn list_approvals(
 
 /// Claim a pending approval for a while (`server.approvals.claim_for`, default 15 minutes):
 /// until the claim lapses only its holder (or the server's admin key) may approve or reject
-/// the run's calls. Claiming again extends one's own claim.
+/// it. Claiming again extends one's own claim.
 #[utoipa::path(post, path = "/v1/approvals/{run_id}/{call_id}/claim", tag = "governance",
     params(("run_id" = String, Path, description = "run id"),
            ("call_id" = String, Path, description = "the tool call's id")),
@@ -321,4 +331,52 @@ pub async fn list_budgets(
         })
         .collect();
     Ok(Json(BudgetsView { workspace, budgets }))
+}
+
+/// Approve one tool call waiting for approval: only that call resumes (another call of the
+/// same run that waits stays pending). A claim by someone else is a 409 (the server's admin
+/// key overrides it), so is a call that is not pending.
+#[utoipa::path(post, path = "/v1/approvals/{run_id}/{call_id}/approve", tag = "governance",
+    params(("run_id" = String, Path, description = "run id"),
+           ("call_id" = String, Path, description = "the tool call's id")),
+    request_body = super::v1::Reason,
+    responses((status = 200, body = crate::platform::RunView), (status = 404, body = Problem),
+              (status = 409, body = Problem)))]
+pub async fn approve_call(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((run_id, call_id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<crate::platform::RunView>> {
+    decide_one(&s, &caller, &run_id, &call_id, true, &body).await
+}
+
+/// Reject one tool call waiting for approval, with a reason the model reads (`{"reason"}`);
+/// the run's other waiting calls stay pending.
+#[utoipa::path(post, path = "/v1/approvals/{run_id}/{call_id}/reject", tag = "governance",
+    params(("run_id" = String, Path, description = "run id"),
+           ("call_id" = String, Path, description = "the tool call's id")),
+    request_body = super::v1::Reason,
+    responses((status = 200, body = crate::platform::RunView), (status = 404, body = Problem),
+              (status = 409, body = Problem)))]
+pub async fn reject_call(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((run_id, call_id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<crate::platform::RunView>> {
+    decide_one(&s, &caller, &run_id, &call_id, false, &body).await
+}
+
+async fn decide_one(
+    s: &AppState,
+    caller: &Caller,
+    run_id: &str,
+    call_id: &str,
+    approved: bool,
+    body: &[u8],
+) -> ApiResult<Json<crate::platform::RunView>> {
+    let reason = super::v1::optional_json::<super::v1::Reason>(body)?.reason;
+    let by = super::v1::decider(caller);
+    super::v1::decide_call(s, caller, run_id, Some(call_id), approved, reason, &by).await
 }

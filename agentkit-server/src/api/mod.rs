@@ -140,6 +140,8 @@ const SCOPED_ROUTES: &[&str] = &[
     "/v1/approvals",
     "/v1/approvals/{run_id}/{call_id}/claim",
     "/v1/budgets",
+    "/v1/approvals/{run_id}/{call_id}/approve",
+    "/v1/approvals/{run_id}/{call_id}/reject",
     "/v1/secrets",
     "/v1/secrets/{name}",
     "/v1/servers",

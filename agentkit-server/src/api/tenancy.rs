@@ -42,6 +42,10 @@ pub struct CreateKeyRequest {
     /// Or: how many days from now it stops working.
     #[serde(default)]
     pub expires_in_days: Option<u32>,
+    /// A policy (a name in `policies:`) every tool call made with the key must pass too, on
+    /// top of the agent's or the gateway's own.
+    #[serde(default)]
+    pub policy: Option<String>,
 }
 
 fn not_found_workspace(ws: &WorkspaceId) -> Problem {
@@ -85,9 +89,24 @@ pub async fn create_key(
         (None, None) => None,
     };
     let by = caller.key_id.clone().unwrap_or_else(|| "admin".into());
+    if let Some(p) = &req.policy
+        && !s.gatewayops.scoped_policies().knows(p)
+    {
+        return Err(Problem::bad_request(format!(
+            "`policy`: {}",
+            s.gatewayops.scoped_policies().unknown(p)
+        )));
+    }
     let created = s
         .keys
-        .create(&ws, &req.name, req.role, expires_at, &by)
+        .create_with_policy(
+            &ws,
+            &req.name,
+            req.role,
+            expires_at,
+            &by,
+            req.policy.as_deref(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }

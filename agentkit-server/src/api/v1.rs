@@ -674,6 +674,29 @@ async fn decide(
     reason: Option<String>,
     by: &str,
 ) -> ApiResult<Json<RunView>> {
+    decide_call(s, caller, run_id, None, approved, reason, by).await
+}
+
+/// Decide tool call `call_id` of run `run_id` waiting for approval, or with `None` every
+/// call of the run that waits (a run-level decision). The decision is noted in the approval
+/// queue (who decided, why; a claim by someone else is a 409 unless the caller is the
+/// server's admin key), then each decided call is signalled with its own
+/// `approval/<call_id>` signal, so it reaches that call and no other. A run-level decision on
+/// a run with no pending call in the queue sends the run-wide `approval` signal (a workflow
+/// that waits with `WorkflowContext::wait_for_approval`).
+///
+/// # Errors
+///
+/// 404 for a run (or call) the caller cannot see; 409 for a call that is not pending.
+pub(crate) async fn decide_call(
+    s: &AppState,
+    caller: &Caller,
+    run_id: &str,
+    call_id: Option<&str>,
+    approved: bool,
+    reason: Option<String>,
+    by: &str,
+) -> ApiResult<Json<RunView>> {
     // The runtime's approval signal carries an `ApprovalDecision`.
     let payload = if approved {
         json!({ "decision": "approved" })
@@ -685,18 +708,36 @@ async fn decide(
     };
     let scope = caller.scope();
     s.platform.run_in(&scope, run_id).await?;
-    // Who decided, for the approval queue and the audit log; a claim by someone else is a
-    // 409 (the server's admin key overrides it).
-    crate::policy::StoreAudit::new(std::sync::Arc::clone(s.platform.runtime().store()))
-        .note_decision(run_id, approved, by, reason.as_deref(), caller.super_admin)
+    // Who decided, for the approval queue and the audit log.
+    let calls = crate::policy::StoreAudit::new(std::sync::Arc::clone(s.platform.runtime().store()))
+        .note_decision_for(
+            run_id,
+            call_id,
+            approved,
+            by,
+            reason.as_deref(),
+            caller.super_admin,
+        )
         .await?;
     control(s, caller, run_id, async |rt| {
-        rt.signal(run_id, APPROVAL_SIGNAL, payload).await
+        if calls.is_empty() {
+            return rt.signal(run_id, APPROVAL_SIGNAL, payload).await;
+        }
+        for call in &calls {
+            rt.signal(
+                run_id,
+                &agentkit_runtime::approval_signal_for(call),
+                payload.clone(),
+            )
+            .await?;
+        }
+        Ok(())
     })
     .await
 }
 
-/// Approve the call a run waits on.
+/// Approve the calls a run waits on: every call of the run pending in the approval queue
+/// (to decide one of several, use `POST /v1/approvals/{run_id}/{call_id}/approve`).
 #[utoipa::path(post, path = "/v1/runs/{run_id}/approve", tag = "runs",
     params(("run_id" = String, Path, description = "run id")), request_body = Reason,
     responses((status = 200, body = RunView), (status = 409, body = Problem)))]
@@ -718,7 +759,9 @@ pub async fn approve_run(
     .await
 }
 
-/// Reject the call a run waits on, with a reason the model reads.
+/// Reject the calls a run waits on, with a reason the model reads: every call of the run
+/// pending in the approval queue (to decide one, use
+/// `POST /v1/approvals/{run_id}/{call_id}/reject`).
 #[utoipa::path(post, path = "/v1/runs/{run_id}/reject", tag = "runs",
     params(("run_id" = String, Path, description = "run id")), request_body = Reason,
     responses((status = 200, body = RunView), (status = 409, body = Problem)))]
@@ -741,7 +784,7 @@ pub async fn reject_run(
 }
 
 /// Who decides: the caller's key id, or `admin` for the server's admin key.
-fn decider(caller: &Caller) -> String {
+pub(crate) fn decider(caller: &Caller) -> String {
     caller.key_id.clone().unwrap_or_else(|| "admin".to_owned())
 }
 

@@ -85,6 +85,9 @@ pub struct GatewayConfig {
     /// Whether `/mcp` serves the platform's operations as tools (default true;
     /// `gateway.platform_tools`).
     pub platform_tools: bool,
+    /// The policies of workspaces and API keys (`server.workspace_policies`, a key's
+    /// `policy`), applied to every call on top of [`policy`](Self::policy) (default: none).
+    pub principal_policies: Arc<crate::policy::PrincipalPolicies>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -118,6 +121,7 @@ impl Default for GatewayConfig {
             platforms: Vec::new(),
             safety: safety::SafetyLayer::new(),
             platform_tools: true,
+            principal_policies: Arc::default(),
         }
     }
 }
@@ -161,6 +165,13 @@ impl GatewayConfig {
     #[must_use]
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = Some(policy);
+        self
+    }
+
+    /// Apply the policies of workspaces and API keys `policies` too.
+    #[must_use]
+    pub fn with_principal_policies(mut self, policies: crate::policy::PrincipalPolicies) -> Self {
+        self.principal_policies = Arc::new(policies);
         self
     }
 
@@ -296,27 +307,7 @@ impl GatewayConfig {
                 ),
             ));
         }
-        let action = |a: agentkit_core::config::DetectorAction| match a {
-            agentkit_core::config::DetectorAction::Flag => safety::SafetyAction::Flag,
-            agentkit_core::config::DetectorAction::Block => safety::SafetyAction::Block,
-            _ => safety::SafetyAction::RequireApproval,
-        };
-        let mut layer = safety::SafetyLayer::new();
-        if let Some(a) = g.safety.inputs {
-            layer = layer.with_inputs(action(a));
-        }
-        if let Some(a) = g.safety.outputs {
-            layer = layer.with_outputs(action(a));
-        }
-        if let Some(s) = g.safety.min_severity {
-            use agentkit_core::config::DetectorSeverity as D;
-            layer = layer.with_min_severity(match s {
-                D::Low => safety::Severity::Low,
-                D::Medium => safety::Severity::Medium,
-                D::Critical => safety::Severity::Critical,
-                _ => safety::Severity::High,
-            });
-        }
+        let layer = safety::SafetyLayer::from_settings(&g.safety);
         out = out.with_safety(layer);
         if let Some(on) = g.platform_tools {
             out = out.with_platform_tools(on);
@@ -324,6 +315,7 @@ impl GatewayConfig {
         if let Some(n) = g.max_message_bytes {
             out = out.with_max_message_bytes(n);
         }
+        out = out.with_principal_policies(crate::policy::PrincipalPolicies::from_config(config)?);
         if let Some(p) = &g.policy {
             let Some(spec) = config.policies.get(p) else {
                 let known: Vec<&str> = config.policies.keys().map(String::as_str).collect();
@@ -612,6 +604,11 @@ pub fn tool_name(server: &str, tool: &str) -> String {
 }
 
 impl GatewayOps {
+    /// The policies of workspaces and API keys (to check a key's `policy` when it is made).
+    pub(crate) fn scoped_policies(&self) -> &crate::policy::PrincipalPolicies {
+        &self.config.principal_policies
+    }
+
     /// The gateway of `config`, auditing into `audit`.
     ///
     /// # Errors
@@ -859,9 +856,12 @@ impl GatewayOps {
         } else {
             inner
         };
-        let svc = PolicyLayer::new(policy)
-            .with_audit(capture.clone() as Arc<dyn AuditSink>)
-            .layer(inner);
+        let mut layer = PolicyLayer::new(policy).with_audit(capture.clone() as Arc<dyn AuditSink>);
+        if !self.config.principal_policies.is_empty() {
+            layer = layer.with_scope(Arc::clone(&self.config.principal_policies)
+                as Arc<dyn agentkit_core::policy::PolicyScope>);
+        }
+        let svc = layer.layer(inner);
         let mut ctx = RunContext::new()
             .with_run_id(env.trace_id.clone())
             .with_principal(caller.principal())

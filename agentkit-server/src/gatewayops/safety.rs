@@ -740,6 +740,34 @@ impl Default for SafetyLayer {
 }
 
 impl SafetyLayer {
+    /// The layer `settings` describe (`gateway.safety`, an agent's `safety:`): unset
+    /// directions are not checked; `min_severity` defaults to `high`.
+    #[must_use]
+    pub fn from_settings(settings: &agentkit_core::config::SafetySettings) -> Self {
+        use agentkit_core::config::{DetectorAction, DetectorSeverity};
+        let action = |a: DetectorAction| match a {
+            DetectorAction::Flag => SafetyAction::Flag,
+            DetectorAction::Block => SafetyAction::Block,
+            _ => SafetyAction::RequireApproval,
+        };
+        let mut layer = Self::new();
+        if let Some(a) = settings.inputs {
+            layer = layer.with_inputs(action(a));
+        }
+        if let Some(a) = settings.outputs {
+            layer = layer.with_outputs(action(a));
+        }
+        if let Some(s) = settings.min_severity {
+            layer = layer.with_min_severity(match s {
+                DetectorSeverity::Low => Severity::Low,
+                DetectorSeverity::Medium => Severity::Medium,
+                DetectorSeverity::Critical => Severity::Critical,
+                _ => Severity::High,
+            });
+        }
+        layer
+    }
+
     /// The built-in heuristics, checking nothing until [`with_inputs`](Self::with_inputs) or
     /// [`with_outputs`](Self::with_outputs) says what to do.
     #[must_use]
@@ -959,7 +987,8 @@ impl tower::Service<agentkit_core::ToolRequest> for SafetyService {
                                 &req.name,
                                 req.arguments.clone(),
                                 format!("possible prompt injection: {why}"),
-                            );
+                            )
+                            .with_call_id(req.call_id.clone());
                             let decision = match handler {
                                 Some(h) => h.approve(request, &req.ctx).await?,
                                 None => ApprovalDecision::Denied {

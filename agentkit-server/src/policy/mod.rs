@@ -15,6 +15,10 @@
 
 use std::sync::Arc;
 
+mod scope;
+
+pub use scope::PrincipalPolicies;
+
 use agentkit_core::policy::{AuditEntry, AuditEvent, AuditOutcome, AuditSink, GENESIS_HASH};
 use agentkit_core::{Error, Result};
 use agentkit_runtime::model::{Expect, now_ms};
@@ -312,7 +316,8 @@ impl StoreAudit {
 
     /// Record who decided the pending approvals of `run_id`, before the run is signalled;
     /// returns how many this call decided (0: none was pending, or another decider won the
-    /// race — then the run must not be signalled again).
+    /// race — then the run must not be signalled again). See
+    /// [`note_decision_for`](Self::note_decision_for) to decide one call.
     ///
     /// # Errors
     ///
@@ -326,10 +331,74 @@ impl StoreAudit {
         reason: Option<&str>,
         override_claim: bool,
     ) -> Result<usize> {
-        let docs = self
-            .store
-            .doc_list(APPROVALS, &format!("{run_id}/"), None, 100)
+        self.note(run_id, None, approved, by, reason, override_claim)
+            .await
+            .map(|(calls, _)| calls.len())
+    }
+
+    /// Record who decided the pending approval of call `call_id` of `run_id` (or, with
+    /// `None`, every pending approval of the run), before the run is signalled; returns the
+    /// call ids this decided (signal each with
+    /// [`approval_signal_for`](agentkit_runtime::approval_signal_for)). With `None`, an
+    /// empty list means no call of the run was pending (or another decider won the race).
+    ///
+    /// # Errors
+    ///
+    /// 404 when `call_id` has no approval in the run; 409 when it is decided already, when
+    /// another decider decided it (or, with `None`, all the run's pending calls) meanwhile,
+    /// or when one of them is claimed by someone else (unless `override_claim`); or the
+    /// store's error.
+    pub async fn note_decision_for(
+        &self,
+        run_id: &str,
+        call_id: Option<&str>,
+        approved: bool,
+        by: &str,
+        reason: Option<&str>,
+        override_claim: bool,
+    ) -> Result<Vec<String>> {
+        let (decided, had_pending) = self
+            .note(run_id, call_id, approved, by, reason, override_claim)
             .await?;
+        if had_pending && decided.is_empty() {
+            return Err(Error::invalid_state(
+                format!("the approvals of run {run_id}"),
+                "were decided by someone else meanwhile; list them with \
+                 `GET /v1/approvals?status=all`",
+            ));
+        }
+        Ok(decided)
+    }
+
+    /// Decide the pending approvals (see [`note_decision_for`](Self::note_decision_for)):
+    /// the call ids this decided, and whether any was pending.
+    async fn note(
+        &self,
+        run_id: &str,
+        call_id: Option<&str>,
+        approved: bool,
+        by: &str,
+        reason: Option<&str>,
+        override_claim: bool,
+    ) -> Result<(Vec<String>, bool)> {
+        let docs = match call_id {
+            Some(call) => {
+                let id = format!("{run_id}/{call}");
+                let Some(d) = self.store.doc_get(APPROVALS, &id).await? else {
+                    return Err(Error::not_found(
+                        "approval",
+                        &id,
+                        "list the run's approvals with `GET /v1/approvals?status=all`",
+                    ));
+                };
+                vec![d]
+            }
+            None => {
+                self.store
+                    .doc_list(APPROVALS, &format!("{run_id}/"), None, 100)
+                    .await?
+            }
+        };
         let now = now_ms();
         let mut pending = Vec::new();
         for d in docs {
@@ -337,6 +406,22 @@ impl StoreAudit {
                 continue;
             };
             if v.status != "pending" {
+                if call_id.is_some() {
+                    return Err(Error::invalid_state(
+                        format!(
+                            "the approval of call {} ({}) in run {run_id}",
+                            v.call_id, v.tool
+                        ),
+                        format!(
+                            "is {} already{}; only a pending call can be decided",
+                            v.status,
+                            v.decided_by
+                                .as_deref()
+                                .map(|b| format!(" (by {b})"))
+                                .unwrap_or_default()
+                        ),
+                    ));
+                }
                 continue;
             }
             if !override_claim
@@ -355,7 +440,8 @@ impl StoreAudit {
             }
             pending.push((d, v));
         }
-        let mut decided = 0;
+        let had_pending = !pending.is_empty();
+        let mut decided = Vec::new();
         for (d, mut v) in pending {
             v.status = if approved { "approved" } else { "rejected" }.to_owned();
             v.decided_at = Some(now);
@@ -369,10 +455,15 @@ impl StoreAudit {
                 .await?
                 .is_some()
             {
-                decided += 1;
+                decided.push(v.call_id);
+            } else if call_id.is_some() {
+                return Err(Error::invalid_state(
+                    format!("the approval of call {} in run {run_id}", v.call_id),
+                    "was decided by someone else meanwhile; list it with `GET /v1/approvals?status=all`",
+                ));
             }
         }
-        Ok(decided)
+        Ok((decided, had_pending))
     }
 
     /// Claim the pending approval `run_id`/`call_id` for `by` until `until` (ms since epoch):
@@ -549,17 +640,30 @@ async fn expire(
         "nobody approved the call to {} within {minutes} minute(s), so it expired",
         a.tool
     );
-    if audit
-        .note_decision(&a.run_id, false, EXPIRY_DECIDER, Some(&reason), true)
-        .await?
-        == 0
+    match audit
+        .note_decision_for(
+            &a.run_id,
+            Some(&a.call_id),
+            false,
+            EXPIRY_DECIDER,
+            Some(&reason),
+            true,
+        )
+        .await
     {
-        return Ok(false);
+        Ok(calls) if !calls.is_empty() => {}
+        // Decided by someone else meanwhile (or gone).
+        Ok(_) | Err(Error::InvalidState { .. } | Error::NotFound { .. }) => return Ok(false),
+        Err(e) => return Err(e),
     }
     let payload = serde_json::json!({"decision": "denied", "reason": reason});
     if let Err(e) = platform
         .runtime()
-        .signal(&a.run_id, agentkit_runtime::APPROVAL_SIGNAL, payload)
+        .signal(
+            &a.run_id,
+            &agentkit_runtime::approval_signal_for(&a.call_id),
+            payload,
+        )
         .await
     {
         tracing::warn!(run = %a.run_id, error = %e, "resuming a run after its approval expired failed");

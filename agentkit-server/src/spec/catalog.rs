@@ -510,8 +510,36 @@ impl Catalog {
             params = params.with_timeout(t);
         }
         let mut llm = AgentLlm::shared(agent, provider).with_defaults(params);
-        if let Some(policy) = self.policy(name)? {
-            let mut layer = PolicyLayer::new(policy);
+        // Injection checks (`safety:`) sit inside the policy: a call the policy allows has its
+        // arguments checked before it runs and its answer before the model reads it.
+        if !spec.safety.is_default() {
+            let mut layer = crate::gatewayops::safety::SafetyLayer::from_settings(&spec.safety);
+            if let Some(sink) = &self.audit {
+                layer = layer.with_audit(Arc::clone(sink));
+            }
+            llm = llm.with_tool_layer(layer);
+        }
+        // The workspace's and the API key's policies (found from the run's principal) apply
+        // on top of the agent's own.
+        let scoped =
+            crate::policy::PrincipalPolicies::from_config(&self.config).map_err(|e| match e {
+                Error::Config { key, message, .. } => self.error(key, message),
+                other => other,
+            })?;
+        let scope = (!scoped.is_empty())
+            .then(|| Arc::new(scoped) as Arc<dyn agentkit_core::policy::PolicyScope>);
+        let layer = match (self.policy(name)?, scope) {
+            (Some(policy), scope) => {
+                let layer = PolicyLayer::new(policy);
+                Some(match scope {
+                    Some(s) => layer.with_scope(s),
+                    None => layer,
+                })
+            }
+            (None, Some(scope)) => Some(PolicyLayer::scoped(scope)),
+            (None, None) => None,
+        };
+        if let Some(mut layer) = layer {
             if let Some(sink) = &self.audit {
                 layer = layer.with_audit(Arc::clone(sink));
             }

@@ -51,6 +51,10 @@ pub struct ApiKey {
     pub last_used_at: Option<i64>,
     /// The key (id) or `admin` that created it.
     pub created_by: String,
+    /// The policy (a name in `policies:`) applied to every tool call made with it, on top of
+    /// the agent's or the gateway's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
     /// Hex SHA-256 of the whole key.
     #[serde(skip)]
     pub(crate) hash: String,
@@ -187,6 +191,21 @@ impl ApiKeys {
         expires_at: Option<i64>,
         created_by: &str,
     ) -> Result<CreatedKey> {
+        self.create_with_policy(workspace, name, role, expires_at, created_by, None)
+            .await
+    }
+
+    /// [`create`](Self::create) a key that carries `policy` (a name in `policies:`; the
+    /// caller checks that it exists): every tool call made with the key must pass it too.
+    pub async fn create_with_policy(
+        &self,
+        workspace: &WorkspaceId,
+        name: &str,
+        role: Role,
+        expires_at: Option<i64>,
+        created_by: &str,
+        policy: Option<&str>,
+    ) -> Result<CreatedKey> {
         if name.len() > 200 {
             return Err(Error::InvalidRequest(
                 "a key's name is at most 200 bytes".into(),
@@ -212,6 +231,7 @@ impl ApiKeys {
                 revoked_at: None,
                 last_used_at: None,
                 created_by: created_by.to_owned(),
+                policy: policy.map(str::to_owned),
                 hash: hash(&key),
             };
             if self

@@ -171,6 +171,8 @@ pub struct Caller {
     pub key_id: Option<String>,
     /// The server's admin key: may manage every organisation's workspaces and keys.
     pub super_admin: bool,
+    /// The policy the key carries (a name in `policies:`), applied to its tool calls.
+    pub policy: Option<String>,
 }
 
 impl Caller {
@@ -182,6 +184,7 @@ impl Caller {
             role: Role::Admin,
             key_id: None,
             super_admin: true,
+            policy: None,
         }
     }
 
@@ -193,6 +196,7 @@ impl Caller {
             role: key.role,
             key_id: Some(key.id.clone()),
             super_admin: false,
+            policy: key.policy.clone(),
         }
     }
 
@@ -204,6 +208,7 @@ impl Caller {
             role: identity.role,
             key_id: Some(format!("jwt:{}", identity.subject)),
             super_admin: false,
+            policy: None,
         }
     }
 
@@ -220,6 +225,9 @@ impl Caller {
             .with_role(self.role.as_str());
         if let Some(k) = &self.key_id {
             p = p.with_key_id(k);
+        }
+        if let Some(policy) = &self.policy {
+            p = p.with_policy(policy);
         }
         p
     }

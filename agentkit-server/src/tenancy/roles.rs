@@ -162,7 +162,9 @@ pub fn required_role(method: &http::Method, path: &str) -> Option<Role> {
             | "/runs/crons"
             | "/v1/events/{event}"
             | "/v1/servers/{name}/call_tool"
-            | "/v1/approvals/{run_id}/{call_id}/claim",
+            | "/v1/approvals/{run_id}/{call_id}/claim"
+            | "/v1/approvals/{run_id}/{call_id}/approve"
+            | "/v1/approvals/{run_id}/{call_id}/reject",
         )
         | ("DELETE", "/v1/schedules/{name}" | "/runs/crons/{cron_id}")
         | ("PATCH", "/runs/crons/{cron_id}") => Role::Operator,

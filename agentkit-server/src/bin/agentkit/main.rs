@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 failure (a run failed, a server error), 2 invalid input,
 //! 3 not found, 4 conflict, 5 server unreachable or key refused.
 
+mod approvals;
 mod client;
 mod commands;
 mod mcp;
@@ -71,6 +72,9 @@ enum Command {
     /// API keys: create (the secret is shown once), list, revoke.
     #[command(subcommand)]
     Keys(tenancy::KeysCmd),
+    /// The approval queue: list, claim, approve, reject tool calls waiting for a human.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCmd),
     /// Workspaces: list, create.
     #[command(subcommand)]
     Workspaces(tenancy::WorkspacesCmd),
@@ -111,6 +115,7 @@ fn main() {
             Command::Mcp(cmd) => mcp::mcp(&cli.remote, cmd).await,
             Command::Schedules(cmd) => schedules::schedules(&cli.remote, cmd).await,
             Command::Keys(cmd) => tenancy::keys(&cli.remote, cmd).await,
+            Command::Approvals(cmd) => approvals::approvals(&cli.remote, cmd).await,
             Command::Workspaces(cmd) => tenancy::workspaces(&cli.remote, cmd).await,
             Command::Secrets(cmd) => tenancy::secrets(&cli.remote, cmd).await,
             Command::Top(args) => top::top(&cli.remote, args).await,

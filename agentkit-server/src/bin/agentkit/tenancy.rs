@@ -24,6 +24,9 @@ pub(crate) enum KeysCmd {
         /// Stop working after this many days.
         #[arg(long)]
         expires_in_days: Option<u32>,
+        /// A policy (a name in `policies:`) every tool call made with the key must pass too.
+        #[arg(long)]
+        policy: Option<String>,
     },
     /// List keys (never their secrets): id, name, workspace, role, last used, state.
     List {
@@ -67,8 +70,12 @@ pub(crate) async fn keys(remote: &Remote, cmd: KeysCmd) -> Result<(), Failure> {
             name,
             workspace,
             expires_in_days,
+            policy,
         } => {
             let mut body = json!({"role": role, "name": name});
+            if let Some(p) = policy {
+                body["policy"] = Value::String(p);
+            }
             if let Some(w) = workspace {
                 body["workspace"] = Value::String(w);
             }
@@ -78,11 +85,15 @@ pub(crate) async fn keys(remote: &Remote, cmd: KeysCmd) -> Result<(), Failure> {
             let v = c.call(Method::POST, "/v1/keys", Some(&body)).await?;
             if !remote.json {
                 println!(
-                    "created key {} ({} in {}/{})",
+                    "created key {} ({} in {}/{}{})",
                     s(&v, "id"),
                     s(&v, "role"),
                     s(&v, "org"),
-                    s(&v, "workspace")
+                    s(&v, "workspace"),
+                    v["policy"]
+                        .as_str()
+                        .map(|p| format!(", policy {p}"))
+                        .unwrap_or_default()
                 );
                 println!("{}", s(&v, "key"));
                 println!("this is the only time the key is shown: store it now");

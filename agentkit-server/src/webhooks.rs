@@ -305,6 +305,18 @@ impl Platform {
         payload: Value,
         event_id: Option<&str>,
     ) -> Result<Vec<RunRecord>> {
+        self.emit_event_as(event, payload, event_id, None).await
+    }
+
+    /// [`emit_event`](Self::emit_event) on behalf of `principal` (the caller of
+    /// `POST /v1/events/{event}`): the runs carry it, like runs started with a key.
+    pub async fn emit_event_as(
+        &self,
+        event: &str,
+        payload: Value,
+        event_id: Option<&str>,
+        principal: Option<&agentkit_core::Principal>,
+    ) -> Result<Vec<RunRecord>> {
         let listened = agentkit_core::sync::read(&self.ops.events)
             .iter()
             .any(|(e, _)| e == event);
@@ -315,7 +327,10 @@ impl Platform {
                 "declare a trigger with `type: event` and this `event` in agentkit.yaml",
             ));
         }
-        let ids = self.runtime.emit(event, payload, event_id).await?;
+        let ids = self
+            .runtime
+            .emit_as(event, payload, event_id, principal)
+            .await?;
         let mut runs = Vec::with_capacity(ids.len());
         for id in ids {
             runs.push(self.runtime.get(&id).await?);

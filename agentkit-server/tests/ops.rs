@@ -409,6 +409,21 @@ async fn events_start_the_runs_of_their_triggers_once_per_idempotency_key() {
     let runs = first["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["agent"], "echo");
+    // The run acts as the key that emitted the event.
+    let (_, run) = call(
+        &r,
+        Method::GET,
+        &format!("/v1/runs/{}", runs[0]["run_id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(run["input"]["message"], "v2 is live", "{run}");
+    assert_eq!(run["input"]["principal"]["workspace"], "default", "{run}");
+    assert_eq!(
+        run["input"]["principal"]["roles"],
+        json!(["admin"]),
+        "{run}"
+    );
     let again = emit("e-1").await.unwrap();
     assert_eq!(again.status(), 202);
     let again: Value = again.json().await.unwrap();

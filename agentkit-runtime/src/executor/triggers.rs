@@ -32,6 +32,19 @@ impl Runtime {
         payload: Value,
         event_id: Option<&str>,
     ) -> Result<Vec<String>> {
+        self.emit_as(event, payload, event_id, None).await
+    }
+
+    /// [`emit`](Self::emit) on behalf of `principal`: each run's input also carries it as
+    /// `principal` (after the payload was validated, when the payload is an object), so the
+    /// runs' policy decisions, audit entries and approvals name who emitted the event.
+    pub async fn emit_as(
+        &self,
+        event: &str,
+        payload: Value,
+        event_id: Option<&str>,
+        principal: Option<&agentkit_core::Principal>,
+    ) -> Result<Vec<String>> {
         let targets: Vec<String> = read(&self.inner.subscriptions)
             .get(event)
             .cloned()
@@ -40,6 +53,12 @@ impl Runtime {
             let t = self.target(name).ok_or_else(|| self.unknown_target(name))?;
             t.validate(&payload)
                 .map_err(|e| Error::InvalidRequest(format!("event `{event}` for `{name}`: {e}")))?;
+        }
+        let mut payload = payload;
+        if let (Some(p), Value::Object(o)) = (principal, &mut payload) {
+            let p =
+                serde_json::to_value(p).map_err(|e| Error::json("encoding the principal", e))?;
+            o.insert("principal".into(), p);
         }
         let mut ids = Vec::with_capacity(targets.len());
         for name in &targets {

@@ -89,6 +89,7 @@ pub struct Emitted {
               (status = 404, body = Problem)))]
 pub async fn emit_event(
     State(s): State<AppState>,
+    caller: crate::tenancy::Caller,
     Path(event): Path<String>,
     headers: HeaderMap,
     Json(payload): Json<Value>,
@@ -106,7 +107,11 @@ pub async fn emit_event(
                 })?,
         ),
     };
-    let runs = s.platform.emit_event(&event, payload, key).await?;
+    // The runs act as the caller (policy, audit and approvals name its key).
+    let runs = s
+        .platform
+        .emit_event_as(&event, payload, key, Some(&caller.principal()))
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Emitted {

@@ -487,10 +487,21 @@ async fn an_approval_decided_over_mcp_resumes_the_run() {
     assert_eq!(pending[0]["tool"], "slack__send_message");
     assert_eq!(r.sends.load(Ordering::SeqCst), 0);
 
+    // A call id the run does not wait on decides nothing.
+    let wrong = call(
+        &operator,
+        "agentkit_approvals_decide",
+        json!({"run_id": run_id, "call_id": "no-such-call", "decision": "approve"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(wrong.is_error, Some(true), "{wrong:?}");
+    assert_eq!(r.sends.load(Ordering::SeqCst), 0);
     let decided = call(
         &operator,
         "agentkit_approvals_decide",
-        json!({"run_id": run_id, "decision": "approve", "reason": "fine to share"}),
+        json!({"run_id": run_id, "call_id": pending[0]["call_id"], "decision": "approve",
+               "reason": "fine to share"}),
     )
     .await
     .unwrap();

@@ -81,12 +81,7 @@ impl PolicyLayer {
 
 /// The decision of every policy that applies, combined: the first most restrictive one;
 /// `None` when no policy applies.
-fn decide_all(
-    own: Option<&Policy>,
-    scope: Option<&Arc<dyn PolicyScope>>,
-    req: &ToolRequest,
-) -> Option<Decision> {
-    let scoped = scope.map(|s| s.policies(&req.ctx)).unwrap_or_default();
+fn decide_all(own: Option<&Policy>, scoped: &[Policy], req: &ToolRequest) -> Option<Decision> {
     let mut out: Option<Decision> = None;
     for p in own.into_iter().chain(scoped.iter()) {
         let d = req
@@ -163,9 +158,14 @@ impl Service<ToolRequest> for PolicyService {
                 _ => None,
             };
             let replayed = recorded.is_some();
+            // The principal's policies (workspace, key), looked up once per call.
+            let scoped = scope
+                .as_ref()
+                .map(|s| s.policies(&req.ctx))
+                .unwrap_or_default();
             let decision = match recorded {
                 Some(d) => d,
-                None => match decide_all(policy.as_ref(), scope.as_ref(), &req) {
+                None => match decide_all(policy.as_ref(), &scoped, &req) {
                     Some(d) => d,
                     // No policy applies to this call.
                     None => return inner.oneshot(req).await,
@@ -193,10 +193,6 @@ impl Service<ToolRequest> for PolicyService {
                     },
                 );
                 // Every policy that applies counts the call (the layer's own and the scope's).
-                let scoped = scope
-                    .as_ref()
-                    .map(|s| s.policies(&req.ctx))
-                    .unwrap_or_default();
                 policy
                     .iter()
                     .chain(scoped.iter())

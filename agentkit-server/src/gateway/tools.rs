@@ -108,6 +108,7 @@ fn decide_schema() -> Value {
         "type": "object",
         "properties": {
             "run_id": {"type": "string", "description": "The run waiting for the approval."},
+            "call_id": {"type": "string", "description": "The tool call to decide (`call_id` in agentkit_approvals_list); without it, every pending call of the run."},
             "decision": {"type": "string", "enum": ["approve", "reject"]},
             "reason": {"type": "string", "description": "Recorded with the decision; a rejection's reason is what the model reads."}
         },
@@ -440,17 +441,17 @@ impl CallerTools {
             },
             "agentkit_approvals_decide" => match parse::<Decide>(op, args) {
                 Ok(a) => {
-                    let body = json!({ "reason": a.reason }).to_string();
-                    let body = axum::body::Bytes::from(body);
-                    let s = axum::extract::State(state);
-                    let r = match a.decision {
-                        Decision::Approve => {
-                            crate::api::v1::approve_run(s, caller, Path(a.run_id), body).await
-                        }
-                        Decision::Reject => {
-                            crate::api::v1::reject_run(s, caller, Path(a.run_id), body).await
-                        }
-                    };
+                    let by = crate::api::v1::decider(&caller);
+                    let r = crate::api::v1::decide_call(
+                        &state,
+                        &caller,
+                        &a.run_id,
+                        a.call_id.as_deref(),
+                        matches!(a.decision, Decision::Approve),
+                        a.reason,
+                        &by,
+                    )
+                    .await;
                     answer("run", r)
                 }
                 Err(e) => e,
@@ -496,6 +497,8 @@ enum Decision {
 #[serde(deny_unknown_fields)]
 struct Decide {
     run_id: String,
+    #[serde(default)]
+    call_id: Option<String>,
     decision: Decision,
     #[serde(default)]
     reason: Option<String>,

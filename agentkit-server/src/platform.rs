@@ -412,6 +412,9 @@ pub struct Platform {
     pub(crate) budgets: std::sync::OnceLock<agentkit_runtime::SpendLedger>,
     /// Run-start rate limits per agent.
     pub(crate) run_limits: std::sync::OnceLock<crate::ratelimit::RunRateLimits>,
+    /// The gateway API, whose calls that need an approval become durable runs (see
+    /// [`gatewayops::durable`](crate::gatewayops::durable)).
+    pub(crate) gatewayops: std::sync::OnceLock<Arc<crate::gatewayops::GatewayOps>>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -459,6 +462,7 @@ impl Platform {
             this: std::sync::OnceLock::new(),
             budgets: std::sync::OnceLock::new(),
             run_limits: std::sync::OnceLock::new(),
+            gatewayops: std::sync::OnceLock::new(),
         }
     }
 
@@ -486,6 +490,9 @@ impl Platform {
         if lock(&self.registered).contains(name) {
             return Ok(());
         }
+        if crate::gatewayops::durable::is_gateway_target(name) {
+            return self.ensure_gateway_target(name).await;
+        }
         let entry = self.registry.entry(name).await?;
         let latest = self.registry.version(name, entry.latest).await?;
         let options = match (&self.directory.builder, latest.kind) {
@@ -502,9 +509,21 @@ impl Platform {
         Ok(())
     }
 
+    /// Whether the runtime executes runs of `name` already (registered by this platform).
+    pub(crate) fn is_registered(&self, name: &str) -> bool {
+        lock(&self.registered).contains(name)
+    }
+
+    /// Note that `name` is registered with the runtime.
+    pub(crate) fn mark_registered(&self, name: &str) {
+        lock(&self.registered).insert(name.to_owned());
+    }
+
     /// Register every registry entry with the runtime (at start, and periodically so runs of
-    /// agents deployed through another process execute here too).
+    /// agents deployed through another process execute here too), and the built-in gateway
+    /// call workflow of every workspace that used it.
     pub async fn sync_targets(&self) -> Result<usize> {
+        self.sync_gateway_targets().await?;
         let mut n = 0;
         let entries = self.registry.list_all().await?;
         for e in &entries {
@@ -940,7 +959,8 @@ impl Platform {
             return Ok(Vec::new());
         }
         if q.targets.is_empty() && !scope.is_default() {
-            // Every target of the workspace (runs are found by target).
+            // Every target of the workspace (runs are found by target), with its gateway
+            // calls that needed an approval.
             q.targets = self
                 .registry
                 .list_all()
@@ -949,6 +969,11 @@ impl Platform {
                 .map(|e| e.name)
                 .filter(|n| scope.contains(n))
                 .collect();
+            if let Some(g) = scope.internal(crate::gatewayops::durable::GATEWAY_CALL)
+                && self.is_registered(&g)
+            {
+                q.targets.push(g);
+            }
             if q.targets.is_empty() {
                 return Ok(Vec::new());
             }

@@ -358,6 +358,7 @@ impl ServerBuilder {
             self.policy,
         ));
         let _ = platform.this.set(Arc::downgrade(&platform));
+        let _ = platform.gatewayops.set(Arc::clone(&gatewayops));
         if let Some(ledger) = self.budgets {
             let _ = platform.budgets.set(ledger);
         }

@@ -287,6 +287,8 @@ async fn run_one(
             error: Some("the batch's timeout passed before this call could start".into()),
             duration_ms: 0,
             cost: 0.0,
+            run_id: None,
+            call_id: None,
         };
         if let Some(tx) = events {
             let _ = tx.send(BatchEvent::Done(r.clone()));
@@ -313,6 +315,8 @@ async fn run_one(
             error: Some(e.to_string()),
             duration_ms: 0,
             cost: 0.0,
+            run_id: None,
+            call_id: None,
         },
     };
     if let Some(tx) = events {
@@ -870,6 +874,8 @@ async fn serve_socket(
                             error: Some(e.to_string()),
                             duration_ms: 0,
                             cost: 0.0,
+                            run_id: None,
+                            call_id: None,
                         }),
                     };
                     agentkit_core::sync::lock(&running).remove(&id);

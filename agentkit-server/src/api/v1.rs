@@ -707,7 +707,11 @@ pub(crate) async fn decide_call(
         })
     };
     let scope = caller.scope();
-    s.platform.run_in(&scope, run_id).await?;
+    let run = s.platform.run_in(&scope, run_id).await?;
+    if crate::gatewayops::durable::is_gateway_target(&run.target) {
+        // A gateway call's run resumes here: this process must know its workflow.
+        s.platform.ensure_target(&run.target).await?;
+    }
     // Who decided, for the approval queue and the audit log.
     let calls = crate::policy::StoreAudit::new(std::sync::Arc::clone(s.platform.runtime().store()))
         .note_decision_for(

@@ -28,6 +28,7 @@
 //! # Ok::<_, agentkit_core::Error>(())
 //! ```
 
+pub mod durable;
 pub mod platforms;
 pub mod safety;
 
@@ -425,6 +426,11 @@ pub enum CallStatus {
     Denied,
     /// The client cancelled it (WebSocket `cancel`, or a closed stream).
     Cancelled,
+    /// A policy (or a platform's `require_approval_for`, or a safety check) requires a
+    /// human's approval: the call waits in the approval queue as durable run `run_id` (call
+    /// `call_id`); once approved it is made exactly once and the run's output is its result
+    /// (`GET /v1/runs/{run_id}`). See [the module docs](self).
+    PendingApproval,
 }
 
 /// The result of one call.
@@ -453,10 +459,19 @@ pub struct CallResult {
     pub duration_ms: u64,
     /// What it cost in USD (`gateway.tool_costs`; 0 unless priced).
     pub cost: f64,
+    /// The durable run the call waits in (status `pending_approval`), or ran in (a call that
+    /// needed an approval): read its outcome with `GET /v1/runs/{run_id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The call's id in the approval queue (with `run_id`): decide it with
+    /// `POST /v1/approvals/{run_id}/{call_id}/approve` (or `/reject`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
 }
 
 impl CallResult {
-    fn failed(id: &str, status: CallStatus, error: String, took: Duration) -> Self {
+    /// A result without content: the call did not run (or did not finish).
+    pub(crate) fn failed(id: &str, status: CallStatus, error: String, took: Duration) -> Self {
         Self {
             id: id.to_owned(),
             status,
@@ -466,11 +481,13 @@ impl CallResult {
             flags: Vec::new(),
             duration_ms: millis(took),
             cost: 0.0,
+            run_id: None,
+            call_id: None,
         }
     }
 }
 
-fn millis(d: Duration) -> u64 {
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -498,6 +515,15 @@ pub(crate) struct Call {
     pub(crate) tool: String,
     pub(crate) arguments: Map<String, Value>,
     pub(crate) timeout: Duration,
+}
+
+/// What making a call came to.
+pub(crate) enum Made {
+    /// It ended (ran, failed, was denied, timed out, was cancelled).
+    Done(CallResult),
+    /// It needs a human's approval (outside a durable run): hand it to one. The policy's
+    /// reason.
+    NeedsApproval(String),
 }
 
 /// Receives the progress notifications of running calls. (The MCP client keeps a finished
@@ -537,11 +563,25 @@ struct Capture {
     inner: Arc<dyn AuditSink>,
     last: Mutex<Option<AuditOutcome>>,
     flags: Mutex<Vec<String>>,
+    /// Outside a durable run: a request for approval is not written (the durable run the
+    /// call is handed to asks again, under its own run id) but noted here, with its reason.
+    defer: bool,
+    asked: Mutex<Option<String>>,
 }
 
 #[async_trait]
 impl AuditSink for Capture {
     async fn record(&self, event: AuditEvent) -> Result<()> {
+        if self.defer && event.outcome == AuditOutcome::ApprovalRequested {
+            let why = format!(
+                "{} (policy `{}`, rule `{}`)",
+                event.reason,
+                event.policy,
+                event.rule.as_deref().unwrap_or("-")
+            );
+            *agentkit_core::sync::lock(&self.asked) = Some(why);
+            return Ok(());
+        }
         *agentkit_core::sync::lock(&self.last) = Some(event.outcome);
         if event.policy == "safety"
             && let Some(f) = event.reason.strip_prefix("flagged: ")
@@ -791,7 +831,8 @@ impl GatewayOps {
 
     /// Make one call: visibility, tool filter, policy, audit, timeout. A call that could not
     /// be addressed (unknown server or tool) is an `Err`; everything after that — denials,
-    /// tool errors, unreachable servers, timeouts — is a [`CallResult`].
+    /// tool errors, unreachable servers, timeouts — is a [`CallResult`]. A call that needs an
+    /// approval becomes a durable run (see [`durable`]) and is answered `pending_approval`.
     pub(crate) async fn call(
         &self,
         platform: &Platform,
@@ -799,8 +840,42 @@ impl GatewayOps {
         call: Call,
         env: &CallEnv,
     ) -> std::result::Result<CallResult, McpFailure> {
-        self.check(platform, caller, &call.server, &call.tool)?;
-        let (manager, _) = platform.mcp_server(&call.server)?;
+        let ctx = RunContext::new()
+            .with_run_id(env.trace_id.clone())
+            .with_principal(caller.principal())
+            .with_cancellation(env.cancel.child_token())
+            .with_approvals(Arc::new(durable::Handoff));
+        match self
+            .call_in(platform, &caller.workspace, call.clone(), env, ctx, true)
+            .await?
+        {
+            Made::Done(r) => Ok(r),
+            Made::NeedsApproval(why) => durable::defer(platform, caller, call, env, &why).await,
+        }
+    }
+
+    /// Make one call in `ctx` (a gateway call's, or a durable run's): `defer` outside a run,
+    /// where a request for approval is not asked but answered [`Made::NeedsApproval`].
+    pub(crate) async fn call_in(
+        &self,
+        platform: &Platform,
+        workspace: &WorkspaceId,
+        call: Call,
+        env: &CallEnv,
+        ctx: RunContext,
+        defer: bool,
+    ) -> std::result::Result<Made, McpFailure> {
+        if !self.sees(workspace, &call.server) {
+            return Err(Self::unknown(&call.server));
+        }
+        let (manager, config) = platform.mcp_server(&call.server)?;
+        if !config.offers_tool(&call.tool) {
+            return Err(McpFailure::NotFound(format!(
+                "MCP server `{}` does not offer tool `{}` (its tool filter in agentkit.yaml)",
+                call.server,
+                call.tool.escape_debug()
+            )));
+        }
         let started = Instant::now();
         let name = tool_name(&call.server, &call.tool);
         let answer: Arc<Mutex<Option<CallToolResult>>> = Arc::default();
@@ -840,6 +915,8 @@ impl GatewayOps {
             inner: Arc::clone(&self.audit),
             last: Mutex::new(None),
             flags: Mutex::new(Vec::new()),
+            defer,
+            asked: Mutex::new(None),
         });
         let policy = match &env.platform {
             Some(p) => p.policy(),
@@ -862,11 +939,7 @@ impl GatewayOps {
                 as Arc<dyn agentkit_core::policy::PolicyScope>);
         }
         let svc = layer.layer(inner);
-        let mut ctx = RunContext::new()
-            .with_run_id(env.trace_id.clone())
-            .with_principal(caller.principal())
-            .with_cancellation(env.cancel.child_token())
-            .with_timeout(call.timeout);
+        let mut ctx = ctx.with_timeout(call.timeout);
         if let Some(f) = &env.progress {
             let (f, id) = (Arc::clone(f), call.id.clone());
             ctx = ctx.with_events(Arc::new(agentkit_core::FnSink::new(
@@ -899,10 +972,13 @@ impl GatewayOps {
         let outcome = tokio::select! {
             r = tokio::time::timeout(backstop, svc.oneshot(request)) => r,
             () = env.cancel.cancelled() => {
-                return Ok(CallResult::failed(&call.id, CallStatus::Cancelled,
-                    "the client cancelled the call".into(), started.elapsed()));
+                return Ok(Made::Done(CallResult::failed(&call.id, CallStatus::Cancelled,
+                    "the client cancelled the call".into(), started.elapsed())));
             }
         };
+        if let Some(why) = agentkit_core::sync::lock(&capture.asked).take() {
+            return Ok(Made::NeedsApproval(why));
+        }
         let took = started.elapsed();
         let output = match outcome {
             Err(_) => Err(Error::Timeout {
@@ -914,7 +990,7 @@ impl GatewayOps {
         let output = match output {
             Ok(o) => o,
             Err(e) if e.is_timeout() => {
-                return Ok(CallResult::failed(
+                return Ok(Made::Done(CallResult::failed(
                     &call.id,
                     CallStatus::Timeout,
                     format!(
@@ -922,15 +998,15 @@ impl GatewayOps {
                         millis(call.timeout)
                     ),
                     took,
-                ));
+                )));
             }
             Err(e) if e.is_cancelled() => {
-                return Ok(CallResult::failed(
+                return Ok(Made::Done(CallResult::failed(
                     &call.id,
                     CallStatus::Cancelled,
                     "the client cancelled the call".into(),
                     took,
-                ));
+                )));
             }
             Err(source) => {
                 return Err(McpFailure::Upstream {
@@ -941,23 +1017,23 @@ impl GatewayOps {
         };
         let decided = *agentkit_core::sync::lock(&capture.last);
         if matches!(decided, Some(AuditOutcome::Denied | AuditOutcome::Rejected)) {
-            return Ok(CallResult::failed(
+            return Ok(Made::Done(CallResult::failed(
                 &call.id,
                 CallStatus::Denied,
                 output.text_content(),
                 took,
-            ));
+            )));
         }
         let Some(answer) = agentkit_core::sync::lock(&answer).take() else {
-            return Ok(CallResult::failed(
+            return Ok(Made::Done(CallResult::failed(
                 &call.id,
                 CallStatus::Error,
                 format!("`{name}` was not called: {}", output.text_content()),
                 took,
-            ));
+            )));
         };
         let is_error = answer.is_error.unwrap_or(false);
-        Ok(CallResult {
+        Ok(Made::Done(CallResult {
             id: call.id,
             status: if is_error {
                 CallStatus::Error
@@ -974,7 +1050,9 @@ impl GatewayOps {
             flags: std::mem::take(&mut *agentkit_core::sync::lock(&capture.flags)),
             duration_ms: millis(took),
             cost: self.cost_of(&name),
-        })
+            run_id: None,
+            call_id: None,
+        }))
     }
 
     /// A single-use WebSocket connection id for `caller`, valid for `connect_ttl`.

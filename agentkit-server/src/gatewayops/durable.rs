@@ -1,0 +1,332 @@
+//! Durable approvals for gateway calls.
+//!
+//! A gateway call (`/v1/execute`, its stream, the WebSocket, `POST /v1/servers/{name}/call_tool`,
+//! a federated `server__tool` over `/mcp`) has no durable run of its own, so it cannot wait for a
+//! human. When the policy stack answers `require_approval` for one (a policy's
+//! `require_approval` glob or chain rule, a platform's `require_approval_for`, a safety check
+//! with action `require_approval`), the gateway does not ask; it hands the call to a durable run
+//! of the built-in workflow [`GATEWAY_CALL`] in the caller's workspace, started by the caller
+//! (the run carries its principal), and answers `pending_approval` with the run id at once.
+//!
+//! The run's one journaled step is the same call through the same [`GatewayOps::call_in`]
+//! path — the same policies, platform rules, safety checks and audit log — now with the
+//! runtime's approval handler: the policy asks again (its verdict journaled), the call enters
+//! the approval queue (`GET /v1/approvals`, `agentkit approvals`, `agentkit_approvals_*` over
+//! `/mcp`) under the run's id and the client's call id, and the run persists as
+//! `waiting_approval`. Approved on any node, the run re-executes from its journal and makes
+//! the call with the same arguments, once; its output is the call's [`CallResult`]. Rejected
+//! (or expired), the run fails with the reason. Everything survives a restart: the run, its
+//! journal and the queue are in the store, and every process registers the workflow for the
+//! workspaces that used it (the `agentkit.gateway_targets` documents) before it recovers runs.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use agentkit_core::{
+    ApprovalDecision, ApprovalHandler, ApprovalRequest, Error, Result, RunContext, RunStatus,
+    StartOptions,
+};
+use agentkit_runtime::{Expect, RetryPolicy, TargetOptions, Workflow, WorkflowContext};
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::{Call, CallEnv, CallResult, CallStatus, GatewayOps, Made, millis, tool_name};
+use crate::platform::Platform;
+use crate::servers::McpFailure;
+use crate::tenancy::{Caller, SEP, WorkspaceId};
+
+/// The name of the built-in workflow a gateway call that needs an approval runs as (in a
+/// workspace: `<org>~<workspace>~agentkit.gateway_call`; no agent can have this name, since
+/// agent names have no `.`).
+pub const GATEWAY_CALL: &str = "agentkit.gateway_call";
+
+/// Documents (id = the stored target name) of the workspaces whose gateway calls became
+/// durable runs: every process registers [`GATEWAY_CALL`] for them.
+const GATEWAY_TARGETS: &str = "agentkit.gateway_targets";
+
+/// The journal key of the call's step (and the tool call key its verdict and approval are
+/// journaled under).
+const STEP: &str = "gateway_call";
+
+/// Whether `target` (a stored target name) is a workspace's [`GATEWAY_CALL`].
+pub(crate) fn is_gateway_target(target: &str) -> bool {
+    target.rsplit(SEP).next() == Some(GATEWAY_CALL)
+}
+
+/// The approval handler of a gateway call outside a run: it answers nobody, so the policy
+/// layer stops, and the gateway hands the call to a durable run (its audit sink noted the
+/// request and kept it out of the queue).
+pub(crate) struct Handoff;
+
+#[async_trait]
+impl ApprovalHandler for Handoff {
+    async fn approve(&self, request: ApprovalRequest, _: &RunContext) -> Result<ApprovalDecision> {
+        Err(Error::Workflow(format!(
+            "the call of `{}` needs an approval; it is handed to a durable run",
+            request.tool
+        )))
+    }
+}
+
+/// The input of a [`GATEWAY_CALL`] run (beside the `principal` the server adds).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub(crate) struct GatewayCallInput {
+    /// The client's id of the call (its id in the approval queue).
+    pub(crate) call_id: String,
+    /// The outbound MCP server.
+    pub(crate) server: String,
+    /// The tool.
+    pub(crate) tool: String,
+    /// Its arguments.
+    pub(crate) arguments: Map<String, Value>,
+    /// The call's timeout once approved.
+    pub(crate) timeout_ms: u64,
+    /// The trace of the request that made it.
+    pub(crate) trace_id: String,
+    /// The registered platform the client called through (`x-agentkit-platform`), if any.
+    #[serde(default)]
+    pub(crate) platform: Option<String>,
+}
+
+/// The built-in workflow of one workspace: make one gateway call in a durable run.
+struct GatewayCall {
+    name: String,
+    platform: Weak<Platform>,
+    ops: Arc<GatewayOps>,
+}
+
+#[async_trait]
+impl Workflow for GatewayCall {
+    type Input = GatewayCallInput;
+    type Output = Value;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn description(&self) -> &str {
+        "A gateway tool call that needed an approval: it waits in the approval queue, and once \
+         approved is made exactly once; the output is its result."
+    }
+
+    async fn run(&self, wctx: &WorkflowContext, input: GatewayCallInput) -> Result<Value> {
+        let platform = self.platform.upgrade().ok_or_else(|| Error::Unavailable {
+            what: "the server".into(),
+            message: "it is stopping; the run resumes on the next start".into(),
+        })?;
+        let run_ctx = wctx.run_context().clone();
+        let workspace = run_ctx
+            .principal()
+            .and_then(|p| Some(WorkspaceId::new(p.tenant.clone()?, p.workspace.clone()?)))
+            .unwrap_or_else(WorkspaceId::default_workspace);
+        let compiled = match &input.platform {
+            None => None,
+            Some(name) => Some(self.ops.platform(name).ok_or_else(|| {
+                Error::invalid_state(
+                    format!("gateway call {} of run {}", input.call_id, wctx.run_id()),
+                    format!(
+                        "it was made through platform `{name}`, which is no longer registered \
+                         (gateway.platforms); the call was not made"
+                    ),
+                )
+            })?),
+        };
+        let env = CallEnv {
+            platform: compiled,
+            ..CallEnv::new(input.trace_id.clone())
+        };
+        let name = tool_name(&input.server, &input.tool);
+        let label = name.clone();
+        let call = Call {
+            id: input.call_id.clone(),
+            server: input.server,
+            tool: input.tool,
+            arguments: input.arguments,
+            timeout: Duration::from_millis(input.timeout_ms.max(1)),
+        };
+        let ctx = run_ctx.clone().with_tool_call_key(STEP);
+        let ops = Arc::clone(&self.ops);
+        let result: CallResult = run_ctx
+            .step(STEP, async move {
+                match ops
+                    .call_in(&platform, &workspace, call, &env, ctx, false)
+                    .await
+                {
+                    Ok(Made::Done(r)) => Ok(r),
+                    Ok(Made::NeedsApproval(why)) => Err(Error::invalid_state(
+                        format!("gateway call `{name}`"),
+                        format!("it needs an approval ({why}), but no one was asked"),
+                    )),
+                    // Also the run's own stop: it waits for the approval.
+                    Err(McpFailure::Upstream { source, .. }) => Err(source),
+                    Err(McpFailure::NotFound(m)) => Err(Error::InvalidRequest(m)),
+                }
+            })
+            .await?;
+        if result.status == CallStatus::Denied {
+            // Rejected, expired, or denied by a policy changed since: the run ends with why.
+            return Err(Error::Tool {
+                tool: label,
+                message: result.error.unwrap_or_default(),
+                source: None,
+            });
+        }
+        serde_json::to_value(result).map_err(|e| Error::json("encoding a gateway call's result", e))
+    }
+}
+
+impl Platform {
+    /// Make sure the runtime executes [`GATEWAY_CALL`] runs of target `target` (a workspace's
+    /// stored name of it), and that every process will: the first time, the workspace is
+    /// recorded in the store.
+    pub(crate) async fn ensure_gateway_target(&self, target: &str) -> Result<()> {
+        if self.is_registered(target) {
+            return Ok(());
+        }
+        let ops = self
+            .gatewayops
+            .get()
+            .cloned()
+            .ok_or_else(|| Error::Unavailable {
+                what: format!("run target `{target}`"),
+                message: "this server has no gateway".into(),
+            })?;
+        self.runtime()
+            .store()
+            .doc_put(
+                GATEWAY_TARGETS,
+                target,
+                json!({"target": target}),
+                Expect::Any,
+            )
+            .await?;
+        self.runtime().register_workflow(
+            GatewayCall {
+                name: target.to_owned(),
+                platform: self.this.get().cloned().unwrap_or_default(),
+                ops,
+            },
+            TargetOptions::new()
+                .with_retry(RetryPolicy::none())
+                .with_description("a gateway call that needs an approval"),
+        );
+        self.mark_registered(target);
+        Ok(())
+    }
+
+    /// Register [`GATEWAY_CALL`] for every workspace whose gateway calls became runs (at start,
+    /// before recovery, and periodically for workspaces another process recorded).
+    pub(crate) async fn sync_gateway_targets(&self) -> Result<()> {
+        if self.gatewayops.get().is_none() {
+            return Ok(());
+        }
+        let docs = self
+            .runtime()
+            .store()
+            .doc_list(GATEWAY_TARGETS, "", None, 10_000)
+            .await?;
+        for d in docs {
+            if is_gateway_target(&d.id) && !self.is_registered(&d.id) {
+                self.ensure_gateway_target(&d.id).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Hand `call`, which needs an approval (`why`), to a durable run in `caller`'s workspace and
+/// answer `pending_approval` (or, if the run ended within the call's timeout — a policy that
+/// no longer asks — its result).
+pub(crate) async fn defer(
+    platform: &Platform,
+    caller: &Caller,
+    call: Call,
+    env: &CallEnv,
+    why: &str,
+) -> std::result::Result<CallResult, McpFailure> {
+    let started = Instant::now();
+    let name = tool_name(&call.server, &call.tool);
+    let upstream = |source: Error| McpFailure::Upstream {
+        server: call.server.clone(),
+        source,
+    };
+    let target = format!("{}{GATEWAY_CALL}", caller.scope().prefix());
+    platform
+        .ensure_gateway_target(&target)
+        .await
+        .map_err(upstream)?;
+    let input = GatewayCallInput {
+        call_id: call.id.clone(),
+        server: call.server.clone(),
+        tool: call.tool.clone(),
+        arguments: call.arguments.clone(),
+        timeout_ms: millis(call.timeout),
+        trace_id: env.trace_id.clone(),
+        platform: env.platform.as_ref().map(|p| p.name.clone()),
+    };
+    let mut input =
+        serde_json::to_value(input).map_err(|e| upstream(Error::json("encoding a call", e)))?;
+    input["principal"] = serde_json::to_value(caller.principal())
+        .map_err(|e| upstream(Error::json("encoding the caller", e)))?;
+    if let Some(tp) = agentkit_core::trace::current_traceparent() {
+        input["traceparent"] = Value::String(tp);
+    }
+    let run = platform
+        .runtime()
+        .start_run_record(&target, input, StartOptions::new())
+        .await
+        .map_err(upstream)?;
+    // Answer once the call is in the approval queue (or the run ended): at most the call's
+    // timeout.
+    let seen = tokio::select! {
+        r = tokio::time::timeout(call.timeout, platform.wait(&run.id)) => r.ok().and_then(Result::ok),
+        () = env.cancel.cancelled() => None,
+    };
+    let took = started.elapsed();
+    let mut result = match seen {
+        Some(r) if r.status == RunStatus::Succeeded => r
+            .output
+            .and_then(|o| serde_json::from_value::<CallResult>(o).ok())
+            .unwrap_or_else(|| {
+                CallResult::failed(
+                    &call.id,
+                    CallStatus::Error,
+                    format!("run {} of `{name}` succeeded without a result", run.id),
+                    took,
+                )
+            }),
+        Some(r) if r.status.is_terminal() => CallResult::failed(
+            &call.id,
+            CallStatus::Error,
+            format!(
+                "run {} of `{name}` {}: {}",
+                run.id,
+                r.status,
+                r.error.as_deref().unwrap_or("no reason recorded")
+            ),
+            took,
+        ),
+        _ => CallResult::failed(
+            &call.id,
+            CallStatus::PendingApproval,
+            pending_message(&name, why, &run.id, &call.id),
+            took,
+        ),
+    };
+    result.run_id = Some(run.id.clone());
+    result.call_id = Some(call.id.clone());
+    Ok(result)
+}
+
+/// What a client reads about a call waiting for approval.
+pub(crate) fn pending_message(name: &str, why: &str, run_id: &str, call_id: &str) -> String {
+    format!(
+        "the call of `{name}` needs an approval: {why}. It waits in the approval queue as run \
+         {run_id} (call `{call_id}`); once approved it is made and the run's output is its \
+         result: read it with GET /v1/runs/{run_id} (or the MCP tool agentkit_runs_get). An \
+         operator decides it with POST /v1/approvals/{run_id}/{call_id}/approve (or /reject), \
+         `agentkit approvals`, or agentkit_approvals_decide"
+    )
+}

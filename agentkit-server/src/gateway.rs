@@ -397,9 +397,9 @@ impl PlatformTasks {
 
     /// `task_id` if it is a run of this workspace; otherwise the error of a task that does
     /// not exist.
-    async fn check(&self, task_id: &str) -> Result<(), ErrorData> {
+    async fn check(&self, task_id: &str) -> Result<agentkit_runtime::RunRecord, ErrorData> {
         match self.platform()?.run_in(&self.scope, task_id).await {
-            Ok(_) => Ok(()),
+            Ok(r) => Ok(r),
             Err(e) if e.is_not_found() => Err(ErrorData::invalid_params(
                 format!("no task `{task_id}` (task ids are the run ids tools/call returned)"),
                 None,
@@ -451,8 +451,13 @@ impl TaskBackend for PlatformTasks {
         task_id: &str,
         request: &RequestContext<RoleServer>,
     ) -> Result<DetailedTask, ErrorData> {
-        self.check(task_id).await?;
-        self.runs()?.get(task_id, request).await
+        let run = self.check(task_id).await?;
+        let task = self.runs()?.get(task_id, request).await?;
+        if crate::gatewayops::durable::is_gateway_target(&run.target) {
+            // A gateway call waiting for an approval: its result is the tool's.
+            return Ok(crate::gatewayops::durable::gateway_task(task));
+        }
+        Ok(task)
     }
 
     async fn update(
@@ -462,7 +467,18 @@ impl TaskBackend for PlatformTasks {
         request: &RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         may_control(request)?;
-        self.check(task_id).await?;
+        let run = self.check(task_id).await?;
+        if crate::gatewayops::durable::is_gateway_target(&run.target) {
+            // Its approval is an operator's, in the approval queue (who decided, why).
+            return Err(ErrorData::invalid_request(
+                format!(
+                    "task `{task_id}` is a gateway call waiting for an approval; an operator \
+                     decides it in the approval queue (POST /v1/approvals/{task_id}/{{call_id}}/\
+                     approve or /reject, agentkit_approvals_decide), not tasks/update"
+                ),
+                None,
+            ));
+        }
         self.runs()?.update(task_id, responses, request).await
     }
 

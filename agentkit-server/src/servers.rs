@@ -52,6 +52,13 @@ pub struct McpCallView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub structured_content: Option<Value>,
+    /// When the call waits for an approval (`content` says so): the durable run it waits in;
+    /// its output is the call's result once approved (`GET /v1/runs/{run_id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// With `run_id`: the call's id in the approval queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
 }
 
 impl McpCallView {
@@ -61,6 +68,8 @@ impl McpCallView {
             is_error: true,
             content: vec![serde_json::json!({"type": "text", "text": text})],
             structured_content: None,
+            run_id: None,
+            call_id: None,
         }
     }
 
@@ -70,6 +79,8 @@ impl McpCallView {
             is_error: r.status != crate::gatewayops::CallStatus::Success,
             content: r.content,
             structured_content: r.structured_content,
+            run_id: r.run_id,
+            call_id: r.call_id,
         }
     }
 }
@@ -209,6 +220,8 @@ impl Platform {
             is_error: result.is_error.unwrap_or(false),
             content,
             structured_content: result.structured_content.clone(),
+            run_id: None,
+            call_id: None,
         })
     }
 }

@@ -183,7 +183,7 @@ impl ServerHandler for McpServer {
             let name = req.name.clone();
             let call = self.ctx(c);
             return tokio::select! {
-                r = extra.call(&name, req.arguments.unwrap_or_default(), call) => r.map(Into::into),
+                r = extra.call_response(&name, req.arguments.unwrap_or_default(), call) => r,
                 () = ct.cancelled() => Err(ErrorData::internal_error("cancelled by the client", None)),
             };
         }

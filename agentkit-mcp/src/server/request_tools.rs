@@ -1,7 +1,7 @@
 //! [`RequestTools`]: tools that depend on who is asking.
 
 use async_trait::async_trait;
-use rmcp::model::{CallToolResult, JsonObject, Tool};
+use rmcp::model::{CallToolResponse, CallToolResult, JsonObject, Tool};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
 
@@ -37,6 +37,19 @@ pub trait RequestTools: Send + Sync {
         arguments: JsonObject,
         call: CallContext,
     ) -> Result<CallToolResult, ErrorData>;
+
+    /// Call tool `name` like [`call`](Self::call), where the answer may also be an MCP Task
+    /// ([`CallToolResponse::Task`]; for a client that declared the tasks extension, whose
+    /// `tasks/*` requests the server's [`TaskBackend`](crate::TaskBackend) answers). The
+    /// server calls this one; the default answers [`call`](Self::call)'s result.
+    async fn call_response(
+        &self,
+        name: &str,
+        arguments: JsonObject,
+        call: CallContext,
+    ) -> Result<CallToolResponse, ErrorData> {
+        self.call(name, arguments, call).await.map(Into::into)
+    }
 
     /// Whether the registered tool `name` is listed for and callable by `request` (default:
     /// every registered tool is).

@@ -118,6 +118,12 @@ pub async fn call_tool(
         CallStatus::Denied | CallStatus::Cancelled => {
             Ok(Json(McpCallView::error_text(r.error.unwrap_or_default())))
         }
+        CallStatus::PendingApproval => {
+            let mut view = McpCallView::error_text(r.error.clone().unwrap_or_default());
+            view.run_id = r.run_id;
+            view.call_id = r.call_id;
+            Ok(Json(view))
+        }
         _ => Ok(Json(McpCallView::from_result(r))),
     }
 }

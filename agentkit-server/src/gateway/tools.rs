@@ -14,7 +14,9 @@
 use std::sync::Arc;
 
 use agentkit_mcp::CallContext;
-use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool};
+use agentkit_mcp::rmcp::model::{
+    CallToolResponse, CallToolResult, ContentBlock, CreateTaskResult, JsonObject, Tool,
+};
 use agentkit_mcp::rmcp::service::RequestContext;
 use agentkit_mcp::rmcp::{ErrorData, RoleServer};
 use async_trait::async_trait;
@@ -24,7 +26,7 @@ use serde_json::{Value, json};
 
 use crate::api::{ApiResult, AppState, Json, Path, Query};
 use crate::gatewayops::platforms::{Compiled, PLATFORM_HEADER};
-use crate::gatewayops::{Call, CallEnv, CallStatus, tool_name, trace_id};
+use crate::gatewayops::{Call, CallEnv, CallResult, CallStatus, tool_name, trace_id};
 use crate::servers::McpFailure;
 use crate::tenancy::{Caller, Role, Scope, required_role};
 
@@ -183,6 +185,44 @@ fn error_result(message: impl Into<String>) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message.into())])
 }
 
+/// A gateway call's result as an MCP tool result: the tool's own answer, or a tool error
+/// saying why there is none (denied, timed out, waiting for an approval: with `run_id`,
+/// `call_id` and `status` as structured content).
+pub(crate) fn tool_result(r: &CallResult, name: &str) -> CallToolResult {
+    let blocks = || -> Vec<ContentBlock> {
+        r.content
+            .iter()
+            .filter_map(|c| serde_json::from_value(c.clone()).ok())
+            .collect()
+    };
+    match r.status {
+        CallStatus::Success => {
+            let mut out = CallToolResult::success(blocks());
+            out.structured_content = r.structured_content.clone();
+            out
+        }
+        CallStatus::Error if !r.content.is_empty() => {
+            let mut out = CallToolResult::error(blocks());
+            out.structured_content = r.structured_content.clone();
+            out
+        }
+        CallStatus::PendingApproval => {
+            let mut out = error_result(r.error.clone().unwrap_or_default());
+            out.structured_content = Some(json!({
+                "status": "pending_approval",
+                "run_id": r.run_id,
+                "call_id": r.call_id,
+            }));
+            out
+        }
+        _ => error_result(
+            r.error
+                .clone()
+                .unwrap_or_else(|| format!("`{name}` did not complete ({:?})", r.status)),
+        ),
+    }
+}
+
 /// The caller and the API state of a request (the API layer sets both).
 fn who(request: &RequestContext<RoleServer>) -> Option<(Caller, Arc<AppState>)> {
     let parts = request.extensions.get::<http::request::Parts>()?;
@@ -303,7 +343,9 @@ impl CallerTools {
     }
 
     /// A call of `server__tool` through the gateway's governed path (visibility, policy,
-    /// safety, audit, credentials), as `POST /v1/servers/{name}/call_tool` makes it.
+    /// safety, audit, credentials), as `POST /v1/servers/{name}/call_tool` makes it. A call
+    /// that waits for an approval is a task (the run's) for a client that declared MCP Tasks
+    /// (`tasks`), else a tool error saying which run to read.
     async fn call_federated(
         &self,
         caller: &Caller,
@@ -311,7 +353,8 @@ impl CallerTools {
         name: &str,
         arguments: JsonObject,
         call: &CallContext,
-    ) -> Result<CallToolResult, ErrorData> {
+        tasks: bool,
+    ) -> Result<CallToolResponse, ErrorData> {
         let Some((server, tool)) = name.split_once("__") else {
             return Err(ErrorData::invalid_params(
                 format!("unknown tool `{name}`; list the tools with tools/list"),
@@ -319,14 +362,14 @@ impl CallerTools {
             ));
         };
         if !caller.role.allows(Role::Invoker) {
-            return Ok(forbidden(caller, Role::Invoker, name));
+            return Ok(forbidden(caller, Role::Invoker, name).into());
         }
         let ops = &state.gatewayops;
         let mut env = CallEnv::new(trace_id());
         env.cancel = call.cancellation();
         env.platform = platform_of(state, call.request())?;
         let request = Call {
-            id: "mcp".into(),
+            id: format!("mcp-{}", uuid::Uuid::now_v7().simple()),
             server: server.to_owned(),
             tool: tool.to_owned(),
             arguments,
@@ -340,31 +383,53 @@ impl CallerTools {
                     None,
                 ));
             }
-            Err(e @ McpFailure::Upstream { .. }) => return Ok(error_result(e.to_string())),
+            Err(e @ McpFailure::Upstream { .. }) => return Ok(error_result(e.to_string()).into()),
         };
-        let blocks = || -> Vec<ContentBlock> {
-            r.content
-                .iter()
-                .filter_map(|c| serde_json::from_value(c.clone()).ok())
-                .collect()
+        if r.status == CallStatus::PendingApproval
+            && let Some(run_id) = &r.run_id
+            && tasks
+        {
+            let host = Arc::new(state.platform.runtime().clone());
+            let task = agentkit_mcp::TaskBackend::get(
+                &agentkit_mcp::WorkflowTasks::new(host),
+                run_id,
+                call.request(),
+            )
+            .await?;
+            let task = crate::gatewayops::durable::gateway_task(task);
+            return Ok(CallToolResponse::Task(CreateTaskResult::new(task.task)));
+        }
+        Ok(tool_result(&r, name).into())
+    }
+
+    /// Call an operation or a federated tool; `tasks`: the client takes MCP Tasks.
+    async fn answer(
+        &self,
+        name: &str,
+        arguments: JsonObject,
+        call: CallContext,
+        tasks: bool,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let Some((caller, state)) = self.caller(call.request()) else {
+            return Err(unauthenticated());
         };
-        Ok(match r.status {
-            CallStatus::Success => {
-                let mut out = CallToolResult::success(blocks());
-                out.structured_content = r.structured_content.clone();
-                out
+        if let Some(op) = op(name) {
+            if !state.gatewayops.config().platform_tools {
+                return Err(ErrorData::invalid_params(
+                    format!(
+                        "unknown tool `{name}`: the platform operations are turned off \
+                         (`gateway.platform_tools: false`)"
+                    ),
+                    None,
+                ));
             }
-            CallStatus::Error if !r.content.is_empty() => {
-                let mut out = CallToolResult::error(blocks());
-                out.structured_content = r.structured_content.clone();
-                out
-            }
-            _ => error_result(
-                r.error
-                    .clone()
-                    .unwrap_or_else(|| format!("`{name}` did not complete ({:?})", r.status)),
-            ),
-        })
+            return Ok(self
+                .call_op(caller, AppState::clone(&state), op, arguments)
+                .await
+                .into());
+        }
+        self.call_federated(&caller, &state, name, arguments, &call, tasks)
+            .await
     }
 
     async fn call_op(
@@ -556,25 +621,27 @@ impl agentkit_mcp::RequestTools for CallerTools {
         arguments: JsonObject,
         call: CallContext,
     ) -> Result<CallToolResult, ErrorData> {
-        let Some((caller, state)) = self.caller(call.request()) else {
-            return Err(unauthenticated());
-        };
-        if let Some(op) = op(name) {
-            if !state.gatewayops.config().platform_tools {
-                return Err(ErrorData::invalid_params(
-                    format!(
-                        "unknown tool `{name}`: the platform operations are turned off \
-                         (`gateway.platform_tools: false`)"
-                    ),
-                    None,
-                ));
-            }
-            return Ok(self
-                .call_op(caller, AppState::clone(&state), op, arguments)
-                .await);
+        match self.answer(name, arguments, call, false).await? {
+            CallToolResponse::Complete(r) => Ok(r),
+            // Not asked for (tasks off).
+            _ => Err(ErrorData::internal_error(
+                format!("`{name}` answered a task where a tool result was expected"),
+                None,
+            )),
         }
-        self.call_federated(&caller, &state, name, arguments, &call)
-            .await
+    }
+
+    async fn call_response(
+        &self,
+        name: &str,
+        arguments: JsonObject,
+        call: CallContext,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let tasks = call
+            .request()
+            .client_capabilities()
+            .is_some_and(|caps| caps.supports_tasks());
+        self.answer(name, arguments, call, tasks).await
     }
 
     fn shows(&self, name: &str, request: &RequestContext<RoleServer>) -> bool {

@@ -330,3 +330,41 @@ pub(crate) fn pending_message(name: &str, why: &str, run_id: &str, call_id: &str
          `agentkit approvals`, or agentkit_approvals_decide"
     )
 }
+
+/// The MCP task of a gateway call's run, as `tasks/get` answers it: `working` while it waits
+/// for the approval (the client cannot answer it: an operator decides it in the approval
+/// queue), `completed` with the tool's own result (its content blocks, `isError` when the tool
+/// reported an error), `failed` with the reason when it was rejected.
+pub(crate) fn gateway_task(
+    task: agentkit_mcp::rmcp::model::DetailedTask,
+) -> agentkit_mcp::rmcp::model::DetailedTask {
+    use agentkit_mcp::rmcp::model::{DetailedTask, TaskPayload};
+    let id = task.task.task_id.clone();
+    match task.payload {
+        TaskPayload::InputRequired { .. } => {
+            let mut t = task.task;
+            t.status_message = Some(format!(
+                "run {id} waits for an approval in the approval queue (GET /v1/approvals); once \
+                 an operator approves it, the call is made and this task completes with its \
+                 result"
+            ));
+            DetailedTask::new(t, TaskPayload::Working)
+        }
+        TaskPayload::Completed { result } => {
+            let call = result
+                .get("structuredContent")
+                .cloned()
+                .and_then(|v| serde_json::from_value::<CallResult>(v).ok());
+            let Some(call) = call else {
+                return DetailedTask::new(task.task, TaskPayload::Completed { result });
+            };
+            let name = format!("call {}", call.id);
+            let out = crate::gateway::tools::tool_result(&call, &name);
+            match serde_json::to_value(out) {
+                Ok(Value::Object(result)) => DetailedTask::new(task.task, TaskPayload::Completed { result }),
+                _ => DetailedTask::new(task.task, TaskPayload::Completed { result }),
+            }
+        }
+        payload => DetailedTask::new(task.task, payload),
+    }
+}

@@ -776,12 +776,15 @@ async fn platforms_get_cors_and_their_own_rules() {
     .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(by_id(&b, "blocked")["status"], "denied", "{b}");
-    assert_eq!(by_id(&b, "approval")["status"], "denied", "{b}");
+    // The platform's approval glob: the call waits for an approval as a durable run (see
+    // tests/gateway_approvals.rs).
+    assert_eq!(by_id(&b, "approval")["status"], "pending_approval", "{b}");
+    assert!(by_id(&b, "approval")["run_id"].is_string(), "{b}");
     assert!(
         by_id(&b, "approval")["error"]
             .as_str()
             .unwrap()
-            .contains("needs approval"),
+            .contains("needs an approval"),
         "{b}"
     );
     assert_eq!(by_id(&b, "ok")["status"], "success");

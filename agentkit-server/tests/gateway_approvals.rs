@@ -1,0 +1,526 @@
+//! Durable approvals for gateway calls, over real HTTP against a real MCP upstream (rmcp over
+//! streamable HTTP on 127.0.0.1, which counts every call it really runs): a call through
+//! `/v1/execute` that needs an approval is answered `pending_approval` with its run, waits in
+//! the approval queue, and once approved runs exactly once, its result the run's output; a
+//! rejection ends the run with the reason; another workspace sees nothing of it. Over `/mcp`
+//! (the official Rust SDK, rmcp), a federated call that needs an approval is a tool error
+//! naming the run for a plain client and a task (the run) for a client that takes MCP Tasks,
+//! completed with the tool's own result once approved.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod inproc;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use agentkit_core::config::PolicySpec;
+use agentkit_core::policy::Policy;
+use agentkit_mcp::rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientConfig,
+    ContentBlock, GetTaskParams, Implementation, ProtocolVersion, TaskPayload, TaskStatus,
+};
+use agentkit_mcp::rmcp::service::RunningService;
+use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
+use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use agentkit_mcp::rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
+use agentkit_mcp::{ConnectionManager, ServerConfig};
+use agentkit_runtime::{SqliteStore, Store};
+use agentkit_server::Server;
+use agentkit_server::gatewayops::GatewayConfig;
+use agentkit_server::tenancy::WorkspaceId;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "test-key";
+
+/// The upstream `crm`: `send(text)` answers `sent: <text>` and counts the calls it ran;
+/// `add(a, b)`.
+async fn upstream(sends: Arc<AtomicU32>) -> (String, tokio_util::sync::CancellationToken) {
+    let server = agentkit_mcp::McpServerBuilder::new("crm", "1.0.0")
+        .tool_fn(
+            "send",
+            "Sends a message",
+            json!({"type": "object", "properties": {"text": {"type": "string"}}}),
+            move |args, _| {
+                let sends = Arc::clone(&sends);
+                async move {
+                    sends.fetch_add(1, Ordering::SeqCst);
+                    let t = args.get("text").and_then(Value::as_str).unwrap_or("");
+                    Ok(CallToolResult::success(vec![ContentBlock::text(format!(
+                        "sent: {t}"
+                    ))]))
+                }
+            },
+        )
+        .tool_fn(
+            "add",
+            "Adds a and b",
+            json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}),
+            |args, _| async move {
+                let n = |k: &str| args.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+                Ok(CallToolResult::success(vec![ContentBlock::text(
+                    (n("a") + n("b")).to_string(),
+                )]))
+            },
+        )
+        .build();
+    let ct = tokio_util::sync::CancellationToken::new();
+    let svc = server
+        .into_http_service(agentkit_mcp::HttpOptions::new().with_cancellation(ct.child_token()));
+    let app = axum::Router::new().nest_service("/mcp", svc);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = ct.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .unwrap();
+    });
+    (format!("http://{addr}/mcp"), ct)
+}
+
+struct Running {
+    base: String,
+    sends: Arc<AtomicU32>,
+    /// acme/prod keys.
+    invoker: String,
+    operator: String,
+    /// An operator of globex/prod.
+    other: String,
+    _served: inproc::InProcess,
+    _dir: tempfile::TempDir,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn http(
+    base: &str,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(key);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let res = r.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// `crm` is seen by acme/prod (and globex/prod); the gateway policy asks for approval of
+/// `crm__send`.
+async fn start() -> Running {
+    let sends = Arc::new(AtomicU32::new(0));
+    let (crm, stop) = upstream(Arc::clone(&sends)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("g.db")).await.unwrap());
+    let policy = Policy::compile(
+        "gateway",
+        &PolicySpec::new().with_require_approval(["crm__send"]),
+    )
+    .unwrap();
+    let gateway = GatewayConfig::new().with_policy(policy).with_server_workspaces(
+        "crm",
+        [
+            WorkspaceId::new("acme", "prod"),
+            WorkspaceId::new("globex", "prod"),
+        ],
+    );
+    let server = Server::builder(store)
+        .admin_key(ADMIN)
+        .mcp_servers(ConnectionManager::new([ServerConfig::http("crm", &crm)]))
+        .gateway(gateway)
+        .build()
+        .await
+        .unwrap();
+    let served = inproc::serve(server).await;
+    let base = served.base.clone();
+    let mut keys = Vec::new();
+    for (org, role) in [("acme", "invoker"), ("acme", "operator"), ("globex", "operator")] {
+        let (s, b) = http(
+            &base,
+            ADMIN,
+            Method::POST,
+            "/v1/workspaces",
+            Some(json!({"org": org, "workspace": "prod"})),
+        )
+        .await;
+        assert!(s == 201 || s == 409, "{b}");
+        let (s, b) = http(
+            &base,
+            ADMIN,
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": format!("{org}-{role}"), "role": role, "workspace": format!("{org}/prod")})),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        keys.push(b["key"].as_str().unwrap().to_owned());
+    }
+    Running {
+        base,
+        sends,
+        invoker: keys[0].clone(),
+        operator: keys[1].clone(),
+        other: keys[2].clone(),
+        _served: served,
+        _dir: dir,
+        stop,
+    }
+}
+
+async fn wait_run(r: &Running, key: &str, run_id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, run) = http(&r.base, key, Method::GET, &format!("/v1/runs/{run_id}"), None).await;
+        assert_eq!(s, 200, "{run}");
+        if run["status"] == status {
+            return run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run_id} never became {status}: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn by_id<'a>(results: &'a Value, id: &str) -> &'a Value {
+    results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_approved() {
+    let r = start().await;
+    let (s, b) = http(
+        &r.base,
+        &r.invoker,
+        Method::POST,
+        "/v1/execute",
+        Some(json!({"calls": [
+            {"id": "post", "server": "crm", "tool": "send", "arguments": {"text": "hello"}},
+            {"id": "sum", "server": "crm", "tool": "add", "arguments": {"a": 2, "b": 3}},
+        ]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    // The plain call ran; the other waits, with its run and how to follow it.
+    assert_eq!(by_id(&b, "sum")["status"], "success", "{b}");
+    let post = by_id(&b, "post");
+    assert_eq!(post["status"], "pending_approval", "{b}");
+    assert_eq!(post["call_id"], "post", "{b}");
+    let run_id = post["run_id"].as_str().unwrap().to_owned();
+    let why = post["error"].as_str().unwrap();
+    assert!(
+        why.contains("needs an approval") && why.contains(&format!("GET /v1/runs/{run_id}")),
+        "{why}"
+    );
+    assert_eq!(r.sends.load(Ordering::SeqCst), 0, "nothing was sent yet");
+
+    // The run waits for the approval in the caller's workspace.
+    let run = wait_run(&r, &r.invoker, &run_id, "waiting_approval").await;
+    assert_eq!(run["agent"], "agentkit.gateway_call", "{run}");
+    let (s, pending) = http(&r.base, &r.operator, Method::GET, "/v1/approvals", None).await;
+    assert_eq!(s, 200, "{pending}");
+    let pending = pending.as_array().unwrap().clone();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0]["run_id"], run_id.as_str());
+    assert_eq!(pending[0]["call_id"], "post");
+    assert_eq!(pending[0]["tool"], "crm__send");
+    assert_eq!(pending[0]["arguments"], json!({"text": "hello"}));
+    assert_eq!(pending[0]["workspace"], "acme/prod");
+    // The runs list of the workspace shows it too.
+    let (_, runs) = http(&r.base, &r.invoker, Method::GET, "/v1/runs", None).await;
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["run_id"] == run_id.as_str()),
+        "{runs}"
+    );
+
+    // Another workspace sees nothing of it and cannot decide it.
+    let (_, theirs) = http(&r.base, &r.other, Method::GET, "/v1/approvals", None).await;
+    assert_eq!(theirs, json!([]));
+    let (s, _) = http(&r.base, &r.other, Method::GET, &format!("/v1/runs/{run_id}"), None).await;
+    assert_eq!(s, 404);
+    let (s, _) = http(
+        &r.base,
+        &r.other,
+        Method::POST,
+        &format!("/v1/approvals/{run_id}/post/approve"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (_, their_runs) = http(&r.base, &r.other, Method::GET, "/v1/runs", None).await;
+    assert_eq!(their_runs, json!([]));
+    // An invoker may not approve its own call.
+    let (s, _) = http(
+        &r.base,
+        &r.invoker,
+        Method::POST,
+        &format!("/v1/approvals/{run_id}/post/approve"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 403);
+    assert_eq!(r.sends.load(Ordering::SeqCst), 0);
+
+    // The operator approves: the exact call runs once, its result is the run's output.
+    let (s, b) = http(
+        &r.base,
+        &r.operator,
+        Method::POST,
+        &format!("/v1/approvals/{run_id}/post/approve"),
+        Some(json!({"reason": "fine"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let done = wait_run(&r, &r.invoker, &run_id, "succeeded").await;
+    assert_eq!(done["output"]["status"], "success", "{done}");
+    assert_eq!(
+        done["output"]["content"],
+        json!([{"type": "text", "text": "sent: hello"}]),
+        "{done}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(r.sends.load(Ordering::SeqCst), 1, "the approved call ran once");
+    let (_, decided) = http(
+        &r.base,
+        &r.operator,
+        Method::GET,
+        "/v1/approvals?status=approved",
+        None,
+    )
+    .await;
+    assert_eq!(decided.as_array().unwrap().len(), 1, "{decided}");
+    assert!(
+        decided[0]["decided_by"].as_str().is_some_and(|k| !k.is_empty()),
+        "{decided}"
+    );
+    // The audit log has the request and the decision under the run, by the operator.
+    let (_, audit) = http(
+        &r.base,
+        ADMIN,
+        Method::GET,
+        "/v1/audit?workspace=acme/prod",
+        None,
+    )
+    .await;
+    let outcomes: Vec<(String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"]["run_id"] == run_id.as_str())
+        .map(|e| {
+            (
+                e["event"]["outcome"].as_str().unwrap().to_owned(),
+                e["event"]["actor"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("approval_requested".to_owned(), String::new()),
+            ("approved".to_owned(), decided[0]["decided_by"].as_str().unwrap().to_owned()),
+        ],
+        "{audit}"
+    );
+
+    // A rejected call: the run ends with the reason; nothing is sent.
+    let (_, b) = http(
+        &r.base,
+        &r.invoker,
+        Method::POST,
+        "/v1/servers/crm/call_tool",
+        Some(json!({"name": "send", "arguments": {"text": "secret plans"}})),
+    )
+    .await;
+    assert_eq!(b["is_error"], true, "{b}");
+    let run2 = b["run_id"].as_str().unwrap().to_owned();
+    let call2 = b["call_id"].as_str().unwrap().to_owned();
+    wait_run(&r, &r.invoker, &run2, "waiting_approval").await;
+    let (s, b) = http(
+        &r.base,
+        &r.operator,
+        Method::POST,
+        &format!("/v1/approvals/{run2}/{call2}/reject"),
+        Some(json!({"reason": "not to that list"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let failed = wait_run(&r, &r.invoker, &run2, "failed").await;
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("not to that list"),
+        "{failed}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(r.sends.load(Ordering::SeqCst), 1, "the rejected call never ran");
+}
+
+type Client = RunningService<RoleClient, ClientConfig>;
+
+fn transport(r: &Running, key: &str) -> StreamableHttpClientTransport<reqwest::Client> {
+    StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", r.base)).auth_header(key),
+    )
+}
+
+async fn plain_client(r: &Running, key: &str) -> Client {
+    ClientConfig::default().serve(transport(r, key)).await.unwrap()
+}
+
+async fn tasks_client(r: &Running, key: &str) -> Client {
+    ClientConfig::new(
+        ClientCapabilities::builder().enable_tasks().build(),
+        Implementation::new("gateway-approvals-test", "0.0.0"),
+    )
+    .serve_with_lifecycle(
+        transport(r, key),
+        ClientLifecycleMode::Auto {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            legacy_version: None,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn send_params(text: &str) -> CallToolRequestParams {
+    CallToolRequestParams::new("crm__send")
+        .with_arguments(json!({"text": text}).as_object().unwrap().clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federated_mcp_call_that_needs_approval_is_a_pending_result_or_a_task() {
+    let r = start().await;
+
+    // A plain client: a tool error naming the run, with the run in structured content.
+    let plain = plain_client(&r, &r.invoker).await;
+    let out = plain.call_tool(send_params("from mcp")).await.unwrap();
+    assert_eq!(out.is_error, Some(true), "{out:?}");
+    let text: String = out
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect();
+    let meta = out.structured_content.clone().unwrap();
+    assert_eq!(meta["status"], "pending_approval", "{meta}");
+    let run_id = meta["run_id"].as_str().unwrap().to_owned();
+    assert!(
+        text.contains("needs an approval") && text.contains(&run_id),
+        "{text}"
+    );
+    wait_run(&r, &r.invoker, &run_id, "waiting_approval").await;
+    assert_eq!(r.sends.load(Ordering::SeqCst), 0);
+    plain.cancel().await.unwrap();
+
+    // A client that takes MCP Tasks: a task whose id is the run id; working while it waits.
+    let client = tasks_client(&r, &r.invoker).await;
+    let response = client.call_tool_once(send_params("as a task")).await.unwrap();
+    let CallToolResponse::Task(created) = response else {
+        panic!("a tasks client gets a task, got {response:?}");
+    };
+    let task_id = created.task.task_id.clone();
+    let (s, run) = http(&r.base, &r.invoker, Method::GET, &format!("/v1/runs/{task_id}"), None)
+        .await;
+    assert_eq!(s, 200, "the task id is the run id: {run}");
+    wait_run(&r, &r.invoker, &task_id, "waiting_approval").await;
+    let task = client
+        .get_task(GetTaskParams::new(&task_id))
+        .await
+        .unwrap()
+        .task;
+    assert_eq!(task.status(), TaskStatus::Working, "{task:?}");
+    assert!(
+        task.task
+            .status_message
+            .as_deref()
+            .is_some_and(|m| m.contains("approval")),
+        "{task:?}"
+    );
+    // The caller cannot approve it through tasks/update.
+    let refused = client
+        .update_task(agentkit_mcp::rmcp::model::UpdateTaskParams::new(
+            &task_id,
+            Default::default(),
+        ))
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+
+    // Both calls are in the queue; the operator approves the task's.
+    let (_, pending) = http(&r.base, &r.operator, Method::GET, "/v1/approvals", None).await;
+    let pending = pending.as_array().unwrap().clone();
+    assert_eq!(pending.len(), 2, "{pending:?}");
+    let call_id = pending
+        .iter()
+        .find(|p| p["run_id"] == task_id.as_str())
+        .unwrap()["call_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, b) = http(
+        &r.base,
+        &r.operator,
+        Method::POST,
+        &format!("/v1/approvals/{task_id}/{call_id}/approve"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let mut done = None;
+    for _ in 0..400 {
+        let t = client
+            .get_task(GetTaskParams::new(&task_id))
+            .await
+            .unwrap()
+            .task;
+        if t.status() == TaskStatus::Completed {
+            done = Some(t);
+            break;
+        }
+        assert!(!t.status().is_terminal(), "{:?}", t.payload);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let TaskPayload::Completed { result } = done.expect("the task completes").payload else {
+        panic!("completed tasks carry the result");
+    };
+    assert_eq!(
+        result["content"],
+        json!([{"type": "text", "text": "sent: as a task"}]),
+        "the task's result is the tool's own: {result:?}"
+    );
+    assert_ne!(result.get("isError"), Some(&json!(true)), "{result:?}");
+    assert_eq!(r.sends.load(Ordering::SeqCst), 1, "only the approved call ran");
+
+    // Another workspace's client does not know the task.
+    let theirs = plain_client(&r, &r.other).await;
+    let (s, _) = http(&r.base, &r.other, Method::GET, &format!("/v1/runs/{task_id}"), None).await;
+    assert_eq!(s, 404);
+    theirs.cancel().await.unwrap();
+}

@@ -349,18 +349,30 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
         "{audit}"
     );
 
-    // A rejected call: the run ends with the reason; nothing is sent.
-    let (_, b) = http(
-        &r.base,
-        &r.invoker,
-        Method::POST,
-        "/v1/servers/crm/call_tool",
-        Some(json!({"name": "send", "arguments": {"text": "secret plans"}})),
-    )
-    .await;
-    assert_eq!(b["is_error"], true, "{b}");
-    let run2 = b["run_id"].as_str().unwrap().to_owned();
-    let call2 = b["call_id"].as_str().unwrap().to_owned();
+    // A rejected call, made over the SSE stream: the run ends with the reason; nothing is
+    // sent.
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/execute/stream", r.base))
+        .bearer_auth(&r.invoker)
+        .json(&json!({"calls": [
+            {"id": "leak", "server": "crm", "tool": "send", "arguments": {"text": "secret plans"}},
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let events = res.text().await.unwrap();
+    let complete: Value = events
+        .split("\n\n")
+        .find(|e| e.contains("event: complete"))
+        .and_then(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .unwrap_or_else(|| panic!("no complete event: {events}"));
+    assert_eq!(complete["status"], "pending_approval", "{events}");
+    assert!(events.contains("\"pending_approval\":1"), "done counts it: {events}");
+    let run2 = complete["run_id"].as_str().unwrap().to_owned();
+    let call2 = complete["call_id"].as_str().unwrap().to_owned();
+    assert_eq!(call2, "leak");
     wait_run(&r, &r.invoker, &run2, "waiting_approval").await;
     let (s, b) = http(
         &r.base,
@@ -381,6 +393,27 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(r.sends.load(Ordering::SeqCst), 1, "the rejected call never ran");
+
+    // POST /v1/servers/{name}/call_tool answers the same way.
+    let (s, b) = http(
+        &r.base,
+        &r.operator,
+        Method::POST,
+        "/v1/servers/crm/call_tool",
+        Some(json!({"name": "send", "arguments": {"text": "later"}})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["is_error"], true, "{b}");
+    assert!(b["run_id"].is_string() && b["call_id"].is_string(), "{b}");
+    assert!(
+        b["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("needs an approval"),
+        "{b}"
+    );
+    assert_eq!(r.sends.load(Ordering::SeqCst), 1);
 }
 
 type Client = RunningService<RoleClient, ClientConfig>;

@@ -975,13 +975,25 @@ impl tower::Service<agentkit_core::ToolRequest> for SafetyService {
                         }
                         SafetyAction::RequireApproval if req.ctx.approvals().is_some() => {
                             let handler = req.ctx.approvals().cloned();
-                            if let Some(a) = &layer.audit {
-                                a.record(event(
-                                    AuditOutcome::ApprovalRequested,
-                                    "safety.inputs",
-                                    why.clone(),
-                                ))
-                                .await?;
+                            // Asked once per call: a run resumed after the decision (its
+                            // journal has this mark) does not put the call back in the queue.
+                            let mark = req.ctx.tool_call_key().map(|k| format!("safety/{k}"));
+                            let asked = match (&mark, req.ctx.journal()) {
+                                (Some(k), Some(j)) => j.recorded(k).is_some(),
+                                _ => false,
+                            };
+                            if !asked {
+                                if let (Some(k), Some(_)) = (&mark, req.ctx.journal()) {
+                                    req.ctx.step(k, async { Ok(true) }).await?;
+                                }
+                                if let Some(a) = &layer.audit {
+                                    a.record(event(
+                                        AuditOutcome::ApprovalRequested,
+                                        "safety.inputs",
+                                        why.clone(),
+                                    ))
+                                    .await?;
+                                }
                             }
                             let request = ApprovalRequest::new(
                                 &req.name,

@@ -32,7 +32,11 @@
 //! - the workspace's outbound MCP servers (those `gateway.servers` gives it), each tool as
 //!   `server__tool`, called through the gateway's governed path: the gateway policy, the
 //!   safety checks, the audit log and the workspace's vault credentials, exactly like
-//!   `POST /v1/servers/{name}/call_tool`. `tools/list` leaves out what the policy denies.
+//!   `POST /v1/servers/{name}/call_tool`. `tools/list` leaves out what the policy denies. A
+//!   call that needs an approval waits durably as a run (see
+//!   [`gatewayops::durable`](crate::gatewayops::durable)): a client that declared MCP Tasks
+//!   gets that run as a task (`working` while it waits, `completed` with the tool's own
+//!   result), others a tool error naming the run.
 //! - the platform's operations (`agentkit_runs_list`, `agentkit_runs_get`,
 //!   `agentkit_agents_list`, `agentkit_agents_promote`, `agentkit_approvals_list`,
 //!   `agentkit_approvals_decide`), each needing the role of its HTTP route and scoped to the

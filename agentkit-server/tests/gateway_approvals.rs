@@ -28,13 +28,13 @@ use agentkit_mcp::{ConnectionManager, ServerConfig};
 use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::gatewayops::GatewayConfig;
-use agentkit_server::tenancy::WorkspaceId;
 use agentkit_server::gatewayops::safety::{SafetyAction, SafetyLayer};
+use agentkit_server::tenancy::WorkspaceId;
 use futures::{SinkExt, StreamExt};
 use reqwest::Method;
+use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use serde_json::{Value, json};
 
 const ADMIN: &str = "test-key";
 
@@ -142,13 +142,15 @@ async fn start_with(f: impl FnOnce(GatewayConfig) -> GatewayConfig) -> Running {
         &PolicySpec::new().with_require_approval(["crm__send"]),
     )
     .unwrap();
-    let gateway = GatewayConfig::new().with_policy(policy).with_server_workspaces(
-        "crm",
-        [
-            WorkspaceId::new("acme", "prod"),
-            WorkspaceId::new("globex", "prod"),
-        ],
-    );
+    let gateway = GatewayConfig::new()
+        .with_policy(policy)
+        .with_server_workspaces(
+            "crm",
+            [
+                WorkspaceId::new("acme", "prod"),
+                WorkspaceId::new("globex", "prod"),
+            ],
+        );
     let server = Server::builder(store)
         .admin_key(ADMIN)
         .mcp_servers(ConnectionManager::new([ServerConfig::http("crm", &crm)]))
@@ -159,7 +161,11 @@ async fn start_with(f: impl FnOnce(GatewayConfig) -> GatewayConfig) -> Running {
     let served = inproc::serve(server).await;
     let base = served.base.clone();
     let mut keys = Vec::new();
-    for (org, role) in [("acme", "invoker"), ("acme", "operator"), ("globex", "operator")] {
+    for (org, role) in [
+        ("acme", "invoker"),
+        ("acme", "operator"),
+        ("globex", "operator"),
+    ] {
         let (s, b) = http(
             &base,
             ADMIN,
@@ -195,7 +201,14 @@ async fn start_with(f: impl FnOnce(GatewayConfig) -> GatewayConfig) -> Running {
 async fn wait_run(r: &Running, key: &str, run_id: &str, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (s, run) = http(&r.base, key, Method::GET, &format!("/v1/runs/{run_id}"), None).await;
+        let (s, run) = http(
+            &r.base,
+            key,
+            Method::GET,
+            &format!("/v1/runs/{run_id}"),
+            None,
+        )
+        .await;
         assert_eq!(s, 200, "{run}");
         if run["status"] == status {
             return run;
@@ -270,7 +283,14 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
     // Another workspace sees nothing of it and cannot decide it.
     let (_, theirs) = http(&r.base, &r.other, Method::GET, "/v1/approvals", None).await;
     assert_eq!(theirs, json!([]));
-    let (s, _) = http(&r.base, &r.other, Method::GET, &format!("/v1/runs/{run_id}"), None).await;
+    let (s, _) = http(
+        &r.base,
+        &r.other,
+        Method::GET,
+        &format!("/v1/runs/{run_id}"),
+        None,
+    )
+    .await;
     assert_eq!(s, 404);
     let (s, _) = http(
         &r.base,
@@ -313,7 +333,11 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
         "{done}"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(r.sends.load(Ordering::SeqCst), 1, "the approved call ran once");
+    assert_eq!(
+        r.sends.load(Ordering::SeqCst),
+        1,
+        "the approved call ran once"
+    );
     let (_, decided) = http(
         &r.base,
         &r.operator,
@@ -324,7 +348,9 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
     .await;
     assert_eq!(decided.as_array().unwrap().len(), 1, "{decided}");
     assert!(
-        decided[0]["decided_by"].as_str().is_some_and(|k| !k.is_empty()),
+        decided[0]["decided_by"]
+            .as_str()
+            .is_some_and(|k| !k.is_empty()),
         "{decided}"
     );
     // The audit log has the request and the decision under the run, by the operator.
@@ -352,7 +378,10 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
         outcomes,
         [
             ("approval_requested".to_owned(), String::new()),
-            ("approved".to_owned(), decided[0]["decided_by"].as_str().unwrap().to_owned()),
+            (
+                "approved".to_owned(),
+                decided[0]["decided_by"].as_str().unwrap().to_owned()
+            ),
         ],
         "{audit}"
     );
@@ -377,7 +406,10 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
         .map(|d| serde_json::from_str(d).unwrap())
         .unwrap_or_else(|| panic!("no complete event: {events}"));
     assert_eq!(complete["status"], "pending_approval", "{events}");
-    assert!(events.contains("\"pending_approval\":1"), "done counts it: {events}");
+    assert!(
+        events.contains("\"pending_approval\":1"),
+        "done counts it: {events}"
+    );
     let run2 = complete["run_id"].as_str().unwrap().to_owned();
     let call2 = complete["call_id"].as_str().unwrap().to_owned();
     assert_eq!(call2, "leak");
@@ -400,7 +432,11 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
         "{failed}"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(r.sends.load(Ordering::SeqCst), 1, "the rejected call never ran");
+    assert_eq!(
+        r.sends.load(Ordering::SeqCst),
+        1,
+        "the rejected call never ran"
+    );
 
     // POST /v1/servers/{name}/call_tool answers the same way.
     let (s, b) = http(
@@ -433,7 +469,10 @@ fn transport(r: &Running, key: &str) -> StreamableHttpClientTransport<reqwest::C
 }
 
 async fn plain_client(r: &Running, key: &str) -> Client {
-    ClientConfig::default().serve(transport(r, key)).await.unwrap()
+    ClientConfig::default()
+        .serve(transport(r, key))
+        .await
+        .unwrap()
 }
 
 async fn tasks_client(r: &Running, key: &str) -> Client {
@@ -483,13 +522,22 @@ async fn a_federated_mcp_call_that_needs_approval_is_a_pending_result_or_a_task(
 
     // A client that takes MCP Tasks: a task whose id is the run id; working while it waits.
     let client = tasks_client(&r, &r.invoker).await;
-    let response = client.call_tool_once(send_params("as a task")).await.unwrap();
+    let response = client
+        .call_tool_once(send_params("as a task"))
+        .await
+        .unwrap();
     let CallToolResponse::Task(created) = response else {
         panic!("a tasks client gets a task, got {response:?}");
     };
     let task_id = created.task.task_id.clone();
-    let (s, run) = http(&r.base, &r.invoker, Method::GET, &format!("/v1/runs/{task_id}"), None)
-        .await;
+    let (s, run) = http(
+        &r.base,
+        &r.invoker,
+        Method::GET,
+        &format!("/v1/runs/{task_id}"),
+        None,
+    )
+    .await;
     assert_eq!(s, 200, "the task id is the run id: {run}");
     wait_run(&r, &r.invoker, &task_id, "waiting_approval").await;
     let task = client
@@ -557,20 +605,40 @@ async fn a_federated_mcp_call_that_needs_approval_is_a_pending_result_or_a_task(
         "the task's result is the tool's own: {result:?}"
     );
     assert_ne!(result.get("isError"), Some(&json!(true)), "{result:?}");
-    assert_eq!(r.sends.load(Ordering::SeqCst), 1, "only the approved call ran");
+    assert_eq!(
+        r.sends.load(Ordering::SeqCst),
+        1,
+        "only the approved call ran"
+    );
 
     // Another workspace's client does not know the task.
     let theirs = plain_client(&r, &r.other).await;
-    let (s, _) = http(&r.base, &r.other, Method::GET, &format!("/v1/runs/{task_id}"), None).await;
+    let (s, _) = http(
+        &r.base,
+        &r.other,
+        Method::GET,
+        &format!("/v1/runs/{task_id}"),
+        None,
+    )
+    .await;
     assert_eq!(s, 404);
     theirs.cancel().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_safety_check_that_asks_for_approval_holds_a_websocket_call_durably() {
-    let r = start_with(|g| g.with_safety(SafetyLayer::new().with_inputs(SafetyAction::RequireApproval)))
-        .await;
-    let (s, c) = http(&r.base, &r.invoker, Method::POST, "/v1/agents/connect", None).await;
+    let r = start_with(|g| {
+        g.with_safety(SafetyLayer::new().with_inputs(SafetyAction::RequireApproval))
+    })
+    .await;
+    let (s, c) = http(
+        &r.base,
+        &r.invoker,
+        Method::POST,
+        "/v1/agents/connect",
+        None,
+    )
+    .await;
     assert_eq!(s, 200, "{c}");
     let url = format!(
         "{}/v1/agents/{}",

@@ -361,7 +361,9 @@ pub(crate) fn gateway_task(
             let name = format!("call {}", call.id);
             let out = crate::gateway::tools::tool_result(&call, &name);
             match serde_json::to_value(out) {
-                Ok(Value::Object(result)) => DetailedTask::new(task.task, TaskPayload::Completed { result }),
+                Ok(Value::Object(result)) => {
+                    DetailedTask::new(task.task, TaskPayload::Completed { result })
+                }
                 _ => DetailedTask::new(task.task, TaskPayload::Completed { result }),
             }
         }

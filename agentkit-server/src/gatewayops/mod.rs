@@ -9,9 +9,12 @@
 //! (another workspace's server is an unknown server), the tool must pass the server's tool
 //! filter, and the call runs through the same [`PolicyLayer`] an agent's tool calls do, named
 //! `server__tool`, with every decision written to the workspace's hash-chained audit log. A
-//! denied call is answered with status `denied` and the policy's reason; a call that needs an
-//! approval is denied too (there is no durable run to suspend; run it from an agent to get the
-//! approval queue).
+//! denied call is answered with status `denied` and the policy's reason. A call that needs an
+//! approval (a policy, a platform's `require_approval_for`, a safety check) becomes a durable
+//! run of the built-in workflow [`durable::GATEWAY_CALL`] in the caller's workspace and is
+//! answered at once with status `pending_approval`, its `run_id` and `call_id`: it waits in the
+//! same approval queue as agents' calls, and once approved (on any node, after a restart too)
+//! it is made exactly once and the run's output is its result. See [`durable`].
 //!
 //! ```
 //! use std::time::Duration;

@@ -2,7 +2,8 @@
 //! itself with the `x-agentkit-platform` header and gets its CORS origins, its request rate
 //! limit, its default servers (what `GET /v1/mcp/tools` lists for it) and extra policy rules:
 //! `block_patterns` (tools it may never call) and `require_approval_for` (tools that need an
-//! approval, so are denied at the gateway), globs over `server__tool`.
+//! approval: such a call waits durably in the approval queue, see
+//! [`durable`](super::durable)), globs over `server__tool`.
 
 use std::num::NonZeroU32;
 

@@ -8,7 +8,7 @@
 //! of the built-in workflow [`GATEWAY_CALL`] in the caller's workspace, started by the caller
 //! (the run carries its principal), and answers `pending_approval` with the run id at once.
 //!
-//! The run's one journaled step is the same call through the same [`GatewayOps::call_in`]
+//! The run's one journaled step is the same call through the same gateway call
 //! path — the same policies, platform rules, safety checks and audit log — now with the
 //! runtime's approval handler: the policy asks again (its verdict journaled), the call enters
 //! the approval queue (`GET /v1/approvals`, `agentkit approvals`, `agentkit_approvals_*` over

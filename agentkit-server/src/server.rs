@@ -35,6 +35,7 @@ pub struct ServerBuilder {
     master_key: Option<crate::vault::MasterKey>,
     previous_keys: Vec<crate::vault::MasterKey>,
     claim_for: Duration,
+    approval_expiry: Option<Duration>,
     gateway: crate::gatewayops::GatewayConfig,
     budgets: Option<agentkit_runtime::SpendLedger>,
     run_limits: crate::ratelimit::RunRateLimits,
@@ -92,6 +93,7 @@ impl ServerBuilder {
             master_key: None,
             previous_keys: Vec::new(),
             claim_for: DEFAULT_CLAIM_FOR,
+            approval_expiry: None,
             gateway: crate::gatewayops::GatewayConfig::default(),
             budgets: None,
             run_limits: crate::ratelimit::RunRateLimits::new(),
@@ -262,6 +264,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Reject the gateway's calls waiting for an approval `after` they were asked (default:
+    /// never; `server.approvals.expire_after`). Agents' approvals expire by their spec
+    /// builder's audit log.
+    #[must_use]
+    pub fn approval_expiry(mut self, after: Option<Duration>) -> Self {
+        self.approval_expiry = after;
+        self
+    }
+
     /// The credential vault over this builder's store and master key (set the key first).
     #[must_use]
     pub fn vault(&self) -> crate::vault::Vault {
@@ -328,7 +339,10 @@ impl ServerBuilder {
         }
         let gatewayops = Arc::new(crate::gatewayops::GatewayOps::new(
             self.gateway,
-            Arc::new(crate::policy::StoreAudit::new(Arc::clone(&store))),
+            Arc::new(
+                crate::policy::StoreAudit::new(Arc::clone(&store))
+                    .with_approval_expiry(self.approval_expiry),
+            ),
         )?);
         let memory = Arc::new(StoreMemory::new(Arc::clone(&store)));
         let mut rb = Runtime::builder(Arc::clone(&store));

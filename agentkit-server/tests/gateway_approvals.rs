@@ -129,10 +129,14 @@ async fn http(
 /// `crm` is seen by acme/prod (and globex/prod); the gateway policy asks for approval of
 /// `crm__send`.
 async fn start() -> Running {
-    start_with(|g| g).await
+    start_with(|g| g, None).await
 }
 
-async fn start_with(f: impl FnOnce(GatewayConfig) -> GatewayConfig) -> Running {
+/// [`start`], with the gateway configured by `f` and approvals expiring after `expiry`.
+async fn start_with(
+    f: impl FnOnce(GatewayConfig) -> GatewayConfig,
+    expiry: Option<Duration>,
+) -> Running {
     let sends = Arc::new(AtomicU32::new(0));
     let (crm, stop) = upstream(Arc::clone(&sends)).await;
     let dir = tempfile::tempdir().unwrap();
@@ -155,6 +159,7 @@ async fn start_with(f: impl FnOnce(GatewayConfig) -> GatewayConfig) -> Running {
         .admin_key(ADMIN)
         .mcp_servers(ConnectionManager::new([ServerConfig::http("crm", &crm)]))
         .gateway(f(gateway))
+        .approval_expiry(expiry)
         .build()
         .await
         .unwrap();
@@ -627,9 +632,10 @@ async fn a_federated_mcp_call_that_needs_approval_is_a_pending_result_or_a_task(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_safety_check_that_asks_for_approval_holds_a_websocket_call_durably() {
-    let r = start_with(|g| {
-        g.with_safety(SafetyLayer::new().with_inputs(SafetyAction::RequireApproval))
-    })
+    let r = start_with(
+        |g| g.with_safety(SafetyLayer::new().with_inputs(SafetyAction::RequireApproval)),
+        None,
+    )
     .await;
     let (s, c) = http(
         &r.base,
@@ -705,4 +711,39 @@ async fn a_safety_check_that_asks_for_approval_holds_a_websocket_call_durably() 
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0]["status"], "approved", "{all:?}");
     let _ = ws.close(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecided_gateway_approval_expires_and_the_call_is_never_made() {
+    let r = start_with(|g| g, Some(Duration::from_millis(300))).await;
+    let (s, b) = http(
+        &r.base,
+        &r.invoker,
+        Method::POST,
+        "/v1/execute",
+        Some(json!({"calls": [
+            {"id": "late", "server": "crm", "tool": "send", "arguments": {"text": "too late"}},
+        ]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let run_id = by_id(&b, "late")["run_id"].as_str().unwrap().to_owned();
+    let (_, pending) = http(&r.base, &r.operator, Method::GET, "/v1/approvals", None).await;
+    assert!(pending[0]["expires_at"].is_i64(), "{pending}");
+    // The server's sweep (every 2 s) rejects it; the run ends with why.
+    let failed = wait_run(&r, &r.invoker, &run_id, "failed").await;
+    assert!(
+        failed["error"].as_str().unwrap().contains("expired"),
+        "{failed}"
+    );
+    let (_, rejected) = http(
+        &r.base,
+        &r.operator,
+        Method::GET,
+        "/v1/approvals?status=rejected",
+        None,
+    )
+    .await;
+    assert_eq!(rejected[0]["decided_by"], "expiry", "{rejected}");
+    assert_eq!(r.sends.load(Ordering::SeqCst), 0);
 }

@@ -77,7 +77,13 @@ async fn a_pending_gateway_approval_survives_sigkill_and_the_tool_runs_once() {
     serve.kill();
     let mut serve = Serve::start(&config, &database, port, &log).await;
     // Recovery replays the run up to its wait: nothing runs.
-    let waiting = wait_status(&serve, &run, &["waiting_approval"]).await;
+    let waiting = wait_status(&serve, &run, &["waiting_approval", "failed", "succeeded"]).await;
+    assert_eq!(
+        waiting["status"],
+        "waiting_approval",
+        "{waiting}\n{}",
+        serve.log_text()
+    );
     assert_eq!(waiting["agent"], "agentkit.gateway_call", "{waiting}");
     let (st, pending) = serve.call(Method::GET, "/v1/approvals", None).await;
     assert_eq!(st, 200, "{pending}");
@@ -97,7 +103,8 @@ async fn a_pending_gateway_approval_survives_sigkill_and_the_tool_runs_once() {
         )
         .await;
     assert_eq!(st, 200, "{b}");
-    let done = wait_status(&serve, &run, &["succeeded"]).await;
+    let done = wait_status(&serve, &run, &["succeeded", "failed"]).await;
+    assert_eq!(done["status"], "succeeded", "{done}\n{}", serve.log_text());
     assert_eq!(done["output"]["status"], "success", "{done}");
     assert_eq!(
         done["output"]["content"][0]["text"], "sent",

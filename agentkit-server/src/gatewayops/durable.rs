@@ -208,8 +208,15 @@ impl Platform {
                 platform: self.this.get().cloned().unwrap_or_default(),
                 ops,
             },
+            // An approved call whose server cannot be reached (a stdio server still starting,
+            // a restart) is tried again from the journal, its approval replayed; a rejection
+            // or a tool's answer is final.
             TargetOptions::new()
-                .with_retry(RetryPolicy::none())
+                .with_retry(
+                    RetryPolicy::new()
+                        .with_max_attempts(5)
+                        .with_backoff(Duration::from_millis(500), Duration::from_secs(10)),
+                )
                 .with_description("a gateway call that needs an approval"),
         );
         self.mark_registered(target);

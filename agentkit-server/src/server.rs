@@ -411,14 +411,15 @@ impl ServerBuilder {
         }
         // Schedules created over the API (stored) are registered too; see `schedules`.
         platform.sync_schedules().await?;
+        // Before recovery: a recovered gateway call's run calls its MCP server.
+        if let Some(m) = self.mcp {
+            platform.set_mcp(m);
+        }
         runtime.recover().await?;
         runtime.start_polling(self.poll);
         // Always: schedules can be created over the API while the server runs.
         runtime.start_scheduler(Duration::from_secs(1));
         platform.set_retention(self.retention);
-        if let Some(m) = self.mcp {
-            platform.set_mcp(m);
-        }
         let prune = Arc::downgrade(&platform);
         tokio::spawn(async move {
             loop {

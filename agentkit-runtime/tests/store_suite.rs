@@ -323,6 +323,38 @@ async fn suite(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(paused.wake_at, None);
 
+    // A waiting run stores what it waits for (as stored, in order); any other update clears it.
+    let waiting = store
+        .transition(
+            &p.id,
+            &[RunStatus::Paused],
+            RunUpdate::new(RunStatus::WaitingApproval)
+                .with_waiting_for(["approval/call_1", "approval"]),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let names = Some(vec!["approval/call_1".to_owned(), "approval".to_owned()]);
+    assert_eq!(waiting.waiting_for, names);
+    assert_eq!(
+        store.get_run(&p.id).await.unwrap().unwrap().waiting_for,
+        names
+    );
+    let requeued = store
+        .transition(
+            &p.id,
+            &[RunStatus::WaitingApproval],
+            RunUpdate::new(RunStatus::Queued),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(requeued.waiting_for, None);
+    assert_eq!(
+        store.get_run(&p.id).await.unwrap().unwrap().waiting_for,
+        None
+    );
+
     // Context key-value store: namespaced, replaced on put, TTL honoured.
     assert_eq!(store.kv_get("team-a", "k").await.unwrap(), None);
     store

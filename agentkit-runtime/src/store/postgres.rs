@@ -21,7 +21,7 @@ const LEGACY_LOCK: i64 = 7_355_608;
 
 const RUN_COLUMNS: &str = "id, target, version, input::text AS input, status, attempts, \
     idempotency_key, created_at, updated_at, output::text AS output, error, usage::text AS usage, \
-    cost_usd, owner, lease_until, wake_at";
+    cost_usd, owner, lease_until, wake_at, waiting_for::text AS waiting_for";
 
 /// A [`Store`](super::Store) in PostgreSQL (tables prefixed `agentkit_`).
 ///
@@ -373,11 +373,16 @@ impl RunStore for PostgresStore {
             .as_ref()
             .map(|u| to_json(u, "run usage"))
             .transpose()?;
+        let waiting_for = update
+            .waiting_for
+            .as_ref()
+            .map(|w| to_json(w, "the signals a run waits for"))
+            .transpose()?;
         let sql = format!(
             "UPDATE agentkit_runs SET status = $1, attempts = attempts + $2,
                 output = COALESCE($3::jsonb, output), error = COALESCE($4, error),
                 usage = COALESCE($5::jsonb, usage), cost_usd = COALESCE($6, cost_usd),
-                updated_at = $7, wake_at = $11
+                updated_at = $7, wake_at = $11, waiting_for = $12::jsonb
              WHERE id = $8 AND status = ANY($9) AND ($10::text IS NULL OR owner = $10)
              RETURNING {RUN_COLUMNS}"
         );
@@ -393,6 +398,7 @@ impl RunStore for PostgresStore {
             .bind(status_names(from))
             .bind(&update.owner_fence)
             .bind(update.wake_at)
+            .bind(waiting_for)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| store_error("postgres", &format!("updating run {run_id}"), e))?

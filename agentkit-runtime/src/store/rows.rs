@@ -58,6 +58,8 @@ pub(crate) struct RawRun {
     pub(crate) owner: Option<String>,
     pub(crate) lease_until: Option<i64>,
     pub(crate) wake_at: Option<i64>,
+    /// A JSON array of signal names, or NULL.
+    pub(crate) waiting_for: Option<String>,
 }
 
 /// A journal row's columns as the database returned them, before any check.
@@ -129,6 +131,11 @@ pub(crate) fn run_from_raw(backend: &str, raw: RawRun) -> Result<RunRecord> {
         owner: raw.owner,
         lease_until: raw.lease_until,
         wake_at: raw.wake_at,
+        waiting_for: raw
+            .waiting_for
+            .as_deref()
+            .map(|w| from_json::<Vec<String>>(backend, w, &format!("the `waiting_for` of {what}")))
+            .transpose()?,
     })
 }
 
@@ -177,6 +184,7 @@ where
         owner: col(backend, row, what, "owner")?,
         lease_until: col(backend, row, what, "lease_until")?,
         wake_at: col(backend, row, what, "wake_at")?,
+        waiting_for: col(backend, row, what, "waiting_for")?,
     };
     run_from_raw(backend, raw)
 }
@@ -301,11 +309,14 @@ mod tests {
             created_at in int(), updated_at in int(), output in proptest::option::of(text()),
             error in any::<Option<String>>(), usage in text(), cost_usd in any::<f64>(),
             owner in any::<Option<String>>(), lease_until in any::<Option<i64>>(),
-            wake_at in any::<Option<i64>>(),
+            wake_at in any::<Option<i64>>(), waiting_for in proptest::option::of(prop_oneof![
+                text(), Just("[\"approval/c1\",\"approval\"]".to_owned())
+            ]),
         ) -> RawRun {
             RawRun {
                 id, target, version, input, status, attempts, idempotency_key, created_at,
                 updated_at, output, error, usage, cost_usd, owner, lease_until, wake_at,
+                waiting_for,
             }
         }
     }
@@ -379,6 +390,7 @@ mod tests {
             owner: None,
             lease_until: None,
             wake_at: None,
+            waiting_for: None,
         };
         let err = run_from_raw("sqlite", raw).unwrap_err();
         assert_eq!(

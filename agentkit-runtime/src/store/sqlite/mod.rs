@@ -479,6 +479,11 @@ impl RunStore for SqliteStore {
             .as_ref()
             .map(|u| to_json(u, "run usage"))
             .transpose()?;
+        let waiting_for = update
+            .waiting_for
+            .as_ref()
+            .map(|w| to_json(w, "the signals a run waits for"))
+            .transpose()?;
         let from = statuses_json(from)?;
         let run_id = run_id.to_owned();
         self.writer
@@ -488,7 +493,7 @@ impl RunStore for SqliteStore {
                         "UPDATE runs SET status = ?, attempts = attempts + ?,
                             output = COALESCE(?, output), error = COALESCE(?, error),
                             usage = COALESCE(?, usage), cost_usd = COALESCE(?, cost_usd),
-                            updated_at = ?, wake_at = ?
+                            updated_at = ?, wake_at = ?, waiting_for = ?
                          WHERE id = ? AND status IN (SELECT value FROM json_each(?))
                             AND (? IS NULL OR owner = ?)
                          RETURNING *",
@@ -501,6 +506,7 @@ impl RunStore for SqliteStore {
                     .bind(update.cost_usd)
                     .bind(now_ms())
                     .bind(update.wake_at)
+                    .bind(waiting_for)
                     .bind(&run_id)
                     .bind(from)
                     .bind(&update.owner_fence)

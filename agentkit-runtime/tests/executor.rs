@@ -1164,6 +1164,15 @@ impl JournalStore for Counting {
         self.inner.append(entries).await
     }
 
+    async fn append_fenced(
+        &self,
+        entries: &[agentkit_runtime::JournalEntry],
+        owner: &str,
+    ) -> Result<bool> {
+        self.hit("append_fenced");
+        self.inner.append_fenced(entries, owner).await
+    }
+
     async fn journal(&self, run_id: &str) -> Result<Vec<agentkit_runtime::JournalEntry>> {
         self.hit("journal");
         self.inner.journal(run_id).await

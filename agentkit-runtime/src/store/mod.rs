@@ -86,6 +86,14 @@ pub trait JournalStore: Send + Sync + 'static {
     /// or `(run_id, seq)` is already stored is an error (journals are append-only).
     async fn append(&self, entries: &[JournalEntry]) -> Result<()>;
 
+    /// Append entries of one run like [`append`](Self::append), only while that run is
+    /// executed by `owner`: its status is `running` (or `waiting_input` / `waiting_approval`,
+    /// while the tool calls beside a waiting call finish) and its lease is held by `owner`. The
+    /// check and the insert are one atomic statement (SQL: `INSERT … SELECT … WHERE EXISTS`).
+    /// Returns `false`, appending nothing, when the run was paused, cancelled or taken over
+    /// meanwhile (the executor then stops); an error when the entries belong to several runs.
+    async fn append_fenced(&self, entries: &[JournalEntry], owner: &str) -> Result<bool>;
+
     /// A run's journal, in sequence order.
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>>;
 

@@ -223,6 +223,40 @@ pub(crate) fn append_error(chunk: &[JournalEntry], err: sqlx::Error) -> Error {
     append_error_of(key, run, chunk.len(), err)
 }
 
+/// The statuses in which a run's executor may still append to its journal (a fenced append,
+/// [`JournalStore::append_fenced`](super::JournalStore::append_fenced)): running, or waiting
+/// for a signal one of its tool calls asked for while the calls beside it finish. As SQL.
+pub(crate) const FENCE_STATUSES: &str = "('running', 'waiting_input', 'waiting_approval')";
+
+/// The one run `entries` belong to (`None` when there are none); an error when they belong to
+/// several (a fenced append checks one run).
+pub(crate) fn one_run(entries: &[JournalEntry]) -> Result<Option<&str>> {
+    let Some(first) = entries.first() else {
+        return Ok(None);
+    };
+    if let Some(other) = entries.iter().find(|e| e.run_id != first.run_id) {
+        return Err(Error::InvalidRequest(format!(
+            "a fenced journal append takes the entries of one run, got runs {} and {}: append \
+             each run's entries on their own",
+            first.run_id, other.run_id
+        )));
+    }
+    Ok(Some(&first.run_id))
+}
+
+/// The error a fenced append fails its write with when the run is no longer its owner's (see
+/// [`is_fenced_out`]).
+pub(crate) fn fenced_out(run_id: &str) -> Error {
+    Error::Cancelled {
+        run_id: run_id.to_owned(),
+    }
+}
+
+/// Whether `e` is [`fenced_out`]'s.
+pub(crate) fn is_fenced_out(e: &Error) -> bool {
+    matches!(e, Error::Cancelled { .. })
+}
+
 /// [`append_error`] for `len` entries of run `run`, the first keyed `key`.
 pub(crate) fn append_error_of(key: String, run: &str, len: usize, err: sqlx::Error) -> Error {
     Error::Journal {

@@ -237,7 +237,9 @@ struct Insert {
 }
 
 impl Insert {
-    fn new(chunk: &[JournalEntry]) -> Result<Self> {
+    /// The insert of `chunk`; with a `fence` (`(run id, owner)`), it inserts nothing unless
+    /// that run is executed by that owner ([`FENCE_STATUSES`](rows::FENCE_STATUSES)).
+    fn new(chunk: &[JournalEntry], fence: Option<(&str, &str)>) -> Result<Self> {
         let mut rows = Vec::with_capacity(chunk.len());
         for e in chunk {
             rows.push((
@@ -249,6 +251,9 @@ impl Insert {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
             "INSERT INTO journal (run_id, seq, key, kind, value, latency_ms, usage, cost_usd, created_at) ",
         );
+        if fence.is_some() {
+            q.push("SELECT * FROM (");
+        }
         q.push_values(rows, |mut b, (e, value, usage)| {
             b.push_bind(e.run_id.clone())
                 .push_bind(i64::try_from(e.seq).unwrap_or(i64::MAX))
@@ -260,6 +265,15 @@ impl Insert {
                 .push_bind(e.cost_usd)
                 .push_bind(e.created_at);
         });
+        if let Some((run, owner)) = fence {
+            q.push(") AS v WHERE EXISTS (SELECT 1 FROM runs WHERE id = ")
+                .push_bind(run.to_owned())
+                .push(" AND owner = ")
+                .push_bind(owner.to_owned())
+                .push(" AND status IN ")
+                .push(rows::FENCE_STATUSES)
+                .push(")");
+        }
         let (key, run_id) = chunk
             .first()
             .map(|e| (e.key.clone(), e.run_id.clone()))
@@ -272,17 +286,18 @@ impl Insert {
         })
     }
 
-    /// The inserts for `entries`, [`CHUNK`] rows each.
-    fn all(entries: &[JournalEntry]) -> Result<Vec<Self>> {
-        entries.chunks(CHUNK).map(Self::new).collect()
+    /// The inserts for `entries`, [`CHUNK`] rows each (fenced like [`new`](Self::new)).
+    fn all(entries: &[JournalEntry], fence: Option<(&str, &str)>) -> Result<Vec<Self>> {
+        entries.chunks(CHUNK).map(|c| Self::new(c, fence)).collect()
     }
 
-    async fn run(mut self, conn: &mut SqliteConnection) -> Result<()> {
+    /// Run the insert; how many rows it inserted.
+    async fn run(mut self, conn: &mut SqliteConnection) -> Result<u64> {
         self.query
             .build()
             .execute(&mut *conn)
             .await
-            .map(|_| ())
+            .map(|r| r.rows_affected())
             .map_err(|e| append_error_of(self.key, &self.run_id, self.len, e))
     }
 }
@@ -529,7 +544,7 @@ impl JournalStore for SqliteStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let inserts = Insert::all(entries)?;
+        let inserts = Insert::all(entries, None)?;
         // One statement is atomic on its own; more run in a savepoint (all or nothing).
         let statements = if inserts.len() == 1 {
             Statements::One
@@ -546,6 +561,42 @@ impl JournalStore for SqliteStore {
                 })
             })
             .await
+    }
+
+    async fn append_fenced(&self, entries: &[JournalEntry], owner: &str) -> Result<bool> {
+        let Some(run_id) = rows::one_run(entries)? else {
+            return Ok(true);
+        };
+        let inserts = Insert::all(entries, Some((run_id, owner)))?;
+        let statements = if inserts.len() == 1 {
+            Statements::One
+        } else {
+            Statements::Several
+        };
+        let run_id = run_id.to_owned();
+        self.writer
+            .write(statements, move |c| {
+                Box::pin(async move {
+                    for insert in inserts {
+                        let want = u64::try_from(insert.len).unwrap_or(u64::MAX);
+                        if insert.run(&mut *c).await? != want {
+                            // Fenced out: fail the job so its savepoint rolls back what an
+                            // earlier chunk inserted.
+                            return Err(rows::fenced_out(&run_id));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .await
+            .map(|()| true)
+            .or_else(|e| {
+                if rows::is_fenced_out(&e) {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            })
     }
 
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>> {
@@ -655,7 +706,7 @@ impl SignalStore for SqliteStore {
                         .map_err(db("reading a signal payload"))?;
                     let payload: Value = from_json(&payload, "a signal payload")?;
                     entry.value = payload.clone();
-                    Insert::new(std::slice::from_ref(&entry))?
+                    Insert::new(std::slice::from_ref(&entry), None)?
                         .run(&mut *c)
                         .await?;
                     Ok(Some(payload))

@@ -100,12 +100,7 @@ impl Runtime {
 
     /// Whether a signal named one of `names` is queued (undelivered) for the run.
     pub(super) async fn any_signal_queued(&self, run_id: &str, names: &[String]) -> Result<bool> {
-        for name in names {
-            if self.inner.store.has_signal(run_id, name).await? {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        self.inner.store.has_any_signal(run_id, names).await
     }
 
     /// Dispatch a run parked by a durable sleep once its wake-up time has come (unless it

@@ -124,6 +124,17 @@ pub trait SignalStore: Send + Sync + 'static {
     /// Whether an undelivered signal named `name` is queued for the run.
     async fn has_signal(&self, run_id: &str, name: &str) -> Result<bool>;
 
+    /// Whether an undelivered signal named any of `names` is queued for the run (the SQL
+    /// stores ask once; the default asks [`has_signal`](Self::has_signal) name by name).
+    async fn has_any_signal(&self, run_id: &str, names: &[String]) -> Result<bool> {
+        for name in names {
+            if self.has_signal(run_id, name).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Deliver the oldest undelivered signal named `name`: in one transaction, mark it
     /// delivered and append `entry` with the signal's payload as its value. Returns the
     /// payload, or `None` (and appends nothing) when no signal is queued.

@@ -552,6 +552,19 @@ impl SignalStore for PostgresStore {
         Ok(())
     }
 
+    async fn has_any_signal(&self, run_id: &str, names: &[String]) -> Result<bool> {
+        Ok(sqlx::query(
+            "SELECT 1 FROM agentkit_signals
+             WHERE run_id = $1 AND name = ANY($2) AND NOT delivered LIMIT 1",
+        )
+        .bind(run_id)
+        .bind(names)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("looking up signals"))?
+        .is_some())
+    }
+
     async fn has_signal(&self, run_id: &str, name: &str) -> Result<bool> {
         Ok(sqlx::query(
             "SELECT 1 FROM agentkit_signals

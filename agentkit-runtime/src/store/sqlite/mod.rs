@@ -634,31 +634,27 @@ impl SignalStore for SqliteStore {
     async fn send_signal(&self, run_id: &str, name: &str, payload: Value) -> Result<()> {
         let payload = to_json(&payload, "a signal payload")?;
         let (run_id, name) = (run_id.to_owned(), name.to_owned());
+        // One statement: the insert selects the run, so an unknown run inserts nothing.
         self.writer
-            .write(Statements::Several, move |c| {
+            .write(Statements::One, move |c| {
                 Box::pin(async move {
-                    let exists = sqlx::query("SELECT 1 FROM runs WHERE id = ?")
-                        .bind(&run_id)
-                        .fetch_optional(&mut *c)
-                        .await
-                        .map_err(db("looking up a run"))?
-                        .is_some();
-                    if !exists {
+                    let inserted = sqlx::query(
+                        "INSERT INTO signals (run_id, name, payload, created_at)
+                         SELECT id, ?, ?, ? FROM runs WHERE id = ?",
+                    )
+                    .bind(&name)
+                    .bind(payload)
+                    .bind(now_ms())
+                    .bind(&run_id)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(db("storing a signal"))?
+                    .rows_affected();
+                    if inserted == 0 {
                         return Err(Error::Workflow(format!(
                             "cannot signal run {run_id}: no such run"
                         )));
                     }
-                    sqlx::query(
-                        "INSERT INTO signals (run_id, name, payload, created_at)
-                         VALUES (?, ?, ?, ?)",
-                    )
-                    .bind(&run_id)
-                    .bind(&name)
-                    .bind(payload)
-                    .bind(now_ms())
-                    .execute(&mut *c)
-                    .await
-                    .map_err(db("storing a signal"))?;
                     Ok(())
                 })
             })
@@ -671,6 +667,19 @@ impl SignalStore for SqliteStore {
         )
         .bind(run_id)
         .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("looking up signals"))?
+        .is_some())
+    }
+
+    async fn has_any_signal(&self, run_id: &str, names: &[String]) -> Result<bool> {
+        Ok(sqlx::query(
+            "SELECT 1 FROM signals WHERE run_id = ? AND delivered = 0
+                AND name IN (SELECT value FROM json_each(?)) LIMIT 1",
+        )
+        .bind(run_id)
+        .bind(to_json(&names, "signal names")?)
         .fetch_optional(&self.pool)
         .await
         .map_err(db("looking up signals"))?

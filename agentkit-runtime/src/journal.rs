@@ -119,9 +119,9 @@ impl DurableJournal {
     /// cannot cancel this execution, so without the check it would go on calling models and
     /// tools and append results the run's new executor also appends (a duplicate journal key
     /// that failed the run). With it, this execution stops at its next step boundary: each
-    /// result is appended with a fenced insert ([`JournalStore::append_fenced`]
-    /// (crate::store::JournalStore::append_fenced): the check and the append are one
-    /// statement), and a step starts without reading the run when the store confirmed this
+    /// result is appended with a fenced insert
+    /// ([`append_fenced`](crate::store::JournalStore::append_fenced): the check and the append
+    /// are one statement), and a step starts without reading the run when the store confirmed this
     /// node's ownership less than a second ago (the claim, the previous step's append), so
     /// steps that follow each other cost no extra read.
     #[must_use]

@@ -239,8 +239,6 @@ pub(crate) fn store_error(
     agentkit_core::Error::other(format!("{backend} store: {what}"), e)
 }
 
-/// `UPDATE .. RETURNING` yields rows in no particular order: sort claimed runs oldest first.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// `(status name, count)` rows of a `GROUP BY status` query as [`RunStore::count_runs`]
 /// returns them (a name no status has is skipped; a negative count reads as 0).
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -255,6 +253,8 @@ pub(crate) fn counted(rows: Vec<(String, i64)>) -> Vec<(RunStatus, u64)> {
         .collect()
 }
 
+/// `UPDATE .. RETURNING` yields rows in no particular order: sort claimed runs oldest first.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn oldest_first(mut runs: Vec<RunRecord>) -> Vec<RunRecord> {
     runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     runs

@@ -40,11 +40,19 @@ pub struct DurableJournal {
     prices: Arc<PriceTable>,
     state: Mutex<State>,
     replay_only: bool,
-    /// On a store shared by several processes: the node executing the run. Before a new step
-    /// executes and before its result is appended, the run must still be `running` under this
-    /// node; see [`with_owner`](Self::with_owner).
+    /// On a store shared by several processes: the node executing the run. A new step's
+    /// result is appended only while the run is still `running` under this node (a fenced
+    /// append), and a step starts only if that was confirmed lately; see
+    /// [`with_owner`](Self::with_owner).
     owner: Option<String>,
+    /// When the store last confirmed that `owner` executes the run (the claim, a fenced
+    /// append, an owner check).
+    confirmed: Mutex<Instant>,
 }
+
+/// A step of a run on a shared store re-reads the run before it executes only when its
+/// ownership was last confirmed longer ago than this (see [`DurableJournal::with_owner`]).
+const OWNER_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::fmt::Debug for DurableJournal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,6 +88,7 @@ impl DurableJournal {
             }),
             replay_only: false,
             owner: None,
+            confirmed: Mutex::new(Instant::now()),
         })
     }
 
@@ -98,28 +107,54 @@ impl DurableJournal {
             state: Mutex::new(State::default()),
             replay_only: false,
             owner: None,
+            confirmed: Mutex::new(Instant::now()),
         }
     }
 
     /// Execute and record steps only while the run is `running` (or waiting for a signal one
-    /// of its tool calls asked for) under `node`.
+    /// of its tool calls asked for) under `node`, which has just claimed it.
     ///
     /// On a shared store another process may pause or cancel the run (and a paused run may be
     /// resumed and claimed by yet another node) while this one executes it: that process
     /// cannot cancel this execution, so without the check it would go on calling models and
     /// tools and append results the run's new executor also appends (a duplicate journal key
-    /// that failed the run). With it, this execution stops at its next step boundary.
+    /// that failed the run). With it, this execution stops at its next step boundary: each
+    /// result is appended with a fenced insert
+    /// ([`append_fenced`](crate::store::JournalStore::append_fenced): the check and the append
+    /// are one statement), and a step starts without reading the run when the store confirmed this
+    /// node's ownership less than a second ago (the claim, the previous step's append), so
+    /// steps that follow each other cost no extra read.
     #[must_use]
     pub(crate) fn with_owner(mut self, node: impl Into<String>) -> Self {
         self.owner = Some(node.into());
+        *lock(&self.confirmed) = Instant::now();
         self
     }
 
-    /// With an owner: an error unless the run is still executed by it.
+    /// The error of an execution whose run was stopped or taken over elsewhere.
+    fn fenced_out(&self, status: Option<RunStatus>) -> agentkit_core::Error {
+        match status {
+            Some(status) => {
+                tracing::info!(run_id = %self.run_id, %status, "the run was stopped or taken over elsewhere; this execution stops");
+            }
+            None => {
+                tracing::info!(run_id = %self.run_id, "the run was stopped or taken over elsewhere; this execution stops");
+            }
+        }
+        agentkit_core::Error::Cancelled {
+            run_id: self.run_id.clone(),
+        }
+    }
+
+    /// With an owner whose ownership was not confirmed lately: an error unless the run is
+    /// still executed by it.
     async fn check_owner(&self) -> Result<()> {
         let Some(owner) = &self.owner else {
             return Ok(());
         };
+        if lock(&self.confirmed).elapsed() < OWNER_RECHECK {
+            return Ok(());
+        }
         match self.store.get_run(&self.run_id).await? {
             // Waiting: a tool call of this execution waits for a signal while the calls beside
             // it still journal their results.
@@ -129,17 +164,11 @@ impl DurableJournal {
                     RunStatus::Running | RunStatus::WaitingInput | RunStatus::WaitingApproval
                 ) && r.owner.as_deref() == Some(owner) =>
             {
+                *lock(&self.confirmed) = Instant::now();
                 Ok(())
             }
-            Some(r) => {
-                tracing::info!(run_id = %self.run_id, status = %r.status, "the run was stopped or taken over elsewhere; this execution stops");
-                Err(agentkit_core::Error::Cancelled {
-                    run_id: self.run_id.clone(),
-                })
-            }
-            None => Err(agentkit_core::Error::Cancelled {
-                run_id: self.run_id.clone(),
-            }),
+            Some(r) => Err(self.fenced_out(Some(r.status))),
+            None => Err(self.fenced_out(None)),
         }
     }
 
@@ -287,7 +316,6 @@ impl Journal for DurableJournal {
         if let Some(e) = self.suspended_error(key) {
             return Err(e);
         }
-        self.check_owner().await?;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut stored = value.clone();
         self.redactor.apply(&mut stored);
@@ -296,7 +324,15 @@ impl Journal for DurableJournal {
         let entry = JournalEntry::new(&self.run_id, self.next_seq(), key, stored.clone())
             .with_latency_ms(latency_ms)
             .with_usage(usage, cost);
-        self.store.append(&[entry]).await?;
+        match &self.owner {
+            None => self.store.append(&[entry]).await?,
+            Some(owner) => {
+                if !self.store.append_fenced(&[entry], owner).await? {
+                    return Err(self.fenced_out(None));
+                }
+                *lock(&self.confirmed) = Instant::now();
+            }
+        }
         self.with(|s| {
             s.recorded.insert(key.to_owned(), stored);
             s.executed.push(key.to_owned());

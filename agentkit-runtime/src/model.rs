@@ -148,6 +148,14 @@ pub struct RunRecord {
     /// A `queued` run parked by a durable sleep: not claimable before this time (ms since
     /// epoch).
     pub wake_at: Option<i64>,
+    /// A run waiting for a signal (`waiting_input`, `waiting_approval`): the names of the
+    /// signals it waits for, any of which resumes it (e.g. `human_input`, or
+    /// `approval/<call_id>` and `approval`). [`Runtime::recover`](crate::Runtime::recover)
+    /// leaves a waiting run alone unless one of them is already queued. `None` for every
+    /// other status, and for runs that started waiting before agentkit stored this (those
+    /// are re-executed at recovery to find out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<Vec<String>>,
 }
 
 impl RunRecord {
@@ -178,6 +186,7 @@ impl RunRecord {
             owner,
             lease_until,
             wake_at: run.wake_at,
+            waiting_for: None,
         }
     }
 
@@ -199,6 +208,7 @@ impl RunRecord {
         self.owner = Some(owner.to_owned());
         self.lease_until = Some(lease_until);
         self.wake_at = None;
+        self.waiting_for = None;
         self.updated_at = now_ms();
     }
 
@@ -221,6 +231,7 @@ impl RunRecord {
             self.cost_usd = c;
         }
         self.wake_at = update.wake_at;
+        self.waiting_for.clone_from(&update.waiting_for);
         self.updated_at = now_ms();
     }
 }
@@ -247,6 +258,9 @@ pub struct RunUpdate {
     /// Park the (queued) run until this time (ms since epoch). Every update sets it: `None`
     /// clears a previous wake-up time.
     pub wake_at: Option<i64>,
+    /// The signals a run that now waits for a signal waits for (see
+    /// [`RunRecord::waiting_for`]). Every update sets it: `None` clears it.
+    pub waiting_for: Option<Vec<String>>,
 }
 
 impl RunUpdate {
@@ -262,7 +276,16 @@ impl RunUpdate {
             cost_usd: None,
             owner_fence: None,
             wake_at: None,
+            waiting_for: None,
         }
+    }
+
+    /// Store the names of the signals the (waiting) run waits for (see
+    /// [`RunRecord::waiting_for`]).
+    #[must_use]
+    pub fn with_waiting_for(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.waiting_for = Some(names.into_iter().map(Into::into).collect());
+        self
     }
 
     /// Park the run until `wake_at` (ms since epoch): a queued run is not claimed before.

@@ -204,6 +204,8 @@ struct Inner {
     counters: Mutex<HashMap<String, u32>>,
     /// The signals this execution stopped to wait for (any of them resumes it).
     waiting: Mutex<Vec<String>>,
+    /// The status and signal names stored when this execution suspended the run.
+    stored_wait: Mutex<Option<(RunStatus, Vec<String>)>>,
     parked: Mutex<Option<i64>>,
     owner: String,
 }
@@ -241,6 +243,7 @@ impl WorkflowContext {
                 store,
                 counters: Mutex::default(),
                 waiting: Mutex::default(),
+                stored_wait: Mutex::default(),
                 parked: Mutex::default(),
                 owner: owner.to_owned(),
             }),
@@ -411,26 +414,36 @@ impl WorkflowContext {
             }
         }
         let name = names.first().map_or("", String::as_str);
-        {
+        let waiting = {
             let mut waiting = lock(&self.inner.waiting);
             for n in names {
                 if !waiting.contains(n) {
                     waiting.push(n.clone());
                 }
             }
-        }
+            waiting.clone()
+        };
         journal.suspend(
             &format!("is waiting for signal `{name}`; it resumes when the signal is delivered"),
             step,
         );
-        self.inner
+        // The first wait of this execution stores the run as waiting, with what it waits for
+        // (a call waiting beside it finds the run no longer `running`: the executor stores the
+        // complete set when the execution ends, see `stored_wait`).
+        let stored = self
+            .inner
             .store
             .transition(
                 self.run_id(),
                 &[RunStatus::Running],
-                RunUpdate::new(status).with_owner_fence(&self.inner.owner),
+                RunUpdate::new(status)
+                    .with_owner_fence(&self.inner.owner)
+                    .with_waiting_for(waiting.iter().cloned()),
             )
             .await?;
+        if let Some(run) = stored {
+            *lock(&self.inner.stored_wait) = Some((run.status, waiting));
+        }
         Err(Error::Workflow(format!(
             "run {} is waiting for signal `{name}`; it resumes when the signal is delivered",
             self.run_id()
@@ -460,6 +473,13 @@ impl WorkflowContext {
     /// The signals this execution stopped to wait for (empty if it did not wait).
     pub(crate) fn waiting_on(&self) -> Vec<String> {
         lock(&self.inner.waiting).clone()
+    }
+
+    /// The status and signal names stored when this execution suspended the run (`None` if
+    /// it did not, e.g. the run was paused or cancelled meanwhile). Tool calls that wait beside
+    /// the first may add names after it: compare with [`waiting_on`](Self::waiting_on).
+    pub(crate) fn stored_wait(&self) -> Option<(RunStatus, Vec<String>)> {
+        lock(&self.inner.stored_wait).clone()
     }
 
     /// The run's journal (which keys this execution replayed and which it executed).

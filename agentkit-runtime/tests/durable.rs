@@ -159,12 +159,22 @@ async fn approvals_survive_a_restart(stores: StoreFactory) {
 
     // A new process over the same store.
     let rt = payer_runtime(stores().await, &c);
+    let before = rt.get(&id).await.unwrap();
+    assert_eq!(before.status, RunStatus::WaitingApproval);
     assert_eq!(
-        rt.get(&id).await.unwrap().status,
-        RunStatus::WaitingApproval
+        before.waiting_for,
+        Some(vec![
+            approval_signal_for("call_1"),
+            APPROVAL_SIGNAL.to_owned()
+        ])
     );
-    rt.recover().await.unwrap();
-    reach(&rt, &id, RunStatus::WaitingApproval).await;
+    // Nothing queued for it: recovery leaves it waiting, unexecuted and unchanged.
+    assert_eq!(rt.recover().await.unwrap(), 0);
+    let after = rt.get(&id).await.unwrap();
+    assert_eq!(
+        (after.status, after.attempts, after.updated_at),
+        (before.status, before.attempts, before.updated_at)
+    );
     rt.signal(&id, APPROVAL_SIGNAL, json!({"decision": "approved"}))
         .await
         .unwrap();
@@ -661,6 +671,26 @@ async fn a_decision_addressed_to_one_of_two_waiting_calls_reaches_only_that_call
         .await
         .unwrap();
     reach(&rt, &id, RunStatus::WaitingApproval).await;
+    // Both calls wait: the run records every signal that resumes it.
+    let started = std::time::Instant::now();
+    loop {
+        let mut names = rt.get(&id).await.unwrap().waiting_for.unwrap_or_default();
+        names.sort();
+        if names
+            == [
+                APPROVAL_SIGNAL.to_owned(),
+                approval_signal_for("call_a"),
+                approval_signal_for("call_b"),
+            ]
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not every waiting call is recorded: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Deny the second call only: the first keeps waiting, nothing is paid.
     rt.signal(
         &id,

@@ -1164,6 +1164,15 @@ impl JournalStore for Counting {
         self.inner.append(entries).await
     }
 
+    async fn append_fenced(
+        &self,
+        entries: &[agentkit_runtime::JournalEntry],
+        owner: &str,
+    ) -> Result<bool> {
+        self.hit("append_fenced");
+        self.inner.append_fenced(entries, owner).await
+    }
+
     async fn journal(&self, run_id: &str) -> Result<Vec<agentkit_runtime::JournalEntry>> {
         self.hit("journal");
         self.inner.journal(run_id).await
@@ -1180,6 +1189,11 @@ impl SignalStore for Counting {
     async fn has_signal(&self, run_id: &str, name: &str) -> Result<bool> {
         self.hit("has_signal");
         self.inner.has_signal(run_id, name).await
+    }
+
+    async fn has_any_signal(&self, run_id: &str, names: &[String]) -> Result<bool> {
+        self.hit("has_any_signal");
+        self.inner.has_any_signal(run_id, names).await
     }
 
     async fn take_signal(
@@ -1221,6 +1235,10 @@ impl LeaseStore for Counting {
     async fn renew_leases(&self, owner: &str, run_ids: &[String], lease_until: i64) -> Result<u64> {
         self.hit("renew_leases");
         self.inner.renew_leases(owner, run_ids, lease_until).await
+    }
+
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
     }
 }
 
@@ -1306,4 +1324,134 @@ async fn a_run_costs_one_create_one_append_per_call_and_one_finish() {
     );
     // What run_sync returned is what is stored.
     assert_eq!(rt.get(&run.id).await.unwrap(), run);
+}
+
+/// A wait for a run this process executes reads nothing from the store: the execution hands
+/// its final record to the waiters.
+#[tokio::test]
+async fn waiting_for_a_run_executing_here_reads_nothing() {
+    let counting = Arc::new(Counting {
+        inner: Arc::new(SqliteStore::in_memory().await.unwrap()),
+        calls: Default::default(),
+    });
+    let (rt, executed, _) = slow_runtime(counting.clone(), 5, TargetOptions::new());
+    let id = rt
+        .start_run("slow", json!(null), StartOptions::new())
+        .await
+        .unwrap();
+    while executed.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let run = rt.wait(&id).await.unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.output, Some(json!(5)));
+    let calls = counting.calls.lock().unwrap().clone();
+    assert_eq!(calls.get("get_run"), None, "{calls:?}");
+    assert_eq!(
+        rt.get(&id).await.unwrap(),
+        run,
+        "what the wait returned is stored"
+    );
+}
+
+#[cfg(feature = "postgres")]
+mod common;
+
+/// On a shared store (PostgreSQL) each step's result is appended with a fenced insert: a run
+/// costs the same round trips as on SQLite, no owner reads.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn on_postgres_a_run_costs_one_create_one_fenced_append_per_call_and_one_finish() {
+    let pg = common::Pg::start();
+    let url = pg.fresh_db("executor_costs").await;
+    let counting = Arc::new(Counting {
+        inner: Arc::new(
+            agentkit_runtime::PostgresStore::connect(&url)
+                .await
+                .unwrap(),
+        ),
+        calls: Default::default(),
+    });
+    let (rt, _) = runtime_with_agent(counting.clone());
+    let run = rt
+        .run_sync("weather", json!("Weather in Lisbon?"), StartOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    let calls = counting.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls.into_iter().collect::<Vec<_>>(),
+        vec![("append_fenced", 3), ("create_run", 1), ("transition", 1)],
+        "model, tool, model: 3 fenced appends, no owner reads"
+    );
+    assert_eq!(rt.journal(&run.id).await.unwrap().len(), 3);
+}
+
+/// A run paused by another node while this one executes it: this node's next fenced append
+/// fails, so its execution stops (at most the step in flight ran, unrecorded); resumed, the
+/// other node finishes it with every step recorded once.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_an_executor_fenced_out_by_another_nodes_pause_stops() {
+    let pg = common::Pg::start();
+    let url = pg.fresh_db("executor_fenced").await;
+    let connect = || async {
+        Arc::new(
+            agentkit_runtime::PostgresStore::connect(&url)
+                .await
+                .unwrap(),
+        )
+    };
+    let (a, on_a, _) = slow_runtime(connect().await, 30, TargetOptions::new());
+    let (b, on_b, _) = slow_runtime(connect().await, 30, TargetOptions::new());
+    let id = a
+        .start_run("slow", json!(null), StartOptions::new())
+        .await
+        .unwrap();
+    while on_a.load(Ordering::SeqCst) < 3 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    b.pause(&id).await.unwrap();
+    let at_pause = on_a.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped = on_a.load(Ordering::SeqCst);
+    assert!(
+        stopped <= at_pause + 1,
+        "A went on after the pause: {at_pause} then {stopped}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(on_a.load(Ordering::SeqCst), stopped, "A stopped");
+    let paused = b.get(&id).await.unwrap();
+    assert_eq!(paused.status, RunStatus::Paused);
+    let recorded = b.journal(&id).await.unwrap().len();
+    assert!(
+        recorded as u32 <= stopped,
+        "{recorded} recorded, {stopped} ran"
+    );
+
+    b.resume(&id).await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(30), b.wait(&id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
+    assert_eq!(done.output, Some(json!(30)));
+    let keys: Vec<String> = b
+        .journal(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(
+        keys,
+        (0..30).map(|i| format!("step/s{i}")).collect::<Vec<_>>()
+    );
+    let ran = on_a.load(Ordering::SeqCst) + on_b.load(Ordering::SeqCst);
+    assert!(
+        ran <= 31,
+        "every step ran once, but the one in flight at the pause: {ran}"
+    );
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
 }

@@ -83,6 +83,20 @@ async fn data_kept_and_parking_works(store: &dyn Store) {
         .unwrap()
         .unwrap();
     assert_eq!(parked.wake_at, Some(99));
+    // A row written before the `waiting_for` column has none; a waiting run stores its own.
+    assert_eq!(old.waiting_for, None);
+    let waiting = store
+        .transition(
+            &new.run().id,
+            &[RunStatus::Queued],
+            RunUpdate::new(RunStatus::WaitingInput).with_waiting_for(["human_input"]),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(waiting.waiting_for, Some(vec!["human_input".to_owned()]));
+    let read = store.get_run(&new.run().id).await.unwrap().unwrap();
+    assert_eq!(read.waiting_for, waiting.waiting_for);
 }
 
 /// A SQLite file as the earlier runner left it after `applied` migrations.
@@ -114,7 +128,10 @@ async fn sqlite_database_of_the_earlier_runner_is_adopted_and_completed() {
     // Adopted versions are recorded, not re-run (sqlx marks them -1); versions 4 and 5 (the
     // server's documents) were applied.
     let rec = recorded(store.pool()).await;
-    assert_eq!(rec.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert_eq!(
+        rec.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
     assert!(rec[..3].iter().all(|r| r.1 == -1), "{rec:?}");
     assert!(rec[3..].iter().all(|r| r.1 >= 0), "{rec:?}");
     data_kept_and_parking_works(&store).await;
@@ -133,12 +150,14 @@ async fn sqlite_fully_migrated_database_of_the_earlier_runner_applies_only_what_
     legacy_sqlite(&path, SQLITE.len()).await;
     let store = SqliteStore::open(&path).await.unwrap();
     let rec = recorded(store.pool()).await;
-    // Everything the earlier runner applied is adopted; only version 5 (documents, added
-    // after that runner was replaced) runs.
+    // Everything the earlier runner applied is adopted; only versions 5 and 6 (documents,
+    // run waits: added after that runner was replaced) run.
     assert_eq!(rec[..4], [(1, -1), (2, -1), (3, -1), (4, -1)]);
-    assert_eq!(rec.len(), 5);
-    assert_eq!(rec[4].0, 5);
-    assert!(rec[4].1 >= 0, "{rec:?}");
+    assert_eq!(
+        rec.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    assert!(rec[4..].iter().all(|r| r.1 >= 0), "{rec:?}");
     assert!(store.get_run("old-run").await.unwrap().is_some());
 }
 
@@ -197,7 +216,7 @@ mod postgres {
         let nodes: Vec<PostgresStore> = nodes.into_iter().map(Result::unwrap).collect();
         let store = &nodes[0];
         let rec = recorded(store.pool()).await;
-        assert_eq!(rec.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(rec.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         assert!(rec[..2].iter().all(|r| r.1 == -1), "{rec:?}");
         assert!(rec[2..].iter().all(|r| r.1 >= 0), "{rec:?}");
 
@@ -217,7 +236,7 @@ mod postgres {
         let nodes = futures::future::join_all((0..4).map(|_| PostgresStore::connect(&url))).await;
         let nodes: Vec<PostgresStore> = nodes.into_iter().map(Result::unwrap).collect();
         let rec = recorded(nodes[0].pool()).await;
-        assert_eq!(rec.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(rec.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         assert!(rec.iter().all(|r| r.1 >= 0), "{rec:?}");
         for n in &nodes {
             n.pool().close().await;
@@ -244,7 +263,7 @@ async fn sqlite_fresh_file_opened_by_several_stores_at_once_is_migrated_once() {
         let rec = recorded(stores[0].pool()).await;
         assert_eq!(
             rec.iter().map(|r| r.0).collect::<Vec<_>>(),
-            [1, 2, 3, 4, 5],
+            [1, 2, 3, 4, 5, 6],
             "round {round}"
         );
         for s in &stores {

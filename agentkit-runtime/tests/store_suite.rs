@@ -323,6 +323,98 @@ async fn suite(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(paused.wake_at, None);
 
+    // A waiting run stores what it waits for (as stored, in order); any other update clears it.
+    let waiting = store
+        .transition(
+            &p.id,
+            &[RunStatus::Paused],
+            RunUpdate::new(RunStatus::WaitingApproval)
+                .with_waiting_for(["approval/call_1", "approval"]),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let names = Some(vec!["approval/call_1".to_owned(), "approval".to_owned()]);
+    assert_eq!(waiting.waiting_for, names);
+    assert_eq!(
+        store.get_run(&p.id).await.unwrap().unwrap().waiting_for,
+        names
+    );
+    let requeued = store
+        .transition(
+            &p.id,
+            &[RunStatus::WaitingApproval],
+            RunUpdate::new(RunStatus::Queued),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(requeued.waiting_for, None);
+    assert_eq!(
+        store.get_run(&p.id).await.unwrap().unwrap().waiting_for,
+        None
+    );
+
+    // A fenced append appends only while the run is executed by the owner, atomically.
+    let f = store
+        .create_run(NewRun::new("agent", json!("fenced")).with_claim("node-a", far))
+        .await
+        .unwrap()
+        .run()
+        .clone();
+    let entry = |seq: u64, key: &str| JournalEntry::new(&f.id, seq, key, json!(seq));
+    assert!(
+        store
+            .append_fenced(&[entry(0, "step/a")], "node-a")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .append_fenced(&[entry(1, "step/b")], "node-b")
+            .await
+            .unwrap(),
+        "another node is fenced out"
+    );
+    // More entries than one statement takes: all or nothing too.
+    let many: Vec<JournalEntry> = (1..=600).map(|i| entry(i, &format!("step/m{i}"))).collect();
+    assert!(!store.append_fenced(&many, "node-b").await.unwrap());
+    assert_eq!(store.journal(&f.id).await.unwrap().len(), 1);
+    assert!(store.append_fenced(&many, "node-a").await.unwrap());
+    assert_eq!(store.journal(&f.id).await.unwrap().len(), 601);
+    store
+        .transition(
+            &f.id,
+            &[RunStatus::Running],
+            RunUpdate::new(RunStatus::Paused),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !store
+            .append_fenced(&[entry(601, "step/b")], "node-a")
+            .await
+            .unwrap(),
+        "a paused run takes no more steps"
+    );
+    let keys: Vec<String> = store
+        .journal(&f.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(keys.len(), 601, "nothing appended when fenced out");
+    assert!(!keys.contains(&"step/b".to_owned()));
+    let other = JournalEntry::new(&p.id, 99, "step/other", json!(1));
+    let err = store
+        .append_fenced(&[entry(601, "step/b"), other], "node-a")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("one run"), "{err}");
+    assert!(store.append_fenced(&[], "node-a").await.unwrap());
+
     // Context key-value store: namespaced, replaced on put, TTL honoured.
     assert_eq!(store.kv_get("team-a", "k").await.unwrap(), None);
     store
@@ -802,7 +894,7 @@ async fn sqlite_file_store_passes_the_suite_and_keeps_data_across_reopen() {
     let reopened = SqliteStore::open(&path).await.unwrap();
     let after = reopened.list_runs(&ALL_STATUSES, 100).await.unwrap();
     assert_eq!(before, after);
-    assert_eq!(after.len(), 12);
+    assert_eq!(after.len(), 13);
     let mode: String = sqlx_mode(&reopened).await;
     assert_eq!(mode, "wal");
 }

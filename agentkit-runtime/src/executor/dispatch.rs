@@ -412,15 +412,23 @@ impl Runtime {
             }
             let waiting = wctx.waiting_on();
             if !waiting.is_empty() {
-                // A signal may have arrived between our check and the status change.
-                let mut arrived = false;
-                for name in &waiting {
-                    if store.has_signal(run_id, name).await? {
-                        arrived = true;
-                        break;
-                    }
+                if let Some((status, stored)) = wctx.stored_wait()
+                    && stored != waiting
+                {
+                    // Tool calls that waited beside the first added signals: store them all,
+                    // so recovery knows every signal that resumes the run.
+                    store
+                        .transition(
+                            run_id,
+                            &[status],
+                            RunUpdate::new(status)
+                                .with_owner_fence(&node)
+                                .with_waiting_for(waiting.iter().cloned()),
+                        )
+                        .await?;
                 }
-                if arrived
+                // A signal may have arrived between our check and the status change.
+                if self.any_signal_queued(run_id, &waiting).await?
                     && store
                         .transition(
                             run_id,

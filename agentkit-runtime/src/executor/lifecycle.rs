@@ -184,14 +184,31 @@ impl Runtime {
     /// process on the same store are seen within 250 ms (within 2 s while this process
     /// executes the run, whose execution ends and wakes the wait when another process
     /// cancels it).
+    ///
+    /// A wait for a run this process is executing, for statuses other than `running`, reads
+    /// nothing until the execution ends (it leaves its final record to its waiters).
     pub async fn wait_for_status(&self, run_id: &str, statuses: &[RunStatus]) -> Result<RunRecord> {
         let watch = Watch::new(self, run_id);
         let mut known: Option<RunRecord> = None;
+        let mut first = true;
         loop {
             // Registered before the read, so a change between the read and the wait wakes it.
             let changed = watch.notify.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            if std::mem::take(&mut first)
+                && known.is_none()
+                && !statuses.contains(&RunStatus::Running)
+                && lock(&self.inner.inflight).contains_key(run_id)
+            {
+                // Executing here: it stays `running` until the execution ends, which wakes
+                // this wait (registered above) with its final record, or changes it elsewhere
+                // (another process), which the safety poll reads.
+                if tokio::time::timeout(EXECUTING_POLL, changed).await.is_ok() {
+                    known = watch.last();
+                }
+                continue;
+            }
             let run = match known.take() {
                 Some(r) => r,
                 None => self.get(run_id).await?,

@@ -11,7 +11,12 @@ use crate::model::RunUpdate;
 impl Runtime {
     /// Resume what a previous process left: runs `queued` or `running` (orphaned by a crash)
     /// re-execute, replaying their journals; runs parked by a durable sleep re-execute when
-    /// their wake-up time comes; runs waiting for a signal re-check their queued signals.
+    /// their wake-up time comes. A run waiting for a signal (`waiting_input`,
+    /// `waiting_approval`) is left as it is, not executed, unless a signal it waits for
+    /// ([`RunRecord::waiting_for`](crate::RunRecord::waiting_for)) was queued while no process
+    /// held it: then it re-executes and takes it. (A waiting run stored before agentkit
+    /// recorded what it waits for re-executes, replays its journal and waits again.) Signals
+    /// delivered later resume it through [`signal`](Self::signal), as always.
     /// Returns how many runs were dispatched (parked runs included). Call once after registering targets.
     ///
     /// On a store of one process (memory, SQLite) every `running` run is orphaned and is
@@ -68,6 +73,16 @@ impl Runtime {
                 run.status,
                 RunStatus::WaitingInput | RunStatus::WaitingApproval
             ) {
+                if let Some(names) = run.waiting_for.as_ref().filter(|n| !n.is_empty())
+                    && !self.any_signal_queued(&run.id, names).await?
+                {
+                    // It waits for signals none of which is queued: nothing to do until one
+                    // is delivered (`Runtime::signal` resumes it then, on any node).
+                    continue;
+                }
+                // A signal it waits for was delivered while no process held it, or the run
+                // started waiting before agentkit stored what it waits for: re-execute it,
+                // replaying its journal (it takes the signal, or waits again).
                 let requeued = self
                     .inner
                     .store
@@ -81,6 +96,11 @@ impl Runtime {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Whether a signal named one of `names` is queued (undelivered) for the run.
+    pub(super) async fn any_signal_queued(&self, run_id: &str, names: &[String]) -> Result<bool> {
+        self.inner.store.has_any_signal(run_id, names).await
     }
 
     /// Dispatch a run parked by a durable sleep once its wake-up time has come (unless it

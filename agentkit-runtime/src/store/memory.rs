@@ -187,32 +187,61 @@ impl RunStore for MemoryStore {
 #[async_trait]
 impl JournalStore for MemoryStore {
     async fn append(&self, entries: &[JournalEntry]) -> Result<()> {
+        self.with(|s| append_to(s, entries))
+    }
+
+    async fn append_fenced(&self, entries: &[JournalEntry], owner: &str) -> Result<bool> {
+        let Some(first) = entries.first() else {
+            return Ok(true);
+        };
+        if let Some(other) = entries.iter().find(|e| e.run_id != first.run_id) {
+            return Err(Error::InvalidRequest(format!(
+                "a fenced journal append takes the entries of one run, got runs {} and {}: \
+                 append each run's entries on their own",
+                first.run_id, other.run_id
+            )));
+        }
         self.with(|s| {
-            for (i, e) in entries.iter().enumerate() {
-                let clash = |x: &JournalEntry| x.key == e.key || x.seq == e.seq;
-                let stored = s
-                    .journals
-                    .get(&e.run_id)
-                    .is_some_and(|j| j.iter().any(clash));
-                let batch = entries[..i]
-                    .iter()
-                    .any(|x| x.run_id == e.run_id && clash(x));
-                if stored || batch {
-                    return Err(duplicate(e));
-                }
+            let ours = s.runs.get(&first.run_id).is_some_and(|r| {
+                r.owner.as_deref() == Some(owner)
+                    && matches!(
+                        r.status,
+                        RunStatus::Running | RunStatus::WaitingInput | RunStatus::WaitingApproval
+                    )
+            });
+            if !ours {
+                return Ok(false);
             }
-            for e in entries {
-                let j = s.journals.entry(e.run_id.clone()).or_default();
-                j.push(e.clone());
-                j.sort_by_key(|x| x.seq);
-            }
-            Ok(())
+            append_to(s, entries).map(|()| true)
         })
     }
 
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>> {
         self.with(|s| Ok(s.journals.get(run_id).cloned().unwrap_or_default()))
     }
+}
+
+/// Append `entries` to their runs' journals, all or nothing.
+fn append_to(s: &mut State, entries: &[JournalEntry]) -> Result<()> {
+    for (i, e) in entries.iter().enumerate() {
+        let clash = |x: &JournalEntry| x.key == e.key || x.seq == e.seq;
+        let stored = s
+            .journals
+            .get(&e.run_id)
+            .is_some_and(|j| j.iter().any(clash));
+        let batch = entries[..i]
+            .iter()
+            .any(|x| x.run_id == e.run_id && clash(x));
+        if stored || batch {
+            return Err(duplicate(e));
+        }
+    }
+    for e in entries {
+        let j = s.journals.entry(e.run_id.clone()).or_default();
+        j.push(e.clone());
+        j.sort_by_key(|x| x.seq);
+    }
+    Ok(())
 }
 
 #[async_trait]

@@ -86,6 +86,14 @@ pub trait JournalStore: Send + Sync + 'static {
     /// or `(run_id, seq)` is already stored is an error (journals are append-only).
     async fn append(&self, entries: &[JournalEntry]) -> Result<()>;
 
+    /// Append entries of one run like [`append`](Self::append), only while that run is
+    /// executed by `owner`: its status is `running` (or `waiting_input` / `waiting_approval`,
+    /// while the tool calls beside a waiting call finish) and its lease is held by `owner`. The
+    /// check and the insert are one atomic statement (SQL: `INSERT … SELECT … WHERE EXISTS`).
+    /// Returns `false`, appending nothing, when the run was paused, cancelled or taken over
+    /// meanwhile (the executor then stops); an error when the entries belong to several runs.
+    async fn append_fenced(&self, entries: &[JournalEntry], owner: &str) -> Result<bool>;
+
     /// A run's journal, in sequence order.
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>>;
 
@@ -115,6 +123,17 @@ pub trait SignalStore: Send + Sync + 'static {
 
     /// Whether an undelivered signal named `name` is queued for the run.
     async fn has_signal(&self, run_id: &str, name: &str) -> Result<bool>;
+
+    /// Whether an undelivered signal named any of `names` is queued for the run (the SQL
+    /// stores ask once; the default asks [`has_signal`](Self::has_signal) name by name).
+    async fn has_any_signal(&self, run_id: &str, names: &[String]) -> Result<bool> {
+        for name in names {
+            if self.has_signal(run_id, name).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
 
     /// Deliver the oldest undelivered signal named `name`: in one transaction, mark it
     /// delivered and append `entry` with the signal's payload as its value. Returns the
@@ -220,8 +239,6 @@ pub(crate) fn store_error(
     agentkit_core::Error::other(format!("{backend} store: {what}"), e)
 }
 
-/// `UPDATE .. RETURNING` yields rows in no particular order: sort claimed runs oldest first.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// `(status name, count)` rows of a `GROUP BY status` query as [`RunStore::count_runs`]
 /// returns them (a name no status has is skipped; a negative count reads as 0).
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -236,6 +253,8 @@ pub(crate) fn counted(rows: Vec<(String, i64)>) -> Vec<(RunStatus, u64)> {
         .collect()
 }
 
+/// `UPDATE .. RETURNING` yields rows in no particular order: sort claimed runs oldest first.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn oldest_first(mut runs: Vec<RunRecord>) -> Vec<RunRecord> {
     runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     runs

@@ -21,7 +21,7 @@ const LEGACY_LOCK: i64 = 7_355_608;
 
 const RUN_COLUMNS: &str = "id, target, version, input::text AS input, status, attempts, \
     idempotency_key, created_at, updated_at, output::text AS output, error, usage::text AS usage, \
-    cost_usd, owner, lease_until, wake_at";
+    cost_usd, owner, lease_until, wake_at, waiting_for::text AS waiting_for";
 
 /// A [`Store`](super::Store) in PostgreSQL (tables prefixed `agentkit_`).
 ///
@@ -144,6 +144,15 @@ fn entry_from_row(row: &PgRow) -> Result<JournalEntry> {
 
 /// One multi-row `INSERT` for up to [`CHUNK`] journal entries.
 fn insert_query(chunk: &[JournalEntry]) -> Result<sqlx::QueryBuilder<Postgres>> {
+    fenced_insert_query(chunk, None)
+}
+
+/// [`insert_query`]; with a `fence` (`(run id, owner)`), it inserts nothing unless that run is
+/// executed by that owner ([`FENCE_STATUSES`](rows::FENCE_STATUSES)).
+fn fenced_insert_query(
+    chunk: &[JournalEntry],
+    fence: Option<(&str, &str)>,
+) -> Result<sqlx::QueryBuilder<Postgres>> {
     let mut rows = Vec::with_capacity(chunk.len());
     for e in chunk {
         rows.push((
@@ -155,6 +164,9 @@ fn insert_query(chunk: &[JournalEntry]) -> Result<sqlx::QueryBuilder<Postgres>> 
     let mut q = sqlx::QueryBuilder::<Postgres>::new(
         "INSERT INTO agentkit_journal (run_id, seq, key, kind, value, latency_ms, usage, cost_usd, created_at) ",
     );
+    if fence.is_some() {
+        q.push("SELECT * FROM (");
+    }
     q.push_values(rows, |mut b, (e, value, usage)| {
         b.push_bind(e.run_id.clone())
             .push_bind(i64::try_from(e.seq).unwrap_or(i64::MAX))
@@ -168,6 +180,15 @@ fn insert_query(chunk: &[JournalEntry]) -> Result<sqlx::QueryBuilder<Postgres>> 
             .push_bind(e.cost_usd)
             .push_bind(e.created_at);
     });
+    if let Some((run, owner)) = fence {
+        q.push(") AS v WHERE EXISTS (SELECT 1 FROM agentkit_runs WHERE id = ")
+            .push_bind(run.to_owned())
+            .push(" AND owner = ")
+            .push_bind(owner.to_owned())
+            .push(" AND status IN ")
+            .push(rows::FENCE_STATUSES)
+            .push(")");
+    }
     Ok(q)
 }
 
@@ -373,11 +394,16 @@ impl RunStore for PostgresStore {
             .as_ref()
             .map(|u| to_json(u, "run usage"))
             .transpose()?;
+        let waiting_for = update
+            .waiting_for
+            .as_ref()
+            .map(|w| to_json(w, "the signals a run waits for"))
+            .transpose()?;
         let sql = format!(
             "UPDATE agentkit_runs SET status = $1, attempts = attempts + $2,
                 output = COALESCE($3::jsonb, output), error = COALESCE($4, error),
                 usage = COALESCE($5::jsonb, usage), cost_usd = COALESCE($6, cost_usd),
-                updated_at = $7, wake_at = $11
+                updated_at = $7, wake_at = $11, waiting_for = $12::jsonb
              WHERE id = $8 AND status = ANY($9) AND ($10::text IS NULL OR owner = $10)
              RETURNING {RUN_COLUMNS}"
         );
@@ -393,6 +419,7 @@ impl RunStore for PostgresStore {
             .bind(status_names(from))
             .bind(&update.owner_fence)
             .bind(update.wake_at)
+            .bind(waiting_for)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| store_error("postgres", &format!("updating run {run_id}"), e))?
@@ -424,6 +451,44 @@ impl JournalStore for PostgresStore {
             .map_err(db("starting a transaction"))?;
         insert_entries(&mut tx, entries).await?;
         tx.commit().await.map_err(db("committing journal entries"))
+    }
+
+    async fn append_fenced(&self, entries: &[JournalEntry], owner: &str) -> Result<bool> {
+        let Some(run_id) = rows::one_run(entries)? else {
+            return Ok(true);
+        };
+        let fence = Some((run_id, owner));
+        if entries.len() <= CHUNK {
+            // One statement: the check and the insert are atomic, no transaction round trips.
+            let n = fenced_insert_query(entries, fence)?
+                .build()
+                .execute(&self.pool)
+                .await
+                .map_err(|e| append_error(entries, e))?
+                .rows_affected();
+            return Ok(n > 0);
+        }
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        for chunk in entries.chunks(CHUNK) {
+            let n = fenced_insert_query(chunk, fence)?
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| append_error(chunk, e))?
+                .rows_affected();
+            if n == 0 {
+                // Fenced out: dropping the transaction rolls back earlier chunks.
+                return Ok(false);
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(db("committing journal entries"))
+            .map(|()| true)
     }
 
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>> {
@@ -485,6 +550,19 @@ impl SignalStore for PostgresStore {
             )));
         }
         Ok(())
+    }
+
+    async fn has_any_signal(&self, run_id: &str, names: &[String]) -> Result<bool> {
+        Ok(sqlx::query(
+            "SELECT 1 FROM agentkit_signals
+             WHERE run_id = $1 AND name = ANY($2) AND NOT delivered LIMIT 1",
+        )
+        .bind(run_id)
+        .bind(names)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("looking up signals"))?
+        .is_some())
     }
 
     async fn has_signal(&self, run_id: &str, name: &str) -> Result<bool> {

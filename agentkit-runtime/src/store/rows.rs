@@ -58,6 +58,8 @@ pub(crate) struct RawRun {
     pub(crate) owner: Option<String>,
     pub(crate) lease_until: Option<i64>,
     pub(crate) wake_at: Option<i64>,
+    /// A JSON array of signal names, or NULL.
+    pub(crate) waiting_for: Option<String>,
 }
 
 /// A journal row's columns as the database returned them, before any check.
@@ -129,6 +131,11 @@ pub(crate) fn run_from_raw(backend: &str, raw: RawRun) -> Result<RunRecord> {
         owner: raw.owner,
         lease_until: raw.lease_until,
         wake_at: raw.wake_at,
+        waiting_for: raw
+            .waiting_for
+            .as_deref()
+            .map(|w| from_json::<Vec<String>>(backend, w, &format!("the `waiting_for` of {what}")))
+            .transpose()?,
     })
 }
 
@@ -177,6 +184,7 @@ where
         owner: col(backend, row, what, "owner")?,
         lease_until: col(backend, row, what, "lease_until")?,
         wake_at: col(backend, row, what, "wake_at")?,
+        waiting_for: col(backend, row, what, "waiting_for")?,
     };
     run_from_raw(backend, raw)
 }
@@ -213,6 +221,40 @@ pub(crate) fn append_error(chunk: &[JournalEntry], err: sqlx::Error) -> Error {
         .map(|e| (e.key.clone(), e.run_id.as_str()))
         .unwrap_or_default();
     append_error_of(key, run, chunk.len(), err)
+}
+
+/// The statuses in which a run's executor may still append to its journal (a fenced append,
+/// [`JournalStore::append_fenced`](super::JournalStore::append_fenced)): running, or waiting
+/// for a signal one of its tool calls asked for while the calls beside it finish. As SQL.
+pub(crate) const FENCE_STATUSES: &str = "('running', 'waiting_input', 'waiting_approval')";
+
+/// The one run `entries` belong to (`None` when there are none); an error when they belong to
+/// several (a fenced append checks one run).
+pub(crate) fn one_run(entries: &[JournalEntry]) -> Result<Option<&str>> {
+    let Some(first) = entries.first() else {
+        return Ok(None);
+    };
+    if let Some(other) = entries.iter().find(|e| e.run_id != first.run_id) {
+        return Err(Error::InvalidRequest(format!(
+            "a fenced journal append takes the entries of one run, got runs {} and {}: append \
+             each run's entries on their own",
+            first.run_id, other.run_id
+        )));
+    }
+    Ok(Some(&first.run_id))
+}
+
+/// The error a fenced append fails its write with when the run is no longer its owner's (see
+/// [`is_fenced_out`]).
+pub(crate) fn fenced_out(run_id: &str) -> Error {
+    Error::Cancelled {
+        run_id: run_id.to_owned(),
+    }
+}
+
+/// Whether `e` is [`fenced_out`]'s.
+pub(crate) fn is_fenced_out(e: &Error) -> bool {
+    matches!(e, Error::Cancelled { .. })
 }
 
 /// [`append_error`] for `len` entries of run `run`, the first keyed `key`.
@@ -301,11 +343,14 @@ mod tests {
             created_at in int(), updated_at in int(), output in proptest::option::of(text()),
             error in any::<Option<String>>(), usage in text(), cost_usd in any::<f64>(),
             owner in any::<Option<String>>(), lease_until in any::<Option<i64>>(),
-            wake_at in any::<Option<i64>>(),
+            wake_at in any::<Option<i64>>(), waiting_for in proptest::option::of(prop_oneof![
+                text(), Just("[\"approval/c1\",\"approval\"]".to_owned())
+            ]),
         ) -> RawRun {
             RawRun {
                 id, target, version, input, status, attempts, idempotency_key, created_at,
                 updated_at, output, error, usage, cost_usd, owner, lease_until, wake_at,
+                waiting_for,
             }
         }
     }
@@ -379,6 +424,7 @@ mod tests {
             owner: None,
             lease_until: None,
             wake_at: None,
+            waiting_for: None,
         };
         let err = run_from_raw("sqlite", raw).unwrap_err();
         assert_eq!(

@@ -237,7 +237,9 @@ struct Insert {
 }
 
 impl Insert {
-    fn new(chunk: &[JournalEntry]) -> Result<Self> {
+    /// The insert of `chunk`; with a `fence` (`(run id, owner)`), it inserts nothing unless
+    /// that run is executed by that owner ([`FENCE_STATUSES`](rows::FENCE_STATUSES)).
+    fn new(chunk: &[JournalEntry], fence: Option<(&str, &str)>) -> Result<Self> {
         let mut rows = Vec::with_capacity(chunk.len());
         for e in chunk {
             rows.push((
@@ -249,6 +251,9 @@ impl Insert {
         let mut q = sqlx::QueryBuilder::<Sqlite>::new(
             "INSERT INTO journal (run_id, seq, key, kind, value, latency_ms, usage, cost_usd, created_at) ",
         );
+        if fence.is_some() {
+            q.push("SELECT * FROM (");
+        }
         q.push_values(rows, |mut b, (e, value, usage)| {
             b.push_bind(e.run_id.clone())
                 .push_bind(i64::try_from(e.seq).unwrap_or(i64::MAX))
@@ -260,6 +265,15 @@ impl Insert {
                 .push_bind(e.cost_usd)
                 .push_bind(e.created_at);
         });
+        if let Some((run, owner)) = fence {
+            q.push(") AS v WHERE EXISTS (SELECT 1 FROM runs WHERE id = ")
+                .push_bind(run.to_owned())
+                .push(" AND owner = ")
+                .push_bind(owner.to_owned())
+                .push(" AND status IN ")
+                .push(rows::FENCE_STATUSES)
+                .push(")");
+        }
         let (key, run_id) = chunk
             .first()
             .map(|e| (e.key.clone(), e.run_id.clone()))
@@ -272,17 +286,18 @@ impl Insert {
         })
     }
 
-    /// The inserts for `entries`, [`CHUNK`] rows each.
-    fn all(entries: &[JournalEntry]) -> Result<Vec<Self>> {
-        entries.chunks(CHUNK).map(Self::new).collect()
+    /// The inserts for `entries`, [`CHUNK`] rows each (fenced like [`new`](Self::new)).
+    fn all(entries: &[JournalEntry], fence: Option<(&str, &str)>) -> Result<Vec<Self>> {
+        entries.chunks(CHUNK).map(|c| Self::new(c, fence)).collect()
     }
 
-    async fn run(mut self, conn: &mut SqliteConnection) -> Result<()> {
+    /// Run the insert; how many rows it inserted.
+    async fn run(mut self, conn: &mut SqliteConnection) -> Result<u64> {
         self.query
             .build()
             .execute(&mut *conn)
             .await
-            .map(|_| ())
+            .map(|r| r.rows_affected())
             .map_err(|e| append_error_of(self.key, &self.run_id, self.len, e))
     }
 }
@@ -479,6 +494,11 @@ impl RunStore for SqliteStore {
             .as_ref()
             .map(|u| to_json(u, "run usage"))
             .transpose()?;
+        let waiting_for = update
+            .waiting_for
+            .as_ref()
+            .map(|w| to_json(w, "the signals a run waits for"))
+            .transpose()?;
         let from = statuses_json(from)?;
         let run_id = run_id.to_owned();
         self.writer
@@ -488,7 +508,7 @@ impl RunStore for SqliteStore {
                         "UPDATE runs SET status = ?, attempts = attempts + ?,
                             output = COALESCE(?, output), error = COALESCE(?, error),
                             usage = COALESCE(?, usage), cost_usd = COALESCE(?, cost_usd),
-                            updated_at = ?, wake_at = ?
+                            updated_at = ?, wake_at = ?, waiting_for = ?
                          WHERE id = ? AND status IN (SELECT value FROM json_each(?))
                             AND (? IS NULL OR owner = ?)
                          RETURNING *",
@@ -501,6 +521,7 @@ impl RunStore for SqliteStore {
                     .bind(update.cost_usd)
                     .bind(now_ms())
                     .bind(update.wake_at)
+                    .bind(waiting_for)
                     .bind(&run_id)
                     .bind(from)
                     .bind(&update.owner_fence)
@@ -523,7 +544,7 @@ impl JournalStore for SqliteStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let inserts = Insert::all(entries)?;
+        let inserts = Insert::all(entries, None)?;
         // One statement is atomic on its own; more run in a savepoint (all or nothing).
         let statements = if inserts.len() == 1 {
             Statements::One
@@ -540,6 +561,42 @@ impl JournalStore for SqliteStore {
                 })
             })
             .await
+    }
+
+    async fn append_fenced(&self, entries: &[JournalEntry], owner: &str) -> Result<bool> {
+        let Some(run_id) = rows::one_run(entries)? else {
+            return Ok(true);
+        };
+        let inserts = Insert::all(entries, Some((run_id, owner)))?;
+        let statements = if inserts.len() == 1 {
+            Statements::One
+        } else {
+            Statements::Several
+        };
+        let run_id = run_id.to_owned();
+        self.writer
+            .write(statements, move |c| {
+                Box::pin(async move {
+                    for insert in inserts {
+                        let want = u64::try_from(insert.len).unwrap_or(u64::MAX);
+                        if insert.run(&mut *c).await? != want {
+                            // Fenced out: fail the job so its savepoint rolls back what an
+                            // earlier chunk inserted.
+                            return Err(rows::fenced_out(&run_id));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .await
+            .map(|()| true)
+            .or_else(|e| {
+                if rows::is_fenced_out(&e) {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            })
     }
 
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>> {
@@ -577,31 +634,27 @@ impl SignalStore for SqliteStore {
     async fn send_signal(&self, run_id: &str, name: &str, payload: Value) -> Result<()> {
         let payload = to_json(&payload, "a signal payload")?;
         let (run_id, name) = (run_id.to_owned(), name.to_owned());
+        // One statement: the insert selects the run, so an unknown run inserts nothing.
         self.writer
-            .write(Statements::Several, move |c| {
+            .write(Statements::One, move |c| {
                 Box::pin(async move {
-                    let exists = sqlx::query("SELECT 1 FROM runs WHERE id = ?")
-                        .bind(&run_id)
-                        .fetch_optional(&mut *c)
-                        .await
-                        .map_err(db("looking up a run"))?
-                        .is_some();
-                    if !exists {
+                    let inserted = sqlx::query(
+                        "INSERT INTO signals (run_id, name, payload, created_at)
+                         SELECT id, ?, ?, ? FROM runs WHERE id = ?",
+                    )
+                    .bind(&name)
+                    .bind(payload)
+                    .bind(now_ms())
+                    .bind(&run_id)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(db("storing a signal"))?
+                    .rows_affected();
+                    if inserted == 0 {
                         return Err(Error::Workflow(format!(
                             "cannot signal run {run_id}: no such run"
                         )));
                     }
-                    sqlx::query(
-                        "INSERT INTO signals (run_id, name, payload, created_at)
-                         VALUES (?, ?, ?, ?)",
-                    )
-                    .bind(&run_id)
-                    .bind(&name)
-                    .bind(payload)
-                    .bind(now_ms())
-                    .execute(&mut *c)
-                    .await
-                    .map_err(db("storing a signal"))?;
                     Ok(())
                 })
             })
@@ -614,6 +667,19 @@ impl SignalStore for SqliteStore {
         )
         .bind(run_id)
         .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("looking up signals"))?
+        .is_some())
+    }
+
+    async fn has_any_signal(&self, run_id: &str, names: &[String]) -> Result<bool> {
+        Ok(sqlx::query(
+            "SELECT 1 FROM signals WHERE run_id = ? AND delivered = 0
+                AND name IN (SELECT value FROM json_each(?)) LIMIT 1",
+        )
+        .bind(run_id)
+        .bind(to_json(&names, "signal names")?)
         .fetch_optional(&self.pool)
         .await
         .map_err(db("looking up signals"))?
@@ -649,7 +715,7 @@ impl SignalStore for SqliteStore {
                         .map_err(db("reading a signal payload"))?;
                     let payload: Value = from_json(&payload, "a signal payload")?;
                     entry.value = payload.clone();
-                    Insert::new(std::slice::from_ref(&entry))?
+                    Insert::new(std::slice::from_ref(&entry), None)?
                         .run(&mut *c)
                         .await?;
                     Ok(Some(payload))

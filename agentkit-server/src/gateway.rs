@@ -189,6 +189,12 @@ impl Gateway {
         }
     }
 
+    /// Tell this endpoint's clients that its tool list changed (legacy sessions get
+    /// `notifications/tools/list_changed`; 2026-07-28 listeners get it on their stream).
+    pub(crate) async fn tools_changed(&self) {
+        self.server.notify_tool_list_changed().await;
+    }
+
     /// The streamable HTTP service to mount at `/mcp`.
     pub(crate) fn service(&self) -> McpHttpService {
         self.server

@@ -895,6 +895,20 @@ impl Platform {
         Ok(docs.len())
     }
 
+    /// Tell the clients of every `/mcp` endpoint (each workspace's) that the tool list
+    /// changed: an outbound MCP server's tools changed, and the federated `server__tool`
+    /// entries follow it.
+    pub(crate) async fn notify_tools_changed(&self) {
+        let mut all: Vec<crate::gateway::Gateway> = lock(&self.gateways)
+            .values()
+            .map(|(g, _)| g.clone())
+            .collect();
+        all.extend(self.gateway.get().cloned());
+        for g in all {
+            g.tools_changed().await;
+        }
+    }
+
     /// The `/mcp` service of `scope`'s workspace (made and filled on first use).
     pub(crate) async fn mcp_service(&self, scope: &Scope) -> Option<agentkit_mcp::McpHttpService> {
         if let Some((_, svc)) = lock(&self.gateways).get(scope.prefix()) {

@@ -414,6 +414,7 @@ impl ServerBuilder {
         // Before recovery: a recovered gateway call's run calls its MCP server.
         if let Some(m) = self.mcp {
             platform.set_mcp(m);
+            watch_upstream_tools(Arc::downgrade(&platform));
         }
         runtime.recover().await?;
         runtime.start_polling(self.poll);
@@ -580,4 +581,38 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// How often the outbound MCP servers' list epochs are compared (see [`watch_upstream_tools`]).
+const UPSTREAM_TOOLS_EVERY: Duration = Duration::from_secs(1);
+
+/// Follow the outbound MCP servers' tool lists: when one says its tools changed
+/// (`notifications/tools/list_changed`, or a `subscriptions/listen` event, or its connection
+/// was replaced), the connection manager moves that server's list epoch; within
+/// [`UPSTREAM_TOOLS_EVERY`] every `/mcp` endpoint tells its clients that its tool list
+/// changed, so they list the federated `server__tool` entries again. Ends with the platform.
+fn watch_upstream_tools(platform: std::sync::Weak<Platform>) {
+    fn epochs(p: &Platform) -> u64 {
+        p.mcp().map_or(0, |m| {
+            m.server_names()
+                .iter()
+                .filter_map(|n| m.lists_epoch(n).ok())
+                .fold(0u64, u64::wrapping_add)
+        })
+    }
+    tokio::spawn(async move {
+        let mut seen = match platform.upgrade() {
+            Some(p) => epochs(&p),
+            None => return,
+        };
+        loop {
+            tokio::time::sleep(UPSTREAM_TOOLS_EVERY).await;
+            let Some(p) = platform.upgrade() else { break };
+            let now = epochs(&p);
+            if now != seen {
+                seen = now;
+                p.notify_tools_changed().await;
+            }
+        }
+    });
 }

@@ -575,3 +575,119 @@ async fn a_plain_json_rpc_post_as_in_the_readme() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"approvals\":[]"), "{body}");
 }
+
+/// A client of `/mcp` that counts `notifications/tools/list_changed`.
+#[derive(Clone)]
+struct ListWatcher(Arc<tokio::sync::Notify>);
+
+impl agentkit_mcp::rmcp::ClientHandler for ListWatcher {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::default()
+    }
+
+    async fn on_tool_list_changed(
+        &self,
+        _: agentkit_mcp::rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        self.0.notify_one();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_tool_added_later_is_listed_and_announced_at_once() {
+    // The upstream is kept, to add a tool while the gateway's clients are connected.
+    let up = agentkit_mcp::McpServerBuilder::new("calc", "1.0.0")
+        .tool_fn(
+            "echo",
+            "Echoes text",
+            json!({"type": "object", "properties": {"text": {"type": "string"}}}),
+            |args, _| async move {
+                let t = args.get("text").and_then(Value::as_str).unwrap_or("");
+                Ok(CallToolResult::success(vec![ContentBlock::text(
+                    t.to_owned(),
+                )]))
+            },
+        )
+        .build();
+    let ct = tokio_util::sync::CancellationToken::new();
+    let svc = up
+        .clone()
+        .into_http_service(agentkit_mcp::HttpOptions::new().with_cancellation(ct.child_token()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = ct.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new().nest_service("/mcp", svc))
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .unwrap();
+    });
+    let _stop = ct.drop_guard();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("g.db")).await.unwrap());
+    let server = Server::builder(store)
+        .admin_key(ADMIN)
+        .mcp_servers(ConnectionManager::new([ServerConfig::http(
+            "calc",
+            format!("http://{addr}/mcp"),
+        )]))
+        .gateway(GatewayConfig::new())
+        .build()
+        .await
+        .unwrap();
+    let served = inproc::serve(server).await;
+
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", served.base))
+        .auth_header(ADMIN);
+    let c = ListWatcher(Arc::clone(&changed))
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .unwrap();
+    let listed = |c: &RunningService<RoleClient, ListWatcher>| {
+        let peer = c.peer().clone();
+        async move {
+            let mut n: Vec<String> = peer
+                .list_all_tools()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| t.name.to_string())
+                .filter(|n| n.starts_with("calc__"))
+                .collect();
+            n.sort();
+            n
+        }
+    };
+    assert_eq!(listed(&c).await, ["calc__echo"]);
+
+    up.add_tool_fn(
+        "add",
+        "Adds a and b",
+        json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}),
+        |args, _| async move {
+            let n = |k: &str| args.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+            Ok(CallToolResult::success(vec![ContentBlock::text(
+                (n("a") + n("b")).to_string(),
+            )]))
+        },
+    )
+    .await;
+    // The gateway's client is told, within its 1 s watch (not the 30 s list cache) …
+    tokio::time::timeout(Duration::from_secs(10), changed.notified())
+        .await
+        .expect("the /mcp client was not told that the tool list changed");
+    // … and the new tool is listed and callable right away.
+    assert_eq!(listed(&c).await, ["calc__add", "calc__echo"]);
+    let r = c
+        .peer()
+        .call_tool(
+            CallToolRequestParams::new("calc__add")
+                .with_arguments(json!({"a": 2, "b": 3}).as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "5");
+    c.cancel().await.unwrap();
+}

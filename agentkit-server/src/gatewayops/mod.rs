@@ -617,7 +617,9 @@ pub struct GatewayOps {
     platforms: Vec<Arc<platforms::Compiled>>,
     /// Server → its tools, as last listed (to refuse an unknown tool before a batch runs, and
     /// to list the tools `/mcp` federates).
-    tools: Mutex<HashMap<String, (Instant, Arc<ServerTools>)>>,
+    /// Per server: when it was listed, the connection manager's list epoch then (a
+    /// `tools/list_changed` from the server moves it), and the tools.
+    tools: Mutex<HashMap<String, (Instant, u64, Arc<ServerTools>)>>,
 }
 
 /// A server's tools, as listed.
@@ -757,18 +759,23 @@ impl GatewayOps {
     }
 
     /// The tools server `server` offers (its tool filter applied), as last listed: kept for
-    /// 30 s, listed again when `fresh` or older.
+    /// 30 s, listed again when `fresh`, older, or when the server said its tools changed
+    /// (`notifications/tools/list_changed`, which moves the connection manager's list epoch).
     pub(crate) async fn server_tools(
         &self,
         platform: &Platform,
         server: &str,
         fresh: bool,
     ) -> std::result::Result<Arc<ServerTools>, McpFailure> {
+        let epoch = platform
+            .mcp()
+            .and_then(|m| m.lists_epoch(server).ok())
+            .unwrap_or(0);
         if !fresh
             && let Some(t) = agentkit_core::sync::lock(&self.tools)
                 .get(server)
-                .filter(|(at, _)| at.elapsed() < TOOLS_TTL)
-                .map(|(_, t)| Arc::clone(t))
+                .filter(|(at, e, _)| *e == epoch && at.elapsed() < TOOLS_TTL)
+                .map(|(_, _, t)| Arc::clone(t))
         {
             return Ok(t);
         }
@@ -777,8 +784,10 @@ impl GatewayOps {
             names: listed.iter().map(|t| t.name.clone()).collect(),
             tools: listed,
         });
-        agentkit_core::sync::lock(&self.tools)
-            .insert(server.to_owned(), (Instant::now(), Arc::clone(&tools)));
+        agentkit_core::sync::lock(&self.tools).insert(
+            server.to_owned(),
+            (Instant::now(), epoch, Arc::clone(&tools)),
+        );
         Ok(tools)
     }
 

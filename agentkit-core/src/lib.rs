@@ -65,6 +65,7 @@ pub use config::{Config, McpAuth, McpOAuth, McpProcessLimits, McpServerConfig, M
 pub use context::{
     ApprovalDecision, ApprovalHandler, ApprovalRequest, Budget, DEFAULT_THREAD, HumanInputHandler,
     HumanInputRequest, HumanInputResponse, Principal, RunContext, RunTotals, SpendGuard,
+    SpendHold,
     ToolCallRecord,
 };
 pub use cost::{ModelHint, ModelInfo, ModelPreferences, PriceTable};

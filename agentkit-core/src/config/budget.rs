@@ -6,6 +6,8 @@
 //!   workspace: {max_spend_usd: 20, period: day}        # every workspace
 //!   workspaces:
 //!     acme/prod: {max_spend_usd: 500, period: month}   # this one instead
+//!   call_estimate_usd: 0.02   # set aside at least this before each model call
+//!   hold_for: 10m             # how long a call in flight holds its estimate
 //! agents:
 //!   writer:
 //!     model: scripted
@@ -196,6 +198,15 @@ pub struct BudgetSettings {
     /// Budgets of named workspaces (`org/workspace`), replacing `workspace` for them.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub workspaces: BTreeMap<String, PeriodBudget>,
+    /// The least a model call is expected to cost, in US dollars: set aside before each call
+    /// when the agent's recent calls cost less or it has none (default 0: the most one of
+    /// its recent calls cost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_estimate_usd: Option<f64>,
+    /// How long the estimate set aside for a model call is held (default `10m`); a process
+    /// that died mid-call frees it after this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_for: Option<HumanDuration>,
 }
 
 impl BudgetSettings {
@@ -220,6 +231,21 @@ impl BudgetSettings {
         budget: PeriodBudget,
     ) -> Self {
         self.workspaces.insert(workspace.into(), budget);
+        self
+    }
+
+    /// Set aside at least `usd` before each model call (see
+    /// [`call_estimate_usd`](Self::call_estimate_usd)).
+    #[must_use]
+    pub fn with_call_estimate(mut self, usd: f64) -> Self {
+        self.call_estimate_usd = Some(usd);
+        self
+    }
+
+    /// Hold the estimate of a model call for at most `d`.
+    #[must_use]
+    pub fn with_hold_for(mut self, d: std::time::Duration) -> Self {
+        self.hold_for = Some(HumanDuration(d));
         self
     }
 

@@ -265,7 +265,7 @@ impl Entry {
             .values()
             .filter(|h| h.until > now)
             .map(|h| h.usd)
-            .sum()
+            .fold(0.0, |a, b| a + b)
     }
 
     /// The most one of `agent`'s recent calls cost.
@@ -636,9 +636,12 @@ impl SpendLedger {
                     "a model call's estimate was being set aside",
                     |mut entry| {
                         entry.drop_expired(now);
-                        let est = *estimate.get_or_insert_with(|| {
-                            self.estimate(&entry, Some(agent))
-                        });
+                        // Re-estimated on every attempt: a call that returned meanwhile may
+                        // have raised it.
+                        let est = self
+                            .estimate(&entry, Some(agent))
+                            .max(estimate.unwrap_or(0.0));
+                        estimate = Some(est);
                         let held = entry.held(now);
                         let over = entry.spent_usd >= budget.max_spend_usd
                             || entry.spent_usd + held + est

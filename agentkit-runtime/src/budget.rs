@@ -583,8 +583,8 @@ impl SpendLedger {
             // Someone else wrote first: back off a little, more each time, with jitter so
             // racing writers spread out.
             let cap = 200u64 << attempt.min(6);
-            let jitter = u64::try_from(uuid::Uuid::new_v4().as_u128() % u128::from(cap))
-                .unwrap_or(0);
+            let jitter =
+                u64::try_from(uuid::Uuid::new_v4().as_u128() % u128::from(cap)).unwrap_or(0);
             tokio::time::sleep(Duration::from_micros(jitter)).await;
         }
         Err(Error::Unavailable {
@@ -644,16 +644,14 @@ impl SpendLedger {
                         estimate = Some(est);
                         let held = entry.held(now);
                         let over = entry.spent_usd >= budget.max_spend_usd
-                            || entry.spent_usd + held + est
-                                > budget.max_spend_usd + EPSILON_USD;
+                            || entry.spent_usd + held + est > budget.max_spend_usd + EPSILON_USD;
                         if over {
                             return Step::Keep(Some(BudgetStatus {
                                 workspace: workspace.to_owned(),
                                 scope: scope.clone(),
                                 max_spend_usd: budget.max_spend_usd,
                                 spent_usd: entry.spent_usd,
-                                remaining_usd: (budget.max_spend_usd - entry.spent_usd)
-                                    .max(0.0),
+                                remaining_usd: (budget.max_spend_usd - entry.spent_usd).max(0.0),
                                 reserved_usd: held,
                                 next_call_usd: est,
                                 calls: entry.calls,
@@ -892,14 +890,29 @@ mod tests {
         let ctx = RunContext::new().with_run_id("r");
         // A process takes a hold and dies mid-call: nobody settles it.
         let lost = ledger.admit("a", &ctx).await.unwrap();
-        assert!(ledger.admit("a", &ctx).await.unwrap_err().is_budget_exceeded());
+        assert!(
+            ledger
+                .admit("a", &ctx)
+                .await
+                .unwrap_err()
+                .is_budget_exceeded()
+        );
         now.fetch_add(59_000, Ordering::SeqCst);
-        assert!(ledger.admit("a", &ctx).await.unwrap_err().is_budget_exceeded());
+        assert!(
+            ledger
+                .admit("a", &ctx)
+                .await
+                .unwrap_err()
+                .is_budget_exceeded()
+        );
         // A minute on, the hold has lapsed: the budget is free again.
         now.fetch_add(1_000, Ordering::SeqCst);
         let h = ledger.admit("a", &ctx).await.unwrap();
         let s = &ledger.status("default/default").await.unwrap()[0];
-        assert!((s.reserved_usd - 0.6).abs() < 1e-9, "only the new hold: {s:?}");
+        assert!(
+            (s.reserved_usd - 0.6).abs() < 1e-9,
+            "only the new hold: {s:?}"
+        );
         // The lapsed call's cost, should it still arrive, is charged all the same.
         ledger.charge(lost, "a", &ctx, 0.3).await.unwrap();
         ledger.charge(h, "a", &ctx, 0.3).await.unwrap();

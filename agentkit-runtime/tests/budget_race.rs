@@ -15,13 +15,13 @@ const TASKS: usize = 20;
 
 /// Runs `TASKS` racing "runs", alternating between two ledgers over two connections to one
 /// SQLite file; each call costs `cost(task, call)`. Returns (spent, calls, refusals).
-async fn race(
-    rules: BudgetRules,
-    cost: fn(usize, usize) -> f64,
-) -> (f64, u64, usize) {
+async fn race(rules: BudgetRules, cost: fn(usize, usize) -> f64) -> (f64, u64, usize) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
-    let a = SpendLedger::new(Arc::new(SqliteStore::open(&path).await.unwrap()), rules.clone());
+    let a = SpendLedger::new(
+        Arc::new(SqliteStore::open(&path).await.unwrap()),
+        rules.clone(),
+    );
     let b = SpendLedger::new(Arc::new(SqliteStore::open(&path).await.unwrap()), rules);
     let tasks: Vec<_> = (0..TASKS)
         .map(|t| {
@@ -72,8 +72,14 @@ async fn twenty_racing_runs_never_pass_the_budget_when_calls_cost_their_estimate
         .with_call_estimate(0.01);
     let (spent, calls, refused) = race(rules, |_, _| 0.01).await;
     assert_eq!(refused, TASKS, "every run ended on the budget");
-    assert!(spent <= 0.5 + 1e-9, "spent ${spent} of $0.50 in {calls} calls");
-    assert!(spent >= 0.5 - 0.01 - 1e-9, "the budget was used up: ${spent}");
+    assert!(
+        spent <= 0.5 + 1e-9,
+        "spent ${spent} of $0.50 in {calls} calls"
+    );
+    assert!(
+        spent >= 0.5 - 0.01 - 1e-9,
+        "the budget was used up: ${spent}"
+    );
     assert_eq!(calls, 50);
 }
 
@@ -88,20 +94,25 @@ async fn racing_runs_with_varying_costs_stay_within_budget_and_workspace_budget(
                 .with_workspace(PeriodBudget::new(0.3, BudgetPeriod::Hour))
                 .with_call_estimate(0.01),
         );
-    let (spent, calls, refused) = race(rules, |t, c| 0.002 + ((t * 7 + c * 3) % 9) as f64 * 0.001)
-        .await;
+    let (spent, calls, refused) =
+        race(rules, |t, c| 0.002 + ((t * 7 + c * 3) % 9) as f64 * 0.001).await;
     assert_eq!(refused, TASKS);
     // The workspace's $0.30 is the tighter budget.
-    assert!(spent <= 0.3 + 1e-9, "spent ${spent} of $0.30 in {calls} calls");
-    assert!(spent >= 0.3 - 0.01 - 1e-9, "the budget was used up: ${spent}");
+    assert!(
+        spent <= 0.3 + 1e-9,
+        "spent ${spent} of $0.30 in {calls} calls"
+    );
+    assert!(
+        spent >= 0.3 - 0.01 - 1e-9,
+        "the budget was used up: ${spent}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_holds_history_the_overshoot_stays_within_the_documented_bound() {
     // No `call_estimate_usd`: an agent's first calls of a fresh ledger are held at $0 (they
     // have no history), so only those can pass the budget, by at most one call each.
-    let rules =
-        BudgetRules::new().with_agent("writer", PeriodBudget::new(0.05, BudgetPeriod::Day));
+    let rules = BudgetRules::new().with_agent("writer", PeriodBudget::new(0.05, BudgetPeriod::Day));
     let (spent, calls, refused) = race(rules, |_, _| 0.01).await;
     assert_eq!(refused, TASKS);
     assert!(

@@ -837,9 +837,11 @@ impl WorkspaceHooks {
             return Ok(Err(unknown()));
         };
         let stored = Self::parse(name, doc.value)?;
-        let secret = self
-            .vault
-            .open_sealed(&format!("of webhook {name}"), &Self::slot(&ws, name), stored.secret)?;
+        let secret = self.vault.open_sealed(
+            &format!("of webhook {name}"),
+            &Self::slot(&ws, name),
+            stored.secret,
+        )?;
         let mut hook = Webhook::new(stored.target, secret);
         hook.message_pointer = stored.message_pointer;
         let key = format!("ws:{}", Self::doc_id(&ws, name));

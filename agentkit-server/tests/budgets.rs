@@ -226,7 +226,10 @@ async fn an_agent_budget_refuses_runs_once_spent_and_others_are_not_affected() {
         "{w}"
     );
     assert_eq!(w["calls"], 2);
-    assert!((w["remaining_usd"].as_f64().unwrap() - 0.005).abs() < 1e-9, "{w}");
+    assert!(
+        (w["remaining_usd"].as_f64().unwrap() - 0.005).abs() < 1e-9,
+        "{w}"
+    );
     assert_eq!(w["next_call_usd"], CALL_USD);
     assert_eq!(w["reserved_usd"], 0.0);
     assert_eq!(w["exhausted"], true);
@@ -317,7 +320,10 @@ async fn a_workspace_budget_is_shared_by_its_agents_and_starts_over_next_period(
     r.clock.fetch_add(DAY_MS, Ordering::SeqCst);
     let w = budget_of(&r.budgets(ADMIN).await, None).clone();
     assert_eq!(w["period_start"], "2026-12-07T00:00:00Z");
-    assert_eq!((w["calls"].as_u64(), w["exhausted"].as_bool()), (Some(0), Some(false)));
+    assert_eq!(
+        (w["calls"].as_u64(), w["exhausted"].as_bool()),
+        (Some(0), Some(false))
+    );
     // The estimates carry over: a call is still expected to cost a cent.
     assert_eq!(w["next_call_usd"], CALL_USD);
     assert_eq!(r.run(ADMIN, "a").await.2["status"], "succeeded");

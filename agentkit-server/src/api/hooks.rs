@@ -41,7 +41,10 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 fn workspace_hooks(s: &AppState) -> WorkspaceHooks {
-    WorkspaceHooks::new(std::sync::Arc::clone(s.platform.runtime.store()), s.vault.clone())
+    WorkspaceHooks::new(
+        std::sync::Arc::clone(s.platform.runtime.store()),
+        s.vault.clone(),
+    )
 }
 
 fn delivery_problem(e: DeliveryError) -> Problem {
@@ -116,13 +119,22 @@ pub async fn deliver_to_workspace(
     body: Bytes,
 ) -> ApiResult<Response> {
     match workspace_hooks(&s)
-        .deliver(&s.platform, &org, &workspace, &name, &headers, &body, now_secs())
+        .deliver(
+            &s.platform,
+            &org,
+            &workspace,
+            &name,
+            &headers,
+            &body,
+            now_secs(),
+        )
         .await?
     {
         Ok(run) => {
             // The workspace's own name for its agent.
             let mut view = RunView::from(run);
-            let scope = crate::tenancy::Scope::of(&crate::tenancy::WorkspaceId::new(org, workspace));
+            let scope =
+                crate::tenancy::Scope::of(&crate::tenancy::WorkspaceId::new(org, workspace));
             if let Some(n) = scope.external(&view.agent) {
                 view.agent = n.to_owned();
             }
@@ -166,7 +178,12 @@ pub async fn create_webhook(
 ) -> ApiResult<Response> {
     let name = hook.name.clone();
     let created = workspace_hooks(&s)
-        .create(&s.platform, &caller.workspace, hook, caller.key_id.as_deref())
+        .create(
+            &s.platform,
+            &caller.workspace,
+            hook,
+            caller.key_id.as_deref(),
+        )
         .await?;
     tracing::info!(workspace = %caller.workspace, webhook = %name, "webhook created");
     Ok((StatusCode::CREATED, Json(created)).into_response())

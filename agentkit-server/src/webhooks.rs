@@ -28,7 +28,10 @@
 //!   needs the secret itself, so it cannot be hashed. Delivered to
 //!   `POST /v1/hooks/{org}/{workspace}/{name}`: a workspace's hook names cannot collide with
 //!   another's, and an unknown hook answers exactly like a bad signature (401), so the URL
-//!   space reveals no workspace's hooks to a sender without their secret.
+//!   space reveals no workspace's hooks to a sender without their secret. When the master key
+//!   is rotated, hook secrets sealed under a previous key still open (with the previous key
+//!   in `AGENTKIT_MASTER_KEY_PREVIOUS`) but [`Vault::reseal`](crate::vault::Vault::reseal)
+//!   does not re-seal them: rotate each hook's secret before dropping the previous key.
 //!
 //! Both are signed and replay-protected the same way, and a delivery authenticates with the
 //! hook's secret, not with a key. A run a hook starts carries the principal

@@ -23,7 +23,7 @@
 //!   role `developer`): they belong to the caller's workspace and start its agents and
 //!   workflows. The server generates the secret (256 random bits, 64 hex digits), shows it
 //!   once (on create and on `POST /v1/webhooks/{name}/rotate`) and stores it sealed with the
-//!   credential vault ([`Vault`](crate::vault::Vault): XChaCha20-Poly1305 under the master
+//!   credential vault ([`Vault`]: XChaCha20-Poly1305 under the master
 //!   key, bound to the hook's workspace and name), never in plain text: verifying an HMAC
 //!   needs the secret itself, so it cannot be hashed. Delivered to
 //!   `POST /v1/hooks/{org}/{workspace}/{name}`: a workspace's hook names cannot collide with

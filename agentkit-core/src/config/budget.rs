@@ -303,6 +303,31 @@ mod tests {
         assert!("".parse::<BudgetPeriod>().is_err());
     }
 
+    #[cfg(feature = "config")]
+    #[test]
+    fn call_estimates_and_hold_times_load_and_bad_ones_are_located() {
+        let c = crate::Config::from_yaml_str_with_env(
+            "budgets:\n  call_estimate_usd: 0.02\n  hold_for: 90s\n",
+            None,
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(c.budgets.call_estimate_usd, Some(0.02));
+        assert_eq!(
+            c.budgets.hold_for.map(|h| h.0),
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert!(c.budgets.is_empty(), "no budget is set by an estimate alone");
+        let e = crate::Config::from_yaml_str_with_env(
+            "budgets:\n  call_estimate_usd: -1\n",
+            None,
+            &|_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("call_estimate_usd"), "{e}");
+    }
+
     proptest! {
         #[test]
         fn periods_round_trip_through_text(p in period()) {

@@ -317,7 +317,10 @@ mod tests {
             c.budgets.hold_for.map(|h| h.0),
             Some(std::time::Duration::from_secs(90))
         );
-        assert!(c.budgets.is_empty(), "no budget is set by an estimate alone");
+        assert!(
+            c.budgets.is_empty(),
+            "no budget is set by an estimate alone"
+        );
         let e = crate::Config::from_yaml_str_with_env(
             "budgets:\n  call_estimate_usd: -1\n",
             None,

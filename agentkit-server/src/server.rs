@@ -326,6 +326,21 @@ impl ServerBuilder {
                     "vault: no master key held opens these secrets; set them again"
                 );
             }
+            let hooks = crate::webhooks::WorkspaceHooks::new(Arc::clone(&store), vault.clone())
+                .reseal()
+                .await?;
+            tracing::info!(
+                resealed = hooks.resealed,
+                current = hooks.current,
+                unreadable = hooks.unreadable.len(),
+                "vault: webhook secrets under previous master keys re-sealed under the current key"
+            );
+            if !hooks.unreadable.is_empty() {
+                tracing::warn!(
+                    webhooks = ?hooks.unreadable,
+                    "vault: no master key held opens these webhooks' secrets; rotate them"
+                );
+            }
         }
         let gatewayops = Arc::new(crate::gatewayops::GatewayOps::new(
             self.gateway,

@@ -412,9 +412,22 @@ impl Vault {
         slot: &str,
         stored: serde_json::Value,
     ) -> Result<String> {
-        let (plain, _) = self.open(what, slot, stored)?;
-        String::from_utf8(plain)
-            .map_err(|_| Error::invalid_state(format!("secret {what}"), "is not UTF-8"))
+        self.open_sealed_with_key(what, slot, stored)
+            .map(|(v, _)| v)
+    }
+
+    /// [`open_sealed`](Self::open_sealed), and whether the current master key sealed it
+    /// (`false`: a previous key did; seal it again).
+    pub(crate) fn open_sealed_with_key(
+        &self,
+        what: &str,
+        slot: &str,
+        stored: serde_json::Value,
+    ) -> Result<(String, bool)> {
+        let (plain, current) = self.open(what, slot, stored)?;
+        let text = String::from_utf8(plain)
+            .map_err(|_| Error::invalid_state(format!("secret {what}"), "is not UTF-8"))?;
+        Ok((text, current))
     }
 
     /// Seal `value` for slot `id` under the current key.

@@ -29,9 +29,9 @@
 //!   `POST /v1/hooks/{org}/{workspace}/{name}`: a workspace's hook names cannot collide with
 //!   another's, and an unknown hook answers exactly like a bad signature (401), so the URL
 //!   space reveals no workspace's hooks to a sender without their secret. When the master key
-//!   is rotated, hook secrets sealed under a previous key still open (with the previous key
-//!   in `AGENTKIT_MASTER_KEY_PREVIOUS`) but [`Vault::reseal`](crate::vault::Vault::reseal)
-//!   does not re-seal them: rotate each hook's secret before dropping the previous key.
+//!   is rotated (the new key in `AGENTKIT_MASTER_KEY`, the old one in
+//!   `AGENTKIT_MASTER_KEY_PREVIOUS`), the server re-seals hook secrets under the new key when
+//!   it starts ([`WorkspaceHooks::reseal`]), like the vault's own secrets.
 //!
 //! Both are signed and replay-protected the same way, and a delivery authenticates with the
 //! hook's secret, not with a key. A run a hook starts carries the principal
@@ -796,6 +796,67 @@ impl WorkspaceHooks {
             .await
     }
 
+    /// Re-seal under the vault's current master key every hook secret sealed under a previous
+    /// one. Each hook is rewritten only at the revision it was read at (a hook rotated or
+    /// deleted meanwhile is left as it is), so running it twice, or on two servers at once,
+    /// is harmless.
+    ///
+    /// # Errors
+    ///
+    /// No master key, or the store's error. Hooks no key opens are listed (as
+    /// `org/workspace/name`), not an error.
+    pub async fn reseal(&self) -> Result<crate::vault::Resealed> {
+        let mut out = crate::vault::Resealed::default();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .doc_list(WORKSPACE_HOOKS, "", after.as_deref(), 500)
+                .await?;
+            let done = page.len() < 500;
+            for doc in &page {
+                let Ok(mut stored) = serde_json::from_value::<StoredHook>(doc.value.clone()) else {
+                    out.unreadable.push(doc.id.clone());
+                    continue;
+                };
+                let slot = format!("webhook:{}", doc.id);
+                match self.vault.open_sealed_with_key(
+                    &format!("of webhook {}", doc.id),
+                    &slot,
+                    stored.secret.clone(),
+                ) {
+                    Ok((_, true)) => out.current += 1,
+                    Ok((secret, false)) => {
+                        stored.secret = self.vault.seal_value(&slot, &secret)?;
+                        let value = serde_json::to_value(&stored)
+                            .map_err(|e| Error::json(format!("writing webhook {}", doc.id), e))?;
+                        if self
+                            .store
+                            .doc_put(
+                                WORKSPACE_HOOKS,
+                                &doc.id,
+                                value,
+                                Expect::Revision(doc.revision),
+                            )
+                            .await?
+                            .is_some()
+                        {
+                            out.resealed += 1;
+                        } else {
+                            out.current += 1;
+                        }
+                    }
+                    Err(_) => out.unreadable.push(doc.id.clone()),
+                }
+            }
+            after = page.last().map(|d| d.id.clone());
+            if done {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Accept a delivery to webhook `name` of workspace `org/workspace` at `now` (unix
     /// seconds): verify its signature with the hook's secret, refuse a replay, and start a
     /// run of its target in that workspace as [`workspace_webhook_principal`]. An unknown
@@ -840,11 +901,23 @@ impl WorkspaceHooks {
             return Ok(Err(unknown()));
         };
         let stored = Self::parse(name, doc.value)?;
-        let secret = self.vault.open_sealed(
+        let secret = match self.vault.open_sealed(
             &format!("of webhook {name}"),
             &Self::slot(&ws, name),
             stored.secret,
-        )?;
+        ) {
+            Ok(secret) => secret,
+            Err(e) => {
+                // The sender learns nothing of the server's keys; the operator reads why.
+                tracing::warn!(workspace = %ws, webhook = name, error = %e, "a webhook's secret does not open; deliveries to it fail until it does");
+                return Err(Error::Unavailable {
+                    what: "this webhook".into(),
+                    message: "the server cannot verify deliveries to it now (its operator \
+                              finds why in the server's log); retry later"
+                        .into(),
+                });
+            }
+        };
         let mut hook = Webhook::new(stored.target, secret);
         hook.message_pointer = stored.message_pointer;
         let key = format!("ws:{}", Self::doc_id(&ws, name));

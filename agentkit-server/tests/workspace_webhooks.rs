@@ -597,3 +597,109 @@ async fn without_a_master_key_a_webhook_cannot_be_declared_and_the_error_says_wh
     let (_, list) = call(&r, ADMIN, Method::GET, "/v1/webhooks", None).await;
     assert_eq!(list, json!([]), "nothing half-created");
 }
+
+/// A server on the SQLite file in `dir` sealing with `key` (and opening with `previous`).
+async fn start_on(
+    dir: &std::path::Path,
+    key: &MasterKey,
+    previous: Vec<MasterKey>,
+) -> inproc::InProcess {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.join("a.db")).await.unwrap());
+    let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
+    let server = Server::builder(store)
+        .admin_key(ADMIN)
+        .spec_builder(Arc::new(builder))
+        .master_key(key.clone())
+        .previous_master_keys(previous)
+        .build()
+        .await
+        .unwrap();
+    inproc::serve(server).await
+}
+
+async fn post_signed(base: &str, path: &str, secret: &str, body: &str) -> u16 {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .body(body.to_owned());
+    for (k, v) in signed(secret, body) {
+        req = req.header(k, v);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn hook_secrets_are_resealed_when_the_master_key_is_rotated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (
+        MasterKey::generate().unwrap(),
+        MasterKey::generate().unwrap(),
+    );
+    let secret = {
+        let served = start_on(dir.path(), &old, Vec::new()).await;
+        let r = |m, p: &str, b| {
+            let base = served.base.clone();
+            let p = p.to_owned();
+            async move {
+                let mut req = reqwest::Client::new()
+                    .request(m, format!("{base}{p}"))
+                    .bearer_auth(ADMIN);
+                if let Some(b) = b {
+                    req = req.json(&b);
+                }
+                req.send().await.unwrap().json::<Value>().await.unwrap()
+            }
+        };
+        r(Method::POST, "/v1/agents", Some(json!({"name": "bot", "kind": "agent", "spec": {"model": "scripted", "instructions": "Repeat."}}))).await;
+        let h = r(
+            Method::POST,
+            "/v1/webhooks",
+            Some(json!({"name": "ci", "target": "bot"})),
+        )
+        .await;
+        assert_eq!(
+            post_signed(
+                &served.base,
+                "/v1/hooks/default/default/ci",
+                h["secret"].as_str().unwrap(),
+                "one"
+            )
+            .await,
+            202
+        );
+        h["secret"].as_str().unwrap().to_owned()
+    };
+    // A new master key without the old one: the hook's secret does not open (an error, not a
+    // silent accept).
+    {
+        let served = start_on(dir.path(), &new, Vec::new()).await;
+        let status =
+            post_signed(&served.base, "/v1/hooks/default/default/ci", &secret, "two").await;
+        assert!(status >= 500, "{status}");
+    }
+    // With the old key as previous, the server re-seals under the new key on start...
+    {
+        let served = start_on(dir.path(), &new, vec![old.clone()]).await;
+        assert_eq!(
+            post_signed(
+                &served.base,
+                "/v1/hooks/default/default/ci",
+                &secret,
+                "three"
+            )
+            .await,
+            202
+        );
+    }
+    // ...so the old key can then be dropped.
+    let served = start_on(dir.path(), &new, Vec::new()).await;
+    assert_eq!(
+        post_signed(
+            &served.base,
+            "/v1/hooks/default/default/ci",
+            &secret,
+            "four"
+        )
+        .await,
+        202
+    );
+}

@@ -250,20 +250,78 @@ pub trait ApprovalHandler: Send + Sync {
     -> Result<ApprovalDecision>;
 }
 
+/// What a [`SpendGuard`] granted one model call: the hold it put on the budget for the call's
+/// estimated cost, handed back to [`SpendGuard::charge`] (the real cost replaces it) or
+/// [`SpendGuard::release`] (the call failed before it had a cost).
+///
+/// ```
+/// use agentkit_core::SpendHold;
+///
+/// assert_eq!(SpendHold::none().id(), None);
+/// assert_eq!(SpendHold::new("h1").id(), Some("h1"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SpendHold {
+    id: Option<String>,
+}
+
+impl SpendHold {
+    /// No hold: the guard admitted the call without setting anything aside.
+    #[must_use]
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// The hold the guard knows as `id`.
+    #[must_use]
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: Some(id.into()),
+        }
+    }
+
+    /// The guard's id of the hold, if it set one.
+    #[must_use]
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+}
+
 /// Spending across runs: asked before every model call a run makes and told its cost after
 /// (budgets per agent and workspace per period, kept in a shared ledger).
 ///
-/// Both are called only for calls that reach the provider: a model call answered from the
-/// run's journal (a resumed or replayed run) was charged when it was made and is not asked
-/// about or charged again.
+/// [`admit`](Self::admit) may set the call's estimated cost aside (a [`SpendHold`]), so runs
+/// racing on the last of a budget cannot all be admitted; the hold comes back to
+/// [`charge`](Self::charge) with the real cost, or to [`release`](Self::release) when the
+/// call failed.
+///
+/// All three are called only for calls that reach the provider: a model call answered from
+/// the run's journal (a resumed or replayed run) was charged when it was made and is not
+/// asked about or charged again.
 #[async_trait]
 pub trait SpendGuard: Send + Sync {
     /// May `agent` make a model call in this run? An `Err` (usually
     /// [`Error::BudgetExceeded`]) stops the run before the call is made.
-    async fn admit(&self, agent: &str, ctx: &RunContext) -> Result<()>;
+    async fn admit(&self, agent: &str, ctx: &RunContext) -> Result<SpendHold>;
 
-    /// `agent`'s model call cost `cost_usd`; record it.
-    async fn charge(&self, agent: &str, ctx: &RunContext, cost_usd: f64) -> Result<()>;
+    /// `agent`'s model call, admitted with `hold`, cost `cost_usd`: record it in place of the
+    /// hold.
+    async fn charge(
+        &self,
+        hold: SpendHold,
+        agent: &str,
+        ctx: &RunContext,
+        cost_usd: f64,
+    ) -> Result<()>;
+
+    /// `agent`'s model call, admitted with `hold`, failed without a cost (the provider
+    /// answered an error, the run was cancelled or timed out): give the hold back. The
+    /// default does nothing (for guards that hold nothing).
+    async fn release(&self, hold: SpendHold, agent: &str, ctx: &RunContext) -> Result<()> {
+        let _ = (hold, agent, ctx);
+        Ok(())
+    }
 }
 
 /// Tokens and dollars spent by a run so far (shared by every clone of its context).

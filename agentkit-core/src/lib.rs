@@ -64,7 +64,7 @@ pub use approval::{Approval, ApprovalLayer};
 pub use config::{Config, McpAuth, McpOAuth, McpProcessLimits, McpServerConfig, McpTransport};
 pub use context::{
     ApprovalDecision, ApprovalHandler, ApprovalRequest, Budget, DEFAULT_THREAD, HumanInputHandler,
-    HumanInputRequest, HumanInputResponse, Principal, RunContext, RunTotals, SpendGuard,
+    HumanInputRequest, HumanInputResponse, Principal, RunContext, RunTotals, SpendGuard, SpendHold,
     ToolCallRecord,
 };
 pub use cost::{ModelHint, ModelInfo, ModelPreferences, PriceTable};

@@ -744,12 +744,17 @@ async fn approval_layer_skips_unselected_tools_and_needs_a_handler_for_selected_
 struct CountingGuard {
     admitted: AtomicUsize,
     charged: std::sync::Mutex<Vec<(String, f64)>>,
+    released: AtomicUsize,
     limit: usize,
 }
 
 #[async_trait]
 impl agentkit_core::SpendGuard for CountingGuard {
-    async fn admit(&self, _agent: &str, ctx: &RunContext) -> agentkit_core::Result<()> {
+    async fn admit(
+        &self,
+        _agent: &str,
+        ctx: &RunContext,
+    ) -> agentkit_core::Result<agentkit_core::SpendHold> {
         if self.charged.lock().unwrap().len() >= self.limit {
             return Err(agentkit_core::Error::BudgetExceeded {
                 run_id: ctx.run_id().to_owned(),
@@ -757,19 +762,32 @@ impl agentkit_core::SpendGuard for CountingGuard {
             });
         }
         self.admitted.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        Ok(agentkit_core::SpendHold::new("h"))
     }
 
     async fn charge(
         &self,
+        hold: agentkit_core::SpendHold,
         agent: &str,
         _ctx: &RunContext,
         cost_usd: f64,
     ) -> agentkit_core::Result<()> {
+        assert_eq!(hold.id(), Some("h"), "the hold admit gave comes back");
         self.charged
             .lock()
             .unwrap()
             .push((agent.to_owned(), cost_usd));
+        Ok(())
+    }
+
+    async fn release(
+        &self,
+        hold: agentkit_core::SpendHold,
+        _agent: &str,
+        _ctx: &RunContext,
+    ) -> agentkit_core::Result<()> {
+        assert_eq!(hold.id(), Some("h"), "the hold admit gave comes back");
+        self.released.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -780,6 +798,7 @@ async fn a_spend_guard_charges_real_model_calls_once_and_never_replayed_ones() {
     let guard = Arc::new(CountingGuard {
         admitted: AtomicUsize::new(0),
         charged: Default::default(),
+        released: AtomicUsize::new(0),
         limit: 10,
     });
     let journal = Arc::new(MemoryJournal::new());
@@ -826,6 +845,7 @@ async fn a_refusing_spend_guard_stops_the_run_before_the_provider_is_called() {
     let guard = Arc::new(CountingGuard {
         admitted: AtomicUsize::new(0),
         charged: Default::default(),
+        released: AtomicUsize::new(0),
         limit: 0,
     });
     let provider = Arc::new(ScriptedProvider::new().then_text("never"));
@@ -838,4 +858,31 @@ async fn a_refusing_spend_guard_stops_the_run_before_the_provider_is_called() {
         "{err}"
     );
     assert_eq!(provider.call_count(), 0);
+}
+
+#[tokio::test]
+async fn a_failed_model_call_gives_its_spend_hold_back_and_is_not_charged() {
+    let guard = Arc::new(CountingGuard {
+        admitted: AtomicUsize::new(0),
+        charged: Default::default(),
+        released: AtomicUsize::new(0),
+        limit: 10,
+    });
+    let provider = Arc::new(ScriptedProvider::from_fn(|_| {
+        Err(agentkit_core::Error::provider(
+            "scripted",
+            agentkit_core::ProviderErrorKind::BadRequest,
+            "refused",
+        ))
+    }));
+    let agent = AgentLlm::shared(Agent::new("j", ""), provider);
+    let ctx = RunContext::new().with_spend_guard(guard.clone());
+    assert!(agent.generate_str("go", &ctx).await.is_err());
+    assert!(guard.admitted.load(Ordering::SeqCst) >= 1);
+    assert_eq!(
+        guard.released.load(Ordering::SeqCst),
+        guard.admitted.load(Ordering::SeqCst),
+        "every admitted call that failed gave its hold back"
+    );
+    assert!(guard.charged.lock().unwrap().is_empty());
 }

@@ -815,6 +815,44 @@ async fn spend_ledger_suite(store: Arc<dyn Store>) {
             .unwrap()
             .is_none()
     );
+
+    // Twenty runs on two ledgers racing for the last of a budget with held estimates: exactly
+    // the budget is spent, never more.
+    use agentkit_core::SpendGuard;
+    let rules = || {
+        BudgetRules::new()
+            .with_agent("racer", PeriodBudget::new(1.0, BudgetPeriod::Day))
+            .with_call_estimate(0.125)
+    };
+    let a = SpendLedger::new(Arc::clone(&store), rules());
+    let b = SpendLedger::new(Arc::clone(&store), rules());
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let l = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let ctx = agentkit_core::RunContext::new()
+                    .with_principal(agentkit_core::Principal::new("acme", "race"));
+                loop {
+                    match l.admit("racer", &ctx).await {
+                        Ok(hold) => l.charge(hold, "racer", &ctx, 0.125).await.unwrap(),
+                        Err(e) => {
+                            assert!(e.is_budget_exceeded(), "{e}");
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = &a.status("acme/race").await.unwrap()[0];
+    assert_eq!(
+        (s.spent_usd, s.calls, s.reserved_usd),
+        (1.0, 8, 0.0),
+        "{s:?}"
+    );
 }
 
 #[tokio::test]

@@ -54,4 +54,4 @@ pub use schedules::{ScheduleRun, ScheduleSource, ScheduleView, TriggerView};
 pub use server::{Server, ServerBuilder, generate_key};
 pub use servers::{McpCallView, McpFailure, McpServerView, McpToolView};
 pub use threads::{Thread, ThreadPolicy, Threads};
-pub use webhooks::{DeliveryError, Webhook};
+pub use webhooks::{DeliveryError, HookInfo, HookWithSecret, NewHook, Webhook, WorkspaceHooks};

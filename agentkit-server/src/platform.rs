@@ -663,8 +663,8 @@ impl Platform {
         }
     }
 
-    /// Refuse a run of `agent` while its budget or its workspace's is spent (the run would
-    /// stop before its first model call anyway), or over the agent's run-start rate limit.
+    /// Refuse a run of `agent` while its budget or its workspace's has too little left for its
+    /// next model call (the run would stop before its first model call anyway), or over the agent's run-start rate limit.
     async fn check_budgets(
         &self,
         principal: Option<&agentkit_core::Principal>,

@@ -108,10 +108,11 @@ impl ServerBuilder {
         self
     }
 
-    /// Enforce budgets per agent and workspace per period (default: none): a model call is
-    /// refused once a budget that applies is spent (the run fails with `budget exceeded`,
-    /// saying which budget and when it starts over), a run start is refused with 429 and
-    /// `Retry-After` (the period end), and `GET /v1/budgets` shows spend. The ledger lives in
+    /// Enforce budgets per agent and workspace per period (default: none): before every
+    /// model call its estimated cost is set aside, and the call is refused when a budget that
+    /// applies has too little left for it (the run fails with `budget exceeded`, saying which
+    /// budget and when it starts over); a run start is refused with 429 and `Retry-After`
+    /// (the period end), and `GET /v1/budgets` shows spend and holds. The ledger lives in
     /// this builder's store (see [`SpendLedger`](agentkit_runtime::SpendLedger)), e.g.
     /// `SpendLedger::new(Arc::clone(builder.store()), rules)`.
     #[must_use]
@@ -334,6 +335,21 @@ impl ServerBuilder {
                 tracing::warn!(
                     secrets = ?r.unreadable,
                     "vault: no master key held opens these secrets; set them again"
+                );
+            }
+            let hooks = crate::webhooks::WorkspaceHooks::new(Arc::clone(&store), vault.clone())
+                .reseal()
+                .await?;
+            tracing::info!(
+                resealed = hooks.resealed,
+                current = hooks.current,
+                unreadable = hooks.unreadable.len(),
+                "vault: webhook secrets under previous master keys re-sealed under the current key"
+            );
+            if !hooks.unreadable.is_empty() {
+                tracing::warn!(
+                    webhooks = ?hooks.unreadable,
+                    "vault: no master key held opens these webhooks' secrets; rotate them"
                 );
             }
         }

@@ -391,6 +391,45 @@ impl Vault {
             .map_err(|_| Error::invalid_state(format!("secret {name}"), "is not UTF-8"))
     }
 
+    /// Seal `value` for `slot` (bound to it as associated data) as a JSON value to store
+    /// beside other data (webhook secrets). Open it with [`open_sealed`](Self::open_sealed)
+    /// and the same slot.
+    pub(crate) fn seal_value(&self, slot: &str, value: &str) -> Result<serde_json::Value> {
+        if value.len() > MAX_SECRET_BYTES {
+            return Err(Error::InvalidRequest(format!(
+                "the secret has {} bytes; at most {MAX_SECRET_BYTES} are stored",
+                value.len()
+            )));
+        }
+        self.seal(slot, value.as_bytes()).map(|s| sealed_value(&s))
+    }
+
+    /// Open what [`seal_value`](Self::seal_value) sealed for `slot` (`what` names it in
+    /// errors).
+    pub(crate) fn open_sealed(
+        &self,
+        what: &str,
+        slot: &str,
+        stored: serde_json::Value,
+    ) -> Result<String> {
+        self.open_sealed_with_key(what, slot, stored)
+            .map(|(v, _)| v)
+    }
+
+    /// [`open_sealed`](Self::open_sealed), and whether the current master key sealed it
+    /// (`false`: a previous key did; seal it again).
+    pub(crate) fn open_sealed_with_key(
+        &self,
+        what: &str,
+        slot: &str,
+        stored: serde_json::Value,
+    ) -> Result<(String, bool)> {
+        let (plain, current) = self.open(what, slot, stored)?;
+        let text = String::from_utf8(plain)
+            .map_err(|_| Error::invalid_state(format!("secret {what}"), "is not UTF-8"))?;
+        Ok((text, current))
+    }
+
     /// Seal `value` for slot `id` under the current key.
     fn seal(&self, id: &str, value: &[u8]) -> Result<Sealed> {
         let key = &self.keys()?.current;

@@ -13,24 +13,45 @@
 //! id (GitHub) is recorded in the store ([`DELIVERIES`], created only if absent), so a replay
 //! is refused by every server process sharing the store.
 //!
-//! Webhooks and event triggers belong to the `default/default` workspace. They are declared
-//! in the server's `agentkit.yaml` (`triggers:`), which only the operator edits and whose
-//! agents are deployed into `default/default`; a delivery authenticates with the hook's
-//! secret, not with a key, so there is no caller whose workspace it could act in, and a
-//! workspace key cannot add or change a hook. A run a hook starts carries the principal
-//! [`webhook_principal`] (role `invoker` in `default/default`, key id `webhook:<name>`), so
-//! policy, audit and approvals attribute it to the hook.
+//! # Two kinds of webhooks
+//!
+//! - **Declared in `agentkit.yaml`** (`triggers:` with `type: webhook`, or
+//!   [`ServerBuilder::webhook`](crate::ServerBuilder::webhook)): they belong to
+//!   `default/default`, whose agents the operator deploys; their secret is in the file (or its
+//!   environment). Delivered to `POST /v1/hooks/{name}`.
+//! - **Declared by a workspace through the API** ([`WorkspaceHooks`]; `POST /v1/webhooks`,
+//!   role `developer`): they belong to the caller's workspace and start its agents and
+//!   workflows. The server generates the secret (256 random bits, 64 hex digits), shows it
+//!   once (on create and on `POST /v1/webhooks/{name}/rotate`) and stores it sealed with the
+//!   credential vault ([`Vault`]: XChaCha20-Poly1305 under the master
+//!   key, bound to the hook's workspace and name), never in plain text: verifying an HMAC
+//!   needs the secret itself, so it cannot be hashed. Delivered to
+//!   `POST /v1/hooks/{org}/{workspace}/{name}`: a workspace's hook names cannot collide with
+//!   another's, and an unknown hook answers exactly like a bad signature (401), so the URL
+//!   space reveals no workspace's hooks to a sender without their secret. When the master key
+//!   is rotated (the new key in `AGENTKIT_MASTER_KEY`, the old one in
+//!   `AGENTKIT_MASTER_KEY_PREVIOUS`), the server re-seals hook secrets under the new key when
+//!   it starts ([`WorkspaceHooks::reseal`]), like the vault's own secrets.
+//!
+//! Both are signed and replay-protected the same way, and a delivery authenticates with the
+//! hook's secret, not with a key. A run a hook starts carries the principal
+//! [`webhook_principal`] (role `invoker`, key id `webhook:<name>`) in the hook's workspace, so
+//! policy, audit, approvals and budgets apply in that workspace and name the hook.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use agentkit_core::{Error, Result};
-use agentkit_runtime::{Expect, RunRecord};
+use agentkit_core::{Error, Principal, Result};
+use agentkit_runtime::{Expect, RunRecord, Store};
 use hmac::{Hmac, Mac};
 use http::HeaderMap;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::platform::{Platform, StartRun};
+use crate::tenancy::{Scope, WorkspaceId};
+use crate::vault::Vault;
 
 /// The store collection of accepted deliveries (`<hook>/<signature or delivery id>`).
 pub const DELIVERIES: &str = "agentkit.webhook_deliveries";
@@ -223,16 +244,20 @@ pub(crate) fn message(hook: &Webhook, body: &[u8]) -> std::result::Result<String
     }
 }
 
-/// The principal of the runs webhook `name` starts: role `invoker` in `default/default`,
+/// The principal of the runs the `agentkit.yaml` webhook `name` starts: role `invoker` in
+/// `default/default`, key id `webhook:<name>`.
+#[must_use]
+pub fn webhook_principal(name: &str) -> Principal {
+    workspace_webhook_principal(&WorkspaceId::default_workspace(), name)
+}
+
+/// The principal of the runs webhook `name` of workspace `ws` starts: role `invoker` in `ws`,
 /// key id `webhook:<name>`.
 #[must_use]
-pub fn webhook_principal(name: &str) -> agentkit_core::Principal {
-    agentkit_core::Principal::new(
-        crate::tenancy::DEFAULT_ORG,
-        crate::tenancy::DEFAULT_WORKSPACE,
-    )
-    .with_role(crate::tenancy::Role::Invoker.as_str())
-    .with_key_id(format!("webhook:{name}"))
+pub fn workspace_webhook_principal(ws: &WorkspaceId, name: &str) -> Principal {
+    Principal::new(&ws.org, &ws.workspace)
+        .with_role(crate::tenancy::Role::Invoker.as_str())
+        .with_key_id(format!("webhook:{name}"))
 }
 
 impl Platform {
@@ -257,15 +282,33 @@ impl Platform {
         let Some(hook) = self.webhook(name) else {
             return Ok(None);
         };
+        // Hooks of `agentkit.yaml` belong to `default/default` (see the module docs): the run
+        // acts as the hook, with the role `invoker`, so policy and audit name it.
+        self.accept_delivery(&hook, name, webhook_principal(name), headers, body, now)
+            .await
+            .map(Some)
+    }
+
+    /// Verify a delivery to `hook` (known as `key` among the deliveries), refuse a replay, and
+    /// start a run of the hook's target as `principal` (in its workspace).
+    pub(crate) async fn accept_delivery(
+        &self,
+        hook: &Webhook,
+        key: &str,
+        principal: Principal,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<std::result::Result<RunRecord, DeliveryError>> {
         let verified = match verify(&hook.secret, headers, body, now) {
             Ok(v) => v,
-            Err(e) => return Ok(Some(Err(e))),
+            Err(e) => return Ok(Err(e)),
         };
-        let message = match message(&hook, body) {
+        let message = match message(hook, body) {
             Ok(m) => m,
-            Err(e) => return Ok(Some(Err(e))),
+            Err(e) => return Ok(Err(e)),
         };
-        let id = format!("{name}/{}", verified.replay_id);
+        let id = format!("{key}/{}", verified.replay_id);
         let store = self.runtime.store();
         let recorded = store
             .doc_put(
@@ -276,18 +319,20 @@ impl Platform {
             )
             .await?;
         if recorded.is_none() {
-            return Ok(Some(Err(DeliveryError::Replay(
+            return Ok(Err(DeliveryError::Replay(
                 "this delivery was accepted before (same signature or delivery id); send a \
                  new one"
                     .into(),
-            ))));
+            )));
         }
-        // Hooks belong to `default/default` (see the module docs): the run acts as the hook,
-        // with the role `invoker`, so policy and audit name it.
-        let mut start = StartRun::new(&hook.target, message).by(webhook_principal(name));
-        start.idempotency_key = Some(format!("webhook:{id}"));
+        let mut start = StartRun::new(&hook.target, message).by(principal);
+        // A digest: delivery ids may hold characters idempotency keys may not.
+        start.idempotency_key = Some(format!(
+            "webhook:{}",
+            hex::encode(Sha256::digest(id.as_bytes()))
+        ));
         match self.start(start).await {
-            Ok(run) => Ok(Some(Ok(run))),
+            Ok(run) => Ok(Ok(run)),
             Err(e) => {
                 // Not started: let the sender retry the same delivery.
                 store.doc_delete(DELIVERIES, &id, Expect::Any).await?;
@@ -363,6 +408,536 @@ impl Platform {
             agentkit_core::sync::write(&self.ops.events).push((event, target));
         }
         Ok(())
+    }
+}
+
+/// The store collection of the webhooks workspaces declare through the API, by
+/// `<org>/<workspace>/<name>`.
+pub const WORKSPACE_HOOKS: &str = "agentkit.workspace_webhooks";
+
+/// The longest JSON pointer a hook reads its message from.
+const MAX_POINTER_LEN: usize = 512;
+
+/// A webhook of a workspace as stored: its secret sealed with the vault.
+#[derive(Serialize, Deserialize)]
+struct StoredHook {
+    /// The agent or workflow, as the workspace names it.
+    target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message_pointer: Option<String>,
+    /// The sealed secret (see [`Vault`]).
+    secret: Value,
+    created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_by: Option<String>,
+    secret_rotated_at: i64,
+}
+
+/// A webhook of a workspace as the API shows it: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct HookInfo {
+    /// Its name in the workspace.
+    pub name: String,
+    /// The agent or workflow of the workspace a delivery starts.
+    pub target: String,
+    /// The JSON pointer into the body the message is read from (absent: the whole body).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_pointer: Option<String>,
+    /// Where to deliver: `/v1/hooks/{org}/{workspace}/{name}` on this server.
+    pub url: String,
+    /// When it was created (ms since the Unix epoch).
+    pub created_at: i64,
+    /// The key that created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// When its secret was made (ms since the Unix epoch).
+    pub secret_rotated_at: i64,
+}
+
+/// A webhook just created, or whose secret was just rotated, with its secret: shown this
+/// once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct HookWithSecret {
+    /// The webhook.
+    #[serde(flatten)]
+    pub hook: HookInfo,
+    /// The HMAC-SHA256 key deliveries are signed with: 64 hex digits (256 random bits). It is
+    /// not shown again; rotate it to get a new one.
+    pub secret: String,
+}
+
+/// What a new workspace webhook is.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NewHook {
+    /// Its name: 1 to 64 letters, digits, `_` or `-`.
+    pub name: String,
+    /// The agent or workflow of the workspace a delivery starts.
+    pub target: String,
+    /// Read the message from this JSON pointer into the body (`/issue/title`); absent: the
+    /// whole body is the message.
+    #[serde(default)]
+    pub message_pointer: Option<String>,
+}
+
+impl NewHook {
+    /// A hook `name` starting runs of `target` with the whole body as the message.
+    #[must_use]
+    pub fn new(name: impl Into<String>, target: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            target: target.into(),
+            message_pointer: None,
+        }
+    }
+
+    /// Read the message from this JSON pointer into the body.
+    #[must_use]
+    pub fn with_message_pointer(mut self, pointer: impl Into<String>) -> Self {
+        self.message_pointer = Some(pointer.into());
+        self
+    }
+}
+
+/// Check a workspace webhook's name: 1 to 64 letters, digits, `_` or `-`.
+///
+/// # Errors
+///
+/// What is wrong with it.
+pub fn check_hook_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(format!(
+            "webhook name `{}` is not valid: use 1 to 64 letters, digits, `_` or `-` (it is \
+             part of the delivery URL)",
+            name.escape_debug()
+        )))
+    }
+}
+
+/// Check a JSON pointer a hook reads its message from.
+fn check_pointer(pointer: &str) -> Result<()> {
+    if pointer.len() <= MAX_POINTER_LEN && (pointer.is_empty() || pointer.starts_with('/')) {
+        return Ok(());
+    }
+    Err(Error::InvalidRequest(format!(
+        "`message_pointer` must be a JSON pointer (RFC 6901) such as `/issue/title`: empty or \
+         starting with `/`, at most {MAX_POINTER_LEN} characters"
+    )))
+}
+
+/// A new secret: 256 random bits as 64 hex digits.
+fn new_secret() -> Result<String> {
+    let mut k = [0u8; 32];
+    getrandom::fill(&mut k).map_err(|e| Error::Unavailable {
+        what: "randomness".into(),
+        message: format!("the operating system gave no random bytes: {e}"),
+    })?;
+    Ok(hex::encode(k))
+}
+
+/// A delivery to a workspace hook whose signature does not verify, or to no hook at all.
+fn no_match() -> DeliveryError {
+    DeliveryError::Unauthorized(
+        "no webhook at this URL accepts this signature: check the URL \
+         (`/v1/hooks/{org}/{workspace}/{name}`, as `GET /v1/webhooks` shows it) and sign with \
+         the hook's secret"
+            .into(),
+    )
+}
+
+fn no_hook(name: &str) -> Error {
+    Error::not_found(
+        "webhook",
+        name,
+        "list the workspace's webhooks with `GET /v1/webhooks`",
+    )
+}
+
+/// The webhooks workspaces declare through the API (see the [module docs](self)): stored in
+/// the [`Store`] (collection [`WORKSPACE_HOOKS`]), their secrets sealed with the [`Vault`].
+/// Every server process sharing the store serves them. Cheap to clone.
+#[derive(Clone)]
+pub struct WorkspaceHooks {
+    store: Arc<dyn Store>,
+    vault: Vault,
+}
+
+impl std::fmt::Debug for WorkspaceHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkspaceHooks")
+            .field("vault", &self.vault)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkspaceHooks {
+    /// The workspace webhooks in `store`, their secrets sealed with `vault`.
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>, vault: Vault) -> Self {
+        Self { store, vault }
+    }
+
+    fn doc_id(ws: &WorkspaceId, name: &str) -> String {
+        format!("{}/{}/{name}", ws.org, ws.workspace)
+    }
+
+    /// The vault slot of a hook's secret: no secret of `/v1/secrets` can have it.
+    fn slot(ws: &WorkspaceId, name: &str) -> String {
+        format!("webhook:{}/{}/{name}", ws.org, ws.workspace)
+    }
+
+    /// The path deliveries to hook `name` of `ws` are posted to.
+    #[must_use]
+    pub fn url(ws: &WorkspaceId, name: &str) -> String {
+        format!("/v1/hooks/{}/{}/{name}", ws.org, ws.workspace)
+    }
+
+    fn info(ws: &WorkspaceId, name: &str, h: &StoredHook) -> HookInfo {
+        HookInfo {
+            name: name.to_owned(),
+            target: h.target.clone(),
+            message_pointer: h.message_pointer.clone(),
+            url: Self::url(ws, name),
+            created_at: h.created_at,
+            created_by: h.created_by.clone(),
+            secret_rotated_at: h.secret_rotated_at,
+        }
+    }
+
+    fn parse(name: &str, value: Value) -> Result<StoredHook> {
+        serde_json::from_value(value).map_err(|e| Error::json(format!("reading webhook {name}"), e))
+    }
+
+    /// Create webhook `hook` in `ws`, made by `by` (a key id): its target must be an agent or
+    /// workflow deployed in `ws`. Returns it with its new secret (shown this once).
+    ///
+    /// # Errors
+    ///
+    /// A bad name, pointer or target; a name already used in `ws` (also by an
+    /// `agentkit.yaml` hook, in `default/default`); no vault master key; the store's error.
+    pub async fn create(
+        &self,
+        platform: &Platform,
+        ws: &WorkspaceId,
+        hook: NewHook,
+        by: Option<&str>,
+    ) -> Result<HookWithSecret> {
+        check_hook_name(&hook.name)?;
+        if let Some(p) = &hook.message_pointer {
+            check_pointer(p)?;
+        }
+        let scope = Scope::of(ws);
+        let internal = scope.internal(&hook.target).ok_or_else(|| {
+            Error::InvalidRequest(format!(
+                "target `{}` is not a valid name",
+                hook.target.escape_debug()
+            ))
+        })?;
+        platform.ensure_target(&internal).await.map_err(|e| {
+            Error::InvalidRequest(format!(
+                "webhook `{}`: target `{}`: {}; deploy it in this workspace first",
+                hook.name,
+                hook.target,
+                scope.unprefix(&e.to_string())
+            ))
+        })?;
+        if ws.is_default() && platform.webhook(&hook.name).is_some() {
+            return Err(Error::invalid_state(
+                format!("webhook {}", hook.name),
+                "is declared in agentkit.yaml; choose another name",
+            ));
+        }
+        let secret = new_secret()?;
+        let now = agentkit_runtime::model::now_ms();
+        let stored = StoredHook {
+            target: hook.target,
+            message_pointer: hook.message_pointer,
+            secret: self
+                .vault
+                .seal_value(&Self::slot(ws, &hook.name), &secret)?,
+            created_at: now,
+            created_by: by.map(str::to_owned),
+            secret_rotated_at: now,
+        };
+        let value = serde_json::to_value(&stored)
+            .map_err(|e| Error::json(format!("writing webhook {}", hook.name), e))?;
+        let written = self
+            .store
+            .doc_put(
+                WORKSPACE_HOOKS,
+                &Self::doc_id(ws, &hook.name),
+                value,
+                Expect::Absent,
+            )
+            .await?;
+        if written.is_none() {
+            return Err(Error::invalid_state(
+                format!("webhook {}", hook.name),
+                "already exists in this workspace; delete it first, or rotate its secret \
+                 (`POST /v1/webhooks/{name}/rotate`)",
+            ));
+        }
+        Ok(HookWithSecret {
+            hook: Self::info(ws, &hook.name, &stored),
+            secret,
+        })
+    }
+
+    /// The webhooks of `ws`, by name (no secrets).
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub async fn list(&self, ws: &WorkspaceId) -> Result<Vec<HookInfo>> {
+        let prefix = Self::doc_id(ws, "");
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .doc_list(WORKSPACE_HOOKS, &prefix, after.as_deref(), 500)
+                .await?;
+            let done = page.len() < 500;
+            for doc in &page {
+                if let Some(name) = doc.id.strip_prefix(&prefix)
+                    && !name.contains('/')
+                {
+                    out.push(Self::info(ws, name, &Self::parse(name, doc.value.clone())?));
+                }
+            }
+            after = page.last().map(|d| d.id.clone());
+            if done {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Webhook `name` of `ws` (no secret), if it exists.
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub async fn get(&self, ws: &WorkspaceId, name: &str) -> Result<Option<HookInfo>> {
+        if check_hook_name(name).is_err() {
+            return Ok(None);
+        }
+        match self
+            .store
+            .doc_get(WORKSPACE_HOOKS, &Self::doc_id(ws, name))
+            .await?
+        {
+            Some(doc) => Ok(Some(Self::info(ws, name, &Self::parse(name, doc.value)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Give webhook `name` of `ws` a new secret (the old one stops verifying at once);
+    /// returns it with the secret, shown this once.
+    ///
+    /// # Errors
+    ///
+    /// No such hook ([`Error::NotFound`]), no vault master key, or the store's error.
+    pub async fn rotate(&self, ws: &WorkspaceId, name: &str) -> Result<HookWithSecret> {
+        check_hook_name(name).map_err(|_| no_hook(name))?;
+        let id = Self::doc_id(ws, name);
+        for _ in 0..16 {
+            let doc = self
+                .store
+                .doc_get(WORKSPACE_HOOKS, &id)
+                .await?
+                .ok_or_else(|| no_hook(name))?;
+            let mut stored = Self::parse(name, doc.value)?;
+            let secret = new_secret()?;
+            stored.secret = self.vault.seal_value(&Self::slot(ws, name), &secret)?;
+            stored.secret_rotated_at = agentkit_runtime::model::now_ms();
+            let value = serde_json::to_value(&stored)
+                .map_err(|e| Error::json(format!("writing webhook {name}"), e))?;
+            if self
+                .store
+                .doc_put(WORKSPACE_HOOKS, &id, value, Expect::Revision(doc.revision))
+                .await?
+                .is_some()
+            {
+                return Ok(HookWithSecret {
+                    hook: Self::info(ws, name, &stored),
+                    secret,
+                });
+            }
+        }
+        Err(Error::invalid_state(
+            format!("webhook {name}"),
+            "kept changing while its secret was rotated; try again",
+        ))
+    }
+
+    /// Delete webhook `name` of `ws`; whether it existed. Deliveries to it are refused from
+    /// then on.
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub async fn delete(&self, ws: &WorkspaceId, name: &str) -> Result<bool> {
+        if check_hook_name(name).is_err() {
+            return Ok(false);
+        }
+        self.store
+            .doc_delete(WORKSPACE_HOOKS, &Self::doc_id(ws, name), Expect::Any)
+            .await
+    }
+
+    /// Re-seal under the vault's current master key every hook secret sealed under a previous
+    /// one. Each hook is rewritten only at the revision it was read at (a hook rotated or
+    /// deleted meanwhile is left as it is), so running it twice, or on two servers at once,
+    /// is harmless.
+    ///
+    /// # Errors
+    ///
+    /// No master key, or the store's error. Hooks no key opens are listed (as
+    /// `org/workspace/name`), not an error.
+    pub async fn reseal(&self) -> Result<crate::vault::Resealed> {
+        let mut out = crate::vault::Resealed::default();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .doc_list(WORKSPACE_HOOKS, "", after.as_deref(), 500)
+                .await?;
+            let done = page.len() < 500;
+            for doc in &page {
+                let Ok(mut stored) = serde_json::from_value::<StoredHook>(doc.value.clone()) else {
+                    out.unreadable.push(doc.id.clone());
+                    continue;
+                };
+                let slot = format!("webhook:{}", doc.id);
+                match self.vault.open_sealed_with_key(
+                    &format!("of webhook {}", doc.id),
+                    &slot,
+                    stored.secret.clone(),
+                ) {
+                    Ok((_, true)) => out.current += 1,
+                    Ok((secret, false)) => {
+                        stored.secret = self.vault.seal_value(&slot, &secret)?;
+                        let value = serde_json::to_value(&stored)
+                            .map_err(|e| Error::json(format!("writing webhook {}", doc.id), e))?;
+                        if self
+                            .store
+                            .doc_put(
+                                WORKSPACE_HOOKS,
+                                &doc.id,
+                                value,
+                                Expect::Revision(doc.revision),
+                            )
+                            .await?
+                            .is_some()
+                        {
+                            out.resealed += 1;
+                        } else {
+                            out.current += 1;
+                        }
+                    }
+                    Err(_) => out.unreadable.push(doc.id.clone()),
+                }
+            }
+            after = page.last().map(|d| d.id.clone());
+            if done {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Accept a delivery to webhook `name` of workspace `org/workspace` at `now` (unix
+    /// seconds): verify its signature with the hook's secret, refuse a replay, and start a
+    /// run of its target in that workspace as [`workspace_webhook_principal`]. An unknown
+    /// workspace or hook is refused exactly like a bad signature.
+    ///
+    /// # Errors
+    ///
+    /// The store's error, a secret the vault cannot open, or the run's start failing.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn deliver(
+        &self,
+        platform: &Platform,
+        org: &str,
+        workspace: &str,
+        name: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<std::result::Result<RunRecord, DeliveryError>> {
+        // An unknown hook is refused like a known one with a wrong secret: the headers are
+        // checked alike (against a random key), and a well-formed signature "does not match".
+        let unknown = || {
+            let key = new_secret().unwrap_or_default();
+            match verify(&key, headers, body, now) {
+                Err(DeliveryError::Unauthorized(m)) if !m.contains("does not match") => {
+                    DeliveryError::Unauthorized(m)
+                }
+                _ => no_match(),
+            }
+        };
+        let Ok(ws) = WorkspaceId::parse(&format!("{org}/{workspace}"), org) else {
+            return Ok(Err(unknown()));
+        };
+        if check_hook_name(name).is_err() {
+            return Ok(Err(unknown()));
+        }
+        let Some(doc) = self
+            .store
+            .doc_get(WORKSPACE_HOOKS, &Self::doc_id(&ws, name))
+            .await?
+        else {
+            return Ok(Err(unknown()));
+        };
+        let stored = Self::parse(name, doc.value)?;
+        let secret = match self.vault.open_sealed(
+            &format!("of webhook {name}"),
+            &Self::slot(&ws, name),
+            stored.secret,
+        ) {
+            Ok(secret) => secret,
+            Err(e) => {
+                // The sender learns nothing of the server's keys; the operator reads why.
+                tracing::warn!(workspace = %ws, webhook = name, error = %e, "a webhook's secret does not open; deliveries to it fail until it does");
+                return Err(Error::Unavailable {
+                    what: "this webhook".into(),
+                    message: "the server cannot verify deliveries to it now (its operator \
+                              finds why in the server's log); retry later"
+                        .into(),
+                });
+            }
+        };
+        let mut hook = Webhook::new(stored.target, secret);
+        hook.message_pointer = stored.message_pointer;
+        let key = format!("ws:{}", Self::doc_id(&ws, name));
+        match platform
+            .accept_delivery(
+                &hook,
+                &key,
+                workspace_webhook_principal(&ws, name),
+                headers,
+                body,
+                now,
+            )
+            .await?
+        {
+            // A wrong signature looks like an unknown hook.
+            Err(DeliveryError::Unauthorized(m)) if m.contains("does not match") => {
+                Ok(Err(no_match()))
+            }
+            other => Ok(other),
+        }
     }
 }
 

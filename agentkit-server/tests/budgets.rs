@@ -1,8 +1,8 @@
 //! Budgets per period over real HTTP: runs spend until a budget is spent, then the next run
 //! is refused (429, `Retry-After` to the period end) or stops before its next model call with
 //! a clear error; other agents and workspaces are unaffected; a workspace budget is shared by
-//! its agents; a new period starts over; racing runs overspend by at most one model call each;
-//! the ledger survives a restart.
+//! its agents; a new period starts over; racing runs never pass the budget (each model call's
+//! estimate is held before it is made); the ledger survives a restart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -211,8 +211,9 @@ async fn an_agent_budget_refuses_runs_once_spent_and_others_are_not_affected() {
     r.deploy(ADMIN, "writer").await;
     r.deploy(ADMIN, "reader").await;
 
-    // Three runs of one cent each: the third crosses the 2.5-cent budget.
-    for _ in 0..3 {
+    // Two runs of one cent each; a third would pass the 2.5-cent budget (its call is
+    // expected to cost a cent, like the last ones).
+    for _ in 0..2 {
         let (s, _, run) = r.run(ADMIN, "writer").await;
         assert_eq!(s, StatusCode::OK, "{run}");
         assert_eq!(run["status"], "succeeded", "{run}");
@@ -221,17 +222,22 @@ async fn an_agent_budget_refuses_runs_once_spent_and_others_are_not_affected() {
     let w = budget_of(&view, Some("writer"));
     assert_eq!(w["scope"], "agent");
     assert!(
-        (w["spent_usd"].as_f64().unwrap() - 3.0 * CALL_USD).abs() < 1e-9,
+        (w["spent_usd"].as_f64().unwrap() - 2.0 * CALL_USD).abs() < 1e-9,
         "{w}"
     );
-    assert_eq!(w["calls"], 3);
-    assert_eq!(w["remaining_usd"], 0.0);
+    assert_eq!(w["calls"], 2);
+    assert!(
+        (w["remaining_usd"].as_f64().unwrap() - 0.005).abs() < 1e-9,
+        "{w}"
+    );
+    assert_eq!(w["next_call_usd"], CALL_USD);
+    assert_eq!(w["reserved_usd"], 0.0);
     assert_eq!(w["exhausted"], true);
     assert_eq!(w["period"], "day");
     assert_eq!(w["period_start"], "2026-12-06T00:00:00Z");
     assert_eq!(w["period_end"], "2026-12-07T00:00:00Z");
 
-    // The fourth is refused: 429 until the end of the UTC day, saying why and what to do.
+    // The third is refused: 429 until the end of the UTC day, saying why and what to do.
     let (s, headers, problem) = r.run(ADMIN, "writer").await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{problem}");
     let retry: i64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
@@ -239,7 +245,9 @@ async fn an_agent_budget_refuses_runs_once_spent_and_others_are_not_affected() {
     let detail = problem["detail"].as_str().unwrap();
     for part in [
         "agent `writer`",
-        "$0.0300 of $0.0250 this day",
+        "too little left for the next model call",
+        "$0.0200 spent of $0.0250 this day",
+        "expected to cost $0.0100",
         "2026-12-07T00:00:00Z",
         "agents.writer.limits.budget.max_spend_usd",
     ] {
@@ -310,17 +318,24 @@ async fn a_workspace_budget_is_shared_by_its_agents_and_starts_over_next_period(
 
     // The next UTC day starts over.
     r.clock.fetch_add(DAY_MS, Ordering::SeqCst);
-    assert_eq!(r.run(ADMIN, "a").await.2["status"], "succeeded");
     let w = budget_of(&r.budgets(ADMIN).await, None).clone();
     assert_eq!(w["period_start"], "2026-12-07T00:00:00Z");
+    assert_eq!(
+        (w["calls"].as_u64(), w["exhausted"].as_bool()),
+        (Some(0), Some(false))
+    );
+    // The estimates carry over: a call is still expected to cost a cent.
+    assert_eq!(w["next_call_usd"], CALL_USD);
+    assert_eq!(r.run(ADMIN, "a").await.2["status"], "succeeded");
+    let w = budget_of(&r.budgets(ADMIN).await, None).clone();
     assert_eq!(w["calls"], 1);
-    assert_eq!(w["exhausted"], false);
 }
 
 #[tokio::test]
 async fn a_run_stops_before_the_model_call_that_would_pass_its_budget() {
     let dir = tempfile::tempdir().unwrap();
-    // The looper calls the model until its loop ends (10 rounds); the budget allows 4 cents.
+    // The looper calls the model until its loop ends (10 rounds); the budget allows 3.5
+    // cents: three calls, as a fourth one-cent call would pass it.
     let rules =
         BudgetRules::new().with_agent("looper", PeriodBudget::new(0.035, BudgetPeriod::Hour));
     let r = start(sqlite(&dir).await, rules, memory_clock()).await;
@@ -333,15 +348,20 @@ async fn a_run_stops_before_the_model_call_that_would_pass_its_budget() {
         "{error}"
     );
     let b = budget_of(&r.budgets(ADMIN).await, Some("looper")).clone();
-    assert_eq!(b["calls"], 4, "{b}");
+    assert_eq!(b["calls"], 3, "{b}");
 }
 
 #[tokio::test]
-async fn racing_runs_overspend_by_at_most_one_model_call_each() {
+async fn racing_runs_never_pass_the_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let rules = BudgetRules::new().with_agent("looper", PeriodBudget::new(0.05, BudgetPeriod::Day));
+    // `call_estimate_usd`: the first call of each run is held at a cent too (without it, a
+    // first call made before any cost is known is held at $0 and may pass the budget by its
+    // cost: the documented residual).
+    let rules = BudgetRules::new()
+        .with_agent("looper", PeriodBudget::new(0.05, BudgetPeriod::Day))
+        .with_call_estimate(CALL_USD);
     let r = Arc::new(start(sqlite(&dir).await, rules, memory_clock()).await);
-    let runs: Vec<_> = (0..2)
+    let runs: Vec<_> = (0..4)
         .map(|_| {
             let r = Arc::clone(&r);
             tokio::spawn(async move { r.run(ADMIN, "looper").await })
@@ -358,16 +378,18 @@ async fn racing_runs_overspend_by_at_most_one_model_call_each() {
     }
     let b = budget_of(&r.budgets(ADMIN).await, Some("looper")).clone();
     let spent = b["spent_usd"].as_f64().unwrap();
-    // Admitted only while under $0.05: at most one call each past it.
-    assert!(spent >= 0.05 - 1e-9, "{b}");
-    assert!(spent <= 0.05 + 2.0 * CALL_USD - CALL_USD + 1e-9, "{b}");
+    // Each call's estimate (a cent, like the last) is held before it is made, so the racing
+    // runs use the budget up without passing it.
+    assert!(spent >= 0.05 - CALL_USD - 1e-9, "{b}");
+    assert!(spent <= 0.05 + 1e-9, "{b}");
+    assert_eq!(b["reserved_usd"], 0.0, "every hold was settled: {b}");
 }
 
 #[tokio::test]
 async fn the_ledger_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let rules =
-        || BudgetRules::new().with_agent("writer", PeriodBudget::new(0.015, BudgetPeriod::Month));
+        || BudgetRules::new().with_agent("writer", PeriodBudget::new(0.02, BudgetPeriod::Month));
     {
         let r = start(sqlite(&dir).await, rules(), memory_clock()).await;
         r.deploy(ADMIN, "writer").await;

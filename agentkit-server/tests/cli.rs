@@ -470,3 +470,47 @@ fn runs_events_follow_reconnects_and_shows_every_event_once() {
     );
     assert!(text.contains("end"), "{text}");
 }
+
+#[test]
+fn a_workspace_declares_lists_rotates_and_deletes_webhooks_from_the_cli() {
+    let dev = start_dev();
+    let (code, out, err) = run(
+        &dev,
+        &[
+            "webhooks",
+            "create",
+            "tickets",
+            "--target",
+            "support",
+            "--message-pointer",
+            "/ticket/text",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("POST") && out.contains("/v1/hooks/default/default/tickets"),
+        "{out}"
+    );
+    let secret = out
+        .lines()
+        .find(|l| l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("no secret in {out}"))
+        .to_owned();
+    let (code, out, _) = run(&dev, &["webhooks", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("tickets") && out.contains("support"), "{out}");
+    assert!(
+        !out.contains(&secret),
+        "a list never shows the secret: {out}"
+    );
+    let (code, out, _) = run(&dev, &["webhooks", "rotate", "tickets"]);
+    assert_eq!(code, 0);
+    assert!(!out.contains(&secret), "a new secret: {out}");
+    let (code, out, _) = run(&dev, &["webhooks", "delete", "tickets"]);
+    assert_eq!((code, out.trim()), (0, "deleted webhook tickets"));
+    let (code, _, err) = run(&dev, &["webhooks", "delete", "tickets"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no webhook `tickets`"), "{err}");
+    let (code, out, _) = run(&dev, &["webhooks", "list", "--json"]);
+    assert_eq!((code, out.trim()), (0, "[]"));
+}

@@ -35,6 +35,7 @@ async fn start() -> Running {
     let server = Server::builder(store)
         .admin_key(ADMIN)
         .spec_builder(Arc::new(builder))
+        .master_key(agentkit_server::vault::MasterKey::generate().unwrap())
         .poll_interval(Duration::from_millis(50))
         .build()
         .await
@@ -501,6 +502,41 @@ struct Tenant {
     threads: BTreeSet<String>,
     thread_runs: Vec<(String, String)>,
     crons: BTreeSet<String>,
+    /// Webhooks (declared through the API) by name, with their secrets.
+    hooks: BTreeMap<String, String>,
+    /// `org/workspace`.
+    ws: String,
+}
+
+fn signed_delivery(secret: &str, body: &str) -> Vec<(&'static str, String)> {
+    use hmac::Mac;
+    let ts = (agentkit_runtime::model::now_ms() / 1000).to_string();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{ts}.{body}").as_bytes());
+    vec![
+        ("x-agentkit-timestamp", ts),
+        (
+            "x-agentkit-signature",
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+        ),
+    ]
+}
+
+/// Deliver `body` to the webhook at `path`, signed with `secret`, without an API key.
+async fn deliver(r: &Running, path: &str, secret: &str, body: &str) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}{path}", r.base))
+        .body(body.to_owned());
+    for (k, v) in signed_delivery(secret, body) {
+        req = req.header(k, v);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn user(text: &str) -> Value {
@@ -1001,9 +1037,68 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             threads: BTreeSet::new(),
             thread_runs: Vec::new(),
             crons: BTreeSet::new(),
+            hooks: BTreeMap::new(),
+            ws: if i == 0 {
+                "default/default".to_owned()
+            } else {
+                format!("org{}/ws{i}", i % 2)
+            },
         };
         lg_resources(&r, &mut tenant, i, *n_threads).await;
+        // A webhook per agent, named after it: workspaces often share hook names.
+        for name in agents.keys() {
+            let (s, h) = call(
+                &r,
+                &tenant.key,
+                Method::POST,
+                "/v1/webhooks",
+                Some(json!({"name": name, "target": name})),
+            )
+            .await;
+            assert_eq!(s, 201, "{h}");
+            assert_eq!(h["url"], format!("/v1/hooks/{}/{name}", tenant.ws));
+            tenant
+                .hooks
+                .insert(name.clone(), h["secret"].as_str().unwrap().to_owned());
+        }
         tenants.push(tenant);
+    }
+    // A delivery signed with one workspace's hook secret, sent to another workspace's URL of
+    // the same name (or any name), starts nothing; each workspace's own starts a run in it.
+    for (i, me) in tenants.iter().enumerate() {
+        for (j, other) in tenants.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            for (name, secret) in &other.hooks {
+                let (s, b) = deliver(&r, &format!("/v1/hooks/{}/{name}", me.ws), secret, "x").await;
+                assert_eq!(s, 401, "{j}'s secret opens {i}'s hook {name}: {b}");
+            }
+        }
+    }
+    for (i, me) in tenants.iter_mut().enumerate() {
+        let Some((name, secret)) = me.hooks.iter().next() else {
+            continue;
+        };
+        let path = format!("/v1/hooks/{}/{name}", me.ws);
+        let (s, run) = deliver(&r, &path, secret, "hooked").await;
+        assert_eq!(s, 202, "workspace {i}'s own delivery: {run}");
+        assert_eq!(run["agent"], name.as_str(), "{run}");
+        let ws = me.ws.split('/').nth(1).unwrap();
+        assert_eq!(run["input"]["principal"]["workspace"], ws, "{run}");
+        assert_eq!(
+            run["input"]["principal"]["key_id"],
+            format!("webhook:{name}")
+        );
+        let id = run["run_id"].as_str().unwrap().to_owned();
+        for _ in 0..100 {
+            let (_, got) = call(&r, &me.key, Method::GET, &format!("/v1/runs/{id}"), None).await;
+            if got["status"] == "succeeded" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        me.runs.insert(id);
     }
     let missing_run = uuid::Uuid::now_v7().to_string();
     for (i, me) in tenants.iter().enumerate() {
@@ -1059,9 +1154,35 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
         )
         .await;
         let (_, keys) = call(&r, &me.key, Method::GET, "/v1/keys", None).await;
+        // My webhooks, and only mine.
+        let (_, hooks) = call(&r, &me.key, Method::GET, "/v1/webhooks", None).await;
+        let listed: BTreeSet<String> = hooks
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            listed,
+            me.hooks.keys().cloned().collect(),
+            "workspace {i} hooks"
+        );
         for (j, other) in tenants.iter().enumerate() {
             if i == j {
                 continue;
+            }
+            for name in other.hooks.keys() {
+                if me.hooks.contains_key(name) {
+                    continue;
+                }
+                for (m, path) in [
+                    (Method::GET, format!("/v1/webhooks/{name}")),
+                    (Method::POST, format!("/v1/webhooks/{name}/rotate")),
+                    (Method::DELETE, format!("/v1/webhooks/{name}")),
+                ] {
+                    let (s, b) = call(&r, &me.key, m, &path, None).await;
+                    assert_eq!(s, 404, "workspace {i} reaches {j}'s hook: {path} {b}");
+                }
             }
             // (The server's admin key, workspace 0, sees and manages every key.)
             if let Some(id) = &other.key_id

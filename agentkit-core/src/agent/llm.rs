@@ -422,23 +422,35 @@ impl AgentLlm {
         let recorded: Value = ctx
             .step(&key, async {
                 executed.store(true, std::sync::atomic::Ordering::Relaxed);
-                if let Some(guard) = ctx.spend_guard() {
-                    guard.admit(agent, ctx).await?;
-                }
+                let hold = match ctx.spend_guard() {
+                    Some(guard) => Some(guard.admit(agent, ctx).await?),
+                    None => None,
+                };
                 let what = format!("model call of agent `{agent}`");
-                let response = match emitter.filter(|_| ctx.wants_stream()) {
-                    None => ctx.guard(&what, self.provider.complete(request)).await?,
+                let answered = match emitter.filter(|_| ctx.wants_stream()) {
+                    None => ctx.guard(&what, self.provider.complete(request)).await,
                     Some(emitter) => {
                         streamed.store(true, std::sync::atomic::Ordering::Relaxed);
                         ctx.guard(&what, self.stream_model(request, agent, emitter))
-                            .await?
+                            .await
                     }
                 };
-                if let Some(guard) = ctx.spend_guard() {
+                let response = match answered {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if let (Some(guard), Some(hold)) = (ctx.spend_guard(), hold)
+                            && let Err(le) = guard.release(hold, agent, ctx).await
+                        {
+                            tracing::warn!(agent = %agent, error = %le, "could not give back a failed model call's budget hold (it expires by itself)");
+                        }
+                        return Err(e);
+                    }
+                };
+                if let (Some(guard), Some(hold)) = (ctx.spend_guard(), hold) {
                     // Charged here, inside the journaled step, so a call answered from the
                     // journal later is not charged twice.
                     let cost = ctx.prices().cost(&response.model, &response.usage);
-                    if let Err(e) = guard.charge(agent, ctx, cost).await {
+                    if let Err(e) = guard.charge(hold, agent, ctx, cost).await {
                         tracing::warn!(agent = %agent, cost_usd = cost, error = %e, "could not record a model call's cost in the spend ledger");
                     }
                 }

@@ -6,6 +6,8 @@
 //!   workspace: {max_spend_usd: 20, period: day}        # every workspace
 //!   workspaces:
 //!     acme/prod: {max_spend_usd: 500, period: month}   # this one instead
+//!   call_estimate_usd: 0.02   # set aside at least this before each model call
+//!   hold_for: 10m             # how long a call in flight holds its estimate
 //! agents:
 //!   writer:
 //!     model: scripted
@@ -196,6 +198,15 @@ pub struct BudgetSettings {
     /// Budgets of named workspaces (`org/workspace`), replacing `workspace` for them.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub workspaces: BTreeMap<String, PeriodBudget>,
+    /// The least a model call is expected to cost, in US dollars: set aside before each call
+    /// when the agent's recent calls cost less or it has none (default 0: the most one of
+    /// its recent calls cost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_estimate_usd: Option<f64>,
+    /// How long the estimate set aside for a model call is held (default `10m`); a process
+    /// that died mid-call frees it after this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_for: Option<HumanDuration>,
 }
 
 impl BudgetSettings {
@@ -220,6 +231,21 @@ impl BudgetSettings {
         budget: PeriodBudget,
     ) -> Self {
         self.workspaces.insert(workspace.into(), budget);
+        self
+    }
+
+    /// Set aside at least `usd` before each model call (see
+    /// [`call_estimate_usd`](Self::call_estimate_usd)).
+    #[must_use]
+    pub fn with_call_estimate(mut self, usd: f64) -> Self {
+        self.call_estimate_usd = Some(usd);
+        self
+    }
+
+    /// Hold the estimate of a model call for at most `d`.
+    #[must_use]
+    pub fn with_hold_for(mut self, d: std::time::Duration) -> Self {
+        self.hold_for = Some(HumanDuration(d));
         self
     }
 
@@ -275,6 +301,34 @@ mod tests {
         assert!(e.contains("`hour`, `day`, `week` or `month`"), "{e}");
         assert!("0s".parse::<BudgetPeriod>().is_err());
         assert!("".parse::<BudgetPeriod>().is_err());
+    }
+
+    #[cfg(feature = "config")]
+    #[test]
+    fn call_estimates_and_hold_times_load_and_bad_ones_are_located() {
+        let c = crate::Config::from_yaml_str_with_env(
+            "budgets:\n  call_estimate_usd: 0.02\n  hold_for: 90s\n",
+            None,
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(c.budgets.call_estimate_usd, Some(0.02));
+        assert_eq!(
+            c.budgets.hold_for.map(|h| h.0),
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert!(
+            c.budgets.is_empty(),
+            "no budget is set by an estimate alone"
+        );
+        let e = crate::Config::from_yaml_str_with_env(
+            "budgets:\n  call_estimate_usd: -1\n",
+            None,
+            &|_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("call_estimate_usd"), "{e}");
     }
 
     proptest! {

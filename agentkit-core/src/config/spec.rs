@@ -1281,6 +1281,14 @@ impl Config {
             }
             check_spend(p.key("max_spend_usd"), Some(b.max_spend_usd))?;
         }
+        if let Some(e) = self.budgets.call_estimate_usd
+            && !(e.is_finite() && e >= 0.0)
+        {
+            return Err((
+                KeyPath::keys(["budgets", "call_estimate_usd"]),
+                format!("expected a cost in US dollars of at least 0, found {e}"),
+            ));
+        }
         check_names("agents", self.agents.keys())?;
         check_names("workflows", self.workflows.keys())?;
         check_names("schedules", self.schedules.keys())?;

@@ -254,11 +254,20 @@ pub struct BudgetView {
     pub max_spend_usd: f64,
     /// Spent this period.
     pub spent_usd: f64,
-    /// Left this period (never below 0).
+    /// Left this period (never below 0), not counting `reserved_usd`.
     pub remaining_usd: f64,
+    /// Set aside for model calls in flight (their estimated cost, until they return or their
+    /// hold expires).
+    pub reserved_usd: f64,
+    /// What the next model call is expected to cost (an agent's budget: the most one of its
+    /// recent calls cost; the workspace's: the least such estimate among its agents; at least
+    /// `budgets.call_estimate_usd`). A call is admitted only while `spent_usd + reserved_usd`
+    /// plus its estimate stays within `max_spend_usd`.
+    pub next_call_usd: f64,
     /// Model calls charged this period.
     pub calls: u64,
-    /// Whether it is spent: runs it applies to are refused (429) and stop before their next
+    /// Whether it has too little left for the next call (`spent_usd + next_call_usd` passes
+    /// `max_spend_usd`): runs it applies to are refused (429) and stop before their next
     /// model call until `period_end`.
     pub exhausted: bool,
     /// `hour`, `day`, `week`, `month` (UTC calendar periods) or a fixed window (`30m`).
@@ -322,6 +331,8 @@ pub async fn list_budgets(
                 max_spend_usd: b.max_spend_usd,
                 spent_usd: b.spent_usd,
                 remaining_usd: b.remaining_usd,
+                reserved_usd: b.reserved_usd,
+                next_call_usd: b.next_call_usd,
                 calls: b.calls,
                 exhausted: b.is_exhausted(),
                 period: b.period.clone(),

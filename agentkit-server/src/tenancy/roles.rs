@@ -109,7 +109,7 @@ const READING_POSTS: &[&str] = &[
 /// | `viewer`    | every `GET`; the LangGraph/Agent Protocol searches and counts; `POST /v1/safety/analyze`; `/mcp` (whose tools each need their own role: agents and federated tools `invoker`, operations their route's role) |
 /// | `invoker`   | start runs (`POST /v1/agents/{name}/runs`, `/runs*`, `/threads/{id}/runs*`), threads (create, patch, copy, delete), store items (put, delete), the gateway's `POST /v1/execute`, `/v1/execute/stream`, `/v1/agents/connect` and its WebSocket |
 /// | `operator`  | run control (`/v1/runs/{id}/{pause,resume,cancel,signal,approve,reject,replay}`, LangGraph and Agent Protocol cancel), schedules and crons (create, delete, pause, resume, trigger, update), `POST /v1/events/{event}`, `POST /v1/servers/{name}/call_tool` |
-/// | `developer` | `POST /v1/agents` (deploy), `PUT /v1/agents/{name}/labels/{label}`, promote, rollback |
+/// | `developer` | `POST /v1/agents` (deploy), `PUT /v1/agents/{name}/labels/{label}`, promote, rollback, `/v1/webhooks*` (also `GET`: create, list, get, rotate the secret, delete the workspace's webhooks) |
 /// | `admin`     | `/v1/keys*`, `/v1/workspaces*`, `/v1/audit*`, `/v1/secrets*`, `/metrics`, `/v1/metrics/realtime` (also `GET`) |
 #[must_use]
 pub fn required_role(method: &http::Method, path: &str) -> Option<Role> {
@@ -128,6 +128,10 @@ pub fn required_role(method: &http::Method, path: &str) -> Option<Role> {
         // `/metrics` counts every workspace's runs and calls; the audit log records every
         // decision.
         return Some(Role::Admin);
+    }
+    if path == "/v1/webhooks" || path.starts_with("/v1/webhooks/") {
+        // A hook starts the workspace's agents without a key: declaring one is deploying.
+        return Some(Role::Developer);
     }
     if path == "/mcp" {
         // Each tool needs its own role (see `gateway`): a viewer sees the read-only ones.
@@ -212,7 +216,10 @@ mod tests {
         let paths = doc["paths"].as_object().cloned().unwrap_or_default();
         assert!(paths.len() > 50);
         for (path, ops) in paths {
-            if matches!(path.as_str(), "/healthz" | "/readyz" | "/v1/hooks/{name}") {
+            if matches!(
+                path.as_str(),
+                "/healthz" | "/readyz" | "/v1/hooks/{name}" | "/v1/hooks/{org}/{workspace}/{name}"
+            ) {
                 continue;
             }
             for method in ops.as_object().into_iter().flat_map(|o| o.keys()) {
@@ -225,6 +232,10 @@ mod tests {
         }
         assert_eq!(
             required_role(&http::Method::POST, "/v1/agents"),
+            Some(Role::Developer)
+        );
+        assert_eq!(
+            required_role(&http::Method::GET, "/v1/webhooks"),
             Some(Role::Developer)
         );
         assert_eq!(required_role(&http::Method::POST, "/v1/unknown"), None);

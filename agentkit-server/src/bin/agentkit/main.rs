@@ -81,6 +81,10 @@ enum Command {
     /// The credential vault of the key's workspace: set, list, delete.
     #[command(subcommand)]
     Secrets(tenancy::SecretsCmd),
+    /// The webhooks of the key's workspace: create (the secret is shown once), list, rotate,
+    /// delete.
+    #[command(subcommand)]
+    Webhooks(tenancy::WebhooksCmd),
     /// The server's realtime metrics, refreshed every second (an admin key).
     Top(top::TopArgs),
     /// Check an agentkit.yaml and say what is wrong, with file, key and line.
@@ -118,6 +122,7 @@ fn main() {
             Command::Approvals(cmd) => approvals::approvals(&cli.remote, cmd).await,
             Command::Workspaces(cmd) => tenancy::workspaces(&cli.remote, cmd).await,
             Command::Secrets(cmd) => tenancy::secrets(&cli.remote, cmd).await,
+            Command::Webhooks(cmd) => tenancy::webhooks(&cli.remote, cmd).await,
             Command::Top(args) => top::top(&cli.remote, args).await,
             Command::Validate(args) => serve::validate(&args),
             Command::Init { force } => serve::init(force),

@@ -1,4 +1,5 @@
-//! `agentkit keys …` and `agentkit workspaces …`: API keys and workspaces.
+//! `agentkit keys …`, `agentkit workspaces …`, `agentkit secrets …` and `agentkit webhooks …`:
+//! API keys, workspaces, the vault and the workspace's webhooks.
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -288,6 +289,110 @@ pub(crate) async fn secrets(remote: &Remote, cmd: SecretsCmd) -> Result<(), Fail
                 .await?;
             if !remote.json {
                 println!("deleted secret {name}");
+                return Ok(());
+            }
+            json!({"deleted": name})
+        }
+    };
+    print_json(&out);
+    Ok(())
+}
+
+/// `agentkit webhooks …`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum WebhooksCmd {
+    /// Declare a webhook of the key's workspace: a signed delivery to its URL starts a run of
+    /// TARGET. Its secret is printed once (it is stored sealed with the vault).
+    Create {
+        /// Its name (part of the delivery URL).
+        name: String,
+        /// The agent or workflow a delivery starts.
+        #[arg(long)]
+        target: String,
+        /// Read the message from this JSON pointer into the body (`/issue/title`); default:
+        /// the whole body.
+        #[arg(long)]
+        message_pointer: Option<String>,
+    },
+    /// List the workspace's webhooks: names, targets and URLs, never secrets.
+    List,
+    /// Give a webhook a new secret, printed once; the old one stops working at once.
+    Rotate { name: String },
+    /// Delete a webhook: deliveries to it are refused from then on.
+    Delete { name: String },
+}
+
+/// `agentkit webhooks …`.
+pub(crate) async fn webhooks(remote: &Remote, cmd: WebhooksCmd) -> Result<(), Failure> {
+    let c = client(remote);
+    let shown_once = |v: &Value| {
+        println!(
+            "webhook {} of {} -> POST {}{}",
+            s(v, "name"),
+            s(v, "target"),
+            c.base,
+            s(v, "url")
+        );
+        println!("{}", s(v, "secret"));
+        println!(
+            "(the secret is shown once: sign each delivery with it, HMAC-SHA256 of \
+             \"<timestamp>.<body>\" in X-Agentkit-Signature: sha256=<hex>, the timestamp in \
+             X-Agentkit-Timestamp)"
+        );
+    };
+    let out = match cmd {
+        WebhooksCmd::Create {
+            name,
+            target,
+            message_pointer,
+        } => {
+            let mut body = json!({"name": name, "target": target});
+            if let Some(p) = message_pointer {
+                body["message_pointer"] = Value::String(p);
+            }
+            let v = c.call(Method::POST, "/v1/webhooks", Some(&body)).await?;
+            if !remote.json {
+                shown_once(&v);
+                return Ok(());
+            }
+            v
+        }
+        WebhooksCmd::List => {
+            let v = c.call(Method::GET, "/v1/webhooks", None).await?;
+            if !remote.json {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|h| {
+                        vec![
+                            s(h, "name"),
+                            s(h, "target"),
+                            s(h, "url"),
+                            ago(&h["secret_rotated_at"]),
+                        ]
+                    })
+                    .collect();
+                table(&["name", "target", "url", "secret made"], &rows);
+                return Ok(());
+            }
+            v
+        }
+        WebhooksCmd::Rotate { name } => {
+            let v = c
+                .call(Method::POST, &format!("/v1/webhooks/{name}/rotate"), None)
+                .await?;
+            if !remote.json {
+                shown_once(&v);
+                return Ok(());
+            }
+            v
+        }
+        WebhooksCmd::Delete { name } => {
+            c.call(Method::DELETE, &format!("/v1/webhooks/{name}"), None)
+                .await?;
+            if !remote.json {
+                println!("deleted webhook {name}");
                 return Ok(());
             }
             json!({"deleted": name})

@@ -617,9 +617,8 @@ pub struct GatewayOps {
     platforms: Vec<Arc<platforms::Compiled>>,
     /// Server → its tools, as last listed (to refuse an unknown tool before a batch runs, and
     /// to list the tools `/mcp` federates).
-    /// Per server: when it was listed, the connection manager's list epoch then (a
-    /// `tools/list_changed` from the server moves it), and the tools.
-    tools: Mutex<HashMap<String, (Instant, u64, Arc<ServerTools>)>>,
+    /// Per server, its tools as last listed.
+    tools: Mutex<HashMap<String, Listed>>,
 }
 
 /// A server's tools, as listed.
@@ -629,6 +628,17 @@ pub(crate) struct ServerTools {
     pub(crate) names: std::collections::HashSet<String>,
     /// The tools, in the server's order.
     pub(crate) tools: Vec<crate::servers::McpToolView>,
+}
+
+/// A server's tools as listed, and when.
+struct Listed {
+    /// When they were listed.
+    at: Instant,
+    /// The connection manager's list epoch of the server then (a `tools/list_changed` from
+    /// the server moves it).
+    epoch: u64,
+    /// The tools.
+    tools: Arc<ServerTools>,
 }
 
 /// How long a server's listed tool names are trusted.
@@ -774,8 +784,8 @@ impl GatewayOps {
         if !fresh
             && let Some(t) = agentkit_core::sync::lock(&self.tools)
                 .get(server)
-                .filter(|(at, e, _)| *e == epoch && at.elapsed() < TOOLS_TTL)
-                .map(|(_, _, t)| Arc::clone(t))
+                .filter(|l| l.epoch == epoch && l.at.elapsed() < TOOLS_TTL)
+                .map(|l| Arc::clone(&l.tools))
         {
             return Ok(t);
         }
@@ -786,7 +796,11 @@ impl GatewayOps {
         });
         agentkit_core::sync::lock(&self.tools).insert(
             server.to_owned(),
-            (Instant::now(), epoch, Arc::clone(&tools)),
+            Listed {
+                at: Instant::now(),
+                epoch,
+                tools: Arc::clone(&tools),
+            },
         );
         Ok(tools)
     }

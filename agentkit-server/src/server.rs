@@ -550,7 +550,15 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
+        use axum::serve::ListenerExt;
         let router = self.router();
+        // Small responses (an SSE event per MCP message, a JSON body) go out at once instead
+        // of waiting for the client's delayed ACK of the previous segment (Nagle).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted connection");
+            }
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await

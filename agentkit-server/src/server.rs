@@ -551,7 +551,11 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         use axum::serve::ListenerExt;
-        let router = self.router();
+        // Routes become services once here; each connection then takes a reference to the
+        // router (`into_make_service`) instead of a copy of every route (what `axum::serve`
+        // does for a bare `Router`: a cost per connection that clients opening a connection
+        // per request, like rmcp's, paid on every call).
+        let router: axum::Router = self.router().with_state(());
         // Small responses (an SSE event per MCP message, a JSON body) go out at once instead
         // of waiting for the client's delayed ACK of the previous segment (Nagle).
         let listener = listener.tap_io(|tcp| {
@@ -559,7 +563,7 @@ impl Server {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted connection");
             }
         });
-        axum::serve(listener, router)
+        axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|e| Error::other("serving HTTP", e))?;

@@ -28,7 +28,7 @@ use agentkit_runtime::model::{Expect, now_ms};
 use agentkit_runtime::{Redactor, Store};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const AUDIT: &str = "audit";
 const HEAD: &str = "audit_head";
@@ -667,6 +667,7 @@ mod tests {
     use super::*;
     use agentkit_core::RunContext;
     use agentkit_runtime::MemoryStore;
+    use serde_json::json;
 
     fn event(outcome: AuditOutcome, args: Value) -> AuditEvent {
         AuditEvent::new(

@@ -285,47 +285,19 @@ pub(super) async fn connect_http(
     if let Some(token) = bearer {
         config = config.auth_header(token.to_owned());
     }
-    let transport = StreamableHttpClientTransport::with_client(pooled_http_client(cfg)?, config);
+    // rmcp's default client: a new TCP connection per POST. Keeping idle connections was
+    // measured (benches/mcp_gateway.rs) to stall each call ~40 ms against an upstream that
+    // does not set TCP_NODELAY (a plain `axum::serve`): its SSE answer goes out in several
+    // small writes, Nagle holds back the second until the first is acknowledged, and our side
+    // delays that ACK once the connection has left quick-ACK mode. A fresh connection is
+    // still in quick-ACK mode, so it does not stall.
+    let transport = StreamableHttpClientTransport::from_config(config);
     let handler = client.clone();
     let running = handler
         .serve_with_lifecycle(transport, client_mode(lifecycle))
         .await
         .map_err(failed)?;
     Ok(http_connection(cfg, running, client))
-}
-
-/// The HTTP client of a streamable HTTP connection. Unlike rmcp's default client it keeps
-/// idle connections, so a session's POSTs reuse one TCP connection instead of opening one
-/// each (rmcp turned pooling off against ~40 ms delayed-ACK stalls on reused connections:
-/// those come from Nagle's algorithm holding back a small write until the previous one is
-/// acknowledged, which `TCP_NODELAY`, set here and by reqwest's default, prevents on our
-/// side). Redirects: same-origin 307 and 308 only (those keep the POST's body), at most 10,
-/// as rmcp's default client; a cross-origin redirect would replay the session id and the
-/// configured headers to another host.
-#[cfg(feature = "client-http")]
-fn pooled_http_client(cfg: &ServerConfig) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::custom(|attempt| {
-            let keeps_body = matches!(
-                attempt.status(),
-                reqwest::StatusCode::TEMPORARY_REDIRECT | reqwest::StatusCode::PERMANENT_REDIRECT
-            );
-            let same_origin = attempt
-                .previous()
-                .first()
-                .is_some_and(|first| first.origin() == attempt.url().origin());
-            if !keeps_body || !same_origin {
-                attempt.stop()
-            } else if attempt.previous().len() > 10 {
-                attempt.error("more than 10 redirects")
-            } else {
-                attempt.follow()
-            }
-        }))
-        .build()
-        .map_err(|e| init_error(&cfg.name, format!("building its HTTP client failed: {e}")))
 }
 
 #[cfg(any(feature = "client-http", feature = "client-sse"))]

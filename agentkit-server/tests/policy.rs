@@ -391,7 +391,11 @@ fn audit_event(org: &str, call_id: &str) -> agentkit_core::policy::AuditEvent {
 /// The call ids of `workspace`'s chain, in chain order, after checking it verifies and has
 /// `n` entries at positions 1..=n.
 async fn chained_calls(audit: &StoreAudit, workspace: &str, n: usize) -> Vec<String> {
-    assert_eq!(audit.verify(workspace).await.unwrap(), n as u64, "{workspace}");
+    assert_eq!(
+        audit.verify(workspace).await.unwrap(),
+        n as u64,
+        "{workspace}"
+    );
     let entries = audit.entries(workspace, 0, n + 10).await.unwrap();
     assert_eq!(entries.len(), n);
     for (i, e) in entries.iter().enumerate() {

@@ -4,7 +4,9 @@ use agentkit_core::{Result, RunStatus};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::model::{Created, Doc, DocWrite, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate};
+use crate::model::{
+    Created, Doc, DocWrite, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate,
+};
 
 mod memory;
 pub use memory::MemoryStore;
@@ -216,7 +218,10 @@ pub trait DocStore: Send + Sync + 'static {
     async fn doc_put_many(&self, writes: Vec<DocWrite>) -> Result<Vec<Doc>> {
         let mut done = Vec::with_capacity(writes.len());
         for w in writes {
-            match self.doc_put(&w.collection, &w.id, w.value, w.expect).await? {
+            match self
+                .doc_put(&w.collection, &w.id, w.value, w.expect)
+                .await?
+            {
                 Some(doc) => done.push(doc),
                 None => break,
             }

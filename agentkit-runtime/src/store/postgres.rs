@@ -13,8 +13,7 @@ use super::{
     DocStore, JournalStore, KvStore, LeaseStore, RunStore, SignalStore, oldest_first, store_error,
 };
 use crate::model::{
-    Created, Doc, DocWrite, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate,
-    now_ms,
+    Created, Doc, DocWrite, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate, now_ms,
 };
 
 /// The advisory lock the earlier migration runner took (transaction-scoped).

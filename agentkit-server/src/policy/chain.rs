@@ -207,12 +207,7 @@ async fn write_batch(
             Err(e) => return (stored, Some(e)),
         };
         if let Err(e) = store
-            .doc_put(
-                HEAD,
-                ws,
-                json!({"seq": end.0, "hash": end.1}),
-                head.expect,
-            )
+            .doc_put(HEAD, ws, json!({"seq": end.0, "hash": end.1}), head.expect)
             .await
         {
             return (stored, Some(e));

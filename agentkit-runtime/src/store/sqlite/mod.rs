@@ -21,8 +21,7 @@ use super::{
     store_error,
 };
 use crate::model::{
-    Created, Doc, DocWrite, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate,
-    now_ms,
+    Created, Doc, DocWrite, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate, now_ms,
 };
 
 mod writer;

@@ -746,7 +746,7 @@ impl DocStore for PostgresStore {
             .acquire()
             .await
             .map_err(db("writing a document"))?;
-        put_doc(&mut *c, collection, id, value, expect, now_ms()).await
+        put_doc(&mut c, collection, id, value, expect, now_ms()).await
     }
 
     async fn doc_put_many(&self, writes: Vec<DocWrite>) -> Result<Vec<Doc>> {
@@ -759,7 +759,7 @@ impl DocStore for PostgresStore {
         let mut done = Vec::with_capacity(writes.len());
         for w in writes {
             let value = to_json(&w.value, "a document")?;
-            match put_doc(&mut *tx, &w.collection, &w.id, value, w.expect, now).await? {
+            match put_doc(&mut tx, &w.collection, &w.id, value, w.expect, now).await? {
                 Some(doc) => done.push(doc),
                 None => break,
             }

@@ -27,7 +27,8 @@ pub use journal::DurableJournal;
 pub use live::{LiveDelta, LiveDeltas};
 pub use memory::{StoreMemory, THREADS_NAMESPACE};
 pub use model::{
-    Created, Doc, EntryKind, Expect, HELD, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate,
+    Created, Doc, DocWrite, EntryKind, Expect, HELD, JournalEntry, NewRun, RunQuery, RunRecord,
+    RunUpdate,
 };
 pub use observe::RunObserver;
 pub use redact::Redactor;

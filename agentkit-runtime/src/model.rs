@@ -601,6 +601,39 @@ pub struct Doc {
     pub updated_at: i64,
 }
 
+/// One write of [`DocStore::doc_put_many`](crate::DocStore::doc_put_many): what
+/// [`DocStore::doc_put`](crate::DocStore::doc_put) takes, as a value.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DocWrite {
+    /// The collection.
+    pub collection: String,
+    /// The document's id.
+    pub id: String,
+    /// The value to store.
+    pub value: Value,
+    /// What the write expects to find (checked atomically with it).
+    pub expect: Expect,
+}
+
+impl DocWrite {
+    /// Write `value` as document `id` of `collection` if `expect` holds.
+    #[must_use]
+    pub fn new(
+        collection: impl Into<String>,
+        id: impl Into<String>,
+        value: Value,
+        expect: Expect,
+    ) -> Self {
+        Self {
+            collection: collection.into(),
+            id: id.into(),
+            value,
+            expect,
+        }
+    }
+}
+
 /// What a [`DocStore`](crate::DocStore) write expects to find, checked atomically with the
 /// write (compare-and-swap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -501,7 +501,7 @@ async fn suite(store: Arc<dyn Store>) {
 
 /// Run search, retention, journal paging and documents: what the server builds on.
 async fn search_and_docs_suite(store: Arc<dyn Store>) {
-    use agentkit_runtime::{Expect, RunQuery};
+    use agentkit_runtime::{DocWrite, Expect, RunQuery};
     // Runs of two targets, created in order.
     let mut ids = Vec::new();
     for i in 0..6 {
@@ -728,6 +728,53 @@ async fn search_and_docs_suite(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .unwrap();
+    // Several writes in one call stop at the first whose expectation fails.
+    let written = store
+        .doc_put_many(vec![
+            DocWrite::new("many", "1", json!(1), Expect::Absent),
+            DocWrite::new("many", "2", json!(2), Expect::Absent),
+            DocWrite::new("many", "head", json!({"at": 2}), Expect::Absent),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        written.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["1", "2", "head"]
+    );
+    let written = store
+        .doc_put_many(vec![
+            DocWrite::new("many", "3", json!(3), Expect::Absent),
+            DocWrite::new("many", "2", json!(22), Expect::Absent),
+            DocWrite::new("many", "4", json!(4), Expect::Absent),
+            DocWrite::new("many", "head", json!({"at": 4}), Expect::Revision(1)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(written.len(), 1, "stops at `2`, which exists");
+    assert_eq!(written[0].id, "3");
+    let many = store.doc_list("many", "", None, 10).await.unwrap();
+    assert_eq!(
+        many.iter()
+            .map(|d| (d.id.as_str(), d.value.clone()))
+            .collect::<Vec<_>>(),
+        [
+            ("1", json!(1)),
+            ("2", json!(2)),
+            ("3", json!(3)),
+            ("head", json!({"at": 2}))
+        ],
+        "nothing after the failed write was stored"
+    );
+    let written = store
+        .doc_put_many(vec![
+            DocWrite::new("many", "4", json!(4), Expect::Absent),
+            DocWrite::new("many", "head", json!({"at": 4}), Expect::Revision(1)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(written.len(), 2);
+    assert_eq!(written[1].revision, 2);
+    assert!(store.doc_put_many(Vec::new()).await.unwrap().is_empty());
     let listed: Vec<String> = store
         .doc_list("reg", "agent/a/", None, 100)
         .await

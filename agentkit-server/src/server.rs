@@ -583,8 +583,20 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        let router = self.router();
-        axum::serve(listener, router)
+        use axum::serve::ListenerExt;
+        // Routes become services once here; each connection then takes a reference to the
+        // router (`into_make_service`) instead of a copy of every route (what `axum::serve`
+        // does for a bare `Router`: a cost per connection that clients opening a connection
+        // per request, like rmcp's, paid on every call).
+        let router: axum::Router = self.router().with_state(());
+        // Small responses (an SSE event per MCP message, a JSON body) go out at once instead
+        // of waiting for the client's delayed ACK of the previous segment (Nagle).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted connection");
+            }
+        });
+        axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|e| Error::other("serving HTTP", e))?;

@@ -372,3 +372,142 @@ async fn a_claim_keeps_other_deciders_out_and_an_undecided_approval_expires() {
     assert_eq!(all[0]["decided_by"], "expiry", "{all}");
     let _ = (&p.store, &p.reads);
 }
+
+/// An audit event of `org/prod` for call `call_id`.
+fn audit_event(org: &str, call_id: &str) -> agentkit_core::policy::AuditEvent {
+    let ctx = agentkit_core::RunContext::new()
+        .with_run_id(format!("{org}-run"))
+        .with_principal(agentkit_core::Principal::new(org, "prod"));
+    agentkit_core::policy::AuditEvent::new(
+        agentkit_core::policy::AuditOutcome::Allowed,
+        &ctx,
+        call_id,
+        "up__echo",
+        json!({"text": "hi", "token": "sk-live-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c"}),
+        "gateway",
+    )
+}
+
+/// The call ids of `workspace`'s chain, in chain order, after checking it verifies and has
+/// `n` entries at positions 1..=n.
+async fn chained_calls(audit: &StoreAudit, workspace: &str, n: usize) -> Vec<String> {
+    assert_eq!(
+        audit.verify(workspace).await.unwrap(),
+        n as u64,
+        "{workspace}"
+    );
+    let entries = audit.entries(workspace, 0, n + 10).await.unwrap();
+    assert_eq!(entries.len(), n);
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1);
+        assert!(
+            !e.event.arguments.to_string().contains("sk-live"),
+            "stored unredacted: {}",
+            e.event.arguments
+        );
+    }
+    entries.into_iter().map(|e| e.event.call_id).collect()
+}
+
+/// 200 appends at once across 3 workspaces are gathered into few writes and still form one
+/// valid chain per workspace holding every event once; altering an entry is still found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_form_one_valid_chain_per_workspace() {
+    use agentkit_core::policy::AuditSink;
+    let dir = tempfile::tempdir().unwrap();
+    let stores: Vec<(&str, Arc<dyn Store>)> = vec![
+        ("memory", Arc::new(agentkit_runtime::MemoryStore::new())),
+        (
+            "sqlite",
+            Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap()),
+        ),
+    ];
+    let orgs = ["acme", "globex", "initech"];
+    for (name, store) in stores {
+        let audit = StoreAudit::new(Arc::clone(&store));
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let audit = audit.clone();
+                let org = orgs[i % 3];
+                tokio::spawn(async move { audit.record(audit_event(org, &format!("c{i}"))).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        for (k, org) in orgs.iter().enumerate() {
+            let ws = format!("{org}/prod");
+            let n = (0..200).filter(|i| i % 3 == k).count();
+            let mut calls = chained_calls(&audit, &ws, n).await;
+            calls.sort();
+            let mut want: Vec<String> = (0..200)
+                .filter(|i| i % 3 == k)
+                .map(|i| format!("c{i}"))
+                .collect();
+            want.sort();
+            assert_eq!(calls, want, "{name} {ws}: every event once");
+            let head = store.doc_get("audit_head", &ws).await.unwrap().unwrap();
+            assert_eq!(head.value["seq"], json!(n), "{name} {ws}");
+            if name == "sqlite" {
+                // Appends waiting together share a write: the head moved once per write.
+                assert!(
+                    (head.revision as usize) < n,
+                    "{name} {ws}: {n} entries took {} head writes",
+                    head.revision
+                );
+            }
+        }
+        // The chain still detects an altered entry.
+        let id = "acme/prod/00000000000000000007";
+        let mut doc = store.doc_get("audit", id).await.unwrap().unwrap();
+        doc.value["event"]["tool"] = json!("up__delete_all");
+        store
+            .doc_put("audit", id, doc.value, Expect::Any)
+            .await
+            .unwrap()
+            .unwrap();
+        let err = audit.verify("acme/prod").await.unwrap_err().to_string();
+        assert!(err.contains("entry 7"), "{name}: {err}");
+        // Appends after the alteration go on at the end.
+        audit.record(audit_event("globex", "late")).await.unwrap();
+        let n = (0..200).filter(|i| i % 3 == 1).count();
+        assert_eq!(audit.verify("globex/prod").await.unwrap(), n as u64 + 1);
+    }
+}
+
+/// Two server processes on one SQLite file (two stores, two audit logs) appending to the same
+/// workspace at once still make one valid chain with every entry once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_appending_to_one_sqlite_file_make_one_chain() {
+    use agentkit_core::policy::AuditSink;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let (audit_a, audit_b) = (StoreAudit::new(a), StoreAudit::new(Arc::clone(&b)));
+    let tasks: Vec<_> = (0..240)
+        .map(|i| {
+            let audit = if i % 2 == 0 {
+                audit_a.clone()
+            } else {
+                audit_b.clone()
+            };
+            tokio::spawn(async move { audit.record(audit_event("acme", &format!("c{i}"))).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let mut calls = chained_calls(&audit_b, "acme/prod", 240).await;
+    calls.sort();
+    let mut want: Vec<String> = (0..240).map(|i| format!("c{i}")).collect();
+    want.sort();
+    assert_eq!(calls, want);
+    // A third process starting later appends after the end (its head may lag; it repairs).
+    let c: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let audit_c = StoreAudit::new(c);
+    audit_c.record(audit_event("acme", "late")).await.unwrap();
+    audit_a.record(audit_event("acme", "later")).await.unwrap();
+    let calls = chained_calls(&audit_c, "acme/prod", 242).await;
+    assert_eq!(&calls[240..], ["late", "later"]);
+}

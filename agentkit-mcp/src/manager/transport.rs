@@ -285,6 +285,12 @@ pub(super) async fn connect_http(
     if let Some(token) = bearer {
         config = config.auth_header(token.to_owned());
     }
+    // rmcp's default client: a new TCP connection per POST. Keeping idle connections was
+    // measured (benches/mcp_gateway.rs) to stall each call ~40 ms against an upstream that
+    // does not set TCP_NODELAY (a plain `axum::serve`): its SSE answer goes out in several
+    // small writes, Nagle holds back the second until the first is acknowledged, and our side
+    // delays that ACK once the connection has left quick-ACK mode. A fresh connection is
+    // still in quick-ACK mode, so it does not stall.
     let transport = StreamableHttpClientTransport::from_config(config);
     let handler = client.clone();
     let running = handler

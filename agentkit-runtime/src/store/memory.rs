@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{DocStore, JournalStore, KvStore, LeaseStore, RunStore, SignalStore};
 use crate::model::{
-    Created, Doc, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate, now_ms,
+    Created, Doc, DocWrite, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate, now_ms,
 };
 use crate::sync::lock;
 
@@ -402,6 +402,31 @@ fn expected(doc: Option<&Doc>, expect: Expect) -> bool {
     }
 }
 
+/// One [`DocStore::doc_put`] on the locked state.
+fn put_doc(
+    s: &mut State,
+    collection: &str,
+    id: &str,
+    value: Value,
+    expect: Expect,
+    now: i64,
+) -> Option<Doc> {
+    let k = (collection.to_owned(), id.to_owned());
+    let old = s.docs.get(&k);
+    if !expected(old, expect) {
+        return None;
+    }
+    let doc = Doc {
+        id: id.to_owned(),
+        value,
+        revision: old.map_or(1, |d| d.revision.saturating_add(1)),
+        created_at: old.map_or(now, |d| d.created_at),
+        updated_at: now,
+    };
+    s.docs.insert(k, doc.clone());
+    Some(doc)
+}
+
 #[async_trait]
 impl DocStore for MemoryStore {
     async fn doc_put(
@@ -412,21 +437,20 @@ impl DocStore for MemoryStore {
         expect: Expect,
     ) -> Result<Option<Doc>> {
         let now = now_ms();
+        self.with(|s| Ok(put_doc(s, collection, id, value, expect, now)))
+    }
+
+    async fn doc_put_many(&self, writes: Vec<DocWrite>) -> Result<Vec<Doc>> {
+        let now = now_ms();
         self.with(|s| {
-            let k = (collection.to_owned(), id.to_owned());
-            let old = s.docs.get(&k);
-            if !expected(old, expect) {
-                return Ok(None);
+            let mut done = Vec::with_capacity(writes.len());
+            for w in writes {
+                match put_doc(s, &w.collection, &w.id, w.value, w.expect, now) {
+                    Some(doc) => done.push(doc),
+                    None => break,
+                }
             }
-            let doc = Doc {
-                id: id.to_owned(),
-                value,
-                revision: old.map_or(1, |d| d.revision.saturating_add(1)),
-                created_at: old.map_or(now, |d| d.created_at),
-                updated_at: now,
-            };
-            s.docs.insert(k, doc.clone());
-            Ok(Some(doc))
+            Ok(done)
         })
     }
 

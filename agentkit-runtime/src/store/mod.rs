@@ -4,7 +4,9 @@ use agentkit_core::{Result, RunStatus};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::model::{Created, Doc, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate};
+use crate::model::{
+    Created, Doc, DocWrite, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate,
+};
 
 mod memory;
 pub use memory::MemoryStore;
@@ -218,6 +220,33 @@ pub trait DocStore: Send + Sync + 'static {
     /// Delete the document if `expect` holds ([`Expect::Absent`] never deletes); returns
     /// whether one was deleted.
     async fn doc_delete(&self, collection: &str, id: &str, expect: Expect) -> Result<bool>;
+
+    /// Several writes in order, stopping at the first whose [`Expect`] does not hold: that
+    /// write and every one after it are not made. Returns the documents written (a prefix of
+    /// `writes`, as long as `writes` when every expectation held).
+    ///
+    /// The stores of this crate make the writes in one transaction (SQLite: one job of its
+    /// group commit; PostgreSQL: one transaction; memory: under one lock), so they cost one
+    /// commit and other readers see the written prefix at once, or nothing of it. The
+    /// default runs [`doc_put`](Self::doc_put) for each in turn (same result, one commit
+    /// each, and a reader may see part of the prefix before the rest).
+    ///
+    /// # Errors
+    ///
+    /// The store's error; with the stores of this crate nothing of `writes` is stored then.
+    async fn doc_put_many(&self, writes: Vec<DocWrite>) -> Result<Vec<Doc>> {
+        let mut done = Vec::with_capacity(writes.len());
+        for w in writes {
+            match self
+                .doc_put(&w.collection, &w.id, w.value, w.expect)
+                .await?
+            {
+                Some(doc) => done.push(doc),
+                None => break,
+            }
+        }
+        Ok(done)
+    }
 
     /// Up to `limit` documents of `collection` whose id starts with `prefix` and sorts after
     /// `after` (paging), in id order.

@@ -13,7 +13,7 @@ use super::{
     DocStore, JournalStore, KvStore, LeaseStore, RunStore, SignalStore, oldest_first, store_error,
 };
 use crate::model::{
-    Created, Doc, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate, now_ms,
+    Created, Doc, DocWrite, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate, now_ms,
 };
 
 /// The advisory lock the earlier migration runner took (transaction-scoped).
@@ -765,6 +765,50 @@ impl KvStore for PostgresStore {
 
 const DOC_COLUMNS: &str = "id, value::text AS value, revision, created_at, updated_at";
 
+/// One document write on `c`; `None` when `expect` did not hold (nothing written).
+async fn put_doc(
+    c: &mut sqlx::PgConnection,
+    collection: &str,
+    id: &str,
+    value: String,
+    expect: Expect,
+    now: i64,
+) -> Result<Option<Doc>> {
+    let sql = match expect {
+        Expect::Any => format!(
+            "INSERT INTO agentkit_docs (collection, id, value, revision, created_at, updated_at)
+             VALUES ($1, $2, $3::jsonb, 1, $4, $4)
+             ON CONFLICT (collection, id) DO UPDATE SET value = excluded.value,
+                revision = agentkit_docs.revision + 1, updated_at = excluded.updated_at
+             RETURNING {DOC_COLUMNS}"
+        ),
+        Expect::Absent => format!(
+            "INSERT INTO agentkit_docs (collection, id, value, revision, created_at, updated_at)
+             VALUES ($1, $2, $3::jsonb, 1, $4, $4)
+             ON CONFLICT (collection, id) DO NOTHING
+             RETURNING {DOC_COLUMNS}"
+        ),
+        Expect::Revision(_) => format!(
+            "UPDATE agentkit_docs SET value = $3::jsonb, revision = revision + 1, updated_at = $4
+             WHERE collection = $1 AND id = $2 AND revision = $5
+             RETURNING {DOC_COLUMNS}"
+        ),
+    };
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(collection)
+        .bind(id)
+        .bind(value)
+        .bind(now);
+    if let Expect::Revision(r) = expect {
+        q = q.bind(i64::try_from(r).unwrap_or(i64::MAX));
+    }
+    q.fetch_optional(c)
+        .await
+        .map_err(db("writing a document"))?
+        .map(|row| rows::doc_from_row("postgres", &row, collection))
+        .transpose()
+}
+
 #[async_trait]
 impl DocStore for PostgresStore {
     async fn doc_put(
@@ -775,39 +819,33 @@ impl DocStore for PostgresStore {
         expect: Expect,
     ) -> Result<Option<Doc>> {
         let value = to_json(&value, "a document")?;
-        let sql = match expect {
-            Expect::Any => format!(
-                "INSERT INTO agentkit_docs (collection, id, value, revision, created_at, updated_at)
-                 VALUES ($1, $2, $3::jsonb, 1, $4, $4)
-                 ON CONFLICT (collection, id) DO UPDATE SET value = excluded.value,
-                    revision = agentkit_docs.revision + 1, updated_at = excluded.updated_at
-                 RETURNING {DOC_COLUMNS}"
-            ),
-            Expect::Absent => format!(
-                "INSERT INTO agentkit_docs (collection, id, value, revision, created_at, updated_at)
-                 VALUES ($1, $2, $3::jsonb, 1, $4, $4)
-                 ON CONFLICT (collection, id) DO NOTHING
-                 RETURNING {DOC_COLUMNS}"
-            ),
-            Expect::Revision(_) => format!(
-                "UPDATE agentkit_docs SET value = $3::jsonb, revision = revision + 1, updated_at = $4
-                 WHERE collection = $1 AND id = $2 AND revision = $5
-                 RETURNING {DOC_COLUMNS}"
-            ),
-        };
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(collection)
-            .bind(id)
-            .bind(value)
-            .bind(now_ms());
-        if let Expect::Revision(r) = expect {
-            q = q.bind(i64::try_from(r).unwrap_or(i64::MAX));
-        }
-        q.fetch_optional(&self.pool)
+        let mut c = self
+            .pool
+            .acquire()
             .await
-            .map_err(db("writing a document"))?
-            .map(|row| rows::doc_from_row("postgres", &row, collection))
-            .transpose()
+            .map_err(db("writing a document"))?;
+        put_doc(&mut c, collection, id, value, expect, now_ms()).await
+    }
+
+    async fn doc_put_many(&self, writes: Vec<DocWrite>) -> Result<Vec<Doc>> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        let now = now_ms();
+        let mut done = Vec::with_capacity(writes.len());
+        for w in writes {
+            let value = to_json(&w.value, "a document")?;
+            match put_doc(&mut tx, &w.collection, &w.id, value, w.expect, now).await? {
+                Some(doc) => done.push(doc),
+                None => break,
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(db("committing document writes"))?;
+        Ok(done)
     }
 
     async fn doc_get(&self, collection: &str, id: &str) -> Result<Option<Doc>> {

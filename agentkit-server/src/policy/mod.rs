@@ -9,12 +9,15 @@
 //! Storage: documents in the runtime's [`Store`] (SQLite or PostgreSQL, nothing to migrate).
 //! Each workspace has its own chain: entry `n` is document `audit/<workspace>/<n, 20 digits>`,
 //! written create-only, so two writers never take the same position; `audit_head/<workspace>`
-//! is a hint of the last position, repaired when a writer died between the two writes.
+//! is a hint of the last position (written in the same transaction as the entries on the
+//! stores of agentkit-runtime; repaired when another writer moved past it). Concurrent appends
+//! to one chain are gathered and written together, in one transaction (`chain`).
 //! Arguments and reasons are redacted (the runtime's [`Redactor`]) before they are hashed and
 //! stored.
 
 use std::sync::Arc;
 
+mod chain;
 mod scope;
 
 pub use scope::PrincipalPolicies;
@@ -25,7 +28,7 @@ use agentkit_runtime::model::{Expect, now_ms};
 use agentkit_runtime::{Redactor, Store};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const AUDIT: &str = "audit";
 const HEAD: &str = "audit_head";
@@ -57,9 +60,8 @@ pub struct StoreAudit {
     redactor: Redactor,
     /// Pending approvals are rejected this long after they were asked.
     expire_after: Option<std::time::Duration>,
-    /// Writers of this process take turns (writers of other processes are handled by the
-    /// create-only writes).
-    turn: Arc<tokio::sync::Mutex<()>>,
+    /// The chains' writer tasks: appends are gathered and written together (see `chain`).
+    appender: Arc<chain::Appender>,
 }
 
 impl std::fmt::Debug for StoreAudit {
@@ -123,7 +125,7 @@ impl StoreAudit {
             store,
             redactor: Redactor::default(),
             expire_after: None,
-            turn: Arc::default(),
+            appender: Arc::default(),
         }
     }
 
@@ -148,61 +150,12 @@ impl StoreAudit {
         event.reason = reason.as_str().unwrap_or_default().to_owned();
     }
 
-    /// Append `event` (already redacted) to its workspace's chain; returns the entry.
+    /// Append `event` (already redacted) to its workspace's chain; returns the entry once it
+    /// is stored. Concurrent appends to one chain share one write (see `chain`).
     async fn append(&self, event: AuditEvent) -> Result<AuditEntry> {
-        let ws = chain_of(&event);
-        let _turn = self.turn.lock().await;
-        for _ in 0..CAS_ATTEMPTS {
-            let head = self.store.doc_get(HEAD, &ws).await?;
-            let (seq, hash, expect) = match &head {
-                Some(d) => (
-                    d.value.get("seq").and_then(Value::as_u64).unwrap_or(0),
-                    d.value
-                        .get("hash")
-                        .and_then(Value::as_str)
-                        .unwrap_or(GENESIS_HASH)
-                        .to_owned(),
-                    Expect::Revision(d.revision),
-                ),
-                None => (0, GENESIS_HASH.to_owned(), Expect::Absent),
-            };
-            let entry = AuditEntry::chained(seq + 1, &hash, event.clone());
-            let value = serde_json::to_value(&entry)
-                .map_err(|e| Error::json("encoding an audit entry", e))?;
-            let written = self
-                .store
-                .doc_put(AUDIT, &entry_id(&ws, entry.seq), value, Expect::Absent)
-                .await?;
-            let next_head = match written {
-                Some(_) => (entry.seq, entry.hash.clone()),
-                None => {
-                    // Another writer took this position (or died before moving the head):
-                    // move the head to its entry and try the next position.
-                    let Some(taken) = self.store.doc_get(AUDIT, &entry_id(&ws, seq + 1)).await?
-                    else {
-                        continue;
-                    };
-                    let e: AuditEntry = serde_json::from_value(taken.value)
-                        .map_err(|e| Error::json("reading an audit entry", e))?;
-                    (e.seq, e.hash)
-                }
-            };
-            self.store
-                .doc_put(
-                    HEAD,
-                    &ws,
-                    json!({"seq": next_head.0, "hash": next_head.1}),
-                    expect,
-                )
-                .await?;
-            if written.is_some() {
-                return Ok(entry);
-            }
-        }
-        Err(Error::Unavailable {
-            what: format!("the audit log of workspace `{ws}`"),
-            message: "too many concurrent writers; try again".into(),
-        })
+        self.appender
+            .append(&self.store, chain_of(&event), event)
+            .await
     }
 
     /// Entries of `workspace`'s chain after position `after`, at most `limit`, oldest first.
@@ -714,6 +667,7 @@ mod tests {
     use super::*;
     use agentkit_core::RunContext;
     use agentkit_runtime::MemoryStore;
+    use serde_json::json;
 
     fn event(outcome: AuditOutcome, args: Value) -> AuditEvent {
         AuditEvent::new(

@@ -21,7 +21,7 @@ use super::{
     store_error,
 };
 use crate::model::{
-    Created, Doc, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate, now_ms,
+    Created, Doc, DocWrite, Expect, JournalEntry, NewRun, RunQuery, RunRecord, RunUpdate, now_ms,
 };
 
 mod writer;
@@ -915,6 +915,59 @@ impl KvStore for SqliteStore {
 
 const DOC_COLUMNS: &str = "id, value, revision, created_at, updated_at";
 
+/// A document write with its value encoded, ready for the writer task.
+struct PreparedDoc {
+    collection: String,
+    id: String,
+    value: String,
+    expect: Expect,
+}
+
+impl PreparedDoc {
+    /// Makes the write on `c` (inside the writer's transaction); `None` when `expect` did
+    /// not hold (nothing written).
+    async fn run(&self, c: &mut SqliteConnection, now: i64) -> Result<Option<Doc>> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(doc_put_sql(self.expect)))
+            .bind(&self.collection)
+            .bind(&self.id)
+            .bind(&self.value)
+            .bind(now);
+        if let Expect::Revision(r) = self.expect {
+            q = q.bind(i64::try_from(r).unwrap_or(i64::MAX));
+        }
+        q.fetch_optional(c)
+            .await
+            .map_err(db("writing a document"))?
+            .map(|row| rows::doc_from_row("sqlite", &row, &self.collection))
+            .transpose()
+    }
+}
+
+/// The statement of a document write expecting `expect`: binds collection, id, value, now
+/// (and the revision).
+fn doc_put_sql(expect: Expect) -> String {
+    match expect {
+        Expect::Any => format!(
+            "INSERT INTO docs (collection, id, value, revision, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 1, ?4, ?4)
+             ON CONFLICT (collection, id) DO UPDATE SET value = excluded.value,
+                revision = docs.revision + 1, updated_at = excluded.updated_at
+             RETURNING {DOC_COLUMNS}"
+        ),
+        Expect::Absent => format!(
+            "INSERT INTO docs (collection, id, value, revision, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 1, ?4, ?4)
+             ON CONFLICT (collection, id) DO NOTHING
+             RETURNING {DOC_COLUMNS}"
+        ),
+        Expect::Revision(_) => format!(
+            "UPDATE docs SET value = ?3, revision = revision + 1, updated_at = ?4
+             WHERE collection = ?1 AND id = ?2 AND revision = ?5
+             RETURNING {DOC_COLUMNS}"
+        ),
+    }
+}
+
 #[async_trait]
 impl DocStore for SqliteStore {
     async fn doc_put(
@@ -924,45 +977,49 @@ impl DocStore for SqliteStore {
         value: Value,
         expect: Expect,
     ) -> Result<Option<Doc>> {
-        let value = to_json(&value, "a document")?;
-        let now = now_ms();
-        let sql = match expect {
-            Expect::Any => format!(
-                "INSERT INTO docs (collection, id, value, revision, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, 1, ?4, ?4)
-                 ON CONFLICT (collection, id) DO UPDATE SET value = excluded.value,
-                    revision = docs.revision + 1, updated_at = excluded.updated_at
-                 RETURNING {DOC_COLUMNS}"
-            ),
-            Expect::Absent => format!(
-                "INSERT INTO docs (collection, id, value, revision, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, 1, ?4, ?4)
-                 ON CONFLICT (collection, id) DO NOTHING
-                 RETURNING {DOC_COLUMNS}"
-            ),
-            Expect::Revision(_) => format!(
-                "UPDATE docs SET value = ?3, revision = revision + 1, updated_at = ?4
-                 WHERE collection = ?1 AND id = ?2 AND revision = ?5
-                 RETURNING {DOC_COLUMNS}"
-            ),
+        let write = PreparedDoc {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            value: to_json(&value, "a document")?,
+            expect,
         };
-        let (collection, id) = (collection.to_owned(), id.to_owned());
+        let now = now_ms();
         self.writer
             .write(Statements::One, move |c| {
+                Box::pin(async move { write.run(c, now).await })
+            })
+            .await
+    }
+
+    async fn doc_put_many(&self, writes: Vec<DocWrite>) -> Result<Vec<Doc>> {
+        let writes = writes
+            .into_iter()
+            .map(|w| {
+                Ok(PreparedDoc {
+                    value: to_json(&w.value, "a document")?,
+                    collection: w.collection,
+                    id: w.id,
+                    expect: w.expect,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let statements = if writes.len() == 1 {
+            Statements::One
+        } else {
+            Statements::Several
+        };
+        let now = now_ms();
+        self.writer
+            .write(statements, move |c| {
                 Box::pin(async move {
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(&collection)
-                        .bind(&id)
-                        .bind(value)
-                        .bind(now);
-                    if let Expect::Revision(r) = expect {
-                        q = q.bind(i64::try_from(r).unwrap_or(i64::MAX));
+                    let mut done = Vec::with_capacity(writes.len());
+                    for w in &writes {
+                        match w.run(&mut *c, now).await? {
+                            Some(doc) => done.push(doc),
+                            None => break,
+                        }
                     }
-                    q.fetch_optional(&mut *c)
-                        .await
-                        .map_err(db("writing a document"))?
-                        .map(|row| rows::doc_from_row("sqlite", &row, &collection))
-                        .transpose()
+                    Ok(done)
                 })
             })
             .await

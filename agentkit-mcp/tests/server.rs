@@ -80,14 +80,23 @@ async fn agents_exposed_over_http_answer_with_progress() {
                 _ => None,
             })
             .collect();
-        if progress.iter().any(|m| m.contains("weather")) {
+        if progress
+            .iter()
+            .any(|m| m.contains("weather") || m.contains("answered"))
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // The tool's progress ("weather") comes before the model's last answer. rmcp handles each
+    // notification on its own task, so on a loaded machine the later one can overtake it; the
+    // client then drops the earlier one as stale (progress only increases), so "weather" may be
+    // missing only when a later message arrived.
     assert!(
-        progress.iter().any(|m| m.contains("weather")),
-        "{progress:?}"
+        progress
+            .iter()
+            .any(|m| m.contains("weather") || m.contains("answered")),
+        "no progress reached the run: {progress:?}"
     );
 
     let bad = tools.call_tool("greeter", json!({}), &ctx).await.unwrap();

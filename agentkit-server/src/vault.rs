@@ -256,6 +256,56 @@ pub struct Resealed {
     pub unreadable: Vec<String>,
 }
 
+/// What re-sealing makes of one stored document (see [`reseal_collection`]).
+pub(crate) enum Reseal {
+    /// Already sealed under the current key.
+    Current,
+    /// Sealed under a previous key: this value, sealed under the current one, replaces it.
+    Replace(serde_json::Value),
+    /// No key held opens it.
+    Unreadable,
+}
+
+/// Re-seal every document of `collection`, `each` saying what becomes of one. A replacement
+/// is written only at the revision the document was read at: one changed meanwhile (set again,
+/// so under the current key, or deleted) is kept as it is and counted as current, so running
+/// this twice, on two servers at once or again after a crash part-way is harmless.
+pub(crate) async fn reseal_collection(
+    store: &Arc<dyn Store>,
+    collection: &str,
+    mut each: impl FnMut(&agentkit_runtime::Doc) -> Result<Reseal>,
+) -> Result<Resealed> {
+    const PAGE: usize = 500;
+    let mut out = Resealed::default();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .doc_list(collection, "", after.as_deref(), PAGE)
+            .await?;
+        for doc in &page {
+            match each(doc)? {
+                Reseal::Current => out.current += 1,
+                Reseal::Unreadable => out.unreadable.push(doc.id.clone()),
+                Reseal::Replace(value) => {
+                    let written = store
+                        .doc_put(collection, &doc.id, value, Expect::Revision(doc.revision))
+                        .await?;
+                    if written.is_some() {
+                        out.resealed += 1;
+                    } else {
+                        out.current += 1;
+                    }
+                }
+            }
+        }
+        if page.len() < PAGE {
+            break;
+        }
+        after = page.last().map(|d| d.id.clone());
+    }
+    Ok(out)
+}
+
 /// The vault (cheap to clone). Without a master key it holds nothing and says how to
 /// configure one.
 #[derive(Clone)]
@@ -509,46 +559,15 @@ impl Vault {
     /// No master key, or the store's error. Rows no key opens are listed, not an error.
     pub async fn reseal(&self) -> Result<Resealed> {
         self.keys()?;
-        let mut out = Resealed::default();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .doc_list(SECRETS, "", after.as_deref(), 500)
-                .await?;
-            let done = page.len() < 500;
-            for doc in &page {
-                let name = doc.id.rsplit('/').next().unwrap_or(&doc.id);
-                match self.open(name, &doc.id, doc.value.clone()) {
-                    Ok((_, true)) => out.current += 1,
-                    Ok((plain, false)) => {
-                        let sealed = self.seal(&doc.id, &plain)?;
-                        // Changed meanwhile (set again, so under the current key): keep it.
-                        if self
-                            .store
-                            .doc_put(
-                                SECRETS,
-                                &doc.id,
-                                sealed_value(&sealed),
-                                Expect::Revision(doc.revision),
-                            )
-                            .await?
-                            .is_some()
-                        {
-                            out.resealed += 1;
-                        } else {
-                            out.current += 1;
-                        }
-                    }
-                    Err(_) => out.unreadable.push(doc.id.clone()),
-                }
-            }
-            after = page.last().map(|d| d.id.clone());
-            if done {
-                break;
-            }
-        }
-        Ok(out)
+        reseal_collection(&self.store, SECRETS, |doc| {
+            let name = doc.id.rsplit('/').next().unwrap_or(&doc.id);
+            Ok(match self.open(name, &doc.id, doc.value.clone()) {
+                Ok((_, true)) => Reseal::Current,
+                Ok((plain, false)) => Reseal::Replace(sealed_value(&self.seal(&doc.id, &plain)?)),
+                Err(_) => Reseal::Unreadable,
+            })
+        })
+        .await
     }
 
     /// The secrets of `ws`, by name (no values).

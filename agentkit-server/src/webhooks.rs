@@ -806,55 +806,32 @@ impl WorkspaceHooks {
     /// No master key, or the store's error. Hooks no key opens are listed (as
     /// `org/workspace/name`), not an error.
     pub async fn reseal(&self) -> Result<crate::vault::Resealed> {
-        let mut out = crate::vault::Resealed::default();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .doc_list(WORKSPACE_HOOKS, "", after.as_deref(), 500)
-                .await?;
-            let done = page.len() < 500;
-            for doc in &page {
-                let Ok(mut stored) = serde_json::from_value::<StoredHook>(doc.value.clone()) else {
-                    out.unreadable.push(doc.id.clone());
-                    continue;
-                };
-                let slot = format!("webhook:{}", doc.id);
+        use crate::vault::Reseal;
+        crate::vault::reseal_collection(&self.store, WORKSPACE_HOOKS, |doc| {
+            let Ok(mut stored) = serde_json::from_value::<StoredHook>(doc.value.clone()) else {
+                return Ok(Reseal::Unreadable);
+            };
+            let slot = format!("webhook:{}", doc.id);
+            Ok(
                 match self.vault.open_sealed_with_key(
                     &format!("of webhook {}", doc.id),
                     &slot,
                     stored.secret.clone(),
                 ) {
-                    Ok((_, true)) => out.current += 1,
+                    Ok((_, true)) => Reseal::Current,
                     Ok((secret, false)) => {
                         stored.secret = self.vault.seal_value(&slot, &secret)?;
-                        let value = serde_json::to_value(&stored)
-                            .map_err(|e| Error::json(format!("writing webhook {}", doc.id), e))?;
-                        if self
-                            .store
-                            .doc_put(
-                                WORKSPACE_HOOKS,
-                                &doc.id,
-                                value,
-                                Expect::Revision(doc.revision),
-                            )
-                            .await?
-                            .is_some()
-                        {
-                            out.resealed += 1;
-                        } else {
-                            out.current += 1;
-                        }
+                        Reseal::Replace(
+                            serde_json::to_value(&stored).map_err(|e| {
+                                Error::json(format!("writing webhook {}", doc.id), e)
+                            })?,
+                        )
                     }
-                    Err(_) => out.unreadable.push(doc.id.clone()),
-                }
-            }
-            after = page.last().map(|d| d.id.clone());
-            if done {
-                break;
-            }
-        }
-        Ok(out)
+                    Err(_) => Reseal::Unreadable,
+                },
+            )
+        })
+        .await
     }
 
     /// Accept a delivery to webhook `name` of workspace `org/workspace` at `now` (unix

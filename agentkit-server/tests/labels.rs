@@ -86,19 +86,7 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{}{path}", r.base))
-        .bearer_auth(KEY);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    inproc::call_as(&r.base, KEY, method, path, body).await
 }
 
 async fn deploy(r: &Running, instructions: &str) -> u64 {

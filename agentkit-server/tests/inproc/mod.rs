@@ -37,3 +37,28 @@ pub async fn serve(server: Server) -> InProcess {
         stop: Some(stop),
     }
 }
+
+/// Send `method path` to the server at `base` with `body` as JSON, authenticated with `key`
+/// (`Authorization: Bearer`); returns the status and the body as JSON (a body that is not JSON
+/// as a JSON string).
+pub async fn call_as(
+    base: &str,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}

@@ -109,6 +109,9 @@ pub enum DeliveryError {
     /// Unsigned, badly signed, or stale (401).
     #[error("{0}")]
     Unauthorized(String),
+    /// Well-formed signature headers whose signature is not the hook secret's (401).
+    #[error("{0}")]
+    Mismatch(String),
     /// Seen before (409).
     #[error("{0}")]
     Replay(String),
@@ -153,7 +156,7 @@ fn verify_mac(
         mac.update(p);
     }
     mac.verify_slice(signature).map_err(|_| {
-        DeliveryError::Unauthorized(
+        DeliveryError::Mismatch(
             "the signature does not match: sign with the hook's secret (see the docs of \
              `POST /v1/hooks/{name}`)"
                 .into(),
@@ -547,7 +550,7 @@ fn new_secret() -> Result<String> {
 
 /// A delivery to a workspace hook whose signature does not verify, or to no hook at all.
 fn no_match() -> DeliveryError {
-    DeliveryError::Unauthorized(
+    DeliveryError::Mismatch(
         "no webhook at this URL accepts this signature: check the URL \
          (`/v1/hooks/{org}/{workspace}/{name}`, as `GET /v1/webhooks` shows it) and sign with \
          the hook's secret"
@@ -854,13 +857,11 @@ impl WorkspaceHooks {
         now: i64,
     ) -> Result<std::result::Result<RunRecord, DeliveryError>> {
         // An unknown hook is refused like a known one with a wrong secret: the headers are
-        // checked alike (against a random key), and a well-formed signature "does not match".
+        // checked alike (against a random key), and a well-formed signature does not match.
         let unknown = || {
             let key = new_secret().unwrap_or_default();
             match verify(&key, headers, body, now) {
-                Err(DeliveryError::Unauthorized(m)) if !m.contains("does not match") => {
-                    DeliveryError::Unauthorized(m)
-                }
+                Err(e @ DeliveryError::Unauthorized(_)) => e,
                 _ => no_match(),
             }
         };
@@ -910,9 +911,7 @@ impl WorkspaceHooks {
             .await?
         {
             // A wrong signature looks like an unknown hook.
-            Err(DeliveryError::Unauthorized(m)) if m.contains("does not match") => {
-                Ok(Err(no_match()))
-            }
+            Err(DeliveryError::Mismatch(_)) => Ok(Err(no_match())),
             other => Ok(other),
         }
     }

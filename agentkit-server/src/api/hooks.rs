@@ -49,7 +49,7 @@ fn workspace_hooks(s: &AppState) -> WorkspaceHooks {
 
 fn delivery_problem(e: DeliveryError) -> Problem {
     match e {
-        DeliveryError::Unauthorized(m) => Problem::unauthorized(m),
+        DeliveryError::Unauthorized(m) | DeliveryError::Mismatch(m) => Problem::unauthorized(m),
         DeliveryError::Replay(m) => Problem::new(StatusCode::CONFLICT, "replay", m),
         other => Problem::bad_request(other.to_string()),
     }

@@ -185,14 +185,6 @@ impl Platform {
         if self.is_registered(target) {
             return Ok(());
         }
-        let ops = self
-            .gatewayops
-            .get()
-            .cloned()
-            .ok_or_else(|| Error::Unavailable {
-                what: format!("run target `{target}`"),
-                message: "this server has no gateway".into(),
-            })?;
         self.runtime()
             .store()
             .doc_put(
@@ -202,6 +194,20 @@ impl Platform {
                 Expect::Any,
             )
             .await?;
+        self.register_gateway_target(target)
+    }
+
+    /// Register [`GATEWAY_CALL`] runs of `target` with this process's runtime (recorded in the
+    /// store already).
+    fn register_gateway_target(&self, target: &str) -> Result<()> {
+        let ops = self
+            .gatewayops
+            .get()
+            .cloned()
+            .ok_or_else(|| Error::Unavailable {
+                what: format!("run target `{target}`"),
+                message: "this server has no gateway".into(),
+            })?;
         self.runtime().register_workflow(
             GatewayCall {
                 name: target.to_owned(),
@@ -236,7 +242,7 @@ impl Platform {
             .await?;
         for d in docs {
             if is_gateway_target(&d.id) && !self.is_registered(&d.id) {
-                self.ensure_gateway_target(&d.id).await?;
+                self.register_gateway_target(&d.id)?;
             }
         }
         Ok(())

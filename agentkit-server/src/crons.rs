@@ -206,7 +206,7 @@ impl Crons {
         }
     }
 
-    /// The crons of `scope`'s workspace, oldest first (at most 10,000 crons are read).
+    /// The crons of `scope`'s workspace, oldest first.
     pub async fn list_in(&self, scope: &Scope) -> Result<Vec<Cron>> {
         let mut all = self.list().await?;
         all.retain(|c| scope.contains(&c.agent));
@@ -236,18 +236,18 @@ impl Crons {
         Ok(())
     }
 
-    /// Every cron, oldest first (at most 10,000).
+    /// Every cron, oldest first (all of them: the fire sweep reads this list, and a cron left
+    /// out of it would never fire).
     pub async fn list(&self) -> Result<Vec<Cron>> {
+        self.list_paged(crate::pages::PAGE).await
+    }
+
+    /// [`list`](Self::list), reading `page` crons per store call.
+    async fn list_paged(&self, page: usize) -> Result<Vec<Cron>> {
         let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        while out.len() < 10_000 {
-            let page = self
-                .store
-                .doc_list(COLLECTION, "", after.as_deref(), 500)
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
-            for d in &page {
+        let mut pages = crate::pages::DocPages::new(&*self.store, COLLECTION, "").with_page(page);
+        while let Some(docs) = pages.next().await? {
+            for d in &docs {
                 out.push(decode(d)?);
             }
         }

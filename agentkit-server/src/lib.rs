@@ -40,10 +40,13 @@ pub mod servers;
 pub mod spec;
 pub mod tenancy;
 pub mod threads;
+pub mod triggers;
 pub mod vault;
 pub mod webhooks;
 
+mod named;
 mod ops;
+mod pages;
 mod server;
 
 pub use platform::{Platform, RunEventView, RunView, SpecBuilder, StartRun};
@@ -54,4 +57,5 @@ pub use schedules::{ScheduleRun, ScheduleSource, ScheduleView, TriggerView};
 pub use server::{Server, ServerBuilder, generate_key};
 pub use servers::{McpCallView, McpFailure, McpServerView, McpToolView};
 pub use threads::{Thread, ThreadPolicy, Threads};
+pub use triggers::{MessageTemplate, NewTrigger, TriggerInfo, WorkspaceTriggers};
 pub use webhooks::{DeliveryError, HookInfo, HookWithSecret, NewHook, Webhook, WorkspaceHooks};

@@ -882,17 +882,18 @@ impl Platform {
     /// Advance every thread queue (the periodic sweep: queues whose watcher died with its
     /// process, or whose front run ended on another node). How many threads were looked at.
     pub(crate) async fn advance_queues(&self) -> Result<usize> {
-        let docs = self
-            .runtime
-            .store()
-            .doc_list(THREAD_QUEUES, "", None, 1_000)
-            .await?;
-        for d in &docs {
-            if let Err(e) = self.advance_queue(&d.id).await {
-                tracing::warn!(thread = %d.id, error = %e, "advancing a thread's queue failed");
+        // Every queue, page by page: one left out would wait for its watcher forever.
+        let mut pages = crate::pages::DocPages::new(&**self.runtime.store(), THREAD_QUEUES, "");
+        let mut seen = 0;
+        while let Some(page) = pages.next().await? {
+            seen += page.len();
+            for d in &page {
+                if let Err(e) = self.advance_queue(&d.id).await {
+                    tracing::warn!(thread = %d.id, error = %e, "advancing a thread's queue failed");
+                }
             }
         }
-        Ok(docs.len())
+        Ok(seen)
     }
 
     /// Tell the clients of every `/mcp` endpoint (each workspace's) that the tool list
@@ -1004,20 +1005,42 @@ impl Platform {
         Ok(runs)
     }
 
-    /// Runs started on a thread, newest first (at most `limit`).
+    /// Runs started on a thread, newest first: the `limit` newest (a list limit the caller
+    /// chooses; every run of the thread is considered, however many it has).
     pub async fn thread_runs(&self, thread: &str, limit: usize) -> Result<Vec<RunRecord>> {
+        self.thread_runs_paged(thread, limit, crate::pages::PAGE)
+            .await
+    }
+
+    /// [`thread_runs`](Self::thread_runs), reading the thread's run index `page` entries at
+    /// a time.
+    async fn thread_runs_paged(
+        &self,
+        thread: &str,
+        limit: usize,
+        page: usize,
+    ) -> Result<Vec<RunRecord>> {
         self.threads.get(thread).await?;
-        let docs = self
-            .runtime
-            .store()
-            .doc_list(THREAD_RUNS, &format!("{thread}/"), None, 10_000)
-            .await?;
-        let mut out = Vec::new();
-        for d in docs.iter().rev() {
-            if out.len() >= limit {
-                break;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Index entries are `<thread>/<run id>`, run ids UUIDv7 (time-ordered), so the newest
+        // runs are the last entries: keep the last `limit` ids of the whole index.
+        let prefix = format!("{thread}/");
+        let mut newest: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        let mut pages = crate::pages::DocPages::new(&**self.runtime.store(), THREAD_RUNS, &prefix)
+            .with_page(page);
+        while let Some(docs) = pages.next().await? {
+            for d in docs {
+                if newest.len() == limit {
+                    newest.pop_front();
+                }
+                newest.push_back(d.id);
             }
-            let Some(id) = d.id.rsplit('/').next() else {
+        }
+        let mut out = Vec::new();
+        for key in newest.iter().rev() {
+            let Some(id) = key.rsplit('/').next() else {
                 continue;
             };
             if let Some(r) = self.runtime.store().get_run(id).await? {

@@ -232,8 +232,8 @@ impl Threads {
     }
 
     /// Threads of `scope`'s workspace whose metadata contains every key/value of `metadata`,
-    /// in id order (UUIDv7 ids: oldest first), skipping `offset`, at most `limit`. Scans at
-    /// most 10,000 threads.
+    /// in id order (UUIDv7 ids: oldest first), skipping `offset`, at most `limit`. Reads the
+    /// workspace's threads until `limit` match or none is left, so a match is never missed.
     pub async fn search_in(
         &self,
         scope: &Scope,
@@ -242,17 +242,12 @@ impl Threads {
         offset: usize,
     ) -> Result<Vec<Thread>> {
         let mut out = Vec::new();
-        let mut after: Option<String> = None;
         let mut seen = 0usize;
-        let mut scanned = 0usize;
-        while out.len() < limit && scanned < 10_000 {
-            let page = self
-                .store
-                .doc_list(COLLECTION, scope.prefix(), after.as_deref(), 500)
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
-            scanned += page.len();
+        let mut pages = crate::pages::DocPages::new(&*self.store, COLLECTION, scope.prefix());
+        while out.len() < limit {
+            let Some(page) = pages.next().await? else {
+                break;
+            };
             for doc in page.iter().filter(|d| scope.contains(&d.id)) {
                 let t = decode(doc)?;
                 if metadata.iter().all(|(k, v)| t.metadata.get(k) == Some(v)) {

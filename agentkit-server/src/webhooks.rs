@@ -49,6 +49,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::named::NamedDocs;
 use crate::platform::{Platform, StartRun};
 use crate::tenancy::{Scope, WorkspaceId};
 use crate::vault::Vault;
@@ -238,13 +239,11 @@ pub(crate) fn message(hook: &Webhook, body: &[u8]) -> std::result::Result<String
             "the body must be JSON (the hook reads `{pointer}` from it): {e}"
         ))
     })?;
-    match json.pointer(pointer) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => Ok(other.to_string()),
-        None => Err(DeliveryError::BadBody(format!(
+    text_at(&json, pointer).ok_or_else(|| {
+        DeliveryError::BadBody(format!(
             "the body has no value at `{pointer}`, where the hook reads the message"
-        ))),
-    }
+        ))
+    })
 }
 
 /// The principal of the runs the `agentkit.yaml` webhook `name` starts: role `invoker` in
@@ -511,24 +510,11 @@ impl NewHook {
 ///
 /// What is wrong with it.
 pub fn check_hook_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidRequest(format!(
-            "webhook name `{}` is not valid: use 1 to 64 letters, digits, `_` or `-` (it is \
-             part of the delivery URL)",
-            name.escape_debug()
-        )))
-    }
+    crate::named::check_name("webhook", name, "it is part of the delivery URL")
 }
 
-/// Check a JSON pointer a hook reads its message from.
-fn check_pointer(pointer: &str) -> Result<()> {
+/// Check a JSON pointer a hook (or a trigger's message template) reads from.
+pub(crate) fn check_pointer(pointer: &str) -> Result<()> {
     if pointer.len() <= MAX_POINTER_LEN && (pointer.is_empty() || pointer.starts_with('/')) {
         return Ok(());
     }
@@ -536,6 +522,15 @@ fn check_pointer(pointer: &str) -> Result<()> {
         "`message_pointer` must be a JSON pointer (RFC 6901) such as `/issue/title`: empty or \
          starting with `/`, at most {MAX_POINTER_LEN} characters"
     )))
+}
+
+/// The text of the value at `pointer` in `json`: a string as is, anything else as JSON text;
+/// `None` when nothing is there.
+pub(crate) fn text_at(json: &Value, pointer: &str) -> Option<String> {
+    match json.pointer(pointer)? {
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
 }
 
 /// A new secret: 256 random bits as 64 hex digits.
@@ -571,7 +566,7 @@ fn no_hook(name: &str) -> Error {
 /// Every server process sharing the store serves them. Cheap to clone.
 #[derive(Clone)]
 pub struct WorkspaceHooks {
-    store: Arc<dyn Store>,
+    docs: NamedDocs,
     vault: Vault,
 }
 
@@ -587,11 +582,10 @@ impl WorkspaceHooks {
     /// The workspace webhooks in `store`, their secrets sealed with `vault`.
     #[must_use]
     pub fn new(store: Arc<dyn Store>, vault: Vault) -> Self {
-        Self { store, vault }
-    }
-
-    fn doc_id(ws: &WorkspaceId, name: &str) -> String {
-        format!("{}/{}/{name}", ws.org, ws.workspace)
+        Self {
+            docs: NamedDocs::new(store, WORKSPACE_HOOKS),
+            vault,
+        }
     }
 
     /// The vault slot of a hook's secret: no secret of `/v1/secrets` can have it.
@@ -674,16 +668,7 @@ impl WorkspaceHooks {
         };
         let value = serde_json::to_value(&stored)
             .map_err(|e| Error::json(format!("writing webhook {}", hook.name), e))?;
-        let written = self
-            .store
-            .doc_put(
-                WORKSPACE_HOOKS,
-                &Self::doc_id(ws, &hook.name),
-                value,
-                Expect::Absent,
-            )
-            .await?;
-        if written.is_none() {
+        if !self.docs.create(ws, &hook.name, value).await? {
             return Err(Error::invalid_state(
                 format!("webhook {}", hook.name),
                 "already exists in this workspace; delete it first, or rotate its secret \
@@ -702,26 +687,9 @@ impl WorkspaceHooks {
     ///
     /// The store's error.
     pub async fn list(&self, ws: &WorkspaceId) -> Result<Vec<HookInfo>> {
-        let prefix = Self::doc_id(ws, "");
         let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .doc_list(WORKSPACE_HOOKS, &prefix, after.as_deref(), 500)
-                .await?;
-            let done = page.len() < 500;
-            for doc in &page {
-                if let Some(name) = doc.id.strip_prefix(&prefix)
-                    && !name.contains('/')
-                {
-                    out.push(Self::info(ws, name, &Self::parse(name, doc.value.clone())?));
-                }
-            }
-            after = page.last().map(|d| d.id.clone());
-            if done {
-                break;
-            }
+        for (name, doc) in self.docs.list(ws).await? {
+            out.push(Self::info(ws, &name, &Self::parse(&name, doc.value)?));
         }
         Ok(out)
     }
@@ -735,11 +703,7 @@ impl WorkspaceHooks {
         if check_hook_name(name).is_err() {
             return Ok(None);
         }
-        match self
-            .store
-            .doc_get(WORKSPACE_HOOKS, &Self::doc_id(ws, name))
-            .await?
-        {
+        match self.docs.get(ws, name).await? {
             Some(doc) => Ok(Some(Self::info(ws, name, &Self::parse(name, doc.value)?))),
             None => Ok(None),
         }
@@ -753,11 +717,10 @@ impl WorkspaceHooks {
     /// No such hook ([`Error::NotFound`]), no vault master key, or the store's error.
     pub async fn rotate(&self, ws: &WorkspaceId, name: &str) -> Result<HookWithSecret> {
         check_hook_name(name).map_err(|_| no_hook(name))?;
-        let id = Self::doc_id(ws, name);
         for _ in 0..16 {
             let doc = self
-                .store
-                .doc_get(WORKSPACE_HOOKS, &id)
+                .docs
+                .get(ws, name)
                 .await?
                 .ok_or_else(|| no_hook(name))?;
             let mut stored = Self::parse(name, doc.value)?;
@@ -766,12 +729,7 @@ impl WorkspaceHooks {
             stored.secret_rotated_at = agentkit_runtime::model::now_ms();
             let value = serde_json::to_value(&stored)
                 .map_err(|e| Error::json(format!("writing webhook {name}"), e))?;
-            if self
-                .store
-                .doc_put(WORKSPACE_HOOKS, &id, value, Expect::Revision(doc.revision))
-                .await?
-                .is_some()
-            {
+            if self.docs.replace(ws, name, value, doc.revision).await? {
                 return Ok(HookWithSecret {
                     hook: Self::info(ws, name, &stored),
                     secret,
@@ -794,9 +752,7 @@ impl WorkspaceHooks {
         if check_hook_name(name).is_err() {
             return Ok(false);
         }
-        self.store
-            .doc_delete(WORKSPACE_HOOKS, &Self::doc_id(ws, name), Expect::Any)
-            .await
+        self.docs.delete(ws, name).await
     }
 
     /// Re-seal under the vault's current master key every hook secret sealed under a previous
@@ -810,7 +766,7 @@ impl WorkspaceHooks {
     /// `org/workspace/name`), not an error.
     pub async fn reseal(&self) -> Result<crate::vault::Resealed> {
         use crate::vault::Reseal;
-        crate::vault::reseal_collection(&self.store, WORKSPACE_HOOKS, |doc| {
+        crate::vault::reseal_collection(self.docs.store(), WORKSPACE_HOOKS, |doc| {
             let Ok(mut stored) = serde_json::from_value::<StoredHook>(doc.value.clone()) else {
                 return Ok(Reseal::Unreadable);
             };
@@ -871,11 +827,7 @@ impl WorkspaceHooks {
         if check_hook_name(name).is_err() {
             return Ok(Err(unknown()));
         }
-        let Some(doc) = self
-            .store
-            .doc_get(WORKSPACE_HOOKS, &Self::doc_id(&ws, name))
-            .await?
-        else {
+        let Some(doc) = self.docs.get(&ws, name).await? else {
             return Ok(Err(unknown()));
         };
         let stored = Self::parse(name, doc.value)?;
@@ -898,7 +850,7 @@ impl WorkspaceHooks {
         };
         let mut hook = Webhook::new(stored.target, secret);
         hook.message_pointer = stored.message_pointer;
-        let key = format!("ws:{}", Self::doc_id(&ws, name));
+        let key = format!("ws:{}", NamedDocs::id(&ws, name));
         match platform
             .accept_delivery(
                 &hook,

@@ -220,7 +220,8 @@ pub struct RunSearch {
     pub offset: Option<usize>,
 }
 
-/// Search runs, newest first (at most 10,000 are scanned).
+/// Search runs, newest first (the 10,000 newest runs of the thread, or of the workspace, are
+/// considered: the filters and `offset` apply within them).
 #[utoipa::path(post, path = "/runs/search", tag = "agent-protocol", request_body = RunSearch,
     responses((status = 200, body = [LgRun]), (status = 400, body = Problem), (status = 404, body = Problem)))]
 pub async fn search_runs(
@@ -236,12 +237,12 @@ pub async fn search_runs(
         Some(t) => {
             let key = langgraph::thread_key(&scope, t)?;
             s.platform
-                .thread_runs(&key, 10_000)
+                .thread_runs(&key, langgraph::RUNS_CONSIDERED)
                 .await
                 .map_err(super::v1::scoped(&scope))?
         }
         None => {
-            let mut rq = RunQuery::new().with_page(10_000, 0);
+            let mut rq = RunQuery::new().with_page(langgraph::RUNS_CONSIDERED, 0);
             if let Some(a) = &q.agent_id {
                 rq = rq.with_target(a.clone());
             }

@@ -144,6 +144,26 @@ pub async fn deliver_to_workspace(
     }
 }
 
+/// Note a change to the caller's workspace's webhooks in its audit log (never the secret).
+async fn hook_changed(
+    s: &AppState,
+    caller: &Caller,
+    route: &str,
+    h: &HookInfo,
+    done: &str,
+) -> ApiResult<()> {
+    crate::policy::record_change(
+        s.platform.runtime().store(),
+        &caller.principal(),
+        route,
+        serde_json::json!({"name": h.name, "target": h.target, "message_pointer": h.message_pointer}),
+        format!("webhook `{}` {done}: deliveries start `{}`", h.name, h.target),
+    )
+    .await?;
+    tracing::info!(workspace = %caller.workspace, webhook = %h.name, "webhook {done}");
+    Ok(())
+}
+
 fn no_webhook(c: &Caller, name: &str) -> Problem {
     Problem::not_found(format!(
         "no webhook `{}` in workspace {}; list them with `GET /v1/webhooks`",
@@ -176,7 +196,6 @@ pub async fn create_webhook(
     caller: Caller,
     Json(hook): Json<NewHook>,
 ) -> ApiResult<Response> {
-    let name = hook.name.clone();
     let created = workspace_hooks(&s)
         .create(
             &s.platform,
@@ -185,7 +204,7 @@ pub async fn create_webhook(
             caller.key_id.as_deref(),
         )
         .await?;
-    tracing::info!(workspace = %caller.workspace, webhook = %name, "webhook created");
+    hook_changed(&s, &caller, "POST /v1/webhooks", &created.hook, "created").await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
@@ -219,7 +238,14 @@ pub async fn rotate_webhook(
 ) -> ApiResult<Json<HookWithSecret>> {
     match workspace_hooks(&s).rotate(&caller.workspace, &name).await {
         Ok(h) => {
-            tracing::info!(workspace = %caller.workspace, webhook = %name, "webhook secret rotated");
+            hook_changed(
+                &s,
+                &caller,
+                "POST /v1/webhooks/{name}/rotate",
+                &h.hook,
+                "given a new secret",
+            )
+            .await?;
             Ok(Json(h))
         }
         Err(agentkit_core::Error::NotFound { .. }) => Err(no_webhook(&caller, &name)),
@@ -236,8 +262,12 @@ pub async fn delete_webhook(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    if workspace_hooks(&s).delete(&caller.workspace, &name).await? {
-        tracing::info!(workspace = %caller.workspace, webhook = %name, "webhook deleted");
+    let hooks = workspace_hooks(&s);
+    let Some(hook) = hooks.get(&caller.workspace, &name).await? else {
+        return Err(no_webhook(&caller, &name));
+    };
+    if hooks.delete(&caller.workspace, &name).await? {
+        hook_changed(&s, &caller, "DELETE /v1/webhooks/{name}", &hook, "deleted").await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(no_webhook(&caller, &name))
@@ -253,18 +283,23 @@ pub struct Emitted {
     pub runs: Vec<RunView>,
 }
 
-/// Emit an event: every `type: event` trigger listening to it starts a run of its target
-/// with the body as input (202). An `Idempotency-Key` header makes a retried emit start
-/// nothing new. 404 when no trigger listens to the event.
+/// Emit an event in the caller's workspace (role `invoker`): every trigger of the workspace
+/// listening to it (`POST /v1/triggers`; in `default/default` also the `type: event` triggers
+/// of agentkit.yaml) starts a run of its target, carrying the caller's principal (202 with
+/// the runs). The payload's `message` (or the trigger's `message` template filled from the
+/// payload) is the run's message; a payload a trigger cannot read is 400 and starts nothing.
+/// An `Idempotency-Key` header makes a retried emit start nothing new. 404 when no trigger
+/// of the workspace listens to the event; 409 when a trigger's target is no longer deployed.
 #[utoipa::path(post, path = "/v1/events/{event}", tag = "triggers",
     params(("event" = String, Path, description = "event name"),
            ("Idempotency-Key" = Option<String>, Header, description = "same key, same runs")),
-    request_body(content = Object, description = "the payload: the runs' input"),
+    request_body(content = Object, description = "the payload"),
     responses((status = 202, body = Emitted), (status = 400, body = Problem),
-              (status = 404, body = Problem)))]
+              (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem)))]
 pub async fn emit_event(
     State(s): State<AppState>,
-    caller: crate::tenancy::Caller,
+    caller: Caller,
     Path(event): Path<String>,
     headers: HeaderMap,
     Json(payload): Json<Value>,
@@ -283,15 +318,20 @@ pub async fn emit_event(
         ),
     };
     // The runs act as the caller (policy, audit and approvals name its key).
+    let scope = caller.scope();
     let runs = s
         .platform
-        .emit_event_as(&event, payload, key, Some(&caller.principal()))
-        .await?;
+        .emit_in_workspace(&caller.principal(), &event, payload, key)
+        .await
+        .map_err(super::v1::scoped(&scope))?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Emitted {
             event,
-            runs: runs.into_iter().map(RunView::from).collect(),
+            runs: runs
+                .into_iter()
+                .map(|r| RunView::in_scope(r, &scope))
+                .collect(),
         }),
     )
         .into_response())

@@ -1586,7 +1586,13 @@ pub struct RunList {
     pub status: Option<String>,
 }
 
-/// A thread's runs, newest first.
+/// How many of a thread's newest runs a run list or search considers: its status filter,
+/// metadata filter and `offset` apply within them (a list limit, so one request reads a
+/// bounded number of runs; older runs are reached through `GET /v1/runs`).
+pub(crate) const RUNS_CONSIDERED: usize = 10_000;
+
+/// A thread's runs, newest first (its 10,000 newest runs are considered: the status filter
+/// and `offset` apply within them).
 #[utoipa::path(get, path = "/threads/{thread_id}/runs", tag = "langgraph",
     params(("thread_id" = String, Path, description = "thread id"), RunList),
     responses((status = 200, body = [LgRun]), (status = 404, body = Problem)))]
@@ -1603,7 +1609,7 @@ pub async fn list_thread_runs(
     let key = thread_key(&scope, &thread)?;
     let runs = s
         .platform
-        .thread_runs(&key, 10_000)
+        .thread_runs(&key, RUNS_CONSIDERED)
         .await
         .map_err(super::v1::scoped(&scope))?;
     let mut out = Vec::new();

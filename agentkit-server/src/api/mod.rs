@@ -25,6 +25,7 @@ pub mod secrets;
 pub mod servers;
 pub mod sse;
 pub mod tenancy;
+pub mod triggers;
 pub mod v1;
 
 pub use problem::{ApiResult, Problem};
@@ -147,6 +148,9 @@ const SCOPED_ROUTES: &[&str] = &[
     "/v1/webhooks",
     "/v1/webhooks/{name}",
     "/v1/webhooks/{name}/rotate",
+    "/v1/triggers",
+    "/v1/triggers/{name}",
+    "/v1/events/{event}",
     "/v1/servers",
     "/v1/servers/{name}/tools",
     "/v1/servers/{name}/call_tool",
@@ -386,6 +390,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(agent_protocol::routes())
         .merge(schedules::routes())
         .merge(hooks::routes())
+        .merge(triggers::routes())
         .merge(servers::routes())
         .merge(metrics::routes())
         .merge(governance::routes())

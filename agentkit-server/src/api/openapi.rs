@@ -4,7 +4,7 @@ use utoipa::OpenApi;
 
 use super::{
     agent_protocol as ap, gatewayops as gw, governance, hooks, langgraph as lg, metrics, schedules,
-    secrets, servers, tenancy, v1,
+    secrets, servers, tenancy, triggers, v1,
 };
 
 /// The API description served at `/openapi.json`.
@@ -35,6 +35,8 @@ use super::{
         hooks::deliver, hooks::deliver_to_workspace, hooks::emit_event,
         hooks::list_webhooks, hooks::create_webhook, hooks::get_webhook, hooks::rotate_webhook,
         hooks::delete_webhook,
+        triggers::list_triggers, triggers::create_trigger, triggers::get_trigger,
+        triggers::delete_trigger,
         servers::list_servers, servers::list_tools, servers::call_tool,
         metrics::metrics, metrics::realtime,
         tenancy::create_key, tenancy::list_keys, tenancy::revoke_key,

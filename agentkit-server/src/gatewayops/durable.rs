@@ -235,14 +235,13 @@ impl Platform {
         if self.gatewayops.get().is_none() {
             return Ok(());
         }
-        let docs = self
-            .runtime()
-            .store()
-            .doc_list(GATEWAY_TARGETS, "", None, 10_000)
-            .await?;
-        for d in docs {
-            if is_gateway_target(&d.id) && !self.is_registered(&d.id) {
-                self.register_gateway_target(&d.id)?;
+        // Every workspace's: one left out would keep its deferred calls from running here.
+        let mut pages = crate::pages::DocPages::new(&**self.runtime().store(), GATEWAY_TARGETS, "");
+        while let Some(page) = pages.next().await? {
+            for d in page {
+                if is_gateway_target(&d.id) && !self.is_registered(&d.id) {
+                    self.register_gateway_target(&d.id)?;
+                }
             }
         }
         Ok(())

@@ -545,6 +545,34 @@ impl AuditSink for StoreAudit {
     }
 }
 
+/// Record a change a caller made to what its workspace declares (an event trigger, a
+/// webhook) in that workspace's hash-chained audit log: an `allowed` entry of policy
+/// `registry` whose `tool` is the route (`POST /v1/triggers`), whose `arguments` are what
+/// changed (redacted like every entry), and whose `actor` is the caller's key id (`admin` for
+/// the server's admin key).
+///
+/// # Errors
+///
+/// The store's error.
+pub async fn record_change(
+    store: &Arc<dyn Store>,
+    principal: &agentkit_core::Principal,
+    route: &str,
+    what: Value,
+    reason: impl Into<String>,
+) -> Result<()> {
+    let ctx = agentkit_core::RunContext::new().with_principal(principal.clone());
+    let mut event = AuditEvent::new(AuditOutcome::Allowed, &ctx, "", route, what, "registry");
+    event.actor = Some(
+        principal
+            .key_id
+            .clone()
+            .unwrap_or_else(|| "admin".to_owned()),
+    );
+    event.reason = reason.into();
+    StoreAudit::new(Arc::clone(store)).record(event).await
+}
+
 /// Reject every pending approval whose `expires_at` has passed at `now`, and resume its run
 /// with the rejection (the model reads that the approval expired). Runs on every server
 /// process; the approval's compare-and-swap lets one of them decide and signal it.

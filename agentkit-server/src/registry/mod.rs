@@ -153,11 +153,11 @@ impl Registry {
         Ok(all)
     }
 
-    /// Every entry of every workspace (stored names), by name (at most 10,000).
+    /// Every entry of every workspace (stored names), by name (all of them: targets are
+    /// registered and `/mcp` lists tools from this).
     pub async fn list_all(&self) -> Result<Vec<Entry>> {
-        let docs = self
-            .store
-            .doc_list(COLLECTION, "entry/", None, 10_000)
+        let docs = crate::pages::DocPages::new(&*self.store, COLLECTION, "entry/")
+            .all()
             .await?;
         docs.iter().map(|d| self.entry_from(d)).collect()
     }

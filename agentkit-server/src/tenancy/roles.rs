@@ -107,9 +107,9 @@ const READING_POSTS: &[&str] = &[
 /// | Role        | Routes |
 /// |-------------|--------|
 /// | `viewer`    | every `GET`; the LangGraph/Agent Protocol searches and counts; `POST /v1/safety/analyze`; `/mcp` (whose tools each need their own role: agents and federated tools `invoker`, operations their route's role) |
-/// | `invoker`   | start runs (`POST /v1/agents/{name}/runs`, `/runs*`, `/threads/{id}/runs*`), threads (create, patch, copy, delete), store items (put, delete), the gateway's `POST /v1/execute`, `/v1/execute/stream`, `/v1/agents/connect` and its WebSocket |
-/// | `operator`  | run control (`/v1/runs/{id}/{pause,resume,cancel,signal,approve,reject,replay}`, LangGraph and Agent Protocol cancel), schedules and crons (create, delete, pause, resume, trigger, update), `POST /v1/events/{event}`, `POST /v1/servers/{name}/call_tool` |
-/// | `developer` | `POST /v1/agents` (deploy), `PUT /v1/agents/{name}/labels/{label}`, promote, rollback, `/v1/webhooks*` (also `GET`: create, list, get, rotate the secret, delete the workspace's webhooks) |
+/// | `invoker`   | start runs (`POST /v1/agents/{name}/runs`, `/runs*`, `/threads/{id}/runs*`, `POST /v1/events/{event}`), threads (create, patch, copy, delete), store items (put, delete), the gateway's `POST /v1/execute`, `/v1/execute/stream`, `/v1/agents/connect` and its WebSocket |
+/// | `operator`  | run control (`/v1/runs/{id}/{pause,resume,cancel,signal,approve,reject,replay}`, LangGraph and Agent Protocol cancel), schedules and crons (create, delete, pause, resume, trigger, update), `POST /v1/servers/{name}/call_tool` |
+/// | `developer` | `POST /v1/agents` (deploy), `PUT /v1/agents/{name}/labels/{label}`, promote, rollback, `/v1/webhooks*` and `/v1/triggers*` (also `GET`: create, list, get, rotate the secret, delete the workspace's webhooks and event triggers) |
 /// | `admin`     | `/v1/keys*`, `/v1/workspaces*`, `/v1/audit*`, `/v1/secrets*`, `/metrics`, `/v1/metrics/realtime` (also `GET`) |
 #[must_use]
 pub fn required_role(method: &http::Method, path: &str) -> Option<Role> {
@@ -129,8 +129,13 @@ pub fn required_role(method: &http::Method, path: &str) -> Option<Role> {
         // decision.
         return Some(Role::Admin);
     }
-    if path == "/v1/webhooks" || path.starts_with("/v1/webhooks/") {
-        // A hook starts the workspace's agents without a key: declaring one is deploying.
+    if path == "/v1/webhooks"
+        || path.starts_with("/v1/webhooks/")
+        || path == "/v1/triggers"
+        || path.starts_with("/v1/triggers/")
+    {
+        // A hook starts the workspace's agents without a key, a trigger on an event any
+        // invoker emits: declaring one is deploying.
         return Some(Role::Developer);
     }
     if path == "/mcp" {
@@ -164,7 +169,6 @@ pub fn required_role(method: &http::Method, path: &str) -> Option<Role> {
             | "/v1/schedules/{name}/trigger"
             | "/threads/{thread_id}/runs/crons"
             | "/runs/crons"
-            | "/v1/events/{event}"
             | "/v1/servers/{name}/call_tool"
             | "/v1/approvals/{run_id}/{call_id}/claim"
             | "/v1/approvals/{run_id}/{call_id}/approve"
@@ -185,7 +189,8 @@ pub fn required_role(method: &http::Method, path: &str) -> Option<Role> {
             | "/runs/stream"
             | "/v1/execute"
             | "/v1/execute/stream"
-            | "/v1/agents/connect",
+            | "/v1/agents/connect"
+            | "/v1/events/{event}",
         )
         | ("PATCH" | "DELETE", "/threads/{thread_id}")
         | ("PUT" | "DELETE", "/store/items") => Role::Invoker,
@@ -237,6 +242,14 @@ mod tests {
         assert_eq!(
             required_role(&http::Method::GET, "/v1/webhooks"),
             Some(Role::Developer)
+        );
+        assert_eq!(
+            required_role(&http::Method::GET, "/v1/triggers/{name}"),
+            Some(Role::Developer)
+        );
+        assert_eq!(
+            required_role(&http::Method::POST, "/v1/events/{event}"),
+            Some(Role::Invoker)
         );
         assert_eq!(required_role(&http::Method::POST, "/v1/unknown"), None);
     }

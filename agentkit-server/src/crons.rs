@@ -354,6 +354,28 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    #[tokio::test]
+    async fn every_cron_is_listed_past_a_page_boundary() {
+        let crons = Crons::new(Arc::new(agentkit_runtime::MemoryStore::new()));
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let c = Cron::new(format!("agent{i}"), "0 9 * * *", "hi").unwrap();
+            ids.push(crons.create(c).await.unwrap().cron_id);
+        }
+        ids.sort();
+        for page in [1, 2, 4, 5, 6] {
+            let mut listed: Vec<String> = crons
+                .list_paged(page)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.cron_id)
+                .collect();
+            listed.sort();
+            assert_eq!(listed, ids, "page size {page}");
+        }
+    }
+
     #[test]
     fn fires_follow_the_expression_and_stop_at_the_end_time() {
         let mut c = Cron::new("echo", "0 9 * * *", "good morning").unwrap();

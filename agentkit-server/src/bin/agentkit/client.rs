@@ -82,6 +82,12 @@ impl Client {
         if let Some(b) = body {
             r = r.json(b);
         }
+        self.send(r).await
+    }
+
+    /// Send a request built from [`request`](Self::request); a problem answer becomes a
+    /// [`Failure`] with its detail.
+    pub(crate) async fn send(&self, r: reqwest::RequestBuilder) -> Result<Value, Failure> {
         let res = r.send().await.map_err(|e| {
             Failure::new(
                 exit::UNREACHABLE,

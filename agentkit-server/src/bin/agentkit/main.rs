@@ -12,6 +12,7 @@ mod schedules;
 mod serve;
 mod tenancy;
 mod top;
+mod triggers;
 
 use clap::{Parser, Subcommand};
 
@@ -85,6 +86,12 @@ enum Command {
     /// delete.
     #[command(subcommand)]
     Webhooks(tenancy::WebhooksCmd),
+    /// The event triggers of the key's workspace: create, list, delete.
+    #[command(subcommand)]
+    Triggers(triggers::TriggersCmd),
+    /// Events: emit one in the key's workspace (its triggers start runs).
+    #[command(subcommand)]
+    Events(triggers::EventsCmd),
     /// The server's realtime metrics, refreshed every second (an admin key).
     Top(top::TopArgs),
     /// Check an agentkit.yaml and say what is wrong, with file, key and line.
@@ -123,6 +130,8 @@ fn main() {
             Command::Workspaces(cmd) => tenancy::workspaces(&cli.remote, cmd).await,
             Command::Secrets(cmd) => tenancy::secrets(&cli.remote, cmd).await,
             Command::Webhooks(cmd) => tenancy::webhooks(&cli.remote, cmd).await,
+            Command::Triggers(cmd) => triggers::triggers(&cli.remote, cmd).await,
+            Command::Events(cmd) => triggers::events(&cli.remote, cmd).await,
             Command::Top(args) => top::top(&cli.remote, args).await,
             Command::Validate(args) => serve::validate(&args),
             Command::Init { force } => serve::init(force),

@@ -78,7 +78,7 @@ impl<'a> DocPages<'a> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use agentkit_runtime::{Expect, MemoryStore};
+    use agentkit_runtime::{DocStore, Expect, MemoryStore};
 
     async fn store_with(n: usize) -> MemoryStore {
         let store = MemoryStore::new();

@@ -1067,3 +1067,64 @@ impl Platform {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use super::StartRun;
+
+    /// A thread with more runs than one page of its run index: the newest `limit` come
+    /// back, newest first (reading only the first page would give the oldest).
+    #[tokio::test]
+    async fn thread_runs_are_the_newest_across_index_pages() {
+        let store = Arc::new(agentkit_runtime::MemoryStore::new());
+        let echo = agentkit_core::AgentLlm::new(
+            agentkit_core::Agent::new("echo", "Repeat."),
+            agentkit_core::ScriptedProvider::echo(),
+        );
+        let server = crate::Server::builder(store)
+            .admin_key("k")
+            .agent_llm("echo", Arc::new(echo), "Repeats")
+            .build()
+            .await
+            .unwrap();
+        let p = server.platform();
+        let thread = p
+            .threads()
+            .create(None, Default::default(), false)
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let run = p
+                .start_and_wait(StartRun::new("echo", format!("m{i}")).on_thread(&thread.thread_id))
+                .await
+                .unwrap();
+            ids.push(run.id);
+        }
+        for page in [1, 2, 3, 5, 8] {
+            let got: Vec<String> = p
+                .thread_runs_paged(&thread.thread_id, 3, page)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            assert_eq!(
+                got,
+                vec![ids[4].clone(), ids[3].clone(), ids[2].clone()],
+                "page {page}"
+            );
+        }
+        let all = p.thread_runs(&thread.thread_id, 100).await.unwrap();
+        assert_eq!(all.len(), 5);
+        assert!(
+            p.thread_runs_paged(&thread.thread_id, 0, 2)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

@@ -10,7 +10,8 @@ use agentkit_runtime::{Doc, Expect, Store};
 use serde_json::Value;
 
 use crate::pages::DocPages;
-use crate::tenancy::WorkspaceId;
+use crate::platform::Platform;
+use crate::tenancy::{Scope, WorkspaceId};
 
 /// Check the name of a thing a workspace declares (`kind`: "webhook", "trigger"): 1 to 64
 /// letters, digits, `_` or `-`; `why` says where the name appears.
@@ -28,6 +29,29 @@ pub(crate) fn check_name(kind: &str, name: &str, why: &str) -> Result<()> {
             name.escape_debug()
         )))
     }
+}
+
+/// Check that `target` names an agent or workflow deployed in `ws`, for `what` (such as
+/// ``trigger `on-deploy` ``), which starts it.
+pub(crate) async fn check_target(
+    platform: &Platform,
+    ws: &WorkspaceId,
+    what: &str,
+    target: &str,
+) -> Result<()> {
+    let scope = Scope::of(ws);
+    let internal = scope.internal(target).ok_or_else(|| {
+        Error::InvalidRequest(format!(
+            "target `{}` is not a valid name",
+            target.escape_debug()
+        ))
+    })?;
+    platform.ensure_target(&internal).await.map_err(|e| {
+        Error::InvalidRequest(format!(
+            "{what}: target `{target}`: {}; deploy it in this workspace first",
+            scope.unprefix(&e.to_string())
+        ))
+    })
 }
 
 /// One collection of workspace-named documents. Cheap to clone.

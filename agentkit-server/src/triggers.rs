@@ -346,21 +346,13 @@ impl WorkspaceTriggers {
         if let Some(t) = &trigger.message {
             MessageTemplate::parse(t)?;
         }
-        let scope = Scope::of(ws);
-        let internal = scope.internal(&trigger.target).ok_or_else(|| {
-            Error::InvalidRequest(format!(
-                "target `{}` is not a valid name",
-                trigger.target.escape_debug()
-            ))
-        })?;
-        platform.ensure_target(&internal).await.map_err(|e| {
-            Error::InvalidRequest(format!(
-                "trigger `{}`: target `{}`: {}; deploy it in this workspace first",
-                trigger.name,
-                trigger.target,
-                scope.unprefix(&e.to_string())
-            ))
-        })?;
+        crate::named::check_target(
+            platform,
+            ws,
+            &format!("trigger `{}`", trigger.name),
+            &trigger.target,
+        )
+        .await?;
         let info = TriggerInfo {
             name: trigger.name,
             event: trigger.event,

@@ -51,7 +51,7 @@ use sha2::{Digest, Sha256};
 
 use crate::named::NamedDocs;
 use crate::platform::{Platform, StartRun};
-use crate::tenancy::{Scope, WorkspaceId};
+use crate::tenancy::WorkspaceId;
 use crate::vault::Vault;
 
 /// The store collection of accepted deliveries (`<hook>/<signature or delivery id>`).
@@ -633,21 +633,13 @@ impl WorkspaceHooks {
         if let Some(p) = &hook.message_pointer {
             check_pointer(p)?;
         }
-        let scope = Scope::of(ws);
-        let internal = scope.internal(&hook.target).ok_or_else(|| {
-            Error::InvalidRequest(format!(
-                "target `{}` is not a valid name",
-                hook.target.escape_debug()
-            ))
-        })?;
-        platform.ensure_target(&internal).await.map_err(|e| {
-            Error::InvalidRequest(format!(
-                "webhook `{}`: target `{}`: {}; deploy it in this workspace first",
-                hook.name,
-                hook.target,
-                scope.unprefix(&e.to_string())
-            ))
-        })?;
+        crate::named::check_target(
+            platform,
+            ws,
+            &format!("webhook `{}`", hook.name),
+            &hook.target,
+        )
+        .await?;
         if ws.is_default() && platform.webhook(&hook.name).is_some() {
             return Err(Error::invalid_state(
                 format!("webhook {}", hook.name),

@@ -62,42 +62,13 @@ async fn call(
     inproc::call_as(&r.base, key, method, path, body).await
 }
 
-/// A key of `org/ws` with `role` (the workspace made if needed): the key and its id.
+/// A key of `org/ws` with `role`: the key and its id.
 async fn workspace_key(r: &Running, org: &str, ws: &str, role: &str) -> (String, String) {
-    let (s, b) = call(
-        r,
-        ADMIN,
-        Method::POST,
-        "/v1/workspaces",
-        Some(json!({"org": org, "workspace": ws})),
-    )
-    .await;
-    assert!(s == 201 || s == 409, "{b}");
-    let (s, b) = call(
-        r,
-        ADMIN,
-        Method::POST,
-        "/v1/keys",
-        Some(json!({"name": role, "role": role, "workspace": format!("{org}/{ws}")})),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    (
-        b["key"].as_str().unwrap().to_owned(),
-        b["id"].as_str().unwrap().to_owned(),
-    )
+    inproc::workspace_key(&r.base, ADMIN, org, ws, role).await
 }
 
 async fn deploy(r: &Running, key: &str, name: &str) {
-    let (s, b) = call(
-        r,
-        key,
-        Method::POST,
-        "/v1/agents",
-        Some(json!({"name": name, "kind": "agent", "spec": {"model": "scripted", "instructions": "Repeat."}})),
-    )
-    .await;
-    assert!(s == 201 || s == 200, "{s} {b}");
+    inproc::deploy_scripted(&r.base, key, name).await;
 }
 
 async fn emit(r: &Running, key: &str, event: &str, payload: Value) -> (u16, Value) {

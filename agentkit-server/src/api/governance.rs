@@ -39,6 +39,27 @@ fn audit(s: &AppState) -> StoreAudit {
     StoreAudit::new(std::sync::Arc::clone(s.platform.runtime().store()))
 }
 
+/// Record a change `caller` made through `route` to what its workspace declares (`what`
+/// changed, `reason` in words) in the workspace's audit log, and log it.
+pub(crate) async fn audit_change(
+    s: &AppState,
+    caller: &Caller,
+    route: &str,
+    what: serde_json::Value,
+    reason: String,
+) -> super::ApiResult<()> {
+    crate::policy::record_change(
+        s.platform.runtime().store(),
+        &caller.principal(),
+        route,
+        what,
+        reason.clone(),
+    )
+    .await?;
+    tracing::info!(workspace = %caller.workspace, route, "{reason}");
+    Ok(())
+}
+
 /// The workspace (`org/workspace`) a request reads: the caller's own, or with `?workspace=`
 /// another one for the server's admin key. Any other workspace answers 404, like one that
 /// does not exist.

@@ -152,16 +152,14 @@ async fn hook_changed(
     h: &HookInfo,
     done: &str,
 ) -> ApiResult<()> {
-    crate::policy::record_change(
-        s.platform.runtime().store(),
-        &caller.principal(),
+    super::governance::audit_change(
+        s,
+        caller,
         route,
         serde_json::json!({"name": h.name, "target": h.target, "message_pointer": h.message_pointer}),
         format!("webhook `{}` {done}: deliveries start `{}`", h.name, h.target),
     )
-    .await?;
-    tracing::info!(workspace = %caller.workspace, webhook = %h.name, "webhook {done}");
-    Ok(())
+    .await
 }
 
 fn no_webhook(c: &Caller, name: &str) -> Problem {

@@ -43,9 +43,9 @@ async fn audited(
     t: &TriggerInfo,
     done: &str,
 ) -> ApiResult<()> {
-    crate::policy::record_change(
-        s.platform.runtime().store(),
-        &caller.principal(),
+    super::governance::audit_change(
+        s,
+        caller,
         route,
         json!({"name": t.name, "event": t.event, "target": t.target, "message": t.message}),
         format!(
@@ -53,9 +53,7 @@ async fn audited(
             t.name, t.event, t.target
         ),
     )
-    .await?;
-    tracing::info!(workspace = %caller.workspace, trigger = %t.name, event = %t.event, "trigger {done}");
-    Ok(())
+    .await
 }
 
 /// The caller's workspace's event triggers (declared with `POST /v1/triggers`), by name.

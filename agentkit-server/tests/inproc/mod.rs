@@ -62,3 +62,51 @@ pub async fn call_as(
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     )
 }
+
+/// A key with `role` of workspace `org/ws` on the server at `base`, made with the `admin` key
+/// (the workspace is created if it is not there yet): the key and its id.
+pub async fn workspace_key(
+    base: &str,
+    admin: &str,
+    org: &str,
+    ws: &str,
+    role: &str,
+) -> (String, String) {
+    use serde_json::json;
+    let (s, b) = call_as(
+        base,
+        admin,
+        reqwest::Method::POST,
+        "/v1/workspaces",
+        Some(json!({"org": org, "workspace": ws})),
+    )
+    .await;
+    assert!(s == 201 || s == 409, "{b}");
+    let (s, b) = call_as(
+        base,
+        admin,
+        reqwest::Method::POST,
+        "/v1/keys",
+        Some(json!({"name": role, "role": role, "workspace": format!("{org}/{ws}")})),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    (
+        b["key"].as_str().unwrap().to_owned(),
+        b["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Deploy `name`, an agent on the scripted model, into `key`'s workspace.
+pub async fn deploy_scripted(base: &str, key: &str, name: &str) {
+    let (s, b) = call_as(
+        base,
+        key,
+        reqwest::Method::POST,
+        "/v1/agents",
+        Some(serde_json::json!({"name": name, "kind": "agent",
+                                "spec": {"model": "scripted", "instructions": "Repeat."}})),
+    )
+    .await;
+    assert!(s == 201 || s == 200, "{s} {b}");
+}

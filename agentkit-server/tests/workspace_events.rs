@@ -457,3 +457,109 @@ async fn the_openapi_document_has_the_trigger_routes() {
         assert!(doc["paths"][path][method].is_object(), "{method} {path}");
     }
 }
+
+/// Run the `agentkit` binary against `r` with `key`: exit code, stdout, stderr.
+async fn cli(r: &Running, key: &str, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentkit"))
+        .args(args)
+        .args(["--server", &r.base, "--key", key])
+        .env_remove("AGENTKIT_URL")
+        .env_remove("AGENTKIT_API_KEY")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_declares_triggers_and_emits_events() {
+    let r = start().await;
+    let (dev, _) = workspace_key(&r, "acme", "prod", "developer").await;
+    let (inv, _) = workspace_key(&r, "acme", "prod", "invoker").await;
+    deploy(&r, &dev, "bot").await;
+    let (code, out, err) = cli(
+        &r,
+        &dev,
+        &[
+            "triggers",
+            "create",
+            "on-deploy",
+            "--event",
+            "deployed",
+            "--target",
+            "bot",
+            "--message",
+            "Deployed {/service}",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("trigger on-deploy: event deployed starts bot"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&r, &dev, &["triggers", "list"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("on-deploy") && out.contains("Deployed {/service}"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&r, &dev, &["triggers", "list", "--json"]).await;
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed[0]["event"], "deployed");
+
+    let (code, out, err) = cli(
+        &r,
+        &inv,
+        &["events", "emit", "deployed", r#"{"service": "api"}"#],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("event deployed started 1 run(s)") && out.contains("bot"),
+        "{out}"
+    );
+    let keyed = [
+        "events",
+        "emit",
+        "deployed",
+        r#"{"service": "db"}"#,
+        "--idempotency-key",
+        "k-1",
+        "--json",
+    ];
+    let (code, first, err) = cli(&r, &inv, &keyed).await;
+    assert_eq!(code, 0, "{err}");
+    let (_, again, _) = cli(&r, &inv, &keyed).await;
+    let first: Value = serde_json::from_str(&first).unwrap();
+    let again: Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(first["runs"][0]["run_id"], again["runs"][0]["run_id"]);
+    let (_, run) = call(
+        &r,
+        &inv,
+        Method::GET,
+        &format!("/v1/runs/{}", first["runs"][0]["run_id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(run["input"]["message"], "Deployed db");
+
+    let (code, _, err) = cli(&r, &inv, &["events", "emit", "deployed", "not json"]).await;
+    assert_eq!(code, 2, "invalid input: {err}");
+    assert!(err.contains("not JSON"), "{err}");
+    let (code, _, err) = cli(&r, &inv, &["events", "emit", "unheard"]).await;
+    assert_eq!(code, 3, "not found: {err}");
+    assert!(err.contains("agentkit triggers create"), "{err}");
+    let (code, _, _) = cli(&r, &inv, &["triggers", "list"]).await;
+    assert_eq!(code, 5, "an invoker key may not manage triggers");
+    let (code, out, _) = cli(&r, &dev, &["triggers", "delete", "on-deploy"]).await;
+    assert_eq!((code, out.trim()), (0, "deleted trigger on-deploy"));
+    let (code, _, err) = cli(&r, &dev, &["triggers", "delete", "on-deploy"]).await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("no trigger `on-deploy`"), "{err}");
+}

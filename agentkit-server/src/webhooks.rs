@@ -1,5 +1,7 @@
 //! Webhooks and events: signed HTTP deliveries (`POST /v1/hooks/{name}`) and named events
-//! (`POST /v1/events/{event}`) that start runs.
+//! (`POST /v1/events/{event}`) that start runs. This module holds the webhooks and the
+//! `agentkit.yaml` event triggers of `default/default`; the event triggers a workspace
+//! declares through the API are in [`triggers`](crate::triggers).
 //!
 //! A delivery is signed with the hook's secret, HMAC-SHA256, in one of two ways:
 //!
@@ -355,8 +357,9 @@ impl Platform {
         self.emit_event_as(event, payload, event_id, None).await
     }
 
-    /// [`emit_event`](Self::emit_event) on behalf of `principal` (the caller of
-    /// `POST /v1/events/{event}`): the runs carry it, like runs started with a key.
+    /// [`emit_event`](Self::emit_event) on behalf of `principal`: the runs carry it, like
+    /// runs started with a key. Only the `agentkit.yaml` triggers: `POST /v1/events/{event}`
+    /// calls [`emit_in_workspace`](Self::emit_in_workspace), which adds the workspace's own.
     pub async fn emit_event_as(
         &self,
         event: &str,

@@ -434,7 +434,9 @@ impl Platform {
     /// workspace listening to it (and, in `default/default`, every `agentkit.yaml` event
     /// trigger), each carrying `principal`. Every message is made before any run starts, so a
     /// payload one trigger cannot read starts nothing. With `event_id`, emitting it again
-    /// starts nothing new and returns the same runs.
+    /// starts nothing new and returns the same runs. A start refused after others began (a
+    /// budget or a run-start rate limit) answers its error; the runs already started go on,
+    /// and a retry with the same `event_id` starts only the missing ones.
     ///
     /// # Errors
     ///

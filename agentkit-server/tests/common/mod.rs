@@ -9,6 +9,7 @@
     missing_docs
 )]
 
+#[path = "../../../agentkit-runtime/tests/common/pg.rs"]
 pub mod pg;
 pub mod tools;
 
@@ -25,6 +26,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{Value, json};
+
+pub use pg::free_port;
 
 /// The admin key every test server is started with.
 pub const KEY: &str = "process-test-key";
@@ -165,15 +168,6 @@ impl SlowModel {
             self.base_url
         )
     }
-}
-
-/// A free port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `agentkit serve` as a child process; SIGKILLed when dropped.

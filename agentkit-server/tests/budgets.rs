@@ -159,25 +159,10 @@ impl Running {
 
     /// A new workspace `org/ws` and a key of it with `role`.
     async fn workspace_key(&self, org: &str, ws: &str, role: &str) -> String {
-        let (s, _, b) = self
-            .call(
-                ADMIN,
-                Method::POST,
-                "/v1/workspaces",
-                Some(json!({"org": org, "workspace": ws})),
-            )
-            .await;
+        let (s, b) = inproc::create_workspace(&self.base, ADMIN, org, ws).await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
-        let (s, _, b) = self
-            .call(
-                ADMIN,
-                Method::POST,
-                "/v1/keys",
-                Some(json!({"name": "k", "role": role, "workspace": format!("{org}/{ws}")})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{b}");
-        b["key"].as_str().unwrap().to_owned()
+        let body = json!({"name": "k", "role": role, "workspace": format!("{org}/{ws}")});
+        inproc::create_key(&self.base, ADMIN, body).await.0
     }
 }
 

@@ -59,25 +59,7 @@ async fn call(
 
 /// A new workspace `org/ws` and a key of it with `role`.
 async fn workspace_key(r: &Running, org: &str, ws: &str, role: &str) -> String {
-    let (s, b) = call(
-        r,
-        ADMIN,
-        Method::POST,
-        "/v1/workspaces",
-        Some(json!({"org": org, "workspace": ws})),
-    )
-    .await;
-    assert!(s == 201 || s == 409, "{b}");
-    let (s, b) = call(
-        r,
-        ADMIN,
-        Method::POST,
-        "/v1/keys",
-        Some(json!({"name": "k", "role": role, "workspace": format!("{org}/{ws}")})),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    b["key"].as_str().unwrap().to_owned()
+    inproc::workspace_key(&r.base, ADMIN, org, ws, role, "k").await
 }
 
 async fn deploy(r: &Running, key: &str, name: &str) {

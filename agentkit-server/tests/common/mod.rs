@@ -12,6 +12,7 @@
 #[path = "../../../agentkit-runtime/tests/common/pg.rs"]
 pub mod pg;
 pub mod tools;
+pub mod upstream;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+#[allow(unused_imports)] // Not every test that includes `common` takes a port.
 pub use pg::free_port;
 
 /// The admin key every test server is started with.

@@ -62,3 +62,49 @@ pub async fn call_as(
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     )
 }
+
+/// `POST /v1/workspaces` for `org/ws` on the server at `base`, as its admin key `admin`: the
+/// status (201 made, 409 there already) and the body.
+pub async fn create_workspace(
+    base: &str,
+    admin: &str,
+    org: &str,
+    ws: &str,
+) -> (u16, serde_json::Value) {
+    let body = serde_json::json!({"org": org, "workspace": ws});
+    call_as(
+        base,
+        admin,
+        reqwest::Method::POST,
+        "/v1/workspaces",
+        Some(body),
+    )
+    .await
+}
+
+/// A new API key: `POST /v1/keys` with `body` (`role`, and `workspace`, `name`, `policy` as
+/// wanted) as `admin`, which must answer 201; the key's secret and id.
+pub async fn create_key(base: &str, admin: &str, body: serde_json::Value) -> (String, String) {
+    let (s, b) = call_as(base, admin, reqwest::Method::POST, "/v1/keys", Some(body)).await;
+    assert_eq!(s, 201, "{b}");
+    (
+        b["key"].as_str().unwrap().to_owned(),
+        b["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Workspace `org/ws` (made now, or before: 201 or 409) and the secret of a new key of it
+/// with `role`, named `name`.
+pub async fn workspace_key(
+    base: &str,
+    admin: &str,
+    org: &str,
+    ws: &str,
+    role: &str,
+    name: &str,
+) -> String {
+    let (s, b) = create_workspace(base, admin, org, ws).await;
+    assert!(s == 201 || s == 409, "{b}");
+    let body = serde_json::json!({"name": name, "role": role, "workspace": format!("{org}/{ws}")});
+    create_key(base, admin, body).await.0
+}

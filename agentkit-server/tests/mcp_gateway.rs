@@ -28,7 +28,7 @@ use agentkit_server::Server;
 use agentkit_server::gatewayops::GatewayConfig;
 use agentkit_server::policy::StoreAudit;
 use agentkit_server::tenancy::WorkspaceId;
-use common::upstream::{Upstream, with_add, with_delete_all};
+use common::upstream::{Upstream, with_add, with_delete_all, with_echo};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "test-key";
@@ -46,17 +46,7 @@ policies:
 
 /// An upstream MCP server on 127.0.0.1 with `add`, `echo` and `delete_all`.
 async fn upstream(name: &str) -> Upstream {
-    let server = with_add(agentkit_mcp::McpServerBuilder::new(name, "1.0.0")).tool_fn(
-        "echo",
-        "Echoes text",
-        json!({"type": "object", "properties": {"text": {"type": "string"}}}),
-        |args, _| async move {
-            let t = args.get("text").and_then(Value::as_str).unwrap_or("");
-            Ok(CallToolResult::success(vec![ContentBlock::text(
-                t.to_owned(),
-            )]))
-        },
-    );
+    let server = with_echo(with_add(agentkit_mcp::McpServerBuilder::new(name, "1.0.0")));
     Upstream::serve(with_delete_all(server).build()).await
 }
 
@@ -532,19 +522,7 @@ impl agentkit_mcp::rmcp::ClientHandler for ListWatcher {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_tool_added_later_is_listed_and_announced_at_once() {
     // The upstream is kept, to add a tool while the gateway's clients are connected.
-    let up = agentkit_mcp::McpServerBuilder::new("calc", "1.0.0")
-        .tool_fn(
-            "echo",
-            "Echoes text",
-            json!({"type": "object", "properties": {"text": {"type": "string"}}}),
-            |args, _| async move {
-                let t = args.get("text").and_then(Value::as_str).unwrap_or("");
-                Ok(CallToolResult::success(vec![ContentBlock::text(
-                    t.to_owned(),
-                )]))
-            },
-        )
-        .build();
+    let up = with_echo(agentkit_mcp::McpServerBuilder::new("calc", "1.0.0")).build();
     let served_up = Upstream::serve(up.clone()).await;
 
     let dir = tempfile::tempdir().unwrap();

@@ -20,7 +20,6 @@ use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientT
 use agentkit_mcp::{ConnectionManager, McpServerBuilder, ServerConfig};
 use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::gatewayops::GatewayConfig;
-use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
 use agentkit_server::tenancy::WorkspaceId;
 use agentkit_server::{Server, ServerBuilder};
 use common::upstream::{Upstream, with_add, with_send};
@@ -85,13 +84,9 @@ async fn start_with_crm(tenants: &[String]) -> Running {
 }
 
 async fn server(dir: &tempfile::TempDir) -> ServerBuilder {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
-    let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
-    Server::builder(store)
-        .admin_key(ADMIN)
-        .spec_builder(Arc::new(builder))
+    inproc::declarative(dir.path(), ADMIN)
+        .await
         .master_key(agentkit_server::vault::MasterKey::generate().unwrap())
-        .poll_interval(Duration::from_millis(50))
 }
 
 async fn call(

@@ -76,6 +76,21 @@ pub fn with_add(server: McpServerBuilder) -> McpServerBuilder {
     )
 }
 
+/// `server` with tool `echo`: "Echoes text", answering its `text` argument.
+pub fn with_echo(server: McpServerBuilder) -> McpServerBuilder {
+    server.tool_fn(
+        "echo",
+        "Echoes text",
+        json!({"type": "object", "properties": {"text": {"type": "string"}}}),
+        |args, _| async move {
+            let t = args.get("text").and_then(Value::as_str).unwrap_or("");
+            Ok(CallToolResult::success(vec![ContentBlock::text(
+                t.to_owned(),
+            )]))
+        },
+    )
+}
+
 /// `server` with tool `delete_all`: "Deletes everything", answering `deleted`.
 pub fn with_delete_all(server: McpServerBuilder) -> McpServerBuilder {
     server.tool_fn(

@@ -108,3 +108,21 @@ pub async fn workspace_key(
     let body = serde_json::json!({"name": name, "role": role, "workspace": format!("{org}/{ws}")});
     create_key(base, admin, body).await.0
 }
+
+/// A server on a SQLite database in `dir` with admin key `admin` that runs declarative agents
+/// (`POST /v1/agents`) on the offline models and polls every 50 ms: add what else the test
+/// needs, then build.
+pub async fn declarative(dir: &std::path::Path, admin: &str) -> agentkit_server::ServerBuilder {
+    let store = agentkit_runtime::SqliteStore::open(dir.join("a.db"))
+        .await
+        .unwrap();
+    let store: std::sync::Arc<dyn agentkit_runtime::Store> = std::sync::Arc::new(store);
+    let builder = agentkit_server::spec::DeclarativeBuilder::new(
+        &agentkit_core::Config::new(),
+        agentkit_server::spec::ModelFactory::offline(),
+    );
+    agentkit_server::Server::builder(store)
+        .admin_key(admin)
+        .spec_builder(std::sync::Arc::new(builder))
+        .poll_interval(std::time::Duration::from_millis(50))
+}

@@ -84,24 +84,13 @@ async fn req(
     body: Option<Value>,
     headers: &[(&str, &str)],
 ) -> (u16, Value, reqwest::header::HeaderMap) {
-    let mut r = reqwest::Client::new()
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(key);
-    for (k, v) in headers {
-        r = r.header(*k, *v);
-    }
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let res = r.send().await.unwrap();
-    let status = res.status().as_u16();
-    let h = res.headers().clone();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        h,
-    )
+    let auth = format!("Bearer {key}");
+    let all: Vec<(&str, &str)> = [("authorization", auth.as_str())]
+        .into_iter()
+        .chain(headers.iter().copied())
+        .collect();
+    let (status, headers, body) = inproc::request(base, method, path, body, &all).await;
+    (status, body, headers)
 }
 
 async fn call(

@@ -48,17 +48,35 @@ pub async fn call_as(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> (u16, serde_json::Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(key);
+    let auth = format!("Bearer {key}");
+    let (status, _, body) = request(base, method, path, body, &[("authorization", &auth)]).await;
+    (status, body)
+}
+
+/// Send `method path` to the server at `base` with `body` as JSON and `headers` (credentials
+/// included, if any); returns the status, the response's headers and its body as JSON (a body
+/// that is not JSON as a JSON string).
+pub async fn request(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let mut req = reqwest::Client::new().request(method, format!("{base}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
     if let Some(b) = body {
         req = req.json(&b);
     }
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
+    let headers = res.headers().clone();
     let text = res.text().await.unwrap();
     (
         status,
+        headers,
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     )
 }

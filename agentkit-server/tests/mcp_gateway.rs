@@ -91,14 +91,7 @@ async fn start() -> Running {
         Ok::<_, String>("# Docs")
     });
     let sends = Arc::new(AtomicU32::new(0));
-    let s = Arc::clone(&sends);
-    let send = FnTool::new("slack__send_message", "Post to Slack", move |_: Value| {
-        let s = Arc::clone(&s);
-        async move {
-            s.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, String>("sent")
-        }
-    });
+    let send = inproc::counted_tool("slack__send_message", "Post to Slack", "sent", &sends);
     let model = Arc::new(
         ScriptedProvider::new()
             .then_tool_call("fs__read_file", json!({"path": "/docs/readme.md"}))

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use agentkit_core::policy::{Policy, PolicyLayer};
-use agentkit_core::{Agent, AgentLlm, Config, FnTool, ScriptedProvider};
+use agentkit_core::{Agent, AgentLlm, Config, ScriptedProvider};
 use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
 use agentkit_mcp::{ConnectionManager, ServerConfig};
 use agentkit_runtime::{SqliteStore, Store};
@@ -114,14 +114,7 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
     let audit = Arc::new(StoreAudit::new(Arc::clone(&store)));
 
     let writes = Arc::new(AtomicU32::new(0));
-    let w = Arc::clone(&writes);
-    let write = FnTool::new("fs__write_file", "Write a file", move |_: Value| {
-        let w = Arc::clone(&w);
-        async move {
-            w.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, String>("written")
-        }
-    });
+    let write = inproc::counted_tool("fs__write_file", "Write a file", "written", &writes);
     let model = Arc::new(
         ScriptedProvider::new()
             .then_tool_call("fs__write_file", json!({"path": "/a.md"}))

@@ -144,3 +144,21 @@ pub async fn declarative(dir: &std::path::Path, admin: &str) -> agentkit_server:
         .spec_builder(std::sync::Arc::new(builder))
         .poll_interval(std::time::Duration::from_millis(50))
 }
+
+/// An in-process tool `name` that answers `answer` (whatever its arguments) and counts in
+/// `calls` the calls it really ran.
+pub fn counted_tool(
+    name: &str,
+    description: &str,
+    answer: &'static str,
+    calls: &std::sync::Arc<std::sync::atomic::AtomicU32>,
+) -> agentkit_core::FnTool {
+    let calls = std::sync::Arc::clone(calls);
+    agentkit_core::FnTool::new(name, description, move |_: serde_json::Value| {
+        let calls = std::sync::Arc::clone(&calls);
+        async move {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, String>(answer)
+        }
+    })
+}

@@ -95,12 +95,7 @@ async fn operator_key(base: &str, name: &str, workspace: Option<&str>) -> (Strin
     if let Some(ws) = workspace {
         body["workspace"] = json!(ws);
     }
-    let (st, k) = call_as(base, ADMIN, reqwest::Method::POST, "/v1/keys", Some(body)).await;
-    assert_eq!(st, 201, "{k}");
-    (
-        k["key"].as_str().unwrap().to_owned(),
-        k["id"].as_str().unwrap().to_owned(),
-    )
+    inproc::create_key(base, ADMIN, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,14 +233,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     .await;
     assert_eq!(st, 404, "{body}");
     // Another workspace's operator does not see the run.
-    let (st, body) = call_as(
-        &base,
-        ADMIN,
-        reqwest::Method::POST,
-        "/v1/workspaces",
-        Some(json!({"org": "acme", "workspace": "prod"})),
-    )
-    .await;
+    let (st, body) = inproc::create_workspace(&base, ADMIN, "acme", "prod").await;
     assert!(st == 200 || st == 201, "{body}");
     let (eve, _) = operator_key(&base, "eve", Some("acme/prod")).await;
     let (st, body) = call_as(

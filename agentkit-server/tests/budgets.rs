@@ -104,21 +104,10 @@ impl Running {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        let mut req = reqwest::Client::new()
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(key);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status();
-        let headers = res.headers().clone();
-        let text = res.text().await.unwrap();
-        (
-            status,
-            headers,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let auth = format!("Bearer {key}");
+        let (status, headers, body) =
+            inproc::request(&self.base, method, path, body, &[("authorization", &auth)]).await;
+        (StatusCode::from_u16(status).unwrap(), headers, body)
     }
 
     async fn deploy(&self, key: &str, name: &str) {
@@ -159,25 +148,10 @@ impl Running {
 
     /// A new workspace `org/ws` and a key of it with `role`.
     async fn workspace_key(&self, org: &str, ws: &str, role: &str) -> String {
-        let (s, _, b) = self
-            .call(
-                ADMIN,
-                Method::POST,
-                "/v1/workspaces",
-                Some(json!({"org": org, "workspace": ws})),
-            )
-            .await;
+        let (s, b) = inproc::create_workspace(&self.base, ADMIN, org, ws).await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
-        let (s, _, b) = self
-            .call(
-                ADMIN,
-                Method::POST,
-                "/v1/keys",
-                Some(json!({"name": "k", "role": role, "workspace": format!("{org}/{ws}")})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{b}");
-        b["key"].as_str().unwrap().to_owned()
+        let body = json!({"name": "k", "role": role, "workspace": format!("{org}/{ws}")});
+        inproc::create_key(&self.base, ADMIN, body).await.0
     }
 }
 

@@ -8,6 +8,7 @@
 #![cfg(feature = "dashboard")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
 mod inproc;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::policy::StoreAudit;
 use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
+use common::upstream::{Upstream, with_add};
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use serde_json::{Value, json};
@@ -197,37 +199,12 @@ struct Fixture {
     gate: Arc<tokio::sync::Semaphore>,
     _dir: tempfile::TempDir,
     _served: inproc::InProcess,
-    _mcp: tokio_util::sync::DropGuard,
+    _mcp: Upstream,
 }
 
-/// An MCP server over streamable HTTP on 127.0.0.1 with one tool, `add`; stops when the guard
-/// drops.
-async fn calc_server() -> (String, tokio_util::sync::DropGuard) {
-    use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
-    let schema =
-        json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}});
-    let server = agentkit_mcp::McpServerBuilder::new("calc", "1.0.0")
-        .tool_fn("add", "Adds a and b", schema, |args, _| async move {
-            let n = |k: &str| args.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-            Ok(CallToolResult::success(vec![ContentBlock::text(
-                (n("a") + n("b")).to_string(),
-            )]))
-        })
-        .build();
-    let ct = tokio_util::sync::CancellationToken::new();
-    let svc = server
-        .into_http_service(agentkit_mcp::HttpOptions::new().with_cancellation(ct.child_token()));
-    let app = axum::Router::new().nest_service("/mcp", svc);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = ct.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .unwrap();
-    });
-    (format!("http://{addr}/mcp"), ct.drop_guard())
+/// An MCP server over streamable HTTP on 127.0.0.1 with one tool, `add`; stops when dropped.
+async fn calc_server() -> Upstream {
+    Upstream::serve(with_add(agentkit_mcp::McpServerBuilder::new("calc", "1.0.0")).build()).await
 }
 
 /// A server with: `poster` (reads a file, then posts to Slack, which needs approval), `slow`
@@ -308,10 +285,10 @@ async fn start_server() -> Fixture {
     let models =
         ModelFactory::offline().with_provider("scripted:echo", Arc::new(ScriptedProvider::echo()));
     let builder = DeclarativeBuilder::new(&Config::new(), models);
-    let (mcp_url, mcp) = calc_server().await;
+    let mcp = calc_server().await;
     let manager =
         agentkit_mcp::ConnectionManager::new([
-            agentkit_mcp::ServerConfig::http("calc", &mcp_url).with_description("Arithmetic")
+            agentkit_mcp::ServerConfig::http("calc", &mcp.url).with_description("Arithmetic")
         ]);
     let server = Server::builder(Arc::clone(&store))
         .admin_key(KEY)

@@ -8,6 +8,7 @@
 //! completed with the tool's own result once approved.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 mod inproc;
 
 use std::sync::Arc;
@@ -17,8 +18,8 @@ use std::time::{Duration, Instant};
 use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::Policy;
 use agentkit_mcp::rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientConfig,
-    ContentBlock, GetTaskParams, Implementation, ProtocolVersion, TaskPayload, TaskStatus,
+    CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig, GetTaskParams,
+    Implementation, ProtocolVersion, TaskPayload, TaskStatus,
 };
 use agentkit_mcp::rmcp::service::RunningService;
 use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
@@ -30,6 +31,7 @@ use agentkit_server::Server;
 use agentkit_server::gatewayops::GatewayConfig;
 use agentkit_server::gatewayops::safety::{SafetyAction, SafetyLayer};
 use agentkit_server::tenancy::WorkspaceId;
+use common::upstream::{Upstream, with_add, with_send};
 use futures::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -40,49 +42,9 @@ const ADMIN: &str = "test-key";
 
 /// The upstream `crm`: `send(text)` answers `sent: <text>` and counts the calls it ran;
 /// `add(a, b)`.
-async fn upstream(sends: Arc<AtomicU32>) -> (String, tokio_util::sync::CancellationToken) {
-    let server = agentkit_mcp::McpServerBuilder::new("crm", "1.0.0")
-        .tool_fn(
-            "send",
-            "Sends a message",
-            json!({"type": "object", "properties": {"text": {"type": "string"}}}),
-            move |args, _| {
-                let sends = Arc::clone(&sends);
-                async move {
-                    sends.fetch_add(1, Ordering::SeqCst);
-                    let t = args.get("text").and_then(Value::as_str).unwrap_or("");
-                    Ok(CallToolResult::success(vec![ContentBlock::text(format!(
-                        "sent: {t}"
-                    ))]))
-                }
-            },
-        )
-        .tool_fn(
-            "add",
-            "Adds a and b",
-            json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}),
-            |args, _| async move {
-                let n = |k: &str| args.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-                Ok(CallToolResult::success(vec![ContentBlock::text(
-                    (n("a") + n("b")).to_string(),
-                )]))
-            },
-        )
-        .build();
-    let ct = tokio_util::sync::CancellationToken::new();
-    let svc = server
-        .into_http_service(agentkit_mcp::HttpOptions::new().with_cancellation(ct.child_token()));
-    let app = axum::Router::new().nest_service("/mcp", svc);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = ct.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .unwrap();
-    });
-    (format!("http://{addr}/mcp"), ct)
+async fn upstream(sends: Arc<AtomicU32>) -> Upstream {
+    let server = with_send(agentkit_mcp::McpServerBuilder::new("crm", "1.0.0"), sends);
+    Upstream::serve(with_add(server).build()).await
 }
 
 struct Running {
@@ -95,13 +57,7 @@ struct Running {
     other: String,
     _served: inproc::InProcess,
     _dir: tempfile::TempDir,
-    stop: tokio_util::sync::CancellationToken,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+    _crm: Upstream,
 }
 
 async fn http(
@@ -126,7 +82,7 @@ async fn start_with(
     expiry: Option<Duration>,
 ) -> Running {
     let sends = Arc::new(AtomicU32::new(0));
-    let (crm, stop) = upstream(Arc::clone(&sends)).await;
+    let crm = upstream(Arc::clone(&sends)).await;
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("g.db")).await.unwrap());
     let policy = Policy::compile(
@@ -145,7 +101,9 @@ async fn start_with(
         );
     let server = Server::builder(store)
         .admin_key(ADMIN)
-        .mcp_servers(ConnectionManager::new([ServerConfig::http("crm", &crm)]))
+        .mcp_servers(ConnectionManager::new([ServerConfig::http(
+            "crm", &crm.url,
+        )]))
         .gateway(f(gateway))
         .approval_expiry(expiry)
         .build()
@@ -159,25 +117,8 @@ async fn start_with(
         ("acme", "operator"),
         ("globex", "operator"),
     ] {
-        let (s, b) = http(
-            &base,
-            ADMIN,
-            Method::POST,
-            "/v1/workspaces",
-            Some(json!({"org": org, "workspace": "prod"})),
-        )
-        .await;
-        assert!(s == 201 || s == 409, "{b}");
-        let (s, b) = http(
-            &base,
-            ADMIN,
-            Method::POST,
-            "/v1/keys",
-            Some(json!({"name": format!("{org}-{role}"), "role": role, "workspace": format!("{org}/prod")})),
-        )
-        .await;
-        assert_eq!(s, 201, "{b}");
-        keys.push(b["key"].as_str().unwrap().to_owned());
+        let name = format!("{org}-{role}");
+        keys.push(inproc::workspace_key(&base, ADMIN, org, "prod", role, &name).await);
     }
     Running {
         base,
@@ -187,7 +128,7 @@ async fn start_with(
         other: keys[2].clone(),
         _served: served,
         _dir: dir,
-        stop,
+        _crm: crm,
     }
 }
 

@@ -6,6 +6,7 @@
 //! route.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 mod inproc;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use agentkit_server::Server;
 use agentkit_server::gatewayops::safety::{SafetyAction, SafetyLayer};
 use agentkit_server::gatewayops::{GatewayConfig, PlatformRegistration};
 use agentkit_server::tenancy::WorkspaceId;
+use common::upstream::{Upstream, num, with_add, with_delete_all};
 use futures::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -29,22 +31,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 const ADMIN: &str = "test-key";
 
 /// An MCP server on 127.0.0.1 with `add`, `slow` (sleeps `ms`, reporting progress), `echo`
-/// and `delete_all`; stopped when the token is cancelled.
-async fn mcp_server(name: &str) -> (String, tokio_util::sync::CancellationToken) {
-    let num = |args: &serde_json::Map<String, Value>, k: &str| {
-        args.get(k).and_then(Value::as_f64).unwrap_or(0.0)
-    };
-    let server = agentkit_mcp::McpServerBuilder::new(name, "1.0.0")
-        .tool_fn(
-            "add",
-            "Adds a and b",
-            json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}),
-            move |args, _| async move {
-                Ok(CallToolResult::success(vec![ContentBlock::text(
-                    (num(&args, "a") + num(&args, "b")).to_string(),
-                )]))
-            },
-        )
+/// and `delete_all`; stopped when dropped.
+async fn mcp_server(name: &str) -> Upstream {
+    let server = with_add(agentkit_mcp::McpServerBuilder::new(name, "1.0.0"))
         .tool_fn(
             "slow",
             "Sleeps `ms` milliseconds in two halves, reporting progress",
@@ -65,35 +54,17 @@ async fn mcp_server(name: &str) -> (String, tokio_util::sync::CancellationToken)
             |args, _| async move {
                 let t = args.get("text").and_then(Value::as_str).unwrap_or("");
                 if t == "fail" {
-                    return Ok(CallToolResult::error(vec![ContentBlock::text("asked to fail")]));
+                    return Ok(CallToolResult::error(vec![ContentBlock::text(
+                        "asked to fail",
+                    )]));
                 }
                 Ok(CallToolResult::success(vec![
                     ContentBlock::text(t.to_owned()),
                     ContentBlock::text("second block"),
                 ]))
             },
-        )
-        .tool_fn(
-            "delete_all",
-            "Deletes everything",
-            json!({"type": "object"}),
-            |_, _| async move { Ok(CallToolResult::success(vec![ContentBlock::text("deleted")])) },
-        )
-        .build();
-    let ct = tokio_util::sync::CancellationToken::new();
-    let svc = server
-        .into_http_service(agentkit_mcp::HttpOptions::new().with_cancellation(ct.child_token()));
-    let app = axum::Router::new().nest_service("/mcp", svc);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = ct.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .unwrap();
-    });
-    (format!("http://{addr}/mcp"), ct)
+        );
+    Upstream::serve(with_delete_all(server).build()).await
 }
 
 struct Running {
@@ -101,16 +72,8 @@ struct Running {
     acme: String,
     acme_viewer: String,
     _dir: tempfile::TempDir,
-    stops: Vec<tokio_util::sync::CancellationToken>,
+    _upstreams: [Upstream; 2],
     _served: inproc::InProcess,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        for s in &self.stops {
-            s.cancel();
-        }
-    }
 }
 
 async fn req(
@@ -121,24 +84,13 @@ async fn req(
     body: Option<Value>,
     headers: &[(&str, &str)],
 ) -> (u16, Value, reqwest::header::HeaderMap) {
-    let mut r = reqwest::Client::new()
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(key);
-    for (k, v) in headers {
-        r = r.header(*k, *v);
-    }
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let res = r.send().await.unwrap();
-    let status = res.status().as_u16();
-    let h = res.headers().clone();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        h,
-    )
+    let auth = format!("Bearer {key}");
+    let all: Vec<(&str, &str)> = [("authorization", auth.as_str())]
+        .into_iter()
+        .chain(headers.iter().copied())
+        .collect();
+    let (status, headers, body) = inproc::request(base, method, path, body, &all).await;
+    (status, body, headers)
 }
 
 async fn call(
@@ -157,8 +109,7 @@ async fn start() -> Running {
 }
 
 async fn start_with(f: impl FnOnce(GatewayConfig) -> GatewayConfig) -> Running {
-    let (calc, s1) = mcp_server("calc").await;
-    let (crm, s2) = mcp_server("crm").await;
+    let (calc, crm) = (mcp_server("calc").await, mcp_server("crm").await);
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("g.db")).await.unwrap());
     let policy = Policy::compile(
@@ -185,8 +136,8 @@ async fn start_with(f: impl FnOnce(GatewayConfig) -> GatewayConfig) -> Running {
     let server = Server::builder(store)
         .admin_key(ADMIN)
         .mcp_servers(ConnectionManager::new([
-            ServerConfig::http("calc", &calc),
-            ServerConfig::http("crm", &crm),
+            ServerConfig::http("calc", &calc.url),
+            ServerConfig::http("crm", &crm.url),
         ]))
         .gateway(gateway)
         .build()
@@ -194,36 +145,19 @@ async fn start_with(f: impl FnOnce(GatewayConfig) -> GatewayConfig) -> Running {
         .unwrap();
     let served = inproc::serve(server).await;
     let base = served.base.clone();
-    let (s, b, _) = req(
-        &base,
-        ADMIN,
-        Method::POST,
-        "/v1/workspaces",
-        Some(json!({"org": "acme", "workspace": "prod"})),
-        &[],
-    )
-    .await;
+    let (s, b) = inproc::create_workspace(&base, ADMIN, "acme", "prod").await;
     assert_eq!(s, 201, "{b}");
     let mut keys = Vec::new();
     for role in ["invoker", "viewer"] {
-        let (s, b, _) = req(
-            &base,
-            ADMIN,
-            Method::POST,
-            "/v1/keys",
-            Some(json!({"name": role, "role": role, "workspace": "acme/prod"})),
-            &[],
-        )
-        .await;
-        assert_eq!(s, 201, "{b}");
-        keys.push(b["key"].as_str().unwrap().to_owned());
+        let body = json!({"name": role, "role": role, "workspace": "acme/prod"});
+        keys.push(inproc::create_key(&base, ADMIN, body).await.0);
     }
     Running {
         base,
         acme: keys[0].clone(),
         acme_viewer: keys[1].clone(),
         _dir: dir,
-        stops: vec![s1, s2],
+        _upstreams: [calc, crm],
         _served: served,
     }
 }
@@ -1348,9 +1282,10 @@ async fn gateway_figures() {
         res.bytes().await.unwrap();
         gateway.push(t.elapsed());
     }
-    let (url, stop) = mcp_server("direct").await;
-    let transport =
-        agentkit_mcp::rmcp::transport::StreamableHttpClientTransport::from_uri(url.as_str());
+    let direct_server = mcp_server("direct").await;
+    let transport = agentkit_mcp::rmcp::transport::StreamableHttpClientTransport::from_uri(
+        direct_server.url.as_str(),
+    );
     let peer = ().serve(transport).await.unwrap();
     let mut direct = Vec::with_capacity(n);
     for _ in 0..n {
@@ -1363,7 +1298,7 @@ async fn gateway_figures() {
         .unwrap();
         direct.push(t.elapsed());
     }
-    stop.cancel();
+    direct_server.stop();
     let stats = |v: &mut Vec<Duration>| {
         v.sort();
         (v[v.len() / 2], v[v.len() * 99 / 100])

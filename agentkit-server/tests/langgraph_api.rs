@@ -43,19 +43,9 @@ async fn start() -> Running {
 }
 
 async fn call(r: &Running, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{}{path}", r.base))
-        .header("x-api-key", "test-key");
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    let key = [("x-api-key", "test-key")];
+    let (status, _, body) = inproc::request(&r.base, method, path, body, &key).await;
+    (status, body)
 }
 
 fn said(text: &str) -> Value {

@@ -2,6 +2,8 @@
 //! SDK (rmcp) over streamable HTTP, both lifecycles, with and without MCP Tasks.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod inproc;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,15 +48,7 @@ impl LlmProvider for Stuck {
 struct Running {
     base: String,
     _dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
+    _served: inproc::InProcess,
 }
 
 async fn start() -> Running {
@@ -74,21 +68,11 @@ async fn start() -> Running {
         .build()
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        server
-            .serve(listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-    });
+    let served = inproc::serve(server).await;
     Running {
-        base,
+        base: served.base.clone(),
         _dir: dir,
-        stop: Some(tx),
+        _served: served,
     }
 }
 

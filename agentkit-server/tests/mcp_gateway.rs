@@ -5,6 +5,7 @@
 //! an invoker cannot decide approvals, an operator's decision over MCP resumes the run).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 mod inproc;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use agentkit_server::Server;
 use agentkit_server::gatewayops::GatewayConfig;
 use agentkit_server::policy::StoreAudit;
 use agentkit_server::tenancy::WorkspaceId;
+use common::upstream::{Upstream, with_add, with_delete_all, with_echo};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "test-key";
@@ -43,49 +45,9 @@ policies:
 "#;
 
 /// An upstream MCP server on 127.0.0.1 with `add`, `echo` and `delete_all`.
-async fn upstream(name: &str) -> (String, tokio_util::sync::CancellationToken) {
-    let server = agentkit_mcp::McpServerBuilder::new(name, "1.0.0")
-        .tool_fn(
-            "add",
-            "Adds a and b",
-            json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}),
-            |args, _| async move {
-                let n = |k: &str| args.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-                Ok(CallToolResult::success(vec![ContentBlock::text(
-                    (n("a") + n("b")).to_string(),
-                )]))
-            },
-        )
-        .tool_fn(
-            "echo",
-            "Echoes text",
-            json!({"type": "object", "properties": {"text": {"type": "string"}}}),
-            |args, _| async move {
-                let t = args.get("text").and_then(Value::as_str).unwrap_or("");
-                Ok(CallToolResult::success(vec![ContentBlock::text(t.to_owned())]))
-            },
-        )
-        .tool_fn(
-            "delete_all",
-            "Deletes everything",
-            json!({"type": "object"}),
-            |_, _| async move { Ok(CallToolResult::success(vec![ContentBlock::text("deleted")])) },
-        )
-        .build();
-    let ct = tokio_util::sync::CancellationToken::new();
-    let svc = server
-        .into_http_service(agentkit_mcp::HttpOptions::new().with_cancellation(ct.child_token()));
-    let app = axum::Router::new().nest_service("/mcp", svc);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = ct.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .unwrap();
-    });
-    (format!("http://{addr}/mcp"), ct)
+async fn upstream(name: &str) -> Upstream {
+    let server = with_echo(with_add(agentkit_mcp::McpServerBuilder::new(name, "1.0.0")));
+    Upstream::serve(with_delete_all(server).build()).await
 }
 
 struct Running {
@@ -93,15 +55,7 @@ struct Running {
     sends: Arc<AtomicU32>,
     _served: inproc::InProcess,
     _dir: tempfile::TempDir,
-    stops: Vec<tokio_util::sync::CancellationToken>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        for s in &self.stops {
-            s.cancel();
-        }
-    }
+    _upstreams: [Upstream; 2],
 }
 
 async fn http(
@@ -118,8 +72,7 @@ async fn http(
 /// denies `*__delete_*`. The `poster` agent (default/default) reads a file, then posts to
 /// Slack, which a chain rule sends for approval.
 async fn start() -> Running {
-    let (crm, s1) = upstream("crm").await;
-    let (calc, s2) = upstream("calc").await;
+    let (crm, calc) = (upstream("crm").await, upstream("calc").await);
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("g.db")).await.unwrap());
     let gateway_policy = Policy::compile(
@@ -138,14 +91,7 @@ async fn start() -> Running {
         Ok::<_, String>("# Docs")
     });
     let sends = Arc::new(AtomicU32::new(0));
-    let s = Arc::clone(&sends);
-    let send = FnTool::new("slack__send_message", "Post to Slack", move |_: Value| {
-        let s = Arc::clone(&s);
-        async move {
-            s.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, String>("sent")
-        }
-    });
+    let send = inproc::counted_tool("slack__send_message", "Post to Slack", "sent", &sends);
     let model = Arc::new(
         ScriptedProvider::new()
             .then_tool_call("fs__read_file", json!({"path": "/docs/readme.md"}))
@@ -164,8 +110,8 @@ async fn start() -> Running {
         .admin_key(ADMIN)
         .agent_llm("poster", Arc::new(agent), "Posts docs")
         .mcp_servers(ConnectionManager::new([
-            ServerConfig::http("crm", &crm),
-            ServerConfig::http("calc", &calc),
+            ServerConfig::http("crm", &crm.url),
+            ServerConfig::http("calc", &calc.url),
         ]))
         .gateway(gateway)
         .poll_interval(Duration::from_millis(50))
@@ -175,14 +121,7 @@ async fn start() -> Running {
     let served = inproc::serve(server).await;
     let base = served.base.clone();
     for ws in ["prod", "dev"] {
-        let (s, b) = http(
-            &base,
-            ADMIN,
-            reqwest::Method::POST,
-            "/v1/workspaces",
-            Some(json!({"org": "acme", "workspace": ws})),
-        )
-        .await;
+        let (s, b) = inproc::create_workspace(&base, ADMIN, "acme", ws).await;
         assert_eq!(s, 201, "{b}");
     }
     Running {
@@ -190,21 +129,13 @@ async fn start() -> Running {
         sends,
         _served: served,
         _dir: dir,
-        stops: vec![s1, s2],
+        _upstreams: [crm, calc],
     }
 }
 
 async fn key(r: &Running, role: &str, workspace: &str) -> String {
-    let (s, b) = http(
-        &r.base,
-        ADMIN,
-        reqwest::Method::POST,
-        "/v1/keys",
-        Some(json!({"name": role, "role": role, "workspace": workspace})),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    b["key"].as_str().unwrap().to_owned()
+    let body = json!({"name": role, "role": role, "workspace": workspace});
+    inproc::create_key(&r.base, ADMIN, body).await.0
 }
 
 type Client = RunningService<RoleClient, ClientConfig>;
@@ -584,33 +515,8 @@ impl agentkit_mcp::rmcp::ClientHandler for ListWatcher {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_tool_added_later_is_listed_and_announced_at_once() {
     // The upstream is kept, to add a tool while the gateway's clients are connected.
-    let up = agentkit_mcp::McpServerBuilder::new("calc", "1.0.0")
-        .tool_fn(
-            "echo",
-            "Echoes text",
-            json!({"type": "object", "properties": {"text": {"type": "string"}}}),
-            |args, _| async move {
-                let t = args.get("text").and_then(Value::as_str).unwrap_or("");
-                Ok(CallToolResult::success(vec![ContentBlock::text(
-                    t.to_owned(),
-                )]))
-            },
-        )
-        .build();
-    let ct = tokio_util::sync::CancellationToken::new();
-    let svc = up
-        .clone()
-        .into_http_service(agentkit_mcp::HttpOptions::new().with_cancellation(ct.child_token()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = ct.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, axum::Router::new().nest_service("/mcp", svc))
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .unwrap();
-    });
-    let _stop = ct.drop_guard();
+    let up = with_echo(agentkit_mcp::McpServerBuilder::new("calc", "1.0.0")).build();
+    let served_up = Upstream::serve(up.clone()).await;
 
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("g.db")).await.unwrap());
@@ -618,7 +524,7 @@ async fn an_upstream_tool_added_later_is_listed_and_announced_at_once() {
         .admin_key(ADMIN)
         .mcp_servers(ConnectionManager::new([ServerConfig::http(
             "calc",
-            format!("http://{addr}/mcp"),
+            &served_up.url,
         )]))
         .gateway(GatewayConfig::new())
         .build()

@@ -3,6 +3,7 @@
 //! servers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 mod inproc;
 
 use std::path::Path;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use agentkit_core::{Agent, AgentLlm, ScriptedProvider};
 use agentkit_runtime::{Schedule, SqliteStore, Store};
 use agentkit_server::{Server, ServerBuilder};
+use common::upstream::{Upstream, num, with_add};
 use serde_json::{Value, json};
 
 struct Running {
@@ -601,27 +603,13 @@ server:
     assert_eq!(list[0]["name"], "digest");
 }
 
-/// An MCP server over streamable HTTP on 127.0.0.1 (stopped when the token is cancelled):
-/// `add`, `divide` (an error answer for a zero divisor) and `secret`.
-async fn calc_server() -> (String, tokio_util::sync::CancellationToken) {
+/// An MCP server over streamable HTTP on 127.0.0.1 (stopped when dropped): `add`, `divide`
+/// (an error answer for a zero divisor) and `secret`.
+async fn calc_server() -> Upstream {
     use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
-    let num = |args: &serde_json::Map<String, Value>, k: &str| {
-        args.get(k).and_then(Value::as_f64).unwrap_or(0.0)
-    };
     let schema =
         json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}});
-    let server = agentkit_mcp::McpServerBuilder::new("calc", "1.0.0")
-        .tool_fn(
-            "add",
-            "Adds a and b",
-            schema.clone(),
-            move |args, _| async move {
-                let sum = num(&args, "a") + num(&args, "b");
-                Ok(CallToolResult::success(vec![ContentBlock::text(
-                    sum.to_string(),
-                )]))
-            },
-        )
+    let server = with_add(agentkit_mcp::McpServerBuilder::new("calc", "1.0.0"))
         .tool_fn(
             "divide",
             "Divides a by b",
@@ -645,33 +633,20 @@ async fn calc_server() -> (String, tokio_util::sync::CancellationToken) {
             |_, _| async move { Ok(CallToolResult::success(vec![ContentBlock::text("leaked")])) },
         )
         .build();
-    let ct = tokio_util::sync::CancellationToken::new();
-    let svc = server
-        .into_http_service(agentkit_mcp::HttpOptions::new().with_cancellation(ct.child_token()));
-    let app = axum::Router::new().nest_service("/mcp", svc);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = ct.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .unwrap();
-    });
-    (format!("http://{addr}/mcp"), ct)
+    Upstream::serve(server).await
 }
 
 #[tokio::test]
 async fn mcp_servers_are_listed_and_their_tools_listed_and_called() {
     use agentkit_mcp::{ConnectionManager, ServerConfig};
-    let (url, stop) = calc_server().await;
+    let calc = calc_server().await;
     // A port nothing listens on: bound, then closed.
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
     let manager = ConnectionManager::new([
-        ServerConfig::http("calc", &url)
+        ServerConfig::http("calc", &calc.url)
             .with_description("Arithmetic")
             .with_tool_filter(agentkit_core::ToolFilter::deny(["secret"])),
         ServerConfig::http("down", format!("http://{closed}/mcp"))
@@ -762,5 +737,5 @@ async fn mcp_servers_are_listed_and_their_tools_listed_and_called() {
     let (status, p) = call(&r, Method::GET, "/v1/servers/down/tools", None).await;
     assert_eq!(status, 502, "{p}");
     assert!(p["detail"].as_str().unwrap().contains("`down`"), "{p}");
-    stop.cancel();
+    calc.stop();
 }

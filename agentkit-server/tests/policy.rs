@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use agentkit_core::policy::{Policy, PolicyLayer};
-use agentkit_core::{Agent, AgentLlm, Config, FnTool, ScriptedProvider};
+use agentkit_core::{Agent, AgentLlm, Config, ScriptedProvider};
 use agentkit_runtime::{Expect, SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::policy::StoreAudit;
@@ -77,22 +77,8 @@ async fn start_poster(expire_after: Option<Duration>) -> Poster {
 
     let reads = Arc::new(AtomicU32::new(0));
     let sends = Arc::new(AtomicU32::new(0));
-    let r = Arc::clone(&reads);
-    let read = FnTool::new("fs__read_file", "Read a file", move |_: Value| {
-        let r = Arc::clone(&r);
-        async move {
-            r.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, String>("# Docs\nHello.")
-        }
-    });
-    let s = Arc::clone(&sends);
-    let send = FnTool::new("slack__send_message", "Post to Slack", move |_: Value| {
-        let s = Arc::clone(&s);
-        async move {
-            s.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, String>("sent")
-        }
-    });
+    let read = inproc::counted_tool("fs__read_file", "Read a file", "# Docs\nHello.", &reads);
+    let send = inproc::counted_tool("slack__send_message", "Post to Slack", "sent", &sends);
     let model = Arc::new(
         ScriptedProvider::new()
             .then_tool_call("fs__read_file", json!({"path": "/etc/passwd"}))

@@ -5,6 +5,7 @@
 //! policy.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 mod inproc;
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use agentkit_core::policy::{Policy, PolicyLayer};
-use agentkit_core::{Agent, AgentLlm, Config, FnTool, ScriptedProvider};
+use agentkit_core::{Agent, AgentLlm, Config, ScriptedProvider};
 use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
 use agentkit_mcp::{ConnectionManager, ServerConfig};
 use agentkit_runtime::{SqliteStore, Store};
@@ -20,6 +21,7 @@ use agentkit_server::Server;
 use agentkit_server::gatewayops::GatewayConfig;
 use agentkit_server::policy::{PrincipalPolicies, StoreAudit};
 use agentkit_server::tenancy::WorkspaceId;
+use common::upstream::Upstream;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -42,7 +44,7 @@ server:
 "#;
 
 /// An MCP server on 127.0.0.1 with `read_file` and `write_file`.
-async fn fs_server() -> (String, tokio_util::sync::CancellationToken) {
+async fn fs_server() -> Upstream {
     let server = agentkit_mcp::McpServerBuilder::new("fs", "1.0.0")
         .tool_fn(
             "read_file",
@@ -57,20 +59,7 @@ async fn fs_server() -> (String, tokio_util::sync::CancellationToken) {
             |_, _| async move { Ok(CallToolResult::success(vec![ContentBlock::text("written")])) },
         )
         .build();
-    let ct = tokio_util::sync::CancellationToken::new();
-    let svc = server
-        .into_http_service(agentkit_mcp::HttpOptions::new().with_cancellation(ct.child_token()));
-    let app = axum::Router::new().nest_service("/mcp", svc);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = ct.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .unwrap();
-    });
-    (format!("http://{addr}/mcp"), ct)
+    Upstream::serve(server).await
 }
 
 async fn call(
@@ -84,9 +73,7 @@ async fn call(
 }
 
 async fn key(base: &str, body: Value) -> String {
-    let (st, k) = call(base, ADMIN, Method::POST, "/v1/keys", Some(body)).await;
-    assert_eq!(st, 201, "{k}");
-    k["key"].as_str().unwrap().to_owned()
+    inproc::create_key(base, ADMIN, body).await.0
 }
 
 async fn run_to_end(base: &str, key: &str) -> Value {
@@ -121,20 +108,13 @@ async fn run_to_end(base: &str, key: &str) -> Value {
 async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways() {
     let config = Config::from_yaml_str(YAML, None).unwrap();
     let scoped = PrincipalPolicies::from_config(&config).unwrap();
-    let (fs_url, stop) = fs_server().await;
+    let fs = fs_server().await;
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
     let audit = Arc::new(StoreAudit::new(Arc::clone(&store)));
 
     let writes = Arc::new(AtomicU32::new(0));
-    let w = Arc::clone(&writes);
-    let write = FnTool::new("fs__write_file", "Write a file", move |_: Value| {
-        let w = Arc::clone(&w);
-        async move {
-            w.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, String>("written")
-        }
-    });
+    let write = inproc::counted_tool("fs__write_file", "Write a file", "written", &writes);
     let model = Arc::new(
         ScriptedProvider::new()
             .then_tool_call("fs__write_file", json!({"path": "/a.md"}))
@@ -165,7 +145,7 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
     let server = Server::builder(Arc::clone(&store))
         .admin_key(ADMIN)
         .agent_llm("writer", Arc::new(agent), "Writes files")
-        .mcp_servers(ConnectionManager::new([ServerConfig::http("fs", &fs_url)]))
+        .mcp_servers(ConnectionManager::new([ServerConfig::http("fs", &fs.url)]))
         .gateway(gateway)
         .poll_interval(Duration::from_millis(50))
         .build()
@@ -293,7 +273,7 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
     assert_eq!(status_of(&b, "r"), "success", "{b}");
     assert_eq!(status_of(&b, "w"), "denied", "{b}");
     assert!(b.to_string().contains("no-write"), "{b}");
-    stop.cancel();
+    fs.stop();
     drop(served);
 }
 

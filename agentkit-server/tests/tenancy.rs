@@ -3,19 +3,26 @@
 //! scoped route called with another workspace's ids and keys reveals nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 mod inproc;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use agentkit_core::config::PolicySpec;
+use agentkit_core::policy::Policy;
 use agentkit_mcp::rmcp::ServiceExt;
 use agentkit_mcp::rmcp::model::{CallToolRequestParams, ClientConfig};
 use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
 use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use agentkit_mcp::{ConnectionManager, McpServerBuilder, ServerConfig};
 use agentkit_runtime::{SqliteStore, Store};
-use agentkit_server::Server;
-use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
+use agentkit_server::gatewayops::GatewayConfig;
+use agentkit_server::tenancy::WorkspaceId;
+use agentkit_server::{Server, ServerBuilder};
+use common::upstream::{Upstream, with_add, with_send};
 use proptest::prelude::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -26,17 +33,44 @@ struct Running {
     base: String,
     dir: tempfile::TempDir,
     _served: inproc::InProcess,
+    /// The upstream MCP server `crm` of [`start_with_crm`], with its `send` calls counted.
+    crm: Option<(Upstream, Arc<AtomicU32>)>,
 }
 
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
-    let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
-    let server = Server::builder(store)
-        .admin_key(ADMIN)
-        .spec_builder(Arc::new(builder))
-        .master_key(agentkit_server::vault::MasterKey::generate().unwrap())
-        .poll_interval(Duration::from_millis(50))
+    let server = server(&dir).await.build().await.unwrap();
+    let served = inproc::serve(server).await;
+    Running {
+        base: served.base.clone(),
+        dir,
+        _served: served,
+        crm: None,
+    }
+}
+
+/// [`start`], with the upstream MCP server `crm` (`send`, `add`) seen by every workspace
+/// `tenants` names, whose `crm__send` waits for an approval (the gateway policy).
+async fn start_with_crm(tenants: &[String]) -> Running {
+    let sends = Arc::new(AtomicU32::new(0));
+    let crm = with_send(McpServerBuilder::new("crm", "1.0.0"), Arc::clone(&sends));
+    let crm = Upstream::serve(with_add(crm).build()).await;
+    let policy = PolicySpec::new().with_require_approval(["crm__send"]);
+    let gateway = GatewayConfig::new()
+        .with_policy(Policy::compile("gateway", &policy).unwrap())
+        .with_server_workspaces(
+            "crm",
+            tenants
+                .iter()
+                .map(|w| WorkspaceId::parse(w, "default").unwrap()),
+        );
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir)
+        .await
+        .mcp_servers(ConnectionManager::new([ServerConfig::http(
+            "crm", &crm.url,
+        )]))
+        .gateway(gateway)
         .build()
         .await
         .unwrap();
@@ -45,7 +79,14 @@ async fn start() -> Running {
         base: served.base.clone(),
         dir,
         _served: served,
+        crm: Some((crm, sends)),
     }
+}
+
+async fn server(dir: &tempfile::TempDir) -> ServerBuilder {
+    inproc::declarative(dir.path(), ADMIN)
+        .await
+        .master_key(agentkit_server::vault::MasterKey::generate().unwrap())
 }
 
 async fn call(
@@ -55,48 +96,20 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{}{path}", r.base))
-        .header("x-api-key", key);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    let (status, _, body) =
+        inproc::request(&r.base, method, path, body, &[("x-api-key", key)]).await;
+    (status, body)
 }
 
 async fn workspace(r: &Running, org: &str, ws: &str) {
-    let (s, b) = call(
-        r,
-        ADMIN,
-        Method::POST,
-        "/v1/workspaces",
-        Some(json!({"org": org, "workspace": ws})),
-    )
-    .await;
+    let (s, b) = inproc::create_workspace(&r.base, ADMIN, org, ws).await;
     assert_eq!(s, 201, "{b}");
 }
 
 /// A new key of `ws` with `role`: (secret, id).
 async fn key(r: &Running, ws: &str, role: &str) -> (String, String) {
-    let (s, b) = call(
-        r,
-        ADMIN,
-        Method::POST,
-        "/v1/keys",
-        Some(json!({"name": format!("{role} key"), "role": role, "workspace": ws})),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    (
-        b["key"].as_str().unwrap().to_owned(),
-        b["id"].as_str().unwrap().to_owned(),
-    )
+    let body = json!({"name": format!("{role} key"), "role": role, "workspace": ws});
+    inproc::create_key(&r.base, ADMIN, body).await
 }
 
 async fn deploy(r: &Running, key: &str, name: &str, instructions: &str) {
@@ -460,6 +473,7 @@ async fn runs_carry_their_callers_principal_on_the_run_context() {
         base: served.base.clone(),
         dir,
         _served: served,
+        crm: None,
     };
     let (s, run) = call(
         &r,
@@ -506,6 +520,8 @@ struct Tenant {
     hooks: BTreeMap<String, String>,
     /// `org/workspace`.
     ws: String,
+    /// The run of its gateway call that waits for an approval (call `ask`).
+    approval: String,
 }
 
 fn signed_delivery(secret: &str, body: &str) -> Vec<(&'static str, String)> {
@@ -991,8 +1007,17 @@ fn detail(b: &Value) -> String {
     b["detail"].as_str().unwrap_or_default().to_owned()
 }
 
+/// `org/workspace` of the isolation test's workspace `i`.
+fn tenant_ws(i: usize) -> String {
+    if i == 0 {
+        "default/default".to_owned()
+    } else {
+        format!("org{}/ws{i}", i % 2)
+    }
+}
+
 async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
-    let r = start().await;
+    let r = start_with_crm(&(0..layout.len()).map(tenant_ws).collect::<Vec<_>>()).await;
     let mut tenants = Vec::new();
     for (i, (agents, n_threads)) in layout.iter().enumerate() {
         // Workspace 0 is `default/default`, acting with the server's admin key.
@@ -1038,11 +1063,8 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             thread_runs: Vec::new(),
             crons: BTreeSet::new(),
             hooks: BTreeMap::new(),
-            ws: if i == 0 {
-                "default/default".to_owned()
-            } else {
-                format!("org{}/ws{i}", i % 2)
-            },
+            ws: tenant_ws(i),
+            approval: String::new(),
         };
         lg_resources(&r, &mut tenant, i, *n_threads).await;
         // A webhook per agent, named after it: workspaces often share hook names.
@@ -1100,6 +1122,19 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
         }
         me.runs.insert(id);
     }
+    // A gateway call of `crm__send` in each workspace waits for an approval there: a run of
+    // the workspace, and call `ask` in its approval queue.
+    for (i, me) in tenants.iter_mut().enumerate() {
+        let body = json!({"calls": [{"id": "ask", "server": "crm", "tool": "send",
+                                     "arguments": {"text": format!("from {i}")}}]});
+        let (s, b) = call(&r, &me.key, Method::POST, "/v1/execute", Some(body)).await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["results"][0]["status"], "pending_approval", "{b}");
+        let id = b["results"][0]["run_id"].as_str().unwrap().to_owned();
+        wait_status(&r, &me.key, &id, "waiting_approval").await;
+        me.runs.insert(id.clone());
+        me.approval = id;
+    }
     let missing_run = uuid::Uuid::now_v7().to_string();
     for (i, me) in tenants.iter().enumerate() {
         // Lists hold exactly my agents and runs.
@@ -1154,6 +1189,18 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
         )
         .await;
         let (_, keys) = call(&r, &me.key, Method::GET, "/v1/keys", None).await;
+        // My approval queue holds my gateway call, and only it. (The server's admin key reads
+        // the queue of every workspace unless it names one.)
+        let path = match i {
+            0 => "/v1/approvals?status=all&workspace=default/default",
+            _ => "/v1/approvals?status=all",
+        };
+        let (_, queue) = call(&r, &me.key, Method::GET, path, None).await;
+        assert_eq!(
+            crate::ids(&queue, "run_id"),
+            BTreeSet::from([me.approval.clone()]),
+            "workspace {i} approvals"
+        );
         // My webhooks, and only mine.
         let (_, hooks) = call(&r, &me.key, Method::GET, "/v1/webhooks", None).await;
         let listed: BTreeSet<String> = hooks
@@ -1246,6 +1293,20 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                 .await;
                 assert_eq!(s, 404);
             }
+            for decision in ["approve", "reject"] {
+                let path = format!("/v1/approvals/{{}}/ask/{decision}");
+                let body = json!({"reason": "not yours"});
+                same_as_missing(
+                    &r,
+                    &me.key,
+                    Method::POST,
+                    &path,
+                    Some(&body),
+                    &other.approval,
+                    &missing_run,
+                )
+                .await;
+            }
             for name in other.agents.difference(&me.agents) {
                 for path in ["", "/versions", "/versions/latest", "/diff?from=1"] {
                     let (s, b) = call(
@@ -1285,16 +1346,29 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             .serve(StreamableHttpClientTransport::from_config(config))
             .await
             .unwrap();
-        let tools: BTreeSet<String> = client
+        // The platform's operations (all of them, for an admin key), the federated tools of
+        // the workspace's servers, and its agents: mine only.
+        let (ops, rest): (BTreeSet<String>, BTreeSet<String>) = client
             .list_all_tools()
             .await
             .unwrap()
             .iter()
             .map(|t| t.name.to_string())
-            // The platform's operations are tools too; the rest are the agents.
-            .filter(|n| !n.starts_with("agentkit_"))
-            .collect();
+            .partition(|n| n.starts_with("agentkit_"));
+        let (federated, tools): (BTreeSet<String>, BTreeSet<String>) =
+            rest.into_iter().partition(|n| n.contains("__"));
+        assert_eq!(
+            ops,
+            BTreeSet::from(OPS.map(String::from)),
+            "workspace {i} /mcp"
+        );
+        assert_eq!(
+            federated,
+            BTreeSet::from(["crm__add".to_owned(), "crm__send".to_owned()]),
+            "workspace {i} /mcp"
+        );
         assert_eq!(tools, me.agents, "workspace {i} /mcp tools");
+        ops_isolation(&client, &tenants, i, &missing_run).await;
         for (j, other) in tenants.iter().enumerate() {
             for name in other.agents.difference(&me.agents) {
                 let out = client
@@ -1417,6 +1491,166 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
         lg_isolation(&r, &tenants, i).await;
     }
     lg_untouched_then_create_or_get(&r, &tenants).await;
+    // Nobody decided another workspace's approval: each still waits, and `send` never ran.
+    for me in &tenants {
+        wait_status(&r, &me.key, &me.approval, "waiting_approval").await;
+    }
+    let (_, sends) = r.crm.as_ref().unwrap();
+    assert_eq!(sends.load(Ordering::SeqCst), 0, "an approval was decided");
+}
+
+/// The platform's operations on `/mcp`, in listing order.
+const OPS: [&str; 6] = [
+    "agentkit_runs_list",
+    "agentkit_runs_get",
+    "agentkit_agents_list",
+    "agentkit_agents_promote",
+    "agentkit_approvals_list",
+    "agentkit_approvals_decide",
+];
+
+type McpClient =
+    agentkit_mcp::rmcp::service::RunningService<agentkit_mcp::rmcp::RoleClient, ClientConfig>;
+
+/// Call `/mcp` tool `name` with `args`: whether it answered a tool error, its text, and its
+/// structured content.
+async fn op(client: &McpClient, name: &str, args: &Value) -> (bool, String, Value) {
+    let params = CallToolRequestParams::new(name.to_owned())
+        .with_arguments(args.as_object().unwrap().clone());
+    let out = client.call_tool(params).await.unwrap();
+    let text = out
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect();
+    (
+        out.is_error == Some(true),
+        text,
+        out.structured_content.unwrap_or(Value::Null),
+    )
+}
+
+/// `/mcp` operation `name` with `foreign` (another workspace's id) answers exactly what it
+/// answers with `missing` (an id nothing has): a not-found tool error, the same text but for
+/// the id. The id goes where `args` has `@ID@`.
+async fn op_same_as_missing(
+    client: &McpClient,
+    name: &str,
+    args: &Value,
+    foreign: &str,
+    missing: &str,
+) {
+    let with =
+        |id: &str| serde_json::from_str::<Value>(&args.to_string().replace("@ID@", id)).unwrap();
+    let (error, got, _) = op(client, name, &with(foreign)).await;
+    let (error_missing, want, _) = op(client, name, &with(missing)).await;
+    assert!(error, "{name} {foreign}: {got}");
+    assert!(
+        error_missing && want.contains("404"),
+        "{name} {missing}: {want}"
+    );
+    assert_eq!(
+        got.replace(foreign, "ID"),
+        want.replace(missing, "ID"),
+        "{name} {args}"
+    );
+}
+
+/// Workspace `i`'s view over `/mcp`'s platform operations: the lists hold exactly its own
+/// runs, agents and approvals; another workspace's run, approval and agent answer like
+/// missing ones, and nothing is decided or promoted.
+async fn ops_isolation(client: &McpClient, tenants: &[Tenant], i: usize, missing_run: &str) {
+    let me = &tenants[i];
+    let (error, text, runs) = op(client, "agentkit_runs_list", &json!({"limit": 1000})).await;
+    assert!(!error, "{text}");
+    assert_eq!(
+        ids(&runs["runs"], "run_id"),
+        me.runs,
+        "workspace {i} agentkit_runs_list"
+    );
+    let (error, text, agents) = op(client, "agentkit_agents_list", &json!({})).await;
+    assert!(!error, "{text}");
+    assert_eq!(
+        ids(&agents["agents"], "name"),
+        me.agents,
+        "workspace {i} agentkit_agents_list"
+    );
+    for status in ["pending", "all"] {
+        let (error, text, queue) = op(
+            client,
+            "agentkit_approvals_list",
+            &json!({"status": status}),
+        )
+        .await;
+        assert!(!error, "{text}");
+        assert_eq!(
+            ids(&queue["approvals"], "run_id"),
+            BTreeSet::from([me.approval.clone()]),
+            "workspace {i} agentkit_approvals_list {status}"
+        );
+    }
+    for (j, other) in tenants.iter().enumerate() {
+        if i == j {
+            continue;
+        }
+        for run in &other.runs {
+            op_same_as_missing(
+                client,
+                "agentkit_runs_get",
+                &json!({"run_id": "@ID@"}),
+                run,
+                missing_run,
+            )
+            .await;
+        }
+        for args in [
+            json!({"run_id": "@ID@", "call_id": "ask", "decision": "approve", "reason": "mine now"}),
+            json!({"run_id": "@ID@", "decision": "reject", "reason": "not yours"}),
+        ] {
+            op_same_as_missing(
+                client,
+                "agentkit_approvals_decide",
+                &args,
+                &other.approval,
+                missing_run,
+            )
+            .await;
+        }
+        for name in other.agents.difference(&me.agents) {
+            let promote = json!({"name": "@ID@", "from": "latest", "to": "prod"});
+            op_same_as_missing(
+                client,
+                "agentkit_agents_promote",
+                &promote,
+                name,
+                "no-such-agent",
+            )
+            .await;
+            let (error, text, runs) =
+                op(client, "agentkit_runs_list", &json!({"agent": name})).await;
+            assert!(!error, "{text}");
+            assert_eq!(
+                runs["runs"],
+                json!([]),
+                "workspace {i} lists {j}'s runs of {name}"
+            );
+        }
+    }
+}
+
+/// Poll until run `id` (read with `key`) is in `status`.
+async fn wait_status(r: &Running, key: &str, id: &str, status: &str) {
+    let mut run = Value::Null;
+    for _ in 0..200 {
+        run = call(r, key, Method::GET, &format!("/v1/runs/{id}"), None)
+            .await
+            .1;
+        if run["status"] == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("run {id} never became {status}: {run}");
 }
 
 fn layouts() -> impl Strategy<Value = Vec<(BTreeMap<String, usize>, usize)>> {

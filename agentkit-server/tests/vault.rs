@@ -5,12 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod inproc;
 
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use common::upstream::Upstream;
 use common::{Serve, free_port};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -20,11 +22,7 @@ const MASTER: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbcc
 
 /// An MCP server over streamable HTTP that answers only requests carrying
 /// `Authorization: Bearer TOKEN`, counting refusals.
-async fn guarded_server() -> (
-    String,
-    Arc<Mutex<usize>>,
-    tokio_util::sync::CancellationToken,
-) {
+async fn guarded_server() -> (Upstream, Arc<Mutex<usize>>) {
     use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
     let server = agentkit_mcp::McpServerBuilder::new("guarded", "1.0.0")
         .tool_fn(
@@ -34,9 +32,6 @@ async fn guarded_server() -> (
             |_, _| async move { Ok(CallToolResult::success(vec![ContentBlock::text("trusted")])) },
         )
         .build();
-    let ct = tokio_util::sync::CancellationToken::new();
-    let svc = server
-        .into_http_service(agentkit_mcp::HttpOptions::new().with_cancellation(ct.child_token()));
     let refused = Arc::new(Mutex::new(0usize));
     async fn guard(State(refused): State<Arc<Mutex<usize>>>, req: Request, next: Next) -> Response {
         let ok = req
@@ -51,23 +46,12 @@ async fn guarded_server() -> (
             (axum::http::StatusCode::UNAUTHORIZED, "no").into_response()
         }
     }
-    let app =
-        axum::Router::new()
-            .nest_service("/mcp", svc)
-            .layer(axum::middleware::from_fn_with_state(
-                Arc::clone(&refused),
-                guard,
-            ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = ct.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .unwrap();
-    });
-    (format!("http://{addr}/mcp"), refused, ct)
+    let counter = Arc::clone(&refused);
+    let up = Upstream::serve_with(server, |app| {
+        app.layer(axum::middleware::from_fn_with_state(counter, guard))
+    })
+    .await;
+    (up, refused)
 }
 
 async fn call_as(
@@ -77,19 +61,7 @@ async fn call_as(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{}{path}", serve.base))
-        .bearer_auth(key);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    inproc::call_as(&serve.base, key, method, path, body).await
 }
 
 /// Call the guarded server's `whoami` tool (retried while the connection backs off).
@@ -113,7 +85,8 @@ async fn whoami(serve: &Serve) -> (u16, Value) {
 
 #[tokio::test]
 async fn mcp_credentials_come_from_the_vault_and_stay_out_of_the_database_and_logs() {
-    let (url, refused, stop) = guarded_server().await;
+    let (guarded, refused) = guarded_server().await;
+    let url = &guarded.url;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("agentkit.yaml");
     std::fs::write(
@@ -172,23 +145,10 @@ async fn mcp_credentials_come_from_the_vault_and_stay_out_of_the_database_and_lo
     );
 
     // Another workspace has its own vault; its admin cannot see or delete this secret.
-    let (s, b) = serve
-        .call(
-            Method::POST,
-            "/v1/workspaces",
-            Some(json!({"org": "acme", "workspace": "prod"})),
-        )
-        .await;
+    let (s, b) = inproc::create_workspace(&serve.base, common::KEY, "acme", "prod").await;
     assert_eq!(s, 201, "{b}");
-    let (s, b) = serve
-        .call(
-            Method::POST,
-            "/v1/keys",
-            Some(json!({"workspace": "acme/prod", "role": "admin"})),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let acme = b["key"].as_str().unwrap().to_owned();
+    let body = json!({"workspace": "acme/prod", "role": "admin"});
+    let (acme, _) = inproc::create_key(&serve.base, common::KEY, body).await;
     let (s, b) = call_as(&serve, &acme, Method::GET, "/v1/secrets", None).await;
     assert_eq!((s, b.clone()), (200, json!([])), "{b}");
     let (s, _) = call_as(
@@ -317,7 +277,7 @@ async fn mcp_credentials_come_from_the_vault_and_stay_out_of_the_database_and_lo
     assert_eq!(answer.0, 200, "{}", answer.1);
     assert_eq!(answer.1["content"][0]["text"], "trusted");
 
-    stop.cancel();
+    guarded.stop();
     let logs = serve.log_text();
     drop(serve);
     // The bytes of the database (and its WAL) and the debug logs never hold the token.

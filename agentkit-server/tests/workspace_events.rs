@@ -64,7 +64,10 @@ async fn call(
 
 /// A key of `org/ws` with `role`: the key and its id.
 async fn workspace_key(r: &Running, org: &str, ws: &str, role: &str) -> (String, String) {
-    inproc::workspace_key(&r.base, ADMIN, org, ws, role).await
+    let (s, b) = inproc::create_workspace(&r.base, ADMIN, org, ws).await;
+    assert!(s == 201 || s == 409, "{b}");
+    let body = json!({"name": role, "role": role, "workspace": format!("{org}/{ws}")});
+    inproc::create_key(&r.base, ADMIN, body).await
 }
 
 async fn deploy(r: &Running, key: &str, name: &str) {

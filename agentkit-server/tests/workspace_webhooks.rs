@@ -8,7 +8,6 @@
 mod inproc;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
@@ -28,13 +27,9 @@ struct Running {
 
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
-    let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
-    let server = Server::builder(store)
-        .admin_key(ADMIN)
-        .spec_builder(Arc::new(builder))
+    let server = inproc::declarative(dir.path(), ADMIN)
+        .await
         .master_key(MasterKey::generate().unwrap())
-        .poll_interval(Duration::from_millis(50))
         .build()
         .await
         .unwrap();
@@ -59,7 +54,7 @@ async fn call(
 
 /// A new workspace `org/ws` and a key of it with `role`.
 async fn workspace_key(r: &Running, org: &str, ws: &str, role: &str) -> String {
-    inproc::workspace_key(&r.base, ADMIN, org, ws, role).await.0
+    inproc::workspace_key(&r.base, ADMIN, org, ws, role, "k").await
 }
 
 async fn deploy(r: &Running, key: &str, name: &str) {
@@ -455,15 +450,12 @@ async fn another_workspace_sees_none_of_a_workspaces_hooks_and_names_do_not_coll
 #[tokio::test]
 async fn yaml_hooks_keep_their_url_and_default_workspace_hooks_cannot_shadow_them() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
-    let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
     let echo = agentkit_core::AgentLlm::new(
         agentkit_core::Agent::new("echo", "Repeat."),
         agentkit_core::ScriptedProvider::echo(),
     );
-    let server = Server::builder(store)
-        .admin_key(ADMIN)
-        .spec_builder(Arc::new(builder))
+    let server = inproc::declarative(dir.path(), ADMIN)
+        .await
         .agent_llm("echo", Arc::new(echo), "Repeats")
         .master_key(MasterKey::generate().unwrap())
         .webhook("deploys", "echo", "yaml-secret", None)
@@ -524,11 +516,8 @@ async fn yaml_hooks_keep_their_url_and_default_workspace_hooks_cannot_shadow_the
 #[tokio::test]
 async fn without_a_master_key_a_webhook_cannot_be_declared_and_the_error_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
-    let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
-    let server = Server::builder(store)
-        .admin_key(ADMIN)
-        .spec_builder(Arc::new(builder))
+    let server = inproc::declarative(dir.path(), ADMIN)
+        .await
         .build()
         .await
         .unwrap();

@@ -9,8 +9,10 @@
     missing_docs
 )]
 
+#[path = "../../../agentkit-runtime/tests/common/pg.rs"]
 pub mod pg;
 pub mod tools;
+pub mod upstream;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,9 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{Value, json};
+
+#[allow(unused_imports)] // Not every test that includes `common` takes a port.
+pub use pg::free_port;
 
 /// The admin key every test server is started with.
 pub const KEY: &str = "process-test-key";
@@ -165,15 +170,6 @@ impl SlowModel {
             self.base_url
         )
     }
-}
-
-/// A free port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `agentkit serve` as a child process; SIGKILLed when dropped.

@@ -48,53 +48,119 @@ pub async fn call_as(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> (u16, serde_json::Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(key);
+    let auth = format!("Bearer {key}");
+    let (status, _, body) = request(base, method, path, body, &[("authorization", &auth)]).await;
+    (status, body)
+}
+
+/// Send `method path` to the server at `base` with `body` as JSON and `headers` (credentials
+/// included, if any); returns the status, the response's headers and its body as JSON (a body
+/// that is not JSON as a JSON string).
+pub async fn request(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let mut req = reqwest::Client::new().request(method, format!("{base}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
     if let Some(b) = body {
         req = req.json(&b);
     }
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
+    let headers = res.headers().clone();
     let text = res.text().await.unwrap();
     (
         status,
+        headers,
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     )
 }
 
-/// A key with `role` of workspace `org/ws` on the server at `base`, made with the `admin` key
-/// (the workspace is created if it is not there yet): the key and its id.
+/// `POST /v1/workspaces` for `org/ws` on the server at `base`, as its admin key `admin`: the
+/// status (201 made, 409 there already) and the body.
+pub async fn create_workspace(
+    base: &str,
+    admin: &str,
+    org: &str,
+    ws: &str,
+) -> (u16, serde_json::Value) {
+    let body = serde_json::json!({"org": org, "workspace": ws});
+    call_as(
+        base,
+        admin,
+        reqwest::Method::POST,
+        "/v1/workspaces",
+        Some(body),
+    )
+    .await
+}
+
+/// A new API key: `POST /v1/keys` with `body` (`role`, and `workspace`, `name`, `policy` as
+/// wanted) as `admin`, which must answer 201; the key's secret and id.
+pub async fn create_key(base: &str, admin: &str, body: serde_json::Value) -> (String, String) {
+    let (s, b) = call_as(base, admin, reqwest::Method::POST, "/v1/keys", Some(body)).await;
+    assert_eq!(s, 201, "{b}");
+    (
+        b["key"].as_str().unwrap().to_owned(),
+        b["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Workspace `org/ws` (made now, or before: 201 or 409) and the secret of a new key of it
+/// with `role`, named `name`.
 pub async fn workspace_key(
     base: &str,
     admin: &str,
     org: &str,
     ws: &str,
     role: &str,
-) -> (String, String) {
-    use serde_json::json;
-    let (s, b) = call_as(
-        base,
-        admin,
-        reqwest::Method::POST,
-        "/v1/workspaces",
-        Some(json!({"org": org, "workspace": ws})),
-    )
-    .await;
+    name: &str,
+) -> String {
+    let (s, b) = create_workspace(base, admin, org, ws).await;
     assert!(s == 201 || s == 409, "{b}");
-    let (s, b) = call_as(
-        base,
-        admin,
-        reqwest::Method::POST,
-        "/v1/keys",
-        Some(json!({"name": role, "role": role, "workspace": format!("{org}/{ws}")})),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    (
-        b["key"].as_str().unwrap().to_owned(),
-        b["id"].as_str().unwrap().to_owned(),
-    )
+    let body = serde_json::json!({"name": name, "role": role, "workspace": format!("{org}/{ws}")});
+    create_key(base, admin, body).await.0
+}
+
+/// A server on a SQLite database in `dir` with admin key `admin` that runs declarative agents
+/// (`POST /v1/agents`) on the offline models and polls every 50 ms: add what else the test
+/// needs, then build.
+pub async fn declarative(dir: &std::path::Path, admin: &str) -> agentkit_server::ServerBuilder {
+    let store = agentkit_runtime::SqliteStore::open(dir.join("a.db"))
+        .await
+        .unwrap();
+    let store: std::sync::Arc<dyn agentkit_runtime::Store> = std::sync::Arc::new(store);
+    let builder = agentkit_server::spec::DeclarativeBuilder::new(
+        &agentkit_core::Config::new(),
+        agentkit_server::spec::ModelFactory::offline(),
+    );
+    agentkit_server::Server::builder(store)
+        .admin_key(admin)
+        .spec_builder(std::sync::Arc::new(builder))
+        .poll_interval(std::time::Duration::from_millis(50))
+}
+
+/// An in-process tool `name` that answers `answer` (whatever its arguments) and counts in
+/// `calls` the calls it really ran.
+pub fn counted_tool(
+    name: &str,
+    description: &str,
+    answer: &'static str,
+    calls: &std::sync::Arc<std::sync::atomic::AtomicU32>,
+) -> agentkit_core::FnTool {
+    let calls = std::sync::Arc::clone(calls);
+    agentkit_core::FnTool::new(name, description, move |_: serde_json::Value| {
+        let calls = std::sync::Arc::clone(&calls);
+        async move {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, String>(answer)
+        }
+    })
 }
 
 /// Deploy `name`, an agent on the scripted model, into `key`'s workspace.

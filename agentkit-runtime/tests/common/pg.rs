@@ -1,11 +1,18 @@
-//! A throwaway PostgreSQL server (as in agentkit-runtime's tests): started on 127.0.0.1 on a
-//! free port in a temporary directory, stopped when dropped. `AGENTKIT_PG_URL` points the
-//! tests at an existing server instead. Needs the Debian `postgresql` package
+//! A throwaway PostgreSQL server for the tests: started on 127.0.0.1 on a free port in a
+//! temporary directory, stopped (and deleted) when dropped. `AGENTKIT_PG_URL` points the tests
+//! at an existing server instead. Needs the Debian `postgresql` package
 //! (`scripts/install-postgres.sh` installs it).
+//!
+//! One copy for both crates' tests: agentkit-runtime's `tests/common/mod.rs` declares it as
+//! `mod pg;`, agentkit-server's as `#[path = "…/agentkit-runtime/tests/common/pg.rs"] mod pg;`.
+//! It needs only `std` and `tempfile` (a dev-dependency of both), so sharing it adds no
+//! dependency and no feature to either crate; database set-up that needs a client (`sqlx`)
+//! stays in the runtime's `common`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A PostgreSQL server for one test.
 pub struct Pg {
     /// The URL of its `postgres` database.
     pub url: String,
@@ -64,6 +71,15 @@ fn run(as_postgres: bool, bin: &Path, args: &[&str]) {
     );
 }
 
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Pg {
     /// A fresh cluster (or the server at `AGENTKIT_PG_URL`).
     pub fn start() -> Self {
@@ -105,7 +121,7 @@ impl Pg {
                 "UTF8",
             ],
         );
-        let port = super::free_port();
+        let port = free_port();
         let opts = format!(
             "-p {port} -k {data_s} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
         );

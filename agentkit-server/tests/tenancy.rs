@@ -1083,6 +1083,13 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                 .hooks
                 .insert(name.clone(), h["secret"].as_str().unwrap().to_owned());
         }
+        // An event trigger per agent, named after it, on event `ev-<agent>`: workspaces often
+        // share trigger and event names.
+        for name in agents.keys() {
+            let body = json!({"name": name, "event": format!("ev-{name}"), "target": name});
+            let (s, t) = call(&r, &tenant.key, Method::POST, "/v1/triggers", Some(body)).await;
+            assert_eq!(s, 201, "{t}");
+        }
         tenants.push(tenant);
     }
     // A delivery signed with one workspace's hook secret, sent to another workspace's URL of
@@ -1120,6 +1127,44 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        me.runs.insert(id);
+    }
+    // An event emitted in one workspace starts runs of that workspace's triggers only; an
+    // event only another workspace listens to is unknown here.
+    for (i, me) in tenants.iter().enumerate() {
+        for (j, other) in tenants.iter().enumerate() {
+            for name in other.agents.difference(&me.agents) {
+                let path = format!("/v1/events/ev-{name}");
+                let (s, b) = call(
+                    &r,
+                    &me.key,
+                    Method::POST,
+                    &path,
+                    Some(json!({"message": "x"})),
+                )
+                .await;
+                assert_eq!(s, 404, "workspace {i} emits {j}'s event {name}: {b}");
+            }
+        }
+    }
+    for (i, me) in tenants.iter_mut().enumerate() {
+        let Some(name) = me.agents.iter().next().cloned() else {
+            continue;
+        };
+        let path = format!("/v1/events/ev-{name}");
+        let (s, b) = call(
+            &r,
+            &me.key,
+            Method::POST,
+            &path,
+            Some(json!({"message": "evt"})),
+        )
+        .await;
+        assert_eq!(s, 202, "workspace {i}'s own event: {b}");
+        let started = b["runs"].as_array().unwrap();
+        assert_eq!(started.len(), 1, "{b}");
+        let id = started[0]["run_id"].as_str().unwrap().to_owned();
+        wait_status(&r, &me.key, &id, "succeeded").await;
         me.runs.insert(id);
     }
     // A gateway call of `crm__send` in each workspace waits for an approval there: a run of
@@ -1214,9 +1259,23 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             me.hooks.keys().cloned().collect(),
             "workspace {i} hooks"
         );
+        // My event triggers, and only mine.
+        let (_, triggers) = call(&r, &me.key, Method::GET, "/v1/triggers", None).await;
+        assert_eq!(
+            crate::ids(&triggers, "name"),
+            me.agents,
+            "workspace {i} triggers"
+        );
         for (j, other) in tenants.iter().enumerate() {
             if i == j {
                 continue;
+            }
+            for name in other.agents.difference(&me.agents) {
+                for m in [Method::GET, Method::DELETE] {
+                    let path = format!("/v1/triggers/{name}");
+                    let (s, b) = call(&r, &me.key, m, &path, None).await;
+                    assert_eq!(s, 404, "workspace {i} reaches {j}'s trigger: {path} {b}");
+                }
             }
             for name in other.hooks.keys() {
                 if me.hooks.contains_key(name) {

@@ -35,8 +35,8 @@ pub(crate) fn routes() -> Router<AppState> {
         )
 }
 
-fn audit(s: &AppState) -> StoreAudit {
-    StoreAudit::new(std::sync::Arc::clone(s.platform.runtime().store()))
+fn audit(s: &AppState) -> &StoreAudit {
+    &s.audit
 }
 
 /// The workspace (`org/workspace`) a request reads: the caller's own, or with `?workspace=`
@@ -187,7 +187,8 @@ pub async fn verify_audit(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalsQuery {
-    /// `pending` (default), `approved`, `rejected` or `all`.
+    /// `pending` (default), `approved`, `rejected`, `cancelled` (withdrawn because the run
+    /// ended first) or `all`.
     pub status: Option<String>,
     /// The workspace, `org/workspace` (default: the caller's own; with the server's admin key
     /// another one, or every workspace's when left out).
@@ -210,10 +211,10 @@ pub async fn list_approvals(
     };
     let status = match q.status.as_deref().unwrap_or("pending") {
         "all" => None,
-        s @ ("pending" | "approved" | "rejected") => Some(s),
+        s @ ("pending" | "approved" | "rejected" | "cancelled") => Some(s),
         other => {
             return Err(Problem::bad_request(format!(
-                "unknown status `{other}`; use pending, approved, rejected or all"
+                "unknown status `{other}`; use pending, approved, rejected, cancelled or all"
             )));
         }
     };

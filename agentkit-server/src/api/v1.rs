@@ -712,8 +712,13 @@ pub(crate) async fn decide_call(
         // A gateway call's run resumes here: this process must know its workflow.
         s.platform.ensure_target(&run.target).await?;
     }
+    // A run that ended has nothing to decide: its pending approvals are withdrawn.
+    crate::policy::refuse_if_ended(&s.audit, &run)
+        .await
+        .map_err(scoped(&scope))?;
     // Who decided, for the approval queue and the audit log.
-    let calls = crate::policy::StoreAudit::new(std::sync::Arc::clone(s.platform.runtime().store()))
+    let calls = s
+        .audit
         .note_decision_for(
             run_id,
             call_id,
@@ -723,6 +728,24 @@ pub(crate) async fn decide_call(
             caller.super_admin,
         )
         .await?;
+    // The decision is in the audit log before the answer (the entry of the call's outcome
+    // follows when the run resumes).
+    let action = if approved {
+        "approvals.approve"
+    } else {
+        "approvals.reject"
+    };
+    let workspace = crate::tenancy::WorkspaceId::of_stored(&run.target);
+    for call in &calls {
+        s.audit_change(
+            caller,
+            &workspace,
+            action,
+            call,
+            json!({"run_id": run_id, "reason": reason}),
+        )
+        .await?;
+    }
     control(s, caller, run_id, async |rt| {
         if calls.is_empty() {
             return rt.signal(run_id, APPROVAL_SIGNAL, payload).await;

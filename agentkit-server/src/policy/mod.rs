@@ -93,7 +93,8 @@ pub struct ApprovalView {
     pub reason: String,
     /// The run's earlier successful tool calls (the chain that triggered the rule).
     pub history: Vec<String>,
-    /// `pending`, `approved` or `rejected`.
+    /// `pending`, `approved`, `rejected`, or `cancelled` (its run ended before anyone
+    /// decided: cancelled, failed or finished; `decision_reason` says how).
     pub status: String,
     /// When it was asked (ms since epoch).
     pub requested_at: i64,
@@ -116,6 +117,9 @@ pub struct ApprovalView {
 
 /// Who decides expired approvals.
 pub const EXPIRY_DECIDER: &str = "expiry";
+
+/// Who "decides" the approvals withdrawn because their run ended (status `cancelled`).
+pub const RUN_ENDED_DECIDER: &str = "run";
 
 impl StoreAudit {
     /// An audit log over `store`, redacting with the default [`Redactor`].
@@ -236,7 +240,8 @@ impl StoreAudit {
     }
 
     /// Approvals, newest first: all, or those with `status` (`pending`, `approved`,
-    /// `rejected`), optionally of one workspace.
+    /// `rejected`, `cancelled`), optionally of one workspace. A pending approval whose run
+    /// has ended is withdrawn first (see [`withdraw_approvals`](Self::withdraw_approvals)).
     pub async fn approvals(
         &self,
         status: Option<&str>,
@@ -262,6 +267,34 @@ impl StoreAudit {
                 }
                 out.push(v);
             }
+        }
+        // A pending approval whose run ended (its process stopped before withdrawing it)
+        // is withdrawn now, and listed as it is then.
+        let mut ended = std::collections::HashMap::new();
+        for v in &mut out {
+            if v.status != "pending" {
+                continue;
+            }
+            if !ended.contains_key(&v.run_id) {
+                let run = self.store.get_run(&v.run_id).await?;
+                let how = run.filter(|r| r.status.is_terminal()).map(|r| ending(&r));
+                if let Some(how) = &how {
+                    self.withdraw_approvals(&v.run_id, how).await?;
+                }
+                ended.insert(v.run_id.clone(), how);
+            }
+            if let Some(Some(_)) = ended.get(&v.run_id)
+                && let Some(d) = self
+                    .store
+                    .doc_get(APPROVALS, &format!("{}/{}", v.run_id, v.call_id))
+                    .await?
+                && let Ok(now) = serde_json::from_value::<ApprovalView>(d.value)
+            {
+                *v = now;
+            }
+        }
+        if let Some(s) = status {
+            out.retain(|v| v.status == s);
         }
         out.sort_by_key(|a| std::cmp::Reverse(a.requested_at));
         Ok(out)
@@ -479,6 +512,77 @@ impl StoreAudit {
         })
     }
 
+    /// Append a change made outside any run ([`AuditEvent::change`]) to its workspace's
+    /// chain, redacted; returns the entry once it is stored (the writer's commit
+    /// acknowledged it).
+    ///
+    /// # Errors
+    ///
+    /// The store's error: the entry is not stored.
+    pub async fn record_change(&self, mut event: AuditEvent) -> Result<AuditEntry> {
+        self.redact(&mut event);
+        self.append(event).await
+    }
+
+    /// Withdraw the approvals of `run_id` still pending, because the run ended
+    /// (`ended`: its status and error, e.g. `cancelled: cancelled by request`): each becomes
+    /// `cancelled`, decided by [`RUN_ENDED_DECIDER`] with that reason, and gets a `rejected`
+    /// audit entry. Returns the call ids withdrawn (those another decider took meanwhile are
+    /// left as they were).
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub async fn withdraw_approvals(&self, run_id: &str, ended: &str) -> Result<Vec<String>> {
+        let docs = self
+            .store
+            .doc_list(APPROVALS, &format!("{run_id}/"), None, 1000)
+            .await?;
+        let now = now_ms();
+        let reason = format!("the run ended before a decision ({ended})");
+        let mut withdrawn = Vec::new();
+        for d in docs {
+            let Ok(mut v) = serde_json::from_value::<ApprovalView>(d.value) else {
+                continue;
+            };
+            if v.status != "pending" || v.run_id != run_id {
+                continue;
+            }
+            v.status = "cancelled".to_owned();
+            v.decided_at = Some(now);
+            v.decided_by = Some(RUN_ENDED_DECIDER.to_owned());
+            v.decision_reason = Some(reason.clone());
+            let value =
+                serde_json::to_value(&v).map_err(|e| Error::json("encoding an approval", e))?;
+            if self
+                .store
+                .doc_put(APPROVALS, &d.id, value, Expect::Revision(d.revision))
+                .await?
+                .is_none()
+            {
+                // Decided meanwhile by someone else: theirs stands.
+                continue;
+            }
+            let (org, ws) = v
+                .workspace
+                .split_once('/')
+                .unwrap_or(("default", "default"));
+            let mut event = AuditEvent::change("approvals.withdraw", &v.call_id, Value::Null)
+                .with_principal(org, ws, None)
+                .with_actor(RUN_ENDED_DECIDER)
+                .with_reason(reason.clone())
+                .with_rule(v.rule.clone());
+            event.outcome = AuditOutcome::Rejected;
+            event.run_id.clone_from(&v.run_id);
+            event.tool.clone_from(&v.tool);
+            event.arguments = v.arguments.clone();
+            event.policy.clone_from(&v.policy);
+            self.record_change(event).await?;
+            withdrawn.push(v.call_id);
+        }
+        Ok(withdrawn)
+    }
+
     async fn track_approval(&self, event: &mut AuditEvent) -> Result<()> {
         let id = format!("{}/{}", event.run_id, event.call_id);
         match event.outcome {
@@ -543,6 +647,81 @@ impl AuditSink for StoreAudit {
         self.track_approval(&mut event).await?;
         self.append(event).await.map(|_| ())
     }
+}
+
+/// The runtime's [`RunObserver`](agentkit_runtime::RunObserver) of a server: tells the
+/// metrics, and withdraws the pending approvals of a run that ended (cancelled, failed or
+/// finished; see [`StoreAudit::withdraw_approvals`]), whichever way it ended (every cancel
+/// path goes through the runtime). A run ended by a process that stopped before this ran
+/// is caught when its approval is listed or decided.
+pub struct EndedRuns {
+    inner: Arc<dyn agentkit_runtime::RunObserver>,
+    audit: StoreAudit,
+}
+
+impl EndedRuns {
+    /// Tell `inner` everything, and withdraw approvals through `audit`.
+    #[must_use]
+    pub fn new(inner: Arc<dyn agentkit_runtime::RunObserver>, audit: StoreAudit) -> Self {
+        Self { inner, audit }
+    }
+}
+
+impl std::fmt::Debug for EndedRuns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndedRuns").finish_non_exhaustive()
+    }
+}
+
+/// How a run ended, for a withdrawn approval's reason: its status and error.
+fn ending(run: &agentkit_runtime::model::RunRecord) -> String {
+    match &run.error {
+        Some(e) if !e.is_empty() => format!("{}: {e}", run.status),
+        _ => run.status.to_string(),
+    }
+}
+
+impl agentkit_runtime::RunObserver for EndedRuns {
+    fn run_ended(&self, run: &agentkit_runtime::model::RunRecord) {
+        self.inner.run_ended(run);
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (audit, run_id, ended) = (self.audit.clone(), run.id.clone(), ending(run));
+        handle.spawn(async move {
+            if let Err(e) = audit.withdraw_approvals(&run_id, &ended).await {
+                tracing::warn!(run = %run_id, error = %e, "withdrawing the approvals of an ended run failed");
+            }
+        });
+    }
+
+    fn schedule_fired(&self, schedule: &str, target: &str, lag: std::time::Duration) {
+        self.inner.schedule_fired(schedule, target, lag);
+    }
+}
+
+/// If run `run` ended, withdraw its pending approvals (in case the process that ended it
+/// stopped first) and say so: the error a decision on it answers (409).
+///
+/// # Errors
+///
+/// 409 ([`Error::InvalidState`]) when the run ended; the store's error.
+pub(crate) async fn refuse_if_ended(
+    audit: &StoreAudit,
+    run: &agentkit_runtime::model::RunRecord,
+) -> Result<()> {
+    if !run.status.is_terminal() {
+        return Ok(());
+    }
+    audit.withdraw_approvals(&run.id, &ending(run)).await?;
+    Err(Error::invalid_state(
+        format!("run {}", run.id),
+        format!(
+            "is {} already, so its approvals were withdrawn (status `cancelled`) and there is \
+             nothing to decide; start a new run",
+            run.status
+        ),
+    ))
 }
 
 /// Reject every pending approval whose `expires_at` has passed at `now`, and resume its run

@@ -240,7 +240,18 @@ pub async fn claim_approval(
     let by = caller.key_id.clone().unwrap_or_else(|| "admin".to_owned());
     let until = agentkit_runtime::model::now_ms()
         .saturating_add(i64::try_from(s.claim_for.as_millis()).unwrap_or(i64::MAX));
-    Ok(Json(audit(&s).claim(&run_id, &call_id, &by, until).await?))
+    let claimed = audit(&s).claim(&run_id, &call_id, &by, until).await?;
+    let workspace = crate::tenancy::WorkspaceId::parse(&claimed.workspace, "default")
+        .unwrap_or_else(|_| caller.workspace.clone());
+    s.audit_change(
+        &caller,
+        &workspace,
+        "approvals.claim",
+        &call_id,
+        serde_json::json!({"run_id": run_id, "claimed_until": until}),
+    )
+    .await?;
+    Ok(Json(claimed))
 }
 
 /// One budget of the workspace in its current period.

@@ -186,6 +186,15 @@ pub async fn create_webhook(
         )
         .await?;
     tracing::info!(workspace = %caller.workspace, webhook = %name, "webhook created");
+    // Its name and target; never its secret.
+    s.audit_change(
+        &caller,
+        &caller.workspace,
+        "webhooks.create",
+        &name,
+        serde_json::json!({"target": created.hook.target}),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
@@ -220,6 +229,14 @@ pub async fn rotate_webhook(
     match workspace_hooks(&s).rotate(&caller.workspace, &name).await {
         Ok(h) => {
             tracing::info!(workspace = %caller.workspace, webhook = %name, "webhook secret rotated");
+            s.audit_change(
+                &caller,
+                &caller.workspace,
+                "webhooks.rotate",
+                &name,
+                serde_json::json!({"target": h.hook.target}),
+            )
+            .await?;
             Ok(Json(h))
         }
         Err(agentkit_core::Error::NotFound { .. }) => Err(no_webhook(&caller, &name)),
@@ -238,6 +255,14 @@ pub async fn delete_webhook(
 ) -> ApiResult<Response> {
     if workspace_hooks(&s).delete(&caller.workspace, &name).await? {
         tracing::info!(workspace = %caller.workspace, webhook = %name, "webhook deleted");
+        s.audit_change(
+            &caller,
+            &caller.workspace,
+            "webhooks.delete",
+            &name,
+            serde_json::json!({}),
+        )
+        .await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(no_webhook(&caller, &name))

@@ -164,6 +164,16 @@ pub async fn deploy_agent(
     } else {
         StatusCode::OK
     };
+    if deployed.created {
+        s.audit_change(
+            &caller,
+            &caller.workspace,
+            "agents.deploy",
+            &req.name,
+            json!({"version": deployed.version}),
+        )
+        .await?;
+    }
     Ok((status, Json(deployed)).into_response())
 }
 
@@ -323,7 +333,9 @@ pub async fn set_label(
         .set_label(&name, &label, req.version, expected)
         .await
         .map_err(scoped(&scope))?;
-    Ok(Json(entry_out(&scope, e)))
+    let e = entry_out(&scope, e);
+    audit_labels(&s, &caller, "agents.set_label", &e, &[&label]).await?;
+    Ok(Json(e))
 }
 
 /// Promote a label's version to another label.
@@ -355,7 +367,32 @@ pub async fn promote(
         .promote(&name, &req.from, &req.to)
         .await
         .map_err(scoped(&scope))?;
-    Ok(Json(entry_out(&scope, e)))
+    let e = entry_out(&scope, e);
+    audit_labels(&s, &caller, "agents.promote", &e, &[&req.from, &req.to]).await?;
+    Ok(Json(e))
+}
+
+/// Record a label change of entry `e` (as the caller sees it): the labels named and the
+/// versions they point at now.
+async fn audit_labels(
+    s: &AppState,
+    caller: &Caller,
+    action: &str,
+    e: &Entry,
+    labels: &[&str],
+) -> Result<(), Problem> {
+    let now: serde_json::Map<String, Value> = labels
+        .iter()
+        .map(|l| ((*l).to_owned(), json!(e.labels.get(*l))))
+        .collect();
+    s.audit_change(
+        caller,
+        &caller.workspace,
+        action,
+        &e.name,
+        json!({"labels": now}),
+    )
+    .await
 }
 
 /// The label to roll back.
@@ -385,7 +422,9 @@ pub async fn rollback(
         .rollback(&name, &req.label)
         .await
         .map_err(scoped(&scope))?;
-    Ok(Json(entry_out(&scope, e)))
+    let e = entry_out(&scope, e);
+    audit_labels(&s, &caller, "agents.rollback", &e, &[&req.label]).await?;
+    Ok(Json(e))
 }
 
 /// Start a run of an agent or workflow.

@@ -242,7 +242,13 @@ impl Key {
 struct Keys {
     current: Key,
     previous: Vec<Key>,
+    /// A random secret sealed under `current` (see [`Vault::open_decoy`]), made on first use.
+    decoy: std::sync::OnceLock<Option<serde_json::Value>>,
 }
+
+/// The slot the decoy secret is sealed for (no stored secret has it: slots of stored
+/// secrets are `org/workspace/name` and `webhook:org/workspace/name`).
+const DECOY_SLOT: &str = "decoy:webhook";
 
 /// What [`Vault::reseal`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -370,7 +376,11 @@ impl Vault {
                     .filter(|p| p.id() != current.id)
                     .map(Key::new)
                     .collect();
-                Arc::new(Keys { current, previous })
+                Arc::new(Keys {
+                    current,
+                    previous,
+                    decoy: std::sync::OnceLock::new(),
+                })
             }),
         }
     }
@@ -464,6 +474,25 @@ impl Vault {
     ) -> Result<String> {
         self.open_sealed_with_key(what, slot, stored)
             .map(|(v, _)| v)
+    }
+
+    /// Open this vault's decoy: a random 64-hex-digit secret sealed once (per process) under
+    /// the current master key, opened with the same work as a webhook's stored secret. An
+    /// unknown webhook's delivery is checked against it, so it costs what a known hook's
+    /// with a wrong signature costs. `None` without a master key (then no workspace hook
+    /// can exist) or when sealing failed.
+    pub(crate) fn open_decoy(&self) -> Option<String> {
+        let keys = self.keys.as_deref()?;
+        let sealed = keys
+            .decoy
+            .get_or_init(|| {
+                let mut k = [0u8; 32];
+                getrandom::fill(&mut k).ok()?;
+                self.seal_value(DECOY_SLOT, &hex::encode(k)).ok()
+            })
+            .clone()?;
+        self.open_sealed("of the decoy webhook", DECOY_SLOT, sealed)
+            .ok()
     }
 
     /// [`open_sealed`](Self::open_sealed), and whether the current master key sealed it

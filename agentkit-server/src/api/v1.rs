@@ -767,25 +767,15 @@ pub(crate) async fn decide_call(
             caller.super_admin,
         )
         .await?;
-    // The decision is in the audit log before the answer (the entry of the call's outcome
-    // follows when the run resumes).
-    let action = if approved {
-        "approvals.approve"
-    } else {
-        "approvals.reject"
-    };
-    let workspace = crate::tenancy::WorkspaceId::of_stored(&run.target);
+    // The decision is in the audit log before the run resumes and before the answer.
+    let mut unaudited = None;
     for call in &calls {
-        s.audit_change(
-            caller,
-            &workspace,
-            action,
-            call,
-            json!({"run_id": run_id, "reason": reason}),
-        )
-        .await?;
+        if let Err(e) = s.audit.audit_decision(run_id, call).await {
+            tracing::error!(run = run_id, call = %call, error = %e, "a decision could not be audited");
+            unaudited = Some((call.clone(), e));
+        }
     }
-    control(s, caller, run_id, async |rt| {
+    let answer = control(s, caller, run_id, async |rt| {
         if calls.is_empty() {
             return rt.signal(run_id, APPROVAL_SIGNAL, payload).await;
         }
@@ -799,7 +789,21 @@ pub(crate) async fn decide_call(
         }
         Ok(())
     })
-    .await
+    .await?;
+    match unaudited {
+        None => Ok(answer),
+        // The run resumes (its policy layer writes the entry then); the caller learns the
+        // log does not hold it yet.
+        Some((call, e)) => Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit-unavailable",
+            format!(
+                "the decision on call {call} of run {run_id} was made and the run resumes, but \
+                 its audit entry could not be stored now ({e}); the run writes it when it \
+                 resumes. Check the store"
+            ),
+        )),
+    }
 }
 
 /// Approve the calls a run waits on: every call of the run pending in the approval queue

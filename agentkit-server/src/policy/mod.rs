@@ -113,6 +113,15 @@ pub struct ApprovalView {
     /// When it is rejected for want of a decision (ms since epoch; `server.approvals.expire_after`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// The API key of the run's principal, if one started it (for the decision's audit
+    /// entry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The position of the decision's entry in the workspace's audit log, once it is
+    /// written (when the decision is made, before the run resumes; see
+    /// [`StoreAudit::audit_decision`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_seq: Option<u64>,
 }
 
 /// Who decides expired approvals.
@@ -583,7 +592,9 @@ impl StoreAudit {
         Ok(withdrawn)
     }
 
-    async fn track_approval(&self, event: &mut AuditEvent) -> Result<()> {
+    /// Keep the approval queue in step with `event`; whether to append it (not when it is a
+    /// decision audited when it was made).
+    async fn track_approval(&self, event: &mut AuditEvent) -> Result<bool> {
         let id = format!("{}/{}", event.run_id, event.call_id);
         match event.outcome {
             AuditOutcome::ApprovalRequested => {
@@ -604,6 +615,8 @@ impl StoreAudit {
                     decision_reason: None,
                     claimed_by: None,
                     claimed_until: None,
+                    key_id: event.key_id.clone(),
+                    decision_seq: None,
                     expires_at: self.expire_after.map(|d| {
                         event
                             .at_ms
@@ -628,15 +641,98 @@ impl StoreAudit {
             }
             AuditOutcome::Approved | AuditOutcome::Rejected => {
                 // The person who decided, as the approve/reject route noted it.
-                if let Some(d) = self.store.doc_get(APPROVALS, &id).await?
-                    && let Some(by) = d.value.get("decided_by").and_then(Value::as_str)
-                {
-                    event.actor = Some(by.to_owned());
+                if let Some(d) = self.store.doc_get(APPROVALS, &id).await? {
+                    if d.value.get("decision_seq").is_some_and(|s| !s.is_null()) {
+                        // The decision was audited when it was made.
+                        return Ok(false);
+                    }
+                    if let Some(by) = d.value.get("decided_by").and_then(Value::as_str) {
+                        event.actor = Some(by.to_owned());
+                    }
                 }
             }
             _ => {}
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Write the audit entry of the decision on approval `run_id`/`call_id` (decided with
+    /// [`note_decision_for`](Self::note_decision_for)) now, before its run is signalled, and
+    /// note its position in the approval, so the run, when it resumes, does not write it
+    /// again. The entry is the one the policy layer would write on resume (`approved`, or
+    /// `rejected` with the reason), by who decided. Returns it once it is stored; an approval
+    /// whose decision is audited already is left as it is.
+    ///
+    /// # Errors
+    ///
+    /// 404 when there is no such approval, 409 when it is still pending; the store's error
+    /// (then nothing says the decision is audited, and the run writes it on resume).
+    pub async fn audit_decision(&self, run_id: &str, call_id: &str) -> Result<Option<AuditEntry>> {
+        let id = format!("{run_id}/{call_id}");
+        let Some(d) = self.store.doc_get(APPROVALS, &id).await? else {
+            return Err(Error::not_found(
+                "approval",
+                &id,
+                "list the run's approvals with `GET /v1/approvals?status=all`",
+            ));
+        };
+        let v: ApprovalView =
+            serde_json::from_value(d.value).map_err(|e| Error::json("reading an approval", e))?;
+        if v.decision_seq.is_some() {
+            return Ok(None);
+        }
+        let (outcome, reason) = match v.status.as_str() {
+            "approved" => (AuditOutcome::Approved, v.reason.clone()),
+            "rejected" => (
+                AuditOutcome::Rejected,
+                v.decision_reason
+                    .clone()
+                    .unwrap_or_else(|| "rejected by an operator".to_owned()),
+            ),
+            other => {
+                return Err(Error::invalid_state(
+                    format!("the approval of call {call_id} in run {run_id}"),
+                    format!("is {other}, not decided"),
+                ));
+            }
+        };
+        let (org, ws) = v
+            .workspace
+            .split_once('/')
+            .unwrap_or(("default", "default"));
+        let mut event = AuditEvent::change("", call_id, v.arguments.clone())
+            .with_principal(org, ws, v.key_id.clone())
+            .with_rule(v.rule.clone())
+            .with_reason(reason);
+        event.outcome = outcome;
+        event.run_id = run_id.to_owned();
+        event.tool.clone_from(&v.tool);
+        event.policy.clone_from(&v.policy);
+        event.actor.clone_from(&v.decided_by);
+        if let Some(at) = v.decided_at {
+            event.at_ms = at;
+        }
+        let entry = self.record_change(event).await?;
+        // Note it, so the resumed run does not write it again.
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(d) = self.store.doc_get(APPROVALS, &id).await? else {
+                break;
+            };
+            let mut v: ApprovalView = serde_json::from_value(d.value)
+                .map_err(|e| Error::json("reading an approval", e))?;
+            v.decision_seq = Some(entry.seq);
+            let value =
+                serde_json::to_value(&v).map_err(|e| Error::json("encoding an approval", e))?;
+            if self
+                .store
+                .doc_put(APPROVALS, &id, value, Expect::Revision(d.revision))
+                .await?
+                .is_some()
+            {
+                break;
+            }
+        }
+        Ok(Some(entry))
     }
 }
 
@@ -644,7 +740,9 @@ impl StoreAudit {
 impl AuditSink for StoreAudit {
     async fn record(&self, mut event: AuditEvent) -> Result<()> {
         self.redact(&mut event);
-        self.track_approval(&mut event).await?;
+        if !self.track_approval(&mut event).await? {
+            return Ok(());
+        }
         self.append(event).await.map(|_| ())
     }
 }
@@ -675,9 +773,12 @@ impl std::fmt::Debug for EndedRuns {
 
 /// How a run ended, for a withdrawn approval's reason: its status and error.
 fn ending(run: &agentkit_runtime::model::RunRecord) -> String {
+    let status = run.status.to_string();
     match &run.error {
-        Some(e) if !e.is_empty() => format!("{}: {e}", run.status),
-        _ => run.status.to_string(),
+        // Cancel reasons start with `cancelled: ` already.
+        Some(e) if e.starts_with(&status) => e.clone(),
+        Some(e) if !e.is_empty() => format!("{status}: {e}"),
+        _ => status,
     }
 }
 
@@ -783,7 +884,12 @@ async fn expire(
         )
         .await
     {
-        Ok(calls) if !calls.is_empty() => {}
+        Ok(calls) if !calls.is_empty() => {
+            if let Err(e) = audit.audit_decision(&a.run_id, &a.call_id).await {
+                // The run writes it when it resumes.
+                tracing::warn!(run = %a.run_id, error = %e, "auditing an expired approval failed");
+            }
+        }
         // Decided by someone else meanwhile (or gone).
         Ok(_) | Err(Error::InvalidState { .. } | Error::NotFound { .. }) => return Ok(false),
         Err(e) => return Err(e),

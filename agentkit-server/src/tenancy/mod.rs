@@ -71,17 +71,6 @@ impl WorkspaceId {
         self.org == DEFAULT_ORG && self.workspace == DEFAULT_WORKSPACE
     }
 
-    /// The workspace a stored name (`<org>~<workspace>~<name>`, or a bare name of
-    /// `default/default`) belongs to.
-    #[must_use]
-    pub(crate) fn of_stored(name: &str) -> Self {
-        let mut parts = name.splitn(3, SEP);
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(org), Some(ws), Some(_)) => Self::new(org, ws),
-            _ => Self::default_workspace(),
-        }
-    }
-
     /// Parse `org/workspace` (or a bare `workspace` of `org`).
     pub fn parse(s: &str, org: &str) -> agentkit_core::Result<Self> {
         let id = match s.split_once('/') {

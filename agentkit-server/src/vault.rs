@@ -759,6 +759,18 @@ mod tests {
         (Vault::new(Arc::clone(&store), Some(&key)), store)
     }
 
+    #[test]
+    fn the_decoy_is_one_random_secret_per_vault_opened_each_time() {
+        let (v, _) = vault();
+        let d = v.open_decoy().unwrap();
+        assert_eq!(d.len(), 64);
+        assert_eq!(v.clone().open_decoy().as_deref(), Some(d.as_str()), "clones share it");
+        let (other, _) = vault();
+        assert_ne!(other.open_decoy().unwrap(), d);
+        let bare = Vault::new(Arc::new(MemoryStore::new()), None);
+        assert_eq!(bare.open_decoy(), None);
+    }
+
     #[tokio::test]
     async fn secrets_round_trip_per_workspace_and_never_sit_in_the_store_in_clear() {
         let (v, store) = vault();

@@ -407,7 +407,25 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
     )
     .await;
     assert_eq!(s, 200, "{b}");
+    // The decision is in the audit log the moment the answer arrives (before the run has
+    // resumed), once: the resumed run does not write it again.
+    let approved = |page: &Value| -> Vec<Value> {
+        page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"]["run_id"] == run.as_str() && e["event"]["outcome"] == "approved")
+            .cloned()
+            .collect()
+    };
+    let (_, page) = call(&base, ADMIN, Method::GET, "/v1/audit?workspace=acme/prod&limit=10000", None).await;
+    let entries = approved(&page);
+    assert_eq!(entries.len(), 1, "{page}");
+    assert_eq!(entries[0]["event"]["call_id"], "batch/2");
+    assert!(entries[0]["event"]["actor"].as_str().is_some_and(|a| !a.is_empty() && a != "admin"));
     let done = wait_status(&base, &ops, &run, "succeeded").await;
+    let (_, page) = call(&base, ADMIN, Method::GET, "/v1/audit?workspace=acme/prod&limit=10000", None).await;
+    assert_eq!(approved(&page).len(), 1, "written once: {page}");
     assert_eq!(
         done["output"]["content"],
         json!([{"type": "text", "text": "sent: batch/2"}]),

@@ -81,7 +81,7 @@ impl AppState {
                 caller.key_id.clone(),
             )
             .with_actor(crate::api::v1::decider(caller));
-        self.audit.record_change(event).await.map_err(|e| {
+        self.audit.record_change(event).await.map(|_| ()).map_err(|e| {
             tracing::error!(action, resource, error = %e, "a change could not be audited");
             Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,

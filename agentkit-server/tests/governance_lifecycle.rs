@@ -4,8 +4,9 @@
 //! on the thread with `if_busy: interrupt`), and also when the process that ended it stopped
 //! before withdrawing it, its pending approvals leave the queue as `cancelled` (decided by
 //! `run`, with how the run ended), and deciding one afterwards is a clear 409, never a 500.
-//! The same holds for a gateway call (`/v1/execute`) waiting for an approval; a gateway call
-//! id with `/` is decided per call through a percent-encoded path segment.
+//! The same holds for a gateway call (`/v1/execute`, or a federated `/mcp` call cancelled
+//! with MCP `tasks/cancel`) waiting for an approval; a gateway call id with `/` is decided
+//! per call through a percent-encoded path segment.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod inproc;
@@ -17,7 +18,13 @@ use std::time::{Duration, Instant};
 use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::{Policy, PolicyLayer};
 use agentkit_core::{Agent, AgentLlm, FnTool, RunStatus, ScriptedProvider};
-use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
+use agentkit_mcp::rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ClientCapabilities,
+    ClientConfig, ContentBlock, Implementation, ProtocolVersion,
+};
+use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
+use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use agentkit_mcp::rmcp::{ClientLifecycleMode, ClientServiceExt, ServiceExt};
 use agentkit_mcp::{ConnectionManager, ServerConfig};
 use agentkit_runtime::model::RunUpdate;
 use agentkit_runtime::{SqliteStore, Store};
@@ -433,6 +440,47 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(sends.load(Ordering::SeqCst), 1, "only the approved call ran, once");
+
+    // Over `/mcp`, a federated call that waits is a task (its run); MCP `tasks/cancel`
+    // cancels the run and withdraws the approval.
+    let client = ClientConfig::new(
+        ClientCapabilities::builder().enable_tasks().build(),
+        Implementation::new("governance-lifecycle-test", "0.0.0"),
+    )
+    .serve_with_lifecycle(
+        StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp")).auth_header(&ops),
+        ),
+        ClientLifecycleMode::Auto {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            legacy_version: None,
+        },
+    )
+    .await
+    .unwrap();
+    let response = client
+        .call_tool_once(
+            CallToolRequestParams::new("crm__send")
+                .with_arguments(json!({"text": "as a task"}).as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    let CallToolResponse::Task(created) = response else {
+        panic!("a tasks client gets a task, got {response:?}");
+    };
+    let task = created.task.task_id.clone();
+    wait_status(&base, &ops, &task, "waiting_approval").await;
+    let waiting = approvals(&base, &ops, &task, "pending").await;
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    let task_call = waiting[0]["call_id"].as_str().unwrap().to_owned();
+    client
+        .cancel_task(CancelTaskParams::new(&task))
+        .await
+        .unwrap();
+    wait_status(&base, &ops, &task, "cancelled").await;
+    assert_withdrawn(&base, &ops, &task, &task_call, "cancelled").await;
+    client.cancel().await.unwrap();
+    assert_eq!(sends.load(Ordering::SeqCst), 1, "the cancelled task's call was never made");
     let decided = approvals(&base, &ops, &run, "approved").await;
     assert_eq!(decided.len(), 1, "{decided:?}");
     assert_eq!(decided[0]["call_id"], "batch/2");

@@ -33,8 +33,8 @@ use crate::tenancy::WorkspaceId;
 /// How long keys are remembered unless configured (24 h).
 pub(crate) const DEFAULT_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// The collection of remembered calls.
-const COLLECTION: &str = "agentkit.gateway_idempotency";
+/// The collection of remembered calls (pruned by the retention sweep once expired).
+pub(crate) const COLLECTION: &str = "agentkit.gateway_idempotency";
 
 /// How long past its timeout an attempt still in flight is waited for before another
 /// attempt takes its key over (its process may have died).
@@ -373,7 +373,12 @@ mod tests {
             keys.claim(&acme, "k", &c, t, now + 61_000).await.unwrap(),
             Claim::Fresh(_)
         ));
-        // An attempt abandoned in flight is taken over after its timeout and a minute.
+        // An attempt abandoned in flight is taken over after its timeout and a minute (in a
+        // window longer than that).
+        let keys = Keys::new(
+            Arc::new(agentkit_runtime::MemoryStore::new()),
+            Duration::from_secs(3600),
+        );
         let Claim::Fresh(_) = keys.claim(&acme, "lost", &c, t, 5000).await.unwrap() else {
             panic!("fresh")
         };

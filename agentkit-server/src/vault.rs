@@ -764,7 +764,11 @@ mod tests {
         let (v, _) = vault();
         let d = v.open_decoy().unwrap();
         assert_eq!(d.len(), 64);
-        assert_eq!(v.clone().open_decoy().as_deref(), Some(d.as_str()), "clones share it");
+        assert_eq!(
+            v.clone().open_decoy().as_deref(),
+            Some(d.as_str()),
+            "clones share it"
+        );
         let (other, _) = vault();
         assert_ne!(other.open_decoy().unwrap(), d);
         let bare = Vault::new(Arc::new(MemoryStore::new()), None);

@@ -874,10 +874,9 @@ impl WorkspaceHooks {
             .ok()
             .filter(|_| check_hook_name(name).is_ok());
         // A name that cannot be a hook is looked up too (as one that is not there).
-        let id = named.as_ref().map_or_else(
-            || "~/~/~".to_owned(),
-            |ws| Self::doc_id(ws, name),
-        );
+        let id = named
+            .as_ref()
+            .map_or_else(|| "~/~/~".to_owned(), |ws| Self::doc_id(ws, name));
         let found = self.store.doc_get(WORKSPACE_HOOKS, &id).await?;
         let (Some(ws), Some(doc)) = (named, found) else {
             return Ok(Err(unknown()));

@@ -21,7 +21,13 @@ use serde_json::{Value, json};
 
 const ADMIN: &str = "audit-admin-key";
 
-async fn call(base: &str, key: &str, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    base: &str,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     inproc::call_as(base, key, method, path, body).await
 }
 
@@ -40,7 +46,13 @@ async fn last_entry(base: &str) -> Value {
 }
 
 /// The last entry is the change `action` of `resource`, made by `actor` (and key `key_id`).
-async fn assert_last(base: &str, action: &str, resource: &str, actor: &str, key_id: Option<&str>) -> Value {
+async fn assert_last(
+    base: &str,
+    action: &str,
+    resource: &str,
+    actor: &str,
+    key_id: Option<&str>,
+) -> Value {
     let e = last_entry(base).await;
     let ev = &e["event"];
     assert_eq!(ev["outcome"], "changed", "{e}");
@@ -113,7 +125,14 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     let temp_id = b["id"].as_str().unwrap().to_owned();
     secrets.push(b["key"].as_str().unwrap().to_owned());
     assert_last(&base, "keys.create", &temp_id, &dev_id, Some(&dev_id)).await;
-    let (s, b) = call(&base, &dev, Method::DELETE, &format!("/v1/keys/{temp_id}"), None).await;
+    let (s, b) = call(
+        &base,
+        &dev,
+        Method::DELETE,
+        &format!("/v1/keys/{temp_id}"),
+        None,
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     assert_last(&base, "keys.revoke", &temp_id, &dev_id, Some(&dev_id)).await;
 
@@ -197,7 +216,14 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     secrets.push(b["secret"].as_str().unwrap().to_owned());
     let ev = assert_last(&base, "webhooks.create", "github", &dev_id, Some(&dev_id)).await;
     assert_eq!(ev["arguments"]["target"], "triage", "{ev}");
-    let (s, b) = call(&base, &dev, Method::POST, "/v1/webhooks/github/rotate", None).await;
+    let (s, b) = call(
+        &base,
+        &dev,
+        Method::POST,
+        "/v1/webhooks/github/rotate",
+        None,
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     secrets.push(b["secret"].as_str().unwrap().to_owned());
     assert_last(&base, "webhooks.rotate", "github", &dev_id, Some(&dev_id)).await;
@@ -226,7 +252,14 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
         )
         .await;
         assert_eq!(s, 200, "{b}");
-        assert_last(&base, &format!("schedules.{verb}"), "hourly", &dev_id, Some(&dev_id)).await;
+        assert_last(
+            &base,
+            &format!("schedules.{verb}"),
+            "hourly",
+            &dev_id,
+            Some(&dev_id),
+        )
+        .await;
     }
     let (s, b) = call(&base, &dev, Method::DELETE, "/v1/schedules/hourly", None).await;
     assert_eq!(s, 204, "{b}");
@@ -257,7 +290,14 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(s, 200, "{b}");
     let ev = assert_last(&base, "crons.update", &cron, &dev_id, Some(&dev_id)).await;
     assert_eq!(ev["arguments"]["schedule"], "0 10 * * *", "{ev}");
-    let (s, b) = call(&base, &dev, Method::DELETE, &format!("/runs/crons/{cron}"), None).await;
+    let (s, b) = call(
+        &base,
+        &dev,
+        Method::DELETE,
+        &format!("/runs/crons/{cron}"),
+        None,
+    )
+    .await;
     assert_eq!(s, 204, "{b}");
     assert_last(&base, "crons.delete", &cron, &dev_id, Some(&dev_id)).await;
 
@@ -269,7 +309,9 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
 
     // The export holds no secret, and the chain verifies.
     let csv = reqwest::Client::new()
-        .get(format!("{base}/v1/audit?workspace=acme/prod&format=csv&limit=10000"))
+        .get(format!(
+            "{base}/v1/audit?workspace=acme/prod&format=csv&limit=10000"
+        ))
         .bearer_auth(ADMIN)
         .send()
         .await
@@ -285,9 +327,15 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
         None,
     )
     .await;
-    assert!(csv.contains(",changed,") && csv.contains("webhooks.rotate"), "{csv}");
+    assert!(
+        csv.contains(",changed,") && csv.contains("webhooks.rotate"),
+        "{csv}"
+    );
     for secret in &secrets {
-        assert!(!csv.contains(secret.as_str()), "a secret is in the CSV export: {csv}");
+        assert!(
+            !csv.contains(secret.as_str()),
+            "a secret is in the CSV export: {csv}"
+        );
         assert!(
             !json_export.to_string().contains(secret.as_str()),
             "a secret is in the JSON export"

@@ -37,7 +37,13 @@ use serde_json::{Value, json};
 
 const ADMIN: &str = "lifecycle-admin-key";
 
-async fn call(base: &str, key: &str, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    base: &str,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     inproc::call_as(base, key, method, path, body).await
 }
 
@@ -104,7 +110,10 @@ async fn wait_status(base: &str, key: &str, run_id: &str, status: &str) -> Value
         if run["status"] == status {
             return run;
         }
-        assert!(Instant::now() < deadline, "run {run_id} never became {status}: {run}");
+        assert!(
+            Instant::now() < deadline,
+            "run {run_id} never became {status}: {run}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -138,7 +147,14 @@ async fn waiting_run(m: &Mailer, thread: Option<&str>, if_busy: Option<&str>) ->
     if let Some(b) = if_busy {
         body["if_busy"] = json!(b);
     }
-    let (s, run) = call(&m.base, ADMIN, Method::POST, "/v1/agents/mailer/runs", Some(body)).await;
+    let (s, run) = call(
+        &m.base,
+        ADMIN,
+        Method::POST,
+        "/v1/agents/mailer/runs",
+        Some(body),
+    )
+    .await;
     assert!(s == 200 || s == 202, "{s} {run}");
     let run_id = run["run_id"].as_str().unwrap().to_owned();
     wait_status(&m.base, ADMIN, &run_id, "waiting_approval").await;
@@ -159,7 +175,10 @@ async fn assert_withdrawn(base: &str, key: &str, run_id: &str, call_id: &str, ho
     assert_eq!(gone[0]["call_id"], call_id, "{gone:?}");
     assert_eq!(gone[0]["decided_by"], "run", "{gone:?}");
     let reason = gone[0]["decision_reason"].as_str().unwrap();
-    assert!(reason.contains("cancelled") && reason.contains(how), "{reason}");
+    assert!(
+        reason.contains("cancelled") && reason.contains(how),
+        "{reason}"
+    );
     for verb in ["approve", "reject"] {
         let (s, b) = call(
             base,
@@ -228,7 +247,14 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
 
     // The Agent Protocol's POST /runs/{id}/cancel.
     let (run, call_id) = waiting_run(&m, None, None).await;
-    let (s, b) = call(&m.base, ADMIN, Method::POST, &format!("/runs/{run}/cancel"), None).await;
+    let (s, b) = call(
+        &m.base,
+        ADMIN,
+        Method::POST,
+        &format!("/runs/{run}/cancel"),
+        None,
+    )
+    .await;
     assert!(s == 200 || s == 202 || s == 204, "{s} {b}");
     assert_withdrawn(&m.base, ADMIN, &run, &call_id, "cancelled by request").await;
 
@@ -255,7 +281,14 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
     assert_withdrawn(&m.base, ADMIN, &first, &first_call, "interrupted by run").await;
 
     // Deleting the thread cancels its waiting run.
-    let (s, b) = call(&m.base, ADMIN, Method::DELETE, &format!("/threads/{thread}"), None).await;
+    let (s, b) = call(
+        &m.base,
+        ADMIN,
+        Method::DELETE,
+        &format!("/threads/{thread}"),
+        None,
+    )
+    .await;
     assert!(s == 200 || s == 204, "{s} {b}");
     wait_status(&m.base, ADMIN, &second, "cancelled").await;
     assert_withdrawn(&m.base, ADMIN, &second, &second_call, "was deleted").await;
@@ -425,13 +458,31 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
             .cloned()
             .collect()
     };
-    let (_, page) = call(&base, ADMIN, Method::GET, "/v1/audit?workspace=acme/prod&limit=10000", None).await;
+    let (_, page) = call(
+        &base,
+        ADMIN,
+        Method::GET,
+        "/v1/audit?workspace=acme/prod&limit=10000",
+        None,
+    )
+    .await;
     let entries = approved(&page);
     assert_eq!(entries.len(), 1, "{page}");
     assert_eq!(entries[0]["event"]["call_id"], "batch/2");
-    assert!(entries[0]["event"]["actor"].as_str().is_some_and(|a| !a.is_empty() && a != "admin"));
+    assert!(
+        entries[0]["event"]["actor"]
+            .as_str()
+            .is_some_and(|a| !a.is_empty() && a != "admin")
+    );
     let done = wait_status(&base, &ops, &run, "succeeded").await;
-    let (_, page) = call(&base, ADMIN, Method::GET, "/v1/audit?workspace=acme/prod&limit=10000", None).await;
+    let (_, page) = call(
+        &base,
+        ADMIN,
+        Method::GET,
+        "/v1/audit?workspace=acme/prod&limit=10000",
+        None,
+    )
+    .await;
     assert_eq!(approved(&page).len(), 1, "written once: {page}");
     assert_eq!(
         done["output"]["content"],
@@ -439,7 +490,11 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
         "{done}"
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(sends.load(Ordering::SeqCst), 1, "only the approved call ran, once");
+    assert_eq!(
+        sends.load(Ordering::SeqCst),
+        1,
+        "only the approved call ran, once"
+    );
 
     // Over `/mcp`, a federated call that waits is a task (its run); MCP `tasks/cancel`
     // cancels the run and withdraws the approval.
@@ -480,7 +535,11 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
     wait_status(&base, &ops, &task, "cancelled").await;
     assert_withdrawn(&base, &ops, &task, &task_call, "cancelled").await;
     client.cancel().await.unwrap();
-    assert_eq!(sends.load(Ordering::SeqCst), 1, "the cancelled task's call was never made");
+    assert_eq!(
+        sends.load(Ordering::SeqCst),
+        1,
+        "the cancelled task's call was never made"
+    );
     let decided = approvals(&base, &ops, &run, "approved").await;
     assert_eq!(decided.len(), 1, "{decided:?}");
     assert_eq!(decided[0]["call_id"], "batch/2");

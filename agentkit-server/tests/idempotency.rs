@@ -75,7 +75,10 @@ async fn server(store: &Arc<dyn Store>, crm: &str) -> inproc::InProcess {
         )
         .with_server_workspaces(
             "crm",
-            [WorkspaceId::new("acme", "prod"), WorkspaceId::new("globex", "prod")],
+            [
+                WorkspaceId::new("acme", "prod"),
+                WorkspaceId::new("globex", "prod"),
+            ],
         );
     let server = Server::builder(Arc::clone(store))
         .admin_key(ADMIN)
@@ -100,7 +103,10 @@ async fn post(base: &str, key: &str, path: &str, idem: Option<&str>, body: Value
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
     let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn one(id: &str, tool: &str, text: &str) -> Value {
@@ -140,12 +146,26 @@ async fn a_retried_call_is_made_once_per_key_and_workspace() {
     let globex = key_of(&a.base, "globex", "invoker").await;
 
     // The first attempt calls the tool; the retry gets its result and calls nothing.
-    let (s, first) = post(&a.base, &acme, "/v1/execute", Some("order-1"), one("a", "send", "hi")).await;
+    let (s, first) = post(
+        &a.base,
+        &acme,
+        "/v1/execute",
+        Some("order-1"),
+        one("a", "send", "hi"),
+    )
+    .await;
     assert_eq!(s, 200, "{first}");
     let first = first["results"][0].clone();
     assert_eq!(first["status"], "success", "{first}");
     assert_eq!(first["content"][0]["text"], "send #1: hi", "{first}");
-    let (s, again) = post(&a.base, &acme, "/v1/execute", Some("order-1"), one("a", "send", "hi")).await;
+    let (s, again) = post(
+        &a.base,
+        &acme,
+        "/v1/execute",
+        Some("order-1"),
+        one("a", "send", "hi"),
+    )
+    .await;
     assert_eq!(s, 200, "{again}");
     assert_eq!(again["results"][0], first, "the first attempt's result");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -166,22 +186,49 @@ async fn a_retried_call_is_made_once_per_key_and_workspace() {
 
     // Another server process on the same store (or this one after a restart) remembers it.
     let b = server(&store, &crm).await;
-    let (s, there) = post(&b.base, &acme, "/v1/execute", Some("order-1"), one("a", "send", "hi")).await;
+    let (s, there) = post(
+        &b.base,
+        &acme,
+        "/v1/execute",
+        Some("order-1"),
+        one("a", "send", "hi"),
+    )
+    .await;
     assert_eq!(s, 200, "{there}");
     assert_eq!(there["results"][0], first);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
     // The same key with other arguments is refused whole, before anything runs.
-    let (s, p) = post(&a.base, &acme, "/v1/execute", Some("order-1"), one("a", "send", "bye")).await;
+    let (s, p) = post(
+        &a.base,
+        &acme,
+        "/v1/execute",
+        Some("order-1"),
+        one("a", "send", "bye"),
+    )
+    .await;
     assert_eq!(s, 422, "{p}");
     assert_eq!(p["status"], 422, "a problem detail: {p}");
-    assert!(p["detail"].as_str().unwrap().contains("idempotency key"), "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("idempotency key"),
+        "{p}"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
     // Another workspace's same key is its own call.
-    let (s, theirs) = post(&a.base, &globex, "/v1/execute", Some("order-1"), one("a", "send", "hi")).await;
+    let (s, theirs) = post(
+        &a.base,
+        &globex,
+        "/v1/execute",
+        Some("order-1"),
+        one("a", "send", "hi"),
+    )
+    .await;
     assert_eq!(s, 200, "{theirs}");
-    assert_eq!(theirs["results"][0]["content"][0]["text"], "send #2: hi", "{theirs}");
+    assert_eq!(
+        theirs["results"][0]["content"][0]["text"], "send #2: hi",
+        "{theirs}"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 
     // A per-call key, and two attempts racing on two processes: one call.
@@ -199,20 +246,45 @@ async fn a_retried_call_is_made_once_per_key_and_workspace() {
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 
     // A call that needs an approval: the retry answers the same pending run; one approval.
-    let (s, p1) = post(&a.base, &acme, "/v1/execute", Some("post-1"), one("p", "post", "news")).await;
+    let (s, p1) = post(
+        &a.base,
+        &acme,
+        "/v1/execute",
+        Some("post-1"),
+        one("p", "post", "news"),
+    )
+    .await;
     assert_eq!(s, 200, "{p1}");
     assert_eq!(p1["results"][0]["status"], "pending_approval", "{p1}");
     let run = p1["results"][0]["run_id"].as_str().unwrap().to_owned();
-    let (s, p2) = post(&b.base, &acme, "/v1/execute", Some("post-1"), one("p", "post", "news")).await;
+    let (s, p2) = post(
+        &b.base,
+        &acme,
+        "/v1/execute",
+        Some("post-1"),
+        one("p", "post", "news"),
+    )
+    .await;
     assert_eq!(s, 200, "{p2}");
     assert_eq!(p2["results"][0]["status"], "pending_approval", "{p2}");
     assert_eq!(p2["results"][0]["run_id"], run.as_str(), "{p2}");
     let (_, pending) = inproc::call_as(&a.base, &acme, Method::GET, "/v1/approvals", None).await;
     assert_eq!(pending.as_array().unwrap().len(), 1, "{pending}");
-    assert_eq!(calls.load(Ordering::SeqCst), 4, "nothing posted before the approval");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "nothing posted before the approval"
+    );
 
     // A bad key is a 400.
-    let (s, p) = post(&a.base, &acme, "/v1/execute", Some("tab\there"), one("a", "send", "hi")).await;
+    let (s, p) = post(
+        &a.base,
+        &acme,
+        "/v1/execute",
+        Some("tab\there"),
+        one("a", "send", "hi"),
+    )
+    .await;
     assert_eq!(s, 400, "{p}");
     stop.cancel();
 }

@@ -81,17 +81,21 @@ impl AppState {
                 caller.key_id.clone(),
             )
             .with_actor(crate::api::v1::decider(caller));
-        self.audit.record_change(event).await.map(|_| ()).map_err(|e| {
-            tracing::error!(action, resource, error = %e, "a change could not be audited");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "audit-unavailable",
-                format!(
-                    "`{action}` of `{resource}` was made, but its audit entry could not be \
+        self.audit
+            .record_change(event)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::error!(action, resource, error = %e, "a change could not be audited");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "audit-unavailable",
+                    format!(
+                        "`{action}` of `{resource}` was made, but its audit entry could not be \
                      stored ({e}); check the store, and list the audit log before retrying"
-                ),
-            )
-        })
+                    ),
+                )
+            })
     }
 }
 

@@ -231,7 +231,13 @@ pub async fn create_workspace(
     }
     let id = WorkspaceId::new(req.org, req.workspace);
     let ws = s.workspaces.create(&id).await?;
-    s.audit_change(&caller, &id, "workspaces.create", &id.to_string(), json!({}))
-        .await?;
+    s.audit_change(
+        &caller,
+        &id,
+        "workspaces.create",
+        &id.to_string(),
+        json!({}),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(ws)).into_response())
 }

@@ -301,7 +301,10 @@ mod tests {
         let a = call(json!({"a": 1, "b": {"x": [1, 2], "y": "z"}}));
         let b = call(json!({"b": {"y": "z", "x": [1, 2]}, "a": 1}));
         assert_eq!(fingerprint(&a), fingerprint(&b));
-        assert_ne!(fingerprint(&a), fingerprint(&call(json!({"a": 2, "b": {}}))));
+        assert_ne!(
+            fingerprint(&a),
+            fingerprint(&call(json!({"a": 2, "b": {}})))
+        );
         let mut other_tool = a.clone();
         other_tool.tool = "delete".into();
         assert_ne!(fingerprint(&a), fingerprint(&other_tool));
@@ -383,11 +386,15 @@ mod tests {
             panic!("fresh")
         };
         assert!(matches!(
-            keys.claim(&acme, "lost", &c, t, 5000 + 60_000).await.unwrap(),
+            keys.claim(&acme, "lost", &c, t, 5000 + 60_000)
+                .await
+                .unwrap(),
             Claim::InFlight
         ));
         assert!(matches!(
-            keys.claim(&acme, "lost", &c, t, 5000 + 61_001).await.unwrap(),
+            keys.claim(&acme, "lost", &c, t, 5000 + 61_001)
+                .await
+                .unwrap(),
             Claim::Fresh(_)
         ));
     }

@@ -224,6 +224,9 @@ mod tests {
             decide_path("r1", Some("batch/1 é"), "approve"),
             "/v1/approvals/r1/batch%2F1%20%C3%A9/approve"
         );
-        assert_eq!(decide_path("r-1_a.b~c", None, "reject"), "/v1/runs/r-1_a.b~c/reject");
+        assert_eq!(
+            decide_path("r-1_a.b~c", None, "reject"),
+            "/v1/runs/r-1_a.b~c/reject"
+        );
     }
 }

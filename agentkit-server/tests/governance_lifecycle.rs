@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod inproc;
+mod upstream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,12 +20,12 @@ use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::{Policy, PolicyLayer};
 use agentkit_core::{Agent, AgentLlm, FnTool, RunStatus, ScriptedProvider};
 use agentkit_mcp::rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ClientCapabilities,
-    ClientConfig, ContentBlock, Implementation, ProtocolVersion,
+    CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientCapabilities, ClientConfig,
+    Implementation, ProtocolVersion,
 };
 use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
 use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use agentkit_mcp::rmcp::{ClientLifecycleMode, ClientServiceExt, ServiceExt};
+use agentkit_mcp::rmcp::{ClientLifecycleMode, ClientServiceExt};
 use agentkit_mcp::{ConnectionManager, ServerConfig};
 use agentkit_runtime::model::RunUpdate;
 use agentkit_runtime::{SqliteStore, Store};
@@ -322,45 +323,10 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
     assert_eq!(v["ok"], true, "{v}");
 }
 
-/// The upstream `crm` whose `send` counts the calls it really runs.
-async fn upstream(sends: Arc<AtomicU32>) -> (String, tokio_util::sync::CancellationToken) {
-    let server = agentkit_mcp::McpServerBuilder::new("crm", "1.0.0")
-        .tool_fn(
-            "send",
-            "Sends a message",
-            json!({"type": "object", "properties": {"text": {"type": "string"}}}),
-            move |args, _| {
-                let sends = Arc::clone(&sends);
-                async move {
-                    sends.fetch_add(1, Ordering::SeqCst);
-                    let t = args.get("text").and_then(Value::as_str).unwrap_or("");
-                    Ok(CallToolResult::success(vec![ContentBlock::text(format!(
-                        "sent: {t}"
-                    ))]))
-                }
-            },
-        )
-        .build();
-    let ct = tokio_util::sync::CancellationToken::new();
-    let svc = server
-        .into_http_service(agentkit_mcp::HttpOptions::new().with_cancellation(ct.child_token()));
-    let app = axum::Router::new().nest_service("/mcp", svc);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = ct.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .unwrap();
-    });
-    (format!("http://{addr}/mcp"), ct)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_id_is_decidable() {
     let sends = Arc::new(AtomicU32::new(0));
-    let (crm, stop) = upstream(Arc::clone(&sends)).await;
+    let (crm, stop) = upstream::crm(&["send"], Arc::clone(&sends)).await;
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("g.db")).await.unwrap());
     let gateway = GatewayConfig::new()
@@ -381,25 +347,7 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
         .unwrap();
     let served = inproc::serve(server).await;
     let base = served.base.clone();
-    let (s, b) = call(
-        &base,
-        ADMIN,
-        Method::POST,
-        "/v1/workspaces",
-        Some(json!({"org": "acme", "workspace": "prod"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    let (s, b) = call(
-        &base,
-        ADMIN,
-        Method::POST,
-        "/v1/keys",
-        Some(json!({"name": "ops", "role": "operator", "workspace": "acme/prod"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    let ops = b["key"].as_str().unwrap().to_owned();
+    let (ops, _) = upstream::workspace_key(&base, ADMIN, "acme", "operator").await;
 
     let execute = |id: &'static str| {
         let (base, ops) = (base.clone(), ops.clone());
@@ -486,7 +434,7 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
     assert_eq!(approved(&page).len(), 1, "written once: {page}");
     assert_eq!(
         done["output"]["content"],
-        json!([{"type": "text", "text": "sent: batch/2"}]),
+        json!([{"type": "text", "text": "send #1: batch/2"}]),
         "{done}"
     );
     tokio::time::sleep(Duration::from_millis(200)).await;

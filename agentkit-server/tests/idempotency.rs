@@ -9,13 +9,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod inproc;
+mod upstream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::Policy;
-use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
 use agentkit_mcp::{ConnectionManager, ServerConfig};
 use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
@@ -25,44 +25,6 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 const ADMIN: &str = "idem-admin-key";
-
-/// The upstream `crm`: `send` and `post` answer with their text, counted in `calls`.
-async fn upstream(calls: Arc<AtomicU32>) -> (String, tokio_util::sync::CancellationToken) {
-    let mut b = agentkit_mcp::McpServerBuilder::new("crm", "1.0.0");
-    for tool in ["send", "post"] {
-        let calls = Arc::clone(&calls);
-        b = b.tool_fn(
-            tool,
-            "Sends a message",
-            json!({"type": "object", "properties": {"text": {"type": "string"}}}),
-            move |args, _| {
-                let calls = Arc::clone(&calls);
-                async move {
-                    let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
-                    let t = args.get("text").and_then(Value::as_str).unwrap_or("");
-                    Ok(CallToolResult::success(vec![ContentBlock::text(format!(
-                        "{tool} #{n}: {t}"
-                    ))]))
-                }
-            },
-        );
-    }
-    let ct = tokio_util::sync::CancellationToken::new();
-    let svc = b
-        .build()
-        .into_http_service(agentkit_mcp::HttpOptions::new().with_cancellation(ct.child_token()));
-    let app = axum::Router::new().nest_service("/mcp", svc);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = ct.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .unwrap();
-    });
-    (format!("http://{addr}/mcp"), ct)
-}
 
 async fn server(store: &Arc<dyn Store>, crm: &str) -> inproc::InProcess {
     let gateway = GatewayConfig::new()
@@ -113,37 +75,15 @@ fn one(id: &str, tool: &str, text: &str) -> Value {
     json!({"calls": [{"id": id, "server": "crm", "tool": tool, "arguments": {"text": text}}]})
 }
 
-async fn key_of(base: &str, org: &str, role: &str) -> String {
-    let (s, b) = inproc::call_as(
-        base,
-        ADMIN,
-        Method::POST,
-        "/v1/workspaces",
-        Some(json!({"org": org, "workspace": "prod"})),
-    )
-    .await;
-    assert!(s == 201 || s == 409, "{b}");
-    let (s, b) = inproc::call_as(
-        base,
-        ADMIN,
-        Method::POST,
-        "/v1/keys",
-        Some(json!({"name": role, "role": role, "workspace": format!("{org}/prod")})),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    b["key"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_call_is_made_once_per_key_and_workspace() {
     let calls = Arc::new(AtomicU32::new(0));
-    let (crm, stop) = upstream(Arc::clone(&calls)).await;
+    let (crm, stop) = upstream::crm(&["send", "post"], Arc::clone(&calls)).await;
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("i.db")).await.unwrap());
     let a = server(&store, &crm).await;
-    let acme = key_of(&a.base, "acme", "operator").await;
-    let globex = key_of(&a.base, "globex", "invoker").await;
+    let (acme, _) = upstream::workspace_key(&a.base, ADMIN, "acme", "operator").await;
+    let (globex, _) = upstream::workspace_key(&a.base, ADMIN, "globex", "invoker").await;
 
     // The first attempt calls the tool; the retry gets its result and calls nothing.
     let (s, first) = post(

@@ -231,7 +231,7 @@ fn encode(id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
-    let m = mailer(7).await;
+    let m = mailer(8).await;
 
     // POST /v1/runs/{id}/cancel, with a reason.
     let (run, call_id) = waiting_run(&m, None, None).await;
@@ -306,7 +306,46 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
         .await
         .unwrap()
         .unwrap();
+    // Deciding it withdraws it and says so.
+    let (s, b) = call(
+        &m.base,
+        ADMIN,
+        Method::POST,
+        &format!("/v1/approvals/{run}/{}/approve", encode(&call_id)),
+        None,
+    )
+    .await;
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b["detail"]
+            .as_str()
+            .unwrap()
+            .contains("approvals were withdrawn"),
+        "{b}"
+    );
     assert_withdrawn(&m.base, ADMIN, &run, &call_id, "by another node").await;
+    // And one more ended that way is withdrawn by listing the queue.
+    let (run, call_id) = waiting_run(&m, None, None).await;
+    m.store
+        .transition(
+            &run,
+            &[RunStatus::WaitingApproval],
+            RunUpdate::new(RunStatus::Failed).with_error("the node lost its lease"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(approvals(&m.base, ADMIN, &run, "pending").await.is_empty());
+    let gone = approvals(&m.base, ADMIN, &run, "cancelled").await;
+    assert_eq!(gone.len(), 1, "{gone:?}");
+    assert_eq!(gone[0]["call_id"], call_id.as_str());
+    assert!(
+        gone[0]["decision_reason"]
+            .as_str()
+            .unwrap()
+            .contains("failed: the node lost its lease"),
+        "{gone:?}"
+    );
 
     // Nothing was ever sent; the audit log says each withdrawn call was not made, and
     // verifies.
@@ -318,7 +357,7 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
         .iter()
         .filter(|e| e["event"]["outcome"] == "rejected" && e["event"]["actor"] == "run")
         .count();
-    assert_eq!(withdrawn, 6, "{page}");
+    assert_eq!(withdrawn, 7, "{page}");
     let (_, v) = call(&m.base, ADMIN, Method::GET, "/v1/audit/verify", None).await;
     assert_eq!(v["ok"], true, "{v}");
 }
@@ -491,5 +530,19 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
     let decided = approvals(&base, &ops, &run, "approved").await;
     assert_eq!(decided.len(), 1, "{decided:?}");
     assert_eq!(decided[0]["call_id"], "batch/2");
+    // Deciding it again after its run finished names its status, not a withdrawal.
+    let (s, b) = call(
+        &base,
+        &ops,
+        Method::POST,
+        &format!("/v1/approvals/{run}/batch%2F2/reject"),
+        Some(json!({"reason": "too late"})),
+    )
+    .await;
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b["detail"].as_str().unwrap().contains("approved already"),
+        "{b}"
+    );
     stop.cancel();
 }

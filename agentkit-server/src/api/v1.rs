@@ -752,7 +752,7 @@ pub(crate) async fn decide_call(
         s.platform.ensure_target(&run.target).await?;
     }
     // A run that ended has nothing to decide: its pending approvals are withdrawn.
-    crate::policy::refuse_if_ended(&s.audit, &run)
+    crate::policy::refuse_if_ended(&s.audit, &run, call_id)
         .await
         .map_err(scoped(&scope))?;
     // Who decided, for the approval queue and the audit log.

@@ -802,19 +802,30 @@ impl agentkit_runtime::RunObserver for EndedRuns {
 }
 
 /// If run `run` ended, withdraw its pending approvals (in case the process that ended it
-/// stopped first) and say so: the error a decision on it answers (409).
+/// stopped first), and refuse a decision on one of them (`call_id`, or with `None` any of
+/// them): 409 saying they were withdrawn. A decision on a call that was decided before the
+/// run ended is left to [`StoreAudit::note_decision_for`], which names its status.
 ///
 /// # Errors
 ///
-/// 409 ([`Error::InvalidState`]) when the run ended; the store's error.
+/// 409 ([`Error::InvalidState`]) when this withdrew what was to be decided; the store's
+/// error.
 pub(crate) async fn refuse_if_ended(
     audit: &StoreAudit,
     run: &agentkit_runtime::model::RunRecord,
+    call_id: Option<&str>,
 ) -> Result<()> {
     if !run.status.is_terminal() {
         return Ok(());
     }
-    audit.withdraw_approvals(&run.id, &ending(run)).await?;
+    let withdrawn = audit.withdraw_approvals(&run.id, &ending(run)).await?;
+    let refused = match call_id {
+        Some(c) => withdrawn.iter().any(|w| w == c),
+        None => !withdrawn.is_empty(),
+    };
+    if !refused {
+        return Ok(());
+    }
     Err(Error::invalid_state(
         format!("run {}", run.id),
         format!(

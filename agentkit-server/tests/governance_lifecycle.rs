@@ -216,6 +216,20 @@ async fn assert_withdrawn(base: &str, key: &str, run_id: &str, call_id: &str, ho
     assert_eq!(s, 409, "claim after the run ended: {b}");
 }
 
+/// End waiting run `run` in the store directly, as a process that stopped before
+/// withdrawing its approvals would have left it.
+async fn end_behind_the_servers_back(m: &Mailer, run: &str, status: RunStatus, error: &str) {
+    m.store
+        .transition(
+            run,
+            &[RunStatus::WaitingApproval],
+            RunUpdate::new(status).with_error(error),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 /// `id` as one path segment.
 fn encode(id: &str) -> String {
     id.bytes()
@@ -297,15 +311,7 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
     // A run ended by a process that stopped before withdrawing its approval (here: the
     // store changed behind the server's back): listing the queue withdraws it.
     let (run, call_id) = waiting_run(&m, None, None).await;
-    m.store
-        .transition(
-            &run,
-            &[RunStatus::WaitingApproval],
-            RunUpdate::new(RunStatus::Cancelled).with_error("cancelled: by another node"),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    end_behind_the_servers_back(&m, &run, RunStatus::Cancelled, "cancelled: by another node").await;
     // Deciding it withdraws it and says so.
     let (s, b) = call(
         &m.base,
@@ -326,15 +332,7 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
     assert_withdrawn(&m.base, ADMIN, &run, &call_id, "by another node").await;
     // And one more ended that way is withdrawn by listing the queue.
     let (run, call_id) = waiting_run(&m, None, None).await;
-    m.store
-        .transition(
-            &run,
-            &[RunStatus::WaitingApproval],
-            RunUpdate::new(RunStatus::Failed).with_error("the node lost its lease"),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    end_behind_the_servers_back(&m, &run, RunStatus::Failed, "the node lost its lease").await;
     assert!(approvals(&m.base, ADMIN, &run, "pending").await.is_empty());
     let gone = approvals(&m.base, ADMIN, &run, "cancelled").await;
     assert_eq!(gone.len(), 1, "{gone:?}");

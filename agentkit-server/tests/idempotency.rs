@@ -71,6 +71,11 @@ async fn post(base: &str, key: &str, path: &str, idem: Option<&str>, body: Value
     )
 }
 
+/// `POST /v1/execute` (see [`post`]).
+async fn exec(base: &str, key: &str, idem: Option<&str>, body: Value) -> (u16, Value) {
+    post(base, key, "/v1/execute", idem, body).await
+}
+
 fn one(id: &str, tool: &str, text: &str) -> Value {
     json!({"calls": [{"id": id, "server": "crm", "tool": tool, "arguments": {"text": text}}]})
 }
@@ -86,26 +91,12 @@ async fn a_retried_call_is_made_once_per_key_and_workspace() {
     let (globex, _) = upstream::workspace_key(&a.base, ADMIN, "globex", "invoker").await;
 
     // The first attempt calls the tool; the retry gets its result and calls nothing.
-    let (s, first) = post(
-        &a.base,
-        &acme,
-        "/v1/execute",
-        Some("order-1"),
-        one("a", "send", "hi"),
-    )
-    .await;
+    let (s, first) = exec(&a.base, &acme, Some("order-1"), one("a", "send", "hi")).await;
     assert_eq!(s, 200, "{first}");
     let first = first["results"][0].clone();
     assert_eq!(first["status"], "success", "{first}");
     assert_eq!(first["content"][0]["text"], "send #1: hi", "{first}");
-    let (s, again) = post(
-        &a.base,
-        &acme,
-        "/v1/execute",
-        Some("order-1"),
-        one("a", "send", "hi"),
-    )
-    .await;
+    let (s, again) = exec(&a.base, &acme, Some("order-1"), one("a", "send", "hi")).await;
     assert_eq!(s, 200, "{again}");
     assert_eq!(again["results"][0], first, "the first attempt's result");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -126,27 +117,13 @@ async fn a_retried_call_is_made_once_per_key_and_workspace() {
 
     // Another server process on the same store (or this one after a restart) remembers it.
     let b = server(&store, &crm).await;
-    let (s, there) = post(
-        &b.base,
-        &acme,
-        "/v1/execute",
-        Some("order-1"),
-        one("a", "send", "hi"),
-    )
-    .await;
+    let (s, there) = exec(&b.base, &acme, Some("order-1"), one("a", "send", "hi")).await;
     assert_eq!(s, 200, "{there}");
     assert_eq!(there["results"][0], first);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
     // The same key with other arguments is refused whole, before anything runs.
-    let (s, p) = post(
-        &a.base,
-        &acme,
-        "/v1/execute",
-        Some("order-1"),
-        one("a", "send", "bye"),
-    )
-    .await;
+    let (s, p) = exec(&a.base, &acme, Some("order-1"), one("a", "send", "bye")).await;
     assert_eq!(s, 422, "{p}");
     assert_eq!(p["status"], 422, "a problem detail: {p}");
     assert!(
@@ -156,14 +133,7 @@ async fn a_retried_call_is_made_once_per_key_and_workspace() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
     // Another workspace's same key is its own call.
-    let (s, theirs) = post(
-        &a.base,
-        &globex,
-        "/v1/execute",
-        Some("order-1"),
-        one("a", "send", "hi"),
-    )
-    .await;
+    let (s, theirs) = exec(&a.base, &globex, Some("order-1"), one("a", "send", "hi")).await;
     assert_eq!(s, 200, "{theirs}");
     assert_eq!(
         theirs["results"][0]["content"][0]["text"], "send #2: hi",
@@ -175,36 +145,22 @@ async fn a_retried_call_is_made_once_per_key_and_workspace() {
     let body = json!({"calls": [{"id": "x", "server": "crm", "tool": "send",
                                  "arguments": {"text": "race"}, "idempotency_key": "race-1"}]});
     let (r1, r2) = tokio::join!(
-        post(&a.base, &acme, "/v1/execute", None, body.clone()),
-        post(&b.base, &acme, "/v1/execute", None, body.clone()),
+        exec(&a.base, &acme, None, body.clone()),
+        exec(&b.base, &acme, None, body.clone()),
     );
     assert_eq!((r1.0, r2.0), (200, 200), "{r1:?} {r2:?}");
     assert_eq!(r1.1["results"][0], r2.1["results"][0]);
     assert_eq!(calls.load(Ordering::SeqCst), 3, "the race made one call");
     // Without a key every attempt is a call.
-    post(&a.base, &acme, "/v1/execute", None, one("a", "send", "hi")).await;
+    exec(&a.base, &acme, None, one("a", "send", "hi")).await;
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 
     // A call that needs an approval: the retry answers the same pending run; one approval.
-    let (s, p1) = post(
-        &a.base,
-        &acme,
-        "/v1/execute",
-        Some("post-1"),
-        one("p", "post", "news"),
-    )
-    .await;
+    let (s, p1) = exec(&a.base, &acme, Some("post-1"), one("p", "post", "news")).await;
     assert_eq!(s, 200, "{p1}");
     assert_eq!(p1["results"][0]["status"], "pending_approval", "{p1}");
     let run = p1["results"][0]["run_id"].as_str().unwrap().to_owned();
-    let (s, p2) = post(
-        &b.base,
-        &acme,
-        "/v1/execute",
-        Some("post-1"),
-        one("p", "post", "news"),
-    )
-    .await;
+    let (s, p2) = exec(&b.base, &acme, Some("post-1"), one("p", "post", "news")).await;
     assert_eq!(s, 200, "{p2}");
     assert_eq!(p2["results"][0]["status"], "pending_approval", "{p2}");
     assert_eq!(p2["results"][0]["run_id"], run.as_str(), "{p2}");
@@ -217,14 +173,7 @@ async fn a_retried_call_is_made_once_per_key_and_workspace() {
     );
 
     // A bad key is a 400.
-    let (s, p) = post(
-        &a.base,
-        &acme,
-        "/v1/execute",
-        Some("tab\there"),
-        one("a", "send", "hi"),
-    )
-    .await;
+    let (s, p) = exec(&a.base, &acme, Some("tab\there"), one("a", "send", "hi")).await;
     assert_eq!(s, 400, "{p}");
     stop.cancel();
 }

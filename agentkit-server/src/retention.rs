@@ -74,6 +74,9 @@ pub struct PruneReport {
     pub threads: usize,
     /// Remembered webhook deliveries older than [`DELIVERY_TTL`].
     pub deliveries: usize,
+    /// Idempotency keys of gateway calls whose window has passed
+    /// (`gateway.idempotency_window_ms`).
+    pub idempotency_keys: usize,
 }
 
 fn before(now: i64, age: Duration) -> i64 {
@@ -95,8 +98,8 @@ impl Platform {
 
     /// Apply the retention as of `now` (ms since epoch): delete finished runs that ended
     /// before `now - runs` (and their thread links), threads not updated since
-    /// `now - threads` whose last run is finished, and webhook deliveries older than
-    /// [`DELIVERY_TTL`].
+    /// `now - threads` whose last run is finished, webhook deliveries older than
+    /// [`DELIVERY_TTL`], and gateway idempotency keys whose window has passed.
     pub async fn prune(&self, now: i64) -> Result<PruneReport> {
         let mut report = PruneReport::default();
         let retention = self.retention();
@@ -109,6 +112,11 @@ impl Platform {
         report.deliveries = self
             .prune_docs(DELIVERIES, before(now, DELIVERY_TTL), |v| {
                 v.get("at").and_then(Value::as_i64)
+            })
+            .await?;
+        report.idempotency_keys = self
+            .prune_docs(crate::gatewayops::idempotency::COLLECTION, now, |v| {
+                v.get("expires_at").and_then(Value::as_i64)
             })
             .await?;
         Ok(report)

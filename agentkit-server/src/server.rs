@@ -353,12 +353,13 @@ impl ServerBuilder {
                 );
             }
         }
+        // One audit log (one writer task per workspace chain) for the gateway's calls, the
+        // API's changes and the approvals withdrawn when their run ends.
+        let audit = crate::policy::StoreAudit::new(Arc::clone(&store))
+            .with_approval_expiry(self.approval_expiry);
         let gatewayops = Arc::new(crate::gatewayops::GatewayOps::new(
             self.gateway,
-            Arc::new(
-                crate::policy::StoreAudit::new(Arc::clone(&store))
-                    .with_approval_expiry(self.approval_expiry),
-            ),
+            Arc::new(audit.clone()),
         )?);
         let memory = Arc::new(StoreMemory::new(Arc::clone(&store)));
         let mut rb = Runtime::builder(Arc::clone(&store));
@@ -371,7 +372,10 @@ impl ServerBuilder {
         let metrics = self.metrics.unwrap_or_default();
         let runtime = rb
             .with_event_sink(Arc::new(metrics.clone()))
-            .with_observer(Arc::new(metrics.clone()))
+            .with_observer(Arc::new(crate::policy::EndedRuns::new(
+                Arc::new(metrics.clone()),
+                audit.clone(),
+            )))
             .build();
         let registry = Registry::new(Arc::clone(&store));
         let threads = Threads::new(Arc::clone(&store), Arc::clone(&memory));
@@ -483,6 +487,7 @@ impl ServerBuilder {
         });
         Ok(Server {
             gatewayops,
+            audit,
             platform,
             admin_key: self.admin_key.unwrap_or_else(generate_key).into(),
             max_body_bytes: self.max_body_bytes,
@@ -511,6 +516,7 @@ pub struct Server {
     workspaces: crate::tenancy::Workspaces,
     claim_for: Duration,
     gatewayops: Arc<crate::gatewayops::GatewayOps>,
+    audit: crate::policy::StoreAudit,
 }
 
 impl std::fmt::Debug for Server {
@@ -570,6 +576,7 @@ impl Server {
                 jwt: self.jwt.clone(),
                 vault: self.vault.clone(),
                 claim_for: self.claim_for,
+                audit: self.audit.clone(),
             },
             self.max_body_bytes,
         )

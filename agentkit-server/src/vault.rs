@@ -242,7 +242,13 @@ impl Key {
 struct Keys {
     current: Key,
     previous: Vec<Key>,
+    /// A random secret sealed under `current` (see [`Vault::decoy`]), made on first use.
+    decoy: std::sync::OnceLock<Option<serde_json::Value>>,
 }
+
+/// The slot the decoy secret is sealed for (no stored secret has it: slots of stored
+/// secrets are `org/workspace/name` and `webhook:org/workspace/name`).
+const DECOY_SLOT: &str = "decoy:webhook";
 
 /// What [`Vault::reseal`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -370,7 +376,11 @@ impl Vault {
                     .filter(|p| p.id() != current.id)
                     .map(Key::new)
                     .collect();
-                Arc::new(Keys { current, previous })
+                Arc::new(Keys {
+                    current,
+                    previous,
+                    decoy: std::sync::OnceLock::new(),
+                })
             }),
         }
     }
@@ -464,6 +474,24 @@ impl Vault {
     ) -> Result<String> {
         self.open_sealed_with_key(what, slot, stored)
             .map(|(v, _)| v)
+    }
+
+    /// This vault's decoy: a random 64-hex-digit secret sealed once (per process) under the
+    /// current master key, with the slot to open it with ([`open_sealed`](Self::open_sealed)).
+    /// An unknown webhook's delivery is checked against it, so it costs what a known hook's
+    /// with a wrong signature costs. `None` without a master key (then no workspace hook
+    /// can exist) or when sealing failed.
+    pub(crate) fn decoy(&self) -> Option<(&'static str, serde_json::Value)> {
+        let keys = self.keys.as_deref()?;
+        let sealed = keys
+            .decoy
+            .get_or_init(|| {
+                let mut k = [0u8; 32];
+                getrandom::fill(&mut k).ok()?;
+                self.seal_value(DECOY_SLOT, &hex::encode(k)).ok()
+            })
+            .clone()?;
+        Some((DECOY_SLOT, sealed))
     }
 
     /// [`open_sealed`](Self::open_sealed), and whether the current master key sealed it
@@ -728,6 +756,22 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let key = MasterKey::generate().unwrap();
         (Vault::new(Arc::clone(&store), Some(&key)), store)
+    }
+
+    #[test]
+    fn the_decoy_is_one_random_secret_per_vault_opened_each_time() {
+        let open = |v: &Vault| {
+            let (slot, sealed) = v.decoy().unwrap();
+            v.open_sealed("decoy", slot, sealed).unwrap()
+        };
+        let (v, _) = vault();
+        let d = open(&v);
+        assert_eq!(d.len(), 64);
+        assert_eq!(open(&v.clone()), d, "clones share it");
+        let (other, _) = vault();
+        assert_ne!(open(&other), d);
+        let bare = Vault::new(Arc::new(MemoryStore::new()), None);
+        assert_eq!(bare.decoy(), None);
     }
 
     #[tokio::test]

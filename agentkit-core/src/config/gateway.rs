@@ -7,6 +7,7 @@
 //!   policy: gateway            # a policy of `policies:`
 //!   max_calls: 50              # per /v1/execute batch
 //!   default_timeout_ms: 30000
+//!   idempotency_window_ms: 86400000   # how long /v1/execute idempotency keys are kept
 //!   servers:                   # server -> the workspaces that see it (unlisted: default/default)
 //!     crm: [acme/prod]
 //!   tool_costs:
@@ -65,6 +66,10 @@ pub struct GatewaySettings {
     /// default true).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub platform_tools: Option<bool>,
+    /// How long an idempotency key of a `/v1/execute` call is remembered, ms (default
+    /// 86400000: 24 h): a retry with the same key within it gets the first attempt's result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_window_ms: Option<u64>,
 }
 
 /// `gateway.safety`: what to do when the injection detectors find something in a call's

@@ -30,6 +30,9 @@ pub enum AuditOutcome {
     Approved,
     /// The approval was refused (or expired); the call does not run.
     Rejected,
+    /// Someone changed the platform's configuration outside any run (a key created or
+    /// revoked, a label moved, a webhook rotated, a secret set; see [`AuditEvent::change`]).
+    Changed,
 }
 
 impl AuditOutcome {
@@ -42,6 +45,7 @@ impl AuditOutcome {
             Self::ApprovalRequested => "approval_requested",
             Self::Approved => "approved",
             Self::Rejected => "rejected",
+            Self::Changed => "changed",
         }
     }
 }
@@ -115,6 +119,45 @@ impl AuditEvent {
             actor: None,
             history: Vec::new(),
         }
+    }
+
+    /// A change made outside any run, now: `action` says what was done (`keys.create`,
+    /// `webhooks.rotate`, …; stored in `tool`), `resource` what it was done to (stored in
+    /// `call_id`), `details` what else identifies it (stored in `arguments`; never a secret).
+    /// `run_id` is empty and `policy` is `admin`; name who did it with
+    /// [`with_principal`](Self::with_principal) and [`with_actor`](Self::with_actor).
+    pub fn change(action: impl Into<String>, resource: impl Into<String>, details: Value) -> Self {
+        Self {
+            at_ms: now_ms(),
+            outcome: AuditOutcome::Changed,
+            run_id: String::new(),
+            tenant: None,
+            workspace: None,
+            key_id: None,
+            call_id: resource.into(),
+            tool: action.into(),
+            arguments: details,
+            policy: "admin".to_owned(),
+            rule: None,
+            reason: String::new(),
+            actor: None,
+            history: Vec::new(),
+        }
+    }
+
+    /// Set the workspace the event belongs to (its organisation and name: the audit chain
+    /// it lands in) and the API key that acted, if one did.
+    #[must_use]
+    pub fn with_principal(
+        mut self,
+        tenant: impl Into<String>,
+        workspace: impl Into<String>,
+        key_id: Option<String>,
+    ) -> Self {
+        self.tenant = Some(tenant.into());
+        self.workspace = Some(workspace.into());
+        self.key_id = key_id;
+        self
     }
 
     /// Set the tool history that led to the decision.

@@ -362,7 +362,9 @@ export async function audit(main, ctx) {
     const hits = needle ? entries.filter((e) => JSON.stringify(e.event).toLowerCase().includes(needle)) : entries;
     replace(body, h('p', { class: 'muted' }, `${hits.length} of ${entries.length} entries`),
       table(['#Seq', 'When', 'Outcome', 'Tool', 'Run', 'Policy / rule', 'Actor', 'Reason'], hits.slice(0, 500).map((e) => [
-        String(e.seq), fmt.time(e.event.at_ms), pill(e.event.outcome), h('code', {}, e.event.tool), runLink(e.event.run_id),
+        String(e.seq), fmt.time(e.event.at_ms), pill(e.event.outcome), h('code', {}, e.event.tool),
+        // A change made outside any run (outcome `changed`) names its resource instead.
+        e.event.run_id ? runLink(e.event.run_id) : h('code', {}, e.event.call_id || '—'),
         `${e.event.policy}${e.event.rule ? ` / ${e.event.rule}` : ''}`, e.event.actor || e.event.key_id || '—', e.event.reason || ''])));
   };
   search.addEventListener('input', render);

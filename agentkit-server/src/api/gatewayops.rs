@@ -26,7 +26,7 @@ use crate::gatewayops::platforms::{Compiled, PLATFORM_HEADER};
 use crate::gatewayops::safety::Analysis;
 use crate::gatewayops::{
     Call, CallEnv, CallProgress, CallResult, CallStatus, GatewayOps, ProgressFn, call_timeout,
-    tool_name, trace_id,
+    idempotency, tool_name, trace_id,
 };
 use crate::platform::Platform;
 use crate::tenancy::{Caller, Role};
@@ -143,6 +143,13 @@ pub struct CallRequest {
     /// This call's own timeout (default: the batch's).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Its idempotency key (1 to 255 printable ASCII characters; default: the batch's
+    /// `Idempotency-Key` header with this call's `id`): a retry with the same key within
+    /// `gateway.idempotency_window_ms` gets the first attempt's result and calls nothing;
+    /// the same key with another server, tool or arguments is a 422. Keys are per
+    /// workspace.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
 /// A batch of tool calls.
@@ -192,8 +199,24 @@ fn ms(ops: &GatewayOps, what: &str, v: Option<u64>) -> ApiResult<Duration> {
 /// A checked batch: every call addressed to a server and tool the caller may use.
 struct Batch {
     calls: Vec<Call>,
+    /// Each call's idempotency key, if it has one.
+    keys: Vec<Option<String>>,
     mode: ExecutionMode,
     timeout: Duration,
+}
+
+/// The batch's `Idempotency-Key` header, if any; 400 for one that cannot be a key.
+fn idempotency_header(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(k) if idempotency::valid_key(k.trim()) => Ok(Some(k.trim().to_owned())),
+        _ => Err(Problem::bad_request(format!(
+            "`Idempotency-Key` must be 1 to {} printable ASCII characters",
+            idempotency::MAX_KEY_BYTES
+        ))),
+    }
 }
 
 async fn check_batch(
@@ -201,7 +224,9 @@ async fn check_batch(
     platform: &Platform,
     caller: &Caller,
     req: ExecuteRequest,
+    headers: &HeaderMap,
 ) -> ApiResult<Batch> {
+    let header_key = idempotency_header(headers)?;
     let max = ops.config().max_calls;
     if req.calls.is_empty() {
         return Err(Problem::bad_request(
@@ -221,7 +246,21 @@ async fn check_batch(
     let timeout = ms(ops, "timeout_ms", req.timeout_ms)?;
     let mut ids = HashSet::new();
     let mut calls = Vec::with_capacity(req.calls.len());
+    let mut keys = Vec::with_capacity(req.calls.len());
     for (i, c) in req.calls.into_iter().enumerate() {
+        if let Some(k) = &c.idempotency_key
+            && !idempotency::valid_key(k)
+        {
+            return Err(Problem::bad_request(format!(
+                "calls[{i}].idempotency_key must be 1 to {} printable ASCII characters",
+                idempotency::MAX_KEY_BYTES
+            )));
+        }
+        keys.push(idempotency::key_of(
+            c.idempotency_key.as_deref(),
+            header_key.as_deref(),
+            &c.id,
+        ));
         if c.id.is_empty() || c.id.len() > 200 {
             return Err(Problem::bad_request(format!(
                 "calls[{i}].id must be 1 to 200 characters"
@@ -252,11 +291,53 @@ async fn check_batch(
             timeout: own,
         });
     }
-    Ok(Batch {
+    let batch = Batch {
         calls,
+        keys,
         mode: req.execution_mode,
         timeout,
-    })
+    };
+    refuse_reused_keys(ops, platform, caller, &batch).await?;
+    Ok(batch)
+}
+
+/// 422 when a call's idempotency key was used (within the window) for another call: a
+/// batch is refused whole before any of its calls is made.
+async fn refuse_reused_keys(
+    ops: &GatewayOps,
+    platform: &Platform,
+    caller: &Caller,
+    batch: &Batch,
+) -> ApiResult<()> {
+    let keys = keys_of(ops, platform);
+    let now = agentkit_runtime::model::now_ms();
+    for (i, (call, key)) in batch.calls.iter().zip(&batch.keys).enumerate() {
+        let Some(key) = key else { continue };
+        if let Some(idempotency::Claim::Conflict) =
+            keys.peek(&caller.workspace, key, call, now).await?
+        {
+            return Err(reused_key(i));
+        }
+    }
+    Ok(())
+}
+
+fn reused_key(i: usize) -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+        format!(
+            "calls[{i}]: its idempotency key was used for a call with another server, tool \
+             or arguments; send a new key for a new call"
+        ),
+    )
+}
+
+fn keys_of(ops: &GatewayOps, platform: &Platform) -> idempotency::Keys {
+    idempotency::Keys::new(
+        Arc::clone(platform.runtime().store()),
+        ops.config().idempotency_window,
+    )
 }
 
 /// What a running batch reports as it goes.
@@ -266,8 +347,103 @@ enum BatchEvent {
     Done(CallResult),
 }
 
-/// Run one call of a batch, reporting its start and end.
+/// A call's result saying why it was not made.
+fn not_made(id: &str, status: CallStatus, error: String) -> CallResult {
+    CallResult {
+        id: id.to_owned(),
+        status,
+        content: Vec::new(),
+        structured_content: None,
+        flags: Vec::new(),
+        error: Some(error),
+        duration_ms: 0,
+        cost: 0.0,
+        run_id: None,
+        call_id: None,
+    }
+}
+
+/// Run one call of a batch, reporting its start and end; with an idempotency `key`, at
+/// most once per key (see [`idempotency`]).
+#[allow(clippy::too_many_arguments)]
 async fn run_one(
+    ops: &GatewayOps,
+    platform: &Platform,
+    caller: &Caller,
+    call: Call,
+    key: Option<String>,
+    env: &CallEnv,
+    deadline: Instant,
+    events: Option<&mpsc::UnboundedSender<BatchEvent>>,
+) -> CallResult {
+    let Some(key) = key else {
+        return run_unkeyed(ops, platform, caller, call, env, deadline, events).await;
+    };
+    let id = call.id.clone();
+    let keys = keys_of(ops, platform);
+    let wait_until = Instant::now() + call.timeout;
+    let ticket = loop {
+        let now = agentkit_runtime::model::now_ms();
+        match keys
+            .claim(&caller.workspace, &key, &call, call.timeout, now)
+            .await
+        {
+            Ok(idempotency::Claim::Fresh(t)) => break t,
+            Ok(idempotency::Claim::Done(mut r)) => {
+                // The first attempt's result, under this request's id for the call.
+                r.id.clone_from(&id);
+                if let Some(tx) = events {
+                    let _ = tx.send(BatchEvent::Started(
+                        id.clone(),
+                        tool_name(&call.server, &call.tool),
+                    ));
+                    let _ = tx.send(BatchEvent::Done((*r).clone()));
+                }
+                return *r;
+            }
+            Ok(idempotency::Claim::InFlight) if Instant::now() < wait_until => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            outcome => {
+                let why = match outcome {
+                    Ok(idempotency::Claim::Conflict) => {
+                        "its idempotency key was used for a call with another server, tool or \
+                         arguments meanwhile; send a new key for a new call"
+                            .to_owned()
+                    }
+                    Err(e) => format!("its idempotency key could not be checked: {e}"),
+                    _ => "an earlier attempt with the same idempotency key is still being \
+                          made; retry with the same key later to get its result"
+                        .to_owned(),
+                };
+                let r = not_made(&id, CallStatus::Error, why);
+                if let Some(tx) = events {
+                    let _ = tx.send(BatchEvent::Done(r.clone()));
+                }
+                return r;
+            }
+        }
+    };
+    let r = run_unkeyed(ops, platform, caller, call, env, deadline, events).await;
+    // A call that was not made (not started before the batch's deadline, cancelled by
+    // the client, refused before reaching its server) forgets its key: a retry makes it.
+    let unmade = r.status == CallStatus::Cancelled
+        || (r.duration_ms == 0
+            && r.run_id.is_none()
+            && matches!(r.status, CallStatus::Timeout | CallStatus::Error));
+    let kept = if unmade {
+        keys.release(ticket).await
+    } else {
+        keys.finish(ticket, &r).await
+    };
+    if let Err(e) = kept {
+        tracing::warn!(call = %id, error = %e, "recording a gateway call's idempotency key failed");
+    }
+    r
+}
+
+/// Run one call of a batch, reporting its start and end.
+async fn run_unkeyed(
     ops: &GatewayOps,
     platform: &Platform,
     caller: &Caller,
@@ -278,18 +454,11 @@ async fn run_one(
 ) -> CallResult {
     let id = call.id.clone();
     let Some(timeout) = call_timeout(call.timeout, deadline) else {
-        let r = CallResult {
-            id: id.clone(),
-            status: CallStatus::Timeout,
-            content: Vec::new(),
-            structured_content: None,
-            flags: Vec::new(),
-            error: Some("the batch's timeout passed before this call could start".into()),
-            duration_ms: 0,
-            cost: 0.0,
-            run_id: None,
-            call_id: None,
-        };
+        let r = not_made(
+            &id,
+            CallStatus::Timeout,
+            "the batch's timeout passed before this call could start".into(),
+        );
         if let Some(tx) = events {
             let _ = tx.send(BatchEvent::Done(r.clone()));
         }
@@ -306,18 +475,7 @@ async fn run_one(
         .await
     {
         Ok(r) => r,
-        Err(e) => CallResult {
-            id: id.clone(),
-            status: CallStatus::Error,
-            content: Vec::new(),
-            structured_content: None,
-            flags: Vec::new(),
-            error: Some(e.to_string()),
-            duration_ms: 0,
-            cost: 0.0,
-            run_id: None,
-            call_id: None,
-        },
+        Err(e) => not_made(&id, CallStatus::Error, e.to_string()),
     };
     if let Some(tx) = events {
         let _ = tx.send(BatchEvent::Done(r.clone()));
@@ -348,13 +506,14 @@ async fn run_batch(
     let results = match batch.mode {
         ExecutionMode::Sequential => {
             let mut out = Vec::with_capacity(batch.calls.len());
-            for call in batch.calls {
+            for (call, key) in batch.calls.into_iter().zip(batch.keys) {
                 out.push(
                     run_one(
                         ops,
                         platform,
                         &caller,
                         call,
+                        key,
                         &env,
                         deadline,
                         events.as_ref(),
@@ -367,13 +526,14 @@ async fn run_batch(
         ExecutionMode::Parallel => {
             let n = ops.config().max_parallel;
             let mut indexed: Vec<(usize, CallResult)> =
-                futures::stream::iter(batch.calls.into_iter().enumerate())
-                    .map(|(i, call)| {
+                futures::stream::iter(batch.calls.into_iter().zip(batch.keys).enumerate())
+                    .map(|(i, (call, key))| {
                         let (env, caller, events) = (&env, &caller, events.as_ref());
                         async move {
                             (
                                 i,
-                                run_one(ops, platform, caller, call, env, deadline, events).await,
+                                run_one(ops, platform, caller, call, key, env, deadline, events)
+                                    .await,
                             )
                         }
                     })
@@ -409,7 +569,7 @@ pub async fn execute(
     Json(req): Json<ExecuteRequest>,
 ) -> ApiResult<Json<ExecuteResponse>> {
     let platform = platform_of(&s.gatewayops, &headers)?;
-    let batch = check_batch(&s.gatewayops, &s.platform, &caller, req).await?;
+    let batch = check_batch(&s.gatewayops, &s.platform, &caller, req, &headers).await?;
     let mut env = CallEnv::new(trace_id());
     env.platform = platform;
     Ok(Json(run_batch(s.clone(), caller, batch, env, None).await))
@@ -438,7 +598,7 @@ pub async fn execute_stream(
     Json(req): Json<ExecuteRequest>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static>> {
     let platform = platform_of(&s.gatewayops, &headers)?;
-    let batch = check_batch(&s.gatewayops, &s.platform, &caller, req).await?;
+    let batch = check_batch(&s.gatewayops, &s.platform, &caller, req, &headers).await?;
     let mut env = CallEnv::new(trace_id());
     env.platform = platform;
     let cancel = env.cancel.clone();

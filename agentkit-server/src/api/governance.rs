@@ -35,29 +35,8 @@ pub(crate) fn routes() -> Router<AppState> {
         )
 }
 
-fn audit(s: &AppState) -> StoreAudit {
-    StoreAudit::new(std::sync::Arc::clone(s.platform.runtime().store()))
-}
-
-/// Record a change `caller` made through `route` to what its workspace declares (`what`
-/// changed, `reason` in words) in the workspace's audit log, and log it.
-pub(crate) async fn audit_change(
-    s: &AppState,
-    caller: &Caller,
-    route: &str,
-    what: serde_json::Value,
-    reason: String,
-) -> super::ApiResult<()> {
-    crate::policy::record_change(
-        s.platform.runtime().store(),
-        &caller.principal(),
-        route,
-        what,
-        reason.clone(),
-    )
-    .await?;
-    tracing::info!(workspace = %caller.workspace, route, "{reason}");
-    Ok(())
+fn audit(s: &AppState) -> &StoreAudit {
+    &s.audit
 }
 
 /// The workspace (`org/workspace`) a request reads: the caller's own, or with `?workspace=`
@@ -208,7 +187,8 @@ pub async fn verify_audit(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalsQuery {
-    /// `pending` (default), `approved`, `rejected` or `all`.
+    /// `pending` (default), `approved`, `rejected`, `cancelled` (withdrawn because the run
+    /// ended first) or `all`.
     pub status: Option<String>,
     /// The workspace, `org/workspace` (default: the caller's own; with the server's admin key
     /// another one, or every workspace's when left out).
@@ -231,10 +211,10 @@ pub async fn list_approvals(
     };
     let status = match q.status.as_deref().unwrap_or("pending") {
         "all" => None,
-        s @ ("pending" | "approved" | "rejected") => Some(s),
+        s @ ("pending" | "approved" | "rejected" | "cancelled") => Some(s),
         other => {
             return Err(Problem::bad_request(format!(
-                "unknown status `{other}`; use pending, approved, rejected or all"
+                "unknown status `{other}`; use pending, approved, rejected, cancelled or all"
             )));
         }
     };
@@ -260,7 +240,18 @@ pub async fn claim_approval(
     let by = caller.key_id.clone().unwrap_or_else(|| "admin".to_owned());
     let until = agentkit_runtime::model::now_ms()
         .saturating_add(i64::try_from(s.claim_for.as_millis()).unwrap_or(i64::MAX));
-    Ok(Json(audit(&s).claim(&run_id, &call_id, &by, until).await?))
+    let claimed = audit(&s).claim(&run_id, &call_id, &by, until).await?;
+    let workspace = crate::tenancy::WorkspaceId::parse(&claimed.workspace, "default")
+        .unwrap_or_else(|_| caller.workspace.clone());
+    s.audit_change(
+        &caller,
+        &workspace,
+        "approvals.claim",
+        &call_id,
+        serde_json::json!({"run_id": run_id, "claimed_until": until}),
+    )
+    .await?;
+    Ok(Json(claimed))
 }
 
 /// One budget of the workspace in its current period.

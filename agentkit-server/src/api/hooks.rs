@@ -144,24 +144,6 @@ pub async fn deliver_to_workspace(
     }
 }
 
-/// Note a change to the caller's workspace's webhooks in its audit log (never the secret).
-async fn hook_changed(
-    s: &AppState,
-    caller: &Caller,
-    route: &str,
-    h: &HookInfo,
-    done: &str,
-) -> ApiResult<()> {
-    super::governance::audit_change(
-        s,
-        caller,
-        route,
-        serde_json::json!({"name": h.name, "target": h.target, "message_pointer": h.message_pointer}),
-        format!("webhook `{}` {done}: deliveries start `{}`", h.name, h.target),
-    )
-    .await
-}
-
 fn no_webhook(c: &Caller, name: &str) -> Problem {
     Problem::not_found(format!(
         "no webhook `{}` in workspace {}; list them with `GET /v1/webhooks`",
@@ -194,6 +176,7 @@ pub async fn create_webhook(
     caller: Caller,
     Json(hook): Json<NewHook>,
 ) -> ApiResult<Response> {
+    let name = hook.name.clone();
     let created = workspace_hooks(&s)
         .create(
             &s.platform,
@@ -202,7 +185,16 @@ pub async fn create_webhook(
             caller.key_id.as_deref(),
         )
         .await?;
-    hook_changed(&s, &caller, "POST /v1/webhooks", &created.hook, "created").await?;
+    tracing::info!(workspace = %caller.workspace, webhook = %name, "webhook created");
+    // Its name and target; never its secret.
+    s.audit_change(
+        &caller,
+        &caller.workspace,
+        "webhooks.create",
+        &name,
+        serde_json::json!({"target": created.hook.target}),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
@@ -236,12 +228,13 @@ pub async fn rotate_webhook(
 ) -> ApiResult<Json<HookWithSecret>> {
     match workspace_hooks(&s).rotate(&caller.workspace, &name).await {
         Ok(h) => {
-            hook_changed(
-                &s,
+            tracing::info!(workspace = %caller.workspace, webhook = %name, "webhook secret rotated");
+            s.audit_change(
                 &caller,
-                "POST /v1/webhooks/{name}/rotate",
-                &h.hook,
-                "given a new secret",
+                &caller.workspace,
+                "webhooks.rotate",
+                &name,
+                serde_json::json!({"target": h.hook.target}),
             )
             .await?;
             Ok(Json(h))
@@ -260,12 +253,16 @@ pub async fn delete_webhook(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let hooks = workspace_hooks(&s);
-    let Some(hook) = hooks.get(&caller.workspace, &name).await? else {
-        return Err(no_webhook(&caller, &name));
-    };
-    if hooks.delete(&caller.workspace, &name).await? {
-        hook_changed(&s, &caller, "DELETE /v1/webhooks/{name}", &hook, "deleted").await?;
+    if workspace_hooks(&s).delete(&caller.workspace, &name).await? {
+        tracing::info!(workspace = %caller.workspace, webhook = %name, "webhook deleted");
+        s.audit_change(
+            &caller,
+            &caller.workspace,
+            "webhooks.delete",
+            &name,
+            serde_json::json!({}),
+        )
+        .await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(no_webhook(&caller, &name))

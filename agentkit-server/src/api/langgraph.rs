@@ -2590,8 +2590,9 @@ async fn create_cron_in(
     cron.metadata = req.metadata.clone().unwrap_or_default();
     cron.payload = serde_json::from_slice(body).unwrap_or(Value::Null);
     cron.principal = Some(caller.principal());
-    let created = crons(s).create(cron).await?;
-    Ok(super::Json(CronView::in_scope(created, scope)))
+    let created = CronView::in_scope(crons(s).create(cron).await?, scope);
+    audit_cron(s, caller, "crons.create", &created).await?;
+    Ok(super::Json(created))
 }
 
 /// Create a cron that runs an agent on a thread.
@@ -2669,7 +2670,21 @@ pub async fn update_cron(
         })
         .await
         .map_err(super::v1::scoped(&scope))?;
-    Ok(super::Json(CronView::in_scope(updated, &scope)))
+    let updated = CronView::in_scope(updated, &scope);
+    audit_cron(&s, &caller, "crons.update", &updated).await?;
+    Ok(super::Json(updated))
+}
+
+/// Record a change of cron `c` (as the caller sees it) in the caller's audit log.
+async fn audit_cron(s: &AppState, caller: &Caller, action: &str, c: &CronView) -> ApiResult<()> {
+    s.audit_change(
+        caller,
+        &caller.workspace,
+        action,
+        &c.cron_id,
+        json!({"assistant_id": c.assistant_id, "thread_id": c.thread_id, "schedule": c.schedule}),
+    )
+    .await
 }
 
 /// Delete a cron (its runs stay).
@@ -2682,6 +2697,8 @@ pub async fn delete_cron(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     crons(&s).delete_in(&caller.scope(), &id).await?;
+    s.audit_change(&caller, &caller.workspace, "crons.delete", &id, json!({}))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -54,6 +54,50 @@ pub struct AppState {
     pub(crate) claim_for: std::time::Duration,
     /// The gateway API (`/v1/execute`, WebSocket, `/v1/mcp/tools`, `/v1/safety/analyze`).
     pub(crate) gatewayops: Arc<crate::gatewayops::GatewayOps>,
+    /// The audit log the API writes its changes to (see [`AppState::audit_change`]).
+    pub(crate) audit: crate::policy::StoreAudit,
+}
+
+impl AppState {
+    /// Record a change `caller` made in `workspace` (`action` such as `keys.create`, the
+    /// `resource` it names, `details` that identify it, never a secret) in that workspace's
+    /// audit chain, and return once the entry is stored: a handler that awaits this before
+    /// answering never answers 2xx for a change its audit log does not hold.
+    ///
+    /// # Errors
+    ///
+    /// A 503 problem saying the change was made but could not be audited (the store failed).
+    pub(crate) async fn audit_change(
+        &self,
+        caller: &crate::tenancy::Caller,
+        workspace: &crate::tenancy::WorkspaceId,
+        action: &str,
+        resource: &str,
+        details: serde_json::Value,
+    ) -> Result<(), Problem> {
+        let event = agentkit_core::policy::AuditEvent::change(action, resource, details)
+            .with_principal(
+                workspace.org.clone(),
+                workspace.workspace.clone(),
+                caller.key_id.clone(),
+            )
+            .with_actor(crate::api::v1::decider(caller));
+        self.audit
+            .record_change(event)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::error!(action, resource, error = %e, "a change could not be audited");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "audit-unavailable",
+                    format!(
+                        "`{action}` of `{resource}` was made, but its audit entry could not be \
+                     stored ({e}); check the store, and list the audit log before retrying"
+                    ),
+                )
+            })
+    }
 }
 
 impl std::fmt::Debug for AppState {

@@ -25,6 +25,19 @@ fn schedule_name(c: &Caller, name: &str) -> Result<String, Problem> {
     })
 }
 
+/// Record `action` on schedule `name` (its stored name) in the caller's audit log.
+async fn audited(s: &AppState, caller: &Caller, action: &str, name: &str) -> Result<(), Problem> {
+    let shown = caller.scope().external(name).unwrap_or(name).to_owned();
+    s.audit_change(
+        caller,
+        &caller.workspace,
+        action,
+        &shown,
+        serde_json::json!({}),
+    )
+    .await
+}
+
 /// An error as the caller's workspace sees it (its stored prefix removed).
 fn scoped(scope: &Scope) -> impl Fn(agentkit_core::Error) -> Problem + '_ {
     move |e| {
@@ -195,6 +208,7 @@ pub async fn create_schedule(
         .create_schedule(&name, spec)
         .await
         .map_err(scoped(&scope))?;
+    audited(&s, &caller, "schedules.create", &name).await?;
     Ok((StatusCode::CREATED, Json(view_out(&scope, view))).into_response())
 }
 
@@ -214,6 +228,7 @@ pub async fn delete_schedule(
         .delete_schedule(&name)
         .await
         .map_err(scoped(&scope))?;
+    audited(&s, &caller, "schedules.delete", &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -233,6 +248,7 @@ pub async fn pause_schedule(
         .pause_schedule(&name)
         .await
         .map_err(scoped(&scope))?;
+    audited(&s, &caller, "schedules.pause", &name).await?;
     Ok(Json(view_out(&scope, v)))
 }
 
@@ -252,6 +268,7 @@ pub async fn resume_schedule(
         .resume_schedule(&name)
         .await
         .map_err(scoped(&scope))?;
+    audited(&s, &caller, "schedules.resume", &name).await?;
     Ok(Json(view_out(&scope, v)))
 }
 
@@ -272,6 +289,7 @@ pub async fn trigger_schedule(
         .trigger_schedule(&name)
         .await
         .map_err(scoped(&scope))?;
+    audited(&s, &caller, "schedules.trigger", &name).await?;
     Ok((StatusCode::ACCEPTED, Json(RunView::in_scope(run, &scope))).into_response())
 }
 

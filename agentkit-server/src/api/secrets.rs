@@ -52,6 +52,15 @@ pub async fn put_secret(
 ) -> ApiResult<Json<SecretInfo>> {
     let info = s.vault.put(&caller.workspace, &name, &req.value).await?;
     tracing::info!(workspace = %caller.workspace, secret = %name, "secret set");
+    // The name only; never the value.
+    s.audit_change(
+        &caller,
+        &caller.workspace,
+        "secrets.set",
+        &name,
+        serde_json::json!({}),
+    )
+    .await?;
     Ok(Json(info))
 }
 
@@ -65,6 +74,14 @@ pub async fn delete_secret(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     if s.vault.delete(&caller.workspace, &name).await? {
+        s.audit_change(
+            &caller,
+            &caller.workspace,
+            "secrets.delete",
+            &name,
+            serde_json::json!({}),
+        )
+        .await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(Problem::not_found(format!(

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use serde::Deserialize;
+use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiResult, AppState, Json, Path, Problem, Query};
@@ -108,6 +109,20 @@ pub async fn create_key(
             req.policy.as_deref(),
         )
         .await?;
+    // The key's id, name and role; never the key itself.
+    s.audit_change(
+        &caller,
+        &ws,
+        "keys.create",
+        &created.record.id,
+        json!({
+            "name": created.record.name,
+            "role": created.record.role,
+            "expires_at": created.record.expires_at,
+            "policy": req.policy,
+        }),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
@@ -160,7 +175,16 @@ pub async fn revoke_key(
     if key.workspace_id() != caller.workspace && !caller.super_admin {
         return Err(missing());
     }
-    Ok(Json(s.keys.revoke(&id).await?.ok_or_else(missing)?))
+    let revoked = s.keys.revoke(&id).await?.ok_or_else(missing)?;
+    s.audit_change(
+        &caller,
+        &revoked.workspace_id(),
+        "keys.revoke",
+        &revoked.id,
+        json!({"name": revoked.name, "role": revoked.role}),
+    )
+    .await?;
+    Ok(Json(revoked))
 }
 
 /// The workspaces the caller can see: every one for the server's admin key, its own for
@@ -205,9 +229,15 @@ pub async fn create_workspace(
             "only the server's admin key (AGENTKIT_ADMIN_KEY) creates workspaces",
         ));
     }
-    let ws = s
-        .workspaces
-        .create(&WorkspaceId::new(req.org, req.workspace))
-        .await?;
+    let id = WorkspaceId::new(req.org, req.workspace);
+    let ws = s.workspaces.create(&id).await?;
+    s.audit_change(
+        &caller,
+        &id,
+        "workspaces.create",
+        &id.to_string(),
+        json!({}),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(ws)).into_response())
 }

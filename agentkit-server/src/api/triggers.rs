@@ -35,23 +35,16 @@ fn no_trigger(c: &Caller, name: &str) -> Problem {
     ))
 }
 
-/// Note a change to the caller's workspace's triggers in its audit log.
-async fn audited(
-    s: &AppState,
-    caller: &Caller,
-    route: &str,
-    t: &TriggerInfo,
-    done: &str,
-) -> ApiResult<()> {
-    super::governance::audit_change(
-        s,
+/// Note a change to the caller's workspace's triggers in its audit log (`triggers.<done>`
+/// of the trigger's name, with its event, target and template), before the answer.
+async fn audited(s: &AppState, caller: &Caller, t: &TriggerInfo, done: &str) -> ApiResult<()> {
+    tracing::info!(workspace = %caller.workspace, trigger = %t.name, "trigger {done}");
+    s.audit_change(
         caller,
-        route,
-        json!({"name": t.name, "event": t.event, "target": t.target, "message": t.message}),
-        format!(
-            "trigger `{}` {done}: event `{}` starts `{}`",
-            t.name, t.event, t.target
-        ),
+        &caller.workspace,
+        &format!("triggers.{done}"),
+        &t.name,
+        json!({"event": t.event, "target": t.target, "message": t.message}),
     )
     .await
 }
@@ -89,7 +82,7 @@ pub async fn create_trigger(
         )
         .await
         .map_err(super::v1::scoped(&scope))?;
-    audited(&s, &caller, "POST /v1/triggers", &created, "created").await?;
+    audited(&s, &caller, &created, "create").await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
@@ -125,7 +118,7 @@ pub async fn delete_trigger(
         .await
     {
         Ok(t) => {
-            audited(&s, &caller, "DELETE /v1/triggers/{name}", &t, "deleted").await?;
+            audited(&s, &caller, &t, "delete").await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Err(agentkit_core::Error::NotFound { .. }) => Err(no_trigger(&caller, &name)),

@@ -164,6 +164,16 @@ pub async fn deploy_agent(
     } else {
         StatusCode::OK
     };
+    if deployed.created {
+        s.audit_change(
+            &caller,
+            &caller.workspace,
+            "agents.deploy",
+            &req.name,
+            json!({"version": deployed.version}),
+        )
+        .await?;
+    }
     Ok((status, Json(deployed)).into_response())
 }
 
@@ -323,7 +333,9 @@ pub async fn set_label(
         .set_label(&name, &label, req.version, expected)
         .await
         .map_err(scoped(&scope))?;
-    Ok(Json(entry_out(&scope, e)))
+    let e = entry_out(&scope, e);
+    audit_labels(&s, &caller, "agents.set_label", &e, &[&label]).await?;
+    Ok(Json(e))
 }
 
 /// Promote a label's version to another label.
@@ -355,7 +367,32 @@ pub async fn promote(
         .promote(&name, &req.from, &req.to)
         .await
         .map_err(scoped(&scope))?;
-    Ok(Json(entry_out(&scope, e)))
+    let e = entry_out(&scope, e);
+    audit_labels(&s, &caller, "agents.promote", &e, &[&req.from, &req.to]).await?;
+    Ok(Json(e))
+}
+
+/// Record a label change of entry `e` (as the caller sees it): the labels named and the
+/// versions they point at now.
+async fn audit_labels(
+    s: &AppState,
+    caller: &Caller,
+    action: &str,
+    e: &Entry,
+    labels: &[&str],
+) -> Result<(), Problem> {
+    let now: serde_json::Map<String, Value> = labels
+        .iter()
+        .map(|l| ((*l).to_owned(), json!(e.labels.get(*l))))
+        .collect();
+    s.audit_change(
+        caller,
+        &caller.workspace,
+        action,
+        &e.name,
+        json!({"labels": now}),
+    )
+    .await
 }
 
 /// The label to roll back.
@@ -385,7 +422,9 @@ pub async fn rollback(
         .rollback(&name, &req.label)
         .await
         .map_err(scoped(&scope))?;
-    Ok(Json(entry_out(&scope, e)))
+    let e = entry_out(&scope, e);
+    audit_labels(&s, &caller, "agents.rollback", &e, &[&req.label]).await?;
+    Ok(Json(e))
 }
 
 /// Start a run of an agent or workflow.
@@ -712,8 +751,13 @@ pub(crate) async fn decide_call(
         // A gateway call's run resumes here: this process must know its workflow.
         s.platform.ensure_target(&run.target).await?;
     }
+    // A run that ended has nothing to decide: its pending approvals are withdrawn.
+    crate::policy::refuse_if_ended(&s.audit, &run, call_id)
+        .await
+        .map_err(scoped(&scope))?;
     // Who decided, for the approval queue and the audit log.
-    let calls = crate::policy::StoreAudit::new(std::sync::Arc::clone(s.platform.runtime().store()))
+    let calls = s
+        .audit
         .note_decision_for(
             run_id,
             call_id,
@@ -723,7 +767,15 @@ pub(crate) async fn decide_call(
             caller.super_admin,
         )
         .await?;
-    control(s, caller, run_id, async |rt| {
+    // The decision is in the audit log before the run resumes and before the answer.
+    let mut unaudited = None;
+    for call in &calls {
+        if let Err(e) = s.audit.audit_decision(run_id, call).await {
+            tracing::error!(run = run_id, call = %call, error = %e, "a decision could not be audited");
+            unaudited = Some((call.clone(), e));
+        }
+    }
+    let answer = control(s, caller, run_id, async |rt| {
         if calls.is_empty() {
             return rt.signal(run_id, APPROVAL_SIGNAL, payload).await;
         }
@@ -737,7 +789,21 @@ pub(crate) async fn decide_call(
         }
         Ok(())
     })
-    .await
+    .await?;
+    match unaudited {
+        None => Ok(answer),
+        // The run resumes (its policy layer writes the entry then); the caller learns the
+        // log does not hold it yet.
+        Some((call, e)) => Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit-unavailable",
+            format!(
+                "the decision on call {call} of run {run_id} was made and the run resumes, but \
+                 its audit entry could not be stored now ({e}); the run writes it when it \
+                 resumes. Check the store"
+            ),
+        )),
+    }
 }
 
 /// Approve the calls a run waits on: every call of the run pending in the approval queue

@@ -32,6 +32,7 @@
 //! ```
 
 pub mod durable;
+pub(crate) mod idempotency;
 pub mod platforms;
 pub mod safety;
 
@@ -92,6 +93,10 @@ pub struct GatewayConfig {
     /// The policies of workspaces and API keys (`server.workspace_policies`, a key's
     /// `policy`), applied to every call on top of [`policy`](Self::policy) (default: none).
     pub principal_policies: Arc<crate::policy::PrincipalPolicies>,
+    /// How long an idempotency key of a `/v1/execute` call is remembered (default 24 h;
+    /// `gateway.idempotency_window_ms`): a retry with the same key within it gets the first
+    /// attempt's result instead of calling the tool again.
+    pub idempotency_window: Duration,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -126,6 +131,7 @@ impl Default for GatewayConfig {
             safety: safety::SafetyLayer::new(),
             platform_tools: true,
             principal_policies: Arc::default(),
+            idempotency_window: idempotency::DEFAULT_WINDOW,
         }
     }
 }
@@ -162,6 +168,13 @@ impl GatewayConfig {
     #[must_use]
     pub fn with_max_timeout(mut self, d: Duration) -> Self {
         self.max_timeout = d;
+        self
+    }
+
+    /// Remember the idempotency keys of `/v1/execute` calls for `d` (at least 1 s).
+    #[must_use]
+    pub fn with_idempotency_window(mut self, d: Duration) -> Self {
+        self.idempotency_window = d.max(Duration::from_secs(1));
         self
     }
 
@@ -318,6 +331,15 @@ impl GatewayConfig {
         }
         if let Some(n) = g.max_message_bytes {
             out = out.with_max_message_bytes(n);
+        }
+        if let Some(ms) = g.idempotency_window_ms {
+            if ms < 1000 {
+                return Err(config_error(
+                    "gateway.idempotency_window_ms".into(),
+                    "must be at least 1000 (1 s)".into(),
+                ));
+            }
+            out = out.with_idempotency_window(Duration::from_millis(ms));
         }
         out = out.with_principal_policies(crate::policy::PrincipalPolicies::from_config(config)?);
         if let Some(p) = &g.policy {

@@ -7,6 +7,12 @@
 //! one transaction, so under load many appends share one commit. Callers are answered only
 //! after that write returned, so an entry handed back is stored.
 //!
+//! The guarantee the server builds on this: every append is awaited by whoever answers the
+//! client (the policy layer before a tool call is made or refused, the API before it
+//! answers a change or an approval decision), so a 2xx (or a denial) a client saw has its
+//! entry committed — a SIGKILL right after the answer loses nothing that was answered. What
+//! is lost in a crash is only what no client was told about yet.
+//!
 //! Other writers of the same chain (another server process on the same database, another
 //! `StoreAudit` in this one) are handled as before: entries are written create-only, so two
 //! writers never take the same position, and the batch stops at the first position already

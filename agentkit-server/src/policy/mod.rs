@@ -93,7 +93,8 @@ pub struct ApprovalView {
     pub reason: String,
     /// The run's earlier successful tool calls (the chain that triggered the rule).
     pub history: Vec<String>,
-    /// `pending`, `approved` or `rejected`.
+    /// `pending`, `approved`, `rejected`, or `cancelled` (its run ended before anyone
+    /// decided: cancelled, failed or finished; `decision_reason` says how).
     pub status: String,
     /// When it was asked (ms since epoch).
     pub requested_at: i64,
@@ -112,10 +113,22 @@ pub struct ApprovalView {
     /// When it is rejected for want of a decision (ms since epoch; `server.approvals.expire_after`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// The API key of the run's principal, if one started it (for the decision's audit
+    /// entry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The position of the decision's entry in the workspace's audit log, once it is
+    /// written (when the decision is made, before the run resumes; see
+    /// [`StoreAudit::audit_decision`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_seq: Option<u64>,
 }
 
 /// Who decides expired approvals.
 pub const EXPIRY_DECIDER: &str = "expiry";
+
+/// Who "decides" the approvals withdrawn because their run ended (status `cancelled`).
+pub const RUN_ENDED_DECIDER: &str = "run";
 
 impl StoreAudit {
     /// An audit log over `store`, redacting with the default [`Redactor`].
@@ -236,7 +249,8 @@ impl StoreAudit {
     }
 
     /// Approvals, newest first: all, or those with `status` (`pending`, `approved`,
-    /// `rejected`), optionally of one workspace.
+    /// `rejected`, `cancelled`), optionally of one workspace. A pending approval whose run
+    /// has ended is withdrawn first (see [`withdraw_approvals`](Self::withdraw_approvals)).
     pub async fn approvals(
         &self,
         status: Option<&str>,
@@ -262,6 +276,34 @@ impl StoreAudit {
                 }
                 out.push(v);
             }
+        }
+        // A pending approval whose run ended (its process stopped before withdrawing it)
+        // is withdrawn now, and listed as it is then.
+        let mut ended = std::collections::HashMap::new();
+        for v in &mut out {
+            if v.status != "pending" {
+                continue;
+            }
+            if !ended.contains_key(&v.run_id) {
+                let run = self.store.get_run(&v.run_id).await?;
+                let how = run.filter(|r| r.status.is_terminal()).map(|r| ending(&r));
+                if let Some(how) = &how {
+                    self.withdraw_approvals(&v.run_id, how).await?;
+                }
+                ended.insert(v.run_id.clone(), how);
+            }
+            if let Some(Some(_)) = ended.get(&v.run_id)
+                && let Some(d) = self
+                    .store
+                    .doc_get(APPROVALS, &format!("{}/{}", v.run_id, v.call_id))
+                    .await?
+                && let Ok(now) = serde_json::from_value::<ApprovalView>(d.value)
+            {
+                *v = now;
+            }
+        }
+        if let Some(s) = status {
+            out.retain(|v| v.status == s);
         }
         out.sort_by_key(|a| std::cmp::Reverse(a.requested_at));
         Ok(out)
@@ -479,7 +521,80 @@ impl StoreAudit {
         })
     }
 
-    async fn track_approval(&self, event: &mut AuditEvent) -> Result<()> {
+    /// Append a change made outside any run ([`AuditEvent::change`]) to its workspace's
+    /// chain, redacted; returns the entry once it is stored (the writer's commit
+    /// acknowledged it).
+    ///
+    /// # Errors
+    ///
+    /// The store's error: the entry is not stored.
+    pub async fn record_change(&self, mut event: AuditEvent) -> Result<AuditEntry> {
+        self.redact(&mut event);
+        self.append(event).await
+    }
+
+    /// Withdraw the approvals of `run_id` still pending, because the run ended
+    /// (`ended`: its status and error, e.g. `cancelled: cancelled by request`): each becomes
+    /// `cancelled`, decided by [`RUN_ENDED_DECIDER`] with that reason, and gets a `rejected`
+    /// audit entry. Returns the call ids withdrawn (those another decider took meanwhile are
+    /// left as they were).
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub async fn withdraw_approvals(&self, run_id: &str, ended: &str) -> Result<Vec<String>> {
+        let docs = self
+            .store
+            .doc_list(APPROVALS, &format!("{run_id}/"), None, 1000)
+            .await?;
+        let now = now_ms();
+        let reason = format!("the run ended before a decision ({ended})");
+        let mut withdrawn = Vec::new();
+        for d in docs {
+            let Ok(mut v) = serde_json::from_value::<ApprovalView>(d.value) else {
+                continue;
+            };
+            if v.status != "pending" || v.run_id != run_id {
+                continue;
+            }
+            v.status = "cancelled".to_owned();
+            v.decided_at = Some(now);
+            v.decided_by = Some(RUN_ENDED_DECIDER.to_owned());
+            v.decision_reason = Some(reason.clone());
+            let value =
+                serde_json::to_value(&v).map_err(|e| Error::json("encoding an approval", e))?;
+            if self
+                .store
+                .doc_put(APPROVALS, &d.id, value, Expect::Revision(d.revision))
+                .await?
+                .is_none()
+            {
+                // Decided meanwhile by someone else: theirs stands.
+                continue;
+            }
+            let (org, ws) = v
+                .workspace
+                .split_once('/')
+                .unwrap_or(("default", "default"));
+            let mut event = AuditEvent::change("approvals.withdraw", &v.call_id, Value::Null)
+                .with_principal(org, ws, None)
+                .with_actor(RUN_ENDED_DECIDER)
+                .with_reason(reason.clone())
+                .with_rule(v.rule.clone());
+            event.outcome = AuditOutcome::Rejected;
+            event.run_id.clone_from(&v.run_id);
+            event.tool.clone_from(&v.tool);
+            event.arguments = v.arguments.clone();
+            event.policy.clone_from(&v.policy);
+            self.record_change(event).await?;
+            withdrawn.push(v.call_id);
+        }
+        Ok(withdrawn)
+    }
+
+    /// Keep the approval queue in step with `event`; whether to append it (not when it is a
+    /// decision audited when it was made).
+    async fn track_approval(&self, event: &mut AuditEvent) -> Result<bool> {
         let id = format!("{}/{}", event.run_id, event.call_id);
         match event.outcome {
             AuditOutcome::ApprovalRequested => {
@@ -500,6 +615,8 @@ impl StoreAudit {
                     decision_reason: None,
                     claimed_by: None,
                     claimed_until: None,
+                    key_id: event.key_id.clone(),
+                    decision_seq: None,
                     expires_at: self.expire_after.map(|d| {
                         event
                             .at_ms
@@ -524,15 +641,98 @@ impl StoreAudit {
             }
             AuditOutcome::Approved | AuditOutcome::Rejected => {
                 // The person who decided, as the approve/reject route noted it.
-                if let Some(d) = self.store.doc_get(APPROVALS, &id).await?
-                    && let Some(by) = d.value.get("decided_by").and_then(Value::as_str)
-                {
-                    event.actor = Some(by.to_owned());
+                if let Some(d) = self.store.doc_get(APPROVALS, &id).await? {
+                    if d.value.get("decision_seq").is_some_and(|s| !s.is_null()) {
+                        // The decision was audited when it was made.
+                        return Ok(false);
+                    }
+                    if let Some(by) = d.value.get("decided_by").and_then(Value::as_str) {
+                        event.actor = Some(by.to_owned());
+                    }
                 }
             }
             _ => {}
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Write the audit entry of the decision on approval `run_id`/`call_id` (decided with
+    /// [`note_decision_for`](Self::note_decision_for)) now, before its run is signalled, and
+    /// note its position in the approval, so the run, when it resumes, does not write it
+    /// again. The entry is the one the policy layer would write on resume (`approved`, or
+    /// `rejected` with the reason), by who decided. Returns it once it is stored; an approval
+    /// whose decision is audited already is left as it is.
+    ///
+    /// # Errors
+    ///
+    /// 404 when there is no such approval, 409 when it is still pending; the store's error
+    /// (then nothing says the decision is audited, and the run writes it on resume).
+    pub async fn audit_decision(&self, run_id: &str, call_id: &str) -> Result<Option<AuditEntry>> {
+        let id = format!("{run_id}/{call_id}");
+        let Some(d) = self.store.doc_get(APPROVALS, &id).await? else {
+            return Err(Error::not_found(
+                "approval",
+                &id,
+                "list the run's approvals with `GET /v1/approvals?status=all`",
+            ));
+        };
+        let v: ApprovalView =
+            serde_json::from_value(d.value).map_err(|e| Error::json("reading an approval", e))?;
+        if v.decision_seq.is_some() {
+            return Ok(None);
+        }
+        let (outcome, reason) = match v.status.as_str() {
+            "approved" => (AuditOutcome::Approved, v.reason.clone()),
+            "rejected" => (
+                AuditOutcome::Rejected,
+                v.decision_reason
+                    .clone()
+                    .unwrap_or_else(|| "rejected by an operator".to_owned()),
+            ),
+            other => {
+                return Err(Error::invalid_state(
+                    format!("the approval of call {call_id} in run {run_id}"),
+                    format!("is {other}, not decided"),
+                ));
+            }
+        };
+        let (org, ws) = v
+            .workspace
+            .split_once('/')
+            .unwrap_or(("default", "default"));
+        let mut event = AuditEvent::change("", call_id, v.arguments.clone())
+            .with_principal(org, ws, v.key_id.clone())
+            .with_rule(v.rule.clone())
+            .with_reason(reason);
+        event.outcome = outcome;
+        event.run_id = run_id.to_owned();
+        event.tool.clone_from(&v.tool);
+        event.policy.clone_from(&v.policy);
+        event.actor.clone_from(&v.decided_by);
+        if let Some(at) = v.decided_at {
+            event.at_ms = at;
+        }
+        let entry = self.record_change(event).await?;
+        // Note it, so the resumed run does not write it again.
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(d) = self.store.doc_get(APPROVALS, &id).await? else {
+                break;
+            };
+            let mut v: ApprovalView = serde_json::from_value(d.value)
+                .map_err(|e| Error::json("reading an approval", e))?;
+            v.decision_seq = Some(entry.seq);
+            let value =
+                serde_json::to_value(&v).map_err(|e| Error::json("encoding an approval", e))?;
+            if self
+                .store
+                .doc_put(APPROVALS, &id, value, Expect::Revision(d.revision))
+                .await?
+                .is_some()
+            {
+                break;
+            }
+        }
+        Ok(Some(entry))
     }
 }
 
@@ -540,37 +740,100 @@ impl StoreAudit {
 impl AuditSink for StoreAudit {
     async fn record(&self, mut event: AuditEvent) -> Result<()> {
         self.redact(&mut event);
-        self.track_approval(&mut event).await?;
+        if !self.track_approval(&mut event).await? {
+            return Ok(());
+        }
         self.append(event).await.map(|_| ())
     }
 }
 
-/// Record a change a caller made to what its workspace declares (an event trigger, a
-/// webhook) in that workspace's hash-chained audit log: an `allowed` entry of policy
-/// `registry` whose `tool` is the route (`POST /v1/triggers`), whose `arguments` are what
-/// changed (redacted like every entry), and whose `actor` is the caller's key id (`admin` for
-/// the server's admin key).
+/// The runtime's [`RunObserver`](agentkit_runtime::RunObserver) of a server: tells the
+/// metrics, and withdraws the pending approvals of a run that ended (cancelled, failed or
+/// finished; see [`StoreAudit::withdraw_approvals`]), whichever way it ended (every cancel
+/// path goes through the runtime). A run ended by a process that stopped before this ran
+/// is caught when its approval is listed or decided.
+pub struct EndedRuns {
+    inner: Arc<dyn agentkit_runtime::RunObserver>,
+    audit: StoreAudit,
+}
+
+impl EndedRuns {
+    /// Tell `inner` everything, and withdraw approvals through `audit`.
+    #[must_use]
+    pub fn new(inner: Arc<dyn agentkit_runtime::RunObserver>, audit: StoreAudit) -> Self {
+        Self { inner, audit }
+    }
+}
+
+impl std::fmt::Debug for EndedRuns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndedRuns").finish_non_exhaustive()
+    }
+}
+
+/// How a run ended, for a withdrawn approval's reason: its status and error.
+fn ending(run: &agentkit_runtime::model::RunRecord) -> String {
+    let status = run.status.to_string();
+    match &run.error {
+        // Cancel reasons start with `cancelled: ` already.
+        Some(e) if e.starts_with(&status) => e.clone(),
+        Some(e) if !e.is_empty() => format!("{status}: {e}"),
+        _ => status,
+    }
+}
+
+impl agentkit_runtime::RunObserver for EndedRuns {
+    fn run_ended(&self, run: &agentkit_runtime::model::RunRecord) {
+        self.inner.run_ended(run);
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (audit, run_id, ended) = (self.audit.clone(), run.id.clone(), ending(run));
+        handle.spawn(async move {
+            if let Err(e) = audit.withdraw_approvals(&run_id, &ended).await {
+                tracing::warn!(run = %run_id, error = %e, "withdrawing the approvals of an ended run failed");
+            }
+        });
+    }
+
+    fn schedule_fired(&self, schedule: &str, target: &str, lag: std::time::Duration) {
+        self.inner.schedule_fired(schedule, target, lag);
+    }
+}
+
+/// If run `run` ended, withdraw its pending approvals (in case the process that ended it
+/// stopped first), and refuse a decision on one of them (`call_id`, or with `None` any of
+/// them): 409 saying they were withdrawn. A decision on a call that was decided before the
+/// run ended is left to [`StoreAudit::note_decision_for`], which names its status.
 ///
 /// # Errors
 ///
-/// The store's error.
-pub async fn record_change(
-    store: &Arc<dyn Store>,
-    principal: &agentkit_core::Principal,
-    route: &str,
-    what: Value,
-    reason: impl Into<String>,
+/// 409 ([`Error::InvalidState`]) when this withdrew what was to be decided; the store's
+/// error.
+pub(crate) async fn refuse_if_ended(
+    audit: &StoreAudit,
+    run: &agentkit_runtime::model::RunRecord,
+    call_id: Option<&str>,
 ) -> Result<()> {
-    let ctx = agentkit_core::RunContext::new().with_principal(principal.clone());
-    let mut event = AuditEvent::new(AuditOutcome::Allowed, &ctx, "", route, what, "registry");
-    event.actor = Some(
-        principal
-            .key_id
-            .clone()
-            .unwrap_or_else(|| "admin".to_owned()),
-    );
-    event.reason = reason.into();
-    StoreAudit::new(Arc::clone(store)).record(event).await
+    if !run.status.is_terminal() {
+        return Ok(());
+    }
+    let withdrawn = audit.withdraw_approvals(&run.id, &ending(run)).await?;
+    let refused = match call_id {
+        Some(c) => withdrawn.iter().any(|w| w == c),
+        None => !withdrawn.is_empty(),
+    };
+    if !refused {
+        return Ok(());
+    }
+    Err(Error::invalid_state(
+        format!("run {}", run.id),
+        format!(
+            "is {} already, so its approvals were withdrawn (status `cancelled`) and there is \
+             nothing to decide; start a new run",
+            run.status
+        ),
+    ))
 }
 
 /// Reject every pending approval whose `expires_at` has passed at `now`, and resume its run
@@ -632,7 +895,12 @@ async fn expire(
         )
         .await
     {
-        Ok(calls) if !calls.is_empty() => {}
+        Ok(calls) if !calls.is_empty() => {
+            if let Err(e) = audit.audit_decision(&a.run_id, &a.call_id).await {
+                // The run writes it when it resumes.
+                tracing::warn!(run = %a.run_id, error = %e, "auditing an expired approval failed");
+            }
+        }
         // Decided by someone else meanwhile (or gone).
         Ok(_) | Err(Error::InvalidState { .. } | Error::NotFound { .. }) => return Ok(false),
         Err(e) => return Err(e),

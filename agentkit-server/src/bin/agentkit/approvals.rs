@@ -16,6 +16,8 @@ pub(crate) enum Status {
     Approved,
     /// Rejected (by a person or by expiry).
     Rejected,
+    /// Withdrawn because the run ended (cancelled, failed) before anyone decided.
+    Cancelled,
     /// All of them.
     All,
 }
@@ -26,6 +28,7 @@ impl Status {
             Self::Pending => "pending",
             Self::Approved => "approved",
             Self::Rejected => "rejected",
+            Self::Cancelled => "cancelled",
             Self::All => "all",
         }
     }
@@ -71,10 +74,27 @@ pub(crate) enum ApprovalsCmd {
     },
 }
 
+/// `id` as one path segment: every byte but the unreserved characters of RFC 3986
+/// percent-encoded, so a call id with `/` (a gateway client's own ids may have one) stays
+/// one segment; the server decodes it.
+fn segment(id: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 /// The route that decides `call` of `run` (or every pending call of the run).
 fn decide_path(run: &str, call: Option<&str>, verb: &str) -> String {
+    let run = segment(run);
     match call {
-        Some(call) => format!("/v1/approvals/{run}/{call}/{verb}"),
+        Some(call) => format!("/v1/approvals/{run}/{}/{verb}", segment(call)),
         None => format!("/v1/runs/{run}/{verb}"),
     }
 }
@@ -135,7 +155,7 @@ pub(crate) async fn approvals(remote: &Remote, cmd: ApprovalsCmd) -> Result<(), 
             let v = c
                 .call(
                     Method::POST,
-                    &format!("/v1/approvals/{run}/{call}/claim"),
+                    &format!("/v1/approvals/{}/{}/claim", segment(&run), segment(&call)),
                     None,
                 )
                 .await?;
@@ -192,4 +212,21 @@ fn print_decided(run_view: &Value, run: &str, call: Option<&str>, what: &str) {
         "{what} {which}; the run is {} (follow it: agentkit runs events {run} --follow)",
         s(run_view, "status")
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_id_with_a_slash_stays_one_segment() {
+        assert_eq!(
+            decide_path("r1", Some("batch/1 é"), "approve"),
+            "/v1/approvals/r1/batch%2F1%20%C3%A9/approve"
+        );
+        assert_eq!(
+            decide_path("r-1_a.b~c", None, "reject"),
+            "/v1/runs/r-1_a.b~c/reject"
+        );
+    }
 }

@@ -1,0 +1,401 @@
+//! Idempotency keys for gateway calls (`/v1/execute`, `/v1/execute/stream`).
+//!
+//! A call sent with an idempotency key (the `Idempotency-Key` header of the batch, which
+//! keys each call as `<header key>` + its `id`, or the call's own `idempotency_key`) is
+//! remembered in the store for `gateway.idempotency_window_ms` (default 24 h) under its
+//! workspace: document `agentkit.gateway_idempotency/<org>/<workspace>/<sha256 of the key>`
+//! holding a digest of what was called (server, tool, canonical arguments) and, once it
+//! ended, its [`CallResult`]. A retry within the window with the same key
+//!
+//! - gets that result back (a call that waits for an approval: `pending_approval` with the
+//!   same `run_id`) and calls nothing, opens no second approval;
+//! - while the first attempt is still being made, waits for it (up to its timeout);
+//! - with other arguments (or another server or tool) is refused whole: 422.
+//!
+//! Keys are per workspace: another workspace using the same key makes its own call. The
+//! record is claimed create-only, so two attempts racing on two server processes make one
+//! call. A call that could not be made (an unknown tool, a cancelled stream) forgets its
+//! key, so a retry makes it; an attempt whose process died while it was in flight is taken
+//! over once its timeout (plus a minute) has passed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentkit_core::{Error, Result};
+use agentkit_runtime::model::{Expect, now_ms};
+use agentkit_runtime::{Doc, Store};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{Call, CallResult};
+use crate::tenancy::WorkspaceId;
+
+/// How long keys are remembered unless configured (24 h).
+pub(crate) const DEFAULT_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The collection of remembered calls (pruned by the retention sweep once expired).
+pub(crate) const COLLECTION: &str = "agentkit.gateway_idempotency";
+
+/// How long past its timeout an attempt still in flight is waited for before another
+/// attempt takes its key over (its process may have died).
+const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+
+/// The longest idempotency key accepted, bytes.
+pub(crate) const MAX_KEY_BYTES: usize = 255;
+
+/// The key of call `call` of a batch: its own `idempotency_key`, else the batch's
+/// `Idempotency-Key` header with the call's id.
+pub(crate) fn key_of(own: Option<&str>, header: Option<&str>, call_id: &str) -> Option<String> {
+    match (own, header) {
+        (Some(k), _) => Some(k.to_owned()),
+        (None, Some(h)) => Some(format!("{h}\u{1f}{call_id}")),
+        (None, None) => None,
+    }
+}
+
+/// Whether `key` can be an idempotency key: 1 to [`MAX_KEY_BYTES`] printable ASCII bytes.
+pub(crate) fn valid_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_BYTES && key.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+/// `value` as canonical JSON: object keys sorted, no whitespace.
+fn canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(v, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// What a call is, for comparing a retry with the first attempt: a digest of its server,
+/// tool and arguments (not its id or timeout).
+pub(crate) fn fingerprint(call: &Call) -> String {
+    let mut text = String::new();
+    canonical(
+        &json!({"server": call.server, "tool": call.tool, "arguments": call.arguments}),
+        &mut text,
+    );
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn doc_id(ws: &WorkspaceId, key: &str) -> String {
+    format!(
+        "{}/{}/{}",
+        ws.org,
+        ws.workspace,
+        hex::encode(Sha256::digest(key.as_bytes()))
+    )
+}
+
+/// What an earlier attempt with the same key left.
+#[derive(Debug)]
+pub(crate) enum Claim {
+    /// None (or one that expired or was abandoned): this attempt makes the call, then
+    /// [`Keys::finish`]es (or [`Keys::release`]s) the ticket.
+    Fresh(Ticket),
+    /// It ended with this result.
+    Done(Box<CallResult>),
+    /// It is still being made.
+    InFlight,
+    /// It called something else (server, tool or arguments differ).
+    Conflict,
+}
+
+/// The right to make a keyed call and record its result.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    id: String,
+    revision: u64,
+    fingerprint: String,
+}
+
+/// The remembered keys of gateway calls, over the store.
+#[derive(Clone)]
+pub(crate) struct Keys {
+    store: Arc<dyn Store>,
+    window: Duration,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Keys {
+    /// Keys over `store`, remembered for `window`.
+    pub(crate) fn new(store: Arc<dyn Store>, window: Duration) -> Self {
+        Self { store, window }
+    }
+
+    /// What an earlier attempt of `call` with `key` in `ws` left at `now`, without claiming
+    /// anything (to refuse a conflicting batch before any of its calls is made).
+    pub(crate) async fn peek(
+        &self,
+        ws: &WorkspaceId,
+        key: &str,
+        call: &Call,
+        now: i64,
+    ) -> Result<Option<Claim>> {
+        let Some(doc) = self.store.doc_get(COLLECTION, &doc_id(ws, key)).await? else {
+            return Ok(None);
+        };
+        Ok(self.judge(&doc, &fingerprint(call), now))
+    }
+
+    /// What `doc` (a remembered attempt) means for an attempt of `fingerprint` at `now`;
+    /// `None` when it no longer counts (expired or abandoned).
+    fn judge(&self, doc: &Doc, fingerprint: &str, now: i64) -> Option<Claim> {
+        let v = &doc.value;
+        let expires = v.get("expires_at").and_then(Value::as_i64).unwrap_or(0);
+        if expires <= now {
+            return None;
+        }
+        if v.get("fingerprint").and_then(Value::as_str) != Some(fingerprint) {
+            return Some(Claim::Conflict);
+        }
+        match v.get("result") {
+            Some(r) if !r.is_null() => match serde_json::from_value::<CallResult>(r.clone()) {
+                Ok(r) => Some(Claim::Done(Box::new(r))),
+                // Unreadable: the call was made; never make it again.
+                Err(_) => Some(Claim::InFlight),
+            },
+            _ => {
+                let stale = v.get("stale_at").and_then(Value::as_i64).unwrap_or(0);
+                (stale > now).then_some(Claim::InFlight)
+            }
+        }
+    }
+
+    /// Claim `key` in `ws` for `call` (whose timeout is `timeout`) at `now`.
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub(crate) async fn claim(
+        &self,
+        ws: &WorkspaceId,
+        key: &str,
+        call: &Call,
+        timeout: Duration,
+        now: i64,
+    ) -> Result<Claim> {
+        let id = doc_id(ws, key);
+        let fp = fingerprint(call);
+        let record = json!({
+            "fingerprint": fp,
+            "call_id": call.id,
+            "started_at": now,
+            "stale_at": now.saturating_add(millis(timeout + ABANDONED_AFTER)),
+            "expires_at": now.saturating_add(millis(self.window)),
+            "result": null,
+        });
+        for _ in 0..8 {
+            let expect = match self.store.doc_get(COLLECTION, &id).await? {
+                None => Expect::Absent,
+                Some(doc) => match self.judge(&doc, &fp, now) {
+                    Some(c) => return Ok(c),
+                    // Expired or abandoned: take it over.
+                    None => Expect::Revision(doc.revision),
+                },
+            };
+            if let Some(doc) = self
+                .store
+                .doc_put(COLLECTION, &id, record.clone(), expect)
+                .await?
+            {
+                return Ok(Claim::Fresh(Ticket {
+                    id,
+                    revision: doc.revision,
+                    fingerprint: fp,
+                }));
+            }
+            // Another attempt claimed it meanwhile: read what it left.
+        }
+        Err(Error::Unavailable {
+            what: "an idempotency key".into(),
+            message: "it is being claimed by many attempts at once; retry".into(),
+        })
+    }
+
+    /// Record the result of the call `ticket` claimed: retries get it back.
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub(crate) async fn finish(&self, ticket: Ticket, result: &CallResult) -> Result<()> {
+        let now = now_ms();
+        let value = json!({
+            "fingerprint": ticket.fingerprint,
+            "call_id": result.id,
+            "finished_at": now,
+            "expires_at": now.saturating_add(millis(self.window)),
+            "result": result,
+        });
+        self.store
+            .doc_put(
+                COLLECTION,
+                &ticket.id,
+                value,
+                Expect::Revision(ticket.revision),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Forget the key `ticket` claimed (the call was not made): a retry makes it.
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub(crate) async fn release(&self, ticket: Ticket) -> Result<()> {
+        self.store
+            .doc_delete(COLLECTION, &ticket.id, Expect::Revision(ticket.revision))
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Map;
+
+    fn call(args: Value) -> Call {
+        let Value::Object(arguments) = args else {
+            panic!("arguments must be an object")
+        };
+        Call {
+            id: "c".into(),
+            server: "crm".into(),
+            tool: "send".into(),
+            arguments,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_key_order_but_not_values() {
+        let a = call(json!({"a": 1, "b": {"x": [1, 2], "y": "z"}}));
+        let b = call(json!({"b": {"y": "z", "x": [1, 2]}, "a": 1}));
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(
+            fingerprint(&a),
+            fingerprint(&call(json!({"a": 2, "b": {}})))
+        );
+        let mut other_tool = a.clone();
+        other_tool.tool = "delete".into();
+        assert_ne!(fingerprint(&a), fingerprint(&other_tool));
+    }
+
+    #[test]
+    fn keys_name_the_call_in_the_batch() {
+        assert_eq!(key_of(Some("own"), Some("h"), "c1").as_deref(), Some("own"));
+        assert_ne!(key_of(None, Some("h"), "c1"), key_of(None, Some("h"), "c2"));
+        assert_eq!(key_of(None, None, "c1"), None);
+        assert!(valid_key("order-42"));
+        assert!(!valid_key(""));
+        assert!(!valid_key("tab\tinside"));
+        assert!(!valid_key(&"k".repeat(MAX_KEY_BYTES + 1)));
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_json_parses_back_to_the_same_value(
+            pairs in proptest::collection::vec(("[a-z\"\\\\]{0,6}", any::<i64>()), 0..8)
+        ) {
+            let mut m = Map::new();
+            for (k, v) in pairs {
+                m.insert(k, json!(v));
+            }
+            let v = Value::Object(m);
+            let mut text = String::new();
+            canonical(&v, &mut text);
+            prop_assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), v);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_is_claimed_once_remembered_and_per_workspace() {
+        let store: Arc<dyn Store> = Arc::new(agentkit_runtime::MemoryStore::new());
+        let keys = Keys::new(store, Duration::from_secs(60));
+        let acme = WorkspaceId::new("acme", "prod");
+        let globex = WorkspaceId::new("globex", "prod");
+        let c = call(json!({"text": "hi"}));
+        let t = Duration::from_secs(1);
+        let Claim::Fresh(ticket) = keys.claim(&acme, "k", &c, t, 1000).await.unwrap() else {
+            panic!("the first claim is fresh")
+        };
+        assert!(matches!(
+            keys.claim(&acme, "k", &c, t, 1001).await.unwrap(),
+            Claim::InFlight
+        ));
+        assert!(matches!(
+            keys.claim(&globex, "k", &c, t, 1001).await.unwrap(),
+            Claim::Fresh(_)
+        ));
+        let other = call(json!({"text": "bye"}));
+        assert!(matches!(
+            keys.claim(&acme, "k", &other, t, 1002).await.unwrap(),
+            Claim::Conflict
+        ));
+        let result: CallResult = serde_json::from_value(json!({
+            "id": "c", "status": "success", "content": [], "duration_ms": 1, "cost": 0.0
+        }))
+        .unwrap();
+        keys.finish(ticket, &result).await.unwrap();
+        let now = now_ms();
+        match keys.claim(&acme, "k", &c, t, now).await.unwrap() {
+            Claim::Done(r) => assert_eq!(*r, result),
+            other => panic!("expected the result, got {other:?}"),
+        }
+        // After the window it is a new call.
+        assert!(matches!(
+            keys.claim(&acme, "k", &c, t, now + 61_000).await.unwrap(),
+            Claim::Fresh(_)
+        ));
+        // An attempt abandoned in flight is taken over after its timeout and a minute (in a
+        // window longer than that).
+        let keys = Keys::new(
+            Arc::new(agentkit_runtime::MemoryStore::new()),
+            Duration::from_secs(3600),
+        );
+        let Claim::Fresh(_) = keys.claim(&acme, "lost", &c, t, 5000).await.unwrap() else {
+            panic!("fresh")
+        };
+        assert!(matches!(
+            keys.claim(&acme, "lost", &c, t, 5000 + 60_000)
+                .await
+                .unwrap(),
+            Claim::InFlight
+        ));
+        assert!(matches!(
+            keys.claim(&acme, "lost", &c, t, 5000 + 61_001)
+                .await
+                .unwrap(),
+            Claim::Fresh(_)
+        ));
+    }
+}

@@ -389,8 +389,9 @@ impl StoreAudit {
                 vec![d]
             }
             None => {
-                self.store
-                    .doc_list(APPROVALS, &format!("{run_id}/"), None, 100)
+                let prefix = format!("{run_id}/");
+                crate::pages::DocPages::new(&*self.store, APPROVALS, &prefix)
+                    .all()
                     .await?
             }
         };
@@ -543,9 +544,9 @@ impl StoreAudit {
     ///
     /// The store's error.
     pub async fn withdraw_approvals(&self, run_id: &str, ended: &str) -> Result<Vec<String>> {
-        let docs = self
-            .store
-            .doc_list(APPROVALS, &format!("{run_id}/"), None, 1000)
+        let prefix = format!("{run_id}/");
+        let docs = crate::pages::DocPages::new(&*self.store, APPROVALS, &prefix)
+            .all()
             .await?;
         let now = now_ms();
         let reason = format!("the run ended before a decision ({ended})");
@@ -785,6 +786,11 @@ fn ending(run: &agentkit_runtime::model::RunRecord) -> String {
 impl agentkit_runtime::RunObserver for EndedRuns {
     fn run_ended(&self, run: &agentkit_runtime::model::RunRecord) {
         self.inner.run_ended(run);
+        // A run that succeeded had every approval it asked for decided (it waits for each
+        // one), so it has nothing to withdraw: no store read on the common path.
+        if run.status == agentkit_runtime::RunStatus::Succeeded {
+            return;
+        }
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };

@@ -42,16 +42,28 @@ fn server() -> McpServer {
             |args, call| async move {
                 call.progress(1.0, Some(1.0), Some("echoing".into())).await;
                 let t = args.get("text").and_then(Value::as_str).unwrap_or("");
-                Ok(CallToolResult::success(vec![ContentBlock::text(t.to_owned())]))
+                Ok(CallToolResult::success(vec![ContentBlock::text(
+                    t.to_owned(),
+                )]))
             },
         )
-        .tool_fn("fail", "Fails", json!({"type": "object"}), |_, _| async move {
-            Err(ErrorData::internal_error("the disk is full", None))
-        })
-        .tool_fn("slow", "Waits", json!({"type": "object"}), |_, call| async move {
-            call.cancellation().cancelled().await;
-            Ok(CallToolResult::success(vec![ContentBlock::text("cancelled")]))
-        })
+        .tool_fn(
+            "fail",
+            "Fails",
+            json!({"type": "object"}),
+            |_, _| async move { Err(ErrorData::internal_error("the disk is full", None)) },
+        )
+        .tool_fn(
+            "slow",
+            "Waits",
+            json!({"type": "object"}),
+            |_, call| async move {
+                call.cancellation().cancelled().await;
+                Ok(CallToolResult::success(vec![ContentBlock::text(
+                    "cancelled",
+                )]))
+            },
+        )
         .build()
 }
 
@@ -222,14 +234,24 @@ async fn any_rmcp_server_handler_can_be_attached() {
         InProcessServer::new(Upper),
     )]);
     let r = manager
-        .call_tool("caps", "upper", args(json!({"text": "abc"})), &RunContext::new())
+        .call_tool(
+            "caps",
+            "upper",
+            args(json!({"text": "abc"})),
+            &RunContext::new(),
+        )
         .await
         .unwrap();
     assert_eq!(text(&r), "ABC");
     // Closing the connection and calling again starts a new session of the same handler.
     manager.connection("caps").await.unwrap().close().await;
     let r = manager
-        .call_tool("caps", "upper", args(json!({"text": "d"})), &RunContext::new())
+        .call_tool(
+            "caps",
+            "upper",
+            args(json!({"text": "d"})),
+            &RunContext::new(),
+        )
         .await
         .unwrap();
     assert_eq!(text(&r), "D");

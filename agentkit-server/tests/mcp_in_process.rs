@@ -1,8 +1,8 @@
 //! `/mcp` federating an MCP server that runs in the server's own process
 //! (`ServerConfig::in_process`): its tools are listed and called as `server__tool` under the
-//! gateway policy, a plain 2026-07-28 `tools/call` is answered with JSON (no SSE stream) and
-//! a progress notification switches the answer to SSE, and a stopped upstream is a tool
-//! error naming it.
+//! gateway policy, a plain 2026-07-28 `tools/call` is answered with JSON (no SSE stream)
+//! while an agent's run reporting progress is answered with SSE, and a stopped upstream is
+//! a tool error naming it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod inproc;
@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::Policy;
+use agentkit_core::{Agent, AgentLlm, FnTool, ScriptedProvider};
+use agentkit_mcp::rmcp::ServiceExt;
 use agentkit_mcp::rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientConfig, ContentBlock,
 };
 use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
 use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use agentkit_mcp::rmcp::ServiceExt;
 use agentkit_mcp::{ConnectionManager, InProcessServer, McpServerBuilder, ServerConfig};
 use agentkit_runtime::{MemoryStore, Store};
 use agentkit_server::Server;
@@ -25,7 +26,7 @@ use serde_json::{Value, json};
 
 const ADMIN: &str = "test-key";
 
-/// `echo`, `delete_all` (denied by the gateway policy) and `count` (reports progress).
+/// `echo` and `delete_all` (denied by the gateway policy).
 fn upstream() -> InProcessServer {
     McpServerBuilder::new("up", "1.0.0")
         .tool_fn(
@@ -34,17 +35,17 @@ fn upstream() -> InProcessServer {
             json!({"type": "object", "properties": {"text": {"type": "string"}}}),
             |args, _| async move {
                 let t = args.get("text").and_then(Value::as_str).unwrap_or("");
-                Ok(CallToolResult::success(vec![ContentBlock::text(t.to_owned())]))
+                Ok(CallToolResult::success(vec![ContentBlock::text(
+                    t.to_owned(),
+                )]))
             },
         )
-        .tool_fn("delete_all", "Deletes everything", json!({"type": "object"}), |_, _| async move {
-            Ok(CallToolResult::success(vec![ContentBlock::text("deleted")]))
-        })
-        .tool_fn("count", "Counts to two", json!({"type": "object"}), |_, call| async move {
-            call.progress(1.0, Some(2.0), Some("one".into())).await;
-            call.progress(2.0, Some(2.0), Some("two".into())).await;
-            Ok(CallToolResult::success(vec![ContentBlock::text("counted")]))
-        })
+        .tool_fn(
+            "delete_all",
+            "Deletes everything",
+            json!({"type": "object"}),
+            |_, _| async move { Ok(CallToolResult::success(vec![ContentBlock::text("deleted")])) },
+        )
         .build()
         .into()
 }
@@ -56,8 +57,25 @@ async fn start(up: InProcessServer) -> inproc::InProcess {
         &PolicySpec::new().with_denied_tools(["*__delete_*"]),
     )
     .unwrap();
+    // `waiter`: a tool call that takes 600 ms (the run reports its steps meanwhile), then
+    // "done".
+    let wait = FnTool::new("wait", "Waits", |_: Value| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        Ok::<_, String>("waited")
+    });
+    let model = Arc::new(
+        ScriptedProvider::new()
+            .then_tool_call("wait", json!({}))
+            .then_text("done")
+            .then_tool_call("wait", json!({}))
+            .then_text("done"),
+    );
+    let agent = AgentLlm::shared(Agent::new("waiter", "Wait.").with_tool(wait), model)
+        .with_memory(Server::memory_for(Arc::clone(&store)));
     let server = Server::builder(store)
         .admin_key(ADMIN)
+        .agent_llm("waiter", Arc::new(agent), "Waits")
+        .poll_interval(std::time::Duration::from_millis(50))
         .mcp_servers(ConnectionManager::new([ServerConfig::in_process("up", up)]))
         .gateway(GatewayConfig::new().with_policy(policy))
         .build()
@@ -69,11 +87,34 @@ async fn start(up: InProcessServer) -> inproc::InProcess {
 /// A stateless 2026-07-28 POST to `/mcp`: the status, the content type and the JSON-RPC
 /// messages of the answer (one for a JSON answer, every `data:` line of an SSE one).
 async fn post(base: &str, id: u64, method: &str, params: Value) -> (u16, String, Vec<Value>) {
+    send(base, id, method, params, None).await
+}
+
+/// A `tools/call` like [`post`], asking for progress with `token`.
+async fn post_with_progress(
+    base: &str,
+    id: u64,
+    params: Value,
+    token: &str,
+) -> (u16, String, Vec<Value>) {
+    send(base, id, "tools/call", params, Some(token)).await
+}
+
+async fn send(
+    base: &str,
+    id: u64,
+    method: &str,
+    params: Value,
+    progress: Option<&str>,
+) -> (u16, String, Vec<Value>) {
     let mut params = params;
     params["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": {}
     });
+    if let Some(token) = progress {
+        params["_meta"]["progressToken"] = json!(token);
+    }
     let mut req = reqwest::Client::new()
         .post(format!("{base}/mcp"))
         .bearer_auth(ADMIN)
@@ -111,17 +152,31 @@ async fn an_in_process_server_is_federated_with_json_answers() {
     let served = start(upstream()).await;
     let base = &served.base;
 
-    let (status, kind, m) = post(base, 1, "tools/list", json!({})).await;
-    assert_eq!(status, 200, "{m:?}");
-    assert!(kind.starts_with("application/json"), "{kind}");
-    let names: Vec<&str> = m[0]["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|t| t["name"].as_str())
-        .collect();
-    assert!(names.contains(&"up__echo") && names.contains(&"up__count"), "{names:?}");
-    assert!(!names.contains(&"up__delete_all"), "the policy denies it: {names:?}");
+    // The agent is served once the endpoint has synced with the registry.
+    let mut names: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        let (status, kind, m) = post(base, 1, "tools/list", json!({})).await;
+        assert_eq!(status, 200, "{m:?}");
+        assert!(kind.starts_with("application/json"), "{kind}");
+        names = m[0]["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(str::to_owned))
+            .collect();
+        if names.iter().any(|n| n == "waiter") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        names.iter().any(|n| n == "up__echo") && names.iter().any(|n| n == "waiter"),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n == "up__delete_all"),
+        "the policy denies it: {names:?}"
+    );
 
     let (status, kind, m) = post(
         base,
@@ -137,71 +192,43 @@ async fn an_in_process_server_is_federated_with_json_answers() {
     assert_eq!(m[0]["result"]["isError"], false, "{m:?}");
     assert_eq!(m[0]["result"]["content"][0]["text"], "hi");
 
-    let (_, _, m) = post(base, 3, "tools/call", json!({"name": "up__delete_all", "arguments": {}}))
-        .await;
+    let (_, _, m) = post(
+        base,
+        3,
+        "tools/call",
+        json!({"name": "up__delete_all", "arguments": {}}),
+    )
+    .await;
     assert_eq!(m[0]["result"]["isError"], true, "{m:?}");
 
-    // A client asking for progress gets it: the answer becomes an SSE stream.
+    // An agent's run reports its steps as progress to a client that asks: that answer is an
+    // SSE stream (the progress, then the result); without a progress token it is JSON.
     let (status, kind, m) = post(
         base,
         4,
         "tools/call",
-        json!({"name": "up__count", "arguments": {}}),
+        json!({"name": "waiter", "arguments": {"message": "go"}}),
     )
     .await;
     assert_eq!(status, 200, "{m:?}");
-    assert!(kind.starts_with("application/json"), "no progress asked: {kind}");
-    let (status, kind, m) =
-        post_with_progress(base, 5, json!({"name": "up__count", "arguments": {}})).await;
+    assert!(kind.starts_with("application/json"), "{kind}: {m:?}");
+    assert_eq!(m[0]["result"]["content"][0]["text"], "done", "{m:?}");
+    let (status, kind, m) = post_with_progress(
+        base,
+        5,
+        json!({"name": "waiter", "arguments": {"message": "go"}}),
+        "p-1",
+    )
+    .await;
     assert_eq!(status, 200, "{m:?}");
-    assert!(kind.starts_with("text/event-stream"), "{kind}");
-    let progress: Vec<&str> = m
-        .iter()
-        .filter(|v| v["method"] == "notifications/progress")
-        .filter_map(|v| v["params"]["message"].as_str())
-        .collect();
-    assert_eq!(progress, ["one", "two"], "{m:?}");
+    assert!(kind.starts_with("text/event-stream"), "{kind}: {m:?}");
+    assert!(
+        m.iter().any(|v| v["method"] == "notifications/progress"),
+        "{m:?}"
+    );
     let last = m.last().unwrap();
     assert_eq!(last["id"], 5);
-    assert_eq!(last["result"]["content"][0]["text"], "counted", "{m:?}");
-}
-
-/// Like [`post`], with a progress token in `_meta`.
-async fn post_with_progress(base: &str, id: u64, params: Value) -> (u16, String, Vec<Value>) {
-    let meta = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
-        "progressToken": "p-1"
-    });
-    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-        "params": {"name": params["name"], "arguments": params["arguments"], "_meta": meta}});
-    let res = reqwest::Client::new()
-        .post(format!("{base}/mcp"))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", params["name"].as_str().unwrap_or(""))
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let kind = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let text = res.text().await.unwrap();
-    let messages = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .filter(|d| !d.trim().is_empty())
-        .map(|d| serde_json::from_str(d.trim()).unwrap())
-        .collect();
-    (status, kind, messages)
+    assert_eq!(last["result"]["content"][0]["text"], "done", "{m:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

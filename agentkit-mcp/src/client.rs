@@ -469,7 +469,16 @@ impl ClientHandler for AgentkitClient {
     }
 
     async fn on_progress(&self, p: ProgressNotificationParam, _: NotificationContext<RoleClient>) {
-        self.inflight.progress(&token_key(&p.progress_token), &p);
+        let key = token_key(&p.progress_token);
+        // A fast server (one in this process) can report progress before our bookkeeping of
+        // the call, made once the request is sent, is done: wait briefly for the call.
+        for _ in 0..CONTEXT_WAIT_STEPS {
+            if self.inflight.get(&key).is_some() {
+                break;
+            }
+            tokio::time::sleep(CONTEXT_WAIT_STEP).await;
+        }
+        self.inflight.progress(&key, &p);
     }
 
     async fn on_tool_list_changed(&self, _: NotificationContext<RoleClient>) {

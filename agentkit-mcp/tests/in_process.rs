@@ -31,8 +31,8 @@ fn text(r: &CallToolResult) -> String {
         .collect()
 }
 
-/// `echo` (with a progress notification), `fail` (a protocol error) and `slow` (never
-/// answers on its own).
+/// `echo` (with a progress notification), `fail` (a protocol error) and `slow` (answers
+/// after 30 s).
 fn server() -> McpServer {
     McpServerBuilder::new("up", "1.0.0")
         .tool_fn(
@@ -57,11 +57,9 @@ fn server() -> McpServer {
             "slow",
             "Waits",
             json!({"type": "object"}),
-            |_, call| async move {
-                call.cancellation().cancelled().await;
-                Ok(CallToolResult::success(vec![ContentBlock::text(
-                    "cancelled",
-                )]))
+            |_, _| async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok(CallToolResult::success(vec![ContentBlock::text("late")]))
             },
         )
         .build()

@@ -179,9 +179,11 @@ impl InProcessServer {
     /// Start serving one connection on `end`.
     pub(crate) fn start(&self, end: ServerEnd) -> Result<(), String> {
         if self.is_stopped() {
-            return Err("the in-process server was stopped (its cancellation token is cancelled); \
+            return Err(
+                "the in-process server was stopped (its cancellation token is cancelled); \
                  attach a new one with `ConnectionManager::add_server`"
-                .to_owned());
+                    .to_owned(),
+            );
         }
         (self.start)(end, self.stop.clone())
     }

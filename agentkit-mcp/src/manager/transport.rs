@@ -150,7 +150,10 @@ pub(super) async fn connect_in_process(
     server.start(server_end).map_err(|why| {
         Error::tool(
             &cfg.name,
-            format!("could not start in-process MCP server `{}`: {why}", cfg.name),
+            format!(
+                "could not start in-process MCP server `{}`: {why}",
+                cfg.name
+            ),
         )
     })?;
     let handler = client.clone();

@@ -13,6 +13,8 @@ use std::time::Duration;
 use agentkit_core::config::{Config, ConfigFormat, ConfigLoader, McpRoot, McpSettings};
 use agentkit_core::{Error, McpOAuth, McpServerConfig, McpTransport, Result, ToolFilter};
 
+use crate::inprocess::InProcessServer;
+
 /// How to reach a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -53,6 +55,9 @@ pub enum ServerTransport {
         /// Sent as `Authorization: Bearer <token>`.
         bearer_token: Option<String>,
     },
+    /// A server running in this process (see [`InProcessServer`]): no socket, no child
+    /// process; messages pass as values over in-memory channels.
+    InProcess(InProcessServer),
 }
 
 /// One MCP server: its name, how to reach it, its limits, roots and tool filter.
@@ -163,6 +168,24 @@ impl ServerConfig {
                 bearer_token: None,
             },
         )
+    }
+
+    /// A server running in this process: an [`McpServer`](crate::McpServer), or any rmcp
+    /// [`ServerHandler`](rmcp::ServerHandler) wrapped in [`InProcessServer::new`]. It is
+    /// reached over in-memory channels (no socket, no JSON encoding), with everything else
+    /// as for other servers: lazy connect, the lifecycle handshake, progress, sampling and
+    /// elicitation, reconnect after the connection was lost. The manager's
+    /// [`shutdown`](crate::ConnectionManager::shutdown) closes its connections; stop the
+    /// server itself with [`InProcessServer::stop`].
+    ///
+    /// ```
+    /// use agentkit_mcp::{McpServerBuilder, ServerConfig, ServerTransport};
+    /// let server = McpServerBuilder::new("calc", "1.0.0").build();
+    /// let config = ServerConfig::in_process("calc", server);
+    /// assert!(matches!(config.transport, ServerTransport::InProcess(_)));
+    /// ```
+    pub fn in_process(name: impl Into<String>, server: impl Into<InProcessServer>) -> Self {
+        Self::new(name, ServerTransport::InProcess(server.into()))
     }
 
     /// Set an environment variable of a stdio server (ignored for HTTP).

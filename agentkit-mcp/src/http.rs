@@ -201,6 +201,20 @@ enum Checked {
 /// spec names instead of rmcp's plain-text HTTP 415.
 #[allow(clippy::result_large_err)]
 fn check_message(body: &[u8]) -> Result<Checked, HttpResponse> {
+    // A well-formed message (nearly every one) is read once, as the typed message; the
+    // checks below only run to say what is wrong with one that is not.
+    if let Ok(message) = serde_json::from_slice::<ClientJsonRpcMessage>(body) {
+        let initialize = matches!(
+            &message,
+            ClientJsonRpcMessage::Request(r)
+                if matches!(r.request, rmcp::model::ClientRequest::InitializeRequest(_))
+        );
+        return Ok(if initialize {
+            Checked::Initialize
+        } else {
+            Checked::Other
+        });
+    }
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         rpc_error(
             StatusCode::BAD_REQUEST,
@@ -267,10 +281,11 @@ fn check_message(body: &[u8]) -> Result<Checked, HttpResponse> {
             ));
         }
     }
-    if let Err(e) = serde_json::from_value::<ClientJsonRpcMessage>(value.clone()) {
+    let initialize = method == Some("initialize");
+    if let Err(e) = serde_json::from_value::<ClientJsonRpcMessage>(value) {
         return Err(invalid(id, format!("not a valid MCP client message: {e}")));
     }
-    Ok(if method == Some("initialize") {
+    Ok(if initialize {
         Checked::Initialize
     } else {
         Checked::Other

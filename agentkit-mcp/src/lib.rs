@@ -5,8 +5,9 @@
 //!
 //! - [`ServerConfig`] / [`ServerSet`]: servers from agentkit.yaml, `mcp_agent.config.yaml` or
 //!   `mcpServers` JSON, with role-based server sets.
-//! - Transports: stdio child processes, streamable HTTP, and (feature `client-sse`) the legacy
-//!   HTTP+SSE transport of protocol 2024-11-05 ([`sse::SseClientTransport`]).
+//! - Transports: stdio child processes, streamable HTTP, (feature `client-sse`) the legacy
+//!   HTTP+SSE transport of protocol 2024-11-05 ([`sse::SseClientTransport`]), and servers
+//!   running in this process ([`InProcessServer`], [`ServerConfig::in_process`]).
 //! - OAuth 2.1 for streamable HTTP servers (feature `oauth`, module `oauth`): discovery,
 //!   dynamic client registration, authorization code + PKCE, client credentials, refresh,
 //!   application-chosen token stores.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod expose;
 #[cfg(feature = "server-http")]
 pub mod http;
+pub mod inprocess;
 pub mod manager;
 pub mod names;
 #[cfg(feature = "oauth")]
@@ -60,6 +62,7 @@ pub use expose::{
 };
 #[cfg(feature = "server-http")]
 pub use http::McpHttpService;
+pub use inprocess::InProcessServer;
 pub use manager::{
     ConfigResolver, Connection, ConnectionManager, ConnectionManagerBuilder, Lifecycle,
     connect_once, request_meta,

@@ -1,18 +1,26 @@
 //! `tools/call` through the `/mcp` gateway against the same upstream MCP server called
 //! directly, in one run. Nothing is asserted by time: it prints a table.
 //!
-//! The upstream is an in-process rmcp server (`echo`) on 127.0.0.1 over streamable HTTP.
-//! `direct` is N rmcp clients calling it; `gateway` is N rmcp clients calling `up__echo`
-//! on the agentkit server's `/mcp` with a workspace API key, under a gateway policy with
-//! tool scopes, argument globs and a chain rule, redaction and the hash-chained audit log
-//! on (one audit entry per call), in the store named in the row (`memory` or `sqlite`). Both
-//! use the legacy lifecycle (one `initialize` per client, then calls on the session).
+//! The upstream is an in-process MCP server (`echo`, an `McpServerBuilder` server attached
+//! with `ServerConfig::in_process`: no socket). Cases, each with N concurrent clients making
+//! calls one after another:
 //!
-//! Each client makes its calls one after another; the latency of each call is measured at
-//! the client. "added" is the gateway's percentile minus direct's.
+//! - `direct`: `ConnectionManager::call_tool` on the upstream: the client path the gateway
+//!   itself uses, without HTTP and without governance.
+//! - `gateway (rmcp)`: rmcp clients calling `up__echo` on the agentkit server's `/mcp` on
+//!   the legacy lifecycle (one `initialize` per client, then calls on the session); rmcp's
+//!   HTTP client opens a new TCP connection per POST and gets SSE answers.
+//! - `gateway (keep-alive)`: one pooled HTTP/1.1 client (connections kept open) sending
+//!   stateless 2026-07-28 `tools/call` POSTs.
+//!
+//! The gateway rows use a workspace API key, under a gateway policy with tool scopes,
+//! argument globs and a chain rule, redaction and the hash-chained audit log on (one audit
+//! entry per call), in the store named in the row (`memory` or `sqlite`). The latency of
+//! each call is measured at the client; "added" is the gateway's percentile minus direct's.
 //!
 //! Sizes: `AGENTKIT_BENCH_CALLS` (per case, default 20000), `AGENTKIT_BENCH_CLIENTS`
-//! (comma-separated, default `16,64`), `AGENTKIT_BENCH_STORES` (default `memory,sqlite`).
+//! (comma-separated, default `16,64`), `AGENTKIT_BENCH_STORES` (default `memory,sqlite`),
+//! `AGENTKIT_BENCH_CASES` (default `direct,rmcp,keepalive`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 /// The allocator the `agentkit` binary uses (feature `mimalloc`, on by default): with glibc's
@@ -21,13 +29,14 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentkit_core::Config;
 use agentkit_core::policy::Policy;
+use agentkit_core::{Config, RunContext};
 use agentkit_mcp::rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientConfig, ContentBlock,
+    CallToolRequestParams, CallToolResult, ClientConfig, ContentBlock, JsonObject,
 };
 use agentkit_mcp::rmcp::service::RunningService;
 use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
@@ -57,6 +66,9 @@ policies:
         reason: no posting after reading
 "#;
 
+/// The argument of every call (redaction finds the token).
+const TEXT: &str = "hello; my token is sk-live-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c";
+
 fn env_list(name: &str, default: &str) -> Vec<String> {
     std::env::var(name)
         .unwrap_or_else(|_| default.to_owned())
@@ -73,7 +85,12 @@ fn calls() -> usize {
         .unwrap_or(20_000)
 }
 
-async fn upstream() -> String {
+fn args() -> JsonObject {
+    json!({ "text": TEXT }).as_object().unwrap().clone()
+}
+
+/// The upstream: one in-process MCP server with `echo`.
+fn upstream() -> ServerConfig {
     let server = agentkit_mcp::McpServerBuilder::new("up", "1.0.0")
         .tool_fn(
             "echo",
@@ -87,20 +104,16 @@ async fn upstream() -> String {
             },
         )
         .build();
-    let svc = server.into_http_service(agentkit_mcp::HttpOptions::new());
-    let app = axum::Router::new().nest_service("/mcp", svc);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/mcp")
+    ServerConfig::in_process("up", server)
 }
 
-async fn gateway(store: Arc<dyn Store>, upstream: &str) -> (String, String) {
+/// The gateway over `manager`: its `/mcp` URL and an invoker key of acme/prod.
+async fn gateway(store: Arc<dyn Store>, manager: ConnectionManager) -> (String, String) {
     let config = Config::from_yaml_str(POLICY, None).unwrap();
     let policy = Policy::compile("gateway", &config.policies["gateway"]).unwrap();
     let server = Server::builder(store)
         .admin_key(ADMIN)
-        .mcp_servers(ConnectionManager::new([ServerConfig::http("up", upstream)]))
+        .mcp_servers(manager)
         .gateway(
             GatewayConfig::new()
                 .with_policy(policy)
@@ -144,61 +157,34 @@ async fn gateway(store: Arc<dyn Store>, upstream: &str) -> (String, String) {
     )
 }
 
-type Client = RunningService<RoleClient, ClientConfig>;
-
-async fn client(url: &str, key: Option<&str>) -> Client {
-    let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
-    if let Some(k) = key {
-        config = config.auth_header(k.to_owned());
-    }
-    ClientConfig::default()
-        .serve(StreamableHttpClientTransport::from_config(config))
-        .await
-        .unwrap()
-}
-
 struct Measured {
     per_sec: f64,
     p50: Duration,
     p99: Duration,
 }
 
-/// `total` calls of `tool` spread over `n` clients, each one call at a time.
-async fn measure(url: &str, key: Option<&str>, tool: &str, n: usize, total: usize) -> Measured {
-    let mut clients = Vec::new();
-    for _ in 0..n {
-        clients.push(Arc::new(client(url, key).await));
-    }
-    let args = json!({"text": "hello; my token is sk-live-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c"})
-        .as_object()
-        .unwrap()
-        .clone();
-    let tool = tool.to_owned();
-    let call = move |c: Arc<Client>| {
-        let params = CallToolRequestParams::new(tool.clone()).with_arguments(args.clone());
-        async move {
-            let r = c.call_tool(params).await.unwrap();
-            assert_eq!(r.is_error, Some(false), "{r:?}");
-        }
-    };
-    // Warm up: connections, caches.
-    for c in &clients {
+/// `total` calls spread over `n` clients, each making its calls one after another with
+/// `call(client index)`; 20 warm-up calls per client first.
+async fn measure<F, Fut>(n: usize, total: usize, call: F) -> Measured
+where
+    F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    for i in 0..n {
         for _ in 0..20 {
-            call(Arc::clone(c)).await;
+            call(i).await;
         }
     }
     let per = total / n;
     let started = Instant::now();
-    let tasks: Vec<_> = clients
-        .iter()
-        .map(|c| {
-            let c = Arc::clone(c);
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
             let call = call.clone();
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(per);
                 for _ in 0..per {
                     let t = Instant::now();
-                    call(Arc::clone(&c)).await;
+                    call(i).await;
                     lat.push(t.elapsed());
                 }
                 lat
@@ -212,16 +198,107 @@ async fn measure(url: &str, key: Option<&str>, tool: &str, n: usize, total: usiz
     let took = started.elapsed();
     all.sort_unstable();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    for c in clients {
-        if let Ok(c) = Arc::try_unwrap(c) {
-            let _ = c.cancel().await;
-        }
-    }
     Measured {
         per_sec: all.len() as f64 / took.as_secs_f64(),
         p50: pct(0.50),
         p99: pct(0.99),
     }
+}
+
+/// `direct`: the connection manager's call, as the gateway makes it.
+async fn direct(manager: &ConnectionManager, n: usize, total: usize) -> Measured {
+    let manager = manager.clone();
+    measure(n, total, move |_| {
+        let manager = manager.clone();
+        async move {
+            let r = manager
+                .call_tool("up", "echo", args(), &RunContext::new())
+                .await
+                .unwrap();
+            assert_eq!(r.is_error, Some(false), "{r:?}");
+        }
+    })
+    .await
+}
+
+type Client = RunningService<RoleClient, ClientConfig>;
+
+/// `gateway (rmcp)`: one rmcp client (legacy session) per concurrent caller.
+async fn rmcp_clients(url: &str, key: &str, n: usize, total: usize) -> Measured {
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned())
+            .auth_header(key.to_owned());
+        let c: Client = ClientConfig::default()
+            .serve(StreamableHttpClientTransport::from_config(config))
+            .await
+            .unwrap();
+        clients.push(Arc::new(c));
+    }
+    let shared = Arc::new(clients.clone());
+    let m = measure(n, total, move |i| {
+        let c = Arc::clone(&shared[i]);
+        async move {
+            let params = CallToolRequestParams::new("up__echo").with_arguments(args());
+            let r = c.call_tool(params).await.unwrap();
+            assert_eq!(r.is_error, Some(false), "{r:?}");
+        }
+    })
+    .await;
+    for c in clients {
+        if let Ok(c) = Arc::try_unwrap(c) {
+            let _ = c.cancel().await;
+        }
+    }
+    m
+}
+
+/// `gateway (keep-alive)`: stateless 2026-07-28 POSTs on one pooled HTTP/1.1 client.
+async fn keepalive(url: &str, key: &str, n: usize, total: usize) -> Measured {
+    let http = reqwest::Client::builder()
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(n)
+        .build()
+        .unwrap();
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}
+    });
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "up__echo", "arguments": {"text": TEXT}, "_meta": meta}})
+    .to_string();
+    // 'static, so each request borrows it instead of copying it.
+    let body: &'static str = Box::leak(body.into_boxed_str());
+    let (url, auth) = (
+        Arc::<str>::from(url),
+        Arc::<str>::from(format!("Bearer {key}")),
+    );
+    measure(n, total, move |_| {
+        let req = http
+            .post(&*url)
+            .header("authorization", &*auth)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "up__echo")
+            .body(body);
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status();
+            let text = res.text().await.unwrap();
+            assert_eq!(status, 200, "{text}");
+            // A JSON answer, or the `data:` line of an SSE answer.
+            let json = text
+                .lines()
+                .find_map(|l| l.strip_prefix("data:"))
+                .unwrap_or(&text);
+            let v: Value = serde_json::from_str(json.trim()).unwrap();
+            assert_eq!(v["result"]["isError"], false, "{text}");
+        }
+    })
+    .await
 }
 
 fn us(d: Duration) -> String {
@@ -233,6 +310,18 @@ fn added(a: Duration, b: Duration) -> String {
     format!("{:+.0} µs", d * 1e6)
 }
 
+fn row(case: &str, store: &str, n: usize, m: &Measured, base: Option<&Measured>) {
+    let (a50, a99) = base.map_or((String::new(), String::new()), |b| {
+        (added(m.p50, b.p50), added(m.p99, b.p99))
+    });
+    println!(
+        "| {case} | {store} | {n} | {:.0} | {} | {} | {a50} | {a99} |",
+        m.per_sec,
+        us(m.p50),
+        us(m.p99)
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let total = calls();
@@ -241,7 +330,7 @@ async fn main() {
         .filter_map(|s| s.parse().ok())
         .collect();
     let stores = env_list("AGENTKIT_BENCH_STORES", "memory,sqlite");
-    let up = upstream().await;
+    let cases = env_list("AGENTKIT_BENCH_CASES", "direct,rmcp,keepalive");
     let dir = tempfile::tempdir().unwrap();
     println!(
         "tools/call, {total} calls per case, {} cores",
@@ -253,30 +342,27 @@ async fn main() {
     for store_name in &stores {
         let store: Arc<dyn Store> = match store_name.as_str() {
             "sqlite" => Arc::new(
-                SqliteStore::open(dir.path().join("bench.db"))
+                SqliteStore::open(dir.path().join(format!("bench-{}.db", std::process::id())))
                     .await
                     .unwrap(),
             ),
             _ => Arc::new(MemoryStore::new()),
         };
-        let (url, key) = gateway(store, &up).await;
+        let manager = ConnectionManager::new([upstream()]);
+        let (url, key) = gateway(store, manager.clone()).await;
         for &n in &clients {
-            let direct = measure(&up, None, "echo", n, total).await;
-            let gw = measure(&url, Some(&key), "up__echo", n, total).await;
-            println!(
-                "| direct | – | {n} | {:.0} | {} | {} | | |",
-                direct.per_sec,
-                us(direct.p50),
-                us(direct.p99)
-            );
-            println!(
-                "| gateway | {store_name} | {n} | {:.0} | {} | {} | {} | {} |",
-                gw.per_sec,
-                us(gw.p50),
-                us(gw.p99),
-                added(gw.p50, direct.p50),
-                added(gw.p99, direct.p99)
-            );
+            let base = direct(&manager, n, total).await;
+            if cases.iter().any(|c| c == "direct") {
+                row("direct", "–", n, &base, None);
+            }
+            if cases.iter().any(|c| c == "rmcp") {
+                let m = rmcp_clients(&url, &key, n, total).await;
+                row("gateway (rmcp)", store_name, n, &m, Some(&base));
+            }
+            if cases.iter().any(|c| c == "keepalive") {
+                let m = keepalive(&url, &key, n, total).await;
+                row("gateway (keep-alive)", store_name, n, &m, Some(&base));
+            }
         }
     }
 }

@@ -195,11 +195,15 @@ impl Gateway {
         self.server.notify_tool_list_changed().await;
     }
 
-    /// The streamable HTTP service to mount at `/mcp`.
+    /// The streamable HTTP service to mount at `/mcp`. A stateless (2026-07-28) request
+    /// whose handler sends nothing before its result is answered with plain JSON; one that
+    /// sends progress first gets an SSE stream (legacy sessions always do).
     pub(crate) fn service(&self) -> McpHttpService {
-        self.server
-            .clone()
-            .into_http_service(HttpOptions::new().with_allowed_hosts(std::iter::empty::<String>()))
+        self.server.clone().into_http_service(
+            HttpOptions::new()
+                .with_allowed_hosts(std::iter::empty::<String>())
+                .with_json_response(true),
+        )
     }
 
     /// Make the tool list match `entries` (stored agent names and descriptions, of every

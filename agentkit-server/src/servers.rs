@@ -15,7 +15,7 @@ use crate::platform::Platform;
 pub struct McpServerView {
     /// Its name.
     pub name: String,
-    /// `stdio` or `http`.
+    /// `stdio`, `http`, `sse` or `in_process`.
     pub transport: String,
     /// What it is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,6 +108,7 @@ fn transport_name(t: &ServerTransport) -> &'static str {
         ServerTransport::Stdio { .. } => "stdio",
         ServerTransport::StreamableHttp { .. } => "http",
         ServerTransport::Sse { .. } => "sse",
+        ServerTransport::InProcess(_) => "in_process",
         _ => "other",
     }
 }

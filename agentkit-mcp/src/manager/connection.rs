@@ -9,6 +9,8 @@ pub struct Connection {
     pub(super) peer: Peer<RoleClient>,
     pub(super) client: AgentkitClient,
     pub(super) pid: Option<u32>,
+    /// `network.transport` of its spans: `pipe` (stdio), `tcp` (HTTP) or `inproc`.
+    pub(super) network: &'static str,
     pub(super) running: AsyncMutex<Option<RunningService<RoleClient, AgentkitClient>>>,
     /// Ends the connection's background tasks (the `subscriptions/listen` follower).
     pub(super) stop: CancellationToken,
@@ -159,7 +161,7 @@ impl Connection {
             gen_ai.operation.name = "execute_tool",
             gen_ai.tool.name = %name,
             mcp.protocol.version = %protocol,
-            network.transport = if self.pid.is_some() { "pipe" } else { "tcp" },
+            network.transport = self.network,
             agentkit.mcp.server = %self.server,
             jsonrpc.request.id = tracing::field::Empty,
             error.type = tracing::field::Empty,

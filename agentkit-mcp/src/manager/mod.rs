@@ -9,11 +9,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use agentkit_core::{Error, HumanInputHandler, LlmProvider, Result, RunContext};
-#[cfg(any(
-    feature = "client-stdio",
-    feature = "client-http",
-    feature = "client-sse"
-))]
 use rmcp::ClientServiceExt;
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam,

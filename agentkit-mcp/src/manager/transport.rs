@@ -97,6 +97,9 @@ async fn connect_in_span(
                 )
                 .await
             }
+            ServerTransport::InProcess(server) => {
+                connect_in_process(cfg, server, client, lifecycle).await
+            }
         }
     };
     let conn = tokio::time::timeout(timeout, fut)
@@ -118,14 +121,6 @@ async fn connect_in_span(
     Ok(conn)
 }
 
-#[cfg_attr(
-    not(any(
-        feature = "client-stdio",
-        feature = "client-http",
-        feature = "client-sse"
-    )),
-    allow(dead_code)
-)]
 pub(super) fn client_mode(lifecycle: Lifecycle) -> ClientLifecycleMode {
     match lifecycle {
         Lifecycle::Initialize => ClientLifecycleMode::Initialize,
@@ -136,19 +131,50 @@ pub(super) fn client_mode(lifecycle: Lifecycle) -> ClientLifecycleMode {
     }
 }
 
-#[cfg_attr(
-    not(any(
-        feature = "client-stdio",
-        feature = "client-http",
-        feature = "client-sse"
-    )),
-    allow(dead_code)
-)]
 pub(super) fn init_error(server: &str, e: impl std::fmt::Display) -> Error {
     Error::tool(
         server,
         format!("could not initialise MCP server `{server}`: {e}"),
     )
+}
+
+/// Connect to a server in this process: start one of its sessions on a fresh pair of
+/// channels and run the handshake over them.
+pub(super) async fn connect_in_process(
+    cfg: &ServerConfig,
+    server: &crate::inprocess::InProcessServer,
+    client: AgentkitClient,
+    lifecycle: Lifecycle,
+) -> Result<Connection> {
+    let (client_end, server_end) = crate::inprocess::pair();
+    server.start(server_end).map_err(|why| {
+        Error::tool(
+            &cfg.name,
+            format!(
+                "could not start in-process MCP server `{}`: {why}",
+                cfg.name
+            ),
+        )
+    })?;
+    let handler = client.clone();
+    let running = handler
+        .serve_with_lifecycle(client_end, client_mode(lifecycle))
+        .await
+        .map_err(|e| init_error(&cfg.name, format!("{e} (in-process server)")))?;
+    Ok(Connection {
+        server: cfg.name.clone(),
+        peer: running.peer().clone(),
+        client,
+        pid: None,
+        network: "inproc",
+        running: AsyncMutex::new(Some(running)),
+        stop: CancellationToken::new(),
+        #[cfg(feature = "client-stdio")]
+        child: AsyncMutex::new(None),
+        #[cfg(feature = "client-stdio")]
+        oversize: None,
+        shutdown_grace: cfg.shutdown_grace,
+    })
 }
 
 #[cfg(feature = "client-stdio")]
@@ -178,6 +204,7 @@ pub(super) async fn connect_stdio(
         peer: running.peer().clone(),
         client,
         pid,
+        network: "pipe",
         running: AsyncMutex::new(Some(running)),
         stop: CancellationToken::new(),
         child: AsyncMutex::new(Some(child)),
@@ -311,6 +338,7 @@ fn http_connection(
         peer: running.peer().clone(),
         client,
         pid: None,
+        network: "tcp",
         running: AsyncMutex::new(Some(running)),
         stop: CancellationToken::new(),
         #[cfg(feature = "client-stdio")]

@@ -1,0 +1,202 @@
+//! [`InProcessServer`]: an MCP server that runs in this process, reached without a socket, a
+//! child process or JSON encoding.
+//!
+//! The client and the server exchange JSON-RPC messages as values over two in-memory
+//! channels, so a call costs what the handler does plus two channel hops. Everything else is
+//! the same as with any other server: the [`ConnectionManager`](crate::ConnectionManager)
+//! connects lazily, runs the lifecycle handshake, multiplexes concurrent calls, routes
+//! progress, sampling and elicitation, and reconnects (starting a new server-side session)
+//! after the connection was lost.
+//!
+//! ```
+//! use agentkit_mcp::{ConnectionManager, McpServerBuilder, ServerConfig};
+//! use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> agentkit_core::Result<()> {
+//! let server = McpServerBuilder::new("notes", "1.0.0")
+//!     .tool_fn("count", "Counts words", serde_json::json!({"type": "object"}), |args, _| async move {
+//!         let text = args.get("text").and_then(|t| t.as_str()).unwrap_or("");
+//!         let n = text.split_whitespace().count();
+//!         Ok(CallToolResult::success(vec![ContentBlock::text(n.to_string())]))
+//!     })
+//!     .build();
+//! let manager = ConnectionManager::new([ServerConfig::in_process("notes", server)]);
+//! let args = serde_json::json!({"text": "one two three"}).as_object().cloned().unwrap_or_default();
+//! let out = manager
+//!     .call_tool("notes", "count", args, &agentkit_core::RunContext::new())
+//!     .await?;
+//! assert_eq!(out.content[0].as_text().map(|t| t.text.as_str()), Some("3"));
+//! manager.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::channel::mpsc;
+use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use tokio_util::sync::CancellationToken;
+
+/// How many messages each direction of a connection buffers before the sender waits.
+const BUFFER: usize = 256;
+
+/// The client's end of one in-process connection: what it sends, what it receives.
+pub(crate) type ClientEnd = (
+    mpsc::Sender<ClientJsonRpcMessage>,
+    mpsc::Receiver<ServerJsonRpcMessage>,
+);
+
+/// The server's end of one in-process connection (an rmcp transport: a sink of the server's
+/// messages and a stream of the client's).
+pub(crate) type ServerEnd = (
+    mpsc::Sender<ServerJsonRpcMessage>,
+    mpsc::Receiver<ClientJsonRpcMessage>,
+);
+
+/// The two ends of a new connection.
+pub(crate) fn pair() -> (ClientEnd, ServerEnd) {
+    let (to_server, from_client) = mpsc::channel(BUFFER);
+    let (to_client, from_server) = mpsc::channel(BUFFER);
+    ((to_server, from_server), (to_client, from_client))
+}
+
+type Start = dyn Fn(ServerEnd, CancellationToken) -> Result<(), String> + Send + Sync;
+
+/// An MCP server run inside this process: any rmcp
+/// [`ServerHandler`](rmcp::ServerHandler) (an [`McpServer`](crate::McpServer) built with
+/// [`McpServerBuilder`](crate::McpServerBuilder), an agent exposed with
+/// [`expose_as_mcp_server`](crate::expose_as_mcp_server), or a handler of your own).
+/// Attach it with [`ServerConfig::in_process`](crate::ServerConfig::in_process).
+///
+/// Each connection serves a clone of the handler (a new session of an `McpServer`). Cheap to
+/// clone; clones are the same server (equal, and stopped together).
+#[derive(Clone)]
+pub struct InProcessServer {
+    start: Arc<Start>,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for InProcessServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessServer")
+            .field("stopped", &self.is_stopped())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for InProcessServer {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.start, &other.start)
+    }
+}
+
+impl Eq for InProcessServer {}
+
+impl InProcessServer {
+    /// Serve any rmcp server handler: each connection gets a clone of `handler`.
+    #[cfg(feature = "server")]
+    #[must_use]
+    pub fn new<H>(handler: H) -> Self
+    where
+        H: rmcp::ServerHandler + Clone,
+    {
+        Self::from_serve(move |end: ServerEnd| {
+            let handler = handler.clone();
+            async move {
+                rmcp::ServiceExt::serve(handler, end)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        })
+    }
+
+    /// A server whose connections are served by `serve` (it runs the handshake and returns
+    /// the running service); each runs on its own task until the client disconnects or the
+    /// server is stopped.
+    #[cfg(feature = "server")]
+    fn from_serve<F, Fut, S>(serve: F) -> Self
+    where
+        F: Fn(ServerEnd) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<rmcp::service::RunningService<rmcp::RoleServer, S>, String>>
+            + Send
+            + 'static,
+        S: rmcp::Service<rmcp::RoleServer>,
+    {
+        let start = move |end: ServerEnd, stop: CancellationToken| {
+            let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+                "an in-process MCP server needs a Tokio runtime to run on".to_owned()
+            })?;
+            let serving = serve(end);
+            handle.spawn(async move {
+                let running = tokio::select! {
+                    r = serving => match r {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "an in-process MCP server refused a connection");
+                            return;
+                        }
+                    },
+                    () = stop.cancelled() => return,
+                };
+                let cancel = running.cancellation_token();
+                let waiting = running.waiting();
+                tokio::pin!(waiting);
+                tokio::select! {
+                    _ = &mut waiting => {}
+                    () = stop.cancelled() => {
+                        cancel.cancel();
+                        let _ = waiting.await;
+                    }
+                }
+            });
+            Ok(())
+        };
+        Self {
+            start: Arc::new(start),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Stop the server when `token` is cancelled: its open connections close (their calls in
+    /// flight fail with an error naming the server) and new connections are refused.
+    #[must_use]
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.stop = token;
+        self
+    }
+
+    /// Stop the server now (see [`with_cancellation`](Self::with_cancellation)).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Whether the server was stopped.
+    #[must_use]
+    pub fn is_stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// Start serving one connection on `end`.
+    pub(crate) fn start(&self, end: ServerEnd) -> Result<(), String> {
+        if self.is_stopped() {
+            return Err(
+                "the in-process server was stopped (its cancellation token is cancelled); \
+                 attach a new one with `ConnectionManager::add_server`"
+                    .to_owned(),
+            );
+        }
+        (self.start)(end, self.stop.clone())
+    }
+}
+
+#[cfg(feature = "server")]
+impl From<crate::McpServer> for InProcessServer {
+    /// Each connection is a session of `server` (as with [`McpServer::serve`](crate::McpServer::serve)):
+    /// tools added at runtime reach it, with a `list_changed` notification.
+    fn from(server: crate::McpServer) -> Self {
+        Self::from_serve(move |end: ServerEnd| {
+            let server = server.clone();
+            async move { server.serve(end).await.map_err(|e| e.to_string()) }
+        })
+    }
+}

@@ -1,0 +1,257 @@
+//! MCP servers attached in-process (`ServerConfig::in_process`): listed and called through
+//! the connection manager and the aggregator with both lifecycles, progress reaching the run,
+//! any rmcp `ServerHandler` accepted, and a server that fails or is stopped giving errors that
+//! name it (never a panic or a hang).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentkit_core::{CollectingSink, RunContext, RunEvent, ToolSource};
+use agentkit_mcp::rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig as RmcpServerConfig, Tool,
+};
+use agentkit_mcp::rmcp::service::RequestContext;
+use agentkit_mcp::rmcp::{ErrorData, RoleServer, ServerHandler};
+use agentkit_mcp::{
+    ConnectionManager, InProcessServer, Lifecycle, McpAggregator, McpServer, McpServerBuilder,
+    ServerConfig,
+};
+use serde_json::{Value, json};
+
+fn args(v: Value) -> agentkit_mcp::rmcp::model::JsonObject {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect()
+}
+
+/// `echo` (with a progress notification), `fail` (a protocol error) and `slow` (answers
+/// after 30 s).
+fn server() -> McpServer {
+    McpServerBuilder::new("up", "1.0.0")
+        .tool_fn(
+            "echo",
+            "Echoes text",
+            json!({"type": "object", "properties": {"text": {"type": "string"}}}),
+            |args, call| async move {
+                call.progress(1.0, Some(1.0), Some("echoing".into())).await;
+                let t = args.get("text").and_then(Value::as_str).unwrap_or("");
+                Ok(CallToolResult::success(vec![ContentBlock::text(
+                    t.to_owned(),
+                )]))
+            },
+        )
+        .tool_fn(
+            "fail",
+            "Fails",
+            json!({"type": "object"}),
+            |_, _| async move { Err(ErrorData::internal_error("the disk is full", None)) },
+        )
+        .tool_fn(
+            "slow",
+            "Waits",
+            json!({"type": "object"}),
+            |_, _| async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok(CallToolResult::success(vec![ContentBlock::text("late")]))
+            },
+        )
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_server_is_listed_and_called_with_both_lifecycles() {
+    for lifecycle in [Lifecycle::Initialize, Lifecycle::Auto] {
+        let manager = ConnectionManager::builder([ServerConfig::in_process("up", server())])
+            .with_lifecycle(lifecycle)
+            .build();
+        let tools = McpAggregator::new(manager.clone(), ["up"]);
+        let mut names: Vec<String> = tools
+            .list_tools()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["up__echo", "up__fail", "up__slow"], "{lifecycle:?}");
+
+        let sink = Arc::new(CollectingSink::new());
+        let ctx = RunContext::new().with_events(sink.clone());
+        let out = tools
+            .call_tool("up__echo", json!({"text": "hello"}), &ctx)
+            .await
+            .unwrap();
+        assert_eq!(out.text_content(), "hello", "{lifecycle:?}");
+        let mut progressed = false;
+        for _ in 0..100 {
+            progressed = sink.events().iter().any(
+                |e| matches!(e, RunEvent::Progress { message: Some(m), .. } if m == "echoing"),
+            );
+            if progressed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(progressed, "no progress reached the run ({lifecycle:?})");
+
+        // Many calls at once share the one connection.
+        let calls = (0..50).map(|i| {
+            let m = manager.clone();
+            async move {
+                let r = m
+                    .call_tool(
+                        "up",
+                        "echo",
+                        args(json!({"text": format!("n{i}")})),
+                        &RunContext::new(),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(text(&r), format!("n{i}"));
+            }
+        });
+        futures::future::join_all(calls).await;
+        assert_eq!(manager.connect_count("up").unwrap(), 1);
+        let conn = manager.connection("up").await.unwrap();
+        assert_eq!(conn.process_id(), None);
+        assert!(conn.protocol_version().is_some());
+        manager.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_or_stopped_in_process_server_gives_errors_naming_it() {
+    let up: InProcessServer = server().into();
+    let manager = ConnectionManager::new([ServerConfig::in_process("up", up.clone())]);
+    let ctx = RunContext::new();
+
+    // A handler's protocol error is an error naming the server and the tool.
+    let e = manager
+        .call_tool("up", "fail", args(json!({})), &ctx)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("up") && e.contains("the disk is full"), "{e}");
+    // An unknown tool too.
+    let e = manager
+        .call_tool("up", "nope", args(json!({})), &ctx)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("up"), "{e}");
+
+    // Stopping the server fails the call in flight promptly.
+    let slow = {
+        let m = manager.clone();
+        tokio::spawn(async move {
+            m.call_tool("up", "slow", args(json!({})), &RunContext::new())
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    up.stop();
+    assert!(up.is_stopped());
+    let r = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("the call in flight must end when the server stops")
+        .unwrap();
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("up"), "{e}");
+
+    // The next call cannot reconnect and says why.
+    let e = manager
+        .call_tool("up", "echo", args(json!({"text": "x"})), &ctx)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("in-process MCP server `up`") && e.contains("stopped"),
+        "{e}"
+    );
+
+    // A new server attached under the same name serves again.
+    manager
+        .add_server(ServerConfig::in_process("up", server()))
+        .await;
+    let r = manager
+        .call_tool("up", "echo", args(json!({"text": "back"})), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "back");
+    manager.shutdown().await;
+}
+
+/// A hand-written rmcp handler (not built with `McpServerBuilder`).
+#[derive(Clone)]
+struct Upper;
+
+impl ServerHandler for Upper {
+    fn get_info(&self) -> RmcpServerConfig {
+        RmcpServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+    }
+
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let schema = json!({"type": "object", "properties": {"text": {"type": "string"}}});
+        Ok(ListToolsResult::with_all_items(vec![Tool::new(
+            "upper",
+            "Upper-cases text",
+            Arc::new(schema.as_object().cloned().unwrap_or_default()),
+        )]))
+    }
+
+    async fn call_tool(
+        &self,
+        req: CallToolRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let t = req
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("text"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        Ok(CallToolResult::success(vec![ContentBlock::text(t.to_uppercase())]).into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_rmcp_server_handler_can_be_attached() {
+    let manager = ConnectionManager::new([ServerConfig::in_process(
+        "caps",
+        InProcessServer::new(Upper),
+    )]);
+    let r = manager
+        .call_tool(
+            "caps",
+            "upper",
+            args(json!({"text": "abc"})),
+            &RunContext::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "ABC");
+    // Closing the connection and calling again starts a new session of the same handler.
+    manager.connection("caps").await.unwrap().close().await;
+    let r = manager
+        .call_tool(
+            "caps",
+            "upper",
+            args(json!({"text": "d"})),
+            &RunContext::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(text(&r), "D");
+    manager.shutdown().await;
+}

@@ -438,9 +438,13 @@ mod tests {
             == 1
     }
 
-    async fn database(path: &Path, table: &str) -> SqlitePool {
+    /// A database with table `t (columns)` in a temporary directory, a pool of two
+    /// connections to it and a writer.
+    async fn database(columns: &str) -> (tempfile::TempDir, SqlitePool, Writer) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
         let options = SqliteConnectOptions::new()
-            .filename(path)
+            .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(10));
@@ -449,11 +453,12 @@ mod tests {
             .connect_with(options)
             .await
             .unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE TABLE t ({table})")))
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE TABLE t ({columns})")))
             .execute(&pool)
             .await
             .unwrap();
-        pool
+        let writer = Writer::start(opener(&path), ()).await.unwrap();
+        (dir, pool, writer)
     }
 
     /// What SQLite does on an I/O error, a full disk or out of memory: the failing statement
@@ -462,10 +467,7 @@ mod tests {
     /// a new transaction and succeed.
     #[tokio::test]
     async fn a_write_that_loses_the_transaction_fails_the_writes_before_it_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let pool = database(&path, "x INTEGER").await;
-        let writer = Writer::start(opener(&path), ()).await.unwrap();
+        let (_dir, pool, writer) = database("x INTEGER").await;
 
         // Hold the write lock so that the next three writes share one transaction.
         let blocker = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
@@ -510,10 +512,7 @@ mod tests {
     /// A lone write of several statements that fails part-way keeps none of them.
     #[tokio::test]
     async fn a_lone_write_of_several_statements_is_all_or_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let pool = database(&path, "x INTEGER UNIQUE").await;
-        let writer = Writer::start(opener(&path), ()).await.unwrap();
+        let (_dir, pool, writer) = database("x INTEGER UNIQUE").await;
         let result = writer
             .write(Statements::Several, |c| {
                 for x in [1, 2, 1] {
@@ -534,10 +533,7 @@ mod tests {
     /// error that says so.
     #[tokio::test]
     async fn close_commits_the_writes_sent_before_it_and_fails_later_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let pool = database(&path, "x INTEGER").await;
-        let writer = Writer::start(opener(&path), ()).await.unwrap();
+        let (_dir, pool, writer) = database("x INTEGER").await;
         let blocker = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
         let queued: Vec<_> = (10..20).map(|x| insert(&writer, x)).collect();
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -346,7 +346,9 @@ async fn a_burst_of_concurrent_appends_is_all_committed_and_readable() {
     const APPENDS: u64 = 10;
     let dir = tempfile::tempdir().unwrap();
     for store in [
-        SqliteStore::open(dir.path().join("burst.db")).await.unwrap(),
+        SqliteStore::open(dir.path().join("burst.db"))
+            .await
+            .unwrap(),
         SqliteStore::in_memory().await.unwrap(),
     ] {
         for t in 0..TASKS {

@@ -554,10 +554,7 @@ impl RunStore for SqliteStore {
                         AND updated_at < ? ORDER BY updated_at, id LIMIT ?",
                     [before, limit],
                     db("finding finished runs to delete"),
-                    |row| {
-                        row.get(0)
-                            .map_err(db("finding finished runs to delete"))
-                    },
+                    |row| row.get(0).map_err(db("finding finished runs to delete")),
                 )?;
                 if ids.is_empty() {
                     return Ok(ids);
@@ -960,7 +957,7 @@ impl KvStore for SqliteStore {
 
 const DOC_COLUMNS: &str = "id, value, revision, created_at, updated_at";
 
-/// A document write with its value encoded, ready for the writer task.
+/// A document write with its value encoded, ready for the writer.
 struct PreparedDoc {
     collection: String,
     id: String,
@@ -976,21 +973,18 @@ impl PreparedDoc {
             Expect::Revision(r) => Some(i64::try_from(r).unwrap_or(i64::MAX)),
             Expect::Any | Expect::Absent => None,
         };
-        let sql = doc_put_sql(self.expect);
-        let base = rusqlite::params![self.collection, self.id, self.value, now];
-        let read = |row: &rusqlite::Row<'_>| {
-            rows::doc_from_columns("sqlite", &Written(row), &self.collection)
-        };
-        match revision {
-            None => query_first(c, &sql, base, db("writing a document"), read),
-            Some(r) => query_first(
-                c,
-                &sql,
-                rusqlite::params![self.collection, self.id, self.value, now, r],
-                db("writing a document"),
-                read,
-            ),
+        let mut params: Vec<&dyn rusqlite::ToSql> =
+            vec![&self.collection, &self.id, &self.value, &now];
+        if let Some(r) = &revision {
+            params.push(r);
         }
+        query_first(
+            c,
+            &doc_put_sql(self.expect),
+            params.as_slice(),
+            db("writing a document"),
+            |row| rows::doc_from_columns("sqlite", &Written(row), &self.collection),
+        )
     }
 }
 

@@ -209,7 +209,10 @@ fn configure(conn: Connection) -> rusqlite::Result<Connection> {
 
 /// A prepared statement of the write connection, kept for the next write with the same SQL;
 /// logs `sql` under [`STATEMENT_TARGET`].
-pub(super) fn prepare<'c>(conn: &'c Connection, sql: &str) -> rusqlite::Result<CachedStatement<'c>> {
+pub(super) fn prepare<'c>(
+    conn: &'c Connection,
+    sql: &str,
+) -> rusqlite::Result<CachedStatement<'c>> {
     tracing::event!(target: STATEMENT_TARGET, tracing::Level::DEBUG, db.statement = sql);
     conn.prepare_cached(sql)
 }

@@ -336,3 +336,53 @@ fn dropping_the_runtime_mid_batch_never_acknowledges_an_uncommitted_write() {
         }
     });
 }
+
+/// A burst: 200 tasks appending 10 journal entries each, one append at a time, all at once
+/// (2,000 appends queued on one writer). Every append is acknowledged and readable, on a file
+/// and on a private (`in_memory`) store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_concurrent_appends_is_all_committed_and_readable() {
+    const TASKS: usize = 200;
+    const APPENDS: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    for store in [
+        SqliteStore::open(dir.path().join("burst.db"))
+            .await
+            .unwrap(),
+        SqliteStore::in_memory().await.unwrap(),
+    ] {
+        for t in 0..TASKS {
+            store
+                .create_run(NewRun::new("t", json!(t)).with_id(format!("burst-{t}")))
+                .await
+                .unwrap();
+        }
+        let start = Arc::new(tokio::sync::Barrier::new(TASKS));
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..TASKS {
+            let (store, start) = (store.clone(), Arc::clone(&start));
+            tasks.spawn(async move {
+                let id = format!("burst-{t}");
+                start.wait().await;
+                for seq in 0..APPENDS {
+                    store.append(&[entry(&id, seq)]).await.unwrap();
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        let mut total = 0;
+        for t in 0..TASKS {
+            let journal = store.journal(&format!("burst-{t}")).await.unwrap();
+            assert_eq!(
+                journal.iter().map(|e| e.seq).collect::<Vec<_>>(),
+                (0..APPENDS).collect::<Vec<_>>(),
+                "run burst-{t}"
+            );
+            assert!(journal.iter().all(|e| e.value == json!({"seq": e.seq})));
+            total += journal.len();
+        }
+        assert_eq!(total, TASKS * APPENDS as usize);
+    }
+}

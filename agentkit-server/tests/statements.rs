@@ -1,7 +1,9 @@
 //! How many SQL statements one agent run costs on SQLite, started over HTTP the way the load
 //! benchmark starts them (`POST /v1/agents/{name}/runs`, then `Platform::wait`) and with
-//! `{"wait": true}`: counted from sqlx's statement log. A regression guard: every statement is
-//! a hand-off to SQLite's connection thread, the bulk of the server's CPU per run.
+//! `{"wait": true}`: counted from the statement logs, sqlx's for reads (`sqlx::query`) and the
+//! store's writer's for writes (`agentkit_runtime::store::sqlite::write`). A regression guard:
+//! statements are the bulk of the server's CPU per run (a read is also a hand-off to a sqlx
+//! connection's thread).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod inproc;
@@ -19,7 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing_subscriber::layer::SubscriberExt;
 
-/// The statements sqlx logged (whitespace collapsed), in order.
+/// The statements logged (whitespace collapsed), in order.
 #[derive(Clone, Default)]
 struct Statements(Arc<Mutex<Vec<String>>>);
 
@@ -46,7 +48,7 @@ impl tracing::field::Visit for Summary {
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statements {
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        if event.metadata().target() != "sqlx::query" {
+        if !logs_statements(event.metadata().target()) {
             return;
         }
         let mut s = Summary(String::new());
@@ -60,8 +62,13 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statements {
         metadata: &tracing::Metadata<'_>,
         _: tracing_subscriber::layer::Context<'_, S>,
     ) -> bool {
-        metadata.target().starts_with("sqlx")
+        metadata.target().starts_with("sqlx") || logs_statements(metadata.target())
     }
+}
+
+/// The targets statements are logged under: sqlx's (reads) and the SQLite writer's.
+fn logs_statements(target: &str) -> bool {
+    target == "sqlx::query" || target == "agentkit_runtime::store::sqlite::write"
 }
 
 #[derive(Deserialize, JsonSchema)]

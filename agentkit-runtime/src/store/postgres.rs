@@ -135,11 +135,11 @@ impl PostgresStore {
 }
 
 fn run_from_row(row: &PgRow) -> Result<RunRecord> {
-    rows::run_from_row("postgres", row)
+    rows::run_from_columns("postgres", &rows::SqlxRow(row))
 }
 
 fn entry_from_row(row: &PgRow) -> Result<JournalEntry> {
-    rows::entry_from_row("postgres", row)
+    rows::entry_from_columns("postgres", &rows::SqlxRow(row))
 }
 
 /// One multi-row `INSERT` for up to [`CHUNK`] journal entries.
@@ -805,7 +805,7 @@ async fn put_doc(
     q.fetch_optional(c)
         .await
         .map_err(db("writing a document"))?
-        .map(|row| rows::doc_from_row("postgres", &row, collection))
+        .map(|row| rows::doc_from_columns("postgres", &rows::SqlxRow(&row), collection))
         .transpose()
 }
 
@@ -857,7 +857,7 @@ impl DocStore for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db("reading a document"))?
-        .map(|row| rows::doc_from_row("postgres", &row, collection))
+        .map(|row| rows::doc_from_columns("postgres", &rows::SqlxRow(&row), collection))
         .transpose()
     }
 
@@ -901,7 +901,7 @@ impl DocStore for PostgresStore {
         .await
         .map_err(db("listing documents"))?
         .iter()
-        .map(|row| rows::doc_from_row("postgres", row, collection))
+        .map(|row| rows::doc_from_columns("postgres", &rows::SqlxRow(row), collection))
         .collect()
     }
 }

@@ -28,15 +28,76 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
     serde_json::from_str(s).map_err(|e| Error::json(format!("{backend} store: decoding {what}"), e))
 }
 
-/// A column of `row`, with an error naming the backend, what was read and the column.
-fn col<'r, R, T>(backend: &str, row: &'r R, what: &str, name: &str) -> Result<T>
+/// The columns of one row, read by name, whatever the driver: sqlx rows ([`SqlxRow`]) for
+/// reads and PostgreSQL, rusqlite rows for the SQLite writer. The row mappings below are
+/// written once against it. Each method gives an error naming the backend, what was read
+/// (`what`) and the column.
+pub(crate) trait Columns {
+    /// A text column.
+    fn text(&self, backend: &str, what: &str, name: &str) -> Result<String>;
+    /// A text column that may be NULL.
+    fn opt_text(&self, backend: &str, what: &str, name: &str) -> Result<Option<String>>;
+    /// An integer column.
+    fn int(&self, backend: &str, what: &str, name: &str) -> Result<i64>;
+    /// An integer column that may be NULL.
+    fn opt_int(&self, backend: &str, what: &str, name: &str) -> Result<Option<i64>>;
+    /// A floating-point column.
+    fn real(&self, backend: &str, what: &str, name: &str) -> Result<f64>;
+}
+
+/// The error of a column that could not be read.
+pub(crate) fn column_error(
+    backend: &str,
+    what: &str,
+    name: &str,
+    e: impl Into<agentkit_core::BoxError>,
+) -> Error {
+    super::store_error(backend, &format!("reading {what} (column `{name}`)"), e)
+}
+
+/// A sqlx row as [`Columns`].
+pub(crate) struct SqlxRow<'r, R>(pub(crate) &'r R);
+
+impl<'r, R> SqlxRow<'r, R>
 where
     R: Row,
     for<'n> &'n str: ColumnIndex<R>,
-    T: Decode<'r, R::Database> + Type<R::Database>,
 {
-    row.try_get(name)
-        .map_err(|e| super::store_error(backend, &format!("reading {what} (column `{name}`)"), e))
+    fn col<T>(&self, backend: &str, what: &str, name: &str) -> Result<T>
+    where
+        T: Decode<'r, R::Database> + Type<R::Database>,
+    {
+        self.0
+            .try_get(name)
+            .map_err(|e| column_error(backend, what, name, e))
+    }
+}
+
+impl<'r, R> Columns for SqlxRow<'r, R>
+where
+    R: Row,
+    for<'n> &'n str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    f64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn text(&self, backend: &str, what: &str, name: &str) -> Result<String> {
+        self.col(backend, what, name)
+    }
+    fn opt_text(&self, backend: &str, what: &str, name: &str) -> Result<Option<String>> {
+        self.col(backend, what, name)
+    }
+    fn int(&self, backend: &str, what: &str, name: &str) -> Result<i64> {
+        self.col(backend, what, name)
+    }
+    fn opt_int(&self, backend: &str, what: &str, name: &str) -> Result<Option<i64>> {
+        self.col(backend, what, name)
+    }
+    fn real(&self, backend: &str, what: &str, name: &str) -> Result<f64> {
+        self.col(backend, what, name)
+    }
 }
 
 /// A run row's columns as the database returned them, before any check.
@@ -156,59 +217,43 @@ pub(crate) fn entry_from_raw(backend: &str, raw: RawEntry) -> Result<JournalEntr
 }
 
 /// A run from a row with every run column (JSON columns as text).
-pub(crate) fn run_from_row<'r, R>(backend: &str, row: &'r R) -> Result<RunRecord>
-where
-    R: Row,
-    for<'n> &'n str: ColumnIndex<R>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
-    f64: Decode<'r, R::Database> + Type<R::Database>,
-{
+pub(crate) fn run_from_columns(backend: &str, row: &impl Columns) -> Result<RunRecord> {
     let what = "a run row";
     let raw = RawRun {
-        id: col(backend, row, what, "id")?,
-        target: col(backend, row, what, "target")?,
-        version: col(backend, row, what, "version")?,
-        input: col(backend, row, what, "input")?,
-        status: col(backend, row, what, "status")?,
-        attempts: col(backend, row, what, "attempts")?,
-        idempotency_key: col(backend, row, what, "idempotency_key")?,
-        created_at: col(backend, row, what, "created_at")?,
-        updated_at: col(backend, row, what, "updated_at")?,
-        output: col(backend, row, what, "output")?,
-        error: col(backend, row, what, "error")?,
-        usage: col(backend, row, what, "usage")?,
-        cost_usd: col(backend, row, what, "cost_usd")?,
-        owner: col(backend, row, what, "owner")?,
-        lease_until: col(backend, row, what, "lease_until")?,
-        wake_at: col(backend, row, what, "wake_at")?,
-        waiting_for: col(backend, row, what, "waiting_for")?,
+        id: row.text(backend, what, "id")?,
+        target: row.text(backend, what, "target")?,
+        version: row.int(backend, what, "version")?,
+        input: row.text(backend, what, "input")?,
+        status: row.text(backend, what, "status")?,
+        attempts: row.int(backend, what, "attempts")?,
+        idempotency_key: row.opt_text(backend, what, "idempotency_key")?,
+        created_at: row.int(backend, what, "created_at")?,
+        updated_at: row.int(backend, what, "updated_at")?,
+        output: row.opt_text(backend, what, "output")?,
+        error: row.opt_text(backend, what, "error")?,
+        usage: row.text(backend, what, "usage")?,
+        cost_usd: row.real(backend, what, "cost_usd")?,
+        owner: row.opt_text(backend, what, "owner")?,
+        lease_until: row.opt_int(backend, what, "lease_until")?,
+        wake_at: row.opt_int(backend, what, "wake_at")?,
+        waiting_for: row.opt_text(backend, what, "waiting_for")?,
     };
     run_from_raw(backend, raw)
 }
 
 /// A journal entry from a row with every journal column (JSON columns as text).
-pub(crate) fn entry_from_row<'r, R>(backend: &str, row: &'r R) -> Result<JournalEntry>
-where
-    R: Row,
-    for<'n> &'n str: ColumnIndex<R>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    f64: Decode<'r, R::Database> + Type<R::Database>,
-{
+pub(crate) fn entry_from_columns(backend: &str, row: &impl Columns) -> Result<JournalEntry> {
     let what = "a journal row";
     let raw = RawEntry {
-        run_id: col(backend, row, what, "run_id")?,
-        seq: col(backend, row, what, "seq")?,
-        key: col(backend, row, what, "key")?,
-        kind: col(backend, row, what, "kind")?,
-        value: col(backend, row, what, "value")?,
-        latency_ms: col(backend, row, what, "latency_ms")?,
-        usage: col(backend, row, what, "usage")?,
-        cost_usd: col(backend, row, what, "cost_usd")?,
-        created_at: col(backend, row, what, "created_at")?,
+        run_id: row.text(backend, what, "run_id")?,
+        seq: row.int(backend, what, "seq")?,
+        key: row.text(backend, what, "key")?,
+        kind: row.text(backend, what, "kind")?,
+        value: row.text(backend, what, "value")?,
+        latency_ms: row.int(backend, what, "latency_ms")?,
+        usage: row.text(backend, what, "usage")?,
+        cost_usd: row.real(backend, what, "cost_usd")?,
+        created_at: row.int(backend, what, "created_at")?,
     };
     entry_from_raw(backend, raw)
 }
@@ -258,7 +303,12 @@ pub(crate) fn is_fenced_out(e: &Error) -> bool {
 }
 
 /// [`append_error`] for `len` entries of run `run`, the first keyed `key`.
-pub(crate) fn append_error_of(key: String, run: &str, len: usize, err: sqlx::Error) -> Error {
+pub(crate) fn append_error_of(
+    key: String,
+    run: &str,
+    len: usize,
+    err: impl std::fmt::Display,
+) -> Error {
     Error::Journal {
         key,
         message: format!(
@@ -269,29 +319,23 @@ pub(crate) fn append_error_of(key: String, run: &str, len: usize, err: sqlx::Err
 }
 
 /// A document row read back.
-pub(crate) fn doc_from_row<'r, R>(
+pub(crate) fn doc_from_columns(
     backend: &str,
-    row: &'r R,
+    row: &impl Columns,
     collection: &str,
-) -> Result<crate::model::Doc>
-where
-    R: Row,
-    for<'n> &'n str: ColumnIndex<R>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-{
+) -> Result<crate::model::Doc> {
     let what = format!("a document of collection `{collection}`");
-    let id: String = col(backend, row, &what, "id")?;
+    let id = row.text(backend, &what, "id")?;
     let what = format!("document `{id}` of collection `{collection}`");
-    let value: String = col(backend, row, &what, "value")?;
-    let revision: i64 = col(backend, row, &what, "revision")?;
+    let value = row.text(backend, &what, "value")?;
+    let revision = row.int(backend, &what, "revision")?;
     Ok(crate::model::Doc {
         value: serde_json::from_str(&value).map_err(|e| {
             InvalidStoredData::new(backend, &what, "value", format!("is not JSON: {e}"))
         })?,
         revision: fit(backend, &what, "revision", revision)?,
-        created_at: col(backend, row, &what, "created_at")?,
-        updated_at: col(backend, row, &what, "updated_at")?,
+        created_at: row.int(backend, &what, "created_at")?,
+        updated_at: row.int(backend, &what, "updated_at")?,
         id,
     })
 }

@@ -1,21 +1,23 @@
 //! The SQLite [`Store`](super::Store): one file, WAL, migrations embedded and run on open,
-//! reads on a pool of connections, writes group-committed by one writer task ([`writer`]).
+//! reads on a pool of sqlx connections, writes group-committed by one writer thread
+//! ([`writer`]) on a rusqlite connection of its own.
 
-use std::path::Path;
-use std::str::FromStr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use agentkit_core::{Error, Result, RunStatus};
+use agentkit_core::{BoxError, Error, Result, RunStatus};
 use async_trait::async_trait;
+use rusqlite::Connection;
 use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{Row, Sqlite, Transaction};
 
 use super::migrate;
-use super::rows::{self, CHUNK, append_error_of};
+use super::rows::{self, CHUNK, Columns, SqlxRow, append_error_of};
 use super::{
     DocStore, JournalStore, KvStore, LeaseStore, RunStore, SignalStore, counted, oldest_first,
     store_error,
@@ -25,16 +27,20 @@ use crate::model::{
 };
 
 mod writer;
-use writer::{Statements, Writer};
+use writer::{Statements, Writer, prepare};
 
 /// A [`Store`](super::Store) in one SQLite file (WAL mode, `synchronous = NORMAL`).
 ///
 /// Reads run on a pool of connections, concurrently (WAL readers never wait for the writer).
-/// Writes go through one writer task with a connection of its own, which *group-commits*: the
-/// writes of concurrent callers that queue up while a transaction commits share the next one
-/// (each in a savepoint of its own when it has several statements, so one failing write does
-/// not fail the others). A caller is answered only after the `COMMIT` that holds its write,
-/// so a write that returned `Ok` is stored, exactly as with one transaction per write.
+/// Writes go through one writer thread with a connection of its own, which *group-commits*:
+/// the writes of concurrent callers that queue up while a transaction commits share the next
+/// one (each in a savepoint of its own when it has several statements, so one failing write
+/// does not fail the others). A caller is answered only after the `COMMIT` that holds its
+/// write, so a write that returned `Ok` is stored, exactly as with one transaction per write.
+///
+/// Reads log their statements as sqlx does (`tracing` target `sqlx::query`); the writer logs
+/// each statement of a write at `DEBUG` under the target
+/// `agentkit_runtime::store::sqlite::write`, the SQL in the field `db.statement`.
 ///
 /// One runtime process per file: SQLite has no leases, so a process that opens the file treats
 /// runs left `running` as orphaned by a dead process and resumes them. Several processes sharing
@@ -43,12 +49,13 @@ use writer::{Statements, Writer};
 pub struct SqliteStore {
     /// Reads (and [`pool`](Self::pool) for callers).
     pool: SqlitePool,
-    /// The writer task's connection (the same pool as `pool` for an in-memory database).
-    write_pool: SqlitePool,
     writer: Writer,
+    /// The directory of an [`in_memory`](Self::in_memory) store's file, removed when the
+    /// last clone of the store is dropped.
+    _temp: Option<Arc<tempfile::TempDir>>,
 }
 
-fn db(what: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
+fn db<E: Into<BoxError>>(what: &str) -> impl Fn(E) -> Error + '_ {
     move |e| store_error("sqlite", what, e)
 }
 
@@ -70,18 +77,48 @@ fn statuses_json(statuses: &[RunStatus]) -> Result<String> {
 impl SqliteStore {
     /// Open (or create) the database file at `path` and run the embedded migrations.
     ///
-    /// Starts the store's writer task on the current tokio runtime: use the store on that
-    /// runtime (or one that outlives it).
+    /// Starts the store's writer thread, which ends when the last clone of the store is
+    /// dropped (after committing the writes already sent).
     pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
+        Self::open_file(path.as_ref(), None).await
+    }
+
+    /// A private database for one store (and its clones): a temporary file, removed when
+    /// the last clone is dropped. For tests and throwaway servers.
+    ///
+    /// Not an SQLite `:memory:` database: reads (on sqlx connections) and writes (on the
+    /// writer thread's rusqlite connection) need one database that several connections
+    /// open. A shared-cache in-memory database would do that, but its table locks fail a
+    /// read that meets the writer's transaction at once (`SQLITE_LOCKED`, which no busy
+    /// timeout waits out), while a file in WAL mode lets reads go on beside the writer, as
+    /// [`open`](Self::open) does. Nothing of it is synced to disk (`synchronous = OFF`): the
+    /// data does not outlive the store anyway.
+    pub async fn in_memory() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("agentkit-sqlite-")
+            .tempdir()
+            .map_err(db(
+                "creating a temporary directory for an in-memory store (is the temporary \
+                 directory, $TMPDIR, writable?)",
+            ))?;
+        let path = dir.path().join("store.db");
+        Self::open_file(&path, Some(Arc::new(dir))).await
+    }
+
+    async fn open_file(path: &Path, temp: Option<Arc<tempfile::TempDir>>) -> Result<Self> {
+        let (synchronous, pragma) = if temp.is_some() {
+            (SqliteSynchronous::Off, "OFF")
+        } else {
+            (SqliteSynchronous::Normal, "NORMAL")
+        };
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(synchronous)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let opening = |e: sqlx::Error| {
+        let opening = |e: BoxError| {
             store_error(
                 "sqlite",
                 &format!(
@@ -91,46 +128,34 @@ impl SqliteStore {
                 e,
             )
         };
-        // The writer's connection first: it creates the file and switches it to WAL.
-        let write_pool = connect(&options, 1).await.map_err(opening)?;
-        let pool = connect(&options, READERS).await.map_err(opening)?;
-        let store = Self {
-            writer: Writer::start(write_pool.clone(), true),
-            pool,
-            write_pool,
-        };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    /// A private in-memory database (one connection, shared by reads and the writer task;
-    /// for tests).
-    pub async fn in_memory() -> Result<Self> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(db("parsing the in-memory URL"))?
-            .foreign_keys(true);
-        // The database lives as long as its one connection: never let the pool retire it.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
+        // The pool's first connection creates the file and switches it to WAL; the
+        // migrations run before the writer starts.
+        let pool = connect(&options, READERS)
             .await
-            .map_err(db("opening an in-memory database"))?;
-        let store = Self {
-            writer: Writer::start(pool.clone(), false),
-            write_pool: pool.clone(),
+            .map_err(|e| opening(e.into()))?;
+        migrate(&pool).await?;
+        let file: PathBuf = path.to_owned();
+        let open: writer::Open = Box::new(move || {
+            let conn = Connection::open_with_flags(
+                &file,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.pragma_update(None, "synchronous", pragma)?;
+            Ok(conn)
+        });
+        let writer = Writer::start(open, temp.clone()).await.map_err(opening)?;
+        Ok(Self {
             pool,
-        };
-        store.migrate().await?;
-        Ok(store)
+            writer,
+            _temp: temp,
+        })
     }
 
     /// Close the store's connections, waiting for the writes in progress; writes that were
     /// not started yet fail, and so does every use of the store afterwards.
     pub async fn close(&self) {
-        self.write_pool.close().await;
+        self.writer.close().await;
         self.pool.close().await;
     }
 
@@ -140,42 +165,38 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
-
-    /// Apply the embedded migrations (`migrations/sqlite`), adopting a database created by
-    /// the earlier migration runner first. Everything happens in one `BEGIN IMMEDIATE`
-    /// transaction (sqlx runs each migration in a savepoint inside it), so processes that open
-    /// a fresh file at once take turns instead of racing to create the same tables.
-    async fn migrate(&self) -> Result<()> {
-        let migrator = migrate::named(sqlx::migrate!("migrations/sqlite"));
-        let mut tx = self.immediate().await?;
-        if table_exists(&mut tx, migrate::LEGACY_TABLE).await?
-            && !table_exists(&mut tx, migrate::TABLE).await?
-        {
-            let versions: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT version FROM {}",
-                migrate::LEGACY_TABLE
-            )))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db("reading the earlier migration bookkeeping"))?;
-            migrate::adopt_legacy("sqlite", &mut *tx, &migrator, &versions).await?;
-        }
-        migrator
-            .run_direct(None, &mut *tx, false)
-            .await
-            .map_err(|e| migrate::migrate_error("sqlite", e))?;
-        tx.commit().await.map_err(db("committing the migrations"))
-    }
-
-    async fn immediate(&self) -> Result<Transaction<'static, Sqlite>> {
-        self.write_pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db("starting a transaction"))
-    }
 }
 
-/// Connections each [`SqliteStore::open`] keeps for reads.
+/// Apply the embedded migrations (`migrations/sqlite`), adopting a database created by the
+/// earlier migration runner first. Everything happens in one `BEGIN IMMEDIATE` transaction
+/// (sqlx runs each migration in a savepoint inside it), so processes that open a fresh file
+/// at once take turns instead of racing to create the same tables.
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    let migrator = migrate::named(sqlx::migrate!("migrations/sqlite"));
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(db("starting a transaction"))?;
+    if table_exists(&mut tx, migrate::LEGACY_TABLE).await?
+        && !table_exists(&mut tx, migrate::TABLE).await?
+    {
+        let versions: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT version FROM {}",
+            migrate::LEGACY_TABLE
+        )))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("reading the earlier migration bookkeeping"))?;
+        migrate::adopt_legacy("sqlite", &mut *tx, &migrator, &versions).await?;
+    }
+    migrator
+        .run_direct(None, &mut *tx, false)
+        .await
+        .map_err(|e| migrate::migrate_error("sqlite", e))?;
+    tx.commit().await.map_err(db("committing the migrations"))
+}
+
+/// Connections each [`SqliteStore`] keeps for reads.
 const READERS: u32 = 4;
 
 /// A pool of at most `max` connections to the file of `options`.
@@ -190,8 +211,8 @@ async fn connect(options: &SqliteConnectOptions, max: u32) -> sqlx::Result<Sqlit
     let connect = || {
         SqlitePoolOptions::new()
             .max_connections(max)
-            // No ping before each use: for the writer, that round trip would come on top of
-            // every batch; a broken connection shows in the statement's error anyway.
+            // No ping before each use: a broken connection shows in the statement's error
+            // anyway.
             .test_before_acquire(false)
             .connect_with(options.clone())
     };
@@ -220,17 +241,93 @@ async fn table_exists(tx: &mut Transaction<'static, Sqlite>, name: &str) -> Resu
 }
 
 fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
-    rows::run_from_row("sqlite", row)
+    rows::run_from_columns("sqlite", &SqlxRow(row))
 }
 
 fn entry_from_row(row: &SqliteRow) -> Result<JournalEntry> {
-    rows::entry_from_row("sqlite", row)
+    rows::entry_from_columns("sqlite", &SqlxRow(row))
 }
 
-/// One multi-row `INSERT` for up to [`CHUNK`] journal entries, ready to run anywhere: with
-/// what its error names (the first key, the run, how many entries).
+/// A row the writer read back (`RETURNING`, a lookup inside a write) as [`Columns`].
+struct Written<'a, 'r>(&'a rusqlite::Row<'r>);
+
+impl Written<'_, '_> {
+    fn col<T: rusqlite::types::FromSql>(&self, what: &str, name: &str) -> Result<T> {
+        self.0
+            .get(name)
+            .map_err(|e| rows::column_error("sqlite", what, name, e))
+    }
+}
+
+impl Columns for Written<'_, '_> {
+    fn text(&self, _: &str, what: &str, name: &str) -> Result<String> {
+        self.col(what, name)
+    }
+    fn opt_text(&self, _: &str, what: &str, name: &str) -> Result<Option<String>> {
+        self.col(what, name)
+    }
+    fn int(&self, _: &str, what: &str, name: &str) -> Result<i64> {
+        self.col(what, name)
+    }
+    fn opt_int(&self, _: &str, what: &str, name: &str) -> Result<Option<i64>> {
+        self.col(what, name)
+    }
+    fn real(&self, _: &str, what: &str, name: &str) -> Result<f64> {
+        self.col(what, name)
+    }
+}
+
+fn written_run(row: &rusqlite::Row<'_>) -> Result<RunRecord> {
+    rows::run_from_columns("sqlite", &Written(row))
+}
+
+/// Run a write statement on the writer's connection: how many rows it changed.
+fn execute(c: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<u64> {
+    prepare(c, sql)?
+        .execute(params)
+        .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
+}
+
+/// The rows of a statement on the writer's connection, each mapped by `map`; a statement
+/// error goes through `err`.
+fn query<T>(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    err: impl Fn(rusqlite::Error) -> Error,
+    mut map: impl FnMut(&rusqlite::Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = prepare(c, sql).map_err(&err)?;
+    let mut rows = stmt.query(params).map_err(&err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(&err)? {
+        out.push(map(row)?);
+    }
+    Ok(out)
+}
+
+/// The first row of a statement on the writer's connection, mapped by `map` (`RETURNING`
+/// statements make all their changes at their first row).
+fn query_first<T>(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    err: impl Fn(rusqlite::Error) -> Error,
+    map: impl FnOnce(&rusqlite::Row<'_>) -> Result<T>,
+) -> Result<Option<T>> {
+    let mut stmt = prepare(c, sql).map_err(&err)?;
+    let mut rows = stmt.query(params).map_err(&err)?;
+    match rows.next().map_err(&err)? {
+        Some(row) => map(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// One multi-row `INSERT` for up to [`CHUNK`] journal entries, ready to run on the writer's
+/// connection: with what its error names (the first key, the run, how many entries).
 struct Insert {
-    query: sqlx::QueryBuilder<Sqlite>,
+    sql: String,
+    params: Vec<rusqlite::types::Value>,
     key: String,
     run_id: String,
     len: usize,
@@ -240,46 +337,47 @@ impl Insert {
     /// The insert of `chunk`; with a `fence` (`(run id, owner)`), it inserts nothing unless
     /// that run is executed by that owner ([`FENCE_STATUSES`](rows::FENCE_STATUSES)).
     fn new(chunk: &[JournalEntry], fence: Option<(&str, &str)>) -> Result<Self> {
-        let mut rows = Vec::with_capacity(chunk.len());
-        for e in chunk {
-            rows.push((
-                e,
-                to_json(&e.value, "a journal value")?,
-                to_json(&e.usage, "journal usage")?,
-            ));
-        }
-        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+        use rusqlite::types::Value as V;
+        let int = |n: u64| V::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+        let mut params = Vec::with_capacity(chunk.len() * 9 + 2);
+        let mut sql = String::from(
             "INSERT INTO journal (run_id, seq, key, kind, value, latency_ms, usage, cost_usd, created_at) ",
         );
         if fence.is_some() {
-            q.push("SELECT * FROM (");
+            sql.push_str("SELECT * FROM (");
         }
-        q.push_values(rows, |mut b, (e, value, usage)| {
-            b.push_bind(e.run_id.clone())
-                .push_bind(i64::try_from(e.seq).unwrap_or(i64::MAX))
-                .push_bind(e.key.clone())
-                .push_bind(e.kind.as_str())
-                .push_bind(value)
-                .push_bind(i64::try_from(e.latency_ms).unwrap_or(i64::MAX))
-                .push_bind(usage)
-                .push_bind(e.cost_usd)
-                .push_bind(e.created_at);
-        });
+        sql.push_str("VALUES ");
+        for (i, e) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?)");
+            params.extend([
+                V::Text(e.run_id.clone()),
+                int(e.seq),
+                V::Text(e.key.clone()),
+                V::Text(e.kind.as_str().to_owned()),
+                V::Text(to_json(&e.value, "a journal value")?),
+                int(e.latency_ms),
+                V::Text(to_json(&e.usage, "journal usage")?),
+                V::Real(e.cost_usd),
+                V::Integer(e.created_at),
+            ]);
+        }
         if let Some((run, owner)) = fence {
-            q.push(") AS v WHERE EXISTS (SELECT 1 FROM runs WHERE id = ")
-                .push_bind(run.to_owned())
-                .push(" AND owner = ")
-                .push_bind(owner.to_owned())
-                .push(" AND status IN ")
-                .push(rows::FENCE_STATUSES)
-                .push(")");
+            sql.push_str(") AS v WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND owner = ?");
+            sql.push_str(" AND status IN ");
+            sql.push_str(rows::FENCE_STATUSES);
+            sql.push(')');
+            params.extend([V::Text(run.to_owned()), V::Text(owner.to_owned())]);
         }
         let (key, run_id) = chunk
             .first()
             .map(|e| (e.key.clone(), e.run_id.clone()))
             .unwrap_or_default();
         Ok(Self {
-            query: q,
+            sql,
+            params,
             key,
             run_id,
             len: chunk.len(),
@@ -292,12 +390,8 @@ impl Insert {
     }
 
     /// Run the insert; how many rows it inserted.
-    async fn run(mut self, conn: &mut SqliteConnection) -> Result<u64> {
-        self.query
-            .build()
-            .execute(&mut *conn)
-            .await
-            .map(|r| r.rows_affected())
+    fn run(self, c: &Connection) -> Result<u64> {
+        execute(c, &self.sql, rusqlite::params_from_iter(&self.params))
             .map_err(|e| append_error_of(self.key, &self.run_id, self.len, e))
     }
 }
@@ -310,40 +404,50 @@ impl RunStore for SqliteStore {
         let usage = to_json(&rec.usage, "run usage")?;
         self.writer
             .write(Statements::One, move |c| {
-                Box::pin(async move {
-                    let inserted = sqlx::query(
-                        "INSERT INTO runs (id, target, version, input, status, attempts,
-                            idempotency_key, created_at, updated_at, output, error, usage,
-                            cost_usd, owner, lease_until, wake_at)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, 0, ?, ?, ?)
-                         ON CONFLICT (idempotency_key) DO NOTHING",
+                let inserted = execute(
+                    c,
+                    "INSERT INTO runs (id, target, version, input, status, attempts,
+                        idempotency_key, created_at, updated_at, output, error, usage,
+                        cost_usd, owner, lease_until, wake_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, 0, ?, ?, ?)
+                     ON CONFLICT (idempotency_key) DO NOTHING",
+                    rusqlite::params![
+                        rec.id,
+                        rec.target,
+                        i64::from(rec.version),
+                        input,
+                        rec.status.as_str(),
+                        i64::from(rec.attempts),
+                        rec.idempotency_key,
+                        rec.created_at,
+                        rec.updated_at,
+                        usage,
+                        rec.owner,
+                        rec.lease_until,
+                        rec.wake_at,
+                    ],
+                )
+                .map_err(|e| store_error("sqlite", &format!("storing run {}", rec.id), e))?;
+                if inserted == 1 {
+                    return Ok(Created::New(rec));
+                }
+                query_first(
+                    c,
+                    "SELECT * FROM runs WHERE idempotency_key = ?",
+                    [&rec.idempotency_key],
+                    db("looking up an idempotency key"),
+                    written_run,
+                )?
+                .map(Created::Existing)
+                .ok_or_else(|| {
+                    store_error(
+                        "sqlite",
+                        "looking up an idempotency key",
+                        format!(
+                            "run {} was not stored and no run has its idempotency key",
+                            rec.id
+                        ),
                     )
-                    .bind(&rec.id)
-                    .bind(&rec.target)
-                    .bind(i64::from(rec.version))
-                    .bind(input)
-                    .bind(rec.status.as_str())
-                    .bind(i64::from(rec.attempts))
-                    .bind(&rec.idempotency_key)
-                    .bind(rec.created_at)
-                    .bind(rec.updated_at)
-                    .bind(usage)
-                    .bind(&rec.owner)
-                    .bind(rec.lease_until)
-                    .bind(rec.wake_at)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(|e| store_error("sqlite", &format!("storing run {}", rec.id), e))?
-                    .rows_affected();
-                    if inserted == 1 {
-                        return Ok(Created::New(rec));
-                    }
-                    let row = sqlx::query("SELECT * FROM runs WHERE idempotency_key = ?")
-                        .bind(&rec.idempotency_key)
-                        .fetch_one(&mut *c)
-                        .await
-                        .map_err(db("looking up an idempotency key"))?;
-                    Ok(Created::Existing(run_from_row(&row)?))
                 })
             })
             .await
@@ -444,36 +548,32 @@ impl RunStore for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.writer
             .write(Statements::Several, move |c| {
-                Box::pin(async move {
-                    let ids: Vec<String> = sqlx::query_scalar(
-                        "SELECT id FROM runs WHERE status IN ('succeeded', 'failed', 'cancelled')
-                            AND updated_at < ? ORDER BY updated_at, id LIMIT ?",
-                    )
-                    .bind(before)
-                    .bind(limit)
-                    .fetch_all(&mut *c)
-                    .await
-                    .map_err(db("finding finished runs to delete"))?;
-                    if ids.is_empty() {
-                        return Ok(ids);
-                    }
-                    let list = to_json(&ids, "run ids")?;
-                    for table in ["journal", "signals"] {
-                        sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DELETE FROM {table} WHERE run_id IN (SELECT value FROM json_each(?))"
-                        )))
-                        .bind(&list)
-                        .execute(&mut *c)
-                        .await
+                let ids: Vec<String> = query(
+                    c,
+                    "SELECT id FROM runs WHERE status IN ('succeeded', 'failed', 'cancelled')
+                        AND updated_at < ? ORDER BY updated_at, id LIMIT ?",
+                    [before, limit],
+                    db("finding finished runs to delete"),
+                    |row| row.get(0).map_err(db("finding finished runs to delete")),
+                )?;
+                if ids.is_empty() {
+                    return Ok(ids);
+                }
+                let list = to_json(&ids, "run ids")?;
+                for sql in [
+                    "DELETE FROM journal WHERE run_id IN (SELECT value FROM json_each(?))",
+                    "DELETE FROM signals WHERE run_id IN (SELECT value FROM json_each(?))",
+                ] {
+                    execute(c, sql, [&list])
                         .map_err(db("deleting finished runs' journals and signals"))?;
-                    }
-                    sqlx::query("DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))")
-                        .bind(&list)
-                        .execute(&mut *c)
-                        .await
-                        .map_err(db("deleting finished runs"))?;
-                    Ok(ids)
-                })
+                }
+                execute(
+                    c,
+                    "DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))",
+                    [&list],
+                )
+                .map_err(db("deleting finished runs"))?;
+                Ok(ids)
             })
             .await
     }
@@ -503,36 +603,33 @@ impl RunStore for SqliteStore {
         let run_id = run_id.to_owned();
         self.writer
             .write(Statements::One, move |c| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "UPDATE runs SET status = ?, attempts = attempts + ?,
-                            output = COALESCE(?, output), error = COALESCE(?, error),
-                            usage = COALESCE(?, usage), cost_usd = COALESCE(?, cost_usd),
-                            updated_at = ?, wake_at = ?, waiting_for = ?
-                         WHERE id = ? AND status IN (SELECT value FROM json_each(?))
-                            AND (? IS NULL OR owner = ?)
-                         RETURNING *",
-                    )
-                    .bind(update.status.as_str())
-                    .bind(i64::from(update.increment_attempts))
-                    .bind(output)
-                    .bind(&update.error)
-                    .bind(usage)
-                    .bind(update.cost_usd)
-                    .bind(now_ms())
-                    .bind(update.wake_at)
-                    .bind(waiting_for)
-                    .bind(&run_id)
-                    .bind(from)
-                    .bind(&update.owner_fence)
-                    .bind(&update.owner_fence)
-                    .fetch_optional(&mut *c)
-                    .await
-                    .map_err(|e| store_error("sqlite", &format!("updating run {run_id}"), e))?
-                    .as_ref()
-                    .map(run_from_row)
-                    .transpose()
-                })
+                query_first(
+                    c,
+                    "UPDATE runs SET status = ?, attempts = attempts + ?,
+                        output = COALESCE(?, output), error = COALESCE(?, error),
+                        usage = COALESCE(?, usage), cost_usd = COALESCE(?, cost_usd),
+                        updated_at = ?, wake_at = ?, waiting_for = ?
+                     WHERE id = ? AND status IN (SELECT value FROM json_each(?))
+                        AND (? IS NULL OR owner = ?)
+                     RETURNING *",
+                    rusqlite::params![
+                        update.status.as_str(),
+                        i64::from(update.increment_attempts),
+                        output,
+                        update.error,
+                        usage,
+                        update.cost_usd,
+                        now_ms(),
+                        update.wake_at,
+                        waiting_for,
+                        run_id,
+                        from,
+                        update.owner_fence,
+                        update.owner_fence,
+                    ],
+                    |e| store_error("sqlite", &format!("updating run {run_id}"), e),
+                    written_run,
+                )
             })
             .await
     }
@@ -553,12 +650,10 @@ impl JournalStore for SqliteStore {
         };
         self.writer
             .write(statements, move |c| {
-                Box::pin(async move {
-                    for insert in inserts {
-                        insert.run(&mut *c).await?;
-                    }
-                    Ok(())
-                })
+                for insert in inserts {
+                    insert.run(c)?;
+                }
+                Ok(())
             })
             .await
     }
@@ -576,17 +671,15 @@ impl JournalStore for SqliteStore {
         let run_id = run_id.to_owned();
         self.writer
             .write(statements, move |c| {
-                Box::pin(async move {
-                    for insert in inserts {
-                        let want = u64::try_from(insert.len).unwrap_or(u64::MAX);
-                        if insert.run(&mut *c).await? != want {
-                            // Fenced out: fail the job so its savepoint rolls back what an
-                            // earlier chunk inserted.
-                            return Err(rows::fenced_out(&run_id));
-                        }
+                for insert in inserts {
+                    let want = u64::try_from(insert.len).unwrap_or(u64::MAX);
+                    if insert.run(c)? != want {
+                        // Fenced out: fail the job so its savepoint rolls back what an
+                        // earlier chunk inserted.
+                        return Err(rows::fenced_out(&run_id));
                     }
-                    Ok(())
-                })
+                }
+                Ok(())
             })
             .await
             .map(|()| true)
@@ -637,26 +730,19 @@ impl SignalStore for SqliteStore {
         // One statement: the insert selects the run, so an unknown run inserts nothing.
         self.writer
             .write(Statements::One, move |c| {
-                Box::pin(async move {
-                    let inserted = sqlx::query(
-                        "INSERT INTO signals (run_id, name, payload, created_at)
-                         SELECT id, ?, ?, ? FROM runs WHERE id = ?",
-                    )
-                    .bind(&name)
-                    .bind(payload)
-                    .bind(now_ms())
-                    .bind(&run_id)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(db("storing a signal"))?
-                    .rows_affected();
-                    if inserted == 0 {
-                        return Err(Error::Workflow(format!(
-                            "cannot signal run {run_id}: no such run"
-                        )));
-                    }
-                    Ok(())
-                })
+                let inserted = execute(
+                    c,
+                    "INSERT INTO signals (run_id, name, payload, created_at)
+                     SELECT id, ?, ?, ? FROM runs WHERE id = ?",
+                    rusqlite::params![name, payload, now_ms(), run_id],
+                )
+                .map_err(db("storing a signal"))?;
+                if inserted == 0 {
+                    return Err(Error::Workflow(format!(
+                        "cannot signal run {run_id}: no such run"
+                    )));
+                }
+                Ok(())
             })
             .await
     }
@@ -695,31 +781,26 @@ impl SignalStore for SqliteStore {
         let (run_id, name) = (run_id.to_owned(), name.to_owned());
         self.writer
             .write(Statements::Several, move |c| {
-                Box::pin(async move {
-                    let row = sqlx::query(
-                        "UPDATE signals SET delivered = 1 WHERE id = (
-                            SELECT id FROM signals WHERE run_id = ? AND name = ? AND delivered = 0
-                            ORDER BY id LIMIT 1)
-                         RETURNING payload",
-                    )
-                    .bind(&run_id)
-                    .bind(&name)
-                    .fetch_optional(&mut *c)
-                    .await
-                    .map_err(db("delivering a signal"))?;
-                    let Some(row) = row else {
-                        return Ok(None);
-                    };
-                    let payload: String = row
-                        .try_get("payload")
-                        .map_err(db("reading a signal payload"))?;
-                    let payload: Value = from_json(&payload, "a signal payload")?;
-                    entry.value = payload.clone();
-                    Insert::new(std::slice::from_ref(&entry), None)?
-                        .run(&mut *c)
-                        .await?;
-                    Ok(Some(payload))
-                })
+                let payload = query_first(
+                    c,
+                    "UPDATE signals SET delivered = 1 WHERE id = (
+                        SELECT id FROM signals WHERE run_id = ? AND name = ? AND delivered = 0
+                        ORDER BY id LIMIT 1)
+                     RETURNING payload",
+                    [&run_id, &name],
+                    db("delivering a signal"),
+                    |row| {
+                        row.get::<_, String>("payload")
+                            .map_err(db("reading a signal payload"))
+                    },
+                )?;
+                let Some(payload) = payload else {
+                    return Ok(None);
+                };
+                let payload: Value = from_json(&payload, "a signal payload")?;
+                entry.value = payload.clone();
+                Insert::new(std::slice::from_ref(&entry), None)?.run(c)?;
+                Ok(Some(payload))
             })
             .await
     }
@@ -736,29 +817,19 @@ impl LeaseStore for SqliteStore {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
         self.writer
             .write(Statements::One, move |c| {
-                Box::pin(async move {
-                    let now = now_ms();
-                    sqlx::query(
-                        "UPDATE runs SET status = 'running', attempts = attempts + 1, owner = ?,
-                            lease_until = ?, updated_at = ?, wake_at = NULL
-                         WHERE id = ? AND ((status = 'queued' AND (wake_at IS NULL OR wake_at <= ?))
-                            OR (status = 'running'
-                            AND (lease_until IS NULL OR lease_until < ?)))
-                         RETURNING *",
-                    )
-                    .bind(&owner)
-                    .bind(lease_until)
-                    .bind(now)
-                    .bind(&run_id)
-                    .bind(now)
-                    .bind(now)
-                    .fetch_optional(&mut *c)
-                    .await
-                    .map_err(|e| store_error("sqlite", &format!("claiming run {run_id}"), e))?
-                    .as_ref()
-                    .map(run_from_row)
-                    .transpose()
-                })
+                let now = now_ms();
+                query_first(
+                    c,
+                    "UPDATE runs SET status = 'running', attempts = attempts + 1, owner = ?,
+                        lease_until = ?, updated_at = ?, wake_at = NULL
+                     WHERE id = ? AND ((status = 'queued' AND (wake_at IS NULL OR wake_at <= ?))
+                        OR (status = 'running'
+                        AND (lease_until IS NULL OR lease_until < ?)))
+                     RETURNING *",
+                    rusqlite::params![owner, lease_until, now, run_id, now, now],
+                    |e| store_error("sqlite", &format!("claiming run {run_id}"), e),
+                    written_run,
+                )
             })
             .await
     }
@@ -775,34 +846,23 @@ impl LeaseStore for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.writer
             .write(Statements::One, move |c| {
-                Box::pin(async move {
-                    let now = now_ms();
-                    sqlx::query(
-                        "UPDATE runs SET status = 'running', attempts = attempts + 1, owner = ?,
-                            lease_until = ?, updated_at = ?, wake_at = NULL
-                         WHERE id IN (SELECT id FROM runs
-                            WHERE target IN (SELECT value FROM json_each(?))
-                              AND ((status = 'queued' AND (wake_at IS NULL OR wake_at <= ?))
-                                   OR (status = 'running'
-                                   AND (lease_until IS NULL OR lease_until < ?)))
-                            ORDER BY created_at, id LIMIT ?)
-                         RETURNING *",
-                    )
-                    .bind(&owner)
-                    .bind(lease_until)
-                    .bind(now)
-                    .bind(targets)
-                    .bind(now)
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(&mut *c)
-                    .await
-                    .map_err(db("claiming runs"))?
-                    .iter()
-                    .map(run_from_row)
-                    .collect::<Result<Vec<_>>>()
-                    .map(oldest_first)
-                })
+                let now = now_ms();
+                query(
+                    c,
+                    "UPDATE runs SET status = 'running', attempts = attempts + 1, owner = ?,
+                        lease_until = ?, updated_at = ?, wake_at = NULL
+                     WHERE id IN (SELECT id FROM runs
+                        WHERE target IN (SELECT value FROM json_each(?))
+                          AND ((status = 'queued' AND (wake_at IS NULL OR wake_at <= ?))
+                               OR (status = 'running'
+                               AND (lease_until IS NULL OR lease_until < ?)))
+                        ORDER BY created_at, id LIMIT ?)
+                     RETURNING *",
+                    rusqlite::params![owner, lease_until, now, targets, now, now, limit],
+                    db("claiming runs"),
+                    written_run,
+                )
+                .map(oldest_first)
             })
             .await
     }
@@ -812,20 +872,14 @@ impl LeaseStore for SqliteStore {
         let owner = owner.to_owned();
         self.writer
             .write(Statements::One, move |c| {
-                Box::pin(async move {
-                    Ok(sqlx::query(
-                        "UPDATE runs SET lease_until = ?
-                         WHERE owner = ? AND status = 'running'
-                            AND id IN (SELECT value FROM json_each(?))",
-                    )
-                    .bind(lease_until)
-                    .bind(&owner)
-                    .bind(run_ids)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(db("renewing leases"))?
-                    .rows_affected())
-                })
+                execute(
+                    c,
+                    "UPDATE runs SET lease_until = ?
+                     WHERE owner = ? AND status = 'running'
+                        AND id IN (SELECT value FROM json_each(?))",
+                    rusqlite::params![lease_until, owner, run_ids],
+                )
+                .map_err(db("renewing leases"))
             })
             .await
     }
@@ -845,21 +899,15 @@ impl KvStore for SqliteStore {
         let expires_at = super::expires_at(ttl);
         self.writer
             .write(Statements::One, move |c| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?, ?, ?, ?)
-                         ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
-                            expires_at = excluded.expires_at",
-                    )
-                    .bind(&namespace)
-                    .bind(&key)
-                    .bind(value)
-                    .bind(expires_at)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(db("storing a context value"))?;
-                    Ok(())
-                })
+                execute(
+                    c,
+                    "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
+                        expires_at = excluded.expires_at",
+                    rusqlite::params![namespace, key, value, expires_at],
+                )
+                .map_err(db("storing a context value"))?;
+                Ok(())
             })
             .await
     }
@@ -890,24 +938,18 @@ impl KvStore for SqliteStore {
         let (namespace, key) = (namespace.to_owned(), key.to_owned());
         self.writer
             .write(Statements::One, move |c| {
-                Box::pin(async move {
-                    let row = sqlx::query(
-                        "DELETE FROM kv WHERE namespace = ? AND key = ?
-                         RETURNING (expires_at IS NULL OR expires_at > ?) AS live",
-                    )
-                    .bind(&namespace)
-                    .bind(&key)
-                    .bind(now_ms())
-                    .fetch_optional(&mut *c)
-                    .await
-                    .map_err(db("deleting a context value"))?;
-                    match row {
-                        None => Ok(false),
-                        Some(row) => row
-                            .try_get::<bool, _>("live")
-                            .map_err(db("deleting a context value")),
-                    }
-                })
+                Ok(query_first(
+                    c,
+                    "DELETE FROM kv WHERE namespace = ? AND key = ?
+                     RETURNING (expires_at IS NULL OR expires_at > ?) AS live",
+                    rusqlite::params![namespace, key, now_ms()],
+                    db("deleting a context value"),
+                    |row| {
+                        row.get::<_, bool>("live")
+                            .map_err(db("deleting a context value"))
+                    },
+                )?
+                .unwrap_or(false))
             })
             .await
     }
@@ -915,7 +957,7 @@ impl KvStore for SqliteStore {
 
 const DOC_COLUMNS: &str = "id, value, revision, created_at, updated_at";
 
-/// A document write with its value encoded, ready for the writer task.
+/// A document write with its value encoded, ready for the writer.
 struct PreparedDoc {
     collection: String,
     id: String,
@@ -926,20 +968,23 @@ struct PreparedDoc {
 impl PreparedDoc {
     /// Makes the write on `c` (inside the writer's transaction); `None` when `expect` did
     /// not hold (nothing written).
-    async fn run(&self, c: &mut SqliteConnection, now: i64) -> Result<Option<Doc>> {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(doc_put_sql(self.expect)))
-            .bind(&self.collection)
-            .bind(&self.id)
-            .bind(&self.value)
-            .bind(now);
-        if let Expect::Revision(r) = self.expect {
-            q = q.bind(i64::try_from(r).unwrap_or(i64::MAX));
+    fn run(&self, c: &Connection, now: i64) -> Result<Option<Doc>> {
+        let revision = match self.expect {
+            Expect::Revision(r) => Some(i64::try_from(r).unwrap_or(i64::MAX)),
+            Expect::Any | Expect::Absent => None,
+        };
+        let mut params: Vec<&dyn rusqlite::ToSql> =
+            vec![&self.collection, &self.id, &self.value, &now];
+        if let Some(r) = &revision {
+            params.push(r);
         }
-        q.fetch_optional(c)
-            .await
-            .map_err(db("writing a document"))?
-            .map(|row| rows::doc_from_row("sqlite", &row, &self.collection))
-            .transpose()
+        query_first(
+            c,
+            &doc_put_sql(self.expect),
+            params.as_slice(),
+            db("writing a document"),
+            |row| rows::doc_from_columns("sqlite", &Written(row), &self.collection),
+        )
     }
 }
 
@@ -985,9 +1030,7 @@ impl DocStore for SqliteStore {
         };
         let now = now_ms();
         self.writer
-            .write(Statements::One, move |c| {
-                Box::pin(async move { write.run(c, now).await })
-            })
+            .write(Statements::One, move |c| write.run(c, now))
             .await
     }
 
@@ -1011,16 +1054,14 @@ impl DocStore for SqliteStore {
         let now = now_ms();
         self.writer
             .write(statements, move |c| {
-                Box::pin(async move {
-                    let mut done = Vec::with_capacity(writes.len());
-                    for w in &writes {
-                        match w.run(&mut *c, now).await? {
-                            Some(doc) => done.push(doc),
-                            None => break,
-                        }
+                let mut done = Vec::with_capacity(writes.len());
+                for w in &writes {
+                    match w.run(c, now)? {
+                        Some(doc) => done.push(doc),
+                        None => break,
                     }
-                    Ok(done)
-                })
+                }
+                Ok(done)
             })
             .await
     }
@@ -1034,7 +1075,7 @@ impl DocStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db("reading a document"))?
-        .map(|row| rows::doc_from_row("sqlite", &row, collection))
+        .map(|row| rows::doc_from_columns("sqlite", &SqlxRow(&row), collection))
         .transpose()
     }
 
@@ -1047,20 +1088,14 @@ impl DocStore for SqliteStore {
         let (collection, id) = (collection.to_owned(), id.to_owned());
         self.writer
             .write(Statements::One, move |c| {
-                Box::pin(async move {
-                    Ok(sqlx::query(
-                        "DELETE FROM docs WHERE collection = ?1 AND id = ?2
-                            AND (?3 IS NULL OR revision = ?3)",
-                    )
-                    .bind(&collection)
-                    .bind(&id)
-                    .bind(revision)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(db("deleting a document"))?
-                    .rows_affected()
-                        > 0)
-                })
+                Ok(execute(
+                    c,
+                    "DELETE FROM docs WHERE collection = ?1 AND id = ?2
+                        AND (?3 IS NULL OR revision = ?3)",
+                    rusqlite::params![collection, id, revision],
+                )
+                .map_err(db("deleting a document"))?
+                    > 0)
             })
             .await
     }
@@ -1086,7 +1121,7 @@ impl DocStore for SqliteStore {
         .await
         .map_err(db("listing documents"))?
         .iter()
-        .map(|row| rows::doc_from_row("sqlite", row, collection))
+        .map(|row| rows::doc_from_columns("sqlite", &SqlxRow(row), collection))
         .collect()
     }
 }

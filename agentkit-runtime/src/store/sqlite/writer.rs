@@ -1,13 +1,19 @@
-//! Group commit: every write of a [`SqliteStore`](super::SqliteStore) goes through one task
+//! Group commit: every write of a [`SqliteStore`](super::SqliteStore) goes through one thread
 //! that owns the write connection.
 //!
 //! SQLite has one writer at a time, and what a write transaction costs is mostly its
 //! `COMMIT` (the WAL append, the lock hand-over between connections; with several
 //! connections writing at once, also the busy handler's sleeps). So the store does not let
-//! callers write on their own connections: each write is a *job* sent to the writer task,
+//! callers write on their own connections: each write is a *job* sent to the writer thread,
 //! which takes every job queued (up to [`MAX_BATCH`]), runs them in one
 //! `BEGIN IMMEDIATE … COMMIT` and only then answers their callers. Under load, many writes
 //! share one commit; a lone write runs at once, as before.
+//!
+//! The writer is a thread of its own with a [`rusqlite::Connection`], not a task on a pool
+//! connection of sqlx: sqlx runs each statement on its connection's worker thread and hands
+//! the statement and its result across a channel, two thread wake-ups per statement. Here a
+//! batch costs one wake-up of the writer (when it was idle) and one answer per caller, and
+//! its statements run back to back, prepared once and kept ([`prepare`]).
 //!
 //! Each job still succeeds or fails on its own:
 //!
@@ -22,21 +28,30 @@
 //! Durability is the same as one transaction per write: a caller is answered only after the
 //! `COMMIT` that holds its write (or with an error when that `COMMIT` fails). A caller that
 //! stops waiting (its future dropped) after its job was queued does not take the job back;
-//! like a statement already sent, it commits or not.
+//! like a statement already sent, it commits or not. The thread ends when the last handle
+//! ([`Writer`]) is dropped, after answering every job already sent.
 
 use std::collections::VecDeque;
+use std::sync::mpsc;
+use std::time::Duration;
 
-use agentkit_core::{Error, Result};
-use futures::future::BoxFuture;
-use sqlx::sqlite::{Sqlite, SqliteConnection, SqlitePool};
-use sqlx::{Connection, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use agentkit_core::{BoxError, Error, Result};
+use rusqlite::{CachedStatement, Connection};
+use tokio::sync::oneshot;
 
 use crate::store::store_error;
 
 /// At most this many jobs share one transaction: enough to amortise the commit, few enough
 /// that no caller waits long behind the others.
 const MAX_BATCH: usize = 512;
+
+/// How many prepared statements the write connection keeps (the writes' statements, the
+/// journal inserts of a few sizes, the transaction statements).
+const CACHED_STATEMENTS: usize = 64;
+
+/// The `tracing` target the writer logs each statement of a write under (level `DEBUG`, the
+/// SQL in field `db.statement`, as sqlx logs its statements under `sqlx::query`).
+pub(super) const STATEMENT_TARGET: &str = "agentkit_runtime::store::sqlite::write";
 
 /// How many statements of a job write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,57 +90,68 @@ type Ran = (Option<String>, Answer);
 
 /// Runs a job on the connection, or (given an abort) answers it with the abort's error
 /// without running it.
-type Run = Box<
-    dyn for<'c> FnOnce(
-            std::result::Result<&'c mut SqliteConnection, &'c Abort>,
-        ) -> BoxFuture<'c, Ran>
-        + Send,
->;
+type Run = Box<dyn FnOnce(std::result::Result<&Connection, &Abort>) -> Ran + Send>;
 
 struct Job {
     statements: Statements,
     run: Run,
 }
 
-/// Pins down the higher-ranked signature of a job's closure (closures passed to `Box::new`
-/// alone do not get it inferred).
-fn run_fn<F>(f: F) -> F
-where
-    F: for<'c> FnOnce(
-            std::result::Result<&'c mut SqliteConnection, &'c Abort>,
-        ) -> BoxFuture<'c, Ran>
-        + Send
-        + 'static,
-{
-    f
+enum Message {
+    Write(Job),
+    /// Close the connection once the jobs sent before are answered; fail later ones.
+    Close(oneshot::Sender<()>),
 }
+
+/// Opens the write connection: at start, and again when a failed `COMMIT` or `ROLLBACK` left
+/// the connection in an unknown state.
+pub(super) type Open = Box<dyn Fn() -> rusqlite::Result<Connection> + Send>;
 
 fn stopped() -> Error {
     store_error(
         "sqlite",
         "writing",
-        "the store's writer task has stopped (the tokio runtime the store was opened on shut \
-         down); open the store again on a running runtime",
+        "the store's writer thread has stopped (it could not be started or it panicked); open \
+         the store again",
     )
 }
 
-/// The handle callers send their writes through; cheap to clone. The writer task ends when
+/// The handle callers send their writes through; cheap to clone. The writer thread ends when
 /// the last handle is dropped, after answering every job already sent.
 #[derive(Debug, Clone)]
 pub(super) struct Writer {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::Sender<Message>,
 }
 
 impl Writer {
-    /// Start the writer task on the current tokio runtime, writing through `pool` (one
-    /// connection per batch; the store's file gets a pool of its own with one connection).
-    /// With `reconnect`, a connection left in an unknown state by a failed `COMMIT` or
-    /// `ROLLBACK` is closed, so the pool opens a fresh one (not for a private in-memory
-    /// database, whose data would go with its connection).
-    pub(super) fn start(pool: SqlitePool, reconnect: bool) -> Self {
-        let (jobs, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer_loop(pool, reconnect, rx));
-        Self { jobs }
+    /// Start the writer thread: it opens its connection with `open` (the error comes back
+    /// here) and keeps `keep` until it ends (what must outlive the connection).
+    pub(super) async fn start<K: Send + 'static>(
+        open: Open,
+        keep: K,
+    ) -> std::result::Result<Self, BoxError> {
+        let (jobs, rx) = mpsc::channel();
+        let (opened, was_opened) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("agentkit-sqlite-writer".into())
+            .spawn(move || {
+                let conn = match open().and_then(configure) {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        let _ = opened.send(Err(e));
+                        return;
+                    }
+                };
+                if opened.send(Ok(())).is_ok() {
+                    writer_loop(conn, &open, &rx);
+                }
+                drop(keep);
+            })?;
+        match was_opened.await {
+            Ok(Ok(())) => Ok(Self { jobs }),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(stopped().into()),
+        }
     }
 
     /// Run `write` on the write connection, in a transaction it may share with other
@@ -134,144 +160,189 @@ impl Writer {
     pub(super) async fn write<T, F>(&self, statements: Statements, write: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let run = run_fn(move |conn| {
-            Box::pin(async move {
-                let conn = match conn {
-                    Ok(conn) => conn,
-                    Err(abort) => {
-                        let _ = tx.send(Err(abort.error()));
-                        let answered: Answer = Box::new(|_| {});
-                        return (None, answered);
-                    }
+        let run: Run = Box::new(move |conn| {
+            let conn = match conn {
+                Ok(conn) => conn,
+                Err(abort) => {
+                    let _ = tx.send(Err(abort.error()));
+                    let answered: Answer = Box::new(|_| {});
+                    return (None, answered);
+                }
+            };
+            let result = write(conn);
+            let failed = result.as_ref().err().map(ToString::to_string);
+            let answer: Answer = Box::new(move |abort| {
+                let result = match (result, abort) {
+                    (Ok(_), Some(abort)) => Err(abort.error()),
+                    (result, _) => result,
                 };
-                let result = write(conn).await;
-                let failed = result.as_ref().err().map(ToString::to_string);
-                let answer: Answer = Box::new(move |abort| {
-                    let result = match (result, abort) {
-                        (Ok(_), Some(abort)) => Err(abort.error()),
-                        (result, _) => result,
-                    };
-                    // The caller may have stopped waiting; its write is settled either way.
-                    let _ = tx.send(result);
-                });
-                (failed, answer)
-            })
+                // The caller may have stopped waiting; its write is settled either way.
+                let _ = tx.send(result);
+            });
+            (failed, answer)
         });
         self.jobs
-            .send(Job {
-                statements,
-                run: Box::new(run),
-            })
+            .send(Message::Write(Job { statements, run }))
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
+
+    /// Answer the writes sent so far, then close the write connection: later writes fail.
+    pub(super) async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(Message::Close(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
 }
 
-async fn writer_loop(pool: SqlitePool, reconnect: bool, mut rx: mpsc::UnboundedReceiver<Job>) {
-    let mut queue: VecDeque<Job> = VecDeque::new();
+/// What every write connection gets, however it was opened.
+fn configure(conn: Connection) -> rusqlite::Result<Connection> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.set_prepared_statement_cache_capacity(CACHED_STATEMENTS);
+    Ok(conn)
+}
+
+/// A prepared statement of the write connection, kept for the next write with the same SQL;
+/// logs `sql` under [`STATEMENT_TARGET`].
+pub(super) fn prepare<'c>(
+    conn: &'c Connection,
+    sql: &str,
+) -> rusqlite::Result<CachedStatement<'c>> {
+    tracing::event!(target: STATEMENT_TARGET, tracing::Level::DEBUG, db.statement = sql);
+    conn.prepare_cached(sql)
+}
+
+fn writer_loop(conn: Connection, open: &Open, rx: &mpsc::Receiver<Message>) {
+    let mut conn = Some(conn);
+    let mut closed = false;
+    let mut queue: VecDeque<Message> = VecDeque::new();
     loop {
         if queue.is_empty() {
-            match rx.recv().await {
-                Some(job) => queue.push_back(job),
-                None => return,
+            match rx.recv() {
+                Ok(message) => queue.push_back(message),
+                Err(_) => return,
             }
         }
         while queue.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => queue.push_back(job),
+                Ok(message) => queue.push_back(message),
                 Err(_) => break,
             }
         }
-        let batch: Vec<Job> = queue.drain(..queue.len().min(MAX_BATCH)).collect();
-        let not_run = run_batch(&pool, reconnect, batch).await;
+        let mut batch = Vec::with_capacity(queue.len().min(MAX_BATCH));
+        while batch.len() < MAX_BATCH {
+            match queue.pop_front() {
+                Some(Message::Write(job)) => batch.push(job),
+                Some(close @ Message::Close(_)) => {
+                    queue.push_front(close);
+                    break;
+                }
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            if let Some(Message::Close(done)) = queue.pop_front() {
+                conn = None;
+                closed = true;
+                let _ = done.send(());
+            }
+            continue;
+        }
+        if closed {
+            let abort = Abort::new(
+                "writing",
+                "the store was closed (SqliteStore::close); open it again to write",
+            );
+            fail_all(batch, &abort);
+            continue;
+        }
+        let c = match &conn {
+            Some(c) => c,
+            None => match open().and_then(configure) {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    let abort = Abort::new("reopening the write connection", e.to_string());
+                    fail_all(batch, &abort);
+                    continue;
+                }
+            },
+        };
+        let (not_run, usable) = run_batch(c, batch);
+        if !usable {
+            // Left in an unknown state (a failed `COMMIT` or `ROLLBACK`): the next batch
+            // gets a fresh connection.
+            conn = None;
+        }
         for job in not_run.into_iter().rev() {
-            queue.push_front(job);
+            queue.push_front(Message::Write(job));
         }
     }
 }
 
 /// Answer jobs that cannot run with `abort`'s error.
-async fn fail_all(jobs: Vec<Job>, abort: &Abort) {
+fn fail_all(jobs: Vec<Job>, abort: &Abort) {
     tracing::warn!(context = abort.context, error = %abort.message, jobs = jobs.len(), "sqlite store: writes failed before they ran");
     for job in jobs {
-        let (_, answer) = (job.run)(Err(abort)).await;
+        let (_, answer) = (job.run)(Err(abort));
         answer(Some(abort));
     }
 }
 
 /// Run one batch and answer its callers; returns the jobs that did not run because SQLite
-/// rolled the transaction back under them (to run in the next batch).
-async fn run_batch(pool: &SqlitePool, reconnect: bool, jobs: Vec<Job>) -> Vec<Job> {
-    let mut conn = match pool.acquire().await {
-        Ok(c) => c,
-        Err(e) => {
-            let abort = Abort::new(
-                "getting the write connection (was the store closed?)",
-                e.to_string(),
-            );
-            fail_all(jobs, &abort).await;
-            return Vec::new();
-        }
-    };
+/// rolled the transaction back under them (to run in the next batch), and whether the
+/// connection is still usable (no transaction left open).
+fn run_batch(conn: &Connection, jobs: Vec<Job>) -> (Vec<Job>, bool) {
     if let [job] = jobs.as_slice()
         && job.statements == Statements::One
     {
         // A lone one-statement write commits on its own: no transaction round trips.
         for job in jobs {
-            let (_, answer) = (job.run)(Ok(&mut *conn)).await;
+            let (_, answer) = (job.run)(Ok(conn));
             answer(None);
         }
-        return Vec::new();
+        return (Vec::new(), conn.is_autocommit());
     }
     let alone = jobs.len() == 1;
     tracing::trace!(
         writes = jobs.len(),
         "sqlite store: one transaction for a batch of writes"
     );
-    let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
-        Ok(tx) => tx,
-        Err(e) => {
-            let abort = Abort::new("starting a write transaction", e.to_string());
-            fail_all(jobs, &abort).await;
-            return Vec::new();
-        }
-    };
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        let abort = Abort::new("starting a write transaction", e);
+        fail_all(jobs, &abort);
+        return (Vec::new(), conn.is_autocommit());
+    }
     let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
     let mut jobs = jobs.into_iter();
     let mut lone_failed = false;
     let mut lost: Option<(Abort, Option<Job>)> = None;
     for job in jobs.by_ref() {
         let savepoint = !alone && job.statements == Statements::Several;
-        if savepoint && let Err(e) = exec(&mut tx, "SAVEPOINT agentkit_write").await {
+        if savepoint && let Err(e) = exec(conn, "SAVEPOINT agentkit_write") {
             lost = Some((Abort::new("opening a savepoint for a write", e), Some(job)));
             break;
         }
-        let (failed, answer) = (job.run)(Ok(&mut *tx)).await;
+        let (failed, answer) = (job.run)(Ok(conn));
         answers.push(answer);
         let outcome = match failed {
-            None if savepoint => exec(&mut tx, "RELEASE agentkit_write")
-                .await
+            None if savepoint => exec(conn, "RELEASE agentkit_write")
                 .map_err(|e| Abort::new("releasing the savepoint of a write", e)),
             None => Ok(()),
             Some(_) if alone => {
                 lone_failed = true;
                 Ok(())
             }
-            Some(failed) if savepoint => match exec(&mut tx, "ROLLBACK TO agentkit_write").await {
-                Ok(()) => exec(&mut tx, "RELEASE agentkit_write")
-                    .await
-                    .map_err(|e| Abort::new("releasing the savepoint of a write", e)),
-                Err(_) => Err(rolled_back(&failed)),
-            },
-            // `BEGIN` fails inside a transaction and changes nothing; when it succeeds, the
-            // failed statement took the whole transaction with it.
-            Some(failed) => match exec(&mut tx, "BEGIN").await {
-                Err(_) => Ok(()),
-                Ok(()) => Err(rolled_back(&failed)),
-            },
+            // The failed statement took the whole transaction with it.
+            Some(failed) if conn.is_autocommit() => Err(rolled_back(&failed)),
+            Some(_) if savepoint => exec(conn, "ROLLBACK TO agentkit_write")
+                .and_then(|()| exec(conn, "RELEASE agentkit_write"))
+                .map_err(|e| Abort::new("rolling back the savepoint of a failed write", e)),
+            Some(_) => Ok(()),
         };
         if let Err(abort) = outcome {
             lost = Some((abort, None));
@@ -280,39 +351,38 @@ async fn run_batch(pool: &SqlitePool, reconnect: bool, jobs: Vec<Job>) -> Vec<Jo
     }
     if let Some((abort, unrun)) = lost {
         // Whatever SQLite kept of the transaction goes: the callers are told nothing was
-        // stored. `BEGIN` first, so sqlx's `ROLLBACK` has a transaction to end either way.
-        let _ = exec(&mut tx, "BEGIN").await;
-        if tx.rollback().await.is_err() && reconnect {
-            conn.close_on_drop();
-        }
+        // stored.
+        let usable = conn.is_autocommit() || exec(conn, "ROLLBACK").is_ok();
         for answer in answers {
             answer(Some(&abort));
         }
         let mut rest: Vec<Job> = unrun.into_iter().collect();
         rest.extend(jobs);
-        return rest;
+        return (rest, usable);
     }
     let settled = if lone_failed {
-        tx.rollback()
-            .await
-            .map_err(|e| Abort::new("rolling back a failed write", e.to_string()))
+        if conn.is_autocommit() {
+            Ok(())
+        } else {
+            exec(conn, "ROLLBACK").map_err(|e| Abort::new("rolling back a failed write", e))
+        }
     } else {
-        tx.commit()
-            .await
-            .map_err(|e| Abort::new("committing a batch of writes", e.to_string()))
+        exec(conn, "COMMIT").map_err(|e| Abort::new("committing a batch of writes", e))
     };
-    match settled {
-        Ok(()) => answers.into_iter().for_each(|a| a(None)),
+    let usable = match settled {
+        Ok(()) => {
+            answers.into_iter().for_each(|a| a(None));
+            conn.is_autocommit()
+        }
         Err(abort) => {
-            if reconnect {
-                conn.close_on_drop();
-            }
+            let usable = conn.is_autocommit() || exec(conn, "ROLLBACK").is_ok();
             for answer in answers {
                 answer(Some(&abort));
             }
+            usable
         }
-    }
-    Vec::new()
+    };
+    (Vec::new(), usable)
 }
 
 fn rolled_back(failed: &str) -> Abort {
@@ -325,13 +395,10 @@ fn rolled_back(failed: &str) -> Abort {
     )
 }
 
-async fn exec(
-    tx: &mut Transaction<'_, Sqlite>,
-    sql: &'static str,
-) -> std::result::Result<(), String> {
-    sqlx::query(sql)
-        .execute(&mut **tx)
-        .await
+/// Run a transaction-control statement (not logged: it is the writer's, not a write's).
+fn exec(conn: &Connection, sql: &'static str) -> std::result::Result<(), String> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
@@ -340,25 +407,26 @@ async fn exec(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::time::Duration;
+    use std::path::{Path, PathBuf};
 
-    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
     use super::*;
+
+    fn opener(path: &Path) -> Open {
+        let path: PathBuf = path.to_owned();
+        Box::new(move || Connection::open(&path))
+    }
 
     fn insert(writer: &Writer, x: i64) -> tokio::task::JoinHandle<Result<()>> {
         let writer = writer.clone();
         tokio::spawn(async move {
             writer
                 .write(Statements::One, move |c| {
-                    Box::pin(async move {
-                        sqlx::query("INSERT INTO t (x) VALUES (?)")
-                            .bind(x)
-                            .execute(&mut *c)
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| store_error("sqlite", "inserting", e))
-                    })
+                    prepare(c, "INSERT INTO t (x) VALUES (?)")
+                        .and_then(|mut s| s.execute([x]))
+                        .map(|_| ())
+                        .map_err(|e| store_error("sqlite", "inserting", e))
                 })
                 .await
         })
@@ -373,33 +441,36 @@ mod tests {
             == 1
     }
 
+    /// A database with table `t (columns)` in a temporary directory, a pool of two
+    /// connections to it and a writer.
+    async fn database(columns: &str) -> (tempfile::TempDir, SqlitePool, Writer) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE TABLE t ({columns})")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let writer = Writer::start(opener(&path), ()).await.unwrap();
+        (dir, pool, writer)
+    }
+
     /// What SQLite does on an I/O error, a full disk or out of memory: the failing statement
     /// takes the whole transaction with it. The writes that ran before it in the same
     /// transaction are answered with an error (they are not stored); the ones after it run in
     /// a new transaction and succeed.
     #[tokio::test]
     async fn a_write_that_loses_the_transaction_fails_the_writes_before_it_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = SqliteConnectOptions::new()
-            .filename(dir.path().join("w.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(options.clone())
-            .await
-            .unwrap();
-        sqlx::query("CREATE TABLE t (x INTEGER)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        let write_pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .unwrap();
-        let writer = Writer::start(write_pool, true);
+        let (_dir, pool, writer) = database("x INTEGER").await;
 
         // Hold the write lock so that the next three writes share one transaction.
         let blocker = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
@@ -410,13 +481,9 @@ mod tests {
         let w = writer.clone();
         let breaker = tokio::spawn(async move {
             w.write(Statements::One, |c| {
-                Box::pin(async move {
-                    sqlx::query("ROLLBACK")
-                        .execute(&mut *c)
-                        .await
-                        .map_err(|e| store_error("sqlite", "rolling back", e))?;
-                    Err::<(), _>(Error::Workflow("simulated disk I/O error".into()))
-                })
+                c.execute_batch("ROLLBACK")
+                    .map_err(|e| store_error("sqlite", "rolling back", e))?;
+                Err::<(), _>(Error::Workflow("simulated disk I/O error".into()))
             })
             .await
         });
@@ -448,38 +515,46 @@ mod tests {
     /// A lone write of several statements that fails part-way keeps none of them.
     #[tokio::test]
     async fn a_lone_write_of_several_statements_is_all_or_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = SqliteConnectOptions::new()
-            .filename(dir.path().join("w.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .unwrap();
-        sqlx::query("CREATE TABLE t (x INTEGER UNIQUE)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        let writer = Writer::start(pool.clone(), false);
+        let (_dir, pool, writer) = database("x INTEGER UNIQUE").await;
         let result = writer
             .write(Statements::Several, |c| {
-                Box::pin(async move {
-                    for x in [1, 2, 1] {
-                        sqlx::query("INSERT INTO t (x) VALUES (?)")
-                            .bind(x)
-                            .execute(&mut *c)
-                            .await
-                            .map_err(|e| store_error("sqlite", "inserting", e))?;
-                    }
-                    Ok(())
-                })
+                for x in [1, 2, 1] {
+                    prepare(c, "INSERT INTO t (x) VALUES (?)")
+                        .and_then(|mut s| s.execute([x]))
+                        .map_err(|e| store_error("sqlite", "inserting", e))?;
+                }
+                Ok(())
             })
             .await;
         assert!(result.is_err());
         assert!(!stored(&pool, 1).await && !stored(&pool, 2).await);
         insert(&writer, 4).await.unwrap().unwrap();
         assert!(stored(&pool, 4).await);
+    }
+
+    /// `close` answers the writes sent before it (committed); writes after it fail with an
+    /// error that says so.
+    #[tokio::test]
+    async fn close_commits_the_writes_sent_before_it_and_fails_later_ones() {
+        let (_dir, pool, writer) = database("x INTEGER").await;
+        let blocker = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let queued: Vec<_> = (10..20).map(|x| insert(&writer, x)).collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let closing = {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.close().await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        blocker.commit().await.unwrap();
+        closing.await.unwrap();
+        for q in queued {
+            q.await.unwrap().unwrap();
+        }
+        for x in 10..20 {
+            assert!(stored(&pool, x).await);
+        }
+        let err = insert(&writer, 99).await.unwrap().unwrap_err().to_string();
+        assert!(err.contains("closed"), "{err}");
+        assert!(!stored(&pool, 99).await);
     }
 }

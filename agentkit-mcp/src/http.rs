@@ -203,7 +203,15 @@ enum Checked {
 fn check_message(body: &[u8]) -> Result<Checked, HttpResponse> {
     // A well-formed message (nearly every one) is read once, as the typed message; the
     // checks below only run to say what is wrong with one that is not.
-    if let Ok(message) = serde_json::from_slice::<ClientJsonRpcMessage>(body) {
+    // (A request rmcp does not know, or a known method with params it cannot read, such
+    // as `tools/call` with string `arguments`, parses as a custom request: checked below.)
+    if let Ok(message) = serde_json::from_slice::<ClientJsonRpcMessage>(body)
+        && !matches!(
+            &message,
+            ClientJsonRpcMessage::Request(r)
+                if matches!(r.request, rmcp::model::ClientRequest::CustomRequest(_))
+        )
+    {
         let initialize = matches!(
             &message,
             ClientJsonRpcMessage::Request(r)

@@ -1,11 +1,18 @@
 //! What agentkit-runtime's PostgreSQL tests share: a throwaway server ([`Pg`], in `pg.rs`,
 //! which agentkit-server's tests include too) and a fresh database on it.
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    dead_code,
+    unreachable_pub,
+    unused_imports
+)]
 
 mod pg;
 
 pub use pg::Pg;
 
+#[cfg(feature = "postgres")]
 impl Pg {
     /// A fresh, empty database `agentkit_<name>_<pid>` on this server (dropped first if a
     /// previous run left it); returns its URL.

@@ -235,7 +235,7 @@ impl AuditEntry {
 fn entry_hash(seq: u64, prev_hash: &str, event: &AuditEvent) -> String {
     let mut text = String::new();
     match serde_json::to_value(event) {
-        Ok(v) => canonical(&v, &mut text),
+        Ok(v) => canonical_json(&v, &mut text),
         Err(e) => text = format!("unserialisable event: {e}"),
     }
     let mut h = Sha256::new();
@@ -257,8 +257,11 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// JSON with object keys sorted at every level (a database may reorder keys).
-fn canonical(v: &Value, out: &mut String) {
+/// Append `v` to `out` as canonical JSON: object keys sorted at every level, no whitespace,
+/// so equal values give equal text whatever order their keys came in (a database or a
+/// client may reorder them). What the audit chain hashes; also used to compare or hash
+/// any JSON value by content.
+pub fn canonical_json(v: &Value, out: &mut String) {
     match v {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
@@ -271,7 +274,7 @@ fn canonical(v: &Value, out: &mut String) {
                 out.push_str(&Value::String(k.clone()).to_string());
                 out.push(':');
                 if let Some(item) = map.get(k) {
-                    canonical(item, out);
+                    canonical_json(item, out);
                 }
             }
             out.push('}');
@@ -282,7 +285,7 @@ fn canonical(v: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                canonical(item, out);
+                canonical_json(item, out);
             }
             out.push(']');
         }

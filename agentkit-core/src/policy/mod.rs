@@ -57,7 +57,7 @@ mod layer;
 
 pub use audit::{
     AuditEntry, AuditEvent, AuditOutcome, AuditSink, ChainBreak, GENESIS_HASH, MemoryAuditLog,
-    verify_chain,
+    canonical_json, verify_chain,
 };
 pub use compiled::{Policy, RateLimited};
 pub use layer::{PolicyLayer, PolicyScope, PolicyService};

@@ -21,6 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentkit_core::policy::canonical_json;
 use agentkit_core::{Error, Result};
 use agentkit_runtime::model::{Expect, now_ms};
 use agentkit_runtime::{Doc, Store};
@@ -58,42 +59,11 @@ pub(crate) fn valid_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= MAX_KEY_BYTES && key.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
-/// `value` as canonical JSON: object keys sorted, no whitespace.
-fn canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(&map[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(v, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
-
 /// What a call is, for comparing a retry with the first attempt: a digest of its server,
 /// tool and arguments (not its id or timeout).
 pub(crate) fn fingerprint(call: &Call) -> String {
     let mut text = String::new();
-    canonical(
+    canonical_json(
         &json!({"server": call.server, "tool": call.tool, "arguments": call.arguments}),
         &mut text,
     );
@@ -332,7 +302,7 @@ mod tests {
             }
             let v = Value::Object(m);
             let mut text = String::new();
-            canonical(&v, &mut text);
+            canonical_json(&v, &mut text);
             prop_assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), v);
         }
     }

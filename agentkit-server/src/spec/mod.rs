@@ -23,8 +23,8 @@ pub(crate) use catalog::schedule_from_spec;
 pub use models::ModelFactory;
 pub use server::{DeclarativeBuilder, server_builder};
 
+use agentkit_core::policy::canonical_json;
 use serde::Serialize;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// A stable content hash of a spec: the SHA-256 (lowercase hex) of its canonical JSON (object
@@ -52,41 +52,8 @@ use sha2::{Digest, Sha256};
 pub fn spec_hash(value: &impl Serialize) -> String {
     let mut text = String::new();
     match serde_json::to_value(value) {
-        Ok(v) => canonical(&v, &mut text),
+        Ok(v) => canonical_json(&v, &mut text),
         Err(e) => text = format!("unserialisable spec: {e}"),
     }
     hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-/// Writes `v` as JSON with object keys sorted.
-fn canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                if let Some(item) = map.get(k) {
-                    canonical(item, out);
-                }
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(item, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
 }

@@ -43,52 +43,61 @@ impl LlmProvider for Stuck {
     }
 }
 
-async fn call(
-    base: &str,
-    key: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    inproc::call_as(base, key, method, path, body).await
+/// The API as one key of `acme/prod`, and the audit log it writes to.
+struct Api {
+    base: String,
+    key: String,
+    key_id: String,
 }
 
-/// Every audit entry of `acme/prod`, read at once (no waiting).
-async fn entries(base: &str) -> Vec<Value> {
-    let (s, page) = call(
-        base,
-        ADMIN,
-        Method::GET,
-        "/v1/audit?workspace=acme/prod&limit=10000",
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{page}");
-    page["entries"].as_array().unwrap().clone()
-}
+impl Api {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        inproc::call_as(&self.base, &self.key, method, path, body).await
+    }
 
-/// The last entry is the change `action` of `resource` by key `key_id`; its event.
-async fn assert_last(base: &str, action: &str, resource: &str, key_id: &str) -> Value {
-    let e = entries(base).await.pop().unwrap();
-    let ev = &e["event"];
-    assert_eq!(ev["outcome"], "changed", "{e}");
-    assert_eq!(ev["tool"], action, "{e}");
-    assert_eq!(ev["call_id"], resource, "{e}");
-    assert_eq!(ev["actor"], key_id, "{e}");
-    assert_eq!(ev["key_id"], key_id, "{e}");
-    assert_eq!(
-        (&ev["tenant"], &ev["workspace"]),
-        (&json!("acme"), &json!("prod")),
-        "{e}"
-    );
-    ev.clone()
-}
+    async fn post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(Method::POST, path, body).await
+    }
 
-/// A run of `stuck` started in the background with `path` and `body`: its id.
-async fn start(base: &str, key: &str, path: &str, body: Value) -> String {
-    let (s, b) = call(base, key, Method::POST, path, Some(body)).await;
-    assert!(s == 200 || s == 202, "{s} {b}");
-    b["run_id"].as_str().unwrap().to_owned()
+    /// A run of `stuck` started in the background with `path` and `body`: its id.
+    async fn start(&self, path: &str, body: Value) -> String {
+        let (s, b) = self.post(path, Some(body)).await;
+        assert!(s == 200 || s == 202, "{s} {b}");
+        b["run_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Every audit entry of `acme/prod` (CSV and JSON), read at once (no waiting).
+    async fn audit(&self) -> (String, Vec<Value>) {
+        inproc::audit_exports(&self.base, ADMIN, "acme/prod").await
+    }
+
+    /// The last entry is the change `action` of `resource` by this key; its event.
+    async fn assert_last(&self, action: &str, resource: &str) -> Value {
+        let e = self.audit().await.1.pop().unwrap();
+        let ev = &e["event"];
+        assert_eq!(ev["outcome"], "changed", "{e}");
+        assert_eq!(ev["tool"], action, "{e}");
+        assert_eq!(ev["call_id"], resource, "{e}");
+        assert_eq!(ev["actor"], self.key_id.as_str(), "{e}");
+        assert_eq!(ev["key_id"], self.key_id.as_str(), "{e}");
+        assert_eq!(ev["tenant"], "acme", "{e}");
+        assert_eq!(ev["workspace"], "prod", "{e}");
+        ev.clone()
+    }
+
+    /// `method path` answers `status` and adds no audit entry (it changed nothing).
+    async fn assert_unrecorded(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        status: u16,
+    ) {
+        let before = self.audit().await.1.len();
+        let (s, b) = self.call(method, path, body).await;
+        assert_eq!(s, status, "{b}");
+        assert_eq!(self.audit().await.1.len(), before, "{path} was recorded");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,15 +123,14 @@ async fn controls_threads_items_and_emits_are_in_the_audit_log_before_their_answ
         json!({"name": "dev", "role": "developer", "workspace": "acme/prod"}),
     )
     .await;
-    let (s, b) = call(
-        &base,
-        &dev,
-        Method::POST,
-        "/v1/agents",
-        Some(json!({"name": "stuck", "kind": "agent",
-                    "spec": {"model": "scripted:stuck", "instructions": "Think."}})),
-    )
-    .await;
+    let api = Api {
+        base,
+        key: dev,
+        key_id: dev_id,
+    };
+    let agent = json!({"name": "stuck", "kind": "agent",
+                       "spec": {"model": "scripted:stuck", "instructions": "Think."}});
+    let (s, b) = api.post("/v1/agents", Some(agent)).await;
     assert!(s == 201 || s == 200, "{s} {b}");
     // What must never reach the audit log.
     let secrets = [
@@ -132,225 +140,115 @@ async fn controls_threads_items_and_emits_are_in_the_audit_log_before_their_answ
         "event-payload-9d3f11",
         "message-text-4e8a2b",
     ];
+    let messages = json!({"messages": [{"role": "user", "content": secrets[4]}]});
 
     // v1 controls: pause, signal (while paused), resume, cancel with a reason.
-    let run = start(
-        &base,
-        &dev,
-        "/v1/agents/stuck/runs",
-        json!({"message": secrets[4]}),
-    )
-    .await;
-    let (s, b) = call(
-        &base,
-        &dev,
-        Method::POST,
-        &format!("/v1/runs/{run}/pause"),
-        None,
-    )
-    .await;
+    let run = api
+        .start("/v1/agents/stuck/runs", json!({"message": secrets[4]}))
+        .await;
+    let (s, b) = api.post(&format!("/v1/runs/{run}/pause"), None).await;
     assert_eq!((s, &b["status"]), (200, &json!("paused")), "{b}");
-    assert_last(&base, "runs.pause", &run, &dev_id).await;
-    let (s, b) = call(
-        &base,
-        &dev,
-        Method::POST,
-        &format!("/v1/runs/{run}/signal"),
-        Some(json!({"name": "nudge", "payload": {"note": secrets[0]}})),
-    )
-    .await;
+    api.assert_last("runs.pause", &run).await;
+    let signal = json!({"name": "nudge", "payload": {"note": secrets[0]}});
+    let (s, b) = api
+        .post(&format!("/v1/runs/{run}/signal"), Some(signal))
+        .await;
     assert_eq!(s, 200, "{b}");
-    let ev = assert_last(&base, "runs.signal", &run, &dev_id).await;
+    let ev = api.assert_last("runs.signal", &run).await;
     assert_eq!(ev["arguments"]["signal"], "nudge", "{ev}");
-    let (s, b) = call(
-        &base,
-        &dev,
-        Method::POST,
-        &format!("/v1/runs/{run}/resume"),
-        None,
-    )
-    .await;
+    let (s, b) = api.post(&format!("/v1/runs/{run}/resume"), None).await;
     assert_eq!(s, 200, "{b}");
-    assert_last(&base, "runs.resume", &run, &dev_id).await;
-    let (s, b) = call(
-        &base,
-        &dev,
-        Method::POST,
-        &format!("/v1/runs/{run}/cancel"),
-        Some(json!({"reason": "wrong customer"})),
-    )
-    .await;
+    api.assert_last("runs.resume", &run).await;
+    let reason = json!({"reason": "wrong customer"});
+    let (s, b) = api
+        .post(&format!("/v1/runs/{run}/cancel"), Some(reason))
+        .await;
     assert_eq!((s, &b["status"]), (200, &json!("cancelled")), "{b}");
-    let ev = assert_last(&base, "runs.cancel", &run, &dev_id).await;
+    let ev = api.assert_last("runs.cancel", &run).await;
     assert_eq!(ev["arguments"]["reason"], "wrong customer", "{ev}");
-
-    // A refused control (the run already ended) is not recorded as made.
-    let before = entries(&base).await.len();
-    let (s, _) = call(
-        &base,
-        &dev,
-        Method::POST,
-        &format!("/v1/runs/{run}/pause"),
-        None,
-    )
-    .await;
-    assert_eq!(s, 409);
-    assert_eq!(entries(&base).await.len(), before);
+    // A refused control (the run ended) is not recorded as made.
+    api.assert_unrecorded(Method::POST, &format!("/v1/runs/{run}/pause"), None, 409)
+        .await;
 
     // The Agent Protocol cancel of a stateless run.
-    let ap = start(
-        &base,
-        &dev,
-        "/runs",
-        json!({"agent_id": "stuck", "input": {"messages": [{"role": "user", "content": secrets[4]}]}}),
-    )
-    .await;
-    let (s, b) = call(
-        &base,
-        &dev,
-        Method::POST,
-        &format!("/runs/{ap}/cancel"),
-        None,
-    )
-    .await;
+    let ap = api
+        .start("/runs", json!({"agent_id": "stuck", "input": messages}))
+        .await;
+    let (s, b) = api.post(&format!("/runs/{ap}/cancel"), None).await;
     assert_eq!(s, 202, "{b}");
-    let ev = assert_last(&base, "runs.cancel", &ap, &dev_id).await;
+    let ev = api.assert_last("runs.cancel", &ap).await;
     assert_eq!(ev["arguments"]["reason"], "cancelled by request", "{ev}");
 
     // LangGraph threads: created, patched, a run on it cancelled, copied, deleted.
-    let (s, t) = call(
-        &base,
-        &dev,
-        Method::POST,
-        "/threads",
-        Some(json!({"thread_id": "t-1", "metadata": {"customer": secrets[1]}})),
-    )
-    .await;
+    let thread = json!({"thread_id": "t-1", "metadata": {"customer": secrets[1]}});
+    let (s, t) = api.post("/threads", Some(thread)).await;
     assert_eq!(s, 200, "{t}");
-    assert_last(&base, "threads.create", "t-1", &dev_id).await;
+    api.assert_last("threads.create", "t-1").await;
     // Asking again with `do_nothing` changes nothing, so it is not recorded.
-    let before = entries(&base).await.len();
-    let (s, _) = call(
-        &base,
-        &dev,
-        Method::POST,
-        "/threads",
-        Some(json!({"thread_id": "t-1", "if_exists": "do_nothing"})),
-    )
-    .await;
-    assert_eq!(s, 200);
-    assert_eq!(entries(&base).await.len(), before);
-    let (s, b) = call(
-        &base,
-        &dev,
-        Method::PATCH,
-        "/threads/t-1",
-        Some(json!({"metadata": {"stage": secrets[1]}})),
-    )
-    .await;
+    let again = json!({"thread_id": "t-1", "if_exists": "do_nothing"});
+    api.assert_unrecorded(Method::POST, "/threads", Some(again), 200)
+        .await;
+    let patch = json!({"metadata": {"stage": secrets[1]}});
+    let (s, b) = api.call(Method::PATCH, "/threads/t-1", Some(patch)).await;
     assert_eq!(s, 200, "{b}");
-    let ev = assert_last(&base, "threads.patch", "t-1", &dev_id).await;
+    let ev = api.assert_last("threads.patch", "t-1").await;
     assert_eq!(ev["arguments"]["metadata_keys"], json!(["stage"]), "{ev}");
-    let lg = start(
-        &base,
-        &dev,
-        "/threads/t-1/runs",
-        json!({"assistant_id": "stuck", "input": {"messages": [{"role": "user", "content": secrets[4]}]}}),
-    )
-    .await;
-    let (s, b) = call(
-        &base,
-        &dev,
-        Method::POST,
-        &format!("/threads/t-1/runs/{lg}/cancel?wait=true"),
-        None,
-    )
-    .await;
+    let lg = api
+        .start(
+            "/threads/t-1/runs",
+            json!({"assistant_id": "stuck", "input": messages}),
+        )
+        .await;
+    let cancel = format!("/threads/t-1/runs/{lg}/cancel?wait=true");
+    let (s, b) = api.post(&cancel, None).await;
     assert_eq!(s, 200, "{b}");
-    assert_last(&base, "runs.cancel", &lg, &dev_id).await;
-    let (s, copy) = call(&base, &dev, Method::POST, "/threads/t-1/copy", None).await;
+    api.assert_last("runs.cancel", &lg).await;
+    let (s, copy) = api.post("/threads/t-1/copy", None).await;
     assert_eq!(s, 200, "{copy}");
-    let copied = copy["thread_id"].as_str().unwrap();
-    let ev = assert_last(&base, "threads.copy", copied, &dev_id).await;
+    let ev = api
+        .assert_last("threads.copy", copy["thread_id"].as_str().unwrap())
+        .await;
     assert_eq!(ev["arguments"]["from"], "t-1", "{ev}");
-    let (s, _) = call(&base, &dev, Method::DELETE, "/threads/t-1", None).await;
+    let (s, _) = api.call(Method::DELETE, "/threads/t-1", None).await;
     assert_eq!(s, 204);
-    assert_last(&base, "threads.delete", "t-1", &dev_id).await;
+    api.assert_last("threads.delete", "t-1").await;
     // Deleting it again is a 404 and records nothing.
-    let before = entries(&base).await.len();
-    let (s, _) = call(&base, &dev, Method::DELETE, "/threads/t-1", None).await;
-    assert_eq!(s, 404);
-    assert_eq!(entries(&base).await.len(), before);
+    api.assert_unrecorded(Method::DELETE, "/threads/t-1", None, 404)
+        .await;
 
     // Store items: put and delete (the namespace and key, never the value).
     let item = json!({"namespace": ["prefs", "u1"], "key": "theme"});
     let mut put = item.clone();
     put["value"] = json!({"colour": secrets[2]});
-    let (s, b) = call(&base, &dev, Method::PUT, "/store/items", Some(put)).await;
+    let (s, b) = api.call(Method::PUT, "/store/items", Some(put)).await;
     assert_eq!(s, 204, "{b}");
-    let ev = assert_last(&base, "store.put", "prefs.u1/theme", &dev_id).await;
+    let ev = api.assert_last("store.put", "prefs.u1/theme").await;
     assert_eq!(ev["arguments"]["key"], "theme", "{ev}");
-    let (s, b) = call(
-        &base,
-        &dev,
-        Method::DELETE,
-        "/store/items",
-        Some(item.clone()),
-    )
-    .await;
+    let (s, b) = api
+        .call(Method::DELETE, "/store/items", Some(item.clone()))
+        .await;
     assert_eq!(s, 204, "{b}");
-    assert_last(&base, "store.delete", "prefs.u1/theme", &dev_id).await;
+    api.assert_last("store.delete", "prefs.u1/theme").await;
     // Deleting what is not there changes nothing: 204, no entry.
-    let before = entries(&base).await.len();
-    let (s, _) = call(&base, &dev, Method::DELETE, "/store/items", Some(item)).await;
-    assert_eq!(s, 204);
-    assert_eq!(entries(&base).await.len(), before);
+    api.assert_unrecorded(Method::DELETE, "/store/items", Some(item), 204)
+        .await;
 
     // An event emit: the event and the runs it started.
-    let (s, b) = call(
-        &base,
-        &dev,
-        Method::POST,
-        "/v1/triggers",
-        Some(json!({"name": "on-ticket", "event": "ticket", "target": "stuck"})),
-    )
-    .await;
+    let trigger = json!({"name": "on-ticket", "event": "ticket", "target": "stuck"});
+    let (s, b) = api.post("/v1/triggers", Some(trigger)).await;
     assert_eq!(s, 201, "{b}");
-    let (s, b) = call(
-        &base,
-        &dev,
-        Method::POST,
-        "/v1/events/ticket",
-        Some(json!({"message": secrets[3]})),
-    )
-    .await;
+    let payload = json!({"message": secrets[3]});
+    let (s, b) = api.post("/v1/events/ticket", Some(payload)).await;
     assert_eq!(s, 202, "{b}");
     let started = b["runs"][0]["run_id"].as_str().unwrap().to_owned();
-    let ev = assert_last(&base, "events.emit", "ticket", &dev_id).await;
+    let ev = api.assert_last("events.emit", "ticket").await;
     assert_eq!(ev["arguments"]["runs"], json!([started]), "{ev}");
-    let (s, _) = call(
-        &base,
-        &dev,
-        Method::POST,
-        &format!("/v1/runs/{started}/cancel"),
-        None,
-    )
-    .await;
+    let (s, _) = api.post(&format!("/v1/runs/{started}/cancel"), None).await;
     assert_eq!(s, 200);
 
     // The exports hold none of the payloads, and the chain verifies.
-    let csv = reqwest::Client::new()
-        .get(format!(
-            "{base}/v1/audit?workspace=acme/prod&format=csv&limit=10000"
-        ))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let json_export = Value::Array(entries(&base).await).to_string();
+    let (csv, entries) = api.audit().await;
+    let json_export = Value::Array(entries).to_string();
     for action in [
         "runs.pause",
         "runs.resume",
@@ -376,14 +274,5 @@ async fn controls_threads_items_and_emits_are_in_the_audit_log_before_their_answ
             "{secret} is in the JSON export: {json_export}"
         );
     }
-    let (s, v) = call(
-        &base,
-        ADMIN,
-        Method::GET,
-        "/v1/audit/verify?workspace=acme/prod",
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    assert_eq!(v["ok"], true, "{v}");
+    inproc::assert_audit_verifies(&api.base, ADMIN, "acme/prod").await;
 }

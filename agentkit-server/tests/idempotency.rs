@@ -14,42 +14,14 @@ mod upstream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use agentkit_core::config::PolicySpec;
-use agentkit_core::policy::Policy;
-use agentkit_mcp::{ConnectionManager, ServerConfig};
 use agentkit_runtime::{SqliteStore, Store};
-use agentkit_server::Server;
-use agentkit_server::gatewayops::GatewayConfig;
-use agentkit_server::tenancy::WorkspaceId;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const ADMIN: &str = "idem-admin-key";
 
 async fn server(store: &Arc<dyn Store>, crm: &str) -> inproc::InProcess {
-    let gateway = GatewayConfig::new()
-        .with_policy(
-            Policy::compile(
-                "gateway",
-                &PolicySpec::new().with_require_approval(["crm__post"]),
-            )
-            .unwrap(),
-        )
-        .with_server_workspaces(
-            "crm",
-            [
-                WorkspaceId::new("acme", "prod"),
-                WorkspaceId::new("globex", "prod"),
-            ],
-        );
-    let server = Server::builder(Arc::clone(store))
-        .admin_key(ADMIN)
-        .mcp_servers(ConnectionManager::new([ServerConfig::http("crm", crm)]))
-        .gateway(gateway)
-        .build()
-        .await
-        .unwrap();
-    inproc::serve(server).await
+    upstream::approval_gateway(store, crm, ADMIN).await
 }
 
 /// `POST path` with `body` as `key`, with an `Idempotency-Key` header when `idem` is given;

@@ -14,13 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use agentkit_core::config::PolicySpec;
-use agentkit_core::policy::Policy;
-use agentkit_mcp::{ConnectionManager, ServerConfig};
 use agentkit_runtime::{SqliteStore, Store};
-use agentkit_server::Server;
-use agentkit_server::gatewayops::GatewayConfig;
-use agentkit_server::tenancy::WorkspaceId;
 use futures::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -33,29 +27,7 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn server(store: &Arc<dyn Store>, crm: &str) -> inproc::InProcess {
-    let gateway = GatewayConfig::new()
-        .with_policy(
-            Policy::compile(
-                "gateway",
-                &PolicySpec::new().with_require_approval(["crm__post"]),
-            )
-            .unwrap(),
-        )
-        .with_server_workspaces(
-            "crm",
-            [
-                WorkspaceId::new("acme", "prod"),
-                WorkspaceId::new("globex", "prod"),
-            ],
-        );
-    let server = Server::builder(Arc::clone(store))
-        .admin_key(ADMIN)
-        .mcp_servers(ConnectionManager::new([ServerConfig::http("crm", crm)]))
-        .gateway(gateway)
-        .build()
-        .await
-        .unwrap();
-    inproc::serve(server).await
+    upstream::approval_gateway(store, crm, ADMIN).await
 }
 
 /// `POST /v1/servers/crm/call_tool` as `key` with `Idempotency-Key: idem`, if given.

@@ -422,6 +422,105 @@ mod tests {
         }
     }
 
+    fn success(id: &str, text: &str) -> CallResult {
+        serde_json::from_value(json!({
+            "id": id, "status": "success", "content": [{"type": "text", "text": text}],
+            "duration_ms": 3, "cost": 0.0
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn once_makes_a_call_once_and_refuses_what_it_cannot_make() {
+        let keys = Keys::new(
+            Arc::new(agentkit_runtime::MemoryStore::new()),
+            Duration::from_secs(60),
+        );
+        let ws = WorkspaceId::new("acme", "prod");
+        let c = call(json!({"text": "hi"}));
+        let made = keys
+            .once(&ws, "k", c.clone(), |c| async move {
+                Ok::<_, String>(success(&c.id, "first"))
+            })
+            .await
+            .unwrap();
+        assert!(matches!(made, Keyed::Made(Ok(ref r)) if r.content[0]["text"] == "first"));
+        // The retry, under another id, gets the first result and makes nothing.
+        let mut retry = c.clone();
+        retry.id = "again".into();
+        match keys
+            .once(&ws, "k", retry, |_| async {
+                Err::<CallResult, _>("made twice")
+            })
+            .await
+            .unwrap()
+        {
+            Keyed::Replayed(r) => {
+                assert_eq!(r.id, "again");
+                assert_eq!(r.content[0]["text"], "first");
+            }
+            other => panic!("expected the first result, got {other:?}"),
+        }
+        // Other arguments: refused, saying what to do.
+        let refused = keys
+            .once(&ws, "k", call(json!({"text": "bye"})), |_| async {
+                Err::<CallResult, _>("made")
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, Refused::Conflict));
+        assert!(refused.to_string().contains("send a new key"), "{refused}");
+        assert_eq!(refused.code(), "idempotency_key_reused");
+        // A call that could not be made forgets its key: the next attempt makes it.
+        let failed = keys
+            .once(&ws, "f", c.clone(), |_| async {
+                Err::<CallResult, _>("unreachable")
+            })
+            .await
+            .unwrap();
+        assert!(matches!(failed, Keyed::Made(Err("unreachable"))));
+        let made = keys
+            .once(&ws, "f", c.clone(), |c| async move {
+                Ok::<_, String>(success(&c.id, "second"))
+            })
+            .await
+            .unwrap();
+        assert!(matches!(made, Keyed::Made(Ok(_))));
+        // An attempt still in flight is waited for up to the call's timeout, then refused.
+        let Claim::Fresh(_) = keys
+            .claim(&ws, "busy", &c, c.timeout, now_ms())
+            .await
+            .unwrap()
+        else {
+            panic!("fresh")
+        };
+        let mut quick = c.clone();
+        quick.timeout = Duration::from_millis(250);
+        let started = Instant::now();
+        let refused = keys
+            .once(&ws, "busy", quick, |_| async {
+                Err::<CallResult, _>("made")
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, Refused::InFlight), "{refused}");
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        assert!(refused.to_string().contains("retry with the same key"));
+    }
+
+    #[test]
+    fn a_result_that_says_its_call_was_not_made_forgets_its_key() {
+        let mut r = success("c", "x");
+        assert!(!unmade(&r));
+        r.status = CallStatus::Cancelled;
+        assert!(unmade(&r));
+        r.status = CallStatus::Timeout;
+        r.duration_ms = 0;
+        assert!(unmade(&r), "not started before the deadline");
+        r.duration_ms = 5;
+        assert!(!unmade(&r), "timed out upstream: it may have been made");
+    }
+
     #[tokio::test]
     async fn a_key_is_claimed_once_remembered_and_per_workspace() {
         let store: Arc<dyn Store> = Arc::new(agentkit_runtime::MemoryStore::new());

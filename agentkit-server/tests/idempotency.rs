@@ -24,28 +24,9 @@ async fn server(store: &Arc<dyn Store>, crm: &str) -> inproc::InProcess {
     upstream::approval_gateway(store, crm, ADMIN).await
 }
 
-/// `POST path` with `body` as `key`, with an `Idempotency-Key` header when `idem` is given;
-/// the status and the body (JSON, or the text as a JSON string).
-async fn post(base: &str, key: &str, path: &str, idem: Option<&str>, body: Value) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .bearer_auth(key)
-        .json(&body);
-    if let Some(k) = idem {
-        req = req.header("Idempotency-Key", k);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 /// `POST /v1/execute` (see [`post`]).
 async fn exec(base: &str, key: &str, idem: Option<&str>, body: Value) -> (u16, Value) {
-    post(base, key, "/v1/execute", idem, body).await
+    upstream::post_keyed(base, key, "/v1/execute", idem, body).await
 }
 
 fn one(id: &str, tool: &str, text: &str) -> Value {

@@ -32,16 +32,7 @@ async fn server(store: &Arc<dyn Store>, crm: &str) -> inproc::InProcess {
 
 /// `POST /v1/servers/crm/call_tool` as `key` with `Idempotency-Key: idem`, if given.
 async fn call_tool(base: &str, key: &str, idem: Option<&str>, body: Value) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .post(format!("{base}/v1/servers/crm/call_tool"))
-        .bearer_auth(key)
-        .json(&body);
-    if let Some(k) = idem {
-        req = req.header("Idempotency-Key", k);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap())
+    upstream::post_keyed(base, key, "/v1/servers/crm/call_tool", idem, body).await
 }
 
 fn send(text: &str) -> Value {

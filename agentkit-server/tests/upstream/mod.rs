@@ -84,3 +84,28 @@ pub async fn approval_gateway(
         .unwrap();
     crate::inproc::serve(server).await
 }
+
+/// `POST path` with `body` as `key`, with an `Idempotency-Key` header when `idem` is given;
+/// the status and the body (JSON, or the text as a JSON string).
+pub async fn post_keyed(
+    base: &str,
+    key: &str,
+    path: &str,
+    idem: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth(key)
+        .json(&body);
+    if let Some(k) = idem {
+        req = req.header("Idempotency-Key", k);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}

@@ -191,7 +191,8 @@ async fn a_failing_or_stopped_in_process_server_gives_errors_naming_it() {
     manager.shutdown().await;
 }
 
-/// A hand-written rmcp handler (not built with `McpServerBuilder`).
+/// A hand-written rmcp handler (not built with `McpServerBuilder`): `upper` upper-cases its
+/// `text`, and panics when it is `panic`.
 #[derive(Clone)]
 struct Upper;
 
@@ -224,6 +225,7 @@ impl ServerHandler for Upper {
             .and_then(|a| a.get("text"))
             .and_then(Value::as_str)
             .unwrap_or("");
+        assert!(t != "panic", "asked to panic");
         Ok(CallToolResult::success(vec![ContentBlock::text(t.to_uppercase())]).into())
     }
 }
@@ -358,66 +360,30 @@ async fn a_panicking_tool_answers_at_once_and_the_server_keeps_serving() {
     manager.shutdown().await;
 }
 
-/// A hand-written rmcp handler whose one tool panics.
-#[derive(Clone)]
-struct Panicky;
-
-impl ServerHandler for Panicky {
-    fn get_info(&self) -> RmcpServerConfig {
-        RmcpServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-    }
-
-    async fn list_tools(
-        &self,
-        _: Option<PaginatedRequestParams>,
-        _: RequestContext<RoleServer>,
-    ) -> Result<ListToolsResult, ErrorData> {
-        let schema = json!({"type": "object"});
-        Ok(ListToolsResult::with_all_items(vec![Tool::new(
-            "explode",
-            "Panics unless told not to",
-            Arc::new(schema.as_object().cloned().unwrap_or_default()),
-        )]))
-    }
-
-    async fn call_tool(
-        &self,
-        req: CallToolRequestParams,
-        _: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, ErrorData> {
-        let calm = req
-            .arguments
-            .as_ref()
-            .is_some_and(|a| a.contains_key("calm"));
-        assert!(calm, "the handler was not calm");
-        Ok(CallToolResult::success(vec![ContentBlock::text("calm")]).into())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_written_handler_that_panics_answers_at_once_too() {
-    let manager =
-        ConnectionManager::new([
-            ServerConfig::in_process("own", InProcessServer::new(Panicky))
-                .with_request_timeout(REQUEST_TIMEOUT),
-        ]);
+    let manager = ConnectionManager::new([ServerConfig::in_process(
+        "own",
+        InProcessServer::new(Upper),
+    )
+    .with_request_timeout(REQUEST_TIMEOUT)]);
     let ctx = RunContext::new();
     let started = Instant::now();
     let e = manager
-        .call_tool("own", "explode", args(json!({})), &ctx)
+        .call_tool("own", "upper", args(json!({"text": "panic"})), &ctx)
         .await
         .unwrap_err()
         .to_string();
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(
-        e.contains("tool `explode`") && e.contains("the handler was not calm"),
+        e.contains("tool `upper`") && e.contains("asked to panic"),
         "{e}"
     );
     let r = manager
-        .call_tool("own", "explode", args(json!({"calm": true})), &ctx)
+        .call_tool("own", "upper", args(json!({"text": "calm"})), &ctx)
         .await
         .unwrap();
-    assert_eq!(text(&r), "calm");
+    assert_eq!(text(&r), "CALM");
     manager.shutdown().await;
 }
 

@@ -8,6 +8,14 @@
 //! progress, sampling and elicitation, and reconnects (starting a new server-side session)
 //! after the connection was lost.
 //!
+//! A handler that panics (a tool's, or any other request's) does not leave its call waiting
+//! for the request timeout: the call is answered at once with a JSON-RPC internal error
+//! (-32603) saying which tool's handler panicked and with what message, and the server keeps
+//! serving the connection's other and later calls. (Served over a real transport — stdio,
+//! streamable HTTP, a byte stream — rmcp runs each request on its own task and a panic ends
+//! that task without an answer: the server keeps running, but the client waits for its
+//! request timeout.)
+//!
 //! ```
 //! use agentkit_mcp::{ConnectionManager, McpServerBuilder, ServerConfig};
 //! use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
@@ -36,6 +44,9 @@ use std::sync::Arc;
 use futures::channel::mpsc;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use tokio_util::sync::CancellationToken;
+
+#[cfg(feature = "server")]
+use catch::CatchPanics;
 
 /// How many messages each direction of a connection buffers before the sender waits.
 const BUFFER: usize = 256;
@@ -70,6 +81,10 @@ type Start = dyn Fn(ServerEnd, CancellationToken) -> Result<(), String> + Send +
 ///
 /// Each connection serves a clone of the handler (a new session of an `McpServer`). Cheap to
 /// clone; clones are the same server (equal, and stopped together).
+///
+/// A request whose handler panics is answered at once with a JSON-RPC internal error
+/// (-32603, "the handler of tool `…` panicked: …"); the connection and the server stay
+/// usable. See the [module docs](self) for how that differs from a real transport.
 #[derive(Clone)]
 pub struct InProcessServer {
     start: Arc<Start>,
@@ -93,7 +108,9 @@ impl PartialEq for InProcessServer {
 impl Eq for InProcessServer {}
 
 impl InProcessServer {
-    /// Serve any rmcp server handler: each connection gets a clone of `handler`.
+    /// Serve any rmcp server handler: each connection gets a clone of `handler`. A request
+    /// whose handler panics is answered with a JSON-RPC internal error naming the request
+    /// (the tool, for `tools/call`) and the panic's message.
     #[cfg(feature = "server")]
     #[must_use]
     pub fn new<H>(handler: H) -> Self
@@ -101,7 +118,7 @@ impl InProcessServer {
         H: rmcp::ServerHandler + Clone,
     {
         Self::from_serve(move |end: ServerEnd| {
-            let handler = handler.clone();
+            let handler = CatchPanics(handler.clone());
             async move {
                 rmcp::ServiceExt::serve(handler, end)
                     .await
@@ -192,11 +209,97 @@ impl InProcessServer {
 #[cfg(feature = "server")]
 impl From<crate::McpServer> for InProcessServer {
     /// Each connection is a session of `server` (as with [`McpServer::serve`](crate::McpServer::serve)):
-    /// tools added at runtime reach it, with a `list_changed` notification.
+    /// tools added at runtime reach it, with a `list_changed` notification. A tool whose
+    /// handler panics answers its call with a JSON-RPC internal error at once (see
+    /// [`InProcessServer`]).
     fn from(server: crate::McpServer) -> Self {
         Self::from_serve(move |end: ServerEnd| {
-            let server = server.clone();
-            async move { server.serve(end).await.map_err(|e| e.to_string()) }
+            let (session, end) =
+                server.clone().into_session(
+                    rmcp::transport::IntoTransport::<rmcp::RoleServer, _, _>::into_transport(end),
+                );
+            async move {
+                rmcp::ServiceExt::serve(CatchPanics(session), end)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
         })
+    }
+}
+
+#[cfg(feature = "server")]
+mod catch {
+    use std::borrow::Cow;
+    use std::panic::AssertUnwindSafe;
+
+    use futures::FutureExt;
+    use rmcp::model::{
+        ClientNotification, ClientRequest, ProtocolVersion, ServerConfig, ServerResult,
+    };
+    use rmcp::service::{NotificationContext, RequestContext};
+    use rmcp::{ErrorData, RoleServer, Service};
+
+    /// Serves `S`, answering a request whose handler panicked with a JSON-RPC internal error
+    /// instead of leaving it unanswered (rmcp runs each request on a task of its own, and a
+    /// panic would end that task without a response).
+    pub(super) struct CatchPanics<S>(pub(super) S);
+
+    /// The error answering a request whose handler panicked with `payload`.
+    fn panicked(what: &str, payload: &(dyn std::any::Any + Send)) -> ErrorData {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        tracing::error!(request = what, panic = %message, "an in-process MCP handler panicked");
+        ErrorData::internal_error(
+            format!(
+                "the handler of {what} panicked: {message}; the server keeps serving other \
+                 calls (this is a bug in the handler: fix it, or retry if it is transient)"
+            ),
+            None,
+        )
+    }
+
+    impl<S: Service<RoleServer>> Service<RoleServer> for CatchPanics<S> {
+        async fn handle_request(
+            &self,
+            request: ClientRequest,
+            context: RequestContext<RoleServer>,
+        ) -> Result<ServerResult, ErrorData> {
+            let what = match &request {
+                ClientRequest::CallToolRequest(r) => format!("tool `{}`", r.params.name),
+                other => format!("request `{}`", other.method()),
+            };
+            match AssertUnwindSafe(self.0.handle_request(request, context))
+                .catch_unwind()
+                .await
+            {
+                Ok(answer) => answer,
+                Err(payload) => Err(panicked(&what, payload.as_ref())),
+            }
+        }
+
+        async fn handle_notification(
+            &self,
+            notification: ClientNotification,
+            context: NotificationContext<RoleServer>,
+        ) -> Result<(), ErrorData> {
+            match AssertUnwindSafe(self.0.handle_notification(notification, context))
+                .catch_unwind()
+                .await
+            {
+                Ok(r) => r,
+                Err(payload) => Err(panicked("a notification", payload.as_ref())),
+            }
+        }
+
+        fn get_info(&self) -> ServerConfig {
+            self.0.get_info()
+        }
+
+        fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+            self.0.supported_protocol_versions()
+        }
     }
 }

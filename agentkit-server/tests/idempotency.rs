@@ -14,66 +14,19 @@ mod upstream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use agentkit_core::config::PolicySpec;
-use agentkit_core::policy::Policy;
-use agentkit_mcp::{ConnectionManager, ServerConfig};
 use agentkit_runtime::{SqliteStore, Store};
-use agentkit_server::Server;
-use agentkit_server::gatewayops::GatewayConfig;
-use agentkit_server::tenancy::WorkspaceId;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const ADMIN: &str = "idem-admin-key";
 
 async fn server(store: &Arc<dyn Store>, crm: &str) -> inproc::InProcess {
-    let gateway = GatewayConfig::new()
-        .with_policy(
-            Policy::compile(
-                "gateway",
-                &PolicySpec::new().with_require_approval(["crm__post"]),
-            )
-            .unwrap(),
-        )
-        .with_server_workspaces(
-            "crm",
-            [
-                WorkspaceId::new("acme", "prod"),
-                WorkspaceId::new("globex", "prod"),
-            ],
-        );
-    let server = Server::builder(Arc::clone(store))
-        .admin_key(ADMIN)
-        .mcp_servers(ConnectionManager::new([ServerConfig::http("crm", crm)]))
-        .gateway(gateway)
-        .build()
-        .await
-        .unwrap();
-    inproc::serve(server).await
-}
-
-/// `POST path` with `body` as `key`, with an `Idempotency-Key` header when `idem` is given;
-/// the status and the body (JSON, or the text as a JSON string).
-async fn post(base: &str, key: &str, path: &str, idem: Option<&str>, body: Value) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .bearer_auth(key)
-        .json(&body);
-    if let Some(k) = idem {
-        req = req.header("Idempotency-Key", k);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    upstream::approval_gateway(store, crm, ADMIN).await
 }
 
 /// `POST /v1/execute` (see [`post`]).
 async fn exec(base: &str, key: &str, idem: Option<&str>, body: Value) -> (u16, Value) {
-    post(base, key, "/v1/execute", idem, body).await
+    upstream::post_keyed(base, key, "/v1/execute", idem, body).await
 }
 
 fn one(id: &str, tool: &str, text: &str) -> Value {

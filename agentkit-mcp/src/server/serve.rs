@@ -131,15 +131,19 @@ impl McpServer {
         T: rmcp::transport::IntoTransport<RoleServer, E, A>,
         E: std::error::Error + Send + Sync + 'static,
     {
-        let id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
-        let transport = self
-            .sessions
-            .track(Arc::clone(&id), transport.into_transport());
-        let mut this = self;
-        this.session = Some(id);
+        let (this, transport) = self.into_session(transport.into_transport());
         ServiceExt::serve(this, transport)
             .await
             .map_err(|e| agentkit_core::Error::other("serving MCP", e))
+    }
+
+    /// This server as one new session on `transport` (a fresh session id, counted and ended
+    /// with the transport): what [`serve`](Self::serve) serves.
+    pub(crate) fn into_session<T>(mut self, transport: T) -> (Self, crate::session::Tracked<T>) {
+        let id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
+        let transport = self.sessions.track(Arc::clone(&id), transport);
+        self.session = Some(id);
+        (self, transport)
     }
 
     /// Serve over this process's stdin/stdout until the client disconnects. Log to stderr only.

@@ -344,7 +344,6 @@ pub async fn cancel_run(
     Path(run_id): Path<String>,
     Query(q): Query<CancelQuery>,
 ) -> ApiResult<Response> {
-    let scope = caller.scope();
-    let r = s.platform.run_in(&scope, &run_id).await?;
-    langgraph::cancel(&s, &scope, &r, &q).await
+    let r = s.platform.run_in(&caller.scope(), &run_id).await?;
+    langgraph::cancel(&s, &caller, &r, &q).await
 }

@@ -29,6 +29,7 @@ use crate::gatewayops::{
     idempotency, tool_name, trace_id,
 };
 use crate::platform::Platform;
+use crate::servers::McpFailure;
 use crate::tenancy::{Caller, Role};
 
 /// The gateway routes, authenticated, with CORS for the registered platforms' origins.
@@ -205,8 +206,8 @@ struct Batch {
     timeout: Duration,
 }
 
-/// The batch's `Idempotency-Key` header, if any; 400 for one that cannot be a key.
-fn idempotency_header(headers: &HeaderMap) -> ApiResult<Option<String>> {
+/// The request's `Idempotency-Key` header, if any; 400 for one that cannot be a key.
+pub(super) fn idempotency_header(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -333,6 +334,34 @@ fn reused_key(i: usize) -> Problem {
     )
 }
 
+/// Make `call` for `caller`; with an idempotency `key`, at most once per key in the caller's
+/// workspace (see [`idempotency`]): a retry gets the first attempt's result.
+///
+/// # Errors
+///
+/// [`idempotency::Refused`] when the key belongs to another call, an earlier attempt is still
+/// being made, or the key could not be checked.
+pub(super) async fn call_keyed(
+    s: &AppState,
+    caller: &Caller,
+    call: Call,
+    key: Option<&str>,
+    env: &CallEnv,
+) -> Result<Result<CallResult, McpFailure>, idempotency::Refused> {
+    let Some(key) = key else {
+        return Ok(s.gatewayops.call(&s.platform, caller, call, env).await);
+    };
+    let keyed = keys_of(&s.gatewayops, &s.platform)
+        .once(&caller.workspace, key, call, |call| {
+            s.gatewayops.call(&s.platform, caller, call, env)
+        })
+        .await?;
+    Ok(match keyed {
+        idempotency::Keyed::Made(r) => r,
+        idempotency::Keyed::Replayed(r) => Ok(*r),
+    })
+}
+
 fn keys_of(ops: &GatewayOps, platform: &Platform) -> idempotency::Keys {
     idempotency::Keys::new(
         Arc::clone(platform.runtime().store()),
@@ -379,67 +408,32 @@ async fn run_one(
     let Some(key) = key else {
         return run_unkeyed(ops, platform, caller, call, env, deadline, events).await;
     };
-    let id = call.id.clone();
-    let keys = keys_of(ops, platform);
-    let wait_until = Instant::now() + call.timeout;
-    let ticket = loop {
-        let now = agentkit_runtime::model::now_ms();
-        match keys
-            .claim(&caller.workspace, &key, &call, call.timeout, now)
-            .await
-        {
-            Ok(idempotency::Claim::Fresh(t)) => break t,
-            Ok(idempotency::Claim::Done(mut r)) => {
-                // The first attempt's result, under this request's id for the call.
-                r.id.clone_from(&id);
-                if let Some(tx) = events {
-                    let _ = tx.send(BatchEvent::Started(
-                        id.clone(),
-                        tool_name(&call.server, &call.tool),
-                    ));
-                    let _ = tx.send(BatchEvent::Done((*r).clone()));
-                }
-                return *r;
+    let (id, name) = (call.id.clone(), tool_name(&call.server, &call.tool));
+    let keyed = keys_of(ops, platform)
+        .once(&caller.workspace, &key, call, |call| async move {
+            Ok::<_, Infallible>(
+                run_unkeyed(ops, platform, caller, call, env, deadline, events).await,
+            )
+        })
+        .await;
+    match keyed {
+        Ok(idempotency::Keyed::Made(Ok(r))) => r,
+        Ok(idempotency::Keyed::Made(Err(never))) => match never {},
+        Ok(idempotency::Keyed::Replayed(r)) => {
+            if let Some(tx) = events {
+                let _ = tx.send(BatchEvent::Started(id, name));
+                let _ = tx.send(BatchEvent::Done((*r).clone()));
             }
-            Ok(idempotency::Claim::InFlight) if Instant::now() < wait_until => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            outcome => {
-                let why = match outcome {
-                    Ok(idempotency::Claim::Conflict) => {
-                        "its idempotency key was used for a call with another server, tool or \
-                         arguments meanwhile; send a new key for a new call"
-                            .to_owned()
-                    }
-                    Err(e) => format!("its idempotency key could not be checked: {e}"),
-                    _ => "an earlier attempt with the same idempotency key is still being \
-                          made; retry with the same key later to get its result"
-                        .to_owned(),
-                };
-                let r = not_made(&id, CallStatus::Error, why);
-                if let Some(tx) = events {
-                    let _ = tx.send(BatchEvent::Done(r.clone()));
-                }
-                return r;
-            }
+            *r
         }
-    };
-    let r = run_unkeyed(ops, platform, caller, call, env, deadline, events).await;
-    // A call that was not made (not started before the batch's deadline, cancelled by
-    // the client, refused before reaching its server) forgets its key: a retry makes it.
-    let unmade = r.status == CallStatus::Cancelled
-        || (r.duration_ms == 0
-            && r.run_id.is_none()
-            && matches!(r.status, CallStatus::Timeout | CallStatus::Error));
-    let kept = if unmade {
-        keys.release(ticket).await
-    } else {
-        keys.finish(ticket, &r).await
-    };
-    if let Err(e) = kept {
-        tracing::warn!(call = %id, error = %e, "recording a gateway call's idempotency key failed");
+        Err(refused) => {
+            let r = not_made(&id, CallStatus::Error, refused.to_string());
+            if let Some(tx) = events {
+                let _ = tx.send(BatchEvent::Done(r.clone()));
+            }
+            r
+        }
     }
-    r
 }
 
 /// Run one call of a batch, reporting its start and end.
@@ -767,11 +761,20 @@ pub(crate) async fn agent_or_socket(
     }
 }
 
-/// The agent WebSocket: send `tool_call {id, server, tool, arguments, timeout_ms?}`,
-/// `cancel {id}` and `ping`; receive `tool_result {id, status, content, error?,
-/// duration_ms, cost}`, `progress {id, progress, total?, message?}`, `error {id?, code,
-/// message}` and `pong`. Malformed JSON, unknown types and oversized messages are answered
-/// with an `error` message; the connection stays open.
+/// The agent WebSocket: send `tool_call {id, server, tool, arguments, timeout_ms?,
+/// idempotency_key?}`, `cancel {id}` and `ping`; receive `tool_result {id, status, content,
+/// error?, duration_ms, cost}`, `progress {id, progress, total?, message?}`, `error {id?,
+/// code, message}` and `pong`. Malformed JSON, unknown types and oversized messages are
+/// answered with an `error` message; the connection stays open.
+///
+/// A `tool_call` with an `idempotency_key` (1 to 255 printable ASCII characters) is made at
+/// most once per key in the caller's workspace within `gateway.idempotency_window_ms`
+/// (24 h), as with `/v1/execute`: a retry (on this connection or another, on any server
+/// process) gets the first attempt's `tool_result` (a call waiting for an approval: the same
+/// `pending_approval` and `run_id`) under the retry's `id`, and calls nothing. The same key
+/// with another server, tool or arguments is answered `error {code:
+/// "idempotency_key_reused"}`; a retry while the first attempt is still being made waits for
+/// it up to its timeout, then gets `error {code: "idempotency_key_in_flight"}`.
 #[utoipa::path(get, path = "/v1/agents/{connection_id}", tag = "gateway",
     params(("connection_id" = String, Path, description = "from POST /v1/agents/connect")),
     responses((status = 101, description = "switching to the WebSocket protocol"),
@@ -813,6 +816,8 @@ enum Incoming {
         arguments: Map<String, Value>,
         #[serde(default)]
         timeout_ms: Option<u64>,
+        #[serde(default)]
+        idempotency_key: Option<String>,
     },
     Cancel {
         id: String,
@@ -940,12 +945,26 @@ async fn serve_socket(
                 tool,
                 arguments,
                 timeout_ms,
+                idempotency_key,
             } => {
                 if id.is_empty() || id.len() > 200 {
                     send(ws_error(
                         None,
                         "invalid_message",
                         "`id` must be 1 to 200 characters",
+                    ));
+                    continue;
+                }
+                if let Some(k) = &idempotency_key
+                    && !idempotency::valid_key(k)
+                {
+                    send(ws_error(
+                        Some(&id),
+                        "invalid_message",
+                        format!(
+                            "`idempotency_key` must be 1 to {} printable ASCII characters",
+                            idempotency::MAX_KEY_BYTES
+                        ),
                     ));
                     continue;
                 }
@@ -1023,21 +1042,18 @@ async fn serve_socket(
                         arguments,
                         timeout,
                     };
-                    let result = match s.gatewayops.call(&s.platform, &caller, call, &env).await {
-                        Ok(r) => json!(r),
-                        Err(e) => json!(CallResult {
-                            id: id.clone(),
-                            status: CallStatus::Error,
-                            content: Vec::new(),
-                            structured_content: None,
-                            flags: Vec::new(),
-                            error: Some(e.to_string()),
-                            duration_ms: 0,
-                            cost: 0.0,
-                            run_id: None,
-                            call_id: None,
-                        }),
-                    };
+                    let result =
+                        match call_keyed(&s, &caller, call, idempotency_key.as_deref(), &env).await
+                        {
+                            Ok(Ok(r)) => json!(r),
+                            Ok(Err(e)) => json!(not_made(&id, CallStatus::Error, e.to_string())),
+                            Err(refused) => {
+                                agentkit_core::sync::lock(&running).remove(&id);
+                                let e = ws_error(Some(&id), refused.code(), refused.to_string());
+                                let _ = out_tx.send(Message::Text(e.to_string().into()));
+                                return;
+                            }
+                        };
                     agentkit_core::sync::lock(&running).remove(&id);
                     let mut v = result;
                     if let Some(o) = v.as_object_mut() {

@@ -285,6 +285,8 @@ pub struct Emitted {
 /// payload) is the run's message; a payload a trigger cannot read is 400 and starts nothing.
 /// An `Idempotency-Key` header makes a retried emit start nothing new. 404 when no trigger
 /// of the workspace listens to the event; 409 when a trigger's target is no longer deployed.
+/// The emit (the event's name and the runs it started, never the payload) is in the
+/// workspace's audit log (`events.emit`) before the answer.
 #[utoipa::path(post, path = "/v1/events/{event}", tag = "triggers",
     params(("event" = String, Path, description = "event name"),
            ("Idempotency-Key" = Option<String>, Header, description = "same key, same runs")),
@@ -319,6 +321,16 @@ pub async fn emit_event(
         .emit_in_workspace(&caller.principal(), &event, payload, key)
         .await
         .map_err(super::v1::scoped(&scope))?;
+    // The event and the runs it started; never its payload.
+    let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    s.audit_change(
+        &caller,
+        &caller.workspace,
+        "events.emit",
+        &event,
+        serde_json::json!({ "runs": ids }),
+    )
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Emitted {

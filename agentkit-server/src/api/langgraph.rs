@@ -559,11 +559,12 @@ pub async fn create_thread(
     body: axum::body::Bytes,
 ) -> ApiResult<super::Json<LgThread>> {
     let scope = caller.scope();
-    unprefixed(&scope, create_thread_in(&s, &scope, &body).await)
+    unprefixed(&scope, create_thread_in(&s, &caller, &scope, &body).await)
 }
 
 async fn create_thread_in(
     s: &AppState,
+    caller: &Caller,
     scope: &Scope,
     body: &[u8],
 ) -> ApiResult<super::Json<LgThread>> {
@@ -587,17 +588,42 @@ async fn create_thread_in(
             )));
         }
     };
-    let t = s
+    let created = s
         .platform
         .threads()
         .create_in(
             scope,
-            req.thread_id,
+            req.thread_id.clone(),
             req.metadata.unwrap_or_default(),
-            do_nothing,
+            false,
         )
-        .await?;
-    Ok(super::Json(thread_view(s, scope, t).await?))
+        .await;
+    let t = match (created, req.thread_id) {
+        (Ok(t), _) => t,
+        // `do_nothing`: the thread that exists, unchanged (so not audited).
+        (Err(agentkit_core::Error::InvalidState { .. }), Some(id)) if do_nothing => {
+            return Ok(super::Json(
+                thread_view(s, scope, thread_in(s, scope, &id).await?).await?,
+            ));
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
+    let view = thread_view(s, scope, t).await?;
+    audit_thread(s, caller, "threads.create", &view.thread_id, json!({})).await?;
+    Ok(super::Json(view))
+}
+
+/// Record a change of the caller's thread `id` in its workspace's audit log: ids only, never
+/// the thread's messages or metadata values.
+async fn audit_thread(
+    s: &AppState,
+    caller: &Caller,
+    action: &str,
+    id: &str,
+    details: Value,
+) -> ApiResult<()> {
+    s.audit_change(caller, &caller.workspace, action, id, details)
+        .await
 }
 
 /// One thread.
@@ -652,12 +678,13 @@ pub async fn patch_thread(
     let scope = caller.scope();
     unprefixed(
         &scope,
-        patch_thread_in(&s, &scope, &id, &headers, &body).await,
+        patch_thread_in(&s, &caller, &scope, &id, &headers, &body).await,
     )
 }
 
 async fn patch_thread_in(
     s: &AppState,
+    caller: &Caller,
     scope: &Scope,
     id: &str,
     headers: &HeaderMap,
@@ -672,11 +699,16 @@ async fn patch_thread_in(
     if req.ttl.as_ref().is_some_and(|v| !v.is_null()) {
         return Err(unsupported("thread `ttl` is not supported yet"));
     }
+    let metadata = req.metadata.unwrap_or_default();
+    // Which metadata keys changed; never their values.
+    let keys: Vec<&String> = metadata.keys().collect();
+    let details = json!({ "metadata_keys": keys });
     let t = s
         .platform
         .threads()
-        .patch(&thread_key(scope, id)?, req.metadata.unwrap_or_default())
+        .patch(&thread_key(scope, id)?, metadata)
         .await?;
+    audit_thread(s, caller, "threads.patch", id, details).await?;
     let minimal = headers
         .get("prefer")
         .and_then(|v| v.to_str().ok())
@@ -697,10 +729,15 @@ pub async fn delete_thread(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let scope = caller.scope();
-    unprefixed(&scope, delete_thread_in(&s, &scope, &id).await)
+    unprefixed(&scope, delete_thread_in(&s, &caller, &scope, &id).await)
 }
 
-async fn delete_thread_in(s: &AppState, scope: &Scope, id: &str) -> ApiResult<StatusCode> {
+async fn delete_thread_in(
+    s: &AppState,
+    caller: &Caller,
+    scope: &Scope,
+    id: &str,
+) -> ApiResult<StatusCode> {
     let t = thread_in(s, scope, id).await?;
     if let Some(last) = &t.last_run {
         match s
@@ -715,6 +752,7 @@ async fn delete_thread_in(s: &AppState, scope: &Scope, id: &str) -> ApiResult<St
         }
     }
     s.platform.threads().delete(&t.thread_id).await?;
+    audit_thread(s, caller, "threads.delete", id, json!({})).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1103,7 +1141,16 @@ pub async fn copy_thread(
         &scope,
         async {
             let t = s.platform.threads().copy(&thread_key(&scope, &id)?).await?;
-            Ok(super::Json(thread_view(&s, &scope, t).await?))
+            let view = thread_view(&s, &scope, t).await?;
+            audit_thread(
+                &s,
+                &caller,
+                "threads.copy",
+                &view.thread_id,
+                json!({"from": id}),
+            )
+            .await?;
+            Ok(super::Json(view))
         }
         .await,
     )
@@ -1700,14 +1747,16 @@ pub struct CancelQuery {
     pub action: Option<String>,
 }
 
-/// Cancel `r` (a run of `scope`'s workspace) as `q` asks: 202 with no body, or the run once
-/// stopped when `wait`.
+/// Cancel `r` (a run of `caller`'s workspace) as `q` asks, and record it in the workspace's
+/// audit log (`runs.cancel`) before answering: 202 with no body, or the run once stopped
+/// when `wait`.
 pub(crate) async fn cancel(
     s: &AppState,
-    scope: &Scope,
+    caller: &Caller,
     r: &RunRecord,
     q: &CancelQuery,
 ) -> ApiResult<Response> {
+    let scope = &caller.scope();
     match q.action.as_deref() {
         None | Some("interrupt") => {}
         Some("rollback") => {
@@ -1727,6 +1776,14 @@ pub(crate) async fn cancel(
         .cancel_with_reason(&r.id, "cancelled: cancelled by request")
         .await
         .map_err(super::v1::scoped(scope))?;
+    s.audit_change(
+        caller,
+        &caller.workspace,
+        "runs.cancel",
+        &r.id,
+        json!({"reason": "cancelled by request"}),
+    )
+    .await?;
     let wait = q
         .wait
         .as_deref()
@@ -1749,9 +1806,8 @@ pub async fn cancel_thread_run(
     Path((thread, run_id)): Path<(String, String)>,
     Query(q): Query<CancelQuery>,
 ) -> ApiResult<Response> {
-    let scope = caller.scope();
-    let r = run_on(&s, &scope, &thread, &run_id).await?;
-    cancel(&s, &scope, &r, &q).await
+    let r = run_on(&s, &caller.scope(), &thread, &run_id).await?;
+    cancel(&s, &caller, &r, &q).await
 }
 
 /// Start a stateless run (no thread; Agent Protocol may name one as `thread_id`) in the
@@ -2198,7 +2254,27 @@ pub async fn put_item(
             Expect::Any,
         )
         .await?;
+    audit_item(&s, &caller, "store.put", &req.namespace, &req.key).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Record a change of the caller's store item `key` in `namespace` in its workspace's audit
+/// log (resource `<namespace>/<key>`): never its value.
+async fn audit_item(
+    s: &AppState,
+    caller: &Caller,
+    action: &str,
+    namespace: &[String],
+    key: &str,
+) -> ApiResult<()> {
+    s.audit_change(
+        caller,
+        &caller.workspace,
+        action,
+        &format!("{}/{key}", namespace.join(".")),
+        json!({"namespace": namespace, "key": key}),
+    )
+    .await
 }
 
 /// Which item to read.
@@ -2263,11 +2339,16 @@ pub async fn delete_item(
     super::Json(req): super::Json<DeleteItem>,
 ) -> ApiResult<StatusCode> {
     let id = item_id(&caller.scope(), &req.namespace, &req.key)?;
-    s.platform
+    let deleted = s
+        .platform
         .runtime()
         .store()
         .doc_delete(STORE_ITEMS, &id, Expect::Any)
         .await?;
+    // Deleting what is not there changes nothing.
+    if deleted {
+        audit_item(&s, &caller, "store.delete", &req.namespace, &req.key).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -2,13 +2,15 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+use super::gatewayops::{call_keyed, idempotency_header};
 use super::{ApiResult, AppState, Json, Path, Problem};
+use crate::gatewayops::idempotency::Refused;
 use crate::gatewayops::{Call, CallEnv, CallStatus, trace_id};
 use crate::servers::{McpCallView, McpFailure, McpServerView, McpToolView};
 use crate::tenancy::Caller;
@@ -83,17 +85,30 @@ pub struct CallToolRequest {
 /// `POST /v1/execute`). A tool that ran and failed answers 200 with `is_error: true` (that is
 /// its answer), and so does a call a policy denied (the content says which rule and why); a
 /// server that cannot be reached is 502, one that does not answer in time 504.
+///
+/// With an `Idempotency-Key` header (1 to 255 printable ASCII characters) the call is made
+/// at most once per key in the caller's workspace within `gateway.idempotency_window_ms`
+/// (24 h), as with `/v1/execute`: a retry gets the first attempt's answer (a call waiting for
+/// an approval: the same `run_id`) and calls nothing; the same key with another server, tool
+/// or arguments is a 422, and a retry while the first attempt is still being made waits for
+/// it, then is a 409.
 #[utoipa::path(post, path = "/v1/servers/{name}/call_tool", tag = "servers",
-    params(("name" = String, Path, description = "MCP server name")),
+    params(("name" = String, Path, description = "MCP server name"),
+           ("Idempotency-Key" = Option<String>, Header,
+            description = "same key (in the caller's workspace, within 24 h), same answer; the tool is called once")),
     request_body = CallToolRequest,
-    responses((status = 200, body = McpCallView), (status = 404, body = Problem),
-              (status = 502, body = Problem), (status = 504, body = Problem)))]
+    responses((status = 200, body = McpCallView), (status = 400, body = Problem),
+              (status = 404, body = Problem), (status = 409, body = Problem),
+              (status = 422, body = Problem), (status = 502, body = Problem),
+              (status = 503, body = Problem), (status = 504, body = Problem)))]
 pub async fn call_tool(
     State(s): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
+    headers: HeaderMap,
     Json(req): Json<CallToolRequest>,
 ) -> ApiResult<Json<McpCallView>> {
+    let key = idempotency_header(&headers)?;
     let timeout = s.gatewayops.config().default_timeout;
     let call = Call {
         id: "call".into(),
@@ -102,10 +117,9 @@ pub async fn call_tool(
         arguments: req.arguments,
         timeout,
     };
-    let r = s
-        .gatewayops
-        .call(&s.platform, &caller, call, &CallEnv::new(trace_id()))
-        .await?;
+    let r = call_keyed(&s, &caller, call, key.as_deref(), &CallEnv::new(trace_id()))
+        .await
+        .map_err(refused)??;
     match r.status {
         CallStatus::Timeout => Err(Problem::new(
             StatusCode::GATEWAY_TIMEOUT,
@@ -126,6 +140,16 @@ pub async fn call_tool(
         }
         _ => Ok(Json(McpCallView::from_result(r))),
     }
+}
+
+/// The problem of a call whose `Idempotency-Key` could not be used.
+fn refused(r: Refused) -> Problem {
+    let (status, kind) = match &r {
+        Refused::Conflict => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused"),
+        Refused::InFlight => (StatusCode::CONFLICT, "idempotency-key-in-flight"),
+        Refused::Unchecked(_) => (StatusCode::SERVICE_UNAVAILABLE, "idempotency-unavailable"),
+    };
+    Problem::new(status, kind, format!("the call was not made: {r}"))
 }
 
 fn unknown_server(name: &str) -> Problem {

@@ -624,7 +624,25 @@ async fn control(
     Ok(Json(RunView::in_scope(r, &scope)))
 }
 
-/// Pause a run (it stops at its next step and keeps its journal).
+/// Run a control that changes the run (pause, resume, cancel, signal) and answer with the
+/// run, once the change is in the workspace's audit log as `action` of the run (with
+/// `details` that identify it, never a signal's payload).
+async fn audited_control(
+    s: &AppState,
+    caller: &Caller,
+    run_id: &str,
+    action: &str,
+    details: Value,
+    f: impl AsyncFnOnce(&agentkit_runtime::Runtime) -> agentkit_core::Result<()>,
+) -> ApiResult<Json<RunView>> {
+    let answer = control(s, caller, run_id, f).await?;
+    s.audit_change(caller, &caller.workspace, action, run_id, details)
+        .await?;
+    Ok(answer)
+}
+
+/// Pause a run (it stops at its next step and keeps its journal). Recorded in the
+/// workspace's audit log (`runs.pause`) before the answer.
 #[utoipa::path(post, path = "/v1/runs/{run_id}/pause", tag = "runs",
     params(("run_id" = String, Path, description = "run id")),
     responses((status = 200, body = RunView), (status = 409, body = Problem)))]
@@ -633,10 +651,14 @@ pub async fn pause_run(
     caller: Caller,
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<RunView>> {
-    control(&s, &caller, &run_id, async |rt| rt.pause(&run_id).await).await
+    audited_control(&s, &caller, &run_id, "runs.pause", json!({}), async |rt| {
+        rt.pause(&run_id).await
+    })
+    .await
 }
 
-/// Resume a paused run (it replays its journal and goes on).
+/// Resume a paused run (it replays its journal and goes on). Recorded in the workspace's
+/// audit log (`runs.resume`) before the answer.
 #[utoipa::path(post, path = "/v1/runs/{run_id}/resume", tag = "runs",
     params(("run_id" = String, Path, description = "run id")),
     responses((status = 200, body = RunView), (status = 409, body = Problem)))]
@@ -645,7 +667,10 @@ pub async fn resume_run(
     caller: Caller,
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<RunView>> {
-    control(&s, &caller, &run_id, async |rt| rt.resume(&run_id).await).await
+    audited_control(&s, &caller, &run_id, "runs.resume", json!({}), async |rt| {
+        rt.resume(&run_id).await
+    })
+    .await
 }
 
 /// Why a run is cancelled or rejected.
@@ -657,7 +682,8 @@ pub struct Reason {
     pub reason: Option<String>,
 }
 
-/// Cancel a run, recording the reason.
+/// Cancel a run, recording the reason (with the run, and in the workspace's audit log as
+/// `runs.cancel` before the answer).
 #[utoipa::path(post, path = "/v1/runs/{run_id}/cancel", tag = "runs",
     params(("run_id" = String, Path, description = "run id")), request_body = Reason,
     responses((status = 200, body = RunView), (status = 409, body = Problem)))]
@@ -670,8 +696,9 @@ pub async fn cancel_run(
     let reason = optional_json::<Reason>(&body)?
         .reason
         .unwrap_or_else(|| "cancelled by request".into());
+    let details = json!({ "reason": reason });
     let reason = format!("cancelled: {reason}");
-    control(&s, &caller, &run_id, async |rt| {
+    audited_control(&s, &caller, &run_id, "runs.cancel", details, async |rt| {
         rt.cancel_with_reason(&run_id, &reason).await
     })
     .await
@@ -689,7 +716,8 @@ pub struct SignalRequest {
     pub payload: Value,
 }
 
-/// Send a signal (a waiting run resumes on any node).
+/// Send a signal (a waiting run resumes on any node). Recorded in the workspace's audit log
+/// (`runs.signal`, with the signal's name, never its payload) before the answer.
 #[utoipa::path(post, path = "/v1/runs/{run_id}/signal", tag = "runs",
     params(("run_id" = String, Path, description = "run id")), request_body = SignalRequest,
     responses((status = 200, body = RunView), (status = 409, body = Problem)))]
@@ -699,7 +727,9 @@ pub async fn signal_run(
     Path(run_id): Path<String>,
     Json(req): Json<SignalRequest>,
 ) -> ApiResult<Json<RunView>> {
-    control(&s, &caller, &run_id, async |rt| {
+    // The signal's name; never its payload (it may carry what a person typed).
+    let details = json!({ "signal": req.name });
+    audited_control(&s, &caller, &run_id, "runs.signal", details, async |rt| {
         rt.signal(&run_id, &req.name, req.payload).await
     })
     .await

@@ -1,8 +1,10 @@
-//! Idempotency keys for gateway calls (`/v1/execute`, `/v1/execute/stream`).
+//! Idempotency keys for gateway calls (`/v1/execute`, `/v1/execute/stream`, the WebSocket's
+//! `tool_call`, `POST /v1/servers/{name}/call_tool`).
 //!
-//! A call sent with an idempotency key (the `Idempotency-Key` header of the batch, which
-//! keys each call as `<header key>` + its `id`, or the call's own `idempotency_key`) is
-//! remembered in the store for `gateway.idempotency_window_ms` (default 24 h) under its
+//! A call sent with an idempotency key (the `Idempotency-Key` header of a batch, which
+//! keys each call as `<header key>` + its `id`, or the call's own `idempotency_key`; a
+//! WebSocket `tool_call`'s `idempotency_key`; the `Idempotency-Key` header of a
+//! `call_tool`) is remembered in the store for `gateway.idempotency_window_ms` (default 24 h) under its
 //! workspace: document `agentkit.gateway_idempotency/<org>/<workspace>/<sha256 of the key>`
 //! holding a digest of what was called (server, tool, canonical arguments) and, once it
 //! ended, its [`CallResult`]. A retry within the window with the same key
@@ -10,7 +12,8 @@
 //! - gets that result back (a call that waits for an approval: `pending_approval` with the
 //!   same `run_id`) and calls nothing, opens no second approval;
 //! - while the first attempt is still being made, waits for it (up to its timeout);
-//! - with other arguments (or another server or tool) is refused whole: 422.
+//! - with other arguments (or another server or tool) is refused: 422 (a batch is refused
+//!   whole), an `error` message on the WebSocket.
 //!
 //! Keys are per workspace: another workspace using the same key makes its own call. The
 //! record is claimed create-only, so two attempts racing on two server processes make one
@@ -18,8 +21,9 @@
 //! key, so a retry makes it; an attempt whose process died while it was in flight is taken
 //! over once its timeout (plus a minute) has passed.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agentkit_core::policy::canonical_json;
 use agentkit_core::{Error, Result};
@@ -28,7 +32,7 @@ use agentkit_runtime::{Doc, Store};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Call, CallResult};
+use super::{Call, CallResult, CallStatus};
 use crate::tenancy::WorkspaceId;
 
 /// How long keys are remembered unless configured (24 h).
@@ -208,6 +212,56 @@ impl Keys {
         })
     }
 
+    /// Make `call` at most once per `key` in `ws`: with `make` when no earlier attempt used
+    /// the key (or it expired), else answer what that attempt left. An attempt still being
+    /// made is waited for, up to `call`'s timeout. A call `make` did not make (an `Err`, or a
+    /// result that says it was not made: see [`unmade`]) forgets the key, so a retry makes
+    /// it; any other result is remembered for the window.
+    ///
+    /// # Errors
+    ///
+    /// [`Refused`] when the key belongs to another call, an earlier attempt is still being
+    /// made after the wait, or the key could not be checked (the store failed).
+    pub(crate) async fn once<E, F, Fut>(
+        &self,
+        ws: &WorkspaceId,
+        key: &str,
+        call: Call,
+        make: F,
+    ) -> std::result::Result<Keyed<E>, Refused>
+    where
+        F: FnOnce(Call) -> Fut,
+        Fut: Future<Output = std::result::Result<CallResult, E>>,
+    {
+        let wait_until = Instant::now() + call.timeout;
+        let ticket = loop {
+            match self.claim(ws, key, &call, call.timeout, now_ms()).await {
+                Ok(Claim::Fresh(t)) => break t,
+                Ok(Claim::Done(mut r)) => {
+                    // The first attempt's result, under this request's id for the call.
+                    r.id.clone_from(&call.id);
+                    return Ok(Keyed::Replayed(r));
+                }
+                Ok(Claim::InFlight) if Instant::now() < wait_until => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(Claim::InFlight) => return Err(Refused::InFlight),
+                Ok(Claim::Conflict) => return Err(Refused::Conflict),
+                Err(e) => return Err(Refused::Unchecked(e)),
+            }
+        };
+        let id = call.id.clone();
+        let made = make(call).await;
+        let kept = match &made {
+            Ok(r) if !unmade(r) => self.finish(ticket, r).await,
+            _ => self.release(ticket).await,
+        };
+        if let Err(e) = kept {
+            tracing::warn!(call = %id, error = %e, "recording a gateway call's idempotency key failed");
+        }
+        Ok(Keyed::Made(made))
+    }
+
     /// Record the result of the call `ticket` claimed: retries get it back.
     ///
     /// # Errors
@@ -243,6 +297,67 @@ impl Keys {
             .doc_delete(COLLECTION, &ticket.id, Expect::Revision(ticket.revision))
             .await?;
         Ok(())
+    }
+}
+
+/// Whether result `r` says its call was not made (not started before a batch's deadline,
+/// cancelled by the client, refused before reaching its server): its key is forgotten.
+fn unmade(r: &CallResult) -> bool {
+    r.status == CallStatus::Cancelled
+        || (r.duration_ms == 0
+            && r.run_id.is_none()
+            && matches!(r.status, CallStatus::Timeout | CallStatus::Error))
+}
+
+/// What a keyed call came to (see [`Keys::once`]).
+#[derive(Debug)]
+pub(crate) enum Keyed<E> {
+    /// This attempt made it (or tried to): what making it answered.
+    Made(std::result::Result<CallResult, E>),
+    /// An earlier attempt with the same key made it: its result, under this call's id.
+    Replayed(Box<CallResult>),
+}
+
+/// Why a keyed call was neither made nor answered from an earlier attempt.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The key was used (within the window) for a call with another server, tool or
+    /// arguments.
+    Conflict,
+    /// An earlier attempt with the key is still being made (after waiting up to the call's
+    /// timeout).
+    InFlight,
+    /// The key could not be checked: the store's error.
+    Unchecked(Error),
+}
+
+impl Refused {
+    /// The code of the WebSocket `error` message saying so.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            Self::Conflict => "idempotency_key_reused",
+            Self::InFlight => "idempotency_key_in_flight",
+            Self::Unchecked(_) => "unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Conflict => f.write_str(
+                "its idempotency key was used for a call with another server, tool or \
+                 arguments; send a new key for a new call",
+            ),
+            Self::InFlight => f.write_str(
+                "an earlier attempt with the same idempotency key is still being made; retry \
+                 with the same key later to get its result",
+            ),
+            Self::Unchecked(e) => write!(
+                f,
+                "its idempotency key could not be checked ({e}); retry with the same key"
+            ),
+        }
     }
 }
 
@@ -305,6 +420,105 @@ mod tests {
             canonical_json(&v, &mut text);
             prop_assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), v);
         }
+    }
+
+    fn success(id: &str, text: &str) -> CallResult {
+        serde_json::from_value(json!({
+            "id": id, "status": "success", "content": [{"type": "text", "text": text}],
+            "duration_ms": 3, "cost": 0.0
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn once_makes_a_call_once_and_refuses_what_it_cannot_make() {
+        let keys = Keys::new(
+            Arc::new(agentkit_runtime::MemoryStore::new()),
+            Duration::from_secs(60),
+        );
+        let ws = WorkspaceId::new("acme", "prod");
+        let c = call(json!({"text": "hi"}));
+        let made = keys
+            .once(&ws, "k", c.clone(), |c| async move {
+                Ok::<_, String>(success(&c.id, "first"))
+            })
+            .await
+            .unwrap();
+        assert!(matches!(made, Keyed::Made(Ok(ref r)) if r.content[0]["text"] == "first"));
+        // The retry, under another id, gets the first result and makes nothing.
+        let mut retry = c.clone();
+        retry.id = "again".into();
+        match keys
+            .once(&ws, "k", retry, |_| async {
+                Err::<CallResult, _>("made twice")
+            })
+            .await
+            .unwrap()
+        {
+            Keyed::Replayed(r) => {
+                assert_eq!(r.id, "again");
+                assert_eq!(r.content[0]["text"], "first");
+            }
+            other => panic!("expected the first result, got {other:?}"),
+        }
+        // Other arguments: refused, saying what to do.
+        let refused = keys
+            .once(&ws, "k", call(json!({"text": "bye"})), |_| async {
+                Err::<CallResult, _>("made")
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, Refused::Conflict));
+        assert!(refused.to_string().contains("send a new key"), "{refused}");
+        assert_eq!(refused.code(), "idempotency_key_reused");
+        // A call that could not be made forgets its key: the next attempt makes it.
+        let failed = keys
+            .once(&ws, "f", c.clone(), |_| async {
+                Err::<CallResult, _>("unreachable")
+            })
+            .await
+            .unwrap();
+        assert!(matches!(failed, Keyed::Made(Err("unreachable"))));
+        let made = keys
+            .once(&ws, "f", c.clone(), |c| async move {
+                Ok::<_, String>(success(&c.id, "second"))
+            })
+            .await
+            .unwrap();
+        assert!(matches!(made, Keyed::Made(Ok(_))));
+        // An attempt still in flight is waited for up to the call's timeout, then refused.
+        let Claim::Fresh(_) = keys
+            .claim(&ws, "busy", &c, c.timeout, now_ms())
+            .await
+            .unwrap()
+        else {
+            panic!("fresh")
+        };
+        let mut quick = c.clone();
+        quick.timeout = Duration::from_millis(250);
+        let started = Instant::now();
+        let refused = keys
+            .once(&ws, "busy", quick, |_| async {
+                Err::<CallResult, _>("made")
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, Refused::InFlight), "{refused}");
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        assert!(refused.to_string().contains("retry with the same key"));
+    }
+
+    #[test]
+    fn a_result_that_says_its_call_was_not_made_forgets_its_key() {
+        let mut r = success("c", "x");
+        assert!(!unmade(&r));
+        r.status = CallStatus::Cancelled;
+        assert!(unmade(&r));
+        r.status = CallStatus::Timeout;
+        r.duration_ms = 0;
+        assert!(unmade(&r), "not started before the deadline");
+        r.duration_ms = 5;
+        assert!(!unmade(&r), "timed out upstream: it may have been made");
     }
 
     #[tokio::test]

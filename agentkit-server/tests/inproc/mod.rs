@@ -176,3 +176,33 @@ pub async fn deploy_scripted(base: &str, key: &str, name: &str) {
     .await;
     assert!(s == 201 || s == 200, "{s} {b}");
 }
+
+/// The audit log of `workspace` (`org/ws`), read as `admin` at once (no waiting): its CSV
+/// export and its JSON entries.
+pub async fn audit_exports(
+    base: &str,
+    admin: &str,
+    workspace: &str,
+) -> (String, Vec<serde_json::Value>) {
+    let path = format!("/v1/audit?workspace={workspace}&limit=10000");
+    let csv = reqwest::Client::new()
+        .get(format!("{base}{path}&format=csv"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (s, page) = call_as(base, admin, reqwest::Method::GET, &path, None).await;
+    assert_eq!(s, 200, "{page}");
+    (csv, page["entries"].as_array().unwrap().clone())
+}
+
+/// The audit chain of `workspace` verifies (`GET /v1/audit/verify` as `admin`).
+pub async fn assert_audit_verifies(base: &str, admin: &str, workspace: &str) {
+    let path = format!("/v1/audit/verify?workspace={workspace}");
+    let (s, v) = call_as(base, admin, reqwest::Method::GET, &path, None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["ok"], true, "{v}");
+}

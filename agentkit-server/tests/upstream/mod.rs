@@ -49,3 +49,63 @@ pub async fn workspace_key(base: &str, admin: &str, org: &str, role: &str) -> (S
     let body = json!({"name": role, "role": role, "workspace": format!("{org}/prod")});
     crate::inproc::create_key(base, admin, body).await
 }
+
+/// A server on `store` with admin key `admin` whose gateway reaches the MCP server `crm` at
+/// URL `crm` from workspaces `acme/prod` and `globex/prod`, and asks for an approval before
+/// every call of `crm__post`.
+pub async fn approval_gateway(
+    store: &Arc<dyn agentkit_runtime::Store>,
+    crm: &str,
+    admin: &str,
+) -> crate::inproc::InProcess {
+    use agentkit_server::tenancy::WorkspaceId;
+    let policy = agentkit_core::policy::Policy::compile(
+        "gateway",
+        &agentkit_core::config::PolicySpec::new().with_require_approval(["crm__post"]),
+    )
+    .unwrap();
+    let gateway = agentkit_server::gatewayops::GatewayConfig::new()
+        .with_policy(policy)
+        .with_server_workspaces(
+            "crm",
+            [
+                WorkspaceId::new("acme", "prod"),
+                WorkspaceId::new("globex", "prod"),
+            ],
+        );
+    let server = agentkit_server::Server::builder(Arc::clone(store))
+        .admin_key(admin)
+        .mcp_servers(agentkit_mcp::ConnectionManager::new([
+            agentkit_mcp::ServerConfig::http("crm", crm),
+        ]))
+        .gateway(gateway)
+        .build()
+        .await
+        .unwrap();
+    crate::inproc::serve(server).await
+}
+
+/// `POST path` with `body` as `key`, with an `Idempotency-Key` header when `idem` is given;
+/// the status and the body (JSON, or the text as a JSON string).
+pub async fn post_keyed(
+    base: &str,
+    key: &str,
+    path: &str,
+    idem: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth(key)
+        .json(&body);
+    if let Some(k) = idem {
+        req = req.header("Idempotency-Key", k);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}

@@ -26,20 +26,10 @@ policies:
     require_approval: ["mail__send"]
 "#;
 
-async fn call_as(
-    base: &str,
-    key: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    inproc::call_as(base, key, method, path, body).await
-}
-
 const ADMIN: &str = "test-key";
 
 async fn run_status(base: &str, run_id: &str) -> Value {
-    call_as(
+    inproc::call_as(
         base,
         ADMIN,
         reqwest::Method::GET,
@@ -53,7 +43,7 @@ async fn run_status(base: &str, run_id: &str) -> Value {
 /// The run's approvals with `status`, once there are `n` of them.
 async fn approvals_of(base: &str, run_id: &str, status: &str, n: usize) -> Vec<Value> {
     for _ in 0..200 {
-        let (_, all) = call_as(
+        let (_, all) = inproc::call_as(
             base,
             ADMIN,
             reqwest::Method::GET,
@@ -101,7 +91,7 @@ async fn operator_key(base: &str, name: &str, workspace: Option<&str>) -> (Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let store = inproc::sqlite(dir.path()).await;
     let config = Config::from_yaml_str(POLICY, None).unwrap();
     let policy = Policy::compile("mail", &config.policies["mail"]).unwrap();
     let audit = Arc::new(StoreAudit::new(Arc::clone(&store)));
@@ -148,7 +138,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     let served = inproc::serve(server).await;
     let base = served.base.clone();
 
-    let (st, run) = call_as(
+    let (st, run) = inproc::call_as(
         &base,
         ADMIN,
         reqwest::Method::POST,
@@ -178,7 +168,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     let (ben, ben_id) = operator_key(&base, "ben", None).await;
 
     // Ann approves the mail to alice: only that call runs; the run waits again for bob's.
-    let (st, body) = call_as(
+    let (st, body) = inproc::call_as(
         &base,
         &ann,
         reqwest::Method::POST,
@@ -206,7 +196,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     assert_eq!(still[0]["call_id"], to_bob.as_str());
 
     // Deciding the approved call again is a 409 that says it is approved.
-    let (st, body) = call_as(
+    let (st, body) = inproc::call_as(
         &base,
         &ben,
         reqwest::Method::POST,
@@ -223,7 +213,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
         "{body}"
     );
     // A call the run never made is a 404.
-    let (st, body) = call_as(
+    let (st, body) = inproc::call_as(
         &base,
         &ben,
         reqwest::Method::POST,
@@ -236,7 +226,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     let (st, body) = inproc::create_workspace(&base, ADMIN, "acme", "prod").await;
     assert!(st == 200 || st == 201, "{body}");
     let (eve, _) = operator_key(&base, "eve", Some("acme/prod")).await;
-    let (st, body) = call_as(
+    let (st, body) = inproc::call_as(
         &base,
         &eve,
         reqwest::Method::POST,
@@ -247,7 +237,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     assert_eq!(st, 404, "{body}");
 
     // Ben rejects the mail to bob: the model reads his reason, the tool never runs for bob.
-    let (st, body) = call_as(
+    let (st, body) = inproc::call_as(
         &base,
         &ben,
         reqwest::Method::POST,
@@ -277,7 +267,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     assert_eq!(rejected[0]["decision_reason"], "bob has left the company");
 
     // A run-level decision decides every call of the run that waits.
-    let (_, run) = call_as(
+    let (_, run) = inproc::call_as(
         &base,
         ADMIN,
         reqwest::Method::POST,
@@ -291,7 +281,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
         r["status"] == "waiting_approval"
     })
     .await;
-    let (st, body) = call_as(
+    let (st, body) = inproc::call_as(
         &base,
         &ann,
         reqwest::Method::POST,
@@ -308,7 +298,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     let approved = approvals_of(&base, &run2, "approved", 2).await;
     assert!(approved.iter().all(|a| a["decided_by"] == ann_id.as_str()));
     // Deciding the run again: nothing of it is pending any more.
-    let (st, body) = call_as(
+    let (st, body) = inproc::call_as(
         &base,
         &ann,
         reqwest::Method::POST,
@@ -319,7 +309,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     assert_eq!(st, 409, "{body}");
 
     // An old client's run-wide `approval` signal still decides the call that waits.
-    let (_, run) = call_as(
+    let (_, run) = inproc::call_as(
         &base,
         ADMIN,
         reqwest::Method::POST,
@@ -332,7 +322,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
         r["status"] == "waiting_approval"
     })
     .await;
-    let (st, body) = call_as(
+    let (st, body) = inproc::call_as(
         &base,
         ADMIN,
         reqwest::Method::POST,

@@ -212,7 +212,7 @@ async fn calc_server() -> Upstream {
 /// `writer` with two versions, `stage` on v2 and `prod` on v1.
 async fn start_server() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let store = inproc::sqlite(dir.path()).await;
     let memory = || Server::memory_for(Arc::clone(&store));
     let config = Config::from_yaml_str(POLICY, None).unwrap();
     let policy = Policy::compile("docs", &config.policies["docs"]).unwrap();

@@ -21,19 +21,9 @@ use serde_json::{Value, json};
 
 const ADMIN: &str = "audit-admin-key";
 
-async fn call(
-    base: &str,
-    key: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    inproc::call_as(base, key, method, path, body).await
-}
-
 /// The last audit entry of `acme/prod`, read at once (no waiting).
 async fn last_entry(base: &str) -> Value {
-    let (s, page) = call(
+    let (s, page) = inproc::call_as(
         base,
         ADMIN,
         Method::GET,
@@ -71,7 +61,7 @@ async fn assert_last(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let store = inproc::sqlite(dir.path()).await;
     let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
     let server = Server::builder(store)
         .admin_key(ADMIN)
@@ -86,7 +76,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     let mut secrets: Vec<String> = Vec::new();
 
     // Workspaces and keys, by the server's admin key.
-    let (s, b) = call(
+    let (s, b) = inproc::call_as(
         &base,
         ADMIN,
         Method::POST,
@@ -96,7 +86,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     .await;
     assert_eq!(s, 201, "{b}");
     assert_last(&base, "workspaces.create", "acme/prod", "admin", None).await;
-    let (s, b) = call(
+    let (s, b) = inproc::call_as(
         &base,
         ADMIN,
         Method::POST,
@@ -113,7 +103,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(ev["arguments"]["name"], "dev", "{ev}");
 
     // A key of the workspace creates another and revokes it.
-    let (s, b) = call(
+    let (s, b) = inproc::call_as(
         &base,
         &dev,
         Method::POST,
@@ -125,7 +115,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     let temp_id = b["id"].as_str().unwrap().to_owned();
     secrets.push(b["key"].as_str().unwrap().to_owned());
     assert_last(&base, "keys.create", &temp_id, &dev_id, Some(&dev_id)).await;
-    let (s, b) = call(
+    let (s, b) = inproc::call_as(
         &base,
         &dev,
         Method::DELETE,
@@ -139,7 +129,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     // Vault secrets: the name, never the value.
     let value = "vault-value-4f1d9a7c2e";
     secrets.push(value.to_owned());
-    let (s, b) = call(
+    let (s, b) = inproc::call_as(
         &base,
         &dev,
         Method::PUT,
@@ -149,13 +139,13 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     .await;
     assert_eq!(s, 200, "{b}");
     assert_last(&base, "secrets.set", "crm_token", &dev_id, Some(&dev_id)).await;
-    let (s, b) = call(&base, &dev, Method::DELETE, "/v1/secrets/crm_token", None).await;
+    let (s, b) = inproc::call_as(&base, &dev, Method::DELETE, "/v1/secrets/crm_token", None).await;
     assert_eq!(s, 204, "{b}");
     assert_last(&base, "secrets.delete", "crm_token", &dev_id, Some(&dev_id)).await;
 
     // Agents: deployed, labelled, promoted, rolled back.
     for instructions in ["Repeat.", "Repeat twice."] {
-        let (s, b) = call(
+        let (s, b) = inproc::call_as(
             &base,
             &dev,
             Method::POST,
@@ -168,7 +158,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
         assert_last(&base, "agents.deploy", "triage", &dev_id, Some(&dev_id)).await;
     }
     for (label, version) in [("stage", 1), ("stage", 2)] {
-        let (s, b) = call(
+        let (s, b) = inproc::call_as(
             &base,
             &dev,
             Method::PUT,
@@ -180,7 +170,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
         let ev = assert_last(&base, "agents.set_label", "triage", &dev_id, Some(&dev_id)).await;
         assert_eq!(ev["arguments"]["labels"][label], version, "{ev}");
     }
-    let (s, b) = call(
+    let (s, b) = inproc::call_as(
         &base,
         &dev,
         Method::POST,
@@ -191,7 +181,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(s, 200, "{b}");
     let ev = assert_last(&base, "agents.promote", "triage", &dev_id, Some(&dev_id)).await;
     assert_eq!(ev["arguments"]["labels"]["prod"], 2, "{ev}");
-    let (s, b) = call(
+    let (s, b) = inproc::call_as(
         &base,
         &dev,
         Method::POST,
@@ -204,7 +194,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(ev["arguments"]["labels"]["stage"], 1, "{ev}");
 
     // Workspace webhooks: created, rotated, deleted; never their secrets.
-    let (s, b) = call(
+    let (s, b) = inproc::call_as(
         &base,
         &dev,
         Method::POST,
@@ -216,7 +206,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     secrets.push(b["secret"].as_str().unwrap().to_owned());
     let ev = assert_last(&base, "webhooks.create", "github", &dev_id, Some(&dev_id)).await;
     assert_eq!(ev["arguments"]["target"], "triage", "{ev}");
-    let (s, b) = call(
+    let (s, b) = inproc::call_as(
         &base,
         &dev,
         Method::POST,
@@ -227,12 +217,12 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(s, 200, "{b}");
     secrets.push(b["secret"].as_str().unwrap().to_owned());
     assert_last(&base, "webhooks.rotate", "github", &dev_id, Some(&dev_id)).await;
-    let (s, b) = call(&base, &dev, Method::DELETE, "/v1/webhooks/github", None).await;
+    let (s, b) = inproc::call_as(&base, &dev, Method::DELETE, "/v1/webhooks/github", None).await;
     assert_eq!(s, 204, "{b}");
     assert_last(&base, "webhooks.delete", "github", &dev_id, Some(&dev_id)).await;
 
     // Schedules: created, paused, resumed, deleted.
-    let (s, b) = call(
+    let (s, b) = inproc::call_as(
         &base,
         &dev,
         Method::POST,
@@ -243,7 +233,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(s, 201, "{b}");
     assert_last(&base, "schedules.create", "hourly", &dev_id, Some(&dev_id)).await;
     for verb in ["pause", "resume"] {
-        let (s, b) = call(
+        let (s, b) = inproc::call_as(
             &base,
             &dev,
             Method::POST,
@@ -261,12 +251,12 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
         )
         .await;
     }
-    let (s, b) = call(&base, &dev, Method::DELETE, "/v1/schedules/hourly", None).await;
+    let (s, b) = inproc::call_as(&base, &dev, Method::DELETE, "/v1/schedules/hourly", None).await;
     assert_eq!(s, 204, "{b}");
     assert_last(&base, "schedules.delete", "hourly", &dev_id, Some(&dev_id)).await;
 
     // LangGraph crons: created, changed, deleted.
-    let (s, b) = call(
+    let (s, b) = inproc::call_as(
         &base,
         &dev,
         Method::POST,
@@ -279,7 +269,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     let cron = b["cron_id"].as_str().unwrap().to_owned();
     let ev = assert_last(&base, "crons.create", &cron, &dev_id, Some(&dev_id)).await;
     assert_eq!(ev["arguments"]["assistant_id"], "triage", "{ev}");
-    let (s, b) = call(
+    let (s, b) = inproc::call_as(
         &base,
         &dev,
         Method::PATCH,
@@ -290,7 +280,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(s, 200, "{b}");
     let ev = assert_last(&base, "crons.update", &cron, &dev_id, Some(&dev_id)).await;
     assert_eq!(ev["arguments"]["schedule"], "0 10 * * *", "{ev}");
-    let (s, b) = call(
+    let (s, b) = inproc::call_as(
         &base,
         &dev,
         Method::DELETE,
@@ -303,7 +293,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
 
     // A refused change is not recorded as made.
     let before = last_entry(&base).await["seq"].clone();
-    let (s, _) = call(&base, &dev, Method::DELETE, "/v1/webhooks/nope", None).await;
+    let (s, _) = inproc::call_as(&base, &dev, Method::DELETE, "/v1/webhooks/nope", None).await;
     assert_eq!(s, 404);
     assert_eq!(last_entry(&base).await["seq"], before);
 
@@ -319,7 +309,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
         .text()
         .await
         .unwrap();
-    let (_, json_export) = call(
+    let (_, json_export) = inproc::call_as(
         &base,
         ADMIN,
         Method::GET,
@@ -341,7 +331,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
             "a secret is in the JSON export"
         );
     }
-    let (s, v) = call(
+    let (s, v) = inproc::call_as(
         &base,
         ADMIN,
         Method::GET,

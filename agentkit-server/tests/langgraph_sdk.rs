@@ -57,13 +57,11 @@ fn last_ai(values: &Value) -> &str {
 async fn the_langgraph_python_sdk_drives_an_agentkit_agent() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
-    let memory = Server::memory_for(Arc::clone(&store));
-    let echo =
-        AgentLlm::new(Agent::new("echo", "Repeat."), ScriptedProvider::echo()).with_memory(memory);
+    let store = inproc::sqlite(dir.path()).await;
+    let echo = inproc::echo_agent(&store);
     let server = Server::builder(store)
         .admin_key("sdk-key")
-        .agent_llm("echo", Arc::new(echo), "Repeats what it was told")
+        .agent_llm("echo", echo, "Repeats what it was told")
         .poll_interval(Duration::from_millis(50))
         .build()
         .await

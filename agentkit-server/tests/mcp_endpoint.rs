@@ -53,15 +53,13 @@ struct Running {
 
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
-    let memory = Server::memory_for(Arc::clone(&store));
-    let echo =
-        AgentLlm::new(Agent::new("echo", "Repeat."), ScriptedProvider::echo()).with_memory(memory);
+    let store = inproc::sqlite(dir.path()).await;
+    let echo = inproc::echo_agent(&store);
     let stuck = AgentLlm::new(Agent::new("stuck", "Think."), Stuck);
     let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
     let server = Server::builder(store)
         .admin_key(KEY)
-        .agent_llm("echo", Arc::new(echo), "Repeats what it was told")
+        .agent_llm("echo", echo, "Repeats what it was told")
         .agent_llm("stuck", Arc::new(stuck), "Never answers")
         .spec_builder(Arc::new(builder))
         .poll_interval(Duration::from_millis(50))

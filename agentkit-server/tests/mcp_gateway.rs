@@ -58,16 +58,6 @@ struct Running {
     _upstreams: [Upstream; 2],
 }
 
-async fn http(
-    base: &str,
-    key: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    inproc::call_as(base, key, method, path, body).await
-}
-
 /// `crm` is seen by acme/prod only, `calc` (unlisted) by default/default; the gateway policy
 /// denies `*__delete_*`. The `poster` agent (default/default) reads a file, then posts to
 /// Slack, which a chain rule sends for approval.
@@ -220,7 +210,7 @@ async fn a_workspace_sees_and_calls_its_servers_under_the_gateway_policy() {
     assert!(!text(&nuke).contains("deleted"));
 
     // Both decisions are in acme/prod's audit log.
-    let (s, audit) = http(
+    let (s, audit) = inproc::call_as(
         &r.base,
         ADMIN,
         reqwest::Method::GET,
@@ -264,7 +254,7 @@ async fn a_workspace_sees_and_calls_its_servers_under_the_gateway_policy() {
 async fn operations_follow_the_callers_role_and_workspace() {
     let r = start().await;
     // A run of default/default, to look for from acme/prod.
-    let (s, run) = http(
+    let (s, run) = inproc::call_as(
         &r.base,
         ADMIN,
         reqwest::Method::POST,
@@ -345,7 +335,7 @@ async fn operations_follow_the_callers_role_and_workspace() {
 
 async fn wait_for(r: &Running, run_id: &str, status: &str) -> Value {
     for _ in 0..200 {
-        let (_, run) = http(
+        let (_, run) = inproc::call_as(
             &r.base,
             ADMIN,
             reqwest::Method::GET,
@@ -364,7 +354,7 @@ async fn wait_for(r: &Running, run_id: &str, status: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_decided_over_mcp_resumes_the_run() {
     let r = start().await;
-    let (s, run) = http(
+    let (s, run) = inproc::call_as(
         &r.base,
         ADMIN,
         reqwest::Method::POST,
@@ -434,7 +424,7 @@ async fn an_approval_decided_over_mcp_resumes_the_run() {
     );
 
     // The decision is recorded as the operator's, like one made over HTTP.
-    let (_, decided) = http(
+    let (_, decided) = inproc::call_as(
         &r.base,
         ADMIN,
         reqwest::Method::GET,

@@ -79,7 +79,7 @@ async fn api(base: &str, key: &str, method: reqwest::Method, path: &str, body: V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_typescript_and_python_sdks_call_their_workspace_agents() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let store = inproc::sqlite(dir.path()).await;
     let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
     let server = Server::builder(store)
         .admin_key(ADMIN)

@@ -23,19 +23,13 @@ struct Running {
     _served: inproc::InProcess,
 }
 
-async fn store_at(dir: &Path) -> Arc<dyn Store> {
-    Arc::new(SqliteStore::open(dir.join("a.db")).await.unwrap())
-}
-
 /// A server on the SQLite store in `dir` with an `echo` agent, configured by `f`.
 async fn start_with(dir: &Path, f: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Running {
-    let store = store_at(dir).await;
-    let memory = Server::memory_for(Arc::clone(&store));
-    let echo =
-        AgentLlm::new(Agent::new("echo", "Repeat."), ScriptedProvider::echo()).with_memory(memory);
+    let store = inproc::sqlite(dir).await;
+    let echo = inproc::echo_agent(&store);
     let builder = Server::builder(store)
         .admin_key("test-key")
-        .agent_llm("echo", Arc::new(echo), "Repeats what it was told")
+        .agent_llm("echo", echo, "Repeats what it was told")
         .poll_interval(Duration::from_millis(50));
     let server = f(builder).build().await.unwrap();
     let served = inproc::serve(server.clone()).await;

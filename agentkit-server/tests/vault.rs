@@ -54,16 +54,6 @@ async fn guarded_server() -> (Upstream, Arc<Mutex<usize>>) {
     (up, refused)
 }
 
-async fn call_as(
-    serve: &Serve,
-    key: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    inproc::call_as(&serve.base, key, method, path, body).await
-}
-
 /// Call the guarded server's `whoami` tool (retried while the connection backs off).
 async fn whoami(serve: &Serve) -> (u16, Value) {
     let mut answer = (0, Value::Null);
@@ -149,10 +139,10 @@ async fn mcp_credentials_come_from_the_vault_and_stay_out_of_the_database_and_lo
     assert_eq!(s, 201, "{b}");
     let body = json!({"workspace": "acme/prod", "role": "admin"});
     let (acme, _) = inproc::create_key(&serve.base, common::KEY, body).await;
-    let (s, b) = call_as(&serve, &acme, Method::GET, "/v1/secrets", None).await;
+    let (s, b) = inproc::call_as(&serve.base, &acme, Method::GET, "/v1/secrets", None).await;
     assert_eq!((s, b.clone()), (200, json!([])), "{b}");
-    let (s, _) = call_as(
-        &serve,
+    let (s, _) = inproc::call_as(
+        &serve.base,
         &acme,
         Method::DELETE,
         "/v1/secrets/guarded_token",
@@ -160,8 +150,8 @@ async fn mcp_credentials_come_from_the_vault_and_stay_out_of_the_database_and_lo
     )
     .await;
     assert_eq!(s, 404);
-    let (s, _) = call_as(
-        &serve,
+    let (s, _) = inproc::call_as(
+        &serve.base,
         &acme,
         Method::PUT,
         "/v1/secrets/guarded_token",
@@ -174,7 +164,7 @@ async fn mcp_credentials_come_from_the_vault_and_stay_out_of_the_database_and_lo
         .call(Method::POST, "/v1/keys", Some(json!({"role": "viewer"})))
         .await;
     let viewer = b["key"].as_str().unwrap().to_owned();
-    let (s, _) = call_as(&serve, &viewer, Method::GET, "/v1/secrets", None).await;
+    let (s, _) = inproc::call_as(&serve.base, &viewer, Method::GET, "/v1/secrets", None).await;
     assert_eq!(s, 403);
     let (s, b) = serve
         .call(

@@ -53,6 +53,19 @@ pub async fn call_as(
     (status, body)
 }
 
+/// [`call_as`], the key sent as `x-api-key` (as LangGraph clients send it) instead of
+/// `Authorization: Bearer`.
+pub async fn call_with_api_key(
+    base: &str,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let (status, _, body) = request(base, method, path, body, &[("x-api-key", key)]).await;
+    (status, body)
+}
+
 /// Send `method path` to the server at `base` with `body` as JSON and `headers` (credentials
 /// included, if any); returns the status, the response's headers and its body as JSON (a body
 /// that is not JSON as a JSON string).
@@ -121,20 +134,55 @@ pub async fn workspace_key(
     role: &str,
     name: &str,
 ) -> String {
+    workspace_key_and_id(base, admin, org, ws, role, name)
+        .await
+        .0
+}
+
+/// [`workspace_key`], with the key's id: (secret, id).
+pub async fn workspace_key_and_id(
+    base: &str,
+    admin: &str,
+    org: &str,
+    ws: &str,
+    role: &str,
+    name: &str,
+) -> (String, String) {
     let (s, b) = create_workspace(base, admin, org, ws).await;
     assert!(s == 201 || s == 409, "{b}");
     let body = serde_json::json!({"name": name, "role": role, "workspace": format!("{org}/{ws}")});
-    create_key(base, admin, body).await.0
+    create_key(base, admin, body).await
+}
+
+/// A SQLite store in file `a.db` of `dir`.
+pub async fn sqlite(dir: &std::path::Path) -> std::sync::Arc<dyn agentkit_runtime::Store> {
+    std::sync::Arc::new(
+        agentkit_runtime::SqliteStore::open(dir.join("a.db"))
+            .await
+            .unwrap(),
+    )
+}
+
+/// Agent `echo` ("Repeat.") on the scripted model that repeats what it was told, keeping its
+/// conversations in `store`.
+pub fn echo_agent(
+    store: &std::sync::Arc<dyn agentkit_runtime::Store>,
+) -> std::sync::Arc<agentkit_core::AgentLlm> {
+    let memory = Server::memory_for(std::sync::Arc::clone(store));
+    std::sync::Arc::new(
+        agentkit_core::AgentLlm::new(
+            agentkit_core::Agent::new("echo", "Repeat."),
+            agentkit_core::ScriptedProvider::echo(),
+        )
+        .with_memory(memory),
+    )
 }
 
 /// A server on a SQLite database in `dir` with admin key `admin` that runs declarative agents
 /// (`POST /v1/agents`) on the offline models and polls every 50 ms: add what else the test
 /// needs, then build.
 pub async fn declarative(dir: &std::path::Path, admin: &str) -> agentkit_server::ServerBuilder {
-    let store = agentkit_runtime::SqliteStore::open(dir.join("a.db"))
-        .await
-        .unwrap();
-    let store: std::sync::Arc<dyn agentkit_runtime::Store> = std::sync::Arc::new(store);
+    let store = sqlite(dir).await;
     let builder = agentkit_server::spec::DeclarativeBuilder::new(
         &agentkit_core::Config::new(),
         agentkit_server::spec::ModelFactory::offline(),

@@ -4,6 +4,7 @@
 
 mod inproc;
 
+use inproc::call_as;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,13 +23,9 @@ struct Running {
 
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let store = inproc::sqlite(dir.path()).await;
-    let echo = inproc::echo_agent(&store);
-    let server = Server::builder(store)
-        .admin_key("test-key")
-        .agent_llm("echo", echo, "Repeats what it was told")
+    let server = inproc::echo_server(dir.path(), "test-key")
+        .await
         .max_body_bytes(64 * 1024)
-        .poll_interval(Duration::from_millis(50))
         .build()
         .await
         .unwrap();
@@ -102,7 +99,7 @@ async fn a_run_on_a_thread_continues_its_conversation_and_threads_are_isolated()
     let run = |t: String, m: &'static str| {
         let r = &r;
         async move {
-            inproc::call_as(
+            call_as(
                 &r.base,
                 &r.key,
                 reqwest::Method::POST,
@@ -124,7 +121,7 @@ async fn a_run_on_a_thread_continues_its_conversation_and_threads_are_isolated()
         "thread b must not see thread a"
     );
     // Without a thread, a run stands alone.
-    let (_, lone) = inproc::call_as(
+    let (_, lone) = call_as(
         &r.base,
         &r.key,
         reqwest::Method::POST,
@@ -133,7 +130,7 @@ async fn a_run_on_a_thread_continues_its_conversation_and_threads_are_isolated()
     )
     .await;
     assert_eq!(lone["output"]["text"], "solo");
-    let (_, listed) = inproc::call_as(
+    let (_, listed) = call_as(
         &r.base,
         &r.key,
         reqwest::Method::GET,
@@ -148,7 +145,7 @@ async fn a_run_on_a_thread_continues_its_conversation_and_threads_are_isolated()
 #[tokio::test]
 async fn sse_resumes_after_last_event_id_without_loss_or_repeats() {
     let r = start().await;
-    let (s, run) = inproc::call_as(
+    let (s, run) = call_as(
         &r.base,
         &r.key,
         reqwest::Method::POST,
@@ -188,7 +185,7 @@ async fn sse_resumes_after_last_event_id_without_loss_or_repeats() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
-    let (_, json_events) = inproc::call_as(
+    let (_, json_events) = call_as(
         &r.base,
         &r.key,
         reqwest::Method::GET,
@@ -296,10 +293,10 @@ async fn bad_input_is_a_4xx_problem_and_stores_nothing() {
         let p: Value = serde_json::from_str(&body).unwrap();
         assert!(!p["detail"].as_str().unwrap().is_empty(), "case {i}");
     }
-    let (_, runs) = inproc::call_as(&r.base, &r.key, reqwest::Method::GET, "/v1/runs", None).await;
+    let (_, runs) = call_as(&r.base, &r.key, reqwest::Method::GET, "/v1/runs", None).await;
     assert_eq!(runs, json!([]), "no bad request stored a run");
     // A finished run cannot be cancelled: 409 that says its status.
-    let (_, run) = inproc::call_as(
+    let (_, run) = call_as(
         &r.base,
         &r.key,
         reqwest::Method::POST,
@@ -307,7 +304,7 @@ async fn bad_input_is_a_4xx_problem_and_stores_nothing() {
         Some(json!({"message": "x", "wait": true})),
     )
     .await;
-    let (s, p) = inproc::call_as(
+    let (s, p) = call_as(
         &r.base,
         &r.key,
         reqwest::Method::POST,
@@ -322,7 +319,7 @@ async fn bad_input_is_a_4xx_problem_and_stores_nothing() {
 #[tokio::test]
 async fn labels_move_with_compare_and_swap_and_roll_back() {
     let r = start().await;
-    let (s, e) = inproc::call_as(
+    let (s, e) = call_as(
         &r.base,
         &r.key,
         reqwest::Method::PUT,
@@ -332,7 +329,7 @@ async fn labels_move_with_compare_and_swap_and_roll_back() {
     .await;
     assert_eq!(s, 200, "{e}");
     assert_eq!(e["labels"]["prod"], 1);
-    let (s, p) = inproc::call_as(
+    let (s, p) = call_as(
         &r.base,
         &r.key,
         reqwest::Method::PUT,
@@ -342,7 +339,7 @@ async fn labels_move_with_compare_and_swap_and_roll_back() {
     .await;
     assert_eq!(s, 409, "{p}");
     assert!(p["detail"].as_str().unwrap().contains("points at v1"));
-    let (s, e) = inproc::call_as(
+    let (s, e) = call_as(
         &r.base,
         &r.key,
         reqwest::Method::POST,
@@ -352,7 +349,7 @@ async fn labels_move_with_compare_and_swap_and_roll_back() {
     .await;
     assert_eq!(s, 200);
     assert_eq!(e["labels"]["stage"], 1);
-    let (s, run) = inproc::call_as(
+    let (s, run) = call_as(
         &r.base,
         &r.key,
         reqwest::Method::POST,
@@ -388,7 +385,7 @@ fn every_route_is_in_the_openapi_document() {
 #[tokio::test]
 async fn concurrent_subscribers_of_one_run_each_get_the_whole_stream() {
     let r = start().await;
-    let (s, run) = inproc::call_as(
+    let (s, run) = call_as(
         &r.base,
         &r.key,
         reqwest::Method::POST,

@@ -7,6 +7,7 @@
 
 mod inproc;
 
+use inproc::call_as;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +30,7 @@ policies:
 const ADMIN: &str = "test-key";
 
 async fn run_status(base: &str, run_id: &str) -> Value {
-    inproc::call_as(
+    call_as(
         base,
         ADMIN,
         reqwest::Method::GET,
@@ -43,7 +44,7 @@ async fn run_status(base: &str, run_id: &str) -> Value {
 /// The run's approvals with `status`, once there are `n` of them.
 async fn approvals_of(base: &str, run_id: &str, status: &str, n: usize) -> Vec<Value> {
     for _ in 0..200 {
-        let (_, all) = inproc::call_as(
+        let (_, all) = call_as(
             base,
             ADMIN,
             reqwest::Method::GET,
@@ -138,7 +139,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     let served = inproc::serve(server).await;
     let base = served.base.clone();
 
-    let (st, run) = inproc::call_as(
+    let (st, run) = call_as(
         &base,
         ADMIN,
         reqwest::Method::POST,
@@ -168,7 +169,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     let (ben, ben_id) = operator_key(&base, "ben", None).await;
 
     // Ann approves the mail to alice: only that call runs; the run waits again for bob's.
-    let (st, body) = inproc::call_as(
+    let (st, body) = call_as(
         &base,
         &ann,
         reqwest::Method::POST,
@@ -196,7 +197,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     assert_eq!(still[0]["call_id"], to_bob.as_str());
 
     // Deciding the approved call again is a 409 that says it is approved.
-    let (st, body) = inproc::call_as(
+    let (st, body) = call_as(
         &base,
         &ben,
         reqwest::Method::POST,
@@ -213,7 +214,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
         "{body}"
     );
     // A call the run never made is a 404.
-    let (st, body) = inproc::call_as(
+    let (st, body) = call_as(
         &base,
         &ben,
         reqwest::Method::POST,
@@ -226,7 +227,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     let (st, body) = inproc::create_workspace(&base, ADMIN, "acme", "prod").await;
     assert!(st == 200 || st == 201, "{body}");
     let (eve, _) = operator_key(&base, "eve", Some("acme/prod")).await;
-    let (st, body) = inproc::call_as(
+    let (st, body) = call_as(
         &base,
         &eve,
         reqwest::Method::POST,
@@ -237,7 +238,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     assert_eq!(st, 404, "{body}");
 
     // Ben rejects the mail to bob: the model reads his reason, the tool never runs for bob.
-    let (st, body) = inproc::call_as(
+    let (st, body) = call_as(
         &base,
         &ben,
         reqwest::Method::POST,
@@ -267,7 +268,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     assert_eq!(rejected[0]["decision_reason"], "bob has left the company");
 
     // A run-level decision decides every call of the run that waits.
-    let (_, run) = inproc::call_as(
+    let (_, run) = call_as(
         &base,
         ADMIN,
         reqwest::Method::POST,
@@ -281,7 +282,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
         r["status"] == "waiting_approval"
     })
     .await;
-    let (st, body) = inproc::call_as(
+    let (st, body) = call_as(
         &base,
         &ann,
         reqwest::Method::POST,
@@ -298,7 +299,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     let approved = approvals_of(&base, &run2, "approved", 2).await;
     assert!(approved.iter().all(|a| a["decided_by"] == ann_id.as_str()));
     // Deciding the run again: nothing of it is pending any more.
-    let (st, body) = inproc::call_as(
+    let (st, body) = call_as(
         &base,
         &ann,
         reqwest::Method::POST,
@@ -309,7 +310,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     assert_eq!(st, 409, "{body}");
 
     // An old client's run-wide `approval` signal still decides the call that waits.
-    let (_, run) = inproc::call_as(
+    let (_, run) = call_as(
         &base,
         ADMIN,
         reqwest::Method::POST,
@@ -322,7 +323,7 @@ async fn each_of_two_parallel_calls_is_decided_on_its_own() {
         r["status"] == "waiting_approval"
     })
     .await;
-    let (st, body) = inproc::call_as(
+    let (st, body) = call_as(
         &base,
         ADMIN,
         reqwest::Method::POST,

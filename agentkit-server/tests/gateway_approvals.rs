@@ -11,6 +11,7 @@
 mod common;
 mod inproc;
 
+use inproc::call_as;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -67,7 +68,7 @@ async fn http(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    inproc::call_as(base, key, method, path, body).await
+    call_as(base, key, method, path, body).await
 }
 
 /// `crm` is seen by acme/prod (and globex/prod); the gateway policy asks for approval of

@@ -9,6 +9,7 @@
 
 mod inproc;
 
+use inproc::call_as;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ const ADMIN: &str = "audit-admin-key";
 
 /// The last audit entry of `acme/prod`, read at once (no waiting).
 async fn last_entry(base: &str) -> Value {
-    let (s, page) = inproc::call_as(
+    let (s, page) = call_as(
         base,
         ADMIN,
         Method::GET,
@@ -76,7 +77,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     let mut secrets: Vec<String> = Vec::new();
 
     // Workspaces and keys, by the server's admin key.
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &base,
         ADMIN,
         Method::POST,
@@ -86,7 +87,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     .await;
     assert_eq!(s, 201, "{b}");
     assert_last(&base, "workspaces.create", "acme/prod", "admin", None).await;
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &base,
         ADMIN,
         Method::POST,
@@ -103,7 +104,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(ev["arguments"]["name"], "dev", "{ev}");
 
     // A key of the workspace creates another and revokes it.
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::POST,
@@ -115,7 +116,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     let temp_id = b["id"].as_str().unwrap().to_owned();
     secrets.push(b["key"].as_str().unwrap().to_owned());
     assert_last(&base, "keys.create", &temp_id, &dev_id, Some(&dev_id)).await;
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::DELETE,
@@ -129,7 +130,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     // Vault secrets: the name, never the value.
     let value = "vault-value-4f1d9a7c2e";
     secrets.push(value.to_owned());
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::PUT,
@@ -139,13 +140,13 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     .await;
     assert_eq!(s, 200, "{b}");
     assert_last(&base, "secrets.set", "crm_token", &dev_id, Some(&dev_id)).await;
-    let (s, b) = inproc::call_as(&base, &dev, Method::DELETE, "/v1/secrets/crm_token", None).await;
+    let (s, b) = call_as(&base, &dev, Method::DELETE, "/v1/secrets/crm_token", None).await;
     assert_eq!(s, 204, "{b}");
     assert_last(&base, "secrets.delete", "crm_token", &dev_id, Some(&dev_id)).await;
 
     // Agents: deployed, labelled, promoted, rolled back.
     for instructions in ["Repeat.", "Repeat twice."] {
-        let (s, b) = inproc::call_as(
+        let (s, b) = call_as(
             &base,
             &dev,
             Method::POST,
@@ -158,7 +159,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
         assert_last(&base, "agents.deploy", "triage", &dev_id, Some(&dev_id)).await;
     }
     for (label, version) in [("stage", 1), ("stage", 2)] {
-        let (s, b) = inproc::call_as(
+        let (s, b) = call_as(
             &base,
             &dev,
             Method::PUT,
@@ -170,7 +171,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
         let ev = assert_last(&base, "agents.set_label", "triage", &dev_id, Some(&dev_id)).await;
         assert_eq!(ev["arguments"]["labels"][label], version, "{ev}");
     }
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::POST,
@@ -181,7 +182,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(s, 200, "{b}");
     let ev = assert_last(&base, "agents.promote", "triage", &dev_id, Some(&dev_id)).await;
     assert_eq!(ev["arguments"]["labels"]["prod"], 2, "{ev}");
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::POST,
@@ -194,7 +195,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(ev["arguments"]["labels"]["stage"], 1, "{ev}");
 
     // Workspace webhooks: created, rotated, deleted; never their secrets.
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::POST,
@@ -206,7 +207,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     secrets.push(b["secret"].as_str().unwrap().to_owned());
     let ev = assert_last(&base, "webhooks.create", "github", &dev_id, Some(&dev_id)).await;
     assert_eq!(ev["arguments"]["target"], "triage", "{ev}");
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::POST,
@@ -217,12 +218,12 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(s, 200, "{b}");
     secrets.push(b["secret"].as_str().unwrap().to_owned());
     assert_last(&base, "webhooks.rotate", "github", &dev_id, Some(&dev_id)).await;
-    let (s, b) = inproc::call_as(&base, &dev, Method::DELETE, "/v1/webhooks/github", None).await;
+    let (s, b) = call_as(&base, &dev, Method::DELETE, "/v1/webhooks/github", None).await;
     assert_eq!(s, 204, "{b}");
     assert_last(&base, "webhooks.delete", "github", &dev_id, Some(&dev_id)).await;
 
     // Schedules: created, paused, resumed, deleted.
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::POST,
@@ -233,7 +234,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(s, 201, "{b}");
     assert_last(&base, "schedules.create", "hourly", &dev_id, Some(&dev_id)).await;
     for verb in ["pause", "resume"] {
-        let (s, b) = inproc::call_as(
+        let (s, b) = call_as(
             &base,
             &dev,
             Method::POST,
@@ -251,12 +252,12 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
         )
         .await;
     }
-    let (s, b) = inproc::call_as(&base, &dev, Method::DELETE, "/v1/schedules/hourly", None).await;
+    let (s, b) = call_as(&base, &dev, Method::DELETE, "/v1/schedules/hourly", None).await;
     assert_eq!(s, 204, "{b}");
     assert_last(&base, "schedules.delete", "hourly", &dev_id, Some(&dev_id)).await;
 
     // LangGraph crons: created, changed, deleted.
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::POST,
@@ -269,7 +270,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     let cron = b["cron_id"].as_str().unwrap().to_owned();
     let ev = assert_last(&base, "crons.create", &cron, &dev_id, Some(&dev_id)).await;
     assert_eq!(ev["arguments"]["assistant_id"], "triage", "{ev}");
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::PATCH,
@@ -280,7 +281,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(s, 200, "{b}");
     let ev = assert_last(&base, "crons.update", &cron, &dev_id, Some(&dev_id)).await;
     assert_eq!(ev["arguments"]["schedule"], "0 10 * * *", "{ev}");
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::DELETE,
@@ -293,7 +294,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
 
     // A refused change is not recorded as made.
     let before = last_entry(&base).await["seq"].clone();
-    let (s, _) = inproc::call_as(&base, &dev, Method::DELETE, "/v1/webhooks/nope", None).await;
+    let (s, _) = call_as(&base, &dev, Method::DELETE, "/v1/webhooks/nope", None).await;
     assert_eq!(s, 404);
     assert_eq!(last_entry(&base).await["seq"], before);
 
@@ -309,7 +310,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
         .text()
         .await
         .unwrap();
-    let (_, json_export) = inproc::call_as(
+    let (_, json_export) = call_as(
         &base,
         ADMIN,
         Method::GET,
@@ -331,7 +332,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
             "a secret is in the JSON export"
         );
     }
-    let (s, v) = inproc::call_as(
+    let (s, v) = call_as(
         &base,
         ADMIN,
         Method::GET,

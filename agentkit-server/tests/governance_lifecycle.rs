@@ -12,6 +12,7 @@
 mod inproc;
 mod upstream;
 
+use inproc::call_as;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -96,8 +97,7 @@ async fn mailer(runs: usize) -> Mailer {
 async fn wait_status(base: &str, key: &str, run_id: &str, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (s, run) =
-            inproc::call_as(base, key, Method::GET, &format!("/v1/runs/{run_id}"), None).await;
+        let (s, run) = call_as(base, key, Method::GET, &format!("/v1/runs/{run_id}"), None).await;
         assert_eq!(s, 200, "{run}");
         if run["status"] == status {
             return run;
@@ -112,7 +112,7 @@ async fn wait_status(base: &str, key: &str, run_id: &str, status: &str) -> Value
 
 /// The approvals of `run_id` with `status`, as `key` lists them.
 async fn approvals(base: &str, key: &str, run_id: &str, status: &str) -> Vec<Value> {
-    let (s, all) = inproc::call_as(
+    let (s, all) = call_as(
         base,
         key,
         Method::GET,
@@ -139,7 +139,7 @@ async fn waiting_run(m: &Mailer, thread: Option<&str>, if_busy: Option<&str>) ->
     if let Some(b) = if_busy {
         body["if_busy"] = json!(b);
     }
-    let (s, run) = inproc::call_as(
+    let (s, run) = call_as(
         &m.base,
         ADMIN,
         Method::POST,
@@ -187,7 +187,7 @@ async fn assert_withdrawn(base: &str, key: &str, run_id: &str, call_id: &str, ho
             b["detail"].as_str().unwrap().contains("cancelled"),
             "the answer says why: {b}"
         );
-        let (s, b) = inproc::call_as(
+        let (s, b) = call_as(
             base,
             key,
             Method::POST,
@@ -226,7 +226,7 @@ async fn decide(
     body: Option<Value>,
 ) -> (u16, Value) {
     let path = format!("/v1/approvals/{run_id}/{}/{verb}", encode(call_id));
-    inproc::call_as(base, key, Method::POST, &path, body).await
+    call_as(base, key, Method::POST, &path, body).await
 }
 
 /// The audit entries (up to 10000) the admin key reads, of `workspace` or (with `None`) of
@@ -236,7 +236,7 @@ async fn audit_entries(base: &str, workspace: Option<&str>) -> Vec<Value> {
         Some(ws) => format!("/v1/audit?workspace={ws}&limit=10000"),
         None => "/v1/audit?limit=10000".to_owned(),
     };
-    let (s, page) = inproc::call_as(base, ADMIN, Method::GET, &path, None).await;
+    let (s, page) = call_as(base, ADMIN, Method::GET, &path, None).await;
     assert_eq!(s, 200, "{page}");
     page["entries"].as_array().unwrap().clone()
 }
@@ -260,7 +260,7 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
 
     // POST /v1/runs/{id}/cancel, with a reason.
     let (run, call_id) = waiting_run(&m, None, None).await;
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &m.base,
         ADMIN,
         Method::POST,
@@ -273,7 +273,7 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
 
     // The Agent Protocol's POST /runs/{id}/cancel.
     let (run, call_id) = waiting_run(&m, None, None).await;
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &m.base,
         ADMIN,
         Method::POST,
@@ -285,11 +285,11 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
     assert_withdrawn(&m.base, ADMIN, &run, &call_id, "cancelled by request").await;
 
     // The LangGraph thread run cancel, and deleting the thread.
-    let (s, t) = inproc::call_as(&m.base, ADMIN, Method::POST, "/threads", Some(json!({}))).await;
+    let (s, t) = call_as(&m.base, ADMIN, Method::POST, "/threads", Some(json!({}))).await;
     assert_eq!(s, 200, "{t}");
     let thread = t["thread_id"].as_str().unwrap().to_owned();
     let (run, call_id) = waiting_run(&m, Some(&thread), None).await;
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &m.base,
         ADMIN,
         Method::POST,
@@ -307,7 +307,7 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
     assert_withdrawn(&m.base, ADMIN, &first, &first_call, "interrupted by run").await;
 
     // Deleting the thread cancels its waiting run.
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &m.base,
         ADMIN,
         Method::DELETE,
@@ -358,7 +358,7 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
         .filter(|e| e["event"]["outcome"] == "rejected" && e["event"]["actor"] == "run")
         .count();
     assert_eq!(withdrawn, 7, "{entries:?}");
-    let (_, v) = inproc::call_as(&m.base, ADMIN, Method::GET, "/v1/audit/verify", None).await;
+    let (_, v) = call_as(&m.base, ADMIN, Method::GET, "/v1/audit/verify", None).await;
     assert_eq!(v["ok"], true, "{v}");
 }
 
@@ -391,7 +391,7 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
     let execute = |id: &'static str| {
         let (base, ops) = (base.clone(), ops.clone());
         async move {
-            let (s, b) = inproc::call_as(
+            let (s, b) = call_as(
                 &base,
                 &ops,
                 Method::POST,
@@ -412,7 +412,7 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
 
     // Cancelled while it waits: withdrawn, and deciding it is a 409; nothing is sent.
     let run = execute("batch/1").await;
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &base,
         &ops,
         Method::POST,

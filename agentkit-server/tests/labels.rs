@@ -10,6 +10,7 @@
 
 mod inproc;
 
+use inproc::call_as;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,7 +82,7 @@ async fn start(provider: Arc<dyn LlmProvider>) -> Running {
 }
 
 async fn deploy(r: &Running, instructions: &str) -> u64 {
-    let (s, d) = inproc::call_as(
+    let (s, d) = call_as(
         &r.base,
         KEY,
         reqwest::Method::POST,
@@ -99,7 +100,7 @@ async fn deploy(r: &Running, instructions: &str) -> u64 {
 
 /// Run `support` at `prod` to the end; its (version, output text).
 async fn run_prod(r: &Running) -> (u64, String) {
-    let (s, run) = inproc::call_as(
+    let (s, run) = call_as(
         &r.base,
         KEY,
         reqwest::Method::POST,
@@ -126,7 +127,7 @@ async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_ol
     let r = start(gated).await;
 
     assert_eq!(deploy(&r, "You are support v1.").await, 1);
-    let (s, e) = inproc::call_as(
+    let (s, e) = call_as(
         &r.base,
         KEY,
         reqwest::Method::PUT,
@@ -136,7 +137,7 @@ async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_ol
     .await;
     assert_eq!(s, 200, "{e}");
     assert_eq!(deploy(&r, "You are support v2.").await, 2);
-    let (_, entry) = inproc::call_as(
+    let (_, entry) = call_as(
         &r.base,
         KEY,
         reqwest::Method::GET,
@@ -147,7 +148,7 @@ async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_ol
     assert_eq!(entry["labels"], json!({"latest": 2, "prod": 1}));
 
     // A run on prod starts on v1 and is held inside its model call.
-    let (s, started) = inproc::call_as(
+    let (s, started) = call_as(
         &r.base,
         KEY,
         reqwest::Method::POST,
@@ -162,7 +163,7 @@ async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_ol
         .await
         .expect("the run never reached its model")
         .unwrap();
-    let (_, now) = inproc::call_as(
+    let (_, now) = call_as(
         &r.base,
         KEY,
         reqwest::Method::GET,
@@ -173,7 +174,7 @@ async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_ol
     assert_eq!(now["status"], "running", "{now}");
 
     // prod moves to v2 (compare-and-swap from v1) while that run is in flight.
-    let (s, e) = inproc::call_as(
+    let (s, e) = call_as(
         &r.base,
         KEY,
         reqwest::Method::PUT,
@@ -186,7 +187,7 @@ async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_ol
 
     // Released, the in-flight run finishes on the version it started on.
     release_tx.send(()).unwrap();
-    let (s, done) = inproc::call_as(
+    let (s, done) = call_as(
         &r.base,
         KEY,
         reqwest::Method::POST,
@@ -200,7 +201,7 @@ async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_ol
         done["output"]["text"].clone(),
     );
     let first = loop {
-        let (_, run) = inproc::call_as(
+        let (_, run) = call_as(
             &r.base,
             KEY,
             reqwest::Method::GET,
@@ -222,7 +223,7 @@ async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_ol
     assert_eq!(next.1, "answered by: You are support v2.");
 
     // Rollback: prod points at v1 again, and runs on prod answer as v1.
-    let (s, e) = inproc::call_as(
+    let (s, e) = call_as(
         &r.base,
         KEY,
         reqwest::Method::POST,
@@ -237,7 +238,7 @@ async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_ol
         (1, "answered by: You are support v1.".to_owned())
     );
     // latest was never touched by any of it.
-    let (_, entry) = inproc::call_as(
+    let (_, entry) = call_as(
         &r.base,
         KEY,
         reqwest::Method::GET,
@@ -262,7 +263,7 @@ async fn concurrent_runs_on_one_thread_are_refused_or_interrupt_the_live_one() {
     });
     let r = start(gated).await;
     deploy(&r, "You are support.").await;
-    let (s, thread) = inproc::call_as(
+    let (s, thread) = call_as(
         &r.base,
         KEY,
         reqwest::Method::POST,
@@ -275,7 +276,7 @@ async fn concurrent_runs_on_one_thread_are_refused_or_interrupt_the_live_one() {
 
     let starts = (0..8).map(|i| {
         let body = json!({"message": format!("m{i}"), "thread_id": thread_id});
-        inproc::call_as(
+        call_as(
             &r.base,
             KEY,
             reqwest::Method::POST,
@@ -300,7 +301,7 @@ async fn concurrent_runs_on_one_thread_are_refused_or_interrupt_the_live_one() {
     let first = accepted[0]["run_id"].as_str().unwrap().to_owned();
     entered_rx.await.unwrap();
 
-    let (s, second) = inproc::call_as(
+    let (s, second) = call_as(
         &r.base,
         KEY,
         reqwest::Method::POST,
@@ -313,7 +314,7 @@ async fn concurrent_runs_on_one_thread_are_refused_or_interrupt_the_live_one() {
     assert_eq!(s, 200, "{second}");
     assert_eq!(second["status"], "succeeded", "{second}");
     let _ = release_tx.send(());
-    let (_, first) = inproc::call_as(
+    let (_, first) = call_as(
         &r.base,
         KEY,
         reqwest::Method::GET,
@@ -332,7 +333,7 @@ async fn concurrent_runs_on_one_thread_are_refused_or_interrupt_the_live_one() {
 /// Poll a run until it has ended.
 async fn ended(r: &Running, id: &str) -> Value {
     for _ in 0..400 {
-        let (_, run) = inproc::call_as(
+        let (_, run) = call_as(
             &r.base,
             KEY,
             reqwest::Method::GET,
@@ -353,7 +354,7 @@ async fn ended(r: &Running, id: &str) -> Value {
 
 /// The journal events of a run.
 async fn events(r: &Running, id: &str) -> Vec<Value> {
-    let (s, v) = inproc::call_as(
+    let (s, v) = call_as(
         &r.base,
         KEY,
         reqwest::Method::GET,
@@ -375,7 +376,7 @@ async fn enqueued_runs_wait_their_turn_on_a_thread_in_order() {
     });
     let r = start(gated).await;
     deploy(&r, "You are support.").await;
-    let (_, thread) = inproc::call_as(
+    let (_, thread) = call_as(
         &r.base,
         KEY,
         reqwest::Method::POST,
@@ -386,7 +387,7 @@ async fn enqueued_runs_wait_their_turn_on_a_thread_in_order() {
     let thread_id = thread["thread_id"].as_str().unwrap().to_owned();
     let start_run = |message: &str, policy: &str| {
         let body = json!({"message": message, "thread_id": thread_id, "if_busy": policy});
-        inproc::call_as(
+        call_as(
             &r.base,
             KEY,
             reqwest::Method::POST,
@@ -413,7 +414,7 @@ async fn enqueued_runs_wait_their_turn_on_a_thread_in_order() {
     assert_eq!(s, 409, "{p}");
     assert!(p["detail"].as_str().unwrap().contains(&queued[0]), "{p}");
     // A queued run can be cancelled before its turn; it never executes.
-    let (s, c) = inproc::call_as(
+    let (s, c) = call_as(
         &r.base,
         KEY,
         reqwest::Method::POST,
@@ -422,7 +423,7 @@ async fn enqueued_runs_wait_their_turn_on_a_thread_in_order() {
     )
     .await;
     assert!(s < 300, "{c}");
-    let (_, second) = inproc::call_as(
+    let (_, second) = call_as(
         &r.base,
         KEY,
         reqwest::Method::GET,

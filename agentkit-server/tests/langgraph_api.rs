@@ -6,6 +6,7 @@
 
 mod inproc;
 
+use inproc::call_with_api_key;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,12 +26,8 @@ struct Running {
 
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let store = inproc::sqlite(dir.path()).await;
-    let echo = inproc::echo_agent(&store);
-    let server = Server::builder(store)
-        .admin_key(KEY)
-        .agent_llm("echo", echo, "Repeats what it was told")
-        .poll_interval(Duration::from_millis(50))
+    let server = inproc::echo_server(dir.path(), KEY)
+        .await
         .build()
         .await
         .unwrap();
@@ -56,7 +53,7 @@ fn last_ai(values: &Value) -> String {
 #[tokio::test]
 async fn assistants_are_registry_entries() {
     let r = start().await;
-    let (s, found) = inproc::call_with_api_key(
+    let (s, found) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -71,20 +68,17 @@ async fn assistants_are_registry_entries() {
         found[0]["created_at"].as_str().unwrap().ends_with('Z'),
         "ISO 8601: {found}"
     );
-    let (s, one) =
-        inproc::call_with_api_key(&r.base, KEY, Method::GET, "/assistants/echo", None).await;
+    let (s, one) = call_with_api_key(&r.base, KEY, Method::GET, "/assistants/echo", None).await;
     assert_eq!(s, 200);
     assert_eq!(one["description"], "Repeats what it was told");
     let (s, schemas) =
-        inproc::call_with_api_key(&r.base, KEY, Method::GET, "/assistants/echo/schemas", None)
-            .await;
+        call_with_api_key(&r.base, KEY, Method::GET, "/assistants/echo/schemas", None).await;
     assert_eq!(s, 200);
     assert_eq!(schemas["input_schema"]["required"][0], "messages");
-    let (s, missing) =
-        inproc::call_with_api_key(&r.base, KEY, Method::GET, "/assistants/nope", None).await;
+    let (s, missing) = call_with_api_key(&r.base, KEY, Method::GET, "/assistants/nope", None).await;
     assert_eq!(s, 404);
     assert!(missing["detail"].as_str().unwrap().contains("agent names"));
-    let (_, n) = inproc::call_with_api_key(
+    let (_, n) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -94,7 +88,7 @@ async fn assistants_are_registry_entries() {
     .await;
     assert_eq!(n, 1);
     // Agent Protocol names the same entries agents.
-    let (s, agents) = inproc::call_with_api_key(
+    let (s, agents) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -105,15 +99,14 @@ async fn assistants_are_registry_entries() {
     assert_eq!(s, 200);
     assert_eq!(agents[0]["agent_id"], "echo");
     assert_eq!(agents[0]["capabilities"]["ap.io.messages"], true);
-    let (s, _) =
-        inproc::call_with_api_key(&r.base, KEY, Method::GET, "/agents/echo/schemas", None).await;
+    let (s, _) = call_with_api_key(&r.base, KEY, Method::GET, "/agents/echo/schemas", None).await;
     assert_eq!(s, 200);
 }
 
 #[tokio::test]
 async fn runs_on_a_thread_wait_join_list_and_cancel() {
     let r = start().await;
-    let (s, t) = inproc::call_with_api_key(
+    let (s, t) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -126,7 +119,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     let tid = t["thread_id"].as_str().unwrap().to_owned();
     let body = |text: &str| json!({"assistant_id": "echo", "input": said(text)});
 
-    let (s, one) = inproc::call_with_api_key(
+    let (s, one) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -136,7 +129,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     .await;
     assert_eq!(s, 200, "{one}");
     assert_eq!(last_ai(&one), "one");
-    let (_, two) = inproc::call_with_api_key(
+    let (_, two) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -147,7 +140,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     assert_eq!(last_ai(&two), "one | two");
     assert_eq!(two["messages"].as_array().unwrap().len(), 4);
 
-    let (s, run) = inproc::call_with_api_key(
+    let (s, run) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -162,7 +155,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
         run["status"].as_str().unwrap(),
         "pending" | "running" | "success"
     ));
-    let (s, joined) = inproc::call_with_api_key(
+    let (s, joined) = call_with_api_key(
         &r.base,
         KEY,
         Method::GET,
@@ -172,7 +165,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     .await;
     assert_eq!(s, 200);
     assert_eq!(last_ai(&joined), "one | two | three");
-    let (_, got) = inproc::call_with_api_key(
+    let (_, got) = call_with_api_key(
         &r.base,
         KEY,
         Method::GET,
@@ -184,7 +177,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     assert_eq!(got["metadata"]["k"], "v");
     assert_eq!(got["assistant_id"], "echo");
 
-    let (_, list) = inproc::call_with_api_key(
+    let (_, list) = call_with_api_key(
         &r.base,
         KEY,
         Method::GET,
@@ -195,7 +188,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 3);
     assert_eq!(list[0]["run_id"], rid.as_str(), "newest first");
-    let (_, only) = inproc::call_with_api_key(
+    let (_, only) = call_with_api_key(
         &r.base,
         KEY,
         Method::GET,
@@ -206,7 +199,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     assert_eq!(only.as_array().unwrap().len(), 1);
 
     // Cancelling a finished run is a conflict.
-    let (s, p) = inproc::call_with_api_key(
+    let (s, p) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -217,7 +210,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     assert_eq!(s, 409, "{p}");
 
     // State, history, search, patch, copy.
-    let (_, state) = inproc::call_with_api_key(
+    let (_, state) = call_with_api_key(
         &r.base,
         KEY,
         Method::GET,
@@ -228,7 +221,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     assert_eq!(last_ai(&state["values"]), "one | two | three");
     assert_eq!(state["checkpoint"]["checkpoint_id"], "6");
     assert_eq!(state["next"], json!([]));
-    let (_, hist) = inproc::call_with_api_key(
+    let (_, hist) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -239,7 +232,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     let hist = hist.as_array().unwrap();
     assert_eq!(hist.len(), 2);
     assert_eq!(last_ai(&hist[1]["values"]), "one | two");
-    let (_, before) = inproc::call_with_api_key(
+    let (_, before) = call_with_api_key(
         &r.base,
         KEY,
         Method::GET,
@@ -248,7 +241,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     )
     .await;
     assert_eq!(before.as_array().unwrap().len(), 1);
-    let (_, at) = inproc::call_with_api_key(
+    let (_, at) = call_with_api_key(
         &r.base,
         KEY,
         Method::GET,
@@ -257,7 +250,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     )
     .await;
     assert_eq!(last_ai(&at["values"]), "one");
-    let (_, found) = inproc::call_with_api_key(
+    let (_, found) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -267,7 +260,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     .await;
     assert_eq!(found.as_array().unwrap().len(), 1);
     assert_eq!(found[0]["thread_id"], tid.as_str());
-    let (_, later) = inproc::call_with_api_key(
+    let (_, later) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -275,7 +268,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
         Some(json!({"metadata": {"user": "ada"}})),
     )
     .await;
-    let (_, newest) = inproc::call_with_api_key(
+    let (_, newest) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -287,7 +280,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
         newest[0]["thread_id"], later["thread_id"],
         "newest first by default"
     );
-    let (_, oldest) = inproc::call_with_api_key(
+    let (_, oldest) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -297,7 +290,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     .await;
     assert_eq!(oldest.as_array().unwrap().len(), 1);
     assert_eq!(oldest[0]["thread_id"], tid.as_str());
-    let (_, n) = inproc::call_with_api_key(
+    let (_, n) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -306,7 +299,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     )
     .await;
     assert_eq!(n, 2);
-    let (s, _) = inproc::call_with_api_key(
+    let (s, _) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -315,7 +308,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     )
     .await;
     assert_eq!(s, 422);
-    let (s, patched) = inproc::call_with_api_key(
+    let (s, patched) = call_with_api_key(
         &r.base,
         KEY,
         Method::PATCH,
@@ -325,7 +318,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     .await;
     assert_eq!(s, 200);
     assert_eq!(patched["metadata"], json!({"user": "ada", "plan": "pro"}));
-    let (s, copy) = inproc::call_with_api_key(
+    let (s, copy) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -337,7 +330,7 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     assert_ne!(copy["thread_id"], tid.as_str());
     assert_eq!(last_ai(&copy["values"]), "one | two | three");
 
-    let (s, _) = inproc::call_with_api_key(
+    let (s, _) = call_with_api_key(
         &r.base,
         KEY,
         Method::DELETE,
@@ -347,15 +340,14 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     .await;
     assert_eq!(s, 204);
     let (s, _) =
-        inproc::call_with_api_key(&r.base, KEY, Method::GET, &format!("/threads/{tid}"), None)
-            .await;
+        call_with_api_key(&r.base, KEY, Method::GET, &format!("/threads/{tid}"), None).await;
     assert_eq!(s, 404);
 }
 
 #[tokio::test]
 async fn stateless_runs_and_agent_protocol_answers() {
     let r = start().await;
-    let (s, v) = inproc::call_with_api_key(
+    let (s, v) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -367,7 +359,7 @@ async fn stateless_runs_and_agent_protocol_answers() {
     assert_eq!(last_ai(&v), "solo");
     assert_eq!(v["messages"][0]["type"], "human");
     // Agent Protocol: `agent_id` and `messages`, answered with the run.
-    let (s, ap) = inproc::call_with_api_key(
+    let (s, ap) = call_with_api_key(
         &r.base, KEY,
         Method::POST,
         "/runs/wait",
@@ -379,9 +371,9 @@ async fn stateless_runs_and_agent_protocol_answers() {
     assert_eq!(last_ai(&ap["values"]), "ap");
     let rid = ap["run"]["run_id"].as_str().unwrap();
     let (_, got) =
-        inproc::call_with_api_key(&r.base, KEY, Method::GET, &format!("/runs/{rid}"), None).await;
+        call_with_api_key(&r.base, KEY, Method::GET, &format!("/runs/{rid}"), None).await;
     assert_eq!(got["agent_id"], "echo");
-    let (_, waited) = inproc::call_with_api_key(
+    let (_, waited) = call_with_api_key(
         &r.base,
         KEY,
         Method::GET,
@@ -390,7 +382,7 @@ async fn stateless_runs_and_agent_protocol_answers() {
     )
     .await;
     assert_eq!(last_ai(&waited["values"]), "ap");
-    let (_, searched) = inproc::call_with_api_key(
+    let (_, searched) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -399,7 +391,7 @@ async fn stateless_runs_and_agent_protocol_answers() {
     )
     .await;
     assert_eq!(searched.as_array().unwrap().len(), 2);
-    let (s, _) = inproc::call_with_api_key(
+    let (s, _) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -409,7 +401,7 @@ async fn stateless_runs_and_agent_protocol_answers() {
     .await;
     assert_eq!(s, 409);
     // Background stateless run.
-    let (s, bg) = inproc::call_with_api_key(
+    let (s, bg) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -424,7 +416,7 @@ async fn stateless_runs_and_agent_protocol_answers() {
 #[tokio::test]
 async fn unsupported_features_and_bad_input_are_problems() {
     let r = start().await;
-    let (_, t) = inproc::call_with_api_key(&r.base, KEY, Method::POST, "/threads", None).await;
+    let (_, t) = call_with_api_key(&r.base, KEY, Method::POST, "/threads", None).await;
     let tid = t["thread_id"].as_str().unwrap().to_owned();
     for (body, slug) in [
         (
@@ -445,7 +437,7 @@ async fn unsupported_features_and_bad_input_are_problems() {
         ),
         (json!({"input": said("x")}), "invalid-body"),
     ] {
-        let (s, p) = inproc::call_with_api_key(
+        let (s, p) = call_with_api_key(
             &r.base,
             KEY,
             Method::POST,
@@ -456,7 +448,7 @@ async fn unsupported_features_and_bad_input_are_problems() {
         assert_eq!(s, 422, "{body} -> {p}");
         assert_eq!(p["type"], format!("urn:agentkit:problem:{slug}"), "{p}");
     }
-    let (s, _) = inproc::call_with_api_key(
+    let (s, _) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -465,7 +457,7 @@ async fn unsupported_features_and_bad_input_are_problems() {
     )
     .await;
     assert_eq!(s, 404);
-    let (s, v) = inproc::call_with_api_key(
+    let (s, v) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -475,7 +467,7 @@ async fn unsupported_features_and_bad_input_are_problems() {
     .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(last_ai(&v), "x");
-    let (s, _) = inproc::call_with_api_key(
+    let (s, _) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -484,7 +476,7 @@ async fn unsupported_features_and_bad_input_are_problems() {
     )
     .await;
     assert_eq!(s, 409);
-    let (s, _) = inproc::call_with_api_key(
+    let (s, _) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -505,10 +497,9 @@ async fn unsupported_features_and_bad_input_are_problems() {
 #[tokio::test]
 async fn runs_stream_sends_metadata_values_updates_and_end() {
     let r = start().await;
-    let (_, t) =
-        inproc::call_with_api_key(&r.base, KEY, Method::POST, "/threads", Some(json!({}))).await;
+    let (_, t) = call_with_api_key(&r.base, KEY, Method::POST, "/threads", Some(json!({}))).await;
     let tid = t["thread_id"].as_str().unwrap().to_owned();
-    inproc::call_with_api_key(
+    call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -617,7 +608,7 @@ async fn runs_stream_sends_metadata_values_updates_and_end() {
 #[tokio::test]
 async fn store_items_put_get_search_namespaces_delete() {
     let r = start().await;
-    let (s, p) = inproc::call_with_api_key(
+    let (s, p) = call_with_api_key(
         &r.base,
         KEY,
         Method::PUT,
@@ -626,7 +617,7 @@ async fn store_items_put_get_search_namespaces_delete() {
     )
     .await;
     assert_eq!(s, 204, "{p}");
-    inproc::call_with_api_key(
+    call_with_api_key(
         &r.base,
         KEY,
         Method::PUT,
@@ -634,7 +625,7 @@ async fn store_items_put_get_search_namespaces_delete() {
         Some(json!({"namespace": ["users", "u2"], "key": "prefs", "value": {"color": "red"}})),
     )
     .await;
-    let (s, item) = inproc::call_with_api_key(
+    let (s, item) = call_with_api_key(
         &r.base,
         KEY,
         Method::GET,
@@ -645,7 +636,7 @@ async fn store_items_put_get_search_namespaces_delete() {
     assert_eq!(s, 200, "{item}");
     assert_eq!(item["value"]["color"], "blue");
     assert_eq!(item["namespace"], json!(["users", "u1"]));
-    let (_, found) = inproc::call_with_api_key(
+    let (_, found) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -655,7 +646,7 @@ async fn store_items_put_get_search_namespaces_delete() {
     .await;
     assert_eq!(found["items"].as_array().unwrap().len(), 1);
     assert_eq!(found["items"][0]["namespace"], json!(["users", "u2"]));
-    let (_, ns) = inproc::call_with_api_key(
+    let (_, ns) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -664,7 +655,7 @@ async fn store_items_put_get_search_namespaces_delete() {
     )
     .await;
     assert_eq!(ns["namespaces"], json!([["users"]]));
-    let (s, _) = inproc::call_with_api_key(
+    let (s, _) = call_with_api_key(
         &r.base,
         KEY,
         Method::DELETE,
@@ -673,7 +664,7 @@ async fn store_items_put_get_search_namespaces_delete() {
     )
     .await;
     assert_eq!(s, 204);
-    let (s, _) = inproc::call_with_api_key(
+    let (s, _) = call_with_api_key(
         &r.base,
         KEY,
         Method::GET,
@@ -682,7 +673,7 @@ async fn store_items_put_get_search_namespaces_delete() {
     )
     .await;
     assert_eq!(s, 404);
-    let (s, _) = inproc::call_with_api_key(
+    let (s, _) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -696,10 +687,9 @@ async fn store_items_put_get_search_namespaces_delete() {
 #[tokio::test]
 async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
     let r = start().await;
-    let (_, t) =
-        inproc::call_with_api_key(&r.base, KEY, Method::POST, "/threads", Some(json!({}))).await;
+    let (_, t) = call_with_api_key(&r.base, KEY, Method::POST, "/threads", Some(json!({}))).await;
     let tid = t["thread_id"].as_str().unwrap().to_owned();
-    let (s, cron) = inproc::call_with_api_key(
+    let (s, cron) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -717,7 +707,7 @@ async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
     // The server evaluates crons every two seconds: a run appears on the thread.
     let mut runs = Vec::new();
     for _ in 0..100 {
-        let (_, list) = inproc::call_with_api_key(
+        let (_, list) = call_with_api_key(
             &r.base,
             KEY,
             Method::GET,
@@ -735,7 +725,7 @@ async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
         runs.iter().any(|r| r["status"] == "success"),
         "no cron run: {runs:?}"
     );
-    let (_, state) = inproc::call_with_api_key(
+    let (_, state) = call_with_api_key(
         &r.base,
         KEY,
         Method::GET,
@@ -745,7 +735,7 @@ async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
     .await;
     assert!(last_ai(&state["values"]).starts_with("tick"), "{state}");
 
-    let (_, found) = inproc::call_with_api_key(
+    let (_, found) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -754,7 +744,7 @@ async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
     )
     .await;
     assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
-    let (s, off) = inproc::call_with_api_key(
+    let (s, off) = call_with_api_key(
         &r.base,
         KEY,
         Method::PATCH,
@@ -766,7 +756,7 @@ async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
     assert_eq!(off["enabled"], false);
     assert!(off["next_run_date"].is_null());
     // Disabled: no more runs.
-    let (_, before) = inproc::call_with_api_key(
+    let (_, before) = call_with_api_key(
         &r.base,
         KEY,
         Method::GET,
@@ -775,7 +765,7 @@ async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(4500)).await;
-    let (_, after) = inproc::call_with_api_key(
+    let (_, after) = call_with_api_key(
         &r.base,
         KEY,
         Method::GET,
@@ -789,7 +779,7 @@ async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
     );
 
     // Stateless crons, bad schedules, delete.
-    let (s, solo) = inproc::call_with_api_key(
+    let (s, solo) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -803,7 +793,7 @@ async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
     assert_eq!(s, 200, "{solo}");
     assert!(solo["thread_id"].is_null());
     assert_eq!(solo["end_time"], "2099-01-01T00:00:00.000Z");
-    let (_, n) = inproc::call_with_api_key(
+    let (_, n) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -812,7 +802,7 @@ async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
     )
     .await;
     assert_eq!(n, 2);
-    let (s, p) = inproc::call_with_api_key(
+    let (s, p) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -822,7 +812,7 @@ async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
     .await;
     assert_eq!(s, 400, "{p}");
     assert!(p["detail"].as_str().unwrap().contains("cron expression"));
-    let (s, _) = inproc::call_with_api_key(
+    let (s, _) = call_with_api_key(
         &r.base,
         KEY,
         Method::DELETE,
@@ -831,7 +821,7 @@ async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
     )
     .await;
     assert_eq!(s, 204);
-    let (_, n) = inproc::call_with_api_key(
+    let (_, n) = call_with_api_key(
         &r.base,
         KEY,
         Method::POST,
@@ -840,7 +830,7 @@ async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
     )
     .await;
     assert_eq!(n, 1);
-    let (s, _) = inproc::call_with_api_key(
+    let (s, _) = call_with_api_key(
         &r.base,
         KEY,
         Method::DELETE,

@@ -57,12 +57,8 @@ fn last_ai(values: &Value) -> &str {
 async fn the_langgraph_python_sdk_drives_an_agentkit_agent() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let store = inproc::sqlite(dir.path()).await;
-    let echo = inproc::echo_agent(&store);
-    let server = Server::builder(store)
-        .admin_key("sdk-key")
-        .agent_llm("echo", echo, "Repeats what it was told")
-        .poll_interval(Duration::from_millis(50))
+    let server = inproc::echo_server(dir.path(), "sdk-key")
+        .await
         .build()
         .await
         .unwrap();

@@ -53,16 +53,12 @@ struct Running {
 
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let store = inproc::sqlite(dir.path()).await;
-    let echo = inproc::echo_agent(&store);
     let stuck = AgentLlm::new(Agent::new("stuck", "Think."), Stuck);
     let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
-    let server = Server::builder(store)
-        .admin_key(KEY)
-        .agent_llm("echo", echo, "Repeats what it was told")
+    let server = inproc::echo_server(dir.path(), KEY)
+        .await
         .agent_llm("stuck", Arc::new(stuck), "Never answers")
         .spec_builder(Arc::new(builder))
-        .poll_interval(Duration::from_millis(50))
         .build()
         .await
         .unwrap();

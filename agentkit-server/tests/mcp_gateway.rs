@@ -8,6 +8,7 @@
 mod common;
 mod inproc;
 
+use inproc::call_as;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -210,7 +211,7 @@ async fn a_workspace_sees_and_calls_its_servers_under_the_gateway_policy() {
     assert!(!text(&nuke).contains("deleted"));
 
     // Both decisions are in acme/prod's audit log.
-    let (s, audit) = inproc::call_as(
+    let (s, audit) = call_as(
         &r.base,
         ADMIN,
         reqwest::Method::GET,
@@ -254,7 +255,7 @@ async fn a_workspace_sees_and_calls_its_servers_under_the_gateway_policy() {
 async fn operations_follow_the_callers_role_and_workspace() {
     let r = start().await;
     // A run of default/default, to look for from acme/prod.
-    let (s, run) = inproc::call_as(
+    let (s, run) = call_as(
         &r.base,
         ADMIN,
         reqwest::Method::POST,
@@ -335,7 +336,7 @@ async fn operations_follow_the_callers_role_and_workspace() {
 
 async fn wait_for(r: &Running, run_id: &str, status: &str) -> Value {
     for _ in 0..200 {
-        let (_, run) = inproc::call_as(
+        let (_, run) = call_as(
             &r.base,
             ADMIN,
             reqwest::Method::GET,
@@ -354,7 +355,7 @@ async fn wait_for(r: &Running, run_id: &str, status: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_decided_over_mcp_resumes_the_run() {
     let r = start().await;
-    let (s, run) = inproc::call_as(
+    let (s, run) = call_as(
         &r.base,
         ADMIN,
         reqwest::Method::POST,
@@ -424,7 +425,7 @@ async fn an_approval_decided_over_mcp_resumes_the_run() {
     );
 
     // The decision is recorded as the operator's, like one made over HTTP.
-    let (_, decided) = inproc::call_as(
+    let (_, decided) = call_as(
         &r.base,
         ADMIN,
         reqwest::Method::GET,

@@ -25,12 +25,7 @@ struct Running {
 
 /// A server on the SQLite store in `dir` with an `echo` agent, configured by `f`.
 async fn start_with(dir: &Path, f: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Running {
-    let store = inproc::sqlite(dir).await;
-    let echo = inproc::echo_agent(&store);
-    let builder = Server::builder(store)
-        .admin_key("test-key")
-        .agent_llm("echo", echo, "Repeats what it was told")
-        .poll_interval(Duration::from_millis(50));
+    let builder = inproc::echo_server(dir, "test-key").await;
     let server = f(builder).build().await.unwrap();
     let served = inproc::serve(server.clone()).await;
     Running {

@@ -5,6 +5,7 @@
 
 mod inproc;
 
+use inproc::call_as;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -34,7 +35,7 @@ policies:
 
 async fn wait_for(base: &str, run_id: &str, status: &str) -> Value {
     for _ in 0..200 {
-        let (_, run) = inproc::call_as(
+        let (_, run) = call_as(
             base,
             KEY,
             reqwest::Method::GET,
@@ -119,7 +120,7 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
         _served,
         _dir,
     } = start_poster(None).await;
-    let (st, run) = inproc::call_as(
+    let (st, run) = call_as(
         &base,
         KEY,
         reqwest::Method::POST,
@@ -144,8 +145,7 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
     );
 
     // The approval queue shows the call and the chain that triggered it.
-    let (st, pending) =
-        inproc::call_as(&base, KEY, reqwest::Method::GET, "/v1/approvals", None).await;
+    let (st, pending) = call_as(&base, KEY, reqwest::Method::GET, "/v1/approvals", None).await;
     assert_eq!(st, 200, "{pending}");
     let pending = pending.as_array().unwrap();
     assert_eq!(pending.len(), 1, "{pending:?}");
@@ -153,7 +153,7 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
     assert_eq!(pending[0]["rule"], "chains[0]");
     assert_eq!(pending[0]["history"], json!(["fs__read_file"]));
 
-    let (st, _) = inproc::call_as(
+    let (st, _) = call_as(
         &base,
         KEY,
         reqwest::Method::POST,
@@ -176,7 +176,7 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
     );
 
     // The audit log has every decision, in order, and verifies.
-    let (_, page) = inproc::call_as(&base, KEY, reqwest::Method::GET, "/v1/audit", None).await;
+    let (_, page) = call_as(&base, KEY, reqwest::Method::GET, "/v1/audit", None).await;
     let outcomes: Vec<&str> = page["entries"]
         .as_array()
         .unwrap()
@@ -207,7 +207,7 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
     let csv = res.text().await.unwrap();
     assert_eq!(csv.lines().count(), 5, "{csv}");
     assert!(csv.lines().nth(1).unwrap().contains(",denied,"), "{csv}");
-    let (_, v) = inproc::call_as(&base, KEY, reqwest::Method::GET, "/v1/audit/verify", None).await;
+    let (_, v) = call_as(&base, KEY, reqwest::Method::GET, "/v1/audit/verify", None).await;
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["entries"], 4);
 
@@ -222,7 +222,7 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
         .doc_put("audit", &doc.id, doc.value, Expect::Any)
         .await
         .unwrap();
-    let (_, v) = inproc::call_as(&base, KEY, reqwest::Method::GET, "/v1/audit/verify", None).await;
+    let (_, v) = call_as(&base, KEY, reqwest::Method::GET, "/v1/audit/verify", None).await;
     assert_eq!(v["ok"], false, "{v}");
     assert!(
         v["error"].as_str().unwrap().contains("altered at entry 1"),
@@ -230,10 +230,10 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
     );
 
     // The routes are in the OpenAPI document; bad input is a problem, not a panic.
-    let (_, doc) = inproc::call_as(&base, KEY, reqwest::Method::GET, "/openapi.json", None).await;
+    let (_, doc) = call_as(&base, KEY, reqwest::Method::GET, "/openapi.json", None).await;
     assert!(doc["paths"]["/v1/audit"].is_object());
     assert!(doc["paths"]["/v1/approvals"].is_object());
-    let (st, p) = inproc::call_as(
+    let (st, p) = call_as(
         &base,
         KEY,
         reqwest::Method::GET,
@@ -252,7 +252,7 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_keeps_other_deciders_out_and_an_undecided_approval_expires() {
     let p = start_poster(Some(Duration::from_secs(2))).await;
-    let (st, run) = inproc::call_as(
+    let (st, run) = call_as(
         &p.base,
         KEY,
         reqwest::Method::POST,
@@ -263,8 +263,7 @@ async fn a_claim_keeps_other_deciders_out_and_an_undecided_approval_expires() {
     assert!(st == 200 || st == 202, "{st} {run}");
     let run_id = run["run_id"].as_str().unwrap().to_owned();
     wait_for(&p.base, &run_id, "waiting_approval").await;
-    let (_, pending) =
-        inproc::call_as(&p.base, KEY, reqwest::Method::GET, "/v1/approvals", None).await;
+    let (_, pending) = call_as(&p.base, KEY, reqwest::Method::GET, "/v1/approvals", None).await;
     let call_id = pending[0]["call_id"].as_str().unwrap().to_owned();
     assert!(
         pending[0]["expires_at"].as_i64().unwrap() > pending[0]["requested_at"].as_i64().unwrap()
@@ -272,7 +271,7 @@ async fn a_claim_keeps_other_deciders_out_and_an_undecided_approval_expires() {
 
     let mut keys = Vec::new();
     for name in ["alice", "bob"] {
-        let (st, k) = inproc::call_as(
+        let (st, k) = call_as(
             &p.base,
             KEY,
             reqwest::Method::POST,
@@ -287,13 +286,12 @@ async fn a_claim_keeps_other_deciders_out_and_an_undecided_approval_expires() {
         ));
     }
     let claim = format!("/v1/approvals/{run_id}/{call_id}/claim");
-    let (st, claimed) =
-        inproc::call_as(&p.base, &keys[0].0, reqwest::Method::POST, &claim, None).await;
+    let (st, claimed) = call_as(&p.base, &keys[0].0, reqwest::Method::POST, &claim, None).await;
     assert_eq!(st, 200, "{claimed}");
     assert_eq!(claimed["claimed_by"], keys[0].1.as_str());
-    let (st, b) = inproc::call_as(&p.base, &keys[1].0, reqwest::Method::POST, &claim, None).await;
+    let (st, b) = call_as(&p.base, &keys[1].0, reqwest::Method::POST, &claim, None).await;
     assert_eq!(st, 409, "{b}");
-    let (st, b) = inproc::call_as(
+    let (st, b) = call_as(
         &p.base,
         &keys[1].0,
         reqwest::Method::POST,
@@ -303,7 +301,7 @@ async fn a_claim_keeps_other_deciders_out_and_an_undecided_approval_expires() {
     .await;
     assert_eq!(st, 409, "bob may not decide alice's claim: {b}");
     assert!(b["detail"].as_str().unwrap().contains("claimed by"), "{b}");
-    let (st, _) = inproc::call_as(
+    let (st, _) = call_as(
         &p.base,
         &keys[1].0,
         reqwest::Method::POST,
@@ -325,7 +323,7 @@ async fn a_claim_keeps_other_deciders_out_and_an_undecided_approval_expires() {
     let last = p.model.requests().last().cloned().unwrap();
     let seen = serde_json::to_string(&last.messages).unwrap();
     assert!(seen.contains("expired"), "{seen}");
-    let (_, all) = inproc::call_as(
+    let (_, all) = call_as(
         &p.base,
         KEY,
         reqwest::Method::GET,

@@ -8,6 +8,7 @@
 mod common;
 mod inproc;
 
+use inproc::call_as;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -67,7 +68,7 @@ async fn key(base: &str, body: Value) -> String {
 }
 
 async fn run_to_end(base: &str, key: &str) -> Value {
-    let (st, run) = inproc::call_as(
+    let (st, run) = call_as(
         base,
         key,
         Method::POST,
@@ -78,7 +79,7 @@ async fn run_to_end(base: &str, key: &str) -> Value {
     assert!(st == 200 || st == 202, "{st} {run}");
     let run_id = run["run_id"].as_str().unwrap().to_owned();
     for _ in 0..200 {
-        let (_, r) = inproc::call_as(
+        let (_, r) = call_as(
             base,
             ADMIN,
             Method::GET,
@@ -145,7 +146,7 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
     let base = served.base.clone();
 
     // A key's policy must exist.
-    let (st, body) = inproc::call_as(
+    let (st, body) = call_as(
         &base,
         ADMIN,
         Method::POST,
@@ -164,7 +165,7 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
     )
     .await;
     let plain = key(&base, json!({"role": "invoker", "name": "plain"})).await;
-    let (_, keys) = inproc::call_as(&base, ADMIN, Method::GET, "/v1/keys", None).await;
+    let (_, keys) = call_as(&base, ADMIN, Method::GET, "/v1/keys", None).await;
     let listed = keys
         .as_array()
         .unwrap()
@@ -187,7 +188,7 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
     assert_eq!(writes.load(Ordering::SeqCst), 1);
 
     // The audit names the deciding policy.
-    let (_, page) = inproc::call_as(&base, ADMIN, Method::GET, "/v1/audit", None).await;
+    let (_, page) = call_as(&base, ADMIN, Method::GET, "/v1/audit", None).await;
     let decisions: Vec<(String, String)> = page["entries"]
         .as_array()
         .unwrap()
@@ -224,7 +225,7 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
             .unwrap()
             .to_owned()
     };
-    let (st, b) = inproc::call_as(
+    let (st, b) = call_as(
         &base,
         &reader,
         Method::POST,
@@ -236,7 +237,7 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
     assert_eq!(status_of(&b, "r"), "success", "{b}");
     assert_eq!(status_of(&b, "w"), "denied", "{b}");
     assert!(b.to_string().contains("read-only"), "{b}");
-    let (st, b) = inproc::call_as(
+    let (st, b) = call_as(
         &base,
         &plain,
         Method::POST,
@@ -248,7 +249,7 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
     assert_eq!(status_of(&b, "w"), "success", "{b}");
 
     // The workspace acme/prod carries `no-write`: its keys cannot write through the gateway.
-    let (st, b) = inproc::call_as(
+    let (st, b) = call_as(
         &base,
         ADMIN,
         Method::POST,
@@ -258,7 +259,7 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
     .await;
     assert_eq!(st, 201, "{b}");
     let prod = key(&base, json!({"role": "invoker", "workspace": "acme/prod"})).await;
-    let (st, b) = inproc::call_as(&base, &prod, Method::POST, "/v1/execute", Some(batch)).await;
+    let (st, b) = call_as(&base, &prod, Method::POST, "/v1/execute", Some(batch)).await;
     assert_eq!(st, 200, "{b}");
     assert_eq!(status_of(&b, "r"), "success", "{b}");
     assert_eq!(status_of(&b, "w"), "denied", "{b}");

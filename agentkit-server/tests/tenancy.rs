@@ -6,6 +6,7 @@
 mod common;
 mod inproc;
 
+use inproc::call_with_api_key;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -101,7 +102,7 @@ async fn key(r: &Running, ws: &str, role: &str) -> (String, String) {
 }
 
 async fn deploy(r: &Running, key: &str, name: &str, instructions: &str) {
-    let (s, b) = inproc::call_with_api_key(
+    let (s, b) = call_with_api_key(
         &r.base,
         key,
         Method::POST,
@@ -117,7 +118,7 @@ async fn deploy(r: &Running, key: &str, name: &str, instructions: &str) {
 async fn keys_are_shown_once_stored_hashed_and_refused_once_revoked_or_expired() {
     let r = start().await;
     workspace(&r, "acme", "prod").await;
-    let (s, b) = inproc::call_with_api_key(
+    let (s, b) = call_with_api_key(
         &r.base,
         ADMIN,
         Method::POST,
@@ -126,7 +127,7 @@ async fn keys_are_shown_once_stored_hashed_and_refused_once_revoked_or_expired()
     )
     .await;
     assert_eq!(s, 409, "{b}");
-    let (s, b) = inproc::call_with_api_key(
+    let (s, b) = call_with_api_key(
         &r.base,
         ADMIN,
         Method::POST,
@@ -150,7 +151,7 @@ async fn keys_are_shown_once_stored_hashed_and_refused_once_revoked_or_expired()
     assert_eq!(res.json::<Value>().await.unwrap(), json!([]));
 
     // Listed without its secret or hash; last use recorded.
-    let (s, list) = inproc::call_with_api_key(&r.base, ADMIN, Method::GET, "/v1/keys", None).await;
+    let (s, list) = call_with_api_key(&r.base, ADMIN, Method::GET, "/v1/keys", None).await;
     assert_eq!(s, 200);
     let listed = list
         .as_array()
@@ -179,7 +180,7 @@ async fn keys_are_shown_once_stored_hashed_and_refused_once_revoked_or_expired()
     assert!(!found, "the key's secret is in the database files");
 
     // Revoked: 401 on the next request, saying so.
-    let (s, b) = inproc::call_with_api_key(
+    let (s, b) = call_with_api_key(
         &r.base,
         ADMIN,
         Method::DELETE,
@@ -189,13 +190,13 @@ async fn keys_are_shown_once_stored_hashed_and_refused_once_revoked_or_expired()
     .await;
     assert_eq!(s, 200, "{b}");
     assert!(b["revoked_at"].is_i64());
-    let (s, b) = inproc::call_with_api_key(&r.base, &secret, Method::GET, "/v1/agents", None).await;
+    let (s, b) = call_with_api_key(&r.base, &secret, Method::GET, "/v1/agents", None).await;
     assert_eq!(s, 401, "{b}");
     assert!(b["detail"].as_str().unwrap().contains("revoked"), "{b}");
 
     // Expired: works until its time, then 401.
     let soon = chrono::Utc::now().timestamp_millis() + 1_500;
-    let (s, b) = inproc::call_with_api_key(
+    let (s, b) = call_with_api_key(
         &r.base,
         ADMIN,
         Method::POST,
@@ -206,25 +207,25 @@ async fn keys_are_shown_once_stored_hashed_and_refused_once_revoked_or_expired()
     assert_eq!(s, 201, "{b}");
     let expiring = b["key"].as_str().unwrap().to_owned();
     assert_eq!(
-        inproc::call_with_api_key(&r.base, &expiring, Method::GET, "/v1/runs", None)
+        call_with_api_key(&r.base, &expiring, Method::GET, "/v1/runs", None)
             .await
             .0,
         200
     );
     tokio::time::sleep(Duration::from_millis(1_700)).await;
-    let (s, b) = inproc::call_with_api_key(&r.base, &expiring, Method::GET, "/v1/runs", None).await;
+    let (s, b) = call_with_api_key(&r.base, &expiring, Method::GET, "/v1/runs", None).await;
     assert_eq!(s, 401, "{b}");
     assert!(b["detail"].as_str().unwrap().contains("expired"), "{b}");
 
     // A well-formed key that was never issued, and a key for a workspace that does not exist.
     let forged = format!("ak_{id}_{}", "0".repeat(64));
     assert_eq!(
-        inproc::call_with_api_key(&r.base, &forged, Method::GET, "/v1/runs", None)
+        call_with_api_key(&r.base, &forged, Method::GET, "/v1/runs", None)
             .await
             .0,
         401
     );
-    let (s, _) = inproc::call_with_api_key(
+    let (s, _) = call_with_api_key(
         &r.base,
         ADMIN,
         Method::POST,
@@ -241,7 +242,7 @@ async fn every_role_gets_what_it_needs_and_403_above_it() {
     workspace(&r, "acme", "prod").await;
     let (dev, _) = key(&r, "acme/prod", "developer").await;
     deploy(&r, &dev, "bot", "be brief").await;
-    let (s, run) = inproc::call_with_api_key(
+    let (s, run) = call_with_api_key(
         &r.base,
         &dev,
         Method::POST,
@@ -291,8 +292,7 @@ async fn every_role_gets_what_it_needs_and_403_above_it() {
         let rank = order.iter().position(|x| *x == role).unwrap();
         for (m, path, body, needed) in &routes {
             let need = order.iter().position(|x| x == needed).unwrap();
-            let (s, b) =
-                inproc::call_with_api_key(&r.base, &k, m.clone(), path, body.clone()).await;
+            let (s, b) = call_with_api_key(&r.base, &k, m.clone(), path, body.clone()).await;
             if rank < need {
                 assert_eq!(s, 403, "{role} {m} {path}: {b}");
                 assert_eq!(b["type"], "urn:agentkit:problem:forbidden");
@@ -310,7 +310,7 @@ async fn every_role_gets_what_it_needs_and_403_above_it() {
     }
     // An admin key of a workspace cannot mint keys elsewhere, nor create workspaces.
     let (admin_ws, _) = key(&r, "acme/prod", "admin").await;
-    let (s, _) = inproc::call_with_api_key(
+    let (s, _) = call_with_api_key(
         &r.base,
         &admin_ws,
         Method::POST,
@@ -319,7 +319,7 @@ async fn every_role_gets_what_it_needs_and_403_above_it() {
     )
     .await;
     assert_eq!(s, 404);
-    let (s, _) = inproc::call_with_api_key(
+    let (s, _) = call_with_api_key(
         &r.base,
         &admin_ws,
         Method::POST,
@@ -328,8 +328,7 @@ async fn every_role_gets_what_it_needs_and_403_above_it() {
     )
     .await;
     assert_eq!(s, 403);
-    let (s, ws) =
-        inproc::call_with_api_key(&r.base, &admin_ws, Method::GET, "/v1/workspaces", None).await;
+    let (s, ws) = call_with_api_key(&r.base, &admin_ws, Method::GET, "/v1/workspaces", None).await;
     assert_eq!(s, 200);
     assert_eq!(ws.as_array().unwrap().len(), 1, "{ws}");
 }
@@ -344,7 +343,7 @@ async fn schedules_of_one_name_live_apart_in_each_workspace() {
     }
     for (i, k) in keys.iter().enumerate() {
         deploy(&r, k, "bot", &format!("workspace {i}")).await;
-        let (s, b) = inproc::call_with_api_key(
+        let (s, b) = call_with_api_key(
             &r.base,
             k,
             Method::POST,
@@ -357,12 +356,11 @@ async fn schedules_of_one_name_live_apart_in_each_workspace() {
         assert_eq!(b["target"], "bot");
     }
     for (i, k) in keys.iter().enumerate() {
-        let (_, list) =
-            inproc::call_with_api_key(&r.base, k, Method::GET, "/v1/schedules", None).await;
+        let (_, list) = call_with_api_key(&r.base, k, Method::GET, "/v1/schedules", None).await;
         let list = list.as_array().unwrap().clone();
         assert_eq!(list.len(), 1, "workspace {i}: {list:?}");
         assert_eq!(list[0]["name"], "nightly");
-        let (s, run) = inproc::call_with_api_key(
+        let (s, run) = call_with_api_key(
             &r.base,
             k,
             Method::POST,
@@ -375,8 +373,7 @@ async fn schedules_of_one_name_live_apart_in_each_workspace() {
         let id = run["run_id"].as_str().unwrap().to_owned();
         // The run acts as the schedule's creator: in its workspace (for policy and audit).
         let (_, got) =
-            inproc::call_with_api_key(&r.base, k, Method::GET, &format!("/v1/runs/{id}"), None)
-                .await;
+            call_with_api_key(&r.base, k, Method::GET, &format!("/v1/runs/{id}"), None).await;
         let ws = &got["input"]["principal"]["workspace"];
         if i == 0 {
             assert!(ws.is_null(), "{got}");
@@ -385,17 +382,12 @@ async fn schedules_of_one_name_live_apart_in_each_workspace() {
             assert_eq!(got["input"]["principal"]["tenant"], "org", "{got}");
         }
         for (j, other) in keys.iter().enumerate() {
-            let (s, _) = inproc::call_with_api_key(
-                &r.base,
-                other,
-                Method::GET,
-                &format!("/v1/runs/{id}"),
-                None,
-            )
-            .await;
+            let (s, _) =
+                call_with_api_key(&r.base, other, Method::GET, &format!("/v1/runs/{id}"), None)
+                    .await;
             assert_eq!(s, if i == j { 200 } else { 404 });
         }
-        let (_, history) = inproc::call_with_api_key(
+        let (_, history) = call_with_api_key(
             &r.base,
             k,
             Method::GET,
@@ -412,7 +404,7 @@ async fn schedules_of_one_name_live_apart_in_each_workspace() {
         assert_eq!(ids, vec![id.as_str()], "workspace {i} history");
         // Pausing mine leaves the others' alone.
         if i == 1 {
-            let (s, _) = inproc::call_with_api_key(
+            let (s, _) = call_with_api_key(
                 &r.base,
                 k,
                 Method::POST,
@@ -427,15 +419,14 @@ async fn schedules_of_one_name_live_apart_in_each_workspace() {
         let mut v = Vec::new();
         for k in &keys {
             let (_, b) =
-                inproc::call_with_api_key(&r.base, k, Method::GET, "/v1/schedules/nightly", None)
-                    .await;
+                call_with_api_key(&r.base, k, Method::GET, "/v1/schedules/nightly", None).await;
             v.push(b["paused"] == true);
         }
         v
     };
     assert_eq!(paused, vec![false, true, false]);
     // Deleting mine leaves the others'; another workspace's stored name is nothing.
-    let (s, _) = inproc::call_with_api_key(
+    let (s, _) = call_with_api_key(
         &r.base,
         &keys[2],
         Method::DELETE,
@@ -445,7 +436,7 @@ async fn schedules_of_one_name_live_apart_in_each_workspace() {
     .await;
     assert_eq!(s, 204);
     assert_eq!(
-        inproc::call_with_api_key(
+        call_with_api_key(
             &r.base,
             &keys[2],
             Method::GET,
@@ -457,7 +448,7 @@ async fn schedules_of_one_name_live_apart_in_each_workspace() {
         404
     );
     assert_eq!(
-        inproc::call_with_api_key(
+        call_with_api_key(
             &r.base,
             &keys[1],
             Method::GET,
@@ -469,7 +460,7 @@ async fn schedules_of_one_name_live_apart_in_each_workspace() {
         200
     );
     assert_eq!(
-        inproc::call_with_api_key(
+        call_with_api_key(
             &r.base,
             ADMIN,
             Method::GET,
@@ -480,7 +471,7 @@ async fn schedules_of_one_name_live_apart_in_each_workspace() {
         .0,
         404
     );
-    let (s, _) = inproc::call_with_api_key(
+    let (s, _) = call_with_api_key(
         &r.base,
         &keys[1],
         Method::POST,
@@ -534,7 +525,7 @@ async fn runs_carry_their_callers_principal_on_the_run_context() {
         _served: served,
         crm: None,
     };
-    let (s, run) = inproc::call_with_api_key(
+    let (s, run) = call_with_api_key(
         &r.base,
         ADMIN,
         Method::POST,
@@ -548,7 +539,7 @@ async fn runs_carry_their_callers_principal_on_the_run_context() {
         "{run}"
     );
     let (invoker, id) = key(&r, "default/default", "invoker").await;
-    let (s, run) = inproc::call_with_api_key(
+    let (s, run) = call_with_api_key(
         &r.base,
         &invoker,
         Method::POST,
@@ -622,7 +613,7 @@ fn user(text: &str) -> Value {
 /// (when it has an agent), a cron of stateless runs and one on `shared`, store items.
 async fn lg_resources(r: &Running, t: &mut Tenant, i: usize, n: usize) {
     let owner = json!({"owner": i});
-    let (s, b) = inproc::call_with_api_key(
+    let (s, b) = call_with_api_key(
         &r.base,
         &t.key,
         Method::POST,
@@ -634,7 +625,7 @@ async fn lg_resources(r: &Running, t: &mut Tenant, i: usize, n: usize) {
     assert_eq!(b["thread_id"], "shared");
     t.threads.insert("shared".into());
     for _ in 0..n {
-        let (s, b) = inproc::call_with_api_key(
+        let (s, b) = call_with_api_key(
             &r.base,
             &t.key,
             Method::POST,
@@ -649,7 +640,7 @@ async fn lg_resources(r: &Running, t: &mut Tenant, i: usize, n: usize) {
     }
     if let Some(agent) = t.agents.first().cloned() {
         for thread in t.threads.clone() {
-            let (s, values) = inproc::call_with_api_key(
+            let (s, values) = call_with_api_key(
                 &r.base,
                 &t.key,
                 Method::POST,
@@ -659,7 +650,7 @@ async fn lg_resources(r: &Running, t: &mut Tenant, i: usize, n: usize) {
             .await;
             assert_eq!(s, 200, "{values}");
             assert_eq!(values["messages"].as_array().unwrap().len(), 2, "{values}");
-            let (s, runs) = inproc::call_with_api_key(
+            let (s, runs) = call_with_api_key(
                 &r.base,
                 &t.key,
                 Method::GET,
@@ -681,7 +672,7 @@ async fn lg_resources(r: &Running, t: &mut Tenant, i: usize, n: usize) {
                 Some(t) => format!("/threads/{t}/runs/crons"),
                 None => "/runs/crons".to_owned(),
             };
-            let (s, c) = inproc::call_with_api_key(
+            let (s, c) = call_with_api_key(
                 &r.base,
                 &t.key,
                 Method::POST,
@@ -697,7 +688,7 @@ async fn lg_resources(r: &Running, t: &mut Tenant, i: usize, n: usize) {
         }
     }
     for key in ["prefs".to_owned(), format!("k{i}")] {
-        let (s, b) = inproc::call_with_api_key(
+        let (s, b) = call_with_api_key(
             &r.base,
             &t.key,
             Method::PUT,
@@ -739,10 +730,9 @@ async fn same_as_missing(
         )
     };
     let (path, b) = with(foreign);
-    let (s, got) = inproc::call_with_api_key(&r.base, key, method.clone(), &path, b).await;
+    let (s, got) = call_with_api_key(&r.base, key, method.clone(), &path, b).await;
     let (path_missing, b) = with(missing);
-    let (s_missing, want) =
-        inproc::call_with_api_key(&r.base, key, method.clone(), &path_missing, b).await;
+    let (s_missing, want) = call_with_api_key(&r.base, key, method.clone(), &path_missing, b).await;
     assert_eq!(s, 404, "{method} {path}: {got}");
     assert_eq!(s_missing, 404, "{method} {path_missing}: {want}");
     assert_eq!(
@@ -759,7 +749,7 @@ async fn same_as_missing(
 async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
     let me = &tenants[i];
     let k = me.key.as_str();
-    let (s, threads) = inproc::call_with_api_key(
+    let (s, threads) = call_with_api_key(
         &r.base,
         k,
         Method::POST,
@@ -782,13 +772,11 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
         "{threads}"
     );
     let (_, n) =
-        inproc::call_with_api_key(&r.base, k, Method::POST, "/threads/count", Some(json!({})))
-            .await;
+        call_with_api_key(&r.base, k, Method::POST, "/threads/count", Some(json!({}))).await;
     assert_eq!(n, json!(me.threads.len()));
-    let (_, shared) =
-        inproc::call_with_api_key(&r.base, k, Method::GET, "/threads/shared", None).await;
+    let (_, shared) = call_with_api_key(&r.base, k, Method::GET, "/threads/shared", None).await;
     assert_eq!(shared["metadata"]["owner"], i, "{shared}");
-    let (_, a) = inproc::call_with_api_key(
+    let (_, a) = call_with_api_key(
         &r.base,
         k,
         Method::POST,
@@ -801,7 +789,7 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
         me.agents,
         "workspace {i} assistants"
     );
-    let (_, n) = inproc::call_with_api_key(
+    let (_, n) = call_with_api_key(
         &r.base,
         k,
         Method::POST,
@@ -810,7 +798,7 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
     )
     .await;
     assert_eq!(n, json!(me.agents.len()));
-    let (_, a) = inproc::call_with_api_key(
+    let (_, a) = call_with_api_key(
         &r.base,
         k,
         Method::POST,
@@ -820,7 +808,7 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
     .await;
     assert_eq!(ids(&a, "agent_id"), me.agents, "workspace {i} agents");
     // The same runs as `/v1/runs` (mine, and the `/mcp` call's run made since).
-    let (_, runs) = inproc::call_with_api_key(
+    let (_, runs) = call_with_api_key(
         &r.base,
         k,
         Method::POST,
@@ -828,15 +816,14 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
         Some(json!({"limit": 1000})),
     )
     .await;
-    let (_, v1) =
-        inproc::call_with_api_key(&r.base, k, Method::GET, "/v1/runs?limit=1000", None).await;
+    let (_, v1) = call_with_api_key(&r.base, k, Method::GET, "/v1/runs?limit=1000", None).await;
     let found = ids(&runs, "run_id");
     assert_eq!(found, ids(&v1, "run_id"), "workspace {i} /runs/search");
     assert!(found.is_superset(&me.runs), "workspace {i} /runs/search");
     for other in tenants.iter().filter(|o| o.key != me.key) {
         assert!(found.is_disjoint(&other.runs), "workspace {i} /runs/search");
     }
-    let (_, crons) = inproc::call_with_api_key(
+    let (_, crons) = call_with_api_key(
         &r.base,
         k,
         Method::POST,
@@ -845,7 +832,7 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
     )
     .await;
     assert_eq!(ids(&crons, "cron_id"), me.crons, "workspace {i} crons");
-    let (_, n) = inproc::call_with_api_key(
+    let (_, n) = call_with_api_key(
         &r.base,
         k,
         Method::POST,
@@ -854,7 +841,7 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
     )
     .await;
     assert_eq!(n, json!(me.crons.len()));
-    let (_, items) = inproc::call_with_api_key(
+    let (_, items) = call_with_api_key(
         &r.base,
         k,
         Method::POST,
@@ -875,7 +862,7 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
             .iter()
             .all(|x| x["value"]["owner"] == i)
     );
-    let (_, ns) = inproc::call_with_api_key(
+    let (_, ns) = call_with_api_key(
         &r.base,
         k,
         Method::POST,
@@ -884,7 +871,7 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
     )
     .await;
     assert_eq!(ns["namespaces"], json!([["users", "u1"]]), "{ns}");
-    let (s, item) = inproc::call_with_api_key(
+    let (s, item) = call_with_api_key(
         &r.base,
         k,
         Method::GET,
@@ -948,7 +935,7 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
             ] {
                 same_as_missing(r, k, m, path, body.as_ref(), t, &missing).await;
             }
-            let (_, found) = inproc::call_with_api_key(
+            let (_, found) = call_with_api_key(
                 &r.base,
                 k,
                 Method::POST,
@@ -957,7 +944,7 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
             )
             .await;
             assert_eq!(found, json!([]), "workspace {i} finds {j}'s thread {t}");
-            let (_, found) = inproc::call_with_api_key(
+            let (_, found) = call_with_api_key(
                 &r.base,
                 k,
                 Method::POST,
@@ -990,7 +977,7 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
                 same_as_missing(r, k, m, "/runs/crons/{}", body.as_ref(), c, &missing).await;
             }
         }
-        let (s, b) = inproc::call_with_api_key(
+        let (s, b) = call_with_api_key(
             &r.base,
             k,
             Method::GET,
@@ -998,7 +985,7 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
             None,
         )
         .await;
-        let (_, want) = inproc::call_with_api_key(
+        let (_, want) = call_with_api_key(
             &r.base,
             k,
             Method::GET,
@@ -1019,7 +1006,7 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
 async fn lg_untouched_then_create_or_get(r: &Running, tenants: &[Tenant]) {
     for (j, other) in tenants.iter().enumerate() {
         for t in &other.threads {
-            let (s, b) = inproc::call_with_api_key(
+            let (s, b) = call_with_api_key(
                 &r.base,
                 &other.key,
                 Method::GET,
@@ -1036,7 +1023,7 @@ async fn lg_untouched_then_create_or_get(r: &Running, tenants: &[Tenant]) {
                 "{b}"
             );
         }
-        let (_, crons) = inproc::call_with_api_key(
+        let (_, crons) = call_with_api_key(
             &r.base,
             &other.key,
             Method::POST,
@@ -1068,7 +1055,7 @@ async fn lg_untouched_then_create_or_get(r: &Running, tenants: &[Tenant]) {
         else {
             continue;
         };
-        let (s, b) = inproc::call_with_api_key(
+        let (s, b) = call_with_api_key(
             &r.base,
             &me.key,
             Method::POST,
@@ -1083,7 +1070,7 @@ async fn lg_untouched_then_create_or_get(r: &Running, tenants: &[Tenant]) {
             "workspace {i} got {j}'s thread: {b}"
         );
         assert_eq!(b["values"]["messages"], json!([]), "{b}");
-        let (_, theirs) = inproc::call_with_api_key(
+        let (_, theirs) = call_with_api_key(
             &r.base,
             &tenants[j].key,
             Method::GET,
@@ -1125,7 +1112,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
         for (name, n) in agents {
             deploy(&r, &key, name, &format!("workspace {i}")).await;
             for _ in 0..*n {
-                let (s, run) = inproc::call_with_api_key(
+                let (s, run) = call_with_api_key(
                     &r.base,
                     &key,
                     Method::POST,
@@ -1161,7 +1148,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
         lg_resources(&r, &mut tenant, i, *n_threads).await;
         // A webhook per agent, named after it: workspaces often share hook names.
         for name in agents.keys() {
-            let (s, h) = inproc::call_with_api_key(
+            let (s, h) = call_with_api_key(
                 &r.base,
                 &tenant.key,
                 Method::POST,
@@ -1179,7 +1166,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
         // share trigger and event names.
         for name in agents.keys() {
             let body = json!({"name": name, "event": format!("ev-{name}"), "target": name});
-            let (s, t) = inproc::call_with_api_key(
+            let (s, t) = call_with_api_key(
                 &r.base,
                 &tenant.key,
                 Method::POST,
@@ -1220,7 +1207,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
         );
         let id = run["run_id"].as_str().unwrap().to_owned();
         for _ in 0..100 {
-            let (_, got) = inproc::call_with_api_key(
+            let (_, got) = call_with_api_key(
                 &r.base,
                 &me.key,
                 Method::GET,
@@ -1241,7 +1228,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
         for (j, other) in tenants.iter().enumerate() {
             for name in other.agents.difference(&me.agents) {
                 let path = format!("/v1/events/ev-{name}");
-                let (s, b) = inproc::call_with_api_key(
+                let (s, b) = call_with_api_key(
                     &r.base,
                     &me.key,
                     Method::POST,
@@ -1258,7 +1245,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             continue;
         };
         let path = format!("/v1/events/ev-{name}");
-        let (s, b) = inproc::call_with_api_key(
+        let (s, b) = call_with_api_key(
             &r.base,
             &me.key,
             Method::POST,
@@ -1279,8 +1266,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
         let body = json!({"calls": [{"id": "ask", "server": "crm", "tool": "send",
                                      "arguments": {"text": format!("from {i}")}}]});
         let (s, b) =
-            inproc::call_with_api_key(&r.base, &me.key, Method::POST, "/v1/execute", Some(body))
-                .await;
+            call_with_api_key(&r.base, &me.key, Method::POST, "/v1/execute", Some(body)).await;
         assert_eq!(s, 200, "{b}");
         assert_eq!(b["results"][0]["status"], "pending_approval", "{b}");
         let id = b["results"][0]["run_id"].as_str().unwrap().to_owned();
@@ -1292,7 +1278,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
     for (i, me) in tenants.iter().enumerate() {
         // Lists hold exactly my agents and runs.
         let (_, agents) =
-            inproc::call_with_api_key(&r.base, &me.key, Method::GET, "/v1/agents", None).await;
+            call_with_api_key(&r.base, &me.key, Method::GET, "/v1/agents", None).await;
         let names: BTreeSet<String> = agents
             .as_array()
             .unwrap()
@@ -1301,8 +1287,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             .collect();
         assert_eq!(names, me.agents, "workspace {i} agents");
         let (_, runs) =
-            inproc::call_with_api_key(&r.base, &me.key, Method::GET, "/v1/runs?limit=1000", None)
-                .await;
+            call_with_api_key(&r.base, &me.key, Method::GET, "/v1/runs?limit=1000", None).await;
         let ids: BTreeSet<String> = runs
             .as_array()
             .unwrap()
@@ -1311,7 +1296,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             .collect();
         assert_eq!(ids, me.runs, "workspace {i} runs");
         for name in &me.agents {
-            let (s, e) = inproc::call_with_api_key(
+            let (s, e) = call_with_api_key(
                 &r.base,
                 &me.key,
                 Method::GET,
@@ -1321,7 +1306,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             .await;
             assert_eq!(s, 200);
             assert_eq!(e["spec"]["instructions"], format!("workspace {i}"));
-            let (_, runs) = inproc::call_with_api_key(
+            let (_, runs) = call_with_api_key(
                 &r.base,
                 &me.key,
                 Method::GET,
@@ -1336,7 +1321,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                     .all(|x| me.runs.contains(x["run_id"].as_str().unwrap()))
             );
         }
-        let (_, nothing) = inproc::call_with_api_key(
+        let (_, nothing) = call_with_api_key(
             &r.base,
             &me.key,
             Method::GET,
@@ -1344,15 +1329,14 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             None,
         )
         .await;
-        let (_, keys) =
-            inproc::call_with_api_key(&r.base, &me.key, Method::GET, "/v1/keys", None).await;
+        let (_, keys) = call_with_api_key(&r.base, &me.key, Method::GET, "/v1/keys", None).await;
         // My approval queue holds my gateway call, and only it. (The server's admin key reads
         // the queue of every workspace unless it names one.)
         let path = match i {
             0 => "/v1/approvals?status=all&workspace=default/default",
             _ => "/v1/approvals?status=all",
         };
-        let (_, queue) = inproc::call_with_api_key(&r.base, &me.key, Method::GET, path, None).await;
+        let (_, queue) = call_with_api_key(&r.base, &me.key, Method::GET, path, None).await;
         assert_eq!(
             crate::ids(&queue, "run_id"),
             BTreeSet::from([me.approval.clone()]),
@@ -1360,7 +1344,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
         );
         // My webhooks, and only mine.
         let (_, hooks) =
-            inproc::call_with_api_key(&r.base, &me.key, Method::GET, "/v1/webhooks", None).await;
+            call_with_api_key(&r.base, &me.key, Method::GET, "/v1/webhooks", None).await;
         let listed: BTreeSet<String> = hooks
             .as_array()
             .unwrap()
@@ -1374,7 +1358,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
         );
         // My event triggers, and only mine.
         let (_, triggers) =
-            inproc::call_with_api_key(&r.base, &me.key, Method::GET, "/v1/triggers", None).await;
+            call_with_api_key(&r.base, &me.key, Method::GET, "/v1/triggers", None).await;
         assert_eq!(
             crate::ids(&triggers, "name"),
             me.agents,
@@ -1387,7 +1371,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             for name in other.agents.difference(&me.agents) {
                 for m in [Method::GET, Method::DELETE] {
                     let path = format!("/v1/triggers/{name}");
-                    let (s, b) = inproc::call_with_api_key(&r.base, &me.key, m, &path, None).await;
+                    let (s, b) = call_with_api_key(&r.base, &me.key, m, &path, None).await;
                     assert_eq!(s, 404, "workspace {i} reaches {j}'s trigger: {path} {b}");
                 }
             }
@@ -1400,7 +1384,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                     (Method::POST, format!("/v1/webhooks/{name}/rotate")),
                     (Method::DELETE, format!("/v1/webhooks/{name}")),
                 ] {
-                    let (s, b) = inproc::call_with_api_key(&r.base, &me.key, m, &path, None).await;
+                    let (s, b) = call_with_api_key(&r.base, &me.key, m, &path, None).await;
                     assert_eq!(s, 404, "workspace {i} reaches {j}'s hook: {path} {b}");
                 }
             }
@@ -1412,7 +1396,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                     !keys.to_string().contains(id.as_str()),
                     "workspace {i} sees key {id}"
                 );
-                let (s, _) = inproc::call_with_api_key(
+                let (s, _) = call_with_api_key(
                     &r.base,
                     &me.key,
                     Method::DELETE,
@@ -1431,7 +1415,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                     );
                 };
                 for path in ["", "/events"] {
-                    let (s, b) = inproc::call_with_api_key(
+                    let (s, b) = call_with_api_key(
                         &r.base,
                         &me.key,
                         Method::GET,
@@ -1451,7 +1435,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                     .unwrap();
                 assert_eq!(sse.status(), 404);
                 for control in ["pause", "resume", "cancel", "approve", "reject", "replay"] {
-                    let (s, b) = inproc::call_with_api_key(
+                    let (s, b) = call_with_api_key(
                         &r.base,
                         &me.key,
                         Method::POST,
@@ -1462,7 +1446,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                     assert_eq!(s, 404, "workspace {i} {control}s run {run}: {b}");
                     same(&b);
                 }
-                let (s, _) = inproc::call_with_api_key(
+                let (s, _) = call_with_api_key(
                     &r.base,
                     &me.key,
                     Method::POST,
@@ -1488,7 +1472,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             }
             for name in other.agents.difference(&me.agents) {
                 for path in ["", "/versions", "/versions/latest", "/diff?from=1"] {
-                    let (s, b) = inproc::call_with_api_key(
+                    let (s, b) = call_with_api_key(
                         &r.base,
                         &me.key,
                         Method::GET,
@@ -1498,7 +1482,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                     .await;
                     assert_eq!(s, 404, "workspace {i} reads agent {name}{path}: {b}");
                 }
-                let (s, _) = inproc::call_with_api_key(
+                let (s, _) = call_with_api_key(
                     &r.base,
                     &me.key,
                     Method::POST,
@@ -1507,7 +1491,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                 )
                 .await;
                 assert_eq!(s, 404);
-                let (s, _) = inproc::call_with_api_key(
+                let (s, _) = call_with_api_key(
                     &r.base,
                     &me.key,
                     Method::POST,
@@ -1574,7 +1558,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             assert_eq!(meta["status"], "succeeded", "{out:?}");
             let run = meta["run_id"].as_str().unwrap();
             for (j, other) in tenants.iter().enumerate() {
-                let (s, _) = inproc::call_with_api_key(
+                let (s, _) = call_with_api_key(
                     &r.base,
                     &other.key,
                     Method::GET,
@@ -1596,7 +1580,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             for (j, other) in tenants.iter().enumerate().skip(1) {
                 for name in &other.agents {
                     let stored = format!("org{}~ws{j}~{name}", j % 2);
-                    let (s, _) = inproc::call_with_api_key(
+                    let (s, _) = call_with_api_key(
                         &r.base,
                         &me.key,
                         Method::GET,
@@ -1605,16 +1589,15 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                     )
                     .await;
                     assert_eq!(s, 404);
-                    let (s, _) = inproc::call_with_api_key(&r.base, &me.key, Method::POST, "/runs/wait", Some(json!({"assistant_id": stored, "input": {"messages": [{"role": "user", "content": "x"}]}}))).await;
+                    let (s, _) = call_with_api_key(&r.base, &me.key, Method::POST, "/runs/wait", Some(json!({"assistant_id": stored, "input": {"messages": [{"role": "user", "content": "x"}]}}))).await;
                     assert_eq!(s, 404);
                     let encoded = format!("/v1/agents/org{}%7Ews{j}%7E{name}", j % 2);
                     let (s, _) =
-                        inproc::call_with_api_key(&r.base, &me.key, Method::GET, &encoded, None)
-                            .await;
+                        call_with_api_key(&r.base, &me.key, Method::GET, &encoded, None).await;
                     assert_eq!(s, 404);
                     let cron = json!({"assistant_id": stored, "schedule": "0 * * * *",
                                       "input": {"messages": [{"role": "user", "content": "x"}]}});
-                    let (s, b) = inproc::call_with_api_key(
+                    let (s, b) = call_with_api_key(
                         &r.base,
                         &me.key,
                         Method::POST,
@@ -1623,7 +1606,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                     )
                     .await;
                     assert_eq!(s, 404, "{b}");
-                    let (s, _) = inproc::call_with_api_key(
+                    let (s, _) = call_with_api_key(
                         &r.base,
                         &me.key,
                         Method::GET,
@@ -1635,7 +1618,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                 }
             }
             // The LangGraph and Agent Protocol lists of the default workspace hold only its own.
-            let (_, assistants) = inproc::call_with_api_key(
+            let (_, assistants) = call_with_api_key(
                 &r.base,
                 &me.key,
                 Method::POST,
@@ -1645,7 +1628,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             .await;
             let text = assistants.to_string();
             assert!(!text.contains('~'), "{text}");
-            let (_, runs) = inproc::call_with_api_key(
+            let (_, runs) = call_with_api_key(
                 &r.base,
                 &me.key,
                 Method::POST,
@@ -1663,10 +1646,9 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                 let stored = format!("org{}~ws{j}~shared", j % 2);
                 let body = json!({"agent_id": "bot", "thread_id": stored, "input": user("x")});
                 let (s, b) =
-                    inproc::call_with_api_key(&r.base, &me.key, Method::POST, "/runs", Some(body))
-                        .await;
+                    call_with_api_key(&r.base, &me.key, Method::POST, "/runs", Some(body)).await;
                 assert_eq!(s, 404, "{b}");
-                let (_, found) = inproc::call_with_api_key(
+                let (_, found) = call_with_api_key(
                     &r.base,
                     &me.key,
                     Method::POST,
@@ -1832,7 +1814,7 @@ async fn ops_isolation(client: &McpClient, tenants: &[Tenant], i: usize, missing
 async fn wait_status(r: &Running, key: &str, id: &str, status: &str) {
     let mut run = Value::Null;
     for _ in 0..200 {
-        run = inproc::call_with_api_key(&r.base, key, Method::GET, &format!("/v1/runs/{id}"), None)
+        run = call_with_api_key(&r.base, key, Method::GET, &format!("/v1/runs/{id}"), None)
             .await
             .1;
         if run["status"] == status {
@@ -1876,25 +1858,23 @@ async fn audit_and_approvals_are_read_per_workspace() {
     let (default_admin, _) = key(&r, "default/default", "admin").await;
 
     // A workspace key reads its own workspace's log and queue.
-    let (s, b) = inproc::call_with_api_key(&r.base, &admin, Method::GET, "/v1/audit", None).await;
+    let (s, b) = call_with_api_key(&r.base, &admin, Method::GET, "/v1/audit", None).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["workspace"], "acme/prod");
-    let (s, b) =
-        inproc::call_with_api_key(&r.base, &admin, Method::GET, "/v1/audit/verify", None).await;
+    let (s, b) = call_with_api_key(&r.base, &admin, Method::GET, "/v1/audit/verify", None).await;
     assert_eq!((s, &b["workspace"]), (200, &json!("acme/prod")), "{b}");
-    let (s, b) =
-        inproc::call_with_api_key(&r.base, &viewer, Method::GET, "/v1/approvals", None).await;
+    let (s, b) = call_with_api_key(&r.base, &viewer, Method::GET, "/v1/approvals", None).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b, json!([]));
     // The audit log needs `admin`.
-    let (s, _) = inproc::call_with_api_key(&r.base, &viewer, Method::GET, "/v1/audit", None).await;
+    let (s, _) = call_with_api_key(&r.base, &viewer, Method::GET, "/v1/audit", None).await;
     assert_eq!(s, 403);
 
     // Another workspace's log or queue is 404 to a workspace key, also to a default-workspace
     // admin that is not the server's admin key.
     for (k, other) in [(&admin, "default/default"), (&default_admin, "acme/prod")] {
         for path in ["/v1/audit", "/v1/audit/verify"] {
-            let (s, b) = inproc::call_with_api_key(
+            let (s, b) = call_with_api_key(
                 &r.base,
                 k,
                 Method::GET,
@@ -1904,7 +1884,7 @@ async fn audit_and_approvals_are_read_per_workspace() {
             .await;
             assert_eq!(s, 404, "{path} {other}: {b}");
         }
-        let (s, b) = inproc::call_with_api_key(
+        let (s, b) = call_with_api_key(
             &r.base,
             k,
             Method::GET,
@@ -1915,7 +1895,7 @@ async fn audit_and_approvals_are_read_per_workspace() {
         assert_eq!(s, 404, "{b}");
     }
     // The server's admin key may read any workspace's.
-    let (s, b) = inproc::call_with_api_key(
+    let (s, b) = call_with_api_key(
         &r.base,
         ADMIN,
         Method::GET,
@@ -1935,7 +1915,7 @@ async fn a_workspaces_cron_fires_on_its_thread_as_its_creator() {
     // The default workspace has a thread and an agent of the same names: never used.
     deploy(&r, ADMIN, "bot", "default").await;
     for k in [ADMIN, op.as_str()] {
-        let (s, b) = inproc::call_with_api_key(
+        let (s, b) = call_with_api_key(
             &r.base,
             k,
             Method::POST,
@@ -1945,7 +1925,7 @@ async fn a_workspaces_cron_fires_on_its_thread_as_its_creator() {
         .await;
         assert_eq!(s, 200, "{b}");
     }
-    let (s, cron) = inproc::call_with_api_key(
+    let (s, cron) = call_with_api_key(
         &r.base,
         &op,
         Method::POST,
@@ -1957,15 +1937,14 @@ async fn a_workspaces_cron_fires_on_its_thread_as_its_creator() {
     let cron_id = cron["cron_id"].as_str().unwrap().to_owned();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let run = loop {
-        let (_, runs) =
-            inproc::call_with_api_key(&r.base, &op, Method::GET, "/threads/t/runs", None).await;
+        let (_, runs) = call_with_api_key(&r.base, &op, Method::GET, "/threads/t/runs", None).await;
         if let Some(run) = runs.as_array().and_then(|a| a.first()).cloned() {
             break run;
         }
         assert!(std::time::Instant::now() < deadline, "the cron never fired");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let (s, b) = inproc::call_with_api_key(
+    let (s, b) = call_with_api_key(
         &r.base,
         &op,
         Method::DELETE,
@@ -1978,16 +1957,14 @@ async fn a_workspaces_cron_fires_on_its_thread_as_its_creator() {
     assert_eq!(run["thread_id"], "t", "{run}");
     let id = run["run_id"].as_str().unwrap();
     let (s, v1) =
-        inproc::call_with_api_key(&r.base, &op, Method::GET, &format!("/v1/runs/{id}"), None).await;
+        call_with_api_key(&r.base, &op, Method::GET, &format!("/v1/runs/{id}"), None).await;
     assert_eq!(s, 200, "{v1}");
     assert_eq!(v1["thread_id"], "t", "{v1}");
     assert_eq!(v1["input"]["principal"]["workspace"], "prod", "{v1}");
     assert_eq!(v1["input"]["principal"]["key_id"], op_id.as_str(), "{v1}");
     // Not the default workspace's run, nor on its thread `t`.
-    let (s, _) =
-        inproc::call_with_api_key(&r.base, ADMIN, Method::GET, &format!("/runs/{id}"), None).await;
+    let (s, _) = call_with_api_key(&r.base, ADMIN, Method::GET, &format!("/runs/{id}"), None).await;
     assert_eq!(s, 404);
-    let (_, runs) =
-        inproc::call_with_api_key(&r.base, ADMIN, Method::GET, "/threads/t/runs", None).await;
+    let (_, runs) = call_with_api_key(&r.base, ADMIN, Method::GET, "/threads/t/runs", None).await;
     assert_eq!(runs, json!([]));
 }

@@ -7,6 +7,7 @@
 mod common;
 mod inproc;
 
+use inproc::call_as;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Request, State};
@@ -139,9 +140,9 @@ async fn mcp_credentials_come_from_the_vault_and_stay_out_of_the_database_and_lo
     assert_eq!(s, 201, "{b}");
     let body = json!({"workspace": "acme/prod", "role": "admin"});
     let (acme, _) = inproc::create_key(&serve.base, common::KEY, body).await;
-    let (s, b) = inproc::call_as(&serve.base, &acme, Method::GET, "/v1/secrets", None).await;
+    let (s, b) = call_as(&serve.base, &acme, Method::GET, "/v1/secrets", None).await;
     assert_eq!((s, b.clone()), (200, json!([])), "{b}");
-    let (s, _) = inproc::call_as(
+    let (s, _) = call_as(
         &serve.base,
         &acme,
         Method::DELETE,
@@ -150,7 +151,7 @@ async fn mcp_credentials_come_from_the_vault_and_stay_out_of_the_database_and_lo
     )
     .await;
     assert_eq!(s, 404);
-    let (s, _) = inproc::call_as(
+    let (s, _) = call_as(
         &serve.base,
         &acme,
         Method::PUT,
@@ -164,7 +165,7 @@ async fn mcp_credentials_come_from_the_vault_and_stay_out_of_the_database_and_lo
         .call(Method::POST, "/v1/keys", Some(json!({"role": "viewer"})))
         .await;
     let viewer = b["key"].as_str().unwrap().to_owned();
-    let (s, _) = inproc::call_as(&serve.base, &viewer, Method::GET, "/v1/secrets", None).await;
+    let (s, _) = call_as(&serve.base, &viewer, Method::GET, "/v1/secrets", None).await;
     assert_eq!(s, 403);
     let (s, b) = serve
         .call(

@@ -8,6 +8,7 @@
 
 mod inproc;
 
+use inproc::call_as;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,7 +54,7 @@ async fn start() -> Running {
 }
 
 async fn emit(r: &Running, key: &str, event: &str, payload: Value) -> (u16, Value) {
-    inproc::call_as(
+    call_as(
         &r.base,
         key,
         Method::POST,
@@ -64,7 +65,7 @@ async fn emit(r: &Running, key: &str, event: &str, payload: Value) -> (u16, Valu
 }
 
 async fn run_ids(r: &Running, key: &str) -> Vec<String> {
-    let (s, b) = inproc::call_as(&r.base, key, Method::GET, "/v1/runs", None).await;
+    let (s, b) = call_as(&r.base, key, Method::GET, "/v1/runs", None).await;
     assert_eq!(s, 200, "{b}");
     let runs = b
         .as_array()
@@ -93,7 +94,7 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
     inproc::deploy_scripted(&r.base, &globex_dev, "bot").await;
 
     // Both workspaces listen to `deployed`, under the same trigger name.
-    let (s, t) = inproc::call_as(
+    let (s, t) = call_as(
         &r.base,
         &acme_dev,
         Method::POST,
@@ -108,7 +109,7 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
     assert_eq!(t["event"], "deployed");
     assert_eq!(t["target"], "bot");
     assert_eq!(t["created_by"], acme_dev_id.as_str());
-    let (s, t) = inproc::call_as(
+    let (s, t) = call_as(
         &r.base,
         &globex_dev,
         Method::POST,
@@ -117,7 +118,7 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
     )
     .await;
     assert_eq!(s, 201, "{t}");
-    let (s, _) = inproc::call_as(
+    let (s, _) = call_as(
         &r.base,
         &globex_dev,
         Method::POST,
@@ -140,7 +141,7 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
     assert_eq!(runs.len(), 1, "{out}");
     assert_eq!(runs[0]["agent"], "bot", "the workspace's own name: {out}");
     let run_id = runs[0]["run_id"].as_str().unwrap().to_owned();
-    let (s, run) = inproc::call_as(
+    let (s, run) = call_as(
         &r.base,
         &acme_inv,
         Method::GET,
@@ -157,7 +158,7 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
     assert_eq!(principal["roles"], json!(["invoker"]), "{run}");
     // globex saw nothing: no run, and acme's run is not found.
     assert!(run_ids(&r, &globex_inv).await.is_empty());
-    let (s, _) = inproc::call_as(
+    let (s, _) = call_as(
         &r.base,
         &globex_inv,
         Method::GET,
@@ -184,7 +185,7 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
 
     // Another workspace's trigger is invisible: not listed, 404 to get and delete, and its
     // event is unknown here.
-    let (s, list) = inproc::call_as(&r.base, &acme_dev, Method::GET, "/v1/triggers", None).await;
+    let (s, list) = call_as(&r.base, &acme_dev, Method::GET, "/v1/triggers", None).await;
     assert_eq!(s, 200);
     let names: Vec<&str> = list
         .as_array()
@@ -194,8 +195,7 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
         .collect();
     assert_eq!(names, vec!["on-deploy"]);
     for method in [Method::GET, Method::DELETE] {
-        let (s, p) =
-            inproc::call_as(&r.base, &acme_dev, method, "/v1/triggers/globex-only", None).await;
+        let (s, p) = call_as(&r.base, &acme_dev, method, "/v1/triggers/globex-only", None).await;
         assert_eq!(s, 404, "{p}");
         assert!(!p.to_string().contains("shipped"), "reveals nothing: {p}");
     }
@@ -207,7 +207,7 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
         "says what to do: {detail}"
     );
     assert!(!detail.contains("globex"), "{detail}");
-    let (s, _) = inproc::call_as(
+    let (s, _) = call_as(
         &r.base,
         &globex_dev,
         Method::GET,
@@ -234,7 +234,7 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
     assert_eq!(emit_keyed().await, first);
 
     // Deleting the trigger stops its event.
-    let (s, _) = inproc::call_as(
+    let (s, _) = call_as(
         &r.base,
         &acme_dev,
         Method::DELETE,
@@ -251,7 +251,7 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
     )
     .await;
     assert_eq!(s, 404);
-    let (s, _) = inproc::call_as(
+    let (s, _) = call_as(
         &r.base,
         &acme_dev,
         Method::GET,
@@ -273,8 +273,7 @@ async fn bad_input_is_a_problem_that_starts_nothing_and_roles_are_enforced() {
     let (viewer, _) =
         inproc::workspace_key_and_id(&r.base, ADMIN, "acme", "prod", "viewer", "viewer").await;
     inproc::deploy_scripted(&r.base, &dev, "bot").await;
-    let create =
-        |body: Value| inproc::call_as(&r.base, &dev, Method::POST, "/v1/triggers", Some(body));
+    let create = |body: Value| call_as(&r.base, &dev, Method::POST, "/v1/triggers", Some(body));
 
     for (body, want) in [
         (
@@ -321,7 +320,7 @@ async fn bad_input_is_a_problem_that_starts_nothing_and_roles_are_enforced() {
         .unwrap();
     assert_eq!(res.status(), 400);
     // Nothing was stored by any of them.
-    let (_, list) = inproc::call_as(&r.base, &dev, Method::GET, "/v1/triggers", None).await;
+    let (_, list) = call_as(&r.base, &dev, Method::GET, "/v1/triggers", None).await;
     assert_eq!(list, json!([]));
 
     let (s, _) = create(json!({"name": "t", "event": "e", "target": "bot"})).await;
@@ -345,9 +344,9 @@ async fn bad_input_is_a_problem_that_starts_nothing_and_roles_are_enforced() {
     assert_eq!(out["runs"].as_array().unwrap().len(), 2);
 
     // Roles: an invoker emits but does not manage triggers; a viewer does neither.
-    let (s, _) = inproc::call_as(&r.base, &inv, Method::GET, "/v1/triggers", None).await;
+    let (s, _) = call_as(&r.base, &inv, Method::GET, "/v1/triggers", None).await;
     assert_eq!(s, 403);
-    let (s, _) = inproc::call_as(
+    let (s, _) = call_as(
         &r.base,
         &inv,
         Method::POST,
@@ -374,7 +373,7 @@ async fn changes_are_audited_and_default_workspace_keeps_its_yaml_triggers() {
     let (admin, admin_id) =
         inproc::workspace_key_and_id(&r.base, ADMIN, "acme", "prod", "admin", "admin").await;
     inproc::deploy_scripted(&r.base, &admin, "bot").await;
-    let (s, _) = inproc::call_as(
+    let (s, _) = call_as(
         &r.base,
         &admin,
         Method::POST,
@@ -383,9 +382,9 @@ async fn changes_are_audited_and_default_workspace_keeps_its_yaml_triggers() {
     )
     .await;
     assert_eq!(s, 201);
-    let (s, _) = inproc::call_as(&r.base, &admin, Method::DELETE, "/v1/triggers/t", None).await;
+    let (s, _) = call_as(&r.base, &admin, Method::DELETE, "/v1/triggers/t", None).await;
     assert_eq!(s, 204);
-    let (s, page) = inproc::call_as(&r.base, &admin, Method::GET, "/v1/audit", None).await;
+    let (s, page) = call_as(&r.base, &admin, Method::GET, "/v1/audit", None).await;
     assert_eq!(s, 200, "{page}");
     // (The agent's deploy is audited too.)
     let changes: Vec<(&str, &str, &str, &str)> = page["entries"]
@@ -411,12 +410,12 @@ async fn changes_are_audited_and_default_workspace_keeps_its_yaml_triggers() {
         ],
         "{page}"
     );
-    let (s, v) = inproc::call_as(&r.base, &admin, Method::GET, "/v1/audit/verify", None).await;
+    let (s, v) = call_as(&r.base, &admin, Method::GET, "/v1/audit/verify", None).await;
     assert_eq!(s, 200, "the chain verifies: {v}");
 
     // default/default: the yaml trigger and an API trigger on the same event both start.
     inproc::deploy_scripted(&r.base, ADMIN, "greeter").await;
-    let (s, t) = inproc::call_as(
+    let (s, t) = call_as(
         &r.base,
         ADMIN,
         Method::POST,
@@ -549,7 +548,7 @@ async fn the_cli_declares_triggers_and_emits_events() {
     let first: Value = serde_json::from_str(&first).unwrap();
     let again: Value = serde_json::from_str(&again).unwrap();
     assert_eq!(first["runs"][0]["run_id"], again["runs"][0]["run_id"]);
-    let (_, run) = inproc::call_as(
+    let (_, run) = call_as(
         &r.base,
         &inv,
         Method::GET,

@@ -7,6 +7,7 @@
 
 mod inproc;
 
+use inproc::call_as;
 use std::sync::Arc;
 
 use agentkit_runtime::{SqliteStore, Store};
@@ -90,7 +91,7 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
     inproc::deploy_scripted(&r.base, &dev, "triage").await;
 
     // Created with a generated secret, shown once.
-    let (s, hook) = inproc::call_as(
+    let (s, hook) = call_as(
         &r.base,
         &dev,
         Method::POST,
@@ -107,12 +108,12 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
     assert!(hook["created_by"].is_string(), "{hook}");
 
     // Listed and read without the secret.
-    let (s, list) = inproc::call_as(&r.base, &dev, Method::GET, "/v1/webhooks", None).await;
+    let (s, list) = call_as(&r.base, &dev, Method::GET, "/v1/webhooks", None).await;
     assert_eq!(s, 200, "{list}");
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["name"], "issues");
     assert!(!list.to_string().contains(&secret), "{list}");
-    let (s, one) = inproc::call_as(&r.base, &dev, Method::GET, "/v1/webhooks/issues", None).await;
+    let (s, one) = call_as(&r.base, &dev, Method::GET, "/v1/webhooks/issues", None).await;
     assert_eq!(
         (s, &one["message_pointer"]),
         (200, &json!("/issue/title")),
@@ -121,7 +122,7 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
     assert!(one.get("secret").is_none());
 
     // The same name again: 409. A target that is not deployed here: 400. A bad name: 400.
-    let (s, p) = inproc::call_as(
+    let (s, p) = call_as(
         &r.base,
         &dev,
         Method::POST,
@@ -130,7 +131,7 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
     )
     .await;
     assert_eq!(s, 409, "{p}");
-    let (s, p) = inproc::call_as(
+    let (s, p) = call_as(
         &r.base,
         &dev,
         Method::POST,
@@ -146,7 +147,7 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
             .contains("deploy it in this workspace"),
         "{p}"
     );
-    let (s, _) = inproc::call_as(
+    let (s, _) = call_as(
         &r.base,
         &dev,
         Method::POST,
@@ -155,7 +156,7 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
     )
     .await;
     assert_eq!(s, 400);
-    let (s, _) = inproc::call_as(
+    let (s, _) = call_as(
         &r.base,
         &dev,
         Method::POST,
@@ -191,7 +192,7 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
             .contains("Login is broken")
     );
     // The workspace sees the run; the default workspace does not.
-    let (s, _) = inproc::call_as(
+    let (s, _) = call_as(
         &r.base,
         &dev,
         Method::GET,
@@ -200,7 +201,7 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
     )
     .await;
     assert_eq!(s, 200);
-    let (s, _) = inproc::call_as(
+    let (s, _) = call_as(
         &r.base,
         ADMIN,
         Method::GET,
@@ -269,7 +270,7 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
     assert_eq!(s, 202, "{run}");
 
     // Rotated: the old secret stops verifying, the new one (shown once) works.
-    let (s, rotated) = inproc::call_as(
+    let (s, rotated) = call_as(
         &r.base,
         &dev,
         Method::POST,
@@ -311,9 +312,9 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
 
     // Roles: an operator may not see or declare hooks; a viewer neither.
     let op = inproc::workspace_key(&r.base, ADMIN, "acme", "prod", "operator", "k").await;
-    let (s, _) = inproc::call_as(&r.base, &op, Method::GET, "/v1/webhooks", None).await;
+    let (s, _) = call_as(&r.base, &op, Method::GET, "/v1/webhooks", None).await;
     assert_eq!(s, 403);
-    let (s, _) = inproc::call_as(
+    let (s, _) = call_as(
         &r.base,
         &op,
         Method::POST,
@@ -324,11 +325,11 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
     assert_eq!(s, 403);
 
     // Deleted: gone from the list, deliveries refused.
-    let (s, _) = inproc::call_as(&r.base, &dev, Method::DELETE, "/v1/webhooks/issues", None).await;
+    let (s, _) = call_as(&r.base, &dev, Method::DELETE, "/v1/webhooks/issues", None).await;
     assert_eq!(s, 204);
-    let (s, _) = inproc::call_as(&r.base, &dev, Method::DELETE, "/v1/webhooks/issues", None).await;
+    let (s, _) = call_as(&r.base, &dev, Method::DELETE, "/v1/webhooks/issues", None).await;
     assert_eq!(s, 404);
-    let (s, list) = inproc::call_as(&r.base, &dev, Method::GET, "/v1/webhooks", None).await;
+    let (s, list) = call_as(&r.base, &dev, Method::GET, "/v1/webhooks", None).await;
     assert_eq!((s, list), (200, json!([])));
     let body = r#"{"issue": {"title": "after delete"}}"#;
     let (s, _) = deliver(
@@ -341,7 +342,7 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
     assert_eq!(s, 401);
 
     // The routes are documented.
-    let (_, doc) = inproc::call_as(&r.base, ADMIN, Method::GET, "/openapi.json", None).await;
+    let (_, doc) = call_as(&r.base, ADMIN, Method::GET, "/openapi.json", None).await;
     for path in [
         "/v1/webhooks",
         "/v1/webhooks/{name}",
@@ -362,7 +363,7 @@ async fn another_workspace_sees_none_of_a_workspaces_hooks_and_names_do_not_coll
     let b = inproc::workspace_key(&r.base, ADMIN, "beta", "prod", "admin", "k").await;
     inproc::deploy_scripted(&r.base, &a, "bot").await;
     inproc::deploy_scripted(&r.base, &b, "bot").await;
-    let (s, ha) = inproc::call_as(
+    let (s, ha) = call_as(
         &r.base,
         &a,
         Method::POST,
@@ -372,7 +373,7 @@ async fn another_workspace_sees_none_of_a_workspaces_hooks_and_names_do_not_coll
     .await;
     assert_eq!(s, 201, "{ha}");
     // The same name in another workspace is another hook, with its own URL and secret.
-    let (s, hb) = inproc::call_as(
+    let (s, hb) = call_as(
         &r.base,
         &b,
         Method::POST,
@@ -383,7 +384,7 @@ async fn another_workspace_sees_none_of_a_workspaces_hooks_and_names_do_not_coll
     assert_eq!(s, 201, "{hb}");
     assert_eq!(hb["url"], "/v1/hooks/beta/prod/ci");
     assert_ne!(ha["secret"], hb["secret"]);
-    let (s, only) = inproc::call_as(
+    let (s, only) = call_as(
         &r.base,
         &a,
         Method::POST,
@@ -394,7 +395,7 @@ async fn another_workspace_sees_none_of_a_workspaces_hooks_and_names_do_not_coll
     assert_eq!(s, 201, "{only}");
 
     // B sees nothing of A's: not in its list, 404 on get, rotate and delete.
-    let (_, list) = inproc::call_as(&r.base, &b, Method::GET, "/v1/webhooks", None).await;
+    let (_, list) = call_as(&r.base, &b, Method::GET, "/v1/webhooks", None).await;
     let names: Vec<_> = list
         .as_array()
         .unwrap()
@@ -408,11 +409,11 @@ async fn another_workspace_sees_none_of_a_workspaces_hooks_and_names_do_not_coll
         (Method::POST, "/v1/webhooks/mine/rotate"),
         (Method::DELETE, "/v1/webhooks/mine"),
     ] {
-        let (s, p) = inproc::call_as(&r.base, &b, m.clone(), path, None).await;
+        let (s, p) = call_as(&r.base, &b, m.clone(), path, None).await;
         assert_eq!(s, 404, "{m} {path}: {p}");
         assert!(!p.to_string().contains("acme"), "{p}");
     }
-    let (s, _) = inproc::call_as(
+    let (s, _) = call_as(
         &r.base,
         &b,
         Method::GET,
@@ -422,7 +423,7 @@ async fn another_workspace_sees_none_of_a_workspaces_hooks_and_names_do_not_coll
     .await;
     assert_eq!(s, 404, "a stored name does not reach another workspace");
     // A's hook still works after B's attempts.
-    let (s, _) = inproc::call_as(&r.base, &a, Method::GET, "/v1/webhooks/mine", None).await;
+    let (s, _) = call_as(&r.base, &a, Method::GET, "/v1/webhooks/mine", None).await;
     assert_eq!(s, 200);
 
     // A delivery signed with A's secret to B's URL starts nothing (401); B's own secret
@@ -445,7 +446,7 @@ async fn another_workspace_sees_none_of_a_workspaces_hooks_and_names_do_not_coll
     .await;
     assert_eq!(s, 202, "{run}");
     assert_eq!(run["input"]["principal"]["tenant"], "beta", "{run}");
-    let (s, _) = inproc::call_as(
+    let (s, _) = call_as(
         &r.base,
         &a,
         Method::GET,
@@ -487,7 +488,7 @@ async fn yaml_hooks_keep_their_url_and_default_workspace_hooks_cannot_shadow_the
     .await;
     assert_eq!(s, 202, "{run}");
     assert_eq!(run["input"]["principal"]["key_id"], "webhook:deploys");
-    let (s, p) = inproc::call_as(
+    let (s, p) = call_as(
         &r.base,
         ADMIN,
         Method::POST,
@@ -501,7 +502,7 @@ async fn yaml_hooks_keep_their_url_and_default_workspace_hooks_cannot_shadow_the
         "{p}"
     );
     // The admin key declares default/default hooks like any workspace.
-    let (s, h) = inproc::call_as(
+    let (s, h) = call_as(
         &r.base,
         ADMIN,
         Method::POST,
@@ -538,7 +539,7 @@ async fn without_a_master_key_a_webhook_cannot_be_declared_and_the_error_says_wh
         _served: served,
     };
     inproc::deploy_scripted(&r.base, ADMIN, "bot").await;
-    let (s, p) = inproc::call_as(
+    let (s, p) = call_as(
         &r.base,
         ADMIN,
         Method::POST,
@@ -554,7 +555,7 @@ async fn without_a_master_key_a_webhook_cannot_be_declared_and_the_error_says_wh
             .contains("AGENTKIT_MASTER_KEY"),
         "{p}"
     );
-    let (_, list) = inproc::call_as(&r.base, ADMIN, Method::GET, "/v1/webhooks", None).await;
+    let (_, list) = call_as(&r.base, ADMIN, Method::GET, "/v1/webhooks", None).await;
     assert_eq!(list, json!([]), "nothing half-created");
 }
 

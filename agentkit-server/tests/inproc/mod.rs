@@ -163,19 +163,24 @@ pub async fn sqlite(dir: &std::path::Path) -> std::sync::Arc<dyn agentkit_runtim
     )
 }
 
-/// Agent `echo` ("Repeat.") on the scripted model that repeats what it was told, keeping its
-/// conversations in `store`.
-pub fn echo_agent(
-    store: &std::sync::Arc<dyn agentkit_runtime::Store>,
-) -> std::sync::Arc<agentkit_core::AgentLlm> {
-    let memory = Server::memory_for(std::sync::Arc::clone(store));
-    std::sync::Arc::new(
-        agentkit_core::AgentLlm::new(
-            agentkit_core::Agent::new("echo", "Repeat."),
-            agentkit_core::ScriptedProvider::echo(),
-        )
-        .with_memory(memory),
+/// A server on a SQLite database in `dir` with admin key `admin`, agent `echo` ("Repeats what
+/// it was told": the scripted model that repeats the message, keeping its conversations in
+/// the store) and polling every 50 ms: add what else the test needs, then build.
+pub async fn echo_server(dir: &std::path::Path, admin: &str) -> agentkit_server::ServerBuilder {
+    let store = sqlite(dir).await;
+    let echo = agentkit_core::AgentLlm::new(
+        agentkit_core::Agent::new("echo", "Repeat."),
+        agentkit_core::ScriptedProvider::echo(),
     )
+    .with_memory(Server::memory_for(std::sync::Arc::clone(&store)));
+    Server::builder(store)
+        .admin_key(admin)
+        .agent_llm(
+            "echo",
+            std::sync::Arc::new(echo),
+            "Repeats what it was told",
+        )
+        .poll_interval(std::time::Duration::from_millis(50))
 }
 
 /// A server on a SQLite database in `dir` with admin key `admin` that runs declarative agents

@@ -24,16 +24,8 @@ const ADMIN: &str = "audit-admin-key";
 
 /// The last audit entry of `acme/prod`, read at once (no waiting).
 async fn last_entry(base: &str) -> Value {
-    let (s, page) = call_as(
-        base,
-        ADMIN,
-        Method::GET,
-        "/v1/audit?workspace=acme/prod&limit=10000",
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{page}");
-    page["entries"].as_array().unwrap().last().cloned().unwrap()
+    let entries = inproc::audit_entries(base, ADMIN, "?workspace=acme/prod&limit=10000").await;
+    entries.last().cloned().unwrap()
 }
 
 /// The last entry is the change `action` of `resource`, made by `actor` (and key `key_id`).

@@ -229,18 +229,6 @@ async fn decide(
     call_as(base, key, Method::POST, &path, body).await
 }
 
-/// The audit entries (up to 10000) the admin key reads, of `workspace` or (with `None`) of
-/// `default/default`.
-async fn audit_entries(base: &str, workspace: Option<&str>) -> Vec<Value> {
-    let path = match workspace {
-        Some(ws) => format!("/v1/audit?workspace={ws}&limit=10000"),
-        None => "/v1/audit?limit=10000".to_owned(),
-    };
-    let (s, page) = call_as(base, ADMIN, Method::GET, &path, None).await;
-    assert_eq!(s, 200, "{page}");
-    page["entries"].as_array().unwrap().clone()
-}
-
 /// `id` as one path segment.
 fn encode(id: &str) -> String {
     id.bytes()
@@ -352,7 +340,7 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
     // Nothing was ever sent; the audit log says each withdrawn call was not made, and
     // verifies.
     assert_eq!(m.sent.load(Ordering::SeqCst), 0);
-    let entries = audit_entries(&m.base, None).await;
+    let entries = inproc::audit_entries(&m.base, ADMIN, "?limit=10000").await;
     let withdrawn = entries
         .iter()
         .filter(|e| e["event"]["outcome"] == "rejected" && e["event"]["actor"] == "run")
@@ -438,7 +426,7 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
     // The decision is in the audit log the moment the answer arrives (before the run has
     // resumed), once: the resumed run does not write it again.
     let approved = async || -> Vec<Value> {
-        audit_entries(&base, Some("acme/prod"))
+        inproc::audit_entries(&base, ADMIN, "?workspace=acme/prod&limit=10000")
             .await
             .into_iter()
             .filter(|e| e["event"]["run_id"] == run.as_str() && e["event"]["outcome"] == "approved")

@@ -30,18 +30,14 @@ struct Running {
 /// `agentkit.yaml`-style event trigger `deployed` → `echo`.
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let store = inproc::sqlite(dir.path()).await;
-    let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
     let echo = agentkit_core::AgentLlm::new(
         agentkit_core::Agent::new("echo", "Repeat."),
         agentkit_core::ScriptedProvider::echo(),
     );
-    let server = Server::builder(store)
-        .admin_key(ADMIN)
-        .spec_builder(Arc::new(builder))
+    let server = inproc::declarative(dir.path(), ADMIN)
+        .await
         .agent_llm("echo", Arc::new(echo), "Repeats")
         .event_trigger("deployed", "echo")
-        .poll_interval(Duration::from_millis(50))
         .build()
         .await
         .unwrap();
@@ -384,12 +380,9 @@ async fn changes_are_audited_and_default_workspace_keeps_its_yaml_triggers() {
     assert_eq!(s, 201);
     let (s, _) = call_as(&r.base, &admin, Method::DELETE, "/v1/triggers/t", None).await;
     assert_eq!(s, 204);
-    let (s, page) = call_as(&r.base, &admin, Method::GET, "/v1/audit", None).await;
-    assert_eq!(s, 200, "{page}");
+    let entries = inproc::audit_entries(&r.base, &admin, "").await;
     // (The agent's deploy is audited too.)
-    let changes: Vec<(&str, &str, &str, &str)> = page["entries"]
-        .as_array()
-        .unwrap()
+    let changes: Vec<(&str, &str, &str, &str)> = entries
         .iter()
         .map(|e| &e["event"])
         .filter(|e| e["tool"].as_str().unwrap().starts_with("triggers."))
@@ -408,7 +401,7 @@ async fn changes_are_audited_and_default_workspace_keeps_its_yaml_triggers() {
             ("triggers.create", "t", "changed", admin_id.as_str()),
             ("triggers.delete", "t", "changed", admin_id.as_str())
         ],
-        "{page}"
+        "{entries:?}"
     );
     let (s, v) = call_as(&r.base, &admin, Method::GET, "/v1/audit/verify", None).await;
     assert_eq!(s, 200, "the chain verifies: {v}");

@@ -94,6 +94,15 @@ pub async fn request(
     )
 }
 
+/// The audit entries `GET /v1/audit{query}` lists to `key` (`query`: empty, or say
+/// `?workspace=acme/prod&limit=10000`), which must answer 200.
+pub async fn audit_entries(base: &str, key: &str, query: &str) -> Vec<serde_json::Value> {
+    let path = format!("/v1/audit{query}");
+    let (s, page) = call_as(base, key, reqwest::Method::GET, &path, None).await;
+    assert_eq!(s, 200, "{page}");
+    page["entries"].as_array().unwrap().clone()
+}
+
 /// `POST /v1/workspaces` for `org/ws` on the server at `base`, as its admin key `admin`: the
 /// status (201 made, 409 there already) and the body.
 pub async fn create_workspace(

@@ -5,11 +5,7 @@
 mod inproc;
 
 use inproc::call_as;
-use std::sync::Arc;
-use std::time::Duration;
 
-use agentkit_core::{Agent, AgentLlm, ScriptedProvider};
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use serde_json::{Value, json};
 

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use agentkit_core::policy::{Policy, PolicyLayer};
 use agentkit_core::{Agent, AgentLlm, Config, FnTool, ScriptedProvider};
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::policy::StoreAudit;
 use serde_json::{Value, json};

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use agentkit_core::policy::{Policy, PolicyLayer};
 use agentkit_core::{Agent, AgentLlm, Config, FnTool, ProviderErrorKind, ScriptedProvider};
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::policy::StoreAudit;
 use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};

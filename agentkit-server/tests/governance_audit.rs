@@ -13,7 +13,6 @@ use inproc::call_as;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
 use agentkit_server::vault::MasterKey;

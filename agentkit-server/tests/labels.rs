@@ -17,7 +17,6 @@ use std::time::Duration;
 use agentkit_core::{
     CompletionRequest, CompletionResponse, LlmProvider, Message, Result, StopReason, Usage,
 };
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
 use serde_json::{Value, json};

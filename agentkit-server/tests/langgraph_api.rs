@@ -7,12 +7,8 @@
 mod inproc;
 
 use inproc::call_with_api_key;
-use std::sync::Arc;
 use std::time::Duration;
 
-use agentkit_core::{Agent, AgentLlm, ScriptedProvider};
-use agentkit_runtime::{SqliteStore, Store};
-use agentkit_server::Server;
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -12,8 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentkit_core::{Agent, AgentLlm, ScriptedProvider};
-use agentkit_runtime::{SqliteStore, Store};
+use agentkit_runtime::Store;
 use agentkit_server::Server;
 use serde_json::Value;
 

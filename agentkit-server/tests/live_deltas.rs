@@ -12,7 +12,6 @@ use agentkit_core::{
     Agent, AgentLlm, AugmentedLlm, GenerateRequest, Generation, GenerationStream, Result,
     RunContext, ScriptedProvider, stream_generation,
 };
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use async_trait::async_trait;
 use futures::StreamExt;

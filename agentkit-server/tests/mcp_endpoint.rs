@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentkit_core::{
-    Agent, AgentLlm, CompletionRequest, CompletionResponse, LlmProvider, Message, ScriptedProvider,
-    StopReason, Usage,
+    Agent, AgentLlm, CompletionRequest, CompletionResponse, LlmProvider, Message, StopReason, Usage,
 };
 use agentkit_mcp::rmcp::model::{
     CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientCapabilities, ClientConfig,
@@ -19,8 +18,6 @@ use agentkit_mcp::rmcp::service::RunningService;
 use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
 use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use agentkit_mcp::rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
-use agentkit_runtime::{SqliteStore, Store};
-use agentkit_server::Server;
 use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
 use serde_json::{Value, json};
 

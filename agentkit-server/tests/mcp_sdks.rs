@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
 use serde_json::{Value, json};

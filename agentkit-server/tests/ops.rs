@@ -7,11 +7,9 @@ mod common;
 mod inproc;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use agentkit_core::{Agent, AgentLlm, ScriptedProvider};
-use agentkit_runtime::{Schedule, SqliteStore, Store};
+use agentkit_runtime::Schedule;
 use agentkit_server::{Server, ServerBuilder};
 use common::upstream::{Upstream, num, with_add};
 use serde_json::{Value, json};

@@ -17,7 +17,6 @@ use agentkit_core::policy::{Policy, PolicyLayer};
 use agentkit_core::{Agent, AgentLlm, Config, ScriptedProvider};
 use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
 use agentkit_mcp::{ConnectionManager, ServerConfig};
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::gatewayops::GatewayConfig;
 use agentkit_server::policy::{PrincipalPolicies, StoreAudit};

@@ -19,7 +19,6 @@ use agentkit_mcp::rmcp::model::{CallToolRequestParams, ClientConfig};
 use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
 use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use agentkit_mcp::{ConnectionManager, McpServerBuilder, ServerConfig};
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::gatewayops::GatewayConfig;
 use agentkit_server::tenancy::WorkspaceId;
 use agentkit_server::{Server, ServerBuilder};

@@ -10,11 +10,7 @@ mod inproc;
 
 use inproc::call_as;
 use std::sync::Arc;
-use std::time::Duration;
 
-use agentkit_runtime::{SqliteStore, Store};
-use agentkit_server::Server;
-use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -113,6 +113,26 @@ async fn decisions(on: &Serve, run: &str, call: &str) -> Vec<Value> {
         .collect()
 }
 
+/// `POST path` with `body` to `on`, sent `after_ms` after `barrier` lets it go: its status and
+/// body text.
+fn post_at(
+    barrier: &Arc<tokio::sync::Barrier>,
+    after_ms: u64,
+    on: &Serve,
+    path: String,
+    body: Value,
+) -> tokio::task::JoinHandle<(u16, String)> {
+    let req = on.request(Method::POST, &path).json(&body);
+    let barrier = Arc::clone(barrier);
+    tokio::spawn(async move {
+        barrier.wait().await;
+        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+        let res = req.send().await.unwrap();
+        let s = res.status().as_u16();
+        (s, res.text().await.unwrap())
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancelling_on_one_node_while_approving_on_the_other_ends_each_approval_one_way() {
     let pg = Pg::start();
@@ -156,35 +176,20 @@ async fn cancelling_on_one_node_while_approving_on_the_other_ends_each_approval_
             _ => (300, 0),
         };
         let barrier = Arc::new(tokio::sync::Barrier::new(2));
-        let cancel = {
-            let (barrier, base, run) = (Arc::clone(&barrier), a.base.clone(), run.clone());
-            tokio::spawn(async move {
-                let req = reqwest::Client::new()
-                    .post(format!("{base}/v1/runs/{run}/cancel"))
-                    .bearer_auth(common::KEY)
-                    .json(&json!({"reason": "the customer hung up"}));
-                barrier.wait().await;
-                tokio::time::sleep(Duration::from_millis(cancel_after)).await;
-                let res = req.send().await.unwrap();
-                let s = res.status().as_u16();
-                (s, res.text().await.unwrap())
-            })
-        };
-        let approve = {
-            let (barrier, base) = (Arc::clone(&barrier), b.base.clone());
-            let path = format!("/v1/approvals/{run}/{call}/approve");
-            tokio::spawn(async move {
-                let req = reqwest::Client::new()
-                    .post(format!("{base}{path}"))
-                    .bearer_auth(common::KEY)
-                    .json(&json!({"reason": "fine"}));
-                barrier.wait().await;
-                tokio::time::sleep(Duration::from_millis(approve_after)).await;
-                let res = req.send().await.unwrap();
-                let s = res.status().as_u16();
-                (s, res.text().await.unwrap())
-            })
-        };
+        let cancel = post_at(
+            &barrier,
+            cancel_after,
+            &a,
+            format!("/v1/runs/{run}/cancel"),
+            json!({"reason": "the customer hung up"}),
+        );
+        let approve = post_at(
+            &barrier,
+            approve_after,
+            &b,
+            format!("/v1/approvals/{run}/{call}/approve"),
+            json!({"reason": "fine"}),
+        );
         let ((cancel_status, cancel_body), (approve_status, approve_body)) =
             (cancel.await.unwrap(), approve.await.unwrap());
         assert!(

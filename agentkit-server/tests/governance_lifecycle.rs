@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::{Policy, PolicyLayer};
-use agentkit_core::{Agent, AgentLlm, FnTool, RunStatus, ScriptedProvider};
+use agentkit_core::{Agent, AgentLlm, RunStatus, ScriptedProvider};
 use agentkit_mcp::rmcp::model::{
     CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientCapabilities, ClientConfig,
     Implementation, ProtocolVersion,
@@ -28,8 +28,8 @@ use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
 use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use agentkit_mcp::rmcp::{ClientLifecycleMode, ClientServiceExt};
 use agentkit_mcp::{ConnectionManager, ServerConfig};
+use agentkit_runtime::Store;
 use agentkit_runtime::model::RunUpdate;
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::gatewayops::GatewayConfig;
 use agentkit_server::policy::StoreAudit;
@@ -51,7 +51,7 @@ struct Mailer {
 /// send per run, `runs` times.
 async fn mailer(runs: usize) -> Mailer {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("m.db")).await.unwrap());
+    let store = inproc::sqlite(dir.path()).await;
     let policy = Policy::compile(
         "mail",
         &PolicySpec::new().with_require_approval(["mail__send"]),
@@ -59,14 +59,7 @@ async fn mailer(runs: usize) -> Mailer {
     .unwrap();
     let audit = Arc::new(StoreAudit::new(Arc::clone(&store)));
     let sent = Arc::new(AtomicU32::new(0));
-    let counter = Arc::clone(&sent);
-    let send = FnTool::new("mail__send", "Send a mail", move |_args: Value| {
-        let counter = Arc::clone(&counter);
-        async move {
-            counter.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, String>("sent".to_owned())
-        }
-    });
+    let send = inproc::counted_tool("mail__send", "Send a mail", "sent", &sent);
     let mut model = ScriptedProvider::new();
     for i in 0..runs {
         model = model.then_tool_call("mail__send", json!({"to": format!("user{i}")}));
@@ -355,7 +348,7 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
     let sends = Arc::new(AtomicU32::new(0));
     let (crm, stop) = upstream::crm(&["send"], Arc::clone(&sends)).await;
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("g.db")).await.unwrap());
+    let store = inproc::sqlite(dir.path()).await;
     let gateway = GatewayConfig::new()
         .with_policy(
             Policy::compile(

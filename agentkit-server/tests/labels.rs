@@ -10,7 +10,6 @@
 
 mod inproc;
 
-use inproc::call_as;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,10 +79,18 @@ async fn start(provider: Arc<dyn LlmProvider>) -> Running {
     }
 }
 
+async fn call(
+    r: &Running,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    inproc::call_as(&r.base, KEY, method, path, body).await
+}
+
 async fn deploy(r: &Running, instructions: &str) -> u64 {
-    let (s, d) = call_as(
-        &r.base,
-        KEY,
+    let (s, d) = call(
+        r,
         reqwest::Method::POST,
         "/v1/agents",
         Some(json!({
@@ -99,9 +106,8 @@ async fn deploy(r: &Running, instructions: &str) -> u64 {
 
 /// Run `support` at `prod` to the end; its (version, output text).
 async fn run_prod(r: &Running) -> (u64, String) {
-    let (s, run) = call_as(
-        &r.base,
-        KEY,
+    let (s, run) = call(
+        r,
         reqwest::Method::POST,
         "/v1/agents/support/runs",
         Some(json!({"message": "hello", "version": "prod", "wait": true})),
@@ -126,9 +132,8 @@ async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_ol
     let r = start(gated).await;
 
     assert_eq!(deploy(&r, "You are support v1.").await, 1);
-    let (s, e) = call_as(
-        &r.base,
-        KEY,
+    let (s, e) = call(
+        &r,
         reqwest::Method::PUT,
         "/v1/agents/support/labels/prod",
         Some(json!({"version": 1, "expected_version": 0})),
@@ -136,20 +141,12 @@ async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_ol
     .await;
     assert_eq!(s, 200, "{e}");
     assert_eq!(deploy(&r, "You are support v2.").await, 2);
-    let (_, entry) = call_as(
-        &r.base,
-        KEY,
-        reqwest::Method::GET,
-        "/v1/agents/support",
-        None,
-    )
-    .await;
+    let (_, entry) = call(&r, reqwest::Method::GET, "/v1/agents/support", None).await;
     assert_eq!(entry["labels"], json!({"latest": 2, "prod": 1}));
 
     // A run on prod starts on v1 and is held inside its model call.
-    let (s, started) = call_as(
-        &r.base,
-        KEY,
+    let (s, started) = call(
+        &r,
         reqwest::Method::POST,
         "/v1/agents/support/runs",
         Some(json!({"message": "hello", "version": "prod"})),
@@ -162,9 +159,8 @@ async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_ol
         .await
         .expect("the run never reached its model")
         .unwrap();
-    let (_, now) = call_as(
-        &r.base,
-        KEY,
+    let (_, now) = call(
+        &r,
         reqwest::Method::GET,
         &format!("/v1/runs/{in_flight}"),
         None,
@@ -173,9 +169,8 @@ async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_ol
     assert_eq!(now["status"], "running", "{now}");
 
     // prod moves to v2 (compare-and-swap from v1) while that run is in flight.
-    let (s, e) = call_as(
-        &r.base,
-        KEY,
+    let (s, e) = call(
+        &r,
         reqwest::Method::PUT,
         "/v1/agents/support/labels/prod",
         Some(json!({"version": 2, "expected_version": 1})),
@@ -186,9 +181,8 @@ async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_ol
 
     // Released, the in-flight run finishes on the version it started on.
     release_tx.send(()).unwrap();
-    let (s, done) = call_as(
-        &r.base,
-        KEY,
+    let (s, done) = call(
+        &r,
         reqwest::Method::POST,
         "/v1/agents/support/runs",
         Some(json!({"message": "hello", "version": "prod", "wait": true})),
@@ -200,9 +194,8 @@ async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_ol
         done["output"]["text"].clone(),
     );
     let first = loop {
-        let (_, run) = call_as(
-            &r.base,
-            KEY,
+        let (_, run) = call(
+            &r,
             reqwest::Method::GET,
             &format!("/v1/runs/{in_flight}"),
             None,
@@ -222,9 +215,8 @@ async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_ol
     assert_eq!(next.1, "answered by: You are support v2.");
 
     // Rollback: prod points at v1 again, and runs on prod answer as v1.
-    let (s, e) = call_as(
-        &r.base,
-        KEY,
+    let (s, e) = call(
+        &r,
         reqwest::Method::POST,
         "/v1/agents/support/rollback",
         Some(json!({"label": "prod"})),
@@ -237,14 +229,7 @@ async fn a_label_moved_mid_run_changes_the_next_run_and_rollback_restores_the_ol
         (1, "answered by: You are support v1.".to_owned())
     );
     // latest was never touched by any of it.
-    let (_, entry) = call_as(
-        &r.base,
-        KEY,
-        reqwest::Method::GET,
-        "/v1/agents/support",
-        None,
-    )
-    .await;
+    let (_, entry) = call(&r, reqwest::Method::GET, "/v1/agents/support", None).await;
     assert_eq!(entry["labels"], json!({"latest": 2, "prod": 1}));
 }
 
@@ -262,22 +247,14 @@ async fn concurrent_runs_on_one_thread_are_refused_or_interrupt_the_live_one() {
     });
     let r = start(gated).await;
     deploy(&r, "You are support.").await;
-    let (s, thread) = call_as(
-        &r.base,
-        KEY,
-        reqwest::Method::POST,
-        "/threads",
-        Some(json!({})),
-    )
-    .await;
+    let (s, thread) = call(&r, reqwest::Method::POST, "/threads", Some(json!({}))).await;
     assert_eq!(s, 200, "{thread}");
     let thread_id = thread["thread_id"].as_str().unwrap().to_owned();
 
     let starts = (0..8).map(|i| {
         let body = json!({"message": format!("m{i}"), "thread_id": thread_id});
-        call_as(
-            &r.base,
-            KEY,
+        call(
+            &r,
             reqwest::Method::POST,
             "/v1/agents/support/runs",
             Some(body),
@@ -300,9 +277,8 @@ async fn concurrent_runs_on_one_thread_are_refused_or_interrupt_the_live_one() {
     let first = accepted[0]["run_id"].as_str().unwrap().to_owned();
     entered_rx.await.unwrap();
 
-    let (s, second) = call_as(
-        &r.base,
-        KEY,
+    let (s, second) = call(
+        &r,
         reqwest::Method::POST,
         "/v1/agents/support/runs",
         Some(
@@ -313,14 +289,7 @@ async fn concurrent_runs_on_one_thread_are_refused_or_interrupt_the_live_one() {
     assert_eq!(s, 200, "{second}");
     assert_eq!(second["status"], "succeeded", "{second}");
     let _ = release_tx.send(());
-    let (_, first) = call_as(
-        &r.base,
-        KEY,
-        reqwest::Method::GET,
-        &format!("/v1/runs/{first}"),
-        None,
-    )
-    .await;
+    let (_, first) = call(&r, reqwest::Method::GET, &format!("/v1/runs/{first}"), None).await;
     assert_eq!(first["status"], "cancelled", "{first}");
     let reason = first["error"].as_str().unwrap();
     assert!(
@@ -332,14 +301,7 @@ async fn concurrent_runs_on_one_thread_are_refused_or_interrupt_the_live_one() {
 /// Poll a run until it has ended.
 async fn ended(r: &Running, id: &str) -> Value {
     for _ in 0..400 {
-        let (_, run) = call_as(
-            &r.base,
-            KEY,
-            reqwest::Method::GET,
-            &format!("/v1/runs/{id}"),
-            None,
-        )
-        .await;
+        let (_, run) = call(r, reqwest::Method::GET, &format!("/v1/runs/{id}"), None).await;
         if matches!(
             run["status"].as_str(),
             Some("succeeded" | "failed" | "cancelled")
@@ -353,9 +315,8 @@ async fn ended(r: &Running, id: &str) -> Value {
 
 /// The journal events of a run.
 async fn events(r: &Running, id: &str) -> Vec<Value> {
-    let (s, v) = call_as(
-        &r.base,
-        KEY,
+    let (s, v) = call(
+        r,
         reqwest::Method::GET,
         &format!("/v1/runs/{id}/events"),
         None,
@@ -375,20 +336,12 @@ async fn enqueued_runs_wait_their_turn_on_a_thread_in_order() {
     });
     let r = start(gated).await;
     deploy(&r, "You are support.").await;
-    let (_, thread) = call_as(
-        &r.base,
-        KEY,
-        reqwest::Method::POST,
-        "/threads",
-        Some(json!({})),
-    )
-    .await;
+    let (_, thread) = call(&r, reqwest::Method::POST, "/threads", Some(json!({}))).await;
     let thread_id = thread["thread_id"].as_str().unwrap().to_owned();
     let start_run = |message: &str, policy: &str| {
         let body = json!({"message": message, "thread_id": thread_id, "if_busy": policy});
-        call_as(
-            &r.base,
-            KEY,
+        call(
+            &r,
             reqwest::Method::POST,
             "/v1/agents/support/runs",
             Some(body),
@@ -413,18 +366,16 @@ async fn enqueued_runs_wait_their_turn_on_a_thread_in_order() {
     assert_eq!(s, 409, "{p}");
     assert!(p["detail"].as_str().unwrap().contains(&queued[0]), "{p}");
     // A queued run can be cancelled before its turn; it never executes.
-    let (s, c) = call_as(
-        &r.base,
-        KEY,
+    let (s, c) = call(
+        &r,
         reqwest::Method::POST,
         &format!("/v1/runs/{}/cancel", queued[2]),
         Some(json!({"reason": "changed my mind"})),
     )
     .await;
     assert!(s < 300, "{c}");
-    let (_, second) = call_as(
-        &r.base,
-        KEY,
+    let (_, second) = call(
+        &r,
         reqwest::Method::GET,
         &format!("/v1/runs/{}", queued[0]),
         None,

@@ -6,13 +6,10 @@
 
 mod inproc;
 
-use inproc::call_with_api_key;
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-
-const KEY: &str = "test-key";
 
 struct Running {
     base: String,
@@ -22,7 +19,7 @@ struct Running {
 
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let server = inproc::echo_server(dir.path(), KEY)
+    let server = inproc::echo_server(dir.path(), "test-key")
         .await
         .build()
         .await
@@ -33,6 +30,10 @@ async fn start() -> Running {
         _dir: dir,
         _served: served,
     }
+}
+
+async fn call(r: &Running, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    inproc::call_with_api_key(&r.base, "test-key", method, path, body).await
 }
 
 fn said(text: &str) -> Value {
@@ -49,14 +50,7 @@ fn last_ai(values: &Value) -> String {
 #[tokio::test]
 async fn assistants_are_registry_entries() {
     let r = start().await;
-    let (s, found) = call_with_api_key(
-        &r.base,
-        KEY,
-        Method::POST,
-        "/assistants/search",
-        Some(json!({})),
-    )
-    .await;
+    let (s, found) = call(&r, Method::POST, "/assistants/search", Some(json!({}))).await;
     assert_eq!(s, 200, "{found}");
     assert_eq!(found[0]["assistant_id"], "echo");
     assert_eq!(found[0]["graph_id"], "echo");
@@ -64,47 +58,31 @@ async fn assistants_are_registry_entries() {
         found[0]["created_at"].as_str().unwrap().ends_with('Z'),
         "ISO 8601: {found}"
     );
-    let (s, one) = call_with_api_key(&r.base, KEY, Method::GET, "/assistants/echo", None).await;
+    let (s, one) = call(&r, Method::GET, "/assistants/echo", None).await;
     assert_eq!(s, 200);
     assert_eq!(one["description"], "Repeats what it was told");
-    let (s, schemas) =
-        call_with_api_key(&r.base, KEY, Method::GET, "/assistants/echo/schemas", None).await;
+    let (s, schemas) = call(&r, Method::GET, "/assistants/echo/schemas", None).await;
     assert_eq!(s, 200);
     assert_eq!(schemas["input_schema"]["required"][0], "messages");
-    let (s, missing) = call_with_api_key(&r.base, KEY, Method::GET, "/assistants/nope", None).await;
+    let (s, missing) = call(&r, Method::GET, "/assistants/nope", None).await;
     assert_eq!(s, 404);
     assert!(missing["detail"].as_str().unwrap().contains("agent names"));
-    let (_, n) = call_with_api_key(
-        &r.base,
-        KEY,
-        Method::POST,
-        "/assistants/count",
-        Some(json!({})),
-    )
-    .await;
+    let (_, n) = call(&r, Method::POST, "/assistants/count", Some(json!({}))).await;
     assert_eq!(n, 1);
     // Agent Protocol names the same entries agents.
-    let (s, agents) = call_with_api_key(
-        &r.base,
-        KEY,
-        Method::POST,
-        "/agents/search",
-        Some(json!({})),
-    )
-    .await;
+    let (s, agents) = call(&r, Method::POST, "/agents/search", Some(json!({}))).await;
     assert_eq!(s, 200);
     assert_eq!(agents[0]["agent_id"], "echo");
     assert_eq!(agents[0]["capabilities"]["ap.io.messages"], true);
-    let (s, _) = call_with_api_key(&r.base, KEY, Method::GET, "/agents/echo/schemas", None).await;
+    let (s, _) = call(&r, Method::GET, "/agents/echo/schemas", None).await;
     assert_eq!(s, 200);
 }
 
 #[tokio::test]
 async fn runs_on_a_thread_wait_join_list_and_cancel() {
     let r = start().await;
-    let (s, t) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, t) = call(
+        &r,
         Method::POST,
         "/threads",
         Some(json!({"metadata": {"user": "ada"}})),
@@ -115,9 +93,8 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     let tid = t["thread_id"].as_str().unwrap().to_owned();
     let body = |text: &str| json!({"assistant_id": "echo", "input": said(text)});
 
-    let (s, one) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, one) = call(
+        &r,
         Method::POST,
         &format!("/threads/{tid}/runs/wait"),
         Some(body("one")),
@@ -125,9 +102,8 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     .await;
     assert_eq!(s, 200, "{one}");
     assert_eq!(last_ai(&one), "one");
-    let (_, two) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (_, two) = call(
+        &r,
         Method::POST,
         &format!("/threads/{tid}/runs/wait"),
         Some(body("two")),
@@ -136,9 +112,8 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     assert_eq!(last_ai(&two), "one | two");
     assert_eq!(two["messages"].as_array().unwrap().len(), 4);
 
-    let (s, run) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, run) = call(
+        &r,
         Method::POST,
         &format!("/threads/{tid}/runs"),
         Some(json!({"assistant_id": "echo", "input": said("three"), "metadata": {"k": "v"}})),
@@ -151,9 +126,8 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
         run["status"].as_str().unwrap(),
         "pending" | "running" | "success"
     ));
-    let (s, joined) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, joined) = call(
+        &r,
         Method::GET,
         &format!("/threads/{tid}/runs/{rid}/join"),
         None,
@@ -161,32 +135,17 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     .await;
     assert_eq!(s, 200);
     assert_eq!(last_ai(&joined), "one | two | three");
-    let (_, got) = call_with_api_key(
-        &r.base,
-        KEY,
-        Method::GET,
-        &format!("/threads/{tid}/runs/{rid}"),
-        None,
-    )
-    .await;
+    let (_, got) = call(&r, Method::GET, &format!("/threads/{tid}/runs/{rid}"), None).await;
     assert_eq!(got["status"], "success");
     assert_eq!(got["metadata"]["k"], "v");
     assert_eq!(got["assistant_id"], "echo");
 
-    let (_, list) = call_with_api_key(
-        &r.base,
-        KEY,
-        Method::GET,
-        &format!("/threads/{tid}/runs"),
-        None,
-    )
-    .await;
+    let (_, list) = call(&r, Method::GET, &format!("/threads/{tid}/runs"), None).await;
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 3);
     assert_eq!(list[0]["run_id"], rid.as_str(), "newest first");
-    let (_, only) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (_, only) = call(
+        &r,
         Method::GET,
         &format!("/threads/{tid}/runs?limit=1&offset=1&status=success"),
         None,
@@ -195,9 +154,8 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     assert_eq!(only.as_array().unwrap().len(), 1);
 
     // Cancelling a finished run is a conflict.
-    let (s, p) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, p) = call(
+        &r,
         Method::POST,
         &format!("/threads/{tid}/runs/{rid}/cancel"),
         None,
@@ -206,20 +164,12 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     assert_eq!(s, 409, "{p}");
 
     // State, history, search, patch, copy.
-    let (_, state) = call_with_api_key(
-        &r.base,
-        KEY,
-        Method::GET,
-        &format!("/threads/{tid}/state"),
-        None,
-    )
-    .await;
+    let (_, state) = call(&r, Method::GET, &format!("/threads/{tid}/state"), None).await;
     assert_eq!(last_ai(&state["values"]), "one | two | three");
     assert_eq!(state["checkpoint"]["checkpoint_id"], "6");
     assert_eq!(state["next"], json!([]));
-    let (_, hist) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (_, hist) = call(
+        &r,
         Method::POST,
         &format!("/threads/{tid}/history"),
         Some(json!({"limit": 2})),
@@ -228,27 +178,18 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     let hist = hist.as_array().unwrap();
     assert_eq!(hist.len(), 2);
     assert_eq!(last_ai(&hist[1]["values"]), "one | two");
-    let (_, before) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (_, before) = call(
+        &r,
         Method::GET,
         &format!("/threads/{tid}/history?before=4"),
         None,
     )
     .await;
     assert_eq!(before.as_array().unwrap().len(), 1);
-    let (_, at) = call_with_api_key(
-        &r.base,
-        KEY,
-        Method::GET,
-        &format!("/threads/{tid}/state/2"),
-        None,
-    )
-    .await;
+    let (_, at) = call(&r, Method::GET, &format!("/threads/{tid}/state/2"), None).await;
     assert_eq!(last_ai(&at["values"]), "one");
-    let (_, found) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (_, found) = call(
+        &r,
         Method::POST,
         "/threads/search",
         Some(json!({"metadata": {"user": "ada"}, "status": "idle"})),
@@ -256,17 +197,15 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     .await;
     assert_eq!(found.as_array().unwrap().len(), 1);
     assert_eq!(found[0]["thread_id"], tid.as_str());
-    let (_, later) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (_, later) = call(
+        &r,
         Method::POST,
         "/threads",
         Some(json!({"metadata": {"user": "ada"}})),
     )
     .await;
-    let (_, newest) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (_, newest) = call(
+        &r,
         Method::POST,
         "/threads/search",
         Some(json!({"metadata": {"user": "ada"}})),
@@ -276,9 +215,8 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
         newest[0]["thread_id"], later["thread_id"],
         "newest first by default"
     );
-    let (_, oldest) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (_, oldest) = call(
+        &r,
         Method::POST,
         "/threads/search",
         Some(json!({"metadata": {"user": "ada"}, "sort_order": "asc", "limit": 1})),
@@ -286,27 +224,24 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     .await;
     assert_eq!(oldest.as_array().unwrap().len(), 1);
     assert_eq!(oldest[0]["thread_id"], tid.as_str());
-    let (_, n) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (_, n) = call(
+        &r,
         Method::POST,
         "/threads/count",
         Some(json!({"metadata": {"user": "ada"}})),
     )
     .await;
     assert_eq!(n, 2);
-    let (s, _) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, _) = call(
+        &r,
         Method::POST,
         "/threads/search",
         Some(json!({"sort_by": "values"})),
     )
     .await;
     assert_eq!(s, 422);
-    let (s, patched) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, patched) = call(
+        &r,
         Method::PATCH,
         &format!("/threads/{tid}"),
         Some(json!({"metadata": {"plan": "pro"}})),
@@ -314,38 +249,22 @@ async fn runs_on_a_thread_wait_join_list_and_cancel() {
     .await;
     assert_eq!(s, 200);
     assert_eq!(patched["metadata"], json!({"user": "ada", "plan": "pro"}));
-    let (s, copy) = call_with_api_key(
-        &r.base,
-        KEY,
-        Method::POST,
-        &format!("/threads/{tid}/copy"),
-        None,
-    )
-    .await;
+    let (s, copy) = call(&r, Method::POST, &format!("/threads/{tid}/copy"), None).await;
     assert_eq!(s, 200, "{copy}");
     assert_ne!(copy["thread_id"], tid.as_str());
     assert_eq!(last_ai(&copy["values"]), "one | two | three");
 
-    let (s, _) = call_with_api_key(
-        &r.base,
-        KEY,
-        Method::DELETE,
-        &format!("/threads/{tid}"),
-        None,
-    )
-    .await;
+    let (s, _) = call(&r, Method::DELETE, &format!("/threads/{tid}"), None).await;
     assert_eq!(s, 204);
-    let (s, _) =
-        call_with_api_key(&r.base, KEY, Method::GET, &format!("/threads/{tid}"), None).await;
+    let (s, _) = call(&r, Method::GET, &format!("/threads/{tid}"), None).await;
     assert_eq!(s, 404);
 }
 
 #[tokio::test]
 async fn stateless_runs_and_agent_protocol_answers() {
     let r = start().await;
-    let (s, v) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, v) = call(
+        &r,
         Method::POST,
         "/runs/wait",
         Some(json!({"assistant_id": "echo", "input": said("solo")})),
@@ -355,8 +274,8 @@ async fn stateless_runs_and_agent_protocol_answers() {
     assert_eq!(last_ai(&v), "solo");
     assert_eq!(v["messages"][0]["type"], "human");
     // Agent Protocol: `agent_id` and `messages`, answered with the run.
-    let (s, ap) = call_with_api_key(
-        &r.base, KEY,
+    let (s, ap) = call(
+        &r,
         Method::POST,
         "/runs/wait",
         Some(json!({"agent_id": "echo", "messages": [{"role": "user", "content": [{"type": "text", "text": "ap"}]}]})),
@@ -366,40 +285,23 @@ async fn stateless_runs_and_agent_protocol_answers() {
     assert_eq!(ap["run"]["status"], "success");
     assert_eq!(last_ai(&ap["values"]), "ap");
     let rid = ap["run"]["run_id"].as_str().unwrap();
-    let (_, got) =
-        call_with_api_key(&r.base, KEY, Method::GET, &format!("/runs/{rid}"), None).await;
+    let (_, got) = call(&r, Method::GET, &format!("/runs/{rid}"), None).await;
     assert_eq!(got["agent_id"], "echo");
-    let (_, waited) = call_with_api_key(
-        &r.base,
-        KEY,
-        Method::GET,
-        &format!("/runs/{rid}/wait"),
-        None,
-    )
-    .await;
+    let (_, waited) = call(&r, Method::GET, &format!("/runs/{rid}/wait"), None).await;
     assert_eq!(last_ai(&waited["values"]), "ap");
-    let (_, searched) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (_, searched) = call(
+        &r,
         Method::POST,
         "/runs/search",
         Some(json!({"agent_id": "echo", "status": "success", "limit": 5})),
     )
     .await;
     assert_eq!(searched.as_array().unwrap().len(), 2);
-    let (s, _) = call_with_api_key(
-        &r.base,
-        KEY,
-        Method::POST,
-        &format!("/runs/{rid}/cancel"),
-        None,
-    )
-    .await;
+    let (s, _) = call(&r, Method::POST, &format!("/runs/{rid}/cancel"), None).await;
     assert_eq!(s, 409);
     // Background stateless run.
-    let (s, bg) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, bg) = call(
+        &r,
         Method::POST,
         "/runs",
         Some(json!({"assistant_id": "echo", "input": "plain"})),
@@ -412,7 +314,7 @@ async fn stateless_runs_and_agent_protocol_answers() {
 #[tokio::test]
 async fn unsupported_features_and_bad_input_are_problems() {
     let r = start().await;
-    let (_, t) = call_with_api_key(&r.base, KEY, Method::POST, "/threads", None).await;
+    let (_, t) = call(&r, Method::POST, "/threads", None).await;
     let tid = t["thread_id"].as_str().unwrap().to_owned();
     for (body, slug) in [
         (
@@ -433,9 +335,8 @@ async fn unsupported_features_and_bad_input_are_problems() {
         ),
         (json!({"input": said("x")}), "invalid-body"),
     ] {
-        let (s, p) = call_with_api_key(
-            &r.base,
-            KEY,
+        let (s, p) = call(
+            &r,
             Method::POST,
             &format!("/threads/{tid}/runs/wait"),
             Some(body.clone()),
@@ -444,18 +345,16 @@ async fn unsupported_features_and_bad_input_are_problems() {
         assert_eq!(s, 422, "{body} -> {p}");
         assert_eq!(p["type"], format!("urn:agentkit:problem:{slug}"), "{p}");
     }
-    let (s, _) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, _) = call(
+        &r,
         Method::POST,
         "/threads/missing/runs/wait",
         Some(json!({"assistant_id": "echo", "input": said("x")})),
     )
     .await;
     assert_eq!(s, 404);
-    let (s, v) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, v) = call(
+        &r,
         Method::POST,
         "/threads/made-on-demand/runs/wait",
         Some(json!({"assistant_id": "echo", "input": said("x"), "if_not_exists": "create"})),
@@ -463,18 +362,16 @@ async fn unsupported_features_and_bad_input_are_problems() {
     .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(last_ai(&v), "x");
-    let (s, _) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, _) = call(
+        &r,
         Method::POST,
         "/threads",
         Some(json!({"thread_id": tid})),
     )
     .await;
     assert_eq!(s, 409);
-    let (s, _) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, _) = call(
+        &r,
         Method::POST,
         "/threads",
         Some(json!({"thread_id": tid, "if_exists": "do_nothing"})),
@@ -493,11 +390,10 @@ async fn unsupported_features_and_bad_input_are_problems() {
 #[tokio::test]
 async fn runs_stream_sends_metadata_values_updates_and_end() {
     let r = start().await;
-    let (_, t) = call_with_api_key(&r.base, KEY, Method::POST, "/threads", Some(json!({}))).await;
+    let (_, t) = call(&r, Method::POST, "/threads", Some(json!({}))).await;
     let tid = t["thread_id"].as_str().unwrap().to_owned();
-    call_with_api_key(
-        &r.base,
-        KEY,
+    call(
+        &r,
         Method::POST,
         &format!("/threads/{tid}/runs/wait"),
         Some(json!({"assistant_id": "echo", "input": said("one")})),
@@ -505,7 +401,7 @@ async fn runs_stream_sends_metadata_values_updates_and_end() {
     .await;
     let res = reqwest::Client::new()
         .post(format!("{}/threads/{tid}/runs/stream", r.base))
-        .header("x-api-key", KEY)
+        .header("x-api-key", "test-key")
         .header("accept", "text/event-stream")
         .json(&json!({"assistant_id": "echo", "input": said("two"), "stream_mode": ["values", "updates"]}))
         .send()
@@ -553,7 +449,7 @@ async fn runs_stream_sends_metadata_values_updates_and_end() {
     // Joining the finished run's stream replays its end.
     let joined = reqwest::Client::new()
         .get(format!("{}/threads/{tid}/runs/{rid}/stream", r.base))
-        .header("x-api-key", KEY)
+        .header("x-api-key", "test-key")
         .send()
         .await
         .unwrap()
@@ -565,7 +461,7 @@ async fn runs_stream_sends_metadata_values_updates_and_end() {
     // Stateless stream.
     let text = reqwest::Client::new()
         .post(format!("{}/runs/stream", r.base))
-        .header("x-api-key", KEY)
+        .header("x-api-key", "test-key")
         .json(&json!({"assistant_id": "echo", "input": said("alone")}))
         .send()
         .await
@@ -579,7 +475,7 @@ async fn runs_stream_sends_metadata_values_updates_and_end() {
     // messages-tuple: each model answer as [message, metadata].
     let text = reqwest::Client::new()
         .post(format!("{}/runs/stream", r.base))
-        .header("x-api-key", KEY)
+        .header("x-api-key", "test-key")
         .json(&json!({"assistant_id": "echo", "input": said("tuple"), "stream_mode": "messages-tuple"}))
         .send()
         .await
@@ -604,26 +500,23 @@ async fn runs_stream_sends_metadata_values_updates_and_end() {
 #[tokio::test]
 async fn store_items_put_get_search_namespaces_delete() {
     let r = start().await;
-    let (s, p) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, p) = call(
+        &r,
         Method::PUT,
         "/store/items",
         Some(json!({"namespace": ["users", "u1"], "key": "prefs", "value": {"color": "blue"}})),
     )
     .await;
     assert_eq!(s, 204, "{p}");
-    call_with_api_key(
-        &r.base,
-        KEY,
+    call(
+        &r,
         Method::PUT,
         "/store/items",
         Some(json!({"namespace": ["users", "u2"], "key": "prefs", "value": {"color": "red"}})),
     )
     .await;
-    let (s, item) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, item) = call(
+        &r,
         Method::GET,
         "/store/items?namespace=users.u1&key=prefs",
         None,
@@ -632,9 +525,8 @@ async fn store_items_put_get_search_namespaces_delete() {
     assert_eq!(s, 200, "{item}");
     assert_eq!(item["value"]["color"], "blue");
     assert_eq!(item["namespace"], json!(["users", "u1"]));
-    let (_, found) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (_, found) = call(
+        &r,
         Method::POST,
         "/store/items/search",
         Some(json!({"namespace_prefix": ["users"], "filter": {"color": "red"}})),
@@ -642,36 +534,32 @@ async fn store_items_put_get_search_namespaces_delete() {
     .await;
     assert_eq!(found["items"].as_array().unwrap().len(), 1);
     assert_eq!(found["items"][0]["namespace"], json!(["users", "u2"]));
-    let (_, ns) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (_, ns) = call(
+        &r,
         Method::POST,
         "/store/namespaces",
         Some(json!({"max_depth": 1})),
     )
     .await;
     assert_eq!(ns["namespaces"], json!([["users"]]));
-    let (s, _) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, _) = call(
+        &r,
         Method::DELETE,
         "/store/items",
         Some(json!({"namespace": ["users", "u1"], "key": "prefs"})),
     )
     .await;
     assert_eq!(s, 204);
-    let (s, _) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, _) = call(
+        &r,
         Method::GET,
         "/store/items?namespace=users.u1&key=prefs",
         None,
     )
     .await;
     assert_eq!(s, 404);
-    let (s, _) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, _) = call(
+        &r,
         Method::POST,
         "/store/items/search",
         Some(json!({"namespace_prefix": ["users"], "query": "blue things"})),
@@ -683,11 +571,10 @@ async fn store_items_put_get_search_namespaces_delete() {
 #[tokio::test]
 async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
     let r = start().await;
-    let (_, t) = call_with_api_key(&r.base, KEY, Method::POST, "/threads", Some(json!({}))).await;
+    let (_, t) = call(&r, Method::POST, "/threads", Some(json!({}))).await;
     let tid = t["thread_id"].as_str().unwrap().to_owned();
-    let (s, cron) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, cron) = call(
+        &r,
         Method::POST,
         &format!("/threads/{tid}/runs/crons"),
         Some(
@@ -703,14 +590,7 @@ async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
     // The server evaluates crons every two seconds: a run appears on the thread.
     let mut runs = Vec::new();
     for _ in 0..100 {
-        let (_, list) = call_with_api_key(
-            &r.base,
-            KEY,
-            Method::GET,
-            &format!("/threads/{tid}/runs"),
-            None,
-        )
-        .await;
+        let (_, list) = call(&r, Method::GET, &format!("/threads/{tid}/runs"), None).await;
         runs = list.as_array().unwrap().clone();
         if runs.iter().any(|r| r["status"] == "success") {
             break;
@@ -721,28 +601,19 @@ async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
         runs.iter().any(|r| r["status"] == "success"),
         "no cron run: {runs:?}"
     );
-    let (_, state) = call_with_api_key(
-        &r.base,
-        KEY,
-        Method::GET,
-        &format!("/threads/{tid}/state"),
-        None,
-    )
-    .await;
+    let (_, state) = call(&r, Method::GET, &format!("/threads/{tid}/state"), None).await;
     assert!(last_ai(&state["values"]).starts_with("tick"), "{state}");
 
-    let (_, found) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (_, found) = call(
+        &r,
         Method::POST,
         "/runs/crons/search",
         Some(json!({"metadata": {"team": "ops"}})),
     )
     .await;
     assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
-    let (s, off) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, off) = call(
+        &r,
         Method::PATCH,
         &format!("/runs/crons/{cid}"),
         Some(json!({"enabled": false})),
@@ -752,32 +623,17 @@ async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
     assert_eq!(off["enabled"], false);
     assert!(off["next_run_date"].is_null());
     // Disabled: no more runs.
-    let (_, before) = call_with_api_key(
-        &r.base,
-        KEY,
-        Method::GET,
-        &format!("/threads/{tid}/runs"),
-        None,
-    )
-    .await;
+    let (_, before) = call(&r, Method::GET, &format!("/threads/{tid}/runs"), None).await;
     tokio::time::sleep(Duration::from_millis(4500)).await;
-    let (_, after) = call_with_api_key(
-        &r.base,
-        KEY,
-        Method::GET,
-        &format!("/threads/{tid}/runs"),
-        None,
-    )
-    .await;
+    let (_, after) = call(&r, Method::GET, &format!("/threads/{tid}/runs"), None).await;
     assert_eq!(
         before.as_array().unwrap().len(),
         after.as_array().unwrap().len()
     );
 
     // Stateless crons, bad schedules, delete.
-    let (s, solo) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, solo) = call(
+        &r,
         Method::POST,
         "/runs/crons",
         Some(
@@ -789,18 +645,10 @@ async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
     assert_eq!(s, 200, "{solo}");
     assert!(solo["thread_id"].is_null());
     assert_eq!(solo["end_time"], "2099-01-01T00:00:00.000Z");
-    let (_, n) = call_with_api_key(
-        &r.base,
-        KEY,
-        Method::POST,
-        "/runs/crons/count",
-        Some(json!({})),
-    )
-    .await;
+    let (_, n) = call(&r, Method::POST, "/runs/crons/count", Some(json!({}))).await;
     assert_eq!(n, 2);
-    let (s, p) = call_with_api_key(
-        &r.base,
-        KEY,
+    let (s, p) = call(
+        &r,
         Method::POST,
         "/runs/crons",
         Some(json!({"assistant_id": "echo", "schedule": "whenever", "input": said("x")})),
@@ -808,31 +656,10 @@ async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
     .await;
     assert_eq!(s, 400, "{p}");
     assert!(p["detail"].as_str().unwrap().contains("cron expression"));
-    let (s, _) = call_with_api_key(
-        &r.base,
-        KEY,
-        Method::DELETE,
-        &format!("/runs/crons/{cid}"),
-        None,
-    )
-    .await;
+    let (s, _) = call(&r, Method::DELETE, &format!("/runs/crons/{cid}"), None).await;
     assert_eq!(s, 204);
-    let (_, n) = call_with_api_key(
-        &r.base,
-        KEY,
-        Method::POST,
-        "/runs/crons/count",
-        Some(json!({})),
-    )
-    .await;
+    let (_, n) = call(&r, Method::POST, "/runs/crons/count", Some(json!({}))).await;
     assert_eq!(n, 1);
-    let (s, _) = call_with_api_key(
-        &r.base,
-        KEY,
-        Method::DELETE,
-        &format!("/runs/crons/{cid}"),
-        None,
-    )
-    .await;
+    let (s, _) = call(&r, Method::DELETE, &format!("/runs/crons/{cid}"), None).await;
     assert_eq!(s, 404);
 }

@@ -6,7 +6,6 @@
 mod common;
 mod inproc;
 
-use inproc::call_with_api_key;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -89,6 +88,16 @@ async fn server(dir: &tempfile::TempDir) -> ServerBuilder {
         .master_key(agentkit_server::vault::MasterKey::generate().unwrap())
 }
 
+async fn call(
+    r: &Running,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    inproc::call_with_api_key(&r.base, key, method, path, body).await
+}
+
 async fn workspace(r: &Running, org: &str, ws: &str) {
     let (s, b) = inproc::create_workspace(&r.base, ADMIN, org, ws).await;
     assert_eq!(s, 201, "{b}");
@@ -101,8 +110,8 @@ async fn key(r: &Running, ws: &str, role: &str) -> (String, String) {
 }
 
 async fn deploy(r: &Running, key: &str, name: &str, instructions: &str) {
-    let (s, b) = call_with_api_key(
-        &r.base,
+    let (s, b) = call(
+        r,
         key,
         Method::POST,
         "/v1/agents",
@@ -117,8 +126,8 @@ async fn deploy(r: &Running, key: &str, name: &str, instructions: &str) {
 async fn keys_are_shown_once_stored_hashed_and_refused_once_revoked_or_expired() {
     let r = start().await;
     workspace(&r, "acme", "prod").await;
-    let (s, b) = call_with_api_key(
-        &r.base,
+    let (s, b) = call(
+        &r,
         ADMIN,
         Method::POST,
         "/v1/workspaces",
@@ -126,8 +135,8 @@ async fn keys_are_shown_once_stored_hashed_and_refused_once_revoked_or_expired()
     )
     .await;
     assert_eq!(s, 409, "{b}");
-    let (s, b) = call_with_api_key(
-        &r.base,
+    let (s, b) = call(
+        &r,
         ADMIN,
         Method::POST,
         "/v1/workspaces",
@@ -150,7 +159,7 @@ async fn keys_are_shown_once_stored_hashed_and_refused_once_revoked_or_expired()
     assert_eq!(res.json::<Value>().await.unwrap(), json!([]));
 
     // Listed without its secret or hash; last use recorded.
-    let (s, list) = call_with_api_key(&r.base, ADMIN, Method::GET, "/v1/keys", None).await;
+    let (s, list) = call(&r, ADMIN, Method::GET, "/v1/keys", None).await;
     assert_eq!(s, 200);
     let listed = list
         .as_array()
@@ -179,24 +188,17 @@ async fn keys_are_shown_once_stored_hashed_and_refused_once_revoked_or_expired()
     assert!(!found, "the key's secret is in the database files");
 
     // Revoked: 401 on the next request, saying so.
-    let (s, b) = call_with_api_key(
-        &r.base,
-        ADMIN,
-        Method::DELETE,
-        &format!("/v1/keys/{id}"),
-        None,
-    )
-    .await;
+    let (s, b) = call(&r, ADMIN, Method::DELETE, &format!("/v1/keys/{id}"), None).await;
     assert_eq!(s, 200, "{b}");
     assert!(b["revoked_at"].is_i64());
-    let (s, b) = call_with_api_key(&r.base, &secret, Method::GET, "/v1/agents", None).await;
+    let (s, b) = call(&r, &secret, Method::GET, "/v1/agents", None).await;
     assert_eq!(s, 401, "{b}");
     assert!(b["detail"].as_str().unwrap().contains("revoked"), "{b}");
 
     // Expired: works until its time, then 401.
     let soon = chrono::Utc::now().timestamp_millis() + 1_500;
-    let (s, b) = call_with_api_key(
-        &r.base,
+    let (s, b) = call(
+        &r,
         ADMIN,
         Method::POST,
         "/v1/keys",
@@ -206,26 +208,22 @@ async fn keys_are_shown_once_stored_hashed_and_refused_once_revoked_or_expired()
     assert_eq!(s, 201, "{b}");
     let expiring = b["key"].as_str().unwrap().to_owned();
     assert_eq!(
-        call_with_api_key(&r.base, &expiring, Method::GET, "/v1/runs", None)
-            .await
-            .0,
+        call(&r, &expiring, Method::GET, "/v1/runs", None).await.0,
         200
     );
     tokio::time::sleep(Duration::from_millis(1_700)).await;
-    let (s, b) = call_with_api_key(&r.base, &expiring, Method::GET, "/v1/runs", None).await;
+    let (s, b) = call(&r, &expiring, Method::GET, "/v1/runs", None).await;
     assert_eq!(s, 401, "{b}");
     assert!(b["detail"].as_str().unwrap().contains("expired"), "{b}");
 
     // A well-formed key that was never issued, and a key for a workspace that does not exist.
     let forged = format!("ak_{id}_{}", "0".repeat(64));
     assert_eq!(
-        call_with_api_key(&r.base, &forged, Method::GET, "/v1/runs", None)
-            .await
-            .0,
+        call(&r, &forged, Method::GET, "/v1/runs", None).await.0,
         401
     );
-    let (s, _) = call_with_api_key(
-        &r.base,
+    let (s, _) = call(
+        &r,
         ADMIN,
         Method::POST,
         "/v1/keys",
@@ -241,8 +239,8 @@ async fn every_role_gets_what_it_needs_and_403_above_it() {
     workspace(&r, "acme", "prod").await;
     let (dev, _) = key(&r, "acme/prod", "developer").await;
     deploy(&r, &dev, "bot", "be brief").await;
-    let (s, run) = call_with_api_key(
-        &r.base,
+    let (s, run) = call(
+        &r,
         &dev,
         Method::POST,
         "/v1/agents/bot/runs",
@@ -291,7 +289,7 @@ async fn every_role_gets_what_it_needs_and_403_above_it() {
         let rank = order.iter().position(|x| *x == role).unwrap();
         for (m, path, body, needed) in &routes {
             let need = order.iter().position(|x| x == needed).unwrap();
-            let (s, b) = call_with_api_key(&r.base, &k, m.clone(), path, body.clone()).await;
+            let (s, b) = call(&r, &k, m.clone(), path, body.clone()).await;
             if rank < need {
                 assert_eq!(s, 403, "{role} {m} {path}: {b}");
                 assert_eq!(b["type"], "urn:agentkit:problem:forbidden");
@@ -309,8 +307,8 @@ async fn every_role_gets_what_it_needs_and_403_above_it() {
     }
     // An admin key of a workspace cannot mint keys elsewhere, nor create workspaces.
     let (admin_ws, _) = key(&r, "acme/prod", "admin").await;
-    let (s, _) = call_with_api_key(
-        &r.base,
+    let (s, _) = call(
+        &r,
         &admin_ws,
         Method::POST,
         "/v1/keys",
@@ -318,8 +316,8 @@ async fn every_role_gets_what_it_needs_and_403_above_it() {
     )
     .await;
     assert_eq!(s, 404);
-    let (s, _) = call_with_api_key(
-        &r.base,
+    let (s, _) = call(
+        &r,
         &admin_ws,
         Method::POST,
         "/v1/workspaces",
@@ -327,7 +325,7 @@ async fn every_role_gets_what_it_needs_and_403_above_it() {
     )
     .await;
     assert_eq!(s, 403);
-    let (s, ws) = call_with_api_key(&r.base, &admin_ws, Method::GET, "/v1/workspaces", None).await;
+    let (s, ws) = call(&r, &admin_ws, Method::GET, "/v1/workspaces", None).await;
     assert_eq!(s, 200);
     assert_eq!(ws.as_array().unwrap().len(), 1, "{ws}");
 }
@@ -342,8 +340,8 @@ async fn schedules_of_one_name_live_apart_in_each_workspace() {
     }
     for (i, k) in keys.iter().enumerate() {
         deploy(&r, k, "bot", &format!("workspace {i}")).await;
-        let (s, b) = call_with_api_key(
-            &r.base,
+        let (s, b) = call(
+            &r,
             k,
             Method::POST,
             "/v1/schedules",
@@ -355,24 +353,16 @@ async fn schedules_of_one_name_live_apart_in_each_workspace() {
         assert_eq!(b["target"], "bot");
     }
     for (i, k) in keys.iter().enumerate() {
-        let (_, list) = call_with_api_key(&r.base, k, Method::GET, "/v1/schedules", None).await;
+        let (_, list) = call(&r, k, Method::GET, "/v1/schedules", None).await;
         let list = list.as_array().unwrap().clone();
         assert_eq!(list.len(), 1, "workspace {i}: {list:?}");
         assert_eq!(list[0]["name"], "nightly");
-        let (s, run) = call_with_api_key(
-            &r.base,
-            k,
-            Method::POST,
-            "/v1/schedules/nightly/trigger",
-            None,
-        )
-        .await;
+        let (s, run) = call(&r, k, Method::POST, "/v1/schedules/nightly/trigger", None).await;
         assert_eq!(s, 202, "{run}");
         assert_eq!(run["agent"], "bot");
         let id = run["run_id"].as_str().unwrap().to_owned();
         // The run acts as the schedule's creator: in its workspace (for policy and audit).
-        let (_, got) =
-            call_with_api_key(&r.base, k, Method::GET, &format!("/v1/runs/{id}"), None).await;
+        let (_, got) = call(&r, k, Method::GET, &format!("/v1/runs/{id}"), None).await;
         let ws = &got["input"]["principal"]["workspace"];
         if i == 0 {
             assert!(ws.is_null(), "{got}");
@@ -381,19 +371,10 @@ async fn schedules_of_one_name_live_apart_in_each_workspace() {
             assert_eq!(got["input"]["principal"]["tenant"], "org", "{got}");
         }
         for (j, other) in keys.iter().enumerate() {
-            let (s, _) =
-                call_with_api_key(&r.base, other, Method::GET, &format!("/v1/runs/{id}"), None)
-                    .await;
+            let (s, _) = call(&r, other, Method::GET, &format!("/v1/runs/{id}"), None).await;
             assert_eq!(s, if i == j { 200 } else { 404 });
         }
-        let (_, history) = call_with_api_key(
-            &r.base,
-            k,
-            Method::GET,
-            "/v1/schedules/nightly/history",
-            None,
-        )
-        .await;
+        let (_, history) = call(&r, k, Method::GET, "/v1/schedules/nightly/history", None).await;
         let ids: Vec<&str> = history
             .as_array()
             .unwrap()
@@ -403,75 +384,42 @@ async fn schedules_of_one_name_live_apart_in_each_workspace() {
         assert_eq!(ids, vec![id.as_str()], "workspace {i} history");
         // Pausing mine leaves the others' alone.
         if i == 1 {
-            let (s, _) = call_with_api_key(
-                &r.base,
-                k,
-                Method::POST,
-                "/v1/schedules/nightly/pause",
-                None,
-            )
-            .await;
+            let (s, _) = call(&r, k, Method::POST, "/v1/schedules/nightly/pause", None).await;
             assert_eq!(s, 200);
         }
     }
     let paused: Vec<bool> = {
         let mut v = Vec::new();
         for k in &keys {
-            let (_, b) =
-                call_with_api_key(&r.base, k, Method::GET, "/v1/schedules/nightly", None).await;
+            let (_, b) = call(&r, k, Method::GET, "/v1/schedules/nightly", None).await;
             v.push(b["paused"] == true);
         }
         v
     };
     assert_eq!(paused, vec![false, true, false]);
     // Deleting mine leaves the others'; another workspace's stored name is nothing.
-    let (s, _) = call_with_api_key(
-        &r.base,
-        &keys[2],
-        Method::DELETE,
-        "/v1/schedules/nightly",
-        None,
-    )
-    .await;
+    let (s, _) = call(&r, &keys[2], Method::DELETE, "/v1/schedules/nightly", None).await;
     assert_eq!(s, 204);
     assert_eq!(
-        call_with_api_key(
-            &r.base,
-            &keys[2],
-            Method::GET,
-            "/v1/schedules/nightly",
-            None
-        )
-        .await
-        .0,
+        call(&r, &keys[2], Method::GET, "/v1/schedules/nightly", None)
+            .await
+            .0,
         404
     );
     assert_eq!(
-        call_with_api_key(
-            &r.base,
-            &keys[1],
-            Method::GET,
-            "/v1/schedules/nightly",
-            None
-        )
-        .await
-        .0,
+        call(&r, &keys[1], Method::GET, "/v1/schedules/nightly", None)
+            .await
+            .0,
         200
     );
     assert_eq!(
-        call_with_api_key(
-            &r.base,
-            ADMIN,
-            Method::GET,
-            "/v1/schedules/org~a~nightly",
-            None
-        )
-        .await
-        .0,
+        call(&r, ADMIN, Method::GET, "/v1/schedules/org~a~nightly", None)
+            .await
+            .0,
         404
     );
-    let (s, _) = call_with_api_key(
-        &r.base,
+    let (s, _) = call(
+        &r,
         &keys[1],
         Method::POST,
         "/v1/schedules",
@@ -524,8 +472,8 @@ async fn runs_carry_their_callers_principal_on_the_run_context() {
         _served: served,
         crm: None,
     };
-    let (s, run) = call_with_api_key(
-        &r.base,
+    let (s, run) = call(
+        &r,
         ADMIN,
         Method::POST,
         "/v1/agents/whoami/runs",
@@ -538,8 +486,8 @@ async fn runs_carry_their_callers_principal_on_the_run_context() {
         "{run}"
     );
     let (invoker, id) = key(&r, "default/default", "invoker").await;
-    let (s, run) = call_with_api_key(
-        &r.base,
+    let (s, run) = call(
+        &r,
         &invoker,
         Method::POST,
         "/v1/agents/whoami/runs",
@@ -612,8 +560,8 @@ fn user(text: &str) -> Value {
 /// (when it has an agent), a cron of stateless runs and one on `shared`, store items.
 async fn lg_resources(r: &Running, t: &mut Tenant, i: usize, n: usize) {
     let owner = json!({"owner": i});
-    let (s, b) = call_with_api_key(
-        &r.base,
+    let (s, b) = call(
+        r,
         &t.key,
         Method::POST,
         "/threads",
@@ -624,8 +572,8 @@ async fn lg_resources(r: &Running, t: &mut Tenant, i: usize, n: usize) {
     assert_eq!(b["thread_id"], "shared");
     t.threads.insert("shared".into());
     for _ in 0..n {
-        let (s, b) = call_with_api_key(
-            &r.base,
+        let (s, b) = call(
+            r,
             &t.key,
             Method::POST,
             "/threads",
@@ -639,8 +587,8 @@ async fn lg_resources(r: &Running, t: &mut Tenant, i: usize, n: usize) {
     }
     if let Some(agent) = t.agents.first().cloned() {
         for thread in t.threads.clone() {
-            let (s, values) = call_with_api_key(
-                &r.base,
+            let (s, values) = call(
+                r,
                 &t.key,
                 Method::POST,
                 &format!("/threads/{thread}/runs/wait"),
@@ -649,8 +597,8 @@ async fn lg_resources(r: &Running, t: &mut Tenant, i: usize, n: usize) {
             .await;
             assert_eq!(s, 200, "{values}");
             assert_eq!(values["messages"].as_array().unwrap().len(), 2, "{values}");
-            let (s, runs) = call_with_api_key(
-                &r.base,
+            let (s, runs) = call(
+                r,
                 &t.key,
                 Method::GET,
                 &format!("/threads/{thread}/runs"),
@@ -671,8 +619,8 @@ async fn lg_resources(r: &Running, t: &mut Tenant, i: usize, n: usize) {
                 Some(t) => format!("/threads/{t}/runs/crons"),
                 None => "/runs/crons".to_owned(),
             };
-            let (s, c) = call_with_api_key(
-                &r.base,
+            let (s, c) = call(
+                r,
                 &t.key,
                 Method::POST,
                 &path,
@@ -687,8 +635,8 @@ async fn lg_resources(r: &Running, t: &mut Tenant, i: usize, n: usize) {
         }
     }
     for key in ["prefs".to_owned(), format!("k{i}")] {
-        let (s, b) = call_with_api_key(
-            &r.base,
+        let (s, b) = call(
+            r,
             &t.key,
             Method::PUT,
             "/store/items",
@@ -729,9 +677,9 @@ async fn same_as_missing(
         )
     };
     let (path, b) = with(foreign);
-    let (s, got) = call_with_api_key(&r.base, key, method.clone(), &path, b).await;
+    let (s, got) = call(r, key, method.clone(), &path, b).await;
     let (path_missing, b) = with(missing);
-    let (s_missing, want) = call_with_api_key(&r.base, key, method.clone(), &path_missing, b).await;
+    let (s_missing, want) = call(r, key, method.clone(), &path_missing, b).await;
     assert_eq!(s, 404, "{method} {path}: {got}");
     assert_eq!(s_missing, 404, "{method} {path_missing}: {want}");
     assert_eq!(
@@ -748,8 +696,8 @@ async fn same_as_missing(
 async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
     let me = &tenants[i];
     let k = me.key.as_str();
-    let (s, threads) = call_with_api_key(
-        &r.base,
+    let (s, threads) = call(
+        r,
         k,
         Method::POST,
         "/threads/search",
@@ -770,13 +718,12 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
             .all(|t| t["metadata"]["owner"] == i),
         "{threads}"
     );
-    let (_, n) =
-        call_with_api_key(&r.base, k, Method::POST, "/threads/count", Some(json!({}))).await;
+    let (_, n) = call(r, k, Method::POST, "/threads/count", Some(json!({}))).await;
     assert_eq!(n, json!(me.threads.len()));
-    let (_, shared) = call_with_api_key(&r.base, k, Method::GET, "/threads/shared", None).await;
+    let (_, shared) = call(r, k, Method::GET, "/threads/shared", None).await;
     assert_eq!(shared["metadata"]["owner"], i, "{shared}");
-    let (_, a) = call_with_api_key(
-        &r.base,
+    let (_, a) = call(
+        r,
         k,
         Method::POST,
         "/assistants/search",
@@ -788,17 +735,10 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
         me.agents,
         "workspace {i} assistants"
     );
-    let (_, n) = call_with_api_key(
-        &r.base,
-        k,
-        Method::POST,
-        "/assistants/count",
-        Some(json!({})),
-    )
-    .await;
+    let (_, n) = call(r, k, Method::POST, "/assistants/count", Some(json!({}))).await;
     assert_eq!(n, json!(me.agents.len()));
-    let (_, a) = call_with_api_key(
-        &r.base,
+    let (_, a) = call(
+        r,
         k,
         Method::POST,
         "/agents/search",
@@ -807,23 +747,23 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
     .await;
     assert_eq!(ids(&a, "agent_id"), me.agents, "workspace {i} agents");
     // The same runs as `/v1/runs` (mine, and the `/mcp` call's run made since).
-    let (_, runs) = call_with_api_key(
-        &r.base,
+    let (_, runs) = call(
+        r,
         k,
         Method::POST,
         "/runs/search",
         Some(json!({"limit": 1000})),
     )
     .await;
-    let (_, v1) = call_with_api_key(&r.base, k, Method::GET, "/v1/runs?limit=1000", None).await;
+    let (_, v1) = call(r, k, Method::GET, "/v1/runs?limit=1000", None).await;
     let found = ids(&runs, "run_id");
     assert_eq!(found, ids(&v1, "run_id"), "workspace {i} /runs/search");
     assert!(found.is_superset(&me.runs), "workspace {i} /runs/search");
     for other in tenants.iter().filter(|o| o.key != me.key) {
         assert!(found.is_disjoint(&other.runs), "workspace {i} /runs/search");
     }
-    let (_, crons) = call_with_api_key(
-        &r.base,
+    let (_, crons) = call(
+        r,
         k,
         Method::POST,
         "/runs/crons/search",
@@ -831,17 +771,10 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
     )
     .await;
     assert_eq!(ids(&crons, "cron_id"), me.crons, "workspace {i} crons");
-    let (_, n) = call_with_api_key(
-        &r.base,
-        k,
-        Method::POST,
-        "/runs/crons/count",
-        Some(json!({})),
-    )
-    .await;
+    let (_, n) = call(r, k, Method::POST, "/runs/crons/count", Some(json!({}))).await;
     assert_eq!(n, json!(me.crons.len()));
-    let (_, items) = call_with_api_key(
-        &r.base,
+    let (_, items) = call(
+        r,
         k,
         Method::POST,
         "/store/items/search",
@@ -861,17 +794,10 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
             .iter()
             .all(|x| x["value"]["owner"] == i)
     );
-    let (_, ns) = call_with_api_key(
-        &r.base,
-        k,
-        Method::POST,
-        "/store/namespaces",
-        Some(json!({})),
-    )
-    .await;
+    let (_, ns) = call(r, k, Method::POST, "/store/namespaces", Some(json!({}))).await;
     assert_eq!(ns["namespaces"], json!([["users", "u1"]]), "{ns}");
-    let (s, item) = call_with_api_key(
-        &r.base,
+    let (s, item) = call(
+        r,
         k,
         Method::GET,
         "/store/items?namespace=users.u1&key=prefs",
@@ -934,8 +860,8 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
             ] {
                 same_as_missing(r, k, m, path, body.as_ref(), t, &missing).await;
             }
-            let (_, found) = call_with_api_key(
-                &r.base,
+            let (_, found) = call(
+                r,
                 k,
                 Method::POST,
                 "/threads/search",
@@ -943,8 +869,8 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
             )
             .await;
             assert_eq!(found, json!([]), "workspace {i} finds {j}'s thread {t}");
-            let (_, found) = call_with_api_key(
-                &r.base,
+            let (_, found) = call(
+                r,
                 k,
                 Method::POST,
                 "/runs/crons/search",
@@ -976,16 +902,16 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
                 same_as_missing(r, k, m, "/runs/crons/{}", body.as_ref(), c, &missing).await;
             }
         }
-        let (s, b) = call_with_api_key(
-            &r.base,
+        let (s, b) = call(
+            r,
             k,
             Method::GET,
             &format!("/store/items?namespace=users.u1&key=k{j}"),
             None,
         )
         .await;
-        let (_, want) = call_with_api_key(
-            &r.base,
+        let (_, want) = call(
+            r,
             k,
             Method::GET,
             "/store/items?namespace=users.u1&key=kmissing",
@@ -1005,14 +931,7 @@ async fn lg_isolation(r: &Running, tenants: &[Tenant], i: usize) {
 async fn lg_untouched_then_create_or_get(r: &Running, tenants: &[Tenant]) {
     for (j, other) in tenants.iter().enumerate() {
         for t in &other.threads {
-            let (s, b) = call_with_api_key(
-                &r.base,
-                &other.key,
-                Method::GET,
-                &format!("/threads/{t}"),
-                None,
-            )
-            .await;
+            let (s, b) = call(r, &other.key, Method::GET, &format!("/threads/{t}"), None).await;
             assert_eq!(s, 200, "{b}");
             assert_eq!(b["metadata"], json!({"owner": j}), "{b}");
             let turns = usize::from(!other.agents.is_empty());
@@ -1022,8 +941,8 @@ async fn lg_untouched_then_create_or_get(r: &Running, tenants: &[Tenant]) {
                 "{b}"
             );
         }
-        let (_, crons) = call_with_api_key(
-            &r.base,
+        let (_, crons) = call(
+            r,
             &other.key,
             Method::POST,
             "/runs/crons/search",
@@ -1054,8 +973,8 @@ async fn lg_untouched_then_create_or_get(r: &Running, tenants: &[Tenant]) {
         else {
             continue;
         };
-        let (s, b) = call_with_api_key(
-            &r.base,
+        let (s, b) = call(
+            r,
             &me.key,
             Method::POST,
             "/threads",
@@ -1069,8 +988,8 @@ async fn lg_untouched_then_create_or_get(r: &Running, tenants: &[Tenant]) {
             "workspace {i} got {j}'s thread: {b}"
         );
         assert_eq!(b["values"]["messages"], json!([]), "{b}");
-        let (_, theirs) = call_with_api_key(
-            &r.base,
+        let (_, theirs) = call(
+            r,
             &tenants[j].key,
             Method::GET,
             &format!("/threads/{t}"),
@@ -1111,8 +1030,8 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
         for (name, n) in agents {
             deploy(&r, &key, name, &format!("workspace {i}")).await;
             for _ in 0..*n {
-                let (s, run) = call_with_api_key(
-                    &r.base,
+                let (s, run) = call(
+                    &r,
                     &key,
                     Method::POST,
                     &format!("/v1/agents/{name}/runs"),
@@ -1147,8 +1066,8 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
         lg_resources(&r, &mut tenant, i, *n_threads).await;
         // A webhook per agent, named after it: workspaces often share hook names.
         for name in agents.keys() {
-            let (s, h) = call_with_api_key(
-                &r.base,
+            let (s, h) = call(
+                &r,
                 &tenant.key,
                 Method::POST,
                 "/v1/webhooks",
@@ -1165,14 +1084,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
         // share trigger and event names.
         for name in agents.keys() {
             let body = json!({"name": name, "event": format!("ev-{name}"), "target": name});
-            let (s, t) = call_with_api_key(
-                &r.base,
-                &tenant.key,
-                Method::POST,
-                "/v1/triggers",
-                Some(body),
-            )
-            .await;
+            let (s, t) = call(&r, &tenant.key, Method::POST, "/v1/triggers", Some(body)).await;
             assert_eq!(s, 201, "{t}");
         }
         tenants.push(tenant);
@@ -1206,14 +1118,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
         );
         let id = run["run_id"].as_str().unwrap().to_owned();
         for _ in 0..100 {
-            let (_, got) = call_with_api_key(
-                &r.base,
-                &me.key,
-                Method::GET,
-                &format!("/v1/runs/{id}"),
-                None,
-            )
-            .await;
+            let (_, got) = call(&r, &me.key, Method::GET, &format!("/v1/runs/{id}"), None).await;
             if got["status"] == "succeeded" {
                 break;
             }
@@ -1227,8 +1132,8 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
         for (j, other) in tenants.iter().enumerate() {
             for name in other.agents.difference(&me.agents) {
                 let path = format!("/v1/events/ev-{name}");
-                let (s, b) = call_with_api_key(
-                    &r.base,
+                let (s, b) = call(
+                    &r,
                     &me.key,
                     Method::POST,
                     &path,
@@ -1244,8 +1149,8 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             continue;
         };
         let path = format!("/v1/events/ev-{name}");
-        let (s, b) = call_with_api_key(
-            &r.base,
+        let (s, b) = call(
+            &r,
             &me.key,
             Method::POST,
             &path,
@@ -1264,8 +1169,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
     for (i, me) in tenants.iter_mut().enumerate() {
         let body = json!({"calls": [{"id": "ask", "server": "crm", "tool": "send",
                                      "arguments": {"text": format!("from {i}")}}]});
-        let (s, b) =
-            call_with_api_key(&r.base, &me.key, Method::POST, "/v1/execute", Some(body)).await;
+        let (s, b) = call(&r, &me.key, Method::POST, "/v1/execute", Some(body)).await;
         assert_eq!(s, 200, "{b}");
         assert_eq!(b["results"][0]["status"], "pending_approval", "{b}");
         let id = b["results"][0]["run_id"].as_str().unwrap().to_owned();
@@ -1276,8 +1180,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
     let missing_run = uuid::Uuid::now_v7().to_string();
     for (i, me) in tenants.iter().enumerate() {
         // Lists hold exactly my agents and runs.
-        let (_, agents) =
-            call_with_api_key(&r.base, &me.key, Method::GET, "/v1/agents", None).await;
+        let (_, agents) = call(&r, &me.key, Method::GET, "/v1/agents", None).await;
         let names: BTreeSet<String> = agents
             .as_array()
             .unwrap()
@@ -1285,8 +1188,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             .map(|a| a["name"].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(names, me.agents, "workspace {i} agents");
-        let (_, runs) =
-            call_with_api_key(&r.base, &me.key, Method::GET, "/v1/runs?limit=1000", None).await;
+        let (_, runs) = call(&r, &me.key, Method::GET, "/v1/runs?limit=1000", None).await;
         let ids: BTreeSet<String> = runs
             .as_array()
             .unwrap()
@@ -1295,8 +1197,8 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             .collect();
         assert_eq!(ids, me.runs, "workspace {i} runs");
         for name in &me.agents {
-            let (s, e) = call_with_api_key(
-                &r.base,
+            let (s, e) = call(
+                &r,
                 &me.key,
                 Method::GET,
                 &format!("/v1/agents/{name}/versions/latest"),
@@ -1305,8 +1207,8 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             .await;
             assert_eq!(s, 200);
             assert_eq!(e["spec"]["instructions"], format!("workspace {i}"));
-            let (_, runs) = call_with_api_key(
-                &r.base,
+            let (_, runs) = call(
+                &r,
                 &me.key,
                 Method::GET,
                 &format!("/v1/runs?agent={name}"),
@@ -1320,30 +1222,29 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                     .all(|x| me.runs.contains(x["run_id"].as_str().unwrap()))
             );
         }
-        let (_, nothing) = call_with_api_key(
-            &r.base,
+        let (_, nothing) = call(
+            &r,
             &me.key,
             Method::GET,
             &format!("/v1/runs/{missing_run}"),
             None,
         )
         .await;
-        let (_, keys) = call_with_api_key(&r.base, &me.key, Method::GET, "/v1/keys", None).await;
+        let (_, keys) = call(&r, &me.key, Method::GET, "/v1/keys", None).await;
         // My approval queue holds my gateway call, and only it. (The server's admin key reads
         // the queue of every workspace unless it names one.)
         let path = match i {
             0 => "/v1/approvals?status=all&workspace=default/default",
             _ => "/v1/approvals?status=all",
         };
-        let (_, queue) = call_with_api_key(&r.base, &me.key, Method::GET, path, None).await;
+        let (_, queue) = call(&r, &me.key, Method::GET, path, None).await;
         assert_eq!(
             crate::ids(&queue, "run_id"),
             BTreeSet::from([me.approval.clone()]),
             "workspace {i} approvals"
         );
         // My webhooks, and only mine.
-        let (_, hooks) =
-            call_with_api_key(&r.base, &me.key, Method::GET, "/v1/webhooks", None).await;
+        let (_, hooks) = call(&r, &me.key, Method::GET, "/v1/webhooks", None).await;
         let listed: BTreeSet<String> = hooks
             .as_array()
             .unwrap()
@@ -1356,8 +1257,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             "workspace {i} hooks"
         );
         // My event triggers, and only mine.
-        let (_, triggers) =
-            call_with_api_key(&r.base, &me.key, Method::GET, "/v1/triggers", None).await;
+        let (_, triggers) = call(&r, &me.key, Method::GET, "/v1/triggers", None).await;
         assert_eq!(
             crate::ids(&triggers, "name"),
             me.agents,
@@ -1370,7 +1270,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             for name in other.agents.difference(&me.agents) {
                 for m in [Method::GET, Method::DELETE] {
                     let path = format!("/v1/triggers/{name}");
-                    let (s, b) = call_with_api_key(&r.base, &me.key, m, &path, None).await;
+                    let (s, b) = call(&r, &me.key, m, &path, None).await;
                     assert_eq!(s, 404, "workspace {i} reaches {j}'s trigger: {path} {b}");
                 }
             }
@@ -1383,7 +1283,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                     (Method::POST, format!("/v1/webhooks/{name}/rotate")),
                     (Method::DELETE, format!("/v1/webhooks/{name}")),
                 ] {
-                    let (s, b) = call_with_api_key(&r.base, &me.key, m, &path, None).await;
+                    let (s, b) = call(&r, &me.key, m, &path, None).await;
                     assert_eq!(s, 404, "workspace {i} reaches {j}'s hook: {path} {b}");
                 }
             }
@@ -1395,14 +1295,8 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                     !keys.to_string().contains(id.as_str()),
                     "workspace {i} sees key {id}"
                 );
-                let (s, _) = call_with_api_key(
-                    &r.base,
-                    &me.key,
-                    Method::DELETE,
-                    &format!("/v1/keys/{id}"),
-                    None,
-                )
-                .await;
+                let (s, _) =
+                    call(&r, &me.key, Method::DELETE, &format!("/v1/keys/{id}"), None).await;
                 assert_eq!(s, 404);
             }
             for run in &other.runs {
@@ -1414,8 +1308,8 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                     );
                 };
                 for path in ["", "/events"] {
-                    let (s, b) = call_with_api_key(
-                        &r.base,
+                    let (s, b) = call(
+                        &r,
                         &me.key,
                         Method::GET,
                         &format!("/v1/runs/{run}{path}"),
@@ -1434,8 +1328,8 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                     .unwrap();
                 assert_eq!(sse.status(), 404);
                 for control in ["pause", "resume", "cancel", "approve", "reject", "replay"] {
-                    let (s, b) = call_with_api_key(
-                        &r.base,
+                    let (s, b) = call(
+                        &r,
                         &me.key,
                         Method::POST,
                         &format!("/v1/runs/{run}/{control}"),
@@ -1445,8 +1339,8 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                     assert_eq!(s, 404, "workspace {i} {control}s run {run}: {b}");
                     same(&b);
                 }
-                let (s, _) = call_with_api_key(
-                    &r.base,
+                let (s, _) = call(
+                    &r,
                     &me.key,
                     Method::POST,
                     &format!("/v1/runs/{run}/signal"),
@@ -1471,8 +1365,8 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             }
             for name in other.agents.difference(&me.agents) {
                 for path in ["", "/versions", "/versions/latest", "/diff?from=1"] {
-                    let (s, b) = call_with_api_key(
-                        &r.base,
+                    let (s, b) = call(
+                        &r,
                         &me.key,
                         Method::GET,
                         &format!("/v1/agents/{name}{path}"),
@@ -1481,8 +1375,8 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                     .await;
                     assert_eq!(s, 404, "workspace {i} reads agent {name}{path}: {b}");
                 }
-                let (s, _) = call_with_api_key(
-                    &r.base,
+                let (s, _) = call(
+                    &r,
                     &me.key,
                     Method::POST,
                     &format!("/v1/agents/{name}/runs"),
@@ -1490,8 +1384,8 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                 )
                 .await;
                 assert_eq!(s, 404);
-                let (s, _) = call_with_api_key(
-                    &r.base,
+                let (s, _) = call(
+                    &r,
                     &me.key,
                     Method::POST,
                     &format!("/v1/agents/{name}/promote"),
@@ -1557,8 +1451,8 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             assert_eq!(meta["status"], "succeeded", "{out:?}");
             let run = meta["run_id"].as_str().unwrap();
             for (j, other) in tenants.iter().enumerate() {
-                let (s, _) = call_with_api_key(
-                    &r.base,
+                let (s, _) = call(
+                    &r,
                     &other.key,
                     Method::GET,
                     &format!("/v1/runs/{run}"),
@@ -1579,8 +1473,8 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             for (j, other) in tenants.iter().enumerate().skip(1) {
                 for name in &other.agents {
                     let stored = format!("org{}~ws{j}~{name}", j % 2);
-                    let (s, _) = call_with_api_key(
-                        &r.base,
+                    let (s, _) = call(
+                        &r,
                         &me.key,
                         Method::GET,
                         &format!("/v1/agents/{stored}"),
@@ -1588,25 +1482,17 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                     )
                     .await;
                     assert_eq!(s, 404);
-                    let (s, _) = call_with_api_key(&r.base, &me.key, Method::POST, "/runs/wait", Some(json!({"assistant_id": stored, "input": {"messages": [{"role": "user", "content": "x"}]}}))).await;
+                    let (s, _) = call(&r, &me.key, Method::POST, "/runs/wait", Some(json!({"assistant_id": stored, "input": {"messages": [{"role": "user", "content": "x"}]}}))).await;
                     assert_eq!(s, 404);
                     let encoded = format!("/v1/agents/org{}%7Ews{j}%7E{name}", j % 2);
-                    let (s, _) =
-                        call_with_api_key(&r.base, &me.key, Method::GET, &encoded, None).await;
+                    let (s, _) = call(&r, &me.key, Method::GET, &encoded, None).await;
                     assert_eq!(s, 404);
                     let cron = json!({"assistant_id": stored, "schedule": "0 * * * *",
                                       "input": {"messages": [{"role": "user", "content": "x"}]}});
-                    let (s, b) = call_with_api_key(
-                        &r.base,
-                        &me.key,
-                        Method::POST,
-                        "/runs/crons",
-                        Some(cron),
-                    )
-                    .await;
+                    let (s, b) = call(&r, &me.key, Method::POST, "/runs/crons", Some(cron)).await;
                     assert_eq!(s, 404, "{b}");
-                    let (s, _) = call_with_api_key(
-                        &r.base,
+                    let (s, _) = call(
+                        &r,
                         &me.key,
                         Method::GET,
                         &format!("/assistants/{stored}"),
@@ -1617,8 +1503,8 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
                 }
             }
             // The LangGraph and Agent Protocol lists of the default workspace hold only its own.
-            let (_, assistants) = call_with_api_key(
-                &r.base,
+            let (_, assistants) = call(
+                &r,
                 &me.key,
                 Method::POST,
                 "/assistants/search",
@@ -1627,8 +1513,8 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             .await;
             let text = assistants.to_string();
             assert!(!text.contains('~'), "{text}");
-            let (_, runs) = call_with_api_key(
-                &r.base,
+            let (_, runs) = call(
+                &r,
                 &me.key,
                 Method::POST,
                 "/runs/search",
@@ -1644,11 +1530,10 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             for (j, other) in tenants.iter().enumerate().skip(1) {
                 let stored = format!("org{}~ws{j}~shared", j % 2);
                 let body = json!({"agent_id": "bot", "thread_id": stored, "input": user("x")});
-                let (s, b) =
-                    call_with_api_key(&r.base, &me.key, Method::POST, "/runs", Some(body)).await;
+                let (s, b) = call(&r, &me.key, Method::POST, "/runs", Some(body)).await;
                 assert_eq!(s, 404, "{b}");
-                let (_, found) = call_with_api_key(
-                    &r.base,
+                let (_, found) = call(
+                    &r,
                     &me.key,
                     Method::POST,
                     "/threads/search",
@@ -1813,7 +1698,7 @@ async fn ops_isolation(client: &McpClient, tenants: &[Tenant], i: usize, missing
 async fn wait_status(r: &Running, key: &str, id: &str, status: &str) {
     let mut run = Value::Null;
     for _ in 0..200 {
-        run = call_with_api_key(&r.base, key, Method::GET, &format!("/v1/runs/{id}"), None)
+        run = call(r, key, Method::GET, &format!("/v1/runs/{id}"), None)
             .await
             .1;
         if run["status"] == status {
@@ -1857,24 +1742,24 @@ async fn audit_and_approvals_are_read_per_workspace() {
     let (default_admin, _) = key(&r, "default/default", "admin").await;
 
     // A workspace key reads its own workspace's log and queue.
-    let (s, b) = call_with_api_key(&r.base, &admin, Method::GET, "/v1/audit", None).await;
+    let (s, b) = call(&r, &admin, Method::GET, "/v1/audit", None).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["workspace"], "acme/prod");
-    let (s, b) = call_with_api_key(&r.base, &admin, Method::GET, "/v1/audit/verify", None).await;
+    let (s, b) = call(&r, &admin, Method::GET, "/v1/audit/verify", None).await;
     assert_eq!((s, &b["workspace"]), (200, &json!("acme/prod")), "{b}");
-    let (s, b) = call_with_api_key(&r.base, &viewer, Method::GET, "/v1/approvals", None).await;
+    let (s, b) = call(&r, &viewer, Method::GET, "/v1/approvals", None).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b, json!([]));
     // The audit log needs `admin`.
-    let (s, _) = call_with_api_key(&r.base, &viewer, Method::GET, "/v1/audit", None).await;
+    let (s, _) = call(&r, &viewer, Method::GET, "/v1/audit", None).await;
     assert_eq!(s, 403);
 
     // Another workspace's log or queue is 404 to a workspace key, also to a default-workspace
     // admin that is not the server's admin key.
     for (k, other) in [(&admin, "default/default"), (&default_admin, "acme/prod")] {
         for path in ["/v1/audit", "/v1/audit/verify"] {
-            let (s, b) = call_with_api_key(
-                &r.base,
+            let (s, b) = call(
+                &r,
                 k,
                 Method::GET,
                 &format!("{path}?workspace={other}"),
@@ -1883,8 +1768,8 @@ async fn audit_and_approvals_are_read_per_workspace() {
             .await;
             assert_eq!(s, 404, "{path} {other}: {b}");
         }
-        let (s, b) = call_with_api_key(
-            &r.base,
+        let (s, b) = call(
+            &r,
             k,
             Method::GET,
             &format!("/v1/approvals?workspace={other}"),
@@ -1894,8 +1779,8 @@ async fn audit_and_approvals_are_read_per_workspace() {
         assert_eq!(s, 404, "{b}");
     }
     // The server's admin key may read any workspace's.
-    let (s, b) = call_with_api_key(
-        &r.base,
+    let (s, b) = call(
+        &r,
         ADMIN,
         Method::GET,
         "/v1/audit?workspace=acme/prod",
@@ -1914,8 +1799,8 @@ async fn a_workspaces_cron_fires_on_its_thread_as_its_creator() {
     // The default workspace has a thread and an agent of the same names: never used.
     deploy(&r, ADMIN, "bot", "default").await;
     for k in [ADMIN, op.as_str()] {
-        let (s, b) = call_with_api_key(
-            &r.base,
+        let (s, b) = call(
+            &r,
             k,
             Method::POST,
             "/threads",
@@ -1924,8 +1809,8 @@ async fn a_workspaces_cron_fires_on_its_thread_as_its_creator() {
         .await;
         assert_eq!(s, 200, "{b}");
     }
-    let (s, cron) = call_with_api_key(
-        &r.base,
+    let (s, cron) = call(
+        &r,
         &op,
         Method::POST,
         "/threads/t/runs/crons",
@@ -1936,15 +1821,15 @@ async fn a_workspaces_cron_fires_on_its_thread_as_its_creator() {
     let cron_id = cron["cron_id"].as_str().unwrap().to_owned();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let run = loop {
-        let (_, runs) = call_with_api_key(&r.base, &op, Method::GET, "/threads/t/runs", None).await;
+        let (_, runs) = call(&r, &op, Method::GET, "/threads/t/runs", None).await;
         if let Some(run) = runs.as_array().and_then(|a| a.first()).cloned() {
             break run;
         }
         assert!(std::time::Instant::now() < deadline, "the cron never fired");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let (s, b) = call_with_api_key(
-        &r.base,
+    let (s, b) = call(
+        &r,
         &op,
         Method::DELETE,
         &format!("/runs/crons/{cron_id}"),
@@ -1955,15 +1840,14 @@ async fn a_workspaces_cron_fires_on_its_thread_as_its_creator() {
     assert_eq!(run["assistant_id"], "bot", "{run}");
     assert_eq!(run["thread_id"], "t", "{run}");
     let id = run["run_id"].as_str().unwrap();
-    let (s, v1) =
-        call_with_api_key(&r.base, &op, Method::GET, &format!("/v1/runs/{id}"), None).await;
+    let (s, v1) = call(&r, &op, Method::GET, &format!("/v1/runs/{id}"), None).await;
     assert_eq!(s, 200, "{v1}");
     assert_eq!(v1["thread_id"], "t", "{v1}");
     assert_eq!(v1["input"]["principal"]["workspace"], "prod", "{v1}");
     assert_eq!(v1["input"]["principal"]["key_id"], op_id.as_str(), "{v1}");
     // Not the default workspace's run, nor on its thread `t`.
-    let (s, _) = call_with_api_key(&r.base, ADMIN, Method::GET, &format!("/runs/{id}"), None).await;
+    let (s, _) = call(&r, ADMIN, Method::GET, &format!("/runs/{id}"), None).await;
     assert_eq!(s, 404);
-    let (_, runs) = call_with_api_key(&r.base, ADMIN, Method::GET, "/threads/t/runs", None).await;
+    let (_, runs) = call(&r, ADMIN, Method::GET, "/threads/t/runs", None).await;
     assert_eq!(runs, json!([]));
 }

@@ -13,6 +13,11 @@
 //! written for: the approval won, the run ended before its signal, and the approver was told
 //! 409 while the queue and the audit log said approved), and the audit log holds exactly one
 //! decision per call.
+//!
+//! Not asserted, only counted and printed: an approved call may still start shortly after
+//! the cancel answered 200, when the node executing the resumed run confirmed its ownership
+//! less than a second before (`agentkit-runtime`'s journal skips the re-read then) and so
+//! learns of the other node's cancel only at its next step.
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -32,6 +37,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 const ROUNDS: usize = 20;
+/// When `send_message` ran, each time.
+static SENT_AT: std::sync::Mutex<Vec<Instant>> = std::sync::Mutex::new(Vec::new());
 
 /// MCP server `ops` with `read_file` and `send_message`, counting the sends it really ran.
 async fn ops(sends: &Arc<AtomicU32>) -> Upstream {
@@ -51,6 +58,7 @@ async fn ops(sends: &Arc<AtomicU32>) -> Upstream {
                 let sends = Arc::clone(&sends);
                 async move {
                     sends.fetch_add(1, Ordering::SeqCst);
+                    SENT_AT.lock().unwrap().push(Instant::now());
                     Ok(CallToolResult::success(vec![ContentBlock::text("sent")]))
                 }
             },
@@ -113,15 +121,15 @@ async fn decisions(on: &Serve, run: &str, call: &str) -> Vec<Value> {
         .collect()
 }
 
-/// `POST path` with `body` to `on`, sent `after_ms` after `barrier` lets it go: its status and
-/// body text.
+/// `POST path` with `body` to `on`, sent `after_ms` after `barrier` lets it go: its status,
+/// body text and when it answered.
 fn post_at(
     barrier: &Arc<tokio::sync::Barrier>,
     after_ms: u64,
     on: &Serve,
     path: String,
     body: Value,
-) -> tokio::task::JoinHandle<(u16, String)> {
+) -> tokio::task::JoinHandle<(u16, String, Instant)> {
     let req = on.request(Method::POST, &path).json(&body);
     let barrier = Arc::clone(barrier);
     tokio::spawn(async move {
@@ -129,7 +137,8 @@ fn post_at(
         tokio::time::sleep(Duration::from_millis(after_ms)).await;
         let res = req.send().await.unwrap();
         let s = res.status().as_u16();
-        (s, res.text().await.unwrap())
+        let at = Instant::now();
+        (s, res.text().await.unwrap(), at)
     })
 }
 
@@ -149,7 +158,7 @@ async fn cancelling_on_one_node_while_approving_on_the_other_ends_each_approval_
     );
     let logs = || format!("A:\n{}\nB:\n{}", a.log_text(), b.log_text());
 
-    let (mut withdrawn, mut ran_once, mut stopped_first) = (0, 0, 0);
+    let (mut withdrawn, mut ran_once, mut stopped_first, mut late_calls) = (0, 0, 0, 0);
     for round in 0..ROUNDS {
         let (s, run) = a
             .call(
@@ -190,7 +199,7 @@ async fn cancelling_on_one_node_while_approving_on_the_other_ends_each_approval_
             format!("/v1/approvals/{run}/{call}/approve"),
             json!({"reason": "fine"}),
         );
-        let ((cancel_status, cancel_body), (approve_status, approve_body)) =
+        let ((cancel_status, cancel_body, cancelled_at), (approve_status, approve_body, _)) =
             (cancel.await.unwrap(), approve.await.unwrap());
         assert!(
             cancel_status == 200 || cancel_status == 409,
@@ -234,6 +243,21 @@ async fn cancelling_on_one_node_while_approving_on_the_other_ends_each_approval_
             "round {round}: cancel {cancel_status} {cancel_body}; approve {approve_status} \
              {approve_body}; run {}; approval {approval}; the tool ran {ran} time(s)",
             done["status"]
+        );
+        // An approved call that started after the cancel had answered (not asserted: the
+        // executing node learns of another node's cancel at its next ownership check).
+        let late = (ran == 1 && cancel_status == 200)
+            .then(|| SENT_AT.lock().unwrap().last().copied())
+            .flatten()
+            .and_then(|t| t.checked_duration_since(cancelled_at));
+        late_calls += usize::from(late.is_some());
+        println!(
+            "round {round}: cancel {cancel_status}, approve {approve_status}, approval {}, run {}, \
+             the tool ran {ran} time(s){}",
+            approval["status"],
+            done["status"],
+            late.map(|d| format!(", starting {d:?} after the cancel answered"))
+                .unwrap_or_default()
         );
         match approval["status"].as_str().unwrap() {
             "cancelled" => {
@@ -285,7 +309,8 @@ async fn cancelling_on_one_node_while_approving_on_the_other_ends_each_approval_
     // Report how the race went (both sides should win sometimes; not asserted, timing-bound).
     println!(
         "{ROUNDS} rounds: {withdrawn} withdrawn, {ran_once} approved and run, \
-         {stopped_first} approved and then stopped by the cancel"
+         {stopped_first} approved and then stopped by the cancel; {late_calls} approved \
+         call(s) started after the cancel had answered"
     );
     let (_, v) = a.call(Method::GET, "/v1/audit/verify", None).await;
     assert_eq!(v["ok"], true, "{v}");

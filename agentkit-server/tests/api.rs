@@ -4,11 +4,8 @@
 
 mod inproc;
 
-use std::sync::Arc;
-use std::time::Duration;
+use inproc::call_as;
 
-use agentkit_core::{Agent, AgentLlm, ScriptedProvider};
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use serde_json::{Value, json};
 
@@ -22,15 +19,9 @@ struct Running {
 
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
-    let memory = Server::memory_for(Arc::clone(&store));
-    let echo =
-        AgentLlm::new(Agent::new("echo", "Repeat."), ScriptedProvider::echo()).with_memory(memory);
-    let server = Server::builder(store)
-        .admin_key("test-key")
-        .agent_llm("echo", Arc::new(echo), "Repeats what it was told")
+    let server = inproc::echo_server(dir.path(), "test-key")
+        .await
         .max_body_bytes(64 * 1024)
-        .poll_interval(Duration::from_millis(50))
         .build()
         .await
         .unwrap();
@@ -46,15 +37,6 @@ async fn start() -> Running {
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()
-}
-
-async fn call(
-    r: &Running,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    inproc::call_as(&r.base, &r.key, method, path, body).await
 }
 
 #[tokio::test]
@@ -113,8 +95,9 @@ async fn a_run_on_a_thread_continues_its_conversation_and_threads_are_isolated()
     let run = |t: String, m: &'static str| {
         let r = &r;
         async move {
-            call(
-                r,
+            call_as(
+                &r.base,
+                &r.key,
                 reqwest::Method::POST,
                 "/v1/agents/echo/runs",
                 Some(json!({"message": m, "thread_id": t, "wait": true})),
@@ -134,16 +117,18 @@ async fn a_run_on_a_thread_continues_its_conversation_and_threads_are_isolated()
         "thread b must not see thread a"
     );
     // Without a thread, a run stands alone.
-    let (_, lone) = call(
-        &r,
+    let (_, lone) = call_as(
+        &r.base,
+        &r.key,
         reqwest::Method::POST,
         "/v1/agents/echo/runs",
         Some(json!({"message": "solo", "wait": true})),
     )
     .await;
     assert_eq!(lone["output"]["text"], "solo");
-    let (_, listed) = call(
-        &r,
+    let (_, listed) = call_as(
+        &r.base,
+        &r.key,
         reqwest::Method::GET,
         "/v1/runs?agent=echo&status=succeeded",
         None,
@@ -156,8 +141,9 @@ async fn a_run_on_a_thread_continues_its_conversation_and_threads_are_isolated()
 #[tokio::test]
 async fn sse_resumes_after_last_event_id_without_loss_or_repeats() {
     let r = start().await;
-    let (s, run) = call(
-        &r,
+    let (s, run) = call_as(
+        &r.base,
+        &r.key,
         reqwest::Method::POST,
         "/v1/agents/echo/runs",
         Some(json!({"message": "hello", "wait": true})),
@@ -195,8 +181,9 @@ async fn sse_resumes_after_last_event_id_without_loss_or_repeats() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
-    let (_, json_events) = call(
-        &r,
+    let (_, json_events) = call_as(
+        &r.base,
+        &r.key,
         reqwest::Method::GET,
         &format!("/v1/runs/{id}/events"),
         None,
@@ -302,18 +289,20 @@ async fn bad_input_is_a_4xx_problem_and_stores_nothing() {
         let p: Value = serde_json::from_str(&body).unwrap();
         assert!(!p["detail"].as_str().unwrap().is_empty(), "case {i}");
     }
-    let (_, runs) = call(&r, reqwest::Method::GET, "/v1/runs", None).await;
+    let (_, runs) = call_as(&r.base, &r.key, reqwest::Method::GET, "/v1/runs", None).await;
     assert_eq!(runs, json!([]), "no bad request stored a run");
     // A finished run cannot be cancelled: 409 that says its status.
-    let (_, run) = call(
-        &r,
+    let (_, run) = call_as(
+        &r.base,
+        &r.key,
         reqwest::Method::POST,
         "/v1/agents/echo/runs",
         Some(json!({"message": "x", "wait": true})),
     )
     .await;
-    let (s, p) = call(
-        &r,
+    let (s, p) = call_as(
+        &r.base,
+        &r.key,
         reqwest::Method::POST,
         &format!("/v1/runs/{}/cancel", run["run_id"].as_str().unwrap()),
         Some(json!({"reason": "late"})),
@@ -326,8 +315,9 @@ async fn bad_input_is_a_4xx_problem_and_stores_nothing() {
 #[tokio::test]
 async fn labels_move_with_compare_and_swap_and_roll_back() {
     let r = start().await;
-    let (s, e) = call(
-        &r,
+    let (s, e) = call_as(
+        &r.base,
+        &r.key,
         reqwest::Method::PUT,
         "/v1/agents/echo/labels/prod",
         Some(json!({"version": 1, "expected_version": 0})),
@@ -335,8 +325,9 @@ async fn labels_move_with_compare_and_swap_and_roll_back() {
     .await;
     assert_eq!(s, 200, "{e}");
     assert_eq!(e["labels"]["prod"], 1);
-    let (s, p) = call(
-        &r,
+    let (s, p) = call_as(
+        &r.base,
+        &r.key,
         reqwest::Method::PUT,
         "/v1/agents/echo/labels/prod",
         Some(json!({"version": 1, "expected_version": 0})),
@@ -344,8 +335,9 @@ async fn labels_move_with_compare_and_swap_and_roll_back() {
     .await;
     assert_eq!(s, 409, "{p}");
     assert!(p["detail"].as_str().unwrap().contains("points at v1"));
-    let (s, e) = call(
-        &r,
+    let (s, e) = call_as(
+        &r.base,
+        &r.key,
         reqwest::Method::POST,
         "/v1/agents/echo/promote",
         Some(json!({"from": "prod", "to": "stage"})),
@@ -353,8 +345,9 @@ async fn labels_move_with_compare_and_swap_and_roll_back() {
     .await;
     assert_eq!(s, 200);
     assert_eq!(e["labels"]["stage"], 1);
-    let (s, run) = call(
-        &r,
+    let (s, run) = call_as(
+        &r.base,
+        &r.key,
         reqwest::Method::POST,
         "/v1/agents/echo/runs",
         Some(json!({"message": "p", "version": "prod", "wait": true})),
@@ -388,8 +381,9 @@ fn every_route_is_in_the_openapi_document() {
 #[tokio::test]
 async fn concurrent_subscribers_of_one_run_each_get_the_whole_stream() {
     let r = start().await;
-    let (s, run) = call(
-        &r,
+    let (s, run) = call_as(
+        &r.base,
+        &r.key,
         reqwest::Method::POST,
         "/v1/agents/echo/runs",
         Some(json!({"message": "fan out"})),

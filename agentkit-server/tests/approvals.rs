@@ -7,13 +7,13 @@
 
 mod inproc;
 
+use inproc::call_as;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentkit_core::policy::{Policy, PolicyLayer};
 use agentkit_core::{Agent, AgentLlm, Config, FnTool, ScriptedProvider};
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::policy::StoreAudit;
 use serde_json::{Value, json};
@@ -25,16 +25,6 @@ policies:
       allow: ["mail__*"]
     require_approval: ["mail__send"]
 "#;
-
-async fn call_as(
-    base: &str,
-    key: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    inproc::call_as(base, key, method, path, body).await
-}
 
 const ADMIN: &str = "test-key";
 
@@ -101,7 +91,7 @@ async fn operator_key(base: &str, name: &str, workspace: Option<&str>) -> (Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_of_two_parallel_calls_is_decided_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let store = inproc::sqlite(dir.path()).await;
     let config = Config::from_yaml_str(POLICY, None).unwrap();
     let policy = Policy::compile("mail", &config.policies["mail"]).unwrap();
     let audit = Arc::new(StoreAudit::new(Arc::clone(&store)));

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use agentkit_core::policy::{Policy, PolicyLayer};
 use agentkit_core::{Agent, AgentLlm, Config, FnTool, ProviderErrorKind, ScriptedProvider};
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::policy::StoreAudit;
 use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
@@ -212,7 +211,7 @@ async fn calc_server() -> Upstream {
 /// `writer` with two versions, `stage` on v2 and `prod` on v1.
 async fn start_server() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let store = inproc::sqlite(dir.path()).await;
     let memory = || Server::memory_for(Arc::clone(&store));
     let config = Config::from_yaml_str(POLICY, None).unwrap();
     let policy = Policy::compile("docs", &config.policies["docs"]).unwrap();

@@ -11,6 +11,7 @@
 mod common;
 mod inproc;
 
+use inproc::call_as;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -58,16 +59,6 @@ struct Running {
     _served: inproc::InProcess,
     _dir: tempfile::TempDir,
     _crm: Upstream,
-}
-
-async fn http(
-    base: &str,
-    key: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    inproc::call_as(base, key, method, path, body).await
 }
 
 /// `crm` is seen by acme/prod (and globex/prod); the gateway policy asks for approval of
@@ -135,7 +126,7 @@ async fn start_with(
 async fn wait_run(r: &Running, key: &str, run_id: &str, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (s, run) = http(
+        let (s, run) = call_as(
             &r.base,
             key,
             Method::GET,
@@ -167,7 +158,7 @@ fn by_id<'a>(results: &'a Value, id: &str) -> &'a Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_approved() {
     let r = start().await;
-    let (s, b) = http(
+    let (s, b) = call_as(
         &r.base,
         &r.invoker,
         Method::POST,
@@ -195,7 +186,7 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
     // The run waits for the approval in the caller's workspace.
     let run = wait_run(&r, &r.invoker, &run_id, "waiting_approval").await;
     assert_eq!(run["agent"], "agentkit.gateway_call", "{run}");
-    let (s, pending) = http(&r.base, &r.operator, Method::GET, "/v1/approvals", None).await;
+    let (s, pending) = call_as(&r.base, &r.operator, Method::GET, "/v1/approvals", None).await;
     assert_eq!(s, 200, "{pending}");
     let pending = pending.as_array().unwrap().clone();
     assert_eq!(pending.len(), 1, "{pending:?}");
@@ -205,7 +196,7 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
     assert_eq!(pending[0]["arguments"], json!({"text": "hello"}));
     assert_eq!(pending[0]["workspace"], "acme/prod");
     // The runs list of the workspace shows it too.
-    let (_, runs) = http(&r.base, &r.invoker, Method::GET, "/v1/runs", None).await;
+    let (_, runs) = call_as(&r.base, &r.invoker, Method::GET, "/v1/runs", None).await;
     assert!(
         runs.as_array()
             .unwrap()
@@ -215,9 +206,9 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
     );
 
     // Another workspace sees nothing of it and cannot decide it.
-    let (_, theirs) = http(&r.base, &r.other, Method::GET, "/v1/approvals", None).await;
+    let (_, theirs) = call_as(&r.base, &r.other, Method::GET, "/v1/approvals", None).await;
     assert_eq!(theirs, json!([]));
-    let (s, _) = http(
+    let (s, _) = call_as(
         &r.base,
         &r.other,
         Method::GET,
@@ -226,7 +217,7 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
     )
     .await;
     assert_eq!(s, 404);
-    let (s, _) = http(
+    let (s, _) = call_as(
         &r.base,
         &r.other,
         Method::POST,
@@ -235,10 +226,10 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
     )
     .await;
     assert_eq!(s, 404);
-    let (_, their_runs) = http(&r.base, &r.other, Method::GET, "/v1/runs", None).await;
+    let (_, their_runs) = call_as(&r.base, &r.other, Method::GET, "/v1/runs", None).await;
     assert_eq!(their_runs, json!([]));
     // An invoker may not approve its own call.
-    let (s, _) = http(
+    let (s, _) = call_as(
         &r.base,
         &r.invoker,
         Method::POST,
@@ -250,7 +241,7 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
     assert_eq!(r.sends.load(Ordering::SeqCst), 0);
 
     // The operator approves: the exact call runs once, its result is the run's output.
-    let (s, b) = http(
+    let (s, b) = call_as(
         &r.base,
         &r.operator,
         Method::POST,
@@ -272,7 +263,7 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
         1,
         "the approved call ran once"
     );
-    let (_, decided) = http(
+    let (_, decided) = call_as(
         &r.base,
         &r.operator,
         Method::GET,
@@ -288,17 +279,8 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
         "{decided}"
     );
     // The audit log has the request and the decision under the run, by the operator.
-    let (_, audit) = http(
-        &r.base,
-        ADMIN,
-        Method::GET,
-        "/v1/audit?workspace=acme/prod",
-        None,
-    )
-    .await;
-    let outcomes: Vec<(String, String)> = audit["entries"]
-        .as_array()
-        .unwrap()
+    let entries = inproc::audit_entries(&r.base, ADMIN, "?workspace=acme/prod").await;
+    let outcomes: Vec<(String, String)> = entries
         .iter()
         .filter(|e| e["event"]["run_id"] == run_id.as_str())
         .map(|e| {
@@ -317,7 +299,7 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
                 decided[0]["decided_by"].as_str().unwrap().to_owned()
             ),
         ],
-        "{audit}"
+        "{entries:?}"
     );
 
     // A rejected call, made over the SSE stream: the run ends with the reason; nothing is
@@ -348,7 +330,7 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
     let call2 = complete["call_id"].as_str().unwrap().to_owned();
     assert_eq!(call2, "leak");
     wait_run(&r, &r.invoker, &run2, "waiting_approval").await;
-    let (s, b) = http(
+    let (s, b) = call_as(
         &r.base,
         &r.operator,
         Method::POST,
@@ -373,7 +355,7 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
     );
 
     // POST /v1/servers/{name}/call_tool answers the same way.
-    let (s, b) = http(
+    let (s, b) = call_as(
         &r.base,
         &r.operator,
         Method::POST,
@@ -464,7 +446,7 @@ async fn a_federated_mcp_call_that_needs_approval_is_a_pending_result_or_a_task(
         panic!("a tasks client gets a task, got {response:?}");
     };
     let task_id = created.task.task_id.clone();
-    let (s, run) = http(
+    let (s, run) = call_as(
         &r.base,
         &r.invoker,
         Method::GET,
@@ -497,7 +479,7 @@ async fn a_federated_mcp_call_that_needs_approval_is_a_pending_result_or_a_task(
     assert!(refused.is_err(), "{refused:?}");
 
     // Both calls are in the queue; the operator approves the task's.
-    let (_, pending) = http(&r.base, &r.operator, Method::GET, "/v1/approvals", None).await;
+    let (_, pending) = call_as(&r.base, &r.operator, Method::GET, "/v1/approvals", None).await;
     let pending = pending.as_array().unwrap().clone();
     assert_eq!(pending.len(), 2, "{pending:?}");
     let call_id = pending
@@ -507,7 +489,7 @@ async fn a_federated_mcp_call_that_needs_approval_is_a_pending_result_or_a_task(
         .as_str()
         .unwrap()
         .to_owned();
-    let (s, b) = http(
+    let (s, b) = call_as(
         &r.base,
         &r.operator,
         Method::POST,
@@ -547,7 +529,7 @@ async fn a_federated_mcp_call_that_needs_approval_is_a_pending_result_or_a_task(
 
     // Another workspace's client does not know the task.
     let theirs = plain_client(&r, &r.other).await;
-    let (s, _) = http(
+    let (s, _) = call_as(
         &r.base,
         &r.other,
         Method::GET,
@@ -566,7 +548,7 @@ async fn a_safety_check_that_asks_for_approval_holds_a_websocket_call_durably() 
         None,
     )
     .await;
-    let (s, c) = http(
+    let (s, c) = call_as(
         &r.base,
         &r.invoker,
         Method::POST,
@@ -609,10 +591,10 @@ async fn a_safety_check_that_asks_for_approval_holds_a_websocket_call_durably() 
     assert_eq!(answer["call_id"], "a1", "{answer}");
     let run_id = answer["run_id"].as_str().unwrap().to_owned();
     wait_run(&r, &r.invoker, &run_id, "waiting_approval").await;
-    let (_, pending) = http(&r.base, &r.operator, Method::GET, "/v1/approvals", None).await;
+    let (_, pending) = call_as(&r.base, &r.operator, Method::GET, "/v1/approvals", None).await;
     assert_eq!(pending[0]["policy"], "safety", "{pending}");
     assert_eq!(pending[0]["rule"], "safety.inputs", "{pending}");
-    let (s, b) = http(
+    let (s, b) = call_as(
         &r.base,
         &r.operator,
         Method::POST,
@@ -628,7 +610,7 @@ async fn a_safety_check_that_asks_for_approval_holds_a_websocket_call_durably() 
         "{done}"
     );
     // The resumed run did not put the call back in the queue.
-    let (_, all) = http(
+    let (_, all) = call_as(
         &r.base,
         &r.operator,
         Method::GET,
@@ -645,7 +627,7 @@ async fn a_safety_check_that_asks_for_approval_holds_a_websocket_call_durably() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecided_gateway_approval_expires_and_the_call_is_never_made() {
     let r = start_with(|g| g, Some(Duration::from_millis(300))).await;
-    let (s, b) = http(
+    let (s, b) = call_as(
         &r.base,
         &r.invoker,
         Method::POST,
@@ -657,7 +639,7 @@ async fn an_undecided_gateway_approval_expires_and_the_call_is_never_made() {
     .await;
     assert_eq!(s, 200, "{b}");
     let run_id = by_id(&b, "late")["run_id"].as_str().unwrap().to_owned();
-    let (_, pending) = http(&r.base, &r.operator, Method::GET, "/v1/approvals", None).await;
+    let (_, pending) = call_as(&r.base, &r.operator, Method::GET, "/v1/approvals", None).await;
     assert!(pending[0]["expires_at"].is_i64(), "{pending}");
     // The server's sweep (every 2 s) rejects it; the run ends with why.
     let failed = wait_run(&r, &r.invoker, &run_id, "failed").await;
@@ -665,7 +647,7 @@ async fn an_undecided_gateway_approval_expires_and_the_call_is_never_made() {
         failed["error"].as_str().unwrap().contains("expired"),
         "{failed}"
     );
-    let (_, rejected) = http(
+    let (_, rejected) = call_as(
         &r.base,
         &r.operator,
         Method::GET,

@@ -9,10 +9,10 @@
 
 mod inproc;
 
+use inproc::call_as;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
 use agentkit_server::vault::MasterKey;
@@ -21,28 +21,10 @@ use serde_json::{Value, json};
 
 const ADMIN: &str = "audit-admin-key";
 
-async fn call(
-    base: &str,
-    key: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    inproc::call_as(base, key, method, path, body).await
-}
-
 /// The last audit entry of `acme/prod`, read at once (no waiting).
 async fn last_entry(base: &str) -> Value {
-    let (s, page) = call(
-        base,
-        ADMIN,
-        Method::GET,
-        "/v1/audit?workspace=acme/prod&limit=10000",
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{page}");
-    page["entries"].as_array().unwrap().last().cloned().unwrap()
+    let entries = inproc::audit_entries(base, ADMIN, "?workspace=acme/prod&limit=10000").await;
+    entries.last().cloned().unwrap()
 }
 
 /// The last entry is the change `action` of `resource`, made by `actor` (and key `key_id`).
@@ -71,7 +53,7 @@ async fn assert_last(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let store = inproc::sqlite(dir.path()).await;
     let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
     let server = Server::builder(store)
         .admin_key(ADMIN)
@@ -86,7 +68,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     let mut secrets: Vec<String> = Vec::new();
 
     // Workspaces and keys, by the server's admin key.
-    let (s, b) = call(
+    let (s, b) = call_as(
         &base,
         ADMIN,
         Method::POST,
@@ -96,7 +78,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     .await;
     assert_eq!(s, 201, "{b}");
     assert_last(&base, "workspaces.create", "acme/prod", "admin", None).await;
-    let (s, b) = call(
+    let (s, b) = call_as(
         &base,
         ADMIN,
         Method::POST,
@@ -113,7 +95,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(ev["arguments"]["name"], "dev", "{ev}");
 
     // A key of the workspace creates another and revokes it.
-    let (s, b) = call(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::POST,
@@ -125,7 +107,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     let temp_id = b["id"].as_str().unwrap().to_owned();
     secrets.push(b["key"].as_str().unwrap().to_owned());
     assert_last(&base, "keys.create", &temp_id, &dev_id, Some(&dev_id)).await;
-    let (s, b) = call(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::DELETE,
@@ -139,7 +121,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     // Vault secrets: the name, never the value.
     let value = "vault-value-4f1d9a7c2e";
     secrets.push(value.to_owned());
-    let (s, b) = call(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::PUT,
@@ -149,13 +131,13 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     .await;
     assert_eq!(s, 200, "{b}");
     assert_last(&base, "secrets.set", "crm_token", &dev_id, Some(&dev_id)).await;
-    let (s, b) = call(&base, &dev, Method::DELETE, "/v1/secrets/crm_token", None).await;
+    let (s, b) = call_as(&base, &dev, Method::DELETE, "/v1/secrets/crm_token", None).await;
     assert_eq!(s, 204, "{b}");
     assert_last(&base, "secrets.delete", "crm_token", &dev_id, Some(&dev_id)).await;
 
     // Agents: deployed, labelled, promoted, rolled back.
     for instructions in ["Repeat.", "Repeat twice."] {
-        let (s, b) = call(
+        let (s, b) = call_as(
             &base,
             &dev,
             Method::POST,
@@ -168,7 +150,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
         assert_last(&base, "agents.deploy", "triage", &dev_id, Some(&dev_id)).await;
     }
     for (label, version) in [("stage", 1), ("stage", 2)] {
-        let (s, b) = call(
+        let (s, b) = call_as(
             &base,
             &dev,
             Method::PUT,
@@ -180,7 +162,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
         let ev = assert_last(&base, "agents.set_label", "triage", &dev_id, Some(&dev_id)).await;
         assert_eq!(ev["arguments"]["labels"][label], version, "{ev}");
     }
-    let (s, b) = call(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::POST,
@@ -191,7 +173,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(s, 200, "{b}");
     let ev = assert_last(&base, "agents.promote", "triage", &dev_id, Some(&dev_id)).await;
     assert_eq!(ev["arguments"]["labels"]["prod"], 2, "{ev}");
-    let (s, b) = call(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::POST,
@@ -204,7 +186,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(ev["arguments"]["labels"]["stage"], 1, "{ev}");
 
     // Workspace webhooks: created, rotated, deleted; never their secrets.
-    let (s, b) = call(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::POST,
@@ -216,7 +198,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     secrets.push(b["secret"].as_str().unwrap().to_owned());
     let ev = assert_last(&base, "webhooks.create", "github", &dev_id, Some(&dev_id)).await;
     assert_eq!(ev["arguments"]["target"], "triage", "{ev}");
-    let (s, b) = call(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::POST,
@@ -227,12 +209,12 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(s, 200, "{b}");
     secrets.push(b["secret"].as_str().unwrap().to_owned());
     assert_last(&base, "webhooks.rotate", "github", &dev_id, Some(&dev_id)).await;
-    let (s, b) = call(&base, &dev, Method::DELETE, "/v1/webhooks/github", None).await;
+    let (s, b) = call_as(&base, &dev, Method::DELETE, "/v1/webhooks/github", None).await;
     assert_eq!(s, 204, "{b}");
     assert_last(&base, "webhooks.delete", "github", &dev_id, Some(&dev_id)).await;
 
     // Schedules: created, paused, resumed, deleted.
-    let (s, b) = call(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::POST,
@@ -243,7 +225,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(s, 201, "{b}");
     assert_last(&base, "schedules.create", "hourly", &dev_id, Some(&dev_id)).await;
     for verb in ["pause", "resume"] {
-        let (s, b) = call(
+        let (s, b) = call_as(
             &base,
             &dev,
             Method::POST,
@@ -261,12 +243,12 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
         )
         .await;
     }
-    let (s, b) = call(&base, &dev, Method::DELETE, "/v1/schedules/hourly", None).await;
+    let (s, b) = call_as(&base, &dev, Method::DELETE, "/v1/schedules/hourly", None).await;
     assert_eq!(s, 204, "{b}");
     assert_last(&base, "schedules.delete", "hourly", &dev_id, Some(&dev_id)).await;
 
     // LangGraph crons: created, changed, deleted.
-    let (s, b) = call(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::POST,
@@ -279,7 +261,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     let cron = b["cron_id"].as_str().unwrap().to_owned();
     let ev = assert_last(&base, "crons.create", &cron, &dev_id, Some(&dev_id)).await;
     assert_eq!(ev["arguments"]["assistant_id"], "triage", "{ev}");
-    let (s, b) = call(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::PATCH,
@@ -290,7 +272,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     assert_eq!(s, 200, "{b}");
     let ev = assert_last(&base, "crons.update", &cron, &dev_id, Some(&dev_id)).await;
     assert_eq!(ev["arguments"]["schedule"], "0 10 * * *", "{ev}");
-    let (s, b) = call(
+    let (s, b) = call_as(
         &base,
         &dev,
         Method::DELETE,
@@ -303,7 +285,7 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
 
     // A refused change is not recorded as made.
     let before = last_entry(&base).await["seq"].clone();
-    let (s, _) = call(&base, &dev, Method::DELETE, "/v1/webhooks/nope", None).await;
+    let (s, _) = call_as(&base, &dev, Method::DELETE, "/v1/webhooks/nope", None).await;
     assert_eq!(s, 404);
     assert_eq!(last_entry(&base).await["seq"], before);
 

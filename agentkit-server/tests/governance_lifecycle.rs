@@ -12,13 +12,14 @@
 mod inproc;
 mod upstream;
 
+use inproc::call_as;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::{Policy, PolicyLayer};
-use agentkit_core::{Agent, AgentLlm, FnTool, RunStatus, ScriptedProvider};
+use agentkit_core::{Agent, AgentLlm, RunStatus, ScriptedProvider};
 use agentkit_mcp::rmcp::model::{
     CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientCapabilities, ClientConfig,
     Implementation, ProtocolVersion,
@@ -27,8 +28,8 @@ use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
 use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use agentkit_mcp::rmcp::{ClientLifecycleMode, ClientServiceExt};
 use agentkit_mcp::{ConnectionManager, ServerConfig};
+use agentkit_runtime::Store;
 use agentkit_runtime::model::RunUpdate;
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::gatewayops::GatewayConfig;
 use agentkit_server::policy::StoreAudit;
@@ -37,16 +38,6 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 const ADMIN: &str = "lifecycle-admin-key";
-
-async fn call(
-    base: &str,
-    key: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    inproc::call_as(base, key, method, path, body).await
-}
 
 struct Mailer {
     base: String,
@@ -60,7 +51,7 @@ struct Mailer {
 /// send per run, `runs` times.
 async fn mailer(runs: usize) -> Mailer {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("m.db")).await.unwrap());
+    let store = inproc::sqlite(dir.path()).await;
     let policy = Policy::compile(
         "mail",
         &PolicySpec::new().with_require_approval(["mail__send"]),
@@ -68,14 +59,7 @@ async fn mailer(runs: usize) -> Mailer {
     .unwrap();
     let audit = Arc::new(StoreAudit::new(Arc::clone(&store)));
     let sent = Arc::new(AtomicU32::new(0));
-    let counter = Arc::clone(&sent);
-    let send = FnTool::new("mail__send", "Send a mail", move |_args: Value| {
-        let counter = Arc::clone(&counter);
-        async move {
-            counter.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, String>("sent".to_owned())
-        }
-    });
+    let send = inproc::counted_tool("mail__send", "Send a mail", "sent", &sent);
     let mut model = ScriptedProvider::new();
     for i in 0..runs {
         model = model.then_tool_call("mail__send", json!({"to": format!("user{i}")}));
@@ -106,7 +90,7 @@ async fn mailer(runs: usize) -> Mailer {
 async fn wait_status(base: &str, key: &str, run_id: &str, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (s, run) = call(base, key, Method::GET, &format!("/v1/runs/{run_id}"), None).await;
+        let (s, run) = call_as(base, key, Method::GET, &format!("/v1/runs/{run_id}"), None).await;
         assert_eq!(s, 200, "{run}");
         if run["status"] == status {
             return run;
@@ -121,7 +105,7 @@ async fn wait_status(base: &str, key: &str, run_id: &str, status: &str) -> Value
 
 /// The approvals of `run_id` with `status`, as `key` lists them.
 async fn approvals(base: &str, key: &str, run_id: &str, status: &str) -> Vec<Value> {
-    let (s, all) = call(
+    let (s, all) = call_as(
         base,
         key,
         Method::GET,
@@ -148,7 +132,7 @@ async fn waiting_run(m: &Mailer, thread: Option<&str>, if_busy: Option<&str>) ->
     if let Some(b) = if_busy {
         body["if_busy"] = json!(b);
     }
-    let (s, run) = call(
+    let (s, run) = call_as(
         &m.base,
         ADMIN,
         Method::POST,
@@ -181,11 +165,12 @@ async fn assert_withdrawn(base: &str, key: &str, run_id: &str, call_id: &str, ho
         "{reason}"
     );
     for verb in ["approve", "reject"] {
-        let (s, b) = call(
+        let (s, b) = decide(
             base,
             key,
-            Method::POST,
-            &format!("/v1/approvals/{run_id}/{}/{verb}", encode(call_id)),
+            run_id,
+            call_id,
+            verb,
             Some(json!({"reason": "late"})),
         )
         .await;
@@ -195,7 +180,7 @@ async fn assert_withdrawn(base: &str, key: &str, run_id: &str, call_id: &str, ho
             b["detail"].as_str().unwrap().contains("cancelled"),
             "the answer says why: {b}"
         );
-        let (s, b) = call(
+        let (s, b) = call_as(
             base,
             key,
             Method::POST,
@@ -205,14 +190,7 @@ async fn assert_withdrawn(base: &str, key: &str, run_id: &str, call_id: &str, ho
         .await;
         assert_eq!(s, 409, "run-level {verb} after the run ended: {b}");
     }
-    let (s, b) = call(
-        base,
-        key,
-        Method::POST,
-        &format!("/v1/approvals/{run_id}/{}/claim", encode(call_id)),
-        None,
-    )
-    .await;
+    let (s, b) = decide(base, key, run_id, call_id, "claim", None).await;
     assert_eq!(s, 409, "claim after the run ended: {b}");
 }
 
@@ -228,6 +206,20 @@ async fn end_behind_the_servers_back(m: &Mailer, run: &str, status: RunStatus, e
         .await
         .unwrap()
         .unwrap();
+}
+
+/// `POST /v1/approvals/{run_id}/{call_id}/{verb}` (`approve`, `reject` or `claim`) as `key`,
+/// the call id sent percent-encoded as one path segment (`batch/2` as `batch%2F2`).
+async fn decide(
+    base: &str,
+    key: &str,
+    run_id: &str,
+    call_id: &str,
+    verb: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let path = format!("/v1/approvals/{run_id}/{}/{verb}", encode(call_id));
+    call_as(base, key, Method::POST, &path, body).await
 }
 
 /// `id` as one path segment.
@@ -249,7 +241,7 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
 
     // POST /v1/runs/{id}/cancel, with a reason.
     let (run, call_id) = waiting_run(&m, None, None).await;
-    let (s, b) = call(
+    let (s, b) = call_as(
         &m.base,
         ADMIN,
         Method::POST,
@@ -262,7 +254,7 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
 
     // The Agent Protocol's POST /runs/{id}/cancel.
     let (run, call_id) = waiting_run(&m, None, None).await;
-    let (s, b) = call(
+    let (s, b) = call_as(
         &m.base,
         ADMIN,
         Method::POST,
@@ -274,11 +266,11 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
     assert_withdrawn(&m.base, ADMIN, &run, &call_id, "cancelled by request").await;
 
     // The LangGraph thread run cancel, and deleting the thread.
-    let (s, t) = call(&m.base, ADMIN, Method::POST, "/threads", Some(json!({}))).await;
+    let (s, t) = call_as(&m.base, ADMIN, Method::POST, "/threads", Some(json!({}))).await;
     assert_eq!(s, 200, "{t}");
     let thread = t["thread_id"].as_str().unwrap().to_owned();
     let (run, call_id) = waiting_run(&m, Some(&thread), None).await;
-    let (s, b) = call(
+    let (s, b) = call_as(
         &m.base,
         ADMIN,
         Method::POST,
@@ -296,7 +288,7 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
     assert_withdrawn(&m.base, ADMIN, &first, &first_call, "interrupted by run").await;
 
     // Deleting the thread cancels its waiting run.
-    let (s, b) = call(
+    let (s, b) = call_as(
         &m.base,
         ADMIN,
         Method::DELETE,
@@ -313,14 +305,7 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
     let (run, call_id) = waiting_run(&m, None, None).await;
     end_behind_the_servers_back(&m, &run, RunStatus::Cancelled, "cancelled: by another node").await;
     // Deciding it withdraws it and says so.
-    let (s, b) = call(
-        &m.base,
-        ADMIN,
-        Method::POST,
-        &format!("/v1/approvals/{run}/{}/approve", encode(&call_id)),
-        None,
-    )
-    .await;
+    let (s, b) = decide(&m.base, ADMIN, &run, &call_id, "approve", None).await;
     assert_eq!(s, 409, "{b}");
     assert!(
         b["detail"]
@@ -348,15 +333,13 @@ async fn every_way_of_cancelling_a_run_withdraws_its_pending_approval() {
     // Nothing was ever sent; the audit log says each withdrawn call was not made, and
     // verifies.
     assert_eq!(m.sent.load(Ordering::SeqCst), 0);
-    let (_, page) = call(&m.base, ADMIN, Method::GET, "/v1/audit?limit=10000", None).await;
-    let withdrawn = page["entries"]
-        .as_array()
-        .unwrap()
+    let entries = inproc::audit_entries(&m.base, ADMIN, "?limit=10000").await;
+    let withdrawn = entries
         .iter()
         .filter(|e| e["event"]["outcome"] == "rejected" && e["event"]["actor"] == "run")
         .count();
-    assert_eq!(withdrawn, 7, "{page}");
-    let (_, v) = call(&m.base, ADMIN, Method::GET, "/v1/audit/verify", None).await;
+    assert_eq!(withdrawn, 7, "{entries:?}");
+    let (_, v) = call_as(&m.base, ADMIN, Method::GET, "/v1/audit/verify", None).await;
     assert_eq!(v["ok"], true, "{v}");
 }
 
@@ -365,7 +348,7 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
     let sends = Arc::new(AtomicU32::new(0));
     let (crm, stop) = upstream::crm(&["send"], Arc::clone(&sends)).await;
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("g.db")).await.unwrap());
+    let store = inproc::sqlite(dir.path()).await;
     let gateway = GatewayConfig::new()
         .with_policy(
             Policy::compile(
@@ -389,7 +372,7 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
     let execute = |id: &'static str| {
         let (base, ops) = (base.clone(), ops.clone());
         async move {
-            let (s, b) = call(
+            let (s, b) = call_as(
                 &base,
                 &ops,
                 Method::POST,
@@ -410,7 +393,7 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
 
     // Cancelled while it waits: withdrawn, and deciding it is a 409; nothing is sent.
     let run = execute("batch/1").await;
-    let (s, b) = call(
+    let (s, b) = call_as(
         &base,
         &ops,
         Method::POST,
@@ -423,36 +406,27 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
 
     // A call id with `/`, decided per call with the id percent-encoded: it runs once.
     let run = execute("batch/2").await;
-    let (s, b) = call(
+    let (s, b) = decide(
         &base,
         &ops,
-        Method::POST,
-        &format!("/v1/approvals/{run}/batch%2F2/approve"),
+        &run,
+        "batch/2",
+        "approve",
         Some(json!({"reason": "fine"})),
     )
     .await;
     assert_eq!(s, 200, "{b}");
     // The decision is in the audit log the moment the answer arrives (before the run has
     // resumed), once: the resumed run does not write it again.
-    let approved = |page: &Value| -> Vec<Value> {
-        page["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
+    let approved = async || -> Vec<Value> {
+        inproc::audit_entries(&base, ADMIN, "?workspace=acme/prod&limit=10000")
+            .await
+            .into_iter()
             .filter(|e| e["event"]["run_id"] == run.as_str() && e["event"]["outcome"] == "approved")
-            .cloned()
             .collect()
     };
-    let (_, page) = call(
-        &base,
-        ADMIN,
-        Method::GET,
-        "/v1/audit?workspace=acme/prod&limit=10000",
-        None,
-    )
-    .await;
-    let entries = approved(&page);
-    assert_eq!(entries.len(), 1, "{page}");
+    let entries = approved().await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["event"]["call_id"], "batch/2");
     assert!(
         entries[0]["event"]["actor"]
@@ -460,15 +434,8 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
             .is_some_and(|a| !a.is_empty() && a != "admin")
     );
     let done = wait_status(&base, &ops, &run, "succeeded").await;
-    let (_, page) = call(
-        &base,
-        ADMIN,
-        Method::GET,
-        "/v1/audit?workspace=acme/prod&limit=10000",
-        None,
-    )
-    .await;
-    assert_eq!(approved(&page).len(), 1, "written once: {page}");
+    let again = approved().await;
+    assert_eq!(again.len(), 1, "written once: {again:?}");
     assert_eq!(
         done["output"]["content"],
         json!([{"type": "text", "text": "send #1: batch/2"}]),
@@ -529,11 +496,12 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
     assert_eq!(decided.len(), 1, "{decided:?}");
     assert_eq!(decided[0]["call_id"], "batch/2");
     // Deciding it again after its run finished names its status, not a withdrawal.
-    let (s, b) = call(
+    let (s, b) = decide(
         &base,
         &ops,
-        Method::POST,
-        &format!("/v1/approvals/{run}/batch%2F2/reject"),
+        &run,
+        "batch/2",
+        "reject",
         Some(json!({"reason": "too late"})),
     )
     .await;

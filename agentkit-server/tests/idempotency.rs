@@ -11,6 +11,7 @@
 mod inproc;
 mod upstream;
 
+use inproc::call_as;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -117,7 +118,7 @@ async fn a_retried_call_is_made_once_per_key_and_workspace() {
     assert_eq!(s, 200, "{p2}");
     assert_eq!(p2["results"][0]["status"], "pending_approval", "{p2}");
     assert_eq!(p2["results"][0]["run_id"], run.as_str(), "{p2}");
-    let (_, pending) = inproc::call_as(&a.base, &acme, Method::GET, "/v1/approvals", None).await;
+    let (_, pending) = call_as(&a.base, &acme, Method::GET, "/v1/approvals", None).await;
     assert_eq!(pending.as_array().unwrap().len(), 1, "{pending}");
     assert_eq!(
         calls.load(Ordering::SeqCst),

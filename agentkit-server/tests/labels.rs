@@ -16,7 +16,6 @@ use std::time::Duration;
 use agentkit_core::{
     CompletionRequest, CompletionResponse, LlmProvider, Message, Result, StopReason, Usage,
 };
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
 use serde_json::{Value, json};
@@ -62,7 +61,7 @@ const KEY: &str = "labels-key";
 
 async fn start(provider: Arc<dyn LlmProvider>) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let store = inproc::sqlite(dir.path()).await;
     let models = ModelFactory::offline().with_provider("scripted:gated", provider);
     let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), models);
     let server = Server::builder(store)

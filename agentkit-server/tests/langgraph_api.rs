@@ -6,12 +6,8 @@
 
 mod inproc;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use agentkit_core::{Agent, AgentLlm, ScriptedProvider};
-use agentkit_runtime::{SqliteStore, Store};
-use agentkit_server::Server;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -23,14 +19,8 @@ struct Running {
 
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
-    let memory = Server::memory_for(Arc::clone(&store));
-    let echo =
-        AgentLlm::new(Agent::new("echo", "Repeat."), ScriptedProvider::echo()).with_memory(memory);
-    let server = Server::builder(store)
-        .admin_key("test-key")
-        .agent_llm("echo", Arc::new(echo), "Repeats what it was told")
-        .poll_interval(Duration::from_millis(50))
+    let server = inproc::echo_server(dir.path(), "test-key")
+        .await
         .build()
         .await
         .unwrap();
@@ -43,9 +33,7 @@ async fn start() -> Running {
 }
 
 async fn call(r: &Running, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let key = [("x-api-key", "test-key")];
-    let (status, _, body) = inproc::request(&r.base, method, path, body, &key).await;
-    (status, body)
+    inproc::call_with_api_key(&r.base, "test-key", method, path, body).await
 }
 
 fn said(text: &str) -> Value {

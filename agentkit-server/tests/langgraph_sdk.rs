@@ -12,8 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentkit_core::{Agent, AgentLlm, ScriptedProvider};
-use agentkit_runtime::{SqliteStore, Store};
+use agentkit_runtime::Store;
 use agentkit_server::Server;
 use serde_json::Value;
 
@@ -57,14 +56,8 @@ fn last_ai(values: &Value) -> &str {
 async fn the_langgraph_python_sdk_drives_an_agentkit_agent() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
-    let memory = Server::memory_for(Arc::clone(&store));
-    let echo =
-        AgentLlm::new(Agent::new("echo", "Repeat."), ScriptedProvider::echo()).with_memory(memory);
-    let server = Server::builder(store)
-        .admin_key("sdk-key")
-        .agent_llm("echo", Arc::new(echo), "Repeats what it was told")
-        .poll_interval(Duration::from_millis(50))
+    let server = inproc::echo_server(dir.path(), "sdk-key")
+        .await
         .build()
         .await
         .unwrap();

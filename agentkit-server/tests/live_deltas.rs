@@ -12,7 +12,6 @@ use agentkit_core::{
     Agent, AgentLlm, AugmentedLlm, GenerateRequest, Generation, GenerationStream, Result,
     RunContext, ScriptedProvider, stream_generation,
 };
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -63,7 +62,7 @@ struct Frame {
 #[tokio::test]
 async fn a_client_gets_delta_events_before_the_model_steps_journal_event() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let store = inproc::sqlite(dir.path()).await;
     let gate = Arc::new(Semaphore::new(0));
     let teller = Gated {
         inner: AgentLlm::new(

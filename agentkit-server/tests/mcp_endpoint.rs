@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentkit_core::{
-    Agent, AgentLlm, CompletionRequest, CompletionResponse, LlmProvider, Message, ScriptedProvider,
-    StopReason, Usage,
+    Agent, AgentLlm, CompletionRequest, CompletionResponse, LlmProvider, Message, StopReason, Usage,
 };
 use agentkit_mcp::rmcp::model::{
     CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientCapabilities, ClientConfig,
@@ -19,8 +18,6 @@ use agentkit_mcp::rmcp::service::RunningService;
 use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
 use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use agentkit_mcp::rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
-use agentkit_runtime::{SqliteStore, Store};
-use agentkit_server::Server;
 use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
 use serde_json::{Value, json};
 
@@ -53,18 +50,12 @@ struct Running {
 
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
-    let memory = Server::memory_for(Arc::clone(&store));
-    let echo =
-        AgentLlm::new(Agent::new("echo", "Repeat."), ScriptedProvider::echo()).with_memory(memory);
     let stuck = AgentLlm::new(Agent::new("stuck", "Think."), Stuck);
     let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
-    let server = Server::builder(store)
-        .admin_key(KEY)
-        .agent_llm("echo", Arc::new(echo), "Repeats what it was told")
+    let server = inproc::echo_server(dir.path(), KEY)
+        .await
         .agent_llm("stuck", Arc::new(stuck), "Never answers")
         .spec_builder(Arc::new(builder))
-        .poll_interval(Duration::from_millis(50))
         .build()
         .await
         .unwrap();

@@ -8,6 +8,7 @@
 mod common;
 mod inproc;
 
+use inproc::call_as;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -56,16 +57,6 @@ struct Running {
     _served: inproc::InProcess,
     _dir: tempfile::TempDir,
     _upstreams: [Upstream; 2],
-}
-
-async fn http(
-    base: &str,
-    key: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    inproc::call_as(base, key, method, path, body).await
 }
 
 /// `crm` is seen by acme/prod only, `calc` (unlisted) by default/default; the gateway policy
@@ -220,24 +211,19 @@ async fn a_workspace_sees_and_calls_its_servers_under_the_gateway_policy() {
     assert!(!text(&nuke).contains("deleted"));
 
     // Both decisions are in acme/prod's audit log.
-    let (s, audit) = http(
-        &r.base,
-        ADMIN,
-        reqwest::Method::GET,
-        "/v1/audit?workspace=acme/prod",
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{audit}");
-    let entries = audit["entries"].as_array().unwrap();
+    let entries = inproc::audit_entries(&r.base, ADMIN, "?workspace=acme/prod").await;
     let outcome = |tool: &str| {
         entries
             .iter()
             .find(|e| e["event"]["tool"] == tool)
             .map(|e| e["event"]["outcome"].clone())
     };
-    assert_eq!(outcome("crm__add"), Some(json!("allowed")), "{audit}");
-    assert_eq!(outcome("crm__delete_all"), Some(json!("denied")), "{audit}");
+    assert_eq!(outcome("crm__add"), Some(json!("allowed")), "{entries:?}");
+    assert_eq!(
+        outcome("crm__delete_all"),
+        Some(json!("denied")),
+        "{entries:?}"
+    );
 
     // Another workspace neither sees nor reaches acme/prod's server.
     let dev = client(&r, &key(&r, "invoker", "acme/dev").await).await;
@@ -264,7 +250,7 @@ async fn a_workspace_sees_and_calls_its_servers_under_the_gateway_policy() {
 async fn operations_follow_the_callers_role_and_workspace() {
     let r = start().await;
     // A run of default/default, to look for from acme/prod.
-    let (s, run) = http(
+    let (s, run) = call_as(
         &r.base,
         ADMIN,
         reqwest::Method::POST,
@@ -345,7 +331,7 @@ async fn operations_follow_the_callers_role_and_workspace() {
 
 async fn wait_for(r: &Running, run_id: &str, status: &str) -> Value {
     for _ in 0..200 {
-        let (_, run) = http(
+        let (_, run) = call_as(
             &r.base,
             ADMIN,
             reqwest::Method::GET,
@@ -364,7 +350,7 @@ async fn wait_for(r: &Running, run_id: &str, status: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_decided_over_mcp_resumes_the_run() {
     let r = start().await;
-    let (s, run) = http(
+    let (s, run) = call_as(
         &r.base,
         ADMIN,
         reqwest::Method::POST,
@@ -434,7 +420,7 @@ async fn an_approval_decided_over_mcp_resumes_the_run() {
     );
 
     // The decision is recorded as the operator's, like one made over HTTP.
-    let (_, decided) = http(
+    let (_, decided) = call_as(
         &r.base,
         ADMIN,
         reqwest::Method::GET,

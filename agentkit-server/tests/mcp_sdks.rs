@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
 use serde_json::{Value, json};
@@ -79,7 +78,7 @@ async fn api(base: &str, key: &str, method: reqwest::Method, path: &str, body: V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_typescript_and_python_sdks_call_their_workspace_agents() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let store = inproc::sqlite(dir.path()).await;
     let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
     let server = Server::builder(store)
         .admin_key(ADMIN)

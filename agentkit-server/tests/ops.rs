@@ -7,11 +7,9 @@ mod common;
 mod inproc;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use agentkit_core::{Agent, AgentLlm, ScriptedProvider};
-use agentkit_runtime::{Schedule, SqliteStore, Store};
+use agentkit_runtime::Schedule;
 use agentkit_server::{Server, ServerBuilder};
 use common::upstream::{Upstream, num, with_add};
 use serde_json::{Value, json};
@@ -23,20 +21,9 @@ struct Running {
     _served: inproc::InProcess,
 }
 
-async fn store_at(dir: &Path) -> Arc<dyn Store> {
-    Arc::new(SqliteStore::open(dir.join("a.db")).await.unwrap())
-}
-
 /// A server on the SQLite store in `dir` with an `echo` agent, configured by `f`.
 async fn start_with(dir: &Path, f: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Running {
-    let store = store_at(dir).await;
-    let memory = Server::memory_for(Arc::clone(&store));
-    let echo =
-        AgentLlm::new(Agent::new("echo", "Repeat."), ScriptedProvider::echo()).with_memory(memory);
-    let builder = Server::builder(store)
-        .admin_key("test-key")
-        .agent_llm("echo", Arc::new(echo), "Repeats what it was told")
-        .poll_interval(Duration::from_millis(50));
+    let builder = inproc::echo_server(dir, "test-key").await;
     let server = f(builder).build().await.unwrap();
     let served = inproc::serve(server.clone()).await;
     Running {

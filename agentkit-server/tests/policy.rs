@@ -5,6 +5,7 @@
 
 mod inproc;
 
+use inproc::call_as;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -15,6 +16,8 @@ use agentkit_runtime::{Expect, SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::policy::StoreAudit;
 use serde_json::{Value, json};
+
+const KEY: &str = "test-key";
 
 const POLICY: &str = r#"
 policies:
@@ -30,19 +33,11 @@ policies:
         reason: posting after reading files may leak them
 "#;
 
-async fn call(
-    base: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    inproc::call_as(base, "test-key", method, path, body).await
-}
-
 async fn wait_for(base: &str, run_id: &str, status: &str) -> Value {
     for _ in 0..200 {
-        let (_, run) = call(
+        let (_, run) = call_as(
             base,
+            KEY,
             reqwest::Method::GET,
             &format!("/v1/runs/{run_id}"),
             None,
@@ -70,7 +65,7 @@ struct Poster {
 
 async fn start_poster(expire_after: Option<Duration>) -> Poster {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let store = inproc::sqlite(dir.path()).await;
     let config = Config::from_yaml_str(POLICY, None).unwrap();
     let policy = Policy::compile("docs", &config.policies["docs"]).unwrap();
     let audit = Arc::new(StoreAudit::new(Arc::clone(&store)).with_approval_expiry(expire_after));
@@ -95,7 +90,7 @@ async fn start_poster(expire_after: Option<Duration>) -> Poster {
     .with_memory(Server::memory_for(Arc::clone(&store)))
     .with_tool_layer(PolicyLayer::new(policy).with_audit(audit.clone()));
     let server = Server::builder(Arc::clone(&store))
-        .admin_key("test-key")
+        .admin_key(KEY)
         .agent_llm("poster", Arc::new(agent), "Posts docs")
         .poll_interval(Duration::from_millis(50))
         .build()
@@ -125,8 +120,9 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
         _served,
         _dir,
     } = start_poster(None).await;
-    let (st, run) = call(
+    let (st, run) = call_as(
         &base,
+        KEY,
         reqwest::Method::POST,
         "/v1/agents/poster/runs",
         Some(json!({"message": "post the docs"})),
@@ -149,7 +145,7 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
     );
 
     // The approval queue shows the call and the chain that triggered it.
-    let (st, pending) = call(&base, reqwest::Method::GET, "/v1/approvals", None).await;
+    let (st, pending) = call_as(&base, KEY, reqwest::Method::GET, "/v1/approvals", None).await;
     assert_eq!(st, 200, "{pending}");
     let pending = pending.as_array().unwrap();
     assert_eq!(pending.len(), 1, "{pending:?}");
@@ -157,8 +153,9 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
     assert_eq!(pending[0]["rule"], "chains[0]");
     assert_eq!(pending[0]["history"], json!(["fs__read_file"]));
 
-    let (st, _) = call(
+    let (st, _) = call_as(
         &base,
+        KEY,
         reqwest::Method::POST,
         &format!("/v1/runs/{run_id}/approve"),
         Some(json!({"reason": "fine to share"})),
@@ -179,10 +176,8 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
     );
 
     // The audit log has every decision, in order, and verifies.
-    let (_, page) = call(&base, reqwest::Method::GET, "/v1/audit", None).await;
-    let outcomes: Vec<&str> = page["entries"]
-        .as_array()
-        .unwrap()
+    let entries = inproc::audit_entries(&base, KEY, "").await;
+    let outcomes: Vec<&str> = entries
         .iter()
         .map(|e| e["event"]["outcome"].as_str().unwrap())
         .collect();
@@ -190,14 +185,11 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
         outcomes,
         ["denied", "allowed", "approval_requested", "approved"]
     );
-    assert_eq!(
-        page["entries"][0]["event"]["rule"],
-        "arguments.fs__*.path.deny[0]"
-    );
-    assert_eq!(page["entries"][3]["event"]["actor"], "admin");
+    assert_eq!(entries[0]["event"]["rule"], "arguments.fs__*.path.deny[0]");
+    assert_eq!(entries[3]["event"]["actor"], "admin");
     let res = reqwest::Client::new()
         .get(format!("{base}/v1/audit?format=csv"))
-        .bearer_auth("test-key")
+        .bearer_auth(KEY)
         .send()
         .await
         .unwrap();
@@ -210,7 +202,7 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
     let csv = res.text().await.unwrap();
     assert_eq!(csv.lines().count(), 5, "{csv}");
     assert!(csv.lines().nth(1).unwrap().contains(",denied,"), "{csv}");
-    let (_, v) = call(&base, reqwest::Method::GET, "/v1/audit/verify", None).await;
+    let (_, v) = call_as(&base, KEY, reqwest::Method::GET, "/v1/audit/verify", None).await;
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["entries"], 4);
 
@@ -225,7 +217,7 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
         .doc_put("audit", &doc.id, doc.value, Expect::Any)
         .await
         .unwrap();
-    let (_, v) = call(&base, reqwest::Method::GET, "/v1/audit/verify", None).await;
+    let (_, v) = call_as(&base, KEY, reqwest::Method::GET, "/v1/audit/verify", None).await;
     assert_eq!(v["ok"], false, "{v}");
     assert!(
         v["error"].as_str().unwrap().contains("altered at entry 1"),
@@ -233,10 +225,17 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
     );
 
     // The routes are in the OpenAPI document; bad input is a problem, not a panic.
-    let (_, doc) = call(&base, reqwest::Method::GET, "/openapi.json", None).await;
+    let (_, doc) = call_as(&base, KEY, reqwest::Method::GET, "/openapi.json", None).await;
     assert!(doc["paths"]["/v1/audit"].is_object());
     assert!(doc["paths"]["/v1/approvals"].is_object());
-    let (st, p) = call(&base, reqwest::Method::GET, "/v1/audit?format=xml", None).await;
+    let (st, p) = call_as(
+        &base,
+        KEY,
+        reqwest::Method::GET,
+        "/v1/audit?format=xml",
+        None,
+    )
+    .await;
     assert_eq!(st, 400, "{p}");
     assert!(
         p["detail"].as_str().unwrap().contains("`json` or `csv`"),
@@ -245,29 +244,12 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
     drop(_served);
 }
 
-async fn call_as(
-    base: &str,
-    key: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(key);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_keeps_other_deciders_out_and_an_undecided_approval_expires() {
     let p = start_poster(Some(Duration::from_secs(2))).await;
-    let (st, run) = call(
+    let (st, run) = call_as(
         &p.base,
+        KEY,
         reqwest::Method::POST,
         "/v1/agents/poster/runs",
         Some(json!({"message": "post the docs"})),
@@ -276,7 +258,7 @@ async fn a_claim_keeps_other_deciders_out_and_an_undecided_approval_expires() {
     assert!(st == 200 || st == 202, "{st} {run}");
     let run_id = run["run_id"].as_str().unwrap().to_owned();
     wait_for(&p.base, &run_id, "waiting_approval").await;
-    let (_, pending) = call(&p.base, reqwest::Method::GET, "/v1/approvals", None).await;
+    let (_, pending) = call_as(&p.base, KEY, reqwest::Method::GET, "/v1/approvals", None).await;
     let call_id = pending[0]["call_id"].as_str().unwrap().to_owned();
     assert!(
         pending[0]["expires_at"].as_i64().unwrap() > pending[0]["requested_at"].as_i64().unwrap()
@@ -284,8 +266,9 @@ async fn a_claim_keeps_other_deciders_out_and_an_undecided_approval_expires() {
 
     let mut keys = Vec::new();
     for name in ["alice", "bob"] {
-        let (st, k) = call(
+        let (st, k) = call_as(
             &p.base,
+            KEY,
             reqwest::Method::POST,
             "/v1/keys",
             Some(json!({"role": "operator", "name": name})),
@@ -335,8 +318,9 @@ async fn a_claim_keeps_other_deciders_out_and_an_undecided_approval_expires() {
     let last = p.model.requests().last().cloned().unwrap();
     let seen = serde_json::to_string(&last.messages).unwrap();
     assert!(seen.contains("expired"), "{seen}");
-    let (_, all) = call(
+    let (_, all) = call_as(
         &p.base,
+        KEY,
         reqwest::Method::GET,
         "/v1/approvals?status=all",
         None,

@@ -8,6 +8,7 @@
 mod common;
 mod inproc;
 
+use inproc::call_as;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -16,7 +17,6 @@ use agentkit_core::policy::{Policy, PolicyLayer};
 use agentkit_core::{Agent, AgentLlm, Config, ScriptedProvider};
 use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
 use agentkit_mcp::{ConnectionManager, ServerConfig};
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::gatewayops::GatewayConfig;
 use agentkit_server::policy::{PrincipalPolicies, StoreAudit};
@@ -62,22 +62,12 @@ async fn fs_server() -> Upstream {
     Upstream::serve(server).await
 }
 
-async fn call(
-    base: &str,
-    key: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    inproc::call_as(base, key, method, path, body).await
-}
-
 async fn key(base: &str, body: Value) -> String {
     inproc::create_key(base, ADMIN, body).await.0
 }
 
 async fn run_to_end(base: &str, key: &str) -> Value {
-    let (st, run) = call(
+    let (st, run) = call_as(
         base,
         key,
         Method::POST,
@@ -88,7 +78,7 @@ async fn run_to_end(base: &str, key: &str) -> Value {
     assert!(st == 200 || st == 202, "{st} {run}");
     let run_id = run["run_id"].as_str().unwrap().to_owned();
     for _ in 0..200 {
-        let (_, r) = call(
+        let (_, r) = call_as(
             base,
             ADMIN,
             Method::GET,
@@ -110,7 +100,7 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
     let scoped = PrincipalPolicies::from_config(&config).unwrap();
     let fs = fs_server().await;
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let store = inproc::sqlite(dir.path()).await;
     let audit = Arc::new(StoreAudit::new(Arc::clone(&store)));
 
     let writes = Arc::new(AtomicU32::new(0));
@@ -155,7 +145,7 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
     let base = served.base.clone();
 
     // A key's policy must exist.
-    let (st, body) = call(
+    let (st, body) = call_as(
         &base,
         ADMIN,
         Method::POST,
@@ -174,7 +164,7 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
     )
     .await;
     let plain = key(&base, json!({"role": "invoker", "name": "plain"})).await;
-    let (_, keys) = call(&base, ADMIN, Method::GET, "/v1/keys", None).await;
+    let (_, keys) = call_as(&base, ADMIN, Method::GET, "/v1/keys", None).await;
     let listed = keys
         .as_array()
         .unwrap()
@@ -197,10 +187,8 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
     assert_eq!(writes.load(Ordering::SeqCst), 1);
 
     // The audit names the deciding policy.
-    let (_, page) = call(&base, ADMIN, Method::GET, "/v1/audit", None).await;
-    let decisions: Vec<(String, String)> = page["entries"]
-        .as_array()
-        .unwrap()
+    let entries = inproc::audit_entries(&base, ADMIN, "").await;
+    let decisions: Vec<(String, String)> = entries
         .iter()
         .map(|e| {
             (
@@ -234,7 +222,7 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
             .unwrap()
             .to_owned()
     };
-    let (st, b) = call(
+    let (st, b) = call_as(
         &base,
         &reader,
         Method::POST,
@@ -246,7 +234,7 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
     assert_eq!(status_of(&b, "r"), "success", "{b}");
     assert_eq!(status_of(&b, "w"), "denied", "{b}");
     assert!(b.to_string().contains("read-only"), "{b}");
-    let (st, b) = call(
+    let (st, b) = call_as(
         &base,
         &plain,
         Method::POST,
@@ -258,7 +246,7 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
     assert_eq!(status_of(&b, "w"), "success", "{b}");
 
     // The workspace acme/prod carries `no-write`: its keys cannot write through the gateway.
-    let (st, b) = call(
+    let (st, b) = call_as(
         &base,
         ADMIN,
         Method::POST,
@@ -268,7 +256,7 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
     .await;
     assert_eq!(st, 201, "{b}");
     let prod = key(&base, json!({"role": "invoker", "workspace": "acme/prod"})).await;
-    let (st, b) = call(&base, &prod, Method::POST, "/v1/execute", Some(batch)).await;
+    let (st, b) = call_as(&base, &prod, Method::POST, "/v1/execute", Some(batch)).await;
     assert_eq!(st, 200, "{b}");
     assert_eq!(status_of(&b, "r"), "success", "{b}");
     assert_eq!(status_of(&b, "w"), "denied", "{b}");

@@ -18,7 +18,6 @@ use agentkit_mcp::rmcp::model::{CallToolRequestParams, ClientConfig};
 use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
 use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use agentkit_mcp::{ConnectionManager, McpServerBuilder, ServerConfig};
-use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::gatewayops::GatewayConfig;
 use agentkit_server::tenancy::WorkspaceId;
 use agentkit_server::{Server, ServerBuilder};
@@ -96,9 +95,7 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let (status, _, body) =
-        inproc::request(&r.base, method, path, body, &[("x-api-key", key)]).await;
-    (status, body)
+    inproc::call_with_api_key(&r.base, key, method, path, body).await
 }
 
 async fn workspace(r: &Running, org: &str, ws: &str) {
@@ -460,7 +457,7 @@ impl agentkit_core::AugmentedLlm for WhoAmI {
 #[tokio::test]
 async fn runs_carry_their_callers_principal_on_the_run_context() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let store = inproc::sqlite(dir.path()).await;
     let server = Server::builder(store)
         .admin_key(ADMIN)
         .agent_llm("whoami", Arc::new(WhoAmI), "Says who called")

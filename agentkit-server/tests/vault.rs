@@ -7,6 +7,7 @@
 mod common;
 mod inproc;
 
+use inproc::call_as;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Request, State};
@@ -52,16 +53,6 @@ async fn guarded_server() -> (Upstream, Arc<Mutex<usize>>) {
     })
     .await;
     (up, refused)
-}
-
-async fn call_as(
-    serve: &Serve,
-    key: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    inproc::call_as(&serve.base, key, method, path, body).await
 }
 
 /// Call the guarded server's `whoami` tool (retried while the connection backs off).
@@ -149,10 +140,10 @@ async fn mcp_credentials_come_from_the_vault_and_stay_out_of_the_database_and_lo
     assert_eq!(s, 201, "{b}");
     let body = json!({"workspace": "acme/prod", "role": "admin"});
     let (acme, _) = inproc::create_key(&serve.base, common::KEY, body).await;
-    let (s, b) = call_as(&serve, &acme, Method::GET, "/v1/secrets", None).await;
+    let (s, b) = call_as(&serve.base, &acme, Method::GET, "/v1/secrets", None).await;
     assert_eq!((s, b.clone()), (200, json!([])), "{b}");
     let (s, _) = call_as(
-        &serve,
+        &serve.base,
         &acme,
         Method::DELETE,
         "/v1/secrets/guarded_token",
@@ -161,7 +152,7 @@ async fn mcp_credentials_come_from_the_vault_and_stay_out_of_the_database_and_lo
     .await;
     assert_eq!(s, 404);
     let (s, _) = call_as(
-        &serve,
+        &serve.base,
         &acme,
         Method::PUT,
         "/v1/secrets/guarded_token",
@@ -174,7 +165,7 @@ async fn mcp_credentials_come_from_the_vault_and_stay_out_of_the_database_and_lo
         .call(Method::POST, "/v1/keys", Some(json!({"role": "viewer"})))
         .await;
     let viewer = b["key"].as_str().unwrap().to_owned();
-    let (s, _) = call_as(&serve, &viewer, Method::GET, "/v1/secrets", None).await;
+    let (s, _) = call_as(&serve.base, &viewer, Method::GET, "/v1/secrets", None).await;
     assert_eq!(s, 403);
     let (s, b) = serve
         .call(

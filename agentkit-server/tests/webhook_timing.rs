@@ -6,6 +6,7 @@
 
 mod inproc;
 
+use inproc::call_as;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,7 +39,7 @@ async fn webhook_timing_figures() {
         .unwrap();
     let served = inproc::serve(server).await;
     let base = served.base.clone();
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &base,
         ADMIN,
         Method::POST,
@@ -48,7 +49,7 @@ async fn webhook_timing_figures() {
     )
     .await;
     assert!(s == 201 || s == 200, "{b}");
-    let (s, b) = inproc::call_as(
+    let (s, b) = call_as(
         &base,
         ADMIN,
         Method::POST,

@@ -8,12 +8,9 @@
 
 mod inproc;
 
+use inproc::call_as;
 use std::sync::Arc;
-use std::time::Duration;
 
-use agentkit_runtime::{SqliteStore, Store};
-use agentkit_server::Server;
-use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -29,18 +26,14 @@ struct Running {
 /// `agentkit.yaml`-style event trigger `deployed` → `echo`.
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
-    let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
     let echo = agentkit_core::AgentLlm::new(
         agentkit_core::Agent::new("echo", "Repeat."),
         agentkit_core::ScriptedProvider::echo(),
     );
-    let server = Server::builder(store)
-        .admin_key(ADMIN)
-        .spec_builder(Arc::new(builder))
+    let server = inproc::declarative(dir.path(), ADMIN)
+        .await
         .agent_llm("echo", Arc::new(echo), "Repeats")
         .event_trigger("deployed", "echo")
-        .poll_interval(Duration::from_millis(50))
         .build()
         .await
         .unwrap();
@@ -52,31 +45,9 @@ async fn start() -> Running {
     }
 }
 
-async fn call(
-    r: &Running,
-    key: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    inproc::call_as(&r.base, key, method, path, body).await
-}
-
-/// A key of `org/ws` with `role`: the key and its id.
-async fn workspace_key(r: &Running, org: &str, ws: &str, role: &str) -> (String, String) {
-    let (s, b) = inproc::create_workspace(&r.base, ADMIN, org, ws).await;
-    assert!(s == 201 || s == 409, "{b}");
-    let body = json!({"name": role, "role": role, "workspace": format!("{org}/{ws}")});
-    inproc::create_key(&r.base, ADMIN, body).await
-}
-
-async fn deploy(r: &Running, key: &str, name: &str) {
-    inproc::deploy_scripted(&r.base, key, name).await;
-}
-
 async fn emit(r: &Running, key: &str, event: &str, payload: Value) -> (u16, Value) {
-    call(
-        r,
+    call_as(
+        &r.base,
         key,
         Method::POST,
         &format!("/v1/events/{event}"),
@@ -86,7 +57,7 @@ async fn emit(r: &Running, key: &str, event: &str, payload: Value) -> (u16, Valu
 }
 
 async fn run_ids(r: &Running, key: &str) -> Vec<String> {
-    let (s, b) = call(r, key, Method::GET, "/v1/runs", None).await;
+    let (s, b) = call_as(&r.base, key, Method::GET, "/v1/runs", None).await;
     assert_eq!(s, 200, "{b}");
     let runs = b
         .as_array()
@@ -101,16 +72,22 @@ async fn run_ids(r: &Running, key: &str) -> Vec<String> {
 #[tokio::test]
 async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
     let r = start().await;
-    let (acme_dev, acme_dev_id) = workspace_key(&r, "acme", "prod", "developer").await;
-    let (acme_inv, acme_inv_id) = workspace_key(&r, "acme", "prod", "invoker").await;
-    let (globex_dev, _) = workspace_key(&r, "globex", "prod", "developer").await;
-    let (globex_inv, _) = workspace_key(&r, "globex", "prod", "invoker").await;
-    deploy(&r, &acme_dev, "bot").await;
-    deploy(&r, &globex_dev, "bot").await;
+    let (acme_dev, acme_dev_id) =
+        inproc::workspace_key_and_id(&r.base, ADMIN, "acme", "prod", "developer", "developer")
+            .await;
+    let (acme_inv, acme_inv_id) =
+        inproc::workspace_key_and_id(&r.base, ADMIN, "acme", "prod", "invoker", "invoker").await;
+    let (globex_dev, _) =
+        inproc::workspace_key_and_id(&r.base, ADMIN, "globex", "prod", "developer", "developer")
+            .await;
+    let (globex_inv, _) =
+        inproc::workspace_key_and_id(&r.base, ADMIN, "globex", "prod", "invoker", "invoker").await;
+    inproc::deploy_scripted(&r.base, &acme_dev, "bot").await;
+    inproc::deploy_scripted(&r.base, &globex_dev, "bot").await;
 
     // Both workspaces listen to `deployed`, under the same trigger name.
-    let (s, t) = call(
-        &r,
+    let (s, t) = call_as(
+        &r.base,
         &acme_dev,
         Method::POST,
         "/v1/triggers",
@@ -124,8 +101,8 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
     assert_eq!(t["event"], "deployed");
     assert_eq!(t["target"], "bot");
     assert_eq!(t["created_by"], acme_dev_id.as_str());
-    let (s, t) = call(
-        &r,
+    let (s, t) = call_as(
+        &r.base,
         &globex_dev,
         Method::POST,
         "/v1/triggers",
@@ -133,8 +110,8 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
     )
     .await;
     assert_eq!(s, 201, "{t}");
-    let (s, _) = call(
-        &r,
+    let (s, _) = call_as(
+        &r.base,
         &globex_dev,
         Method::POST,
         "/v1/triggers",
@@ -156,8 +133,8 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
     assert_eq!(runs.len(), 1, "{out}");
     assert_eq!(runs[0]["agent"], "bot", "the workspace's own name: {out}");
     let run_id = runs[0]["run_id"].as_str().unwrap().to_owned();
-    let (s, run) = call(
-        &r,
+    let (s, run) = call_as(
+        &r.base,
         &acme_inv,
         Method::GET,
         &format!("/v1/runs/{run_id}"),
@@ -173,8 +150,8 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
     assert_eq!(principal["roles"], json!(["invoker"]), "{run}");
     // globex saw nothing: no run, and acme's run is not found.
     assert!(run_ids(&r, &globex_inv).await.is_empty());
-    let (s, _) = call(
-        &r,
+    let (s, _) = call_as(
+        &r.base,
         &globex_inv,
         Method::GET,
         &format!("/v1/runs/{run_id}"),
@@ -200,7 +177,7 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
 
     // Another workspace's trigger is invisible: not listed, 404 to get and delete, and its
     // event is unknown here.
-    let (s, list) = call(&r, &acme_dev, Method::GET, "/v1/triggers", None).await;
+    let (s, list) = call_as(&r.base, &acme_dev, Method::GET, "/v1/triggers", None).await;
     assert_eq!(s, 200);
     let names: Vec<&str> = list
         .as_array()
@@ -210,7 +187,7 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
         .collect();
     assert_eq!(names, vec!["on-deploy"]);
     for method in [Method::GET, Method::DELETE] {
-        let (s, p) = call(&r, &acme_dev, method, "/v1/triggers/globex-only", None).await;
+        let (s, p) = call_as(&r.base, &acme_dev, method, "/v1/triggers/globex-only", None).await;
         assert_eq!(s, 404, "{p}");
         assert!(!p.to_string().contains("shipped"), "reveals nothing: {p}");
     }
@@ -222,8 +199,8 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
         "says what to do: {detail}"
     );
     assert!(!detail.contains("globex"), "{detail}");
-    let (s, _) = call(
-        &r,
+    let (s, _) = call_as(
+        &r.base,
         &globex_dev,
         Method::GET,
         "/v1/triggers/globex-only",
@@ -249,8 +226,8 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
     assert_eq!(emit_keyed().await, first);
 
     // Deleting the trigger stops its event.
-    let (s, _) = call(
-        &r,
+    let (s, _) = call_as(
+        &r.base,
         &acme_dev,
         Method::DELETE,
         "/v1/triggers/on-deploy",
@@ -266,18 +243,29 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
     )
     .await;
     assert_eq!(s, 404);
-    let (s, _) = call(&r, &acme_dev, Method::GET, "/v1/triggers/on-deploy", None).await;
+    let (s, _) = call_as(
+        &r.base,
+        &acme_dev,
+        Method::GET,
+        "/v1/triggers/on-deploy",
+        None,
+    )
+    .await;
     assert_eq!(s, 404);
 }
 
 #[tokio::test]
 async fn bad_input_is_a_problem_that_starts_nothing_and_roles_are_enforced() {
     let r = start().await;
-    let (dev, _) = workspace_key(&r, "acme", "prod", "developer").await;
-    let (inv, _) = workspace_key(&r, "acme", "prod", "invoker").await;
-    let (viewer, _) = workspace_key(&r, "acme", "prod", "viewer").await;
-    deploy(&r, &dev, "bot").await;
-    let create = |body: Value| call(&r, &dev, Method::POST, "/v1/triggers", Some(body));
+    let (dev, _) =
+        inproc::workspace_key_and_id(&r.base, ADMIN, "acme", "prod", "developer", "developer")
+            .await;
+    let (inv, _) =
+        inproc::workspace_key_and_id(&r.base, ADMIN, "acme", "prod", "invoker", "invoker").await;
+    let (viewer, _) =
+        inproc::workspace_key_and_id(&r.base, ADMIN, "acme", "prod", "viewer", "viewer").await;
+    inproc::deploy_scripted(&r.base, &dev, "bot").await;
+    let create = |body: Value| call_as(&r.base, &dev, Method::POST, "/v1/triggers", Some(body));
 
     for (body, want) in [
         (
@@ -324,7 +312,7 @@ async fn bad_input_is_a_problem_that_starts_nothing_and_roles_are_enforced() {
         .unwrap();
     assert_eq!(res.status(), 400);
     // Nothing was stored by any of them.
-    let (_, list) = call(&r, &dev, Method::GET, "/v1/triggers", None).await;
+    let (_, list) = call_as(&r.base, &dev, Method::GET, "/v1/triggers", None).await;
     assert_eq!(list, json!([]));
 
     let (s, _) = create(json!({"name": "t", "event": "e", "target": "bot"})).await;
@@ -348,10 +336,10 @@ async fn bad_input_is_a_problem_that_starts_nothing_and_roles_are_enforced() {
     assert_eq!(out["runs"].as_array().unwrap().len(), 2);
 
     // Roles: an invoker emits but does not manage triggers; a viewer does neither.
-    let (s, _) = call(&r, &inv, Method::GET, "/v1/triggers", None).await;
+    let (s, _) = call_as(&r.base, &inv, Method::GET, "/v1/triggers", None).await;
     assert_eq!(s, 403);
-    let (s, _) = call(
-        &r,
+    let (s, _) = call_as(
+        &r.base,
         &inv,
         Method::POST,
         "/v1/triggers",
@@ -374,10 +362,11 @@ async fn bad_input_is_a_problem_that_starts_nothing_and_roles_are_enforced() {
 #[tokio::test]
 async fn changes_are_audited_and_default_workspace_keeps_its_yaml_triggers() {
     let r = start().await;
-    let (admin, admin_id) = workspace_key(&r, "acme", "prod", "admin").await;
-    deploy(&r, &admin, "bot").await;
-    let (s, _) = call(
-        &r,
+    let (admin, admin_id) =
+        inproc::workspace_key_and_id(&r.base, ADMIN, "acme", "prod", "admin", "admin").await;
+    inproc::deploy_scripted(&r.base, &admin, "bot").await;
+    let (s, _) = call_as(
+        &r.base,
         &admin,
         Method::POST,
         "/v1/triggers",
@@ -385,14 +374,11 @@ async fn changes_are_audited_and_default_workspace_keeps_its_yaml_triggers() {
     )
     .await;
     assert_eq!(s, 201);
-    let (s, _) = call(&r, &admin, Method::DELETE, "/v1/triggers/t", None).await;
+    let (s, _) = call_as(&r.base, &admin, Method::DELETE, "/v1/triggers/t", None).await;
     assert_eq!(s, 204);
-    let (s, page) = call(&r, &admin, Method::GET, "/v1/audit", None).await;
-    assert_eq!(s, 200, "{page}");
+    let entries = inproc::audit_entries(&r.base, &admin, "").await;
     // (The agent's deploy is audited too.)
-    let changes: Vec<(&str, &str, &str, &str)> = page["entries"]
-        .as_array()
-        .unwrap()
+    let changes: Vec<(&str, &str, &str, &str)> = entries
         .iter()
         .map(|e| &e["event"])
         .filter(|e| e["tool"].as_str().unwrap().starts_with("triggers."))
@@ -411,15 +397,15 @@ async fn changes_are_audited_and_default_workspace_keeps_its_yaml_triggers() {
             ("triggers.create", "t", "changed", admin_id.as_str()),
             ("triggers.delete", "t", "changed", admin_id.as_str())
         ],
-        "{page}"
+        "{entries:?}"
     );
-    let (s, v) = call(&r, &admin, Method::GET, "/v1/audit/verify", None).await;
+    let (s, v) = call_as(&r.base, &admin, Method::GET, "/v1/audit/verify", None).await;
     assert_eq!(s, 200, "the chain verifies: {v}");
 
     // default/default: the yaml trigger and an API trigger on the same event both start.
-    deploy(&r, ADMIN, "greeter").await;
-    let (s, t) = call(
-        &r,
+    inproc::deploy_scripted(&r.base, ADMIN, "greeter").await;
+    let (s, t) = call_as(
+        &r.base,
         ADMIN,
         Method::POST,
         "/v1/triggers",
@@ -438,7 +424,8 @@ async fn changes_are_audited_and_default_workspace_keeps_its_yaml_triggers() {
     agents.sort_unstable();
     assert_eq!(agents, vec!["echo", "greeter"], "{out}");
     // A workspace key's emit of the yaml event starts none of default/default's runs.
-    let (inv, _) = workspace_key(&r, "acme", "prod", "invoker").await;
+    let (inv, _) =
+        inproc::workspace_key_and_id(&r.base, ADMIN, "acme", "prod", "invoker", "invoker").await;
     let (s, _) = emit(&r, &inv, "deployed", json!({"message": "x"})).await;
     assert_eq!(s, 404);
     let (s, p) = emit(&r, ADMIN, "unheard", json!({})).await;
@@ -486,9 +473,12 @@ async fn cli(r: &Running, key: &str, args: &[&str]) -> (i32, String, String) {
 #[tokio::test]
 async fn the_cli_declares_triggers_and_emits_events() {
     let r = start().await;
-    let (dev, _) = workspace_key(&r, "acme", "prod", "developer").await;
-    let (inv, _) = workspace_key(&r, "acme", "prod", "invoker").await;
-    deploy(&r, &dev, "bot").await;
+    let (dev, _) =
+        inproc::workspace_key_and_id(&r.base, ADMIN, "acme", "prod", "developer", "developer")
+            .await;
+    let (inv, _) =
+        inproc::workspace_key_and_id(&r.base, ADMIN, "acme", "prod", "invoker", "invoker").await;
+    inproc::deploy_scripted(&r.base, &dev, "bot").await;
     let (code, out, err) = cli(
         &r,
         &dev,
@@ -547,8 +537,8 @@ async fn the_cli_declares_triggers_and_emits_events() {
     let first: Value = serde_json::from_str(&first).unwrap();
     let again: Value = serde_json::from_str(&again).unwrap();
     assert_eq!(first["runs"][0]["run_id"], again["runs"][0]["run_id"]);
-    let (_, run) = call(
-        &r,
+    let (_, run) = call_as(
+        &r.base,
         &inv,
         Method::GET,
         &format!("/v1/runs/{}", first["runs"][0]["run_id"].as_str().unwrap()),

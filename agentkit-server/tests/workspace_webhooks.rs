@@ -7,6 +7,7 @@
 
 mod inproc;
 
+use inproc::call_as;
 use std::sync::Arc;
 
 use agentkit_runtime::{SqliteStore, Store};
@@ -40,25 +41,6 @@ async fn start() -> Running {
         server,
         _served: served,
     }
-}
-
-async fn call(
-    r: &Running,
-    key: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    inproc::call_as(&r.base, key, method, path, body).await
-}
-
-/// A new workspace `org/ws` and a key of it with `role`.
-async fn workspace_key(r: &Running, org: &str, ws: &str, role: &str) -> String {
-    inproc::workspace_key(&r.base, ADMIN, org, ws, role, "k").await
-}
-
-async fn deploy(r: &Running, key: &str, name: &str) {
-    inproc::deploy_scripted(&r.base, key, name).await;
 }
 
 fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
@@ -105,12 +87,12 @@ async fn deliver(r: &Running, path: &str, body: &str, headers: &[(&str, String)]
 #[tokio::test]
 async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
     let r = start().await;
-    let dev = workspace_key(&r, "acme", "prod", "developer").await;
-    deploy(&r, &dev, "triage").await;
+    let dev = inproc::workspace_key(&r.base, ADMIN, "acme", "prod", "developer", "k").await;
+    inproc::deploy_scripted(&r.base, &dev, "triage").await;
 
     // Created with a generated secret, shown once.
-    let (s, hook) = call(
-        &r,
+    let (s, hook) = call_as(
+        &r.base,
         &dev,
         Method::POST,
         "/v1/webhooks",
@@ -126,12 +108,12 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
     assert!(hook["created_by"].is_string(), "{hook}");
 
     // Listed and read without the secret.
-    let (s, list) = call(&r, &dev, Method::GET, "/v1/webhooks", None).await;
+    let (s, list) = call_as(&r.base, &dev, Method::GET, "/v1/webhooks", None).await;
     assert_eq!(s, 200, "{list}");
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["name"], "issues");
     assert!(!list.to_string().contains(&secret), "{list}");
-    let (s, one) = call(&r, &dev, Method::GET, "/v1/webhooks/issues", None).await;
+    let (s, one) = call_as(&r.base, &dev, Method::GET, "/v1/webhooks/issues", None).await;
     assert_eq!(
         (s, &one["message_pointer"]),
         (200, &json!("/issue/title")),
@@ -140,8 +122,8 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
     assert!(one.get("secret").is_none());
 
     // The same name again: 409. A target that is not deployed here: 400. A bad name: 400.
-    let (s, p) = call(
-        &r,
+    let (s, p) = call_as(
+        &r.base,
         &dev,
         Method::POST,
         "/v1/webhooks",
@@ -149,8 +131,8 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
     )
     .await;
     assert_eq!(s, 409, "{p}");
-    let (s, p) = call(
-        &r,
+    let (s, p) = call_as(
+        &r.base,
         &dev,
         Method::POST,
         "/v1/webhooks",
@@ -165,8 +147,8 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
             .contains("deploy it in this workspace"),
         "{p}"
     );
-    let (s, _) = call(
-        &r,
+    let (s, _) = call_as(
+        &r.base,
         &dev,
         Method::POST,
         "/v1/webhooks",
@@ -174,8 +156,8 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
     )
     .await;
     assert_eq!(s, 400);
-    let (s, _) = call(
-        &r,
+    let (s, _) = call_as(
+        &r.base,
         &dev,
         Method::POST,
         "/v1/webhooks",
@@ -210,9 +192,23 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
             .contains("Login is broken")
     );
     // The workspace sees the run; the default workspace does not.
-    let (s, _) = call(&r, &dev, Method::GET, &format!("/v1/runs/{run_id}"), None).await;
+    let (s, _) = call_as(
+        &r.base,
+        &dev,
+        Method::GET,
+        &format!("/v1/runs/{run_id}"),
+        None,
+    )
+    .await;
     assert_eq!(s, 200);
-    let (s, _) = call(&r, ADMIN, Method::GET, &format!("/v1/runs/{run_id}"), None).await;
+    let (s, _) = call_as(
+        &r.base,
+        ADMIN,
+        Method::GET,
+        &format!("/v1/runs/{run_id}"),
+        None,
+    )
+    .await;
     assert_eq!(s, 404, "a run of acme/prod is not default/default's");
 
     // The same delivery again: a replay (409).
@@ -274,7 +270,14 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
     assert_eq!(s, 202, "{run}");
 
     // Rotated: the old secret stops verifying, the new one (shown once) works.
-    let (s, rotated) = call(&r, &dev, Method::POST, "/v1/webhooks/issues/rotate", None).await;
+    let (s, rotated) = call_as(
+        &r.base,
+        &dev,
+        Method::POST,
+        "/v1/webhooks/issues/rotate",
+        None,
+    )
+    .await;
     assert_eq!(s, 200, "{rotated}");
     let fresh = rotated["secret"].as_str().unwrap().to_owned();
     assert_ne!(fresh, secret);
@@ -308,11 +311,11 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
     }
 
     // Roles: an operator may not see or declare hooks; a viewer neither.
-    let op = workspace_key(&r, "acme", "prod", "operator").await;
-    let (s, _) = call(&r, &op, Method::GET, "/v1/webhooks", None).await;
+    let op = inproc::workspace_key(&r.base, ADMIN, "acme", "prod", "operator", "k").await;
+    let (s, _) = call_as(&r.base, &op, Method::GET, "/v1/webhooks", None).await;
     assert_eq!(s, 403);
-    let (s, _) = call(
-        &r,
+    let (s, _) = call_as(
+        &r.base,
         &op,
         Method::POST,
         "/v1/webhooks",
@@ -322,11 +325,11 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
     assert_eq!(s, 403);
 
     // Deleted: gone from the list, deliveries refused.
-    let (s, _) = call(&r, &dev, Method::DELETE, "/v1/webhooks/issues", None).await;
+    let (s, _) = call_as(&r.base, &dev, Method::DELETE, "/v1/webhooks/issues", None).await;
     assert_eq!(s, 204);
-    let (s, _) = call(&r, &dev, Method::DELETE, "/v1/webhooks/issues", None).await;
+    let (s, _) = call_as(&r.base, &dev, Method::DELETE, "/v1/webhooks/issues", None).await;
     assert_eq!(s, 404);
-    let (s, list) = call(&r, &dev, Method::GET, "/v1/webhooks", None).await;
+    let (s, list) = call_as(&r.base, &dev, Method::GET, "/v1/webhooks", None).await;
     assert_eq!((s, list), (200, json!([])));
     let body = r#"{"issue": {"title": "after delete"}}"#;
     let (s, _) = deliver(
@@ -339,7 +342,7 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
     assert_eq!(s, 401);
 
     // The routes are documented.
-    let (_, doc) = call(&r, ADMIN, Method::GET, "/openapi.json", None).await;
+    let (_, doc) = call_as(&r.base, ADMIN, Method::GET, "/openapi.json", None).await;
     for path in [
         "/v1/webhooks",
         "/v1/webhooks/{name}",
@@ -356,12 +359,12 @@ async fn a_workspace_declares_signed_webhooks_that_start_its_own_runs() {
 #[tokio::test]
 async fn another_workspace_sees_none_of_a_workspaces_hooks_and_names_do_not_collide() {
     let r = start().await;
-    let a = workspace_key(&r, "acme", "prod", "developer").await;
-    let b = workspace_key(&r, "beta", "prod", "admin").await;
-    deploy(&r, &a, "bot").await;
-    deploy(&r, &b, "bot").await;
-    let (s, ha) = call(
-        &r,
+    let a = inproc::workspace_key(&r.base, ADMIN, "acme", "prod", "developer", "k").await;
+    let b = inproc::workspace_key(&r.base, ADMIN, "beta", "prod", "admin", "k").await;
+    inproc::deploy_scripted(&r.base, &a, "bot").await;
+    inproc::deploy_scripted(&r.base, &b, "bot").await;
+    let (s, ha) = call_as(
+        &r.base,
         &a,
         Method::POST,
         "/v1/webhooks",
@@ -370,8 +373,8 @@ async fn another_workspace_sees_none_of_a_workspaces_hooks_and_names_do_not_coll
     .await;
     assert_eq!(s, 201, "{ha}");
     // The same name in another workspace is another hook, with its own URL and secret.
-    let (s, hb) = call(
-        &r,
+    let (s, hb) = call_as(
+        &r.base,
         &b,
         Method::POST,
         "/v1/webhooks",
@@ -381,8 +384,8 @@ async fn another_workspace_sees_none_of_a_workspaces_hooks_and_names_do_not_coll
     assert_eq!(s, 201, "{hb}");
     assert_eq!(hb["url"], "/v1/hooks/beta/prod/ci");
     assert_ne!(ha["secret"], hb["secret"]);
-    let (s, only) = call(
-        &r,
+    let (s, only) = call_as(
+        &r.base,
         &a,
         Method::POST,
         "/v1/webhooks",
@@ -392,7 +395,7 @@ async fn another_workspace_sees_none_of_a_workspaces_hooks_and_names_do_not_coll
     assert_eq!(s, 201, "{only}");
 
     // B sees nothing of A's: not in its list, 404 on get, rotate and delete.
-    let (_, list) = call(&r, &b, Method::GET, "/v1/webhooks", None).await;
+    let (_, list) = call_as(&r.base, &b, Method::GET, "/v1/webhooks", None).await;
     let names: Vec<_> = list
         .as_array()
         .unwrap()
@@ -406,14 +409,21 @@ async fn another_workspace_sees_none_of_a_workspaces_hooks_and_names_do_not_coll
         (Method::POST, "/v1/webhooks/mine/rotate"),
         (Method::DELETE, "/v1/webhooks/mine"),
     ] {
-        let (s, p) = call(&r, &b, m.clone(), path, None).await;
+        let (s, p) = call_as(&r.base, &b, m.clone(), path, None).await;
         assert_eq!(s, 404, "{m} {path}: {p}");
         assert!(!p.to_string().contains("acme"), "{p}");
     }
-    let (s, _) = call(&r, &b, Method::GET, "/v1/webhooks/acme~prod~mine", None).await;
+    let (s, _) = call_as(
+        &r.base,
+        &b,
+        Method::GET,
+        "/v1/webhooks/acme~prod~mine",
+        None,
+    )
+    .await;
     assert_eq!(s, 404, "a stored name does not reach another workspace");
     // A's hook still works after B's attempts.
-    let (s, _) = call(&r, &a, Method::GET, "/v1/webhooks/mine", None).await;
+    let (s, _) = call_as(&r.base, &a, Method::GET, "/v1/webhooks/mine", None).await;
     assert_eq!(s, 200);
 
     // A delivery signed with A's secret to B's URL starts nothing (401); B's own secret
@@ -436,8 +446,8 @@ async fn another_workspace_sees_none_of_a_workspaces_hooks_and_names_do_not_coll
     .await;
     assert_eq!(s, 202, "{run}");
     assert_eq!(run["input"]["principal"]["tenant"], "beta", "{run}");
-    let (s, _) = call(
-        &r,
+    let (s, _) = call_as(
+        &r.base,
         &a,
         Method::GET,
         &format!("/v1/runs/{}", run["run_id"].as_str().unwrap()),
@@ -478,8 +488,8 @@ async fn yaml_hooks_keep_their_url_and_default_workspace_hooks_cannot_shadow_the
     .await;
     assert_eq!(s, 202, "{run}");
     assert_eq!(run["input"]["principal"]["key_id"], "webhook:deploys");
-    let (s, p) = call(
-        &r,
+    let (s, p) = call_as(
+        &r.base,
         ADMIN,
         Method::POST,
         "/v1/webhooks",
@@ -492,8 +502,8 @@ async fn yaml_hooks_keep_their_url_and_default_workspace_hooks_cannot_shadow_the
         "{p}"
     );
     // The admin key declares default/default hooks like any workspace.
-    let (s, h) = call(
-        &r,
+    let (s, h) = call_as(
+        &r.base,
         ADMIN,
         Method::POST,
         "/v1/webhooks",
@@ -528,9 +538,9 @@ async fn without_a_master_key_a_webhook_cannot_be_declared_and_the_error_says_wh
         server,
         _served: served,
     };
-    deploy(&r, ADMIN, "bot").await;
-    let (s, p) = call(
-        &r,
+    inproc::deploy_scripted(&r.base, ADMIN, "bot").await;
+    let (s, p) = call_as(
+        &r.base,
         ADMIN,
         Method::POST,
         "/v1/webhooks",
@@ -545,7 +555,7 @@ async fn without_a_master_key_a_webhook_cannot_be_declared_and_the_error_says_wh
             .contains("AGENTKIT_MASTER_KEY"),
         "{p}"
     );
-    let (_, list) = call(&r, ADMIN, Method::GET, "/v1/webhooks", None).await;
+    let (_, list) = call_as(&r.base, ADMIN, Method::GET, "/v1/webhooks", None).await;
     assert_eq!(list, json!([]), "nothing half-created");
 }
 

@@ -754,6 +754,10 @@ async fn decide(
 /// a run with no pending call in the queue sends the run-wide `approval` signal (a workflow
 /// that waits with `WorkflowContext::wait_for_approval`).
 ///
+/// The approval's compare-and-swap decides a race with the run's end: a call withdrawn first
+/// is a 409; a decision noted first stands (200) even when the run ended before its signal
+/// reached it, the answer then showing the run as it ended.
+///
 /// # Errors
 ///
 /// 404 for a run (or call) the caller cannot see; 409 for a call that is not pending.
@@ -805,7 +809,7 @@ pub(crate) async fn decide_call(
             unaudited = Some((call.clone(), e));
         }
     }
-    let answer = control(s, caller, run_id, async |rt| {
+    let signalled = control(s, caller, run_id, async |rt| {
         if calls.is_empty() {
             return rt.signal(run_id, APPROVAL_SIGNAL, payload).await;
         }
@@ -819,7 +823,22 @@ pub(crate) async fn decide_call(
         }
         Ok(())
     })
-    .await?;
+    .await;
+    let answer = match signalled {
+        Ok(answer) => answer,
+        // The run ended (cancelled through another node, say) after this decision won the
+        // approval and was audited, but before its signal: the decision stands as the queue
+        // and the audit log hold it, and the answer shows the run as it ended. A 409 here
+        // would tell the decider nothing was decided while both say it was.
+        Err(e) if !calls.is_empty() => {
+            let run = s.platform.run_in(&scope, run_id).await?;
+            if !run.status.is_terminal() {
+                return Err(e);
+            }
+            Json(RunView::in_scope(run, &scope))
+        }
+        Err(e) => return Err(e),
+    };
     match unaudited {
         None => Ok(answer),
         // The run resumes (its policy layer writes the entry then); the caller learns the

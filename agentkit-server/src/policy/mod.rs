@@ -403,20 +403,7 @@ impl StoreAudit {
             };
             if v.status != "pending" {
                 if call_id.is_some() {
-                    return Err(Error::invalid_state(
-                        format!(
-                            "the approval of call {} ({}) in run {run_id}",
-                            v.call_id, v.tool
-                        ),
-                        format!(
-                            "is {} already{}; only a pending call can be decided",
-                            v.status,
-                            v.decided_by
-                                .as_deref()
-                                .map(|b| format!(" (by {b})"))
-                                .unwrap_or_default()
-                        ),
-                    ));
+                    return Err(not_pending(run_id, &v));
                 }
                 continue;
             }
@@ -453,6 +440,14 @@ impl StoreAudit {
             {
                 decided.push(v.call_id);
             } else if call_id.is_some() {
+                // Decided meanwhile (by another decider, or withdrawn because the run
+                // ended): say how, as for a call found decided.
+                if let Some(now) = self.store.doc_get(APPROVALS, &d.id).await?
+                    && let Ok(now) = serde_json::from_value::<ApprovalView>(now.value)
+                    && now.status != "pending"
+                {
+                    return Err(not_pending(run_id, &now));
+                }
                 return Err(Error::invalid_state(
                     format!("the approval of call {} in run {run_id}", v.call_id),
                     "was decided by someone else meanwhile; list it with `GET /v1/approvals?status=all`",
@@ -746,6 +741,25 @@ impl AuditSink for StoreAudit {
         }
         self.append(event).await.map(|_| ())
     }
+}
+
+/// The 409 for deciding approval `v` of run `run_id`, which is not pending: its status and
+/// who decided it (`run` when it was withdrawn because the run ended).
+fn not_pending(run_id: &str, v: &ApprovalView) -> Error {
+    Error::invalid_state(
+        format!(
+            "the approval of call {} ({}) in run {run_id}",
+            v.call_id, v.tool
+        ),
+        format!(
+            "is {} already{}; only a pending call can be decided",
+            v.status,
+            v.decided_by
+                .as_deref()
+                .map(|b| format!(" (by {b})"))
+                .unwrap_or_default()
+        ),
+    )
 }
 
 /// The runtime's [`RunObserver`](agentkit_runtime::RunObserver) of a server: tells the

@@ -53,6 +53,19 @@ pub async fn call_as(
     (status, body)
 }
 
+/// [`call_as`], the key sent as `x-api-key` (as LangGraph clients send it) instead of
+/// `Authorization: Bearer`.
+pub async fn call_with_api_key(
+    base: &str,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let (status, _, body) = request(base, method, path, body, &[("x-api-key", key)]).await;
+    (status, body)
+}
+
 /// Send `method path` to the server at `base` with `body` as JSON and `headers` (credentials
 /// included, if any); returns the status, the response's headers and its body as JSON (a body
 /// that is not JSON as a JSON string).
@@ -79,6 +92,15 @@ pub async fn request(
         headers,
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     )
+}
+
+/// The audit entries `GET /v1/audit{query}` lists to `key` (`query`: empty, or say
+/// `?workspace=acme/prod&limit=10000`), which must answer 200.
+pub async fn audit_entries(base: &str, key: &str, query: &str) -> Vec<serde_json::Value> {
+    let path = format!("/v1/audit{query}");
+    let (s, page) = call_as(base, key, reqwest::Method::GET, &path, None).await;
+    assert_eq!(s, 200, "{page}");
+    page["entries"].as_array().unwrap().clone()
 }
 
 /// `POST /v1/workspaces` for `org/ws` on the server at `base`, as its admin key `admin`: the
@@ -121,20 +143,60 @@ pub async fn workspace_key(
     role: &str,
     name: &str,
 ) -> String {
+    workspace_key_and_id(base, admin, org, ws, role, name)
+        .await
+        .0
+}
+
+/// [`workspace_key`], with the key's id: (secret, id).
+pub async fn workspace_key_and_id(
+    base: &str,
+    admin: &str,
+    org: &str,
+    ws: &str,
+    role: &str,
+    name: &str,
+) -> (String, String) {
     let (s, b) = create_workspace(base, admin, org, ws).await;
     assert!(s == 201 || s == 409, "{b}");
     let body = serde_json::json!({"name": name, "role": role, "workspace": format!("{org}/{ws}")});
-    create_key(base, admin, body).await.0
+    create_key(base, admin, body).await
+}
+
+/// A SQLite store in file `a.db` of `dir`.
+pub async fn sqlite(dir: &std::path::Path) -> std::sync::Arc<dyn agentkit_runtime::Store> {
+    std::sync::Arc::new(
+        agentkit_runtime::SqliteStore::open(dir.join("a.db"))
+            .await
+            .unwrap(),
+    )
+}
+
+/// A server on a SQLite database in `dir` with admin key `admin`, agent `echo` ("Repeats what
+/// it was told": the scripted model that repeats the message, keeping its conversations in
+/// the store) and polling every 50 ms: add what else the test needs, then build.
+pub async fn echo_server(dir: &std::path::Path, admin: &str) -> agentkit_server::ServerBuilder {
+    let store = sqlite(dir).await;
+    let echo = agentkit_core::AgentLlm::new(
+        agentkit_core::Agent::new("echo", "Repeat."),
+        agentkit_core::ScriptedProvider::echo(),
+    )
+    .with_memory(Server::memory_for(std::sync::Arc::clone(&store)));
+    Server::builder(store)
+        .admin_key(admin)
+        .agent_llm(
+            "echo",
+            std::sync::Arc::new(echo),
+            "Repeats what it was told",
+        )
+        .poll_interval(std::time::Duration::from_millis(50))
 }
 
 /// A server on a SQLite database in `dir` with admin key `admin` that runs declarative agents
 /// (`POST /v1/agents`) on the offline models and polls every 50 ms: add what else the test
 /// needs, then build.
 pub async fn declarative(dir: &std::path::Path, admin: &str) -> agentkit_server::ServerBuilder {
-    let store = agentkit_runtime::SqliteStore::open(dir.join("a.db"))
-        .await
-        .unwrap();
-    let store: std::sync::Arc<dyn agentkit_runtime::Store> = std::sync::Arc::new(store);
+    let store = sqlite(dir).await;
     let builder = agentkit_server::spec::DeclarativeBuilder::new(
         &agentkit_core::Config::new(),
         agentkit_server::spec::ModelFactory::offline(),

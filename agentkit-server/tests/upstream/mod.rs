@@ -44,10 +44,7 @@ pub async fn crm(tools: &[&'static str], calls: Arc<AtomicU32>) -> (String, Upst
 /// Workspace `org/prod` (created unless it exists) and a new key of it with `role`, made
 /// with `admin` on the server at `base`: the key and its id.
 pub async fn workspace_key(base: &str, admin: &str, org: &str, role: &str) -> (String, String) {
-    let (s, b) = crate::inproc::create_workspace(base, admin, org, "prod").await;
-    assert!(s == 201 || s == 409, "{b}");
-    let body = json!({"name": role, "role": role, "workspace": format!("{org}/prod")});
-    crate::inproc::create_key(base, admin, body).await
+    crate::inproc::workspace_key_and_id(base, admin, org, "prod", role, role).await
 }
 
 /// A server on `store` with admin key `admin` whose gateway reaches the MCP server `crm` at

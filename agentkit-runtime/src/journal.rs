@@ -149,12 +149,20 @@ impl DurableJournal {
     /// With an owner whose ownership was not confirmed lately: an error unless the run is
     /// still executed by it.
     async fn check_owner(&self) -> Result<()> {
-        let Some(owner) = &self.owner else {
-            return Ok(());
-        };
         if lock(&self.confirmed).elapsed() < OWNER_RECHECK {
             return Ok(());
         }
+        self.reconfirm_owner().await
+    }
+
+    /// With an owner: read the run, however lately its ownership was confirmed, and fail
+    /// unless this node still executes it. Called before an effect that a decision delivered
+    /// from elsewhere releases (an approval taken from the signal queue): a cancel that
+    /// another node answered before this read stops the call here, not after it ran.
+    pub(crate) async fn reconfirm_owner(&self) -> Result<()> {
+        let Some(owner) = &self.owner else {
+            return Ok(());
+        };
         match self.store.get_run(&self.run_id).await? {
             // Waiting: a tool call of this execution waits for a signal while the calls beside
             // it still journal their results.

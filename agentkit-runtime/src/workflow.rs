@@ -410,6 +410,9 @@ impl WorkflowContext {
                 .await?
             {
                 journal.note_appended(&key, v.clone());
+                // On a shared store a cancel answered by another node reaches this execution
+                // only through the store: read the run before the decision releases its call.
+                journal.reconfirm_owner().await?;
                 return Ok(v);
             }
         }

@@ -12,7 +12,10 @@ use bytes::Buf;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::model::{
+    CallToolResponse, ClientJsonRpcMessage, ClientRequest, ErrorCode, GetMeta, ProtocolVersion,
+    ServerJsonRpcMessage, ServerResult,
+};
 use rmcp::transport::WorkerTransport;
 use rmcp::transport::streamable_http_server::session::ServerSseMessage;
 use rmcp::transport::streamable_http_server::session::local::{
@@ -22,8 +25,9 @@ use rmcp::transport::streamable_http_server::{
     RestoreOutcome, SessionId, SessionManager, StreamableHttpService,
 };
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
-use crate::server::McpServer;
+use crate::server::{DirectCall, McpServer};
 use crate::session::{Sessions, Tracked};
 
 /// The largest request body accepted (rmcp's default).
@@ -38,6 +42,12 @@ pub type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
 #[derive(Clone)]
 pub struct McpHttpService {
     inner: StreamableHttpService<McpServer, SessionTracker>,
+    /// The server, for the `tools/call`s answered without rmcp's per-request service.
+    server: McpServer,
+    /// The server's cancellation (ends every answer in progress).
+    cancel: CancellationToken,
+    /// Whether every `Host` is accepted (else rmcp checks it: no direct answers).
+    any_host: bool,
     sessions: Sessions,
     max_sessions: Option<usize>,
 }
@@ -63,12 +73,18 @@ impl McpHttpService {
             sessions: sessions.clone(),
             max: max_sessions,
         };
+        let cancel = config.cancellation_token.clone();
+        let any_host = config.allowed_hosts.is_empty();
+        let factory = server.clone();
         Self {
             inner: StreamableHttpService::new(
-                move || Ok(server.clone()),
+                move || Ok(factory.clone()),
                 Arc::new(tracker),
                 config,
             ),
+            server,
+            cancel,
+            any_host,
             sessions,
             max_sessions,
         }
@@ -102,6 +118,11 @@ impl McpHttpService {
         if parts.method == http::Method::POST && is_json {
             match check_message(&body) {
                 Err(response) => return response,
+                Ok(Checked::Other(message)) => {
+                    if let Some(direct) = self.direct(&parts, *message) {
+                        return direct.answer(parts, &self.cancel).await;
+                    }
+                }
                 Ok(Checked::Initialize)
                     if !parts.headers.contains_key("mcp-session-id")
                         && self
@@ -129,6 +150,152 @@ impl McpHttpService {
             Err(never) => match never {},
         }
     }
+}
+
+impl McpHttpService {
+    /// `message` as a [`Direct`] call: a stateless 2026-07-28 `tools/call` of a tool the
+    /// server's [`RequestTools`](crate::RequestTools) answer directly, which every check of
+    /// rmcp's stateless path accepts (per-request `_meta` with the protocol version, the
+    /// same version in `MCP-Protocol-Version`, SEP-2243 `Mcp-Method`/`Mcp-Name` naming the
+    /// call, `Accept` listing JSON and SSE, no session, no tasks extension, a well-formed
+    /// `Host` where every host is allowed, no `Origin`). Anything else,
+    /// including every request rmcp would refuse, is `None` and goes through rmcp.
+    fn direct(
+        &self,
+        parts: &http::request::Parts,
+        message: Option<ClientJsonRpcMessage>,
+    ) -> Option<Direct> {
+        let ClientJsonRpcMessage::Request(request) = message? else {
+            return None;
+        };
+        let meta = request.request.get_meta();
+        let version = ProtocolVersion::V_2026_07_28;
+        if meta.protocol_version().as_ref() != Some(&version)
+            || !meta.missing_required_keys(&version).is_empty()
+            || meta
+                .client_capabilities()
+                .is_some_and(|caps| caps.supports_tasks())
+        {
+            return None;
+        }
+        let ClientRequest::CallToolRequest(call) = request.request else {
+            return None;
+        };
+        let headers = &parts.headers;
+        let name = call.params.name.as_ref();
+        // rmcp's DNS-rebinding checks pass: any host is allowed and this one is well
+        // formed, and no browser `Origin` to check.
+        let host_ok = self.any_host
+            && headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .is_some_and(|h| http::uri::Authority::try_from(h).is_ok());
+        if !host_ok
+            || headers.contains_key(http::header::ORIGIN)
+            || headers.contains_key("mcp-session-id")
+            || sole_header(headers, "mcp-protocol-version") != Some(version.as_str())
+            || sole_header(headers, "mcp-method") != Some("tools/call")
+            || sole_header(headers, "mcp-name") != Some(name)
+            || name.starts_with("=?")
+            || !accepts_json_and_sse(headers)
+        {
+            return None;
+        }
+        let tools = self.server.direct_tools(name)?;
+        Some(Direct {
+            tools,
+            id: request.id,
+            name: call.params.name.into_owned(),
+            arguments: call.params.arguments.unwrap_or_default(),
+        })
+    }
+}
+
+/// A stateless `tools/call` answered by [`RequestTools::call_direct`](crate::RequestTools::call_direct):
+/// the body was read once, the answer is written once, no task and no transport per request.
+struct Direct {
+    tools: Arc<dyn crate::RequestTools>,
+    id: rmcp::model::RequestId,
+    name: String,
+    arguments: rmcp::model::JsonObject,
+}
+
+impl Direct {
+    /// The call's JSON answer, as rmcp's stateless path with JSON responses writes it: the
+    /// result or the JSON-RPC error (HTTP 200, or the status rmcp gives the error's code).
+    async fn answer(self, parts: http::request::Parts, server: &CancellationToken) -> HttpResponse {
+        // Dropped with this future when the client goes away: the call sees it cancelled.
+        let cancel = CancellationToken::new();
+        let _dropped = cancel.clone().drop_guard();
+        let call = DirectCall::new(parts, cancel.clone());
+        let result = tokio::select! {
+            r = self.tools.call_direct(&self.name, self.arguments, call) => r,
+            () = server.cancelled() => {
+                return plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Encounter an error when empty response: no response message received from handler".into(),
+                );
+            }
+        };
+        let message = match result {
+            Ok(r) => ServerJsonRpcMessage::response(
+                ServerResult::from(CallToolResponse::Complete(r)),
+                self.id,
+            ),
+            // As is: rmcp maps no error code of a `tools/call` handler.
+            Err(e) => ServerJsonRpcMessage::error(e, Some(self.id)),
+        };
+        let status = match &message {
+            ServerJsonRpcMessage::Error(e) => match e.error.code {
+                ErrorCode::UNSUPPORTED_PROTOCOL_VERSION
+                | ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY
+                | ErrorCode::HEADER_MISMATCH => StatusCode::BAD_REQUEST,
+                ErrorCode::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
+                _ => StatusCode::OK,
+            },
+            _ => StatusCode::OK,
+        };
+        match serde_json::to_vec(&message) {
+            Ok(body) => Response::builder()
+                .status(status)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body)).boxed())
+                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed())),
+            Err(e) => plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Encounter an error when serialize json response: {e}"),
+            ),
+        }
+    }
+}
+
+/// The one value of header `name`, if it has exactly one and it is text.
+fn sole_header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    first.to_str().ok()
+}
+
+/// Whether `Accept` plainly lists both `application/json` and `text/event-stream` (no
+/// quality weights, no quoting: anything less plain is left to rmcp's reading).
+fn accepts_json_and_sse(headers: &http::HeaderMap) -> bool {
+    let (mut json, mut sse) = (false, false);
+    for value in headers.get_all(http::header::ACCEPT) {
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
+        if value.contains(['"', ';']) {
+            return false;
+        }
+        for essence in value.split(',').map(str::trim) {
+            json |= essence.eq_ignore_ascii_case("application/json");
+            sse |= essence.eq_ignore_ascii_case("text/event-stream");
+        }
+    }
+    json && sse
 }
 
 impl<B> tower::Service<Request<B>> for McpHttpService
@@ -194,7 +361,8 @@ where
 /// What [`check_message`] learned about a well-formed message.
 enum Checked {
     Initialize,
-    Other,
+    /// Any other message, as read when it was well-formed on the first parse.
+    Other(Box<Option<ClientJsonRpcMessage>>),
 }
 
 /// Checks a POSTed JSON-RPC message before rmcp sees it; a bad one gets the JSON-RPC error the
@@ -220,7 +388,7 @@ fn check_message(body: &[u8]) -> Result<Checked, HttpResponse> {
         return Ok(if initialize {
             Checked::Initialize
         } else {
-            Checked::Other
+            Checked::Other(Box::new(Some(message)))
         });
     }
     let value: Value = serde_json::from_slice(body).map_err(|e| {
@@ -296,7 +464,7 @@ fn check_message(body: &[u8]) -> Result<Checked, HttpResponse> {
     Ok(if initialize {
         Checked::Initialize
     } else {
-        Checked::Other
+        Checked::Other(Box::new(None))
     })
 }
 

@@ -17,5 +17,5 @@ mod serve;
 
 pub use builder::*;
 pub use context::*;
-pub use request_tools::RequestTools;
+pub use request_tools::{DirectCall, RequestTools};
 pub use serve::*;

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use rmcp::model::{CallToolResponse, CallToolResult, JsonObject, Tool};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
+use tokio_util::sync::CancellationToken;
 
 use super::context::CallContext;
 
@@ -19,6 +20,11 @@ use super::context::CallContext;
 /// - `tools/call` of a name [`owns`](Self::owns) claims goes to [`call`](Self::call), even
 ///   if a registered tool has that name; a registered tool that [`shows`](Self::shows)
 ///   hides from the request is refused like an unknown tool.
+/// - Over streamable HTTP, a stateless (2026-07-28) `tools/call` of a name
+///   [`calls_directly`](Self::calls_directly) accepts is answered by
+///   [`call_direct`](Self::call_direct) without rmcp's per-request service (no
+///   [`RequestContext`], so no peer: no progress, logging or questions to the client). The
+///   answer must be the one [`call`](Self::call) would give.
 #[async_trait]
 pub trait RequestTools: Send + Sync {
     /// The tools `request` may see besides the registered ones.
@@ -51,10 +57,57 @@ pub trait RequestTools: Send + Sync {
         self.call(name, arguments, call).await.map(Into::into)
     }
 
+    /// Whether a stateless HTTP `tools/call` of `name` (one [`owns`](Self::owns) claims)
+    /// may be answered by [`call_direct`](Self::call_direct) (default: none is). Say yes
+    /// only for tools whose call sends nothing to the client before its result and never
+    /// answers an MCP Task to a client that did not declare the tasks extension.
+    fn calls_directly(&self, name: &str) -> bool {
+        let _ = name;
+        false
+    }
+
+    /// Call tool `name` (one [`calls_directly`](Self::calls_directly) accepts) for a
+    /// stateless HTTP request, with the same answer as [`call`](Self::call). The default
+    /// refuses: implement it together with `calls_directly`.
+    async fn call_direct(
+        &self,
+        name: &str,
+        arguments: JsonObject,
+        call: DirectCall,
+    ) -> Result<CallToolResult, ErrorData> {
+        let _ = (arguments, call);
+        Err(ErrorData::internal_error(
+            format!(
+                "tool `{name}` has no direct call path (RequestTools::calls_directly accepted \
+                 it, call_direct is not implemented)"
+            ),
+            None,
+        ))
+    }
+
     /// Whether the registered tool `name` is listed for and callable by `request` (default:
     /// every registered tool is).
     fn shows(&self, name: &str, request: &RequestContext<RoleServer>) -> bool {
         let _ = (name, request);
         true
+    }
+}
+
+/// What [`RequestTools::call_direct`] gets besides the arguments: the HTTP request (with
+/// the extensions an authentication layer put there) and the call's cancellation.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct DirectCall {
+    /// The HTTP request's head (method, URI, headers, extensions).
+    pub parts: http::request::Parts,
+    /// Fires when the client goes away before the answer.
+    pub cancel: CancellationToken,
+}
+
+impl DirectCall {
+    /// A direct call of the request `parts`, cancelled by `cancel`.
+    #[must_use]
+    pub fn new(parts: http::request::Parts, cancel: CancellationToken) -> Self {
+        Self { parts, cancel }
     }
 }

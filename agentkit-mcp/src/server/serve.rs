@@ -184,6 +184,16 @@ impl McpServer {
         crate::http::McpHttpService::new(self, config, sessions, options.max_sessions)
     }
 
+    /// The request tools that answer a stateless `tools/call` of `name` directly (see
+    /// [`RequestTools::calls_directly`](super::RequestTools::calls_directly)), unless a
+    /// registered tool has that name (its schema takes part in rmcp's header checks).
+    #[cfg(feature = "server-http")]
+    pub(crate) fn direct_tools(&self, name: &str) -> Option<Arc<dyn super::RequestTools>> {
+        let extra = self.reg.request_tools.as_ref()?;
+        (extra.owns(name) && extra.calls_directly(name) && !self.reg.tools().contains_key(name))
+            .then(|| Arc::clone(extra))
+    }
+
     pub(super) fn task_backend(&self) -> Result<&Arc<dyn crate::tasks::TaskBackend>, ErrorData> {
         self.reg.tasks.as_ref().ok_or_else(|| {
             ErrorData::invalid_request(

@@ -13,16 +13,17 @@
 
 use std::sync::Arc;
 
-use agentkit_mcp::CallContext;
 use agentkit_mcp::rmcp::model::{
     CallToolResponse, CallToolResult, ContentBlock, CreateTaskResult, JsonObject, Tool,
 };
 use agentkit_mcp::rmcp::service::RequestContext;
 use agentkit_mcp::rmcp::{ErrorData, RoleServer};
+use agentkit_mcp::{CallContext, DirectCall};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiResult, AppState, Json, Path, Query};
 use crate::gatewayops::platforms::{Compiled, PLATFORM_HEADER};
@@ -223,12 +224,17 @@ pub(crate) fn tool_result(r: &CallResult, name: &str) -> CallToolResult {
     }
 }
 
-/// The caller and the API state of a request (the API layer sets both).
-fn who(request: &RequestContext<RoleServer>) -> Option<(Caller, Arc<AppState>)> {
-    let parts = request.extensions.get::<http::request::Parts>()?;
+/// The caller and the API state of an HTTP request (the API layer sets both).
+fn who(parts: Option<&http::request::Parts>) -> Option<(Caller, Arc<AppState>)> {
+    let parts = parts?;
     let caller = parts.extensions.get::<Caller>()?.clone();
     let state = parts.extensions.get::<Arc<AppState>>()?;
     Some((caller, Arc::clone(state)))
+}
+
+/// The HTTP request of `request`, when it came over HTTP.
+fn parts_of(request: &RequestContext<RoleServer>) -> Option<&http::request::Parts> {
+    request.extensions.get::<http::request::Parts>()
 }
 
 /// The caller of `request`, if it was authenticated.
@@ -259,13 +265,9 @@ fn forbidden(caller: &Caller, needed: Role, tool: &str) -> CallToolResult {
 /// The registered platform named by the request's `x-agentkit-platform` header.
 fn platform_of(
     state: &AppState,
-    request: &RequestContext<RoleServer>,
+    parts: Option<&http::request::Parts>,
 ) -> Result<Option<Arc<Compiled>>, ErrorData> {
-    let Some(v) = request
-        .extensions
-        .get::<http::request::Parts>()
-        .and_then(|p| p.headers.get(PLATFORM_HEADER))
-    else {
+    let Some(v) = parts.and_then(|p| p.headers.get(PLATFORM_HEADER)) else {
         return Ok(None);
     };
     let name = v.to_str().unwrap_or("").trim();
@@ -288,9 +290,9 @@ pub(crate) struct CallerTools {
 }
 
 impl CallerTools {
-    /// The caller and state of `request`, if it acts in this endpoint's workspace.
-    fn caller(&self, request: &RequestContext<RoleServer>) -> Option<(Caller, Arc<AppState>)> {
-        who(request).filter(|(c, _)| c.scope() == self.scope)
+    /// The caller and state of an HTTP request, if it acts in this endpoint's workspace.
+    fn caller(&self, parts: Option<&http::request::Parts>) -> Option<(Caller, Arc<AppState>)> {
+        who(parts).filter(|(c, _)| c.scope() == self.scope)
     }
 
     async fn federated(
@@ -302,7 +304,7 @@ impl CallerTools {
         if !caller.role.allows(Role::Invoker) {
             return Ok(Vec::new());
         }
-        let platform = platform_of(state, request)?;
+        let platform = platform_of(state, parts_of(request))?;
         let ops = &state.gatewayops;
         let mut servers = ops.servers(&state.platform, caller);
         if let Some(p) = platform.as_ref().filter(|p| !p.default_servers.is_empty()) {
@@ -343,9 +345,51 @@ impl CallerTools {
     }
 
     /// A call of `server__tool` through the gateway's governed path (visibility, policy,
-    /// safety, audit, credentials), as `POST /v1/servers/{name}/call_tool` makes it. A call
-    /// that waits for an approval is a task (the run's) for a client that declared MCP Tasks
-    /// (`tasks`), else a tool error saying which run to read.
+    /// safety, audit, credentials), as `POST /v1/servers/{name}/call_tool` makes it: the
+    /// gateway's result, or the tool error that stands for it (`Err` inside: the call was
+    /// not made), or the JSON-RPC error of a name that is not a tool.
+    async fn run_federated(
+        &self,
+        caller: &Caller,
+        state: &AppState,
+        name: &str,
+        arguments: JsonObject,
+        parts: Option<&http::request::Parts>,
+        cancel: CancellationToken,
+    ) -> Result<Result<CallResult, CallToolResult>, ErrorData> {
+        let Some((server, tool)) = name.split_once("__") else {
+            return Err(ErrorData::invalid_params(
+                format!("unknown tool `{name}`; list the tools with tools/list"),
+                None,
+            ));
+        };
+        if !caller.role.allows(Role::Invoker) {
+            return Ok(Err(forbidden(caller, Role::Invoker, name)));
+        }
+        let ops = &state.gatewayops;
+        let mut env = CallEnv::new(trace_id());
+        env.cancel = cancel;
+        env.platform = platform_of(state, parts)?;
+        let request = Call {
+            id: format!("mcp-{}", uuid::Uuid::now_v7().simple()),
+            server: server.to_owned(),
+            tool: tool.to_owned(),
+            arguments,
+            timeout: ops.config().default_timeout,
+        };
+        match ops.call(&state.platform, caller, request, &env).await {
+            Ok(r) => Ok(Ok(r)),
+            Err(McpFailure::NotFound(m)) => Err(ErrorData::invalid_params(
+                format!("unknown tool `{name}`: {m}"),
+                None,
+            )),
+            Err(e @ McpFailure::Upstream { .. }) => Ok(Err(error_result(e.to_string()))),
+        }
+    }
+
+    /// [`run_federated`](Self::run_federated) as an MCP answer. A call that waits for an
+    /// approval is a task (the run's) for a client that declared MCP Tasks (`tasks`), else a
+    /// tool error saying which run to read.
     async fn call_federated(
         &self,
         caller: &Caller,
@@ -355,35 +399,13 @@ impl CallerTools {
         call: &CallContext,
         tasks: bool,
     ) -> Result<CallToolResponse, ErrorData> {
-        let Some((server, tool)) = name.split_once("__") else {
-            return Err(ErrorData::invalid_params(
-                format!("unknown tool `{name}`; list the tools with tools/list"),
-                None,
-            ));
-        };
-        if !caller.role.allows(Role::Invoker) {
-            return Ok(forbidden(caller, Role::Invoker, name).into());
-        }
-        let ops = &state.gatewayops;
-        let mut env = CallEnv::new(trace_id());
-        env.cancel = call.cancellation();
-        env.platform = platform_of(state, call.request())?;
-        let request = Call {
-            id: format!("mcp-{}", uuid::Uuid::now_v7().simple()),
-            server: server.to_owned(),
-            tool: tool.to_owned(),
-            arguments,
-            timeout: ops.config().default_timeout,
-        };
-        let r = match ops.call(&state.platform, caller, request, &env).await {
+        let parts = parts_of(call.request());
+        let r = match self
+            .run_federated(caller, state, name, arguments, parts, call.cancellation())
+            .await?
+        {
             Ok(r) => r,
-            Err(McpFailure::NotFound(m)) => {
-                return Err(ErrorData::invalid_params(
-                    format!("unknown tool `{name}`: {m}"),
-                    None,
-                ));
-            }
-            Err(e @ McpFailure::Upstream { .. }) => return Ok(error_result(e.to_string()).into()),
+            Err(refused) => return Ok(refused.into()),
         };
         if r.status == CallStatus::PendingApproval
             && let Some(run_id) = &r.run_id
@@ -410,7 +432,7 @@ impl CallerTools {
         call: CallContext,
         tasks: bool,
     ) -> Result<CallToolResponse, ErrorData> {
-        let Some((caller, state)) = self.caller(call.request()) else {
+        let Some((caller, state)) = self.caller(parts_of(call.request())) else {
             return Err(unauthenticated());
         };
         if let Some(op) = op(name) {
@@ -596,7 +618,7 @@ fn answer<T: serde::Serialize>(key: &str, r: ApiResult<Json<T>>) -> CallToolResu
 #[async_trait]
 impl agentkit_mcp::RequestTools for CallerTools {
     async fn list(&self, request: &RequestContext<RoleServer>) -> Result<Vec<Tool>, ErrorData> {
-        let Some((caller, state)) = self.caller(request) else {
+        let Some((caller, state)) = self.caller(parts_of(request)) else {
             return Ok(Vec::new());
         };
         let mut tools = self.federated(&caller, &state, request).await?;
@@ -642,6 +664,38 @@ impl agentkit_mcp::RequestTools for CallerTools {
             .client_capabilities()
             .is_some_and(|caps| caps.supports_tasks());
         self.answer(name, arguments, call, tasks).await
+    }
+
+    /// Federated tools: their gateway call sends nothing to the client before its result,
+    /// and answers a task only to a client that declared MCP Tasks (which the HTTP front
+    /// does not send here).
+    fn calls_directly(&self, name: &str) -> bool {
+        name.contains("__") && op(name).is_none()
+    }
+
+    async fn call_direct(
+        &self,
+        name: &str,
+        arguments: JsonObject,
+        call: DirectCall,
+    ) -> Result<CallToolResult, ErrorData> {
+        let Some((caller, state)) = self.caller(Some(&call.parts)) else {
+            return Err(unauthenticated());
+        };
+        let r = self
+            .run_federated(
+                &caller,
+                &state,
+                name,
+                arguments,
+                Some(&call.parts),
+                call.cancel,
+            )
+            .await?;
+        Ok(match r {
+            Ok(r) => tool_result(&r, name),
+            Err(refused) => refused,
+        })
     }
 
     fn shows(&self, name: &str, request: &RequestContext<RoleServer>) -> bool {

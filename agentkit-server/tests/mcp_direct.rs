@@ -1,0 +1,286 @@
+//! `/mcp`'s direct answers: a stateless 2026-07-28 `tools/call` of a federated tool (a
+//! plain JSON-RPC POST, as the README's curl example sends it) is answered without rmcp's
+//! per-request service, under the same governance as on an rmcp session: the caller's
+//! workspace and role, the gateway policy, the audit log (one entry per call, redacted),
+//! revoked keys refused at once; the answers are the session's answers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod inproc;
+
+use std::sync::Arc;
+
+use agentkit_core::config::PolicySpec;
+use agentkit_core::policy::Policy;
+use agentkit_mcp::rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig};
+use agentkit_mcp::rmcp::service::RunningService;
+use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
+use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use agentkit_mcp::rmcp::{RoleClient, ServiceExt};
+use agentkit_mcp::{ConnectionManager, ServerConfig};
+use agentkit_runtime::{MemoryStore, Store};
+use agentkit_server::Server;
+use agentkit_server::gatewayops::GatewayConfig;
+use agentkit_server::tenancy::WorkspaceId;
+use common::upstream::{Upstream, with_add, with_delete_all, with_echo};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "test-key";
+
+/// The token redaction finds in an argument.
+const SECRET: &str = "sk-live-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c";
+
+struct Running {
+    base: String,
+    _served: inproc::InProcess,
+    _upstreams: [Upstream; 2],
+}
+
+/// `crm` is seen by acme/prod only, `calc` by default/default; the gateway policy denies
+/// `*__delete_*`.
+async fn start() -> Running {
+    let up = |name: &str| {
+        let server = with_echo(with_add(agentkit_mcp::McpServerBuilder::new(name, "1.0.0")));
+        Upstream::serve(with_delete_all(server).build())
+    };
+    let (crm, calc) = (up("crm").await, up("calc").await);
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let policy = Policy::compile(
+        "gateway",
+        &PolicySpec::new().with_denied_tools(["*__delete_*"]),
+    )
+    .unwrap();
+    let gateway = GatewayConfig::new()
+        .with_policy(policy)
+        .with_server_workspaces("crm", [WorkspaceId::new("acme", "prod")]);
+    let server = Server::builder(store)
+        .admin_key(ADMIN)
+        .mcp_servers(ConnectionManager::new([
+            ServerConfig::http("crm", &crm.url),
+            ServerConfig::http("calc", &calc.url),
+        ]))
+        .gateway(gateway)
+        .build()
+        .await
+        .unwrap();
+    let served = inproc::serve(server).await;
+    let base = served.base.clone();
+    let (s, b) = inproc::create_workspace(&base, ADMIN, "acme", "prod").await;
+    assert_eq!(s, 201, "{b}");
+    Running {
+        base,
+        _served: served,
+        _upstreams: [crm, calc],
+    }
+}
+
+/// A stateless `tools/call` POST with every header a 2026-07-28 client sends: the HTTP
+/// status and the JSON body.
+async fn post(
+    r: &Running,
+    key: &str,
+    tool: &str,
+    args: Value,
+    extra: &[(&str, &str)],
+) -> (u16, Value) {
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}
+    });
+    let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": tool, "arguments": args, "_meta": meta}});
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/mcp", r.base))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", tool);
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let res = req.body(body.to_string()).send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+type Client = RunningService<RoleClient, ClientConfig>;
+
+/// A 2026-07-28 result as a legacy session gets it (without `resultType: "complete"`).
+fn legacy_shape(result: &Value) -> Value {
+    let mut r = result.clone();
+    if let Some(o) = r.as_object_mut() {
+        assert_eq!(o.remove("resultType"), Some(json!("complete")), "{result}");
+    }
+    r
+}
+
+/// An rmcp client on a legacy session (every call through rmcp's service).
+async fn session(r: &Running, key: &str) -> Client {
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", r.base)).auth_header(key);
+    ClientConfig::default()
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .unwrap()
+}
+
+async fn session_call(c: &Client, tool: &str, args: &Value) -> Result<Value, String> {
+    c.call_tool(
+        CallToolRequestParams::new(tool.to_owned())
+            .with_arguments(args.as_object().unwrap().clone()),
+    )
+    .await
+    .map(|r: CallToolResult| serde_json::to_value(r).unwrap())
+    .map_err(|e| e.to_string())
+}
+
+/// The audit entries of acme/prod for `tool`: (outcome, arguments as logged).
+async fn audited(r: &Running, tool: &str) -> Vec<(String, Value)> {
+    let (s, page) = inproc::call_as(
+        &r.base,
+        ADMIN,
+        reqwest::Method::GET,
+        "/v1/audit?workspace=acme/prod&limit=1000",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{page}");
+    page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"]["tool"] == tool)
+        .map(|e| {
+            (
+                e["event"]["outcome"].as_str().unwrap_or("").to_owned(),
+                e["event"]["arguments"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_post_is_governed_and_answered_as_on_a_session() {
+    let r = start().await;
+    let (invoker, _) = inproc::create_key(
+        &r.base,
+        ADMIN,
+        json!({"name": "i", "role": "invoker", "workspace": "acme/prod"}),
+    )
+    .await;
+    let (viewer, _) = inproc::create_key(
+        &r.base,
+        ADMIN,
+        json!({"name": "v", "role": "viewer", "workspace": "acme/prod"}),
+    )
+    .await;
+    let legacy = session(&r, &invoker).await;
+
+    // Allowed: the tool's answer, as the session gets it; audited once, redacted.
+    let args = json!({"text": format!("my token is {SECRET}")});
+    let (s, direct) = post(&r, &invoker, "crm__echo", args.clone(), &[]).await;
+    assert_eq!(s, 200, "{direct}");
+    assert_eq!(direct["id"], 3, "{direct}");
+    assert_eq!(direct["result"]["isError"], false, "{direct}");
+    let on_session = session_call(&legacy, "crm__echo", &args).await.unwrap();
+    assert_eq!(legacy_shape(&direct["result"]), on_session);
+    let log = audited(&r, "crm__echo").await;
+    assert_eq!(log.len(), 2, "one entry per call: {log:?}");
+    assert!(log.iter().all(|(o, _)| o == "allowed"), "{log:?}");
+    assert!(
+        !log[0].1.to_string().contains(SECRET),
+        "the audit log holds no secret: {log:?}"
+    );
+
+    // Denied by the gateway policy: the same tool error, audited as denied.
+    let (s, direct) = post(&r, &invoker, "crm__delete_all", json!({}), &[]).await;
+    assert_eq!(s, 200, "{direct}");
+    assert_eq!(direct["result"]["isError"], true, "{direct}");
+    let on_session = session_call(&legacy, "crm__delete_all", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(legacy_shape(&direct["result"]), on_session);
+    let log = audited(&r, "crm__delete_all").await;
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(log.iter().all(|(o, _)| o == "denied"), "{log:?}");
+
+    // Another workspace's server: an unknown tool, the session's JSON-RPC error.
+    let (s, direct) = post(&r, &invoker, "calc__add", json!({"a": 1, "b": 2}), &[]).await;
+    assert_eq!(s, 200, "{direct}");
+    assert_eq!(direct["error"]["code"], -32602, "{direct}");
+    let message = direct["error"]["message"].as_str().unwrap();
+    assert!(message.contains("unknown tool `calc__add`"), "{direct}");
+    let on_session = session_call(&legacy, "calc__add", &json!({"a": 1, "b": 2}))
+        .await
+        .unwrap_err();
+    assert!(on_session.contains(message), "{on_session} / {message}");
+
+    // A viewer may not call: a tool error naming the role, as on a session.
+    let (s, direct) = post(&r, &viewer, "crm__echo", json!({"text": "x"}), &[]).await;
+    assert_eq!(s, 200, "{direct}");
+    assert_eq!(direct["result"]["isError"], true, "{direct}");
+    let viewer_session = session(&r, &viewer).await;
+    let on_session = session_call(&viewer_session, "crm__echo", &json!({"text": "x"}))
+        .await
+        .unwrap();
+    assert_eq!(legacy_shape(&direct["result"]), on_session);
+    assert!(
+        direct["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("`invoker` role"),
+        "{direct}"
+    );
+
+    // An unknown platform header: the JSON-RPC error of the header.
+    let (s, direct) = post(
+        &r,
+        &invoker,
+        "crm__echo",
+        json!({"text": "x"}),
+        &[("x-agentkit-platform", "nosuch")],
+    )
+    .await;
+    assert_eq!(s, 200, "{direct}");
+    assert_eq!(direct["error"]["code"], -32600, "{direct}");
+    assert!(
+        direct["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no registered platform `nosuch`"),
+        "{direct}"
+    );
+    legacy.cancel().await.unwrap();
+    viewer_session.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_is_refused_at_the_next_post() {
+    let r = start().await;
+    let (key, id) = inproc::create_key(
+        &r.base,
+        ADMIN,
+        json!({"name": "i", "role": "invoker", "workspace": "acme/prod"}),
+    )
+    .await;
+    let (s, body) = post(&r, &key, "crm__echo", json!({"text": "x"}), &[]).await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = inproc::call_as(
+        &r.base,
+        ADMIN,
+        reqwest::Method::DELETE,
+        &format!("/v1/keys/{id}"),
+        None,
+    )
+    .await;
+    assert!(s == 200 || s == 204, "{s} {body}");
+    let (s, body) = post(&r, &key, "crm__echo", json!({"text": "x"}), &[]).await;
+    assert_eq!(s, 401, "{body}");
+    assert_eq!(audited(&r, "crm__echo").await.len(), 1);
+}

@@ -504,12 +504,24 @@ impl TaskBackend for PlatformTasks {
         may_control(request)?;
         self.check(task_id).await?;
         let platform = self.platform()?;
-        match platform
-            .runtime()
-            .cancel_with_reason(task_id, "cancelled by the MCP client (tasks/cancel)")
-            .await
-        {
-            Ok(()) | Err(agentkit_core::Error::InvalidState { .. }) => Ok(()),
+        const REASON: &str = "cancelled by the MCP client (tasks/cancel)";
+        match platform.runtime().cancel_with_reason(task_id, REASON).await {
+            // A cancel made is audited (`runs.cancel`) before the answer, as on the HTTP
+            // routes; an already-ended run changed nothing.
+            Ok(()) => match tools::caller_and_state(request) {
+                Some((caller, state)) => state
+                    .audit_change(
+                        &caller,
+                        &caller.workspace,
+                        "runs.cancel",
+                        task_id,
+                        serde_json::json!({ "reason": REASON }),
+                    )
+                    .await
+                    .map_err(|p| ErrorData::internal_error(p.detail, None)),
+                None => Ok(()),
+            },
+            Err(agentkit_core::Error::InvalidState { .. }) => Ok(()),
             Err(e) if e.is_not_found() => Err(ErrorData::invalid_params(
                 format!("no task `{task_id}` (task ids are the run ids tools/call returned)"),
                 None,

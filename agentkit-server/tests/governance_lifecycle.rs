@@ -486,6 +486,21 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
         .unwrap();
     wait_status(&base, &ops, &task, "cancelled").await;
     assert_withdrawn(&base, &ops, &task, &task_call, "cancelled").await;
+    // The cancel is in the audit log like the HTTP routes' (`runs.cancel`, with the reason).
+    let audit = inproc::audit_entries(&base, ADMIN, "?workspace=acme/prod&limit=10000").await;
+    let cancel = audit
+        .iter()
+        .map(|e| &e["event"])
+        .find(|ev| ev["tool"] == "runs.cancel" && ev["call_id"] == task.as_str())
+        .unwrap_or_else(|| panic!("no runs.cancel entry for task {task}: {audit:?}"));
+    assert_eq!(cancel["outcome"], "changed", "{cancel}");
+    assert!(
+        cancel["arguments"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("tasks/cancel"),
+        "{cancel}"
+    );
     client.cancel().await.unwrap();
     assert_eq!(
         sends.load(Ordering::SeqCst),

@@ -232,6 +232,14 @@ fn who(parts: Option<&http::request::Parts>) -> Option<(Caller, Arc<AppState>)> 
     Some((caller, Arc::clone(state)))
 }
 
+/// The caller of `request` and the server's state, when it came over the authenticated HTTP
+/// route.
+pub(crate) fn caller_and_state(
+    request: &RequestContext<RoleServer>,
+) -> Option<(Caller, Arc<AppState>)> {
+    who(parts_of(request))
+}
+
 /// The HTTP request of `request`, when it came over HTTP.
 fn parts_of(request: &RequestContext<RoleServer>) -> Option<&http::request::Parts> {
     request.extensions.get::<http::request::Parts>()

@@ -104,9 +104,12 @@ pub struct Deployed {
 #[derive(Clone)]
 pub struct Registry {
     store: Arc<dyn Store>,
-    /// The entries kept (stored name → entry), when the store is not shared.
-    entries: Option<Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Entry>>>>>,
+    /// The entries kept, when the store is not shared.
+    entries: Option<Arc<Kept>>,
 }
+
+/// Entries a registry keeps (stored name → entry), shared by its clones.
+type Kept = std::sync::Mutex<std::collections::HashMap<String, Arc<Entry>>>;
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

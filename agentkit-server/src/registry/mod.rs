@@ -92,7 +92,7 @@ pub struct Deployed {
 
 /// The registry over a [`Store`].
 ///
-/// When the store is not shared between processes ([`Store::is_shared`] false: memory,
+/// When the store is not shared between processes ([`LeaseStore::is_shared`](agentkit_runtime::LeaseStore::is_shared) false: memory,
 /// SQLite, whose one process owns the file), the registry keeps the entries it read or wrote
 /// (shared by its clones), so resolving a run's version reads nothing from the store: every
 /// entry write goes through a registry (`deploy`, the label moves), which updates the kept

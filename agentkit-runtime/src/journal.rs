@@ -7,6 +7,7 @@ use std::time::Instant;
 use agentkit_core::{Journal, PriceTable, Result, RunStatus, Usage};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::model::{EntryKind, JournalEntry};
@@ -300,7 +301,7 @@ impl DurableJournal {
         }
         let usage: Usage = value
             .get("usage")
-            .and_then(|u| serde_json::from_value(u.clone()).ok())
+            .and_then(|u| Usage::deserialize(u).ok())
             .unwrap_or_default();
         let model = value.get("model").and_then(Value::as_str).unwrap_or("");
         (usage, self.prices.cost(model, &usage))
@@ -329,20 +330,25 @@ impl Journal for DurableJournal {
         self.redactor.apply(&mut stored);
         let kind = EntryKind::from_key(key);
         let (usage, cost) = self.usage_of(kind, &value);
-        let entry = JournalEntry::new(&self.run_id, self.next_seq(), key, stored.clone())
+        let entry = JournalEntry::new(&self.run_id, self.next_seq(), key, stored)
             .with_latency_ms(latency_ms)
             .with_usage(usage, cost);
         match &self.owner {
-            None => self.store.append(&[entry]).await?,
+            None => self.store.append(std::slice::from_ref(&entry)).await?,
             Some(owner) => {
-                if !self.store.append_fenced(&[entry], owner).await? {
+                if !self
+                    .store
+                    .append_fenced(std::slice::from_ref(&entry), owner)
+                    .await?
+                {
                     return Err(self.fenced_out(None));
                 }
                 *lock(&self.confirmed) = Instant::now();
             }
         }
+        // The stored entry's value is what a replay returns: kept without another copy.
         self.with(|s| {
-            s.recorded.insert(key.to_owned(), stored);
+            s.recorded.insert(key.to_owned(), entry.value);
             s.executed.push(key.to_owned());
         });
         Ok(value)

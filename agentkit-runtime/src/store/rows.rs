@@ -218,8 +218,15 @@ pub(crate) fn entry_from_raw(backend: &str, raw: RawEntry) -> Result<JournalEntr
 
 /// A run from a row with every run column (JSON columns as text).
 pub(crate) fn run_from_columns(backend: &str, row: &impl Columns) -> Result<RunRecord> {
+    run_from_raw(backend, raw_run_from_columns(backend, row)?)
+}
+
+/// The columns of a run row, its JSON columns not parsed yet ([`run_from_raw`] does that):
+/// the SQLite writer thread takes only these, so that the parsing happens on the caller's
+/// task, not on the one thread every write waits for.
+pub(crate) fn raw_run_from_columns(backend: &str, row: &impl Columns) -> Result<RawRun> {
     let what = "a run row";
-    let raw = RawRun {
+    Ok(RawRun {
         id: row.text(backend, what, "id")?,
         target: row.text(backend, what, "target")?,
         version: row.int(backend, what, "version")?,
@@ -237,8 +244,7 @@ pub(crate) fn run_from_columns(backend: &str, row: &impl Columns) -> Result<RunR
         lease_until: row.opt_int(backend, what, "lease_until")?,
         wake_at: row.opt_int(backend, what, "wake_at")?,
         waiting_for: row.opt_text(backend, what, "waiting_for")?,
-    };
-    run_from_raw(backend, raw)
+    })
 }
 
 /// A journal entry from a row with every journal column (JSON columns as text).

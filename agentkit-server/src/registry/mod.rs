@@ -91,10 +91,25 @@ pub struct Deployed {
 }
 
 /// The registry over a [`Store`].
+///
+/// When the store is not shared between processes ([`LeaseStore::is_shared`](agentkit_runtime::LeaseStore::is_shared) false: memory,
+/// SQLite, whose one process owns the file), the registry keeps the entries it read or wrote
+/// (shared by its clones), so resolving a run's version reads nothing from the store: every
+/// entry write goes through a registry (`deploy`, the label moves), which updates the kept
+/// entry once its write is stored. Its writes always read the stored entry (compare-and-swap
+/// on what is stored, never on what was kept). Writing the registry's documents
+/// ([`COLLECTION`]) past a registry, or through a second `Registry::new` over the same
+/// unshared store, is not seen by this one's reads. With a shared store (PostgreSQL), where
+/// other processes move labels, every read goes to the store.
 #[derive(Clone)]
 pub struct Registry {
     store: Arc<dyn Store>,
+    /// The entries kept, when the store is not shared.
+    entries: Option<Arc<Kept>>,
 }
+
+/// Entries a registry keeps (stored name → entry), shared by its clones.
+type Kept = std::sync::Mutex<std::collections::HashMap<String, Arc<Entry>>>;
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -143,7 +158,53 @@ impl Registry {
     /// The registry in `store`.
     #[must_use]
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        let entries = (!store.is_shared()).then(Arc::default);
+        Self { store, entries }
+    }
+
+    /// Keep `entry` (when entries are kept), unless a newer revision of it is kept already: a
+    /// read that started before a write may end after it.
+    fn keep(&self, entry: &Arc<Entry>) {
+        if let Some(entries) = &self.entries {
+            let mut entries = agentkit_core::sync::lock(entries);
+            match entries.get(&entry.name) {
+                Some(kept) if kept.revision >= entry.revision => {}
+                _ => {
+                    entries.insert(entry.name.clone(), Arc::clone(entry));
+                }
+            }
+        }
+    }
+
+    /// Forget the kept entry of `name` (a compare-and-swap on it failed: what was kept may be
+    /// older than what is stored).
+    fn forget(&self, name: &str) {
+        if let Some(entries) = &self.entries {
+            agentkit_core::sync::lock(entries).remove(name);
+        }
+    }
+
+    /// The entry named `name`, kept or read (and then kept).
+    async fn cached(&self, name: &str) -> Result<Option<Arc<Entry>>> {
+        if let Some(entries) = &self.entries
+            && let Some(e) = agentkit_core::sync::lock(entries).get(name)
+        {
+            return Ok(Some(Arc::clone(e)));
+        }
+        let Some(e) = self.stored(name).await? else {
+            return Ok(None);
+        };
+        let e = Arc::new(e);
+        self.keep(&e);
+        Ok(Some(e))
+    }
+
+    /// The entry named `name` as stored now (what writes compare-and-swap on).
+    async fn stored(&self, name: &str) -> Result<Option<Entry>> {
+        match self.store.doc_get(COLLECTION, &entry_id(name)).await? {
+            Some(d) => self.entry_from(&d).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Every entry of the `default/default` workspace, by name (at most 10,000).
@@ -170,21 +231,12 @@ impl Registry {
 
     /// The entry named `name`.
     pub async fn entry(&self, name: &str) -> Result<Entry> {
-        self.find(name).await?.ok_or_else(|| {
-            Error::not_found(
-                "agent or workflow",
-                name,
-                "list them with `GET /v1/agents` (or `agentkit agents list`)",
-            )
-        })
+        self.find(name).await?.ok_or_else(|| not_registered(name))
     }
 
     /// The entry named `name`, if any.
     pub async fn find(&self, name: &str) -> Result<Option<Entry>> {
-        match self.store.doc_get(COLLECTION, &entry_id(name)).await? {
-            Some(d) => self.entry_from(&d).map(Some),
-            None => Ok(None),
-        }
+        Ok(self.cached(name).await?.map(Arc::unwrap_or_clone))
     }
 
     /// Version `version` of `name`.
@@ -221,7 +273,10 @@ impl Registry {
     /// Resolve a reference to a version number: `None` → the `latest` label; a label name;
     /// or a number (`"3"`, `"v3"`).
     pub async fn resolve(&self, name: &str, reference: Option<&str>) -> Result<u32> {
-        let entry = self.entry(name).await?;
+        let entry = self
+            .cached(name)
+            .await?
+            .ok_or_else(|| not_registered(name))?;
         let r = reference.unwrap_or(LATEST);
         if let Some(v) = entry.labels.get(r) {
             return Ok(*v);
@@ -266,7 +321,7 @@ impl Registry {
         // the name would retry the same taken number until it gave up.
         let mut taken = 0u32;
         for _ in 0..CAS_ATTEMPTS {
-            let current = self.find(name).await?;
+            let current = self.stored(name).await?;
             if let Some(e) = &current {
                 let latest = self.version(name, e.latest).await?;
                 if latest.hash == hash {
@@ -324,7 +379,7 @@ impl Registry {
             move_label(&mut entry, LATEST, next);
             entry.updated_at = now;
             let expect = current.map_or(Expect::Absent, |e| Expect::Revision(e.revision));
-            if self
+            if let Some(doc) = self
                 .store
                 .doc_put(
                     COLLECTION,
@@ -333,8 +388,9 @@ impl Registry {
                     expect,
                 )
                 .await?
-                .is_some()
             {
+                entry.revision = doc.revision;
+                self.keep(&Arc::new(entry));
                 return Ok(Deployed {
                     version: next,
                     created: true,
@@ -342,6 +398,7 @@ impl Registry {
             }
             // Lost the entry race: the version doc stays (numbers are never reused) and the
             // next round sees the winner's entry.
+            self.forget(name);
         }
         Err(busy(name))
     }
@@ -413,7 +470,10 @@ impl Registry {
     /// Read-modify-write an entry with compare-and-swap.
     async fn update(&self, name: &str, f: impl Fn(&mut Entry) -> Result<()>) -> Result<Entry> {
         for _ in 0..CAS_ATTEMPTS {
-            let mut e = self.entry(name).await?;
+            let mut e = self
+                .stored(name)
+                .await?
+                .ok_or_else(|| not_registered(name))?;
             let revision = e.revision;
             f(&mut e)?;
             e.updated_at = agentkit_runtime::model::now_ms();
@@ -428,11 +488,22 @@ impl Registry {
                 .await?
             {
                 e.revision = doc.revision;
-                return Ok(e);
+                let e = Arc::new(e);
+                self.keep(&e);
+                return Ok(Arc::unwrap_or_clone(e));
             }
+            self.forget(name);
         }
         Err(busy(name))
     }
+}
+
+fn not_registered(name: &str) -> Error {
+    Error::not_found(
+        "agent or workflow",
+        name,
+        "list them with `GET /v1/agents` (or `agentkit agents list`)",
+    )
 }
 
 fn move_label(e: &mut Entry, label: &str, version: u32) {
@@ -505,5 +576,43 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(d.version, 3);
+    }
+
+    /// On an unshared store the registry keeps entries: its own writes show at once, and a
+    /// write it did not see (another registry over the same store) does not make its label
+    /// moves fail, since they compare-and-swap on the stored entry.
+    #[tokio::test]
+    async fn kept_entries_follow_writes_and_never_block_them() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let r = Registry::new(Arc::clone(&store));
+        for v in 1..=3 {
+            r.deploy("a", EntryKind::Agent, "", json!({"v": v}), BTreeMap::new())
+                .await
+                .unwrap();
+        }
+        assert_eq!(r.resolve("a", None).await.unwrap(), 3);
+        r.set_label("a", "prod", 1, None).await.unwrap();
+        assert_eq!(r.resolve("a", Some("prod")).await.unwrap(), 1);
+        r.promote("a", "latest", "prod").await.unwrap();
+        assert_eq!(r.resolve("a", Some("prod")).await.unwrap(), 3);
+        r.rollback("a", "prod").await.unwrap();
+        assert_eq!(r.resolve("a", Some("prod")).await.unwrap(), 1);
+        r.deploy("a", EntryKind::Agent, "", json!({"v": 4}), BTreeMap::new())
+            .await
+            .unwrap();
+        assert_eq!(r.resolve("a", None).await.unwrap(), 4);
+
+        // A write past this registry: its kept entry is older than the stored one.
+        let other = Registry::new(Arc::clone(&store));
+        other.set_label("a", "prod", 2, None).await.unwrap();
+        let e = r.set_label("a", "prod", 4, Some(Some(2))).await.unwrap();
+        assert_eq!(e.labels["prod"], 4);
+        assert_eq!(r.resolve("a", Some("prod")).await.unwrap(), 4);
+        let d = r
+            .deploy("a", EntryKind::Agent, "", json!({"v": 5}), BTreeMap::new())
+            .await
+            .unwrap();
+        assert_eq!(d.version, 5);
+        assert_eq!(r.resolve("a", None).await.unwrap(), 5);
     }
 }

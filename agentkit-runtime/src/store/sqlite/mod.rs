@@ -281,6 +281,11 @@ fn written_run(row: &rusqlite::Row<'_>) -> Result<RunRecord> {
     rows::run_from_columns("sqlite", &Written(row))
 }
 
+/// A run row the writer read back, its JSON not parsed yet (see [`rows::run_from_raw`]).
+fn written_raw_run(row: &rusqlite::Row<'_>) -> Result<rows::RawRun> {
+    rows::raw_run_from_columns("sqlite", &Written(row))
+}
+
 /// Run a write statement on the writer's connection: how many rows it changed.
 fn execute(c: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<u64> {
     prepare(c, sql)?
@@ -628,10 +633,12 @@ impl RunStore for SqliteStore {
                         update.owner_fence,
                     ],
                     |e| store_error("sqlite", &format!("updating run {run_id}"), e),
-                    written_run,
+                    written_raw_run,
                 )
             })
-            .await
+            .await?
+            .map(|raw| rows::run_from_raw("sqlite", raw))
+            .transpose()
     }
 }
 

@@ -9,6 +9,7 @@ mod common;
 mod inproc;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::Policy;
@@ -22,7 +23,7 @@ use agentkit_runtime::{MemoryStore, Store};
 use agentkit_server::Server;
 use agentkit_server::gatewayops::GatewayConfig;
 use agentkit_server::tenancy::WorkspaceId;
-use common::upstream::{Upstream, with_add, with_delete_all, with_echo};
+use common::upstream::{Upstream, with_add, with_delete_all, with_echo, with_send};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "test-key";
@@ -32,6 +33,8 @@ const SECRET: &str = "sk-live-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c";
 
 struct Running {
     base: String,
+    /// The `send` calls the upstreams really ran.
+    sends: Arc<AtomicU32>,
     _served: inproc::InProcess,
     _upstreams: [Upstream; 2],
 }
@@ -39,8 +42,10 @@ struct Running {
 /// `crm` is seen by acme/prod only, `calc` by default/default; the gateway policy denies
 /// `*__delete_*`.
 async fn start() -> Running {
+    let sends = Arc::new(AtomicU32::new(0));
     let up = |name: &str| {
         let server = with_echo(with_add(agentkit_mcp::McpServerBuilder::new(name, "1.0.0")));
+        let server = with_send(server, Arc::clone(&sends));
         Upstream::serve(with_delete_all(server).build())
     };
     let (crm, calc) = (up("crm").await, up("calc").await);
@@ -69,6 +74,7 @@ async fn start() -> Running {
     assert_eq!(s, 201, "{b}");
     Running {
         base,
+        sends,
         _served: served,
         _upstreams: [crm, calc],
     }
@@ -283,4 +289,63 @@ async fn a_revoked_key_is_refused_at_the_next_post() {
     let (s, body) = post(&r, &key, "crm__echo", json!({"text": "x"}), &[]).await;
     assert_eq!(s, 401, "{body}");
     assert_eq!(audited(&r, "crm__echo").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_makes_a_retried_post_answer_the_first_call() {
+    let r = start().await;
+    let (key, _) = inproc::create_key(
+        &r.base,
+        ADMIN,
+        json!({"name": "i", "role": "invoker", "workspace": "acme/prod"}),
+    )
+    .await;
+    let keyed = [("idempotency-key", "order-42")];
+    let (s, first) = post(&r, &key, "crm__send", json!({"text": "once"}), &keyed).await;
+    assert_eq!(s, 200, "{first}");
+    assert_eq!(
+        first["result"]["content"][0]["text"], "sent: once",
+        "{first}"
+    );
+    assert_eq!(r.sends.load(Ordering::SeqCst), 1);
+
+    // The retry gets the first answer; the upstream is not called again.
+    let (s, again) = post(&r, &key, "crm__send", json!({"text": "once"}), &keyed).await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["result"], first["result"], "{again}");
+    assert_eq!(
+        r.sends.load(Ordering::SeqCst),
+        1,
+        "a retry made the call again"
+    );
+
+    // The same key for another call is refused, saying what to do.
+    let (_, other) = post(&r, &key, "crm__send", json!({"text": "twice"}), &keyed).await;
+    let message = other["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("send a new key"), "{other}");
+    // A key that cannot be one is refused before anything is called.
+    let long = "k".repeat(300);
+    let (_, bad) = post(
+        &r,
+        &key,
+        "crm__send",
+        json!({"text": "x"}),
+        &[("idempotency-key", &long)],
+    )
+    .await;
+    let message = bad["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Idempotency-Key"), "{bad}");
+    assert_eq!(r.sends.load(Ordering::SeqCst), 1);
+
+    // Without a key every POST is a call; a new key is a new call.
+    post(&r, &key, "crm__send", json!({"text": "once"}), &[]).await;
+    post(
+        &r,
+        &key,
+        "crm__send",
+        json!({"text": "once"}),
+        &[("idempotency-key", "order-43")],
+    )
+    .await;
+    assert_eq!(r.sends.load(Ordering::SeqCst), 3);
 }

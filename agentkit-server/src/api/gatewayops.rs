@@ -207,7 +207,7 @@ struct Batch {
 }
 
 /// The request's `Idempotency-Key` header, if any; 400 for one that cannot be a key.
-pub(super) fn idempotency_header(headers: &HeaderMap) -> ApiResult<Option<String>> {
+pub(crate) fn idempotency_header(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -341,7 +341,7 @@ fn reused_key(i: usize) -> Problem {
 ///
 /// [`idempotency::Refused`] when the key belongs to another call, an earlier attempt is still
 /// being made, or the key could not be checked.
-pub(super) async fn call_keyed(
+pub(crate) async fn call_keyed(
     s: &AppState,
     caller: &Caller,
     call: Call,

@@ -375,6 +375,13 @@ impl CallerTools {
             return Ok(Err(forbidden(caller, Role::Invoker, name)));
         }
         let ops = &state.gatewayops;
+        // An `Idempotency-Key` header makes a retried POST answer the first call's result
+        // (per workspace, as `/v1/execute` and `call_tool` do).
+        let key = match parts.map(|p| crate::api::gatewayops::idempotency_header(&p.headers)) {
+            Some(Err(p)) => return Err(ErrorData::invalid_params(p.detail, None)),
+            Some(Ok(k)) => k,
+            None => None,
+        };
         let mut env = CallEnv::new(trace_id());
         env.cancel = cancel;
         env.platform = platform_of(state, parts)?;
@@ -385,7 +392,19 @@ impl CallerTools {
             arguments,
             timeout: ops.config().default_timeout,
         };
-        match ops.call(&state.platform, caller, request, &env).await {
+        let made = crate::api::gatewayops::call_keyed(state, caller, request, key.as_deref(), &env)
+            .await
+            .map_err(|refused| match refused {
+                crate::gatewayops::idempotency::Refused::Unchecked(e) => ErrorData::internal_error(
+                    format!(
+                        "tool call `{name}`: its Idempotency-Key could not be checked \
+                                 ({e}); retry with the same key"
+                    ),
+                    None,
+                ),
+                other => ErrorData::invalid_request(format!("tool call `{name}`: {other}"), None),
+            })?;
+        match made {
             Ok(r) => Ok(Ok(r)),
             Err(McpFailure::NotFound(m)) => Err(ErrorData::invalid_params(
                 format!("unknown tool `{name}`: {m}"),

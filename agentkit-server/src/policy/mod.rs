@@ -124,6 +124,16 @@ pub struct ApprovalView {
     pub decision_seq: Option<u64>,
 }
 
+impl ApprovalView {
+    /// Mark the call decided: `status` (`approved`, `rejected`, `cancelled`) by `by` at `now`.
+    fn settle(&mut self, status: &str, by: &str, reason: Option<String>, now: i64) {
+        status.clone_into(&mut self.status);
+        self.decided_at = Some(now);
+        self.decided_by = Some(by.to_owned());
+        self.decision_reason = reason;
+    }
+}
+
 /// Who decides expired approvals.
 pub const EXPIRY_DECIDER: &str = "expiry";
 
@@ -131,6 +141,17 @@ pub const EXPIRY_DECIDER: &str = "expiry";
 pub const RUN_ENDED_DECIDER: &str = "run";
 
 impl StoreAudit {
+    /// Store approval `v` under `id` if `expect` holds: whether it was written (`false`: it
+    /// changed meanwhile).
+    async fn put_approval(&self, id: &str, v: &ApprovalView, expect: Expect) -> Result<bool> {
+        let value = serde_json::to_value(v).map_err(|e| Error::json("encoding an approval", e))?;
+        Ok(self
+            .store
+            .doc_put(APPROVALS, id, value, expect)
+            .await?
+            .is_some())
+    }
+
     /// An audit log over `store`, redacting with the default [`Redactor`].
     #[must_use]
     pub fn new(store: Arc<dyn Store>) -> Self {
@@ -426,17 +447,15 @@ impl StoreAudit {
         let had_pending = !pending.is_empty();
         let mut decided = Vec::new();
         for (d, mut v) in pending {
-            v.status = if approved { "approved" } else { "rejected" }.to_owned();
-            v.decided_at = Some(now);
-            v.decided_by = Some(by.to_owned());
-            v.decision_reason = reason.map(str::to_owned);
-            let value =
-                serde_json::to_value(&v).map_err(|e| Error::json("encoding an approval", e))?;
+            v.settle(
+                if approved { "approved" } else { "rejected" },
+                by,
+                reason.map(str::to_owned),
+                now,
+            );
             if self
-                .store
-                .doc_put(APPROVALS, &d.id, value, Expect::Revision(d.revision))
+                .put_approval(&d.id, &v, Expect::Revision(d.revision))
                 .await?
-                .is_some()
             {
                 decided.push(v.call_id);
             } else if call_id.is_some() {
@@ -500,13 +519,9 @@ impl StoreAudit {
             }
             v.claimed_by = Some(by.to_owned());
             v.claimed_until = Some(until);
-            let value =
-                serde_json::to_value(&v).map_err(|e| Error::json("encoding an approval", e))?;
             if self
-                .store
-                .doc_put(APPROVALS, &id, value, Expect::Revision(d.revision))
+                .put_approval(&id, &v, Expect::Revision(d.revision))
                 .await?
-                .is_some()
             {
                 return Ok(v);
             }
@@ -553,17 +568,10 @@ impl StoreAudit {
             if v.status != "pending" || v.run_id != run_id {
                 continue;
             }
-            v.status = "cancelled".to_owned();
-            v.decided_at = Some(now);
-            v.decided_by = Some(RUN_ENDED_DECIDER.to_owned());
-            v.decision_reason = Some(reason.clone());
-            let value =
-                serde_json::to_value(&v).map_err(|e| Error::json("encoding an approval", e))?;
-            if self
-                .store
-                .doc_put(APPROVALS, &d.id, value, Expect::Revision(d.revision))
+            v.settle("cancelled", RUN_ENDED_DECIDER, Some(reason.clone()), now);
+            if !self
+                .put_approval(&d.id, &v, Expect::Revision(d.revision))
                 .await?
-                .is_none()
             {
                 // Decided meanwhile by someone else: theirs stands.
                 continue;
@@ -619,11 +627,7 @@ impl StoreAudit {
                             .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
                     }),
                 };
-                let value =
-                    serde_json::to_value(&v).map_err(|e| Error::json("encoding an approval", e))?;
-                self.store
-                    .doc_put(APPROVALS, &id, value, Expect::Any)
-                    .await?;
+                self.put_approval(&id, &v, Expect::Any).await?;
                 if let Some(at) = v.expires_at {
                     self.store
                         .doc_put(
@@ -717,13 +721,9 @@ impl StoreAudit {
             let mut v: ApprovalView = serde_json::from_value(d.value)
                 .map_err(|e| Error::json("reading an approval", e))?;
             v.decision_seq = Some(entry.seq);
-            let value =
-                serde_json::to_value(&v).map_err(|e| Error::json("encoding an approval", e))?;
             if self
-                .store
-                .doc_put(APPROVALS, &id, value, Expect::Revision(d.revision))
+                .put_approval(&id, &v, Expect::Revision(d.revision))
                 .await?
-                .is_some()
             {
                 break;
             }

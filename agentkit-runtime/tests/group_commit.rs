@@ -386,3 +386,62 @@ async fn a_burst_of_concurrent_appends_is_all_committed_and_readable() {
         assert_eq!(total, TASKS * APPENDS as usize);
     }
 }
+
+/// The WAL is checkpointed beside the writer: 16 MiB written in bursts (less than the WAL the
+/// writer lets grow before it checkpoints itself) reach the database file soon after, every
+/// write is readable, and closing the store leaves no WAL behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_is_checkpointed_beside_the_writer() {
+    const DOCS: usize = 2_048;
+    const SIZE: usize = 8 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wal.db");
+    let wal = dir.path().join("wal.db-wal");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let blob = "x".repeat(SIZE);
+    for burst in 0..(DOCS / 128) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..128 {
+            let (store, blob) = (store.clone(), blob.clone());
+            tasks.spawn(async move {
+                store
+                    .doc_put(
+                        "blobs",
+                        &format!("{burst}-{i}"),
+                        json!({ "blob": blob }),
+                        Expect::Any,
+                    )
+                    .await
+                    .unwrap()
+                    .unwrap();
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+    }
+    let written = (DOCS * SIZE) as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let size = || std::fs::metadata(&path).map_or(0, |m| m.len());
+    while size() < written && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        size() >= written,
+        "the database file holds {} bytes 10 s after {written} bytes were written: the WAL \
+         was not checkpointed",
+        size()
+    );
+    for key in ["0-0", "15-127"] {
+        let doc = store.doc_get("blobs", key).await.unwrap().unwrap();
+        assert_eq!(doc.value["blob"].as_str().map(str::len), Some(SIZE));
+    }
+    store.close().await;
+    assert_eq!(
+        std::fs::metadata(&wal).map_or(0, |m| m.len()),
+        0,
+        "a closed store leaves its WAL checkpointed"
+    );
+    let again = SqliteStore::open(&path).await.unwrap();
+    assert!(again.doc_get("blobs", "7-64").await.unwrap().is_some());
+}

@@ -45,6 +45,15 @@ use crate::store::store_error;
 /// that no caller waits long behind the others.
 const MAX_BATCH: usize = 512;
 
+/// How long the checkpointer waits after a checkpoint before the next one: the commits in
+/// between share the next one (under load, four checkpoints a second).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// With a [`Checkpointer`], the write connection checkpoints when the WAL holds this many
+/// pages (SQLite's default is 1,000): what keeps the WAL from growing when writes never
+/// pause long enough for it to start over.
+const WRITER_CHECKPOINT_PAGES: i64 = 8_000;
+
 /// How many prepared statements the write connection keeps (the writes' statements, the
 /// journal inserts of a few sizes, the transaction statements).
 const CACHED_STATEMENTS: usize = 64;
@@ -142,8 +151,9 @@ impl Writer {
                         return;
                     }
                 };
+                let checkpointer = Checkpointer::start(&open, &conn);
                 if opened.send(Ok(())).is_ok() {
-                    writer_loop(conn, &open, &rx);
+                    writer_loop(conn, &open, &rx, checkpointer);
                 }
                 drop(keep);
             })?;
@@ -217,7 +227,114 @@ pub(super) fn prepare<'c>(
     conn.prepare_cached(sql)
 }
 
-fn writer_loop(conn: Connection, open: &Open, rx: &mpsc::Receiver<Message>) {
+/// WAL checkpoints off the writer thread: a thread of its own, with its own connection, runs
+/// a `PASSIVE` checkpoint after commits (at most one per [`CHECKPOINT_EVERY`]), and the write
+/// connection checkpoints only when the WAL holds [`WRITER_CHECKPOINT_PAGES`].
+///
+/// A checkpoint copies the WAL's pages into the database file and syncs both. Done by the
+/// committing connection (SQLite's default, every 1,000 pages), it stalled every write queued
+/// behind that commit for milliseconds. A `PASSIVE` checkpoint takes no lock a writer needs,
+/// so writes go on beside it. But the WAL starts over from its beginning only when a write
+/// finds it wholly copied, which under a steady stream of writes a checkpoint beside them
+/// rarely leaves it: so the writer still checkpoints, eight times less often, and then has
+/// little left to copy.
+struct Checkpointer {
+    wake: mpsc::SyncSender<Wake>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// What the checkpointer is told.
+enum Wake {
+    /// A transaction was committed.
+    Committed,
+    /// Close the connection and end.
+    Stop,
+}
+
+impl Checkpointer {
+    /// Start the checkpointer for the writer's connection `writer`; `None` when it could not
+    /// be started (its connection did not open): the write connection then checkpoints as
+    /// before.
+    fn start(open: &Open, writer: &Connection) -> Option<Self> {
+        let conn = match open().and_then(|c| {
+            c.busy_timeout(Duration::from_secs(10))?;
+            Ok(c)
+        }) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "sqlite store: the checkpoint connection did not open; the writer checkpoints the WAL itself");
+                return None;
+            }
+        };
+        let (wake, woken) = mpsc::sync_channel(1);
+        let thread = match std::thread::Builder::new()
+            .name("agentkit-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(&conn, &woken))
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "sqlite store: the checkpoint thread did not start; the writer checkpoints the WAL itself");
+                return None;
+            }
+        };
+        let this = Self { wake, thread };
+        if let Err(e) = fewer_autocheckpoints(writer) {
+            tracing::warn!(error = %e, "sqlite store: the writer keeps checkpointing the WAL itself");
+            this.stop();
+            return None;
+        }
+        Some(this)
+    }
+
+    /// A transaction was committed: a checkpoint is due (one already due covers it).
+    fn committed(&self) {
+        let _ = self.wake.try_send(Wake::Committed);
+    }
+
+    /// Stop the thread and wait until its connection is closed.
+    fn stop(self) {
+        if self.wake.send(Wake::Stop).is_ok() {
+            let _ = self.thread.join();
+        }
+    }
+}
+
+/// The write connection leaves checkpoints to the [`Checkpointer`] up to
+/// [`WRITER_CHECKPOINT_PAGES`].
+fn fewer_autocheckpoints(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
+}
+
+fn checkpoint_loop(conn: &Connection, woken: &mpsc::Receiver<Wake>) {
+    let mut last: Option<std::time::Instant> = None;
+    while let Ok(Wake::Committed) = woken.recv() {
+        // Commits in the next moments share this checkpoint.
+        if let Some(deadline) = last.map(|t| t + CHECKPOINT_EVERY) {
+            loop {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                match woken.recv_timeout(deadline - now) {
+                    Ok(Wake::Committed) => {}
+                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                    Ok(Wake::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        }
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "sqlite store: a WAL checkpoint failed; the next commit tries again");
+        }
+        last = Some(std::time::Instant::now());
+    }
+}
+
+fn writer_loop(
+    conn: Connection,
+    open: &Open,
+    rx: &mpsc::Receiver<Message>,
+    mut checkpointer: Option<Checkpointer>,
+) {
     let mut conn = Some(conn);
     let mut closed = false;
     let mut queue: VecDeque<Message> = VecDeque::new();
@@ -225,7 +342,12 @@ fn writer_loop(conn: Connection, open: &Open, rx: &mpsc::Receiver<Message>) {
         if queue.is_empty() {
             match rx.recv() {
                 Ok(message) => queue.push_back(message),
-                Err(_) => return,
+                Err(_) => {
+                    if let Some(c) = checkpointer.take() {
+                        c.stop();
+                    }
+                    return;
+                }
             }
         }
         while queue.len() < MAX_BATCH {
@@ -247,6 +369,9 @@ fn writer_loop(conn: Connection, open: &Open, rx: &mpsc::Receiver<Message>) {
         }
         if batch.is_empty() {
             if let Some(Message::Close(done)) = queue.pop_front() {
+                if let Some(c) = checkpointer.take() {
+                    c.stop();
+                }
                 conn = None;
                 closed = true;
                 let _ = done.send(());
@@ -263,7 +388,12 @@ fn writer_loop(conn: Connection, open: &Open, rx: &mpsc::Receiver<Message>) {
         }
         let c = match &conn {
             Some(c) => c,
-            None => match open().and_then(configure) {
+            None => match open().and_then(configure).and_then(|c| {
+                if checkpointer.is_some() {
+                    fewer_autocheckpoints(&c)?;
+                }
+                Ok(c)
+            }) {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
                     let abort = Abort::new("reopening the write connection", e.to_string());
@@ -273,6 +403,9 @@ fn writer_loop(conn: Connection, open: &Open, rx: &mpsc::Receiver<Message>) {
             },
         };
         let (not_run, usable) = run_batch(c, batch);
+        if let Some(c) = &checkpointer {
+            c.committed();
+        }
         if !usable {
             // Left in an unknown state (a failed `COMMIT` or `ROLLBACK`): the next batch
             // gets a fresh connection.

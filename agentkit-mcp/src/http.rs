@@ -41,6 +41,12 @@ pub type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
 /// [`McpServer::into_http_service`](crate::McpServer::into_http_service).
 #[derive(Clone)]
 pub struct McpHttpService {
+    /// Everything, behind one `Arc`: a request clones the service once (one reference count).
+    shared: Arc<Shared>,
+}
+
+/// The parts of an [`McpHttpService`].
+struct Shared {
     inner: StreamableHttpService<McpServer, SessionTracker>,
     /// The server, for the `tools/call`s answered without rmcp's per-request service.
     server: McpServer,
@@ -55,8 +61,8 @@ pub struct McpHttpService {
 impl std::fmt::Debug for McpHttpService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("McpHttpService")
-            .field("sessions", &self.sessions.live())
-            .field("max_sessions", &self.max_sessions)
+            .field("sessions", &self.shared.sessions.live())
+            .field("max_sessions", &self.shared.max_sessions)
             .finish_non_exhaustive()
     }
 }
@@ -77,23 +83,25 @@ impl McpHttpService {
         let any_host = config.allowed_hosts.is_empty();
         let factory = server.clone();
         Self {
-            inner: StreamableHttpService::new(
-                move || Ok(factory.clone()),
-                Arc::new(tracker),
-                config,
-            ),
-            server,
-            cancel,
-            any_host,
-            sessions,
-            max_sessions,
+            shared: Arc::new(Shared {
+                inner: StreamableHttpService::new(
+                    move || Ok(factory.clone()),
+                    Arc::new(tracker),
+                    config,
+                ),
+                server,
+                cancel,
+                any_host,
+                sessions,
+                max_sessions,
+            }),
         }
     }
 
     /// How many legacy (`initialize`) sessions are open now.
     #[must_use]
     pub fn session_count(&self) -> usize {
-        self.sessions.live()
+        self.shared.sessions.live()
     }
 
     async fn handle<B>(self, request: Request<B>) -> HttpResponse
@@ -116,20 +124,26 @@ impl McpHttpService {
                     .is_some_and(|e| e.trim().eq_ignore_ascii_case("application/json"))
             });
         if parts.method == http::Method::POST && is_json {
-            match check_message(&body) {
+            // A `tools/call` is read as that alone; any other message as every kind rmcp knows.
+            let checked = match call_message(&parts.headers, &body) {
+                Some(call) => Ok(Checked::Other(Box::new(Some(call)))),
+                None => check_message(&body),
+            };
+            match checked {
                 Err(response) => return response,
                 Ok(Checked::Other(message)) => {
                     if let Some(direct) = self.direct(&parts, *message) {
-                        return direct.answer(parts, &self.cancel).await;
+                        return direct.answer(parts, &self.shared.cancel).await;
                     }
                 }
                 Ok(Checked::Initialize)
                     if !parts.headers.contains_key("mcp-session-id")
                         && self
+                            .shared
                             .max_sessions
-                            .is_some_and(|max| self.sessions.live() >= max) =>
+                            .is_some_and(|max| self.shared.sessions.live() >= max) =>
                 {
-                    let max = self.max_sessions.unwrap_or_default();
+                    let max = self.shared.max_sessions.unwrap_or_default();
                     return rpc_error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         None,
@@ -145,7 +159,7 @@ impl McpHttpService {
             }
         }
         let request = Request::from_parts(parts, Full::new(body));
-        match tower::ServiceExt::oneshot(self.inner, request).await {
+        match tower::ServiceExt::oneshot(self.shared.inner.clone(), request).await {
             Ok(r) => r,
             Err(never) => match never {},
         }
@@ -185,7 +199,7 @@ impl McpHttpService {
         let name = call.params.name.as_ref();
         // rmcp's DNS-rebinding checks pass: any host is allowed and this one is well
         // formed, and no browser `Origin` to check.
-        let host_ok = self.any_host
+        let host_ok = self.shared.any_host
             && headers
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
@@ -201,7 +215,7 @@ impl McpHttpService {
         {
             return None;
         }
-        let tools = self.server.direct_tools(name)?;
+        let tools = self.shared.server.direct_tools(name)?;
         Some(Direct {
             tools,
             id: request.id,
@@ -356,6 +370,85 @@ where
         }
     }
     Ok(out.freeze())
+}
+
+/// A body read as a stateless `tools/call` and nothing else: what [`McpHttpService::direct`]
+/// needs, without reading it as every message rmcp knows first (that tries each request type
+/// in turn, and builds an error for each one that does not match).
+///
+/// `None` when the headers do not name a `tools/call` (`Mcp-Method`), or when the body is not
+/// plainly one: not a request (rmcp's shape check: `method` and `id`, no `result` or
+/// `error`), or not a `tools/call` its types read. Such a body is read the general way.
+fn call_message(headers: &http::HeaderMap, body: &[u8]) -> Option<ClientJsonRpcMessage> {
+    if sole_header(headers, "mcp-method") != Some("tools/call") || !plain_request(body) {
+        return None;
+    }
+    let request: rmcp::model::JsonRpcRequest<rmcp::model::CallToolRequest> =
+        serde_json::from_slice(body).ok()?;
+    Some(ClientJsonRpcMessage::Request(rmcp::model::JsonRpcRequest {
+        jsonrpc: request.jsonrpc,
+        id: request.id,
+        request: ClientRequest::CallToolRequest(request.request),
+    }))
+}
+
+/// Whether `body` is a JSON object with `method` and `id` and neither `result` nor `error`
+/// (the shape rmcp reads as a request).
+fn plain_request(body: &[u8]) -> bool {
+    /// A key of the message, read without copying it.
+    enum Key {
+        Method,
+        Id,
+        Answer,
+        Other,
+    }
+    impl<'de> serde::Deserialize<'de> for Key {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Name;
+            impl serde::de::Visitor<'_> for Name {
+                type Value = Key;
+
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a key")
+                }
+
+                fn visit_str<E>(self, key: &str) -> Result<Key, E> {
+                    Ok(match key {
+                        "method" => Key::Method,
+                        "id" => Key::Id,
+                        "result" | "error" => Key::Answer,
+                        _ => Key::Other,
+                    })
+                }
+            }
+            d.deserialize_str(Name)
+        }
+    }
+    struct Shape;
+    impl<'de> serde::de::Visitor<'de> for Shape {
+        type Value = bool;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON-RPC request")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let (mut method, mut id, mut answer) = (false, false, false);
+            while let Some(key) = map.next_key::<Key>()? {
+                match key {
+                    Key::Method => method = true,
+                    Key::Id => id = true,
+                    Key::Answer => answer = true,
+                    Key::Other => {}
+                }
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+            Ok(method && id && !answer)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde::Deserializer::deserialize_map(&mut de, Shape).is_ok_and(|plain| plain)
+        && de.end().is_ok()
 }
 
 /// What [`check_message`] learned about a well-formed message.

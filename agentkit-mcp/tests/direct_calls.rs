@@ -126,6 +126,8 @@ struct Variant {
     tasks: bool,
     session: bool,
     origin: Option<&'static str>,
+    /// Raw members put first in the body (a stray `result`, a second `method`, ...).
+    extra: &'static str,
 }
 
 impl Variant {
@@ -140,6 +142,7 @@ impl Variant {
             tasks: false,
             session: false,
             origin: None,
+            extra: "",
         }
     }
 }
@@ -161,11 +164,12 @@ async fn post(http: &reqwest::Client, url: &str, v: &Variant) -> (u16, String, S
     meta.insert("io.modelcontextprotocol/clientCapabilities".into(), caps);
     let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
         "name": v.tool, "arguments": {"a": [1, "two"]}, "_meta": meta}});
+    let body = format!("{{{}{}", v.extra, &body.to_string()[1..]);
     let mut req = http
         .post(url)
         .header("content-type", "application/json")
         .header("x-who", "alice")
-        .body(body.to_string());
+        .body(body);
     if let Some(a) = v.accept {
         req = req.header("accept", a);
     }
@@ -303,6 +307,21 @@ async fn every_other_request_goes_through_rmcp_with_the_same_answer() {
     for origin in ["http://localhost:3000", "https://evil.example"] {
         variants.push(Variant {
             origin: Some(origin),
+            ..base.clone()
+        });
+    }
+    // Not plainly a request (rmcp refuses a stray `result` or `error`), or a body its
+    // `tools/call` type does not read as one.
+    for extra in [
+        r#""result":1,"#,
+        r#""error":null,"#,
+        r#""method":"tools/list","#,
+        r#""id":null,"#,
+        r#""jsonrpc":"1.0","#,
+        r#""params":{"name":"x__ok","arguments":"not an object"},"#,
+    ] {
+        variants.push(Variant {
+            extra,
             ..base.clone()
         });
     }

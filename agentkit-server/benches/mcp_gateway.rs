@@ -10,7 +10,7 @@
 //! - `gateway (rmcp)`: rmcp clients calling `up__echo` on the agentkit server's `/mcp` on
 //!   the legacy lifecycle (one `initialize` per client, then calls on the session); rmcp's
 //!   HTTP client opens a new TCP connection per POST and gets SSE answers.
-//! - `gateway (keep-alive)`: one pooled HTTP/1.1 client (connections kept open) sending
+//! - `gateway (keep-alive)`: one pooled HTTP/1.1 client (hyper's, connections kept open) sending
 //!   stateless 2026-07-28 `tools/call` POSTs.
 //!
 //! The gateway rows use a workspace API key, under a gateway policy with tool scopes,
@@ -253,14 +253,18 @@ async fn rmcp_clients(url: &str, key: &str, n: usize, total: usize) -> Measured 
     m
 }
 
-/// `gateway (keep-alive)`: stateless 2026-07-28 POSTs on one pooled HTTP/1.1 client.
+/// `gateway (keep-alive)`: stateless 2026-07-28 POSTs on one pooled HTTP/1.1 client
+/// (hyper's, with connections kept open: the load generator shares the 2 cores with the
+/// gateway, so it is kept lean).
 async fn keepalive(url: &str, key: &str, n: usize, total: usize) -> Measured {
-    let http = reqwest::Client::builder()
-        .http1_only()
-        .tcp_nodelay(true)
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::TokioExecutor;
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let http: Client<HttpConnector, axum::body::Body> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(n)
-        .build()
-        .unwrap();
+        .build(connector);
     let meta = json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": {}
@@ -270,30 +274,32 @@ async fn keepalive(url: &str, key: &str, n: usize, total: usize) -> Measured {
     .to_string();
     // 'static, so each request borrows it instead of copying it.
     let body: &'static str = Box::leak(body.into_boxed_str());
-    let (url, auth) = (
-        Arc::<str>::from(url),
-        Arc::<str>::from(format!("Bearer {key}")),
-    );
+    let uri: http::Uri = url.parse().unwrap();
+    let auth = http::HeaderValue::try_from(format!("Bearer {key}")).unwrap();
     measure(n, total, move |_| {
-        let req = http
-            .post(&*url)
-            .header("authorization", &*auth)
+        let req = http::Request::post(uri.clone())
+            .header("authorization", auth.clone())
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .header("mcp-protocol-version", "2026-07-28")
             .header("mcp-method", "tools/call")
             .header("mcp-name", "up__echo")
-            .body(body);
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let http = http.clone();
         async move {
-            let res = req.send().await.unwrap();
+            let res = http.request(req).await.unwrap();
             let status = res.status();
-            let text = res.text().await.unwrap();
+            let bytes = axum::body::to_bytes(axum::body::Body::new(res.into_body()), 1 << 20)
+                .await
+                .unwrap();
+            let text = std::str::from_utf8(&bytes).unwrap();
             assert_eq!(status, 200, "{text}");
             // A JSON answer, or the `data:` line of an SSE answer.
             let json = text
                 .lines()
                 .find_map(|l| l.strip_prefix("data:"))
-                .unwrap_or(&text);
+                .unwrap_or(text);
             let v: Value = serde_json::from_str(json.trim()).unwrap();
             assert_eq!(v["result"]["isError"], false, "{text}");
         }

@@ -565,7 +565,7 @@ impl Server {
     /// The HTTP API as an axum router (serve it, or mount it in your own).
     pub fn router(&self) -> axum::Router {
         api::router(
-            AppState {
+            AppState::new(crate::api::AppStateParts {
                 platform: Arc::clone(&self.platform),
                 admin_key: Arc::clone(&self.admin_key),
                 metrics: self.metrics.clone(),
@@ -577,7 +577,7 @@ impl Server {
                 vault: self.vault.clone(),
                 claim_for: self.claim_for,
                 audit: self.audit.clone(),
-            },
+            }),
             self.max_body_bytes,
         )
     }

@@ -230,14 +230,50 @@ impl AuditEntry {
             event,
         }
     }
+
+    /// [`chained`](Self::chained), and the entry as JSON (what `serde_json::to_value` of it
+    /// gives), the event serialised once for both.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Json`](crate::Error) if the event does not serialise.
+    pub fn chained_value(seq: u64, prev_hash: &str, event: AuditEvent) -> Result<(Self, Value)> {
+        let value =
+            serde_json::to_value(&event).map_err(|e| Error::json("encoding an audit event", e))?;
+        let hash = value_hash(seq, prev_hash, &value);
+        let json = serde_json::json!({
+            "seq": seq,
+            "prev_hash": prev_hash,
+            "hash": hash,
+            "event": value,
+        });
+        Ok((
+            Self {
+                seq,
+                prev_hash: prev_hash.to_owned(),
+                hash,
+                event,
+            },
+            json,
+        ))
+    }
 }
 
 fn entry_hash(seq: u64, prev_hash: &str, event: &AuditEvent) -> String {
-    let mut text = String::new();
     match serde_json::to_value(event) {
-        Ok(v) => canonical_json(&v, &mut text),
-        Err(e) => text = format!("unserialisable event: {e}"),
+        Ok(v) => value_hash(seq, prev_hash, &v),
+        Err(e) => text_hash(seq, prev_hash, &format!("unserialisable event: {e}")),
     }
+}
+
+/// The hash of the entry at `seq` after `prev_hash` whose event is `event` (as JSON).
+fn value_hash(seq: u64, prev_hash: &str, event: &Value) -> String {
+    let mut text = String::new();
+    canonical_json(event, &mut text);
+    text_hash(seq, prev_hash, &text)
+}
+
+fn text_hash(seq: u64, prev_hash: &str, text: &str) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(b"\n");
@@ -262,34 +298,49 @@ fn hex(bytes: &[u8]) -> String {
 /// client may reorder them). What the audit chain hashes; also used to compare or hash
 /// any JSON value by content.
 pub fn canonical_json(v: &Value, out: &mut String) {
+    let mut bytes = std::mem::take(out).into_bytes();
+    canonical_bytes(v, &mut bytes);
+    // serde_json writes UTF-8 only, and `out` was a `String`: this never takes the lossy
+    // branch.
+    *out = String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+}
+
+/// [`canonical_json`] into bytes: keys and leaves written by serde_json's compact writer
+/// (the text `Value::to_string` gives), without a string per key or leaf.
+fn canonical_bytes(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            out.push('{');
+            out.push(b'{');
             for (i, k) in keys.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
+                // Cannot fail: a `Vec` takes every byte and a string always serialises.
+                let _ = serde_json::to_writer(&mut *out, k.as_str());
+                out.push(b':');
                 if let Some(item) = map.get(k) {
-                    canonical_json(item, out);
+                    canonical_bytes(item, out);
                 }
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                canonical_json(item, out);
+                canonical_bytes(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        // Cannot fail, as above.
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
     }
 }
 
@@ -408,6 +459,77 @@ mod tests {
             json!({"b": 1, "a": {"y": 2, "x": 1}}),
             "p",
         )
+    }
+
+    /// The text `canonical_json` wrote before it wrote bytes directly (a string per key
+    /// and leaf): stored chains were hashed over it, so the text must not change.
+    fn canonical_reference(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical_reference(&map[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical_reference(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+            "[\\u{0}-\\u{1f}\"\\\\\\u{7f}\\u{2028}é😀a-z]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map("[\\u{0}-\\u{1f}\"\\\\a-zé😀]{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn canonical_text_is_unchanged(v in json_value(), prefix in "[a-z{]{0,3}") {
+            let (mut now, mut before) = (prefix.clone(), prefix);
+            canonical_json(&v, &mut now);
+            canonical_reference(&v, &mut before);
+            proptest::prop_assert_eq!(now, before);
+        }
+    }
+
+    #[test]
+    fn chained_value_is_the_entry_as_json() {
+        let (entry, value) = AuditEntry::chained_value(7, "abc", event("t")).unwrap();
+        assert_eq!(entry, AuditEntry::chained(7, "abc", event("t")));
+        assert_eq!(value, serde_json::to_value(&entry).unwrap());
+        let back: AuditEntry = serde_json::from_value(value).unwrap();
+        verify_chain(std::slice::from_ref(&back)).unwrap();
     }
 
     #[tokio::test]

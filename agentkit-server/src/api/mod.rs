@@ -30,9 +30,29 @@ pub mod v1;
 
 pub use problem::{ApiResult, Problem};
 
-/// What every handler gets.
+/// What every handler gets: cheap to clone (one reference count; axum clones the state for
+/// each extractor and middleware of every request). Its parts are reached through `Deref`
+/// (`state.platform`).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateParts>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateParts;
+
+    fn deref(&self) -> &AppStateParts {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub(crate) fn new(parts: AppStateParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+/// The parts of an [`AppState`].
+#[non_exhaustive]
+pub struct AppStateParts {
     /// The platform.
     pub platform: Arc<Platform>,
     /// The server's admin key (`Authorization: Bearer …` or `x-api-key: …`): a
@@ -462,7 +482,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             panic_response,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.metrics,
+            state.metrics.clone(),
             crate::observe::metrics::track,
         ))
         .layer(

@@ -162,10 +162,10 @@ async fn write_batch(
         let mut writes = Vec::with_capacity(rest.len() + 1);
         let mut prev = head.hash.clone();
         for (i, event) in (1u64..).zip(rest) {
-            let entry = AuditEntry::chained(head.seq + i, &prev, event.clone());
-            let value = match serde_json::to_value(&entry) {
-                Ok(v) => v,
-                Err(e) => return (stored, Some(Error::json("encoding an audit entry", e))),
+            let (entry, value) = match AuditEntry::chained_value(head.seq + i, &prev, event.clone())
+            {
+                Ok(e) => e,
+                Err(e) => return (stored, Some(e)),
             };
             writes.push(DocWrite::new(
                 AUDIT,

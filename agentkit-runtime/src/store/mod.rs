@@ -146,6 +146,36 @@ pub trait SignalStore: Send + Sync + 'static {
         name: &str,
         entry: JournalEntry,
     ) -> Result<Option<Value>>;
+
+    /// [`take_signal`](Self::take_signal) only while the run is executed by `owner`: its
+    /// status is `running` (or `waiting_input` / `waiting_approval`, while the tool calls
+    /// beside a waiting call finish) and `owner` holds it. The check, the delivery and the
+    /// append are one transaction, serialised against the run's status changes: a cancel (or
+    /// pause) committed before it makes it fail and deliver nothing; one that commits after it
+    /// finds the decision delivered (the effect it releases goes ahead). The runtime takes
+    /// every signal with it, so a decision that releases an effect (an approval) never does
+    /// so after a cancel of its run was answered, on any node.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cancelled`](agentkit_core::Error::Cancelled), with nothing delivered or
+    /// appended, when the run is no longer live under `owner` (cancelled, paused, finished or
+    /// taken over); otherwise the store's error.
+    ///
+    /// The default calls [`take_signal`](Self::take_signal) without the check, for stores
+    /// written before this method: the only guard left is then the cancellation of the
+    /// execution in the process that runs it, which another process cannot reach. Override
+    /// it (this crate's three stores do).
+    async fn take_signal_fenced(
+        &self,
+        run_id: &str,
+        name: &str,
+        entry: JournalEntry,
+        owner: &str,
+    ) -> Result<Option<Value>> {
+        let _ = owner;
+        self.take_signal(run_id, name, entry).await
+    }
 }
 
 /// Claiming runs under a lease, and the heartbeat that renews leases.

@@ -187,7 +187,9 @@ fn fenced_insert_query(
             .push_bind(owner.to_owned())
             .push(" AND status IN ")
             .push(rows::FENCE_STATUSES)
-            .push(")");
+            // Serialised against a cancel in flight, as `take_signal_fenced` is: an entry
+            // is appended before the cancel commits, or not at all.
+            .push(" FOR SHARE)");
     }
     Ok(q)
 }
@@ -582,13 +584,56 @@ impl SignalStore for PostgresStore {
         &self,
         run_id: &str,
         name: &str,
+        entry: JournalEntry,
+    ) -> Result<Option<Value>> {
+        self.deliver_signal(run_id, name, entry, None).await
+    }
+
+    async fn take_signal_fenced(
+        &self,
+        run_id: &str,
+        name: &str,
+        entry: JournalEntry,
+        owner: &str,
+    ) -> Result<Option<Value>> {
+        self.deliver_signal(run_id, name, entry, Some(owner)).await
+    }
+}
+
+impl PostgresStore {
+    /// [`SignalStore::take_signal`], and with `owner` [`SignalStore::take_signal_fenced`].
+    async fn deliver_signal(
+        &self,
+        run_id: &str,
+        name: &str,
         mut entry: JournalEntry,
+        owner: Option<&str>,
     ) -> Result<Option<Value>> {
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(db("starting a transaction"))?;
+        if let Some(owner) = owner {
+            // `FOR SHARE` conflicts with the row lock of an `UPDATE` of the run (a cancel, a
+            // pause): one in flight is waited for and its committed status read; one that
+            // comes later waits until this transaction has delivered the signal.
+            let sql = format!(
+                "SELECT 1 FROM agentkit_runs
+                 WHERE id = $1 AND owner = $2 AND status IN {}
+                 FOR SHARE",
+                rows::FENCE_STATUSES
+            );
+            let live = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(run_id)
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("checking the run before delivering a signal"))?;
+            if live.is_none() {
+                return Err(rows::fenced_out(run_id));
+            }
+        }
         let row = sqlx::query(
             "UPDATE agentkit_signals SET delivered = TRUE WHERE id = (
                 SELECT id FROM agentkit_signals

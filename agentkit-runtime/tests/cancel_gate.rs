@@ -270,7 +270,7 @@ mod common;
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
-    use agentkit_runtime::PostgresStore;
+    use agentkit_runtime::{JournalStore as _, PostgresStore, RunStore as _, SignalStore as _};
     use sqlx::Connection;
 
     async fn pg_store(url: &str) -> Arc<dyn Store> {

@@ -252,18 +252,25 @@ async fn cancelling_on_one_node_while_approving_on_the_other_ends_each_approval_
         );
         // An approved call that started after the cancel had answered (asserted to be none
         // after the last round).
-        let late = (ran == 1 && cancel_status == 200)
+        // A call that ran although the cancel answered 200: released at the gate before the
+        // cancel committed. When it started, against the cancel's answer.
+        let sent_at = (ran == 1 && cancel_status == 200)
             .then(|| SENT_AT.lock().unwrap().last().copied())
-            .flatten()
-            .and_then(|t| t.checked_duration_since(cancelled_at));
+            .flatten();
+        let late = sent_at.and_then(|t| t.checked_duration_since(cancelled_at));
         late_calls += usize::from(late.is_some());
+        let when = match (sent_at, late) {
+            (_, Some(d)) => format!(", starting {d:?} after the cancel answered"),
+            (Some(t), None) => format!(
+                ", starting {:?} before the cancel answered",
+                cancelled_at.duration_since(t)
+            ),
+            (None, _) => String::new(),
+        };
         println!(
             "round {round}: cancel {cancel_status}, approve {approve_status}, approval {}, run {}, \
-             the tool ran {ran} time(s){}",
-            approval["status"],
-            done["status"],
-            late.map(|d| format!(", starting {d:?} after the cancel answered"))
-                .unwrap_or_default()
+             the tool ran {ran} time(s){when}",
+            approval["status"], done["status"],
         );
         match approval["status"].as_str().unwrap() {
             "cancelled" => {

@@ -80,7 +80,11 @@ struct Seen {
 /// Run `guarded` on node `b` of `store` with its approval queued before the gate, node `a`
 /// cancelling the run at `cancel_at`.
 async fn scenario(store: Arc<dyn Store>, cancel_at: At) -> Seen {
-    let a = Arc::new(Runtime::builder(Arc::clone(&store)).with_node_id("a").build());
+    let a = Arc::new(
+        Runtime::builder(Arc::clone(&store))
+            .with_node_id("a")
+            .build(),
+    );
     let b = Runtime::builder(Arc::clone(&store))
         .with_node_id("b")
         .build();
@@ -171,7 +175,10 @@ async fn a_cancel_after_the_gate_finds_the_call_released(store: Arc<dyn Store>) 
     let seen = scenario(store, At::AfterGate).await;
     assert!(seen.cancel.is_ok(), "{:?}", seen.cancel);
     assert_eq!(seen.run.status, RunStatus::Cancelled, "{:?}", seen.run);
-    assert_eq!(seen.sends, 1, "the call released before the cancel ran once");
+    assert_eq!(
+        seen.sends, 1,
+        "the call released before the cancel ran once"
+    );
     assert!(!seen.approval_queued, "the approval was delivered");
     assert_eq!(
         seen.keys.first().map(String::as_str),
@@ -201,26 +208,30 @@ async fn sqlite_a_cancel_after_the_gate_finds_the_call_released() {
 #[tokio::test]
 async fn memory_the_gate_orders_cancel_and_call() {
     a_cancel_before_the_gate_stops_the_call(Arc::new(agentkit_runtime::MemoryStore::new())).await;
-    a_cancel_after_the_gate_finds_the_call_released(Arc::new(
-        agentkit_runtime::MemoryStore::new(),
-    ))
-    .await;
+    a_cancel_after_the_gate_finds_the_call_released(Arc::new(agentkit_runtime::MemoryStore::new()))
+        .await;
+}
+
+/// A run stored claimed by node `b`, with an approval queued for it.
+async fn claimed_with_approval(store: &dyn Store) -> RunRecord {
+    let run = store
+        .create_run(NewRun::new("guarded", json!(null)).with_claim("b", i64::MAX))
+        .await
+        .unwrap()
+        .run()
+        .clone();
+    store
+        .send_signal(&run.id, APPROVAL_SIGNAL, json!({"decision": "approved"}))
+        .await
+        .unwrap();
+    run
 }
 
 /// At store level: a run claimed by `b` with an approval queued; the fenced take refuses once
 /// the run is cancelled (and delivers nothing), delivers while it is live.
 async fn the_fenced_take_checks_the_run(store: Arc<dyn Store>) {
     for cancelled in [true, false] {
-        let run = store
-            .create_run(NewRun::new("guarded", json!(null)).with_claim("b", i64::MAX))
-            .await
-            .unwrap()
-            .run()
-            .clone();
-        store
-            .send_signal(&run.id, APPROVAL_SIGNAL, json!({"decision": "approved"}))
-            .await
-            .unwrap();
+        let run = claimed_with_approval(store.as_ref()).await;
         if cancelled {
             store
                 .transition(
@@ -346,16 +357,7 @@ mod postgres {
     async fn a_cancel_in_flight_is_waited_for(url: &str) {
         let store = Arc::new(PostgresStore::connect(url).await.unwrap());
         for append in [false, true] {
-            let run = store
-                .create_run(NewRun::new("guarded", json!(null)).with_claim("b", i64::MAX))
-                .await
-                .unwrap()
-                .run()
-                .clone();
-            store
-                .send_signal(&run.id, APPROVAL_SIGNAL, json!({"decision": "approved"}))
-                .await
-                .unwrap();
+            let run = claimed_with_approval(store.as_ref()).await;
             let (s, id) = (Arc::clone(&store), run.id.clone());
             if append {
                 let gate = async move {
@@ -366,10 +368,7 @@ mod postgres {
             } else {
                 let gate = async move {
                     let entry = JournalEntry::new(&id, 0, "signal/approval", json!(null));
-                    match s
-                        .take_signal_fenced(&id, APPROVAL_SIGNAL, entry, "b")
-                        .await
-                    {
+                    match s.take_signal_fenced(&id, APPROVAL_SIGNAL, entry, "b").await {
                         Ok(taken) => taken.is_some(),
                         Err(Error::Cancelled { .. }) => false,
                         Err(e) => panic!("{e}"),

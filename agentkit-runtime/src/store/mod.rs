@@ -206,6 +206,15 @@ pub trait LeaseStore: Send + Sync + 'static {
     fn is_shared(&self) -> bool {
         false
     }
+
+    /// The ids of runs as they are cancelled or paused, by any process on this store
+    /// (PostgreSQL: `LISTEN`/`NOTIFY`), so that the process executing such a run stops it at
+    /// once instead of at its next step, and waiters on every node wake. `None` (the default)
+    /// when the store has no such feed; changes made by other processes are then seen by
+    /// polling. Call it from within a Tokio runtime (PostgreSQL starts its listener then).
+    fn stop_notices(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
 }
 
 /// Namespaced key-value entries with an optional time to live (shared agent memory,

@@ -151,5 +151,9 @@ async fn a_cancel_on_one_node_stops_the_run_on_another_at_once() {
         "with notices the execution stopped only after {:?}",
         on.2
     );
-    assert!(off.0 > STEP / 2, "without notices it stopped after {:?}", off.0);
+    assert!(
+        off.0 > STEP / 2,
+        "without notices it stopped after {:?}",
+        off.0
+    );
 }

@@ -133,7 +133,7 @@ impl DurableJournal {
     }
 
     /// The error of an execution whose run was stopped or taken over elsewhere.
-    fn fenced_out(&self, status: Option<RunStatus>) -> agentkit_core::Error {
+    pub(crate) fn fenced_out(&self, status: Option<RunStatus>) -> agentkit_core::Error {
         match status {
             Some(status) => {
                 tracing::info!(run_id = %self.run_id, %status, "the run was stopped or taken over elsewhere; this execution stops");
@@ -153,14 +153,6 @@ impl DurableJournal {
         if lock(&self.confirmed).elapsed() < OWNER_RECHECK {
             return Ok(());
         }
-        self.reconfirm_owner().await
-    }
-
-    /// With an owner: read the run, however lately its ownership was confirmed, and fail
-    /// unless this node still executes it. Called before an effect that a decision delivered
-    /// from elsewhere releases (an approval taken from the signal queue): a cancel that
-    /// another node answered before this read stops the call here, not after it ran.
-    pub(crate) async fn reconfirm_owner(&self) -> Result<()> {
         let Some(owner) = &self.owner else {
             return Ok(());
         };
@@ -173,12 +165,18 @@ impl DurableJournal {
                     RunStatus::Running | RunStatus::WaitingInput | RunStatus::WaitingApproval
                 ) && r.owner.as_deref() == Some(owner) =>
             {
-                *lock(&self.confirmed) = Instant::now();
+                self.owner_confirmed();
                 Ok(())
             }
             Some(r) => Err(self.fenced_out(Some(r.status))),
             None => Err(self.fenced_out(None)),
         }
+    }
+
+    /// Note that the store has just confirmed that the owner executes the run (a signal
+    /// delivered with [`take_signal_fenced`](crate::store::SignalStore::take_signal_fenced)).
+    pub(crate) fn owner_confirmed(&self) {
+        *lock(&self.confirmed) = Instant::now();
     }
 
     /// Replay only: a step that is not recorded is not executed; it is noted as a divergence

@@ -403,16 +403,21 @@ impl WorkflowContext {
         self.inner.run.check()?;
         for name in names {
             let entry = JournalEntry::new(self.run_id(), journal.next_seq(), &key, Value::Null);
-            if let Some(v) = self
+            // The gate of what the decision releases (an approved tool call): delivered only
+            // while the run is still executed here, atomically with the check and serialised
+            // against a cancel from any node. A cancel answered before it stops the call
+            // here; one answered after it finds the call released.
+            let taken = self
                 .inner
                 .store
-                .take_signal(self.run_id(), name, entry)
-                .await?
-            {
+                .take_signal_fenced(self.run_id(), name, entry, &self.inner.owner)
+                .await;
+            if let Err(Error::Cancelled { .. }) = &taken {
+                return Err(journal.fenced_out(None));
+            }
+            if let Some(v) = taken? {
                 journal.note_appended(&key, v.clone());
-                // On a shared store a cancel answered by another node reaches this execution
-                // only through the store: read the run before the decision releases its call.
-                journal.reconfirm_owner().await?;
+                journal.owner_confirmed();
                 return Ok(v);
             }
         }

@@ -1205,6 +1205,19 @@ impl SignalStore for Counting {
         self.hit("take_signal");
         self.inner.take_signal(run_id, name, entry).await
     }
+
+    async fn take_signal_fenced(
+        &self,
+        run_id: &str,
+        name: &str,
+        entry: agentkit_runtime::JournalEntry,
+        owner: &str,
+    ) -> Result<Option<Value>> {
+        self.hit("take_signal");
+        self.inner
+            .take_signal_fenced(run_id, name, entry, owner)
+            .await
+    }
 }
 
 #[async_trait]

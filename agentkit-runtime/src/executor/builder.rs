@@ -37,6 +37,7 @@ pub struct RuntimeBuilder {
     pub(super) events: Option<Arc<dyn EventSink>>,
     pub(super) observer: Option<Arc<dyn RunObserver>>,
     pub(super) spend_guard: Option<Arc<dyn SpendGuard>>,
+    pub(super) notices: bool,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -61,6 +62,7 @@ impl RuntimeBuilder {
             events: None,
             observer: None,
             spend_guard: None,
+            notices: true,
         }
     }
 
@@ -110,6 +112,15 @@ impl RuntimeBuilder {
     /// period. Calls answered from a run's journal are not charged again.
     pub fn with_spend_guard(mut self, guard: Arc<dyn SpendGuard>) -> Self {
         self.spend_guard = Some(guard);
+        self
+    }
+
+    /// Whether to follow the store's announcements of cancelled and paused runs (default on;
+    /// see [`LeaseStore::stop_notices`](crate::LeaseStore::stop_notices)). On PostgreSQL they
+    /// hold one connection of the pool; off, a cancel made by another process stops this
+    /// node's execution at its next step, and waits see it within their polling interval.
+    pub fn with_store_notices(mut self, on: bool) -> Self {
+        self.notices = on;
         self
     }
 

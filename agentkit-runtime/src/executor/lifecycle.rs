@@ -183,11 +183,13 @@ impl Runtime {
     /// Changes made through this runtime wake the wait at once; changes made by another
     /// process on the same store are seen within 250 ms (within 2 s while this process
     /// executes the run, whose execution ends and wakes the wait when another process
-    /// cancels it).
+    /// cancels it). A cancel or pause made elsewhere wakes it at once when the store announces
+    /// them ([`LeaseStore::stop_notices`](crate::LeaseStore::stop_notices): PostgreSQL).
     ///
     /// A wait for a run this process is executing, for statuses other than `running`, reads
     /// nothing until the execution ends (it leaves its final record to its waiters).
     pub async fn wait_for_status(&self, run_id: &str, statuses: &[RunStatus]) -> Result<RunRecord> {
+        self.follow_stop_notices();
         let watch = Watch::new(self, run_id);
         let mut known: Option<RunRecord> = None;
         let mut first = true;
@@ -249,7 +251,8 @@ impl Runtime {
     }
 
     /// Cancel a run: it is stored as cancelled at once and, if it is executing, its context is
-    /// cancelled so it stops calling models and tools. Cancelling a finished run is an error.
+    /// cancelled so it stops calling models and tools (on another node too, at once when the
+    /// store announces cancels, as PostgreSQL does; otherwise at that execution's next step). Cancelling a finished run is an error.
     pub async fn cancel(&self, run_id: &str) -> Result<()> {
         self.cancel_with_reason(run_id, "cancelled by request")
             .await

@@ -64,6 +64,10 @@ struct Inner {
     node_id: String,
     lease: Duration,
     heartbeat: AtomicBool,
+    /// Whether to follow the store's [`stop_notices`](crate::store::LeaseStore::stop_notices)
+    /// (set by the builder), and whether that has started.
+    notices: bool,
+    notices_started: AtomicBool,
     background: CancellationToken,
     polling: CancellationToken,
     schedules: RwLock<HashMap<String, Arc<ScheduleState>>>,
@@ -133,6 +137,8 @@ impl Runtime {
                 node_id: b.node_id,
                 lease: b.lease,
                 heartbeat: AtomicBool::new(false),
+                notices: b.notices,
+                notices_started: AtomicBool::new(false),
                 background: CancellationToken::new(),
                 polling: CancellationToken::new(),
                 schedules: RwLock::default(),

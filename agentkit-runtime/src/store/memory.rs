@@ -202,14 +202,7 @@ impl JournalStore for MemoryStore {
             )));
         }
         self.with(|s| {
-            let ours = s.runs.get(&first.run_id).is_some_and(|r| {
-                r.owner.as_deref() == Some(owner)
-                    && matches!(
-                        r.status,
-                        RunStatus::Running | RunStatus::WaitingInput | RunStatus::WaitingApproval
-                    )
-            });
-            if !ours {
+            if !executed_by(s, &first.run_id, owner) {
                 return Ok(false);
             }
             append_to(s, entries).map(|()| true)
@@ -219,6 +212,18 @@ impl JournalStore for MemoryStore {
     async fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>> {
         self.with(|s| Ok(s.journals.get(run_id).cloned().unwrap_or_default()))
     }
+}
+
+/// Whether run `run_id` is executed by `owner`: live (running, or waiting while the tool
+/// calls beside a waiting call finish) under its lease.
+fn executed_by(s: &State, run_id: &str, owner: &str) -> bool {
+    s.runs.get(run_id).is_some_and(|r| {
+        r.owner.as_deref() == Some(owner)
+            && matches!(
+                r.status,
+                RunStatus::Running | RunStatus::WaitingInput | RunStatus::WaitingApproval
+            )
+    })
 }
 
 /// Append `entries` to their runs' journals, all or nothing.
@@ -273,25 +278,52 @@ impl SignalStore for MemoryStore {
         &self,
         run_id: &str,
         name: &str,
-        mut entry: JournalEntry,
+        entry: JournalEntry,
     ) -> Result<Option<Value>> {
+        self.with(|s| deliver(s, run_id, name, entry))
+    }
+
+    async fn take_signal_fenced(
+        &self,
+        run_id: &str,
+        name: &str,
+        entry: JournalEntry,
+        owner: &str,
+    ) -> Result<Option<Value>> {
+        // Under the store's lock, which every status change takes too.
         self.with(|s| {
-            let k = (run_id.to_owned(), name.to_owned());
-            let Some(payload) = s.signals.get(&k).and_then(|q| q.front().cloned()) else {
-                return Ok(None);
-            };
-            let j = s.journals.entry(run_id.to_owned()).or_default();
-            if j.iter().any(|x| x.key == entry.key || x.seq == entry.seq) {
-                return Err(duplicate(&entry));
+            if !executed_by(s, run_id, owner) {
+                return Err(Error::Cancelled {
+                    run_id: run_id.to_owned(),
+                });
             }
-            entry.value = payload.clone();
-            j.push(entry);
-            if let Some(q) = s.signals.get_mut(&k) {
-                q.pop_front();
-            }
-            Ok(Some(payload))
+            deliver(s, run_id, name, entry)
         })
     }
+}
+
+/// Deliver the oldest queued signal `name` of the run into `entry` (see
+/// [`SignalStore::take_signal`]).
+fn deliver(
+    s: &mut State,
+    run_id: &str,
+    name: &str,
+    mut entry: JournalEntry,
+) -> Result<Option<Value>> {
+    let k = (run_id.to_owned(), name.to_owned());
+    let Some(payload) = s.signals.get(&k).and_then(|q| q.front().cloned()) else {
+        return Ok(None);
+    };
+    let j = s.journals.entry(run_id.to_owned()).or_default();
+    if j.iter().any(|x| x.key == entry.key || x.seq == entry.seq) {
+        return Err(duplicate(&entry));
+    }
+    entry.value = payload.clone();
+    j.push(entry);
+    if let Some(q) = s.signals.get_mut(&k) {
+        q.pop_front();
+    }
+    Ok(Some(payload))
 }
 
 #[async_trait]

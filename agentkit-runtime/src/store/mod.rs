@@ -146,6 +146,36 @@ pub trait SignalStore: Send + Sync + 'static {
         name: &str,
         entry: JournalEntry,
     ) -> Result<Option<Value>>;
+
+    /// [`take_signal`](Self::take_signal) only while the run is executed by `owner`: its
+    /// status is `running` (or `waiting_input` / `waiting_approval`, while the tool calls
+    /// beside a waiting call finish) and `owner` holds it. The check, the delivery and the
+    /// append are one transaction, serialised against the run's status changes: a cancel (or
+    /// pause) committed before it makes it fail and deliver nothing; one that commits after it
+    /// finds the decision delivered (the effect it releases goes ahead). The runtime takes
+    /// every signal with it, so a decision that releases an effect (an approval) never does
+    /// so after a cancel of its run was answered, on any node.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cancelled`](agentkit_core::Error::Cancelled), with nothing delivered or
+    /// appended, when the run is no longer live under `owner` (cancelled, paused, finished or
+    /// taken over); otherwise the store's error.
+    ///
+    /// The default calls [`take_signal`](Self::take_signal) without the check, for stores
+    /// written before this method: the only guard left is then the cancellation of the
+    /// execution in the process that runs it, which another process cannot reach. Override
+    /// it (this crate's three stores do).
+    async fn take_signal_fenced(
+        &self,
+        run_id: &str,
+        name: &str,
+        entry: JournalEntry,
+        owner: &str,
+    ) -> Result<Option<Value>> {
+        let _ = owner;
+        self.take_signal(run_id, name, entry).await
+    }
 }
 
 /// Claiming runs under a lease, and the heartbeat that renews leases.
@@ -175,6 +205,15 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// `running` as orphaned by a dead process at once instead of waiting for their leases.
     fn is_shared(&self) -> bool {
         false
+    }
+
+    /// The ids of runs as they are cancelled or paused, by any process on this store
+    /// (PostgreSQL: `LISTEN`/`NOTIFY`), so that the process executing such a run stops it at
+    /// once instead of at its next step, and waiters on every node wake. `None` (the default)
+    /// when the store has no such feed; changes made by other processes are then seen by
+    /// polling. Call it from within a Tokio runtime (PostgreSQL starts its listener then).
+    fn stop_notices(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
     }
 }
 

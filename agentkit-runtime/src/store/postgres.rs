@@ -6,6 +6,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Row, Transaction};
+use std::sync::{Arc, OnceLock};
+use tokio::sync::broadcast;
 
 use super::migrate;
 use super::rows::{self, CHUNK, append_error};
@@ -31,7 +33,12 @@ const RUN_COLUMNS: &str = "id, target, version, input::text AS input, status, at
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The feed of [`LeaseStore::stop_notices`], started by its first call.
+    notices: Arc<OnceLock<broadcast::Sender<String>>>,
 }
+
+/// The channel cancels and pauses are announced on (the payload is the run id).
+const STOP_CHANNEL: &str = "agentkit_run_stopped";
 
 fn db(what: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
     move |e| store_error("postgres", what, e)
@@ -43,6 +50,40 @@ fn to_json(v: &impl serde::Serialize, what: &str) -> Result<String> {
 
 fn from_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
     rows::from_json("postgres", s, what)
+}
+
+/// Forward the run ids announced on [`STOP_CHANNEL`] to `sender` until the pool is closed.
+/// A lost connection is reopened (what was announced meanwhile is missed: listeners poll
+/// too).
+async fn listen(pool: PgPool, sender: broadcast::Sender<String>) {
+    let mut listener = loop {
+        match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(mut l) => match l.listen(STOP_CHANNEL).await {
+                Ok(()) => break l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "postgres store: listening for cancels failed; retrying in 1 s");
+                }
+            },
+            Err(_) if pool.is_closed() => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "postgres store: connecting to listen for cancels failed; retrying in 1 s");
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    };
+    loop {
+        match listener.recv().await {
+            Ok(n) => {
+                // No receiver now is fine: a runtime subscribes when it starts waiting.
+                let _ = sender.send(n.payload().to_owned());
+            }
+            Err(_) if pool.is_closed() => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "postgres store: listening for cancels failed; reconnecting in 1 s");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 fn status_names(statuses: &[RunStatus]) -> Vec<String> {
@@ -79,7 +120,10 @@ impl PostgresStore {
                     e,
                 )
             })?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            notices: Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -187,7 +231,9 @@ fn fenced_insert_query(
             .push_bind(owner.to_owned())
             .push(" AND status IN ")
             .push(rows::FENCE_STATUSES)
-            .push(")");
+            // Serialised against a cancel in flight, as `take_signal_fenced` is: an entry
+            // is appended before the cancel commits, or not at all.
+            .push(" FOR SHARE)");
     }
     Ok(q)
 }
@@ -407,6 +453,16 @@ impl RunStore for PostgresStore {
              WHERE id = $8 AND status = ANY($9) AND ($10::text IS NULL OR owner = $10)
              RETURNING {RUN_COLUMNS}"
         );
+        // A cancel or a pause is announced (at commit, in the same statement) to the nodes
+        // that listen: the one executing the run stops it at once.
+        let sql = if matches!(update.status, RunStatus::Cancelled | RunStatus::Paused) {
+            format!(
+                "WITH changed AS ({sql}) SELECT changed.*,
+                    pg_notify('{STOP_CHANNEL}', changed.id)::text AS notified FROM changed"
+            )
+        } else {
+            sql
+        };
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(update.status.as_str())
             .bind(i64::from(update.increment_attempts))
@@ -582,13 +638,56 @@ impl SignalStore for PostgresStore {
         &self,
         run_id: &str,
         name: &str,
+        entry: JournalEntry,
+    ) -> Result<Option<Value>> {
+        self.deliver_signal(run_id, name, entry, None).await
+    }
+
+    async fn take_signal_fenced(
+        &self,
+        run_id: &str,
+        name: &str,
+        entry: JournalEntry,
+        owner: &str,
+    ) -> Result<Option<Value>> {
+        self.deliver_signal(run_id, name, entry, Some(owner)).await
+    }
+}
+
+impl PostgresStore {
+    /// [`SignalStore::take_signal`], and with `owner` [`SignalStore::take_signal_fenced`].
+    async fn deliver_signal(
+        &self,
+        run_id: &str,
+        name: &str,
         mut entry: JournalEntry,
+        owner: Option<&str>,
     ) -> Result<Option<Value>> {
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(db("starting a transaction"))?;
+        if let Some(owner) = owner {
+            // `FOR SHARE` conflicts with the row lock of an `UPDATE` of the run (a cancel, a
+            // pause): one in flight is waited for and its committed status read; one that
+            // comes later waits until this transaction has delivered the signal.
+            let sql = format!(
+                "SELECT 1 FROM agentkit_runs
+                 WHERE id = $1 AND owner = $2 AND status IN {}
+                 FOR SHARE",
+                rows::FENCE_STATUSES
+            );
+            let live = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(run_id)
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("checking the run before delivering a signal"))?;
+            if live.is_none() {
+                return Err(rows::fenced_out(run_id));
+            }
+        }
         let row = sqlx::query(
             "UPDATE agentkit_signals SET delivered = TRUE WHERE id = (
                 SELECT id FROM agentkit_signals
@@ -696,6 +795,15 @@ impl LeaseStore for PostgresStore {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    fn stop_notices(&self) -> Option<broadcast::Receiver<String>> {
+        let sender = self.notices.get_or_init(|| {
+            let (sender, _) = broadcast::channel(1024);
+            tokio::spawn(listen(self.pool.clone(), sender.clone()));
+            sender
+        });
+        Some(sender.subscribe())
     }
 }
 

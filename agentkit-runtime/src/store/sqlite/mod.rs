@@ -783,11 +783,53 @@ impl SignalStore for SqliteStore {
         &self,
         run_id: &str,
         name: &str,
+        entry: JournalEntry,
+    ) -> Result<Option<Value>> {
+        self.deliver_signal(run_id, name, entry, None).await
+    }
+
+    async fn take_signal_fenced(
+        &self,
+        run_id: &str,
+        name: &str,
+        entry: JournalEntry,
+        owner: &str,
+    ) -> Result<Option<Value>> {
+        self.deliver_signal(run_id, name, entry, Some(owner.to_owned()))
+            .await
+    }
+}
+
+impl SqliteStore {
+    /// [`SignalStore::take_signal`], and with `owner` [`SignalStore::take_signal_fenced`]:
+    /// one job of the writer, which also makes every status change, so the check and the
+    /// delivery see no change between them.
+    async fn deliver_signal(
+        &self,
+        run_id: &str,
+        name: &str,
         mut entry: JournalEntry,
+        owner: Option<String>,
     ) -> Result<Option<Value>> {
         let (run_id, name) = (run_id.to_owned(), name.to_owned());
         self.writer
             .write(Statements::Several, move |c| {
+                if let Some(owner) = owner {
+                    let sql = format!(
+                        "SELECT 1 FROM runs WHERE id = ? AND owner = ? AND status IN {}",
+                        rows::FENCE_STATUSES
+                    );
+                    let live = query_first(
+                        c,
+                        &sql,
+                        [&run_id, &owner],
+                        db("checking the run before delivering a signal"),
+                        |_| Ok(()),
+                    )?;
+                    if live.is_none() {
+                        return Err(rows::fenced_out(&run_id));
+                    }
+                }
                 let payload = query_first(
                     c,
                     "UPDATE signals SET delivered = 1 WHERE id = (

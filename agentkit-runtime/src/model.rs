@@ -473,6 +473,14 @@ impl Created {
         }
     }
 
+    /// The run, new or existing, taken out.
+    #[must_use]
+    pub fn into_run(self) -> RunRecord {
+        match self {
+            Self::New(r) | Self::Existing(r) => r,
+        }
+    }
+
     /// Whether the run was created by this call.
     #[must_use]
     pub fn is_new(&self) -> bool {

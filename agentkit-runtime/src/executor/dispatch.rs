@@ -144,15 +144,25 @@ impl Runtime {
     /// Hand the finished record to a `run_sync` waiting for it; with `None`, let the waiter
     /// fall back to reading the store.
     pub(super) fn settle(&self, run_id: &str, record: Option<RunRecord>) {
-        // `wait_for_status` callers take it when `notify` wakes them.
-        if let Some(r) = &record
-            && let Some(w) = lock(&self.inner.watchers).get_mut(run_id)
-        {
-            w.last = Some(r.clone());
-        }
         let waiter = lock(&self.inner.waiters).remove(run_id);
-        if let (Some(w), Some(r)) = (waiter, record) {
-            let _ = w.send(r);
+        let Some(record) = record else {
+            return;
+        };
+        // `wait_for_status` callers take it when `notify` wakes them; the record is copied
+        // only when a `run_sync` waiter wants it too.
+        let record = match lock(&self.inner.watchers).get_mut(run_id) {
+            Some(w) if waiter.is_some() => {
+                w.last = Some(record.clone());
+                record
+            }
+            Some(w) => {
+                w.last = Some(record);
+                return;
+            }
+            None => record,
+        };
+        if let Some(w) = waiter {
+            let _ = w.send(record);
         }
     }
 
@@ -246,12 +256,14 @@ impl Runtime {
         traceparent: Option<String>,
     ) -> Result<Outcome> {
         let store = &self.inner.store;
+        // `claimed`: the run is stored claimed by this node (`run` is that record, not a
+        // copy of it: the record is only read until the claim is settled below).
         let (run, claimed, permit) = match hint {
-            Hint::Owned(run, permit) => (run.clone(), Some(run), Some(permit)),
-            Hint::Claimed(run) => (run.clone(), Some(run), None),
-            Hint::Known(run) => (run, None, None),
+            Hint::Owned(run, permit) => (run, true, Some(permit)),
+            Hint::Claimed(run) => (run, true, None),
+            Hint::Known(run) => (run, false, None),
             Hint::None => match store.get_run(run_id).await? {
-                Some(run) => (run, None, None),
+                Some(run) => (run, false, None),
                 None => return Ok(Outcome::Done),
             },
         };
@@ -280,7 +292,7 @@ impl Runtime {
             }
         };
         if self.inner.stopping.load(Ordering::SeqCst) && self.inner.abort.is_cancelled() {
-            if let Some(run) = &claimed {
+            if claimed {
                 // Claimed but not started: release it for the next process.
                 store
                     .transition(
@@ -293,9 +305,10 @@ impl Runtime {
             }
             return Ok(Outcome::Done);
         }
-        let claimed = match claimed {
-            Some(run) => Some(run),
-            None => match store
+        let claimed = if claimed {
+            Some(run)
+        } else {
+            match store
                 .claim(run_id, self.node_id(), self.lease_until())
                 .await?
             {
@@ -309,7 +322,7 @@ impl Runtime {
                 None => store.get_run(run_id).await?.filter(|r| {
                     r.status == RunStatus::Running && r.owner.as_deref() == Some(self.node_id())
                 }),
-            },
+            }
         };
         let Some(run) = claimed else {
             return Ok(Outcome::Done);
@@ -324,7 +337,7 @@ impl Runtime {
     async fn attempts(
         &self,
         run_id: &str,
-        run: RunRecord,
+        mut run: RunRecord,
         target: &Target,
         token: &CancellationToken,
     ) -> Result<Outcome> {
@@ -372,18 +385,19 @@ impl Runtime {
             if let Some(p) = run
                 .input
                 .get("principal")
-                .and_then(|p| serde_json::from_value::<agentkit_core::Principal>(p.clone()).ok())
+                .and_then(|p| <agentkit_core::Principal as serde::Deserialize>::deserialize(p).ok())
             {
                 ctx = ctx.with_principal(p);
             }
             let wctx = WorkflowContext::new(ctx.clone(), journal.clone(), Arc::clone(store), &node);
+            // The last attempt the policy allows takes the input itself, not a copy.
+            let input = if attempt < policy.max_attempts {
+                run.input.clone()
+            } else {
+                std::mem::take(&mut run.input)
+            };
             let result = target
-                .execute(
-                    &wctx,
-                    run.input.clone(),
-                    run.version,
-                    Some(&self.inner.live),
-                )
+                .execute(&wctx, input, run.version, Some(&self.inner.live))
                 .await;
             let totals = ctx.totals();
             let err = match result {

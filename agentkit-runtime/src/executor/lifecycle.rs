@@ -166,7 +166,7 @@ impl Runtime {
     ) -> Result<RunRecord> {
         let (t, run) = self.prepare_run(target, input, options)?;
         let created = self.create_and_dispatch(&t, run, None).await?;
-        Ok(created.run().clone())
+        Ok(created.into_run())
     }
 
     /// The stored run.
@@ -416,11 +416,16 @@ impl<'a> Watch<'a> {
         }
     }
 
-    /// The record an execution of this process finished the run with, if one did.
+    /// The record an execution of this process finished the run with, if one did: taken
+    /// when this is the run's only waiter (nobody else reads it), else copied.
     fn last(&self) -> Option<RunRecord> {
-        lock(&self.runtime.inner.watchers)
-            .get(self.run_id)
-            .and_then(|w| w.last.clone())
+        let mut watchers = lock(&self.runtime.inner.watchers);
+        let w = watchers.get_mut(self.run_id)?;
+        if w.count == 1 {
+            w.last.take()
+        } else {
+            w.last.clone()
+        }
     }
 }
 

@@ -19,6 +19,21 @@ pub(crate) fn to_json(backend: &str, v: &impl serde::Serialize, what: &str) -> R
         .map_err(|e| Error::json(format!("{backend} store: encoding {what}"), e))
 }
 
+/// Decode the JSON column `column` of `what` (written out only when it fails to decode).
+fn decode_column<T: serde::de::DeserializeOwned>(
+    backend: &str,
+    s: &str,
+    what: &dyn Fn() -> String,
+    column: &str,
+) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| {
+        Error::json(
+            format!("{backend} store: decoding the `{column}` of {}", what()),
+            e,
+        )
+    })
+}
+
 /// Decode a JSON column.
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
     backend: &str,
@@ -139,10 +154,20 @@ pub(crate) struct RawEntry {
 
 /// A stored integer that must fit `T` (counts, versions, sequence numbers: never negative).
 fn fit<T: TryFrom<i64>>(backend: &str, what: &str, column: &'static str, value: i64) -> Result<T> {
+    fit_named(backend, &|| what.to_owned(), column, value)
+}
+
+/// [`fit`], with what the error names written out only when there is an error.
+fn fit_named<T: TryFrom<i64>>(
+    backend: &str,
+    what: &dyn Fn() -> String,
+    column: &'static str,
+    value: i64,
+) -> Result<T> {
     T::try_from(value).map_err(|_| {
         InvalidStoredData::new(
             backend,
-            what,
+            &what(),
             column,
             format!(
                 "is {value}, out of range for {}",
@@ -156,14 +181,15 @@ fn fit<T: TryFrom<i64>>(backend: &str, what: &str, column: &'static str, value: 
 /// A run from its raw columns: every value is checked, so a corrupt or foreign row gives an
 /// error naming the run and the column, never a panic or a silently changed value.
 pub(crate) fn run_from_raw(backend: &str, raw: RawRun) -> Result<RunRecord> {
-    let what = format!("run {}", raw.id);
-    let json = |s: &str, column: &str| -> Result<Value> {
-        from_json(backend, s, &format!("the `{column}` of {what}"))
-    };
+    // What the errors name, written out only when there is one (this runs for every run
+    // read or updated).
+    let what = || format!("run {}", raw.id);
+    let json =
+        |s: &str, column: &str| -> Result<Value> { decode_column(backend, s, &what, column) };
     let status = parse_status(&raw.status).ok_or_else(|| {
         Error::from(InvalidStoredData::new(
             backend,
-            &what,
+            &what(),
             "status",
             format!(
                 "is `{}`, not a known run status (database written by a newer agentkit?)",
@@ -171,16 +197,26 @@ pub(crate) fn run_from_raw(backend: &str, raw: RawRun) -> Result<RunRecord> {
             ),
         ))
     })?;
+    let version = fit_named(backend, &what, "version", raw.version)?;
+    let attempts = fit_named(backend, &what, "attempts", raw.attempts)?;
+    let input = json(&raw.input, "input")?;
+    let output = raw
+        .output
+        .as_deref()
+        .map(|o| json(o, "output"))
+        .transpose()?;
+    let usage = decode_column::<Usage>(backend, &raw.usage, &what, "usage")?;
+    let waiting_for = raw
+        .waiting_for
+        .as_deref()
+        .map(|w| decode_column::<Vec<String>>(backend, w, &what, "waiting_for"))
+        .transpose()?;
     Ok(RunRecord {
-        version: fit(backend, &what, "version", raw.version)?,
-        attempts: fit(backend, &what, "attempts", raw.attempts)?,
-        input: json(&raw.input, "input")?,
-        output: raw
-            .output
-            .as_deref()
-            .map(|o| json(o, "output"))
-            .transpose()?,
-        usage: from_json::<Usage>(backend, &raw.usage, &format!("the `usage` of {what}"))?,
+        version,
+        attempts,
+        input,
+        output,
+        usage,
         status,
         id: raw.id,
         target: raw.target,
@@ -192,11 +228,7 @@ pub(crate) fn run_from_raw(backend: &str, raw: RawRun) -> Result<RunRecord> {
         owner: raw.owner,
         lease_until: raw.lease_until,
         wake_at: raw.wake_at,
-        waiting_for: raw
-            .waiting_for
-            .as_deref()
-            .map(|w| from_json::<Vec<String>>(backend, w, &format!("the `waiting_for` of {what}")))
-            .transpose()?,
+        waiting_for,
     })
 }
 

@@ -3,8 +3,7 @@
 //! any rmcp `ServerHandler` accepted, and a server that fails or is stopped giving errors that
 //! name it (never a panic or a hang). A tool handler that panics answers its call at once with
 //! an error saying so (not at the request timeout) and the server keeps serving, for an
-//! `McpServerBuilder` server and a hand-written handler alike; over a real transport (a byte
-//! stream) rmcp leaves such a request unanswered until the client's timeout.
+//! `McpServerBuilder` server and a hand-written handler alike, and over a byte stream too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -387,22 +386,37 @@ async fn a_hand_written_handler_that_panics_answers_at_once_too() {
     manager.shutdown().await;
 }
 
-/// What the in-process server improves on: the same server over a byte stream (rmcp's own
-/// serving) leaves a panicking call unanswered until the client gives up, and keeps serving.
+/// The same server over a byte stream (`McpServer::serve`) answers a panicking call at once
+/// too, with the same error, and keeps serving the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_a_byte_stream_a_panicking_call_waits_for_the_client_timeout() {
+async fn over_a_byte_stream_a_panicking_call_is_answered_at_once() {
     let (a, b) = tokio::io::duplex(64 * 1024);
     tokio::spawn(async move {
         let running = fragile().serve(a).await.unwrap();
         let _ = running.waiting().await;
     });
     let client = ().serve(b).await.unwrap();
-    let unanswered = tokio::time::timeout(
-        Duration::from_secs(2),
+    let started = Instant::now();
+    let answered = tokio::time::timeout(
+        Duration::from_secs(5),
         client.call_tool(CallToolRequestParams::new("boom").with_arguments(args(json!({"n": 1})))),
     )
-    .await;
-    assert!(unanswered.is_err(), "answered: {unanswered:?}");
+    .await
+    .expect("a panicking call is answered before the client's timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let Err(agentkit_mcp::rmcp::ServiceError::McpError(e)) = answered else {
+        panic!("expected a JSON-RPC error, got {answered:?}");
+    };
+    assert_eq!(e.code.0, -32603, "{e:?}");
+    assert!(
+        e.message
+            .starts_with("the handler of tool `boom` panicked: index 1 out of range;"),
+        "{e:?}"
+    );
     let r = client
         .call_tool(CallToolRequestParams::new("echo").with_arguments(args(json!({"text": "on"}))))
         .await

@@ -268,3 +268,71 @@ pub async fn assert_audit_verifies(base: &str, admin: &str, workspace: &str) {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["ok"], true, "{v}");
 }
+
+/// An rmcp client of `/mcp` (see [`mcp_session`]).
+pub type McpClient = agentkit_mcp::rmcp::service::RunningService<
+    agentkit_mcp::rmcp::RoleClient,
+    agentkit_mcp::rmcp::model::ClientConfig,
+>;
+
+/// The streamable HTTP transport to `/mcp` of the server at `base`, authenticated with `key`
+/// (none: no `Authorization` header), sending `headers` with every request.
+pub fn mcp_transport(
+    base: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+) -> agentkit_mcp::rmcp::transport::StreamableHttpClientTransport<reqwest::Client> {
+    use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let mut config = StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"));
+    if let Some(k) = key {
+        config = config.auth_header(k);
+    }
+    if !headers.is_empty() {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+            .collect();
+        config = config.custom_headers(headers);
+    }
+    agentkit_mcp::rmcp::transport::StreamableHttpClientTransport::from_config(config)
+}
+
+/// An rmcp client on a legacy (2025-11-25, `initialize`) session of `/mcp` as `key`, sending
+/// `headers` with every request.
+pub async fn mcp_session(base: &str, key: &str, headers: &[(&str, &str)]) -> McpClient {
+    use agentkit_mcp::rmcp::ServiceExt;
+    agentkit_mcp::rmcp::model::ClientConfig::default()
+        .serve(mcp_transport(base, Some(key), headers))
+        .await
+        .unwrap()
+}
+
+/// A stateless 2026-07-28 `tools/call` of `tool` with `args` POSTed to `/mcp` as `key`, with
+/// every header a 2026-07-28 client sends and `extra`: the HTTP status and the JSON body (a
+/// body that is not JSON as a JSON string). The request's id is 3.
+pub async fn mcp_post(
+    base: &str,
+    key: &str,
+    tool: &str,
+    args: serde_json::Value,
+    extra: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let meta = serde_json::json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}
+    });
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": tool, "arguments": args, "_meta": meta}});
+    let auth = format!("Bearer {key}");
+    let mut headers = vec![
+        ("authorization", auth.as_str()),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", tool),
+    ];
+    headers.extend_from_slice(extra);
+    let (status, _, body) =
+        request(base, reqwest::Method::POST, "/mcp", Some(body), &headers).await;
+    (status, body)
+}

@@ -24,11 +24,8 @@ use agentkit_mcp::rmcp::model::{
 };
 use agentkit_mcp::rmcp::service::RunningService;
 use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
-use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use agentkit_mcp::rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
-use agentkit_mcp::{ConnectionManager, ServerConfig};
 use agentkit_runtime::{SqliteStore, Store};
-use agentkit_server::Server;
 use agentkit_server::gatewayops::GatewayConfig;
 use agentkit_server::gatewayops::safety::{SafetyAction, SafetyLayer};
 use agentkit_server::tenancy::WorkspaceId;
@@ -90,12 +87,7 @@ async fn start_with(
                 WorkspaceId::new("globex", "prod"),
             ],
         );
-    let server = Server::builder(store)
-        .admin_key(ADMIN)
-        .mcp_servers(ConnectionManager::new([ServerConfig::http(
-            "crm", &crm.url,
-        )]))
-        .gateway(f(gateway))
+    let server = inproc::gateway_builder(store, ADMIN, &[("crm", &crm.url)], f(gateway))
         .approval_expiry(expiry)
         .build()
         .await
@@ -379,9 +371,7 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
 type Client = RunningService<RoleClient, ClientConfig>;
 
 fn transport(r: &Running, key: &str) -> StreamableHttpClientTransport<reqwest::Client> {
-    StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", r.base)).auth_header(key),
-    )
+    inproc::mcp_transport(&r.base, Some(key), &[])
 }
 
 async fn plain_client(r: &Running, key: &str) -> Client {

@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::Policy;
 use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
-use agentkit_mcp::{ConnectionManager, ServerConfig};
 use agentkit_runtime::{SqliteStore, Store};
-use agentkit_server::Server;
 use agentkit_server::gatewayops::safety::{SafetyAction, SafetyLayer};
 use agentkit_server::gatewayops::{GatewayConfig, PlatformRegistration};
 use agentkit_server::tenancy::WorkspaceId;
@@ -123,17 +121,8 @@ async fn start_with(f: impl FnOnce(GatewayConfig) -> GatewayConfig) -> Running {
         )
         .with_platform(PlatformRegistration::new("slowpoke").with_rate_limit(1));
     let gateway = f(gateway);
-    let server = Server::builder(store)
-        .admin_key(ADMIN)
-        .mcp_servers(ConnectionManager::new([
-            ServerConfig::http("calc", &calc.url),
-            ServerConfig::http("crm", &crm.url),
-        ]))
-        .gateway(gateway)
-        .build()
-        .await
-        .unwrap();
-    let served = inproc::serve(server).await;
+    let servers = [("calc", calc.url.as_str()), ("crm", crm.url.as_str())];
+    let served = inproc::serve_gateway(store, ADMIN, &servers, gateway).await;
     let base = served.base.clone();
     let (s, b) = inproc::create_workspace(&base, ADMIN, "acme", "prod").await;
     assert_eq!(s, 201, "{b}");

@@ -24,10 +24,7 @@ use agentkit_mcp::rmcp::model::{
     CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientCapabilities, ClientConfig,
     Implementation, ProtocolVersion,
 };
-use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
-use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use agentkit_mcp::rmcp::{ClientLifecycleMode, ClientServiceExt};
-use agentkit_mcp::{ConnectionManager, ServerConfig};
 use agentkit_runtime::Store;
 use agentkit_runtime::model::RunUpdate;
 use agentkit_server::Server;
@@ -358,14 +355,7 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
             .unwrap(),
         )
         .with_server_workspaces("crm", [WorkspaceId::new("acme", "prod")]);
-    let server = Server::builder(store)
-        .admin_key(ADMIN)
-        .mcp_servers(ConnectionManager::new([ServerConfig::http("crm", &crm)]))
-        .gateway(gateway)
-        .build()
-        .await
-        .unwrap();
-    let served = inproc::serve(server).await;
+    let served = inproc::serve_gateway(store, ADMIN, &[("crm", &crm)], gateway).await;
     let base = served.base.clone();
     let (ops, _) = upstream::workspace_key(&base, ADMIN, "acme", "operator").await;
 
@@ -455,9 +445,7 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
         Implementation::new("governance-lifecycle-test", "0.0.0"),
     )
     .serve_with_lifecycle(
-        StreamableHttpClientTransport::from_config(
-            StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp")).auth_header(&ops),
-        ),
+        inproc::mcp_transport(&base, Some(&ops), &[]),
         ClientLifecycleMode::Auto {
             preferred_versions: vec![ProtocolVersion::V_2026_07_28],
             legacy_version: None,

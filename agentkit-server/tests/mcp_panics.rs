@@ -11,10 +11,9 @@ mod inproc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agentkit_mcp::McpServerBuilder;
 use agentkit_mcp::rmcp::model::CallToolRequestParams;
-use agentkit_mcp::{ConnectionManager, McpServerBuilder, ServerConfig};
 use agentkit_runtime::{MemoryStore, Store};
-use agentkit_server::Server;
 use agentkit_server::gatewayops::GatewayConfig;
 use common::upstream::{Upstream, with_echo};
 use serde_json::{Value, json};
@@ -39,14 +38,8 @@ async fn a_panicking_upstream_tool_is_a_tool_error_at_once() {
         .build();
     let up = Upstream::serve(up).await;
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let server = Server::builder(store)
-        .admin_key(ADMIN)
-        .mcp_servers(ConnectionManager::new([ServerConfig::http("up", &up.url)]))
-        .gateway(GatewayConfig::new())
-        .build()
-        .await
-        .unwrap();
-    let served = inproc::serve(server).await;
+    let servers = [("up", up.url.as_str())];
+    let served = inproc::serve_gateway(store, ADMIN, &servers, GatewayConfig::new()).await;
     let base = &served.base;
 
     // A stateless POST (answered directly).

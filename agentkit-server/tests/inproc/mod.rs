@@ -336,3 +336,60 @@ pub async fn mcp_post(
         request(base, reqwest::Method::POST, "/mcp", Some(body), &headers).await;
     (status, body)
 }
+
+/// A server builder on `store` with admin key `admin` whose gateway `gateway` reaches the MCP
+/// servers `servers` (name, streamable HTTP URL): add what else the test needs, then build
+/// (or use [`serve_gateway`]).
+pub fn gateway_builder(
+    store: std::sync::Arc<dyn agentkit_runtime::Store>,
+    admin: &str,
+    servers: &[(&str, &str)],
+    gateway: agentkit_server::gatewayops::GatewayConfig,
+) -> agentkit_server::ServerBuilder {
+    let servers = servers
+        .iter()
+        .map(|(name, url)| agentkit_mcp::ServerConfig::http(*name, *url));
+    Server::builder(store)
+        .admin_key(admin)
+        .mcp_servers(agentkit_mcp::ConnectionManager::new(servers))
+        .gateway(gateway)
+}
+
+/// [`gateway_builder`], built and served.
+pub async fn serve_gateway(
+    store: std::sync::Arc<dyn agentkit_runtime::Store>,
+    admin: &str,
+    servers: &[(&str, &str)],
+    gateway: agentkit_server::gatewayops::GatewayConfig,
+) -> InProcess {
+    serve(
+        gateway_builder(store, admin, servers, gateway)
+            .build()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// A model that never answers (its runs stay live until they are paused or cancelled).
+pub struct Stuck;
+
+#[async_trait::async_trait]
+impl agentkit_core::LlmProvider for Stuck {
+    fn name(&self) -> &str {
+        "stuck"
+    }
+
+    async fn complete(
+        &self,
+        _: agentkit_core::CompletionRequest,
+    ) -> agentkit_core::Result<agentkit_core::CompletionResponse> {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        Ok(agentkit_core::CompletionResponse::new(
+            agentkit_core::Message::assistant("late"),
+            agentkit_core::Usage::default(),
+            agentkit_core::StopReason::EndTurn,
+            "stuck",
+        ))
+    }
+}

@@ -5,19 +5,19 @@
 //! (what agentkit-server's `/mcp` does for federated tools).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use agentkit_mcp::rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientConfig, ContentBlock, ErrorCode, JsonObject,
-    ProtocolVersion, Tool,
+    CallToolRequestParams, CallToolResult, ClientConfig, JsonObject, ProtocolVersion, Tool,
 };
 use agentkit_mcp::rmcp::service::{RequestContext, RunningService};
 use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
 use agentkit_mcp::rmcp::{
-    ClientLifecycleMode, ClientServiceExt, ErrorData, RoleClient, RoleServer, ServiceError,
+    ClientLifecycleMode, ClientServiceExt, ErrorData, RoleClient, RoleServer,
 };
-use agentkit_mcp::{CallContext, DirectCall, HttpOptions, McpServerBuilder, RequestTools};
+use agentkit_mcp::{CallContext, DirectCall, HttpOptions, RequestTools};
 use serde_json::{Value, json};
 
 type Client = RunningService<RoleClient, ClientConfig>;
@@ -58,32 +58,10 @@ impl RequestTools for Panicky {
     }
 }
 
-/// Tools `boom` (panics with "index <n> out of range") and `echo`, and the request tool
-/// `x__boom`, served as agentkit-server serves `/mcp` (any host, JSON answers).
+/// Tools `boom` (panics with "index <n> out of range") and `echo` (`common::fragile`), and
+/// the request tool `x__boom`, served as agentkit-server serves `/mcp` (any host, JSON answers).
 async fn serve() -> String {
-    let server = McpServerBuilder::new("fragile", "1.0.0")
-        .tool_fn(
-            "boom",
-            "Panics",
-            json!({"type": "object"}),
-            |args, _| async move {
-                let n = args.get("n").and_then(Value::as_u64).unwrap_or(0);
-                panic!("index {n} out of range");
-            },
-        )
-        .tool_fn(
-            "echo",
-            "Echoes text",
-            json!({"type": "object", "properties": {"text": {"type": "string"}}}),
-            |args, _| async move {
-                let t = args.get("text").and_then(Value::as_str).unwrap_or("");
-                Ok(CallToolResult::success(vec![ContentBlock::text(
-                    t.to_owned(),
-                )]))
-            },
-        )
-        .request_tools(Arc::new(Panicky))
-        .build();
+    let server = common::fragile().request_tools(Arc::new(Panicky)).build();
     let service = server.into_http_service(
         HttpOptions::new()
             .with_allowed_hosts(std::iter::empty::<String>())
@@ -107,23 +85,9 @@ fn call(tool: &str, args: Value) -> CallToolRequestParams {
     CallToolRequestParams::new(tool.to_owned()).with_arguments(args.as_object().unwrap().clone())
 }
 
-/// Calls `tool`, which panics: the JSON-RPC error's message, after checking that it came at
-/// once with code -32603.
+/// Calls `tool`, which panics: the JSON-RPC error's message (checked: at once, -32603).
 async fn panicked(c: &Client, tool: &str, args: Value) -> String {
-    let started = Instant::now();
-    let answer = tokio::time::timeout(Duration::from_secs(10), c.call_tool(call(tool, args)))
-        .await
-        .expect("a panicking call is answered, not left to the client's timeout");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "answered after {:?}",
-        started.elapsed()
-    );
-    let Err(ServiceError::McpError(e)) = answer else {
-        panic!("expected a JSON-RPC error, got {answer:?}");
-    };
-    assert_eq!(e.code, ErrorCode::INTERNAL_ERROR, "{e:?}");
-    e.message.into_owned()
+    common::panicked_at_once(c.call_tool(call(tool, args))).await
 }
 
 async fn echo(c: &Client, text: &str) -> String {

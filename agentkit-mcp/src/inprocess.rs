@@ -12,7 +12,7 @@
 //! for the request timeout: the call is answered at once with a JSON-RPC internal error
 //! (-32603) saying which tool's handler panicked and with what message, and the server keeps
 //! serving the connection's other and later calls. Every transport agentkit serves on does
-//! the same (stdio, streamable HTTP, any byte stream: see [`CatchPanics`](crate::CatchPanics)).
+//! the same (stdio, streamable HTTP, any byte stream: see [`CatchPanics`]).
 //!
 //! ```
 //! use agentkit_mcp::{ConnectionManager, McpServerBuilder, ServerConfig};
@@ -83,7 +83,7 @@ type Start = dyn Fn(ServerEnd, CancellationToken) -> Result<(), String> + Send +
 /// A request whose handler panics is answered at once with a JSON-RPC internal error
 /// (-32603, "the handler of tool `…` panicked: …"); the connection and the server stay
 /// usable, as over every other transport agentkit serves on (see
-/// [`CatchPanics`](crate::CatchPanics)).
+/// [`CatchPanics`]).
 #[derive(Clone)]
 pub struct InProcessServer {
     start: Arc<Start>,

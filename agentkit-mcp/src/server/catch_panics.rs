@@ -30,7 +30,7 @@ use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
 /// Serves the rmcp [`ServerHandler`] `S`, answering a request whose handler panicked with a
-/// JSON-RPC internal error (-32603, "the handler of tool `x` panicked: <message>; …") at
+/// JSON-RPC internal error (-32603, "the handler of tool `x` panicked: `<message>`; …") at
 /// once instead of leaving it unanswered, and keeping on serving the connection's other
 /// and later requests. A panicking notification handler is logged.
 ///

@@ -62,16 +62,11 @@ impl RequestTools for Panicky {
 /// the request tool `x__boom`, served as agentkit-server serves `/mcp` (any host, JSON answers).
 async fn serve() -> String {
     let server = common::fragile().request_tools(Arc::new(Panicky)).build();
-    let service = server.into_http_service(
-        HttpOptions::new()
-            .with_allowed_hosts(std::iter::empty::<String>())
-            .with_json_response(true),
-    );
-    let app = axum::Router::new().nest_service("/mcp", service);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/mcp")
+    let options = HttpOptions::new()
+        .with_allowed_hosts(std::iter::empty::<String>())
+        .with_json_response(true);
+    common::serve_on_with(server, listener, options).0
 }
 
 async fn client(url: &str, lifecycle: ClientLifecycleMode) -> Client {

@@ -11,11 +11,8 @@
 mod inproc;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use agentkit_runtime::{SqliteStore, Store};
-use agentkit_server::Server;
-use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
+use agentkit_server::spec::ModelFactory;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -81,13 +78,9 @@ impl Api {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controls_threads_items_and_emits_are_in_the_audit_log_before_their_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
     let models = ModelFactory::offline().with_provider("scripted:stuck", Arc::new(inproc::Stuck));
-    let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), models);
-    let server = Server::builder(store)
-        .admin_key(ADMIN)
-        .spec_builder(Arc::new(builder))
-        .poll_interval(Duration::from_millis(50))
+    let server = inproc::declarative_on(dir.path(), ADMIN, models)
+        .await
         .build()
         .await
         .unwrap();

@@ -196,11 +196,19 @@ pub async fn echo_server(dir: &std::path::Path, admin: &str) -> agentkit_server:
 /// (`POST /v1/agents`) on the offline models and polls every 50 ms: add what else the test
 /// needs, then build.
 pub async fn declarative(dir: &std::path::Path, admin: &str) -> agentkit_server::ServerBuilder {
+    declarative_on(dir, admin, agentkit_server::spec::ModelFactory::offline()).await
+}
+
+/// [`declarative`], its agents' models made by `models` (the offline ones plus, say, a
+/// provider of the test's own).
+pub async fn declarative_on(
+    dir: &std::path::Path,
+    admin: &str,
+    models: agentkit_server::spec::ModelFactory,
+) -> agentkit_server::ServerBuilder {
     let store = sqlite(dir).await;
-    let builder = agentkit_server::spec::DeclarativeBuilder::new(
-        &agentkit_core::Config::new(),
-        agentkit_server::spec::ModelFactory::offline(),
-    );
+    let builder =
+        agentkit_server::spec::DeclarativeBuilder::new(&agentkit_core::Config::new(), models);
     agentkit_server::Server::builder(store)
         .admin_key(admin)
         .spec_builder(std::sync::Arc::new(builder))

@@ -10,7 +10,8 @@ mod common;
 use std::sync::Arc;
 
 use agentkit_mcp::rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientConfig, JsonObject, ProtocolVersion, Tool,
+    CallToolRequestParams, CallToolResult, ClientConfig, GetPromptRequestParams, JsonObject,
+    Prompt, ProtocolVersion, Tool,
 };
 use agentkit_mcp::rmcp::service::{RequestContext, RunningService};
 use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
@@ -58,10 +59,16 @@ impl RequestTools for Panicky {
     }
 }
 
-/// Tools `boom` (panics with "index <n> out of range") and `echo` (`common::fragile`), and
-/// the request tool `x__boom`, served as agentkit-server serves `/mcp` (any host, JSON answers).
+/// Tools `boom` (panics with "index <n> out of range") and `echo` (`common::fragile`), the
+/// request tool `x__boom` and the prompt `broken` (panics), served as agentkit-server serves `/mcp` (any host, JSON answers).
 async fn serve() -> String {
-    let server = common::fragile().request_tools(Arc::new(Panicky)).build();
+    let server = common::fragile()
+        .request_tools(Arc::new(Panicky))
+        .prompt(
+            Prompt::new("broken", Some("Panics"), None),
+            Arc::new(|_, _| Box::pin(async { panic!("the prompt is broken") })),
+        )
+        .build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let options = HttpOptions::new()
         .with_allowed_hosts(std::iter::empty::<String>())
@@ -117,6 +124,15 @@ async fn a_panicking_tool_is_answered_at_once_on_both_lifecycles() {
             "{version}: {message}"
         );
         assert!(message.contains("keeps serving"), "{message}");
+        // Any other request's handler too.
+        let message =
+            common::panicked_at_once(c.get_prompt(GetPromptRequestParams::new("broken"))).await;
+        assert!(
+            message.starts_with(
+                "the handler of request `prompts/get` panicked: the prompt is broken;"
+            ),
+            "{version}: {message}"
+        );
         // The client, and its session for the legacy one, keep working.
         assert_eq!(echo(&c, "still here").await, "still here", "{version}");
         // Concurrent calls: the panicking ones fail, the others succeed, none waits.

@@ -77,19 +77,19 @@ impl<S> CatchPanics<S> {
     }
 }
 
-/// The longest tool name kept for the error of a panic, in bytes (the MCP spec's limit is
-/// 128 characters; a longer name is cut and ends in `…`).
+/// The longest name kept for the error of a panic, in bytes (the MCP spec's limit for a tool
+/// name is 128 characters; a longer name is cut and ends in `…`).
 const NAME_BYTES: usize = 128;
 
-/// A tool's name, copied onto the stack when its call arrives, for the error of a panic
-/// (the request, and so its name, is moved into the handler).
-struct ToolName {
+/// A tool's (or a custom request's) name, copied onto the stack when the request arrives,
+/// for the error of a panic (the request, and so its name, is moved into the handler).
+struct Name {
     bytes: [u8; NAME_BYTES],
     len: usize,
     cut: bool,
 }
 
-impl ToolName {
+impl Name {
     fn new(name: &str) -> Self {
         let mut len = name.len().min(NAME_BYTES);
         while !name.is_char_boundary(len) {
@@ -105,22 +105,24 @@ impl ToolName {
     }
 }
 
-impl fmt::Display for ToolName {
+impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Cut on a character boundary, so always UTF-8.
         let name = std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default();
-        write!(f, "tool `{name}")?;
+        f.write_str(name)?;
         if self.cut {
             f.write_str("…")?;
         }
-        f.write_str("`")
+        Ok(())
     }
 }
 
 /// What a handler was handling, as the error of its panic names it.
 enum What {
     /// A `tools/call`.
-    Tool(ToolName),
+    Tool(Name),
+    /// A request of a method rmcp does not know, by method.
+    Custom(Name),
     /// Another request, by method.
     Request(&'static str),
 }
@@ -128,7 +130,8 @@ enum What {
 impl fmt::Display for What {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Tool(name) => name.fmt(f),
+            Self::Tool(name) => write!(f, "tool `{name}`"),
+            Self::Custom(method) => write!(f, "request `{method}`"),
             Self::Request(method) => write!(f, "request `{method}`"),
         }
     }
@@ -210,7 +213,7 @@ impl<S: ServerHandler> ServerHandler for CatchPanics<S> {
         request: CallToolRequestParams,
         context: Ctx,
     ) -> Result<CallToolResponse, ErrorData> {
-        let what = What::Tool(ToolName::new(&request.name));
+        let what = What::Tool(Name::new(&request.name));
         guarded(self.0.call_tool(request, context), what).await
     }
 
@@ -229,13 +232,21 @@ impl<S: ServerHandler> ServerHandler for CatchPanics<S> {
         "resources/subscribe" fn subscribe(request: SubscribeRequestParams, context: Ctx) -> ();
         "resources/unsubscribe" fn unsubscribe(request: UnsubscribeRequestParams, context: Ctx) -> ();
         "tools/list" fn list_tools(request: Page, context: Ctx) -> ListToolsResult;
-        "a custom request" fn on_custom_request(request: CustomRequest, context: Ctx) -> CustomResult;
         "tasks/get" fn get_task(request: GetTaskParams, context: Ctx) -> GetTaskResult;
         "tasks/update" fn update_task(request: UpdateTaskParams, context: Ctx) -> ();
         "tasks/cancel" fn cancel_task(request: CancelTaskParams, context: Ctx) -> ();
         "skills/list" fn list_skills(request: Page, context: Ctx) -> ListSkillsResult;
         "skills/get" fn get_skill(request: GetSkillRequestParams, context: Ctx) -> GetSkillResult;
         "resources/directory/read" fn read_resource_directory(request: ReadResourceDirectoryRequestParams, context: Ctx) -> ReadResourceDirectoryResult;
+    }
+
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        context: Ctx,
+    ) -> Result<CustomResult, ErrorData> {
+        let what = What::Custom(Name::new(&request.method));
+        guarded(self.0.on_custom_request(request, context), what).await
     }
 
     logged_notifications! {
@@ -279,11 +290,15 @@ mod tests {
 
     #[test]
     fn a_tool_name_is_kept_whole_or_cut_on_a_character_boundary() {
-        assert_eq!(ToolName::new("crm__send").to_string(), "tool `crm__send`");
+        let tool = |name: &str| What::Tool(Name::new(name)).to_string();
+        assert_eq!(tool("crm__send"), "tool `crm__send`");
         let long = "é".repeat(100); // 200 bytes
-        let kept = ToolName::new(&long).to_string();
-        assert_eq!(kept, format!("tool `{}…`", "é".repeat(64)));
-        assert_eq!(ToolName::new("").to_string(), "tool ``");
+        assert_eq!(tool(&long), format!("tool `{}…`", "é".repeat(64)));
+        assert_eq!(tool(""), "tool ``");
+        assert_eq!(
+            What::Custom(Name::new("x/ping")).to_string(),
+            "request `x/ping`"
+        );
     }
 
     #[test]
@@ -294,7 +309,7 @@ mod tests {
             e.message
                 .starts_with("the handler of request `prompts/get` panicked: boom;")
         );
-        let e = panicked(&What::Tool(ToolName::new("x")), &String::from("owned"));
+        let e = panicked(&What::Tool(Name::new("x")), &String::from("owned"));
         assert!(
             e.message
                 .starts_with("the handler of tool `x` panicked: owned;")

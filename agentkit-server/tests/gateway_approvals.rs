@@ -11,10 +11,12 @@
 mod common;
 mod inproc;
 
+use inproc::result_by_id as by_id;
+
 use inproc::call_as;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::Policy;
@@ -116,35 +118,7 @@ async fn start_with(
 }
 
 async fn wait_run(r: &Running, key: &str, run_id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (s, run) = call_as(
-            &r.base,
-            key,
-            Method::GET,
-            &format!("/v1/runs/{run_id}"),
-            None,
-        )
-        .await;
-        assert_eq!(s, 200, "{run}");
-        if run["status"] == status {
-            return run;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "run {run_id} never became {status}: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn by_id<'a>(results: &'a Value, id: &str) -> &'a Value {
-    results["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .unwrap()
+    inproc::wait_run(&r.base, key, run_id, status).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

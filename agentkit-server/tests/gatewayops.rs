@@ -9,6 +9,8 @@
 mod common;
 mod inproc;
 
+use inproc::result_by_id as by_id;
+
 use inproc::call_as;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -139,15 +141,6 @@ async fn start_with(f: impl FnOnce(GatewayConfig) -> GatewayConfig) -> Running {
         _upstreams: [calc, crm],
         _served: served,
     }
-}
-
-fn by_id<'a>(results: &'a Value, id: &str) -> &'a Value {
-    results["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

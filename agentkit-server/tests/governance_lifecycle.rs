@@ -15,7 +15,7 @@ mod upstream;
 use inproc::call_as;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::{Policy, PolicyLayer};
@@ -85,19 +85,7 @@ async fn mailer(runs: usize) -> Mailer {
 }
 
 async fn wait_status(base: &str, key: &str, run_id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (s, run) = call_as(base, key, Method::GET, &format!("/v1/runs/{run_id}"), None).await;
-        assert_eq!(s, 200, "{run}");
-        if run["status"] == status {
-            return run;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "run {run_id} never became {status}: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    inproc::wait_run(base, key, run_id, status).await
 }
 
 /// The approvals of `run_id` with `status`, as `key` lists them.

@@ -317,21 +317,7 @@ async fn operations_follow_the_callers_role_and_workspace() {
 }
 
 async fn wait_for(r: &Running, run_id: &str, status: &str) -> Value {
-    for _ in 0..200 {
-        let (_, run) = call_as(
-            &r.base,
-            ADMIN,
-            reqwest::Method::GET,
-            &format!("/v1/runs/{run_id}"),
-            None,
-        )
-        .await;
-        if run["status"] == status {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("run {run_id} never became {status}");
+    inproc::wait_run(&r.base, ADMIN, run_id, status).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -401,3 +401,32 @@ impl agentkit_core::LlmProvider for Stuck {
         ))
     }
 }
+
+/// Poll `GET /v1/runs/{run_id}` as `key` (every 50 ms, each answering 200) until the run is in
+/// `status`, for up to 30 s: the run.
+pub async fn wait_run(base: &str, key: &str, run_id: &str, status: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let path = format!("/v1/runs/{run_id}");
+    loop {
+        let (s, run) = call_as(base, key, reqwest::Method::GET, &path, None).await;
+        assert_eq!(s, 200, "{run}");
+        if run["status"] == status {
+            return run;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {run_id} never became {status}: {run}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The entry with `id` in the `results` of a `/v1/execute` answer (which must have it).
+pub fn result_by_id<'a>(answer: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap()
+}

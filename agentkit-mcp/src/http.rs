@@ -4,12 +4,14 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Buf;
 use bytes::Bytes;
+use futures::FutureExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use rmcp::model::{
@@ -27,7 +29,7 @@ use rmcp::transport::streamable_http_server::{
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::server::{DirectCall, McpServer};
+use crate::server::{CatchPanics, DirectCall, McpServer};
 use crate::session::{Sessions, Tracked};
 
 /// The largest request body accepted (rmcp's default).
@@ -47,7 +49,7 @@ pub struct McpHttpService {
 
 /// The parts of an [`McpHttpService`].
 struct Shared {
-    inner: StreamableHttpService<McpServer, SessionTracker>,
+    inner: StreamableHttpService<CatchPanics<McpServer>, SessionTracker>,
     /// The server, for the `tools/call`s answered without rmcp's per-request service.
     server: McpServer,
     /// The server's cancellation (ends every answer in progress).
@@ -85,7 +87,7 @@ impl McpHttpService {
         Self {
             shared: Arc::new(Shared {
                 inner: StreamableHttpService::new(
-                    move || Ok(factory.clone()),
+                    move || Ok(CatchPanics::new(factory.clone())),
                     Arc::new(tracker),
                     config,
                 ),
@@ -242,8 +244,13 @@ impl Direct {
         let cancel = CancellationToken::new();
         let _dropped = cancel.clone().drop_guard();
         let call = DirectCall::new(parts, cancel.clone());
+        // A panicking handler is answered as on rmcp's path (see `CatchPanics`).
+        let called = AssertUnwindSafe(self.tools.call_direct(&self.name, self.arguments, call))
+            .catch_unwind();
         let result = tokio::select! {
-            r = self.tools.call_direct(&self.name, self.arguments, call) => r,
+            r = called => r.unwrap_or_else(|payload| {
+                Err(crate::server::panicked(&format_args!("tool `{}`", self.name), payload.as_ref()))
+            }),
             () = server.cancelled() => {
                 return plain(
                     StatusCode::INTERNAL_SERVER_ERROR,

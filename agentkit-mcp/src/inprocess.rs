@@ -11,10 +11,8 @@
 //! A handler that panics (a tool's, or any other request's) does not leave its call waiting
 //! for the request timeout: the call is answered at once with a JSON-RPC internal error
 //! (-32603) saying which tool's handler panicked and with what message, and the server keeps
-//! serving the connection's other and later calls. (Served over a real transport — stdio,
-//! streamable HTTP, a byte stream — rmcp runs each request on its own task and a panic ends
-//! that task without an answer: the server keeps running, but the client waits for its
-//! request timeout.)
+//! serving the connection's other and later calls. Every transport agentkit serves on does
+//! the same (stdio, streamable HTTP, any byte stream: see [`CatchPanics`]).
 //!
 //! ```
 //! use agentkit_mcp::{ConnectionManager, McpServerBuilder, ServerConfig};
@@ -46,7 +44,7 @@ use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "server")]
-use catch::CatchPanics;
+use crate::CatchPanics;
 
 /// How many messages each direction of a connection buffers before the sender waits.
 const BUFFER: usize = 256;
@@ -84,7 +82,8 @@ type Start = dyn Fn(ServerEnd, CancellationToken) -> Result<(), String> + Send +
 ///
 /// A request whose handler panics is answered at once with a JSON-RPC internal error
 /// (-32603, "the handler of tool `…` panicked: …"); the connection and the server stay
-/// usable. See the [module docs](self) for how that differs from a real transport.
+/// usable, as over every other transport agentkit serves on (see
+/// [`CatchPanics`]).
 #[derive(Clone)]
 pub struct InProcessServer {
     start: Arc<Start>,
@@ -118,7 +117,7 @@ impl InProcessServer {
         H: rmcp::ServerHandler + Clone,
     {
         Self::from_serve(move |end: ServerEnd| {
-            let handler = CatchPanics(handler.clone());
+            let handler = CatchPanics::new(handler.clone());
             async move {
                 rmcp::ServiceExt::serve(handler, end)
                     .await
@@ -219,87 +218,10 @@ impl From<crate::McpServer> for InProcessServer {
                     rmcp::transport::IntoTransport::<rmcp::RoleServer, _, _>::into_transport(end),
                 );
             async move {
-                rmcp::ServiceExt::serve(CatchPanics(session), end)
+                rmcp::ServiceExt::serve(CatchPanics::new(session), end)
                     .await
                     .map_err(|e| e.to_string())
             }
         })
-    }
-}
-
-#[cfg(feature = "server")]
-mod catch {
-    use std::borrow::Cow;
-    use std::panic::AssertUnwindSafe;
-
-    use futures::FutureExt;
-    use rmcp::model::{
-        ClientNotification, ClientRequest, ProtocolVersion, ServerConfig, ServerResult,
-    };
-    use rmcp::service::{NotificationContext, RequestContext};
-    use rmcp::{ErrorData, RoleServer, Service};
-
-    /// Serves `S`, answering a request whose handler panicked with a JSON-RPC internal error
-    /// instead of leaving it unanswered (rmcp runs each request on a task of its own, and a
-    /// panic would end that task without a response).
-    pub(super) struct CatchPanics<S>(pub(super) S);
-
-    /// The error answering a request whose handler panicked with `payload`.
-    fn panicked(what: &str, payload: &(dyn std::any::Any + Send)) -> ErrorData {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".to_owned());
-        tracing::error!(request = what, panic = %message, "an in-process MCP handler panicked");
-        ErrorData::internal_error(
-            format!(
-                "the handler of {what} panicked: {message}; the server keeps serving other \
-                 calls (this is a bug in the handler: fix it, or retry if it is transient)"
-            ),
-            None,
-        )
-    }
-
-    impl<S: Service<RoleServer>> Service<RoleServer> for CatchPanics<S> {
-        async fn handle_request(
-            &self,
-            request: ClientRequest,
-            context: RequestContext<RoleServer>,
-        ) -> Result<ServerResult, ErrorData> {
-            let what = match &request {
-                ClientRequest::CallToolRequest(r) => format!("tool `{}`", r.params.name),
-                other => format!("request `{}`", other.method()),
-            };
-            match AssertUnwindSafe(self.0.handle_request(request, context))
-                .catch_unwind()
-                .await
-            {
-                Ok(answer) => answer,
-                Err(payload) => Err(panicked(&what, payload.as_ref())),
-            }
-        }
-
-        async fn handle_notification(
-            &self,
-            notification: ClientNotification,
-            context: NotificationContext<RoleServer>,
-        ) -> Result<(), ErrorData> {
-            match AssertUnwindSafe(self.0.handle_notification(notification, context))
-                .catch_unwind()
-                .await
-            {
-                Ok(r) => r,
-                Err(payload) => Err(panicked("a notification", payload.as_ref())),
-            }
-        }
-
-        fn get_info(&self) -> ServerConfig {
-            self.0.get_info()
-        }
-
-        fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
-            self.0.supported_protocol_versions()
-        }
     }
 }

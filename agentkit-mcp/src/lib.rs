@@ -69,7 +69,7 @@ pub use manager::{
 };
 pub use names::{MAX_TOOL_NAME_LEN, qualified_tool_name};
 #[cfg(feature = "server")]
-pub use server::{CallContext, DirectCall, McpServer, McpServerBuilder, RequestTools};
+pub use server::{CallContext, CatchPanics, DirectCall, McpServer, McpServerBuilder, RequestTools};
 #[cfg(feature = "server-http")]
 pub use server::{DEFAULT_MAX_SESSIONS, HttpOptions};
 #[cfg(feature = "server")]

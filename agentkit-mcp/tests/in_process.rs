@@ -3,9 +3,10 @@
 //! any rmcp `ServerHandler` accepted, and a server that fails or is stopped giving errors that
 //! name it (never a panic or a hang). A tool handler that panics answers its call at once with
 //! an error saying so (not at the request timeout) and the server keeps serving, for an
-//! `McpServerBuilder` server and a hand-written handler alike; over a real transport (a byte
-//! stream) rmcp leaves such a request unanswered until the client's timeout.
+//! `McpServerBuilder` server and a hand-written handler alike, and over a byte stream too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -268,35 +269,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// `boom` panics with a message naming its `n` (or, with `{"plain": true}`, with a payload
 /// that is not a string); `echo` echoes.
 fn fragile() -> McpServer {
-    McpServerBuilder::new("fragile", "1.0.0")
-        .tool_fn(
-            "boom",
-            "Panics",
-            json!({"type": "object"}),
-            |args, _| async move {
-                if args.get("plain").is_some() {
-                    std::panic::panic_any(42_u32);
-                }
-                if let Some(n) = args.get("n").and_then(Value::as_u64) {
-                    panic!("index {n} out of range");
-                }
-                Ok(CallToolResult::success(vec![ContentBlock::text(
-                    "no index",
-                )]))
-            },
-        )
-        .tool_fn(
-            "echo",
-            "Echoes text",
-            json!({"type": "object", "properties": {"text": {"type": "string"}}}),
-            |args, _| async move {
-                let t = args.get("text").and_then(Value::as_str).unwrap_or("");
-                Ok(CallToolResult::success(vec![ContentBlock::text(
-                    t.to_owned(),
-                )]))
-            },
-        )
-        .build()
+    common::fragile().build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,22 +360,24 @@ async fn a_hand_written_handler_that_panics_answers_at_once_too() {
     manager.shutdown().await;
 }
 
-/// What the in-process server improves on: the same server over a byte stream (rmcp's own
-/// serving) leaves a panicking call unanswered until the client gives up, and keeps serving.
+/// The same server over a byte stream (`McpServer::serve`) answers a panicking call at once
+/// too, with the same error, and keeps serving the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_a_byte_stream_a_panicking_call_waits_for_the_client_timeout() {
+async fn over_a_byte_stream_a_panicking_call_is_answered_at_once() {
     let (a, b) = tokio::io::duplex(64 * 1024);
     tokio::spawn(async move {
         let running = fragile().serve(a).await.unwrap();
         let _ = running.waiting().await;
     });
     let client = ().serve(b).await.unwrap();
-    let unanswered = tokio::time::timeout(
-        Duration::from_secs(2),
+    let message = common::panicked_at_once(
         client.call_tool(CallToolRequestParams::new("boom").with_arguments(args(json!({"n": 1})))),
     )
     .await;
-    assert!(unanswered.is_err(), "answered: {unanswered:?}");
+    assert!(
+        message.starts_with("the handler of tool `boom` panicked: index 1 out of range;"),
+        "{message}"
+    );
     let r = client
         .call_tool(CallToolRequestParams::new("echo").with_arguments(args(json!({"text": "on"}))))
         .await

@@ -11,10 +11,12 @@
 mod common;
 mod inproc;
 
+use inproc::result_by_id as by_id;
+
 use inproc::call_as;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::Policy;
@@ -24,11 +26,8 @@ use agentkit_mcp::rmcp::model::{
 };
 use agentkit_mcp::rmcp::service::RunningService;
 use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
-use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use agentkit_mcp::rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
-use agentkit_mcp::{ConnectionManager, ServerConfig};
 use agentkit_runtime::{SqliteStore, Store};
-use agentkit_server::Server;
 use agentkit_server::gatewayops::GatewayConfig;
 use agentkit_server::gatewayops::safety::{SafetyAction, SafetyLayer};
 use agentkit_server::tenancy::WorkspaceId;
@@ -90,12 +89,7 @@ async fn start_with(
                 WorkspaceId::new("globex", "prod"),
             ],
         );
-    let server = Server::builder(store)
-        .admin_key(ADMIN)
-        .mcp_servers(ConnectionManager::new([ServerConfig::http(
-            "crm", &crm.url,
-        )]))
-        .gateway(f(gateway))
+    let server = inproc::gateway_builder(store, ADMIN, &[("crm", &crm.url)], f(gateway))
         .approval_expiry(expiry)
         .build()
         .await
@@ -124,35 +118,7 @@ async fn start_with(
 }
 
 async fn wait_run(r: &Running, key: &str, run_id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (s, run) = call_as(
-            &r.base,
-            key,
-            Method::GET,
-            &format!("/v1/runs/{run_id}"),
-            None,
-        )
-        .await;
-        assert_eq!(s, 200, "{run}");
-        if run["status"] == status {
-            return run;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "run {run_id} never became {status}: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn by_id<'a>(results: &'a Value, id: &str) -> &'a Value {
-    results["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .unwrap()
+    inproc::wait_run(&r.base, key, run_id, status).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,9 +345,7 @@ async fn an_execute_call_that_needs_approval_waits_durably_and_runs_once_when_ap
 type Client = RunningService<RoleClient, ClientConfig>;
 
 fn transport(r: &Running, key: &str) -> StreamableHttpClientTransport<reqwest::Client> {
-    StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", r.base)).auth_header(key),
-    )
+    inproc::mcp_transport(&r.base, Some(key), &[])
 }
 
 async fn plain_client(r: &Running, key: &str) -> Client {

@@ -9,6 +9,8 @@
 mod common;
 mod inproc;
 
+use inproc::result_by_id as by_id;
+
 use inproc::call_as;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,9 +18,7 @@ use std::time::{Duration, Instant};
 use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::Policy;
 use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
-use agentkit_mcp::{ConnectionManager, ServerConfig};
 use agentkit_runtime::{SqliteStore, Store};
-use agentkit_server::Server;
 use agentkit_server::gatewayops::safety::{SafetyAction, SafetyLayer};
 use agentkit_server::gatewayops::{GatewayConfig, PlatformRegistration};
 use agentkit_server::tenancy::WorkspaceId;
@@ -123,17 +123,8 @@ async fn start_with(f: impl FnOnce(GatewayConfig) -> GatewayConfig) -> Running {
         )
         .with_platform(PlatformRegistration::new("slowpoke").with_rate_limit(1));
     let gateway = f(gateway);
-    let server = Server::builder(store)
-        .admin_key(ADMIN)
-        .mcp_servers(ConnectionManager::new([
-            ServerConfig::http("calc", &calc.url),
-            ServerConfig::http("crm", &crm.url),
-        ]))
-        .gateway(gateway)
-        .build()
-        .await
-        .unwrap();
-    let served = inproc::serve(server).await;
+    let servers = [("calc", calc.url.as_str()), ("crm", crm.url.as_str())];
+    let served = inproc::serve_gateway(store, ADMIN, &servers, gateway).await;
     let base = served.base.clone();
     let (s, b) = inproc::create_workspace(&base, ADMIN, "acme", "prod").await;
     assert_eq!(s, 201, "{b}");
@@ -150,15 +141,6 @@ async fn start_with(f: impl FnOnce(GatewayConfig) -> GatewayConfig) -> Running {
         _upstreams: [calc, crm],
         _served: served,
     }
-}
-
-fn by_id<'a>(results: &'a Value, id: &str) -> &'a Value {
-    results["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,13 +9,8 @@
 
 mod inproc;
 
-use inproc::call_as;
-use std::sync::Arc;
-use std::time::Duration;
-
-use agentkit_server::Server;
-use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
 use agentkit_server::vault::MasterKey;
+use inproc::call_as;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -53,13 +48,9 @@ async fn assert_last(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let store = inproc::sqlite(dir.path()).await;
-    let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
-    let server = Server::builder(store)
-        .admin_key(ADMIN)
-        .spec_builder(Arc::new(builder))
+    let server = inproc::declarative(dir.path(), ADMIN)
+        .await
         .master_key(MasterKey::generate().unwrap())
-        .poll_interval(Duration::from_millis(50))
         .build()
         .await
         .unwrap();

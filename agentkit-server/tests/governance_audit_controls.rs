@@ -11,37 +11,12 @@
 mod inproc;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use agentkit_core::{
-    CompletionRequest, CompletionResponse, LlmProvider, Message, StopReason, Usage,
-};
-use agentkit_runtime::{SqliteStore, Store};
-use agentkit_server::Server;
-use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
+use agentkit_server::spec::ModelFactory;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const ADMIN: &str = "audit-controls-admin";
-
-/// A model that never answers: its runs stay live until they are paused or cancelled.
-struct Stuck;
-
-#[async_trait::async_trait]
-impl LlmProvider for Stuck {
-    fn name(&self) -> &str {
-        "stuck"
-    }
-    async fn complete(&self, _: CompletionRequest) -> agentkit_core::Result<CompletionResponse> {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        Ok(CompletionResponse::new(
-            Message::assistant("late"),
-            Usage::default(),
-            StopReason::EndTurn,
-            "stuck",
-        ))
-    }
-}
 
 /// The API as one key of `acme/prod`, and the audit log it writes to.
 struct Api {
@@ -103,13 +78,9 @@ impl Api {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controls_threads_items_and_emits_are_in_the_audit_log_before_their_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
-    let models = ModelFactory::offline().with_provider("scripted:stuck", Arc::new(Stuck));
-    let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), models);
-    let server = Server::builder(store)
-        .admin_key(ADMIN)
-        .spec_builder(Arc::new(builder))
-        .poll_interval(Duration::from_millis(50))
+    let models = ModelFactory::offline().with_provider("scripted:stuck", Arc::new(inproc::Stuck));
+    let server = inproc::declarative_on(dir.path(), ADMIN, models)
+        .await
         .build()
         .await
         .unwrap();

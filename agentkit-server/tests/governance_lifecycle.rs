@@ -15,7 +15,7 @@ mod upstream;
 use inproc::call_as;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::{Policy, PolicyLayer};
@@ -24,10 +24,7 @@ use agentkit_mcp::rmcp::model::{
     CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientCapabilities, ClientConfig,
     Implementation, ProtocolVersion,
 };
-use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
-use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use agentkit_mcp::rmcp::{ClientLifecycleMode, ClientServiceExt};
-use agentkit_mcp::{ConnectionManager, ServerConfig};
 use agentkit_runtime::Store;
 use agentkit_runtime::model::RunUpdate;
 use agentkit_server::Server;
@@ -88,19 +85,7 @@ async fn mailer(runs: usize) -> Mailer {
 }
 
 async fn wait_status(base: &str, key: &str, run_id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (s, run) = call_as(base, key, Method::GET, &format!("/v1/runs/{run_id}"), None).await;
-        assert_eq!(s, 200, "{run}");
-        if run["status"] == status {
-            return run;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "run {run_id} never became {status}: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    inproc::wait_run(base, key, run_id, status).await
 }
 
 /// The approvals of `run_id` with `status`, as `key` lists them.
@@ -358,14 +343,7 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
             .unwrap(),
         )
         .with_server_workspaces("crm", [WorkspaceId::new("acme", "prod")]);
-    let server = Server::builder(store)
-        .admin_key(ADMIN)
-        .mcp_servers(ConnectionManager::new([ServerConfig::http("crm", &crm)]))
-        .gateway(gateway)
-        .build()
-        .await
-        .unwrap();
-    let served = inproc::serve(server).await;
+    let served = inproc::serve_gateway(store, ADMIN, &[("crm", &crm)], gateway).await;
     let base = served.base.clone();
     let (ops, _) = upstream::workspace_key(&base, ADMIN, "acme", "operator").await;
 
@@ -455,9 +433,7 @@ async fn a_gateway_calls_approval_is_withdrawn_with_its_run_and_a_slashed_call_i
         Implementation::new("governance-lifecycle-test", "0.0.0"),
     )
     .serve_with_lifecycle(
-        StreamableHttpClientTransport::from_config(
-            StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp")).auth_header(&ops),
-        ),
+        inproc::mcp_transport(&base, Some(&ops), &[]),
         ClientLifecycleMode::Auto {
             preferred_versions: vec![ProtocolVersion::V_2026_07_28],
             legacy_version: None,

@@ -16,8 +16,7 @@ use std::time::Duration;
 use agentkit_core::{
     CompletionRequest, CompletionResponse, LlmProvider, Message, Result, StopReason, Usage,
 };
-use agentkit_server::Server;
-use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
+use agentkit_server::spec::ModelFactory;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -61,13 +60,9 @@ const KEY: &str = "labels-key";
 
 async fn start(provider: Arc<dyn LlmProvider>) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let store = inproc::sqlite(dir.path()).await;
     let models = ModelFactory::offline().with_provider("scripted:gated", provider);
-    let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), models);
-    let server = Server::builder(store)
-        .admin_key(KEY)
-        .spec_builder(Arc::new(builder))
-        .poll_interval(Duration::from_millis(50))
+    let server = inproc::declarative_on(dir.path(), KEY, models)
+        .await
         .build()
         .await
         .unwrap();

@@ -13,14 +13,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::Policy;
+use agentkit_mcp::rmcp::RoleClient;
 use agentkit_mcp::rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig};
 use agentkit_mcp::rmcp::service::RunningService;
-use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
-use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use agentkit_mcp::rmcp::{RoleClient, ServiceExt};
-use agentkit_mcp::{ConnectionManager, ServerConfig};
 use agentkit_runtime::{MemoryStore, Store};
-use agentkit_server::Server;
 use agentkit_server::gatewayops::GatewayConfig;
 use agentkit_server::tenancy::WorkspaceId;
 use common::upstream::{Upstream, with_add, with_delete_all, with_echo, with_send};
@@ -58,17 +54,8 @@ async fn start() -> Running {
     let gateway = GatewayConfig::new()
         .with_policy(policy)
         .with_server_workspaces("crm", [WorkspaceId::new("acme", "prod")]);
-    let server = Server::builder(store)
-        .admin_key(ADMIN)
-        .mcp_servers(ConnectionManager::new([
-            ServerConfig::http("crm", &crm.url),
-            ServerConfig::http("calc", &calc.url),
-        ]))
-        .gateway(gateway)
-        .build()
-        .await
-        .unwrap();
-    let served = inproc::serve(server).await;
+    let servers = [("crm", crm.url.as_str()), ("calc", calc.url.as_str())];
+    let served = inproc::serve_gateway(store, ADMIN, &servers, gateway).await;
     let base = served.base.clone();
     let (s, b) = inproc::create_workspace(&base, ADMIN, "acme", "prod").await;
     assert_eq!(s, 201, "{b}");
@@ -89,30 +76,7 @@ async fn post(
     args: Value,
     extra: &[(&str, &str)],
 ) -> (u16, Value) {
-    let meta = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {}
-    });
-    let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
-        "name": tool, "arguments": args, "_meta": meta}});
-    let mut req = reqwest::Client::new()
-        .post(format!("{}/mcp", r.base))
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", tool);
-    for (k, v) in extra {
-        req = req.header(*k, *v);
-    }
-    let res = req.body(body.to_string()).send().await.unwrap();
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    inproc::mcp_post(&r.base, key, tool, args, extra).await
 }
 
 type Client = RunningService<RoleClient, ClientConfig>;
@@ -128,12 +92,7 @@ fn legacy_shape(result: &Value) -> Value {
 
 /// An rmcp client on a legacy session (every call through rmcp's service).
 async fn session(r: &Running, key: &str) -> Client {
-    let config =
-        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", r.base)).auth_header(key);
-    ClientConfig::default()
-        .serve(StreamableHttpClientTransport::from_config(config))
-        .await
-        .unwrap()
+    inproc::mcp_session(&r.base, key, &[]).await
 }
 
 async fn session_call(c: &Client, tool: &str, args: &Value) -> Result<Value, String> {

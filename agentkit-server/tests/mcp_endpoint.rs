@@ -7,40 +7,18 @@ mod inproc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentkit_core::{
-    Agent, AgentLlm, CompletionRequest, CompletionResponse, LlmProvider, Message, StopReason, Usage,
-};
+use agentkit_core::{Agent, AgentLlm};
 use agentkit_mcp::rmcp::model::{
     CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientCapabilities, ClientConfig,
     GetTaskParams, Implementation, ProtocolVersion, TaskPayload, TaskStatus,
 };
 use agentkit_mcp::rmcp::service::RunningService;
 use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
-use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use agentkit_mcp::rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
 use agentkit_server::spec::{DeclarativeBuilder, ModelFactory};
 use serde_json::{Value, json};
 
 const KEY: &str = "mcp-test-key";
-
-/// A model that never answers (until the run is cancelled).
-struct Stuck;
-
-#[async_trait::async_trait]
-impl LlmProvider for Stuck {
-    fn name(&self) -> &str {
-        "stuck"
-    }
-    async fn complete(&self, _: CompletionRequest) -> agentkit_core::Result<CompletionResponse> {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        Ok(CompletionResponse::new(
-            Message::assistant("late"),
-            Usage::default(),
-            StopReason::EndTurn,
-            "stuck",
-        ))
-    }
-}
 
 struct Running {
     base: String,
@@ -50,7 +28,7 @@ struct Running {
 
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let stuck = AgentLlm::new(Agent::new("stuck", "Think."), Stuck);
+    let stuck = AgentLlm::new(Agent::new("stuck", "Think."), inproc::Stuck);
     let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
     let server = inproc::echo_server(dir.path(), KEY)
         .await
@@ -70,11 +48,7 @@ async fn start() -> Running {
 type Client = RunningService<RoleClient, ClientConfig>;
 
 fn transport(r: &Running, key: Option<&str>) -> StreamableHttpClientTransport<reqwest::Client> {
-    let mut config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", r.base));
-    if let Some(k) = key {
-        config = config.auth_header(k);
-    }
-    StreamableHttpClientTransport::from_config(config)
+    inproc::mcp_transport(&r.base, key, &[])
 }
 
 async fn legacy(r: &Running) -> Client {

@@ -20,10 +20,7 @@ use agentkit_mcp::rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientConfig, ContentBlock,
 };
 use agentkit_mcp::rmcp::service::RunningService;
-use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
-use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use agentkit_mcp::rmcp::{RoleClient, ServiceExt};
-use agentkit_mcp::{ConnectionManager, ServerConfig};
 use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::Server;
 use agentkit_server::gatewayops::GatewayConfig;
@@ -97,14 +94,9 @@ async fn start() -> Running {
     )
     .with_memory(Server::memory_for(Arc::clone(&store)))
     .with_tool_layer(PolicyLayer::new(policy).with_audit(audit));
-    let server = Server::builder(Arc::clone(&store))
-        .admin_key(ADMIN)
+    let servers = [("crm", crm.url.as_str()), ("calc", calc.url.as_str())];
+    let server = inproc::gateway_builder(Arc::clone(&store), ADMIN, &servers, gateway)
         .agent_llm("poster", Arc::new(agent), "Posts docs")
-        .mcp_servers(ConnectionManager::new([
-            ServerConfig::http("crm", &crm.url),
-            ServerConfig::http("calc", &calc.url),
-        ]))
-        .gateway(gateway)
         .poll_interval(Duration::from_millis(50))
         .build()
         .await
@@ -132,12 +124,7 @@ async fn key(r: &Running, role: &str, workspace: &str) -> String {
 type Client = RunningService<RoleClient, ClientConfig>;
 
 async fn client(r: &Running, key: &str) -> Client {
-    let config =
-        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", r.base)).auth_header(key);
-    ClientConfig::default()
-        .serve(StreamableHttpClientTransport::from_config(config))
-        .await
-        .unwrap()
+    inproc::mcp_session(&r.base, key, &[]).await
 }
 
 async fn names(c: &Client) -> Vec<String> {
@@ -330,21 +317,7 @@ async fn operations_follow_the_callers_role_and_workspace() {
 }
 
 async fn wait_for(r: &Running, run_id: &str, status: &str) -> Value {
-    for _ in 0..200 {
-        let (_, run) = call_as(
-            &r.base,
-            ADMIN,
-            reqwest::Method::GET,
-            &format!("/v1/runs/{run_id}"),
-            None,
-        )
-        .await;
-        if run["status"] == status {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("run {run_id} never became {status}");
+    inproc::wait_run(&r.base, ADMIN, run_id, status).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,23 +479,12 @@ async fn an_upstream_tool_added_later_is_listed_and_announced_at_once() {
 
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("g.db")).await.unwrap());
-    let server = Server::builder(store)
-        .admin_key(ADMIN)
-        .mcp_servers(ConnectionManager::new([ServerConfig::http(
-            "calc",
-            &served_up.url,
-        )]))
-        .gateway(GatewayConfig::new())
-        .build()
-        .await
-        .unwrap();
-    let served = inproc::serve(server).await;
+    let servers = [("calc", served_up.url.as_str())];
+    let served = inproc::serve_gateway(store, ADMIN, &servers, GatewayConfig::new()).await;
 
     let changed = Arc::new(tokio::sync::Notify::new());
-    let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", served.base))
-        .auth_header(ADMIN);
     let c = ListWatcher(Arc::clone(&changed))
-        .serve(StreamableHttpClientTransport::from_config(config))
+        .serve(inproc::mcp_transport(&served.base, Some(ADMIN), &[]))
         .await
         .unwrap();
     let listed = |c: &RunningService<RoleClient, ListWatcher>| {

@@ -12,12 +12,7 @@ use std::sync::Arc;
 use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::Policy;
 use agentkit_core::{Agent, AgentLlm, FnTool, ScriptedProvider};
-use agentkit_mcp::rmcp::ServiceExt;
-use agentkit_mcp::rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientConfig, ContentBlock,
-};
-use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
-use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use agentkit_mcp::rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
 use agentkit_mcp::{ConnectionManager, InProcessServer, McpServerBuilder, ServerConfig};
 use agentkit_runtime::{MemoryStore, Store};
 use agentkit_server::Server;
@@ -235,12 +230,7 @@ async fn an_in_process_server_is_federated_with_json_answers() {
 async fn a_stopped_in_process_server_is_a_tool_error_naming_it() {
     let up = upstream();
     let served = start(up.clone()).await;
-    let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", served.base))
-        .auth_header(ADMIN);
-    let client = ClientConfig::default()
-        .serve(StreamableHttpClientTransport::from_config(config))
-        .await
-        .unwrap();
+    let client = inproc::mcp_session(&served.base, ADMIN, &[]).await;
     let call = |text: &str| {
         CallToolRequestParams::new("up__echo")
             .with_arguments(json!({"text": text}).as_object().unwrap().clone())

@@ -34,21 +34,7 @@ policies:
 "#;
 
 async fn wait_for(base: &str, run_id: &str, status: &str) -> Value {
-    for _ in 0..200 {
-        let (_, run) = call_as(
-            base,
-            KEY,
-            reqwest::Method::GET,
-            &format!("/v1/runs/{run_id}"),
-            None,
-        )
-        .await;
-        if run["status"] == status {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("run {run_id} never became {status}");
+    inproc::wait_run(base, KEY, run_id, status).await
 }
 
 /// A server with the `poster` agent: it reads `/etc/passwd` (denied), reads the docs, then

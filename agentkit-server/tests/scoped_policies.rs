@@ -16,7 +16,6 @@ use std::time::Duration;
 use agentkit_core::policy::{Policy, PolicyLayer};
 use agentkit_core::{Agent, AgentLlm, Config, ScriptedProvider};
 use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
-use agentkit_mcp::{ConnectionManager, ServerConfig};
 use agentkit_server::Server;
 use agentkit_server::gatewayops::GatewayConfig;
 use agentkit_server::policy::{PrincipalPolicies, StoreAudit};
@@ -132,11 +131,8 @@ async fn workspace_and_key_policies_apply_on_top_of_the_agents_and_the_gateways(
                 WorkspaceId::new("acme", "prod"),
             ],
         );
-    let server = Server::builder(Arc::clone(&store))
-        .admin_key(ADMIN)
+    let server = inproc::gateway_builder(Arc::clone(&store), ADMIN, &[("fs", &fs.url)], gateway)
         .agent_llm("writer", Arc::new(agent), "Writes files")
-        .mcp_servers(ConnectionManager::new([ServerConfig::http("fs", &fs.url)]))
-        .gateway(gateway)
         .poll_interval(Duration::from_millis(50))
         .build()
         .await

@@ -13,10 +13,7 @@ use std::time::Duration;
 
 use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::Policy;
-use agentkit_mcp::rmcp::ServiceExt;
 use agentkit_mcp::rmcp::model::{CallToolRequestParams, ClientConfig};
-use agentkit_mcp::rmcp::transport::StreamableHttpClientTransport;
-use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use agentkit_mcp::{ConnectionManager, McpServerBuilder, ServerConfig};
 use agentkit_server::gatewayops::GatewayConfig;
 use agentkit_server::tenancy::WorkspaceId;
@@ -1396,12 +1393,7 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
             }
         }
         // `/mcp` serves my agents as tools, and only mine; a call is a run of my workspace.
-        let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", r.base))
-            .auth_header(me.key.clone());
-        let client = ClientConfig::default()
-            .serve(StreamableHttpClientTransport::from_config(config))
-            .await
-            .unwrap();
+        let client = inproc::mcp_session(&r.base, &me.key, &[]).await;
         // The platform's operations (all of them, for an admin key), the federated tools of
         // the workspace's servers, and its agents: mine only.
         let (ops, rest): (BTreeSet<String>, BTreeSet<String>) = client

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::CatchPanics;
 use super::builder::{Registry, TemplateHandler, ToolHandler, object_schema};
 use super::context::{CallContext, InputRounds};
 use super::handler::match_uri_template;
@@ -122,17 +123,20 @@ impl McpServer {
     }
 
     /// Serve one client over any transport rmcp accepts (e.g. `tokio::io::duplex`, a TCP
-    /// stream, `rmcp::transport::stdio()`).
+    /// stream, `rmcp::transport::stdio()`). A request whose handler panics is answered at
+    /// once with a JSON-RPC internal error, and the connection keeps serving (see
+    /// [`CatchPanics`]; the running service's [`service()`](RunningService::service) is
+    /// this server, wrapped).
     pub async fn serve<T, E, A>(
         self,
         transport: T,
-    ) -> agentkit_core::Result<RunningService<RoleServer, Self>>
+    ) -> agentkit_core::Result<RunningService<RoleServer, CatchPanics<Self>>>
     where
         T: rmcp::transport::IntoTransport<RoleServer, E, A>,
         E: std::error::Error + Send + Sync + 'static,
     {
         let (this, transport) = self.into_session(transport.into_transport());
-        ServiceExt::serve(this, transport)
+        ServiceExt::serve(CatchPanics::new(this), transport)
             .await
             .map_err(|e| agentkit_core::Error::other("serving MCP", e))
     }
@@ -146,7 +150,8 @@ impl McpServer {
         (self, transport)
     }
 
-    /// Serve over this process's stdin/stdout until the client disconnects. Log to stderr only.
+    /// Serve over this process's stdin/stdout until the client disconnects. Log to stderr
+    /// only. A panicking handler's request is answered at once, as with [`serve`](Self::serve).
     pub async fn serve_stdio(self) -> agentkit_core::Result<()> {
         let running = self.serve(rmcp::transport::stdio()).await?;
         running
@@ -161,7 +166,9 @@ impl McpServer {
     /// loopback `Host` values are accepted (DNS rebinding), a request with a browser `Origin`
     /// must come from a loopback origin unless [`HttpOptions::with_allowed_origins`] says
     /// otherwise (403), malformed JSON-RPC gets a JSON-RPC error (-32700, -32600, -32602),
-    /// and at most [`DEFAULT_MAX_SESSIONS`] legacy sessions are open at once.
+    /// and at most [`DEFAULT_MAX_SESSIONS`] legacy sessions are open at once. A request whose
+    /// handler panics is answered at once with a JSON-RPC internal error (see
+    /// [`CatchPanics`]), on a session and on a stateless request alike.
     #[cfg(feature = "server-http")]
     #[must_use]
     pub fn into_http_service(self, options: HttpOptions) -> crate::http::McpHttpService {

@@ -171,3 +171,64 @@ pub async fn serve_http(server: McpServer) -> (String, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     serve_on(server, listener)
 }
+
+/// Server `fragile`: tool `boom` panics (with "index <n> out of range" given a number `n`,
+/// with a payload that is not a message given `plain`) and otherwise answers `no index`;
+/// tool `echo` answers its `text`.
+pub fn fragile() -> agentkit_mcp::McpServerBuilder {
+    use agentkit_mcp::rmcp::model::{CallToolResult, ContentBlock};
+    use serde_json::{Value, json};
+    agentkit_mcp::McpServerBuilder::new("fragile", "1.0.0")
+        .tool_fn(
+            "boom",
+            "Panics",
+            json!({"type": "object"}),
+            |args, _| async move {
+                if args.get("plain").is_some() {
+                    std::panic::panic_any(42_u32);
+                }
+                if let Some(n) = args.get("n").and_then(Value::as_u64) {
+                    panic!("index {n} out of range");
+                }
+                Ok(CallToolResult::success(vec![ContentBlock::text(
+                    "no index",
+                )]))
+            },
+        )
+        .tool_fn(
+            "echo",
+            "Echoes text",
+            json!({"type": "object", "properties": {"text": {"type": "string"}}}),
+            |args, _| async move {
+                let t = args.get("text").and_then(Value::as_str).unwrap_or("");
+                Ok(CallToolResult::success(vec![ContentBlock::text(
+                    t.to_owned(),
+                )]))
+            },
+        )
+}
+
+/// The message of the JSON-RPC error answering `call` (an rmcp client's call of a handler
+/// that panics), after checking that it came at once, not at a timeout, with code -32603.
+pub async fn panicked_at_once<T: std::fmt::Debug>(
+    call: impl std::future::Future<Output = Result<T, agentkit_mcp::rmcp::ServiceError>>,
+) -> String {
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("a panicking call is answered, not left to the client's timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    let Err(agentkit_mcp::rmcp::ServiceError::McpError(e)) = answer else {
+        panic!("expected a JSON-RPC error, got {answer:?}");
+    };
+    assert_eq!(
+        e.code,
+        agentkit_mcp::rmcp::model::ErrorCode::INTERNAL_ERROR,
+        "{e:?}"
+    );
+    e.message.into_owned()
+}

@@ -196,11 +196,19 @@ pub async fn echo_server(dir: &std::path::Path, admin: &str) -> agentkit_server:
 /// (`POST /v1/agents`) on the offline models and polls every 50 ms: add what else the test
 /// needs, then build.
 pub async fn declarative(dir: &std::path::Path, admin: &str) -> agentkit_server::ServerBuilder {
+    declarative_on(dir, admin, agentkit_server::spec::ModelFactory::offline()).await
+}
+
+/// [`declarative`], its agents' models made by `models` (the offline ones plus, say, a
+/// provider of the test's own).
+pub async fn declarative_on(
+    dir: &std::path::Path,
+    admin: &str,
+    models: agentkit_server::spec::ModelFactory,
+) -> agentkit_server::ServerBuilder {
     let store = sqlite(dir).await;
-    let builder = agentkit_server::spec::DeclarativeBuilder::new(
-        &agentkit_core::Config::new(),
-        agentkit_server::spec::ModelFactory::offline(),
-    );
+    let builder =
+        agentkit_server::spec::DeclarativeBuilder::new(&agentkit_core::Config::new(), models);
     agentkit_server::Server::builder(store)
         .admin_key(admin)
         .spec_builder(std::sync::Arc::new(builder))
@@ -267,4 +275,158 @@ pub async fn assert_audit_verifies(base: &str, admin: &str, workspace: &str) {
     let (s, v) = call_as(base, admin, reqwest::Method::GET, &path, None).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["ok"], true, "{v}");
+}
+
+/// An rmcp client of `/mcp` (see [`mcp_session`]).
+pub type McpClient = agentkit_mcp::rmcp::service::RunningService<
+    agentkit_mcp::rmcp::RoleClient,
+    agentkit_mcp::rmcp::model::ClientConfig,
+>;
+
+/// The streamable HTTP transport to `/mcp` of the server at `base`, authenticated with `key`
+/// (none: no `Authorization` header), sending `headers` with every request.
+pub fn mcp_transport(
+    base: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+) -> agentkit_mcp::rmcp::transport::StreamableHttpClientTransport<reqwest::Client> {
+    use agentkit_mcp::rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let mut config = StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"));
+    if let Some(k) = key {
+        config = config.auth_header(k);
+    }
+    if !headers.is_empty() {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+            .collect();
+        config = config.custom_headers(headers);
+    }
+    agentkit_mcp::rmcp::transport::StreamableHttpClientTransport::from_config(config)
+}
+
+/// An rmcp client on a legacy (2025-11-25, `initialize`) session of `/mcp` as `key`, sending
+/// `headers` with every request.
+pub async fn mcp_session(base: &str, key: &str, headers: &[(&str, &str)]) -> McpClient {
+    use agentkit_mcp::rmcp::ServiceExt;
+    agentkit_mcp::rmcp::model::ClientConfig::default()
+        .serve(mcp_transport(base, Some(key), headers))
+        .await
+        .unwrap()
+}
+
+/// A stateless 2026-07-28 `tools/call` of `tool` with `args` POSTed to `/mcp` as `key`, with
+/// every header a 2026-07-28 client sends and `extra`: the HTTP status and the JSON body (a
+/// body that is not JSON as a JSON string). The request's id is 3.
+pub async fn mcp_post(
+    base: &str,
+    key: &str,
+    tool: &str,
+    args: serde_json::Value,
+    extra: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let meta = serde_json::json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}
+    });
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": tool, "arguments": args, "_meta": meta}});
+    let auth = format!("Bearer {key}");
+    let mut headers = vec![
+        ("authorization", auth.as_str()),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", tool),
+    ];
+    headers.extend_from_slice(extra);
+    let (status, _, body) =
+        request(base, reqwest::Method::POST, "/mcp", Some(body), &headers).await;
+    (status, body)
+}
+
+/// A server builder on `store` with admin key `admin` whose gateway `gateway` reaches the MCP
+/// servers `servers` (name, streamable HTTP URL): add what else the test needs, then build
+/// (or use [`serve_gateway`]).
+pub fn gateway_builder(
+    store: std::sync::Arc<dyn agentkit_runtime::Store>,
+    admin: &str,
+    servers: &[(&str, &str)],
+    gateway: agentkit_server::gatewayops::GatewayConfig,
+) -> agentkit_server::ServerBuilder {
+    let servers = servers
+        .iter()
+        .map(|(name, url)| agentkit_mcp::ServerConfig::http(*name, *url));
+    Server::builder(store)
+        .admin_key(admin)
+        .mcp_servers(agentkit_mcp::ConnectionManager::new(servers))
+        .gateway(gateway)
+}
+
+/// [`gateway_builder`], built and served.
+pub async fn serve_gateway(
+    store: std::sync::Arc<dyn agentkit_runtime::Store>,
+    admin: &str,
+    servers: &[(&str, &str)],
+    gateway: agentkit_server::gatewayops::GatewayConfig,
+) -> InProcess {
+    serve(
+        gateway_builder(store, admin, servers, gateway)
+            .build()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// A model that never answers (its runs stay live until they are paused or cancelled).
+pub struct Stuck;
+
+#[async_trait::async_trait]
+impl agentkit_core::LlmProvider for Stuck {
+    fn name(&self) -> &str {
+        "stuck"
+    }
+
+    async fn complete(
+        &self,
+        _: agentkit_core::CompletionRequest,
+    ) -> agentkit_core::Result<agentkit_core::CompletionResponse> {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        Ok(agentkit_core::CompletionResponse::new(
+            agentkit_core::Message::assistant("late"),
+            agentkit_core::Usage::default(),
+            agentkit_core::StopReason::EndTurn,
+            "stuck",
+        ))
+    }
+}
+
+/// Poll `GET /v1/runs/{run_id}` as `key` (every 50 ms, each answering 200) until the run is in
+/// `status`, for up to 30 s: the run.
+pub async fn wait_run(base: &str, key: &str, run_id: &str, status: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let path = format!("/v1/runs/{run_id}");
+    loop {
+        let (s, run) = call_as(base, key, reqwest::Method::GET, &path, None).await;
+        assert_eq!(s, 200, "{run}");
+        if run["status"] == status {
+            return run;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {run_id} never became {status}: {run}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The entry with `id` in the `results` of a `/v1/execute` answer (which must have it).
+pub fn result_by_id<'a>(answer: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap()
 }

@@ -70,16 +70,7 @@ pub async fn approval_gateway(
                 WorkspaceId::new("globex", "prod"),
             ],
         );
-    let server = agentkit_server::Server::builder(Arc::clone(store))
-        .admin_key(admin)
-        .mcp_servers(agentkit_mcp::ConnectionManager::new([
-            agentkit_mcp::ServerConfig::http("crm", crm),
-        ]))
-        .gateway(gateway)
-        .build()
-        .await
-        .unwrap();
-    crate::inproc::serve(server).await
+    crate::inproc::serve_gateway(Arc::clone(store), admin, &[("crm", crm)], gateway).await
 }
 
 /// `POST path` with `body` as `key`, with an `Idempotency-Key` header when `idem` is given;

@@ -32,7 +32,8 @@
 //! ([`Writer`]) is dropped, after answering every job already sent.
 
 use std::collections::VecDeque;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use agentkit_core::{BoxError, Error, Result};
@@ -239,16 +240,17 @@ pub(super) fn prepare<'c>(
 /// rarely leaves it: so the writer still checkpoints, eight times less often, and then has
 /// little left to copy.
 struct Checkpointer {
-    wake: mpsc::SyncSender<Wake>,
+    state: Arc<CheckpointState>,
     thread: std::thread::JoinHandle<()>,
 }
 
-/// What the checkpointer is told.
-enum Wake {
-    /// A transaction was committed.
-    Committed,
+/// What the writer tells the checkpointer, without waking it for every commit.
+#[derive(Default)]
+struct CheckpointState {
+    /// A commit happened since the last checkpoint began.
+    due: AtomicBool,
     /// Close the connection and end.
-    Stop,
+    stop: AtomicBool,
 }
 
 impl Checkpointer {
@@ -266,10 +268,11 @@ impl Checkpointer {
                 return None;
             }
         };
-        let (wake, woken) = mpsc::sync_channel(1);
+        let state = Arc::new(CheckpointState::default());
+        let shared = Arc::clone(&state);
         let thread = match std::thread::Builder::new()
             .name("agentkit-sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(&conn, &woken))
+            .spawn(move || checkpoint_loop(&conn, &shared))
         {
             Ok(t) => t,
             Err(e) => {
@@ -277,7 +280,7 @@ impl Checkpointer {
                 return None;
             }
         };
-        let this = Self { wake, thread };
+        let this = Self { state, thread };
         if let Err(e) = fewer_autocheckpoints(writer) {
             tracing::warn!(error = %e, "sqlite store: the writer keeps checkpointing the WAL itself");
             this.stop();
@@ -286,16 +289,19 @@ impl Checkpointer {
         Some(this)
     }
 
-    /// A transaction was committed: a checkpoint is due (one already due covers it).
+    /// A transaction was committed: a checkpoint is due. Wakes the thread only for the first
+    /// commit after a checkpoint began (the others find it due already).
     fn committed(&self) {
-        let _ = self.wake.try_send(Wake::Committed);
+        if !self.state.due.swap(true, Ordering::AcqRel) {
+            self.thread.thread().unpark();
+        }
     }
 
     /// Stop the thread and wait until its connection is closed.
     fn stop(self) {
-        if self.wake.send(Wake::Stop).is_ok() {
-            let _ = self.thread.join();
-        }
+        self.state.stop.store(true, Ordering::Release);
+        self.thread.thread().unpark();
+        let _ = self.thread.join();
     }
 }
 
@@ -305,23 +311,27 @@ fn fewer_autocheckpoints(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
 }
 
-fn checkpoint_loop(conn: &Connection, woken: &mpsc::Receiver<Wake>) {
+fn checkpoint_loop(conn: &Connection, state: &CheckpointState) {
+    let stopping = || state.stop.load(Ordering::Acquire);
     let mut last: Option<std::time::Instant> = None;
-    while let Ok(Wake::Committed) = woken.recv() {
+    loop {
+        while !state.due.load(Ordering::Acquire) && !stopping() {
+            std::thread::park();
+        }
         // Commits in the next moments share this checkpoint.
         if let Some(deadline) = last.map(|t| t + CHECKPOINT_EVERY) {
             loop {
                 let now = std::time::Instant::now();
-                if now >= deadline {
+                if now >= deadline || stopping() {
                     break;
                 }
-                match woken.recv_timeout(deadline - now) {
-                    Ok(Wake::Committed) => {}
-                    Err(mpsc::RecvTimeoutError::Timeout) => break,
-                    Ok(Wake::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                }
+                std::thread::park_timeout(deadline - now);
             }
         }
+        if stopping() {
+            return;
+        }
+        state.due.store(false, Ordering::Release);
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "sqlite store: a WAL checkpoint failed; the next commit tries again");
         }

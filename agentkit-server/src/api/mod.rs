@@ -383,7 +383,7 @@ async fn token_caller(
 
 /// `/mcp`: the caller's workspace's MCP endpoint.
 async fn mcp(
-    s: Arc<AppState>,
+    s: AppState,
     caller: crate::tenancy::Caller,
     default_mcp: agentkit_mcp::McpHttpService,
     mut request: Request,
@@ -391,7 +391,7 @@ async fn mcp(
     use tower::ServiceExt;
     // The tools that depend on the caller read it (already here) and the state from the
     // request.
-    request.extensions_mut().insert(Arc::clone(&s));
+    request.extensions_mut().insert(s.clone());
     let scope = caller.scope();
     let svc = if scope.is_default() {
         default_mcp
@@ -439,12 +439,12 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let mut authed = v1::routes().merge(tenancy::routes());
     if let Some(g) = state.platform.gateway.get() {
         let default_mcp = g.service();
-        let shared = Arc::new(state.clone());
+        let shared = state.clone();
         authed = authed.route(
             "/mcp",
             axum::routing::any(move |caller: crate::tenancy::Caller, request: Request| {
                 let default_mcp = default_mcp.clone();
-                let s = Arc::clone(&shared);
+                let s = shared.clone();
                 async move { mcp(s, caller, default_mcp, request).await }
             }),
         );

@@ -225,18 +225,16 @@ pub(crate) fn tool_result(r: &CallResult, name: &str) -> CallToolResult {
 }
 
 /// The caller and the API state of an HTTP request (the API layer sets both).
-fn who(parts: Option<&http::request::Parts>) -> Option<(Caller, Arc<AppState>)> {
+fn who(parts: Option<&http::request::Parts>) -> Option<(Caller, AppState)> {
     let parts = parts?;
     let caller = parts.extensions.get::<Caller>()?.clone();
-    let state = parts.extensions.get::<Arc<AppState>>()?;
-    Some((caller, Arc::clone(state)))
+    let state = parts.extensions.get::<AppState>()?;
+    Some((caller, state.clone()))
 }
 
 /// The caller of `request` and the server's state, when it came over the authenticated HTTP
 /// route.
-pub(crate) fn caller_and_state(
-    request: &RequestContext<RoleServer>,
-) -> Option<(Caller, Arc<AppState>)> {
+pub(crate) fn caller_and_state(request: &RequestContext<RoleServer>) -> Option<(Caller, AppState)> {
     who(parts_of(request))
 }
 
@@ -299,7 +297,7 @@ pub(crate) struct CallerTools {
 
 impl CallerTools {
     /// The caller and state of an HTTP request, if it acts in this endpoint's workspace.
-    fn caller(&self, parts: Option<&http::request::Parts>) -> Option<(Caller, Arc<AppState>)> {
+    fn caller(&self, parts: Option<&http::request::Parts>) -> Option<(Caller, AppState)> {
         who(parts).filter(|(c, _)| c.scope() == self.scope)
     }
 

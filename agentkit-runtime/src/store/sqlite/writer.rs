@@ -258,10 +258,7 @@ impl Checkpointer {
     /// be started (its connection did not open): the write connection then checkpoints as
     /// before.
     fn start(open: &Open, writer: &Connection) -> Option<Self> {
-        let conn = match open().and_then(|c| {
-            c.busy_timeout(Duration::from_secs(10))?;
-            Ok(c)
-        }) {
+        let conn = match open().and_then(configure) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "sqlite store: the checkpoint connection did not open; the writer checkpoints the WAL itself");

@@ -40,19 +40,62 @@ pub(crate) struct ClientShared {
 #[derive(Default)]
 pub(crate) struct Inflight {
     next: AtomicU64,
-    /// progress token -> the call
-    calls: Mutex<HashMap<String, Call>>,
+    calls: Mutex<Calls>,
     /// Woken on every progress notification.
     progressed: tokio::sync::Notify,
-    /// When ended calls were last purged.
-    purged: Mutex<Option<std::time::Instant>>,
 }
 
+/// The calls of an [`Inflight`]: those in flight, and those that ended in the last
+/// [`LINGER`], oldest first.
+///
+/// Ended calls are kept apart: at tens of thousands of calls a second a `LINGER`'s worth of
+/// them is tens of thousands of entries, and keeping them in the map of calls in flight made
+/// every new call's insert pay for a large table (and purging it, for a scan of it). Here a
+/// new call goes in a map as small as the calls in flight, an ended call is pushed at the
+/// back of a queue and purged from its front: constant work per call. Finding an ended call
+/// (a progress notification that arrives after the call's response) searches the queue from
+/// its back, where such a call is.
+#[derive(Default)]
+struct Calls {
+    /// progress token -> the call in flight
+    live: HashMap<String, Call>,
+    /// Calls that ended: (when, progress token, the call).
+    ended: std::collections::VecDeque<(std::time::Instant, String, Call)>,
+}
+
+impl Calls {
+    fn get(&self, token: &str) -> Option<&Call> {
+        self.live.get(token).or_else(|| {
+            self.ended
+                .iter()
+                .rev()
+                .take(ENDED_SEARCHED)
+                .find(|(_, t, _)| t == token)
+                .map(|(_, _, c)| c)
+        })
+    }
+
+    fn get_mut(&mut self, token: &str) -> Option<&mut Call> {
+        match self.live.get_mut(token) {
+            Some(c) => Some(c),
+            None => self
+                .ended
+                .iter_mut()
+                .rev()
+                .take(ENDED_SEARCHED)
+                .find(|(_, t, _)| t == token)
+                .map(|(_, _, c)| c),
+        }
+    }
+}
+
+/// How many of the most recently ended calls a progress notification is looked for in: a
+/// notification is late by milliseconds, and a server inventing tokens costs a bounded search.
+const ENDED_SEARCHED: usize = 4_096;
+
 struct Call {
-    /// Sequence number, or `None` once the call has ended.
-    seq: Option<u64>,
-    /// When the call ended (it stays routable for [`LINGER`], then is purged).
-    ended: Option<std::time::Instant>,
+    /// Sequence number (the latest call in flight is the one with the highest).
+    seq: u64,
     ctx: RunContext,
     /// The last progress reported: (progress, total).
     progress: Option<(f64, Option<f64>)>,
@@ -62,34 +105,10 @@ impl Inflight {
     pub(crate) fn insert(self: &Arc<Self>, token: String, ctx: RunContext) -> InflightGuard {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = self.calls.lock() {
-            // Purge calls that ended more than LINGER ago, now and then (no timer per call:
-            // a spawned task per call cost as much as the call itself). Every PURGE_EVERYth
-            // call, and at most once per PURGE_PERIOD: at tens of thousands of calls a second
-            // the map holds a LINGER's worth of ended calls, and scanning it 1,000 times a
-            // second (each entry reading the clock) was a tenth of the CPU.
-            if seq.is_multiple_of(PURGE_EVERY) {
-                let now = std::time::Instant::now();
-                let due = self
-                    .purged
-                    .lock()
-                    .ok()
-                    .map(|mut last| {
-                        let due = last.is_none_or(|t| now.duration_since(t) >= PURGE_PERIOD);
-                        if due {
-                            *last = Some(now);
-                        }
-                        due
-                    })
-                    .unwrap_or(true);
-                if due {
-                    m.retain(|_, c| c.ended.is_none_or(|t| now.duration_since(t) < LINGER));
-                }
-            }
-            m.insert(
+            m.live.insert(
                 token.clone(),
                 Call {
-                    seq: Some(seq),
-                    ended: None,
+                    seq,
                     ctx,
                     progress: None,
                 },
@@ -101,6 +120,11 @@ impl Inflight {
         }
     }
 
+    /// Whether the call with `token` is in flight.
+    fn is_live(&self, token: &str) -> bool {
+        self.calls.lock().is_ok_and(|m| m.live.contains_key(token))
+    }
+
     fn get(&self, token: &str) -> Option<RunContext> {
         self.calls
             .lock()
@@ -108,7 +132,6 @@ impl Inflight {
             .and_then(|m| m.get(token).map(|c| c.ctx.clone()))
     }
 
-    /// Note a progress notification; returns the call's run.
     /// Record a progress notification of the call with `token` and emit it as a run event.
     /// Notifications are handled concurrently, so one can overtake another: progress only
     /// increases (the MCP spec requires it), so a notification behind the furthest one seen is
@@ -133,12 +156,10 @@ impl Inflight {
     /// The run of the most recent call in flight (legacy servers send their sampling and
     /// elicitation requests without saying which call they belong to).
     fn latest(&self) -> Option<RunContext> {
-        self.calls.lock().ok().and_then(|m| {
-            m.values()
-                .filter_map(|c| c.seq.map(|s| (s, &c.ctx)))
-                .max_by_key(|(seq, _)| *seq)
-                .map(|(_, c)| c.clone())
-        })
+        self.calls
+            .lock()
+            .ok()
+            .and_then(|m| m.live.values().max_by_key(|c| c.seq).map(|c| c.ctx.clone()))
     }
 }
 
@@ -157,11 +178,6 @@ const CONTEXT_WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(
 /// How long a finished call stays routable. rmcp hands each notification to its own task, so
 /// the last progress notification of a call can be handled just after the call's response.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(1_500);
-
-/// Ended calls are purged on every `PURGE_EVERY`th new call, at most once per
-/// `PURGE_PERIOD`.
-const PURGE_EVERY: u64 = 32;
-const PURGE_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How long a finished call waits for its last progress notification (see [`LINGER`]). Only
 /// calls that reported progress short of their total wait; generous, since on a loaded
@@ -192,12 +208,30 @@ impl InflightGuard {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.inflight.calls.lock()
-            && let Some(entry) = m.get_mut(&self.token)
-        {
-            entry.seq = None;
-            entry.ended = Some(std::time::Instant::now());
+        let token = std::mem::take(&mut self.token);
+        self.inflight.end(token, std::time::Instant::now());
+    }
+}
+
+impl Inflight {
+    /// The call with `token` ended at `now`: it moves to the ended calls, and those that
+    /// ended [`LINGER`] before `now` are purged.
+    fn end(&self, token: String, now: std::time::Instant) {
+        // Calls purged here are dropped after the lock is released.
+        let mut purged = Vec::new();
+        if let Ok(mut m) = self.calls.lock() {
+            if let Some(call) = m.live.remove(&token) {
+                m.ended.push_back((now, token, call));
+            }
+            while m
+                .ended
+                .front()
+                .is_some_and(|(at, _, _)| now.saturating_duration_since(*at) >= LINGER)
+            {
+                purged.extend(m.ended.pop_front());
+            }
         }
+        drop(purged);
     }
 }
 
@@ -472,11 +506,13 @@ impl ClientHandler for AgentkitClient {
         let key = token_key(&p.progress_token);
         // A fast server (one in this process) can report progress before our bookkeeping of
         // the call, made once the request is sent, is done: wait briefly for the call.
-        for _ in 0..CONTEXT_WAIT_STEPS {
-            if self.inflight.get(&key).is_some() {
-                break;
+        if self.inflight.get(&key).is_none() {
+            for _ in 0..CONTEXT_WAIT_STEPS {
+                if self.inflight.is_live(&key) {
+                    break;
+                }
+                tokio::time::sleep(CONTEXT_WAIT_STEP).await;
             }
-            tokio::time::sleep(CONTEXT_WAIT_STEP).await;
         }
         self.inflight.progress(&key, &p);
     }
@@ -506,5 +542,78 @@ impl ClientHandler for AgentkitClient {
             LoggingLevel::Warning => tracing::warn!(server = %server, "{data}"),
             _ => tracing::error!(server = %server, "{data}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A run context that collects the progress its run is told.
+    fn collecting() -> (RunContext, Arc<Mutex<Vec<f64>>>) {
+        let seen: Arc<Mutex<Vec<f64>>> = Arc::default();
+        let sink = Arc::clone(&seen);
+        let ctx = RunContext::new().with_events(Arc::new(agentkit_core::FnSink::new(
+            move |_: &str, e: &RunEvent| {
+                if let RunEvent::Progress { progress, .. } = e {
+                    sink.lock().unwrap().push(*progress);
+                }
+            },
+        )));
+        (ctx, seen)
+    }
+
+    fn note(progress: f64) -> ProgressNotificationParam {
+        serde_json::from_value(serde_json::json!({"progressToken": 1, "progress": progress}))
+            .unwrap()
+    }
+
+    #[test]
+    fn late_progress_reaches_an_ended_call_until_it_is_purged() {
+        let inflight = Arc::new(Inflight::default());
+        let (ctx, seen) = collecting();
+        let guard = inflight.insert("1".into(), ctx);
+        inflight.progress("1", &note(1.0));
+        drop(guard);
+        assert!(!inflight.is_live("1"));
+        assert!(
+            inflight.latest().is_none(),
+            "an ended call is not the latest call"
+        );
+        // Just after its response: still routed, in order.
+        inflight.progress("1", &note(2.0));
+        inflight.progress("1", &note(1.5));
+        assert_eq!(*seen.lock().unwrap(), vec![1.0, 2.0]);
+        // Another call ends LINGER later: the first is purged, its notifications dropped.
+        let (other, _) = collecting();
+        let g2 = inflight.insert("2".into(), other);
+        inflight.end(
+            "2".into(),
+            Instant::now() + LINGER + Duration::from_millis(1),
+        );
+        inflight.progress("1", &note(3.0));
+        assert_eq!(*seen.lock().unwrap(), vec![1.0, 2.0]);
+        assert!(inflight.get("1").is_none());
+        assert!(
+            inflight.get("2").is_some(),
+            "the call that just ended lingers"
+        );
+        drop(g2);
+    }
+
+    #[test]
+    fn the_latest_call_in_flight_is_the_newest_live_one() {
+        let inflight = Arc::new(Inflight::default());
+        let (a, _) = collecting();
+        let (b, _) = collecting();
+        let ga = inflight.insert("a".into(), a.with_run_id("run-a"));
+        let gb = inflight.insert("b".into(), b.with_run_id("run-b"));
+        assert_eq!(inflight.latest().unwrap().run_id(), "run-b");
+        drop(gb);
+        assert_eq!(inflight.latest().unwrap().run_id(), "run-a");
+        drop(ga);
+        assert!(inflight.latest().is_none());
     }
 }

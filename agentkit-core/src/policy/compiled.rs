@@ -347,8 +347,10 @@ impl Policy {
     #[must_use]
     pub fn decide(&self, tool: &str, arguments: &Value, history: &[ToolCallRecord]) -> Decision {
         let p = &*self.inner;
+        // The tool name as globset matches it, prepared once for every set below.
+        let name = globset::Candidate::new(tool);
         if let Some(allow) = &p.allow
-            && !allow.is_match(tool)
+            && !allow.is_match_candidate(&name)
         {
             return self.decision(
                 Verdict::Deny,
@@ -360,7 +362,7 @@ impl Policy {
                 ),
             );
         }
-        if let Some(i) = p.deny.matches(tool).first() {
+        if let Some(i) = p.deny.matches_candidate(&name).first() {
             return self.decision(
                 Verdict::Deny,
                 format!("tools.deny[{i}]"),
@@ -371,7 +373,7 @@ impl Policy {
             );
         }
         if !p.args.is_empty() {
-            for i in p.arg_tools.matches(tool) {
+            for i in p.arg_tools.matches_candidate(&name) {
                 if let Some(d) = self.check_args(&p.args[i], tool, arguments) {
                     return d;
                 }
@@ -379,7 +381,7 @@ impl Policy {
         }
         let mut approval: Option<Decision> = None;
         if !p.chains.is_empty() {
-            let current = p.chain_globs.matches(tool);
+            let current = p.chain_globs.matches_candidate(&name);
             if !current.is_empty() {
                 let matched = self.matching_chains(&current, history);
                 for ci in matched {
@@ -416,7 +418,7 @@ impl Policy {
                 }
             }
         }
-        if let Some(i) = p.approval.matches(tool).first() {
+        if let Some(i) = p.approval.matches_candidate(&name).first() {
             return self.decision(
                 Verdict::RequireApproval,
                 format!("require_approval[{i}]"),
@@ -473,12 +475,13 @@ impl Policy {
             let Some(value) = arguments.pointer(&check.pointer) else {
                 continue;
             };
-            let base = format!("arguments.{}.{}", rules.glob, check.name);
+            // What a denial names (written only for a denial).
+            let base = || format!("arguments.{}.{}", rules.glob, check.name);
             if !check.one_of.is_empty() && !check.one_of.contains(value) {
                 let allowed: Vec<String> = check.one_of.iter().map(Value::to_string).collect();
                 return Some(self.decision(
                     Verdict::Deny,
-                    format!("{base}.enum"),
+                    format!("{}.enum", base()),
                     format!(
                         "argument `{}` of `{tool}` is {value}; policy `{}` allows only {}",
                         check.name,
@@ -512,7 +515,7 @@ impl Policy {
             if bad_type {
                 return Some(self.decision(
                     Verdict::Deny,
-                    base,
+                    base(),
                     format!(
                         "argument `{}` of `{tool}` must be a string (or a list of strings) for \
                          policy `{}` to check it",
@@ -525,7 +528,7 @@ impl Policy {
                 if let Some(i) = check.deny.matches(normal.as_ref()).first() {
                     return Some(self.decision(
                         Verdict::Deny,
-                        format!("{base}.deny[{i}]"),
+                        format!("{}.deny[{i}]", base()),
                         format!(
                             "argument `{}` of `{tool}` is `{s}`, which matches `{}`; policy `{}` \
                              denies it",
@@ -538,7 +541,7 @@ impl Policy {
                 {
                     return Some(self.decision(
                         Verdict::Deny,
-                        format!("{base}.allow"),
+                        format!("{}.allow", base()),
                         format!(
                             "argument `{}` of `{tool}` is `{s}`, which policy `{}` does not \
                              allow (allowed: {})",

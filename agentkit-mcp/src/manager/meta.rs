@@ -24,20 +24,26 @@ pub fn request_meta(ctx: &RunContext) -> RequestMetaObject {
 }
 
 pub(super) fn traceparent(run_id: &str) -> String {
+    use std::fmt::Write as _;
+    // `00-<trace id, 32 hex>-<span id, 16 hex>-01`, written in place.
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
     // The trace id is the run's UUID when it is one (UUIDv7 by default), else a hash of it.
-    let trace = match uuid::Uuid::parse_str(run_id) {
-        Ok(u) => u.simple().to_string(),
+    match uuid::Uuid::parse_str(run_id) {
+        Ok(u) => out.push_str(u.simple().encode_lower(&mut uuid::Uuid::encode_buffer())),
         Err(_) => {
             let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
             for b in run_id.bytes() {
                 h ^= u128::from(b);
                 h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
             }
-            format!("{h:032x}")
+            let _ = write!(out, "{h:032x}");
         }
-    };
-    let span = uuid::Uuid::new_v4().simple().to_string();
-    format!("00-{trace}-{}-01", &span[..16])
+    }
+    // A random span id: the first half of a v4 UUID, never zero (its version bits are set).
+    let (span, _) = uuid::Uuid::new_v4().as_u64_pair();
+    let _ = write!(out, "-{span:016x}-01");
+    out
 }
 
 #[cfg(test)]

@@ -378,6 +378,29 @@ pub(crate) fn doc_from_columns(
     })
 }
 
+/// The document a write stored: the value it was given (stored as its JSON text) and the
+/// row's `(revision, created_at, updated_at)` the write returned.
+pub(crate) fn written_doc(
+    backend: &str,
+    collection: &str,
+    id: String,
+    value: Value,
+    (revision, created_at, updated_at): (i64, i64, i64),
+) -> Result<crate::model::Doc> {
+    Ok(crate::model::Doc {
+        revision: fit_named(
+            backend,
+            &|| format!("document `{id}` of collection `{collection}`"),
+            "revision",
+            revision,
+        )?,
+        id,
+        value,
+        created_at,
+        updated_at,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

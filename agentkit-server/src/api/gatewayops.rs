@@ -40,14 +40,14 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/v1/agents/connect", post(connect))
         .route("/v1/mcp/tools", get(list_tools))
         .route("/v1/safety/analyze", post(analyze))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            platform_limit,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            super::authenticate,
-        ));
+        .route_layer(
+            tower::ServiceBuilder::new()
+                .layer(super::auth::AuthLayer::new(state.clone()))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    platform_limit,
+                )),
+        );
     let origins: Vec<http::HeaderValue> = state
         .gatewayops
         .platforms()

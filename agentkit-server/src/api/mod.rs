@@ -4,15 +4,14 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
 
 use crate::platform::Platform;
 
 pub mod agent_protocol;
+mod auth;
 pub mod gatewayops;
 pub mod governance;
 pub mod hooks;
@@ -267,120 +266,6 @@ const SCOPED_ROUTES: &[&str] = &[
     "/agents/{agent_id}/schemas",
 ];
 
-/// Authenticate the request into a [`Caller`](crate::tenancy::Caller) (the admin key or an
-/// API key), check the route's role, and keep other workspaces' keys to scoped routes.
-async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    use crate::tenancy::{Caller, Refusal, Role, required_role};
-    let Some(presented) = request_key(request.headers()) else {
-        return refused(
-            "send an API key as `Authorization: Bearer <key>` or `x-api-key: <key>` \
-             (`agentkit dev` prints the admin key; `AGENTKIT_ADMIN_KEY` sets it; \
-             `agentkit keys create` makes workspace keys)",
-        );
-    };
-    let caller = if bool::from(presented.as_bytes().ct_eq(state.admin_key.as_bytes())) {
-        Caller::admin()
-    } else if let Some(jwt) = state
-        .jwt
-        .as_ref()
-        .filter(|_| crate::tenancy::JwtVerifier::looks_like_jwt(presented))
-    {
-        match token_caller(&state, jwt, presented).await {
-            Ok(c) => c,
-            Err(res) => return *res,
-        }
-    } else {
-        match state.keys.verify(presented).await {
-            Ok(Ok(k)) => Caller::with_key(&k),
-            Ok(Err(Refusal::Revoked)) => {
-                return refused("this API key was revoked; ask a workspace admin for a new one");
-            }
-            Ok(Err(Refusal::Expired)) => {
-                return refused("this API key has expired; ask a workspace admin for a new one");
-            }
-            Ok(Err(_)) => {
-                return refused(
-                    "this is not a valid API key of this server (check for a typo, or create \
-                     one with `agentkit keys create`)",
-                );
-            }
-            Err(e) => return Problem::from(e).into_response(),
-        }
-    };
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_default();
-    let needed = required_role(request.method(), &route).unwrap_or(Role::Admin);
-    if let Err(p) = caller.require(needed) {
-        return p.into_response();
-    }
-    if !caller.workspace.is_default() && !SCOPED_ROUTES.contains(&route.as_str()) {
-        return Problem::not_found(format!(
-            "no route {} for keys of workspace {} yet; the routes open to workspace keys are \
-             listed in the README (Tenants and keys)",
-            request.uri().path(),
-            caller.workspace
-        ))
-        .into_response();
-    }
-    // Names with the workspace separator never name anything the caller may see.
-    let path = request.uri().path();
-    if path.contains(crate::tenancy::SEP) || path.contains("%7E") || path.contains("%7e") {
-        return Problem::not_found(format!("nothing at {path}")).into_response();
-    }
-    if let Some(res) = state.rate_limits.check(&caller) {
-        return res;
-    }
-    // The request's trace and the realtime connection count know who is calling.
-    let platform = if caller.super_admin {
-        "admin".to_owned()
-    } else {
-        caller.workspace.to_string()
-    };
-    tracing::Span::current().record("agentkit.workspace", platform.as_str());
-    let open = state.metrics.realtime().connect(&platform);
-    request.extensions_mut().insert(caller);
-    next.run(request)
-        .await
-        .map(|body| axum::body::Body::new(crate::observe::realtime::Counted::new(body, open)))
-}
-
-/// The caller a bearer JWT names, or the response refusing it.
-async fn token_caller(
-    state: &AppState,
-    jwt: &crate::tenancy::JwtVerifier,
-    token: &str,
-) -> Result<crate::tenancy::Caller, Box<Response>> {
-    use crate::tenancy::{Caller, TokenRefusal};
-    let identity = match jwt.verify(token).await {
-        Ok(id) => id,
-        Err(TokenRefusal::Invalid(why)) => return Err(Box::new(refused(&why))),
-        Err(TokenRefusal::KeysUnavailable(why)) => {
-            tracing::warn!(error = %why, "the identity provider's keys could not be fetched");
-            return Err(Box::new(
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "identity-provider-unavailable",
-                    "the identity provider's signing keys could not be fetched, so the token \
-                     cannot be checked; retry later, or use an API key",
-                )
-                .into_response(),
-            ));
-        }
-    };
-    match state.workspaces.exists(&identity.workspace).await {
-        Ok(true) => Ok(Caller::with_token(&identity)),
-        Ok(false) => Err(Box::new(refused(&format!(
-            "the token names workspace {}, which does not exist on this server; an admin \
-             creates it with `agentkit workspaces create {}`",
-            identity.workspace, identity.workspace
-        )))),
-        Err(e) => Err(Box::new(Problem::from(e).into_response())),
-    }
-}
-
 /// `/mcp`: the caller's workspace's MCP endpoint.
 async fn mcp(
     s: AppState,
@@ -459,10 +344,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(metrics::routes())
         .merge(governance::routes())
         .merge(secrets::routes())
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authenticate,
-        ));
+        .route_layer(auth::AuthLayer::new(state.clone()));
     let router = Router::new()
         .merge(authed)
         .merge(gatewayops::routes(&state));
@@ -477,18 +359,22 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .fallback(fallback)
         .with_state(state.clone())
-        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            panic_response,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            crate::observe::metrics::track,
-        ))
+        // One layer of the whole stack: axum boxes (and clones, for every request) each
+        // layer it is given around every route, so the stack goes in as one.
         .layer(
-            tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_response(record_status),
+            tower::ServiceBuilder::new()
+                .layer(
+                    tower_http::trace::TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(record_status),
+                )
+                .layer(crate::observe::metrics::TrackLayer::new(
+                    state.metrics.clone(),
+                ))
+                .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                    panic_response,
+                ))
+                .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes)),
         )
 }
 
@@ -524,7 +410,11 @@ fn request_span(request: &http::Request<axum::body::Body>) -> tracing::Span {
     span
 }
 
-fn record_status(response: &Response, _latency: std::time::Duration, span: &tracing::Span) {
+fn record_status<B>(
+    response: &http::Response<B>,
+    _latency: std::time::Duration,
+    span: &tracing::Span,
+) {
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {

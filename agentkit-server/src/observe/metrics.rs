@@ -555,26 +555,99 @@ impl RunObserver for Metrics {
     }
 }
 
-/// The axum middleware that counts every request (see [`Metrics::http_request`]).
-pub(crate) async fn track(
-    axum::extract::State(metrics): axum::extract::State<Metrics>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let response = next.run(request).await;
-    metrics.http_request(
-        method.as_str(),
-        route.as_deref(),
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
+/// The layer that counts every request (see [`Metrics::http_request`]), by the route
+/// pattern axum matched (so it goes inside the router, as `Router::layer` puts it).
+#[derive(Clone)]
+pub(crate) struct TrackLayer {
+    metrics: Metrics,
+}
+
+impl TrackLayer {
+    /// Count into `metrics`.
+    pub(crate) fn new(metrics: Metrics) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track {
+            metrics: self.metrics.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of [`TrackLayer`].
+#[derive(Clone)]
+pub(crate) struct Track<S> {
+    metrics: Metrics,
+    inner: S,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Track<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = TrackFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request.method().clone();
+        let route = request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .cloned();
+        TrackFuture {
+            future: self.inner.call(request),
+            counted: Some((self.metrics.clone(), method, route)),
+            started: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Track`]: counts the request when the response is ready.
+    pub(crate) struct TrackFuture<F> {
+        #[pin]
+        future: F,
+        counted: Option<(Metrics, http::Method, Option<axum::extract::MatchedPath>)>,
+        started: Instant,
+    }
+}
+
+impl<F, R, E> std::future::Future for TrackFuture<F>
+where
+    F: std::future::Future<Output = Result<http::Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.future.poll(cx));
+        if let (Ok(response), Some((metrics, method, route))) = (&out, this.counted.take()) {
+            metrics.http_request(
+                method.as_str(),
+                route.as_ref().map(axum::extract::MatchedPath::as_str),
+                response.status().as_u16(),
+                this.started.elapsed(),
+            );
+        }
+        std::task::Poll::Ready(out)
+    }
 }
 
 #[cfg(test)]

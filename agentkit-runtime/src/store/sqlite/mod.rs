@@ -1010,55 +1010,95 @@ const DOC_COLUMNS: &str = "id, value, revision, created_at, updated_at";
 struct PreparedDoc {
     collection: String,
     id: String,
-    value: String,
+    /// The value as given: the written document's value (what is stored is its JSON text,
+    /// so reading it back would give the same value).
+    value: Value,
+    json: String,
     expect: Expect,
 }
 
 impl PreparedDoc {
+    fn new(collection: String, id: String, value: Value, expect: Expect) -> Result<Self> {
+        Ok(Self {
+            json: to_json(&value, "a document")?,
+            collection,
+            id,
+            value,
+            expect,
+        })
+    }
+
     /// Makes the write on `c` (inside the writer's transaction); `None` when `expect` did
     /// not hold (nothing written).
-    fn run(&self, c: &Connection, now: i64) -> Result<Option<Doc>> {
+    fn run(self, c: &Connection, now: i64) -> Result<Option<Doc>> {
         let revision = match self.expect {
             Expect::Revision(r) => Some(i64::try_from(r).unwrap_or(i64::MAX)),
             Expect::Any | Expect::Absent => None,
         };
         let mut params: Vec<&dyn rusqlite::ToSql> =
-            vec![&self.collection, &self.id, &self.value, &now];
+            vec![&self.collection, &self.id, &self.json, &now];
         if let Some(r) = &revision {
             params.push(r);
         }
-        query_first(
+        let written = query_first(
             c,
-            &doc_put_sql(self.expect),
+            doc_put_sql(self.expect),
             params.as_slice(),
             db("writing a document"),
-            |row| rows::doc_from_columns("sqlite", &Written(row), &self.collection),
+            |row| {
+                let col = |i: usize, name: &str| {
+                    row.get::<_, i64>(i).map_err(|e| {
+                        rows::column_error(
+                            "sqlite",
+                            &format!("document `{}` of collection `{}`", self.id, self.collection),
+                            name,
+                            e,
+                        )
+                    })
+                };
+                Ok((
+                    col(0, "revision")?,
+                    col(1, "created_at")?,
+                    col(2, "updated_at")?,
+                ))
+            },
+        )?;
+        let Some((revision, created_at, updated_at)) = written else {
+            return Ok(None);
+        };
+        rows::written_doc(
+            "sqlite",
+            self.collection.as_str(),
+            self.id,
+            self.value,
+            (revision, created_at, updated_at),
         )
+        .map(Some)
     }
 }
 
 /// The statement of a document write expecting `expect`: binds collection, id, value, now
-/// (and the revision).
-fn doc_put_sql(expect: Expect) -> String {
+/// (and the revision); returns the written row's revision, created_at and updated_at.
+fn doc_put_sql(expect: Expect) -> &'static str {
     match expect {
-        Expect::Any => format!(
+        Expect::Any => {
             "INSERT INTO docs (collection, id, value, revision, created_at, updated_at)
              VALUES (?1, ?2, ?3, 1, ?4, ?4)
              ON CONFLICT (collection, id) DO UPDATE SET value = excluded.value,
                 revision = docs.revision + 1, updated_at = excluded.updated_at
-             RETURNING {DOC_COLUMNS}"
-        ),
-        Expect::Absent => format!(
+             RETURNING revision, created_at, updated_at"
+        }
+        Expect::Absent => {
             "INSERT INTO docs (collection, id, value, revision, created_at, updated_at)
              VALUES (?1, ?2, ?3, 1, ?4, ?4)
              ON CONFLICT (collection, id) DO NOTHING
-             RETURNING {DOC_COLUMNS}"
-        ),
-        Expect::Revision(_) => format!(
+             RETURNING revision, created_at, updated_at"
+        }
+        Expect::Revision(_) => {
             "UPDATE docs SET value = ?3, revision = revision + 1, updated_at = ?4
              WHERE collection = ?1 AND id = ?2 AND revision = ?5
-             RETURNING {DOC_COLUMNS}"
-        ),
+             RETURNING revision, created_at, updated_at"
+        }
     }
 }
 
@@ -1071,12 +1111,7 @@ impl DocStore for SqliteStore {
         value: Value,
         expect: Expect,
     ) -> Result<Option<Doc>> {
-        let write = PreparedDoc {
-            collection: collection.to_owned(),
-            id: id.to_owned(),
-            value: to_json(&value, "a document")?,
-            expect,
-        };
+        let write = PreparedDoc::new(collection.to_owned(), id.to_owned(), value, expect)?;
         let now = now_ms();
         self.writer
             .write(Statements::One, move |c| write.run(c, now))
@@ -1086,14 +1121,7 @@ impl DocStore for SqliteStore {
     async fn doc_put_many(&self, writes: Vec<DocWrite>) -> Result<Vec<Doc>> {
         let writes = writes
             .into_iter()
-            .map(|w| {
-                Ok(PreparedDoc {
-                    value: to_json(&w.value, "a document")?,
-                    collection: w.collection,
-                    id: w.id,
-                    expect: w.expect,
-                })
-            })
+            .map(|w| PreparedDoc::new(w.collection, w.id, w.value, w.expect))
             .collect::<Result<Vec<_>>>()?;
         let statements = if writes.len() == 1 {
             Statements::One
@@ -1104,7 +1132,7 @@ impl DocStore for SqliteStore {
         self.writer
             .write(statements, move |c| {
                 let mut done = Vec::with_capacity(writes.len());
-                for w in &writes {
+                for w in writes {
                     match w.run(c, now)? {
                         Some(doc) => done.push(doc),
                         None => break,

@@ -1429,7 +1429,12 @@ async fn a_replayed_approval_is_checked_again_only_before_its_unjournaled_effect
         // The run re-executes for `go`, replaying the decision.
         rt.signal(&id, "go", json!(null)).await.unwrap();
         let run = rt.wait(&id).await.unwrap();
-        assert_eq!(run.status, RunStatus::Succeeded, "{decision}: {:?}", run.error);
+        assert_eq!(
+            run.status,
+            RunStatus::Succeeded,
+            "{decision}: {:?}",
+            run.error
+        );
         let calls = counting.calls.lock().unwrap().clone();
         assert_eq!(
             calls.get("fence_replayed_signal").copied().unwrap_or(0),

@@ -26,8 +26,8 @@ use agentkit_core::{
     StopReason, ToolRequest, ToolService, Usage,
 };
 use agentkit_runtime::{
-    APPROVAL_SIGNAL, MemoryStore, RunRecord, Runtime, SqliteStore, Store, TargetOptions,
-    Workflow, WorkflowContext,
+    APPROVAL_SIGNAL, MemoryStore, RunRecord, Runtime, SqliteStore, Store, TargetOptions, Workflow,
+    WorkflowContext,
 };
 use async_trait::async_trait;
 use schemars::JsonSchema;
@@ -134,9 +134,12 @@ fn sender(scene: &Arc<Scene>) -> Arc<dyn AugmentedLlm> {
     };
     // The first layer is the innermost: the crash point runs after the approval.
     Arc::new(
-        AgentLlm::new(Agent::new("sender", "You send messages.").with_tool(send), model)
-            .with_tool_layer(crash)
-            .with_tool_layer(ApprovalLayer::tools(["send_message"])),
+        AgentLlm::new(
+            Agent::new("sender", "You send messages.").with_tool(send),
+            model,
+        )
+        .with_tool_layer(crash)
+        .with_tool_layer(ApprovalLayer::tools(["send_message"])),
     )
 }
 
@@ -164,7 +167,10 @@ impl Workflow for Gated {
                 .unwrap();
         } else if scene.cancel {
             // This execution has claimed the run; the cancel is answered before it goes on.
-            let answer = scene.a.cancel_with_reason(&run_id, "the customer hung up").await;
+            let answer = scene
+                .a
+                .cancel_with_reason(&run_id, "the customer hung up")
+                .await;
             *scene.cancelled.lock().unwrap() = Some(answer);
         }
         match self.wait {
@@ -260,9 +266,10 @@ async fn scenario(store: Arc<dyn Store>, wait: Wait, cancel: bool) -> Seen {
         .expect("the run never ended")
         .unwrap();
     b2.shutdown(Duration::from_secs(5)).await;
+    let cancelled = scene.cancelled.lock().unwrap().take();
     Seen {
         run,
-        cancelled: scene.cancelled.lock().unwrap().take(),
+        cancelled,
         sends: scene.sends.load(Ordering::SeqCst),
         executions: scene.executions.load(Ordering::SeqCst),
         keys_at_crash,
@@ -293,7 +300,12 @@ async fn a_cancel_stops_the_replayed_approval(stores: Stores) {
             "{wait:?}: the approved call ran after the cancel was answered; journal {:?}",
             seen.keys
         );
-        assert_eq!(seen.run.status, RunStatus::Cancelled, "{wait:?}: {:?}", seen.run);
+        assert_eq!(
+            seen.run.status,
+            RunStatus::Cancelled,
+            "{wait:?}: {:?}",
+            seen.run
+        );
         assert_eq!(
             seen.run.error.as_deref(),
             Some("the customer hung up"),
@@ -314,7 +326,12 @@ async fn a_live_run_makes_the_replayed_call(stores: Stores) {
         let seen = scenario(stores().await, wait, false).await;
         assert_eq!(seen.executions, 2, "{wait:?}");
         assert!(seen.cancelled.is_none());
-        assert_eq!(seen.run.status, RunStatus::Succeeded, "{wait:?}: {:?}", seen.run);
+        assert_eq!(
+            seen.run.status,
+            RunStatus::Succeeded,
+            "{wait:?}: {:?}",
+            seen.run
+        );
         assert_eq!(seen.run.output, Some(json!(output)), "{wait:?}");
         assert_eq!(seen.sends, 1, "{wait:?}: the approved call ran once");
     }

@@ -804,7 +804,12 @@ impl SignalStore for SqliteStore {
         // A job of the writer, which makes every status change: no change is in flight.
         self.writer
             .write(Statements::One, move |c| {
-                live_under(c, &run_id, &owner, "checking the run before a replayed signal")
+                live_under(
+                    c,
+                    &run_id,
+                    &owner,
+                    "checking the run before a replayed signal",
+                )
             })
             .await
     }

@@ -251,6 +251,17 @@ impl DurableJournal {
         })
     }
 
+    /// Whether an entry loaded with the journal follows `key`'s (a step after a replayed
+    /// signal already ran in an earlier execution).
+    pub(crate) fn recorded_after(&self, key: &str) -> bool {
+        self.with(|s| {
+            s.order
+                .iter()
+                .position(|k| k == key)
+                .is_some_and(|i| i.saturating_add(1) < s.order.len())
+        })
+    }
+
     /// Reserve the next sequence number.
     pub(crate) fn next_seq(&self) -> u64 {
         self.with(|s| {

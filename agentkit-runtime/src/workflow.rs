@@ -395,6 +395,18 @@ impl WorkflowContext {
     ) -> Result<Value> {
         let journal = &self.inner.journal;
         if let Some(v) = journal.replay(&key) {
+            if self.releases_unjournaled(status, step, &key, &v) {
+                // Delivered to an earlier execution, which ended before the call it released
+                // ran: the call passes the gate again, so a cancel answered since this
+                // execution claimed the run stops it here (see `take_signal_fenced` below).
+                self.fence(
+                    self.inner
+                        .store
+                        .fence_replayed_signal(self.run_id(), &self.inner.owner)
+                        .await,
+                )?;
+                journal.owner_confirmed();
+            }
             return Ok(v);
         }
         if journal.is_replay_only() {
@@ -407,15 +419,13 @@ impl WorkflowContext {
             // while the run is still executed here, atomically with the check and serialised
             // against a cancel from any node. A cancel answered before it stops the call
             // here; one answered after it finds the call released.
-            let taken = self
-                .inner
-                .store
-                .take_signal_fenced(self.run_id(), name, entry, &self.inner.owner)
-                .await;
-            if let Err(Error::Cancelled { .. }) = &taken {
-                return Err(journal.fenced_out(None));
-            }
-            if let Some(v) = taken? {
+            let taken = self.fence(
+                self.inner
+                    .store
+                    .take_signal_fenced(self.run_id(), name, entry, &self.inner.owner)
+                    .await,
+            )?;
+            if let Some(v) = taken {
                 journal.note_appended(&key, v.clone());
                 journal.owner_confirmed();
                 return Ok(v);
@@ -456,6 +466,36 @@ impl WorkflowContext {
             "run {} is waiting for signal `{name}`; it resumes when the signal is delivered",
             self.run_id()
         )))
+    }
+
+    /// The answer of a fenced store call: a run no longer live under this execution stops it.
+    fn fence<T>(&self, answer: Result<T>) -> Result<T> {
+        match answer {
+            Err(Error::Cancelled { .. }) => Err(self.inner.journal.fenced_out(None)),
+            other => other,
+        }
+    }
+
+    /// Whether the signal `key` replayed from the journal (`value`) releases an effect that
+    /// has not been journaled yet, so it must pass the gate again: an approval (a denial
+    /// releases nothing) of a tool call (`step`: its result is not journaled, or it would
+    /// have replayed without asking), or of the workflow's own code when no entry follows
+    /// it in the journal. Nothing is released in an offline replay.
+    fn releases_unjournaled(
+        &self,
+        status: RunStatus,
+        step: Option<&str>,
+        key: &str,
+        value: &Value,
+    ) -> bool {
+        let journal = &self.inner.journal;
+        status == RunStatus::WaitingApproval
+            && !journal.is_replay_only()
+            && matches!(
+                decode_approval(self.run_id(), value.clone()),
+                Ok(ApprovalDecision::Approved)
+            )
+            && (step.is_some() || !journal.recorded_after(key))
     }
 
     /// Wait for the `human_input` signal and decode it as a [`HumanInputResponse`]: its

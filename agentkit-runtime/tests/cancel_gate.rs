@@ -227,8 +227,9 @@ async fn claimed_with_approval(store: &dyn Store) -> RunRecord {
     run
 }
 
-/// At store level: a run claimed by `b` with an approval queued; the fenced take refuses once
-/// the run is cancelled (and delivers nothing), delivers while it is live.
+/// At store level: a run claimed by `b` with an approval queued; the fenced take (and the gate
+/// of a replayed decision) refuses once the run is cancelled (and delivers nothing), delivers
+/// (passes) while it is live.
 async fn the_fenced_take_checks_the_run(store: Arc<dyn Store>) {
     for cancelled in [true, false] {
         let run = claimed_with_approval(store.as_ref()).await;
@@ -249,6 +250,18 @@ async fn the_fenced_take_checks_the_run(store: Arc<dyn Store>) {
             .take_signal_fenced(&run.id, APPROVAL_SIGNAL, entry.clone(), "a")
             .await;
         assert!(matches!(other, Err(Error::Cancelled { .. })), "{other:?}");
+        let other = store.fence_replayed_signal(&run.id, "a").await;
+        assert!(matches!(other, Err(Error::Cancelled { .. })), "{other:?}");
+        // The gate of a replayed decision: passed only while the run is live under `b`.
+        let replayed = store.fence_replayed_signal(&run.id, "b").await;
+        if cancelled {
+            assert!(
+                matches!(replayed, Err(Error::Cancelled { .. })),
+                "{replayed:?}"
+            );
+        } else {
+            assert!(replayed.is_ok(), "{replayed:?}");
+        }
         let taken = store
             .take_signal_fenced(&run.id, APPROVAL_SIGNAL, entry, "b")
             .await;
@@ -352,14 +365,29 @@ mod postgres {
         assert!(!passed, "the gate let the call go past a committed cancel");
     }
 
+    /// The gates of `a_cancel_in_flight_is_waited_for`.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Gate {
+        /// The fenced take of a signal.
+        Take,
+        /// A fenced append of a step's result.
+        Append,
+        /// The gate of a decision replayed from the journal.
+        Replayed,
+    }
+
     /// The serialisation itself: a cancel in flight when the gate runs is waited for, and
-    /// then stops the call (delivering nothing); likewise a fenced append of a step's result.
+    /// then stops the call (delivering nothing); likewise a fenced append of a step's result
+    /// and the gate of a replayed decision.
     async fn a_cancel_in_flight_is_waited_for(url: &str) {
         let store = Arc::new(PostgresStore::connect(url).await.unwrap());
-        for append in [false, true] {
+        for gate in [Gate::Take, Gate::Append, Gate::Replayed] {
             let run = claimed_with_approval(store.as_ref()).await;
             let (s, id) = (Arc::clone(&store), run.id.clone());
-            if append {
+            if gate == Gate::Replayed {
+                let gate = async move { s.fence_replayed_signal(&id, "b").await.is_ok() };
+                gate_waits_for(url, &store, gate, &run.id).await;
+            } else if gate == Gate::Append {
                 let gate = async move {
                     let entry = JournalEntry::new(&id, 0, "step/send_message", json!(null));
                     s.append_fenced(&[entry], "b").await.unwrap()

@@ -1218,6 +1218,11 @@ impl SignalStore for Counting {
             .take_signal_fenced(run_id, name, entry, owner)
             .await
     }
+
+    async fn fence_replayed_signal(&self, run_id: &str, owner: &str) -> Result<()> {
+        self.hit("fence_replayed_signal");
+        self.inner.fence_replayed_signal(run_id, owner).await
+    }
 }
 
 #[async_trait]
@@ -1365,6 +1370,78 @@ async fn waiting_for_a_run_executing_here_reads_nothing() {
         run,
         "what the wait returned is stored"
     );
+}
+
+/// Waits for an approval and a `go` signal and makes one journaled step, in the order its
+/// input says: `true`, the step right after the approval; `false`, after `go`.
+struct Approved;
+
+#[async_trait]
+impl Workflow for Approved {
+    type Input = bool;
+    type Output = String;
+    fn name(&self) -> &str {
+        "approved"
+    }
+    async fn run(&self, ctx: &WorkflowContext, step_first: bool) -> Result<String> {
+        let decision = ctx.wait_for_approval().await?;
+        let step = || ctx.step("send", async { Ok(()) });
+        if step_first {
+            step().await?;
+        }
+        let _: Value = ctx.wait_for_signal("go").await?;
+        if !step_first {
+            step().await?;
+        }
+        Ok(format!("{decision:?}"))
+    }
+}
+
+/// A decision replayed from the journal is checked against the store again only when what it
+/// released has not been journaled: an approval whose step is journaled, and a denial, replay
+/// with no store call; an approval whose step is still to come costs one check.
+#[tokio::test]
+async fn a_replayed_approval_is_checked_again_only_before_its_unjournaled_effect() {
+    for (step_first, decision, checks) in [
+        (true, json!({"decision": "approved"}), 0),
+        (false, json!({"decision": "denied", "reason": "no"}), 0),
+        (false, json!({"decision": "approved"}), 1),
+    ] {
+        let counting = Arc::new(Counting {
+            inner: Arc::new(SqliteStore::in_memory().await.unwrap()),
+            calls: Default::default(),
+        });
+        let rt = Runtime::new(counting.clone());
+        rt.register_workflow(Approved, TargetOptions::new());
+        let id = rt
+            .start_run("approved", json!(step_first), StartOptions::new())
+            .await
+            .unwrap();
+        rt.wait_for_status(&id, &[RunStatus::WaitingApproval])
+            .await
+            .unwrap();
+        rt.signal(&id, agentkit_runtime::APPROVAL_SIGNAL, decision.clone())
+            .await
+            .unwrap();
+        rt.wait_for_status(&id, &[RunStatus::WaitingInput])
+            .await
+            .unwrap();
+        // The run re-executes for `go`, replaying the decision.
+        rt.signal(&id, "go", json!(null)).await.unwrap();
+        let run = rt.wait(&id).await.unwrap();
+        assert_eq!(
+            run.status,
+            RunStatus::Succeeded,
+            "{decision}: {:?}",
+            run.error
+        );
+        let calls = counting.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls.get("fence_replayed_signal").copied().unwrap_or(0),
+            checks,
+            "step first: {step_first}, {decision}: {calls:?}"
+        );
+    }
 }
 
 #[cfg(feature = "postgres")]

@@ -290,14 +290,25 @@ impl SignalStore for MemoryStore {
         entry: JournalEntry,
         owner: &str,
     ) -> Result<Option<Value>> {
-        // Under the store's lock, which every status change takes too.
         self.with(|s| {
-            if !executed_by(s, run_id, owner) {
-                return Err(Error::Cancelled {
-                    run_id: run_id.to_owned(),
-                });
-            }
+            live_under(s, run_id, owner)?;
             deliver(s, run_id, name, entry)
+        })
+    }
+
+    async fn fence_replayed_signal(&self, run_id: &str, owner: &str) -> Result<()> {
+        self.with(|s| live_under(s, run_id, owner))
+    }
+}
+
+/// `Ok` if run `run_id` is [`executed_by`] `owner`, else [`Error::Cancelled`]; read under the
+/// store's lock, which every status change takes too.
+fn live_under(s: &State, run_id: &str, owner: &str) -> Result<()> {
+    if executed_by(s, run_id, owner) {
+        Ok(())
+    } else {
+        Err(Error::Cancelled {
+            run_id: run_id.to_owned(),
         })
     }
 }

@@ -176,6 +176,26 @@ pub trait SignalStore: Send + Sync + 'static {
         let _ = owner;
         self.take_signal(run_id, name, entry).await
     }
+
+    /// The gate of [`take_signal_fenced`](Self::take_signal_fenced) for a decision delivered
+    /// to an earlier execution of the run and replayed from its journal (after a crash, a
+    /// lease takeover or a resume) while the effect it releases (an approved call) has not
+    /// run yet: succeeds only while the run is executed by `owner`, checked serialised against
+    /// the run's status changes the same way. A cancel (or pause) committed before it makes
+    /// it fail; one that commits after it finds the effect released. Nothing is written.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Cancelled`](agentkit_core::Error::Cancelled) when the run is no longer live
+    /// under `owner` (cancelled, paused, finished or taken over); otherwise the store's error.
+    ///
+    /// The default checks nothing (like the default of
+    /// [`take_signal_fenced`](Self::take_signal_fenced)), for stores written before this
+    /// method. Override it (this crate's three stores do).
+    async fn fence_replayed_signal(&self, run_id: &str, owner: &str) -> Result<()> {
+        let _ = (run_id, owner);
+        Ok(())
+    }
 }
 
 /// Claiming runs under a lease, and the heartbeat that renews leases.

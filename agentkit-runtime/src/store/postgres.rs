@@ -652,6 +652,48 @@ impl SignalStore for PostgresStore {
     ) -> Result<Option<Value>> {
         self.deliver_signal(run_id, name, entry, Some(owner)).await
     }
+
+    async fn fence_replayed_signal(&self, run_id: &str, owner: &str) -> Result<()> {
+        // One statement: its row lock is held until it ends, as the fenced take's is until
+        // the delivery commits.
+        live_under(
+            &self.pool,
+            run_id,
+            owner,
+            "checking the run before a replayed signal",
+        )
+        .await
+    }
+}
+
+/// `Ok` if run `run_id` is executed by `owner` ([`FENCE_STATUSES`](rows::FENCE_STATUSES)),
+/// else [`rows::fenced_out`]. `what`: what the read is for.
+///
+/// `FOR SHARE` conflicts with the row lock of an `UPDATE` of the run (a cancel, a pause): one
+/// in flight is waited for and its committed status read; one that comes later waits until
+/// the statement (or the transaction it runs in) ends.
+async fn live_under<'c>(
+    conn: impl sqlx::Executor<'c, Database = Postgres>,
+    run_id: &str,
+    owner: &str,
+    what: &'static str,
+) -> Result<()> {
+    let sql = format!(
+        "SELECT 1 FROM agentkit_runs
+         WHERE id = $1 AND owner = $2 AND status IN {}
+         FOR SHARE",
+        rows::FENCE_STATUSES
+    );
+    let live = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(run_id)
+        .bind(owner)
+        .fetch_optional(conn)
+        .await
+        .map_err(db(what))?;
+    match live {
+        Some(_) => Ok(()),
+        None => Err(rows::fenced_out(run_id)),
+    }
 }
 
 impl PostgresStore {
@@ -669,24 +711,14 @@ impl PostgresStore {
             .await
             .map_err(db("starting a transaction"))?;
         if let Some(owner) = owner {
-            // `FOR SHARE` conflicts with the row lock of an `UPDATE` of the run (a cancel, a
-            // pause): one in flight is waited for and its committed status read; one that
-            // comes later waits until this transaction has delivered the signal.
-            let sql = format!(
-                "SELECT 1 FROM agentkit_runs
-                 WHERE id = $1 AND owner = $2 AND status IN {}
-                 FOR SHARE",
-                rows::FENCE_STATUSES
-            );
-            let live = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(run_id)
-                .bind(owner)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("checking the run before delivering a signal"))?;
-            if live.is_none() {
-                return Err(rows::fenced_out(run_id));
-            }
+            // Its row lock holds a cancel that comes later until the signal is delivered.
+            live_under(
+                &mut *tx,
+                run_id,
+                owner,
+                "checking the run before delivering a signal",
+            )
+            .await?;
         }
         let row = sqlx::query(
             "UPDATE agentkit_signals SET delivered = TRUE WHERE id = (

@@ -798,6 +798,34 @@ impl SignalStore for SqliteStore {
         self.deliver_signal(run_id, name, entry, Some(owner.to_owned()))
             .await
     }
+
+    async fn fence_replayed_signal(&self, run_id: &str, owner: &str) -> Result<()> {
+        let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
+        // A job of the writer, which makes every status change: no change is in flight.
+        self.writer
+            .write(Statements::One, move |c| {
+                live_under(
+                    c,
+                    &run_id,
+                    &owner,
+                    "checking the run before a replayed signal",
+                )
+            })
+            .await
+    }
+}
+
+/// `Ok` if run `run_id` is executed by `owner` ([`FENCE_STATUSES`](rows::FENCE_STATUSES)),
+/// read on the writer's connection; else [`rows::fenced_out`]. `what`: what the read is for.
+fn live_under(c: &Connection, run_id: &str, owner: &str, what: &'static str) -> Result<()> {
+    let sql = format!(
+        "SELECT 1 FROM runs WHERE id = ? AND owner = ? AND status IN {}",
+        rows::FENCE_STATUSES
+    );
+    match query_first(c, &sql, [run_id, owner], db(what), |_| Ok(()))? {
+        Some(()) => Ok(()),
+        None => Err(rows::fenced_out(run_id)),
+    }
 }
 
 impl SqliteStore {
@@ -815,20 +843,12 @@ impl SqliteStore {
         self.writer
             .write(Statements::Several, move |c| {
                 if let Some(owner) = owner {
-                    let sql = format!(
-                        "SELECT 1 FROM runs WHERE id = ? AND owner = ? AND status IN {}",
-                        rows::FENCE_STATUSES
-                    );
-                    let live = query_first(
+                    live_under(
                         c,
-                        &sql,
-                        [&run_id, &owner],
-                        db("checking the run before delivering a signal"),
-                        |_| Ok(()),
+                        &run_id,
+                        &owner,
+                        "checking the run before delivering a signal",
                     )?;
-                    if live.is_none() {
-                        return Err(rows::fenced_out(&run_id));
-                    }
                 }
                 let payload = query_first(
                     c,

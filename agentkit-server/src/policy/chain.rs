@@ -109,7 +109,8 @@ async fn write_chain(
                 Err(_) => break,
             }
         }
-        let (written, failed) = write_batch(&*store, &ws, &events, &mut known).await;
+        let (written, failed) =
+            write_batch(&*store, &ws, std::mem::take(&mut events), &mut known).await;
         let mut answers = answers.drain(..);
         for (entry, answer) in written.into_iter().zip(answers.by_ref()) {
             // A caller that stopped waiting has nothing to be told.
@@ -134,12 +135,14 @@ async fn write_chain(
 async fn write_batch(
     store: &dyn Store,
     ws: &str,
-    events: &[AuditEvent],
+    events: Vec<AuditEvent>,
     known: &mut Option<Head>,
 ) -> (Vec<AuditEntry>, Option<Error>) {
     let mut stored: Vec<AuditEntry> = Vec::with_capacity(events.len());
+    // The events not stored yet, oldest first.
+    let mut rest = events;
     let mut attempts = 0;
-    while stored.len() < events.len() {
+    while !rest.is_empty() {
         if attempts == CAS_ATTEMPTS {
             return (
                 stored,
@@ -157,13 +160,11 @@ async fn write_batch(
                 Err(e) => return (stored, Some(e)),
             },
         };
-        let rest = &events[stored.len()..];
         let mut entries = Vec::with_capacity(rest.len());
         let mut writes = Vec::with_capacity(rest.len() + 1);
         let mut prev = head.hash.clone();
-        for (i, event) in (1u64..).zip(rest) {
-            let (entry, value) = match AuditEntry::chained_value(head.seq + i, &prev, event.clone())
-            {
+        for (i, event) in (1u64..).zip(std::mem::take(&mut rest)) {
+            let (entry, value) = match AuditEntry::chained_value(head.seq + i, &prev, event) {
                 Ok(e) => e,
                 Err(e) => return (stored, Some(e)),
             };
@@ -203,7 +204,7 @@ async fn write_batch(
         }
         // Position `head.seq + n + 1` was taken by another writer: keep what was stored,
         // move the head to the chain's real end and chain the rest after it.
-        entries.truncate(n);
+        rest = entries.split_off(n).into_iter().map(|e| e.event).collect();
         let last = entries
             .last()
             .map_or((head.seq, head.hash.clone()), |e| (e.seq, e.hash.clone()));

@@ -179,9 +179,14 @@ impl StoreAudit {
 
     fn redact(&self, event: &mut AuditEvent) {
         self.redactor.apply(&mut event.arguments);
-        let mut reason = Value::String(std::mem::take(&mut event.reason));
-        self.redactor.apply(&mut reason);
-        event.reason = reason.as_str().unwrap_or_default().to_owned();
+        if !event.reason.is_empty() {
+            let mut reason = Value::String(std::mem::take(&mut event.reason));
+            self.redactor.apply(&mut reason);
+            event.reason = match reason {
+                Value::String(s) => s,
+                _ => String::new(),
+            };
+        }
     }
 
     /// Append `event` (already redacted) to its workspace's chain; returns the entry once it
@@ -1084,6 +1089,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("altered at entry 2"), "{err}");
+    }
+
+    /// Two nodes appending to one chain at once: each event is stored once, in a chain that
+    /// verifies (the losing writer re-chains its events after the winner's).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_writers_of_one_chain_store_every_event_once() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let nodes = [
+            StoreAudit::new(Arc::clone(&store)),
+            StoreAudit::new(Arc::clone(&store)),
+        ];
+        let mut tasks = tokio::task::JoinSet::new();
+        for (n, audit) in nodes.iter().enumerate() {
+            for i in 0..100 {
+                let audit = audit.clone();
+                tasks.spawn(async move {
+                    audit
+                        .record(event(AuditOutcome::Allowed, json!({"node": n, "i": i})))
+                        .await
+                });
+            }
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap().unwrap();
+        }
+        assert_eq!(nodes[0].verify(DEFAULT_WORKSPACE).await.unwrap(), 200);
+        let entries = nodes[1].entries(DEFAULT_WORKSPACE, 0, 500).await.unwrap();
+        let mut seen: Vec<(u64, u64)> = entries
+            .iter()
+            .map(|e| {
+                let a = &e.event.arguments;
+                (a["node"].as_u64().unwrap(), a["i"].as_u64().unwrap())
+            })
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 200, "every event once");
     }
 
     #[tokio::test]

@@ -1071,7 +1071,7 @@ impl PreparedDoc {
                 params.as_slice(),
             )
             .map_err(db("writing a document"))?;
-            return Ok((inserted == 1).then(|| Doc {
+            return Ok((inserted == 1).then_some(Doc {
                 id: self.id,
                 value: self.value,
                 revision: 1,

@@ -799,25 +799,44 @@ impl RunContext {
 
     /// Run `exec` as a journaled step: with a journal, its result is recorded the first time
     /// and returned from the journal on replay; without one, `exec` just runs.
+    ///
+    /// A step that executes returns `exec`'s result itself (what [`Journal::step`] records
+    /// and returns is its JSON); only a replayed step is decoded from the recording.
     pub async fn step<T, F>(&self, key: &str, exec: F) -> Result<T>
     where
         T: Serialize + serde::de::DeserializeOwned + Send,
         F: std::future::Future<Output = Result<T>> + Send,
     {
+        let Some(journal) = &self.inner.journal else {
+            return exec.await;
+        };
+        let executed: std::sync::Mutex<Option<T>> = std::sync::Mutex::new(None);
+        let fut = Box::pin(async {
+            let v = exec.await?;
+            let value = serde_json::to_value(&v)
+                .map_err(|e| Error::json(format!("journal step `{key}`"), e))?;
+            *crate::lock(&executed) = Some(v);
+            Ok(value)
+        });
+        let value = journal.step(key, fut).await?;
+        if let Some(v) = crate::lock(&executed).take() {
+            return Ok(v);
+        }
+        serde_json::from_value(value).map_err(|e| Error::Journal {
+            key: key.to_owned(),
+            message: format!("recorded value does not match the expected type: {e}"),
+        })
+    }
+
+    /// [`step`](Self::step) for a result that is JSON already: recorded as it is, without a
+    /// copy.
+    pub(crate) async fn step_json<F>(&self, key: &str, exec: F) -> Result<Value>
+    where
+        F: std::future::Future<Output = Result<Value>> + Send,
+    {
         match &self.inner.journal {
             None => exec.await,
-            Some(journal) => {
-                let fut = Box::pin(async move {
-                    let v = exec.await?;
-                    serde_json::to_value(&v)
-                        .map_err(|e| Error::json(format!("journal step `{key}`"), e))
-                });
-                let value = journal.step(key, fut).await?;
-                serde_json::from_value(value).map_err(|e| Error::Journal {
-                    key: key.to_owned(),
-                    message: format!("recorded value does not match the expected type: {e}"),
-                })
-            }
+            Some(journal) => journal.step(key, Box::pin(exec)).await,
         }
     }
 

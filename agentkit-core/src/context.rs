@@ -1031,6 +1031,36 @@ mod tests {
         assert_eq!(t.branch("b").thread(), Some("session-1"));
     }
 
+    /// A step that executes hands back what it computed; a replay decodes the recording
+    /// (here a field the JSON leaves out tells them apart).
+    #[tokio::test]
+    async fn an_executed_step_returns_its_result_and_a_replay_decodes_the_recording() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Out {
+            shown: u32,
+            #[serde(skip)]
+            local: u32,
+        }
+        let journal = Arc::new(crate::journal::MemoryJournal::new());
+        let ctx = RunContext::new().with_journal(journal.clone());
+        let first: Out = ctx
+            .step("k", async { Ok(Out { shown: 1, local: 7 }) })
+            .await
+            .unwrap();
+        assert_eq!(first, Out { shown: 1, local: 7 });
+        let replayed: Out = ctx
+            .step("k", async { Ok(Out { shown: 2, local: 9 }) })
+            .await
+            .unwrap();
+        assert_eq!(replayed, Out { shown: 1, local: 0 });
+        let err = ctx.step::<u32, _>("k", async { Ok(3) }).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("recorded value does not match the expected type"),
+            "{err}"
+        );
+    }
+
     #[tokio::test]
     async fn guard_stops_on_cancel() {
         let ctx = RunContext::new();

@@ -472,6 +472,16 @@ impl Default for RunContext {
     }
 }
 
+/// The error of a journal that neither ran a step nor gave back a recorded value for it.
+pub(crate) fn not_run(key: &str) -> Error {
+    Error::Journal {
+        key: key.to_owned(),
+        message: "the journal neither ran the step nor gave back its recorded value (a bug in \
+                  the journal implementation)"
+            .to_owned(),
+    }
+}
+
 impl RunContext {
     /// A fresh context with a new run id (UUIDv7), no deadline, no journal, events discarded.
     #[must_use]
@@ -800,8 +810,8 @@ impl RunContext {
     /// Run `exec` as a journaled step: with a journal, its result is recorded the first time
     /// and returned from the journal on replay; without one, `exec` just runs.
     ///
-    /// A step that executes returns `exec`'s result itself (what [`Journal::step`] records
-    /// and returns is its JSON); only a replayed step is decoded from the recording.
+    /// A step that executes returns `exec`'s result itself (the journal records its JSON,
+    /// see [`Journal::step_or_replay`]); only a replayed step is decoded from the recording.
     pub async fn step<T, F>(&self, key: &str, exec: F) -> Result<T>
     where
         T: Serialize + serde::de::DeserializeOwned + Send,
@@ -818,25 +828,27 @@ impl RunContext {
             *crate::lock(&executed) = Some(v);
             Ok(value)
         });
-        let value = journal.step(key, fut).await?;
+        let recorded = journal.step_or_replay(key, fut).await?;
         if let Some(v) = crate::lock(&executed).take() {
             return Ok(v);
         }
+        let value = recorded.ok_or_else(|| not_run(key))?;
         serde_json::from_value(value).map_err(|e| Error::Journal {
             key: key.to_owned(),
             message: format!("recorded value does not match the expected type: {e}"),
         })
     }
 
-    /// [`step`](Self::step) for a result that is JSON already: recorded as it is, without a
-    /// copy.
-    pub(crate) async fn step_json<F>(&self, key: &str, exec: F) -> Result<Value>
+    /// [`step`](Self::step) for a result that is JSON already, recorded as it is, for a
+    /// caller that keeps what `exec` computed itself: `None` when `exec` ran, else the
+    /// recorded value (with a journal; without one, `exec` runs and its value comes back).
+    pub(crate) async fn step_json<F>(&self, key: &str, exec: F) -> Result<Option<Value>>
     where
         F: std::future::Future<Output = Result<Value>> + Send,
     {
         match &self.inner.journal {
-            None => exec.await,
-            Some(journal) => journal.step(key, Box::pin(exec)).await,
+            None => exec.await.map(Some),
+            Some(journal) => journal.step_or_replay(key, Box::pin(exec)).await,
         }
     }
 

@@ -422,7 +422,7 @@ impl AgentLlm {
         // The response of a model call made here, used as it is (only a recorded one is
         // decoded from the journal).
         let answer: std::sync::Mutex<Option<CompletionResponse>> = std::sync::Mutex::new(None);
-        let recorded: Value = ctx
+        let recorded: Option<Value> = ctx
             .step_json(&key, async {
                 executed.store(true, std::sync::atomic::Ordering::Relaxed);
                 let hold = match ctx.spend_guard() {
@@ -470,7 +470,10 @@ impl AgentLlm {
         let replayed = !executed.load(std::sync::atomic::Ordering::Relaxed);
         if replayed
             && let (Some(fp), Some(journal)) = (&fingerprint, ctx.journal())
-            && let Some(was) = recorded.get(FINGERPRINT_FIELD).and_then(Value::as_str)
+            && let Some(was) = recorded
+                .as_ref()
+                .and_then(|r| r.get(FINGERPRINT_FIELD))
+                .and_then(Value::as_str)
             && was != fp
         {
             tracing::warn!(agent = %agent, step = %key, "the model request differs from the recorded one; using the recorded response");
@@ -483,12 +486,15 @@ impl AgentLlm {
             );
         }
         let executed_answer = crate::lock(&answer).take();
-        let response: CompletionResponse = match executed_answer {
-            Some(response) => response,
-            None => serde_json::from_value(recorded).map_err(|e| Error::Journal {
-                key: key.clone(),
-                message: format!("the recorded value is not a model response: {e}"),
-            })?,
+        let response: CompletionResponse = match (executed_answer, recorded) {
+            (Some(response), _) => response,
+            (None, Some(recorded)) => {
+                serde_json::from_value(recorded).map_err(|e| Error::Journal {
+                    key: key.clone(),
+                    message: format!("the recorded value is not a model response: {e}"),
+                })?
+            }
+            (None, None) => return Err(crate::context::not_run(&key)),
         };
         let latency_us = if replayed {
             0

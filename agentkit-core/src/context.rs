@@ -472,6 +472,16 @@ impl Default for RunContext {
     }
 }
 
+/// The error of a journal that neither ran a step nor gave back a recorded value for it.
+pub(crate) fn not_run(key: &str) -> Error {
+    Error::Journal {
+        key: key.to_owned(),
+        message: "the journal neither ran the step nor gave back its recorded value (a bug in \
+                  the journal implementation)"
+            .to_owned(),
+    }
+}
+
 impl RunContext {
     /// A fresh context with a new run id (UUIDv7), no deadline, no journal, events discarded.
     #[must_use]
@@ -799,25 +809,46 @@ impl RunContext {
 
     /// Run `exec` as a journaled step: with a journal, its result is recorded the first time
     /// and returned from the journal on replay; without one, `exec` just runs.
+    ///
+    /// A step that executes returns `exec`'s result itself (the journal records its JSON,
+    /// see [`Journal::step_or_replay`]); only a replayed step is decoded from the recording.
     pub async fn step<T, F>(&self, key: &str, exec: F) -> Result<T>
     where
         T: Serialize + serde::de::DeserializeOwned + Send,
         F: std::future::Future<Output = Result<T>> + Send,
     {
+        let Some(journal) = &self.inner.journal else {
+            return exec.await;
+        };
+        let executed: std::sync::Mutex<Option<T>> = std::sync::Mutex::new(None);
+        let fut = Box::pin(async {
+            let v = exec.await?;
+            let value = serde_json::to_value(&v)
+                .map_err(|e| Error::json(format!("journal step `{key}`"), e))?;
+            *crate::lock(&executed) = Some(v);
+            Ok(value)
+        });
+        let recorded = journal.step_or_replay(key, fut).await?;
+        if let Some(v) = crate::lock(&executed).take() {
+            return Ok(v);
+        }
+        let value = recorded.ok_or_else(|| not_run(key))?;
+        serde_json::from_value(value).map_err(|e| Error::Journal {
+            key: key.to_owned(),
+            message: format!("recorded value does not match the expected type: {e}"),
+        })
+    }
+
+    /// [`step`](Self::step) for a result that is JSON already, recorded as it is, for a
+    /// caller that keeps what `exec` computed itself: `None` when `exec` ran, else the
+    /// recorded value (with a journal; without one, `exec` runs and its value comes back).
+    pub(crate) async fn step_json<F>(&self, key: &str, exec: F) -> Result<Option<Value>>
+    where
+        F: std::future::Future<Output = Result<Value>> + Send,
+    {
         match &self.inner.journal {
-            None => exec.await,
-            Some(journal) => {
-                let fut = Box::pin(async move {
-                    let v = exec.await?;
-                    serde_json::to_value(&v)
-                        .map_err(|e| Error::json(format!("journal step `{key}`"), e))
-                });
-                let value = journal.step(key, fut).await?;
-                serde_json::from_value(value).map_err(|e| Error::Journal {
-                    key: key.to_owned(),
-                    message: format!("recorded value does not match the expected type: {e}"),
-                })
-            }
+            None => exec.await.map(Some),
+            Some(journal) => journal.step_or_replay(key, Box::pin(exec)).await,
         }
     }
 
@@ -1010,6 +1041,36 @@ mod tests {
         let t = ctx.clone().with_thread("session-1");
         assert_eq!(t.thread_or_default(), "session-1");
         assert_eq!(t.branch("b").thread(), Some("session-1"));
+    }
+
+    /// A step that executes hands back what it computed; a replay decodes the recording
+    /// (here a field the JSON leaves out tells them apart).
+    #[tokio::test]
+    async fn an_executed_step_returns_its_result_and_a_replay_decodes_the_recording() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Out {
+            shown: u32,
+            #[serde(skip)]
+            local: u32,
+        }
+        let journal = Arc::new(crate::journal::MemoryJournal::new());
+        let ctx = RunContext::new().with_journal(journal.clone());
+        let first: Out = ctx
+            .step("k", async { Ok(Out { shown: 1, local: 7 }) })
+            .await
+            .unwrap();
+        assert_eq!(first, Out { shown: 1, local: 7 });
+        let replayed: Out = ctx
+            .step("k", async { Ok(Out { shown: 2, local: 9 }) })
+            .await
+            .unwrap();
+        assert_eq!(replayed, Out { shown: 1, local: 0 });
+        let err = ctx.step::<u32, _>("k", async { Ok(3) }).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("recorded value does not match the expected type"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

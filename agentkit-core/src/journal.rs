@@ -24,6 +24,18 @@ pub trait Journal: Send + Sync {
     /// Return the recorded result of `key`, or run `exec`, record its result and return it.
     async fn step(&self, key: &str, exec: BoxFuture<'_, Result<Value>>) -> Result<Value>;
 
+    /// [`step`](Self::step) for a caller that keeps `exec`'s result itself (it computed it):
+    /// `None` when `exec` ran and its result was recorded, the recorded value when the step
+    /// was answered from the journal. A journal that keeps a copy of what it records
+    /// overrides this to skip the copy it would hand back; the default calls `step`.
+    async fn step_or_replay(
+        &self,
+        key: &str,
+        exec: BoxFuture<'_, Result<Value>>,
+    ) -> Result<Option<Value>> {
+        self.step(key, exec).await.map(Some)
+    }
+
     /// Told when a step was answered from the journal although the code now asks something
     /// different from what was recorded (e.g. the agent's instructions, model, tools or
     /// conversation changed since the run was recorded). Replay reports collect these; the

@@ -317,11 +317,18 @@ impl DurableJournal {
     }
 }
 
-#[async_trait]
-impl Journal for DurableJournal {
-    async fn step(&self, key: &str, exec: BoxFuture<'_, Result<Value>>) -> Result<Value> {
+impl DurableJournal {
+    /// A step: the recorded value when it is replayed (`Ok`), else `exec` runs, its result
+    /// is redacted, appended and kept for replays, and what `back` takes of the unredacted
+    /// result is returned (`Err`).
+    async fn run_step<K>(
+        &self,
+        key: &str,
+        exec: BoxFuture<'_, Result<Value>>,
+        back: impl FnOnce(&Value) -> K,
+    ) -> Result<std::result::Result<Value, K>> {
         if let Some(v) = self.replay(key) {
-            return Ok(v);
+            return Ok(Ok(v));
         }
         if self.replay_only {
             return Err(self.diverged(format!(
@@ -335,10 +342,11 @@ impl Journal for DurableJournal {
             return Err(e);
         }
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let mut stored = value.clone();
-        self.redactor.apply(&mut stored);
         let kind = EntryKind::from_key(key);
         let (usage, cost) = self.usage_of(kind, &value);
+        let kept = back(&value);
+        let mut stored = value;
+        self.redactor.apply(&mut stored);
         let entry = JournalEntry::new(&self.run_id, self.next_seq(), key, stored)
             .with_latency_ms(latency_ms)
             .with_usage(usage, cost);
@@ -360,7 +368,27 @@ impl Journal for DurableJournal {
             s.recorded.insert(key.to_owned(), entry.value);
             s.executed.push(key.to_owned());
         });
-        Ok(value)
+        Ok(Err(kept))
+    }
+}
+
+#[async_trait]
+impl Journal for DurableJournal {
+    async fn step(&self, key: &str, exec: BoxFuture<'_, Result<Value>>) -> Result<Value> {
+        // A step that executes returns its result unredacted: a copy of it, besides the
+        // redacted one the journal keeps.
+        self.run_step(key, exec, Value::clone)
+            .await
+            .map(|v| v.unwrap_or_else(|copy| copy))
+    }
+
+    async fn step_or_replay(
+        &self,
+        key: &str,
+        exec: BoxFuture<'_, Result<Value>>,
+    ) -> Result<Option<Value>> {
+        // The caller keeps what `exec` computed: no copy of it.
+        self.run_step(key, exec, |_| ()).await.map(|v| v.ok())
     }
 
     fn note_divergence(&self, key: &str, what: &str) {
@@ -369,5 +397,59 @@ impl Journal for DurableJournal {
 
     fn recorded(&self, key: &str) -> Option<Value> {
         self.replay(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    /// `step_or_replay` gives nothing back for a step that ran (its caller has the result)
+    /// and the recorded (redacted) value for a replayed one; `step` gives back the result
+    /// unredacted. Either way the journal stores the redacted value.
+    #[tokio::test]
+    async fn a_step_that_ran_gives_back_nothing_or_its_unredacted_result() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let redactor = Redactor::new(|v: &mut Value| {
+            if let Some(s) = v.get_mut("secret") {
+                *s = json!("***");
+            }
+        });
+        let journal = DurableJournal::empty(Arc::clone(&store), "r1", redactor, Arc::default());
+        let runs = AtomicU32::new(0);
+        let exec = || {
+            let runs = &runs;
+            Box::pin(async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok(json!({"secret": "s3cret", "x": 1}))
+            }) as BoxFuture<'_, Result<Value>>
+        };
+        assert_eq!(journal.step_or_replay("a", exec()).await.unwrap(), None);
+        assert_eq!(
+            journal.step_or_replay("a", exec()).await.unwrap(),
+            Some(json!({"secret": "***", "x": 1}))
+        );
+        assert_eq!(
+            journal.step("b", exec()).await.unwrap(),
+            json!({"secret": "s3cret", "x": 1})
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        let stored: Vec<Value> = store
+            .journal("r1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.value)
+            .collect();
+        assert_eq!(stored, vec![json!({"secret": "***", "x": 1}); 2]);
+        assert_eq!(journal.executed_keys(), ["a", "b"]);
+        assert_eq!(journal.replayed_keys(), ["a"]);
     }
 }

@@ -15,6 +15,11 @@
 //! to 1 and to 1,000 concurrent `GET /v1/runs/{id}/events` clients: time until every client
 //! got `end`, events per client (they must be identical), CPU and RSS.
 //!
+//! `in flight` is the most runs started and not finished yet at once. Peak RSS follows it
+//! (≈ 40 KiB a run with SQLite): a server that starts runs faster than they finish holds more
+//! of them at once, so compare RSS between runs with similar counts, or set
+//! `AGENTKIT_LOAD_LATENCY_MS` high enough (≈ 4,000) that all of them are in flight at once.
+//!
 //! Each case runs in a child process of its own (this binary, re-executed with
 //! `AGENTKIT_LOAD_CASE`) so its peak RSS (`VmHWM`) and CPU time are its own. Sizes can be
 //! changed with `AGENTKIT_LOAD_RUNS`, `AGENTKIT_LOAD_LATENCY_MS` and
@@ -257,7 +262,8 @@ async fn case_direct() -> Value {
     }
     let wall = t0.elapsed().as_secs_f64();
     p.abort();
-    json!({"wall_s": wall, "started_s": 0.0, "runs": n, "model_calls": calls.load(Ordering::Relaxed),
+    json!({"wall_s": wall, "started_s": 0.0, "runs": n, "peak_in_flight": n,
+           "model_calls": calls.load(Ordering::Relaxed),
            "cpu_s": cpu_seconds() - cpu0, "peak_rss_mib": peak_rss_mib()})
 }
 
@@ -275,6 +281,7 @@ async fn case_http(store_kind: &'static str) -> Value {
     let gate = Arc::new(tokio::sync::Semaphore::new(HTTP_IN_FLIGHT));
     let started = Arc::new(AtomicU64::new(0));
     let last_start = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+    let peak_in_flight = Arc::new(AtomicU64::new(0));
     let p = progress(store_kind, Arc::clone(&calls), Arc::clone(&done));
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
@@ -282,10 +289,11 @@ async fn case_http(store_kind: &'static str) -> Value {
     for _ in 0..n {
         let (client, url, gate) = (client.clone(), url.clone(), Arc::clone(&gate));
         let platform = Arc::clone(running.server.platform());
-        let (done, started, last_start) = (
+        let (done, started, last_start, peak_in_flight) = (
             Arc::clone(&done),
             Arc::clone(&started),
             Arc::clone(&last_start),
+            Arc::clone(&peak_in_flight),
         );
         set.spawn(async move {
             let id = {
@@ -301,9 +309,12 @@ async fn case_http(store_kind: &'static str) -> Value {
                 let body: Value = res.json().await.unwrap();
                 body["run_id"].as_str().unwrap().to_owned()
             };
-            if started.fetch_add(1, Ordering::Relaxed) + 1 == n {
+            let now_started = started.fetch_add(1, Ordering::Relaxed) + 1;
+            if now_started == n {
                 *last_start.lock().unwrap() = t0.elapsed();
             }
+            let in_flight = now_started.saturating_sub(done.load(Ordering::Relaxed));
+            peak_in_flight.fetch_max(in_flight, Ordering::Relaxed);
             let run = platform.wait(&id).await.unwrap();
             assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
             assert_eq!(run.output.unwrap()["text"], "done");
@@ -317,6 +328,7 @@ async fn case_http(store_kind: &'static str) -> Value {
     p.abort();
     let started_s = last_start.lock().unwrap().as_secs_f64();
     json!({"wall_s": wall, "started_s": started_s, "runs": n,
+           "peak_in_flight": peak_in_flight.load(Ordering::Relaxed),
            "model_calls": calls.load(Ordering::Relaxed),
            "cpu_s": cpu_seconds() - cpu0, "peak_rss_mib": peak_rss_mib()})
 }
@@ -491,8 +503,8 @@ fn main() {
         latency().as_millis()
     );
     println!(
-        "{:<13} {:>9} {:>11} {:>9} {:>8} {:>13}",
-        "case", "wall s", "started s", "runs/s", "cpu s", "peak RSS MiB"
+        "{:<13} {:>9} {:>11} {:>9} {:>8} {:>13} {:>10}",
+        "case", "wall s", "started s", "runs/s", "cpu s", "peak RSS MiB", "in flight"
     );
     for case in ["direct", "http+memory", "http+sqlite"] {
         if !wanted(case) {
@@ -500,13 +512,14 @@ fn main() {
         }
         if let Some(v) = run_case(case) {
             println!(
-                "{:<13} {:>9.2} {:>11.2} {:>9.0} {:>8.1} {:>13.0}",
+                "{:<13} {:>9.2} {:>11.2} {:>9.0} {:>8.1} {:>13.0} {:>10}",
                 case,
                 f(&v, "wall_s"),
                 f(&v, "started_s"),
                 f(&v, "runs") / f(&v, "wall_s"),
                 f(&v, "cpu_s"),
                 f(&v, "peak_rss_mib"),
+                v["peak_in_flight"],
             );
         }
     }

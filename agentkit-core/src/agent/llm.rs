@@ -419,8 +419,11 @@ impl AgentLlm {
         // replay can tell when the code now asks something else (changed instructions, model,
         // tools or conversation).
         let fingerprint = ctx.journal().map(|_| request_fingerprint(&request));
-        let recorded: Value = ctx
-            .step(&key, async {
+        // The response of a model call made here, used as it is (only a recorded one is
+        // decoded from the journal).
+        let answer: std::sync::Mutex<Option<CompletionResponse>> = std::sync::Mutex::new(None);
+        let recorded: Option<Value> = ctx
+            .step_json(&key, async {
                 executed.store(true, std::sync::atomic::Ordering::Relaxed);
                 let hold = match ctx.spend_guard() {
                     Some(guard) => Some(guard.admit(agent, ctx).await?),
@@ -459,6 +462,7 @@ impl AgentLlm {
                 if let (Some(fp), Value::Object(map)) = (&fingerprint, &mut value) {
                     map.insert(FINGERPRINT_FIELD.to_owned(), Value::String(fp.clone()));
                 }
+                *crate::lock(&answer) = Some(response);
                 Ok(value)
             })
             .instrument(span.clone())
@@ -466,7 +470,10 @@ impl AgentLlm {
         let replayed = !executed.load(std::sync::atomic::Ordering::Relaxed);
         if replayed
             && let (Some(fp), Some(journal)) = (&fingerprint, ctx.journal())
-            && let Some(was) = recorded.get(FINGERPRINT_FIELD).and_then(Value::as_str)
+            && let Some(was) = recorded
+                .as_ref()
+                .and_then(|r| r.get(FINGERPRINT_FIELD))
+                .and_then(Value::as_str)
             && was != fp
         {
             tracing::warn!(agent = %agent, step = %key, "the model request differs from the recorded one; using the recorded response");
@@ -478,11 +485,17 @@ impl AgentLlm {
                 ),
             );
         }
-        let response: CompletionResponse =
-            serde_json::from_value(recorded).map_err(|e| Error::Journal {
-                key: key.clone(),
-                message: format!("the recorded value is not a model response: {e}"),
-            })?;
+        let executed_answer = crate::lock(&answer).take();
+        let response: CompletionResponse = match (executed_answer, recorded) {
+            (Some(response), _) => response,
+            (None, Some(recorded)) => {
+                serde_json::from_value(recorded).map_err(|e| Error::Journal {
+                    key: key.clone(),
+                    message: format!("the recorded value is not a model response: {e}"),
+                })?
+            }
+            (None, None) => return Err(crate::context::not_run(&key)),
+        };
         let latency_us = if replayed {
             0
         } else {

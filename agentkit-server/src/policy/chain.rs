@@ -36,6 +36,11 @@ use super::{AUDIT, CAS_ATTEMPTS, HEAD, entry_id};
 /// one transaction stays short.
 const MAX_BATCH: usize = 256;
 
+/// A store write that took this long makes the next one wait a scheduling round for more
+/// events (see `write_chain`); an in-memory store's write takes a few microseconds, a hand-off
+/// to SQLite's writer thread tens.
+const GATHER_AFTER: std::time::Duration = std::time::Duration::from_micros(40);
+
 /// An append waiting for its writer task: the event, and where its entry goes.
 type Pending = (AuditEvent, oneshot::Sender<Result<AuditEntry>>);
 
@@ -95,11 +100,18 @@ async fn write_chain(
     mut queue: mpsc::UnboundedReceiver<Pending>,
 ) {
     let mut known: Option<Head> = None;
+    let mut last_write = std::time::Duration::ZERO;
     let mut events = Vec::new();
     let mut answers = Vec::new();
     while let Some((event, answer)) = queue.recv().await {
         events.push(event);
         answers.push(answer);
+        if last_write >= GATHER_AFTER {
+            // A write costs more than a scheduling round (a hand-off to SQLite's writer
+            // thread, a round trip to PostgreSQL): let the tasks that are ready run first, so
+            // those about to append join this write. Alone, this returns at once.
+            tokio::task::yield_now().await;
+        }
         while events.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok((event, answer)) => {
@@ -109,8 +121,14 @@ async fn write_chain(
                 Err(_) => break,
             }
         }
-        let (written, failed) =
-            write_batch(&*store, &ws, std::mem::take(&mut events), &mut known).await;
+        let (written, failed) = write_batch(
+            &*store,
+            &ws,
+            std::mem::take(&mut events),
+            &mut known,
+            &mut last_write,
+        )
+        .await;
         let mut answers = answers.drain(..);
         for (entry, answer) in written.into_iter().zip(answers.by_ref()) {
             // A caller that stopped waiting has nothing to be told.
@@ -130,13 +148,15 @@ async fn write_chain(
 }
 
 /// Chain `events` after the chain's end and store them (with the new head) in one write,
-/// again after the real end if another writer took a position first. Returns the entries
+/// again after the real end if another writer took a position first (`took`: how long the
+/// last store write took). Returns the entries
 /// stored, oldest first (a prefix of `events`), and the error that stopped the rest.
 async fn write_batch(
     store: &dyn Store,
     ws: &str,
     events: Vec<AuditEvent>,
     known: &mut Option<Head>,
+    took: &mut std::time::Duration,
 ) -> (Vec<AuditEntry>, Option<Error>) {
     let mut stored: Vec<AuditEntry> = Vec::with_capacity(events.len());
     // The events not stored yet, oldest first.
@@ -184,7 +204,10 @@ async fn write_batch(
             json!({"seq": end_seq, "hash": end_hash}),
             head.expect,
         ));
-        let done = match store.doc_put_many(writes).await {
+        let started = std::time::Instant::now();
+        let done = store.doc_put_many(writes).await;
+        *took = started.elapsed();
+        let done = match done {
             Ok(d) => d,
             Err(e) => return (stored, Some(e)),
         };

@@ -317,18 +317,26 @@ impl DurableJournal {
     }
 }
 
+/// How [`DurableJournal::run_step`] answered a step.
+enum Stepped<K> {
+    /// From the recording.
+    Replayed(Value),
+    /// `exec` ran: what the caller asked to keep of its unredacted result.
+    Executed(K),
+}
+
 impl DurableJournal {
-    /// A step: the recorded value when it is replayed (`Ok`), else `exec` runs, its result
-    /// is redacted, appended and kept for replays, and what `back` takes of the unredacted
-    /// result is returned (`Err`).
+    /// A step: the recorded value when it is replayed, else `exec` runs, its result is
+    /// redacted, appended and kept for replays, and what `back` takes of the unredacted
+    /// result is returned.
     async fn run_step<K>(
         &self,
         key: &str,
         exec: BoxFuture<'_, Result<Value>>,
         back: impl FnOnce(&Value) -> K,
-    ) -> Result<std::result::Result<Value, K>> {
+    ) -> Result<Stepped<K>> {
         if let Some(v) = self.replay(key) {
-            return Ok(Ok(v));
+            return Ok(Stepped::Replayed(v));
         }
         if self.replay_only {
             return Err(self.diverged(format!(
@@ -368,7 +376,7 @@ impl DurableJournal {
             s.recorded.insert(key.to_owned(), entry.value);
             s.executed.push(key.to_owned());
         });
-        Ok(Err(kept))
+        Ok(Stepped::Executed(kept))
     }
 }
 
@@ -377,9 +385,9 @@ impl Journal for DurableJournal {
     async fn step(&self, key: &str, exec: BoxFuture<'_, Result<Value>>) -> Result<Value> {
         // A step that executes returns its result unredacted: a copy of it, besides the
         // redacted one the journal keeps.
-        self.run_step(key, exec, Value::clone)
-            .await
-            .map(|v| v.unwrap_or_else(|copy| copy))
+        Ok(match self.run_step(key, exec, Value::clone).await? {
+            Stepped::Replayed(v) | Stepped::Executed(v) => v,
+        })
     }
 
     async fn step_or_replay(
@@ -388,7 +396,10 @@ impl Journal for DurableJournal {
         exec: BoxFuture<'_, Result<Value>>,
     ) -> Result<Option<Value>> {
         // The caller keeps what `exec` computed: no copy of it.
-        self.run_step(key, exec, |_| ()).await.map(|v| v.ok())
+        Ok(match self.run_step(key, exec, |_| ()).await? {
+            Stepped::Replayed(v) => Some(v),
+            Stepped::Executed(()) => None,
+        })
     }
 
     fn note_divergence(&self, key: &str, what: &str) {

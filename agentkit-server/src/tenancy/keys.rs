@@ -109,6 +109,21 @@ fn hash(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+/// Whether record `k` accepts a key whose secret hashes to `given` at `now` (ms): `Ok(true)`
+/// when it does and its use is due to be recorded (at most once a minute).
+fn admits(k: &ApiKey, given: &str, now: i64) -> std::result::Result<bool, Refusal> {
+    if !bool::from(given.as_bytes().ct_eq(k.hash.as_bytes())) {
+        Err(Refusal::Unknown)
+    } else if k.revoked_at.is_some() {
+        Err(Refusal::Revoked)
+    } else if k.expires_at.is_some_and(|t| now >= t) {
+        Err(Refusal::Expired)
+    } else {
+        Ok(k.last_used_at
+            .is_none_or(|t| now.saturating_sub(t) >= LAST_USED_EVERY_MS))
+    }
+}
+
 fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| Error::Unavailable {
@@ -310,12 +325,16 @@ impl ApiKeys {
     /// Check a presented key: its record if it is a live key of this server. Records its
     /// use (`last_used_at`, at most once a minute).
     pub async fn verify(&self, presented: &str) -> Result<std::result::Result<ApiKey, Refusal>> {
-        if let Some(answer) = self.verify_cached(presented) {
-            return Ok(answer);
-        }
         let Some(id) = key_id(presented) else {
             return Ok(Err(Refusal::Unknown));
         };
+        let given = hash(presented);
+        let now = agentkit_runtime::model::now_ms();
+        if let Some(answer) = self.cached_answer(id, &given, now) {
+            return Ok(answer);
+        }
+        // Not known from memory, or its use is due to be recorded (then the remembered
+        // record and revision are what the write compares against).
         let cached = self
             .verified
             .lock()
@@ -332,37 +351,26 @@ impl ApiKeys {
                 (decode(&d)?, d.revision)
             }
         };
-        let given = hash(presented);
-        if !bool::from(given.as_bytes().ct_eq(k.hash.as_bytes())) {
-            return Ok(Err(Refusal::Unknown));
-        }
-        let now = agentkit_runtime::model::now_ms();
-        if k.revoked_at.is_some() {
-            return Ok(Err(Refusal::Revoked));
-        }
-        if k.expires_at.is_some_and(|t| now >= t) {
-            return Ok(Err(Refusal::Expired));
-        }
-        if k.last_used_at
-            .is_none_or(|t| now.saturating_sub(t) >= LAST_USED_EVERY_MS)
-        {
-            k.last_used_at = Some(now);
-            // A lost race means another request (or process) just wrote it: read it afresh
-            // next time, which also picks up a revocation made elsewhere.
-            match self
-                .store
-                .doc_put(KEYS, id, encode(&k)?, Expect::Revision(revision))
-                .await
-            {
-                Ok(Some(d)) => self.remember(id, &k, d.revision),
-                Ok(None) => self.forget(id),
-                Err(e) => {
-                    self.forget(id);
-                    tracing::warn!(key = %id, error = %e, "recording a key's last use failed");
+        match admits(&k, &given, now) {
+            Err(refusal) => return Ok(Err(refusal)),
+            Ok(false) => self.remember(id, &k, revision),
+            Ok(true) => {
+                k.last_used_at = Some(now);
+                // A lost race means another request (or process) just wrote it: read it
+                // afresh next time, which also picks up a revocation made elsewhere.
+                match self
+                    .store
+                    .doc_put(KEYS, id, encode(&k)?, Expect::Revision(revision))
+                    .await
+                {
+                    Ok(Some(d)) => self.remember(id, &k, d.revision),
+                    Ok(None) => self.forget(id),
+                    Err(e) => {
+                        self.forget(id);
+                        tracing::warn!(key = %id, error = %e, "recording a key's last use failed");
+                    }
                 }
             }
-        } else {
-            self.remember(id, &k, revision);
         }
         Ok(Ok(k))
     }
@@ -375,29 +383,28 @@ impl ApiKeys {
         let Some(id) = key_id(presented) else {
             return Some(Err(Refusal::Unknown));
         };
-        let given = hash(presented);
+        self.cached_answer(id, &hash(presented), agentkit_runtime::model::now_ms())
+    }
+
+    /// The answer for key `id` presented with secret hash `given` at `now`, from the keys
+    /// verified within [`VERIFIED_TTL`]; `None` when it is not among them or its use is due
+    /// to be recorded.
+    fn cached_answer(
+        &self,
+        id: &str,
+        given: &str,
+        now: i64,
+    ) -> Option<std::result::Result<ApiKey, Refusal>> {
         let m = self
             .verified
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let v = m.get(id).filter(|v| v.at.elapsed() < VERIFIED_TTL)?;
-        let k = &v.key;
-        let now = agentkit_runtime::model::now_ms();
-        Some(if !bool::from(given.as_bytes().ct_eq(k.hash.as_bytes())) {
-            Err(Refusal::Unknown)
-        } else if k.revoked_at.is_some() {
-            Err(Refusal::Revoked)
-        } else if k.expires_at.is_some_and(|t| now >= t) {
-            Err(Refusal::Expired)
-        } else if k
-            .last_used_at
-            .is_none_or(|t| now.saturating_sub(t) >= LAST_USED_EVERY_MS)
-        {
-            // Its use is due to be recorded: a store write.
-            return None;
-        } else {
-            Ok(k.clone())
-        })
+        let k = &m.get(id).filter(|v| v.at.elapsed() < VERIFIED_TTL)?.key;
+        match admits(k, given, now) {
+            Err(refusal) => Some(Err(refusal)),
+            Ok(true) => None,
+            Ok(false) => Some(Ok(k.clone())),
+        }
     }
 
     fn remember(&self, id: &str, key: &ApiKey, revision: u64) {
@@ -467,6 +474,40 @@ mod tests {
         let other = ApiKeys::new(store);
         assert_eq!(
             other.verify(&k.key).await.unwrap().unwrap_err(),
+            Refusal::Revoked
+        );
+    }
+
+    /// What the request path answers without the store: only what `verify` would answer.
+    #[tokio::test]
+    async fn cached_answers_need_a_verified_key_and_agree_with_verify() {
+        let store: Arc<dyn Store> = Arc::new(agentkit_runtime::MemoryStore::new());
+        let keys = ApiKeys::new(Arc::clone(&store));
+        let ws = WorkspaceId::default_workspace();
+        let k = keys
+            .create(&ws, "t", Role::Viewer, None, "admin")
+            .await
+            .unwrap();
+        assert_eq!(
+            keys.verify_cached("not-a-key").unwrap().unwrap_err(),
+            Refusal::Unknown
+        );
+        // Never verified here: only the store can tell.
+        assert!(keys.verify_cached(&k.key).is_none());
+        assert!(keys.verify(&k.key).await.unwrap().is_ok());
+        let cached = keys.verify_cached(&k.key).unwrap().unwrap();
+        assert_eq!(cached.id, k.record.id);
+        let (head, _) = k.key.rsplit_once('_').unwrap();
+        let forged = format!("{head}_{}", "0".repeat(64));
+        assert_eq!(
+            keys.verify_cached(&forged).unwrap().unwrap_err(),
+            Refusal::Unknown
+        );
+        // Revoked through this process: forgotten, so the next answer comes from the store.
+        keys.revoke(&k.record.id).await.unwrap();
+        assert!(keys.verify_cached(&k.key).is_none());
+        assert_eq!(
+            keys.verify(&k.key).await.unwrap().unwrap_err(),
             Refusal::Revoked
         );
     }

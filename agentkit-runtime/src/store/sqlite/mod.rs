@@ -1061,16 +1061,9 @@ impl PreparedDoc {
             params.push(r);
         }
         if self.expect == Expect::Absent {
-            // A create is revision 1 written now: no `RETURNING`, which SQLite answers
-            // through a temporary table per statement.
-            let inserted = execute(
-                c,
-                "INSERT INTO docs (collection, id, value, revision, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, 1, ?4, ?4)
-                 ON CONFLICT (collection, id) DO NOTHING",
-                params.as_slice(),
-            )
-            .map_err(db("writing a document"))?;
+            // A create is revision 1 written now: nothing to read back.
+            let inserted = execute(c, doc_put_sql(self.expect), params.as_slice())
+                .map_err(db("writing a document"))?;
             return Ok((inserted == 1).then_some(Doc {
                 id: self.id,
                 value: self.value,
@@ -1117,8 +1110,9 @@ impl PreparedDoc {
 }
 
 /// The statement of a document write expecting `expect`: binds collection, id, value, now
-/// (and the revision); returns the written row's revision, created_at and updated_at.
-/// ([`PreparedDoc::run`] writes a create without it.)
+/// (and the revision). An update returns the written row's revision, created_at and
+/// updated_at; a create (`Expect::Absent`) returns nothing, since what it stores is known
+/// (and SQLite answers `RETURNING` through a temporary table per statement).
 fn doc_put_sql(expect: Expect) -> &'static str {
     match expect {
         Expect::Any => {
@@ -1131,8 +1125,7 @@ fn doc_put_sql(expect: Expect) -> &'static str {
         Expect::Absent => {
             "INSERT INTO docs (collection, id, value, revision, created_at, updated_at)
              VALUES (?1, ?2, ?3, 1, ?4, ?4)
-             ON CONFLICT (collection, id) DO NOTHING
-             RETURNING revision, created_at, updated_at"
+             ON CONFLICT (collection, id) DO NOTHING"
         }
         Expect::Revision(_) => {
             "UPDATE docs SET value = ?3, revision = revision + 1, updated_at = ?4

@@ -39,6 +39,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use futures::channel::mpsc;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use tokio_util::sync::CancellationToken;
@@ -55,15 +56,25 @@ pub(crate) type ClientEnd = (
     mpsc::Receiver<ServerJsonRpcMessage>,
 );
 
-/// The server's end of one in-process connection (an rmcp transport: a sink of the server's
-/// messages and a stream of the client's).
-pub(crate) type ServerEnd = (
+/// The server's end of one in-process connection as [`pair`] makes it.
+pub(crate) type RawServerEnd = (
     mpsc::Sender<ServerJsonRpcMessage>,
     mpsc::Receiver<ClientJsonRpcMessage>,
 );
 
+/// The server's end of one in-process connection as its session gets it (an rmcp transport:
+/// a sink of the server's messages and a stream of the client's that ends once the server is
+/// stopped, so no request read after [`InProcessServer::stop`] is served).
+pub(crate) type ServerEnd = (
+    mpsc::Sender<ServerJsonRpcMessage>,
+    futures::stream::TakeUntil<
+        mpsc::Receiver<ClientJsonRpcMessage>,
+        std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    >,
+);
+
 /// The two ends of a new connection.
-pub(crate) fn pair() -> (ClientEnd, ServerEnd) {
+pub(crate) fn pair() -> (ClientEnd, RawServerEnd) {
     let (to_server, from_client) = mpsc::channel(BUFFER);
     let (to_client, from_server) = mpsc::channel(BUFFER);
     ((to_server, from_server), (to_client, from_client))
@@ -181,7 +192,9 @@ impl InProcessServer {
         self
     }
 
-    /// Stop the server now (see [`with_cancellation`](Self::with_cancellation)).
+    /// Stop the server now (see [`with_cancellation`](Self::with_cancellation)): no request
+    /// its sessions read after this returns is served; the calls in flight fail with an
+    /// error naming the server, and the next call is told it was stopped.
     pub fn stop(&self) {
         self.stop.cancel();
     }
@@ -193,7 +206,7 @@ impl InProcessServer {
     }
 
     /// Start serving one connection on `end`.
-    pub(crate) fn start(&self, end: ServerEnd) -> Result<(), String> {
+    pub(crate) fn start(&self, end: RawServerEnd) -> Result<(), String> {
         if self.is_stopped() {
             return Err(
                 "the in-process server was stopped (its cancellation token is cancelled); \
@@ -201,7 +214,12 @@ impl InProcessServer {
                     .to_owned(),
             );
         }
-        (self.start)(end, self.stop.clone())
+        // The session reads the client's messages until the server is stopped: `take_until`
+        // looks at the token before each read, so a request still queued when `stop` returns
+        // is never served (a session's own loop would notice the token only later).
+        let (to_client, from_client) = end;
+        let from_client = from_client.take_until(Box::pin(self.stop.clone().cancelled_owned()));
+        (self.start)((to_client, from_client), self.stop.clone())
     }
 }
 

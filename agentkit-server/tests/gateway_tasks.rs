@@ -6,7 +6,8 @@
 //! durable `agentkit.gateway_call` run of the caller's workspace, started by the caller):
 //! `working` while the upstream call is held, `completed` with the tool's own result once it
 //! answers, the tool run once. `tasks/cancel` cancels the run and the call in flight (the
-//! upstream sees the cancellation; the result is never delivered) and is audited. Another
+//! upstream sees the cancellation; the result is never delivered) and is audited; pausing
+//! the run cancels the call too, and resuming it makes the call again. Another
 //! workspace's key does not know the task. A denied call is a tool error, as for every
 //! client, and leaves no run; plain clients' calls are answered synchronously as before.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -365,6 +366,57 @@ async fn cancelling_the_task_cancels_the_run_and_the_call_in_flight_upstream() {
         .find(|ev| ev["tool"] == "runs.cancel" && ev["call_id"] == task_id.as_str())
         .unwrap_or_else(|| panic!("no runs.cancel entry for task {task_id}: {entries:?}"));
     assert_eq!(cancel["outcome"], "changed", "{cancel}");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_task_cancels_the_call_upstream_and_makes_it_again_when_resumed() {
+    let r = start().await;
+    let operator = inproc::workspace_key(&r.base, ADMIN, "acme", "prod", "operator", "ops").await;
+    let client = tasks_client(&r, &r.invoker, &[]).await;
+    let task_id = call_as_task(&client, slow("paused")).await.task_id;
+    eventually("the upstream call is in flight", || {
+        r.counts.runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    let control = |verb: &'static str| {
+        let (base, key, path) = (
+            r.base.clone(),
+            operator.clone(),
+            format!("/v1/runs/{task_id}/{verb}"),
+        );
+        async move {
+            let (s, b) = call_as(&base, &key, Method::POST, &path, Some(json!({}))).await;
+            assert_eq!(s, 200, "{verb}: {b}");
+        }
+    };
+    control("pause").await;
+    inproc::wait_run(&r.base, &r.invoker, &task_id, "paused").await;
+    eventually("the upstream sees the cancellation", || {
+        r.counts.cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let paused = client
+        .get_task(GetTaskParams::new(&task_id))
+        .await
+        .unwrap()
+        .task;
+    assert_eq!(paused.status(), TaskStatus::Working, "{paused:?}");
+
+    // Resumed, the call that was cancelled is made again and its answer is the task's.
+    r.open();
+    control("resume").await;
+    let done = wait_terminal(&client, &task_id).await;
+    let TaskPayload::Completed { result } = done.payload else {
+        panic!("the resumed task completes: {done:?}");
+    };
+    assert_eq!(
+        Value::Object(result),
+        serde_json::to_value(slow_answer("paused")).unwrap()
+    );
+    assert_eq!(r.counts.runs.load(Ordering::SeqCst), 2);
+    assert_eq!(r.counts.answered.load(Ordering::SeqCst), 1);
     client.cancel().await.unwrap();
 }
 

@@ -124,6 +124,11 @@ impl Running {
 /// `crm` is seen by acme/prod and globex/prod; the gateway policy denies `crm__delete_*`
 /// and allows the rest without an approval.
 async fn start() -> Running {
+    start_with(|g| g).await
+}
+
+/// [`start`], with the gateway configured by `f` too.
+async fn start_with(f: impl FnOnce(GatewayConfig) -> GatewayConfig) -> Running {
     let counts = Arc::new(Counts::default());
     let gate = Arc::new(Semaphore::new(0));
     let crm = upstream(Arc::clone(&counts), Arc::clone(&gate)).await;
@@ -143,7 +148,7 @@ async fn start() -> Running {
                 WorkspaceId::new("globex", "prod"),
             ],
         );
-    let server = inproc::gateway_builder(store, ADMIN, &[("crm", &crm.url)], gateway)
+    let server = inproc::gateway_builder(store, ADMIN, &[("crm", &crm.url)], f(gateway))
         .build()
         .await
         .unwrap();
@@ -417,6 +422,29 @@ async fn a_paused_task_cancels_the_call_upstream_and_makes_it_again_when_resumed
     );
     assert_eq!(r.counts.runs.load(Ordering::SeqCst), 2);
     assert_eq!(r.counts.answered.load(Ordering::SeqCst), 1);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_upstream_never_answers_ends_with_the_timeout_a_plain_call_gets() {
+    let r = start_with(|g| g.with_default_timeout(Duration::from_millis(500))).await;
+    let client = tasks_client(&r, &r.invoker, &[]).await;
+    let task_id = call_as_task(&client, slow("forever")).await.task_id;
+    let done = wait_terminal(&client, &task_id).await;
+    let TaskPayload::Completed { result } = done.payload else {
+        panic!("a timed-out call completes with a tool error, as a plain call answers: {done:?}");
+    };
+    assert_eq!(result.get("isError"), Some(&json!(true)), "{result:?}");
+    let text = result["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(text.contains("did not answer within 500 ms"), "{result:?}");
+    // The upstream was told to stop, and the call was made once (a timeout is not retried).
+    eventually("the upstream sees the cancellation", || {
+        r.counts.cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(r.counts.runs.load(Ordering::SeqCst), 1);
+    let run = inproc::wait_run(&r.base, &r.invoker, &task_id, "succeeded").await;
+    assert_eq!(run["output"]["status"], "timeout", "{run}");
     client.cancel().await.unwrap();
 }
 

@@ -36,7 +36,11 @@
 //!   call that needs an approval waits durably as a run (see
 //!   [`gatewayops::durable`](crate::gatewayops::durable)): a client that declared MCP Tasks
 //!   gets that run as a task (`working` while it waits, `completed` with the tool's own
-//!   result), others a tool error naming the run.
+//!   result), others a tool error naming the run. A client that declared MCP Tasks gets
+//!   every call its policies allow as a task too: the call runs in a durable run of the same
+//!   workflow (`working`, then `completed` with the tool's own result; `tasks/cancel`
+//!   cancels the run and the call in flight upstream). A denied call is a tool error for
+//!   every client, with no run. Other clients' calls are answered when they end, as before.
 //! - the platform's operations (`agentkit_runs_list`, `agentkit_runs_get`,
 //!   `agentkit_agents_list`, `agentkit_agents_promote`, `agentkit_approvals_list`,
 //!   `agentkit_approvals_decide`), each needing the role of its HTTP route and scoped to the
@@ -468,7 +472,8 @@ impl TaskBackend for PlatformTasks {
         let run = self.check(task_id).await?;
         let task = self.runs()?.get(task_id, request).await?;
         if crate::gatewayops::durable::is_gateway_target(&run.target) {
-            // A gateway call waiting for an approval: its result is the tool's.
+            // A gateway call (running as a task, or waiting for an approval): its result is
+            // the tool's.
             return Ok(crate::gatewayops::durable::gateway_task(task));
         }
         Ok(task)
@@ -483,12 +488,14 @@ impl TaskBackend for PlatformTasks {
         may_control(request)?;
         let run = self.check(task_id).await?;
         if crate::gatewayops::durable::is_gateway_target(&run.target) {
-            // Its approval is an operator's, in the approval queue (who decided, why).
+            // It takes no input; its approval, if it needs one, is an operator's, in the
+            // approval queue (who decided, why).
             return Err(ErrorData::invalid_request(
                 format!(
-                    "task `{task_id}` is a gateway call waiting for an approval; an operator \
-                     decides it in the approval queue (POST /v1/approvals/{task_id}/{{call_id}}/\
-                     approve or /reject, agentkit_approvals_decide), not tasks/update"
+                    "task `{task_id}` is a gateway call, which takes no input; if it waits for \
+                     an approval, an operator decides it in the approval queue (POST \
+                     /v1/approvals/{task_id}/{{call_id}}/approve or /reject, \
+                     agentkit_approvals_decide), not tasks/update"
                 ),
                 None,
             ));

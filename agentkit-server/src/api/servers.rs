@@ -132,7 +132,9 @@ pub async fn call_tool(
         CallStatus::Denied | CallStatus::Cancelled => {
             Ok(Json(McpCallView::error_text(r.error.unwrap_or_default())))
         }
-        CallStatus::PendingApproval => {
+        // Waiting for an approval, or (a retry with the key of an MCP Tasks client's call)
+        // running as a task: the run to read.
+        CallStatus::PendingApproval | CallStatus::Running => {
             let mut view = McpCallView::error_text(r.error.clone().unwrap_or_default());
             view.run_id = r.run_id;
             view.call_id = r.call_id;

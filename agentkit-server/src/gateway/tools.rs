@@ -187,8 +187,8 @@ fn error_result(message: impl Into<String>) -> CallToolResult {
 }
 
 /// A gateway call's result as an MCP tool result: the tool's own answer, or a tool error
-/// saying why there is none (denied, timed out, waiting for an approval: with `run_id`,
-/// `call_id` and `status` as structured content).
+/// saying why there is none (denied, timed out; waiting for an approval or running as a
+/// task: with `run_id`, `call_id` and `status` as structured content).
 pub(crate) fn tool_result(r: &CallResult, name: &str) -> CallToolResult {
     let blocks = || -> Vec<ContentBlock> {
         r.content
@@ -207,10 +207,10 @@ pub(crate) fn tool_result(r: &CallResult, name: &str) -> CallToolResult {
             out.structured_content = r.structured_content.clone();
             out
         }
-        CallStatus::PendingApproval => {
+        CallStatus::PendingApproval | CallStatus::Running => {
             let mut out = error_result(r.error.clone().unwrap_or_default());
             out.structured_content = Some(json!({
-                "status": "pending_approval",
+                "status": r.status,
                 "run_id": r.run_id,
                 "call_id": r.call_id,
             }));
@@ -353,7 +353,10 @@ impl CallerTools {
     /// A call of `server__tool` through the gateway's governed path (visibility, policy,
     /// safety, audit, credentials), as `POST /v1/servers/{name}/call_tool` makes it: the
     /// gateway's result, or the tool error that stands for it (`Err` inside: the call was
-    /// not made), or the JSON-RPC error of a name that is not a tool.
+    /// not made), or the JSON-RPC error of a name that is not a tool. `as_task` (a client
+    /// that declared MCP Tasks): a call its policies allow runs in a durable run and is
+    /// answered `running` at once (see `GatewayOps::call_as_task`).
+    #[allow(clippy::too_many_arguments)]
     async fn run_federated(
         &self,
         caller: &Caller,
@@ -362,6 +365,7 @@ impl CallerTools {
         arguments: JsonObject,
         parts: Option<&http::request::Parts>,
         cancel: CancellationToken,
+        as_task: bool,
     ) -> Result<Result<CallResult, CallToolResult>, ErrorData> {
         let Some((server, tool)) = name.split_once("__") else {
             return Err(ErrorData::invalid_params(
@@ -390,18 +394,22 @@ impl CallerTools {
             arguments,
             timeout: ops.config().default_timeout,
         };
-        let made = crate::api::gatewayops::call_keyed(state, caller, request, key.as_deref(), &env)
-            .await
-            .map_err(|refused| match refused {
-                crate::gatewayops::idempotency::Refused::Unchecked(e) => ErrorData::internal_error(
-                    format!(
-                        "tool call `{name}`: its Idempotency-Key could not be checked \
+        let made = if as_task {
+            crate::api::gatewayops::call_keyed_as_task(state, caller, request, key.as_deref(), &env)
+                .await
+        } else {
+            crate::api::gatewayops::call_keyed(state, caller, request, key.as_deref(), &env).await
+        };
+        let made = made.map_err(|refused| match refused {
+            crate::gatewayops::idempotency::Refused::Unchecked(e) => ErrorData::internal_error(
+                format!(
+                    "tool call `{name}`: its Idempotency-Key could not be checked \
                                  ({e}); retry with the same key"
-                    ),
-                    None,
                 ),
-                other => ErrorData::invalid_request(format!("tool call `{name}`: {other}"), None),
-            })?;
+                None,
+            ),
+            other => ErrorData::invalid_request(format!("tool call `{name}`: {other}"), None),
+        })?;
         match made {
             Ok(r) => Ok(Ok(r)),
             Err(McpFailure::NotFound(m)) => Err(ErrorData::invalid_params(
@@ -412,9 +420,10 @@ impl CallerTools {
         }
     }
 
-    /// [`run_federated`](Self::run_federated) as an MCP answer. A call that waits for an
-    /// approval is a task (the run's) for a client that declared MCP Tasks (`tasks`), else a
-    /// tool error saying which run to read.
+    /// [`run_federated`](Self::run_federated) as an MCP answer. For a client that declared
+    /// MCP Tasks (`tasks`), a call that runs in a durable run — one its policies allow, or
+    /// one that waits for an approval — is a task (the run's); for others a call that waits
+    /// for an approval is a tool error saying which run to read.
     async fn call_federated(
         &self,
         caller: &Caller,
@@ -426,13 +435,21 @@ impl CallerTools {
     ) -> Result<CallToolResponse, ErrorData> {
         let parts = parts_of(call.request());
         let r = match self
-            .run_federated(caller, state, name, arguments, parts, call.cancellation())
+            .run_federated(
+                caller,
+                state,
+                name,
+                arguments,
+                parts,
+                call.cancellation(),
+                tasks,
+            )
             .await?
         {
             Ok(r) => r,
             Err(refused) => return Ok(refused.into()),
         };
-        if r.status == CallStatus::PendingApproval
+        if matches!(r.status, CallStatus::PendingApproval | CallStatus::Running)
             && let Some(run_id) = &r.run_id
             && tasks
         {
@@ -715,6 +732,7 @@ impl agentkit_mcp::RequestTools for CallerTools {
                 arguments,
                 Some(&call.parts),
                 call.cancel,
+                false,
             )
             .await?;
         Ok(match r {

@@ -1,4 +1,5 @@
-//! Durable approvals for gateway calls.
+//! Gateway calls as durable runs: calls that need an approval, and federated `/mcp` calls
+//! from MCP Tasks clients.
 //!
 //! A gateway call (`/v1/execute`, its stream, the WebSocket, `POST /v1/servers/{name}/call_tool`,
 //! a federated `server__tool` over `/mcp`) has no durable run of its own, so it cannot wait for a
@@ -18,6 +19,18 @@
 //! (or expired), the run fails with the reason. Everything survives a restart: the run, its
 //! journal and the queue are in the store, and every process registers the workflow for the
 //! workspaces that used it (the `agentkit.gateway_targets` documents) before it recovers runs.
+//!
+//! The same workflow runs a federated `server__tool` call over `/mcp` from a client that
+//! declared MCP Tasks, when its policies allow it: the run is started at once and the client
+//! gets it as a task (for the gateway, status [`CallStatus::Running`] with the run id). Its
+//! step is the same call through the same path; the policy allows it again (audited under the
+//! run's id) and no approval is asked. Cancelling the run (`tasks/cancel`,
+//! `POST /v1/runs/{run_id}/cancel`) cancels the call in flight: the connection sends the
+//! server `notifications/cancelled`, and the run ends `cancelled` without a result. What only
+//! the call itself can tell — a safety check of its arguments, a rate limit — is decided in
+//! the run: an approval is waited for as above, a refusal fails the run with the reason. A
+//! call a policy denies, or one that needs an approval, is not started this way: the denial is
+//! answered at once (audited, no run), the approval waits in its run as above.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -107,8 +120,8 @@ impl Workflow for GatewayCall {
     }
 
     fn description(&self) -> &str {
-        "A gateway tool call that needed an approval: it waits in the approval queue, and once \
-         approved is made exactly once; the output is its result."
+        "A gateway tool call made in a durable run: one that needs an approval waits in the \
+         approval queue first; the call is made once, and the output is its result."
     }
 
     async fn run(&self, wctx: &WorkflowContext, input: GatewayCallInput) -> Result<Value> {
@@ -148,12 +161,22 @@ impl Workflow for GatewayCall {
         };
         let ctx = run_ctx.clone().with_tool_call_key(STEP);
         let ops = Arc::clone(&self.ops);
+        let run_id = wctx.run_id().to_owned();
         let result: CallResult = run_ctx
             .step(STEP, async move {
+                let cancelled = ctx.cancellation().clone();
                 match ops
                     .call_in(&platform, &workspace, call, &env, ctx, false)
                     .await
                 {
+                    // The run was cancelled (or paused) while the call was in flight: the
+                    // connection told the server to cancel it. Nothing is journaled, so a
+                    // resumed run makes the call again.
+                    Ok(Made::Done(r))
+                        if r.status == CallStatus::Cancelled && cancelled.is_cancelled() =>
+                    {
+                        Err(Error::Cancelled { run_id })
+                    }
                     Ok(Made::Done(r)) => Ok(r),
                     Ok(Made::NeedsApproval(why)) => Err(Error::invalid_state(
                         format!("gateway call `{name}`"),
@@ -223,7 +246,7 @@ impl Platform {
                         .with_max_attempts(5)
                         .with_backoff(Duration::from_millis(500), Duration::from_secs(10)),
                 )
-                .with_description("a gateway call that needs an approval"),
+                .with_description("a gateway call in a durable run"),
         );
         self.mark_registered(target);
         Ok(())
@@ -248,18 +271,14 @@ impl Platform {
     }
 }
 
-/// Hand `call`, which needs an approval (`why`), to a durable run in `caller`'s workspace and
-/// answer `pending_approval` (or, if the run ended within the call's timeout — a policy that
-/// no longer asks — its result).
-pub(crate) async fn defer(
+/// Start a durable run of [`GATEWAY_CALL`] in `caller`'s workspace, with the caller's
+/// principal, that makes `call` (in `env`'s trace, through `env`'s platform): the run.
+async fn start(
     platform: &Platform,
     caller: &Caller,
-    call: Call,
+    call: &Call,
     env: &CallEnv,
-    why: &str,
-) -> std::result::Result<CallResult, McpFailure> {
-    let started = Instant::now();
-    let name = tool_name(&call.server, &call.tool);
+) -> std::result::Result<agentkit_runtime::RunRecord, McpFailure> {
     let upstream = |source: Error| McpFailure::Upstream {
         server: call.server.clone(),
         source,
@@ -285,11 +304,54 @@ pub(crate) async fn defer(
     if let Some(tp) = agentkit_core::trace::current_traceparent() {
         input["traceparent"] = Value::String(tp);
     }
-    let run = platform
+    platform
         .runtime()
         .start_run_record(&target, input, StartOptions::new())
         .await
-        .map_err(upstream)?;
+        .map_err(upstream)
+}
+
+/// Hand `call`, which its policies allow, to a durable run in `caller`'s workspace and answer
+/// at once: [`CallStatus::Running`] with the run's id (the MCP task of a client that declared
+/// MCP Tasks). The run makes the call once; its output is the call's result.
+pub(crate) async fn run_as_task(
+    platform: &Platform,
+    caller: &Caller,
+    call: Call,
+    env: &CallEnv,
+) -> std::result::Result<CallResult, McpFailure> {
+    let started = Instant::now();
+    let run = start(platform, caller, &call, env).await?;
+    let name = tool_name(&call.server, &call.tool);
+    let mut result = CallResult::failed(
+        &call.id,
+        CallStatus::Running,
+        format!(
+            "the call of `{name}` runs as run {} (call `{}`); its result is the run's output: \
+             read it with GET /v1/runs/{} (or the MCP tool agentkit_runs_get), or cancel it with \
+             POST /v1/runs/{}/cancel",
+            run.id, call.id, run.id, run.id
+        ),
+        started.elapsed(),
+    );
+    result.run_id = Some(run.id);
+    result.call_id = Some(call.id);
+    Ok(result)
+}
+
+/// Hand `call`, which needs an approval (`why`), to a durable run in `caller`'s workspace and
+/// answer `pending_approval` (or, if the run ended within the call's timeout — a policy that
+/// no longer asks — its result).
+pub(crate) async fn defer(
+    platform: &Platform,
+    caller: &Caller,
+    call: Call,
+    env: &CallEnv,
+    why: &str,
+) -> std::result::Result<CallResult, McpFailure> {
+    let started = Instant::now();
+    let name = tool_name(&call.server, &call.tool);
+    let run = start(platform, caller, &call, env).await?;
     // Answer once the call is in the approval queue (or the run ended): at most the call's
     // timeout.
     let seen = tokio::select! {

@@ -456,6 +456,10 @@ pub enum CallStatus {
     /// `call_id`); once approved it is made exactly once and the run's output is its result
     /// (`GET /v1/runs/{run_id}`). See [the module docs](self).
     PendingApproval,
+    /// The call runs in durable run `run_id` (call `call_id`) and was answered before it
+    /// ended: a federated `/mcp` call from a client that declared MCP Tasks, whose task is
+    /// that run. Its outcome is the run's output (`GET /v1/runs/{run_id}`).
+    Running,
 }
 
 /// The result of one call.
@@ -900,6 +904,59 @@ impl GatewayOps {
             Made::Done(r) => Ok(r),
             Made::NeedsApproval(why) => durable::defer(platform, caller, call, env, &why).await,
         }
+    }
+
+    /// Make one call as an MCP task (a federated `/mcp` call from a client that declared MCP
+    /// Tasks): a call its policies allow is handed at once to a durable run of
+    /// [`durable::GATEWAY_CALL`] in `caller`'s workspace, which makes it through the same path
+    /// as [`call`](Self::call) (policy, safety, audit, credentials), and is answered
+    /// [`CallStatus::Running`] with the run's id. A call a policy denies, or one that needs an
+    /// approval, is made as [`call`](Self::call) makes it: a denial answered now (audited, no
+    /// run), an approval waited for in its own durable run.
+    pub(crate) async fn call_as_task(
+        &self,
+        platform: &Platform,
+        caller: &Caller,
+        call: Call,
+        env: &CallEnv,
+    ) -> std::result::Result<CallResult, McpFailure> {
+        // An unknown server or tool is refused before a run is started for it.
+        self.check_tool(platform, caller, &call.server, &call.tool)
+            .await?;
+        if self.verdict(caller, &call, env) != agentkit_core::policy::Verdict::Allow {
+            return self.call(platform, caller, call, env).await;
+        }
+        durable::run_as_task(platform, caller, call, env).await
+    }
+
+    /// What the policies that apply to `call` by `caller` decide about it (the gateway's or
+    /// the caller's platform's, the workspace's and the key's; the most restrictive wins), as
+    /// the policy layer would outside a run, with nothing audited or counted: the call's own
+    /// pass through the layer does that.
+    fn verdict(
+        &self,
+        caller: &Caller,
+        call: &Call,
+        env: &CallEnv,
+    ) -> agentkit_core::policy::Verdict {
+        let own = match &env.platform {
+            Some(p) => p.policy(),
+            None => self.policy.clone(),
+        };
+        let scoped = if self.config.principal_policies.is_empty() {
+            Vec::new()
+        } else {
+            use agentkit_core::policy::PolicyScope;
+            let ctx = RunContext::new().with_principal(caller.principal());
+            self.config.principal_policies.policies(&ctx)
+        };
+        let name = tool_name(&call.server, &call.tool);
+        let arguments = Value::Object(call.arguments.clone());
+        std::iter::once(&own)
+            .chain(scoped.iter())
+            .map(|p| p.decide(&name, &arguments, &[]).verdict)
+            .max_by_key(|v| v.severity())
+            .unwrap_or(agentkit_core::policy::Verdict::Allow)
     }
 
     /// Make one call in `ctx` (a gateway call's, or a durable run's): `defer` outside a run,

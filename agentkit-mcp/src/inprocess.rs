@@ -37,10 +37,14 @@
 //! ```
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::task::{Context, Poll};
 
+use futures::Stream;
 use futures::channel::mpsc;
-use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::model::{ClientJsonRpcMessage, JsonRpcMessage, NumberOrString, ServerJsonRpcMessage};
 use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "server")]
@@ -57,16 +61,73 @@ pub(crate) type ClientEnd = (
 
 /// The server's end of one in-process connection (an rmcp transport: a sink of the server's
 /// messages and a stream of the client's).
-pub(crate) type ServerEnd = (
-    mpsc::Sender<ServerJsonRpcMessage>,
-    mpsc::Receiver<ClientJsonRpcMessage>,
-);
+pub(crate) type ServerEnd = (mpsc::Sender<ServerJsonRpcMessage>, Inbox);
 
 /// The two ends of a new connection.
 pub(crate) fn pair() -> (ClientEnd, ServerEnd) {
     let (to_server, from_client) = mpsc::channel(BUFFER);
     let (to_client, from_server) = mpsc::channel(BUFFER);
-    ((to_server, from_server), (to_client, from_client))
+    let inbox = Inbox {
+        rx: from_client,
+        reads: Arc::new(InboxReads {
+            read: AtomicI64::new(-1),
+            closed: AtomicBool::new(false),
+        }),
+    };
+    ((to_server, from_server), (to_client, inbox))
+}
+
+/// The client's messages as the server reads them: notes the requests it read, so the
+/// client can tell a request the server never read (safe to send again on a new connection)
+/// from one it may have handled.
+pub(crate) struct Inbox {
+    rx: mpsc::Receiver<ClientJsonRpcMessage>,
+    reads: Arc<InboxReads>,
+}
+
+impl Inbox {
+    /// What this inbox read, readable from the client's side.
+    pub(crate) fn reads(&self) -> Arc<InboxReads> {
+        Arc::clone(&self.reads)
+    }
+}
+
+impl Stream for Inbox {
+    type Item = ClientJsonRpcMessage;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let next = Pin::new(&mut self.rx).poll_next(cx);
+        if let Poll::Ready(Some(JsonRpcMessage::Request(r))) = &next
+            && let NumberOrString::Number(id) = r.id
+        {
+            self.reads.read.fetch_max(id, Ordering::SeqCst);
+        }
+        next
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.reads.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What the server's side of one in-process connection read of the client's requests.
+#[derive(Debug)]
+pub(crate) struct InboxReads {
+    /// The highest numeric request id the server read (-1: none).
+    read: AtomicI64,
+    /// The server dropped its inbox: it reads nothing more.
+    closed: AtomicBool,
+}
+
+impl InboxReads {
+    /// Whether the request `id` provably never reached the server: the server stopped
+    /// reading, and every request it read had a lower id. (A request with a lower id than one
+    /// read may still not have been read; it counts as reached.)
+    pub(crate) fn never_read(&self, id: i64) -> bool {
+        self.closed.load(Ordering::SeqCst) && id > self.read.load(Ordering::SeqCst)
+    }
 }
 
 type Start = dyn Fn(ServerEnd, CancellationToken) -> Result<(), String> + Send + Sync;

@@ -36,6 +36,7 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "server")]
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -117,7 +117,9 @@ fn main() {
 async fn serve() {
     if let Ok(file) = std::env::var(HOLDER) {
         // A helper that keeps our stdout open after we die, so the client reads no EOF: it
-        // cannot notice the death until it writes to our stdin.
+        // cannot notice the death until it writes to our stdin. Never waited for: this server
+        // is killed, and the test kills the helper by its pid.
+        #[allow(clippy::zombie_processes)]
         let holder = std::process::Command::new(std::env::current_exe().unwrap())
             .arg(HOLD)
             .stdin(std::process::Stdio::null())

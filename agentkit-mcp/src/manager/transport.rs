@@ -620,28 +620,22 @@ impl<T: rmcp::transport::Transport<RoleClient>> rmcp::transport::Transport<RoleC
         }
     }
 
-    fn receive(
-        &mut self,
-    ) -> impl Future<Output = Option<rmcp::service::RxJsonRpcMessage<RoleClient>>> + Send {
-        async move {
-            let message = self.inner.receive().await;
-            if message.is_none() {
-                self.wire.ended.store(true, Ordering::SeqCst);
-            }
-            message
+    async fn receive(&mut self) -> Option<rmcp::service::RxJsonRpcMessage<RoleClient>> {
+        let message = self.inner.receive().await;
+        if message.is_none() {
+            self.wire.ended.store(true, Ordering::SeqCst);
         }
+        message
     }
 
-    fn close(&mut self) -> impl Future<Output = std::result::Result<(), Self::Error>> + Send {
-        async move {
-            // The server's side is gone: the sends still running fail at once; let them, so
-            // that a request whose send failed without reaching the server is known as such
-            // when rmcp drops it (and the call is retried on a new connection).
-            if self.wire.ended() {
-                self.wire.settle(SETTLE_TIMEOUT).await;
-            }
-            self.inner.close().await
+    async fn close(&mut self) -> std::result::Result<(), Self::Error> {
+        // The server's side is gone: the sends still running fail at once; let them, so that
+        // a request whose send failed without reaching the server is known as such when rmcp
+        // drops it (and the call is retried on a new connection).
+        if self.wire.ended() {
+            self.wire.settle(SETTLE_TIMEOUT).await;
         }
+        self.inner.close().await
     }
 }
 

@@ -3,7 +3,8 @@
 //! sending it (a request written to a dead child's stdin fails with a broken pipe: it never
 //! reached a server, so it is sent again on a new connection). A call in flight when the
 //! server dies is not sent again (its tool may have run): the tool ran once, and the caller
-//! is told the connection was lost.
+//! is told the connection was lost. A health check (`tools/list`, read-only) right after a
+//! kill is made again on a new process.
 //!
 //! The server is a real child process: this test binary itself, started with
 //! `--serve-stdio` (so the file has its own `main`: `harness = false` in Cargo.toml, and
@@ -29,10 +30,11 @@ const RUNS: &str = "STDIO_RESTART_RUNS";
 /// The server's variable: start a grandchild holding stdout open and note its pid here.
 const HOLDER: &str = "STDIO_RESTART_HOLDER";
 
-const TESTS: [&str; 3] = [
+const TESTS: [&str; 4] = [
     "a_killed_stdio_server_answers_the_next_call_from_a_new_process",
     "a_call_sent_to_a_killed_server_before_its_death_was_noticed_goes_to_a_new_process",
     "a_call_in_flight_when_the_server_is_killed_runs_once_and_fails",
+    "a_health_check_right_after_a_kill_checks_a_new_process",
 ];
 
 fn main() {
@@ -101,7 +103,10 @@ fn main() {
                     a_call_sent_to_a_killed_server_before_its_death_was_noticed_goes_to_a_new_process(),
                 );
             }
-            _ => runtime.block_on(a_call_in_flight_when_the_server_is_killed_runs_once_and_fails()),
+            "a_call_in_flight_when_the_server_is_killed_runs_once_and_fails" => {
+                runtime.block_on(a_call_in_flight_when_the_server_is_killed_runs_once_and_fails());
+            }
+            _ => runtime.block_on(a_health_check_right_after_a_kill_checks_a_new_process()),
         }
         println!("test {t} ... ok");
     }
@@ -357,4 +362,24 @@ async fn a_call_in_flight_when_the_server_is_killed_runs_once_and_fails() {
     let last = pid_of(&manager);
     manager.shutdown().await;
     common::assert_gone(last).await;
+}
+
+async fn a_health_check_right_after_a_kill_checks_a_new_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = ConnectionManager::new([server(dir.path())]);
+    manager.health_check("s").await.unwrap();
+    let pid = pid_of(&manager);
+    // No wait for the death: `tools/list` only reads, so a check whose request may have
+    // reached the dying server is made again on a new connection all the same.
+    kill9(pid);
+    manager
+        .health_check("s")
+        .await
+        .expect("a health check after a kill checks a new process");
+    assert_eq!(manager.connect_count("s").unwrap(), 2);
+    let new_pid = pid_of(&manager);
+    assert_ne!(new_pid, pid);
+    exited(pid).await;
+    manager.shutdown().await;
+    common::assert_gone(new_pid).await;
 }

@@ -36,12 +36,16 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "server")]
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::task::{Context, Poll};
 
-use futures::StreamExt;
+use futures::Stream;
 use futures::channel::mpsc;
-use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::model::{ClientJsonRpcMessage, JsonRpcMessage, NumberOrString, ServerJsonRpcMessage};
 use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "server")]
@@ -56,28 +60,85 @@ pub(crate) type ClientEnd = (
     mpsc::Receiver<ServerJsonRpcMessage>,
 );
 
-/// The server's end of one in-process connection as [`pair`] makes it.
-pub(crate) type RawServerEnd = (
-    mpsc::Sender<ServerJsonRpcMessage>,
-    mpsc::Receiver<ClientJsonRpcMessage>,
-);
-
-/// The server's end of one in-process connection as its session gets it (an rmcp transport:
-/// a sink of the server's messages and a stream of the client's that ends once the server is
-/// stopped, so no request read after [`InProcessServer::stop`] is served).
-pub(crate) type ServerEnd = (
-    mpsc::Sender<ServerJsonRpcMessage>,
-    futures::stream::TakeUntil<
-        mpsc::Receiver<ClientJsonRpcMessage>,
-        std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
-    >,
-);
+/// The server's end of one in-process connection (an rmcp transport: a sink of the server's
+/// messages and a stream of the client's).
+pub(crate) type ServerEnd = (mpsc::Sender<ServerJsonRpcMessage>, Inbox);
 
 /// The two ends of a new connection.
-pub(crate) fn pair() -> (ClientEnd, RawServerEnd) {
+pub(crate) fn pair() -> (ClientEnd, ServerEnd) {
     let (to_server, from_client) = mpsc::channel(BUFFER);
     let (to_client, from_server) = mpsc::channel(BUFFER);
-    ((to_server, from_server), (to_client, from_client))
+    let inbox = Inbox {
+        rx: from_client,
+        stop: None,
+        reads: Arc::new(InboxReads {
+            read: AtomicI64::new(-1),
+            closed: AtomicBool::new(false),
+        }),
+    };
+    ((to_server, from_server), (to_client, inbox))
+}
+
+/// The client's messages as the server reads them: notes the requests it read, so the
+/// client can tell a request the server never read (safe to send again on a new connection)
+/// from one it may have handled. Ends once the server is stopped: the stop is looked at
+/// before each read, so no request read after [`InProcessServer::stop`] returned is served
+/// (the session's own loop would notice the stop only later).
+pub(crate) struct Inbox {
+    rx: mpsc::Receiver<ClientJsonRpcMessage>,
+    /// The server's stop (set when a session starts on this inbox).
+    stop: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
+    reads: Arc<InboxReads>,
+}
+
+impl Inbox {
+    /// What this inbox read, readable from the client's side.
+    pub(crate) fn reads(&self) -> Arc<InboxReads> {
+        Arc::clone(&self.reads)
+    }
+}
+
+impl Stream for Inbox {
+    type Item = ClientJsonRpcMessage;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(stop) = &mut self.stop
+            && std::future::Future::poll(stop.as_mut(), cx).is_ready()
+        {
+            return Poll::Ready(None);
+        }
+        let next = Pin::new(&mut self.rx).poll_next(cx);
+        if let Poll::Ready(Some(JsonRpcMessage::Request(r))) = &next
+            && let NumberOrString::Number(id) = r.id
+        {
+            self.reads.read.fetch_max(id, Ordering::SeqCst);
+        }
+        next
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.reads.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What the server's side of one in-process connection read of the client's requests.
+#[derive(Debug)]
+pub(crate) struct InboxReads {
+    /// The highest numeric request id the server read (-1: none).
+    read: AtomicI64,
+    /// The server dropped its inbox: it reads nothing more.
+    closed: AtomicBool,
+}
+
+impl InboxReads {
+    /// Whether the request `id` provably never reached the server: the server stopped
+    /// reading, and every request it read had a lower id. (A request with a lower id than one
+    /// read may still not have been read; it counts as reached.)
+    pub(crate) fn never_read(&self, id: i64) -> bool {
+        self.closed.load(Ordering::SeqCst) && id > self.read.load(Ordering::SeqCst)
+    }
 }
 
 type Start = dyn Fn(ServerEnd, CancellationToken) -> Result<(), String> + Send + Sync;
@@ -206,7 +267,7 @@ impl InProcessServer {
     }
 
     /// Start serving one connection on `end`.
-    pub(crate) fn start(&self, end: RawServerEnd) -> Result<(), String> {
+    pub(crate) fn start(&self, end: ServerEnd) -> Result<(), String> {
         if self.is_stopped() {
             return Err(
                 "the in-process server was stopped (its cancellation token is cancelled); \
@@ -214,12 +275,9 @@ impl InProcessServer {
                     .to_owned(),
             );
         }
-        // The session reads the client's messages until the server is stopped: `take_until`
-        // looks at the token before each read, so a request still queued when `stop` returns
-        // is never served (a session's own loop would notice the token only later).
-        let (to_client, from_client) = end;
-        let from_client = from_client.take_until(Box::pin(self.stop.clone().cancelled_owned()));
-        (self.start)((to_client, from_client), self.stop.clone())
+        let (to_client, mut inbox) = end;
+        inbox.stop = Some(Box::pin(self.stop.clone().cancelled_owned()));
+        (self.start)((to_client, inbox), self.stop.clone())
     }
 }
 

@@ -1,14 +1,18 @@
 //! MCP servers attached in-process (`ServerConfig::in_process`): listed and called through
 //! the connection manager and the aggregator with both lifecycles, progress reaching the run,
 //! any rmcp `ServerHandler` accepted, and a server that fails or is stopped giving errors that
-//! name it (never a panic or a hang). A tool handler that panics answers its call at once with
-//! an error saying so (not at the request timeout) and the server keeps serving, for an
-//! `McpServerBuilder` server and a hand-written handler alike, and over a byte stream too.
+//! name it (never a panic or a hang). A call made just after the server stopped, before the
+//! connection noticed, is told the server stopped (it never reached the server, so it is sent
+//! again on a new connection), while a call the server was running is not sent again. A tool
+//! handler that panics answers its call at once with an error saying so (not at the request
+//! timeout) and the server keeps serving, for an `McpServerBuilder` server and a hand-written
+//! handler alike, and over a byte stream too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use agentkit_core::{CollectingSink, RunContext, RunEvent, ToolSource};
@@ -169,21 +173,12 @@ async fn a_failing_or_stopped_in_process_server_gives_errors_naming_it() {
     let e = r.unwrap_err().to_string();
     assert!(e.contains("up"), "{e}");
 
-    // The next call cannot reconnect and says why. (The connection's loss can reach the
-    // manager just after the call in flight ended: then the first call after it is told the
-    // connection was lost and is restarted on the next call, which says why it cannot be.)
-    let mut e = manager
+    // The next call cannot reconnect and says why.
+    let e = manager
         .call_tool("up", "echo", args(json!({"text": "x"})), &ctx)
         .await
         .unwrap_err()
         .to_string();
-    if e.contains("was lost") && e.contains("restarted on the next call") {
-        e = manager
-            .call_tool("up", "echo", args(json!({"text": "x"})), &ctx)
-            .await
-            .unwrap_err()
-            .to_string();
-    }
     assert!(
         e.contains("in-process MCP server `up`") && e.contains("stopped"),
         "{e}"
@@ -198,6 +193,116 @@ async fn a_failing_or_stopped_in_process_server_gives_errors_naming_it() {
         .await
         .unwrap();
     assert_eq!(text(&r), "back");
+    manager.shutdown().await;
+}
+
+/// `echo` answers its text (no progress: a stopping server could not send it); `count`
+/// counts its runs in `runs`, then waits 30 s.
+fn counting(runs: Arc<AtomicUsize>) -> McpServer {
+    McpServerBuilder::new("up", "1.0.0")
+        .tool_fn(
+            "echo",
+            "Echoes text",
+            json!({"type": "object", "properties": {"text": {"type": "string"}}}),
+            |args, _| async move {
+                let t = args.get("text").and_then(Value::as_str).unwrap_or("");
+                Ok(CallToolResult::success(vec![ContentBlock::text(
+                    t.to_owned(),
+                )]))
+            },
+        )
+        .tool_fn("count", "Counts its runs", json!({"type": "object"}), {
+            move |_, _| {
+                let runs = Arc::clone(&runs);
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Ok(CallToolResult::success(vec![ContentBlock::text("counted")]))
+                }
+            }
+        })
+        .build()
+}
+
+/// A call made right after the server stopped, before the connection noticed, never reached
+/// the server: it is sent again on a new connection, which tells it the server stopped (never
+/// "the connection was lost"). Unless the server read it as it stopped: then the server
+/// answers it (with its result, or with the error of a call cut short by the stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_right_after_the_server_stopped_is_told_it_stopped() {
+    let ctx = RunContext::new();
+    let mut stopped = 0;
+    for round in 0..50 {
+        let up: InProcessServer = counting(Arc::default()).into();
+        let manager = ConnectionManager::new([ServerConfig::in_process("up", up.clone())]);
+        let r = manager
+            .call_tool("up", "echo", args(json!({"text": "hi"})), &ctx)
+            .await
+            .unwrap();
+        assert_eq!(text(&r), "hi");
+
+        up.stop();
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            manager.call_tool("up", "echo", args(json!({"text": "x"})), &ctx),
+        )
+        .await
+        .expect("a call to a stopped server ends");
+        match r.map_err(|e| e.to_string()) {
+            Ok(r) => assert_eq!(text(&r), "x", "round {round}"),
+            Err(e) if e.contains("MCP server `up` answered with error -32603: cancelled") => {}
+            Err(e) => {
+                assert!(
+                    e.contains("in-process MCP server `up`") && e.contains("stopped"),
+                    "round {round}: {e}"
+                );
+                stopped += 1;
+            }
+        }
+        manager.shutdown().await;
+    }
+    assert!(
+        stopped > 0,
+        "the server answered every call after it stopped"
+    );
+}
+
+/// A call the server was running when it stopped is not sent again (its tool ran): it fails
+/// with the server's answer (the stop cuts the call short) or saying the connection was lost,
+/// never that the server is stopped (which a new connection would say), and the tool ran
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_flight_when_the_server_stops_runs_once_and_fails() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let up: InProcessServer = counting(Arc::clone(&runs)).into();
+    let manager = ConnectionManager::new([ServerConfig::in_process("up", up.clone())]);
+    let inflight = {
+        let m = manager.clone();
+        tokio::spawn(async move {
+            m.call_tool("up", "count", args(json!({})), &RunContext::new())
+                .await
+        })
+    };
+    for _ in 0..1000 {
+        if runs.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the tool did not start");
+    up.stop();
+    let e = tokio::time::timeout(Duration::from_secs(10), inflight)
+        .await
+        .expect("the call in flight ends when the server stops")
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("MCP server `up` answered with error -32603: cancelled")
+            || e.contains("the connection to MCP server `up` was lost"),
+        "{e}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
     manager.shutdown().await;
 }
 

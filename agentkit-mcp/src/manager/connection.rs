@@ -11,6 +11,11 @@ pub struct Connection {
     pub(super) pid: Option<u32>,
     /// `network.transport` of its spans: `pipe` (stdio), `tcp` (HTTP) or `inproc`.
     pub(super) network: &'static str,
+    /// What the transport did with the requests it sent, and whether the server's side ended.
+    pub(super) wire: Arc<Wire>,
+    /// Closed on purpose (the manager shut down, or the server was replaced): a call that
+    /// never reached it is not sent again on a new connection.
+    pub(super) retired: AtomicBool,
     pub(super) running: AsyncMutex<Option<RunningService<RoleClient, AgentkitClient>>>,
     /// Ends the connection's background tasks (the `subscriptions/listen` follower).
     pub(super) stop: CancellationToken,
@@ -70,10 +75,11 @@ impl Connection {
         self.pid
     }
 
-    /// Whether the transport is closed (the server exited or the session dropped).
+    /// Whether the transport is closed (the server exited or the session dropped), or
+    /// closing: the server's side ended and rmcp is still winding the connection down.
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        self.peer.is_transport_closed()
+        self.wire.ended() || self.peer.is_transport_closed()
     }
 
     /// Close the connection. For a stdio server: requests the server sent are answered
@@ -92,44 +98,64 @@ impl Connection {
         }
     }
 
+    /// The answer to `request`, or `TransportClosed` when rmcp's service loop for this
+    /// connection ended without answering it. rmcp answers (or drops, failing them) the
+    /// requests its loop took before the loop ends, but a request queued just as the loop
+    /// ended can stay in its queue, never answered: once the loop is gone, the answer gets
+    /// `GONE_GRACE` to come through, then the request counts as lost.
+    pub(super) async fn or_gone<T>(
+        &self,
+        request: impl Future<Output = std::result::Result<T, ServiceError>>,
+    ) -> std::result::Result<T, ServiceError> {
+        tokio::pin!(request);
+        tokio::select! {
+            biased;
+            r = &mut request => r,
+            () = self.wire.gone.cancelled() => tokio::time::timeout(GONE_GRACE, request)
+                .await
+                .unwrap_or(Err(ServiceError::TransportClosed)),
+        }
+    }
+
     /// Every tool, following pagination.
     pub async fn list_tools(&self) -> Result<Vec<Tool>> {
-        self.peer
-            .list_all_tools()
+        self.or_gone(self.peer.list_all_tools())
             .await
             .map_err(|e| service_error(&self.server, "tools/list", e))
     }
 
     /// Every prompt, following pagination.
     pub async fn list_prompts(&self) -> Result<Vec<Prompt>> {
-        self.peer
-            .list_all_prompts()
+        self.or_gone(self.peer.list_all_prompts())
             .await
             .map_err(|e| service_error(&self.server, "prompts/list", e))
     }
 
     /// Every resource, following pagination.
     pub async fn list_resources(&self) -> Result<Vec<Resource>> {
-        self.peer
-            .list_all_resources()
+        self.or_gone(self.peer.list_all_resources())
             .await
             .map_err(|e| service_error(&self.server, "resources/list", e))
     }
 
     /// Read a resource.
     pub async fn read_resource(&self, uri: &str) -> Result<ReadResourceResult> {
-        self.peer
-            .read_resource(ReadResourceRequestParams::new(uri.to_owned()))
-            .await
-            .map_err(|e| service_error(&self.server, &format!("resources/read {uri}"), e))
+        self.or_gone(
+            self.peer
+                .read_resource(ReadResourceRequestParams::new(uri.to_owned())),
+        )
+        .await
+        .map_err(|e| service_error(&self.server, &format!("resources/read {uri}"), e))
     }
 
     /// Get a prompt with arguments.
     pub async fn get_prompt(&self, name: &str, arguments: JsonObject) -> Result<GetPromptResult> {
-        self.peer
-            .get_prompt(GetPromptRequestParams::new(name.to_owned()).with_arguments(arguments))
-            .await
-            .map_err(|e| service_error(&self.server, &format!("prompts/get {name}"), e))
+        self.or_gone(
+            self.peer
+                .get_prompt(GetPromptRequestParams::new(name.to_owned()).with_arguments(arguments)),
+        )
+        .await
+        .map_err(|e| service_error(&self.server, &format!("prompts/get {name}"), e))
     }
 
     /// Call a tool for a run: `_meta` carries the run id, an idempotency key and a W3C
@@ -149,6 +175,21 @@ impl Connection {
         ctx: &RunContext,
         timeout: Option<Duration>,
     ) -> Result<CallToolResult> {
+        let params = CallToolRequestParams::new(name.to_owned()).with_arguments(arguments);
+        self.call_tool_params(params, ctx, timeout)
+            .await
+            .map_err(CallFailure::into_error)
+    }
+
+    /// [`call_tool`](Self::call_tool) with the request's parameters; a request that provably
+    /// never reached the server comes back with its failure, to be sent again elsewhere.
+    pub(super) async fn call_tool_params(
+        &self,
+        params: CallToolRequestParams,
+        ctx: &RunContext,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<CallToolResult, CallFailure> {
+        let name = &params.name;
         let protocol = self
             .protocol_version()
             .map(|v| v.to_string())
@@ -167,12 +208,12 @@ impl Connection {
             error.type = tracing::field::Empty,
         );
         let out = self
-            .call_tool_in_span(name, arguments, ctx, timeout)
+            .call_tool_in_span(params, ctx, timeout)
             .instrument(span.clone())
             .await;
         match &out {
             Err(e) => {
-                span.record("error.type", error_type(e));
+                span.record("error.type", error_type(e.error()));
             }
             Ok(r) if r.is_error == Some(true) => {
                 span.record("error.type", "tool_error");
@@ -184,15 +225,24 @@ impl Connection {
 
     async fn call_tool_in_span(
         &self,
-        name: &str,
-        arguments: JsonObject,
+        mut params: CallToolRequestParams,
         ctx: &RunContext,
         timeout: Option<Duration>,
-    ) -> Result<CallToolResult> {
+    ) -> std::result::Result<CallToolResult, CallFailure> {
+        let name: &str = &params.name;
         let what = format!("{}/{}", self.server, name);
-        let mut params = CallToolRequestParams::new(name.to_owned()).with_arguments(arguments);
+        let lost = |e: ServiceError| service_error(&self.server, &format!("tools/call {name}"), e);
         let meta = request_meta(ctx);
-        for _round in 0..MAX_INPUT_ROUNDS {
+        for round in 0..MAX_INPUT_ROUNDS {
+            // Only a call none of whose rounds reached the server may be sent again: after an
+            // input-required round the server already knows of it.
+            let unsent = |error: Error, params: CallToolRequestParams| {
+                if round == 0 {
+                    CallFailure::NotSent { error, params }
+                } else {
+                    CallFailure::Failed(error)
+                }
+            };
             ctx.check()?;
             let mut opts = PeerRequestOptions::no_options().with_meta(meta.clone());
             if let Some(t) = timeout {
@@ -200,11 +250,12 @@ impl Connection {
                 opts = opts.reset_timeout_on_progress();
             }
             let request = ClientRequest::CallToolRequest(CallToolRequest::new(params.clone()));
-            let handle = self
-                .peer
-                .send_request_with_option(request, opts)
-                .await
-                .map_err(|e| service_error(&self.server, &format!("tools/call {name}"), e))?;
+            let handle = match self.peer.send_request_with_option(request, opts).await {
+                Ok(handle) => handle,
+                // rmcp's service loop is gone: the request was not even queued.
+                Err(e @ ServiceError::TransportClosed) => return Err(unsent(lost(e), params)),
+                Err(e) => return Err(lost(e).into()),
+            };
             let guard = self
                 .client
                 .inflight
@@ -214,17 +265,17 @@ impl Connection {
             let remaining = ctx.remaining();
             let mut too_large = self.oversize_watch(&id);
             let response = tokio::select! {
-                r = handle.await_response() => r,
+                r = self.or_gone(handle.await_response()) => r,
                 len = too_large.matched() => {
-                    return Err(result_too_large(&what, len));
+                    return Err(result_too_large(&what, len).into());
                 }
                 () = ctx.cancellation().cancelled() => {
                     self.send_cancel(id, "the run was cancelled").await;
-                    return Err(Error::Cancelled { run_id: ctx.run_id().to_owned() });
+                    return Err(Error::Cancelled { run_id: ctx.run_id().to_owned() }.into());
                 }
                 () = sleep_opt(remaining) => {
                     self.send_cancel(id, "the run's deadline passed").await;
-                    return Err(Error::Timeout { what: format!("MCP call `{what}`"), after: remaining.unwrap_or_default() });
+                    return Err(Error::Timeout { what: format!("MCP call `{what}`"), after: remaining.unwrap_or_default() }.into());
                 }
             };
             match response {
@@ -241,25 +292,26 @@ impl Connection {
                     return Err(Error::tool(
                         what,
                         "the server answered with a task; agentkit calls tools synchronously (do not advertise the tasks capability)",
-                    ));
+                    )
+                    .into());
                 }
                 Ok(_) => {
                     return Err(Error::tool(
                         what,
                         "the server answered tools/call with an unexpected result type",
-                    ));
+                    )
+                    .into());
                 }
                 Err(ServiceError::Timeout { .. }) if too_large.unmatched().is_some() => {
                     let len = too_large.unmatched().unwrap_or_default();
-                    return Err(result_too_large(&what, len));
+                    return Err(result_too_large(&what, len).into());
                 }
-                Err(e) => {
-                    return Err(service_error(
-                        &self.server,
-                        &format!("tools/call {name}"),
-                        e,
-                    ));
+                Err(e @ (ServiceError::TransportClosed | ServiceError::TransportSend(_)))
+                    if self.wire.never_reached(&id) =>
+                {
+                    return Err(unsent(lost(e), params));
                 }
+                Err(e) => return Err(lost(e).into()),
             }
         }
         Err(Error::tool(
@@ -267,7 +319,8 @@ impl Connection {
             format!(
                 "the server asked for input more than {MAX_INPUT_ROUNDS} times without answering"
             ),
-        ))
+        )
+        .into())
     }
 
     /// Watches for the stdio transport discarding this request's response for its size.
@@ -420,6 +473,38 @@ pub(super) async fn sleep_opt(d: Option<Duration>) {
     match d {
         Some(d) => tokio::time::sleep(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// How a `tools/call` on one connection failed.
+pub(super) enum CallFailure {
+    /// The call failed; the request may have reached the server (its tool may have run).
+    Failed(Error),
+    /// The connection was lost and the request provably never reached the server: `params`
+    /// is the request to send again on a new connection.
+    NotSent {
+        error: Error,
+        params: CallToolRequestParams,
+    },
+}
+
+impl CallFailure {
+    pub(super) fn error(&self) -> &Error {
+        match self {
+            Self::Failed(e) | Self::NotSent { error: e, .. } => e,
+        }
+    }
+
+    pub(super) fn into_error(self) -> Error {
+        match self {
+            Self::Failed(e) | Self::NotSent { error: e, .. } => e,
+        }
+    }
+}
+
+impl From<Error> for CallFailure {
+    fn from(e: Error) -> Self {
+        Self::Failed(e)
     }
 }
 

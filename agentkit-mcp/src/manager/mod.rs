@@ -4,7 +4,7 @@
 //! changes on 2026-07-28, `meta` is the `_meta` of a call.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -43,6 +43,9 @@ const MAX_INPUT_ROUNDS: usize = 10;
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long an answer rmcp already has may take to come through after its service loop ended
+/// (it is there at once; this only bounds the wait for a request stuck in rmcp's queue).
+const GONE_GRACE: Duration = Duration::from_secs(1);
 const LISTEN_RETRY_BASE: Duration = Duration::from_millis(250);
 const LISTEN_RETRY_MAX: Duration = Duration::from_secs(30);
 const LISTEN_HEALTHY: Duration = Duration::from_secs(10);
@@ -55,9 +58,10 @@ mod transport;
 
 pub use connection::Connection;
 pub(crate) use connection::service_error;
-use connection::{backoff, is_connection_lost};
+use connection::{CallFailure, backoff, is_connection_lost};
 use listen::start_listener;
 pub use meta::request_meta;
+use transport::Wire;
 use transport::connect;
 pub use transport::connect_once;
 
@@ -130,8 +134,12 @@ pub trait ConfigResolver: Send + Sync {
 /// - Lazily connects (stdio child process or streamable HTTP) and multiplexes concurrent calls
 ///   over the one connection, up to the server's `max_concurrency`.
 /// - A child's stderr goes to `tracing` (target `agentkit_mcp::stderr`).
-/// - After a crash or a dropped HTTP session, the call in flight fails with an error naming the
-///   server, and the next call reconnects (with exponential backoff after failed attempts).
+/// - After a crash or a dropped HTTP session, the next call reconnects (with exponential
+///   backoff after failed attempts). A call that was sent to the lost server fails with an
+///   error naming it (its tool may have run, so it is not sent again); a call that provably
+///   never reached it (it was still queued, or writing it failed: a broken pipe to an exited
+///   child, an in-process server that stopped before reading it) is sent again, once, on the
+///   new connection, without an error.
 /// - [`shutdown`](Self::shutdown) closes every connection and leaves no child process behind.
 ///
 /// Cheap to clone; clones share connections.
@@ -312,6 +320,7 @@ impl ConnectionManager {
         if let Some(old) = old {
             let conn = old.current.write().ok().and_then(|mut c| c.take());
             if let Some(c) = conn {
+                c.retired.store(true, Ordering::SeqCst);
                 c.close().await;
             }
         }
@@ -435,8 +444,13 @@ impl ConnectionManager {
     }
 
     /// Call a tool of `server` for a run (see [`Connection::call_tool`]), within the server's
-    /// concurrency limit and request timeout. When the connection is lost during the call, the
-    /// call fails with an error naming the server and the next call reconnects.
+    /// concurrency limit and request timeout.
+    ///
+    /// When the connection turns out to be lost (the server exited or stopped, its session
+    /// dropped) before the request reached it, the call is sent again, once, on a new
+    /// connection: the caller sees no error. A call that may have reached the server (its
+    /// tool may have run) is never sent again: it fails with an error naming the server, and
+    /// the next call reconnects.
     pub async fn call_tool(
         &self,
         server: &str,
@@ -454,10 +468,33 @@ impl ConnectionManager {
             ),
             None => None,
         };
+        let timeout = slot.config.request_timeout;
+        let conn = self.connection_for(&slot).await?;
+        let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
+        let (error, params) = match conn.call_tool_params(params, ctx, timeout).await {
+            Ok(r) => return Ok(r),
+            Err(CallFailure::Failed(e)) => {
+                if is_connection_lost(&e) || conn.is_closed() {
+                    slot.invalidate(&conn);
+                }
+                return Err(e);
+            }
+            Err(CallFailure::NotSent { error, params }) => (error, params),
+        };
+        slot.invalidate(&conn);
+        if !self.may_resend(server, &slot, &conn) {
+            return Err(error);
+        }
+        tracing::info!(
+            server,
+            tool,
+            "MCP connection lost before the call reached it; sending the call on a new connection"
+        );
         let conn = self.connection_for(&slot).await?;
         let out = conn
-            .call_tool(tool, arguments, ctx, slot.config.request_timeout)
-            .await;
+            .call_tool_params(params, ctx, timeout)
+            .await
+            .map_err(CallFailure::into_error);
         if let Err(e) = &out
             && (is_connection_lost(e) || conn.is_closed())
         {
@@ -466,23 +503,41 @@ impl ConnectionManager {
         out
     }
 
-    /// Check that `server` answers (connecting if needed); returns the round-trip time.
+    /// Whether a request that failed on `conn`, a lost connection of `slot`, may be sent again
+    /// on a new one: not when the connection was closed on purpose (shutdown) or the server
+    /// was replaced or removed meanwhile (the call is not moved to another server).
+    fn may_resend(&self, server: &str, slot: &Arc<Slot>, conn: &Connection) -> bool {
+        !conn.retired.load(Ordering::SeqCst)
+            && self.slot(server).is_ok_and(|s| Arc::ptr_eq(&s, slot))
+    }
+
+    /// Check that `server` answers (connecting if needed); returns the round-trip time of a
+    /// `tools/list` request.
+    ///
+    /// `tools/list` only reads, so when the connection turns out to be lost the check is made
+    /// again, once, on a new connection, even if the request may have reached the server: the
+    /// answer is about the server, not about a connection already gone.
     pub async fn health_check(&self, server: &str) -> Result<Duration> {
         let slot = self.slot(server)?;
-        let conn = self.connection_for(&slot).await?;
-        let started = std::time::Instant::now();
-        let res = conn
-            .peer
-            .list_tools(None)
-            .await
-            .map_err(|e| service_error(server, "health check (tools/list)", e));
-        match res {
-            Ok(_) => Ok(started.elapsed()),
-            Err(e) => {
-                if is_connection_lost(&e) || conn.is_closed() {
+        let mut again = true;
+        loop {
+            let conn = self.connection_for(&slot).await?;
+            let started = std::time::Instant::now();
+            let res = conn
+                .or_gone(conn.peer.list_tools(None))
+                .await
+                .map_err(|e| service_error(server, "health check (tools/list)", e));
+            match res {
+                Ok(_) => return Ok(started.elapsed()),
+                Err(e) => {
+                    if !(is_connection_lost(&e) || conn.is_closed()) {
+                        return Err(e);
+                    }
                     slot.invalidate(&conn);
+                    if !std::mem::take(&mut again) || !self.may_resend(server, &slot, &conn) {
+                        return Err(e);
+                    }
                 }
-                Err(e)
             }
         }
     }
@@ -499,6 +554,9 @@ impl ConnectionManager {
             .iter()
             .filter_map(|s| s.current.write().ok().and_then(|mut c| c.take()))
             .collect();
+        for c in &conns {
+            c.retired.store(true, Ordering::SeqCst);
+        }
         futures::future::join_all(conns.iter().map(|c| c.close())).await;
     }
 }

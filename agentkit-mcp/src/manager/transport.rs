@@ -147,6 +147,7 @@ pub(super) async fn connect_in_process(
     lifecycle: Lifecycle,
 ) -> Result<Connection> {
     let (client_end, server_end) = crate::inprocess::pair();
+    let wire = Wire::new(Some(server_end.1.reads()));
     server.start(server_end).map_err(|why| {
         Error::tool(
             &cfg.name,
@@ -156,9 +157,14 @@ pub(super) async fn connect_in_process(
             ),
         )
     })?;
+    let transport = Watched::new(
+        rmcp::transport::sink_stream::SinkStreamTransport::new(client_end.0, client_end.1),
+        &wire,
+        in_process_undelivered,
+    );
     let handler = client.clone();
     let running = handler
-        .serve_with_lifecycle(client_end, client_mode(lifecycle))
+        .serve_with_lifecycle(transport, client_mode(lifecycle))
         .await
         .map_err(|e| init_error(&cfg.name, format!("{e} (in-process server)")))?;
     Ok(Connection {
@@ -167,6 +173,8 @@ pub(super) async fn connect_in_process(
         client,
         pid: None,
         network: "inproc",
+        wire,
+        retired: AtomicBool::new(false),
         running: AsyncMutex::new(Some(running)),
         stop: CancellationToken::new(),
         #[cfg(feature = "client-stdio")]
@@ -187,9 +195,11 @@ pub(super) async fn connect_stdio(
     let spawned = crate::stdio::spawn(&cfg.name, &spec)?;
     let mut child = spawned.child;
     let pid = child.id();
+    let wire = Wire::new(None);
+    let transport = Watched::new(spawned.transport, &wire, stdio_undelivered);
     let handler = client.clone();
     let running = match handler
-        .serve_with_lifecycle(spawned.transport, client_mode(lifecycle))
+        .serve_with_lifecycle(transport, client_mode(lifecycle))
         .await
     {
         Ok(r) => r,
@@ -205,6 +215,8 @@ pub(super) async fn connect_stdio(
         client,
         pid,
         network: "pipe",
+        wire,
+        retired: AtomicBool::new(false),
         running: AsyncMutex::new(Some(running)),
         stop: CancellationToken::new(),
         child: AsyncMutex::new(Some(child)),
@@ -276,10 +288,15 @@ pub(super) async fn connect_http(
     if let Some(settings) = &cfg.oauth {
         let options = client.shared.oauth.clone();
         let http = crate::oauth::OAuthHttpClient::new(&cfg.name, url, settings, &options).await?;
+        let wire = Wire::new(None);
         let running = client
             .clone()
             .serve_with_lifecycle(
-                StreamableHttpClientTransport::with_client(http, config),
+                Watched::new(
+                    StreamableHttpClientTransport::with_client(http, config),
+                    &wire,
+                    http_undelivered,
+                ),
                 client_mode(lifecycle),
             )
             .await
@@ -297,7 +314,7 @@ pub(super) async fn connect_http(
                     failed(e)
                 }
             })?;
-        return Ok(http_connection(cfg, running, client));
+        return Ok(http_connection(cfg, running, client, wire));
     }
     #[cfg(not(feature = "oauth"))]
     if cfg.oauth.is_some() {
@@ -318,13 +335,18 @@ pub(super) async fn connect_http(
     // small writes, Nagle holds back the second until the first is acknowledged, and our side
     // delays that ACK once the connection has left quick-ACK mode. A fresh connection is
     // still in quick-ACK mode, so it does not stall.
-    let transport = StreamableHttpClientTransport::from_config(config);
+    let wire = Wire::new(None);
+    let transport = Watched::new(
+        StreamableHttpClientTransport::from_config(config),
+        &wire,
+        http_undelivered,
+    );
     let handler = client.clone();
     let running = handler
         .serve_with_lifecycle(transport, client_mode(lifecycle))
         .await
         .map_err(failed)?;
-    Ok(http_connection(cfg, running, client))
+    Ok(http_connection(cfg, running, client, wire))
 }
 
 #[cfg(any(feature = "client-http", feature = "client-sse"))]
@@ -332,6 +354,7 @@ fn http_connection(
     cfg: &ServerConfig,
     running: RunningService<RoleClient, AgentkitClient>,
     client: AgentkitClient,
+    wire: Arc<Wire>,
 ) -> Connection {
     Connection {
         server: cfg.name.clone(),
@@ -339,6 +362,8 @@ fn http_connection(
         client,
         pid: None,
         network: "tcp",
+        wire,
+        retired: AtomicBool::new(false),
         running: AsyncMutex::new(Some(running)),
         stop: CancellationToken::new(),
         #[cfg(feature = "client-stdio")]
@@ -398,12 +423,14 @@ pub(super) async fn connect_sse(
     })?;
     // 2024-11-05 servers know no `server/discover`: the legacy handshake is the only one.
     let _ = lifecycle;
+    let wire = Wire::new(None);
+    let transport = Watched::new(transport, &wire, http_undelivered);
     let handler = client.clone();
     let running = handler
         .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
         .await
         .map_err(|e| init_error(&cfg.name, format!("{e} (SSE url {url})")))?;
-    Ok(http_connection(cfg, running, client))
+    Ok(http_connection(cfg, running, client, wire))
 }
 
 #[cfg(not(feature = "client-sse"))]
@@ -419,4 +446,218 @@ pub(super) async fn connect_sse(
         &cfg.name,
         "HTTP+SSE MCP servers need agentkit-mcp's `client-sse` feature",
     ))
+}
+
+/// How long a connection whose server side ended waits, before closing its transport, for
+/// the requests it was sending to finish failing (so each one's fate is known).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What one connection's transport did with the requests it was handed: tells a request that
+/// provably never reached the server (safe to send again on a new connection) from one that
+/// may have (its tool may have run, and tools are not idempotent).
+///
+/// Request ids are rmcp's: numbers counting up from 0 per connection. A string id (or a
+/// number that wrapped after 2^32 requests) only ever counts as "may have reached".
+pub(super) struct Wire {
+    /// The highest numeric request id handed to the transport (-1: none). Only rmcp's service
+    /// loop hands requests over; once that loop has ended, a request with a higher id was
+    /// never handed over.
+    handed: AtomicI64,
+    /// Requests whose send failed in a way that proves nothing of them reached the server.
+    undelivered: std::sync::Mutex<Vec<i64>>,
+    /// Requests being sent (handed over, the transport's send not finished).
+    sending: AtomicUsize,
+    /// Wakes [`settle`](Self::settle) when `sending` drops to zero.
+    sent: tokio::sync::Notify,
+    /// The server's side ended: the transport's stream closed (the process exited, the
+    /// in-process server stopped, the HTTP session ended).
+    ended: AtomicBool,
+    /// Cancelled when the transport is dropped: rmcp's service loop ended. A request rmcp
+    /// queued just as its loop ended can stay in its queue unanswered; this ends the wait.
+    pub(super) gone: CancellationToken,
+    /// For an in-process server: which requests its side read.
+    inbox: Option<Arc<crate::inprocess::InboxReads>>,
+}
+
+impl Wire {
+    pub(super) fn new(inbox: Option<Arc<crate::inprocess::InboxReads>>) -> Arc<Self> {
+        Arc::new(Self {
+            handed: AtomicI64::new(-1),
+            undelivered: std::sync::Mutex::default(),
+            sending: AtomicUsize::new(0),
+            sent: tokio::sync::Notify::new(),
+            ended: AtomicBool::new(false),
+            gone: CancellationToken::new(),
+            inbox,
+        })
+    }
+
+    /// Whether the server's side of the transport ended.
+    pub(super) fn ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    /// Whether the request `id`, which failed with `TransportClosed` or `TransportSend`,
+    /// provably never reached the server. Sound only once rmcp answered the request (that
+    /// error), which it does after its service loop handed the request to the transport and
+    /// the send failed, or after the loop ended (a request never handed over is dropped then).
+    pub(super) fn never_reached(&self, id: &rmcp::model::RequestId) -> bool {
+        let rmcp::model::NumberOrString::Number(id) = *id else {
+            return false;
+        };
+        if id > self.handed.load(Ordering::SeqCst) {
+            return true;
+        }
+        if self.inbox.as_ref().is_some_and(|i| i.never_read(id)) {
+            return true;
+        }
+        let mut undelivered = self
+            .undelivered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match undelivered.iter().position(|u| *u == id) {
+            Some(at) => {
+                undelivered.swap_remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Wait (up to `within`) until no request is being sent.
+    async fn settle(&self, within: Duration) {
+        let settled = async {
+            loop {
+                let notified = self.sent.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.sending.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(within, settled).await;
+    }
+}
+
+/// One request being sent; counts in [`Wire::sending`] until dropped.
+struct Sending(Arc<Wire>);
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        if self.0.sending.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.sent.notify_waiters();
+        }
+    }
+}
+
+/// A transport that records in a [`Wire`] what happened to the requests it sends.
+pub(super) struct Watched<T: rmcp::transport::Transport<RoleClient>> {
+    inner: T,
+    wire: Arc<Wire>,
+    /// Whether a send error proves that nothing of the message reached the server.
+    undelivered: fn(&T::Error) -> bool,
+}
+
+impl<T: rmcp::transport::Transport<RoleClient>> Watched<T> {
+    pub(super) fn new(inner: T, wire: &Arc<Wire>, undelivered: fn(&T::Error) -> bool) -> Self {
+        Self {
+            inner,
+            wire: Arc::clone(wire),
+            undelivered,
+        }
+    }
+}
+
+impl<T: rmcp::transport::Transport<RoleClient>> Drop for Watched<T> {
+    fn drop(&mut self) {
+        self.wire.gone.cancel();
+    }
+}
+
+impl<T: rmcp::transport::Transport<RoleClient>> rmcp::transport::Transport<RoleClient>
+    for Watched<T>
+{
+    type Error = T::Error;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        T::name()
+    }
+
+    fn send(
+        &mut self,
+        item: rmcp::service::TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = std::result::Result<(), Self::Error>> + Send + 'static {
+        let request = match &item {
+            rmcp::model::JsonRpcMessage::Request(r) => match r.id {
+                rmcp::model::NumberOrString::Number(id) => Some(id),
+                rmcp::model::NumberOrString::String(_) => None,
+            },
+            _ => None,
+        };
+        let sending = request.map(|id| {
+            self.wire.handed.fetch_max(id, Ordering::SeqCst);
+            self.wire.sending.fetch_add(1, Ordering::SeqCst);
+            (id, Sending(Arc::clone(&self.wire)))
+        });
+        let undelivered = self.undelivered;
+        let send = self.inner.send(item);
+        async move {
+            let out = send.await;
+            if let (Err(e), Some((id, sending))) = (&out, &sending)
+                && undelivered(e)
+            {
+                sending
+                    .0
+                    .undelivered
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(*id);
+            }
+            drop(sending);
+            out
+        }
+    }
+
+    async fn receive(&mut self) -> Option<rmcp::service::RxJsonRpcMessage<RoleClient>> {
+        let message = self.inner.receive().await;
+        if message.is_none() {
+            self.wire.ended.store(true, Ordering::SeqCst);
+        }
+        message
+    }
+
+    async fn close(&mut self) -> std::result::Result<(), Self::Error> {
+        // The server's side is gone: the sends still running fail at once; let them, so that
+        // a request whose send failed without reaching the server is known as such when rmcp
+        // drops it (and the call is retried on a new connection).
+        if self.wire.ended() {
+            self.wire.settle(SETTLE_TIMEOUT).await;
+        }
+        self.inner.close().await
+    }
+}
+
+/// A write to a child's stdin that failed with a broken pipe (the child's end is closed) or
+/// after the transport closed its writer left no whole line with the server: a stdio server
+/// reads line-delimited messages and acts on a request only once it has read its newline,
+/// which is the last byte written.
+#[cfg(feature = "client-stdio")]
+fn stdio_undelivered(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::NotConnected
+    )
+}
+
+/// A message sent to an in-process server whose inbox is gone was not queued.
+fn in_process_undelivered(e: &futures::channel::mpsc::SendError) -> bool {
+    e.is_disconnected()
+}
+
+/// Over HTTP a failed POST may still have reached the server: never proof.
+#[cfg(any(feature = "client-http", feature = "client-sse"))]
+fn http_undelivered<E>(_: &E) -> bool {
+    false
 }

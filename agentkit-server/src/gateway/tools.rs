@@ -392,7 +392,13 @@ impl CallerTools {
             server: server.to_owned(),
             tool: tool.to_owned(),
             arguments,
-            timeout: ops.config().default_timeout,
+            // A task is how a client asks for a long call: it may take the longest timeout
+            // a request may ask for; a plain call waits the default.
+            timeout: if as_task {
+                ops.config().max_timeout
+            } else {
+                ops.config().default_timeout
+            },
         };
         let made = if as_task {
             crate::api::gatewayops::call_keyed_as_task(state, caller, request, key.as_deref(), &env)

@@ -67,7 +67,8 @@ pub struct GatewayConfig {
     pub max_parallel: usize,
     /// A call's timeout when the request gives none (default 30 s).
     pub default_timeout: Duration,
-    /// The longest timeout a request may ask for (default 5 min).
+    /// The longest timeout a request may ask for (default 5 min); also the timeout of a
+    /// federated `/mcp` call made as an MCP task (a client's way to ask for a long call).
     pub max_timeout: Duration,
     /// The policy every gateway call runs under (default: one that allows every tool, so
     /// calls are still audited).

@@ -86,8 +86,10 @@ pub(crate) fn pair() -> (ClientEnd, ServerEnd) {
 /// (the session's own loop would notice the stop only later).
 pub(crate) struct Inbox {
     rx: mpsc::Receiver<ClientJsonRpcMessage>,
-    /// The server's stop (set when a session starts on this inbox).
-    stop: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
+    /// The server's stop (set when a session starts on this inbox). Only looked at: the
+    /// session's task ends the session when it is cancelled; this keeps it from reading on
+    /// in between.
+    stop: Option<CancellationToken>,
     reads: Arc<InboxReads>,
 }
 
@@ -102,8 +104,10 @@ impl Stream for Inbox {
     type Item = ClientJsonRpcMessage;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(stop) = &mut self.stop
-            && std::future::Future::poll(stop.as_mut(), cx).is_ready()
+        if self
+            .stop
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
         {
             return Poll::Ready(None);
         }
@@ -276,7 +280,7 @@ impl InProcessServer {
             );
         }
         let (to_client, mut inbox) = end;
-        inbox.stop = Some(Box::pin(self.stop.clone().cancelled_owned()));
+        inbox.stop = Some(self.stop.clone());
         (self.start)((to_client, inbox), self.stop.clone())
     }
 }

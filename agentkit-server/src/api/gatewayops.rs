@@ -348,45 +348,39 @@ pub(crate) async fn call_keyed(
     key: Option<&str>,
     env: &CallEnv,
 ) -> Result<Result<CallResult, McpFailure>, idempotency::Refused> {
-    let Some(key) = key else {
-        return Ok(s.gatewayops.call(&s.platform, caller, call, env).await);
-    };
-    let keyed = keys_of(&s.gatewayops, &s.platform)
-        .once(&caller.workspace, key, call, |call| {
-            s.gatewayops.call(&s.platform, caller, call, env)
-        })
-        .await?;
-    Ok(match keyed {
-        idempotency::Keyed::Made(r) => r,
-        idempotency::Keyed::Replayed(r) => Ok(*r),
-    })
+    call_keyed_as(s, caller, call, key, env, false).await
 }
 
-/// [`call_keyed`] for a client that takes MCP Tasks (see `GatewayOps::call_as_task`): a call
-/// its policies allow is answered `running` in a durable run at once. With a `key`, a retry
-/// gets the first attempt's answer: the same run (or, if the first attempt was a plain call,
-/// its result).
+/// [`call_keyed`], or with `as_task` for a client that takes MCP Tasks (see
+/// `GatewayOps::call_as_task`): a call its policies allow is answered `running` in a durable
+/// run at once. With a `key`, a retry gets the first attempt's answer: the same run (or, if
+/// the first attempt was a plain call, its result).
 ///
 /// # Errors
 ///
 /// As [`call_keyed`].
-pub(crate) async fn call_keyed_as_task(
+pub(crate) async fn call_keyed_as(
     s: &AppState,
     caller: &Caller,
     call: Call,
     key: Option<&str>,
     env: &CallEnv,
+    as_task: bool,
 ) -> Result<Result<CallResult, McpFailure>, idempotency::Refused> {
+    let make = |call: Call| async move {
+        if as_task {
+            s.gatewayops
+                .call_as_task(&s.platform, caller, call, env)
+                .await
+        } else {
+            s.gatewayops.call(&s.platform, caller, call, env).await
+        }
+    };
     let Some(key) = key else {
-        return Ok(s
-            .gatewayops
-            .call_as_task(&s.platform, caller, call, env)
-            .await);
+        return Ok(make(call).await);
     };
     let keyed = keys_of(&s.gatewayops, &s.platform)
-        .once(&caller.workspace, key, call, |call| {
-            s.gatewayops.call_as_task(&s.platform, caller, call, env)
-        })
+        .once(&caller.workspace, key, call, make)
         .await?;
     Ok(match keyed {
         idempotency::Keyed::Made(r) => r,

@@ -400,12 +400,15 @@ impl CallerTools {
                 ops.config().default_timeout
             },
         };
-        let made = if as_task {
-            crate::api::gatewayops::call_keyed_as_task(state, caller, request, key.as_deref(), &env)
-                .await
-        } else {
-            crate::api::gatewayops::call_keyed(state, caller, request, key.as_deref(), &env).await
-        };
+        let made = crate::api::gatewayops::call_keyed_as(
+            state,
+            caller,
+            request,
+            key.as_deref(),
+            &env,
+            as_task,
+        )
+        .await;
         let made = made.map_err(|refused| match refused {
             crate::gatewayops::idempotency::Refused::Unchecked(e) => ErrorData::internal_error(
                 format!(

@@ -207,8 +207,10 @@ impl Connection {
             jsonrpc.request.id = tracing::field::Empty,
             error.type = tracing::field::Empty,
         );
-        let out = self
-            .call_tool_in_span(params, ctx, timeout)
+        // Boxed: the call's future is kilobytes (rmcp's request, the wait for its answer and
+        // its cancellation paths); in place, every caller's future would carry it and each
+        // await of it would copy it again.
+        let out = Box::pin(self.call_tool_in_span(params, ctx, timeout))
             .instrument(span.clone())
             .await;
         match &out {

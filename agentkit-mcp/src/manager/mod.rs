@@ -406,7 +406,9 @@ impl ConnectionManager {
             };
             connect(config, shared, Arc::clone(&slot.lists_epoch), lifecycle).await
         };
-        match attempt.await {
+        // Boxed: connecting (a child process, an HTTP handshake, OAuth) is a large future
+        // that runs rarely; in place it would make every call's future that large.
+        match Box::pin(attempt).await {
             Ok(conn) => {
                 let conn = Arc::new(conn);
                 *slot.backoff.lock().unwrap_or_else(|p| p.into_inner()) = None;

@@ -489,3 +489,25 @@ async fn over_a_byte_stream_a_panicking_call_is_answered_at_once() {
     assert_eq!(text(&r), "on");
     client.cancel().await.unwrap();
 }
+
+/// What a call in flight holds of the client: its future is small, whatever the build (the
+/// connect path and the request's own future are boxed where they are awaited). Before, a
+/// `ConnectionManager::call_tool` future was 10,736 bytes (debug and release builds alike),
+/// carried by every caller's future and copied at each await.
+#[tokio::test]
+async fn a_call_in_flight_holds_a_small_future() {
+    let manager = ConnectionManager::new([ServerConfig::in_process("up", server())]);
+    let ctx = RunContext::new();
+    let call = manager.call_tool("up", "echo", args(json!({"text": "x"})), &ctx);
+    let size = std::mem::size_of_val(&call);
+    eprintln!("ConnectionManager::call_tool future: {size} bytes");
+    assert!(size <= 4096, "a call's future is {size} bytes");
+    assert_eq!(text(&call.await.unwrap()), "x");
+    let conn = manager.connection("up").await.unwrap();
+    let call = conn.call_tool("echo", args(json!({"text": "y"})), &ctx, None);
+    let size = std::mem::size_of_val(&call);
+    eprintln!("Connection::call_tool future: {size} bytes");
+    assert!(size <= 4096, "a call's future is {size} bytes");
+    assert_eq!(text(&call.await.unwrap()), "y");
+    manager.shutdown().await;
+}

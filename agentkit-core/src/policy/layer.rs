@@ -77,6 +77,20 @@ impl PolicyLayer {
         self.audit = Some(sink);
         self
     }
+
+    /// What this layer would decide about `req` (its own policy and those its scope finds,
+    /// the most restrictive winning), with nothing audited, journaled or counted: for a caller
+    /// that must know the verdict before it chooses how to make the call. `None` when no
+    /// policy applies.
+    #[must_use]
+    pub fn decide(&self, req: &ToolRequest) -> Option<Decision> {
+        let scoped = self
+            .scope
+            .as_ref()
+            .map(|s| s.policies(&req.ctx))
+            .unwrap_or_default();
+        decide_all(self.policy.as_ref(), &scoped, req)
+    }
 }
 
 /// The decision of every policy that applies, combined: the first most restrictive one;
@@ -337,6 +351,47 @@ mod tests {
                 Ok::<_, String>(format!("{name} done"))
             }
         })
+    }
+
+    /// `decide` answers what the layer's call would: the most restrictive of its own policy
+    /// and its scope's, naming the one that decided; nothing when no policy applies; nothing
+    /// audited either way.
+    #[test]
+    fn decide_combines_own_and_scoped_policies_without_auditing() {
+        struct Denies(Policy);
+        impl PolicyScope for Denies {
+            fn policies(&self, _: &RunContext) -> Vec<Policy> {
+                vec![self.0.clone()]
+            }
+        }
+        let own = Policy::compile("own", &PolicySpec::new()).unwrap();
+        let workspace = Policy::compile(
+            "workspace",
+            &PolicySpec::new().with_denied_tools(["fs__write_*"]),
+        )
+        .unwrap();
+        let audit = Arc::new(MemoryAuditLog::new());
+        let layer = PolicyLayer::new(own)
+            .with_scope(Arc::new(Denies(workspace)))
+            .with_audit(audit.clone());
+        let req = |name: &str| ToolRequest::new("c", name, json!({}), RunContext::new());
+        let denied = layer.decide(&req("fs__write_file")).unwrap();
+        assert_eq!(denied.verdict, Verdict::Deny);
+        assert_eq!(denied.policy, "workspace");
+        let allowed = layer.decide(&req("fs__read_file")).unwrap();
+        assert_eq!(allowed.verdict, Verdict::Allow);
+        struct Nothing;
+        impl PolicyScope for Nothing {
+            fn policies(&self, _: &RunContext) -> Vec<Policy> {
+                Vec::new()
+            }
+        }
+        assert!(
+            PolicyLayer::scoped(Arc::new(Nothing))
+                .decide(&req("fs__write_file"))
+                .is_none()
+        );
+        assert!(audit.entries().is_empty());
     }
 
     #[tokio::test]

@@ -930,34 +930,40 @@ impl GatewayOps {
         durable::run_as_task(platform, caller, call, env).await
     }
 
-    /// What the policies that apply to `call` by `caller` decide about it (the gateway's or
-    /// the caller's platform's, the workspace's and the key's; the most restrictive wins), as
-    /// the policy layer would outside a run, with nothing audited or counted: the call's own
-    /// pass through the layer does that.
+    /// What the policies that apply to `call` by `caller` decide about it (see
+    /// [`policy_layer`](Self::policy_layer)), as the layer would outside a run, with nothing
+    /// audited or counted: the call's own pass through the layer does that.
     fn verdict(
         &self,
         caller: &Caller,
         call: &Call,
         env: &CallEnv,
     ) -> agentkit_core::policy::Verdict {
-        let own = match &env.platform {
+        let req = ToolRequest::new(
+            call.id.clone(),
+            tool_name(&call.server, &call.tool),
+            Value::Object(call.arguments.clone()),
+            RunContext::new().with_principal(caller.principal()),
+        );
+        self.policy_layer(env)
+            .decide(&req)
+            .map_or(agentkit_core::policy::Verdict::Allow, |d| d.verdict)
+    }
+
+    /// The policies a call through `env` passes: the gateway's (or the caller's platform's),
+    /// and the caller's workspace's and key's; the most restrictive verdict wins.
+    fn policy_layer(&self, env: &CallEnv) -> PolicyLayer {
+        let policy = match &env.platform {
             Some(p) => p.policy(),
             None => self.policy.clone(),
         };
-        let scoped = if self.config.principal_policies.is_empty() {
-            Vec::new()
+        let layer = PolicyLayer::new(policy);
+        if self.config.principal_policies.is_empty() {
+            layer
         } else {
-            use agentkit_core::policy::PolicyScope;
-            let ctx = RunContext::new().with_principal(caller.principal());
-            self.config.principal_policies.policies(&ctx)
-        };
-        let name = tool_name(&call.server, &call.tool);
-        let arguments = Value::Object(call.arguments.clone());
-        std::iter::once(&own)
-            .chain(scoped.iter())
-            .map(|p| p.decide(&name, &arguments, &[]).verdict)
-            .max_by_key(|v| v.severity())
-            .unwrap_or(agentkit_core::policy::Verdict::Allow)
+            layer.with_scope(Arc::clone(&self.config.principal_policies)
+                as Arc<dyn agentkit_core::policy::PolicyScope>)
+        }
     }
 
     /// Make one call in `ctx` (a gateway call's, or a durable run's): `defer` outside a run,
@@ -1024,10 +1030,6 @@ impl GatewayOps {
             defer,
             asked: Mutex::new(None),
         });
-        let policy = match &env.platform {
-            Some(p) => p.policy(),
-            None => self.policy.clone(),
-        };
         let inner = if self.config.safety.is_active() {
             ToolService::new(
                 self.config
@@ -1039,12 +1041,10 @@ impl GatewayOps {
         } else {
             inner
         };
-        let mut layer = PolicyLayer::new(policy).with_audit(capture.clone() as Arc<dyn AuditSink>);
-        if !self.config.principal_policies.is_empty() {
-            layer = layer.with_scope(Arc::clone(&self.config.principal_policies)
-                as Arc<dyn agentkit_core::policy::PolicyScope>);
-        }
-        let svc = layer.layer(inner);
+        let svc = self
+            .policy_layer(env)
+            .with_audit(capture.clone() as Arc<dyn AuditSink>)
+            .layer(inner);
         let mut ctx = ctx.with_timeout(call.timeout);
         if let Some(f) = &env.progress {
             let (f, id) = (Arc::clone(f), call.id.clone());

@@ -455,3 +455,67 @@ async fn two_processes_appending_to_one_sqlite_file_make_one_chain() {
     let calls = chained_calls(&audit_c, "acme/prod", 242).await;
     assert_eq!(&calls[240..], ["late", "later"]);
 }
+
+/// Two processes on one SQLite file appending to the same chain in waves, each with a batch
+/// queued behind the one being committed (a writer chains its next batch after the end the
+/// batch in flight will give): every event is stored once and the chain has no gap, also when
+/// the other process took the positions the batch in flight was to fill (its successor then
+/// stores nothing and is chained again after the real end). One process alone keeps its
+/// writer's marker document only while it writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_queued_behind_each_other_by_two_processes_leave_no_gap() {
+    use agentkit_core::policy::AuditSink;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let (audit_a, audit_b) = (StoreAudit::new(Arc::clone(&a)), StoreAudit::new(b));
+    let mut total = 0;
+    for wave in 0..20 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..64 {
+            let audit = if (i + wave) % 3 == 0 {
+                audit_b.clone()
+            } else {
+                audit_a.clone()
+            };
+            let call = format!("w{wave}c{i}");
+            tasks.spawn(async move { audit.record(audit_event("acme", &call)).await });
+            if i % 16 == 15 {
+                // Let the writers start a batch, so the next appends queue behind it.
+                tokio::task::yield_now().await;
+            }
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap().unwrap();
+        }
+        total += 64;
+        assert_eq!(
+            audit_a.verify("acme/prod").await.unwrap(),
+            total as u64,
+            "wave {wave}"
+        );
+    }
+    let mut calls = chained_calls(&audit_b, "acme/prod", total).await;
+    calls.sort();
+    calls.dedup();
+    assert_eq!(calls.len(), total, "every event once");
+    // The writers' marker documents go when their logs do.
+    drop((audit_a, audit_b));
+    let mut gone = false;
+    for _ in 0..200 {
+        if a.doc_list("audit_writer", "", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        gone,
+        "the writers' marker documents are deleted when they stop"
+    );
+}

@@ -456,19 +456,16 @@ async fn two_processes_appending_to_one_sqlite_file_make_one_chain() {
     assert_eq!(&calls[240..], ["late", "later"]);
 }
 
-/// Two processes on one SQLite file appending to the same chain in waves, each with a batch
-/// queued behind the one being committed (a writer chains its next batch after the end the
-/// batch in flight will give): every event is stored once and the chain has no gap, also when
-/// the other process took the positions the batch in flight was to fill (its successor then
-/// stores nothing and is chained again after the real end). One process alone keeps its
-/// writer's marker document only while it writes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batches_queued_behind_each_other_by_two_processes_leave_no_gap() {
+/// Two processes appending to the same chain in waves, each with a batch queued behind the
+/// one being committed (a writer chains its next batch after the end the batch in flight will
+/// give): every event is stored once and the chain has no gap, also when the other process
+/// took the positions the batch in flight was to fill (its successor then stores nothing and
+/// is chained again after the real end). The writers' marker documents go when they stop.
+async fn two_writers_in_waves_leave_no_gap(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     use agentkit_core::policy::AuditSink;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shared.db");
-    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
-    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    // A chain of its own, also on a database other tests share.
+    let org = format!("waves{}", uuid::Uuid::new_v4().simple());
+    let ws = format!("{org}/prod");
     let (audit_a, audit_b) = (StoreAudit::new(Arc::clone(&a)), StoreAudit::new(b));
     let mut total = 0;
     for wave in 0..20 {
@@ -479,8 +476,8 @@ async fn batches_queued_behind_each_other_by_two_processes_leave_no_gap() {
             } else {
                 audit_a.clone()
             };
-            let call = format!("w{wave}c{i}");
-            tasks.spawn(async move { audit.record(audit_event("acme", &call)).await });
+            let (org, call) = (org.clone(), format!("w{wave}c{i}"));
+            tasks.spawn(async move { audit.record(audit_event(&org, &call)).await });
             if i % 16 == 15 {
                 // Let the writers start a batch, so the next appends queue behind it.
                 tokio::task::yield_now().await;
@@ -491,20 +488,19 @@ async fn batches_queued_behind_each_other_by_two_processes_leave_no_gap() {
         }
         total += 64;
         assert_eq!(
-            audit_a.verify("acme/prod").await.unwrap(),
+            audit_a.verify(&ws).await.unwrap(),
             total as u64,
             "wave {wave}"
         );
     }
-    let mut calls = chained_calls(&audit_b, "acme/prod", total).await;
+    let mut calls = chained_calls(&audit_b, &ws, total).await;
     calls.sort();
     calls.dedup();
     assert_eq!(calls.len(), total, "every event once");
-    // The writers' marker documents go when their logs do.
     drop((audit_a, audit_b));
     let mut gone = false;
     for _ in 0..200 {
-        if a.doc_list("audit_writer", "", None, 10)
+        if a.doc_list("audit_writer", &format!("{ws}/"), None, 10)
             .await
             .unwrap()
             .is_empty()
@@ -518,4 +514,37 @@ async fn batches_queued_behind_each_other_by_two_processes_leave_no_gap() {
         gone,
         "the writers' marker documents are deleted when they stop"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_queued_behind_each_other_by_two_processes_leave_no_gap_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    two_writers_in_waves_leave_no_gap(a, b).await;
+}
+
+#[cfg(feature = "postgres")]
+#[path = "../../agentkit-runtime/tests/common/pg.rs"]
+#[allow(unreachable_pub, dead_code)]
+mod pg;
+
+/// The same on PostgreSQL, where two batches of one writer may run at once on two
+/// connections (the writer then stops queueing one behind the other).
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_queued_behind_each_other_by_two_processes_leave_no_gap_on_postgres() {
+    let pg = pg::Pg::start();
+    let a: Arc<dyn Store> = Arc::new(
+        agentkit_runtime::PostgresStore::connect(&pg.url)
+            .await
+            .unwrap(),
+    );
+    let b: Arc<dyn Store> = Arc::new(
+        agentkit_runtime::PostgresStore::connect(&pg.url)
+            .await
+            .unwrap(),
+    );
+    two_writers_in_waves_leave_no_gap(a, b).await;
 }

@@ -456,17 +456,15 @@ async fn two_processes_appending_to_one_sqlite_file_make_one_chain() {
     assert_eq!(&calls[240..], ["late", "later"]);
 }
 
-/// Two processes appending to the same chain in waves, each with a batch queued behind the
-/// one being committed (a writer chains its next batch after the end the batch in flight will
-/// give): every event is stored once and the chain has no gap, also when the other process
-/// took the positions the batch in flight was to fill (its successor then stores nothing and
-/// is chained again after the real end). The writers' marker documents go when they stop.
+/// Two processes appending to the same chain in waves of 64 concurrent appends, split
+/// unevenly between them: every event is stored once and the chain verifies after every wave
+/// (a writer whose positions the other took chains its events again after the real end).
 async fn two_writers_in_waves_leave_no_gap(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     use agentkit_core::policy::AuditSink;
     // A chain of its own, also on a database other tests share.
     let org = format!("waves{}", uuid::Uuid::new_v4().simple());
     let ws = format!("{org}/prod");
-    let (audit_a, audit_b) = (StoreAudit::new(Arc::clone(&a)), StoreAudit::new(b));
+    let (audit_a, audit_b) = (StoreAudit::new(a), StoreAudit::new(b));
     let mut total = 0;
     for wave in 0..20 {
         let mut tasks = tokio::task::JoinSet::new();
@@ -479,7 +477,7 @@ async fn two_writers_in_waves_leave_no_gap(a: Arc<dyn Store>, b: Arc<dyn Store>)
             let (org, call) = (org.clone(), format!("w{wave}c{i}"));
             tasks.spawn(async move { audit.record(audit_event(&org, &call)).await });
             if i % 16 == 15 {
-                // Let the writers start a batch, so the next appends queue behind it.
+                // Let the writers start a batch, so the next appends meet one in flight.
                 tokio::task::yield_now().await;
             }
         }
@@ -497,27 +495,10 @@ async fn two_writers_in_waves_leave_no_gap(a: Arc<dyn Store>, b: Arc<dyn Store>)
     calls.sort();
     calls.dedup();
     assert_eq!(calls.len(), total, "every event once");
-    drop((audit_a, audit_b));
-    let mut gone = false;
-    for _ in 0..200 {
-        if a.doc_list("audit_writer", &format!("{ws}/"), None, 10)
-            .await
-            .unwrap()
-            .is_empty()
-        {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(
-        gone,
-        "the writers' marker documents are deleted when they stop"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batches_queued_behind_each_other_by_two_processes_leave_no_gap_on_sqlite() {
+async fn two_processes_appending_in_waves_leave_no_gap_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shared.db");
     let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
@@ -530,11 +511,10 @@ async fn batches_queued_behind_each_other_by_two_processes_leave_no_gap_on_sqlit
 #[allow(unreachable_pub, dead_code)]
 mod pg;
 
-/// The same on PostgreSQL, where two batches of one writer may run at once on two
-/// connections (the writer then stops queueing one behind the other).
+/// The same on PostgreSQL.
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batches_queued_behind_each_other_by_two_processes_leave_no_gap_on_postgres() {
+async fn two_processes_appending_in_waves_leave_no_gap_on_postgres() {
     let pg = pg::Pg::start();
     let a: Arc<dyn Store> = Arc::new(
         agentkit_runtime::PostgresStore::connect(&pg.url)

@@ -7,6 +7,8 @@
 //! kill is made again on a new process, and so are the aggregator's read-only requests
 //! (listing tools, prompts and resources, reading a resource, getting a prompt): right after
 //! a kill the manager has not noticed, and while a read is in flight when the server dies.
+//! The stdio→HTTP bridge in front of it answers resource reads and prompts right after a
+//! kill too, and a bridge built right after a kill mirrors the new process.
 //!
 //! The server is a real child process: this test binary itself, started with
 //! `--serve-stdio` (so the file has its own `main`: `harness = false` in Cargo.toml, and
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentkit_core::{RunContext, ToolSource};
+use agentkit_mcp::bridge::bridge_server;
 use agentkit_mcp::rmcp::model::{
     CallToolResult, ContentBlock, GetPromptResult, JsonObject, Prompt, PromptMessage,
     ReadResourceResult, Resource, ResourceContents, Role,
@@ -36,13 +39,14 @@ const RUNS: &str = "STDIO_RESTART_RUNS";
 /// The server's variable: start a grandchild holding stdout open and note its pid here.
 const HOLDER: &str = "STDIO_RESTART_HOLDER";
 
-const TESTS: [&str; 6] = [
+const TESTS: [&str; 7] = [
     "a_killed_stdio_server_answers_the_next_call_from_a_new_process",
     "a_call_sent_to_a_killed_server_before_its_death_was_noticed_goes_to_a_new_process",
     "a_call_in_flight_when_the_server_is_killed_runs_once_and_fails",
     "a_health_check_right_after_a_kill_checks_a_new_process",
     "reads_right_after_a_kill_are_answered_by_a_new_process",
     "a_read_in_flight_when_the_server_is_killed_is_made_again_on_a_new_process",
+    "a_bridge_answers_reads_right_after_its_upstream_is_killed",
 ];
 
 fn main() {
@@ -120,9 +124,12 @@ fn main() {
             "reads_right_after_a_kill_are_answered_by_a_new_process" => {
                 runtime.block_on(reads_right_after_a_kill_are_answered_by_a_new_process());
             }
-            _ => runtime.block_on(
-                a_read_in_flight_when_the_server_is_killed_is_made_again_on_a_new_process(),
-            ),
+            "a_read_in_flight_when_the_server_is_killed_is_made_again_on_a_new_process" => {
+                runtime.block_on(
+                    a_read_in_flight_when_the_server_is_killed_is_made_again_on_a_new_process(),
+                );
+            }
+            _ => runtime.block_on(a_bridge_answers_reads_right_after_its_upstream_is_killed()),
         }
         println!("test {t} ... ok");
     }
@@ -602,4 +609,85 @@ async fn a_read_in_flight_when_the_server_is_killed_is_made_again_on_a_new_proce
     exited(pid).await;
     manager.shutdown().await;
     common::assert_gone(new_pid).await;
+}
+
+/// Kill the server of `manager` and wait until it is gone, its death not noticed (a helper
+/// holds its stdout open); returns its pid.
+async fn kill_unnoticed(manager: &ConnectionManager) -> u32 {
+    let pid = pid_of(manager);
+    kill9(pid);
+    exited(pid).await;
+    let stale = manager
+        .existing_connection("s")
+        .expect("the death is not noticed");
+    assert_eq!(stale.process_id(), Some(pid));
+    assert!(!stale.is_closed());
+    pid
+}
+
+async fn a_bridge_answers_reads_right_after_its_upstream_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let holder_file = dir.path().join("holder");
+    let manager = ConnectionManager::new([
+        server(dir.path()).with_env(HOLDER, holder_file.display().to_string())
+    ]);
+    let holder = || -> u32 {
+        std::fs::read_to_string(&holder_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    manager.health_check("s").await.unwrap();
+    let mut holders = vec![holder()];
+
+    // A bridge built right after a kill lists the new process.
+    let killed = kill_unnoticed(&manager).await;
+    let bridge = bridge_server(&manager, "s")
+        .await
+        .unwrap_or_else(|e| panic!("a bridge built right after a kill: {e}"))
+        .build();
+    assert_ne!(pid_of(&manager), killed);
+    holders.push(holder());
+    assert_eq!(bridge.tool_names(), ["echo", "work"]);
+
+    // Its clients' reads right after a kill are answered by a new process.
+    let front = ConnectionManager::new([ServerConfig::in_process("b", bridge)]);
+    let aggregator = McpAggregator::new(front.clone(), ["b"]);
+    assert_eq!(
+        aggregator.list_resources().await.unwrap()["b"].len(),
+        2,
+        "the bridge mirrors the resources"
+    );
+    for round in 1..=2 {
+        let killed = kill_unnoticed(&manager).await;
+        let read = aggregator
+            .read_resource("b", "note://greeting")
+            .await
+            .unwrap_or_else(|e| panic!("resources/read through the bridge, round {round}: {e}"));
+        assert_eq!(resource_text(&read), "hello");
+        assert_ne!(pid_of(&manager), killed);
+        holders.push(holder());
+
+        let killed = kill_unnoticed(&manager).await;
+        let prompt = aggregator
+            .get_prompt("b", "greet", args(json!({"name": "Ada"})))
+            .await
+            .unwrap_or_else(|e| panic!("prompts/get through the bridge, round {round}: {e}"));
+        assert_eq!(prompt_text(&prompt), "Hello, Ada");
+        assert_ne!(pid_of(&manager), killed);
+        holders.push(holder());
+    }
+    assert_eq!(manager.connect_count("s").unwrap(), 6);
+
+    front.shutdown().await;
+    let last = pid_of(&manager);
+    manager.shutdown().await;
+    common::assert_gone(last).await;
+    for h in holders {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &h.to_string()])
+            .status();
+        exited(h).await;
+    }
 }

@@ -50,7 +50,10 @@ struct Cached {
 /// and at most 64 characters (shortened deterministically). A call by the server's own tool
 /// name works when exactly one server has such a tool. Tool lists are cached per server and
 /// refreshed when the server sends `tools/list_changed` (legacy) or through `subscriptions/listen`
-/// (2026-07-28), and after a reconnect. Prompts and resources are listed and read too.
+/// (2026-07-28), and after a reconnect. Prompts and resources are listed and read too. These
+/// requests only read, so one whose connection turns out lost (the server died and is back)
+/// is made again, once, on a new connection ([`ConnectionManager::read_only`]): the first
+/// listing after a crash does not fail.
 ///
 /// ```no_run
 /// use agentkit_core::{RunContext, ToolSource};
@@ -145,13 +148,16 @@ impl McpAggregator {
         {
             return Ok(Arc::clone(&c.tools));
         }
-        let conn = self.manager.connection(server).await?;
-        // Read the epoch after connecting: a reconnect bumps it.
-        let epoch = self.manager.lists_epoch(server)?;
+        let manager = &self.manager;
+        let (epoch, tools) = manager
+            .read_only(server, |conn| async move {
+                // Read the epoch after connecting: a reconnect bumps it.
+                let epoch = manager.lists_epoch(server)?;
+                Ok((epoch, conn.list_tools().await?))
+            })
+            .await?;
         let config = self.manager.server_config(server);
-        let tools: Vec<Tool> = conn
-            .list_tools()
-            .await?
+        let tools: Vec<Tool> = tools
             .into_iter()
             .filter(|t| config.as_ref().is_none_or(|c| c.offers_tool(&t.name)))
             .collect();
@@ -244,15 +250,19 @@ impl McpAggregator {
     pub async fn list_prompts(&self) -> Result<BTreeMap<String, Vec<Prompt>>> {
         let mut out = BTreeMap::new();
         for s in &self.servers {
-            let conn = self.manager.connection(s).await?;
-            let supports = conn
-                .peer_info()
-                .is_none_or(|i| i.capabilities.prompts.is_some());
-            let prompts = if supports {
-                conn.list_prompts().await?
-            } else {
-                Vec::new()
-            };
+            let prompts = self
+                .manager
+                .read_only(s, |conn| async move {
+                    let supports = conn
+                        .peer_info()
+                        .is_none_or(|i| i.capabilities.prompts.is_some());
+                    if supports {
+                        conn.list_prompts().await
+                    } else {
+                        Ok(Vec::new())
+                    }
+                })
+                .await?;
             out.insert(s.clone(), prompts);
         }
         Ok(out)
@@ -262,15 +272,19 @@ impl McpAggregator {
     pub async fn list_resources(&self) -> Result<BTreeMap<String, Vec<Resource>>> {
         let mut out = BTreeMap::new();
         for s in &self.servers {
-            let conn = self.manager.connection(s).await?;
-            let supports = conn
-                .peer_info()
-                .is_none_or(|i| i.capabilities.resources.is_some());
-            let resources = if supports {
-                conn.list_resources().await?
-            } else {
-                Vec::new()
-            };
+            let resources = self
+                .manager
+                .read_only(s, |conn| async move {
+                    let supports = conn
+                        .peer_info()
+                        .is_none_or(|i| i.capabilities.resources.is_some());
+                    if supports {
+                        conn.list_resources().await
+                    } else {
+                        Ok(Vec::new())
+                    }
+                })
+                .await?;
             out.insert(s.clone(), resources);
         }
         Ok(out)
@@ -280,9 +294,7 @@ impl McpAggregator {
     pub async fn read_resource(&self, server: &str, uri: &str) -> Result<ReadResourceResult> {
         self.check_server(server)?;
         self.manager
-            .connection(server)
-            .await?
-            .read_resource(uri)
+            .read_only(server, |conn| async move { conn.read_resource(uri).await })
             .await
     }
 
@@ -295,9 +307,10 @@ impl McpAggregator {
     ) -> Result<GetPromptResult> {
         self.check_server(server)?;
         self.manager
-            .connection(server)
-            .await?
-            .get_prompt(name, arguments)
+            .read_only(server, |conn| {
+                let arguments = arguments.clone();
+                async move { conn.get_prompt(name, arguments).await }
+            })
             .await
     }
 

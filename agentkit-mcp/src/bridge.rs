@@ -38,8 +38,22 @@ fn forward_error(e: &Error) -> ErrorData {
 /// # let _ = app; Ok(()) }
 /// ```
 pub async fn bridge_server(manager: &ConnectionManager, server: &str) -> Result<McpServerBuilder> {
-    let conn = manager.connection(server).await?;
-    let info = conn.peer_info();
+    // Servers without resources or prompts answer "method not found": mirror what exists.
+    let (info, tools, resources, prompts) = manager
+        .read_only(server, |conn| async move {
+            let tools = conn.list_tools().await?;
+            let resources = conn.list_resources().await;
+            let prompts = conn.list_prompts().await;
+            // A listing of resources or prompts failed by a lost connection is no "method
+            // not found": fail, so that everything is listed again on a new connection.
+            if conn.is_closed() {
+                let resources = resources?;
+                let prompts = prompts?;
+                return Ok((conn.peer_info(), tools, Ok(resources), Ok(prompts)));
+            }
+            Ok((conn.peer_info(), tools, resources, prompts))
+        })
+        .await?;
     let (name, version) = info
         .as_ref()
         .and_then(|i| i.server_info.as_ref())
@@ -47,7 +61,7 @@ pub async fn bridge_server(manager: &ConnectionManager, server: &str) -> Result<
         .unwrap_or_else(|| (server.to_owned(), "0.0.0".to_owned()));
     let mut builder = McpServerBuilder::new(name, version);
 
-    for tool in conn.list_tools().await? {
+    for tool in tools {
         let manager = manager.clone();
         let server = server.to_owned();
         let tool_name = tool.name.to_string();
@@ -66,8 +80,7 @@ pub async fn bridge_server(manager: &ConnectionManager, server: &str) -> Result<
         builder = builder.tool(tool, handler);
     }
 
-    // Servers without resources or prompts answer "method not found": mirror what exists.
-    if let Ok(resources) = conn.list_resources().await {
+    if let Ok(resources) = resources {
         for resource in resources {
             let manager = manager.clone();
             let server = server.to_owned();
@@ -75,11 +88,9 @@ pub async fn bridge_server(manager: &ConnectionManager, server: &str) -> Result<
                 let manager = manager.clone();
                 let server = server.clone();
                 Box::pin(async move {
-                    let conn = manager
-                        .connection(&server)
-                        .await
-                        .map_err(|e| forward_error(&e))?;
-                    conn.read_resource(&uri)
+                    let uri = &uri;
+                    manager
+                        .read_only(&server, |conn| async move { conn.read_resource(uri).await })
                         .await
                         .map_err(|e| forward_error(&e))
                 })
@@ -87,7 +98,7 @@ pub async fn bridge_server(manager: &ConnectionManager, server: &str) -> Result<
             builder = builder.resource(resource, handler);
         }
     }
-    if let Ok(prompts) = conn.list_prompts().await {
+    if let Ok(prompts) = prompts {
         for prompt in prompts {
             let manager = manager.clone();
             let server = server.to_owned();
@@ -97,11 +108,12 @@ pub async fn bridge_server(manager: &ConnectionManager, server: &str) -> Result<
                 let server = server.clone();
                 let prompt_name = prompt_name.clone();
                 Box::pin(async move {
-                    let conn = manager
-                        .connection(&server)
-                        .await
-                        .map_err(|e| forward_error(&e))?;
-                    conn.get_prompt(&prompt_name, args)
+                    let prompt_name = &prompt_name;
+                    manager
+                        .read_only(&server, |conn| {
+                            let args = args.clone();
+                            async move { conn.get_prompt(prompt_name, args).await }
+                        })
                         .await
                         .map_err(|e| forward_error(&e))
                 })

@@ -168,11 +168,9 @@ impl Platform {
             server: name.to_owned(),
             source,
         };
+        // Made again on a new connection when the server turned out to be gone (it reads only).
         let tools = manager
-            .connection(name)
-            .await
-            .map_err(upstream)?
-            .list_tools()
+            .read_only(name, |conn| async move { conn.list_tools().await })
             .await
             .map_err(upstream)?;
         Ok(tools

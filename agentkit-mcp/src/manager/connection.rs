@@ -4,6 +4,9 @@ use super::*;
 use tracing::Instrument;
 
 /// A live connection to one server. Cheap to clone (an `Arc`).
+///
+/// Its requests are made on this connection only: one fails when the connection is lost.
+/// [`ConnectionManager::read_only`] makes a read-only request again on a new connection then.
 pub struct Connection {
     pub(super) server: String,
     pub(super) peer: Peer<RoleClient>,

@@ -139,7 +139,9 @@ pub trait ConfigResolver: Send + Sync {
 ///   error naming it (its tool may have run, so it is not sent again); a call that provably
 ///   never reached it (it was still queued, or writing it failed: a broken pipe to an exited
 ///   child, an in-process server that stopped before reading it) is sent again, once, on the
-///   new connection, without an error.
+///   new connection, without an error. A read-only request (a list, a resource read, a
+///   prompt, a health check: [`read_only`](Self::read_only)) is made again, once, on a new
+///   connection whenever its connection turns out lost.
 /// - [`shutdown`](Self::shutdown) closes every connection and leaves no child process behind.
 ///
 /// Cheap to clone; clones share connections.
@@ -150,7 +152,7 @@ pub trait ConfigResolver: Send + Sync {
 /// let manager = ConnectionManager::new([
 ///     ServerConfig::stdio("fs", "npx", ["-y", "@modelcontextprotocol/server-filesystem", "."]),
 /// ]);
-/// let tools = manager.connection("fs").await?.list_tools().await?;
+/// let tools = manager.read_only("fs", |c| async move { c.list_tools().await }).await?;
 /// println!("{} tools", tools.len());
 /// manager.shutdown().await;
 /// # Ok(()) }
@@ -513,24 +515,29 @@ impl ConnectionManager {
             && self.slot(server).is_ok_and(|s| Arc::ptr_eq(&s, slot))
     }
 
-    /// Check that `server` answers (connecting if needed); returns the round-trip time of a
-    /// `tools/list` request.
+    /// Make a read-only request to `server` (connecting if needed): `request` gets the live
+    /// connection and makes the request on it, e.g.
+    /// `manager.read_only("fs", |c| async move { c.list_tools().await })`.
     ///
-    /// `tools/list` only reads, so when the connection turns out to be lost the check is made
-    /// again, once, on a new connection, even if the request may have reached the server: the
-    /// answer is about the server, not about a connection already gone.
-    pub async fn health_check(&self, server: &str) -> Result<Duration> {
+    /// When the connection turns out to be lost (the server exited or stopped, its session
+    /// dropped), `request` is called again, once, with a new connection, even if the first
+    /// request may have reached the server: the caller sees no error for a server that is
+    /// back. So use it only for requests that change nothing on the server (`tools/list`,
+    /// `prompts/list`, `resources/list`, `resources/read`, `prompts/get`); a tool call goes
+    /// through [`call_tool`](Self::call_tool), which sends a call again only when it never
+    /// reached the server. Not sent again: after [`shutdown`](Self::shutdown), or when the
+    /// server was replaced or removed meanwhile. Any other error is returned as is.
+    pub async fn read_only<T, F, Fut>(&self, server: &str, mut request: F) -> Result<T>
+    where
+        F: FnMut(Arc<Connection>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
         let slot = self.slot(server)?;
         let mut again = true;
         loop {
             let conn = self.connection_for(&slot).await?;
-            let started = std::time::Instant::now();
-            let res = conn
-                .or_gone(conn.peer.list_tools(None))
-                .await
-                .map_err(|e| service_error(server, "health check (tools/list)", e));
-            match res {
-                Ok(_) => return Ok(started.elapsed()),
+            match request(Arc::clone(&conn)).await {
+                Ok(out) => return Ok(out),
                 Err(e) => {
                     if !(is_connection_lost(&e) || conn.is_closed()) {
                         return Err(e);
@@ -539,9 +546,32 @@ impl ConnectionManager {
                     if !std::mem::take(&mut again) || !self.may_resend(server, &slot, &conn) {
                         return Err(e);
                     }
+                    tracing::info!(
+                        server,
+                        error = %e,
+                        "MCP connection lost during a read-only request; making it again on a new connection"
+                    );
                 }
             }
         }
+    }
+
+    /// Check that `server` answers (connecting if needed); returns the round-trip time of a
+    /// `tools/list` request.
+    ///
+    /// `tools/list` only reads, so when the connection turns out to be lost the check is made
+    /// again, once, on a new connection, even if the request may have reached the server: the
+    /// answer is about the server, not about a connection already gone (see
+    /// [`read_only`](Self::read_only)).
+    pub async fn health_check(&self, server: &str) -> Result<Duration> {
+        self.read_only(server, |conn| async move {
+            let started = std::time::Instant::now();
+            conn.or_gone(conn.peer.list_tools(None))
+                .await
+                .map_err(|e| service_error(&conn.server, "health check (tools/list)", e))?;
+            Ok(started.elapsed())
+        })
+        .await
     }
 
     /// Close every connection and wait for stdio children to exit.

@@ -189,7 +189,9 @@ async fn batches_run_through_the_policy_and_the_audit_log() {
     assert_eq!(nuke["cost"], 0.0);
     let nap = by_id(&b, "nap");
     assert_eq!(nap["status"], "timeout", "{nap}");
-    assert!(nap["duration_ms"].as_u64().unwrap() < 3000, "{nap}");
+    // Cut short by its timeout: it did not wait for the tool's 5 s (the bound is loose, so a
+    // loaded machine does not fail it).
+    assert!(nap["duration_ms"].as_u64().unwrap() < 5000, "{nap}");
     assert!(
         (b["total_cost"].as_f64().unwrap() - 0.02).abs() < 1e-9,
         "{b}"

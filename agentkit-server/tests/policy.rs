@@ -528,3 +528,58 @@ async fn two_processes_appending_in_waves_leave_no_gap_on_postgres() {
     );
     two_writers_in_waves_leave_no_gap(a, b).await;
 }
+
+/// Callers that stop waiting for their audit entries (their requests dropped) while a SQLite
+/// write is in flight leave nothing half done: every other caller gets its entry, the chain
+/// verifies, and every entry a caller got is in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appenders_that_stop_waiting_leave_the_chain_whole() {
+    use agentkit_core::policy::AuditSink;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("a.db")).await.unwrap());
+    let audit = StoreAudit::new(Arc::clone(&store));
+    let mut answered = Vec::new();
+    for round in 0..10 {
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let audit = audit.clone();
+            let call = format!("r{round}c{i}");
+            let task = tokio::spawn({
+                let call = call.clone();
+                async move { audit.record(audit_event("acme", &call)).await }
+            });
+            tasks.push((call, task));
+        }
+        // Every third caller gives up at once, most of them while a write is in flight.
+        tokio::task::yield_now().await;
+        for (_, t) in tasks.iter().step_by(3) {
+            t.abort();
+        }
+        for (call, t) in tasks {
+            match t.await {
+                Ok(r) => {
+                    r.unwrap();
+                    answered.push(call);
+                }
+                Err(e) => assert!(e.is_cancelled(), "{e}"),
+            }
+        }
+    }
+    // The chain is whole; entries of callers who gave up may or may not be in it.
+    let n = audit.verify("acme/prod").await.unwrap();
+    let calls = chained_calls(&audit, "acme/prod", n as usize).await;
+    for call in &answered {
+        assert!(
+            calls.contains(call),
+            "{call} was answered but is not in the chain"
+        );
+    }
+    assert!(
+        answered.len() >= 260,
+        "only {} of 400 answered",
+        answered.len()
+    );
+    // Appends after all that still go on at the end.
+    audit.record(audit_event("acme", "after")).await.unwrap();
+    assert_eq!(audit.verify("acme/prod").await.unwrap(), n + 1);
+}

@@ -22,16 +22,14 @@ use std::time::{Duration, Instant};
 use agentkit_core::config::PolicySpec;
 use agentkit_core::policy::Policy;
 use agentkit_mcp::rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ClientCapabilities,
-    ClientConfig, ContentBlock, GetTaskParams, Implementation, ProtocolVersion, Task, TaskPayload,
-    TaskStatus,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+    GetTaskParams, TaskPayload, TaskStatus,
 };
-use agentkit_mcp::rmcp::{ClientLifecycleMode, ClientServiceExt};
 use agentkit_runtime::{SqliteStore, Store};
 use agentkit_server::gatewayops::GatewayConfig;
 use agentkit_server::tenancy::WorkspaceId;
 use common::upstream::{Upstream, with_delete_all};
-use inproc::{McpClient, call_as};
+use inproc::{call_as, call_as_task, tasks_client, wait_terminal};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -170,39 +168,9 @@ async fn start_with(f: impl FnOnce(GatewayConfig) -> GatewayConfig) -> Running {
     }
 }
 
-/// A 2026-07-28 client of `/mcp` as `key` that declared MCP Tasks, sending `headers` too.
-async fn tasks_client(r: &Running, key: &str, headers: &[(&str, &str)]) -> McpClient {
-    ClientConfig::new(
-        ClientCapabilities::builder().enable_tasks().build(),
-        Implementation::new("gateway-tasks-test", "0.0.0"),
-    )
-    .serve_with_lifecycle(
-        inproc::mcp_transport(&r.base, Some(key), headers),
-        ClientLifecycleMode::Auto {
-            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-            legacy_version: None,
-        },
-    )
-    .await
-    .unwrap()
-}
-
 fn slow(text: &str) -> CallToolRequestParams {
     CallToolRequestParams::new("crm__slow")
         .with_arguments(json!({"text": text}).as_object().unwrap().clone())
-}
-
-/// Call `params` as `client` and expect a task; the call must be answered while the
-/// upstream call is still held (the guard only keeps a broken build from hanging).
-async fn call_as_task(client: &McpClient, params: CallToolRequestParams) -> Task {
-    let response = tokio::time::timeout(Duration::from_secs(30), client.call_tool_once(params))
-        .await
-        .expect("a tasks client is answered while the upstream call is held")
-        .unwrap();
-    match response {
-        CallToolResponse::Task(created) => created.task,
-        other => panic!("a tasks client gets a task, got {other:?}"),
-    }
 }
 
 /// Poll until `read` is true, for up to 30 s.
@@ -211,31 +179,6 @@ async fn eventually(what: &str, mut read: impl FnMut() -> bool) {
     while !read() {
         assert!(Instant::now() < deadline, "never: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Poll `tasks/get` until the task is terminal, for up to 30 s, asserting it is `working`
-/// until then.
-async fn wait_terminal(
-    client: &McpClient,
-    task_id: &str,
-) -> agentkit_mcp::rmcp::model::DetailedTask {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let t = client
-            .get_task(GetTaskParams::new(task_id))
-            .await
-            .unwrap()
-            .task;
-        if t.status().is_terminal() {
-            return t;
-        }
-        assert_eq!(t.status(), TaskStatus::Working, "{t:?}");
-        assert!(
-            Instant::now() < deadline,
-            "task {task_id} never ended: {t:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -254,7 +197,7 @@ async fn gateway_runs(r: &Running, key: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_federated_call_is_a_task_that_completes_with_the_tools_own_result() {
     let r = start().await;
-    let client = tasks_client(&r, &r.invoker, &[]).await;
+    let client = tasks_client(&r.base, &r.invoker, &[]).await;
 
     // Answered with a task while the upstream still holds the call.
     let task = call_as_task(&client, slow("as a task")).await;
@@ -290,7 +233,7 @@ async fn a_held_federated_call_is_a_task_that_completes_with_the_tools_own_resul
 
     // Released: completed, with exactly the tool's result.
     r.open();
-    let done = wait_terminal(&client, &task_id).await;
+    let done = wait_terminal(&client, &task_id, String::new).await;
     let TaskPayload::Completed { result } = done.payload else {
         panic!("the task completes: {done:?}");
     };
@@ -324,7 +267,7 @@ async fn a_held_federated_call_is_a_task_that_completes_with_the_tools_own_resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_the_task_cancels_the_run_and_the_call_in_flight_upstream() {
     let r = start().await;
-    let client = tasks_client(&r, &r.invoker, &[]).await;
+    let client = tasks_client(&r.base, &r.invoker, &[]).await;
     let task_id = call_as_task(&client, slow("never")).await.task_id;
     eventually("the upstream call is in flight", || {
         r.counts.runs.load(Ordering::SeqCst) == 1
@@ -335,7 +278,7 @@ async fn cancelling_the_task_cancels_the_run_and_the_call_in_flight_upstream() {
         .cancel_task(CancelTaskParams::new(&task_id))
         .await
         .unwrap();
-    let ended = wait_terminal(&client, &task_id).await;
+    let ended = wait_terminal(&client, &task_id, String::new).await;
     assert_eq!(ended.status(), TaskStatus::Cancelled, "{ended:?}");
     // The upstream was told (MCP notifications/cancelled) and dropped the call.
     eventually("the upstream sees the cancellation", || {
@@ -378,7 +321,7 @@ async fn cancelling_the_task_cancels_the_run_and_the_call_in_flight_upstream() {
 async fn a_paused_task_cancels_the_call_upstream_and_makes_it_again_when_resumed() {
     let r = start().await;
     let operator = inproc::workspace_key(&r.base, ADMIN, "acme", "prod", "operator", "ops").await;
-    let client = tasks_client(&r, &r.invoker, &[]).await;
+    let client = tasks_client(&r.base, &r.invoker, &[]).await;
     let task_id = call_as_task(&client, slow("paused")).await.task_id;
     eventually("the upstream call is in flight", || {
         r.counts.runs.load(Ordering::SeqCst) == 1
@@ -412,7 +355,7 @@ async fn a_paused_task_cancels_the_call_upstream_and_makes_it_again_when_resumed
     // Resumed, the call that was cancelled is made again and its answer is the task's.
     r.open();
     control("resume").await;
-    let done = wait_terminal(&client, &task_id).await;
+    let done = wait_terminal(&client, &task_id, String::new).await;
     let TaskPayload::Completed { result } = done.payload else {
         panic!("the resumed task completes: {done:?}");
     };
@@ -434,9 +377,9 @@ async fn a_task_whose_upstream_never_answers_ends_at_the_longest_timeout() {
             .with_max_timeout(Duration::from_millis(800))
     })
     .await;
-    let client = tasks_client(&r, &r.invoker, &[]).await;
+    let client = tasks_client(&r.base, &r.invoker, &[]).await;
     let task_id = call_as_task(&client, slow("forever")).await.task_id;
-    let done = wait_terminal(&client, &task_id).await;
+    let done = wait_terminal(&client, &task_id, String::new).await;
     let TaskPayload::Completed { result } = done.payload else {
         panic!("a timed-out call completes with a tool error, as a plain call answers: {done:?}");
     };
@@ -457,14 +400,14 @@ async fn a_task_whose_upstream_never_answers_ends_at_the_longest_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_workspace_does_not_know_the_task() {
     let r = start().await;
-    let client = tasks_client(&r, &r.invoker, &[]).await;
+    let client = tasks_client(&r.base, &r.invoker, &[]).await;
     let task_id = call_as_task(&client, slow("mine")).await.task_id;
     eventually("the upstream call is in flight", || {
         r.counts.runs.load(Ordering::SeqCst) == 1
     })
     .await;
 
-    let theirs = tasks_client(&r, &r.other, &[]).await;
+    let theirs = tasks_client(&r.base, &r.other, &[]).await;
     let got = theirs.get_task(GetTaskParams::new(&task_id)).await;
     let e = got
         .expect_err("another workspace cannot read the task")
@@ -487,7 +430,7 @@ async fn another_workspace_does_not_know_the_task() {
 
     // The owner's task went on untouched, and its result is only the owner's.
     r.open();
-    let done = wait_terminal(&client, &task_id).await;
+    let done = wait_terminal(&client, &task_id, String::new).await;
     assert_eq!(done.status(), TaskStatus::Completed, "{done:?}");
     let after = theirs.get_task(GetTaskParams::new(&task_id)).await;
     assert!(after.is_err(), "{after:?}");
@@ -499,7 +442,7 @@ async fn another_workspace_does_not_know_the_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_call_is_a_tool_error_with_no_run_while_an_allowed_one_is_a_task() {
     let r = start().await;
-    let client = tasks_client(&r, &r.invoker, &[]).await;
+    let client = tasks_client(&r.base, &r.invoker, &[]).await;
     // An allowed call is a task ...
     let task_id = call_as_task(&client, slow("allowed")).await.task_id;
     assert_eq!(gateway_runs(&r, &r.invoker).await.len(), 1);
@@ -535,7 +478,7 @@ async fn a_denied_call_is_a_tool_error_with_no_run_while_an_allowed_one_is_a_tas
     );
     r.open();
     assert_eq!(
-        wait_terminal(&client, &task_id).await.status(),
+        wait_terminal(&client, &task_id, String::new).await.status(),
         TaskStatus::Completed
     );
     client.cancel().await.unwrap();
@@ -546,9 +489,9 @@ async fn plain_clients_are_answered_synchronously_while_a_tasks_client_gets_a_ta
     let r = start().await;
     r.open();
     // A tasks client's call is a task (a run) ...
-    let client = tasks_client(&r, &r.invoker, &[]).await;
+    let client = tasks_client(&r.base, &r.invoker, &[]).await;
     let task_id = call_as_task(&client, slow("same")).await.task_id;
-    let done = wait_terminal(&client, &task_id).await;
+    let done = wait_terminal(&client, &task_id, String::new).await;
     let TaskPayload::Completed { result } = done.payload else {
         panic!("the task completes: {done:?}");
     };
@@ -597,7 +540,7 @@ async fn plain_clients_are_answered_synchronously_while_a_tasks_client_gets_a_ta
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_with_the_same_idempotency_key_is_the_same_task_and_one_call() {
     let r = start().await;
-    let client = tasks_client(&r, &r.invoker, &[("idempotency-key", "order-42")]).await;
+    let client = tasks_client(&r.base, &r.invoker, &[("idempotency-key", "order-42")]).await;
     let first = call_as_task(&client, slow("once")).await.task_id;
     let again = call_as_task(&client, slow("once")).await.task_id;
     assert_eq!(first, again, "same key, same task");
@@ -607,7 +550,7 @@ async fn a_retry_with_the_same_idempotency_key_is_the_same_task_and_one_call() {
     assert!(e.contains("idempotency key"), "{e}");
 
     r.open();
-    let done = wait_terminal(&client, &first).await;
+    let done = wait_terminal(&client, &first, String::new).await;
     assert_eq!(done.status(), TaskStatus::Completed, "{done:?}");
     assert_eq!(gateway_runs(&r, &r.invoker).await.len(), 1);
     assert_eq!(r.counts.runs.load(Ordering::SeqCst), 1, "the tool ran once");

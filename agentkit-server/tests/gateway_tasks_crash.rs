@@ -20,13 +20,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use agentkit_mcp::rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig, DetailedTask,
-    GetTaskParams, Implementation, ProtocolVersion, Task, TaskPayload, TaskStatus,
+    CallToolRequestParams, DetailedTask, GetTaskParams, TaskPayload, TaskStatus,
 };
-use agentkit_mcp::rmcp::{ClientLifecycleMode, ClientServiceExt};
 use common::tools::{peers, tool_calls};
 use common::{KEY, Serve, free_port};
-use inproc::McpClient;
+use inproc::{McpClient, call_as_task, tasks_client, wait_terminal};
 use serde_json::{Value, json};
 
 /// An `agentkit.yaml` whose outbound server `ops` is the held tool server (its events logged
@@ -90,39 +88,9 @@ fn events(tool_log: &Path, event: &str) -> Vec<String> {
         .collect()
 }
 
-/// A 2026-07-28 client of `base`'s `/mcp` as `key` that declared MCP Tasks.
-async fn tasks_client(base: &str, key: &str) -> McpClient {
-    ClientConfig::new(
-        ClientCapabilities::builder().enable_tasks().build(),
-        Implementation::new("gateway-tasks-crash-test", "0.0.0"),
-    )
-    .serve_with_lifecycle(
-        inproc::mcp_transport(base, Some(key), &[]),
-        ClientLifecycleMode::Auto {
-            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-            legacy_version: None,
-        },
-    )
-    .await
-    .unwrap()
-}
-
 fn hold(text: &str) -> CallToolRequestParams {
     CallToolRequestParams::new("ops__hold")
         .with_arguments(json!({"text": text}).as_object().unwrap().clone())
-}
-
-/// Call `params` as `client` and expect a task, answered while the upstream call is held (the
-/// guard only keeps a broken build from hanging).
-async fn call_as_task(client: &McpClient, params: CallToolRequestParams) -> Task {
-    let response = tokio::time::timeout(Duration::from_secs(30), client.call_tool_once(params))
-        .await
-        .expect("a tasks client is answered while the upstream call is held")
-        .unwrap();
-    match response {
-        CallToolResponse::Task(created) => created.task,
-        other => panic!("a tasks client gets a task, got {other:?}"),
-    }
 }
 
 /// Poll until `read` is true, for up to 30 s.
@@ -144,25 +112,6 @@ async fn get_task(client: &McpClient, task_id: &str) -> DetailedTask {
         .await
         .unwrap()
         .task
-}
-
-/// Poll `tasks/get` until the task is terminal, for up to 30 s, asserting it is `working`
-/// until then.
-async fn wait_terminal(client: &McpClient, task_id: &str, serve: &Serve) -> DetailedTask {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let t = get_task(client, task_id).await;
-        if t.status().is_terminal() {
-            return t;
-        }
-        assert_eq!(t.status(), TaskStatus::Working, "{t:?}");
-        assert!(
-            Instant::now() < deadline,
-            "task {task_id} never ended: {t:?}\n{}",
-            serve.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// An invoker key of acme/prod (its secret and id) and one of globex/prod, made through
@@ -187,7 +136,7 @@ async fn a_task_whose_call_is_in_flight_survives_sigkill_and_completes_with_one_
 
     let mut serve = Serve::start(&config, &database, port, &log).await;
     let (invoker, _, other) = keys(&serve).await;
-    let client = tasks_client(&serve.base, &invoker).await;
+    let client = tasks_client(&serve.base, &invoker, &[]).await;
     let task_id = call_as_task(&client, hold("through-the-crash"))
         .await
         .task_id;
@@ -198,7 +147,7 @@ async fn a_task_whose_call_is_in_flight_survives_sigkill_and_completes_with_one_
     let working = get_task(&client, &task_id).await;
     assert_eq!(working.status(), TaskStatus::Working, "{working:?}");
     // Another workspace's key does not know the task while it runs ...
-    let theirs = tasks_client(&serve.base, &other).await;
+    let theirs = tasks_client(&serve.base, &other, &[]).await;
     let no_task = |got: Result<_, agentkit_mcp::rmcp::ServiceError>| {
         let e = got
             .expect_err("another workspace cannot read the task")
@@ -214,7 +163,7 @@ async fn a_task_whose_call_is_in_flight_survives_sigkill_and_completes_with_one_
 
     // The same client's task completes through the restarted server (a 2026-07-28 client
     // keeps no session), with the tool's own result.
-    let done = wait_terminal(&client, &task_id, &serve).await;
+    let done = wait_terminal(&client, &task_id, || serve.log_text()).await;
     let TaskPayload::Completed { result } = done.payload else {
         panic!(
             "the task completes after the restart: {done:?}\n{}",
@@ -293,7 +242,7 @@ async fn a_task_started_on_one_node_and_cancelled_through_the_other_cancels_the_
     let b = Serve::start(&b_config, &pg.url, free_port(), &b_log).await;
     let (invoker, invoker_id, _) = keys(&a).await;
 
-    let on_a = tasks_client(&a.base, &invoker).await;
+    let on_a = tasks_client(&a.base, &invoker, &[]).await;
     let task_id = call_as_task(&on_a, hold("cancelled-elsewhere"))
         .await
         .task_id;
@@ -305,7 +254,7 @@ async fn a_task_started_on_one_node_and_cancelled_through_the_other_cancels_the_
     assert_eq!(call.run_id, task_id, "{call:?}");
 
     // Cancelled through B, with the same key: B answers it cancelled at once.
-    let on_b = tasks_client(&b.base, &invoker).await;
+    let on_b = tasks_client(&b.base, &invoker, &[]).await;
     assert_eq!(
         get_task(&on_b, &task_id).await.status(),
         TaskStatus::Working
@@ -322,7 +271,7 @@ async fn a_task_started_on_one_node_and_cancelled_through_the_other_cancels_the_
         events(&a_tools, "cancelled") == [cancelled.clone()]
     })
     .await;
-    let ended = wait_terminal(&on_a, &task_id, &a).await;
+    let ended = wait_terminal(&on_a, &task_id, || a.log_text()).await;
     assert_eq!(ended.status(), TaskStatus::Cancelled, "{ended:?}");
     let run = inproc::wait_run(&a.base, &invoker, &task_id, "cancelled").await;
     assert!(

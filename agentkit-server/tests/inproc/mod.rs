@@ -305,6 +305,76 @@ pub fn mcp_transport(
     agentkit_mcp::rmcp::transport::StreamableHttpClientTransport::from_config(config)
 }
 
+/// A 2026-07-28 client of `/mcp` of the server at `base` as `key` that declared MCP Tasks,
+/// sending `headers` with every request.
+pub async fn tasks_client(base: &str, key: &str, headers: &[(&str, &str)]) -> McpClient {
+    use agentkit_mcp::rmcp::model::{
+        ClientCapabilities, ClientConfig, Implementation, ProtocolVersion,
+    };
+    use agentkit_mcp::rmcp::{ClientLifecycleMode, ClientServiceExt};
+    ClientConfig::new(
+        ClientCapabilities::builder().enable_tasks().build(),
+        Implementation::new("gateway-tasks-test", "0.0.0"),
+    )
+    .serve_with_lifecycle(
+        mcp_transport(base, Some(key), headers),
+        ClientLifecycleMode::Auto {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            legacy_version: None,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Call `params` as `client` and expect a task; the call must be answered while the
+/// upstream call is still held (the guard only keeps a broken build from hanging).
+pub async fn call_as_task(
+    client: &McpClient,
+    params: agentkit_mcp::rmcp::model::CallToolRequestParams,
+) -> agentkit_mcp::rmcp::model::Task {
+    use agentkit_mcp::rmcp::model::CallToolResponse;
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        client.call_tool_once(params),
+    )
+    .await
+    .expect("a tasks client is answered while the upstream call is held")
+    .unwrap();
+    match response {
+        CallToolResponse::Task(created) => created.task,
+        other => panic!("a tasks client gets a task, got {other:?}"),
+    }
+}
+
+/// Poll `tasks/get` until the task is terminal, for up to 30 s, asserting it is `working`
+/// until then; `context` adds to the failure message (a server's log, say).
+pub async fn wait_terminal(
+    client: &McpClient,
+    task_id: &str,
+    context: impl Fn() -> String,
+) -> agentkit_mcp::rmcp::model::DetailedTask {
+    use agentkit_mcp::rmcp::model::{GetTaskParams, TaskStatus};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let t = client
+            .get_task(GetTaskParams::new(task_id))
+            .await
+            .unwrap()
+            .task;
+        if t.status().is_terminal() {
+            return t;
+        }
+        assert_eq!(t.status(), TaskStatus::Working, "{t:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task {task_id} never ended: {t:?}\n{}",
+            context()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// An rmcp client on a legacy (2025-11-25, `initialize`) session of `/mcp` as `key`, sending
 /// `headers` with every request.
 pub async fn mcp_session(base: &str, key: &str, headers: &[(&str, &str)]) -> McpClient {

@@ -248,6 +248,24 @@ fn server(dir: &Path) -> ServerConfig {
     .with_shutdown_grace(Duration::from_secs(1))
 }
 
+/// A manager of the test server whose dead processes' stdout a helper process keeps open
+/// (see [`HOLDER`]), and the file where the current process writes its helper's pid.
+fn held_manager(dir: &Path) -> (ConnectionManager, std::path::PathBuf) {
+    let holder_file = dir.join("holder");
+    let manager =
+        ConnectionManager::new([server(dir).with_env(HOLDER, holder_file.display().to_string())]);
+    (manager, holder_file)
+}
+
+/// The pid of the helper process the current server started (written to `holder_file`).
+fn holder_pid(holder_file: &Path) -> u32 {
+    std::fs::read_to_string(holder_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn args(v: Value) -> JsonObject {
     v.as_object().cloned().unwrap_or_default()
 }
@@ -349,17 +367,10 @@ async fn a_killed_stdio_server_answers_the_next_call_from_a_new_process() {
 
 async fn a_call_sent_to_a_killed_server_before_its_death_was_noticed_goes_to_a_new_process() {
     let dir = tempfile::tempdir().unwrap();
-    let holder_file = dir.path().join("holder");
-    let manager = ConnectionManager::new([
-        server(dir.path()).with_env(HOLDER, holder_file.display().to_string())
-    ]);
+    let (manager, holder_file) = held_manager(dir.path());
     assert_eq!(echo(&manager, "first").await.unwrap(), "first");
     let pid = pid_of(&manager);
-    let holder: u32 = std::fs::read_to_string(&holder_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let holder = holder_pid(&holder_file);
 
     kill9(pid);
     exited(pid).await;
@@ -516,17 +527,8 @@ const READS: [(&str, &str); 5] = [
 
 async fn reads_right_after_a_kill_are_answered_by_a_new_process() {
     let dir = tempfile::tempdir().unwrap();
-    let holder_file = dir.path().join("holder");
-    let manager = ConnectionManager::new([
-        server(dir.path()).with_env(HOLDER, holder_file.display().to_string())
-    ]);
-    let holder = || -> u32 {
-        std::fs::read_to_string(&holder_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let (manager, holder_file) = held_manager(dir.path());
+    let holder = || holder_pid(&holder_file);
     manager.health_check("s").await.unwrap();
     let mut pids = vec![pid_of(&manager)];
     let mut holders = vec![holder()];
@@ -627,17 +629,8 @@ async fn kill_unnoticed(manager: &ConnectionManager) -> u32 {
 
 async fn a_bridge_answers_reads_right_after_its_upstream_is_killed() {
     let dir = tempfile::tempdir().unwrap();
-    let holder_file = dir.path().join("holder");
-    let manager = ConnectionManager::new([
-        server(dir.path()).with_env(HOLDER, holder_file.display().to_string())
-    ]);
-    let holder = || -> u32 {
-        std::fs::read_to_string(&holder_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let (manager, holder_file) = held_manager(dir.path());
+    let holder = || holder_pid(&holder_file);
     manager.health_check("s").await.unwrap();
     let mut holders = vec![holder()];
 

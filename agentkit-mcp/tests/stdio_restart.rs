@@ -39,16 +39,6 @@ const RUNS: &str = "STDIO_RESTART_RUNS";
 /// The server's variable: start a grandchild holding stdout open and note its pid here.
 const HOLDER: &str = "STDIO_RESTART_HOLDER";
 
-const TESTS: [&str; 7] = [
-    "a_killed_stdio_server_answers_the_next_call_from_a_new_process",
-    "a_call_sent_to_a_killed_server_before_its_death_was_noticed_goes_to_a_new_process",
-    "a_call_in_flight_when_the_server_is_killed_runs_once_and_fails",
-    "a_health_check_right_after_a_kill_checks_a_new_process",
-    "reads_right_after_a_kill_are_answered_by_a_new_process",
-    "a_read_in_flight_when_the_server_is_killed_is_made_again_on_a_new_process",
-    "a_bridge_answers_reads_right_after_its_upstream_is_killed",
-];
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == HOLD) {
@@ -64,79 +54,18 @@ fn main() {
         runtime.block_on(serve());
         return;
     }
-    // A libtest-like front: `--list`, and name filters (`cargo test <filter>`).
-    if args.iter().any(|a| a == "--list") {
-        for t in TESTS {
-            println!("{t}: test");
-        }
-        return;
-    }
-    let mut filters = Vec::new();
-    let mut values = args.iter();
-    while let Some(a) = values.next() {
-        if matches!(
-            a.as_str(),
-            "--skip" | "--test-threads" | "--format" | "--color" | "--logfile" | "-Z"
-        ) {
-            values.next();
-        } else if !a.starts_with('-') {
-            filters.push(a.clone());
-        }
-    }
-    let exact = args.iter().any(|a| a == "--exact");
-    let selected: Vec<&str> = TESTS
-        .into_iter()
-        .filter(|t| {
-            filters.is_empty()
-                || filters.iter().any(|f| {
-                    if exact {
-                        f == t
-                    } else {
-                        t.contains(f.as_str())
-                    }
-                })
-        })
-        .collect();
-    if args.iter().any(|a| a == "--ignored") {
-        println!(
-            "\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; {} filtered out\n",
-            TESTS.len()
-        );
-        return;
-    }
-    println!("\nrunning {} tests", selected.len());
-    for t in &selected {
-        match *t {
-            "a_killed_stdio_server_answers_the_next_call_from_a_new_process" => {
-                runtime.block_on(a_killed_stdio_server_answers_the_next_call_from_a_new_process());
-            }
-            "a_call_sent_to_a_killed_server_before_its_death_was_noticed_goes_to_a_new_process" => {
-                runtime.block_on(
-                    a_call_sent_to_a_killed_server_before_its_death_was_noticed_goes_to_a_new_process(),
-                );
-            }
-            "a_call_in_flight_when_the_server_is_killed_runs_once_and_fails" => {
-                runtime.block_on(a_call_in_flight_when_the_server_is_killed_runs_once_and_fails());
-            }
-            "a_health_check_right_after_a_kill_checks_a_new_process" => {
-                runtime.block_on(a_health_check_right_after_a_kill_checks_a_new_process());
-            }
-            "reads_right_after_a_kill_are_answered_by_a_new_process" => {
-                runtime.block_on(reads_right_after_a_kill_are_answered_by_a_new_process());
-            }
-            "a_read_in_flight_when_the_server_is_killed_is_made_again_on_a_new_process" => {
-                runtime.block_on(
-                    a_read_in_flight_when_the_server_is_killed_is_made_again_on_a_new_process(),
-                );
-            }
-            _ => runtime.block_on(a_bridge_answers_reads_right_after_its_upstream_is_killed()),
-        }
-        println!("test {t} ... ok");
-    }
-    println!(
-        "\ntest result: ok. {} passed; 0 failed; 0 ignored; 0 measured; {} filtered out\n",
-        selected.len(),
-        TESTS.len() - selected.len()
+    common::run_tests(
+        &args,
+        &runtime,
+        &common::harness_tests![
+            a_killed_stdio_server_answers_the_next_call_from_a_new_process,
+            a_call_sent_to_a_killed_server_before_its_death_was_noticed_goes_to_a_new_process,
+            a_call_in_flight_when_the_server_is_killed_runs_once_and_fails,
+            a_health_check_right_after_a_kill_checks_a_new_process,
+            reads_right_after_a_kill_are_answered_by_a_new_process,
+            a_read_in_flight_when_the_server_is_killed_is_made_again_on_a_new_process,
+            a_bridge_answers_reads_right_after_its_upstream_is_killed,
+        ],
     );
 }
 

@@ -110,6 +110,16 @@ impl Slot {
             tokio::spawn(async move { c.close().await });
         }
     }
+
+    /// Whether `e`, a failure of a request on `conn`, means the connection is lost (or it
+    /// closed meanwhile); if so, drop it (see [`invalidate`](Self::invalidate)).
+    fn invalidate_if_lost(&self, conn: &Arc<Connection>, e: &Error) -> bool {
+        let lost = is_connection_lost(e) || conn.is_closed();
+        if lost {
+            self.invalidate(conn);
+        }
+        lost
+    }
 }
 
 struct Inner {
@@ -478,9 +488,7 @@ impl ConnectionManager {
         let (error, params) = match conn.call_tool_params(params, ctx, timeout).await {
             Ok(r) => return Ok(r),
             Err(CallFailure::Failed(e)) => {
-                if is_connection_lost(&e) || conn.is_closed() {
-                    slot.invalidate(&conn);
-                }
+                slot.invalidate_if_lost(&conn, &e);
                 return Err(e);
             }
             Err(CallFailure::NotSent { error, params }) => (error, params),
@@ -499,10 +507,8 @@ impl ConnectionManager {
             .call_tool_params(params, ctx, timeout)
             .await
             .map_err(CallFailure::into_error);
-        if let Err(e) = &out
-            && (is_connection_lost(e) || conn.is_closed())
-        {
-            slot.invalidate(&conn);
+        if let Err(e) = &out {
+            slot.invalidate_if_lost(&conn, e);
         }
         out
     }
@@ -539,11 +545,10 @@ impl ConnectionManager {
             match request(Arc::clone(&conn)).await {
                 Ok(out) => return Ok(out),
                 Err(e) => {
-                    if !(is_connection_lost(&e) || conn.is_closed()) {
-                        return Err(e);
-                    }
-                    slot.invalidate(&conn);
-                    if !std::mem::take(&mut again) || !self.may_resend(server, &slot, &conn) {
+                    if !slot.invalidate_if_lost(&conn, &e)
+                        || !std::mem::take(&mut again)
+                        || !self.may_resend(server, &slot, &conn)
+                    {
                         return Err(e);
                     }
                     tracing::info!(

@@ -1,6 +1,13 @@
 //! Shared helpers: locate the npm peers installed by scripts/install-mcp-peers.sh, start them,
 //! check that no child process outlives a test, and serve an agentkit MCP server over HTTP.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    unused_imports,
+    unused_macros,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -231,4 +238,70 @@ pub async fn panicked_at_once<T: std::fmt::Debug>(
         "{e:?}"
     );
     e.message.into_owned()
+}
+
+/// One test of a `harness = false` binary: its name and its body.
+pub type Test = (
+    &'static str,
+    fn() -> futures::future::LocalBoxFuture<'static, ()>,
+);
+
+/// The [`Test`]s named, each running the `async fn` of the same name.
+macro_rules! harness_tests {
+    ($($test:ident),* $(,)?) => {
+        [$((
+            stringify!($test),
+            (|| Box::pin($test()) as futures::future::LocalBoxFuture<'static, ()>)
+                as fn() -> futures::future::LocalBoxFuture<'static, ()>,
+        )),*]
+    };
+}
+pub(crate) use harness_tests;
+
+/// A libtest-like front for a `harness = false` test binary (one that is also the server its
+/// tests start): answers `--list`, selects by name filters (`--exact` too; `--ignored` selects
+/// none, as nothing is ignored), runs the selected tests one after another on `runtime`, and
+/// prints libtest's lines. A failing test panics, which fails the binary.
+pub fn run_tests(args: &[String], runtime: &tokio::runtime::Runtime, tests: &[Test]) {
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in tests {
+            println!("{name}: test");
+        }
+        return;
+    }
+    let mut filters = Vec::new();
+    let mut values = args.iter();
+    while let Some(a) = values.next() {
+        if matches!(
+            a.as_str(),
+            "--skip" | "--test-threads" | "--format" | "--color" | "--logfile" | "-Z"
+        ) {
+            values.next();
+        } else if !a.starts_with('-') {
+            filters.push(a.as_str());
+        }
+    }
+    let exact = args.iter().any(|a| a == "--exact");
+    let ignored = args.iter().any(|a| a == "--ignored");
+    let selected: Vec<&Test> = tests
+        .iter()
+        .filter(|(name, _)| {
+            !ignored
+                && (filters.is_empty()
+                    || filters
+                        .iter()
+                        .any(|f| if exact { f == name } else { name.contains(f) }))
+        })
+        .collect();
+    let plural = if selected.len() == 1 { "" } else { "s" };
+    println!("\nrunning {} test{plural}", selected.len());
+    for (name, test) in &selected {
+        runtime.block_on(test());
+        println!("test {name} ... ok");
+    }
+    println!(
+        "\ntest result: ok. {} passed; 0 failed; 0 ignored; 0 measured; {} filtered out\n",
+        selected.len(),
+        tests.len() - selected.len()
+    );
 }

@@ -1,18 +1,21 @@
 //! A credential passed to a tool as an argument, and one a tool hands back, reach the tool and
-//! the model as they are, but never the database file, the server's logs (at `debug`) or the
-//! exported traces: the test searches their bytes.
+//! the model (or the client) as they are, but never the database file, the server's logs
+//! (`RUST_LOG=trace`) or the exported traces: the test searches their bytes.
 //!
 //! The real `agentkit serve` binary runs on SQLite with OpenTelemetry export to an OTLP/HTTP
 //! receiver in this test; its agent reads a token through a real stdio MCP server (the
-//! official Python SDK) and posts a message carrying an API key.
+//! official Python SDK) and posts a message carrying an API key, and an MCP client on a
+//! legacy `/mcp` session (rmcp) calls the same tools through the gateway.
 #![cfg(feature = "otel")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod inproc;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agentkit_mcp::rmcp::model::CallToolRequestParams;
 use axum::body::Bytes;
 use axum::extract::State;
 use common::tools::{ToolModel, peers, tool_calls};
@@ -128,6 +131,40 @@ agents:
     for secret in [ARG_SECRET, RESULT_SECRET] {
         assert!(!events.contains(secret), "the events show {secret}");
     }
+
+    // An MCP client on a legacy session (whose messages rmcp would log whole) calls the same
+    // tools through the gateway, and gets the real values.
+    let client = inproc::mcp_session(&serve.base, common::KEY, &[]).await;
+    let read = client
+        .call_tool(
+            CallToolRequestParams::new("ops__read_file")
+                .with_arguments(json!({"path": "/srv/token"}).as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    assert!(
+        serde_json::to_string(&read)
+            .unwrap()
+            .contains(RESULT_SECRET),
+        "{read:?}"
+    );
+    client
+        .call_tool(
+            CallToolRequestParams::new("ops__send_message").with_arguments(
+                json!({"text": format!("legacy {ARG_SECRET}")})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+        )
+        .await
+        .unwrap();
+    client.cancel().await.unwrap();
+    assert!(
+        tool_calls(&tool_log).contains(&format!("send legacy {ARG_SECRET}")),
+        "{:?}",
+        tool_calls(&tool_log)
+    );
 
     // Let the exporter send its batch, then stop the server (which flushes it).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

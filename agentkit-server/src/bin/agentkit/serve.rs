@@ -330,9 +330,11 @@ fn init_tracing(config: &agentkit_core::Config) -> Result<(), Failure> {
 
 /// The log filter: `RUST_LOG`, default `warn,agentkit=info`.
 ///
-/// rmcp logs whole MCP messages (tool arguments and results, unredacted) at `trace`: unless
-/// `RUST_LOG` names `rmcp` itself, it is held at `debug`, so `RUST_LOG=trace` for a
-/// troubleshooting session does not write credentials into the logs.
+/// rmcp logs whole MCP messages (tool arguments and results, unredacted): requests and
+/// responses at `debug`, notifications (an upstream's log messages and progress included) at
+/// `info`. Unless `RUST_LOG` names `rmcp` itself, it is held at `warn`, so neither the
+/// default nor `RUST_LOG=trace` for a troubleshooting session writes credentials into the
+/// logs.
 fn log_filter() -> tracing_subscriber::EnvFilter {
     let given = std::env::var("RUST_LOG").unwrap_or_default();
     let mut spec = if given.trim().is_empty() {
@@ -341,10 +343,10 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
         given
     };
     if !spec.contains("rmcp") {
-        spec.push_str(",rmcp=debug");
+        spec.push_str(",rmcp=warn");
     }
     tracing_subscriber::EnvFilter::try_new(&spec)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,agentkit=info,rmcp=debug"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,agentkit=info,rmcp=warn"))
 }
 
 async fn shutdown_signal() {

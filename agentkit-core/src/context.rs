@@ -359,6 +359,51 @@ impl ToolCallRecord {
     }
 }
 
+/// A tool history that outlives one context: every context given it
+/// ([`RunContext::with_shared_tool_history`]) sees the calls recorded in it, and what they
+/// record lands in it. A server that is not a run (an MCP gateway) keeps one per caller, so
+/// chain rules see the caller's earlier calls.
+#[derive(Debug, Clone, Default)]
+pub struct SharedToolHistory(Arc<Mutex<Vec<ToolCallRecord>>>);
+
+impl SharedToolHistory {
+    /// An empty history.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Append a finished call.
+    pub fn push(&self, record: ToolCallRecord) {
+        crate::lock(&self.0).push(record);
+    }
+
+    /// How many calls it holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        crate::lock(&self.0).len()
+    }
+
+    /// Whether it holds no call.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drop the `n` oldest calls (all of them when it holds fewer).
+    pub fn forget_oldest(&self, n: usize) {
+        let mut h = crate::lock(&self.0);
+        let n = n.min(h.len());
+        h.drain(..n);
+    }
+
+    /// The calls, oldest first.
+    #[must_use]
+    pub fn to_vec(&self) -> Vec<ToolCallRecord> {
+        crate::lock(&self.0).clone()
+    }
+}
+
 struct Inner {
     run_id: String,
     cancel: CancellationToken,
@@ -382,7 +427,7 @@ struct Inner {
     /// Whether a streamed generation's model calls should stream now (absent: always).
     stream_demand: Option<Arc<StreamDemand>>,
     /// The run's tool calls so far, in order (shared by every clone).
-    history: Arc<Mutex<Vec<ToolCallRecord>>>,
+    history: SharedToolHistory,
     /// How much of `history` this context sees (the calls of one model turn run side by side
     /// see only the calls made before the turn).
     history_cutoff: Option<usize>,
@@ -410,7 +455,7 @@ impl Clone for Inner {
             tool_call_key: self.tool_call_key.clone(),
             thread: self.thread.clone(),
             stream_demand: self.stream_demand.clone(),
-            history: Arc::clone(&self.history),
+            history: self.history.clone(),
             history_cutoff: self.history_cutoff,
         }
     }
@@ -505,7 +550,7 @@ impl RunContext {
                 tool_call_key: None,
                 thread: None,
                 stream_demand: None,
-                history: Arc::default(),
+                history: SharedToolHistory::default(),
                 history_cutoff: None,
             }),
         }
@@ -941,14 +986,14 @@ impl RunContext {
     /// Append a finished tool call to the run's tool history. The agent loop does it for every
     /// call, executed or replayed from the journal, so a resumed run sees the same history.
     pub fn record_tool_result(&self, tool: &str, is_error: bool) {
-        crate::lock(&self.inner.history).push(ToolCallRecord::new(tool, is_error));
+        self.inner.history.push(ToolCallRecord::new(tool, is_error));
     }
 
     /// Look at the run's tool history as this context sees it: every call finished before the
     /// current one started (for calls of one model turn run side by side: before the turn).
     /// The lock is held while `f` runs, so keep `f` short and never await in it.
     pub fn with_tool_history<R>(&self, f: impl FnOnce(&[ToolCallRecord]) -> R) -> R {
-        let history = crate::lock(&self.inner.history);
+        let history = crate::lock(&self.inner.history.0);
         let end = self
             .inner
             .history_cutoff
@@ -959,7 +1004,18 @@ impl RunContext {
     /// The number of calls in the run's tool history.
     #[must_use]
     pub fn tool_history_len(&self) -> usize {
-        crate::lock(&self.inner.history).len()
+        self.inner.history.len()
+    }
+
+    /// A context whose tool history is `history` (shared with whoever else holds it) rather
+    /// than its own: what chain rules see, and where its calls are recorded. For a caller
+    /// that is not a run, e.g. a gateway's client across its requests.
+    #[must_use]
+    pub fn with_shared_tool_history(self, history: SharedToolHistory) -> Self {
+        self.modify(|i| {
+            i.history = history;
+            i.history_cutoff = None;
+        })
     }
 
     /// A context that sees only the first `len` calls of the run's tool history (see

@@ -64,8 +64,8 @@ pub use approval::{Approval, ApprovalLayer};
 pub use config::{Config, McpAuth, McpOAuth, McpProcessLimits, McpServerConfig, McpTransport};
 pub use context::{
     ApprovalDecision, ApprovalHandler, ApprovalRequest, Budget, DEFAULT_THREAD, HumanInputHandler,
-    HumanInputRequest, HumanInputResponse, Principal, RunContext, RunTotals, SpendGuard, SpendHold,
-    ToolCallRecord,
+    HumanInputRequest, HumanInputResponse, Principal, RunContext, RunTotals, SharedToolHistory,
+    SpendGuard, SpendHold, ToolCallRecord,
 };
 pub use cost::{ModelHint, ModelInfo, ModelPreferences, PriceTable};
 pub use embedding::{Embedder, cosine_similarity};

@@ -361,6 +361,7 @@ impl ServerBuilder {
             self.gateway,
             Arc::new(audit.clone()),
         )?);
+        gatewayops.set_vault(vault.clone());
         let memory = Arc::new(StoreMemory::new(Arc::clone(&store)));
         let mut rb = Runtime::builder(Arc::clone(&store));
         if let Some(id) = &self.node_id {

@@ -464,6 +464,14 @@ impl Vault {
         self.seal(slot, value.as_bytes()).map(|s| sealed_value(&s))
     }
 
+    /// Seal `text` of any size for `slot` (bound to it as associated data), as a JSON value
+    /// to store beside other data: what must be kept exactly but not in clear, e.g. the
+    /// arguments of a gateway call waiting for an approval. Open it with
+    /// [`open_sealed`](Self::open_sealed) and the same slot.
+    pub(crate) fn seal_data(&self, slot: &str, text: &str) -> Result<serde_json::Value> {
+        self.seal(slot, text.as_bytes()).map(|s| sealed_value(&s))
+    }
+
     /// Open what [`seal_value`](Self::seal_value) sealed for `slot` (`what` names it in
     /// errors).
     pub(crate) fn open_sealed(

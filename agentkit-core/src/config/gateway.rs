@@ -8,6 +8,7 @@
 //!   max_calls: 50              # per /v1/execute batch
 //!   default_timeout_ms: 30000
 //!   idempotency_window_ms: 86400000   # how long /v1/execute idempotency keys are kept
+//!   chain_window_ms: 3600000   # how long a call counts for chain rules (per key)
 //!   servers:                   # server -> the workspaces that see it (unlisted: default/default)
 //!     crm: [acme/prod]
 //!   tool_costs:
@@ -70,6 +71,10 @@ pub struct GatewaySettings {
     /// 86400000: 24 h): a retry with the same key within it gets the first attempt's result.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_window_ms: Option<u64>,
+    /// How long a gateway call stays in its caller's tool history, ms (default 3600000:
+    /// 1 h): a chain rule at the gateway looks at the calls the same key made within it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain_window_ms: Option<u64>,
 }
 
 /// `gateway.safety`: what to do when the injection detectors find something in a call's

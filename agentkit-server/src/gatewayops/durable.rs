@@ -31,6 +31,13 @@
 //! the run: an approval is waited for as above, a refusal fails the run with the reason. A
 //! call a policy denies, or one that needs an approval, is not started this way: the denial is
 //! answered at once (audited, no run), the approval waits in its run as above.
+//!
+//! The run's input holds what the run needs to make the exact call, and no more in clear:
+//! with a master key (the vault), the call's arguments are sealed with it (XChaCha20-Poly1305,
+//! bound to the call's trace and id), so a credential passed as an argument is not in the
+//! database while the call waits; without one they are stored as given. It also holds the
+//! tools of the caller's earlier successful calls (the history its chain rules were decided
+//! on, see [`super::history`]), so the run decides the call as the gateway did.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -92,8 +99,17 @@ pub(crate) struct GatewayCallInput {
     pub(crate) server: String,
     /// The tool.
     pub(crate) tool: String,
-    /// Its arguments.
+    /// Its arguments (empty when they are sealed in `sealed_arguments`).
+    #[serde(default)]
     pub(crate) arguments: Map<String, Value>,
+    /// Its arguments as JSON text sealed by the vault for [`arguments_slot`], when the server
+    /// has a master key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sealed_arguments: Option<Value>,
+    /// The tools of the caller's earlier successful gateway calls, oldest first: the history
+    /// its chain rules were decided on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) earlier_calls: Vec<String>,
     /// The call's timeout once approved.
     pub(crate) timeout_ms: u64,
     /// The trace of the request that made it.
@@ -152,13 +168,25 @@ impl Workflow for GatewayCall {
         };
         let name = tool_name(&input.server, &input.tool);
         let label = name.clone();
+        let arguments = match &input.sealed_arguments {
+            None => input.arguments,
+            Some(sealed) => open_arguments(&self.ops, &input.trace_id, &input.call_id, sealed)?,
+        };
         let call = Call {
             id: input.call_id.clone(),
             server: input.server,
             tool: input.tool,
-            arguments: input.arguments,
+            arguments,
             timeout: Duration::from_millis(input.timeout_ms.max(1)),
         };
+        // The history the gateway decided the call on (chain rules see the same here).
+        for tool in &input.earlier_calls {
+            run_ctx.record_tool_result(tool, false);
+        }
+        let caller = super::history::caller_key(
+            &workspace,
+            run_ctx.principal().and_then(|p| p.key_id.as_deref()),
+        );
         let ctx = run_ctx.clone().with_tool_call_key(STEP);
         let ops = Arc::clone(&self.ops);
         let run_id = wctx.run_id().to_owned();
@@ -188,6 +216,7 @@ impl Workflow for GatewayCall {
                 }
             })
             .await?;
+        self.ops.note_call(&caller, &label, result.status);
         if result.status == CallStatus::Denied {
             // Rejected, expired, or denied by a policy changed since: the run ends with why.
             return Err(Error::Tool {
@@ -196,7 +225,12 @@ impl Workflow for GatewayCall {
                 source: None,
             });
         }
-        serde_json::to_value(result).map_err(|e| Error::json("encoding a gateway call's result", e))
+        // The output is stored with the run: masked as the journal keeps the result (a
+        // credential a tool answers with is not stored in clear).
+        let mut output = serde_json::to_value(result)
+            .map_err(|e| Error::json("encoding a gateway call's result", e))?;
+        agentkit_runtime::Redactor::default().apply(&mut output);
+        Ok(output)
     }
 }
 
@@ -278,6 +312,7 @@ async fn start(
     caller: &Caller,
     call: &Call,
     env: &CallEnv,
+    earlier_calls: Vec<String>,
 ) -> std::result::Result<agentkit_runtime::RunRecord, McpFailure> {
     let upstream = |source: Error| McpFailure::Upstream {
         server: call.server.clone(),
@@ -288,11 +323,24 @@ async fn start(
         .ensure_gateway_target(&target)
         .await
         .map_err(upstream)?;
+    let sealer = platform.gatewayops.get().and_then(|ops| ops.sealer());
+    let (arguments, sealed_arguments) = if let Some(vault) = sealer {
+        let text = serde_json::to_string(&call.arguments)
+            .map_err(|e| upstream(Error::json("encoding a call's arguments", e)))?;
+        let sealed = vault
+            .seal_data(&arguments_slot(&env.trace_id, &call.id), &text)
+            .map_err(upstream)?;
+        (Map::new(), Some(sealed))
+    } else {
+        (call.arguments.clone(), None)
+    };
     let input = GatewayCallInput {
         call_id: call.id.clone(),
         server: call.server.clone(),
         tool: call.tool.clone(),
-        arguments: call.arguments.clone(),
+        arguments,
+        sealed_arguments,
+        earlier_calls,
         timeout_ms: millis(call.timeout),
         trace_id: env.trace_id.clone(),
         platform: env.platform.as_ref().map(|p| p.name.clone()),
@@ -319,9 +367,10 @@ pub(crate) async fn run_as_task(
     caller: &Caller,
     call: Call,
     env: &CallEnv,
+    earlier_calls: Vec<String>,
 ) -> std::result::Result<CallResult, McpFailure> {
     let started = Instant::now();
-    let run = start(platform, caller, &call, env).await?;
+    let run = start(platform, caller, &call, env, earlier_calls).await?;
     let name = tool_name(&call.server, &call.tool);
     let mut result = CallResult::failed(
         &call.id,
@@ -348,10 +397,11 @@ pub(crate) async fn defer(
     call: Call,
     env: &CallEnv,
     why: &str,
+    earlier_calls: Vec<String>,
 ) -> std::result::Result<CallResult, McpFailure> {
     let started = Instant::now();
     let name = tool_name(&call.server, &call.tool);
-    let run = start(platform, caller, &call, env).await?;
+    let run = start(platform, caller, &call, env, earlier_calls).await?;
     // Answer once the call is in the approval queue (or the run ended): at most the call's
     // timeout.
     let seen = tokio::select! {
@@ -392,6 +442,41 @@ pub(crate) async fn defer(
     result.run_id = Some(run.id.clone());
     result.call_id = Some(call.id.clone());
     Ok(result)
+}
+
+/// The vault slot a gateway call's sealed arguments are bound to: its trace and its id.
+fn arguments_slot(trace_id: &str, call_id: &str) -> String {
+    format!("gateway_call/{trace_id}/{call_id}")
+}
+
+/// Open the sealed arguments of call `call_id` of trace `trace_id`.
+fn open_arguments(
+    ops: &GatewayOps,
+    trace_id: &str,
+    call_id: &str,
+    sealed: &Value,
+) -> Result<Map<String, Value>> {
+    let what = format!("the arguments of gateway call {call_id}");
+    let vault = ops.sealer().ok_or_else(|| {
+        Error::invalid_state(
+            what.clone(),
+            "they were sealed with the vault's master key, and this server has none; start \
+             it with the master key it had when the call was made (AGENTKIT_MASTER_KEY)",
+        )
+    })?;
+    let text = vault
+        .open_sealed(&what, &arguments_slot(trace_id, call_id), sealed.clone())
+        .map_err(|e| {
+            Error::invalid_state(
+                what.clone(),
+                format!(
+                    "they were sealed with the vault's master key and cannot be opened ({e}); \
+                     start the server with the master key it had when the call was made \
+                     (AGENTKIT_MASTER_KEY, or AGENTKIT_MASTER_KEY_PREVIOUS after a rotation)"
+                ),
+            )
+        })?;
+    serde_json::from_str(&text).map_err(|e| Error::json(what, e))
 }
 
 /// What a client reads about a call waiting for approval.

@@ -7,7 +7,8 @@
 //! `call_tool`) is remembered in the store for `gateway.idempotency_window_ms` (default 24 h) under its
 //! workspace: document `agentkit.gateway_idempotency/<org>/<workspace>/<sha256 of the key>`
 //! holding a digest of what was called (server, tool, canonical arguments) and, once it
-//! ended, its [`CallResult`]. A retry within the window with the same key
+//! ended, its [`CallResult`] (redacted, as the journal keeps a tool's result: a retry gets
+//! it with credentials and PII masked). A retry within the window with the same key
 //!
 //! - gets that result back (a call that waits for an approval: `pending_approval` with the
 //!   same `run_id`) and calls nothing, opens no second approval;
@@ -269,13 +270,18 @@ impl Keys {
     /// The store's error.
     pub(crate) async fn finish(&self, ticket: Ticket, result: &CallResult) -> Result<()> {
         let now = now_ms();
-        let value = json!({
+        let mut value = json!({
             "fingerprint": ticket.fingerprint,
             "call_id": result.id,
             "finished_at": now,
             "expires_at": now.saturating_add(millis(self.window)),
             "result": result,
         });
+        // Stored masked, as the journal keeps a tool's result: a retry gets the result with
+        // the credentials in it masked, and the database never holds them.
+        if let Some(r) = value.get_mut("result") {
+            agentkit_runtime::Redactor::default().apply(r);
+        }
         self.store
             .doc_put(
                 COLLECTION,

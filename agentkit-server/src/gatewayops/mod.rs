@@ -32,6 +32,7 @@
 //! ```
 
 pub mod durable;
+pub(crate) mod history;
 pub(crate) mod idempotency;
 pub mod platforms;
 pub mod safety;
@@ -98,6 +99,9 @@ pub struct GatewayConfig {
     /// `gateway.idempotency_window_ms`): a retry with the same key within it gets the first
     /// attempt's result instead of calling the tool again.
     pub idempotency_window: Duration,
+    /// How long a gateway call stays in its caller's tool history, the one chain rules look
+    /// at outside a run (default 1 h; `gateway.chain_window_ms`; see [`history`]).
+    pub chain_window: Duration,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -133,6 +137,7 @@ impl Default for GatewayConfig {
             platform_tools: true,
             principal_policies: Arc::default(),
             idempotency_window: idempotency::DEFAULT_WINDOW,
+            chain_window: history::DEFAULT_WINDOW,
         }
     }
 }
@@ -176,6 +181,14 @@ impl GatewayConfig {
     #[must_use]
     pub fn with_idempotency_window(mut self, d: Duration) -> Self {
         self.idempotency_window = d.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Keep a gateway call in its caller's tool history (what chain rules see outside a run)
+    /// for `d` (at least 1 s).
+    #[must_use]
+    pub fn with_chain_window(mut self, d: Duration) -> Self {
+        self.chain_window = d.max(Duration::from_secs(1));
         self
     }
 
@@ -341,6 +354,15 @@ impl GatewayConfig {
                 ));
             }
             out = out.with_idempotency_window(Duration::from_millis(ms));
+        }
+        if let Some(ms) = g.chain_window_ms {
+            if ms < 1000 {
+                return Err(config_error(
+                    "gateway.chain_window_ms".into(),
+                    "must be at least 1000 (1 s)".into(),
+                ));
+            }
+            out = out.with_chain_window(Duration::from_millis(ms));
         }
         out = out.with_principal_policies(crate::policy::PrincipalPolicies::from_config(config)?);
         if let Some(p) = &g.policy {
@@ -582,6 +604,17 @@ impl CallEnv {
     }
 }
 
+/// The tools of the successful calls in `history`, oldest first (what a durable run of a
+/// gateway call keeps of it: chain rules look at nothing else).
+fn earlier_calls(history: &agentkit_core::SharedToolHistory) -> Vec<String> {
+    history
+        .to_vec()
+        .into_iter()
+        .filter(|c| !c.is_error)
+        .map(|c| c.tool)
+        .collect()
+}
+
 /// A fresh trace id (a UUIDv7: the MCP `traceparent` sent upstream carries it).
 pub(crate) fn trace_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -646,6 +679,11 @@ pub struct GatewayOps {
     /// to list the tools `/mcp` federates).
     /// Per server, its tools as last listed.
     tools: Mutex<HashMap<String, Listed>>,
+    /// Each caller's recent calls: the tool history chain rules see at the gateway.
+    histories: history::Histories,
+    /// The server's vault, which seals the arguments of calls handed to durable runs (set
+    /// once the server is built).
+    vault: std::sync::OnceLock<crate::vault::Vault>,
 }
 
 /// A server's tools, as listed.
@@ -719,6 +757,7 @@ impl GatewayOps {
             .enumerate()
             .map(|(i, p)| platforms::Compiled::new(p, i, &policy).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
+        let config_chain_window = config.chain_window;
         Ok(Self {
             config,
             policy,
@@ -728,6 +767,8 @@ impl GatewayOps {
             pending: Mutex::new(HashMap::new()),
             platforms,
             tools: Mutex::new(HashMap::new()),
+            histories: history::Histories::new(config_chain_window),
+            vault: std::sync::OnceLock::new(),
         })
     }
 
@@ -893,18 +934,51 @@ impl GatewayOps {
         call: Call,
         env: &CallEnv,
     ) -> std::result::Result<CallResult, McpFailure> {
+        let key = history::caller_key(&caller.workspace, caller.key_id.as_deref());
+        let history = self.histories.of(&key);
         let ctx = RunContext::new()
             .with_run_id(env.trace_id.clone())
             .with_principal(caller.principal())
             .with_cancellation(env.cancel.child_token())
-            .with_approvals(Arc::new(durable::Handoff));
+            .with_approvals(Arc::new(durable::Handoff))
+            .with_shared_tool_history(history.clone());
+        let name = tool_name(&call.server, &call.tool);
         match self
             .call_in(platform, &caller.workspace, call.clone(), env, ctx, true)
             .await?
         {
-            Made::Done(r) => Ok(r),
-            Made::NeedsApproval(why) => durable::defer(platform, caller, call, env, &why).await,
+            Made::Done(r) => {
+                self.note_call(&key, &name, r.status);
+                Ok(r)
+            }
+            Made::NeedsApproval(why) => {
+                durable::defer(platform, caller, call, env, &why, earlier_calls(&history)).await
+            }
         }
+    }
+
+    /// Seal the arguments of calls handed to durable runs with `vault` (when it has a master
+    /// key). Set once, by the server's builder.
+    pub(crate) fn set_vault(&self, vault: crate::vault::Vault) {
+        let _ = self.vault.set(vault);
+    }
+
+    /// The vault that seals the arguments of calls handed to durable runs: `None` without a
+    /// master key.
+    pub(crate) fn sealer(&self) -> Option<&crate::vault::Vault> {
+        self.vault.get().filter(|v| v.is_configured())
+    }
+
+    /// Add a gateway call of `tool` by caller `key` that ended with `status` to the caller's
+    /// tool history (see [`history`]): one that was made or refused; not one still running,
+    /// waiting for an approval or cancelled.
+    pub(crate) fn note_call(&self, key: &str, tool: &str, status: CallStatus) {
+        let is_error = match status {
+            CallStatus::Success => false,
+            CallStatus::Error | CallStatus::Denied | CallStatus::Timeout => true,
+            _ => return,
+        };
+        self.histories.record(key, tool, is_error);
     }
 
     /// Make one call as an MCP task (a federated `/mcp` call from a client that declared MCP
@@ -924,10 +998,12 @@ impl GatewayOps {
         // An unknown server or tool is refused before a run is started for it.
         self.check_tool(platform, caller, &call.server, &call.tool)
             .await?;
-        if self.verdict(caller, &call, env) != agentkit_core::policy::Verdict::Allow {
+        let key = history::caller_key(&caller.workspace, caller.key_id.as_deref());
+        let history = self.histories.of(&key);
+        if self.verdict(caller, &call, env, &history) != agentkit_core::policy::Verdict::Allow {
             return self.call(platform, caller, call, env).await;
         }
-        durable::run_as_task(platform, caller, call, env).await
+        durable::run_as_task(platform, caller, call, env, earlier_calls(&history)).await
     }
 
     /// What the policies that apply to `call` by `caller` decide about it (see
@@ -938,12 +1014,15 @@ impl GatewayOps {
         caller: &Caller,
         call: &Call,
         env: &CallEnv,
+        history: &agentkit_core::SharedToolHistory,
     ) -> agentkit_core::policy::Verdict {
         let req = ToolRequest::new(
             call.id.clone(),
             tool_name(&call.server, &call.tool),
             Value::Object(call.arguments.clone()),
-            RunContext::new().with_principal(caller.principal()),
+            RunContext::new()
+                .with_principal(caller.principal())
+                .with_shared_tool_history(history.clone()),
         );
         self.policy_layer(env)
             .decide(&req)

@@ -1,0 +1,215 @@
+//! Chain rules at the gateway: a gateway client has no run, so the tool history a chain rule
+//! looks at is its key's own earlier calls (`gatewayops::history`), across its requests and
+//! the ways it calls (`/v1/execute`, `/mcp`). A call a chain rule sends for approval waits in
+//! a durable run that decides it on the same history, so the run cannot let it through
+//! unasked; and its arguments are sealed by the vault while it waits (a credential in them is
+//! not in the database file).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod inproc;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use agentkit_core::config::{ChainAction, ChainRule, PolicySpec};
+use agentkit_core::policy::Policy;
+use agentkit_runtime::{SqliteStore, Store};
+use agentkit_server::gatewayops::GatewayConfig;
+use agentkit_server::tenancy::WorkspaceId;
+use common::upstream::{Upstream, with_add, with_send};
+use inproc::{call_as, result_by_id as by_id};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "test-key";
+
+/// A credential a client passes in a call's arguments.
+const SECRET: &str = "sk-live-9f8e7d6c5b4a39281706f5e4d3c2b1a0";
+
+struct Running {
+    base: String,
+    sends: Arc<AtomicU32>,
+    /// Two invoker keys of acme/prod, and an operator.
+    first: String,
+    second: String,
+    operator: String,
+    dir: tempfile::TempDir,
+    _served: inproc::InProcess,
+    _crm: Upstream,
+}
+
+/// `crm` (`add`, `send`) seen by acme/prod; the gateway policy's chain rule: `crm__add` then
+/// `crm__send` → `action`. The store is a SQLite file in `dir`, the vault has a master key.
+async fn start(action: ChainAction) -> Running {
+    let sends = Arc::new(AtomicU32::new(0));
+    let crm = Upstream::serve(
+        with_add(with_send(
+            agentkit_mcp::McpServerBuilder::new("crm", "1.0.0"),
+            Arc::clone(&sends),
+        ))
+        .build(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("g.db")).await.unwrap());
+    let policy = Policy::compile(
+        "gateway",
+        &PolicySpec::new().with_chain(
+            ChainRule::new(["crm__add", "crm__send"], action)
+                .with_reason("a sum is not to be sent"),
+        ),
+    )
+    .unwrap();
+    let gateway = GatewayConfig::new()
+        .with_policy(policy)
+        .with_server_workspaces("crm", [WorkspaceId::new("acme", "prod")]);
+    let server = inproc::gateway_builder(store, ADMIN, &[("crm", &crm.url)], gateway)
+        .master_key(agentkit_server::vault::MasterKey::generate().unwrap())
+        .build()
+        .await
+        .unwrap();
+    let served = inproc::serve(server).await;
+    let base = served.base.clone();
+    let key = |role: &'static str, name: &'static str| {
+        let base = base.clone();
+        async move { inproc::workspace_key(&base, ADMIN, "acme", "prod", role, name).await }
+    };
+    Running {
+        first: key("invoker", "first").await,
+        second: key("invoker", "second").await,
+        operator: key("operator", "ops").await,
+        base,
+        sends,
+        dir,
+        _served: served,
+        _crm: crm,
+    }
+}
+
+/// One `/v1/execute` call of `crm__<tool>` as `key`: its result.
+async fn execute(r: &Running, key: &str, tool: &str, arguments: Value) -> Value {
+    let (s, b) = call_as(
+        &r.base,
+        key,
+        Method::POST,
+        "/v1/execute",
+        Some(
+            json!({"calls": [{"id": "c", "server": "crm", "tool": tool, "arguments": arguments}]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    by_id(&b, "c").clone()
+}
+
+/// Whether any file of the store's directory holds `needle`.
+fn stored_anywhere(dir: &std::path::Path, needle: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            bytes
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+                .then(|| path.display().to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_rule_looks_at_the_callers_earlier_gateway_calls() {
+    let r = start(ChainAction::Block).await;
+    // Nothing before it: a send goes through.
+    let sent = execute(&r, &r.first, "send", json!({"text": "hello"})).await;
+    assert_eq!(sent["status"], "success", "{sent}");
+    // A sum, in one request; a send, in the next: the chain is the key's, not the request's.
+    let sum = execute(&r, &r.first, "add", json!({"a": 2, "b": 3})).await;
+    assert_eq!(sum["status"], "success", "{sum}");
+    let refused = execute(&r, &r.first, "send", json!({"text": "5"})).await;
+    assert_eq!(refused["status"], "denied", "{refused}");
+    let why = refused["error"].as_str().unwrap_or_default();
+    assert!(why.contains("a sum is not to be sent"), "{refused}");
+    assert_eq!(
+        r.sends.load(Ordering::SeqCst),
+        1,
+        "the refused send never ran"
+    );
+
+    // The same key over `/mcp` (another way in, same caller): refused too, as a tool error.
+    let (s, answer) =
+        inproc::mcp_post(&r.base, &r.first, "crm__send", json!({"text": "5"}), &[]).await;
+    assert_eq!(s, 200, "{answer}");
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    assert_eq!(r.sends.load(Ordering::SeqCst), 1);
+
+    // Another key of the same workspace has its own history: its send goes through, until it
+    // makes the chain itself (over `/mcp` this time).
+    let theirs = execute(&r, &r.second, "send", json!({"text": "hi"})).await;
+    assert_eq!(theirs["status"], "success", "{theirs}");
+    assert_eq!(r.sends.load(Ordering::SeqCst), 2);
+    let (_, sum) =
+        inproc::mcp_post(&r.base, &r.second, "crm__add", json!({"a": 1, "b": 1}), &[]).await;
+    assert_eq!(sum["result"]["isError"], false, "{sum}");
+    let refused = execute(&r, &r.second, "send", json!({"text": "2"})).await;
+    assert_eq!(refused["status"], "denied", "{refused}");
+    assert_eq!(r.sends.load(Ordering::SeqCst), 2);
+    inproc::assert_audit_verifies(&r.base, ADMIN, "acme/prod").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_rule_approval_is_asked_in_the_durable_run_with_the_arguments_sealed() {
+    let r = start(ChainAction::RequireApproval).await;
+    let sum = execute(&r, &r.first, "add", json!({"a": 2, "b": 3})).await;
+    assert_eq!(sum["status"], "success", "{sum}");
+    let text = format!("the key is {SECRET}");
+    let pending = execute(&r, &r.first, "send", json!({"text": text})).await;
+    assert_eq!(pending["status"], "pending_approval", "{pending}");
+    let run_id = pending["run_id"].as_str().unwrap().to_owned();
+
+    // The run decides the call on the history the gateway decided it on: it waits for the
+    // approval rather than making the call.
+    inproc::wait_run(&r.base, &r.first, &run_id, "waiting_approval").await;
+    assert_eq!(
+        r.sends.load(Ordering::SeqCst),
+        0,
+        "nothing was sent before the approval"
+    );
+    let (_, queue) = call_as(&r.base, &r.operator, Method::GET, "/v1/approvals", None).await;
+    let queue = queue.as_array().unwrap();
+    assert_eq!(queue.len(), 1, "{queue:?}");
+    assert_eq!(queue[0]["run_id"], run_id.as_str());
+
+    // While it waits, the credential in its arguments is nowhere in the database's files.
+    let leaks = stored_anywhere(r.dir.path(), SECRET);
+    assert!(leaks.is_empty(), "{SECRET} is stored in clear in {leaks:?}");
+    // What the run shows of its input says the arguments are sealed.
+    let (_, run) = call_as(
+        &r.base,
+        &r.first,
+        Method::GET,
+        &format!("/v1/runs/{run_id}"),
+        None,
+    )
+    .await;
+    assert!(!run.to_string().contains(SECRET), "{run}");
+
+    // Approved: the exact call is made once, with the arguments as given.
+    let (s, b) = call_as(
+        &r.base,
+        &r.operator,
+        Method::POST,
+        &format!("/v1/approvals/{run_id}/c/approve"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let done = inproc::wait_run(&r.base, &r.first, &run_id, "succeeded").await;
+    assert_eq!(r.sends.load(Ordering::SeqCst), 1, "{done}");
+    let content = done["output"]["content"].to_string();
+    assert!(content.contains("sent: the key is"), "{done}");
+    // The tool's answer (which repeats it) is stored masked, as every journaled result is.
+    let leaks = stored_anywhere(r.dir.path(), SECRET);
+    assert!(leaks.is_empty(), "{SECRET} is stored in clear in {leaks:?}");
+}

@@ -320,48 +320,67 @@ impl Registry {
         // died between the two writes. Numbering must go past it, or every later deploy of
         // the name would retry the same taken number until it gave up.
         let mut taken = 0u32;
+        // The version document this deploy wrote and has not yet made the entry's latest: a
+        // lost entry race tries again with it rather than writing another.
+        let mut written: Option<u32> = None;
         for _ in 0..CAS_ATTEMPTS {
             let current = self.stored(name).await?;
             if let Some(e) = &current {
                 let latest = self.version(name, e.latest).await?;
                 if latest.hash == hash {
+                    // A concurrent deploy of the same spec won: this one's document goes.
+                    if let Some(n) = written.filter(|n| *n != e.latest) {
+                        self.drop_version(name, n).await;
+                    }
                     return Ok(Deployed {
                         version: e.latest,
                         created: false,
                     });
                 }
             }
-            let next = current
-                .as_ref()
-                .map_or(0, |e| e.latest)
-                .max(taken)
-                .saturating_add(1);
-            let now = agentkit_runtime::model::now_ms();
-            let version = Version {
-                name: name.to_owned(),
-                version: next,
-                kind,
-                spec: spec.clone(),
-                hash: hash.clone(),
-                members: members.clone(),
-                created_at: now,
+            let latest = current.as_ref().map_or(0, |e| e.latest);
+            let next = match written {
+                // Still above the winner's latest: it can become the next version as it is.
+                Some(n) if n > latest => n,
+                other => {
+                    if let Some(n) = other {
+                        // Below the latest now: it would show as a version nobody deployed.
+                        self.drop_version(name, n).await;
+                        written = None;
+                    }
+                    let next = latest.max(taken).saturating_add(1);
+                    let now = agentkit_runtime::model::now_ms();
+                    let version = Version {
+                        name: name.to_owned(),
+                        version: next,
+                        kind,
+                        spec: spec.clone(),
+                        hash: hash.clone(),
+                        members: members.clone(),
+                        created_at: now,
+                    };
+                    // The version first (create-only): a concurrent deploy that took this
+                    // number makes this one retry with the next.
+                    if self
+                        .store
+                        .doc_put(
+                            COLLECTION,
+                            &version_id(name, next),
+                            encode(&version, "version")?,
+                            Expect::Absent,
+                        )
+                        .await?
+                        .is_none()
+                    {
+                        taken = next;
+                        continue;
+                    }
+                    written = Some(next);
+                    taken = next;
+                    next
+                }
             };
-            // The version first (create-only): a concurrent deploy that took this number makes
-            // this one retry with the next.
-            if self
-                .store
-                .doc_put(
-                    COLLECTION,
-                    &version_id(name, next),
-                    encode(&version, "version")?,
-                    Expect::Absent,
-                )
-                .await?
-                .is_none()
-            {
-                taken = next;
-                continue;
-            }
+            let now = agentkit_runtime::model::now_ms();
             let mut entry = current.clone().unwrap_or_else(|| Entry {
                 name: name.to_owned(),
                 kind,
@@ -396,11 +415,26 @@ impl Registry {
                     created: true,
                 });
             }
-            // Lost the entry race: the version doc stays (numbers are never reused) and the
-            // next round sees the winner's entry.
+            // Lost the entry race: the next round sees the winner's entry.
             self.forget(name);
         }
+        if let Some(n) = written {
+            self.drop_version(name, n).await;
+        }
         Err(busy(name))
+    }
+
+    /// Delete version document `n` of `name` that a deploy wrote but did not make a version
+    /// (it lost to a concurrent deploy). Best effort: one left behind (a failed delete, a
+    /// crash) only shows in the version list.
+    async fn drop_version(&self, name: &str, n: u32) {
+        if let Err(e) = self
+            .store
+            .doc_delete(COLLECTION, &version_id(name, n), Expect::Revision(1))
+            .await
+        {
+            tracing::warn!(agent = name, version = n, error = %e, "registry: a version document a lost deploy wrote could not be deleted");
+        }
     }
 
     /// Point `label` of `name` at `version`. With `expected`, only if the label points at
@@ -532,6 +566,60 @@ mod tests {
     use super::*;
     use agentkit_runtime::MemoryStore;
     use serde_json::json;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_deploys_leave_only_the_versions_they_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            agentkit_runtime::SqliteStore::open(dir.path().join("r.db"))
+                .await
+                .unwrap(),
+        );
+        // Two processes' registries on one database, 24 deploys at once: 16 distinct specs
+        // and the same spec 8 times.
+        let registries = [
+            Registry::new(Arc::clone(&store)),
+            Registry::new(Arc::clone(&store)),
+        ];
+        let mut tasks = Vec::new();
+        for i in 0..24usize {
+            let r = registries[i % 2].clone();
+            let spec = if i < 16 {
+                json!({"instructions": format!("spec {i}")})
+            } else {
+                json!({"instructions": "same"})
+            };
+            tasks.push(tokio::spawn(async move {
+                let d = r
+                    .deploy("racer", EntryKind::Agent, "", spec.clone(), BTreeMap::new())
+                    .await
+                    .unwrap();
+                (d, spec)
+            }));
+        }
+        let mut answered = std::collections::BTreeMap::new();
+        for t in tasks {
+            let (d, spec) = t.await.unwrap();
+            if d.created {
+                assert!(
+                    answered.insert(d.version, spec).is_none(),
+                    "v{} twice",
+                    d.version
+                );
+            }
+        }
+        // Read by a third process (the others keep entries they wrote).
+        let reader = Registry::new(store);
+        let listed = reader.versions("racer", 0, 1000).await.unwrap();
+        let listed: std::collections::BTreeMap<u32, Value> =
+            listed.into_iter().map(|v| (v.version, v.spec)).collect();
+        assert_eq!(
+            listed, answered,
+            "every stored version is one a deploy answered"
+        );
+        let entry = reader.entry("racer").await.unwrap();
+        assert_eq!(Some(&entry.latest), answered.keys().last());
+    }
 
     #[tokio::test]
     async fn a_version_left_without_its_entry_does_not_block_later_deploys() {

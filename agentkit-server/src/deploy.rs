@@ -49,6 +49,30 @@ pub async fn deploy_spec_in(
                 .into(),
         ));
     }
+    if !spec.is_object() {
+        let what = match &spec {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Object(_) => "an object",
+        };
+        return Err(Error::InvalidRequest(format!(
+            "`spec` of `{external}` is {what}; it must be an object: the {} as written under \
+             `{}:` in agentkit.yaml",
+            if kind == EntryKind::Workflow {
+                "workflow"
+            } else {
+                "agent"
+            },
+            if kind == EntryKind::Workflow {
+                "workflows"
+            } else {
+                "agents"
+            },
+        )));
+    }
     let (description, members) = builder.validate(kind, &spec)?;
     let mut pinned = BTreeMap::new();
     for m in members {

@@ -409,3 +409,26 @@ async fn enqueued_runs_wait_their_turn_on_a_thread_in_order() {
     let run = ended(&r, run["run_id"].as_str().unwrap()).await;
     assert_eq!(run["status"], "succeeded", "{run}");
 }
+
+#[tokio::test]
+async fn a_spec_that_is_not_an_object_is_refused_and_nothing_is_stored() {
+    let r = start(Arc::new(Gated {
+        entered: Mutex::new(None),
+        release: Mutex::new(None),
+    }))
+    .await;
+    for spec in [json!([]), json!("an agent"), json!(5), json!(null)] {
+        let (s, problem) = call(
+            &r,
+            reqwest::Method::POST,
+            "/v1/agents",
+            Some(json!({"name": "shapeless", "kind": "agent", "spec": spec})),
+        )
+        .await;
+        assert_eq!(s, 400, "{spec}: {problem}");
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("must be an object"), "{problem}");
+    }
+    let (s, _) = call(&r, reqwest::Method::GET, "/v1/agents/shapeless", None).await;
+    assert_eq!(s, 404, "nothing was stored");
+}

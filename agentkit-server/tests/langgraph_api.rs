@@ -334,6 +334,14 @@ async fn unsupported_features_and_bad_input_are_problems() {
             "invalid-body",
         ),
         (json!({"input": said("x")}), "invalid-body"),
+        (
+            json!({"assistant_id": "echo", "input": said("x"), "stream_mode": 5}),
+            "invalid-body",
+        ),
+        (
+            json!({"assistant_id": "echo", "input": said("x"), "stream_mode": ["values", "bogus"]}),
+            "invalid-body",
+        ),
     ] {
         let (s, p) = call(
             &r,
@@ -345,6 +353,18 @@ async fn unsupported_features_and_bad_input_are_problems() {
         assert_eq!(s, 422, "{body} -> {p}");
         assert_eq!(p["type"], format!("urn:agentkit:problem:{slug}"), "{p}");
     }
+    // None of them started a run on the thread.
+    let (s, runs) = call(&r, Method::GET, &format!("/threads/{tid}/runs"), None).await;
+    assert_eq!(s, 200, "{runs}");
+    assert_eq!(runs, json!([]), "a refused request stores no run");
+    let (s, p) = call(
+        &r,
+        Method::POST,
+        "/runs/stream",
+        Some(json!({"assistant_id": "echo", "input": said("x"), "stream_mode": "bogus"})),
+    )
+    .await;
+    assert_eq!(s, 422, "{p}");
     let (s, _) = call(
         &r,
         Method::POST,

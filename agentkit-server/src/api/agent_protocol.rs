@@ -329,7 +329,9 @@ pub async fn stream_run(
 ) -> ApiResult<Response> {
     let scope = caller.scope();
     let r = s.platform.run_in(&scope, &run_id).await?;
-    let modes = Modes::from_value(q.stream_mode.map(Value::String).as_ref());
+    let mode = q.stream_mode.map(Value::String);
+    Modes::check(mode.as_ref())?;
+    let modes = Modes::from_value(mode.as_ref());
     Ok(langgraph::lg_stream(s, scope, &r, modes, None).into_response())
 }
 

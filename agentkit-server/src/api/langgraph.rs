@@ -1353,7 +1353,7 @@ impl RunCreate {
                 "delayed runs (`after_seconds`) are not supported yet",
             ));
         }
-        Ok(())
+        Modes::check(self.stream_mode.as_ref())
     }
 
     fn policy(&self) -> Result<Option<ThreadPolicy>, Problem> {
@@ -1862,7 +1862,47 @@ pub struct Modes {
     pub messages: bool,
 }
 
+/// The stream modes of LangGraph's API: a `stream_mode` naming another is refused (422). Those
+/// agentkit does not stream (see [`Modes`]) are accepted and send nothing.
+const KNOWN_MODES: &[&str] = &[
+    "values",
+    "messages",
+    "messages-tuple",
+    "updates",
+    "events",
+    "debug",
+    "custom",
+    "tasks",
+    "checkpoints",
+];
+
 impl Modes {
+    /// Check a `stream_mode`: absent, or a known mode, or a list of them; otherwise a 422
+    /// problem saying what is accepted.
+    pub(crate) fn check(v: Option<&Value>) -> Result<(), Problem> {
+        let invalid =
+            |detail: String| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", detail);
+        let names: Vec<&Value> = match v {
+            None | Some(Value::Null) => return Ok(()),
+            Some(s @ Value::String(_)) => vec![s],
+            Some(Value::Array(a)) => a.iter().collect(),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "`stream_mode` must be a stream mode or a list of them, not `{other}`"
+                )));
+            }
+        };
+        for name in names {
+            if !name.as_str().is_some_and(|n| KNOWN_MODES.contains(&n)) {
+                return Err(invalid(format!(
+                    "`{name}` is not a stream mode; use one of {}",
+                    KNOWN_MODES.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// From a `stream_mode` (a string, a list, or absent: `values`).
     #[must_use]
     pub fn from_value(v: Option<&Value>) -> Self {
@@ -2124,7 +2164,9 @@ pub async fn join_stream(
 ) -> ApiResult<Response> {
     let scope = caller.scope();
     let r = run_on(&s, &scope, &thread, &run_id).await?;
-    let modes = Modes::from_value(q.stream_mode.map(Value::String).as_ref());
+    let mode = q.stream_mode.map(Value::String);
+    Modes::check(mode.as_ref())?;
+    let modes = Modes::from_value(mode.as_ref());
     Ok(lg_stream(s, scope, &r, modes, None).into_response())
 }
 

@@ -58,7 +58,13 @@ fn start_dev() -> Dev {
             break;
         }
     }
-    let url = url.unwrap_or_else(|| panic!("no API line in: {seen:#?}"));
+    // Held from here on, so a failed check below still stops the server (Drop).
+    let dev = Dev {
+        child,
+        url: url.unwrap_or_default(),
+        dir,
+    };
+    assert!(!dev.url.is_empty(), "no API line in: {seen:#?}");
     assert!(
         seen.iter().any(|l| l.contains("scripted (offline)")),
         "dev must say it runs offline: {seen:#?}"
@@ -73,7 +79,7 @@ fn start_dev() -> Dev {
     );
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Dev { child, url, dir }
+    dev
 }
 
 fn run(dev: &Dev, args: &[&str]) -> (i32, String, String) {

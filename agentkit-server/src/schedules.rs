@@ -261,6 +261,23 @@ impl Platform {
             )));
         }
         let schedule = build(name, &spec)?;
+        // A one-shot fires when its time comes after registration (or within its catch-up
+        // window before it): one already past would be stored and never fire.
+        if let Some(at) = &spec.at {
+            let now = agentkit_runtime::model::now_ms();
+            let from = match schedule.catch_up {
+                agentkit_runtime::CatchUp::Within(w) => {
+                    now.saturating_sub(i64::try_from(w.as_millis()).unwrap_or(i64::MAX))
+                }
+                _ => now,
+            };
+            if schedule.next_fire_after(from).is_none() {
+                return Err(Error::InvalidRequest(format!(
+                    "schedule `{name}`, `at`: `{at}` is in the past, so the schedule would never \
+                     fire; pick a time in the future"
+                )));
+            }
+        }
         if self.runtime.schedule(name).is_ok() {
             return Err(Error::invalid_state(
                 format!("schedule {name}"),

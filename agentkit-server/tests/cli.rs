@@ -58,7 +58,13 @@ fn start_dev() -> Dev {
             break;
         }
     }
-    let url = url.unwrap_or_else(|| panic!("no API line in: {seen:#?}"));
+    // Held from here on, so a failed check below still stops the server (Drop).
+    let dev = Dev {
+        child,
+        url: url.unwrap_or_default(),
+        dir,
+    };
+    assert!(!dev.url.is_empty(), "no API line in: {seen:#?}");
     assert!(
         seen.iter().any(|l| l.contains("scripted (offline)")),
         "dev must say it runs offline: {seen:#?}"
@@ -67,9 +73,13 @@ fn start_dev() -> Dev {
         seen.iter().any(|l| l.contains("built-in demo")),
         "{seen:#?}"
     );
+    assert!(
+        seen[0].starts_with("agentkit serving 2 agents, 1 workflow from"),
+        "the demo has 2 agents and 1 workflow: {seen:#?}"
+    );
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Dev { child, url, dir }
+    dev
 }
 
 fn run(dev: &Dev, args: &[&str]) -> (i32, String, String) {
@@ -84,6 +94,30 @@ fn run(dev: &Dev, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `POST path` with a JSON body, as the test key, over plain HTTP: the status and body.
+fn post(dev: &Dev, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let addr = dev.url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    let body = body.to_string();
+    write!(
+        conn,
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nx-api-key: cli-test-key\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not HTTP: {answer}"));
+    let (_, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or_default())
 }
 
 #[test]
@@ -116,6 +150,26 @@ fn dev_serves_the_demo_and_the_cli_drives_it() {
     let (code, out, _) = run(&dev, &["runs", "events", &id, "--follow"]);
     assert_eq!(code, 0);
     assert!(out.contains("end"), "{out}");
+    // A model line says how many tokens the model wrote.
+    let model = out
+        .lines()
+        .find(|l| l.contains("  model  "))
+        .unwrap_or_else(|| panic!("no model event: {out}"));
+    let tokens = model
+        .trim_end_matches(" tokens")
+        .rsplit(' ')
+        .next()
+        .unwrap();
+    assert!(tokens.parse::<u64>().is_ok(), "{model}");
+    // Without --follow: the same table (the journal's events; the run has ended).
+    let (code, table, err) = run(&dev, &["runs", "events", &id]);
+    assert_eq!(code, 0, "{err}");
+    let followed: Vec<&str> = out.lines().filter(|l| !l.contains(" end ")).collect();
+    assert_eq!(table.lines().collect::<Vec<_>>(), followed);
+    let (code, json, _) = run(&dev, &["runs", "events", &id, "--json"]);
+    assert_eq!(code, 0);
+    let events: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(events.as_array().unwrap().len(), followed.len(), "{json}");
 
     // `agentkit top --once`: the realtime window, with the calls just made.
     let (code, out, err) = run(&dev, &["top", "--once"]);
@@ -254,6 +308,28 @@ fn schedules_are_listed_paused_triggered_and_their_history_shown() {
     assert!(out.contains("daily-digest"), "{out}");
     assert!(out.contains("cron 0 9 * * 1-5 Europe/Paris"), "{out}");
     assert!(out.contains("UTC (in "), "the next fire: {out}");
+
+    // A one-shot whose time has passed is shown as past, not as due in a minute. (Created
+    // over the API, a past `at` is refused unless it is within `catch_up`.)
+    let (status, p) = post(
+        &dev,
+        "/v1/schedules",
+        &serde_json::json!({"name": "past", "target": "support", "at": "2001-01-01T00:00:00Z"}),
+    );
+    assert_eq!(status, 400, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("in the past"), "{p}");
+    let at = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let (status, p) = post(
+        &dev,
+        "/v1/schedules",
+        &serde_json::json!({"name": "late", "target": "support", "at": at.to_rfc3339(),
+                            "catch_up": {"within": "1h"}}),
+    );
+    assert_eq!(status, 201, "{p}");
+    let (code, out, err) = run(&dev, &["schedules", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let late = out.lines().find(|l| l.starts_with("late")).unwrap();
+    assert!(late.contains("(passed, 5m ago)"), "{late}");
 
     let (code, out, err) = run(&dev, &["schedules", "pause", "daily-digest"]);
     assert_eq!(code, 0, "{err}");
@@ -513,4 +589,64 @@ fn a_workspace_declares_lists_rotates_and_deletes_webhooks_from_the_cli() {
     assert!(err.contains("no webhook `tickets`"), "{err}");
     let (code, out, _) = run(&dev, &["webhooks", "list", "--json"]);
     assert_eq!((code, out.trim()), (0, "[]"));
+}
+
+/// `agentkit ARGS --server URL` with its stdout closed before it writes (as `| head` closes
+/// it once it has read enough): exit code and stderr.
+fn run_into_closed_pipe(dev: &Dev, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = agentkit()
+        .args(args)
+        .args(["--server", &dev.url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn output_piped_into_head_ends_quietly() {
+    let dev = start_dev();
+    for _ in 0..3 {
+        let (code, _, err) = run(&dev, &["run", "support", "hi"]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (_, out, _) = run(&dev, &["runs", "list", "--json"]);
+    let runs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = runs[0]["run_id"].as_str().unwrap().to_owned();
+    for args in [
+        &["runs", "list"][..],
+        &["runs", "list", "--json"],
+        &["keys", "list", "--json"],
+        &["runs", "events", &id, "--follow"],
+        &["agents", "list"],
+    ] {
+        let (code, err) = run_into_closed_pipe(&dev, args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn run_with_a_new_thread_starts_it_and_the_next_run_continues_it() {
+    let dev = start_dev();
+    let (code, out, err) = run(&dev, &["run", "support", "one", "--thread", "t1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "one");
+    // The scripted model echoes the conversation: the second run sees the first.
+    let (code, out, err) = run(&dev, &["run", "support", "two", "--thread", "t1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "one | two");
+    let (code, out, err) = run(&dev, &["run", "support", "alone", "--thread", "t2"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        "alone",
+        "another thread is another conversation"
+    );
 }

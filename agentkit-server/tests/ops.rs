@@ -189,6 +189,12 @@ async fn schedules_created_over_the_api_are_stored_for_every_server_and_deletabl
             "time zone",
         ),
         (json!({"name": "x", "target": "echo"}), 400, "one of `cron`"),
+        // A one-shot already past would never fire.
+        (
+            json!({"name": "x", "target": "echo", "at": "2001-01-01T00:00:00Z"}),
+            400,
+            "is in the past",
+        ),
         (
             json!({"name": "x", "target": "ghost", "every": "1h"}),
             400,

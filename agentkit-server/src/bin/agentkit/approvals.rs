@@ -160,7 +160,7 @@ pub(crate) async fn approvals(remote: &Remote, cmd: ApprovalsCmd) -> Result<(), 
                 )
                 .await?;
             if !remote.json {
-                println!(
+                outln!(
                     "claimed call {call} ({}) of run {run} for {}",
                     s(&v, "tool"),
                     s(&v, "claimed_by")
@@ -208,7 +208,7 @@ fn print_decided(run_view: &Value, run: &str, call: Option<&str>, what: &str) {
         Some(call) => format!("call {call} of run {run}"),
         None => format!("the waiting calls of run {run}"),
     };
-    println!(
+    outln!(
         "{what} {which}; the run is {} (follow it: agentkit runs events {run} --follow)",
         s(run_view, "status")
     );

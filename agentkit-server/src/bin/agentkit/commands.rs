@@ -16,7 +16,7 @@ pub(crate) struct RunArgs {
     agent: String,
     /// The message.
     message: String,
-    /// Continue this thread.
+    /// Continue this thread's conversation (a new id starts one).
     #[arg(long)]
     thread: Option<String>,
     /// A label or version (default: latest).
@@ -169,7 +169,6 @@ async fn run_events(
 /// `agentkit runs events <id> --follow`: print the run's events as they happen (model text
 /// live, as it is written); exits non-zero when the run ends failed or cancelled.
 async fn follow_events(c: &Client, remote: &Remote, run_id: &str) -> Result<(), Failure> {
-    use std::io::Write;
     c.call(Method::GET, &format!("/v1/runs/{run_id}"), None)
         .await?;
     let bar = if remote.json {
@@ -182,33 +181,23 @@ async fn follow_events(c: &Client, remote: &Remote, run_id: &str) -> Result<(), 
     let mut in_text = false;
     let end = run_events(c, run_id, &bar, |ev, v, id| {
         if remote.json {
-            bar.suspend(|| println!("{}", json!({"event": ev, "data": v})));
+            bar.suspend(|| outln!("{}", json!({"event": ev, "data": v})));
         } else if ev == "delta" {
             bar.suspend(|| {
                 if !in_text {
-                    print!("      ");
+                    out!("      ");
                 }
-                print!("{}", s(v, "text"));
-                let _ = std::io::stdout().flush();
+                out!("{}", s(v, "text"));
             });
             in_text = true;
         } else {
-            let what = match ev {
-                "model" => format!(
-                    "model  {} ms, {} tokens",
-                    v["latency_ms"], v["data"]["usage"]["output_tokens"]
-                ),
-                "tool_result" => format!("tool   {} ({} ms)", s(v, "key"), v["latency_ms"]),
-                "status" | "end" => format!("{ev:<6} {}", s(v, "status")),
-                "error" => format!("error  {v}"),
-                _ => format!("{ev:<6} {}", s(v, "key")),
-            };
+            let what = event_line(ev, v);
             let id = id.unwrap_or_default();
             bar.suspend(|| {
                 if in_text {
-                    println!();
+                    outln!();
                 }
-                println!("{id:>4}  {what}");
+                outln!("{id:>4}  {what}");
             });
             in_text = false;
             bar.set_message(format!("run {run_id}: {what}"));
@@ -227,6 +216,23 @@ async fn follow_events(c: &Client, remote: &Remote, run_id: &str) -> Result<(), 
     }
 }
 
+/// What the table of `agentkit runs events` says of event `ev` (its data `v`: a journal
+/// event, a run for `status` and `end`).
+fn event_line(ev: &str, v: &Value) -> String {
+    match ev {
+        // A model event's data is `{text, tool_calls, response}`: the journaled model
+        // response, with its usage, is `response`.
+        "model" => format!(
+            "model  {} ms, {} tokens",
+            v["latency_ms"], v["data"]["response"]["usage"]["output_tokens"]
+        ),
+        "tool_result" => format!("tool   {} ({} ms)", s(v, "key"), v["latency_ms"]),
+        "status" | "end" => format!("{ev:<6} {}", s(v, "status")),
+        "error" => format!("error  {v}"),
+        _ => format!("{ev:<6} {}", s(v, "key")),
+    }
+}
+
 /// The default server URL.
 pub(crate) const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
@@ -238,7 +244,7 @@ pub(crate) fn client(remote: &Remote) -> Client {
 }
 
 pub(crate) fn print_json(v: &Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
     );
@@ -266,7 +272,7 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) {
             .enumerate()
             .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        outln!("{}", parts.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_uppercase()).collect());
     for r in rows {
@@ -284,7 +290,8 @@ pub(crate) fn ago(ms: &Value) -> String {
         0..60 => format!("{secs}s ago"),
         60..3600 => format!("{}m ago", secs / 60),
         3600..86400 => format!("{}h ago", secs / 3600),
-        _ => format!("{}d ago", secs / 86400),
+        86400..31_536_000 => format!("{}d ago", secs / 86400),
+        _ => format!("{}y ago", secs / 31_536_000),
     }
 }
 
@@ -308,6 +315,13 @@ pub(crate) async fn run(remote: &Remote, args: RunArgs) -> Result<(), Failure> {
     let started = Instant::now();
     let mut body = json!({ "message": args.message });
     if let Some(t) = &args.thread {
+        // The first run on a thread creates it; later runs find it and continue it.
+        c.call(
+            Method::POST,
+            "/threads",
+            Some(&json!({"thread_id": t, "if_exists": "do_nothing"})),
+        )
+        .await?;
         body["thread_id"] = json!(t);
     }
     if let Some(v) = &args.version {
@@ -361,8 +375,8 @@ pub(crate) async fn run(remote: &Remote, args: RunArgs) -> Result<(), Failure> {
         print_json(&run);
     } else {
         match run["output"]["text"].as_str() {
-            Some(text) => println!("{text}"),
-            None => println!("{}", run["output"]),
+            Some(text) => outln!("{text}"),
+            None => outln!("{}", run["output"]),
         }
         let usage = &run["usage"];
         eprintln!(
@@ -456,14 +470,14 @@ pub(crate) async fn agents(remote: &Remote, cmd: AgentsCmd) -> Result<(), Failur
             }
             let v = c.call(Method::GET, &q, None).await?;
             if !remote.json {
-                println!("v{} → v{}", s(&v, "from"), s(&v, "to"));
+                outln!("v{} → v{}", s(&v, "from"), s(&v, "to"));
                 for ch in v["changes"].as_array().into_iter().flatten() {
-                    println!("  {}", s(ch, "path"));
+                    outln!("  {}", s(ch, "path"));
                     if let Some(f) = ch.get("from") {
-                        println!("    - {f}");
+                        outln!("    - {f}");
                     }
                     if let Some(t) = ch.get("to") {
-                        println!("    + {t}");
+                        outln!("    + {t}");
                     }
                 }
                 return Ok(());
@@ -548,12 +562,19 @@ pub(crate) async fn runs(remote: &Remote, cmd: RunsCmd) -> Result<(), Failure> {
                 .await?
         }
         RunsCmd::Events { run_id, follow } => {
-            if !follow {
-                c.call(Method::GET, &format!("/v1/runs/{run_id}/events"), None)
-                    .await?
-            } else {
+            if follow {
                 return follow_events(&c, remote, &run_id).await;
             }
+            let v = c
+                .call(Method::GET, &format!("/v1/runs/{run_id}/events"), None)
+                .await?;
+            if !remote.json {
+                for e in v.as_array().into_iter().flatten() {
+                    outln!("{:>4}  {}", s(e, "id"), event_line(&s(e, "event"), e));
+                }
+                return Ok(());
+            }
+            v
         }
         RunsCmd::Pause { run_id } => {
             c.call(Method::POST, &format!("/v1/runs/{run_id}/pause"), None)

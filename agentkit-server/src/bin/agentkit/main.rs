@@ -2,7 +2,11 @@
 //! registry, runs and schedules of a running server.
 //!
 //! Exit codes: 0 success, 1 failure (a run failed, a server error), 2 invalid input,
-//! 3 not found, 4 conflict, 5 server unreachable or key refused.
+//! 3 not found, 4 conflict, 5 server unreachable or key refused. Output closed early (piped
+//! into `head`) ends a command quietly with 0.
+
+#[macro_use]
+mod output;
 
 mod approvals;
 mod client;
@@ -26,7 +30,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// agentkit: build, deploy and operate MCP-native agents.
 #[derive(Debug, Parser)]
-#[command(name = "agentkit", version, about, long_about = None, after_help = "Exit codes: 0 success, 1 failure, 2 invalid input, 3 not found, 4 conflict, 5 server unreachable or key refused.")]
+#[command(name = "agentkit", version, about, long_about = None, after_help = "Exit codes: 0 success, 1 failure, 2 invalid input, 3 not found, 4 conflict, 5 server unreachable or key refused. Output closed early (`| head`) ends a command quietly with 0.")]
 struct Cli {
     #[command(flatten)]
     remote: Remote,

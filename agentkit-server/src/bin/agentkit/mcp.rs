@@ -92,12 +92,12 @@ pub(crate) async fn mcp(remote: &Remote, cmd: McpCmd) -> Result<(), Failure> {
             }
             m.shutdown().await;
             if remote.json {
-                println!("{}", serde_json::Value::Array(rows));
+                outln!("{}", serde_json::Value::Array(rows));
             } else {
                 for r in &rows {
                     let d = r["description"].as_str().unwrap_or("");
                     let d: String = d.lines().next().unwrap_or("").chars().take(80).collect();
-                    println!(
+                    outln!(
                         "{}__{}  {d}",
                         r["server"].as_str().unwrap_or(""),
                         r["tool"].as_str().unwrap_or("")
@@ -125,7 +125,10 @@ pub(crate) async fn mcp(remote: &Remote, cmd: McpCmd) -> Result<(), Failure> {
             let addr = listener
                 .local_addr()
                 .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
-            println!("agentkit: MCP server `{server}` at http://{addr}/mcp");
+            // Like `agentkit dev`'s banner: a closed stdout does not stop the bridge.
+            crate::output::lines_or_ignore(&[format!(
+                "agentkit: MCP server `{server}` at http://{addr}/mcp"
+            )]);
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;

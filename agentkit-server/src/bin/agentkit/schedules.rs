@@ -26,7 +26,8 @@ pub(crate) enum SchedulesCmd {
     },
 }
 
-/// When a time (ms since epoch) is: `2026-12-07 03:00 UTC (in 4h)`.
+/// When a time (ms since epoch) is: `2026-12-07 03:00 UTC (in 4h)`, or for a time gone by
+/// `2001-01-01 00:00 UTC (passed, 25y ago)`.
 fn when(ms: &Value) -> String {
     let Some(t) = ms
         .as_i64()
@@ -34,8 +35,10 @@ fn when(ms: &Value) -> String {
     else {
         return "-".into();
     };
-    let secs = (t.timestamp_millis() - agentkit_runtime::model::now_ms()) / 1000;
+    let ahead = t.timestamp_millis() - agentkit_runtime::model::now_ms();
+    let secs = ahead / 1000;
     let rel = match secs {
+        _ if ahead < 0 => format!("passed, {}", ago(ms)),
         i64::MIN..60 => "in <1m".to_owned(),
         60..3600 => format!("in {}m", secs / 60),
         3600..86400 => format!("in {}h", secs / 3600),
@@ -109,7 +112,7 @@ pub(crate) async fn schedules(remote: &Remote, cmd: SchedulesCmd) -> Result<(), 
                 .call(Method::POST, &format!("/v1/schedules/{name}/pause"), None)
                 .await?;
             if !remote.json {
-                println!("paused `{name}` (on every server process)");
+                outln!("paused `{name}` (on every server process)");
                 return Ok(());
             }
             v
@@ -119,7 +122,7 @@ pub(crate) async fn schedules(remote: &Remote, cmd: SchedulesCmd) -> Result<(), 
                 .call(Method::POST, &format!("/v1/schedules/{name}/resume"), None)
                 .await?;
             if !remote.json {
-                println!("resumed `{name}`; next fire {}", when(&v["next_fire_at"]));
+                outln!("resumed `{name}`; next fire {}", when(&v["next_fire_at"]));
                 return Ok(());
             }
             v
@@ -129,7 +132,7 @@ pub(crate) async fn schedules(remote: &Remote, cmd: SchedulesCmd) -> Result<(), 
                 .call(Method::POST, &format!("/v1/schedules/{name}/trigger"), None)
                 .await?;
             if !remote.json {
-                println!(
+                outln!(
                     "started run {} of {} (follow it: agentkit runs events {} --follow)",
                     s(&v, "run_id"),
                     s(&v, "agent"),

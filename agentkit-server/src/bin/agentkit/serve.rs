@@ -244,30 +244,48 @@ pub(crate) async fn serve(args: ServeArgs, dev: bool) -> Result<(), Failure> {
         .list()
         .await
         .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
-    println!("agentkit serving {} agent(s) from {source}", agents.len());
-    println!("  API      http://{addr}/v1   (OpenAPI: http://{addr}/openapi.json)");
-    println!("  MCP      http://{addr}/mcp  (streamable HTTP; every agent is a tool)");
+    let workflows = agents
+        .iter()
+        .filter(|e| e.kind == agentkit_server::EntryKind::Workflow)
+        .count();
+    let mut banner = vec![
+        format!(
+            "agentkit serving {}, {} from {source}",
+            counted(agents.len() - workflows, "agent"),
+            counted(workflows, "workflow")
+        ),
+        format!("  API      http://{addr}/v1   (OpenAPI: http://{addr}/openapi.json)"),
+        format!("  MCP      http://{addr}/mcp  (streamable HTTP; every agent is a tool)"),
+    ];
     #[cfg(feature = "dashboard")]
-    println!("  web      http://{addr}/     (the dashboard; sign in with an API key)");
-    println!("  store    {database}");
-    println!("  vault    {vault_note}");
+    banner.push(format!(
+        "  web      http://{addr}/     (the dashboard; sign in with an API key)"
+    ));
+    banner.push(format!("  store    {database}"));
+    banner.push(format!("  vault    {vault_note}"));
     if std::env::var("AGENTKIT_ADMIN_KEY").is_err() {
-        println!("  key      {key}   (set AGENTKIT_ADMIN_KEY to choose it)");
+        banner.push(format!(
+            "  key      {key}   (set AGENTKIT_ADMIN_KEY to choose it)"
+        ));
     }
     if offline {
-        println!(
-            "  model    scripted (offline): set OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY for a real one"
+        banner.push(
+            "  model    scripted (offline): set OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY for a real one".to_owned()
         );
     }
     #[cfg(feature = "otel")]
     if let Some(otel) = &traces {
-        println!(
+        banner.push(format!(
             "  traces   {} (OTLP/HTTP, service.name {})",
             otel.config().traces_endpoint,
             otel.config().service_name
-        );
+        ));
     }
-    println!("Try:  curl -s -H 'x-api-key: <key>' http://{addr}/v1/agents");
+    banner.push(format!(
+        "Try:  curl -s -H 'x-api-key: <key>' http://{addr}/v1/agents"
+    ));
+    // The server keeps serving when nobody reads its stdout (`agentkit dev | head -3`).
+    crate::output::lines_or_ignore(&banner);
     let served = server
         .serve(listener, shutdown_signal())
         .await
@@ -349,6 +367,15 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,agentkit=info,rmcp=warn"))
 }
 
+/// `n` things: `1 agent`, `2 agents`, `0 workflows`.
+fn counted(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -382,7 +409,7 @@ pub(crate) fn validate(args: &ConfigArgs) -> Result<(), Failure> {
         &config,
     )
     .map_err(|e| Failure::new(exit::INVALID, e.to_string()))?;
-    println!(
+    outln!(
         "{source}: ok ({} agent(s) and workflow(s), {} MCP server(s))",
         config.agents.len() + config.workflows.len(),
         config.mcp.servers.len()
@@ -401,7 +428,7 @@ pub(crate) fn init(force: bool) -> Result<(), Failure> {
     }
     std::fs::write(&path, DEMO_CONFIG)
         .map_err(|e| Failure::new(exit::FAILED, format!("cannot write agentkit.yaml: {e}")))?;
-    println!("wrote agentkit.yaml; start it with `agentkit dev`");
+    outln!("wrote agentkit.yaml; start it with `agentkit dev`");
     Ok(())
 }
 

@@ -85,7 +85,7 @@ pub(crate) async fn keys(remote: &Remote, cmd: KeysCmd) -> Result<(), Failure> {
             }
             let v = c.call(Method::POST, "/v1/keys", Some(&body)).await?;
             if !remote.json {
-                println!(
+                outln!(
                     "created key {} ({} in {}/{}{})",
                     s(&v, "id"),
                     s(&v, "role"),
@@ -96,8 +96,8 @@ pub(crate) async fn keys(remote: &Remote, cmd: KeysCmd) -> Result<(), Failure> {
                         .map(|p| format!(", policy {p}"))
                         .unwrap_or_default()
                 );
-                println!("{}", s(&v, "key"));
-                println!("this is the only time the key is shown: store it now");
+                outln!("{}", s(&v, "key"));
+                outln!("this is the only time the key is shown: store it now");
                 return Ok(());
             }
             v
@@ -143,7 +143,7 @@ pub(crate) async fn keys(remote: &Remote, cmd: KeysCmd) -> Result<(), Failure> {
                 .call(Method::DELETE, &format!("/v1/keys/{id}"), None)
                 .await?;
             if !remote.json {
-                println!("revoked key {id}");
+                outln!("revoked key {id}");
                 return Ok(());
             }
             v
@@ -193,7 +193,7 @@ pub(crate) async fn workspaces(remote: &Remote, cmd: WorkspacesCmd) -> Result<()
                 )
                 .await?;
             if !remote.json {
-                println!(
+                outln!(
                     "created workspace {workspace}; give it a key with `agentkit keys create \
                      --workspace {workspace} --role admin`"
                 );
@@ -259,7 +259,7 @@ pub(crate) async fn secrets(remote: &Remote, cmd: SecretsCmd) -> Result<(), Fail
                 )
                 .await?;
             if !remote.json {
-                println!("set secret {name} (version {})", v["version"]);
+                outln!("set secret {name} (version {})", v["version"]);
                 return Ok(());
             }
             v
@@ -288,7 +288,7 @@ pub(crate) async fn secrets(remote: &Remote, cmd: SecretsCmd) -> Result<(), Fail
             c.call(Method::DELETE, &format!("/v1/secrets/{name}"), None)
                 .await?;
             if !remote.json {
-                println!("deleted secret {name}");
+                outln!("deleted secret {name}");
                 return Ok(());
             }
             json!({"deleted": name})
@@ -326,15 +326,15 @@ pub(crate) enum WebhooksCmd {
 pub(crate) async fn webhooks(remote: &Remote, cmd: WebhooksCmd) -> Result<(), Failure> {
     let c = client(remote);
     let shown_once = |v: &Value| {
-        println!(
+        outln!(
             "webhook {} of {} -> POST {}{}",
             s(v, "name"),
             s(v, "target"),
             c.base,
             s(v, "url")
         );
-        println!("{}", s(v, "secret"));
-        println!(
+        outln!("{}", s(v, "secret"));
+        outln!(
             "(the secret is shown once: sign each delivery with it, HMAC-SHA256 of \
              \"<timestamp>.<body>\" in X-Agentkit-Signature: sha256=<hex>, the timestamp in \
              X-Agentkit-Timestamp)"
@@ -392,7 +392,7 @@ pub(crate) async fn webhooks(remote: &Remote, cmd: WebhooksCmd) -> Result<(), Fa
             c.call(Method::DELETE, &format!("/v1/webhooks/{name}"), None)
                 .await?;
             if !remote.json {
-                println!("deleted webhook {name}");
+                outln!("deleted webhook {name}");
                 return Ok(());
             }
             json!({"deleted": name})

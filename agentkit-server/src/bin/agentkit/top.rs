@@ -34,7 +34,7 @@ fn pct(v: &Value) -> String {
 
 fn render(v: &Value) {
     let conns = &v["active_connections"];
-    println!(
+    outln!(
         "agentkit top — last {} s    connections {}    requests/s {}    latency p50 {} ms  p99 {} ms",
         v["window_seconds"],
         conns["total"],
@@ -42,13 +42,13 @@ fn render(v: &Value) {
         num(&v["latency_ms"]["p50"], 1),
         num(&v["latency_ms"]["p99"], 1),
     );
-    println!(
+    outln!(
         "tool calls/min {}    error rate {}    tool error rate {}",
         num(&v["tool_calls_per_minute"], 1),
         pct(&v["error_rate"]),
         pct(&v["tool_error_rate"]),
     );
-    println!();
+    outln!();
     let by: Vec<Vec<String>> = conns["by_platform"]
         .as_object()
         .into_iter()
@@ -57,7 +57,7 @@ fn render(v: &Value) {
         .collect();
     if !by.is_empty() {
         table(&["workspace", "connections"], &by);
-        println!();
+        outln!();
     }
     let tools: Vec<Vec<String>> = v["top_tools"]
         .as_array()
@@ -72,7 +72,7 @@ fn render(v: &Value) {
         })
         .collect();
     if tools.is_empty() {
-        println!("no tool calls in the window");
+        outln!("no tool calls in the window");
     } else {
         table(&["tool", "calls", "errors"], &tools);
     }
@@ -99,7 +99,7 @@ pub(crate) async fn top(remote: &Remote, args: TopArgs) -> Result<(), Failure> {
         } else {
             if clear {
                 // Clear the screen and go home, like top(1).
-                print!("\x1b[2J\x1b[H");
+                out!("\x1b[2J\x1b[H");
             }
             render(&v);
         }

@@ -77,7 +77,7 @@ pub(crate) async fn triggers(remote: &Remote, cmd: TriggersCmd) -> Result<(), Fa
             }
             let v = c.call(Method::POST, "/v1/triggers", Some(&body)).await?;
             if !remote.json {
-                println!(
+                outln!(
                     "trigger {}: event {} starts {} (emit it with `agentkit events emit {}`)",
                     s(&v, "name"),
                     s(&v, "event"),
@@ -118,7 +118,7 @@ pub(crate) async fn triggers(remote: &Remote, cmd: TriggersCmd) -> Result<(), Fa
             )
             .await?;
             if !remote.json {
-                println!("deleted trigger {name}");
+                outln!("deleted trigger {name}");
                 return Ok(());
             }
             json!({"deleted": name})
@@ -165,7 +165,7 @@ pub(crate) async fn events(remote: &Remote, cmd: EventsCmd) -> Result<(), Failur
         .flatten()
         .map(|r| vec![s(r, "run_id"), s(r, "agent"), s(r, "status")])
         .collect();
-    println!("event {event} started {} run(s)", rows.len());
+    outln!("event {event} started {} run(s)", rows.len());
     table(&["run", "agent", "status"], &rows);
     Ok(())
 }

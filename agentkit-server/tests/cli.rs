@@ -650,3 +650,53 @@ fn run_with_a_new_thread_starts_it_and_the_next_run_continues_it() {
         "another thread is another conversation"
     );
 }
+
+#[test]
+fn mcp_tools_lists_the_config_servers_even_with_agentkit_url_set() {
+    // The README's 30-second block exports AGENTKIT_URL; `mcp tools [server]` must not take
+    // it for the MCP server's name.
+    let dir = tempfile::tempdir().unwrap();
+    let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers");
+    let python = peers.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "run scripts/install-python-clients.sh first ({python:?})"
+    );
+    let config = dir.path().join("agentkit.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mcp:\n  servers:\n    ops:\n      command: {}\n      args: [{}]\n      env: {{TOOL_LOG: {}}}\n",
+            python.display(),
+            peers.join("tool_log_server.py").display(),
+            dir.path().join("tools.log").display(),
+        ),
+    )
+    .unwrap();
+    for (url, server) in [
+        (None, Some("ops")),
+        (Some("http://127.0.0.1:1"), Some("ops")),
+        (Some("http://127.0.0.1:1"), None),
+    ] {
+        let mut c = agentkit();
+        if let Some(u) = url {
+            c.env("AGENTKIT_URL", u);
+        }
+        c.args(["mcp", "tools", "--config"]).arg(&config);
+        if let Some(name) = server {
+            c.arg(name);
+        }
+        let out = c.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "AGENTKIT_URL={url:?}: {stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains("read_file") && stdout.contains("send_message"),
+            "{stdout}"
+        );
+    }
+}

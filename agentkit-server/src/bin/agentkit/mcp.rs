@@ -20,14 +20,16 @@ pub(crate) enum McpCmd {
     Tools {
         #[command(flatten)]
         config: ConfigArgs,
-        /// Only this server.
+        /// Only this server (its name in the config's `mcp.servers`).
+        #[arg(id = "mcp_server", value_name = "SERVER")]
         server: Option<String>,
     },
     /// Serve one of the config's MCP servers (e.g. a stdio one) over streamable HTTP.
     Bridge {
         #[command(flatten)]
         config: ConfigArgs,
-        /// The server to bridge.
+        /// The server to bridge (its name in the config's `mcp.servers`).
+        #[arg(id = "mcp_server", value_name = "SERVER")]
         server: String,
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:8090")]

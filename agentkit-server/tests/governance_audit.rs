@@ -299,3 +299,63 @@ async fn every_change_through_the_api_is_in_the_audit_log_before_its_answer() {
     }
     inproc::assert_audit_verifies(&base, ADMIN, "acme/prod").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_role_is_in_the_audit_log_before_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = inproc::declarative(dir.path(), ADMIN)
+        .await
+        .build()
+        .await
+        .unwrap();
+    let served = inproc::serve(server).await;
+    let base = served.base.clone();
+    let (viewer, viewer_id) =
+        inproc::workspace_key_and_id(&base, ADMIN, "acme", "prod", "viewer", "watcher").await;
+    // A viewer may read, but not deploy or decide: each refusal is an entry of its workspace.
+    let (s, p) = call_as(
+        &base,
+        &viewer,
+        Method::POST,
+        "/v1/agents",
+        Some(json!({"name": "x", "kind": "agent", "spec": {}})),
+    )
+    .await;
+    assert_eq!(s, 403, "{p}");
+    let e = last_entry(&base).await;
+    let ev = &e["event"];
+    assert_eq!(ev["outcome"], "denied", "{e}");
+    assert_eq!(ev["tool"], "http.forbidden", "{e}");
+    assert_eq!(ev["call_id"], "POST /v1/agents", "{e}");
+    assert_eq!(ev["key_id"].as_str(), Some(viewer_id.as_str()), "{e}");
+    assert_eq!(
+        ev["arguments"],
+        json!({"needed": "developer", "role": "viewer"}),
+        "{e}"
+    );
+    let (s, _) = call_as(
+        &base,
+        &viewer,
+        Method::POST,
+        "/v1/runs/nope/cancel",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 403);
+    let e = last_entry(&base).await;
+    assert_eq!(
+        e["event"]["call_id"], "POST /v1/runs/{run_id}/cancel",
+        "{e}"
+    );
+    // What it may do leaves no entry.
+    let before = inproc::audit_entries(&base, ADMIN, "?workspace=acme/prod&limit=10000")
+        .await
+        .len();
+    let (s, _) = call_as(&base, &viewer, Method::GET, "/v1/agents", None).await;
+    assert_eq!(s, 200);
+    let after = inproc::audit_entries(&base, ADMIN, "?workspace=acme/prod&limit=10000")
+        .await
+        .len();
+    assert_eq!(before, after);
+    inproc::assert_audit_verifies(&base, ADMIN, "acme/prod").await;
+}

@@ -74,9 +74,15 @@ where
                     future: self.inner.call(request),
                     open: Some(open),
                 },
-                Err(refusal) => AuthFuture::Ready {
+                Err(Refused::Now(refusal)) => AuthFuture::Ready {
                     response: Some(*refusal),
                 },
+                Err(Refused::Audited(refusal, event)) => {
+                    let state = self.state.clone();
+                    AuthFuture::Waiting {
+                        future: Box::pin(async move { audited(&state, *event, *refusal).await }),
+                    }
+                }
             },
             Identified::Refused(refusal) => AuthFuture::Ready {
                 response: Some(refusal),
@@ -97,7 +103,10 @@ where
                                 Ok(response) => counted(response, open),
                                 Err(never) => match never {},
                             },
-                            Err(refusal) => *refusal,
+                            Err(Refused::Now(refusal)) => *refusal,
+                            Err(Refused::Audited(refusal, event)) => {
+                                audited(&state, *event, *refusal).await
+                            }
                         }
                     }),
                 }
@@ -214,24 +223,77 @@ fn key_refused(refusal: Refusal) -> Response {
     }
 }
 
-/// Check `caller` against the route (its role, keys of other workspaces on unscoped routes,
-/// names with the workspace separator) and its rate limits; then record who is calling in the
-/// request's trace and the realtime connection count, and put the caller in the request.
+/// Why [`admit`] refused a request: the answer, and for a refusal the audit log records (a
+/// role too low for the route) the entry to record first.
+enum Refused {
+    Now(Box<Response>),
+    Audited(Box<Response>, Box<agentkit_core::policy::AuditEvent>),
+}
+
+/// Record `event` (an authorisation refusal) in its workspace's audit log, then answer
+/// `refusal`: a refusal the client saw is in the log. A log that cannot be written is logged
+/// and the refusal answered anyway.
+async fn audited(
+    state: &AppState,
+    event: agentkit_core::policy::AuditEvent,
+    refusal: Response,
+) -> Response {
+    if let Err(e) = state.audit.record_change(event).await {
+        tracing::error!(error = %e, "an authorisation refusal could not be audited");
+    }
+    refusal
+}
+
+/// Check `caller` against its rate limits and the route (its role, keys of other workspaces
+/// on unscoped routes, names with the workspace separator); then record who is calling in the
+/// request's trace and the realtime connection count, and put the caller in the request. A
+/// role too low for the route is refused with an entry in the caller's audit log
+/// (`http.forbidden`, outcome `denied`: the method and route, the role it needs and the
+/// caller's).
 fn admit(
     state: &AppState,
     caller: Caller,
     request: &mut Request,
-) -> Result<ConnectionGuard, Box<Response>> {
+) -> Result<ConnectionGuard, Refused> {
+    // Every authenticated request counts against its limits, refused ones too (so refusals
+    // cannot be used to flood the audit log).
+    if let Some(res) = state.rate_limits.check(&caller) {
+        return Err(Refused::Now(Box::new(res)));
+    }
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or("", axum::extract::MatchedPath::as_str);
     let needed = required_role(request.method(), route).unwrap_or(Role::Admin);
-    caller
-        .require(needed)
-        .map_err(IntoResponse::into_response)?;
+    if let Err(problem) = caller.require(needed) {
+        let shown = if route.is_empty() {
+            request.uri().path()
+        } else {
+            route
+        };
+        let mut event = agentkit_core::policy::AuditEvent::change(
+            "http.forbidden",
+            format!("{} {shown}", request.method()),
+            serde_json::json!({"needed": needed.as_str(), "role": caller.role.as_str()}),
+        )
+        .with_principal(
+            caller.workspace.org.clone(),
+            caller.workspace.workspace.clone(),
+            caller.key_id.clone(),
+        )
+        .with_actor(crate::api::v1::decider(&caller));
+        event.outcome = agentkit_core::policy::AuditOutcome::Denied;
+        event.reason = format!(
+            "the route needs the `{needed}` role; the key has `{}`",
+            caller.role
+        );
+        return Err(Refused::Audited(
+            Box::new(problem.into_response()),
+            Box::new(event),
+        ));
+    }
     if !caller.workspace.is_default() && !SCOPED_ROUTES.contains(&route) {
-        return Err(Box::new(
+        return Err(Refused::Now(Box::new(
             Problem::not_found(format!(
                 "no route {} for keys of workspace {} yet; the routes open to workspace keys \
                  are listed in the README (Tenants and keys)",
@@ -239,17 +301,14 @@ fn admit(
                 caller.workspace
             ))
             .into_response(),
-        ));
+        )));
     }
     // Names with the workspace separator never name anything the caller may see.
     let path = request.uri().path();
     if path.contains(crate::tenancy::SEP) || path.contains("%7E") || path.contains("%7e") {
-        return Err(Box::new(
+        return Err(Refused::Now(Box::new(
             Problem::not_found(format!("nothing at {path}")).into_response(),
-        ));
-    }
-    if let Some(res) = state.rate_limits.check(&caller) {
-        return Err(Box::new(res));
+        )));
     }
     let platform = if caller.super_admin {
         "admin".to_owned()

@@ -376,6 +376,15 @@ pub trait AugmentedLlm: Send + Sync {
         let _ = thread;
         Ok(())
     }
+
+    /// What defines how it behaves, as JSON (an agent: its instruction, model, provider,
+    /// request defaults and how many tool sources and tool layers it has), or `None` (the
+    /// default) when it cannot tell. A server that registers it from code versions it by a
+    /// content hash of this and its description, so a changed instruction or model is a new
+    /// version. Code it runs (a tool's body, a dynamic instruction) is not in it.
+    fn fingerprint(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// Forget `thread` in every one of `members` (for patterns' [`AugmentedLlm::end_thread`]).
@@ -409,6 +418,9 @@ impl<T: AugmentedLlm + ?Sized> AugmentedLlm for Arc<T> {
     }
     async fn end_thread(&self, thread: &str) -> Result<()> {
         (**self).end_thread(thread).await
+    }
+    fn fingerprint(&self) -> Option<serde_json::Value> {
+        (**self).fingerprint()
     }
 }
 

@@ -189,8 +189,10 @@ impl ServerBuilder {
     }
 
     /// Register an agent built in code (any [`AugmentedLlm`]). Its registry version is the
-    /// content hash of `description`: a changed description is a new version. Give it a
-    /// persistent memory (e.g. [`Server::memory_for`]) so its threads survive restarts.
+    /// content hash of `description` and of what [`AugmentedLlm::fingerprint`] says of it
+    /// (an `AgentLlm`: its instruction, provider, model and request defaults): a change to
+    /// any of them is a new version at the next start. Give it a persistent memory (e.g.
+    /// [`Server::memory_for`]) so its threads survive restarts.
     #[must_use]
     pub fn agent_llm(
         mut self,
@@ -405,13 +407,17 @@ impl ServerBuilder {
             crate::tenancy::Scope::default_scope(),
         ));
         for (name, llm, description) in self.code {
+            let mut spec = json!({ "description": description });
+            if let Some(behaviour) = llm.fingerprint() {
+                spec["behaviour"] = behaviour;
+            }
             directory.add_code(&name, llm);
             registry
                 .deploy(
                     &name,
                     EntryKind::Code,
                     &description,
-                    json!({ "description": description }),
+                    spec,
                     Default::default(),
                 )
                 .await?;

@@ -432,3 +432,47 @@ async fn a_spec_that_is_not_an_object_is_refused_and_nothing_is_stored() {
     let (s, _) = call(&r, reqwest::Method::GET, "/v1/agents/shapeless", None).await;
     assert_eq!(s, 404, "nothing was stored");
 }
+
+#[tokio::test]
+async fn a_code_agent_is_a_new_version_when_its_instruction_or_model_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("code.db");
+    // The same description each time; the behaviour changes.
+    let start = |instruction: &'static str, model: &'static str| {
+        let path = path.clone();
+        async move {
+            let store: Arc<dyn agentkit_runtime::Store> =
+                Arc::new(agentkit_runtime::SqliteStore::open(&path).await.unwrap());
+            let agent = agentkit_core::AgentLlm::new(
+                agentkit_core::Agent::new("coder", instruction),
+                agentkit_core::ScriptedProvider::echo(),
+            )
+            .with_defaults(agentkit_core::RequestParams::new().with_model(model));
+            let server = agentkit_server::Server::builder(store)
+                .admin_key(KEY)
+                .agent_llm("coder", Arc::new(agent), "Writes code")
+                .build()
+                .await
+                .unwrap();
+            let served = inproc::serve(server).await;
+            let (s, versions) = inproc::call_as(
+                &served.base,
+                KEY,
+                reqwest::Method::GET,
+                "/v1/agents/coder/versions",
+                None,
+            )
+            .await;
+            assert_eq!(s, 200, "{versions}");
+            versions.as_array().unwrap().len()
+        }
+    };
+    assert_eq!(start("Write Rust.", "m1").await, 1);
+    assert_eq!(
+        start("Write Rust.", "m1").await,
+        1,
+        "unchanged: the same version"
+    );
+    assert_eq!(start("Write Go.", "m1").await, 2, "a new instruction");
+    assert_eq!(start("Write Go.", "m2").await, 3, "a new model");
+}

@@ -822,6 +822,23 @@ impl AugmentedLlm for AgentLlm {
         self.generate_with(request, ctx, None).await
     }
 
+    /// The instruction (or that it is dynamic), the provider, the request defaults (model
+    /// included), and the numbers of tool sources and tool layers.
+    fn fingerprint(&self) -> Option<serde_json::Value> {
+        let instruction = match &self.agent.instruction {
+            super::Instruction::Static(text) => serde_json::json!(text),
+            super::Instruction::Dynamic(_) => serde_json::json!({"dynamic": true}),
+        };
+        Some(serde_json::json!({
+            "instruction": instruction,
+            "provider": self.provider.name(),
+            "defaults": serde_json::to_value(&self.defaults).ok(),
+            "tool_sources": self.agent.tools.len(),
+            "tool_layers": self.tool_layers.len(),
+            "human_input": self.agent.human_input,
+        }))
+    }
+
     /// Streams every model call of the tool loop (see [`crate::stream`]).
     fn generate_stream<'a>(
         &'a self,

@@ -356,6 +356,64 @@ fn schedules_are_listed_paused_triggered_and_their_history_shown() {
     let (code, _, err) = run(&dev, &["schedules", "trigger", "nope"]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("nope"), "{err}");
+
+    // Created and deleted from the CLI.
+    let (code, out, err) = run(
+        &dev,
+        &[
+            "schedules",
+            "create",
+            "hourly",
+            "--target",
+            "support",
+            "--every",
+            "1h",
+            "--message",
+            "status?",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("created `hourly`: every 1h"), "{out}");
+    let (_, out, _) = run(&dev, &["schedules", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let hourly = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "hourly")
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(
+        hourly["input"],
+        serde_json::json!({"message": "status?"}),
+        "{hourly}"
+    );
+    let (code, _, err) = run(
+        &dev,
+        &["schedules", "create", "none", "--target", "support"],
+    );
+    assert_eq!(code, 2, "a schedule needs --cron, --every or --at: {err}");
+    let (code, _, err) = run(
+        &dev,
+        &[
+            "schedules",
+            "create",
+            "both",
+            "--target",
+            "support",
+            "--every",
+            "1h",
+            "--at",
+            "2030-01-01T00:00:00Z",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    let (code, out, err) = run(&dev, &["schedules", "delete", "hourly"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("deleted `hourly`"), "{out}");
+    let (_, out, _) = run(&dev, &["schedules", "list"]);
+    assert!(!out.contains("hourly"), "{out}");
+    let (code, _, err) = run(&dev, &["schedules", "delete", "daily-digest"]);
+    assert_eq!(code, 4, "a schedule of agentkit.yaml stays: {err}");
 }
 
 #[test]

@@ -12,6 +12,39 @@ use crate::commands::{ago, client, print_json, s, table};
 pub(crate) enum SchedulesCmd {
     /// List schedules: trigger, next fire, last run, paused.
     List,
+    /// Create a schedule (stored: every server process sharing the store fires it, and it
+    /// survives restarts). Give exactly one of --cron, --every, --at.
+    Create {
+        /// Its name (1 to 64 letters, digits, `_` or `-`).
+        name: String,
+        /// The agent or workflow it starts.
+        #[arg(long)]
+        target: String,
+        /// A cron expression (5 fields, or 6 with seconds first), e.g. "0 9 * * 1-5".
+        #[arg(long, required_unless_present_any = ["every", "at"], conflicts_with_all = ["every", "at"])]
+        cron: Option<String>,
+        /// The cron expression's IANA time zone (default UTC).
+        #[arg(long, requires = "cron")]
+        timezone: Option<String>,
+        /// A fixed interval, e.g. 15m or 1h.
+        #[arg(long, conflicts_with = "at")]
+        every: Option<String>,
+        /// One fire at this RFC 3339 time, e.g. 2027-01-01T09:00:00Z.
+        #[arg(long)]
+        at: Option<String>,
+        /// The message of each run (default: one naming the schedule).
+        #[arg(long)]
+        message: Option<String>,
+        /// A fire while the last run still runs: skip (default), buffer_one or allow_all.
+        #[arg(long)]
+        overlap: Option<String>,
+        /// What it is for.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Delete a schedule created through the API (those of agentkit.yaml stay; remove them
+    /// there).
+    Delete { name: String },
     /// Pause a schedule on every server process.
     Pause { name: String },
     /// Resume a paused schedule (missed fires are skipped).
@@ -103,6 +136,54 @@ pub(crate) async fn schedules(remote: &Remote, cmd: SchedulesCmd) -> Result<(), 
                     &["name", "target", "trigger", "next", "last run", "source"],
                     &rows,
                 );
+                return Ok(());
+            }
+            v
+        }
+        SchedulesCmd::Create {
+            name,
+            target,
+            cron,
+            timezone,
+            every,
+            at,
+            message,
+            overlap,
+            description,
+        } => {
+            let mut body = serde_json::json!({"name": name, "target": target});
+            for (key, value) in [
+                ("cron", cron),
+                ("timezone", timezone),
+                ("every", every),
+                ("at", at),
+                ("overlap", overlap),
+                ("description", description),
+            ] {
+                if let Some(v) = value {
+                    body[key] = Value::String(v);
+                }
+            }
+            if let Some(m) = message {
+                body["input"] = serde_json::json!({ "message": m });
+            }
+            let v = c.call(Method::POST, "/v1/schedules", Some(&body)).await?;
+            if !remote.json {
+                outln!(
+                    "created `{name}`: {}; next fire {}",
+                    trigger(&v["trigger"]),
+                    when(&v["next_fire_at"])
+                );
+                return Ok(());
+            }
+            v
+        }
+        SchedulesCmd::Delete { name } => {
+            let v = c
+                .call(Method::DELETE, &format!("/v1/schedules/{name}"), None)
+                .await?;
+            if !remote.json {
+                outln!("deleted `{name}`");
                 return Ok(());
             }
             v

@@ -115,6 +115,13 @@ impl Schedule {
         tz: &str,
     ) -> Result<Self> {
         let name = name.into();
+        let fields = expression.split_whitespace().count();
+        if !(5..=6).contains(&fields) && !expression.trim_start().starts_with('@') {
+            return Err(Error::InvalidRequest(format!(
+                "schedule `{name}`: invalid cron expression `{expression}`: it has {fields} \
+                 fields; use 5 (minute hour day month weekday) or 6 (seconds first)"
+            )));
+        }
         let cron = Cron::from_str(expression).map_err(|e| {
             Error::InvalidRequest(format!(
                 "schedule `{name}`: invalid cron expression `{expression}`: {e}"
@@ -315,6 +322,10 @@ mod tests {
             "{e}"
         );
         assert!(Schedule::every("x", "t", json!(null), Duration::ZERO).is_err());
+        // Seven fields (a year) are not what the docs promise: refused, not read as seconds.
+        let e = Schedule::cron("x", "t", json!(null), "* * * * * * *", "UTC").unwrap_err();
+        assert!(e.to_string().contains("it has 7 fields"), "{e}");
+        assert!(Schedule::cron("x", "t", json!(null), "*/5 * * * * *", "UTC").is_ok());
     }
 
     #[test]

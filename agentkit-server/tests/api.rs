@@ -270,7 +270,7 @@ async fn bad_input_is_a_4xx_problem_and_stores_nothing() {
             client()
                 .post(format!("{}/v1/agents/echo/rollback", r.base))
                 .json(&json!({"label": "prod"})),
-            409,
+            404,
         ),
         (
             client()
@@ -355,6 +355,32 @@ async fn labels_move_with_compare_and_swap_and_roll_back() {
     .await;
     assert_eq!(s, 200);
     assert_eq!(run["version"], 1);
+    // Rolling back a label that does not exist is a 404 naming the labels there are (not a
+    // 409 about its history).
+    let (s, p) = call_as(
+        &r.base,
+        &r.key,
+        reqwest::Method::POST,
+        "/v1/agents/echo/rollback",
+        Some(json!({"label": "canary"})),
+    )
+    .await;
+    assert_eq!(s, 404, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("prod"), "{p}");
+    // A page of runs has a bound.
+    let (s, p) = call_as(
+        &r.base,
+        &r.key,
+        reqwest::Method::GET,
+        "/v1/runs?limit=5000",
+        None,
+    )
+    .await;
+    assert_eq!(s, 400, "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("at most 1000"),
+        "{p}"
+    );
 }
 
 #[test]

@@ -407,7 +407,8 @@ pub struct RollbackRequest {
 #[utoipa::path(post, path = "/v1/agents/{name}/rollback", tag = "agents",
     params(("name" = String, Path, description = "agent or workflow name")),
     request_body = RollbackRequest,
-    responses((status = 200, body = Entry), (status = 409, body = Problem)))]
+    responses((status = 200, body = Entry), (status = 404, body = Problem),
+              (status = 409, body = Problem)))]
 pub async fn rollback(
     State(s): State<AppState>,
     caller: Caller,
@@ -508,6 +509,9 @@ pub(crate) fn parse_status(s: &str) -> Result<RunStatus, Problem> {
     })
 }
 
+/// The most runs one `GET /v1/runs` lists.
+const MAX_RUNS_PAGE: usize = 1000;
+
 /// Runs, newest first.
 #[utoipa::path(get, path = "/v1/runs", tag = "runs", params(RunFilter),
     responses((status = 200, body = [RunView]), (status = 400, body = Problem)))]
@@ -516,9 +520,17 @@ pub async fn list_runs(
     caller: Caller,
     Query(f): Query<RunFilter>,
 ) -> ApiResult<Json<Vec<RunView>>> {
+    let limit = f.limit.unwrap_or(100);
+    if limit > MAX_RUNS_PAGE {
+        return Err(Problem::bad_request(format!(
+            "`limit` is {limit}; at most {MAX_RUNS_PAGE} runs are listed at once: page with \
+             `offset` (or narrow with `agent`, `status`, `since`, `until`)"
+        ))
+        .into());
+    }
     let mut q = RunQuery::new()
         .with_created(f.since, f.until)
-        .with_page(f.limit.unwrap_or(100), f.offset.unwrap_or(0));
+        .with_page(limit, f.offset.unwrap_or(0));
     if let Some(a) = f.agent {
         q = q.with_target(a);
     }

@@ -489,6 +489,14 @@ impl Registry {
     /// Point `label` back at the version it pointed at before its last move.
     pub async fn rollback(&self, name: &str, label: &str) -> Result<Entry> {
         self.update(name, |e| {
+            if !e.labels.contains_key(label) {
+                let labels: Vec<&str> = e.labels.keys().map(String::as_str).collect();
+                return Err(Error::not_found(
+                    "label",
+                    format!("{name}@{label}"),
+                    format!("`{name}` has labels {}", labels.join(", ")),
+                ));
+            }
             let previous = e.history.get_mut(label).and_then(Vec::pop).ok_or_else(|| {
                 Error::invalid_state(
                     format!("label `{label}` of `{name}`"),

@@ -171,6 +171,22 @@ fn dev_serves_the_demo_and_the_cli_drives_it() {
     let events: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(events.as_array().unwrap().len(), followed.len(), "{json}");
 
+    // A run, an agent and a replay are shown for people, and as JSON with --json.
+    let (code, out, err) = run(&dev, &["runs", "get", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("status") && out.contains("succeeded"), "{out}");
+    assert!(out.contains("tokens in"), "{out}");
+    let (code, json, _) = run(&dev, &["runs", "get", &id, "--json"]);
+    assert_eq!(code, 0);
+    let got: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(got["run_id"], id.as_str());
+    let (code, out, err) = run(&dev, &["agents", "show", "support"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("latest") && out.contains("latest=v1"), "{out}");
+    let (code, out, err) = run(&dev, &["runs", "replay", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("faithful"), "{out}");
+
     // `agentkit top --once`: the realtime window, with the calls just made.
     let (code, out, err) = run(&dev, &["top", "--once"]);
     assert_eq!(code, 0, "{err}");
@@ -210,6 +226,14 @@ fn validate_points_at_the_broken_line_and_init_writes_a_valid_config() {
         .output()
         .unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let v = agentkit()
+        .args(["validate", "--json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(report["valid"], true, "{report}");
     let again = agentkit()
         .arg("init")
         .current_dir(dir.path())

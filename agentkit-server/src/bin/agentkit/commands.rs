@@ -280,6 +280,54 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// Labelled lines (`label  value`), labels padded to the widest: one record for people.
+pub(crate) fn fields(rows: &[(&str, String)]) {
+    let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    for (label, value) in rows {
+        outln!("{label:<width$}  {value}");
+    }
+}
+
+/// A run's output for people: its `text` when it has one, else the JSON.
+fn output_text(output: &Value) -> String {
+    match output {
+        Value::Null => "-".into(),
+        Value::String(t) => t.clone(),
+        o => o
+            .get("text")
+            .and_then(Value::as_str)
+            .map_or_else(|| o.to_string(), str::to_owned),
+    }
+}
+
+/// `agentkit runs get` for people.
+fn print_run(v: &Value) {
+    let usage = &v["usage"];
+    let mut rows = vec![
+        ("run", s(v, "run_id")),
+        ("agent", format!("{} v{}", s(v, "agent"), s(v, "version"))),
+        ("status", s(v, "status")),
+        ("thread", s(v, "thread_id")),
+        ("attempts", s(v, "attempts")),
+        ("created", ago(&v["created_at"])),
+        ("updated", ago(&v["updated_at"])),
+        (
+            "usage",
+            format!(
+                "{} tokens in, {} out, ${:.4}",
+                s(usage, "input_tokens"),
+                s(usage, "output_tokens"),
+                v["cost_usd"].as_f64().unwrap_or(0.0)
+            ),
+        ),
+    ];
+    if !v["error"].is_null() {
+        rows.push(("error", s(v, "error")));
+    }
+    rows.push(("output", output_text(&v["output"])));
+    fields(&rows);
+}
+
 pub(crate) fn ago(ms: &Value) -> String {
     let Some(ms) = ms.as_i64() else {
         return "-".into();
@@ -437,8 +485,28 @@ pub(crate) async fn agents(remote: &Remote, cmd: AgentsCmd) -> Result<(), Failur
             v
         }
         AgentsCmd::Show { name } => {
-            c.call(Method::GET, &format!("/v1/agents/{name}"), None)
-                .await?
+            let v = c
+                .call(Method::GET, &format!("/v1/agents/{name}"), None)
+                .await?;
+            if !remote.json {
+                let labels: Vec<String> = v["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(l, n)| format!("{l}=v{n}"))
+                    .collect();
+                fields(&[
+                    ("name", s(&v, "name")),
+                    ("kind", s(&v, "kind")),
+                    ("description", s(&v, "description")),
+                    ("latest", format!("v{}", s(&v, "latest"))),
+                    ("labels", labels.join(", ")),
+                    ("created", ago(&v["created_at"])),
+                    ("updated", ago(&v["updated_at"])),
+                ]);
+                return Ok(());
+            }
+            v
         }
         AgentsCmd::Versions { name } => {
             let v = c
@@ -558,8 +626,14 @@ pub(crate) async fn runs(remote: &Remote, cmd: RunsCmd) -> Result<(), Failure> {
             v
         }
         RunsCmd::Get { run_id } => {
-            c.call(Method::GET, &format!("/v1/runs/{run_id}"), None)
-                .await?
+            let v = c
+                .call(Method::GET, &format!("/v1/runs/{run_id}"), None)
+                .await?;
+            if !remote.json {
+                print_run(&v);
+                return Ok(());
+            }
+            v
         }
         RunsCmd::Events { run_id, follow } => {
             if follow {
@@ -608,8 +682,33 @@ pub(crate) async fn runs(remote: &Remote, cmd: RunsCmd) -> Result<(), Failure> {
             .await?
         }
         RunsCmd::Replay { run_id } => {
-            c.call(Method::POST, &format!("/v1/runs/{run_id}/replay"), None)
-                .await?
+            let v = c
+                .call(Method::POST, &format!("/v1/runs/{run_id}/replay"), None)
+                .await?;
+            if !remote.json {
+                let faithful = v["faithful"] == true;
+                fields(&[
+                    ("run", s(&v, "run_id")),
+                    (
+                        "replay",
+                        if faithful {
+                            "faithful: the recorded run replays as it ran".into()
+                        } else {
+                            "diverged: the code or the agent changed since it ran".into()
+                        },
+                    ),
+                    (
+                        "replayed",
+                        format!("{} steps", v["replayed"].as_array().map_or(0, Vec::len)),
+                    ),
+                    ("output", output_text(&v["output"])),
+                ]);
+                for d in v["divergences"].as_array().into_iter().flatten() {
+                    outln!("  divergence: {}", d.as_str().unwrap_or_default());
+                }
+                return Ok(());
+            }
+            v
         }
     };
     print_json(&out);

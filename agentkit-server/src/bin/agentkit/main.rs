@@ -137,7 +137,7 @@ fn main() {
             Command::Triggers(cmd) => triggers::triggers(&cli.remote, cmd).await,
             Command::Events(cmd) => triggers::events(&cli.remote, cmd).await,
             Command::Top(args) => top::top(&cli.remote, args).await,
-            Command::Validate(args) => serve::validate(&args),
+            Command::Validate(args) => serve::validate(&args, cli.remote.json),
             Command::Init { force } => serve::init(force),
         }
     });

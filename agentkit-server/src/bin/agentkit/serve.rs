@@ -402,13 +402,23 @@ async fn shutdown_signal() {
 }
 
 /// `agentkit validate`.
-pub(crate) fn validate(args: &ConfigArgs) -> Result<(), Failure> {
+pub(crate) fn validate(args: &ConfigArgs, json: bool) -> Result<(), Failure> {
     let (config, source) = load(args, false)?;
     agentkit_server::spec::server_builder(
         Server::builder(Arc::new(agentkit_runtime::MemoryStore::new())),
         &config,
     )
     .map_err(|e| Failure::new(exit::INVALID, e.to_string()))?;
+    if json {
+        crate::commands::print_json(&serde_json::json!({
+            "valid": true,
+            "source": source.to_string(),
+            "agents": config.agents.len(),
+            "workflows": config.workflows.len(),
+            "mcp_servers": config.mcp.servers.len(),
+        }));
+        return Ok(());
+    }
     outln!(
         "{source}: ok ({} agent(s) and workflow(s), {} MCP server(s))",
         config.agents.len() + config.workflows.len(),

@@ -32,7 +32,13 @@ pub fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
     let Some(v) = headers.get("last-event-id") else {
         return Ok(None);
     };
-    let s = v.to_str().unwrap_or("").trim();
+    let Ok(s) = v.to_str() else {
+        return Err(Problem::bad_request(
+            "`Last-Event-ID` must be the `id` of an event of this stream (a number); this one \
+             is not text",
+        ));
+    };
+    let s = s.trim();
     if s.is_empty() {
         return Ok(None);
     }
@@ -42,6 +48,46 @@ pub fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
             s.escape_debug()
         ))
     })
+}
+
+#[cfg(test)]
+mod last_event_id_tests {
+    use super::*;
+
+    fn with(value: &[u8]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "last-event-id",
+            http::HeaderValue::from_bytes(value).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn a_last_event_id_is_a_number_or_refused() {
+        assert_eq!(last_event_id(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(last_event_id(&with(b" 7 ")).unwrap(), Some(7));
+        assert_eq!(last_event_id(&with(b"")).unwrap(), None);
+        assert!(last_event_id(&with(b"x")).is_err());
+        assert!(last_event_id(&with(b"-1")).is_err());
+        // Not text: refused like any other bad value, not read as "no header" (which would
+        // send the whole stream again).
+        assert!(last_event_id(&with(b"\xff\xfe")).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_header_value_is_answered_without_panic(bytes in proptest::collection::vec(0x20u8..=0xff, 0..24)) {
+            if let Ok(v) = http::HeaderValue::from_bytes(&bytes) {
+                let mut h = HeaderMap::new();
+                h.insert("last-event-id", v);
+                let parsed = last_event_id(&h);
+                if let Ok(Some(n)) = parsed {
+                    proptest::prop_assert_eq!(std::str::from_utf8(&bytes).unwrap().trim().parse::<u64>().ok(), Some(n));
+                }
+            }
+        }
+    }
 }
 
 /// One item of a run's stream.

@@ -307,6 +307,31 @@ async fn fallback(uri: http::Uri) -> Problem {
     ))
 }
 
+/// A route that exists asked with a method it does not take: axum answers 405 with an empty
+/// body; make it a problem detail naming the methods it takes (its `Allow` header is kept).
+async fn method_not_allowed(request: Request, next: axum::middleware::Next) -> Response {
+    use axum::body::HttpBody as _;
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let res = next.run(request).await;
+    if res.status() != StatusCode::METHOD_NOT_ALLOWED || res.body().size_hint().exact() != Some(0) {
+        return res;
+    }
+    let allow = res.headers().get(http::header::ALLOW).cloned();
+    let detail = match allow.as_ref().and_then(|a| a.to_str().ok()) {
+        Some(a) if !a.is_empty() => format!(
+            "{path} does not take {method}; it takes {} (the Allow header)",
+            a.split(',').map(str::trim).collect::<Vec<_>>().join(", ")
+        ),
+        _ => format!("{path} does not take {method}; the API is described at /openapi.json"),
+    };
+    let mut out =
+        Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", detail).into_response();
+    if let Some(a) = allow {
+        out.headers_mut().insert(http::header::ALLOW, a);
+    }
+    out
+}
+
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     Problem::new(
@@ -350,7 +375,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(gatewayops::routes(&state));
     #[cfg(feature = "dashboard")]
     let router = router.merge(crate::dashboard::routes());
-    router
+    let app = router
         .merge(v1::open_routes())
         .merge(hooks::open_routes())
         .route(
@@ -375,7 +400,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                     panic_response,
                 ))
                 .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes)),
-        )
+        );
+    // Around the whole router, not per route (as `layer` is): a 405 gets its `Allow` header
+    // from the route, after the route's layers.
+    Router::new().fallback_service(
+        tower::ServiceBuilder::new()
+            .layer(axum::middleware::from_fn(method_not_allowed))
+            .service(app),
+    )
 }
 
 /// The span of one HTTP request (OpenTelemetry HTTP server conventions: named

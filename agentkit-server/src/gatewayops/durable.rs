@@ -158,6 +158,7 @@ impl Workflow for GatewayCall {
             tool: input.tool,
             arguments: input.arguments,
             timeout: Duration::from_millis(input.timeout_ms.max(1)),
+            cut: None,
         };
         let ctx = run_ctx.clone().with_tool_call_key(STEP);
         let ops = Arc::clone(&self.ops);
@@ -293,7 +294,7 @@ async fn start(
         server: call.server.clone(),
         tool: call.tool.clone(),
         arguments: call.arguments.clone(),
-        timeout_ms: millis(call.timeout),
+        timeout_ms: millis(call.asked_timeout()),
         trace_id: env.trace_id.clone(),
         platform: env.platform.as_ref().map(|p| p.name.clone()),
     };

@@ -1122,18 +1122,18 @@ impl GatewayOps {
                     CallStatus::Timeout,
                     match call.cut {
                         None => format!(
-                            "`{name}` did not answer within its timeout of {} ms; the server \
-                             was asked to cancel it",
+                            "`{name}` did not answer within {} ms (its timeout); the server was \
+                             asked to cancel it",
                             millis(call.timeout)
                         ),
                         Some(cut) => format!(
-                            "`{name}` did not answer before the batch's timeout of {} ms \
-                             passed{}; the server was asked to cancel it",
+                            "`{name}` did not answer within {} ms (the batch's timeout{}); the \
+                             server was asked to cancel it",
                             millis(cut.batch),
                             if cut.own == cut.batch {
                                 String::new()
                             } else {
-                                format!(" (its own timeout was {} ms)", millis(cut.own))
+                                format!(", shorter than the call's own {} ms", millis(cut.own))
                             }
                         ),
                     },

@@ -471,8 +471,8 @@ impl Platform {
             }
             return Err(Error::not_found(
                 "event trigger",
-                format!("{event} (in workspace {ws})"),
-                how,
+                event,
+                format!("workspace {ws} has none: {how}"),
             ));
         }
         // Everything checked before anything starts.

@@ -393,9 +393,11 @@ async fn servers_belong_to_workspaces() {
         ["calc__add", "calc__echo", "calc__slow"],
         "delete_all is denied"
     );
-    // A viewer may list but not call.
-    let (s, _) = call_as(&r.base, &r.acme_viewer, Method::GET, "/v1/mcp/tools", None).await;
-    assert_eq!(s, 200);
+    // A viewer may not call, so it is listed nothing to call (as its `/mcp` lists no
+    // federated tools).
+    let (s, tools) = call_as(&r.base, &r.acme_viewer, Method::GET, "/v1/mcp/tools", None).await;
+    assert_eq!(s, 200, "{tools}");
+    assert_eq!(tools["tools"], json!([]), "{tools}");
     let (s, p) = call_as(
         &r.base,
         &r.acme_viewer,
@@ -489,6 +491,92 @@ async fn the_stream_reports_each_call_as_it_goes() {
     assert_eq!(done["statuses"]["success"], 2);
     assert_eq!(done["statuses"]["denied"], 1);
     assert!((done["total_cost"].as_f64().unwrap() - 0.02).abs() < 1e-9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_reports_the_timeout_that_applied() {
+    let r = start().await;
+    let nap = |id: &str, own: Option<u64>| {
+        let mut c = json!({"id": id, "server": "calc", "tool": "slow", "arguments": {"ms": 10000}});
+        if let Some(ms) = own {
+            c["timeout_ms"] = json!(ms);
+        }
+        c
+    };
+    let (s, b) = call_as(
+        &r.base,
+        ADMIN,
+        Method::POST,
+        "/v1/execute",
+        Some(json!({
+            "calls": [nap("batch", None), nap("longer", Some(15_000))],
+            "timeout_ms": 300,
+        })),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    // The batch's 300 ms, not what was left of it when the call started.
+    for (id, says) in [
+        (
+            "batch",
+            "`calc__slow` did not answer within 300 ms (the batch's timeout); ",
+        ),
+        (
+            "longer",
+            "`calc__slow` did not answer within 300 ms (the batch's timeout, shorter than \
+             the call's own 15000 ms); ",
+        ),
+    ] {
+        let x = by_id(&b, id);
+        assert_eq!(x["status"], "timeout", "{x}");
+        assert!(x["error"].as_str().unwrap().starts_with(says), "{x}");
+    }
+    // A call's own timeout, shorter than the batch's.
+    let (s, b) = call_as(
+        &r.base,
+        ADMIN,
+        Method::POST,
+        "/v1/execute",
+        Some(json!({"calls": [nap("own", Some(250))]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let x = by_id(&b, "own");
+    assert_eq!(x["status"], "timeout", "{x}");
+    assert!(
+        x["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("`calc__slow` did not answer within 250 ms (its timeout); "),
+        "{x}"
+    );
+    // A call waiting for an approval keeps the timeout asked for, for when it is approved.
+    let (s, b, _) = req(
+        &r.base,
+        ADMIN,
+        Method::POST,
+        "/v1/execute",
+        Some(json!({
+            "calls": [{"id": "ask", "server": "calc", "tool": "echo", "arguments": {"text": "x"}}],
+            "timeout_ms": 5000,
+        })),
+        &[("x-agentkit-platform", "web")],
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let ask = by_id(&b, "ask");
+    assert_eq!(ask["status"], "pending_approval", "{ask}");
+    let run = ask["run_id"].as_str().unwrap();
+    let (s, run) = call_as(
+        &r.base,
+        ADMIN,
+        Method::GET,
+        &format!("/v1/runs/{run}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(run["input"]["timeout_ms"], 5000, "{run}");
 }
 
 async fn open_socket(
@@ -610,6 +698,15 @@ async fn agents_call_tools_over_a_websocket() {
             r#"{"type": "tool_call", "id": 5}"#.to_owned(),
             "invalid_message",
         ),
+        (
+            r#"{"type": "tool_call", "id": "neg", "server": "calc", "tool": "add", "timeout_ms": -1}"#
+                .to_owned(),
+            "invalid_message",
+        ),
+        (
+            r#"{"type": "tool_call", "id": "", "server": "calc", "tool": "add"}"#.to_owned(),
+            "invalid_message",
+        ),
         (r#"[1, 2]"#.to_owned(), "invalid_message"),
         (
             format!(r#"{{"type": "ping", "data": "{}"}}"#, "x".repeat(5000)),
@@ -629,11 +726,46 @@ async fn agents_call_tools_over_a_websocket() {
         assert_eq!(e["type"], "error", "{bad}: {e}");
         assert_eq!(e["code"], code, "{bad}: {e}");
         assert!(!e["message"].as_str().unwrap().is_empty());
+        // The id of a message that could be read as a JSON object, as sent, so the client
+        // knows which call failed.
+        let sent: Option<Value> = serde_json::from_str(&bad).ok();
+        match sent.as_ref().map(|v| &v["id"]) {
+            Some(id @ (Value::String(_) | Value::Number(_))) => {
+                assert_eq!(&e["id"], id, "{bad}: {e}");
+            }
+            _ => assert!(e.get("id").is_none(), "{bad}: {e}"),
+        }
     }
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     assert_eq!(next_json(&mut ws).await["code"], "unsupported");
-    // A message far over the limit closes the connection with a reason.
+    // A message far over the limit (25× here) is answered too, and the connection stays.
     ws.send(Message::text("x".repeat(100_000))).await.unwrap();
+    let e = next_json(&mut ws).await;
+    assert_eq!(e["code"], "too_large", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("100000 bytes"),
+        "{e}"
+    );
+    ws.send(Message::text(r#"{"type": "ping"}"#)).await.unwrap();
+    assert_eq!(next_json(&mut ws).await, json!({"type": "pong"}));
+    // One over 16 MiB cannot be read: it closes the connection with a reason (README). Sent
+    // in two frames, so the server has read all of it when it closes.
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, coding};
+    let half = vec![b'x'; 9 * 1024 * 1024];
+    ws.send(Message::Frame(Frame::message(
+        half.clone(),
+        coding::OpCode::Data(coding::Data::Text),
+        false,
+    )))
+    .await
+    .unwrap();
+    ws.send(Message::Frame(Frame::message(
+        half,
+        coding::OpCode::Data(coding::Data::Continue),
+        true,
+    )))
+    .await
+    .unwrap();
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match ws.next().await {
@@ -819,6 +951,7 @@ async fn safety_analysis_over_http() {
     )
     .await;
     assert_eq!(b["safe"], true, "{b}");
+    assert_eq!(b["risk"], "none", "a defined risk, not null: {b}");
     assert_eq!(b["detections"], json!([]));
     assert!(b.get("sanitized_content").is_none());
 }
@@ -878,7 +1011,7 @@ async fn bad_input_on_every_route_is_a_problem_detail() {
             (
                 json!({"calls": [call_of("calc", "add")], "timeout_ms": 99_999_999}),
                 400,
-                "gateway.max_timeout",
+                "(gateway.max_timeout_ms)",
             ),
             (
                 json!({"calls": [call_of("calc", "add")], "execution_mode": "chaotic"}),
@@ -958,6 +1091,57 @@ async fn bad_input_on_every_route_is_a_problem_detail() {
     )
     .await;
     assert_eq!(s, 400, "{p}");
+
+    // A method a route does not take: 405 as a problem detail naming the ones it takes,
+    // with the Allow header.
+    for (method, path) in [
+        (Method::DELETE, "/v1/agents"),
+        (Method::GET, "/v1/execute"),
+        (Method::PUT, "/v1/mcp/tools"),
+    ] {
+        let res = reqwest::Client::new()
+            .request(method.clone(), format!("{}{path}", r.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405, "{method} {path}");
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/problem+json",
+            "{method} {path}"
+        );
+        let allow = res.headers()["allow"].to_str().unwrap().to_owned();
+        assert!(!allow.is_empty(), "{method} {path}");
+        let p: Value = res.json().await.unwrap();
+        assert_eq!(p["status"], 405, "{p}");
+        let detail = p["detail"].as_str().unwrap();
+        assert!(detail.contains(method.as_str()), "{detail}");
+        for m in allow.split(',') {
+            assert!(detail.contains(m.trim()), "{allow}: {detail}");
+        }
+    }
+
+    // A raw body over the server's limit (a route that reads its body itself): 413 as a
+    // problem detail too.
+    let res = reqwest::Client::new()
+        .post(format!("{}/agents/search", r.base))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 3 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let p: Value = res.json().await.unwrap();
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("server.max_body_bytes"),
+        "{p}"
+    );
 
     // Every gateway route is documented.
     let (_, doc) = call_as(&r.base, ADMIN, Method::GET, "/openapi.json", None).await;

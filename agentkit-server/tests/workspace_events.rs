@@ -195,6 +195,10 @@ async fn events_start_only_the_emitting_workspaces_runs_as_its_caller() {
     assert_eq!(s, 404, "{p}");
     let detail = p["detail"].as_str().unwrap();
     assert!(
+        detail.starts_with("event trigger `shipped` not found; workspace acme/"),
+        "names the event alone, then the workspace: {detail}"
+    );
+    assert!(
         detail.contains("POST /v1/triggers"),
         "says what to do: {detail}"
     );

@@ -25,7 +25,7 @@ use super::{ApiResult, AppState, Json, Path, Problem};
 use crate::gatewayops::platforms::{Compiled, PLATFORM_HEADER};
 use crate::gatewayops::safety::Analysis;
 use crate::gatewayops::{
-    Call, CallEnv, CallProgress, CallResult, CallStatus, GatewayOps, ProgressFn, call_timeout,
+    Call, CallEnv, CallProgress, CallResult, CallStatus, Cut, GatewayOps, ProgressFn, call_timeout,
     idempotency, tool_name, trace_id,
 };
 use crate::platform::Platform;
@@ -163,7 +163,7 @@ pub struct ExecuteRequest {
     #[serde(default)]
     pub execution_mode: ExecutionMode,
     /// The batch's timeout: every call's default, and the deadline of the whole batch (calls
-    /// not started by then end as `timeout`). Default `gateway.default_timeout`.
+    /// not started by then end as `timeout`). Default `gateway.default_timeout_ms`.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
 }
@@ -190,7 +190,7 @@ fn ms(ops: &GatewayOps, what: &str, v: Option<u64>) -> ApiResult<Duration> {
     let d = Duration::from_millis(v);
     if v == 0 || d > c.max_timeout {
         return Err(Problem::bad_request(format!(
-            "`{what}` must be between 1 and {} (gateway.max_timeout), got {v}",
+            "`{what}` must be between 1 and {} (gateway.max_timeout_ms), got {v}",
             c.max_timeout.as_millis()
         )));
     }
@@ -290,6 +290,7 @@ async fn check_batch(
             tool: c.tool,
             arguments: c.arguments,
             timeout: own,
+            cut: None,
         });
     }
     let batch = Batch {
@@ -402,6 +403,13 @@ enum BatchEvent {
     Done(CallResult),
 }
 
+/// When a batch ends (calls not started by then end as `timeout`), and its timeout.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    timeout: Duration,
+}
+
 /// A call's result saying why it was not made.
 fn not_made(id: &str, status: CallStatus, error: String) -> CallResult {
     CallResult {
@@ -428,7 +436,7 @@ async fn run_one(
     call: Call,
     key: Option<String>,
     env: &CallEnv,
-    deadline: Instant,
+    deadline: Deadline,
     events: Option<&mpsc::UnboundedSender<BatchEvent>>,
 ) -> CallResult {
     let Some(key) = key else {
@@ -469,11 +477,11 @@ async fn run_unkeyed(
     caller: &Caller,
     call: Call,
     env: &CallEnv,
-    deadline: Instant,
+    deadline: Deadline,
     events: Option<&mpsc::UnboundedSender<BatchEvent>>,
 ) -> CallResult {
     let id = call.id.clone();
-    let Some(timeout) = call_timeout(call.timeout, deadline) else {
+    let Some(timeout) = call_timeout(call.timeout, deadline.at) else {
         let r = not_made(
             &id,
             CallStatus::Timeout,
@@ -490,8 +498,22 @@ async fn run_unkeyed(
             tool_name(&call.server, &call.tool),
         ));
     }
+    // Less time left in the batch than the call's own timeout: the batch's applies.
+    let cut = (timeout < call.timeout).then_some(Cut {
+        own: call.timeout,
+        batch: deadline.timeout,
+    });
     let r = match ops
-        .call(platform, caller, Call { timeout, ..call }, env)
+        .call(
+            platform,
+            caller,
+            Call {
+                timeout,
+                cut,
+                ..call
+            },
+            env,
+        )
         .await
     {
         Ok(r) => r,
@@ -511,7 +533,10 @@ async fn run_batch(
     events: Option<mpsc::UnboundedSender<BatchEvent>>,
 ) -> ExecuteResponse {
     let started = Instant::now();
-    let deadline = started + batch.timeout;
+    let deadline = Deadline {
+        at: started + batch.timeout,
+        timeout: batch.timeout,
+    };
     let ops = &state.gatewayops;
     let platform = &state.platform;
     // Progress notifications of the MCP servers, forwarded as batch events.
@@ -791,7 +816,10 @@ pub(crate) async fn agent_or_socket(
 /// idempotency_key?}`, `cancel {id}` and `ping`; receive `tool_result {id, status, content,
 /// error?, duration_ms, cost}`, `progress {id, progress, total?, message?}`, `error {id?,
 /// code, message}` and `pong`. Malformed JSON, unknown types and oversized messages are
-/// answered with an `error` message; the connection stays open.
+/// answered with an `error` message (with the message's `id` when it is a JSON object with
+/// a string or number `id`, echoed as sent); the connection stays open. Only a message over
+/// 16 MiB (or 4× `gateway.max_message_bytes` when that is more) cannot be read: it closes
+/// the connection with code 1009.
 ///
 /// A `tool_call` with an `idempotency_key` (1 to 255 printable ASCII characters) is made at
 /// most once per key in the caller's workspace within `gateway.idempotency_window_ms`
@@ -822,13 +850,27 @@ fn socket(
             id.escape_debug()
         )));
     }
-    let max = s.gatewayops.config().max_message_bytes;
-    // Messages up to 4× the limit are read and answered with an `error`; larger ones end the
-    // connection with close code 1009 (message too big).
+    let readable = readable_bytes(s.gatewayops.config().max_message_bytes);
+    // Messages up to `readable` are read and answered (one over `max_message_bytes` with a
+    // `too_large` error); a larger one cannot be read and ends the connection with close
+    // code 1009 (message too big).
     Ok(ws
-        .max_message_size(max.saturating_mul(4))
-        .max_frame_size(max.saturating_mul(4))
+        .max_message_size(readable)
+        .max_frame_size(readable)
         .on_upgrade(move |socket| serve_socket(s, caller, socket, id, platform)))
+}
+
+/// The largest WebSocket message read (and, over `gateway.max_message_bytes`, answered
+/// with a `too_large` error) before the connection is closed: a message is buffered whole
+/// before it can be answered, so this bounds the memory a connection may take.
+const READABLE_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// How large a message an agent WebSocket reads: [`READABLE_MESSAGE_BYTES`], or 4×
+/// `max_message_bytes` when that is more.
+fn readable_bytes(max_message_bytes: usize) -> usize {
+    max_message_bytes
+        .saturating_mul(4)
+        .max(READABLE_MESSAGE_BYTES)
 }
 
 #[derive(Debug, Deserialize)]
@@ -852,6 +894,19 @@ enum Incoming {
         #[serde(default)]
         data: Option<Value>,
     },
+}
+
+/// `error` with the `id` of the message it answers when that message is a JSON object
+/// whose `id` is a string or a number (echoed as sent), so the client knows which call
+/// failed even when the rest of the message could not be read.
+fn with_id_of(message: Option<&Value>, mut error: Value) -> Value {
+    let id = message
+        .and_then(|m| m.get("id"))
+        .filter(|id| id.is_string() || id.is_number());
+    if let (Some(id), Some(o)) = (id, error.as_object_mut()) {
+        o.insert("id".into(), id.clone());
+    }
+    error
 }
 
 fn ws_error(id: Option<&str>, code: &str, message: impl Into<String>) -> Value {
@@ -930,17 +985,21 @@ async fn serve_socket(
         let incoming: Incoming = match serde_json::from_str(text.as_str()) {
             Ok(m) => m,
             Err(e) => {
-                let code = if serde_json::from_str::<Value>(text.as_str()).is_ok() {
+                let parsed = serde_json::from_str::<Value>(text.as_str()).ok();
+                let code = if parsed.is_some() {
                     "invalid_message"
                 } else {
                     "invalid_json"
                 };
-                send(ws_error(
-                    None,
-                    code,
-                    format!(
-                        "{e}; send {{\"type\": \"tool_call\", \"id\", \"server\", \"tool\", \
+                send(with_id_of(
+                    parsed.as_ref(),
+                    ws_error(
+                        None,
+                        code,
+                        format!(
+                            "{e}; send {{\"type\": \"tool_call\", \"id\", \"server\", \"tool\", \
                          \"arguments\"}}, {{\"type\": \"cancel\", \"id\"}} or {{\"type\": \"ping\"}}"
+                        ),
                     ),
                 ));
                 continue;
@@ -975,7 +1034,7 @@ async fn serve_socket(
             } => {
                 if id.is_empty() || id.len() > 200 {
                     send(ws_error(
-                        None,
+                        Some(&id),
                         "invalid_message",
                         "`id` must be 1 to 200 characters",
                     ));
@@ -1067,6 +1126,7 @@ async fn serve_socket(
                         tool,
                         arguments,
                         timeout,
+                        cut: None,
                     };
                     let result =
                         match call_keyed(&s, &caller, call, idempotency_key.as_deref(), &env).await
@@ -1141,7 +1201,8 @@ pub struct ToolList {
 
 /// Every tool the caller may call, in OpenAI function format (`server__tool`): the servers
 /// its workspace sees (a registered platform's `default_servers` only), without the tools
-/// the gateway policy or the platform's `block_patterns` deny.
+/// the gateway policy or the platform's `block_patterns` deny. Calling needs `invoker`: a
+/// `viewer` key gets an empty list (as its `/mcp` lists no federated tools).
 #[utoipa::path(get, path = "/v1/mcp/tools", tag = "gateway",
     params(("x-agentkit-platform" = Option<String>, Header, description = "a registered platform")),
     responses((status = 200, body = ToolList), (status = 400, body = Problem)))]
@@ -1151,6 +1212,12 @@ pub async fn list_tools(
     headers: HeaderMap,
 ) -> ApiResult<Json<ToolList>> {
     let platform = platform_of(&s.gatewayops, &headers)?;
+    if !caller.role.allows(Role::Invoker) {
+        return Ok(Json(ToolList {
+            tools: Vec::new(),
+            unavailable: Vec::new(),
+        }));
+    }
     let mut servers = s.gatewayops.servers(&s.platform, &caller);
     if let Some(p) = platform.as_ref().filter(|p| !p.default_servers.is_empty()) {
         servers.retain(|n| p.default_servers.contains(n));

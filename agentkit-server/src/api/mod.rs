@@ -307,6 +307,46 @@ async fn fallback(uri: http::Uri) -> Problem {
     ))
 }
 
+/// The answers axum makes itself, as problem details: a 405 (a route asked with a method it
+/// does not take; empty from axum) names the methods the route takes and keeps its `Allow`
+/// header; a raw body over `server.max_body_bytes` (a 413 in plain text from the body
+/// extractor) is the same problem detail as a JSON body over it.
+async fn axum_rejections(request: Request, next: axum::middleware::Next) -> Response {
+    use axum::body::HttpBody as _;
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let res = next.run(request).await;
+    let status = res.status();
+    let plain = res
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if status == StatusCode::METHOD_NOT_ALLOWED && res.body().size_hint().exact() == Some(0) {
+        let allow = res.headers().get(http::header::ALLOW).cloned();
+        let detail = match allow.as_ref().and_then(|a| a.to_str().ok()) {
+            Some(a) if !a.is_empty() => format!(
+                "{path} does not take {method}; it takes {} (the Allow header)",
+                a.split(',').map(str::trim).collect::<Vec<_>>().join(", ")
+            ),
+            _ => format!("{path} does not take {method}; the API is described at /openapi.json"),
+        };
+        let mut out = Problem::new(status, "method-not-allowed", detail).into_response();
+        if let Some(a) = allow {
+            out.headers_mut().insert(http::header::ALLOW, a);
+        }
+        return out;
+    }
+    if !plain || status != StatusCode::PAYLOAD_TOO_LARGE {
+        return res;
+    }
+    Problem::new(
+        status,
+        "payload-too-large",
+        "the request body is larger than the server accepts (see `server.max_body_bytes`)",
+    )
+    .into_response()
+}
+
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     Problem::new(
@@ -350,7 +390,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(gatewayops::routes(&state));
     #[cfg(feature = "dashboard")]
     let router = router.merge(crate::dashboard::routes());
-    router
+    let app = router
         .merge(v1::open_routes())
         .merge(hooks::open_routes())
         .route(
@@ -375,7 +415,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                     panic_response,
                 ))
                 .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes)),
-        )
+        );
+    // Around the whole router, not per route (as `layer` is): a 405 gets its `Allow` header
+    // from the route, after the route's layers.
+    Router::new().fallback_service(
+        tower::ServiceBuilder::new()
+            .layer(axum::middleware::from_fn(axum_rejections))
+            .service(app),
+    )
 }
 
 /// The span of one HTTP request (OpenTelemetry HTTP server conventions: named

@@ -116,6 +116,7 @@ pub async fn call_tool(
         tool: req.name,
         arguments: req.arguments,
         timeout,
+        cut: None,
     };
     let r = call_keyed(&s, &caller, call, key.as_deref(), &CallEnv::new(trace_id()))
         .await

@@ -399,6 +399,7 @@ impl CallerTools {
             } else {
                 ops.config().default_timeout
             },
+            cut: None,
         };
         let made = crate::api::gatewayops::call_keyed_as(
             state,

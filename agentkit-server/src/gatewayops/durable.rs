@@ -178,6 +178,7 @@ impl Workflow for GatewayCall {
             tool: input.tool,
             arguments,
             timeout: Duration::from_millis(input.timeout_ms.max(1)),
+            cut: None,
         };
         // The history the gateway decided the call on (chain rules see the same here).
         for tool in &input.earlier_calls {
@@ -341,7 +342,7 @@ async fn start(
         arguments,
         sealed_arguments,
         earlier_calls,
-        timeout_ms: millis(call.timeout),
+        timeout_ms: millis(call.asked_timeout()),
         trace_id: env.trace_id.clone(),
         platform: env.platform.as_ref().map(|p| p.name.clone()),
     };

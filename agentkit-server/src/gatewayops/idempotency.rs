@@ -384,6 +384,7 @@ mod tests {
             tool: "send".into(),
             arguments,
             timeout: Duration::from_secs(1),
+            cut: None,
         }
     }
 

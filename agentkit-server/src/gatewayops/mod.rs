@@ -566,7 +566,28 @@ pub(crate) struct Call {
     pub(crate) server: String,
     pub(crate) tool: String,
     pub(crate) arguments: Map<String, Value>,
+    /// How long it may take: its own timeout, or what is left of its batch's when that is
+    /// shorter.
     pub(crate) timeout: Duration,
+    /// Set when its batch's deadline left it less than its own timeout.
+    pub(crate) cut: Option<Cut>,
+}
+
+/// The timeouts a client asked for, when the batch's deadline leaves a call less time than
+/// its own timeout (its `timeout` is then what is left of the batch's).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cut {
+    /// The call's own timeout (its `timeout_ms`, else the batch's).
+    pub(crate) own: Duration,
+    /// The batch's timeout (its `timeout_ms`, else `gateway.default_timeout_ms`).
+    pub(crate) batch: Duration,
+}
+
+impl Call {
+    /// The timeout the client asked for this call (not what is left of its batch's).
+    pub(crate) fn asked_timeout(&self) -> Duration {
+        self.cut.map_or(self.timeout, |c| c.own)
+    }
 }
 
 /// What making a call came to.
@@ -1178,10 +1199,23 @@ impl GatewayOps {
                 return Ok(Made::Done(CallResult::failed(
                     &call.id,
                     CallStatus::Timeout,
-                    format!(
-                        "`{name}` did not answer within {} ms; the server was asked to cancel it",
-                        millis(call.timeout)
-                    ),
+                    match call.cut {
+                        None => format!(
+                            "`{name}` did not answer within {} ms (its timeout); the server was \
+                             asked to cancel it",
+                            millis(call.timeout)
+                        ),
+                        Some(cut) => format!(
+                            "`{name}` did not answer within {} ms (the batch's timeout{}); the \
+                             server was asked to cancel it",
+                            millis(cut.batch),
+                            if cut.own == cut.batch {
+                                String::new()
+                            } else {
+                                format!(", shorter than the call's own {} ms", millis(cut.own))
+                            }
+                        ),
+                    },
                     took,
                 )));
             }

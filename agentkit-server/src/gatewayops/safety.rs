@@ -588,13 +588,50 @@ impl Detector for Heuristics {
 pub struct Analysis {
     /// Every detection, most severe first.
     pub detections: Vec<Detection>,
-    /// The highest severity found (`null` when nothing was found).
+    /// The highest severity found: `low`, `medium`, `high` or `critical`; `none` (`None`
+    /// here) when nothing was found.
+    #[serde(with = "risk")]
+    #[schema(value_type = String, example = "none")]
     pub risk: Option<Severity>,
     /// Whether nothing of `medium` severity or above was found.
     pub safe: bool,
     /// The text with hidden characters removed and exfiltration URLs defused, when asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sanitized_content: Option<String>,
+}
+
+/// [`Analysis::risk`] on the wire: a severity, or `none` when nothing was found (`null` is
+/// read as `none` too).
+mod risk {
+    use super::Severity;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(r: &Option<Severity>, s: S) -> Result<S::Ok, S::Error> {
+        match r {
+            Some(r) => r.serialize(s),
+            None => s.serialize_str("none"),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Wire {
+        Severity(Severity),
+        Other(Option<String>),
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Severity>, D::Error> {
+        match Wire::deserialize(d)? {
+            Wire::Severity(r) => Ok(Some(r)),
+            Wire::Other(None) => Ok(None),
+            Wire::Other(Some(s)) if s == "none" => Ok(None),
+            Wire::Other(Some(s)) => Err(serde::de::Error::custom(format!(
+                "unknown risk `{s}`; expected none, low, medium, high or critical"
+            ))),
+        }
+    }
 }
 
 /// Runs [`Detector`]s over text (by default the built-in [`Heuristics`]).

@@ -402,6 +402,30 @@ fn every_route_is_in_the_openapi_document() {
             "route {r} is missing from /openapi.json"
         );
     }
+    // `/mcp` (routed as a service, not with `.route("`) is in it too.
+    for method in ["post", "get", "delete"] {
+        assert!(paths["/mcp"].get(method).is_some(), "{method} /mcp");
+    }
+    // No two paths are the same template with other parameter names (OpenAPI forbids it).
+    let mut templates = std::collections::BTreeMap::new();
+    for path in paths.keys() {
+        let mut template = String::new();
+        let mut in_param = false;
+        for c in path.chars() {
+            match c {
+                '{' => {
+                    in_param = true;
+                    template.push_str("{}");
+                }
+                '}' => in_param = false,
+                c if !in_param => template.push(c),
+                _ => {}
+            }
+        }
+        if let Some(other) = templates.insert(template, path.clone()) {
+            panic!("{path} and {other} are one template");
+        }
+    }
 }
 
 #[tokio::test]

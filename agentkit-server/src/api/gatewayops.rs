@@ -776,6 +776,27 @@ pub async fn connect(
 
 /// `GET /v1/agents/{name}`: the WebSocket of a connection id (a request upgrading to a
 /// WebSocket with a `conn_…` id), else the agent of that name.
+///
+/// The agent WebSocket: send `tool_call {id, server, tool, arguments, timeout_ms?,
+/// idempotency_key?}`, `cancel {id}` and `ping`; receive `tool_result {id, status, content,
+/// error?, duration_ms, cost}`, `progress {id, progress, total?, message?}`, `error {id?,
+/// code, message}` and `pong`. Malformed JSON, unknown types and oversized messages are
+/// answered with an `error` message (with the message's `id` when it is a JSON object with
+/// a string or number `id`, echoed as sent); the connection stays open. Only a message over
+/// 16 MiB (or 4× `gateway.max_message_bytes` when that is more) cannot be read: it closes
+/// the connection with code 1009.
+///
+/// A `tool_call` with an `idempotency_key` (1 to 255 printable ASCII characters) is made at
+/// most once per key in the caller's workspace within `gateway.idempotency_window_ms`
+/// (24 h), as with `/v1/execute`: a retry (on this connection or another, on any server
+/// process) gets the first attempt's `tool_result` (a call waiting for an approval: the same
+/// `pending_approval` and `run_id`) under the retry's `id`, and calls nothing. The same key
+/// with another server, tool or arguments is answered `error {code:
+/// "idempotency_key_reused"}`; a retry while the first attempt is still being made waits for
+/// it up to its timeout, then gets `error {code: "idempotency_key_in_flight"}`.
+///
+/// In the OpenAPI document this is the `101` answer of `GET /v1/agents/{name}`: a connection
+/// id and an agent's name share that template (OpenAPI allows one path per template).
 pub(crate) async fn agent_or_socket(
     State(s): State<AppState>,
     caller: Caller,
@@ -811,29 +832,6 @@ pub(crate) async fn agent_or_socket(
         Err(p) => p.into_response(),
     }
 }
-
-/// The agent WebSocket: send `tool_call {id, server, tool, arguments, timeout_ms?,
-/// idempotency_key?}`, `cancel {id}` and `ping`; receive `tool_result {id, status, content,
-/// error?, duration_ms, cost}`, `progress {id, progress, total?, message?}`, `error {id?,
-/// code, message}` and `pong`. Malformed JSON, unknown types and oversized messages are
-/// answered with an `error` message (with the message's `id` when it is a JSON object with
-/// a string or number `id`, echoed as sent); the connection stays open. Only a message over
-/// 16 MiB (or 4× `gateway.max_message_bytes` when that is more) cannot be read: it closes
-/// the connection with code 1009.
-///
-/// A `tool_call` with an `idempotency_key` (1 to 255 printable ASCII characters) is made at
-/// most once per key in the caller's workspace within `gateway.idempotency_window_ms`
-/// (24 h), as with `/v1/execute`: a retry (on this connection or another, on any server
-/// process) gets the first attempt's `tool_result` (a call waiting for an approval: the same
-/// `pending_approval` and `run_id`) under the retry's `id`, and calls nothing. The same key
-/// with another server, tool or arguments is answered `error {code:
-/// "idempotency_key_reused"}`; a retry while the first attempt is still being made waits for
-/// it up to its timeout, then gets `error {code: "idempotency_key_in_flight"}`.
-#[utoipa::path(get, path = "/v1/agents/{connection_id}", tag = "gateway",
-    params(("connection_id" = String, Path, description = "from POST /v1/agents/connect")),
-    responses((status = 101, description = "switching to the WebSocket protocol"),
-              (status = 404, body = Problem)))]
-pub async fn agent_socket_doc() {}
 
 fn socket(
     s: AppState,

@@ -45,8 +45,9 @@ use super::{
         governance::claim_approval, governance::list_budgets, governance::approve_call,
         governance::reject_call,
         secrets::list_secrets, secrets::put_secret, secrets::delete_secret,
-        gw::execute, gw::execute_stream, gw::connect, gw::agent_socket_doc, gw::list_tools,
+        gw::execute, gw::execute_stream, gw::connect, gw::list_tools,
         gw::analyze,
+        mcp_post, mcp_get, mcp_delete,
     ),
     components(schemas(super::Problem)),
     modifiers(&Security),
@@ -72,6 +73,32 @@ impl utoipa::Modify for Security {
         );
     }
 }
+
+/// `/mcp`: the Model Context Protocol endpoint (streamable HTTP), documented here so the
+/// document lists it; its messages are JSON-RPC, specified by MCP, not by this document.
+#[utoipa::path(post, path = "/mcp", tag = "mcp",
+    request_body(content = Object, description = "a JSON-RPC message of MCP (2025-11-25 sessions with `initialize`, or 2026-07-28 stateless requests)"),
+    responses((status = 200, description = "the JSON-RPC answer, as JSON or an SSE stream"),
+              (status = 202, description = "a notification or response was accepted"),
+              (status = 400, body = super::Problem), (status = 401, body = super::Problem),
+              (status = 404, description = "an unknown or ended session")))]
+#[allow(dead_code)]
+fn mcp_post() {}
+
+/// `/mcp`: a legacy session's stream of server messages (`Mcp-Session-Id`).
+#[utoipa::path(get, path = "/mcp", tag = "mcp",
+    responses((status = 200, description = "text/event-stream"),
+              (status = 401, body = super::Problem),
+              (status = 404, description = "an unknown or ended session")))]
+#[allow(dead_code)]
+fn mcp_get() {}
+
+/// `/mcp`: end a legacy session (`Mcp-Session-Id`).
+#[utoipa::path(delete, path = "/mcp", tag = "mcp",
+    responses((status = 204, description = "the session ended (or was unknown)"),
+              (status = 401, body = super::Problem)))]
+#[allow(dead_code)]
+fn mcp_delete() {}
 
 /// The document.
 #[must_use]

@@ -177,10 +177,16 @@ pub async fn deploy_agent(
     Ok((status, Json(deployed)).into_response())
 }
 
-/// One agent or workflow.
+/// One agent or workflow. With a connection id from `POST /v1/agents/connect` as `name` and
+/// a WebSocket upgrade, the gateway's agent WebSocket instead (`101`): send `tool_call {id,
+/// server, tool, arguments, timeout_ms?, idempotency_key?}`, `cancel {id}` and `ping`;
+/// receive `tool_result`, `progress`, `error` and `pong` (see the README's GatewayOps
+/// section).
 #[utoipa::path(get, path = "/v1/agents/{name}", tag = "agents",
-    params(("name" = String, Path, description = "agent or workflow name")),
-    responses((status = 200, body = Entry), (status = 404, body = Problem)))]
+    params(("name" = String, Path, description = "agent or workflow name, or a connection id from POST /v1/agents/connect (WebSocket)")),
+    responses((status = 200, body = Entry),
+              (status = 101, description = "a connection id with a WebSocket upgrade: the agent WebSocket"),
+              (status = 404, body = Problem)))]
 pub async fn get_agent(
     State(s): State<AppState>,
     caller: Caller,

@@ -318,6 +318,20 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     .into_response()
 }
 
+/// A 413 that is not a problem detail yet (axum's `Bytes` extractor answers a body over the
+/// limit with plain text) as one, like the [`Json`] extractor's: one mapping for every route
+/// that reads its body as raw bytes.
+async fn too_large_as_problem(res: Response) -> Response {
+    let is_problem = res
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if res.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_problem {
+        return Problem::payload_too_large().into_response();
+    }
+    res
+}
+
 /// The whole API as a router: authenticated routes, then the open ones (`/healthz`,
 /// `/readyz`, `/openapi.json`), with the server's layers.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -374,6 +388,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 .layer(tower_http::catch_panic::CatchPanicLayer::custom(
                     panic_response,
                 ))
+                .layer(axum::middleware::map_response(too_large_as_problem))
                 .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes)),
         )
 }

@@ -342,7 +342,8 @@ pub struct StartRun {
     pub thread_id: Option<String>,
     /// A label or version number (default: `latest`).
     pub reference: Option<String>,
-    /// Same key, same run.
+    /// Same key, same run: a key is its workspace's and its target's (another agent's run
+    /// with the same key is another run); an empty key is refused.
     pub idempotency_key: Option<String>,
     /// What to do if the thread is busy (default: the server's policy).
     pub if_busy: Option<ThreadPolicy>,
@@ -599,6 +600,13 @@ impl Platform {
             req.thread_id = Some(internal);
         }
         if let Some(k) = &req.idempotency_key {
+            if k.is_empty() {
+                return Err(Error::InvalidRequest(
+                    "the idempotency key is empty; send a key unique to this run (the same one \
+                     on a retry), or none"
+                        .into(),
+                ));
+            }
             if scope.is_default() && k.contains(crate::tenancy::SEP) {
                 return Err(Error::InvalidRequest(format!(
                     "idempotency key `{}` contains `{}`, which is reserved; choose another",
@@ -606,7 +614,10 @@ impl Platform {
                     crate::tenancy::SEP
                 )));
             }
-            req.idempotency_key = Some(format!("{}{k}", scope.internal("").unwrap_or_default()));
+            // Keys are the workspace's and the target's own: another agent's run with the
+            // same key is another run. `req.agent` is the internal name (the workspace's
+            // prefix and the agent, neither of which holds the separator).
+            req.idempotency_key = Some(format!("{}{}{k}", req.agent, crate::tenancy::SEP));
         }
         let version = self
             .registry

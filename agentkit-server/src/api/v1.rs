@@ -442,7 +442,8 @@ pub struct RunRequest {
     /// Wait for the run to finish and answer with it (default: answer at once, 202).
     #[serde(default)]
     pub wait: bool,
-    /// Same key, same run.
+    /// Same key, same run: a retry with the key gets the run it started. Keys are per
+    /// workspace and agent; the same key with another message or thread is refused (422).
     #[serde(default)]
     pub idempotency_key: Option<String>,
     /// When the thread is busy: `reject` (409) or `interrupt` (cancel the live run).
@@ -455,7 +456,8 @@ pub struct RunRequest {
     params(("name" = String, Path, description = "agent or workflow name")),
     request_body = RunRequest,
     responses((status = 202, body = RunView), (status = 200, body = RunView),
-              (status = 404, body = Problem), (status = 409, body = Problem)))]
+              (status = 400, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn start_run(
     State(s): State<AppState>,
     caller: Caller,
@@ -463,12 +465,17 @@ pub async fn start_run(
     Json(req): Json<RunRequest>,
 ) -> ApiResult<Response> {
     let scope = caller.scope();
+    // With a key, the run may be an earlier one: kept to check it was started the same way.
+    let asked = req
+        .idempotency_key
+        .is_some()
+        .then(|| (req.message.clone(), req.thread_id.clone()));
     let mut start = StartRun::new(name, req.message).by(caller.principal());
     start.thread_id = req.thread_id;
     start.reference = req.version;
     start.idempotency_key = req.idempotency_key;
     start.if_busy = req.if_busy;
-    if req.wait {
+    if req.wait && asked.is_none() {
         let done = s
             .platform
             .start_and_wait(start)
@@ -477,6 +484,26 @@ pub async fn start_run(
         return Ok((StatusCode::OK, Json(RunView::in_scope(done, &scope))).into_response());
     }
     let run = s.platform.start(start).await.map_err(scoped(&scope))?;
+    if let Some((message, thread)) = asked {
+        let thread = thread.and_then(|t| scope.internal(&t));
+        if run.input.get("message").and_then(Value::as_str) != Some(message.as_str())
+            || run.input.get("thread").and_then(Value::as_str) != thread.as_deref()
+        {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                format!(
+                    "the run was not started: its idempotency key was used for run {} with \
+                     another message or thread; send a new key for a new run",
+                    run.id
+                ),
+            ));
+        }
+    }
+    if req.wait {
+        let done = s.platform.wait(&run.id).await.map_err(scoped(&scope))?;
+        return Ok((StatusCode::OK, Json(RunView::in_scope(done, &scope))).into_response());
+    }
     Ok((StatusCode::ACCEPTED, Json(RunView::in_scope(run, &scope))).into_response())
 }
 

@@ -201,12 +201,19 @@ impl Gateway {
 
     /// The streamable HTTP service to mount at `/mcp`. A stateless (2026-07-28) request
     /// whose handler sends nothing before its result is answered with plain JSON; one that
-    /// sends progress first gets an SSE stream (legacy sessions always do).
+    /// sends progress first gets an SSE stream (legacy sessions always do). Its sessions and
+    /// streams end when the server starts shutting down.
     pub(crate) fn service(&self) -> McpHttpService {
+        let stopping = self
+            .platform
+            .upgrade()
+            .map(|p| p.stopping.child_token())
+            .unwrap_or_default();
         self.server.clone().into_http_service(
             HttpOptions::new()
                 .with_allowed_hosts(std::iter::empty::<String>())
-                .with_json_response(true),
+                .with_json_response(true)
+                .with_cancellation(stopping),
         )
     }
 

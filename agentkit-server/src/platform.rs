@@ -416,6 +416,9 @@ pub struct Platform {
     /// The gateway API, whose calls that need an approval become durable runs (see
     /// [`gatewayops::durable`](crate::gatewayops::durable)).
     pub(crate) gatewayops: std::sync::OnceLock<Arc<crate::gatewayops::GatewayOps>>,
+    /// Cancelled when the server starts shutting down: open SSE streams (run events, `/mcp`
+    /// sessions) end, so the HTTP drain does not wait for them.
+    pub(crate) stopping: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for Platform {
@@ -464,6 +467,7 @@ impl Platform {
             budgets: std::sync::OnceLock::new(),
             run_limits: std::sync::OnceLock::new(),
             gatewayops: std::sync::OnceLock::new(),
+            stopping: tokio_util::sync::CancellationToken::new(),
         }
     }
 

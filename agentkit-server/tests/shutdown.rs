@@ -1,6 +1,7 @@
 //! SIGTERM stops a real `agentkit serve` in bounded time, whatever its clients hold open: an
-//! SSE client following a run that waits for an approval and a legacy `/mcp` session with its
-//! standalone `GET /mcp` stream open. Both streams end cleanly, the process exits with success,
+//! SSE client following a run that waits for an approval, a legacy `/mcp` session with its
+//! standalone `GET /mcp` stream open, and a request whose body never finishes arriving. Both
+//! streams end cleanly, the process exits with success,
 //! and after a restart on the same SQLite file the run is still there and the SSE client
 //! resumes with `Last-Event-ID`, missing nothing and getting nothing twice.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -16,6 +17,7 @@ use common::{KEY, Received, Serve, follow, free_port, wait_status};
 use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 
 /// One `ops__send_message` call (held for approval by the policy), then the answer `done`;
 /// streamed when asked (a run with live listeners).
@@ -118,8 +120,14 @@ async fn legacy_mcp_stream(base: &str) -> tokio::task::JoinHandle<bool> {
             .unwrap()
             .starts_with("text/event-stream")
     );
+    ends_cleanly(stream)
+}
+
+/// Read `response`'s body to its end: the task ends with `true` when the server ends it
+/// cleanly, `false` when the connection breaks.
+fn ends_cleanly(response: reqwest::Response) -> tokio::task::JoinHandle<bool> {
     tokio::spawn(async move {
-        let mut body = stream.bytes_stream();
+        let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
             if chunk.is_err() {
                 return false;
@@ -186,7 +194,32 @@ async fn sigterm_ends_open_streams_exits_and_the_run_resumes_after_the_restart()
         assert!(std::time::Instant::now() < deadline, "no events came");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A second SSE client of the run, read to the end of its body.
+    let events = serve
+        .request(Method::GET, &format!("/v1/runs/{run_id}/events"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let events = ends_cleanly(events);
     let mcp = legacy_mcp_stream(&serve.base).await;
+    // A client that never finishes sending its body: its request is in progress for ever,
+    // and the drain's deadline is what ends it.
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stalled
+        .write_all(
+            format!(
+                "POST /v1/agents/mailer/runs HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+                 authorization: Bearer {KEY}\r\ncontent-type: application/json\r\n\
+                 content-length: 1000\r\n\r\n{{\"message\": "
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
 
     serve.terminate();
     let status = serve.wait_exit(Duration::from_secs(30)).await;
@@ -194,10 +227,15 @@ async fn sigterm_ends_open_streams_exits_and_the_run_resumes_after_the_restart()
     let status = status
         .unwrap_or_else(|| panic!("agentkit serve still runs 30 s after SIGTERM:\n{log_text}"));
     assert!(status.success(), "exit status {status}:\n{log_text}");
+    drop(stalled);
     // Both streams ended cleanly (no `end`: the run is not over).
     assert!(
         !follower.await.unwrap(),
         "the run's stream ended without an `end` event"
+    );
+    assert!(
+        events.await.unwrap(),
+        "the run's event stream ended cleanly"
     );
     assert!(mcp.await.unwrap(), "the /mcp stream ended cleanly");
     let before = received.lock().unwrap().clone();

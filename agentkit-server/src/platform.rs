@@ -25,6 +25,40 @@ pub(crate) fn scope_of(p: Option<&agentkit_core::Principal>) -> Scope {
     }
 }
 
+/// What the caller asked of a start with an idempotency key (its message and thread), kept
+/// to check the run the start returned: with a key used before, that is the earlier run.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyedStart {
+    message: String,
+    thread: Option<String>,
+}
+
+impl KeyedStart {
+    /// What `start` asks, if it has an idempotency key.
+    pub(crate) fn of(start: &StartRun) -> Option<Self> {
+        start.idempotency_key.as_ref().map(|_| Self {
+            message: start.message.clone(),
+            thread: start.thread_id.clone(),
+        })
+    }
+
+    /// `Err` saying what to do when `run` (what the start returned, in `scope`) was started
+    /// with another message or thread: the key was reused for another run.
+    pub(crate) fn check(&self, scope: &Scope, run: &RunRecord) -> std::result::Result<(), String> {
+        let thread = self.thread.as_deref().and_then(|t| scope.internal(t));
+        if run.input.get("message").and_then(Value::as_str) == Some(self.message.as_str())
+            && run.input.get("thread").and_then(Value::as_str) == thread.as_deref()
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "the run was not started: its idempotency key was used for run {} with another \
+             message or thread; send a new key for a new run",
+            run.id
+        ))
+    }
+}
+
 fn no_agent(name: &str) -> Error {
     Error::not_found(
         "agent or workflow",

@@ -226,7 +226,8 @@ async fn a_websocket_tool_call_with_an_idempotency_key_is_made_once() {
 
 /// `POST /v1/agents/{name}/runs` with an `idempotency_key`: a retry gets the same run (also
 /// with `wait`), another agent's same key is its own run, the same key with another message
-/// is a 422 problem that says to send a new key, and an empty key is a 400.
+/// is a 422 problem that says to send a new key, and an empty key is a 400; the agent's `/mcp`
+/// tool keeps the same keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_idempotency_keys_are_per_agent_and_refuse_other_input() {
     let dir = tempfile::tempdir().unwrap();
@@ -299,6 +300,33 @@ async fn run_idempotency_keys_are_per_agent_and_refuse_other_input() {
     .await;
     assert_eq!(st, 400, "{p}");
     assert!(p["detail"].as_str().unwrap().contains("empty"), "{p}");
+
+    // The agent's `/mcp` tool takes the same keys: a retry is the same run, another message
+    // an error result that says to send a new key.
+    let (st, same) = inproc::mcp_post(
+        &s.base,
+        ADMIN,
+        "support",
+        json!({"message": "help me", "idempotency_key": "k"}),
+        &[],
+    )
+    .await;
+    assert_eq!(st, 200, "{same}");
+    assert_eq!(
+        same["result"]["structuredContent"]["run_id"], first["run_id"],
+        "{same}"
+    );
+    let (st, reused) = inproc::mcp_post(
+        &s.base,
+        ADMIN,
+        "support",
+        json!({"message": "something else", "idempotency_key": "k"}),
+        &[],
+    )
+    .await;
+    assert_eq!(st, 200, "{reused}");
+    assert_eq!(reused["result"]["isError"], true, "{reused}");
+    assert!(reused.to_string().contains("new key"), "{reused}");
 
     let (st, runs) = inproc::call_as(&s.base, ADMIN, Method::GET, "/v1/runs", None).await;
     assert_eq!(st, 200, "{runs}");

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiResult, AppState, Json, Path, Problem, Query, sse};
-use crate::platform::{RunEventView, RunView, StartRun};
+use crate::platform::{KeyedStart, RunEventView, RunView, StartRun};
 use crate::registry::{Change, Deployed, Entry, EntryKind, Version, diff_specs};
 use crate::tenancy::{Caller, Scope};
 use crate::threads::ThreadPolicy;
@@ -465,17 +465,14 @@ pub async fn start_run(
     Json(req): Json<RunRequest>,
 ) -> ApiResult<Response> {
     let scope = caller.scope();
-    // With a key, the run may be an earlier one: kept to check it was started the same way.
-    let asked = req
-        .idempotency_key
-        .is_some()
-        .then(|| (req.message.clone(), req.thread_id.clone()));
     let mut start = StartRun::new(name, req.message).by(caller.principal());
     start.thread_id = req.thread_id;
     start.reference = req.version;
     start.idempotency_key = req.idempotency_key;
     start.if_busy = req.if_busy;
-    if req.wait && asked.is_none() {
+    // With a key, the run may be an earlier one: checked to be started the same way.
+    let keyed = KeyedStart::of(&start);
+    if req.wait && keyed.is_none() {
         let done = s
             .platform
             .start_and_wait(start)
@@ -484,21 +481,12 @@ pub async fn start_run(
         return Ok((StatusCode::OK, Json(RunView::in_scope(done, &scope))).into_response());
     }
     let run = s.platform.start(start).await.map_err(scoped(&scope))?;
-    if let Some((message, thread)) = asked {
-        let thread = thread.and_then(|t| scope.internal(&t));
-        if run.input.get("message").and_then(Value::as_str) != Some(message.as_str())
-            || run.input.get("thread").and_then(Value::as_str) != thread.as_deref()
-        {
-            return Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency-key-reused",
-                format!(
-                    "the run was not started: its idempotency key was used for run {} with \
-                     another message or thread; send a new key for a new run",
-                    run.id
-                ),
-            ));
-        }
+    if let Some(Err(detail)) = keyed.map(|k| k.check(&scope, &run)) {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            detail,
+        ));
     }
     if req.wait {
         let done = s.platform.wait(&run.id).await.map_err(scoped(&scope))?;

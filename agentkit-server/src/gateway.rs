@@ -9,7 +9,7 @@
 //! | `message` (required) | what to ask |
 //! | `thread_id` | continue this thread's conversation (create it with `POST /v1/threads`) |
 //! | `version` | a label (`prod`) or a version number; default `latest` |
-//! | `idempotency_key` | same key, same run |
+//! | `idempotency_key` | same key, same run (per workspace and agent; the same key with another `message` or `thread_id` is an error result) |
 //!
 //! A plain `tools/call` waits for the run and answers with its text (structured content:
 //! `run_id`, `status`, `version`, `output`); the client's `notifications/cancelled` cancels the
@@ -66,7 +66,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::platform::{Platform, StartRun};
+use crate::platform::{KeyedStart, Platform, StartRun};
 use crate::tenancy::{Role, Scope};
 
 pub(crate) mod tools;
@@ -201,12 +201,19 @@ impl Gateway {
 
     /// The streamable HTTP service to mount at `/mcp`. A stateless (2026-07-28) request
     /// whose handler sends nothing before its result is answered with plain JSON; one that
-    /// sends progress first gets an SSE stream (legacy sessions always do).
+    /// sends progress first gets an SSE stream (legacy sessions always do). Its sessions and
+    /// streams end when the server starts shutting down.
     pub(crate) fn service(&self) -> McpHttpService {
+        let stopping = self
+            .platform
+            .upgrade()
+            .map(|p| p.stopping.child_token())
+            .unwrap_or_default();
         self.server.clone().into_http_service(
             HttpOptions::new()
                 .with_allowed_hosts(std::iter::empty::<String>())
-                .with_json_response(true),
+                .with_json_response(true)
+                .with_cancellation(stopping),
         )
     }
 
@@ -286,10 +293,14 @@ async fn call_agent(
         Ok(s) => s,
         Err(e) => return error_result(e),
     };
+    let keyed = KeyedStart::of(&start);
     let run = match platform.start(start).await {
         Ok(r) => r,
         Err(e) => return error_result(format!("starting agent `{agent}` failed: {e}")),
     };
+    if let Some(Err(e)) = keyed.map(|k| k.check(scope, &run)) {
+        return error_result(e);
+    }
     let run_id = run.id.clone();
     let cancel = call.cancellation();
     let wants_progress = call.request().meta.get_progress_token().is_some();
@@ -454,12 +465,16 @@ impl TaskBackend for PlatformTasks {
             Ok(s) => s,
             Err(e) => return Ok(error_result(e).into()),
         };
+        let keyed = KeyedStart::of(&start);
         let run = match self.platform()?.start(start).await {
             Ok(r) => r,
             Err(e) => {
                 return Ok(error_result(format!("starting agent `{agent}` failed: {e}")).into());
             }
         };
+        if let Some(Err(e)) = keyed.map(|k| k.check(&self.scope, &run)) {
+            return Ok(error_result(e).into());
+        }
         let task = self.runs()?.get(&run.id, request).await?.task;
         Ok(CallToolResponse::Task(CreateTaskResult::new(task)))
     }

@@ -25,6 +25,40 @@ pub(crate) fn scope_of(p: Option<&agentkit_core::Principal>) -> Scope {
     }
 }
 
+/// What the caller asked of a start with an idempotency key (its message and thread), kept
+/// to check the run the start returned: with a key used before, that is the earlier run.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyedStart {
+    message: String,
+    thread: Option<String>,
+}
+
+impl KeyedStart {
+    /// What `start` asks, if it has an idempotency key.
+    pub(crate) fn of(start: &StartRun) -> Option<Self> {
+        start.idempotency_key.as_ref().map(|_| Self {
+            message: start.message.clone(),
+            thread: start.thread_id.clone(),
+        })
+    }
+
+    /// `Err` saying what to do when `run` (what the start returned, in `scope`) was started
+    /// with another message or thread: the key was reused for another run.
+    pub(crate) fn check(&self, scope: &Scope, run: &RunRecord) -> std::result::Result<(), String> {
+        let thread = self.thread.as_deref().and_then(|t| scope.internal(t));
+        if run.input.get("message").and_then(Value::as_str) == Some(self.message.as_str())
+            && run.input.get("thread").and_then(Value::as_str) == thread.as_deref()
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "the run was not started: its idempotency key was used for run {} with another \
+             message or thread; send a new key for a new run",
+            run.id
+        ))
+    }
+}
+
 fn no_agent(name: &str) -> Error {
     Error::not_found(
         "agent or workflow",
@@ -342,7 +376,8 @@ pub struct StartRun {
     pub thread_id: Option<String>,
     /// A label or version number (default: `latest`).
     pub reference: Option<String>,
-    /// Same key, same run.
+    /// Same key, same run: a key is its workspace's and its target's (another agent's run
+    /// with the same key is another run); an empty key is refused.
     pub idempotency_key: Option<String>,
     /// What to do if the thread is busy (default: the server's policy).
     pub if_busy: Option<ThreadPolicy>,
@@ -415,6 +450,9 @@ pub struct Platform {
     /// The gateway API, whose calls that need an approval become durable runs (see
     /// [`gatewayops::durable`](crate::gatewayops::durable)).
     pub(crate) gatewayops: std::sync::OnceLock<Arc<crate::gatewayops::GatewayOps>>,
+    /// Cancelled when the server starts shutting down: open SSE streams (run events, `/mcp`
+    /// sessions) end, so the HTTP drain does not wait for them.
+    pub(crate) stopping: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for Platform {
@@ -463,6 +501,7 @@ impl Platform {
             budgets: std::sync::OnceLock::new(),
             run_limits: std::sync::OnceLock::new(),
             gatewayops: std::sync::OnceLock::new(),
+            stopping: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -599,6 +638,13 @@ impl Platform {
             req.thread_id = Some(internal);
         }
         if let Some(k) = &req.idempotency_key {
+            if k.is_empty() {
+                return Err(Error::InvalidRequest(
+                    "the idempotency key is empty; send a key unique to this run (the same one \
+                     on a retry), or none"
+                        .into(),
+                ));
+            }
             if scope.is_default() && k.contains(crate::tenancy::SEP) {
                 return Err(Error::InvalidRequest(format!(
                     "idempotency key `{}` contains `{}`, which is reserved; choose another",
@@ -606,7 +652,10 @@ impl Platform {
                     crate::tenancy::SEP
                 )));
             }
-            req.idempotency_key = Some(format!("{}{k}", scope.internal("").unwrap_or_default()));
+            // Keys are the workspace's and the target's own: another agent's run with the
+            // same key is another run. `req.agent` is the internal name (the workspace's
+            // prefix and the agent, neither of which holds the separator).
+            req.idempotency_key = Some(format!("{}{}{k}", req.agent, crate::tenancy::SEP));
         }
         let version = self
             .registry

@@ -1,6 +1,6 @@
 //! [`Server`] and its builder: the platform over a store, and its HTTP router.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -589,9 +589,13 @@ impl Server {
         )
     }
 
-    /// Serve the API on `listener` until `shutdown` completes, then stop intake and give
-    /// in-flight runs 10 s to finish; runs still going are left to resume on the next start
-    /// (or on another node), from their journals.
+    /// Serve the API on `listener` until `shutdown` completes, then shut down in bounded
+    /// time: stop accepting connections, end open SSE streams (run events, `/mcp` sessions
+    /// and their streams; a client reconnecting with `Last-Event-ID`, to another node or after
+    /// the restart, gets what it missed from the store), give requests in progress up to
+    /// 10 s and then close every connection still open, and give in-flight runs 10 s more to
+    /// finish; runs still going are left to resume on the next start (or on another node),
+    /// from their journals.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
@@ -610,20 +614,46 @@ impl Server {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted connection");
             }
         });
-        axum::serve(listener, router.into_make_service())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| Error::other("serving HTTP", e))?;
-        self.platform
-            .runtime()
-            .shutdown(Duration::from_secs(10))
-            .await;
+        let stopping = self.platform.stopping.clone();
+        let signal = {
+            let stopping = stopping.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: no new connections, open event streams end");
+                stopping.cancel();
+            }
+        };
+        let served = axum::serve(listener, router.into_make_service())
+            .with_graceful_shutdown(signal)
+            .into_future();
+        // No connection holds the process: the drain has a deadline from the signal on.
+        let deadline = async {
+            stopping.cancelled().await;
+            tokio::time::sleep(HTTP_DRAIN).await;
+        };
+        tokio::select! {
+            served = served => served.map_err(|e| Error::other("serving HTTP", e))?,
+            () = deadline => tracing::warn!(
+                "requests still in progress {} s after the shutdown signal; closing their \
+                 connections",
+                HTTP_DRAIN.as_secs()
+            ),
+        }
+        self.platform.runtime().shutdown(RUN_GRACE).await;
         if let Some(m) = self.platform.mcp() {
             m.shutdown().await;
         }
         Ok(())
     }
 }
+
+/// How long requests in progress get to finish after the shutdown signal (see
+/// [`Server::serve`]) before their connections are closed.
+const HTTP_DRAIN: Duration = Duration::from_secs(10);
+
+/// How long runs executing get to finish after the HTTP drain (see [`Server::serve`]) before
+/// they are stopped and released to resume on the next start or another node.
+const RUN_GRACE: Duration = Duration::from_secs(10);
 
 /// How often the outbound MCP servers' list epochs are compared (see [`watch_upstream_tools`]).
 const UPSTREAM_TOOLS_EVERY: Duration = Duration::from_secs(1);

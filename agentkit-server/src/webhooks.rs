@@ -11,9 +11,12 @@
 //! - GitHub: `X-Hub-Signature-256: sha256=<hex of HMAC(<raw body>)>` with the delivery id
 //!   `X-GitHub-Delivery`.
 //!
-//! Signatures are compared in constant time. Each accepted signature (agentkit) or delivery
-//! id (GitHub) is recorded in the store ([`DELIVERIES`], created only if absent), so a replay
-//! is refused by every server process sharing the store.
+//! Signatures are compared in constant time. Each accepted signature is recorded in the store
+//! ([`DELIVERIES`], created only if absent), so a replay is refused by every server process
+//! sharing the store. GitHub's delivery id is not covered by its signature, so a GitHub
+//! delivery is recorded twice, by its signature (the same signed body sent again under
+//! another delivery id is a replay) and by its delivery id (GitHub's redelivery of the same
+//! id is one too).
 //!
 //! # Two kinds of webhooks
 //!
@@ -126,8 +129,10 @@ pub enum DeliveryError {
 /// A verified delivery: what identifies it for replay protection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Verified {
-    /// `agentkit:<signature hex>` or `github:<delivery id>`.
-    pub(crate) replay_id: String,
+    /// Each id the delivery is recorded under (a replay repeats one of them), first the one
+    /// its signature gives: `agentkit:<signature hex>`, or `github-signature:<signature hex>`
+    /// and `github:<delivery id>`.
+    pub(crate) replay_ids: Vec<String>,
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -198,7 +203,7 @@ pub(crate) fn verify(
         }
         verify_mac(secret, &[ts.as_bytes(), b".", body], &signature)?;
         return Ok(Verified {
-            replay_id: format!("agentkit:{}", hex::encode(&signature)),
+            replay_ids: vec![format!("agentkit:{}", hex::encode(&signature))],
         });
     }
     if let Some(sig) = header(headers, "x-hub-signature-256") {
@@ -218,8 +223,13 @@ pub(crate) fn verify(
                 )
             })?;
         verify_mac(secret, &[body], &signature)?;
+        // The delivery id is not signed: anyone who saw a delivery could send its body and
+        // signature again under a new id. The signature (of the body) is the replay id too.
         return Ok(Verified {
-            replay_id: format!("github:{delivery}"),
+            replay_ids: vec![
+                format!("github-signature:{}", hex::encode(&signature)),
+                format!("github:{delivery}"),
+            ],
         });
     }
     Err(DeliveryError::Unauthorized(
@@ -312,34 +322,42 @@ impl Platform {
             Ok(m) => m,
             Err(e) => return Ok(Err(e)),
         };
-        let id = format!("{key}/{}", verified.replay_id);
+        let ids: Vec<String> = verified
+            .replay_ids
+            .iter()
+            .map(|r| format!("{key}/{r}"))
+            .collect();
         let store = self.runtime.store();
-        let recorded = store
-            .doc_put(
-                DELIVERIES,
-                &id,
-                json!({"at": agentkit_runtime::model::now_ms()}),
-                Expect::Absent,
-            )
-            .await?;
-        if recorded.is_none() {
-            return Ok(Err(DeliveryError::Replay(
-                "this delivery was accepted before (same signature or delivery id); send a \
-                 new one"
-                    .into(),
-            )));
+        let at = agentkit_runtime::model::now_ms();
+        for (n, id) in ids.iter().enumerate() {
+            let recorded = store
+                .doc_put(DELIVERIES, id, json!({"at": at}), Expect::Absent)
+                .await?;
+            if recorded.is_none() {
+                // Seen before under this id: forget the ids recorded for it just now.
+                for earlier in &ids[..n] {
+                    store.doc_delete(DELIVERIES, earlier, Expect::Any).await?;
+                }
+                return Ok(Err(DeliveryError::Replay(
+                    "this delivery was accepted before (same signature or delivery id); send \
+                     a new one"
+                        .into(),
+                )));
+            }
         }
         let mut start = StartRun::new(&hook.target, message).by(principal);
         // A digest: delivery ids may hold characters idempotency keys may not.
         start.idempotency_key = Some(format!(
             "webhook:{}",
-            hex::encode(Sha256::digest(id.as_bytes()))
+            hex::encode(Sha256::digest(ids.join("\n").as_bytes()))
         ));
         match self.start(start).await {
             Ok(run) => Ok(Ok(run)),
             Err(e) => {
                 // Not started: let the sender retry the same delivery.
-                store.doc_delete(DELIVERIES, &id, Expect::Any).await?;
+                for id in &ids {
+                    store.doc_delete(DELIVERIES, id, Expect::Any).await?;
+                }
                 Err(e)
             }
         }
@@ -918,7 +936,8 @@ mod tests {
             1100,
         )
         .unwrap();
-        assert!(ok.replay_id.starts_with("agentkit:"));
+        assert_eq!(ok.replay_ids.len(), 1);
+        assert!(ok.replay_ids[0].starts_with("agentkit:"));
         let stale = verify(
             "s3cret",
             &headers(&[
@@ -949,7 +968,13 @@ mod tests {
             0,
         )
         .unwrap();
-        assert_eq!(ok.replay_id, "github:d-1");
+        assert_eq!(
+            ok.replay_ids,
+            [
+                format!("github-signature:{}", &gh["sha256=".len()..]),
+                "github:d-1".into()
+            ]
+        );
         let no_id = verify("s3cret", &headers(&[("x-hub-signature-256", &gh)]), body, 0);
         assert!(no_id.unwrap_err().to_string().contains("X-GitHub-Delivery"));
         let unsigned = verify("s3cret", &HeaderMap::new(), body, 0).unwrap_err();

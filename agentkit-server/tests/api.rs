@@ -279,7 +279,19 @@ async fn bad_input_is_a_4xx_problem_and_stores_nothing() {
             400,
         ),
     ];
-    for (i, (req, want)) in cases.into_iter().enumerate() {
+    // Routes that read their body as raw bytes (LangGraph, Agent Protocol, webhooks, run
+    // actions) answer a body over the limit with a problem detail too.
+    let big = json!({"message": "x".repeat(100 * 1024)});
+    let cases = cases.into_iter().chain(
+        [
+            "/threads",
+            "/agents/search",
+            "/v1/hooks/nope",
+            "/v1/runs/unknown/cancel",
+        ]
+        .map(|path| (client().post(format!("{}{path}", r.base)).json(&big), 413)),
+    );
+    for (i, (req, want)) in cases.enumerate() {
         let res = req.bearer_auth(&r.key).send().await.unwrap();
         let status = res.status().as_u16();
         let ct = res.headers().get("content-type").cloned();

@@ -4,7 +4,8 @@
 //! with an `Idempotency-Key` header are made once per key and workspace; a retry (on another
 //! connection, through another route) gets the first answer, a call waiting for an approval
 //! answers the same run; the same key with other arguments is refused with an error that says
-//! what to do; another workspace's same key is its own call.
+//! what to do; another workspace's same key is its own call. A run started with an
+//! `idempotency_key` is one per key, workspace and agent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod inproc;
@@ -221,4 +222,113 @@ async fn a_websocket_tool_call_with_an_idempotency_key_is_made_once() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     stop.stop();
+}
+
+/// `POST /v1/agents/{name}/runs` with an `idempotency_key`: a retry gets the same run (also
+/// with `wait`), another agent's same key is its own run, the same key with another message
+/// is a 422 problem that says to send a new key, and an empty key is a 400; the agent's `/mcp`
+/// tool keeps the same keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_idempotency_keys_are_per_agent_and_refuse_other_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = inproc::declarative(dir.path(), ADMIN)
+        .await
+        .build()
+        .await
+        .unwrap();
+    let s = inproc::serve(server).await;
+    for agent in ["support", "summarizer"] {
+        inproc::deploy_scripted(&s.base, ADMIN, agent).await;
+    }
+    let start = |agent: &str, body: Value| {
+        let (base, path) = (s.base.clone(), format!("/v1/agents/{agent}/runs"));
+        async move { inproc::call_as(&base, ADMIN, Method::POST, &path, Some(body)).await }
+    };
+
+    let (st, first) = start(
+        "support",
+        json!({"message": "help me", "idempotency_key": "k"}),
+    )
+    .await;
+    assert_eq!(st, 202, "{first}");
+    let (st, again) = start(
+        "support",
+        json!({"message": "help me", "idempotency_key": "k"}),
+    )
+    .await;
+    assert_eq!(st, 202, "{again}");
+    assert_eq!(again["run_id"], first["run_id"], "a retry is the same run");
+
+    // Another agent, the same key: a run of that agent, with its own message.
+    let (st, other) = start(
+        "summarizer",
+        json!({"message": "zzz", "idempotency_key": "k"}),
+    )
+    .await;
+    assert_eq!(st, 202, "{other}");
+    assert_ne!(other["run_id"], first["run_id"], "{other}");
+    assert_eq!(other["agent"], "summarizer", "{other}");
+    assert_eq!(other["input"]["message"], "zzz", "{other}");
+    let (st, waited) = start(
+        "summarizer",
+        json!({"message": "zzz", "idempotency_key": "k", "wait": true}),
+    )
+    .await;
+    assert_eq!(st, 200, "{waited}");
+    assert_eq!(waited["run_id"], other["run_id"]);
+    assert_eq!(waited["status"], "succeeded", "{waited}");
+
+    // The same key with another message (waiting or not): refused, nothing started.
+    for wait in [false, true] {
+        let (st, p) = start(
+            "support",
+            json!({"message": "something else", "idempotency_key": "k", "wait": wait}),
+        )
+        .await;
+        assert_eq!(st, 422, "{p}");
+        assert_eq!(
+            p["type"], "urn:agentkit:problem:idempotency-key-reused",
+            "{p}"
+        );
+        assert!(p["detail"].as_str().unwrap().contains("new key"), "{p}");
+    }
+    // An empty key is no key.
+    let (st, p) = start(
+        "support",
+        json!({"message": "help me", "idempotency_key": ""}),
+    )
+    .await;
+    assert_eq!(st, 400, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("empty"), "{p}");
+
+    // The agent's `/mcp` tool takes the same keys: a retry is the same run, another message
+    // an error result that says to send a new key.
+    let (st, same) = inproc::mcp_post(
+        &s.base,
+        ADMIN,
+        "support",
+        json!({"message": "help me", "idempotency_key": "k"}),
+        &[],
+    )
+    .await;
+    assert_eq!(st, 200, "{same}");
+    assert_eq!(
+        same["result"]["structuredContent"]["run_id"], first["run_id"],
+        "{same}"
+    );
+    let (st, reused) = inproc::mcp_post(
+        &s.base,
+        ADMIN,
+        "support",
+        json!({"message": "something else", "idempotency_key": "k"}),
+        &[],
+    )
+    .await;
+    assert_eq!(st, 200, "{reused}");
+    assert_eq!(reused["result"]["isError"], true, "{reused}");
+    assert!(reused.to_string().contains("new key"), "{reused}");
+
+    let (st, runs) = inproc::call_as(&s.base, ADMIN, Method::GET, "/v1/runs", None).await;
+    assert_eq!(st, 200, "{runs}");
+    assert_eq!(runs.as_array().unwrap().len(), 2, "{runs}");
 }

@@ -358,7 +358,8 @@ async fn signed_webhooks_start_runs_and_bad_or_replayed_deliveries_are_refused()
     let (status, p) = deliver(&r, "nope", body, &signed("s3cret", now_secs(), body)).await;
     assert_eq!(status, 404, "{p}");
 
-    // GitHub's scheme: the delivery id guards against replays.
+    // GitHub's scheme: the delivery id and the signature (the delivery id is not signed)
+    // guard against replays.
     let gh = |body: &str, id: &str| {
         vec![
             ("x-hub-signature-256", hmac_hex("other", &[body.as_bytes()])),
@@ -378,12 +379,33 @@ async fn signed_webhooks_start_runs_and_bad_or_replayed_deliveries_are_refused()
     assert_eq!(status, 409);
     let (status, _) = deliver(&r, "plain", "changed", &gh("changed", "d-2")).await;
     assert_eq!(status, 202);
+    // The same signed body under new delivery ids: replays, and no run starts.
+    let runs = || async {
+        let (status, runs) = call(&r, Method::GET, "/v1/runs", None).await;
+        assert_eq!(status, 200, "{runs}");
+        runs.as_array().unwrap().len()
+    };
+    let runs_before = runs().await;
+    for id in ["d-9", "d-10"] {
+        let (status, p) = deliver(
+            &r,
+            "plain",
+            "hello from GitHub",
+            &gh("hello from GitHub", id),
+        )
+        .await;
+        assert_eq!(status, 409, "{id}: {p}");
+        assert!(p["detail"].as_str().unwrap().contains("accepted before"));
+    }
+    assert_eq!(runs().await, runs_before);
 
-    // Another server process on the same store refuses the replay too.
+    // Another server process on the same store refuses the replays too.
     let other = start_with(dir.path(), |b| b.webhook("plain", "echo", "other", None)).await;
     let (status, _) = deliver(&other, "plain", "changed", &gh("changed", "d-2")).await;
     assert_eq!(status, 409);
     let (status, _) = deliver(&other, "plain", "changed", &gh("changed", "d-3")).await;
+    assert_eq!(status, 409);
+    let (status, _) = deliver(&other, "plain", "new", &gh("new", "d-3")).await;
     assert_eq!(status, 202);
 }
 

@@ -307,20 +307,14 @@ async fn fallback(uri: http::Uri) -> Problem {
     ))
 }
 
-/// The answers axum makes itself, as problem details: a 405 (a route asked with a method it
-/// does not take; empty from axum) names the methods the route takes and keeps its `Allow`
-/// header; a raw body over `server.max_body_bytes` (a 413 in plain text from the body
-/// extractor) is the same problem detail as a JSON body over it.
+/// A 405 axum makes itself (a route asked with a method it does not take; an empty body) as
+/// a problem detail that names the methods the route takes, keeping its `Allow` header. (A
+/// 413 is [`too_large_as_problem`]'s.)
 async fn axum_rejections(request: Request, next: axum::middleware::Next) -> Response {
     use axum::body::HttpBody as _;
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let res = next.run(request).await;
     let status = res.status();
-    let plain = res
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/plain"));
     if status == StatusCode::METHOD_NOT_ALLOWED && res.body().size_hint().exact() == Some(0) {
         let allow = res.headers().get(http::header::ALLOW).cloned();
         let detail = match allow.as_ref().and_then(|a| a.to_str().ok()) {
@@ -336,15 +330,7 @@ async fn axum_rejections(request: Request, next: axum::middleware::Next) -> Resp
         }
         return out;
     }
-    if !plain || status != StatusCode::PAYLOAD_TOO_LARGE {
-        return res;
-    }
-    Problem::new(
-        status,
-        "payload-too-large",
-        "the request body is larger than the server accepts (see `server.max_body_bytes`)",
-    )
-    .into_response()
+    res
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -356,6 +342,20 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
          persists",
     )
     .into_response()
+}
+
+/// A 413 that is not a problem detail yet (axum's `Bytes` extractor answers a body over the
+/// limit with plain text) as one, like the [`Json`] extractor's: one mapping for every route
+/// that reads its body as raw bytes.
+async fn too_large_as_problem(res: Response) -> Response {
+    let is_problem = res
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if res.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_problem {
+        return Problem::payload_too_large().into_response();
+    }
+    res
 }
 
 /// The whole API as a router: authenticated routes, then the open ones (`/healthz`,
@@ -414,6 +414,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 .layer(tower_http::catch_panic::CatchPanicLayer::custom(
                     panic_response,
                 ))
+                .layer(axum::middleware::map_response(too_large_as_problem))
                 .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes)),
         );
     // Around the whole router, not per route (as `layer` is): a 405 gets its `Allow` header

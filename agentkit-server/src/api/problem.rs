@@ -66,6 +66,18 @@ impl Problem {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
     }
 
+    /// 413: the request body is over the server's limit
+    /// ([`ServerBuilder::max_body_bytes`](crate::ServerBuilder::max_body_bytes)).
+    #[must_use]
+    pub fn payload_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "the request body is larger than this server accepts (2 MiB unless set with \
+             `ServerBuilder::max_body_bytes`); send a smaller body",
+        )
+    }
+
     /// The status as a [`StatusCode`].
     #[must_use]
     pub fn status_code(&self) -> StatusCode {
@@ -157,12 +169,7 @@ impl From<JsonRejection> for Problem {
                 "send the body as JSON with `Content-Type: application/json`",
             ),
             JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload-too-large",
-                    "the request body is larger than the server accepts (see \
-                     `server.max_body_bytes`)",
-                )
+                Self::payload_too_large()
             }
             JsonRejection::JsonSyntaxError(e) => {
                 Self::bad_request(format!("the body is not valid JSON: {}", e.body_text()))

@@ -252,8 +252,10 @@ impl Cursor {
     }
 }
 
-/// The run's items after `after`, until it finishes. Every subscriber of a run in this
-/// process shares one poller of the store.
+/// The run's items after `after`, until it finishes or the server starts shutting down
+/// (then the stream just ends: a client reconnecting with `Last-Event-ID`, to another node or
+/// after the restart, gets every event it missed from the store). Every subscriber of a run
+/// in this process shares one poller of the store.
 pub fn run_items(
     platform: Arc<Platform>,
     run_id: String,
@@ -270,18 +272,30 @@ pub fn run_items(
         queue: VecDeque::new(),
         done: false,
     };
-    futures::stream::unfold(cursor, |mut c| async move {
-        loop {
-            if let Some(item) = c.queue.pop_front() {
-                return Some((item, c));
-            }
-            if c.done {
-                return None;
-            }
-            c.changes.mark_unchanged();
-            c.catch_up();
-            if c.queue.is_empty() && !c.done && c.changes.changed().await.is_err() {
-                return None;
+    let stopping = platform.stopping.clone();
+    futures::stream::unfold(cursor, move |mut c| {
+        let stopping = stopping.clone();
+        async move {
+            loop {
+                if stopping.is_cancelled() {
+                    return None;
+                }
+                if let Some(item) = c.queue.pop_front() {
+                    return Some((item, c));
+                }
+                if c.done {
+                    return None;
+                }
+                c.changes.mark_unchanged();
+                c.catch_up();
+                if c.queue.is_empty() && !c.done {
+                    tokio::select! {
+                        changed = c.changes.changed() => if changed.is_err() {
+                            return None;
+                        },
+                        () = stopping.cancelled() => return None,
+                    }
+                }
             }
         }
     })

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiResult, AppState, Json, Path, Problem, Query, sse};
-use crate::platform::{RunEventView, RunView, StartRun};
+use crate::platform::{KeyedStart, RunEventView, RunView, StartRun};
 use crate::registry::{Change, Deployed, Entry, EntryKind, Version, diff_specs};
 use crate::tenancy::{Caller, Scope};
 use crate::threads::ThreadPolicy;
@@ -449,7 +449,8 @@ pub struct RunRequest {
     /// Wait for the run to finish and answer with it (default: answer at once, 202).
     #[serde(default)]
     pub wait: bool,
-    /// Same key, same run.
+    /// Same key, same run: a retry with the key gets the run it started. Keys are per
+    /// workspace and agent; the same key with another message or thread is refused (422).
     #[serde(default)]
     pub idempotency_key: Option<String>,
     /// When the thread is busy: `reject` (409) or `interrupt` (cancel the live run).
@@ -462,7 +463,8 @@ pub struct RunRequest {
     params(("name" = String, Path, description = "agent or workflow name")),
     request_body = RunRequest,
     responses((status = 202, body = RunView), (status = 200, body = RunView),
-              (status = 404, body = Problem), (status = 409, body = Problem)))]
+              (status = 400, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn start_run(
     State(s): State<AppState>,
     caller: Caller,
@@ -475,7 +477,9 @@ pub async fn start_run(
     start.reference = req.version;
     start.idempotency_key = req.idempotency_key;
     start.if_busy = req.if_busy;
-    if req.wait {
+    // With a key, the run may be an earlier one: checked to be started the same way.
+    let keyed = KeyedStart::of(&start);
+    if req.wait && keyed.is_none() {
         let done = s
             .platform
             .start_and_wait(start)
@@ -484,6 +488,17 @@ pub async fn start_run(
         return Ok((StatusCode::OK, Json(RunView::in_scope(done, &scope))).into_response());
     }
     let run = s.platform.start(start).await.map_err(scoped(&scope))?;
+    if let Some(Err(detail)) = keyed.map(|k| k.check(&scope, &run)) {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            detail,
+        ));
+    }
+    if req.wait {
+        let done = s.platform.wait(&run.id).await.map_err(scoped(&scope))?;
+        return Ok((StatusCode::OK, Json(RunView::in_scope(done, &scope))).into_response());
+    }
     Ok((StatusCode::ACCEPTED, Json(RunView::in_scope(run, &scope))).into_response())
 }
 

@@ -546,8 +546,7 @@ pub async fn list_runs(
         return Err(Problem::bad_request(format!(
             "`limit` is {limit}; at most {MAX_RUNS_PAGE} runs are listed at once: page with \
              `offset` (or narrow with `agent`, `status`, `since`, `until`)"
-        ))
-        .into());
+        )));
     }
     let mut q = RunQuery::new()
         .with_created(f.since, f.until)

@@ -37,7 +37,8 @@
 //! bound to the call's trace and id), so a credential passed as an argument is not in the
 //! database while the call waits; without one they are stored as given. It also holds the
 //! tools of the caller's earlier successful calls (the history its chain rules were decided
-//! on, see [`super::history`]), so the run decides the call as the gateway did.
+//! on: the caller's key's earlier gateway calls), so the run decides the call as the gateway
+//! did.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};

@@ -100,7 +100,8 @@ pub struct GatewayConfig {
     /// attempt's result instead of calling the tool again.
     pub idempotency_window: Duration,
     /// How long a gateway call stays in its caller's tool history, the one chain rules look
-    /// at outside a run (default 1 h; `gateway.chain_window_ms`; see [`history`]).
+    /// at outside a run: the calls the same key made within it (default 1 h;
+    /// `gateway.chain_window_ms`).
     pub chain_window: Duration,
 }
 

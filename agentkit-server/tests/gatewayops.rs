@@ -1139,7 +1139,7 @@ async fn bad_input_on_every_route_is_a_problem_detail() {
         p["detail"]
             .as_str()
             .unwrap()
-            .contains("server.max_body_bytes"),
+            .contains("max_body_bytes"),
         "{p}"
     );
 

@@ -70,7 +70,7 @@ pub struct PruneReport {
     pub runs: usize,
     /// Links from threads to those runs.
     pub thread_runs: usize,
-    /// Idle threads (records and conversations).
+    /// Idle threads and threads whose own time to live ended (records and conversations).
     pub threads: usize,
     /// Remembered webhook deliveries older than [`DELIVERY_TTL`].
     pub deliveries: usize,
@@ -109,6 +109,7 @@ impl Platform {
         if let Some(ttl) = retention.threads {
             self.prune_threads(before(now, ttl), &mut report).await?;
         }
+        self.prune_expired_threads(now, &mut report).await?;
         report.deliveries = self
             .prune_docs(DELIVERIES, before(now, DELIVERY_TTL), |v| {
                 v.get("at").and_then(Value::as_i64)
@@ -228,6 +229,79 @@ impl Platform {
             }
         }
         Ok(())
+    }
+
+    /// Delete the threads whose own time to live (`ttl` when created or patched) ended by
+    /// `now` and whose last run has ended, reading only the due entries of the expiry index.
+    async fn prune_expired_threads(&self, now: i64, report: &mut PruneReport) -> Result<()> {
+        let store = self.runtime.store();
+        loop {
+            let page = store
+                .doc_list(crate::threads::EXPIRY, "", None, PAGE)
+                .await?;
+            let mut progressed = false;
+            for entry in &page {
+                let at = entry.value.get("expires_at").and_then(Value::as_i64);
+                let id = entry.value.get("thread_id").and_then(Value::as_str);
+                let (Some(at), Some(id)) = (at, id) else {
+                    // Not an entry this server wrote: dropped.
+                    store
+                        .doc_delete(crate::threads::EXPIRY, &entry.id, Expect::Any)
+                        .await?;
+                    progressed = true;
+                    continue;
+                };
+                if at > now {
+                    // Entries are in expiry order: nothing after this one is due.
+                    return Ok(());
+                }
+                let thread = store.doc_get(crate::threads::COLLECTION, id).await?;
+                let live = match &thread {
+                    // Its time to live was moved (or taken away) since: this entry is stale.
+                    Some(doc)
+                        if doc.value.get("expires_at").and_then(Value::as_i64) == Some(at) =>
+                    {
+                        match doc.value.get("last_run").and_then(Value::as_str) {
+                            Some(last) => store
+                                .get_run(last)
+                                .await?
+                                .is_some_and(|r| !r.status.is_terminal()),
+                            None => false,
+                        }
+                    }
+                    _ => {
+                        store
+                            .doc_delete(crate::threads::EXPIRY, &entry.id, Expect::Any)
+                            .await?;
+                        progressed = true;
+                        continue;
+                    }
+                };
+                if live {
+                    // A run is going on it: the next sweep looks again.
+                    continue;
+                }
+                let revision = thread.map_or(0, |d| d.revision);
+                if !store
+                    .doc_delete(crate::threads::COLLECTION, id, Expect::Revision(revision))
+                    .await?
+                {
+                    // Changed since it was read (a run started, its ttl moved): the next
+                    // sweep looks again.
+                    continue;
+                }
+                self.threads.memory().clear(id).await?;
+                report.threads += 1;
+                report.thread_runs += self.prune_prefix(THREAD_RUNS, &format!("{id}/")).await?;
+                store
+                    .doc_delete(crate::threads::EXPIRY, &entry.id, Expect::Any)
+                    .await?;
+                progressed = true;
+            }
+            if page.len() < PAGE || !progressed {
+                return Ok(());
+            }
+        }
     }
 
     /// Delete every document of `collection` under `prefix`.

@@ -20,6 +20,21 @@ use crate::tenancy::{SEP, Scope};
 /// The store collection of thread records.
 pub const COLLECTION: &str = "agentkit.thread";
 
+/// When a time to live of `ttl` that starts now ends (ms since epoch).
+fn expiry_from_now(ttl: std::time::Duration) -> i64 {
+    agentkit_runtime::model::now_ms()
+        .saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The store collection that indexes threads with a time to live by when they expire
+/// (`<expires_at, 20 digits>/<thread id>`), so the retention sweep reads only the due ones.
+pub const EXPIRY: &str = "agentkit.thread_expiry";
+
+/// The id of thread `id`'s entry in [`EXPIRY`] for expiry time `at` (ms since epoch).
+pub(crate) fn expiry_id(at: i64, id: &str) -> String {
+    format!("{:020}/{id}", at.max(0))
+}
+
 /// A conversation thread.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
@@ -40,6 +55,11 @@ pub struct Thread {
     /// held until the run before it ends.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queued: Vec<String>,
+    /// When its time to live ends (ms since epoch; set with a `ttl` when it is created or
+    /// patched): the retention sweep then deletes it and its conversation, once its last run
+    /// has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
     /// The store revision (compare-and-swap).
     #[serde(skip)]
     pub revision: u64,
@@ -161,13 +181,62 @@ impl Threads {
         metadata: Map<String, Value>,
         if_exists_do_nothing: bool,
     ) -> Result<Thread> {
+        self.create_expiring_in(scope, id, metadata, if_exists_do_nothing, None)
+            .await
+    }
+
+    /// [`create_in`](Self::create_in), with a time to live: the thread (and its
+    /// conversation) is deleted by the retention sweep `ttl` after it is created, once its
+    /// last run has ended. An existing thread answered for `if_exists_do_nothing` keeps its own.
+    pub async fn create_expiring_in(
+        &self,
+        scope: &Scope,
+        id: Option<String>,
+        metadata: Map<String, Value>,
+        if_exists_do_nothing: bool,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<Thread> {
         let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         check_thread_id(&id)?;
         let stored = scope.internal(&id).ok_or_else(|| {
             Error::InvalidRequest(format!("thread id `{}` is not valid", id.escape_debug()))
         })?;
-        self.create_stored(stored, metadata, if_exists_do_nothing)
+        let expires_at = ttl.map(expiry_from_now);
+        if let Some(at) = expires_at {
+            // The index entry first: one left without its thread (the create refused) is
+            // dropped by the sweep.
+            self.index_expiry(at, &stored).await?;
+        }
+        self.create_stored(stored, metadata, if_exists_do_nothing, expires_at)
             .await
+    }
+
+    async fn index_expiry(&self, at: i64, id: &str) -> Result<()> {
+        self.store
+            .doc_put(
+                EXPIRY,
+                &expiry_id(at, id),
+                json!({"thread_id": id, "expires_at": at}),
+                Expect::Any,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Give the thread a new time to live, from now (`None`: none; it stays until deleted or
+    /// the server's `retention.thread_ttl_days`).
+    pub async fn set_ttl(&self, id: &str, ttl: Option<std::time::Duration>) -> Result<Thread> {
+        let expires_at = ttl.map(expiry_from_now);
+        if let Some(at) = expires_at {
+            self.index_expiry(at, id).await?;
+        }
+        // The entry of the old expiry stays and is dropped by the sweep, which finds the
+        // thread's `expires_at` moved.
+        self.update(id, |t| {
+            t.expires_at = expires_at;
+            Ok(())
+        })
+        .await
     }
 
     async fn create_stored(
@@ -175,6 +244,7 @@ impl Threads {
         id: String,
         metadata: Map<String, Value>,
         if_exists_do_nothing: bool,
+        expires_at: Option<i64>,
     ) -> Result<Thread> {
         check_stored_id(&id)?;
         let now = agentkit_runtime::model::now_ms();
@@ -185,6 +255,7 @@ impl Threads {
             metadata,
             last_run: None,
             queued: Vec::new(),
+            expires_at,
             revision: 0,
         };
         match self
@@ -317,7 +388,7 @@ impl Threads {
         let t = self.get(id).await?;
         let new_id = format!("{}{}", prefix_of(id), uuid::Uuid::now_v7());
         let copy = self
-            .create_stored(new_id, t.metadata.clone(), false)
+            .create_stored(new_id, t.metadata.clone(), false, None)
             .await?;
         let messages = self.memory.load(id).await?;
         if !messages.is_empty() {

@@ -754,3 +754,78 @@ async fn mcp_servers_are_listed_and_their_tools_listed_and_called() {
     assert!(p["detail"].as_str().unwrap().contains("`down`"), "{p}");
     calc.stop();
 }
+
+#[tokio::test]
+async fn a_thread_with_a_ttl_is_deleted_when_it_ends_and_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    // No server-wide thread retention: only the threads' own TTLs.
+    let r = start_with(dir.path(), |b| b).await;
+    let p = r.server.platform();
+    let create = |body: Value| {
+        let r = &r;
+        async move { call(r, Method::POST, "/threads", Some(body)).await }
+    };
+    // As LangGraph's SDKs send it: minutes, or {ttl, strategy: delete}.
+    let (s, short) = create(json!({"ttl": {"ttl": 60, "strategy": "delete"}})).await;
+    assert_eq!(s, 200, "{short}");
+    let short = short["thread_id"].as_str().unwrap().to_owned();
+    let (s, long) = create(json!({"ttl": 180})).await;
+    assert_eq!(s, 200, "{long}");
+    let long = long["thread_id"].as_str().unwrap().to_owned();
+    let (s, forever) = create(json!({})).await;
+    assert_eq!(s, 200);
+    let forever = forever["thread_id"].as_str().unwrap().to_owned();
+    // A conversation on the short one.
+    let (s, run) = call(
+        &r,
+        Method::POST,
+        "/v1/agents/echo/runs",
+        Some(json!({"message": "remember me", "thread_id": short, "wait": true})),
+    )
+    .await;
+    assert_eq!(s, 200, "{run}");
+    // Bad TTLs are refused and create nothing.
+    for bad in [
+        json!({"ttl": -1}),
+        json!({"ttl": 0}),
+        json!({"ttl": "1h"}),
+        json!({"ttl": {"ttl": 5, "strategy": "keep_latest"}}),
+        json!({"ttl": {"minutes": 5}}),
+    ] {
+        let (s, problem) = create(bad.clone()).await;
+        assert_eq!(s, 422, "{bad}: {problem}");
+    }
+    let now = agentkit_runtime::model::now_ms();
+    const MINUTE: i64 = 60_000;
+
+    let report = p.prune(now + 30 * MINUTE).await.unwrap();
+    assert_eq!(report.threads, 0, "{report:?}");
+    // An hour on: the short thread and its conversation are gone; the others stay.
+    let report = p.prune(now + 61 * MINUTE).await.unwrap();
+    assert_eq!(report.threads, 1, "{report:?}");
+    assert_eq!(report.thread_runs, 1, "{report:?}");
+    assert!(p.threads().find(&short).await.unwrap().is_none());
+    assert!(p.threads().messages(&short).await.unwrap().is_empty());
+    let (s, _) = call(&r, Method::GET, &format!("/threads/{short}"), None).await;
+    assert_eq!(s, 404);
+    // A patch gives the long one a new TTL from now (an hour): its old end no longer holds.
+    let (s, patched) = call(
+        &r,
+        Method::PATCH,
+        &format!("/threads/{long}"),
+        Some(json!({"ttl": 240})),
+    )
+    .await;
+    assert_eq!(s, 200, "{patched}");
+    let report = p.prune(now + 181 * MINUTE).await.unwrap();
+    assert_eq!(report.threads, 0, "the patched TTL holds: {report:?}");
+    let report = p.prune(now + 242 * MINUTE).await.unwrap();
+    assert_eq!(report.threads, 1, "{report:?}");
+    assert!(p.threads().find(&long).await.unwrap().is_none());
+    // The one without a TTL stays, and nothing is left to sweep.
+    assert!(p.threads().find(&forever).await.unwrap().is_some());
+    assert_eq!(
+        p.prune(now + 10_000 * MINUTE).await.unwrap(),
+        agentkit_server::PruneReport::default()
+    );
+}

@@ -1539,12 +1539,85 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
         lg_isolation(&r, &tenants, i).await;
     }
     lg_untouched_then_create_or_get(&r, &tenants).await;
+    socket_and_task_isolation(&r, &tenants, &missing_run).await;
     // Nobody decided another workspace's approval: each still waits, and `send` never ran.
     for me in &tenants {
         wait_status(&r, &me.key, &me.approval, "waiting_approval").await;
     }
     let (_, sends) = r.crm.as_ref().unwrap();
     assert_eq!(sends.load(Ordering::SeqCst), 0, "an approval was decided");
+}
+
+/// The gateway's WebSocket and MCP Tasks between workspaces: another workspace's connection
+/// id opens nothing (404, as an unknown one) and stays its owner's; another workspace's
+/// approval run, read or cancelled as an MCP task, answers as a missing task does.
+async fn socket_and_task_isolation(r: &Running, tenants: &[Tenant], missing_run: &str) {
+    use agentkit_mcp::rmcp::model::{CancelTaskParams, GetTaskParams};
+    let ws_base = r.base.replacen("http", "ws", 1);
+    let open = |key: String, id: String| {
+        let url = format!("{ws_base}/v1/agents/{id}");
+        async move {
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let mut request = url.into_client_request().unwrap();
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {key}").parse().unwrap());
+            match tokio_tungstenite::connect_async(request).await {
+                Ok((ws, _)) => Ok(ws),
+                Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    for (i, me) in tenants.iter().enumerate() {
+        let tasks = inproc::tasks_client(&r.base, &me.key, &[]).await;
+        for (j, other) in tenants.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            // The WebSocket: j's connection id, tried by i, then used by j.
+            let (s, c) = call(r, &other.key, Method::POST, "/v1/agents/connect", None).await;
+            assert_eq!(s, 200, "{c}");
+            let id = c["connection_id"].as_str().unwrap().to_owned();
+            let mine = open(me.key.clone(), id.clone()).await;
+            assert_eq!(mine.err(), Some(404), "workspace {i} opens {j}'s WebSocket");
+            let theirs = open(other.key.clone(), id).await;
+            assert!(theirs.is_ok(), "{j}'s own connection id still opens");
+            drop(theirs);
+            // MCP Tasks: j's approval run is no task of i's.
+            let foreign = tasks
+                .get_task(GetTaskParams::new(&other.approval))
+                .await
+                .expect_err("another workspace's task is not read")
+                .to_string();
+            let missing = tasks
+                .get_task(GetTaskParams::new(missing_run))
+                .await
+                .expect_err("a missing task")
+                .to_string();
+            assert_eq!(
+                foreign.replace(&other.approval, "ID"),
+                missing.replace(missing_run, "ID"),
+                "workspace {i} reads {j}'s task"
+            );
+            let foreign = tasks
+                .cancel_task(CancelTaskParams::new(&other.approval))
+                .await
+                .expect_err("another workspace's task is not cancelled")
+                .to_string();
+            let missing = tasks
+                .cancel_task(CancelTaskParams::new(missing_run))
+                .await
+                .expect_err("a missing task")
+                .to_string();
+            assert_eq!(
+                foreign.replace(&other.approval, "ID"),
+                missing.replace(missing_run, "ID"),
+                "workspace {i} cancels {j}'s task"
+            );
+        }
+        let _ = tasks.cancel().await;
+    }
 }
 
 /// The platform's operations on `/mcp`, in listing order.

@@ -11,7 +11,7 @@
 //! conversation); thread `values` are `{"messages": [...]}` in the LangGraph message shape;
 //! `multitask_strategy` `reject`|`interrupt`|`enqueue` is the thread's busy policy
 //! (`rollback` is refused with a 422 problem). Features agentkit does not have yet
-//! (commands, checkpoints, `interrupt_before`, webhooks, delayed runs, TTLs) are refused
+//! (commands, checkpoints, `interrupt_before`, webhooks, delayed runs, store item TTLs) are refused
 //! with a 422 problem rather than ignored.
 //!
 //! Every route serves the caller's workspace: its assistants are the workspace's agents; the
@@ -544,7 +544,8 @@ pub struct ThreadCreate {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub supersteps: Option<Value>,
-    /// Not supported (422).
+    /// Its time to live: minutes, or `{"ttl": minutes, "strategy": "delete"}`; the
+    /// retention sweep then deletes it and its conversation once its last run has ended.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub ttl: Option<Value>,
@@ -575,9 +576,7 @@ async fn create_thread_in(
              it empty and run the agent on it",
         ));
     }
-    if req.ttl.as_ref().is_some_and(|v| !v.is_null()) {
-        return Err(unsupported("thread `ttl` is not supported yet"));
-    }
+    let ttl = thread_ttl(req.ttl.as_ref())?;
     let do_nothing = match req.if_exists.as_deref() {
         None | Some("raise") => false,
         Some("do_nothing") => true,
@@ -591,11 +590,12 @@ async fn create_thread_in(
     let created = s
         .platform
         .threads()
-        .create_in(
+        .create_expiring_in(
             scope,
             req.thread_id.clone(),
             req.metadata.unwrap_or_default(),
             false,
+            ttl,
         )
         .await;
     let t = match (created, req.thread_id) {
@@ -611,6 +611,54 @@ async fn create_thread_in(
     let view = thread_view(s, scope, t).await?;
     audit_thread(s, caller, "threads.create", &view.thread_id, json!({})).await?;
     Ok(super::Json(view))
+}
+
+/// The longest thread `ttl` accepted: ten years, in minutes.
+const MAX_TTL_MINUTES: f64 = 10.0 * 365.0 * 24.0 * 60.0;
+
+/// A thread's `ttl` as LangGraph's clients send it: minutes (a number), or
+/// `{"ttl": minutes, "strategy": "delete"}` (the only strategy: the thread and its
+/// conversation are deleted); absent or `null`: none.
+fn thread_ttl(v: Option<&Value>) -> Result<Option<std::time::Duration>, Problem> {
+    let invalid =
+        |detail: String| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", detail);
+    let minutes = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::Object(o)) => {
+            match o.get("strategy") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(s)) if s == "delete" => {}
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "thread `ttl.strategy` `{other}` is not supported; the one strategy is \
+                         `delete`"
+                    )));
+                }
+            }
+            if let Some(extra) = o.keys().find(|k| *k != "ttl" && *k != "strategy") {
+                return Err(invalid(format!(
+                    "thread `ttl` has an unknown field `{extra}`; it takes `ttl` (minutes) and \
+                     `strategy`"
+                )));
+            }
+            o.get("ttl").and_then(Value::as_f64)
+        }
+        Some(other) => {
+            return Err(invalid(format!(
+                "thread `ttl` must be minutes (a number) or {{\"ttl\": minutes, \"strategy\": \
+                 \"delete\"}}, not `{other}`"
+            )));
+        }
+    };
+    match minutes {
+        Some(m) if m.is_finite() && m > 0.0 && m <= MAX_TTL_MINUTES => {
+            Ok(Some(std::time::Duration::from_secs_f64(m * 60.0)))
+        }
+        _ => Err(invalid(format!(
+            "thread `ttl` must be a number of minutes above 0 and at most {MAX_TTL_MINUTES}"
+        ))),
+    }
 }
 
 /// Record a change of the caller's thread `id` in its workspace's audit log: ids only, never
@@ -658,7 +706,7 @@ pub struct ThreadPatch {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub values: Option<Value>,
-    /// Not supported (422).
+    /// A new time to live from now, as when creating it.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub ttl: Option<Value>,
@@ -696,18 +744,16 @@ async fn patch_thread_in(
             "changing a thread's values is not supported yet; run the agent on it",
         ));
     }
-    if req.ttl.as_ref().is_some_and(|v| !v.is_null()) {
-        return Err(unsupported("thread `ttl` is not supported yet"));
-    }
+    let ttl = thread_ttl(req.ttl.as_ref())?;
     let metadata = req.metadata.unwrap_or_default();
     // Which metadata keys changed; never their values.
     let keys: Vec<&String> = metadata.keys().collect();
     let details = json!({ "metadata_keys": keys });
-    let t = s
-        .platform
-        .threads()
-        .patch(&thread_key(scope, id)?, metadata)
-        .await?;
+    let key = thread_key(scope, id)?;
+    let mut t = s.platform.threads().patch(&key, metadata).await?;
+    if ttl.is_some() {
+        t = s.platform.threads().set_ttl(&key, ttl).await?;
+    }
     audit_thread(s, caller, "threads.patch", id, details).await?;
     let minimal = headers
         .get("prefer")

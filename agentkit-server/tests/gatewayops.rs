@@ -1136,10 +1136,7 @@ async fn bad_input_on_every_route_is_a_problem_detail() {
     assert_eq!(res.headers()["content-type"], "application/problem+json");
     let p: Value = res.json().await.unwrap();
     assert!(
-        p["detail"]
-            .as_str()
-            .unwrap()
-            .contains("max_body_bytes"),
+        p["detail"].as_str().unwrap().contains("max_body_bytes"),
         "{p}"
     );
 

@@ -27,7 +27,6 @@ use futures::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const ADMIN: &str = "test-key";
 
@@ -579,24 +578,8 @@ async fn a_timeout_reports_the_timeout_that_applied() {
     assert_eq!(run["input"]["timeout_ms"], 5000, "{run}");
 }
 
-async fn open_socket(
-    r: &Running,
-    key: &str,
-    id: &str,
-) -> Result<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    u16,
-> {
-    let url = format!("{}/v1/agents/{id}", r.base.replacen("http", "ws", 1));
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
-        Err(e) => panic!("{e}"),
-    }
+async fn open_socket(r: &Running, key: &str, id: &str) -> Result<inproc::Socket, u16> {
+    inproc::open_socket(&r.base, key, id).await
 }
 
 async fn next_json(
@@ -1146,7 +1129,6 @@ async fn bad_input_on_every_route_is_a_problem_detail() {
         "/v1/execute",
         "/v1/execute/stream",
         "/v1/agents/connect",
-        "/v1/agents/{connection_id}",
         "/v1/mcp/tools",
         "/v1/safety/analyze",
     ] {
@@ -1155,6 +1137,12 @@ async fn bad_input_on_every_route_is_a_problem_detail() {
             "{path} is not in /openapi.json"
         );
     }
+    // The WebSocket shares the template of an agent (one path per template): its 101 answer.
+    assert!(
+        doc["paths"]["/v1/agents/{name}"]["get"]["responses"]["101"].is_object(),
+        "{}",
+        doc["paths"]["/v1/agents/{name}"]
+    );
 }
 
 const GATEWAY_YAML: &str = "\

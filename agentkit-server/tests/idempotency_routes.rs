@@ -20,12 +20,10 @@ use futures::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const ADMIN: &str = "idem-routes-admin";
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use inproc::Socket;
 
 async fn server(store: &Arc<dyn Store>, crm: &str) -> inproc::InProcess {
     upstream::approval_gateway(store, crm, ADMIN).await
@@ -42,18 +40,7 @@ fn send(text: &str) -> Value {
 
 /// A new WebSocket of `key` (through `POST /v1/agents/connect`).
 async fn socket(base: &str, key: &str) -> Socket {
-    let (s, c) = inproc::call_as(base, key, Method::POST, "/v1/agents/connect", None).await;
-    assert_eq!(s, 200, "{c}");
-    let url = format!(
-        "{}/v1/agents/{}",
-        base.replacen("http", "ws", 1),
-        c["connection_id"].as_str().unwrap()
-    );
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {key}").parse().unwrap());
-    tokio_tungstenite::connect_async(request).await.unwrap().0
+    inproc::connect_socket(base, key).await
 }
 
 /// Send `msg` and read messages until the `tool_result` or `error` of call `id`.

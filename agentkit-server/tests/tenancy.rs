@@ -1553,22 +1553,6 @@ async fn isolation(layout: Vec<(BTreeMap<String, usize>, usize)>) {
 /// approval run, read or cancelled as an MCP task, answers as a missing task does.
 async fn socket_and_task_isolation(r: &Running, tenants: &[Tenant], missing_run: &str) {
     use agentkit_mcp::rmcp::model::{CancelTaskParams, GetTaskParams};
-    let ws_base = r.base.replacen("http", "ws", 1);
-    let open = |key: String, id: String| {
-        let url = format!("{ws_base}/v1/agents/{id}");
-        async move {
-            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-            let mut request = url.into_client_request().unwrap();
-            request
-                .headers_mut()
-                .insert("authorization", format!("Bearer {key}").parse().unwrap());
-            match tokio_tungstenite::connect_async(request).await {
-                Ok((ws, _)) => Ok(ws),
-                Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
-                Err(e) => panic!("{e}"),
-            }
-        }
-    };
     for (i, me) in tenants.iter().enumerate() {
         let tasks = inproc::tasks_client(&r.base, &me.key, &[]).await;
         for (j, other) in tenants.iter().enumerate() {
@@ -1579,42 +1563,30 @@ async fn socket_and_task_isolation(r: &Running, tenants: &[Tenant], missing_run:
             let (s, c) = call(r, &other.key, Method::POST, "/v1/agents/connect", None).await;
             assert_eq!(s, 200, "{c}");
             let id = c["connection_id"].as_str().unwrap().to_owned();
-            let mine = open(me.key.clone(), id.clone()).await;
+            let mine = inproc::open_socket(&r.base, &me.key, &id).await;
             assert_eq!(mine.err(), Some(404), "workspace {i} opens {j}'s WebSocket");
-            let theirs = open(other.key.clone(), id).await;
+            let theirs = inproc::open_socket(&r.base, &other.key, &id).await;
             assert!(theirs.is_ok(), "{j}'s own connection id still opens");
             drop(theirs);
-            // MCP Tasks: j's approval run is no task of i's.
-            let foreign = tasks
-                .get_task(GetTaskParams::new(&other.approval))
-                .await
-                .expect_err("another workspace's task is not read")
-                .to_string();
-            let missing = tasks
-                .get_task(GetTaskParams::new(missing_run))
-                .await
-                .expect_err("a missing task")
-                .to_string();
-            assert_eq!(
-                foreign.replace(&other.approval, "ID"),
-                missing.replace(missing_run, "ID"),
-                "workspace {i} reads {j}'s task"
-            );
-            let foreign = tasks
-                .cancel_task(CancelTaskParams::new(&other.approval))
-                .await
-                .expect_err("another workspace's task is not cancelled")
-                .to_string();
-            let missing = tasks
-                .cancel_task(CancelTaskParams::new(missing_run))
-                .await
-                .expect_err("a missing task")
-                .to_string();
-            assert_eq!(
-                foreign.replace(&other.approval, "ID"),
-                missing.replace(missing_run, "ID"),
-                "workspace {i} cancels {j}'s task"
-            );
+            // MCP Tasks: j's approval run is no task of i's, to read or to cancel.
+            for cancel in [false, true] {
+                let answer = |id: String| {
+                    let tasks = &tasks;
+                    async move {
+                        let e = if cancel {
+                            tasks.cancel_task(CancelTaskParams::new(&id)).await.err()
+                        } else {
+                            tasks.get_task(GetTaskParams::new(&id)).await.err()
+                        };
+                        e.expect("refused").to_string().replace(&id, "ID")
+                    }
+                };
+                assert_eq!(
+                    answer(other.approval.clone()).await,
+                    answer(missing_run.to_owned()).await,
+                    "workspace {i} reads or cancels {j}'s task (cancel: {cancel})"
+                );
+            }
         }
         let _ = tasks.cancel().await;
     }

@@ -500,3 +500,33 @@ pub fn result_by_id<'a>(answer: &'a serde_json::Value, id: &str) -> &'a serde_js
         .find(|r| r["id"] == id)
         .unwrap()
 }
+
+/// The gateway's agent WebSocket, as a test opens it.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Open `GET /v1/agents/{id}` of the server at `base` as a WebSocket with `key`: the socket,
+/// or the HTTP status that refused it.
+pub async fn open_socket(base: &str, key: &str, id: &str) -> Result<Socket, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}/v1/agents/{id}", base.replacen("http", "ws", 1));
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A new WebSocket of `key` to the server at `base`: a connection id from
+/// `POST /v1/agents/connect`, opened at once.
+pub async fn connect_socket(base: &str, key: &str) -> Socket {
+    let (s, c) = call_as(base, key, reqwest::Method::POST, "/v1/agents/connect", None).await;
+    assert_eq!(s, 200, "{c}");
+    open_socket(base, key, c["connection_id"].as_str().unwrap())
+        .await
+        .unwrap()
+}

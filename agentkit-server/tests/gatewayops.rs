@@ -1501,3 +1501,28 @@ async fn tool_rate_limits_hold_at_the_gateway() {
         "{entries:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_is_closed_going_away_when_the_server_stops() {
+    let r = start().await;
+    let mut ws = inproc::connect_socket(&r.base, ADMIN).await;
+    ws.send(Message::text(r#"{"type": "ping"}"#)).await.unwrap();
+    assert_eq!(next_json(&mut ws).await, json!({"type": "pong"}));
+    // Stop the server (its shutdown signal): the open socket is told to go away, rather than
+    // holding the shutdown until the drain deadline cuts it.
+    drop(r);
+    let frame = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(f))) => return f,
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the socket is closed when the server stops")
+    .expect("a close frame with a code");
+    assert_eq!(u16::from(frame.code), 1001, "{frame:?}");
+    assert!(frame.reason.contains("shutting down"), "{frame:?}");
+}

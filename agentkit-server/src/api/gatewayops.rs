@@ -784,7 +784,10 @@ pub async fn connect(
 /// answered with an `error` message (with the message's `id` when it is a JSON object with
 /// a string or number `id`, echoed as sent); the connection stays open. Only a message over
 /// 16 MiB (or 4× `gateway.max_message_bytes` when that is more) cannot be read: it closes
-/// the connection with code 1009.
+/// the connection with code 1009. When the server shuts down, it closes the connection with
+/// code 1001 (going away) and cancels the calls still in flight: connect again, to this
+/// server once it is back or to another (a call sent again with its idempotency key is made
+/// at most once).
 ///
 /// A `tool_call` with an `idempotency_key` (1 to 255 printable ASCII characters) is made at
 /// most once per key in the caller's workspace within `gateway.idempotency_window_ms`
@@ -942,7 +945,25 @@ async fn serve_socket(
         Arc::default();
     let all = tokio_util::sync::CancellationToken::new();
     tracing::debug!(connection = %conn, trace = %trace, "agent WebSocket open");
-    while let Some(msg) = stream.next().await {
+    let stopping = s.platform.stopping.clone();
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => match m {
+                Some(m) => m,
+                None => break,
+            },
+            // The server is stopping: the client is told to connect again (to this server
+            // once it is back, or to another); calls in flight are cancelled below (a retry
+            // with the same idempotency key is safe).
+            () = stopping.cancelled() => {
+                let _ = out_tx.send(Message::Close(Some(CloseFrame {
+                    code: 1001,
+                    reason: "the server is shutting down; connect again (POST /v1/agents/connect)"
+                        .into(),
+                })));
+                break;
+            }
+        };
         let text = match msg {
             Ok(Message::Text(t)) => t,
             Ok(Message::Binary(_)) => {
@@ -1148,8 +1169,8 @@ async fn serve_socket(
             }
         }
     }
-    // The client went away: cancel its calls, and stop the writer (calls that end now may
-    // still hold a sender).
+    // The client went away (or the server is stopping): cancel its calls, and stop the
+    // writer (calls that end now may still hold a sender).
     all.cancel();
     let _ = out_tx.send(Message::Close(None));
     let _ = writer.await;

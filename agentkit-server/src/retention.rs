@@ -202,10 +202,7 @@ impl Platform {
                 if updated.is_none_or(|u| u >= cutoff) {
                     continue;
                 }
-                if let Some(last) = doc.value.get("last_run").and_then(Value::as_str)
-                    && let Some(run) = store.get_run(last).await?
-                    && !run.status.is_terminal()
-                {
+                if self.thread_busy(doc).await? {
                     continue;
                 }
                 let id = &doc.id;
@@ -235,73 +232,64 @@ impl Platform {
     /// `now` and whose last run has ended, reading only the due entries of the expiry index.
     async fn prune_expired_threads(&self, now: i64, report: &mut PruneReport) -> Result<()> {
         let store = self.runtime.store();
-        loop {
-            let page = store
-                .doc_list(crate::threads::EXPIRY, "", None, PAGE)
-                .await?;
-            let mut progressed = false;
-            for entry in &page {
+        let mut pages = crate::pages::DocPages::new(&**store, crate::threads::EXPIRY, "");
+        while let Some(page) = pages.next().await? {
+            for entry in page {
                 let at = entry.value.get("expires_at").and_then(Value::as_i64);
-                let id = entry.value.get("thread_id").and_then(Value::as_str);
-                let (Some(at), Some(id)) = (at, id) else {
-                    // Not an entry this server wrote: dropped.
-                    store
-                        .doc_delete(crate::threads::EXPIRY, &entry.id, Expect::Any)
-                        .await?;
-                    progressed = true;
-                    continue;
-                };
-                if at > now {
+                if at.is_some_and(|at| at > now) {
                     // Entries are in expiry order: nothing after this one is due.
                     return Ok(());
                 }
-                let thread = store.doc_get(crate::threads::COLLECTION, id).await?;
-                let live = match &thread {
-                    // Its time to live was moved (or taken away) since: this entry is stale.
-                    Some(doc)
-                        if doc.value.get("expires_at").and_then(Value::as_i64) == Some(at) =>
-                    {
-                        match doc.value.get("last_run").and_then(Value::as_str) {
-                            Some(last) => store
-                                .get_run(last)
-                                .await?
-                                .is_some_and(|r| !r.status.is_terminal()),
-                            None => false,
-                        }
-                    }
-                    _ => {
-                        store
-                            .doc_delete(crate::threads::EXPIRY, &entry.id, Expect::Any)
-                            .await?;
-                        progressed = true;
+                let id = entry.value.get("thread_id").and_then(Value::as_str);
+                let thread = match id {
+                    Some(id) => store.doc_get(crate::threads::COLLECTION, id).await?,
+                    None => None,
+                };
+                // The thread this entry is for, still expiring at its time: else the entry is
+                // stale (the thread is gone, or its time to live moved) and goes.
+                let due = thread.filter(|d| {
+                    at.is_some() && d.value.get("expires_at").and_then(Value::as_i64) == at
+                });
+                if let (Some(doc), Some(id)) = (due, id) {
+                    if self.thread_busy(&doc).await? {
+                        // A run is going on it: the next sweep looks again.
                         continue;
                     }
-                };
-                if live {
-                    // A run is going on it: the next sweep looks again.
-                    continue;
+                    if !store
+                        .doc_delete(
+                            crate::threads::COLLECTION,
+                            id,
+                            Expect::Revision(doc.revision),
+                        )
+                        .await?
+                    {
+                        // Changed since it was read (a run started, its ttl moved): the next
+                        // sweep looks again.
+                        continue;
+                    }
+                    self.threads.memory().clear(id).await?;
+                    report.threads += 1;
+                    report.thread_runs += self.prune_prefix(THREAD_RUNS, &format!("{id}/")).await?;
                 }
-                let revision = thread.map_or(0, |d| d.revision);
-                if !store
-                    .doc_delete(crate::threads::COLLECTION, id, Expect::Revision(revision))
-                    .await?
-                {
-                    // Changed since it was read (a run started, its ttl moved): the next
-                    // sweep looks again.
-                    continue;
-                }
-                self.threads.memory().clear(id).await?;
-                report.threads += 1;
-                report.thread_runs += self.prune_prefix(THREAD_RUNS, &format!("{id}/")).await?;
                 store
                     .doc_delete(crate::threads::EXPIRY, &entry.id, Expect::Any)
                     .await?;
-                progressed = true;
-            }
-            if page.len() < PAGE || !progressed {
-                return Ok(());
             }
         }
+        Ok(())
+    }
+
+    /// Whether the last run of thread record `doc` has not ended yet.
+    async fn thread_busy(&self, doc: &agentkit_runtime::Doc) -> Result<bool> {
+        let Some(last) = doc.value.get("last_run").and_then(Value::as_str) else {
+            return Ok(false);
+        };
+        Ok(self
+            .runtime
+            .store()
+            .get_run(last)
+            .await?
+            .is_some_and(|r| !r.status.is_terminal()))
     }
 
     /// Delete every document of `collection` under `prefix`.

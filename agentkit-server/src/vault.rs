@@ -461,7 +461,7 @@ impl Vault {
                 value.len()
             )));
         }
-        self.seal(slot, value.as_bytes()).map(|s| sealed_value(&s))
+        self.seal_data(slot, value)
     }
 
     /// Seal `text` of any size for `slot` (bound to it as associated data), as a JSON value

@@ -958,6 +958,20 @@ impl GatewayOps {
     ) -> std::result::Result<CallResult, McpFailure> {
         let key = history::caller_key(&caller.workspace, caller.key_id.as_deref());
         let history = self.histories.of(&key);
+        self.call_after(platform, caller, call, env, &key, history)
+            .await
+    }
+
+    /// [`call`](Self::call) with the caller's history key and history already looked up.
+    async fn call_after(
+        &self,
+        platform: &Platform,
+        caller: &Caller,
+        call: Call,
+        env: &CallEnv,
+        key: &str,
+        history: agentkit_core::SharedToolHistory,
+    ) -> std::result::Result<CallResult, McpFailure> {
         let ctx = RunContext::new()
             .with_run_id(env.trace_id.clone())
             .with_principal(caller.principal())
@@ -970,7 +984,7 @@ impl GatewayOps {
             .await?
         {
             Made::Done(r) => {
-                self.note_call(&key, &name, r.status);
+                self.note_call(key, &name, r.status);
                 Ok(r)
             }
             Made::NeedsApproval(why) => {
@@ -1023,7 +1037,9 @@ impl GatewayOps {
         let key = history::caller_key(&caller.workspace, caller.key_id.as_deref());
         let history = self.histories.of(&key);
         if self.verdict(caller, &call, env, &history) != agentkit_core::policy::Verdict::Allow {
-            return self.call(platform, caller, call, env).await;
+            return self
+                .call_after(platform, caller, call, env, &key, history)
+                .await;
         }
         durable::run_as_task(platform, caller, call, env, earlier_calls(&history)).await
     }

@@ -70,6 +70,11 @@ pub struct ToolOutput {
     /// Whether the tool ran and failed.
     #[serde(default)]
     pub is_error: bool,
+    /// Set when the call was not made because it was over a rate limit: how long until a
+    /// retry may succeed, in milliseconds. What the gateway answers with status
+    /// `rate_limited` and a `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ToolOutput {
@@ -79,6 +84,7 @@ impl ToolOutput {
             content: vec![Content::text(text)],
             structured: None,
             is_error: false,
+            retry_after_ms: None,
         }
     }
 
@@ -88,6 +94,7 @@ impl ToolOutput {
             content: vec![Content::text(text)],
             structured: None,
             is_error: true,
+            retry_after_ms: None,
         }
     }
 
@@ -97,6 +104,7 @@ impl ToolOutput {
             content,
             structured: None,
             is_error: false,
+            retry_after_ms: None,
         }
     }
 
@@ -106,6 +114,7 @@ impl ToolOutput {
             content: vec![Content::text(value.to_string())],
             structured: Some(value),
             is_error: false,
+            retry_after_ms: None,
         }
     }
 
@@ -120,6 +129,15 @@ impl ToolOutput {
     #[must_use]
     pub fn with_structured(mut self, value: Value) -> Self {
         self.structured = Some(value);
+        self
+    }
+
+    /// Mark as a call not made because of a rate limit, which a retry after `wait` may pass
+    /// (rounded up to whole milliseconds).
+    #[must_use]
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        let ms = wait.as_nanos().div_ceil(1_000_000);
+        self.retry_after_ms = Some(u64::try_from(ms).unwrap_or(u64::MAX));
         self
     }
 

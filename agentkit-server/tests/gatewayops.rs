@@ -1486,7 +1486,9 @@ async fn tool_rate_limits_hold_at_the_gateway() {
         assert_eq!(by_id(&b, id)["status"], "success", "{b}");
     }
     let limited = by_id(&b, "a3");
-    assert_eq!(limited["status"], "denied", "{limited}");
+    assert_eq!(limited["status"], "rate_limited", "{limited}");
+    let wait = limited["retry_after_ms"].as_u64().unwrap();
+    assert!(wait > 0 && wait <= 1000, "{limited}");
     let why = limited["error"].as_str().unwrap();
     assert!(
         why.contains("over the rate limit `calc__add` (1 per second, bursts of 2); retry in"),
@@ -1500,6 +1502,68 @@ async fn tool_rate_limits_hold_at_the_gateway() {
                 && e["event"]["outcome"] == "denied"),
         "{entries:?}"
     );
+
+    // A batch none of whose calls was made is a 429 with Retry-After, as request rate
+    // limits are; so is a single call through the servers route.
+    let keyed = [("idempotency-key", "add-once")];
+    let (s, p, h) = req(
+        &r.base,
+        ADMIN,
+        Method::POST,
+        "/v1/execute",
+        Some(json!({"calls": [add("b1")]})),
+        &keyed,
+    )
+    .await;
+    assert_eq!(s, 429, "{p}");
+    assert_eq!(p["type"], "urn:agentkit:problem:tool-rate-limited", "{p}");
+    assert_eq!(h["retry-after"], "1", "{h:?}");
+    assert!(p["detail"].as_str().unwrap().contains("`calc__add`"), "{p}");
+    let (s, p, h) = req(
+        &r.base,
+        ADMIN,
+        Method::POST,
+        "/v1/servers/calc/call_tool",
+        Some(json!({"name": "add", "arguments": {"a": 1, "b": 2}})),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 429, "{p}");
+    assert_eq!(h["retry-after"], "1", "{h:?}");
+    // Over `/mcp` it is a tool error whose structured content says when to retry.
+    let (s, answer) =
+        inproc::mcp_post(&r.base, ADMIN, "calc__add", json!({"a": 1, "b": 2}), &[]).await;
+    assert_eq!(s, 200, "{answer}");
+    let result = &answer["result"];
+    assert_eq!(result["isError"], true, "{answer}");
+    assert_eq!(
+        result["structuredContent"]["status"], "rate_limited",
+        "{answer}"
+    );
+    assert!(
+        result["structuredContent"]["retry_after_ms"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{answer}"
+    );
+
+    // The refused keyed call was not made, so its key is free: once the limit allows, the
+    // same key makes the call (and then answers it again without making it).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..2 {
+        let (s, b, _) = req(
+            &r.base,
+            ADMIN,
+            Method::POST,
+            "/v1/execute",
+            Some(json!({"calls": [add("b1")]})),
+            &keyed,
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(by_id(&b, "b1")["status"], "success", "{b}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

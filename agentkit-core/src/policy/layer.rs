@@ -217,12 +217,12 @@ impl Service<ToolRequest> for PolicyService {
                         d.policy = p.name().to_owned();
                         d.rule = Some(r.rule);
                         d.reason = r.reason;
-                        d
+                        (d, r.retry_after)
                     })
             };
             match decision.verdict {
                 Verdict::Allow => {
-                    if let Some(d) = limited(&decision) {
+                    if let Some((d, wait)) = limited(&decision) {
                         if let Some(a) = &audit {
                             a.record(event(AuditOutcome::Denied, &d)).await?;
                         }
@@ -232,7 +232,8 @@ impl Service<ToolRequest> for PolicyService {
                             d.policy,
                             d.rule.as_deref().unwrap_or("-"),
                             d.reason
-                        )));
+                        ))
+                        .with_retry_after(wait));
                     }
                     if let Some(a) = &audit {
                         a.record(event(AuditOutcome::Allowed, &decision)).await?;
@@ -655,6 +656,35 @@ mod tests {
             denied[0].event.rule.as_deref(),
             Some("rate_limits.github__*")
         );
+    }
+    /// A call refused by a rate limit says how long to wait, as a number the gateway turns
+    /// into `Retry-After`; a call that was made carries none.
+    #[tokio::test]
+    async fn a_rate_limited_output_carries_when_to_retry() {
+        use std::num::NonZeroU32;
+        let one = NonZeroU32::new(1).unwrap();
+        let policy = Policy::compile(
+            "p",
+            &PolicySpec::new().with_rate_limit("send", crate::config::Rate::new(one, one)),
+        )
+        .unwrap();
+        let sends = Arc::new(AtomicU32::new(0));
+        let svc = PolicyLayer::new(policy).layer(ToolService::new(
+            crate::tool::ToolSourceService::new(Arc::new(tool("send", Arc::clone(&sends)))),
+        ));
+        let call = |svc: &PolicyService| {
+            svc.clone()
+                .oneshot(ToolRequest::new("c", "send", json!({}), RunContext::new()))
+        };
+        let made = call(&svc).await.unwrap();
+        assert!(!made.is_error && made.retry_after_ms.is_none(), "{made:?}");
+        let refused = call(&svc).await.unwrap();
+        assert!(refused.is_error, "{refused:?}");
+        let wait = refused
+            .retry_after_ms
+            .expect("a rate-limited call says when to retry");
+        assert!(wait > 0 && wait <= 1000, "{wait} ms");
+        assert_eq!(sends.load(Ordering::SeqCst), 1);
     }
     use tower::Layer;
 }

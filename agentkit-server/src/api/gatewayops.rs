@@ -423,6 +423,7 @@ fn not_made(id: &str, status: CallStatus, error: String) -> CallResult {
         cost: 0.0,
         run_id: None,
         call_id: None,
+        retry_after_ms: None,
     }
 }
 
@@ -598,9 +599,11 @@ async fn run_batch(
 }
 
 /// Run a batch of tool calls on the workspace's MCP servers, each through the gateway's
-/// policy and audit log. Per call: `success`, `error` (the tool's or its server's), `timeout`
-/// or `denied` (with the policy's reason). A bad batch (empty, too large, unknown server or
-/// tool, bad timeout) is refused whole before anything runs.
+/// policy and audit log. Per call: `success`, `error` (the tool's or its server's), `timeout`,
+/// `denied` (with the policy's reason) or `rate_limited` (with `retry_after_ms`). A bad batch
+/// (empty, too large, unknown server or tool, bad timeout) is refused whole before anything
+/// runs; a batch none of whose calls was made because each was over a tool rate limit is a
+/// 429 with `Retry-After`.
 #[utoipa::path(post, path = "/v1/execute", tag = "gateway",
     params(("x-agentkit-platform" = Option<String>, Header, description = "a registered platform")),
     request_body = ExecuteRequest,
@@ -617,7 +620,37 @@ pub async fn execute(
     let batch = check_batch(&s.gatewayops, &s.platform, &caller, req, &headers).await?;
     let mut env = CallEnv::new(trace_id());
     env.platform = platform;
-    Ok(Json(run_batch(s.clone(), caller, batch, env, None).await))
+    let r = run_batch(s.clone(), caller, batch, env, None).await;
+    if let Some(p) = all_rate_limited(&r) {
+        return Err(p);
+    }
+    Ok(Json(r))
+}
+
+/// 429 with `Retry-After` (the longest wait of its calls) for a batch none of whose calls was
+/// made because each was over a tool rate limit; `None` when any call got further.
+fn all_rate_limited(r: &ExecuteResponse) -> Option<Problem> {
+    if r.results.is_empty()
+        || r.results
+            .iter()
+            .any(|c| c.status != CallStatus::RateLimited)
+    {
+        return None;
+    }
+    let wait = r.results.iter().filter_map(|c| c.retry_after_ms).max();
+    let secs = crate::api::servers::retry_after_secs(wait);
+    let first = r.results[0].error.as_deref().unwrap_or_default();
+    let mut p = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "tool-rate-limited",
+        format!(
+            "no call of the batch was made: each was over a tool rate limit ({first}); retry \
+             after {secs} s (Retry-After), or send fewer calls (trace {})",
+            r.trace_id
+        ),
+    );
+    p.retry_after = Some(secs);
+    Some(p)
 }
 
 fn sse(name: &str, data: &Value) -> Result<Event, Infallible> {

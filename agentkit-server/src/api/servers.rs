@@ -99,7 +99,8 @@ pub struct CallToolRequest {
     request_body = CallToolRequest,
     responses((status = 200, body = McpCallView), (status = 400, body = Problem),
               (status = 404, body = Problem), (status = 409, body = Problem),
-              (status = 422, body = Problem), (status = 502, body = Problem),
+              (status = 422, body = Problem), (status = 429, body = Problem),
+              (status = 502, body = Problem),
               (status = 503, body = Problem), (status = 504, body = Problem)))]
 pub async fn call_tool(
     State(s): State<AppState>,
@@ -130,6 +131,15 @@ pub async fn call_tool(
                 r.error.unwrap_or_default()
             ),
         )),
+        CallStatus::RateLimited => {
+            let mut p = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "tool-rate-limited",
+                r.error.unwrap_or_default(),
+            );
+            p.retry_after = Some(retry_after_secs(r.retry_after_ms));
+            Err(p)
+        }
         CallStatus::Denied | CallStatus::Cancelled => {
             Ok(Json(McpCallView::error_text(r.error.unwrap_or_default())))
         }
@@ -143,6 +153,12 @@ pub async fn call_tool(
         }
         _ => Ok(Json(McpCallView::from_result(r))),
     }
+}
+
+/// Whole seconds (at least 1) covering `ms`: a `Retry-After` after which a rate-limited
+/// call may pass.
+pub(crate) fn retry_after_secs(ms: Option<u64>) -> u64 {
+    ms.unwrap_or(1000).div_ceil(1000).max(1)
 }
 
 /// The problem of a call whose `Idempotency-Key` could not be used.

@@ -207,6 +207,14 @@ pub(crate) fn tool_result(r: &CallResult, name: &str) -> CallToolResult {
             out.structured_content = r.structured_content.clone();
             out
         }
+        CallStatus::RateLimited => {
+            let mut out = error_result(r.error.clone().unwrap_or_default());
+            out.structured_content = Some(json!({
+                "status": r.status,
+                "retry_after_ms": r.retry_after_ms,
+            }));
+            out
+        }
         CallStatus::PendingApproval | CallStatus::Running => {
             let mut out = error_result(r.error.clone().unwrap_or_default());
             out.structured_content = Some(json!({

@@ -219,8 +219,9 @@ impl Workflow for GatewayCall {
             })
             .await?;
         self.ops.note_call(&caller, &label, result.status);
-        if result.status == CallStatus::Denied {
-            // Rejected, expired, or denied by a policy changed since: the run ends with why.
+        if matches!(result.status, CallStatus::Denied | CallStatus::RateLimited) {
+            // Rejected, expired, denied by a policy changed since, or over a rate limit: the
+            // run ends with why.
             return Err(Error::Tool {
                 tool: label,
                 message: result.error.unwrap_or_default(),

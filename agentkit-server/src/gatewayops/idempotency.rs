@@ -307,9 +307,10 @@ impl Keys {
 }
 
 /// Whether result `r` says its call was not made (not started before a batch's deadline,
-/// cancelled by the client, refused before reaching its server): its key is forgotten.
+/// cancelled by the client, over a rate limit, refused before reaching its server): its key
+/// is forgotten, so a retry with it is made.
 fn unmade(r: &CallResult) -> bool {
-    r.status == CallStatus::Cancelled
+    matches!(r.status, CallStatus::Cancelled | CallStatus::RateLimited)
         || (r.duration_ms == 0
             && r.run_id.is_none()
             && matches!(r.status, CallStatus::Timeout | CallStatus::Error))

@@ -473,6 +473,9 @@ pub enum CallStatus {
     Timeout,
     /// A policy refused the call; `error` says which rule and why.
     Denied,
+    /// The call was not made because it was over a tool rate limit (a policy's
+    /// `rate_limits`); `error` names the rule and `retry_after_ms` says when a retry may pass.
+    RateLimited,
     /// The client cancelled it (WebSocket `cancel`, or a closed stream).
     Cancelled,
     /// A policy (or a platform's `require_approval_for`, or a safety check) requires a
@@ -520,6 +523,9 @@ pub struct CallResult {
     /// `POST /v1/approvals/{run_id}/{call_id}/approve` (or `/reject`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_id: Option<String>,
+    /// With status `rate_limited`: how long until a retry may pass, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl CallResult {
@@ -536,6 +542,7 @@ impl CallResult {
             cost: 0.0,
             run_id: None,
             call_id: None,
+            retry_after_ms: None,
         }
     }
 }
@@ -1011,7 +1018,10 @@ impl GatewayOps {
     pub(crate) fn note_call(&self, key: &str, tool: &str, status: CallStatus) {
         let is_error = match status {
             CallStatus::Success => false,
-            CallStatus::Error | CallStatus::Denied | CallStatus::Timeout => true,
+            CallStatus::Error
+            | CallStatus::Denied
+            | CallStatus::RateLimited
+            | CallStatus::Timeout => true,
             _ => return,
         };
         self.histories.record(key, tool, is_error);
@@ -1253,12 +1263,18 @@ impl GatewayOps {
         };
         let decided = *agentkit_core::sync::lock(&capture.last);
         if matches!(decided, Some(AuditOutcome::Denied | AuditOutcome::Rejected)) {
-            return Ok(Made::Done(CallResult::failed(
+            let mut result = CallResult::failed(
                 &call.id,
-                CallStatus::Denied,
+                if output.retry_after_ms.is_some() {
+                    CallStatus::RateLimited
+                } else {
+                    CallStatus::Denied
+                },
                 output.text_content(),
                 took,
-            )));
+            );
+            result.retry_after_ms = output.retry_after_ms;
+            return Ok(Made::Done(result));
         }
         let Some(answer) = agentkit_core::sync::lock(&answer).take() else {
             return Ok(Made::Done(CallResult::failed(
@@ -1288,6 +1304,7 @@ impl GatewayOps {
             cost: self.cost_of(&name),
             run_id: None,
             call_id: None,
+            retry_after_ms: None,
         }))
     }
 

@@ -642,6 +642,112 @@ mod tests {
         assert_eq!(id.role, Role::Developer);
     }
 
+    /// A public key in PEM form (SubjectPublicKeyInfo): `der` is the key's DER.
+    fn pem(der: &[u8]) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            lines.join("\n")
+        )
+    }
+
+    /// `server.jwt.public_key_file` with an EC (P-256) or Ed25519 key in PEM form: tokens
+    /// signed by its private key verify; those of another key, and an HMAC token keyed with
+    /// the public key's own bytes (algorithm confusion), do not; a file holding no key is a
+    /// located configuration error.
+    #[tokio::test]
+    async fn a_pem_public_key_verifies_its_tokens_and_no_others() {
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
+        };
+        // SubjectPublicKeyInfo prefixes: id-ecPublicKey + P-256, and Ed25519.
+        const P256_SPKI: &str = "3059301306072a8648ce3d020106082a8648ce3d030107034200";
+        const ED25519_SPKI: &str = "302a300506032b6570032100";
+        let hex = |h: &str| -> Vec<u8> {
+            (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        let rng = SystemRandom::new();
+        let ec = |rng: &SystemRandom| {
+            let pkcs8 =
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, rng).unwrap();
+            let pair =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+            let mut spki = hex(P256_SPKI);
+            spki.extend_from_slice(pair.public_key().as_ref());
+            (EncodingKey::from_ec_der(pkcs8.as_ref()), pem(&spki))
+        };
+        let ed = |rng: &SystemRandom| {
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(rng).unwrap();
+            let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+            let mut spki = hex(ED25519_SPKI);
+            spki.extend_from_slice(pair.public_key().as_ref());
+            (EncodingKey::from_ed_der(pkcs8.as_ref()), pem(&spki))
+        };
+        let claims = json!({
+            "iss": "https://idp.test/", "aud": "agentkit", "exp": exp(), "sub": "ci",
+            "org": "acme", "workspace": "prod", "role": "invoker",
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let verifier_of = |public: &str, name: &str| {
+            let file = dir.path().join(name);
+            std::fs::write(&file, public).unwrap();
+            let mut s = JwtSettings::new("https://idp.test/", "agentkit");
+            s.public_key_file = Some(file.display().to_string());
+            JwtVerifier::from_settings(&s)
+        };
+        for (alg, (signing, public), (stranger, _)) in [
+            (Algorithm::ES256, ec(&rng), ec(&rng)),
+            (Algorithm::EdDSA, ed(&rng), ed(&rng)),
+        ] {
+            let v = verifier_of(&public, "key.pem").unwrap();
+            let sign =
+                |key: &EncodingKey| jsonwebtoken::encode(&Header::new(alg), &claims, key).unwrap();
+            let id = v.verify(&sign(&signing)).await.unwrap();
+            assert_eq!(id.workspace, WorkspaceId::new("acme", "prod"));
+            assert_eq!(id.role, Role::Invoker);
+            match v.verify(&sign(&stranger)).await {
+                Err(TokenRefusal::Invalid(r)) => assert!(r.contains("signature"), "{alg:?}: {r}"),
+                other => panic!("{alg:?}: another key's token verified: {other:?}"),
+            }
+            // The public key is public: an HS256 token keyed with it must not pass.
+            let confused = jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(public.as_bytes()),
+            )
+            .unwrap();
+            assert!(
+                matches!(v.verify(&confused).await, Err(TokenRefusal::Invalid(_))),
+                "{alg:?}: an HMAC token keyed with the public key verified"
+            );
+        }
+        let err = verifier_of(
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+            "bad.pem",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("server.jwt") && err.contains("no RSA, EC or Ed25519 public key"),
+            "{err}"
+        );
+        let mut s = JwtSettings::new("https://idp.test/", "agentkit");
+        s.public_key_file = Some(dir.path().join("missing.pem").display().to_string());
+        let err = JwtVerifier::from_settings(&s).err().unwrap().to_string();
+        assert!(err.contains("cannot read"), "{err}");
+    }
+
     #[tokio::test]
     async fn wrong_issuer_audience_time_or_claims_are_refused_with_reasons() {
         let v = verifier(|_| {});

@@ -191,12 +191,8 @@ impl Platform {
 
     async fn prune_threads(&self, cutoff: i64, report: &mut PruneReport) -> Result<()> {
         let store = self.runtime.store();
-        let mut after: Option<String> = None;
-        loop {
-            let page = store
-                .doc_list(crate::threads::COLLECTION, "", after.as_deref(), PAGE)
-                .await?;
-            after = page.last().map(|d| d.id.clone());
+        let mut pages = crate::pages::DocPages::new(&**store, crate::threads::COLLECTION, "");
+        while let Some(page) = pages.next().await? {
             for doc in &page {
                 let updated = doc.value.get("updated_at").and_then(Value::as_i64);
                 if updated.is_none_or(|u| u >= cutoff) {
@@ -220,9 +216,6 @@ impl Platform {
                 self.threads.memory().clear(id).await?;
                 report.threads += 1;
                 report.thread_runs += self.prune_prefix(THREAD_RUNS, &format!("{id}/")).await?;
-            }
-            if page.len() < PAGE {
-                break;
             }
         }
         Ok(())
@@ -318,12 +311,8 @@ impl Platform {
     ) -> Result<usize> {
         let store = self.runtime.store();
         let mut n = 0;
-        let mut after: Option<String> = None;
-        loop {
-            let page = store
-                .doc_list(collection, "", after.as_deref(), PAGE)
-                .await?;
-            after = page.last().map(|d| d.id.clone());
+        let mut pages = crate::pages::DocPages::new(&**store, collection, "");
+        while let Some(page) = pages.next().await? {
             for d in &page {
                 if time(&d.value).is_some_and(|t| t < cutoff)
                     && store.doc_delete(collection, &d.id, Expect::Any).await?
@@ -331,9 +320,7 @@ impl Platform {
                     n += 1;
                 }
             }
-            if page.len() < PAGE {
-                return Ok(n);
-            }
         }
+        Ok(n)
     }
 }

@@ -8,50 +8,11 @@ mod inproc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentkit_core::{
-    Agent, AgentLlm, AugmentedLlm, GenerateRequest, Generation, GenerationStream, Result,
-    RunContext, ScriptedProvider, stream_generation,
-};
+use agentkit_core::{Agent, AgentLlm, ScriptedProvider};
 use agentkit_server::Server;
-use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
-
-/// An agent that starts only once the test opens its gate (so the test can attach first).
-struct Gated {
-    inner: AgentLlm,
-    gate: Arc<Semaphore>,
-}
-
-impl Gated {
-    async fn open(&self) {
-        let _permit = self.gate.acquire().await.unwrap();
-    }
-}
-
-#[async_trait]
-impl AugmentedLlm for Gated {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    async fn generate(&self, request: GenerateRequest, ctx: &RunContext) -> Result<Generation> {
-        self.open().await;
-        self.inner.generate(request, ctx).await
-    }
-
-    fn generate_stream<'a>(
-        &'a self,
-        request: GenerateRequest,
-        ctx: &'a RunContext,
-    ) -> GenerationStream<'a> {
-        stream_generation(move |emitter| async move {
-            self.open().await;
-            emitter.forward(&self.inner, request, ctx).await
-        })
-    }
-}
 
 struct Frame {
     id: Option<u64>,
@@ -64,13 +25,13 @@ async fn a_client_gets_delta_events_before_the_model_steps_journal_event() {
     let dir = tempfile::tempdir().unwrap();
     let store = inproc::sqlite(dir.path()).await;
     let gate = Arc::new(Semaphore::new(0));
-    let teller = Gated {
-        inner: AgentLlm::new(
+    let teller = inproc::Gated::new(
+        AgentLlm::new(
             Agent::new("teller", "Tell short stories."),
             ScriptedProvider::new().then_text("Once upon a time, the end."),
         ),
-        gate: Arc::clone(&gate),
-    };
+        Arc::clone(&gate),
+    );
     let server = Server::builder(store)
         .admin_key("test-key")
         .agent_llm("teller", Arc::new(teller), "Tells stories")

@@ -23,7 +23,15 @@ struct Running {
 
 /// A server on the SQLite store in `dir` with an `echo` agent, configured by `f`.
 async fn start_with(dir: &Path, f: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Running {
-    let builder = inproc::echo_server(dir, "test-key").await;
+    start_on(inproc::sqlite(dir).await, f).await
+}
+
+/// [`start_with`] on `store`.
+async fn start_on(
+    store: std::sync::Arc<dyn agentkit_runtime::Store>,
+    f: impl FnOnce(ServerBuilder) -> ServerBuilder,
+) -> Running {
+    let builder = inproc::echo_server_on(store, "test-key");
     let server = f(builder).build().await.unwrap();
     let served = inproc::serve(server.clone()).await;
     Running {
@@ -759,7 +767,28 @@ async fn mcp_servers_are_listed_and_their_tools_listed_and_called() {
 async fn a_thread_with_a_ttl_is_deleted_when_it_ends_and_not_before() {
     let dir = tempfile::tempdir().unwrap();
     // No server-wide thread retention: only the threads' own TTLs.
-    let r = start_with(dir.path(), |b| b).await;
+    threads_with_a_ttl_are_swept(start_with(dir.path(), |b| b).await).await;
+}
+
+#[cfg(feature = "postgres")]
+#[path = "../../agentkit-runtime/tests/common/pg.rs"]
+#[allow(unreachable_pub, dead_code)]
+mod pg;
+
+/// The same on PostgreSQL (the expiry index is read in id order there too).
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn a_thread_with_a_ttl_is_deleted_when_it_ends_and_not_before_on_postgres() {
+    let pg = pg::Pg::start();
+    let store = std::sync::Arc::new(
+        agentkit_runtime::PostgresStore::connect(&pg.url)
+            .await
+            .unwrap(),
+    );
+    threads_with_a_ttl_are_swept(start_on(store, |b| b).await).await;
+}
+
+async fn threads_with_a_ttl_are_swept(r: Running) {
     let p = r.server.platform();
     let create = |body: Value| {
         let r = &r;
@@ -828,4 +857,53 @@ async fn a_thread_with_a_ttl_is_deleted_when_it_ends_and_not_before() {
         p.prune(now + 10_000 * MINUTE).await.unwrap(),
         agentkit_server::PruneReport::default()
     );
+}
+
+/// A thread whose time to live ends while a run is still going on it is kept until the run
+/// has ended; the sweep after that deletes it.
+#[tokio::test]
+async fn a_thread_with_a_run_going_outlives_its_ttl_until_the_run_ends() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = inproc::Gated::new(
+        agentkit_core::AgentLlm::new(
+            agentkit_core::Agent::new("held", "Answer when let go."),
+            agentkit_core::ScriptedProvider::new().then_text("let go"),
+        ),
+        Arc::clone(&gate),
+    );
+    let r = start_with(dir.path(), |b| {
+        b.agent_llm("held", Arc::new(held), "Held until the test lets it go")
+    })
+    .await;
+    let p = r.server.platform();
+    let (s, thread) = call(&r, Method::POST, "/threads", Some(json!({"ttl": 60}))).await;
+    assert_eq!(s, 200, "{thread}");
+    let thread = thread["thread_id"].as_str().unwrap().to_owned();
+    let (s, run) = call(
+        &r,
+        Method::POST,
+        "/v1/agents/held/runs",
+        Some(json!({"message": "wait", "thread_id": thread})),
+    )
+    .await;
+    assert!(s == 200 || s == 201 || s == 202, "{s}: {run}");
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    inproc::wait_run(&r.base, &r.key, &run_id, "running").await;
+
+    let now = agentkit_runtime::model::now_ms();
+    const MINUTE: i64 = 60_000;
+    let report = p.prune(now + 61 * MINUTE).await.unwrap();
+    assert_eq!(
+        report.threads, 0,
+        "a thread with a run going stays: {report:?}"
+    );
+    assert!(p.threads().find(&thread).await.unwrap().is_some());
+
+    gate.add_permits(1);
+    inproc::wait_run(&r.base, &r.key, &run_id, "succeeded").await;
+    let report = p.prune(now + 62 * MINUTE).await.unwrap();
+    assert_eq!(report.threads, 1, "{report:?}");
+    assert!(p.threads().find(&thread).await.unwrap().is_none());
 }

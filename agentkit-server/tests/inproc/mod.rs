@@ -176,7 +176,14 @@ pub async fn sqlite(dir: &std::path::Path) -> std::sync::Arc<dyn agentkit_runtim
 /// it was told": the scripted model that repeats the message, keeping its conversations in
 /// the store) and polling every 50 ms: add what else the test needs, then build.
 pub async fn echo_server(dir: &std::path::Path, admin: &str) -> agentkit_server::ServerBuilder {
-    let store = sqlite(dir).await;
+    echo_server_on(sqlite(dir).await, admin)
+}
+
+/// [`echo_server`] on `store`.
+pub fn echo_server_on(
+    store: std::sync::Arc<dyn agentkit_runtime::Store>,
+    admin: &str,
+) -> agentkit_server::ServerBuilder {
     let echo = agentkit_core::AgentLlm::new(
         agentkit_core::Agent::new("echo", "Repeat."),
         agentkit_core::ScriptedProvider::echo(),
@@ -529,4 +536,52 @@ pub async fn connect_socket(base: &str, key: &str) -> Socket {
     open_socket(base, key, c["connection_id"].as_str().unwrap())
         .await
         .unwrap()
+}
+
+/// An agent that starts only once the test opens its gate (adds a permit; it stays open), so
+/// the test can attach to its run first, or hold the run open.
+pub struct Gated {
+    inner: agentkit_core::AgentLlm,
+    gate: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Gated {
+    /// `inner`, held until `gate` has a permit.
+    pub fn new(
+        inner: agentkit_core::AgentLlm,
+        gate: std::sync::Arc<tokio::sync::Semaphore>,
+    ) -> Self {
+        Self { inner, gate }
+    }
+
+    async fn open(&self) {
+        let _permit = self.gate.acquire().await.unwrap();
+    }
+}
+
+#[async_trait::async_trait]
+impl agentkit_core::AugmentedLlm for Gated {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn generate(
+        &self,
+        request: agentkit_core::GenerateRequest,
+        ctx: &agentkit_core::RunContext,
+    ) -> agentkit_core::Result<agentkit_core::Generation> {
+        self.open().await;
+        self.inner.generate(request, ctx).await
+    }
+
+    fn generate_stream<'a>(
+        &'a self,
+        request: agentkit_core::GenerateRequest,
+        ctx: &'a agentkit_core::RunContext,
+    ) -> agentkit_core::GenerationStream<'a> {
+        agentkit_core::stream_generation(move |emitter| async move {
+            self.open().await;
+            emitter.forward(&self.inner, request, ctx).await
+        })
+    }
 }

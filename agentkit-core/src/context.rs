@@ -402,6 +402,15 @@ impl SharedToolHistory {
     pub fn to_vec(&self) -> Vec<ToolCallRecord> {
         crate::lock(&self.0).clone()
     }
+
+    /// Put `earlier` (oldest first), calls made before every call it holds, in front of
+    /// them: a history restored after the calls since were recorded.
+    pub fn prepend(&self, earlier: impl IntoIterator<Item = ToolCallRecord>) {
+        let mut h = crate::lock(&self.0);
+        let later = std::mem::take(&mut *h);
+        h.extend(earlier);
+        h.extend(later);
+    }
 }
 
 struct Inner {

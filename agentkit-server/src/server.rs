@@ -364,6 +364,7 @@ impl ServerBuilder {
             Arc::new(audit.clone()),
         )?);
         gatewayops.set_vault(vault.clone());
+        gatewayops.set_audit_log(audit.clone());
         let memory = Arc::new(StoreMemory::new(Arc::clone(&store)));
         let mut rb = Runtime::builder(Arc::clone(&store));
         if let Some(id) = &self.node_id {

@@ -35,8 +35,46 @@ struct Running {
     second: String,
     operator: String,
     dir: tempfile::TempDir,
-    _served: inproc::InProcess,
-    _crm: Upstream,
+    action: ChainAction,
+    master: agentkit_server::vault::MasterKey,
+    served: inproc::InProcess,
+    crm: Upstream,
+}
+
+impl Running {
+    /// Stop the server and start another (a new process's state: no history in memory) on
+    /// the same database file; its keys are the same.
+    async fn restart(&mut self) {
+        self.served = serve(self.dir.path(), &self.crm.url, &self.action, &self.master).await;
+        self.base = self.served.base.clone();
+    }
+}
+
+/// A server on the SQLite file `g.db` of `dir` (see [`start`]).
+async fn serve(
+    dir: &std::path::Path,
+    crm: &str,
+    action: &ChainAction,
+    master: &agentkit_server::vault::MasterKey,
+) -> inproc::InProcess {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.join("g.db")).await.unwrap());
+    let policy = Policy::compile(
+        "gateway",
+        &PolicySpec::new().with_chain(
+            ChainRule::new(["crm__add", "crm__send"], action.clone())
+                .with_reason("a sum is not to be sent"),
+        ),
+    )
+    .unwrap();
+    let gateway = GatewayConfig::new()
+        .with_policy(policy)
+        .with_server_workspaces("crm", [WorkspaceId::new("acme", "prod")]);
+    let server = inproc::gateway_builder(store, ADMIN, &[("crm", crm)], gateway)
+        .master_key(master.clone())
+        .build()
+        .await
+        .unwrap();
+    inproc::serve(server).await
 }
 
 /// `crm` (`add`, `send`) seen by acme/prod; the gateway policy's chain rule: `crm__add` then
@@ -52,24 +90,8 @@ async fn start(action: ChainAction) -> Running {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("g.db")).await.unwrap());
-    let policy = Policy::compile(
-        "gateway",
-        &PolicySpec::new().with_chain(
-            ChainRule::new(["crm__add", "crm__send"], action)
-                .with_reason("a sum is not to be sent"),
-        ),
-    )
-    .unwrap();
-    let gateway = GatewayConfig::new()
-        .with_policy(policy)
-        .with_server_workspaces("crm", [WorkspaceId::new("acme", "prod")]);
-    let server = inproc::gateway_builder(store, ADMIN, &[("crm", &crm.url)], gateway)
-        .master_key(agentkit_server::vault::MasterKey::generate().unwrap())
-        .build()
-        .await
-        .unwrap();
-    let served = inproc::serve(server).await;
+    let master = agentkit_server::vault::MasterKey::generate().unwrap();
+    let served = serve(dir.path(), &crm.url, &action, &master).await;
     let base = served.base.clone();
     let key = |role: &'static str, name: &'static str| {
         let base = base.clone();
@@ -82,8 +104,10 @@ async fn start(action: ChainAction) -> Running {
         base,
         sends,
         dir,
-        _served: served,
-        _crm: crm,
+        action,
+        master,
+        served,
+        crm,
     }
 }
 
@@ -212,4 +236,47 @@ async fn a_chain_rule_approval_is_asked_in_the_durable_run_with_the_arguments_se
     // The tool's answer (which repeats it) is stored masked, as every journaled result is.
     let leaks = stored_anywhere(r.dir.path(), SECRET);
     assert!(leaks.is_empty(), "{SECRET} is stored in clear in {leaks:?}");
+}
+
+/// A chain rule holds across a restart at the gateway too: the new process reads the caller's
+/// earlier gateway calls from the audit log on its first call, so a read made before the
+/// restart still blocks a send after it; another key's history is its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_rule_holds_across_a_restart() {
+    let mut r = start(ChainAction::Block).await;
+    let sum = execute(&r, &r.first, "add", json!({"a": 1, "b": 2})).await;
+    assert_eq!(sum["status"], "success", "{sum}");
+    r.restart().await;
+    let refused = execute(&r, &r.first, "send", json!({"text": "3"})).await;
+    assert_eq!(refused["status"], "denied", "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("a sum is not to be sent"),
+        "{refused}"
+    );
+    // Over `/mcp` as well (the same caller, the history already read).
+    let (_, answer) =
+        inproc::mcp_post(&r.base, &r.first, "crm__send", json!({"text": "3"}), &[]).await;
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    assert_eq!(
+        r.sends.load(Ordering::SeqCst),
+        0,
+        "the refused sends never ran"
+    );
+    // The other key made no sum: its send goes.
+    let theirs = execute(&r, &r.second, "send", json!({"text": "hi"})).await;
+    assert_eq!(theirs["status"], "success", "{theirs}");
+    assert_eq!(r.sends.load(Ordering::SeqCst), 1);
+    // The audit log says which calls came through the gateway.
+    let entries = inproc::audit_entries(&r.base, ADMIN, "?workspace=acme/prod").await;
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e["event"]["tool"] == "crm__add")
+            .all(|e| e["event"]["via"] == "gateway"),
+        "{entries:?}"
+    );
+    inproc::assert_audit_verifies(&r.base, ADMIN, "acme/prod").await;
 }

@@ -90,6 +90,10 @@ pub struct AuditEvent {
     /// triggered it), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<String>,
+    /// The way a call came in when it is not an agent's own: `gateway` for a call made
+    /// through the server's gateway for an outside client. Unset for an agent run's calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 impl AuditEvent {
@@ -118,6 +122,7 @@ impl AuditEvent {
             reason: String::new(),
             actor: None,
             history: Vec::new(),
+            via: None,
         }
     }
 
@@ -142,6 +147,7 @@ impl AuditEvent {
             reason: String::new(),
             actor: None,
             history: Vec::new(),
+            via: None,
         }
     }
 
@@ -185,6 +191,13 @@ impl AuditEvent {
     #[must_use]
     pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
         self.actor = Some(actor.into());
+        self
+    }
+
+    /// Say how the call came in (see [`via`](Self::via)).
+    #[must_use]
+    pub fn with_via(mut self, via: impl Into<String>) -> Self {
+        self.via = Some(via.into());
         self
     }
 }

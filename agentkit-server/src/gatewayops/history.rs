@@ -14,8 +14,13 @@
 //! a restart or on another node, and its result is added to the caller's history here when
 //! it is made.
 //!
-//! Not kept: the history of another server process (each node has its own) and, after a
-//! restart, of the calls before it.
+//! A process starts knowing nothing; on a caller's first call it reads the audit log for the
+//! gateway calls the caller's key was allowed (or approved) in the window before the process
+//! started (in the workspace chain's last [`SEED_SCAN`] entries), so a chain rule holds across
+//! a restart, and on a node the caller has not used yet. After that each process keeps its
+//! own: a call made through another node since is not seen here. A call seeded from the log
+//! counts as successful (the log records the decision, not the answer), which errs on the
+//! side of asking too.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -31,6 +36,10 @@ pub(crate) const MAX_CALLS: usize = 256;
 /// The most callers kept at once; past it, those idle longest are forgotten.
 const MAX_CALLERS: usize = 10_000;
 
+/// How many of a workspace chain's last audit entries a caller's first call reads for the
+/// caller's earlier gateway calls.
+pub(crate) const SEED_SCAN: u64 = 4096;
+
 /// How long a call stays in its caller's history by default (`gateway.chain_window_ms`).
 pub(crate) const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
 
@@ -38,12 +47,28 @@ pub(crate) const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
 struct Calls {
     history: SharedToolHistory,
     ended: VecDeque<Instant>,
+    /// Whether its calls from before this process started were read from the audit log.
+    seeded: bool,
+}
+
+impl Calls {
+    fn new() -> Self {
+        Self {
+            history: SharedToolHistory::new(),
+            ended: VecDeque::new(),
+            seeded: false,
+        }
+    }
 }
 
 /// Every caller's recent gateway calls (see the module docs).
 pub(crate) struct Histories {
     window: Duration,
     callers: Mutex<HashMap<String, Calls>>,
+    /// When this process started keeping histories: the calls before it are read from the
+    /// audit log (ms since the Unix epoch, and as an instant).
+    started_ms: i64,
+    started: Instant,
 }
 
 /// The key a caller's history is kept under: its workspace and its key (`None`: the admin
@@ -57,7 +82,63 @@ impl Histories {
         Self {
             window,
             callers: Mutex::new(HashMap::new()),
+            started_ms: agentkit_runtime::model::now_ms(),
+            started: Instant::now(),
         }
+    }
+
+    /// The span of wall-clock time (ms since the Unix epoch, end excluded) whose calls of a
+    /// caller not yet seeded are to be read from the audit log: the window before this
+    /// process started. `None` once `caller` is seeded.
+    pub(crate) fn to_seed(&self, caller: &str) -> Option<(i64, i64)> {
+        let callers = agentkit_core::sync::lock(&self.callers);
+        if callers.get(caller).is_some_and(|c| c.seeded) {
+            return None;
+        }
+        let window = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
+        Some((self.started_ms.saturating_sub(window), self.started_ms))
+    }
+
+    /// Put `calls` (tool and wall-clock time, oldest first; read from the audit log, all
+    /// before this process started) before `caller`'s calls, once.
+    pub(crate) fn seed(&self, caller: &str, calls: Vec<(String, i64)>) {
+        let now = Instant::now();
+        let mut callers = agentkit_core::sync::lock(&self.callers);
+        if !callers.contains_key(caller) && callers.len() >= MAX_CALLERS {
+            self.make_room(&mut callers, now);
+        }
+        let entry = callers.entry(caller.to_owned()).or_insert_with(Calls::new);
+        if entry.seeded {
+            return;
+        }
+        entry.seeded = true;
+        let window = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
+        let from = self.started_ms.saturating_sub(window);
+        let calls: Vec<_> = calls
+            .into_iter()
+            .filter(|(_, at)| (from..self.started_ms).contains(at))
+            .collect();
+        let room = MAX_CALLS.saturating_sub(entry.ended.len());
+        let skip = calls.len().saturating_sub(room);
+        let mut ended: Vec<Instant> = Vec::with_capacity(calls.len() - skip);
+        let mut records = Vec::with_capacity(calls.len() - skip);
+        for (tool, at_ms) in calls.into_iter().skip(skip) {
+            let before = u64::try_from(self.started_ms - at_ms).unwrap_or(0);
+            // An instant before the clock's start (a machine up for less than the window)
+            // is taken as the earliest it can be; times never go backwards.
+            let at = self
+                .started
+                .checked_sub(Duration::from_millis(before))
+                .unwrap_or(self.started);
+            let at = ended.last().map_or(at, |prev| at.max(*prev));
+            ended.push(at);
+            records.push(ToolCallRecord::new(tool, false));
+        }
+        entry.history.prepend(records);
+        for (i, at) in ended.into_iter().enumerate() {
+            entry.ended.insert(i, at);
+        }
+        self.expire(entry, now);
     }
 
     /// The history of `caller` (see [`caller_key`]) without the calls older than the window:
@@ -72,14 +153,9 @@ impl Histories {
         if callers.len() >= MAX_CALLERS {
             self.make_room(&mut callers, now);
         }
-        let history = SharedToolHistory::new();
-        callers.insert(
-            caller.to_owned(),
-            Calls {
-                history: history.clone(),
-                ended: VecDeque::new(),
-            },
-        );
+        let calls = Calls::new();
+        let history = calls.history.clone();
+        callers.insert(caller.to_owned(), calls);
         history
     }
 
@@ -91,10 +167,7 @@ impl Histories {
         if !callers.contains_key(caller) && callers.len() >= MAX_CALLERS {
             self.make_room(&mut callers, now);
         }
-        let calls = callers.entry(caller.to_owned()).or_insert_with(|| Calls {
-            history: SharedToolHistory::new(),
-            ended: VecDeque::new(),
-        });
+        let calls = callers.entry(caller.to_owned()).or_insert_with(Calls::new);
         calls.history.push(ToolCallRecord::new(tool, is_error));
         calls.ended.push_back(now);
         let over = calls.ended.len().saturating_sub(MAX_CALLS);
@@ -171,6 +244,38 @@ mod tests {
         h.record("a", "fs__read", false);
         std::thread::sleep(Duration::from_millis(5));
         assert!(h.of("a").is_empty(), "an old call is forgotten");
+    }
+
+    #[test]
+    fn calls_read_from_the_audit_log_go_before_those_made_since_and_only_once() {
+        let h = Histories::new(DEFAULT_WINDOW);
+        let (from, until) = h.to_seed("a").unwrap();
+        assert_eq!(until - from, 3_600_000);
+        // A call made since this process started (a durable run's) is recorded first.
+        h.record("a", "slack__send", false);
+        let shared = h.of("a");
+        h.seed(
+            "a",
+            vec![
+                ("too__old".into(), from - 1),
+                ("fs__read".into(), until - 10),
+            ],
+        );
+        assert_eq!(tools(&shared), ["fs__read", "slack__send"]);
+        assert!(h.to_seed("a").is_none());
+        h.seed("a", vec![("fs__read".into(), until - 5)]);
+        assert_eq!(
+            tools(&h.of("a")),
+            ["fs__read", "slack__send"],
+            "seeded once"
+        );
+        // Seeding keeps at most MAX_CALLS, the latest.
+        let many = (0..MAX_CALLS + 3)
+            .map(|i| (format!("t{i}"), until - 1000 + i64::try_from(i).unwrap()))
+            .collect();
+        h.seed("b", many);
+        let kept = tools(&h.of("b"));
+        assert_eq!((kept.len(), kept[0].as_str()), (MAX_CALLS, "t3"));
     }
 
     #[test]

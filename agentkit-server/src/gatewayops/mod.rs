@@ -675,6 +675,10 @@ impl AuditSink for Capture {
             return Ok(());
         }
         *agentkit_core::sync::lock(&self.last) = Some(event.outcome);
+        let mut event = event;
+        if event.via.is_none() {
+            event.via = Some(crate::policy::GATEWAY_VIA.to_owned());
+        }
         if event.policy == "safety"
             && let Some(f) = event.reason.strip_prefix("flagged: ")
         {
@@ -713,6 +717,9 @@ pub struct GatewayOps {
     /// The server's vault, which seals the arguments of calls handed to durable runs (set
     /// once the server is built).
     vault: std::sync::OnceLock<crate::vault::Vault>,
+    /// The server's audit log, where a caller's gateway calls from before this process
+    /// started are read (set by the server's builder).
+    audit_log: std::sync::OnceLock<crate::policy::StoreAudit>,
 }
 
 /// A server's tools, as listed.
@@ -798,6 +805,7 @@ impl GatewayOps {
             tools: Mutex::new(HashMap::new()),
             histories: history::Histories::new(config_chain_window),
             vault: std::sync::OnceLock::new(),
+            audit_log: std::sync::OnceLock::new(),
         })
     }
 
@@ -964,7 +972,7 @@ impl GatewayOps {
         env: &CallEnv,
     ) -> std::result::Result<CallResult, McpFailure> {
         let key = history::caller_key(&caller.workspace, caller.key_id.as_deref());
-        let history = self.histories.of(&key);
+        let history = self.history_of(caller, &key).await;
         self.call_after(platform, caller, call, env, &key, history)
             .await
     }
@@ -1006,6 +1014,42 @@ impl GatewayOps {
         let _ = self.vault.set(vault);
     }
 
+    /// Read callers' gateway calls from before this process started from `log` (see
+    /// [`history`]). Set once, by the server's builder.
+    pub(crate) fn set_audit_log(&self, log: crate::policy::StoreAudit) {
+        let _ = self.audit_log.set(log);
+    }
+
+    /// `caller`'s history (under `key`), its calls from before this process started read
+    /// from the audit log on its first call here. A log that cannot be read is tried again
+    /// on the next call (the call itself then fails on its audit entry, or goes on with what
+    /// this process knows).
+    async fn history_of(&self, caller: &Caller, key: &str) -> agentkit_core::SharedToolHistory {
+        if let Some(log) = self.audit_log.get()
+            && let Some((from, until)) = self.histories.to_seed(key)
+        {
+            let workspace = caller.workspace.to_string();
+            match log
+                .gateway_calls(
+                    &workspace,
+                    caller.key_id.as_deref(),
+                    from,
+                    until,
+                    history::SEED_SCAN,
+                )
+                .await
+            {
+                Ok(calls) => self.histories.seed(key, calls),
+                Err(e) => tracing::warn!(
+                    workspace = %workspace,
+                    "could not read the audit log for a caller's earlier gateway calls \
+                     (chain rules see only this process's): {e}"
+                ),
+            }
+        }
+        self.histories.of(key)
+    }
+
     /// The vault that seals the arguments of calls handed to durable runs: `None` without a
     /// master key.
     pub(crate) fn sealer(&self) -> Option<&crate::vault::Vault> {
@@ -1045,7 +1089,7 @@ impl GatewayOps {
         self.check_tool(platform, caller, &call.server, &call.tool)
             .await?;
         let key = history::caller_key(&caller.workspace, caller.key_id.as_deref());
-        let history = self.histories.of(&key);
+        let history = self.history_of(caller, &key).await;
         if self.verdict(caller, &call, env, &history) != agentkit_core::policy::Verdict::Allow {
             return self
                 .call_after(platform, caller, call, env, &key, history)

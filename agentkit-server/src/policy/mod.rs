@@ -36,6 +36,8 @@ const APPROVALS: &str = "approvals";
 /// Approvals that expire, by time: `<expires_at, 20 digits>/<run_id>/<call_id>`, so the sweep
 /// reads only what is due.
 const EXPIRING: &str = "approvals_expiring";
+/// [`AuditEvent::via`] of a call made through the server's gateway.
+pub(crate) const GATEWAY_VIA: &str = "gateway";
 /// The chain of events whose run has no principal: the built-in `default/default` workspace.
 pub const DEFAULT_WORKSPACE: &str = "default/default";
 const CAS_ATTEMPTS: usize = 64;
@@ -223,6 +225,45 @@ impl StoreAudit {
                 })
             })
             .collect()
+    }
+
+    /// The gateway calls (events [`via`](AuditEvent::via) `gateway`) that `workspace`'s
+    /// chain records as allowed or approved for `key_id` (`None`: the admin key) at
+    /// `from_ms` or later and before `until_ms`: each call's tool and time, oldest first.
+    /// Reads at most the chain's last `scan` entries.
+    pub(crate) async fn gateway_calls(
+        &self,
+        workspace: &str,
+        key_id: Option<&str>,
+        from_ms: i64,
+        until_ms: i64,
+        scan: u64,
+    ) -> Result<Vec<(String, i64)>> {
+        let Some(head) = self.store.doc_get(HEAD, workspace).await? else {
+            return Ok(Vec::new());
+        };
+        let last = head.value.get("seq").and_then(Value::as_u64).unwrap_or(0);
+        let mut after = last.saturating_sub(scan);
+        let mut out = Vec::new();
+        while after < last {
+            let page = self.entries(workspace, after, 500).await?;
+            let Some(end) = page.last().map(|e| e.seq) else {
+                break;
+            };
+            after = end;
+            out.extend(
+                page.into_iter()
+                    .map(|e| e.event)
+                    .filter(|e| {
+                        e.via.as_deref() == Some(GATEWAY_VIA)
+                            && matches!(e.outcome, AuditOutcome::Allowed | AuditOutcome::Approved)
+                            && e.key_id.as_deref() == key_id
+                            && (from_ms..until_ms).contains(&e.at_ms)
+                    })
+                    .map(|e| (e.tool, e.at_ms)),
+            );
+        }
+        Ok(out)
     }
 
     /// Verify `workspace`'s whole chain; returns how many entries it has.

@@ -407,6 +407,45 @@ async fn authorization_code_with_pkce_refresh_and_reauthorization() {
     again.shutdown().await;
 }
 
+/// Twenty calls at once meet a revoked access token, on a server that rotates refresh tokens
+/// (each refresh token works once): every call succeeds, every refresh uses the token the one
+/// before it got (a stale one would fail and send the user to authorize again), and nobody is
+/// asked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_refresh_a_rotating_token_without_reauthorizing() {
+    let servers = start(3600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FileTokenStore::new(dir.path().join("tokens")));
+    let browser = Arc::new(Browser::default());
+    let server = ServerConfig::http("secure", servers.url.clone())
+        .with_oauth(McpOAuth::new().with_scopes(["mcp"]));
+    let manager = ConnectionManager::builder([server])
+        .with_token_store(store)
+        .with_authorization_handler(browser.clone())
+        .build();
+    assert_eq!(hello(&manager).await.unwrap(), "hi");
+    assert_eq!(browser.visits.load(Ordering::SeqCst), 1);
+    for round in 0..3 {
+        servers.state.lock().unwrap().access.clear();
+        let answers = futures::future::join_all((0..20).map(|_| hello(&manager))).await;
+        for a in answers {
+            assert_eq!(a.unwrap(), "hi", "round {round}");
+        }
+        assert_eq!(
+            browser.visits.load(Ordering::SeqCst),
+            1,
+            "round {round}: nobody was asked to authorize again: {:?}",
+            grants(&servers)
+        );
+    }
+    let g = grants(&servers);
+    assert!(
+        g.len() >= 4 && g[1..].iter().all(|x| x == "refresh_token"),
+        "{g:?}"
+    );
+    manager.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_supplied_redirect_and_preregistered_client() {
     let servers = start(3600).await;

@@ -45,7 +45,7 @@ impl Running {
     /// Stop the server and start another (a new process's state: no history in memory) on
     /// the same database file; its keys are the same.
     async fn restart(&mut self) {
-        self.served = serve(self.dir.path(), &self.crm.url, &self.action, &self.master).await;
+        self.served = serve(self.dir.path(), &self.crm.url, self.action, &self.master).await;
         self.base = self.served.base.clone();
     }
 }
@@ -54,14 +54,14 @@ impl Running {
 async fn serve(
     dir: &std::path::Path,
     crm: &str,
-    action: &ChainAction,
+    action: ChainAction,
     master: &agentkit_server::vault::MasterKey,
 ) -> inproc::InProcess {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.join("g.db")).await.unwrap());
     let policy = Policy::compile(
         "gateway",
         &PolicySpec::new().with_chain(
-            ChainRule::new(["crm__add", "crm__send"], action.clone())
+            ChainRule::new(["crm__add", "crm__send"], action)
                 .with_reason("a sum is not to be sent"),
         ),
     )
@@ -91,7 +91,7 @@ async fn start(action: ChainAction) -> Running {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let master = agentkit_server::vault::MasterKey::generate().unwrap();
-    let served = serve(dir.path(), &crm.url, &action, &master).await;
+    let served = serve(dir.path(), &crm.url, action, &master).await;
     let base = served.base.clone();
     let key = |role: &'static str, name: &'static str| {
         let base = base.clone();

@@ -770,16 +770,11 @@ async fn a_thread_with_a_ttl_is_deleted_when_it_ends_and_not_before() {
     threads_with_a_ttl_are_swept(start_with(dir.path(), |b| b).await).await;
 }
 
-#[cfg(feature = "postgres")]
-#[path = "../../agentkit-runtime/tests/common/pg.rs"]
-#[allow(unreachable_pub, dead_code)]
-mod pg;
-
 /// The same on PostgreSQL (the expiry index is read in id order there too).
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn a_thread_with_a_ttl_is_deleted_when_it_ends_and_not_before_on_postgres() {
-    let pg = pg::Pg::start();
+    let pg = common::pg::Pg::start();
     let store = std::sync::Arc::new(
         agentkit_runtime::PostgresStore::connect(&pg.url)
             .await

@@ -317,6 +317,8 @@ fn unmade(r: &CallResult) -> bool {
 }
 
 /// What a keyed call came to (see [`Keys::once`]).
+// `Made` is the common case and lives for one return: boxing it would allocate per call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Keyed<E> {
     /// This attempt made it (or tried to): what making it answered.

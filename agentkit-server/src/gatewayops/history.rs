@@ -89,8 +89,12 @@ impl Histories {
 
     /// The span of wall-clock time (ms since the Unix epoch, end excluded) whose calls of a
     /// caller not yet seeded are to be read from the audit log: the window before this
-    /// process started. `None` once `caller` is seeded.
+    /// process started. `None` once `caller` is seeded, or once this process has run for
+    /// longer than the window (nothing before its start is still in it).
     pub(crate) fn to_seed(&self, caller: &str) -> Option<(i64, i64)> {
+        if self.started.elapsed() >= self.window {
+            return None;
+        }
         let callers = agentkit_core::sync::lock(&self.callers);
         if callers.get(caller).is_some_and(|c| c.seeded) {
             return None;
@@ -276,6 +280,10 @@ mod tests {
         h.seed("b", many);
         let kept = tools(&h.of("b"));
         assert_eq!((kept.len(), kept[0].as_str()), (MAX_CALLS, "t3"));
+        // Once the process has run for longer than the window, nothing is read.
+        let h = Histories::new(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(h.to_seed("a").is_none());
     }
 
     #[test]

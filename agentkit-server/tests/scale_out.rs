@@ -1,10 +1,7 @@
 //! Scale-out: two `agentkit serve` processes on one PostgreSQL database. A run started on one
 //! is streamed (resuming from the other with `Last-Event-ID`), cancelled, paused and resumed
-//! through the other.
-//!
-//! Declarative agents have no step that waits for a signal, so the signal part is the
-//! pause/resume control signal: a run started on A is paused through B mid-way and resumed
-//! through B, and finishes from its journal.
+//! through the other; a run waiting on A for a person's answer (an agent with `human_input`)
+//! gets it as a signal sent through B and finishes with it.
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -220,4 +217,125 @@ async fn an_approval_asked_on_one_node_is_decided_and_resumed_on_the_other() {
         ["read /docs/readme.md", "send the docs say hello"],
         "each tool ran once, the post on the surviving node"
     );
+}
+
+/// An OpenAI-compatible model that asks a person which city (the `__human_input` tool), then
+/// answers `going to <the answer>`.
+async fn asking_model() -> (String, tokio::task::JoinHandle<()>) {
+    async fn complete(body: axum::body::Bytes) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if body["stream"] == true {
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                "this test model does not stream",
+            )
+                .into_response();
+        }
+        let answer = body["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["role"] == "tool")
+            .map(|m| m["content"].as_str().unwrap_or_default().to_owned());
+        let (message, finish) = match answer {
+            None => (
+                json!({"role": "assistant", "content": null, "tool_calls": [{
+                    "id": "call_ask", "type": "function", "function": {
+                        "name": "__human_input",
+                        "arguments": "{\"prompt\": \"Which city?\"}"}}]}),
+                "tool_calls",
+            ),
+            Some(city) => (
+                json!({"role": "assistant", "content": format!("going to {city}")}),
+                "stop",
+            ),
+        };
+        axum::Json(json!({
+            "id": "chatcmpl-test", "object": "chat.completion", "created": 0,
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+        }))
+        .into_response()
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(axum::routing::post(complete));
+    let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, task)
+}
+
+/// A run waiting on A for a person's answer gets it through B (`POST /v1/runs/{id}/signal`),
+/// wherever it then resumes, and finishes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_waiting_on_one_node_for_a_signal_gets_it_through_the_other() {
+    let pg = Pg::start();
+    let (model, model_task) = asking_model().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agentkit.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "openai:\n  base_url: {model}\n  api_key: test\n\
+             agents:\n  asker:\n    model: openai:gpt-4o-mini\n    \
+             instructions: Ask which city.\n    human_input: true\n"
+        ),
+    )
+    .unwrap();
+    let (a_log, b_log) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    // Only A runs while the run starts, so A is the node that executes it up to its wait.
+    let a = Serve::start(&config, &pg.url, free_port(), &a_log).await;
+    let (s, run) = a
+        .call(
+            reqwest::Method::POST,
+            "/v1/agents/asker/runs",
+            Some(json!({"message": "book me a trip"})),
+        )
+        .await;
+    assert_eq!(s, 202, "{run}");
+    let run = run["run_id"].as_str().unwrap().to_owned();
+    let waiting = wait_status(&a, &run, &["waiting_input", "succeeded", "failed"]).await;
+    assert_eq!(
+        waiting["status"],
+        "waiting_input",
+        "{waiting}\n{}",
+        a.log_text()
+    );
+
+    let b = Serve::start(&config, &pg.url, free_port(), &b_log).await;
+    let (_, on_b) = b
+        .call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None)
+        .await;
+    assert_eq!(on_b["status"], "waiting_input", "B sees the wait: {on_b}");
+    let (s, body) = b
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/runs/{run}/signal"),
+            Some(json!({"name": "human_input", "payload": "Lisbon"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let done = wait_status(&b, &run, &["succeeded", "failed", "cancelled"]).await;
+    assert_eq!(
+        done["status"],
+        "succeeded",
+        "{done}\nA:\n{}\nB:\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    assert_eq!(done["output"]["text"], "going to Lisbon", "{done}");
+    // Both nodes read the same journal: the question, the answer as the tool's result, and
+    // the final answer, each once.
+    let journal = events(&a, &run).await;
+    assert_eq!(journal, events(&b, &run).await);
+    assert_eq!(models(&journal), 2, "{journal:?}");
+    assert!(
+        journal
+            .iter()
+            .any(|e| e["event"] == "tool_result" && e.to_string().contains("Lisbon")),
+        "{journal:?}"
+    );
+    drop((a, b));
+    model_task.abort();
 }

@@ -1984,7 +1984,8 @@ fn event(name: &str, data: &Value) -> Event {
 /// Slots: before entry 0, `0` for `metadata` and `1` for the input `values`; for an entry,
 /// `2` `updates`, `3` `messages` (`messages-tuple`), `4` `messages/complete`; after the run's
 /// last entry, `8` its final `values` and `9` `end` or `error`. A bare `{seq}` (a `/v1` event
-/// id of the run) stands for all of entry `seq`.
+/// id of the run) stands for the events made from entry `seq` (`{seq}-4`), not the final
+/// ones after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct EventId {
     seq: u64,

@@ -1,5 +1,6 @@
 //! Scale-out: two `agentkit serve` processes on one PostgreSQL database. A run started on one
-//! is streamed (resuming from the other with `Last-Event-ID`), cancelled, paused and resumed
+//! is streamed (resuming from the other with `Last-Event-ID`, on `/v1` and on LangGraph's
+//! join stream), cancelled, paused and resumed
 //! through the other; a run waiting on A for a person's answer (an agent with `human_input`)
 //! gets it as a signal sent through B and finishes with it.
 #![cfg(feature = "postgres")]
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use common::pg::Pg;
 use common::{Received, Serve, SlowModel, follow, follow_for, free_port, wait_status};
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 async fn start_run(on: &Serve, message: &str) -> String {
@@ -48,6 +50,22 @@ async fn wait_events(on: &Serve, run_id: &str, n: usize) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("run {run_id} never had {n} events");
+}
+
+/// The events of an SSE body: (`id`, `event`, `data`).
+fn sse_events(text: &str) -> Vec<(String, String, Value)> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let id = block.lines().find_map(|l| l.strip_prefix("id: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((
+                id.to_owned(),
+                name.to_owned(),
+                serde_json::from_str(data).unwrap(),
+            ))
+        })
+        .collect()
 }
 
 fn models(events: &[Value]) -> usize {
@@ -93,6 +111,67 @@ async fn two_servers_on_postgres_start_on_one_stream_cancel_pause_and_resume_on_
         .map(|e| e["id"].as_u64().unwrap())
         .collect();
     assert_eq!(got.ids, on_a, "A and B read the same journal");
+
+    // The same across nodes for a LangGraph stream: read on A up to its first update, then
+    // joined on B after that event's id: the rest, each event once.
+    let (_, thread) = a
+        .call(reqwest::Method::POST, "/threads", Some(json!({})))
+        .await;
+    let tid = thread["thread_id"].as_str().unwrap().to_owned();
+    let res = a
+        .request(
+            reqwest::Method::POST,
+            &format!("/threads/{tid}/runs/stream"),
+        )
+        .json(
+            &json!({"assistant_id": "slow", "stream_mode": ["values", "updates"],
+                      "input": {"messages": [{"role": "user", "content": "job lg"}]}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let join = res.headers()["location"].to_str().unwrap().to_owned();
+    let mut body = res.bytes_stream();
+    let mut text = String::new();
+    let mut first = Vec::new();
+    while !first
+        .iter()
+        .any(|(_, n, _): &(String, String, Value)| n == "updates")
+    {
+        let chunk = body.next().await.expect("the stream goes on").unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = text.find("\n\n") {
+            first.extend(sse_events(&text[..end + 2]));
+            text.drain(..end + 2);
+        }
+    }
+    drop(body);
+    let last = first.last().unwrap().0.clone();
+    let rest = b
+        .request(reqwest::Method::GET, &join)
+        .header("last-event-id", &last)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rest = sse_events(&rest);
+    assert_eq!(rest.last().unwrap().1, "end", "{rest:?}");
+    let full = a.request(reqwest::Method::GET, &join).send().await.unwrap();
+    let full = sse_events(&full.text().await.unwrap());
+    let mut resumed: Vec<_> = first.into_iter().chain(rest).collect();
+    resumed.retain(|(id, _, _)| id != "0-1");
+    assert_eq!(
+        resumed, full,
+        "the input values are the streamed request's own"
+    );
+    assert_eq!(
+        full.iter().filter(|(_, n, _)| n == "updates").count(),
+        3,
+        "{full:?}"
+    );
 
     // Start on A, cancel through B mid-way: cancelled with the reason, on both.
     let cancelled = start_run(&a, "job cancel").await;

@@ -591,9 +591,11 @@ impl Server {
     }
 
     /// Serve the API on `listener` until `shutdown` completes, then shut down in bounded
-    /// time: stop accepting connections, end open SSE streams (run events, `/mcp` sessions
-    /// and their streams; a client reconnecting with `Last-Event-ID`, to another node or after
-    /// the restart, gets what it missed from the store), give requests in progress up to
+    /// time: stop accepting connections, end open SSE streams (run events, LangGraph streams,
+    /// `/mcp` sessions and their streams; a client reconnecting with `Last-Event-ID`, to
+    /// another node or after the restart, gets what it missed from the store; a
+    /// `/v1/execute/stream` batch cancels its calls in flight and ends with a
+    /// `server_stopping` event), give requests in progress up to
     /// 10 s and then close every connection still open, and give in-flight runs 10 s more to
     /// finish; runs still going are left to resume on the next start (or on another node),
     /// from their journals.

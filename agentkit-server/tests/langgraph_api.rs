@@ -517,6 +517,201 @@ async fn runs_stream_sends_metadata_values_updates_and_end() {
     );
 }
 
+/// The events of an SSE body: (`id`, `event`, `data`).
+fn sse_events(text: &str) -> Vec<(Option<String>, String, Value)> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let id = block.lines().find_map(|l| l.strip_prefix("id: "));
+            let data = block
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap_or("null");
+            Some((
+                id.map(str::to_owned),
+                name.to_owned(),
+                serde_json::from_str(data).unwrap(),
+            ))
+        })
+        .collect()
+}
+
+/// An id `{seq}-{slot}` as numbers, to compare.
+fn id_key(id: &str) -> (u64, u64) {
+    let (seq, slot) = id.split_once('-').unwrap_or_else(|| panic!("id {id}"));
+    (seq.parse().unwrap(), slot.parse().unwrap())
+}
+
+/// `GET` a join stream as the test key with `Last-Event-ID: after`: (status, body).
+async fn join(r: &Running, path: &str, after: Option<&str>) -> (u16, String) {
+    let mut req = reqwest::Client::new()
+        .get(format!("{}{path}", r.base))
+        .header("x-api-key", "test-key");
+    if let Some(a) = after {
+        req = req.header("last-event-id", a);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let body = tokio::time::timeout(Duration::from_secs(20), res.text())
+        .await
+        .unwrap()
+        .unwrap();
+    (status, body)
+}
+
+#[tokio::test]
+async fn stream_events_have_ids_and_a_join_resumes_after_any_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    // Two tool calls, then an answer: model answers and tool results, each made into several
+    // events by the modes below.
+    let stepper = agentkit_core::AgentLlm::new(
+        agentkit_core::Agent::new("stepper", "Step.").with_tool(inproc::counted_tool(
+            "step",
+            "Takes a step",
+            "stepped",
+            &calls,
+        )),
+        agentkit_core::ScriptedProvider::new()
+            .then_tool_call("step", json!({}))
+            .then_tool_call("step", json!({}))
+            .then_text("arrived"),
+    );
+    let server = inproc::echo_server(dir.path(), "test-key")
+        .await
+        .agent_llm("stepper", std::sync::Arc::new(stepper), "Steps")
+        .build()
+        .await
+        .unwrap();
+    let served = inproc::serve(server).await;
+    let r = Running {
+        base: served.base.clone(),
+        _dir: dir,
+        _served: served,
+    };
+    let (_, t) = call(&r, Method::POST, "/threads", Some(json!({}))).await;
+    let tid = t["thread_id"].as_str().unwrap().to_owned();
+    let modes = json!(["values", "updates", "messages-tuple", "messages"]);
+    let res = reqwest::Client::new()
+        .post(format!("{}/threads/{tid}/runs/stream", r.base))
+        .header("x-api-key", "test-key")
+        .json(&json!({"assistant_id": "stepper", "input": said("go"), "stream_mode": modes}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let text = tokio::time::timeout(Duration::from_secs(20), res.text())
+        .await
+        .unwrap()
+        .unwrap();
+    let streamed = sse_events(&text);
+    let rid = streamed[0].2["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/threads/{tid}/runs/{rid}/stream"));
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Every event has an id, and they increase.
+    let ids: Vec<&str> = streamed
+        .iter()
+        .map(|(id, name, _)| {
+            id.as_deref()
+                .unwrap_or_else(|| panic!("`{name}` has no id: {text}"))
+        })
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| id_key(w[0]) < id_key(w[1])),
+        "{ids:?}"
+    );
+    let names: Vec<&str> = streamed.iter().map(|(_, n, _)| n.as_str()).collect();
+    for name in ["updates", "messages", "messages/complete"] {
+        assert!(
+            names.iter().filter(|n| **n == name).count() >= 2,
+            "{name}: {names:?}"
+        );
+    }
+    assert_eq!(names.last(), Some(&"end"), "{names:?}");
+
+    // A join without modes streams the run's, from the store: the same events with the same
+    // ids, but for the input values of the streamed request.
+    let (status, joined) = join(&r, &location, None).await;
+    assert_eq!(status, 200, "{joined}");
+    let joined = sse_events(&joined);
+    let without_input: Vec<_> = streamed
+        .iter()
+        .filter(|(id, _, _)| id.as_deref() != Some("0-1"))
+        .cloned()
+        .collect();
+    assert_eq!(joined, without_input);
+
+    // Resuming after any id sends exactly the events after it.
+    for (k, (id, _, _)) in streamed.iter().enumerate() {
+        let (status, rest) = join(&r, &location, id.as_deref()).await;
+        assert_eq!(status, 200, "{rest}");
+        let want: Vec<_> = joined
+            .iter()
+            .filter(|(j, _, _)| id_key(j.as_deref().unwrap()) > id_key(id.as_deref().unwrap()))
+            .cloned()
+            .collect();
+        assert_eq!(sse_events(&rest), want, "after {id:?}");
+        assert_eq!(
+            want.len(),
+            streamed.len() - k - 1 - usize::from(k == 0),
+            "after {id:?}: every later event but the input values"
+        );
+    }
+
+    // Modes asked for by repeating `stream_mode`: only those, with the same ids.
+    let (status, updates) = join(
+        &r,
+        &format!("{location}?stream_mode=updates&stream_mode=values"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{updates}");
+    let want: Vec<_> = joined
+        .iter()
+        .filter(|(_, n, _)| ["metadata", "updates", "values", "end"].contains(&n.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(sse_events(&updates), want);
+
+    // The Agent Protocol's run stream resumes the same way.
+    let last_update = joined
+        .iter()
+        .rev()
+        .find(|(_, n, _)| n == "updates")
+        .unwrap();
+    let (status, rest) = join(&r, &format!("/runs/{rid}/stream"), last_update.0.as_deref()).await;
+    assert_eq!(status, 200, "{rest}");
+    let rest = sse_events(&rest);
+    assert_eq!(rest, joined[joined.len() - rest.len()..].to_vec());
+    assert!(rest.iter().all(|(_, n, _)| n != "updates"), "{rest:?}");
+
+    // An id this stream never sent is refused with a problem saying what an id is.
+    for bad in ["abc", "3-x", "-1", "1-2-3", "+4"] {
+        for path in [location.clone(), format!("/runs/{rid}/stream")] {
+            let res = reqwest::Client::new()
+                .get(format!("{}{path}", r.base))
+                .header("x-api-key", "test-key")
+                .header("last-event-id", bad)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 400, "{bad}");
+            assert_eq!(
+                res.headers()["content-type"],
+                "application/problem+json",
+                "{bad}"
+            );
+            let problem: Value = res.json().await.unwrap();
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(
+                detail.contains("Last-Event-ID") && detail.contains(bad),
+                "{problem}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn store_items_put_get_search_namespaces_delete() {
     let r = start().await;

@@ -357,3 +357,172 @@ async fn the_langgraph_python_sdk_works_in_a_workspace_and_sees_only_its_own() {
         8
     );
 }
+
+/// A TCP proxy to `upstream` on a free port that cuts its first connection (both ways) once
+/// it has relayed the first `updates` event of the response, and relays later connections
+/// whole. Returns its URL, and the requests of the connections after the cut, as text.
+async fn cutting_proxy(upstream: &str) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    let later = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&later);
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let cut = std::mem::replace(&mut first, false);
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16384];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    if !cut {
+                        seen.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16384];
+                let mut response = Vec::new();
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if cut {
+                        let at = response.len();
+                        response.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&response).into_owned();
+                        if let Some(u) = text.find("event: updates")
+                            && let Some(end) = text[u..].find("\n\n")
+                        {
+                            // Relay up to the end of that event, then drop the connection.
+                            let upto = (u + end + 2).saturating_sub(at).min(n);
+                            let _ = cw.write_all(&buf[..upto]).await;
+                            return;
+                        }
+                    }
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (url, later)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_langgraph_python_sdk_resumes_a_stream_after_its_last_event_id() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // Two tool calls, then an answer; the tool takes a moment, so the client leaves (and the
+    // proxy cuts) while the run still goes.
+    let step = agentkit_core::FnTool::new("step", "Takes a step", |_: Value| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok::<_, String>("stepped")
+    });
+    let script = agentkit_core::ScriptedProvider::new();
+    let script = (0..2).fold(script, |s, _| {
+        s.then_tool_call("step", serde_json::json!({}))
+            .then_tool_call("step", serde_json::json!({}))
+            .then_text("arrived")
+    });
+    let stepper = agentkit_core::AgentLlm::new(
+        agentkit_core::Agent::new("stepper", "Step.").with_tool(step),
+        script,
+    );
+    let server = inproc::echo_server(dir.path(), "sdk-key")
+        .await
+        .agent_llm("stepper", Arc::new(stepper), "Steps")
+        .build()
+        .await
+        .unwrap();
+    let served = inproc::serve(server).await;
+    let (proxy, reconnects) = cutting_proxy(&served.base).await;
+
+    let script = manifest_dir().join("tests/langgraph/sdk_resume.py");
+    let child = tokio::process::Command::new(&python)
+        .arg(&script)
+        .arg(&served.base)
+        .arg("sdk-key")
+        .arg(&proxy)
+        .env_remove("LANGGRAPH_API_KEY")
+        .env_remove("LANGSMITH_API_KEY")
+        .env_remove("LANGCHAIN_API_KEY")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), child)
+        .await
+        .expect("the SDK script finishes within 120 s")
+        .unwrap();
+    drop(served);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "sdk_resume.py failed:\n{stderr}");
+    let out: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("sdk_resume.py printed no JSON ({e}); stderr:\n{stderr}"));
+    let parts = |k: &str| out[k].as_array().unwrap().clone();
+    let id = |p: &Value| {
+        p["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no id: {p}"))
+            .to_owned()
+    };
+
+    // The first parts, then the rest joined after the last of them: each event of the run's
+    // full stream exactly once (the full join has no input values: those are the streamed
+    // request's own).
+    let (first, rest, full) = (parts("first"), parts("rest"), parts("full"));
+    assert_eq!(first[0]["event"], "metadata", "{first:?}");
+    assert_eq!(first[1]["id"], "0-1", "the input values: {first:?}");
+    assert!(
+        rest.iter().any(|p| p["event"] == "updates"),
+        "the rest has the run's steps: {rest:?}"
+    );
+    let mut resumed: Vec<Value> = first.iter().chain(&rest).cloned().collect();
+    resumed.retain(|p| p["id"] != "0-1");
+    assert_eq!(resumed, full);
+    assert_eq!(full.last().unwrap()["event"], "end", "{full:?}");
+    let mut ids: Vec<String> = full.iter().map(id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), full.len(), "{ids:?}");
+
+    // The stream the proxy cut once: the SDK reconnected to its `Location` with the id of the
+    // last event it had, and its caller got every event exactly once.
+    let requests = reconnects.lock().unwrap().join("");
+    let rid = out["dropped"][0]["data"]["run_id"].as_str().unwrap();
+    assert!(
+        requests.contains(&format!("/runs/{rid}/stream")),
+        "the SDK reconnected to the run's stream: {requests}"
+    );
+    let cut_after = parts("dropped_full")
+        .iter()
+        .find(|p| p["event"] == "updates")
+        .map(id)
+        .unwrap();
+    assert!(
+        requests
+            .to_lowercase()
+            .contains(&format!("last-event-id: {cut_after}\r\n")),
+        "with the id of the `updates` event it had ({cut_after}): {requests}"
+    );
+    let mut dropped = parts("dropped");
+    assert_eq!(
+        dropped.iter().filter(|p| p["id"] == "0-1").count(),
+        1,
+        "{dropped:?}"
+    );
+    dropped.retain(|p| p["id"] != "0-1");
+    assert_eq!(dropped, parts("dropped_full"));
+    assert!(
+        !stderr.contains("without a Last-Event-ID"),
+        "the SDK had an id to resume from:\n{stderr}"
+    );
+}

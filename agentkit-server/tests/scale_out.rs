@@ -1,10 +1,8 @@
 //! Scale-out: two `agentkit serve` processes on one PostgreSQL database. A run started on one
-//! is streamed (resuming from the other with `Last-Event-ID`), cancelled, paused and resumed
-//! through the other.
-//!
-//! Declarative agents have no step that waits for a signal, so the signal part is the
-//! pause/resume control signal: a run started on A is paused through B mid-way and resumed
-//! through B, and finishes from its journal.
+//! is streamed (resuming from the other with `Last-Event-ID`, on `/v1` and on LangGraph's
+//! join stream), cancelled, paused and resumed
+//! through the other; a run waiting on A for a person's answer (an agent with `human_input`)
+//! gets it as a signal sent through B and finishes with it.
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,6 +13,7 @@ use std::time::Duration;
 
 use common::pg::Pg;
 use common::{Received, Serve, SlowModel, follow, follow_for, free_port, wait_status};
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 async fn start_run(on: &Serve, message: &str) -> String {
@@ -51,6 +50,22 @@ async fn wait_events(on: &Serve, run_id: &str, n: usize) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("run {run_id} never had {n} events");
+}
+
+/// The events of an SSE body: (`id`, `event`, `data`).
+fn sse_events(text: &str) -> Vec<(String, String, Value)> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let id = block.lines().find_map(|l| l.strip_prefix("id: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((
+                id.to_owned(),
+                name.to_owned(),
+                serde_json::from_str(data).unwrap(),
+            ))
+        })
+        .collect()
 }
 
 fn models(events: &[Value]) -> usize {
@@ -96,6 +111,67 @@ async fn two_servers_on_postgres_start_on_one_stream_cancel_pause_and_resume_on_
         .map(|e| e["id"].as_u64().unwrap())
         .collect();
     assert_eq!(got.ids, on_a, "A and B read the same journal");
+
+    // The same across nodes for a LangGraph stream: read on A up to its first update, then
+    // joined on B after that event's id: the rest, each event once.
+    let (_, thread) = a
+        .call(reqwest::Method::POST, "/threads", Some(json!({})))
+        .await;
+    let tid = thread["thread_id"].as_str().unwrap().to_owned();
+    let res = a
+        .request(
+            reqwest::Method::POST,
+            &format!("/threads/{tid}/runs/stream"),
+        )
+        .json(
+            &json!({"assistant_id": "slow", "stream_mode": ["values", "updates"],
+                      "input": {"messages": [{"role": "user", "content": "job lg"}]}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let join = res.headers()["location"].to_str().unwrap().to_owned();
+    let mut body = res.bytes_stream();
+    let mut text = String::new();
+    let mut first = Vec::new();
+    while !first
+        .iter()
+        .any(|(_, n, _): &(String, String, Value)| n == "updates")
+    {
+        let chunk = body.next().await.expect("the stream goes on").unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = text.find("\n\n") {
+            first.extend(sse_events(&text[..end + 2]));
+            text.drain(..end + 2);
+        }
+    }
+    drop(body);
+    let last = first.last().unwrap().0.clone();
+    let rest = b
+        .request(reqwest::Method::GET, &join)
+        .header("last-event-id", &last)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rest = sse_events(&rest);
+    assert_eq!(rest.last().unwrap().1, "end", "{rest:?}");
+    let full = a.request(reqwest::Method::GET, &join).send().await.unwrap();
+    let full = sse_events(&full.text().await.unwrap());
+    let mut resumed: Vec<_> = first.into_iter().chain(rest).collect();
+    resumed.retain(|(id, _, _)| id != "0-1");
+    assert_eq!(
+        resumed, full,
+        "the input values are the streamed request's own"
+    );
+    assert_eq!(
+        full.iter().filter(|(_, n, _)| n == "updates").count(),
+        3,
+        "{full:?}"
+    );
 
     // Start on A, cancel through B mid-way: cancelled with the reason, on both.
     let cancelled = start_run(&a, "job cancel").await;
@@ -220,4 +296,125 @@ async fn an_approval_asked_on_one_node_is_decided_and_resumed_on_the_other() {
         ["read /docs/readme.md", "send the docs say hello"],
         "each tool ran once, the post on the surviving node"
     );
+}
+
+/// An OpenAI-compatible model that asks a person which city (the `__human_input` tool), then
+/// answers `going to <the answer>`.
+async fn asking_model() -> (String, tokio::task::JoinHandle<()>) {
+    async fn complete(body: axum::body::Bytes) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if body["stream"] == true {
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                "this test model does not stream",
+            )
+                .into_response();
+        }
+        let answer = body["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["role"] == "tool")
+            .map(|m| m["content"].as_str().unwrap_or_default().to_owned());
+        let (message, finish) = match answer {
+            None => (
+                json!({"role": "assistant", "content": null, "tool_calls": [{
+                    "id": "call_ask", "type": "function", "function": {
+                        "name": "__human_input",
+                        "arguments": "{\"prompt\": \"Which city?\"}"}}]}),
+                "tool_calls",
+            ),
+            Some(city) => (
+                json!({"role": "assistant", "content": format!("going to {city}")}),
+                "stop",
+            ),
+        };
+        axum::Json(json!({
+            "id": "chatcmpl-test", "object": "chat.completion", "created": 0,
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+        }))
+        .into_response()
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(axum::routing::post(complete));
+    let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, task)
+}
+
+/// A run waiting on A for a person's answer gets it through B (`POST /v1/runs/{id}/signal`),
+/// wherever it then resumes, and finishes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_waiting_on_one_node_for_a_signal_gets_it_through_the_other() {
+    let pg = Pg::start();
+    let (model, model_task) = asking_model().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agentkit.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "openai:\n  base_url: {model}\n  api_key: test\n\
+             agents:\n  asker:\n    model: openai:gpt-4o-mini\n    \
+             instructions: Ask which city.\n    human_input: true\n"
+        ),
+    )
+    .unwrap();
+    let (a_log, b_log) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    // Only A runs while the run starts, so A is the node that executes it up to its wait.
+    let a = Serve::start(&config, &pg.url, free_port(), &a_log).await;
+    let (s, run) = a
+        .call(
+            reqwest::Method::POST,
+            "/v1/agents/asker/runs",
+            Some(json!({"message": "book me a trip"})),
+        )
+        .await;
+    assert_eq!(s, 202, "{run}");
+    let run = run["run_id"].as_str().unwrap().to_owned();
+    let waiting = wait_status(&a, &run, &["waiting_input", "succeeded", "failed"]).await;
+    assert_eq!(
+        waiting["status"],
+        "waiting_input",
+        "{waiting}\n{}",
+        a.log_text()
+    );
+
+    let b = Serve::start(&config, &pg.url, free_port(), &b_log).await;
+    let (_, on_b) = b
+        .call(reqwest::Method::GET, &format!("/v1/runs/{run}"), None)
+        .await;
+    assert_eq!(on_b["status"], "waiting_input", "B sees the wait: {on_b}");
+    let (s, body) = b
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/runs/{run}/signal"),
+            Some(json!({"name": "human_input", "payload": "Lisbon"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let done = wait_status(&b, &run, &["succeeded", "failed", "cancelled"]).await;
+    assert_eq!(
+        done["status"],
+        "succeeded",
+        "{done}\nA:\n{}\nB:\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    assert_eq!(done["output"]["text"], "going to Lisbon", "{done}");
+    // Both nodes read the same journal: the question, the answer as the tool's result, and
+    // the final answer, each once.
+    let journal = events(&a, &run).await;
+    assert_eq!(journal, events(&b, &run).await);
+    assert_eq!(models(&journal), 2, "{journal:?}");
+    assert!(
+        journal
+            .iter()
+            .any(|e| e["event"] == "tool_result" && e.to_string().contains("Lisbon")),
+        "{journal:?}"
+    );
+    drop((a, b));
+    model_task.abort();
 }

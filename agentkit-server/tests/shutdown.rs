@@ -3,7 +3,10 @@
 //! standalone `GET /mcp` stream open, and a request whose body never finishes arriving. Both
 //! streams end cleanly, the process exits with success,
 //! and after a restart on the same SQLite file the run is still there and the SSE client
-//! resumes with `Last-Event-ID`, missing nothing and getting nothing twice.
+//! resumes with `Last-Event-ID`, missing nothing and getting nothing twice. A
+//! `/v1/execute/stream` batch whose call is in flight on a real stdio MCP upstream ends with a
+//! `server_stopping` event naming the call to send again, the call is cancelled upstream, and
+//! the process does not wait for the drain's deadline.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -13,6 +16,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use common::tools::{peer_python, peers, tool_calls};
 use common::{KEY, Received, Serve, follow, free_port, wait_status};
 use futures::StreamExt;
 use reqwest::Method;
@@ -282,4 +286,107 @@ async fn sigterm_ends_open_streams_exits_and_the_run_resumes_after_the_restart()
         .collect();
     assert_eq!(r.ids, stored, "the client got every stored event");
     model.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_an_execute_stream_with_its_calls_cancelled_and_says_to_send_them_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // The held tool server: its `hold` call never answers (the release file is never made).
+    let (tool_log, release) = (dir.path().join("tools.log"), dir.path().join("release"));
+    let config = dir.path().join("agentkit.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mcp:\n  servers:\n    ops:\n      command: {python}\n      args: [{script}]\n      \
+             env: {{TOOL_LOG: {log}, TOOL_RELEASE: {release}}}\n",
+            python = peer_python().display(),
+            script = peers().join("held_tool_server.py").display(),
+            log = tool_log.display(),
+            release = release.display(),
+        ),
+    )
+    .unwrap();
+    let database = dir.path().join("agentkit.db").to_str().unwrap().to_owned();
+    let log = dir.path().join("serve.log");
+    let mut serve = Serve::start(&config, &database, free_port(), &log).await;
+
+    let res = serve
+        .request(Method::POST, "/v1/execute/stream")
+        .json(&json!({"calls": [
+            {"id": "held", "server": "ops", "tool": "hold", "arguments": {"text": "stuck"}},
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.bytes_stream();
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !tool_calls(&tool_log)
+        .iter()
+        .any(|l| l.starts_with("start stuck"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream never ran the call; stream so far:\n{text}"
+        );
+        if let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_millis(50), body.next()).await
+        {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+    }
+
+    serve.terminate();
+    // The stream ends cleanly, with the stop event, before the process is gone.
+    let mut clean = true;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => text.push_str(&String::from_utf8_lossy(&c)),
+            Err(_) => {
+                clean = false;
+                break;
+            }
+        }
+    }
+    let status = serve.wait_exit(Duration::from_secs(30)).await;
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let status = status
+        .unwrap_or_else(|| panic!("agentkit serve still runs 30 s after SIGTERM:\n{log_text}"));
+    assert!(status.success(), "exit status {status}:\n{log_text}");
+    assert!(clean, "the stream broke instead of ending:\n{text}");
+    let events: Vec<(&str, Value)> = text
+        .split("\n\n")
+        .filter_map(|block| {
+            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((name, serde_json::from_str(data).unwrap()))
+        })
+        .collect();
+    let names: Vec<&str> = events.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names.first(), Some(&"start"), "{text}");
+    assert!(!names.contains(&"done"), "the batch did not finish: {text}");
+    let (last, stop) = events.last().unwrap();
+    assert_eq!(*last, "error", "{text}");
+    assert_eq!(stop["error"], "server_stopping", "{stop}");
+    assert_eq!(stop["cancelled"], json!(["held"]), "{stop}");
+    assert_eq!(stop["trace_id"], events[0].1["trace_id"], "{stop}");
+    assert!(
+        stop["message"].as_str().unwrap().contains("send those"),
+        "{stop}"
+    );
+    // The stream ended by itself: the drain did not have to close its connection.
+    assert!(
+        !log_text.contains("requests still in progress"),
+        "the drain's deadline closed the stream:\n{log_text}"
+    );
+    // The call was cancelled upstream, never answered.
+    let upstream = tool_calls(&tool_log);
+    assert!(
+        upstream.iter().any(|l| l.starts_with("cancelled stuck")),
+        "{upstream:?}"
+    );
+    assert!(
+        !upstream.iter().any(|l| l.starts_with("done")),
+        "{upstream:?}"
+    );
 }

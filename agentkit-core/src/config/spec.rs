@@ -137,6 +137,12 @@ pub struct AgentSpec {
     /// answer (`outputs`): `flag`, `block` or `require_approval`.
     #[serde(skip_serializing_if = "super::SafetySettings::is_default")]
     pub safety: super::SafetySettings,
+    /// Offer the agent the tool that asks a person (`__human_input`, a `prompt`): a run that
+    /// calls it waits as `waiting_input`, durably, for its `human_input` signal (`POST
+    /// /v1/runs/{id}/signal` with the answer as `payload`), then goes on with the answer as the
+    /// tool's result.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub human_input: bool,
 }
 
 /// Tool allow/deny lists of globs over the agent's tool names (`server__tool`): `*` matches
@@ -1900,6 +1906,13 @@ impl AgentSpec {
         self.history_messages = Some(n);
         self
     }
+
+    /// Offer the tool that asks a person (see [`human_input`](Self::human_input)).
+    #[must_use]
+    pub fn with_human_input(mut self, enabled: bool) -> Self {
+        self.human_input = enabled;
+        self
+    }
 }
 
 impl AgentLimits {
@@ -2369,6 +2382,21 @@ server:
         let json = serde_json::to_value(&config).unwrap();
         let back: Config = serde_json::from_value(json).unwrap();
         assert_eq!(back, config);
+    }
+
+    #[test]
+    fn an_agent_may_ask_a_person_and_says_so_only_when_it_does() {
+        let text = "agents:\n  asker: {model: scripted, instructions: Ask., human_input: true}\n";
+        let config = Config::from_yaml_str_with_env(text, None, &|_| None).unwrap();
+        assert!(config.agents["asker"].human_input);
+        let json = serde_json::to_value(&config.agents["asker"]).unwrap();
+        assert_eq!(json["human_input"], true);
+        // Off (the default) is not written, so specs written before have the same form.
+        let plain = AgentSpec::new("scripted", "Answer.");
+        assert!(!plain.human_input);
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(json.get("human_input").is_none(), "{json}");
+        assert!(plain.with_human_input(true).human_input);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::langgraph::{
-    self, CancelQuery, LgRun, Modes, ThreadState, entry_of, messages_schema, run_view,
+    self, CancelQuery, LgRun, ThreadState, entry_of, messages_schema, run_view,
 };
 use super::v1::optional_json;
 use super::{ApiResult, AppState, Json, Path, Problem, Query};
@@ -313,26 +313,30 @@ pub async fn wait_run(
 #[derive(Debug, Deserialize, IntoParams)]
 #[non_exhaustive]
 pub struct StreamQuery {
-    /// `values` (default) or `updates`.
+    /// A stream mode; repeat the parameter for several. Default: the modes the run was
+    /// started with, or `values`.
     pub stream_mode: Option<String>,
 }
 
-/// Stream a run that is already going (or finished).
+/// Stream a run that is already going (or finished), from the start or, with
+/// `Last-Event-ID`, after that event (see the LangGraph join stream).
 #[utoipa::path(get, path = "/runs/{run_id}/stream", tag = "agent-protocol",
-    params(("run_id" = String, Path, description = "run id"), StreamQuery),
-    responses((status = 200, description = "text/event-stream"), (status = 404, body = Problem)))]
+    params(("run_id" = String, Path, description = "run id"), StreamQuery,
+           ("Last-Event-ID" = Option<String>, Header, description = "the `id` of the last event the client has (`{seq}-{slot}`)")),
+    responses((status = 200, description = "text/event-stream"), (status = 400, body = Problem),
+              (status = 404, body = Problem)))]
 pub async fn stream_run(
     State(s): State<AppState>,
     caller: Caller,
     Path(run_id): Path<String>,
-    Query(q): Query<StreamQuery>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
+    let after = langgraph::EventId::last(&headers)?;
     let scope = caller.scope();
     let r = s.platform.run_in(&scope, &run_id).await?;
-    let mode = q.stream_mode.map(Value::String);
-    Modes::check(mode.as_ref())?;
-    let modes = Modes::from_value(mode.as_ref());
-    Ok(langgraph::lg_stream(s, scope, &r, modes, None).into_response())
+    let modes = langgraph::join_modes(&s, &r, query.as_deref()).await?;
+    Ok(langgraph::lg_stream(s, scope, &r, modes, None, after).into_response())
 }
 
 /// Cancel a run (409 if it already finished).

@@ -662,7 +662,11 @@ fn sse(name: &str, data: &Value) -> Result<Event, Infallible> {
 /// server's progress notifications `{id, progress, total, message}`), `chunk` (each content
 /// block: `{id, index, content}`), `complete` (the result without its content), and `done`
 /// (`trace_id`, `total_cost`, `duration_ms`, counts per status). Closing the stream cancels
-/// the calls still running.
+/// the calls still running. When the server stops first, the calls still running are
+/// cancelled and the stream ends with `error` instead of `done`: `{"error":
+/// "server_stopping", message, trace_id, cancelled}`, `cancelled` the ids of the calls that
+/// did not finish (send them again, with their idempotency keys to have each run at most
+/// once).
 #[utoipa::path(post, path = "/v1/execute/stream", tag = "gateway",
     params(("x-agentkit-platform" = Option<String>, Header, description = "a registered platform")),
     request_body = ExecuteRequest,
@@ -685,6 +689,12 @@ pub async fn execute_stream(
         "calls": batch.calls.len(),
         "execution_mode": batch.mode,
     });
+    let stopped = Stopped {
+        trace_id: env.trace_id.clone(),
+        calls: batch.calls.iter().map(|c| c.id.clone()).collect(),
+        finished: HashSet::new(),
+    };
+    let stopping = s.platform.stopping.clone();
     let (tx, rx) = mpsc::unbounded_channel::<BatchEvent>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<ExecuteResponse>();
     tokio::spawn(async move {
@@ -692,33 +702,93 @@ pub async fn execute_stream(
         let _ = done_tx.send(r);
     });
     // Dropping the stream (the client went away) cancels what still runs.
-    let guard = cancel.drop_guard();
+    let guard = cancel.clone().drop_guard();
     let head = futures::stream::once(async move { sse("start", &start) });
     let body = futures::stream::unfold(
-        (rx, Some(done_rx), guard),
-        |(mut rx, done, guard)| async move {
-            let mut done = done?;
-            // Every call's events are sent before the batch's result, so once the result is
-            // in, what is left in the channel is drained and the stream ends.
-            let finished = tokio::select! {
-                biased;
-                Some(p) = rx.recv() => {
-                    return Some((futures::stream::iter(batch_events(p)), (rx, Some(done), guard)));
+        (rx, Some(done_rx), stopped, guard),
+        move |(mut rx, done, mut stopped, guard)| {
+            let (stopping, cancel) = (stopping.clone(), cancel.clone());
+            async move {
+                let mut done = done?;
+                // Every call's events are sent before the batch's result, so once the result
+                // is in, what is left in the channel is drained and the stream ends.
+                let finished = tokio::select! {
+                    biased;
+                    // The server is stopping: the calls still running are cancelled, and the
+                    // client is told which to send again (this stream would otherwise hold
+                    // the shutdown until the drain's deadline closed its connection).
+                    () = stopping.cancelled() => {
+                        cancel.cancel();
+                        // A batch that ended sent all its events first.
+                        let finished = done.try_recv().ok();
+                        let mut out = Vec::new();
+                        while let Ok(p) = rx.try_recv() {
+                            stopped.saw(&p);
+                            out.extend(batch_events(p));
+                        }
+                        out.push(finished.map_or_else(|| stopped.event(), |r| done_event(&r)));
+                        return Some((futures::stream::iter(out), (rx, None, stopped, guard)));
+                    }
+                    Some(p) = rx.recv() => {
+                        stopped.saw(&p);
+                        let events = futures::stream::iter(batch_events(p));
+                        return Some((events, (rx, Some(done), stopped, guard)));
+                    }
+                    r = &mut done => r.ok(),
+                };
+                let mut out = Vec::new();
+                while let Ok(p) = rx.try_recv() {
+                    out.extend(batch_events(p));
                 }
-                r = &mut done => r.ok(),
-            };
-            let mut out = Vec::new();
-            while let Ok(p) = rx.try_recv() {
-                out.extend(batch_events(p));
+                if let Some(r) = finished {
+                    out.push(done_event(&r));
+                }
+                Some((futures::stream::iter(out), (rx, None, stopped, guard)))
             }
-            if let Some(r) = finished {
-                out.push(done_event(&r));
-            }
-            Some((futures::stream::iter(out), (rx, None, guard)))
         },
     )
     .flatten();
     Ok(Sse::new(head.chain(body)).keep_alive(KeepAlive::default()))
+}
+
+/// What a streamed batch tells its client when the server stops before the batch ends.
+struct Stopped {
+    trace_id: String,
+    /// The batch's call ids, in order.
+    calls: Vec<String>,
+    /// The calls whose result was sent, but for those cancelled.
+    finished: HashSet<String>,
+}
+
+impl Stopped {
+    fn saw(&mut self, p: &BatchEvent) {
+        if let BatchEvent::Done(r) = p
+            && r.status != CallStatus::Cancelled
+        {
+            self.finished.insert(r.id.clone());
+        }
+    }
+
+    /// The last event: `error` `server_stopping`, with the calls to send again.
+    fn event(&self) -> Result<Event, Infallible> {
+        let cancelled: Vec<&String> = self
+            .calls
+            .iter()
+            .filter(|id| !self.finished.contains(*id))
+            .collect();
+        sse(
+            "error",
+            &json!({
+                "error": "server_stopping",
+                "message": "the server is shutting down: the calls still running were \
+                            cancelled; send those in `cancelled` again (to this server once it \
+                            is back, or to another), with their idempotency keys to have each \
+                            run at most once",
+                "trace_id": self.trace_id,
+                "cancelled": cancelled,
+            }),
+        )
+    }
 }
 
 fn batch_events(p: BatchEvent) -> Vec<Result<Event, Infallible>> {

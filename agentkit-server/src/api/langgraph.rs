@@ -1548,6 +1548,9 @@ async fn start_in(
     if let Some(m) = &req.multitask_strategy {
         meta["multitask_strategy"] = Value::String(m.clone());
     }
+    if let Some(m) = &req.stream_mode {
+        meta["stream_mode"] = m.clone();
+    }
     s.platform
         .runtime()
         .store()
@@ -1974,22 +1977,123 @@ fn event(name: &str, data: &Value) -> Event {
         .unwrap_or_else(|_| Event::default().event("error").data("encoding failed"))
 }
 
-/// The last events of a run's stream: `error` if it failed; else its values (when streamed)
-/// and `end`.
-async fn finish(s: &AppState, scope: &Scope, run_id: &str, modes: Modes) -> Vec<Event> {
+/// The id of an event of a LangGraph stream, `{seq}-{slot}` (the shape of the Redis stream
+/// ids LangGraph's own server sends): `seq` is the journal entry the event was made from and
+/// `slot` its place among the events made from that entry, so ids increase along a stream,
+/// whatever its modes, and resuming after any of them sends every later event exactly once.
+/// Slots: before entry 0, `0` for `metadata` and `1` for the input `values`; for an entry,
+/// `2` `updates`, `3` `messages` (`messages-tuple`), `4` `messages/complete`; after the run's
+/// last entry, `8` its final `values` and `9` `end` or `error`. A bare `{seq}` (a `/v1` event
+/// id of the run) stands for the events made from entry `seq` (`{seq}-4`), not the final
+/// ones after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct EventId {
+    seq: u64,
+    slot: u64,
+}
+
+impl EventId {
+    const METADATA: u64 = 0;
+    const INPUT: u64 = 1;
+    const UPDATES: u64 = 2;
+    const MESSAGES: u64 = 3;
+    const COMPLETE: u64 = 4;
+    const VALUES: u64 = 8;
+    const END: u64 = 9;
+
+    fn new(seq: u64, slot: u64) -> Self {
+        Self { seq, slot }
+    }
+
+    /// Read an id a client sends back: `{seq}-{slot}` or `{seq}`, each part ASCII digits.
+    fn parse(s: &str) -> Option<Self> {
+        fn number(s: &str) -> Option<u64> {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            s.parse().ok()
+        }
+        match s.split_once('-') {
+            Some((seq, slot)) => Some(Self::new(number(seq)?, number(slot)?)),
+            None => Some(Self::new(number(s)?, Self::COMPLETE)),
+        }
+    }
+
+    /// The `Last-Event-ID` a reconnecting client sent, or a 400 problem.
+    pub(crate) fn last(headers: &HeaderMap) -> Result<Option<Self>, Problem> {
+        sse::last_event_id_as(headers, "`{seq}-{slot}`, as `12-2`", Self::parse)
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.seq, self.slot)
+    }
+}
+
+#[cfg(test)]
+mod event_id_tests {
+    use super::EventId;
+
+    #[test]
+    fn an_event_id_is_seq_dash_slot_or_a_bare_seq() {
+        assert_eq!(EventId::parse("12-2"), Some(EventId::new(12, 2)));
+        assert_eq!(EventId::parse("0-0"), Some(EventId::new(0, 0)));
+        // A `/v1` id: the events made from that entry are had, the final ones are not.
+        assert_eq!(
+            EventId::parse("7"),
+            Some(EventId::new(7, EventId::COMPLETE))
+        );
+        assert!(EventId::parse("7").unwrap() < EventId::new(7, EventId::VALUES));
+        for bad in [
+            "", "-", "1-", "-1", "+1", "1-+2", "1-2-3", "a", "1 -2", "１",
+        ] {
+            assert_eq!(EventId::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ids_round_trip_and_sort_as_their_numbers(a in (0u64.., 0u64..), b in (0u64.., 0u64..)) {
+            let (x, y) = (EventId::new(a.0, a.1), EventId::new(b.0, b.1));
+            proptest::prop_assert_eq!(EventId::parse(&x.to_string()), Some(x));
+            proptest::prop_assert_eq!(x.cmp(&y), a.cmp(&b));
+        }
+
+        #[test]
+        fn any_text_is_read_or_refused_without_panic(s in "\\PC{0,24}") {
+            if let Some(id) = EventId::parse(&s) {
+                let (seq, slot) = s.split_once('-').unwrap_or((&s, ""));
+                proptest::prop_assert!(seq.bytes().all(|b| b.is_ascii_digit()));
+                proptest::prop_assert!(slot.bytes().all(|b| b.is_ascii_digit()));
+                proptest::prop_assert_eq!(seq.parse::<u64>().ok(), Some(id.seq));
+            }
+        }
+    }
+}
+
+/// The last events of a run's stream, by slot (see [`EventId`]): `error` if it failed; else
+/// its values (when streamed) and `end`.
+async fn finish(s: &AppState, scope: &Scope, run_id: &str, modes: Modes) -> Vec<(u64, Event)> {
     let r = match s.platform.run_in(scope, run_id).await {
         Ok(r) => r,
         Err(e) => {
-            return vec![event(
-                "error",
-                &json!({"error": "StoreError", "message": e.to_string()}),
+            return vec![(
+                EventId::END,
+                event(
+                    "error",
+                    &json!({"error": "StoreError", "message": e.to_string()}),
+                ),
             )];
         }
     };
     if r.status == RunStatus::Failed {
-        return vec![event(
-            "error",
-            &json!({"error": "RunError", "message": r.error.unwrap_or_default()}),
+        return vec![(
+            EventId::END,
+            event(
+                "error",
+                &json!({"error": "RunError", "message": r.error.unwrap_or_default()}),
+            ),
         )];
     }
     let mut out = Vec::new();
@@ -1999,49 +2103,77 @@ async fn finish(s: &AppState, scope: &Scope, run_id: &str, modes: Modes) -> Vec<
                 if let Some(o) = v.as_object_mut() {
                     o.remove("__error__");
                 }
-                out.push(event("values", &v));
+                out.push((EventId::VALUES, event("values", &v)));
             }
-            Err(p) => out.push(event(
-                "error",
-                &json!({"error": "StoreError", "message": p.detail}),
+            Err(p) => out.push((
+                EventId::VALUES,
+                event(
+                    "error",
+                    &json!({"error": "StoreError", "message": p.detail}),
+                ),
             )),
         }
     }
-    out.push(event("end", &Value::Null));
+    out.push((EventId::END, event("end", &Value::Null)));
     out
 }
 
 /// The run's events as LangGraph streams them: `metadata` (`run_id`), `values` (first
 /// `initial`, if given, and the final values), `updates` (each model answer and tool result),
 /// then `error` (failed) or `end` (finished, cancelled, or waiting for a human: then the
-/// final values carry `__interrupt__`).
+/// final values carry `__interrupt__`). Each event has an [`EventId`]; with `after` (the
+/// client's `Last-Event-ID`) the stream sends only the events after it, read from the store.
+/// An `error` event for a failed store read has no id: it is not part of the run, so a
+/// client reconnecting after it resumes where it was.
 pub(crate) fn lg_stream(
     s: AppState,
     scope: Scope,
     run: &RunRecord,
     modes: Modes,
     initial: Option<Value>,
+    after: Option<EventId>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static> {
     let agent = scope
         .external(&run.target)
         .unwrap_or(&run.target)
         .to_owned();
-    let mut head = vec![event(
-        "metadata",
-        &json!({"run_id": run.id, "thread_id": thread_out(&scope, run), "attempt": 1}),
+    let mut head = vec![(
+        EventId::new(0, EventId::METADATA),
+        event(
+            "metadata",
+            &json!({"run_id": run.id, "thread_id": thread_out(&scope, run), "attempt": 1}),
+        ),
     )];
     if modes.values
         && let Some(v) = initial
     {
-        head.push(event("values", &v));
+        head.push((EventId::new(0, EventId::INPUT), event("values", &v)));
     }
     let run_id = run.id.clone();
-    let items = sse::run_items(s.platform.clone(), run.id.clone(), None).then(move |item| {
+    // Entry `after.seq` may have events left after `after`'s slot: read from that entry on.
+    let from = after.and_then(|a| a.seq.checked_sub(1));
+    // The last journal entry seen so far: the final events are slots after it.
+    let items = sse::run_items(s.platform.clone(), run.id.clone(), from).scan(
+        after.map_or(0, |a| a.seq),
+        |last, item| {
+            if let sse::StreamItem::Event(e) = &item {
+                *last = (*last).max(e.id);
+            }
+            futures::future::ready(Some((item, *last)))
+        },
+    );
+    let items = items.then(move |(item, last)| {
         let s = s.clone();
         let scope = scope.clone();
         let agent = agent.clone();
         let run_id = run_id.clone();
         async move {
+            let ended = |events: Vec<(u64, Event)>| {
+                events
+                    .into_iter()
+                    .map(|(slot, e)| (Some(EventId::new(last, slot)), e))
+                    .collect::<Vec<_>>()
+            };
             let events = match item {
                 sse::StreamItem::Event(e)
                     if e.event == "model"
@@ -2057,18 +2189,28 @@ pub(crate) fn lg_stream(
                     {
                         ai["tool_calls"] = Value::Array(calls.clone());
                     }
+                    let id = |slot| Some(EventId::new(e.id, slot));
                     let mut out = Vec::new();
                     if modes.updates {
                         let mut update = Map::new();
                         update.insert(agent.clone(), json!({"messages": [ai]}));
-                        out.push(event("updates", &Value::Object(update)));
+                        out.push((
+                            id(EventId::UPDATES),
+                            event("updates", &Value::Object(update)),
+                        ));
                     }
                     if modes.messages_tuple {
                         let meta = json!({"langgraph_node": agent, "run_id": run_id});
-                        out.push(event("messages", &json!([ai, meta])));
+                        out.push((
+                            id(EventId::MESSAGES),
+                            event("messages", &json!([ai, meta])),
+                        ));
                     }
                     if modes.messages {
-                        out.push(event("messages/complete", &json!([ai])));
+                        out.push((
+                            id(EventId::COMPLETE),
+                            event("messages/complete", &json!([ai])),
+                        ));
                     }
                     out
                 }
@@ -2077,9 +2219,12 @@ pub(crate) fn lg_stream(
                         Value::String(t) => t.clone(),
                         other => other.to_string(),
                     };
-                    vec![event(
-                        "updates",
-                        &json!({"tools": {"messages": [{"type": "tool", "content": content, "name": e.key}]}}),
+                    vec![(
+                        Some(EventId::new(e.id, EventId::UPDATES)),
+                        event(
+                            "updates",
+                            &json!({"tools": {"messages": [{"type": "tool", "content": content, "name": e.key}]}}),
+                        ),
                     )]
                 }
                 sse::StreamItem::Status(view)
@@ -2090,15 +2235,18 @@ pub(crate) fn lg_stream(
                 {
                     // The run waits for a human: for LangGraph clients it is interrupted, and
                     // its stream ends (a new run or `/v1` approve/signal continues it).
-                    return (finish(&s, &scope, &view.run_id, modes).await, true);
+                    return (ended(finish(&s, &scope, &view.run_id, modes).await), true);
                 }
                 sse::StreamItem::Event(_) | sse::StreamItem::Status(_) => Vec::new(),
                 sse::StreamItem::End(view) => {
-                    return (finish(&s, &scope, &view.run_id, modes).await, true);
+                    return (ended(finish(&s, &scope, &view.run_id, modes).await), true);
                 }
                 sse::StreamItem::Error(m) => {
                     return (
-                        vec![event("error", &json!({"error": "StoreError", "message": m}))],
+                        vec![(
+                            None,
+                            event("error", &json!({"error": "StoreError", "message": m})),
+                        )],
                         true,
                     );
                 }
@@ -2115,9 +2263,17 @@ pub(crate) fn lg_stream(
         };
         futures::future::ready(next)
     });
-    let stream = futures::stream::iter(head)
-        .chain(items.flat_map(futures::stream::iter))
-        .map(Ok);
+    let head = head.into_iter().map(|(id, e)| (Some(id), e)).collect();
+    let stream = futures::stream::once(futures::future::ready(head))
+        .chain(items)
+        .flat_map(futures::stream::iter)
+        .filter_map(move |(id, e)| {
+            futures::future::ready(match id {
+                Some(id) if after.is_some_and(|a| id <= a) => None,
+                Some(id) => Some(Ok(e.id(id.to_string()))),
+                None => Some(Ok(e)),
+            })
+        });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
@@ -2158,8 +2314,53 @@ async fn stream_run(
         initial_values(&s, &scope, thread.as_deref(), &req).await,
     )?;
     let run = start(&s, caller, thread.as_deref(), &req).await?;
-    let sse = lg_stream(s, scope.clone(), &run, req.modes(), Some(initial));
-    Ok(with_location(&scope, &run, sse.into_response()))
+    let sse = lg_stream(s, scope.clone(), &run, req.modes(), Some(initial), None);
+    let mut res = with_location(&scope, &run, sse.into_response());
+    // Where the SDKs reconnect (with `Last-Event-ID`) when the stream drops: the join stream
+    // of the run, which streams the modes the run was started with.
+    if let Some(v) = stream_location(&scope, &run) {
+        res.headers_mut().insert(http::header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// The path of the run's join stream: on its thread, or the Agent Protocol's for a run
+/// without one.
+fn stream_location(scope: &Scope, r: &RunRecord) -> Option<HeaderValue> {
+    let path = match thread_out(scope, r) {
+        Some(t) => format!("/threads/{t}/runs/{}/stream", r.id),
+        None => format!("/runs/{}/stream", r.id),
+    };
+    HeaderValue::from_str(&path).ok()
+}
+
+/// The modes a join stream sends: its `stream_mode` query parameters (repeated for several,
+/// as the SDKs send them), or else those the run was started with (default `values`).
+pub(crate) async fn join_modes(
+    s: &AppState,
+    r: &RunRecord,
+    query: Option<&str>,
+) -> ApiResult<Modes> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or_default())
+        .map_err(|e| Problem::bad_request(format!("the query string is not valid: {e}")))?;
+    let mut asked: Vec<Value> = pairs
+        .into_iter()
+        .filter(|(k, _)| k == "stream_mode")
+        .map(|(_, v)| Value::String(v))
+        .collect();
+    let mode = match asked.len() {
+        0 => s
+            .platform
+            .runtime()
+            .store()
+            .doc_get(RUN_META, &r.id)
+            .await?
+            .and_then(|d| d.value.get("stream_mode").cloned()),
+        1 => asked.pop(),
+        _ => Some(Value::Array(asked)),
+    };
+    Modes::check(mode.as_ref())?;
+    Ok(Modes::from_value(mode.as_ref()))
 }
 
 /// Start a run on a thread and stream it (SSE: `metadata`, `values`, `updates`, `end`).
@@ -2193,27 +2394,31 @@ pub async fn stream_stateless_run(
 #[derive(Debug, Deserialize, IntoParams)]
 #[non_exhaustive]
 pub struct JoinStreamQuery {
-    /// `values` (default) or `updates`.
+    /// A stream mode; repeat the parameter for several. Default: the modes the run was
+    /// started with, or `values`.
     pub stream_mode: Option<String>,
 }
 
-/// Stream a run of a thread that is already going (or finished).
+/// Stream a run of a thread that is already going (or finished), from the start or, with
+/// `Last-Event-ID`, after that event: every later event exactly once, read from the store.
 #[utoipa::path(get, path = "/threads/{thread_id}/runs/{run_id}/stream", tag = "langgraph",
     params(("thread_id" = String, Path, description = "thread id"), ("run_id" = String, Path, description = "run id"),
-           JoinStreamQuery),
-    responses((status = 200, description = "text/event-stream"), (status = 404, body = Problem)))]
+           JoinStreamQuery,
+           ("Last-Event-ID" = Option<String>, Header, description = "the `id` of the last event the client has (`{seq}-{slot}`)")),
+    responses((status = 200, description = "text/event-stream"), (status = 400, body = Problem),
+              (status = 404, body = Problem)))]
 pub async fn join_stream(
     State(s): State<AppState>,
     caller: Caller,
     Path((thread, run_id)): Path<(String, String)>,
-    Query(q): Query<JoinStreamQuery>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
+    let after = EventId::last(&headers)?;
     let scope = caller.scope();
     let r = run_on(&s, &scope, &thread, &run_id).await?;
-    let mode = q.stream_mode.map(Value::String);
-    Modes::check(mode.as_ref())?;
-    let modes = Modes::from_value(mode.as_ref());
-    Ok(lg_stream(s, scope, &r, modes, None).into_response())
+    let modes = join_modes(&s, &r, query.as_deref()).await?;
+    Ok(lg_stream(s, scope, &r, modes, None, after).into_response())
 }
 
 // --- store items ---------------------------------------------------------------------------

@@ -29,22 +29,33 @@ pub const POLL: Duration = Duration::from_millis(100);
 
 /// The sequence number a reconnecting client already has (`Last-Event-ID`).
 pub fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
+    last_event_id_as(headers, "a number", |s| s.parse::<u64>().ok())
+}
+
+/// The `Last-Event-ID` a reconnecting client sent, read by `parse` (`None` when absent or
+/// empty); a value that is not text or that `parse` refuses is a 400 problem saying the `id`
+/// must be `shape`.
+pub(crate) fn last_event_id_as<T>(
+    headers: &HeaderMap,
+    shape: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, Problem> {
     let Some(v) = headers.get("last-event-id") else {
         return Ok(None);
     };
     let Ok(s) = v.to_str() else {
-        return Err(Problem::bad_request(
-            "`Last-Event-ID` must be the `id` of an event of this stream (a number); this one \
-             is not text",
-        ));
+        return Err(Problem::bad_request(format!(
+            "`Last-Event-ID` must be the `id` of an event of this stream ({shape}); this one \
+             is not text"
+        )));
     };
     let s = s.trim();
     if s.is_empty() {
         return Ok(None);
     }
-    s.parse::<u64>().map(Some).map_err(|_| {
+    parse(s).map(Some).ok_or_else(|| {
         Problem::bad_request(format!(
-            "`Last-Event-ID` must be the `id` of an event of this stream (a number), not `{}`",
+            "`Last-Event-ID` must be the `id` of an event of this stream ({shape}), not `{}`",
             s.escape_debug()
         ))
     })

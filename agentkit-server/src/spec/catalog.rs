@@ -471,8 +471,9 @@ impl Catalog {
         let (provider, model) = self.provider(name)?;
         let matcher = ToolMatcher::new(&spec.tools)
             .map_err(|(k, m)| self.error(format!("agents.{name}.{k}"), m))?;
-        let mut agent =
-            Agent::new(name, spec.instructions.clone()).with_description(spec.description.clone());
+        let mut agent = Agent::new(name, spec.instructions.clone())
+            .with_description(spec.description.clone())
+            .with_human_input(spec.human_input);
         let wrap = |source: Arc<dyn ToolSource>| -> Arc<dyn ToolSource> {
             if matcher.is_open() {
                 source

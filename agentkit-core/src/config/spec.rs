@@ -826,6 +826,71 @@ impl ScheduleSpec {
             .unwrap_or_else(|| serde_json::json!({"message": format!("Scheduled run `{name}`.")}))
     }
 
+    /// Check when it fires: exactly one of `cron`, `every` or `at`, a non-empty cron
+    /// expression, `timezone` only with `cron`, an interval of at least the 10ms minimum
+    /// (cron expressions, zones and times are parsed where schedules are built). `Err` with
+    /// the key that is wrong (empty: the schedule as a whole) and what is wrong.
+    ///
+    /// ```
+    /// use agentkit_core::config::ScheduleSpec;
+    ///
+    /// use std::time::Duration;
+    ///
+    /// assert!(ScheduleSpec::cron("", "0 3 * * *").with_timezone("Europe/Lisbon").check().is_ok());
+    /// let hourly = ScheduleSpec::every("", Duration::from_secs(3600)).with_timezone("UTC");
+    /// assert_eq!(hourly.check().unwrap_err().0, "timezone");
+    /// assert_eq!(ScheduleSpec::default().check().unwrap_err().0, "");
+    /// ```
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let s = self;
+        let set: Vec<&str> = [
+            s.cron.as_ref().map(|_| "cron"),
+            s.every.as_ref().map(|_| "every"),
+            s.at.as_ref().map(|_| "at"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match set.as_slice() {
+            [] => {
+                return Err((
+                    "",
+                    "a schedule needs one of `cron` (with `timezone`), `every` or `at`".into(),
+                ));
+            }
+            [_] => {}
+            [first, second, ..] => {
+                return Err((
+                    *second,
+                    format!(
+                        "a schedule takes exactly one of `cron`, `every` or `at`, and this \
+                         one sets both `{first}` and `{second}`"
+                    ),
+                ));
+            }
+        }
+        if let Some(cron) = &s.cron
+            && cron.trim().is_empty()
+        {
+            return Err(("cron", "the cron expression is empty".into()));
+        }
+        if s.timezone.is_some() && s.cron.is_none() {
+            return Err((
+                "timezone",
+                "`timezone` applies only to `cron` schedules".into(),
+            ));
+        }
+        if let Some(every) = s.every
+            && every.0 < MIN_INTERVAL
+        {
+            return Err((
+                "every",
+                format!("the interval `{every}` is shorter than the 10ms minimum"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The time zone of the cron expression (`UTC` when unset).
     #[must_use]
     pub fn timezone_or_utc(&self) -> &str {
@@ -1290,57 +1355,18 @@ fn at_least_one<T: PartialOrd + From<u8> + fmt::Display + Copy>(
     }
 }
 
-/// The checks of one schedule's trigger (`p`: its key): exactly one of `cron`, `every` or
-/// `at`, a non-empty cron expression, `timezone` only with `cron`, an interval of at least the
-/// minimum. Cron expressions, zones and times are parsed where schedules are built.
+/// [`ScheduleSpec::check`] of the schedule at `p`.
 fn check_schedule(p: &KeyPath, s: &ScheduleSpec) -> Result<(), Fail> {
-    let p = p.clone();
-    let set: Vec<&str> = [
-        s.cron.as_ref().map(|_| "cron"),
-        s.every.as_ref().map(|_| "every"),
-        s.at.as_ref().map(|_| "at"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    match set.as_slice() {
-        [] => {
-            return Err((
-                p,
-                "a schedule needs one of `cron` (with `timezone`), `every` or `at`".into(),
-            ));
-        }
-        [_] => {}
-        [first, second, ..] => {
-            return Err((
-                p.key(*second),
-                format!(
-                    "a schedule takes exactly one of `cron`, `every` or `at`, and this \
-                     one sets both `{first}` and `{second}`"
-                ),
-            ));
-        }
-    }
-    if let Some(cron) = &s.cron
-        && cron.trim().is_empty()
-    {
-        return Err((p.key("cron"), "the cron expression is empty".into()));
-    }
-    if s.timezone.is_some() && s.cron.is_none() {
-        return Err((
-            p.key("timezone"),
-            "`timezone` applies only to `cron` schedules".into(),
-        ));
-    }
-    if let Some(every) = s.every
-        && every.0 < MIN_INTERVAL
-    {
-        return Err((
-            p.key("every"),
-            format!("the interval `{every}` is shorter than the 10ms minimum"),
-        ));
-    }
-    Ok(())
+    s.check().map_err(|(key, message)| {
+        (
+            if key.is_empty() {
+                p.clone()
+            } else {
+                p.key(key)
+            },
+            message,
+        )
+    })
 }
 
 /// The checks of the `schedules:` of agent or workflow `owner` (`p`: the owner's key): valid

@@ -380,6 +380,14 @@ async fn lifecycle(store: Arc<dyn Store>) {
     )
     .await;
     assert_eq!(s, 404, "the default workspace names only its own schedules");
+
+    // The OpenAPI document describes the owner.
+    let (s, doc) = call(base, ADMIN, Method::GET, "/openapi.json", None).await;
+    assert_eq!(s, 200);
+    let schemas = &doc["components"]["schemas"];
+    let owner = &schemas["ScheduleOwner"];
+    assert!(owner["properties"]["version"].is_object(), "{owner}");
+    assert!(schemas["ScheduleView"]["properties"]["owner"].is_object());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

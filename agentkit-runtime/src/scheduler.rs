@@ -83,6 +83,9 @@ pub struct Schedule {
     pub not_before: Option<i64>,
     /// No fire after this time (ms since epoch).
     pub not_after: Option<i64>,
+    /// The version of the target its runs start on; `None`: the target's registered version
+    /// ([`TargetOptions::with_version`](crate::TargetOptions::with_version)).
+    pub version: Option<u32>,
 }
 
 fn ms(t: SystemTime) -> i64 {
@@ -102,6 +105,7 @@ impl Schedule {
             overlap: Overlap::AllowAll,
             not_before: None,
             not_after: None,
+            version: None,
         }
     }
 
@@ -185,6 +189,15 @@ impl Schedule {
     #[must_use]
     pub fn with_overlap(mut self, o: Overlap) -> Self {
         self.overlap = o;
+        self
+    }
+
+    /// Start its runs on `version` of the target (a schedule that is part of a versioned
+    /// spec runs the version that declares it), whatever version the target is registered
+    /// with.
+    #[must_use]
+    pub fn with_version(mut self, version: u32) -> Self {
+        self.version = Some(version);
         self
     }
 

@@ -441,3 +441,49 @@ async fn schedules_are_listed_triggered_by_hand_and_unregistered() {
     );
     assert!(rt.unregister_schedule("often").is_err());
 }
+
+/// A schedule pinned to a version starts its runs (scheduled and manual) on that version, not
+/// the target's registered one; replacing it keeps what was already fired and its pause.
+#[tokio::test]
+async fn a_pinned_schedule_runs_its_version_and_a_replacement_keeps_its_fires_and_pause() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let rt = Runtime::new(Arc::clone(&store));
+    rt.register_workflow(
+        Tick {
+            delay: Duration::ZERO,
+        },
+        TargetOptions::new().with_version(1),
+    );
+    // An hourly schedule that catches up the last hour: its latest hourly fire is due now.
+    let hourly = |version: u32| {
+        Schedule::every("hourly", "tick", json!({}), Duration::from_secs(3600))
+            .unwrap()
+            .with_catch_up(CatchUp::Within(Duration::from_secs(3600)))
+            .with_version(version)
+    };
+    rt.register_schedule(hourly(3)).unwrap();
+    assert_eq!(rt.fire_due().await, 1);
+    let fired = store
+        .latest_run_with_key_prefix(&hourly(3).fire_key_prefix())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fired.version, 3, "the fire runs the pinned version");
+    let manual = rt.trigger_schedule("hourly").await.unwrap();
+    assert_eq!(rt.get(&manual).await.unwrap().version, 3);
+
+    // Replaced by version 4: the fire already made is not made again, the pause holds, and
+    // its runs start on version 4.
+    rt.pause_schedule("hourly").await.unwrap();
+    rt.replace_schedule(hourly(4)).unwrap();
+    assert!(rt.schedule("hourly").unwrap().paused);
+    rt.resume_schedule("hourly").await.unwrap();
+    assert_eq!(rt.fire_due().await, 0);
+    let manual = rt.trigger_schedule("hourly").await.unwrap();
+    assert_eq!(rt.get(&manual).await.unwrap().version, 4);
+    // Registered afresh instead, the same catch-up fires nothing new either: one run per
+    // (schedule, fire time).
+    rt.unregister_schedule("hourly").unwrap();
+    rt.register_schedule(hourly(4)).unwrap();
+    assert_eq!(rt.fire_due().await, 0);
+}

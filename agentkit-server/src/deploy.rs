@@ -10,7 +10,9 @@ use crate::registry::{Deployed, EntryKind};
 use crate::tenancy::Scope;
 
 /// Validate `spec` with the platform's spec builder, pin the `latest` versions of the agents
-/// it composes, and store it as the next version of `name` (or find it unchanged).
+/// it composes, and store it as the next version of `name` (or find it unchanged). When
+/// `latest` is the label its schedules follow (it has no `prod` label), its `schedules:`
+/// become the live ones here at once (see [`crate::schedules`]).
 pub async fn deploy_spec(
     platform: &Platform,
     name: &str,
@@ -74,6 +76,12 @@ pub async fn deploy_spec_in(
         )));
     }
     let (description, members) = builder.validate(kind, &spec)?;
+    // A spec's schedules run the spec itself.
+    crate::spec::own_schedules(Some(external), &spec).map_err(|(key, message)| {
+        Error::InvalidRequest(format!(
+            "the spec of `{external}` is invalid at `{key}`: {message}"
+        ))
+    })?;
     let mut pinned = BTreeMap::new();
     for m in members {
         let m = scope.internal(&m).ok_or_else(|| reserved(&m))?;
@@ -103,5 +111,6 @@ pub async fn deploy_spec_in(
         // The `/mcp` tool list shows the new agent (or its new description) at once.
         platform.sync_targets().await?;
     }
+    platform.label_moved(name).await;
     Ok(deployed)
 }

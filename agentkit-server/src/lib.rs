@@ -53,7 +53,7 @@ pub use platform::{Platform, RunEventView, RunView, SpecBuilder, StartRun};
 pub use ratelimit::{RateLimits, RunRateLimits};
 pub use registry::{Deployed, Entry, EntryKind, Registry, Version};
 pub use retention::{PruneReport, Retention};
-pub use schedules::{ScheduleRun, ScheduleSource, ScheduleView, TriggerView};
+pub use schedules::{ScheduleOwner, ScheduleRun, ScheduleSource, ScheduleView, TriggerView};
 pub use server::{Server, ServerBuilder, generate_key};
 pub use servers::{McpCallView, McpFailure, McpServerView, McpToolView};
 pub use threads::{Thread, ThreadPolicy, Threads};

@@ -1,10 +1,24 @@
-//! Schedules as the API shows and controls them: the config's (fixed while the server runs)
-//! and those created over the API, stored as documents in [`COLLECTION`] so every server
-//! process sharing the store (and the next start) registers them too.
+//! Schedules as the API shows and controls them: the config's (fixed while the server runs),
+//! those created over the API, stored as documents in [`COLLECTION`] so every server process
+//! sharing the store (and the next start) registers them too, and those an agent's or
+//! workflow's spec declares (its `schedules:`), which follow its versions.
+//!
+//! A spec's schedules are part of its version. The live ones are those of the version its
+//! schedules label points at ([`Entry::schedules_label`]: `prod` once it has one, else
+//! `latest`), each registered as `<agent>.<schedule>` ([`owned_schedule_name`]) and pinned
+//! to that version, so its runs record the version that declared it. Every label move
+//! through this process (deploy, `PUT …/labels/{label}`, promote, rollback) reconciles the
+//! agent's schedules at once; every process also reconciles every agent every few seconds
+//! and at start ([`Platform::sync_owned_schedules`]), from the registry alone, so all
+//! processes sharing a store converge on the same set. A fire's run has the idempotency key
+//! `schedule:<name>:<fire time>`, so processes that fire the same schedule start one run
+//! per fire time, and the name stays the same across versions (its history and pause carry
+//! over).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use agentkit_core::config::{ScheduleSpec, is_valid_name};
+use agentkit_core::sync::lock;
 use agentkit_core::{Error, Result};
 use agentkit_runtime::{
     Expect, Overlap, RunQuery, RunRecord, SCHEDULES_NAMESPACE, Schedule, ScheduleInfo, Trigger,
@@ -13,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::platform::{Platform, RunView};
+use crate::registry::{Entry, EntryKind};
 
 /// The store collection of schedules created over the API (id: the schedule name; value:
 /// `{"spec": <ScheduleSpec>, "token": <unique per creation>, "created_at": <ms>}`).
@@ -27,6 +42,36 @@ pub enum ScheduleSource {
     Config,
     /// Created over the API (stored; delete it over the API).
     Api,
+    /// Declared in an agent's or workflow's spec (`schedules:`): change it by deploying a
+    /// new version and moving the label; see [`ScheduleView::owner`].
+    Spec,
+}
+
+/// The agent or workflow version that declares a schedule ([`ScheduleSource::Spec`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct ScheduleOwner {
+    /// The agent or workflow (also the schedule's target).
+    pub agent: String,
+    /// The version whose `schedules:` it is (its runs run this version).
+    pub version: u32,
+    /// The label that points at that version ([`Entry::schedules_label`]).
+    pub label: String,
+    /// The schedule's name in that spec.
+    pub schedule: String,
+}
+
+/// The name a schedule `schedule` declared in the spec of agent or workflow `agent` (its
+/// stored name) is registered, listed and controlled under: `<agent>.<schedule>`. No
+/// configured or created schedule name holds a `.`, so the name is the spec's alone, and it
+/// stays the same across versions.
+///
+/// ```
+/// assert_eq!(agentkit_server::schedules::owned_schedule_name("support", "nightly"), "support.nightly");
+/// ```
+#[must_use]
+pub fn owned_schedule_name(agent: &str, schedule: &str) -> String {
+    format!("{agent}.{schedule}")
 }
 
 /// When a schedule fires.
@@ -101,6 +146,9 @@ pub struct ScheduleView {
     pub last_run: Option<RunView>,
     /// Where it comes from.
     pub source: ScheduleSource,
+    /// The agent or workflow version that declares it, when [`ScheduleSource::Spec`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<ScheduleOwner>,
 }
 
 /// One run in a schedule's history.
@@ -131,10 +179,15 @@ pub(crate) struct ScheduleBook {
     pub(crate) config: BTreeSet<String>,
     /// Schedules created over the API and registered here: name → creation token.
     pub(crate) api: BTreeMap<String, String>,
+    /// Schedules of agents' and workflows' specs registered here: name → owner.
+    pub(crate) owned: BTreeMap<String, ScheduleOwner>,
+    /// Agents and workflows (stored names) whose spec schedules are registered here: the
+    /// entry revision, and the version and label they were registered from.
+    pub(crate) owners: BTreeMap<String, (u64, u32, String)>,
 }
 
 fn book(p: &Platform) -> std::sync::MutexGuard<'_, ScheduleBook> {
-    agentkit_core::sync::lock(&p.ops.schedules)
+    lock(&p.ops.schedules)
 }
 
 /// A schedule spec from the API as a runtime schedule (400 with the key that is wrong).
@@ -149,11 +202,14 @@ fn build(name: &str, spec: &ScheduleSpec) -> Result<Schedule> {
 }
 
 impl Platform {
-    fn schedule_source(&self, name: &str) -> ScheduleSource {
-        if book(self).api.contains_key(name) {
-            ScheduleSource::Api
+    fn schedule_source(&self, name: &str) -> (ScheduleSource, Option<ScheduleOwner>) {
+        let b = book(self);
+        if let Some(owner) = b.owned.get(name) {
+            (ScheduleSource::Spec, Some(owner.clone()))
+        } else if b.api.contains_key(name) {
+            (ScheduleSource::Api, None)
         } else {
-            ScheduleSource::Config
+            (ScheduleSource::Config, None)
         }
     }
 
@@ -165,6 +221,7 @@ impl Platform {
             .latest_run_with_key_prefix(&s.fire_key_prefix())
             .await?
             .map(RunView::from);
+        let (source, owner) = self.schedule_source(&s.name);
         Ok(ScheduleView {
             name: s.name.clone(),
             target: s.target.clone(),
@@ -174,7 +231,8 @@ impl Platform {
             paused: info.paused,
             next_fire_at: info.next_fire,
             last_run,
-            source: self.schedule_source(&s.name),
+            source,
+            owner,
         })
     }
 
@@ -330,8 +388,12 @@ impl Platform {
     }
 
     /// Delete a schedule created over the API (on every server process within a few
-    /// seconds). Its runs stay. Schedules from the configuration cannot be deleted here.
+    /// seconds). Its runs stay. Schedules from the configuration or an agent's spec cannot be
+    /// deleted here (`InvalidState`, a 409 over HTTP).
     pub async fn delete_schedule(&self, name: &str) -> Result<()> {
+        if let Some(o) = book(self).owned.get(name) {
+            return Err(owned_elsewhere(o));
+        }
         if book(self).config.contains(name) {
             return Err(Error::invalid_state(
                 format!("schedule {name}"),
@@ -440,6 +502,171 @@ impl Platform {
                 tracing::warn!(schedule = %name, error = %e, "unregistering a deleted schedule failed");
             }
             changed += 1;
+        }
+        Ok(changed)
+    }
+}
+
+/// The refusal to change a spec's schedule through `/v1/schedules`.
+fn owned_elsewhere(o: &ScheduleOwner) -> Error {
+    Error::invalid_state(
+        format!("schedule {}", owned_schedule_name(&o.agent, &o.schedule)),
+        format!(
+            "it is declared in the spec of `{}` (v{}, label `{}`, `schedules.{}`); deploy a new \
+             version of `{}` without it or with the change and move the label \
+             (`agentkit agents deploy`, `agentkit agents promote`), or pause it",
+            o.agent, o.version, o.label, o.schedule, o.agent
+        ),
+    )
+}
+
+/// The `schedules:` a version's spec declares (none for code agents). A spec the registry
+/// holds was checked when it was deployed; one unreadable now is logged and has none.
+fn declared_schedules(v: &crate::registry::Version) -> BTreeMap<String, ScheduleSpec> {
+    if !matches!(v.kind, EntryKind::Agent | EntryKind::Workflow) {
+        return BTreeMap::new();
+    }
+    match crate::spec::own_schedules(None, &v.spec) {
+        Ok(s) => s,
+        Err((key, message)) => {
+            tracing::warn!(agent = %v.name, version = v.version, %key, %message, "a version's schedules are unreadable; none registered");
+            BTreeMap::new()
+        }
+    }
+}
+
+/// The input of the runs of a spec's schedule: its own (or the default one), acting as the
+/// workspace that owns `agent` (a stored name). A `principal` written in the spec is
+/// replaced: a spec never chooses who its runs act as.
+fn owned_input(agent: &str, schedule: &str, spec: &ScheduleSpec) -> Value {
+    let mut input = spec.input_or_default(schedule);
+    if let Value::Object(o) = &mut input {
+        o.remove("principal");
+        let mut parts = agent.split(crate::tenancy::SEP);
+        if let (Some(org), Some(ws), Some(_)) = (parts.next(), parts.next(), parts.next()) {
+            let principal = agentkit_core::Principal::new(org, ws);
+            if let Ok(p) = serde_json::to_value(principal) {
+                o.insert("principal".into(), p);
+            }
+        }
+    }
+    input
+}
+
+impl Platform {
+    /// Make the schedules this process fires for agent or workflow `name` (its stored name)
+    /// those its spec declares at the version of its schedules label
+    /// ([`Entry::schedules_label`]): new ones registered, changed ones replaced (keeping the
+    /// fires already made and their pause), removed ones unregistered. Idempotent; a no-op
+    /// when that version's schedules are registered already. Returns how many changed.
+    pub async fn reconcile_owned_schedules(&self, name: &str) -> Result<usize> {
+        match self.registry.find(name).await? {
+            Some(entry) => self.apply_owned(&entry).await,
+            None => Ok(0),
+        }
+    }
+
+    /// After a label of `name` (a stored name) moved through this process: reconcile its
+    /// schedules now. A failure is logged, not returned: the move is made, and the next
+    /// [`sync_owned_schedules`](Self::sync_owned_schedules) applies it.
+    pub(crate) async fn label_moved(&self, name: &str) {
+        if let Err(e) = self.reconcile_owned_schedules(name).await {
+            tracing::warn!(agent = name, error = %e, "reconciling the schedules of a spec after a label move failed; the periodic sync retries");
+        }
+    }
+
+    /// [`reconcile_owned_schedules`](Self::reconcile_owned_schedules) for every agent and
+    /// workflow of every workspace (at start and every few seconds, so a label moved through
+    /// another process, or while this one was down, applies here too).
+    pub async fn sync_owned_schedules(&self) -> Result<usize> {
+        let mut changed = 0;
+        for entry in self.registry.list_all().await? {
+            match self.apply_owned(&entry).await {
+                Ok(n) => changed += n,
+                Err(e) => {
+                    tracing::warn!(agent = %entry.name, error = %e, "registering the schedules of a spec failed");
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    async fn apply_owned(&self, entry: &Entry) -> Result<usize> {
+        let name = entry.name.as_str();
+        let Some(version) = entry.schedules_version() else {
+            return Ok(0);
+        };
+        let label = entry.schedules_label().to_owned();
+        let applied = book(self).owners.get(name).is_some_and(|(revision, v, l)| {
+            *revision > entry.revision || (*v == version && *l == label)
+        });
+        if applied {
+            return Ok(0);
+        }
+        let declared = declared_schedules(&self.registry.version(name, version).await?);
+        if !declared.is_empty() {
+            self.ensure_target(name).await?;
+        }
+        let mut wanted = Vec::new();
+        for (schedule, spec) in declared {
+            let id = owned_schedule_name(name, &schedule);
+            let mut spec = spec;
+            spec.input = Some(owned_input(name, &schedule, &spec));
+            spec.target = name.to_owned();
+            match build(&id, &spec) {
+                Ok(s) => wanted.push((
+                    s.with_version(version),
+                    ScheduleOwner {
+                        agent: name.to_owned(),
+                        version,
+                        label: label.clone(),
+                        schedule,
+                    },
+                )),
+                Err(e) => {
+                    tracing::warn!(schedule = %id, version, error = %e, "a spec's schedule cannot be registered");
+                }
+            }
+        }
+        // Applied in one go under the book, after checking that no newer revision of the
+        // entry was applied while this one was read.
+        let mut b = book(self);
+        if b.owners
+            .get(name)
+            .is_some_and(|(revision, ..)| *revision > entry.revision)
+        {
+            return Ok(0);
+        }
+        let mut changed = 0;
+        let gone: Vec<String> = b
+            .owned
+            .iter()
+            .filter(|(id, o)| o.agent == name && !wanted.iter().any(|(s, _)| &s.name == *id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            b.owned.remove(&id);
+            if let Err(e) = self.runtime.unregister_schedule(&id) {
+                tracing::warn!(schedule = %id, error = %e, "unregistering a spec's schedule failed");
+            }
+            changed += 1;
+        }
+        for (schedule, owner) in wanted {
+            let id = schedule.name.clone();
+            match self.runtime.replace_schedule(schedule) {
+                Ok(()) => {
+                    b.owned.insert(id, owner);
+                    changed += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(schedule = %id, version, error = %e, "registering a spec's schedule failed");
+                }
+            }
+        }
+        b.owners
+            .insert(name.to_owned(), (entry.revision, version, label.clone()));
+        if changed > 0 {
+            tracing::info!(agent = name, version, %label, changed, "spec schedules reconciled");
         }
         Ok(changed)
     }

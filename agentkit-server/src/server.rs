@@ -439,6 +439,8 @@ impl ServerBuilder {
         }
         // Schedules created over the API (stored) are registered too; see `schedules`.
         platform.sync_schedules().await?;
+        // And those the agents' and workflows' specs declare, at their schedules label.
+        platform.sync_owned_schedules().await?;
         // Before recovery: a recovered gateway call's run calls its MCP server.
         if let Some(m) = self.mcp {
             platform.set_mcp(m);
@@ -481,6 +483,9 @@ impl ServerBuilder {
                 }
                 if let Err(e) = p.sync_schedules().await {
                     tracing::warn!(error = %e, "syncing the stored schedules failed");
+                }
+                if let Err(e) = p.sync_owned_schedules().await {
+                    tracing::warn!(error = %e, "syncing the schedules of specs failed");
                 }
                 if let Err(e) = p.advance_queues().await {
                     tracing::warn!(error = %e, "advancing thread queues failed");

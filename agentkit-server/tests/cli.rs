@@ -782,3 +782,72 @@ fn mcp_tools_lists_the_config_servers_even_with_agentkit_url_set() {
         );
     }
 }
+
+/// The README's "Schedules of a version" block, run as written against `agentkit dev`: the
+/// spec file it writes, then each `agentkit` line; the schedule is live only while prod
+/// points at the version that declares it.
+#[test]
+fn the_readme_schedules_of_a_version_block_works_as_written() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme.find("**Schedules of a version**").unwrap();
+    let block = &readme[start..];
+    let block = &block[block.find("```sh").unwrap() + 5..];
+    let block = &block[..block.find("```").unwrap()];
+    let lines: Vec<&str> = block
+        .lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect();
+    let open = lines
+        .iter()
+        .position(|l| l.starts_with("cat > nightly.yaml"))
+        .unwrap();
+    let close = open + lines[open..].iter().position(|l| *l == "EOF").unwrap();
+    let dev = start_dev();
+    std::fs::write(
+        dev.dir.path().join("nightly.yaml"),
+        lines[open + 1..close].join("\n"),
+    )
+    .unwrap();
+    let mut outputs = Vec::new();
+    for line in &lines[close + 1..] {
+        let command = line.split('#').next().unwrap().trim();
+        let Some(args) = command.strip_prefix("agentkit ") else {
+            continue;
+        };
+        let args: Vec<&str> = args.split_whitespace().collect();
+        let (code, out, err) = run(&dev, &args);
+        assert_eq!(code, 0, "{command}: {out}{err}");
+        outputs.push((args.join(" "), out));
+        if args[..2] == ["schedules", "list"] {
+            // The block lists right after the second promote.
+            let (_, list) = outputs.last().unwrap();
+            let row = list
+                .lines()
+                .find(|l| l.starts_with("support.nightly"))
+                .unwrap_or_else(|| panic!("{list}"));
+            assert!(row.contains("cron 0 2 * * * Europe/Paris"), "{row}");
+            assert!(row.contains("spec: support v2 @prod"), "{row}");
+        }
+    }
+    let ran: Vec<&str> = outputs.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        ran,
+        [
+            "agents promote support latest prod",
+            "agents deploy nightly.yaml",
+            "agents diff support prod latest",
+            "agents promote support latest prod",
+            "schedules list",
+            "agents rollback support prod",
+        ]
+    );
+    let diff = &outputs[2].1;
+    let paths: Vec<&str> = diff.lines().filter(|l| l.starts_with("  /")).collect();
+    assert_eq!(paths, ["  /spec/schedules"], "{diff}");
+    // Rolled back: prod's version declares no schedule, so none of the spec's is live.
+    let (code, out, err) = run(&dev, &["schedules", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("support.nightly"), "{out}");
+    assert!(out.contains("daily-digest"), "{out}");
+}

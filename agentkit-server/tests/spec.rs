@@ -267,6 +267,46 @@ fn bad_cron_zone_and_time_are_located() {
     assert!(e.ends_with("(line 4, column 22)"), "{e}");
 }
 
+/// A schedule inside an agent's or workflow's spec is checked when the file is: its cron
+/// expression and time zone errors are located under the agent (`check` is what `agentkit
+/// validate` and the server's start run).
+#[test]
+fn a_bad_cron_inside_an_agent_or_workflow_spec_is_located() {
+    let check = |text: &str| {
+        let config = Config::from_yaml_str_with_env(text, None, &|_| None).unwrap();
+        Catalog::new(config, ModelFactory::offline())
+            .unwrap()
+            .with_source(Some(PathBuf::from("agentkit.yaml")), text.to_owned())
+            .check()
+            .unwrap_err()
+            .to_string()
+    };
+    let e = check(
+        "agents:\n  support:\n    model: scripted\n    schedules:\n      nightly:\n        \
+         cron: '61 * * * *'\n",
+    );
+    assert!(
+        e.starts_with(
+            "config error in agentkit.yaml at `agents.support.schedules.nightly.cron`: invalid \
+             cron expression `61 * * * *`"
+        ),
+        "{e}"
+    );
+    assert!(e.ends_with("(line 6, column 15)"), "{e}");
+    let e = check(
+        "agents:\n  a: {model: scripted}\nworkflows:\n  desk:\n    type: chain\n    steps: [a]\n    \
+         schedules:\n      s: {cron: '0 * * * *', timezone: Mars/Olympus}\n",
+    );
+    assert!(
+        e.starts_with(
+            "config error in agentkit.yaml at `workflows.desk.schedules.s.timezone`: unknown time \
+             zone `Mars/Olympus`"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("(line 8, column"), "{e}");
+}
+
 #[test]
 fn loader_errors_are_located_too() {
     let text = "agents:\n  billing: {model: scripted}\nworkflows:\n  triage:\n    type: router\n    routes: [billing, biling]\n";

@@ -93,6 +93,8 @@ impl fmt::Display for ProviderKind {
 ///     tools: {allow: ["stripe__*"], deny: ["stripe__delete_*"]}
 ///     limits: {timeout_seconds: 120, max_iterations: 8, max_spend_usd: 0.5, concurrency: 4}
 ///     history_messages: 40
+///     schedules:
+///       nightly: {cron: "0 3 * * *", timezone: Europe/Lisbon, input: {message: Summarise the day}}
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -143,6 +145,12 @@ pub struct AgentSpec {
     /// tool's result.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub human_input: bool,
+    /// Schedules that run this agent, part of its versioned spec: a change of schedule is a
+    /// new version, `diff` shows it, and they follow the version the agent's `prod` label
+    /// points at (`latest` while it has no `prod` label) on the server. The fields of a
+    /// top-level schedule, without `target` (the agent itself).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub schedules: BTreeMap<String, ScheduleSpec>,
 }
 
 /// Tool allow/deny lists of globs over the agent's tool names (`server__tool`): `*` matches
@@ -327,6 +335,10 @@ pub struct ChainSpec {
     /// Run limits.
     #[serde(skip_serializing_if = "WorkflowLimits::is_empty")]
     pub limits: WorkflowLimits,
+    /// Schedules that run this workflow, part of its versioned spec (see
+    /// [`AgentSpec::schedules`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub schedules: BTreeMap<String, ScheduleSpec>,
 }
 
 /// What a parallel workflow does when a branch fails.
@@ -362,6 +374,10 @@ pub struct ParallelSpec {
     /// Run limits.
     #[serde(skip_serializing_if = "WorkflowLimits::is_empty")]
     pub limits: WorkflowLimits,
+    /// Schedules that run this workflow, part of its versioned spec (see
+    /// [`AgentSpec::schedules`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub schedules: BTreeMap<String, ScheduleSpec>,
 }
 
 /// `type: router`.
@@ -384,6 +400,10 @@ pub struct RouterSpec {
     /// Run limits.
     #[serde(skip_serializing_if = "WorkflowLimits::is_empty")]
     pub limits: WorkflowLimits,
+    /// Schedules that run this workflow, part of its versioned spec (see
+    /// [`AgentSpec::schedules`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub schedules: BTreeMap<String, ScheduleSpec>,
 }
 
 /// The lowest rating an evaluator-optimizer accepts.
@@ -426,6 +446,10 @@ pub struct EvaluatorOptimizerSpec {
     /// Run limits.
     #[serde(skip_serializing_if = "WorkflowLimits::is_empty")]
     pub limits: WorkflowLimits,
+    /// Schedules that run this workflow, part of its versioned spec (see
+    /// [`AgentSpec::schedules`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub schedules: BTreeMap<String, ScheduleSpec>,
 }
 
 /// How an orchestrator plans.
@@ -466,6 +490,10 @@ pub struct OrchestratorSpec {
     /// Run limits.
     #[serde(skip_serializing_if = "WorkflowLimits::is_empty")]
     pub limits: WorkflowLimits,
+    /// Schedules that run this workflow, part of its versioned spec (see
+    /// [`AgentSpec::schedules`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub schedules: BTreeMap<String, ScheduleSpec>,
 }
 
 /// `type: swarm`. Members are agents (not workflows): a swarm drives their model turns itself.
@@ -494,6 +522,10 @@ pub struct SwarmSpec {
     /// Run limits.
     #[serde(skip_serializing_if = "WorkflowLimits::is_empty")]
     pub limits: WorkflowLimits,
+    /// Schedules that run this workflow, part of its versioned spec (see
+    /// [`AgentSpec::schedules`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub schedules: BTreeMap<String, ScheduleSpec>,
 }
 
 impl WorkflowSpec {
@@ -520,6 +552,19 @@ impl WorkflowSpec {
             Self::EvaluatorOptimizer(s) => &s.description,
             Self::Orchestrator(s) => &s.description,
             Self::Swarm(s) => &s.description,
+        }
+    }
+
+    /// The schedules that run it (part of its versioned spec).
+    #[must_use]
+    pub fn schedules(&self) -> &BTreeMap<String, ScheduleSpec> {
+        match self {
+            Self::Chain(s) => &s.schedules,
+            Self::Parallel(s) => &s.schedules,
+            Self::Router(s) => &s.schedules,
+            Self::EvaluatorOptimizer(s) => &s.schedules,
+            Self::Orchestrator(s) => &s.schedules,
+            Self::Swarm(s) => &s.schedules,
         }
     }
 
@@ -752,7 +797,9 @@ pub struct ScheduleSpec {
     /// What the schedule is for.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub description: String,
-    /// The agent or workflow to run.
+    /// The agent or workflow to run. Left out in an agent's or workflow's own `schedules:`
+    /// (the target is that agent or workflow).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub target: String,
     /// A cron expression: 5 fields (minute hour day month weekday) or 6 with seconds first.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -783,6 +830,71 @@ impl ScheduleSpec {
         self.input
             .clone()
             .unwrap_or_else(|| serde_json::json!({"message": format!("Scheduled run `{name}`.")}))
+    }
+
+    /// Check when it fires: exactly one of `cron`, `every` or `at`, a non-empty cron
+    /// expression, `timezone` only with `cron`, an interval of at least the 10ms minimum
+    /// (cron expressions, zones and times are parsed where schedules are built). `Err` with
+    /// the key that is wrong (empty: the schedule as a whole) and what is wrong.
+    ///
+    /// ```
+    /// use agentkit_core::config::ScheduleSpec;
+    ///
+    /// use std::time::Duration;
+    ///
+    /// assert!(ScheduleSpec::cron("", "0 3 * * *").with_timezone("Europe/Lisbon").check().is_ok());
+    /// let hourly = ScheduleSpec::every("", Duration::from_secs(3600)).with_timezone("UTC");
+    /// assert_eq!(hourly.check().unwrap_err().0, "timezone");
+    /// assert_eq!(ScheduleSpec::default().check().unwrap_err().0, "");
+    /// ```
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let s = self;
+        let set: Vec<&str> = [
+            s.cron.as_ref().map(|_| "cron"),
+            s.every.as_ref().map(|_| "every"),
+            s.at.as_ref().map(|_| "at"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match set.as_slice() {
+            [] => {
+                return Err((
+                    "",
+                    "a schedule needs one of `cron` (with `timezone`), `every` or `at`".into(),
+                ));
+            }
+            [_] => {}
+            [first, second, ..] => {
+                return Err((
+                    *second,
+                    format!(
+                        "a schedule takes exactly one of `cron`, `every` or `at`, and this \
+                         one sets both `{first}` and `{second}`"
+                    ),
+                ));
+            }
+        }
+        if let Some(cron) = &s.cron
+            && cron.trim().is_empty()
+        {
+            return Err(("cron", "the cron expression is empty".into()));
+        }
+        if s.timezone.is_some() && s.cron.is_none() {
+            return Err((
+                "timezone",
+                "`timezone` applies only to `cron` schedules".into(),
+            ));
+        }
+        if let Some(every) = s.every
+            && every.0 < MIN_INTERVAL
+        {
+            return Err((
+                "every",
+                format!("the interval `{every}` is shorter than the 10ms minimum"),
+            ));
+        }
+        Ok(())
     }
 
     /// The time zone of the cron expression (`UTC` when unset).
@@ -1249,6 +1361,53 @@ fn at_least_one<T: PartialOrd + From<u8> + fmt::Display + Copy>(
     }
 }
 
+/// [`ScheduleSpec::check`] of the schedule at `p`.
+fn check_schedule(p: &KeyPath, s: &ScheduleSpec) -> Result<(), Fail> {
+    s.check().map_err(|(key, message)| {
+        (
+            if key.is_empty() {
+                p.clone()
+            } else {
+                p.key(key)
+            },
+            message,
+        )
+    })
+}
+
+/// The checks of the `schedules:` of agent or workflow `owner` (`p`: the owner's key): valid
+/// names, no `target` but the owner itself, and each trigger ([`check_schedule`]).
+fn check_own_schedules(
+    p: &KeyPath,
+    owner: &str,
+    schedules: &BTreeMap<String, ScheduleSpec>,
+) -> Result<(), Fail> {
+    for (name, s) in schedules {
+        let sp = p.key("schedules").key(name.as_str());
+        if !is_valid_name(name) {
+            return Err((
+                sp,
+                format!(
+                    "invalid name `{name}`: use 1 to {MAX_NAME_LEN} letters, digits, `_` or `-` \
+                     (names appear in URLs)"
+                ),
+            ));
+        }
+        if !s.target.is_empty() && s.target != owner {
+            return Err((
+                sp.key("target"),
+                format!(
+                    "a schedule of `{owner}` runs `{owner}`; leave `target` out, or declare a \
+                     schedule of `{}` under the top-level `schedules:`",
+                    s.target
+                ),
+            ));
+        }
+        check_schedule(&sp, s)?;
+    }
+    Ok(())
+}
+
 fn check_names<'a>(section: &str, names: impl Iterator<Item = &'a String>) -> Result<(), Fail> {
     for name in names {
         if !is_valid_name(name) {
@@ -1395,6 +1554,7 @@ impl Config {
             }
             at_least_one(lp.key("max_iterations"), l.max_iterations, "iteration")?;
             check_concurrency(lp.key("concurrency"), l.concurrency)?;
+            check_own_schedules(&p, name, &agent.schedules)?;
             if agent.history_messages == Some(0) {
                 return Err((
                     p.key("history_messages"),
@@ -1410,6 +1570,7 @@ impl Config {
             for (key, member) in wf.references() {
                 target_check(p.key_path(&key), member)?;
             }
+            check_own_schedules(&p, name, wf.schedules())?;
             let lp = p.key("limits");
             let l = wf.limits();
             check_seconds(lp.key("timeout_seconds"), l.timeout_seconds)?;
@@ -1508,51 +1669,7 @@ impl Config {
                 ));
             }
             target_check(p.key("target"), &s.target)?;
-            let set: Vec<&str> = [
-                s.cron.as_ref().map(|_| "cron"),
-                s.every.as_ref().map(|_| "every"),
-                s.at.as_ref().map(|_| "at"),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            match set.as_slice() {
-                [] => {
-                    return Err((
-                        p,
-                        "a schedule needs one of `cron` (with `timezone`), `every` or `at`".into(),
-                    ));
-                }
-                [_] => {}
-                [first, second, ..] => {
-                    return Err((
-                        p.key(*second),
-                        format!(
-                            "a schedule takes exactly one of `cron`, `every` or `at`, and this \
-                             one sets both `{first}` and `{second}`"
-                        ),
-                    ));
-                }
-            }
-            if let Some(cron) = &s.cron
-                && cron.trim().is_empty()
-            {
-                return Err((p.key("cron"), "the cron expression is empty".into()));
-            }
-            if s.timezone.is_some() && s.cron.is_none() {
-                return Err((
-                    p.key("timezone"),
-                    "`timezone` applies only to `cron` schedules".into(),
-                ));
-            }
-            if let Some(every) = s.every
-                && every.0 < MIN_INTERVAL
-            {
-                return Err((
-                    p.key("every"),
-                    format!("the interval `{every}` is shorter than the 10ms minimum"),
-                ));
-            }
+            check_schedule(&p, s)?;
         }
 
         for (name, t) in &self.triggers {
@@ -1897,6 +2014,21 @@ impl AgentSpec {
     #[must_use]
     pub fn with_policy(mut self, policy: super::PolicyRef) -> Self {
         self.policy = Some(policy);
+        self
+    }
+
+    /// Add or replace a schedule of the agent (its `target` is the agent: leave it empty).
+    ///
+    /// ```
+    /// use agentkit_core::config::{AgentSpec, ScheduleSpec};
+    ///
+    /// let a = AgentSpec::new("scripted", "Summarise the day.")
+    ///     .with_schedule("nightly", ScheduleSpec::cron("", "0 3 * * *").with_timezone("Europe/Lisbon"));
+    /// assert_eq!(a.schedules["nightly"].cron.as_deref(), Some("0 3 * * *"));
+    /// ```
+    #[must_use]
+    pub fn with_schedule(mut self, name: impl Into<String>, schedule: ScheduleSpec) -> Self {
+        self.schedules.insert(name.into(), schedule);
         self
     }
 
@@ -2624,6 +2756,59 @@ server:
         assert!(
             err("schedules:\n  s: {target: tech, every: 1m, timezone: UTC}\n")
                 .contains("`timezone` applies only to `cron` schedules")
+        );
+    }
+
+    /// An agent's or workflow's own `schedules:` are checked like the top-level ones, located
+    /// under the owner, and run only the owner.
+    #[test]
+    fn schedules_of_an_agent_or_workflow_are_checked_under_it() {
+        let ok = load(
+            "  ops:\n    model: scripted\n    schedules:\n      nightly: {cron: '0 3 * * *', \
+             timezone: Europe/Lisbon}\n      poll: {target: ops, every: 5m}\n\
+             workflows:\n  desk:\n    type: chain\n    steps: [tech]\n    schedules:\n      \
+             hourly: {every: 1h}\n",
+        )
+        .unwrap();
+        let nightly = &ok.agents["ops"].schedules["nightly"];
+        assert_eq!(nightly.cron.as_deref(), Some("0 3 * * *"));
+        assert!(nightly.target.is_empty());
+        assert_eq!(
+            ok.workflows["desk"].schedules()["hourly"].every,
+            Some(HumanDuration(Duration::from_secs(3600)))
+        );
+        // Part of the spec: it serialises (without an empty `target`) and round-trips.
+        let json = serde_json::to_value(&ok.agents["ops"]).unwrap();
+        assert_eq!(
+            json["schedules"]["nightly"],
+            serde_json::json!({"cron": "0 3 * * *", "timezone": "Europe/Lisbon", "overlap": "skip", "catch_up": "skip"})
+        );
+        let back: AgentSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(back, ok.agents["ops"]);
+
+        assert_eq!(
+            err("  ops:\n    model: scripted\n    schedules:\n      nightly: {timezone: UTC}\n"),
+            "config error in agentkit.yaml at `agents.ops.schedules.nightly`: a schedule needs one \
+             of `cron` (with `timezone`), `every` or `at` (line 19, column 16)"
+        );
+        assert_eq!(
+            err(
+                "  ops:\n    model: scripted\n    schedules:\n      nightly: {every: 1h, target: tech}\n"
+            ),
+            "config error in agentkit.yaml at `agents.ops.schedules.nightly.target`: a schedule of \
+             `ops` runs `ops`; leave `target` out, or declare a schedule of `tech` under the \
+             top-level `schedules:` (line 19, column 36)"
+        );
+        assert!(
+            err(
+                "workflows:\n  desk:\n    type: chain\n    steps: [tech]\n    schedules:\n      \
+                 s: {every: 1m, timezone: UTC}\n"
+            )
+            .starts_with("config error in agentkit.yaml at `workflows.desk.schedules.s.timezone`")
+        );
+        assert!(
+            err("  ops:\n    model: scripted\n    schedules:\n      'two words': {every: 1h}\n")
+                .starts_with("config error in agentkit.yaml at `agents.ops.schedules.two words`")
         );
     }
 

@@ -103,7 +103,7 @@ impl Runtime {
             .ok_or_else(|| self.unknown_target(&s.target))?;
         let key = s.manual_fire_key(&uuid::Uuid::now_v7().to_string());
         let run = NewRun::new(&s.target, s.input.clone())
-            .with_version(t.options.version)
+            .with_version(s.version.unwrap_or(t.options.version))
             .with_idempotency_key(key);
         let created = self.create_and_dispatch(&t, run, None).await?;
         Ok(created.run().id.clone())
@@ -115,6 +115,13 @@ impl Runtime {
     /// The overlap policies look at the schedule's latest run in the store, so they hold
     /// across nodes, including a node that registers the schedule later.
     pub fn register_schedule(&self, schedule: Schedule) -> Result<()> {
+        self.add_schedule(schedule, false)
+    }
+
+    /// Register `schedule`; with `replace`, carrying over the checked time and the pause of
+    /// the registered schedule of its name (in the same write, so no fire is evaluated in
+    /// between).
+    fn add_schedule(&self, schedule: Schedule, replace: bool) -> Result<()> {
         if schedule.name.is_empty() || schedule.name.contains(':') {
             return Err(Error::InvalidRequest(format!(
                 "schedule name `{}` must be non-empty and contain no `:` (it is part of every \
@@ -134,18 +141,29 @@ impl Runtime {
                 now.saturating_sub(i64::try_from(w.as_millis()).unwrap_or(i64::MAX))
             }
         };
-        {
-            write(&self.inner.schedules).insert(
-                schedule.name.clone(),
-                Arc::new(ScheduleState {
-                    schedule,
-                    checked_until: Mutex::new(from),
-                    paused: AtomicBool::new(false),
-                    pending: AtomicBool::new(false),
-                }),
-            );
-        }
+        let mut schedules = write(&self.inner.schedules);
+        let (from, paused) = match schedules.get(&schedule.name).filter(|_| replace) {
+            Some(old) => (*lock(&old.checked_until), old.paused.load(Ordering::SeqCst)),
+            None => (from, false),
+        };
+        schedules.insert(
+            schedule.name.clone(),
+            Arc::new(ScheduleState {
+                schedule,
+                checked_until: Mutex::new(from),
+                paused: AtomicBool::new(paused),
+                pending: AtomicBool::new(false),
+            }),
+        );
         Ok(())
+    }
+
+    /// Register `schedule` in place of the registered schedule of its name, if any: fires
+    /// already checked by the one it replaces are not evaluated again (no catch-up, no
+    /// second fire for a time the old one fired), and its pause holds. Without one of that
+    /// name, the same as [`register_schedule`](Self::register_schedule).
+    pub fn replace_schedule(&self, schedule: Schedule) -> Result<()> {
+        self.add_schedule(schedule, true)
     }
 
     pub(super) fn schedule_state(&self, name: &str) -> Result<Arc<ScheduleState>> {
@@ -388,7 +406,7 @@ impl Runtime {
             return Err(self.unknown_target(&s.target));
         };
         let run = NewRun::new(&s.target, s.input.clone())
-            .with_version(t.options.version)
+            .with_version(s.version.unwrap_or(t.options.version))
             .with_idempotency_key(s.fire_key(fire));
         let created = self.create_and_dispatch(&t, run, None).await?;
         if created.is_new()

@@ -62,6 +62,11 @@ fn view_out(scope: &Scope, mut v: ScheduleView) -> ScheduleView {
         v.target = n.to_owned();
     }
     v.last_run = v.last_run.map(|r| run_out(scope, r));
+    if let Some(o) = &mut v.owner
+        && let Some(n) = scope.external(&o.agent)
+    {
+        o.agent = n.to_owned();
+    }
     v
 }
 
@@ -213,7 +218,8 @@ pub async fn create_schedule(
 }
 
 /// Delete a schedule created over the API (its runs stay). Schedules from `agentkit.yaml`
-/// are changed there (409).
+/// are changed there, and those of an agent's or workflow's spec by deploying a new version
+/// (409).
 #[utoipa::path(delete, path = "/v1/schedules/{name}", tag = "schedules",
     params(("name" = String, Path, description = "schedule name")),
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]

@@ -339,6 +339,7 @@ pub async fn set_label(
         .set_label(&name, &label, req.version, expected)
         .await
         .map_err(scoped(&scope))?;
+    s.platform.label_moved(&name).await;
     let e = entry_out(&scope, e);
     audit_labels(&s, &caller, "agents.set_label", &e, &[&label]).await?;
     Ok(Json(e))
@@ -373,6 +374,7 @@ pub async fn promote(
         .promote(&name, &req.from, &req.to)
         .await
         .map_err(scoped(&scope))?;
+    s.platform.label_moved(&name).await;
     let e = entry_out(&scope, e);
     audit_labels(&s, &caller, "agents.promote", &e, &[&req.from, &req.to]).await?;
     Ok(Json(e))
@@ -429,6 +431,7 @@ pub async fn rollback(
         .rollback(&name, &req.label)
         .await
         .map_err(scoped(&scope))?;
+    s.platform.label_moved(&name).await;
     let e = entry_out(&scope, e);
     audit_labels(&s, &caller, "agents.rollback", &e, &[&req.label]).await?;
     Ok(Json(e))

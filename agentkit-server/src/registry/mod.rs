@@ -20,6 +20,11 @@ pub const COLLECTION: &str = "agentkit.registry";
 /// The label every deploy moves to the version it deployed.
 pub const LATEST: &str = "latest";
 
+/// The label whose version's `schedules:` are the live schedules of an agent or workflow
+/// once it has this label; before that, those of [`LATEST`] (so a deploy alone starts the
+/// schedules of an agent nobody promotes). See [`Entry::schedules_label`].
+pub const SCHEDULES_LABEL: &str = "prod";
+
 /// What a registry entry runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -78,6 +83,25 @@ pub struct Entry {
     /// The store revision of this entry (compare-and-swap).
     #[serde(skip)]
     pub revision: u64,
+}
+
+impl Entry {
+    /// The label whose version's `schedules:` are live: [`SCHEDULES_LABEL`] (`prod`) when the
+    /// entry has it, else [`LATEST`].
+    #[must_use]
+    pub fn schedules_label(&self) -> &str {
+        if self.labels.contains_key(SCHEDULES_LABEL) {
+            SCHEDULES_LABEL
+        } else {
+            LATEST
+        }
+    }
+
+    /// The version whose `schedules:` are live (see [`schedules_label`](Self::schedules_label)).
+    #[must_use]
+    pub fn schedules_version(&self) -> Option<u32> {
+        self.labels.get(self.schedules_label()).copied()
+    }
 }
 
 /// What a deploy did.

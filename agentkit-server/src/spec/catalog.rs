@@ -279,7 +279,8 @@ impl Catalog {
     }
 
     /// Checks what loading cannot: tool globs compile, every agent's provider is available,
-    /// every workflow builds, every schedule's cron expression, time zone and time parse.
+    /// every workflow builds, every schedule's cron expression, time zone and time parse
+    /// (the top-level ones and those of agents and workflows).
     ///
     /// # Errors
     ///
@@ -287,6 +288,32 @@ impl Catalog {
     pub fn check(&self) -> Result<()> {
         for name in self.names() {
             self.build(name)?;
+        }
+        let owned = self
+            .config
+            .agents
+            .iter()
+            .map(|(n, a)| ("agents", n, &a.schedules))
+            .chain(
+                self.config
+                    .workflows
+                    .iter()
+                    .map(|(n, w)| ("workflows", n, w.schedules())),
+            );
+        for (section, owner, schedules) in owned {
+            for (name, s) in schedules {
+                schedule_from_spec(name, s).map_err(|(key, message)| {
+                    let at = format!("{section}.{owner}.schedules.{name}");
+                    self.error(
+                        if key.is_empty() {
+                            at
+                        } else {
+                            format!("{at}.{key}")
+                        },
+                        message,
+                    )
+                })?;
+            }
         }
         self.schedules().map(|_| ())
     }
@@ -617,6 +644,55 @@ impl Catalog {
         }
         Ok(out)
     }
+}
+
+/// The `schedules:` of an agent's or workflow's spec (as JSON), checked as a deploy checks
+/// them: each fires ([`ScheduleSpec::check`]), its cron expression, time zone or time parse,
+/// and its `target` is empty or `owner` (when known). `Err`: the key that is wrong, relative to
+/// the spec (`schedules.nightly.cron`), and what is wrong.
+pub(crate) fn own_schedules(
+    owner: Option<&str>,
+    spec: &serde_json::Value,
+) -> std::result::Result<BTreeMap<String, ScheduleSpec>, (String, String)> {
+    let Some(value) = spec.get("schedules") else {
+        return Ok(BTreeMap::new());
+    };
+    let schedules: BTreeMap<String, ScheduleSpec> = serde_path_to_error::deserialize(value)
+        .map_err(|e| (format!("schedules.{}", e.path()), e.inner().to_string()))?;
+    for (name, s) in &schedules {
+        let at = |key: &str| {
+            if key.is_empty() {
+                format!("schedules.{name}")
+            } else {
+                format!("schedules.{name}.{key}")
+            }
+        };
+        if !agentkit_core::config::is_valid_name(name) {
+            return Err((
+                at(""),
+                format!(
+                    "invalid schedule name `{}`: use 1 to 64 letters, digits, `_` or `-`",
+                    name.escape_debug()
+                ),
+            ));
+        }
+        if let Some(owner) = owner
+            && !s.target.is_empty()
+            && s.target != owner
+        {
+            return Err((
+                at("target"),
+                format!(
+                    "a schedule of `{owner}` runs `{owner}`; leave `target` out, or create a \
+                     schedule of `{}` with `POST /v1/schedules`",
+                    s.target
+                ),
+            ));
+        }
+        s.check().map_err(|(key, message)| (at(key), message))?;
+        schedule_from_spec(name, s).map_err(|(key, message)| (at(key), message))?;
+    }
+    Ok(schedules)
 }
 
 /// The runtime schedule of spec `s` named `name`, or the key of `s` that is wrong (empty: the

@@ -19,7 +19,7 @@ mod server;
 mod tools;
 
 pub use catalog::Catalog;
-pub(crate) use catalog::schedule_from_spec;
+pub(crate) use catalog::{own_schedules, schedule_from_spec};
 pub use models::ModelFactory;
 pub use server::{DeclarativeBuilder, server_builder};
 

@@ -58,6 +58,19 @@ impl DeclarativeBuilder {
         self
     }
 
+    /// [`parse`](Self::parse) `spec` without its `schedules:`, which the server registers
+    /// (see [`crate::schedules`]) and a built agent does not use.
+    fn parse_unscheduled(kind: EntryKind, spec: &Value) -> Result<Spec> {
+        match spec {
+            Value::Object(o) if o.contains_key("schedules") => {
+                let mut o = o.clone();
+                o.remove("schedules");
+                Self::parse(kind, &Value::Object(o))
+            }
+            other => Self::parse(kind, other),
+        }
+    }
+
     fn parse(kind: EntryKind, spec: &Value) -> Result<Spec> {
         let bad = |what: &str, e: serde_path_to_error::Error<serde_json::Error>| {
             Error::InvalidRequest(format!(
@@ -129,13 +142,22 @@ impl SpecBuilder for DeclarativeBuilder {
         members: &BTreeMap<String, Arc<dyn AugmentedLlm>>,
         memory: Arc<dyn Memory>,
     ) -> Result<Arc<dyn AugmentedLlm>> {
-        let spec = Self::parse(version.kind, &version.spec)?;
+        let spec = Self::parse_unscheduled(version.kind, &version.spec)?;
         self.catalog(&version.name, &spec, members, Some(memory))?
             .build(&version.name)
     }
 
     fn validate(&self, kind: EntryKind, spec: &Value) -> Result<(String, Vec<String>)> {
-        let parsed = Self::parse(kind, spec)?;
+        let what = if kind == EntryKind::Workflow {
+            "workflow"
+        } else {
+            "agent"
+        };
+        Self::parse(kind, spec)?;
+        super::own_schedules(None, spec).map_err(|(key, message)| {
+            Error::InvalidRequest(format!("the {what} spec is invalid at `{key}`: {message}"))
+        })?;
+        let parsed = Self::parse_unscheduled(kind, spec)?;
         let (description, members) = match &parsed {
             Spec::Agent(a) => (a.description.clone(), Vec::new()),
             Spec::Workflow(w) => {
@@ -154,7 +176,7 @@ impl SpecBuilder for DeclarativeBuilder {
     }
 
     fn target_options(&self, version: &Version) -> TargetOptions {
-        Self::parse(version.kind, &version.spec)
+        Self::parse_unscheduled(version.kind, &version.spec)
             .and_then(|spec| self.catalog(&version.name, &spec, &BTreeMap::new(), None))
             .and_then(|c| c.target_options(&version.name))
             .unwrap_or_else(|_| TargetOptions::new())

@@ -106,6 +106,22 @@ fn last_run(v: &Value) -> String {
     format!("{} {}", s(r, "status"), ago(&r["created_at"]))
 }
 
+/// Where a listed schedule comes from: `config`, `api`, or the agent version that declares it
+/// (`spec: support v3 @prod`).
+fn source(e: &Value) -> String {
+    let o = &e["owner"];
+    if o.is_object() {
+        format!(
+            "spec: {} v{} @{}",
+            s(o, "agent"),
+            o["version"],
+            s(o, "label")
+        )
+    } else {
+        s(e, "source")
+    }
+}
+
 /// `agentkit schedules …`.
 pub(crate) async fn schedules(remote: &Remote, cmd: SchedulesCmd) -> Result<(), Failure> {
     let c = client(remote);
@@ -128,7 +144,7 @@ pub(crate) async fn schedules(remote: &Remote, cmd: SchedulesCmd) -> Result<(), 
                                 when(&e["next_fire_at"])
                             },
                             last_run(e),
-                            s(e, "source"),
+                            source(e),
                         ]
                     })
                     .collect();

@@ -774,6 +774,30 @@ async fn search_and_docs_suite(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(written.len(), 2);
     assert_eq!(written[1].revision, 2);
+    // An update among several writes answers what was stored (SQLite reads `created_at`
+    // back instead of using `RETURNING`).
+    let head = store.doc_get("many", "head").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            &written[1].value,
+            written[1].revision,
+            written[1].created_at,
+            written[1].updated_at
+        ),
+        (&head.value, head.revision, head.created_at, head.updated_at)
+    );
+    // An update of a stale revision among several writes stops there, the writes before it
+    // stored.
+    let written = store
+        .doc_put_many(vec![
+            DocWrite::new("many", "5", json!(5), Expect::Absent),
+            DocWrite::new("many", "head", json!({"at": 5}), Expect::Revision(1)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(written.len(), 1, "the head is at revision 2");
+    let head = store.doc_get("many", "head").await.unwrap().unwrap();
+    assert_eq!((head.revision, head.value), (2, json!({"at": 4})));
     assert!(store.doc_put_many(Vec::new()).await.unwrap().is_empty());
     let listed: Vec<String> = store
         .doc_list("reg", "agent/a/", None, 100)

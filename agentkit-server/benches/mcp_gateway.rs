@@ -17,6 +17,8 @@
 //! argument globs and a chain rule, redaction and the hash-chained audit log on (one audit
 //! entry per call), in the store named in the row (`memory` or `sqlite`). The latency of
 //! each call is measured at the client; "added" is the gateway's percentile minus direct's.
+//! "CPU per call" is the whole process's CPU time (clients, gateway and upstream, from
+//! `/proc/self/stat`) while the case ran, divided by its calls.
 //!
 //! Sizes: `AGENTKIT_BENCH_CALLS` (per case, default 20000), `AGENTKIT_BENCH_CLIENTS`
 //! (comma-separated, default `16,64`), `AGENTKIT_BENCH_STORES` (default `memory,sqlite`),
@@ -161,6 +163,23 @@ struct Measured {
     per_sec: f64,
     p50: Duration,
     p99: Duration,
+    /// CPU time of the whole bench process (clients, gateway, upstream) per call, while the
+    /// case ran; `None` where `/proc/self/stat` cannot be read.
+    cpu: Option<Duration>,
+}
+
+/// CPU time used by this process so far (all threads, user and system), from
+/// `/proc/self/stat` (Linux; in clock ticks of 10 ms, so read over a run of seconds).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3; utime and
+    // stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ').skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// `total` calls spread over `n` clients, each making its calls one after another with
@@ -176,6 +195,7 @@ where
         }
     }
     let per = total / n;
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let tasks: Vec<_> = (0..n)
         .map(|i| {
@@ -196,12 +216,16 @@ where
         all.extend(t.await.unwrap());
     }
     let took = started.elapsed();
+    let cpu = process_cpu().zip(cpu_before).map(|(after, before)| {
+        after.saturating_sub(before) / u32::try_from(all.len()).unwrap_or(u32::MAX)
+    });
     all.sort_unstable();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
     Measured {
         per_sec: all.len() as f64 / took.as_secs_f64(),
         p50: pct(0.50),
         p99: pct(0.99),
+        cpu,
     }
 }
 
@@ -320,8 +344,9 @@ fn row(case: &str, store: &str, n: usize, m: &Measured, base: Option<&Measured>)
     let (a50, a99) = base.map_or((String::new(), String::new()), |b| {
         (added(m.p50, b.p50), added(m.p99, b.p99))
     });
+    let cpu = m.cpu.map_or_else(String::new, us);
     println!(
-        "| {case} | {store} | {n} | {:.0} | {} | {} | {a50} | {a99} |",
+        "| {case} | {store} | {n} | {:.0} | {} | {} | {a50} | {a99} | {cpu} |",
         m.per_sec,
         us(m.p50),
         us(m.p99)

@@ -45,6 +45,30 @@ fn python() -> Option<PathBuf> {
     None
 }
 
+/// Run the SDK script `name` (in `tests/langgraph/`) with `python` and `args`, without any
+/// LangSmith key from the environment, for at most 120 s: what it printed, as JSON (the test
+/// fails with its stderr when it fails or prints no JSON), and its stderr.
+async fn run_script(python: &std::path::Path, name: &str, args: &[&str]) -> (Value, String) {
+    let script = manifest_dir().join("tests/langgraph").join(name);
+    let child = tokio::process::Command::new(python)
+        .arg(&script)
+        .args(args)
+        .env_remove("LANGGRAPH_API_KEY")
+        .env_remove("LANGSMITH_API_KEY")
+        .env_remove("LANGCHAIN_API_KEY")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), child)
+        .await
+        .expect("the SDK script finishes within 120 s")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{name} failed:\n{stderr}");
+    let out = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{name} printed no JSON ({e}); stderr:\n{stderr}"));
+    (out, stderr)
+}
+
 fn last_ai(values: &Value) -> &str {
     let msgs = values["messages"].as_array().expect("messages");
     let last = msgs.last().expect("a message");
@@ -64,25 +88,8 @@ async fn the_langgraph_python_sdk_drives_an_agentkit_agent() {
     let served = inproc::serve(server).await;
     let url = served.base.clone();
 
-    let script = manifest_dir().join("tests/langgraph/sdk_client.py");
-    let child = tokio::process::Command::new(&python)
-        .arg(&script)
-        .arg(&url)
-        .arg("sdk-key")
-        .env_remove("LANGGRAPH_API_KEY")
-        .env_remove("LANGSMITH_API_KEY")
-        .env_remove("LANGCHAIN_API_KEY")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), child)
-        .await
-        .expect("the SDK script finishes within 120 s")
-        .unwrap();
+    let (out, _) = run_script(&python, "sdk_client.py", &[&url, "sdk-key"]).await;
     drop(served);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "sdk_client.py failed:\n{stderr}");
-    let out: Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("sdk_client.py printed no JSON ({e}); stderr:\n{stderr}"));
 
     // Assistants are registry entries.
     assert_eq!(out["assistants"][0]["assistant_id"], "echo", "{out}");
@@ -245,29 +252,8 @@ async fn the_langgraph_python_sdk_works_in_a_workspace_and_sees_only_its_own() {
         keys.push(key);
     }
 
-    let script = manifest_dir().join("tests/langgraph/sdk_workspace.py");
-    let child = tokio::process::Command::new(&python)
-        .arg(&script)
-        .arg(&url)
-        .arg(&keys[0])
-        .arg(&keys[1])
-        .env_remove("LANGGRAPH_API_KEY")
-        .env_remove("LANGSMITH_API_KEY")
-        .env_remove("LANGCHAIN_API_KEY")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), child)
-        .await
-        .expect("the SDK script finishes within 120 s")
-        .unwrap();
+    let (out, _) = run_script(&python, "sdk_workspace.py", &[&url, &keys[0], &keys[1]]).await;
     drop(served);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "sdk_workspace.py failed:\n{stderr}"
-    );
-    let out: Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("sdk_workspace.py printed no JSON ({e}); stderr:\n{stderr}"));
 
     // Workspace A uses the SDK as on a single-tenant server, with its own names.
     let assistants = out["a_assistants"].as_array().unwrap();
@@ -448,26 +434,9 @@ async fn the_langgraph_python_sdk_resumes_a_stream_after_its_last_event_id() {
     let served = inproc::serve(server).await;
     let (proxy, reconnects) = cutting_proxy(&served.base).await;
 
-    let script = manifest_dir().join("tests/langgraph/sdk_resume.py");
-    let child = tokio::process::Command::new(&python)
-        .arg(&script)
-        .arg(&served.base)
-        .arg("sdk-key")
-        .arg(&proxy)
-        .env_remove("LANGGRAPH_API_KEY")
-        .env_remove("LANGSMITH_API_KEY")
-        .env_remove("LANGCHAIN_API_KEY")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), child)
-        .await
-        .expect("the SDK script finishes within 120 s")
-        .unwrap();
+    let (out, stderr) =
+        run_script(&python, "sdk_resume.py", &[&served.base, "sdk-key", &proxy]).await;
     drop(served);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "sdk_resume.py failed:\n{stderr}");
-    let out: Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("sdk_resume.py printed no JSON ({e}); stderr:\n{stderr}"));
     let parts = |k: &str| out[k].as_array().unwrap().clone();
     let id = |p: &Value| {
         p["id"]

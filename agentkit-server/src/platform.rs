@@ -560,11 +560,15 @@ impl Platform {
 
     /// Register every registry entry with the runtime (at start, and periodically so runs of
     /// agents deployed through another process execute here too), and the built-in gateway
-    /// call workflow of every workspace that used it.
+    /// call workflow of every workspace that used it; reconcile the schedules the entries'
+    /// specs declare ([`sync_owned_schedules`](Self::sync_owned_schedules)).
     pub async fn sync_targets(&self) -> Result<usize> {
         self.sync_gateway_targets().await?;
         let mut n = 0;
         let entries = self.registry.list_all().await?;
+        // The same read serves the specs' schedules (a label moved through another process);
+        // first, so an entry that cannot be registered below does not hold them up.
+        self.sync_owned_schedules_of(&entries).await;
         for e in &entries {
             if !lock(&self.registered).contains(&e.name) {
                 self.ensure_target(&e.name).await?;

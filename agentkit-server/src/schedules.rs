@@ -579,16 +579,24 @@ impl Platform {
     /// workflow of every workspace (at start and every few seconds, so a label moved through
     /// another process, or while this one was down, applies here too).
     pub async fn sync_owned_schedules(&self) -> Result<usize> {
+        let entries = self.registry.list_all().await?;
+        Ok(self.sync_owned_schedules_of(&entries).await)
+    }
+
+    /// [`sync_owned_schedules`](Self::sync_owned_schedules) over `entries` already read (the
+    /// registry's periodic sync reads them once for its targets and for these); a failure is
+    /// logged per entry. Returns how many schedules changed.
+    pub(crate) async fn sync_owned_schedules_of(&self, entries: &[Entry]) -> usize {
         let mut changed = 0;
-        for entry in self.registry.list_all().await? {
-            match self.apply_owned(&entry).await {
+        for entry in entries {
+            match self.apply_owned(entry).await {
                 Ok(n) => changed += n,
                 Err(e) => {
                     tracing::warn!(agent = %entry.name, error = %e, "registering the schedules of a spec failed");
                 }
             }
         }
-        Ok(changed)
+        changed
     }
 
     async fn apply_owned(&self, entry: &Entry) -> Result<usize> {

@@ -484,9 +484,6 @@ impl ServerBuilder {
                 if let Err(e) = p.sync_schedules().await {
                     tracing::warn!(error = %e, "syncing the stored schedules failed");
                 }
-                if let Err(e) = p.sync_owned_schedules().await {
-                    tracing::warn!(error = %e, "syncing the schedules of specs failed");
-                }
                 if let Err(e) = p.advance_queues().await {
                     tracing::warn!(error = %e, "advancing thread queues failed");
                 }

@@ -278,5 +278,19 @@ async fn a_chain_rule_holds_across_a_restart() {
             .all(|e| e["event"]["via"] == "gateway"),
         "{entries:?}"
     );
+    // The CSV export says so too (its `via` column).
+    let (s, _, csv) = inproc::request(
+        &r.base,
+        Method::GET,
+        "/v1/audit?workspace=acme/prod&format=csv&limit=10000",
+        None,
+        &[("x-api-key", ADMIN)],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let csv = csv.as_str().unwrap().to_owned();
+    let adds: Vec<&str> = csv.lines().filter(|l| l.contains(",crm__add,")).collect();
+    assert!(!adds.is_empty(), "{csv}");
+    assert!(adds.iter().all(|l| l.ends_with(",gateway,")), "{csv}");
     inproc::assert_audit_verifies(&r.base, ADMIN, "acme/prod").await;
 }

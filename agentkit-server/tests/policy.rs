@@ -187,6 +187,13 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
     );
     let csv = res.text().await.unwrap();
     assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with(",prev_hash,hash,via,history"),
+        "{csv}"
+    );
     assert!(csv.lines().nth(1).unwrap().contains(",denied,"), "{csv}");
     let (_, v) = call_as(&base, KEY, reqwest::Method::GET, "/v1/audit/verify", None).await;
     assert_eq!(v["ok"], true, "{v}");

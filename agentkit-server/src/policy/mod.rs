@@ -1014,6 +1014,12 @@ pub fn csv_line(e: &AuditEntry) -> String {
         ev.actor.clone().unwrap_or_default(),
         e.prev_hash.clone(),
         e.hash.clone(),
+        ev.via.clone().unwrap_or_default(),
+        if ev.history.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&ev.history).unwrap_or_default()
+        },
     ]
     .iter()
     .map(|s| q(s))
@@ -1022,7 +1028,7 @@ pub fn csv_line(e: &AuditEntry) -> String {
 }
 
 /// The header line of the CSV export.
-pub const CSV_HEADER: &str = "seq,at_ms,outcome,workspace,tenant,key_id,run_id,call_id,tool,arguments,policy,rule,reason,actor,prev_hash,hash";
+pub const CSV_HEADER: &str = "seq,at_ms,outcome,workspace,tenant,key_id,run_id,call_id,tool,arguments,policy,rule,reason,actor,prev_hash,hash,via,history";
 
 #[cfg(test)]
 mod tests {

@@ -198,24 +198,7 @@ impl Platform {
                 if updated.is_none_or(|u| u >= cutoff) {
                     continue;
                 }
-                if self.thread_busy(doc).await? {
-                    continue;
-                }
-                let id = &doc.id;
-                // Only the revision we read: a thread updated meanwhile stays.
-                if !store
-                    .doc_delete(
-                        crate::threads::COLLECTION,
-                        id,
-                        Expect::Revision(doc.revision),
-                    )
-                    .await?
-                {
-                    continue;
-                }
-                self.threads.memory().clear(id).await?;
-                report.threads += 1;
-                report.thread_runs += self.prune_prefix(THREAD_RUNS, &format!("{id}/")).await?;
+                self.delete_idle_thread(doc, report).await?;
             }
         }
         Ok(())
@@ -243,26 +226,12 @@ impl Platform {
                 let due = thread.filter(|d| {
                     at.is_some() && d.value.get("expires_at").and_then(Value::as_i64) == at
                 });
-                if let (Some(doc), Some(id)) = (due, id) {
-                    if self.thread_busy(&doc).await? {
-                        // A run is going on it: the next sweep looks again.
-                        continue;
-                    }
-                    if !store
-                        .doc_delete(
-                            crate::threads::COLLECTION,
-                            id,
-                            Expect::Revision(doc.revision),
-                        )
-                        .await?
-                    {
-                        // Changed since it was read (a run started, its ttl moved): the next
-                        // sweep looks again.
-                        continue;
-                    }
-                    self.threads.memory().clear(id).await?;
-                    report.threads += 1;
-                    report.thread_runs += self.prune_prefix(THREAD_RUNS, &format!("{id}/")).await?;
+                // A run going on it, or changed since it was read (a run started, its ttl
+                // moved): the entry stays and the next sweep looks again.
+                if let Some(doc) = due
+                    && !self.delete_idle_thread(&doc, report).await?
+                {
+                    continue;
                 }
                 store
                     .doc_delete(crate::threads::EXPIRY, &entry.id, Expect::Any)
@@ -270,6 +239,36 @@ impl Platform {
             }
         }
         Ok(())
+    }
+
+    /// Delete thread record `doc` with its conversation and its runs' index, unless its last
+    /// run has not ended or the record changed since it was read (only that revision is
+    /// deleted); counted in `report`. Whether it was deleted.
+    async fn delete_idle_thread(
+        &self,
+        doc: &agentkit_runtime::Doc,
+        report: &mut PruneReport,
+    ) -> Result<bool> {
+        if self.thread_busy(doc).await? {
+            return Ok(false);
+        }
+        let id = &doc.id;
+        if !self
+            .runtime
+            .store()
+            .doc_delete(
+                crate::threads::COLLECTION,
+                id,
+                Expect::Revision(doc.revision),
+            )
+            .await?
+        {
+            return Ok(false);
+        }
+        self.threads.memory().clear(id).await?;
+        report.threads += 1;
+        report.thread_runs += self.prune_prefix(THREAD_RUNS, &format!("{id}/")).await?;
+        Ok(true)
     }
 
     /// Whether the last run of thread record `doc` has not ended yet.

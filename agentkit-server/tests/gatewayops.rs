@@ -1505,16 +1505,17 @@ async fn tool_rate_limits_hold_at_the_gateway() {
 
     // A batch none of whose calls was made is a 429 with Retry-After, as request rate
     // limits are; so is a single call through the servers route.
-    let keyed = [("idempotency-key", "add-once")];
-    let (s, p, h) = req(
-        &r.base,
-        ADMIN,
-        Method::POST,
-        "/v1/execute",
-        Some(json!({"calls": [add("b1")]})),
-        &keyed,
-    )
-    .await;
+    let keyed_add = || {
+        req(
+            &r.base,
+            ADMIN,
+            Method::POST,
+            "/v1/execute",
+            Some(json!({"calls": [add("b1")]})),
+            &[("idempotency-key", "add-once")],
+        )
+    };
+    let (s, p, h) = keyed_add().await;
     assert_eq!(s, 429, "{p}");
     assert_eq!(p["type"], "urn:agentkit:problem:tool-rate-limited", "{p}");
     assert_eq!(h["retry-after"], "1", "{h:?}");
@@ -1552,15 +1553,7 @@ async fn tool_rate_limits_hold_at_the_gateway() {
     // same key makes the call (and then answers it again without making it).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     for _ in 0..2 {
-        let (s, b, _) = req(
-            &r.base,
-            ADMIN,
-            Method::POST,
-            "/v1/execute",
-            Some(json!({"calls": [add("b1")]})),
-            &keyed,
-        )
-        .await;
+        let (s, b, _) = keyed_add().await;
         assert_eq!(s, 200, "{b}");
         assert_eq!(by_id(&b, "b1")["status"], "success", "{b}");
     }

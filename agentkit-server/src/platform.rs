@@ -453,6 +453,9 @@ pub struct Platform {
     /// Cancelled when the server starts shutting down: open SSE streams (run events, `/mcp`
     /// sessions) end, so the HTTP drain does not wait for them.
     pub(crate) stopping: tokio_util::sync::CancellationToken,
+    /// The label whose version's `schedules:` are live (set once at build; default
+    /// [`SCHEDULES_LABEL`](crate::registry::SCHEDULES_LABEL)).
+    pub(crate) schedules_label: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -502,7 +505,18 @@ impl Platform {
             run_limits: std::sync::OnceLock::new(),
             gatewayops: std::sync::OnceLock::new(),
             stopping: tokio_util::sync::CancellationToken::new(),
+            schedules_label: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The label whose version's `schedules:` are the live schedules of an agent or
+    /// workflow that has it (else `latest`'s): `prod` unless the server was built with
+    /// [`ServerBuilder::schedules_label`](crate::ServerBuilder::schedules_label).
+    #[must_use]
+    pub fn schedules_label(&self) -> &str {
+        self.schedules_label
+            .get()
+            .map_or(crate::registry::SCHEDULES_LABEL, String::as_str)
     }
 
     /// The runtime (runs, journals, schedules).

@@ -4,8 +4,8 @@
 //! workflow's spec declares (its `schedules:`), which follow its versions.
 //!
 //! A spec's schedules are part of its version. The live ones are those of the version its
-//! schedules label points at ([`Entry::schedules_label`]: `prod` once it has one, else
-//! `latest`), each registered as `<agent>.<schedule>` ([`owned_schedule_name`]) and pinned
+//! schedules label points at ([`Entry::schedules_label`]: `prod`, or the server's
+//! `schedules_label`, once it has one, else `latest`), each registered as `<agent>.<schedule>` ([`owned_schedule_name`]) and pinned
 //! to that version, so its runs record the version that declared it. Every label move
 //! through this process (deploy, `PUT …/labels/{label}`, promote, rollback) reconciles the
 //! agent's schedules at once; every process also reconciles every agent every few seconds
@@ -601,10 +601,11 @@ impl Platform {
 
     async fn apply_owned(&self, entry: &Entry) -> Result<usize> {
         let name = entry.name.as_str();
-        let Some(version) = entry.schedules_version() else {
+        let live = self.schedules_label();
+        let Some(version) = entry.schedules_version(live) else {
             return Ok(0);
         };
-        let label = entry.schedules_label().to_owned();
+        let label = entry.schedules_label(live).to_owned();
         let applied = book(self).owners.get(name).is_some_and(|(revision, v, l)| {
             *revision > entry.revision || (*v == version && *l == label)
         });

@@ -39,6 +39,7 @@ pub struct ServerBuilder {
     gateway: crate::gatewayops::GatewayConfig,
     budgets: Option<agentkit_runtime::SpendLedger>,
     run_limits: crate::ratelimit::RunRateLimits,
+    schedules_label: Option<String>,
 }
 
 /// How long an approval claim lasts unless set.
@@ -97,7 +98,19 @@ impl ServerBuilder {
             gateway: crate::gatewayops::GatewayConfig::default(),
             budgets: None,
             run_limits: crate::ratelimit::RunRateLimits::new(),
+            schedules_label: None,
         }
+    }
+
+    /// The label whose version's `schedules:` are live for an agent or workflow that has it
+    /// (default [`SCHEDULES_LABEL`](crate::registry::SCHEDULES_LABEL), `prod`); until it has
+    /// one, the schedules of its `latest` version are. Every process sharing a store must use
+    /// the same label (each reconciles the schedules to its own). A label that is not a valid
+    /// name fails [`build`](Self::build). `server.schedules_label` in `agentkit.yaml`.
+    #[must_use]
+    pub fn schedules_label(mut self, label: impl Into<String>) -> Self {
+        self.schedules_label = Some(label.into());
+        self
     }
 
     /// Limit how many runs of each agent may start per second in each workspace (default:
@@ -319,6 +332,9 @@ impl ServerBuilder {
     /// Open the platform: deploy code agents and specs, register every registry entry with
     /// the runtime, resume runs left unfinished and start executing.
     pub async fn build(self) -> Result<Server> {
+        if let Some(label) = &self.schedules_label {
+            crate::registry::check_name("schedules label", label)?;
+        }
         let store = self.store;
         let vault = crate::vault::Vault::with_previous(
             Arc::clone(&store),
@@ -396,6 +412,9 @@ impl ServerBuilder {
             self.policy,
         ));
         let _ = platform.this.set(Arc::downgrade(&platform));
+        if let Some(label) = self.schedules_label {
+            let _ = platform.schedules_label.set(label);
+        }
         let _ = platform.gatewayops.set(Arc::clone(&gatewayops));
         if let Some(ledger) = self.budgets {
             let _ = platform.budgets.set(ledger);

@@ -23,14 +23,15 @@ const ADMIN: &str = "spec-schedules-admin";
 
 /// A server on `store` running declarative specs on the offline models.
 async fn server(store: Arc<dyn Store>) -> Server {
+    builder(store).build().await.unwrap()
+}
+
+fn builder(store: Arc<dyn Store>) -> agentkit_server::ServerBuilder {
     let builder = DeclarativeBuilder::new(&agentkit_core::Config::new(), ModelFactory::offline());
     Server::builder(store)
         .admin_key(ADMIN)
         .spec_builder(Arc::new(builder))
         .poll_interval(Duration::from_millis(50))
-        .build()
-        .await
-        .unwrap()
 }
 
 async fn call(
@@ -388,6 +389,103 @@ async fn lifecycle(store: Arc<dyn Store>) {
     let owner = &schemas["ScheduleOwner"];
     assert!(owner["properties"]["version"].is_object(), "{owner}");
     assert!(schemas["ScheduleView"]["properties"]["owner"].is_object());
+}
+
+/// Move `label` of `support` to `version`.
+async fn set_label(base: &str, label: &str, version: u64) {
+    let path = format!("/v1/agents/support/labels/{label}");
+    let body = json!({ "version": version });
+    let (s, b) = call(base, ADMIN, Method::PUT, &path, Some(body)).await;
+    assert_eq!(s, 200, "{b}");
+}
+
+/// The version and label that own `support.nightly`.
+async fn nightly_owner(base: &str) -> (u64, String) {
+    let (s, b) = schedule(base, ADMIN, "support.nightly").await;
+    assert_eq!(s, 200, "{b}");
+    let owner = &b["owner"];
+    (
+        owner["version"].as_u64().unwrap(),
+        owner["label"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// With `schedules_label("live")`, `live` drives a spec's schedules and `prod` is an
+/// ordinary label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_schedules_label_drives_the_specs_schedules() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = inproc::sqlite(dir.path()).await;
+    let server = builder(store)
+        .schedules_label("live")
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(server.platform().schedules_label(), "live");
+    let served = inproc::serve(server.clone()).await;
+    let base = served.base.as_str();
+
+    let nightly = |m: &str| json!({"nightly": {"every": "1d", "input": {"message": m}}});
+    assert_eq!(deploy(base, ADMIN, "v1", nightly("v1")).await, 1);
+    assert_eq!(nightly_owner(base).await, (1, "latest".to_owned()));
+    set_label(base, "live", 1).await;
+    assert_eq!(nightly_owner(base).await, (1, "live".to_owned()));
+
+    // v2 deployed and promoted to prod: `live` still points at v1, so v1's schedule stays.
+    assert_eq!(deploy(base, ADMIN, "v2", nightly("v2")).await, 2);
+    promote(base).await;
+    assert_eq!(nightly_owner(base).await, (1, "live".to_owned()));
+    assert_eq!(trigger(base, ADMIN, "support.nightly").await["version"], 1);
+
+    // `live` moved to v2: v2's schedule, pinned to v2.
+    set_label(base, "live", 2).await;
+    assert_eq!(nightly_owner(base).await, (2, "live".to_owned()));
+    let run = trigger(base, ADMIN, "support.nightly").await;
+    assert_eq!(
+        (&run["version"], &run["input"]["message"]),
+        (&json!(2), &json!("v2")),
+        "{run}"
+    );
+
+    // A label that is not a name is refused when the server is built.
+    let dir = tempfile::tempdir().unwrap();
+    let err = builder(inproc::sqlite(dir.path()).await)
+        .schedules_label("live now")
+        .build()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("schedules label `live now` is not a valid name"),
+        "{err}"
+    );
+}
+
+/// `server.schedules_label` in `agentkit.yaml`: set on the server, and located when bad.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedules_label_is_configured_from_agentkit_yaml() {
+    let yaml = |label: &str| format!("server:\n  bind: 127.0.0.1:0\n  schedules_label: {label}\n");
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        agentkit_core::Config::from_yaml_str_with_env(&yaml("live"), None, &|_| None).unwrap();
+    let (b, _) = agentkit_server::spec::server_builder(
+        Server::builder(inproc::sqlite(dir.path()).await).admin_key(ADMIN),
+        &config,
+    )
+    .unwrap();
+    assert_eq!(
+        b.build().await.unwrap().platform().schedules_label(),
+        "live"
+    );
+
+    let err = agentkit_core::Config::from_yaml_str_with_env(&yaml("'live/now'"), None, &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("at `server.schedules_label`: expected a label name"),
+        "{err}"
+    );
+    assert!(err.contains("found `live/now` (line 3, column"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,6 +150,17 @@ impl Config {
     }
 
     pub(crate) fn check(&self) -> Result<(), (KeyPath, String)> {
+        if let Some(label) = &self.server.schedules_label
+            && !super::spec::is_valid_name(label)
+        {
+            return Err((
+                KeyPath::keys(["server", "schedules_label"]),
+                format!(
+                    "expected a label name (1 to 64 letters, digits, `-` or `_`), found `{}`",
+                    label.escape_debug()
+                ),
+            ));
+        }
         for (section, t) in [
             (
                 "openai",

@@ -1094,6 +1094,16 @@ pub struct ServerSettings {
     /// ```
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub workspace_policies: BTreeMap<String, String>,
+    /// The label whose version's `schedules:` are the live schedules of an agent or workflow
+    /// that has it (unset: `prod`); until it has one, its `latest` version's are. Every
+    /// process sharing a store must use the same label.
+    ///
+    /// ```yaml
+    /// server:
+    ///   schedules_label: live
+    /// ```
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedules_label: Option<String>,
 }
 
 /// `server.approvals`: how long a tool call may wait for a human.

@@ -20,9 +20,12 @@ pub const COLLECTION: &str = "agentkit.registry";
 /// The label every deploy moves to the version it deployed.
 pub const LATEST: &str = "latest";
 
-/// The label whose version's `schedules:` are the live schedules of an agent or workflow
-/// once it has this label; before that, those of [`LATEST`] (so a deploy alone starts the
-/// schedules of an agent nobody promotes). See [`Entry::schedules_label`].
+/// The default schedules label: the label whose version's `schedules:` are the live schedules
+/// of an agent or workflow once it has this label; before that, those of [`LATEST`] (so a
+/// deploy alone starts the schedules of an agent nobody promotes). Another label is set with
+/// `server.schedules_label` or
+/// [`ServerBuilder::schedules_label`](crate::ServerBuilder::schedules_label). See
+/// [`Entry::schedules_label`].
 pub const SCHEDULES_LABEL: &str = "prod";
 
 /// What a registry entry runs.
@@ -86,12 +89,13 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The label whose version's `schedules:` are live: [`SCHEDULES_LABEL`] (`prod`) when the
-    /// entry has it, else [`LATEST`].
+    /// The label whose version's `schedules:` are live, for a server whose schedules label
+    /// is `live` ([`SCHEDULES_LABEL`], `prod`, unless configured): `live` when the entry has
+    /// it, else [`LATEST`].
     #[must_use]
-    pub fn schedules_label(&self) -> &str {
-        if self.labels.contains_key(SCHEDULES_LABEL) {
-            SCHEDULES_LABEL
+    pub fn schedules_label<'a>(&'a self, live: &'a str) -> &'a str {
+        if self.labels.contains_key(live) {
+            live
         } else {
             LATEST
         }
@@ -99,8 +103,8 @@ impl Entry {
 
     /// The version whose `schedules:` are live (see [`schedules_label`](Self::schedules_label)).
     #[must_use]
-    pub fn schedules_version(&self) -> Option<u32> {
-        self.labels.get(self.schedules_label()).copied()
+    pub fn schedules_version(&self, live: &str) -> Option<u32> {
+        self.labels.get(self.schedules_label(live)).copied()
     }
 }
 

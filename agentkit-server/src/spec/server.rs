@@ -250,6 +250,10 @@ pub fn server_builder(builder: ServerBuilder, config: &Config) -> Result<(Server
     if let Some(d) = approvals.claim_for {
         builder = builder.approval_claim(d.0);
     }
+    if let Some(label) = &config.server.schedules_label {
+        // Checked with the config (`Config::validate`, which `Catalog::new` runs).
+        builder = builder.schedules_label(label.clone());
+    }
     builder = builder.approval_expiry(approvals.expire_after.map(|d| d.0));
     builder = builder.run_rate_limits(crate::ratelimit::RunRateLimits::from_config(config));
     let rules = agentkit_runtime::BudgetRules::from_config(config);

@@ -446,7 +446,8 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path, profile: &Pa
         api.post(
             "/v1/agents",
             json!({"name": "writer", "kind": "agent",
-                   "spec": {"model": "scripted:echo", "instructions": instructions}}),
+                   "spec": {"model": "scripted:echo", "instructions": instructions,
+                            "schedules": {"digest": {"cron": "0 8 * * 1"}}}}),
         )
         .await;
     }
@@ -622,8 +623,22 @@ async fn flow(f: &Fixture, driver: &Driver, c: &Client, dir: &Path, profile: &Pa
     assert_eq!(result.text().await.unwrap(), "42");
     shot(c, dir, "servers").await;
 
-    // Schedules: trigger one by hand; its history shows the run.
+    // Schedules: a spec's schedule names the agent version and label that make it live;
+    // trigger one by hand; its history shows the run.
     open(c, base, "#/schedules", "schedules").await;
+    let owner = c
+        .find(Locator::Css("main .owner"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(owner, "spec of writer v1 (prod)");
+    let rows = c.find_all(Locator::Css("main tbody tr")).await.unwrap();
+    assert!(
+        rows[0].text().await.unwrap().contains("nightly-report"),
+        "the first row's Trigger now button is nightly-report's"
+    );
     c.find(Locator::Css("button.trigger"))
         .await
         .unwrap()

@@ -278,6 +278,14 @@ function trigger(t) {
   return json(t);
 }
 
+// Where a schedule comes from; a spec's names the agent, version and label that make it live.
+function scheduleSource(sc) {
+  const o = sc.owner;
+  if (!o) return sc.source || '—';
+  return h('span', { class: 'owner' }, 'spec of ', h('a', { href: `#/agents/${enc(o.agent)}` }, o.agent),
+    ` v${o.version} (${o.label})`);
+}
+
 export async function schedules(main, ctx) {
   const list = await api('/v1/schedules', { signal: ctx.signal });
   const history = h('div', { id: 'history' });
@@ -288,9 +296,9 @@ export async function schedules(main, ctx) {
         runLink(r.run.run_id), r.fire_at ? fmt.time(r.fire_at) : '—', r.manual ? 'by hand' : 'scheduled', pill(r.run.status), fmt.time(r.run.created_at)])));
   };
   replace(main, h('h1', {}, 'Schedules'),
-    table(['Name', 'Target', 'Trigger', 'Next fire', 'State', 'Last run', ''], list.map((sc) => {
+    table(['Name', 'Target', 'Source', 'Trigger', 'Next fire', 'State', 'Last run', ''], list.map((sc) => {
       const p = `/v1/schedules/${enc(sc.name)}`;
-      return [sc.name, sc.target, trigger(sc.trigger), sc.paused ? '—' : fmt.time(sc.next_fire_at),
+      return [sc.name, sc.target, scheduleSource(sc), trigger(sc.trigger), sc.paused ? '—' : fmt.time(sc.next_fire_at),
         pill(sc.paused ? 'paused' : 'active'), sc.last_run ? [runLink(sc.last_run.run_id), ' ', pill(sc.last_run.status)] : '—',
         h('div', { class: 'toolbar' },
           sc.paused ? act('Resume', { class: 'resume' }, ctx, async () => { await api(`${p}/resume`, { method: 'POST' }); ctx.reload(); })

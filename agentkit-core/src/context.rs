@@ -403,6 +403,14 @@ impl SharedToolHistory {
         crate::lock(&self.0).clone()
     }
 
+    /// Put `record` at `index` (0 is the oldest; at most [`len`](Self::len), else at the
+    /// end): a call learnt of late that happened before the last ones it holds.
+    pub fn insert(&self, index: usize, record: ToolCallRecord) {
+        let mut h = crate::lock(&self.0);
+        let index = index.min(h.len());
+        h.insert(index, record);
+    }
+
     /// Put `earlier` (oldest first), calls made before every call it holds, in front of
     /// them: a history restored after the calls since were recorded.
     pub fn prepend(&self, earlier: impl IntoIterator<Item = ToolCallRecord>) {

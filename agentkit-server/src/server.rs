@@ -397,6 +397,7 @@ impl ServerBuilder {
                 audit.clone(),
             )))
             .build();
+        gatewayops.set_node(runtime.node_id());
         let registry = Registry::new(Arc::clone(&store));
         let threads = Threads::new(Arc::clone(&store), Arc::clone(&memory));
         let directory = Arc::new(Directory::new(

@@ -58,6 +58,16 @@ async fn serve(
     master: &agentkit_server::vault::MasterKey,
 ) -> inproc::InProcess {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.join("g.db")).await.unwrap());
+    serve_on(store, crm, action, master).await
+}
+
+/// A server on `store` (see [`start`]).
+async fn serve_on(
+    store: Arc<dyn Store>,
+    crm: &str,
+    action: ChainAction,
+    master: &agentkit_server::vault::MasterKey,
+) -> inproc::InProcess {
     let policy = Policy::compile(
         "gateway",
         &PolicySpec::new().with_chain(
@@ -291,6 +301,110 @@ async fn a_chain_rule_holds_across_a_restart() {
     let csv = csv.as_str().unwrap().to_owned();
     let adds: Vec<&str> = csv.lines().filter(|l| l.contains(",crm__add,")).collect();
     assert!(!adds.is_empty(), "{csv}");
-    assert!(adds.iter().all(|l| l.ends_with(",gateway,")), "{csv}");
+    // … `via`, `history`, `node`: a gateway call, no chain, the node that decided it.
+    assert!(
+        adds.iter().all(|l| {
+            let last: Vec<&str> = l.rsplitn(3, ',').collect();
+            !last[0].is_empty() && last[1].is_empty() && last[2].ends_with(",gateway")
+        }),
+        "{csv}"
+    );
     inproc::assert_audit_verifies(&r.base, ADMIN, "acme/prod").await;
+}
+
+/// Two servers on one PostgreSQL database (two nodes): a sum made through one makes the
+/// send through the other refused, although the caller had used the other node before the
+/// sum (its history there was read already); another key's send goes; the audit entries
+/// name the node that decided each call.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_rule_holds_across_nodes() {
+    let pg = common::pg::Pg::start();
+    let store = |url: String| async move {
+        Arc::new(
+            agentkit_runtime::PostgresStore::connect(&url)
+                .await
+                .unwrap(),
+        ) as Arc<dyn Store>
+    };
+    let mut r = start(ChainAction::Block).await;
+    let master = r.master.clone();
+    // Both nodes on PostgreSQL; the keys are made on node A.
+    r.served = serve_on(store(pg.url.clone()).await, &r.crm.url, r.action, &master).await;
+    r.base = r.served.base.clone();
+    let key = |role: &'static str, name: &'static str| {
+        let base = r.base.clone();
+        async move { inproc::workspace_key(&base, ADMIN, "acme", "prod", role, name).await }
+    };
+    let (first, second) = (
+        key("invoker", "first").await,
+        key("invoker", "second").await,
+    );
+    let b = serve_on(store(pg.url.clone()).await, &r.crm.url, r.action, &master).await;
+    let on = |base: &str, key: &str, tool: &'static str, arguments: Value| {
+        let (base, key) = (base.to_owned(), key.to_owned());
+        async move {
+            let body = json!({"calls": [{"id": "c", "server": "crm", "tool": tool, "arguments": arguments}]});
+            let (s, b) = call_as(&base, &key, Method::POST, "/v1/execute", Some(body)).await;
+            assert_eq!(s, 200, "{b}");
+            by_id(&b, "c").clone()
+        }
+    };
+
+    // The caller sends through B first: nothing to refuse, and B now knows its history.
+    let sent = on(&b.base, &first, "send", json!({"text": "hello"})).await;
+    assert_eq!(sent["status"], "success", "{sent}");
+    // A sum through A, then a send through B: refused by the chain rule.
+    let sum = on(&r.base, &first, "add", json!({"a": 1, "b": 2})).await;
+    assert_eq!(sum["status"], "success", "{sum}");
+    let refused = on(&b.base, &first, "send", json!({"text": "3"})).await;
+    assert_eq!(refused["status"], "denied", "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("a sum is not to be sent"),
+        "{refused}"
+    );
+    // Over B's `/mcp` as well.
+    let (_, answer) =
+        inproc::mcp_post(&b.base, &first, "crm__send", json!({"text": "3"}), &[]).await;
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    // The other key made no sum: its send through B goes, and through A.
+    for base in [&b.base, &r.base] {
+        let theirs = on(base, &second, "send", json!({"text": "hi"})).await;
+        assert_eq!(theirs["status"], "success", "{theirs}");
+    }
+    assert_eq!(
+        r.sends.load(Ordering::SeqCst),
+        3,
+        "the refused sends never ran"
+    );
+
+    // Each gateway entry names the node that decided it: two nodes, and the sum is A's.
+    let entries = inproc::audit_entries(&r.base, ADMIN, "?workspace=acme/prod").await;
+    let gateway: Vec<&Value> = entries
+        .iter()
+        .map(|e| &e["event"])
+        .filter(|e| e["via"] == "gateway")
+        .collect();
+    let nodes: std::collections::BTreeSet<&str> = gateway
+        .iter()
+        .map(|e| e["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes.len(), 2, "{gateway:?}");
+    let add_node = gateway.iter().find(|e| e["tool"] == "crm__add").unwrap()["node"]
+        .as_str()
+        .unwrap();
+    let denied: Vec<&&Value> = gateway
+        .iter()
+        .filter(|e| e["tool"] == "crm__send" && e["outcome"] == "denied")
+        .collect();
+    assert_eq!(denied.len(), 2, "{gateway:?}");
+    assert!(
+        denied.iter().all(|e| e["node"] != add_node),
+        "the refusals were B's: {gateway:?}"
+    );
+    inproc::assert_audit_verifies(&r.base, ADMIN, "acme/prod").await;
+    drop(b);
 }

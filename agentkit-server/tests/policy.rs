@@ -191,7 +191,7 @@ async fn denied_calls_chain_approvals_and_a_tamper_evident_audit_log() {
         csv.lines()
             .next()
             .unwrap()
-            .ends_with(",prev_hash,hash,via,history"),
+            .ends_with(",prev_hash,hash,via,history,node"),
         "{csv}"
     );
     assert!(csv.lines().nth(1).unwrap().contains(",denied,"), "{csv}");

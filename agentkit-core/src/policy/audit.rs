@@ -94,6 +94,11 @@ pub struct AuditEvent {
     /// through the server's gateway for an outside client. Unset for an agent run's calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
+    /// The server process (its node id) that made a gateway call's decision: another
+    /// process on the same store reads the calls it did not make from the log, so a chain
+    /// rule sees a caller's calls through every node. Unset for an agent run's calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl AuditEvent {
@@ -123,6 +128,7 @@ impl AuditEvent {
             actor: None,
             history: Vec::new(),
             via: None,
+            node: None,
         }
     }
 
@@ -148,6 +154,7 @@ impl AuditEvent {
             actor: None,
             history: Vec::new(),
             via: None,
+            node: None,
         }
     }
 

@@ -340,6 +340,22 @@ impl Policy {
         }
     }
 
+    /// Whether a call of `tool` can be the last call of one of this policy's chain rules:
+    /// only then does its decision depend on the history. A caller that must fetch the
+    /// history first (a gateway reading other nodes' calls) fetches it only for these.
+    #[must_use]
+    pub fn may_end_chain(&self, tool: &str) -> bool {
+        let p = &*self.inner;
+        if p.chains.is_empty() {
+            return false;
+        }
+        let current = p.chain_globs.matches(tool);
+        !current.is_empty()
+            && p.chains
+                .iter()
+                .any(|c| c.globs.last().is_some_and(|g| current.contains(g)))
+    }
+
     /// Decide the call of `tool` with `arguments`, given the run's earlier calls `history`
     /// (oldest first). Refusals win over approvals: scopes and argument rules are checked
     /// first, then chain rules that block, then approvals (`require_approval`, chain rules
@@ -746,6 +762,16 @@ mod tests {
         );
         let d = p.decide("github__delete_repo", &json!({"repo": "acme/docs"}), &[]);
         assert_eq!(d.rule.as_deref(), Some("require_approval[0]"));
+        // Only the last call of a chain depends on the history.
+        assert!(p.may_end_chain("slack__send_message"));
+        assert!(p.may_end_chain("slack__post_x"));
+        assert!(!p.may_end_chain("filesystem__read_file"));
+        assert!(!p.may_end_chain("github__get_b"));
+        assert!(
+            !Policy::compile("none", &PolicySpec::new())
+                .unwrap()
+                .may_end_chain("slack__post_x")
+        );
     }
 
     #[test]

@@ -17,10 +17,18 @@
 //! A process starts knowing nothing; on a caller's first call it reads the audit log for the
 //! gateway calls the caller's key was allowed (or approved) in the window before the process
 //! started (in the workspace chain's last [`SEED_SCAN`] entries), so a chain rule holds across
-//! a restart, and on a node the caller has not used yet. After that each process keeps its
-//! own: a call made through another node since is not seen here. A call seeded from the log
-//! counts as successful (the log records the decision, not the answer), which errs on the
-//! side of asking too.
+//! a restart, and on a node the caller has not used yet.
+//!
+//! Since then, calls through other processes sharing the store: every gateway decision's
+//! audit entry names the process that made it ([`AuditEvent::node`]), and before a call that
+//! can end a chain rule (its tool matches the last pattern of one; other calls' decisions do
+//! not depend on the history) the process reads the workspace's audit entries it has not read
+//! yet and puts the calls other processes allowed into their callers' histories, in time
+//! order ([`Histories::learn`]). So a read through node A makes a send through node B wait,
+//! as soon as the read was decided. A call read from the log counts as successful (the log
+//! records the decision, not the answer), which errs on the side of asking too.
+//!
+//! [`AuditEvent::node`]: agentkit_core::policy::AuditEvent::node
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -61,10 +69,25 @@ impl Calls {
     }
 }
 
+/// A gateway call another process made, read from the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Learnt {
+    /// Its entry's place in the workspace's chain.
+    pub(crate) seq: u64,
+    /// The caller (see [`caller_key`]).
+    pub(crate) caller: String,
+    /// The tool.
+    pub(crate) tool: String,
+    /// When it was decided (ms since the Unix epoch).
+    pub(crate) at_ms: i64,
+}
+
 /// Every caller's recent gateway calls (see the module docs).
 pub(crate) struct Histories {
     window: Duration,
     callers: Mutex<HashMap<String, Calls>>,
+    /// Per workspace, the last entry of its audit chain read for other processes' calls.
+    read_up_to: Mutex<HashMap<String, u64>>,
     /// When this process started keeping histories: the calls before it are read from the
     /// audit log (ms since the Unix epoch, and as an instant).
     started_ms: i64,
@@ -82,6 +105,7 @@ impl Histories {
         Self {
             window,
             callers: Mutex::new(HashMap::new()),
+            read_up_to: Mutex::new(HashMap::new()),
             started_ms: agentkit_runtime::model::now_ms(),
             started: Instant::now(),
         }
@@ -143,6 +167,55 @@ impl Histories {
             entry.ended.insert(i, at);
         }
         self.expire(entry, now);
+    }
+
+    /// The last entry of `workspace`'s audit chain read for other processes' calls (`None`:
+    /// none yet), and the earliest time a call read from it may have (this process's start:
+    /// the calls before it are seeded, see [`to_seed`](Self::to_seed)).
+    pub(crate) fn read_up_to(&self, workspace: &str) -> (Option<u64>, i64) {
+        let read = agentkit_core::sync::lock(&self.read_up_to)
+            .get(workspace)
+            .copied();
+        (read, self.started_ms)
+    }
+
+    /// Put `calls` (read from `workspace`'s audit chain up to entry `last`, made by other
+    /// processes since this one started) into their callers' histories, each at its place in
+    /// time; an entry at or before what was read already (by a concurrent reader) is
+    /// skipped, so each is learnt once.
+    pub(crate) fn learn(&self, workspace: &str, last: u64, calls: Vec<Learnt>) {
+        let now = Instant::now();
+        let mut read = agentkit_core::sync::lock(&self.read_up_to);
+        let before = read.get(workspace).copied();
+        if before.is_some_and(|b| last <= b) {
+            return;
+        }
+        read.insert(workspace.to_owned(), last);
+        let before = before.unwrap_or(0);
+        let mut callers = agentkit_core::sync::lock(&self.callers);
+        for call in calls.into_iter().filter(|c| c.seq > before) {
+            if !callers.contains_key(&call.caller) && callers.len() >= MAX_CALLERS {
+                self.make_room(&mut callers, now);
+            }
+            // Its time on this process's clock: never later than now (another node's clock
+            // may be ahead), never before this process started.
+            let since = u64::try_from(call.at_ms - self.started_ms).unwrap_or(0);
+            let at = self
+                .started
+                .checked_add(Duration::from_millis(since))
+                .map_or(now, |t| t.min(now));
+            let calls = callers.entry(call.caller).or_insert_with(Calls::new);
+            let index = calls.ended.partition_point(|t| *t <= at);
+            calls.ended.insert(index, at);
+            calls
+                .history
+                .insert(index, ToolCallRecord::new(call.tool, false));
+            let over = calls.ended.len().saturating_sub(MAX_CALLS);
+            if over > 0 {
+                calls.ended.drain(..over);
+                calls.history.forget_oldest(over);
+            }
+        }
     }
 
     /// The history of `caller` (see [`caller_key`]) without the calls older than the window:
@@ -284,6 +357,54 @@ mod tests {
         let h = Histories::new(Duration::from_millis(1));
         std::thread::sleep(Duration::from_millis(5));
         assert!(h.to_seed("a").is_none());
+    }
+
+    #[test]
+    fn calls_of_other_processes_go_in_at_their_time_once() {
+        let h = Histories::new(DEFAULT_WINDOW);
+        let (read, started) = h.read_up_to("acme/prod");
+        assert_eq!(read, None);
+        h.record("a", "fs__list", false);
+        std::thread::sleep(Duration::from_millis(30));
+        h.record("a", "fs__write", false);
+        let learnt = |seq: u64, tool: &str, at_ms: i64| Learnt {
+            seq,
+            caller: "a".into(),
+            tool: tool.into(),
+            at_ms,
+        };
+        // A read another node made between the two local calls, and one made after both
+        // (in the future by this clock: it goes last).
+        let between = started + 15;
+        h.learn(
+            "acme/prod",
+            7,
+            vec![
+                learnt(5, "fs__read", between),
+                learnt(7, "db__read", started + 3_600_000),
+            ],
+        );
+        assert_eq!(
+            tools(&h.of("a")),
+            ["fs__list", "fs__read", "fs__write", "db__read"]
+        );
+        assert_eq!(h.read_up_to("acme/prod").0, Some(7));
+        // Read again (a concurrent reader, or the same entries): nothing is added twice.
+        h.learn("acme/prod", 7, vec![learnt(7, "db__read", started + 20)]);
+        h.learn(
+            "acme/prod",
+            8,
+            vec![
+                learnt(7, "db__read", started + 20),
+                learnt(8, "x__y", started + 40),
+            ],
+        );
+        assert_eq!(
+            tools(&h.of("a")),
+            ["fs__list", "fs__read", "fs__write", "db__read", "x__y"]
+        );
+        assert_eq!(h.read_up_to("acme/prod").0, Some(8));
+        assert_eq!(h.read_up_to("acme/other").0, None);
     }
 
     #[test]

@@ -659,6 +659,8 @@ struct Capture {
     /// call is handed to asks again, under its own run id) but noted here, with its reason.
     defer: bool,
     asked: Mutex<Option<String>>,
+    /// This process's node id, written on the entry.
+    node: Option<String>,
 }
 
 #[async_trait]
@@ -678,6 +680,7 @@ impl AuditSink for Capture {
         let mut event = event;
         if event.via.is_none() {
             event.via = Some(crate::policy::GATEWAY_VIA.to_owned());
+            event.node.clone_from(&self.node);
         }
         if event.policy == "safety"
             && let Some(f) = event.reason.strip_prefix("flagged: ")
@@ -720,6 +723,13 @@ pub struct GatewayOps {
     /// The server's audit log, where a caller's gateway calls from before this process
     /// started are read (set by the server's builder).
     audit_log: std::sync::OnceLock<crate::policy::StoreAudit>,
+    /// This process's node id, written on its audit entries so other processes tell its
+    /// calls from theirs (set by the server's builder).
+    node: std::sync::OnceLock<String>,
+    /// Every policy a gateway call can be decided by (the gateway's, the platforms', the
+    /// workspaces' and keys'): a call's history from other processes is read only when one
+    /// of them has a chain rule the call can end.
+    chain_policies: Vec<Policy>,
 }
 
 /// A server's tools, as listed.
@@ -794,6 +804,12 @@ impl GatewayOps {
             .map(|(i, p)| platforms::Compiled::new(p, i, &policy).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
         let config_chain_window = config.chain_window;
+        let chain_policies = std::iter::once(&policy)
+            .cloned()
+            .chain(platforms.iter().map(|p| p.policy()))
+            .chain(config.principal_policies.all().cloned())
+            .filter(|p| !p.spec().chains.is_empty())
+            .collect();
         Ok(Self {
             config,
             policy,
@@ -806,6 +822,8 @@ impl GatewayOps {
             histories: history::Histories::new(config_chain_window),
             vault: std::sync::OnceLock::new(),
             audit_log: std::sync::OnceLock::new(),
+            node: std::sync::OnceLock::new(),
+            chain_policies,
         })
     }
 
@@ -972,7 +990,9 @@ impl GatewayOps {
         env: &CallEnv,
     ) -> std::result::Result<CallResult, McpFailure> {
         let key = history::caller_key(&caller.workspace, caller.key_id.as_deref());
-        let history = self.history_of(caller, &key).await;
+        let history = self
+            .history_of(caller, &key, &tool_name(&call.server, &call.tool))
+            .await;
         self.call_after(platform, caller, call, env, &key, history)
             .await
     }
@@ -1020,11 +1040,65 @@ impl GatewayOps {
         let _ = self.audit_log.set(log);
     }
 
-    /// `caller`'s history (under `key`), its calls from before this process started read
-    /// from the audit log on its first call here. A log that cannot be read is tried again
-    /// on the next call (the call itself then fails on its audit entry, or goes on with what
-    /// this process knows).
-    async fn history_of(&self, caller: &Caller, key: &str) -> agentkit_core::SharedToolHistory {
+    /// This process's node id, written on its gateway calls' audit entries. Set once, by
+    /// the server's builder.
+    pub(crate) fn set_node(&self, node: &str) {
+        let _ = self.node.set(node.to_owned());
+    }
+
+    /// Whether a call of `tool` can end a chain rule of a policy that may decide it.
+    fn may_end_chain(&self, tool: &str) -> bool {
+        self.chain_policies.iter().any(|p| p.may_end_chain(tool))
+    }
+
+    /// Before a call that can end a chain rule: read `workspace`'s audit entries not read
+    /// yet for the gateway calls other processes made since this one started, into their
+    /// callers' histories (see [`history`]). A log that cannot be read is logged and tried
+    /// again on the next such call.
+    async fn learn_other_nodes(&self, workspace: &WorkspaceId) {
+        let (Some(log), Some(node)) = (self.audit_log.get(), self.node.get()) else {
+            return;
+        };
+        let ws = workspace.to_string();
+        let (after, since) = self.histories.read_up_to(&ws);
+        match log
+            .gateway_calls_after(&ws, after, node, since, history::SEED_SCAN)
+            .await
+        {
+            Ok((last, calls)) => {
+                let calls = calls
+                    .into_iter()
+                    .map(|(seq, key_id, tool, at_ms)| history::Learnt {
+                        seq,
+                        caller: history::caller_key(workspace, key_id.as_deref()),
+                        tool,
+                        at_ms,
+                    })
+                    .collect();
+                self.histories.learn(&ws, last, calls);
+            }
+            Err(e) => tracing::warn!(
+                workspace = %ws,
+                "could not read the audit log for gateway calls through other processes \
+                 (chain rules see only this process's): {e}"
+            ),
+        }
+    }
+
+    /// `caller`'s history (under `key`) for a call of `tool`: its calls from before this
+    /// process started read from the audit log on its first call here, and, when `tool`
+    /// can end a chain rule, those made through other processes since. A log that cannot
+    /// be read is tried again on the next call (the call itself then fails on its audit
+    /// entry, or goes on with what this process knows).
+    async fn history_of(
+        &self,
+        caller: &Caller,
+        key: &str,
+        tool: &str,
+    ) -> agentkit_core::SharedToolHistory {
+        if self.may_end_chain(tool) {
+            self.learn_other_nodes(&caller.workspace).await;
+        }
         if let Some(log) = self.audit_log.get()
             && let Some((from, until)) = self.histories.to_seed(key)
         {
@@ -1089,7 +1163,9 @@ impl GatewayOps {
         self.check_tool(platform, caller, &call.server, &call.tool)
             .await?;
         let key = history::caller_key(&caller.workspace, caller.key_id.as_deref());
-        let history = self.history_of(caller, &key).await;
+        let history = self
+            .history_of(caller, &key, &tool_name(&call.server, &call.tool))
+            .await;
         if self.verdict(caller, &call, env, &history) != agentkit_core::policy::Verdict::Allow {
             return self
                 .call_after(platform, caller, call, env, &key, history)
@@ -1200,6 +1276,7 @@ impl GatewayOps {
             flags: Mutex::new(Vec::new()),
             defer,
             asked: Mutex::new(None),
+            node: self.node.get().cloned(),
         });
         let inner = if self.config.safety.is_active() {
             ToolService::new(

@@ -266,6 +266,43 @@ impl StoreAudit {
         Ok(out)
     }
 
+    /// The gateway calls (events [`via`](AuditEvent::via) `gateway`) allowed or approved
+    /// in `workspace`'s chain after entry `after` (`None`: in its last `scan` entries) by a
+    /// process other than `node`, decided at `since_ms` or later: each as (entry, key id,
+    /// tool, time). Reads at most the chain's last `scan` entries (older ones are skipped).
+    /// Also returns the chain's last entry read (`after` when nothing was new).
+    pub(crate) async fn gateway_calls_after(
+        &self,
+        workspace: &str,
+        after: Option<u64>,
+        node: &str,
+        since_ms: i64,
+        scan: u64,
+    ) -> Result<(u64, Vec<(u64, Option<String>, String, i64)>)> {
+        let head = match self.store.doc_get(HEAD, workspace).await? {
+            Some(h) => h.value.get("seq").and_then(Value::as_u64).unwrap_or(0),
+            None => 0,
+        };
+        let mut from = after.unwrap_or(0).max(head.saturating_sub(scan));
+        let mut out = Vec::new();
+        while from < head {
+            let page = self.entries(workspace, from, 500).await?;
+            let Some(end) = page.last().map(|e| e.seq) else {
+                break;
+            };
+            from = end;
+            out.extend(page.into_iter().filter_map(|e| {
+                let ev = e.event;
+                (ev.via.as_deref() == Some(GATEWAY_VIA)
+                    && matches!(ev.outcome, AuditOutcome::Allowed | AuditOutcome::Approved)
+                    && ev.node.as_deref().is_some_and(|n| n != node)
+                    && ev.at_ms >= since_ms)
+                    .then_some((e.seq, ev.key_id, ev.tool, ev.at_ms))
+            }));
+        }
+        Ok((from.max(after.unwrap_or(0)), out))
+    }
+
     /// Verify `workspace`'s whole chain; returns how many entries it has.
     ///
     /// # Errors
@@ -1020,6 +1057,7 @@ pub fn csv_line(e: &AuditEntry) -> String {
         } else {
             serde_json::to_string(&ev.history).unwrap_or_default()
         },
+        ev.node.clone().unwrap_or_default(),
     ]
     .iter()
     .map(|s| q(s))
@@ -1028,7 +1066,7 @@ pub fn csv_line(e: &AuditEntry) -> String {
 }
 
 /// The header line of the CSV export.
-pub const CSV_HEADER: &str = "seq,at_ms,outcome,workspace,tenant,key_id,run_id,call_id,tool,arguments,policy,rule,reason,actor,prev_hash,hash,via,history";
+pub const CSV_HEADER: &str = "seq,at_ms,outcome,workspace,tenant,key_id,run_id,call_id,tool,arguments,policy,rule,reason,actor,prev_hash,hash,via,history,node";
 
 #[cfg(test)]
 mod tests {

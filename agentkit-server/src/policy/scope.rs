@@ -73,6 +73,11 @@ impl PrincipalPolicies {
         unknown(name, &self.named)
     }
 
+    /// Every policy of `policies:` (those of workspaces and keys among them).
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Policy> {
+        self.named.values()
+    }
+
     /// Whether no workspace has a policy and `policies:` is empty (so no key can carry one).
     #[must_use]
     pub fn is_empty(&self) -> bool {

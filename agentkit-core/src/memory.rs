@@ -202,7 +202,7 @@ pub fn estimate_tokens(m: &Message) -> usize {
             Content::Text { text } => text.len(),
             Content::ToolCall {
                 name, arguments, ..
-            } => name.len() + arguments.to_string().len(),
+            } => name.len() + json_len(arguments),
             Content::ToolResult { content, .. } => content
                 .iter()
                 .map(|c| match c {
@@ -215,6 +215,24 @@ pub fn estimate_tokens(m: &Message) -> usize {
         })
         .sum();
     chars.div_ceil(4) + 4 * (1 + m.content.len())
+}
+
+/// The length of `value` as compact JSON, counted without building the text.
+fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` into a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// Memory kept in process: one bounded history per thread, and at most `max_threads` threads
@@ -323,6 +341,8 @@ impl Memory for InMemoryMemory {
     }
 
     async fn append(&self, thread: &str, messages: &[Message]) -> Result<()> {
+        // Copied before the lock: other threads' calls wait only for the bookkeeping.
+        let messages = messages.to_vec();
         let mut state = self.lock();
         let tick = state.touch(thread);
         let entry = state
@@ -330,7 +350,7 @@ impl Memory for InMemoryMemory {
             .entry(thread.to_owned())
             .or_insert_with(|| (tick, Vec::new()));
         entry.0 = tick;
-        entry.1.extend_from_slice(messages);
+        entry.1.extend(messages);
         self.window.apply(&mut entry.1);
         state.evict(self.max_threads);
         Ok(())
@@ -361,6 +381,20 @@ mod tests {
             )]),
             Message::assistant(format!("answer to {q}")),
         ]
+    }
+
+    #[test]
+    fn a_tool_calls_arguments_count_as_their_json_text() {
+        let args = json!({"q": "caf\u{e9} \"x\"", "n": [1, 2.5, null], "o": {}});
+        assert_eq!(json_len(&args), args.to_string().len());
+        let call = Message::new(
+            Role::Assistant,
+            vec![Content::tool_call("c1", "lookup", args.clone())],
+        );
+        assert_eq!(
+            estimate_tokens(&call),
+            ("lookup".len() + args.to_string().len()).div_ceil(4) + 8
+        );
     }
 
     #[test]

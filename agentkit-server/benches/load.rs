@@ -176,7 +176,15 @@ fn agent(rounds: usize, calls: Arc<AtomicU64>) -> AgentLlm {
         Agent::new("worker", "Add with the tool, then answer.").with_tool(add_tool()),
         model,
     )
-    .with_defaults(RequestParams::new().with_max_iterations(rounds as u32 + 1))
+    // No conversation memory: a server run without a thread stands alone (it neither reads
+    // nor appends a history), so the direct baseline does the same work. (With history on
+    // and no thread, the 10,000 direct calls would share one default conversation: each
+    // reading the others' messages, some answering without calling the tool.)
+    .with_defaults(
+        RequestParams::new()
+            .with_max_iterations(rounds as u32 + 1)
+            .with_use_history(false),
+    )
 }
 
 struct Running {

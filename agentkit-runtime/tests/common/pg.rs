@@ -71,13 +71,24 @@ fn run(as_postgres: bool, bin: &Path, args: &[&str]) {
     );
 }
 
-/// A free port on 127.0.0.1.
+/// A free port on 127.0.0.1, never one handed out before in this test process: tests run
+/// at once, and a test that stops a server and starts another on the same port leaves it
+/// free in between, where another test's `free_port` could take it (its client then talks to
+/// the first test's server).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 impl Pg {

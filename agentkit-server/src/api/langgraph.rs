@@ -1323,6 +1323,10 @@ pub struct RunCreate {
     /// Stateless runs: `delete` or `keep`; agentkit keeps no thread for them either way.
     #[serde(default)]
     pub on_completion: Option<String>,
+    /// Streamed and waited-for runs: `cancel` cancels the run when the client goes away
+    /// before it ends; `continue` (default) lets it finish.
+    #[serde(default)]
+    pub on_disconnect: Option<String>,
     /// Not supported (422).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
@@ -1399,6 +1403,7 @@ impl RunCreate {
                 "delayed runs (`after_seconds`) are not supported yet",
             ));
         }
+        self.cancels_on_disconnect()?;
         Modes::check(self.stream_mode.as_ref())
     }
 
@@ -1418,6 +1423,23 @@ impl RunCreate {
                 format!(
                     "`multitask_strategy` must be reject, interrupt, rollback or enqueue, not \
                      `{}`",
+                    other.escape_debug()
+                ),
+            )),
+        }
+    }
+
+    /// Whether the run is to be cancelled when its client goes away (`on_disconnect:
+    /// cancel`), or a 422 problem for a value that is neither `cancel` nor `continue`.
+    pub(crate) fn cancels_on_disconnect(&self) -> Result<bool, Problem> {
+        match self.on_disconnect.as_deref() {
+            None | Some("continue") => Ok(false),
+            Some("cancel") => Ok(true),
+            Some(other) => Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                format!(
+                    "`on_disconnect` must be `cancel` or `continue`, not `{}`",
                     other.escape_debug()
                 ),
             )),
@@ -1503,6 +1525,34 @@ pub(crate) async fn start(
     unprefixed(&scope, start_in(s, caller, &scope, thread, req).await)
 }
 
+/// The caller's thread `id` that a run (or a cron's runs) will continue: 404 when it does not
+/// exist, unless `req` says `if_not_exists: create`, which creates it.
+async fn thread_for_run(
+    s: &AppState,
+    scope: &Scope,
+    id: &str,
+    req: &RunCreate,
+) -> ApiResult<Thread> {
+    match req.if_not_exists.as_deref() {
+        None | Some("reject") => thread_in(s, scope, id).await,
+        // Create-or-get in the caller's workspace: another workspace's thread of the same id
+        // is a different thread, never this one.
+        Some("create") => Ok(s
+            .platform
+            .threads()
+            .create_in(scope, Some(id.to_owned()), Map::new(), true)
+            .await?),
+        Some(other) => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            format!(
+                "`if_not_exists` must be `reject` or `create`, not `{}`",
+                other.escape_debug()
+            ),
+        )),
+    }
+}
+
 async fn start_in(
     s: &AppState,
     caller: &Caller,
@@ -1516,29 +1566,7 @@ async fn start_in(
     let message = user_message(req)?;
     let policy = req.policy()?;
     if let Some(t) = thread {
-        match req.if_not_exists.as_deref() {
-            None | Some("reject") => {
-                thread_in(s, scope, t).await?;
-            }
-            Some("create") => {
-                // Create-or-get in the caller's workspace: another workspace's thread of the
-                // same id is a different thread, never this one.
-                s.platform
-                    .threads()
-                    .create_in(scope, Some(t.to_owned()), Map::new(), true)
-                    .await?;
-            }
-            Some(other) => {
-                return Err(Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid-body",
-                    format!(
-                        "`if_not_exists` must be `reject` or `create`, not `{}`",
-                        other.escape_debug()
-                    ),
-                ));
-            }
-        }
+        thread_for_run(s, scope, t, req).await?;
     }
     let mut start = StartRun::new(agent, message).by(caller.principal());
     start.thread_id = thread.map(str::to_owned);
@@ -1736,7 +1764,21 @@ pub async fn wait_thread_run(
 ) -> ApiResult<Response> {
     let req: RunCreate = optional_json(&body)?;
     let run = start(&s, &caller, Some(&thread), &req).await?;
-    wait_answer(&s, &caller.scope(), &run, req.is_agent_protocol()).await
+    wait_run(&s, &caller, &run, &req).await
+}
+
+/// Wait for `run`, started from `req`, and answer ([`wait_answer`]); with `on_disconnect:
+/// cancel`, a client that goes away before the run ends cancels it.
+async fn wait_run(
+    s: &AppState,
+    caller: &Caller,
+    run: &RunRecord,
+    req: &RunCreate,
+) -> ApiResult<Response> {
+    let mut guard = CancelOnDisconnect::new(req.cancels_on_disconnect()?, s, caller, &run.id);
+    let answer = wait_answer(s, &caller.scope(), run, req.is_agent_protocol()).await;
+    guard.disarm();
+    answer
 }
 
 /// Wait for `run` and answer: LangGraph clients get the values; Agent Protocol clients
@@ -1890,7 +1932,7 @@ pub async fn wait_stateless_run(
 ) -> ApiResult<Response> {
     let req: RunCreate = optional_json(&body)?;
     let run = start(&s, &caller, req.thread_id.as_deref(), &req).await?;
-    wait_answer(&s, &caller.scope(), &run, req.is_agent_protocol()).await
+    wait_run(&s, &caller, &run, &req).await
 }
 
 // --- streaming -----------------------------------------------------------------------------
@@ -2118,13 +2160,67 @@ async fn finish(s: &AppState, scope: &Scope, run_id: &str, modes: Modes) -> Vec<
     out
 }
 
+/// Cancels a run when it is dropped armed: the response (a stream, or a wait) of a client that
+/// asked for that (`on_disconnect: cancel`, `cancel_on_disconnect=1`) was dropped before the run
+/// ended, which is when the client went away. The cancel is audited as `runs.cancel` of the
+/// caller; a run that ended meanwhile is left as it is.
+pub(crate) struct CancelOnDisconnect {
+    armed: Option<(AppState, Caller, String)>,
+}
+
+impl CancelOnDisconnect {
+    /// A guard that cancels `run_id` for `caller` when dropped, if `cancel`; else one that
+    /// does nothing.
+    pub(crate) fn new(cancel: bool, s: &AppState, caller: &Caller, run_id: &str) -> Self {
+        Self {
+            armed: cancel.then(|| (s.clone(), caller.clone(), run_id.to_owned())),
+        }
+    }
+
+    /// The response was sent whole: leave the run be.
+    pub(crate) fn disarm(&mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for CancelOnDisconnect {
+    fn drop(&mut self) {
+        let Some((s, caller, run_id)) = self.armed.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let reason = "cancelled: the client disconnected";
+            if s
+                .platform
+                .runtime()
+                .cancel_with_reason(&run_id, reason)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let details = json!({"reason": "the client disconnected"});
+            if let Err(p) = s
+                .audit_change(&caller, &caller.workspace, "runs.cancel", &run_id, details)
+                .await
+            {
+                tracing::warn!(run_id, error = %p.detail, "could not audit the cancel of a run whose client disconnected");
+            }
+        });
+    }
+}
+
 /// The run's events as LangGraph streams them: `metadata` (`run_id`), `values` (first
 /// `initial`, if given, and the final values), `updates` (each model answer and tool result),
 /// then `error` (failed) or `end` (finished, cancelled, or waiting for a human: then the
 /// final values carry `__interrupt__`). Each event has an [`EventId`]; with `after` (the
 /// client's `Last-Event-ID`) the stream sends only the events after it, read from the store.
 /// An `error` event for a failed store read has no id: it is not part of the run, so a
-/// client reconnecting after it resumes where it was.
+/// client reconnecting after it resumes where it was. `on_disconnect` cancels the run if the
+/// stream is dropped before its last event.
 pub(crate) fn lg_stream(
     s: AppState,
     scope: Scope,
@@ -2132,6 +2228,7 @@ pub(crate) fn lg_stream(
     modes: Modes,
     initial: Option<Value>,
     after: Option<EventId>,
+    on_disconnect: CancelOnDisconnect,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static> {
     let agent = scope
         .external(&run.target)
@@ -2254,11 +2351,14 @@ pub(crate) fn lg_stream(
             (events, false)
         }
     });
-    let items = items.scan(false, |done, (events, last)| {
+    let items = items.scan((false, on_disconnect), |(done, guard), (events, last)| {
         let next = if *done {
             None
         } else {
             *done = last;
+            if last {
+                guard.disarm();
+            }
             Some(events)
         };
         futures::future::ready(next)
@@ -2314,7 +2414,16 @@ async fn stream_run(
         initial_values(&s, &scope, thread.as_deref(), &req).await,
     )?;
     let run = start(&s, caller, thread.as_deref(), &req).await?;
-    let sse = lg_stream(s, scope.clone(), &run, req.modes(), Some(initial), None);
+    let guard = CancelOnDisconnect::new(req.cancels_on_disconnect()?, &s, caller, &run.id);
+    let sse = lg_stream(
+        s,
+        scope.clone(),
+        &run,
+        req.modes(),
+        Some(initial),
+        None,
+        guard,
+    );
     let mut res = with_location(&scope, &run, sse.into_response());
     // Where the SDKs reconnect (with `Last-Event-ID`) when the stream drops: the join stream
     // of the run, which streams the modes the run was started with.
@@ -2334,8 +2443,9 @@ fn stream_location(scope: &Scope, r: &RunRecord) -> Option<HeaderValue> {
     HeaderValue::from_str(&path).ok()
 }
 
-/// The modes a join stream sends: its `stream_mode` query parameters (repeated for several,
-/// as the SDKs send them), or else those the run was started with (default `values`).
+/// The modes a join stream sends: its `stream_mode` query parameters (a mode, repeated for
+/// several as the Python SDK sends them, or a JSON list of modes as the JavaScript SDK sends
+/// them), or else those the run was started with (default `values`).
 pub(crate) async fn join_modes(
     s: &AppState,
     r: &RunRecord,
@@ -2343,11 +2453,13 @@ pub(crate) async fn join_modes(
 ) -> ApiResult<Modes> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or_default())
         .map_err(|e| Problem::bad_request(format!("the query string is not valid: {e}")))?;
-    let mut asked: Vec<Value> = pairs
-        .into_iter()
-        .filter(|(k, _)| k == "stream_mode")
-        .map(|(_, v)| Value::String(v))
-        .collect();
+    let mut asked: Vec<Value> = Vec::new();
+    for (_, v) in pairs.into_iter().filter(|(k, _)| k == "stream_mode") {
+        match serde_json::from_str::<Vec<String>>(&v) {
+            Ok(list) => asked.extend(list.into_iter().map(Value::String)),
+            Err(_) => asked.push(Value::String(v)),
+        }
+    }
     let mode = match asked.len() {
         0 => s
             .platform
@@ -2390,13 +2502,36 @@ pub async fn stream_stateless_run(
     stream_run(s, &caller, req.thread_id, &body).await
 }
 
+/// Whether a join stream's query asks to cancel the run when the client goes away
+/// (`cancel_on_disconnect=1`, as the JavaScript SDK sends it, or `true`), or a 400 problem.
+pub(crate) fn cancel_on_disconnect(query: Option<&str>) -> ApiResult<bool> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or_default())
+        .map_err(|e| Problem::bad_request(format!("the query string is not valid: {e}")))?;
+    let mut cancel = false;
+    for (_, v) in pairs.iter().filter(|(k, _)| k == "cancel_on_disconnect") {
+        cancel = match v.as_str() {
+            "1" | "true" | "True" => true,
+            "0" | "false" | "False" => false,
+            other => {
+                return Err(Problem::bad_request(format!(
+                    "`cancel_on_disconnect` must be 1/true or 0/false, not `{}`",
+                    other.escape_debug()
+                )));
+            }
+        };
+    }
+    Ok(cancel)
+}
+
 /// Which stream modes a join wants.
 #[derive(Debug, Deserialize, IntoParams)]
 #[non_exhaustive]
 pub struct JoinStreamQuery {
-    /// A stream mode; repeat the parameter for several. Default: the modes the run was
-    /// started with, or `values`.
+    /// A stream mode (repeat the parameter for several), or a JSON list of them
+    /// (`["values","updates"]`). Default: the modes the run was started with, or `values`.
     pub stream_mode: Option<String>,
+    /// `1`/`true`: cancel the run when the client goes away before it ends.
+    pub cancel_on_disconnect: Option<String>,
 }
 
 /// Stream a run of a thread that is already going (or finished), from the start or, with
@@ -2418,7 +2553,9 @@ pub async fn join_stream(
     let scope = caller.scope();
     let r = run_on(&s, &scope, &thread, &run_id).await?;
     let modes = join_modes(&s, &r, query.as_deref()).await?;
-    Ok(lg_stream(s, scope, &r, modes, None, after).into_response())
+    let guard =
+        CancelOnDisconnect::new(cancel_on_disconnect(query.as_deref())?, &s, &caller, &r.id);
+    Ok(lg_stream(s, scope, &r, modes, None, after, guard).into_response())
 }
 
 // --- store items ---------------------------------------------------------------------------
@@ -2942,7 +3079,7 @@ async fn create_cron_in(
     let message = user_message(&req)?;
     let policy = req.policy()?;
     let thread = match &thread {
-        Some(t) => Some(thread_in(s, scope, t).await?.thread_id),
+        Some(t) => Some(thread_for_run(s, scope, t, &req).await?.thread_id),
         None => None,
     };
     let schedule = fields.schedule.ok_or_else(|| {

@@ -22,8 +22,8 @@ use common::peers::{self, last_ai};
 use serde_json::{Value, json};
 
 /// Agent `stepper`: told "hold", it calls its `hold` tool, which returns only after a minute
-/// (the test cancels the run long before); told anything else, it calls `step` twice and
-/// answers "arrived".
+/// (the test cancels the run long before); told "stumble", it calls a tool it does not have,
+/// then answers "recovered"; told anything else, it calls `step` twice and answers "arrived".
 fn stepper() -> AgentLlm {
     let model = ScriptedProvider::from_fn(|req| {
         let user = req
@@ -50,6 +50,10 @@ fn stepper() -> AgentLlm {
         };
         let (message, stop) = if said == "hold" {
             call("hold")
+        } else if said == "stumble" && results == 0 {
+            call("no_such_tool")
+        } else if said == "stumble" {
+            (Message::assistant("recovered"), StopReason::EndTurn)
         } else if results < 2 {
             call("step")
         } else {
@@ -212,6 +216,18 @@ async fn the_langgraph_javascript_sdk_drives_an_agentkit_agent() {
         "arrived",
         "{streamed:?}"
     );
+    // Tool calls and results read as LangChain messages: the call's `args`, the result's
+    // text and the `tool_call_id` it answers, in the updates and in the thread's values.
+    let call = json!({"id": "call_0", "name": "step", "args": {}, "type": "tool_call"});
+    let result = json!({"type": "tool", "content": "stepped", "tool_call_id": "call_0"});
+    assert_eq!(
+        streamed[2]["data"]["stepper"]["messages"][0]["tool_calls"][0],
+        call
+    );
+    assert_eq!(streamed[3]["data"]["tools"]["messages"][0], result);
+    let final_messages = &streamed[streamed.len() - 2]["data"]["messages"];
+    assert_eq!(final_messages[1]["tool_calls"][0], call, "{final_messages}");
+    assert_eq!(final_messages[2], result, "{final_messages}");
     let mut whole = streamed.clone();
     whole.retain(|p| p["id"] != "0-1");
     let joined = out["step_join"].as_array().unwrap();
@@ -636,4 +652,72 @@ async fn a_client_that_leaves_cancels_its_run_only_when_it_asked_to() {
     )
     .await;
     assert_eq!(s, 400, "{p}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_and_results_read_as_langchain_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = server(dir.path(), "js-key").await;
+    let base = &served.base;
+    let tid = thread(base).await;
+    let wait = |text: &str| {
+        let body = json!({"assistant_id": "stepper", "input": said(text)});
+        let path = format!("/threads/{tid}/runs/wait");
+        async move { call(base, reqwest::Method::POST, &path, Some(body)).await }
+    };
+    let (s, values) = wait("go").await;
+    assert_eq!(s, 200, "{values}");
+    let messages = values["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 6, "{values}");
+    for (i, call) in [(1, "call_0"), (3, "call_1")] {
+        assert_eq!(
+            messages[i]["tool_calls"],
+            json!([{"id": call, "name": "step", "args": {}, "type": "tool_call"}]),
+            "{values}"
+        );
+        assert_eq!(
+            messages[i + 1],
+            json!({"type": "tool", "content": "stepped", "tool_call_id": call}),
+            "{values}"
+        );
+    }
+    // A call that fails is an error result of the call.
+    let (s, values) = wait("stumble").await;
+    assert_eq!(s, 200, "{values}");
+    let failed = &values["messages"][8];
+    assert_eq!(failed["type"], "tool", "{values}");
+    assert_eq!(failed["status"], "error", "{values}");
+    assert_eq!(failed["tool_call_id"], "call_0", "{values}");
+    assert!(
+        failed["content"].as_str().unwrap().contains("no_such_tool"),
+        "{values}"
+    );
+    assert_eq!(values["messages"][9]["content"], "recovered");
+
+    // The same in a stream's updates.
+    let res = reqwest::Client::new()
+        .post(format!("{base}/threads/{tid}/runs/stream"))
+        .header("x-api-key", "js-key")
+        .json(&json!({"assistant_id": "stepper", "input": said("go"), "stream_mode": "updates"}))
+        .send()
+        .await
+        .unwrap();
+    let text = res.text().await.unwrap();
+    let updates: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .filter(|v: &Value| v.get("tools").is_some() || v.get("stepper").is_some())
+        .collect();
+    assert_eq!(updates.len(), 5, "{text}");
+    assert_eq!(
+        updates[0]["stepper"]["messages"][0]["tool_calls"][0],
+        json!({"id": "call_0", "name": "step", "args": {}, "type": "tool_call"}),
+        "{text}"
+    );
+    assert_eq!(
+        updates[1]["tools"]["messages"][0],
+        json!({"type": "tool", "content": "stepped", "tool_call_id": "call_0"}),
+        "{text}"
+    );
 }

@@ -2160,6 +2160,45 @@ async fn finish(s: &AppState, scope: &Scope, run_id: &str, modes: Modes) -> Vec<
     out
 }
 
+/// A tool call of a journaled model answer (`{"type": "tool_call", "id", "name",
+/// "arguments"}`) as LangGraph clients read it: `{"id", "name", "args", "type": "tool_call"}`.
+fn lg_tool_call(call: &Value) -> Value {
+    json!({
+        "id": call.get("id").cloned().unwrap_or(Value::Null),
+        "name": call.get("name").cloned().unwrap_or(Value::Null),
+        "args": call.get("arguments").cloned().unwrap_or_else(|| json!({})),
+        "type": "tool_call",
+    })
+}
+
+/// A journaled tool result (key `…/tool/{step}/{call_id}`, value `{"content": [parts],
+/// "is_error"}`) as the `tool` message LangGraph clients read: the text of the result and the
+/// `tool_call_id` it answers (`status: error` if it failed). A value of another shape is sent
+/// as its JSON text.
+fn lg_tool_message(key: &str, data: &Value) -> Value {
+    let call_id = key
+        .rsplit_once("/tool/")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(_, id)| id);
+    let content = match data.get("content").and_then(Value::as_array) {
+        Some(parts) => parts
+            .iter()
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        None => match data {
+            Value::String(t) => t.clone(),
+            other => other.to_string(),
+        },
+    };
+    let mut message = json!({"type": "tool", "content": content, "tool_call_id": call_id});
+    if data.get("is_error").and_then(Value::as_bool) == Some(true) {
+        message["status"] = json!("error");
+    }
+    message
+}
+
 /// Cancels a run when it is dropped armed: the response (a stream, or a wait) of a client that
 /// asked for that (`on_disconnect: cancel`, `cancel_on_disconnect=1`) was dropped before the run
 /// ended, which is when the client went away. The cancel is audited as `runs.cancel` of the
@@ -2284,7 +2323,7 @@ pub(crate) fn lg_stream(
                     if let Some(calls) = e.data.get("tool_calls").and_then(Value::as_array)
                         && !calls.is_empty()
                     {
-                        ai["tool_calls"] = Value::Array(calls.clone());
+                        ai["tool_calls"] = calls.iter().map(lg_tool_call).collect();
                     }
                     let id = |slot| Some(EventId::new(e.id, slot));
                     let mut out = Vec::new();
@@ -2298,10 +2337,7 @@ pub(crate) fn lg_stream(
                     }
                     if modes.messages_tuple {
                         let meta = json!({"langgraph_node": agent, "run_id": run_id});
-                        out.push((
-                            id(EventId::MESSAGES),
-                            event("messages", &json!([ai, meta])),
-                        ));
+                        out.push((id(EventId::MESSAGES), event("messages", &json!([ai, meta]))));
                     }
                     if modes.messages {
                         out.push((
@@ -2312,15 +2348,11 @@ pub(crate) fn lg_stream(
                     out
                 }
                 sse::StreamItem::Event(e) if modes.updates && e.event == "tool_result" => {
-                    let content = match &e.data {
-                        Value::String(t) => t.clone(),
-                        other => other.to_string(),
-                    };
                     vec![(
                         Some(EventId::new(e.id, EventId::UPDATES)),
                         event(
                             "updates",
-                            &json!({"tools": {"messages": [{"type": "tool", "content": content, "name": e.key}]}}),
+                            &json!({"tools": {"messages": [lg_tool_message(&e.key, &e.data)]}}),
                         ),
                     )]
                 }

@@ -8,9 +8,11 @@
 //!
 //! Mapping: a run's input `{"messages": [{"role"|"type": "user"|"human", "content": …}]}`
 //! becomes the run's user message (the last user message; the thread keeps the
-//! conversation); thread `values` are `{"messages": [...]}` in the LangGraph message shape;
+//! conversation); thread `values` are `{"messages": [...]}` in the LangGraph message shape
+//! (tool calls with `args`, each tool result a `tool` message with its `tool_call_id`);
 //! `multitask_strategy` `reject`|`interrupt`|`enqueue` is the thread's busy policy
-//! (`rollback` is refused with a 422 problem). Features agentkit does not have yet
+//! (`rollback` is refused with a 422 problem); `on_disconnect: cancel` (a join stream's
+//! `cancel_on_disconnect=1`) cancels the run when its client leaves first. Features agentkit does not have yet
 //! (commands, checkpoints, `interrupt_before`, webhooks, delayed runs, store item TTLs) are refused
 //! with a 422 problem rather than ignored.
 //!

@@ -715,3 +715,39 @@ async fn tool_calls_and_results_read_as_langchain_messages() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_shutting_down_does_not_cancel_the_runs_of_its_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = server(dir.path(), "js-key").await;
+    let base = served.base.clone();
+    let tid = thread(&base).await;
+    let (res, rid) = open_stream(
+        &base,
+        reqwest::Method::POST,
+        &format!("/threads/{tid}/runs/stream"),
+        Some(json!({"assistant_id": "stepper", "input": said("hold"), "on_disconnect": "cancel"})),
+    )
+    .await;
+    // The server ends the stream as it stops; its client did not leave.
+    let rest = tokio::spawn(res.text());
+    served.stop().await;
+    let rest = rest.await.unwrap().unwrap();
+    assert!(!rest.contains("event: end"), "{rest}");
+
+    // Restarted on the same database, the run is still the thread's, not cancelled.
+    let served = server(dir.path(), "js-key").await;
+    let (s, run) = call(
+        &served.base,
+        reqwest::Method::GET,
+        &format!("/threads/{tid}/runs/{rid}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{run}");
+    assert!(
+        matches!(run["status"].as_str(), Some("pending" | "running")),
+        "{run}"
+    );
+    assert!(run.get("cancel_reason").is_none(), "{run}");
+}

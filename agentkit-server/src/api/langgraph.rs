@@ -2204,7 +2204,8 @@ fn lg_tool_message(key: &str, data: &Value) -> Value {
 /// Cancels a run when it is dropped armed: the response (a stream, or a wait) of a client that
 /// asked for that (`on_disconnect: cancel`, `cancel_on_disconnect=1`) was dropped before the run
 /// ended, which is when the client went away. The cancel is audited as `runs.cancel` of the
-/// caller; a run that ended meanwhile is left as it is.
+/// caller; a run that ended meanwhile is left as it is, and so is every run when the server
+/// is shutting down (it ends the streams itself).
 pub(crate) struct CancelOnDisconnect {
     armed: Option<(AppState, Caller, String)>,
 }
@@ -2229,6 +2230,11 @@ impl Drop for CancelOnDisconnect {
         let Some((s, caller, run_id)) = self.armed.take() else {
             return;
         };
+        // The server is stopping (it ends every stream and, after its drain, every request):
+        // that is not the client leaving, and the run is left to resume after the restart.
+        if s.platform.stopping.is_cancelled() {
+            return;
+        }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };

@@ -3,8 +3,12 @@
 //! `scripts/install-mcp-peers.sh`) drives an agentkit server: assistants, threads, runs on a
 //! thread (wait, create + join, stream in each mode, list, get, cancel, join stream and its
 //! resumption after an event id), a busy thread refusing a run, stateless runs, state,
-//! history, copy, crons, store items, and the key it sends as `x-api-key`. The JavaScript side
-//! is `tests/peers/langgraph_js_client.mjs`.
+//! history, copy, crons, store items, a client that leaves with `onDisconnect: "cancel"`, and
+//! the key it sends as `x-api-key`. The JavaScript side is `tests/peers/langgraph_js_client.mjs`.
+//! The other tests send what the SDK sends over plain HTTP, one behaviour each (they need no
+//! Node): join stream modes as a JSON list, a cron's `if_not_exists`, `on_disconnect` and
+//! `cancel_on_disconnect`, tool calls and results as LangChain messages, and a shutdown that
+//! is not taken for a client leaving.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -190,6 +194,25 @@ async fn the_langgraph_javascript_sdk_drives_an_agentkit_agent() {
     );
     assert!(stateless[0]["data"]["thread_id"].is_null());
     assert_eq!(last_ai(&stateless[3]["data"]), "alone");
+
+    // A stateless background run, joined (`/runs/{run_id}/stream`) in the modes asked for.
+    assert!(out["stateless_created"]["thread_id"].is_null(), "{out}");
+    let joined = &out["stateless_joined"];
+    assert_eq!(
+        events(joined),
+        [
+            "metadata", "updates", "updates", "updates", "updates", "updates", "end"
+        ],
+        "{joined}"
+    );
+    assert_eq!(
+        joined[0]["data"]["run_id"],
+        out["stateless_created"]["run_id"]
+    );
+    assert_eq!(
+        joined[5]["data"]["stepper"]["messages"][0]["content"],
+        "arrived"
+    );
 
     // runs.list: the thread's six runs, newest first; a page of them.
     let runs = out["runs"].as_array().unwrap();

@@ -81,6 +81,11 @@ out.stateless_stream = await collect(
   client.runs.stream(null, "echo", { input: said("alone"), streamMode: ["values", "updates"] }),
 );
 
+const background = await client.runs.create(null, "stepper", { input: said("go") });
+out.stateless_created = background;
+out.stateless_joined = await collect(
+  client.runs.joinStream(null, background.run_id, { streamMode: ["updates"] }),
+);
 out.runs = await client.runs.list(tid);
 out.runs_page = await client.runs.list(tid, { limit: 2, offset: 1, status: "success" });
 

@@ -296,6 +296,20 @@ async fn the_langgraph_javascript_sdk_drives_an_agentkit_agent() {
         last_ai(&history[1]["values"]),
         "one | two | three | four | five"
     );
+    // A checkpoint named by id, object or config; history filtered by metadata.
+    assert_eq!(out["state_at"]["checkpoint"]["checkpoint_id"], "4");
+    assert_eq!(last_ai(&out["state_at"]["values"]), "one | two");
+    assert_eq!(out["state_at_object"], out["state_at"]);
+    let before = out["history_before"].as_array().unwrap();
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0]["checkpoint"]["checkpoint_id"], "2");
+    assert_eq!(last_ai(&before[0]["values"]), "one");
+    let step = out["history_step"].as_array().unwrap();
+    assert_eq!(step.len(), 1, "{step:?}");
+    assert_eq!(step[0], out["state_at"]);
+    let ids = out["search_ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(ids[0]["thread_id"], tid);
     assert_eq!(out["thread_after"]["status"], "idle");
     assert_eq!(out["thread_after"]["values"], out["state"]["values"]);
     let search = out["search"].as_array().unwrap();
@@ -773,4 +787,92 @@ async fn a_server_shutting_down_does_not_cancel_the_runs_of_its_streams() {
         "{run}"
     );
     assert!(run.get("cancel_reason").is_none(), "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_named_by_id_object_or_config_and_history_filters_by_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = server(dir.path(), "js-key").await;
+    let base = &served.base;
+    let tid = thread(base).await;
+    for text in ["one", "two", "three"] {
+        let body = json!({"assistant_id": "echo", "input": said(text)});
+        let (s, v) = call(
+            base,
+            reqwest::Method::POST,
+            &format!("/threads/{tid}/runs/wait"),
+            Some(body),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let history = |body: Value| {
+        let path = format!("/threads/{tid}/history");
+        async move { call(base, reqwest::Method::POST, &path, Some(body)).await }
+    };
+    let checkpoints = |states: &Value| -> Vec<String> {
+        states
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|st| {
+                st["checkpoint"]["checkpoint_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+
+    // `before` as an id, an object and a config all mean the same checkpoint.
+    for before in [
+        json!("4"),
+        json!({"checkpoint_id": "4"}),
+        json!({"configurable": {"checkpoint_id": "4"}}),
+    ] {
+        let (s, states) = history(json!({"before": before})).await;
+        assert_eq!(s, 200, "{states}");
+        assert_eq!(checkpoints(&states), ["2"], "before {before}");
+    }
+    // A `before` naming no checkpoint is refused, not ignored.
+    let (s, p) = history(json!({"before": {"configurable": {}}})).await;
+    assert_eq!(s, 400, "{p}");
+    // Metadata filters the states.
+    let (s, states) = history(json!({"metadata": {"step": 3}})).await;
+    assert_eq!(s, 200, "{states}");
+    assert_eq!(checkpoints(&states), ["6"]);
+    let (_, states) = history(json!({"metadata": {"step": 99}})).await;
+    assert_eq!(states, json!([]));
+
+    // The state at a checkpoint object (`POST …/state/checkpoint`) is the state at its id.
+    let (s, by_id) = call(
+        base,
+        reqwest::Method::GET,
+        &format!("/threads/{tid}/state/4"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{by_id}");
+    for checkpoint in [
+        json!({"checkpoint_id": "4", "checkpoint_ns": ""}),
+        json!({"configurable": {"checkpoint_id": "4"}}),
+    ] {
+        let (s, state) = call(
+            base,
+            reqwest::Method::POST,
+            &format!("/threads/{tid}/state/checkpoint"),
+            Some(json!({"checkpoint": checkpoint})),
+        )
+        .await;
+        assert_eq!(s, 200, "{state}");
+        assert_eq!(state, by_id);
+    }
+    let (s, p) = call(
+        base,
+        reqwest::Method::POST,
+        &format!("/threads/{tid}/state/checkpoint"),
+        Some(json!({"checkpoint": {"checkpoint_id": "99"}})),
+    )
+    .await;
+    assert_eq!(s, 404, "{p}");
 }

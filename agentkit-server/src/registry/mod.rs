@@ -147,12 +147,8 @@ impl std::fmt::Debug for Registry {
 
 /// A name usable in URLs, MCP tool names and store ids.
 pub fn check_name(what: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
+    // The rule `agentkit.yaml` names follow, so a name valid there is valid here.
+    if agentkit_core::config::is_valid_name(name) {
         Ok(())
     } else {
         Err(Error::InvalidRequest(format!(

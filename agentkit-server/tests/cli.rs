@@ -74,8 +74,8 @@ fn start_dev() -> Dev {
         "{seen:#?}"
     );
     assert!(
-        seen[0].starts_with("agentkit serving 2 agents, 1 workflow from"),
-        "the demo has 2 agents and 1 workflow: {seen:#?}"
+        seen[0].starts_with("agentkit serving 2 agents, 1 workflow, 1 schedule, 1 webhook from"),
+        "the demo has 2 agents, 1 workflow, 1 schedule and 1 webhook: {seen:#?}"
     );
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});

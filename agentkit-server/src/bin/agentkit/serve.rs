@@ -248,12 +248,27 @@ pub(crate) async fn serve(args: ServeArgs, dev: bool) -> Result<(), Failure> {
         .iter()
         .filter(|e| e.kind == agentkit_server::EntryKind::Workflow)
         .count();
+    // What the config declares besides agents and workflows, named only when it has some.
+    let webhooks = config
+        .triggers
+        .values()
+        .filter(|t| matches!(t, agentkit_core::config::TriggerSpec::Webhook(_)))
+        .count();
+    let mut serving = vec![
+        counted(agents.len() - workflows, "agent"),
+        counted(workflows, "workflow"),
+    ];
+    for (n, thing) in [
+        (config.schedules.len(), "schedule"),
+        (webhooks, "webhook"),
+        (config.triggers.len() - webhooks, "event trigger"),
+    ] {
+        if n > 0 {
+            serving.push(counted(n, thing));
+        }
+    }
     let mut banner = vec![
-        format!(
-            "agentkit serving {}, {} from {source}",
-            counted(agents.len() - workflows, "agent"),
-            counted(workflows, "workflow")
-        ),
+        format!("agentkit serving {} from {source}", serving.join(", ")),
         format!("  API      http://{addr}/v1   (OpenAPI: http://{addr}/openapi.json)"),
         format!("  MCP      http://{addr}/mcp  (streamable HTTP; every agent is a tool)"),
     ];

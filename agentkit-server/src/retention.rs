@@ -159,10 +159,7 @@ impl Platform {
             for id in &deleted {
                 match threads.get(id) {
                     Some(t) => {
-                        if store
-                            .doc_delete(THREAD_RUNS, &format!("{t}/{id}"), Expect::Any)
-                            .await?
-                        {
+                        if self.unlink_thread_run(t, id).await? {
                             report.thread_runs += 1;
                         }
                     }
@@ -187,6 +184,27 @@ impl Platform {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Delete finished (succeeded, failed or cancelled) run `run` the way retention deletes
+    /// runs: its record, journal and signals, then its thread's link to it. Whether it was
+    /// deleted (`false`: it is gone already, or has not finished).
+    pub async fn delete_finished_run(&self, run: &agentkit_runtime::RunRecord) -> Result<bool> {
+        if !self.runtime.store().delete_finished_run(&run.id).await? {
+            return Ok(false);
+        }
+        if let Some(t) = run.input.get("thread").and_then(Value::as_str) {
+            self.unlink_thread_run(t, &run.id).await?;
+        }
+        Ok(true)
+    }
+
+    /// Remove run `run_id` from thread `thread`'s run index: whether it was there.
+    async fn unlink_thread_run(&self, thread: &str, run_id: &str) -> Result<bool> {
+        self.runtime
+            .store()
+            .doc_delete(THREAD_RUNS, &format!("{thread}/{run_id}"), Expect::Any)
+            .await
     }
 
     async fn prune_threads(&self, cutoff: i64, report: &mut PruneReport) -> Result<()> {

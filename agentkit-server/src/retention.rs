@@ -199,12 +199,40 @@ impl Platform {
         Ok(true)
     }
 
-    /// Remove run `run_id` from thread `thread`'s run index: whether it was there.
+    /// Remove deleted run `run_id` from thread `thread`: from its run index (whether it was
+    /// there is the answer) and, when it is the thread's last run, from its record, which
+    /// would otherwise take the missing run for one starting and refuse new runs for a while.
     async fn unlink_thread_run(&self, thread: &str, run_id: &str) -> Result<bool> {
-        self.runtime
+        let linked = self
+            .runtime
             .store()
             .doc_delete(THREAD_RUNS, &format!("{thread}/{run_id}"), Expect::Any)
-            .await
+            .await?;
+        let is_last = |t: &crate::threads::Thread| t.last_run.as_deref() == Some(run_id);
+        if self
+            .threads
+            .find(thread)
+            .await?
+            .is_some_and(|t| is_last(&t))
+        {
+            let cleared = self
+                .threads
+                .update(thread, |t| {
+                    if is_last(t) {
+                        t.last_run = None;
+                    }
+                    Ok(())
+                })
+                .await;
+            match cleared {
+                // Deleted meanwhile: nothing to clear.
+                Err(e) if e.is_not_found() => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        Ok(linked)
     }
 
     async fn prune_threads(&self, cutoff: i64, report: &mut PruneReport) -> Result<()> {

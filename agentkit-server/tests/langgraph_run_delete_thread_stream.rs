@@ -241,6 +241,20 @@ async fn deleting_a_finished_run_removes_it_everywhere_and_nothing_else() {
     cancel(&r, &busy, &held).await;
     let (s, _) = call(&r, Method::DELETE, &path, None).await;
     assert_eq!(s, 204);
+    // It was the thread's last run: the thread is idle and takes the next run at once (it
+    // does not take the missing run for one starting).
+    let (_, t) = call(&r, Method::GET, &format!("/threads/{busy}"), None).await;
+    assert_eq!(t["status"], "idle", "{t}");
+    let body =
+        json!({"assistant_id": "echo", "input": said("again"), "multitask_strategy": "reject"});
+    let (s, b) = call(
+        &r,
+        Method::POST,
+        &format!("/threads/{busy}/runs/wait"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
 }
 
 /// A thread stream read as it comes: the response, and the text read so far.

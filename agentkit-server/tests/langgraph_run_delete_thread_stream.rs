@@ -11,10 +11,6 @@ mod inproc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentkit_core::{
-    Agent, AgentLlm, CompletionResponse, Content, FnTool, Message, Role, ScriptedProvider,
-    StopReason, Usage,
-};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -26,41 +22,11 @@ struct Running {
     _served: inproc::InProcess,
 }
 
-/// Agent `holder`: told "hold", it calls its `hold` tool, which returns only after a minute
-/// (the tests cancel the run long before); told anything else, it answers "done".
-fn holder() -> AgentLlm {
-    let model = ScriptedProvider::from_fn(|req| {
-        let said = req
-            .messages
-            .iter()
-            .rfind(|m| m.role == Role::User)
-            .map(Message::text)
-            .unwrap_or_default();
-        let (message, stop) = if said == "hold" {
-            let call = vec![Content::tool_call("call_0", "hold", json!({}))];
-            (Message::new(Role::Assistant, call), StopReason::ToolUse)
-        } else {
-            (Message::assistant("done"), StopReason::EndTurn)
-        };
-        Ok(CompletionResponse::new(
-            message,
-            Usage::new(1, 1),
-            stop,
-            "holder",
-        ))
-    });
-    let hold = FnTool::new("hold", "Holds the run", |_: Value| async {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        Ok::<_, String>("held")
-    });
-    AgentLlm::new(Agent::new("holder", "Hold.").with_tool(hold), model)
-}
-
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let server = inproc::echo_server(dir.path(), ADMIN)
         .await
-        .agent_llm("holder", Arc::new(holder()), "Holds when told")
+        .agent_llm("holder", Arc::new(inproc::holder()), "Holds when told")
         .build()
         .await
         .unwrap();

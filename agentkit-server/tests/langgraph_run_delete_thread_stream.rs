@@ -180,16 +180,25 @@ async fn deleting_a_finished_run_removes_it_everywhere_and_nothing_else() {
     assert_eq!(deleted.len(), 1, "{entries:?}");
     assert_eq!(deleted[0]["event"]["call_id"], one.as_str());
     assert_eq!(deleted[0]["event"]["outcome"], "changed");
-    // Deleting it again: 404, and no second entry.
+    // Deleting it again: 404, and no second entry; two callers deleting the other run at
+    // once: one deletes it, the other is told it is not there, one entry.
     let (s, _) = call(&r, Method::DELETE, &path, None).await;
     assert_eq!(s, 404);
+    let path_two = format!("/threads/{tid}/runs/{two}");
+    let (a, b) = tokio::join!(
+        call(&r, Method::DELETE, &path_two, None),
+        call(&r, Method::DELETE, &path_two, None)
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [204, 404], "{a:?} {b:?}");
     let entries = inproc::audit_entries(&r.base, ADMIN, "?limit=10000").await;
     assert_eq!(
         entries
             .iter()
             .filter(|e| e["event"]["tool"] == "runs.delete")
             .count(),
-        1
+        2
     );
 
     // A run still going is a 409 that says what to do, and stays; once cancelled it goes.

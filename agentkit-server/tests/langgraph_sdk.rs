@@ -1,7 +1,8 @@
 //! The real LangGraph SDK (`langgraph-sdk` from PyPI, installed into `tests/peers/.venv` by
 //! `scripts/install-python-clients.sh`) drives an agentkit server: assistants, threads, runs
 //! on a thread (wait, create + join, stream, list, get, cancel), stateless runs, state,
-//! history, copy, crons, store items. The Python side is `tests/langgraph/sdk_client.py`.
+//! history, copy, crons, store items; a thread's stream (`threads.join_stream`, resumed with
+//! `last_event_id`), `runs.list` with `select` and `runs.delete` (`tests/langgraph/sdk_thread.py`). The Python side is `tests/langgraph/sdk_client.py`.
 //! With workspace keys (`tests/langgraph/sdk_workspace.py`), each workspace's threads, runs
 //! and store items are its own.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

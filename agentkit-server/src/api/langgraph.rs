@@ -3094,14 +3094,17 @@ pub async fn join_thread_stream(
                 Some(r) if scope.contains(&r.target) && thread_of(&r) == Some(key.as_str()) => {
                     feed.start(&r, Some(a.event)).await?;
                 }
-                Some(_) => {
+                // The workspace's run of another thread (another workspace's run is taken as
+                // one that does not exist: its existence is not the caller's to learn).
+                Some(r) if scope.contains(&r.target) => {
                     return Err(Problem::bad_request(format!(
                         "`Last-Event-ID` names run {}, which is not a run of thread {thread}; \
                          send the `id` of an event of this stream",
                         a.run
                     )));
                 }
-                None => feed.cursor = Some(a.run),
+                // Deleted (or never this workspace's): go on after it.
+                _ => feed.cursor = Some(a.run),
             }
         }
         None => {

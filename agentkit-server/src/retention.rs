@@ -12,7 +12,7 @@ use agentkit_runtime::{Expect, RunQuery};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::platform::{Platform, THREAD_RUNS};
+use crate::platform::{Platform, RUN_META, THREAD_RUNS};
 use crate::webhooks::DELIVERIES;
 
 /// How long accepted webhook deliveries are remembered (replays older than this are not
@@ -159,6 +159,7 @@ impl Platform {
             let deleted = store.delete_finished_runs(cutoff, PAGE).await?;
             report.runs += deleted.len();
             for id in &deleted {
+                store.doc_delete(RUN_META, id, Expect::Any).await?;
                 match threads.get(id) {
                     Some(t) => {
                         if self.unlink_thread_run(t, id).await? {
@@ -189,12 +190,15 @@ impl Platform {
     }
 
     /// Delete finished (succeeded, failed or cancelled) run `run` the way retention deletes
-    /// runs: its record, journal and signals, then its thread's link to it. Whether it was
-    /// deleted (`false`: it is gone already, or has not finished).
+    /// runs: its record, journal and signals, then its LangGraph facts ([`RUN_META`]) and its
+    /// thread's link to it. Whether it was deleted (`false`: it is gone already, or has not
+    /// finished).
     pub async fn delete_finished_run(&self, run: &agentkit_runtime::RunRecord) -> Result<bool> {
-        if !self.runtime.store().delete_finished_run(&run.id).await? {
+        let store = self.runtime.store();
+        if !store.delete_finished_run(&run.id).await? {
             return Ok(false);
         }
+        store.doc_delete(RUN_META, &run.id, Expect::Any).await?;
         if let Some(t) = run.input.get("thread").and_then(Value::as_str) {
             self.unlink_thread_run(t, &run.id).await?;
         }

@@ -47,9 +47,7 @@ use crate::registry::Entry;
 use crate::tenancy::{Caller, Scope};
 use crate::threads::{Thread, ThreadPolicy};
 
-/// The store collection of the LangGraph-only facts of a run (its metadata and multitask
-/// strategy), by run id.
-pub const RUN_META: &str = "agentkit.langgraph.run";
+pub use crate::platform::RUN_META;
 
 /// The store collection of store items (`{namespace}\u{1f}{key}`, the namespace's labels
 /// joined with `.` under the workspace's prefix: `<org>~<workspace>~{namespace}`, plain for
@@ -2146,11 +2144,6 @@ pub async fn delete_thread_run(
             "thread {thread} has no run {run_id}"
         )));
     }
-    s.platform
-        .runtime()
-        .store()
-        .doc_delete(RUN_META, &r.id, Expect::Any)
-        .await?;
     s.audit_change(
         &caller,
         &caller.workspace,

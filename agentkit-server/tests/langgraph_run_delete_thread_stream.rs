@@ -414,7 +414,7 @@ async fn a_thread_stream_ends_when_its_thread_is_deleted() {
     assert_eq!(s, 204);
     let body = tokio::time::timeout(Duration::from_secs(30), res.text())
         .await
-        .expect("the stream of a deleted thread ended")
+        .expect("the stream of a deleted thread did not end within 30 s")
         .unwrap();
     assert!(!body.contains("event: "), "{body}");
 }

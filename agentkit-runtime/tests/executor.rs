@@ -1146,6 +1146,11 @@ impl RunStore for Counting {
         self.inner.delete_finished_runs(before, limit).await
     }
 
+    async fn delete_finished_run(&self, run_id: &str) -> Result<bool> {
+        self.hit("delete_finished_run");
+        self.inner.delete_finished_run(run_id).await
+    }
+
     async fn transition(
         &self,
         run_id: &str,

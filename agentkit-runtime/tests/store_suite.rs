@@ -591,6 +591,38 @@ async fn search_and_docs_suite(store: Arc<dyn Store>) {
             .is_empty()
     );
 
+    // One finished run is deleted alone, with its journal; a run that has not finished, or
+    // one that is gone, is not.
+    assert!(!store.delete_finished_run(&ids[2]).await.unwrap());
+    assert!(store.get_run(&ids[2]).await.unwrap().is_some());
+    assert!(!store.delete_finished_run("no-such-run").await.unwrap());
+    let lone = store
+        .create_run(NewRun::new("lone", json!({})))
+        .await
+        .unwrap()
+        .run()
+        .id
+        .clone();
+    store
+        .append(&[JournalEntry::new(&lone, 0, "step/x", json!(1))])
+        .await
+        .unwrap();
+    store.send_signal(&lone, "x", json!(1)).await.unwrap();
+    store
+        .transition(
+            &lone,
+            &[RunStatus::Queued],
+            RunUpdate::new(RunStatus::Failed),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.delete_finished_run(&lone).await.unwrap());
+    assert!(store.get_run(&lone).await.unwrap().is_none());
+    assert!(store.journal(&lone).await.unwrap().is_empty());
+    assert!(!store.has_signal(&lone, "x").await.unwrap());
+    assert!(!store.delete_finished_run(&lone).await.unwrap());
+
     // Retention deletes finished runs (with their journals) and nothing else.
     store.send_signal(&ids[0], "x", json!(1)).await.unwrap();
     let deleted = store

@@ -75,6 +75,10 @@ use crate::threads::{ThreadPolicy, Threads};
 /// The store collection indexing runs by thread (`{thread}/{run}`).
 pub const THREAD_RUNS: &str = "agentkit.thread_runs";
 
+/// The store collection of the LangGraph-only facts of a run (its metadata, multitask
+/// strategy and stream modes), by run id; deleted with the run.
+pub const RUN_META: &str = "agentkit.langgraph.run";
+
 /// Marker documents (id = thread id) of the threads with runs waiting their turn, so every
 /// node can advance the queues, also after a crash.
 const THREAD_QUEUES: &str = "agentkit.thread_queues";

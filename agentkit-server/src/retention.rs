@@ -1,6 +1,8 @@
 //! Retention: finished runs older than `server.retention.runs_days` and threads idle for
 //! `server.retention.thread_ttl_days` are deleted by [`Platform::prune`], which the server
-//! calls every minute (every process may; deletions are idempotent).
+//! calls every minute (every process may; deletions are idempotent). A finished run deleted on
+//! request (LangGraph's `DELETE /threads/{id}/runs/{run_id}`) goes the same way
+//! ([`Platform::delete_finished_run`]).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -10,7 +12,7 @@ use agentkit_runtime::{Expect, RunQuery};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::platform::{Platform, THREAD_RUNS};
+use crate::platform::{Platform, RUN_META, THREAD_RUNS};
 use crate::webhooks::DELIVERIES;
 
 /// How long accepted webhook deliveries are remembered (replays older than this are not
@@ -157,12 +159,10 @@ impl Platform {
             let deleted = store.delete_finished_runs(cutoff, PAGE).await?;
             report.runs += deleted.len();
             for id in &deleted {
+                store.doc_delete(RUN_META, id, Expect::Any).await?;
                 match threads.get(id) {
                     Some(t) => {
-                        if store
-                            .doc_delete(THREAD_RUNS, &format!("{t}/{id}"), Expect::Any)
-                            .await?
-                        {
+                        if self.unlink_thread_run(t, id).await? {
                             report.thread_runs += 1;
                         }
                     }
@@ -187,6 +187,58 @@ impl Platform {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Delete finished (succeeded, failed or cancelled) run `run` the way retention deletes
+    /// runs: its record, journal and signals, then its LangGraph facts ([`RUN_META`]) and its
+    /// thread's link to it. Whether it was deleted (`false`: it is gone already, or has not
+    /// finished).
+    pub async fn delete_finished_run(&self, run: &agentkit_runtime::RunRecord) -> Result<bool> {
+        let store = self.runtime.store();
+        if !store.delete_finished_run(&run.id).await? {
+            return Ok(false);
+        }
+        store.doc_delete(RUN_META, &run.id, Expect::Any).await?;
+        if let Some(t) = run.input.get("thread").and_then(Value::as_str) {
+            self.unlink_thread_run(t, &run.id).await?;
+        }
+        Ok(true)
+    }
+
+    /// Remove deleted run `run_id` from thread `thread`: from its run index (whether it was
+    /// there is the answer) and, when it is the thread's last run, from its record, which
+    /// would otherwise take the missing run for one starting and refuse new runs for a while.
+    async fn unlink_thread_run(&self, thread: &str, run_id: &str) -> Result<bool> {
+        let linked = self
+            .runtime
+            .store()
+            .doc_delete(THREAD_RUNS, &format!("{thread}/{run_id}"), Expect::Any)
+            .await?;
+        let is_last = |t: &crate::threads::Thread| t.last_run.as_deref() == Some(run_id);
+        if self
+            .threads
+            .find(thread)
+            .await?
+            .is_some_and(|t| is_last(&t))
+        {
+            let cleared = self
+                .threads
+                .update(thread, |t| {
+                    if is_last(t) {
+                        t.last_run = None;
+                    }
+                    Ok(())
+                })
+                .await;
+            match cleared {
+                // Deleted meanwhile: nothing to clear.
+                Err(e) if e.is_not_found() => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        Ok(linked)
     }
 
     async fn prune_threads(&self, cutoff: i64, report: &mut PruneReport) -> Result<()> {

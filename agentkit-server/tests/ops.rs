@@ -503,6 +503,50 @@ async fn retention_deletes_old_finished_runs_then_idle_threads_and_old_deliverie
     )
     .await;
     assert_eq!(plain["status"], "succeeded");
+    // A LangGraph run on the thread, whose LangGraph facts (metadata) are kept beside it.
+    let (status, lg) = call(
+        &r,
+        Method::POST,
+        &format!("/threads/{}/runs", thread.thread_id),
+        Some(json!({"assistant_id": "echo", "metadata": {"k": "v"},
+                    "input": {"messages": [{"role": "user", "content": "lg"}]}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{lg}");
+    let lg = lg["run_id"].as_str().unwrap().to_owned();
+    p.wait(&lg).await.unwrap();
+    let facts = |p: &agentkit_server::Platform, id: String| {
+        let store = std::sync::Arc::clone(p.runtime().store());
+        async move {
+            store
+                .doc_get(agentkit_server::api::langgraph::RUN_META, &id)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(facts(p, lg.clone()).await.is_some());
+    // One deleted on request (`DELETE /threads/{id}/runs/{run_id}`) goes the same way.
+    let (_, gone) = call(
+        &r,
+        Method::POST,
+        &format!("/threads/{}/runs/wait", thread.thread_id),
+        Some(json!({"assistant_id": "echo", "metadata": {"k": "v"},
+                    "input": {"messages": [{"role": "user", "content": "gone"}]}})),
+    )
+    .await;
+    let (_, runs) = call(
+        &r,
+        Method::GET,
+        &format!("/threads/{}/runs?limit=1", thread.thread_id),
+        None,
+    )
+    .await;
+    let gone_id = runs[0]["run_id"].as_str().unwrap().to_owned();
+    assert!(facts(p, gone_id.clone()).await.is_some(), "{gone}");
+    let path = format!("/threads/{}/runs/{gone_id}", thread.thread_id);
+    let (status, _) = call(&r, Method::DELETE, &path, None).await;
+    assert_eq!(status, 204);
+    assert!(facts(p, gone_id).await.is_none());
     let (status, hooked) = deliver(&r, "plain", "hi", &signed("s3cret", now_secs(), "hi")).await;
     assert_eq!(status, 202);
     let now = agentkit_runtime::model::now_ms();
@@ -525,9 +569,13 @@ async fn retention_deletes_old_finished_runs_then_idle_threads_and_old_deliverie
         p.wait(id.as_str().unwrap()).await.unwrap();
     }
     let report = p.prune(now + 2 * DAY).await.unwrap();
-    assert_eq!(report.runs, 3, "{report:?}");
-    assert_eq!(report.thread_runs, 1, "{report:?}");
+    assert_eq!(report.runs, 4, "{report:?}");
+    assert_eq!(report.thread_runs, 2, "{report:?}");
     assert_eq!(report.threads, 0);
+    assert!(
+        facts(p, lg).await.is_none(),
+        "the run's LangGraph facts go with it"
+    );
     let (status, _) = call(
         &r,
         Method::GET,

@@ -177,6 +177,73 @@ out.items_left = await client.store.searchItems(["users"]);
 await client.threads.delete(tid);
 out.deleted = await failure(client.threads.get(tid));
 
+// A thread's stream (threads.joinStream): a held run (streamed from its start), cancelled,
+// then a run made after it; read until both have ended, then leave (the stream stays open).
+async function readThread(stream, leave, ends, onPart) {
+  const parts = [];
+  let ended = 0;
+  try {
+    for await (const part of stream) {
+      parts.push({ id: part.id ?? null, event: part.event, data: part.data });
+      if (onPart) await onPart(part, parts);
+      if (part.event === "end" && ++ended === ends) {
+        leave.abort();
+        break;
+      }
+    }
+  } catch (e) {
+    if (!leave.signal.aborted) throw e;
+  }
+  return parts;
+}
+const streamed = (await client.threads.create()).thread_id;
+const streamedHeld = await client.runs.create(streamed, "stepper", {
+  input: said("hold"),
+  streamMode: ["values", "updates"],
+});
+let streamedNext = null;
+let leave = new AbortController();
+out.thread_stream = await readThread(
+  client.threads.joinStream(streamed, { signal: leave.signal }),
+  leave,
+  2,
+  async (part, parts) => {
+    if (part.event === "metadata" && parts.length === 1) {
+      await client.runs.cancel(streamed, streamedHeld.run_id, true);
+    }
+    if (part.event === "end" && streamedNext === null) {
+      streamedNext = await client.runs.create(streamed, "echo", { input: said("next") });
+    }
+  },
+);
+out.thread_stream_held = streamedHeld.run_id;
+out.thread_stream_next = streamedNext.run_id;
+// Joined again after the held run's values (its last event but `end`): the rest, across runs.
+const heldValues = out.thread_stream.find((p) => p.event === "values");
+out.thread_stream_after = heldValues.id;
+leave = new AbortController();
+out.thread_resumed = await readThread(
+  client.threads.joinStream(streamed, {
+    lastEventId: heldValues.id,
+    streamMode: "run_modes",
+    signal: leave.signal,
+  }),
+  leave,
+  2,
+);
+
+// runs.delete: a finished run goes (from the list too); again, or a run still going, is refused.
+out.runs_before_delete = await client.runs.list(streamed, { select: ["run_id", "status"] });
+out.run_deleted = await client.runs.delete(streamed, streamedNext.run_id);
+out.run_deleted_get = await failure(client.runs.get(streamed, streamedNext.run_id));
+out.run_delete_again = await failure(client.runs.delete(streamed, streamedNext.run_id));
+out.runs_after_delete = await client.runs.list(streamed, { select: ["run_id"] });
+const stillHeld = await client.runs.create(streamed, "stepper", { input: said("hold") });
+out.run_delete_going = await failure(client.runs.delete(streamed, stillHeld.run_id));
+await client.runs.cancel(streamed, stillHeld.run_id, true);
+out.run_still_there = await client.runs.get(streamed, stillHeld.run_id);
+out.run_select_bad = await failure(client.runs.list(streamed, { select: ["run_id", "nope"] }));
+
 // A client that goes away cancels its run when it asked for that, and only then.
 const gone = (await client.threads.create()).thread_id;
 // Stream `stream` until its `metadata` event, then leave (abort the request): the run id.

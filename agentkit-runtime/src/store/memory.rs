@@ -52,6 +52,21 @@ fn duplicate(entry: &JournalEntry) -> Error {
     }
 }
 
+/// Remove runs `ids` with their journals, signals and idempotency keys (what retention and
+/// the deletion of one finished run both do).
+fn remove_runs(s: &mut State, ids: &[String]) {
+    for id in ids {
+        if let Some(r) = s.runs.remove(id)
+            && let Some(k) = r.idempotency_key
+        {
+            s.keys.remove(&k);
+        }
+        s.journals.remove(id);
+        s.signals.retain(|(run, _), _| run != id);
+    }
+    s.order.retain(|id| s.runs.contains_key(id));
+}
+
 #[async_trait]
 impl RunStore for MemoryStore {
     async fn create_run(&self, run: NewRun) -> Result<Created> {
@@ -149,17 +164,18 @@ impl RunStore for MemoryStore {
                 .take(limit)
                 .map(|r| r.id.clone())
                 .collect();
-            for id in &doomed {
-                if let Some(r) = s.runs.remove(id)
-                    && let Some(k) = r.idempotency_key
-                {
-                    s.keys.remove(&k);
-                }
-                s.journals.remove(id);
-                s.signals.retain(|(run, _), _| run != id);
-            }
-            s.order.retain(|id| s.runs.contains_key(id));
+            remove_runs(s, &doomed);
             Ok(doomed)
+        })
+    }
+
+    async fn delete_finished_run(&self, run_id: &str) -> Result<bool> {
+        self.with(|s| {
+            if !s.runs.get(run_id).is_some_and(|r| r.status.is_terminal()) {
+                return Ok(false);
+            }
+            remove_runs(s, &[run_id.to_owned()]);
+            Ok(true)
         })
     }
 

@@ -71,6 +71,12 @@ pub trait RunStore: Send + Sync + 'static {
     /// deleted runs' ids.
     async fn delete_finished_runs(&self, before: i64, limit: usize) -> Result<Vec<String>>;
 
+    /// Delete run `run_id` with its journal and signals, the way
+    /// [`delete_finished_runs`](Self::delete_finished_runs) deletes each run, if it is finished
+    /// (succeeded, failed or cancelled): the check and the deletion are one transaction.
+    /// Whether it was deleted (`false`: no such run, or it has not finished).
+    async fn delete_finished_run(&self, run_id: &str) -> Result<bool>;
+
     /// Apply `update` if the run's status is one of `from`; returns the updated run, or `None`
     /// when the run does not exist or is in another status (nothing changed).
     async fn transition(

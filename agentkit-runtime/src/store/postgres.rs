@@ -253,6 +253,26 @@ async fn insert_entries(
     Ok(())
 }
 
+/// Delete runs `ids` with their journals and signals in `tx` (what retention and the deletion
+/// of one finished run both do).
+async fn delete_runs(tx: &mut Transaction<'_, Postgres>, ids: &[String]) -> Result<()> {
+    for table in ["agentkit_journal", "agentkit_signals"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE run_id = ANY($1)"
+        )))
+        .bind(ids)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("deleting finished runs' journals and signals"))?;
+    }
+    sqlx::query("DELETE FROM agentkit_runs WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("deleting finished runs"))?;
+    Ok(())
+}
+
 #[async_trait]
 impl RunStore for PostgresStore {
     async fn create_run(&self, run: NewRun) -> Result<Created> {
@@ -404,24 +424,35 @@ impl RunStore for PostgresStore {
         if ids.is_empty() {
             return Ok(ids);
         }
-        for table in ["agentkit_journal", "agentkit_signals"] {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE run_id = ANY($1)"
-            )))
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("deleting finished runs' journals and signals"))?;
-        }
-        sqlx::query("DELETE FROM agentkit_runs WHERE id = ANY($1)")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("deleting finished runs"))?;
+        delete_runs(&mut tx, &ids).await?;
         tx.commit()
             .await
             .map_err(db("committing the deletion of finished runs"))?;
         Ok(ids)
+    }
+
+    async fn delete_finished_run(&self, run_id: &str) -> Result<bool> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM agentkit_runs WHERE id = $1
+                AND status IN ('succeeded', 'failed', 'cancelled') FOR UPDATE",
+        )
+        .bind(run_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("finding a finished run to delete"))?;
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        delete_runs(&mut tx, &ids).await?;
+        tx.commit()
+            .await
+            .map_err(db("committing the deletion of a finished run"))?;
+        Ok(true)
     }
 
     async fn transition(

@@ -1,8 +1,9 @@
 //! The part of the LangGraph Agent Server API its official SDK clients (`langgraph-sdk`,
 //! `@langchain/langgraph-sdk`) use, so existing clients drive agentkit agents unchanged:
 //! assistants (registry entries: `assistant_id` and `graph_id` are the agent's name),
-//! threads (create, get, search, count, patch, delete, copy, state, history), runs on threads
-//! (background, wait, stream, get, list, join, join stream, cancel), stateless runs
+//! threads (create, get, search, count, patch, delete, copy, state, history, the thread's
+//! stream of all its runs), runs on threads (background, wait, stream, get, list, join, join
+//! stream, cancel, delete), stateless runs
 //! (`/runs`, `/runs/wait`, `/runs/stream`), crons (see [`crate::crons`]) and store items. Many paths are shared with the
 //! Agent Protocol (see [`super::agent_protocol`]).
 //!
@@ -46,9 +47,7 @@ use crate::registry::Entry;
 use crate::tenancy::{Caller, Scope};
 use crate::threads::{Thread, ThreadPolicy};
 
-/// The store collection of the LangGraph-only facts of a run (its metadata and multitask
-/// strategy), by run id.
-pub const RUN_META: &str = "agentkit.langgraph.run";
+pub use crate::platform::RUN_META;
 
 /// The store collection of store items (`{namespace}\u{1f}{key}`, the namespace's labels
 /// joined with `.` under the workspace's prefix: `<org>~<workspace>~{namespace}`, plain for
@@ -84,13 +83,17 @@ pub(crate) fn routes() -> Router<AppState> {
             post(thread_history).get(agent_protocol::thread_history),
         )
         .route("/threads/{thread_id}/copy", post(copy_thread))
+        .route("/threads/{thread_id}/stream", get(join_thread_stream))
         .route(
             "/threads/{thread_id}/runs",
             post(create_thread_run).get(list_thread_runs),
         )
         .route("/threads/{thread_id}/runs/wait", post(wait_thread_run))
         .route("/threads/{thread_id}/runs/stream", post(stream_thread_run))
-        .route("/threads/{thread_id}/runs/{run_id}", get(get_thread_run))
+        .route(
+            "/threads/{thread_id}/runs/{run_id}",
+            get(get_thread_run).delete(delete_thread_run),
+        )
         .route("/threads/{thread_id}/runs/{run_id}/join", get(join_run))
         .route(
             "/threads/{thread_id}/runs/{run_id}/stream",
@@ -1857,7 +1860,9 @@ pub async fn create_thread_run(
     ))
 }
 
-/// Which runs of a thread to list.
+/// Which runs of a thread to list. `select` (only these fields of each run) is read from the
+/// query string as the SDKs send it: repeated (`select=run_id&select=status`, Python) or a
+/// JSON list (`select=["run_id","status"]`, JavaScript).
 #[derive(Debug, Deserialize, IntoParams)]
 #[non_exhaustive]
 pub struct RunList {
@@ -1869,26 +1874,65 @@ pub struct RunList {
     pub status: Option<String>,
 }
 
+/// The fields of an [`LgRun`], for `select`.
+const RUN_FIELDS: &[&str] = &[
+    "run_id",
+    "thread_id",
+    "assistant_id",
+    "agent_id",
+    "created_at",
+    "updated_at",
+    "status",
+    "metadata",
+    "multitask_strategy",
+    "kwargs",
+    "cancel_reason",
+];
+
+/// The values of query parameter `key` as the SDKs send a list: the parameter repeated (the
+/// Python SDK), a JSON list (the JavaScript SDK), or both; a 400 problem for a query string
+/// that is not one.
+pub(crate) fn query_list(query: Option<&str>, key: &str) -> ApiResult<Vec<String>> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or_default())
+        .map_err(|e| Problem::bad_request(format!("the query string is not valid: {e}")))?;
+    let mut out = Vec::new();
+    for (_, v) in pairs.into_iter().filter(|(k, _)| k == key) {
+        match serde_json::from_str::<Vec<String>>(&v) {
+            Ok(list) => out.extend(list),
+            Err(_) => out.push(v),
+        }
+    }
+    Ok(out)
+}
+
 /// How many of a thread's newest runs a run list or search considers: its status filter,
 /// metadata filter and `offset` apply within them (a list limit, so one request reads a
 /// bounded number of runs; older runs are reached through `GET /v1/runs`).
 pub(crate) const RUNS_CONSIDERED: usize = 10_000;
 
 /// A thread's runs, newest first (its 10,000 newest runs are considered: the status filter
-/// and `offset` apply within them).
+/// and `offset` apply within them); with `select`, only those fields of each (a name that is
+/// not a field is a 422 listing them).
 #[utoipa::path(get, path = "/threads/{thread_id}/runs", tag = "langgraph",
-    params(("thread_id" = String, Path, description = "thread id"), RunList),
-    responses((status = 200, body = [LgRun]), (status = 404, body = Problem)))]
+    params(("thread_id" = String, Path, description = "thread id"), RunList,
+           ("select" = Option<Vec<String>>, Query,
+            description = "only these fields of each run: the parameter repeated, or a JSON list")),
+    responses((status = 200, body = [LgRun]), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn list_thread_runs(
     State(s): State<AppState>,
     caller: Caller,
     Path(thread): Path<String>,
     Query(q): Query<RunList>,
-) -> ApiResult<super::Json<Vec<LgRun>>> {
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> ApiResult<super::Json<Vec<Value>>> {
     let scope = caller.scope();
     let limit = q.limit.unwrap_or(10).min(1000);
     let offset = q.offset.unwrap_or(0);
     let statuses = q.status.as_deref().map(statuses_of).transpose()?;
+    let select = query_list(query.as_deref(), "select")?;
+    let select = (!select.is_empty()).then_some(select);
+    // A bad name is refused before any run is read.
+    select_fields(Vec::<LgRun>::new(), select.as_deref(), RUN_FIELDS)?;
     let key = thread_key(&scope, &thread)?;
     let runs = s
         .platform
@@ -1907,7 +1951,11 @@ pub async fn list_thread_runs(
     {
         out.push(run_view(&s, &scope, r).await?);
     }
-    Ok(super::Json(out))
+    Ok(super::Json(select_fields(
+        out,
+        select.as_deref(),
+        RUN_FIELDS,
+    )?))
 }
 
 /// Start a run on a thread and answer with the thread's values once it finishes.
@@ -2058,6 +2106,53 @@ pub async fn cancel_thread_run(
 ) -> ApiResult<Response> {
     let r = run_on(&s, &caller.scope(), &thread, &run_id).await?;
     cancel(&s, &caller, &r, &q).await
+}
+
+/// Delete a finished run of a thread (succeeded, failed or cancelled): its record, its
+/// journal (so its events, in every stream and in `GET /v1/runs`) and its place among the
+/// thread's runs, the way retention deletes finished runs
+/// ([`delete_finished_run`](crate::platform::Platform::delete_finished_run)); recorded in the
+/// workspace's audit log as `runs.delete`. The thread keeps its conversation. A run that has not finished (pending,
+/// running, or waiting for a human) is a 409: cancel it first (`POST
+/// /threads/{thread_id}/runs/{run_id}/cancel?wait=1`). Another workspace's run, or one on
+/// another thread, is a 404 and stays.
+#[utoipa::path(delete, path = "/threads/{thread_id}/runs/{run_id}", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id"), ("run_id" = String, Path, description = "run id")),
+    responses((status = 204, description = "deleted"), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn delete_thread_run(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((thread, run_id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let scope = caller.scope();
+    let r = run_on(&s, &scope, &thread, &run_id).await?;
+    if !r.status.is_terminal() {
+        return Err(Problem::conflict(format!(
+            "run {run_id} has not finished (its status is `{}`), so it cannot be deleted; cancel \
+             it first (`POST /threads/{thread}/runs/{run_id}/cancel?wait=1`), then delete it",
+            r.status.as_str()
+        )));
+    }
+    let deleted = s
+        .platform
+        .delete_finished_run(&r)
+        .await
+        .map_err(super::v1::scoped(&scope))?;
+    if !deleted {
+        // Deleted meanwhile, by another request or by retention.
+        return Err(Problem::not_found(format!(
+            "thread {thread} has no run {run_id}"
+        )));
+    }
+    s.audit_change(
+        &caller,
+        &caller.workspace,
+        "runs.delete",
+        &r.id,
+        json!({"thread_id": thread}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Start a stateless run (no thread; Agent Protocol may name one as `thread_id`) in the
@@ -2434,6 +2529,26 @@ pub(crate) fn lg_stream(
     after: Option<EventId>,
     on_disconnect: CancelOnDisconnect,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static> {
+    let stream = lg_events(s, scope, run, modes, initial, after, on_disconnect).map(|(id, e)| {
+        Ok(match id {
+            Some(id) => e.id(id.to_string()),
+            None => e,
+        })
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// The events of [`lg_stream`], each with its [`EventId`] (none for a failed store read) not
+/// set on it yet: a run's stream sends it as it is, a thread's stream with the run's id.
+fn lg_events(
+    s: AppState,
+    scope: Scope,
+    run: &RunRecord,
+    modes: Modes,
+    initial: Option<Value>,
+    after: Option<EventId>,
+    on_disconnect: CancelOnDisconnect,
+) -> impl Stream<Item = (Option<EventId>, Event)> + Send + 'static {
     let agent = scope
         .external(&run.target)
         .unwrap_or(&run.target)
@@ -2561,17 +2676,12 @@ pub(crate) fn lg_stream(
         futures::future::ready(next)
     });
     let head = head.into_iter().map(|(id, e)| (Some(id), e)).collect();
-    let stream = futures::stream::once(futures::future::ready(head))
+    futures::stream::once(futures::future::ready(head))
         .chain(items)
         .flat_map(futures::stream::iter)
-        .filter_map(move |(id, e)| {
-            futures::future::ready(match id {
-                Some(id) if after.is_some_and(|a| id <= a) => None,
-                Some(id) => Some(Ok(e.id(id.to_string()))),
-                None => Some(Ok(e)),
-            })
-        });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+        .filter(move |(id, _)| {
+            futures::future::ready(!id.is_some_and(|id| after.is_some_and(|a| id <= a)))
+        })
 }
 
 /// The values a client sees as a run starts: the thread's messages plus the new one.
@@ -2648,15 +2758,10 @@ pub(crate) async fn join_modes(
     r: &RunRecord,
     query: Option<&str>,
 ) -> ApiResult<Modes> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or_default())
-        .map_err(|e| Problem::bad_request(format!("the query string is not valid: {e}")))?;
-    let mut asked: Vec<Value> = Vec::new();
-    for (_, v) in pairs.into_iter().filter(|(k, _)| k == "stream_mode") {
-        match serde_json::from_str::<Vec<String>>(&v) {
-            Ok(list) => asked.extend(list.into_iter().map(Value::String)),
-            Err(_) => asked.push(Value::String(v)),
-        }
-    }
+    let mut asked: Vec<Value> = query_list(query, "stream_mode")?
+        .into_iter()
+        .map(Value::String)
+        .collect();
     let mode = match asked.len() {
         0 => s
             .platform
@@ -2753,6 +2858,273 @@ pub async fn join_stream(
     let guard =
         CancelOnDisconnect::new(cancel_on_disconnect(query.as_deref())?, &s, &caller, &r.id);
     Ok(lg_stream(s, scope, &r, modes, None, after, guard).into_response())
+}
+
+// --- a thread's stream ---------------------------------------------------------------------
+
+/// The id of an event of a thread's stream, `{run_id}:{seq}-{slot}`: the run the event is
+/// from and its [`EventId`] in that run's stream. Run ids are time-ordered (UUIDv7), so ids
+/// say where in the thread's sequence of runs a client is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ThreadEventId {
+    run: String,
+    event: EventId,
+}
+
+impl ThreadEventId {
+    /// Read an id a client sends back: a run id (letters, digits and `-`), `:`, an
+    /// [`EventId`].
+    fn parse(s: &str) -> Option<Self> {
+        let (run, event) = s.split_once(':')?;
+        if run.is_empty() || !run.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return None;
+        }
+        Some(Self {
+            run: run.to_owned(),
+            event: EventId::parse(event)?,
+        })
+    }
+}
+
+/// How often a thread's stream looks for the thread's next run while none is going.
+const THREAD_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Check a thread stream's `stream_mode` parameters: `run_modes` (the default: each run's
+/// events in the modes it was started with) is what agentkit streams; `lifecycle` and
+/// `state_update` are LangGraph modes agentkit does not have yet (422), anything else is not a
+/// thread stream mode (422).
+fn check_thread_modes(query: Option<&str>) -> ApiResult<()> {
+    for mode in query_list(query, "stream_mode")? {
+        match mode.as_str() {
+            "run_modes" => {}
+            "lifecycle" | "state_update" => {
+                return Err(unsupported(format!(
+                    "thread stream mode `{mode}` is not supported yet; use `run_modes` (each \
+                     run's events in the modes it was started with)"
+                )));
+            }
+            other => {
+                return Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-body",
+                    format!(
+                        "`{}` is not a thread stream mode; use `run_modes`",
+                        other.escape_debug()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a thread's stream does next.
+enum ThreadStep {
+    /// Stream this run.
+    Run(Box<RunRecord>),
+    /// No later run yet: look again after [`THREAD_POLL`].
+    Idle,
+    /// The thread was deleted: the stream ends.
+    Gone,
+}
+
+/// The events of one run's stream, with their ids (see [`lg_events`]).
+type RunEvents = futures::stream::BoxStream<'static, (Option<EventId>, Event)>;
+
+/// A thread's stream: the run it is streaming, and where in the thread's runs it is.
+struct ThreadFeed {
+    s: AppState,
+    caller: Caller,
+    scope: Scope,
+    /// The thread's stored id.
+    key: String,
+    /// The run being streamed, and its events.
+    current: Option<(String, RunEvents)>,
+    /// The last run streamed (or skipped): the next is the first run of the thread's index
+    /// after it (all of them when `None`).
+    cursor: Option<String>,
+    /// A store read failed: the stream ends.
+    failed: bool,
+}
+
+impl ThreadFeed {
+    /// The thread's first run after the cursor, if there is one yet.
+    async fn next_run(&mut self) -> ApiResult<ThreadStep> {
+        let store = self.s.platform.runtime().store();
+        let prefix = format!("{}/", self.key);
+        loop {
+            let after = self.cursor.as_ref().map(|c| format!("{prefix}{c}"));
+            let docs = store
+                .doc_list(crate::platform::THREAD_RUNS, &prefix, after.as_deref(), 16)
+                .await?;
+            if docs.is_empty() {
+                return Ok(match self.s.platform.threads().find(&self.key).await? {
+                    Some(_) => ThreadStep::Idle,
+                    None => ThreadStep::Gone,
+                });
+            }
+            for d in docs {
+                let id = d.id.rsplit('/').next().unwrap_or_default().to_owned();
+                match store.get_run(&id).await? {
+                    Some(r) => return Ok(ThreadStep::Run(Box::new(r))),
+                    // Deleted since it was indexed: skip it.
+                    None => self.cursor = Some(id),
+                }
+            }
+        }
+    }
+
+    /// Stream run `r` (after `after`, when resuming in it) in the modes it was started with.
+    async fn start(&mut self, r: &RunRecord, after: Option<EventId>) -> ApiResult<()> {
+        let modes = join_modes(&self.s, r, None).await?;
+        let guard = CancelOnDisconnect::new(false, &self.s, &self.caller, &r.id);
+        let events = lg_events(
+            self.s.clone(),
+            self.scope.clone(),
+            r,
+            modes,
+            None,
+            after,
+            guard,
+        );
+        self.cursor = Some(r.id.clone());
+        self.current = Some((r.id.clone(), events.boxed()));
+        Ok(())
+    }
+
+    /// The next event of the thread's stream, its id `{run_id}:{seq}-{slot}`; `None` once the
+    /// thread is gone, a store read failed, or the server is stopping.
+    async fn next_event(&mut self) -> Option<Event> {
+        let stopping = self.s.platform.stopping.clone();
+        loop {
+            if self.failed || stopping.is_cancelled() {
+                return None;
+            }
+            if let Some((run_id, events)) = &mut self.current {
+                match events.next().await {
+                    Some((Some(id), e)) => return Some(e.id(format!("{run_id}:{id}"))),
+                    Some((None, e)) => return Some(e),
+                    None => {
+                        self.current = None;
+                        continue;
+                    }
+                }
+            }
+            let step = match self.next_run().await {
+                Ok(step) => step,
+                Err(p) => {
+                    self.failed = true;
+                    return Some(event(
+                        "error",
+                        &json!({"error": "StoreError", "message": p.detail}),
+                    ));
+                }
+            };
+            match step {
+                ThreadStep::Run(r) => {
+                    if let Err(p) = self.start(&r, None).await {
+                        self.failed = true;
+                        return Some(event(
+                            "error",
+                            &json!({"error": "StoreError", "message": p.detail}),
+                        ));
+                    }
+                }
+                ThreadStep::Idle => {
+                    tokio::select! {
+                        () = tokio::time::sleep(THREAD_POLL) => {}
+                        () = stopping.cancelled() => return None,
+                    }
+                }
+                ThreadStep::Gone => return None,
+            }
+        }
+    }
+}
+
+/// Stream a thread: every run on it as it happens, one after the other, each with the events
+/// of its own stream (`metadata` … `end` or `error`) in the modes it was started with
+/// (`stream_mode=run_modes`, the default; `lifecycle` and `state_update` are not supported
+/// yet), read from the store, so any server process can serve it. Without `Last-Event-ID` the
+/// stream starts with the thread's runs that have not ended (each from its start); with it
+/// (`{run_id}:{seq}-{slot}`, an `id` of this stream) it sends every later event exactly once:
+/// the rest of that run, then the runs after it. It stays open, waiting for the thread's next
+/// run, until the client leaves, the thread is deleted or the server stops.
+#[utoipa::path(get, path = "/threads/{thread_id}/stream", tag = "langgraph",
+    params(("thread_id" = String, Path, description = "thread id"),
+           ("stream_mode" = Option<String>, Query, description = "`run_modes` (default)"),
+           ("Last-Event-ID" = Option<String>, Header, description = "the `id` of the last event the client has (`{run_id}:{seq}-{slot}`)")),
+    responses((status = 200, description = "text/event-stream"), (status = 400, body = Problem),
+              (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn join_thread_stream(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(thread): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let after = sse::last_event_id_as(
+        &headers,
+        "`{run_id}:{seq}-{slot}`, as `<run id>:12-2`",
+        ThreadEventId::parse,
+    )?;
+    check_thread_modes(query.as_deref())?;
+    let scope = caller.scope();
+    let key = unprefixed(&scope, thread_in(&s, &scope, &thread).await)?.thread_id;
+    let mut feed = ThreadFeed {
+        s: s.clone(),
+        caller: caller.clone(),
+        scope: scope.clone(),
+        key: key.clone(),
+        current: None,
+        cursor: None,
+        failed: false,
+    };
+    match after {
+        Some(a) => {
+            // The run of the id: go on in it (if it is still there), then after it.
+            match s.platform.runtime().store().get_run(&a.run).await? {
+                Some(r) if scope.contains(&r.target) && thread_of(&r) == Some(key.as_str()) => {
+                    feed.start(&r, Some(a.event)).await?;
+                }
+                // The workspace's run of another thread (another workspace's run is taken as
+                // one that does not exist: its existence is not the caller's to learn).
+                Some(r) if scope.contains(&r.target) => {
+                    return Err(Problem::bad_request(format!(
+                        "`Last-Event-ID` names run {}, which is not a run of thread {thread}; \
+                         send the `id` of an event of this stream",
+                        a.run
+                    )));
+                }
+                // Deleted (or never this workspace's): go on after it.
+                _ => feed.cursor = Some(a.run),
+            }
+        }
+        None => {
+            // The newest runs that have not ended, from the oldest of them; else only the
+            // runs to come.
+            let runs = s
+                .platform
+                .thread_runs(&key, 64)
+                .await
+                .map_err(super::v1::scoped(&scope))?;
+            let going = runs.iter().take_while(|r| !r.status.is_terminal()).count();
+            let before = if going == 0 {
+                runs.first()
+            } else {
+                runs.get(going)
+            };
+            feed.cursor = before.map(|r| r.id.clone());
+        }
+    }
+    let stream = futures::stream::unfold(feed, |mut feed| async move {
+        feed.next_event()
+            .await
+            .map(|e| (Ok::<_, Infallible>(e), feed))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 // --- store items ---------------------------------------------------------------------------

@@ -24,7 +24,8 @@ pub enum Role {
     Viewer,
     /// Also start runs and threads, write the store, call agents over `/mcp`.
     Invoker,
-    /// Also control runs (pause, resume, cancel, signal, approve, reject, replay), manage
+    /// Also control runs (pause, resume, cancel, signal, approve, reject, replay, delete a
+    /// finished one), manage
     /// schedules and crons, emit events, call outbound MCP tools directly.
     Operator,
     /// Also deploy agents and workflows, move labels, promote and roll back.
@@ -109,7 +110,7 @@ const READING_POSTS: &[&str] = &[
 /// |-------------|--------|
 /// | `viewer`    | every `GET`; the LangGraph/Agent Protocol searches and counts, and a thread's state at a checkpoint; `POST /v1/safety/analyze`; `/mcp` (whose tools each need their own role: agents and federated tools `invoker`, operations their route's role) |
 /// | `invoker`   | start runs (`POST /v1/agents/{name}/runs`, `/runs*`, `/threads/{id}/runs*`, `POST /v1/events/{event}`), threads (create, patch, copy, delete), store items (put, delete), the gateway's `POST /v1/execute`, `/v1/execute/stream`, `/v1/agents/connect` and its WebSocket |
-/// | `operator`  | run control (`/v1/runs/{id}/{pause,resume,cancel,signal,approve,reject,replay}`, LangGraph and Agent Protocol cancel), schedules and crons (create, delete, pause, resume, trigger, update), `POST /v1/servers/{name}/call_tool` |
+/// | `operator`  | run control (`/v1/runs/{id}/{pause,resume,cancel,signal,approve,reject,replay}`, LangGraph and Agent Protocol cancel, LangGraph run delete), schedules and crons (create, delete, pause, resume, trigger, update), `POST /v1/servers/{name}/call_tool` |
 /// | `developer` | `POST /v1/agents` (deploy), `PUT /v1/agents/{name}/labels/{label}`, promote, rollback, `/v1/webhooks*` and `/v1/triggers*` (also `GET`: create, list, get, rotate the secret, delete the workspace's webhooks and event triggers) |
 /// | `admin`     | `/v1/keys*`, `/v1/workspaces*`, `/v1/audit*`, `/v1/secrets*`, `/metrics`, `/v1/metrics/realtime` (also `GET`) |
 #[must_use]
@@ -175,7 +176,10 @@ pub fn required_role(method: &http::Method, path: &str) -> Option<Role> {
             | "/v1/approvals/{run_id}/{call_id}/approve"
             | "/v1/approvals/{run_id}/{call_id}/reject",
         )
-        | ("DELETE", "/v1/schedules/{name}" | "/runs/crons/{cron_id}")
+        | (
+            "DELETE",
+            "/v1/schedules/{name}" | "/runs/crons/{cron_id}" | "/threads/{thread_id}/runs/{run_id}",
+        )
         | ("PATCH", "/runs/crons/{cron_id}") => Role::Operator,
         (
             "POST",
@@ -251,6 +255,11 @@ mod tests {
         assert_eq!(
             required_role(&http::Method::POST, "/v1/events/{event}"),
             Some(Role::Invoker)
+        );
+        // Deleting a run (its journal, the run's record) is run control, like cancelling it.
+        assert_eq!(
+            required_role(&http::Method::DELETE, "/threads/{thread_id}/runs/{run_id}"),
+            Some(Role::Operator)
         );
         assert_eq!(required_role(&http::Method::POST, "/v1/unknown"), None);
     }

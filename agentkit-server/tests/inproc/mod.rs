@@ -600,3 +600,37 @@ impl agentkit_core::AugmentedLlm for Gated {
         })
     }
 }
+
+/// Agent `holder`: told "hold", it calls its `hold` tool, which returns only after a minute
+/// (a test cancels the run long before); told anything else, it answers "done".
+pub fn holder() -> agentkit_core::AgentLlm {
+    use agentkit_core::{CompletionResponse, Content, Message, Role, StopReason, Usage};
+    let model = agentkit_core::ScriptedProvider::from_fn(|req| {
+        let said = req
+            .messages
+            .iter()
+            .rfind(|m| m.role == Role::User)
+            .map(Message::text)
+            .unwrap_or_default();
+        let (message, stop) = if said == "hold" {
+            let call = vec![Content::tool_call("call_0", "hold", serde_json::json!({}))];
+            (Message::new(Role::Assistant, call), StopReason::ToolUse)
+        } else {
+            (Message::assistant("done"), StopReason::EndTurn)
+        };
+        Ok(CompletionResponse::new(
+            message,
+            Usage::new(1, 1),
+            stop,
+            "holder",
+        ))
+    });
+    let hold = agentkit_core::FnTool::new("hold", "Holds the run", |_: serde_json::Value| async {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        Ok::<_, String>("held")
+    });
+    agentkit_core::AgentLlm::new(
+        agentkit_core::Agent::new("holder", "Hold.").with_tool(hold),
+        model,
+    )
+}

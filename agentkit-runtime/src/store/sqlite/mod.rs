@@ -293,6 +293,28 @@ fn execute(c: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite
         .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
 }
 
+/// Delete runs `ids` with their journals and signals, in the writer's transaction (what
+/// retention and the deletion of one finished run both do).
+fn delete_runs(c: &Connection, ids: &[String]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let list = to_json(&ids, "run ids")?;
+    for sql in [
+        "DELETE FROM journal WHERE run_id IN (SELECT value FROM json_each(?))",
+        "DELETE FROM signals WHERE run_id IN (SELECT value FROM json_each(?))",
+    ] {
+        execute(c, sql, [&list]).map_err(db("deleting finished runs' journals and signals"))?;
+    }
+    execute(
+        c,
+        "DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))",
+        [&list],
+    )
+    .map_err(db("deleting finished runs"))?;
+    Ok(())
+}
+
 /// The rows of a statement on the writer's connection, each mapped by `map`; a statement
 /// error goes through `err`.
 fn query<T>(
@@ -561,24 +583,26 @@ impl RunStore for SqliteStore {
                     db("finding finished runs to delete"),
                     |row| row.get(0).map_err(db("finding finished runs to delete")),
                 )?;
-                if ids.is_empty() {
-                    return Ok(ids);
-                }
-                let list = to_json(&ids, "run ids")?;
-                for sql in [
-                    "DELETE FROM journal WHERE run_id IN (SELECT value FROM json_each(?))",
-                    "DELETE FROM signals WHERE run_id IN (SELECT value FROM json_each(?))",
-                ] {
-                    execute(c, sql, [&list])
-                        .map_err(db("deleting finished runs' journals and signals"))?;
-                }
-                execute(
-                    c,
-                    "DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))",
-                    [&list],
-                )
-                .map_err(db("deleting finished runs"))?;
+                delete_runs(c, &ids)?;
                 Ok(ids)
+            })
+            .await
+    }
+
+    async fn delete_finished_run(&self, run_id: &str) -> Result<bool> {
+        let run_id = run_id.to_owned();
+        self.writer
+            .write(Statements::Several, move |c| {
+                let ids: Vec<String> = query(
+                    c,
+                    "SELECT id FROM runs WHERE id = ?
+                        AND status IN ('succeeded', 'failed', 'cancelled')",
+                    [&run_id],
+                    db("finding a finished run to delete"),
+                    |row| row.get(0).map_err(db("finding a finished run to delete")),
+                )?;
+                delete_runs(c, &ids)?;
+                Ok(!ids.is_empty())
             })
             .await
     }

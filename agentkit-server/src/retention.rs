@@ -190,19 +190,23 @@ impl Platform {
     }
 
     /// Delete finished (succeeded, failed or cancelled) run `run` the way retention deletes
-    /// runs: its record, journal and signals, then its LangGraph facts ([`RUN_META`]) and its
-    /// thread's link to it. Whether it was deleted (`false`: it is gone already, or has not
-    /// finished).
+    /// runs: its thread's link to it and its LangGraph facts ([`RUN_META`]), then its record,
+    /// journal and signals. Whether it was deleted (`false`: it is gone already, or has not
+    /// finished; a run that has not finished keeps its link and facts).
+    ///
+    /// The record goes last, so a deletion cut short (a crash, a store error) leaves the run
+    /// findable and the same request again finishes it; the other way round, a retry would
+    /// find no run and the link and facts would stay behind.
     pub async fn delete_finished_run(&self, run: &agentkit_runtime::RunRecord) -> Result<bool> {
-        let store = self.runtime.store();
-        if !store.delete_finished_run(&run.id).await? {
+        if !run.status.is_terminal() {
             return Ok(false);
         }
-        store.doc_delete(RUN_META, &run.id, Expect::Any).await?;
+        let store = self.runtime.store();
         if let Some(t) = run.input.get("thread").and_then(Value::as_str) {
             self.unlink_thread_run(t, &run.id).await?;
         }
-        Ok(true)
+        store.doc_delete(RUN_META, &run.id, Expect::Any).await?;
+        store.delete_finished_run(&run.id).await
     }
 
     /// Remove deleted run `run_id` from thread `thread`: from its run index (whether it was
